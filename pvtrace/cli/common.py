@@ -1,0 +1,75 @@
+"""What every command shares: consoles, error mapping, progress bars."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from pvtrace.errors import PvtraceError
+
+out = Console()  # results: stdout
+err = Console(stderr=True)  # errors, warnings, progress
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handle_errors(fn: F) -> F:
+    """Turn a PvtraceError into one line on stderr and its exit code; no traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except PvtraceError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("[bold red]interrupted[/]")
+            raise typer.Exit(130) from None
+        except BrokenPipeError:
+            sys.stderr.close()
+            raise typer.Exit(0) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class ProgressTask:
+    """A progress handle; `advance(n)` and `total` work whether or not a bar is shown."""
+
+    def __init__(self, progress: Progress | None, task_id: Any):
+        self._progress = progress
+        self._task_id = task_id
+
+    def advance(self, n: float = 1) -> None:
+        if self._progress is not None:
+            self._progress.advance(self._task_id, n)
+
+    def update(self, **kwargs: Any) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task_id, **kwargs)
+
+
+@contextmanager
+def progress(description: str, total: float | None, quiet: bool = False) -> Iterator[ProgressTask]:
+    """A rich progress bar on a terminal; nothing when piped or quiet."""
+    if quiet or not err.is_terminal:
+        yield ProgressTask(None, None)
+        return
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    )
+    with bar:
+        yield ProgressTask(bar, bar.add_task(description, total=total))

@@ -1,0 +1,176 @@
+"""A Trace: canonical events plus what is known about where they came from.
+
+The metadata travels with the events inside the Parquet file (key `pvtrace`,
+JSON), so an ingested or simulated trace is analyzed the same way later.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pvtrace.errors import FormatError, OutputExistsError, SchemaError
+from pvtrace.schema import EVENT_SCHEMA, SCHEMA_VERSION, conform_events, validate_events
+
+META_KEY = "pvtrace"
+
+
+@dataclass
+class VmInfo:
+    """What is known about one VM."""
+
+    n_vcpus: int | None = None
+    lock_kind: str = "unknown"  # fifo, unfair or unknown (METRICS.md)
+    lock_algorithm: str | None = None  # e.g. ticket, pv-qspinlock, when known
+
+
+@dataclass
+class TraceMeta:
+    """Facts about a trace that are not events.
+
+    t_start/t_end bound the observed window (ns, host timeline); when None the
+    first/last event is used. `vcpu_map` records how host threads were tied to
+    (vm, vcpu) and `problems` what the ingester could not read.
+    """
+
+    source: list[str] = field(default_factory=list)
+    format: str = "unknown"
+    view: str = "full"  # full, host, guest, merged (what the producer could see)
+    t_start: int | None = None
+    t_end: int | None = None
+    n_pcpus: int | None = None
+    vms: dict[str, VmInfo] = field(default_factory=dict)
+    vcpu_map: list[dict[str, Any]] = field(default_factory=list)
+    clock: dict[str, Any] = field(default_factory=dict)
+    problems: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> TraceMeta:
+        raw = json.loads(text)
+        vms = {name: VmInfo(**info) for name, info in raw.pop("vms", {}).items()}
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(vms=vms, **{k: v for k, v in raw.items() if k in known})
+
+
+@dataclass
+class Trace:
+    """Events in the canonical schema, sorted by (ts, seq), plus metadata."""
+
+    events: pl.DataFrame
+    meta: TraceMeta = field(default_factory=TraceMeta)
+
+    def __post_init__(self) -> None:
+        validate_events(self.events)
+
+    @property
+    def t_start(self) -> int | None:
+        if self.meta.t_start is not None:
+            return self.meta.t_start
+        return self.events["ts"].min() if self.events.height else None
+
+    @property
+    def t_end(self) -> int | None:
+        if self.meta.t_end is not None:
+            return self.meta.t_end
+        return self.events["ts"].max() if self.events.height else None
+
+
+def check_writable(path: Path, force: bool) -> None:
+    """Refuse to overwrite an existing file unless forced."""
+    if path.exists() and not force:
+        raise OutputExistsError(str(path))
+
+
+class EventWriter:
+    """Streams event batches to one Parquet file, metadata written at close.
+
+    Memory stays bounded by the batch size, whatever the run length.
+    """
+
+    def __init__(self, path: Path | str, force: bool = False):
+        self.path = Path(path)
+        check_writable(self.path, force)
+        self._tmp = self.path.with_name(self.path.name + ".partial")
+        self._writer: pq.ParquetWriter | None = None
+        self.n_rows = 0
+
+    def write(self, batch: pl.DataFrame) -> None:
+        if batch.height == 0:
+            return
+        table = batch.to_arrow()
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self._tmp, table.schema, compression="zstd")
+        self._writer.write_table(table)
+        self.n_rows += batch.height
+
+    def close(self, meta: TraceMeta) -> None:
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(
+                self._tmp, pl.DataFrame(schema=EVENT_SCHEMA).to_arrow().schema, compression="zstd"
+            )
+        self._writer.add_key_value_metadata({META_KEY: meta.to_json()})
+        self._writer.close()
+        self._tmp.replace(self.path)
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> EventWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+
+
+def write_trace(trace: Trace, path: Path | str, force: bool = False) -> None:
+    """Write a whole trace to Parquet (atomically: a partial file never replaces a good one)."""
+    with EventWriter(path, force=force) as w:
+        w.write(trace.events)
+        w.close(trace.meta)
+
+
+def read_meta(path: Path | str) -> TraceMeta:
+    """The metadata of a pvtrace Parquet file (defaults when absent)."""
+    try:
+        kv = pl.read_parquet_metadata(path)
+    except Exception as exc:  # pyarrow/polars raise several types for junk
+        raise FormatError(f"not a readable Parquet file ({exc.__class__.__name__})", str(path)) from None
+    return TraceMeta.from_json(kv[META_KEY]) if META_KEY in kv else TraceMeta(source=[str(path)])
+
+
+def scan_events(path: Path | str) -> pl.LazyFrame:
+    """Lazily scan a pvtrace Parquet file's events (for big traces)."""
+    return pl.scan_parquet(path)
+
+
+def read_trace(path: Path | str) -> Trace:
+    """Read a pvtrace Parquet file, checking it carries canonical events."""
+    meta = read_meta(path)
+    try:
+        events = pl.read_parquet(path)
+    except Exception as exc:
+        raise FormatError(f"not a readable Parquet file ({exc.__class__.__name__})", str(path)) from None
+    try:
+        events = conform_events(events)
+    except SchemaError as exc:
+        raise FormatError(f"Parquet file is not pvtrace events: {exc}", str(path)) from None
+    return Trace(events=events, meta=meta)
+
+
+def arrow_schema() -> pa.Schema:
+    """The Arrow schema of canonical events."""
+    return pl.DataFrame(schema=EVENT_SCHEMA).to_arrow().schema
