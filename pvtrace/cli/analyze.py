@@ -1,9 +1,233 @@
-"""CLI for the analyze stage (placeholder until the stage lands)."""
+"""`pvtrace analyze`: measure spin waste, LHP/LWP incidents, convoys and exits of one or more traces."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
+import polars as pl
 import typer
+from rich.table import Table
+
+from pvtrace.analyze import Analysis, analyze
+from pvtrace.analyze.run import STEPS
+from pvtrace.cli.common import err, handle_errors, out, progress
+from pvtrace.errors import OutputExistsError, UsageError
+from pvtrace.schema import LOCK_KINDS
+from pvtrace.ingest.load import load
+from pvtrace.trace import Trace, check_writable
+
+
+def load_inputs(
+    files: list[Path],
+    *,
+    fmt: str,
+    strict: bool,
+    side: str,
+    vm_name: str | None,
+    vcpu_map: Path | None,
+    guest_offset_ns: int | None,
+    quiet: bool,
+) -> Trace:
+    """Read the inputs the way `pvtrace ingest` does (several files are merged), with a progress bar."""
+    total = sum(f.stat().st_size for f in files if f.is_file())
+    with progress("reading", total=total or None, quiet=quiet) as bar:
+        return load(
+            files,
+            format=fmt,
+            strict=strict,
+            side=side,
+            vm_name=vm_name,
+            vcpu_map_path=vcpu_map,
+            guest_offset_ns=guest_offset_ns,
+            progress=bar.advance,
+        )
+
+
+def write_outputs(a: Analysis, *, json_path: Path | None, out_dir: Path | None, csv: bool, force: bool) -> list[Path]:
+    """Write the summary JSON and the tables; refuse to overwrite anything without force."""
+    targets: list[Path] = []
+    if json_path is not None:
+        targets.append(json_path)
+    if out_dir is not None:
+        ext = "csv" if csv else "parquet"
+        targets += [out_dir / f"{name}.{ext}" for name in a.tables]
+        targets.append(out_dir / "summary.json")
+    for p in targets:  # check everything before writing anything
+        check_writable(p, force)
+    if out_dir is not None:
+        if out_dir.exists() and not out_dir.is_dir():
+            raise OutputExistsError(str(out_dir))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name, df in a.tables.items():
+            if csv:
+                df.with_columns(pl.col(pl.UInt64).cast(pl.String)).write_csv(out_dir / f"{name}.csv")
+            else:
+                df.write_parquet(out_dir / f"{name}.parquet")
+        (out_dir / "summary.json").write_text(a.summary.to_json() + "\n", encoding="utf-8")
+    if json_path is not None:
+        json_path.write_text(a.summary.to_json() + "\n", encoding="utf-8")
+    return targets
+
+
+def fmt_ns(ns: int | float | None) -> str:
+    """A duration for people: ns, us, ms or s."""
+    if ns is None:
+        return "-"
+    ns = float(ns)
+    for unit, scale in (("s", 1e9), ("ms", 1e6), ("us", 1e3)):
+        if abs(ns) >= scale:
+            return f"{ns / scale:.3g} {unit}"
+    return f"{ns:.0f} ns"
+
+
+def _lock(addr: int | None) -> str:
+    return "-" if addr is None else f"{addr:#x}"
+
+
+def render_summary(a: Analysis, sources: list[str]) -> None:
+    """The terminal summary: headline numbers, top locks, worst incidents, convoys, fidelity."""
+    s = a.summary
+    t = s.totals
+    x = s.extra
+    out.print(
+        f"[bold]pvtrace analyze[/] {', '.join(sources)}  level [bold]{x.get('level')}[/]  "
+        f"window {fmt_ns(x.get('t_end', 0) - x.get('t_start', 0))}  {x.get('n_events', 0):,} events  "
+        f"{x.get('n_vcpus', 0)} vCPUs  {x.get('n_locks', 0)} locks",
+        highlight=False,
+    )
+    head = Table(title="Headline", show_header=True, header_style="bold")
+    head.add_column("metric")
+    head.add_column("value", justify="right")
+    head.add_column("level")
+
+    def row(label: str, key: str, value: str | None = None) -> None:
+        if key in t:
+            head.add_row(label, value if value is not None else f"{t[key]:,}", s.fidelity.get(key, ""))
+        else:
+            head.add_row(label, "[dim]unavailable[/]", "")
+
+    row("spin", "spin_ns", fmt_ns(t.get("spin_ns")))
+    pct = x.get("spin_waste_pct_of_running")
+    waste = t.get("waste_lhp_ns", 0) + t.get("waste_lwp_ns", 0)
+    if "waste_lhp_ns" in t:
+        label = fmt_ns(waste) + (f" ({pct:.2f}% of running)" if pct is not None else "")
+        head.add_row("spin waste (LHP + LWP)", label, s.fidelity.get("waste_lhp_ns", ""))
+    row("  waste LHP", "waste_lhp_ns", fmt_ns(t.get("waste_lhp_ns")))
+    row("  waste LWP, next owner preempted", "waste_lwp_preempted_ns", fmt_ns(t.get("waste_lwp_preempted_ns")))
+    row("  waste LWP, next owner halted", "waste_lwp_halted_ns", fmt_ns(t.get("waste_lwp_halted_ns")))
+    row("  useful spin", "spin_useful_ns", fmt_ns(t.get("spin_useful_ns")))
+    row("  unattributed spin", "spin_unattributed_ns", fmt_ns(t.get("spin_unattributed_ns")))
+    row("wait while halted", "wait_halted_ns", fmt_ns(t.get("wait_halted_ns")))
+    row("wait while preempted", "wait_preempted_ns", fmt_ns(t.get("wait_preempted_ns")))
+    row("acquisitions", "n_acquisitions")
+    row("contended", "n_contended")
+    row("LHP incidents", "n_lhp")
+    row("  harmful", "n_lhp_harmful")
+    row("LWP incidents", "n_lwp")
+    row("  next owner preempted / halted", "n_lwp_preempted", f"{t.get('n_lwp_preempted', 0):,} / {t.get('n_lwp_halted', 0):,}")
+    row("convoys (longest)", "n_convoys", f"{t.get('n_convoys', 0):,} ({t.get('convoy_len_max', 0)})")
+    row("pause exits", "n_pause_exits")
+    row("pv kicks", "n_kicks")
+    row("truncated at trace end", "n_truncated")
+    out.print(head)
+    if x.get("excluded_ns"):
+        out.print(f"lost events: {x['n_lost_windows']} windows, {x['excluded_pct']:.2f}% of vCPU time excluded")
+
+    locks = a.table("waste_by_lock").head(10)
+    if locks.height:
+        tl = Table(title="Top locks by waste", header_style="bold")
+        for c in ("vm", "lock", "contended", "spin", "LHP", "LWP", "wait p50", "p99", "max"):
+            tl.add_column(c, justify="left" if c in ("vm", "lock") else "right")
+        for r in locks.iter_rows(named=True):
+            tl.add_row(
+                r["vm"], _lock(r["lock"]), f"{r['n_contended']:,}", fmt_ns(r["spin_ns"]), fmt_ns(r["waste_lhp_ns"]),
+                fmt_ns(r["waste_lwp_ns"]), fmt_ns(r["wait_p50_ns"]), fmt_ns(r["wait_p99_ns"]), fmt_ns(r["wait_max_ns"]),
+            )
+        out.print(tl)
+
+    for name, who, title in (
+        ("lhp_incidents", "holder", "Worst LHP incidents"),
+        ("lwp_incidents", "next_owner", "Worst LWP incidents"),
+    ):
+        inc = a.table(name).sort("waste_ns", "dur", descending=True).head(5)
+        if inc.height == 0 or name.split("_")[0] == "lhp" and "n_lhp_harmful" not in t:
+            continue
+        ti = Table(title=title, header_style="bold")
+        for c in ("vm", "lock", who, "state", "start", "dur", "waiters", "waste"):
+            ti.add_column(c, justify="left" if c in ("vm", "lock", "state") else "right")
+        state_col = "holder_state" if who == "holder" else "next_owner_state"
+        for r in inc.iter_rows(named=True):
+            ti.add_row(
+                r["vm"], _lock(r["lock"]), str(r[who]), r[state_col], fmt_ns(r["start"] - x.get("t_start", 0)),
+                fmt_ns(r["dur"]), str(r["n_waiters"]), fmt_ns(r["waste_ns"]),
+            )
+        out.print(ti)
+
+    conv = a.table("convoys")
+    if conv.height:
+        dist = conv.group_by("length").len().sort("length")
+        tc = Table(title="Convoy lengths", header_style="bold")
+        tc.add_column("length", justify="right")
+        tc.add_column("convoys", justify="right")
+        for length, n in dist.iter_rows():
+            tc.add_row(str(length), f"{n:,}")
+        causes = ", ".join(f"{c}: {n}" for c, n in conv.group_by("cause").len().sort("cause").iter_rows())
+        out.print(tc)
+        out.print(f"convoy causes: {causes}")
+
+    if s.unavailable:
+        tu = Table(title="Unavailable at this level", header_style="bold")
+        tu.add_column("metric")
+        tu.add_column("missing events")
+        tu.add_column("how to capture")
+        for u in s.unavailable:
+            tu.add_row(u.metric, ", ".join(u.missing_events) or "-", u.how_to_capture)
+        out.print(tu)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this stage's commands to the app."""
+    """Add `pvtrace analyze`."""
+
+    @app.command("analyze")
+    @handle_errors
+    def analyze_cmd(
+        files: Annotated[list[Path], typer.Argument(help="Trace files (any format `ingest` reads; several are merged).")],
+        json_out: Annotated[Path | None, typer.Option("--json", help="Write the summary (totals, fidelity, unavailable) as JSON.")] = None,
+        out_dir: Annotated[Path | None, typer.Option("--out-dir", help="Write every result table into this folder.")] = None,
+        csv: Annotated[bool, typer.Option("--csv", help="Tables as CSV instead of Parquet.")] = False,
+        lock_kind: Annotated[str | None, typer.Option("--lock-kind", help="Lock kind of every VM: fifo, unfair or unknown.")] = None,
+        fmt: Annotated[str, typer.Option("--format", help="Input format (auto: detect).")] = "auto",
+        side: Annotated[str, typer.Option("--side", help="host, guest or auto.")] = "auto",
+        vm_name: Annotated[str | None, typer.Option("--vm-name", help="VM name for guest-side inputs.")] = None,
+        vcpu_map: Annotated[Path | None, typer.Option("--vcpu-map", help="CSV tid,pid,vm,vcpu tying host threads to vCPUs.")] = None,
+        guest_offset_ns: Annotated[int | None, typer.Option("--guest-offset-ns", help="host time = guest time + offset.")] = None,
+        strict: Annotated[bool, typer.Option("--strict", help="Malformed input lines are fatal.")] = False,
+        force: Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")] = False,
+        quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress bar and no terminal summary.")] = False,
+    ) -> None:
+        """Measure spin waste, LHP/LWP incidents, convoys, exits and pv kicks of a trace."""
+        if lock_kind is not None and lock_kind not in LOCK_KINDS:
+            raise UsageError(f"--lock-kind must be one of {', '.join(LOCK_KINDS)}, not {lock_kind!r}")
+        if csv and out_dir is None:
+            raise UsageError("--csv needs --out-dir")
+        # Fail on existing outputs before the (possibly long) analysis.
+        if json_out is not None:
+            check_writable(json_out, force)
+        trace = load_inputs(
+            files,
+            fmt=fmt,
+            strict=strict,
+            side=side,
+            vm_name=vm_name,
+            vcpu_map=vcpu_map,
+            guest_offset_ns=guest_offset_ns,
+            quiet=quiet,
+        )
+        with progress("analyzing", total=len(STEPS), quiet=quiet) as bar:
+            result = analyze(trace, lock_kind=lock_kind, progress=lambda step: bar.advance(1))
+        written = write_outputs(result, json_path=json_out, out_dir=out_dir, csv=csv, force=force)
+        if not quiet:
+            render_summary(result, [str(f) for f in files])
+            if written:
+                err.print(f"wrote {len(written)} file(s)", highlight=False)

@@ -1,9 +1,100 @@
-"""CLI for the generate stage (placeholder until the stage lands)."""
+"""CLI for the simulate stage: `pvtrace generate` and `pvtrace experiment`."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+from rich.table import Table
+
+from pvtrace.cli.common import handle_errors, out, progress
+from pvtrace.errors import UsageError
+from pvtrace.simulate.scenario import Scenario, load_preset, load_scenario, preset_names
+from pvtrace.simulate.truth import GroundTruth
+from pvtrace.trace import check_writable
+
+FORMATS = ("parquet", "ftrace", "trace-cmd", "perf")
+VIEWS = ("full", "host", "guest", "merged")
+
+
+def pick_scenario(scenario: Path | None, preset: str | None) -> Scenario:
+    """The scenario file, or a preset, or the defaults."""
+    if scenario is not None and preset is not None:
+        raise UsageError("give a scenario file or --preset, not both")
+    if scenario is not None:
+        return load_scenario(scenario)
+    if preset is not None:
+        return load_preset(preset)
+    return Scenario()
+
+
+def print_truth(truth: GroundTruth, n_events: int, files: list[Path]) -> None:
+    """A short account of the run: where it went, how long each VM took, what went wrong."""
+    t = truth.summary.totals
+    out.print(
+        f"[bold]Simulated {truth.t_end / 1e9:.3f} s[/]: {n_events:,} events -> " + ", ".join(str(f) for f in files)
+    )
+    table = Table(show_edge=False, title_justify="left")
+    table.add_column("vm")
+    table.add_column("completion", justify="right")
+    table.add_column("ops", justify="right")
+    for vm, done in truth.completion_ns.items():
+        table.add_row(vm, "-" if done is None else f"{done / 1e6:.3f} ms", f"{truth.ops_done[vm]:,}")
+    out.print(table)
+    out.print(
+        f"acquisitions {t['n_acquisitions']:,} (contended {t['n_contended']:,}); "
+        f"spin {t['spin_ns'] / 1e6:.3f} ms: LHP waste {t['waste_lhp_ns'] / 1e6:.3f} ms, "
+        f"LWP waste {t['waste_lwp_ns'] / 1e6:.3f} ms; incidents LHP {t['n_lhp']:,}, LWP {t['n_lwp']:,}; "
+        f"convoys {t['n_convoys']:,} (longest {t['convoy_len_max']}); "
+        f"PAUSE exits {t['n_pause_exits']:,}; kicks {t['n_kicks']:,}"
+    )
 
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the app."""
+
+    @app.command("generate")
+    @handle_errors
+    def generate_cmd(
+        scenario: Path | None = typer.Argument(None, help="Scenario TOML file (see docs/simulator.md)."),
+        preset: str | None = typer.Option(
+            None, "--preset", help=f"A bundled scenario: {', '.join(preset_names())}."
+        ),
+        seed: int | None = typer.Option(None, "--seed", help="Random seed (default: the scenario's run.seed)."),
+        output: Path = typer.Option(..., "-o", "--out", help="Output file (text formats: the host-side file)."),
+        fmt: str = typer.Option("parquet", "--format", help="parquet, ftrace, trace-cmd or perf."),
+        view: str = typer.Option("full", "--view", help="full, host, guest or merged: what a tracer would see."),
+        truth_path: Path | None = typer.Option(None, "--truth", help="Also write the ground truth as JSON."),
+        force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
+        quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar and no summary."),
+    ) -> None:
+        """Simulate a host running VMs whose guests take spinlocks; write events and ground truth."""
+        from pvtrace.simulate.run import simulate_to_parquet, simulate_trace
+
+        if fmt not in FORMATS:
+            raise UsageError(f"unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        if view not in VIEWS:
+            raise UsageError(f"unknown --view {view!r}; choose one of {', '.join(VIEWS)}")
+        s = pick_scenario(scenario, preset)
+        check_writable(output, force)
+        if truth_path is not None:
+            check_writable(truth_path, force)
+        with progress("simulating", total=1.0, quiet=quiet) as bar:
+
+            def tick(done: float) -> None:
+                bar.update(completed=done)
+
+            if fmt == "parquet" and view == "full":
+                run = simulate_to_parquet(s, output, seed=seed, force=force, progress=tick)
+                truth, n_events, files = run.truth, run.n_events, [output]
+            else:
+                from pvtrace.simulate.render import write_rendered
+
+                trace, truth = simulate_trace(s, seed=seed, progress=tick)
+                n_events = trace.events.height
+                files = write_rendered(trace, fmt, view, output, force)
+        if truth_path is not None:
+            truth.write_json(truth_path, force=force)
+            files.append(truth_path)
+        if not quiet:
+            print_truth(truth, n_events, files)

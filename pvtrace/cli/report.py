@@ -1,9 +1,116 @@
-"""CLI for the report stage (placeholder until the stage lands)."""
+"""CLI for the report stage: `pvtrace report` (one trace's page) and `pvtrace compare` (two runs)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import polars as pl
 import typer
+from rich.table import Table
+
+from pvtrace.analyze import Analysis, analyze
+from pvtrace.analyze.run import STEPS
+from pvtrace.cli.common import err, handle_errors, out, progress
+from pvtrace.errors import UsageError
+from pvtrace.ingest.load import load
+from pvtrace.report.compare import compare_metrics, format_comparison, write_compare
+from pvtrace.report.figures import FORMATS, export_figures
+from pvtrace.report.page import write_page
+from pvtrace.report.trace_page import all_figures, render_report, report_sections
+from pvtrace.report.window import parse_window
+from pvtrace.trace import Trace, check_writable
+
+
+def load_trace(paths: list[Path], what: str) -> Trace:
+    """Read the input(s) of a report or compare (any format `pvtrace ingest` reads), with a progress bar."""
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        raise UsageError(f"{missing[0]}: no such file")
+    total = sum(p.stat().st_size for p in paths)
+    with progress(f"reading {what}", total=total) as bar:
+        return load(paths, progress=bar.advance)
+
+
+def analyze_with_progress(trace: Trace, what: str) -> Analysis:
+    """Run the analyzer, with a progress bar on a terminal."""
+    with progress(f"analyzing {what}", total=len(STEPS)) as bar:
+        return analyze(trace, progress=lambda step: bar.advance())
+
+
+def report(
+    files: list[Path] = typer.Argument(
+        ..., help="Trace file(s): one Parquet trace, or the inputs of one merged trace."
+    ),
+    out_path: Path | None = typer.Option(None, "-o", "--out", help="The HTML page to write."),
+    window: str | None = typer.Option(
+        None,
+        "--window",
+        help="Timeline window START:END from the trace start (e.g. 2ms:5ms, 1.5s:; bare numbers are ns). "
+        "Default: around the worst incident.",
+    ),
+    figures: Path | None = typer.Option(
+        None, "--figures", help="Also write every chart as an image into DIR."
+    ),
+    figure_format: str = typer.Option(
+        "png", "--figure-format", help=f"Image format for --figures: {', '.join(FORMATS)}."
+    ),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
+) -> None:
+    """Write a self-contained HTML report of a trace (works offline), and optionally its charts as images."""
+    if out_path is None and figures is None:
+        raise UsageError("nothing to write: give -o OUT.html and/or --figures DIR")
+    if figure_format not in FORMATS:
+        raise UsageError(f"--figure-format must be one of {', '.join(FORMATS)}, not {figure_format!r}")
+    win = parse_window(window) if window else None
+    if out_path is not None:
+        check_writable(out_path, force)
+    names = ", ".join(p.name for p in files)
+    trace = load_trace(files, names)
+    analysis = analyze_with_progress(trace, names)
+    sections = report_sections(trace, analysis, win)
+    if out_path is not None:
+        page = render_report(trace, analysis, sections=sections, title=f"pvtrace report: {names}")
+        write_page(page, out_path, force)
+        err.print(f"wrote {out_path} ({out_path.stat().st_size / 1e6:.1f} MB)", highlight=False)
+    if figures is not None:
+        written = export_figures(all_figures(sections), figures, figure_format, force)
+        err.print(f"wrote {len(written)} {figure_format.upper()} figures to {figures}", highlight=False)
+
+
+def compare(
+    a: Path = typer.Argument(..., help="First run (A): any input `pvtrace analyze` accepts."),
+    b: Path = typer.Argument(..., help="Second run (B)."),
+    label_a: str | None = typer.Option(None, "--label-a", help="Name of run A (default: its file name)."),
+    label_b: str | None = typer.Option(None, "--label-b", help="Name of run B (default: its file name)."),
+    out_path: Path | None = typer.Option(None, "-o", "--out", help="Also write the comparison page here."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing page."),
+) -> None:
+    """Compare two runs: headline metrics side by side with deltas, and a page with both overlaid."""
+    labels = (label_a or a.stem, label_b or b.stem)
+    if labels[0] == labels[1]:
+        labels = (f"A: {labels[0]}", f"B: {labels[1]}")
+    if out_path is not None:
+        check_writable(out_path, force)
+    ta, tb = load_trace([a], labels[0]), load_trace([b], labels[1])
+    xa, xb = analyze_with_progress(ta, labels[0]), analyze_with_progress(tb, labels[1])
+    table = format_comparison(compare_metrics(xa, xb, (ta, tb)), labels)
+    out.print(comparison_table(table))
+    if out_path is not None:
+        write_compare(xa, xb, labels, out_path, force=force, traces=(ta, tb))
+        err.print(f"wrote {out_path}", highlight=False)
+
+
+def comparison_table(table: pl.DataFrame) -> Table:
+    """The formatted comparison as a rich table."""
+    t = Table(title="A vs B", title_justify="left")
+    for i, col in enumerate(table.columns):
+        t.add_column(col, justify="left" if i == 0 else "right", no_wrap=i > 0)
+    for row in table.iter_rows():
+        t.add_row(*row)
+    return t
 
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the app."""
+    app.command("report")(handle_errors(report))
+    app.command("compare")(handle_errors(compare))

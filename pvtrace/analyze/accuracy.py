@@ -1,0 +1,49 @@
+"""How far an analysis is from ground truth: incident recall/precision and total errors.
+
+Used to state, for each fidelity level, how close pvtrace gets to what really
+happened in a simulated run (docs/accuracy.md).
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+MATCH_KEY = ["vm", "lock", "holder"]
+
+
+def matched(found: pl.DataFrame, truth: pl.DataFrame, key: list[str]) -> tuple[int, int]:
+    """(found rows overlapping a truth row of the same key, truth rows overlapping a found row)."""
+    if found.height == 0 or truth.height == 0:
+        return 0, 0
+    f = found.select(*key, "start", "end").with_row_index("_f")
+    t = truth.select(*key, "start", "end").with_row_index("_t")
+    pairs = f.join(t, on=key, suffix="_t").filter(
+        (pl.col("start") < pl.col("end_t")) & (pl.col("start_t") < pl.col("end"))
+    )
+    return pairs["_f"].n_unique(), pairs["_t"].n_unique()
+
+
+def incident_scores(found: pl.DataFrame, truth: pl.DataFrame, key: list[str] | None = None) -> dict[str, float | int]:
+    """Recall and precision of found incidents against true ones (match: same key, overlapping time)."""
+    key = key or MATCH_KEY
+    f_ok, t_ok = matched(found, truth, key)
+    return {
+        "n_found": found.height,
+        "n_true": truth.height,
+        "precision": f_ok / found.height if found.height else (1.0 if truth.height == 0 else 0.0),
+        "recall": t_ok / truth.height if truth.height else 1.0,
+    }
+
+
+def harmful_lhp_scores(lhp_found: pl.DataFrame, lhp_truth: pl.DataFrame) -> dict[str, float | int]:
+    """incident_scores on harmful LHP incidents."""
+    return incident_scores(lhp_found.filter(pl.col("harmful")), lhp_truth.filter(pl.col("harmful")))
+
+
+def relative_error(found: int | None, true: int) -> float | None:
+    """(found - true) / true; None when found is unavailable; 0 when both are 0."""
+    if found is None:
+        return None
+    if true == 0:
+        return 0.0 if found == 0 else float("inf")
+    return (found - true) / true

@@ -1,0 +1,79 @@
+"""Convoys: runs of consecutive hand-offs on one lock, and the incident that started them.
+
+docs/metrics.md, Incidents / Convoy: a maximal run of consecutive acquisitions
+that are all hand-offs, kept at length >= 2; peak waiters counted at its
+acquisitions; cause lhp (the hold ending at its first release had an LHP
+incident) / lwp (an LWP incident ends at its first hand-off) / none.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from pvtrace.analyze.prepare import Prepared
+from pvtrace.schema import CONVOY_SCHEMA
+
+I64 = pl.Int64()
+
+
+def open_waits_at(acq: pl.DataFrame, waits: pl.DataFrame) -> pl.DataFrame:
+    """Per acquisition (start_ord): waits open on its lock just before it, its own included."""
+    deltas = pl.concat(
+        [
+            waits.select("lid", pl.col("start_ord").alias("ord"), pl.lit(1, I64).alias("d")),
+            waits.filter(pl.col("end_ord").is_not_null()).select("lid", pl.col("end_ord").alias("ord"), pl.lit(-1, I64).alias("d")),
+        ]
+    ).sort("lid", "ord")
+    counted = deltas.with_columns(pl.col("d").cum_sum().over("lid").alias("open_after"))
+    ends = counted.filter(pl.col("d") == -1).select(pl.col("ord").alias("start_ord"), (pl.col("open_after") + 1).alias("open_waits"))
+    return acq.join(ends, on="start_ord", how="left")
+
+
+def convoys(acq: pl.DataFrame, waits: pl.DataFrame, lhp: pl.DataFrame, lwp: pl.DataFrame, prep: Prepared) -> pl.DataFrame:
+    """Convoys: lid, start, end, length, peak_waiters, cause, first_ord (internal)."""
+    a = acq.filter(pl.col("start_ord").is_not_null()).sort("lid", "start_ord")
+    a = open_waits_at(a, waits).sort("lid", "start_ord")
+    brk = (~pl.col("handoff")) | (pl.col("lid") != pl.col("lid").shift(1)).fill_null(True)
+    a = a.with_columns(brk.cum_sum().alias("_run")).filter(pl.col("handoff"))
+    c = (
+        a.group_by("_run", maintain_order=True)
+        .agg(
+            pl.col("lid").first(),
+            pl.col("prev_release_ts").first().alias("start"),
+            pl.col("prev_hid").first(),
+            pl.col("start").last().alias("end"),
+            pl.len().cast(I64).alias("length"),
+            pl.col("open_waits").max().cast(I64).alias("peak_waiters"),
+            pl.col("start").first().alias("first_ts"),
+        )
+        .filter(pl.col("length") >= 2)
+        .drop("_run")
+        .sort("lid", "start")
+    )
+    if c.height == 0:
+        return c.with_columns(pl.lit(None, pl.String()).alias("cause"))
+    # lhp: the hold that ended at the first release had an LHP incident.
+    lhp_holds = lhp.select("hid").unique().with_columns(pl.lit(True).alias("_lhp"))
+    c = c.join(lhp_holds, left_on="prev_hid", right_on="hid", how="left")
+    lwp_ends = lwp.select("lid", pl.col("end").alias("first_ts"), pl.lit(True).alias("_lwp")).unique()
+    c = c.join(lwp_ends, on=["lid", "first_ts"], how="left")
+    cause = (
+        pl.when(pl.col("_lhp").fill_null(False))
+        .then(pl.lit("lhp"))
+        .when(pl.col("_lwp").fill_null(False))
+        .then(pl.lit("lwp"))
+        .otherwise(pl.lit("none"))
+    )
+    return c.with_columns(cause.alias("cause")).select("lid", "start", "end", "length", "peak_waiters", "cause")
+
+
+def convoys_table(c: pl.DataFrame, prep: Prepared) -> pl.DataFrame:
+    """The convoys result table."""
+    if c.height == 0:
+        return pl.DataFrame(schema=CONVOY_SCHEMA)
+    return (
+        c.join(prep.locks.select("lid", "vm", "lock"), on="lid", how="left")
+        .select("vm", "lock", "start", "end", "length", "peak_waiters", "cause")
+        .cast(dict(CONVOY_SCHEMA))
+        .sort("vm", "lock", "start")
+    )

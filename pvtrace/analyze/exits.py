@@ -1,0 +1,138 @@
+"""Hypervisor-side measures: exit reasons, pause exits, pv kicks, directed yields.
+
+docs/metrics.md, Exits and pv: time in exit runs from vm_exit to the same
+vCPU's next vm_entry; a pause exit counts the other vCPUs of its VM preempted
+at it; kick latency runs from the kick to the target's next vcpu_run.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from pvtrace.analyze.intervals import lookup
+from pvtrace.analyze.prepare import Prepared
+from pvtrace.analyze.vcpu_states import VcpuStates, state_at
+
+I64, I32, STR, F64, BOOL = pl.Int64(), pl.Int32(), pl.String(), pl.Float64(), pl.Boolean()
+
+
+def exit_durations(prep: Prepared) -> pl.DataFrame:
+    """Every vm_exit: vid, ts, ord, reason, dur (to the same vCPU's next vm_entry; null if none)."""
+    ex = prep.exits.sort("vid", "ord")
+    same = (pl.col("vid") == pl.col("vid").shift(-1)).fill_null(False)
+    paired = same & (pl.col("kind").shift(-1) == "vm_entry")
+    return ex.with_columns(pl.when(paired).then(pl.col("ts").shift(-1) - pl.col("ts")).alias("dur")).filter(
+        pl.col("kind") == "vm_exit"
+    ).select("vid", "ts", "ord", pl.col("reason").fill_null("UNKNOWN"), "dur")
+
+
+def exit_reasons(exits: pl.DataFrame) -> pl.DataFrame:
+    """The exit_reasons result table, like `perf kvm stat report`."""
+    total = max(exits.height, 1)
+    d = pl.col("dur")
+    return (
+        exits.group_by("reason")
+        .agg(
+            pl.len().cast(I64).alias("count"),
+            d.sum().cast(I64).alias("total_ns"),
+            d.min().cast(I64).alias("min_ns"),
+            d.mean().round(0).cast(I64).alias("avg_ns"),
+            d.max().cast(I64).alias("max_ns"),
+        )
+        .with_columns((pl.col("count") * 100.0 / total).alias("share_pct"))
+        .select("reason", "count", "share_pct", "total_ns", "min_ns", "avg_ns", "max_ns")
+        .sort("count", "reason", descending=[True, False])
+    )
+
+
+def _vm_ids(prep: Prepared) -> pl.DataFrame:
+    vms = prep.vcpus.select("vm").unique().sort("vm").with_row_index("vm_id").with_columns(pl.col("vm_id").cast(I64))
+    return prep.vcpus.join(vms, on="vm").select("vid", "vm_id", "vm", "vcpu")
+
+
+def pause_exits(exits: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.DataFrame:
+    """The pause_exits result table: ts, vm, vcpu, n_siblings_preempted (others preempted at the exit)."""
+    ids = _vm_ids(prep)
+    pauses = exits.filter(pl.col("reason") == "PAUSE").join(ids, on="vid", how="left")
+    if pauses.height == 0:
+        return pl.DataFrame(schema={"ts": I64, "vm": STR, "vcpu": I32, "n_siblings_preempted": I64})
+    ch = states.changes.sort("vid", "ord")
+    pre = (pl.col("state") == "preempted").cast(I64)
+    prev = pl.when((pl.col("vid") == pl.col("vid").shift(1)).fill_null(False)).then(pre.shift(1)).otherwise(0)
+    deltas = (
+        ch.with_columns((pre - prev).alias("d"))
+        .filter(pl.col("d") != 0)
+        .join(ids.select("vid", "vm_id"), on="vid")
+        .sort("vm_id", "ord")
+        .with_columns(pl.col("d").cum_sum().over("vm_id").alias("n_preempted"))
+        .select(pl.col("vm_id").alias("key"), "ord", "n_preempted")
+    )
+    found = lookup(
+        pauses, deltas, by="vm_id", on="ord", size=prep.ord_size, values=["n_preempted"], strict=True
+    )
+    own = state_at(found, states, prep, vid="vid", ord_col="ord", ts_col="ts")
+    return (
+        found.with_columns(own.alias("_own"))
+        .select(
+            "ts",
+            "vm",
+            pl.col("vcpu").cast(I32),
+            (pl.col("n_preempted").fill_null(0) - (pl.col("_own") == "preempted").cast(I64)).alias("n_siblings_preempted"),
+        )
+        .sort("ts", "vm", "vcpu")
+    )
+
+
+def kicks(states: VcpuStates, prep: Prepared) -> pl.DataFrame:
+    """The kicks result table: ts, vm, vcpu (kicker), target, latency_ns (to the target's next run)."""
+    runs = states.changes.filter(pl.col("kind") == "vcpu_run").select(
+        pl.col("vid").alias("key"), pl.col("ord").alias("run_ord"), pl.col("ts").alias("run_ts")
+    )
+    k = prep.kicks.with_columns(pl.col("target_vid").fill_null(-1))
+    found = lookup(
+        k, runs, by="target_vid", on="ord", table_on="run_ord", size=prep.ord_size,
+        values=["run_ts"], direction="forward", strict=True,
+    )
+    return (
+        found.join(prep.vcpus.select("vid", "vm", "vcpu"), on="vid", how="left")
+        .join(prep.vcpus.select(pl.col("vid").alias("target_vid"), pl.col("vcpu").alias("target")), on="target_vid", how="left")
+        .select(
+            "ts", "vm", pl.col("vcpu").cast(I32), pl.col("target").cast(I32),
+            (pl.col("run_ts") - pl.col("ts")).alias("latency_ns"),
+        )
+        .sort("ts", "vm", "vcpu")
+    )
+
+
+def held_counts(acq: pl.DataFrame) -> pl.DataFrame:
+    """Per vid, the number of locks it holds after each hold start/end (key, o2, n_held), o2 = 2*ord."""
+    h = acq.filter(pl.col("vid").is_not_null())
+    starts = h.select(pl.col("vid").alias("key"), pl.col("sort_key").alias("o2"), pl.lit(1, I64).alias("d"))
+    ends = h.filter(pl.col("end_key").is_not_null()).select(
+        pl.col("vid").alias("key"), pl.col("end_key").alias("o2"), pl.lit(-1, I64).alias("d")
+    )
+    return (
+        pl.concat([starts, ends])
+        .sort("key", "o2", "d")
+        .with_columns(pl.col("d").cum_sum().over("key").alias("n_held"))
+        .select("key", "o2", "n_held")
+    )
+
+
+def yields(acq: pl.DataFrame | None, prep: Prepared) -> pl.DataFrame:
+    """The yields result table: ts, vm, vcpu, target, target_held_lock (null when holds are unknown)."""
+    y = prep.yields.with_columns(pl.col("target_vid").fill_null(-1), (pl.col("ord") * 2).alias("o2"))
+    if acq is None:
+        y = y.with_columns(pl.lit(None, BOOL).alias("target_held_lock"))
+    else:
+        found = lookup(
+            y, held_counts(acq), by="target_vid", on="o2", size=2 * prep.ord_size + 2,
+            values=["n_held"], strict=True, origin=-2,
+        )
+        y = found.with_columns((pl.col("n_held").fill_null(0) > 0).alias("target_held_lock"))
+    return (
+        y.join(prep.vcpus.select("vid", "vm", "vcpu"), on="vid", how="left")
+        .join(prep.vcpus.select(pl.col("vid").alias("target_vid"), pl.col("vcpu").alias("target")), on="target_vid", how="left")
+        .select("ts", "vm", pl.col("vcpu").cast(I32), pl.col("target").cast(I32), "target_held_lock")
+        .sort("ts", "vm", "vcpu")
+    )

@@ -1,0 +1,141 @@
+"""Fidelity: what a trace's events allow, and what each metric therefore is.
+
+METRICS.md, Fidelity: exact (acquire/release + waits + vCPU states), inferred
+holder (guest contention events + host vCPU states), host only (vCPU states and
+exits, no lock events), guest only (lock events, no vCPU states). A metric the
+events cannot give is listed as unavailable with the events it misses and the
+`trace-cmd record` command that would capture them; it is never written as 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pvtrace.analyze.prepare import Prepared
+from pvtrace.summary import TOTAL_KEYS, Unavailable
+
+# Tracepoints behind each canonical kind, by the side that records them.
+HOST_STATES = ("sched:sched_switch", "sched:sched_wakeup", "kvm:kvm_entry", "kvm:kvm_exit")
+GUEST_WAITS = ("lock:contention_begin", "lock:contention_end")
+GUEST_HOLDS = ("lock:lock_acquire", "lock:lock_release")
+HOST_EXITS = ("kvm:kvm_exit", "kvm:kvm_entry")
+HOST_KICKS = ("kvm:kvm_hypercall",)
+
+
+def capture_command(host: tuple[str, ...] = (), guest: tuple[str, ...] = ()) -> str:
+    """The trace-cmd command(s) that record the given tracepoints."""
+    parts = []
+    if host:
+        parts.append("on the host: trace-cmd record " + " ".join(f"-e {e}" for e in host))
+    if guest:
+        cmd = "in the guest: trace-cmd record " + " ".join(f"-e {e}" for e in guest)
+        if any(e in GUEST_HOLDS for e in guest):
+            cmd += " (needs a CONFIG_LOCKDEP kernel)"
+        parts.append(cmd)
+    return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """Which kinds of events the trace has."""
+
+    states: bool  # vCPU state events (host scheduler view)
+    waits: bool  # lock_contend / contended lock_acquire (guest)
+    holds: bool  # lock_release: every acquisition and release is visible
+    exits: bool  # vm_exit / vm_entry
+    kicks: bool  # pv_kick (or the host exits they come with)
+
+    @property
+    def level(self) -> str:
+        if self.states and self.holds:
+            return "exact"
+        if self.states and self.waits:
+            return "inferred"
+        if self.states or self.exits:
+            return "host-only"
+        return "guest-only"
+
+
+def capabilities(prep: Prepared) -> Capabilities:
+    k = prep.kinds
+    has = lambda *names: any(k.get(n, 0) > 0 for n in names)  # noqa: E731
+    exits = has("vm_exit")
+    # Every acquisition and release is visible with lockdep-like events (lock_release seen), or in
+    # the simulator's full view; guest contention events show contended acquisitions only.
+    full_sim = prep.view == "full" and prep.lock_origins <= {"sim"} and has("lock_acquire")
+    return Capabilities(
+        states=has("vcpu_run", "vcpu_preempt", "vcpu_halt"),
+        waits=has("lock_contend", "lock_acquire"),
+        holds=has("lock_release") or full_sim,
+        exits=exits,
+        kicks=has("pv_kick") or exits,
+    )
+
+
+SPLIT_KEYS = ("spin_useful_ns", "waste_lhp_ns", "waste_lwp_ns", "waste_lwp_preempted_ns", "waste_lwp_halted_ns", "spin_unattributed_ns")
+LWP_KEYS = ("waste_lwp_ns", "waste_lwp_preempted_ns", "waste_lwp_halted_ns", "n_lwp", "n_lwp_preempted", "n_lwp_halted")
+STATE_KEYS = ("spin_ns", "wait_halted_ns", "wait_preempted_ns")
+HOLDER_KEYS = (*SPLIT_KEYS, "n_lhp", "n_lhp_harmful", "n_lwp", "n_lwp_preempted", "n_lwp_halted", "n_convoys", "convoy_len_max", "n_truncated")
+
+
+def plan(caps: Capabilities, *, unknown_kind_locks: bool) -> tuple[dict[str, str], list[Unavailable]]:
+    """The level of every total key this trace can give, and the unavailable ones with why."""
+    level = caps.level
+    fidelity: dict[str, str] = {}
+    missing: dict[str, Unavailable] = {}
+
+    def lack(metric: str, events: tuple[str, ...], cmd: str) -> None:
+        missing[metric] = Unavailable(metric, list(events), cmd)
+
+    host_cmd = capture_command(host=HOST_STATES)
+    guest_cmd = capture_command(guest=GUEST_WAITS)
+    holds_cmd = capture_command(guest=GUEST_HOLDS)
+    for key in TOTAL_KEYS:
+        if key == "n_pause_exits":
+            if caps.exits:
+                fidelity[key] = "exact"
+            else:
+                lack(key, HOST_EXITS, capture_command(host=HOST_EXITS))
+        elif key == "n_kicks":
+            if caps.kicks:
+                fidelity[key] = "exact"
+            else:
+                lack(key, HOST_KICKS, capture_command(host=(*HOST_EXITS, *HOST_KICKS)))
+        elif key == "n_acquisitions":
+            if caps.holds:
+                fidelity[key] = "exact"
+            else:
+                lack(key, GUEST_HOLDS, holds_cmd)
+        elif key == "n_contended":
+            if caps.waits:
+                fidelity[key] = "exact"
+            else:
+                lack(key, GUEST_WAITS, guest_cmd)
+        elif key in STATE_KEYS:
+            if caps.waits and caps.states:
+                fidelity[key] = "exact"
+            elif not caps.waits:
+                lack(key, GUEST_WAITS, guest_cmd)
+            else:
+                lack(key, HOST_STATES, host_cmd)
+        else:  # needs holders
+            if level == "exact":
+                fidelity[key] = "exact"
+            elif level == "inferred":
+                if key == "n_lhp":
+                    lack(key, GUEST_HOLDS, holds_cmd)
+                else:
+                    fidelity[key] = "inferred"
+            elif not caps.waits:
+                lack(key, GUEST_WAITS, guest_cmd)
+            else:
+                lack(key, HOST_STATES, host_cmd)
+    if unknown_kind_locks:
+        for key in LWP_KEYS:
+            fidelity.pop(key, None)
+            missing[key] = Unavailable(
+                key,
+                [],
+                "LWP needs each lock's kind: pass --lock-kind fifo (ticket, queued spinlocks) or unfair (test-and-set)",
+            )
+    return fidelity, list(missing.values())

@@ -1,0 +1,154 @@
+"""Lock-holder preemption (LHP) and lock-waiter preemption (LWP) incidents.
+
+docs/metrics.md, Incidents. LHP: per hold, each maximal stretch of positive
+length in which the holder is preempted or halted. LWP (fifo locks): a release
+whose next owner is not running at the release, from the release to the next
+owner's acquisition. Waste and waiters come from the classified spin pieces.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from pvtrace.analyze.intervals import lookup, split
+from pvtrace.analyze.prepare import Prepared
+from pvtrace.analyze.vcpu_states import VcpuStates, state_at
+from pvtrace.schema import LHP_INCIDENT_SCHEMA, LWP_INCIDENT_SCHEMA
+
+I64, I32, STR = pl.Int64(), pl.Int32(), pl.String()
+
+_NOT_RUNNING = ["preempted", "halted"]
+
+
+def lhp_stretches(acq: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.DataFrame:
+    """LHP incidents before waste: lid, hid, holder (vid), holder_state, start, end, truncated."""
+    h = acq.filter(pl.col("vid").is_not_null()).select(
+        "hid", "lid", "vid", "start", "end", pl.col("truncated").alias("hold_truncated")
+    )
+    p = split(h, states.partition, by="vid", window=prep.window, values=["state"]).sort("hid", "start")
+    down = pl.col("state").is_in(_NOT_RUNNING)
+    new = (pl.col("hid") != pl.col("hid").shift(1)).fill_null(True) | (down != down.shift(1)).fill_null(True)
+    p = p.with_columns(new.cum_sum().alias("_grp")).filter(down)
+    return (
+        p.group_by("_grp", maintain_order=True)
+        .agg(
+            pl.col("hid").first(),
+            pl.col("lid").first(),
+            pl.col("vid").first().alias("holder"),
+            pl.col("state").first().cast(STR).alias("holder_state"),
+            pl.col("start").min(),
+            pl.col("end").max(),
+            pl.col("hold_truncated").first(),
+        )
+        .with_columns((pl.col("hold_truncated") & (pl.col("end") == prep.window.t_end)).alias("truncated"))
+        .drop("_grp", "hold_truncated")
+        .sort("lid", "start")
+    )
+
+
+def attribute(incidents: pl.DataFrame, spin: pl.DataFrame, classes: list[str], prep: Prepared) -> pl.DataFrame:
+    """Add waste_ns and n_waiters: spin pieces of the classes inside each incident of their lock."""
+    inc = incidents.with_row_index("_iid").with_columns(pl.col("_iid").cast(I64))
+    pieces = spin.filter(pl.col("cls").is_in(classes)).select("lid", "vid", "start", "end")
+    found = lookup(
+        pieces,
+        inc.select(pl.col("lid").alias("key"), pl.col("start").alias("i_start"), pl.col("end").alias("i_end"), "_iid"),
+        by="lid",
+        on="start",
+        table_on="i_start",
+        size=prep.window.span,
+        values=["i_end", "_iid"],
+        origin=prep.window.t_start,
+    ).filter(pl.col("_iid").is_not_null() & (pl.col("start") < pl.col("i_end")))
+    agg = found.group_by("_iid").agg(
+        (pl.col("end") - pl.col("start")).sum().alias("waste_ns"),
+        pl.col("vid").n_unique().cast(I64).alias("n_waiters"),
+    )
+    return (
+        inc.join(agg, on="_iid", how="left")
+        .with_columns(pl.col("waste_ns").fill_null(0).cast(I64), pl.col("n_waiters").fill_null(0).cast(I64))
+        .with_columns((pl.col("n_waiters") > 0).alias("harmful"))
+        .drop("_iid")
+    )
+
+
+def lhp_incidents(acq: pl.DataFrame, spin: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.DataFrame:
+    """LHP incidents with waste (internal ids kept: lid, holder vid)."""
+    return attribute(lhp_stretches(acq, states, prep), spin, ["lhp"], prep)
+
+
+def lwp_incidents(acq: pl.DataFrame, spin: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.DataFrame:
+    """LWP incidents on fifo locks: lid, next_owner (vid), next_owner_state, start, end, pcpu_wait_ns, ..."""
+    fifo = prep.locks.filter(pl.col("lock_kind") == "fifo").select("lid")
+    rel = acq.filter(pl.col("next_owner").is_not_null()).join(fifo, on="lid", how="semi")
+    rel = rel.select(
+        "lid",
+        pl.col("next_owner"),
+        pl.col("end").alias("start"),
+        pl.col("end_ord").alias("rel_ord"),
+        pl.col("next_ts").alias("end"),
+        "next_ord",
+    )
+    rel = rel.with_columns(
+        state_at(rel, states, prep, vid="next_owner", ord_col="rel_ord", ts_col="start").alias("next_owner_state")
+    ).filter(pl.col("next_owner_state").is_in(_NOT_RUNNING))
+    runs = states.changes.filter(pl.col("kind") == "vcpu_run").select(
+        pl.col("vid").alias("key"), pl.col("ord").alias("run_ord"), pl.col("ts").alias("run_ts")
+    )
+    wakes = states.changes.filter(pl.col("kind") == "vcpu_wake").select(
+        pl.col("vid").alias("key"), pl.col("ord").alias("wake_ord"), pl.col("ts").alias("wake_ts")
+    )
+    rel = lookup(
+        rel, runs, by="next_owner", on="rel_ord", table_on="run_ord", size=prep.ord_size,
+        values=["run_ord", "run_ts"], direction="forward", strict=True,
+    ).drop("_row")
+    rel = rel.with_columns(
+        pl.when(pl.col("run_ts").is_null() | (pl.col("run_ord") > pl.col("next_ord")))
+        .then(pl.col("end"))
+        .otherwise(pl.col("run_ts"))
+        .alias("run_ts"),
+        pl.col("run_ord").fill_null(prep.n_events),
+    )
+    rel = lookup(
+        rel, wakes, by="next_owner", on="run_ord", table_on="wake_ord", size=prep.ord_size,
+        values=["wake_ts"], strict=True,
+    ).drop("_row")
+    woke = pl.when(pl.col("wake_ts") >= pl.col("start")).then(pl.col("wake_ts")).otherwise(pl.col("start"))
+    rel = rel.with_columns((pl.col("run_ts") - woke).clip(0, None).alias("pcpu_wait_ns"), pl.lit(False).alias("truncated"))
+    rel = rel.select(
+        "lid", "next_owner", pl.col("next_owner_state").cast(STR), "start", "end", "pcpu_wait_ns", "truncated"
+    ).sort("lid", "start")
+    return attribute(rel, spin, ["lwp_preempted", "lwp_halted"], prep)
+
+
+def lhp_table(inc: pl.DataFrame, prep: Prepared) -> pl.DataFrame:
+    """The lhp_incidents result table."""
+    if inc.height == 0:
+        return pl.DataFrame(schema=LHP_INCIDENT_SCHEMA)
+    return (
+        inc.join(prep.locks.select("lid", "vm", "lock"), on="lid", how="left")
+        .join(prep.vcpus.select(pl.col("vid").alias("holder"), pl.col("vcpu").alias("holder_vcpu")), on="holder", how="left")
+        .select(
+            "vm", "lock", pl.col("holder_vcpu").alias("holder"), "holder_state", "start", "end",
+            (pl.col("end") - pl.col("start")).alias("dur"), "n_waiters", "waste_ns", "harmful", "truncated",
+        )
+        .cast(dict(LHP_INCIDENT_SCHEMA))
+        .sort("vm", "lock", "start")
+    )
+
+
+def lwp_table(inc: pl.DataFrame, prep: Prepared) -> pl.DataFrame:
+    """The lwp_incidents result table."""
+    if inc.height == 0:
+        return pl.DataFrame(schema=LWP_INCIDENT_SCHEMA)
+    return (
+        inc.join(prep.locks.select("lid", "vm", "lock"), on="lid", how="left")
+        .join(prep.vcpus.select(pl.col("vid").alias("next_owner"), pl.col("vcpu").alias("no_vcpu")), on="next_owner", how="left")
+        .select(
+            "vm", "lock", pl.col("no_vcpu").alias("next_owner"), "next_owner_state", "start", "end",
+            (pl.col("end") - pl.col("start")).alias("dur"), "pcpu_wait_ns", "n_waiters", "waste_ns", "harmful",
+            "truncated",
+        )
+        .cast(dict(LWP_INCIDENT_SCHEMA))
+        .sort("vm", "lock", "start")
+    )

@@ -1,0 +1,266 @@
+"""Interval primitives: piecewise-constant timelines and splitting intervals by them.
+
+Every analysis here is a question about what one timeline (a vCPU's state, a
+lock's status) was during the intervals of another (a wait, a hold). A
+*partition* answers it: per integer key, contiguous half-open pieces
+`[start, end)` that cover the observed window, each carrying values. Splitting
+intervals by a partition is a vectorized range join: two binary searches on a
+composite (key, time) position and an explode of the piece-index ranges, so
+the output has exactly one row per (interval, overlapping piece).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from pvtrace.errors import PvtraceError
+
+I64 = pl.Int64()
+_MAX_POS = 2**62
+
+
+@dataclass(frozen=True)
+class Window:
+    """The observed window `[t_start, t_end)` and the composite positions built on it.
+
+    A position `key * span + (ts - t_start)` orders rows by key, then time, in
+    one Int64, so that binary search works across all keys at once.
+    """
+
+    t_start: int
+    t_end: int
+
+    @property
+    def span(self) -> int:
+        return self.t_end - self.t_start + 1
+
+    @property
+    def dur(self) -> int:
+        return self.t_end - self.t_start
+
+    def check_keys(self, n_keys: int) -> None:
+        """Refuse key counts whose positions would overflow Int64."""
+        if n_keys * self.span >= _MAX_POS:
+            raise PvtraceError(
+                f"trace too long for analysis in one piece ({n_keys} timelines over {self.dur} ns); "
+                "split it into shorter time ranges"
+            )
+
+    def pos(self, key: pl.Expr, ts: pl.Expr) -> pl.Expr:
+        return key.cast(I64) * self.span + (ts.cast(I64) - self.t_start)
+
+
+def changes_to_partition(
+    changes: pl.DataFrame,
+    *,
+    key: str,
+    values: list[str],
+    n_keys: int,
+    window: Window,
+    initial: dict[str, object],
+) -> pl.DataFrame:
+    """A partition from change points (key, ts, values) sorted by key then canonical order.
+
+    Each change holds from its ts to the next change of its key (or t_end); before
+    a key's first change, and for keys without changes, `initial` holds. Pieces of
+    zero length are dropped and consecutive equal pieces merged.
+    """
+    t0, t1 = window.t_start, window.t_end
+    dtypes = {v: changes.schema[v] for v in values}
+    pieces = changes.select(
+        pl.col(key).cast(pl.Int64()),
+        pl.col("ts").clip(t0, t1).alias("start"),
+        pl.col("ts").shift(-1).over(key).fill_null(t1).clip(t0, t1).alias("end"),
+        *[pl.col(v) for v in values],
+    )
+    firsts = pieces.group_by(key).agg(pl.col("start").min().alias("end"))
+    all_keys = pl.DataFrame({key: pl.int_range(0, n_keys, dtype=pl.Int64(), eager=True)})
+    heads = all_keys.join(firsts, on=key, how="left").select(
+        pl.col(key),
+        pl.lit(t0, I64).alias("start"),
+        pl.col("end").fill_null(t1),
+        *[pl.lit(initial[v], dtype=dtypes[v]).alias(v) for v in values],
+    )
+    part = pl.concat([heads, pieces]).filter(pl.col("end") > pl.col("start")).sort(key, "start")
+    return merge_equal(part, key=key, values=values)
+
+
+def merge_equal(part: pl.DataFrame, *, key: str, values: list[str]) -> pl.DataFrame:
+    """Merge consecutive pieces of a key that carry equal values (nulls compare equal)."""
+    if part.height == 0:
+        return part
+    same = pl.col(key) == pl.col(key).shift(1)
+    for v in values:
+        same = same & pl.col(v).eq_missing(pl.col(v).shift(1))
+    run = (~same.fill_null(False)).cum_sum().alias("_run")
+    return (
+        part.with_columns(run)
+        .group_by("_run", maintain_order=True)
+        .agg(pl.col(key).first(), pl.col("start").first(), pl.col("end").last(), *[pl.col(v).first() for v in values])
+        .drop("_run")
+    )
+
+
+def split(
+    intervals: pl.DataFrame,
+    partition: pl.DataFrame,
+    *,
+    by: str,
+    window: Window,
+    values: list[str],
+    part_key: str = "key",
+) -> pl.DataFrame:
+    """Split each interval at the pieces of the partition of its key.
+
+    `intervals` has columns `by`, start, end (plus any others, carried along);
+    `partition` is sorted by (part_key, start) and covers the window for every key
+    the intervals use. Returns one row per (interval, piece) overlap with the
+    interval's columns, start/end clipped to the overlap, and the piece's values.
+    Empty intervals give no rows.
+    """
+    iv = intervals.filter(pl.col("end") > pl.col("start"))
+    out_schema = {**iv.schema, **{v: partition.schema[v] for v in values}}
+    if iv.height == 0 or partition.height == 0:
+        return pl.DataFrame(schema=out_schema)
+    ppos = partition.select(window.pos(pl.col(part_key), pl.col("start"))).to_series()
+    bounds = iv.select(
+        window.pos(pl.col(by), pl.col("start")).alias("a"),
+        window.pos(pl.col(by), pl.col("end")).alias("b"),
+    )
+    first = ppos.search_sorted(bounds["a"], side="right").cast(I64) - 1
+    last = ppos.search_sorted(bounds["b"], side="left").cast(I64) - 1
+    exploded = iv.with_columns(_gi=pl.int_ranges(first, last + 1, dtype=I64)).explode("_gi")
+    exploded = exploded.filter(pl.col("_gi").is_not_null() & (pl.col("_gi") >= 0))
+    piece = partition.select(
+        pl.col(part_key).alias("_pkey"),
+        pl.col("start").alias("_ps"),
+        pl.col("end").alias("_pe"),
+        *[pl.col(v) for v in values],
+    ).gather(exploded["_gi"])
+    joined = pl.concat([exploded.drop("_gi", *[v for v in values if v in exploded.columns]), piece], how="horizontal")
+    return (
+        joined.filter(pl.col("_pkey") == pl.col(by))
+        .with_columns(
+            pl.max_horizontal("start", "_ps").alias("start"),
+            pl.min_horizontal("end", "_pe").alias("end"),
+        )
+        .filter(pl.col("end") > pl.col("start"))
+        .drop("_pkey", "_ps", "_pe")
+        .select(list(out_schema))
+    )
+
+
+def lookup(
+    points: pl.DataFrame,
+    table: pl.DataFrame,
+    *,
+    by: str,
+    on: str,
+    size: int,
+    values: list[str],
+    table_key: str = "key",
+    table_on: str | None = None,
+    direction: str = "backward",
+    strict: bool = False,
+    origin: int = 0,
+) -> pl.DataFrame:
+    """Add to each point the values of one table row of the same key, found by `on`.
+
+    backward: the last row with table `on` <= the point's (< if strict); forward:
+    the first row with `on` >= the point's (> if strict). `table` is sorted by
+    (table_key, table_on) and `on` values lie in [origin, origin + size). Points without such a
+    row get nulls; `_row` is the table row index found.
+    """
+    table_on = table_on or on
+    n = table.height
+    if n == 0:
+        return points.with_columns(
+            *[pl.lit(None, dtype=table.schema[v]).alias(v) for v in values], pl.lit(None, I64).alias("_row")
+        )
+    tpos = table.select(pl.col(table_key).cast(I64) * size + pl.col(table_on).cast(I64) - origin).to_series()
+    ppos = points.select(pl.col(by).cast(I64) * size + pl.col(on).cast(I64) - origin).to_series()
+    if direction == "backward":
+        idx = tpos.search_sorted(ppos, side="left" if strict else "right").cast(I64) - 1
+    else:
+        idx = tpos.search_sorted(ppos, side="right" if strict else "left").cast(I64)
+    found = table.select(pl.col(table_key).cast(I64).alias("_tkey"), *[pl.col(v) for v in values]).gather(
+        idx.clip(0, n - 1)
+    )
+    ok = (idx >= 0) & (idx < n) & (found["_tkey"] == points[by].cast(I64))
+    return points.with_columns(
+        *[pl.when(ok).then(found[v]).otherwise(None).alias(v) for v in values],
+        pl.when(ok).then(idx).otherwise(None).alias("_row"),
+    )
+
+
+def overlay(
+    partition: pl.DataFrame,
+    windows: pl.DataFrame,
+    *,
+    key: str,
+    values: list[str],
+    set_values: dict[str, object],
+    window: Window,
+) -> pl.DataFrame:
+    """The partition with `set_values` replacing its values inside windows (key, start, end).
+
+    Windows may overlap; an instant covered by any window of its key gets the
+    set values. Used to mark lost-event windows as unknown.
+    """
+    t0, t1 = window.t_start, window.t_end
+    w = windows.select(
+        pl.col(key).cast(I64), pl.col("start").clip(t0, t1), pl.col("end").clip(t0, t1)
+    ).filter(pl.col("end") > pl.col("start"))
+    if w.height == 0:
+        return partition
+    bounds = (
+        pl.concat(
+            [
+                partition.select(pl.col(key).cast(I64), "start"),
+                w.select(key, "start"),
+                w.select(key, pl.col("end").alias("start")),
+            ]
+        )
+        .filter(pl.col("start") < t1)
+        .unique()
+        .sort(key, "start")
+    )
+    based = lookup(
+        bounds, partition, by=key, on="start", size=window.span, values=values, table_key=key, origin=t0
+    ).drop("_row")
+    starts = w.select(window.pos(pl.col(key), pl.col("start"))).to_series().sort()
+    ends = w.select(window.pos(pl.col(key), pl.col("end"))).to_series().sort()
+    at = bounds.select(window.pos(pl.col(key), pl.col("start"))).to_series()
+    key0 = bounds.select(window.pos(pl.col(key), pl.lit(t0, I64))).to_series()
+
+    def count(sorted_pos: pl.Series) -> pl.Series:
+        return sorted_pos.search_sorted(at, side="right").cast(I64) - sorted_pos.search_sorted(
+            key0, side="left"
+        ).cast(I64)
+
+    covered = (count(starts) - count(ends)) > 0
+    dtypes = {v: partition.schema[v] for v in values}
+    out = based.with_columns(
+        *[
+            pl.when(covered).then(pl.lit(set_values[v], dtype=dtypes[v])).otherwise(pl.col(v)).alias(v)
+            for v in values
+        ],
+        pl.col("start").shift(-1).over(key).fill_null(t1).alias("end"),
+    ).select(key, "start", "end", *values)
+    return merge_equal(out, key=key, values=values)
+
+
+def union(intervals: pl.DataFrame, *, key: str) -> pl.DataFrame:
+    """Merge overlapping or touching intervals (key, start, end) per key."""
+    iv = intervals.select(pl.col(key), "start", "end").filter(pl.col("end") > pl.col("start")).sort(key, "start")
+    if iv.height == 0:
+        return iv
+    reach = pl.col("end").cum_max().shift(1).over(key)
+    return (
+        iv.with_columns(((reach.is_null()) | (pl.col("start") > reach)).cum_sum().alias("_grp"))
+        .group_by("_grp", maintain_order=True)
+        .agg(pl.col(key).first(), pl.col("start").min(), pl.col("end").max())
+        .drop("_grp")
+    )

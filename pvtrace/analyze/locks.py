@@ -1,0 +1,254 @@
+"""Lock waits, holds and the per-lock status timeline (held by whom, or free with whom next).
+
+docs/metrics.md, Waits and holds / Next owner: a wait runs from lock_contend to
+the same vCPU's lock_acquire of that lock; a hold from lock_acquire to the
+lock's next lock_release; a hand-off is a contended acquisition whose contend
+came before the previous release; the next owner at a release is the next
+acquirer if it was already queued.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from pvtrace.analyze.intervals import changes_to_partition, lookup, overlay, union
+from pvtrace.analyze.prepare import Prepared
+
+I64, I32, STR, BOOL = pl.Int64(), pl.Int32(), pl.String(), pl.Boolean()
+
+# sort_key / end_key place a hold's start and end in canonical order (2 * ord of the event; an
+# inferred release or unseen acquisition between events gets an odd key).
+HOLD_COLUMNS = (
+    "hid", "lid", "vid", "start", "end", "start_ord", "end_ord", "truncated", "inferred", "sort_key", "end_key"
+)
+
+
+def _same_group(cols: list[str], offset: int) -> pl.Expr:
+    expr = pl.lit(True)
+    for c in cols:
+        expr = expr & (pl.col(c) == pl.col(c).shift(offset))
+    return expr.fill_null(False)
+
+
+def waits(prep: Prepared, guest_windows: pl.DataFrame, *, uncontended_visible: bool) -> tuple[pl.DataFrame, dict]:
+    """Waits: wid, lid, vid, start, end, start_ord, end_ord (null if truncated), truncated, excluded.
+
+    A contend followed by another contend of the same (vCPU, lock) with no
+    acquire between is broken pairing (lost events): it is dropped and counted.
+    Without visible uncontended acquisitions (guest-side events), an acquire
+    with no contend before it ends a wait that began before the trace: unknown,
+    counted, not analyzed. Waits overlapping a lost window of their guest CPU are
+    `excluded` from the metrics.
+    """
+    t1 = prep.window.t_end
+    le = prep.lock_events.filter(pl.col("kind").is_in(["lock_contend", "lock_acquire"])).sort("lid", "vid", "ord")
+    nxt = _same_group(["lid", "vid"], -1)
+    prv = _same_group(["lid", "vid"], 1)
+    le = le.with_columns(
+        pl.when(nxt).then(pl.col("kind").shift(-1)).alias("next_kind"),
+        pl.when(nxt).then(pl.col("ts").shift(-1)).alias("next_ts"),
+        pl.when(nxt).then(pl.col("ord").shift(-1)).alias("next_ord"),
+        pl.when(prv).then(pl.col("kind").shift(1)).alias("prev_kind"),
+    )
+    contends = le.filter(pl.col("kind") == "lock_contend")
+    w = contends.filter(pl.col("next_kind").is_null() | (pl.col("next_kind") == "lock_acquire")).select(
+        "lid",
+        "vid",
+        pl.col("ts").alias("start"),
+        pl.col("next_ts").fill_null(t1).alias("end"),
+        pl.col("ord").alias("start_ord"),
+        pl.col("next_ord").alias("end_ord"),
+        pl.col("next_kind").is_null().alias("truncated"),
+    )
+    acquires = le.filter(pl.col("kind") == "lock_acquire")
+    notes = {
+        "n_unmatched_contend": contends.filter(pl.col("next_kind") == "lock_contend").height,
+    }
+    if not uncontended_visible:
+        notes["n_waits_unknown_start"] = acquires.filter(
+            (pl.col("prev_kind") != "lock_contend").fill_null(True)
+        ).height
+    w = w.sort("start_ord").with_row_index("wid").with_columns(pl.col("wid").cast(I64))
+    w = w.with_columns(_overlaps(w, guest_windows, prep).alias("excluded"))
+    notes["n_waits_excluded"] = int(w["excluded"].sum())
+    return w, notes
+
+
+def _overlaps(iv: pl.DataFrame, guest_windows: pl.DataFrame, prep: Prepared) -> pl.Series:
+    """Whether each interval (vid, start, end) overlaps a lost window of its guest CPU."""
+    if guest_windows.height == 0 or iv.height == 0:
+        return pl.Series([False] * iv.height, dtype=BOOL)
+    win = union(
+        guest_windows.join(
+            prep.vcpus.select("vm", pl.col("vcpu").cast(I32).alias("cpu"), "vid"), on=["vm", "cpu"], how="inner"
+        ).select(pl.col("vid").alias("key"), "start", "end"),
+        key="key",
+    ).rename({"start": "w_start", "end": "w_end"})
+    hit = lookup(
+        iv.select(pl.col("vid").fill_null(-1), "start", "end"),
+        win,
+        by="vid",
+        on="start",
+        table_on="w_end",
+        size=prep.window.span,
+        values=["w_start"],
+        direction="forward",
+        strict=True,
+        origin=prep.window.t_start,
+    )
+    return (hit["w_start"] <= hit["end"]).fill_null(False)
+
+
+def holds(prep: Prepared) -> tuple[pl.DataFrame, dict]:
+    """Exact holds from lock_acquire/lock_release.
+
+    hid, lid, vid (null: unknown holder), start, end, start_ord (null: held since
+    before it was seen), end_ord (null: truncated), truncated, inferred, sort_key.
+    A release with no open hold closes a hold of unknown holder that began at the
+    lock's previous release (or the trace start).
+    """
+    t0, t1 = prep.window.t_start, prep.window.t_end
+    le = prep.lock_events.filter(pl.col("kind").is_in(["lock_acquire", "lock_release"])).sort("lid", "ord")
+    nxt = _same_group(["lid"], -1)
+    prv = _same_group(["lid"], 1)
+    le = le.with_columns(
+        pl.when(nxt).then(pl.col("kind").shift(-1)).alias("next_kind"),
+        pl.when(nxt).then(pl.col("ts").shift(-1)).alias("next_ts"),
+        pl.when(nxt).then(pl.col("ord").shift(-1)).alias("next_ord"),
+        pl.when(prv).then(pl.col("kind").shift(1)).alias("prev_kind"),
+        pl.when(prv).then(pl.col("ts").shift(1)).alias("prev_ts"),
+        pl.when(prv).then(pl.col("ord").shift(1)).alias("prev_ord"),
+    )
+    acq = le.filter(pl.col("kind") == "lock_acquire").select(
+        "lid",
+        "vid",
+        pl.col("ts").alias("start"),
+        pl.col("next_ts").fill_null(t1).alias("end"),
+        pl.col("ord").alias("start_ord"),
+        pl.when(pl.col("next_kind") == "lock_release").then(pl.col("next_ord")).alias("end_ord"),
+        pl.col("next_kind").is_null().alias("truncated"),
+        (pl.col("ord") * 2).alias("sort_key"),
+        pl.when(pl.col("next_kind") == "lock_release").then(pl.col("next_ord") * 2).alias("end_key"),
+    )
+    orphan = le.filter((pl.col("kind") == "lock_release") & (pl.col("prev_kind") != "lock_acquire").fill_null(True))
+    orphan = orphan.select(
+        "lid",
+        pl.lit(None, I64).alias("vid"),
+        pl.col("prev_ts").fill_null(t0).alias("start"),
+        pl.col("ts").alias("end"),
+        pl.lit(None, I64).alias("start_ord"),
+        pl.col("ord").alias("end_ord"),
+        pl.lit(False).alias("truncated"),
+        pl.when(pl.col("prev_ord").is_null()).then(pl.lit(-1, I64)).otherwise(pl.col("prev_ord") * 2 + 1).alias("sort_key"),
+        (pl.col("ord") * 2).alias("end_key"),
+    )
+    notes = {"n_acquire_while_held": acq.filter(pl.col("end_ord").is_null() & ~pl.col("truncated")).height}
+    h = (
+        pl.concat([acq, orphan])
+        .sort("lid", "sort_key")
+        .with_row_index("hid")
+        .with_columns(pl.col("hid").cast(I64), pl.lit(False).alias("inferred"))
+    )
+    return h.select(HOLD_COLUMNS), notes
+
+
+def acquisitions(holds: pl.DataFrame, waits: pl.DataFrame) -> pl.DataFrame:
+    """Holds annotated with how they began and what their release leads to.
+
+    Adds contended, contend_ord, handoff, prev_release_ts/_ord/prev_hid (the lock's
+    release just before and its hold, if the previous hold ended by one), and for holds closed by a release:
+    next_owner (vid), next_ts, next_ord (the next owner's acquisition).
+    """
+    closed = waits.filter(pl.col("end_ord").is_not_null()).select(
+        pl.col("end_ord").alias("start_ord"), pl.col("start_ord").alias("contend_ord")
+    )
+    h = holds.join(closed, on="start_ord", how="left", maintain_order="left").sort("lid", "sort_key")
+    prv = _same_group(["lid"], 1)
+    nxt = _same_group(["lid"], -1)
+    is_acq = pl.col("start_ord").is_not_null()
+    first_acq = is_acq & (is_acq.cast(I64).cum_sum().over("lid") == 1)
+    prev_release = pl.when(prv).then(pl.col("end_ord").shift(1))
+    h = h.with_columns(
+        pl.when(prv & pl.col("end_ord").shift(1).is_not_null()).then(pl.col("end").shift(1)).alias("prev_release_ts"),
+        prev_release.alias("prev_release_ord"),
+        pl.when(prv & pl.col("end_ord").shift(1).is_not_null()).then(pl.col("hid").shift(1)).alias("prev_hid"),
+        pl.col("contend_ord").is_not_null().alias("contended"),
+        (
+            pl.col("contend_ord").is_not_null()
+            & ~first_acq
+            & (pl.col("contend_ord") < prev_release).fill_null(False)
+        ).alias("handoff"),
+    )
+    queued = (pl.col("contend_ord").shift(-1) < pl.col("end_ord")).fill_null(False)
+    has_next = nxt & pl.col("end_ord").is_not_null() & pl.col("start_ord").shift(-1).is_not_null() & queued
+    return h.with_columns(
+        pl.when(has_next).then(pl.col("vid").shift(-1)).alias("next_owner"),
+        pl.when(has_next).then(pl.col("start").shift(-1)).alias("next_ts"),
+        pl.when(has_next).then(pl.col("start_ord").shift(-1)).alias("next_ord"),
+    )
+
+
+def lock_status(acq: pl.DataFrame, prep: Prepared, guest_windows: pl.DataFrame) -> pl.DataFrame:
+    """The status partition of every lock (key = lid): held, ref.
+
+    held True: ref = holder vid (null: unknown holder); held False: free, ref =
+    next owner (null: none); held null: unknown (a lost window of the VM).
+    """
+    starts = acq.select(
+        pl.col("lid").alias("key"),
+        "start",
+        "sort_key",
+        pl.lit(True).alias("held"),
+        pl.col("vid").alias("ref"),
+    )
+    ends = acq.filter(pl.col("end_key").is_not_null()).select(
+        pl.col("lid").alias("key"),
+        pl.col("end").alias("start"),
+        pl.col("end_key").alias("sort_key"),
+        pl.lit(False).alias("held"),
+        pl.col("next_owner").alias("ref"),
+    )
+    # At equal keys (an unseen hold starting where an inferred one ended) the end comes first.
+    changes = (
+        pl.concat([starts.with_columns(pl.lit(1).alias("_tb")), ends.with_columns(pl.lit(0).alias("_tb"))])
+        .sort("key", "sort_key", "_tb")
+        .rename({"start": "ts"})
+    )
+    part = changes_to_partition(
+        changes,
+        key="key",
+        values=["held", "ref"],
+        n_keys=prep.n_locks,
+        window=prep.window,
+        initial={"held": False, "ref": None},
+    )
+    if guest_windows.height:
+        win = guest_windows.join(prep.locks.select("vm", pl.col("lid").alias("key")), on="vm", how="inner")
+        part = overlay(
+            part,
+            win.select("key", "start", "end"),
+            key="key",
+            values=["held", "ref"],
+            set_values={"held": None, "ref": None},
+            window=prep.window,
+        )
+    return part
+
+
+def holds_table(acq: pl.DataFrame, prep: Prepared) -> pl.DataFrame:
+    """The holds result table: vm, lock, vcpu, start, end, dur, inferred, truncated."""
+    return (
+        acq.join(prep.locks.select("lid", "vm", "lock"), on="lid", how="left")
+        .join(prep.vcpus.select("vid", "vcpu"), on="vid", how="left")
+        .select(
+            "vm",
+            "lock",
+            pl.col("vcpu").cast(I32),
+            "start",
+            "end",
+            (pl.col("end") - pl.col("start")).alias("dur"),
+            "inferred",
+            "truncated",
+        )
+        .sort("vm", "lock", "start")
+    )

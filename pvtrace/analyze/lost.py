@@ -1,0 +1,165 @@
+"""Lost-event windows: where the tracer dropped events, and whom that blinds.
+
+A `lost_events` marker says events were lost on one CPU just before it; the
+window runs from the previous event seen on that CPU to the marker. Time in a
+window is never idle time: the vCPUs it touches are `unknown` there, and lock
+intervals overlapping a guest window are excluded (docs/metrics.md, Trace edges).
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from pvtrace.analyze.intervals import lookup
+from pvtrace.analyze.prepare import Prepared
+
+I64, I32, STR = pl.Int64(), pl.Int32(), pl.String()
+
+WINDOW_SCHEMA = {
+    "origin": STR,
+    "cpu": I32,
+    "vm": STR,
+    "start": I64,
+    "end": I64,
+    "n_lost": I64,
+    "start_ord": I64,
+    "ord": I64,
+}
+
+
+def lost_windows(prep: Prepared) -> pl.DataFrame:
+    """One row per lost-events marker: origin, cpu, vm (guest), start, end, n_lost, ords."""
+    lost = prep.lost
+    if lost.height == 0:
+        return pl.DataFrame(schema=WINDOW_SCHEMA)
+    t0 = prep.window.t_start
+    guest = pl.col("origin") == "guest"
+    markers = lost.select(
+        pl.when(guest).then(pl.lit("guest")).otherwise(pl.lit("host")).alias("origin"),
+        pl.when(guest).then(pl.coalesce("vcpu", "pcpu")).otherwise(pl.col("pcpu")).cast(I32).alias("cpu"),
+        pl.when(guest).then(pl.col("vm")).otherwise(None).alias("vm"),
+        "ts",
+        "ord",
+        pl.col("value").alias("n_lost"),
+    )
+    ev = prep.cpu_events.filter(pl.col("ord").is_in(lost["ord"].implode()).not_())
+    # Host side: the previous event on the same pCPU.
+    host_ev = (
+        ev.filter((pl.col("origin") != "guest") & pl.col("pcpu").is_not_null())
+        .select(pl.col("pcpu").cast(I64).alias("key"), pl.col("ord").alias("prev_ord"), pl.col("ts").alias("prev_ts"))
+        .sort("key", "prev_ord")
+        .collect()
+    )
+    host = markers.filter(pl.col("origin") == "host").with_columns(pl.col("cpu").cast(I64).alias("key"))
+    host = lookup(
+        host,
+        host_ev,
+        by="key",
+        on="ord",
+        table_on="prev_ord",
+        size=prep.ord_size,
+        values=["prev_ord", "prev_ts"],
+        strict=True,
+    )
+    # Guest side: the previous event of the same guest CPU.
+    guest_keys = prep.vcpus.select(pl.col("vm"), pl.col("vcpu").cast(I32), pl.col("vid").alias("key"))
+    guest_ev = (
+        ev.filter(pl.col("origin") == "guest")
+        .select(pl.col("vm").cast(STR), pl.coalesce("vcpu", "pcpu").cast(I32).alias("vcpu"), "ord", "ts")
+        .collect()
+        .join(guest_keys, on=["vm", "vcpu"], how="inner")
+        .select("key", pl.col("ord").alias("prev_ord"), pl.col("ts").alias("prev_ts"))
+        .sort("key", "prev_ord")
+    )
+    guest_m = (
+        markers.filter(pl.col("origin") == "guest")
+        .join(guest_keys, left_on=["vm", "cpu"], right_on=["vm", "vcpu"], how="left", maintain_order="left")
+    )
+    guest_m = lookup(
+        guest_m.with_columns(pl.col("key").fill_null(-1)),
+        guest_ev,
+        by="key",
+        on="ord",
+        table_on="prev_ord",
+        size=prep.ord_size,
+        values=["prev_ord", "prev_ts"],
+        strict=True,
+    )
+    both = pl.concat([host.drop("key", "_row"), guest_m.drop("key", "_row")], how="diagonal_relaxed")
+    return both.select(
+        "origin",
+        "cpu",
+        "vm",
+        pl.col("prev_ts").fill_null(t0).alias("start"),
+        pl.col("ts").alias("end"),
+        "n_lost",
+        pl.col("prev_ord").fill_null(-1).alias("start_ord"),
+        "ord",
+    ).sort("start", "ord")
+
+
+def vcpu_unknown_windows(windows: pl.DataFrame, changes: pl.DataFrame, prep: Prepared) -> pl.DataFrame:
+    """(vid, start, end): stretches where a lost window makes a vCPU's state unknown.
+
+    Host window on pCPU p: the vCPU running on p at the window start and any vCPU
+    whose first state change after the marker leaves p are unknown from the window
+    start until their first state change after the marker. Guest window on CPU c:
+    vCPU c of that VM is unknown inside the window.
+    """
+    out_schema = {"vid": I64, "start": I64, "end": I64}
+    parts = [pl.DataFrame(schema=out_schema)]
+    host = windows.filter(pl.col("origin") == "host")
+    if host.height and prep.n_vcpus:
+        # Who occupies each pCPU after each state change.
+        occ = (
+            changes.select(
+                pl.col("pcpu").cast(I64).alias("key"),
+                "ord",
+                pl.when(pl.col("state") == "running").then(pl.col("vid")).otherwise(None).alias("occupant"),
+            )
+            .filter(pl.col("key").is_not_null())
+            .sort("key", "ord")
+        )
+        host = lookup(
+            host.with_columns(pl.col("cpu").cast(I64).alias("key")),
+            occ,
+            by="key",
+            on="start_ord",
+            table_on="ord",
+            size=prep.ord_size,
+            values=["occupant"],
+            origin=-1,
+        ).drop("_row")
+        cross = host.join(prep.vcpus.select("vid"), how="cross")
+        nxt = lookup(
+            cross,
+            changes.select(
+                pl.col("vid").alias("key"),
+                pl.col("ord").alias("next_ord"),
+                pl.col("ts").alias("next_ts"),
+                pl.col("kind").alias("next_kind"),
+                pl.col("pcpu").alias("next_pcpu"),
+            ),
+            by="vid",
+            on="ord",
+            table_on="next_ord",
+            size=prep.ord_size,
+            values=["next_ts", "next_kind", "next_pcpu"],
+            direction="forward",
+            strict=True,
+        )
+        affected = nxt.filter(
+            (pl.col("vid") == pl.col("occupant"))
+            | (pl.col("next_kind").is_in(["vcpu_preempt", "vcpu_halt"]) & (pl.col("next_pcpu") == pl.col("cpu")))
+        )
+        parts.append(
+            affected.select("vid", "start", pl.col("next_ts").fill_null(prep.window.t_end).alias("end"))
+        )
+    guest = windows.filter(pl.col("origin") == "guest")
+    if guest.height:
+        parts.append(
+            guest.join(
+                prep.vcpus.select("vm", pl.col("vcpu").cast(I32).alias("cpu"), "vid"), on=["vm", "cpu"], how="inner"
+            ).select("vid", "start", "end")
+        )
+    return pl.concat(parts).filter(pl.col("end") > pl.col("start")).sort("vid", "start")

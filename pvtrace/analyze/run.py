@@ -1,0 +1,163 @@
+"""analyze(trace): every interval table, metric and total of one trace, at the best fidelity it allows."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import polars as pl
+
+from pvtrace.analyze import convoys as convoys_mod
+from pvtrace.analyze import exits as exits_mod
+from pvtrace.analyze import incidents as incidents_mod
+from pvtrace.analyze import locks as locks_mod
+from pvtrace.analyze import waste as waste_mod
+from pvtrace.analyze.fidelity import capabilities
+from pvtrace.analyze.holders import infer_holds
+from pvtrace.analyze.lost import lost_windows, vcpu_unknown_windows
+from pvtrace.analyze.prepare import prepare
+from pvtrace.analyze.result import TABLE_SCHEMAS, Analysis
+from pvtrace.analyze.summary import build_summary
+from pvtrace.analyze.vcpu_states import build_states, state_changes, vcpu_states_table
+from pvtrace.trace import Trace
+
+STEPS = ("prepare", "vcpu states", "waits and holds", "spin classification", "incidents", "convoys", "exits", "summary")
+
+
+def analyze(
+    trace: Trace, *, lock_kind: str | None = None, progress: Callable[[str], None] | None = None
+) -> Analysis:
+    """Analyze one trace: interval tables, incidents, convoys, exits and the summary.
+
+    `lock_kind` (fifo, unfair, unknown) overrides the lock kind of every VM.
+    `progress`, if given, is called with each step's name (see STEPS) once it is done.
+    """
+    done = progress or (lambda step: None)
+    prep = prepare(trace, lock_kind=lock_kind)
+    caps = capabilities(prep)
+    done("prepare")
+
+    windows = lost_windows(prep)
+    guest_windows = windows.filter(pl.col("origin") == "guest")
+    changes = state_changes(prep)
+    states = build_states(prep, changes, vcpu_unknown_windows(windows, changes, prep))
+    done("vcpu states")
+
+    waits, notes = locks_mod.waits(prep, guest_windows, uncontended_visible=caps.holds)
+    if caps.holds:
+        holds, hold_notes = locks_mod.holds(prep)
+        notes.update(hold_notes)
+    else:
+        holds = infer_holds(prep, waits, states) if caps.states and caps.waits else None
+    acq = locks_mod.acquisitions(holds, waits) if holds is not None else None
+    done("waits and holds")
+
+    pieces = waste_mod.wait_pieces(waits, states, prep)
+    if acq is not None:
+        status = locks_mod.lock_status(acq, prep, guest_windows)
+        spin = waste_mod.spin_pieces(pieces, status, states, prep)
+    else:
+        spin = _unclassified(pieces)
+    waits_tbl = waste_mod.waits_table(waits, pieces, spin, acq if acq is not None else _no_acq(), prep)
+    by_vcpu = waste_mod.waste_by_vcpu(spin, states, prep)
+    done("spin classification")
+
+    if acq is not None:
+        lhp = incidents_mod.lhp_incidents(acq, spin, states, prep)
+        lwp = incidents_mod.lwp_incidents(acq, spin, states, prep)
+    else:
+        lhp = lwp = None
+    done("incidents")
+    conv = convoys_mod.convoys(acq, waits, lhp, lwp, prep) if acq is not None else None
+    done("convoys")
+
+    exit_rows = exits_mod.exit_durations(prep)
+    tables = {
+        "vcpu_states": vcpu_states_table(states, prep),
+        "waits": waits_tbl,
+        "holds": locks_mod.holds_table(acq, prep) if acq is not None else None,
+        "waste_by_lock": waste_mod.waste_by_lock(
+            waits_tbl, acq if acq is not None else _no_acq(), prep, acquisitions_known=caps.holds
+        ),
+        "waste_by_vcpu": by_vcpu,
+        "waste_by_vm": waste_mod.waste_by_vm(by_vcpu),
+        "lhp_incidents": incidents_mod.lhp_table(lhp, prep) if lhp is not None else None,
+        "lwp_incidents": incidents_mod.lwp_table(lwp, prep) if lwp is not None else None,
+        "convoys": convoys_mod.convoys_table(conv, prep) if conv is not None else None,
+        "exit_reasons": exits_mod.exit_reasons(exit_rows),
+        "pause_exits": exits_mod.pause_exits(exit_rows, states, prep),
+        "kicks": exits_mod.kicks(states, prep),
+        "yields": exits_mod.yields(acq, prep),
+        "lost_windows": windows.select("origin", "cpu", "start", "end", "n_lost"),
+    }
+    tables = {name: (df if df is not None else pl.DataFrame(schema=TABLE_SCHEMAS[name])) for name, df in tables.items()}
+    tables = {name: df.cast(dict(TABLE_SCHEMAS[name])).select(list(TABLE_SCHEMAS[name])) for name, df in tables.items()}
+    done("exits")
+
+    counts = {
+        "n_acquisitions": int(acq.filter(pl.col("start_ord").is_not_null()).height) if acq is not None else 0,
+        "n_contended": int(waits.filter(pl.col("end_ord").is_not_null()).height),
+        "n_truncated_waits": int(waits["truncated"].sum() or 0),
+        "n_truncated_holds": int(acq["truncated"].sum() or 0) if acq is not None else 0,
+    }
+    extra = _extra(tables, states, prep, windows, notes)
+    unknown_kind = prep.locks.filter(pl.col("lock_kind") == "unknown").height > 0
+    summary = build_summary(tables, counts, caps, unknown_kind_locks=unknown_kind, extra=extra)
+    done("summary")
+    return Analysis(tables=tables, summary=summary)
+
+
+def _no_acq() -> pl.DataFrame:
+    return pl.DataFrame(
+        schema={"lid": pl.Int64(), "start_ord": pl.Int64(), "contended": pl.Boolean(), "handoff": pl.Boolean()}
+    )
+
+
+def _unclassified(pieces: pl.DataFrame) -> pl.DataFrame:
+    """Spin pieces without holder knowledge: all unattributed."""
+    return pieces.filter(pl.col("state") == "running").select(
+        "wid", "lid", "vid", "start", "end", pl.lit("unattributed").alias("cls"),
+        pl.lit(None, pl.Boolean()).alias("held"), pl.lit(None, pl.Int64()).alias("ref"),
+        pl.lit(None, pl.String()).alias("ref_state"), pl.lit(None, pl.String()).alias("lock_kind"),
+    )
+
+
+def _extra(tables: dict[str, pl.DataFrame], states, prep, windows: pl.DataFrame, notes: dict[str, int]) -> dict:
+    """Context for the totals: excluded time, pause-exit and kick figures, ingest-like notes."""
+    part = states.partition
+    vcpu_time = prep.n_vcpus * prep.window.dur
+    dur = pl.col("end") - pl.col("start")
+    unknown_ns = int(part.filter(pl.col("state") == "unknown").select(dur.sum()).item() or 0)
+    lost_ns = 0
+    if states.unknown.height:
+        from pvtrace.analyze.intervals import union
+
+        lost_ns = int(union(states.unknown, key="vid").select(dur.sum()).item() or 0)
+    running_ns = int(part.filter(pl.col("state") == "running").select(dur.sum()).item() or 0)
+    pauses = tables["pause_exits"]
+    kicks = tables["kicks"]
+    waits = tables["waits"]
+    out = {
+        "t_start": prep.window.t_start,
+        "t_end": prep.window.t_end,
+        "n_events": prep.n_events,
+        "n_vcpus": prep.n_vcpus,
+        "n_locks": prep.n_locks,
+        "vcpu_ns": vcpu_time,
+        "running_ns": running_ns,
+        "unknown_state_ns": unknown_ns,
+        "excluded_ns": lost_ns,
+        "excluded_pct": round(100.0 * lost_ns / vcpu_time, 4) if vcpu_time else 0.0,
+        "n_lost_windows": windows.height,
+        "wait_ns": int(waits["dur"].sum() or 0),
+        "n_pause_exits_sibling_preempted": int((pauses["n_siblings_preempted"] > 0).sum() or 0),
+        "pause_exits_per_vcpu_s": round(pauses.height / (running_ns / 1e9), 3) if running_ns else None,
+        "kick_latency_p50_ns": int(kicks["latency_ns"].quantile(0.5, "nearest")) if kicks["latency_ns"].drop_nulls().len() else None,
+        "kick_latency_max_ns": int(kicks["latency_ns"].max()) if kicks["latency_ns"].drop_nulls().len() else None,
+        "spin_waste_pct_of_running": None,
+    }
+    waste = int(waits["waste_lhp_ns"].sum() or 0) + int(waits["waste_lwp_ns"].sum() or 0)
+    if running_ns:
+        out["spin_waste_pct_of_running"] = round(100.0 * waste / running_ns, 4)
+    out.update(prep.notes)
+    out.update(notes)
+    return out

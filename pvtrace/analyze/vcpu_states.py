@@ -1,0 +1,115 @@
+"""vCPU state timelines: running, preempted, halted or unknown at every instant.
+
+docs/metrics.md, vCPU states: vcpu_run -> running, vcpu_preempt -> preempted,
+vcpu_halt -> halted, vcpu_wake -> preempted unless already running; unknown
+before a vCPU's first state event and where lost events blind it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from pvtrace.analyze.intervals import changes_to_partition, lookup, overlay, union
+from pvtrace.analyze.prepare import Prepared
+from pvtrace.schema import VCPU_STATE
+
+I64 = pl.Int64()
+
+_EXPLICIT = {"vcpu_run": "running", "vcpu_preempt": "preempted", "vcpu_halt": "halted"}
+
+
+@dataclass
+class VcpuStates:
+    """State change points, the state partition (key = vid) and the lost-event unknown windows."""
+
+    changes: pl.DataFrame  # vid, ts, ord, kind, pcpu, state (sorted by vid, ord)
+    partition: pl.DataFrame  # vid, start, end, state (sorted by vid, start; covers the window)
+    unknown: pl.DataFrame  # vid, start, end: lost-event windows that blind each vCPU
+
+
+def state_changes(prep: Prepared) -> pl.DataFrame:
+    """The state after each vCPU state event, sorted by (vid, ord)."""
+    st = prep.states.sort("vid", "ord")
+    explicit = pl.col("kind").cast(pl.String()).replace_strict(_EXPLICIT, default=None, return_dtype=pl.String())
+    prev = pl.col("_explicit").shift(1).forward_fill().over("vid")
+    return (
+        st.with_columns(_explicit=explicit)
+        .with_columns(
+            pl.when(pl.col("kind") == "vcpu_wake")
+            .then(pl.when(prev == "running").then(pl.lit("running")).otherwise(pl.lit("preempted")))
+            .otherwise(pl.col("_explicit"))
+            .cast(VCPU_STATE)
+            .alias("state")
+        )
+        .drop("_explicit")
+    )
+
+
+def build_states(prep: Prepared, changes: pl.DataFrame, unknown: pl.DataFrame) -> VcpuStates:
+    """The state partition of every vCPU over the window, with lost windows made unknown."""
+    unknown = union(unknown, key="vid")
+    part = changes_to_partition(
+        changes.select(pl.col("vid").alias("key"), "ts", "state"),
+        key="key",
+        values=["state"],
+        n_keys=prep.n_vcpus,
+        window=prep.window,
+        initial={"state": "unknown"},
+    )
+    if unknown.height:
+        part = overlay(
+            part,
+            unknown.rename({"vid": "key"}),
+            key="key",
+            values=["state"],
+            set_values={"state": "unknown"},
+            window=prep.window,
+        )
+    return VcpuStates(changes=changes, partition=part, unknown=unknown)
+
+
+def state_at(points: pl.DataFrame, states: VcpuStates, prep: Prepared, *, vid: str, ord_col: str, ts_col: str) -> pl.Series:
+    """The state of vCPU `vid` at each point event (after every event before it in canonical order)."""
+    found = lookup(
+        points.select(pl.col(vid).alias("_v"), pl.col(ord_col).alias("_o"), pl.col(ts_col).alias("_t")),
+        states.changes.select(pl.col("vid").alias("key"), "ord", "state"),
+        by="_v",
+        on="_o",
+        table_on="ord",
+        size=prep.ord_size,
+        values=["state"],
+        strict=True,
+    )
+    state = found["state"].fill_null("unknown")
+    if states.unknown.height:
+        blind = lookup(
+            found.select("_v", "_t"),
+            states.unknown.select(pl.col("vid").alias("key"), "start", "end"),
+            by="_v",
+            on="_t",
+            table_on="start",
+            size=prep.window.span,
+            values=["end"],
+            origin=prep.window.t_start,
+        )
+        inside = (blind["end"] > blind["_t"]).fill_null(False)
+        state = pl.select(pl.when(inside).then(pl.lit("unknown", VCPU_STATE)).otherwise(state)).to_series()
+    return state.cast(VCPU_STATE).alias("state")
+
+
+def vcpu_states_table(states: VcpuStates, prep: Prepared) -> pl.DataFrame:
+    """The vcpu_states result table: vm, vcpu, state, start, end, dur."""
+    return (
+        states.partition.join(prep.vcpus, left_on="key", right_on="vid", how="left")
+        .select(
+            "vm",
+            pl.col("vcpu").cast(pl.Int32()),
+            "state",
+            "start",
+            "end",
+            (pl.col("end") - pl.col("start")).alias("dur"),
+        )
+        .sort("vm", "vcpu", "start")
+    )

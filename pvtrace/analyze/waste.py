@@ -1,0 +1,218 @@
+"""Spin classification: what the lock was doing at each instant a waiter spun.
+
+docs/metrics.md, Spin classification. A wait is split at the waiter's state
+changes (spin = running pieces), each spin piece at the lock's status changes
+(held by whom / free with which next owner), and the pieces that depend on
+another vCPU at that vCPU's state changes. Each resulting piece gets one class:
+useful, lhp, lwp_preempted, lwp_halted or unattributed.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from pvtrace.analyze.intervals import split
+from pvtrace.analyze.prepare import Prepared
+from pvtrace.analyze.vcpu_states import VcpuStates
+
+I64, I32, STR = pl.Int64(), pl.Int32(), pl.String()
+
+SPLIT_COLUMNS = (
+    "spin_ns",
+    "spin_useful_ns",
+    "waste_lhp_ns",
+    "waste_lwp_ns",
+    "waste_lwp_preempted_ns",
+    "waste_lwp_halted_ns",
+    "spin_unattributed_ns",
+)
+CLASS_COLUMN = {
+    "useful": "spin_useful_ns",
+    "lhp": "waste_lhp_ns",
+    "lwp_preempted": "waste_lwp_preempted_ns",
+    "lwp_halted": "waste_lwp_halted_ns",
+    "unattributed": "spin_unattributed_ns",
+}
+
+
+def wait_pieces(waits: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.DataFrame:
+    """Each analyzed wait split at its waiter's state changes: wid, lid, vid, start, end, state."""
+    iv = waits.filter(~pl.col("excluded")).select("wid", "lid", "vid", "start", "end")
+    return split(iv, states.partition, by="vid", window=prep.window, values=["state"])
+
+
+def spin_pieces(pieces: pl.DataFrame, status: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.DataFrame:
+    """Classified spin: wid, lid, vid, start, end, cls, held, ref (holder or next owner), ref_state, lock_kind."""
+    running = pieces.filter(pl.col("state") == "running").drop("state")
+    p = split(running, status, by="lid", window=prep.window, values=["held", "ref"])
+    p = p.join(prep.locks.select("lid", "lock_kind"), on="lid", how="left")
+    held = pl.col("held")
+    needs = (held & pl.col("ref").is_not_null()).fill_null(False) | (
+        (~held).fill_null(False)
+        & (pl.col("lock_kind") == "fifo")
+        & pl.col("ref").is_not_null()
+        & (pl.col("ref") != pl.col("vid"))
+    )
+    p = p.with_columns(needs.alias("_needs"))
+    dep = split(
+        p.filter(pl.col("_needs")),
+        states.partition,
+        by="ref",
+        window=prep.window,
+        values=["state"],
+    ).rename({"state": "ref_state"})
+    rest = p.filter(~pl.col("_needs")).with_columns(pl.lit(None, dep.schema["ref_state"]).alias("ref_state"))
+    allp = pl.concat([dep, rest.select(dep.columns)])
+    rs = pl.col("ref_state")
+    cls = (
+        pl.when(held.is_null() | (held & pl.col("ref").is_null()))
+        .then(pl.lit("unattributed"))
+        .when(held)
+        .then(
+            pl.when(rs == "running")
+            .then(pl.lit("useful"))
+            .when(rs == "unknown")
+            .then(pl.lit("unattributed"))
+            .otherwise(pl.lit("lhp"))
+        )
+        .when(pl.col("_needs"))
+        .then(
+            pl.when(rs == "running")
+            .then(pl.lit("useful"))
+            .when(rs == "preempted")
+            .then(pl.lit("lwp_preempted"))
+            .when(rs == "halted")
+            .then(pl.lit("lwp_halted"))
+            .otherwise(pl.lit("unattributed"))
+        )
+        .otherwise(pl.lit("useful"))
+    )
+    return allp.with_columns(cls.alias("cls")).select(
+        "wid", "lid", "vid", "start", "end", "cls", "held", "ref", "ref_state", "lock_kind"
+    )
+
+
+def split_sums(spin: pl.DataFrame, by: list[str]) -> pl.DataFrame:
+    """The spin split columns summed per group of `by`."""
+    dur = pl.col("end") - pl.col("start")
+    aggs = [dur.sum().alias("spin_ns")]
+    for cls, col in CLASS_COLUMN.items():
+        aggs.append(dur.filter(pl.col("cls") == cls).sum().alias(col))
+    out = spin.group_by(by).agg(aggs)
+    return out.with_columns((pl.col("waste_lwp_preempted_ns") + pl.col("waste_lwp_halted_ns")).alias("waste_lwp_ns"))
+
+
+def state_sums(pieces: pl.DataFrame) -> pl.DataFrame:
+    """Per wait: halted_ns, preempted_ns, unknown_ns."""
+    dur = pl.col("end") - pl.col("start")
+    return pieces.group_by("wid").agg(
+        dur.filter(pl.col("state") == "halted").sum().alias("halted_ns"),
+        dur.filter(pl.col("state") == "preempted").sum().alias("preempted_ns"),
+        dur.filter(pl.col("state") == "unknown").sum().alias("unknown_ns"),
+    )
+
+
+def _zero_fill(df: pl.DataFrame, cols: tuple[str, ...] | list[str]) -> pl.DataFrame:
+    return df.with_columns(*[pl.col(c).fill_null(0).cast(I64) for c in cols])
+
+
+def waits_table(
+    waits: pl.DataFrame, pieces: pl.DataFrame, spin: pl.DataFrame, acq: pl.DataFrame, prep: Prepared
+) -> pl.DataFrame:
+    """The waits result table (analyzed waits only; excluded ones are counted in the summary)."""
+    w = waits.filter(~pl.col("excluded"))
+    handoff = acq.filter(pl.col("start_ord").is_not_null()).select(pl.col("start_ord").alias("end_ord"), "handoff")
+    out = (
+        w.join(split_sums(spin, ["wid"]), on="wid", how="left")
+        .join(state_sums(pieces), on="wid", how="left")
+        .join(handoff, on="end_ord", how="left")
+        .join(prep.locks.select("lid", "vm", "lock"), on="lid", how="left")
+        .join(prep.vcpus.select("vid", "vcpu"), on="vid", how="left")
+    )
+    out = _zero_fill(out, [*SPLIT_COLUMNS, "halted_ns", "preempted_ns", "unknown_ns"])
+    return out.select(
+        "vm",
+        "lock",
+        pl.col("vcpu").cast(I32),
+        "start",
+        "end",
+        (pl.col("end") - pl.col("start")).alias("dur"),
+        *SPLIT_COLUMNS,
+        "halted_ns",
+        "preempted_ns",
+        pl.col("handoff").fill_null(False),
+        "truncated",
+    ).sort("vm", "lock", "start", "vcpu")
+
+
+def nearest_rank(values: pl.Expr, q: float) -> pl.Expr:
+    """The nearest-rank percentile inside a group: the ceil(q * n)-th smallest value."""
+    rank = (pl.len() * q).ceil().cast(I64).clip(1, None) - 1
+    return values.sort().gather(rank).first().cast(I64)
+
+
+def waste_by_lock(waits_tbl: pl.DataFrame, acq: pl.DataFrame, prep: Prepared, *, acquisitions_known: bool) -> pl.DataFrame:
+    """Per lock: acquisitions, contended, spin split, wait percentiles (nearest rank over closed waits)."""
+    locks = prep.locks.select("lid", "vm", "lock")
+    n_acq = (
+        acq.filter(pl.col("start_ord").is_not_null())
+        .group_by("lid")
+        .agg(pl.len().cast(I64).alias("n_acquisitions"), pl.col("contended").sum().cast(I64).alias("n_contended"))
+    )
+    closed = waits_tbl.filter(~pl.col("truncated"))
+    pct = closed.group_by("vm", "lock").agg(
+        nearest_rank(pl.col("dur"), 0.5).alias("wait_p50_ns"),
+        nearest_rank(pl.col("dur"), 0.9).alias("wait_p90_ns"),
+        nearest_rank(pl.col("dur"), 0.99).alias("wait_p99_ns"),
+        pl.col("dur").max().cast(I64).alias("wait_max_ns"),
+        pl.len().cast(I64).alias("_n_closed"),
+    )
+    sums = waits_tbl.group_by("vm", "lock").agg(*[pl.col(c).sum() for c in SPLIT_COLUMNS])
+    out = (
+        locks.join(n_acq, on="lid", how="left")
+        .join(sums, on=["vm", "lock"], how="left")
+        .join(pct, on=["vm", "lock"], how="left")
+    )
+    out = _zero_fill(out, SPLIT_COLUMNS)
+    if acquisitions_known:
+        out = out.with_columns(pl.col("n_acquisitions").fill_null(0), pl.col("n_contended").fill_null(0))
+    else:
+        out = out.with_columns(pl.lit(None, I64).alias("n_acquisitions"), pl.col("_n_closed").fill_null(0).alias("n_contended"))
+    return out.select(
+        "vm",
+        "lock",
+        pl.col("n_acquisitions").cast(I64),
+        pl.col("n_contended").cast(I64),
+        *SPLIT_COLUMNS,
+        "wait_p50_ns",
+        "wait_p90_ns",
+        "wait_p99_ns",
+        "wait_max_ns",
+    ).sort("waste_lhp_ns", "spin_ns", descending=True)
+
+
+def running_time(states: VcpuStates) -> pl.DataFrame:
+    """Per vid: running_ns over the window."""
+    return states.partition.filter(pl.col("state") == "running").group_by("key").agg(
+        (pl.col("end") - pl.col("start")).sum().alias("running_ns")
+    ).rename({"key": "vid"})
+
+
+def waste_by_vcpu(spin: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.DataFrame:
+    """Per vCPU (waiter): spin split and running time."""
+    out = (
+        prep.vcpus.join(split_sums(spin, ["vid"]), on="vid", how="left")
+        .join(running_time(states), on="vid", how="left")
+    )
+    out = _zero_fill(out, [*SPLIT_COLUMNS, "running_ns"])
+    return out.select("vm", pl.col("vcpu").cast(I32), *SPLIT_COLUMNS, "running_ns").sort("vm", "vcpu")
+
+
+def waste_by_vm(by_vcpu: pl.DataFrame) -> pl.DataFrame:
+    """Per VM: spin split and running time."""
+    return (
+        by_vcpu.group_by("vm")
+        .agg(*[pl.col(c).sum() for c in SPLIT_COLUMNS], pl.col("running_ns").sum())
+        .select("vm", *SPLIT_COLUMNS, "running_ns")
+        .sort("vm")
+    )

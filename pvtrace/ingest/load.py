@@ -1,0 +1,446 @@
+"""load(): any input (tracefs / trace-cmd / perf text, compressed, .dat, pvtrace Parquet) -> Trace.
+
+One code path for every size: inputs are parsed in blocks of lines, each block is
+normalized with the state carried from the previous one, and the event chunks go to a
+sink: memory for load(), a streaming Parquet writer for ingest_to_parquet() (bounded
+memory whatever the input size). Summary tables (perf kvm stat, perf lock contention)
+carry no events; they travel in meta.extra["summary_tables"].
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import polars as pl
+
+from pvtrace.errors import FormatError, UsageError
+from pvtrace.ingest import perf_script, summary_tables, tracecmd
+from pvtrace.ingest import ftrace as ftrace_fmt
+from pvtrace.ingest.compressed import open_input
+from pvtrace.ingest.dat import dat_report
+from pvtrace.ingest.normalize import normalize
+from pvtrace.ingest.problems import Problems
+from pvtrace.ingest.records import FormatSpec, ParseInfo, ParseOptions
+from pvtrace.ingest.sniff import NEED_MORE, SNIFF_BYTES, Verdict, detect_format
+from pvtrace.ingest.stream import iter_raw_chunks
+from pvtrace.ingest.vcpu_map import find_vcpu_map, read_vcpu_map
+from pvtrace.schema import EVENT_SCHEMA, empty_events
+from pvtrace.trace import EventWriter, Trace, TraceMeta, VmInfo, read_trace
+
+FORMATS = ("auto", "ftrace", "trace-cmd", "perf", "dat", "parquet")
+MAX_SNIFF_BYTES = 16 << 20
+Progress = Callable[[int], None]
+
+
+@dataclass
+class _Input:
+    """An opened input and what the sniffer made of it."""
+
+    path: Path
+    stream: BinaryIO
+    raw_file: BinaryIO  # the file on disk (its position drives progress for compressed inputs)
+    compression: str | None
+    head: bytes
+    verdict: Verdict
+
+
+def _open(path: Path, forced: str) -> _Input:
+    """Open, decompress and sniff one input (reading more while the sniffer needs more)."""
+    if not path.exists():
+        raise FormatError("no such file", str(path))
+    if path.is_dir():
+        raise FormatError("is a directory, not a trace file", str(path))
+    stream, compression, raw_file = open_input(path)
+    head = b""
+    want = SNIFF_BYTES
+    while True:
+        more = stream.read(want - len(head))
+        head += more
+        eof = not more or len(head) < want
+        name = {"perf": "perf-script"}.get(forced, forced)
+        verdict = detect_format(head, eof, str(path), name)
+        if verdict.answer != NEED_MORE or eof or want >= MAX_SNIFF_BYTES:
+            break
+        want *= 4
+    if verdict.answer == NEED_MORE:
+        if not eof:
+            raise FormatError(f"could not tell the format from the first {len(head) >> 20} MiB", str(path))
+        verdict = Verdict(verdict.format, "yes", verdict.reason + " (short file)", verdict.options)
+    return _Input(path, stream, raw_file, compression, head, verdict)
+
+
+def _spec(fmt: str, options: ParseOptions) -> FormatSpec:
+    if fmt == "ftrace":
+        return ftrace_fmt.SPEC
+    if fmt == "trace-cmd":
+        return tracecmd.spec_for(options)
+    if fmt == "perf-script":
+        return perf_script.SPEC
+    raise AssertionError(fmt)
+
+
+class _Infos:
+    """Merges the per-chunk normalize() infos of a whole ingest."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, Any] = {}
+        self.counts: dict[str, Counter] = {
+            k: Counter() for k in ("events_by_tracepoint", "events_by_kind", "unknown_events", "unparsed_payloads")
+        }
+        self.vms: dict[str, dict[str, Any]] = {}
+        self.notes: list[str] = []
+
+    def add(self, info: dict[str, Any]) -> None:
+        self.last = info
+        for key, counter in self.counts.items():
+            counter.update(info.get(key, {}))
+        for vm, v in info.get("vms", {}).items():
+            seen = self.vms.setdefault(vm, dict(v))
+            seen["n_vcpus"] = max(seen.get("n_vcpus", 0), v.get("n_vcpus", 0))
+            if seen.get("side") != v.get("side"):
+                seen["side"] = "both"
+        for note in info.get("notes", []):
+            if note not in self.notes:
+                self.notes.append(note)
+
+
+class _Events:
+    """Receives event chunks in emission order, assigns the global seq and the final order."""
+
+    def __init__(self, write: Callable[[pl.DataFrame], None]):
+        self._write = write
+        self._held: pl.DataFrame | None = None
+        self.n_seq = 0
+        self.n_rows = 0
+        self.n_out_of_order = 0
+        self._last_ts: int | None = None
+        self.t_min: int | None = None
+        self.t_max: int | None = None
+        self.pcpu_max: int | None = None
+
+    def add(self, events: pl.DataFrame) -> None:
+        if events.height == 0:
+            return
+        events = events.with_columns(pl.col("seq") + self.n_seq)
+        self.n_seq += events.height
+        if self._held is not None:
+            # Events still held may belong after some of the new ones (cross-CPU skew at a block edge).
+            first = events["ts"].min()
+            early = self._held.filter(pl.col("ts") < first)
+            late = self._held.filter(pl.col("ts") >= first)
+            self._emit(early)
+            events = pl.concat([late, events]).sort("ts", "seq")
+        self._held = events
+
+    def finish(self) -> None:
+        if self._held is not None:
+            self._emit(self._held)
+            self._held = None
+
+    def _emit(self, events: pl.DataFrame) -> None:
+        if events.height == 0:
+            return
+        lo, hi = events["ts"].min(), events["ts"].max()
+        if self._last_ts is not None and lo < self._last_ts:
+            self.n_out_of_order += int((events["ts"] < self._last_ts).sum())
+        self._last_ts = hi if self._last_ts is None else max(hi, self._last_ts)
+        self.t_min = lo if self.t_min is None else min(self.t_min, lo)
+        self.t_max = hi if self.t_max is None else max(self.t_max, hi)
+        pc = events["pcpu"].max()
+        if pc is not None:
+            self.pcpu_max = pc if self.pcpu_max is None else max(self.pcpu_max, pc)
+        self.n_rows += events.height
+        self._write(events)
+
+
+def _summary_table(inp: _Input, problems: Problems) -> tuple[str, list[dict[str, Any]]]:
+    text = (inp.head + inp.stream.read()).decode("utf-8", errors="replace")
+    if inp.verdict.format == "perf-kvm-stat":
+        table = summary_tables.read_perf_kvm_stat(text, str(inp.path), problems)
+    else:
+        table = summary_tables.read_perf_lock_contention(text, str(inp.path), problems)
+    return inp.verdict.format, table.to_dicts()
+
+
+def _raw_chunks(inp: _Input, stack: ExitStack, info: ParseInfo) -> Iterator[pl.DataFrame]:
+    """Raw frames of a text or .dat input."""
+    if inp.verdict.format == "dat":
+        if inp.compression is None:
+            inp.stream.seek(0)
+            rest: Any = inp.stream
+        else:
+            rest = _Rejoin(inp.head, inp.stream)
+        text = stack.enter_context(dat_report(inp.path, rest, inp.compression))
+        head = text.read(SNIFF_BYTES)
+        verdict = detect_format(head, len(head) < SNIFF_BYTES, str(inp.path), "trace-cmd")
+        info.format = "dat"
+        yield from iter_raw_chunks(text, _spec("trace-cmd", verdict.options), verdict.options, info, head=head)
+        return
+    spec = _spec(inp.verdict.format, inp.verdict.options)
+    source: Path | BinaryIO = inp.path if inp.compression is None else inp.stream
+    yield from iter_raw_chunks(source, spec, inp.verdict.options, info, head=inp.head)
+
+
+class _Rejoin:
+    """A stream that first returns bytes already read, then the rest of the original stream."""
+
+    def __init__(self, head: bytes, rest: BinaryIO):
+        self._head = head
+        self._rest = rest
+
+    def read(self, n: int = -1) -> bytes:
+        if self._head:
+            if n < 0:
+                data, self._head = self._head + self._rest.read(), b""
+                return data
+            data, self._head = self._head[:n], self._head[n:]
+            return data
+        return self._rest.read(n)
+
+
+def _source_names(paths: list[Path]) -> list[str]:
+    """Per-file source labels when several files are ingested together (file names, unique)."""
+    names = [p.name for p in paths]
+    if len(set(names)) < len(names):
+        names = [str(p) for p in paths]
+    return names
+
+
+def ingest(
+    paths: list[Path],
+    sink: Callable[[pl.DataFrame], None],
+    *,
+    format: str = "auto",
+    strict: bool = False,
+    side: str = "auto",
+    vm_name: str | None = None,
+    vcpu_map_path: Path | None = None,
+    guest_offset_ns: int | None = None,
+    progress: Progress | None = None,
+) -> TraceMeta:
+    """Parse and normalize every input, handing event chunks to sink; returns the trace metadata."""
+    if format not in FORMATS:
+        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {format!r}")
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise UsageError("no input files given")
+    user_map = read_vcpu_map(vcpu_map_path) if vcpu_map_path else None
+    map_file = vcpu_map_path
+    if user_map is None and (found := find_vcpu_map(paths)) is not None:
+        user_map, map_file = read_vcpu_map(found), found
+
+    with ExitStack() as stack:
+        inputs = []
+        for p in paths:
+            inp = _open(p, format)
+            stack.callback(inp.stream.close)
+            stack.callback(inp.raw_file.close)
+            inputs.append(inp)
+        if any(i.verdict.format == "parquet" for i in inputs):
+            raise UsageError("a pvtrace Parquet file is read on its own (load it without other inputs)")
+
+        events = _Events(sink)
+        infos = _Infos()
+        parse_infos: list[ParseInfo] = []
+        tables: dict[str, list[dict[str, Any]]] = {}
+        carry: dict[str, Any] | None = None
+        sources = _source_names(paths) if len(paths) > 1 else [None] * len(paths)
+        several = len([i for i in inputs if i.verdict.format not in ("perf-kvm-stat", "perf-lock-contention")]) > 1
+        pending: list[pl.DataFrame] = []  # several text inputs are normalized together (one timeline)
+
+        for inp, source in zip(inputs, sources, strict=True):
+            problems = Problems(str(inp.path))
+            info = ParseInfo(
+                path=str(inp.path), format=inp.verdict.format, compression=inp.compression, problems=problems
+            )
+            parse_infos.append(info)
+            if inp.verdict.format in ("perf-kvm-stat", "perf-lock-contention"):
+                name, rows = _summary_table(inp, problems)
+                tables.setdefault(name, []).extend({"input": str(inp.path), **r} for r in rows)
+                problems.check_strict(strict)
+                continue
+            done = 0
+            for raw in _raw_chunks(inp, stack, info):
+                problems.check_strict(strict)
+                if progress is not None:
+                    pos = _position(inp)
+                    progress(pos - done)
+                    done = pos
+                if source is not None:
+                    raw = raw.with_columns(
+                        pl.col("source").cast(pl.String).fill_null(source).cast(pl.Categorical)
+                    )
+                if several:
+                    pending.append(raw)
+                    continue
+                ev, nfo = normalize(
+                    raw, side=side, vm_name=vm_name, vcpu_map=user_map, guest_offset_ns=guest_offset_ns, carry=carry
+                )
+                carry = nfo["carry"]
+                infos.add(nfo)
+                events.add(ev)
+            problems.check_strict(strict)
+            if info.stats.get("records", 0) == 0 and info.stats.get("lost_lines", 0) == 0:
+                raise FormatError(
+                    f"no {info.format} records found in {info.stats.get('lines', 0)} lines", str(inp.path)
+                )
+        if pending:
+            raw = pl.concat(pending, how="vertical_relaxed")
+            ev, nfo = normalize(
+                raw, side=side, vm_name=vm_name, vcpu_map=user_map, guest_offset_ns=guest_offset_ns, carry=None
+            )
+            infos.add(nfo)
+            events.add(ev)
+        events.finish()
+
+    return _meta(paths, inputs, parse_infos, infos, events, tables, map_file)
+
+
+def _position(inp: _Input) -> int:
+    try:
+        return int(inp.raw_file.tell())
+    except (OSError, ValueError, AttributeError):
+        return 0
+
+
+def _meta(
+    paths: list[Path],
+    inputs: list[_Input],
+    parse_infos: list[ParseInfo],
+    infos: _Infos,
+    events: _Events,
+    tables: dict[str, list[dict[str, Any]]],
+    map_file: Path | None,
+) -> TraceMeta:
+    last = infos.last
+    formats = sorted({i.format for i in parse_infos})
+    vms = {vm: VmInfo(n_vcpus=v.get("n_vcpus") or None) for vm, v in sorted(infos.vms.items())}
+    n_pcpus = events.pcpu_max + 1 if events.pcpu_max is not None else None
+    headers = [i.header for i in parse_infos]
+    if n_pcpus is None and last.get("side") == "host":
+        n_pcpus = next((h["n_cpus_possible"] for h in headers if "n_cpus_possible" in h), None)
+    clock = dict(last.get("clock", {}))
+    clock["timestamps"] = {i.path: i.clock for i in parse_infos if i.format not in summary_formats()}
+    problems = {i.path: i.problems.to_dict() for i in parse_infos if i.problems.total}
+    notes = list(infos.notes)
+    if events.n_out_of_order:
+        notes.append(f"{events.n_out_of_order} events are out of time order in the output (clock jumps)")
+    for i in parse_infos:
+        h = i.header
+        if h.get("entries_written", 0) > h.get("entries_in_buffer", 0):
+            lost = h["entries_written"] - h["entries_in_buffer"]
+            notes.append(
+                f"{i.path}: the ring buffer was overwritten ({lost} older events lost before the first record)"
+            )
+    extra: dict[str, Any] = {
+        "inputs": [i.to_dict() for i in parse_infos],
+        "side": last.get("side"),
+        "sides": last.get("sides", {}),
+        "guest_vm_names": last.get("guest_vm_names", {}),
+        "vcpu_map_file": str(map_file) if map_file else None,
+        "notes": notes,
+        **{k: dict(c.most_common()) for k, c in infos.counts.items()},
+    }
+    if tables:
+        extra["summary_tables"] = tables
+    return TraceMeta(
+        source=[str(p) for p in paths],
+        format=formats[0] if len(formats) == 1 else "+".join(formats),
+        view=last.get("view", "full") if events.n_rows else "full",
+        n_pcpus=n_pcpus,
+        vms=vms,
+        vcpu_map=list(last.get("vcpu_map", [])),
+        clock=clock,
+        problems=problems,
+        extra=extra,
+    )
+
+
+def summary_formats() -> tuple[str, ...]:
+    return ("perf-kvm-stat", "perf-lock-contention")
+
+
+def load(
+    paths: list[Path] | list[str],
+    *,
+    format: str = "auto",
+    strict: bool = False,
+    side: str = "auto",
+    vm_name: str | None = None,
+    vcpu_map_path: Path | None = None,
+    guest_offset_ns: int | None = None,
+    progress: Progress | None = None,
+) -> Trace:
+    """Any supported input(s) -> a Trace (events in EVENT_SCHEMA sorted by (ts, seq), plus metadata)."""
+    paths = [Path(p) for p in paths]
+    if len(paths) == 1 and (format == "parquet" or (format == "auto" and _is_parquet(paths[0]))):
+        return read_trace(paths[0])
+    chunks: list[pl.DataFrame] = []
+    meta = ingest(
+        paths,
+        chunks.append,
+        format=format,
+        strict=strict,
+        side=side,
+        vm_name=vm_name,
+        vcpu_map_path=vcpu_map_path,
+        guest_offset_ns=guest_offset_ns,
+        progress=progress,
+    )
+    events = pl.concat(chunks) if chunks else empty_events()
+    if not events["ts"].is_sorted():
+        events = events.sort("ts", "seq")
+    return Trace(events=events.select(EVENT_SCHEMA.names()), meta=meta)
+
+
+def _is_parquet(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"PAR1"
+    except OSError:
+        return False
+
+
+def ingest_to_parquet(
+    paths: list[Path],
+    out: Path,
+    *,
+    force: bool = False,
+    format: str = "auto",
+    strict: bool = False,
+    side: str = "auto",
+    vm_name: str | None = None,
+    vcpu_map_path: Path | None = None,
+    guest_offset_ns: int | None = None,
+    progress: Progress | None = None,
+) -> TraceMeta:
+    """Convert inputs to one pvtrace Parquet file, streaming (memory bounded by the block size)."""
+    out = Path(out)
+    paths = [Path(p) for p in paths]
+    if any(p.resolve() == out.resolve() for p in paths if p.exists()):
+        raise UsageError(f"the output {out} is also an input")
+    if len(paths) == 1 and (format == "parquet" or (format == "auto" and _is_parquet(paths[0]))):
+        trace = read_trace(paths[0])
+        with EventWriter(out, force=force) as w:
+            w.write(trace.events)
+            w.close(trace.meta)
+        return trace.meta
+    with EventWriter(out, force=force) as writer:
+        meta = ingest(
+            paths,
+            writer.write,
+            format=format,
+            strict=strict,
+            side=side,
+            vm_name=vm_name,
+            vcpu_map_path=vcpu_map_path,
+            guest_offset_ns=guest_offset_ns,
+            progress=progress,
+            )
+        writer.close(meta)
+    return meta

@@ -1,0 +1,85 @@
+"""Lines an ingester could not read: counted by kind, the first few kept with their line numbers.
+
+Lenient by default (a few bad lines in a GB trace should not lose the rest), fatal on
+request: with strict=True the first problem raises FormatError naming file and line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+from pvtrace.errors import FormatError
+
+N_SAMPLES = 5
+
+DESCRIPTIONS: dict[str, str] = {
+    "malformed_line": "line is not a record, a header or a continuation of the previous record",
+    "truncated_record": "record line is cut short or garbled (it starts like a record but does not parse)",
+    "invalid_utf8": "bytes that are not UTF-8 (replaced with U+FFFD)",
+    "orphan_continuation": "continuation or stack-frame line with no record before it",
+    "unsupported_layout": "a trace layout pvtrace does not read (verbose latency, raw/hex/bin output)",
+    "out_of_order": "timestamp earlier than the previous record on the same CPU (clock skew or corruption)",
+}
+
+
+@dataclass
+class Problems:
+    """Problem counts and samples for one input file."""
+
+    path: str
+    counts: dict[str, int] = field(default_factory=dict)
+    samples: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
+
+    def add(self, kind: str, line: int | None, text: str, n: int = 1) -> None:
+        """Record n occurrences of kind; keep (line, text) as a sample while there is room."""
+        self.counts[kind] = self.counts.get(kind, 0) + n
+        kept = self.samples.setdefault(kind, [])
+        if len(kept) < N_SAMPLES:
+            kept.append((line if line is not None else 0, text[:200]))
+
+    def add_rows(self, kind: str, rows: pl.DataFrame) -> None:
+        """Record every row of a (line, text) frame as one problem of kind."""
+        if rows.height == 0:
+            return
+        self.counts[kind] = self.counts.get(kind, 0) + rows.height
+        kept = self.samples.setdefault(kind, [])
+        room = N_SAMPLES - len(kept)
+        if room > 0:
+            head = rows.sort("line").head(room)
+            kept.extend((int(ln), str(tx)[:200]) for ln, tx in zip(head["line"], head["text"], strict=True))
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def first(self) -> tuple[str, int, str] | None:
+        """The earliest sampled problem: (kind, line, text)."""
+        best = None
+        for kind, kept in self.samples.items():
+            for line, text in kept:
+                if best is None or line < best[1]:
+                    best = (kind, line, text)
+        return best
+
+    def check_strict(self, strict: bool) -> None:
+        """Raise FormatError for the earliest problem when strict."""
+        if not strict or not self.total:
+            return
+        kind, line, text = self.first()  # type: ignore[misc]
+        raise FormatError(
+            f"{DESCRIPTIONS.get(kind, kind)}: {text.strip()!r} (--strict makes this fatal)", self.path, line
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form for TraceMeta.problems."""
+        return {
+            kind: {
+                "count": n,
+                "what": DESCRIPTIONS.get(kind, kind),
+                "samples": [{"line": ln, "text": tx} for ln, tx in self.samples.get(kind, [])],
+            }
+            for kind, n in sorted(self.counts.items())
+        }

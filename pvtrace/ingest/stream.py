@@ -1,0 +1,225 @@
+"""A text input as a stream of raw-record batches, in bounded memory whatever its size.
+
+Plain files are scanned by polars itself (`scan_lines` + the lazy fast path, run by the
+streaming engine on every core); compressed files and pipes go through a Python block
+reader on a background thread. Batches are parsed independently; this module stitches
+them: continuation lines at the start of a batch join the previous batch's last record,
+and LOST markers at the end of a batch take their time from the next one.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import polars as pl
+
+from pvtrace.ingest.problems import Problems
+from pvtrace.ingest.raw import BUFFER_STARTED, LOST_EVENTS, RAW_SCHEMA, empty_raw
+from pvtrace.ingest.records import (
+    BatchResult,
+    FormatSpec,
+    Layout,
+    ParseInfo,
+    ParseOptions,
+    attach_extra,
+    learn_layouts,
+    parse_batch,
+    prepare,
+)
+from pvtrace.ingest.textblocks import BLOCK_BYTES, iter_line_blocks
+
+BATCH_ROWS = 250_000
+
+
+def _prefetch(it: Iterator, depth: int = 2) -> Iterator:
+    """Run an iterator on a background thread (decompression overlaps parsing)."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for item in it:
+                if stop.is_set():
+                    return
+                q.put(item)
+            q.put(done)
+        except BaseException as exc:  # handed to the consumer, raised there
+            q.put(exc)
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
+
+
+def _skip_lines(f: BinaryIO, n: int) -> None:
+    """Position f just after its n-th newline."""
+    seen = 0
+    while seen < n:
+        pos = f.tell()
+        buf = f.read(1 << 22)
+        if not buf:
+            return
+        k = buf.count(b"\n")
+        if seen + k < n:
+            seen += k
+            continue
+        idx = -1
+        for _ in range(n - seen):
+            idx = buf.index(b"\n", idx + 1)
+        f.seek(pos + idx + 1)
+        return
+
+
+class RawStream:
+    """Parses one input's batches in order and stitches them into raw frames."""
+
+    def __init__(self, spec: FormatSpec, options: ParseOptions, info: ParseInfo, head: bytes):
+        self.spec = spec
+        self.options = options
+        self.info = info
+        self.layout = self._layout_from(head)
+        self._pending: pl.DataFrame | None = None
+
+    def _layout_from(self, head: bytes) -> Layout | None:
+        lines = head.decode("utf-8", errors="replace").splitlines()[:2000]
+        if not lines:
+            return None
+        texts = pl.select(pl.Series("text", lines)).lazy().with_row_index("line")
+        cleaned = prepare(texts, self.spec, self.options, None).collect()["text"].to_list()
+        found = learn_layouts(cleaned, self.spec, max_layouts=1)
+        return found[0] if found else None
+
+    # -- sources of prepared batches -------------------------------------------------------------
+    def _prepared_file(self, path: Path) -> Iterator[pl.DataFrame]:
+        lf = pl.scan_lines(path, name="text").with_row_index("line", offset=1)
+        lf = prepare(lf.with_columns(pl.col("line").cast(pl.Int64)), self.spec, self.options, self.layout)
+        n = 0
+        try:
+            for batch in lf.collect_batches(chunk_size=BATCH_ROWS):
+                n += batch.height
+                yield batch
+        except pl.exceptions.ComputeError as exc:
+            if "utf" not in str(exc).lower():
+                raise
+            # Bytes that are not UTF-8: read the rest with a tolerant decoder.
+            with open(path, "rb") as f:
+                _skip_lines(f, n)
+                yield from self._prepared_stream(f, b"", first_line=n + 1)
+            return
+        self.info.n_bytes += path.stat().st_size
+
+    def _prepared_stream(self, stream: BinaryIO, head: bytes, first_line: int = 1) -> Iterator[pl.DataFrame]:
+        blocks = iter_line_blocks(stream, head=head, block_bytes=BLOCK_BYTES, first_line=first_line)
+        for block in _prefetch(blocks):
+            self.info.n_bytes += block.n_bytes
+            if block.n_invalid_utf8:
+                bad = block.lines.filter(pl.col("text").str.contains("\ufffd", literal=True))
+                self.info.problems.add_rows("invalid_utf8", bad)
+            for start in range(0, block.lines.height, BATCH_ROWS):
+                part = block.lines.slice(start, BATCH_ROWS)
+                yield prepare(part.lazy(), self.spec, self.options, self.layout).collect()
+
+    # -- stitching ---------------------------------------------------------------------------------
+    def raw_chunks(self, source: Path | BinaryIO, head: bytes = b"") -> Iterator[pl.DataFrame]:
+        """Raw frames of the input, in file order (one per batch)."""
+        batches = self._prepared_file(source) if isinstance(source, Path) else self._prepared_stream(source, head)
+        for batch in batches:
+            res = parse_batch(batch, self.spec, self.layout)
+            self._merge(res)
+            if self._pending is not None:
+                yield self._settle(self._pending, res)
+            elif res.orphans is not None and res.orphans.height:
+                self.info.problems.add_rows("orphan_continuation", res.orphans)
+            self._pending = res.raw
+        if self._pending is not None:
+            yield self._settle(self._pending, None)
+            self._pending = None
+
+    def _merge(self, res: BatchResult) -> None:
+        info = self.info
+        info.stats.update(res.stats)
+        info.variants.update(res.variants)
+        info.ts_units.update(res.ts_units)
+        for kind, rows in res.problems:
+            info.problems.add_rows(kind, rows)
+        if res.header_lines:
+            self.spec.header(res.header_lines, info.header)
+
+    def _settle(self, pending: pl.DataFrame, nxt: BatchResult | None) -> pl.DataFrame:
+        """Finish the previous batch with what the next one revealed."""
+        if nxt is not None and nxt.orphans is not None and nxt.orphans.height:
+            if pending.height:
+                last = pending.tail(1)
+                frame_rx = self.spec.frame_pattern or r"^\s*=>"
+                extra = nxt.orphans.with_columns(
+                    pl.when(pl.col("text").str.contains(frame_rx)).then(pl.lit("frame")).otherwise(pl.lit("cont")).alias("kind"),
+                    pl.lit(last["line"][0]).alias("owner"),
+                    pl.lit(str(last["event"][0])).alias("owner_event"),
+                )
+                res = BatchResult(raw=empty_raw())
+                pending = attach_extra(pending, extra, self.spec, res)
+                self._merge(res)
+            else:
+                self.info.problems.add_rows("orphan_continuation", nxt.orphans)
+        if nxt is not None and nxt.raw.height:
+            open_marker = pending["event"].is_in([LOST_EVENTS, BUFFER_STARTED]) & pending["ts"].is_null()
+            if open_marker.any():
+                first = (
+                    nxt.raw.filter(pl.col("ts").is_not_null())
+                    .group_by(["source", "cpu"])
+                    .agg(pl.col("ts").first().alias("next_ts"))
+                )
+                pending = (
+                    pending.join(first, on=["source", "cpu"], how="left", nulls_equal=True, maintain_order="left")
+                    .with_columns(pl.coalesce("ts", "next_ts").alias("ts"))
+                    .drop("next_ts")
+                )
+        return pending.select(RAW_SCHEMA.names())
+
+
+def iter_raw_chunks(
+    source: Path | BinaryIO, spec: FormatSpec, options: ParseOptions, info: ParseInfo, head: bytes = b""
+) -> Iterator[pl.DataFrame]:
+    """Raw frames of a text input, one per batch of lines, in file order.
+
+    source: a plain (uncompressed) file path, scanned by polars, or a binary stream of which
+    `head` was already read.
+    """
+    if isinstance(source, Path) and not head:
+        with open(source, "rb") as f:
+            head = f.read(1 << 20)
+    yield from RawStream(spec, options, info, head).raw_chunks(source, head)
+
+
+def read_text_records(
+    path: Path, spec: FormatSpec, options: ParseOptions | None = None
+) -> tuple[pl.DataFrame, ParseInfo]:
+    """Parse a whole (possibly compressed) text file with one format spec, in memory."""
+    from pvtrace.ingest.compressed import open_input
+
+    options = options or ParseOptions()
+    stream, compression, raw_file = open_input(path)
+    info = ParseInfo(path=str(path), format=spec.name, compression=compression, problems=Problems(str(path)))
+    with stream, raw_file:
+        source: Path | BinaryIO = path if compression is None else stream
+        chunks = list(iter_raw_chunks(source, spec, options, info))
+    return (pl.concat(chunks) if chunks else empty_raw()), info

@@ -1,0 +1,127 @@
+"""What a captured ftrace text holds: events by tracepoint, reported losses, stack costs.
+
+Read vectorized with polars (a capture is easily a million lines), and kept
+independent of the ingester so `record` can always say what it wrote. The
+coverage check turns those counts into "which analyses can this trace feed".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from pvtrace.record.events import Mode, analysis_needs
+
+# comm-pid [(tgid)] [cpu] [irq-info] secs[.frac]: event[: payload]
+_EVENT_LINE = (
+    r"^\s*.*?-\d+\s+(?:\(\s*[-\d]+\)\s+)?\[(?P<cpu>\d+)\]\s+(?:\S{4,5}\s+)?"
+    r"(?P<sec>\d+)(?:\.(?P<frac>\d+))?:\s+(?P<event>[^:]+?)(?::\s|:$|$)"
+)
+_LOST_LINE = r"^CPU:\d+ \[LOST(?: (\d+))? EVENTS\]"
+STACK_PSEUDO_EVENT = "<stack trace>"
+
+
+@dataclass
+class Inventory:
+    """Counts read back from the written text."""
+
+    counts: dict[str, int] = field(default_factory=dict)  # by event name as printed
+    n_lost_lines: int = 0  # `CPU:N [LOST M EVENTS]` lines in the text
+    n_lost_reported: int = 0  # the sum of their M (lines without a count add nothing)
+    n_stacks: int = 0
+    stack_cost_median_ns: int | None = None  # contention_begin -> its <stack trace> (inflates waits)
+    t_first_ns: int | None = None
+    t_last_ns: int | None = None
+
+    @property
+    def n_events(self) -> int:
+        return sum(n for name, n in self.counts.items() if name != STACK_PSEUDO_EVENT)
+
+
+def _lines(path: Path) -> pl.DataFrame:
+    try:
+        return pl.scan_lines(path).collect()
+    except pl.exceptions.ComputeError:  # not valid UTF-8 (a comm with odd bytes)
+        text = path.read_bytes().decode("utf-8", errors="replace")
+        return pl.DataFrame({"line": text.splitlines()}, schema={"line": pl.String()})
+
+
+def inventory(path: Path) -> Inventory:
+    """Count the events of an ftrace text file (uncompressed)."""
+    lines = _lines(path)
+    parsed = (
+        lines.select(pl.col("line").str.extract_groups(_EVENT_LINE).alias("g"))
+        .unnest("g")
+        .filter(pl.col("event").is_not_null())
+        .with_columns(
+            cpu=pl.col("cpu").cast(pl.Int32),
+            ts=pl.col("sec").cast(pl.Int64) * 1_000_000_000
+            + pl.col("frac").fill_null("").str.pad_end(9, "0").str.slice(0, 9).cast(pl.Int64),
+        )
+    )
+    inv = Inventory()
+    if parsed.height:
+        counts = parsed.group_by("event").len().sort("event")
+        inv.counts = dict(zip(counts["event"].to_list(), counts["len"].to_list(), strict=True))
+        inv.t_first_ns, inv.t_last_ns = parsed["ts"].min(), parsed["ts"].max()
+    lost = lines.select(pl.col("line").str.extract(_LOST_LINE, 1).alias("m"), pl.col("line"))
+    lost = lost.filter(pl.col("line").str.contains(_LOST_LINE))
+    inv.n_lost_lines = lost.height
+    inv.n_lost_reported = int(lost["m"].cast(pl.Int64).sum() or 0) if lost.height else 0
+    inv.n_stacks = inv.counts.get(STACK_PSEUDO_EVENT, 0)
+    if inv.n_stacks:
+        inv.stack_cost_median_ns = _stack_cost_median(parsed)
+    return inv
+
+
+def _stack_cost_median(parsed: pl.DataFrame) -> int | None:
+    """Median time from a contention_begin to the stack trace its trigger took on that CPU."""
+    pairs = (
+        parsed.filter(pl.col("event").is_in(["contention_begin", STACK_PSEUDO_EVENT]))
+        .with_columns(
+            prev_event=pl.col("event").shift(1).over("cpu"),
+            prev_ts=pl.col("ts").shift(1).over("cpu"),
+        )
+        .filter((pl.col("event") == STACK_PSEUDO_EVENT) & (pl.col("prev_event") == "contention_begin"))
+    )
+    if not pairs.height:
+        return None
+    return int((pairs["ts"] - pairs["prev_ts"]).median())
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """Whether a capture can feed one analysis, and why (not)."""
+
+    analysis: str
+    status: str  # "yes", "none seen", "missing", "needs other side"
+    detail: str
+
+
+def coverage(mode: Mode, counts: dict[str, int], enabled: list[str], n_vcpu_threads: int) -> list[Coverage]:
+    """For each analysis: are its events in this trace (enabled, and seen)?"""
+    enabled_names = {e.partition(":")[2] for e in enabled}
+    out = []
+    for need in analysis_needs(mode):
+        missing, unseen, seen = [], [], []
+        for wanted in need.events:
+            alternatives = wanted.split("|")
+            if not any(a in enabled_names for a in alternatives):
+                missing.append(alternatives[0])
+                continue
+            n = sum(counts.get(a, 0) for a in alternatives)
+            (seen if n else unseen).append(f"{alternatives[0]} {n}")
+        if missing:
+            status, detail = "missing", f"not captured: {', '.join(missing)}"
+        elif need.vcpu_map and n_vcpu_threads == 0:
+            status, detail = "missing", "no vCPU thread was mapped (vcpus.csv is empty)"
+        elif unseen:
+            status, detail = "none seen", f"enabled but none happened: {', '.join(unseen)}"
+        elif need.other_side:
+            status, detail = "needs other side", f"also needs {need.other_side}"
+        else:
+            status, detail = "yes", ", ".join(seen)
+        out.append(Coverage(need.analysis, status, detail))
+    return out

@@ -1,0 +1,332 @@
+"""Two runs side by side: headline metrics with deltas, and their distributions overlaid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import altair as alt
+import polars as pl
+
+from pvtrace.analyze.result import Analysis
+from pvtrace.report.aggregate import bin_width, log_histogram, time_bin
+from pvtrace.report.facts import facts_figure
+from pvtrace.report.figure import Figure, no_data
+from pvtrace.report.histogram import chart_log_histogram
+from pvtrace.report.incidents import chart_convoy_lengths, incident_series
+from pvtrace.report.labels import METRIC_LABELS, fmt_metric, fmt_ns
+from pvtrace.report.page import Section, render_page, write_page
+from pvtrace.report.waste import chart_stacked_waste, running_time, unavailable_metrics, waste_parts
+from pvtrace.summary import TOTAL_KEYS
+from pvtrace.trace import Trace
+
+N_TIME_BINS = 150
+TOP_REASONS = 10
+
+# Derived metrics shown after the summary totals: key -> (label, unit kind).
+DERIVED: dict[str, str] = {
+    "span_ns": "trace span",
+    "running_ns": "vCPU running time",
+    "spin_waste_pct": "spin waste, % of running time",
+    "kick_latency_p50_ns": "kick latency, median",
+    "wait_p99_ns": "lock wait, p99",
+}
+
+
+def _derived(analysis: Analysis, trace: Trace | None) -> dict[str, float | int | None]:
+    out: dict[str, float | int | None] = dict.fromkeys(DERIVED)
+    if trace is not None and trace.t_start is not None and trace.t_end is not None:
+        out["span_ns"] = trace.t_end - trace.t_start
+    out["running_ns"] = running_time(analysis)
+    t = analysis.summary.totals
+    if out["running_ns"] and "waste_lhp_ns" in t and "waste_lwp_ns" in t:
+        out["spin_waste_pct"] = 100.0 * (t["waste_lhp_ns"] + t["waste_lwp_ns"]) / out["running_ns"]
+    lat = analysis.table("kicks")["latency_ns"].drop_nulls()
+    if lat.len():
+        out["kick_latency_p50_ns"] = int(lat.median())
+    waits = analysis.table("waits")
+    if waits.height:
+        out["wait_p99_ns"] = int(waits["dur"].quantile(0.99))
+    return out
+
+
+def compare_metrics(
+    a: Analysis, b: Analysis, traces: tuple[Trace | None, Trace | None] = (None, None)
+) -> pl.DataFrame:
+    """One row per headline metric: key, metric, a, b, delta (b - a), delta_pct; null where unavailable."""
+    rows = []
+    da, db = _derived(a, traces[0]), _derived(b, traces[1])
+    for key in TOTAL_KEYS:
+        va, vb = a.summary.totals.get(key), b.summary.totals.get(key)
+        if va is None and vb is None:
+            continue
+        rows.append((key, METRIC_LABELS.get(key, key), va, vb))
+    for key, label in DERIVED.items():
+        if da[key] is None and db[key] is None:
+            continue
+        rows.append((key, label, da[key], db[key]))
+    df = pl.DataFrame(
+        rows, schema={"key": pl.String, "metric": pl.String, "a": pl.Float64, "b": pl.Float64}, orient="row"
+    )
+    return df.with_columns((pl.col("b") - pl.col("a")).alias("delta")).with_columns(
+        pl.when(pl.col("a") != 0).then(100.0 * pl.col("delta") / pl.col("a").abs()).alias("delta_pct")
+    )
+
+
+def _fmt(key: str, v: float | None, signed: bool = False) -> str:
+    if v is None:
+        return "unavailable"
+    if key.endswith("_pct"):
+        return f"{v:+.2f} pts" if signed else f"{v:.2f}%"
+    text = fmt_metric(key, v)
+    return ("+" + text if v > 0 else text) if signed else text
+
+
+def format_comparison(df: pl.DataFrame, labels: tuple[str, str]) -> pl.DataFrame:
+    """The comparison with every value written in its unit (for a terminal table or a page)."""
+    rows = []
+    for r in df.iter_rows(named=True):
+        delta = _fmt(r["key"], r["delta"], signed=True) if r["delta"] is not None else "n/a"
+        if r["delta"] == 0:
+            delta = "0"
+        pct = f"{r['delta_pct']:+.1f}%" if r["delta_pct"] is not None else "n/a"
+        rows.append((r["metric"], _fmt(r["key"], r["a"]), _fmt(r["key"], r["b"]), delta, pct))
+    return pl.DataFrame(rows, schema=["metric", labels[0], labels[1], "Δ (B − A)", "Δ %"], orient="row")
+
+
+def _both(a: pl.DataFrame, b: pl.DataFrame, labels: tuple[str, str]) -> pl.DataFrame:
+    return pl.concat(
+        [a.with_columns(pl.lit(labels[0]).alias("run")), b.with_columns(pl.lit(labels[1]).alias("run"))],
+        how="vertical_relaxed",
+    )
+
+
+def chart_compare_waste(a: Analysis, b: Analysis, labels: tuple[str, str]) -> Figure:
+    """Spin of each run and of each VM, split into parts, the runs side by side."""
+    name, title = "compare-waste", "Spin waste"
+    gone = unavailable_metrics(a) | unavailable_metrics(b)
+    if "spin_ns" in gone:
+        return no_data(
+            name, title, "spin is unavailable in at least one run (it needs vCPU states and lock waits)"
+        )
+    both = _both(a.table("waste_by_vm"), b.table("waste_by_vm"), labels)
+    if both.height == 0 or not both["spin_ns"].fill_null(0).sum():
+        return no_data(name, title, "neither run has lock spin")
+    long, missing = waste_parts(both, "vm", by=("run",), unavailable=gone)
+    note = f"Not available in at least one run: {', '.join(missing)}." if missing else ""
+    return Figure(
+        name,
+        title,
+        chart_stacked_waste(long, "vm", "VM", run="run", runs=list(labels)),
+        f"Per VM; the upper, darker bar of each pair is {labels[0]}.",
+        note,
+    )
+
+
+def _hist_figure(
+    name: str,
+    title: str,
+    frames: tuple[pl.DataFrame, pl.DataFrame],
+    col: str,
+    labels: tuple[str, str],
+    x_title: str,
+    dash: str | None = None,
+) -> Figure:
+    """Log-binned distributions of both runs, colour = run (line style = `dash` groups)."""
+    both = _both(frames[0], frames[1], labels)
+    if both.height == 0:
+        return no_data(name, title, "no data in either run")
+    hist, left_out = log_histogram(both, col, by=("run", dash) if dash else ("run",))
+    if hist.height == 0:
+        return no_data(name, title, "no positive values in either run")
+    counts = both.group_by("run").len()
+    per_run = dict(counts.iter_rows())
+    caption = (
+        "; ".join(f"{r}: {per_run.get(r, 0):,}" for r in labels)
+        + ". Share of each series per log-spaced bin."
+    )
+    note = f"{left_out:,} zero or missing values are not on the log axis." if left_out else ""
+    chart = chart_log_histogram(
+        hist, x_title, series="run", series_title="run", y="share_pct", series_order=list(labels), dash=dash
+    )
+    return Figure(name, title, chart, caption, note)
+
+
+def chart_compare_pause_exits(
+    a: Analysis, b: Analysis, labels: tuple[str, str], starts: tuple[int | None, int | None], span: int
+) -> Figure:
+    """Pause exits over time since each run's start, one line per run."""
+    name, title = "compare-pause-exits", "Pause exits over time"
+    pa, pb = a.table("pause_exits"), b.table("pause_exits")
+    if pa.height + pb.height == 0:
+        return no_data(name, title, "no pause exits in either run")
+    width = bin_width(0, span, N_TIME_BINS)
+    frames = []
+    for df, label, t0 in ((pa, labels[0], starts[0]), (pb, labels[1], starts[1])):
+        if df.height:
+            origin = int(df["ts"].min()) if t0 is None else t0
+            frames.append(
+                df.group_by(time_bin("ts", origin, width))
+                .agg(pl.len().alias("n_exits"))
+                .with_columns((pl.col("bin") * width / 1e6).alias("t_ms"), pl.lit(label).alias("run"))
+            )
+    data = pl.concat(frames).sort("run", "bin")
+    chart = (
+        alt.Chart(data)
+        .mark_line(interpolate="step-after")
+        .encode(
+            alt.X("t_ms:Q", title="time since the run's start (ms)"),
+            alt.Y("n_exits:Q", title=f"pause exits per {fmt_ns(width)}"),
+            alt.Color("run:N", scale=alt.Scale(domain=list(labels))),
+            tooltip=["run:N", "t_ms:Q", "n_exits:Q"],
+        )
+        .properties(width=600, height=200)
+    )
+    return Figure(
+        name, title, chart, f"{pa.height:,} pause exits in {labels[0]}, {pb.height:,} in {labels[1]}."
+    )
+
+
+def chart_compare_exit_reasons(a: Analysis, b: Analysis, labels: tuple[str, str]) -> Figure:
+    """Exit counts per reason, the runs side by side (the most frequent reasons)."""
+    name, title = "compare-exit-reasons", "VM exits by reason"
+    both = _both(a.table("exit_reasons"), b.table("exit_reasons"), labels)
+    if both.height == 0:
+        return no_data(name, title, "no VM exits in either run")
+    top = both.group_by("reason").agg(pl.col("count").sum()).sort("count", descending=True).head(TOP_REASONS)
+    data = both.filter(pl.col("reason").is_in(top["reason"].implode())).select(
+        "run", "reason", "count", "avg_ns"
+    )
+    chart = (
+        alt.Chart(data)
+        .mark_bar()
+        .encode(
+            alt.Y("reason:N", sort=top["reason"].to_list(), title=None),
+            alt.YOffset("run:N", sort=list(labels)),
+            alt.X("count:Q", title="exits"),
+            alt.Color("run:N", scale=alt.Scale(domain=list(labels))),
+            tooltip=[
+                "run:N",
+                "reason:N",
+                alt.Tooltip("count:Q", format=","),
+                alt.Tooltip("avg_ns:Q", title="avg ns", format=","),
+            ],
+        )
+        .properties(width=600, height=alt.Step(12))
+    )
+    return Figure(name, title, chart, f"The {top.height} most frequent exit reasons of both runs.")
+
+
+def compare_sections(
+    a: Analysis,
+    b: Analysis,
+    labels: tuple[str, str],
+    traces: tuple[Trace | None, Trace | None] = (None, None),
+) -> list[Section]:
+    """Every figure of a comparison page."""
+    table = format_comparison(compare_metrics(a, b, traces), labels)
+    headline = Figure(
+        "compare-headline",
+        "Headline metrics",
+        table=table,
+        caption=f"A = {labels[0]}, B = {labels[1]}. Δ is B − A; Δ % is relative to A.",
+    )
+    inc = (incident_series(a), incident_series(b))
+    convoys = _both(a.table("convoys"), b.table("convoys"), labels)
+    starts = tuple(t.t_start if t is not None else None for t in traces)
+    span = max(_span(x, t) for x, t in zip((a, b), traces, strict=True))
+    sections = [
+        Section("Headline", [headline, chart_compare_waste(a, b, labels)]),
+        Section(
+            "Distributions",
+            [
+                _hist_figure(
+                    "compare-wait-times",
+                    "Lock wait times",
+                    (a.table("waits"), b.table("waits")),
+                    "dur",
+                    labels,
+                    "wait time (µs, log scale)",
+                ),
+                _hist_figure(
+                    "compare-incidents",
+                    "LHP and LWP incident durations",
+                    inc,
+                    "dur",
+                    labels,
+                    "incident duration (µs, log scale)",
+                    dash="kind",
+                ),
+                _convoys_figure(convoys, a, labels),
+                _hist_figure(
+                    "compare-kick-latency",
+                    "pv kick latency",
+                    (a.table("kicks"), b.table("kicks")),
+                    "latency_ns",
+                    labels,
+                    "kick latency (µs, log scale)",
+                ),
+            ],
+        ),
+        Section(
+            "Hypervisor",
+            [chart_compare_pause_exits(a, b, labels, starts, span), chart_compare_exit_reasons(a, b, labels)],
+        ),
+    ]
+    facts = []
+    for i, (trace, analysis, label) in enumerate(zip(traces, (a, b), labels, strict=True)):
+        if trace is not None:
+            fig = facts_figure(trace, analysis)
+            fig.name, fig.title = f"facts-{'ab'[i]}", f"Trace {label}"
+            facts.append(fig)
+    if facts:
+        sections.append(Section("Trace facts", facts))
+    return sections
+
+
+def _span(analysis: Analysis, trace: Trace | None) -> int:
+    if trace is not None and trace.t_start is not None and trace.t_end is not None:
+        return max(1, trace.t_end - trace.t_start)
+    ts = analysis.table("pause_exits")["ts"]
+    return max(1, int(ts.max() - ts.min())) if ts.len() else 1
+
+
+def _convoys_figure(convoys: pl.DataFrame, a: Analysis, labels: tuple[str, str]) -> Figure:
+    fig = chart_convoy_lengths(a, run="run", convoys=convoys, runs=list(labels))
+    fig.name = "compare-convoys"
+    if convoys.height:
+        per_run = dict(convoys.group_by("run").len().iter_rows())
+        fig.caption = (
+            "Convoys: "
+            + "; ".join(f"{r}: {per_run.get(r, 0):,}" for r in labels)
+            + f" (left, darker bar of each pair: {labels[0]})."
+        )
+    return fig
+
+
+def render_compare(
+    a: Analysis,
+    b: Analysis,
+    labels: tuple[str, str],
+    traces: tuple[Trace | None, Trace | None] = (None, None),
+) -> str:
+    """The comparison page as HTML text."""
+    sections = compare_sections(a, b, labels, traces)
+    return render_page(
+        f"pvtrace compare: {labels[0]} vs {labels[1]}",
+        "Two runs, headline metrics and distributions overlaid.",
+        sections,
+    )
+
+
+def write_compare(
+    a: Analysis,
+    b: Analysis,
+    labels: tuple[str, str],
+    path: Path | str,
+    force: bool = False,
+    traces: tuple[Trace | None, Trace | None] = (None, None),
+) -> Path:
+    """Write the self-contained comparison page of two analyses (traces, when given, add their facts)."""
+    if labels[0] == labels[1]:
+        labels = (f"A: {labels[0]}", f"B: {labels[1]}")
+    return write_page(render_compare(a, b, labels, traces), path, force)

@@ -1,0 +1,195 @@
+"""The trace's facts: where it came from, what it covers, how well, and what it cannot tell."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+
+from pvtrace.analyze.result import Analysis
+from pvtrace.report.figure import Figure, no_data
+from pvtrace.report.labels import METRIC_LABELS, fmt_count, fmt_metric, fmt_ns
+from pvtrace.summary import TOTAL_KEYS
+from pvtrace.trace import Trace
+
+MAX_LIST_ITEMS = 5
+
+
+def _pairs(rows: list[tuple[str, str]], left: str = "fact", right: str = "value") -> pl.DataFrame:
+    return pl.DataFrame(
+        {left: [a for a, _ in rows], right: [b for _, b in rows]}, schema={left: pl.String, right: pl.String}
+    )
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        shown = "; ".join(_text(v) for v in value[:MAX_LIST_ITEMS])
+        more = len(value) - MAX_LIST_ITEMS
+        return shown + (f" (and {more} more)" if more > 0 else "")
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {_text(v)}" for k, v in value.items())
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return fmt_count(value)
+    return str(value)
+
+
+def facts_figure(trace: Trace, analysis: Analysis) -> Figure:
+    """Source, format, span, CPUs, VMs, events, lost data."""
+    m = trace.meta
+    t0, t1 = trace.t_start, trace.t_end
+    span = (
+        f"{fmt_ns((t1 or 0) - (t0 or 0))} (from {t0:,} ns to {t1:,} ns)"
+        if t0 is not None and t1 is not None
+        else "empty"
+    )
+    rows = [
+        ("source", _text(m.source) or "unknown"),
+        ("format", m.format),
+        ("view", f"{m.view} (what the producer could see)"),
+        ("span", span),
+        ("events", fmt_count(trace.events.height)),
+        ("host CPUs", fmt_count(m.n_pcpus) if m.n_pcpus is not None else "unknown"),
+        ("VMs", ", ".join(m.vms) if m.vms else "unknown"),
+    ]
+    if trace.events.height:
+        by_origin = trace.events.group_by("origin").len().sort("origin")
+        rows.append(("events by origin", ", ".join(f"{o}: {fmt_count(n)}" for o, n in by_origin.iter_rows())))
+    lost = analysis.table("lost_windows")
+    if lost.height:
+        n_lost = lost["n_lost"].sum() if lost["n_lost"].null_count() < lost.height else None
+        rows.append(
+            (
+                "lost events",
+                f"{fmt_count(lost.height)} windows, {fmt_count(n_lost) if n_lost is not None else 'an unknown number of'} "
+                "events lost (states inside them are unknown, never idle)",
+            )
+        )
+    else:
+        rows.append(("lost events", "none reported"))
+    extra = analysis.summary.extra
+    if "level" in extra:
+        rows.append(("analysis fidelity", str(extra["level"])))
+    if extra.get("unknown_state_ns"):
+        rows.append(
+            (
+                "vCPU time in unknown state",
+                f"{fmt_ns(extra['unknown_state_ns'])} (before first events or lost windows)",
+            )
+        )
+    if m.clock:
+        rows.append(("clock", _text(m.clock)))
+    scenario = m.extra.get("scenario")
+    if isinstance(scenario, dict) and scenario.get("description"):
+        rows.append(("simulated scenario", str(scenario["description"])))
+    if "seed" in m.extra:
+        rows.append(("simulator seed", str(m.extra["seed"])))
+    return Figure("facts", "Trace", table=_pairs(rows))
+
+
+def vms_figure(trace: Trace) -> Figure:
+    """One row per VM: vCPUs and lock kind/algorithm."""
+    if not trace.meta.vms:
+        return no_data("vms", "VMs", "the trace does not say which VMs it saw")
+    table = pl.DataFrame(
+        {
+            "VM": list(trace.meta.vms),
+            "vCPUs": [
+                str(v.n_vcpus) if v.n_vcpus is not None else "unknown" for v in trace.meta.vms.values()
+            ],
+            "lock kind": [v.lock_kind for v in trace.meta.vms.values()],
+            "lock algorithm": [v.lock_algorithm or "unknown" for v in trace.meta.vms.values()],
+        }
+    )
+    return Figure("vms", "VMs", table=table)
+
+
+def headline_figure(analysis: Analysis) -> Figure:
+    """Every summary total with its fidelity level; unavailable ones say so."""
+    s = analysis.summary
+    missing = {u.metric for u in s.unavailable}
+    rows = []
+    for key in TOTAL_KEYS:
+        if key in s.totals:
+            value = fmt_metric(key, s.totals[key])
+        elif key in missing:
+            value = "unavailable"
+        else:
+            continue
+        rows.append((METRIC_LABELS.get(key, key), key, value, s.fidelity.get(key, "")))
+    if not rows:
+        return no_data("headline", "Headline metrics", "the analysis has no totals")
+    table = pl.DataFrame(
+        rows,
+        schema={"metric": pl.String, "key": pl.String, "value": pl.String, "fidelity": pl.String},
+        orient="row",
+    )
+    return Figure(
+        "headline",
+        "Headline metrics",
+        table=table,
+        caption="Totals over the whole trace. Fidelity says how each was obtained: exact, inferred, host-only or guest-only.",
+    )
+
+
+def unavailable_figure(analysis: Analysis) -> Figure:
+    """Metrics this trace cannot give, the events they need and how to capture them."""
+    name, title = "unavailable", "Unavailable metrics"
+    if not analysis.summary.unavailable:
+        return no_data(name, title, "every metric is available from this trace")
+    table = pl.DataFrame(
+        {
+            "metric": [u.metric for u in analysis.summary.unavailable],
+            "missing events": [", ".join(u.missing_events) for u in analysis.summary.unavailable],
+            "how to capture": [u.how_to_capture for u in analysis.summary.unavailable],
+        }
+    )
+    return Figure(
+        name,
+        title,
+        table=table,
+        caption="Nothing here is counted as zero: these metrics are simply not in the trace.",
+    )
+
+
+def problem_rows(problems: dict[str, Any], where: str = "") -> list[tuple[str, str, str]]:
+    """(where, count, details) rows from TraceMeta.problems, however deeply it is nested.
+
+    An entry with a "count" is one problem kind (ingest's layout: {file: {kind: {count, what, samples}}});
+    anything else is shown as it is.
+    """
+    rows = []
+    for key, value in problems.items():
+        here = f"{where} {key}".strip()
+        if isinstance(value, dict) and "count" in value:
+            samples = value.get("samples") or []
+            shown = "; ".join(
+                f"line {s.get('line')}: {s.get('text', '')}" if isinstance(s, dict) else _text(s)
+                for s in samples[:MAX_LIST_ITEMS]
+            )
+            details = str(value.get("what", ""))
+            if shown:
+                details = f"{details} (e.g. {shown})" if details else shown
+            rows.append(
+                (
+                    here,
+                    fmt_count(value["count"]) if isinstance(value["count"], int) else str(value["count"]),
+                    details,
+                )
+            )
+        elif isinstance(value, dict) and value:
+            rows.extend(problem_rows(value, here))
+        else:
+            rows.append((here, "", _text(value)))
+    return rows
+
+
+def problems_figure(trace: Trace) -> Figure:
+    """What the ingester met and could not read (malformed lines, unknown events, ...)."""
+    name, title = "problems", "Problems met while ingesting"
+    rows = problem_rows(trace.meta.problems)
+    if not rows:
+        return no_data(name, title, "none reported")
+    table = pl.DataFrame(
+        rows, schema={"where / what": pl.String, "count": pl.String, "details": pl.String}, orient="row"
+    )
+    return Figure(name, title, table=table)

@@ -1,0 +1,91 @@
+"""How values are written on report pages: durations, counts, lock ids, missing metrics."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from pvtrace.summary import Summary
+
+
+def fmt_ns(ns: float | int | None) -> str:
+    """A duration in the unit that keeps it readable (ns, µs, ms, s)."""
+    if ns is None:
+        return "n/a"
+    a = abs(ns)
+    if a < 1_000:
+        return f"{ns:.0f} ns"
+    if a < 1_000_000:
+        return f"{ns / 1e3:.3g} µs"
+    if a < 1_000_000_000:
+        return f"{ns / 1e6:.4g} ms"
+    return f"{ns / 1e9:.4g} s"
+
+
+def fmt_count(n: float | int | None) -> str:
+    """A count with thousands separators."""
+    if n is None:
+        return "n/a"
+    return f"{n:,.0f}" if float(n).is_integer() else f"{n:,.2f}"
+
+
+def with_lock_label(
+    df: pl.DataFrame, vm: str = "vm", lock: str = "lock", out: str = "lock_label"
+) -> pl.DataFrame:
+    """Add `vm:0xaddr` labels for the locks of a small (already aggregated) frame."""
+    if df.height == 0:
+        return df.with_columns(pl.lit(None, dtype=pl.String).alias(out))
+    hexes = {a: ("?" if a is None else f"{a:#x}") for a in df[lock].unique().to_list()}
+    return df.with_columns(
+        (pl.col(vm).cast(pl.String) + ":" + pl.col(lock).replace_strict(hexes, return_dtype=pl.String)).alias(
+            out
+        )
+    )
+
+
+def unavailable_reason(summary: Summary, metrics: tuple[str, ...] | list[str]) -> str | None:
+    """Why the first of `metrics` the summary lists as unavailable cannot be computed, or None."""
+    for u in summary.unavailable:
+        if u.metric in metrics:
+            missing = ", ".join(u.missing_events) if u.missing_events else "events"
+            text = f"{u.metric} is unavailable: the trace lacks {missing}"
+            if u.how_to_capture:
+                text += f" (capture with: {u.how_to_capture})"
+            return text
+    return None
+
+
+def fidelity_note(summary: Summary, metric: str) -> str:
+    """' (fidelity: inferred)' style suffix for a metric, or ''."""
+    level = summary.fidelity.get(metric)
+    return f" Fidelity: {level}." if level else ""
+
+
+# What each summary total means, in the words a page uses.
+METRIC_LABELS: dict[str, str] = {
+    "spin_ns": "spin (waiting while running)",
+    "spin_useful_ns": "useful spin",
+    "waste_lhp_ns": "spin wasted on LHP",
+    "waste_lwp_ns": "spin wasted on LWP",
+    "waste_lwp_preempted_ns": "LWP waste, next owner preempted",
+    "waste_lwp_halted_ns": "LWP waste, next owner halted",
+    "spin_unattributed_ns": "unattributed spin",
+    "wait_halted_ns": "wait while halted (pv slow path)",
+    "wait_preempted_ns": "wait while preempted",
+    "n_acquisitions": "lock acquisitions",
+    "n_contended": "contended acquisitions",
+    "n_lhp": "LHP incidents",
+    "n_lhp_harmful": "harmful LHP incidents",
+    "n_lwp": "LWP incidents",
+    "n_lwp_preempted": "LWP incidents, next owner preempted",
+    "n_lwp_halted": "LWP incidents, next owner halted",
+    "n_convoys": "convoys",
+    "convoy_len_max": "longest convoy (hand-offs)",
+    "n_truncated": "items cut by the trace end",
+    "n_pause_exits": "pause exits",
+    "n_kicks": "pv kicks",
+}
+
+
+def fmt_metric(key: str, value: float | int | None) -> str:
+    """A summary value in its unit: ns keys as durations, the rest as counts."""
+    return fmt_ns(value) if key.endswith("_ns") else fmt_count(value)

@@ -1,0 +1,123 @@
+"""Writing a view of a run to disk in one format: the files a real capture would give.
+
+A host (or merged) text capture comes with `<output>.vcpus.csv`, the vCPU map
+(tid, QEMU pid, vm, vcpu) that `pvtrace ingest` picks up next to its input.
+Guest text files are one per VM, `<stem>-<vm><suffix>`, each on its guest's
+own clock, except inside a merged trace-cmd report (one file, host clock).
+Nothing is overwritten without force, and a failed write leaves no partial file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TextIO
+
+from pvtrace.errors import UsageError
+from pvtrace.simulate.render.ftrace import to_ftrace
+from pvtrace.simulate.render.identities import vcpu_map, vm_names
+from pvtrace.simulate.render.perf import to_perf_script
+from pvtrace.simulate.render.tracecmd import to_trace_cmd_report
+from pvtrace.simulate.views import VIEWS, select_view
+from pvtrace.trace import Trace, check_writable, write_trace
+
+FORMATS: tuple[str, ...] = ("parquet", "ftrace", "trace-cmd", "perf")
+
+Writer = Callable[[TextIO], object]
+
+
+def guest_path(out_path: Path, vm: str) -> Path:
+    """The per-VM guest file next to out_path: <stem>-<vm><suffix>."""
+    return out_path.with_name(f"{out_path.stem}-{vm}{out_path.suffix}")
+
+
+def vcpu_map_path(out_path: Path) -> Path:
+    """The vCPU map side file of a host capture: <output>.vcpus.csv."""
+    return out_path.with_name(out_path.name + ".vcpus.csv")
+
+
+def _plan(trace: Trace, fmt: str, view: str, out_path: Path, ns: bool | None) -> list[tuple[Path, Writer]]:
+    """(path, writer) for every text file the view needs in the format."""
+    if view == "full":
+        raise UsageError(
+            "view 'full' holds events no tracer prints (lock releases, uncontended acquisitions, pv_halt); "
+            "text formats take --view host, guest or merged"
+        )
+    if fmt == "ftrace" and ns:
+        raise UsageError(
+            "ftrace text has microsecond timestamps; use --format trace-cmd (or perf) for nanoseconds"
+        )
+    host = view in ("host", "merged")
+    guests = view in ("guest", "merged")
+    plan: list[tuple[Path, Writer]] = []
+    if fmt == "ftrace":
+        if host:
+            plan.append((out_path, lambda out: to_ftrace(trace, out, side="host")))
+        if guests:
+            for vm in vm_names(trace):
+                plan.append(
+                    (guest_path(out_path, vm), lambda out, vm=vm: to_ftrace(trace, out, side="guest", vm=vm))
+                )
+    elif fmt == "trace-cmd":
+        ns_tc = True if ns is None else ns
+        if view == "guest":
+            for vm in vm_names(trace):
+                plan.append(
+                    (
+                        guest_path(out_path, vm),
+                        lambda out, vm=vm: to_trace_cmd_report(trace, out, side="guest", vm=vm, ns=ns_tc),
+                    )
+                )
+        else:
+            plan.append((out_path, lambda out: to_trace_cmd_report(trace, out, side=view, ns=ns_tc)))
+    elif fmt == "perf":
+        ns_perf = bool(ns)
+        if host:
+            plan.append((out_path, lambda out: to_perf_script(trace, out, side="host", ns=ns_perf)))
+        if guests:
+            for vm in vm_names(trace):
+                plan.append(
+                    (
+                        guest_path(out_path, vm),
+                        lambda out, vm=vm: to_perf_script(trace, out, side="guest", vm=vm, ns=ns_perf),
+                    )
+                )
+    else:
+        raise UsageError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if host:
+        plan.append((vcpu_map_path(out_path), lambda out: vcpu_map(trace).write_csv(out)))
+    return plan
+
+
+def _write_atomically(path: Path, writer: Writer) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    try:
+        with tmp.open("w", encoding="utf-8", newline="\n") as out:
+            writer(out)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_rendered(
+    trace: Trace, fmt: str, view: str, out_path: Path | str, force: bool = False, *, ns: bool | None = None
+) -> list[Path]:
+    """Write `view` of the run in `fmt` (parquet, ftrace, trace-cmd, perf) at out_path; return the files.
+
+    ns chooses the timestamp resolution where the tool offers both: trace-cmd prints
+    nanoseconds by default (`report -t`), perf microseconds (`--ns` for nanoseconds);
+    ftrace text is always microseconds.
+    """
+    if view not in VIEWS:
+        raise UsageError(f"unknown view {view!r}; choose one of {', '.join(VIEWS)}")
+    out_path = Path(out_path)
+    seen = select_view(trace, view)
+    if fmt == "parquet":
+        write_trace(seen, out_path, force=force)
+        return [out_path]
+    plan = _plan(seen, fmt, view, out_path, ns)
+    for path, _ in plan:
+        check_writable(path, force)
+    for path, writer in plan:
+        _write_atomically(path, writer)
+    return [path for path, _ in plan]

@@ -1,0 +1,74 @@
+"""The guest tracepoint records of one VM: lock:contention_begin / contention_end.
+
+A guest kernel prints contention_begin when a spinlock acquisition starts to
+wait and contention_end when it gets the lock, on the guest CPU (= vCPU index)
+of the workload task that waits. Acquisitions that never waited print nothing.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from pvtrace.errors import PvtraceError
+from pvtrace.simulate.render.identities import GUEST_COMM, GUEST_PID_BASE, hashed_lock_addresses
+from pvtrace.simulate.render.text import hex_lx
+from pvtrace.simulate.views import contended_acquire
+from pvtrace.trace import Trace
+
+# Flag column of spinlock contention events (taken with interrupts off, one lock held).
+GUEST_FLAGS = "d..1."
+
+GUEST_EVENTS: tuple[tuple[str, str], ...] = (("lock", "contention_begin"), ("lock", "contention_end"))
+
+
+def guest_offset_ns(trace: Trace, vm: str) -> int:
+    """The VM's guest clock offset (guest clock = host clock - offset); 0 when the run has none."""
+    offsets = trace.meta.clock.get("guest_offset_ns") or {}
+    return int(offsets.get(vm, 0))
+
+
+def guest_records(trace: Trace, events: pl.DataFrame, vm: str, *, guest_clock: bool) -> pl.DataFrame:
+    """The VM's guest lines in print order: ts (guest clock when `guest_clock`, else host), ord, cpu,
+    pid, event, lock flags, the lock and its hashed `%p` text (see guest_payload)."""
+    mine = events.filter((pl.col("vm") == vm) & pl.col("kind").is_in(["lock_contend", "lock_acquire"]))
+    mine = mine.filter((pl.col("kind") == "lock_contend") | contended_acquire(mine))
+    offset = guest_offset_ns(trace, vm) if guest_clock else 0
+    if mine.height and mine["ts"].min() - offset < 0:
+        raise PvtraceError(
+            f"guest clock offset of {vm} ({offset} ns) puts its first lock event before guest time 0; "
+            "render on the host clock (trace-cmd merged report) or use a smaller offset"
+        )
+    hashed = hashed_lock_addresses(mine.select("vm", "lock"))
+    mine = mine.join(hashed.drop("vm"), on="lock", how="left", maintain_order="left")
+    begin = pl.col("kind") == "lock_contend"
+    return mine.select(
+        (pl.col("ts") - offset).alias("ts"),
+        "ord",
+        pl.lit(0, dtype=pl.Int8).alias("sub"),
+        pl.col("vcpu").alias("cpu"),
+        (pl.lit(GUEST_PID_BASE) + pl.col("vcpu")).cast(pl.Int32).alias("pid"),
+        pl.when(begin).then(pl.lit("contention_begin")).otherwise(pl.lit("contention_end")).alias("event"),
+        pl.coalesce(pl.col("reason"), pl.lit("SPIN")).alias("flags"),
+        pl.col("lock").cast(pl.UInt64),
+        pl.col("hashed").cast(pl.Categorical),
+    )
+
+
+def guest_payload(pointer: str) -> pl.Expr:
+    """The body of a guest record. `pointer` is how `%p` prints: "hashed" (tracefs with
+    options/hash-ptr, the default) or "address" (libtraceevent in trace-cmd and perf: 0x + raw value)."""
+    if pointer == "hashed":
+        address = pl.col("hashed").cast(pl.String)
+    else:
+        address = pl.concat_str([pl.lit("0x"), hex_lx(pl.col("lock"))])
+    detail = (
+        pl.when(pl.col("event") == "contention_begin")
+        .then(pl.concat_str([pl.lit(" (flags="), pl.col("flags"), pl.lit(")")]))
+        .otherwise(pl.lit(" (ret=0)"))
+    )
+    return pl.concat_str([address, detail])
+
+
+def guest_comm() -> pl.Expr:
+    """The comm of the guest workload task."""
+    return pl.lit(GUEST_COMM)

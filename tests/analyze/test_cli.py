@@ -1,0 +1,63 @@
+"""`pvtrace analyze` on a small Parquet trace: summary, JSON, tables, refusing to overwrite."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+from conftest import trace_of
+from test_exact import LWP_ROWS
+from typer.testing import CliRunner
+
+from pvtrace.cli.app import app
+from pvtrace.summary import Summary
+from pvtrace.trace import write_trace
+
+runner = CliRunner()
+
+
+def _trace_file(tmp_path):
+    path = tmp_path / "lwp.parquet"
+    write_trace(trace_of(LWP_ROWS, t_end=40), path)
+    return path
+
+
+def test_cli_writes_json_and_tables(tmp_path):
+    src = _trace_file(tmp_path)
+    js = tmp_path / "out.json"
+    res = runner.invoke(app, ["analyze", str(src), "--json", str(js), "--out-dir", str(tmp_path / "t")])
+    assert res.exit_code == 0, res.output
+    assert "Headline" in res.stdout and "Top locks by waste" in res.stdout and "Convoy lengths" in res.stdout
+    summary = Summary.from_dict(json.loads(js.read_text()))
+    assert summary.totals["waste_lwp_preempted_ns"] == 10 and summary.fidelity["n_lwp"] == "exact"
+    assert {u.metric for u in summary.unavailable} == {"n_pause_exits", "n_kicks"}
+    assert all("trace-cmd record -e kvm:kvm_exit" in u.how_to_capture for u in summary.unavailable)
+    lwp = pl.read_parquet(tmp_path / "t" / "lwp_incidents.parquet")
+    assert lwp["waste_ns"].to_list() == [10]
+    assert (tmp_path / "t" / "summary.json").exists()
+
+
+def test_cli_csv_and_refusal_to_overwrite(tmp_path):
+    src = _trace_file(tmp_path)
+    out = tmp_path / "t"
+    res = runner.invoke(app, ["analyze", str(src), "--out-dir", str(out), "--csv", "-q"])
+    assert res.exit_code == 0, res.output
+    assert res.stdout == ""
+    waits = pl.read_csv(out / "waits.csv")
+    assert waits["spin_ns"].to_list() == [5, 22]
+    before = (out / "waits.csv").read_text()
+    res = runner.invoke(app, ["analyze", str(src), "--out-dir", str(out), "--csv", "-q"])
+    assert res.exit_code != 0 and "already exists" in res.output and "--force" in res.output
+    assert (out / "waits.csv").read_text() == before
+    res = runner.invoke(app, ["analyze", str(src), "--out-dir", str(out), "--csv", "-q", "--force"])
+    assert res.exit_code == 0
+
+
+def test_cli_bad_option_and_bad_file(tmp_path):
+    src = _trace_file(tmp_path)
+    res = runner.invoke(app, ["analyze", str(src), "--lock-kind", "fair"])
+    assert res.exit_code == 2 and "--lock-kind" in res.output
+    junk = tmp_path / "junk.parquet"
+    junk.write_text("not parquet")
+    res = runner.invoke(app, ["analyze", str(junk)])
+    assert res.exit_code != 0 and "Traceback" not in res.output and "junk.parquet" in res.output

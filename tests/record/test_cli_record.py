@@ -1,0 +1,139 @@
+"""`pvtrace record` end to end on the fake host tracefs: options, summary, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fake_kernel import HOST_EVENTS, HOST_LINES, FakeKernel, ftrace_text, stats_text
+from typer.testing import CliRunner
+
+from pvtrace.cli import record as record_cli
+from pvtrace.cli.app import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep rich tables on one line per row, so phrases can be found."""
+    monkeypatch.setenv("COLUMNS", "250")
+
+
+@pytest.fixture
+def use_fake(monkeypatch: pytest.MonkeyPatch, host_kernel: FakeKernel) -> FakeKernel:
+    """Route --tracefs-root to the fake kernel (whose mkdir builds instances)."""
+    monkeypatch.setattr(record_cli, "Tracefs", lambda root: host_kernel.tracefs())
+    return host_kernel
+
+
+def _run(args: list[str]):
+    return runner.invoke(app, ["record", *args])
+
+
+def test_host_record_prints_the_summary(tmp_path: Path, use_fake: FakeKernel, host_proc: Path) -> None:
+    out = tmp_path / "h.txt"
+    res = _run(
+        [
+            "--host",
+            "-o",
+            str(out),
+            "--duration",
+            "0.01",
+            "--tracefs-root",
+            str(use_fake.root),
+            "--proc-root",
+            str(host_proc),
+        ]
+    )
+    assert res.exit_code == 0, res.output
+    assert "Recorded a host trace" in res.output
+    assert "kvm:kvm_exit" in res.output and "Lost events: none" in res.output
+    assert "vCPU threads mapped: 3" in res.output
+    assert "exit reasons and time in exits" in res.output
+    assert out.read_text() == ftrace_text(HOST_LINES)
+    assert use_fake.instances() == []
+
+
+def test_lost_events_summary_suggests_a_buffer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, host_proc: Path
+) -> None:
+    kernel = FakeKernel(
+        tmp_path / "tracefs",
+        HOST_EVENTS,
+        trace=ftrace_text(HOST_LINES),
+        stats={0: stats_text(entries=100, overrun=100)},
+    )
+    monkeypatch.setattr(record_cli, "Tracefs", lambda root: kernel.tracefs())
+    res = _run(
+        [
+            "--host",
+            "-o",
+            str(tmp_path / "h.txt"),
+            "--duration",
+            "0.01",
+            "--buffer-kb",
+            "1024",
+            "--tracefs-root",
+            "x",
+            "--proc-root",
+            str(host_proc),
+        ]
+    )
+    assert res.exit_code == 0, res.output
+    assert "Lost events: 100" in res.output
+    assert "--buffer-kb 4096" in res.output
+
+
+def test_guest_or_host_must_be_chosen(tmp_path: Path) -> None:
+    res = _run(["-o", str(tmp_path / "x.txt"), "--duration", "1"])
+    assert res.exit_code == 2
+    assert "--guest" in res.output and "Traceback" not in res.output
+    res = _run(["--guest", "--host", "--duration", "1"])
+    assert res.exit_code == 2
+
+
+def test_preflight_error_is_one_line_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, host_proc: Path
+) -> None:
+    kernel = FakeKernel(tmp_path / "tracefs", ["sched:sched_switch"])
+    monkeypatch.setattr(record_cli, "Tracefs", lambda root: kernel.tracefs())
+    res = _run(
+        [
+            "--host",
+            "-o",
+            str(tmp_path / "h.txt"),
+            "--duration",
+            "0.01",
+            "--tracefs-root",
+            "x",
+            "--proc-root",
+            str(host_proc),
+        ]
+    )
+    assert res.exit_code == 1
+    assert "cannot record" in res.output and "modprobe" in res.output
+    assert "Traceback" not in res.output
+    assert kernel.instances_made == []
+    assert not (tmp_path / "h.txt").exists()
+
+
+def test_existing_output_needs_force(tmp_path: Path, use_fake: FakeKernel, host_proc: Path) -> None:
+    out = tmp_path / "h.txt"
+    out.write_text("mine")
+    args = [
+        "--host",
+        "-o",
+        str(out),
+        "--duration",
+        "0.01",
+        "--tracefs-root",
+        "x",
+        "--proc-root",
+        str(host_proc),
+    ]
+    res = _run(args)
+    assert res.exit_code == 1 and "--force" in res.output
+    assert out.read_text() == "mine"
+    assert _run([*args, "--force", "-q"]).exit_code == 0
+    assert out.read_text() == ftrace_text(HOST_LINES)

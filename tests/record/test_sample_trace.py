@@ -1,0 +1,42 @@
+"""The bundled sample capture: it matches its provenance file and ingests at guest-only level."""
+
+from __future__ import annotations
+
+import json
+import lzma
+from pathlib import Path
+
+import pytest
+
+from pvtrace.record.inventory import inventory
+
+SAMPLES = Path(__file__).resolve().parents[2] / "sample-traces"
+SAMPLE = SAMPLES / "guest-futex.txt.xz"
+
+
+@pytest.fixture(scope="module")
+def provenance() -> dict:
+    return json.loads((SAMPLES / "guest-futex.record.json").read_text())
+
+
+def test_sample_matches_its_record_file(tmp_path: Path, provenance: dict) -> None:
+    plain = tmp_path / "guest-futex.txt"
+    plain.write_bytes(lzma.decompress(SAMPLE.read_bytes()))
+    inv = inventory(plain)
+    assert inv.counts == provenance["counts"]
+    assert provenance["n_lost"] == 0 and inv.n_lost_lines == 0
+    assert sum(c["entries"] for c in provenance["per_cpu"]) == inv.n_events
+    assert provenance["mode"] == "guest" and provenance["stacktrace_trigger"] is None
+    assert SAMPLE.stat().st_size < 1_000_000
+
+
+def test_sample_ingests_and_analyzes_at_guest_only_level(provenance: dict) -> None:
+    load = pytest.importorskip("pvtrace.ingest.load").load
+    analyze = pytest.importorskip("pvtrace.analyze").analyze
+    trace = load([SAMPLE])
+    assert trace.meta.view == "guest"
+    summary = analyze(trace).summary
+    assert summary.extra["level"] == "guest-only"
+    spin_begins = lzma.decompress(SAMPLE.read_bytes()).decode().count("(flags=SPIN)")
+    assert summary.totals["n_contended"] == spin_begins
+    assert "spin_ns" in {u.metric for u in summary.unavailable}

@@ -1,0 +1,187 @@
+"""Each chart function: a chart from aggregated data, or a clear reason when there is nothing to draw."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+from report_fakes import fake_analysis, fake_trace
+
+from pvtrace.analyze.result import Analysis
+from pvtrace.report.aggregate import MAX_LAYER_ROWS
+from pvtrace.report.exits import chart_kick_latency, chart_pause_exits, exit_reasons_figure
+from pvtrace.report.facts import facts_figure, headline_figure, problems_figure, unavailable_figure
+from pvtrace.report.incidents import chart_convoy_lengths, chart_incident_durations
+from pvtrace.report.timeline import chart_timeline
+from pvtrace.report.trace_page import all_figures, report_sections
+from pvtrace.report.waits import chart_wait_times
+from pvtrace.report.waste import chart_waste_by_lock, chart_waste_by_vm, top_locks
+from pvtrace.report.window import Window, default_window
+
+
+def datasets(fig) -> dict[str, list]:
+    return fig.spec().get("datasets", {})
+
+
+def test_every_report_figure_has_a_chart_or_a_table_on_a_full_analysis(full_trace, full_analysis):
+    figs = all_figures(report_sections(full_trace, full_analysis))
+    names = [f.name for f in figs]
+    assert len(names) == len(set(names))
+    empty = [f.name for f in figs if f.is_empty]
+    assert empty == ["unavailable"]  # every metric is available from a full view
+    for f in figs:
+        if f.chart is not None:
+            assert datasets(f), f.name
+
+
+def test_guest_only_analysis_says_why_incidents_are_missing(guest_trace, guest_analysis):
+    fig = chart_incident_durations(guest_analysis)
+    assert fig.chart is None
+    assert "no LHP incidents: n_lhp is unavailable" in fig.note
+    assert "no LWP incidents: n_lwp is unavailable" in fig.note
+    assert "sched:sched_switch" in fig.note
+    unavailable = unavailable_figure(guest_analysis)
+    assert unavailable.table is not None and "n_lwp" in unavailable.table["metric"].to_list()
+    headline = headline_figure(guest_analysis).table
+    assert headline.filter(pl.col("key") == "n_lhp")["value"].to_list() == ["unavailable"]
+
+
+def test_empty_analysis_gives_reasons_not_empty_plots():
+    a = Analysis()
+    for fig in (
+        chart_waste_by_lock(a),
+        chart_waste_by_vm(a),
+        chart_wait_times(a),
+        chart_incident_durations(a),
+        chart_convoy_lengths(a),
+        chart_pause_exits(a, 0, 1000),
+        chart_kick_latency(a),
+        exit_reasons_figure(a),
+        chart_timeline(a, Window(0, 1000, "test"), 0),
+    ):
+        assert fig.is_empty and fig.note, fig.name
+    assert "no pause exits" in chart_pause_exits(a, 0, 1000).note
+    assert "no pv kicks" in chart_kick_latency(a).note
+
+
+def test_timeline_default_window_shows_the_worst_incident(full_analysis):
+    w = default_window(full_analysis, 0, 50_000_000)
+    fig = chart_timeline(full_analysis, w, 0)
+    incidents = [rows for rows in datasets(fig).values() if rows and "LHP" in str(rows[0].get("what", ""))]
+    worst = pl.concat(
+        [full_analysis.table("lhp_incidents"), full_analysis.table("lwp_incidents")], how="diagonal"
+    )
+    worst = worst.sort("waste_ns", descending=True).row(0, named=True)
+    assert w.start <= worst["start"] and worst["end"] <= w.end
+    assert fig.caption.startswith("Window: around the worst incident")
+    assert incidents or any("LWP" in str(r[0].get("what")) for r in datasets(fig).values() if r)
+
+
+def test_timeline_of_a_big_analysis_is_coarsened_under_the_row_cap():
+    a = fake_analysis(n_vms=2, n_vcpus=4, span_ns=2_000_000_000, n_waits=60_000, n_states_per_lane=8_000)
+    fig = chart_timeline(a, Window(0, 2_000_000_000, "whole"), 0)
+    sizes = [len(rows) for rows in datasets(fig).values()]
+    assert max(sizes) <= MAX_LAYER_ROWS + 100
+    assert "coarsened" in fig.note
+    # Coarsened states still tile each lane over the window.
+    states = next(
+        rows
+        for rows in datasets(fig).values()
+        if rows and rows[0].get("what") in ("running", "preempted", "halted")
+    )
+    df = pl.DataFrame(states)
+    for lane in df.partition_by("lane"):
+        lane = lane.sort("start_ms")
+        assert lane["start_ms"][0] == 0 and lane["end_ms"][-1] == 2000
+
+
+def test_timeline_caps_lanes():
+    a = fake_analysis(n_vms=3, n_vcpus=20, n_waits=200, n_states_per_lane=3)
+    fig = chart_timeline(a, Window(0, 50_000_000, "whole"), 0)
+    lanes = {r["lane"] for rows in datasets(fig).values() for r in rows}
+    assert len(lanes) == 40
+    assert "showing 40 of 60 vCPUs" in fig.note
+
+
+def test_top_locks_keeps_the_biggest_and_sums_the_rest(full_analysis):
+    table = full_analysis.table("waste_by_lock")
+    top = top_locks(table, n=2)
+    assert top.height == 3
+    assert top["lock_label"][-1] == f"other {table.height - 2} locks"
+    assert top["spin_ns"].sum() == table["spin_ns"].sum()
+    assert top["spin_ns"][0] == table["spin_ns"].max()
+
+
+def test_waste_by_vm_reports_share_of_running_time(full_analysis):
+    fig = chart_waste_by_vm(full_analysis)
+    by_vm = full_analysis.table("waste_by_vm")
+    share = 100 * (by_vm["waste_lhp_ns"].sum() + by_vm["waste_lwp_ns"].sum()) / by_vm["running_ns"].sum()
+    assert f"{share:.2f}% of all vCPU running time" in fig.caption
+    parts = {r["part"] for rows in datasets(fig).values() for r in rows}
+    assert parts == {"useful", "LHP", "LWP, next owner preempted", "LWP, next owner halted", "unattributed"}
+    ms = sum(r["ms"] for rows in datasets(fig).values() for r in rows)
+    assert ms == pytest.approx(by_vm["spin_ns"].sum() / 1e6)
+
+
+def test_waste_parts_skip_unavailable_columns():
+    a = fake_analysis()
+    by_vm = a.table("waste_by_vm").with_columns(
+        pl.lit(None, pl.Int64).alias(c)
+        for c in ("waste_lwp_ns", "waste_lwp_preempted_ns", "waste_lwp_halted_ns")
+    )
+    fig = chart_waste_by_vm(Analysis(tables={"waste_by_vm": by_vm}, summary=a.summary))
+    parts = {r["part"] for rows in datasets(fig).values() for r in rows}
+    assert not any(p.startswith("LWP") for p in parts)
+    assert "waste_lwp_ns" in fig.note
+
+
+def test_histograms_count_every_item(full_analysis):
+    waits = full_analysis.table("waits")
+    fig = chart_wait_times(full_analysis)
+    # shares per lock sum to 100
+    rows = pl.DataFrame(next(iter(datasets(fig).values())))
+    sums = rows.group_by("lock_label").agg(pl.col("share_pct").sum())
+    assert (sums["share_pct"] - 100).abs().max() < 1e-6
+    assert rows["count"].sum() == waits.filter(pl.col("dur") > 0).height
+    kicks = chart_kick_latency(full_analysis)
+    krows = next(iter(datasets(kicks).values()))
+    assert sum(r["count"] for r in krows) == full_analysis.table("kicks")["latency_ns"].drop_nulls().len()
+    assert "did not run again" in kicks.note
+
+
+def test_pause_exits_counts_match(full_analysis):
+    fig = chart_pause_exits(full_analysis, 0, 50_000_000)
+    sets = list(datasets(fig).values())
+    exits = next(rows for rows in sets if rows and "n_exits" in rows[0])
+    assert sum(r["n_exits"] for r in exits) == full_analysis.table("pause_exits").height
+    pre = next(rows for rows in sets if rows and "n_preempted" in rows[0])
+    assert max(r["n_preempted"] for r in pre) <= 4  # never more than a VM's vCPUs
+    n_sib = full_analysis.table("pause_exits").filter(pl.col("n_siblings_preempted") > 0).height
+    assert f"{n_sib:,} (" in fig.caption
+
+
+def test_convoy_lengths_bin_when_spread():
+    a = fake_analysis(n_incidents=50)
+    convoys = a.table("convoys").with_columns((pl.int_range(pl.len()) * 7 + 2).alias("length"))
+    fig = chart_convoy_lengths(Analysis(tables={"convoys": convoys}))
+    rows = next(iter(datasets(fig).values()))
+    assert sum(r["count"] for r in rows) == convoys.height
+    assert any("–" in r["length_bin"] for r in rows)
+
+
+def test_facts_and_problems(full_trace, full_analysis):
+    facts = dict(facts_figure(full_trace, full_analysis).table.iter_rows())
+    assert facts["format"] == "sim"
+    assert facts["span"].startswith("50 ms")
+    assert facts["events"] == "1,000"
+    assert facts["VMs"] == "vm0, vm1"
+    problems = problems_figure(full_trace).table
+    assert problems["where / what"].to_list() == ["malformed_lines", "samples"]
+    trace = fake_trace(full_analysis)
+    trace.meta.problems = {}
+    assert problems_figure(trace).note == "none reported"
+
+
+def test_exit_reason_table_is_sorted_and_formatted(full_analysis):
+    fig = exit_reasons_figure(full_analysis)
+    assert fig.table["reason"][0] in ("PAUSE", "EXTERNAL_INTERRUPT")
+    assert fig.table["avg"][0] == "1.5 µs"

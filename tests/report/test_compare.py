@@ -1,0 +1,80 @@
+"""pvtrace compare: headline metrics with deltas, and the overlaid page."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+from report_fakes import fake_analysis, fake_trace
+
+from pvtrace.report.compare import compare_metrics, format_comparison, write_compare
+from pvtrace.summary import Summary
+
+
+@pytest.fixture(scope="module")
+def runs():
+    a, b = fake_analysis(seed=1), fake_analysis(seed=2, n_waits=300, n_incidents=5)
+    return a, b, fake_trace(a), fake_trace(b, span_ns=40_000_000)
+
+
+def test_deltas_are_b_minus_a(runs):
+    a, b, ta, tb = runs
+    df = compare_metrics(a, b, (ta, tb))
+    row = df.filter(pl.col("key") == "waste_lhp_ns").row(0, named=True)
+    va, vb = a.summary.totals["waste_lhp_ns"], b.summary.totals["waste_lhp_ns"]
+    assert (row["a"], row["b"], row["delta"]) == (va, vb, vb - va)
+    assert row["delta_pct"] == pytest.approx(100 * (vb - va) / va)
+    span = df.filter(pl.col("key") == "span_ns").row(0, named=True)
+    assert (span["a"], span["b"]) == (50_000_000, 40_000_000)
+    waste_pct = df.filter(pl.col("key") == "spin_waste_pct").row(0, named=True)
+    running = a.table("waste_by_vm")["running_ns"].sum()
+    assert waste_pct["a"] == pytest.approx(100 * (va + a.summary.totals["waste_lwp_ns"]) / running)
+
+
+def test_unavailable_metrics_are_not_zero(runs):
+    a, _, ta, _ = runs
+    guest = fake_analysis(with_states=False)
+    df = compare_metrics(a, guest, (ta, None))
+    row = df.filter(pl.col("key") == "n_lhp").row(0, named=True)
+    assert row["a"] == a.summary.totals["n_lhp"] and row["b"] is None and row["delta"] is None
+    table = format_comparison(df, ("full", "guest"))
+    shown = table.filter(pl.col("metric") == "LHP incidents").row(0)
+    assert shown[2] == "unavailable" and shown[3] == "n/a"
+
+
+def test_zero_base_has_no_percentage():
+    from pvtrace.analyze.result import Analysis
+
+    a = Analysis(summary=Summary(totals={"n_lhp": 0}))
+    b = Analysis(summary=Summary(totals={"n_lhp": 3}))
+    row = compare_metrics(a, b).row(0, named=True)
+    assert row["delta"] == 3 and row["delta_pct"] is None
+    assert format_comparison(compare_metrics(a, b), ("x", "y")).row(0) == (
+        "LHP incidents",
+        "0",
+        "3",
+        "+3",
+        "n/a",
+    )
+
+
+def test_compare_page_overlays_both_runs(tmp_path, runs):
+    a, b, ta, tb = runs
+    path = write_compare(a, b, ("ticket", "pv-ticket"), tmp_path / "c.html", traces=(ta, tb))
+    text = path.read_text(encoding="utf-8")
+    assert "pvtrace compare: ticket vs pv-ticket" in text
+    for name in (
+        "compare-waste",
+        "compare-wait-times",
+        "compare-incidents",
+        "compare-kick-latency",
+        "compare-convoys",
+    ):
+        assert f'data-target="chart-{name}"' in text
+    assert text.count('"run":"ticket"') > 0 and text.count('"run":"pv-ticket"') > 0
+    assert "Trace ticket" in text and "Trace pv-ticket" in text
+
+
+def test_same_labels_are_told_apart(tmp_path, runs):
+    a, b, _, _ = runs
+    text = write_compare(a, b, ("run", "run"), tmp_path / "c.html").read_text(encoding="utf-8")
+    assert "A: run vs B: run" in text

@@ -1,0 +1,82 @@
+"""The self-contained page: no network references, every chart inlined, no silent overwrite."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from pvtrace.errors import OutputExistsError, PvtraceError
+from pvtrace.report import write_report
+from pvtrace.report.page import js_bundle
+from pvtrace.report.trace_page import all_figures, report_sections
+
+
+def specs(text: str) -> dict[str, dict]:
+    return {
+        m.group(1): json.loads(m.group(2))
+        for m in re.finditer(r'class="pvtrace-spec" data-target="([^"]+)">(.*?)</script>', text, re.S)
+    }
+
+
+def test_page_is_self_contained(tmp_path, full_trace, full_analysis):
+    path = write_report(full_trace, full_analysis, tmp_path / "r.html")
+    text = path.read_text(encoding="utf-8")
+    assert js_bundle() in text  # vega, vega-lite and vega-embed inline
+    assert not re.search(r"<script[^>]+src=", text)
+    assert not re.search(r"<link[^>]+href=", text)
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", text)
+    assert "cdn.jsdelivr" not in text
+
+
+def test_every_chart_figure_is_embedded_once(tmp_path, full_trace, full_analysis):
+    text = write_report(full_trace, full_analysis, tmp_path / "r.html").read_text(encoding="utf-8")
+    embedded = specs(text)
+    charts = [f for f in all_figures(report_sections(full_trace, full_analysis)) if f.chart is not None]
+    assert sorted(embedded) == sorted(f"chart-{f.name}" for f in charts)
+    for spec in embedded.values():
+        assert spec["$schema"].startswith("https://vega.github.io/schema/vega-lite/v6")
+    assert text.count('id="pvtrace-status"') == 1
+
+
+def test_no_data_reasons_are_on_the_page(tmp_path, guest_trace, guest_analysis):
+    text = write_report(guest_trace, guest_analysis, tmp_path / "g.html").read_text(encoding="utf-8")
+    assert "no LHP incidents: n_lhp is unavailable" in text
+    assert "no vCPU states in the analysis" in text  # timeline note
+
+
+def test_window_option_moves_the_timeline(tmp_path, full_trace, full_analysis):
+    text = write_report(full_trace, full_analysis, tmp_path / "w.html", window="10ms:12ms").read_text(
+        encoding="utf-8"
+    )
+    assert "Window: chosen window 10 ms to 12 ms" in text
+    spec = specs(text)["chart-timeline"]
+    rows = [r for rows in spec["datasets"].values() for r in rows]
+    assert min(r["start_ms"] for r in rows) >= 10 and max(r["end_ms"] for r in rows) <= 12
+
+
+def test_refuses_to_overwrite_without_force(tmp_path, full_trace, full_analysis):
+    path = tmp_path / "r.html"
+    path.write_text("mine")
+    with pytest.raises(OutputExistsError, match="--force"):
+        write_report(full_trace, full_analysis, path)
+    assert path.read_text() == "mine"
+    write_report(full_trace, full_analysis, path, force=True)
+    assert path.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_unwritable_target_is_a_clear_error(tmp_path, full_trace, full_analysis):
+    with pytest.raises(PvtraceError, match="cannot write"):
+        write_report(full_trace, full_analysis, tmp_path / "missing-dir" / "r.html")
+
+
+def test_text_is_escaped(tmp_path, full_trace, full_analysis):
+    full_trace.meta.problems = {"<script>alert(1)</script>": 1}
+    try:
+        text = write_report(full_trace, full_analysis, tmp_path / "x.html").read_text(encoding="utf-8")
+    finally:
+        full_trace.meta.problems = {"malformed_lines": 2, "samples": ["host.txt:17: cannot parse"]}
+    assert "<script>alert(1)</script>" not in text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text

@@ -1,0 +1,58 @@
+"""Reports of real analyses: a simulator run seen whole, and as host, guest and merged tracers see it."""
+
+from __future__ import annotations
+
+import pytest
+
+from pvtrace.report import write_report
+from pvtrace.report.trace_page import all_figures, report_sections
+
+
+def figures(trace, analysis) -> dict:
+    return {f.name: f for f in all_figures(report_sections(trace, analysis))}
+
+
+def test_full_view_has_every_chart(sim_run):
+    trace, analysis = sim_run
+    figs = figures(trace, analysis)
+    for name in (
+        "timeline",
+        "waste-by-vm",
+        "waste-by-lock",
+        "wait-times",
+        "incident-durations",
+        "convoy-lengths",
+    ):
+        assert figs[name].chart is not None, (name, figs[name].note)
+    assert figs["timeline"].caption.startswith("Window: around the worst incident")
+    # lhp-demo has PLE off and plain ticket locks: those figures say so instead of plotting nothing.
+    assert "no pause exits" in figs["pause-exits"].note
+    assert "no pv kicks" in figs["kick-latency"].note
+
+
+def test_guest_view_says_what_it_cannot_know(sim_views):
+    trace, analysis = sim_views["guest"]
+    figs = figures(trace, analysis)
+    assert figs["wait-times"].chart is not None  # waits are what a guest sees
+    assert figs["waste-by-vm"].chart is None and "spin_ns is unavailable" in figs["waste-by-vm"].note
+    note = figs["incident-durations"].note
+    assert (
+        "no LHP incidents: n_lhp is unavailable" in note and "no LWP incidents: n_lwp is unavailable" in note
+    )
+    assert figs["unavailable"].table is not None
+    assert "trace-cmd record" in " ".join(figs["unavailable"].table["how to capture"].to_list())
+
+
+def test_host_view_has_states_but_no_locks(sim_views):
+    trace, analysis = sim_views["host"]
+    figs = figures(trace, analysis)
+    assert figs["timeline"].chart is not None
+    assert figs["waste-by-lock"].chart is None and "spin_ns is unavailable" in figs["waste-by-lock"].note
+    assert figs["wait-times"].chart is None
+
+
+@pytest.mark.parametrize("view", ["host", "guest", "merged"])
+def test_every_view_writes_a_page(tmp_path, sim_views, view):
+    trace, analysis = sim_views[view]
+    text = write_report(trace, analysis, tmp_path / f"{view}.html").read_text(encoding="utf-8")
+    assert f"({view} view)" in text
