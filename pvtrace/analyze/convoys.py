@@ -10,29 +10,30 @@ from __future__ import annotations
 
 import polars as pl
 
+from pvtrace.analyze.intervals import cum_sum_within
 from pvtrace.analyze.prepare import Prepared
 from pvtrace.schema import CONVOY_SCHEMA
 
 I64 = pl.Int64()
 
 
-def open_waits_at(acq: pl.DataFrame, waits: pl.DataFrame) -> pl.DataFrame:
+def open_waits_at(acq: pl.DataFrame, waits: pl.DataFrame, size: int) -> pl.DataFrame:
     """Per acquisition (start_ord): waits open on its lock just before it, its own included."""
     deltas = pl.concat(
         [
             waits.select("lid", pl.col("start_ord").alias("ord"), pl.lit(1, I64).alias("d")),
             waits.filter(pl.col("end_ord").is_not_null()).select("lid", pl.col("end_ord").alias("ord"), pl.lit(-1, I64).alias("d")),
         ]
-    ).sort("lid", "ord")
-    counted = deltas.with_columns(pl.col("d").cum_sum().over("lid").alias("open_after"))
+    ).sort(pl.col("lid") * (size + 1) + pl.col("ord"))
+    counted = deltas.with_columns(cum_sum_within("d", "lid").alias("open_after"))
     ends = counted.filter(pl.col("d") == -1).select(pl.col("ord").alias("start_ord"), (pl.col("open_after") + 1).alias("open_waits"))
-    return acq.join(ends, on="start_ord", how="left")
+    return acq.join(ends, on="start_ord", how="left", maintain_order="left")
 
 
 def convoys(acq: pl.DataFrame, waits: pl.DataFrame, lhp: pl.DataFrame, lwp: pl.DataFrame, prep: Prepared) -> pl.DataFrame:
     """Convoys: lid, start, end, length, peak_waiters, cause, first_ord (internal)."""
-    a = acq.filter(pl.col("start_ord").is_not_null()).sort("lid", "start_ord")
-    a = open_waits_at(a, waits).sort("lid", "start_ord")
+    a = acq.filter(pl.col("start_ord").is_not_null())  # holds are in lock order
+    a = open_waits_at(a, waits, prep.ord_size)
     brk = (~pl.col("handoff")) | (pl.col("lid") != pl.col("lid").shift(1)).fill_null(True)
     a = a.with_columns(brk.cum_sum().alias("_run")).filter(pl.col("handoff"))
     c = (

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from pvtrace.analyze.intervals import lookup
+from pvtrace.analyze.intervals import cum_sum_within, lookup, same_as_previous
 from pvtrace.analyze.prepare import Prepared
 from pvtrace.analyze.vcpu_states import VcpuStates, state_at
 
@@ -18,7 +18,7 @@ I64, I32, STR, F64, BOOL = pl.Int64(), pl.Int32(), pl.String(), pl.Float64(), pl
 
 def exit_durations(prep: Prepared) -> pl.DataFrame:
     """Every vm_exit: vid, ts, ord, reason, dur (to the same vCPU's next vm_entry; null if none)."""
-    ex = prep.exits.sort("vid", "ord")
+    ex = prep.exits.sort("vid", maintain_order=True)  # exits come in canonical order
     same = (pl.col("vid") == pl.col("vid").shift(-1)).fill_null(False)
     paired = same & (pl.col("kind").shift(-1) == "vm_entry")
     return ex.with_columns(pl.when(paired).then(pl.col("ts").shift(-1) - pl.col("ts")).alias("dur")).filter(
@@ -56,15 +56,15 @@ def pause_exits(exits: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.D
     pauses = exits.filter(pl.col("reason") == "PAUSE").join(ids, on="vid", how="left")
     if pauses.height == 0:
         return pl.DataFrame(schema={"ts": I64, "vm": STR, "vcpu": I32, "n_siblings_preempted": I64})
-    ch = states.changes.sort("vid", "ord")
+    ch = states.changes  # sorted by (vid, ord)
     pre = (pl.col("state") == "preempted").cast(I64)
-    prev = pl.when((pl.col("vid") == pl.col("vid").shift(1)).fill_null(False)).then(pre.shift(1)).otherwise(0)
+    prev = pl.when(same_as_previous("vid")).then(pre.shift(1)).otherwise(0)
     deltas = (
         ch.with_columns((pre - prev).alias("d"))
         .filter(pl.col("d") != 0)
         .join(ids.select("vid", "vm_id"), on="vid")
-        .sort("vm_id", "ord")
-        .with_columns(pl.col("d").cum_sum().over("vm_id").alias("n_preempted"))
+        .sort(pl.col("vm_id") * prep.ord_size + pl.col("ord"))
+        .with_columns(cum_sum_within("d", "vm_id").alias("n_preempted"))
         .select(pl.col("vm_id").alias("key"), "ord", "n_preempted")
     )
     found = lookup(
@@ -104,7 +104,7 @@ def kicks(states: VcpuStates, prep: Prepared) -> pl.DataFrame:
     )
 
 
-def held_counts(acq: pl.DataFrame) -> pl.DataFrame:
+def held_counts(acq: pl.DataFrame, size: int) -> pl.DataFrame:
     """Per vid, the number of locks it holds after each hold start/end (key, o2, n_held), o2 = 2*ord."""
     h = acq.filter(pl.col("vid").is_not_null())
     starts = h.select(pl.col("vid").alias("key"), pl.col("sort_key").alias("o2"), pl.lit(1, I64).alias("d"))
@@ -113,8 +113,8 @@ def held_counts(acq: pl.DataFrame) -> pl.DataFrame:
     )
     return (
         pl.concat([starts, ends])
-        .sort("key", "o2", "d")
-        .with_columns(pl.col("d").cum_sum().over("key").alias("n_held"))
+        .sort((pl.col("key") * (2 * size + 4) + pl.col("o2") + 1) * 2 + (pl.col("d") > 0).cast(I64))
+        .with_columns(cum_sum_within("d", "key").alias("n_held"))
         .select("key", "o2", "n_held")
     )
 
@@ -126,7 +126,7 @@ def yields(acq: pl.DataFrame | None, prep: Prepared) -> pl.DataFrame:
         y = y.with_columns(pl.lit(None, BOOL).alias("target_held_lock"))
     else:
         found = lookup(
-            y, held_counts(acq), by="target_vid", on="o2", size=2 * prep.ord_size + 2,
+            y, held_counts(acq, prep.ord_size), by="target_vid", on="o2", size=2 * prep.ord_size + 2,
             values=["n_held"], strict=True, origin=-2,
         )
         y = found.with_columns((pl.col("n_held").fill_null(0) > 0).alias("target_held_lock"))

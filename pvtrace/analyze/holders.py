@@ -22,14 +22,22 @@ from __future__ import annotations
 import polars as pl
 
 from pvtrace.analyze.intervals import lookup, union
-from pvtrace.analyze.locks import HOLD_COLUMNS, acquisitions, lock_status
+from pvtrace.analyze.locks import HOLD_COLUMNS, acquisitions, lock_order, lock_status
 from pvtrace.analyze.prepare import Prepared
 from pvtrace.analyze.vcpu_states import VcpuStates
 from pvtrace.analyze.waste import spin_pieces, wait_pieces
 
 I64 = pl.Int64()
 HOLD_BOUND_FACTOR = 3
-_FALLBACK_HOLD_NS = 10_000  # typical hold when a VM shows no clean hand-off (a short critical section)
+LATE_QUANTILE = 0.95
+LATE_FACTOR = 1.0
+LONG_FACTOR = 10.0
+MIN_HANDOFFS = 20  # clean hand-offs needed to trust a VM's (else the trace's) hold estimate
+# Without enough clean hand-offs: typical guest critical sections (0.5-2 us, science.md).
+FALLBACK_MEDIAN_NS = 1_000
+FALLBACK_MEAN_NS = 2_000
+FALLBACK_TAIL_NS = 6_000
+_FALLBACK_HOLD_NS = FALLBACK_MEAN_NS
 
 
 def _release_key(prep: Prepared, ts: pl.Series) -> pl.Series:
@@ -83,20 +91,23 @@ def _run_bound_end(holds: pl.DataFrame, clock: pl.DataFrame, prep: Prepared) -> 
 
 
 def _typical_hold(acq: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.DataFrame:
-    """Per vm: median and mean interval between consecutive acquisitions that were clean hand-offs
-    (the next acquirer was already waiting, and both kept running in between)."""
+    """Per vm: median, mean and tail of the interval between consecutive acquisitions of a lock
+    that were clean hand-offs: the first acquirer kept running, and the next one spun without
+    a break from the first acquisition (or its own contention, if later) to its acquisition."""
     changes = states.changes.select(pl.col("vid").alias("key"), pl.col("ord").alias("change_ord"), "state")
     stops = changes.filter(pl.col("state") != "running").rename({"change_ord": "stop_ord"}).drop("state")
-    a = acq.filter(pl.col("next_vid").is_not_null() & (pl.col("next_contend_ord") < pl.col("ord")))
+    a = acq.filter(pl.col("next_vid").is_not_null() & (pl.col("next_contend_ord") < pl.col("ord"))).with_columns(
+        pl.col("ord").alias("_from")
+    )
     a = lookup(
         a, stops, by="vid", on="ord", table_on="stop_ord", size=prep.ord_size, values=["stop_ord"],
         direction="forward", strict=True,
     ).drop("_row")
     a = lookup(
-        a, changes, by="next_vid", on="ord", table_on="change_ord", size=prep.ord_size, values=["state"], strict=True
+        a, changes, by="next_vid", on="_from", table_on="change_ord", size=prep.ord_size, values=["state"], strict=True
     ).drop("_row")
     a = lookup(
-        a, changes, by="next_vid", on="ord", table_on="change_ord", size=prep.ord_size, values=["change_ord"],
+        a, changes, by="next_vid", on="_from", table_on="change_ord", size=prep.ord_size, values=["change_ord"],
         direction="forward", strict=True,
     ).drop("_row")
     clean = a.filter(
@@ -104,11 +115,24 @@ def _typical_hold(acq: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.D
         & (pl.col("state") == "running")
         & (pl.col("change_ord").is_null() | (pl.col("change_ord") > pl.col("next_ord")))
     ).with_columns((pl.col("next_ts") - pl.col("ts")).alias("gap"))
-    return clean.join(prep.locks.select("lid", "vm"), on="lid").group_by("vm").agg(
+    stats = [
         pl.col("gap").median().round(0).cast(I64).alias("hold_median_ns"),
         pl.col("gap").mean().round(0).cast(I64).alias("hold_mean_ns"),
+        pl.col("gap").quantile(LATE_QUANTILE, "higher").cast(I64).alias("hold_tail_ns"),
         pl.len().alias("n_handoffs"),
-    )
+    ]
+    clean = clean.join(prep.locks.select("lid", "vm"), on="lid")
+    per_vm = clean.group_by("vm").agg(stats).filter(pl.col("n_handoffs") >= MIN_HANDOFFS)
+    pooled = clean.select(stats).filter(pl.col("n_handoffs") >= MIN_HANDOFFS)
+    if pooled.height == 0:  # too few clean hand-offs anywhere: published typical critical sections
+        pooled = pl.DataFrame(
+            {"hold_median_ns": [FALLBACK_MEDIAN_NS], "hold_mean_ns": [FALLBACK_MEAN_NS],
+             "hold_tail_ns": [FALLBACK_TAIL_NS], "n_handoffs": [0]},
+            schema={"hold_median_ns": I64, "hold_mean_ns": I64, "hold_tail_ns": I64, "n_handoffs": pl.UInt32()},
+        )
+    vms = prep.locks.select("vm").unique()
+    missing = vms.join(per_vm, on="vm", how="anti").join(pooled, how="cross")
+    return pl.concat([per_vm, missing.select(per_vm.columns)])
 
 
 def _ran_between(rows: pl.DataFrame, clock: pl.DataFrame, prep: Prepared, *, vid: str, t0: str, t1: str) -> pl.Series:
@@ -156,10 +180,11 @@ def visible_holds(prep: Prepared, waits: pl.DataFrame, states: VcpuStates) -> tu
         acq.join(prep.locks.select("lid", "vm"), on="lid", how="left", maintain_order="left")
         .join(typical, on="vm", how="left", maintain_order="left")
         .with_columns(
-            pl.col("hold_mean_ns").fill_null(_FALLBACK_HOLD_NS).clip(1, None).alias("hold"),
-            (pl.col("hold_median_ns").fill_null(_FALLBACK_HOLD_NS).clip(1, None) * HOLD_BOUND_FACTOR).alias("bound"),
+            pl.col("hold_mean_ns").clip(1, None).alias("hold"),
+            (pl.col("hold_median_ns").clip(1, None) * HOLD_BOUND_FACTOR).alias("bound"),
+            pl.col("hold_tail_ns").clip(1, None).alias("tail"),
         )
-        .drop("vm", "hold_median_ns", "hold_mean_ns", "n_handoffs")
+        .drop("vm", "hold_median_ns", "hold_mean_ns", "hold_tail_ns", "n_handoffs")
     )
     # A kick it sends ends the hold.
     kicks = prep.kicks.select(
@@ -204,9 +229,13 @@ def visible_holds(prep: Prepared, waits: pl.DataFrame, states: VcpuStates) -> tu
     acq = acq.with_columns(end.fill_null(t1).clip(None, t1).alias("end"), end.is_null().alias("truncated"))
     notes = {
         "typical_hold_ns": {r["vm"]: r["hold_median_ns"] for r in typical.iter_rows(named=True)},
+        "n_clean_handoffs": {r["vm"]: int(r["n_handoffs"]) for r in typical.iter_rows(named=True)},
     }
     return (
-        acq.select("lid", "vid", pl.col("ts").alias("start"), "end", pl.col("ord").alias("start_ord"), "truncated", "bound"),
+        acq.select(
+            "lid", "vid", pl.col("ts").alias("start"), "end", pl.col("ord").alias("start_ord"), "truncated", "hold",
+            "bound", "tail",
+        ),
         notes,
     )
 
@@ -222,7 +251,7 @@ def finish_holds(holds: pl.DataFrame, prep: Prepared) -> pl.DataFrame:
         .otherwise(_release_key(prep, holds["start"]) * 2 - 1)
         .alias("sort_key"),
         pl.lit(True).alias("inferred"),
-    ).sort("lid", "sort_key")
+    ).sort(lock_order(prep))
     return h.with_row_index("hid").with_columns(pl.col("hid").cast(I64)).select(HOLD_COLUMNS)
 
 
@@ -251,8 +280,16 @@ def unseen_holds(
         (~pl.col("held")).fill_null(False)
         & (pl.col("ref").is_null() | (pl.col("ref") == pl.col("vid")) | (pl.col("lock_kind") != "fifo"))
     )
-    # Episodes: stretches of such spin on one lock, and the free stretch (gap) holding each.
+    # Episodes: stretches of such spin on one lock, and the free stretch (gap) holding each; an
+    # episode that ends with a spinning waiter acquiring saw the lock change hands.
     episodes = union(lonely.select("lid", "start", "end"), key="lid").rename({"start": "e0", "end": "e1"})
+    acquired_at = (
+        lonely.join(waits.filter(~pl.col("truncated")).select("wid", pl.col("end").alias("w_end")), on="wid")
+        .filter(pl.col("end") == pl.col("w_end"))
+        .select("lid", pl.col("end").alias("e1"), pl.lit(True).alias("handed"))
+        .unique()
+    )
+    episodes = episodes.join(acquired_at, on=["lid", "e1"], how="left").with_columns(pl.col("handed").fill_null(False))
     free = status.filter(~pl.col("held").fill_null(True)).select(
         pl.col("key"), pl.col("start").alias("g0"), pl.col("end").alias("g1"), pl.col("start").alias("_g0")
     )
@@ -262,10 +299,14 @@ def unseen_holds(
     episodes = episodes.filter(pl.col("g0").is_not_null()).join(prep.locks.select("lid", "vm"), on="lid", how="left")
     if episodes.height == 0:
         return visible.clear()
-    bound = visible.group_by("lid").agg(pl.col("bound").first())
+    per_lock = visible.group_by("lid").agg(pl.col("hold", "bound", "tail").first())
     episodes = (
-        episodes.join(bound, on="lid", how="left")
-        .with_columns(pl.col("bound").fill_null(_FALLBACK_HOLD_NS * HOLD_BOUND_FACTOR))
+        episodes.join(per_lock, on="lid", how="left")
+        .with_columns(
+            pl.col("hold").fill_null(FALLBACK_MEAN_NS),
+            pl.col("bound").fill_null(FALLBACK_MEDIAN_NS * HOLD_BOUND_FACTOR),
+            pl.col("tail").fill_null(FALLBACK_TAIL_NS),
+        )
         .sort("lid", "e0")
         .with_columns(pl.col("e0").shift(-1).over("lid").alias("next_e0"))
     )
@@ -274,14 +315,14 @@ def unseen_holds(
     kicks = kicks.with_columns(_waiting_at(kicks, waits, prep, vid="target_vid", ord_col="ord").alias("lid")).filter(
         pl.col("lid").is_not_null()
     )
-    gaps = episodes.select("lid", "g0", "g1", "bound").unique().sort("lid", "g0")
+    gaps = episodes.select("lid", "g0", "g1").unique().sort("lid", "g0")
     by_kick = lookup(
         kicks.select("lid", pl.col("vid").alias("holder"), pl.col("ts").alias("end")),
-        gaps.select(pl.col("lid").alias("key"), "g0", "g1", "bound", pl.col("g0").alias("_g0")),
-        by="lid", on="end", table_on="_g0", size=w.span, values=["g0", "g1", "bound"], origin=w.t_start,
+        gaps.select(pl.col("lid").alias("key"), "g0", "g1", pl.col("g0").alias("_g0")),
+        by="lid", on="end", table_on="_g0", size=w.span, values=["g0", "g1"], origin=w.t_start,
     ).filter(pl.col("g1") > pl.col("end"))
-    by_kick = by_kick.group_by("lid", "g0").agg(pl.col("holder").first(), pl.col("end").min(), pl.col("bound").first())
-    by_kick = by_kick.select("lid", "holder", pl.col("g0").alias("start"), "end", "bound")
+    by_kick = by_kick.group_by("lid", "g0").agg(pl.col("holder").first(), pl.col("end").min())
+    by_kick = by_kick.select("lid", "holder", pl.col("g0").alias("start"), "end")
     # (ii) else the target of a directed yield by a waiter of the lock inside the episode that is
     # not itself waiting (KVM boosts preempted siblings that are in the kernel: holding or waiting).
     ch = states.changes
@@ -305,8 +346,12 @@ def unseen_holds(
     )
     episodes = episodes.join(by_yield, on=["lid", "e0"], how="left")
     # (iii) else, per episode, the sibling that is not waiting and runs again the latest inside it,
-    # if that leaves at most a hold's worth of running before the episode ends.
-    runs = states.changes.filter(pl.col("kind") == "vcpu_run").select("vid", "ts", "ord").join(
+    # if that leaves at most a (long) hold's worth of running before a spinner acquires.
+    # (iv) else, if the episode lasts far longer than a hold (its holder cannot have been running),
+    # the sibling that is not waiting, was not running from before the episode, and runs again
+    # the latest before the lock changes hands.
+    ch_sorted = states.changes.sort("vid", "ord").with_columns(pl.col("ts").shift(1).over("vid").alias("idle_since"))
+    runs = ch_sorted.filter(pl.col("kind") == "vcpu_run").select("vid", "ts", "ord", "idle_since").join(
         prep.vcpus.select("vid", "vm"), on="vid"
     )
     runs = runs.with_columns(_waiting_at(runs, waits, prep, vid="vid", ord_col="ord").alias("_w")).filter(
@@ -315,33 +360,62 @@ def unseen_holds(
     vm_ids = prep.vcpus.select("vm").unique().sort("vm").with_row_index("vm_id").with_columns(pl.col("vm_id").cast(I64))
     runs = (
         runs.join(vm_ids, on="vm")
-        .select(pl.col("vm_id").alias("key"), pl.col("ts").alias("run_ts"), "vid")
+        .select(pl.col("vm_id").alias("key"), pl.col("ts").alias("run_ts"), "vid", "idle_since")
         .sort("key", "run_ts")
     )
+    cand = episodes.join(vm_ids, on="vm", how="left")
     cand = lookup(
-        episodes.join(vm_ids, on="vm", how="left"),
-        runs, by="vm_id", on="e1", table_on="run_ts", size=w.span, values=["run_ts", "vid"], origin=w.t_start,
+        cand, runs.drop("idle_since"), by="vm_id", on="e1", table_on="run_ts", size=w.span,
+        values=["run_ts", "vid"], origin=w.t_start,
     ).drop("_row")
-    late = (pl.col("run_ts") >= pl.col("e0")) & (pl.col("e1") - pl.col("run_ts") <= pl.col("bound"))
+    cand = lookup(
+        cand, runs.filter(pl.col("idle_since").is_not_null()).rename({"run_ts": "first_ts", "vid": "first_vid"}),
+        by="vm_id", on="g1", table_on="first_ts", size=w.span, values=["first_ts", "first_vid", "idle_since"],
+        origin=w.t_start, strict=True,
+    ).drop("_row")
+    late = (
+        pl.col("handed")
+        & (pl.col("run_ts") >= pl.col("e0"))
+        & (pl.col("e1") - pl.col("run_ts") <= pl.col("tail") * LATE_FACTOR)
+    )
+    long = (
+        (pl.col("e1") - pl.col("e0") > pl.col("tail") * LONG_FACTOR)
+        & (pl.col("first_ts") >= pl.col("e0"))
+        & (pl.col("idle_since") <= pl.col("e0"))
+    ).fill_null(False)
     cand = (
         cand.with_columns(
-            pl.when(pl.col("y_vid").is_not_null()).then(pl.col("y_vid")).when(late).then(pl.col("vid")).alias("vid"),
-            pl.when(pl.col("y_vid").is_not_null()).then(pl.col("y_ts")).otherwise(pl.col("run_ts")).alias("run_ts"),
+            pl.when(pl.col("y_vid").is_not_null())
+            .then(pl.col("y_vid"))
+            .when(late)
+            .then(pl.col("vid"))
+            .when(long)
+            .then(pl.col("first_vid"))
+            .alias("vid"),
+            pl.when(pl.col("y_vid").is_not_null())
+            .then(pl.col("y_ts"))
+            .when(late)
+            .then(pl.col("run_ts"))
+            .otherwise(pl.col("first_ts"))
+            .alias("run_ts"),
+            late.alias("late"),
         )
         .filter(pl.col("vid").is_not_null())
         .join(by_kick.select("lid", pl.col("start").alias("g0")), on=["lid", "g0"], how="anti")
     )
+    # A yield target releases once it has run a mean hold; a late runner just before the acquisition.
     resumed_end = _run_bound_end(
-        cand.select("vid", pl.col("run_ts").alias("start"), "bound"), _running_clock(states), prep
+        cand.select("vid", pl.col("run_ts").alias("start"), pl.col("hold").alias("bound")), _running_clock(states), prep
     )
+    cap = pl.min_horizontal("g1", pl.col("next_e0").fill_null(pl.col("g1")))
     by_run = cand.with_columns(pl.lit(resumed_end).alias("_re")).select(
         "lid",
         pl.col("vid").alias("holder"),
         pl.col("e0").alias("start"),
-        pl.min_horizontal(pl.col("_re").fill_null(pl.col("g1")), "g1", pl.col("next_e0").fill_null(pl.col("g1"))).alias(
-            "end"
-        ),
-        "bound",
+        pl.when(pl.col("late") & pl.col("y_vid").is_null())
+        .then(pl.min_horizontal("e1", cap))
+        .otherwise(pl.min_horizontal(pl.col("_re").fill_null(pl.col("g1")), cap))
+        .alias("end"),
     )
     chosen = pl.concat([by_kick, by_run])
     return chosen.select(
@@ -351,7 +425,6 @@ def unseen_holds(
         "end",
         pl.lit(None, I64).alias("start_ord"),
         (pl.col("end") >= w.t_end).alias("truncated"),
-        "bound",
     )
 
 
@@ -359,4 +432,5 @@ def infer_holds(prep: Prepared, waits: pl.DataFrame, states: VcpuStates) -> pl.D
     """Inferred holds (HOLD_COLUMNS layout, inferred = True): contended acquirers, then unseen holders."""
     visible, _ = visible_holds(prep, waits, states)
     unseen = unseen_holds(prep, waits, states, visible)
-    return finish_holds(pl.concat([visible, unseen.select(visible.columns)]), prep)
+    cols = ["lid", "vid", "start", "end", "start_ord", "truncated"]
+    return finish_holds(pl.concat([visible.select(cols), unseen.select(cols)]), prep)

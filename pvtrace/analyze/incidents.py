@@ -25,7 +25,8 @@ def lhp_stretches(acq: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.D
     h = acq.filter(pl.col("vid").is_not_null()).select(
         "hid", "lid", "vid", "start", "end", pl.col("truncated").alias("hold_truncated")
     )
-    p = split(h, states.partition, by="vid", window=prep.window, values=["state"]).sort("hid", "start")
+    p = split(h, states.partition, by="vid", window=prep.window, values=["state"])
+    p = p.sort(pl.col("hid") * prep.window.span + pl.col("start") - prep.window.t_start)
     down = pl.col("state").is_in(_NOT_RUNNING)
     new = (pl.col("hid") != pl.col("hid").shift(1)).fill_null(True) | (down != down.shift(1)).fill_null(True)
     p = p.with_columns(new.cum_sum().alias("_grp")).filter(down)

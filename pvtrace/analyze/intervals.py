@@ -52,6 +52,23 @@ class Window:
         return key.cast(I64) * self.span + (ts.cast(I64) - self.t_start)
 
 
+def same_as_next(key: str) -> pl.Expr:
+    """True where the next row has the same key (rows grouped by key)."""
+    return (pl.col(key) == pl.col(key).shift(-1)).fill_null(False)
+
+
+def same_as_previous(key: str) -> pl.Expr:
+    """True where the previous row has the same key (rows grouped by key)."""
+    return (pl.col(key) == pl.col(key).shift(1)).fill_null(False)
+
+
+def cum_sum_within(value: str, key: str) -> pl.Expr:
+    """Running sum of `value` restarting at each key (rows grouped by key)."""
+    total = pl.col(value).cum_sum()
+    base = pl.when(same_as_previous(key)).then(None).otherwise(total - pl.col(value)).forward_fill()
+    return total - base
+
+
 def changes_to_partition(
     changes: pl.DataFrame,
     *,
@@ -70,36 +87,40 @@ def changes_to_partition(
     t0, t1 = window.t_start, window.t_end
     dtypes = {v: changes.schema[v] for v in values}
     pieces = changes.select(
-        pl.col(key).cast(pl.Int64()),
+        pl.col(key).cast(I64),
         pl.col("ts").clip(t0, t1).alias("start"),
-        pl.col("ts").shift(-1).over(key).fill_null(t1).clip(t0, t1).alias("end"),
+        pl.when(same_as_next(key)).then(pl.col("ts").shift(-1)).otherwise(t1).clip(t0, t1).alias("end"),
         *[pl.col(v) for v in values],
     )
-    firsts = pieces.group_by(key).agg(pl.col("start").min().alias("end"))
-    all_keys = pl.DataFrame({key: pl.int_range(0, n_keys, dtype=pl.Int64(), eager=True)})
-    heads = all_keys.join(firsts, on=key, how="left").select(
+    firsts = pieces.filter(~same_as_previous(key)).select(key, pl.col("start").alias("end"))
+    all_keys = pl.DataFrame({key: pl.int_range(0, n_keys, dtype=I64, eager=True)})
+    heads = all_keys.join(firsts, on=key, how="left", maintain_order="left").select(
         pl.col(key),
         pl.lit(t0, I64).alias("start"),
         pl.col("end").fill_null(t1),
         *[pl.lit(initial[v], dtype=dtypes[v]).alias(v) for v in values],
     )
-    part = pl.concat([heads, pieces]).filter(pl.col("end") > pl.col("start")).sort(key, "start")
+    # heads first, then each key's pieces in order: a stable sort by key keeps both orders.
+    part = pl.concat([heads, pieces]).filter(pl.col("end") > pl.col("start")).sort(key, maintain_order=True)
     return merge_equal(part, key=key, values=values)
 
 
 def merge_equal(part: pl.DataFrame, *, key: str, values: list[str]) -> pl.DataFrame:
-    """Merge consecutive pieces of a key that carry equal values (nulls compare equal)."""
+    """Merge consecutive contiguous pieces of a key that carry equal values (nulls compare equal)."""
     if part.height == 0:
         return part
-    same = pl.col(key) == pl.col(key).shift(1)
+    same = same_as_previous(key)
     for v in values:
         same = same & pl.col(v).eq_missing(pl.col(v).shift(1))
-    run = (~same.fill_null(False)).cum_sum().alias("_run")
+    firsts = part.filter(~same.fill_null(False))
+    # Pieces are contiguous, so a run ends where the next run of its key starts.
+    last_end = part.filter(~same_as_next(key)).select(key, pl.col("end").alias("_last"))
     return (
-        part.with_columns(run)
-        .group_by("_run", maintain_order=True)
-        .agg(pl.col(key).first(), pl.col("start").first(), pl.col("end").last(), *[pl.col(v).first() for v in values])
-        .drop("_run")
+        firsts.join(last_end, on=key, how="left", maintain_order="left")
+        .with_columns(
+            pl.when(same_as_next(key)).then(pl.col("start").shift(-1)).otherwise(pl.col("_last")).alias("end")
+        )
+        .drop("_last")
     )
 
 
@@ -125,6 +146,7 @@ def split(
     if iv.height == 0 or partition.height == 0:
         return pl.DataFrame(schema=out_schema)
     ppos = partition.select(window.pos(pl.col(part_key), pl.col("start"))).to_series()
+    iv = iv.sort(window.pos(pl.col(by), pl.col("start")))  # sorted queries search much faster
     bounds = iv.select(
         window.pos(pl.col(by), pl.col("start")).alias("a"),
         window.pos(pl.col(by), pl.col("end")).alias("b"),
@@ -150,6 +172,15 @@ def split(
         .drop("_pkey", "_ps", "_pe")
         .select(list(out_schema))
     )
+
+
+def _search(sorted_values: pl.Series, queries: pl.Series, *, side: str) -> pl.Series:
+    """search_sorted, with the queries sorted first (binary searches of sorted queries are cache-friendly)."""
+    if queries.len() < 4096 or queries.is_sorted():
+        return sorted_values.search_sorted(queries, side=side).cast(I64)
+    order = queries.arg_sort()
+    found = sorted_values.search_sorted(queries.gather(order), side=side).cast(I64)
+    return pl.zeros(queries.len(), I64, eager=True).scatter(order, found)
 
 
 def lookup(
@@ -182,9 +213,9 @@ def lookup(
     tpos = table.select(pl.col(table_key).cast(I64) * size + pl.col(table_on).cast(I64) - origin).to_series()
     ppos = points.select(pl.col(by).cast(I64) * size + pl.col(on).cast(I64) - origin).to_series()
     if direction == "backward":
-        idx = tpos.search_sorted(ppos, side="left" if strict else "right").cast(I64) - 1
+        idx = _search(tpos, ppos, side="left" if strict else "right") - 1
     else:
-        idx = tpos.search_sorted(ppos, side="right" if strict else "left").cast(I64)
+        idx = _search(tpos, ppos, side="right" if strict else "left")
     found = table.select(pl.col(table_key).cast(I64).alias("_tkey"), *[pl.col(v) for v in values]).gather(
         idx.clip(0, n - 1)
     )

@@ -23,6 +23,11 @@ HOLD_COLUMNS = (
 )
 
 
+def lock_order(prep: Prepared) -> pl.Expr:
+    """One Int64 key ordering holds by lock, then canonical position (sort_key)."""
+    return pl.col("lid") * (2 * prep.ord_size + 4) + pl.col("sort_key") + 1
+
+
 def _same_group(cols: list[str], offset: int) -> pl.Expr:
     expr = pl.lit(True)
     for c in cols:
@@ -41,7 +46,10 @@ def waits(prep: Prepared, guest_windows: pl.DataFrame, *, uncontended_visible: b
     `excluded` from the metrics.
     """
     t1 = prep.window.t_end
-    le = prep.lock_events.filter(pl.col("kind").is_in(["lock_contend", "lock_acquire"])).sort("lid", "vid", "ord")
+    # lock events come in canonical order: a stable sort by (lock, vCPU) keeps it inside each pair
+    le = prep.lock_events.filter(pl.col("kind").is_in(["lock_contend", "lock_acquire"])).sort(
+        pl.col("lid") * (prep.n_vcpus + 1) + pl.col("vid"), maintain_order=True
+    )
     nxt = _same_group(["lid", "vid"], -1)
     prv = _same_group(["lid", "vid"], 1)
     le = le.with_columns(
@@ -68,7 +76,7 @@ def waits(prep: Prepared, guest_windows: pl.DataFrame, *, uncontended_visible: b
         notes["n_waits_unknown_start"] = acquires.filter(
             (pl.col("prev_kind") != "lock_contend").fill_null(True)
         ).height
-    w = w.sort("start_ord").with_row_index("wid").with_columns(pl.col("wid").cast(I64))
+    w = w.sort("start_ord").with_row_index("wid").with_columns(pl.col("wid").cast(I64))  # few rows: cheap
     w = w.with_columns(_overlaps(w, guest_windows, prep).alias("excluded"))
     notes["n_waits_excluded"] = int(w["excluded"].sum())
     return w, notes
@@ -108,7 +116,7 @@ def holds(prep: Prepared) -> tuple[pl.DataFrame, dict]:
     lock's previous release (or the trace start).
     """
     t0, t1 = prep.window.t_start, prep.window.t_end
-    le = prep.lock_events.filter(pl.col("kind").is_in(["lock_acquire", "lock_release"])).sort("lid", "ord")
+    le = prep.lock_events.filter(pl.col("kind").is_in(["lock_acquire", "lock_release"])).sort("lid", maintain_order=True)
     nxt = _same_group(["lid"], -1)
     prv = _same_group(["lid"], 1)
     le = le.with_columns(
@@ -145,7 +153,7 @@ def holds(prep: Prepared) -> tuple[pl.DataFrame, dict]:
     notes = {"n_acquire_while_held": acq.filter(pl.col("end_ord").is_null() & ~pl.col("truncated")).height}
     h = (
         pl.concat([acq, orphan])
-        .sort("lid", "sort_key")
+        .sort(lock_order(prep))
         .with_row_index("hid")
         .with_columns(pl.col("hid").cast(I64), pl.lit(False).alias("inferred"))
     )
@@ -162,11 +170,14 @@ def acquisitions(holds: pl.DataFrame, waits: pl.DataFrame) -> pl.DataFrame:
     closed = waits.filter(pl.col("end_ord").is_not_null()).select(
         pl.col("end_ord").alias("start_ord"), pl.col("start_ord").alias("contend_ord")
     )
-    h = holds.join(closed, on="start_ord", how="left", maintain_order="left").sort("lid", "sort_key")
+    h = holds.join(closed, on="start_ord", how="left", maintain_order="left")  # holds are in lock order
     prv = _same_group(["lid"], 1)
     nxt = _same_group(["lid"], -1)
     is_acq = pl.col("start_ord").is_not_null()
-    first_acq = is_acq & (is_acq.cast(I64).cum_sum().over("lid") == 1)
+    # the first acquisition of its lock: no acquisition earlier in the lock's rows
+    acq_before = is_acq.cast(I64).cum_sum() - is_acq.cast(I64)
+    lock_base = pl.when(prv).then(None).otherwise(acq_before).forward_fill()
+    first_acq = is_acq & (acq_before == lock_base)
     prev_release = pl.when(prv).then(pl.col("end_ord").shift(1))
     h = h.with_columns(
         pl.when(prv & pl.col("end_ord").shift(1).is_not_null()).then(pl.col("end").shift(1)).alias("prev_release_ts"),
@@ -211,7 +222,7 @@ def lock_status(acq: pl.DataFrame, prep: Prepared, guest_windows: pl.DataFrame) 
     # At equal keys (an unseen hold starting where an inferred one ended) the end comes first.
     changes = (
         pl.concat([starts.with_columns(pl.lit(1).alias("_tb")), ends.with_columns(pl.lit(0).alias("_tb"))])
-        .sort("key", "sort_key", "_tb")
+        .sort((pl.col("key") * (2 * prep.ord_size + 4) + pl.col("sort_key") + 1) * 2 + pl.col("_tb"))
         .rename({"start": "ts"})
     )
     part = changes_to_partition(

@@ -42,7 +42,7 @@ def lost_windows(prep: Prepared) -> pl.DataFrame:
         "ord",
         pl.col("value").alias("n_lost"),
     )
-    ev = prep.cpu_events.filter(pl.col("ord").is_in(lost["ord"].implode()).not_())
+    ev = prep.cpu_events.filter(pl.col("kind") != "lost_events")
     # Host side: the previous event on the same pCPU.
     host_ev = (
         ev.filter((pl.col("origin") != "guest") & pl.col("pcpu").is_not_null())
@@ -65,7 +65,7 @@ def lost_windows(prep: Prepared) -> pl.DataFrame:
     guest_keys = prep.vcpus.select(pl.col("vm"), pl.col("vcpu").cast(I32), pl.col("vid").alias("key"))
     guest_ev = (
         ev.filter(pl.col("origin") == "guest")
-        .select(pl.col("vm").cast(STR), pl.coalesce("vcpu", "pcpu").cast(I32).alias("vcpu"), "ord", "ts")
+        .select("vm", pl.coalesce("vcpu", "pcpu").cast(I32).alias("vcpu"), "ord", "ts")
         .collect()
         .join(guest_keys, on=["vm", "vcpu"], how="inner")
         .select("key", pl.col("ord").alias("prev_ord"), pl.col("ts").alias("prev_ts"))

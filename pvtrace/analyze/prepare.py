@@ -70,10 +70,6 @@ def canonical_order(events: pl.DataFrame) -> pl.DataFrame:
     return events if ordered else events.sort("ts", "seq")
 
 
-def _vm_names(vm: pl.Expr) -> pl.Expr:
-    return vm.cast(STR)
-
-
 def prepare(trace: Trace, *, lock_kind: str | None = None) -> Prepared:
     """Split a trace's events into the per-concept tables the analyses use."""
     if lock_kind is not None and lock_kind not in LOCK_KINDS:
@@ -83,100 +79,93 @@ def prepare(trace: Trace, *, lock_kind: str | None = None) -> Prepared:
     t_end = trace.t_end if trace.t_end is not None else t_start
     t_end = max(t_end, t_start)
     window = Window(int(t_start), int(t_end))
-    ev = ev.with_row_index("ord").with_columns(pl.col("ord").cast(I64))
+    ev = ev.with_columns(pl.int_range(pl.len(), dtype=I64).alias("ord"))
     n_events = ev.height
-    kinds = dict(ev.group_by("kind").len().select(pl.col("kind").cast(STR), "len").iter_rows())
+    kinds = {str(k): int(n) for k, n in ev["kind"].value_counts().iter_rows()}
     inside = ev.filter(pl.col("ts").is_between(window.t_start, window.t_end))
-    by_kind = {k[0]: df for k, df in inside.partition_by("kind", as_dict=True).items()}
+    about_vcpu = pl.col("vm").is_not_null() & pl.col("vcpu").is_not_null()
 
-    def take(names: tuple[str, ...]) -> pl.DataFrame:
-        parts = [by_kind[k] for k in names if k in by_kind]
-        if not parts:
-            return inside.clear()
-        return pl.concat(parts).sort("ord") if len(parts) > 1 else parts[0]
+    def take(names: tuple[str, ...], *cols: str, cond: pl.Expr = about_vcpu) -> pl.DataFrame:
+        present = [k for k in names if kinds.get(k)]
+        sub = inside.filter(pl.col("kind").is_in(present) & cond) if present else inside.clear()
+        return sub.select(*cols)
 
-    states = take(STATE_KINDS).filter(pl.col("vm").is_not_null() & pl.col("vcpu").is_not_null())
-    lock_ev = take(LOCK_EVENT_KINDS).filter(
-        pl.col("vm").is_not_null() & pl.col("vcpu").is_not_null() & pl.col("lock").is_not_null()
+    states = take(STATE_KINDS, "vm", "vcpu", "ts", "ord", "kind", "pcpu", "reason")
+    lock_ev = take(
+        LOCK_EVENT_KINDS, "vm", "vcpu", "lock", "ts", "ord", "kind", "reason", "origin",
+        cond=about_vcpu & pl.col("lock").is_not_null(),
     )
-    exits = take(EXIT_KINDS).filter(pl.col("vm").is_not_null() & pl.col("vcpu").is_not_null())
-    kicks = take(("pv_kick",)).filter(pl.col("vm").is_not_null() & pl.col("vcpu").is_not_null())
-    yields = take(("yield_to",)).filter(pl.col("vm").is_not_null() & pl.col("vcpu").is_not_null())
-    pv_halts = take(("pv_halt",)).filter(pl.col("vm").is_not_null() & pl.col("vcpu").is_not_null())
-    lost = take(("lost_events",))
+    exits = take(EXIT_KINDS, "vm", "vcpu", "ts", "ord", "kind", "reason")
+    kicks = take(("pv_kick",), "vm", "vcpu", "target", "ts", "ord")
+    yields = take(("yield_to",), "vm", "vcpu", "target", "ts", "ord")
+    pv_halts = take(("pv_halt",), "vm", "vcpu", "ts", "ord")
+    lost = take(("lost_events",), "origin", "pcpu", "vm", "vcpu", "ts", "ord", "value", cond=pl.lit(True))
 
     lock_ev, notes = _spin_locks_only(lock_ev)
-    lock_origins = frozenset(o for o in lock_ev["origin"].cast(STR).unique().to_list() if o is not None)
+    lock_origins = frozenset(o for o in lock_ev["origin"].unique().cast(STR).to_list() if o is not None)
 
-    # Dense vCPU ids over every (vm, vcpu) any analysis can meet, targets included.
+    # Dense vCPU ids over every (vm, vcpu) any analysis can meet, targets included; the join key
+    # stays Categorical (cheap on big tables), names are decoded on the small unique table only.
     pairs = pl.concat(
-        [
-            df.select(_vm_names(pl.col("vm")).alias("vm"), pl.col("vcpu"))
-            for df in (states, lock_ev, exits, kicks, yields, pv_halts)
-        ]
+        [df.select("vm", "vcpu").unique() for df in (states, lock_ev, exits, kicks, yields, pv_halts)]
         + [
-            df.filter(pl.col("target").is_not_null()).select(
-                _vm_names(pl.col("vm")).alias("vm"), pl.col("target").alias("vcpu")
-            )
+            df.filter(pl.col("target").is_not_null()).select("vm", pl.col("target").alias("vcpu")).unique()
             for df in (kicks, yields)
         ]
         + [_declared_vcpus(trace)]
+    ).unique()
+    vcpus = (
+        pairs.with_columns(pl.col("vm").cast(STR).alias("name"))
+        .sort("name", "vcpu")
+        .with_row_index("vid")
+        .select(pl.col("vid").cast(I64), pl.col("name").alias("vm"), "vcpu", pl.col("vm").alias("vm_cat"))
     )
-    vcpus = pairs.unique().sort("vm", "vcpu").with_row_index("vid").with_columns(pl.col("vid").cast(I64))
 
     def with_vid(df: pl.DataFrame, col: str = "vcpu", name: str = "vid") -> pl.DataFrame:
-        keyed = df.with_columns(_vm_names(pl.col("vm")).alias("_vm"))
-        return keyed.join(
-            vcpus.select(pl.col("vm").alias("_vm"), pl.col("vcpu").alias(col), pl.col("vid").alias(name)),
-            on=["_vm", col],
+        return df.join(
+            vcpus.select(pl.col("vm_cat").alias("vm"), pl.col("vcpu").alias(col), pl.col("vid").alias(name)),
+            on=["vm", col],
             how="left",
             maintain_order="left",
-        ).drop("_vm")
+        )
 
     kinds_by_vm = {name: info.lock_kind for name, info in trace.meta.vms.items()}
     locks = (
-        lock_ev.select(_vm_names(pl.col("vm")).alias("vm"), pl.col("lock"))
+        lock_ev.select("vm", "lock")
         .unique()
-        .sort("vm", "lock")
+        .with_columns(pl.col("vm").cast(STR).alias("name"))
+        .sort("name", "lock")
         .with_row_index("lid")
-        .with_columns(
+        .select(
             pl.col("lid").cast(I64),
-            pl.col("vm")
-            .replace_strict(kinds_by_vm, default="unknown", return_dtype=STR)
-            .alias("lock_kind")
-            if lock_kind is None
-            else pl.lit(lock_kind, STR).alias("lock_kind"),
+            pl.col("name").alias("vm"),
+            "lock",
+            pl.col("vm").alias("vm_cat"),
+            (
+                pl.col("name").replace_strict(kinds_by_vm, default="unknown", return_dtype=STR)
+                if lock_kind is None
+                else pl.lit(lock_kind, STR)
+            ).alias("lock_kind"),
         )
     )
-    lock_ev = (
-        with_vid(lock_ev)
-        .with_columns(_vm_names(pl.col("vm")).alias("_vm"))
-        .join(
-            locks.select(pl.col("vm").alias("_vm"), "lock", "lid"),
-            on=["_vm", "lock"],
-            how="left",
-            maintain_order="left",
-        )
-        .select("lid", "vid", "ts", "ord", "kind")
+    lock_ev = with_vid(lock_ev).join(
+        locks.select(pl.col("vm_cat").alias("vm"), "lock", "lid"), on=["vm", "lock"], how="left", maintain_order="left"
     )
     window.check_keys(max(vcpus.height, locks.height, 1))
-    cpu_events = ev.lazy().select("ts", "ord", "origin", "pcpu", "vm", "vcpu")
     return Prepared(
         window=window,
         n_events=n_events,
         kinds=kinds,
-        vcpus=vcpus,
-        locks=locks,
+        vcpus=vcpus.drop("vm_cat"),
+        locks=locks.drop("vm_cat"),
         states=with_vid(states).select("vid", "ts", "ord", "kind", "pcpu", pl.col("reason").cast(STR)),
-        lock_events=lock_ev,
+        lock_events=lock_ev.select("lid", "vid", "ts", "ord", "kind"),
         exits=with_vid(exits).select("vid", "ts", "ord", "kind", pl.col("reason").cast(STR)),
         kicks=with_vid(with_vid(kicks), "target", "target_vid").select("vid", "target_vid", "ts", "ord"),
         yields=with_vid(with_vid(yields), "target", "target_vid").select("vid", "target_vid", "ts", "ord"),
         pv_halts=with_vid(pv_halts).select("vid", "ts", "ord"),
-        lost=lost.select(
-            pl.col("origin").cast(STR), "pcpu", _vm_names(pl.col("vm")).alias("vm"), "vcpu", "ts", "ord", "value"
-        ),
-        cpu_events=cpu_events,
+        lost=lost.select(pl.col("origin").cast(STR), "pcpu", pl.col("vm").cast(STR), "vcpu", "ts", "ord", "value"),
+        cpu_events=ev.lazy().select("ts", "ord", pl.col("origin").cast(STR), "pcpu", pl.col("vm").cast(STR), "vcpu", "kind"),
         event_ts=ev["ts"],
         view=trace.meta.view,
         lock_origins=lock_origins,
@@ -187,7 +176,9 @@ def prepare(trace: Trace, *, lock_kind: str | None = None) -> Prepared:
 def _declared_vcpus(trace: Trace) -> pl.DataFrame:
     """(vm, vcpu) pairs the metadata declares, so idle vCPUs still get a timeline."""
     rows = [(name, i) for name, info in trace.meta.vms.items() if info.n_vcpus for i in range(info.n_vcpus)]
-    return pl.DataFrame(rows, schema={"vm": STR, "vcpu": I32}, orient="row")
+    return pl.DataFrame(rows, schema={"vm": STR, "vcpu": I32}, orient="row").with_columns(
+        pl.col("vm").cast(pl.Categorical())
+    )
 
 
 def _spin_locks_only(lock_ev: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int]]:
@@ -196,12 +187,13 @@ def _spin_locks_only(lock_ev: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int
     Spin waste concerns spinning waiters only; a lock address that ever shows a
     sleeping contention (rwsem READ/WRITE, MUTEX) is left out whole.
     """
-    flags = pl.col("reason").cast(STR)
-    sleeping = lock_ev.filter(
-        (pl.col("kind") == "lock_contend")
-        & flags.is_not_null()
-        & (~flags.str.contains("SPIN") | flags.str.contains("MUTEX"))
-    ).select("vm", "lock").unique()
+    contends = lock_ev.filter(pl.col("kind") == "lock_contend")
+    flags = contends.select(pl.col("reason").unique().drop_nulls()).to_series()
+    text = flags.cast(STR)
+    bad = flags.filter(~text.str.contains("SPIN") | text.str.contains("MUTEX"))
+    if bad.len() == 0:
+        return lock_ev, {}
+    sleeping = contends.filter(pl.col("reason").is_in(bad.implode())).select("vm", "lock").unique()
     if sleeping.height == 0:
         return lock_ev, {}
     kept = lock_ev.join(sleeping, on=["vm", "lock"], how="anti", maintain_order="left")

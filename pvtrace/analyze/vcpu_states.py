@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from pvtrace.analyze.intervals import changes_to_partition, lookup, overlay, union
+from pvtrace.analyze.intervals import changes_to_partition, lookup, overlay, same_as_previous, union
 from pvtrace.analyze.prepare import Prepared
 from pvtrace.schema import VCPU_STATE
 
@@ -31,9 +31,15 @@ class VcpuStates:
 
 def state_changes(prep: Prepared) -> pl.DataFrame:
     """The state after each vCPU state event, sorted by (vid, ord)."""
-    st = prep.states.sort("vid", "ord")
+    st = prep.states.sort("vid", maintain_order=True)  # states come in canonical (ord) order
     explicit = pl.col("kind").cast(pl.String()).replace_strict(_EXPLICIT, default=None, return_dtype=pl.String())
-    prev = pl.col("_explicit").shift(1).forward_fill().over("vid")
+    # the last explicit state before each row, within its vCPU ("none" at a vCPU's first row)
+    prev = (
+        pl.when(same_as_previous("vid"))
+        .then(pl.col("_explicit").shift(1))
+        .otherwise(pl.lit("none"))
+        .forward_fill()
+    )
     return (
         st.with_columns(_explicit=explicit)
         .with_columns(

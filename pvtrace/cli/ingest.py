@@ -1,9 +1,181 @@
-"""CLI for the ingest stage (placeholder until the stage lands)."""
+"""CLI for the ingest stage: `pvtrace ingest FILE... -o events.parquet` and its summary."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import typer
+from rich.markup import escape
+from rich.table import Table
+
+from pvtrace.cli.common import handle_errors, out, progress
+from pvtrace.errors import UsageError
+from pvtrace.ingest.load import FORMATS, ingest_to_parquet
+from pvtrace.trace import TraceMeta
+
+SIDES = ("auto", "host", "guest")
+N_SHOWN = 15
+
+
+def _table(title: str, columns: tuple[str, ...]) -> Table:
+    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+    for name in columns:
+        table.add_column(name, justify="right" if name in ("count", "lines", "records") else "left")
+    return table
+
+
+def _counts_table(title: str, counts: dict[str, int], label: str) -> Table:
+    table = _table(title, (label, "count"))
+    items = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    for name, n in items[:N_SHOWN]:
+        table.add_row(escape(str(name)), f"{n:,}")
+    if len(items) > N_SHOWN:
+        rest = sum(n for _, n in items[N_SHOWN:])
+        table.add_row(f"... {len(items) - N_SHOWN} more", f"{rest:,}")
+    return table
+
+
+def _span(meta: TraceMeta) -> str:
+    lo, hi = meta.extra.get("ts_min"), meta.extra.get("ts_max")
+    if lo is None or hi is None:
+        return "no timestamps"
+    return f"{lo / 1e9:.6f} .. {hi / 1e9:.6f} s ({(hi - lo) / 1e9:.6f} s)"
+
+
+def print_summary(meta: TraceMeta, out_path: Path) -> None:
+    """What was read: inputs, events by kind and tracepoint, unknown events, problems, span, CPUs, VMs."""
+    extra: dict[str, Any] = meta.extra
+    n_events = extra.get("n_events", 0)
+    out.print(
+        f"[bold]Ingested {n_events:,} events[/] into {escape(str(out_path))} (format {meta.format}, view {meta.view})"
+    )
+    inputs = _table("Inputs", ("file", "format", "lines", "records", "lost", "clock"))
+    for i in extra.get("inputs", []):
+        st = i.get("stats", {})
+        fmt = i["format"] + (f" ({i['compression']})" if i.get("compression") else "")
+        variants = ", ".join(sorted(i.get("variants", {})))
+        lost = st.get("lost_events_reported", 0)
+        lost_txt = f"{st.get('lost_lines', 0):,} lines / {lost:,} events" if st.get("lost_lines") else "-"
+        inputs.add_row(
+            escape(Path(i["path"]).name),
+            escape(f"{fmt}{': ' + variants if variants else ''}"),
+            f"{st.get('lines', 0):,}",
+            f"{st.get('records', 0):,}",
+            lost_txt,
+            i.get("clock", "?"),
+        )
+    out.print(inputs)
+    if extra.get("events_by_kind"):
+        out.print(_counts_table("Events by kind", extra["events_by_kind"], "kind"))
+    if extra.get("events_by_tracepoint"):
+        out.print(_counts_table("Records by tracepoint", extra["events_by_tracepoint"], "tracepoint"))
+    if extra.get("unknown_events"):
+        out.print(_counts_table("Unknown events (kept as kind other)", extra["unknown_events"], "tracepoint"))
+    if extra.get("unparsed_payloads"):
+        out.print(_counts_table("Known events with unreadable payloads (kept)", extra["unparsed_payloads"], "tracepoint"))
+    for name, rows in extra.get("summary_tables", {}).items():
+        out.print(f"Summary table [bold]{escape(name)}[/]: {len(rows)} rows (kept in the output's metadata)")
+    problems = meta.problems
+    if problems:
+        table = _table("Problems (lines not read)", ("file:line", "what", "count"))
+        for path, kinds in problems.items():
+            for kind, p in kinds.items():
+                samples = p.get("samples", [])
+                name = escape(Path(path).name)
+                first = f"{name}:{samples[0]['line']}" if samples else name
+                what = f"{p['what']}: {samples[0]['text'][:60]!r}" if samples else p["what"]
+                table.add_row(first, escape(what), f"{p['count']:,}")
+                for sample in samples[1:]:
+                    table.add_row(f"{name}:{sample['line']}", escape(repr(sample["text"][:60])), "")
+        out.print(table)
+    else:
+        out.print("Problems: none (every line was read)")
+    out.print(f"Time span: {_span(meta)}")
+    cpus = extra.get("cpus_seen")
+    if meta.view == "guest":
+        out.print(f"CPUs: {cpus if cpus is not None else 'no'} guest CPUs (vCPUs) seen in records")
+    else:
+        out.print(
+            f"CPUs: {meta.n_pcpus if meta.n_pcpus is not None else 'unknown'} host CPUs"
+            + (f"; {cpus} CPU numbers seen in records" if cpus is not None else "")
+        )
+    frames = {
+        "stack_frames": "stack-trace frame lines attached to their records",
+        "continuation_lines": "continuation lines attached to their records",
+        "callchain_frames": "perf callchain frame lines skipped",
+    }
+    for key, what in frames.items():
+        n = sum(i.get("stats", {}).get(key, 0) for i in extra.get("inputs", []))
+        if n:
+            out.print(f"Multi-line records: {n:,} {what}")
+    if meta.vms:
+        vms = escape(", ".join(f"{vm} ({v.n_vcpus} vCPUs)" for vm, v in meta.vms.items()))
+        out.print(f"VMs: {vms}")
+        hows = sorted({str(r.get("how")) for r in meta.vcpu_map if r.get("how")})
+        if meta.vcpu_map:
+            out.print(f"vCPU threads mapped: {len(meta.vcpu_map)} ({escape('; '.join(hows))})")
+    else:
+        out.print("VMs: none found")
+    clock = meta.clock
+    if clock.get("mode"):
+        offsets = clock.get("guest_offset_ns")
+        if isinstance(offsets, dict):
+            offsets = ", ".join(f"{vm} {ns} ns" for vm, ns in offsets.items() if ns)
+        out.print(f"Clock: {clock['mode']}" + (f"; guest offset {offsets}" if offsets else ""))
+    units = {i["path"]: i.get("clock") for i in extra.get("inputs", []) if i.get("clock") not in (None, "ns")}
+    for path, unit in units.items():
+        what = {
+            "raw": "bare integer timestamps (a counter clock such as x86-tsc): kept as printed, units unknown",
+            "relative": "latency-format timestamps: microseconds since the buffer started",
+            "none": "no timestamps at all: records keep their file order",
+            "mixed": "mixed timestamp forms",
+        }.get(unit, unit)
+        out.print(f"[yellow]note:[/] {escape(Path(path).name)}: {what}")
+    for note in extra.get("notes", []):
+        out.print(f"[yellow]note:[/] {escape(note)}")
 
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the app."""
+
+    @app.command("ingest")
+    @handle_errors
+    def ingest_cmd(
+        files: list[Path] = typer.Argument(..., help="Trace files: tracefs text, trace-cmd report/.dat, perf script, "
+                                             "perf kvm stat / lock contention tables, pvtrace Parquet; .gz/.xz/.zst ok."),
+        output: Path = typer.Option(..., "-o", "--out", help="Output Parquet file of canonical events."),
+        format: str = typer.Option("auto", "--format", help=f"Input format: {', '.join(FORMATS)}."),
+        strict: bool = typer.Option(False, "--strict", help="Fail at the first line that cannot be read."),
+        force: bool = typer.Option(False, "--force", help="Overwrite the output file if it exists."),
+        side: str = typer.Option("auto", "--side", help="Who recorded the trace: auto, host or guest."),
+        vm: str | None = typer.Option(None, "--vm", help="Name of the guest VM (guest traces)."),
+        vcpu_map: Path | None = typer.Option(
+            None, "--vcpu-map", help="CSV tid,pid,vm,vcpu mapping host threads to vCPUs (default: <input>.vcpus.csv)."
+        ),
+        guest_offset: int | None = typer.Option(
+            None, "--guest-offset", help="ns to add to guest timestamps to put them on the host clock."
+        ),
+        quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar and no summary."),
+    ) -> None:
+        """Read traces (any supported format) into one Parquet file of canonical events, with a summary."""
+        if format not in FORMATS:
+            raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {format!r}")
+        if side not in SIDES:
+            raise UsageError(f"--side must be one of {', '.join(SIDES)}, not {side!r}")
+        total = sum(f.stat().st_size for f in files if f.is_file())
+        with progress("ingest", total=total or None, quiet=quiet) as bar:
+            meta = ingest_to_parquet(
+                files,
+                output,
+                force=force,
+                format=format,
+                strict=strict,
+                side=side,
+                vm_name=vm,
+                vcpu_map_path=vcpu_map,
+                guest_offset_ns=guest_offset,
+                progress=bar.advance,
+            )
+        if not quiet:
+            print_summary(meta, output)

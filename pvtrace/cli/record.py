@@ -15,7 +15,12 @@ from pvtrace.record.tracefs import Tracefs
 from pvtrace.record.vcpu_map import PROC
 
 _ENDED_BY = {"command": "when the command ended", "duration": "at --duration", "ctrl-c": "by Ctrl-C"}
-_STATUS_MARK = {"yes": "[green]yes[/]", "needs other side": "[yellow]with the other side[/]"}
+_STATUS_MARK = {
+    "yes": "[green]yes[/]",
+    "needs other side": "[yellow]with the other side[/]",
+    "unmapped": "[yellow]unmapped[/]",
+    "none seen": "[yellow]none seen[/]",
+}
 
 
 def _fmt_bytes(n: int) -> str:

@@ -94,15 +94,15 @@ def compare(
     ta, tb = load_trace([a], labels[0]), load_trace([b], labels[1])
     xa, xb = analyze_with_progress(ta, labels[0]), analyze_with_progress(tb, labels[1])
     table = format_comparison(compare_metrics(xa, xb, (ta, tb)), labels)
-    out.print(comparison_table(table))
+    out.print(comparison_table(table, f"A = {labels[0]}, B = {labels[1]}"))
     if out_path is not None:
         write_compare(xa, xb, labels, out_path, force=force, traces=(ta, tb))
         err.print(f"wrote {out_path}", highlight=False)
 
 
-def comparison_table(table: pl.DataFrame) -> Table:
+def comparison_table(table: pl.DataFrame, title: str) -> Table:
     """The formatted comparison as a rich table."""
-    t = Table(title="A vs B", title_justify="left")
+    t = Table(title=title, title_justify="left")
     for i, col in enumerate(table.columns):
         t.add_column(col, justify="left" if i == 0 else "right", no_wrap=i > 0)
     for row in table.iter_rows():

@@ -33,7 +33,7 @@ class Alias:
 
     family: str
     kind: str | None
-    parser: Callable[[pl.Expr], pl.Expr] | None
+    parser: Callable[[pl.DataFrame], pl.DataFrame] | None  # adds typed fields to a frame with `payload`
     side: str = "both"
 
 
@@ -55,7 +55,7 @@ ALIASES: dict[str, Alias] = {
     "lock_acquired": Alias("lockdep", "lock_acquire", payloads.lockdep, "guest"),
     "lock_contended": Alias("lockdep", "lock_contend", payloads.lockdep, "guest"),
     "lock_release": Alias("lockdep", "lock_release", payloads.lockdep, "guest"),
-    "lost_events": Alias("lost", "lost_events", payloads.lost_count),
+    "lost_events": Alias("lost", "lost_events", None),
     "buffer_started": Alias("lost", "lost_events", None),
 }
 

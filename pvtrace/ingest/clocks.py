@@ -1,13 +1,15 @@
-"""Guest clock -> host clock: decide the offset and say whether the sides line up.
+"""Guest clock -> host clock: decide each guest VM's offset and say whether the sides line up.
 
-host_ts = guest_ts + offset. Where the offset comes from, in order: the user's
-guest offset option; nothing (0) when host and guest already share a timeline
-(a merged trace-cmd report after tsync, or a single side); or the
-`kvm_write_tsc_offset` host event (guest_tsc = host_tsc + tsc_offset, which only
-applies when both sides used the TSC as trace clock, so it is applied only when
-it turns disjoint timelines into overlapping ones). Whatever the source, the
-result is checked: disjoint host and guest time ranges are reported as not
-synchronized, never silently analyzed together.
+host_ts = guest_ts + offset, one offset per guest VM (the layout of
+TraceMeta.clock["guest_offset_ns"], as the simulator writes it). Where an offset
+comes from, in order: the user (one number for every guest, or one per VM);
+nothing (0) when host and guest already share a timeline (a merged trace-cmd
+report after tsync, or a single side); or the `kvm_write_tsc_offset` host event
+(guest_tsc = host_tsc + tsc_offset, which only holds when both sides used the TSC
+as trace clock, so it is applied only when it turns disjoint time ranges into
+overlapping ones). Whatever the source, the result is checked: a guest whose
+time range does not meet the host's is reported as not synchronized, never
+silently analyzed together with it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import polars as pl
 
 
 def _span(ts: pl.Series) -> tuple[int, int] | None:
-    if ts.len() == 0 or ts.null_count() == ts.len():
+    ts = ts.drop_nulls()
+    if ts.len() == 0:
         return None
     return int(ts.min()), int(ts.max())  # type: ignore[arg-type]
 
@@ -27,56 +30,95 @@ def _overlap(a: tuple[int, int], b: tuple[int, int]) -> int:
     return min(a[1], b[1]) - max(a[0], b[0])
 
 
-def guest_offset(
-    host_ts: pl.Series,
-    guest_ts: pl.Series,
-    *,
-    guest_offset_ns: int | None,
-    tsc_offsets: pl.Series | None,
+def _one_guest(
+    host: tuple[int, int] | None, guest: tuple[int, int], given: int | None, tsc_offsets: pl.Series | None
 ) -> tuple[int, dict[str, Any]]:
-    """The offset to add to guest timestamps, and a clock report for the ingest info.
-
-    host_ts / guest_ts: the timestamps of each side's events (guest ones still
-    on the guest clock). tsc_offsets: the signed offsets of the trace's
-    kvm_write_tsc_offset events (None or empty when absent).
-    """
-    host, guest = _span(host_ts), _span(guest_ts)
-    report: dict[str, Any] = {"guest_offset_ns": 0}
-    if guest is None:
-        report["mode"] = "host only: one clock"
-        return 0, report
-    if guest_offset_ns is not None:
-        offset, report["mode"] = int(guest_offset_ns), "guest offset given by the user"
+    report: dict[str, Any] = {}
+    if given is not None:
+        offset, report["mode"] = int(given), "given by the user"
     elif host is None:
-        report["mode"] = "guest only: one clock"
-        return 0, report
+        return 0, {"mode": "guest only: one clock"}
     else:
-        offset, report["mode"] = 0, "host and guest taken as one timeline (merged input)"
-        distinct = (
-            tsc_offsets.drop_nulls().unique() if tsc_offsets is not None else pl.Series([], dtype=pl.Int64)
-        )
-        if distinct.len():
-            candidate = -int(distinct.sort()[distinct.len() // 2])
+        offset, report["mode"] = 0, "one timeline with the host (merged input)"
+        distinct = tsc_offsets.drop_nulls().unique().sort() if tsc_offsets is not None else None
+        if distinct is not None and distinct.len():
+            candidate = -int(distinct[distinct.len() // 2])
             shifted = (guest[0] + candidate, guest[1] + candidate)
             if _overlap(host, guest) < 0 <= _overlap(host, shifted):
                 offset, report["mode"] = candidate, "kvm_write_tsc_offset (both sides on the TSC clock)"
             else:
                 report["tsc_offset_ignored"] = (
-                    "kvm_write_tsc_offset present but not applied: it does not align the two time ranges "
+                    "kvm_write_tsc_offset present but not applied: it does not align the time ranges "
                     "(the traces are probably not both on the TSC clock)"
                 )
-            if distinct.len() > 1:
-                report["tsc_offsets_seen"] = distinct.len()
-    report["guest_offset_ns"] = offset
     if host is not None:
         shifted = (guest[0] + offset, guest[1] + offset)
-        report["host_span"] = list(host)
-        report["guest_span"] = list(shifted)
+        report["host_span"], report["guest_span"] = list(host), list(shifted)
         report["synchronized"] = _overlap(host, shifted) >= 0
-        if not report["synchronized"]:
-            report["warning"] = (
-                f"host and guest are not synchronized: host events span [{host[0]}, {host[1]}] ns but "
-                f"guest events [{shifted[0]}, {shifted[1]}] ns; record with trace-cmd -A (tsync) or pass "
-                "--guest-offset-ns (host = guest + offset)"
-            )
     return offset, report
+
+
+def guest_offsets(
+    host_ts: pl.Series,
+    guest: pl.DataFrame,
+    *,
+    given: int | dict[str, int] | None,
+    tsc_offsets: pl.Series | None,
+    decided: dict[str, int] | None = None,
+) -> tuple[dict[str, int], dict[str, dict[str, Any]]]:
+    """Per guest VM, the offset to add to its timestamps, and how it was decided.
+
+    host_ts: the host events' timestamps; guest: (vm, ts) of guest events still
+    on their own clocks; given: the user's offset (int: every guest; dict: per
+    VM); tsc_offsets: the signed offsets of kvm_write_tsc_offset events;
+    decided: offsets an earlier chunk of the same input settled (kept as is,
+    without a new report entry).
+    """
+    host = _span(host_ts)
+    decided = decided or {}
+    offsets: dict[str, int] = {}
+    per_vm: dict[str, dict[str, Any]] = {}
+    for vm in sorted(guest["vm"].drop_nulls().unique().to_list()):
+        span = _span(guest.filter(pl.col("vm") == vm)["ts"])
+        if span is None:
+            continue
+        user = given.get(vm) if isinstance(given, dict) else given
+        if user is None and vm in decided:
+            offsets[vm] = decided[vm]
+            continue
+        offsets[vm], per_vm[vm] = _one_guest(host, span, user, tsc_offsets)
+    return offsets, per_vm
+
+
+def is_decided(entry: dict[str, Any]) -> bool:
+    """An offset that later chunks keep: given by the user, or checked against host events."""
+    return entry.get("mode") == "given by the user" or "synchronized" in entry
+
+
+def clock_report(
+    offsets: dict[str, int], per_vm: dict[str, dict[str, Any]], has_host: bool
+) -> dict[str, Any]:
+    """The clock summary for TraceMeta.clock: offsets per VM, how, and a warning when not synchronized."""
+    report: dict[str, Any] = {"guest_offset_ns": dict(offsets)}
+    if not offsets:
+        report["mode"] = "host only: one clock" if has_host else "no events"
+        return report
+    report["mode"] = (
+        "; ".join(sorted({r["mode"] for r in per_vm.values()})) or "decided earlier in this input"
+    )
+    report["guests"] = per_vm
+    checked = {vm: r for vm, r in per_vm.items() if "synchronized" in r}
+    if checked:
+        report["synchronized"] = all(r["synchronized"] for r in checked.values())
+    unsynced = sorted(vm for vm, r in checked.items() if not r["synchronized"])
+    if unsynced:
+        host = checked[unsynced[0]]["host_span"]
+        spans = ", ".join(
+            f"{vm} [{checked[vm]['guest_span'][0]}, {checked[vm]['guest_span'][1]}]" for vm in unsynced
+        )
+        report["warning"] = (
+            f"host and guest are not synchronized: host events span [{host[0]}, {host[1]}] ns but guest "
+            f"events {spans} ns; record with trace-cmd -A (tsync) or pass --guest-offset-ns "
+            "(host = guest + offset)"
+        )
+    return report

@@ -68,34 +68,39 @@ class _ZstdWholeCheck(io.RawIOBase):
 
     def __init__(self, raw: BinaryIO):
         self._dctx = zstandard.ZstdDecompressor()
-        self._obj = self._dctx.decompressobj()
+        self._obj = None  # decoder of the frame being read; None between frames
         self._raw = raw
-        self._buf = b""
+        self._buf = bytearray()
         self._eof = False
 
     def readable(self) -> bool:
         return True
+
+    def _feed(self, data: bytes) -> None:
+        while data:
+            if self._obj is None:
+                self._obj = self._dctx.decompressobj()
+            self._buf += self._obj.decompress(data)
+            if not self._obj.eof:
+                return
+            data = self._obj.unused_data  # several frames back to back (zstd -c a b > c)
+            self._obj = None
 
     def read(self, n: int = -1) -> bytes:  # type: ignore[override]
         while not self._eof and (n < 0 or len(self._buf) < n):
             chunk = self._raw.read(1 << 20)
             if not chunk:
                 self._eof = True
-                if not self._obj.eof:
+                if self._obj is not None:
                     raise EOFError("compressed data ends before the end of the zstd frame")
                 break
-            out = self._obj.decompress(chunk)
-            if self._obj.eof:
-                # Several frames back to back (zstd -c a b > c): start a new decoder on what is left.
-                rest = self._obj.unused_data
-                self._obj = self._dctx.decompressobj()
-                if rest:
-                    out += self._obj.decompress(rest)
-            self._buf += out
+            self._feed(chunk)
         if n < 0:
-            data, self._buf = self._buf, b""
+            data = bytes(self._buf)
+            self._buf.clear()
         else:
-            data, self._buf = self._buf[:n], self._buf[n:]
+            data = bytes(self._buf[:n])
+            del self._buf[:n]
         return data
 
     def close(self) -> None:

@@ -33,9 +33,27 @@ def trace_cmd() -> str:
     return exe
 
 
+class DatReport:
+    """The running `trace-cmd report`: its stdout stream and a way to ask why it failed."""
+
+    def __init__(self, proc: subprocess.Popen, err_path: Path, path: Path):
+        self.proc = proc
+        self.stream: BinaryIO = proc.stdout  # type: ignore[assignment]
+        self._err_path = err_path
+        self._path = path
+
+    def check(self) -> None:
+        """Wait for trace-cmd; FormatError with its last stderr line if it failed."""
+        rc = self.proc.wait()
+        if rc != 0:
+            lines = [s for s in self._err_path.read_text(errors="replace").splitlines() if s.strip()]
+            why = lines[-1].strip() if lines else "no message"
+            raise FormatError(f"trace-cmd report failed (exit {rc}): {why}", str(self._path))
+
+
 @contextmanager
-def dat_report(path: Path, stream: BinaryIO, compression: str | None) -> Iterator[BinaryIO]:
-    """`trace-cmd report` text of a .dat file as a binary stream; checks the exit status at the end."""
+def dat_report(path: Path, stream: BinaryIO, compression: str | None) -> Iterator[DatReport]:
+    """`trace-cmd report` of a .dat file (text on report.stream); checks the exit status at the end."""
     exe = trace_cmd()
     with tempfile.TemporaryDirectory(prefix="pvtrace-dat-") as tmp:
         dat = path
@@ -46,17 +64,13 @@ def dat_report(path: Path, stream: BinaryIO, compression: str | None) -> Iterato
         err_path = Path(tmp) / "stderr"
         with open(err_path, "wb") as err:
             proc = subprocess.Popen([exe, *REPORT_ARGS, "-i", str(dat)], stdout=subprocess.PIPE, stderr=err)
-        assert proc.stdout is not None
+        report = DatReport(proc, err_path, path)
         try:
-            yield proc.stdout
+            yield report
         except BaseException:
             proc.kill()
             proc.wait()
             raise
         finally:
-            proc.stdout.close()
-        rc = proc.wait()
-        if rc != 0:
-            lines = [s for s in err_path.read_text(errors="replace").splitlines() if s.strip()]
-            why = lines[-1].strip() if lines else "no message"
-            raise FormatError(f"trace-cmd report failed (exit {rc}): {why}", str(path))
+            report.stream.close()
+        report.check()

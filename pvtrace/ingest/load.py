@@ -25,6 +25,7 @@ from pvtrace.ingest.compressed import open_input
 from pvtrace.ingest.dat import dat_report
 from pvtrace.ingest.normalize import normalize
 from pvtrace.ingest.problems import Problems
+from pvtrace.ingest.raw import empty_raw
 from pvtrace.ingest.records import FormatSpec, ParseInfo, ParseOptions
 from pvtrace.ingest.sniff import NEED_MORE, SNIFF_BYTES, Verdict, detect_format
 from pvtrace.ingest.stream import iter_raw_chunks
@@ -175,9 +176,14 @@ def _raw_chunks(inp: _Input, stack: ExitStack, info: ParseInfo) -> Iterator[pl.D
             rest: Any = inp.stream
         else:
             rest = _Rejoin(inp.head, inp.stream)
-        text = stack.enter_context(dat_report(inp.path, rest, inp.compression))
+        report = stack.enter_context(dat_report(inp.path, rest, inp.compression))
+        text = report.stream
         head = text.read(SNIFF_BYTES)
-        verdict = detect_format(head, len(head) < SNIFF_BYTES, str(inp.path), "trace-cmd")
+        try:
+            verdict = detect_format(head, len(head) < SNIFF_BYTES, str(inp.path), "trace-cmd")
+        except FormatError:
+            report.check()  # trace-cmd's own complaint says more than an empty report
+            raise
         info.format = "dat"
         yield from iter_raw_chunks(text, _spec("trace-cmd", verdict.options), verdict.options, info, head=head)
         return
@@ -252,6 +258,7 @@ def ingest(
         sources = _source_names(paths) if len(paths) > 1 else [None] * len(paths)
         several = len([i for i in inputs if i.verdict.format not in ("perf-kvm-stat", "perf-lock-contention")]) > 1
         pending: list[pl.DataFrame] = []  # several text inputs are normalized together (one timeline)
+        cpus: set[int] = set()
 
         for inp, source in zip(inputs, sources, strict=True):
             problems = Problems(str(inp.path))
@@ -268,9 +275,10 @@ def ingest(
             for raw in _raw_chunks(inp, stack, info):
                 problems.check_strict(strict)
                 if progress is not None:
-                    pos = _position(inp)
-                    progress(pos - done)
-                    done = pos
+                    pos = _position(inp) if inp.compression is not None else info.n_bytes
+                    progress(max(pos - done, 0))
+                    done = max(pos, done)
+                cpus.update(raw["cpu"].drop_nulls().unique().to_list())
                 if source is not None:
                     raw = raw.with_columns(
                         pl.col("source").cast(pl.String).fill_null(source).cast(pl.Categorical)
@@ -298,7 +306,25 @@ def ingest(
             events.add(ev)
         events.finish()
 
-    return _meta(paths, inputs, parse_infos, infos, events, tables, map_file)
+    meta = _meta(paths, parse_infos, infos, events, tables, map_file)
+    meta.extra["cpus_seen"] = len(cpus) if cpus else None
+    return meta
+
+
+def read_raw(path: Path | str, format: str = "auto") -> tuple[pl.DataFrame, ParseInfo, Verdict]:
+    """One text / .dat input -> its whole raw frame (no normalization), the parse info and the sniff verdict."""
+    path = Path(path)
+    with ExitStack() as stack:
+        inp = _open(path, format)
+        stack.callback(inp.stream.close)
+        stack.callback(inp.raw_file.close)
+        if inp.verdict.format in ("parquet", *summary_formats()):
+            raise UsageError(f"{path}: {inp.verdict.format} input has no raw records")
+        info = ParseInfo(
+            path=str(path), format=inp.verdict.format, compression=inp.compression, problems=Problems(str(path))
+        )
+        chunks = list(_raw_chunks(inp, stack, info))
+    return (pl.concat(chunks) if chunks else empty_raw()), info, inp.verdict
 
 
 def _position(inp: _Input) -> int:
@@ -310,7 +336,6 @@ def _position(inp: _Input) -> int:
 
 def _meta(
     paths: list[Path],
-    inputs: list[_Input],
     parse_infos: list[ParseInfo],
     infos: _Infos,
     events: _Events,
@@ -344,6 +369,9 @@ def _meta(
         "guest_vm_names": last.get("guest_vm_names", {}),
         "vcpu_map_file": str(map_file) if map_file else None,
         "notes": notes,
+        "n_events": events.n_rows,
+        "ts_min": events.t_min,
+        "ts_max": events.t_max,
         **{k: dict(c.most_common()) for k, c in infos.counts.items()},
     }
     if tables:

@@ -125,13 +125,14 @@ def _prepare(raw: pl.DataFrame) -> tuple[pl.DataFrame, int]:
     frame = frame.with_columns(
         pl.col("row").cast(pl.Int64),
         pl.col("source").fill_null("").alias("src"),
-        pl.col("event").str.replace(r"^[^:\s]+:", ""),
         pl.col("payload").fill_null(""),
     )
+    qualified = [e for e in frame["event"].unique().drop_nulls().to_list() if ":" in e]
+    if qualified:  # `sched:sched_switch` -> sched_switch
+        frame = frame.with_columns(pl.col("event").replace({e: e.split(":", 1)[1] for e in qualified}))
     n_untimed = frame.filter(pl.col("ts").is_null() & ~pl.col("event").is_in(_LOST)).height
-    frame = frame.with_columns(
-        pl.col("ts").forward_fill().backward_fill().over("src").fill_null(0).alias("ts")
-    )
+    if frame["ts"].null_count():
+        frame = frame.with_columns(pl.col("ts").forward_fill().backward_fill().over("src").fill_null(0))
     return frame, n_untimed
 
 
@@ -162,15 +163,29 @@ def _detect_sides(
 
 def _sniff_sides(frame: pl.DataFrame, user_map: pl.DataFrame | None) -> pl.DataFrame:
     """Host when a source has kvm_* events, `CPU n/KVM` threads or threads of the user map."""
-    is_kvm = pl.col("event").str.starts_with("kvm_")
-    vcpu_names = pl.col("comm").str.contains(_VCPU_THREAD) | (
-        pl.col("event").is_in(["sched_switch", *_WAKEUPS, "sched_waking"])
-        & pl.col("payload").str.contains(r"CPU \d+/KVM")
+    kvm = (
+        frame.select("src", "event")
+        .unique()
+        .group_by("src")
+        .agg(pl.col("event").str.starts_with("kvm_").any().alias("kvm"))
     )
-    in_map = pl.col("tid").is_in(user_map["tid"].implode()) if user_map is not None else pl.lit(False)
-    per = frame.group_by("src").agg(
-        is_kvm.any().alias("kvm"), vcpu_names.any().alias("names"), in_map.any().alias("mapped")
+    named = pl.concat(
+        [
+            frame.select("src", "comm")
+            .unique()
+            .select("src", pl.col("comm").str.contains(_VCPU_THREAD).alias("n")),
+            frame.filter(pl.col("event").is_in(["sched_switch", *_WAKEUPS, "sched_waking"])).select(
+                "src", pl.col("payload").str.contains(r"CPU \d+/KVM").alias("n")
+            ),
+        ]
     )
+    names = named.group_by("src").agg(pl.col("n").any().alias("names"))
+    mapped = frame.group_by("src").agg(
+        (
+            pl.col("tid").is_in(user_map["tid"].implode()).any() if user_map is not None else pl.lit(False)
+        ).alias("mapped")
+    )
+    per = kvm.join(names, on="src", how="left").join(mapped, on="src", how="left").fill_null(False)
     return per.select(
         "src",
         pl.when(pl.col("kvm") | pl.col("names") | pl.col("mapped"))
@@ -209,22 +224,37 @@ _KEY_FIELD: dict[str, str] = {
 
 
 def _parse_groups(frame: pl.DataFrame, groups: tuple[str, ...]) -> dict[str, pl.DataFrame]:
-    """Rows of each parser group with their payload fields unnested."""
+    """Rows of each parser group with their payload fields added."""
+    wanted = [e for g in groups for e in _GROUPS[g]]
+    by_event = {
+        key[0]: part
+        for key, part in frame.filter(pl.col("event").is_in(wanted))
+        .partition_by("event", as_dict=True)
+        .items()
+    }
     parsed = {}
     for group in groups:
         events = _GROUPS[group]
         parser = ALIASES[events[0]].parser
         assert parser is not None
-        rows = frame.filter(pl.col("event").is_in(list(events)))
-        parsed[group] = rows.with_columns(parser(pl.col("payload")).alias("_p")).unnest("_p")
+        parts = [by_event[e] for e in events if e in by_event]
+        parsed[group] = parser(pl.concat(parts) if parts else frame.clear())
     if "exit" in parsed:
-        parsed["exit"] = parsed["exit"].with_columns(
-            pl.coalesce(
-                aliases.exit_reason(pl.col("reason")),
-                aliases.exit_reason_arm64(pl.col("arm_kind"), pl.col("arm_class")),
-                aliases.exit_reason_code(pl.col("reason_code"), pl.col("isa")),
-            ).alias("norm_reason")
+        # few distinct reasons: normalize each once
+        keys = ["reason", "arm_kind", "arm_class", "reason_code", "isa"]
+        reasons = (
+            parsed["exit"]
+            .select(keys)
+            .unique()
+            .with_columns(
+                pl.coalesce(
+                    aliases.exit_reason(pl.col("reason")),
+                    aliases.exit_reason_arm64(pl.col("arm_kind"), pl.col("arm_class")),
+                    aliases.exit_reason_code(pl.col("reason_code"), pl.col("isa")),
+                ).alias("norm_reason")
+            )
         )
+        parsed["exit"] = parsed["exit"].join(reasons, on=keys, how="left", nulls_equal=True)
     return parsed
 
 
@@ -273,6 +303,33 @@ def _host_map(
         [parsed[g].select("tid", pl.col("vcpu").alias("kvm_vcpu")) for g in ("exit", "entry", "ple")]
     )
     return build_vcpu_map(names, ids, host.select("tid", "tgid"), user_map)
+
+
+def _hypercall_after_exit(parsed: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """(row, hypercall_nr) of each kvm_exit whose thread's next KVM event is kvm_hypercall.
+
+    A VMCALL/VMMCALL exit is followed, on the same thread and before the next
+    kvm_entry, by the kvm_hypercall that says which call it was; the exit
+    carries that number as its value (5 kick, 11 yield), as the simulator's do.
+    """
+    steps = pl.concat(
+        [
+            parsed["exit"].select(
+                "row", "tid", pl.lit(0, pl.Int8).alias("step"), pl.lit(None, pl.Int64).alias("nr")
+            ),
+            parsed["entry"].select(
+                "row", "tid", pl.lit(1, pl.Int8).alias("step"), pl.lit(None, pl.Int64).alias("nr")
+            ),
+            parsed["hypercall"].select("row", "tid", pl.lit(2, pl.Int8).alias("step"), "nr"),
+        ]
+    ).sort("row")
+    nxt = steps.with_columns(
+        pl.col("step").shift(-1).over("tid").alias("next_step"),
+        pl.col("nr").shift(-1).over("tid").alias("next_nr"),
+    )
+    return nxt.filter((pl.col("step") == 0) & (pl.col("next_step") == 2)).select(
+        "row", pl.col("next_nr").alias("hypercall_nr")
+    )
 
 
 def _host_events(
@@ -363,7 +420,8 @@ def _host_events(
         "tid": pl.col("tid"),
         "origin": origin,
     }
-    out.append(_emit(on_thread("exit"), kind="vm_exit", reason=pl.col("norm_reason"), **at))
+    exits = on_thread("exit").join(_hypercall_after_exit(parsed), on="row", how="left")
+    out.append(_emit(exits, kind="vm_exit", reason=pl.col("norm_reason"), value=pl.col("hypercall_nr"), **at))
     out.append(_emit(on_thread("entry"), kind="vm_entry", **at))
 
     # hypercalls: kick / yield targets are APIC ids, mapped to vCPU indexes of the caller's VM
@@ -424,18 +482,38 @@ def _host_events(
 _GUEST_GROUPS = ("switch", "wake", "contention", "lockdep")
 
 
-def guest_vm_names(sources: list[str], vm_name: str | None) -> dict[str, str]:
-    """VM name per guest source: the vm_name option when there is one guest input,
-    `trace-<vm>.dat` prefixes, other prefixes of multi-input reports, else "guest"."""
+_NAME_SUFFIXES = (".gz", ".xz", ".zst", ".bz2", ".dat", ".txt", ".trace", ".log")
+
+
+def _base(source: str) -> str:
+    """A source label without directories and trace/compression suffixes."""
+    name = source.replace("\\", "/").rsplit("/", 1)[-1]
+    while name.endswith(_NAME_SUFFIXES):
+        name = name[: name.rindex(".")]
+    return name
+
+
+def guest_vm_names(sources: list[str], vm_name: str | None, host_sources: list[str] = ()) -> dict[str, str]:
+    """VM name per guest source.
+
+    The vm_name option when there is one guest input; else the part after the
+    host input's name (`trace.dat` + `trace-<vm>.dat`, trace-cmd -A; `h.txt` +
+    `h-<vm>.txt`, pvtrace's own renders); else after `trace-`; else the source's
+    own name when there are several inputs; else vm_name or "guest".
+    """
     if vm_name is not None and len(sources) == 1:
         return {sources[0]: vm_name}
+    hosts = sorted((_base(h) for h in host_sources if h), key=len, reverse=True)
     names: dict[str, str] = {}
     for src in sources:
-        stem = src.removesuffix(".dat")
-        if stem.startswith("trace-") and len(stem) > len("trace-"):
-            names[src] = stem.removeprefix("trace-")
-        elif src and len(sources) > 1:
-            names[src] = stem
+        base = _base(src)
+        stem = next((h for h in hosts if base.startswith(h + "-") and len(base) > len(h) + 1), None)
+        if stem is not None:
+            names[src] = base[len(stem) + 1 :]
+        elif base.startswith("trace-") and len(base) > len("trace-"):
+            names[src] = base.removeprefix("trace-")
+        elif src and (len(sources) > 1 or hosts):
+            names[src] = base
         else:
             names[src] = vm_name or DEFAULT_GUEST_VM
     return names
@@ -547,7 +625,7 @@ def normalize(
     side: str | dict[str, str] = "auto",
     vm_name: str | None = None,
     vcpu_map: pl.DataFrame | None = None,
-    guest_offset_ns: int | None = None,
+    guest_offset_ns: int | dict[str, int] | None = None,
     carry: dict[str, Any] | None = None,
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Canonical events (EVENT_SCHEMA, sorted by (ts, seq)) and an info dict.
@@ -556,7 +634,8 @@ def normalize(
     events or `CPU n/KVM` threads), or {source: side} (source "" = no prefix).
     vm_name: the guest VM's name. vcpu_map: a user map (tid, pid, vm, vcpu
     [, apic_id]; see vcpu_map.read_vcpu_map). guest_offset_ns: host_ts =
-    guest_ts + offset for guest events.
+    guest_ts + offset for guest events (one number for every guest VM, or
+    {vm: offset}).
     carry: info["carry"] of the previous chunk when a big input is normalized
     chunk by chunk (sides, vCPU map, guest names, clock offset, which inputs
     recorded sched_wakeup / contention events), so chunks agree.
@@ -573,11 +652,13 @@ def normalize(
     user_map = _user_map(vcpu_map)
     frame, n_untimed = _prepare(raw)
     sides = _detect_sides(frame, side, _carried_map(user_map, carry), carry.get("sides", {}))
-    frame = frame.join(sides.select("src", "side"), on="src", how="left")
+    frame = frame.join(sides.select("src", "side"), on="src", how="left", maintain_order="left")
     host = frame.filter(pl.col("side") == "host")
     guest_srcs = sorted(sides.filter(pl.col("side") == "guest")["src"].to_list())
     known_names = carry.get("guest_vm_names", {})
-    names = {**guest_vm_names([s for s in guest_srcs if s not in known_names], vm_name), **known_names}
+    host_srcs = sorted(sides.filter(pl.col("side") == "host")["src"].to_list())
+    new_names = guest_vm_names([s for s in guest_srcs if s not in known_names], vm_name, host_srcs)
+    names = {**new_names, **known_names}
     names = {s: names[s] for s in guest_srcs}
     guest = frame.filter(pl.col("side") == "guest").join(
         pl.DataFrame(
@@ -585,6 +666,7 @@ def normalize(
         ),
         on="src",
         how="left",
+        maintain_order="left",
     )
     notes: list[str] = []
 
@@ -613,17 +695,21 @@ def normalize(
     guest_events = (
         pl.concat(_guest_events(guest, g_parsed, with_wakeup, with_contention)) if guest.height else empty
     )
-    if guest_offset_ns is None and carry.get("clock_decided"):
-        offset, clock = int(carry["clock"]["guest_offset_ns"]), dict(carry["clock"])
-    else:
-        offset, clock = clocks.guest_offset(
-            host_events["ts"],
-            guest_events["ts"],
-            guest_offset_ns=guest_offset_ns,
-            tsc_offsets=h_parsed["tsc"]["offset"],
+    earlier = carry.get("clock_guests", {})
+    offsets, per_vm = clocks.guest_offsets(
+        host_events["ts"],
+        guest_events.select("vm", "ts"),
+        given=guest_offset_ns,
+        tsc_offsets=h_parsed["tsc"]["offset"],
+        decided={vm: int(carry["guest_offsets"][vm]) for vm in carry.get("guest_offsets", {})},
+    )
+    per_vm = {**earlier, **per_vm}
+    has_host = host.height > 0 or "host" in carry.get("sides", {}).values()
+    clock = clocks.clock_report({**carry.get("guest_offsets", {}), **offsets}, per_vm, has_host)
+    if any(offsets.values()):
+        guest_events = guest_events.with_columns(
+            pl.col("ts") + pl.col("vm").replace_strict(offsets, default=0, return_dtype=pl.Int64)
         )
-    if offset:
-        guest_events = guest_events.with_columns(pl.col("ts") + offset)
     if n_untimed:
         clock["untimed_records"] = n_untimed
         notes.append(
@@ -644,8 +730,11 @@ def normalize(
         "guest_vm_names": {**known_names, **names},
         "wakeup_sources": with_wakeup,
         "contention_sources": with_contention,
-        "clock": {k: v for k, v in clock.items() if k != "untimed_records"},
-        "clock_decided": bool(carry.get("clock_decided")) or "synchronized" in clock,
+        "guest_offsets": {
+            **carry.get("guest_offsets", {}),
+            **{vm: off for vm, off in offsets.items() if clocks.is_decided(per_vm.get(vm, {}))},
+        },
+        "clock_guests": per_vm,
     }
     return events, info
 
@@ -669,12 +758,15 @@ def _info(
     present = set(sides["side"].to_list())
     origin = "+".join(s for s in ("host", "guest") if s in present) or "none"
     vms: dict[str, dict[str, Any]] = {}
-    for row in vmap.group_by("vm").agg(pl.col("vcpu").n_unique().alias("n")).sort("vm").iter_rows(named=True):
+    # n_vcpus: highest vCPU index seen + 1 (a lower bound when some vCPUs stayed silent)
+    for row in (
+        vmap.group_by("vm").agg((pl.col("vcpu").max() + 1).alias("n")).sort("vm").iter_rows(named=True)
+    ):
         vms[row["vm"]] = {"n_vcpus": int(row["n"]), "side": "host"}
     guest_cpus = (
         events.filter(pl.col("origin") == "guest")
         .group_by(pl.col("vm").cast(pl.String))
-        .agg(pl.col("vcpu").drop_nulls().n_unique().alias("n"))
+        .agg((pl.col("vcpu").max() + 1).fill_null(0).alias("n"))
         .sort("vm")
     )
     for row in guest_cpus.iter_rows(named=True):

@@ -116,6 +116,7 @@ class RawStream:
         try:
             for batch in lf.collect_batches(chunk_size=BATCH_ROWS):
                 n += batch.height
+                self.info.n_bytes += int(batch["text"].str.len_bytes().sum() or 0) + batch.height
                 yield batch
         except pl.exceptions.ComputeError as exc:
             if "utf" not in str(exc).lower():
@@ -124,8 +125,6 @@ class RawStream:
             with open(path, "rb") as f:
                 _skip_lines(f, n)
                 yield from self._prepared_stream(f, b"", first_line=n + 1)
-            return
-        self.info.n_bytes += path.stat().st_size
 
     def _prepared_stream(self, stream: BinaryIO, head: bytes, first_line: int = 1) -> Iterator[pl.DataFrame]:
         blocks = iter_line_blocks(stream, head=head, block_bytes=BLOCK_BYTES, first_line=first_line)

@@ -110,9 +110,12 @@ def read_vcpu_map(path: Path | str) -> pl.DataFrame:
 
 
 def _mode_per_tid(df: pl.DataFrame, col: str) -> pl.DataFrame:
-    """Per tid: the most frequent value of col, and how many distinct values it had."""
-    return df.group_by("tid").agg(
-        pl.col(col).mode().sort().first().alias(col), pl.col(col).n_unique().alias(f"n_{col}")
+    """Per tid: the most frequent value of col (smallest on ties), and how many distinct values it had."""
+    counts = df.group_by("tid", col).len()
+    return (
+        counts.sort(["tid", "len", col], descending=[False, True, False])
+        .group_by("tid", maintain_order=True)
+        .agg(pl.col(col).first(), pl.len().alias(f"n_{col}"))
     )
 
 
@@ -131,8 +134,12 @@ def build_vcpu_map(
     row per vCPU thread) and notes for the ingest summary.
     """
     notes: list[str] = []
-    names = names.select(pl.col("tid").cast(pl.Int32), pl.col("comm").cast(pl.String)).filter(
-        pl.col("tid").is_not_null() & pl.col("comm").is_not_null() & ~pl.col("comm").str.contains(r"^<.*>$")
+    # one row per distinct (tid, comm), in order of last appearance
+    names = (
+        names.select(pl.col("tid").cast(pl.Int32), pl.col("comm").cast(pl.String))
+        .drop_nulls()
+        .unique(keep="last", maintain_order=True)
+        .filter(~pl.col("comm").str.contains(r"^<.*>$"))
     )
     idx = names.with_columns(
         pl.coalesce(pl.col("comm").str.extract(_VCPU_NAME, 1), pl.col("comm").str.extract(_VCPU_NAME, 2))

@@ -40,19 +40,19 @@ class Inventory:
         return sum(n for name, n in self.counts.items() if name != STACK_PSEUDO_EVENT)
 
 
-def _lines(path: Path) -> pl.DataFrame:
-    try:
-        return pl.scan_lines(path).collect()
-    except pl.exceptions.ComputeError:  # not valid UTF-8 (a comm with odd bytes)
-        text = path.read_bytes().decode("utf-8", errors="replace")
-        return pl.DataFrame({"line": text.splitlines()}, schema={"line": pl.String()})
-
-
 def inventory(path: Path) -> Inventory:
-    """Count the events of an ftrace text file (uncompressed)."""
-    lines = _lines(path)
+    """Count the events of an ftrace text file (uncompressed), streaming: memory stays small."""
+    try:
+        return _inventory(pl.scan_lines(path))
+    except pl.exceptions.ComputeError:  # not valid UTF-8 (a comm with odd bytes): replace them
+        text = path.read_bytes().decode("utf-8", errors="replace")
+        return _inventory(pl.LazyFrame({"line": text.splitlines()}, schema={"line": pl.String()}))
+
+
+def _inventory(lines: pl.LazyFrame) -> Inventory:
     parsed = (
-        lines.select(pl.col("line").str.extract_groups(_EVENT_LINE).alias("g"))
+        lines.with_row_index("i")
+        .select("i", pl.col("line").str.extract_groups(_EVENT_LINE).alias("g"))
         .unnest("g")
         .filter(pl.col("event").is_not_null())
         .with_columns(
@@ -61,25 +61,36 @@ def inventory(path: Path) -> Inventory:
             + pl.col("frac").fill_null("").str.pad_end(9, "0").str.slice(0, 9).cast(pl.Int64),
         )
     )
-    inv = Inventory()
-    if parsed.height:
-        counts = parsed.group_by("event").len().sort("event")
-        inv.counts = dict(zip(counts["event"].to_list(), counts["len"].to_list(), strict=True))
-        inv.t_first_ns, inv.t_last_ns = parsed["ts"].min(), parsed["ts"].max()
-    lost = lines.select(pl.col("line").str.extract(_LOST_LINE, 1).alias("m"), pl.col("line"))
-    lost = lost.filter(pl.col("line").str.contains(_LOST_LINE))
-    inv.n_lost_lines = lost.height
-    inv.n_lost_reported = int(lost["m"].cast(pl.Int64).sum() or 0) if lost.height else 0
+    counts, span, lost, stacks = pl.collect_all(
+        [
+            parsed.group_by("event").len().sort("event"),
+            parsed.select(pl.col("ts").min().alias("first"), pl.col("ts").max().alias("last")),
+            lines.filter(pl.col("line").str.contains(_LOST_LINE)).select(
+                pl.col("line").str.extract(_LOST_LINE, 1).cast(pl.Int64).alias("n")
+            ),
+            parsed.filter(pl.col("event").is_in(["contention_begin", STACK_PSEUDO_EVENT])).select(
+                "i", "cpu", "ts", "event"
+            ),
+        ],
+        engine="streaming",
+    )
+    inv = Inventory(
+        counts=dict(zip(counts["event"].to_list(), counts["len"].to_list(), strict=True)),
+        n_lost_lines=lost.height,
+        n_lost_reported=int(lost["n"].sum() or 0),
+        t_first_ns=span["first"][0],
+        t_last_ns=span["last"][0],
+    )
     inv.n_stacks = inv.counts.get(STACK_PSEUDO_EVENT, 0)
     if inv.n_stacks:
-        inv.stack_cost_median_ns = _stack_cost_median(parsed)
+        inv.stack_cost_median_ns = _stack_cost_median(stacks)
     return inv
 
 
-def _stack_cost_median(parsed: pl.DataFrame) -> int | None:
+def _stack_cost_median(rows: pl.DataFrame) -> int | None:
     """Median time from a contention_begin to the stack trace its trigger took on that CPU."""
     pairs = (
-        parsed.filter(pl.col("event").is_in(["contention_begin", STACK_PSEUDO_EVENT]))
+        rows.sort("i")
         .with_columns(
             prev_event=pl.col("event").shift(1).over("cpu"),
             prev_ts=pl.col("ts").shift(1).over("cpu"),
@@ -96,7 +107,7 @@ class Coverage:
     """Whether a capture can feed one analysis, and why (not)."""
 
     analysis: str
-    status: str  # "yes", "none seen", "missing", "needs other side"
+    status: str  # "yes", "none seen", "missing", "unmapped", "needs other side"
     detail: str
 
 
@@ -115,10 +126,14 @@ def coverage(mode: Mode, counts: dict[str, int], enabled: list[str], n_vcpu_thre
             (seen if n else unseen).append(f"{alternatives[0]} {n}")
         if missing:
             status, detail = "missing", f"not captured: {', '.join(missing)}"
-        elif need.vcpu_map and n_vcpu_threads == 0:
-            status, detail = "missing", "no vCPU thread was mapped (vcpus.csv is empty)"
         elif unseen:
             status, detail = "none seen", f"enabled but none happened: {', '.join(unseen)}"
+        elif need.vcpu_map and n_vcpu_threads == 0:
+            status = "unmapped"
+            detail = (
+                f"{', '.join(seen)}; but no vCPU thread was found in /proc, so the ingester must "
+                "tie threads to vCPUs from their names and kvm vcpu ids in the trace"
+            )
         elif need.other_side:
             status, detail = "needs other side", f"also needs {need.other_side}"
         else:

@@ -190,7 +190,7 @@ def _check_host(plan: Plan, proc_root: Path) -> None:
         plan.add(
             "warning",
             "no QEMU or Firecracker process is running now, so no vCPU thread can be mapped to a VM",
-            "start the VMs before recording (the vCPU map is read at the start and at the end)",
+            "start the VMs before recording; the vCPU map is read at the start and at the end",
         )
     for p in processes:
         if p.n_vcpu_threads == 0:

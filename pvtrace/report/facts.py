@@ -117,7 +117,7 @@ def headline_figure(analysis: Analysis) -> Figure:
             continue
         rows.append((METRIC_LABELS.get(key, key), key, value, s.fidelity.get(key, "")))
     if not rows:
-        return no_data("headline", "Headline metrics", "the analysis has no totals")
+        return no_data("headline", "All metrics", "the analysis has no totals")
     table = pl.DataFrame(
         rows,
         schema={"metric": pl.String, "key": pl.String, "value": pl.String, "fidelity": pl.String},
@@ -125,9 +125,57 @@ def headline_figure(analysis: Analysis) -> Figure:
     )
     return Figure(
         "headline",
-        "Headline metrics",
+        "All metrics",
         table=table,
         caption="Totals over the whole trace. Fidelity says how each was obtained: exact, inferred, host-only or guest-only.",
+    )
+
+
+def _total(analysis: Analysis, key: str) -> str:
+    s = analysis.summary
+    if key in s.totals:
+        return fmt_metric(key, s.totals[key])
+    return "unavailable" if key in {u.metric for u in s.unavailable} else "n/a"
+
+
+def _contended(analysis: Analysis) -> str:
+    total = _total(analysis, "n_acquisitions")
+    of = f" of {total}" if total not in ("unavailable", "n/a") else " (all acquisitions: unavailable)"
+    return _total(analysis, "n_contended") + of
+
+
+def key_numbers_figure(analysis: Analysis, running_ns: int | None) -> Figure:
+    """The few numbers that say where the time went, in words."""
+    t = analysis.summary.totals
+    if "waste_lhp_ns" in t and "waste_lwp_ns" in t:
+        wasted = t["waste_lhp_ns"] + t["waste_lwp_ns"]
+        share = f", {100 * wasted / running_ns:.2f}% of vCPU running time" if running_ns else ""
+        waste = f"{fmt_ns(wasted)}{share} (LHP {fmt_ns(t['waste_lhp_ns'])}, LWP {fmt_ns(t['waste_lwp_ns'])})"
+    else:
+        waste = "unavailable (see Unavailable metrics)"
+    rows = [
+        ("spin waste (LHP + LWP)", waste),
+        ("spin, all", _total(analysis, "spin_ns")),
+        (
+            "LHP incidents",
+            f"{_total(analysis, 'n_lhp')} ({_total(analysis, 'n_lhp_harmful')} harmful: a waiter spun)",
+        ),
+        (
+            "LWP incidents",
+            f"{_total(analysis, 'n_lwp')} (next owner preempted {_total(analysis, 'n_lwp_preempted')}, "
+            f"halted {_total(analysis, 'n_lwp_halted')})",
+        ),
+        (
+            "convoys",
+            f"{_total(analysis, 'n_convoys')} (longest {_total(analysis, 'convoy_len_max')} hand-offs)",
+        ),
+        ("contended acquisitions", _contended(analysis)),
+        ("pause exits, pv kicks", f"{_total(analysis, 'n_pause_exits')}, {_total(analysis, 'n_kicks')}"),
+    ]
+    level = analysis.summary.extra.get("level")
+    caption = f"Analysis fidelity: {level}." if level else ""
+    return Figure(
+        "key-numbers", "Where the time went", table=_pairs(rows, "measure", "value"), caption=caption
     )
 
 

@@ -28,10 +28,6 @@ class Figure:
     def is_empty(self) -> bool:
         return self.chart is None and self.table is None
 
-    @property
-    def has_chart(self) -> bool:
-        return self.chart is not None
-
     def spec(self) -> dict[str, Any]:
         """The chart's Vega-Lite spec (data inlined)."""
         if self.chart is None:

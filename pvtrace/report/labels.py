@@ -54,12 +54,6 @@ def unavailable_reason(summary: Summary, metrics: tuple[str, ...] | list[str]) -
     return None
 
 
-def fidelity_note(summary: Summary, metric: str) -> str:
-    """' (fidelity: inferred)' style suffix for a metric, or ''."""
-    level = summary.fidelity.get(metric)
-    return f" Fidelity: {level}." if level else ""
-
-
 # What each summary total means, in the words a page uses.
 METRIC_LABELS: dict[str, str] = {
     "spin_ns": "spin (waiting while running)",

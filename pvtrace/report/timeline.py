@@ -12,7 +12,7 @@ from pvtrace.report.labels import fmt_ns, with_lock_label
 from pvtrace.report.window import Window, incidents
 
 MAX_LANES = 40
-LANE_PX = 22
+LANE_PX = 30
 WIDTH = 900
 
 # Every category drawn on the timeline, with its colour (one shared legend).
@@ -31,6 +31,11 @@ COLOR = alt.Color(
     title=None,
     scale=alt.Scale(domain=list(CATEGORIES), range=list(CATEGORIES.values())),
     legend=alt.Legend(orient="top", columns=8),
+)
+
+# Holds and waits also get an outline in their colour, so that ones shorter than a pixel still show.
+STROKE = alt.Stroke(
+    "what:N", title=None, scale=alt.Scale(domain=list(CATEGORIES), range=list(CATEGORIES.values()))
 )
 
 
@@ -122,7 +127,7 @@ def chart_timeline(analysis: Analysis, window: Window, t0: int) -> Figure:
     else:
         notes.append("no vCPU states in the analysis (a guest-only trace does not see host scheduling)")
 
-    for frame, what, offset in ((holds, "lock hold", -5), (waits, "lock wait", 5)):
+    for frame, what, offset in ((holds, "lock hold", -9), (waits, "lock wait", 9)):
         if frame.height == 0:
             continue
         if frame.height > MAX_LAYER_ROWS:
@@ -144,8 +149,8 @@ def chart_timeline(analysis: Analysis, window: Window, t0: int) -> Figure:
             tips = _tips("lane", "what", "lock_label")
         layers.append(
             alt.Chart(data)
-            .mark_bar(height=5, yOffset=offset)
-            .encode(x, alt.X2("end_ms:Q"), y, COLOR, tooltip=tips)
+            .mark_bar(height=6, yOffset=offset, strokeWidth=1)
+            .encode(x, alt.X2("end_ms:Q"), y, COLOR, STROKE, tooltip=tips)
         )
 
     if inc.height:

@@ -9,6 +9,7 @@ from pvtrace.report.exits import chart_kick_latency, chart_pause_exits, exit_rea
 from pvtrace.report.facts import (
     facts_figure,
     headline_figure,
+    key_numbers_figure,
     problems_figure,
     unavailable_figure,
     vms_figure,
@@ -19,7 +20,7 @@ from pvtrace.report.labels import fmt_ns
 from pvtrace.report.page import Section, render_page, write_page
 from pvtrace.report.timeline import chart_timeline
 from pvtrace.report.waits import chart_wait_times
-from pvtrace.report.waste import chart_waste_by_lock, chart_waste_by_vm
+from pvtrace.report.waste import chart_waste_by_lock, chart_waste_by_vm, running_time
 from pvtrace.report.window import Window, default_window, parse_window, user_window
 from pvtrace.trace import Trace
 
@@ -55,7 +56,9 @@ def report_sections(trace: Trace, analysis: Analysis, window: WindowSpec = None)
     t0, t1 = trace_span(trace, analysis)
     win = resolve_window(window, analysis, t0, t1)
     return [
-        Section("Summary", [headline_figure(analysis), chart_waste_by_vm(analysis)]),
+        Section(
+            "Summary", [key_numbers_figure(analysis, running_time(analysis)), chart_waste_by_vm(analysis)]
+        ),
         Section("Timeline", [chart_timeline(analysis, win, t0)]),
         Section("Spin waste", [chart_waste_by_lock(analysis)]),
         Section("Lock waits and convoys", [chart_wait_times(analysis), chart_convoy_lengths(analysis)]),
@@ -73,6 +76,7 @@ def report_sections(trace: Trace, analysis: Analysis, window: WindowSpec = None)
             [
                 facts_figure(trace, analysis),
                 vms_figure(trace),
+                headline_figure(analysis),
                 problems_figure(trace),
                 unavailable_figure(analysis),
             ],

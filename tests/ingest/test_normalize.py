@@ -361,8 +361,29 @@ def test_guest_offset_and_unsynchronized_clocks() -> None:
     assert any("not synchronized" in n for n in info["notes"])
     ev, info = run(lines, guest_offset_ns=-shift)
     assert info["clock"]["synchronized"] is True
-    assert info["clock"]["mode"] == "guest offset given by the user"
+    assert info["clock"]["mode"] == "given by the user"
+    assert info["clock"]["guest_offset_ns"] == {"vm1": -shift}
     assert ev.filter(pl.col("origin") == "guest")["ts"].to_list() == [1150, 1450, 1500]
+
+
+def test_offsets_per_guest_vm_from_separate_files() -> None:
+    # pvtrace's own renders: host `run.txt`, guests `run-<vm>.txt`, each guest on its own clock
+    lines = [
+        row("kvm_entry", "vcpu 0", comm="CPU 0/KVM", tid=11, ts=1000, source="run.txt"),
+        row("contention_begin", "0xff (flags=SPIN)", tid=5, ts=51_000, source="run-web.txt"),
+        row("contention_begin", "0xff (flags=SPIN)", tid=6, ts=71_000, source="run-db.txt"),
+        row("kvm_exit", "vcpu 0 reason HLT rip 0x1 info1 0x0", comm="CPU 0/KVM", tid=11, ts=2000, source="run.txt"),
+    ]  # fmt: skip
+    ev, info = run(lines, guest_offset_ns={"web": -50_000, "db": -70_000})
+    assert info["guest_vm_names"] == {"run-db.txt": "db", "run-web.txt": "web"}
+    assert info["clock"]["guest_offset_ns"] == {"db": -70_000, "web": -50_000}
+    assert info["clock"]["synchronized"] is True
+    assert rows_of(ev, "ts", "vm", "origin") == [
+        (1000, "guess-11", "host"),  # two guest VMs: the host's guessed VM keeps its name
+        (1000, "web", "guest"),
+        (1000, "db", "guest"),
+        (2000, "guess-11", "host"),
+    ]
 
 
 def test_kvm_write_tsc_offset_aligns_tsc_clocks() -> None:
@@ -376,7 +397,7 @@ def test_kvm_write_tsc_offset_aligns_tsc_clocks() -> None:
     ]  # fmt: skip
     ev, info = run(lines)
     assert info["clock"]["mode"].startswith("kvm_write_tsc_offset")
-    assert info["clock"]["guest_offset_ns"] == -offset
+    assert info["clock"]["guest_offset_ns"] == {"g": -offset}
     assert rows_of(ev, "kind", "ts")[1:] == [("vm_entry", 1000), ("lock_contend", 1100), ("vm_exit", 1200)]
 
 

@@ -9,7 +9,7 @@ from pvtrace.ingest import aliases, payloads
 
 
 def parse(parser, text: str) -> dict:
-    return pl.DataFrame({"p": [text]}).select(parser(pl.col("p")).struct.unnest()).row(0, named=True)
+    return parser(pl.DataFrame({"payload": [text]})).row(0, named=True)
 
 
 @pytest.mark.parametrize(
@@ -133,7 +133,7 @@ KVM_EXITS = [
 
 @pytest.mark.parametrize(("text", "vcpu", "reason"), KVM_EXITS)
 def test_kvm_exit_shapes_and_reasons(text: str, vcpu: int | None, reason: str) -> None:
-    df = pl.DataFrame({"p": [text]}).select(payloads.kvm_exit(pl.col("p")).struct.unnest())
+    df = payloads.kvm_exit(pl.DataFrame({"payload": [text]}))
     got = df.select(
         pl.col("vcpu"),
         pl.coalesce(
@@ -213,17 +213,19 @@ def test_lock_contention_shapes(text: str, expected: tuple) -> None:
 
 
 def test_lockdep_shapes() -> None:
-    df = pl.DataFrame(
-        {
-            "p": [
-                "0xffff8d2a40a1e2a8 try read &mm->mmap_lock",
-                "0xffff8d2a40a1e2a8 &mm->mmap_lock",
-                "&rq->lock",
-                "&rq->lock holdtime: 33",
-                "ffff8d2a40a1e2a8 read rcu_read_lock",
-            ]
-        }
-    ).select(payloads.lockdep(pl.col("p")).struct.unnest())
+    df = payloads.lockdep(
+        pl.DataFrame(
+            {
+                "payload": [
+                    "0xffff8d2a40a1e2a8 try read &mm->mmap_lock",
+                    "0xffff8d2a40a1e2a8 &mm->mmap_lock",
+                    "&rq->lock",
+                    "&rq->lock holdtime: 33",
+                    "ffff8d2a40a1e2a8 read rcu_read_lock",
+                ]
+            }
+        )
+    )
     assert df["name"].to_list() == [
         "&mm->mmap_lock",
         "&mm->mmap_lock",

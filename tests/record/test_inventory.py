@@ -67,8 +67,9 @@ def test_coverage_statuses() -> None:
     assert by_name["PLE window changes"].status == "missing"
     assert by_name["lock waits, LHP/LWP incidents, spin waste"].status == "needs other side"
     unmapped = {c.analysis: c for c in coverage("host", counts, enabled, n_vcpu_threads=0)}
-    assert unmapped["vCPU states (running, preempted, halted)"].status == "missing"
-    assert "vcpus.csv is empty" in unmapped["vCPU states (running, preempted, halted)"].detail
+    assert unmapped["vCPU states (running, preempted, halted)"].status == "unmapped"
+    assert "no vCPU thread was found in /proc" in unmapped["vCPU states (running, preempted, halted)"].detail
+    assert unmapped["pv kicks and kick latency"].status == "none seen"
 
 
 def test_coverage_accepts_the_ple_fallback_name() -> None:
@@ -85,3 +86,10 @@ def test_guest_coverage() -> None:
     assert cov["lock waits per lock and per CPU (guest-only level)"] == "yes"
     assert cov["guest task on each CPU during waits"] == "missing"
     assert cov["vCPU states, LHP/LWP incidents, spin waste"] == "needs other side"
+
+
+def test_text_that_is_not_utf8_still_counts(tmp_path: Path) -> None:
+    path = tmp_path / "odd.txt"
+    odd = GUEST_LINES[0].replace("contend-9850", "cont\xffnd-9850").encode("latin-1")
+    path.write_bytes(ftrace_text([]).encode() + odd + b"\n" + GUEST_LINES[7].encode() + b"\n")
+    assert inventory(path).counts == {"contention_begin": 1, "contention_end": 1}

@@ -1,4 +1,4 @@
-"""Fixtures for report tests: hand-made analyses (report_fakes) and a tiny real trace the analyzer reads."""
+"""Fixtures for report tests: hand-made analyses (report_fakes) and a short simulator run, analyzed."""
 
 from __future__ import annotations
 

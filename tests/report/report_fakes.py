@@ -1,8 +1,10 @@
-"""Hand-made Analysis objects that follow pvtrace.analyze.result's schemas, small or huge.
+"""Hand-made Analysis objects that follow pvtrace.analyze.result's schemas, small or huge, and a tiny trace.
 
-They stand in for the analyzer in report tests and the report benchmark: the
-values are random but each table is internally consistent (spin splits sum to
-spin, per-lock/VM tables are aggregates of the waits, totals of the tables).
+fake_analysis stands in for the analyzer where a test needs every table filled
+or a size no quick simulation reaches (the report benchmark): the values are
+random but each table is internally consistent (spin splits sum to spin,
+per-lock/VM tables are aggregates of the waits, totals of the tables).
+lhp_trace is a hand-written trace with one LHP incident for the real analyzer.
 """
 
 from __future__ import annotations

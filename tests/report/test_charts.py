@@ -80,7 +80,7 @@ def test_timeline_of_a_big_analysis_is_coarsened_under_the_row_cap():
     a = fake_analysis(n_vms=2, n_vcpus=4, span_ns=2_000_000_000, n_waits=60_000, n_states_per_lane=8_000)
     fig = chart_timeline(a, Window(0, 2_000_000_000, "whole"), 0)
     sizes = [len(rows) for rows in datasets(fig).values()]
-    assert max(sizes) <= MAX_LAYER_ROWS + 100
+    assert max(sizes) <= MAX_LAYER_ROWS
     assert "coarsened" in fig.note
     # Coarsened states still tile each lane over the window.
     states = next(

@@ -80,3 +80,42 @@ def test_text_is_escaped(tmp_path, full_trace, full_analysis):
         full_trace.meta.problems = {"malformed_lines": 2, "samples": ["host.txt:17: cannot parse"]}
     assert "<script>alert(1)</script>" not in text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+
+
+@pytest.mark.slow
+def test_page_of_a_10m_event_scale_analysis_stays_small(tmp_path):
+    from report_fakes import fake_analysis, fake_trace
+
+    from pvtrace.report.aggregate import MAX_LAYER_ROWS
+
+    span = 10_000_000_000
+    big = fake_analysis(
+        n_vms=4,
+        n_vcpus=8,
+        span_ns=span,
+        n_locks=200,
+        n_waits=1_000_000,
+        n_states_per_lane=40_000,
+        n_incidents=20_000,
+        n_pause_exits=500_000,
+        n_kicks=200_000,
+    )
+    trace = fake_trace(big, span_ns=span)
+    for window in (None, ":"):  # around the worst incident, and the whole trace
+        path = write_report(trace, big, tmp_path / "big.html", window=window, force=True)
+        assert path.stat().st_size < 5_000_000
+        for spec in specs(path.read_text(encoding="utf-8")).values():
+            for rows in spec.get("datasets", {}).values():
+                assert len(rows) <= MAX_LAYER_ROWS
+
+
+def test_an_empty_trace_gives_a_page_of_reasons(tmp_path):
+    from pvtrace.analyze import analyze
+    from pvtrace.schema import empty_events
+    from pvtrace.trace import Trace, TraceMeta
+
+    trace = Trace(empty_events(), TraceMeta())
+    text = write_report(trace, analyze(trace), tmp_path / "empty.html").read_text(encoding="utf-8")
+    assert specs(text) == {}
+    assert "spin_ns is unavailable: the trace lacks lock:contention_begin" in text
+    assert "the analysis has no vCPU states and no lock waits to draw" in text

@@ -56,3 +56,23 @@ def test_every_view_writes_a_page(tmp_path, sim_views, view):
     trace, analysis = sim_views[view]
     text = write_report(trace, analysis, tmp_path / f"{view}.html").read_text(encoding="utf-8")
     assert f"({view} view)" in text
+
+
+def test_key_numbers_match_the_summary(sim_run):
+    trace, analysis = sim_run
+    rows = dict(figures(trace, analysis)["key-numbers"].table.iter_rows())
+    t = analysis.summary.totals
+    states = analysis.table("vcpu_states")
+    running = states.filter(states["state"] == "running")["dur"].sum()
+    share = 100 * (t["waste_lhp_ns"] + t["waste_lwp_ns"]) / running
+    assert f"{share:.2f}% of vCPU running time" in rows["spin waste (LHP + LWP)"]
+    assert rows["LHP incidents"].startswith(f"{t['n_lhp']} ({t['n_lhp_harmful']} harmful")
+    assert rows["convoys"] == f"{t['n_convoys']} (longest {t['convoy_len_max']} hand-offs)"
+
+
+def test_key_numbers_of_a_guest_view_say_unavailable(sim_views):
+    trace, analysis = sim_views["guest"]
+    rows = dict(figures(trace, analysis)["key-numbers"].table.iter_rows())
+    assert rows["spin waste (LHP + LWP)"].startswith("unavailable")
+    assert rows["LHP incidents"].startswith("unavailable")
+    assert rows["contended acquisitions"].startswith(str(analysis.summary.totals["n_contended"]))

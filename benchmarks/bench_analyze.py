@@ -1,0 +1,136 @@
+"""Analyzer throughput and memory on simulated events already in Parquet.
+
+    python benchmarks/bench_analyze.py              # 10M-event throughput (median of 3) + 50M-event memory run
+    python benchmarks/bench_analyze.py --quick      # 2M events, no 50M run
+    python benchmarks/bench_analyze.py --events 20000000 --repeat 5 --big 0
+
+The input is a busy simulator run (3 VMs of 4 vCPUs on 4 pCPUs, ticket locks, PLE on:
+the event mix of heavy lock contention) tiled in time: copy i runs after copy i-1 with its
+VMs renamed, so a trace of any size keeps a realistic mix and valid per-VM streams.
+Each measurement runs in its own subprocess: read the Parquet file (the columns the
+analysis uses) and analyze() it; throughput = events / wall time; peak memory = the
+child's ru_maxrss. Data goes to benchmarks/.data/ (gitignored) and is reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+
+DATA = Path(__file__).resolve().parent / ".data"
+BASE_SECONDS = 0.25
+
+
+def base_trace() -> Path:
+    """The simulated run every benchmark input is tiled from."""
+    from pvtrace.simulate.run import simulate_to_parquet
+    from pvtrace.simulate.scenario import Scenario
+
+    path = DATA / "analyze-base.parquet"
+    if path.exists():
+        return path
+    DATA.mkdir(parents=True, exist_ok=True)
+    scenario = Scenario().replace(
+        host={"pcpus": 4},
+        vm={"count": 3, "vcpus": 4, "locks": 2, "lock_skew": 1.0, "compute_ns": 20_000, "hold_ns": 2_000,
+            "hold_dist": "lognormal"},
+        lock={"algorithm": "ticket"},
+        run={"duration_ns": int(BASE_SECONDS * 1e9)},
+    )
+    simulate_to_parquet(scenario, path, seed=7, force=True)
+    return path
+
+
+def tiled(n_events: int) -> Path:
+    """A trace of at least n_events: copies of the base run one after another, VMs renamed."""
+    from pvtrace.trace import EventWriter, read_meta
+
+    path = DATA / f"analyze-{n_events}.parquet"
+    if path.exists():
+        return path
+    src = base_trace()
+    meta = read_meta(src)
+    base = pl.read_parquet(src)
+    span = int(meta.t_end) + 1
+    copies = -(-n_events // base.height)
+    vms = {}
+    with EventWriter(path, force=True) as w:
+        for i in range(copies):
+            w.write(
+                base.with_columns(
+                    pl.col("ts") + i * span,
+                    pl.col("seq") + i * base.height,
+                    (pl.col("vm").cast(pl.String) + f"-{i}").cast(pl.Categorical()),
+                )
+            )
+            vms.update({f"{name}-{i}": info for name, info in meta.vms.items()})
+        meta.vms = vms
+        meta.t_end = copies * span
+        w.close(meta)
+    return path
+
+
+CHILD = """
+import json, resource, sys, time
+import polars as pl
+from pvtrace.analyze import analyze
+from pvtrace.analyze.prepare import USED_COLUMNS
+from pvtrace.schema import conform_events
+from pvtrace.trace import Trace, read_meta
+path = sys.argv[1]
+t0 = time.perf_counter()
+events = conform_events(pl.read_parquet(path, columns=list(USED_COLUMNS)))
+t1 = time.perf_counter()
+a = analyze(Trace(events=events, meta=read_meta(path)))
+t2 = time.perf_counter()
+print(json.dumps({"events": events.height, "read_s": t1 - t0, "analyze_s": t2 - t1,
+                  "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                  "n_lwp": a.summary.totals.get("n_lwp")}))
+"""
+
+
+def run_child(path: Path) -> dict:
+    out = subprocess.run([sys.executable, "-c", CHILD, str(path)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=10_000_000, help="events in the throughput input")
+    ap.add_argument("--repeat", type=int, default=3, help="throughput runs (median reported)")
+    ap.add_argument("--big", type=int, default=50_000_000, help="events in the memory run (0: skip)")
+    ap.add_argument("--quick", action="store_true", help="2M events, 3 runs, no memory run")
+    args = ap.parse_args()
+    if args.quick:
+        args.events, args.big = 2_000_000, 0
+    t0 = time.perf_counter()
+    src = tiled(args.events)
+    print(f"input: {src} ({pl.scan_parquet(src).select(pl.len()).collect().item():,} events, "
+          f"prepared in {time.perf_counter() - t0:.0f} s)")
+    runs = [run_child(src) for _ in range(args.repeat)]
+    n = runs[0]["events"]
+    analyze_s = statistics.median(r["analyze_s"] for r in runs)
+    total_s = statistics.median(r["read_s"] + r["analyze_s"] for r in runs)
+    print(f"throughput, {n:,} events, median of {len(runs)}:")
+    print(f"  analyze()            {analyze_s:7.2f} s  {n / analyze_s / 1e6:6.2f} M events/s")
+    print(f"  read + analyze()     {total_s:7.2f} s  {n / total_s / 1e6:6.2f} M events/s")
+    print(f"  peak memory          {max(r['maxrss_kb'] for r in runs) / 2**20:7.2f} GiB")
+    if args.big:
+        big = tiled(args.big)
+        r = run_child(big)
+        print(f"memory run, {r['events']:,} events: read {r['read_s']:.1f} s, analyze {r['analyze_s']:.1f} s "
+              f"({r['events'] / r['analyze_s'] / 1e6:.2f} M events/s), peak {r['maxrss_kb'] / 2**20:.2f} GiB "
+              f"(limit 8 GiB)")
+    print(f"(benchmark process peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB)")
+
+
+if __name__ == "__main__":
+    main()

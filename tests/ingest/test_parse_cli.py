@@ -1,0 +1,149 @@
+"""`pvtrace ingest`: output, summary, bad input as one line + non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import gzip
+import lzma
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from pvtrace.cli.app import app
+from pvtrace.trace import read_trace
+
+GOLDEN = Path(__file__).resolve().parents[1] / "data" / "ingest" / "golden"
+runner = CliRunner()
+
+
+def _good_text() -> bytes:
+    return (GOLDEN / "ftrace_5flag_header.txt").read_bytes()
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    code = "import sys; from pvtrace.cli.app import app; sys.argv[0] = 'pvtrace'; app()"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_ingest_writes_events_and_prints_a_summary(tmp_path: Path) -> None:
+    out = tmp_path / "events.parquet"
+    res = runner.invoke(app, ["ingest", str(GOLDEN / "ftrace_5flag_header.txt"), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    trace = read_trace(out)
+    assert trace.meta.format == "ftrace"
+    assert trace.events.height == trace.meta.extra["n_events"] > 0
+    for part in ("Records by tracepoint", "sched_switch", "kvm_entry", "Events by kind", "Time span", "CPUs:"):
+        assert part in res.output
+    assert "stack-trace frame lines attached" in res.output
+    assert "Problems: none" in res.output
+
+
+def test_summary_shows_problems_with_line_numbers(tmp_path: Path) -> None:
+    out = tmp_path / "e.parquet"
+    res = runner.invoke(app, ["ingest", str(GOLDEN / "ftrace_nonascii_and_garbage.txt"), "-o", str(out)])
+    assert res.exit_code == 0
+    assert "ftrace_nonascii_and_garbage.txt:2" in res.output
+    assert "this line is not a trace record" in res.output
+
+
+def test_strict_makes_problems_fatal_with_file_and_line(tmp_path: Path) -> None:
+    out = tmp_path / "e.parquet"
+    src = GOLDEN / "ftrace_nonascii_and_garbage.txt"
+    res = runner.invoke(app, ["ingest", str(src), "-o", str(out), "--strict"])
+    assert res.exit_code == 1
+    assert f"{src}:2:" in res.output
+    assert not out.exists() and not out.with_name(out.name + ".partial").exists()
+
+
+def test_existing_output_is_not_overwritten_without_force(tmp_path: Path) -> None:
+    out = tmp_path / "e.parquet"
+    out.write_bytes(b"precious")
+    res = runner.invoke(app, ["ingest", str(GOLDEN / "ftrace_7flag.txt"), "-o", str(out)])
+    assert res.exit_code == 1 and "--force" in res.output
+    assert out.read_bytes() == b"precious"
+    res = runner.invoke(app, ["ingest", str(GOLDEN / "ftrace_7flag.txt"), "-o", str(out), "--force", "-q"])
+    assert res.exit_code == 0 and res.output == ""
+    assert read_trace(out).events.height == 2
+
+
+@pytest.mark.parametrize("kind", ["junk", "truncated-xz", "truncated-gz", "text", "empty"])
+def test_bad_inputs_give_one_line_and_exit_1(tmp_path: Path, kind: str) -> None:
+    src = tmp_path / f"in-{kind}"
+    if kind == "junk":
+        src.write_bytes(bytes(range(256)) * 40)
+    elif kind == "truncated-xz":
+        src.write_bytes(lzma.compress(_good_text() * 50)[:300])
+    elif kind == "truncated-gz":
+        src.write_bytes(gzip.compress(_good_text() * 50)[:300])
+    elif kind == "text":
+        src.write_text("just some notes\nnothing to see\n")
+    else:
+        src.write_bytes(b"")
+    res = _cli("ingest", str(src), "-o", str(tmp_path / "out.parquet"))
+    assert res.returncode == 1
+    assert "Traceback" not in res.stderr
+    lines = [s for s in res.stderr.splitlines() if s.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(src) in lines[0]
+    assert not (tmp_path / "out.parquet").exists()
+    if kind.startswith("truncated"):
+        assert "truncated or corrupt" in lines[0]
+
+
+def test_missing_trace_cmd_says_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pvtrace.ingest.dat as dat
+
+    src = tmp_path / "t.dat"
+    src.write_bytes(b"\x17\x08\x44tracing7\x00" + b"\x00" * 100)
+    monkeypatch.setattr(dat.shutil, "which", lambda name: None)
+    res = runner.invoke(app, ["ingest", str(src), "-o", str(tmp_path / "o.parquet")])
+    assert res.exit_code == 1
+    assert "apt-get install trace-cmd" in res.output
+
+
+def test_corrupt_dat_is_one_line(tmp_path: Path) -> None:
+    import shutil
+
+    if shutil.which("trace-cmd") is None:
+        pytest.skip("trace-cmd is not installed (apt-get install trace-cmd)")
+    src = tmp_path / "t.dat"
+    src.write_bytes(b"\x17\x08\x44tracing7\x00" + b"\x01" * 300)
+    res = _cli("ingest", str(src), "-o", str(tmp_path / "o.parquet"))
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert "trace-cmd report failed" in res.stderr
+
+
+def test_parquet_input_passes_through(tmp_path: Path) -> None:
+    first, second = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    assert runner.invoke(app, ["ingest", str(GOLDEN / "ftrace_tgid.txt"), "-o", str(first), "-q"]).exit_code == 0
+    assert runner.invoke(app, ["ingest", str(first), "-o", str(second), "-q"]).exit_code == 0
+    assert read_trace(first).events.equals(read_trace(second).events)
+
+
+def test_several_inputs_are_labelled_by_file(tmp_path: Path) -> None:
+    out = tmp_path / "e.parquet"
+    files = [GOLDEN / "ftrace_0flag.txt", GOLDEN / "ftrace_7flag.txt"]
+    res = runner.invoke(app, ["ingest", *map(str, files), "-o", str(out), "-q"])
+    assert res.exit_code == 0, res.output
+    meta = read_trace(out).meta
+    assert [Path(i["path"]).name for i in meta.extra["inputs"]] == ["ftrace_0flag.txt", "ftrace_7flag.txt"]
+    assert set(meta.extra["sides"]) == {"ftrace_0flag.txt", "ftrace_7flag.txt"}
+
+
+def test_summary_tables_travel_in_the_metadata(real_traces: Path, tmp_path: Path) -> None:
+    out = tmp_path / "t.parquet"
+    src = real_traces / "public" / "perf-lock-contention_bpf_type-caller_x86_lkml-2022-07-29.txt"
+    res = runner.invoke(app, ["ingest", str(src), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "perf-lock-contention: 10 rows" in res.output.replace("Summary table ", "")
+    rows = read_trace(out).meta.extra["summary_tables"]["perf-lock-contention"]
+    assert len(rows) == 10 and pl.DataFrame(rows).height == 10
+
+
+def test_bad_option_values(tmp_path: Path) -> None:
+    src = str(GOLDEN / "ftrace_7flag.txt")
+    for extra in (["--format", "csv"], ["--side", "both"]):
+        res = runner.invoke(app, ["ingest", src, "-o", str(tmp_path / "o.parquet"), *extra])
+        assert res.exit_code == 2, res.output
