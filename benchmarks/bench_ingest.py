@@ -78,9 +78,19 @@ def _batch(rng: np.random.Generator, n: int, t0_us: int) -> tuple[pl.DataFrame, 
     k = pl.col("kind")
     vcpu_comm = pl.format("CPU {}/KVM", pl.col("vcpu"))
     guest_task = pl.format("contend-{}", pl.col("other"))
-    comm = pl.when(k.is_in(["contention_begin", "contention_end"])).then(pl.lit("kworker/u33:2")).otherwise(vcpu_comm)
-    pid = pl.when(k.is_in(["contention_begin", "contention_end"])).then(pl.col("other")).otherwise(pl.col("tid"))
-    hexrip = pl.col("rip").map_batches(lambda s: pl.Series([f"{v:x}" for v in s.to_list()]), return_dtype=pl.String)
+    comm = (
+        pl.when(k.is_in(["contention_begin", "contention_end"]))
+        .then(pl.lit("kworker/u33:2"))
+        .otherwise(vcpu_comm)
+    )
+    pid = (
+        pl.when(k.is_in(["contention_begin", "contention_end"]))
+        .then(pl.col("other"))
+        .otherwise(pl.col("tid"))
+    )
+    hexrip = pl.col("rip").map_batches(
+        lambda s: pl.Series([f"{v:x}" for v in s.to_list()]), return_dtype=pl.String
+    )
     payload = (
         pl.when(k == "kvm_exit")
         .then(
@@ -105,14 +115,25 @@ def _batch(rng: np.random.Generator, n: int, t0_us: int) -> tuple[pl.DataFrame, 
             )
         )
         .when(k == "sched_wakeup")
-        .then(pl.format("comm={} pid={} prio=120 target_cpu={}", vcpu_comm, pl.col("tid"), pl.col("cpu").cast(pl.String).str.pad_start(3, "0")))
+        .then(
+            pl.format(
+                "comm={} pid={} prio=120 target_cpu={}",
+                vcpu_comm,
+                pl.col("tid"),
+                pl.col("cpu").cast(pl.String).str.pad_start(3, "0"),
+            )
+        )
         .when(k == "kvm_hypercall")
         .then(pl.format("nr 0x5 a0 0x0 a1 0x{} a2 0x0 a3 0x0", (pl.col("vcpu") + 1) % N_VCPUS))
         .when(k == "kvm_vcpu_wakeup")
         .then(pl.format("wait time {} ns, polling valid", pl.col("other") * 37))
         .when(k == "contention_begin")
-        .then(pl.format("00000000deadbe{} (flags=SPIN)", pl.col("lock").cast(pl.String).str.pad_start(2, "0")))
-        .otherwise(pl.format("00000000deadbe{} (ret=0)", pl.col("lock").cast(pl.String).str.pad_start(2, "0")))
+        .then(
+            pl.format("00000000deadbe{} (flags=SPIN)", pl.col("lock").cast(pl.String).str.pad_start(2, "0"))
+        )
+        .otherwise(
+            pl.format("00000000deadbe{} (ret=0)", pl.col("lock").cast(pl.String).str.pad_start(2, "0"))
+        )
     )
     line = pl.concat_str(
         [
@@ -149,8 +170,9 @@ def generate(path: Path, size_bytes: int, seed: int = 1) -> None:
     written = 0
     with open(tmp, "wb") as f:
         f.write(header.encode())
+        rows = max(10_000, min(ROWS_PER_BATCH, size_bytes // 140))  # ~140 bytes per line
         while written < size_bytes:
-            df, t_us = _batch(rng, ROWS_PER_BATCH, t_us)
+            df, t_us = _batch(rng, rows, t_us)
             data = ("\n".join(df["line"].to_list()) + "\n").encode()
             f.write(data)
             written += len(data)
@@ -181,9 +203,17 @@ def step_python_re(path: Path, sample_bytes: int) -> dict:
             n += len(line)
             m = PY_RE.match(line)
             if m:
-                comm, tid, tgid, cpu, flags, secs, frac, event, payload = m.groups()
+                comm, tid, _tgid, cpu, flags, secs, frac, event, payload = m.groups()
                 rows.append(
-                    (comm, int(tid), int(cpu), flags, int(secs) * 1_000_000_000 + int(frac) * 1000, event, payload.rstrip())
+                    (
+                        comm,
+                        int(tid),
+                        int(cpu),
+                        flags,
+                        int(secs) * 1_000_000_000 + int(frac) * 1000,
+                        event,
+                        payload.rstrip(),
+                    )
                 )
             if n >= sample_bytes:
                 break
@@ -191,7 +221,7 @@ def step_python_re(path: Path, sample_bytes: int) -> dict:
 
 
 def step_parse(path: Path) -> dict:
-    """Text -> typed raw records (the whole frame kept in memory), as load() parses a plain file."""
+    """Text -> typed raw records (RAW_SCHEMA), batch by batch as load() parses a plain file."""
     from pvtrace.ingest.ftrace import SPEC
     from pvtrace.ingest.problems import Problems
     from pvtrace.ingest.records import ParseInfo, ParseOptions
@@ -199,8 +229,7 @@ def step_parse(path: Path) -> dict:
 
     t = time.perf_counter()
     info = ParseInfo(path=str(path), format="ftrace", problems=Problems(str(path)))
-    chunks = list(iter_raw_chunks(path, SPEC, ParseOptions(), info))
-    rows = sum(c.height for c in chunks)
+    rows = sum(c.height for c in iter_raw_chunks(path, SPEC, ParseOptions(), info))
     return {"seconds": time.perf_counter() - t, "rows": rows, "problems": info.problems.total}
 
 
@@ -225,7 +254,12 @@ def step_stream(path: Path) -> dict:
     t = time.perf_counter()
     meta = ingest_to_parquet([path], out, force=True)
     rows = pl.scan_parquet(out).select(pl.len()).collect().item()
-    return {"seconds": time.perf_counter() - t, "rows": rows, "out_bytes": out.stat().st_size, "format": meta.format}
+    return {
+        "seconds": time.perf_counter() - t,
+        "rows": rows,
+        "out_bytes": out.stat().st_size,
+        "format": meta.format,
+    }
 
 
 STEPS = {
@@ -248,7 +282,16 @@ def child(step: str, path: Path, sample_bytes: int) -> None:
 
 
 def run_child(step: str, path: Path, sample_bytes: int = 0) -> dict:
-    cmd = [sys.executable, __file__, "--child", step, "--file", str(path), "--sample-bytes", str(sample_bytes)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        step,
+        "--file",
+        str(path),
+        "--sample-bytes",
+        str(sample_bytes),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     if proc.returncode != 0:
         raise SystemExit(f"step {step} failed:\n{proc.stderr}")
@@ -274,7 +317,9 @@ def main() -> None:
     path = DATA / f"host-{size_gb:g}GB.txt"
     print(f"generating {path} ({size_gb:g} GB) ...", flush=True)
     t = time.perf_counter()
-    run_child("generate", path, size)  # in a child: this process stays small, so children's peaks are their own
+    run_child(
+        "generate", path, size
+    )  # in a child: this process stays small, so children's peaks are their own
     mb = path.stat().st_size / 1e6
     print(f"  {mb:.0f} MB ready in {time.perf_counter() - t:.1f}s", flush=True)
 
@@ -286,7 +331,12 @@ def main() -> None:
         got = [run_child(step, path, sample) for _ in range(runs)]
         secs = statistics.median(r["seconds"] for r in got)
         nbytes = got[0].get("bytes", path.stat().st_size)
-        res = {**got[0], "seconds": secs, "mb_per_s": nbytes / 1e6 / secs, "peak_gib": max(r["peak_bytes"] for r in got) / 2**30}
+        res = {
+            **got[0],
+            "seconds": secs,
+            "mb_per_s": nbytes / 1e6 / secs,
+            "peak_gib": max(r["peak_bytes"] for r in got) / 2**30,
+        }
         res["all_seconds"] = [round(r["seconds"], 3) for r in got]
         results[step] = res
         print(

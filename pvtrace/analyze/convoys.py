@@ -32,7 +32,8 @@ def open_waits_at(acq: pl.DataFrame, waits: pl.DataFrame, size: int) -> pl.DataF
 
 def convoys(acq: pl.DataFrame, waits: pl.DataFrame, lhp: pl.DataFrame, lwp: pl.DataFrame, prep: Prepared) -> pl.DataFrame:
     """Convoys: lid, start, end, length, peak_waiters, cause, first_ord (internal)."""
-    a = acq.filter(pl.col("start_ord").is_not_null())  # holds are in lock order
+    # Acquisitions in lock order; an inferred unseen holder's acquisition breaks a run too.
+    a = acq.filter(pl.col("start_ord").is_not_null() | pl.col("inferred"))
     a = open_waits_at(a, waits, prep.ord_size)
     brk = (~pl.col("handoff")) | (pl.col("lid") != pl.col("lid").shift(1)).fill_null(True)
     a = a.with_columns(brk.cum_sum().alias("_run")).filter(pl.col("handoff"))
@@ -73,8 +74,7 @@ def convoys_table(c: pl.DataFrame, prep: Prepared) -> pl.DataFrame:
     if c.height == 0:
         return pl.DataFrame(schema=CONVOY_SCHEMA)
     return (
-        c.join(prep.locks.select("lid", "vm", "lock"), on="lid", how="left")
+        c.join(prep.locks.select("lid", "vm", "lock"), on="lid", how="left", maintain_order="left")
         .select("vm", "lock", "start", "end", "length", "peak_waiters", "cause")
         .cast(dict(CONVOY_SCHEMA))
-        .sort("vm", "lock", "start")
     )

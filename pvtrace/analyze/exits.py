@@ -50,12 +50,21 @@ def _vm_ids(prep: Prepared) -> pl.DataFrame:
     return prep.vcpus.join(vms, on="vm").select("vid", "vm_id", "vm", "vcpu")
 
 
+# KVM's default VMX PLE window, and the clock assumed to turn PLE cycles into time (traces do
+# not carry the CPU frequency).
+DEFAULT_PLE_WINDOW = 4096
+ASSUMED_CPU_GHZ = 3.0
+
+
 def pause_exits(exits: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.DataFrame:
-    """The pause_exits result table: ts, vm, vcpu, n_siblings_preempted (others preempted at the exit)."""
+    """Every PAUSE exit: ts, vid, vm, vcpu, n_siblings_preempted (others of its VM preempted at it)
+    and window_ns, the PLE window in force (the spin that the exit ended)."""
     ids = _vm_ids(prep)
-    pauses = exits.filter(pl.col("reason") == "PAUSE").join(ids, on="vid", how="left")
+    pauses = exits.filter(pl.col("reason") == "PAUSE").sort("ord").join(ids, on="vid", how="left", maintain_order="left")
     if pauses.height == 0:
-        return pl.DataFrame(schema={"ts": I64, "vm": STR, "vcpu": I32, "n_siblings_preempted": I64})
+        return pl.DataFrame(
+            schema={"ts": I64, "vid": I64, "vm": STR, "vcpu": I32, "n_siblings_preempted": I64, "window_ns": I64}
+        )
     ch = states.changes  # sorted by (vid, ord)
     pre = (pl.col("state") == "preempted").cast(I64)
     prev = pl.when(same_as_previous("vid")).then(pre.shift(1)).otherwise(0)
@@ -71,16 +80,29 @@ def pause_exits(exits: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.D
         pauses, deltas, by="vm_id", on="ord", size=prep.ord_size, values=["n_preempted"], strict=True
     )
     own = state_at(found, states, prep, vid="vid", ord_col="ord", ts_col="ts")
-    return (
-        found.with_columns(own.alias("_own"))
-        .select(
-            "ts",
-            "vm",
-            pl.col("vcpu").cast(I32),
-            (pl.col("n_preempted").fill_null(0) - (pl.col("_own") == "preempted").cast(I64)).alias("n_siblings_preempted"),
-        )
-        .sort("ts", "vm", "vcpu")
+    windows = prep.ple.select(pl.col("vid").alias("key"), pl.col("ord").alias("w_ord"), pl.col("value").alias("window"))
+    found = lookup(
+        found.drop("_row"), windows.sort("key", maintain_order=True), by="vid", on="ord", table_on="w_ord",
+        size=prep.ord_size, values=["window"], strict=True,
     )
+    return found.with_columns(own.alias("_own")).select(
+        "ts",
+        "vid",
+        "vm",
+        pl.col("vcpu").cast(I32),
+        (pl.col("n_preempted").fill_null(0) - (pl.col("_own") == "preempted").cast(I64)).alias("n_siblings_preempted"),
+        (pl.col("window").fill_null(DEFAULT_PLE_WINDOW) / ASSUMED_CPU_GHZ).round(0).cast(I64).alias("window_ns"),
+    )
+
+
+def pause_spin(pauses: pl.DataFrame) -> dict[str, int]:
+    """Host-only estimates: spin ended by PAUSE exits (one PLE window each), and the part of it
+    spent while a sibling of the same VM was preempted (a preempted holder or next owner: spin
+    waste, LHP and LWP together, which the host cannot tell apart)."""
+    return {
+        "spin_ns": int(pauses["window_ns"].sum() or 0),
+        "spin_waste_ns": int(pauses.filter(pl.col("n_siblings_preempted") > 0)["window_ns"].sum() or 0),
+    }
 
 
 def kicks(states: VcpuStates, prep: Prepared) -> pl.DataFrame:
@@ -94,13 +116,15 @@ def kicks(states: VcpuStates, prep: Prepared) -> pl.DataFrame:
         values=["run_ts"], direction="forward", strict=True,
     )
     return (
-        found.join(prep.vcpus.select("vid", "vm", "vcpu"), on="vid", how="left")
-        .join(prep.vcpus.select(pl.col("vid").alias("target_vid"), pl.col("vcpu").alias("target")), on="target_vid", how="left")
+        found.join(prep.vcpus.select("vid", "vm", "vcpu"), on="vid", how="left", maintain_order="left")
+        .join(
+            prep.vcpus.select(pl.col("vid").alias("target_vid"), pl.col("vcpu").alias("target")),
+            on="target_vid", how="left", maintain_order="left",
+        )
         .select(
             "ts", "vm", pl.col("vcpu").cast(I32), pl.col("target").cast(I32),
             (pl.col("run_ts") - pl.col("ts")).alias("latency_ns"),
         )
-        .sort("ts", "vm", "vcpu")
     )
 
 
@@ -131,8 +155,10 @@ def yields(acq: pl.DataFrame | None, prep: Prepared) -> pl.DataFrame:
         )
         y = found.with_columns((pl.col("n_held").fill_null(0) > 0).alias("target_held_lock"))
     return (
-        y.join(prep.vcpus.select("vid", "vm", "vcpu"), on="vid", how="left")
-        .join(prep.vcpus.select(pl.col("vid").alias("target_vid"), pl.col("vcpu").alias("target")), on="target_vid", how="left")
+        y.join(prep.vcpus.select("vid", "vm", "vcpu"), on="vid", how="left", maintain_order="left")
+        .join(
+            prep.vcpus.select(pl.col("vid").alias("target_vid"), pl.col("vcpu").alias("target")),
+            on="target_vid", how="left", maintain_order="left",
+        )
         .select("ts", "vm", pl.col("vcpu").cast(I32), pl.col("target").cast(I32), "target_held_lock")
-        .sort("ts", "vm", "vcpu")
     )

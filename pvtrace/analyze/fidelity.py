@@ -53,7 +53,9 @@ class Capabilities:
             return "inferred"
         if self.states or self.exits:
             return "host-only"
-        return "guest-only"
+        if self.waits or self.holds:
+            return "guest-only"
+        return "none"
 
 
 def capabilities(prep: Prepared) -> Capabilities:
@@ -78,8 +80,17 @@ STATE_KEYS = ("spin_ns", "wait_halted_ns", "wait_preempted_ns")
 HOLDER_KEYS = (*SPLIT_KEYS, "n_lhp", "n_lhp_harmful", "n_lwp", "n_lwp_preempted", "n_lwp_halted", "n_convoys", "convoy_len_max", "n_truncated")
 
 
-def plan(caps: Capabilities, *, unknown_kind_locks: bool) -> tuple[dict[str, str], list[Unavailable]]:
-    """The level of every total key this trace can give, and the unavailable ones with why."""
+HOST_ESTIMATES = ("spin_ns",)
+
+
+def plan(
+    caps: Capabilities, *, unknown_kind_locks: bool, pause_exits: bool = False
+) -> tuple[dict[str, str], list[Unavailable]]:
+    """The level of every total key this trace can give, and the unavailable ones with why.
+
+    At the host-only level, spin and LHP waste are estimated from PAUSE exits (pause_exits:
+    the trace has some) and labelled host-only.
+    """
     level = caps.level
     fidelity: dict[str, str] = {}
     missing: dict[str, Unavailable] = {}
@@ -130,6 +141,11 @@ def plan(caps: Capabilities, *, unknown_kind_locks: bool) -> tuple[dict[str, str
                 lack(key, GUEST_WAITS, guest_cmd)
             else:
                 lack(key, HOST_STATES, host_cmd)
+    if caps.level == "host-only" and pause_exits:
+        for key in HOST_ESTIMATES:
+            missing.pop(key, None)
+            fidelity[key] = "host-only"
+        fidelity["spin_waste_ns"] = "host-only"  # in Summary.extra: LHP + LWP, not separable here
     if unknown_kind_locks:
         for key in LWP_KEYS:
             fidelity.pop(key, None)

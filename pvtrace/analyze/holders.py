@@ -187,9 +187,9 @@ def visible_holds(prep: Prepared, waits: pl.DataFrame, states: VcpuStates) -> tu
         .drop("vm", "hold_median_ns", "hold_mean_ns", "hold_tail_ns", "n_handoffs")
     )
     # A kick it sends ends the hold.
-    kicks = prep.kicks.select(
-        pl.col("vid").alias("key"), pl.col("ord").alias("kick_ord"), pl.col("ts").alias("kick_ts")
-    ).sort("key", "kick_ord")
+    kicks = _kicks(prep).select(
+        pl.col("vid").alias("key"), pl.col("ord").alias("kick_ord"), pl.col("released").alias("kick_ts")
+    ).sort("key", maintain_order=True)
     acq = lookup(
         acq, kicks, by="vid", on="ord", table_on="kick_ord", size=prep.ord_size, values=["kick_ts"],
         direction="forward", strict=True,
@@ -255,6 +255,18 @@ def finish_holds(holds: pl.DataFrame, prep: Prepared) -> pl.DataFrame:
     return h.with_row_index("hid").with_columns(pl.col("hid").cast(I64)).select(HOLD_COLUMNS)
 
 
+def _kicks(prep: Prepared) -> pl.DataFrame:
+    """pv kicks with `released`: when the kicker released the lock, i.e. the HYPERCALL exit that
+    carries the kick (the unlock comes just before it), or the kick itself."""
+    calls = prep.exits.filter((pl.col("kind") == "vm_exit") & (pl.col("reason") == "HYPERCALL")).select(
+        pl.col("vid").alias("key"), pl.col("ord").alias("x_ord"), pl.col("ts").alias("x_ts")
+    ).sort("key", maintain_order=True)
+    k = lookup(
+        prep.kicks, calls, by="vid", on="ord", table_on="x_ord", size=prep.ord_size, values=["x_ts"], strict=True
+    )
+    return k.with_columns(pl.coalesce("x_ts", "ts").alias("released")).drop("x_ts", "_row")
+
+
 def _waiting_at(points: pl.DataFrame, waits: pl.DataFrame, prep: Prepared, *, vid: str, ord_col: str) -> pl.Series:
     """The lock vCPU `vid` waits for at event `ord_col` (null: none); a vCPU's waits do not overlap."""
     w = waits.select(
@@ -311,10 +323,10 @@ def unseen_holds(
         .with_columns(pl.col("e0").shift(-1).over("lid").alias("next_e0"))
     )
     # (i) a kick to a waiter of the lock inside a gap names the holder and its release.
-    kicks = prep.kicks.filter(pl.col("target_vid").is_not_null())
-    kicks = kicks.with_columns(_waiting_at(kicks, waits, prep, vid="target_vid", ord_col="ord").alias("lid")).filter(
-        pl.col("lid").is_not_null()
-    )
+    kicks = _kicks(prep).filter(pl.col("target_vid").is_not_null())
+    kicks = kicks.with_columns(
+        _waiting_at(kicks, waits, prep, vid="target_vid", ord_col="ord").alias("lid"), pl.col("released").alias("ts")
+    ).filter(pl.col("lid").is_not_null())
     gaps = episodes.select("lid", "g0", "g1").unique().sort("lid", "g0")
     by_kick = lookup(
         kicks.select("lid", pl.col("vid").alias("holder"), pl.col("ts").alias("end")),
@@ -348,8 +360,8 @@ def unseen_holds(
     # (iii) else, per episode, the sibling that is not waiting and runs again the latest inside it,
     # if that leaves at most a (long) hold's worth of running before a spinner acquires.
     # (iv) else, if the episode lasts far longer than a hold (its holder cannot have been running),
-    # the sibling that is not waiting, was not running from before the episode, and runs again
-    # the latest before the lock changes hands.
+    # the sibling that is not waiting and runs again before the lock changes hands after being
+    # away for most of the episode (the longest such absence).
     ch_sorted = states.changes.sort("vid", "ord").with_columns(pl.col("ts").shift(1).over("vid").alias("idle_since"))
     runs = ch_sorted.filter(pl.col("kind") == "vcpu_run").select("vid", "ts", "ord", "idle_since").join(
         prep.vcpus.select("vid", "vm"), on="vid"
@@ -369,10 +381,17 @@ def unseen_holds(
         values=["run_ts", "vid"], origin=w.t_start,
     ).drop("_row")
     cand = lookup(
-        cand, runs.filter(pl.col("idle_since").is_not_null()).rename({"run_ts": "first_ts", "vid": "first_vid"}),
-        by="vm_id", on="g1", table_on="first_ts", size=w.span, values=["first_ts", "first_vid", "idle_since"],
+        cand, runs.rename({"run_ts": "last_ts", "vid": "last_vid", "idle_since": "last_idle"}),
+        by="vm_id", on="g1", table_on="last_ts", size=w.span, values=["last_ts", "last_vid", "last_idle"],
         origin=w.t_start, strict=True,
     ).drop("_row")
+    cand = cand.join(_longest_idle(cand, runs, w), on=["lid", "e0"], how="left")
+    last_ok = (pl.col("last_ts") >= pl.col("e0")) & (pl.col("last_idle") <= pl.col("e0"))
+    cand = cand.with_columns(
+        pl.when(last_ok).then(pl.col("last_vid")).otherwise(pl.col("first_vid")).alias("first_vid"),
+        pl.when(last_ok).then(pl.col("last_ts")).otherwise(pl.col("first_ts")).alias("first_ts"),
+        pl.when(last_ok).then(pl.col("e1") - pl.col("e0")).otherwise(pl.col("idle_overlap")).alias("idle_overlap"),
+    )
     late = (
         pl.col("handed")
         & (pl.col("run_ts") >= pl.col("e0"))
@@ -380,8 +399,7 @@ def unseen_holds(
     )
     long = (
         (pl.col("e1") - pl.col("e0") > pl.col("tail") * LONG_FACTOR)
-        & (pl.col("first_ts") >= pl.col("e0"))
-        & (pl.col("idle_since") <= pl.col("e0"))
+        & (pl.col("idle_overlap") * 2 >= pl.col("e1") - pl.col("e0"))
     ).fill_null(False)
     cand = (
         cand.with_columns(
@@ -425,6 +443,29 @@ def unseen_holds(
         "end",
         pl.lit(None, I64).alias("start_ord"),
         (pl.col("end") >= w.t_end).alias("truncated"),
+    )
+
+
+def _longest_idle(episodes: pl.DataFrame, runs: pl.DataFrame, w) -> pl.DataFrame:
+    """Per episode (lid, e0): the non-waiting sibling run in [e0, g1] whose preceding absence
+    overlaps the episode [e0, e1] the most: first_vid, first_ts, idle_overlap."""
+    runs = runs.filter(pl.col("idle_since").is_not_null())
+    pos = runs.select(w.pos(pl.col("key"), pl.col("run_ts"))).to_series()
+    ep = episodes.select("lid", "e0", "e1", "g1", "vm_id").filter(pl.col("vm_id").is_not_null())
+    lo = pos.search_sorted(ep.select(w.pos(pl.col("vm_id"), pl.col("e0"))).to_series(), side="left").cast(I64)
+    hi = pos.search_sorted(ep.select(w.pos(pl.col("vm_id"), pl.col("g1"))).to_series(), side="left").cast(I64)
+    pairs = ep.with_columns(_i=pl.int_ranges(lo, hi, dtype=I64)).explode("_i").filter(pl.col("_i").is_not_null())
+    found = runs.select(pl.col("run_ts").alias("first_ts"), pl.col("vid").alias("first_vid"), "idle_since").gather(
+        pairs["_i"]
+    )
+    scored = pl.concat([pairs.drop("_i"), found], how="horizontal").with_columns(
+        (pl.min_horizontal("first_ts", "e1") - pl.max_horizontal("idle_since", "e0")).alias("idle_overlap")
+    )
+    return (
+        scored.sort("idle_overlap", descending=True)
+        .group_by("lid", "e0", maintain_order=True)
+        .first()
+        .select("lid", "e0", "first_vid", "first_ts", "idle_overlap")
     )
 
 

@@ -127,14 +127,16 @@ def lhp_table(inc: pl.DataFrame, prep: Prepared) -> pl.DataFrame:
     if inc.height == 0:
         return pl.DataFrame(schema=LHP_INCIDENT_SCHEMA)
     return (
-        inc.join(prep.locks.select("lid", "vm", "lock"), on="lid", how="left")
-        .join(prep.vcpus.select(pl.col("vid").alias("holder"), pl.col("vcpu").alias("holder_vcpu")), on="holder", how="left")
+        inc.join(prep.locks.select("lid", "vm", "lock"), on="lid", how="left", maintain_order="left")
+        .join(
+            prep.vcpus.select(pl.col("vid").alias("holder"), pl.col("vcpu").alias("holder_vcpu")),
+            on="holder", how="left", maintain_order="left",
+        )
         .select(
             "vm", "lock", pl.col("holder_vcpu").alias("holder"), "holder_state", "start", "end",
             (pl.col("end") - pl.col("start")).alias("dur"), "n_waiters", "waste_ns", "harmful", "truncated",
         )
         .cast(dict(LHP_INCIDENT_SCHEMA))
-        .sort("vm", "lock", "start")
     )
 
 
@@ -143,13 +145,15 @@ def lwp_table(inc: pl.DataFrame, prep: Prepared) -> pl.DataFrame:
     if inc.height == 0:
         return pl.DataFrame(schema=LWP_INCIDENT_SCHEMA)
     return (
-        inc.join(prep.locks.select("lid", "vm", "lock"), on="lid", how="left")
-        .join(prep.vcpus.select(pl.col("vid").alias("next_owner"), pl.col("vcpu").alias("no_vcpu")), on="next_owner", how="left")
+        inc.join(prep.locks.select("lid", "vm", "lock"), on="lid", how="left", maintain_order="left")
+        .join(
+            prep.vcpus.select(pl.col("vid").alias("next_owner"), pl.col("vcpu").alias("no_vcpu")),
+            on="next_owner", how="left", maintain_order="left",
+        )
         .select(
             "vm", "lock", pl.col("no_vcpu").alias("next_owner"), "next_owner_state", "start", "end",
             (pl.col("end") - pl.col("start")).alias("dur"), "pcpu_wait_ns", "n_waiters", "waste_ns", "harmful",
             "truncated",
         )
         .cast(dict(LWP_INCIDENT_SCHEMA))
-        .sort("vm", "lock", "start")
     )

@@ -249,8 +249,8 @@ def lock_status(acq: pl.DataFrame, prep: Prepared, guest_windows: pl.DataFrame) 
 def holds_table(acq: pl.DataFrame, prep: Prepared) -> pl.DataFrame:
     """The holds result table: vm, lock, vcpu, start, end, dur, inferred, truncated."""
     return (
-        acq.join(prep.locks.select("lid", "vm", "lock"), on="lid", how="left")
-        .join(prep.vcpus.select("vid", "vcpu"), on="vid", how="left")
+        acq.join(prep.locks.select("lid", "vm", "lock"), on="lid", how="left", maintain_order="left")
+        .join(prep.vcpus.select("vid", "vcpu"), on="vid", how="left", maintain_order="left")
         .select(
             "vm",
             "lock",
@@ -261,5 +261,5 @@ def holds_table(acq: pl.DataFrame, prep: Prepared) -> pl.DataFrame:
             "inferred",
             "truncated",
         )
-        .sort("vm", "lock", "start")
+
     )

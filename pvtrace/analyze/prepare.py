@@ -40,6 +40,7 @@ class Prepared:
     kicks: pl.DataFrame  # vid, target_vid, ts, ord
     yields: pl.DataFrame  # vid, target_vid, ts, ord
     pv_halts: pl.DataFrame  # vid, ts, ord
+    ple: pl.DataFrame  # vid, ts, ord, value (new PLE window, cycles)
     lost: pl.DataFrame  # origin, pcpu, vm, vcpu, ts, ord, value
     cpu_events: pl.LazyFrame  # ts, ord, origin, pcpu, vm, vcpu of every event (for lost windows)
     event_ts: pl.Series  # ts of every event in canonical order (sorted)
@@ -62,7 +63,7 @@ class Prepared:
 
 def canonical_order(events: pl.DataFrame) -> pl.DataFrame:
     """Events sorted by (ts, seq), sorting only when they are not already."""
-    if events.height < 2:
+    if events.height < 2 or (events["ts"].is_sorted() and events["seq"].is_sorted()):
         return events
     ordered = events.select(
         ((pl.col("ts").diff() > 0) | ((pl.col("ts").diff() == 0) & (pl.col("seq").diff() > 0))).all()
@@ -82,24 +83,32 @@ def prepare(trace: Trace, *, lock_kind: str | None = None) -> Prepared:
     ev = ev.with_columns(pl.int_range(pl.len(), dtype=I64).alias("ord"))
     n_events = ev.height
     kinds = {str(k): int(n) for k, n in ev["kind"].value_counts().iter_rows()}
-    inside = ev.filter(pl.col("ts").is_between(window.t_start, window.t_end))
+    inside = ev
+    if n_events and (ev["ts"][0] < window.t_start or ev["ts"][-1] > window.t_end):
+        inside = ev.filter(pl.col("ts").is_between(window.t_start, window.t_end))
     about_vcpu = pl.col("vm").is_not_null() & pl.col("vcpu").is_not_null()
 
-    def take(names: tuple[str, ...], *cols: str, cond: pl.Expr = about_vcpu) -> pl.DataFrame:
+    def take(names: tuple[str, ...], *cols: str, cond: pl.Expr = about_vcpu) -> pl.LazyFrame:
         present = [k for k in names if kinds.get(k)]
-        sub = inside.filter(pl.col("kind").is_in(present) & cond) if present else inside.clear()
+        sub = inside.lazy().filter(pl.col("kind").is_in(present) & cond) if present else inside.clear().lazy()
         return sub.select(*cols)
 
-    states = take(STATE_KINDS, "vm", "vcpu", "ts", "ord", "kind", "pcpu", "reason")
-    lock_ev = take(
-        LOCK_EVENT_KINDS, "vm", "vcpu", "lock", "ts", "ord", "kind", "reason", "origin",
-        cond=about_vcpu & pl.col("lock").is_not_null(),
+    # One filter per concept, run in parallel.
+    states, lock_ev, exits, kicks, yields, pv_halts, ple, lost = pl.collect_all(
+        [
+            take(STATE_KINDS, "vm", "vcpu", "ts", "ord", "kind", "pcpu", "reason"),
+            take(
+                LOCK_EVENT_KINDS, "vm", "vcpu", "lock", "ts", "ord", "kind", "reason", "origin",
+                cond=about_vcpu & pl.col("lock").is_not_null(),
+            ),
+            take(EXIT_KINDS, "vm", "vcpu", "ts", "ord", "kind", "reason"),
+            take(("pv_kick",), "vm", "vcpu", "target", "ts", "ord"),
+            take(("yield_to",), "vm", "vcpu", "target", "ts", "ord"),
+            take(("pv_halt",), "vm", "vcpu", "ts", "ord"),
+            take(("ple_window",), "vm", "vcpu", "ts", "ord", "value"),
+            take(("lost_events",), "origin", "pcpu", "vm", "vcpu", "ts", "ord", "value", cond=pl.lit(True)),
+        ]
     )
-    exits = take(EXIT_KINDS, "vm", "vcpu", "ts", "ord", "kind", "reason")
-    kicks = take(("pv_kick",), "vm", "vcpu", "target", "ts", "ord")
-    yields = take(("yield_to",), "vm", "vcpu", "target", "ts", "ord")
-    pv_halts = take(("pv_halt",), "vm", "vcpu", "ts", "ord")
-    lost = take(("lost_events",), "origin", "pcpu", "vm", "vcpu", "ts", "ord", "value", cond=pl.lit(True))
 
     lock_ev, notes = _spin_locks_only(lock_ev)
     lock_origins = frozenset(o for o in lock_ev["origin"].unique().cast(STR).to_list() if o is not None)
@@ -121,9 +130,9 @@ def prepare(trace: Trace, *, lock_kind: str | None = None) -> Prepared:
         .select(pl.col("vid").cast(I64), pl.col("name").alias("vm"), "vcpu", pl.col("vm").alias("vm_cat"))
     )
 
-    def with_vid(df: pl.DataFrame, col: str = "vcpu", name: str = "vid") -> pl.DataFrame:
-        return df.join(
-            vcpus.select(pl.col("vm_cat").alias("vm"), pl.col("vcpu").alias(col), pl.col("vid").alias(name)),
+    def with_vid(df: pl.DataFrame | pl.LazyFrame, col: str = "vcpu", name: str = "vid") -> pl.LazyFrame:
+        return df.lazy().join(
+            vcpus.lazy().select(pl.col("vm_cat").alias("vm"), pl.col("vcpu").alias(col), pl.col("vid").alias(name)),
             on=["vm", col],
             how="left",
             maintain_order="left",
@@ -149,21 +158,36 @@ def prepare(trace: Trace, *, lock_kind: str | None = None) -> Prepared:
         )
     )
     lock_ev = with_vid(lock_ev).join(
-        locks.select(pl.col("vm_cat").alias("vm"), "lock", "lid"), on=["vm", "lock"], how="left", maintain_order="left"
+        locks.lazy().select(pl.col("vm_cat").alias("vm"), "lock", "lid"),
+        on=["vm", "lock"],
+        how="left",
+        maintain_order="left",
     )
     window.check_keys(max(vcpus.height, locks.height, 1))
+    states, lock_ev, exits, kicks, yields, pv_halts, ple = pl.collect_all(
+        [
+            with_vid(states).select("vid", "ts", "ord", "kind", "pcpu", pl.col("reason").cast(STR)),
+            lock_ev.select("lid", "vid", "ts", "ord", "kind"),
+            with_vid(exits).select("vid", "ts", "ord", "kind", pl.col("reason").cast(STR)),
+            with_vid(with_vid(kicks), "target", "target_vid").select("vid", "target_vid", "ts", "ord"),
+            with_vid(with_vid(yields), "target", "target_vid").select("vid", "target_vid", "ts", "ord"),
+            with_vid(pv_halts).select("vid", "ts", "ord"),
+            with_vid(ple).select("vid", "ts", "ord", "value"),
+        ]
+    )
     return Prepared(
         window=window,
         n_events=n_events,
         kinds=kinds,
         vcpus=vcpus.drop("vm_cat"),
         locks=locks.drop("vm_cat"),
-        states=with_vid(states).select("vid", "ts", "ord", "kind", "pcpu", pl.col("reason").cast(STR)),
-        lock_events=lock_ev.select("lid", "vid", "ts", "ord", "kind"),
-        exits=with_vid(exits).select("vid", "ts", "ord", "kind", pl.col("reason").cast(STR)),
-        kicks=with_vid(with_vid(kicks), "target", "target_vid").select("vid", "target_vid", "ts", "ord"),
-        yields=with_vid(with_vid(yields), "target", "target_vid").select("vid", "target_vid", "ts", "ord"),
-        pv_halts=with_vid(pv_halts).select("vid", "ts", "ord"),
+        states=states,
+        lock_events=lock_ev,
+        exits=exits,
+        kicks=kicks,
+        yields=yields,
+        pv_halts=pv_halts,
+        ple=ple,
         lost=lost.select(pl.col("origin").cast(STR), "pcpu", pl.col("vm").cast(STR), "vcpu", "ts", "ord", "value"),
         cpu_events=ev.lazy().select("ts", "ord", pl.col("origin").cast(STR), "pcpu", pl.col("vm").cast(STR), "vcpu", "kind"),
         event_ts=ev["ts"],

@@ -54,7 +54,7 @@ def analyze(
     pieces = waste_mod.wait_pieces(waits, states, prep)
     if acq is not None:
         status = locks_mod.lock_status(acq, prep, guest_windows)
-        spin = waste_mod.spin_pieces(pieces, status, states, prep)
+        spin = waste_mod.spin_pieces(pieces, status, states, prep, queue_heads=None if caps.holds else waits)
     else:
         spin = _unclassified(pieces)
     waits_tbl = waste_mod.waits_table(waits, pieces, spin, acq if acq is not None else _no_acq(), prep)
@@ -63,6 +63,8 @@ def analyze(
 
     if acq is not None:
         lhp = incidents_mod.lhp_incidents(acq, spin, states, prep)
+        if not caps.holds:  # inferred holders: only incidents that waiters saw are real evidence
+            lhp = lhp.filter(pl.col("harmful"))
         lwp = incidents_mod.lwp_incidents(acq, spin, states, prep)
     else:
         lhp = lwp = None
@@ -71,6 +73,7 @@ def analyze(
     done("convoys")
 
     exit_rows = exits_mod.exit_durations(prep)
+    pauses = exits_mod.pause_exits(exit_rows, states, prep)
     tables = {
         "vcpu_states": vcpu_states_table(states, prep),
         "waits": waits_tbl,
@@ -84,7 +87,7 @@ def analyze(
         "lwp_incidents": incidents_mod.lwp_table(lwp, prep) if lwp is not None else None,
         "convoys": convoys_mod.convoys_table(conv, prep) if conv is not None else None,
         "exit_reasons": exits_mod.exit_reasons(exit_rows),
-        "pause_exits": exits_mod.pause_exits(exit_rows, states, prep),
+        "pause_exits": pauses,
         "kicks": exits_mod.kicks(states, prep),
         "yields": exits_mod.yields(acq, prep),
         "lost_windows": windows.select("origin", "cpu", "start", "end", "n_lost"),
@@ -101,7 +104,9 @@ def analyze(
     }
     extra = _extra(tables, states, prep, windows, notes)
     unknown_kind = prep.locks.filter(pl.col("lock_kind") == "unknown").height > 0
-    summary = build_summary(tables, counts, caps, unknown_kind_locks=unknown_kind, extra=extra)
+    summary = build_summary(
+        tables, counts, caps, unknown_kind_locks=unknown_kind, host_estimates=exits_mod.pause_spin(pauses), extra=extra
+    )
     done("summary")
     return Analysis(tables=tables, summary=summary)
 

@@ -60,10 +60,16 @@ def build_summary(
     caps: Capabilities,
     *,
     unknown_kind_locks: bool,
+    host_estimates: dict[str, int],
     extra: dict[str, Any],
 ) -> Summary:
     """The Summary: totals this trace can give, their levels, and what is unavailable."""
-    fidelity, unavailable = plan(caps, unknown_kind_locks=unknown_kind_locks)
+    n_pause = tables["pause_exits"].height
+    fidelity, unavailable = plan(caps, unknown_kind_locks=unknown_kind_locks, pause_exits=n_pause > 0)
     all_totals = totals_of(tables, counts)
+    if caps.level == "host-only":
+        all_totals["spin_ns"] = host_estimates["spin_ns"]
+        if n_pause:
+            extra = {**extra, "spin_waste_ns": host_estimates["spin_waste_ns"]}
     totals = {k: v for k, v in all_totals.items() if k in fidelity}
     return Summary(totals=totals, fidelity=fidelity, unavailable=unavailable, extra={"level": caps.level, **extra})

@@ -108,7 +108,7 @@ def state_at(points: pl.DataFrame, states: VcpuStates, prep: Prepared, *, vid: s
 def vcpu_states_table(states: VcpuStates, prep: Prepared) -> pl.DataFrame:
     """The vcpu_states result table: vm, vcpu, state, start, end, dur."""
     return (
-        states.partition.join(prep.vcpus, left_on="key", right_on="vid", how="left")
+        states.partition.join(prep.vcpus, left_on="key", right_on="vid", how="left", maintain_order="left")
         .select(
             "vm",
             pl.col("vcpu").cast(pl.Int32()),
@@ -117,5 +117,5 @@ def vcpu_states_table(states: VcpuStates, prep: Prepared) -> pl.DataFrame:
             "end",
             (pl.col("end") - pl.col("start")).alias("dur"),
         )
-        .sort("vm", "vcpu", "start")
+
     )

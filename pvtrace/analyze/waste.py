@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from pvtrace.analyze.intervals import split
+from pvtrace.analyze.intervals import lookup, split
 from pvtrace.analyze.prepare import Prepared
 from pvtrace.analyze.vcpu_states import VcpuStates
 
@@ -41,11 +41,25 @@ def wait_pieces(waits: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.D
     return split(iv, states.partition, by="vid", window=prep.window, values=["state"])
 
 
-def spin_pieces(pieces: pl.DataFrame, status: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.DataFrame:
-    """Classified spin: wid, lid, vid, start, end, cls, held, ref (holder or next owner), ref_state, lock_kind."""
+def spin_pieces(
+    pieces: pl.DataFrame,
+    status: pl.DataFrame,
+    states: VcpuStates,
+    prep: Prepared,
+    *,
+    queue_heads: pl.DataFrame | None = None,
+) -> pl.DataFrame:
+    """Classified spin: wid, lid, vid, start, end, cls, held, ref (holder or next owner), ref_state, lock_kind.
+
+    With `queue_heads` (the waits, at the inferred level), spin on a free fifo lock that the
+    inferred releases leave without a next owner takes the earliest waiter still queued as
+    the next owner, as a fifo lock hands over to it.
+    """
     running = pieces.filter(pl.col("state") == "running").drop("state")
     p = split(running, status, by="lid", window=prep.window, values=["held", "ref"])
     p = p.join(prep.locks.select("lid", "lock_kind"), on="lid", how="left")
+    if queue_heads is not None:
+        p = _queue_head(p, queue_heads, prep)
     held = pl.col("held")
     needs = (held & pl.col("ref").is_not_null()).fill_null(False) | (
         (~held).fill_null(False)
@@ -92,6 +106,24 @@ def spin_pieces(pieces: pl.DataFrame, status: pl.DataFrame, states: VcpuStates, 
     )
 
 
+def _queue_head(p: pl.DataFrame, waits: pl.DataFrame, prep: Prepared) -> pl.DataFrame:
+    """Fill the next owner of free fifo spin pieces that have none: the queued waiter that leaves
+    the queue first (fifo: the earliest still queued)."""
+    w = prep.window
+    orphan = (~pl.col("held")).fill_null(False) & pl.col("ref").is_null() & (pl.col("lock_kind") == "fifo")
+    table = (
+        waits.filter(~pl.col("excluded"))
+        .select(pl.col("lid").alias("key"), pl.col("end").alias("w_end"), pl.col("start").alias("w_start"), "vid")
+        .sort(pl.col("key") * w.span + pl.col("w_end") - w.t_start)
+    )
+    found = lookup(
+        p.select("lid", "start"), table, by="lid", on="start", table_on="w_end", size=w.span,
+        values=["w_start", "vid"], direction="forward", strict=True, origin=w.t_start,
+    )
+    head = pl.when(found["w_start"] < found["start"]).then(found["vid"])
+    return p.with_columns(pl.when(orphan).then(pl.select(head).to_series()).otherwise(pl.col("ref")).alias("ref"))
+
+
 def split_sums(spin: pl.DataFrame, by: list[str]) -> pl.DataFrame:
     """The spin split columns summed per group of `by`."""
     dur = pl.col("end") - pl.col("start")
@@ -122,12 +154,13 @@ def waits_table(
     """The waits result table (analyzed waits only; excluded ones are counted in the summary)."""
     w = waits.filter(~pl.col("excluded"))
     handoff = acq.filter(pl.col("start_ord").is_not_null()).select(pl.col("start_ord").alias("end_ord"), "handoff")
+    keep = {"how": "left", "maintain_order": "left"}  # waits stay in the order they began
     out = (
-        w.join(split_sums(spin, ["wid"]), on="wid", how="left")
-        .join(state_sums(pieces), on="wid", how="left")
-        .join(handoff, on="end_ord", how="left")
-        .join(prep.locks.select("lid", "vm", "lock"), on="lid", how="left")
-        .join(prep.vcpus.select("vid", "vcpu"), on="vid", how="left")
+        w.join(split_sums(spin, ["wid"]), on="wid", **keep)
+        .join(state_sums(pieces), on="wid", **keep)
+        .join(handoff, on="end_ord", **keep)
+        .join(prep.locks.select("lid", "vm", "lock"), on="lid", **keep)
+        .join(prep.vcpus.select("vid", "vcpu"), on="vid", **keep)
     )
     out = _zero_fill(out, [*SPLIT_COLUMNS, "halted_ns", "preempted_ns", "unknown_ns"])
     return out.select(
@@ -142,7 +175,7 @@ def waits_table(
         "preempted_ns",
         pl.col("handoff").fill_null(False),
         "truncated",
-    ).sort("vm", "lock", "start", "vcpu")
+    )
 
 
 def nearest_rank(values: pl.Expr, q: float) -> pl.Expr:

@@ -73,14 +73,18 @@ def print_summary(meta: TraceMeta, out_path: Path) -> None:
     if extra.get("unknown_events"):
         out.print(_counts_table("Unknown events (kept as kind other)", extra["unknown_events"], "tracepoint"))
     if extra.get("unparsed_payloads"):
-        out.print(_counts_table("Known events with unreadable payloads (kept)", extra["unparsed_payloads"], "tracepoint"))
+        out.print(
+            _counts_table(
+                "Known events with unreadable payloads (kept)", extra["unparsed_payloads"], "tracepoint"
+            )
+        )
     for name, rows in extra.get("summary_tables", {}).items():
         out.print(f"Summary table [bold]{escape(name)}[/]: {len(rows)} rows (kept in the output's metadata)")
     problems = meta.problems
     if problems:
         table = _table("Problems (lines not read)", ("file:line", "what", "count"))
         for path, kinds in problems.items():
-            for kind, p in kinds.items():
+            for _kind, p in kinds.items():
                 samples = p.get("samples", [])
                 name = escape(Path(path).name)
                 first = f"{name}:{samples[0]['line']}" if samples else name
@@ -142,8 +146,11 @@ def register(app: typer.Typer) -> None:
     @app.command("ingest")
     @handle_errors
     def ingest_cmd(
-        files: list[Path] = typer.Argument(..., help="Trace files: tracefs text, trace-cmd report/.dat, perf script, "
-                                             "perf kvm stat / lock contention tables, pvtrace Parquet; .gz/.xz/.zst ok."),
+        files: list[Path] = typer.Argument(
+            ...,
+            help="Trace files: tracefs text, trace-cmd report/.dat, perf script, "
+            "perf kvm stat / lock contention tables, pvtrace Parquet; .gz/.xz/.zst ok.",
+        ),
         output: Path = typer.Option(..., "-o", "--out", help="Output Parquet file of canonical events."),
         format: str = typer.Option("auto", "--format", help=f"Input format: {', '.join(FORMATS)}."),
         strict: bool = typer.Option(False, "--strict", help="Fail at the first line that cannot be read."),
@@ -151,7 +158,9 @@ def register(app: typer.Typer) -> None:
         side: str = typer.Option("auto", "--side", help="Who recorded the trace: auto, host or guest."),
         vm: str | None = typer.Option(None, "--vm", help="Name of the guest VM (guest traces)."),
         vcpu_map: Path | None = typer.Option(
-            None, "--vcpu-map", help="CSV tid,pid,vm,vcpu mapping host threads to vCPUs (default: <input>.vcpus.csv)."
+            None,
+            "--vcpu-map",
+            help="CSV tid,pid,vm,vcpu mapping host threads to vCPUs (default: <input>.vcpus.csv).",
         ),
         guest_offset: int | None = typer.Option(
             None, "--guest-offset", help="ns to add to guest timestamps to put them on the host clock."

@@ -71,10 +71,16 @@ def report(
     if out_path is not None:
         page = render_report(trace, analysis, sections=sections, title=f"pvtrace report: {names}")
         write_page(page, out_path, force)
-        err.print(f"wrote {out_path} ({out_path.stat().st_size / 1e6:.1f} MB)", highlight=False)
+        err.print(
+            f"wrote {out_path} ({out_path.stat().st_size / 1e6:.1f} MB)", highlight=False, soft_wrap=True
+        )
     if figures is not None:
         written = export_figures(all_figures(sections), figures, figure_format, force)
-        err.print(f"wrote {len(written)} {figure_format.upper()} figures to {figures}", highlight=False)
+        err.print(
+            f"wrote {len(written)} {figure_format.upper()} figures to {figures}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def compare(
@@ -97,7 +103,7 @@ def compare(
     out.print(comparison_table(table, f"A = {labels[0]}, B = {labels[1]}"))
     if out_path is not None:
         write_compare(xa, xb, labels, out_path, force=force, traces=(ta, tb))
-        err.print(f"wrote {out_path}", highlight=False)
+        err.print(f"wrote {out_path}", highlight=False, soft_wrap=True)
 
 
 def comparison_table(table: pl.DataFrame, title: str) -> Table:

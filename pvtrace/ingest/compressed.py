@@ -123,11 +123,12 @@ def open_input(path: Path) -> tuple[BinaryIO, str | None, BinaryIO]:
     kind = compression_of(head)
     if kind is None:
         return raw, None, raw
+    # the decoders are returned open (inside the reader); the caller closes them
     inner: BinaryIO
     if kind == "gzip":
         inner = gzip.GzipFile(fileobj=raw)  # type: ignore[assignment]
     elif kind == "xz":
-        inner = lzma.LZMAFile(raw)  # type: ignore[assignment]
+        inner = lzma.LZMAFile(raw)  # type: ignore[assignment]  # noqa: SIM115
     elif kind == "bzip2":
         inner = bz2.BZ2File(raw)  # type: ignore[assignment]
     else:

@@ -19,8 +19,8 @@ from typing import Any, BinaryIO
 import polars as pl
 
 from pvtrace.errors import FormatError, UsageError
-from pvtrace.ingest import perf_script, summary_tables, tracecmd
 from pvtrace.ingest import ftrace as ftrace_fmt
+from pvtrace.ingest import perf_script, summary_tables, tracecmd
 from pvtrace.ingest.compressed import open_input
 from pvtrace.ingest.dat import dat_report
 from pvtrace.ingest.normalize import normalize
@@ -91,7 +91,8 @@ class _Infos:
     def __init__(self) -> None:
         self.last: dict[str, Any] = {}
         self.counts: dict[str, Counter] = {
-            k: Counter() for k in ("events_by_tracepoint", "events_by_kind", "unknown_events", "unparsed_payloads")
+            k: Counter()
+            for k in ("events_by_tracepoint", "events_by_kind", "unknown_events", "unparsed_payloads")
         }
         self.vms: dict[str, dict[str, Any]] = {}
         self.notes: list[str] = []
@@ -185,7 +186,9 @@ def _raw_chunks(inp: _Input, stack: ExitStack, info: ParseInfo) -> Iterator[pl.D
             report.check()  # trace-cmd's own complaint says more than an empty report
             raise
         info.format = "dat"
-        yield from iter_raw_chunks(text, _spec("trace-cmd", verdict.options), verdict.options, info, head=head)
+        yield from iter_raw_chunks(
+            text, _spec("trace-cmd", verdict.options), verdict.options, info, head=head
+        )
         return
     spec = _spec(inp.verdict.format, inp.verdict.options)
     source: Path | BinaryIO = inp.path if inp.compression is None else inp.stream
@@ -240,6 +243,11 @@ def ingest(
     if user_map is None and (found := find_vcpu_map(paths)) is not None:
         user_map, map_file = read_vcpu_map(found), found
 
+    def normalized(raw: pl.DataFrame, carry: dict[str, Any] | None) -> tuple[pl.DataFrame, dict[str, Any]]:
+        return normalize(
+            raw, side=side, vm_name=vm_name, vcpu_map=user_map, guest_offset_ns=guest_offset_ns, carry=carry
+        )
+
     with ExitStack() as stack:
         inputs = []
         for p in paths:
@@ -249,66 +257,84 @@ def ingest(
             inputs.append(inp)
         if any(i.verdict.format == "parquet" for i in inputs):
             raise UsageError("a pvtrace Parquet file is read on its own (load it without other inputs)")
-
-        events = _Events(sink)
-        infos = _Infos()
+        events, infos = _Events(sink), _Infos()
         parse_infos: list[ParseInfo] = []
         tables: dict[str, list[dict[str, Any]]] = {}
-        carry: dict[str, Any] | None = None
-        sources = _source_names(paths) if len(paths) > 1 else [None] * len(paths)
-        several = len([i for i in inputs if i.verdict.format not in ("perf-kvm-stat", "perf-lock-contention")]) > 1
-        pending: list[pl.DataFrame] = []  # several text inputs are normalized together (one timeline)
+        texts = [i for i in inputs if i.verdict.format not in summary_formats()]
+        sources: list[str | None] = list(_source_names(paths)) if len(paths) > 1 else [None]
+        several: list[pl.DataFrame] = []  # several text inputs are normalized together (one timeline)
         cpus: set[int] = set()
-
         for inp, source in zip(inputs, sources, strict=True):
-            problems = Problems(str(inp.path))
             info = ParseInfo(
-                path=str(inp.path), format=inp.verdict.format, compression=inp.compression, problems=problems
+                path=str(inp.path),
+                format=inp.verdict.format,
+                compression=inp.compression,
+                problems=Problems(str(inp.path)),
             )
             parse_infos.append(info)
-            if inp.verdict.format in ("perf-kvm-stat", "perf-lock-contention"):
-                name, rows = _summary_table(inp, problems)
-                tables.setdefault(name, []).extend({"input": str(inp.path), **r} for r in rows)
-                problems.check_strict(strict)
-                continue
-            done = 0
-            for raw in _raw_chunks(inp, stack, info):
-                problems.check_strict(strict)
-                if progress is not None:
-                    pos = _position(inp) if inp.compression is not None else info.n_bytes
-                    progress(max(pos - done, 0))
-                    done = max(pos, done)
-                cpus.update(raw["cpu"].drop_nulls().unique().to_list())
-                if source is not None:
-                    raw = raw.with_columns(
-                        pl.col("source").cast(pl.String).fill_null(source).cast(pl.Categorical)
-                    )
-                if several:
-                    pending.append(raw)
+            try:
+                if inp.verdict.format in summary_formats():
+                    name, rows = _summary_table(inp, info.problems)
+                    tables.setdefault(name, []).extend({"input": str(inp.path), **r} for r in rows)
+                    info.problems.check_strict(strict)
                     continue
-                ev, nfo = normalize(
-                    raw, side=side, vm_name=vm_name, vcpu_map=user_map, guest_offset_ns=guest_offset_ns, carry=carry
-                )
-                carry = nfo["carry"]
-                infos.add(nfo)
-                events.add(ev)
-            problems.check_strict(strict)
+                carry: dict[str, Any] | None = None
+                for raw in _normalize_batches(_raw_chunks(inp, stack, info), strict, info, inp, progress):
+                    cpus.update(raw["cpu"].drop_nulls().unique().to_list())
+                    if source is not None:
+                        raw = raw.with_columns(
+                            pl.col("source").cast(pl.String).fill_null(source).cast(pl.Categorical)
+                        )
+                    if len(texts) > 1:
+                        several.append(raw)
+                        continue
+                    ev, nfo = normalized(raw, carry)
+                    carry = nfo["carry"]
+                    infos.add(nfo)
+                    events.add(ev)
+            except pl.exceptions.PolarsError as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                raise FormatError(
+                    f"could not be read ({exc.__class__.__name__}: {first})", str(inp.path)
+                ) from None
             if info.stats.get("records", 0) == 0 and info.stats.get("lost_lines", 0) == 0:
                 raise FormatError(
                     f"no {info.format} records found in {info.stats.get('lines', 0)} lines", str(inp.path)
                 )
-        if pending:
-            raw = pl.concat(pending, how="vertical_relaxed")
-            ev, nfo = normalize(
-                raw, side=side, vm_name=vm_name, vcpu_map=user_map, guest_offset_ns=guest_offset_ns, carry=None
-            )
+        if several:
+            ev, nfo = normalized(pl.concat(several, how="vertical_relaxed"), None)
             infos.add(nfo)
             events.add(ev)
         events.finish()
-
     meta = _meta(paths, parse_infos, infos, events, tables, map_file)
     meta.extra["cpus_seen"] = len(cpus) if cpus else None
     return meta
+
+
+NORMALIZE_ROWS = 1_000_000
+
+
+def _normalize_batches(
+    chunks: Iterator[pl.DataFrame], strict: bool, info: ParseInfo, inp: _Input, progress: Progress | None
+) -> Iterator[pl.DataFrame]:
+    """Raw chunks regrouped to about NORMALIZE_ROWS rows (normalize has a per-call cost); strict checks, progress."""
+    held: list[pl.DataFrame] = []
+    n = 0
+    done = 0
+    for raw in chunks:
+        info.problems.check_strict(strict)
+        if progress is not None:
+            pos = _position(inp) if inp.compression is not None else info.n_bytes
+            progress(max(pos - done, 0))
+            done = max(pos, done)
+        held.append(raw)
+        n += raw.height
+        if n >= NORMALIZE_ROWS:
+            yield pl.concat(held)
+            held, n = [], 0
+    info.problems.check_strict(strict)
+    if held:
+        yield pl.concat(held)
 
 
 def read_raw(path: Path | str, format: str = "auto") -> tuple[pl.DataFrame, ParseInfo, Verdict]:
@@ -321,7 +347,10 @@ def read_raw(path: Path | str, format: str = "auto") -> tuple[pl.DataFrame, Pars
         if inp.verdict.format in ("parquet", *summary_formats()):
             raise UsageError(f"{path}: {inp.verdict.format} input has no raw records")
         info = ParseInfo(
-            path=str(path), format=inp.verdict.format, compression=inp.compression, problems=Problems(str(path))
+            path=str(path),
+            format=inp.verdict.format,
+            compression=inp.compression,
+            problems=Problems(str(path)),
         )
         chunks = list(_raw_chunks(inp, stack, info))
     return (pl.concat(chunks) if chunks else empty_raw()), info, inp.verdict
@@ -469,6 +498,6 @@ def ingest_to_parquet(
             vcpu_map_path=vcpu_map_path,
             guest_offset_ns=guest_offset_ns,
             progress=progress,
-            )
+        )
         writer.close(meta)
     return meta

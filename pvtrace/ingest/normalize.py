@@ -13,7 +13,8 @@ Host (KVM and the host scheduler; `CPU n/KVM` threads or kvm_* events):
   recorded) of a vCPU thread -> vcpu_wake (tid = the woken thread, pcpu =
   target CPU); of another thread -> task_wakeup; a sched_waking doubled by a
   sched_wakeup, or a wake-up with success=0, -> other.
-- kvm_exit -> vm_exit (reason normalized), kvm_entry -> vm_entry,
+- kvm_exit -> vm_exit (reason normalized; value = the nr of the kvm_hypercall
+  that follows it on its thread, if any), kvm_entry -> vm_entry,
   kvm_hypercall nr 5 -> pv_kick (target = vCPU of APIC id a1), nr 11 ->
   yield_to (target = vCPU of APIC id a0), other nrs -> other (value = nr);
   kvm_ple_window(_update) -> ple_window (value = new window);
@@ -25,8 +26,9 @@ lock_acquire (an acquire immediately followed by lock_contended on the same
 thread and lock is the attempt, kept as other), lock_contended ->
 lock_contend, lock_release -> lock_release (lockdep is used only when the
 input has no lock:contention_* events); sched events -> task_switch /
-task_wakeup. vcpu = the guest CPU, vm = the vm_name option, the multi-input
-prefix (`trace-<vm>.dat` -> <vm>), or "guest".
+task_wakeup. vcpu = the guest CPU, vm = the vm_name option, the input's name
+(`trace-<vm>.dat` -> <vm>; see guest_vm_names), or "guest". Guest timestamps
+are moved onto the host clock (ingest.clocks).
 Both: `[LOST n EVENTS]` and buffer-started markers -> lost_events (host:
 pcpu; guest: vcpu; value = count, null when unknown); any other event -> other
 with its payload in args, counted by name.
@@ -70,7 +72,7 @@ _OUT: dict[str, pl.DataType] = {
     "value": pl.Int64(),
     "origin": pl.String(),
     "tid": pl.Int32(),
-    "event": pl.String(),
+    "event": pl.Categorical(),
     "args": pl.String(),
 }
 
@@ -111,14 +113,12 @@ def _prepare(raw: pl.DataFrame) -> tuple[pl.DataFrame, int]:
         "cpu": pl.Int32(),
         "ts": pl.Int64(),
         "system": pl.String(),
-        "event": pl.String(),
+        "event": pl.Categorical(),
         "payload": pl.String(),
     }
     frame = raw.select(
         [
-            (pl.col(c).cast(pl.String) if raw.schema[c] == pl.Categorical() else pl.col(c)).cast(t).alias(c)
-            if c in raw.columns
-            else pl.lit(None, dtype=t).alias(c)
+            pl.col(c).cast(t).alias(c) if c in raw.columns else pl.lit(None, dtype=t).alias(c)
             for c, t in cols.items()
         ]
     ).with_row_index("row")
@@ -129,7 +129,8 @@ def _prepare(raw: pl.DataFrame) -> tuple[pl.DataFrame, int]:
     )
     qualified = [e for e in frame["event"].unique().drop_nulls().to_list() if ":" in e]
     if qualified:  # `sched:sched_switch` -> sched_switch
-        frame = frame.with_columns(pl.col("event").replace({e: e.split(":", 1)[1] for e in qualified}))
+        renamed = pl.col("event").cast(pl.String).replace({e: e.split(":", 1)[1] for e in qualified})
+        frame = frame.with_columns(renamed.cast(pl.Categorical))
     n_untimed = frame.filter(pl.col("ts").is_null() & ~pl.col("event").is_in(_LOST)).height
     if frame["ts"].null_count():
         frame = frame.with_columns(pl.col("ts").forward_fill().backward_fill().over("src").fill_null(0))
@@ -167,7 +168,7 @@ def _sniff_sides(frame: pl.DataFrame, user_map: pl.DataFrame | None) -> pl.DataF
         frame.select("src", "event")
         .unique()
         .group_by("src")
-        .agg(pl.col("event").str.starts_with("kvm_").any().alias("kvm"))
+        .agg(pl.col("event").cast(pl.String).str.starts_with("kvm_").any().alias("kvm"))
     )
     named = pl.concat(
         [
@@ -261,7 +262,7 @@ def _parse_groups(frame: pl.DataFrame, groups: tuple[str, ...]) -> dict[str, pl.
 def _unparsed(parsed: dict[str, pl.DataFrame]) -> pl.DataFrame:
     """(event, n) of rows whose payload matched no known shape."""
     frames = [df.filter(pl.col(_KEY_FIELD[g]).is_null()).select("event") for g, df in parsed.items()]
-    return pl.concat(frames) if frames else pl.DataFrame(schema={"event": pl.String})
+    return pl.concat(frames) if frames else pl.DataFrame(schema={"event": pl.Categorical})
 
 
 def _other(df: pl.DataFrame, **cols: Any) -> pl.DataFrame:
@@ -464,7 +465,6 @@ def _host_events(
         _emit(
             ple,
             kind="ple_window",
-            reason=pl.col("direction"),
             value=pl.col("window"),
             **{**at, "vcpu": pl.coalesce("vcpu", "kvm_vcpu")},
         )
@@ -577,7 +577,7 @@ def _guest_events(
     out.append(
         _emit(
             ld.filter(pl.col("use")),
-            kind=pl.col("event").replace_strict(kinds, return_dtype=pl.String),
+            kind=pl.col("event").cast(pl.String).replace_strict(kinds, return_dtype=pl.String),
             lock=pl.col("lock"),
             reason=pl.col("name"),
             value=pl.col("bits"),
@@ -719,7 +719,9 @@ def normalize(
         notes.append(clock["warning"])
 
     events = pl.concat([host_events, guest_events]).sort("row", "sub")
-    events = events.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("seq")).sort("ts", "seq")
+    events = events.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("seq"))
+    if not events["ts"].is_sorted():  # file order is time order, except cross-CPU skew and clock shifts
+        events = events.sort("ts", "seq")
     events = conform_events(events.drop("row", "sub"))
     unparsed = pl.concat([_unparsed(h_parsed), _unparsed(g_parsed)])
     info = _info(frame, sides, vmap, names, events, clock, notes)

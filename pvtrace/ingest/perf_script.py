@@ -20,7 +20,6 @@ from pvtrace.ingest.records import (
     Layout,
     ParseInfo,
     ParseOptions,
-
 )
 from pvtrace.ingest.stream import read_text_records
 

@@ -13,8 +13,12 @@ from pvtrace.schema import Column, schema_of
 
 RAW_COLUMNS: tuple[Column, ...] = (
     Column("line", pl.Int64(), "1-based line number of the record in its (decompressed) input file."),
-    Column("source", pl.Categorical(), "Multi-input prefix (trace-cmd `-i a -i b`, `-B instance`); null if none."),
-    Column("comm", pl.String(), "Task name as printed (may hold spaces, `<...>`); null when the line had none."),
+    Column(
+        "source", pl.Categorical(), "Multi-input prefix (trace-cmd `-i a -i b`, `-B instance`); null if none."
+    ),
+    Column(
+        "comm", pl.String(), "Task name as printed (may hold spaces, `<...>`); null when the line had none."
+    ),
     Column("tid", pl.Int32(), "Kernel task id (ftrace pid, perf tid); null when the line had none."),
     Column("tgid", pl.Int32(), "Thread group id (TGID column, perf pid/tid); null if absent or `(-----)`."),
     Column("cpu", pl.Int32(), "CPU the record was written on; null when the line had none."),
@@ -25,9 +29,13 @@ RAW_COLUMNS: tuple[Column, ...] = (
         "Timestamp: ns for secs.frac clocks, the raw integer for counter clocks, ns since buffer start for "
         "latency format; null when the line had none.",
     ),
-    Column("system", pl.Categorical(), "Event system (`sched`, `kvm`) when printed (perf script); else null."),
+    Column(
+        "system", pl.Categorical(), "Event system (`sched`, `kvm`) when printed (perf script); else null."
+    ),
     Column("event", pl.Categorical(), "Event name without system; special: lost_events, buffer_started."),
-    Column("payload", pl.String(), "Text after `event: `, stripped; multi-line records joined with newlines."),
+    Column(
+        "payload", pl.String(), "Text after `event: `, stripped; multi-line records joined with newlines."
+    ),
 )
 RAW_SCHEMA = schema_of(RAW_COLUMNS)
 

@@ -124,7 +124,9 @@ class ParseInfo:
 
 # --- special lines (format independent; an optional `name: ` source prefix is allowed) -------------
 _SRC = r"^\s*(?:(?P<source>\S+): +)?"
-SPECIAL_LOST = _SRC + r"CPU:(?P<cpu>\d+) \[(?:LOST (?:(?P<n>\d+) )?EVENTS|(?:(?P<n2>\d+) )?EVENTS DROPPED)\]\s*$"
+SPECIAL_LOST = (
+    _SRC + r"CPU:(?P<cpu>\d+) \[(?:LOST (?:(?P<n>\d+) )?EVENTS|(?:(?P<n2>\d+) )?EVENTS DROPPED)\]\s*$"
+)
 SPECIAL_BUFFER = _SRC + r"#{3,} CPU (?P<cpu>\d+) buffer started #{3,}\s*$"
 PROLOGUE = (
     r"^\s*(?:\S+: +)?cpus=\d+\s*$|^version = \d+\s*$|^CPU \d+ is empty\s*$"
@@ -160,7 +162,11 @@ def learn_layouts(texts: list[str], spec: FormatSpec, max_layouts: int = 4) -> l
 def sample_texts(df: pl.DataFrame, n: int = 300) -> list[str]:
     """Lines from the start, middle and end of a batch (a layout may change inside a file)."""
     h = df.height
-    idx = sorted(set(range(min(h, n))) | set(range(h // 2, min(h, h // 2 + n // 2))) | set(range(max(0, h - n // 2), h)))
+    idx = sorted(
+        set(range(min(h, n)))
+        | set(range(h // 2, min(h, h // 2 + n // 2)))
+        | set(range(max(0, h - n // 2), h))
+    )
     return df["text"].gather(idx).to_list()
 
 
@@ -211,7 +217,9 @@ def layout_query(lf: pl.LazyFrame, layout: Layout, spec: FormatSpec) -> pl.LazyF
         ts = secs
     cols += [ts.alias("ts"), _slot(*slots["rest"]).alias("rest")]
     text = pl.col("text")
-    fits = (text.str.find(": ", literal=True) == layout.first_colon) & (text.str.len_bytes() == text.str.len_chars())
+    fits = (text.str.find(": ", literal=True) == layout.first_colon) & (
+        text.str.len_bytes() == text.str.len_chars()
+    )
     numbers = pl.col("tid").is_not_null() & pl.col("cpu").is_not_null() & pl.col("ts").is_not_null()
     payload = pl.col("payload")
     return (
@@ -373,7 +381,9 @@ def prepare(lf: pl.LazyFrame, spec: FormatSpec, options: ParseOptions, layout: L
     return layout_query(lf, layout, spec)
 
 
-def _fast_rows(got: pl.DataFrame, layout: Layout, res: BatchResult) -> tuple[pl.DataFrame | None, pl.DataFrame]:
+def _fast_rows(
+    got: pl.DataFrame, layout: Layout, res: BatchResult
+) -> tuple[pl.DataFrame | None, pl.DataFrame]:
     """Split a layout_query result into typed fast rows and the (line, text) rows left over."""
     ok = got["ok"]
     n_ok = int(ok.sum())
@@ -424,7 +434,9 @@ def parse_batch(batch: pl.DataFrame, spec: FormatSpec, layout: Layout | None) ->
         rec = finish_records(rec)
         bad_event = rec["event"].is_null()
         if bad_event.any():
-            res.problems.append(("truncated_record", rec.filter(bad_event).select("line", pl.col("payload").alias("text"))))
+            res.problems.append(
+                ("truncated_record", rec.filter(bad_event).select("line", pl.col("payload").alias("text")))
+            )
             rec = rec.filter(~bad_event)
         res.stats["records"] += rec.height
         raw = to_raw(rec)
@@ -478,7 +490,9 @@ def _specials(left: pl.DataFrame, res: BatchResult) -> tuple[pl.DataFrame, list[
     return left, out
 
 
-def _grammars(left: pl.DataFrame, spec: FormatSpec, parts: list[pl.DataFrame], res: BatchResult) -> pl.DataFrame:
+def _grammars(
+    left: pl.DataFrame, spec: FormatSpec, parts: list[pl.DataFrame], res: BatchResult
+) -> pl.DataFrame:
     """Regex fallback: each grammar in turn on the lines still unmatched."""
     for g in spec.grammars:
         if left.height == 0:
@@ -495,7 +509,11 @@ def _grammars(left: pl.DataFrame, spec: FormatSpec, parts: list[pl.DataFrame], r
 
 
 def _attach(
-    raw: pl.DataFrame, frames: pl.DataFrame | None, conts: pl.DataFrame | None, spec: FormatSpec, res: BatchResult
+    raw: pl.DataFrame,
+    frames: pl.DataFrame | None,
+    conts: pl.DataFrame | None,
+    spec: FormatSpec,
+    res: BatchResult,
 ) -> tuple[pl.DataFrame, pl.DataFrame | None]:
     """Join stack frames / continuation lines to the record before them; return orphans."""
     parts = []
@@ -508,7 +526,9 @@ def _attach(
     extra = pl.concat(parts)
     marks = pl.concat(
         [
-            raw.select("line", pl.col("event").cast(pl.String).alias("event"), pl.lit("record").alias("kind")),
+            raw.select(
+                "line", pl.col("event").cast(pl.String).alias("event"), pl.lit("record").alias("kind")
+            ),
             extra.select("line", pl.lit(None, pl.String).alias("event"), "kind"),
         ]
     ).sort("line")

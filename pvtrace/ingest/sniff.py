@@ -54,19 +54,15 @@ class Verdict:
 
 
 def _is_binary(head: bytes) -> bool:
+    """NUL bytes, or more than 5% control characters / bytes that are not UTF-8."""
     sample = head[:8192]
     if not sample:
         return False
     if b"\x00" in sample:
         return True
-    text_bytes = bytes(range(32, 127)) + b"\t\n\r\x0c\x1b"
-    odd = sum(1 for b in sample if b not in text_bytes and b < 128)
-    try:
-        sample.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        if exc.start < len(sample) - 4:  # not just a multi-byte char cut at the end
-            return True
-    return odd > len(sample) * 0.05
+    text = sample.decode("utf-8", errors="replace")
+    odd = text.count("\ufffd") + sum(1 for ch in text if ord(ch) < 32 and ch not in "\t\n\r\x0c\x1b")
+    return odd > len(text) * 0.05
 
 
 def _lines(head: bytes, eof: bool) -> list[str]:
@@ -118,17 +114,25 @@ def _text_verdicts(lines: list[str], eof: bool) -> list[Verdict]:
     lines, printk, quote = _strip_prefixes(lines)
     text = "\n".join(lines)
     out: list[Verdict] = []
-    prefix_note = " (after stripping printk prefixes)" if printk else " (after stripping `> ` quotes)" if quote else ""
+    prefix_note = (
+        " (after stripping printk prefixes)" if printk else " (after stripping `> ` quotes)" if quote else ""
+    )
 
     # summary tables first: their headers are unambiguous
     if _KVM_STAT_HEADER.search(text):
         out.append(Verdict("perf-kvm-stat", YES, "has a `VM-EXIT/Event name  Samples  Sample%` table header"))
     else:
-        out.append(Verdict("perf-kvm-stat", NO, "no `VM-EXIT  Samples  Samples%` (or hist-style) table header"))
+        out.append(
+            Verdict("perf-kvm-stat", NO, "no `VM-EXIT  Samples  Samples%` (or hist-style) table header")
+        )
     if _LOCK_HEADER.search(text):
-        out.append(Verdict("perf-lock-contention", YES, "has a `contended  total wait  max wait  avg wait` header"))
+        out.append(
+            Verdict("perf-lock-contention", YES, "has a `contended  total wait  max wait  avg wait` header")
+        )
     else:
-        out.append(Verdict("perf-lock-contention", NO, "no `contended  total wait  max wait  avg wait` header"))
+        out.append(
+            Verdict("perf-lock-contention", NO, "no `contended  total wait  max wait  avg wait` header")
+        )
 
     options = ParseOptions(printk_prefix=printk, mail_quote=quote)
     n_ft, c_ft, rests, bad_ft = _share(lines, ftrace.GRAMMARS, ftrace.FRAME)
@@ -166,11 +170,19 @@ def _text_verdicts(lines: list[str], eof: bool) -> list[Verdict]:
     is_tc = bool(tc_signs) and not tracefs_marks
     if ans_ft == YES:
         if is_tc:
-            out.append(Verdict("trace-cmd", YES, why_ft + "; " + ", ".join(tc_signs), replace_opts(options, has_source)))
+            out.append(
+                Verdict(
+                    "trace-cmd", YES, why_ft + "; " + ", ".join(tc_signs), replace_opts(options, has_source)
+                )
+            )
             out.append(Verdict("ftrace", NO, "records carry trace-cmd report marks: " + ", ".join(tc_signs)))
         else:
             out.append(Verdict("ftrace", YES, why_ft, options))
-            out.append(Verdict("trace-cmd", NO, "no trace-cmd marks (`cpus=` prologue, padded event names, prefixes)"))
+            out.append(
+                Verdict(
+                    "trace-cmd", NO, "no trace-cmd marks (`cpus=` prologue, padded event names, prefixes)"
+                )
+            )
     else:
         out.append(Verdict("ftrace", ans_ft, why_ft, options))
         out.append(Verdict("trace-cmd", ans_ft, why_ft, replace_opts(options, has_source)))
@@ -180,7 +192,9 @@ def _text_verdicts(lines: list[str], eof: bool) -> list[Verdict]:
 
 
 def replace_opts(options: ParseOptions, has_source: bool) -> ParseOptions:
-    return ParseOptions(printk_prefix=options.printk_prefix, mail_quote=options.mail_quote, has_source=has_source)
+    return ParseOptions(
+        printk_prefix=options.printk_prefix, mail_quote=options.mail_quote, has_source=has_source
+    )
 
 
 def sniff(head: bytes, eof: bool) -> list[Verdict]:

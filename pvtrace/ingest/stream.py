@@ -26,6 +26,7 @@ from pvtrace.ingest.records import (
     ParseInfo,
     ParseOptions,
     attach_extra,
+    fill_marker_ts,
     learn_layouts,
     parse_batch,
     prepare,
@@ -97,7 +98,6 @@ class RawStream:
         self.options = options
         self.info = info
         self.layout = self._layout_from(head)
-        self._pending: pl.DataFrame | None = None
 
     def _layout_from(self, head: bytes) -> Layout | None:
         lines = head.decode("utf-8", errors="replace").splitlines()[:2000]
@@ -139,19 +139,35 @@ class RawStream:
 
     # -- stitching ---------------------------------------------------------------------------------
     def raw_chunks(self, source: Path | BinaryIO, head: bytes = b"") -> Iterator[pl.DataFrame]:
-        """Raw frames of the input, in file order (one per batch)."""
-        batches = self._prepared_file(source) if isinstance(source, Path) else self._prepared_stream(source, head)
+        """Raw frames of the input, in file order (about one per batch)."""
+        batches = (
+            self._prepared_file(source) if isinstance(source, Path) else self._prepared_stream(source, head)
+        )
+        pending: pl.DataFrame | None = None  # the last batch with rows, not yet handed out
+        waiting: pl.DataFrame | None = None  # LOST / buffer-started rows still waiting for a later record
         for batch in batches:
             res = parse_batch(batch, self.spec, self.layout)
             self._merge(res)
-            if self._pending is not None:
-                yield self._settle(self._pending, res)
-            elif res.orphans is not None and res.orphans.height:
-                self.info.problems.add_rows("orphan_continuation", res.orphans)
-            self._pending = res.raw
-        if self._pending is not None:
-            yield self._settle(self._pending, None)
-            self._pending = None
+            raw = res.raw
+            if waiting is not None and raw.height:
+                raw = fill_marker_ts(pl.concat([waiting, raw]).sort("line"))
+                waiting = None
+            if pending is None:
+                if res.orphans is not None and res.orphans.height:
+                    self.info.problems.add_rows("orphan_continuation", res.orphans)
+                pending = raw if raw.height else None
+                continue
+            if res.orphans is not None and res.orphans.height:
+                pending = self._attach_orphans(pending, res.orphans)
+            if raw.height == 0:
+                continue  # keep the batch: later frames may still belong to its last record
+            pending, still_open = self._resolve_markers(pending, raw)
+            if still_open is not None:
+                raw = pl.concat([still_open, raw]).sort("line")
+            yield pending.select(RAW_SCHEMA.names())
+            pending = raw
+        if pending is not None:
+            yield pending.select(RAW_SCHEMA.names())
 
     def _merge(self, res: BatchResult) -> None:
         info = self.info
@@ -163,36 +179,44 @@ class RawStream:
         if res.header_lines:
             self.spec.header(res.header_lines, info.header)
 
-    def _settle(self, pending: pl.DataFrame, nxt: BatchResult | None) -> pl.DataFrame:
-        """Finish the previous batch with what the next one revealed."""
-        if nxt is not None and nxt.orphans is not None and nxt.orphans.height:
-            if pending.height:
-                last = pending.tail(1)
-                frame_rx = self.spec.frame_pattern or r"^\s*=>"
-                extra = nxt.orphans.with_columns(
-                    pl.when(pl.col("text").str.contains(frame_rx)).then(pl.lit("frame")).otherwise(pl.lit("cont")).alias("kind"),
-                    pl.lit(last["line"][0]).alias("owner"),
-                    pl.lit(str(last["event"][0])).alias("owner_event"),
-                )
-                res = BatchResult(raw=empty_raw())
-                pending = attach_extra(pending, extra, self.spec, res)
-                self._merge(res)
-            else:
-                self.info.problems.add_rows("orphan_continuation", nxt.orphans)
-        if nxt is not None and nxt.raw.height:
-            open_marker = pending["event"].is_in([LOST_EVENTS, BUFFER_STARTED]) & pending["ts"].is_null()
-            if open_marker.any():
-                first = (
-                    nxt.raw.filter(pl.col("ts").is_not_null())
-                    .group_by(["source", "cpu"])
-                    .agg(pl.col("ts").first().alias("next_ts"))
-                )
-                pending = (
-                    pending.join(first, on=["source", "cpu"], how="left", nulls_equal=True, maintain_order="left")
-                    .with_columns(pl.coalesce("ts", "next_ts").alias("ts"))
-                    .drop("next_ts")
-                )
-        return pending.select(RAW_SCHEMA.names())
+    def _attach_orphans(self, pending: pl.DataFrame, orphans: pl.DataFrame) -> pl.DataFrame:
+        """Frames / continuation lines at the start of a batch belong to the previous batch's last record."""
+        last = pending.tail(1)
+        frame_rx = self.spec.frame_pattern or r"^\s*=>"
+        extra = orphans.with_columns(
+            pl.when(pl.col("text").str.contains(frame_rx))
+            .then(pl.lit("frame"))
+            .otherwise(pl.lit("cont"))
+            .alias("kind"),
+            pl.lit(last["line"][0]).alias("owner"),
+            pl.lit(str(last["event"][0])).alias("owner_event"),
+        )
+        res = BatchResult(raw=empty_raw())
+        pending = attach_extra(pending, extra, self.spec, res)
+        self._merge(res)
+        return pending
+
+    def _resolve_markers(
+        self, pending: pl.DataFrame, nxt: pl.DataFrame
+    ) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+        """Markers at the end of a batch take the ts of the next record on their CPU; still open ones move on."""
+        is_open = pl.col("event").is_in([LOST_EVENTS, BUFFER_STARTED]) & pl.col("ts").is_null()
+        if not pending.select(is_open.any()).item():
+            return pending, None
+        first = (
+            nxt.filter(pl.col("ts").is_not_null())
+            .group_by(["source", "cpu"])
+            .agg(pl.col("ts").first().alias("next_ts"))
+        )
+        pending = (
+            pending.join(first, on=["source", "cpu"], how="left", nulls_equal=True, maintain_order="left")
+            .with_columns(pl.coalesce("ts", "next_ts").alias("ts"))
+            .drop("next_ts")
+        )
+        still_open = pending.filter(is_open)
+        if still_open.height == 0:
+            return pending, None
+        return pending.filter(~is_open), still_open
 
 
 def iter_raw_chunks(

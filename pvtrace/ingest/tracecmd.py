@@ -12,7 +12,16 @@ from pathlib import Path
 
 import polars as pl
 
-from pvtrace.ingest.ftrace import ANCHOR, FRAME, LATENCY, LATENCY_ABS, REC, RECORD, read_header_lines, record_layout
+from pvtrace.ingest.ftrace import (
+    ANCHOR,
+    FRAME,
+    LATENCY,
+    LATENCY_ABS,
+    REC,
+    RECORD,
+    read_header_lines,
+    record_layout,
+)
 from pvtrace.ingest.records import FormatSpec, Grammar, ParseInfo, ParseOptions
 from pvtrace.ingest.stream import read_text_records
 

@@ -160,7 +160,7 @@ def chart_kick_latency(analysis: Analysis) -> Figure:
 def exit_reason_rows(table: pl.DataFrame) -> pl.DataFrame:
     """The exit-reason table formatted for a page (durations with units), biggest count first."""
     fmt = {
-        c: pl.col(c).map_elements(fmt_ns, return_dtype=pl.String)
+        c: pl.col(c).map_elements(fmt_ns, return_dtype=pl.String).fill_null("n/a")
         for c in ("total_ns", "min_ns", "avg_ns", "max_ns")
     }
     return (

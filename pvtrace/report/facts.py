@@ -153,22 +153,28 @@ def key_numbers_figure(analysis: Analysis, running_ns: int | None) -> Figure:
         waste = f"{fmt_ns(wasted)}{share} (LHP {fmt_ns(t['waste_lhp_ns'])}, LWP {fmt_ns(t['waste_lwp_ns'])})"
     else:
         waste = "unavailable (see Unavailable metrics)"
+
+    def detailed(key: str, detail: str) -> str:
+        return f"{_total(analysis, key)} ({detail})" if key in t else _total(analysis, key)
+
+    if "n_lhp" in t:
+        lhp = detailed("n_lhp", f"{_total(analysis, 'n_lhp_harmful')} harmful: a waiter spun")
+    elif "n_lhp_harmful" in t:
+        lhp = f"{_total(analysis, 'n_lhp_harmful')} harmful (benign ones are invisible at this fidelity)"
+    else:
+        lhp = _total(analysis, "n_lhp")
     rows = [
         ("spin waste (LHP + LWP)", waste),
         ("spin, all", _total(analysis, "spin_ns")),
-        (
-            "LHP incidents",
-            f"{_total(analysis, 'n_lhp')} ({_total(analysis, 'n_lhp_harmful')} harmful: a waiter spun)",
-        ),
+        ("LHP incidents", lhp),
         (
             "LWP incidents",
-            f"{_total(analysis, 'n_lwp')} (next owner preempted {_total(analysis, 'n_lwp_preempted')}, "
-            f"halted {_total(analysis, 'n_lwp_halted')})",
+            detailed(
+                "n_lwp",
+                f"next owner preempted {_total(analysis, 'n_lwp_preempted')}, halted {_total(analysis, 'n_lwp_halted')}",
+            ),
         ),
-        (
-            "convoys",
-            f"{_total(analysis, 'n_convoys')} (longest {_total(analysis, 'convoy_len_max')} hand-offs)",
-        ),
+        ("convoys", detailed("n_convoys", f"longest {_total(analysis, 'convoy_len_max')} hand-offs")),
         ("contended acquisitions", _contended(analysis)),
         ("pause exits, pv kicks", f"{_total(analysis, 'n_pause_exits')}, {_total(analysis, 'n_kicks')}"),
     ]

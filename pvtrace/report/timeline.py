@@ -172,6 +172,11 @@ def chart_timeline(analysis: Analysis, window: Window, t0: int) -> Figure:
             )
         )
 
+    lost = analysis.table("lost_windows").filter((pl.col("end") >= lo) & (pl.col("start") < hi))
+    if lost.height:
+        notes.append(
+            f"{lost.height} lost-event windows fall in this window: what happened there is unknown, not idle"
+        )
     chart = alt.layer(*layers).properties(width=WIDTH, height=alt.Step(LANE_PX))
     caption = (
         f"Window: {window.why} ({fmt_ns(hi - lo)} shown). Each lane is one vCPU: its state (running, "

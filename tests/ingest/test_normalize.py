@@ -151,6 +151,23 @@ def test_hypercall_targets_are_apic_ids() -> None:
     assert any("APIC id" in n for n in info["notes"])
 
 
+def test_hypercall_exit_carries_the_hypercall_number() -> None:
+    lines = [
+        row("kvm_exit", "vcpu 0 reason VMCALL rip 0x1 info1 0x0", comm="CPU 0/KVM", tid=11, ts=1),
+        row("kvm_exit", "vcpu 1 reason HLT rip 0x1 info1 0x0", comm="CPU 1/KVM", tid=12, ts=2),
+        row("kvm_hypercall", "nr 0x5 a0 0x0 a1 0x1 a2 0x0 a3 0x0", comm="CPU 0/KVM", tid=11, ts=3),
+        row("kvm_entry", "vcpu 0", comm="CPU 0/KVM", tid=11, ts=4),
+        row("kvm_exit", "vcpu 0 reason VMCALL rip 0x1 info1 0x0", comm="CPU 0/KVM", tid=11, ts=5),
+        row("kvm_entry", "vcpu 0", comm="CPU 0/KVM", tid=11, ts=6),  # no kvm_hypercall line: unknown nr
+    ]
+    ev, _ = run(lines)
+    assert rows_of(ev.filter(pl.col("kind") == "vm_exit"), "vcpu", "reason", "value") == [
+        (0, "HYPERCALL", 5),
+        (1, "HLT", None),
+        (0, "HYPERCALL", None),
+    ]
+
+
 def test_hypercall_without_a_map_assumes_apic_id_is_index() -> None:
     lines = [
         row("kvm_hypercall", "nr 0x5 a0 0x0 a1 0x1 a2 0x0 a3 0x0", comm="kvm_pv_test", tid=9, ts=1),
@@ -171,8 +188,8 @@ def test_ple_window_and_vcpu_wakeup() -> None:
     ]
     ev, _ = run(lines)
     assert rows_of(ev, "kind", "vcpu", "value", "reason") == [
-        ("ple_window", 1, 8192, "grow"),
-        ("ple_window", 1, 4096, "shrink"),
+        ("ple_window", 1, 8192, None),  # value = the new window (the direction follows from the values)
+        ("ple_window", 1, 4096, None),
         ("other", 1, 25150, "wait"),
     ]
     assert ev["args"].to_list() == [None, None, "wait time 25150 ns, polling valid"]

