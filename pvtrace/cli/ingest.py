@@ -140,6 +140,25 @@ def print_summary(meta: TraceMeta, out_path: Path) -> None:
         out.print(f"[yellow]note:[/] {escape(note)}")
 
 
+def parse_guest_offset(values: list[str] | None) -> int | dict[str, int] | None:
+    """`--guest-offset N` (every guest VM) or `--guest-offset vm0=N --guest-offset vm1=M`."""
+    if not values:
+        return None
+    per_vm: dict[str, int] = {}
+    for value in values:
+        vm, sep, ns = value.rpartition("=")
+        try:
+            n = int(ns)
+        except ValueError:
+            raise UsageError(f"--guest-offset wants N or VM=N (integer ns), not {value!r}") from None
+        if not sep:
+            if len(values) > 1:
+                raise UsageError("--guest-offset N applies to every VM; give VM=N to set several")
+            return n
+        per_vm[vm] = n
+    return per_vm
+
+
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the app."""
 
@@ -162,8 +181,11 @@ def register(app: typer.Typer) -> None:
             "--vcpu-map",
             help="CSV tid,pid,vm,vcpu mapping host threads to vCPUs (default: <input>.vcpus.csv).",
         ),
-        guest_offset: int | None = typer.Option(
-            None, "--guest-offset", help="ns to add to guest timestamps to put them on the host clock."
+        guest_offset: list[str] | None = typer.Option(
+            None,
+            "--guest-offset",
+            help="ns to add to guest timestamps to put them on the host clock: N for every guest VM, "
+            "or VM=N (repeatable).",
         ),
         quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar and no summary."),
     ) -> None:
@@ -183,7 +205,7 @@ def register(app: typer.Typer) -> None:
                 side=side,
                 vm_name=vm,
                 vcpu_map_path=vcpu_map,
-                guest_offset_ns=guest_offset,
+                guest_offset_ns=parse_guest_offset(guest_offset),
                 progress=bar.advance,
             )
         if not quiet:

@@ -38,17 +38,17 @@ class Alias:
 
 
 ALIASES: dict[str, Alias] = {
-    "sched_switch": Alias("sched_switch", None, payloads.sched_switch),
-    "sched_wakeup": Alias("sched_wakeup", None, payloads.sched_wakeup),
-    "sched_wakeup_new": Alias("sched_wakeup", None, payloads.sched_wakeup),
-    "sched_waking": Alias("sched_waking", None, payloads.sched_wakeup),
-    "kvm_exit": Alias("kvm_exit", "vm_exit", payloads.kvm_exit, "host"),
-    "kvm_entry": Alias("kvm_entry", "vm_entry", payloads.kvm_entry, "host"),
-    "kvm_hypercall": Alias("kvm_hypercall", None, payloads.kvm_hypercall, "host"),
-    "kvm_vcpu_wakeup": Alias("kvm_vcpu_wakeup", "other", payloads.kvm_vcpu_wakeup, "host"),
-    "kvm_ple_window_update": Alias("ple_window", "ple_window", payloads.kvm_ple_window, "host"),
-    "kvm_ple_window": Alias("ple_window", "ple_window", payloads.kvm_ple_window, "host"),
-    "kvm_write_tsc_offset": Alias("tsc_offset", "other", payloads.kvm_write_tsc_offset, "host"),
+    "sched_switch": Alias("switch", None, payloads.sched_switch),
+    "sched_wakeup": Alias("wake", None, payloads.sched_wakeup),
+    "sched_wakeup_new": Alias("wake", None, payloads.sched_wakeup),
+    "sched_waking": Alias("wake", None, payloads.sched_wakeup),
+    "kvm_exit": Alias("exit", "vm_exit", payloads.kvm_exit, "host"),
+    "kvm_entry": Alias("entry", "vm_entry", payloads.kvm_entry, "host"),
+    "kvm_hypercall": Alias("hypercall", None, payloads.kvm_hypercall, "host"),
+    "kvm_vcpu_wakeup": Alias("vcpu_wakeup", "other", payloads.kvm_vcpu_wakeup, "host"),
+    "kvm_ple_window_update": Alias("ple", "ple_window", payloads.kvm_ple_window, "host"),
+    "kvm_ple_window": Alias("ple", "ple_window", payloads.kvm_ple_window, "host"),
+    "kvm_write_tsc_offset": Alias("tsc", "other", payloads.kvm_write_tsc_offset, "host"),
     "contention_begin": Alias("contention", "lock_contend", payloads.lock_contention, "guest"),
     "contention_end": Alias("contention", "lock_acquire", payloads.lock_contention, "guest"),
     "lock_acquire": Alias("lockdep", "lock_acquire", payloads.lockdep, "guest"),
@@ -58,6 +58,16 @@ ALIASES: dict[str, Alias] = {
     "lost_events": Alias("lost", "lost_events", None),
     "buffer_started": Alias("lost", "lost_events", None),
 }
+
+
+def families(side: str) -> dict[str, tuple[str, ...]]:
+    """Parsed families that mean something on side ("host" or "guest"): family -> tracepoint names."""
+    out: dict[str, tuple[str, ...]] = {}
+    for name, alias in ALIASES.items():
+        if alias.parser is not None and alias.side in (side, "both"):
+            out[alias.family] = (*out.get(alias.family, ()), name)
+    return out
+
 
 # Normalized names of the reasons pv-spinlock analysis looks at, and the
 # spellings that mean the same exit elsewhere (after upper-casing and

@@ -39,6 +39,8 @@ sorted by (ts, seq). Everything here is vectorized in polars.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from typing import Any
 
 import polars as pl
@@ -52,7 +54,6 @@ from pvtrace.schema import conform_events
 SIDES = ("auto", "host", "guest")
 DEFAULT_GUEST_VM = "guest"
 _WAKEUPS = ("sched_wakeup", "sched_wakeup_new")
-_LOCKDEP = ("lock_acquire", "lock_acquired", "lock_contended", "lock_release")
 _LOST = ("lost_events", "buffer_started")
 _VCPU_THREAD = r"^CPU \d+/KVM$"
 
@@ -204,19 +205,10 @@ def _sniff_sides(frame: pl.DataFrame, user_map: pl.DataFrame | None) -> pl.DataF
     )
 
 
-# Parser groups: events that share a payload parser, parsed once per side.
-_GROUPS: dict[str, tuple[str, ...]] = {
-    "switch": ("sched_switch",),
-    "wake": ("sched_wakeup", "sched_wakeup_new", "sched_waking"),
-    "exit": ("kvm_exit",),
-    "entry": ("kvm_entry",),
-    "hypercall": ("kvm_hypercall",),
-    "vcpu_wakeup": ("kvm_vcpu_wakeup",),
-    "ple": ("kvm_ple_window_update", "kvm_ple_window"),
-    "tsc": ("kvm_write_tsc_offset",),
-    "contention": ("contention_begin", "contention_end"),
-    "lockdep": _LOCKDEP,
-}
+# Parser groups (alias families): events that share a payload parser, parsed once per side.
+_HOST_GROUPS = aliases.families("host")
+_GUEST_GROUPS = aliases.families("guest")
+_GROUPS = {**_HOST_GROUPS, **_GUEST_GROUPS}
 # A field that is null exactly when a group's payload matched no known shape.
 _KEY_FIELD: dict[str, str] = {
     "switch": "prev_pid", "wake": "pid", "exit": "norm_reason", "entry": "vcpu", "hypercall": "nr",
@@ -224,7 +216,7 @@ _KEY_FIELD: dict[str, str] = {
 }  # fmt: skip
 
 
-def _parse_groups(frame: pl.DataFrame, groups: tuple[str, ...]) -> dict[str, pl.DataFrame]:
+def _parse_groups(frame: pl.DataFrame, groups: dict[str, tuple[str, ...]]) -> dict[str, pl.DataFrame]:
     """Rows of each parser group with their payload fields added."""
     wanted = [e for g in groups for e in _GROUPS[g]]
     by_event = {
@@ -284,8 +276,6 @@ def _counted_wakes(with_wakeup: list[str]) -> pl.Expr:
 
 
 # ---------------------------------------------------------------------------- host
-
-_HOST_GROUPS = ("switch", "wake", "exit", "entry", "hypercall", "vcpu_wakeup", "ple", "tsc")
 
 
 def _host_map(
@@ -479,9 +469,6 @@ def _host_events(
 
 # --------------------------------------------------------------------------- guest
 
-_GUEST_GROUPS = ("switch", "wake", "contention", "lockdep")
-
-
 _NAME_SUFFIXES = (".gz", ".xz", ".zst", ".bz2", ".dat", ".txt", ".trace", ".log")
 
 
@@ -493,25 +480,32 @@ def _base(source: str) -> str:
     return name
 
 
-def guest_vm_names(sources: list[str], vm_name: str | None, host_sources: list[str] = ()) -> dict[str, str]:
+def guest_vm_names(
+    sources: list[str], vm_name: str | None, host_sources: Sequence[str] = ()
+) -> dict[str, str]:
     """VM name per guest source.
 
     The vm_name option when there is one guest input; else the part after the
     host input's name (`trace.dat` + `trace-<vm>.dat`, trace-cmd -A; `h.txt` +
-    `h-<vm>.txt`, pvtrace's own renders); else after `trace-`; else the source's
-    own name when there are several inputs; else vm_name or "guest".
+    `h-<vm>.txt`, pvtrace's own renders); else after `trace-`; else, for several
+    guest inputs, what follows their common `<prefix>-` (`run-vm0.txt`,
+    `run-vm1.txt`), or the name itself; else vm_name or "guest".
     """
     if vm_name is not None and len(sources) == 1:
         return {sources[0]: vm_name}
     hosts = sorted((_base(h) for h in host_sources if h), key=len, reverse=True)
+    bases = {src: _base(src) for src in sources}
+    common = os.path.commonprefix(list(bases.values())) if len(sources) > 1 else ""
+    common = common[: common.rfind("-") + 1]
     names: dict[str, str] = {}
-    for src in sources:
-        base = _base(src)
+    for src, base in bases.items():
         stem = next((h for h in hosts if base.startswith(h + "-") and len(base) > len(h) + 1), None)
         if stem is not None:
             names[src] = base[len(stem) + 1 :]
         elif base.startswith("trace-") and len(base) > len("trace-"):
             names[src] = base.removeprefix("trace-")
+        elif common and len(base) > len(common):
+            names[src] = base[len(common) :]
         elif src and (len(sources) > 1 or hosts):
             names[src] = base
         else:
@@ -573,7 +567,7 @@ def _guest_events(
             ).alias("use")
         )
     )
-    kinds = {name: ALIASES[name].kind for name in _LOCKDEP}
+    kinds = {name: ALIASES[name].kind for name in _GROUPS["lockdep"]}
     out.append(
         _emit(
             ld.filter(pl.col("use")),
@@ -677,7 +671,9 @@ def normalize(
     host_vms = sorted(set(vmap["vm"].to_list()))
     guest_vms = sorted(set(names.values()))
     one_each = len(host_vms) == 1 and len(guest_vms) == 1 and host_vms[0] != guest_vms[0]
-    if one_each and vm_name is None and not vmap["how"].str.contains("map file").any():
+    # names settled by the user or by an earlier chunk stay as they are
+    settled = vmap["how"].str.contains("map file").any() or bool(carry.get("vcpu_map"))
+    if one_each and vm_name is None and not settled:
         # one VM seen from each side is the same VM; the guest's name is the readable one
         notes.append(
             f"host VM {host_vms[0]} and guest VM {guest_vms[0]} taken as one VM named {guest_vms[0]}"

@@ -183,10 +183,19 @@ def _text_verdicts(lines: list[str], eof: bool) -> list[Verdict]:
                     "trace-cmd", NO, "no trace-cmd marks (`cpus=` prologue, padded event names, prefixes)"
                 )
             )
+    elif c_ft == 0 and c_pf == 0 and eof and (tracefs_marks or prologue):
+        # a header and no record at all: an empty trace is still a trace
+        kind = "ftrace" if tracefs_marks else "trace-cmd"
+        other = "trace-cmd" if kind == "ftrace" else "ftrace"
+        out.append(Verdict(kind, YES, f"{kind} header without records (an empty trace)", options))
+        out.append(Verdict(other, NO, f"{kind} header"))
     else:
         out.append(Verdict("ftrace", ans_ft, why_ft, options))
         out.append(Verdict("trace-cmd", ans_ft, why_ft, replace_opts(options, has_source)))
     ans_pf, why_pf = answer(n_pf, c_pf, bad_pf, "`comm tid [cpu] ts: sys:event:` samples")
+    perf_header = any(s.startswith("# captured on") or s.startswith("# perf version") for s in lines[:60])
+    if c_pf == 0 and c_ft == 0 and eof and perf_header:
+        ans_pf, why_pf = YES, "perf script --header without samples (an empty trace)"
     out.append(Verdict("perf-script", ans_pf, why_pf, options))
     return out
 

@@ -446,13 +446,13 @@ class Engine:
         self.push(t + host.slice_length(), EV_GANG, None, host.gang_tok)
 
     def gang_switch(self, t: int) -> None:
-        """The gang slice ends: the next gang with work takes every pCPU."""
+        """The gang slice ends: the next gang with work takes every pCPU (round robin)."""
         host = self.host
         running = {self.gang_of(c) for c in host.cur if c is not None}
         nxt = host.next_gang(running)
         self.arm_gang(t)
-        if nxt == host.cur_gang:
-            return
+        if nxt == host.cur_gang and not host.gang_queues[nxt]:
+            return  # the gang keeps the pCPUs; if some of it waits, it rotates like any slice end
         stopped = []
         for p in range(host.n_pcpus):
             cur = host.cur[p]

@@ -449,3 +449,49 @@ def test_unknown_and_unparsed_are_counted_and_kept() -> None:
     assert info["unknown_events"] == {"kvm_msr": 1}
     assert rows_of(ev, "kind", "reason") == [("vm_exit", None), ("other", None), ("other", None)]
     assert ev["args"].to_list() == [None, "msr_read 3a = 0x0", "garbled"]
+
+
+@pytest.mark.parametrize(
+    ("sources", "hosts", "vm_name", "expected"),
+    [
+        (["trace-vm0.dat"], ["host.dat"], None, {"trace-vm0.dat": "vm0"}),
+        (
+            ["trace-db.dat", "trace-web.dat"],
+            ["trace.dat"],
+            None,
+            {"trace-db.dat": "db", "trace-web.dat": "web"},
+        ),
+        (["run-vm1.txt.xz"], ["run.txt.xz"], None, {"run-vm1.txt.xz": "vm1"}),
+        (["/tmp/x/h-ftrace-vm0.txt"], ["/tmp/x/h-ftrace.txt"], None, {"/tmp/x/h-ftrace-vm0.txt": "vm0"}),
+        (["pvlab"], [], None, {"pvlab": "guest"}),  # a trace-cmd instance prefix is not a VM name
+        ([""], [], "db1", {"": "db1"}),
+        (["guest-a.txt"], ["host.txt"], None, {"guest-a.txt": "guest-a"}),
+        (["out-guest-vm0.txt", "out-guest-vm1.txt"], [], None, {"out-guest-vm0.txt": "vm0", "out-guest-vm1.txt": "vm1"}),
+        (["a.txt", "b.txt"], [], None, {"a.txt": "a", "b.txt": "b"}),
+    ],
+)
+def test_guest_vm_names(sources: list[str], hosts: list[str], vm_name: str | None, expected: dict) -> None:
+    from pvtrace.ingest.normalize import guest_vm_names
+
+    assert guest_vm_names(sources, vm_name, hosts) == expected
+
+
+def test_chunks_of_a_merged_input_agree() -> None:
+    """Chunks agree with the whole input once the first chunk has seen both sides.
+
+    (VM names are settled in the first chunk: were it to hold host lines only, the
+    host VM would keep its guessed name instead of taking the guest's.)
+    """
+    lines = merged_lines()
+    whole, info = run(lines)
+    parts, carry = [], None
+    for a, b in ((0, 3), (3, 4), (4, 7)):
+        chunk, cinfo = normalize(raw_from_lines(lines[a:b]), carry=carry)
+        carry = cinfo["carry"]
+        parts.append(chunk)
+    chunked = pl.concat(parts).with_columns(
+        pl.col(pl.Categorical).cast(pl.String), pl.col("kind", "origin").cast(pl.String)
+    )
+    assert chunked.drop("seq").equals(whole.drop("seq"))
+    assert cinfo["guest_vm_names"] == info["guest_vm_names"]
+    assert cinfo["clock"]["guest_offset_ns"] == info["clock"]["guest_offset_ns"] == {"vm1": 0}

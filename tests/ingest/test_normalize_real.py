@@ -238,13 +238,9 @@ CAPTURES = (
     Path(__file__).resolve().parents[2] / ".." / "shared" / "real-traces" / "local" / "captures.json"
 ).resolve()
 NAMES = [c["file"] for c in json.loads(CAPTURES.read_text())["captures"]] if CAPTURES.is_file() else []
-SMALL = {"guest-pvqspinlock-mix-stacktrace-ftrace.txt.xz", "guest-pvqspinlock-mix-perf-callchain.txt.xz",
-         "guest-pvqspinlock-futex-lossy-tracepipe.txt.xz", "guest-pvqspinlock-stat-ftrace.txt.xz"}  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    "name", [n if n in SMALL else pytest.param(n, marks=pytest.mark.slow) for n in NAMES] or ["(none)"]
-)
+@pytest.mark.parametrize("name", NAMES or ["(none)"])
 def test_guest_captures_match_their_stats(real_traces: Path, name: str) -> None:
     capture = {c["file"]: c for c in _captures(real_traces)}.get(name)
     if capture is None:

@@ -156,3 +156,15 @@ def test_bad_option_values(tmp_path: Path) -> None:
     for extra in (["--format", "csv"], ["--side", "both"]):
         res = runner.invoke(app, ["ingest", src, "-o", str(tmp_path / "o.parquet"), *extra])
         assert res.exit_code == 2, res.output
+
+
+def test_guest_offset_option_forms() -> None:
+    from pvtrace.cli.ingest import parse_guest_offset
+    from pvtrace.errors import UsageError
+
+    assert parse_guest_offset(None) is None
+    assert parse_guest_offset(["-1500"]) == -1500
+    assert parse_guest_offset(["vm0=10", "vm1=-20"]) == {"vm0": 10, "vm1": -20}
+    for bad in (["x"], ["vm0=1.5"], ["5", "vm1=3"]):
+        with pytest.raises(UsageError):
+            parse_guest_offset(bad)
