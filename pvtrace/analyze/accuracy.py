@@ -23,7 +23,9 @@ def matched(found: pl.DataFrame, truth: pl.DataFrame, key: list[str]) -> tuple[i
     return pairs["_f"].n_unique(), pairs["_t"].n_unique()
 
 
-def incident_scores(found: pl.DataFrame, truth: pl.DataFrame, key: list[str] | None = None) -> dict[str, float | int]:
+def incident_scores(
+    found: pl.DataFrame, truth: pl.DataFrame, key: list[str] | None = None
+) -> dict[str, float | int]:
     """Recall and precision of found incidents against true ones (match: same key, overlapping time)."""
     key = key or MATCH_KEY
     f_ok, t_ok = matched(found, truth, key)

@@ -22,15 +22,21 @@ def open_waits_at(acq: pl.DataFrame, waits: pl.DataFrame, size: int) -> pl.DataF
     deltas = pl.concat(
         [
             waits.select("lid", pl.col("start_ord").alias("ord"), pl.lit(1, I64).alias("d")),
-            waits.filter(pl.col("end_ord").is_not_null()).select("lid", pl.col("end_ord").alias("ord"), pl.lit(-1, I64).alias("d")),
+            waits.filter(pl.col("end_ord").is_not_null()).select(
+                "lid", pl.col("end_ord").alias("ord"), pl.lit(-1, I64).alias("d")
+            ),
         ]
     ).sort(pl.col("lid") * (size + 1) + pl.col("ord"))
     counted = deltas.with_columns(cum_sum_within("d", "lid").alias("open_after"))
-    ends = counted.filter(pl.col("d") == -1).select(pl.col("ord").alias("start_ord"), (pl.col("open_after") + 1).alias("open_waits"))
+    ends = counted.filter(pl.col("d") == -1).select(
+        pl.col("ord").alias("start_ord"), (pl.col("open_after") + 1).alias("open_waits")
+    )
     return acq.join(ends, on="start_ord", how="left", maintain_order="left")
 
 
-def convoys(acq: pl.DataFrame, waits: pl.DataFrame, lhp: pl.DataFrame, lwp: pl.DataFrame, prep: Prepared) -> pl.DataFrame:
+def convoys(
+    acq: pl.DataFrame, waits: pl.DataFrame, lhp: pl.DataFrame, lwp: pl.DataFrame, prep: Prepared
+) -> pl.DataFrame:
     """Convoys: lid, start, end, length, peak_waiters, cause, first_ord (internal)."""
     # Acquisitions in lock order; an inferred unseen holder's acquisition breaks a run too.
     a = acq.filter(pl.col("start_ord").is_not_null() | pl.col("inferred"))
@@ -66,7 +72,9 @@ def convoys(acq: pl.DataFrame, waits: pl.DataFrame, lhp: pl.DataFrame, lwp: pl.D
         .then(pl.lit("lwp"))
         .otherwise(pl.lit("none"))
     )
-    return c.with_columns(cause.alias("cause")).select("lid", "start", "end", "length", "peak_waiters", "cause")
+    return c.with_columns(cause.alias("cause")).select(
+        "lid", "start", "end", "length", "peak_waiters", "cause"
+    )
 
 
 def convoys_table(c: pl.DataFrame, prep: Prepared) -> pl.DataFrame:

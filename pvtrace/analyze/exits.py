@@ -11,7 +11,7 @@ import polars as pl
 
 from pvtrace.analyze.intervals import cum_sum_within, lookup, same_as_previous
 from pvtrace.analyze.prepare import Prepared
-from pvtrace.analyze.vcpu_states import VcpuStates, state_at
+from pvtrace.analyze.vcpu_states import VcpuStates
 
 I64, I32, STR, F64, BOOL = pl.Int64(), pl.Int32(), pl.String(), pl.Float64(), pl.Boolean()
 
@@ -21,9 +21,11 @@ def exit_durations(prep: Prepared) -> pl.DataFrame:
     ex = prep.exits.sort("vid", maintain_order=True)  # exits come in canonical order
     same = (pl.col("vid") == pl.col("vid").shift(-1)).fill_null(False)
     paired = same & (pl.col("kind").shift(-1) == "vm_entry")
-    return ex.with_columns(pl.when(paired).then(pl.col("ts").shift(-1) - pl.col("ts")).alias("dur")).filter(
-        pl.col("kind") == "vm_exit"
-    ).select("vid", "ts", "ord", pl.col("reason").fill_null("UNKNOWN"), "dur")
+    return (
+        ex.with_columns(pl.when(paired).then(pl.col("ts").shift(-1) - pl.col("ts")).alias("dur"))
+        .filter(pl.col("kind") == "vm_exit")
+        .select("vid", "ts", "ord", pl.col("reason").fill_null("UNKNOWN"), "dur")
+    )
 
 
 def exit_reasons(exits: pl.DataFrame) -> pl.DataFrame:
@@ -46,7 +48,13 @@ def exit_reasons(exits: pl.DataFrame) -> pl.DataFrame:
 
 
 def _vm_ids(prep: Prepared) -> pl.DataFrame:
-    vms = prep.vcpus.select("vm").unique().sort("vm").with_row_index("vm_id").with_columns(pl.col("vm_id").cast(I64))
+    vms = (
+        prep.vcpus.select("vm")
+        .unique()
+        .sort("vm")
+        .with_row_index("vm_id")
+        .with_columns(pl.col("vm_id").cast(I64))
+    )
     return prep.vcpus.join(vms, on="vm").select("vid", "vm_id", "vm", "vcpu")
 
 
@@ -60,10 +68,21 @@ def pause_exits(exits: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.D
     """Every PAUSE exit: ts, vid, vm, vcpu, n_siblings_preempted (others of its VM preempted at it)
     and window_ns, the PLE window in force (the spin that the exit ended)."""
     ids = _vm_ids(prep)
-    pauses = exits.filter(pl.col("reason") == "PAUSE").sort("ord").join(ids, on="vid", how="left", maintain_order="left")
+    pauses = (
+        exits.filter(pl.col("reason") == "PAUSE")
+        .sort("ord")
+        .join(ids, on="vid", how="left", maintain_order="left")
+    )
     if pauses.height == 0:
         return pl.DataFrame(
-            schema={"ts": I64, "vid": I64, "vm": STR, "vcpu": I32, "n_siblings_preempted": I64, "window_ns": I64}
+            schema={
+                "ts": I64,
+                "vid": I64,
+                "vm": STR,
+                "vcpu": I32,
+                "n_siblings_preempted": I64,
+                "window_ns": I64,
+            }
         )
     ch = states.changes  # sorted by (vid, ord)
     pre = (pl.col("state") == "preempted").cast(I64)
@@ -79,19 +98,30 @@ def pause_exits(exits: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.D
     found = lookup(
         pauses, deltas, by="vm_id", on="ord", size=prep.ord_size, values=["n_preempted"], strict=True
     )
-    own = state_at(found, states, prep, vid="vid", ord_col="ord", ts_col="ts")
-    windows = prep.ple.select(pl.col("vid").alias("key"), pl.col("ord").alias("w_ord"), pl.col("value").alias("window"))
-    found = lookup(
-        found.drop("_row"), windows.sort("key", maintain_order=True), by="vid", on="ord", table_on="w_ord",
-        size=prep.ord_size, values=["window"], strict=True,
+    windows = prep.ple.select(
+        pl.col("vid").alias("key"), pl.col("ord").alias("w_ord"), pl.col("value").alias("window")
     )
-    return found.with_columns(own.alias("_own")).select(
+    found = lookup(
+        found.drop("_row"),
+        windows.sort("key", maintain_order=True),
+        by="vid",
+        on="ord",
+        table_on="w_ord",
+        size=prep.ord_size,
+        values=["window"],
+        strict=True,
+    )
+    # The exiting vCPU itself is running (it is on a pCPU), so every preempted vCPU is a sibling.
+    return found.select(
         "ts",
         "vid",
         "vm",
         pl.col("vcpu").cast(I32),
-        (pl.col("n_preempted").fill_null(0) - (pl.col("_own") == "preempted").cast(I64)).alias("n_siblings_preempted"),
-        (pl.col("window").fill_null(DEFAULT_PLE_WINDOW) / ASSUMED_CPU_GHZ).round(0).cast(I64).alias("window_ns"),
+        pl.col("n_preempted").fill_null(0).alias("n_siblings_preempted"),
+        (pl.col("window").fill_null(DEFAULT_PLE_WINDOW) / ASSUMED_CPU_GHZ)
+        .round(0)
+        .cast(I64)
+        .alias("window_ns"),
     )
 
 
@@ -112,17 +142,29 @@ def kicks(states: VcpuStates, prep: Prepared) -> pl.DataFrame:
     )
     k = prep.kicks.with_columns(pl.col("target_vid").fill_null(-1))
     found = lookup(
-        k, runs, by="target_vid", on="ord", table_on="run_ord", size=prep.ord_size,
-        values=["run_ts"], direction="forward", strict=True,
+        k,
+        runs,
+        by="target_vid",
+        on="ord",
+        table_on="run_ord",
+        size=prep.ord_size,
+        values=["run_ts"],
+        direction="forward",
+        strict=True,
     )
     return (
         found.join(prep.vcpus.select("vid", "vm", "vcpu"), on="vid", how="left", maintain_order="left")
         .join(
             prep.vcpus.select(pl.col("vid").alias("target_vid"), pl.col("vcpu").alias("target")),
-            on="target_vid", how="left", maintain_order="left",
+            on="target_vid",
+            how="left",
+            maintain_order="left",
         )
         .select(
-            "ts", "vm", pl.col("vcpu").cast(I32), pl.col("target").cast(I32),
+            "ts",
+            "vm",
+            pl.col("vcpu").cast(I32),
+            pl.col("target").cast(I32),
             (pl.col("run_ts") - pl.col("ts")).alias("latency_ns"),
         )
     )
@@ -150,15 +192,23 @@ def yields(acq: pl.DataFrame | None, prep: Prepared) -> pl.DataFrame:
         y = y.with_columns(pl.lit(None, BOOL).alias("target_held_lock"))
     else:
         found = lookup(
-            y, held_counts(acq, prep.ord_size), by="target_vid", on="o2", size=2 * prep.ord_size + 2,
-            values=["n_held"], strict=True, origin=-2,
+            y,
+            held_counts(acq, prep.ord_size),
+            by="target_vid",
+            on="o2",
+            size=2 * prep.ord_size + 2,
+            values=["n_held"],
+            strict=True,
+            origin=-2,
         )
         y = found.with_columns((pl.col("n_held").fill_null(0) > 0).alias("target_held_lock"))
     return (
         y.join(prep.vcpus.select("vid", "vm", "vcpu"), on="vid", how="left", maintain_order="left")
         .join(
             prep.vcpus.select(pl.col("vid").alias("target_vid"), pl.col("vcpu").alias("target")),
-            on="target_vid", how="left", maintain_order="left",
+            on="target_vid",
+            how="left",
+            maintain_order="left",
         )
         .select("ts", "vm", pl.col("vcpu").cast(I32), pl.col("target").cast(I32), "target_held_lock")
     )

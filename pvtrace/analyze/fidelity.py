@@ -74,10 +74,34 @@ def capabilities(prep: Prepared) -> Capabilities:
     )
 
 
-SPLIT_KEYS = ("spin_useful_ns", "waste_lhp_ns", "waste_lwp_ns", "waste_lwp_preempted_ns", "waste_lwp_halted_ns", "spin_unattributed_ns")
-LWP_KEYS = ("waste_lwp_ns", "waste_lwp_preempted_ns", "waste_lwp_halted_ns", "n_lwp", "n_lwp_preempted", "n_lwp_halted")
+SPLIT_KEYS = (
+    "spin_useful_ns",
+    "waste_lhp_ns",
+    "waste_lwp_ns",
+    "waste_lwp_preempted_ns",
+    "waste_lwp_halted_ns",
+    "spin_unattributed_ns",
+)
+LWP_KEYS = (
+    "waste_lwp_ns",
+    "waste_lwp_preempted_ns",
+    "waste_lwp_halted_ns",
+    "n_lwp",
+    "n_lwp_preempted",
+    "n_lwp_halted",
+)
 STATE_KEYS = ("spin_ns", "wait_halted_ns", "wait_preempted_ns")
-HOLDER_KEYS = (*SPLIT_KEYS, "n_lhp", "n_lhp_harmful", "n_lwp", "n_lwp_preempted", "n_lwp_halted", "n_convoys", "convoy_len_max", "n_truncated")
+HOLDER_KEYS = (
+    *SPLIT_KEYS,
+    "n_lhp",
+    "n_lhp_harmful",
+    "n_lwp",
+    "n_lwp_preempted",
+    "n_lwp_halted",
+    "n_convoys",
+    "convoy_len_max",
+    "n_truncated",
+)
 
 
 HOST_ESTIMATES = ("spin_ns",)

@@ -84,8 +84,14 @@ def _run_bound_end(holds: pl.DataFrame, clock: pl.DataFrame, prep: Prepared) -> 
         pl.col("vid").alias("key"), (pl.col("cum") + pl.col("end") - pl.col("start")).alias("cum_end"), "end"
     )
     found = lookup(
-        ran, run_pieces, by="vid", on="target", table_on="cum_end", size=w.dur + 2,
-        values=["cum_end", "end"], direction="forward",
+        ran,
+        run_pieces,
+        by="vid",
+        on="target",
+        table_on="cum_end",
+        size=w.dur + 2,
+        values=["cum_end", "end"],
+        direction="forward",
     )
     return found.select(pl.col("end") - (pl.col("cum_end") - pl.col("target"))).to_series()
 
@@ -96,19 +102,40 @@ def _typical_hold(acq: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.D
     a break from the first acquisition (or its own contention, if later) to its acquisition."""
     changes = states.changes.select(pl.col("vid").alias("key"), pl.col("ord").alias("change_ord"), "state")
     stops = changes.filter(pl.col("state") != "running").rename({"change_ord": "stop_ord"}).drop("state")
-    a = acq.filter(pl.col("next_vid").is_not_null() & (pl.col("next_contend_ord") < pl.col("ord"))).with_columns(
-        pl.col("ord").alias("_from")
-    )
+    a = acq.filter(
+        pl.col("next_vid").is_not_null() & (pl.col("next_contend_ord") < pl.col("ord"))
+    ).with_columns(pl.col("ord").alias("_from"))
     a = lookup(
-        a, stops, by="vid", on="ord", table_on="stop_ord", size=prep.ord_size, values=["stop_ord"],
-        direction="forward", strict=True,
+        a,
+        stops,
+        by="vid",
+        on="ord",
+        table_on="stop_ord",
+        size=prep.ord_size,
+        values=["stop_ord"],
+        direction="forward",
+        strict=True,
     ).drop("_row")
     a = lookup(
-        a, changes, by="next_vid", on="_from", table_on="change_ord", size=prep.ord_size, values=["state"], strict=True
+        a,
+        changes,
+        by="next_vid",
+        on="_from",
+        table_on="change_ord",
+        size=prep.ord_size,
+        values=["state"],
+        strict=True,
     ).drop("_row")
     a = lookup(
-        a, changes, by="next_vid", on="_from", table_on="change_ord", size=prep.ord_size, values=["change_ord"],
-        direction="forward", strict=True,
+        a,
+        changes,
+        by="next_vid",
+        on="_from",
+        table_on="change_ord",
+        size=prep.ord_size,
+        values=["change_ord"],
+        direction="forward",
+        strict=True,
     ).drop("_row")
     clean = a.filter(
         (pl.col("stop_ord").is_null() | (pl.col("stop_ord") > pl.col("next_ord")))
@@ -126,16 +153,27 @@ def _typical_hold(acq: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.D
     pooled = clean.select(stats).filter(pl.col("n_handoffs") >= MIN_HANDOFFS)
     if pooled.height == 0:  # too few clean hand-offs anywhere: published typical critical sections
         pooled = pl.DataFrame(
-            {"hold_median_ns": [FALLBACK_MEDIAN_NS], "hold_mean_ns": [FALLBACK_MEAN_NS],
-             "hold_tail_ns": [FALLBACK_TAIL_NS], "n_handoffs": [0]},
-            schema={"hold_median_ns": I64, "hold_mean_ns": I64, "hold_tail_ns": I64, "n_handoffs": pl.UInt32()},
+            {
+                "hold_median_ns": [FALLBACK_MEDIAN_NS],
+                "hold_mean_ns": [FALLBACK_MEAN_NS],
+                "hold_tail_ns": [FALLBACK_TAIL_NS],
+                "n_handoffs": [0],
+            },
+            schema={
+                "hold_median_ns": I64,
+                "hold_mean_ns": I64,
+                "hold_tail_ns": I64,
+                "n_handoffs": pl.UInt32(),
+            },
         )
     vms = prep.locks.select("vm").unique()
     missing = vms.join(per_vm, on="vm", how="anti").join(pooled, how="cross")
     return pl.concat([per_vm, missing.select(per_vm.columns)])
 
 
-def _ran_between(rows: pl.DataFrame, clock: pl.DataFrame, prep: Prepared, *, vid: str, t0: str, t1: str) -> pl.Series:
+def _ran_between(
+    rows: pl.DataFrame, clock: pl.DataFrame, prep: Prepared, *, vid: str, t0: str, t1: str
+) -> pl.Series:
     """How long vCPU `vid` ran between times t0 and t1 (null where t1 is null)."""
     w = prep.window
 
@@ -143,7 +181,12 @@ def _ran_between(rows: pl.DataFrame, clock: pl.DataFrame, prep: Prepared, *, vid
         at = lookup(
             rows.select(pl.col(vid).alias("_v"), pl.col(col).fill_null(w.t_start).alias("_t")),
             clock.select(pl.col("vid").alias("key"), pl.col("start").alias("p_start"), "running", "cum"),
-            by="_v", on="_t", table_on="p_start", size=w.span, values=["p_start", "running", "cum"], origin=w.t_start,
+            by="_v",
+            on="_t",
+            table_on="p_start",
+            size=w.span,
+            values=["p_start", "running", "cum"],
+            origin=w.t_start,
         )
         return at.select(
             pl.col("cum") + pl.when(pl.col("running")).then(pl.col("_t") - pl.col("p_start")).otherwise(0)
@@ -164,7 +207,11 @@ def visible_holds(prep: Prepared, waits: pl.DataFrame, states: VcpuStates) -> tu
     acq = (
         waits.filter(pl.col("end_ord").is_not_null())
         .select(
-            "lid", "vid", pl.col("end").alias("ts"), pl.col("end_ord").alias("ord"), pl.col("start_ord").alias("contend_ord")
+            "lid",
+            "vid",
+            pl.col("end").alias("ts"),
+            pl.col("end_ord").alias("ord"),
+            pl.col("start_ord").alias("contend_ord"),
         )
         .sort("lid", "ord")
     )
@@ -187,26 +234,53 @@ def visible_holds(prep: Prepared, waits: pl.DataFrame, states: VcpuStates) -> tu
         .drop("vm", "hold_median_ns", "hold_mean_ns", "hold_tail_ns", "n_handoffs")
     )
     # A kick it sends ends the hold.
-    kicks = _kicks(prep).select(
-        pl.col("vid").alias("key"), pl.col("ord").alias("kick_ord"), pl.col("released").alias("kick_ts")
-    ).sort("key", maintain_order=True)
+    kicks = (
+        _kicks(prep)
+        .select(
+            pl.col("vid").alias("key"), pl.col("ord").alias("kick_ord"), pl.col("released").alias("kick_ts")
+        )
+        .sort("key", maintain_order=True)
+    )
     acq = lookup(
-        acq, kicks, by="vid", on="ord", table_on="kick_ord", size=prep.ord_size, values=["kick_ts"],
-        direction="forward", strict=True,
+        acq,
+        kicks,
+        by="vid",
+        on="ord",
+        table_on="kick_ord",
+        size=prep.ord_size,
+        values=["kick_ts"],
+        direction="forward",
+        strict=True,
     ).drop("_row")
     # Its first stop after the acquisition, and whether the lock changed hands before it ran again.
     ch = states.changes
     stops = ch.filter(pl.col("state") != "running").select(
         pl.col("vid").alias("key"), pl.col("ord").alias("stop_ord"), pl.col("ts").alias("stop_ts")
     )
-    runs = ch.filter(pl.col("state") == "running").select(pl.col("vid").alias("key"), pl.col("ord").alias("run_ord"))
+    runs = ch.filter(pl.col("state") == "running").select(
+        pl.col("vid").alias("key"), pl.col("ord").alias("run_ord")
+    )
     acq = lookup(
-        acq, stops, by="vid", on="ord", table_on="stop_ord", size=prep.ord_size, values=["stop_ord", "stop_ts"],
-        direction="forward", strict=True,
+        acq,
+        stops,
+        by="vid",
+        on="ord",
+        table_on="stop_ord",
+        size=prep.ord_size,
+        values=["stop_ord", "stop_ts"],
+        direction="forward",
+        strict=True,
     ).drop("_row")
     acq = lookup(
-        acq.with_columns(pl.col("stop_ord").fill_null(prep.n_events)), runs, by="vid", on="stop_ord",
-        table_on="run_ord", size=prep.ord_size, values=["run_ord"], direction="forward", strict=True,
+        acq.with_columns(pl.col("stop_ord").fill_null(prep.n_events)),
+        runs,
+        by="vid",
+        on="stop_ord",
+        table_on="run_ord",
+        size=prep.ord_size,
+        values=["run_ord"],
+        direction="forward",
+        strict=True,
     ).drop("_row")
     handed = (
         pl.col("next_ord").is_not_null()
@@ -222,8 +296,9 @@ def visible_holds(prep: Prepared, waits: pl.DataFrame, states: VcpuStates) -> tu
     run_for = pl.when(through).then(pl.max_horizontal("hold", "ran_to_stop")).otherwise(pl.col("hold"))
     acq = acq.with_columns(run_for.alias("_run_for"))
     acq = acq.with_columns(
-        _run_bound_end(acq.select("vid", pl.col("ts").alias("start"), pl.col("_run_for").alias("bound")), clock, prep)
-        .alias("ran_ts")
+        _run_bound_end(
+            acq.select("vid", pl.col("ts").alias("start"), pl.col("_run_for").alias("bound")), clock, prep
+        ).alias("ran_ts")
     )
     end = pl.min_horizontal("next_ts", "kick_ts", "ran_ts", "ahead_ts")
     acq = acq.with_columns(end.fill_null(t1).clip(None, t1).alias("end"), end.is_null().alias("truncated"))
@@ -233,8 +308,15 @@ def visible_holds(prep: Prepared, waits: pl.DataFrame, states: VcpuStates) -> tu
     }
     return (
         acq.select(
-            "lid", "vid", pl.col("ts").alias("start"), "end", pl.col("ord").alias("start_ord"), "truncated", "hold",
-            "bound", "tail",
+            "lid",
+            "vid",
+            pl.col("ts").alias("start"),
+            "end",
+            pl.col("ord").alias("start_ord"),
+            "truncated",
+            "hold",
+            "bound",
+            "tail",
         ),
         notes,
     )
@@ -258,23 +340,43 @@ def finish_holds(holds: pl.DataFrame, prep: Prepared) -> pl.DataFrame:
 def _kicks(prep: Prepared) -> pl.DataFrame:
     """pv kicks with `released`: when the kicker released the lock, i.e. the HYPERCALL exit that
     carries the kick (the unlock comes just before it), or the kick itself."""
-    calls = prep.exits.filter((pl.col("kind") == "vm_exit") & (pl.col("reason") == "HYPERCALL")).select(
-        pl.col("vid").alias("key"), pl.col("ord").alias("x_ord"), pl.col("ts").alias("x_ts")
-    ).sort("key", maintain_order=True)
+    calls = (
+        prep.exits.filter((pl.col("kind") == "vm_exit") & (pl.col("reason") == "HYPERCALL"))
+        .select(pl.col("vid").alias("key"), pl.col("ord").alias("x_ord"), pl.col("ts").alias("x_ts"))
+        .sort("key", maintain_order=True)
+    )
     k = lookup(
-        prep.kicks, calls, by="vid", on="ord", table_on="x_ord", size=prep.ord_size, values=["x_ts"], strict=True
+        prep.kicks,
+        calls,
+        by="vid",
+        on="ord",
+        table_on="x_ord",
+        size=prep.ord_size,
+        values=["x_ts"],
+        strict=True,
     )
     return k.with_columns(pl.coalesce("x_ts", "ts").alias("released")).drop("x_ts", "_row")
 
 
-def _waiting_at(points: pl.DataFrame, waits: pl.DataFrame, prep: Prepared, *, vid: str, ord_col: str) -> pl.Series:
+def _waiting_at(
+    points: pl.DataFrame, waits: pl.DataFrame, prep: Prepared, *, vid: str, ord_col: str
+) -> pl.Series:
     """The lock vCPU `vid` waits for at event `ord_col` (null: none); a vCPU's waits do not overlap."""
     w = waits.select(
-        pl.col("vid").alias("key"), pl.col("start_ord").alias("w_start"), pl.col("end_ord").fill_null(prep.n_events).alias("w_end"), "lid"
+        pl.col("vid").alias("key"),
+        pl.col("start_ord").alias("w_start"),
+        pl.col("end_ord").fill_null(prep.n_events).alias("w_end"),
+        "lid",
     ).sort("key", "w_start")
     found = lookup(
         points.select(pl.col(vid).fill_null(-1).alias("_v"), pl.col(ord_col).alias("_o")),
-        w, by="_v", on="_o", table_on="w_start", size=prep.ord_size, values=["w_end", "lid"], strict=True,
+        w,
+        by="_v",
+        on="_o",
+        table_on="w_start",
+        size=prep.ord_size,
+        values=["w_end", "lid"],
+        strict=True,
     )
     return found.select(pl.when(pl.col("w_end") > pl.col("_o")).then(pl.col("lid"))).to_series()
 
@@ -301,14 +403,18 @@ def unseen_holds(
         .select("lid", pl.col("end").alias("e1"), pl.lit(True).alias("handed"))
         .unique()
     )
-    episodes = episodes.join(acquired_at, on=["lid", "e1"], how="left").with_columns(pl.col("handed").fill_null(False))
+    episodes = episodes.join(acquired_at, on=["lid", "e1"], how="left").with_columns(
+        pl.col("handed").fill_null(False)
+    )
     free = status.filter(~pl.col("held").fill_null(True)).select(
         pl.col("key"), pl.col("start").alias("g0"), pl.col("end").alias("g1"), pl.col("start").alias("_g0")
     )
     episodes = lookup(
         episodes, free, by="lid", on="e0", table_on="_g0", size=w.span, values=["g0", "g1"], origin=w.t_start
     ).drop("_row")
-    episodes = episodes.filter(pl.col("g0").is_not_null()).join(prep.locks.select("lid", "vm"), on="lid", how="left")
+    episodes = episodes.filter(pl.col("g0").is_not_null()).join(
+        prep.locks.select("lid", "vm"), on="lid", how="left"
+    )
     if episodes.height == 0:
         return visible.clear()
     per_lock = visible.group_by("lid").agg(pl.col("hold", "bound", "tail").first())
@@ -325,13 +431,19 @@ def unseen_holds(
     # (i) a kick to a waiter of the lock inside a gap names the holder and its release.
     kicks = _kicks(prep).filter(pl.col("target_vid").is_not_null())
     kicks = kicks.with_columns(
-        _waiting_at(kicks, waits, prep, vid="target_vid", ord_col="ord").alias("lid"), pl.col("released").alias("ts")
+        _waiting_at(kicks, waits, prep, vid="target_vid", ord_col="ord").alias("lid"),
+        pl.col("released").alias("ts"),
     ).filter(pl.col("lid").is_not_null())
     gaps = episodes.select("lid", "g0", "g1").unique().sort("lid", "g0")
     by_kick = lookup(
         kicks.select("lid", pl.col("vid").alias("holder"), pl.col("ts").alias("end")),
         gaps.select(pl.col("lid").alias("key"), "g0", "g1", pl.col("g0").alias("_g0")),
-        by="lid", on="end", table_on="_g0", size=w.span, values=["g0", "g1"], origin=w.t_start,
+        by="lid",
+        on="end",
+        table_on="_g0",
+        size=w.span,
+        values=["g0", "g1"],
+        origin=w.t_start,
     ).filter(pl.col("g1") > pl.col("end"))
     by_kick = by_kick.group_by("lid", "g0").agg(pl.col("holder").first(), pl.col("end").min())
     by_kick = by_kick.select("lid", "holder", pl.col("g0").alias("start"), "end")
@@ -341,7 +453,9 @@ def unseen_holds(
     yielded = ch.filter((pl.col("kind") == "vcpu_preempt") & (pl.col("reason") == "R")).select(
         pl.col("vid").alias("yielder"), "ts", "pcpu", pl.col("ord").alias("y_ord")
     )
-    boosted = ch.filter(pl.col("kind") == "vcpu_run").select(pl.col("vid").alias("target"), "ts", "pcpu", "ord")
+    boosted = ch.filter(pl.col("kind") == "vcpu_run").select(
+        pl.col("vid").alias("target"), "ts", "pcpu", "ord"
+    )
     yields = yielded.join(boosted, on=["ts", "pcpu"], how="inner").filter(pl.col("ord") > pl.col("y_ord"))
     yields = yields.with_columns(
         _waiting_at(yields, waits, prep, vid="yielder", ord_col="y_ord").alias("lid"),
@@ -350,11 +464,15 @@ def unseen_holds(
     by_yield = lookup(
         yields.select("lid", "target", pl.col("ts").alias("y_ts")).sort("lid", "y_ts"),
         episodes.select(pl.col("lid").alias("key"), "e0", "e1", "g0", pl.col("e0").alias("_e0")),
-        by="lid", on="y_ts", table_on="_e0", size=w.span, values=["e0", "e1", "g0"], origin=w.t_start,
+        by="lid",
+        on="y_ts",
+        table_on="_e0",
+        size=w.span,
+        values=["e0", "e1", "g0"],
+        origin=w.t_start,
     ).filter(pl.col("y_ts") <= pl.col("e1"))
-    by_yield = (
-        by_yield.group_by("lid", "e0", maintain_order=True)
-        .agg(pl.col("target").first().alias("y_vid"), pl.col("y_ts").first())
+    by_yield = by_yield.group_by("lid", "e0", maintain_order=True).agg(
+        pl.col("target").first().alias("y_vid"), pl.col("y_ts").first()
     )
     episodes = episodes.join(by_yield, on=["lid", "e0"], how="left")
     # (iii) else, per episode, the sibling that is not waiting and runs again the latest inside it,
@@ -362,14 +480,24 @@ def unseen_holds(
     # (iv) else, if the episode lasts far longer than a hold (its holder cannot have been running),
     # the sibling that is not waiting and runs again before the lock changes hands after being
     # away for most of the episode (the longest such absence).
-    ch_sorted = states.changes.sort("vid", "ord").with_columns(pl.col("ts").shift(1).over("vid").alias("idle_since"))
-    runs = ch_sorted.filter(pl.col("kind") == "vcpu_run").select("vid", "ts", "ord", "idle_since").join(
-        prep.vcpus.select("vid", "vm"), on="vid"
+    ch_sorted = states.changes.sort("vid", "ord").with_columns(
+        pl.col("ts").shift(1).over("vid").alias("idle_since")
+    )
+    runs = (
+        ch_sorted.filter(pl.col("kind") == "vcpu_run")
+        .select("vid", "ts", "ord", "idle_since")
+        .join(prep.vcpus.select("vid", "vm"), on="vid")
     )
     runs = runs.with_columns(_waiting_at(runs, waits, prep, vid="vid", ord_col="ord").alias("_w")).filter(
         pl.col("_w").is_null()
     )
-    vm_ids = prep.vcpus.select("vm").unique().sort("vm").with_row_index("vm_id").with_columns(pl.col("vm_id").cast(I64))
+    vm_ids = (
+        prep.vcpus.select("vm")
+        .unique()
+        .sort("vm")
+        .with_row_index("vm_id")
+        .with_columns(pl.col("vm_id").cast(I64))
+    )
     runs = (
         runs.join(vm_ids, on="vm")
         .select(pl.col("vm_id").alias("key"), pl.col("ts").alias("run_ts"), "vid", "idle_since")
@@ -377,20 +505,35 @@ def unseen_holds(
     )
     cand = episodes.join(vm_ids, on="vm", how="left")
     cand = lookup(
-        cand, runs.drop("idle_since"), by="vm_id", on="e1", table_on="run_ts", size=w.span,
-        values=["run_ts", "vid"], origin=w.t_start,
+        cand,
+        runs.drop("idle_since"),
+        by="vm_id",
+        on="e1",
+        table_on="run_ts",
+        size=w.span,
+        values=["run_ts", "vid"],
+        origin=w.t_start,
     ).drop("_row")
     cand = lookup(
-        cand, runs.rename({"run_ts": "last_ts", "vid": "last_vid", "idle_since": "last_idle"}),
-        by="vm_id", on="g1", table_on="last_ts", size=w.span, values=["last_ts", "last_vid", "last_idle"],
-        origin=w.t_start, strict=True,
+        cand,
+        runs.rename({"run_ts": "last_ts", "vid": "last_vid", "idle_since": "last_idle"}),
+        by="vm_id",
+        on="g1",
+        table_on="last_ts",
+        size=w.span,
+        values=["last_ts", "last_vid", "last_idle"],
+        origin=w.t_start,
+        strict=True,
     ).drop("_row")
     cand = cand.join(_longest_idle(cand, runs, w), on=["lid", "e0"], how="left")
     last_ok = (pl.col("last_ts") >= pl.col("e0")) & (pl.col("last_idle") <= pl.col("e0"))
     cand = cand.with_columns(
         pl.when(last_ok).then(pl.col("last_vid")).otherwise(pl.col("first_vid")).alias("first_vid"),
         pl.when(last_ok).then(pl.col("last_ts")).otherwise(pl.col("first_ts")).alias("first_ts"),
-        pl.when(last_ok).then(pl.col("e1") - pl.col("e0")).otherwise(pl.col("idle_overlap")).alias("idle_overlap"),
+        pl.when(last_ok)
+        .then(pl.col("e1") - pl.col("e0"))
+        .otherwise(pl.col("idle_overlap"))
+        .alias("idle_overlap"),
     )
     late = (
         pl.col("handed")
@@ -423,7 +566,9 @@ def unseen_holds(
     )
     # A yield target releases once it has run a mean hold; a late runner just before the acquisition.
     resumed_end = _run_bound_end(
-        cand.select("vid", pl.col("run_ts").alias("start"), pl.col("hold").alias("bound")), _running_clock(states), prep
+        cand.select("vid", pl.col("run_ts").alias("start"), pl.col("hold").alias("bound")),
+        _running_clock(states),
+        prep,
     )
     cap = pl.min_horizontal("g1", pl.col("next_e0").fill_null(pl.col("g1")))
     by_run = cand.with_columns(pl.lit(resumed_end).alias("_re")).select(
@@ -454,10 +599,12 @@ def _longest_idle(episodes: pl.DataFrame, runs: pl.DataFrame, w) -> pl.DataFrame
     ep = episodes.select("lid", "e0", "e1", "g1", "vm_id").filter(pl.col("vm_id").is_not_null())
     lo = pos.search_sorted(ep.select(w.pos(pl.col("vm_id"), pl.col("e0"))).to_series(), side="left").cast(I64)
     hi = pos.search_sorted(ep.select(w.pos(pl.col("vm_id"), pl.col("g1"))).to_series(), side="left").cast(I64)
-    pairs = ep.with_columns(_i=pl.int_ranges(lo, hi, dtype=I64)).explode("_i").filter(pl.col("_i").is_not_null())
-    found = runs.select(pl.col("run_ts").alias("first_ts"), pl.col("vid").alias("first_vid"), "idle_since").gather(
-        pairs["_i"]
+    pairs = (
+        ep.with_columns(_i=pl.int_ranges(lo, hi, dtype=I64)).explode("_i").filter(pl.col("_i").is_not_null())
     )
+    found = runs.select(
+        pl.col("run_ts").alias("first_ts"), pl.col("vid").alias("first_vid"), "idle_since"
+    ).gather(pairs["_i"])
     scored = pl.concat([pairs.drop("_i"), found], how="horizontal").with_columns(
         (pl.min_horizontal("first_ts", "e1") - pl.max_horizontal("idle_since", "e0")).alias("idle_overlap")
     )

@@ -47,13 +47,17 @@ def lhp_stretches(acq: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.D
     )
 
 
-def attribute(incidents: pl.DataFrame, spin: pl.DataFrame, classes: list[str], prep: Prepared) -> pl.DataFrame:
+def attribute(
+    incidents: pl.DataFrame, spin: pl.DataFrame, classes: list[str], prep: Prepared
+) -> pl.DataFrame:
     """Add waste_ns and n_waiters: spin pieces of the classes inside each incident of their lock."""
     inc = incidents.with_row_index("_iid").with_columns(pl.col("_iid").cast(I64))
     pieces = spin.filter(pl.col("cls").is_in(classes)).select("lid", "vid", "start", "end")
     found = lookup(
         pieces,
-        inc.select(pl.col("lid").alias("key"), pl.col("start").alias("i_start"), pl.col("end").alias("i_end"), "_iid"),
+        inc.select(
+            pl.col("lid").alias("key"), pl.col("start").alias("i_start"), pl.col("end").alias("i_end"), "_iid"
+        ),
         by="lid",
         on="start",
         table_on="i_start",
@@ -91,7 +95,9 @@ def lwp_incidents(acq: pl.DataFrame, spin: pl.DataFrame, states: VcpuStates, pre
         "next_ord",
     )
     rel = rel.with_columns(
-        state_at(rel, states, prep, vid="next_owner", ord_col="rel_ord", ts_col="start").alias("next_owner_state")
+        state_at(rel, states, prep, vid="next_owner", ord_col="rel_ord", ts_col="start").alias(
+            "next_owner_state"
+        )
     ).filter(pl.col("next_owner_state").is_in(_NOT_RUNNING))
     runs = states.changes.filter(pl.col("kind") == "vcpu_run").select(
         pl.col("vid").alias("key"), pl.col("ord").alias("run_ord"), pl.col("ts").alias("run_ts")
@@ -100,8 +106,15 @@ def lwp_incidents(acq: pl.DataFrame, spin: pl.DataFrame, states: VcpuStates, pre
         pl.col("vid").alias("key"), pl.col("ord").alias("wake_ord"), pl.col("ts").alias("wake_ts")
     )
     rel = lookup(
-        rel, runs, by="next_owner", on="rel_ord", table_on="run_ord", size=prep.ord_size,
-        values=["run_ord", "run_ts"], direction="forward", strict=True,
+        rel,
+        runs,
+        by="next_owner",
+        on="rel_ord",
+        table_on="run_ord",
+        size=prep.ord_size,
+        values=["run_ord", "run_ts"],
+        direction="forward",
+        strict=True,
     ).drop("_row")
     rel = rel.with_columns(
         pl.when(pl.col("run_ts").is_null() | (pl.col("run_ord") > pl.col("next_ord")))
@@ -111,11 +124,19 @@ def lwp_incidents(acq: pl.DataFrame, spin: pl.DataFrame, states: VcpuStates, pre
         pl.col("run_ord").fill_null(prep.n_events),
     )
     rel = lookup(
-        rel, wakes, by="next_owner", on="run_ord", table_on="wake_ord", size=prep.ord_size,
-        values=["wake_ts"], strict=True,
+        rel,
+        wakes,
+        by="next_owner",
+        on="run_ord",
+        table_on="wake_ord",
+        size=prep.ord_size,
+        values=["wake_ts"],
+        strict=True,
     ).drop("_row")
     woke = pl.when(pl.col("wake_ts") >= pl.col("start")).then(pl.col("wake_ts")).otherwise(pl.col("start"))
-    rel = rel.with_columns((pl.col("run_ts") - woke).clip(0, None).alias("pcpu_wait_ns"), pl.lit(False).alias("truncated"))
+    rel = rel.with_columns(
+        (pl.col("run_ts") - woke).clip(0, None).alias("pcpu_wait_ns"), pl.lit(False).alias("truncated")
+    )
     rel = rel.select(
         "lid", "next_owner", pl.col("next_owner_state").cast(STR), "start", "end", "pcpu_wait_ns", "truncated"
     ).sort("lid", "start")
@@ -130,11 +151,22 @@ def lhp_table(inc: pl.DataFrame, prep: Prepared) -> pl.DataFrame:
         inc.join(prep.locks.select("lid", "vm", "lock"), on="lid", how="left", maintain_order="left")
         .join(
             prep.vcpus.select(pl.col("vid").alias("holder"), pl.col("vcpu").alias("holder_vcpu")),
-            on="holder", how="left", maintain_order="left",
+            on="holder",
+            how="left",
+            maintain_order="left",
         )
         .select(
-            "vm", "lock", pl.col("holder_vcpu").alias("holder"), "holder_state", "start", "end",
-            (pl.col("end") - pl.col("start")).alias("dur"), "n_waiters", "waste_ns", "harmful", "truncated",
+            "vm",
+            "lock",
+            pl.col("holder_vcpu").alias("holder"),
+            "holder_state",
+            "start",
+            "end",
+            (pl.col("end") - pl.col("start")).alias("dur"),
+            "n_waiters",
+            "waste_ns",
+            "harmful",
+            "truncated",
         )
         .cast(dict(LHP_INCIDENT_SCHEMA))
     )
@@ -148,11 +180,22 @@ def lwp_table(inc: pl.DataFrame, prep: Prepared) -> pl.DataFrame:
         inc.join(prep.locks.select("lid", "vm", "lock"), on="lid", how="left", maintain_order="left")
         .join(
             prep.vcpus.select(pl.col("vid").alias("next_owner"), pl.col("vcpu").alias("no_vcpu")),
-            on="next_owner", how="left", maintain_order="left",
+            on="next_owner",
+            how="left",
+            maintain_order="left",
         )
         .select(
-            "vm", "lock", pl.col("no_vcpu").alias("next_owner"), "next_owner_state", "start", "end",
-            (pl.col("end") - pl.col("start")).alias("dur"), "pcpu_wait_ns", "n_waiters", "waste_ns", "harmful",
+            "vm",
+            "lock",
+            pl.col("no_vcpu").alias("next_owner"),
+            "next_owner_state",
+            "start",
+            "end",
+            (pl.col("end") - pl.col("start")).alias("dur"),
+            "pcpu_wait_ns",
+            "n_waiters",
+            "waste_ns",
+            "harmful",
             "truncated",
         )
         .cast(dict(LWP_INCIDENT_SCHEMA))

@@ -161,7 +161,9 @@ def split(
         pl.col("end").alias("_pe"),
         *[pl.col(v) for v in values],
     ).gather(exploded["_gi"])
-    joined = pl.concat([exploded.drop("_gi", *[v for v in values if v in exploded.columns]), piece], how="horizontal")
+    joined = pl.concat(
+        [exploded.drop("_gi", *[v for v in values if v in exploded.columns]), piece], how="horizontal"
+    )
     return (
         joined.filter(pl.col("_pkey") == pl.col(by))
         .with_columns(
@@ -285,7 +287,11 @@ def overlay(
 
 def union(intervals: pl.DataFrame, *, key: str) -> pl.DataFrame:
     """Merge overlapping or touching intervals (key, start, end) per key."""
-    iv = intervals.select(pl.col(key), "start", "end").filter(pl.col("end") > pl.col("start")).sort(key, "start")
+    iv = (
+        intervals.select(pl.col(key), "start", "end")
+        .filter(pl.col("end") > pl.col("start"))
+        .sort(key, "start")
+    )
     if iv.height == 0:
         return iv
     reach = pl.col("end").cum_max().shift(1).over(key)

@@ -19,7 +19,17 @@ I64, I32, STR, BOOL = pl.Int64(), pl.Int32(), pl.String(), pl.Boolean()
 # sort_key / end_key place a hold's start and end in canonical order (2 * ord of the event; an
 # inferred release or unseen acquisition between events gets an odd key).
 HOLD_COLUMNS = (
-    "hid", "lid", "vid", "start", "end", "start_ord", "end_ord", "truncated", "inferred", "sort_key", "end_key"
+    "hid",
+    "lid",
+    "vid",
+    "start",
+    "end",
+    "start_ord",
+    "end_ord",
+    "truncated",
+    "inferred",
+    "sort_key",
+    "end_key",
 )
 
 
@@ -35,7 +45,9 @@ def _same_group(cols: list[str], offset: int) -> pl.Expr:
     return expr.fill_null(False)
 
 
-def waits(prep: Prepared, guest_windows: pl.DataFrame, *, uncontended_visible: bool) -> tuple[pl.DataFrame, dict]:
+def waits(
+    prep: Prepared, guest_windows: pl.DataFrame, *, uncontended_visible: bool
+) -> tuple[pl.DataFrame, dict]:
     """Waits: wid, lid, vid, start, end, start_ord, end_ord (null if truncated), truncated, excluded.
 
     A contend followed by another contend of the same (vCPU, lock) with no
@@ -88,7 +100,9 @@ def _overlaps(iv: pl.DataFrame, guest_windows: pl.DataFrame, prep: Prepared) -> 
         return pl.Series([False] * iv.height, dtype=BOOL)
     win = union(
         guest_windows.join(
-            prep.vcpus.select("vm", pl.col("vcpu").cast(I32).alias("cpu"), "vid"), on=["vm", "cpu"], how="inner"
+            prep.vcpus.select("vm", pl.col("vcpu").cast(I32).alias("cpu"), "vid"),
+            on=["vm", "cpu"],
+            how="inner",
         ).select(pl.col("vid").alias("key"), "start", "end"),
         key="key",
     ).rename({"start": "w_start", "end": "w_end"})
@@ -116,7 +130,9 @@ def holds(prep: Prepared) -> tuple[pl.DataFrame, dict]:
     lock's previous release (or the trace start).
     """
     t0, t1 = prep.window.t_start, prep.window.t_end
-    le = prep.lock_events.filter(pl.col("kind").is_in(["lock_acquire", "lock_release"])).sort("lid", maintain_order=True)
+    le = prep.lock_events.filter(pl.col("kind").is_in(["lock_acquire", "lock_release"])).sort(
+        "lid", maintain_order=True
+    )
     nxt = _same_group(["lid"], -1)
     prv = _same_group(["lid"], 1)
     le = le.with_columns(
@@ -138,7 +154,9 @@ def holds(prep: Prepared) -> tuple[pl.DataFrame, dict]:
         (pl.col("ord") * 2).alias("sort_key"),
         pl.when(pl.col("next_kind") == "lock_release").then(pl.col("next_ord") * 2).alias("end_key"),
     )
-    orphan = le.filter((pl.col("kind") == "lock_release") & (pl.col("prev_kind") != "lock_acquire").fill_null(True))
+    orphan = le.filter(
+        (pl.col("kind") == "lock_release") & (pl.col("prev_kind") != "lock_acquire").fill_null(True)
+    )
     orphan = orphan.select(
         "lid",
         pl.lit(None, I64).alias("vid"),
@@ -147,7 +165,10 @@ def holds(prep: Prepared) -> tuple[pl.DataFrame, dict]:
         pl.lit(None, I64).alias("start_ord"),
         pl.col("ord").alias("end_ord"),
         pl.lit(False).alias("truncated"),
-        pl.when(pl.col("prev_ord").is_null()).then(pl.lit(-1, I64)).otherwise(pl.col("prev_ord") * 2 + 1).alias("sort_key"),
+        pl.when(pl.col("prev_ord").is_null())
+        .then(pl.lit(-1, I64))
+        .otherwise(pl.col("prev_ord") * 2 + 1)
+        .alias("sort_key"),
         (pl.col("ord") * 2).alias("end_key"),
     )
     notes = {"n_acquire_while_held": acq.filter(pl.col("end_ord").is_null() & ~pl.col("truncated")).height}
@@ -180,9 +201,13 @@ def acquisitions(holds: pl.DataFrame, waits: pl.DataFrame) -> pl.DataFrame:
     first_acq = is_acq & (acq_before == lock_base)
     prev_release = pl.when(prv).then(pl.col("end_ord").shift(1))
     h = h.with_columns(
-        pl.when(prv & pl.col("end_ord").shift(1).is_not_null()).then(pl.col("end").shift(1)).alias("prev_release_ts"),
+        pl.when(prv & pl.col("end_ord").shift(1).is_not_null())
+        .then(pl.col("end").shift(1))
+        .alias("prev_release_ts"),
         prev_release.alias("prev_release_ord"),
-        pl.when(prv & pl.col("end_ord").shift(1).is_not_null()).then(pl.col("hid").shift(1)).alias("prev_hid"),
+        pl.when(prv & pl.col("end_ord").shift(1).is_not_null())
+        .then(pl.col("hid").shift(1))
+        .alias("prev_hid"),
         pl.col("contend_ord").is_not_null().alias("contended"),
         (
             pl.col("contend_ord").is_not_null()
@@ -261,5 +286,4 @@ def holds_table(acq: pl.DataFrame, prep: Prepared) -> pl.DataFrame:
             "inferred",
             "truncated",
         )
-
     )

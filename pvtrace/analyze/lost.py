@@ -46,7 +46,11 @@ def lost_windows(prep: Prepared) -> pl.DataFrame:
     # Host side: the previous event on the same pCPU.
     host_ev = (
         ev.filter((pl.col("origin") != "guest") & pl.col("pcpu").is_not_null())
-        .select(pl.col("pcpu").cast(I64).alias("key"), pl.col("ord").alias("prev_ord"), pl.col("ts").alias("prev_ts"))
+        .select(
+            pl.col("pcpu").cast(I64).alias("key"),
+            pl.col("ord").alias("prev_ord"),
+            pl.col("ts").alias("prev_ts"),
+        )
         .sort("key", "prev_ord")
         .collect()
     )
@@ -71,9 +75,8 @@ def lost_windows(prep: Prepared) -> pl.DataFrame:
         .select("key", pl.col("ord").alias("prev_ord"), pl.col("ts").alias("prev_ts"))
         .sort("key", "prev_ord")
     )
-    guest_m = (
-        markers.filter(pl.col("origin") == "guest")
-        .join(guest_keys, left_on=["vm", "cpu"], right_on=["vm", "vcpu"], how="left", maintain_order="left")
+    guest_m = markers.filter(pl.col("origin") == "guest").join(
+        guest_keys, left_on=["vm", "cpu"], right_on=["vm", "vcpu"], how="left", maintain_order="left"
     )
     guest_m = lookup(
         guest_m.with_columns(pl.col("key").fill_null(-1)),
@@ -150,7 +153,10 @@ def vcpu_unknown_windows(windows: pl.DataFrame, changes: pl.DataFrame, prep: Pre
         )
         affected = nxt.filter(
             (pl.col("vid") == pl.col("occupant"))
-            | (pl.col("next_kind").is_in(["vcpu_preempt", "vcpu_halt"]) & (pl.col("next_pcpu") == pl.col("cpu")))
+            | (
+                pl.col("next_kind").is_in(["vcpu_preempt", "vcpu_halt"])
+                & (pl.col("next_pcpu") == pl.col("cpu"))
+            )
         )
         parts.append(
             affected.select("vid", "start", pl.col("next_ts").fill_null(prep.window.t_end).alias("end"))
@@ -159,7 +165,9 @@ def vcpu_unknown_windows(windows: pl.DataFrame, changes: pl.DataFrame, prep: Pre
     if guest.height:
         parts.append(
             guest.join(
-                prep.vcpus.select("vm", pl.col("vcpu").cast(I32).alias("cpu"), "vid"), on=["vm", "cpu"], how="inner"
+                prep.vcpus.select("vm", pl.col("vcpu").cast(I32).alias("cpu"), "vid"),
+                on=["vm", "cpu"],
+                how="inner",
             ).select("vid", "start", "end")
         )
     return pl.concat(parts).filter(pl.col("end") > pl.col("start")).sort("vid", "start")

@@ -9,13 +9,15 @@ events, exits, kicks, ...) keyed by dense ids: `vid` for a vCPU (vm, vcpu) and
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
 
 import polars as pl
 
 from pvtrace.analyze.intervals import Window
 from pvtrace.errors import UsageError
-from pvtrace.schema import LOCK_KINDS
-from pvtrace.trace import Trace
+from pvtrace.schema import LOCK_KINDS, conform_events
+from pvtrace.trace import Trace, TraceMeta
 
 I64, I32, STR = pl.Int64(), pl.Int32(), pl.String()
 
@@ -43,7 +45,7 @@ class Prepared:
     ple: pl.DataFrame  # vid, ts, ord, value (new PLE window, cycles)
     lost: pl.DataFrame  # origin, pcpu, vm, vcpu, ts, ord, value
     cpu_events: pl.LazyFrame  # ts, ord, origin, pcpu, vm, vcpu of every event (for lost windows)
-    event_ts: pl.Series  # ts of every event in canonical order (sorted)
+    source: EventSource  # where the events came from (event_ts reads it again when needed)
     view: str  # what the producer could see (TraceMeta.view)
     lock_origins: frozenset[str]  # origins of the lock events (sim, host, guest)
     notes: dict[str, int] = field(default_factory=dict)
@@ -60,6 +62,11 @@ class Prepared:
     def ord_size(self) -> int:
         return self.n_events + 1
 
+    @cached_property
+    def event_ts(self) -> pl.Series:
+        """ts of every event in canonical order (sorted); read when first needed."""
+        return self.source.frame.select("ts").collect().to_series()
+
 
 def canonical_order(events: pl.DataFrame) -> pl.DataFrame:
     """Events sorted by (ts, seq), sorting only when they are not already."""
@@ -71,34 +78,96 @@ def canonical_order(events: pl.DataFrame) -> pl.DataFrame:
     return events if ordered else events.sort("ts", "seq")
 
 
+@dataclass
+class EventSource:
+    """The canonical events an analysis reads: USED_COLUMNS plus `ord`, in canonical order.
+
+    `frame` is lazy so that a Parquet file is read concept by concept (only the rows and
+    columns each needs) instead of whole: the memory of a big trace stays bounded.
+    """
+
+    frame: pl.LazyFrame
+    n_events: int
+    kinds: dict[str, int]
+    first_ts: int | None
+    last_ts: int | None
+    eager: bool  # frame is an in-memory table (concepts may be filtered in parallel)
+
+
+def source_of_events(events: pl.DataFrame) -> EventSource:
+    """An in-memory events table as a source."""
+    ev = canonical_order(events.select(USED_COLUMNS)).with_columns(
+        pl.int_range(pl.len(), dtype=I64).alias("ord")
+    )
+    n = ev.height
+    return EventSource(
+        frame=ev.lazy(),
+        n_events=n,
+        kinds={str(k): int(c) for k, c in ev["kind"].value_counts().iter_rows()},
+        first_ts=int(ev["ts"][0]) if n else None,
+        last_ts=int(ev["ts"][-1]) if n else None,
+        eager=True,
+    )
+
+
+def source_of_parquet(path: Path | str) -> EventSource:
+    """A pvtrace Parquet file as a lazy source (falls back to reading it whole if out of order)."""
+    lf = pl.scan_parquet(path).select(USED_COLUMNS)
+    order = lf.select("ts", "seq").collect()
+    if not (order["ts"].is_sorted() and order["seq"].is_sorted()) and order.height > 1:
+        return source_of_events(conform_events(pl.read_parquet(path, columns=list(USED_COLUMNS))))
+    n = order.height
+    first, last = (int(order["ts"][0]), int(order["ts"][-1])) if n else (None, None)
+    del order
+    kinds = {str(k): int(c) for k, c in lf.group_by("kind").len().collect().iter_rows()}
+    frame = lf.with_row_index("ord").with_columns(pl.col("ord").cast(I64))
+    return EventSource(frame=frame, n_events=n, kinds=kinds, first_ts=first, last_ts=last, eager=False)
+
+
 def prepare(trace: Trace, *, lock_kind: str | None = None) -> Prepared:
     """Split a trace's events into the per-concept tables the analyses use."""
+    return prepare_source(source_of_events(trace.events), trace.meta, lock_kind=lock_kind)
+
+
+def prepare_source(src: EventSource, meta: TraceMeta, *, lock_kind: str | None = None) -> Prepared:
+    """Split a source's events into the per-concept tables the analyses use."""
     if lock_kind is not None and lock_kind not in LOCK_KINDS:
         raise UsageError(f"unknown lock kind {lock_kind!r}; expected one of {', '.join(LOCK_KINDS)}")
-    ev = canonical_order(trace.events.select(USED_COLUMNS))
-    t_start = trace.t_start if trace.t_start is not None else 0
-    t_end = trace.t_end if trace.t_end is not None else t_start
+    t_start = meta.t_start if meta.t_start is not None else (src.first_ts or 0)
+    t_end = meta.t_end if meta.t_end is not None else (src.last_ts if src.last_ts is not None else t_start)
     t_end = max(t_end, t_start)
     window = Window(int(t_start), int(t_end))
-    ev = ev.with_columns(pl.int_range(pl.len(), dtype=I64).alias("ord"))
-    n_events = ev.height
-    kinds = {str(k): int(n) for k, n in ev["kind"].value_counts().iter_rows()}
-    inside = ev
-    if n_events and (ev["ts"][0] < window.t_start or ev["ts"][-1] > window.t_end):
-        inside = ev.filter(pl.col("ts").is_between(window.t_start, window.t_end))
+    n_events = src.n_events
+    kinds = src.kinds
+    in_window = pl.lit(True)
+    if n_events and (src.first_ts < window.t_start or src.last_ts > window.t_end):
+        in_window = pl.col("ts").is_between(window.t_start, window.t_end)
     about_vcpu = pl.col("vm").is_not_null() & pl.col("vcpu").is_not_null()
 
     def take(names: tuple[str, ...], *cols: str, cond: pl.Expr = about_vcpu) -> pl.LazyFrame:
         present = [k for k in names if kinds.get(k)]
-        sub = inside.lazy().filter(pl.col("kind").is_in(present) & cond) if present else inside.clear().lazy()
+        sub = (
+            src.frame.filter(pl.col("kind").is_in(present) & cond & in_window)
+            if present
+            else src.frame.clear()
+        )
         return sub.select(*cols)
 
-    # One filter per concept, run in parallel.
-    states, lock_ev, exits, kicks, yields, pv_halts, ple, lost = pl.collect_all(
+    # One filter per concept: in parallel for a table in memory, one after another for a file.
+    collect = pl.collect_all if src.eager else (lambda lfs: [lf.collect() for lf in lfs])
+    states, lock_ev, exits, kicks, yields, pv_halts, ple, lost = collect(
         [
             take(STATE_KINDS, "vm", "vcpu", "ts", "ord", "kind", "pcpu", "reason"),
             take(
-                LOCK_EVENT_KINDS, "vm", "vcpu", "lock", "ts", "ord", "kind", "reason", "origin",
+                LOCK_EVENT_KINDS,
+                "vm",
+                "vcpu",
+                "lock",
+                "ts",
+                "ord",
+                "kind",
+                "reason",
+                "origin",
                 cond=about_vcpu & pl.col("lock").is_not_null(),
             ),
             take(EXIT_KINDS, "vm", "vcpu", "ts", "ord", "kind", "reason"),
@@ -121,7 +190,7 @@ def prepare(trace: Trace, *, lock_kind: str | None = None) -> Prepared:
             df.filter(pl.col("target").is_not_null()).select("vm", pl.col("target").alias("vcpu")).unique()
             for df in (kicks, yields)
         ]
-        + [_declared_vcpus(trace)]
+        + [_declared_vcpus(meta)]
     ).unique()
     vcpus = (
         pairs.with_columns(pl.col("vm").cast(STR).alias("name"))
@@ -130,15 +199,17 @@ def prepare(trace: Trace, *, lock_kind: str | None = None) -> Prepared:
         .select(pl.col("vid").cast(I64), pl.col("name").alias("vm"), "vcpu", pl.col("vm").alias("vm_cat"))
     )
 
-    def with_vid(df: pl.DataFrame | pl.LazyFrame, col: str = "vcpu", name: str = "vid") -> pl.LazyFrame:
-        return df.lazy().join(
-            vcpus.lazy().select(pl.col("vm_cat").alias("vm"), pl.col("vcpu").alias(col), pl.col("vid").alias(name)),
-            on=["vm", col],
-            how="left",
-            maintain_order="left",
+    vcpus = vcpus.with_columns(_vcpu_key(pl.col("vm_cat"), pl.col("vcpu")).alias("_k"))
+
+    def with_vid(df: pl.DataFrame, col: str = "vcpu", name: str = "vid") -> pl.DataFrame:
+        """Add the dense vCPU id of (vm, col): an eager join on one packed Int64 key (fastest)."""
+        return (
+            df.with_columns(_vcpu_key(pl.col("vm"), pl.col(col)).alias("_k"))
+            .join(vcpus.select("_k", pl.col("vid").alias(name)), on="_k", how="left", maintain_order="left")
+            .drop("_k")
         )
 
-    kinds_by_vm = {name: info.lock_kind for name, info in trace.meta.vms.items()}
+    kinds_by_vm = {name: info.lock_kind for name, info in meta.vms.items()}
     locks = (
         lock_ev.select("vm", "lock")
         .unique()
@@ -158,28 +229,24 @@ def prepare(trace: Trace, *, lock_kind: str | None = None) -> Prepared:
         )
     )
     lock_ev = with_vid(lock_ev).join(
-        locks.lazy().select(pl.col("vm_cat").alias("vm"), "lock", "lid"),
+        locks.select(pl.col("vm_cat").alias("vm"), "lock", "lid"),
         on=["vm", "lock"],
         how="left",
         maintain_order="left",
     )
     window.check_keys(max(vcpus.height, locks.height, 1))
-    states, lock_ev, exits, kicks, yields, pv_halts, ple = pl.collect_all(
-        [
-            with_vid(states).select("vid", "ts", "ord", "kind", "pcpu", pl.col("reason").cast(STR)),
-            lock_ev.select("lid", "vid", "ts", "ord", "kind"),
-            with_vid(exits).select("vid", "ts", "ord", "kind", pl.col("reason").cast(STR)),
-            with_vid(with_vid(kicks), "target", "target_vid").select("vid", "target_vid", "ts", "ord"),
-            with_vid(with_vid(yields), "target", "target_vid").select("vid", "target_vid", "ts", "ord"),
-            with_vid(pv_halts).select("vid", "ts", "ord"),
-            with_vid(ple).select("vid", "ts", "ord", "value"),
-        ]
-    )
+    states = with_vid(states).select("vid", "ts", "ord", "kind", "pcpu", pl.col("reason").cast(STR))
+    lock_ev = lock_ev.select("lid", "vid", "ts", "ord", "kind")
+    exits = with_vid(exits).select("vid", "ts", "ord", "kind", pl.col("reason").cast(STR))
+    kicks = with_vid(with_vid(kicks), "target", "target_vid").select("vid", "target_vid", "ts", "ord")
+    yields = with_vid(with_vid(yields), "target", "target_vid").select("vid", "target_vid", "ts", "ord")
+    pv_halts = with_vid(pv_halts).select("vid", "ts", "ord")
+    ple = with_vid(ple).select("vid", "ts", "ord", "value")
     return Prepared(
         window=window,
         n_events=n_events,
         kinds=kinds,
-        vcpus=vcpus.drop("vm_cat"),
+        vcpus=vcpus.drop("vm_cat", "_k"),
         locks=locks.drop("vm_cat"),
         states=states,
         lock_events=lock_ev,
@@ -188,18 +255,27 @@ def prepare(trace: Trace, *, lock_kind: str | None = None) -> Prepared:
         yields=yields,
         pv_halts=pv_halts,
         ple=ple,
-        lost=lost.select(pl.col("origin").cast(STR), "pcpu", pl.col("vm").cast(STR), "vcpu", "ts", "ord", "value"),
-        cpu_events=ev.lazy().select("ts", "ord", pl.col("origin").cast(STR), "pcpu", pl.col("vm").cast(STR), "vcpu", "kind"),
-        event_ts=ev["ts"],
-        view=trace.meta.view,
+        lost=lost.select(
+            pl.col("origin").cast(STR), "pcpu", pl.col("vm").cast(STR), "vcpu", "ts", "ord", "value"
+        ),
+        cpu_events=(src.frame if lost.height else src.frame.clear()).select(
+            "ts", "ord", pl.col("origin").cast(STR), "pcpu", pl.col("vm").cast(STR), "vcpu", "kind"
+        ),
+        source=src,
+        view=meta.view,
         lock_origins=lock_origins,
         notes=notes,
     )
 
 
-def _declared_vcpus(trace: Trace) -> pl.DataFrame:
+def _vcpu_key(vm: pl.Expr, vcpu: pl.Expr) -> pl.Expr:
+    """(vm, vcpu) packed in one Int64: the categorical code of the VM, then the vCPU index."""
+    return vm.to_physical().cast(I64) * (1 << 32) + vcpu.cast(I64)
+
+
+def _declared_vcpus(meta: TraceMeta) -> pl.DataFrame:
     """(vm, vcpu) pairs the metadata declares, so idle vCPUs still get a timeline."""
-    rows = [(name, i) for name, info in trace.meta.vms.items() if info.n_vcpus for i in range(info.n_vcpus)]
+    rows = [(name, i) for name, info in meta.vms.items() if info.n_vcpus for i in range(info.n_vcpus)]
     return pl.DataFrame(rows, schema={"vm": STR, "vcpu": I32}, orient="row").with_columns(
         pl.col("vm").cast(pl.Categorical())
     )

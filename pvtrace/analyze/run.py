@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import polars as pl
 
@@ -14,13 +15,22 @@ from pvtrace.analyze import waste as waste_mod
 from pvtrace.analyze.fidelity import capabilities
 from pvtrace.analyze.holders import infer_holds
 from pvtrace.analyze.lost import lost_windows, vcpu_unknown_windows
-from pvtrace.analyze.prepare import prepare
+from pvtrace.analyze.prepare import Prepared, prepare, prepare_source, source_of_parquet
 from pvtrace.analyze.result import TABLE_SCHEMAS, Analysis
 from pvtrace.analyze.summary import build_summary
 from pvtrace.analyze.vcpu_states import build_states, state_changes, vcpu_states_table
-from pvtrace.trace import Trace
+from pvtrace.trace import Trace, read_meta
 
-STEPS = ("prepare", "vcpu states", "waits and holds", "spin classification", "incidents", "convoys", "exits", "summary")
+STEPS = (
+    "prepare",
+    "vcpu states",
+    "waits and holds",
+    "spin classification",
+    "incidents",
+    "convoys",
+    "exits",
+    "summary",
+)
 
 
 def analyze(
@@ -31,15 +41,28 @@ def analyze(
     `lock_kind` (fifo, unfair, unknown) overrides the lock kind of every VM.
     `progress`, if given, is called with each step's name (see STEPS) once it is done.
     """
+    return _run(prepare(trace, lock_kind=lock_kind), progress)
+
+
+def analyze_parquet(
+    path: Path | str, *, lock_kind: str | None = None, progress: Callable[[str], None] | None = None
+) -> Analysis:
+    """analyze() a pvtrace Parquet file without loading it whole: each concept's events are read
+    on their own (only the rows and columns it needs), so big traces fit in memory."""
+    return _run(prepare_source(source_of_parquet(path), read_meta(path), lock_kind=lock_kind), progress)
+
+
+def _run(prep: Prepared, progress: Callable[[str], None] | None) -> Analysis:
     done = progress or (lambda step: None)
-    prep = prepare(trace, lock_kind=lock_kind)
     caps = capabilities(prep)
     done("prepare")
 
     windows = lost_windows(prep)
     guest_windows = windows.filter(pl.col("origin") == "guest")
     changes = state_changes(prep)
+    _release(prep, "states")
     states = build_states(prep, changes, vcpu_unknown_windows(windows, changes, prep))
+    tables: dict[str, pl.DataFrame | None] = {"vcpu_states": vcpu_states_table(states, prep)}
     done("vcpu states")
 
     waits, notes = locks_mod.waits(prep, guest_windows, uncontended_visible=caps.holds)
@@ -48,17 +71,32 @@ def analyze(
         notes.update(hold_notes)
     else:
         holds = infer_holds(prep, waits, states) if caps.states and caps.waits else None
+    _release(prep, "lock_events")
     acq = locks_mod.acquisitions(holds, waits) if holds is not None else None
+    del holds
+    tables["holds"] = locks_mod.holds_table(acq, prep) if acq is not None else None
+    counts = {
+        "n_acquisitions": int(acq.filter(pl.col("start_ord").is_not_null()).height) if acq is not None else 0,
+        "n_contended": int(waits.filter(pl.col("end_ord").is_not_null()).height),
+        "n_truncated_waits": int(waits["truncated"].sum() or 0),
+        "n_truncated_holds": int(acq["truncated"].sum() or 0) if acq is not None else 0,
+    }
     done("waits and holds")
 
     pieces = waste_mod.wait_pieces(waits, states, prep)
     if acq is not None:
         status = locks_mod.lock_status(acq, prep, guest_windows)
         spin = waste_mod.spin_pieces(pieces, status, states, prep, queue_heads=None if caps.holds else waits)
+        del status
     else:
         spin = _unclassified(pieces)
-    waits_tbl = waste_mod.waits_table(waits, pieces, spin, acq if acq is not None else _no_acq(), prep)
-    by_vcpu = waste_mod.waste_by_vcpu(spin, states, prep)
+    tables["waits"] = waste_mod.waits_table(waits, pieces, spin, acq if acq is not None else _no_acq(), prep)
+    del pieces
+    tables["waste_by_lock"] = waste_mod.waste_by_lock(
+        tables["waits"], acq if acq is not None else _no_acq(), prep, acquisitions_known=caps.holds
+    )
+    tables["waste_by_vcpu"] = waste_mod.waste_by_vcpu(spin, states, prep)
+    tables["waste_by_vm"] = waste_mod.waste_by_vm(tables["waste_by_vcpu"])
     done("spin classification")
 
     if acq is not None:
@@ -66,67 +104,111 @@ def analyze(
         if not caps.holds:  # inferred holders: only incidents that waiters saw are real evidence
             lhp = lhp.filter(pl.col("harmful"))
         lwp = incidents_mod.lwp_incidents(acq, spin, states, prep)
-    else:
-        lhp = lwp = None
+        tables["lhp_incidents"] = incidents_mod.lhp_table(lhp, prep)
+        tables["lwp_incidents"] = incidents_mod.lwp_table(lwp, prep)
+    del spin
     done("incidents")
-    conv = convoys_mod.convoys(acq, waits, lhp, lwp, prep) if acq is not None else None
+    if acq is not None:
+        conv = convoys_mod.convoys(acq, waits, lhp, lwp, prep)
+        tables["convoys"] = convoys_mod.convoys_table(conv, prep)
+        del lhp, lwp
     done("convoys")
 
     exit_rows = exits_mod.exit_durations(prep)
     pauses = exits_mod.pause_exits(exit_rows, states, prep)
+    host_estimates = exits_mod.pause_spin(pauses)
+    tables["exit_reasons"] = exits_mod.exit_reasons(exit_rows)
+    tables["pause_exits"] = pauses
+    del exit_rows
+    _release(prep, "exits", "ple")
+    tables["kicks"] = exits_mod.kicks(states, prep)
+    tables["yields"] = exits_mod.yields(acq, prep)
+    del acq
+    tables["lost_windows"] = windows.select("origin", "cpu", "start", "end", "n_lost")
     tables = {
-        "vcpu_states": vcpu_states_table(states, prep),
-        "waits": waits_tbl,
-        "holds": locks_mod.holds_table(acq, prep) if acq is not None else None,
-        "waste_by_lock": waste_mod.waste_by_lock(
-            waits_tbl, acq if acq is not None else _no_acq(), prep, acquisitions_known=caps.holds
-        ),
-        "waste_by_vcpu": by_vcpu,
-        "waste_by_vm": waste_mod.waste_by_vm(by_vcpu),
-        "lhp_incidents": incidents_mod.lhp_table(lhp, prep) if lhp is not None else None,
-        "lwp_incidents": incidents_mod.lwp_table(lwp, prep) if lwp is not None else None,
-        "convoys": convoys_mod.convoys_table(conv, prep) if conv is not None else None,
-        "exit_reasons": exits_mod.exit_reasons(exit_rows),
-        "pause_exits": pauses,
-        "kicks": exits_mod.kicks(states, prep),
-        "yields": exits_mod.yields(acq, prep),
-        "lost_windows": windows.select("origin", "cpu", "start", "end", "n_lost"),
+        name: (tables.get(name) if tables.get(name) is not None else pl.DataFrame(schema=schema))
+        for name, schema in TABLE_SCHEMAS.items()
     }
-    tables = {name: (df if df is not None else pl.DataFrame(schema=TABLE_SCHEMAS[name])) for name, df in tables.items()}
-    tables = {name: df.cast(dict(TABLE_SCHEMAS[name])).select(list(TABLE_SCHEMAS[name])) for name, df in tables.items()}
+    tables = {
+        name: df.cast(dict(TABLE_SCHEMAS[name])).select(list(TABLE_SCHEMAS[name]))
+        for name, df in tables.items()
+    }
     done("exits")
 
-    counts = {
-        "n_acquisitions": int(acq.filter(pl.col("start_ord").is_not_null()).height) if acq is not None else 0,
-        "n_contended": int(waits.filter(pl.col("end_ord").is_not_null()).height),
-        "n_truncated_waits": int(waits["truncated"].sum() or 0),
-        "n_truncated_holds": int(acq["truncated"].sum() or 0) if acq is not None else 0,
-    }
     extra = _extra(tables, states, prep, windows, notes)
     unknown_kind = prep.locks.filter(pl.col("lock_kind") == "unknown").height > 0
     summary = build_summary(
-        tables, counts, caps, unknown_kind_locks=unknown_kind, host_estimates=exits_mod.pause_spin(pauses), extra=extra
+        tables,
+        counts,
+        caps,
+        unknown_kind_locks=unknown_kind,
+        host_estimates=host_estimates,
+        extra=extra,
     )
+    tables = _blank_unavailable(tables, summary.fidelity)
     done("summary")
     return Analysis(tables=tables, summary=summary)
 
 
+# Per-row columns of the waits/waste tables and the total each one adds up to.
+_COLUMN_TOTAL = {
+    **{c: c for c in waste_mod.SPLIT_COLUMNS},
+    "halted_ns": "wait_halted_ns",
+    "preempted_ns": "wait_preempted_ns",
+}
+
+
+def _blank_unavailable(tables: dict[str, pl.DataFrame], fidelity: dict[str, str]) -> dict[str, pl.DataFrame]:
+    """Null (not 0) every per-row column whose total this trace cannot give from events."""
+    out = dict(tables)
+    for name in ("waits", "waste_by_lock", "waste_by_vcpu", "waste_by_vm"):
+        df = out[name]
+        gone = [
+            c
+            for c, key in _COLUMN_TOTAL.items()
+            if c in df.columns and fidelity.get(key) not in ("exact", "inferred")
+        ]
+        if gone:
+            out[name] = df.with_columns(*[pl.lit(None, df.schema[c]).alias(c) for c in gone])
+    return out
+
+
+def _release(prep, *names: str) -> None:
+    """Drop per-concept event tables once nothing needs them (peak memory on big traces)."""
+    for name in names:
+        setattr(prep, name, getattr(prep, name).clear())
+
+
 def _no_acq() -> pl.DataFrame:
     return pl.DataFrame(
-        schema={"lid": pl.Int64(), "start_ord": pl.Int64(), "contended": pl.Boolean(), "handoff": pl.Boolean()}
+        schema={
+            "lid": pl.Int64(),
+            "start_ord": pl.Int64(),
+            "contended": pl.Boolean(),
+            "handoff": pl.Boolean(),
+        }
     )
 
 
 def _unclassified(pieces: pl.DataFrame) -> pl.DataFrame:
     """Spin pieces without holder knowledge: all unattributed."""
     return pieces.filter(pl.col("state") == "running").select(
-        "wid", "lid", "vid", "start", "end", pl.lit("unattributed").alias("cls"),
-        pl.lit(None, pl.Boolean()).alias("held"), pl.lit(None, pl.Int64()).alias("ref"),
-        pl.lit(None, pl.String()).alias("ref_state"), pl.lit(None, pl.String()).alias("lock_kind"),
+        "wid",
+        "lid",
+        "vid",
+        "start",
+        "end",
+        pl.lit("unattributed").alias("cls"),
+        pl.lit(None, pl.Boolean()).alias("held"),
+        pl.lit(None, pl.Int64()).alias("ref"),
+        pl.lit(None, pl.String()).alias("ref_state"),
+        pl.lit(None, pl.String()).alias("lock_kind"),
     )
 
 
-def _extra(tables: dict[str, pl.DataFrame], states, prep, windows: pl.DataFrame, notes: dict[str, int]) -> dict:
+def _extra(
+    tables: dict[str, pl.DataFrame], states, prep, windows: pl.DataFrame, notes: dict[str, int]
+) -> dict:
     """Context for the totals: excluded time, pause-exit and kick figures, ingest-like notes."""
     part = states.partition
     vcpu_time = prep.n_vcpus * prep.window.dur
@@ -156,8 +238,12 @@ def _extra(tables: dict[str, pl.DataFrame], states, prep, windows: pl.DataFrame,
         "wait_ns": int(waits["dur"].sum() or 0),
         "n_pause_exits_sibling_preempted": int((pauses["n_siblings_preempted"] > 0).sum() or 0),
         "pause_exits_per_vcpu_s": round(pauses.height / (running_ns / 1e9), 3) if running_ns else None,
-        "kick_latency_p50_ns": int(kicks["latency_ns"].quantile(0.5, "nearest")) if kicks["latency_ns"].drop_nulls().len() else None,
-        "kick_latency_max_ns": int(kicks["latency_ns"].max()) if kicks["latency_ns"].drop_nulls().len() else None,
+        "kick_latency_p50_ns": int(kicks["latency_ns"].quantile(0.5, "nearest"))
+        if kicks["latency_ns"].drop_nulls().len()
+        else None,
+        "kick_latency_max_ns": int(kicks["latency_ns"].max())
+        if kicks["latency_ns"].drop_nulls().len()
+        else None,
         "spin_waste_pct_of_running": None,
     }
     waste = int(waits["waste_lhp_ns"].sum() or 0) + int(waits["waste_lwp_ns"].sum() or 0)

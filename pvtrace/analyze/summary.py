@@ -72,4 +72,6 @@ def build_summary(
         if n_pause:
             extra = {**extra, "spin_waste_ns": host_estimates["spin_waste_ns"]}
     totals = {k: v for k, v in all_totals.items() if k in fidelity}
-    return Summary(totals=totals, fidelity=fidelity, unavailable=unavailable, extra={"level": caps.level, **extra})
+    return Summary(
+        totals=totals, fidelity=fidelity, unavailable=unavailable, extra={"level": caps.level, **extra}
+    )

@@ -32,7 +32,9 @@ class VcpuStates:
 def state_changes(prep: Prepared) -> pl.DataFrame:
     """The state after each vCPU state event, sorted by (vid, ord)."""
     st = prep.states.sort("vid", maintain_order=True)  # states come in canonical (ord) order
-    explicit = pl.col("kind").cast(pl.String()).replace_strict(_EXPLICIT, default=None, return_dtype=pl.String())
+    explicit = (
+        pl.col("kind").cast(pl.String()).replace_strict(_EXPLICIT, default=None, return_dtype=pl.String())
+    )
     # the last explicit state before each row, within its vCPU ("none" at a vCPU's first row)
     prev = (
         pl.when(same_as_previous("vid"))
@@ -76,7 +78,9 @@ def build_states(prep: Prepared, changes: pl.DataFrame, unknown: pl.DataFrame) -
     return VcpuStates(changes=changes, partition=part, unknown=unknown)
 
 
-def state_at(points: pl.DataFrame, states: VcpuStates, prep: Prepared, *, vid: str, ord_col: str, ts_col: str) -> pl.Series:
+def state_at(
+    points: pl.DataFrame, states: VcpuStates, prep: Prepared, *, vid: str, ord_col: str, ts_col: str
+) -> pl.Series:
     """The state of vCPU `vid` at each point event (after every event before it in canonical order)."""
     found = lookup(
         points.select(pl.col(vid).alias("_v"), pl.col(ord_col).alias("_o"), pl.col(ts_col).alias("_t")),
@@ -107,15 +111,13 @@ def state_at(points: pl.DataFrame, states: VcpuStates, prep: Prepared, *, vid: s
 
 def vcpu_states_table(states: VcpuStates, prep: Prepared) -> pl.DataFrame:
     """The vcpu_states result table: vm, vcpu, state, start, end, dur."""
-    return (
-        states.partition.join(prep.vcpus, left_on="key", right_on="vid", how="left", maintain_order="left")
-        .select(
-            "vm",
-            pl.col("vcpu").cast(pl.Int32()),
-            "state",
-            "start",
-            "end",
-            (pl.col("end") - pl.col("start")).alias("dur"),
-        )
-
+    return states.partition.join(
+        prep.vcpus, left_on="key", right_on="vid", how="left", maintain_order="left"
+    ).select(
+        "vm",
+        pl.col("vcpu").cast(pl.Int32()),
+        "state",
+        "start",
+        "end",
+        (pl.col("end") - pl.col("start")).alias("dur"),
     )

@@ -113,15 +113,27 @@ def _queue_head(p: pl.DataFrame, waits: pl.DataFrame, prep: Prepared) -> pl.Data
     orphan = (~pl.col("held")).fill_null(False) & pl.col("ref").is_null() & (pl.col("lock_kind") == "fifo")
     table = (
         waits.filter(~pl.col("excluded"))
-        .select(pl.col("lid").alias("key"), pl.col("end").alias("w_end"), pl.col("start").alias("w_start"), "vid")
+        .select(
+            pl.col("lid").alias("key"), pl.col("end").alias("w_end"), pl.col("start").alias("w_start"), "vid"
+        )
         .sort(pl.col("key") * w.span + pl.col("w_end") - w.t_start)
     )
     found = lookup(
-        p.select("lid", "start"), table, by="lid", on="start", table_on="w_end", size=w.span,
-        values=["w_start", "vid"], direction="forward", strict=True, origin=w.t_start,
+        p.select("lid", "start"),
+        table,
+        by="lid",
+        on="start",
+        table_on="w_end",
+        size=w.span,
+        values=["w_start", "vid"],
+        direction="forward",
+        strict=True,
+        origin=w.t_start,
     )
     head = pl.when(found["w_start"] < found["start"]).then(found["vid"])
-    return p.with_columns(pl.when(orphan).then(pl.select(head).to_series()).otherwise(pl.col("ref")).alias("ref"))
+    return p.with_columns(
+        pl.when(orphan).then(pl.select(head).to_series()).otherwise(pl.col("ref")).alias("ref")
+    )
 
 
 def split_sums(spin: pl.DataFrame, by: list[str]) -> pl.DataFrame:
@@ -129,19 +141,21 @@ def split_sums(spin: pl.DataFrame, by: list[str]) -> pl.DataFrame:
     dur = pl.col("end") - pl.col("start")
     aggs = [dur.sum().alias("spin_ns")]
     for cls, col in CLASS_COLUMN.items():
-        aggs.append(dur.filter(pl.col("cls") == cls).sum().alias(col))
+        aggs.append(pl.when(pl.col("cls") == cls).then(dur).otherwise(0).sum().alias(col))
     out = spin.group_by(by).agg(aggs)
-    return out.with_columns((pl.col("waste_lwp_preempted_ns") + pl.col("waste_lwp_halted_ns")).alias("waste_lwp_ns"))
+    return out.with_columns(
+        (pl.col("waste_lwp_preempted_ns") + pl.col("waste_lwp_halted_ns")).alias("waste_lwp_ns")
+    )
 
 
 def state_sums(pieces: pl.DataFrame) -> pl.DataFrame:
     """Per wait: halted_ns, preempted_ns, unknown_ns."""
     dur = pl.col("end") - pl.col("start")
-    return pieces.group_by("wid").agg(
-        dur.filter(pl.col("state") == "halted").sum().alias("halted_ns"),
-        dur.filter(pl.col("state") == "preempted").sum().alias("preempted_ns"),
-        dur.filter(pl.col("state") == "unknown").sum().alias("unknown_ns"),
-    )
+    by_state = {
+        s: pl.when(pl.col("state") == s).then(dur).otherwise(0).sum()
+        for s in ("halted", "preempted", "unknown")
+    }
+    return pieces.group_by("wid").agg(*[v.alias(f"{k}_ns") for k, v in by_state.items()])
 
 
 def _zero_fill(df: pl.DataFrame, cols: tuple[str, ...] | list[str]) -> pl.DataFrame:
@@ -153,7 +167,9 @@ def waits_table(
 ) -> pl.DataFrame:
     """The waits result table (analyzed waits only; excluded ones are counted in the summary)."""
     w = waits.filter(~pl.col("excluded"))
-    handoff = acq.filter(pl.col("start_ord").is_not_null()).select(pl.col("start_ord").alias("end_ord"), "handoff")
+    handoff = acq.filter(pl.col("start_ord").is_not_null()).select(
+        pl.col("start_ord").alias("end_ord"), "handoff"
+    )
     keep = {"how": "left", "maintain_order": "left"}  # waits stay in the order they began
     out = (
         w.join(split_sums(spin, ["wid"]), on="wid", **keep)
@@ -184,13 +200,18 @@ def nearest_rank(values: pl.Expr, q: float) -> pl.Expr:
     return values.sort().gather(rank).first().cast(I64)
 
 
-def waste_by_lock(waits_tbl: pl.DataFrame, acq: pl.DataFrame, prep: Prepared, *, acquisitions_known: bool) -> pl.DataFrame:
+def waste_by_lock(
+    waits_tbl: pl.DataFrame, acq: pl.DataFrame, prep: Prepared, *, acquisitions_known: bool
+) -> pl.DataFrame:
     """Per lock: acquisitions, contended, spin split, wait percentiles (nearest rank over closed waits)."""
     locks = prep.locks.select("lid", "vm", "lock")
     n_acq = (
         acq.filter(pl.col("start_ord").is_not_null())
         .group_by("lid")
-        .agg(pl.len().cast(I64).alias("n_acquisitions"), pl.col("contended").sum().cast(I64).alias("n_contended"))
+        .agg(
+            pl.len().cast(I64).alias("n_acquisitions"),
+            pl.col("contended").sum().cast(I64).alias("n_contended"),
+        )
     )
     closed = waits_tbl.filter(~pl.col("truncated"))
     pct = closed.group_by("vm", "lock").agg(
@@ -210,7 +231,9 @@ def waste_by_lock(waits_tbl: pl.DataFrame, acq: pl.DataFrame, prep: Prepared, *,
     if acquisitions_known:
         out = out.with_columns(pl.col("n_acquisitions").fill_null(0), pl.col("n_contended").fill_null(0))
     else:
-        out = out.with_columns(pl.lit(None, I64).alias("n_acquisitions"), pl.col("_n_closed").fill_null(0).alias("n_contended"))
+        out = out.with_columns(
+            pl.lit(None, I64).alias("n_acquisitions"), pl.col("_n_closed").fill_null(0).alias("n_contended")
+        )
     return out.select(
         "vm",
         "lock",
@@ -221,21 +244,29 @@ def waste_by_lock(waits_tbl: pl.DataFrame, acq: pl.DataFrame, prep: Prepared, *,
         "wait_p90_ns",
         "wait_p99_ns",
         "wait_max_ns",
-    ).sort("waste_lhp_ns", "spin_ns", descending=True)
+    ).sort(
+        pl.col("waste_lhp_ns") + pl.col("waste_lwp_ns"),
+        "spin_ns",
+        "n_contended",
+        descending=True,
+        nulls_last=True,
+    )
 
 
 def running_time(states: VcpuStates) -> pl.DataFrame:
     """Per vid: running_ns over the window."""
-    return states.partition.filter(pl.col("state") == "running").group_by("key").agg(
-        (pl.col("end") - pl.col("start")).sum().alias("running_ns")
-    ).rename({"key": "vid"})
+    return (
+        states.partition.filter(pl.col("state") == "running")
+        .group_by("key")
+        .agg((pl.col("end") - pl.col("start")).sum().alias("running_ns"))
+        .rename({"key": "vid"})
+    )
 
 
 def waste_by_vcpu(spin: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.DataFrame:
     """Per vCPU (waiter): spin split and running time."""
-    out = (
-        prep.vcpus.join(split_sums(spin, ["vid"]), on="vid", how="left")
-        .join(running_time(states), on="vid", how="left")
+    out = prep.vcpus.join(split_sums(spin, ["vid"]), on="vid", how="left").join(
+        running_time(states), on="vid", how="left"
     )
     out = _zero_fill(out, [*SPLIT_COLUMNS, "running_ns"])
     return out.select("vm", pl.col("vcpu").cast(I32), *SPLIT_COLUMNS, "running_ns").sort("vm", "vcpu")

@@ -10,11 +10,14 @@ import typer
 from rich.table import Table
 
 from pvtrace.analyze import Analysis, analyze
-from pvtrace.analyze.run import STEPS
+from pvtrace.analyze.run import STEPS, analyze_parquet
+
+# Above this a single Parquet input is analyzed from the file, concept by concept.
+BIG_PARQUET_BYTES = 256 * 2**20
 from pvtrace.cli.common import err, handle_errors, out, progress
 from pvtrace.errors import OutputExistsError, UsageError
-from pvtrace.schema import LOCK_KINDS
 from pvtrace.ingest.load import load
+from pvtrace.schema import LOCK_KINDS
 from pvtrace.trace import Trace, check_writable
 
 
@@ -44,7 +47,9 @@ def load_inputs(
         )
 
 
-def write_outputs(a: Analysis, *, json_path: Path | None, out_dir: Path | None, csv: bool, force: bool) -> list[Path]:
+def write_outputs(
+    a: Analysis, *, json_path: Path | None, out_dir: Path | None, csv: bool, force: bool
+) -> list[Path]:
     """Write the summary JSON and the tables; refuse to overwrite anything without force."""
     targets: list[Path] = []
     if json_path is not None:
@@ -114,7 +119,9 @@ def render_summary(a: Analysis, sources: list[str]) -> None:
         label = fmt_ns(waste) + (f" ({pct:.2f}% of running)" if pct is not None else "")
         head.add_row("spin waste (LHP + LWP)", label, s.fidelity.get("waste_lhp_ns", ""))
     row("  waste LHP", "waste_lhp_ns", fmt_ns(t.get("waste_lhp_ns")))
-    row("  waste LWP, next owner preempted", "waste_lwp_preempted_ns", fmt_ns(t.get("waste_lwp_preempted_ns")))
+    row(
+        "  waste LWP, next owner preempted", "waste_lwp_preempted_ns", fmt_ns(t.get("waste_lwp_preempted_ns"))
+    )
     row("  waste LWP, next owner halted", "waste_lwp_halted_ns", fmt_ns(t.get("waste_lwp_halted_ns")))
     row("  useful spin", "spin_useful_ns", fmt_ns(t.get("spin_useful_ns")))
     row("  unattributed spin", "spin_unattributed_ns", fmt_ns(t.get("spin_unattributed_ns")))
@@ -125,14 +132,20 @@ def render_summary(a: Analysis, sources: list[str]) -> None:
     row("LHP incidents", "n_lhp")
     row("  harmful", "n_lhp_harmful")
     row("LWP incidents", "n_lwp")
-    row("  next owner preempted / halted", "n_lwp_preempted", f"{t.get('n_lwp_preempted', 0):,} / {t.get('n_lwp_halted', 0):,}")
+    row(
+        "  next owner preempted / halted",
+        "n_lwp_preempted",
+        f"{t.get('n_lwp_preempted', 0):,} / {t.get('n_lwp_halted', 0):,}",
+    )
     row("convoys (longest)", "n_convoys", f"{t.get('n_convoys', 0):,} ({t.get('convoy_len_max', 0)})")
     row("pause exits", "n_pause_exits")
     row("pv kicks", "n_kicks")
     row("truncated at trace end", "n_truncated")
     out.print(head)
     if x.get("excluded_ns"):
-        out.print(f"lost events: {x['n_lost_windows']} windows, {x['excluded_pct']:.2f}% of vCPU time excluded")
+        out.print(
+            f"lost events: {x['n_lost_windows']} windows, {x['excluded_pct']:.2f}% of vCPU time excluded"
+        )
 
     locks = a.table("waste_by_lock").head(10)
     if locks.height:
@@ -141,8 +154,15 @@ def render_summary(a: Analysis, sources: list[str]) -> None:
             tl.add_column(c, justify="left" if c in ("vm", "lock") else "right")
         for r in locks.iter_rows(named=True):
             tl.add_row(
-                r["vm"], _lock(r["lock"]), f"{r['n_contended']:,}", fmt_ns(r["spin_ns"]), fmt_ns(r["waste_lhp_ns"]),
-                fmt_ns(r["waste_lwp_ns"]), fmt_ns(r["wait_p50_ns"]), fmt_ns(r["wait_p99_ns"]), fmt_ns(r["wait_max_ns"]),
+                r["vm"],
+                _lock(r["lock"]),
+                f"{r['n_contended']:,}",
+                fmt_ns(r["spin_ns"]),
+                fmt_ns(r["waste_lhp_ns"]),
+                fmt_ns(r["waste_lwp_ns"]),
+                fmt_ns(r["wait_p50_ns"]),
+                fmt_ns(r["wait_p99_ns"]),
+                fmt_ns(r["wait_max_ns"]),
             )
         out.print(tl)
 
@@ -151,7 +171,7 @@ def render_summary(a: Analysis, sources: list[str]) -> None:
         ("lwp_incidents", "next_owner", "Worst LWP incidents"),
     ):
         inc = a.table(name).sort("waste_ns", "dur", descending=True).head(5)
-        if inc.height == 0 or name.split("_")[0] == "lhp" and "n_lhp_harmful" not in t:
+        if inc.height == 0 or (name.split("_")[0] == "lhp" and "n_lhp_harmful" not in t):
             continue
         ti = Table(title=title, header_style="bold")
         for c in ("vm", "lock", who, "state", "start", "dur", "waiters", "waste"):
@@ -159,8 +179,14 @@ def render_summary(a: Analysis, sources: list[str]) -> None:
         state_col = "holder_state" if who == "holder" else "next_owner_state"
         for r in inc.iter_rows(named=True):
             ti.add_row(
-                r["vm"], _lock(r["lock"]), str(r[who]), r[state_col], fmt_ns(r["start"] - x.get("t_start", 0)),
-                fmt_ns(r["dur"]), str(r["n_waiters"]), fmt_ns(r["waste_ns"]),
+                r["vm"],
+                _lock(r["lock"]),
+                str(r[who]),
+                r[state_col],
+                fmt_ns(r["start"] - x.get("t_start", 0)),
+                fmt_ns(r["dur"]),
+                str(r["n_waiters"]),
+                fmt_ns(r["waste_ns"]),
             )
         out.print(ti)
 
@@ -178,12 +204,33 @@ def render_summary(a: Analysis, sources: list[str]) -> None:
 
     if s.unavailable:
         tu = Table(title="Unavailable at this level", header_style="bold")
-        tu.add_column("metric")
+        tu.add_column("metrics")
         tu.add_column("missing events")
         tu.add_column("how to capture")
+        groups: dict[tuple, list[str]] = {}
         for u in s.unavailable:
-            tu.add_row(u.metric, ", ".join(u.missing_events) or "-", u.how_to_capture)
+            groups.setdefault((tuple(u.missing_events), u.how_to_capture), []).append(u.metric)
+        for (missing, how), metrics in groups.items():
+            tu.add_row(", ".join(metrics), ", ".join(missing) or "-", how)
         out.print(tu)
+
+
+def finish(
+    result: Analysis,
+    files: list[Path],
+    *,
+    json_out: Path | None,
+    out_dir: Path | None,
+    csv: bool,
+    force: bool,
+    quiet: bool,
+) -> None:
+    """Write the outputs, then show the summary."""
+    written = write_outputs(result, json_path=json_out, out_dir=out_dir, csv=csv, force=force)
+    if not quiet:
+        render_summary(result, [str(f) for f in files])
+        if written:
+            err.print(f"wrote {len(written)} file(s)", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
@@ -192,19 +239,36 @@ def register(app: typer.Typer) -> None:
     @app.command("analyze")
     @handle_errors
     def analyze_cmd(
-        files: Annotated[list[Path], typer.Argument(help="Trace files (any format `ingest` reads; several are merged).")],
-        json_out: Annotated[Path | None, typer.Option("--json", help="Write the summary (totals, fidelity, unavailable) as JSON.")] = None,
-        out_dir: Annotated[Path | None, typer.Option("--out-dir", help="Write every result table into this folder.")] = None,
+        files: Annotated[
+            list[Path], typer.Argument(help="Trace files (any format `ingest` reads; several are merged).")
+        ],
+        json_out: Annotated[
+            Path | None,
+            typer.Option("--json", help="Write the summary (totals, fidelity, unavailable) as JSON."),
+        ] = None,
+        out_dir: Annotated[
+            Path | None, typer.Option("--out-dir", help="Write every result table into this folder.")
+        ] = None,
         csv: Annotated[bool, typer.Option("--csv", help="Tables as CSV instead of Parquet.")] = False,
-        lock_kind: Annotated[str | None, typer.Option("--lock-kind", help="Lock kind of every VM: fifo, unfair or unknown.")] = None,
+        lock_kind: Annotated[
+            str | None, typer.Option("--lock-kind", help="Lock kind of every VM: fifo, unfair or unknown.")
+        ] = None,
         fmt: Annotated[str, typer.Option("--format", help="Input format (auto: detect).")] = "auto",
         side: Annotated[str, typer.Option("--side", help="host, guest or auto.")] = "auto",
-        vm_name: Annotated[str | None, typer.Option("--vm-name", help="VM name for guest-side inputs.")] = None,
-        vcpu_map: Annotated[Path | None, typer.Option("--vcpu-map", help="CSV tid,pid,vm,vcpu tying host threads to vCPUs.")] = None,
-        guest_offset_ns: Annotated[int | None, typer.Option("--guest-offset-ns", help="host time = guest time + offset.")] = None,
+        vm_name: Annotated[
+            str | None, typer.Option("--vm-name", help="VM name for guest-side inputs.")
+        ] = None,
+        vcpu_map: Annotated[
+            Path | None, typer.Option("--vcpu-map", help="CSV tid,pid,vm,vcpu tying host threads to vCPUs.")
+        ] = None,
+        guest_offset_ns: Annotated[
+            int | None, typer.Option("--guest-offset-ns", help="host time = guest time + offset.")
+        ] = None,
         strict: Annotated[bool, typer.Option("--strict", help="Malformed input lines are fatal.")] = False,
         force: Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")] = False,
-        quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress bar and no terminal summary.")] = False,
+        quiet: Annotated[
+            bool, typer.Option("-q", "--quiet", help="No progress bar and no terminal summary.")
+        ] = False,
     ) -> None:
         """Measure spin waste, LHP/LWP incidents, convoys, exits and pv kicks of a trace."""
         if lock_kind is not None and lock_kind not in LOCK_KINDS:
@@ -214,6 +278,12 @@ def register(app: typer.Typer) -> None:
         # Fail on existing outputs before the (possibly long) analysis.
         if json_out is not None:
             check_writable(json_out, force)
+        if len(files) == 1 and files[0].suffix == ".parquet" and files[0].stat().st_size > BIG_PARQUET_BYTES:
+            # a big pvtrace Parquet file is analyzed concept by concept, never loaded whole
+            with progress("analyzing", total=len(STEPS), quiet=quiet) as bar:
+                result = analyze_parquet(files[0], lock_kind=lock_kind, progress=lambda step: bar.advance(1))
+            finish(result, files, json_out=json_out, out_dir=out_dir, csv=csv, force=force, quiet=quiet)
+            return
         trace = load_inputs(
             files,
             fmt=fmt,
@@ -226,8 +296,4 @@ def register(app: typer.Typer) -> None:
         )
         with progress("analyzing", total=len(STEPS), quiet=quiet) as bar:
             result = analyze(trace, lock_kind=lock_kind, progress=lambda step: bar.advance(1))
-        written = write_outputs(result, json_path=json_out, out_dir=out_dir, csv=csv, force=force)
-        if not quiet:
-            render_summary(result, [str(f) for f in files])
-            if written:
-                err.print(f"wrote {len(written)} file(s)", highlight=False)
+        finish(result, files, json_out=json_out, out_dir=out_dir, csv=csv, force=force, quiet=quiet)

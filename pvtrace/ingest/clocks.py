@@ -26,8 +26,12 @@ def _span(ts: pl.Series) -> tuple[int, int] | None:
     return int(ts.min()), int(ts.max())  # type: ignore[arg-type]
 
 
-def _overlap(a: tuple[int, int], b: tuple[int, int]) -> int:
-    return min(a[1], b[1]) - max(a[0], b[0])
+def _aligned(host: tuple[int, int], guest: tuple[int, int]) -> bool:
+    """Whether two time ranges can be on one clock: they overlap, or the gap between them is no
+    longer than the longer range (sparse guest events may fall just outside the host's range;
+    unsynchronized clocks differ by the time between boots: seconds to days)."""
+    gap = max(host[0], guest[0]) - min(host[1], guest[1])
+    return gap <= max(host[1] - host[0], guest[1] - guest[0])
 
 
 def _one_guest(
@@ -44,7 +48,7 @@ def _one_guest(
         if distinct is not None and distinct.len():
             candidate = -int(distinct[distinct.len() // 2])
             shifted = (guest[0] + candidate, guest[1] + candidate)
-            if _overlap(host, guest) < 0 <= _overlap(host, shifted):
+            if not _aligned(host, guest) and _aligned(host, shifted):
                 offset, report["mode"] = candidate, "kvm_write_tsc_offset (both sides on the TSC clock)"
             else:
                 report["tsc_offset_ignored"] = (
@@ -54,7 +58,7 @@ def _one_guest(
     if host is not None:
         shifted = (guest[0] + offset, guest[1] + offset)
         report["host_span"], report["guest_span"] = list(host), list(shifted)
-        report["synchronized"] = _overlap(host, shifted) >= 0
+        report["synchronized"] = _aligned(host, shifted)
     return offset, report
 
 

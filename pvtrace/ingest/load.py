@@ -128,7 +128,9 @@ class _Events:
     def add(self, events: pl.DataFrame) -> None:
         if events.height == 0:
             return
-        events = events.with_columns(pl.col("seq") + self.n_seq)
+        # args are views into the raw payload buffers of the whole chunk; strip copies the few kept ones
+        # so those buffers can be freed (else a big input's payload text would all stay in memory)
+        events = events.with_columns(pl.col("seq") + self.n_seq, pl.col("args").str.strip_chars())
         self.n_seq += events.height
         if self._held is not None:
             # Events still held may belong after some of the new ones (cross-CPU skew at a block edge).
@@ -191,8 +193,7 @@ def _raw_chunks(inp: _Input, stack: ExitStack, info: ParseInfo) -> Iterator[pl.D
         )
         return
     spec = _spec(inp.verdict.format, inp.verdict.options)
-    source: Path | BinaryIO = inp.path if inp.compression is None else inp.stream
-    yield from iter_raw_chunks(source, spec, inp.verdict.options, info, head=inp.head)
+    yield from iter_raw_chunks(inp.stream, spec, inp.verdict.options, info, head=inp.head)
 
 
 class _Rejoin:
@@ -245,7 +246,13 @@ def ingest(
 
     def normalized(raw: pl.DataFrame, carry: dict[str, Any] | None) -> tuple[pl.DataFrame, dict[str, Any]]:
         return normalize(
-            raw, side=side, vm_name=vm_name, vcpu_map=user_map, guest_offset_ns=guest_offset_ns, carry=carry
+            raw,
+            side=side,
+            vm_name=vm_name,
+            vcpu_map=user_map,
+            guest_offset_ns=guest_offset_ns,
+            carry=carry,
+            inputs=[s for s in sources if s],  # every input's label, also files without records
         )
 
     with ExitStack() as stack:
@@ -309,7 +316,7 @@ def ingest(
     return meta
 
 
-NORMALIZE_ROWS = 1_000_000
+NORMALIZE_ROWS = 250_000
 
 
 def _normalize_batches(
@@ -322,7 +329,7 @@ def _normalize_batches(
     for raw in chunks:
         info.problems.check_strict(strict)
         if progress is not None:
-            pos = _position(inp) if inp.compression is not None else info.n_bytes
+            pos = _position(inp)
             progress(max(pos - done, 0))
             done = max(pos, done)
         held.append(raw)

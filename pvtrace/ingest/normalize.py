@@ -39,7 +39,6 @@ sorted by (ts, seq). Everything here is vectorized in polars.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -480,32 +479,43 @@ def _base(source: str) -> str:
     return name
 
 
+def _common_prefix(words: list[str]) -> str:
+    first, last = min(words), max(words)
+    n = next(
+        (i for i, (a, b) in enumerate(zip(first, last, strict=False)) if a != b), min(len(first), len(last))
+    )
+    return first[:n]
+
+
 def guest_vm_names(
-    sources: list[str], vm_name: str | None, host_sources: Sequence[str] = ()
+    sources: list[str], vm_name: str | None, host_sources: Sequence[str] = (), others: Sequence[str] = ()
 ) -> dict[str, str]:
     """VM name per guest source.
 
     The vm_name option when there is one guest input; else the part after the
     host input's name (`trace.dat` + `trace-<vm>.dat`, trace-cmd -A; `h.txt` +
-    `h-<vm>.txt`, pvtrace's own renders); else after `trace-`; else, for several
-    guest inputs, what follows their common `<prefix>-` (`run-vm0.txt`,
-    `run-vm1.txt`), or the name itself; else vm_name or "guest".
+    `h-<vm>.txt`, pvtrace's own renders); else, for several guest inputs, what
+    follows their common `<prefix>-` (`run-vm0.txt`, `run-vm1.txt`); else after
+    `trace-`; else the name itself when there are several inputs; else vm_name
+    or "guest". others: the labels of inputs that gave no records (they still
+    show the naming pattern).
     """
     if vm_name is not None and len(sources) == 1:
         return {sources[0]: vm_name}
     hosts = sorted((_base(h) for h in host_sources if h), key=len, reverse=True)
     bases = {src: _base(src) for src in sources}
-    common = os.path.commonprefix(list(bases.values())) if len(sources) > 1 else ""
+    peers = [*bases.values(), *(_base(o) for o in others if o)]
+    common = _common_prefix(peers) if len(peers) > 1 else ""
     common = common[: common.rfind("-") + 1]
     names: dict[str, str] = {}
     for src, base in bases.items():
         stem = next((h for h in hosts if base.startswith(h + "-") and len(base) > len(h) + 1), None)
         if stem is not None:
             names[src] = base[len(stem) + 1 :]
-        elif base.startswith("trace-") and len(base) > len("trace-"):
-            names[src] = base.removeprefix("trace-")
         elif common and len(base) > len(common):
             names[src] = base[len(common) :]
+        elif base.startswith("trace-") and len(base) > len("trace-"):
+            names[src] = base.removeprefix("trace-")
         elif src and (len(sources) > 1 or hosts):
             names[src] = base
         else:
@@ -621,6 +631,7 @@ def normalize(
     vcpu_map: pl.DataFrame | None = None,
     guest_offset_ns: int | dict[str, int] | None = None,
     carry: dict[str, Any] | None = None,
+    inputs: Sequence[str] = (),
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Canonical events (EVENT_SCHEMA, sorted by (ts, seq)) and an info dict.
 
@@ -632,7 +643,9 @@ def normalize(
     {vm: offset}).
     carry: info["carry"] of the previous chunk when a big input is normalized
     chunk by chunk (sides, vCPU map, guest names, clock offset, which inputs
-    recorded sched_wakeup / contention events), so chunks agree.
+    recorded sched_wakeup / contention events), so chunks agree. inputs: the
+    source labels of every input file, also those that gave no records (their
+    names help name the guests of the others).
     info: side ("host", "guest" or "mixed"), sides (per source), origin, view,
     guest_vm_names, vcpu_map (rows with how each was found), vms, clock,
     events_by_tracepoint, events_by_kind, unknown_events, unparsed_payloads,
@@ -651,7 +664,8 @@ def normalize(
     guest_srcs = sorted(sides.filter(pl.col("side") == "guest")["src"].to_list())
     known_names = carry.get("guest_vm_names", {})
     host_srcs = sorted(sides.filter(pl.col("side") == "host")["src"].to_list())
-    new_names = guest_vm_names([s for s in guest_srcs if s not in known_names], vm_name, host_srcs)
+    others = [i for i in inputs if i not in host_srcs and i not in guest_srcs]
+    new_names = guest_vm_names([s for s in guest_srcs if s not in known_names], vm_name, host_srcs, others)
     names = {**new_names, **known_names}
     names = {s: names[s] for s in guest_srcs}
     guest = frame.filter(pl.col("side") == "guest").join(

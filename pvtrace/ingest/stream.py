@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
@@ -31,9 +33,10 @@ from pvtrace.ingest.records import (
     parse_batch,
     prepare,
 )
-from pvtrace.ingest.textblocks import BLOCK_BYTES, iter_line_blocks
+from pvtrace.ingest.textblocks import iter_byte_blocks, replace_invalid_utf8, scan_block
 
 BATCH_ROWS = 250_000
+IN_FLIGHT = 2  # blocks parsed at once
 
 
 def _prefetch(it: Iterator, depth: int = 2) -> Iterator:
@@ -71,25 +74,6 @@ def _prefetch(it: Iterator, depth: int = 2) -> Iterator:
                 thread.join(0.05)
 
 
-def _skip_lines(f: BinaryIO, n: int) -> None:
-    """Position f just after its n-th newline."""
-    seen = 0
-    while seen < n:
-        pos = f.tell()
-        buf = f.read(1 << 22)
-        if not buf:
-            return
-        k = buf.count(b"\n")
-        if seen + k < n:
-            seen += k
-            continue
-        idx = -1
-        for _ in range(n - seen):
-            idx = buf.index(b"\n", idx + 1)
-        f.seek(pos + idx + 1)
-        return
-
-
 class RawStream:
     """Parses one input's batches in order and stitches them into raw frames."""
 
@@ -98,6 +82,7 @@ class RawStream:
         self.options = options
         self.info = info
         self.layout = self._layout_from(head)
+        self._lock = threading.Lock()
 
     def _layout_from(self, head: bytes) -> Layout | None:
         lines = head.decode("utf-8", errors="replace").splitlines()[:2000]
@@ -108,41 +93,48 @@ class RawStream:
         found = learn_layouts(cleaned, self.spec, max_layouts=1)
         return found[0] if found else None
 
-    # -- sources of prepared batches -------------------------------------------------------------
-    def _prepared_file(self, path: Path) -> Iterator[pl.DataFrame]:
-        lf = pl.scan_lines(path, name="text").with_row_index("line", offset=1)
-        lf = prepare(lf.with_columns(pl.col("line").cast(pl.Int64)), self.spec, self.options, self.layout)
-        n = 0
+    # -- prepared batches ---------------------------------------------------------------------------
+    def _prepared(self, stream: BinaryIO, head: bytes) -> Iterator[pl.DataFrame]:
+        """Blocks read on a background thread; each block's fast path runs on polars' streaming engine."""
+        # Two blocks in flight: polars releases the GIL, so both cores work while this thread stitches.
+        with ThreadPoolExecutor(max_workers=IN_FLIGHT) as pool:
+            pending: deque[Future] = deque()
+            blocks = iter_byte_blocks(stream, head=head)
+            first_line = 1
+            while True:
+                while len(pending) < IN_FLIGHT and (data := next(blocks, None)) is not None:
+                    self.info.n_bytes += len(data)
+                    n_lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+                    pending.append(pool.submit(self._prepare, data, first_line))
+                    first_line += n_lines
+                if not pending:
+                    return
+                block = pending.popleft().result()
+                for start in range(0, block.height, BATCH_ROWS):
+                    yield block.slice(start, BATCH_ROWS)
+
+    def _prepare(self, data: bytes, first_line: int) -> pl.DataFrame:
+        """One block through the lazy fast path (undecodable bytes become U+FFFD and are counted)."""
         try:
-            for batch in lf.collect_batches(chunk_size=BATCH_ROWS):
-                n += batch.height
-                self.info.n_bytes += int(batch["text"].str.len_bytes().sum() or 0) + batch.height
-                yield batch
+            return prepare(scan_block(data, first_line), self.spec, self.options, self.layout).collect(
+                engine="streaming"
+            )
         except pl.exceptions.ComputeError as exc:
             if "utf" not in str(exc).lower():
                 raise
-            # Bytes that are not UTF-8: read the rest with a tolerant decoder.
-            with open(path, "rb") as f:
-                _skip_lines(f, n)
-                yield from self._prepared_stream(f, b"", first_line=n + 1)
-
-    def _prepared_stream(self, stream: BinaryIO, head: bytes, first_line: int = 1) -> Iterator[pl.DataFrame]:
-        blocks = iter_line_blocks(stream, head=head, block_bytes=BLOCK_BYTES, first_line=first_line)
-        for block in _prefetch(blocks):
-            self.info.n_bytes += block.n_bytes
-            if block.n_invalid_utf8:
-                bad = block.lines.filter(pl.col("text").str.contains("\ufffd", literal=True))
-                self.info.problems.add_rows("invalid_utf8", bad)
-            for start in range(0, block.lines.height, BATCH_ROWS):
-                part = block.lines.slice(start, BATCH_ROWS)
-                yield prepare(part.lazy(), self.spec, self.options, self.layout).collect()
+        block = prepare(
+            scan_block(replace_invalid_utf8(data), first_line), self.spec, self.options, self.layout
+        )
+        block = block.collect()
+        bad = block.filter(pl.col("text").str.contains("\ufffd", literal=True)).select("line", "text")
+        with self._lock:
+            self.info.problems.add_rows("invalid_utf8", bad)
+        return block
 
     # -- stitching ---------------------------------------------------------------------------------
-    def raw_chunks(self, source: Path | BinaryIO, head: bytes = b"") -> Iterator[pl.DataFrame]:
-        """Raw frames of the input, in file order (about one per batch)."""
-        batches = (
-            self._prepared_file(source) if isinstance(source, Path) else self._prepared_stream(source, head)
-        )
+    def raw_chunks(self, stream: BinaryIO, head: bytes = b"") -> Iterator[pl.DataFrame]:
+        """Raw frames of the input (a binary stream of which `head` was already read), in file order."""
+        batches = self._prepared(stream, head)
         pending: pl.DataFrame | None = None  # the last batch with rows, not yet handed out
         waiting: pl.DataFrame | None = None  # LOST / buffer-started rows still waiting for a later record
         for batch in batches:
@@ -224,12 +216,13 @@ def iter_raw_chunks(
 ) -> Iterator[pl.DataFrame]:
     """Raw frames of a text input, one per batch of lines, in file order.
 
-    source: a plain (uncompressed) file path, scanned by polars, or a binary stream of which
-    `head` was already read.
+    source: a plain (uncompressed) file path, or a binary stream of which `head` was already read.
     """
-    if isinstance(source, Path) and not head:
+    if isinstance(source, Path):
         with open(source, "rb") as f:
             head = f.read(1 << 20)
+            yield from RawStream(spec, options, info, head).raw_chunks(f, head)
+        return
     yield from RawStream(spec, options, info, head).raw_chunks(source, head)
 
 
@@ -243,6 +236,5 @@ def read_text_records(
     stream, compression, raw_file = open_input(path)
     info = ParseInfo(path=str(path), format=spec.name, compression=compression, problems=Problems(str(path)))
     with stream, raw_file:
-        source: Path | BinaryIO = path if compression is None else stream
-        chunks = list(iter_raw_chunks(source, spec, options, info))
+        chunks = list(iter_raw_chunks(stream, spec, options, info))
     return (pl.concat(chunks) if chunks else empty_raw()), info

@@ -9,9 +9,10 @@ Evidence, strongest first (formats.md section 6):
    (the KVM vcpu id, which is the APIC id on x86: it equals the index for simple
    topologies, which is then assumed);
 and for the VM: the map file, the thread's tgid (the QEMU process), a
-`vhost-<pid>` / `kvm-pit/<pid>` kernel thread naming the QEMU pid, or, lacking
-all of these, a guess that groups threads by id order (marked as guessed).
-Every map row says how it was found.
+`vhost-<pid>` / `kvm-pit/<pid>` kernel thread naming the QEMU pid, the known
+QEMU process just below the thread's id (guessed), or, lacking all of these, a
+VM `guess-<first tid>` grouping threads by id order (guessed). Every map row
+says how it was found.
 """
 
 from __future__ import annotations
@@ -210,10 +211,10 @@ def build_vcpu_map(
     known_vms = pl.concat([user.select("pid", "vm"), known.select("pid", "vm")]).unique()
     guessed = _guess_vms(threads.filter(pl.col("vm").is_null()), names, known_vms, pid_vm)
     if guessed.height:
-        by_name = guessed["how"].str.contains("vhost-/kvm-pit").all()
+        from_pid_names = guessed["how"].str.contains("vhost-/kvm-pit").all()
         notes.append(
             f"{guessed.height} vCPU thread(s) have no process id in the trace; their VM was "
-            + ("taken from vhost-/kvm-pit thread names" if by_name else "guessed")
+            + ("taken from vhost-/kvm-pit thread names" if from_pid_names else "guessed")
             + " (pass a map file tid,pid,vm,vcpu to be sure)"
         )
     cols = VCPU_MAP_SCHEMA.names()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import sys
 from functools import cache
 
-
 from pvtrace.analyze import analyze
 from pvtrace.analyze.accuracy import harmful_lhp_scores, relative_error
 from pvtrace.simulate.run import simulate_trace
@@ -31,8 +30,14 @@ SCENARIOS: dict[str, dict] = {
     },
     # PLE on (KVM defaults), 2 locks, one of them hot, lognormal 2 us sections, 20 us of work
     "ple": {
-        "vm": {"vcpus": 4, "locks": 2, "lock_skew": 1.0, "compute_ns": 20_000, "hold_ns": 2_000,
-               "hold_dist": "lognormal"},
+        "vm": {
+            "vcpus": 4,
+            "locks": 2,
+            "lock_skew": 1.0,
+            "compute_ns": 20_000,
+            "hold_ns": 2_000,
+            "hold_dist": "lognormal",
+        },
         "run": {"duration_ns": 250_000_000},
     },
 }
@@ -139,8 +144,10 @@ def report() -> str:
                 target = 0.95 if algo in ("tas", "ticket") else 0.90
                 low = [k for k in ("precision", "recall") if f[f"merged_lhp_{k}"] < target]
                 if low:
-                    short.append(f"{name}/{algo}/{oc}x ({', '.join(low)} under {100 * target:.0f}%, "
-                                 f"{f['merged_n_lhp_harmful_true']} true incidents)")
+                    short.append(
+                        f"{name}/{algo}/{oc}x ({', '.join(low)} under {100 * target:.0f}%, "
+                        f"{f['merged_n_lhp_harmful_true']} true incidents)"
+                    )
                 if abs(f["merged_waste_err"]) > 0.05:
                     short.append(f"{name}/{algo}/{oc}x (spin waste off by more than 5%)")
     lines += [

@@ -27,9 +27,18 @@ def trace_of(
         rec.update(extra)
         records.append(rec)
     schema = {
-        "ts": pl.Int64(), "seq": pl.Int64(), "vm": pl.String(), "vcpu": pl.Int32(), "kind": pl.String(),
-        "origin": pl.String(), "event": pl.String(), "pcpu": pl.Int32(), "lock": pl.UInt64(),
-        "reason": pl.String(), "target": pl.Int32(), "value": pl.Int64(),
+        "ts": pl.Int64(),
+        "seq": pl.Int64(),
+        "vm": pl.String(),
+        "vcpu": pl.Int32(),
+        "kind": pl.String(),
+        "origin": pl.String(),
+        "event": pl.String(),
+        "pcpu": pl.Int32(),
+        "lock": pl.UInt64(),
+        "reason": pl.String(),
+        "target": pl.Int32(),
+        "value": pl.Int64(),
     }
     df = pl.DataFrame(records, schema=schema)
     meta = TraceMeta(

@@ -24,8 +24,17 @@ def test_lhp_harmful_incident_and_spin_split():
     # v1's spin: [12,30) holder preempted -> lhp 18; [30,35) holder runs -> useful 5;
     # [35,36) free, next owner is v1 itself -> useful 1.
     t = trace_of(
-        [run(0, 0), run(1, 0), acquire(0, 0), preempt(0, 10), contend(1, 12), run(0, 30), release(0, 35),
-         acquire(1, 36), release(1, 40)],
+        [
+            run(0, 0),
+            run(1, 0),
+            acquire(0, 0),
+            preempt(0, 10),
+            contend(1, 12),
+            run(0, 30),
+            release(0, 35),
+            acquire(1, 36),
+            release(1, 40),
+        ],
         t_end=50,
         n_vcpus=2,
     )
@@ -62,19 +71,43 @@ def test_waiter_preempted_while_spinning():
     # v1 waits [5, 32): running [5,10) and [20,32), preempted [10,20).
     # Holder v0 runs all along: spin 17 all useful; wait_preempted 10; no LWP (v1 runs at the release).
     t = trace_of(
-        [run(0, 0), run(1, 0), acquire(0, 0), contend(1, 5), preempt(1, 10), run(1, 20), release(0, 30),
-         acquire(1, 32)],
+        [
+            run(0, 0),
+            run(1, 0),
+            acquire(0, 0),
+            contend(1, 5),
+            preempt(1, 10),
+            run(1, 20),
+            release(0, 30),
+            acquire(1, 32),
+        ],
         t_end=40,
         n_vcpus=2,
     )
     tot = totals(analyze(t))
-    assert (tot["spin_ns"], tot["spin_useful_ns"], tot["wait_preempted_ns"], tot["wait_halted_ns"]) == (17, 17, 10, 0)
+    assert (tot["spin_ns"], tot["spin_useful_ns"], tot["wait_preempted_ns"], tot["wait_halted_ns"]) == (
+        17,
+        17,
+        10,
+        0,
+    )
     assert (tot["n_lwp"], tot["n_lhp"]) == (0, 0)
 
 
 LWP_ROWS = [
-    run(0, 0), run(1, 0), run(2, 0), acquire(0, 0), contend(1, 2), contend(2, 4), preempt(1, 6),
-    release(0, 10), run(1, 20), acquire(1, 21), release(1, 25), acquire(2, 26), release(2, 30),
+    run(0, 0),
+    run(1, 0),
+    run(2, 0),
+    acquire(0, 0),
+    contend(1, 2),
+    contend(2, 4),
+    preempt(1, 6),
+    release(0, 10),
+    run(1, 20),
+    acquire(1, 21),
+    release(1, 25),
+    acquire(2, 26),
+    release(2, 30),
 ]
 
 
@@ -86,15 +119,36 @@ def test_next_in_line_waiter_preempted_lwp_and_convoy():
     # of 2 from the release at 10, started by the LWP incident.
     a = analyze(trace_of(LWP_ROWS, t_end=40))
     tot = totals(a)
-    assert (tot["spin_ns"], tot["spin_useful_ns"], tot["waste_lwp_ns"], tot["waste_lwp_preempted_ns"]) == (27, 17, 10, 10)
+    assert (tot["spin_ns"], tot["spin_useful_ns"], tot["waste_lwp_ns"], tot["waste_lwp_preempted_ns"]) == (
+        27,
+        17,
+        10,
+        10,
+    )
     assert (tot["waste_lwp_halted_ns"], tot["waste_lhp_ns"], tot["wait_preempted_ns"]) == (0, 0, 14)
     assert (tot["n_lwp"], tot["n_lwp_preempted"], tot["n_lwp_halted"]) == (1, 1, 0)
-    assert (tot["n_convoys"], tot["convoy_len_max"], tot["n_acquisitions"], tot["n_contended"]) == (1, 2, 3, 2)
+    assert (tot["n_convoys"], tot["convoy_len_max"], tot["n_acquisitions"], tot["n_contended"]) == (
+        1,
+        2,
+        3,
+        2,
+    )
     lwp = a.table("lwp_incidents")
-    assert rows(lwp, "next_owner", "next_owner_state", "start", "end", "dur", "pcpu_wait_ns", "n_waiters", "waste_ns", "harmful") == [
-        (1, "preempted", 10, 21, 11, 10, 1, 10, True)
+    assert rows(
+        lwp,
+        "next_owner",
+        "next_owner_state",
+        "start",
+        "end",
+        "dur",
+        "pcpu_wait_ns",
+        "n_waiters",
+        "waste_ns",
+        "harmful",
+    ) == [(1, "preempted", 10, 21, 11, 10, 1, 10, True)]
+    assert rows(a.table("convoys"), "start", "end", "length", "peak_waiters", "cause") == [
+        (10, 26, 2, 2, "lwp")
     ]
-    assert rows(a.table("convoys"), "start", "end", "length", "peak_waiters", "cause") == [(10, 26, 2, 2, "lwp")]
     assert rows(a.table("waits"), "vcpu", "handoff") == [(1, True), (2, True)]
 
 
@@ -111,7 +165,10 @@ def test_unknown_lock_kind_makes_lwp_unavailable():
     assert "waste_lwp_ns" not in a.summary.totals and "n_lwp" not in a.summary.totals
     assert a.summary.totals["spin_ns"] == 27
     # the option overrides the metadata
-    assert analyze(trace_of(LWP_ROWS, t_end=40, lock_kind="unknown"), lock_kind="fifo").summary.totals["n_lwp"] == 1
+    assert (
+        analyze(trace_of(LWP_ROWS, t_end=40, lock_kind="unknown"), lock_kind="fifo").summary.totals["n_lwp"]
+        == 1
+    )
 
 
 def test_halted_next_owner_pv_kick():
@@ -119,9 +176,22 @@ def test_halted_next_owner_pv_kick():
     # runs at 14 and acquires at 15. LWP halted [10, 15), pcpu wait 14 - 11 = 3, kick latency 4.
     # v2 spins [6, 19): useful 4, lwp halted [10,11) 1, lwp preempted [11,14) 3, then useful 1+3+1.
     rows_ = [
-        run(0, 0), run(1, 0), run(2, 0), acquire(0, 0), contend(1, 2), (5, "pv_halt", 1, {"lock": 1}),
-        halt(1, 5), contend(2, 6), release(0, 10), (10, "pv_kick", 0, {"target": 1, "value": 5}),
-        wake(1, 11), run(1, 14), acquire(1, 15), release(1, 18), acquire(2, 19), release(2, 22),
+        run(0, 0),
+        run(1, 0),
+        run(2, 0),
+        acquire(0, 0),
+        contend(1, 2),
+        (5, "pv_halt", 1, {"lock": 1}),
+        halt(1, 5),
+        contend(2, 6),
+        release(0, 10),
+        (10, "pv_kick", 0, {"target": 1, "value": 5}),
+        wake(1, 11),
+        run(1, 14),
+        acquire(1, 15),
+        release(1, 18),
+        acquire(2, 19),
+        release(2, 22),
     ]
     a = analyze(trace_of(rows_, t_end=30))
     tot = totals(a)
@@ -133,18 +203,33 @@ def test_halted_next_owner_pv_kick():
         ("halted", 10, 15, 3, 4)
     ]
     assert rows(a.table("kicks"), "ts", "vcpu", "target", "latency_ns") == [(10, 0, 1, 4)]
-    assert rows(a.table("convoys"), "start", "end", "length", "peak_waiters", "cause") == [(10, 19, 2, 2, "lwp")]
+    assert rows(a.table("convoys"), "start", "end", "length", "peak_waiters", "cause") == [
+        (10, 19, 2, 2, "lwp")
+    ]
 
 
 def test_convoy_caused_by_lhp():
     # The holder v0 is preempted [5, 20) and runs again at 20 where it releases at once: the LHP
     # incident [5, 20) covers the instant before the release, so the convoy it starts is "lhp".
     rows_ = [
-        run(0, 0), run(1, 0), run(2, 0), acquire(0, 0), contend(1, 2), contend(2, 3), preempt(0, 5),
-        run(0, 20), release(0, 20), acquire(1, 21), release(1, 23), acquire(2, 24), release(2, 26),
+        run(0, 0),
+        run(1, 0),
+        run(2, 0),
+        acquire(0, 0),
+        contend(1, 2),
+        contend(2, 3),
+        preempt(0, 5),
+        run(0, 20),
+        release(0, 20),
+        acquire(1, 21),
+        release(1, 23),
+        acquire(2, 24),
+        release(2, 26),
     ]
     a = analyze(trace_of(rows_, t_end=30))
-    assert rows(a.table("convoys"), "start", "end", "length", "peak_waiters", "cause") == [(20, 24, 2, 2, "lhp")]
+    assert rows(a.table("convoys"), "start", "end", "length", "peak_waiters", "cause") == [
+        (20, 24, 2, 2, "lhp")
+    ]
     # v1 spins [2,5) useful 3, [5,20) lhp 15, [20,21) useful 1; v2 [3,5) 2, [5,20) 15, [20,24) useful 4.
     tot = totals(a)
     assert (tot["waste_lhp_ns"], tot["spin_useful_ns"], tot["n_lhp_harmful"]) == (30, 10, 1)
@@ -157,18 +242,35 @@ def test_lost_events_window_makes_state_unknown():
     # v1 spins [5, 46): [5,10) useful 5, [10,30) holder state unknown -> unattributed 20,
     # [30,40) lhp 10, [40,45) useful 5, [45,46) useful 1.
     rows_ = [
-        run(0, 0), run(1, 0), acquire(0, 0), contend(1, 5),
+        run(0, 0),
+        run(1, 0),
+        acquire(0, 0),
+        contend(1, 5),
         (10, "vm_exit", 0, {"pcpu": 0, "reason": "EXTERNAL_INTERRUPT"}),
         (20, "lost_events", None, {"pcpu": 0, "vm": None, "origin": "host", "value": 7}),
-        (20, "vm_entry", 0, {"pcpu": 0}), preempt(0, 30), run(0, 40), release(0, 45), acquire(1, 46),
+        (20, "vm_entry", 0, {"pcpu": 0}),
+        preempt(0, 30),
+        run(0, 40),
+        release(0, 45),
+        acquire(1, 46),
     ]
     a = analyze(trace_of(rows_, t_end=50, n_vcpus=2))
     tot = totals(a)
-    assert (tot["spin_ns"], tot["spin_useful_ns"], tot["spin_unattributed_ns"], tot["waste_lhp_ns"]) == (41, 11, 20, 10)
-    assert rows(a.table("lost_windows"), "origin", "cpu", "start", "end", "n_lost") == [("host", 0, 10, 20, 7)]
+    assert (tot["spin_ns"], tot["spin_useful_ns"], tot["spin_unattributed_ns"], tot["waste_lhp_ns"]) == (
+        41,
+        11,
+        20,
+        10,
+    )
+    assert rows(a.table("lost_windows"), "origin", "cpu", "start", "end", "n_lost") == [
+        ("host", 0, 10, 20, 7)
+    ]
     states = a.table("vcpu_states").filter(pl.col("vcpu") == 0)
     assert rows(states, "state", "start", "end") == [
-        ("running", 0, 10), ("unknown", 10, 30), ("preempted", 30, 40), ("running", 40, 50)
+        ("running", 0, 10),
+        ("unknown", 10, 30),
+        ("preempted", 30, 40),
+        ("running", 40, 50),
     ]
     assert rows(a.table("lhp_incidents"), "start", "end", "waste_ns") == [(30, 40, 10)]
     assert a.summary.extra["excluded_ns"] == 20 and a.summary.extra["excluded_pct"] == 20.0
@@ -178,9 +280,14 @@ def test_lost_events_window_makes_state_unknown():
 def test_guest_lost_window_excludes_waits():
     # Guest CPU 1 lost events between its contend at 5 and the marker at 8: its wait is excluded.
     rows_ = [
-        run(0, 0), run(1, 0), acquire(0, 0), contend(1, 5),
+        run(0, 0),
+        run(1, 0),
+        acquire(0, 0),
+        contend(1, 5),
         (8, "lost_events", None, {"vm": "vm0", "vcpu": 1, "origin": "guest"}),
-        release(0, 10), acquire(1, 12), release(1, 14),
+        release(0, 10),
+        acquire(1, 12),
+        release(1, 14),
     ]
     a = analyze(trace_of(rows_, t_end=20, n_vcpus=2))
     assert a.table("waits").height == 0
@@ -218,7 +325,13 @@ def test_next_owner_state_is_taken_before_the_release_in_canonical_order():
     # v1 runs again at the very nanosecond of the release, but after it: at the release it was
     # preempted, so there is an LWP incident with zero pCPU wait and no waste.
     rows_ = [
-        run(0, 0), run(1, 0), acquire(0, 0), contend(1, 2), preempt(1, 4), release(0, 10), run(1, 10),
+        run(0, 0),
+        run(1, 0),
+        acquire(0, 0),
+        contend(1, 2),
+        preempt(1, 4),
+        release(0, 10),
+        run(1, 10),
         acquire(1, 12),
     ]
     a = analyze(trace_of(rows_, t_end=20, n_vcpus=2))
@@ -232,7 +345,11 @@ def test_vcpu_state_rules():
     rows_ = [run(0, 5), wake(0, 6), halt(0, 8), wake(0, 10), run(0, 12)]
     a = analyze(trace_of(rows_, t_end=20, n_vcpus=1))
     assert rows(a.table("vcpu_states"), "state", "start", "end") == [
-        ("unknown", 0, 5), ("running", 5, 8), ("halted", 8, 10), ("preempted", 10, 12), ("running", 12, 20)
+        ("unknown", 0, 5),
+        ("running", 5, 8),
+        ("halted", 8, 10),
+        ("preempted", 10, 12),
+        ("running", 12, 20),
     ]
 
 
@@ -246,18 +363,30 @@ def test_unsorted_events_are_put_in_canonical_order():
 def test_exits_pause_siblings_and_yields():
     # v1 takes a PAUSE exit at 12 while v0 (the holder) is preempted; then yields to v0 (holding).
     rows_ = [
-        run(0, 0), run(1, 0), run(2, 0), acquire(0, 0), preempt(0, 10), contend(1, 11),
-        (12, "vm_exit", 1, {"pcpu": 1, "reason": "PAUSE"}), (13, "yield_to", 1, {"target": 0}),
-        (15, "vm_entry", 1, {"pcpu": 1}), (16, "vm_exit", 2, {"pcpu": 2, "reason": "PAUSE"}),
-        (17, "vm_entry", 2, {"pcpu": 2}), (18, "vm_exit", 2, {"pcpu": 2, "reason": "HLT"}),
-        (22, "vm_entry", 2, {"pcpu": 2}), (23, "yield_to", 2, {"target": 1}), run(0, 25), release(0, 26),
+        run(0, 0),
+        run(1, 0),
+        run(2, 0),
+        acquire(0, 0),
+        preempt(0, 10),
+        contend(1, 11),
+        (12, "vm_exit", 1, {"pcpu": 1, "reason": "PAUSE"}),
+        (13, "yield_to", 1, {"target": 0}),
+        (15, "vm_entry", 1, {"pcpu": 1}),
+        (16, "vm_exit", 2, {"pcpu": 2, "reason": "PAUSE"}),
+        (17, "vm_entry", 2, {"pcpu": 2}),
+        (18, "vm_exit", 2, {"pcpu": 2, "reason": "HLT"}),
+        (22, "vm_entry", 2, {"pcpu": 2}),
+        (23, "yield_to", 2, {"target": 1}),
+        run(0, 25),
+        release(0, 26),
         acquire(1, 27),
     ]
     a = analyze(trace_of(rows_, t_end=30))
     assert totals(a)["n_pause_exits"] == 2
     assert rows(a.table("pause_exits"), "ts", "vcpu", "n_siblings_preempted") == [(12, 1, 1), (16, 2, 1)]
     assert rows(a.table("exit_reasons"), "reason", "count", "total_ns", "min_ns", "avg_ns", "max_ns") == [
-        ("PAUSE", 2, 4, 1, 2, 3), ("HLT", 1, 4, 4, 4, 4)
+        ("PAUSE", 2, 4, 1, 2, 3),
+        ("HLT", 1, 4, 4, 4, 4),
     ]
     assert rows(a.table("yields"), "vcpu", "target", "target_held_lock") == [(1, 0, True), (2, 1, False)]
     assert a.summary.extra["n_pause_exits_sibling_preempted"] == 2

@@ -16,22 +16,38 @@ def part():
 
 def test_partition_covers_window_and_keeps_last_change_at_a_tie():
     assert part().rows() == [
-        (0, 0, 10, "u"), (0, 10, 50, "b"), (0, 50, 100, "c"), (1, 0, 30, "u"), (1, 30, 100, "d"), (2, 0, 100, "u")
+        (0, 0, 10, "u"),
+        (0, 10, 50, "b"),
+        (0, 50, 100, "c"),
+        (1, 0, 30, "u"),
+        (1, 30, 100, "d"),
+        (2, 0, 100, "u"),
     ]
 
 
 def test_split_gives_one_row_per_overlap():
-    iv = pl.DataFrame({"id": [1, 2, 3, 4], "key": [0, 0, 1, 2], "start": [5, 60, 30, 40], "end": [55, 60, 31, 41]})
+    iv = pl.DataFrame(
+        {"id": [1, 2, 3, 4], "key": [0, 0, 1, 2], "start": [5, 60, 30, 40], "end": [55, 60, 31, 41]}
+    )
     got = split(iv, part(), by="key", window=W, values=["v"]).sort("id", "start")
     assert got.rows() == [
-        (1, 0, 5, 10, "u"), (1, 0, 10, 50, "b"), (1, 0, 50, 55, "c"), (3, 1, 30, 31, "d"), (4, 2, 40, 41, "u")
+        (1, 0, 5, 10, "u"),
+        (1, 0, 10, 50, "b"),
+        (1, 0, 50, 55, "c"),
+        (3, 1, 30, 31, "d"),
+        (4, 2, 40, 41, "u"),
     ]
 
 
 def test_overlay_and_union():
     win = pl.DataFrame({"key": [0, 0], "start": [20, 40], "end": [45, 60]})
     got = overlay(part(), win, key="key", values=["v"], set_values={"v": "x"}, window=W)
-    assert got.filter(pl.col("key") == 0).rows() == [(0, 0, 10, "u"), (0, 10, 20, "b"), (0, 20, 60, "x"), (0, 60, 100, "c")]
+    assert got.filter(pl.col("key") == 0).rows() == [
+        (0, 0, 10, "u"),
+        (0, 10, 20, "b"),
+        (0, 20, 60, "x"),
+        (0, 60, 100, "c"),
+    ]
     assert union(win, key="key").rows() == [(0, 20, 60)]
 
 

@@ -17,7 +17,9 @@ from pvtrace.ingest.load import load
 REPO = Path(__file__).resolve().parents[2]
 REAL = (REPO / ".." / "shared" / "real-traces").resolve()
 SKIP_NAMES = {"README.md", "PROVENANCE.md", "captures.json", "capture-env.txt"}
-FILES = sorted(p for p in REAL.rglob("*") if p.is_file() and p.name not in SKIP_NAMES) if REAL.is_dir() else []
+FILES = (
+    sorted(p for p in REAL.rglob("*") if p.is_file() and p.name not in SKIP_NAMES) if REAL.is_dir() else []
+)
 LEVELS = {"exact", "inferred", "host-only", "guest-only", "none"}
 
 
@@ -34,7 +36,12 @@ def independent_waits(events: pl.DataFrame) -> dict[tuple, list[int]]:
     a begin opens a wait of (vm, cpu, lock); the next end of the same key closes it; a second
     begin first drops the one left open (its end was lost)."""
     rows = events.filter(pl.col("kind").is_in(["lock_contend", "lock_acquire"])).select(
-        pl.col("vm").cast(pl.String), "vcpu", "lock", pl.col("kind").cast(pl.String), "ts", pl.col("reason").cast(pl.String)
+        pl.col("vm").cast(pl.String),
+        "vcpu",
+        "lock",
+        pl.col("kind").cast(pl.String),
+        "ts",
+        pl.col("reason").cast(pl.String),
     )
     sleeping = {
         (vm, lock)
@@ -93,7 +100,10 @@ def test_wait_percentiles_match_an_independent_pairing(path):
         durs = theirs[(r["vm"], r["lock"])]
         assert r["n_contended"] == len(durs)
         assert (r["wait_p50_ns"], r["wait_p90_ns"], r["wait_p99_ns"], r["wait_max_ns"]) == (
-            nearest_rank(durs, 0.5), nearest_rank(durs, 0.9), nearest_rank(durs, 0.99), max(durs)
+            nearest_rank(durs, 0.5),
+            nearest_rank(durs, 0.9),
+            nearest_rank(durs, 0.99),
+            max(durs),
         )
 
 
@@ -110,7 +120,10 @@ def captures() -> dict[str, dict]:
 CAPTURED = {
     name: stats
     for name, stats in captures().items()
-    if stats and stats.get("spin_wait_us") and not stats.get("lost_lines") and not stats.get("unmatched_begin")
+    if stats
+    and stats.get("spin_wait_us")
+    and not stats.get("lost_lines")
+    and not stats.get("unmatched_begin")
 }
 
 

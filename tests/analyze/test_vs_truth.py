@@ -15,7 +15,11 @@ from pvtrace.simulate.locks import ALGORITHM_TRAITS
 from pvtrace.simulate.run import simulate_trace
 from pvtrace.simulate.scenario import Scenario, load_preset, preset_names
 
-TABLE_KEYS = {"lhp_incidents": ["vm", "lock", "start"], "lwp_incidents": ["vm", "lock", "start"], "convoys": ["vm", "lock", "start"]}
+TABLE_KEYS = {
+    "lhp_incidents": ["vm", "lock", "start"],
+    "lwp_incidents": ["vm", "lock", "start"],
+    "convoys": ["vm", "lock", "start"],
+}
 
 
 def assert_matches_truth(scenario: Scenario, seed: int) -> None:
@@ -29,7 +33,9 @@ def assert_matches_truth(scenario: Scenario, seed: int) -> None:
         assert mine.equals(theirs), f"{name} differs:\n{mine}\n{theirs}"
 
 
-def small(algorithm: str, *, vms: int, pcpus: int, ple: bool, cures: bool, spin_threshold_ns: int = 3_000) -> Scenario:
+def small(
+    algorithm: str, *, vms: int, pcpus: int, ple: bool, cures: bool, spin_threshold_ns: int = 3_000
+) -> Scenario:
     """A short busy run: short host slices and a low pv spin budget so that a few ms hold
     LHP, LWP (preempted and halted next owners), kicks and convoys."""
     return Scenario().replace(
@@ -52,7 +58,9 @@ def small(algorithm: str, *, vms: int, pcpus: int, ple: bool, cures: bool, spin_
     spin_threshold_ns=st.sampled_from([2_000, 5_000, 40_000]),
 )
 def test_full_view_totals_equal_ground_truth(algorithm, seed, vms, pcpus, ple, cures, spin_threshold_ns):
-    scenario = small(algorithm, vms=vms, pcpus=pcpus, ple=ple, cures=cures, spin_threshold_ns=spin_threshold_ns)
+    scenario = small(
+        algorithm, vms=vms, pcpus=pcpus, ple=ple, cures=cures, spin_threshold_ns=spin_threshold_ns
+    )
     assert_matches_truth(scenario, seed)
 
 
@@ -76,8 +84,18 @@ def test_every_kind_of_incident_is_exercised():
         assert analyze(trace).summary.totals == truth.summary.totals
         for k, v in truth.summary.totals.items():
             seen[k] = seen.get(k, 0) + v
-    for key in ("n_lhp_harmful", "n_lwp_preempted", "n_lwp_halted", "n_convoys", "n_kicks", "n_pause_exits",
-                "waste_lhp_ns", "waste_lwp_halted_ns", "wait_halted_ns", "wait_preempted_ns"):
+    for key in (
+        "n_lhp_harmful",
+        "n_lwp_preempted",
+        "n_lwp_halted",
+        "n_convoys",
+        "n_kicks",
+        "n_pause_exits",
+        "waste_lhp_ns",
+        "waste_lwp_halted_ns",
+        "wait_halted_ns",
+        "wait_preempted_ns",
+    ):
         assert seen[key] > 0, key
     assert seen["n_lhp"] > seen["n_lhp_harmful"]  # benign incidents too
 

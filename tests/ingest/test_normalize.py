@@ -466,7 +466,12 @@ def test_unknown_and_unparsed_are_counted_and_kept() -> None:
         (["pvlab"], [], None, {"pvlab": "guest"}),  # a trace-cmd instance prefix is not a VM name
         ([""], [], "db1", {"": "db1"}),
         (["guest-a.txt"], ["host.txt"], None, {"guest-a.txt": "guest-a"}),
-        (["out-guest-vm0.txt", "out-guest-vm1.txt"], [], None, {"out-guest-vm0.txt": "vm0", "out-guest-vm1.txt": "vm1"}),
+        (
+            ["out-guest-vm0.txt", "out-guest-vm1.txt"],
+            [],
+            None,
+            {"out-guest-vm0.txt": "vm0", "out-guest-vm1.txt": "vm1"},
+        ),
         (["a.txt", "b.txt"], [], None, {"a.txt": "a", "b.txt": "b"}),
     ],
 )
@@ -474,6 +479,14 @@ def test_guest_vm_names(sources: list[str], hosts: list[str], vm_name: str | Non
     from pvtrace.ingest.normalize import guest_vm_names
 
     assert guest_vm_names(sources, vm_name, hosts) == expected
+
+
+def test_guest_named_from_a_sibling_input_without_records() -> None:
+    lines = [row("contention_begin", "0xff (flags=SPIN)", tid=5, ts=1, source="run-vm1.txt")]
+    _, info = run(lines, inputs=["run-vm0.txt", "run-vm1.txt"])
+    assert info["guest_vm_names"] == {"run-vm1.txt": "vm1"}
+    _, info = run(lines)
+    assert info["guest_vm_names"] == {"run-vm1.txt": "guest"}  # alone, the name says nothing sure
 
 
 def test_chunks_of_a_merged_input_agree() -> None:

@@ -227,3 +227,17 @@ def test_lock_contention_bad_input() -> None:
     with pytest.raises(FormatError) as exc:
         read_perf_lock_contention(bad, "l.txt")
     assert exc.value.line == 6
+
+
+def test_kvm_stat_ioport_keys() -> None:
+    text = (
+        "Analyze events for all VMs, all VCPUs:\n\n"
+        "      IO Port Access    Samples  Samples%     Time%    Min Time    Max Time         Avg time\n\n"
+        "         0x3f8:POUT       1234    90.00%    80.00%      1.00us     10.00us      2.00us ( +-   1.00% )\n"
+        "          0x70:PIN        137    10.00%    20.00%      3.50us     40.00us      5.00us ( +-   2.00% )\n"
+    )
+    table = read_perf_kvm_stat(text)
+    assert table.select("key_kind", "key", "reason", "n_samples", "avg_ns").rows() == [
+        ("IO Port Access", "0x3f8:POUT", "0x3f8:POUT", 1234, 2000),
+        ("IO Port Access", "0x70:PIN", "0x70:PIN", 137, 5000),
+    ]

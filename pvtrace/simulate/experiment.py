@@ -1,0 +1,126 @@
+"""The founding experiment: completion time by number of guests, without and with the pv cure.
+
+Levels 1..4 put that many guests on the host; each (level, lock) cell runs R
+seeds, the same seeds for both locks (paired runs). A cell's samples are the
+completion times of every guest in every repeat, so the spread shows both run
+to run variation and guests finishing unevenly. Gain = (without - with) /
+without, in percent, as in science.md's table.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from pvtrace.simulate.run import discard, simulate
+from pvtrace.simulate.scenario import Scenario
+from pvtrace.trace import check_writable
+
+LEVELS: tuple[int, ...] = (1, 2, 3, 4)
+LOCKS: tuple[str, str] = ("ticket", "pv-ticket")
+
+
+@dataclass
+class Experiment:
+    """Per-guest completion times of every run, and the table of the founding experiment."""
+
+    scenario: Scenario
+    repeats: int
+    runs: pl.DataFrame
+    table: pl.DataFrame
+
+    def write(self, folder: Path | str, force: bool = False) -> list[Path]:
+        """experiment.csv (the table), experiment-runs.csv and experiment.json into folder."""
+        d = Path(folder)
+        d.mkdir(parents=True, exist_ok=True)
+        paths = [d / "experiment.csv", d / "experiment-runs.csv", d / "experiment.json"]
+        for p in paths:
+            check_writable(p, force)
+        self.table.write_csv(paths[0])
+        self.runs.write_csv(paths[1])
+        doc = {
+            "scenario": self.scenario.to_dict(),
+            "repeats": self.repeats,
+            "locks": {"without": LOCKS[0], "with": LOCKS[1]},
+            "table": self.table.to_dicts(),
+            "runs": self.runs.to_dicts(),
+        }
+        paths[2].write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+        return paths
+
+
+def experiment_runs(
+    scenario: Scenario,
+    *,
+    repeats: int,
+    levels: tuple[int, ...] = LEVELS,
+    locks: tuple[str, ...] = LOCKS,
+    progress: Callable[[int, int], None] | None = None,
+) -> pl.DataFrame:
+    """Run every (level, lock, repeat); one row per guest: level, lock, repeat, seed, vm, completion_ns."""
+    if scenario.run.duration_ns:
+        scenario = scenario.replace(run={"duration_ns": 0})  # completion times need a fixed amount of work
+    rows = []
+    total = len(levels) * len(locks) * repeats
+    done = 0
+    for level in levels:
+        for lock in locks:
+            s = scenario.replace(vm={"count": level, "clock_offsets_ns": []}, lock={"algorithm": lock})
+            for r in range(repeats):
+                seed = scenario.run.seed + r
+                truth = simulate(s, discard, seed=seed).truth
+                for vm, ns in truth.completion_ns.items():
+                    rows.append((level, lock, r, seed, vm, ns))
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+    return pl.DataFrame(
+        rows,
+        schema={
+            "level": pl.Int64(),
+            "lock": pl.String(),
+            "repeat": pl.Int64(),
+            "seed": pl.Int64(),
+            "vm": pl.String(),
+            "completion_ns": pl.Int64(),
+        },
+        orient="row",
+    )
+
+
+def experiment_table(runs: pl.DataFrame, without: str = LOCKS[0], with_cure: str = LOCKS[1]) -> pl.DataFrame:
+    """Mean and sample std-dev of completion (s) per level and lock, and the cure's gain in percent."""
+    secs = pl.col("completion_ns") / 1e9
+    cells = runs.group_by("level", "lock").agg(
+        secs.mean().alias("mean_s"), secs.std().alias("std_s"), pl.len().alias("n")
+    )
+    a = cells.filter(pl.col("lock") == without).select(
+        "level", pl.col("mean_s").alias("without_mean_s"), pl.col("std_s").alias("without_std_s"), "n"
+    )
+    b = cells.filter(pl.col("lock") == with_cure).select(
+        "level", pl.col("mean_s").alias("with_mean_s"), pl.col("std_s").alias("with_std_s")
+    )
+    return (
+        a.join(b, on="level")
+        .with_columns(
+            ((pl.col("without_mean_s") - pl.col("with_mean_s")) / pl.col("without_mean_s") * 100).alias("gain_pct")
+        )
+        .select("level", "without_mean_s", "without_std_s", "with_mean_s", "with_std_s", "gain_pct", "n")
+        .sort("level")
+    )
+
+
+def run_experiment(
+    scenario: Scenario,
+    *,
+    repeats: int = 5,
+    levels: tuple[int, ...] = LEVELS,
+    progress: Callable[[int, int], None] | None = None,
+) -> Experiment:
+    """The sweep and its table (the library entry behind `pvtrace experiment`)."""
+    runs = experiment_runs(scenario, repeats=repeats, levels=levels, progress=progress)
+    return Experiment(scenario=scenario, repeats=repeats, runs=runs, table=experiment_table(runs))

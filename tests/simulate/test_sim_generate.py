@@ -1,0 +1,126 @@
+"""`pvtrace generate`: outputs, determinism, refusal to overwrite, errors; the streamed Parquet."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from pvtrace.cli.app import app
+from pvtrace.schema import EVENT_SCHEMA
+from pvtrace.simulate.run import simulate, simulate_to_parquet, simulate_trace
+from pvtrace.simulate.scenario import load_preset
+from pvtrace.summary import TOTAL_KEYS
+from pvtrace.trace import read_trace
+
+runner = CliRunner()
+
+
+def generate(*args: str):
+    return runner.invoke(app, ["generate", *args])
+
+
+def test_generate_writes_events_and_truth(tmp_path):
+    out, truth = tmp_path / "x.parquet", tmp_path / "t.json"
+    r = generate("--preset", "lhp-demo", "-o", str(out), "--truth", str(truth))
+    assert r.exit_code == 0, r.output
+    assert "Simulated 0.300 s" in r.output
+    trace = read_trace(out)
+    assert trace.events.schema == EVENT_SCHEMA
+    m = trace.meta
+    assert (m.format, m.view, m.t_start, m.t_end, m.n_pcpus) == ("sim", "full", 0, 300_000_000, 2)
+    assert set(m.vms) == {"vm0", "vm1"} and m.vms["vm0"].lock_kind == "fifo"
+    assert m.vms["vm0"].lock_algorithm == "ticket" and m.vms["vm0"].n_vcpus == 2
+    assert set(m.clock["guest_offset_ns"]) == {"vm0", "vm1"}
+    assert m.extra["seed"] == 1 and m.extra["scenario"]["vm"]["count"] == 2
+    ev = trace.events
+    assert ev["seq"].to_list() == list(range(ev.height))
+    assert ev["ts"].is_sorted()
+    assert set(ev["origin"].cast(pl.String).unique()) == {"sim"}
+    assert ev.filter(pl.col("ts") == 0, pl.col("kind").is_in(["vcpu_run", "vcpu_preempt"]))["vcpu"].len() == 4
+    t = json.loads(truth.read_text())
+    assert list(t["totals"]) == list(TOTAL_KEYS)
+    assert t["totals"]["n_lhp"] > 0 and t["totals"]["n_lwp"] > 0 and t["totals"]["n_convoys"] > 0
+    assert t["totals"]["n_acquisitions"] == ev.filter(pl.col("kind") == "lock_acquire").height
+    assert {r["vm"] for r in t["lhp_incidents"]} <= {"vm0", "vm1"}
+    assert sum(r["running_ns"] + r["preempted_ns"] + r["halted_ns"] for r in t["vcpus"]) == 4 * 300_000_000
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
+    a, b, c = (tmp_path / f"{n}.parquet" for n in "abc")
+    ta, tb = tmp_path / "a.json", tmp_path / "b.json"
+    for path, truth, seed in ((a, ta, "7"), (b, tb, "7"), (c, None, "8")):
+        args = ["--preset", "lhp-demo", "--seed", seed, "-o", str(path), "-q"]
+        if truth is not None:
+            args += ["--truth", str(truth)]
+        assert generate(*args).exit_code == 0
+    assert a.read_bytes() == b.read_bytes()
+    assert ta.read_bytes() == tb.read_bytes()
+    assert a.read_bytes() != c.read_bytes()
+    assert not read_trace(a).events.equals(read_trace(c).events)
+
+
+def test_streamed_batches_equal_one_batch(tmp_path):
+    s = load_preset("lhp-demo").replace(run={"duration_ns": 50_000_000})
+    whole, truth = simulate_trace(s)
+    batches: list[pl.DataFrame] = []
+    run = simulate(s, batches.append, batch_size=1000)
+    assert len(batches) > 5
+    assert pl.concat(batches).equals(whole.events)
+    assert run.truth.summary.totals == truth.summary.totals
+    simulate_to_parquet(s, tmp_path / "s.parquet")
+    assert read_trace(tmp_path / "s.parquet").events.equals(whole.events)
+
+
+def test_refuses_to_overwrite_without_force(tmp_path):
+    out = tmp_path / "x.parquet"
+    out.write_text("precious")
+    r = generate("--preset", "lhp-demo", "-o", str(out), "-q")
+    assert r.exit_code == 1
+    assert "already exists; pass --force" in r.output
+    assert out.read_text() == "precious"
+    truth = tmp_path / "t.json"
+    truth.write_text("precious too")
+    r = generate("--preset", "lhp-demo", "-o", str(tmp_path / "y.parquet"), "--truth", str(truth), "-q")
+    assert r.exit_code == 1 and truth.read_text() == "precious too"
+    assert not (tmp_path / "y.parquet").exists()  # checked before simulating
+    r = generate("--preset", "lhp-demo", "-o", str(out), "--truth", str(truth), "--force", "-q")
+    assert r.exit_code == 0 and read_trace(out).events.height > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "needle", "code"),
+    [
+        (["--preset", "nope"], "unknown preset 'nope'", 2),
+        (["--format", "xml"], "unknown --format 'xml'", 2),
+        (["--view", "side"], "unknown --view 'side'", 2),
+    ],
+)
+def test_usage_errors_are_one_line(tmp_path, args, needle, code):
+    r = generate(*args, "-o", str(tmp_path / "x.parquet"))
+    assert r.exit_code == code
+    assert needle in r.output
+    assert "Traceback" not in r.output
+
+
+def test_scenario_file_errors_name_file_and_parameter(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[lock]\nalgorithm = 'mcs'\n")
+    r = generate(str(bad), "-o", str(tmp_path / "x.parquet"))
+    assert r.exit_code == 2
+    assert "bad.toml: lock.algorithm must be one of" in r.output
+    both = generate(str(bad), "--preset", "lhp-demo", "-o", str(tmp_path / "x.parquet"))
+    assert both.exit_code == 2 and "not both" in both.output
+
+
+def test_scenario_file_runs(tmp_path):
+    sc = tmp_path / "s.toml"
+    sc.write_text("[host]\npcpus = 1\n[vm]\nvcpus = 2\nops = 50\ncompute_ns = 10_000\n[lock]\nalgorithm = 'pv-ticket'\n")
+    r = generate(str(sc), "-o", str(tmp_path / "x.parquet"), "--truth", str(tmp_path / "t.json"), "-q")
+    assert r.exit_code == 0, r.output
+    assert r.output == ""
+    t = json.loads((tmp_path / "t.json").read_text())
+    assert t["ops_done"] == {"vm0": 100}
+    assert t["completion_ns"]["vm0"] == t["t_end"]
