@@ -1,20 +1,30 @@
 """Holder inference for traces without lock acquire/release events (the inferred level).
 
 Guest contention events show who acquired a lock after waiting (contention_end)
-but neither releases nor uncontended acquisitions. METRICS.md, Fidelity, lists
-the rules that reached about 95% precision and recall on simulated runs; here:
-1. a contended acquirer holds the lock from its acquisition until the first of:
+but neither releases nor uncontended acquisitions. Building on the rules of
+METRICS.md, Fidelity (measured in docs/accuracy.md):
+1. A contended acquirer holds the lock from its acquisition until the first of:
    the lock's next acquisition; a pv kick it sends (the unlocker kicks the next
-   waiter); the moment it has *run* `3 x` the typical hold (a hold is a few us of
-   running, however long the holder is preempted in between); and, looking
-   ahead, the moment it stops running if the lock changes hands before it runs
-   again (a vCPU that is not running cannot release);
-2. a free stretch in which waiters spin with nobody queued before it began had
-   an unseen holder that took the lock uncontended: the vCPU that kicks a waiter
-   of the lock in that stretch or, failing that, the preempted sibling that is
-   not itself waiting and runs again the latest before the lock changes hands.
-The typical hold is the median time between consecutive acquisitions of one
-lock when the second acquirer was already waiting and the first kept running.
+   waiter; the release is at the HYPERCALL exit carrying it); the moment it has
+   *run* the mean hold; and, looking ahead, the moment it stops running if the
+   lock changes hands before it runs again (a vCPU that is not running cannot
+   release). A holder that stops before it has run `3 x` the median hold keeps
+   the lock through the stop (it is preempted while holding).
+2. Spin on a lock these holds leave free, with nobody queued ahead (an
+   "episode"), had an unseen holder that took the lock uncontended: the vCPU
+   that kicks a waiter of the lock; else the target of a directed yield by a
+   waiter (host: preempt "R" + run on the same pCPU at once; KVM boosts vCPUs in
+   the kernel) that is not waiting itself; else, if a spinner acquires at the
+   episode's end, the non-waiting sibling that ran again the latest before it
+   within a long (p95) hold; else, if the episode lasts far longer than any hold
+   (a running holder would have released), the non-waiting sibling absent for
+   most of it that runs again before the lock changes hands.
+3. At the inferred level, spin on a free fifo lock with no next owner takes the
+   earliest waiter still queued as next owner (fifo locks hand over to it).
+Hold statistics come from clean hand-offs: consecutive acquisitions of one lock
+where the second acquirer was already waiting and both kept running in between
+(per VM with >= MIN_HANDOFFS of them, else the trace's, else published typical
+critical sections).
 """
 
 from __future__ import annotations
@@ -30,14 +40,12 @@ from pvtrace.analyze.waste import spin_pieces, wait_pieces
 I64 = pl.Int64()
 HOLD_BOUND_FACTOR = 3
 LATE_QUANTILE = 0.95
-LATE_FACTOR = 1.0
-LONG_FACTOR = 10.0
+LONG_FACTOR = 10.0  # an episode this many long (p95) holds long had a holder that was not running
 MIN_HANDOFFS = 20  # clean hand-offs needed to trust a VM's (else the trace's) hold estimate
 # Without enough clean hand-offs: typical guest critical sections (0.5-2 us, science.md).
 FALLBACK_MEDIAN_NS = 1_000
 FALLBACK_MEAN_NS = 2_000
 FALLBACK_TAIL_NS = 6_000
-_FALLBACK_HOLD_NS = FALLBACK_MEAN_NS
 
 
 def _release_key(prep: Prepared, ts: pl.Series) -> pl.Series:
@@ -538,7 +546,7 @@ def unseen_holds(
     late = (
         pl.col("handed")
         & (pl.col("run_ts") >= pl.col("e0"))
-        & (pl.col("e1") - pl.col("run_ts") <= pl.col("tail") * LATE_FACTOR)
+        & (pl.col("e1") - pl.col("run_ts") <= pl.col("tail"))
     )
     long = (
         (pl.col("e1") - pl.col("e0") > pl.col("tail") * LONG_FACTOR)

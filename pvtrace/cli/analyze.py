@@ -11,14 +11,14 @@ from rich.table import Table
 
 from pvtrace.analyze import Analysis, analyze
 from pvtrace.analyze.run import STEPS, analyze_parquet
-
-# Above this a single Parquet input is analyzed from the file, concept by concept.
-BIG_PARQUET_BYTES = 256 * 2**20
 from pvtrace.cli.common import err, handle_errors, out, progress
 from pvtrace.errors import OutputExistsError, UsageError
 from pvtrace.ingest.load import load
 from pvtrace.schema import LOCK_KINDS
 from pvtrace.trace import Trace, check_writable
+
+# Above this a single Parquet input is analyzed from the file, concept by concept.
+BIG_PARQUET_BYTES = 256 * 2**20
 
 
 def load_inputs(
@@ -215,6 +215,19 @@ def render_summary(a: Analysis, sources: list[str]) -> None:
         out.print(tu)
 
 
+def write_report(trace: Trace, result: Analysis, path: Path, files: list[Path], force: bool) -> None:
+    """The report page of this analysis (pvtrace.report), as `pvtrace report -o` writes it."""
+    # imported here: the report stage pulls in altair, which a plain analysis does not need
+    from pvtrace.report.page import write_page
+    from pvtrace.report.trace_page import render_report, report_sections
+
+    names = ", ".join(f.name for f in files)
+    page = render_report(
+        trace, result, sections=report_sections(trace, result, None), title=f"pvtrace report: {names}"
+    )
+    write_page(page, path, force)
+
+
 def finish(
     result: Analysis,
     files: list[Path],
@@ -266,6 +279,10 @@ def register(app: typer.Typer) -> None:
         ] = None,
         strict: Annotated[bool, typer.Option("--strict", help="Malformed input lines are fatal.")] = False,
         force: Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")] = False,
+        report: Annotated[
+            Path | None,
+            typer.Option("--report", help="Also write the HTML report page (as `pvtrace report -o`)."),
+        ] = None,
         quiet: Annotated[
             bool, typer.Option("-q", "--quiet", help="No progress bar and no terminal summary.")
         ] = False,
@@ -278,7 +295,12 @@ def register(app: typer.Typer) -> None:
         # Fail on existing outputs before the (possibly long) analysis.
         if json_out is not None:
             check_writable(json_out, force)
-        if len(files) == 1 and files[0].suffix == ".parquet" and files[0].stat().st_size > BIG_PARQUET_BYTES:
+        if report is not None:
+            check_writable(report, force)
+        big = (
+            len(files) == 1 and files[0].suffix == ".parquet" and files[0].stat().st_size > BIG_PARQUET_BYTES
+        )
+        if big and report is None:
             # a big pvtrace Parquet file is analyzed concept by concept, never loaded whole
             with progress("analyzing", total=len(STEPS), quiet=quiet) as bar:
                 result = analyze_parquet(files[0], lock_kind=lock_kind, progress=lambda step: bar.advance(1))
@@ -296,4 +318,6 @@ def register(app: typer.Typer) -> None:
         )
         with progress("analyzing", total=len(STEPS), quiet=quiet) as bar:
             result = analyze(trace, lock_kind=lock_kind, progress=lambda step: bar.advance(1))
+        if report is not None:
+            write_report(trace, result, report, files, force)
         finish(result, files, json_out=json_out, out_dir=out_dir, csv=csv, force=force, quiet=quiet)

@@ -50,6 +50,29 @@ def print_truth(truth: GroundTruth, n_events: int, files: list[Path]) -> None:
     )
 
 
+def experiment_table(exp) -> Table:
+    """The founding table: mean (std-dev) completion in seconds without and with the cure, and the gain."""
+    from pvtrace.simulate.experiment import LOCKS
+
+    t = Table(
+        title=f"Completion time, s: mean (std-dev) over {exp.repeats} seeds x guests",
+        title_justify="left",
+        show_edge=False,
+    )
+    t.add_column("guests", justify="right")
+    t.add_column(f"without ({LOCKS[0]})", justify="right")
+    t.add_column(f"with ({LOCKS[1]})", justify="right")
+    t.add_column("gain", justify="right")
+    for r in exp.table.iter_rows(named=True):
+        t.add_row(
+            str(r["level"]),
+            f"{r['without_mean_s']:.3f} ({r['without_std_s']:.3f})",
+            f"{r['with_mean_s']:.3f} ({r['with_std_s']:.3f})",
+            f"{r['gain_pct']:.1f}%",
+        )
+    return t
+
+
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the app."""
 
@@ -98,3 +121,30 @@ def register(app: typer.Typer) -> None:
             files.append(truth_path)
         if not quiet:
             print_truth(truth, n_events, files)
+
+    @app.command("experiment")
+    @handle_errors
+    def experiment_cmd(
+        scenario: Path | None = typer.Argument(None, help="Scenario TOML file (default: --preset seed-table)."),
+        preset: str | None = typer.Option(None, "--preset", help="A bundled scenario (default seed-table)."),
+        repeats: int = typer.Option(5, "--repeats", "-r", min=1, help="Seeds per (guests, lock) cell."),
+        output: Path | None = typer.Option(
+            None, "-o", "--out", help="Folder for experiment.csv, experiment-runs.csv and experiment.json."
+        ),
+        force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
+        quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar."),
+    ) -> None:
+        """The founding experiment: 1-4 guests x {ticket, pv-ticket}, mean (std-dev) completion and gain."""
+        from pvtrace.simulate.experiment import LEVELS, LOCKS, run_experiment
+
+        s = pick_scenario(scenario, preset if (preset or scenario) else "seed-table")
+        if output is not None:
+            for name in ("experiment.csv", "experiment-runs.csv", "experiment.json"):
+                check_writable(output / name, force)
+        total = len(LEVELS) * len(LOCKS) * repeats
+        with progress("experiment", total=total, quiet=quiet) as bar:
+            exp = run_experiment(s, repeats=repeats, progress=lambda done, _total: bar.update(completed=done))
+        out.print(experiment_table(exp))
+        if output is not None:
+            files = exp.write(output, force=force)
+            out.print("Wrote " + ", ".join(str(f) for f in files))

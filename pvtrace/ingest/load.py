@@ -193,7 +193,8 @@ def _raw_chunks(inp: _Input, stack: ExitStack, info: ParseInfo) -> Iterator[pl.D
         )
         return
     spec = _spec(inp.verdict.format, inp.verdict.options)
-    yield from iter_raw_chunks(inp.stream, spec, inp.verdict.options, info, head=inp.head)
+    source: Path | BinaryIO = inp.path if inp.compression is None else inp.stream
+    yield from iter_raw_chunks(source, spec, inp.verdict.options, info, head=inp.head)
 
 
 class _Rejoin:
@@ -329,7 +330,7 @@ def _normalize_batches(
     for raw in chunks:
         info.problems.check_strict(strict)
         if progress is not None:
-            pos = _position(inp)
+            pos = _position(inp) if inp.compression is not None else info.n_bytes
             progress(max(pos - done, 0))
             done = max(pos, done)
         held.append(raw)

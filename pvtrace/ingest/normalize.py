@@ -48,7 +48,7 @@ from pvtrace.errors import UsageError
 from pvtrace.ingest import aliases, clocks, payloads
 from pvtrace.ingest.aliases import ALIASES, KVM_HC_KICK_CPU, KVM_HC_SCHED_YIELD
 from pvtrace.ingest.vcpu_map import VCPU_MAP_SCHEMA, build_vcpu_map
-from pvtrace.schema import conform_events
+from pvtrace.schema import EVENT_SCHEMA, conform_events
 
 SIDES = ("auto", "host", "guest")
 DEFAULT_GUEST_VM = "guest"
@@ -56,25 +56,9 @@ _WAKEUPS = ("sched_wakeup", "sched_wakeup_new")
 _LOST = ("lost_events", "buffer_started")
 _VCPU_THREAD = r"^CPU \d+/KVM$"
 
-# Working columns of emitted events: the canonical ones (as plain types) plus
-# the raw row and a sub-index that fix the emission order.
-_OUT: dict[str, pl.DataType] = {
-    "row": pl.Int64(),
-    "sub": pl.Int8(),
-    "ts": pl.Int64(),
-    "vm": pl.String(),
-    "vcpu": pl.Int32(),
-    "pcpu": pl.Int32(),
-    "kind": pl.String(),
-    "lock": pl.UInt64(),
-    "reason": pl.String(),
-    "target": pl.Int32(),
-    "value": pl.Int64(),
-    "origin": pl.String(),
-    "tid": pl.Int32(),
-    "event": pl.Categorical(),
-    "args": pl.String(),
-}
+# Working columns of emitted events: the canonical ones (final types: narrow
+# rows) plus the raw row and a sub-index that fix the emission order.
+_OUT: dict[str, pl.DataType] = {"row": pl.Int64(), "sub": pl.Int8(), **dict(EVENT_SCHEMA)}
 
 
 def _emit(df: pl.DataFrame, **cols: Any) -> pl.DataFrame:
@@ -164,29 +148,29 @@ def _detect_sides(
 
 def _sniff_sides(frame: pl.DataFrame, user_map: pl.DataFrame | None) -> pl.DataFrame:
     """Host when a source has kvm_* events, `CPU n/KVM` threads or threads of the user map."""
-    kvm = (
-        frame.select("src", "event")
-        .unique()
-        .group_by("src")
-        .agg(pl.col("event").cast(pl.String).str.starts_with("kvm_").any().alias("kvm"))
+    sched = pl.col("event").is_in(["sched_switch", *_WAKEUPS, "sched_waking"])
+    rows = []
+    srcs = frame["src"].unique().to_list()
+    for src in srcs:  # a handful of inputs; no group_by: it would copy the text columns
+        part = frame if len(srcs) == 1 else frame.filter(pl.col("src") == src)
+        events = part["event"].unique().drop_nulls().to_list()
+        names = part.select(pl.col("comm").str.contains(_VCPU_THREAD).any()).item() or (
+            part.filter(sched).select(pl.col("payload").str.contains(r"CPU \d+/KVM").any()).item()
+        )
+        mapped = (
+            user_map is not None and part.select(pl.col("tid").is_in(user_map["tid"].implode()).any()).item()
+        )
+        rows.append(
+            {
+                "src": src,
+                "kvm": any(e.startswith("kvm_") for e in events),
+                "names": bool(names),
+                "mapped": mapped,
+            }
+        )
+    per = pl.DataFrame(
+        rows, schema={"src": pl.String, "kvm": pl.Boolean, "names": pl.Boolean, "mapped": pl.Boolean}
     )
-    named = pl.concat(
-        [
-            frame.select("src", "comm")
-            .unique()
-            .select("src", pl.col("comm").str.contains(_VCPU_THREAD).alias("n")),
-            frame.filter(pl.col("event").is_in(["sched_switch", *_WAKEUPS, "sched_waking"])).select(
-                "src", pl.col("payload").str.contains(r"CPU \d+/KVM").alias("n")
-            ),
-        ]
-    )
-    names = named.group_by("src").agg(pl.col("n").any().alias("names"))
-    mapped = frame.group_by("src").agg(
-        (
-            pl.col("tid").is_in(user_map["tid"].implode()).any() if user_map is not None else pl.lit(False)
-        ).alias("mapped")
-    )
-    per = kvm.join(names, on="src", how="left").join(mapped, on="src", how="left").fill_null(False)
     return per.select(
         "src",
         pl.when(pl.col("kvm") | pl.col("names") | pl.col("mapped"))
@@ -217,20 +201,14 @@ _KEY_FIELD: dict[str, str] = {
 
 def _parse_groups(frame: pl.DataFrame, groups: dict[str, tuple[str, ...]]) -> dict[str, pl.DataFrame]:
     """Rows of each parser group with their payload fields added."""
-    wanted = [e for g in groups for e in _GROUPS[g]]
-    by_event = {
-        key[0]: part
-        for key, part in frame.filter(pl.col("event").is_in(wanted))
-        .partition_by("event", as_dict=True)
-        .items()
-    }
+    cols = [c for c in ("row", "src", "tid", "cpu", "ts", "event", "payload", "vm") if c in frame.columns]
     parsed = {}
     for group in groups:
         events = _GROUPS[group]
         parser = ALIASES[events[0]].parser
         assert parser is not None
-        parts = [by_event[e] for e in events if e in by_event]
-        parsed[group] = parser(pl.concat(parts) if parts else frame.clear())
+        # each group copies only its own rows (event is Categorical: the filter is cheap)
+        parsed[group] = parser(frame.select(cols).filter(pl.col("event").is_in(list(events))))
     if "exit" in parsed:
         # few distinct reasons: normalize each once
         keys = ["reason", "arm_kind", "arm_class", "reason_code", "isa"]
@@ -659,22 +637,20 @@ def normalize(
     user_map = _user_map(vcpu_map)
     frame, n_untimed = _prepare(raw)
     sides = _detect_sides(frame, side, _carried_map(user_map, carry), carry.get("sides", {}))
-    frame = frame.join(sides.select("src", "side"), on="src", how="left", maintain_order="left")
-    host = frame.filter(pl.col("side") == "host")
     guest_srcs = sorted(sides.filter(pl.col("side") == "guest")["src"].to_list())
-    known_names = carry.get("guest_vm_names", {})
     host_srcs = sorted(sides.filter(pl.col("side") == "host")["src"].to_list())
+    known_names = carry.get("guest_vm_names", {})
     others = [i for i in inputs if i not in host_srcs and i not in guest_srcs]
     new_names = guest_vm_names([s for s in guest_srcs if s not in known_names], vm_name, host_srcs, others)
     names = {**new_names, **known_names}
     names = {s: names[s] for s in guest_srcs}
-    guest = frame.filter(pl.col("side") == "guest").join(
-        pl.DataFrame(
-            {"src": list(names), "vm": list(names.values())}, schema={"src": pl.String, "vm": pl.String}
-        ),
-        on="src",
-        how="left",
-        maintain_order="left",
+    # whole-frame copies are what costs memory on big inputs: split only when both sides are present
+    host = frame if not guest_srcs else frame.filter(pl.col("src").is_in(host_srcs))
+    guest = frame if not host_srcs else frame.filter(pl.col("src").is_in(guest_srcs))
+    if not guest_srcs:
+        guest = guest.clear()
+    guest = guest.with_columns(
+        pl.col("src").replace_strict(names, default=None, return_dtype=pl.String).alias("vm")
     )
     notes: list[str] = []
 
@@ -717,9 +693,8 @@ def normalize(
     has_host = host.height > 0 or "host" in carry.get("sides", {}).values()
     clock = clocks.clock_report({**carry.get("guest_offsets", {}), **offsets}, per_vm, has_host)
     if any(offsets.values()):
-        guest_events = guest_events.with_columns(
-            pl.col("ts") + pl.col("vm").replace_strict(offsets, default=0, return_dtype=pl.Int64)
-        )
+        shift = pl.col("vm").cast(pl.String).replace_strict(offsets, default=0, return_dtype=pl.Int64)
+        guest_events = guest_events.with_columns(pl.col("ts") + shift)
     if n_untimed:
         clock["untimed_records"] = n_untimed
         notes.append(
@@ -728,10 +703,11 @@ def normalize(
     if "warning" in clock:
         notes.append(clock["warning"])
 
-    events = pl.concat([host_events, guest_events]).sort("row", "sub")
-    events = events.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("seq"))
-    if not events["ts"].is_sorted():  # file order is time order, except cross-CPU skew and clock shifts
-        events = events.sort("ts", "seq")
+    # seq = emission order (row, then out before in); one sort by (ts, seq)
+    events = pl.concat([host_events, guest_events]).with_columns(
+        ((pl.col("row") * 2 + pl.col("sub")).rank("ordinal") - 1).cast(pl.Int64).alias("seq")
+    )
+    events = events.sort("ts", "seq")
     events = conform_events(events.drop("row", "sub"))
     unparsed = pl.concat([_unparsed(h_parsed), _unparsed(g_parsed)])
     info = _info(frame, sides, vmap, names, events, clock, notes)

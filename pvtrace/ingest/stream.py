@@ -1,16 +1,15 @@
 """A text input as a stream of raw-record batches, in bounded memory whatever its size.
 
-Plain files are scanned by polars itself (`scan_lines` + the lazy fast path, run by the
-streaming engine on every core); compressed files and pipes go through a Python block
-reader on a background thread. Batches are parsed independently; this module stitches
-them: continuation lines at the start of a batch join the previous batch's last record,
-and LOST markers at the end of a batch take their time from the next one.
+The input (plain, decompressed, or a pipe from trace-cmd) is read in blocks of whole lines;
+two blocks at a time go through the lazy fast path on polars' streaming engine (the GIL
+is released, so both cores work while this thread stitches). Batches are parsed
+independently; this module stitches them: continuation lines at the start of a batch join
+the previous batch's last record, and LOST markers at the end of a batch take their time
+from the next record on their CPU, however many batches later.
 """
 
 from __future__ import annotations
 
-import queue
-import threading
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,7 +27,6 @@ from pvtrace.ingest.records import (
     ParseInfo,
     ParseOptions,
     attach_extra,
-    fill_marker_ts,
     learn_layouts,
     parse_batch,
     prepare,
@@ -39,39 +37,23 @@ BATCH_ROWS = 250_000
 IN_FLIGHT = 2  # blocks parsed at once
 
 
-def _prefetch(it: Iterator, depth: int = 2) -> Iterator:
-    """Run an iterator on a background thread (decompression overlaps parsing)."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
-    stop = threading.Event()
-
-    def work() -> None:
-        try:
-            for item in it:
-                if stop.is_set():
-                    return
-                q.put(item)
-            q.put(done)
-        except BaseException as exc:  # handed to the consumer, raised there
-            q.put(exc)
-
-    thread = threading.Thread(target=work, daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = q.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while thread.is_alive():
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                thread.join(0.05)
+def _skip_lines(f: BinaryIO, n: int) -> None:
+    """Position f just after its n-th newline."""
+    seen = 0
+    while seen < n:
+        pos = f.tell()
+        buf = f.read(1 << 22)
+        if not buf:
+            return
+        k = buf.count(b"\n")
+        if seen + k < n:
+            seen += k
+            continue
+        idx = -1
+        for _ in range(n - seen):
+            idx = buf.index(b"\n", idx + 1)
+        f.seek(pos + idx + 1)
+        return
 
 
 class RawStream:
@@ -82,7 +64,6 @@ class RawStream:
         self.options = options
         self.info = info
         self.layout = self._layout_from(head)
-        self._lock = threading.Lock()
 
     def _layout_from(self, head: bytes) -> Layout | None:
         lines = head.decode("utf-8", errors="replace").splitlines()[:2000]
@@ -94,13 +75,29 @@ class RawStream:
         return found[0] if found else None
 
     # -- prepared batches ---------------------------------------------------------------------------
-    def _prepared(self, stream: BinaryIO, head: bytes) -> Iterator[pl.DataFrame]:
-        """Blocks read on a background thread; each block's fast path runs on polars' streaming engine."""
+    def _prepared_file(self, path: Path) -> Iterator[pl.DataFrame]:
+        """A plain file scanned by polars: one lazy query over the whole file (the cheapest path)."""
+        lf = prepare(scan_block(path, 1), self.spec, self.options, self.layout)
+        n = 0
+        try:
+            for batch in lf.collect_batches(chunk_size=BATCH_ROWS):
+                n += batch.height
+                self.info.n_bytes += int(batch["text"].str.len_bytes().sum() or 0) + batch.height
+                yield batch
+        except pl.exceptions.ComputeError as exc:
+            if "utf" not in str(exc).lower():
+                raise
+            # Bytes that are not UTF-8: read the rest block by block with a tolerant decoder.
+            with open(path, "rb") as f:
+                _skip_lines(f, n)
+                yield from self._prepared(f, b"", first_line=n + 1)
+
+    def _prepared(self, stream: BinaryIO, head: bytes, first_line: int = 1) -> Iterator[pl.DataFrame]:
+        """Blocks of a stream (compressed input, trace-cmd pipe): two in flight on polars' streaming engine."""
         # Two blocks in flight: polars releases the GIL, so both cores work while this thread stitches.
         with ThreadPoolExecutor(max_workers=IN_FLIGHT) as pool:
             pending: deque[Future] = deque()
             blocks = iter_byte_blocks(stream, head=head)
-            first_line = 1
             while True:
                 while len(pending) < IN_FLIGHT and (data := next(blocks, None)) is not None:
                     self.info.n_bytes += len(data)
@@ -109,41 +106,33 @@ class RawStream:
                     first_line += n_lines
                 if not pending:
                     return
-                block = pending.popleft().result()
+                block, bad = pending.popleft().result()
+                if bad is not None:
+                    self.info.problems.add_rows("invalid_utf8", bad)
                 for start in range(0, block.height, BATCH_ROWS):
                     yield block.slice(start, BATCH_ROWS)
 
-    def _prepare(self, data: bytes, first_line: int) -> pl.DataFrame:
-        """One block through the lazy fast path (undecodable bytes become U+FFFD and are counted)."""
+    def _prepare(self, data: bytes, first_line: int) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+        """One block through the lazy fast path; undecodable bytes become U+FFFD (those lines returned too)."""
         try:
-            return prepare(scan_block(data, first_line), self.spec, self.options, self.layout).collect(
-                engine="streaming"
-            )
+            lf = prepare(scan_block(data, first_line), self.spec, self.options, self.layout)
+            return lf.collect(engine="streaming"), None
         except pl.exceptions.ComputeError as exc:
             if "utf" not in str(exc).lower():
                 raise
-        block = prepare(
-            scan_block(replace_invalid_utf8(data), first_line), self.spec, self.options, self.layout
-        )
-        block = block.collect()
-        bad = block.filter(pl.col("text").str.contains("\ufffd", literal=True)).select("line", "text")
-        with self._lock:
-            self.info.problems.add_rows("invalid_utf8", bad)
-        return block
+        lf = prepare(scan_block(replace_invalid_utf8(data), first_line), self.spec, self.options, self.layout)
+        block = lf.collect(engine="streaming")
+        return block, block.filter(pl.col("text").str.contains("\ufffd", literal=True)).select("line", "text")
 
     # -- stitching ---------------------------------------------------------------------------------
-    def raw_chunks(self, stream: BinaryIO, head: bytes = b"") -> Iterator[pl.DataFrame]:
-        """Raw frames of the input (a binary stream of which `head` was already read), in file order."""
-        batches = self._prepared(stream, head)
+    def raw_chunks(self, source: Path | BinaryIO, head: bytes = b"") -> Iterator[pl.DataFrame]:
+        """Raw frames of the input (a plain file, or a stream of which `head` was read), in file order."""
+        batches = self._prepared_file(source) if isinstance(source, Path) else self._prepared(source, head)
         pending: pl.DataFrame | None = None  # the last batch with rows, not yet handed out
-        waiting: pl.DataFrame | None = None  # LOST / buffer-started rows still waiting for a later record
         for batch in batches:
             res = parse_batch(batch, self.spec, self.layout)
             self._merge(res)
             raw = res.raw
-            if waiting is not None and raw.height:
-                raw = fill_marker_ts(pl.concat([waiting, raw]).sort("line"))
-                waiting = None
             if pending is None:
                 if res.orphans is not None and res.orphans.height:
                     self.info.problems.add_rows("orphan_continuation", res.orphans)
@@ -218,11 +207,9 @@ def iter_raw_chunks(
 
     source: a plain (uncompressed) file path, or a binary stream of which `head` was already read.
     """
-    if isinstance(source, Path):
+    if isinstance(source, Path) and not head:
         with open(source, "rb") as f:
             head = f.read(1 << 20)
-            yield from RawStream(spec, options, info, head).raw_chunks(f, head)
-        return
     yield from RawStream(spec, options, info, head).raw_chunks(source, head)
 
 
@@ -236,5 +223,6 @@ def read_text_records(
     stream, compression, raw_file = open_input(path)
     info = ParseInfo(path=str(path), format=spec.name, compression=compression, problems=Problems(str(path)))
     with stream, raw_file:
-        chunks = list(iter_raw_chunks(stream, spec, options, info))
+        source: Path | BinaryIO = path if compression is None else stream
+        chunks = list(iter_raw_chunks(source, spec, options, info))
     return (pl.concat(chunks) if chunks else empty_raw()), info

@@ -8,6 +8,7 @@ whole columns.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import BinaryIO
 
 import polars as pl
@@ -33,8 +34,8 @@ def iter_byte_blocks(stream: BinaryIO, head: bytes = b"", block_bytes: int = BLO
         yield block
 
 
-def scan_block(data: bytes, first_line: int) -> pl.LazyFrame:
-    """A block as a lazy (line Int64, text) frame; lines end at \\n or \\r\\n."""
+def scan_block(data: bytes | Path, first_line: int) -> pl.LazyFrame:
+    """A block (or a whole plain file) as a lazy (line Int64, text) frame; lines end at \\n or \\r\\n."""
     return (
         pl.scan_lines(data, name="text")
         .with_row_index("line", offset=first_line)

@@ -26,7 +26,7 @@ from pvtrace.simulate.output import EventBuffer, vcpu_key
 from pvtrace.simulate.scenario import Scenario
 from pvtrace.simulate.tasks import COMPUTE, DONE, HALTED, HOLD, PREEMPTED, RUNNING, WAIT, Noise, VCpu, VmRec
 from pvtrace.simulate.truth import GroundTruth, LockBook, Truth
-from pvtrace.simulate.workload import OpStream
+from pvtrace.simulate.workload import BLOCK, OpStream
 
 # Heap event types.
 EV_STOP, EV_ATTEMPT, EV_RELEASE, EV_ENTRY, EV_SPIN, EV_WAKE, EV_SLICE, EV_NOISE_WAKE, EV_NOISE_DONE, EV_GANG = range(
@@ -75,6 +75,8 @@ class Engine:
         self.progress = progress
         self.vm_names = [f"vm{i}" for i in range(s.vm.count)]
         self.out = EventBuffer(self.vm_names, sink, batch_size)
+        # bound once: the buffer's arrays are cleared in place, never replaced
+        self._ts_append, self._key_append, self._x_append = self.out.ts.append, self.out.key.append, self.out.x.append
         self.truth = Truth(self.vm_names)
         self.heap: list = []
         self.cnt = count()
@@ -107,7 +109,7 @@ class Engine:
                 v.locks = vm.locks
                 v.stream = OpStream(s.vm, self.seed, i, j)
                 v.comp, v.lk, v.hold = v.stream.block()
-                v.ops_left = s.vm.ops if self.duration == 0 else -1
+                v.ops_total = s.vm.ops if self.duration == 0 else -1
                 v.window = self.base_window
                 vm.vcpus.append(v)
                 self.vcpus.append(v)
@@ -120,10 +122,9 @@ class Engine:
 
     # -- small helpers --------------------------------------------------------------------
     def emit(self, t: int, key: int, x: int) -> None:
-        out = self.out
-        out.ts.append(t)
-        out.key.append(key)
-        out.x.append(x)
+        self._ts_append(t)
+        self._key_append(key)
+        self._x_append(x)
 
     def push(self, t: int, typ: int, obj, tok: int) -> None:
         heappush(self.heap, (t, next(self.cnt), typ, obj, tok))
@@ -169,10 +170,8 @@ class Engine:
     def advance_op(self, v: VCpu) -> None:
         """One operation done: move to the next (refilling the stream's block)."""
         v.n_done += 1
-        if v.ops_left > 0:
-            v.ops_left -= 1
         v.i += 1
-        if v.i == len(v.comp):
+        if v.i == BLOCK:
             v.comp, v.lk, v.hold = v.stream.block()
             v.i = 0
 
@@ -257,11 +256,12 @@ class Engine:
                 break
             if self.finished:
                 break
-            if len(out.ts) >= batch:
-                out.flush()
             tick += 1
-            if self.progress is not None and tick & 0x3FFF == 0:
-                self.progress(self.fraction_done(t))
+            if tick & 0xFF == 0:
+                if len(out.ts) >= batch:
+                    out.flush()
+                if self.progress is not None and tick & 0x3FFF == 0:
+                    self.progress(self.fraction_done(t))
         out.flush()
         if self.progress is not None:
             self.progress(1.0)
@@ -503,29 +503,35 @@ class Engine:
         self.resume(v, t)
 
     def attempt(self, v: VCpu, t: int) -> None:
-        """v's compute is done: take its next lock. Runs uncontended stretches in a loop."""
+        """v's compute is done: take its next lock. Runs uncontended stretches in a loop.
+
+        Nothing else happens before the earliest heap event (the horizon), so every
+        compute / acquire / release of v that ends before it is emitted here at once.
+        """
         heap = self.heap
-        out = self.out
-        ts_append, key_append, x_append = out.ts.append, out.key.append, out.x.append
-        vkey = v.key
+        horizon = heap[0][0]
+        ts_append, key_append, x_append = self._ts_append, self._key_append, self._x_append
+        akey = K_ACQUIRE | v.key
+        rkey = K_RELEASE | v.key
         locks = v.locks
+        comp, lks, holds = v.comp, v.lk, v.hold
+        i = v.i
         while True:
-            i = v.i
-            k = v.lk[i]
+            k = lks[i]
             lock = locks[k]
             if lock.holder is not None or lock.waiters:
+                v.i = i
                 self.slow_attempt(v, lock, t)
                 return
             # Free with nobody queued: the fast path.
             ts_append(t)
-            key_append(K_ACQUIRE | vkey)
+            key_append(akey)
             x_append(k)
-            book = lock.book
-            book.n_acq += 1
-            if book.run_len:
-                book.close_run()
-            r = t + v.hold[i]
-            if r >= heap[0][0]:
+            if lock.book.run_len:
+                lock.book.close_run()
+            r = t + holds[i]
+            if r >= horizon:
+                v.i = i
                 lock.holder = v
                 v.hold_lock = lock
                 v.phase = HOLD
@@ -534,26 +540,23 @@ class Engine:
                 heappush(heap, (r, next(self.cnt), EV_RELEASE, v, v.token))
                 return
             ts_append(r)
-            key_append(K_RELEASE | vkey)
+            key_append(rkey)
             x_append(k)
             lock.n_release += 1
-            book.last_release_t = r
-            book.last_hold_had_lhp = False
-            # advance_op, inlined
+            lock.last_release_t = r
             v.n_done += 1
-            if v.ops_left > 0:
-                v.ops_left -= 1
-                if v.ops_left == 0:
-                    v.phase = DONE
-                    self.finish(v, r)
-                    return
+            if v.n_done == v.ops_total:
+                v.i = i
+                v.phase = DONE
+                self.finish(v, r)
+                return
             i += 1
-            if i == len(v.comp):
-                v.comp, v.lk, v.hold = v.stream.block()
+            if i == BLOCK:
+                v.comp, v.lk, v.hold = comp, lks, holds = v.stream.block()
                 i = 0
-            v.i = i
-            t = r + v.comp[i]
-            if t >= heap[0][0]:
+            t = r + comp[i]
+            if t >= horizon:
+                v.i = i
                 v.phase = COMPUTE
                 v.due = t
                 v.token += 1
@@ -698,12 +701,14 @@ class Engine:
         b.update(t)
         self.emit(t, K_RELEASE | v.key, lock.index)
         lock.n_release += 1
+        lock.last_release_t = t
         lock.holder = None
         v.hold_lock = None
         head = lock.waiters[0] if (algo.fifo and lock.waiters) else None
-        b.released(t, head)
+        if head is not None:
+            b.released_to(t, head)
         self.advance_op(v)
-        v.phase = DONE if v.ops_left == 0 else COMPUTE
+        v.phase = DONE if v.n_done == v.ops_total else COMPUTE
         v.left = v.comp[v.i]
         kicked = False
         if head is not None:

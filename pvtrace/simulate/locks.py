@@ -50,10 +50,11 @@ class LockState:
     """One lock of one VM: who holds it and who waits, in arrival order.
 
     `n_release` counts releases (a waiter that queued before the latest one is
-    handed the lock); `book` is the lock's ground-truth ledger.
+    handed the lock) and `last_release_t` is the latest one's time; `book` is the
+    lock's ground-truth ledger.
     """
 
-    __slots__ = ("book", "holder", "index", "n_release", "vm", "waiters")
+    __slots__ = ("book", "holder", "index", "last_release_t", "n_release", "vm", "waiters")
 
     def __init__(self, vm: int, index: int):
         self.vm = vm
@@ -61,4 +62,5 @@ class LockState:
         self.holder = None
         self.waiters: list = []
         self.n_release = 0
+        self.last_release_t = 0
         self.book = None

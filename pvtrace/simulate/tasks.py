@@ -37,7 +37,7 @@ class VCpu:
         "lk",
         "locks",
         "n_done",
-        "ops_left",
+        "ops_total",
         "pcpu",
         "phase",
         "ple_left",
@@ -77,7 +77,7 @@ class VCpu:
         self.lk: list[int] = []
         self.hold: list[int] = []
         self.i = 0
-        self.ops_left = -1
+        self.ops_total = -1  # operations to do; -1: no end (fixed-duration runs)
         self.n_done = 0
         self.locks: list = []
         self.wait_lock = None

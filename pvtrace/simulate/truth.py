@@ -62,16 +62,13 @@ class LockBook:
 
     __slots__ = (
         "gap",
-        "hold_had_lhp",
-        "last_hold_had_lhp",
-        "last_release_t",
         "last_t",
         "lhp",
         "lhp_open",
         "lock",
         "lwp_halt",
         "lwp_pre",
-        "n_acq",
+        "lhp_release",
         "n_contended",
         "n_halt",
         "n_pre",
@@ -94,12 +91,10 @@ class LockBook:
         self.n_run = self.n_halt = self.n_pre = 0
         self.useful = self.lhp = self.lwp_pre = self.lwp_halt = 0
         self.w_halted = self.w_preempted = 0
-        self.n_acq = self.n_contended = 0
+        self.n_contended = 0
         self.lhp_open: LhpOpen | None = None
         self.gap: Gap | None = None
-        self.hold_had_lhp = False
-        self.last_hold_had_lhp = False
-        self.last_release_t = 0
+        self.lhp_release = -1  # number of the release that ends a hold with an LHP incident
         self.run_len = 0
         self.run_start = self.run_end = self.run_peak = 0
         self.run_cause = "none"
@@ -167,17 +162,13 @@ class LockBook:
             return
         self.lhp_open = None
         if t > inc.start:
-            self.hold_had_lhp = True
+            self.lhp_release = self.lock.n_release + 1
             self.truth.add_lhp(self.lock, inc, t, truncated=False)
 
     # -- acquisitions and releases ---------------------------------------------------------
-    def released(self, t: int, cand) -> None:
-        """A release; cand = the waiter queued first (fifo locks with waiters), else None."""
-        self.last_release_t = t
-        self.last_hold_had_lhp = self.hold_had_lhp
-        self.hold_had_lhp = False
-        if cand is not None:
-            self.gap = Gap(t, cand, incident=cand.state != RUNNING)
+    def released_to(self, t: int, cand) -> None:
+        """A release of a fifo lock with waiters: cand, the first queued, is the next owner-to-be."""
+        self.gap = Gap(t, cand, incident=cand.state != RUNNING)
 
     def cand_wakes(self, t: int) -> None:
         g = self.gap
@@ -191,7 +182,6 @@ class LockBook:
 
     def acquired(self, t: int, acquirer, contended: bool, handoff: bool) -> None:
         """An acquisition at t (call update first; the acquirer still counts as a waiter)."""
-        self.n_acq += 1
         lwp_ended = False
         g = self.gap
         if g is not None:
@@ -208,9 +198,12 @@ class LockBook:
             self.n_contended += 1
         if handoff:
             if self.run_len == 0:
-                self.run_start = self.last_release_t
+                lock = self.lock
+                self.run_start = lock.last_release_t
                 self.run_peak = 0
-                self.run_cause = "lhp" if self.last_hold_had_lhp else ("lwp" if lwp_ended else "none")
+                self.run_cause = (
+                    "lhp" if self.lhp_release == lock.n_release else ("lwp" if lwp_ended else "none")
+                )
             self.run_len += 1
             self.run_end = t
             n_open = len(self.lock.waiters)
@@ -354,7 +347,7 @@ class Truth:
                     {
                         "vm": vm.name,
                         "lock": lock_address(lock.index),
-                        "n_acquisitions": b.n_acq,
+                        "n_acquisitions": lock.n_release + (1 if lock.holder is not None else 0),
                         "n_contended": b.n_contended,
                         "wait_ns": spin + b.w_halted + b.w_preempted,
                         "spin_ns": spin,

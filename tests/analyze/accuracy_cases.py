@@ -123,6 +123,13 @@ def report() -> str:
         "",
         "## Merged view (inferred holders)",
         "",
+        "Waits and vCPU states are seen; holders are inferred (pvtrace/analyze/holders.py): a",
+        "contended acquirer holds until the next acquisition, its pv kick, or having run the mean",
+        "hold (kept through a preemption that comes before 3x the median hold, unless the lock",
+        "changes hands first); spin on a lock left free with nobody queued is charged to an unseen",
+        "holder found from kicks, directed yields, or the sibling that runs again before the lock",
+        "changes hands; hold statistics come from clean hand-offs in the trace itself.",
+        "",
         "| workload | lock | overcommit | harmful LHP (true) | precision | recall | spin waste | LHP waste | LWP waste | n_lwp | n_convoys |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
