@@ -167,9 +167,7 @@ def waits_table(
 ) -> pl.DataFrame:
     """The waits result table (analyzed waits only; excluded ones are counted in the summary)."""
     w = waits.filter(~pl.col("excluded"))
-    handoff = acq.filter(pl.col("start_ord").is_not_null()).select(
-        pl.col("start_ord").alias("end_ord"), "handoff"
-    )
+    handoff = acq.filter(pl.col("contended")).select(pl.col("start_ord").alias("end_ord"), "handoff")
     keep = {"how": "left", "maintain_order": "left"}  # waits stay in the order they began
     out = (
         w.join(split_sums(spin, ["wid"]), on="wid", **keep)

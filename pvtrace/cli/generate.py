@@ -32,7 +32,8 @@ def print_truth(truth: GroundTruth, n_events: int, files: list[Path]) -> None:
     """A short account of the run: where it went, how long each VM took, what went wrong."""
     t = truth.summary.totals
     out.print(
-        f"[bold]Simulated {truth.t_end / 1e9:.3f} s[/]: {n_events:,} events -> " + ", ".join(str(f) for f in files)
+        f"[bold]Simulated {truth.t_end / 1e9:.3f} s[/]: {n_events:,} events -> "
+        + ", ".join(str(f) for f in files)
     )
     table = Table(show_edge=False, title_justify="left")
     table.add_column("vm")
@@ -55,7 +56,7 @@ def experiment_table(exp) -> Table:
     from pvtrace.simulate.experiment import LOCKS
 
     t = Table(
-        title=f"Completion time, s: mean (std-dev) over {exp.repeats} seeds x guests",
+        title=f"Completion time (s), mean (std-dev), {exp.repeats} seeds",
         title_justify="left",
         show_edge=False,
     )
@@ -63,11 +64,15 @@ def experiment_table(exp) -> Table:
     t.add_column(f"without ({LOCKS[0]})", justify="right")
     t.add_column(f"with ({LOCKS[1]})", justify="right")
     t.add_column("gain", justify="right")
+
+    def cell(mean: float, std: float | None) -> str:
+        return f"{mean:.3f} ({'-' if std is None else f'{std:.3f}'})"  # one sample: no std-dev
+
     for r in exp.table.iter_rows(named=True):
         t.add_row(
             str(r["level"]),
-            f"{r['without_mean_s']:.3f} ({r['without_std_s']:.3f})",
-            f"{r['with_mean_s']:.3f} ({r['with_std_s']:.3f})",
+            cell(r["without_mean_s"], r["without_std_s"]),
+            cell(r["with_mean_s"], r["with_std_s"]),
             f"{r['gain_pct']:.1f}%",
         )
     return t
@@ -83,10 +88,16 @@ def register(app: typer.Typer) -> None:
         preset: str | None = typer.Option(
             None, "--preset", help=f"A bundled scenario: {', '.join(preset_names())}."
         ),
-        seed: int | None = typer.Option(None, "--seed", help="Random seed (default: the scenario's run.seed)."),
-        output: Path = typer.Option(..., "-o", "--out", help="Output file (text formats: the host-side file)."),
+        seed: int | None = typer.Option(
+            None, "--seed", help="Random seed (default: the scenario's run.seed)."
+        ),
+        output: Path = typer.Option(
+            ..., "-o", "--out", help="Output file (text formats: the host-side file)."
+        ),
         fmt: str = typer.Option("parquet", "--format", help="parquet, ftrace, trace-cmd or perf."),
-        view: str = typer.Option("full", "--view", help="full, host, guest or merged: what a tracer would see."),
+        view: str = typer.Option(
+            "full", "--view", help="full, host, guest or merged: what a tracer would see."
+        ),
         truth_path: Path | None = typer.Option(None, "--truth", help="Also write the ground truth as JSON."),
         force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
         quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar and no summary."),
@@ -125,7 +136,9 @@ def register(app: typer.Typer) -> None:
     @app.command("experiment")
     @handle_errors
     def experiment_cmd(
-        scenario: Path | None = typer.Argument(None, help="Scenario TOML file (default: --preset seed-table)."),
+        scenario: Path | None = typer.Argument(
+            None, help="Scenario TOML file (default: --preset seed-table)."
+        ),
         preset: str | None = typer.Option(None, "--preset", help="A bundled scenario (default seed-table)."),
         repeats: int = typer.Option(5, "--repeats", "-r", min=1, help="Seeds per (guests, lock) cell."),
         output: Path | None = typer.Option(

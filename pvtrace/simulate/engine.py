@@ -29,9 +29,18 @@ from pvtrace.simulate.truth import GroundTruth, LockBook, Truth
 from pvtrace.simulate.workload import BLOCK, OpStream
 
 # Heap event types.
-EV_STOP, EV_ATTEMPT, EV_RELEASE, EV_ENTRY, EV_SPIN, EV_WAKE, EV_SLICE, EV_NOISE_WAKE, EV_NOISE_DONE, EV_GANG = range(
-    10
-)
+(
+    EV_STOP,
+    EV_ATTEMPT,
+    EV_RELEASE,
+    EV_ENTRY,
+    EV_SPIN,
+    EV_WAKE,
+    EV_SLICE,
+    EV_NOISE_WAKE,
+    EV_NOISE_DONE,
+    EV_GANG,
+) = range(10)
 
 # Event key parts: kind | reason << REASON_SHIFT (the vm/vcpu part is VCpu.key).
 RS = o.REASON_SHIFT
@@ -76,7 +85,11 @@ class Engine:
         self.vm_names = [f"vm{i}" for i in range(s.vm.count)]
         self.out = EventBuffer(self.vm_names, sink, batch_size)
         # bound once: the buffer's arrays are cleared in place, never replaced
-        self._ts_append, self._key_append, self._x_append = self.out.ts.append, self.out.key.append, self.out.x.append
+        self._ts_append, self._key_append, self._x_append = (
+            self.out.ts.append,
+            self.out.key.append,
+            self.out.x.append,
+        )
         self.truth = Truth(self.vm_names)
         self.heap: list = []
         self.cnt = count()
@@ -215,6 +228,19 @@ class Engine:
 
     def run(self) -> GroundTruth:
         """Run to the end; returns the ground truth (events went to the sink)."""
+        try:
+            self.loop()
+        except BaseException:
+            self.out.abort()
+            raise
+        self.out.close()
+        if self.progress is not None:
+            self.progress(1.0)
+        extra = {"seed": self.seed, "n_events": self.out.n_events}
+        return self.truth.assemble(self.t_end, self.vms, extra)
+
+    def loop(self) -> None:
+        """The event loop: pop the earliest event, let its owner act, until the end."""
         self.start()
         heap = self.heap
         out = self.out
@@ -262,11 +288,6 @@ class Engine:
                     out.flush()
                 if self.progress is not None and tick & 0x3FFF == 0:
                     self.progress(self.fraction_done(t))
-        out.flush()
-        if self.progress is not None:
-            self.progress(1.0)
-        extra = {"seed": self.seed, "n_events": out.n_events}
-        return self.truth.assemble(self.t_end, self.vms, extra)
 
     def fraction_done(self, t: int) -> float:
         if self.duration:
@@ -475,7 +496,7 @@ class Engine:
         """v stops executing guest code (exit, preemption, halt): freeze its progress."""
         v.token += 1
         ph = v.phase
-        if ph == COMPUTE or ph == HOLD:
+        if ph in (COMPUTE, HOLD):
             v.left = v.due - t
         elif ph == WAIT:
             self.end_segment(v, t)
@@ -582,7 +603,12 @@ class Engine:
         v.halt_left = self.threshold
         v.yield_left = self.yield_threshold
         v.ple_left = self.wns(v.window)
-        if lock.holder is None and self.algo.steal and lock.waiters[0] is not v and lock.waiters[0].halted_phase:
+        if (
+            lock.holder is None
+            and self.algo.steal
+            and lock.waiters[0] is not v
+            and lock.waiters[0].halted_phase
+        ):
             self.acquire(v, lock, t, contended=True)
             return
         self.spin(v, t)

@@ -107,7 +107,9 @@ def experiment_table(runs: pl.DataFrame, without: str = LOCKS[0], with_cure: str
     return (
         a.join(b, on="level")
         .with_columns(
-            ((pl.col("without_mean_s") - pl.col("with_mean_s")) / pl.col("without_mean_s") * 100).alias("gain_pct")
+            ((pl.col("without_mean_s") - pl.col("with_mean_s")) / pl.col("without_mean_s") * 100).alias(
+                "gain_pct"
+            )
         )
         .select("level", "without_mean_s", "without_std_s", "with_mean_s", "with_std_s", "gain_pct", "n")
         .sort("level")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import polars as pl
@@ -68,7 +69,11 @@ def lock_address(lock_index: int) -> int:
 
 
 class EventBuffer:
-    """Append-only columns of one batch; `flush` decodes them and hands a frame to the sink."""
+    """Append-only columns of one batch; `flush` decodes them and hands a frame to the sink.
+
+    Decoding and the sink (Parquet compression) run on one background thread, in
+    order, while the engine fills the next batch; at most two batches are alive.
+    """
 
     def __init__(self, vm_names: list[str], sink: Callable[[pl.DataFrame], None], batch_size: int = 1 << 20):
         self.ts = array("q")
@@ -77,6 +82,8 @@ class EventBuffer:
         self.sink = sink
         self.batch_size = batch_size
         self.n_flushed = 0
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pvtrace-events")
+        self._pending: Future | None = None
         self._vm_names = pl.Series("vm", vm_names, dtype=pl.Categorical())
         self._kinds = pl.Series("kind", list(KINDS), dtype=KIND)
         self._events = pl.Series("event", list(KINDS), dtype=pl.Categorical())
@@ -88,19 +95,35 @@ class EventBuffer:
         return self.n_flushed + len(self.ts)
 
     def flush(self) -> None:
+        """Hand the batch so far to the background thread (after the previous one is done)."""
         n = len(self.ts)
         if n == 0:
             return
-        frame = self.decode(
-            np.frombuffer(self.ts, dtype=np.int64).copy(),
-            np.frombuffer(self.key, dtype=np.int64).copy(),
-            np.frombuffer(self.x, dtype=np.int64).copy(),
-        )
+        cols = tuple(np.frombuffer(a, dtype=np.int64).copy() for a in (self.ts, self.key, self.x))
         del self.ts[:], self.key[:], self.x[:]
+        first_seq = self.n_flushed
         self.n_flushed += n
-        self.sink(frame)
+        self._wait()
+        self._pending = self._pool.submit(lambda: self.sink(self.decode(*cols, first_seq)))
 
-    def decode(self, ts: np.ndarray, key: np.ndarray, x: np.ndarray) -> pl.DataFrame:
+    def close(self) -> None:
+        """Flush the rest and wait until the sink has everything."""
+        try:
+            self.flush()
+            self._wait()
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def abort(self) -> None:
+        """Stop without handing anything more to the sink (the run failed)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _wait(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def decode(self, ts: np.ndarray, key: np.ndarray, x: np.ndarray, first_seq: int) -> pl.DataFrame:
         """Packed columns -> canonical events."""
         kind = (key & ((1 << KIND_BITS) - 1)).astype(np.uint32)
         reason = ((key >> REASON_SHIFT) & ((1 << REASON_BITS) - 1)).astype(np.uint32)
@@ -110,7 +133,7 @@ class EventBuffer:
         df = pl.DataFrame(
             {
                 "ts": ts,
-                "seq": np.arange(self.n_flushed, self.n_flushed + n, dtype=np.int64),
+                "seq": np.arange(first_seq, first_seq + n, dtype=np.int64),
                 "vm": self._vm_names.gather(vm),
                 "vcpu": vcpu,
                 "_kind": kind,

@@ -45,7 +45,9 @@ def trace_meta(scenario: Scenario, seed: int, t_end: int) -> TraceMeta:
         t_end=t_end,
         n_pcpus=scenario.host.pcpus,
         vms=vms,
-        clock={"guest_offset_ns": {f"vm{i}": scenario.vm.clock_offset_ns(i) for i in range(scenario.vm.count)}},
+        clock={
+            "guest_offset_ns": {f"vm{i}": scenario.vm.clock_offset_ns(i) for i in range(scenario.vm.count)}
+        },
         extra={"scenario": scenario.to_dict(), "seed": seed},
     )
 

@@ -65,10 +65,10 @@ class LockBook:
         "last_t",
         "lhp",
         "lhp_open",
+        "lhp_release",
         "lock",
         "lwp_halt",
         "lwp_pre",
-        "lhp_release",
         "n_contended",
         "n_halt",
         "n_pre",
@@ -376,9 +376,15 @@ class Truth:
                         "n_ops": v.n_done,
                     }
                 )
-        locks = pl.DataFrame(lock_rows, schema_overrides={"lock": pl.UInt64()}) if lock_rows else pl.DataFrame()
-        lhp = pl.DataFrame(self.lhp_rows, schema=LHP_INCIDENT_SCHEMA, orient="row").sort("vm", "lock", "start")
-        lwp = pl.DataFrame(self.lwp_rows, schema=LWP_INCIDENT_SCHEMA, orient="row").sort("vm", "lock", "start")
+        locks = (
+            pl.DataFrame(lock_rows, schema_overrides={"lock": pl.UInt64()}) if lock_rows else pl.DataFrame()
+        )
+        lhp = pl.DataFrame(self.lhp_rows, schema=LHP_INCIDENT_SCHEMA, orient="row").sort(
+            "vm", "lock", "start"
+        )
+        lwp = pl.DataFrame(self.lwp_rows, schema=LWP_INCIDENT_SCHEMA, orient="row").sort(
+            "vm", "lock", "start"
+        )
         conv = pl.DataFrame(self.convoy_rows, schema=CONVOY_SCHEMA, orient="row").sort("vm", "lock", "start")
 
         def total(col: str) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import polars as pl
-import pytest
 
 from pvtrace.schema import conform_events
 from pvtrace.trace import Trace, TraceMeta, VmInfo
@@ -77,8 +76,3 @@ def acquire(vcpu: int, ts: int, lock: int = 1) -> tuple:
 
 def release(vcpu: int, ts: int, lock: int = 1) -> tuple:
     return (ts, "lock_release", vcpu, {"lock": lock})
-
-
-@pytest.fixture
-def make_trace():
-    return trace_of

@@ -45,7 +45,6 @@ def test_events_are_sorted_with_a_global_seq(real_traces: Path, monkeypatch: pyt
     monkeypatch.setattr(load_mod, "NORMALIZE_ROWS", 3000)
     trace = load([real_traces / "public" / "ftrace-tgid-4flag_android-surfaceflinger_trappy.txt"])
     ev = trace.events
-    assert ev.select(pl.struct("ts", "seq").is_sorted()).item() if hasattr(pl.Expr, "is_sorted") else True
     assert ev["seq"].n_unique() == ev.height
     assert ev.sort("ts", "seq").equals(ev)
 
@@ -71,5 +70,5 @@ def test_a_parquet_file_cannot_be_mixed_with_text(tmp_path: Path) -> None:
 
 
 def test_forced_format_mismatch_names_the_file(tmp_path: Path) -> None:
-    with pytest.raises(FormatError, match="ftrace_7flag.txt: is not perf-script text"):
+    with pytest.raises(FormatError, match=r"ftrace_7flag\.txt: is not perf-script text"):
         load([GOLDEN / "ftrace_7flag.txt"], format="perf")

@@ -169,7 +169,9 @@ def replay(events: pl.DataFrame, t_end: int, fifo: bool, steal: bool) -> Replay:
                 tot["n_pause_exits"] += 1
         elif kind in ("lock_contend", "lock_acquire", "lock_release", "pv_halt"):
             if state.get(v) != "running" or not in_guest[v]:
-                rp.bad(f"row {i}: {kind} by {v} while {state.get(v)} (in guest {in_guest[v]}): guest code off-CPU")
+                rp.bad(
+                    f"row {i}: {kind} by {v} while {state.get(v)} (in guest {in_guest[v]}): guest code off-CPU"
+                )
             if kind == "lock_contend":
                 if v in wait_start:
                     rp.bad(f"row {i}: {v} contends while already waiting")
@@ -187,7 +189,11 @@ def replay(events: pl.DataFrame, t_end: int, fifo: bool, steal: bool) -> Replay:
                     rp.contended_waits.append(ts - wait_start.pop(v))
                     handoff = contend_rel.pop(v) < n_release[lk]
                     if fifo and q[0] != v:
-                        stolen = steal and rows[i - 1][4] == "lock_contend" and (rows[i - 1][1], rows[i - 1][2]) == v
+                        stolen = (
+                            steal
+                            and rows[i - 1][4] == "lock_contend"
+                            and (rows[i - 1][1], rows[i - 1][2]) == v
+                        )
                         if not stolen:
                             rp.bad(f"row {i}: fifo lock granted to {v} ahead of {q[0]}")
                     q.remove(v)

@@ -117,7 +117,9 @@ def test_scenario_file_errors_name_file_and_parameter(tmp_path):
 
 def test_scenario_file_runs(tmp_path):
     sc = tmp_path / "s.toml"
-    sc.write_text("[host]\npcpus = 1\n[vm]\nvcpus = 2\nops = 50\ncompute_ns = 10_000\n[lock]\nalgorithm = 'pv-ticket'\n")
+    sc.write_text(
+        "[host]\npcpus = 1\n[vm]\nvcpus = 2\nops = 50\ncompute_ns = 10_000\n[lock]\nalgorithm = 'pv-ticket'\n"
+    )
     r = generate(str(sc), "-o", str(tmp_path / "x.parquet"), "--truth", str(tmp_path / "t.json"), "-q")
     assert r.exit_code == 0, r.output
     assert r.output == ""

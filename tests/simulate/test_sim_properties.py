@@ -62,8 +62,14 @@ def scenarios(draw) -> Scenario:
             "hold_dist": draw(st.sampled_from(["exp", "lognormal"])),
             "ops": draw(st.integers(1, 150)),
         },
-        lock={"algorithm": draw(st.sampled_from(ALGORITHMS)), "spin_threshold_ns": draw(st.sampled_from([1_000, 40_000]))},
-        hypervisor={"ple": draw(st.booleans()), "directed_yield": draw(st.sampled_from(["none", "random", "kvm"]))},
+        lock={
+            "algorithm": draw(st.sampled_from(ALGORITHMS)),
+            "spin_threshold_ns": draw(st.sampled_from([1_000, 40_000])),
+        },
+        hypervisor={
+            "ple": draw(st.booleans()),
+            "directed_yield": draw(st.sampled_from(["none", "random", "kvm"])),
+        },
         cures={
             "yield_to_holder": draw(st.booleans()),
             "yield_threshold_ns": 3_000,
@@ -100,7 +106,10 @@ def test_events_obey_the_invariants_and_replay_to_the_ground_truth(scenario: Sce
     totals = truth.summary.totals
     # spin splits exactly, in the totals and lock by lock
     assert totals["spin_ns"] == (
-        totals["spin_useful_ns"] + totals["waste_lhp_ns"] + totals["waste_lwp_ns"] + totals["spin_unattributed_ns"]
+        totals["spin_useful_ns"]
+        + totals["waste_lhp_ns"]
+        + totals["waste_lwp_ns"]
+        + totals["spin_unattributed_ns"]
     )
     assert totals["waste_lwp_ns"] == totals["waste_lwp_preempted_ns"] + totals["waste_lwp_halted_ns"]
     for row in truth.locks.to_dicts():
@@ -153,7 +162,10 @@ def test_busy_runs_of_every_algorithm_and_feature_replay_exactly():
             rp = replay(trace.events, trace.meta.t_end, algo.fifo, algo.steal)
             assert rp.violations == [], (algorithm, name)
             totals = truth.summary.totals
-            assert {k: rp.totals.get(k, 0) for k in REPLAYED} == {k: totals[k] for k in REPLAYED}, (algorithm, name)
+            assert {k: rp.totals.get(k, 0) for k in REPLAYED} == {k: totals[k] for k in REPLAYED}, (
+                algorithm,
+                name,
+            )
             for k, v in totals.items():
                 seen[k] = seen.get(k, 0) + v
             seen["n_yields"] = seen.get("n_yields", 0) + truth.extra["n_yields"]
