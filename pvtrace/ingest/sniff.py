@@ -32,7 +32,6 @@ MAGICS_PERF_DATA = (b"PERFILE2", b"PERFFILE")
 _KVM_STAT_HEADER = re.compile(
     r"^\s*(?:VM-EXIT|TRAP-EVENT|IO Port Access|MMIO Access|Event name)\s+Samples\s+Samples?%", re.M
 )
-_KVM_STAT_TITLE = re.compile(r"^\s*Analyze events for ", re.M)
 _LOCK_HEADER = re.compile(r"^\s*contended\s+total wait\s+max wait\s+avg wait\b", re.M)
 _PRINTK = re.compile(PRINTK_PREFIX)
 _QUOTE = re.compile(MAIL_QUOTE)

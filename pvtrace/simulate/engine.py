@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from heapq import heappop, heappush
+from heapq import heappop, heappush, heapreplace
 from itertools import count
 
 import polars as pl
@@ -41,6 +41,8 @@ from pvtrace.simulate.workload import BLOCK, OpStream
     EV_NOISE_DONE,
     EV_GANG,
 ) = range(10)
+
+NEVER = 1 << 62  # a time no run reaches
 
 # Event key parts: kind | reason << REASON_SHIFT (the vm/vcpu part is VCpu.key).
 RS = o.REASON_SHIFT
@@ -248,38 +250,39 @@ class Engine:
         tick = 0
         attempt, release = self.attempt, self.release
         while heap:
-            t, _, typ, obj, tok = heappop(heap)
-            if typ == EV_ATTEMPT:
-                if tok == obj.token:
-                    attempt(obj, t)
-            elif typ == EV_RELEASE:
-                if tok == obj.token:
-                    release(obj, t)
-            elif typ == EV_SPIN:
-                if tok == obj.token:
-                    self.spin_timer(obj, t)
-            elif typ == EV_SLICE:
-                if tok == self.host.slice_tok[obj]:
-                    self.slice_end(obj, t)
-            elif typ == EV_ENTRY:
-                if tok == obj.token:
-                    self.entry(obj, t)
-            elif typ == EV_WAKE:
-                if tok == obj.token:
-                    self.wake_vcpu(obj, t)
-            elif typ == EV_NOISE_WAKE:
-                if tok == obj.token:
-                    obj.left = self.noise_time(self.s.host.noise_run_ns)
-                    self.wake_task(obj, t)
-            elif typ == EV_NOISE_DONE:
-                if tok == obj.token:
-                    self.noise_done(obj, t)
-            elif typ == EV_GANG:
-                if tok == self.host.gang_tok:
-                    self.gang_switch(t)
-            elif typ == EV_STOP:
-                self.t_end = t
-                break
+            t, _, typ, obj, tok = heap[0]
+            if typ == EV_ATTEMPT and tok == obj.token:
+                attempt(obj, t)  # takes its own entry off the heap
+            else:
+                heappop(heap)
+                if typ == EV_RELEASE:
+                    if tok == obj.token:
+                        release(obj, t)
+                elif typ == EV_SPIN:
+                    if tok == obj.token:
+                        self.spin_timer(obj, t)
+                elif typ == EV_SLICE:
+                    if tok == self.host.slice_tok[obj]:
+                        self.slice_end(obj, t)
+                elif typ == EV_ENTRY:
+                    if tok == obj.token:
+                        self.entry(obj, t)
+                elif typ == EV_WAKE:
+                    if tok == obj.token:
+                        self.wake_vcpu(obj, t)
+                elif typ == EV_NOISE_WAKE:
+                    if tok == obj.token:
+                        obj.left = self.noise_time(self.s.host.noise_run_ns)
+                        self.wake_task(obj, t)
+                elif typ == EV_NOISE_DONE:
+                    if tok == obj.token:
+                        self.noise_done(obj, t)
+                elif typ == EV_GANG:
+                    if tok == self.host.gang_tok:
+                        self.gang_switch(t)
+                elif typ == EV_STOP:
+                    self.t_end = t
+                    break
             if self.finished:
                 break
             tick += 1
@@ -526,11 +529,17 @@ class Engine:
     def attempt(self, v: VCpu, t: int) -> None:
         """v's compute is done: take its next lock. Runs uncontended stretches in a loop.
 
-        Nothing else happens before the earliest heap event (the horizon), so every
-        compute / acquire / release of v that ends before it is emitted here at once.
+        Called with v's ATTEMPT entry still on top of the heap. Nothing else happens
+        before the next heap event (the horizon), so every compute / acquire /
+        release of v that ends before it is emitted here at once; v's next entry
+        then replaces the old one on top.
         """
         heap = self.heap
-        horizon = heap[0][0]
+        n = len(heap)
+        if n > 2:
+            horizon = heap[1][0] if heap[1][0] < heap[2][0] else heap[2][0]
+        else:
+            horizon = heap[1][0] if n == 2 else NEVER
         ts_append, key_append, x_append = self._ts_append, self._key_append, self._x_append
         akey = K_ACQUIRE | v.key
         rkey = K_RELEASE | v.key
@@ -542,6 +551,7 @@ class Engine:
             lock = locks[k]
             if lock.holder is not None or lock.waiters:
                 v.i = i
+                heappop(heap)
                 self.slow_attempt(v, lock, t)
                 return
             # Free with nobody queued: the fast path.
@@ -558,7 +568,7 @@ class Engine:
                 v.phase = HOLD
                 v.due = r
                 v.token += 1
-                heappush(heap, (r, next(self.cnt), EV_RELEASE, v, v.token))
+                heapreplace(heap, (r, next(self.cnt), EV_RELEASE, v, v.token))
                 return
             ts_append(r)
             key_append(rkey)
@@ -569,6 +579,7 @@ class Engine:
             if v.n_done == v.ops_total:
                 v.i = i
                 v.phase = DONE
+                heappop(heap)
                 self.finish(v, r)
                 return
             i += 1
@@ -581,7 +592,7 @@ class Engine:
                 v.phase = COMPUTE
                 v.due = t
                 v.token += 1
-                heappush(heap, (t, next(self.cnt), EV_ATTEMPT, v, v.token))
+                heapreplace(heap, (t, next(self.cnt), EV_ATTEMPT, v, v.token))
                 return
 
     def slow_attempt(self, v: VCpu, lock: LockState, t: int) -> None:
@@ -775,7 +786,7 @@ class Engine:
         p = v.pcpu
         v.token += 1
         if v.in_guest:
-            self.emit(t, K_EXIT_YIELD | v.key, p)
+            self.emit(t, K_EXIT_INTR | v.key, p)
             v.in_guest = False
         self.emit(t, K_PREEMPT_RP | v.key, p)
         self.set_state(v, PREEMPTED, t)

@@ -71,8 +71,9 @@ def lock_address(lock_index: int) -> int:
 class EventBuffer:
     """Append-only columns of one batch; `flush` decodes them and hands a frame to the sink.
 
-    Decoding and the sink (Parquet compression) run on one background thread, in
-    order, while the engine fills the next batch; at most two batches are alive.
+    The sink (Parquet encoding and compression, which run without the GIL) works
+    on one background thread, in order, while the engine fills the next batch;
+    at most two batches are alive.
     """
 
     def __init__(self, vm_names: list[str], sink: Callable[[pl.DataFrame], None], batch_size: int = 1 << 20):
@@ -99,12 +100,12 @@ class EventBuffer:
         n = len(self.ts)
         if n == 0:
             return
-        cols = tuple(np.frombuffer(a, dtype=np.int64).copy() for a in (self.ts, self.key, self.x))
-        del self.ts[:], self.key[:], self.x[:]
-        first_seq = self.n_flushed
+        cols = [np.frombuffer(a, dtype=np.int64).copy() for a in (self.ts, self.key, self.x)]
+        del self.ts[:], self.key[:], self.x[:]  # (the copies keep no view of the arrays)
+        frame = self.decode(*cols, self.n_flushed)
         self.n_flushed += n
         self._wait()
-        self._pending = self._pool.submit(lambda: self.sink(self.decode(*cols, first_seq)))
+        self._pending = self._pool.submit(self.sink, frame)
 
     def close(self) -> None:
         """Flush the rest and wait until the sink has everything."""

@@ -66,3 +66,23 @@ def test_golden(case: Path) -> None:
 def test_every_case_has_expectations() -> None:
     expected = {p.name.split(".")[0] for p in GOLDEN.glob("*.expected.csv")}
     assert {_stem(c) for c in CASES} == expected
+
+
+@pytest.mark.parametrize(
+    ("reader", "case"),
+    [
+        ("read_ftrace", "ftrace_tgid.txt"),
+        ("read_trace_cmd", "tracecmd_multi_input.txt"),
+        ("read_perf_script", "perf_script_padded.txt"),
+    ],
+)
+def test_format_readers_match_the_sniffing_path(reader: str, case: str) -> None:
+    from pvtrace.ingest import ftrace, perf_script, tracecmd
+
+    fn = {"read_ftrace": ftrace.read_ftrace, "read_trace_cmd": tracecmd.read_trace_cmd}.get(
+        reader, perf_script.read_perf_script
+    )
+    raw, info, verdict = read_raw(GOLDEN / case)
+    direct, direct_info = fn(GOLDEN / case, verdict.options)
+    assert direct.equals(raw)
+    assert direct_info.stats == info.stats

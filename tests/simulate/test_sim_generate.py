@@ -126,3 +126,28 @@ def test_scenario_file_runs(tmp_path):
     t = json.loads((tmp_path / "t.json").read_text())
     assert t["ops_done"] == {"vm0": 100}
     assert t["completion_ns"]["vm0"] == t["t_end"]
+
+
+def test_views_and_text_formats_go_through_the_renderer(tmp_path):
+    base = ["--preset", "lhp-demo", "--seed", "3", "-q"]
+    host = tmp_path / "host.parquet"
+    assert generate(*base, "--view", "host", "-o", str(host)).exit_code == 0
+    seen = read_trace(host)
+    assert seen.meta.view == "host"
+    assert seen.events.filter(pl.col("kind").cast(pl.String).str.starts_with("lock_")).height == 0
+    text = tmp_path / "report.txt"
+    r = generate(
+        *base,
+        "--format",
+        "trace-cmd",
+        "--view",
+        "merged",
+        "-o",
+        str(text),
+        "--truth",
+        str(tmp_path / "t.json"),
+    )
+    assert r.exit_code == 0, r.output
+    assert text.stat().st_size > 0 and (tmp_path / "t.json").exists()
+    again = generate(*base, "--format", "trace-cmd", "--view", "merged", "-o", str(text))
+    assert again.exit_code == 1 and "already exists" in again.output

@@ -80,7 +80,7 @@ def scenarios(draw) -> Scenario:
     )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenario=scenarios(), seed=st.integers(0, 2**32 - 1))
 def test_events_obey_the_invariants_and_replay_to_the_ground_truth(scenario: Scenario, seed: int):
     trace, truth = simulate_trace(scenario, seed=seed)
