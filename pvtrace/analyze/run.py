@@ -19,7 +19,7 @@ from pvtrace.analyze.prepare import Prepared, prepare, prepare_source, source_of
 from pvtrace.analyze.result import TABLE_SCHEMAS, Analysis
 from pvtrace.analyze.summary import build_summary
 from pvtrace.analyze.vcpu_states import build_states, state_changes, vcpu_states_table
-from pvtrace.trace import Trace, read_meta
+from pvtrace.trace import Trace, TraceMeta, read_meta
 
 STEPS = (
     "prepare",
@@ -41,7 +41,7 @@ def analyze(
     `lock_kind` (fifo, unfair, unknown) overrides the lock kind of every VM.
     `progress`, if given, is called with each step's name (see STEPS) once it is done.
     """
-    return _run(prepare(trace, lock_kind=lock_kind), progress)
+    return _with_warnings(_run(prepare(trace, lock_kind=lock_kind), progress), trace.meta)
 
 
 def analyze_parquet(
@@ -49,7 +49,18 @@ def analyze_parquet(
 ) -> Analysis:
     """analyze() a pvtrace Parquet file without loading it whole: each concept's events are read
     on their own (only the rows and columns it needs), so big traces fit in memory."""
-    return _run(prepare_source(source_of_parquet(path), read_meta(path), lock_kind=lock_kind), progress)
+    meta = read_meta(path)
+    return _with_warnings(
+        _run(prepare_source(source_of_parquet(path), meta, lock_kind=lock_kind), progress), meta
+    )
+
+
+def _with_warnings(result: Analysis, meta: TraceMeta) -> Analysis:
+    """Carry what makes the numbers doubtful (host and guest clocks not aligned) into the summary."""
+    warning = (meta.clock or {}).get("warning")
+    if warning:
+        result.summary.extra.setdefault("warnings", []).append(warning)
+    return result
 
 
 def _run(prep: Prepared, progress: Callable[[str], None] | None) -> Analysis:

@@ -7,11 +7,13 @@ from typing import Annotated
 
 import polars as pl
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from pvtrace.analyze import Analysis, analyze
 from pvtrace.analyze.run import STEPS, analyze_parquet
 from pvtrace.cli.common import err, handle_errors, out, progress
+from pvtrace.cli.ingest import parse_guest_offset
 from pvtrace.errors import OutputExistsError, UsageError
 from pvtrace.ingest.load import load
 from pvtrace.schema import LOCK_KINDS
@@ -29,7 +31,7 @@ def load_inputs(
     side: str,
     vm_name: str | None,
     vcpu_map: Path | None,
-    guest_offset_ns: int | None,
+    guest_offset_ns: int | dict[str, int] | None,
     quiet: bool,
 ) -> Trace:
     """Read the inputs the way `pvtrace ingest` does (several files are merged), with a progress bar."""
@@ -240,6 +242,8 @@ def finish(
 ) -> None:
     """Write the outputs, then show the summary."""
     written = write_outputs(result, json_path=json_out, out_dir=out_dir, csv=csv, force=force)
+    for warning in result.summary.extra.get("warnings", []):
+        err.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     if not quiet:
         render_summary(result, [str(f) for f in files])
         if written:
@@ -269,13 +273,18 @@ def register(app: typer.Typer) -> None:
         fmt: Annotated[str, typer.Option("--format", help="Input format (auto: detect).")] = "auto",
         side: Annotated[str, typer.Option("--side", help="host, guest or auto.")] = "auto",
         vm_name: Annotated[
-            str | None, typer.Option("--vm-name", help="VM name for guest-side inputs.")
+            str | None, typer.Option("--vm", help="Name of the guest VM (guest traces).")
         ] = None,
         vcpu_map: Annotated[
             Path | None, typer.Option("--vcpu-map", help="CSV tid,pid,vm,vcpu tying host threads to vCPUs.")
         ] = None,
-        guest_offset_ns: Annotated[
-            int | None, typer.Option("--guest-offset-ns", help="host time = guest time + offset.")
+        guest_offset: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--guest-offset",
+                help="ns to add to guest timestamps to put them on the host clock: N for every guest VM, "
+                "or VM=N (repeatable).",
+            ),
         ] = None,
         strict: Annotated[bool, typer.Option("--strict", help="Malformed input lines are fatal.")] = False,
         force: Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")] = False,
@@ -313,7 +322,7 @@ def register(app: typer.Typer) -> None:
             side=side,
             vm_name=vm_name,
             vcpu_map=vcpu_map,
-            guest_offset_ns=guest_offset_ns,
+            guest_offset_ns=parse_guest_offset(guest_offset),
             quiet=quiet,
         )
         with progress("analyzing", total=len(STEPS), quiet=quiet) as bar:

@@ -95,8 +95,10 @@ def register(app: typer.Typer) -> None:
             ..., "-o", "--out", help="Output file (text formats: the host-side file)."
         ),
         fmt: str = typer.Option("parquet", "--format", help="parquet, ftrace, trace-cmd or perf."),
-        view: str = typer.Option(
-            "full", "--view", help="full, host, guest or merged: what a tracer would see."
+        view: str | None = typer.Option(
+            None,
+            "--view",
+            help="full, host, guest or merged: what a tracer would see (default: full for parquet, merged for text).",
         ),
         truth_path: Path | None = typer.Option(None, "--truth", help="Also write the ground truth as JSON."),
         force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
@@ -107,6 +109,8 @@ def register(app: typer.Typer) -> None:
 
         if fmt not in FORMATS:
             raise UsageError(f"unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        if view is None:
+            view = "full" if fmt == "parquet" else "merged"
         if view not in VIEWS:
             raise UsageError(f"unknown --view {view!r}; choose one of {', '.join(VIEWS)}")
         s = pick_scenario(scenario, preset)
@@ -144,6 +148,9 @@ def register(app: typer.Typer) -> None:
         output: Path | None = typer.Option(
             None, "-o", "--out", help="Folder for experiment.csv, experiment-runs.csv and experiment.json."
         ),
+        report: Path | None = typer.Option(
+            None, "--report", help="Also write an HTML page: the table and completion time against guests."
+        ),
         force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
         quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar."),
     ) -> None:
@@ -154,6 +161,8 @@ def register(app: typer.Typer) -> None:
         if output is not None:
             for name in ("experiment.csv", "experiment-runs.csv", "experiment.json"):
                 check_writable(output / name, force)
+        if report is not None:
+            check_writable(report, force)
         total = len(LEVELS) * len(LOCKS) * repeats
         with progress("experiment", total=total, quiet=quiet) as bar:
             exp = run_experiment(s, repeats=repeats, progress=lambda done, _total: bar.update(completed=done))
@@ -161,3 +170,8 @@ def register(app: typer.Typer) -> None:
         if output is not None:
             files = exp.write(output, force=force)
             out.print("Wrote " + ", ".join(str(f) for f in files))
+        if report is not None:
+            from pvtrace.report import write_experiment_report
+
+            write_experiment_report(exp.report_rows(), report, force=force)
+            out.print(f"Wrote {report}")

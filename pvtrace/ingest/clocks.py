@@ -122,7 +122,7 @@ def clock_report(
         )
         report["warning"] = (
             f"host and guest are not synchronized: host events span [{host[0]}, {host[1]}] ns but guest "
-            f"events {spans} ns; record with trace-cmd -A (tsync) or pass --guest-offset-ns "
+            f"events {spans} ns; record with trace-cmd -A (tsync) or pass --guest-offset "
             "(host = guest + offset)"
         )
     return report

@@ -1,11 +1,12 @@
 """A text input as a stream of raw-record batches, in bounded memory whatever its size.
 
-The input (plain, decompressed, or a pipe from trace-cmd) is read in blocks of whole lines;
-two blocks at a time go through the lazy fast path on polars' streaming engine (the GIL
-is released, so both cores work while this thread stitches). Batches are parsed
-independently; this module stitches them: continuation lines at the start of a batch join
-the previous batch's last record, and LOST markers at the end of a batch take their time
-from the next record on their CPU, however many batches later.
+A plain file is one lazy query (`scan_lines` + the fixed-column fast path) that polars'
+streaming engine runs on every core, handing back batches of rows. Compressed inputs and
+the trace-cmd pipe are read in blocks of whole lines, two blocks at a time through the same
+query (polars releases the GIL). Batches are parsed independently; this module stitches
+them: continuation lines at the start of a batch join the previous batch's last record,
+and LOST markers at the end of a batch take their time from the next record on their CPU,
+however many batches later.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from pvtrace.ingest.records import (
 )
 from pvtrace.ingest.textblocks import iter_byte_blocks, replace_invalid_utf8, scan_block
 
-BATCH_ROWS = 250_000
+BATCH_ROWS = 100_000
 IN_FLIGHT = 2  # blocks parsed at once
 
 

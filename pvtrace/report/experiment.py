@@ -17,12 +17,12 @@ from pvtrace.report.figure import Figure, no_data
 from pvtrace.report.labels import METRIC_LABELS, fmt_ns
 from pvtrace.report.page import Section, render_page, write_page
 
-# Required columns of the results frame (one row per run).
+# Required columns of the results frame (one row per sample: a guest of a run, or a run).
 EXPERIMENT_COLUMNS: dict[str, str] = {
     "algorithm": "guest lock algorithm of the run (ticket, pv-ticket, ...)",
     "n_guests": "number of guests (VMs) sharing the host",
     "seed": "the run's seed (repeats differ only by seed)",
-    "completion_ns": "time until every guest finished its work, ns",
+    "completion_ns": "completion time of one sample (a guest, or a whole run), ns",
 }
 OPTIONAL_GROUP = "scenario"  # optional column: one chart and table block per scenario
 MAX_EXTRA_METRICS = 6

@@ -33,6 +33,15 @@ class Experiment:
     runs: pl.DataFrame
     table: pl.DataFrame
 
+    def report_rows(self) -> pl.DataFrame:
+        """The runs in the layout of pvtrace.report's experiment page (one row per guest and seed)."""
+        return self.runs.select(
+            pl.col("lock").alias("algorithm"),
+            pl.col("level").alias("n_guests"),
+            "seed",
+            "completion_ns",
+        )
+
     def write(self, folder: Path | str, force: bool = False) -> list[Path]:
         """experiment.csv (the table), experiment-runs.csv and experiment.json into folder."""
         d = Path(folder)

@@ -115,7 +115,7 @@ def test_rendered_views_ingest_to_the_simulators_events(
             # a merged trace-cmd report is on the host clock (tsync); every other guest file is on its own
             on_host_clock = fmt == "trace-cmd" and view == "merged"
             # one guest file left alone (perf writes nothing for a VM without samples): its name says
-            # nothing sure, so the user names the VM (--vm-name), as they would
+            # nothing sure, so the user names the VM (--vm), as they would
             lone = view == "guest" and len(texts) == 1
             vm_name = texts[0].stem.rsplit("-", 1)[1] if lone else None
             got = load(texts, vm_name=vm_name, guest_offset_ns=None if on_host_clock else offsets)

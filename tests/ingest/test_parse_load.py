@@ -50,7 +50,9 @@ def test_events_are_sorted_with_a_global_seq(real_traces: Path, monkeypatch: pyt
 
 
 def test_meta_describes_the_input(real_traces: Path) -> None:
-    trace = load([real_traces / "public" / "ftrace-dump-latency-fmt_kvm-guest-rcutorture_linux-next-2024-10-06.txt"])
+    trace = load(
+        [real_traces / "public" / "ftrace-dump-latency-fmt_kvm-guest-rcutorture_linux-next-2024-10-06.txt"]
+    )
     meta = trace.meta
     (inp,) = meta.extra["inputs"]
     assert inp["clock"] == "relative" and inp["stats"]["lost_lines"] == 16

@@ -37,12 +37,16 @@ def _run(preset: str, seed: int):
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(preset=st.sampled_from(preset_names()), seed=st.integers(1, 10_000))
-def test_every_view_in_every_format_parses_exactly(tmp_path_factory: pytest.TempPathFactory, preset: str, seed: int) -> None:
+def test_every_view_in_every_format_parses_exactly(
+    tmp_path_factory: pytest.TempPathFactory, preset: str, seed: int
+) -> None:
     trace = _run(preset, seed)
     d = tmp_path_factory.mktemp("rt")
     for fmt, parsed_as in FORMATS.items():
         for view in VIEWS:
-            files = [f for f in write_rendered(trace, fmt, view, d / f"{fmt}-{view}.txt") if f.suffix != ".csv"]
+            files = [
+                f for f in write_rendered(trace, fmt, view, d / f"{fmt}-{view}.txt") if f.suffix != ".csv"
+            ]
             # `perf script` prints nothing at all for a VM without samples: no format can claim that file
             files = [f for f in files if f.stat().st_size]
             n_records = 0
@@ -53,7 +57,9 @@ def test_every_view_in_every_format_parses_exactly(tmp_path_factory: pytest.Temp
                 assert verdict.format == parsed_as, (fmt, view, f.name)
                 assert info.problems.total == 0, info.problems.to_dict()
                 n_lines = len(text.splitlines())
-                assert info.stats["records"] + info.stats["header_lines"] + info.stats["blank_lines"] == n_lines
+                assert (
+                    info.stats["records"] + info.stats["header_lines"] + info.stats["blank_lines"] == n_lines
+                )
                 want = Counter(EVENT.findall(text))
                 assert Counter(dict(raw.group_by(pl.col("event").cast(pl.String)).len().iter_rows())) == want
             if not files:

@@ -68,3 +68,16 @@ def test_experiment_command_prints_and_writes(tmp_path):
     forced = runner.invoke(app, ["experiment", str(sc), "--repeats", "1", "-o", str(out), "--force", "-q"])
     assert forced.exit_code == 0
     assert pl.read_csv(out / "experiment-runs.csv").height == 2 * 10
+
+
+def test_experiment_report_page_carries_the_table(tmp_path):
+    scenario = tmp_path / "tiny.toml"
+    scenario.write_text("[vm]\nops = 200\n")
+    page = tmp_path / "exp.html"
+    result = runner.invoke(app, ["experiment", str(scenario), "-r", "2", "-q", "--report", str(page)])
+    assert result.exit_code == 0, result.output
+    html = page.read_text()
+    assert "pv-ticket" in html and "ticket" in html
+    assert "cdn." not in html  # self-contained
+    again = runner.invoke(app, ["experiment", str(scenario), "-r", "2", "-q", "--report", str(page)])
+    assert again.exit_code != 0 and "already exists" in again.output

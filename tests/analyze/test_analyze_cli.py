@@ -93,3 +93,26 @@ def test_analyze_parquet_reads_a_file_like_analyze_in_memory(tmp_path):
     # out of canonical order on disk: it falls back to sorting in memory, same answer
     write_trace(type(trace)(events=trace.events.reverse(), meta=trace.meta), tmp_path / "rev.parquet")
     assert analyze_parquet(tmp_path / "rev.parquet").summary.totals == in_memory.summary.totals
+
+
+def test_cli_warns_when_guest_clock_is_not_aligned_and_takes_offsets(tmp_path):
+    from pvtrace.simulate.render import write_rendered
+    from pvtrace.simulate.scenario import load_preset
+
+    s = load_preset("lhp-demo").replace(vm={"count": 1}, run={"duration_ns": 30_000_000})
+    trace, _ = simulate_trace(s, seed=3)
+    assert trace.events.filter(pl.col("kind") == "lock_contend").height > 0
+    host = tmp_path / "host.txt"
+    files = write_rendered(trace, "ftrace", "merged", host, False)
+    texts = [str(f) for f in files if f.suffix == ".txt"]
+    offset = trace.meta.clock["guest_offset_ns"]["vm0"]
+    raw = runner.invoke(app, ["analyze", *texts, "-q", "--json", str(tmp_path / "a.json")])
+    assert raw.exit_code == 0, raw.output
+    assert "not synchronized" in raw.stderr
+    assert json.loads((tmp_path / "a.json").read_text())["warnings"]
+    fixed = runner.invoke(
+        app, ["analyze", *texts, "-q", "--guest-offset", f"vm0={offset}", "--json", str(tmp_path / "b.json")]
+    )
+    assert fixed.exit_code == 0, fixed.output
+    assert "not synchronized" not in fixed.stderr
+    assert "warnings" not in json.loads((tmp_path / "b.json").read_text())
