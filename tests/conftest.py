@@ -14,7 +14,9 @@ SHARED = (REPO / ".." / "shared").resolve()
 def shared_dir() -> Path:
     """The project's ../shared folder (real traces, design notes); skips when absent."""
     if not (SHARED / "real-traces").is_dir():
-        pytest.skip(f"real traces not available: {SHARED / 'real-traces'} is absent (a fresh clone has no ../shared)")
+        pytest.skip(
+            f"real traces not available: {SHARED / 'real-traces'} is absent (a fresh clone has no ../shared)"
+        )
     return SHARED
 
 
