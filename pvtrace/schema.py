@@ -190,3 +190,12 @@ def validate_events(df: pl.DataFrame) -> None:
         raise SchemaError("events do not match the canonical schema: " + "; ".join(diffs))
     if df.height and df["ts"].null_count():
         raise SchemaError("events have null timestamps")
+
+
+def markdown_table(columns: tuple[Column, ...]) -> str:
+    """A Markdown table of documented columns (the reference docs are generated from it)."""
+    rows = ["| column | type | meaning |", "| --- | --- | --- |"]
+    for c in columns:
+        dtype = "Enum" if isinstance(c.dtype, pl.Enum) else str(c.dtype)
+        rows.append(f"| `{c.name}` | {dtype} | {c.doc.replace('|', '\\|')} |")
+    return "\n".join(rows)

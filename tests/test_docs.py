@@ -1,0 +1,44 @@
+"""The docs are executed: every command is in the README, the Quick start is two commands,
+and the table reference is generated from the schemas."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+
+from conftest import REPO
+
+from pvtrace.cli.app import app
+
+README = (REPO / "README.md").read_text()
+
+
+def test_every_command_is_documented_in_the_readme():
+    names = [c.name for c in app.registered_commands]
+    assert names, "no commands registered"
+    missing = [n for n in names if f"pvtrace {n}" not in README]
+    assert not missing, f"README lacks: {missing}"
+
+
+def test_quick_start_is_install_and_run_then_install_and_test():
+    block = re.search(r"## Quick start\s+```\n(.*?)```", README, re.S)
+    assert block, "README has no Quick start code block"
+    lines = [line for line in block.group(1).splitlines() if line.strip()]
+    assert len(lines) == 2, lines
+    run, test = lines
+    assert run.startswith("pip install -e . && pvtrace analyze sample-traces/")
+    sample = run.split("pvtrace analyze ", 1)[1].strip()
+    assert (REPO / sample).is_file(), f"Quick start names a missing sample: {sample}"
+    assert "pip install -e '.[test]'" in test and test.rstrip().endswith("pytest")
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (REPO / ".ci" / "run").read_text()
+    assert "pip install -q -e '.[test]'" in ci and "pytest" in ci
+
+
+def test_schema_reference_is_current():
+    spec = importlib.util.spec_from_file_location("gen_schema_md", REPO / "docs" / "gen_schema_md.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    assert (REPO / "docs" / "schema.md").read_text() == gen.render(), "run python docs/gen_schema_md.py"
