@@ -21,7 +21,13 @@ only it. Canonical order is `(ts, seq)`.
 
 
 def render() -> str:
-    parts = [HEADER, markdown_table(EVENT_COLUMNS), "", "Kinds: " + ", ".join(f"`{k}`" for k in KINDS) + ".", ""]
+    parts = [
+        HEADER,
+        markdown_table(EVENT_COLUMNS),
+        "",
+        "Kinds: " + ", ".join(f"`{k}`" for k in KINDS) + ".",
+        "",
+    ]
     parts.append("## Analysis result tables\n")
     for name, cols in TABLES.items():
         parts += [f"### `{name}`\n", markdown_table(cols), ""]

@@ -197,5 +197,6 @@ def markdown_table(columns: tuple[Column, ...]) -> str:
     rows = ["| column | type | meaning |", "| --- | --- | --- |"]
     for c in columns:
         dtype = "Enum" if isinstance(c.dtype, pl.Enum) else str(c.dtype)
-        rows.append(f"| `{c.name}` | {dtype} | {c.doc.replace('|', '\\|')} |")
+        doc = c.doc.replace("|", "\\|")
+        rows.append(f"| `{c.name}` | {dtype} | {doc} |")
     return "\n".join(rows)
