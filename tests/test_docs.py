@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import importlib.util
 import re
-
-from conftest import REPO
+from pathlib import Path
 
 from pvtrace.cli.app import app
+
+REPO = Path(__file__).resolve().parents[1]
 
 README = (REPO / "README.md").read_text()
 

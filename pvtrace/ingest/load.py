@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import polars as pl
 
-from pvtrace.errors import FormatError, UsageError
+from pvtrace.errors import FormatError, PvtraceError, UsageError
 from pvtrace.ingest import ftrace as ftrace_fmt
 from pvtrace.ingest import perf_script, summary_tables, tracecmd
 from pvtrace.ingest.compressed import open_input
@@ -57,13 +57,22 @@ def _open(path: Path, forced: str) -> _Input:
     if path.is_dir():
         raise FormatError("is a directory, not a trace file", str(path))
     stream, compression, raw_file = open_input(path)
+    try:
+        head, verdict = _sniff(stream, path, forced)
+    except BaseException:
+        _close_quietly(stream, raw_file)  # a half-read archive must not be left to the garbage collector
+        raise
+    return _Input(path, stream, raw_file, compression, head, verdict)
+
+
+def _sniff(stream: BinaryIO, path: Path, forced: str) -> tuple[bytes, Verdict]:
     head = b""
     want = SNIFF_BYTES
+    name = {"perf": "perf-script"}.get(forced, forced)
     while True:
         more = stream.read(want - len(head))
         head += more
         eof = not more or len(head) < want
-        name = {"perf": "perf-script"}.get(forced, forced)
         verdict = detect_format(head, eof, str(path), name)
         if verdict.answer != NEED_MORE or eof or want >= MAX_SNIFF_BYTES:
             break
@@ -72,7 +81,13 @@ def _open(path: Path, forced: str) -> _Input:
         if not eof:
             raise FormatError(f"could not tell the format from the first {len(head) >> 20} MiB", str(path))
         verdict = Verdict(verdict.format, "yes", verdict.reason + " (short file)", verdict.options)
-    return _Input(path, stream, raw_file, compression, head, verdict)
+    return head, verdict
+
+
+def _close_quietly(*files: BinaryIO) -> None:
+    for f in files:
+        with suppress(OSError, ValueError, EOFError, PvtraceError):
+            f.close()
 
 
 def _spec(fmt: str, options: ParseOptions) -> FormatSpec:
@@ -260,8 +275,7 @@ def ingest(
         inputs = []
         for p in paths:
             inp = _open(p, format)
-            stack.callback(inp.stream.close)
-            stack.callback(inp.raw_file.close)
+            stack.callback(_close_quietly, inp.stream, inp.raw_file)
             inputs.append(inp)
         if any(i.verdict.format == "parquet" for i in inputs):
             raise UsageError("a pvtrace Parquet file is read on its own (load it without other inputs)")
@@ -348,8 +362,7 @@ def read_raw(path: Path | str, format: str = "auto") -> tuple[pl.DataFrame, Pars
     path = Path(path)
     with ExitStack() as stack:
         inp = _open(path, format)
-        stack.callback(inp.stream.close)
-        stack.callback(inp.raw_file.close)
+        stack.callback(_close_quietly, inp.stream, inp.raw_file)
         if inp.verdict.format in ("parquet", *summary_formats()):
             raise UsageError(f"{path}: {inp.verdict.format} input has no raw records")
         info = ParseInfo(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import polars as pl
-from conftest import trace_of
 from test_exact import LWP_ROWS
+from trace_rows import trace_of
 from typer.testing import CliRunner
 
 from pvtrace.analyze import analyze

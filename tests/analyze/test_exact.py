@@ -6,7 +6,7 @@ Times are small integers; each expected number is worked out in the comments.
 from __future__ import annotations
 
 import polars as pl
-from conftest import acquire, contend, halt, preempt, release, run, trace_of, wake
+from trace_rows import acquire, contend, halt, preempt, release, run, trace_of, wake
 
 from pvtrace.analyze import analyze
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from conftest import acquire, contend, halt, preempt, run, trace_of, wake
 from test_exact import LWP_ROWS
+from trace_rows import acquire, contend, halt, preempt, run, trace_of, wake
 
 from pvtrace.analyze import analyze
 from pvtrace.trace import Trace
