@@ -118,7 +118,10 @@ def test_spin_contentions_get_stack_traces(contend: Path, tmp_path: Path) -> Non
     inv = result.inventory
     spin_begins = req.output.read_text().count("(flags=SPIN)")  # SPIN only, not SPIN|WRITE etc.
     assert inv.n_stacks > 0
-    assert spin_begins <= inv.n_stacks <= inv.counts["contention_begin"]  # `if flags & 1`: spinning ones
+    # `if flags & 1` stacks only the spinning ones; the kernel may drop the odd stack (the shared
+    # real captures show 9666 stacks for 9667 SPIN contentions), so allow a 1% shortfall.
+    assert inv.n_stacks <= inv.counts["contention_begin"]
+    assert inv.n_stacks >= 0.99 * spin_begins, (inv.n_stacks, spin_begins)
     assert inv.stack_cost_median_ns is not None and inv.stack_cost_median_ns >= 0
     assert (
         "__pv_queued_spin_lock_slowpath" in req.output.read_text()
