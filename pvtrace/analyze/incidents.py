@@ -145,58 +145,23 @@ def lwp_incidents(acq: pl.DataFrame, spin: pl.DataFrame, states: VcpuStates, pre
 
 def lhp_table(inc: pl.DataFrame, prep: Prepared) -> pl.DataFrame:
     """The lhp_incidents result table."""
-    if inc.height == 0:
-        return pl.DataFrame(schema=LHP_INCIDENT_SCHEMA)
-    return (
-        inc.join(prep.locks.select("lid", "vm", "lock"), on="lid", how="left", maintain_order="left")
-        .join(
-            prep.vcpus.select(pl.col("vid").alias("holder"), pl.col("vcpu").alias("holder_vcpu")),
-            on="holder",
-            how="left",
-            maintain_order="left",
-        )
-        .select(
-            "vm",
-            "lock",
-            pl.col("holder_vcpu").alias("holder"),
-            "holder_state",
-            "start",
-            "end",
-            (pl.col("end") - pl.col("start")).alias("dur"),
-            "n_waiters",
-            "waste_ns",
-            "harmful",
-            "truncated",
-        )
-        .cast(dict(LHP_INCIDENT_SCHEMA))
-    )
+    return _incident_table(inc, prep, "holder", LHP_INCIDENT_SCHEMA)
 
 
 def lwp_table(inc: pl.DataFrame, prep: Prepared) -> pl.DataFrame:
     """The lwp_incidents result table."""
+    return _incident_table(inc, prep, "next_owner", LWP_INCIDENT_SCHEMA)
+
+
+def _incident_table(inc: pl.DataFrame, prep: Prepared, who: str, schema: pl.Schema) -> pl.DataFrame:
+    """Incidents keyed by lock id and vCPU id (column `who`) -> the result table: vm, lock, vCPU index."""
     if inc.height == 0:
-        return pl.DataFrame(schema=LWP_INCIDENT_SCHEMA)
+        return pl.DataFrame(schema=schema)
+    vcpu_of = prep.vcpus.select(pl.col("vid").alias(who), pl.col("vcpu").alias("_vcpu"))
     return (
         inc.join(prep.locks.select("lid", "vm", "lock"), on="lid", how="left", maintain_order="left")
-        .join(
-            prep.vcpus.select(pl.col("vid").alias("next_owner"), pl.col("vcpu").alias("no_vcpu")),
-            on="next_owner",
-            how="left",
-            maintain_order="left",
-        )
-        .select(
-            "vm",
-            "lock",
-            pl.col("no_vcpu").alias("next_owner"),
-            "next_owner_state",
-            "start",
-            "end",
-            (pl.col("end") - pl.col("start")).alias("dur"),
-            "pcpu_wait_ns",
-            "n_waiters",
-            "waste_ns",
-            "harmful",
-            "truncated",
-        )
-        .cast(dict(LWP_INCIDENT_SCHEMA))
+        .join(vcpu_of, on=who, how="left", maintain_order="left")
+        .with_columns(pl.col("_vcpu").alias(who), (pl.col("end") - pl.col("start")).alias("dur"))
+        .select(list(schema))
+        .cast(dict(schema))
     )
