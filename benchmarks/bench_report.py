@@ -57,21 +57,10 @@ def simulated(duration_ns: int) -> Path:
 def load(args: argparse.Namespace):
     """(trace, analysis, what) for the chosen input."""
     if args.synthetic:
-        from report_fakes import fake_analysis, fake_trace
+        from report_fakes import ten_million_event_scale
 
-        span = 10_000_000_000
-        analysis = fake_analysis(
-            n_vms=4,
-            n_vcpus=8,
-            span_ns=span,
-            n_locks=200,
-            n_waits=1_000_000,
-            n_states_per_lane=40_000,
-            n_incidents=20_000,
-            n_pause_exits=500_000,
-            n_kicks=200_000,
-        )
-        return fake_trace(analysis, span_ns=span), analysis, "synthetic analysis of 10M-event scale"
+        trace, analysis = ten_million_event_scale()
+        return trace, analysis, "synthetic analysis of 10M-event scale"
     from pvtrace.analyze import analyze
     from pvtrace.trace import read_trace
 

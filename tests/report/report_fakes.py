@@ -324,6 +324,23 @@ def fake_trace(
 LOCK = 0xFFFF_8880_0000_1000
 
 
+def ten_million_event_scale() -> tuple[Trace, Analysis]:
+    """A trace and analysis as big as a 10M-event run gives (10 s, 32 vCPUs, 1M waits)."""
+    span = 10_000_000_000
+    analysis = fake_analysis(
+        n_vms=4,
+        n_vcpus=8,
+        span_ns=span,
+        n_locks=200,
+        n_waits=1_000_000,
+        n_states_per_lane=40_000,
+        n_incidents=20_000,
+        n_pause_exits=500_000,
+        n_kicks=200_000,
+    )
+    return fake_trace(analysis, span_ns=span), analysis
+
+
 def lhp_trace() -> Trace:
     """One VM, two vCPUs, one lock: vCPU 0 is preempted holding it while vCPU 1 spins (one LHP incident)."""
     rows = [

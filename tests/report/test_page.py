@@ -84,23 +84,11 @@ def test_text_is_escaped(tmp_path, full_trace, full_analysis):
 
 @pytest.mark.slow
 def test_page_of_a_10m_event_scale_analysis_stays_small(tmp_path):
-    from report_fakes import fake_analysis, fake_trace
+    from report_fakes import ten_million_event_scale
 
     from pvtrace.report.aggregate import MAX_LAYER_ROWS
 
-    span = 10_000_000_000
-    big = fake_analysis(
-        n_vms=4,
-        n_vcpus=8,
-        span_ns=span,
-        n_locks=200,
-        n_waits=1_000_000,
-        n_states_per_lane=40_000,
-        n_incidents=20_000,
-        n_pause_exits=500_000,
-        n_kicks=200_000,
-    )
-    trace = fake_trace(big, span_ns=span)
+    trace, big = ten_million_event_scale()
     for window in (None, ":"):  # around the worst incident, and the whole trace
         path = write_report(trace, big, tmp_path / "big.html", window=window, force=True)
         assert path.stat().st_size < 5_000_000
