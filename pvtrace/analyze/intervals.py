@@ -141,48 +141,46 @@ def split(
     interval's columns, start/end clipped to the overlap, and the piece's values.
     Empty intervals give no rows.
     """
-    iv = intervals.filter(pl.col("end") > pl.col("start"))
-    out_schema = {**iv.schema, **{v: partition.schema[v] for v in values}}
-    if iv.height == 0 or partition.height == 0:
+    out_schema = {**intervals.schema, **{v: partition.schema[v] for v in values}}
+    if intervals.height == 0 or partition.height == 0:
         return pl.DataFrame(schema=out_schema)
-    ppos = partition.select(window.pos(pl.col(part_key), pl.col("start"))).to_series()
-    iv = iv.sort(window.pos(pl.col(by), pl.col("start")))  # sorted queries search much faster
-    bounds = iv.select(
-        window.pos(pl.col(by), pl.col("start")).alias("a"),
-        window.pos(pl.col(by), pl.col("end")).alias("b"),
-    )
-    first = ppos.search_sorted(bounds["a"], side="right").cast(I64) - 1
-    last = ppos.search_sorted(bounds["b"], side="left").cast(I64) - 1
-    exploded = iv.with_columns(_gi=pl.int_ranges(first, last + 1, dtype=I64)).explode("_gi")
-    exploded = exploded.filter(pl.col("_gi").is_not_null() & (pl.col("_gi") >= 0))
-    piece = partition.select(
-        pl.col(part_key).alias("_pkey"),
+    pos = window.pos(pl.col(by), pl.col("start"))
+    iv = intervals.filter(pl.col("end") > pl.col("start")).with_columns(pos.alias("_pos")).sort("_pos")
+    pieces = partition.select(
+        window.pos(pl.col(part_key), pl.col("start")).alias("_pos"),
+        pl.col(part_key).cast(I64).alias("_pkey"),
         pl.col("start").alias("_ps"),
         pl.col("end").alias("_pe"),
-        *[pl.col(v) for v in values],
-    ).gather(exploded["_gi"])
-    joined = pl.concat(
-        [exploded.drop("_gi", *[v for v in values if v in exploded.columns]), piece], how="horizontal"
+        *[pl.col(v).alias(f"_v{i}") for i, v in enumerate(values)],
+        pl.int_range(pl.len(), dtype=I64).alias("_first"),
+    ).set_sorted("_pos")
+    # the piece each interval starts in; most intervals also end in it
+    at = iv.join_asof(pieces, on="_pos", check_sortedness=False).filter(
+        pl.col("_pkey") == pl.col(by).cast(I64)
     )
+    inside = pl.col("end") <= pl.col("_pe")
+    rename = {f"_v{i}": v for i, v in enumerate(values)}
+    one = at.filter(inside).drop(*[v for v in values if v in iv.columns]).rename(rename)
+    many = at.filter(~inside)
+    if many.height:  # the rest cover the pieces up to the last one that starts before their end
+        ends = many.select(window.pos(pl.col(by), pl.col("end")).alias("b"))["b"]
+        last = pieces["_pos"].search_sorted(ends, side="left").cast(I64) - 1
+        many = (
+            many.with_columns(_gi=pl.int_ranges("_first", last + 1, dtype=I64))
+            .select(*iv.columns, "_gi")
+            .explode("_gi")
+        )
+        piece = pieces.select("_ps", "_pe", *rename).rename(rename).gather(many["_gi"])
+        many = pl.concat([many.drop("_gi", *[v for v in values if v in iv.columns]), piece], how="horizontal")
+        one = pl.concat([one.select(many.columns), many])
     return (
-        joined.filter(pl.col("_pkey") == pl.col(by))
-        .with_columns(
+        one.with_columns(
             pl.max_horizontal("start", "_ps").alias("start"),
             pl.min_horizontal("end", "_pe").alias("end"),
         )
         .filter(pl.col("end") > pl.col("start"))
-        .drop("_pkey", "_ps", "_pe")
         .select(list(out_schema))
     )
-
-
-def _search(sorted_values: pl.Series, queries: pl.Series, *, side: str) -> pl.Series:
-    """search_sorted, with the queries sorted first (binary searches of sorted queries are cache-friendly)."""
-    if queries.len() < 4096 or queries.is_sorted():
-        return sorted_values.search_sorted(queries, side=side).cast(I64)
-    order = queries.arg_sort()
-    found = sorted_values.search_sorted(queries.gather(order), side=side).cast(I64)
-    return pl.zeros(queries.len(), I64, eager=True).scatter(order, found)
 
 
 def lookup(
@@ -204,28 +202,38 @@ def lookup(
     backward: the last row with table `on` <= the point's (< if strict); forward:
     the first row with `on` >= the point's (> if strict). `table` is sorted by
     (table_key, table_on) and `on` values lie in [origin, origin + size). Points without such a
-    row get nulls; `_row` is the table row index found.
+    row (or with a null key or `on`) get nulls; `_row` is the table row index found.
+
+    One as-of join on composite positions `key * size + on - origin`: a merge of two
+    sorted Int64 columns (the points are sorted first only when they are not).
     """
     table_on = table_on or on
-    n = table.height
-    if n == 0:
-        return points.with_columns(
-            *[pl.lit(None, dtype=table.schema[v]).alias(v) for v in values], pl.lit(None, I64).alias("_row")
-        )
-    tpos = table.select(pl.col(table_key).cast(I64) * size + pl.col(table_on).cast(I64) - origin).to_series()
-    ppos = points.select(pl.col(by).cast(I64) * size + pl.col(on).cast(I64) - origin).to_series()
-    if direction == "backward":
-        idx = _search(tpos, ppos, side="left" if strict else "right") - 1
-    else:
-        idx = _search(tpos, ppos, side="right" if strict else "left")
-    found = table.select(pl.col(table_key).cast(I64).alias("_tkey"), *[pl.col(v) for v in values]).gather(
-        idx.clip(0, n - 1)
+    right = table.select(
+        (pl.col(table_key).cast(I64) * size + pl.col(table_on).cast(I64) - origin).alias("_pos"),
+        pl.col(table_key).cast(I64).alias("_tkey"),
+        *[pl.col(v) for v in values],
+        pl.int_range(pl.len(), dtype=I64).alias("_row"),
     )
-    ok = (idx >= 0) & (idx < n) & (found["_tkey"] == points[by].cast(I64))
-    return points.with_columns(
-        *[pl.when(ok).then(found[v]).otherwise(None).alias(v) for v in values],
-        pl.when(ok).then(idx).otherwise(None).alias("_row"),
+    left = points.select(
+        (pl.col(by).cast(I64) * size + pl.col(on).cast(I64) - origin).alias("_pos"),
+        pl.col(by).cast(I64).alias("_key"),
     )
+    ordered = left["_pos"].null_count() == 0 and left["_pos"].is_sorted()
+    if not ordered:
+        left = left.with_row_index("_i").drop_nulls().sort("_pos")
+    found = left.join_asof(
+        right.set_sorted("_pos"),
+        on="_pos",
+        strategy=direction,
+        allow_exact_matches=not strict,
+        check_sortedness=False,
+    )
+    ok = found["_tkey"] == found["_key"]
+    cols = found.select([pl.when(ok).then(pl.col(c)).alias(c) for c in (*values, "_row")]).get_columns()
+    if not ordered:  # back to the points' order; points with a null key or `on` found nothing
+        n, at = points.height, found["_i"]
+        cols = [pl.repeat(None, n, dtype=c.dtype, eager=True).alias(c.name).scatter(at, c) for c in cols]
+    return points.with_columns(*cols)
 
 
 def overlay(

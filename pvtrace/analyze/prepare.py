@@ -185,9 +185,14 @@ def prepare_source(src: EventSource, meta: TraceMeta, *, lock_kind: str | None =
     # Dense vCPU ids over every (vm, vcpu) any analysis can meet, targets included; the join key
     # stays Categorical (cheap on big tables), names are decoded on the small unique table only.
     pairs = pl.concat(
-        [df.select("vm", "vcpu").unique() for df in (states, lock_ev, exits, kicks, yields, pv_halts)]
+        [
+            df.filter(_vcpu_key(pl.col("vm"), pl.col("vcpu")).is_first_distinct()).select("vm", "vcpu")
+            for df in (states, lock_ev, exits, kicks, yields, pv_halts)
+        ]
         + [
-            df.filter(pl.col("target").is_not_null()).select("vm", pl.col("target").alias("vcpu")).unique()
+            df.filter(pl.col("target").is_not_null())
+            .filter(_vcpu_key(pl.col("vm"), pl.col("target")).is_first_distinct())
+            .select("vm", pl.col("target").alias("vcpu"))
             for df in (kicks, yields)
         ]
         + [_declared_vcpus(meta)]
@@ -199,15 +204,10 @@ def prepare_source(src: EventSource, meta: TraceMeta, *, lock_kind: str | None =
         .select(pl.col("vid").cast(I64), pl.col("name").alias("vm"), "vcpu", pl.col("vm").alias("vm_cat"))
     )
 
-    vcpus = vcpus.with_columns(_vcpu_key(pl.col("vm_cat"), pl.col("vcpu")).alias("_k"))
+    vid_of = _vid_lookup(vcpus)
 
     def with_vid(df: pl.DataFrame, col: str = "vcpu", name: str = "vid") -> pl.DataFrame:
-        """Add the dense vCPU id of (vm, col): an eager join on one packed Int64 key (fastest)."""
-        return (
-            df.with_columns(_vcpu_key(pl.col("vm"), pl.col(col)).alias("_k"))
-            .join(vcpus.select("_k", pl.col("vid").alias(name)), on="_k", how="left", maintain_order="left")
-            .drop("_k")
-        )
+        return df.with_columns(vid_of(pl.col("vm"), pl.col(col)).alias(name))
 
     kinds_by_vm = {name: info.lock_kind for name, info in meta.vms.items()}
     locks = (
@@ -246,7 +246,7 @@ def prepare_source(src: EventSource, meta: TraceMeta, *, lock_kind: str | None =
         window=window,
         n_events=n_events,
         kinds=kinds,
-        vcpus=vcpus.drop("vm_cat", "_k"),
+        vcpus=vcpus.drop("vm_cat"),
         locks=locks.drop("vm_cat"),
         states=states,
         lock_events=lock_ev,
@@ -271,6 +271,32 @@ def prepare_source(src: EventSource, meta: TraceMeta, *, lock_kind: str | None =
 def _vcpu_key(vm: pl.Expr, vcpu: pl.Expr) -> pl.Expr:
     """(vm, vcpu) packed in one Int64: the categorical code of the VM, then the vCPU index."""
     return vm.to_physical().cast(I64) * (1 << 32) + vcpu.cast(I64)
+
+
+def _vid_lookup(vcpus: pl.DataFrame):
+    """A function (vm, vcpu) expressions -> the dense vCPU id expression (null: not a known vCPU).
+
+    VM category codes and vCPU indexes are small, so the id is one gather from a dense table
+    indexed by code * (max vcpu + 1) + vcpu (much faster than a join on every event table);
+    a join on the packed key stands in if that table would be too big.
+    """
+    codes = vcpus["vm_cat"].to_physical().cast(I64)
+    n_code = int(codes.max() or 0) + 1
+    n_cpu = int(vcpus["vcpu"].max() or 0) + 1
+    if n_code * n_cpu > 1 << 22:
+        table = vcpus.select(_vcpu_key(pl.col("vm_cat"), pl.col("vcpu")).alias("_k"), "vid")
+        return lambda vm, vcpu: _vcpu_key(vm, vcpu).replace_strict(
+            table["_k"], table["vid"], default=None, return_dtype=I64
+        )
+    at = codes * n_cpu + vcpus["vcpu"].cast(I64)
+    dense = pl.repeat(None, n_code * n_cpu, dtype=I64, eager=True).scatter(at, vcpus["vid"])
+
+    def vid_of(vm: pl.Expr, vcpu: pl.Expr) -> pl.Expr:
+        code, cpu = vm.to_physical().cast(I64), vcpu.cast(I64)
+        known = (code < n_code) & (cpu >= 0) & (cpu < n_cpu)
+        return pl.lit(dense).gather(pl.when(known).then(code * n_cpu + cpu))
+
+    return vid_of
 
 
 def _declared_vcpus(meta: TraceMeta) -> pl.DataFrame:
