@@ -42,7 +42,7 @@ def exit_reasons(exits: pl.DataFrame) -> pl.DataFrame:
             d.max().cast(I64).alias("max_ns"),
         )
         .with_columns((pl.col("count") * 100.0 / total).alias("share_pct"))
-        .select("reason", "count", "share_pct", "total_ns", "min_ns", "avg_ns", "max_ns")
+        .select(pl.col("reason").cast(STR), "count", "share_pct", "total_ns", "min_ns", "avg_ns", "max_ns")
         .sort("count", "reason", descending=[True, False])
     )
 

@@ -36,9 +36,9 @@ class Prepared:
     kinds: dict[str, int]  # events per kind present
     vcpus: pl.DataFrame  # vid, vm (String), vcpu
     locks: pl.DataFrame  # lid, vm (String), lock, lock_kind
-    states: pl.DataFrame  # vid, ts, ord, kind, pcpu, reason
+    states: pl.DataFrame  # vid, ts, ord, kind, pcpu, reason (Categorical)
     lock_events: pl.DataFrame  # lid, vid, ts, ord, kind
-    exits: pl.DataFrame  # vid, ts, ord, kind, reason
+    exits: pl.DataFrame  # vid, ts, ord, kind, reason (Categorical)
     kicks: pl.DataFrame  # vid, target_vid, ts, ord
     yields: pl.DataFrame  # vid, target_vid, ts, ord
     pv_halts: pl.DataFrame  # vid, ts, ord
@@ -61,6 +61,15 @@ class Prepared:
     @property
     def ord_size(self) -> int:
         return self.n_events + 1
+
+    def vcpu_attr(self, column: str, vid: str = "vid") -> pl.Expr:
+        """Column `column` of the vCPU table for each row's `vid` (null for null): vids are the
+        table's row numbers, so this is a gather, much cheaper than a join."""
+        return pl.lit(self.vcpus[column]).gather(pl.col(vid))
+
+    def lock_attr(self, column: str, lid: str = "lid") -> pl.Expr:
+        """Column `column` of the lock table for each row's `lid` (a gather, like vcpu_attr)."""
+        return pl.lit(self.locks[column]).gather(pl.col(lid))
 
     @cached_property
     def event_ts(self) -> pl.Series:
@@ -235,9 +244,9 @@ def prepare_source(src: EventSource, meta: TraceMeta, *, lock_kind: str | None =
         maintain_order="left",
     )
     window.check_keys(max(vcpus.height, locks.height, 1))
-    states = with_vid(states).select("vid", "ts", "ord", "kind", "pcpu", pl.col("reason").cast(STR))
+    states = with_vid(states).select("vid", "ts", "ord", "kind", "pcpu", "reason")
     lock_ev = lock_ev.select("lid", "vid", "ts", "ord", "kind")
-    exits = with_vid(exits).select("vid", "ts", "ord", "kind", pl.col("reason").cast(STR))
+    exits = with_vid(exits).select("vid", "ts", "ord", "kind", "reason")
     kicks = with_vid(with_vid(kicks), "target", "target_vid").select("vid", "target_vid", "ts", "ord")
     yields = with_vid(with_vid(yields), "target", "target_vid").select("vid", "target_vid", "ts", "ord")
     pv_halts = with_vid(pv_halts).select("vid", "ts", "ord")

@@ -101,12 +101,14 @@ def _run(prep: Prepared, progress: Callable[[str], None] | None) -> Analysis:
         del status
     else:
         spin = _unclassified(pieces)
-    tables["waits"] = waste_mod.waits_table(waits, pieces, spin, acq if acq is not None else _no_acq(), prep)
+    per_wait = waste_mod.per_wait(waits, pieces, spin, acq if acq is not None else _no_acq())
     del pieces
+    tables["waits"] = waste_mod.waits_table(per_wait, prep)
     tables["waste_by_lock"] = waste_mod.waste_by_lock(
-        tables["waits"], acq if acq is not None else _no_acq(), prep, acquisitions_known=caps.holds
+        per_wait, acq if acq is not None else _no_acq(), prep, acquisitions_known=caps.holds
     )
-    tables["waste_by_vcpu"] = waste_mod.waste_by_vcpu(spin, states, prep)
+    tables["waste_by_vcpu"] = waste_mod.waste_by_vcpu(per_wait, states, prep)
+    del per_wait
     tables["waste_by_vm"] = waste_mod.waste_by_vm(tables["waste_by_vcpu"])
     done("spin classification")
 

@@ -162,10 +162,12 @@ def _zero_fill(df: pl.DataFrame, cols: tuple[str, ...] | list[str]) -> pl.DataFr
     return df.with_columns(*[pl.col(c).fill_null(0).cast(I64) for c in cols])
 
 
-def waits_table(
-    waits: pl.DataFrame, pieces: pl.DataFrame, spin: pl.DataFrame, acq: pl.DataFrame, prep: Prepared
+def per_wait(
+    waits: pl.DataFrame, pieces: pl.DataFrame, spin: pl.DataFrame, acq: pl.DataFrame
 ) -> pl.DataFrame:
-    """The waits result table (analyzed waits only; excluded ones are counted in the summary)."""
+    """The analyzed waits (excluded ones are counted in the summary) with their spin split,
+    halted/preempted/unknown time and hand-off flag, keyed by lid and vid: every waits and
+    waste table is made from it."""
     w = waits.filter(~pl.col("excluded"))
     handoff = acq.filter(pl.col("contended")).select(pl.col("start_ord").alias("end_ord"), "handoff")
     keep = {"how": "left", "maintain_order": "left"}  # waits stay in the order they began
@@ -173,21 +175,26 @@ def waits_table(
         w.join(split_sums(spin, ["wid"]), on="wid", **keep)
         .join(state_sums(pieces), on="wid", **keep)
         .join(handoff, on="end_ord", **keep)
-        .join(prep.locks.select("lid", "vm", "lock"), on="lid", **keep)
-        .join(prep.vcpus.select("vid", "vcpu"), on="vid", **keep)
     )
     out = _zero_fill(out, [*SPLIT_COLUMNS, "halted_ns", "preempted_ns", "unknown_ns"])
-    return out.select(
-        "vm",
-        "lock",
-        pl.col("vcpu").cast(I32),
+    return out.with_columns(
+        pl.col("handoff").fill_null(False), (pl.col("end") - pl.col("start")).alias("dur")
+    )
+
+
+def waits_table(waits: pl.DataFrame, prep: Prepared) -> pl.DataFrame:
+    """The waits result table, from per_wait()."""
+    return waits.select(
+        prep.lock_attr("vm"),
+        prep.lock_attr("lock"),
+        prep.vcpu_attr("vcpu").cast(I32),
         "start",
         "end",
-        (pl.col("end") - pl.col("start")).alias("dur"),
+        "dur",
         *SPLIT_COLUMNS,
         "halted_ns",
         "preempted_ns",
-        pl.col("handoff").fill_null(False),
+        "handoff",
         "truncated",
     )
 
@@ -199,10 +206,10 @@ def nearest_rank(values: pl.Expr, q: float) -> pl.Expr:
 
 
 def waste_by_lock(
-    waits_tbl: pl.DataFrame, acq: pl.DataFrame, prep: Prepared, *, acquisitions_known: bool
+    waits: pl.DataFrame, acq: pl.DataFrame, prep: Prepared, *, acquisitions_known: bool
 ) -> pl.DataFrame:
-    """Per lock: acquisitions, contended, spin split, wait percentiles (nearest rank over closed waits)."""
-    locks = prep.locks.select("lid", "vm", "lock")
+    """Per lock, from per_wait(): acquisitions, contended, spin split, wait percentiles (nearest
+    rank over closed waits)."""
     n_acq = (
         acq.filter(pl.col("start_ord").is_not_null())
         .group_by("lid")
@@ -211,19 +218,20 @@ def waste_by_lock(
             pl.col("contended").sum().cast(I64).alias("n_contended"),
         )
     )
-    closed = waits_tbl.filter(~pl.col("truncated"))
-    pct = closed.group_by("vm", "lock").agg(
+    closed = waits.filter(~pl.col("truncated"))
+    pct = closed.group_by("lid").agg(
         nearest_rank(pl.col("dur"), 0.5).alias("wait_p50_ns"),
         nearest_rank(pl.col("dur"), 0.9).alias("wait_p90_ns"),
         nearest_rank(pl.col("dur"), 0.99).alias("wait_p99_ns"),
         pl.col("dur").max().cast(I64).alias("wait_max_ns"),
         pl.len().cast(I64).alias("_n_closed"),
     )
-    sums = waits_tbl.group_by("vm", "lock").agg(*[pl.col(c).sum() for c in SPLIT_COLUMNS])
+    sums = waits.group_by("lid").agg(*[pl.col(c).sum() for c in SPLIT_COLUMNS])
     out = (
-        locks.join(n_acq, on="lid", how="left")
-        .join(sums, on=["vm", "lock"], how="left")
-        .join(pct, on=["vm", "lock"], how="left")
+        prep.locks.select("lid", "vm", "lock")
+        .join(n_acq, on="lid", how="left")
+        .join(sums, on="lid", how="left")
+        .join(pct, on="lid", how="left")
     )
     out = _zero_fill(out, SPLIT_COLUMNS)
     if acquisitions_known:
@@ -261,11 +269,10 @@ def running_time(states: VcpuStates) -> pl.DataFrame:
     )
 
 
-def waste_by_vcpu(spin: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.DataFrame:
-    """Per vCPU (waiter): spin split and running time."""
-    out = prep.vcpus.join(split_sums(spin, ["vid"]), on="vid", how="left").join(
-        running_time(states), on="vid", how="left"
-    )
+def waste_by_vcpu(waits: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.DataFrame:
+    """Per vCPU (waiter), from per_wait(): spin split and running time."""
+    sums = waits.group_by("vid").agg(*[pl.col(c).sum() for c in SPLIT_COLUMNS])
+    out = prep.vcpus.join(sums, on="vid", how="left").join(running_time(states), on="vid", how="left")
     out = _zero_fill(out, [*SPLIT_COLUMNS, "running_ns"])
     return out.select("vm", pl.col("vcpu").cast(I32), *SPLIT_COLUMNS, "running_ns").sort("vm", "vcpu")
 
