@@ -81,8 +81,6 @@ def convoys_table(c: pl.DataFrame, prep: Prepared) -> pl.DataFrame:
     """The convoys result table."""
     if c.height == 0:
         return pl.DataFrame(schema=CONVOY_SCHEMA)
-    return (
-        c.join(prep.locks.select("lid", "vm", "lock"), on="lid", how="left", maintain_order="left")
-        .select("vm", "lock", "start", "end", "length", "peak_waiters", "cause")
-        .cast(dict(CONVOY_SCHEMA))
-    )
+    return c.select(
+        prep.lock_attr("vm"), prep.lock_attr("lock"), "start", "end", "length", "peak_waiters", "cause"
+    ).cast(dict(CONVOY_SCHEMA))

@@ -48,14 +48,10 @@ def exit_reasons(exits: pl.DataFrame) -> pl.DataFrame:
 
 
 def _vm_ids(prep: Prepared) -> pl.DataFrame:
-    vms = (
-        prep.vcpus.select("vm")
-        .unique()
-        .sort("vm")
-        .with_row_index("vm_id")
-        .with_columns(pl.col("vm_id").cast(I64))
+    """vid -> vm_id, a dense VM number (vCPUs are sorted by VM, so it counts VM changes)."""
+    return prep.vcpus.select(
+        "vid", (pl.col("vm") != pl.col("vm").shift(1)).fill_null(True).cum_sum().cast(I64).alias("vm_id")
     )
-    return prep.vcpus.join(vms, on="vm").select("vid", "vm_id", "vm", "vcpu")
 
 
 # KVM's default VMX PLE window, and the clock assumed to turn PLE cycles into time (traces do
@@ -68,11 +64,9 @@ def pause_exits(exits: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.D
     """Every PAUSE exit: ts, vid, vm, vcpu, n_siblings_preempted (others of its VM preempted at it)
     and window_ns, the PLE window in force (the spin that the exit ended)."""
     ids = _vm_ids(prep)
-    pauses = (
-        exits.filter(pl.col("reason") == "PAUSE")
-        .sort("ord")
-        .join(ids, on="vid", how="left", maintain_order="left")
-    )
+    pauses = exits.filter(pl.col("reason") == "PAUSE").with_columns(
+        pl.lit(ids["vm_id"]).gather(pl.col("vid")).alias("vm_id")
+    )  # exits are in canonical order
     if pauses.height == 0:
         return pl.DataFrame(
             schema={
@@ -90,7 +84,7 @@ def pause_exits(exits: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.D
     deltas = (
         ch.with_columns((pre - prev).alias("d"))
         .filter(pl.col("d") != 0)
-        .join(ids.select("vid", "vm_id"), on="vid")
+        .with_columns(pl.lit(ids["vm_id"]).gather(pl.col("vid")).alias("vm_id"))
         .sort(pl.col("vm_id") * prep.ord_size + pl.col("ord"))
         .with_columns(cum_sum_within("d", "vm_id").alias("n_preempted"))
         .select(pl.col("vm_id").alias("key"), "ord", "n_preempted")
@@ -115,8 +109,8 @@ def pause_exits(exits: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.D
     return found.select(
         "ts",
         "vid",
-        "vm",
-        pl.col("vcpu").cast(I32),
+        prep.vcpu_attr("vm"),
+        prep.vcpu_attr("vcpu").cast(I32),
         pl.col("n_preempted").fill_null(0).alias("n_siblings_preempted"),
         (pl.col("window").fill_null(DEFAULT_PLE_WINDOW) / ASSUMED_CPU_GHZ)
         .round(0)
@@ -152,22 +146,19 @@ def kicks(states: VcpuStates, prep: Prepared) -> pl.DataFrame:
         direction="forward",
         strict=True,
     )
-    return (
-        found.join(prep.vcpus.select("vid", "vm", "vcpu"), on="vid", how="left", maintain_order="left")
-        .join(
-            prep.vcpus.select(pl.col("vid").alias("target_vid"), pl.col("vcpu").alias("target")),
-            on="target_vid",
-            how="left",
-            maintain_order="left",
-        )
-        .select(
-            "ts",
-            "vm",
-            pl.col("vcpu").cast(I32),
-            pl.col("target").cast(I32),
-            (pl.col("run_ts") - pl.col("ts")).alias("latency_ns"),
-        )
+    return found.select(
+        "ts",
+        prep.vcpu_attr("vm"),
+        prep.vcpu_attr("vcpu").cast(I32),
+        _target_vcpu(prep),
+        (pl.col("run_ts") - pl.col("ts")).alias("latency_ns"),
     )
+
+
+def _target_vcpu(prep: Prepared) -> pl.Expr:
+    """The vCPU index of target_vid (-1 stands for none in the lookups)."""
+    vid = pl.when(pl.col("target_vid") >= 0).then(pl.col("target_vid"))
+    return pl.lit(prep.vcpus["vcpu"]).gather(vid).cast(I32).alias("target")
 
 
 def held_counts(acq: pl.DataFrame, size: int) -> pl.DataFrame:
@@ -202,13 +193,6 @@ def yields(acq: pl.DataFrame | None, prep: Prepared) -> pl.DataFrame:
             origin=-2,
         )
         y = found.with_columns((pl.col("n_held").fill_null(0) > 0).alias("target_held_lock"))
-    return (
-        y.join(prep.vcpus.select("vid", "vm", "vcpu"), on="vid", how="left", maintain_order="left")
-        .join(
-            prep.vcpus.select(pl.col("vid").alias("target_vid"), pl.col("vcpu").alias("target")),
-            on="target_vid",
-            how="left",
-            maintain_order="left",
-        )
-        .select("ts", "vm", pl.col("vcpu").cast(I32), pl.col("target").cast(I32), "target_held_lock")
+    return y.select(
+        "ts", prep.vcpu_attr("vm"), prep.vcpu_attr("vcpu").cast(I32), _target_vcpu(prep), "target_held_lock"
     )

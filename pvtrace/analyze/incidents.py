@@ -157,11 +157,13 @@ def _incident_table(inc: pl.DataFrame, prep: Prepared, who: str, schema: pl.Sche
     """Incidents keyed by lock id and vCPU id (column `who`) -> the result table: vm, lock, vCPU index."""
     if inc.height == 0:
         return pl.DataFrame(schema=schema)
-    vcpu_of = prep.vcpus.select(pl.col("vid").alias(who), pl.col("vcpu").alias("_vcpu"))
     return (
-        inc.join(prep.locks.select("lid", "vm", "lock"), on="lid", how="left", maintain_order="left")
-        .join(vcpu_of, on=who, how="left", maintain_order="left")
-        .with_columns(pl.col("_vcpu").alias(who), (pl.col("end") - pl.col("start")).alias("dur"))
+        inc.with_columns(
+            prep.lock_attr("vm"),
+            prep.lock_attr("lock"),
+            prep.vcpu_attr("vcpu", vid=who).alias(who),
+            (pl.col("end") - pl.col("start")).alias("dur"),
+        )
         .select(list(schema))
         .cast(dict(schema))
     )

@@ -273,17 +273,13 @@ def lock_status(acq: pl.DataFrame, prep: Prepared, guest_windows: pl.DataFrame) 
 
 def holds_table(acq: pl.DataFrame, prep: Prepared) -> pl.DataFrame:
     """The holds result table: vm, lock, vcpu, start, end, dur, inferred, truncated."""
-    return (
-        acq.join(prep.locks.select("lid", "vm", "lock"), on="lid", how="left", maintain_order="left")
-        .join(prep.vcpus.select("vid", "vcpu"), on="vid", how="left", maintain_order="left")
-        .select(
-            "vm",
-            "lock",
-            pl.col("vcpu").cast(I32),
-            "start",
-            "end",
-            (pl.col("end") - pl.col("start")).alias("dur"),
-            "inferred",
-            "truncated",
-        )
+    return acq.select(
+        prep.lock_attr("vm"),
+        prep.lock_attr("lock"),
+        prep.vcpu_attr("vcpu").cast(I32),
+        "start",
+        "end",
+        (pl.col("end") - pl.col("start")).alias("dur"),
+        "inferred",
+        "truncated",
     )

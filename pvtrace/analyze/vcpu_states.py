@@ -111,11 +111,9 @@ def state_at(
 
 def vcpu_states_table(states: VcpuStates, prep: Prepared) -> pl.DataFrame:
     """The vcpu_states result table: vm, vcpu, state, start, end, dur."""
-    return states.partition.join(
-        prep.vcpus, left_on="key", right_on="vid", how="left", maintain_order="left"
-    ).select(
-        "vm",
-        pl.col("vcpu").cast(pl.Int32()),
+    return states.partition.select(
+        prep.vcpu_attr("vm", vid="key"),
+        prep.vcpu_attr("vcpu", vid="key").cast(pl.Int32()),
         "state",
         "start",
         "end",
