@@ -4,9 +4,10 @@ import os
 
 __version__ = "0.1.0"
 
-# polars allocates through its own jemalloc and sets it to hand freed pages back to the kernel
-# within 0.5-1 s (polars/__init__.py appends our setting to its own, and the last one wins). An analysis frees and reallocates big columns at every step, so it then
-# spends a quarter of its time in page faults (10M events: 718k faults, 1.5 s of system time;
-# with these settings 124k and 0.3 s, benchmarks/README.md). Freed pages are kept for reuse and
-# returned after 10 s idle. Set before polars is first imported; a user's own setting wins.
+# polars allocates through its own jemalloc and sets it to hand freed pages back to the
+# kernel within 0.5-1 s. An analysis frees and reallocates big columns at every step, so it
+# then spends a quarter of its time in page faults (10M events: 718k faults, 1.5 s of system
+# time; with these settings 124k and 0.3 s, benchmarks/README.md). Freed pages are kept for
+# reuse and returned after 10 s idle. polars appends this to its own setting, and the last one
+# wins; it must be set before polars is first imported, and a user's own setting wins.
 os.environ.setdefault("_RJEM_MALLOC_CONF", "dirty_decay_ms:10000,muzzy_decay_ms:10000")
