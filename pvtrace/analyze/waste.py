@@ -57,7 +57,7 @@ def spin_pieces(
     """
     running = pieces.filter(pl.col("state") == "running").drop("state")
     p = split(running, status, by="lid", window=prep.window, values=["held", "ref"])
-    p = p.join(prep.locks.select("lid", "lock_kind"), on="lid", how="left")
+    p = p.with_columns(prep.lock_attr("lock_kind"))
     if queue_heads is not None:
         p = _queue_head(p, queue_heads, prep)
     held = pl.col("held")
