@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import polars as pl
 
 from pvtrace.errors import PvtraceError
@@ -67,6 +68,26 @@ def cum_sum_within(value: str, key: str) -> pl.Expr:
     total = pl.col(value).cum_sum()
     base = pl.when(same_as_previous(key)).then(None).otherwise(total - pl.col(value)).forward_fill()
     return total - base
+
+
+def dense_sums(df: pl.DataFrame, key: str, n: int) -> pl.DataFrame:
+    """Every other column of `df` summed per key, for keys that are row numbers 0..n-1: one row
+    per key in key order, 0 where a key has no rows.
+
+    One np.bincount per column: several times faster than a hash group_by over many small
+    groups. Its float64 sums are exact below 2**53 (104 days of ns); beyond, group_by sums.
+    """
+    cols = [c for c in df.columns if c != key]
+    big = df.height and df.select(pl.sum_horizontal(pl.col(cols).abs().sum()) >= 2**53).item()
+    if big:
+        sums = df.group_by(key).agg(pl.col(cols).sum())
+        keys = pl.DataFrame({key: pl.int_range(n, dtype=I64, eager=True)})
+        return keys.join(sums, on=key, how="left").with_columns(pl.col(cols).fill_null(0)).sort(key)
+    at = df[key].to_numpy()
+    return pl.DataFrame(
+        {key: np.arange(n, dtype=np.int64)}
+        | {c: np.bincount(at, weights=df[c].to_numpy(), minlength=n).astype(np.int64) for c in cols}
+    ).cast({c: df.schema[c] for c in cols})
 
 
 def changes_to_partition(

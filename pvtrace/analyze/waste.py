@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from pvtrace.analyze.intervals import lookup, split
+from pvtrace.analyze.intervals import dense_sums, lookup, split
 from pvtrace.analyze.prepare import Prepared
 from pvtrace.analyze.vcpu_states import VcpuStates
 
@@ -136,30 +136,29 @@ def _queue_head(p: pl.DataFrame, waits: pl.DataFrame, prep: Prepared) -> pl.Data
     )
 
 
-def split_sums(spin: pl.DataFrame, by: list[str]) -> pl.DataFrame:
-    """The spin split columns summed per group of `by`."""
+def _class_durations(spin: pl.DataFrame) -> pl.DataFrame:
+    """Per spin piece: wid, spin_ns and its duration under the column of its class (0 elsewhere)."""
     dur = pl.col("end") - pl.col("start")
-    aggs = [dur.sum().alias("spin_ns")]
-    for cls, col in CLASS_COLUMN.items():
-        aggs.append(pl.when(pl.col("cls") == cls).then(dur).otherwise(0).sum().alias(col))
-    out = spin.group_by(by).agg(aggs)
-    return out.with_columns(
-        (pl.col("waste_lwp_preempted_ns") + pl.col("waste_lwp_halted_ns")).alias("waste_lwp_ns")
+    return spin.select(
+        "wid",
+        dur.alias("spin_ns"),
+        *[
+            pl.when(pl.col("cls") == cls).then(dur).otherwise(0).alias(col)
+            for cls, col in CLASS_COLUMN.items()
+        ],
     )
 
 
-def state_sums(pieces: pl.DataFrame) -> pl.DataFrame:
-    """Per wait: halted_ns, preempted_ns, unknown_ns."""
+def _state_durations(pieces: pl.DataFrame) -> pl.DataFrame:
+    """Per wait piece: wid and its duration under halted_ns, preempted_ns or unknown_ns."""
     dur = pl.col("end") - pl.col("start")
-    by_state = {
-        s: pl.when(pl.col("state") == s).then(dur).otherwise(0).sum()
-        for s in ("halted", "preempted", "unknown")
-    }
-    return pieces.group_by("wid").agg(*[v.alias(f"{k}_ns") for k, v in by_state.items()])
-
-
-def _zero_fill(df: pl.DataFrame, cols: tuple[str, ...] | list[str]) -> pl.DataFrame:
-    return df.with_columns(*[pl.col(c).fill_null(0).cast(I64) for c in cols])
+    return pieces.select(
+        "wid",
+        *[
+            pl.when(pl.col("state") == s).then(dur).otherwise(0).alias(f"{s}_ns")
+            for s in ("halted", "preempted", "unknown")
+        ],
+    )
 
 
 def per_wait(
@@ -169,17 +168,27 @@ def per_wait(
     halted/preempted/unknown time and hand-off flag, keyed by lid and vid: every waits and
     waste table is made from it."""
     w = waits.filter(~pl.col("excluded"))
+    n = waits.height  # wid numbers every wait, excluded ones too
+    sums = pl.concat(
+        [
+            dense_sums(_class_durations(spin), "wid", n),
+            dense_sums(_state_durations(pieces), "wid", n).drop("wid"),
+        ],
+        how="horizontal",
+    ).gather(w["wid"])
     handoff = acq.filter(pl.col("contended")).select(pl.col("start_ord").alias("end_ord"), "handoff")
-    keep = {"how": "left", "maintain_order": "left"}  # waits stay in the order they began
-    out = (
-        w.join(split_sums(spin, ["wid"]), on="wid", **keep)
-        .join(state_sums(pieces), on="wid", **keep)
-        .join(handoff, on="end_ord", **keep)
-    )
-    out = _zero_fill(out, [*SPLIT_COLUMNS, "halted_ns", "preempted_ns", "unknown_ns"])
+    out = pl.concat([w, sums.drop("wid")], how="horizontal").join(
+        handoff, on="end_ord", how="left", maintain_order="left"
+    )  # waits stay in the order they began
     return out.with_columns(
-        pl.col("handoff").fill_null(False), (pl.col("end") - pl.col("start")).alias("dur")
+        (pl.col("waste_lwp_preempted_ns") + pl.col("waste_lwp_halted_ns")).alias("waste_lwp_ns"),
+        pl.col("handoff").fill_null(False),
+        (pl.col("end") - pl.col("start")).alias("dur"),
     )
+
+
+def _zero_fill(df: pl.DataFrame, cols: tuple[str, ...] | list[str]) -> pl.DataFrame:
+    return df.with_columns(*[pl.col(c).fill_null(0).cast(I64) for c in cols])
 
 
 def waits_table(waits: pl.DataFrame, prep: Prepared) -> pl.DataFrame:
