@@ -17,12 +17,13 @@ I64, I32, STR, F64, BOOL = pl.Int64(), pl.Int32(), pl.String(), pl.Float64(), pl
 
 
 def exit_durations(prep: Prepared) -> pl.DataFrame:
-    """Every vm_exit: vid, ts, ord, reason, dur (to the same vCPU's next vm_entry; null if none)."""
-    ex = prep.exits.sort("vid", maintain_order=True)  # exits come in canonical order
-    same = (pl.col("vid") == pl.col("vid").shift(-1)).fill_null(False)
-    paired = same & (pl.col("kind").shift(-1) == "vm_entry")
+    """Every vm_exit in canonical order: vid, ts, ord, reason, dur (to the same vCPU's next
+    vm_entry; null if its next event is not one)."""
+    following = pl.col("kind").shift(-1).over("vid") == "vm_entry"
     return (
-        ex.with_columns(pl.when(paired).then(pl.col("ts").shift(-1) - pl.col("ts")).alias("dur"))
+        prep.exits.with_columns(
+            pl.when(following).then(pl.col("ts").shift(-1).over("vid") - pl.col("ts")).alias("dur")
+        )
         .filter(pl.col("kind") == "vm_exit")
         .select("vid", "ts", "ord", pl.col("reason").fill_null("UNKNOWN"), "dur")
     )
@@ -66,7 +67,7 @@ def pause_exits(exits: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.D
     ids = _vm_ids(prep)
     pauses = exits.filter(pl.col("reason") == "PAUSE").with_columns(
         pl.lit(ids["vm_id"]).gather(pl.col("vid")).alias("vm_id")
-    )  # exits are in canonical order
+    )
     if pauses.height == 0:
         return pl.DataFrame(
             schema={
@@ -78,26 +79,29 @@ def pause_exits(exits: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.D
                 "window_ns": I64,
             }
         )
+    # preempted vCPUs per VM after each state change, in canonical order
     ch = states.changes  # sorted by (vid, ord)
     pre = (pl.col("state") == "preempted").cast(I64)
     prev = pl.when(same_as_previous("vid")).then(pre.shift(1)).otherwise(0)
     deltas = (
         ch.with_columns((pre - prev).alias("d"))
         .filter(pl.col("d") != 0)
-        .with_columns(pl.lit(ids["vm_id"]).gather(pl.col("vid")).alias("vm_id"))
-        .sort(pl.col("vm_id") * prep.ord_size + pl.col("ord"))
-        .with_columns(cum_sum_within("d", "vm_id").alias("n_preempted"))
-        .select(pl.col("vm_id").alias("key"), "ord", "n_preempted")
+        .sort("ord")
+        .select(
+            pl.lit(ids["vm_id"]).gather(pl.col("vid")).alias("key"),
+            "ord",
+            pl.col("d").cum_sum().over(pl.lit(ids["vm_id"]).gather(pl.col("vid"))).alias("n_preempted"),
+        )
     )
     found = lookup(
         pauses, deltas, by="vm_id", on="ord", size=prep.ord_size, values=["n_preempted"], strict=True
     )
-    windows = prep.ple.select(
+    windows = prep.ple.select(  # in canonical order
         pl.col("vid").alias("key"), pl.col("ord").alias("w_ord"), pl.col("value").alias("window")
     )
     found = lookup(
         found.drop("_row"),
-        windows.sort("key", maintain_order=True),
+        windows,
         by="vid",
         on="ord",
         table_on="w_ord",

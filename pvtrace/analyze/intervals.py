@@ -221,40 +221,43 @@ def lookup(
     """Add to each point the values of one table row of the same key, found by `on`.
 
     backward: the last row with table `on` <= the point's (< if strict); forward:
-    the first row with `on` >= the point's (> if strict). `table` is sorted by
-    (table_key, table_on) and `on` values lie in [origin, origin + size). Points without such a
-    row (or with a null key or `on`) get nulls; `_row` is the table row index found.
+    the first row with `on` >= the point's (> if strict). `table` is sorted by `on` within
+    each key: by (table_key, table_on), or by table_on alone (tables in canonical order).
+    `on` values lie in [origin, origin + size). Points without such a row (or with a null key
+    or `on`) get nulls; `_row` is the table row index found.
 
-    One as-of join on composite positions `key * size + on - origin`: a merge of two
-    sorted Int64 columns (the points are sorted first only when they are not).
+    An as-of join: per key when points and table are both in `on` order (no sorting at all),
+    else on composite positions `key * size + on - origin` (a merge of two sorted Int64
+    columns, sorting the points, or the table, only when they are not).
     """
     table_on = table_on or on
+    cols = [*values, "_row"]
     right = table.select(
-        (pl.col(table_key).cast(I64) * size + pl.col(table_on).cast(I64) - origin).alias("_pos"),
-        pl.col(table_key).cast(I64).alias("_tkey"),
+        pl.col(table_key).cast(I64).alias("_key"),
+        pl.col(table_on).cast(I64).alias("_on"),
         *[pl.col(v) for v in values],
         pl.int_range(pl.len(), dtype=I64).alias("_row"),
     )
-    left = points.select(
-        (pl.col(by).cast(I64) * size + pl.col(on).cast(I64) - origin).alias("_pos"),
-        pl.col(by).cast(I64).alias("_key"),
-    )
-    ordered = left["_pos"].null_count() == 0 and left["_pos"].is_sorted()
+    left = points.select(pl.col(by).cast(I64).alias("_key"), pl.col(on).cast(I64).alias("_on"))
+    asof = {"strategy": direction, "allow_exact_matches": not strict, "check_sortedness": False}
+    complete = left.null_count().sum_horizontal().item() == 0
+    if complete and left["_on"].is_sorted() and right["_on"].is_sorted():
+        found = left.join_asof(right, on="_on", by="_key", **asof)
+        return points.with_columns(*found.select(cols).get_columns())
+    right = right.with_columns((pl.col("_key") * size + pl.col("_on") - origin).alias("_pos"))
+    if not right["_pos"].is_sorted():
+        right = right.sort("_pos")
+    left = left.with_columns((pl.col("_key") * size + pl.col("_on") - origin).alias("_pos"))
+    ordered = complete and left["_pos"].is_sorted()
     if not ordered:
         left = left.with_row_index("_i").drop_nulls().sort("_pos")
-    found = left.join_asof(
-        right.set_sorted("_pos"),
-        on="_pos",
-        strategy=direction,
-        allow_exact_matches=not strict,
-        check_sortedness=False,
-    )
-    ok = found["_tkey"] == found["_key"]
-    cols = found.select([pl.when(ok).then(pl.col(c)).alias(c) for c in (*values, "_row")]).get_columns()
+    found = left.join_asof(right.drop("_on").set_sorted("_pos"), on="_pos", **asof)
+    ok = found["_key_right"] == found["_key"]
+    out = found.select([pl.when(ok).then(pl.col(c)).alias(c) for c in cols]).get_columns()
     if not ordered:  # back to the points' order; points with a null key or `on` found nothing
         n, at = points.height, found["_i"]
-        cols = [pl.repeat(None, n, dtype=c.dtype, eager=True).alias(c.name).scatter(at, c) for c in cols]
-    return points.with_columns(*cols)
+        out = [pl.repeat(None, n, dtype=c.dtype, eager=True).alias(c.name).scatter(at, c) for c in out]
+    return points.with_columns(*out)
 
 
 def overlay(
