@@ -20,6 +20,7 @@ from pvtrace.schema import LOCK_KINDS, conform_events
 from pvtrace.trace import Trace, TraceMeta
 
 I64, I32, STR = pl.Int64(), pl.Int32(), pl.String()
+LOCK_KIND = pl.Enum(LOCK_KINDS)
 
 STATE_KINDS = ("vcpu_run", "vcpu_preempt", "vcpu_halt", "vcpu_wake")
 LOCK_EVENT_KINDS = ("lock_contend", "lock_acquire", "lock_release")
@@ -35,7 +36,7 @@ class Prepared:
     n_events: int
     kinds: dict[str, int]  # events per kind present
     vcpus: pl.DataFrame  # vid, vm (String), vcpu
-    locks: pl.DataFrame  # lid, vm (String), lock, lock_kind
+    locks: pl.DataFrame  # lid, vm (String), lock, lock_kind (Enum of LOCK_KINDS)
     states: pl.DataFrame  # vid, ts, ord, kind, pcpu, reason (Categorical)
     lock_events: pl.DataFrame  # lid, vid, ts, ord, kind
     exits: pl.DataFrame  # vid, ts, ord, kind, reason (Categorical)
@@ -231,9 +232,9 @@ def prepare_source(src: EventSource, meta: TraceMeta, *, lock_kind: str | None =
             "lock",
             pl.col("vm").alias("vm_cat"),
             (
-                pl.col("name").replace_strict(kinds_by_vm, default="unknown", return_dtype=STR)
+                pl.col("name").replace_strict(kinds_by_vm, default="unknown", return_dtype=LOCK_KIND)
                 if lock_kind is None
-                else pl.lit(lock_kind, STR)
+                else pl.lit(lock_kind, LOCK_KIND)
             ).alias("lock_kind"),
         )
     )

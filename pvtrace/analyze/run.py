@@ -15,7 +15,7 @@ from pvtrace.analyze import waste as waste_mod
 from pvtrace.analyze.fidelity import capabilities
 from pvtrace.analyze.holders import infer_holds
 from pvtrace.analyze.lost import lost_windows, vcpu_unknown_windows
-from pvtrace.analyze.prepare import Prepared, prepare, prepare_source, source_of_parquet
+from pvtrace.analyze.prepare import LOCK_KIND, Prepared, prepare, prepare_source, source_of_parquet
 from pvtrace.analyze.result import TABLE_SCHEMAS, Analysis
 from pvtrace.analyze.summary import build_summary
 from pvtrace.analyze.vcpu_states import build_states, state_changes, vcpu_states_table
@@ -211,11 +211,11 @@ def _unclassified(pieces: pl.DataFrame) -> pl.DataFrame:
         "vid",
         "start",
         "end",
-        pl.lit("unattributed").alias("cls"),
+        pl.lit("unattributed", waste_mod.SPIN_CLASS).alias("cls"),
         pl.lit(None, pl.Boolean()).alias("held"),
         pl.lit(None, pl.Int64()).alias("ref"),
         pl.lit(None, pl.String()).alias("ref_state"),
-        pl.lit(None, pl.String()).alias("lock_kind"),
+        pl.lit(None, LOCK_KIND).alias("lock_kind"),
     )
 
 

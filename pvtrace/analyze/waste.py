@@ -26,6 +26,7 @@ SPLIT_COLUMNS = (
     "waste_lwp_halted_ns",
     "spin_unattributed_ns",
 )
+SPIN_CLASS = pl.Enum(["useful", "lhp", "lwp_preempted", "lwp_halted", "unattributed"])
 CLASS_COLUMN = {
     "useful": "spin_useful_ns",
     "lhp": "waste_lhp_ns",
@@ -80,26 +81,26 @@ def spin_pieces(
     rs = pl.col("ref_state")
     cls = (
         pl.when(held.is_null() | (held & pl.col("ref").is_null()))
-        .then(pl.lit("unattributed"))
+        .then(pl.lit("unattributed", SPIN_CLASS))
         .when(held)
         .then(
             pl.when(rs == "running")
-            .then(pl.lit("useful"))
+            .then(pl.lit("useful", SPIN_CLASS))
             .when(rs == "unknown")
-            .then(pl.lit("unattributed"))
-            .otherwise(pl.lit("lhp"))
+            .then(pl.lit("unattributed", SPIN_CLASS))
+            .otherwise(pl.lit("lhp", SPIN_CLASS))
         )
         .when(pl.col("_needs"))
         .then(
             pl.when(rs == "running")
-            .then(pl.lit("useful"))
+            .then(pl.lit("useful", SPIN_CLASS))
             .when(rs == "preempted")
-            .then(pl.lit("lwp_preempted"))
+            .then(pl.lit("lwp_preempted", SPIN_CLASS))
             .when(rs == "halted")
-            .then(pl.lit("lwp_halted"))
-            .otherwise(pl.lit("unattributed"))
+            .then(pl.lit("lwp_halted", SPIN_CLASS))
+            .otherwise(pl.lit("unattributed", SPIN_CLASS))
         )
-        .otherwise(pl.lit("useful"))
+        .otherwise(pl.lit("useful", SPIN_CLASS))
     )
     return allp.with_columns(cls.alias("cls")).select(
         "wid", "lid", "vid", "start", "end", "cls", "held", "ref", "ref_state", "lock_kind"
