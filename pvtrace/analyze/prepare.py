@@ -154,41 +154,33 @@ def prepare_source(src: EventSource, meta: TraceMeta, *, lock_kind: str | None =
         in_window = pl.col("ts").is_between(window.t_start, window.t_end)
     about_vcpu = pl.col("vm").is_not_null() & pl.col("vcpu").is_not_null()
 
-    def take(names: tuple[str, ...], *cols: str, cond: pl.Expr = about_vcpu) -> pl.LazyFrame:
+    def take(names: tuple[str, ...], *cols: str, cond: pl.Expr = about_vcpu):
         present = [k for k in names if kinds.get(k)]
-        sub = (
-            src.frame.filter(pl.col("kind").is_in(present) & cond & in_window)
-            if present
-            else src.frame.clear()
-        )
-        return sub.select(*cols)
+        keep = pl.col("kind").is_in(present) & cond & in_window
+        return lambda frame: (frame.filter(keep) if present else frame.clear()).select(*cols)
 
-    # One filter per concept: in parallel for a table in memory, one after another for a file.
-    collect = pl.collect_all if src.eager else (lambda lfs: [lf.collect() for lf in lfs])
-    states, lock_ev, exits, kicks, yields, pv_halts, ple, lost = collect(
-        [
-            take(STATE_KINDS, "vm", "vcpu", "ts", "ord", "kind", "pcpu", "reason"),
-            take(
-                LOCK_EVENT_KINDS,
-                "vm",
-                "vcpu",
-                "lock",
-                "ts",
-                "ord",
-                "kind",
-                "reason",
-                "origin",
-                cond=about_vcpu & pl.col("lock").is_not_null(),
-            ),
-            take(EXIT_KINDS, "vm", "vcpu", "ts", "ord", "kind", "reason"),
-            take(("pv_kick",), "vm", "vcpu", "target", "ts", "ord"),
-            take(("yield_to",), "vm", "vcpu", "target", "ts", "ord"),
-            take(("pv_halt",), "vm", "vcpu", "ts", "ord"),
-            take(("ple_window",), "vm", "vcpu", "ts", "ord", "value"),
-            take(("lost_events",), "origin", "pcpu", "vm", "vcpu", "ts", "ord", "value", cond=pl.lit(True)),
-        ]
-    )
-
+    concepts = [
+        take(STATE_KINDS, "vm", "vcpu", "ts", "ord", "kind", "pcpu", "reason"),
+        take(
+            LOCK_EVENT_KINDS,
+            "vm",
+            "vcpu",
+            "lock",
+            "ts",
+            "ord",
+            "kind",
+            "reason",
+            "origin",
+            cond=about_vcpu & pl.col("lock").is_not_null(),
+        ),
+        take(EXIT_KINDS, "vm", "vcpu", "ts", "ord", "kind", "reason"),
+        take(("pv_kick",), "vm", "vcpu", "target", "ts", "ord"),
+        take(("yield_to",), "vm", "vcpu", "target", "ts", "ord"),
+        take(("pv_halt",), "vm", "vcpu", "ts", "ord"),
+        take(("ple_window",), "vm", "vcpu", "ts", "ord", "value"),
+        take(("lost_events",), "origin", "pcpu", "vm", "vcpu", "ts", "ord", "value", cond=pl.lit(True)),
+    ]
+    states, lock_ev, exits, kicks, yields, pv_halts, ple, lost = _split_concepts(src, concepts)
     lock_ev, notes = _spin_locks_only(lock_ev)
     lock_origins = frozenset(o for o in lock_ev["origin"].unique().cast(STR).to_list() if o is not None)
 
@@ -276,6 +268,23 @@ def prepare_source(src: EventSource, meta: TraceMeta, *, lock_kind: str | None =
         lock_origins=lock_origins,
         notes=notes,
     )
+
+
+# Rows of a file read at once when splitting it into concepts: the file is decoded once,
+# and memory holds one slice of all columns plus the concept tables (which hold fewer).
+SLICE_ROWS = 4_000_000
+
+
+def _split_concepts(src: EventSource, concepts: list) -> list[pl.DataFrame]:
+    """Each concept's rows of the source: one filter per concept, run in parallel on a table in
+    memory; a file is read slice by slice (each slice split, the pieces concatenated)."""
+    if src.eager:
+        return pl.collect_all([concept(src.frame) for concept in concepts])
+    parts = []
+    for offset in range(0, max(src.n_events, 1), SLICE_ROWS):
+        chunk = src.frame.slice(offset, SLICE_ROWS).collect().lazy()
+        parts.append(pl.collect_all([concept(chunk) for concept in concepts]))
+    return [pl.concat(frames, rechunk=True) for frames in zip(*parts, strict=True)]
 
 
 def _vcpu_key(vm: pl.Expr, vcpu: pl.Expr) -> pl.Expr:

@@ -10,6 +10,7 @@ from trace_rows import trace_of
 from typer.testing import CliRunner
 
 from pvtrace.analyze import analyze
+from pvtrace.analyze import prepare as prepare_mod
 from pvtrace.analyze.run import analyze_parquet
 from pvtrace.cli.app import app
 from pvtrace.simulate.run import simulate_trace
@@ -75,7 +76,7 @@ def test_cli_bad_option_and_bad_file(tmp_path):
     assert res.exit_code != 0 and "Traceback" not in res.output and "junk.parquet" in res.output
 
 
-def test_analyze_parquet_reads_a_file_like_analyze_in_memory(tmp_path):
+def test_analyze_parquet_reads_a_file_like_analyze_in_memory(tmp_path, monkeypatch):
     # The file path of big inputs (concept by concept, never the whole file) gives the same analysis.
     trace, _ = simulate_trace(
         Scenario().replace(
@@ -90,6 +91,12 @@ def test_analyze_parquet_reads_a_file_like_analyze_in_memory(tmp_path):
     from_file, in_memory = analyze_parquet(path), analyze(trace)
     assert from_file.summary.to_dict() == in_memory.summary.to_dict()
     assert all(from_file.tables[k].equals(in_memory.tables[k]) for k in in_memory.tables)
+    # read in many slices (of a prime number of rows, so they cut pairs apart): same answer
+    monkeypatch.setattr(prepare_mod, "SLICE_ROWS", 97)
+    assert trace.events.height > 15 * 97
+    sliced = analyze_parquet(path)
+    assert sliced.summary.to_dict() == in_memory.summary.to_dict()
+    assert all(sliced.tables[k].equals(in_memory.tables[k]) for k in in_memory.tables)
     # out of canonical order on disk: it falls back to sorting in memory, same answer
     write_trace(type(trace)(events=trace.events.reverse(), meta=trace.meta), tmp_path / "rev.parquet")
     assert analyze_parquet(tmp_path / "rev.parquet").summary.totals == in_memory.summary.totals
