@@ -2,23 +2,31 @@
 
 Guest contention events show who acquired a lock after waiting (contention_end)
 but neither releases nor uncontended acquisitions. Building on the rules of
-METRICS.md, Fidelity (measured in docs/accuracy.md):
+METRICS.md, Fidelity (measured in docs/accuracy.md; the rules in docs/metrics.md,
+Inferred holders):
 1. A contended acquirer holds the lock from its acquisition until the first of:
    the lock's next acquisition; a pv kick it sends (the unlocker kicks the next
    waiter; the release is at the HYPERCALL exit carrying it); the moment it has
-   *run* the mean hold; and, looking ahead, the moment it stops running if the
-   lock changes hands before it runs again (a vCPU that is not running cannot
-   release). A holder that stops before it has run `3 x` the median hold keeps
-   the lock through the stop (it is preempted while holding).
-2. Spin on a lock these holds leave free, with nobody queued ahead (an
-   "episode"), had an unseen holder that took the lock uncontended: the vCPU
-   that kicks a waiter of the lock; else the target of a directed yield by a
-   waiter (host: preempt "R" + run on the same pCPU at once; KVM boosts vCPUs in
-   the kernel) that is not waiting itself; else, if a spinner acquires at the
-   episode's end, the non-waiting sibling that ran again the latest before it
-   within a long (p95) hold; else, if the episode lasts far longer than any hold
-   (a running holder would have released), the non-waiting sibling absent for
-   most of it that runs again before the lock changes hands.
+   *run* the mean hold; its own next contention for the lock (a waiter does not
+   hold it); and, looking ahead, the moment it stops running if the lock changes
+   hands before it runs again (a vCPU that is not running cannot release). A holder that stops before it has run `3 x` the median hold keeps
+   the lock through the stop (it is preempted while holding), and so does one
+   that a waiter of the lock yields to while it is stopped, if it had run less
+   than a long (p95) hold. On a fifo lock the hold also lasts while its queued
+   successor runs without taking the lock (the head of a fifo queue takes a free
+   lock at once; nobody takes it uncontended while anyone is queued).
+2. Spin on a lock these holds leave free (an "episode") had an unseen holder that
+   took the lock uncontended. On a fifo lock only the queue head's spin counts
+   (a waiter queued behind a head that is not running spins on a lock that may be
+   free: lock-waiter preemption), and not that of a next owner fixed at a visible
+   release. The holder is the vCPU that kicks a waiter of
+   the lock; else the sibling most likely to have held it (_likely_holders):
+   it took the lock while running and nobody tried the lock while it was away
+   before the episode (tries are seen on a held lock; the attempt rate comes from
+   the trace), it did not run much longer than a hold inside the episode (a
+   running holder releases), it was running when a spinner took the lock at the
+   episode's end, and a directed yield to it by a waiter is evidence it holds.
+   Its hold ends at the latest when it next waits for the lock itself.
 3. At the inferred level, spin on a free fifo lock with no next owner takes the
    earliest waiter still queued as next owner (fifo locks hand over to it).
 Hold statistics come from clean hand-offs: consecutive acquisitions of one lock
@@ -31,7 +39,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from pvtrace.analyze.intervals import lookup, union
+from pvtrace.analyze.intervals import changes_to_partition, lookup, split, union
 from pvtrace.analyze.locks import HOLD_COLUMNS, acquisitions, lock_order, lock_status
 from pvtrace.analyze.prepare import Prepared
 from pvtrace.analyze.vcpu_states import VcpuStates
@@ -40,12 +48,16 @@ from pvtrace.analyze.waste import spin_pieces, wait_pieces
 I64 = pl.Int64()
 HOLD_BOUND_FACTOR = 3
 LATE_QUANTILE = 0.95
-LONG_FACTOR = 10.0  # an episode this many long (p95) holds long had a holder that was not running
+# Log-likelihood a directed yield to a candidate adds: KVM boosts preempted siblings that are in
+# the kernel (holding or waiting for a spinlock), so the target, waiting for none, holds some lock.
+YIELD_EVIDENCE = 3.0
 MIN_HANDOFFS = 20  # clean hand-offs needed to trust a VM's (else the trace's) hold estimate
 # Without enough clean hand-offs: typical guest critical sections (0.5-2 us, science.md).
 FALLBACK_MEDIAN_NS = 1_000
 FALLBACK_MEAN_NS = 2_000
 FALLBACK_TAIL_NS = 6_000
+# Without contentions to measure it from: a free-running vCPU tries a given lock every 40 us.
+FALLBACK_TRY_INTERVAL_NS = 40_000
 
 
 def _release_key(prep: Prepared, ts: pl.Series) -> pl.Series:
@@ -153,6 +165,10 @@ def _typical_hold(acq: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.D
     stats = [
         pl.col("gap").median().round(0).cast(I64).alias("hold_median_ns"),
         pl.col("gap").mean().round(0).cast(I64).alias("hold_mean_ns"),
+        (pl.col("gap").cast(pl.Float64()).pow(2).mean() / (2 * pl.col("gap").mean()))
+        .round(0)
+        .cast(I64)
+        .alias("hold_residual_ns"),
         pl.col("gap").quantile(LATE_QUANTILE, "higher").cast(I64).alias("hold_tail_ns"),
         pl.len().alias("n_handoffs"),
     ]
@@ -164,12 +180,14 @@ def _typical_hold(acq: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.D
             {
                 "hold_median_ns": [FALLBACK_MEDIAN_NS],
                 "hold_mean_ns": [FALLBACK_MEAN_NS],
+                "hold_residual_ns": [FALLBACK_MEAN_NS],
                 "hold_tail_ns": [FALLBACK_TAIL_NS],
                 "n_handoffs": [0],
             },
             schema={
                 "hold_median_ns": I64,
                 "hold_mean_ns": I64,
+                "hold_residual_ns": I64,
                 "hold_tail_ns": I64,
                 "n_handoffs": pl.UInt32(),
             },
@@ -184,32 +202,37 @@ def _ran_between(
 ) -> pl.Series:
     """How long vCPU `vid` ran between times t0 and t1 (null where t1 is null)."""
     w = prep.window
-
-    def cum_at(col: str) -> pl.Series:
-        at = lookup(
-            rows.select(pl.col(vid).alias("_v"), pl.col(col).fill_null(w.t_start).alias("_t")),
-            clock.select(pl.col("vid").alias("key"), pl.col("start").alias("p_start"), "running", "cum"),
-            by="_v",
-            on="_t",
-            table_on="p_start",
-            size=w.span,
-            values=["p_start", "running", "cum"],
-            origin=w.t_start,
-        )
-        return at.select(
-            pl.col("cum") + pl.when(pl.col("running")).then(pl.col("_t") - pl.col("p_start")).otherwise(0)
-        ).to_series()
-
-    ran = cum_at(t1) - cum_at(t0)
+    n = rows.height
+    stacked = pl.concat(  # one search for both ends
+        [rows.select(pl.col(vid).alias("_v"), pl.col(t).fill_null(w.t_start).alias("_t")) for t in (t0, t1)]
+    )
+    at = lookup(
+        stacked,
+        clock.select(pl.col("vid").alias("key"), pl.col("start").alias("p_start"), "running", "cum"),
+        by="_v",
+        on="_t",
+        table_on="p_start",
+        size=w.span,
+        values=["p_start", "running", "cum"],
+        origin=w.t_start,
+    )
+    cum = at.select(
+        pl.col("cum") + pl.when(pl.col("running")).then(pl.col("_t") - pl.col("p_start")).otherwise(0)
+    ).to_series()
+    ran = cum.slice(n, n) - cum.slice(0, n)
     return pl.select(pl.when(rows[t1].is_not_null()).then(ran)).to_series()
 
 
-def visible_holds(prep: Prepared, waits: pl.DataFrame, states: VcpuStates) -> tuple[pl.DataFrame, dict]:
+def visible_holds(
+    prep: Prepared, waits: pl.DataFrame, states: VcpuStates, clock: pl.DataFrame, yields: pl.DataFrame
+) -> tuple[pl.DataFrame, dict]:
     """Holds of the contended acquirers, ended by the rules of step 1.
 
     A holder that keeps running releases once it has run the mean hold (the estimate that
-    keeps waste totals unbiased); one that stops before it has run `3 x` the median hold is
-    taken to hold the lock through the stop, unless the lock changes hands before it runs again.
+    keeps waste totals unbiased); one that stops before it has run `3 x` the median hold (or
+    a long hold, if a waiter of the lock yields to it while it is stopped) is taken to hold the
+    lock through the stop, unless the lock changes hands before it runs again. On fifo locks
+    `_queued_successor` then extends holds that the next acquirer's running proves.
     """
     t1 = prep.window.t_end
     acq = (
@@ -220,6 +243,7 @@ def visible_holds(prep: Prepared, waits: pl.DataFrame, states: VcpuStates) -> tu
             pl.col("end").alias("ts"),
             pl.col("end_ord").alias("ord"),
             pl.col("start_ord").alias("contend_ord"),
+            pl.col("start").alias("contend_ts"),
         )
         .sort("lid", "ord")
     )
@@ -228,6 +252,7 @@ def visible_holds(prep: Prepared, waits: pl.DataFrame, states: VcpuStates) -> tu
         pl.when(same).then(pl.col("ts").shift(-1)).alias("next_ts"),
         pl.when(same).then(pl.col("ord").shift(-1)).alias("next_ord"),
         pl.when(same).then(pl.col("contend_ord").shift(-1)).alias("next_contend_ord"),
+        pl.when(same).then(pl.col("contend_ts").shift(-1)).alias("next_contend_ts"),
         pl.when(same).then(pl.col("vid").shift(-1)).alias("next_vid"),
     )
     typical = _typical_hold(acq, states, prep)
@@ -238,8 +263,9 @@ def visible_holds(prep: Prepared, waits: pl.DataFrame, states: VcpuStates) -> tu
             pl.col("hold_mean_ns").clip(1, None).alias("hold"),
             (pl.col("hold_median_ns").clip(1, None) * HOLD_BOUND_FACTOR).alias("bound"),
             pl.col("hold_tail_ns").clip(1, None).alias("tail"),
+            pl.col("hold_residual_ns").clip(1, None).alias("residual"),
         )
-        .drop("vm", "hold_median_ns", "hold_mean_ns", "hold_tail_ns", "n_handoffs")
+        .drop("vm", "hold_median_ns", "hold_mean_ns", "hold_tail_ns", "hold_residual_ns", "n_handoffs")
     )
     # A kick it sends ends the hold.
     kicks = (
@@ -260,6 +286,21 @@ def visible_holds(prep: Prepared, waits: pl.DataFrame, states: VcpuStates) -> tu
         direction="forward",
         strict=True,
     ).drop("_row")
+    # Its own next wait for the lock: a vCPU that waits for a lock does not hold it.
+    lv = pl.col("lid") * (prep.n_vcpus + 1) + pl.col("vid")
+    acq = lookup(
+        acq.with_columns(lv.alias("_lv")),
+        waits.select(
+            lv.alias("key"), pl.col("start_ord").alias("own_ord"), pl.col("start").alias("own_ts")
+        ).sort("key", "own_ord"),
+        by="_lv",
+        on="ord",
+        table_on="own_ord",
+        size=prep.ord_size,
+        values=["own_ord", "own_ts"],
+        direction="forward",
+        strict=True,
+    ).drop("_row", "_lv")
     # Its first stop after the acquisition, and whether the lock changed hands before it ran again.
     ch = states.changes
     stops = ch.filter(pl.col("state") != "running").select(
@@ -295,21 +336,43 @@ def visible_holds(prep: Prepared, waits: pl.DataFrame, states: VcpuStates) -> tu
         & (pl.col("stop_ord") < pl.col("next_ord"))
         & (pl.col("run_ord").is_null() | (pl.col("run_ord") > pl.col("next_ord")))
     ).fill_null(False)
-    clock = _running_clock(states)
     acq = acq.with_columns(
         _ran_between(acq, clock, prep, vid="vid", t0="ts", t1="stop_ts").alias("ran_to_stop"),
         pl.when(handed).then(pl.col("stop_ts")).alias("ahead_ts"),
     )
-    through = (pl.col("ran_to_stop") < pl.col("bound")).fill_null(False) & ~handed
-    run_for = pl.when(through).then(pl.max_horizontal("hold", "ran_to_stop")).otherwise(pl.col("hold"))
+    # A waiter of the lock that yields to it while it is stopped says it is in the kernel holding it.
+    boosts = (
+        acq.select("lid", "vid", "ord", "stop_ts", "next_ts")
+        .join(yields.rename({"target": "vid"}), on=["lid", "vid"])
+        .filter(
+            (pl.col("y_ts") > pl.col("stop_ts"))
+            & (pl.col("next_ts").is_null() | (pl.col("y_ts") <= pl.col("next_ts")))
+        )
+        .select("lid", "ord", pl.lit(True).alias("boosted"))
+        .unique()
+    )
+    acq = acq.join(boosts, on=["lid", "ord"], how="left", maintain_order="left")
+    boosted = pl.col("boosted").fill_null(False) & (pl.col("ran_to_stop") < pl.col("tail")).fill_null(False)
+    through = ((pl.col("ran_to_stop") < pl.col("bound")).fill_null(False) | boosted) & ~handed
+    run_for = (
+        pl.when(boosted & ~handed)
+        .then(pl.max_horizontal("hold", pl.col("ran_to_stop") + 1))
+        .when(through)
+        .then(pl.max_horizontal("hold", "ran_to_stop"))
+        .otherwise(pl.col("hold"))
+    )
     acq = acq.with_columns(run_for.alias("_run_for"))
     acq = acq.with_columns(
         _run_bound_end(
             acq.select("vid", pl.col("ts").alias("start"), pl.col("_run_for").alias("bound")), clock, prep
         ).alias("ran_ts")
     )
-    end = pl.min_horizontal("next_ts", "kick_ts", "ran_ts", "ahead_ts")
-    acq = acq.with_columns(end.fill_null(t1).clip(None, t1).alias("end"), end.is_null().alias("truncated"))
+    end = pl.min_horizontal("next_ts", "kick_ts", "ran_ts", "ahead_ts", "own_ts")
+    acq = acq.with_columns(end.alias("end"))
+    acq = _queued_successor(acq, waits, clock, prep)
+    acq = acq.with_columns(
+        pl.col("end").fill_null(t1).clip(None, t1).alias("end"), pl.col("end").is_null().alias("truncated")
+    )
     notes = {
         "typical_hold_ns": {r["vm"]: r["hold_median_ns"] for r in typical.iter_rows(named=True)},
         "n_clean_handoffs": {r["vm"]: int(r["n_handoffs"]) for r in typical.iter_rows(named=True)},
@@ -325,8 +388,101 @@ def visible_holds(prep: Prepared, waits: pl.DataFrame, states: VcpuStates) -> tu
             "hold",
             "bound",
             "tail",
+            "residual",
         ),
         notes,
+    )
+
+
+def _in_order(waits: pl.DataFrame) -> pl.DataFrame:
+    """Per closed wait (end_ord as next_ord): whether every wait of its lock that began before it
+    had ended by its acquisition (it took the lock from the head of the queue, as on a strict fifo lock)."""
+    w = waits.select("lid", "start_ord", pl.col("end_ord").fill_null(2**62).alias("_e")).sort(
+        "lid", "start_ord"
+    )
+    before = pl.col("_e").cum_max().shift(1).over("lid")
+    return w.select(
+        pl.col("_e").alias("next_ord"), (before.is_null() | (before < pl.col("_e"))).alias("in_order")
+    )
+
+
+def _queued_successor(
+    acq: pl.DataFrame, waits: pl.DataFrame, clock: pl.DataFrame, prep: Prepared
+) -> pl.DataFrame:
+    """Fifo locks: a hold lasts while its successor, queued behind it, runs without taking the lock.
+
+    On a fifo lock nobody takes the lock uncontended while a waiter is queued, and the waiter at
+    the head takes it the moment it is free if it is running. So once the next acquirer Y is at
+    the head behind holder X (Y queued before X's acquisition; or queued later while X, which had
+    run less than a long hold and did not wait for the lock again, plausibly still held it), X
+    holds at every instant Y runs before its acquisition: X's hold lasts at least to the end of
+    Y's last running stretch before it (Y's acquisition itself if Y was running just before), and
+    if X is not running then, until it runs again (a vCPU must run to release).
+    """
+    w = prep.window
+    fifo = prep.locks.filter(pl.col("lock_kind") == "fifo")["lid"]
+    if fifo.len() == 0 or acq.height == 0:
+        return acq
+    a = acq.with_row_index("_i").join(_in_order(waits), on="next_ord", how="left", maintain_order="left")
+    a = a.filter(
+        pl.col("next_vid").is_not_null()
+        & pl.col("in_order").fill_null(False)
+        & pl.col("lid").is_in(fifo.implode())
+    )
+    if a.height == 0:
+        return acq
+    a = a.with_columns(
+        _ran_between(a, clock, prep, vid="vid", t0="ts", t1="next_contend_ts").alias("ran_to_queue")
+    )
+    certain = pl.col("next_contend_ord") < pl.col("ord")
+    plausible = (
+        (pl.col("ran_to_queue") < pl.col("tail"))
+        & (pl.col("stop_ts").is_null() | (pl.col("stop_ts") > pl.col("next_contend_ts")))
+        & (pl.col("own_ord").is_null() | (pl.col("own_ord") > pl.col("next_contend_ord")))
+    )
+    a = a.filter((certain | plausible).fill_null(False)).with_columns(
+        pl.max_horizontal("ts", "next_contend_ts").alias("_lo")
+    )
+    running = clock.filter(pl.col("running")).select(pl.col("vid").alias("key"), "start", "end")
+    # Y's last running stretch that began before its acquisition.
+    a = lookup(
+        a,
+        running.rename({"start": "y_start", "end": "y_end"}),
+        by="next_vid",
+        on="next_ts",
+        table_on="y_start",
+        size=w.span,
+        values=["y_end"],
+        strict=True,
+        origin=w.t_start,
+    ).drop("_row")
+    a = a.with_columns(pl.min_horizontal("y_end", "next_ts").alias("y_last")).filter(
+        (pl.col("y_last") > pl.col("_lo"))
+        & (pl.col("kick_ts").is_null() | (pl.col("kick_ts") >= pl.col("y_last")))
+    )
+    # X's first running stretch that ends after it: X releases no earlier than the stretch's start.
+    a = lookup(
+        a,
+        running.rename({"start": "x_start", "end": "x_end"}),
+        by="vid",
+        on="y_last",
+        table_on="x_end",
+        size=w.span,
+        values=["x_start"],
+        direction="forward",
+        strict=True,
+        origin=w.t_start,
+    ).drop("_row")
+    a = a.with_columns(pl.max_horizontal("y_last", "x_start").alias("_floor")).filter(
+        (pl.col("_floor") <= pl.col("next_ts"))
+        & (pl.col("own_ts").is_null() | (pl.col("_floor") <= pl.col("own_ts")))
+    )
+    ext = a.select("_i", "_floor")
+    return (
+        acq.with_row_index("_i")
+        .join(ext, on="_i", how="left", maintain_order="left")
+        .with_columns(pl.max_horizontal("end", "_floor").alias("end"))
+        .drop("_i", "_floor")
     )
 
 
@@ -390,18 +546,33 @@ def _waiting_at(
 
 
 def unseen_holds(
-    prep: Prepared, waits: pl.DataFrame, states: VcpuStates, visible: pl.DataFrame
+    prep: Prepared,
+    waits: pl.DataFrame,
+    states: VcpuStates,
+    visible: pl.DataFrame,
+    clock: pl.DataFrame,
+    yields: pl.DataFrame,
 ) -> pl.DataFrame:
     """Holds of vCPUs that took a lock uncontended, found where waiters spin on a lock that the
-    visible holds leave free with nobody else queued (step 2)."""
+    visible holds leave free with nobody else queued ahead of them (step 2)."""
     w = prep.window
     acq = acquisitions(finish_holds(visible, prep), waits)
     status = lock_status(acq, prep, pl.DataFrame(schema={"vm": pl.String(), "start": I64, "end": I64}))
-    spin = spin_pieces(wait_pieces(waits, states, prep), status, states, prep)
-    lonely = spin.filter(
-        (~pl.col("held")).fill_null(False)
-        & (pl.col("ref").is_null() | (pl.col("ref") == pl.col("vid")) | (pl.col("lock_kind") != "fifo"))
-    )
+    spin = spin_pieces(wait_pieces(waits, states, prep), status, states, prep, queue_heads=waits)
+    # On a fifo lock only the spin of the queue head counts, and not that of a next owner fixed at
+    # a visible release: the lock is free for it then (a kick), or its running extended the hold.
+    fixed = lookup(
+        spin.select("lid", "start"),
+        status.select("key", pl.col("start").alias("s0"), pl.col("ref").alias("_fixed")),
+        by="lid",
+        on="start",
+        table_on="s0",
+        size=w.span,
+        values=["_fixed"],
+        origin=w.t_start,
+    )["_fixed"]
+    head = pl.col("ref").is_null() | ((pl.col("ref") == pl.col("vid")) & pl.lit(fixed).is_null())
+    lonely = spin.filter((~pl.col("held")).fill_null(False) & ((pl.col("lock_kind") != "fifo") | head))
     # Episodes: stretches of such spin on one lock, and the free stretch (gap) holding each; an
     # episode that ends with a spinning waiter acquiring saw the lock change hands.
     episodes = union(lonely.select("lid", "start", "end"), key="lid").rename({"start": "e0", "end": "e1"})
@@ -425,13 +596,14 @@ def unseen_holds(
     )
     if episodes.height == 0:
         return visible.clear()
-    per_lock = visible.group_by("lid").agg(pl.col("hold", "bound", "tail").first())
+    per_lock = visible.group_by("lid").agg(pl.col("hold", "bound", "tail", "residual").first())
     episodes = (
         episodes.join(per_lock, on="lid", how="left")
         .with_columns(
             pl.col("hold").fill_null(FALLBACK_MEAN_NS),
             pl.col("bound").fill_null(FALLBACK_MEDIAN_NS * HOLD_BOUND_FACTOR),
             pl.col("tail").fill_null(FALLBACK_TAIL_NS),
+            pl.col("residual").fill_null(FALLBACK_MEAN_NS),
         )
         .sort("lid", "e0")
         .with_columns(pl.col("e0").shift(-1).over("lid").alias("next_e0"))
@@ -452,11 +624,149 @@ def unseen_holds(
         size=w.span,
         values=["g0", "g1"],
         origin=w.t_start,
-    ).filter(pl.col("g1") > pl.col("end"))
+    ).filter((pl.col("g0") < pl.col("end")) & (pl.col("g1") > pl.col("end")))
     by_kick = by_kick.group_by("lid", "g0").agg(pl.col("holder").first(), pl.col("end").min())
     by_kick = by_kick.select("lid", "holder", pl.col("g0").alias("start"), "end")
-    # (ii) else the target of a directed yield by a waiter of the lock inside the episode that is
-    # not itself waiting (KVM boosts preempted siblings that are in the kernel: holding or waiting).
+    rest = episodes.join(by_kick.select("lid", pl.col("start").alias("g0")), on=["lid", "g0"], how="anti")
+    by_run = _likely_holders(rest, waits, states, prep, visible, clock, yields)
+    return pl.concat([by_kick, by_run]).select(
+        "lid",
+        pl.col("holder").alias("vid"),
+        "start",
+        "end",
+        pl.lit(None, I64).alias("start_ord"),
+        (pl.col("end") >= w.t_end).alias("truncated"),
+    )
+
+
+def _free_running_clock(waits: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.DataFrame:
+    """Per VM, the step function n(t) = how many of its vCPUs run without waiting for a lock, and
+    its integral: vm_id, t, n, area (integral of n from t_start to t). Sorted by vm_id, t."""
+    w = prep.window
+    running = states.partition.filter(pl.col("state") == "running").select(
+        pl.col("key").alias("vid"), "start", "end"
+    )
+    changes = (
+        pl.concat(
+            [
+                waits.select(
+                    "vid", pl.col("start").alias("ts"), pl.lit(True).alias("waiting"), pl.lit(1).alias("_o")
+                ),
+                waits.select(
+                    "vid", pl.col("end").alias("ts"), pl.lit(False).alias("waiting"), pl.lit(0).alias("_o")
+                ),
+            ]
+        )
+        .sort("vid", "ts", "_o")
+        .select(pl.col("vid").alias("key"), "ts", "waiting")
+    )
+    part = changes_to_partition(
+        changes, key="key", values=["waiting"], n_keys=prep.n_vcpus, window=w, initial={"waiting": False}
+    )
+    free = split(running, part, by="vid", window=w, values=["waiting"]).filter(~pl.col("waiting"))
+    free = free.join(prep.vcpus.select("vid", "vm"), on="vid").join(_vm_ids(prep), on="vm")
+    steps = (
+        pl.concat(
+            [
+                free.select("vm_id", pl.col("start").alias("t"), pl.lit(1, I64).alias("d")),
+                free.select("vm_id", pl.col("end").alias("t"), pl.lit(-1, I64).alias("d")),
+            ]
+        )
+        .group_by("vm_id", "t")
+        .agg(pl.col("d").sum())
+        .sort("vm_id", "t")
+    )
+    steps = steps.with_columns(pl.col("d").cum_sum().over("vm_id").alias("n"))
+    piece = (pl.col("t").shift(-1).over("vm_id") - pl.col("t")).fill_null(0) * pl.col("n")
+    return steps.with_columns((piece.cum_sum().over("vm_id") - piece).alias("area")).select(
+        "vm_id", "t", "n", "area"
+    )
+
+
+def _vm_ids(prep: Prepared) -> pl.DataFrame:
+    return (
+        prep.vcpus.select("vm")
+        .unique()
+        .sort("vm")
+        .with_row_index("vm_id")
+        .with_columns(pl.col("vm_id").cast(I64))
+    )
+
+
+def _span_area(points: pl.DataFrame, clock: pl.DataFrame, prep: Prepared, t0: str, t1: str) -> pl.Series:
+    """The free-running area of each point's VM between times t0 and t1."""
+    a0, a1 = _areas_at(points, clock, prep, t0, t1)
+    return a1 - a0
+
+
+def _areas_at(points: pl.DataFrame, clock: pl.DataFrame, prep: Prepared, *ts: str) -> list[pl.Series]:
+    """The free-running area of each point's VM (vm_id) up to each of the times `ts`."""
+    w = prep.window
+    n = points.height
+    stacked = pl.concat([points.select("vm_id", pl.col(t).alias("_t")) for t in ts])
+    found = lookup(
+        stacked,
+        clock.select(pl.col("vm_id").alias("key"), pl.col("t").alias("_bp"), "n", "area"),
+        by="vm_id",
+        on="_t",
+        table_on="_bp",
+        size=w.span,
+        values=["_bp", "n", "area"],
+        origin=w.t_start,
+    )
+    area = found.select(
+        (pl.col("area") + pl.col("n") * (pl.col("_t") - pl.col("_bp"))).fill_null(0)
+    ).to_series()
+    return [area.slice(k * n, n) for k in range(len(ts))]
+
+
+def _attempt_rate(
+    waits: pl.DataFrame, visible: pl.DataFrame, clock: pl.DataFrame, prep: Prepared
+) -> pl.DataFrame:
+    """Per lid: how often a vCPU that runs without waiting tries the lock, per ns.
+
+    Counted where every try is seen because the lock is surely unavailable: inside the visible
+    holds, and on fifo locks while anyone is queued. Rate = contentions that begin inside such
+    stretches over the free-running vCPU time inside them, per lock, shrunk towards its VM's
+    rate (the trace's where a VM has fewer than MIN_HANDOFFS such contentions, else
+    1/FALLBACK_TRY_INTERVAL_NS) by one pseudo-contention: locks differ (one can be hot).
+    """
+    w = prep.window
+    fifo = prep.locks.filter(pl.col("lock_kind") == "fifo")["lid"]
+    queued = waits.filter(pl.col("lid").is_in(fifo.implode())).select("lid", "start", "end")
+    busy = union(pl.concat([visible.select("lid", "start", "end"), queued]), key="lid")
+    busy = busy.join(prep.locks.select("lid", "vm"), on="lid").join(_vm_ids(prep), on="vm")
+    busy = busy.with_columns(pl.lit(_span_area(busy, clock, prep, "start", "end")).alias("area")).sort(
+        "lid", "start"
+    )
+    inside = lookup(
+        waits.select("lid", "start"),
+        busy.select(pl.col("lid").alias("key"), pl.col("start").alias("b0"), pl.col("end").alias("b1")),
+        by="lid",
+        on="start",
+        table_on="b0",
+        size=w.span,
+        values=["b1"],
+        strict=True,
+        origin=w.t_start,
+    ).filter(pl.col("start") < pl.col("b1"))
+    per_lock = (
+        prep.locks.select("lid", "vm")
+        .join(_vm_ids(prep), on="vm")
+        .join(busy.group_by("lid").agg(pl.col("area").sum()), on="lid", how="left")
+        .join(inside.group_by("lid").len("n"), on="lid", how="left")
+        .with_columns(pl.col("n").fill_null(0).cast(I64), pl.col("area").fill_null(0))
+    )
+    total_n, total_area = per_lock["n"].sum(), per_lock["area"].sum()
+    pooled = total_n / total_area if total_n and total_area else 1.0 / FALLBACK_TRY_INTERVAL_NS
+    vm_n, vm_area = pl.col("n").sum().over("vm_id"), pl.col("area").sum().over("vm_id")
+    vm_rate = pl.when((vm_n >= MIN_HANDOFFS) & (vm_area > 0)).then(vm_n / vm_area).otherwise(pooled)
+    return per_lock.select("lid", ((pl.col("n") + 1) / (pl.col("area") + 1 / vm_rate)).alias("rate"))
+
+
+def _yields_by_waiters(waits: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.DataFrame:
+    """Directed yields (host: preempt "R" and a run on the same pCPU at once) by a vCPU waiting for
+    a lock to a vCPU that waits for none: lid (the yielder's), target, y_ts."""
     ch = states.changes
     yielded = ch.filter((pl.col("kind") == "vcpu_preempt") & (pl.col("reason") == "R")).select(
         pl.col("vid").alias("yielder"), "ts", "pcpu", pl.col("ord").alias("y_ord")
@@ -469,164 +779,172 @@ def unseen_holds(
         _waiting_at(yields, waits, prep, vid="yielder", ord_col="y_ord").alias("lid"),
         _waiting_at(yields, waits, prep, vid="target", ord_col="ord").alias("_tw"),
     ).filter(pl.col("lid").is_not_null() & pl.col("_tw").is_null())
-    by_yield = lookup(
-        yields.select("lid", "target", pl.col("ts").alias("y_ts")).sort("lid", "y_ts"),
-        episodes.select(pl.col("lid").alias("key"), "e0", "e1", "g0", pl.col("e0").alias("_e0")),
-        by="lid",
-        on="y_ts",
-        table_on="_e0",
-        size=w.span,
-        values=["e0", "e1", "g0"],
-        origin=w.t_start,
-    ).filter(pl.col("y_ts") <= pl.col("e1"))
-    by_yield = by_yield.group_by("lid", "e0", maintain_order=True).agg(
-        pl.col("target").first().alias("y_vid"), pl.col("y_ts").first()
+    return yields.select("lid", "target", pl.col("ts").alias("y_ts"))
+
+
+def _likely_holders(
+    episodes: pl.DataFrame,
+    waits: pl.DataFrame,
+    states: VcpuStates,
+    prep: Prepared,
+    visible: pl.DataFrame,
+    run_clock: pl.DataFrame,
+    yields: pl.DataFrame,
+) -> pl.DataFrame:
+    """The most likely unseen holder of each episode: lid, holder, start, end.
+
+    Every sibling that waits for no lock during the episode is a candidate. The holder took the
+    lock while running, before the episode, and nobody tried the lock since (a try would have
+    been seen): a candidate that stopped running at `rho` before the episode began is unlikely in
+    proportion to the free-running sibling time in (rho, e0) times the attempt rate (on an unfair
+    lock, also in the time it is away after the episode until it runs again: the lock was free
+    to take then). And a holder that runs releases within about a hold: a candidate that ran `r`
+    inside the episode is unlikely as exp(-r / mean residual hold). A directed yield to it by a
+    waiter of the lock during the episode adds YIELD_EVIDENCE. Where a waiter takes the lock at
+    the episode's end, the holder released it then and was running; otherwise it must run again
+    before the lock's next acquisition. The candidate of highest likelihood holds from e0 to the
+    end of the episode (handed) or until it has run a mean hold past it.
+    """
+    w = prep.window
+    empty = pl.DataFrame(schema={"lid": I64, "holder": I64, "start": I64, "end": I64})
+    if episodes.height == 0:
+        return empty
+    free = _free_running_clock(waits, states, prep)
+    vm_ids = _vm_ids(prep)
+    ep = (
+        episodes.join(vm_ids, on="vm")
+        .join(_attempt_rate(waits, visible, free, prep), on="lid", how="left")
+        .with_columns(pl.col("rate").fill_null(1.0 / FALLBACK_TRY_INTERVAL_NS))
     )
-    episodes = episodes.join(by_yield, on=["lid", "e0"], how="left")
-    # (iii) else, per episode, the sibling that is not waiting and runs again the latest inside it,
-    # if that leaves at most a (long) hold's worth of running before a spinner acquires.
-    # (iv) else, if the episode lasts far longer than a hold (its holder cannot have been running),
-    # the sibling that is not waiting and runs again before the lock changes hands after being
-    # away for most of the episode (the longest such absence).
-    ch_sorted = states.changes.sort("vid", "ord").with_columns(
-        pl.col("ts").shift(1).over("vid").alias("idle_since")
+    cand = ep.join(prep.vcpus.select("vm", pl.col("vid").alias("cand")), on="vm")
+    # (a) it waits for no lock during the episode.
+    wt = waits.select(pl.col("vid").alias("key"), pl.col("start").alias("w_start"), "end").sort(
+        "key", "w_start"
     )
-    runs = (
-        ch_sorted.filter(pl.col("kind") == "vcpu_run")
-        .select("vid", "ts", "ord", "idle_since")
-        .join(prep.vcpus.select("vid", "vm"), on="vid")
-    )
-    runs = runs.with_columns(_waiting_at(runs, waits, prep, vid="vid", ord_col="ord").alias("_w")).filter(
-        pl.col("_w").is_null()
-    )
-    vm_ids = (
-        prep.vcpus.select("vm")
-        .unique()
-        .sort("vm")
-        .with_row_index("vm_id")
-        .with_columns(pl.col("vm_id").cast(I64))
-    )
-    runs = (
-        runs.join(vm_ids, on="vm")
-        .select(pl.col("vm_id").alias("key"), pl.col("ts").alias("run_ts"), "vid", "idle_since")
-        .sort("key", "run_ts")
-    )
-    cand = episodes.join(vm_ids, on="vm", how="left")
-    cand = lookup(
-        cand,
-        runs.drop("idle_since"),
-        by="vm_id",
-        on="e1",
-        table_on="run_ts",
-        size=w.span,
-        values=["run_ts", "vid"],
-        origin=w.t_start,
-    ).drop("_row")
-    cand = lookup(
-        cand,
-        runs.rename({"run_ts": "last_ts", "vid": "last_vid", "idle_since": "last_idle"}),
-        by="vm_id",
-        on="g1",
-        table_on="last_ts",
-        size=w.span,
-        values=["last_ts", "last_vid", "last_idle"],
-        origin=w.t_start,
-        strict=True,
-    ).drop("_row")
-    cand = cand.join(_longest_idle(cand, runs, w), on=["lid", "e0"], how="left")
-    last_ok = (pl.col("last_ts") >= pl.col("e0")) & (pl.col("last_idle") <= pl.col("e0"))
-    cand = cand.with_columns(
-        pl.when(last_ok).then(pl.col("last_vid")).otherwise(pl.col("first_vid")).alias("first_vid"),
-        pl.when(last_ok).then(pl.col("last_ts")).otherwise(pl.col("first_ts")).alias("first_ts"),
-        pl.when(last_ok)
-        .then(pl.col("e1") - pl.col("e0"))
-        .otherwise(pl.col("idle_overlap"))
-        .alias("idle_overlap"),
-    )
-    late = (
-        pl.col("handed")
-        & (pl.col("run_ts") >= pl.col("e0"))
-        & (pl.col("e1") - pl.col("run_ts") <= pl.col("tail"))
-    )
-    long = (
-        (pl.col("e1") - pl.col("e0") > pl.col("tail") * LONG_FACTOR)
-        & (pl.col("idle_overlap") * 2 >= pl.col("e1") - pl.col("e0"))
-    ).fill_null(False)
     cand = (
-        cand.with_columns(
-            pl.when(pl.col("y_vid").is_not_null())
-            .then(pl.col("y_vid"))
-            .when(late)
-            .then(pl.col("vid"))
-            .when(long)
-            .then(pl.col("first_vid"))
-            .alias("vid"),
-            pl.when(pl.col("y_vid").is_not_null())
-            .then(pl.col("y_ts"))
-            .when(late)
-            .then(pl.col("run_ts"))
-            .otherwise(pl.col("first_ts"))
-            .alias("run_ts"),
-            late.alias("late"),
+        lookup(
+            cand,
+            wt,
+            by="cand",
+            on="e1",
+            table_on="w_start",
+            size=w.span,
+            values=["end"],
+            strict=True,
+            origin=w.t_start,
         )
-        .filter(pl.col("vid").is_not_null())
-        .join(by_kick.select("lid", pl.col("start").alias("g0")), on=["lid", "g0"], how="anti")
+        .drop("_row")
+        .rename({"end": "_w_end"})
     )
-    # A yield target releases once it has run a mean hold; a late runner just before the acquisition.
+    cand = cand.filter(pl.col("_w_end").is_null() | (pl.col("_w_end") <= pl.col("e0")))
+    running = states.partition.filter(pl.col("state") == "running").select(
+        pl.col("key"), pl.col("start").alias("r_start"), pl.col("end").alias("r_end")
+    )
+    # (b) when it last ran at or before e0.
+    cand = lookup(
+        cand, running, by="cand", on="e0", table_on="r_start", size=w.span, values=["r_end"], origin=w.t_start
+    ).drop("_row")
+    cand = (
+        cand.filter(pl.col("r_end").is_not_null())
+        .with_columns(pl.min_horizontal("r_end", "e0").alias("rho"))
+        .drop("r_end")
+    )
+    # (c) running at the hand-over, or running again before the next acquisition.
+    cand = lookup(
+        cand,
+        running,
+        by="cand",
+        on="e1",
+        table_on="r_start",
+        size=w.span,
+        values=["r_end"],
+        strict=True,
+        origin=w.t_start,
+    ).drop("_row")
+    cand = (
+        lookup(
+            cand,
+            running.select("key", "r_start"),
+            by="cand",
+            on="e1",
+            table_on="r_start",
+            size=w.span,
+            values=["r_start"],
+            direction="forward",
+            origin=w.t_start,
+        )
+        .drop("_row")
+        .rename({"r_start": "next_run"})
+    )
+    at_e1 = (pl.col("r_end") >= pl.col("e1")).fill_null(False)
+    later = at_e1 | (pl.col("next_run") < pl.col("g1")).fill_null(False) | (pl.col("g1") >= w.t_end)
+    cand = cand.filter(pl.when(pl.col("handed")).then(at_e1).otherwise(later))
+    if cand.height == 0:
+        return empty
+    # On an unfair lock, tries while the holder is away after the episode would be seen too.
+    back = pl.when(at_e1).then(pl.col("e1")).otherwise(pl.min_horizontal("next_run", "g1"))
+    cand = cand.join(prep.locks.select("lid", "lock_kind"), on="lid", how="left").with_columns(
+        pl.when(pl.col("lock_kind") == "fifo").then(pl.col("e1")).otherwise(back).alias("back")
+    )
+    at_rho, at_e0, at_e1_, at_back = _areas_at(cand, free, prep, "rho", "e0", "e1", "back")
+    cand = cand.with_columns(
+        _ran_between(cand, run_clock, prep, vid="cand", t0="e0", t1="e1").alias("ran"),
+        (at_e0 - at_rho + at_back - at_e1_).alias("absent"),
+    )
+    boosted = (
+        cand.select("lid", "e0", "e1", "cand")
+        .join(yields.rename({"target": "cand"}), on=["lid", "cand"])
+        .filter(pl.col("y_ts").is_between(pl.col("e0"), pl.col("e1")))
+        .select("lid", "e0", "cand", pl.lit(True).alias("boosted"))
+        .unique()
+    )
+    cand = cand.join(boosted, on=["lid", "e0", "cand"], how="left").with_columns(
+        (
+            pl.col("rate") * pl.col("absent")
+            + pl.col("ran") / pl.col("residual")
+            - pl.when(pl.col("boosted")).then(YIELD_EVIDENCE).otherwise(0.0)
+        ).alias("cost")
+    )
+    best = cand.sort("cost", "cand").group_by("lid", "e0", maintain_order=True).first()
     resumed_end = _run_bound_end(
-        cand.select("vid", pl.col("run_ts").alias("start"), pl.col("hold").alias("bound")),
-        _running_clock(states),
+        best.select(pl.col("cand").alias("vid"), pl.col("e1").alias("start"), pl.col("hold").alias("bound")),
+        run_clock,
         prep,
     )
-    cap = pl.min_horizontal("g1", pl.col("next_e0").fill_null(pl.col("g1")))
-    by_run = cand.with_columns(pl.lit(resumed_end).alias("_re")).select(
+    # ... and at most until it next waits for the lock itself.
+    lv = pl.col("lid") * (prep.n_vcpus + 1) + pl.col("cand")
+    best = lookup(
+        best.with_columns(lv.alias("_lv")),
+        waits.select(
+            (pl.col("lid") * (prep.n_vcpus + 1) + pl.col("vid")).alias("key"), pl.col("start").alias("own_ts")
+        ).sort("key", "own_ts"),
+        by="_lv",
+        on="e1",
+        table_on="own_ts",
+        size=w.span,
+        values=["own_ts"],
+        direction="forward",
+        origin=w.t_start,
+    ).drop("_row", "_lv")
+    cap = pl.min_horizontal(
+        "g1", pl.col("next_e0").fill_null(pl.col("g1")), pl.col("own_ts").fill_null(pl.col("g1"))
+    )
+    return best.with_columns(pl.lit(resumed_end).alias("_re")).select(
         "lid",
-        pl.col("vid").alias("holder"),
+        pl.col("cand").alias("holder"),
         pl.col("e0").alias("start"),
-        pl.when(pl.col("late") & pl.col("y_vid").is_null())
+        pl.when(pl.col("handed"))
         .then(pl.min_horizontal("e1", cap))
         .otherwise(pl.min_horizontal(pl.col("_re").fill_null(pl.col("g1")), cap))
         .alias("end"),
-    )
-    chosen = pl.concat([by_kick, by_run])
-    return chosen.select(
-        "lid",
-        pl.col("holder").alias("vid"),
-        "start",
-        "end",
-        pl.lit(None, I64).alias("start_ord"),
-        (pl.col("end") >= w.t_end).alias("truncated"),
-    )
-
-
-def _longest_idle(episodes: pl.DataFrame, runs: pl.DataFrame, w) -> pl.DataFrame:
-    """Per episode (lid, e0): the non-waiting sibling run in [e0, g1] whose preceding absence
-    overlaps the episode [e0, e1] the most: first_vid, first_ts, idle_overlap."""
-    runs = runs.filter(pl.col("idle_since").is_not_null())
-    pos = runs.select(w.pos(pl.col("key"), pl.col("run_ts"))).to_series()
-    ep = episodes.select("lid", "e0", "e1", "g1", "vm_id").filter(pl.col("vm_id").is_not_null())
-    lo = pos.search_sorted(ep.select(w.pos(pl.col("vm_id"), pl.col("e0"))).to_series(), side="left").cast(I64)
-    hi = pos.search_sorted(ep.select(w.pos(pl.col("vm_id"), pl.col("g1"))).to_series(), side="left").cast(I64)
-    pairs = (
-        ep.with_columns(_i=pl.int_ranges(lo, hi, dtype=I64)).explode("_i").filter(pl.col("_i").is_not_null())
-    )
-    found = runs.select(
-        pl.col("run_ts").alias("first_ts"), pl.col("vid").alias("first_vid"), "idle_since"
-    ).gather(pairs["_i"])
-    scored = pl.concat([pairs.drop("_i"), found], how="horizontal").with_columns(
-        (pl.min_horizontal("first_ts", "e1") - pl.max_horizontal("idle_since", "e0")).alias("idle_overlap")
-    )
-    return (
-        scored.sort("idle_overlap", descending=True)
-        .group_by("lid", "e0", maintain_order=True)
-        .first()
-        .select("lid", "e0", "first_vid", "first_ts", "idle_overlap")
     )
 
 
 def infer_holds(prep: Prepared, waits: pl.DataFrame, states: VcpuStates) -> pl.DataFrame:
     """Inferred holds (HOLD_COLUMNS layout, inferred = True): contended acquirers, then unseen holders."""
-    visible, _ = visible_holds(prep, waits, states)
-    unseen = unseen_holds(prep, waits, states, visible)
+    clock = _running_clock(states)
+    yields = _yields_by_waiters(waits, states, prep)
+    visible, _ = visible_holds(prep, waits, states, clock, yields)
+    unseen = unseen_holds(prep, waits, states, visible, clock, yields)
     cols = ["lid", "vid", "start", "end", "start_ord", "truncated"]
     return finish_holds(pl.concat([visible.select(cols), unseen.select(cols)]), prep)

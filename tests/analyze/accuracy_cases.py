@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import sys
 from functools import cache
+from itertools import count
 
 from pvtrace.analyze import analyze
-from pvtrace.analyze.accuracy import harmful_lhp_scores, relative_error
+from pvtrace.analyze.accuracy import harmful_lhp_counts, pooled, relative_error, scores_of
 from pvtrace.simulate.run import simulate_trace
 from pvtrace.simulate.scenario import Scenario
 from pvtrace.simulate.views import select_view
@@ -41,7 +42,14 @@ SCENARIOS: dict[str, dict] = {
         "run": {"duration_ns": 250_000_000},
     },
 }
-SEED = 21
+# The sample: each case pools runs of consecutive seeds from FIRST_SEED: at least MIN_RUNS, more
+# until they hold TARGET_INCIDENTS true harmful LHP incidents (one incident is then at most 1% of
+# recall), unless the runs already total EVENT_BUDGET simulated events (the test's time bound).
+# Stopping depends on the ground truth only, never on the analyzer's results.
+FIRST_SEED = 21
+MIN_RUNS = 1
+TARGET_INCIDENTS = 100
+EVENT_BUDGET = 350_000
 
 
 def scenario(name: str, algorithm: str, overcommit: int) -> Scenario:
@@ -56,39 +64,83 @@ def _err(found: int | None, true: int) -> float | None:
     return None if e is None else round(e, 4)
 
 
-@cache
-def figures(name: str, algorithm: str, overcommit: int) -> dict[str, float | int | None]:
-    """Every accuracy figure of one case (None: the level cannot give it)."""
-    trace, truth = simulate_trace(scenario(name, algorithm, overcommit), seed=SEED)
+# Merged-view totals compared with the ground truth's, summed over a case's runs.
+MERGED_TOTALS = ("waste_lhp_ns", "waste_lwp_ns", "spin_ns", "n_lwp", "n_convoys")
+
+
+def _run(name: str, algorithm: str, overcommit: int, seed: int) -> dict:
+    """One run: its merged-view incident counts and totals against the truth's; the host and
+    guest figures for the case's first run."""
+    trace, truth = simulate_trace(scenario(name, algorithm, overcommit), seed=seed)
     t = truth.summary.totals
-    out: dict[str, float | int | None] = {"n_events": trace.events.height}
     merged = analyze(select_view(trace, "merged"))
     m = merged.summary.totals
-    lhp = harmful_lhp_scores(merged.table("lhp_incidents"), truth.lhp_incidents)
-    out.update(
-        merged_n_lhp_harmful_true=t["n_lhp_harmful"],
-        merged_lhp_precision=round(lhp["precision"], 4),
-        merged_lhp_recall=round(lhp["recall"], 4),
-        merged_waste_err=_err(m["waste_lhp_ns"] + m["waste_lwp_ns"], t["waste_lhp_ns"] + t["waste_lwp_ns"]),
-        merged_waste_lhp_err=_err(m["waste_lhp_ns"], t["waste_lhp_ns"]),
-        merged_waste_lwp_err=_err(m.get("waste_lwp_ns"), t["waste_lwp_ns"]),
-        merged_spin_err=_err(m["spin_ns"], t["spin_ns"]),
-        merged_n_lwp_err=_err(m.get("n_lwp"), t["n_lwp"]),
-        merged_n_convoys_err=_err(m.get("n_convoys"), t["n_convoys"]),
-    )
-    host = analyze(select_view(trace, "host")).summary
-    out.update(
-        host_spin_err=_err(host.totals.get("spin_ns"), t["spin_ns"]),
-        host_spin_waste_err=_err(host.extra.get("spin_waste_ns"), t["waste_lhp_ns"] + t["waste_lwp_ns"]),
-        host_n_pause_exits_err=_err(host.totals.get("n_pause_exits"), t["n_pause_exits"]),
-    )
-    guest = analyze(select_view(trace, "guest"))
-    wait_true = t["spin_ns"] + t["wait_halted_ns"] + t["wait_preempted_ns"]
-    out.update(
-        guest_n_contended_err=_err(guest.summary.totals.get("n_contended"), t["n_contended"]),
-        guest_wait_err=_err(guest.summary.extra["wait_ns"], wait_true),
-        guest_spin_share_of_wait=round(t["spin_ns"] / wait_true, 4) if wait_true else None,
-    )
+    out: dict = {
+        "seed": seed,
+        "n_events": trace.events.height,
+        "lhp": harmful_lhp_counts(merged.table("lhp_incidents"), truth.lhp_incidents),
+        "found": {k: m.get(k) for k in MERGED_TOTALS},
+        "true": {k: t[k] for k in MERGED_TOTALS},
+    }
+    if seed == FIRST_SEED:
+        host = analyze(select_view(trace, "host")).summary
+        guest = analyze(select_view(trace, "guest"))
+        wait_true = t["spin_ns"] + t["wait_halted_ns"] + t["wait_preempted_ns"]
+        out["single"] = {
+            "host_spin_err": _err(host.totals.get("spin_ns"), t["spin_ns"]),
+            "host_spin_waste_err": _err(
+                host.extra.get("spin_waste_ns"), t["waste_lhp_ns"] + t["waste_lwp_ns"]
+            ),
+            "host_n_pause_exits_err": _err(host.totals.get("n_pause_exits"), t["n_pause_exits"]),
+            "guest_n_contended_err": _err(guest.summary.totals.get("n_contended"), t["n_contended"]),
+            "guest_wait_err": _err(guest.summary.extra["wait_ns"], wait_true),
+            "guest_spin_share_of_wait": round(t["spin_ns"] / wait_true, 4) if wait_true else None,
+        }
+    return out
+
+
+@cache
+def runs(name: str, algorithm: str, overcommit: int) -> tuple[dict, ...]:
+    """The runs of one case (see FIRST_SEED ... EVENT_BUDGET)."""
+    done: list[dict] = []
+    for seed in count(FIRST_SEED):
+        done.append(_run(name, algorithm, overcommit, seed))
+        n_true = sum(r["lhp"]["n_true"] for r in done)
+        n_events = sum(r["n_events"] for r in done)
+        if len(done) >= MIN_RUNS and (n_true >= TARGET_INCIDENTS or n_events >= EVENT_BUDGET):
+            return tuple(done)
+    raise AssertionError("unreachable")
+
+
+@cache
+def figures(name: str, algorithm: str, overcommit: int) -> dict[str, float | int | None]:
+    """Every accuracy figure of one case (None: the level cannot give it). Merged-view figures
+    pool all the case's runs; host-only and guest-only figures are those of its first run."""
+    rs = runs(name, algorithm, overcommit)
+    lhp = scores_of(pooled([r["lhp"] for r in rs]))
+
+    def total(side: str, *keys: str) -> int | None:
+        values = [r[side][k] for r in rs for k in keys]
+        return None if any(v is None for v in values) else sum(values)
+
+    def err(*keys: str) -> float | None:
+        return _err(total("found", *keys), total("true", *keys))
+
+    out: dict[str, float | int | None] = {
+        "n_runs": len(rs),
+        "first_seed": rs[0]["seed"],
+        "n_events": sum(r["n_events"] for r in rs),
+        "merged_n_lhp_harmful_true": lhp["n_true"],
+        "merged_lhp_precision": round(lhp["precision"], 4),
+        "merged_lhp_recall": round(lhp["recall"], 4),
+        "merged_waste_err": err("waste_lhp_ns", "waste_lwp_ns"),
+        "merged_waste_lhp_err": err("waste_lhp_ns"),
+        "merged_waste_lwp_err": err("waste_lwp_ns"),
+        "merged_spin_err": err("spin_ns"),
+        "merged_n_lwp_err": err("n_lwp"),
+        "merged_n_convoys_err": err("n_convoys"),
+    }
+    out.update(rs[0]["single"])
     return out
 
 
@@ -100,76 +152,179 @@ def _fmt(v: float | int | None, pct: bool = True) -> str:
     return f"{100 * v:+.1f}%"
 
 
-def report() -> str:
-    """docs/accuracy.md."""
+def lhp_target(algorithm: str) -> float:
+    """The harmful-LHP precision and recall target: 95% for tas and ticket, 90% for the pv locks."""
+    return 0.95 if algorithm in ("tas", "ticket") else 0.90
+
+
+def cases() -> list[tuple[str, str, int]]:
+    return [(name, algo, oc) for name in SCENARIOS for algo in ALGORITHMS for oc in OVERCOMMITS]
+
+
+def measured(case: tuple[str, str, int]) -> bool:
+    """Whether the case's sample holds enough true incidents to measure the LHP target."""
+    return figures(*case)["merged_n_lhp_harmful_true"] >= TARGET_INCIDENTS
+
+
+# The extended sample (docs only, `--extended`): for the cases whose test sample stays under
+# TARGET_INCIDENTS, merged-view runs of seeds EXTENDED_FIRST_SEED, ... (disjoint from the test's
+# and from the seeds the inference rules were developed on, 101-120) until TARGET_INCIDENTS true
+# incidents or EXTENDED_MAX_RUNS runs.
+EXTENDED_FIRST_SEED = 1001
+EXTENDED_MAX_RUNS = 40
+
+
+def extended(name: str, algorithm: str, overcommit: int) -> dict[str, float | int | None]:
+    counts: list[dict[str, int]] = []
+    found = true = 0
+    for seed in range(EXTENDED_FIRST_SEED, EXTENDED_FIRST_SEED + EXTENDED_MAX_RUNS):
+        trace, truth = simulate_trace(scenario(name, algorithm, overcommit), seed=seed)
+        merged = analyze(select_view(trace, "merged"))
+        counts.append(harmful_lhp_counts(merged.table("lhp_incidents"), truth.lhp_incidents))
+        m, t = merged.summary.totals, truth.summary.totals
+        found += m["waste_lhp_ns"] + m["waste_lwp_ns"]
+        true += t["waste_lhp_ns"] + t["waste_lwp_ns"]
+        if sum(c["n_true"] for c in counts) >= TARGET_INCIDENTS:
+            break
+    lhp = scores_of(pooled(counts))
+    return {
+        "n_runs": len(counts),
+        "n_true": lhp["n_true"],
+        "precision": round(lhp["precision"], 4),
+        "recall": round(lhp["recall"], 4),
+        "waste_err": _err(found, true),
+    }
+
+
+def _seeds(f: dict) -> str:
+    first, n = f["first_seed"], f["n_runs"]
+    return str(first) if n == 1 else f"{first}-{first + n - 1}"
+
+
+def report(with_extended: bool = False) -> str:
+    """docs/accuracy.md (with_extended: also the extended sample, which takes minutes)."""
     lines = [
         "# Accuracy of each fidelity level against simulated ground truth",
         "",
-        "Generated by `python tests/analyze/accuracy_cases.py > docs/accuracy.md`;",
-        "`tests/analyze/test_accuracy.py` recomputes every figure and fails if one gets worse.",
+        "Generated by `python tests/analyze/accuracy_cases.py --extended > docs/accuracy.md`;",
+        "`tests/analyze/test_accuracy.py` recomputes every figure except the extended sample's and",
+        "fails if one gets worse.",
         "",
-        "Each case is one simulator run (seed 21) on 4 pCPUs with 4-vCPU guests: 2x overcommit = 2",
-        "guests, 3x = 3 guests. Two workloads (tests/analyze/accuracy_cases.py, SCENARIOS):",
+        "Each case is a scenario on 4 pCPUs with 4-vCPU guests: 2x overcommit = 2 guests, 3x = 3",
+        "guests. Two workloads (tests/analyze/accuracy_cases.py, SCENARIOS):",
         "- **no-ple**: PLE off, 4 locks, critical sections exponential with mean 5 us, 50 us of",
-        "  work between them, 1 s;",
+        "  work between them, 1 s per run;",
         "- **ple**: PLE on (4096-cycle window, KVM directed yield), 2 locks of which one is hot,",
-        "  lognormal 2 us critical sections, 20 us of work, 0.25 s.",
+        "  lognormal 2 us critical sections, 20 us of work, 0.25 s per run.",
+        "",
+        f"**The sample.** A case pools simulator runs of consecutive seeds from {FIRST_SEED}, adding runs",
+        f"until they hold at least {TARGET_INCIDENTS} true harmful LHP incidents (one incident is then at",
+        f"most 1% of recall) or total {EVENT_BUDGET:,} simulated events (the bound that keeps the test",
+        "near 20 s on a 2-core machine). The stopping rule reads the ground truth only, never the analyzer's",
+        "results. Precision and recall count matched incidents over all runs of a case; errors are",
+        "(analyzer's sum over the runs - truth's sum) / truth's sum. Earlier versions of this page",
+        "used the one run of seed 21 per case (2 to 116 true incidents); the workloads are unchanged.",
         "",
         "The analyzer sees each run through the views a real capture would give",
         "(pvtrace.simulate.views.select_view): **merged** (host scheduler + kvm events and guest",
-        "`lock:contention_*`; holders inferred), **host** only and **guest** only. Errors are",
-        "(analyzer - truth) / truth; LHP precision/recall match harmful incidents by VM, lock,",
-        "holder and overlapping time.",
+        "`lock:contention_*`; holders inferred), **host** only and **guest** only. LHP precision/recall",
+        "match harmful incidents by VM, lock, holder and overlapping time.",
         "",
         "## Merged view (inferred holders)",
         "",
-        "Waits and vCPU states are seen; holders are inferred (pvtrace/analyze/holders.py): a",
-        "contended acquirer holds until the next acquisition, its pv kick, or having run the mean",
-        "hold (kept through a preemption that comes before 3x the median hold, unless the lock",
-        "changes hands first); spin on a lock left free with nobody queued is charged to an unseen",
-        "holder found from kicks, directed yields, or the sibling that runs again before the lock",
-        "changes hands; hold statistics come from clean hand-offs in the trace itself.",
+        "Waits and vCPU states are seen; holders are inferred (pvtrace/analyze/holders.py, rules in",
+        "docs/metrics.md, Inferred holders): a contended acquirer holds until the next acquisition, its",
+        "pv kick, or having run the mean hold (kept through a preemption that comes before 3x the",
+        "median hold, unless the lock changes hands first); on a fifo lock it holds at least while its",
+        "queued successor runs without taking the lock. Spin on a lock these holds leave free (on a",
+        "fifo lock: the queue head's spin only) had an unseen holder: the vCPU that kicks a waiter,",
+        "else the most likely sibling (it took the lock while running and nobody tried the lock",
+        "while it was away; it did not run much longer than a hold inside the spin; directed yields",
+        "to it count for it). Hold statistics and the attempt rate come from the trace itself.",
         "",
-        "| workload | lock | overcommit | harmful LHP (true) | precision | recall | spin waste | LHP waste | LWP waste | n_lwp | n_convoys |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| workload | lock | overcommit | runs (seeds) | harmful LHP (true) | precision | recall | spin waste | LHP waste | LWP waste | n_lwp | n_convoys |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name in SCENARIOS:
-        for algo in ALGORITHMS:
-            for oc in OVERCOMMITS:
-                f = figures(name, algo, oc)
-                lines.append(
-                    f"| {name} | {algo} | {oc}x | {f['merged_n_lhp_harmful_true']} | "
-                    f"{100 * f['merged_lhp_precision']:.1f}% | {100 * f['merged_lhp_recall']:.1f}% | "
-                    f"{_fmt(f['merged_waste_err'])} | {_fmt(f['merged_waste_lhp_err'])} | "
-                    f"{_fmt(f['merged_waste_lwp_err'])} | {_fmt(f['merged_n_lwp_err'])} | {_fmt(f['merged_n_convoys_err'])} |"
-                )
-    short = []
-    for name in SCENARIOS:
-        for algo in ALGORITHMS:
-            for oc in OVERCOMMITS:
-                f = figures(name, algo, oc)
-                target = 0.95 if algo in ("tas", "ticket") else 0.90
-                low = [k for k in ("precision", "recall") if f[f"merged_lhp_{k}"] < target]
-                if low:
-                    short.append(
-                        f"{name}/{algo}/{oc}x ({', '.join(low)} under {100 * target:.0f}%, "
-                        f"{f['merged_n_lhp_harmful_true']} true incidents)"
-                    )
-                if abs(f["merged_waste_err"]) > 0.05:
-                    short.append(f"{name}/{algo}/{oc}x (spin waste off by more than 5%)")
+    for case in cases():
+        name, algo, oc = case
+        f = figures(*case)
+        mark = "" if measured(case) else " \\*"
+        lines.append(
+            f"| {name} | {algo} | {oc}x | {f['n_runs']} ({_seeds(f)}) | {f['merged_n_lhp_harmful_true']}{mark} | "
+            f"{100 * f['merged_lhp_precision']:.1f}% | {100 * f['merged_lhp_recall']:.1f}% | "
+            f"{_fmt(f['merged_waste_err'])} | {_fmt(f['merged_waste_lhp_err'])} | "
+            f"{_fmt(f['merged_waste_lwp_err'])} | {_fmt(f['merged_n_lwp_err'])} | {_fmt(f['merged_n_convoys_err'])} |"
+        )
+    short, waste_short = [], []
+    for case in cases():
+        name, algo, oc = case
+        f = figures(*case)
+        target = lhp_target(algo)
+        low = [k for k in ("precision", "recall") if f[f"merged_lhp_{k}"] < target]
+        if low and measured(case):
+            short.append(
+                f"{name}/{algo}/{oc}x ({', '.join(low)} under {100 * target:.0f}%, "
+                f"{f['merged_n_lhp_harmful_true']} true incidents)"
+            )
+        if abs(f["merged_waste_err"]) > 0.05:
+            waste_short.append(f"{name}/{algo}/{oc}x")
+    unmeasured = [f"{n}/{a}/{o}x" for n, a, o in cases() if not measured((n, a, o))]
     lines += [
         "",
         "Targets: harmful-LHP precision and recall >= 95% for tas and ticket, >= 90% for the pv locks;",
         "spin waste within 5%. "
-        + ("Every case meets them." if not short else "Cases that miss: " + "; ".join(short) + "."),
-    ]
-    lines += [
+        + (
+            "Spin waste: every case meets it. "
+            if not waste_short
+            else "Spin waste misses in " + ", ".join(waste_short) + ". "
+        )
+        + (
+            f"Precision and recall: every case with {TARGET_INCIDENTS} or more true incidents meets them."
+            if not short
+            else "Precision and recall miss in: " + "; ".join(short) + "."
+        ),
         "",
+        f"\\* Fewer than {TARGET_INCIDENTS} true incidents within the event bound, so one incident moves",
+        "precision or recall by 100/n points: these figures cannot show whether a 95% (90%) target",
+        "is met, and the test checks only that they do not get worse. On the ple workload, PLE with",
+        "directed yield cures most LHP (1 to 3 harmful incidents per ticket or pv-ticket run; a",
+        "100-incident sample would take 40 runs, over a minute per case). The extended sample below",
+        f"measures these cases ({', '.join(unmeasured)}) on more runs once, when this page is generated.",
+        "",
+    ]
+    if with_extended:
+        lines += [
+            "### Extended sample (not rerun by the test)",
+            "",
+            f"Merged view only, seeds {EXTENDED_FIRST_SEED} onward until {TARGET_INCIDENTS} true incidents or",
+            f"{EXTENDED_MAX_RUNS} runs; generated with `--extended` (several minutes). The inference rules were",
+            "developed on seeds 21-28, 101-120 and 201-240. One rule (a holder that waits for the lock",
+            "again has released it) was added after a first extended run showed 94.2% precision for",
+            "ple/ticket/2x; its cases were studied on seeds 201-240, not on these.",
+            "",
+            "| workload | lock | overcommit | runs | harmful LHP (true) | precision | recall | spin waste |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for name, algo, oc in cases():
+            if measured((name, algo, oc)):
+                continue
+            e = extended(name, algo, oc)
+            lines.append(
+                f"| {name} | {algo} | {oc}x | {e['n_runs']} | {e['n_true']} | {100 * e['precision']:.1f}% | "
+                f"{100 * e['recall']:.1f}% | {_fmt(e['waste_err'])} |"
+            )
+        lines.append("")
+    lines += [
         "Spin totals (`spin_ns`, `wait_halted_ns`, `wait_preempted_ns`) and `n_contended` are exact",
         "at this level (waits and vCPU states are both seen). `n_lhp` is unavailable: an incident",
-        "no waiter saw leaves no trace without lock acquire/release events. Convoys are",
-        "undercounted because uncontended acquisitions, which end a run of hand-offs, are invisible",
-        "unless an unseen holder is inferred.",
+        "no waiter saw leaves no trace without lock acquire/release events. Convoys end at",
+        "uncontended acquisitions, which are invisible unless an unseen holder is inferred: on fifo",
+        "locks every queue head that spins on a seemingly free lock reveals one, so convoys come out",
+        "close; on tas locks uncontended takes while the waiters are preempted leave no trace, so runs",
+        "of hand-offs are joined across them (too many convoys without PLE) or, with PLE, cut (too few).",
+        "",
+        "The host-only and guest-only figures below are those of each case's first run (seed",
+        f"{FIRST_SEED}).",
         "",
         "## Host-only view",
         "",
@@ -216,4 +371,4 @@ def report() -> str:
 
 
 if __name__ == "__main__":
-    sys.stdout.write(report())
+    sys.stdout.write(report(with_extended="--extended" in sys.argv[1:]))

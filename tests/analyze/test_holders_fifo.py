@@ -1,0 +1,96 @@
+"""Holder inference on hand-written merged-view traces: the fifo-queue and most-likely-holder rules
+of docs/metrics.md, Inferred holders (pvtrace/analyze/holders.py)."""
+
+from __future__ import annotations
+
+from trace_rows import acquire, contend, preempt, run, trace_of
+
+from pvtrace.analyze import analyze
+
+US = 1_000
+
+
+def merged(rows: list[tuple], *, t_end: int, n_vcpus: int = 4, lock_kind: str = "fifo"):
+    rows = sorted(rows, key=lambda r: r[0])
+    return analyze(trace_of(rows, t_end=t_end, n_vcpus=n_vcpus, lock_kind=lock_kind, view="merged"))
+
+
+def lhp(a) -> list[tuple]:
+    return a.table("lhp_incidents").select("holder", "start", "end", "harmful").rows()
+
+
+def test_a_queued_successor_that_keeps_running_keeps_the_holder_holding():
+    # v1 queues (3 us) behind v0, which acquires at 10 and is preempted at 15 after running 5 us,
+    # past 3x the (fallback) 1 us median hold. v1 runs throughout without taking the lock: a fifo
+    # head takes a free lock at once, so v0 still holds it until v1's acquisition at 41, right
+    # after v0 runs again at 40. LHP: v0 preempted [15, 40) while v1 spins.
+    rows = [
+        run(0, 0),
+        run(1, 0),
+        run(2, 0),
+        run(3, 0),
+        contend(0, 2 * US),
+        contend(1, 3 * US),
+        acquire(0, 10 * US),
+        preempt(0, 15 * US),
+        run(0, 40 * US),
+        acquire(1, 41 * US),
+    ]
+    a = merged(rows, t_end=60 * US)
+    holds = a.table("holds").select("vcpu", "start", "end").rows()
+    assert next(h for h in holds if h[0] == 0) == (0, 10 * US, 41 * US)
+    assert lhp(a) == [(0, 15 * US, 40 * US, True)]
+    assert a.summary.totals["waste_lhp_ns"] == 25 * US
+
+
+def test_a_waiter_behind_a_preempted_head_sees_lwp_not_an_absent_holder():
+    # v3 is away from the start. v1 queues at 1000 us with the lock held (someone took it
+    # uncontended), spins 0.2 us and is preempted; v2 queues behind it at 1010 and spins until
+    # v1 runs again at 3500 and takes the lock. v3 comes back at 3490, just before the lock
+    # changes hands, but it had been away while v0, v1 and v2 ran freely for 1 ms without
+    # finding the lock held: the holder was v0, which kept running and released it. v2's spin
+    # waits for a preempted next owner (LWP), not for a preempted holder.
+    rows = [
+        run(0, 0),
+        run(1, 0),
+        run(2, 0),
+        preempt(3, 0),
+        contend(1, 1000 * US),
+        preempt(1, 1000 * US + 200),
+        contend(2, 1010 * US),
+        run(3, 3490 * US),
+        run(1, 3500 * US),
+        acquire(1, 3500 * US),
+    ]
+    a = merged(rows, t_end=3600 * US)
+    assert lhp(a) == []
+    t = a.summary.totals
+    assert t["waste_lhp_ns"] == 0
+    assert t["waste_lwp_preempted_ns"] == (3500 - 1010) * US
+    assert a.table("lwp_incidents").select("next_owner", "next_owner_state", "end").rows() == [
+        (1, "preempted", 3500 * US)
+    ]
+
+
+def test_the_unseen_holder_is_the_sibling_that_best_explains_the_spin():
+    # v0 queues at 100 us and spins until it takes the lock at 200. Candidates: v2 ran all the
+    # while (a 100 us hold, 50x the mean); v3 was away from 10 us while the others ran freely and
+    # came back at 150 (it would then have run 50 us holding it); v1 stopped at 95, just before
+    # the spin began, came back at 198 and the lock changed hands 2 us later: v1 held it.
+    rows = [
+        run(0, 0),
+        run(1, 0),
+        run(2, 0),
+        run(3, 0),
+        preempt(3, 10 * US),
+        preempt(1, 95 * US),
+        contend(0, 100 * US),
+        run(3, 150 * US),
+        run(1, 198 * US),
+        acquire(0, 200 * US),
+    ]
+    a = merged(rows, t_end=300 * US)
+    holds = a.table("holds").select("vcpu", "start", "end").rows()
+    assert (1, 100 * US, 200 * US) in holds
+    assert lhp(a) == [(1, 100 * US, 198 * US, True)]
+    assert a.summary.totals["waste_lhp_ns"] == 98 * US
