@@ -102,6 +102,18 @@ class EventSource:
     first_ts: int | None
     last_ts: int | None
     eager: bool  # frame is an in-memory table (concepts may be filtered in parallel)
+    scan: pl.LazyFrame | None = None  # a file's rows without `ord` (slices read only their rows)
+
+    def rows(self, offset: int, length: int) -> pl.DataFrame:
+        """Rows [offset, offset + length) in canonical order, with `ord`."""
+        if self.scan is None:
+            return self.frame.slice(offset, length).collect()
+        return (
+            self.scan.slice(offset, length)
+            .with_row_index("ord", offset=offset)
+            .with_columns(pl.col("ord").cast(I64))
+            .collect()
+        )
 
 
 def source_of_events(events: pl.DataFrame) -> EventSource:
@@ -131,7 +143,9 @@ def source_of_parquet(path: Path | str) -> EventSource:
     del order
     kinds = {str(k): int(c) for k, c in lf.group_by("kind").len().collect().iter_rows()}
     frame = lf.with_row_index("ord").with_columns(pl.col("ord").cast(I64))
-    return EventSource(frame=frame, n_events=n, kinds=kinds, first_ts=first, last_ts=last, eager=False)
+    return EventSource(
+        frame=frame, n_events=n, kinds=kinds, first_ts=first, last_ts=last, eager=False, scan=lf
+    )
 
 
 def prepare(trace: Trace, *, lock_kind: str | None = None) -> Prepared:
@@ -282,7 +296,7 @@ def _split_concepts(src: EventSource, concepts: list) -> list[pl.DataFrame]:
         return pl.collect_all([concept(src.frame) for concept in concepts])
     parts = []
     for offset in range(0, max(src.n_events, 1), SLICE_ROWS):
-        chunk = src.frame.slice(offset, SLICE_ROWS).collect().lazy()
+        chunk = src.rows(offset, SLICE_ROWS).lazy()
         parts.append(pl.collect_all([concept(chunk) for concept in concepts]))
     return [pl.concat(frames, rechunk=True) for frames in zip(*parts, strict=True)]
 
