@@ -121,8 +121,12 @@ def changes_to_partition(
         pl.col("end").fill_null(t1),
         *[pl.lit(initial[v], dtype=dtypes[v]).alias(v) for v in values],
     )
-    # heads first, then each key's pieces in order: a stable sort by key keeps both orders.
-    part = pl.concat([heads, pieces]).filter(pl.col("end") > pl.col("start")).sort(key, maintain_order=True)
+    # heads first, then each key's pieces in order: both are sorted by key, and a merge keeps
+    # the left row first among equal keys.
+    nonempty = pl.col("end") > pl.col("start")
+    part = (
+        heads.filter(nonempty).set_sorted(key).merge_sorted(pieces.filter(nonempty).set_sorted(key), key=key)
+    )
     return merge_equal(part, key=key, values=values)
 
 

@@ -226,9 +226,10 @@ def prepare_source(src: EventSource, meta: TraceMeta, *, lock_kind: str | None =
         return df.with_columns(vid_of(pl.col("vm"), pl.col(col)).alias(name))
 
     kinds_by_vm = {name: info.lock_kind for name, info in meta.vms.items()}
+    lock_ev = lock_ev.with_columns(_lock_keys(lock_ev))
     locks = (
-        lock_ev.select("vm", "lock")
-        .unique()
+        lock_ev.filter(pl.col("_lk").is_first_distinct())
+        .select("vm", "lock", "_lk")
         .with_columns(pl.col("vm").cast(STR).alias("name"))
         .sort("name", "lock")
         .with_row_index("lid")
@@ -236,7 +237,7 @@ def prepare_source(src: EventSource, meta: TraceMeta, *, lock_kind: str | None =
             pl.col("lid").cast(I64),
             pl.col("name").alias("vm"),
             "lock",
-            pl.col("vm").alias("vm_cat"),
+            "_lk",
             (
                 pl.col("name").replace_strict(kinds_by_vm, default="unknown", return_dtype=LOCK_KIND)
                 if lock_kind is None
@@ -244,12 +245,9 @@ def prepare_source(src: EventSource, meta: TraceMeta, *, lock_kind: str | None =
             ).alias("lock_kind"),
         )
     )
-    lock_ev = with_vid(lock_ev).join(
-        locks.select(pl.col("vm_cat").alias("vm"), "lock", "lid"),
-        on=["vm", "lock"],
-        how="left",
-        maintain_order="left",
-    )
+    lid_of = _id_lookup(locks["_lk"], locks["lid"])
+    lock_ev = with_vid(lock_ev).with_columns(lid_of(pl.col("_lk")).alias("lid"))
+    locks = locks.drop("_lk")
     window.check_keys(max(vcpus.height, locks.height, 1))
     states = with_vid(states).select("vid", "ts", "ord", "kind", "pcpu", "reason")
     lock_ev = lock_ev.select("lid", "vid", "ts", "ord", "kind")
@@ -263,7 +261,7 @@ def prepare_source(src: EventSource, meta: TraceMeta, *, lock_kind: str | None =
         n_events=n_events,
         kinds=kinds,
         vcpus=vcpus.drop("vm_cat"),
-        locks=locks.drop("vm_cat"),
+        locks=locks,
         states=states,
         lock_events=lock_ev,
         exits=exits,
@@ -306,30 +304,38 @@ def _vcpu_key(vm: pl.Expr, vcpu: pl.Expr) -> pl.Expr:
     return vm.to_physical().cast(I64) * (1 << 32) + vcpu.cast(I64)
 
 
+def _id_lookup(keys: pl.Series, ids: pl.Series):
+    """A function key expression -> id expression, for distinct non-negative Int64 keys (null:
+    not a known key). Keys packed from small codes are dense enough for one gather from a
+    table indexed by key (much faster than a join on every event table); sparse ones take a
+    hash replace."""
+    size = int(keys.max() or 0) + 1
+    if size > max(1 << 22, 4 * keys.len()):
+        return lambda key: key.replace_strict(keys, ids, default=None, return_dtype=I64)
+    dense = pl.repeat(None, size, dtype=I64, eager=True).scatter(keys, ids)
+    return lambda key: pl.lit(dense).gather(pl.when((key >= 0) & (key < size)).then(key))
+
+
 def _vid_lookup(vcpus: pl.DataFrame):
-    """A function (vm, vcpu) expressions -> the dense vCPU id expression (null: not a known vCPU).
-
-    VM category codes and vCPU indexes are small, so the id is one gather from a dense table
-    indexed by code * (max vcpu + 1) + vcpu (much faster than a join on every event table);
-    a join on the packed key stands in if that table would be too big.
-    """
-    codes = vcpus["vm_cat"].to_physical().cast(I64)
-    n_code = int(codes.max() or 0) + 1
+    """A function (vm, vcpu) expressions -> the dense vCPU id expression (null: not a known vCPU),
+    keyed by VM category code * (max vcpu + 1) + vcpu."""
     n_cpu = int(vcpus["vcpu"].max() or 0) + 1
-    if n_code * n_cpu > 1 << 22:
-        table = vcpus.select(_vcpu_key(pl.col("vm_cat"), pl.col("vcpu")).alias("_k"), "vid")
-        return lambda vm, vcpu: _vcpu_key(vm, vcpu).replace_strict(
-            table["_k"], table["vid"], default=None, return_dtype=I64
-        )
-    at = codes * n_cpu + vcpus["vcpu"].cast(I64)
-    dense = pl.repeat(None, n_code * n_cpu, dtype=I64, eager=True).scatter(at, vcpus["vid"])
+    at = vcpus.select(pl.col("vm_cat").to_physical().cast(I64) * n_cpu + pl.col("vcpu").cast(I64))
+    vid_of = _id_lookup(at.to_series(), vcpus["vid"])
 
-    def vid_of(vm: pl.Expr, vcpu: pl.Expr) -> pl.Expr:
-        code, cpu = vm.to_physical().cast(I64), vcpu.cast(I64)
-        known = (code < n_code) & (cpu >= 0) & (cpu < n_cpu)
-        return pl.lit(dense).gather(pl.when(known).then(code * n_cpu + cpu))
+    def lookup(vm: pl.Expr, vcpu: pl.Expr) -> pl.Expr:
+        cpu = vcpu.cast(I64)
+        return vid_of(pl.when((cpu >= 0) & (cpu < n_cpu)).then(vm.to_physical().cast(I64) * n_cpu + cpu))
 
-    return vid_of
+    return lookup
+
+
+def _lock_keys(lock_ev: pl.DataFrame) -> pl.Series:
+    """(vm, lock address) of each lock event packed in one Int64: the VM category code, then the
+    address's rank among the trace's lock addresses (a join on the pair would be much slower)."""
+    addrs = lock_ev["lock"].unique().sort()
+    rank = addrs.search_sorted(lock_ev["lock"]).cast(I64)
+    return (lock_ev["vm"].to_physical().cast(I64) * max(addrs.len(), 1) + rank).alias("_lk")
 
 
 def _declared_vcpus(meta: TraceMeta) -> pl.DataFrame:
