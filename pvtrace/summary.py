@@ -12,8 +12,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-# Integer totals (ns or counts), METRICS.md "Summary keys".
-TOTAL_KEYS: tuple[str, ...] = (
+# spin_ns and its split (METRICS.md "Spin waste"): totals, and per-row columns of the waits and
+# waste tables under the same names.
+SPIN_SPLIT_KEYS: tuple[str, ...] = (
     "spin_ns",
     "spin_useful_ns",
     "waste_lhp_ns",
@@ -21,6 +22,11 @@ TOTAL_KEYS: tuple[str, ...] = (
     "waste_lwp_preempted_ns",
     "waste_lwp_halted_ns",
     "spin_unattributed_ns",
+)
+
+# Integer totals (ns or counts), METRICS.md "Summary keys".
+TOTAL_KEYS: tuple[str, ...] = (
+    *SPIN_SPLIT_KEYS,
     "wait_halted_ns",
     "wait_preempted_ns",
     "n_acquisitions",

@@ -93,9 +93,7 @@ def pause_exits(exits: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.D
             pl.col("d").cum_sum().over(pl.lit(ids["vm_id"]).gather(pl.col("vid"))).alias("n_preempted"),
         )
     )
-    found = lookup(
-        pauses, deltas, by="vm_id", on="ord", size=prep.ord_size, values=["n_preempted"], strict=True
-    )
+    found = lookup(pauses, deltas, by="vm_id", on="ord", values=["n_preempted"], strict=True)
     windows = prep.ple.select(  # in canonical order
         pl.col("vid").alias("key"), pl.col("ord").alias("w_ord"), pl.col("value").alias("window")
     )
@@ -105,7 +103,6 @@ def pause_exits(exits: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.D
         by="vid",
         on="ord",
         table_on="w_ord",
-        size=prep.ord_size,
         values=["window"],
         strict=True,
     )
@@ -145,7 +142,6 @@ def kicks(states: VcpuStates, prep: Prepared) -> pl.DataFrame:
         by="target_vid",
         on="ord",
         table_on="run_ord",
-        size=prep.ord_size,
         values=["run_ts"],
         direction="forward",
         strict=True,
@@ -191,10 +187,8 @@ def yields(acq: pl.DataFrame | None, prep: Prepared) -> pl.DataFrame:
             held_counts(acq, prep.ord_size),
             by="target_vid",
             on="o2",
-            size=2 * prep.ord_size + 2,
             values=["n_held"],
             strict=True,
-            origin=-2,
         )
         y = found.with_columns((pl.col("n_held").fill_null(0) > 0).alias("target_held_lock"))
     return y.select(

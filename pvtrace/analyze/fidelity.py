@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pvtrace.analyze.prepare import Prepared
-from pvtrace.summary import TOTAL_KEYS, Unavailable
+from pvtrace.summary import SPIN_SPLIT_KEYS, TOTAL_KEYS, Unavailable
 
 # Tracepoints behind each canonical kind, by the side that records them.
 HOST_STATES = ("sched:sched_switch", "sched:sched_wakeup", "kvm:kvm_entry", "kvm:kvm_exit")
@@ -74,14 +74,7 @@ def capabilities(prep: Prepared) -> Capabilities:
     )
 
 
-SPLIT_KEYS = (
-    "spin_useful_ns",
-    "waste_lhp_ns",
-    "waste_lwp_ns",
-    "waste_lwp_preempted_ns",
-    "waste_lwp_halted_ns",
-    "spin_unattributed_ns",
-)
+SPLIT_KEYS = SPIN_SPLIT_KEYS[1:]  # the parts of spin_ns
 LWP_KEYS = (
     "waste_lwp_ns",
     "waste_lwp_preempted_ns",

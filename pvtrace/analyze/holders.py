@@ -86,9 +86,7 @@ def _run_bound_end(holds: pl.DataFrame, clock: pl.DataFrame, prep: Prepared) -> 
         by="vid",
         on="start",
         table_on="p_start",
-        size=w.span,
         values=["p_start", "running", "cum"],
-        origin=w.t_start,
     )
     ran = at.select(
         "vid",
@@ -109,7 +107,6 @@ def _run_bound_end(holds: pl.DataFrame, clock: pl.DataFrame, prep: Prepared) -> 
         by="vid",
         on="target",
         table_on="cum_end",
-        size=w.dur + 2,
         values=["cum_end", "end"],
         direction="forward",
     )
@@ -131,7 +128,6 @@ def _typical_hold(acq: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.D
         by="vid",
         on="ord",
         table_on="stop_ord",
-        size=prep.ord_size,
         values=["stop_ord"],
         direction="forward",
         strict=True,
@@ -142,7 +138,6 @@ def _typical_hold(acq: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.D
         by="next_vid",
         on="_from",
         table_on="change_ord",
-        size=prep.ord_size,
         values=["state"],
         strict=True,
     ).drop("_row")
@@ -152,7 +147,6 @@ def _typical_hold(acq: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.D
         by="next_vid",
         on="_from",
         table_on="change_ord",
-        size=prep.ord_size,
         values=["change_ord"],
         direction="forward",
         strict=True,
@@ -212,9 +206,7 @@ def _ran_between(
         by="_v",
         on="_t",
         table_on="p_start",
-        size=w.span,
         values=["p_start", "running", "cum"],
-        origin=w.t_start,
     )
     cum = at.select(
         pl.col("cum") + pl.when(pl.col("running")).then(pl.col("_t") - pl.col("p_start")).otherwise(0)
@@ -281,7 +273,6 @@ def visible_holds(
         by="vid",
         on="ord",
         table_on="kick_ord",
-        size=prep.ord_size,
         values=["kick_ts"],
         direction="forward",
         strict=True,
@@ -296,7 +287,6 @@ def visible_holds(
         by="_lv",
         on="ord",
         table_on="own_ord",
-        size=prep.ord_size,
         values=["own_ord", "own_ts"],
         direction="forward",
         strict=True,
@@ -315,7 +305,6 @@ def visible_holds(
         by="vid",
         on="ord",
         table_on="stop_ord",
-        size=prep.ord_size,
         values=["stop_ord", "stop_ts"],
         direction="forward",
         strict=True,
@@ -326,7 +315,6 @@ def visible_holds(
         by="vid",
         on="stop_ord",
         table_on="run_ord",
-        size=prep.ord_size,
         values=["run_ord"],
         direction="forward",
         strict=True,
@@ -419,7 +407,6 @@ def _queued_successor(
     Y's last running stretch before it (Y's acquisition itself if Y was running just before), and
     if X is not running then, until it runs again (a vCPU must run to release).
     """
-    w = prep.window
     fifo = prep.locks.filter(pl.col("lock_kind") == "fifo")["lid"]
     if fifo.len() == 0 or acq.height == 0:
         return acq
@@ -451,10 +438,8 @@ def _queued_successor(
         by="next_vid",
         on="next_ts",
         table_on="y_start",
-        size=w.span,
         values=["y_end"],
         strict=True,
-        origin=w.t_start,
     ).drop("_row")
     a = a.with_columns(pl.min_horizontal("y_end", "next_ts").alias("y_last")).filter(
         (pl.col("y_last") > pl.col("_lo"))
@@ -467,11 +452,9 @@ def _queued_successor(
         by="vid",
         on="y_last",
         table_on="x_end",
-        size=w.span,
         values=["x_start"],
         direction="forward",
         strict=True,
-        origin=w.t_start,
     ).drop("_row")
     a = a.with_columns(pl.max_horizontal("y_last", "x_start").alias("_floor")).filter(
         (pl.col("_floor") <= pl.col("next_ts"))
@@ -515,7 +498,6 @@ def _kicks(prep: Prepared) -> pl.DataFrame:
         by="vid",
         on="ord",
         table_on="x_ord",
-        size=prep.ord_size,
         values=["x_ts"],
         strict=True,
     )
@@ -538,7 +520,6 @@ def _waiting_at(
         by="_v",
         on="_o",
         table_on="w_start",
-        size=prep.ord_size,
         values=["w_end", "lid"],
         strict=True,
     )
@@ -567,9 +548,7 @@ def unseen_holds(
         by="lid",
         on="start",
         table_on="s0",
-        size=w.span,
         values=["_fixed"],
-        origin=w.t_start,
     )["_fixed"]
     head = pl.col("ref").is_null() | ((pl.col("ref") == pl.col("vid")) & pl.lit(fixed).is_null())
     lonely = spin.filter((~pl.col("held")).fill_null(False) & ((pl.col("lock_kind") != "fifo") | head))
@@ -588,9 +567,7 @@ def unseen_holds(
     free = status.filter(~pl.col("held").fill_null(True)).select(
         pl.col("key"), pl.col("start").alias("g0"), pl.col("end").alias("g1"), pl.col("start").alias("_g0")
     )
-    episodes = lookup(
-        episodes, free, by="lid", on="e0", table_on="_g0", size=w.span, values=["g0", "g1"], origin=w.t_start
-    ).drop("_row")
+    episodes = lookup(episodes, free, by="lid", on="e0", table_on="_g0", values=["g0", "g1"]).drop("_row")
     episodes = episodes.filter(pl.col("g0").is_not_null()).join(
         prep.locks.select("lid", "vm"), on="lid", how="left"
     )
@@ -621,9 +598,7 @@ def unseen_holds(
         by="lid",
         on="end",
         table_on="_g0",
-        size=w.span,
         values=["g0", "g1"],
-        origin=w.t_start,
     ).filter((pl.col("g0") < pl.col("end")) & (pl.col("g1") > pl.col("end")))
     by_kick = by_kick.group_by("lid", "g0").agg(pl.col("holder").first(), pl.col("end").min())
     by_kick = by_kick.select("lid", "holder", pl.col("g0").alias("start"), "end")
@@ -701,7 +676,6 @@ def _span_area(points: pl.DataFrame, clock: pl.DataFrame, prep: Prepared, t0: st
 
 def _areas_at(points: pl.DataFrame, clock: pl.DataFrame, prep: Prepared, *ts: str) -> list[pl.Series]:
     """The free-running area of each point's VM (vm_id) up to each of the times `ts`."""
-    w = prep.window
     n = points.height
     stacked = pl.concat([points.select("vm_id", pl.col(t).alias("_t")) for t in ts])
     found = lookup(
@@ -710,9 +684,7 @@ def _areas_at(points: pl.DataFrame, clock: pl.DataFrame, prep: Prepared, *ts: st
         by="vm_id",
         on="_t",
         table_on="_bp",
-        size=w.span,
         values=["_bp", "n", "area"],
-        origin=w.t_start,
     )
     area = found.select(
         (pl.col("area") + pl.col("n") * (pl.col("_t") - pl.col("_bp"))).fill_null(0)
@@ -731,7 +703,6 @@ def _attempt_rate(
     rate (the trace's where a VM has fewer than MIN_HANDOFFS such contentions, else
     1/FALLBACK_TRY_INTERVAL_NS) by one pseudo-contention: locks differ (one can be hot).
     """
-    w = prep.window
     fifo = prep.locks.filter(pl.col("lock_kind") == "fifo")["lid"]
     queued = waits.filter(pl.col("lid").is_in(fifo.implode())).select("lid", "start", "end")
     busy = union(pl.concat([visible.select("lid", "start", "end"), queued]), key="lid")
@@ -745,10 +716,8 @@ def _attempt_rate(
         by="lid",
         on="start",
         table_on="b0",
-        size=w.span,
         values=["b1"],
         strict=True,
-        origin=w.t_start,
     ).filter(pl.col("start") < pl.col("b1"))
     per_lock = (
         prep.locks.select("lid", "vm")
@@ -828,10 +797,8 @@ def _likely_holders(
             by="cand",
             on="e1",
             table_on="w_start",
-            size=w.span,
             values=["end"],
             strict=True,
-            origin=w.t_start,
         )
         .drop("_row")
         .rename({"end": "_w_end"})
@@ -841,9 +808,7 @@ def _likely_holders(
         pl.col("key"), pl.col("start").alias("r_start"), pl.col("end").alias("r_end")
     )
     # (b) when it last ran at or before e0.
-    cand = lookup(
-        cand, running, by="cand", on="e0", table_on="r_start", size=w.span, values=["r_end"], origin=w.t_start
-    ).drop("_row")
+    cand = lookup(cand, running, by="cand", on="e0", table_on="r_start", values=["r_end"]).drop("_row")
     cand = (
         cand.filter(pl.col("r_end").is_not_null())
         .with_columns(pl.min_horizontal("r_end", "e0").alias("rho"))
@@ -856,10 +821,8 @@ def _likely_holders(
         by="cand",
         on="e1",
         table_on="r_start",
-        size=w.span,
         values=["r_end"],
         strict=True,
-        origin=w.t_start,
     ).drop("_row")
     cand = (
         lookup(
@@ -868,10 +831,8 @@ def _likely_holders(
             by="cand",
             on="e1",
             table_on="r_start",
-            size=w.span,
             values=["r_start"],
             direction="forward",
-            origin=w.t_start,
         )
         .drop("_row")
         .rename({"r_start": "next_run"})
@@ -921,10 +882,8 @@ def _likely_holders(
         by="_lv",
         on="e1",
         table_on="own_ts",
-        size=w.span,
         values=["own_ts"],
         direction="forward",
-        origin=w.t_start,
     ).drop("_row", "_lv")
     cap = pl.min_horizontal(
         "g1", pl.col("next_e0").fill_null(pl.col("g1")), pl.col("own_ts").fill_null(pl.col("g1"))

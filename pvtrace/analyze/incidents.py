@@ -61,9 +61,7 @@ def attribute(
         by="lid",
         on="start",
         table_on="i_start",
-        size=prep.window.span,
         values=["i_end", "_iid"],
-        origin=prep.window.t_start,
     ).filter(pl.col("_iid").is_not_null() & (pl.col("start") < pl.col("i_end")))
     agg = found.group_by("_iid").agg(
         (pl.col("end") - pl.col("start")).sum().alias("waste_ns"),
@@ -111,7 +109,6 @@ def lwp_incidents(acq: pl.DataFrame, spin: pl.DataFrame, states: VcpuStates, pre
         by="next_owner",
         on="rel_ord",
         table_on="run_ord",
-        size=prep.ord_size,
         values=["run_ord", "run_ts"],
         direction="forward",
         strict=True,
@@ -129,7 +126,6 @@ def lwp_incidents(acq: pl.DataFrame, spin: pl.DataFrame, states: VcpuStates, pre
         by="next_owner",
         on="run_ord",
         table_on="wake_ord",
-        size=prep.ord_size,
         values=["wake_ts"],
         strict=True,
     ).drop("_row")

@@ -214,25 +214,24 @@ def lookup(
     *,
     by: str,
     on: str,
-    size: int,
     values: list[str],
     table_key: str = "key",
     table_on: str | None = None,
     direction: str = "backward",
     strict: bool = False,
-    origin: int = 0,
 ) -> pl.DataFrame:
     """Add to each point the values of one table row of the same key, found by `on`.
 
     backward: the last row with table `on` <= the point's (< if strict); forward:
     the first row with `on` >= the point's (> if strict). `table` is sorted by `on` within
     each key: by (table_key, table_on), or by table_on alone (tables in canonical order).
-    `on` values lie in [origin, origin + size). Points without such a row (or with a null key
-    or `on`) get nulls; `_row` is the table row index found.
+    Points without such a row (or with a null key or `on`) get nulls; `_row` is the table
+    row index found.
 
     An as-of join: per key when points and table are both in `on` order (no sorting at all),
-    else on composite positions `key * size + on - origin` (a merge of two sorted Int64
-    columns, sorting the points, or the table, only when they are not).
+    else on composite positions `key * size + on - origin`, with origin and size spanning
+    every `on` value (a merge of two sorted Int64 columns, sorting the points, or the table,
+    only when they are not).
     """
     table_on = table_on or on
     cols = [*values, "_row"]
@@ -248,6 +247,7 @@ def lookup(
     if complete and left["_on"].is_sorted() and right["_on"].is_sorted():
         found = left.join_asof(right, on="_on", by="_key", **asof)
         return points.with_columns(*found.select(cols).get_columns())
+    size, origin = _composite_span(left, right)
     right = right.with_columns((pl.col("_key") * size + pl.col("_on") - origin).alias("_pos"))
     if not right["_pos"].is_sorted():
         right = right.sort("_pos")
@@ -262,6 +262,24 @@ def lookup(
         n, at = points.height, found["_i"]
         out = [pl.repeat(None, n, dtype=c.dtype, eager=True).alias(c.name).scatter(at, c) for c in out]
     return points.with_columns(*out)
+
+
+def _composite_span(*frames: pl.DataFrame) -> tuple[int, int]:
+    """(size, origin) for composite positions `_key * size + _on - origin` that order the rows
+    of `frames` by (_key, _on); refuses spans whose positions would overflow Int64."""
+    b = pl.concat([f.select("_key", "_on") for f in frames]).select(
+        pl.col("_on").min().alias("lo"),
+        pl.col("_on").max().alias("hi"),
+        pl.col("_key").abs().max().alias("k"),
+    )
+    lo, hi, k = (v if v is not None else 0 for v in b.row(0))
+    size = hi - lo + 1
+    if (k + 1) * size >= _MAX_POS:
+        raise PvtraceError(
+            f"trace too long for analysis in one piece ({k + 1} timelines over {size} ns); "
+            "split it into shorter time ranges"
+        )
+    return size, lo
 
 
 def overlay(
@@ -296,9 +314,7 @@ def overlay(
         .unique()
         .sort(key, "start")
     )
-    based = lookup(
-        bounds, partition, by=key, on="start", size=window.span, values=values, table_key=key, origin=t0
-    ).drop("_row")
+    based = lookup(bounds, partition, by=key, on="start", values=values, table_key=key).drop("_row")
     starts = w.select(window.pos(pl.col(key), pl.col("start"))).to_series().sort()
     ends = w.select(window.pos(pl.col(key), pl.col("end"))).to_series().sort()
     at = bounds.select(window.pos(pl.col(key), pl.col("start"))).to_series()

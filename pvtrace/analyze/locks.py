@@ -112,11 +112,9 @@ def _overlaps(iv: pl.DataFrame, guest_windows: pl.DataFrame, prep: Prepared) -> 
         by="vid",
         on="start",
         table_on="w_end",
-        size=prep.window.span,
         values=["w_start"],
         direction="forward",
         strict=True,
-        origin=prep.window.t_start,
     )
     return (hit["w_start"] <= hit["end"]).fill_null(False)
 

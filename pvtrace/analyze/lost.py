@@ -61,7 +61,6 @@ def lost_windows(prep: Prepared) -> pl.DataFrame:
         by="key",
         on="ord",
         table_on="prev_ord",
-        size=prep.ord_size,
         values=["prev_ord", "prev_ts"],
         strict=True,
     )
@@ -84,7 +83,6 @@ def lost_windows(prep: Prepared) -> pl.DataFrame:
         by="key",
         on="ord",
         table_on="prev_ord",
-        size=prep.ord_size,
         values=["prev_ord", "prev_ts"],
         strict=True,
     )
@@ -129,9 +127,7 @@ def vcpu_unknown_windows(windows: pl.DataFrame, changes: pl.DataFrame, prep: Pre
             by="key",
             on="start_ord",
             table_on="ord",
-            size=prep.ord_size,
             values=["occupant"],
-            origin=-1,
         ).drop("_row")
         cross = host.join(prep.vcpus.select("vid"), how="cross")
         nxt = lookup(
@@ -146,7 +142,6 @@ def vcpu_unknown_windows(windows: pl.DataFrame, changes: pl.DataFrame, prep: Pre
             by="vid",
             on="ord",
             table_on="next_ord",
-            size=prep.ord_size,
             values=["next_ts", "next_kind", "next_pcpu"],
             direction="forward",
             strict=True,

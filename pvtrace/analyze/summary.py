@@ -7,7 +7,7 @@ from typing import Any
 import polars as pl
 
 from pvtrace.analyze.fidelity import Capabilities, plan
-from pvtrace.summary import Summary
+from pvtrace.summary import SPIN_SPLIT_KEYS, Summary
 
 
 def _sum(df: pl.DataFrame, col: str) -> int:
@@ -20,18 +20,7 @@ def totals_of(tables: dict[str, pl.DataFrame], counts: dict[str, int]) -> dict[s
     lhp = tables["lhp_incidents"]
     lwp = tables["lwp_incidents"]
     conv = tables["convoys"]
-    t = {
-        c: _sum(w, c)
-        for c in (
-            "spin_ns",
-            "spin_useful_ns",
-            "waste_lhp_ns",
-            "waste_lwp_ns",
-            "waste_lwp_preempted_ns",
-            "waste_lwp_halted_ns",
-            "spin_unattributed_ns",
-        )
-    }
+    t = {c: _sum(w, c) for c in SPIN_SPLIT_KEYS}
     t["wait_halted_ns"] = _sum(w, "halted_ns")
     t["wait_preempted_ns"] = _sum(w, "preempted_ns")
     t["n_acquisitions"] = counts["n_acquisitions"]

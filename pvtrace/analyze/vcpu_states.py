@@ -88,7 +88,6 @@ def state_at(
         by="_v",
         on="_o",
         table_on="ord",
-        size=prep.ord_size,
         values=["state"],
         strict=True,
     )
@@ -100,9 +99,7 @@ def state_at(
             by="_v",
             on="_t",
             table_on="start",
-            size=prep.window.span,
             values=["end"],
-            origin=prep.window.t_start,
         )
         inside = (blind["end"] > blind["_t"]).fill_null(False)
         state = pl.select(pl.when(inside).then(pl.lit("unknown", VCPU_STATE)).otherwise(state)).to_series()

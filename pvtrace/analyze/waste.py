@@ -14,18 +14,11 @@ import polars as pl
 from pvtrace.analyze.intervals import dense_sums, lookup, split
 from pvtrace.analyze.prepare import Prepared
 from pvtrace.analyze.vcpu_states import VcpuStates
+from pvtrace.summary import SPIN_SPLIT_KEYS
 
 I64, I32, STR = pl.Int64(), pl.Int32(), pl.String()
 
-SPLIT_COLUMNS = (
-    "spin_ns",
-    "spin_useful_ns",
-    "waste_lhp_ns",
-    "waste_lwp_ns",
-    "waste_lwp_preempted_ns",
-    "waste_lwp_halted_ns",
-    "spin_unattributed_ns",
-)
+SPLIT_COLUMNS = SPIN_SPLIT_KEYS
 SPIN_CLASS = pl.Enum(["useful", "lhp", "lwp_preempted", "lwp_halted", "unattributed"])
 CLASS_COLUMN = {
     "useful": "spin_useful_ns",
@@ -125,11 +118,9 @@ def _queue_head(p: pl.DataFrame, waits: pl.DataFrame, prep: Prepared) -> pl.Data
         by="lid",
         on="start",
         table_on="w_end",
-        size=w.span,
         values=["w_start", "vid"],
         direction="forward",
         strict=True,
-        origin=w.t_start,
     )
     head = pl.when(found["w_start"] < found["start"]).then(found["vid"])
     return p.with_columns(

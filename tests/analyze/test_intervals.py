@@ -54,9 +54,9 @@ def test_overlay_and_union():
 def test_lookup_directions():
     table = pl.DataFrame({"key": [0, 0, 1], "t": [5, 9, 7], "v": [1, 2, 3]})
     pts = pl.DataFrame({"k": [0, 0, 0, 1, 1], "t": [4, 5, 9, 6, 8]})
-    back = lookup(pts, table, by="k", on="t", size=20, values=["v"])
+    back = lookup(pts, table, by="k", on="t", values=["v"])
     assert back["v"].to_list() == [None, 1, 2, None, 3]
-    strict = lookup(pts, table, by="k", on="t", size=20, values=["v"], strict=True)
+    strict = lookup(pts, table, by="k", on="t", values=["v"], strict=True)
     assert strict["v"].to_list() == [None, None, 1, None, 3]
-    fwd = lookup(pts, table, by="k", on="t", size=20, values=["v"], direction="forward", strict=True)
+    fwd = lookup(pts, table, by="k", on="t", values=["v"], direction="forward", strict=True)
     assert fwd["v"].to_list() == [1, 2, None, 3, None]

@@ -14,18 +14,10 @@ import polars as pl
 
 from pvtrace.analyze.result import TABLE_SCHEMAS, Analysis
 from pvtrace.schema import conform_events
-from pvtrace.summary import Summary, Unavailable
+from pvtrace.summary import SPIN_SPLIT_KEYS, Summary, Unavailable
 from pvtrace.trace import Trace, TraceMeta, VmInfo
 
-SPLIT = [
-    "spin_ns",
-    "spin_useful_ns",
-    "waste_lhp_ns",
-    "waste_lwp_ns",
-    "waste_lwp_preempted_ns",
-    "waste_lwp_halted_ns",
-    "spin_unattributed_ns",
-]
+SPLIT = list(SPIN_SPLIT_KEYS)
 
 
 def _frame(name: str, data: dict) -> pl.DataFrame:
