@@ -48,13 +48,6 @@ def exit_reasons(exits: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _vm_ids(prep: Prepared) -> pl.DataFrame:
-    """vid -> vm_id, a dense VM number (vCPUs are sorted by VM, so it counts VM changes)."""
-    return prep.vcpus.select(
-        "vid", (pl.col("vm") != pl.col("vm").shift(1)).fill_null(True).cum_sum().cast(I64).alias("vm_id")
-    )
-
-
 # KVM's default VMX PLE window, and the clock assumed to turn PLE cycles into time (traces do
 # not carry the CPU frequency).
 DEFAULT_PLE_WINDOW = 4096
@@ -64,10 +57,7 @@ ASSUMED_CPU_GHZ = 3.0
 def pause_exits(exits: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.DataFrame:
     """Every PAUSE exit: ts, vid, vm, vcpu, n_siblings_preempted (others of its VM preempted at it)
     and window_ns, the PLE window in force (the spin that the exit ended)."""
-    ids = _vm_ids(prep)
-    pauses = exits.filter(pl.col("reason") == "PAUSE").with_columns(
-        pl.lit(ids["vm_id"]).gather(pl.col("vid")).alias("vm_id")
-    )
+    pauses = exits.filter(pl.col("reason") == "PAUSE").with_columns(prep.vcpu_attr("vm_id").alias("vm_id"))
     if pauses.height == 0:
         return pl.DataFrame(
             schema={
@@ -88,9 +78,9 @@ def pause_exits(exits: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.D
         .filter(pl.col("d") != 0)
         .sort("ord")
         .select(
-            pl.lit(ids["vm_id"]).gather(pl.col("vid")).alias("key"),
+            prep.vcpu_attr("vm_id").alias("key"),
             "ord",
-            pl.col("d").cum_sum().over(pl.lit(ids["vm_id"]).gather(pl.col("vid"))).alias("n_preempted"),
+            pl.col("d").cum_sum().over(prep.vcpu_attr("vm_id")).alias("n_preempted"),
         )
     )
     found = lookup(pauses, deltas, by="vm_id", on="ord", values=["n_preempted"], strict=True)

@@ -195,24 +195,29 @@ def _ran_between(
     rows: pl.DataFrame, clock: pl.DataFrame, prep: Prepared, *, vid: str, t0: str, t1: str
 ) -> pl.Series:
     """How long vCPU `vid` ran between times t0 and t1 (null where t1 is null)."""
-    w = prep.window
-    n = rows.height
-    stacked = pl.concat(  # one search for both ends
-        [rows.select(pl.col(vid).alias("_v"), pl.col(t).fill_null(w.t_start).alias("_t")) for t in (t0, t1)]
+    t_start = prep.window.t_start
+    ends = rows.select(vid, pl.col(t0).fill_null(t_start), pl.col(t1).fill_null(t_start))
+    running = clock.select(
+        pl.col("vid").alias("key"),
+        pl.col("start").alias("bp"),
+        pl.col("running").cast(I64).alias("rate"),
+        "cum",
     )
-    at = lookup(
-        stacked,
-        clock.select(pl.col("vid").alias("key"), pl.col("start").alias("p_start"), "running", "cum"),
-        by="_v",
-        on="_t",
-        table_on="p_start",
-        values=["p_start", "running", "cum"],
-    )
-    cum = at.select(
-        pl.col("cum") + pl.when(pl.col("running")).then(pl.col("_t") - pl.col("p_start")).otherwise(0)
-    ).to_series()
-    ran = cum.slice(n, n) - cum.slice(0, n)
-    return pl.select(pl.when(rows[t1].is_not_null()).then(ran)).to_series()
+    c0, c1 = _clock_at(ends, running, by=vid, times=(t0, t1))
+    return pl.select(pl.when(rows[t1].is_not_null()).then(c1 - c0)).to_series()
+
+
+def _clock_at(
+    points: pl.DataFrame, clock: pl.DataFrame, *, by: str, times: tuple[str, ...]
+) -> list[pl.Series]:
+    """A piecewise-linear clock read at each point's times (one lookup for all of them): `clock`
+    has key, bp, rate, cum (the value at breakpoint bp, rising at `rate` after it), sorted by
+    key, bp; a time before a key's first breakpoint reads null."""
+    n = points.height
+    stacked = pl.concat([points.select(pl.col(by).alias("_k"), pl.col(t).alias("_t")) for t in times])
+    found = lookup(stacked, clock, by="_k", on="_t", table_on="bp", values=["bp", "rate", "cum"])
+    value = found.select(pl.col("cum") + pl.col("rate") * (pl.col("_t") - pl.col("bp"))).to_series()
+    return [value.slice(k * n, n) for k in range(len(times))]
 
 
 def visible_holds(
@@ -639,7 +644,7 @@ def _free_running_clock(waits: pl.DataFrame, states: VcpuStates, prep: Prepared)
         changes, key="key", values=["waiting"], n_keys=prep.n_vcpus, window=w, initial={"waiting": False}
     )
     free = split(running, part, by="vid", window=w, values=["waiting"]).filter(~pl.col("waiting"))
-    free = free.join(prep.vcpus.select("vid", "vm"), on="vid").join(_vm_ids(prep), on="vm")
+    free = free.with_columns(prep.vcpu_attr("vm_id"))
     steps = (
         pl.concat(
             [
@@ -658,16 +663,6 @@ def _free_running_clock(waits: pl.DataFrame, states: VcpuStates, prep: Prepared)
     )
 
 
-def _vm_ids(prep: Prepared) -> pl.DataFrame:
-    return (
-        prep.vcpus.select("vm")
-        .unique()
-        .sort("vm")
-        .with_row_index("vm_id")
-        .with_columns(pl.col("vm_id").cast(I64))
-    )
-
-
 def _span_area(points: pl.DataFrame, clock: pl.DataFrame, prep: Prepared, t0: str, t1: str) -> pl.Series:
     """The free-running area of each point's VM between times t0 and t1."""
     a0, a1 = _areas_at(points, clock, prep, t0, t1)
@@ -676,20 +671,13 @@ def _span_area(points: pl.DataFrame, clock: pl.DataFrame, prep: Prepared, t0: st
 
 def _areas_at(points: pl.DataFrame, clock: pl.DataFrame, prep: Prepared, *ts: str) -> list[pl.Series]:
     """The free-running area of each point's VM (vm_id) up to each of the times `ts`."""
-    n = points.height
-    stacked = pl.concat([points.select("vm_id", pl.col(t).alias("_t")) for t in ts])
-    found = lookup(
-        stacked,
-        clock.select(pl.col("vm_id").alias("key"), pl.col("t").alias("_bp"), "n", "area"),
-        by="vm_id",
-        on="_t",
-        table_on="_bp",
-        values=["_bp", "n", "area"],
+    free = clock.select(
+        pl.col("vm_id").alias("key"),
+        pl.col("t").alias("bp"),
+        pl.col("n").alias("rate"),
+        pl.col("area").alias("cum"),
     )
-    area = found.select(
-        (pl.col("area") + pl.col("n") * (pl.col("_t") - pl.col("_bp"))).fill_null(0)
-    ).to_series()
-    return [area.slice(k * n, n) for k in range(len(ts))]
+    return [a.fill_null(0) for a in _clock_at(points, free, by="vm_id", times=ts)]
 
 
 def _attempt_rate(
@@ -706,7 +694,7 @@ def _attempt_rate(
     fifo = prep.locks.filter(pl.col("lock_kind") == "fifo")["lid"]
     queued = waits.filter(pl.col("lid").is_in(fifo.implode())).select("lid", "start", "end")
     busy = union(pl.concat([visible.select("lid", "start", "end"), queued]), key="lid")
-    busy = busy.join(prep.locks.select("lid", "vm"), on="lid").join(_vm_ids(prep), on="vm")
+    busy = busy.with_columns(prep.lock_attr("vm_id"))
     busy = busy.with_columns(pl.lit(_span_area(busy, clock, prep, "start", "end")).alias("area")).sort(
         "lid", "start"
     )
@@ -720,8 +708,7 @@ def _attempt_rate(
         strict=True,
     ).filter(pl.col("start") < pl.col("b1"))
     per_lock = (
-        prep.locks.select("lid", "vm")
-        .join(_vm_ids(prep), on="vm")
+        prep.locks.select("lid", "vm_id")
         .join(busy.group_by("lid").agg(pl.col("area").sum()), on="lid", how="left")
         .join(inside.group_by("lid").len("n"), on="lid", how="left")
         .with_columns(pl.col("n").fill_null(0).cast(I64), pl.col("area").fill_null(0))
@@ -779,9 +766,8 @@ def _likely_holders(
     if episodes.height == 0:
         return empty
     free = _free_running_clock(waits, states, prep)
-    vm_ids = _vm_ids(prep)
     ep = (
-        episodes.join(vm_ids, on="vm")
+        episodes.with_columns(prep.lock_attr("vm_id"))
         .join(_attempt_rate(waits, visible, free, prep), on="lid", how="left")
         .with_columns(pl.col("rate").fill_null(1.0 / FALLBACK_TRY_INTERVAL_NS))
     )

@@ -35,8 +35,8 @@ class Prepared:
     window: Window
     n_events: int
     kinds: dict[str, int]  # events per kind present
-    vcpus: pl.DataFrame  # vid, vm (String), vcpu
-    locks: pl.DataFrame  # lid, vm (String), lock, lock_kind (Enum of LOCK_KINDS)
+    vcpus: pl.DataFrame  # vid, vm (String), vcpu, vm_id (dense VM number, in VM name order)
+    locks: pl.DataFrame  # lid, vm (String), lock, lock_kind (Enum of LOCK_KINDS), vm_id
     states: pl.DataFrame  # vid, ts, ord, kind, pcpu, reason (Categorical)
     lock_events: pl.DataFrame  # lid, vid, ts, ord, kind
     exits: pl.DataFrame  # vid, ts, ord, kind, reason (Categorical)
@@ -218,6 +218,9 @@ def prepare_source(src: EventSource, meta: TraceMeta, *, lock_kind: str | None =
         .sort("name", "vcpu")
         .with_row_index("vid")
         .select(pl.col("vid").cast(I64), pl.col("name").alias("vm"), "vcpu", pl.col("vm").alias("vm_cat"))
+        .with_columns(
+            (pl.col("vm") != pl.col("vm").shift(1)).fill_null(True).cum_sum().cast(I64).sub(1).alias("vm_id")
+        )
     )
 
     vid_of = _vid_lookup(vcpus)
@@ -247,7 +250,8 @@ def prepare_source(src: EventSource, meta: TraceMeta, *, lock_kind: str | None =
     )
     lid_of = _id_lookup(locks["_lk"], locks["lid"])
     lock_ev = with_vid(lock_ev).with_columns(lid_of(pl.col("_lk")).alias("lid"))
-    locks = locks.drop("_lk")
+    vm_ids = vcpus.select("vm", "vm_id").unique()
+    locks = locks.drop("_lk").join(vm_ids, on="vm", how="left", maintain_order="left")
     window.check_keys(max(vcpus.height, locks.height, 1))
     states = with_vid(states).select("vid", "ts", "ord", "kind", "pcpu", "reason")
     lock_ev = lock_ev.select("lid", "vid", "ts", "ord", "kind")
