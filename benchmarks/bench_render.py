@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from scenarios import pv_ple_run
+
 DATA = Path(__file__).resolve().parent / ".data"
 
 CASES = {
@@ -38,21 +40,12 @@ def run_path(duration_ns: int) -> Path:
 def simulate(duration_ns: int) -> Path:
     """Simulate the benchmark run once (cached)."""
     from pvtrace.simulate.run import simulate_to_parquet
-    from pvtrace.simulate.scenario import load_preset
 
     path = run_path(duration_ns)
     if path.exists():
         return path
     DATA.mkdir(parents=True, exist_ok=True)
-    scenario = load_preset("lhp-demo").replace(
-        lock={"algorithm": "pv-ticket", "spin_threshold_ns": 5_000},
-        hypervisor={"ple": True},
-        host={"noise_tasks": 1, "pcpus": 4},
-        vm={"count": 3, "vcpus": 4},
-        cures={"yield_to_holder": True, "yield_threshold_ns": 2_000},
-        run={"duration_ns": duration_ns},
-    )
-    simulate_to_parquet(scenario, path, seed=7)
+    simulate_to_parquet(pv_ple_run(duration_ns), path, seed=7)
     return path
 
 

@@ -28,6 +28,7 @@ DATA = ROOT / "benchmarks" / ".data"
 sys.path.insert(0, str(ROOT / "tests" / "report"))
 
 from chromium import check_page, chromium_path, count_specs  # noqa: E402
+from scenarios import pv_ple_run  # noqa: E402
 
 LIMIT_MB = 5.0
 LIMIT_S = 5.0
@@ -35,21 +36,12 @@ LIMIT_S = 5.0
 
 def simulated(duration_ns: int) -> Path:
     from pvtrace.simulate.run import simulate_to_parquet
-    from pvtrace.simulate.scenario import load_preset
 
     path = DATA / f"report-bench-{duration_ns}.parquet"
     if not path.exists():
         DATA.mkdir(parents=True, exist_ok=True)
-        scenario = load_preset("lhp-demo").replace(
-            lock={"algorithm": "pv-ticket", "spin_threshold_ns": 5_000},
-            hypervisor={"ple": True},
-            host={"noise_tasks": 1, "pcpus": 4},
-            vm={"count": 3, "vcpus": 4},
-            cures={"yield_to_holder": True, "yield_threshold_ns": 2_000},
-            run={"duration_ns": duration_ns},
-        )
         t = time.perf_counter()
-        simulate_to_parquet(scenario, path, seed=7)
+        simulate_to_parquet(pv_ple_run(duration_ns), path, seed=7)
         print(f"simulated {path.name} in {time.perf_counter() - t:.1f} s")
     return path
 
