@@ -57,7 +57,7 @@ ASSUMED_CPU_GHZ = 3.0
 def pause_exits(exits: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.DataFrame:
     """Every PAUSE exit: ts, vid, vm, vcpu, n_siblings_preempted (others of its VM preempted at it)
     and window_ns, the PLE window in force (the spin that the exit ended)."""
-    pauses = exits.filter(pl.col("reason") == "PAUSE").with_columns(prep.vcpu_attr("vm_id").alias("vm_id"))
+    pauses = exits.filter(pl.col("reason") == "PAUSE").with_columns(prep.vcpu_attr("vm_id"))
     if pauses.height == 0:
         return pl.DataFrame(
             schema={
@@ -77,11 +77,8 @@ def pause_exits(exits: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.D
         ch.with_columns((pre - prev).alias("d"))
         .filter(pl.col("d") != 0)
         .sort("ord")
-        .select(
-            prep.vcpu_attr("vm_id").alias("key"),
-            "ord",
-            pl.col("d").cum_sum().over(prep.vcpu_attr("vm_id")).alias("n_preempted"),
-        )
+        .select(prep.vcpu_attr("vm_id").alias("key"), "ord", "d")
+        .select("key", "ord", pl.col("d").cum_sum().over("key").alias("n_preempted"))
     )
     found = lookup(pauses, deltas, by="vm_id", on="ord", values=["n_preempted"], strict=True)
     windows = prep.ple.select(  # in canonical order
