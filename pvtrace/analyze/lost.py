@@ -51,9 +51,8 @@ def lost_windows(prep: Prepared) -> pl.DataFrame:
             pl.col("ord").alias("prev_ord"),
             pl.col("ts").alias("prev_ts"),
         )
-        .sort("key", "prev_ord")
         .collect()
-    )
+    )  # in canonical order, as lookup() takes it
     host = markers.filter(pl.col("origin") == "host").with_columns(pl.col("cpu").cast(I64).alias("key"))
     host = lookup(
         host,
@@ -72,13 +71,13 @@ def lost_windows(prep: Prepared) -> pl.DataFrame:
         .collect()
         .join(guest_keys, on=["vm", "vcpu"], how="inner")
         .select("key", pl.col("ord").alias("prev_ord"), pl.col("ts").alias("prev_ts"))
-        .sort("key", "prev_ord")
+        .sort("prev_ord")
     )
     guest_m = markers.filter(pl.col("origin") == "guest").join(
         guest_keys, left_on=["vm", "cpu"], right_on=["vm", "vcpu"], how="left", maintain_order="left"
     )
     guest_m = lookup(
-        guest_m.with_columns(pl.col("key").fill_null(-1)),
+        guest_m,
         guest_ev,
         by="key",
         on="ord",
