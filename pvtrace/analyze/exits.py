@@ -122,9 +122,8 @@ def kicks(states: VcpuStates, prep: Prepared) -> pl.DataFrame:
     runs = states.changes.filter(pl.col("kind") == "vcpu_run").select(
         pl.col("vid").alias("key"), pl.col("ord").alias("run_ord"), pl.col("ts").alias("run_ts")
     )
-    k = prep.kicks.with_columns(pl.col("target_vid").fill_null(-1))
     found = lookup(
-        k,
+        prep.kicks,
         runs,
         by="target_vid",
         on="ord",
@@ -143,9 +142,8 @@ def kicks(states: VcpuStates, prep: Prepared) -> pl.DataFrame:
 
 
 def _target_vcpu(prep: Prepared) -> pl.Expr:
-    """The vCPU index of target_vid (-1 stands for none in the lookups)."""
-    vid = pl.when(pl.col("target_vid") >= 0).then(pl.col("target_vid"))
-    return pl.lit(prep.vcpus["vcpu"]).gather(vid).cast(I32).alias("target")
+    """The vCPU index of target_vid (null: no or unknown target)."""
+    return prep.vcpu_attr("vcpu", vid="target_vid").cast(I32).alias("target")
 
 
 def held_counts(acq: pl.DataFrame, size: int) -> pl.DataFrame:
@@ -165,7 +163,7 @@ def held_counts(acq: pl.DataFrame, size: int) -> pl.DataFrame:
 
 def yields(acq: pl.DataFrame | None, prep: Prepared) -> pl.DataFrame:
     """The yields result table: ts, vm, vcpu, target, target_held_lock (null when holds are unknown)."""
-    y = prep.yields.with_columns(pl.col("target_vid").fill_null(-1), (pl.col("ord") * 2).alias("o2"))
+    y = prep.yields.with_columns((pl.col("ord") * 2).alias("o2"))
     if acq is None:
         y = y.with_columns(pl.lit(None, BOOL).alias("target_held_lock"))
     else:

@@ -520,7 +520,7 @@ def _waiting_at(
         "lid",
     ).sort("key", "w_start")
     found = lookup(
-        points.select(pl.col(vid).fill_null(-1).alias("_v"), pl.col(ord_col).alias("_o")),
+        points.select(pl.col(vid).alias("_v"), pl.col(ord_col).alias("_o")),
         w,
         by="_v",
         on="_o",

@@ -107,7 +107,7 @@ def _overlaps(iv: pl.DataFrame, guest_windows: pl.DataFrame, prep: Prepared) -> 
         key="key",
     ).rename({"start": "w_start", "end": "w_end"})
     hit = lookup(
-        iv.select(pl.col("vid").fill_null(-1), "start", "end"),
+        iv.select("vid", "start", "end"),
         win,
         by="vid",
         on="start",
