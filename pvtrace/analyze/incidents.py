@@ -8,9 +8,10 @@ owner's acquisition. Waste and waiters come from the classified spin pieces.
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
-from pvtrace.analyze.intervals import lookup, split
+from pvtrace.analyze.intervals import dense_sums, lookup, split
 from pvtrace.analyze.prepare import Prepared
 from pvtrace.analyze.vcpu_states import VcpuStates, state_at
 from pvtrace.schema import LHP_INCIDENT_SCHEMA, LWP_INCIDENT_SCHEMA
@@ -63,15 +64,15 @@ def attribute(
         table_on="i_start",
         values=["i_end", "_iid"],
     ).filter(pl.col("_iid").is_not_null() & (pl.col("start") < pl.col("i_end")))
-    agg = found.group_by("_iid").agg(
-        (pl.col("end") - pl.col("start")).sum().alias("waste_ns"),
-        pl.col("vid").n_unique().cast(I64).alias("n_waiters"),
-    )
-    return (
-        inc.join(agg, on="_iid", how="left")
-        .with_columns(pl.col("waste_ns").fill_null(0).cast(I64), pl.col("n_waiters").fill_null(0).cast(I64))
-        .with_columns((pl.col("n_waiters") > 0).alias("harmful"))
-        .drop("_iid")
+    # per incident (dense ids): waste by bincount, waiters as distinct (incident, waiter) pairs
+    n = inc.height
+    waste = dense_sums(found.select("_iid", (pl.col("end") - pl.col("start")).alias("waste_ns")), "_iid", n)
+    pairs = found.select(pl.col("_iid") * prep.n_vcpus + pl.col("vid")).to_series().unique()
+    waiters = np.bincount((pairs // prep.n_vcpus).to_numpy(), minlength=n)
+    return inc.drop("_iid").with_columns(
+        waste["waste_ns"].cast(I64),
+        pl.Series("n_waiters", waiters, dtype=I64),
+        pl.Series("harmful", waiters > 0),
     )
 
 

@@ -90,6 +90,24 @@ def dense_sums(df: pl.DataFrame, key: str, n: int) -> pl.DataFrame:
     ).cast({c: df.schema[c] for c in cols})
 
 
+def sort_by_key(df: pl.DataFrame, key: pl.Expr | str, *, then: str | None = None) -> pl.DataFrame:
+    """`df` sorted by an integer key, keeping the row order within each key (so rows already in
+    `then` order come out sorted by (key, then)).
+
+    Keys spanning fewer than 2**16 values (vCPUs, locks) take a radix sort in numpy, about
+    twice as fast as polars' stable sort; others, and keys with nulls, take polars' sort.
+    """
+    if df.height < 2:
+        return df
+    k = df.select(pl.col(key) if isinstance(key, str) else key).to_series()
+    if then is not None and not df[then].is_sorted():
+        return df.with_columns(k.alias("_sort_key")).sort("_sort_key", then).drop("_sort_key")
+    lo, hi = k.min(), k.max()
+    if k.null_count() or hi - lo >= 1 << 16:
+        return df.with_columns(k.alias("_sort_key")).sort("_sort_key", maintain_order=True).drop("_sort_key")
+    return df[np.argsort((k.to_numpy() - lo).astype(np.uint16), kind="stable")]
+
+
 def changes_to_partition(
     changes: pl.DataFrame,
     *,
@@ -170,7 +188,8 @@ def split(
     if intervals.height == 0 or partition.height == 0:
         return pl.DataFrame(schema=out_schema)
     pos = window.pos(pl.col(by), pl.col("start"))
-    iv = intervals.filter(pl.col("end") > pl.col("start")).with_columns(pos.alias("_pos")).sort("_pos")
+    iv = intervals.filter(pl.col("end") > pl.col("start")).with_columns(pos.alias("_pos"))
+    iv = sort_by_key(iv, by, then="start") if iv["start"].is_sorted() else iv.sort("_pos")
     pieces = partition.select(
         window.pos(pl.col(part_key), pl.col("start")).alias("_pos"),
         pl.col(part_key).cast(I64).alias("_pkey"),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from pvtrace.analyze.intervals import changes_to_partition, lookup, overlay, union
+from pvtrace.analyze.intervals import changes_to_partition, lookup, overlay, sort_by_key, union
 from pvtrace.analyze.prepare import Prepared
 
 I64, I32, STR, BOOL = pl.Int64(), pl.Int32(), pl.String(), pl.Boolean()
@@ -59,8 +59,9 @@ def waits(
     """
     t1 = prep.window.t_end
     # lock events come in canonical order: a stable sort by (lock, vCPU) keeps it inside each pair
-    le = prep.lock_events.filter(pl.col("kind").is_in(["lock_contend", "lock_acquire"])).sort(
-        pl.col("lid") * (prep.n_vcpus + 1) + pl.col("vid"), maintain_order=True
+    le = sort_by_key(
+        prep.lock_events.filter(pl.col("kind").is_in(["lock_contend", "lock_acquire"])),
+        pl.col("lid") * (prep.n_vcpus + 1) + pl.col("vid"),
     )
     nxt = _same_group(["lid", "vid"], -1)
     prv = _same_group(["lid", "vid"], 1)
@@ -128,9 +129,7 @@ def holds(prep: Prepared) -> tuple[pl.DataFrame, dict]:
     lock's previous release (or the trace start).
     """
     t0, t1 = prep.window.t_start, prep.window.t_end
-    le = prep.lock_events.filter(pl.col("kind").is_in(["lock_acquire", "lock_release"])).sort(
-        "lid", maintain_order=True
-    )
+    le = sort_by_key(prep.lock_events.filter(pl.col("kind").is_in(["lock_acquire", "lock_release"])), "lid")
     nxt = _same_group(["lid"], -1)
     prv = _same_group(["lid"], 1)
     le = le.with_columns(

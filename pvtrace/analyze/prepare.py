@@ -12,11 +12,13 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 
 from pvtrace.analyze.intervals import Window
 from pvtrace.errors import UsageError
-from pvtrace.schema import LOCK_KINDS, conform_events
+from pvtrace.schema import KIND, LOCK_KINDS, conform_events
 from pvtrace.trace import Trace, TraceMeta
 
 I64, I32, STR = pl.Int64(), pl.Int32(), pl.String()
@@ -103,6 +105,7 @@ class EventSource:
     last_ts: int | None
     eager: bool  # frame is an in-memory table (concepts may be filtered in parallel)
     scan: pl.LazyFrame | None = None  # a file's rows without `ord` (slices read only their rows)
+    path: Path | None = None  # the file, if the events come from one
 
     def rows(self, offset: int, length: int) -> pl.DataFrame:
         """Rows [offset, offset + length) in canonical order, with `ord`."""
@@ -133,19 +136,33 @@ def source_of_events(events: pl.DataFrame) -> EventSource:
 
 
 def source_of_parquet(path: Path | str) -> EventSource:
-    """A pvtrace Parquet file as a lazy source (falls back to reading it whole if out of order)."""
+    """A pvtrace Parquet file as a lazy source. Nothing is read here: the row count and the first
+    and last ts come from the footer; the order is checked, and kinds counted, while the file
+    is split into concepts (prepare_source reads it whole instead if it is out of order)."""
     lf = pl.scan_parquet(path).select(USED_COLUMNS)
-    order = lf.select("ts", "seq").collect()
-    if not (order["ts"].is_sorted() and order["seq"].is_sorted()) and order.height > 1:
-        return source_of_events(conform_events(pl.read_parquet(path, columns=list(USED_COLUMNS))))
-    n = order.height
-    first, last = (int(order["ts"][0]), int(order["ts"][-1])) if n else (None, None)
-    del order
-    kinds = {str(k): int(c) for k, c in lf.group_by("kind").len().collect().iter_rows()}
+    n, first, last = _footer_extent(path)
+    if n and (first is None or last is None):  # no statistics: read the ends
+        first = int(lf.select("ts").head(1).collect().item())
+        last = int(lf.select("ts").tail(1).collect().item())
     frame = lf.with_row_index("ord").with_columns(pl.col("ord").cast(I64))
     return EventSource(
-        frame=frame, n_events=n, kinds=kinds, first_ts=first, last_ts=last, eager=False, scan=lf
+        frame=frame, n_events=n, kinds={}, first_ts=first, last_ts=last, eager=False, scan=lf, path=Path(path)
     )
+
+
+def _footer_extent(path: Path | str) -> tuple[int, int | None, int | None]:
+    """(rows, ts of the first row group's min, ts of the last row group's max) from the footer;
+    these are the first and last ts when the file is in canonical order."""
+    meta = pq.ParquetFile(path).metadata
+    groups = [meta.row_group(i) for i in range(meta.num_row_groups)]
+    groups = [g for g in groups if g.num_rows]
+    if not groups:
+        return meta.num_rows, None, None
+    col = meta.schema.names.index("ts")
+    ends = [g.column(col).statistics for g in (groups[0], groups[-1])]
+    if not all(st is not None and st.has_min_max for st in ends):
+        return meta.num_rows, None, None
+    return meta.num_rows, int(ends[0].min), int(ends[1].max)
 
 
 def prepare(trace: Trace, *, lock_kind: str | None = None) -> Prepared:
@@ -162,16 +179,14 @@ def prepare_source(src: EventSource, meta: TraceMeta, *, lock_kind: str | None =
     t_end = max(t_end, t_start)
     window = Window(int(t_start), int(t_end))
     n_events = src.n_events
-    kinds = src.kinds
     in_window = pl.lit(True)
     if n_events and (src.first_ts < window.t_start or src.last_ts > window.t_end):
         in_window = pl.col("ts").is_between(window.t_start, window.t_end)
     about_vcpu = pl.col("vm").is_not_null() & pl.col("vcpu").is_not_null()
 
     def take(names: tuple[str, ...], *cols: str, cond: pl.Expr = about_vcpu):
-        present = [k for k in names if kinds.get(k)]
-        keep = pl.col("kind").is_in(present) & cond & in_window
-        return lambda frame: (frame.filter(keep) if present else frame.clear()).select(*cols)
+        keep = pl.col("kind").is_in(names) & cond & in_window
+        return lambda frame: frame.filter(keep).select(*cols)
 
     concepts = [
         take(STATE_KINDS, "vm", "vcpu", "ts", "ord", "kind", "pcpu", "reason"),
@@ -194,7 +209,11 @@ def prepare_source(src: EventSource, meta: TraceMeta, *, lock_kind: str | None =
         take(("ple_window",), "vm", "vcpu", "ts", "ord", "value"),
         take(("lost_events",), "origin", "pcpu", "vm", "vcpu", "ts", "ord", "value", cond=pl.lit(True)),
     ]
-    states, lock_ev, exits, kicks, yields, pv_halts, ple, lost = _split_concepts(src, concepts)
+    split = _split_concepts(src, concepts)
+    if split is None:  # a file out of canonical order: read it whole and sort it
+        events = conform_events(pl.read_parquet(src.path, columns=list(USED_COLUMNS)))
+        return prepare_source(source_of_events(events), meta, lock_kind=lock_kind)
+    (states, lock_ev, exits, kicks, yields, pv_halts, ple, lost), kinds = split
     lock_ev, notes = _spin_locks_only(lock_ev)
     lock_origins = frozenset(o for o in lock_ev["origin"].unique().cast(STR).to_list() if o is not None)
 
@@ -226,7 +245,9 @@ def prepare_source(src: EventSource, meta: TraceMeta, *, lock_kind: str | None =
     vid_of = _vid_lookup(vcpus)
 
     def with_vid(df: pl.DataFrame, col: str = "vcpu", name: str = "vid") -> pl.DataFrame:
-        return df.with_columns(vid_of(pl.col("vm"), pl.col(col)).alias(name))
+        # every (vm, col) pair of these tables is in `vcpus` (collected from them above)
+        known = (df[col].min() or 0) >= 0
+        return df.with_columns(vid_of(pl.col("vm"), pl.col(col), known=known).alias(name))
 
     kinds_by_vm = {name: info.lock_kind for name, info in meta.vms.items()}
     lock_ev = lock_ev.with_columns(_lock_keys(lock_ev))
@@ -249,7 +270,7 @@ def prepare_source(src: EventSource, meta: TraceMeta, *, lock_kind: str | None =
         )
     )
     lid_of = _id_lookup(locks["_lk"], locks["lid"])
-    lock_ev = with_vid(lock_ev).with_columns(lid_of(pl.col("_lk")).alias("lid"))
+    lock_ev = with_vid(lock_ev).with_columns(lid_of(pl.col("_lk"), known=True).alias("lid"))
     vm_ids = vcpus.select("vm", "vm_id").unique()
     locks = locks.drop("_lk").join(vm_ids, on="vm", how="left", maintain_order="left")
     window.check_keys(max(vcpus.height, locks.height, 1))
@@ -288,19 +309,34 @@ def prepare_source(src: EventSource, meta: TraceMeta, *, lock_kind: str | None =
 
 # Rows of a file read at once when splitting it into concepts: the file is decoded once,
 # and memory holds one slice of all columns plus the concept tables (which hold fewer).
-SLICE_ROWS = 4_000_000
+SLICE_ROWS = 2_000_000
 
 
-def _split_concepts(src: EventSource, concepts: list) -> list[pl.DataFrame]:
-    """Each concept's rows of the source: one filter per concept, run in parallel on a table in
-    memory; a file is read slice by slice (each slice split, the pieces concatenated)."""
+def _split_concepts(src: EventSource, concepts: list) -> tuple[list[pl.DataFrame], dict[str, int]] | None:
+    """Each concept's rows of the source, and the events per kind: one filter per concept, run in
+    parallel on a table in memory; a file is read slice by slice (each slice split, the pieces
+    concatenated), checking its canonical order as it goes (None: it is out of order)."""
     if src.eager:
-        return pl.collect_all([concept(src.frame) for concept in concepts])
-    parts = []
+        return pl.collect_all([concept(src.frame) for concept in concepts]), src.kinds
+    parts, counts, last = [], [], None
     for offset in range(0, max(src.n_events, 1), SLICE_ROWS):
-        chunk = src.rows(offset, SLICE_ROWS).lazy()
-        parts.append(pl.collect_all([concept(chunk) for concept in concepts]))
-    return [pl.concat(frames, rechunk=True) for frames in zip(*parts, strict=True)]
+        chunk = src.rows(offset, SLICE_ROWS)
+        if chunk.height:
+            edge = chunk.select(pl.col("ts", "seq").first()).row(0)
+            ordered = chunk["ts"].is_sorted() and chunk["seq"].is_sorted()
+            if not ordered or (last and (edge[0] < last[0] or edge[1] < last[1])):
+                return None
+            last = chunk.select(pl.col("ts", "seq").last()).row(0)
+        counts.append(
+            np.bincount(chunk["kind"].cast(KIND).to_physical().to_numpy(), minlength=len(KIND.categories))
+        )
+        lazy = chunk.lazy()
+        parts.append(pl.collect_all([concept(lazy) for concept in concepts]))
+    kinds = dict(zip(KIND.categories, np.sum(counts, axis=0).tolist(), strict=True))
+    return (
+        [pl.concat(frames, rechunk=False) for frames in zip(*parts, strict=True)],
+        {k: c for k, c in kinds.items() if c},
+    )
 
 
 def _vcpu_key(vm: pl.Expr, vcpu: pl.Expr) -> pl.Expr:
@@ -312,12 +348,17 @@ def _id_lookup(keys: pl.Series, ids: pl.Series):
     """A function key expression -> id expression, for distinct non-negative Int64 keys (null:
     not a known key). Keys packed from small codes are dense enough for one gather from a
     table indexed by key (much faster than a join on every event table); sparse ones take a
-    hash replace."""
+    hash replace. `known=True` vouches that every non-null key is one of `keys` (no range check:
+    a third of the cost on the event tables)."""
     size = int(keys.max() or 0) + 1
     if size > max(1 << 22, 4 * keys.len()):
-        return lambda key: key.replace_strict(keys, ids, default=None, return_dtype=I64)
+        return lambda key, known=False: key.replace_strict(keys, ids, default=None, return_dtype=I64)
     dense = pl.repeat(None, size, dtype=I64, eager=True).scatter(keys, ids)
-    return lambda key: pl.lit(dense).gather(pl.when((key >= 0) & (key < size)).then(key))
+
+    def find(key: pl.Expr, known: bool = False) -> pl.Expr:
+        return pl.lit(dense).gather(key if known else pl.when((key >= 0) & (key < size)).then(key))
+
+    return find
 
 
 def _vid_lookup(vcpus: pl.DataFrame):
@@ -327,8 +368,10 @@ def _vid_lookup(vcpus: pl.DataFrame):
     at = vcpus.select(pl.col("vm_cat").to_physical().cast(I64) * n_cpu + pl.col("vcpu").cast(I64))
     vid_of = _id_lookup(at.to_series(), vcpus["vid"])
 
-    def lookup(vm: pl.Expr, vcpu: pl.Expr) -> pl.Expr:
+    def lookup(vm: pl.Expr, vcpu: pl.Expr, known: bool = False) -> pl.Expr:
         cpu = vcpu.cast(I64)
+        if known:  # every non-null (vm, vcpu) is in `vcpus`
+            return vid_of(vm.to_physical().cast(I64) * n_cpu + cpu, known=True)
         return vid_of(pl.when((cpu >= 0) & (cpu < n_cpu)).then(vm.to_physical().cast(I64) * n_cpu + cpu))
 
     return lookup
