@@ -3,7 +3,8 @@
 docs/metrics.md, Incidents / Convoy: a maximal run of consecutive acquisitions
 that are all hand-offs, kept at length >= 2; peak waiters counted at its
 acquisitions; cause lhp (the hold ending at its first release had an LHP
-incident) / lwp (an LWP incident ends at its first hand-off) / none.
+incident) / lwp (an LWP incident ends at its first hand-off) / none. With inferred
+holds on unfair locks, uncontended takes nobody saw end runs too (holders.py, unseen_take).
 """
 
 from __future__ import annotations
@@ -40,8 +41,18 @@ def convoys(
     """Convoys: lid, start, end, length, peak_waiters, cause, first_ord (internal)."""
     # Acquisitions in lock order; an inferred unseen holder's acquisition breaks a run too.
     a = acq.filter(pl.col("start_ord").is_not_null() | pl.col("inferred"))
+    brk = ~pl.col("handoff")
+    if "unseen_take" in a.columns:
+        # Inferred holds on unfair locks (docs/metrics.md, Unseen takes): an unseen holder that
+        # most likely kept the previous hold going is no acquisition; an unseen uncontended take
+        # before a hand-off breaks the run, and the hold that ends at the run's first release is
+        # then the taker's, of which nothing is seen.
+        took = pl.col("unseen_take")
+        a = a.filter(pl.col("start_ord").is_not_null() | took.fill_null(True))
+        a = a.with_columns(pl.when(~took.fill_null(False)).then(pl.col("prev_hid")).alias("prev_hid"))
+        brk = brk | took.fill_null(False)
     a = open_waits_at(a, waits, prep.ord_size)
-    brk = (~pl.col("handoff")) | (pl.col("lid") != pl.col("lid").shift(1)).fill_null(True)
+    brk = brk | (pl.col("lid") != pl.col("lid").shift(1)).fill_null(True)
     a = a.with_columns(brk.cum_sum().alias("_run")).filter(pl.col("handoff"))
     c = (
         a.group_by("_run", maintain_order=True)

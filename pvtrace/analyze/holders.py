@@ -29,6 +29,9 @@ Inferred holders):
    Its hold ends at the latest when it next waits for the lock itself.
 3. At the inferred level, spin on a free fifo lock with no next owner takes the
    earliest waiter still queued as next owner (fifo locks hand over to it).
+4. On an unfair lock each hold says whether an uncontended take nobody saw most
+   likely came between the lock's previous hold and it (`unseen_take`): such a
+   take ends a convoy (_unseen_takes).
 Hold statistics come from clean hand-offs: consecutive acquisitions of one lock
 where the second acquirer was already waiting and both kept running in between
 (per VM with >= MIN_HANDOFFS of them, else the trace's, else published typical
@@ -538,6 +541,8 @@ def unseen_holds(
     visible: pl.DataFrame,
     clock: pl.DataFrame,
     yields: pl.DataFrame,
+    free_clock: pl.DataFrame,
+    rate: pl.DataFrame,
 ) -> pl.DataFrame:
     """Holds of vCPUs that took a lock uncontended, found where waiters spin on a lock that the
     visible holds leave free with nobody else queued ahead of them (step 2)."""
@@ -608,7 +613,7 @@ def unseen_holds(
     by_kick = by_kick.group_by("lid", "g0").agg(pl.col("holder").first(), pl.col("end").min())
     by_kick = by_kick.select("lid", "holder", pl.col("g0").alias("start"), "end")
     rest = episodes.join(by_kick.select("lid", pl.col("start").alias("g0")), on=["lid", "g0"], how="anti")
-    by_run = _likely_holders(rest, waits, states, prep, visible, clock, yields)
+    by_run = _likely_holders(rest, waits, states, prep, clock, yields, free_clock, rate)
     return pl.concat([by_kick, by_run]).select(
         "lid",
         pl.col("holder").alias("vid"),
@@ -681,15 +686,18 @@ def _areas_at(points: pl.DataFrame, clock: pl.DataFrame, prep: Prepared, *ts: st
 
 
 def _attempt_rate(
-    waits: pl.DataFrame, visible: pl.DataFrame, clock: pl.DataFrame, prep: Prepared
+    waits: pl.DataFrame, visible: pl.DataFrame, clock: pl.DataFrame, run_clock: pl.DataFrame, prep: Prepared
 ) -> pl.DataFrame:
-    """Per lid: how often a vCPU that runs without waiting tries the lock, per ns.
+    """Per lid: how often a vCPU that runs without waiting tries the lock, per ns (rate, take_rate).
 
     Counted where every try is seen because the lock is surely unavailable: inside the visible
     holds, and on fifo locks while anyone is queued. Rate = contentions that begin inside such
     stretches over the free-running vCPU time inside them, per lock, shrunk towards its VM's
     rate (the trace's where a VM has fewer than MIN_HANDOFFS such contentions, else
     1/FALLBACK_TRY_INTERVAL_NS) by one pseudo-contention: locks differ (one can be hot).
+    `take_rate` leaves the holders' own running out of that time (a holder does not try the lock
+    it holds; with few vCPUs running, its time is much of the total). It judges unseen takes
+    (_unseen_takes); holder attribution keeps `rate`, on which its accuracy was measured.
     """
     fifo = prep.locks.filter(pl.col("lock_kind") == "fifo")["lid"]
     queued = waits.filter(pl.col("lid").is_in(fifo.implode())).select("lid", "start", "end")
@@ -707,17 +715,25 @@ def _attempt_rate(
         values=["b1"],
         strict=True,
     ).filter(pl.col("start") < pl.col("b1"))
+    ran = _ran_between(visible, run_clock, prep, vid="vid", t0="start", t1="end")
+    own = visible.select("lid", pl.lit(ran).alias("own")).group_by("lid").agg(pl.col("own").sum())
     per_lock = (
         prep.locks.select("lid", "vm_id")
         .join(busy.group_by("lid").agg(pl.col("area").sum()), on="lid", how="left")
+        .join(own, on="lid", how="left")
         .join(inside.group_by("lid").len("n"), on="lid", how="left")
         .with_columns(pl.col("n").fill_null(0).cast(I64), pl.col("area").fill_null(0))
+        .with_columns((pl.col("area") - pl.col("own").fill_null(0)).clip(0, None).alias("others"))
     )
-    total_n, total_area = per_lock["n"].sum(), per_lock["area"].sum()
-    pooled = total_n / total_area if total_n and total_area else 1.0 / FALLBACK_TRY_INTERVAL_NS
-    vm_n, vm_area = pl.col("n").sum().over("vm_id"), pl.col("area").sum().over("vm_id")
-    vm_rate = pl.when((vm_n >= MIN_HANDOFFS) & (vm_area > 0)).then(vm_n / vm_area).otherwise(pooled)
-    return per_lock.select("lid", ((pl.col("n") + 1) / (pl.col("area") + 1 / vm_rate)).alias("rate"))
+
+    def shrunk(area: str) -> pl.Expr:
+        total_n, total_area = per_lock["n"].sum(), per_lock[area].sum()
+        pooled = total_n / total_area if total_n and total_area else 1.0 / FALLBACK_TRY_INTERVAL_NS
+        vm_n, vm_area = pl.col("n").sum().over("vm_id"), pl.col(area).sum().over("vm_id")
+        vm_rate = pl.when((vm_n >= MIN_HANDOFFS) & (vm_area > 0)).then(vm_n / vm_area).otherwise(pooled)
+        return (pl.col("n") + 1) / (pl.col(area) + 1 / vm_rate)
+
+    return per_lock.select("lid", shrunk("area").alias("rate"), shrunk("others").alias("take_rate"))
 
 
 def _yields_by_waiters(waits: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.DataFrame:
@@ -743,9 +759,10 @@ def _likely_holders(
     waits: pl.DataFrame,
     states: VcpuStates,
     prep: Prepared,
-    visible: pl.DataFrame,
     run_clock: pl.DataFrame,
     yields: pl.DataFrame,
+    free: pl.DataFrame,
+    rate: pl.DataFrame,
 ) -> pl.DataFrame:
     """The most likely unseen holder of each episode: lid, holder, start, end.
 
@@ -765,10 +782,9 @@ def _likely_holders(
     empty = pl.DataFrame(schema={"lid": I64, "holder": I64, "start": I64, "end": I64})
     if episodes.height == 0:
         return empty
-    free = _free_running_clock(waits, states, prep)
     ep = (
         episodes.with_columns(prep.lock_attr("vm_id"))
-        .join(_attempt_rate(waits, visible, free, prep), on="lid", how="left")
+        .join(rate.select("lid", "rate"), on="lid", how="left")
         .with_columns(pl.col("rate").fill_null(1.0 / FALLBACK_TRY_INTERVAL_NS))
     )
     cand = ep.join(prep.vcpus.select("vm", pl.col("vid").alias("cand")), on="vm")
@@ -886,10 +902,58 @@ def _likely_holders(
 
 
 def infer_holds(prep: Prepared, waits: pl.DataFrame, states: VcpuStates) -> pl.DataFrame:
-    """Inferred holds (HOLD_COLUMNS layout, inferred = True): contended acquirers, then unseen holders."""
+    """Inferred holds (HOLD_COLUMNS layout, inferred = True, plus unseen_take): contended acquirers,
+    then unseen holders."""
     clock = _running_clock(states)
     yields = _yields_by_waiters(waits, states, prep)
     visible, _ = visible_holds(prep, waits, states, clock, yields)
-    unseen = unseen_holds(prep, waits, states, visible, clock, yields)
+    free = _free_running_clock(waits, states, prep)
+    rate = _attempt_rate(waits, visible, free, clock, prep)
+    unseen = unseen_holds(prep, waits, states, visible, clock, yields, free, rate)
     cols = ["lid", "vid", "start", "end", "start_ord", "truncated"]
-    return finish_holds(pl.concat([visible.select(cols), unseen.select(cols)]), prep)
+    holds = finish_holds(pl.concat([visible.select(cols), unseen.select(cols)]), prep)
+    return holds.with_columns(_unseen_takes(holds, visible, free, rate, clock, prep).alias("unseen_take"))
+
+
+def _unseen_takes(
+    holds: pl.DataFrame,
+    visible: pl.DataFrame,
+    free: pl.DataFrame,
+    rate: pl.DataFrame,
+    clock: pl.DataFrame,
+    prep: Prepared,
+) -> pl.Series:
+    """Per hold (lock order), on unfair locks: whether the lock most likely changed hands unseen,
+    uncontended, between the lock's previous hold and this one (null on other locks).
+
+    In the free stretch between them the free-running siblings try the lock at take_rate, so an
+    unseen take happened with probability p = 1 - exp(-take_rate * their running time). Before a
+    contended acquisition the alternative is that nobody tried: a take if p > 1/2. An unseen
+    holder was found from spin, so the lock was held: either still by the previous holder, likely
+    as exp(-r / mean residual hold) if it ran r in the stretch, or taken anew (p); the likelier
+    wins, so spin that begins where the previous hold ends (a spinner takes a free lock at once)
+    is always the previous hold going on.
+    """
+    same = (pl.col("lid") == pl.col("lid").shift(1)).fill_null(False)
+    residual = visible.group_by("lid").agg(pl.col("residual").first())
+    h = (
+        holds.select(
+            "lid",
+            "start",
+            "start_ord",
+            pl.when(same).then(pl.min_horizontal(pl.col("end").shift(1), "start")).alias("g0"),
+            pl.when(same).then(pl.col("vid").shift(1)).alias("prev_vid"),
+            prep.lock_attr("vm_id"),
+            (prep.lock_attr("lock_kind") == "unfair").alias("unfair"),
+        )
+        .join(rate.select("lid", "take_rate"), on="lid", how="left", maintain_order="left")
+        .join(residual, on="lid", how="left", maintain_order="left")
+        .with_columns(pl.col("g0").fill_null(pl.col("start")))
+    )
+    a0, a1 = _areas_at(h, free, prep, "g0", "start")
+    ran = _ran_between(h, clock, prep, vid="prev_vid", t0="g0", t1="start").fill_null(0)
+    tries = pl.col("take_rate").fill_null(1.0 / FALLBACK_TRY_INTERVAL_NS) * pl.lit(a1 - a0)
+    p_take = 1 - (-tries).exp()
+    p_held = (-pl.lit(ran) / pl.col("residual").fill_null(FALLBACK_MEAN_NS)).exp()
+    took = pl.when(pl.col("start_ord").is_not_null()).then(p_take > 0.5).otherwise(p_take > p_held)
+    return h.select(pl.when(pl.col("unfair")).then(took)).to_series()

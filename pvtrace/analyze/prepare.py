@@ -334,7 +334,7 @@ def _split_concepts(src: EventSource, concepts: list) -> tuple[list[pl.DataFrame
         parts.append(pl.collect_all([concept(lazy) for concept in concepts]))
     kinds = dict(zip(KIND.categories, np.sum(counts, axis=0).tolist(), strict=True))
     return (
-        [pl.concat(frames, rechunk=False) for frames in zip(*parts, strict=True)],
+        [pl.concat(frames, rechunk=True) for frames in zip(*parts, strict=True)],
         {k: c for k, c in kinds.items() if c},
     )
 

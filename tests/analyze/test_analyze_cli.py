@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import polars as pl
+import pyarrow.parquet as pq
 from test_exact import LWP_ROWS
 from trace_rows import trace_of
 from typer.testing import CliRunner
@@ -16,7 +17,7 @@ from pvtrace.cli.app import app
 from pvtrace.simulate.run import simulate_trace
 from pvtrace.simulate.scenario import Scenario
 from pvtrace.summary import Summary
-from pvtrace.trace import write_trace
+from pvtrace.trace import META_KEY, write_trace
 
 runner = CliRunner()
 
@@ -100,6 +101,20 @@ def test_analyze_parquet_reads_a_file_like_analyze_in_memory(tmp_path, monkeypat
     # out of canonical order on disk: it falls back to sorting in memory, same answer
     write_trace(type(trace)(events=trace.events.reverse(), meta=trace.meta), tmp_path / "rev.parquet")
     assert analyze_parquet(tmp_path / "rev.parquet").summary.totals == in_memory.summary.totals
+    # each slice in order but not the slices (the halves swapped): found at the slice edge
+    half = trace.events.height // 2
+    swapped = pl.concat([trace.events.slice(half), trace.events.slice(0, half)])
+    write_trace(type(trace)(events=swapped, meta=trace.meta), tmp_path / "swapped.parquet")
+    monkeypatch.setattr(prepare_mod, "SLICE_ROWS", half)
+    assert analyze_parquet(tmp_path / "swapped.parquet").summary.totals == in_memory.summary.totals
+    # a footer without statistics: the first and last ts are read from the rows instead
+    table = pq.read_table(path)
+    with pq.ParquetWriter(tmp_path / "bare.parquet", table.schema, write_statistics=False) as writer:
+        writer.write_table(table)
+        writer.add_key_value_metadata({META_KEY: trace.meta.to_json()})
+    assert pq.ParquetFile(tmp_path / "bare.parquet").metadata.row_group(0).column(0).statistics is None
+    bare = analyze_parquet(tmp_path / "bare.parquet")
+    assert bare.summary.to_dict() == in_memory.summary.to_dict()
 
 
 def test_cli_warns_when_guest_clock_is_not_aligned_and_takes_offsets(tmp_path):
