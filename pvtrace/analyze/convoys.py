@@ -73,9 +73,14 @@ def convoys(
         return c.with_columns(pl.lit(None, pl.String()).alias("cause"))
     # lhp: the hold that ended at the first release had an LHP incident.
     lhp_holds = lhp.select("hid").unique().with_columns(pl.lit(True).alias("_lhp"))
-    c = c.join(lhp_holds, left_on="prev_hid", right_on="hid", how="left")
-    lwp_ends = lwp.select("lid", pl.col("end").alias("first_ts"), pl.lit(True).alias("_lwp")).unique()
-    c = c.join(lwp_ends, on=["lid", "first_ts"], how="left")
+    c = c.join(lhp_holds, left_on="prev_hid", right_on="hid", how="left", maintain_order="left")
+    # lwp: an LWP incident ended at the first hand-off (few of the many incidents can: filter first)
+    lwp_ends = (
+        lwp.filter(pl.col("end").is_in(c["first_ts"].implode()))
+        .select("lid", pl.col("end").alias("first_ts"), pl.lit(True).alias("_lwp"))
+        .unique()
+    )
+    c = c.join(lwp_ends, on=["lid", "first_ts"], how="left", maintain_order="left")
     cause = (
         pl.when(pl.col("_lhp").fill_null(False))
         .then(pl.lit("lhp"))
