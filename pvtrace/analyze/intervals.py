@@ -270,16 +270,26 @@ def lookup(
     right = right.with_columns((pl.col("_key") * size + pl.col("_on") - origin).alias("_pos"))
     if not right["_pos"].is_sorted():
         right = right.sort("_pos")
-    left = left.with_columns((pl.col("_key") * size + pl.col("_on") - origin).alias("_pos"))
+    # positions of the points (null: null key or `on`), sorted with their row numbers if need be;
+    # a position's key is `_pos // size`
+    left = left.select((pl.col("_key") * size + pl.col("_on") - origin).alias("_pos"))
     ordered = complete and left["_pos"].is_sorted()
     if not ordered:
         left = left.with_row_index("_i").drop_nulls().sort("_pos")
     found = left.join_asof(right.drop("_on").set_sorted("_pos"), on="_pos", **asof)
-    ok = found["_key_right"] == found["_key"]
-    out = found.select([pl.when(ok).then(pl.col(c)).alias(c) for c in cols]).get_columns()
-    if not ordered:  # back to the points' order; points with a null key or `on` found nothing
-        n, at = points.height, found["_i"]
-        out = [pl.repeat(None, n, dtype=c.dtype, eager=True).alias(c.name).scatter(at, c) for c in out]
+    ok = found["_key"] == found["_pos"] // size
+    vals = found.select([pl.when(ok).then(pl.col(c)).alias(c) for c in cols])
+    if ordered:
+        return points.with_columns(*vals.get_columns())
+    n, at = points.height, found["_i"]
+    if found.height == n:  # every point found a place: back to their order by one gather
+        inverse = np.empty(n, dtype=np.int64)
+        inverse[at.to_numpy()] = np.arange(n)
+        return points.with_columns(*vals.gather(inverse).get_columns())
+    # points with a null key or `on` found nothing
+    out = [
+        pl.repeat(None, n, dtype=c.dtype, eager=True).alias(c.name).scatter(at, c) for c in vals.get_columns()
+    ]
     return points.with_columns(*out)
 
 
@@ -362,18 +372,37 @@ def overlay(
 
 
 def union(intervals: pl.DataFrame, *, key: str) -> pl.DataFrame:
-    """Merge overlapping or touching intervals (key, start, end) per key."""
-    iv = (
-        intervals.select(pl.col(key), "start", "end")
-        .filter(pl.col("end") > pl.col("start"))
-        .sort(key, "start")
-    )
+    """Merge overlapping or touching intervals (key, start, end) per key, sorted by (key, start)."""
+    iv = intervals.select(pl.col(key), "start", "end").filter(pl.col("end") > pl.col("start"))
     if iv.height == 0:
         return iv
-    reach = pl.col("end").cum_max().shift(1).over(key)
-    return (
-        iv.with_columns(((reach.is_null()) | (pl.col("start") > reach)).cum_sum().alias("_grp"))
-        .group_by("_grp", maintain_order=True)
-        .agg(pl.col(key).first(), pl.col("start").min(), pl.col("end").max())
-        .drop("_grp")
+    lo, hi, k_lo, k_hi = iv.select(
+        pl.col("start").min(),
+        pl.col("end").max(),
+        pl.col(key).min().alias("k0"),
+        pl.col(key).max().alias("k1"),
+    ).row(0)
+    size = hi - lo + 1
+    if iv[key].null_count() or (k_hi - k_lo + 1) * size >= _MAX_POS:  # no composite: the slow way
+        iv = iv.sort(key, "start")
+        reach = pl.col("end").cum_max().shift(1).over(key)
+        return (
+            iv.with_columns(((reach.is_null()) | (pl.col("start") > reach)).cum_sum().alias("_grp"))
+            .group_by("_grp", maintain_order=True)
+            .agg(pl.col(key).first(), pl.col("start").min(), pl.col("end").max())
+            .drop("_grp")
+        )
+    # (key, time) in one Int64: one sort, and a running max that restarts at each key by itself
+    base = (pl.col(key) - k_lo) * size - lo
+    iv = iv.sort(base + pl.col("start"))
+    reach = (base + pl.col("end")).cum_max() - base  # the furthest end so far, within the key
+    new = (~same_as_previous(key)) | (pl.col("start") > reach.shift(1))
+    iv = iv.with_columns(new.alias("_new"), reach.alias("_reach"))
+    last = pl.col("_new").shift(-1).fill_null(True)
+    return pl.concat(
+        [
+            iv.filter(pl.col("_new")).select(key, "start"),
+            iv.filter(last).select(pl.col("_reach").alias("end")),
+        ],
+        how="horizontal",
     )

@@ -1,0 +1,83 @@
+"""The interval primitives against plain-Python definitions, on random small tables.
+
+lookup(), union() and sort_by_key() take fast paths (as-of joins on composite
+positions, radix sorts, running maxima) that depend on how their inputs happen
+to be ordered; each property draws inputs in and out of those orders.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pvtrace.analyze.intervals import lookup, sort_by_key, union
+
+I64 = pl.Int64()
+keys = st.integers(0, 3)
+times = st.integers(-5, 40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    table=st.lists(st.tuples(keys, times), max_size=15, unique=True),
+    points=st.one_of(  # with and without null keys and times (a different path each)
+        st.lists(st.tuples(keys, times), max_size=15),
+        st.lists(st.tuples(st.one_of(st.none(), keys), st.one_of(st.none(), times)), max_size=15),
+    ),
+    direction=st.sampled_from(["backward", "forward"]),
+    strict=st.booleans(),
+    canonical=st.booleans(),
+)
+def test_lookup_finds_the_nearest_row_of_the_same_key(table, points, direction, strict, canonical):
+    # a table sorted by (key, on), or by on alone (as tables in canonical order are)
+    rows = sorted(table, key=(lambda r: (r[1], r[0])) if canonical else None)
+    tab = pl.DataFrame(rows, schema={"key": I64, "on": I64}, orient="row").with_columns(
+        (pl.col("on") * 10).alias("value")
+    )
+    pts = pl.DataFrame(points, schema={"k": I64, "t": I64}, orient="row")
+    got = lookup(
+        pts, tab, by="k", on="t", table_on="on", values=["value"], direction=direction, strict=strict
+    )
+
+    def expected(k, t):
+        if k is None or t is None:
+            return None
+        if direction == "backward":
+            hits = [i for i, (kk, on) in enumerate(rows) if kk == k and (on < t if strict else on <= t)]
+            return max(hits, key=lambda i: rows[i][1], default=None)
+        hits = [i for i, (kk, on) in enumerate(rows) if kk == k and (on > t if strict else on >= t)]
+        return min(hits, key=lambda i: rows[i][1], default=None)
+
+    want = [expected(k, t) for k, t in points]
+    assert got["_row"].to_list() == want
+    assert got["value"].to_list() == [None if i is None else rows[i][1] * 10 for i in want]
+    assert got.select("k", "t").rows() == points
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(keys, times, st.integers(-3, 12)), max_size=20))
+def test_union_merges_overlapping_and_touching_intervals(rows):
+    rows = [(k, s, s + d) for k, s, d in rows]
+    got = union(pl.DataFrame(rows, schema={"key": I64, "start": I64, "end": I64}, orient="row"), key="key")
+    want = []
+    for k in sorted({k for k, s, e in rows if e > s}):
+        merged: list[list[int]] = []
+        for s, e in sorted((s, e) for kk, s, e in rows if kk == k and e > s):
+            if merged and s <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], e)
+            else:
+                merged.append([s, e])
+        want += [(k, s, e) for s, e in merged]
+    assert got.rows() == want
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.integers(-70_000, 70_000)), max_size=30), st.booleans())
+def test_sort_by_key_is_a_stable_sort(values, small):
+    if small:  # the radix path: keys spanning fewer than 2**16 values
+        values = [None if v is None else v % 300 for v in values]
+    df = pl.DataFrame({"k": values, "i": list(range(len(values)))}, schema={"k": I64, "i": I64})
+    got = sort_by_key(df, "k")
+    want = sorted(zip(values, range(len(values)), strict=True), key=lambda r: (r[0] is not None, r[0] or 0))
+    assert got.rows() == want
