@@ -42,7 +42,15 @@ from __future__ import annotations
 
 import polars as pl
 
-from pvtrace.analyze.intervals import changes_to_partition, lookup, split, union
+from pvtrace.analyze.intervals import (
+    changes_to_partition,
+    cum_sum_within,
+    lookup,
+    same_as_next,
+    sort_by_key_time,
+    split,
+    union,
+)
 from pvtrace.analyze.locks import HOLD_COLUMNS, acquisitions, lock_order, lock_status
 from pvtrace.analyze.prepare import Prepared
 from pvtrace.analyze.vcpu_states import VcpuStates
@@ -642,7 +650,7 @@ def _free_running_clock(waits: pl.DataFrame, states: VcpuStates, prep: Prepared)
                 ),
             ]
         )
-        .sort("vid", "ts", "_o")
+        .pipe(sort_by_key_time, "vid", "ts", tie="_o")
         .select(pl.col("vid").alias("key"), "ts", "waiting")
     )
     part = changes_to_partition(
@@ -650,21 +658,20 @@ def _free_running_clock(waits: pl.DataFrame, states: VcpuStates, prep: Prepared)
     )
     free = split(running, part, by="vid", window=w, values=["waiting"]).filter(~pl.col("waiting"))
     free = free.with_columns(prep.vcpu_attr("vm_id"))
-    steps = (
-        pl.concat(
-            [
-                free.select("vm_id", pl.col("start").alias("t"), pl.lit(1, I64).alias("d")),
-                free.select("vm_id", pl.col("end").alias("t"), pl.lit(-1, I64).alias("d")),
-            ]
-        )
-        .group_by("vm_id", "t")
-        .agg(pl.col("d").sum())
-        .sort("vm_id", "t")
+    steps = pl.concat(
+        [
+            free.select("vm_id", pl.col("start").alias("t"), pl.lit(1, I64).alias("d")),
+            free.select("vm_id", pl.col("end").alias("t"), pl.lit(-1, I64).alias("d")),
+        ]
+    ).pipe(sort_by_key_time, "vm_id", "t")
+    # n after the last change at each (vm_id, t): one row per step
+    last = (pl.col("vm_id") != pl.col("vm_id").shift(-1)) | (pl.col("t") != pl.col("t").shift(-1))
+    steps = steps.with_columns(cum_sum_within("d", "vm_id").alias("n")).filter(last.fill_null(True))
+    piece = pl.when(same_as_next("vm_id")).then(pl.col("t").shift(-1) - pl.col("t")).otherwise(0) * pl.col(
+        "n"
     )
-    steps = steps.with_columns(pl.col("d").cum_sum().over("vm_id").alias("n"))
-    piece = (pl.col("t").shift(-1).over("vm_id") - pl.col("t")).fill_null(0) * pl.col("n")
-    return steps.with_columns((piece.cum_sum().over("vm_id") - piece).alias("area")).select(
-        "vm_id", "t", "n", "area"
+    return steps.with_columns(piece.alias("_piece")).select(
+        "vm_id", "t", "n", (cum_sum_within("_piece", "vm_id") - pl.col("_piece")).alias("area")
     )
 
 

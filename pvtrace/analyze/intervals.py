@@ -108,6 +108,28 @@ def sort_by_key(df: pl.DataFrame, key: pl.Expr | str, *, then: str | None = None
     return df[np.argsort((k.to_numpy() - lo).astype(np.uint16), kind="stable")]
 
 
+def sort_by_key_time(df: pl.DataFrame, key: str, time: str, tie: str | None = None) -> pl.DataFrame:
+    """`df` sorted by (key, time[, tie]) through one composite Int64 (a sort on several columns is
+    about 2.5x slower); `tie` holds 0 or 1. Nulls, or spans that would overflow, sort the slow way."""
+    if df.height < 2:
+        return df
+    cols = [key, time, *([tie] if tie else [])]
+    t0, t1, k0, k1 = df.select(
+        pl.col(time).min().alias("t0"),
+        pl.col(time).max().alias("t1"),
+        pl.col(key).min(),
+        pl.col(key).max().alias("k1"),
+    ).row(0)
+    scale = 2 if tie else 1
+    if (
+        df.select(pl.col(cols).null_count()).sum_horizontal().item()
+        or (k1 - k0 + 1) * (t1 - t0 + 1) * scale >= _MAX_POS
+    ):
+        return df.sort(cols)
+    position = ((pl.col(key) - k0) * (t1 - t0 + 1) + pl.col(time) - t0) * scale
+    return df.sort(position + pl.col(tie) if tie else position)
+
+
 def changes_to_partition(
     changes: pl.DataFrame,
     *,
@@ -189,7 +211,8 @@ def split(
         return pl.DataFrame(schema=out_schema)
     pos = window.pos(pl.col(by), pl.col("start"))
     iv = intervals.filter(pl.col("end") > pl.col("start")).with_columns(pos.alias("_pos"))
-    iv = sort_by_key(iv, by, then="start") if iv["start"].is_sorted() else iv.sort("_pos")
+    if not iv["_pos"].is_sorted():  # (intervals taken from a partition already are)
+        iv = sort_by_key(iv, by, then="start") if iv["start"].is_sorted() else iv.sort("_pos")
     pieces = partition.select(
         window.pos(pl.col(part_key), pl.col("start")).alias("_pos"),
         pl.col(part_key).cast(I64).alias("_pkey"),
