@@ -319,17 +319,11 @@ def lookup(
 def _composite_span(*frames: pl.DataFrame) -> tuple[int, int]:
     """(size, origin) for composite positions `_key * size + _on - origin` that order the rows
     of `frames` by (_key, _on); refuses spans whose positions would overflow Int64."""
-    ends = pl.concat(  # each frame's extremes, then theirs (no copy of the columns)
-        [
-            f.select(
-                pl.col("_on").min().alias("lo"),
-                pl.col("_on").max().alias("hi"),
-                pl.col("_key").abs().max().alias("k"),
-            )
-            for f in frames
-        ]
-    ).select(pl.col("lo").min(), pl.col("hi").max(), pl.col("k").max())
-    lo, hi, k = (v if v is not None else 0 for v in ends.row(0))
+    ons = [f["_on"] for f in frames if f.height and f["_on"].null_count() < f.height]
+    lo = min((s.min() for s in ons), default=0)
+    hi = max((s.max() for s in ons), default=0)
+    k = max((abs(f["_key"].min() or 0) for f in frames), default=0)
+    k = max([k, *(abs(f["_key"].max() or 0) for f in frames)])
     size = hi - lo + 1
     if (k + 1) * size >= _MAX_POS:
         raise PvtraceError(
