@@ -78,7 +78,8 @@ def dense_sums(df: pl.DataFrame, key: str, n: int) -> pl.DataFrame:
     groups. Its float64 sums are exact below 2**53 (104 days of ns); beyond, group_by sums.
     """
     cols = [c for c in df.columns if c != key]
-    big = df.height and df.select(pl.sum_horizontal(pl.col(cols).abs().sum()) >= 2**53).item()
+    bound = sum(max(abs(df[c].min() or 0), abs(df[c].max() or 0)) for c in cols) * df.height
+    big = bound >= 2**53 and df.select(pl.sum_horizontal(pl.col(cols).abs().sum()) >= 2**53).item()
     if big:
         sums = df.group_by(key).agg(pl.col(cols).sum())
         keys = pl.DataFrame({key: pl.int_range(n, dtype=I64, eager=True)})

@@ -1,6 +1,6 @@
 """The interval primitives against plain-Python definitions, on random small tables.
 
-lookup(), union() and sort_by_key() take fast paths (as-of joins on composite
+lookup(), union(), sort_by_key() and dense_sums() take fast paths (as-of joins on composite
 positions, radix sorts, running maxima) that depend on how their inputs happen
 to be ordered; each property draws inputs in and out of those orders.
 """
@@ -11,7 +11,7 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pvtrace.analyze.intervals import lookup, sort_by_key, union
+from pvtrace.analyze.intervals import dense_sums, lookup, sort_by_key, union
 
 I64 = pl.Int64()
 keys = st.integers(0, 3)
@@ -81,3 +81,14 @@ def test_sort_by_key_is_a_stable_sort(values, small):
     got = sort_by_key(df, "k")
     want = sorted(zip(values, range(len(values)), strict=True), key=lambda r: (r[0] is not None, r[0] or 0))
     assert got.rows() == want
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 6), st.integers(-(2**40), 2**40)), max_size=16), st.booleans())
+def test_dense_sums_are_exact_per_key(rows, huge):
+    # huge values (up to 2**58, 16 of them stay inside Int64) leave float64's exact range: the
+    # sums must still be exact (another path)
+    rows = [(k, v * 2**18 if huge else v) for k, v in rows]
+    df = pl.DataFrame(rows, schema={"k": I64, "v": I64}, orient="row")
+    got = dense_sums(df, "k", 7)
+    assert got.rows() == [(k, sum(v for kk, v in rows if kk == k)) for k in range(7)]
