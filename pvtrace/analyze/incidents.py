@@ -26,11 +26,12 @@ def lhp_stretches(acq: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.D
     h = acq.filter(pl.col("vid").is_not_null()).select(
         "hid", "lid", "vid", "start", "end", pl.col("truncated").alias("hold_truncated")
     )
+    # a hold's pieces tile it: a stretch is a run of its holder-down pieces that touch
     p = split(h, states.partition, by="vid", window=prep.window, values=["state"])
+    p = p.filter(pl.col("state").is_in(_NOT_RUNNING))
     p = p.sort(pl.col("hid") * prep.window.span + pl.col("start") - prep.window.t_start)
-    down = pl.col("state").is_in(_NOT_RUNNING)
-    new = (pl.col("hid") != pl.col("hid").shift(1)).fill_null(True) | (down != down.shift(1)).fill_null(True)
-    p = p.with_columns(new.cum_sum().alias("_grp")).filter(down)
+    new = (pl.col("hid") != pl.col("hid").shift(1)) | (pl.col("start") != pl.col("end").shift(1))
+    p = p.with_columns(new.fill_null(True).cum_sum().alias("_grp"))
     return (
         p.group_by("_grp", maintain_order=True)
         .agg(
