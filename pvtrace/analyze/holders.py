@@ -48,6 +48,7 @@ from pvtrace.analyze.intervals import (
     cum_sum_within,
     lookup,
     same_as_next,
+    sort_by_key,
     sort_by_key_time,
     split,
     union,
@@ -263,7 +264,7 @@ def visible_holds(
             pl.col("start_ord").alias("contend_ord"),
             pl.col("start").alias("contend_ts"),
         )
-        .sort("lid", "ord")
+        .pipe(sort_by_key_time, "lid", "ord")
     )
     same = (pl.col("lid") == pl.col("lid").shift(-1)).fill_null(False)
     acq = acq.with_columns(
@@ -307,9 +308,13 @@ def visible_holds(
     lv = pl.col("lid") * (prep.n_vcpus + 1) + pl.col("vid")
     acq = lookup(
         acq.with_columns(lv.alias("_lv")),
-        waits.select(
-            lv.alias("key"), pl.col("start_ord").alias("own_ord"), pl.col("start").alias("own_ts")
-        ).sort("key", "own_ord"),
+        sort_by_key(  # waits come in start order
+            waits.select(
+                lv.alias("key"), pl.col("start_ord").alias("own_ord"), pl.col("start").alias("own_ts")
+            ),
+            "key",
+            then="own_ord",
+        ),
         by="_lv",
         on="ord",
         table_on="own_ord",
@@ -411,8 +416,10 @@ def visible_holds(
 def _in_order(waits: pl.DataFrame) -> pl.DataFrame:
     """Per closed wait (end_ord as next_ord): whether every wait of its lock that began before it
     had ended by its acquisition (it took the lock from the head of the queue, as on a strict fifo lock)."""
-    w = waits.select("lid", "start_ord", pl.col("end_ord").fill_null(2**62).alias("_e")).sort(
-        "lid", "start_ord"
+    w = sort_by_key(
+        waits.select("lid", "start_ord", pl.col("end_ord").fill_null(2**62).alias("_e")),
+        "lid",
+        then="start_ord",
     )
     before = pl.col("_e").cum_max().shift(1).over("lid")
     return w.select(
@@ -539,7 +546,7 @@ def _waiting_at(
         pl.col("start_ord").alias("w_start"),
         pl.col("end_ord").fill_null(prep.n_events).alias("w_end"),
         "lid",
-    ).sort("key", "w_start")
+    ).pipe(sort_by_key, "key", then="w_start")
     found = lookup(
         points.select(pl.col(vid).alias("_v"), pl.col(ord_col).alias("_o")),
         w,
@@ -610,7 +617,7 @@ def unseen_holds(
             pl.col("tail").fill_null(FALLBACK_TAIL_NS),
             pl.col("residual").fill_null(FALLBACK_MEAN_NS),
         )
-        .sort("lid", "e0")
+        .pipe(sort_by_key_time, "lid", "e0")
         .with_columns(pl.col("e0").shift(-1).over("lid").alias("next_e0"))
     )
     # (i) a kick to a waiter of the lock inside a gap names the holder and its release.
@@ -619,7 +626,7 @@ def unseen_holds(
         _waiting_at(kicks, waits, prep, vid="target_vid", ord_col="ord").alias("lid"),
         pl.col("released").alias("ts"),
     ).filter(pl.col("lid").is_not_null())
-    gaps = episodes.select("lid", "g0", "g1").unique().sort("lid", "g0")
+    gaps = sort_by_key_time(episodes.select("lid", "g0", "g1").unique(), "lid", "g0")
     by_kick = lookup(
         kicks.select("lid", pl.col("vid").alias("holder"), pl.col("ts").alias("end")),
         gaps.select(pl.col("lid").alias("key"), "g0", "g1", pl.col("g0").alias("_g0")),
@@ -720,9 +727,8 @@ def _attempt_rate(
     queued = waits.filter(pl.col("lid").is_in(fifo.implode())).select("lid", "start", "end")
     busy = union(pl.concat([visible.select("lid", "start", "end"), queued]), key="lid")
     busy = busy.with_columns(prep.lock_attr("vm_id"))
-    busy = busy.with_columns(pl.lit(_span_area(busy, clock, prep, "start", "end")).alias("area")).sort(
-        "lid", "start"
-    )
+    # (union() gives them sorted by lid, start)
+    busy = busy.with_columns(pl.lit(_span_area(busy, clock, prep, "start", "end")).alias("area"))
     inside = lookup(
         waits.select("lid", "start"),
         busy.select(pl.col("lid").alias("key"), pl.col("start").alias("b0"), pl.col("end").alias("b1")),
@@ -806,8 +812,10 @@ def _likely_holders(
     )
     cand = ep.join(prep.vcpus.select("vm", pl.col("vid").alias("cand")), on="vm")
     # (a) it waits for no lock during the episode.
-    wt = waits.select(pl.col("vid").alias("key"), pl.col("start").alias("w_start"), "end").sort(
-        "key", "w_start"
+    wt = sort_by_key(
+        waits.select(pl.col("vid").alias("key"), pl.col("start").alias("w_start"), "end"),
+        "key",
+        then="w_start",
     )
     cand = (
         lookup(
@@ -897,7 +905,7 @@ def _likely_holders(
         best.with_columns(lv.alias("_lv")),
         waits.select(
             (pl.col("lid") * (prep.n_vcpus + 1) + pl.col("vid")).alias("key"), pl.col("start").alias("own_ts")
-        ).sort("key", "own_ts"),
+        ).pipe(sort_by_key, "key", then="own_ts"),
         by="_lv",
         on="e1",
         table_on="own_ts",

@@ -102,7 +102,7 @@ def sort_by_key(df: pl.DataFrame, key: pl.Expr | str, *, then: str | None = None
         return df
     k = df.select(pl.col(key) if isinstance(key, str) else key).to_series()
     if then is not None and not df[then].is_sorted():
-        return df.with_columns(k.alias("_sort_key")).sort("_sort_key", then).drop("_sort_key")
+        return sort_by_key_time(df.with_columns(k.alias("_sort_key")), "_sort_key", then).drop("_sort_key")
     lo, hi = k.min(), k.max()
     if k.null_count() or hi - lo >= 1 << 16:
         return df.with_columns(k.alias("_sort_key")).sort("_sort_key", maintain_order=True).drop("_sort_key")
