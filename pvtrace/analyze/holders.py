@@ -769,12 +769,28 @@ def _yields_by_waiters(waits: pl.DataFrame, states: VcpuStates, prep: Prepared) 
     boosted = ch.filter(pl.col("kind") == "vcpu_run").select(
         pl.col("vid").alias("target"), "ts", "pcpu", "ord"
     )
-    yields = yielded.join(boosted, on=["ts", "pcpu"], how="inner").filter(pl.col("ord") > pl.col("y_ord"))
+    yields = _same_instant_and_pcpu(yielded, boosted).filter(pl.col("ord") > pl.col("y_ord"))
     yields = yields.with_columns(
         _waiting_at(yields, waits, prep, vid="yielder", ord_col="y_ord").alias("lid"),
         _waiting_at(yields, waits, prep, vid="target", ord_col="ord").alias("_tw"),
     ).filter(pl.col("lid").is_not_null() & pl.col("_tw").is_null())
     return yields.select("lid", "target", pl.col("ts").alias("y_ts"))
+
+
+def _same_instant_and_pcpu(left: pl.DataFrame, right: pl.DataFrame) -> pl.DataFrame:
+    """Inner join on (ts, pcpu), through one packed Int64 key when it fits (a join on two columns
+    hashes whole rows: several times slower on a million rows)."""
+    both = pl.concat([left.select("ts", "pcpu"), right.select("ts", "pcpu")])
+    t0, t1, c0, c1 = both.select(
+        pl.col("ts").min(),
+        pl.col("ts").max().alias("t1"),
+        pl.col("pcpu").min().alias("c0"),
+        pl.col("pcpu").max(),
+    ).row(0)
+    if t0 is None or c0 is None or (t1 - t0 + 1) * (c1 - c0 + 1) >= 2**62:
+        return left.join(right, on=["ts", "pcpu"], how="inner")
+    packed = ((pl.col("ts") - t0) * (c1 - c0 + 1) + pl.col("pcpu").cast(I64) - c0).alias("_tp")
+    return left.with_columns(packed).join(right.with_columns(packed).drop("ts", "pcpu"), on="_tp").drop("_tp")
 
 
 def _likely_holders(
