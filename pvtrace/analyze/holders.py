@@ -502,8 +502,9 @@ def _queued_successor(
     )
 
 
-def finish_holds(holds: pl.DataFrame, prep: Prepared) -> pl.DataFrame:
-    """Holds in the locks module's layout (HOLD_COLUMNS), inferred, with canonical keys."""
+def finish_holds(holds: pl.DataFrame, prep: Prepared, done: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Holds in the locks module's layout (HOLD_COLUMNS), inferred, with canonical keys; `done`:
+    holds already finished, merged in (their keys are not searched for again)."""
     key = _release_key(prep, holds["end"])
     h = holds.with_columns(
         pl.when(pl.col("truncated")).then(None).otherwise(key).alias("end_ord"),
@@ -513,7 +514,10 @@ def finish_holds(holds: pl.DataFrame, prep: Prepared) -> pl.DataFrame:
         .otherwise(_release_key(prep, holds["start"]) * 2 - 1)
         .alias("sort_key"),
         pl.lit(True).alias("inferred"),
-    ).sort(lock_order(prep))
+    )
+    if done is not None:
+        h = pl.concat([done.drop("hid"), h.select(done.drop("hid").columns)])
+    h = h.sort(lock_order(prep))
     return h.with_row_index("hid").with_columns(pl.col("hid").cast(I64)).select(HOLD_COLUMNS)
 
 
@@ -564,15 +568,17 @@ def unseen_holds(
     waits: pl.DataFrame,
     states: VcpuStates,
     visible: pl.DataFrame,
+    seen: pl.DataFrame,
     clock: pl.DataFrame,
     yields: pl.DataFrame,
     free_clock: pl.DataFrame,
     rate: pl.DataFrame,
 ) -> pl.DataFrame:
     """Holds of vCPUs that took a lock uncontended, found where waiters spin on a lock that the
-    visible holds leave free with nobody else queued ahead of them (step 2)."""
+    visible holds leave free with nobody else queued ahead of them (step 2). `seen`: the visible
+    holds through finish_holds()."""
     w = prep.window
-    acq = acquisitions(finish_holds(visible, prep), waits)
+    acq = acquisitions(seen, waits)
     status = lock_status(acq, prep, pl.DataFrame(schema={"vm": pl.String(), "start": I64, "end": I64}))
     spin = spin_pieces(wait_pieces(waits, states, prep), status, states, prep, queue_heads=waits)
     # On a fifo lock only the spin of the queue head counts, and not that of a next owner fixed at
@@ -950,9 +956,10 @@ def infer_holds(prep: Prepared, waits: pl.DataFrame, states: VcpuStates) -> pl.D
     visible, _ = visible_holds(prep, waits, states, clock, yields)
     free = _free_running_clock(waits, states, prep)
     rate = _attempt_rate(waits, visible, free, clock, prep)
-    unseen = unseen_holds(prep, waits, states, visible, clock, yields, free, rate)
+    seen = finish_holds(visible, prep)
+    unseen = unseen_holds(prep, waits, states, visible, seen, clock, yields, free, rate)
     cols = ["lid", "vid", "start", "end", "start_ord", "truncated"]
-    holds = finish_holds(pl.concat([visible.select(cols), unseen.select(cols)]), prep)
+    holds = finish_holds(unseen.select(cols), prep, done=seen)
     return holds.with_columns(_unseen_takes(holds, visible, free, rate, clock, prep).alias("unseen_take"))
 
 
