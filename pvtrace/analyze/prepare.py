@@ -17,7 +17,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from pvtrace.analyze.intervals import Window
-from pvtrace.errors import UsageError
+from pvtrace.errors import FormatError, UsageError
 from pvtrace.schema import KIND, LOCK_KINDS, conform_events
 from pvtrace.trace import Trace, TraceMeta
 
@@ -154,6 +154,9 @@ def _footer_extent(path: Path | str) -> tuple[int, int | None, int | None]:
     """(rows, ts of the first row group's min, ts of the last row group's max) from the footer;
     these are the first and last ts when the file is in canonical order."""
     meta = pq.ParquetFile(path).metadata
+    missing = [c for c in USED_COLUMNS if c not in meta.schema.names]
+    if missing:
+        raise FormatError(f"Parquet file is not pvtrace events: no column {', '.join(missing)}", str(path))
     groups = [meta.row_group(i) for i in range(meta.num_row_groups)]
     groups = [g for g in groups if g.num_rows]
     if not groups:

@@ -6,6 +6,7 @@ import json
 
 import polars as pl
 import pyarrow.parquet as pq
+import pytest
 from test_exact import LWP_ROWS
 from trace_rows import trace_of
 from typer.testing import CliRunner
@@ -14,6 +15,7 @@ from pvtrace.analyze import analyze
 from pvtrace.analyze import prepare as prepare_mod
 from pvtrace.analyze.run import analyze_parquet
 from pvtrace.cli.app import app
+from pvtrace.errors import FormatError
 from pvtrace.simulate.run import simulate_trace
 from pvtrace.simulate.scenario import Scenario
 from pvtrace.summary import Summary
@@ -115,6 +117,12 @@ def test_analyze_parquet_reads_a_file_like_analyze_in_memory(tmp_path, monkeypat
     assert pq.ParquetFile(tmp_path / "bare.parquet").metadata.row_group(0).column(0).statistics is None
     bare = analyze_parquet(tmp_path / "bare.parquet")
     assert bare.summary.to_dict() == in_memory.summary.to_dict()
+    # a Parquet file of something else: one error naming the file
+    pl.DataFrame({"a": [1, 2]}).write_parquet(tmp_path / "other.parquet")
+    with pytest.raises(
+        FormatError, match=r"other\.parquet: Parquet file is not pvtrace events: no column ts"
+    ):
+        analyze_parquet(tmp_path / "other.parquet")
 
 
 def test_cli_warns_when_guest_clock_is_not_aligned_and_takes_offsets(tmp_path):
