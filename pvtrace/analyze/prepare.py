@@ -8,6 +8,7 @@ events, exits, kicks, ...) keyed by dense ids: `vid` for a vCPU (vm, vcpu) and
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -321,7 +322,7 @@ def _split_concepts(src: EventSource, concepts: list) -> tuple[list[pl.DataFrame
     concatenated), checking its canonical order as it goes (None: it is out of order)."""
     if src.eager:
         return pl.collect_all([concept(src.frame) for concept in concepts]), src.kinds
-    parts, counts, last = [], [], None
+    parts, kinds, last = [], Counter(), None
     for offset in range(0, max(src.n_events, 1), SLICE_ROWS):
         chunk = src.rows(offset, SLICE_ROWS)
         if chunk.height:
@@ -330,16 +331,21 @@ def _split_concepts(src: EventSource, concepts: list) -> tuple[list[pl.DataFrame
             if not ordered or (last and (edge[0] < last[0] or edge[1] < last[1])):
                 return None
             last = chunk.select(pl.col("ts", "seq").last()).row(0)
-        counts.append(
-            np.bincount(chunk["kind"].cast(KIND).to_physical().to_numpy(), minlength=len(KIND.categories))
-        )
+        kinds.update(_kind_counts(chunk["kind"]))
         lazy = chunk.lazy()
         parts.append(pl.collect_all([concept(lazy) for concept in concepts]))
-    kinds = dict(zip(KIND.categories, np.sum(counts, axis=0).tolist(), strict=True))
     return (
         [pl.concat(frames, rechunk=True) for frames in zip(*parts, strict=True)],
         {k: c for k, c in kinds.items() if c},
     )
+
+
+def _kind_counts(kind: pl.Series) -> dict[str, int]:
+    """Events per kind: a bincount of the Enum codes (a file pvtrace wrote), else value_counts."""
+    if kind.dtype == KIND:
+        counts = np.bincount(kind.to_physical().to_numpy(), minlength=len(KIND.categories))
+        return dict(zip(KIND.categories, counts.tolist(), strict=True))
+    return {str(k): int(c) for k, c in kind.value_counts().iter_rows()}
 
 
 def _vcpu_key(vm: pl.Expr, vcpu: pl.Expr) -> pl.Expr:
