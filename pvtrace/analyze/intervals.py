@@ -109,26 +109,35 @@ def sort_by_key(df: pl.DataFrame, key: pl.Expr | str, *, then: str | None = None
     return df[np.argsort((k.to_numpy() - lo).astype(np.uint16), kind="stable")]
 
 
+def packing(frames: list[pl.DataFrame], major: str, minors: tuple[str, ...], spare: int = 1):
+    """(m0, n0, size): `(major - m0) * size + minor - n0` orders the rows of `frames` by (major,
+    minor) in one Int64, for each `minors` column (whose values then lie in [0, size)), with room
+    for `spare` times as many positions. None where a value is null or the positions could
+    overflow: the caller then takes the slower way on several columns."""
+    frames = [f for f in frames if f.height]
+    if not frames or any(
+        f.select(pl.col(major, *minors).null_count()).sum_horizontal().item() for f in frames
+    ):
+        return None
+    m0, m1 = min(f[major].min() for f in frames), max(f[major].max() for f in frames)
+    n0 = min(f[c].min() for f in frames for c in minors)
+    size = max(f[c].max() for f in frames for c in minors) - n0 + 1
+    if (m1 - m0 + 1) * size * spare >= _MAX_POS:
+        return None
+    return m0, n0, size
+
+
 def sort_by_key_time(df: pl.DataFrame, key: str, time: str, tie: str | None = None) -> pl.DataFrame:
     """`df` sorted by (key, time[, tie]) through one composite Int64 (a sort on several columns is
-    about 2.5x slower); `tie` holds 0 or 1. Nulls, or spans that would overflow, sort the slow way."""
+    about 2.5x slower); `tie` holds 0 or 1."""
     if df.height < 2:
         return df
-    cols = [key, time, *([tie] if tie else [])]
-    t0, t1, k0, k1 = df.select(
-        pl.col(time).min().alias("t0"),
-        pl.col(time).max().alias("t1"),
-        pl.col(key).min(),
-        pl.col(key).max().alias("k1"),
-    ).row(0)
-    scale = 2 if tie else 1
-    if (
-        df.select(pl.col(cols).null_count()).sum_horizontal().item()
-        or (k1 - k0 + 1) * (t1 - t0 + 1) * scale >= _MAX_POS
-    ):
-        return df.sort(cols)
-    position = ((pl.col(key) - k0) * (t1 - t0 + 1) + pl.col(time) - t0) * scale
-    return df.sort(position + pl.col(tie) if tie else position)
+    packed = packing([df], key, (time,), spare=2 if tie else 1)
+    if packed is None or (tie and df[tie].null_count()):
+        return df.sort([key, time, *([tie] if tie else [])])
+    k0, t0, size = packed
+    position = (pl.col(key) - k0) * size + pl.col(time) - t0
+    return df.sort(position * 2 + pl.col(tie) if tie else position)
 
 
 def changes_to_partition(
@@ -394,14 +403,8 @@ def union(intervals: pl.DataFrame, *, key: str) -> pl.DataFrame:
     iv = intervals.select(pl.col(key), "start", "end").filter(pl.col("end") > pl.col("start"))
     if iv.height == 0:
         return iv
-    lo, hi, k_lo, k_hi = iv.select(
-        pl.col("start").min(),
-        pl.col("end").max(),
-        pl.col(key).min().alias("k0"),
-        pl.col(key).max().alias("k1"),
-    ).row(0)
-    size = hi - lo + 1
-    if iv[key].null_count() or (k_hi - k_lo + 1) * size >= _MAX_POS:  # no composite: the slow way
+    packed = packing([iv], key, ("start", "end"))
+    if packed is None:  # no composite: the slow way
         iv = iv.sort(key, "start")
         reach = pl.col("end").cum_max().shift(1).over(key)
         return (
@@ -411,7 +414,8 @@ def union(intervals: pl.DataFrame, *, key: str) -> pl.DataFrame:
             .drop("_grp")
         )
     # (key, time) in one Int64: one sort, and a running max that restarts at each key by itself
-    base = (pl.col(key) - k_lo) * size - lo
+    k0, t0, size = packed
+    base = (pl.col(key) - k0) * size - t0
     iv = iv.sort(base + pl.col("start"))
     reach = (base + pl.col("end")).cum_max() - base  # the furthest end so far, within the key
     new = (~same_as_previous(key)) | (pl.col("start") > reach.shift(1))
