@@ -5,16 +5,9 @@ does not (docs/metrics.md, Inferred holders / Unseen takes; pvtrace/analyze/hold
 from __future__ import annotations
 
 import pytest
-from trace_rows import acquire, contend, preempt, run, trace_of
-
-from pvtrace.analyze import analyze
+from trace_rows import acquire, analyze_merged, contend, preempt, run
 
 US = 1_000
-
-
-def merged(rows: list[tuple], *, t_end: int):
-    rows = sorted(rows, key=lambda r: r[0])
-    return analyze(trace_of(rows, t_end=t_end, n_vcpus=4, lock_kind="unfair", view="merged"))
 
 
 def convoys(a) -> list[tuple]:
@@ -43,7 +36,7 @@ def test_a_long_free_stretch_on_an_unfair_lock_hides_an_uncontended_take(back, e
         run(2, back),
         acquire(2, max(back, 5 * US)),
     ]
-    a = merged(rows, t_end=back + 20 * US)
+    a = analyze_merged(rows, t_end=back + 20 * US, lock_kind="unfair")
     assert convoys(a) == expected
 
 
@@ -68,7 +61,7 @@ def test_spin_right_after_an_inferred_release_is_the_hold_going_on():
         contend(2, 3_500),
         acquire(2, 8 * US),
     ]
-    a = merged(rows, t_end=20 * US)
+    a = analyze_merged(rows, t_end=20 * US, lock_kind="unfair")
     holds = a.table("holds").select("vcpu", "start", "end").rows()
     assert (1, 5 * US, 8 * US) in holds
     assert convoys(a) == [(3 * US, 8 * US, 2, "none")]

@@ -3,16 +3,9 @@ of docs/metrics.md, Inferred holders (pvtrace/analyze/holders.py)."""
 
 from __future__ import annotations
 
-from trace_rows import acquire, contend, preempt, run, trace_of
-
-from pvtrace.analyze import analyze
+from trace_rows import acquire, analyze_merged, contend, preempt, run
 
 US = 1_000
-
-
-def merged(rows: list[tuple], *, t_end: int, n_vcpus: int = 4, lock_kind: str = "fifo"):
-    rows = sorted(rows, key=lambda r: r[0])
-    return analyze(trace_of(rows, t_end=t_end, n_vcpus=n_vcpus, lock_kind=lock_kind, view="merged"))
 
 
 def lhp(a) -> list[tuple]:
@@ -36,7 +29,7 @@ def test_a_queued_successor_that_keeps_running_keeps_the_holder_holding():
         run(0, 40 * US),
         acquire(1, 41 * US),
     ]
-    a = merged(rows, t_end=60 * US)
+    a = analyze_merged(rows, t_end=60 * US)
     holds = a.table("holds").select("vcpu", "start", "end").rows()
     assert next(h for h in holds if h[0] == 0) == (0, 10 * US, 41 * US)
     assert lhp(a) == [(0, 15 * US, 40 * US, True)]
@@ -62,7 +55,7 @@ def test_a_waiter_behind_a_preempted_head_sees_lwp_not_an_absent_holder():
         run(1, 3500 * US),
         acquire(1, 3500 * US),
     ]
-    a = merged(rows, t_end=3600 * US)
+    a = analyze_merged(rows, t_end=3600 * US)
     assert lhp(a) == []
     t = a.summary.totals
     assert t["waste_lhp_ns"] == 0
@@ -89,7 +82,7 @@ def test_the_unseen_holder_is_the_sibling_that_best_explains_the_spin():
         run(1, 198 * US),
         acquire(0, 200 * US),
     ]
-    a = merged(rows, t_end=300 * US)
+    a = analyze_merged(rows, t_end=300 * US)
     holds = a.table("holds").select("vcpu", "start", "end").rows()
     assert (1, 100 * US, 200 * US) in holds
     assert lhp(a) == [(1, 100 * US, 198 * US, True)]

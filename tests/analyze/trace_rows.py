@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from pvtrace.analyze import analyze
+from pvtrace.analyze.result import Analysis
 from pvtrace.schema import conform_events
 from pvtrace.trace import Trace, TraceMeta, VmInfo
 
@@ -48,6 +50,13 @@ def trace_of(
         vms={"vm0": VmInfo(n_vcpus=n_vcpus, lock_kind=lock_kind, lock_algorithm=None)},
     )
     return Trace(events=conform_events(df), meta=meta)
+
+
+def analyze_merged(rows: list[tuple], *, t_end: int, n_vcpus: int = 4, lock_kind: str = "fifo") -> Analysis:
+    """analyze() of rows in any order (sorted here by time) as a merged host + guest trace: holders
+    inferred."""
+    rows = sorted(rows, key=lambda r: r[0])
+    return analyze(trace_of(rows, t_end=t_end, n_vcpus=n_vcpus, lock_kind=lock_kind, view="merged"))
 
 
 def run(vcpu: int, ts: int, pcpu: int | None = None) -> tuple:
