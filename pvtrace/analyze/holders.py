@@ -57,7 +57,7 @@ from pvtrace.analyze.intervals import (
 from pvtrace.analyze.locks import HOLD_COLUMNS, acquisitions, lock_order, lock_status
 from pvtrace.analyze.prepare import Prepared
 from pvtrace.analyze.vcpu_states import VcpuStates
-from pvtrace.analyze.waste import spin_pieces, wait_pieces
+from pvtrace.analyze.waste import spin_pieces
 
 I64 = pl.Int64()
 HOLD_BOUND_FACTOR = 3
@@ -567,6 +567,7 @@ def _waiting_at(
 def unseen_holds(
     prep: Prepared,
     waits: pl.DataFrame,
+    pieces: pl.DataFrame,
     states: VcpuStates,
     visible: pl.DataFrame,
     seen: pl.DataFrame,
@@ -581,7 +582,7 @@ def unseen_holds(
     w = prep.window
     acq = acquisitions(seen, waits)
     status = lock_status(acq, prep, pl.DataFrame(schema={"vm": pl.String(), "start": I64, "end": I64}))
-    spin = spin_pieces(wait_pieces(waits, states, prep), status, states, prep, queue_heads=waits)
+    spin = spin_pieces(pieces, status, states, prep, queue_heads=waits)
     # On a fifo lock only the spin of the queue head counts, and not that of a next owner fixed at
     # a visible release: the lock is free for it then (a kick), or its running extended the hold.
     fixed = lookup(
@@ -944,16 +945,18 @@ def _likely_holders(
     )
 
 
-def infer_holds(prep: Prepared, waits: pl.DataFrame, states: VcpuStates) -> pl.DataFrame:
+def infer_holds(
+    prep: Prepared, waits: pl.DataFrame, pieces: pl.DataFrame, states: VcpuStates
+) -> pl.DataFrame:
     """Inferred holds (HOLD_COLUMNS layout, inferred = True, plus unseen_take): contended acquirers,
-    then unseen holders."""
+    then unseen holders. `pieces`: the waits split at their waiters' state changes (wait_pieces)."""
     clock = _running_clock(states)
     yields = _yields_by_waiters(waits, states, prep)
     visible, _ = visible_holds(prep, waits, states, clock, yields)
     free = _free_running_clock(waits, states, prep)
     rate = _attempt_rate(waits, visible, free, clock, prep)
     seen = finish_holds(visible, prep)
-    unseen = unseen_holds(prep, waits, states, visible, seen, clock, yields, free, rate)
+    unseen = unseen_holds(prep, waits, pieces, states, visible, seen, clock, yields, free, rate)
     cols = ["lid", "vid", "start", "end", "start_ord", "truncated"]
     holds = finish_holds(unseen.select(cols), prep, done=seen)
     return holds.with_columns(_unseen_takes(holds, visible, free, rate, clock, prep).alias("unseen_take"))
