@@ -7,7 +7,7 @@ import sys
 import pytest
 
 POLARS_OWN = "dirty_decay_ms:500,muzzy_decay_ms:1000"
-OURS = f"narenas:{os.cpu_count() or 1},dirty_decay_ms:10000,muzzy_decay_ms:10000"
+OURS = f"narenas:{os.cpu_count() or 1},dirty_decay_ms:3000,muzzy_decay_ms:3000"
 PROBE = "import os, pvtrace, polars; print(os.environ['_RJEM_MALLOC_CONF'])"
 
 
