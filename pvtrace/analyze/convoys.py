@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import polars as pl
 
-from pvtrace.analyze.intervals import cum_sum_within
+from pvtrace.analyze.intervals import cum_sum_within, sort_by_key_time
 from pvtrace.analyze.prepare import Prepared
 from pvtrace.schema import CONVOY_SCHEMA
 
 I64 = pl.Int64()
 
 
-def open_waits_at(acq: pl.DataFrame, waits: pl.DataFrame, size: int) -> pl.DataFrame:
+def open_waits_at(acq: pl.DataFrame, waits: pl.DataFrame) -> pl.DataFrame:
     """Per acquisition (start_ord): waits open on its lock just before it, its own included."""
     deltas = pl.concat(
         [
@@ -27,7 +27,7 @@ def open_waits_at(acq: pl.DataFrame, waits: pl.DataFrame, size: int) -> pl.DataF
                 "lid", pl.col("end_ord").alias("ord"), pl.lit(-1, I64).alias("d")
             ),
         ]
-    ).sort(pl.col("lid") * (size + 1) + pl.col("ord"))
+    ).pipe(sort_by_key_time, "lid", "ord")
     counted = deltas.with_columns(cum_sum_within("d", "lid").alias("open_after"))
     ends = counted.filter(pl.col("d") == -1).select(
         pl.col("ord").alias("start_ord"), (pl.col("open_after") + 1).alias("open_waits")
@@ -51,7 +51,7 @@ def convoys(
         a = a.filter(pl.col("start_ord").is_not_null() | took.fill_null(True))
         a = a.with_columns(pl.when(~took.fill_null(False)).then(pl.col("prev_hid")).alias("prev_hid"))
         brk = brk | took.fill_null(False)
-    a = open_waits_at(a, waits, prep.ord_size)
+    a = open_waits_at(a, waits)
     brk = brk | (pl.col("lid") != pl.col("lid").shift(1)).fill_null(True)
     a = a.with_columns(brk.cum_sum().alias("_run")).filter(pl.col("handoff"))
     c = (

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from pvtrace.analyze.intervals import cum_sum_within, lookup, same_as_previous
+from pvtrace.analyze.intervals import cum_sum_within, lookup, same_as_previous, sort_by_key_time
 from pvtrace.analyze.prepare import Prepared
 from pvtrace.analyze.vcpu_states import VcpuStates
 
@@ -146,16 +146,16 @@ def _target_vcpu(prep: Prepared) -> pl.Expr:
     return prep.vcpu_attr("vcpu", vid="target_vid").cast(I32).alias("target")
 
 
-def held_counts(acq: pl.DataFrame, size: int) -> pl.DataFrame:
+def held_counts(acq: pl.DataFrame) -> pl.DataFrame:
     """Per vid, the number of locks it holds after each hold start/end (key, o2, n_held), o2 = 2*ord."""
     h = acq.filter(pl.col("vid").is_not_null())
     starts = h.select(pl.col("vid").alias("key"), pl.col("sort_key").alias("o2"), pl.lit(1, I64).alias("d"))
     ends = h.filter(pl.col("end_key").is_not_null()).select(
         pl.col("vid").alias("key"), pl.col("end_key").alias("o2"), pl.lit(-1, I64).alias("d")
     )
+    both = pl.concat([starts, ends]).with_columns((pl.col("d") > 0).cast(I64).alias("_tb"))  # ends first
     return (
-        pl.concat([starts, ends])
-        .sort((pl.col("key") * (2 * size + 4) + pl.col("o2") + 1) * 2 + (pl.col("d") > 0).cast(I64))
+        sort_by_key_time(both, "key", "o2", tie="_tb")
         .with_columns(cum_sum_within("d", "key").alias("n_held"))
         .select("key", "o2", "n_held")
     )
@@ -169,7 +169,7 @@ def yields(acq: pl.DataFrame | None, prep: Prepared) -> pl.DataFrame:
     else:
         found = lookup(
             y,
-            held_counts(acq, prep.ord_size),
+            held_counts(acq),
             by="target_vid",
             on="o2",
             values=["n_held"],

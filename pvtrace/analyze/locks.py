@@ -11,7 +11,14 @@ from __future__ import annotations
 
 import polars as pl
 
-from pvtrace.analyze.intervals import changes_to_partition, lookup, overlay, sort_by_key, union
+from pvtrace.analyze.intervals import (
+    changes_to_partition,
+    lookup,
+    overlay,
+    sort_by_key,
+    sort_by_key_time,
+    union,
+)
 from pvtrace.analyze.prepare import Prepared
 
 I64, I32, STR, BOOL = pl.Int64(), pl.Int32(), pl.String(), pl.Boolean()
@@ -242,11 +249,12 @@ def lock_status(acq: pl.DataFrame, prep: Prepared, guest_windows: pl.DataFrame) 
         pl.col("next_owner").alias("ref"),
     )
     # At equal keys (an unseen hold starting where an inferred one ended) the end comes first.
-    changes = (
-        pl.concat([starts.with_columns(pl.lit(1).alias("_tb")), ends.with_columns(pl.lit(0).alias("_tb"))])
-        .sort((pl.col("key") * (2 * prep.ord_size + 4) + pl.col("sort_key") + 1) * 2 + pl.col("_tb"))
-        .rename({"start": "ts"})
-    )
+    changes = sort_by_key_time(
+        pl.concat([starts.with_columns(pl.lit(1).alias("_tb")), ends.with_columns(pl.lit(0).alias("_tb"))]),
+        "key",
+        "sort_key",
+        tie="_tb",
+    ).rename({"start": "ts"})
     part = changes_to_partition(
         changes,
         key="key",
