@@ -454,7 +454,7 @@ def load(
 ) -> Trace:
     """Any supported input(s) -> a Trace (events in EVENT_SCHEMA sorted by (ts, seq), plus metadata)."""
     paths = [Path(p) for p in paths]
-    if len(paths) == 1 and (format == "parquet" or (format == "auto" and _is_parquet(paths[0]))):
+    if is_one_parquet(paths, format):
         return read_trace(paths[0])
     chunks: list[pl.DataFrame] = []
     meta = ingest(
@@ -472,6 +472,11 @@ def load(
     if not events["ts"].is_sorted():
         events = events.sort("ts", "seq")
     return Trace(events=events.select(EVENT_SCHEMA.names()), meta=meta)
+
+
+def is_one_parquet(paths: list[Path], format: str = "auto") -> bool:
+    """Whether the inputs are one Parquet file: a pvtrace trace, read as it is (not ingested)."""
+    return len(paths) == 1 and (format == "parquet" or (format == "auto" and _is_parquet(paths[0])))
 
 
 def _is_parquet(path: Path) -> bool:
@@ -500,7 +505,7 @@ def ingest_to_parquet(
     paths = [Path(p) for p in paths]
     if any(p.resolve() == out.resolve() for p in paths if p.exists()):
         raise UsageError(f"the output {out} is also an input")
-    if len(paths) == 1 and (format == "parquet" or (format == "auto" and _is_parquet(paths[0]))):
+    if is_one_parquet(paths, format):
         trace = read_trace(paths[0])
         with EventWriter(out, force=force) as w:
             w.write(trace.events)

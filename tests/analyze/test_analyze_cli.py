@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from pvtrace.analyze import analyze
 from pvtrace.analyze import prepare as prepare_mod
 from pvtrace.analyze.run import analyze_parquet
+from pvtrace.cli import analyze as cli_analyze
 from pvtrace.cli.app import app
 from pvtrace.errors import FormatError
 from pvtrace.simulate.run import simulate_trace
@@ -67,6 +68,18 @@ def test_cli_csv_and_refusal_to_overwrite(tmp_path):
     assert (out / "waits.csv").read_text() == before
     res = runner.invoke(app, ["analyze", str(src), "--out-dir", str(out), "--csv", "-q", "--force"])
     assert res.exit_code == 0
+
+
+def test_cli_analyzes_one_parquet_file_from_the_file(tmp_path, monkeypatch):
+    """One Parquet input, found by its magic bytes whatever its name, is analyzed concept by
+    concept (analyze_parquet: never loaded whole), with the totals analyze() gives in memory."""
+    src = _trace_file(tmp_path).rename(tmp_path / "trace.bin")
+    monkeypatch.setattr(cli_analyze, "load", lambda *a, **k: pytest.fail("the trace was loaded whole"))
+    js = tmp_path / "out.json"
+    res = runner.invoke(app, ["analyze", str(src), "-q", "--json", str(js)])
+    assert res.exit_code == 0, res.output
+    in_memory = analyze(trace_of(LWP_ROWS, t_end=40)).summary
+    assert Summary.from_dict(json.loads(js.read_text())).totals == in_memory.totals
 
 
 def test_cli_bad_option_and_bad_file(tmp_path):
@@ -146,3 +159,15 @@ def test_cli_warns_when_guest_clock_is_not_aligned_and_takes_offsets(tmp_path):
     assert fixed.exit_code == 0, fixed.output
     assert "not synchronized" not in fixed.stderr
     assert "warnings" not in json.loads((tmp_path / "b.json").read_text())
+
+
+def test_convoy_lengths_are_shown_in_power_of_two_buckets():
+    lengths = pl.Series([2, 2, 3, 4, 5, 8, 9, 16, 17, 6969])
+    assert cli_analyze.convoy_length_buckets(lengths) == [
+        ("2", 2),
+        ("3-4", 2),
+        ("5-8", 2),
+        ("9-16", 2),
+        ("17-32", 1),
+        ("4097-8192", 1),
+    ]
