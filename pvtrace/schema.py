@@ -174,7 +174,16 @@ def conform_events(df: pl.DataFrame) -> pl.DataFrame:
             exprs.append(pl.int_range(pl.len(), dtype=pl.Int64).alias("seq"))
         else:
             exprs.append(pl.lit(None, dtype=dtype).alias(name))
-    return df.select(exprs)
+    try:
+        return df.select(exprs)
+    except pl.exceptions.PolarsError:  # a value of some column does not cast: say which
+        for name, dtype in EVENT_SCHEMA.items():
+            if name in df.columns:
+                try:
+                    df.select(pl.col(name).cast(dtype))
+                except pl.exceptions.PolarsError as exc:
+                    raise SchemaError(f"column {name}: {str(exc).splitlines()[0]}") from None
+        raise
 
 
 def validate_events(df: pl.DataFrame) -> None:

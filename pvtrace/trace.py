@@ -160,15 +160,20 @@ def scan_events(path: Path | str) -> pl.LazyFrame:
 def read_trace(path: Path | str) -> Trace:
     """Read a pvtrace Parquet file, checking it carries canonical events."""
     meta = read_meta(path)
+    return Trace(events=read_events(path), meta=meta)
+
+
+def read_events(path: Path | str, columns: list[str] | None = None) -> pl.DataFrame:
+    """A Parquet file's events (all columns, or `columns`), cast to the canonical schema; a file
+    that is no Parquet, or whose values do not cast, is a FormatError naming it."""
     try:
-        events = pl.read_parquet(path)
+        events = pl.read_parquet(path, columns=columns)
     except Exception as exc:
         raise FormatError(f"not a readable Parquet file ({exc.__class__.__name__})", str(path)) from None
     try:
-        events = conform_events(events)
+        return conform_events(events)
     except SchemaError as exc:
         raise FormatError(f"Parquet file is not pvtrace events: {exc}", str(path)) from None
-    return Trace(events=events, meta=meta)
 
 
 def arrow_schema() -> pa.Schema:

@@ -19,8 +19,8 @@ import pyarrow.parquet as pq
 
 from pvtrace.analyze.intervals import Window
 from pvtrace.errors import FormatError, UsageError
-from pvtrace.schema import KIND, LOCK_KINDS, conform_events
-from pvtrace.trace import Trace, TraceMeta
+from pvtrace.schema import EVENT_SCHEMA, KIND, LOCK_KINDS
+from pvtrace.trace import Trace, TraceMeta, read_events
 
 I64, I32, STR = pl.Int64(), pl.Int32(), pl.String()
 LOCK_KIND = pl.Enum(LOCK_KINDS)
@@ -107,6 +107,7 @@ class EventSource:
     eager: bool  # frame is an in-memory table (concepts may be filtered in parallel)
     scan: pl.LazyFrame | None = None  # a file's rows without `ord` (slices read only their rows)
     path: Path | None = None  # the file, if the events come from one
+    canonical: bool = True  # its columns have the canonical types (else it is read whole and cast)
 
     def rows(self, offset: int, length: int) -> pl.DataFrame:
         """Rows [offset, offset + length) in canonical order, with `ord`."""
@@ -142,13 +143,28 @@ def source_of_parquet(path: Path | str) -> EventSource:
     is split into concepts (prepare_source reads it whole instead if it is out of order)."""
     lf = pl.scan_parquet(path).select(USED_COLUMNS)
     n, first, last = _footer_extent(path)
-    if n and (first is None or last is None):  # no statistics: read the ends
+    canonical = _canonical_types(path)
+    if canonical and n and (first is None or last is None):  # no statistics: read the ends
         first = int(lf.select("ts").head(1).collect().item())
         last = int(lf.select("ts").tail(1).collect().item())
     frame = lf.with_row_index("ord").with_columns(pl.col("ord").cast(I64))
     return EventSource(
-        frame=frame, n_events=n, kinds={}, first_ts=first, last_ts=last, eager=False, scan=lf, path=Path(path)
+        frame=frame,
+        n_events=n,
+        kinds={},
+        first_ts=first,
+        last_ts=last,
+        eager=False,
+        scan=lf,
+        path=Path(path),
+        canonical=canonical,
     )
+
+
+def _canonical_types(path: Path | str) -> bool:
+    """Whether the file's event columns have the canonical types (every file pvtrace writes)."""
+    schema = pl.read_parquet_schema(path)
+    return all(schema[c] == EVENT_SCHEMA[c] for c in USED_COLUMNS)
 
 
 def _footer_extent(path: Path | str) -> tuple[int, int | None, int | None]:
@@ -163,6 +179,8 @@ def _footer_extent(path: Path | str) -> tuple[int, int | None, int | None]:
     if not groups:
         return meta.num_rows, None, None
     col = meta.schema.names.index("ts")
+    if meta.schema.column(col).physical_type != "INT64":  # not pvtrace's: it is read whole and cast
+        return meta.num_rows, None, None
     ends = [g.column(col).statistics for g in (groups[0], groups[-1])]
     if not all(st is not None and st.has_min_max for st in ends):
         return meta.num_rows, None, None
@@ -178,6 +196,9 @@ def prepare_source(src: EventSource, meta: TraceMeta, *, lock_kind: str | None =
     """Split a source's events into the per-concept tables the analyses use."""
     if lock_kind is not None and lock_kind not in LOCK_KINDS:
         raise UsageError(f"unknown lock kind {lock_kind!r}; expected one of {', '.join(LOCK_KINDS)}")
+    if not src.canonical:  # a file with other column types: read it whole and cast it
+        events = read_events(src.path, list(USED_COLUMNS))
+        return prepare_source(source_of_events(events), meta, lock_kind=lock_kind)
     t_start = meta.t_start if meta.t_start is not None else (src.first_ts or 0)
     t_end = meta.t_end if meta.t_end is not None else (src.last_ts if src.last_ts is not None else t_start)
     t_end = max(t_end, t_start)
@@ -215,7 +236,7 @@ def prepare_source(src: EventSource, meta: TraceMeta, *, lock_kind: str | None =
     ]
     split = _split_concepts(src, concepts)
     if split is None:  # a file out of canonical order: read it whole and sort it
-        events = conform_events(pl.read_parquet(src.path, columns=list(USED_COLUMNS)))
+        events = read_events(src.path, list(USED_COLUMNS))
         return prepare_source(source_of_events(events), meta, lock_kind=lock_kind)
     (states, lock_ev, exits, kicks, yields, pv_halts, ple, lost), kinds = split
     lock_ev, notes = _spin_locks_only(lock_ev)

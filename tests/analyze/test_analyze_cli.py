@@ -171,3 +171,29 @@ def test_convoy_lengths_are_shown_in_power_of_two_buckets():
         ("17-32", 1),
         ("4097-8192", 1),
     ]
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [("ts", "abc"), ("vcpu", "0x"), ("kind", "nonsense")],
+)
+def test_cli_parquet_values_that_do_not_cast_are_a_one_line_error(tmp_path, column, value):
+    events = pl.read_parquet(_trace_file(tmp_path))
+    bad = tmp_path / "bad.parquet"
+    events.with_columns(pl.lit(value).alias(column)).write_parquet(bad)
+    res = runner.invoke(app, ["analyze", str(bad), "-q"])
+    assert res.exit_code == 1
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and "bad.parquet" in lines[0] and f"column {column}:" in lines[0], res.output
+
+
+def test_cli_parquet_with_other_column_types_is_cast(tmp_path):
+    """A Parquet file whose columns hold the right values in other types (ts as text, ids as Int64)
+    analyzes like pvtrace's own."""
+    events = pl.read_parquet(_trace_file(tmp_path))
+    same, other = tmp_path / "same.parquet", tmp_path / "other.parquet"
+    events.write_parquet(same)  # (neither carries pvtrace's metadata)
+    events.with_columns(pl.col("ts").cast(pl.String), pl.col("vcpu").cast(pl.Int64)).write_parquet(other)
+    expected = analyze_parquet(same).summary
+    assert expected.totals["n_contended"] > 0
+    assert analyze_parquet(other).summary.totals == expected.totals
