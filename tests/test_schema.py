@@ -32,7 +32,7 @@ def test_conform_fills_missing_columns_and_seq():
 
 
 def test_conform_rejects_unknown_kind_and_columns():
-    with pytest.raises(SchemaError, match="column kind: conversion .*no_such_kind"):
+    with pytest.raises(SchemaError, match=r"column kind: conversion .*no_such_kind"):
         conform_events(pl.DataFrame({"ts": [1], "kind": ["no_such_kind"]}))
     with pytest.raises(SchemaError, match="unknown column"):
         conform_events(pl.DataFrame({"ts": [1], "kind": ["other"], "bogus": [1]}))
