@@ -13,7 +13,7 @@ from rich.table import Table
 from pvtrace.analyze import Analysis, analyze
 from pvtrace.analyze.run import STEPS, analyze_parquet
 from pvtrace.cli.common import err, handle_errors, out, progress
-from pvtrace.cli.ingest import parse_guest_offset
+from pvtrace.cli.ingest import parse_guest_offset, refuse_text_options
 from pvtrace.errors import OutputExistsError, UsageError
 from pvtrace.ingest.load import is_one_parquet, load
 from pvtrace.schema import LOCK_KINDS
@@ -317,6 +317,7 @@ def register(app: typer.Typer) -> None:
             check_writable(json_out, force)
         if report is not None:
             check_writable(report, force)
+        refuse_text_options(files, fmt, side=side, vm=vm_name, vcpu_map=vcpu_map, guest_offset=guest_offset)
         if report is None and is_one_parquet(files, fmt):
             # a pvtrace Parquet file is analyzed concept by concept, never loaded whole: less memory
             # (50M events: 5.4 GiB instead of 9.9) and no slower (benchmarks/README.md)

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from pvtrace.cli.common import handle_errors, out, progress
 from pvtrace.errors import UsageError
-from pvtrace.ingest.load import FORMATS, ingest_to_parquet
+from pvtrace.ingest.load import FORMATS, ingest_to_parquet, is_one_parquet
 from pvtrace.trace import TraceMeta
 
 SIDES = ("auto", "host", "guest")
@@ -140,6 +140,35 @@ def print_summary(meta: TraceMeta, out_path: Path) -> None:
         out.print(f"[yellow]note:[/] {escape(note)}")
 
 
+def refuse_text_options(
+    files: list[Path],
+    fmt: str,
+    *,
+    side: str,
+    vm: str | None,
+    vcpu_map: Path | None,
+    guest_offset: list[str] | None,
+) -> None:
+    """One pvtrace Parquet input is read as it is: the options that say how to read a text trace
+    would be dropped, so they are refused (an offset the user asked for must not silently vanish)."""
+    if not is_one_parquet(files, fmt):
+        return
+    given = [
+        name
+        for name, value in (
+            ("--side", side != "auto"),
+            ("--vm", vm is not None),
+            ("--vcpu-map", vcpu_map is not None),
+            ("--guest-offset", bool(guest_offset)),
+        )
+        if value
+    ]
+    if given:
+        raise UsageError(
+            f"{', '.join(given)}: for text traces; {files[0]} is a pvtrace Parquet trace, read as it is"
+        )
+
+
 def parse_guest_offset(values: list[str] | None) -> int | dict[str, int] | None:
     """`--guest-offset N` (every guest VM) or `--guest-offset vm0=N --guest-offset vm1=M`."""
     if not values:
@@ -194,6 +223,7 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {format!r}")
         if side not in SIDES:
             raise UsageError(f"--side must be one of {', '.join(SIDES)}, not {side!r}")
+        refuse_text_options(files, format, side=side, vm=vm, vcpu_map=vcpu_map, guest_offset=guest_offset)
         total = sum(f.stat().st_size for f in files if f.is_file())
         with progress("ingest", total=total or None, quiet=quiet) as bar:
             meta = ingest_to_parquet(

@@ -86,6 +86,9 @@ def test_cli_bad_option_and_bad_file(tmp_path):
     src = _trace_file(tmp_path)
     res = runner.invoke(app, ["analyze", str(src), "--lock-kind", "fair"])
     assert res.exit_code == 2 and "--lock-kind" in res.output
+    # a Parquet trace is read as it is: options for reading text are refused, not silently dropped
+    res = runner.invoke(app, ["analyze", str(src), "--side", "host", "--vm", "g"])
+    assert res.exit_code == 2 and "--side, --vm: for text traces" in res.output
     junk = tmp_path / "junk.parquet"
     junk.write_text("not parquet")
     res = runner.invoke(app, ["analyze", str(junk)])

@@ -129,6 +129,10 @@ def test_parquet_input_passes_through(tmp_path: Path) -> None:
     )
     assert runner.invoke(app, ["ingest", str(first), "-o", str(second), "-q"]).exit_code == 0
     assert read_trace(first).events.equals(read_trace(second).events)
+    # options that say how to read text would be dropped for a Parquet input: refused, not ignored
+    res = runner.invoke(app, ["ingest", str(first), "-o", str(tmp_path / "c.parquet"), "--guest-offset", "5"])
+    assert res.exit_code == 2 and "--guest-offset: for text traces" in res.output
+    assert not (tmp_path / "c.parquet").exists()
 
 
 def test_several_inputs_are_labelled_by_file(tmp_path: Path) -> None:
