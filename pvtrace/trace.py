@@ -41,7 +41,7 @@ class TraceMeta:
 
     source: list[str] = field(default_factory=list)
     format: str = "unknown"
-    view: str = "full"  # full, host, guest, merged (what the producer could see)
+    view: str = "full"  # full, host, guest, merged (what the producer could see); unknown
     t_start: int | None = None
     t_end: int | None = None
     n_pcpus: int | None = None
@@ -149,7 +149,11 @@ def read_meta(path: Path | str) -> TraceMeta:
         kv = pl.read_parquet_metadata(path)
     except Exception as exc:  # pyarrow/polars raise several types for junk
         raise FormatError(f"not a readable Parquet file ({exc.__class__.__name__})", str(path)) from None
-    return TraceMeta.from_json(kv[META_KEY]) if META_KEY in kv else TraceMeta(source=[str(path)])
+    if META_KEY in kv:
+        return TraceMeta.from_json(kv[META_KEY])
+    # Not written by pvtrace: what its producer could see is not known (taking "full" would make
+    # simulator lock events without releases look like the simulator's exact view).
+    return TraceMeta(source=[str(path)], view="unknown")
 
 
 def scan_events(path: Path | str) -> pl.LazyFrame:

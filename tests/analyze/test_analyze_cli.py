@@ -141,6 +141,22 @@ def test_analyze_parquet_reads_a_file_like_analyze_in_memory(tmp_path, monkeypat
         analyze_parquet(tmp_path / "other.parquet")
 
 
+def test_parquet_without_pvtrace_metadata_is_no_exact_view(tmp_path):
+    """A simulated merged view saved without pvtrace's metadata: its lock events come from the
+    simulator but show no releases, so holders are inferred (the view is unknown, not "full")."""
+    from pvtrace.simulate.scenario import load_preset
+    from pvtrace.simulate.views import select_view
+
+    s = load_preset("lhp-demo").replace(vm={"count": 1}, run={"duration_ns": 10_000_000})
+    merged = select_view(simulate_trace(s, seed=3)[0], "merged")
+    kinds = merged.events["kind"].value_counts()
+    assert kinds.filter(pl.col("kind") == "lock_contend")["count"].sum() > 0
+    assert kinds.filter(pl.col("kind") == "lock_release").height == 0
+    bare = tmp_path / "bare.parquet"
+    merged.events.write_parquet(bare)
+    assert analyze_parquet(bare).summary.extra["level"] == "inferred"
+
+
 def test_cli_warns_when_guest_clock_is_not_aligned_and_takes_offsets(tmp_path):
     from pvtrace.simulate.render import write_rendered
     from pvtrace.simulate.scenario import load_preset
