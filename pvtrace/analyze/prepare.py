@@ -107,7 +107,6 @@ class EventSource:
     eager: bool  # frame is an in-memory table (concepts may be filtered in parallel)
     scan: pl.LazyFrame | None = None  # a file's rows without `ord` (slices read only their rows)
     path: Path | None = None  # the file, if the events come from one
-    canonical: bool = True  # its columns have the canonical types (else it is read whole and cast)
 
     def rows(self, offset: int, length: int) -> pl.DataFrame:
         """Rows [offset, offset + length) in canonical order, with `ord`."""
@@ -140,11 +139,13 @@ def source_of_events(events: pl.DataFrame) -> EventSource:
 def source_of_parquet(path: Path | str) -> EventSource:
     """A pvtrace Parquet file as a lazy source. Nothing is read here: the row count and the first
     and last ts come from the footer; the order is checked, and kinds counted, while the file
-    is split into concepts (prepare_source reads it whole instead if it is out of order)."""
+    is split into concepts (prepare_source reads it whole instead if it is out of order). A file
+    whose event columns have other types (not written by pvtrace) is read whole and cast here."""
+    if not _canonical_types(path):
+        return source_of_events(read_events(path, list(USED_COLUMNS)))
     lf = pl.scan_parquet(path).select(USED_COLUMNS)
     n, first, last = _footer_extent(path)
-    canonical = _canonical_types(path)
-    if canonical and n and (first is None or last is None):  # no statistics: read the ends
+    if n and (first is None or last is None):  # no statistics: read the ends
         first = int(lf.select("ts").head(1).collect().item())
         last = int(lf.select("ts").tail(1).collect().item())
     frame = lf.with_row_index("ord").with_columns(pl.col("ord").cast(I64))
@@ -157,13 +158,16 @@ def source_of_parquet(path: Path | str) -> EventSource:
         eager=False,
         scan=lf,
         path=Path(path),
-        canonical=canonical,
     )
 
 
 def _canonical_types(path: Path | str) -> bool:
-    """Whether the file's event columns have the canonical types (every file pvtrace writes)."""
+    """Whether the file's event columns have the canonical types (every file pvtrace writes); a
+    file that lacks one of those columns is a FormatError."""
     schema = pl.read_parquet_schema(path)
+    missing = [c for c in USED_COLUMNS if c not in schema]
+    if missing:
+        raise FormatError(f"Parquet file is not pvtrace events: no column {', '.join(missing)}", str(path))
     return all(schema[c] == EVENT_SCHEMA[c] for c in USED_COLUMNS)
 
 
@@ -171,16 +175,11 @@ def _footer_extent(path: Path | str) -> tuple[int, int | None, int | None]:
     """(rows, ts of the first row group's min, ts of the last row group's max) from the footer;
     these are the first and last ts when the file is in canonical order."""
     meta = pq.ParquetFile(path).metadata
-    missing = [c for c in USED_COLUMNS if c not in meta.schema.names]
-    if missing:
-        raise FormatError(f"Parquet file is not pvtrace events: no column {', '.join(missing)}", str(path))
     groups = [meta.row_group(i) for i in range(meta.num_row_groups)]
     groups = [g for g in groups if g.num_rows]
     if not groups:
         return meta.num_rows, None, None
     col = meta.schema.names.index("ts")
-    if meta.schema.column(col).physical_type != "INT64":  # not pvtrace's: it is read whole and cast
-        return meta.num_rows, None, None
     ends = [g.column(col).statistics for g in (groups[0], groups[-1])]
     if not all(st is not None and st.has_min_max for st in ends):
         return meta.num_rows, None, None
@@ -196,9 +195,6 @@ def prepare_source(src: EventSource, meta: TraceMeta, *, lock_kind: str | None =
     """Split a source's events into the per-concept tables the analyses use."""
     if lock_kind is not None and lock_kind not in LOCK_KINDS:
         raise UsageError(f"unknown lock kind {lock_kind!r}; expected one of {', '.join(LOCK_KINDS)}")
-    if not src.canonical:  # a file with other column types: read it whole and cast it
-        events = read_events(src.path, list(USED_COLUMNS))
-        return prepare_source(source_of_events(events), meta, lock_kind=lock_kind)
     t_start = meta.t_start if meta.t_start is not None else (src.first_ts or 0)
     t_end = meta.t_end if meta.t_end is not None else (src.last_ts if src.last_ts is not None else t_start)
     t_end = max(t_end, t_start)
