@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from pvtrace.analyze.intervals import dense_sums, lookup, split
+from pvtrace.analyze.intervals import dense_sums, lookup, sort_by_key_time, split
 from pvtrace.analyze.prepare import Prepared
 from pvtrace.analyze.vcpu_states import VcpuStates, state_at
 from pvtrace.schema import LHP_INCIDENT_SCHEMA, LWP_INCIDENT_SCHEMA
@@ -29,7 +29,7 @@ def lhp_stretches(acq: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.D
     # a hold's pieces tile it: a stretch is a run of its holder-down pieces that touch
     p = split(h, states.partition, by="vid", window=prep.window, values=["state"])
     p = p.filter(pl.col("state").is_in(_NOT_RUNNING))
-    p = p.sort(pl.col("hid") * prep.window.span + pl.col("start") - prep.window.t_start)
+    p = sort_by_key_time(p, "hid", "start")
     new = (pl.col("hid") != pl.col("hid").shift(1)) | (pl.col("start") != pl.col("end").shift(1))
     p = p.with_columns(new.fill_null(True).cum_sum().alias("_grp"))
     return (

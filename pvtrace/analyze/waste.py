@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from pvtrace.analyze.intervals import dense_sums, lookup, split
+from pvtrace.analyze.intervals import dense_sums, lookup, sort_by_key_time, split
 from pvtrace.analyze.prepare import Prepared
 from pvtrace.analyze.vcpu_states import VcpuStates
 from pvtrace.summary import SPIN_SPLIT_KEYS
@@ -103,14 +103,13 @@ def spin_pieces(
 def _queue_head(p: pl.DataFrame, waits: pl.DataFrame, prep: Prepared) -> pl.DataFrame:
     """Fill the next owner of free fifo spin pieces that have none: the queued waiter that leaves
     the queue first (fifo: the earliest still queued)."""
-    w = prep.window
     orphan = (~pl.col("held")).fill_null(False) & pl.col("ref").is_null() & (pl.col("lock_kind") == "fifo")
-    table = (
-        waits.filter(~pl.col("excluded"))
-        .select(
+    table = sort_by_key_time(
+        waits.filter(~pl.col("excluded")).select(
             pl.col("lid").alias("key"), pl.col("end").alias("w_end"), pl.col("start").alias("w_start"), "vid"
-        )
-        .sort(pl.col("key") * w.span + pl.col("w_end") - w.t_start)
+        ),
+        "key",
+        "w_end",
     )
     found = lookup(
         p.select("lid", "start"),
