@@ -9,11 +9,12 @@ the event mix of heavy lock contention) tiled in time: copy i runs after copy i-
 VMs renamed, so a trace of any size keeps a realistic mix and valid per-VM streams.
 Each measurement runs in its own subprocess: a baseline (read the columns, one sort by vCPU
 and time), a floor (read the columns, one sort of every event on a packed (vCPU, time) key:
-less than any analysis that follows each vCPU's timeline can do), read + analyze() in memory, and analyze_parquet(), which decodes the file once,
-slice by slice, into per-concept tables (what `pvtrace analyze` does for big Parquet inputs),
-and analyze_parquet() again as the second run of one process (its memory pages are already
-mapped: on this machine, a Firecracker guest, first touch of fresh memory costs several
-times what it costs on a bare host).
+less than any analysis that follows each vCPU's timeline can do), read + analyze() in
+memory, analyze_parquet(), which decodes the file once, slice by slice, into per-concept
+tables (what `pvtrace analyze` does for a Parquet input), and analyze_parquet() again as the
+second run of one process (its memory pages are already mapped: on this machine, a
+Firecracker guest, first touch of fresh memory costs several times what it costs on a bare
+host).
 Then the same run as a real host + guest trace shows it (no lock_acquire/release: holders
 inferred), through analyze_parquet(). Throughput = events / wall time; peak memory = the
 child's ru_maxrss. The 50M memory run uses analyze_parquet(). Data goes to

@@ -41,7 +41,7 @@ class TraceMeta:
 
     source: list[str] = field(default_factory=list)
     format: str = "unknown"
-    view: str = "full"  # full, host, guest, merged (what the producer could see); unknown
+    view: str = "full"  # what the producer could see: full, host, guest, merged; unknown (not pvtrace's)
     t_start: int | None = None
     t_end: int | None = None
     n_pcpus: int | None = None
