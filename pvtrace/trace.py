@@ -6,6 +6,7 @@ JSON), so an ingested or simulated trace is analyzed the same way later.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pvtrace.errors import FormatError, OutputExistsError, SchemaError
+from pvtrace.errors import FormatError, SchemaError
 from pvtrace.schema import EVENT_SCHEMA, SCHEMA_VERSION, conform_events, validate_events
 
 META_KEY = "pvtrace"
@@ -87,21 +88,30 @@ class Trace:
 
 
 def check_writable(path: Path, force: bool) -> None:
-    """Refuse to overwrite an existing file unless forced."""
-    if path.exists() and not force:
-        raise OutputExistsError(str(path))
+    """Refuse to overwrite an existing file unless forced (and check the folder can take it)."""
+    from pvtrace.outputs import OutputSet, current
+
+    (current() or OutputSet(force=force)).plan(path, force=force)
 
 
 class EventWriter:
     """Streams event batches to one Parquet file, metadata written at close.
 
-    Memory stays bounded by the batch size, whatever the run length.
+    Memory stays bounded by the batch size, whatever the run length. The file is written under
+    a unique temporary name (pvtrace.outputs) and takes its final name only when complete: at
+    close when written alone, at the command's commit inside an OutputSet.
     """
 
     def __init__(self, path: Path | str, force: bool = False):
+        from pvtrace.outputs import OutputSet, current
+
         self.path = Path(path)
-        check_writable(self.path, force)
-        self._tmp = self.path.with_name(self.path.name + ".partial")
+        self._outputs = current()
+        self._own = self._outputs is None
+        if self._outputs is None:
+            self._outputs = OutputSet(force=force)
+        self._staged = self._outputs.stage(self.path, force=force)
+        self._tmp = self._staged.tmp
         self._writer: pq.ParquetWriter | None = None
         self.n_rows = 0
 
@@ -109,24 +119,34 @@ class EventWriter:
         if batch.height == 0:
             return
         table = batch.to_arrow()
-        if self._writer is None:
-            self._writer = pq.ParquetWriter(self._tmp, table.schema, compression="zstd")
-        self._writer.write_table(table)
+        with self._errors():
+            if self._writer is None:
+                self._writer = pq.ParquetWriter(self._tmp, table.schema, compression="zstd")
+            self._writer.write_table(table)
         self.n_rows += batch.height
 
     def close(self, meta: TraceMeta) -> None:
-        if self._writer is None:
-            self._writer = pq.ParquetWriter(
-                self._tmp, pl.DataFrame(schema=EVENT_SCHEMA).to_arrow().schema, compression="zstd"
-            )
-        self._writer.add_key_value_metadata({META_KEY: meta.to_json()})
-        self._writer.close()
-        self._tmp.replace(self.path)
+        with self._errors():
+            if self._writer is None:
+                self._writer = pq.ParquetWriter(
+                    self._tmp, pl.DataFrame(schema=EVENT_SCHEMA).to_arrow().schema, compression="zstd"
+                )
+            self._writer.add_key_value_metadata({META_KEY: meta.to_json()})
+            self._writer.close()
+        self._staged.finish()
+        if self._own:
+            self._outputs.commit()
 
     def abort(self) -> None:
         if self._writer is not None:
-            self._writer.close()
-        self._tmp.unlink(missing_ok=True)
+            with contextlib.suppress(Exception):
+                self._writer.close()
+        self._staged.discard()
+
+    def _errors(self):
+        from pvtrace.outputs import write_errors
+
+        return write_errors(self.path)
 
     def __enter__(self) -> EventWriter:
         return self

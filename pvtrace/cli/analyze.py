@@ -11,13 +11,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from pvtrace.analyze import Analysis, analyze
+from pvtrace.analyze.result import TABLES
 from pvtrace.analyze.run import STEPS, analyze_parquet
 from pvtrace.cli.common import err, handle_errors, out, progress
 from pvtrace.cli.ingest import parse_guest_offset, refuse_text_options
-from pvtrace.errors import OutputExistsError, UsageError
+from pvtrace.errors import UsageError
 from pvtrace.ingest.load import is_one_parquet, load
+from pvtrace.outputs import OutputSet, atomic_file
 from pvtrace.schema import LOCK_KINDS
-from pvtrace.trace import Trace, check_writable
+from pvtrace.trace import Trace
 
 
 def load_inputs(
@@ -46,31 +48,35 @@ def load_inputs(
         )
 
 
-def write_outputs(
-    a: Analysis, *, json_path: Path | None, out_dir: Path | None, csv: bool, force: bool
-) -> list[Path]:
-    """Write the summary JSON and the tables; refuse to overwrite anything without force."""
-    targets: list[Path] = []
-    if json_path is not None:
-        targets.append(json_path)
+def output_targets(json_path: Path | None, out_dir: Path | None, csv: bool) -> list[Path]:
+    """Every file --json and --out-dir will write (the tables of TABLES, then summary.json)."""
+    targets: list[Path] = [json_path] if json_path is not None else []
     if out_dir is not None:
         ext = "csv" if csv else "parquet"
-        targets += [out_dir / f"{name}.{ext}" for name in a.tables]
+        targets += [out_dir / f"{name}.{ext}" for name in TABLES]
         targets.append(out_dir / "summary.json")
-    for p in targets:  # check everything before writing anything
-        check_writable(p, force)
+    return targets
+
+
+def write_outputs(a: Analysis, *, json_path: Path | None, out_dir: Path | None, csv: bool) -> list[Path]:
+    """Stage the summary JSON and the tables in the command's OutputSet (placed together at its end)."""
+    targets: list[Path] = []
     if out_dir is not None:
-        if out_dir.exists() and not out_dir.is_dir():
-            raise OutputExistsError(str(out_dir))
-        out_dir.mkdir(parents=True, exist_ok=True)
         for name, df in a.tables.items():
-            if csv:
-                df.with_columns(pl.col(pl.UInt64).cast(pl.String)).write_csv(out_dir / f"{name}.csv")
-            else:
-                df.write_parquet(out_dir / f"{name}.parquet")
-        (out_dir / "summary.json").write_text(a.summary.to_json() + "\n", encoding="utf-8")
-    if json_path is not None:
-        json_path.write_text(a.summary.to_json() + "\n", encoding="utf-8")
+            path = out_dir / f"{name}.{'csv' if csv else 'parquet'}"
+            with atomic_file(path) as tmp:
+                if csv:
+                    df.with_columns(pl.col(pl.UInt64).cast(pl.String)).write_csv(tmp)
+                else:
+                    df.write_parquet(tmp)
+            targets.append(path)
+    summary = a.summary.to_json() + "\n"
+    for path in ([out_dir / "summary.json"] if out_dir is not None else []) + (
+        [json_path] if json_path is not None else []
+    ):
+        with atomic_file(path) as tmp:
+            tmp.write_text(summary, encoding="utf-8")
+        targets.append(path)
     return targets
 
 
@@ -228,7 +234,7 @@ def convoy_length_buckets(lengths: pl.Series) -> list[tuple[str, int]]:
     return rows
 
 
-def write_report(trace: Trace, result: Analysis, path: Path, files: list[Path], force: bool) -> None:
+def write_report(trace: Trace, result: Analysis, path: Path, files: list[Path]) -> None:
     """The report page of this analysis (pvtrace.report), as `pvtrace report -o` writes it."""
     # imported here: the report stage pulls in altair, which a plain analysis does not need
     from pvtrace.report.page import write_page
@@ -238,21 +244,11 @@ def write_report(trace: Trace, result: Analysis, path: Path, files: list[Path], 
     page = render_report(
         trace, result, sections=report_sections(trace, result, None), title=f"pvtrace report: {names}"
     )
-    write_page(page, path, force)
+    write_page(page, path)
 
 
-def finish(
-    result: Analysis,
-    files: list[Path],
-    *,
-    json_out: Path | None,
-    out_dir: Path | None,
-    csv: bool,
-    force: bool,
-    quiet: bool,
-) -> None:
-    """Write the outputs, then show the summary."""
-    written = write_outputs(result, json_path=json_out, out_dir=out_dir, csv=csv, force=force)
+def finish(result: Analysis, files: list[Path], *, written: list[Path], quiet: bool) -> None:
+    """Show the summary (the outputs are in place)."""
     for warning in result.summary.extra.get("warnings", []):
         err.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     if not quiet:
@@ -312,31 +308,33 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"--lock-kind must be one of {', '.join(LOCK_KINDS)}, not {lock_kind!r}")
         if csv and out_dir is None:
             raise UsageError("--csv needs --out-dir")
-        # Fail on existing outputs before the (possibly long) analysis.
-        if json_out is not None:
-            check_writable(json_out, force)
-        if report is not None:
-            check_writable(report, force)
         refuse_text_options(files, fmt, side=side, vm=vm_name, vcpu_map=vcpu_map, guest_offset=guest_offset)
-        if report is None and is_one_parquet(files, fmt):
-            # a pvtrace Parquet file is analyzed concept by concept, never loaded whole: less memory
-            # (50M events: 5.4 GiB instead of 9.9) and no slower (benchmarks/README.md)
-            with progress("analyzing", total=len(STEPS), quiet=quiet) as bar:
-                result = analyze_parquet(files[0], lock_kind=lock_kind, progress=lambda step: bar.advance(1))
-            finish(result, files, json_out=json_out, out_dir=out_dir, csv=csv, force=force, quiet=quiet)
-            return
-        trace = load_inputs(
-            files,
-            fmt=fmt,
-            strict=strict,
-            side=side,
-            vm_name=vm_name,
-            vcpu_map=vcpu_map,
-            guest_offset_ns=parse_guest_offset(guest_offset),
-            quiet=quiet,
-        )
-        with progress("analyzing", total=len(STEPS), quiet=quiet) as bar:
-            result = analyze(trace, lock_kind=lock_kind, progress=lambda step: bar.advance(1))
-        if report is not None:
-            write_report(trace, result, report, files, force)
-        finish(result, files, json_out=json_out, out_dir=out_dir, csv=csv, force=force, quiet=quiet)
+        # Every output checked before the (possibly long) analysis; all placed together at the end.
+        outputs = OutputSet(force=force, inputs=[*files, *([vcpu_map] if vcpu_map else [])])
+        for path in [*output_targets(json_out, out_dir, csv), *([report] if report else [])]:
+            outputs.plan(path)
+        with outputs:
+            if report is None and is_one_parquet(files, fmt):
+                # a pvtrace Parquet file is analyzed concept by concept, never loaded whole: less memory
+                # (50M events: 5.4 GiB instead of 9.9) and no slower (benchmarks/README.md)
+                with progress("analyzing", total=len(STEPS), quiet=quiet) as bar:
+                    result = analyze_parquet(
+                        files[0], lock_kind=lock_kind, progress=lambda step: bar.advance(1)
+                    )
+            else:
+                trace = load_inputs(
+                    files,
+                    fmt=fmt,
+                    strict=strict,
+                    side=side,
+                    vm_name=vm_name,
+                    vcpu_map=vcpu_map,
+                    guest_offset_ns=parse_guest_offset(guest_offset),
+                    quiet=quiet,
+                )
+                with progress("analyzing", total=len(STEPS), quiet=quiet) as bar:
+                    result = analyze(trace, lock_kind=lock_kind, progress=lambda step: bar.advance(1))
+                if report is not None:
+                    write_report(trace, result, report, files)
+            written = write_outputs(result, json_path=json_out, out_dir=out_dir, csv=csv)
+        finish(result, files, written=[*written, *([report] if report else [])], quiet=quiet)

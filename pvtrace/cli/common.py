@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from pvtrace.errors import PvtraceError
+from pvtrace.outputs import Terminated, install_signal_handlers, os_message, remove_live_temps
 
 out = Console()  # results: stdout
 err = Console(stderr=True)  # errors, warnings, progress
@@ -26,17 +27,29 @@ def handle_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        install_signal_handlers()
         try:
             return fn(*args, **kwargs)
         except PvtraceError as exc:
             err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
+        except Terminated as exc:
+            err.print(f"[bold red]interrupted[/] ({exc.args[0]})")
+            raise typer.Exit(128 + exc.signum) from None
         except KeyboardInterrupt:
             err.print("[bold red]interrupted[/]")
             raise typer.Exit(130) from None
         except BrokenPipeError:
             sys.stderr.close()
             raise typer.Exit(0) from None
+        except OSError as exc:  # the last resort: an OS error no stage turned into a sentence
+            where = f"{exc.filename}: " if exc.filename else ""
+            err.print(
+                f"[bold red]error:[/] {escape(where + os_message(exc))}", highlight=False, soft_wrap=True
+            )
+            raise typer.Exit(1) from None
+        finally:
+            remove_live_temps()
 
     return wrapper  # type: ignore[return-value]
 

@@ -9,9 +9,9 @@ from rich.table import Table
 
 from pvtrace.cli.common import handle_errors, out, progress
 from pvtrace.errors import UsageError
+from pvtrace.outputs import OutputSet
 from pvtrace.simulate.scenario import Scenario, load_preset, load_scenario, preset_names
 from pvtrace.simulate.truth import GroundTruth
-from pvtrace.trace import check_writable
 
 FORMATS = ("parquet", "ftrace", "trace-cmd", "perf")
 VIEWS = ("full", "host", "guest", "merged")
@@ -114,10 +114,12 @@ def register(app: typer.Typer) -> None:
         if view not in VIEWS:
             raise UsageError(f"unknown --view {view!r}; choose one of {', '.join(VIEWS)}")
         s = pick_scenario(scenario, preset)
-        check_writable(output, force)
+        outputs = OutputSet(force=force, inputs=[scenario] if scenario is not None else [])
+        outputs.plan(output)
         if truth_path is not None:
-            check_writable(truth_path, force)
-        with progress("simulating", total=1.0, quiet=quiet) as bar:
+            outputs.plan(truth_path)
+        # the traces and the truth appear together or not at all
+        with outputs, progress("simulating", total=1.0, quiet=quiet) as bar:
 
             def tick(done: float) -> None:
                 bar.update(completed=done)
@@ -131,9 +133,9 @@ def register(app: typer.Typer) -> None:
                 trace, truth = simulate_trace(s, seed=seed, progress=tick)
                 n_events = trace.events.height
                 files = write_rendered(trace, fmt, view, output, force)
-        if truth_path is not None:
-            truth.write_json(truth_path, force=force)
-            files.append(truth_path)
+            if truth_path is not None:
+                truth.write_json(truth_path, force=force)
+                files.append(truth_path)
         if not quiet:
             print_truth(truth, n_events, files)
 
@@ -158,20 +160,25 @@ def register(app: typer.Typer) -> None:
         from pvtrace.simulate.experiment import LEVELS, LOCKS, run_experiment
 
         s = pick_scenario(scenario, preset if (preset or scenario) else "seed-table")
+        outputs = OutputSet(force=force, inputs=[scenario] if scenario is not None else [])
         if output is not None:
             for name in ("experiment.csv", "experiment-runs.csv", "experiment.json"):
-                check_writable(output / name, force)
+                outputs.plan(output / name)
         if report is not None:
-            check_writable(report, force)
+            outputs.plan(report)
         total = len(LEVELS) * len(LOCKS) * repeats
-        with progress("experiment", total=total, quiet=quiet) as bar:
-            exp = run_experiment(s, repeats=repeats, progress=lambda done, _total: bar.update(completed=done))
-        out.print(experiment_table(exp))
-        if output is not None:
-            files = exp.write(output, force=force)
-            out.print("Wrote " + ", ".join(str(f) for f in files))
-        if report is not None:
-            from pvtrace.report import write_experiment_report
+        files: list[Path] = []
+        with outputs:  # tables, JSON and page together or not at all
+            with progress("experiment", total=total, quiet=quiet) as bar:
+                exp = run_experiment(
+                    s, repeats=repeats, progress=lambda done, _total: bar.update(completed=done)
+                )
+            if output is not None:
+                files += exp.write(output, force=force)
+            if report is not None:
+                from pvtrace.report import write_experiment_report
 
-            write_experiment_report(exp.report_rows(), report, force=force)
-            out.print(f"Wrote {report}")
+                files.append(write_experiment_report(exp.report_rows(), report, force=force))
+        out.print(experiment_table(exp))
+        if files:
+            out.print("Wrote " + ", ".join(str(f) for f in files))

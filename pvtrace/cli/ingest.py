@@ -12,6 +12,7 @@ from rich.table import Table
 from pvtrace.cli.common import handle_errors, out, progress
 from pvtrace.errors import UsageError
 from pvtrace.ingest.load import FORMATS, ingest_to_parquet, is_one_parquet
+from pvtrace.outputs import OutputSet
 from pvtrace.trace import TraceMeta
 
 SIDES = ("auto", "host", "guest")
@@ -225,7 +226,9 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"--side must be one of {', '.join(SIDES)}, not {side!r}")
         refuse_text_options(files, format, side=side, vm=vm, vcpu_map=vcpu_map, guest_offset=guest_offset)
         total = sum(f.stat().st_size for f in files if f.is_file())
-        with progress("ingest", total=total or None, quiet=quiet) as bar:
+        outputs = OutputSet(force=force, inputs=[*files, *([vcpu_map] if vcpu_map else [])])
+        outputs.plan(output)  # before the work: an existing file, an input, an unwritable folder
+        with outputs, progress("ingest", total=total or None, quiet=quiet) as bar:
             meta = ingest_to_parquet(
                 files,
                 output,

@@ -13,12 +13,13 @@ from pvtrace.analyze.run import STEPS
 from pvtrace.cli.common import err, handle_errors, out, progress
 from pvtrace.errors import UsageError
 from pvtrace.ingest.load import load
+from pvtrace.outputs import OutputSet
 from pvtrace.report.compare import compare_metrics, format_comparison, write_compare
 from pvtrace.report.figures import FORMATS, export_figures
 from pvtrace.report.page import write_page
 from pvtrace.report.trace_page import all_figures, render_report, report_sections
 from pvtrace.report.window import parse_window
-from pvtrace.trace import Trace, check_writable
+from pvtrace.trace import Trace
 
 
 def load_trace(paths: list[Path], what: str) -> Trace:
@@ -62,20 +63,26 @@ def report(
     if figure_format not in FORMATS:
         raise UsageError(f"--figure-format must be one of {', '.join(FORMATS)}, not {figure_format!r}")
     win = parse_window(window) if window else None
+    outputs = OutputSet(force=force, inputs=files)
     if out_path is not None:
-        check_writable(out_path, force)
+        outputs.plan(out_path)
+    if figures is not None:
+        outputs.plan(figures / f"figure.{figure_format}")  # the folder: creatable and writable
     names = ", ".join(p.name for p in files)
-    trace = load_trace(files, names)
-    analysis = analyze_with_progress(trace, names)
-    sections = report_sections(trace, analysis, win)
+    with outputs:
+        trace = load_trace(files, names)
+        analysis = analyze_with_progress(trace, names)
+        sections = report_sections(trace, analysis, win)
+        if out_path is not None:
+            page = render_report(trace, analysis, sections=sections, title=f"pvtrace report: {names}")
+            write_page(page, out_path, force)
+        if figures is not None:
+            written = export_figures(all_figures(sections), figures, figure_format, force)
     if out_path is not None:
-        page = render_report(trace, analysis, sections=sections, title=f"pvtrace report: {names}")
-        write_page(page, out_path, force)
         err.print(
             f"wrote {out_path} ({out_path.stat().st_size / 1e6:.1f} MB)", highlight=False, soft_wrap=True
         )
     if figures is not None:
-        written = export_figures(all_figures(sections), figures, figure_format, force)
         err.print(
             f"wrote {len(written)} {figure_format.upper()} figures to {figures}",
             highlight=False,
@@ -95,14 +102,17 @@ def compare(
     labels = (label_a or a.stem, label_b or b.stem)
     if labels[0] == labels[1]:
         labels = (f"A: {labels[0]}", f"B: {labels[1]}")
+    outputs = OutputSet(force=force, inputs=[a, b])
     if out_path is not None:
-        check_writable(out_path, force)
-    ta, tb = load_trace([a], labels[0]), load_trace([b], labels[1])
-    xa, xb = analyze_with_progress(ta, labels[0]), analyze_with_progress(tb, labels[1])
-    table = format_comparison(compare_metrics(xa, xb, (ta, tb)), labels)
+        outputs.plan(out_path)
+    with outputs:
+        ta, tb = load_trace([a], labels[0]), load_trace([b], labels[1])
+        xa, xb = analyze_with_progress(ta, labels[0]), analyze_with_progress(tb, labels[1])
+        table = format_comparison(compare_metrics(xa, xb, (ta, tb)), labels)
+        if out_path is not None:
+            write_compare(xa, xb, labels, out_path, force=force, traces=(ta, tb))
     out.print(comparison_table(table, f"A = {labels[0]}, B = {labels[1]}"))
     if out_path is not None:
-        write_compare(xa, xb, labels, out_path, force=force, traces=(ta, tb))
         err.print(f"wrote {out_path}", highlight=False, soft_wrap=True)
 
 

@@ -30,6 +30,7 @@ from pvtrace.ingest.records import FormatSpec, ParseInfo, ParseOptions
 from pvtrace.ingest.sniff import NEED_MORE, SNIFF_BYTES, Verdict, detect_format
 from pvtrace.ingest.stream import iter_raw_chunks
 from pvtrace.ingest.vcpu_map import find_vcpu_map, read_vcpu_map
+from pvtrace.outputs import plan_output
 from pvtrace.schema import EVENT_SCHEMA, empty_events
 from pvtrace.trace import EventWriter, Trace, TraceMeta, VmInfo, read_trace
 
@@ -503,8 +504,7 @@ def ingest_to_parquet(
     """Convert inputs to one pvtrace Parquet file, streaming (memory bounded by the block size)."""
     out = Path(out)
     paths = [Path(p) for p in paths]
-    if any(p.resolve() == out.resolve() for p in paths if p.exists()):
-        raise UsageError(f"the output {out} is also an input")
+    plan_output(out, inputs=[*paths, *([vcpu_map_path] if vcpu_map_path else [])], force=force)
     if is_one_parquet(paths, format):
         trace = read_trace(paths[0])
         with EventWriter(out, force=force) as w:

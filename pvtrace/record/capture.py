@@ -40,6 +40,7 @@ import zstandard
 
 from pvtrace import __version__
 from pvtrace.errors import RecordError, UsageError
+from pvtrace.outputs import OutputSet, atomic_file, current, staged_output, write_errors
 from pvtrace.record.events import SPIN_STACK_TRIGGER, STACK_EVENT, Mode
 from pvtrace.record.inventory import Coverage, Inventory, coverage, inventory
 from pvtrace.record.preflight import Plan, Problem, preflight
@@ -281,29 +282,27 @@ def _copy(src: Path, dest: Any, bar: ProgressHandle) -> None:
             bar.advance(len(chunk))
 
 
-def _partial(path: Path) -> Path:
-    return path.with_name(path.name + ".partial")
-
-
 def _save_text(src: Path, paths: OutputPaths, progress: ProgressFactory) -> Inventory:
     """Copy the instance's trace text (compressing when -o asks), and count what it holds."""
-    done = _partial(paths.text)
-    plain = done if paths.compression is None else paths.text.with_name(paths.text.name + ".plain.partial")
-    try:
-        with plain.open("wb") as out, progress("reading trace", None) as bar:
-            _copy(src, out, bar)
-        inv = inventory(plain)
-        if paths.compression is not None:
-            size = plain.stat().st_size
-            with _open_compressed(done, paths.compression) as out, progress("compressing", size) as bar:
-                _copy(plain, out, bar)
-            plain.unlink()
-        done.replace(paths.text)
-        return inv
-    except BaseException:
-        plain.unlink(missing_ok=True)
-        done.unlink(missing_ok=True)
-        raise
+    with staged_output(paths.text) as staged, write_errors(paths.text):
+        done = staged.tmp
+        plain = done if paths.compression is None else done.with_name(done.name + ".plain")
+        try:
+            with plain.open("wb") as out, progress("reading trace", None) as bar:
+                _copy(src, out, bar)
+            inv = inventory(plain)
+            if paths.compression is not None:
+                size = plain.stat().st_size
+                with _open_compressed(done, paths.compression) as out, progress("compressing", size) as bar:
+                    _copy(plain, out, bar)
+        finally:
+            if plain != done:
+                plain.unlink(missing_ok=True)
+    return inv
+
+
+class _DatFailed(Exception):
+    """trace-cmd restore could not build the .dat (the note says why)."""
 
 
 def _save_dat(instance: Instance, dest: Path) -> tuple[str, bool]:
@@ -327,21 +326,20 @@ def _save_dat(instance: Instance, dest: Path) -> tuple[str, bool]:
             raw = tmp / f"cpu{cpu}.raw"
             instance.drain_raw(cpu, raw)
             raws.append(str(raw))
-        part = _partial(dest.absolute())
         try:
-            for args in (
-                ["restore", "-c", "-o", str(head)],
-                ["restore", "-i", str(head), "-o", str(part), *raws],
-            ):
-                res = subprocess.run([trace_cmd, *args], cwd=tmp, capture_output=True, text=True, check=False)
-                if res.returncode != 0:
-                    return (
-                        f"no trace.dat: trace-cmd {' '.join(args[:2])} failed: {res.stderr.strip()[-200:]}",
-                        False,
+            with staged_output(dest) as staged:
+                for args in (
+                    ["restore", "-c", "-o", str(head)],
+                    ["restore", "-i", str(head), "-o", str(staged.tmp), *raws],
+                ):
+                    res = subprocess.run(
+                        [trace_cmd, *args], cwd=tmp, capture_output=True, text=True, check=False
                     )
-            part.replace(dest)
-        finally:
-            part.unlink(missing_ok=True)
+                    if res.returncode != 0:
+                        why = res.stderr.strip()[-200:]
+                        raise _DatFailed(f"no trace.dat: trace-cmd {' '.join(args[:2])} failed: {why}")
+        except _DatFailed as exc:
+            return str(exc), False
     return f"trace.dat built by trace-cmd restore from the instance's raw buffers: {dest}", True
 
 
@@ -384,8 +382,23 @@ def record(
         targets.append(paths.dat)
     if req.mode == "host":
         targets += [paths.vcpus, paths.dat_vcpus] if paths.dat in targets else [paths.vcpus]
-    for path in targets:
-        check_writable(path, req.force)
+    # every file of the capture appears together at the end, or none (pvtrace.outputs)
+    with OutputSet(force=req.force) if current() is None else contextlib.nullcontext():
+        for path in targets:
+            check_writable(path, req.force)
+        return _record_checked(req, paths, tracefs, proc_root, mounts, euid, notify, progress)
+
+
+def _record_checked(
+    req: CaptureRequest,
+    paths: OutputPaths,
+    tracefs: Tracefs | None,
+    proc_root: Path,
+    mounts: Path,
+    euid: int | None,
+    notify: Callable[[str], None],
+    progress: ProgressFactory,
+) -> CaptureResult:
     with _signal_handling() as signals:
         plan = preflight(
             req.mode,
@@ -499,9 +512,6 @@ def _record_planned(
         signals.recording = False
         if proc is not None and proc.poll() is None:
             _stop_command(proc)
-        if failed:
-            for path in outputs.values():
-                path.unlink(missing_ok=True)
         if instance is not None:
             try:
                 _teardown(instance, plan.events, stacktrace)
@@ -557,6 +567,5 @@ def _write_record_json(result: CaptureResult, req: CaptureRequest, path: Path) -
         "warnings": [str(w) for w in result.warnings],
         "notes": result.notes,
     }
-    tmp = _partial(path)
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")

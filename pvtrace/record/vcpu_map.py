@@ -15,7 +15,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pvtrace.trace import check_writable
+from pvtrace.outputs import atomic_file
 
 PROC = Path("/proc")
 _VCPU_COMM = re.compile(r"^(?:CPU (\d+)/KVM|fc_vcpu (\d+))$")
@@ -97,5 +97,5 @@ def merge_maps(*maps: pl.DataFrame) -> pl.DataFrame:
 
 def write_vcpu_map(table: pl.DataFrame, path: Path, force: bool) -> None:
     """Write the side file (CSV with header tid,pid,vm,vcpu)."""
-    check_writable(path, force)
-    table.select(list(VCPU_MAP_SCHEMA)).write_csv(path)
+    with atomic_file(path, force) as tmp:
+        table.select(list(VCPU_MAP_SCHEMA)).write_csv(tmp)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from pathlib import Path
 
 import vl_convert
 
-from pvtrace.errors import PvtraceError, UsageError
+from pvtrace.errors import UsageError
+from pvtrace.outputs import OutputSet, atomic_file, current
 from pvtrace.report.figure import Figure
 from pvtrace.report.page import vl_version
 from pvtrace.trace import check_writable
@@ -21,7 +23,7 @@ def export_figures(
     """Write each figure that has a chart as <directory>/<name>.<fmt>; returns the files written.
 
     Every target is checked before anything is written, so a refused overwrite
-    leaves the directory untouched.
+    leaves the directory untouched; the images appear together or not at all.
     """
     if fmt not in FORMATS:
         raise UsageError(f"figure format must be one of {', '.join(FORMATS)}, not {fmt!r}")
@@ -32,14 +34,14 @@ def export_figures(
     targets = [directory / f"{f.name}.{fmt}" for f in charts]
     for path in targets:
         check_writable(path, force)
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
+    with OutputSet(force=force) if current() is None else contextlib.nullcontext():
         for fig, path in zip(charts, targets, strict=True):
             spec = fig.spec()
-            if fmt == "png":
-                path.write_bytes(vl_convert.vegalite_to_png(spec, vl_version=vl_version(), scale=2))
-            else:
-                path.write_text(vl_convert.vegalite_to_svg(spec, vl_version=vl_version()), encoding="utf-8")
-    except OSError as exc:
-        raise PvtraceError(f"cannot write figures to {directory}: {exc.strerror or exc}") from None
+            with atomic_file(path, force) as tmp:
+                if fmt == "png":
+                    tmp.write_bytes(vl_convert.vegalite_to_png(spec, vl_version=vl_version(), scale=2))
+                else:
+                    tmp.write_text(
+                        vl_convert.vegalite_to_svg(spec, vl_version=vl_version()), encoding="utf-8"
+                    )
     return targets

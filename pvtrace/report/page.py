@@ -17,9 +17,8 @@ import polars as pl
 import vl_convert
 
 from pvtrace import __version__
-from pvtrace.errors import PvtraceError
+from pvtrace.outputs import atomic_file
 from pvtrace.report.figure import Figure
-from pvtrace.trace import check_writable
 
 
 @dataclass
@@ -182,14 +181,8 @@ def render_page(title: str, subtitle: str, sections: list[Section]) -> str:
 
 
 def write_page(text: str, path: Path | str, force: bool = False) -> Path:
-    """Write a page atomically, refusing to overwrite an existing file unless forced."""
+    """Write a page atomically (pvtrace.outputs), refusing to overwrite an existing file unless forced."""
     path = Path(path)
-    check_writable(path, force)
-    tmp = path.with_name(path.name + ".partial")
-    try:
+    with atomic_file(path, force) as tmp:
         tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise PvtraceError(f"cannot write {path}: {exc.strerror or exc}") from None
     return path

@@ -9,6 +9,7 @@ without, in percent, as in science.md's table.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import polars as pl
 
+from pvtrace.outputs import OutputSet, atomic_file, current
 from pvtrace.simulate.run import discard, simulate
 from pvtrace.simulate.scenario import Scenario
 from pvtrace.trace import check_writable
@@ -45,12 +47,7 @@ class Experiment:
     def write(self, folder: Path | str, force: bool = False) -> list[Path]:
         """experiment.csv (the table), experiment-runs.csv and experiment.json into folder."""
         d = Path(folder)
-        d.mkdir(parents=True, exist_ok=True)
         paths = [d / "experiment.csv", d / "experiment-runs.csv", d / "experiment.json"]
-        for p in paths:
-            check_writable(p, force)
-        self.table.write_csv(paths[0])
-        self.runs.write_csv(paths[1])
         doc = {
             "scenario": self.scenario.to_dict(),
             "repeats": self.repeats,
@@ -58,7 +55,16 @@ class Experiment:
             "table": self.table.to_dicts(),
             "runs": self.runs.to_dicts(),
         }
-        paths[2].write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+        # all three or none: inside the command's OutputSet, or a set of their own
+        with OutputSet(force=force) if current() is None else contextlib.nullcontext():
+            for p in paths:
+                check_writable(p, force)
+            with atomic_file(paths[0], force) as tmp:
+                self.table.write_csv(tmp)
+            with atomic_file(paths[1], force) as tmp:
+                self.runs.write_csv(tmp)
+            with atomic_file(paths[2], force) as tmp:
+                tmp.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
         return paths
 
 

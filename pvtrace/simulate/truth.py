@@ -20,11 +20,11 @@ from typing import Any
 
 import polars as pl
 
+from pvtrace.outputs import atomic_file
 from pvtrace.schema import CONVOY_SCHEMA, LHP_INCIDENT_SCHEMA, LWP_INCIDENT_SCHEMA
 from pvtrace.simulate.output import lock_address
 from pvtrace.simulate.tasks import HALTED, PREEMPTED, RUNNING, STATE_NAMES
 from pvtrace.summary import TOTAL_KEYS, Summary
-from pvtrace.trace import check_writable
 
 
 class Gap:
@@ -262,11 +262,8 @@ class GroundTruth:
         return out
 
     def write_json(self, path: Path | str, force: bool = False) -> None:
-        p = Path(path)
-        check_writable(p, force)
-        tmp = p.with_name(p.name + ".partial")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1, default=str) + "\n", encoding="utf-8")
-        tmp.replace(p)
+        with atomic_file(path, force) as tmp:
+            tmp.write_text(json.dumps(self.to_dict(), indent=1, default=str) + "\n", encoding="utf-8")
 
 
 class Truth:

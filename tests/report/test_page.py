@@ -68,8 +68,16 @@ def test_refuses_to_overwrite_without_force(tmp_path, full_trace, full_analysis)
 
 
 def test_unwritable_target_is_a_clear_error(tmp_path, full_trace, full_analysis):
-    with pytest.raises(PvtraceError, match="cannot write"):
-        write_report(full_trace, full_analysis, tmp_path / "missing-dir" / "r.html")
+    (tmp_path / "a-file").write_text("mine")
+    with pytest.raises(PvtraceError, match="cannot write.*not a folder"):
+        write_report(full_trace, full_analysis, tmp_path / "a-file" / "r.html")
+    assert (tmp_path / "a-file").read_text() == "mine"
+
+
+def test_missing_folders_are_created(tmp_path, full_trace, full_analysis):
+    """One rule for every command's outputs (pvtrace.outputs): missing folders are created."""
+    write_report(full_trace, full_analysis, tmp_path / "missing-dir" / "r.html")
+    assert (tmp_path / "missing-dir" / "r.html").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
 
 
 def test_text_is_escaped(tmp_path, full_trace, full_analysis):

@@ -4,16 +4,18 @@ A host (or merged) text capture comes with `<output>.vcpus.csv`, the vCPU map
 (tid, QEMU pid, vm, vcpu) that `pvtrace ingest` picks up next to its input.
 Guest text files are one per VM, `<stem>-<vm><suffix>`, each on its guest's
 own clock, except inside a merged trace-cmd report (one file, host clock).
-Nothing is overwritten without force, and a failed write leaves no partial file.
+Nothing is overwritten without force, and a failed write leaves no partial file (pvtrace.outputs).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
 from pvtrace.errors import UsageError
+from pvtrace.outputs import OutputSet, atomic_file, current
 from pvtrace.simulate.render.ftrace import to_ftrace
 from pvtrace.simulate.render.identities import vcpu_map, vm_names
 from pvtrace.simulate.render.perf import to_perf_script
@@ -89,14 +91,9 @@ def _plan(trace: Trace, fmt: str, view: str, out_path: Path, ns: bool | None) ->
     return plan
 
 
-def _write_atomically(path: Path, writer: Writer) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    try:
-        with tmp.open("w", encoding="utf-8", newline="\n") as out:
-            writer(out)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+def _write_atomically(path: Path, writer: Writer, force: bool) -> None:
+    with atomic_file(path, force) as tmp, tmp.open("w", encoding="utf-8", newline="\n") as out:
+        writer(out)
 
 
 def write_rendered(
@@ -117,7 +114,9 @@ def write_rendered(
         return [out_path]
     plan = _plan(seen, fmt, view, out_path, ns)
     for path, _ in plan:
-        check_writable(path, force)
-    for path, writer in plan:
-        _write_atomically(path, writer)
+        check_writable(path, force)  # all checked before any is written
+    # every file or none (pvtrace.outputs): inside the command's OutputSet, or a set of their own
+    with OutputSet(force=force) if current() is None else contextlib.nullcontext():
+        for path, writer in plan:
+            _write_atomically(path, writer, force)
     return [path for path, _ in plan]

@@ -1,0 +1,334 @@
+"""Output files every command writes the same way: checked first, staged, renamed into place together.
+
+A command opens one `OutputSet` (its inputs and --force), plans each output path before the
+work starts (`plan`: missing folders are created later, an existing file without --force, a
+path that is one of the inputs, a folder that is not writable: one-line OutputError now), and
+writes each file through `atomic_file` / `stage`: a unique temporary name in the target folder
+(`.name.XXXXXX.partial`, so two writers never share one), renamed into place only when the whole
+command succeeded. `commit` places every file of the set at once, with SIGINT/SIGTERM/SIGHUP held
+back; a failure half-way restores what was there. Without --force a file that appeared meanwhile
+(another writer) is never replaced: the commit links without clobbering and fails cleanly.
+Temporary files are removed on any error or signal; `install_signal_handlers` turns SIGTERM and
+SIGHUP into the same unwinding as Ctrl-C.
+
+Library writers (pages, traces, truth, tables) call `atomic_file`/`stage` with a path: inside a
+command's OutputSet the file joins that set; alone, it is committed as soon as it is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import functools
+import os
+import signal
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+
+from pvtrace.errors import OutputExistsError, PvtraceError, UsageError
+
+WRITE_ERRORS = (OSError, pl.exceptions.PolarsError, pa.ArrowException)  # what a full or read-only disk raises
+HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_active: ContextVar[OutputSet | None] = ContextVar("pvtrace_outputs", default=None)
+_live_temps: set[Path] = set()  # every temporary file not yet placed or removed (signal / exit cleanup)
+
+
+class OutputError(PvtraceError):
+    """An output cannot be written (folder missing and not creatable, read-only, disk full, ...)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, unwound like Ctrl-C so every temporary file is removed."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM and SIGHUP raise Terminated (Ctrl-C already raises KeyboardInterrupt)."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        with contextlib.suppress(ValueError, OSError):  # not the main thread: leave them
+            signal.signal(sig, _raise_terminated)
+
+
+def remove_live_temps() -> None:
+    """Remove every temporary output file still on disk (the last resort on exit)."""
+    for tmp in list(_live_temps):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        _live_temps.discard(tmp)
+
+
+@functools.cache
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def os_message(exc: BaseException) -> str:
+    """The OS's words for an error, without Python's `[Errno n]` prefix."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc).strip().splitlines()
+    return text[0] if text else exc.__class__.__name__
+
+
+def _identity(path: Path) -> tuple[str, tuple[int, int] | None]:
+    """The resolved path and (device, inode) of a path, to tell when two names are one file."""
+    real = os.path.realpath(path)
+    try:
+        st = os.stat(real)
+        return real, (st.st_dev, st.st_ino)
+    except OSError:
+        return real, None
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold back SIGINT/SIGTERM/SIGHUP (delivered after the block) so a commit is never cut."""
+    try:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
+    except (ValueError, OSError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+class Staged:
+    """One output being written: its final path and the temporary file that becomes it."""
+
+    def __init__(self, path: Path, tmp: Path):
+        self.path = path
+        self.tmp = tmp
+        self.ready = False
+
+    def finish(self) -> None:
+        """The temporary file is complete: flush it to disk (a full disk shows here, not later)."""
+        try:
+            fd = os.open(self.tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise OutputError(f"cannot write {self.path}: {os_message(exc)}") from None
+        self.ready = True
+
+    def discard(self) -> None:
+        with contextlib.suppress(OSError):
+            self.tmp.unlink()
+        _live_temps.discard(self.tmp)
+
+
+class OutputSet:
+    """All outputs of one command: checked before the work, placed together or not at all."""
+
+    def __init__(self, *, force: bool = False, inputs: Iterable[Path | str] = ()):
+        self.force = force
+        self._inputs = [(Path(p), _identity(Path(p))) for p in inputs if str(p) != "-"]
+        self._planned: dict[str, Path] = {}
+        self._staged: list[Staged] = []
+        self._token = None
+
+    # -- planning ------------------------------------------------------------------------------------
+    def add_inputs(self, paths: Iterable[Path | str]) -> None:
+        """More files the command reads (e.g. a vCPU map): never written over."""
+        self._inputs += [(Path(p), _identity(Path(p))) for p in paths if str(p) != "-"]
+
+    def plan(self, path: Path | str, *, force: bool = False) -> Path:
+        """Check an output path now (before the work): one-line errors for whatever would fail later."""
+        path = Path(path)
+        real, ident = _identity(path)
+        if real in self._planned:
+            if self._planned[real] == path:
+                return path
+            raise UsageError(f"{path} is given as two outputs ({self._planned[real]} and {path})")
+        for inp, (in_real, in_ident) in self._inputs:
+            if real == in_real or (ident is not None and ident == in_ident):
+                raise UsageError(f"the output {path} is also an input ({inp}); it is never written over")
+        if path.is_dir():
+            raise OutputError(f"cannot write {path}: it is a directory")
+        if path.exists() and not (force or self.force):
+            raise OutputExistsError(str(path))
+        folder = Path(real).parent
+        existing = folder
+        while not existing.exists():
+            if existing.is_symlink():
+                raise OutputError(f"cannot write {path}: {existing} is a broken symlink")
+            existing = existing.parent
+        if not existing.is_dir():
+            raise OutputError(f"cannot write {path}: {existing} is not a folder")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise OutputError(f"cannot write {path}: folder {existing} is not writable")
+        self._planned[real] = path
+        return path
+
+    # -- writing -------------------------------------------------------------------------------------
+    def stage(self, path: Path | str, *, force: bool = False) -> Staged:
+        """A unique temporary file next to `path` (missing folders are created) that becomes it at commit."""
+        path = self.plan(path, force=force)
+        folder = Path(os.path.realpath(path)).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".partial")
+            try:
+                os.fchmod(fd, 0o666 & ~_umask())  # the mode a plain open() would give, not mkstemp's 0600
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise OutputError(f"cannot write {path}: {os_message(exc)}") from None
+        staged = Staged(path, Path(name))
+        _live_temps.add(staged.tmp)
+        self._staged.append(staged)
+        return staged
+
+    def unstage(self, staged: Staged) -> None:
+        """Give up one staged file (its temporary file is removed; the rest of the set stays)."""
+        staged.discard()
+        with contextlib.suppress(ValueError):
+            self._staged.remove(staged)
+
+    def abort(self) -> None:
+        """Remove every temporary file of the set; final names are untouched."""
+        with _signals_held():
+            for s in self._staged:
+                s.discard()
+            self._staged.clear()
+
+    def commit(self) -> list[Path]:
+        """Place every staged file under its final name, all of them or (on failure) none."""
+        staged, self._staged = self._staged, []
+        with _signals_held():
+            placed: list[tuple[Staged, Path | None]] = []  # (file, backup of what it replaced)
+            try:
+                for s in staged:
+                    if not s.ready:
+                        raise OutputError(f"{s.path} was not completely written")
+                    placed.append((s, self._place(s)))
+            except BaseException:
+                for s, backup in reversed(placed):
+                    with contextlib.suppress(OSError):
+                        if backup is not None:
+                            os.replace(backup, s.path)
+                        else:
+                            s.path.unlink()
+                for s in staged:
+                    s.discard()
+                raise
+            for s, backup in placed:
+                if backup is not None:
+                    with contextlib.suppress(OSError):
+                        backup.unlink()
+                    _live_temps.discard(backup)
+                _live_temps.discard(s.tmp)
+        return [s.path for s in staged]
+
+    def _place(self, s: Staged) -> Path | None:
+        """Rename one file into place; returns a backup (hard link) of the file it replaced, if any."""
+        try:
+            if self.force and s.path.exists():
+                backup = s.tmp.with_name(s.tmp.name + ".old")
+                try:
+                    os.link(s.path, backup)
+                    _live_temps.add(backup)
+                except OSError:
+                    backup = None
+                os.replace(s.tmp, s.path)
+                return backup
+            try:
+                os.link(s.tmp, s.path)  # fails if the name exists: another writer came first
+            except FileExistsError:
+                raise OutputExistsError(str(s.path)) from None
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
+                    raise
+                if s.path.exists():  # a file system without hard links: check, then rename
+                    raise OutputExistsError(str(s.path)) from None
+                os.replace(s.tmp, s.path)
+                return None
+            os.unlink(s.tmp)
+            return None
+        except OSError as exc:
+            raise OutputError(f"cannot write {s.path}: {os_message(exc)}") from None
+
+    # -- context -------------------------------------------------------------------------------------
+    def __enter__(self) -> OutputSet:
+        self._token = _active.set(self)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self.commit()
+            else:
+                self.abort()
+        finally:
+            if self._token is not None:
+                _active.reset(self._token)
+                self._token = None
+
+
+def current() -> OutputSet | None:
+    """The OutputSet of the running command, if any."""
+    return _active.get()
+
+
+def plan_output(path: Path | str, *, inputs: Iterable[Path | str] = (), force: bool = False) -> Path:
+    """Check one output against these inputs now: in the command's OutputSet, or on its own."""
+    outputs = current() or OutputSet(force=force)
+    outputs.add_inputs(inputs)
+    return outputs.plan(path, force=force)
+
+
+@contextlib.contextmanager
+def staged_output(path: Path | str, force: bool = False) -> Iterator[Staged]:
+    """Stage one output: in the command's OutputSet if there is one, else in a set of its own.
+
+    The body writes `staged.tmp`; on success the file is finished (and, alone, committed);
+    on any exception the temporary file is removed.
+    """
+    outputs = current()
+    own = outputs is None
+    if own:
+        outputs = OutputSet(force=force)
+    staged = outputs.stage(path, force=force)
+    try:
+        yield staged
+    except BaseException:
+        outputs.unstage(staged)
+        raise
+    staged.finish()
+    if own:
+        outputs.commit()
+
+
+@contextlib.contextmanager
+def write_errors(path: Path | str) -> Iterator[None]:
+    """OS, polars and Arrow errors while writing `path` become one OutputError line naming it."""
+    try:
+        yield
+    except PvtraceError:
+        raise
+    except WRITE_ERRORS as exc:
+        raise OutputError(f"cannot write {path}: {os_message(exc)}") from None
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path | str, force: bool = False) -> Iterator[Path]:
+    """Write `path` atomically: yields the temporary path to write; OS errors become one line."""
+    with staged_output(path, force) as staged, write_errors(path):
+        yield staged.tmp
