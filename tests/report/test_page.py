@@ -69,7 +69,7 @@ def test_refuses_to_overwrite_without_force(tmp_path, full_trace, full_analysis)
 
 def test_unwritable_target_is_a_clear_error(tmp_path, full_trace, full_analysis):
     (tmp_path / "a-file").write_text("mine")
-    with pytest.raises(PvtraceError, match="cannot write.*not a folder"):
+    with pytest.raises(PvtraceError, match=r"cannot write.*not a folder"):
         write_report(full_trace, full_analysis, tmp_path / "a-file" / "r.html")
     assert (tmp_path / "a-file").read_text() == "mine"
 
