@@ -129,6 +129,11 @@ def _detect_sides(
     if isinstance(side, str) and side != "auto":
         return srcs.with_columns(pl.lit(side).alias("side"), pl.lit("given").alias("side_how"))
     given = {**known, **side} if isinstance(side, dict) else dict(known)
+    if set(srcs["src"].to_list()) <= set(given):  # every source settled (given, or by an earlier chunk)
+        return srcs.with_columns(
+            pl.col("src").replace_strict(given, return_dtype=pl.String).alias("side"),
+            pl.lit("given").alias("side_how"),
+        )
     fixed = pl.DataFrame(
         {"src": list(given), "given": list(given.values())}, schema={"src": pl.String, "given": pl.String}
     )
@@ -703,11 +708,15 @@ def normalize(
     if "warning" in clock:
         notes.append(clock["warning"])
 
-    # seq = emission order (row, then out before in); one sort by (ts, seq)
-    events = pl.concat([host_events, guest_events]).with_columns(
-        ((pl.col("row") * 2 + pl.col("sub")).rank("ordinal") - 1).cast(pl.Int64).alias("seq")
+    # seq = emission order (row, then out before in; ties keep their order of emission); then a
+    # stable sort by ts, which is by (ts, seq), skipped when the file order is already time order
+    events = (
+        pl.concat([host_events, guest_events])
+        .sort(pl.col("row") * 2 + pl.col("sub"), maintain_order=True)
+        .with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("seq"))
     )
-    events = events.sort("ts", "seq")
+    if not events["ts"].is_sorted():
+        events = events.sort("ts", maintain_order=True)
     events = conform_events(events.drop("row", "sub"))
     unparsed = pl.concat([_unparsed(h_parsed), _unparsed(g_parsed)])
     info = _info(frame, sides, vmap, names, events, clock, notes)
