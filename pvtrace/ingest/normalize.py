@@ -204,6 +204,9 @@ _KEY_FIELD: dict[str, str] = {
 }  # fmt: skip
 
 
+_EMPTY_PARSED: dict[tuple, pl.DataFrame] = {}
+
+
 def _parse_groups(frame: pl.DataFrame, groups: dict[str, tuple[str, ...]]) -> dict[str, pl.DataFrame]:
     """Rows of each parser group with their payload fields added."""
     cols = [c for c in ("row", "src", "tid", "cpu", "ts", "event", "payload", "vm") if c in frame.columns]
@@ -213,7 +216,16 @@ def _parse_groups(frame: pl.DataFrame, groups: dict[str, tuple[str, ...]]) -> di
         parser = ALIASES[events[0]].parser
         assert parser is not None
         # each group copies only its own rows (event is Categorical: the filter is cheap)
-        parsed[group] = parser(frame.select(cols).filter(pl.col("event").is_in(list(events))))
+        rows = frame.select(cols).filter(pl.col("event").is_in(list(events)))
+        if rows.height:
+            parsed[group] = parser(rows)
+            continue
+        # no row of this group: the parser's empty answer only gives the columns, and it costs a
+        # few ms of per-expression overhead (the same for every chunk of a trace): kept once
+        key = (group, tuple(rows.schema.items()))
+        if key not in _EMPTY_PARSED:
+            _EMPTY_PARSED[key] = parser(rows)
+        parsed[group] = _EMPTY_PARSED[key]
     if "exit" in parsed:
         # few distinct reasons: normalize each once
         keys = ["reason", "arm_kind", "arm_class", "reason_code", "isa"]
