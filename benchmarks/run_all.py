@@ -1,7 +1,7 @@
 """Run every benchmark, one after another: `python benchmarks/run_all.py [--quick]`.
 
 Each script prints its own throughput table; this only sequences them so one
-command measures the whole pipeline (simulate, render, ingest, normalize,
+command measures the whole pipeline (start-up, simulate, render, ingest, normalize,
 analyze, report, record inventory).
 """
 
@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ("simulate", "render", "ingest", "normalize", "analyze", "report", "record")
+ORDER = ("startup", "simulate", "render", "ingest", "normalize", "analyze", "report", "record")
 
 
 def main() -> int:

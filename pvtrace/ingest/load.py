@@ -24,6 +24,7 @@ from pvtrace.ingest import perf_script, summary_tables, tracecmd
 from pvtrace.ingest.compressed import open_input
 from pvtrace.ingest.dat import dat_report
 from pvtrace.ingest.normalize import normalize
+from pvtrace.ingest.pipeline import BackgroundSink, prefetch
 from pvtrace.ingest.problems import Problems
 from pvtrace.ingest.raw import empty_raw
 from pvtrace.ingest.records import FormatSpec, ParseInfo, ParseOptions
@@ -302,7 +303,9 @@ def ingest(
                     info.problems.check_strict(strict)
                     continue
                 carry: dict[str, Any] | None = None
-                for raw in _normalize_batches(_raw_chunks(inp, stack, info), strict, info, inp, progress):
+                # the next batch is parsed on another thread while this one is normalized
+                batches = _normalize_batches(_raw_chunks(inp, stack, info), strict, info, inp, progress)
+                for raw in prefetch(batches):
                     cpus.update(raw["cpu"].drop_nulls().unique().to_list())
                     if source is not None:
                         raw = raw.with_columns(
@@ -512,16 +515,22 @@ def ingest_to_parquet(
             w.close(trace.meta)
         return trace.meta
     with EventWriter(out, force=force) as writer:
-        meta = ingest(
-            paths,
-            writer.write,
-            format=format,
-            strict=strict,
-            side=side,
-            vm_name=vm_name,
-            vcpu_map_path=vcpu_map_path,
-            guest_offset_ns=guest_offset_ns,
-            progress=progress,
-        )
+        sink = BackgroundSink(writer.write)  # Parquet encoding overlaps the next batch's normalization
+        try:
+            meta = ingest(
+                paths,
+                sink,
+                format=format,
+                strict=strict,
+                side=side,
+                vm_name=vm_name,
+                vcpu_map_path=vcpu_map_path,
+                guest_offset_ns=guest_offset_ns,
+                progress=progress,
+            )
+        except BaseException:
+            sink.abandon()
+            raise
+        sink.flush()
         writer.close(meta)
     return meta

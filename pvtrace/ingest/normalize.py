@@ -129,6 +129,11 @@ def _detect_sides(
     if isinstance(side, str) and side != "auto":
         return srcs.with_columns(pl.lit(side).alias("side"), pl.lit("given").alias("side_how"))
     given = {**known, **side} if isinstance(side, dict) else dict(known)
+    if set(srcs["src"].to_list()) <= set(given):  # every source settled (given, or by an earlier chunk)
+        return srcs.with_columns(
+            pl.col("src").replace_strict(given, return_dtype=pl.String).alias("side"),
+            pl.lit("given").alias("side_how"),
+        )
     fixed = pl.DataFrame(
         {"src": list(given), "given": list(given.values())}, schema={"src": pl.String, "given": pl.String}
     )
@@ -199,6 +204,9 @@ _KEY_FIELD: dict[str, str] = {
 }  # fmt: skip
 
 
+_EMPTY_PARSED: dict[tuple, pl.DataFrame] = {}
+
+
 def _parse_groups(frame: pl.DataFrame, groups: dict[str, tuple[str, ...]]) -> dict[str, pl.DataFrame]:
     """Rows of each parser group with their payload fields added."""
     cols = [c for c in ("row", "src", "tid", "cpu", "ts", "event", "payload", "vm") if c in frame.columns]
@@ -208,7 +216,16 @@ def _parse_groups(frame: pl.DataFrame, groups: dict[str, tuple[str, ...]]) -> di
         parser = ALIASES[events[0]].parser
         assert parser is not None
         # each group copies only its own rows (event is Categorical: the filter is cheap)
-        parsed[group] = parser(frame.select(cols).filter(pl.col("event").is_in(list(events))))
+        rows = frame.select(cols).filter(pl.col("event").is_in(list(events)))
+        if rows.height:
+            parsed[group] = parser(rows)
+            continue
+        # no row of this group: the parser's empty answer only gives the columns, and it costs a
+        # few ms of per-expression overhead (the same for every chunk of a trace): kept once
+        key = (group, tuple(rows.schema.items()))
+        if key not in _EMPTY_PARSED:
+            _EMPTY_PARSED[key] = parser(rows)
+        parsed[group] = _EMPTY_PARSED[key]
     if "exit" in parsed:
         # few distinct reasons: normalize each once
         keys = ["reason", "arm_kind", "arm_class", "reason_code", "isa"]
@@ -703,11 +720,15 @@ def normalize(
     if "warning" in clock:
         notes.append(clock["warning"])
 
-    # seq = emission order (row, then out before in); one sort by (ts, seq)
-    events = pl.concat([host_events, guest_events]).with_columns(
-        ((pl.col("row") * 2 + pl.col("sub")).rank("ordinal") - 1).cast(pl.Int64).alias("seq")
+    # seq = emission order (row, then out before in; ties keep their order of emission); then a
+    # stable sort by ts, which is by (ts, seq), skipped when the file order is already time order
+    events = (
+        pl.concat([host_events, guest_events])
+        .sort(pl.col("row") * 2 + pl.col("sub"), maintain_order=True)
+        .with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("seq"))
     )
-    events = events.sort("ts", "seq")
+    if not events["ts"].is_sorted():
+        events = events.sort("ts", maintain_order=True)
     events = conform_events(events.drop("row", "sub"))
     unparsed = pl.concat([_unparsed(h_parsed), _unparsed(g_parsed)])
     info = _info(frame, sides, vmap, names, events, clock, notes)

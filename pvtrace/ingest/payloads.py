@@ -111,8 +111,21 @@ def sched_switch(df: pl.DataFrame) -> pl.DataFrame:
     extras (`Latency: ...` of trace-cmd -w) are ignored.
     """
     is_kernel = P.str.starts_with("prev_comm=")
+    df = df.with_columns(is_kernel.alias("_kernel"))
+    kernel = _switch_kernel(df.filter(pl.col("_kernel")).drop("_kernel"))
+    plugin = _switch_plugin(df.filter(~pl.col("_kernel")).drop("_kernel"))
+    df = pl.concat([kernel, plugin])
+    df = _via_unique(df, "_prev_state", task_state(pl.col("_prev_state")), "prev_state")
+    return df.with_columns(
+        _int(pl.col("_prev_pid"), pl.Int32()).alias("prev_pid"),
+        _int(pl.col("_next_pid"), pl.Int32()).alias("next_pid"),
+    ).drop("_prev_pid", "_prev_state", "_next_pid")
+
+
+def _switch_kernel(kernel: pl.DataFrame) -> pl.DataFrame:
+    """The kernel (and raw) form's fields, as text."""
     find = {name: P.str.find(f" {name}=", literal=True) for name in _SWITCH_KEYS}
-    kernel = df.filter(is_kernel).with_columns(v.alias(f"_i_{k}") for k, v in find.items())
+    kernel = kernel.with_columns(v.alias(f"_i_{k}") for k, v in find.items())
     i = {k: pl.col(f"_i_{k}") for k in _SWITCH_KEYS}
     kernel = kernel.with_columns(
         _between(pl.lit(0), i["prev_pid"], 10).alias("prev_comm"),
@@ -124,7 +137,18 @@ def sched_switch(df: pl.DataFrame) -> pl.DataFrame:
         .then(P.str.slice(i["next_pid"] + 10).str.extract(r"^(-?\d+)", 1))
         .alias("_next_pid"),
     ).drop(f"_i_{k}" for k in _SWITCH_KEYS)
-    plugin = df.filter(~is_kernel).with_columns(P.str.find(" ==> ", literal=True).alias("_i_arrow"))
+    return kernel
+
+
+def _switch_plugin(plugin: pl.DataFrame) -> pl.DataFrame:
+    """The plugin form's fields, as text. Most traces have no such line: polars compiles each regex
+    even for an empty column, which costs more than parsing a batch of lines, so they are skipped."""
+    if plugin.height == 0:
+        return plugin.with_columns(
+            pl.lit(None, pl.String).alias(c)
+            for c in ("prev_comm", "_prev_pid", "_prev_state", "next_comm", "_next_pid")
+        )
+    plugin = plugin.with_columns(P.str.find(" ==> ", literal=True).alias("_i_arrow"))
     plugin = plugin.with_columns(
         _upto(P, pl.col("_i_arrow")).alias("_left"),
         pl.when(pl.col("_i_arrow").is_not_null()).then(P.str.slice(pl.col("_i_arrow") + 5)).alias("_right"),
@@ -137,12 +161,7 @@ def sched_switch(df: pl.DataFrame) -> pl.DataFrame:
         _upto(right, right.str.find(r":-?\d+ \[-?\d+\](?:\s|$)")).alias("next_comm"),
         right.str.extract(r":(-?\d+) \[-?\d+\](?:\s|$)", 1).alias("_next_pid"),
     ).drop("_i_arrow", "_left", "_right")
-    df = pl.concat([kernel, plugin])
-    df = _via_unique(df, "_prev_state", task_state(pl.col("_prev_state")), "prev_state")
-    return df.with_columns(
-        _int(pl.col("_prev_pid"), pl.Int32()).alias("prev_pid"),
-        _int(pl.col("_next_pid"), pl.Int32()).alias("next_pid"),
-    ).drop("_prev_pid", "_prev_state", "_next_pid")
+    return plugin
 
 
 def sched_wakeup(df: pl.DataFrame) -> pl.DataFrame:

@@ -1,0 +1,58 @@
+"""The CLI imports a command's module only when that command runs (start-up in one import)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import typer.main
+from typer.testing import CliRunner
+
+from pvtrace.cli.app import COMMANDS, _module_commands, app
+
+HEAVY = ("polars", "altair", "vl_convert", "pvtrace.simulate", "pvtrace.analyze", "pvtrace.report")
+
+
+def _modules_after(argv: list[str]) -> set[str]:
+    """The modules a fresh `pvtrace ARGV` process has imported when it exits."""
+    code = (
+        "import sys, atexit\n"
+        "atexit.register(lambda: print('\\n'.join(sys.modules), file=sys.stderr))\n"
+        "from pvtrace.cli.app import app\n"
+        f"sys.argv = ['pvtrace', *{argv!r}]\n"
+        "app()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    return set(done.stderr.split())
+
+
+def test_version_imports_no_library():
+    loaded = _modules_after(["--version"])
+    assert "pvtrace.cli.app" in loaded
+    assert not [m for m in loaded if m.startswith(HEAVY)]
+
+
+def test_a_command_imports_only_its_own_stage():
+    loaded = _modules_after(["ingest", "--help"])
+    assert "pvtrace.cli.ingest" in loaded
+    assert not [
+        m for m in loaded if m.startswith(("altair", "vl_convert", "pvtrace.simulate", "pvtrace.report"))
+    ]
+
+
+def test_every_listed_module_registers_its_command():
+    for name, module in COMMANDS.items():
+        assert name in _module_commands(module), (name, module)
+
+
+def test_help_lists_every_command():
+    result = CliRunner().invoke(app, ["--help"])
+    assert result.exit_code == 0
+    assert all(name in result.output for name in COMMANDS)
+    assert list(typer.main.get_command(app).list_commands(None)) == list(COMMANDS)
+
+
+def test_unknown_command_is_a_usage_error():
+    result = CliRunner().invoke(app, ["no-such-command"])
+    assert result.exit_code == 2
+    assert "no-such-command" in result.output
