@@ -15,7 +15,9 @@ from pvtrace.analyze import locks as locks_mod
 from pvtrace.analyze import waste as waste_mod
 from pvtrace.analyze.fidelity import capabilities
 from pvtrace.analyze.holders import infer_holds
+from pvtrace.analyze.lock_kind import infer_lock_kinds, kind_summary, lock_kinds_table
 from pvtrace.analyze.lost import lost_windows, vcpu_unknown_windows
+from pvtrace.analyze.partial import kind_gaps
 from pvtrace.analyze.prepare import LOCK_KIND, Prepared, prepare, prepare_source, source_of_parquet
 from pvtrace.analyze.result import TABLE_SCHEMAS, Analysis
 from pvtrace.analyze.summary import build_summary
@@ -42,7 +44,9 @@ def analyze(
     `lock_kind` (fifo, unfair, unknown) overrides the lock kind of every VM.
     `progress`, if given, is called with each step's name (see STEPS) once it is done.
     """
-    return _with_warnings(_run(prepare(trace, lock_kind=lock_kind), progress), trace.meta)
+    return _with_warnings(
+        _run(prepare(trace, lock_kind=lock_kind), progress, kind_given=_given(lock_kind)), trace.meta
+    )
 
 
 def analyze_parquet(
@@ -51,9 +55,13 @@ def analyze_parquet(
     """analyze() a pvtrace Parquet file without loading it whole: each concept's events are read
     on their own (only the rows and columns it needs), so big traces fit in memory."""
     meta = read_meta(path)
-    return _with_warnings(
-        _run(prepare_source(source_of_parquet(path), meta, lock_kind=lock_kind), progress), meta
-    )
+    prep = prepare_source(source_of_parquet(path), meta, lock_kind=lock_kind)
+    return _with_warnings(_run(prep, progress, kind_given=_given(lock_kind)), meta)
+
+
+def _given(lock_kind: str | None) -> bool:
+    """--lock-kind fifo/unfair fixes every lock's kind; unknown asks for inference from the trace."""
+    return lock_kind is not None and lock_kind != "unknown"
 
 
 def _with_warnings(result: Analysis, meta: TraceMeta) -> Analysis:
@@ -64,7 +72,7 @@ def _with_warnings(result: Analysis, meta: TraceMeta) -> Analysis:
     return result
 
 
-def _run(prep: Prepared, progress: Callable[[str], None] | None) -> Analysis:
+def _run(prep: Prepared, progress: Callable[[str], None] | None, *, kind_given: bool = False) -> Analysis:
     done = progress or (lambda step: None)
     caps = capabilities(prep)
     done("prepare")
@@ -80,6 +88,7 @@ def _run(prep: Prepared, progress: Callable[[str], None] | None) -> Analysis:
 
     waits, notes = locks_mod.waits(prep, guest_windows, uncontended_visible=caps.holds)
     pieces = waste_mod.wait_pieces(waits, states, prep)
+    kinds = infer_lock_kinds(prep, waits, pieces if caps.states else None, override=kind_given)
     if caps.holds:
         holds, hold_notes = locks_mod.holds(prep)
         notes.update(hold_notes)
@@ -134,6 +143,7 @@ def _run(prep: Prepared, progress: Callable[[str], None] | None) -> Analysis:
     _release(prep, "exits", "ple")
     tables["yields"] = exits_mod.yields(acq, prep)
     del acq
+    tables["lock_kinds"] = lock_kinds_table(kinds, prep)
     tables["lost_windows"] = windows.select("origin", "cpu", "start", "end", "n_lost")
     tables = {
         name: (tables.get(name) if tables.get(name) is not None else pl.DataFrame(schema=schema))
@@ -145,13 +155,15 @@ def _run(prep: Prepared, progress: Callable[[str], None] | None) -> Analysis:
     }
     done("exits")
 
+    tables, partial, lwp_unavailable = kind_gaps(tables, holders_inferred=not caps.holds)
     extra = _extra(tables, states, prep, windows, notes)
-    unknown_kind = prep.locks.filter(pl.col("lock_kind") == "unknown").height > 0
+    extra["lock_kinds"] = kind_summary(tables["lock_kinds"])
+    extra["partial"] = partial
     summary = build_summary(
         tables,
         counts,
         caps,
-        unknown_kind_locks=unknown_kind,
+        unknown_kind_locks=lwp_unavailable,
         host_estimates=host_estimates,
         extra=extra,
     )
