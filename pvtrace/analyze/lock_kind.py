@@ -25,8 +25,8 @@ from pvtrace.analyze.prepare import LOCK_KIND, Prepared
 I64, F64, STR = pl.Int64(), pl.Float64(), pl.String()
 
 MIN_HANDOFFS = 20
-FIFO_MIN = 0.9
-UNFAIR_MAX = 0.75
+FIFO_MIN = 0.97
+UNFAIR_MAX = 0.9
 
 # Where each lock's kind came from.
 SOURCES = ("--lock-kind", "trace metadata", "inferred")
@@ -46,10 +46,11 @@ def hand_offs(waits: pl.DataFrame, pieces: pl.DataFrame | None, ord_size: int) -
 
     The queue head at an acquisition is the open wait that began first. The acquirer is in
     order when it is the head (or began waiting in the same printed instant). With vCPU
-    states (pieces: wid, lid, start, end, state), an acquisition counts only when the head
-    and another waiter were spinning just before it: a waiter that is not running cannot
-    take the lock, and a queued lock that lets a newcomer take it while its head is not
-    spinning (pv qspinlock's lock stealing) is still fifo for the head. Without states
+    states (pieces: wid, lid, start, end, state), an acquisition counts only when it was a
+    choice: the head's when another queued waiter spun since the lock's previous
+    acquisition (an unfair lock goes to whoever spins while it is free), another's when the
+    head was spinning at that moment (a queued lock that lets a newcomer take it while its
+    head is not spinning, pv qspinlock's lock stealing, is still fifo for the head). Without states
     every acquisition with another waiter queued counts, and an overtaken head can be such
     a steal, so only fifo can be decided (classify(..., states=False)).
     waits: wid, lid, start, start_ord, end_ord, truncated.
@@ -98,27 +99,63 @@ def hand_offs(waits: pl.DataFrame, pieces: pl.DataFrame | None, ord_size: int) -
     if pieces is None:
         return acq.select("lid", "wid", "in_order")
     spin = pieces.filter(pl.col("state") == "running").select("wid", "lid", "start", "end")
-    # running spinners on the lock just before the acquisition (its own acquirer included)
+    # the previous acquisition of the lock: since then, a running waiter could have taken it
+    acq = acq.sort("lid", "acq").with_columns(
+        pl.col("acq_ts").shift(1).over("lid").fill_null(pl.col("start")).alias("prev_ts")
+    )
+    # spin on the lock, integrated over time: I(x) = integral up to x of the number of spinners
     sweep = (
         pl.concat(
             [
-                spin.select("lid", pl.col("start").alias("t"), pl.lit(1, I64).alias("d")),
-                spin.select("lid", pl.col("end").alias("t"), pl.lit(-1, I64).alias("d")),
+                spin.select("lid", pl.col("start").alias("x"), pl.lit(1, I64).alias("d")),
+                spin.select("lid", pl.col("end").alias("x"), pl.lit(-1, I64).alias("d")),
             ]
         )
-        .sort("t")
-        .with_columns(pl.col("d").cum_sum().over("lid", order_by="t").alias("spinning"))
-        .group_by("lid", "t")
-        .agg(pl.col("spinning").last())
-        .sort("t")
+        .group_by("lid", "x")
+        .agg(pl.col("d").sum())
+        .sort("lid", "x")
+        .with_columns(pl.col("d").cum_sum().over("lid").alias("n"))
+        .with_columns(
+            (pl.col("n") * (pl.col("x").shift(-1).over("lid") - pl.col("x")).fill_null(0))
+            .cum_sum()
+            .shift(1)
+            .over("lid")
+            .fill_null(0)
+            .alias("cum")
+        )
+        .select("lid", "x", "n", "cum")
+        .sort("x")
     )
-    acq = acq.sort("t").join_asof(sweep, on="t", by="lid", strategy="backward", check_sortedness=False)
+
+    def integral(at: str) -> pl.Expr:
+        return (pl.col("cum") + pl.col("n") * (pl.col(at) - pl.col("x"))).fill_null(0)
+
+    for at in ("acq_ts", "prev_ts"):
+        acq = (
+            acq.sort(at)
+            .join_asof(sweep, left_on=at, right_on="x", by="lid", strategy="backward", check_sortedness=False)
+            .with_columns(integral(at).alias(f"spin_to_{at}"))
+            .drop("x", "n", "cum")
+        )
+    own = (
+        spin.join(acq.select("wid", "prev_ts", "acq_ts"), on="wid")
+        .select(
+            "wid",
+            (pl.min_horizontal("end", "acq_ts") - pl.max_horizontal("start", "prev_ts")).clip(0).alias("own"),
+        )
+        .group_by("wid")
+        .agg(pl.col("own").sum())
+    )
+    acq = acq.join(own, on="wid", how="left").with_columns(
+        (pl.col("spin_to_acq_ts") - pl.col("spin_to_prev_ts") - pl.col("own").fill_null(0)).alias("others")
+    )
+    # the head running at the acquisition (an overtaken head that was not is a steal)
     head_spin = spin.sort("start").select(
         pl.col("wid").alias("head"), pl.col("start").alias("t"), pl.col("end").alias("head_end")
     )
-    acq = acq.join_asof(head_spin, on="t", by="head", strategy="backward", check_sortedness=False)
+    acq = acq.sort("t").join_asof(head_spin, on="t", by="head", strategy="backward", check_sortedness=False)
     head_running = (pl.col("head_end") > pl.col("t")).fill_null(False)
-    keep = (pl.col("spinning").fill_null(0) >= 2) & (pl.col("in_order") | head_running)
+    keep = pl.when(pl.col("in_order")).then(pl.col("others") > 0).otherwise(head_running)
     return acq.filter(keep).select("lid", "wid", "in_order")
 
 

@@ -684,10 +684,11 @@ def normalize(
     earlier = carry.get("clock_guests", {})
     offsets, per_vm = clocks.guest_offsets(
         host_events["ts"],
-        guest_events.select("vm", "ts"),
+        guest_events.select("vm", "vcpu", "ts"),
         given=guest_offset_ns,
         tsc_offsets=h_parsed["tsc"]["offset"],
         decided={vm: int(carry["guest_offsets"][vm]) for vm in carry.get("guest_offsets", {})},
+        host_events=host_events.select("vm", "vcpu", "kind", "ts", "row", "sub"),
     )
     per_vm = {**earlier, **per_vm}
     has_host = host.height > 0 or "host" in carry.get("sides", {}).values()
