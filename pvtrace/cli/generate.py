@@ -9,6 +9,7 @@ from rich.table import Table
 
 from pvtrace.cli.common import handle_errors, out, progress
 from pvtrace.errors import UsageError
+from pvtrace.ingest.offsets_file import OFFSETS_SUFFIX, read_offsets
 from pvtrace.simulate.scenario import Scenario, load_preset, load_scenario, preset_names
 from pvtrace.simulate.truth import GroundTruth
 from pvtrace.trace import check_writable
@@ -136,6 +137,14 @@ def register(app: typer.Typer) -> None:
             files.append(truth_path)
         if not quiet:
             print_truth(truth, n_events, files)
+            offsets_file = next((f for f in files if f.name.endswith(OFFSETS_SUFFIX)), None)
+            if offsets_file is not None:
+                offsets = read_offsets(offsets_file)
+                out.print(
+                    "guest clock offsets (host = guest + offset; analyze and ingest read them from "
+                    f"{offsets_file.name}): " + ", ".join(f"{vm} {ns} ns" for vm, ns in offsets.items()),
+                    highlight=False,
+                )
 
     @app.command("experiment")
     @handle_errors

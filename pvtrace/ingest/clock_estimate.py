@@ -26,6 +26,7 @@ N_ANCHORS = 48
 MAX_ANCHOR_ENDPOINTS = 20_000_000  # bounds the first sweep's memory on huge traces
 MIN_FIT = 0.99  # share of guest events that must fit the estimate
 MIN_EVENTS = 20
+EDGE_NS = 1_000_000
 REFINE_INTERVALS = 4
 TOO_FEW = "too few guest events, or no host runs of the VM's vCPUs, to estimate the offset"  # run intervals per event looked at inside a candidate range
 
@@ -93,7 +94,17 @@ def run_intervals(host: pl.DataFrame) -> pl.DataFrame:
     open_end = ev.filter(pl.col("is_in") & pl.col("last")).select(
         "vm", "vcpu", pl.col("ts").alias("start"), pl.lit(t1, pl.Int64).alias("end")
     )
-    return pl.concat([closed.drop_nulls("start"), open_end]).sort("vm", "vcpu", "start")
+    # Just outside the host trace nothing contradicts a guest event (recordings rarely start and
+    # stop together): every vCPU may run there, for EDGE_NS or 1% of the host trace.
+    edge = -(-max(EDGE_NS, (t1 - t0) // 100) // 1000) * 1000  # whole us: keeps the resolution test
+    vcpus = ev.select("vm", "vcpu").unique()
+    outside = pl.concat(
+        [
+            vcpus.with_columns(pl.lit(t0 - edge, pl.Int64).alias("start"), pl.lit(t0, pl.Int64).alias("end")),
+            vcpus.with_columns(pl.lit(t1, pl.Int64).alias("start"), pl.lit(t1 + edge, pl.Int64).alias("end")),
+        ]
+    )
+    return pl.concat([closed.drop_nulls("start"), open_end, outside]).sort("vm", "vcpu", "start")
 
 
 def _merged(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -165,6 +176,7 @@ def estimate_offset(runs_of_vm: pl.DataFrame, guest_of_vm: pl.DataFrame) -> Esti
     vcpu = guest["vcpu"].to_numpy().astype(np.int64)
     all_ts = np.concatenate([g, runs_of_vm["start"].to_numpy(), runs_of_vm["end"].to_numpy()])
     res = 1000 if np.all(all_ts % 1000 == 0) else 1
+    span = (int(runs_of_vm["start"].min()), int(runs_of_vm["end"].max()))
     runs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for (c,), part in runs_of_vm.group_by(["vcpu"]):
         part = part.sort("start")
@@ -186,18 +198,25 @@ def estimate_offset(runs_of_vm: pl.DataFrame, guest_of_vm: pl.DataFrame) -> Esti
         return "no shift puts the guest events inside their vCPUs' run intervals"
     top = max(f for f, _ in scored)
     best = [r for f, rs in scored if f == top for r in rs]
+    # no shift at all (host and guest already on one timeline) wins when it fits as well as any
+    zero = [r for r in best if r[0] <= 0 <= r[1]]
+    best = zero or best
     lo, hi = min(r[0] for r in best), max(r[1] for r in best)
     if len(best) > 1 and hi - lo > 100 * res:  # several far-apart shifts fit as well: ambiguous
         return f"ambiguous: shifts {lo} and {hi} ns fit the guest events equally well"
-    if top < MIN_FIT * g.size:
+    offset = (lo + hi) // 2
+    # events the host did not record around (before its first or after its last event) cannot be
+    # checked: the fit is judged on the others
+    n_span = int(np.count_nonzero((g + offset >= span[0]) & (g + offset <= span[1])))
+    if top < MIN_EVENTS or top < MIN_FIT * n_span:
         return (
             f"no shift puts {MIN_FIT:.0%} of the guest events inside their vCPUs' run intervals "
-            f"(best: {top} of {g.size})"
+            f"(best: {top} of {n_span})"
         )
     return Estimate(
-        offset_ns=(lo + hi) // 2,
+        offset_ns=offset,
         uncertainty_ns=(hi - lo + 1) // 2,
-        n_events=int(g.size),
+        n_events=n_span,
         n_fit=int(top),
         resolution_ns=res,
     )

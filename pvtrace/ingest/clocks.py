@@ -17,11 +17,16 @@ metric that joins host and guest events.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from pvtrace.ingest.clock_estimate import TOO_FEW, Estimate, estimate_offsets
+
+# An estimate is used only when the events pin the offset down this closely (a shift of a few us
+# moves wait pieces across vCPU state changes; ftrace prints microseconds).
+MAX_UNCERTAINTY_NS = 10_000
 
 
 def _span(ts: pl.Series) -> tuple[int, int] | None:
@@ -51,6 +56,17 @@ def _one_guest(
         offset, report["mode"] = int(given), "given by the user"
     elif host is None:
         return 0, {"mode": "guest only: one clock"}
+    elif (
+        isinstance(estimate, Estimate)
+        and abs(estimate.offset_ns) > estimate.uncertainty_ns > MAX_UNCERTAINTY_NS
+    ):
+        offset, report["mode"] = 0, "not aligned: the events do not pin the offset down"
+        report["estimate"] = estimate.to_dict()
+        estimate = (
+            f"the events allow offsets {estimate.offset_ns - estimate.uncertainty_ns} to "
+            f"{estimate.offset_ns + estimate.uncertainty_ns} ns: too wide to join host and guest"
+        )
+        report["estimate_failed"] = estimate
     elif isinstance(estimate, Estimate):
         report["estimate"] = estimate.to_dict()
         if abs(estimate.offset_ns) <= estimate.uncertainty_ns:
@@ -166,3 +182,17 @@ def clock_report(
             "unavailable. Record with trace-cmd -A (tsync) or pass --guest-offset VM=N (host = guest + N ns)"
         )
     return report
+
+
+def from_offsets_file(clock: dict[str, Any], path: Path | None) -> dict[str, Any]:
+    """The clock report with offsets read from a side file (offsets_file) said to come from it."""
+    if path is None:
+        return clock
+    mode = f"from {path.name}"
+    clock = {**clock, "offsets_file": str(path)}
+    for entry in (clock.get("guests") or {}).values():
+        if entry.get("mode") == "given by the user":
+            entry["mode"] = mode
+    if "mode" in clock:
+        clock["mode"] = clock["mode"].replace("given by the user", mode)
+    return clock
