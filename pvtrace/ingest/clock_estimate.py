@@ -198,6 +198,10 @@ def estimate_offset(runs_of_vm: pl.DataFrame, guest_of_vm: pl.DataFrame) -> Esti
         return "no shift puts the guest events inside their vCPUs' run intervals"
     top = max(f for f, _ in scored)
     best = [r for f, rs in scored if f == top for r in rs]
+    # a distant shift that fits nearly as many events makes the best one a matter of chance
+    rivals = [f for f, rs in scored if f < top and all(abs(r[0] - best[0][0]) > 100 * res for r in rs)]
+    if rivals and max(rivals) >= top - max(2, top // 100):
+        return f"ambiguous: shifts far apart fit {top} and {max(rivals)} guest events"
     # no shift at all (host and guest already on one timeline) wins when it fits as well as any
     zero = [r for r in best if r[0] <= 0 <= r[1]]
     best = zero or best
@@ -235,3 +239,69 @@ def estimate_offsets(host: pl.DataFrame, guest: pl.DataFrame) -> dict[str, Estim
             continue
         out[vm] = estimate_offset(mine.drop("vm"), guest.filter(pl.col("vm").cast(pl.String) == vm))
     return out
+
+
+def resolution(ts: pl.Series) -> int:
+    """1000 when every timestamp is a whole microsecond (ftrace, perf without --ns), else 1."""
+    ts = ts.drop_nulls()
+    return 1000 if ts.len() and bool((ts % 1000 == 0).all()) else 1
+
+
+def snap_to_runs(host: pl.DataFrame, guest: pl.DataFrame, tolerance: int) -> tuple[pl.DataFrame, int]:
+    """Guest events moved inside their vCPU's run when printed just outside it (by at most
+    `tolerance` ns: timestamps cut to microseconds on each side, an estimated offset), and how
+    many moved. A guest event happens while its vCPU runs: one printed a few hundred ns before
+    the host saw the vCPU resume would make its acquirer a holder that is not running.
+
+    host: vm, vcpu, kind, ts[, row, sub]; guest: events with vm, vcpu, ts (host clock)."""
+    if tolerance <= 1 or guest.height == 0 or host.height == 0:
+        return guest, 0
+    runs = (
+        run_intervals(host)
+        .filter(pl.col("end") - pl.col("start") >= 2)
+        .select(pl.col("vm"), pl.col("vcpu").cast(pl.Int64), "start", "end")
+        .sort("start")
+    )
+    g = guest.with_row_index("_g").with_columns(
+        pl.col("vm").cast(pl.String).alias("_vm"), pl.col("vcpu").cast(pl.Int64).alias("_vcpu")
+    )
+    keys = g.select("_g", "_vm", "_vcpu", "ts").drop_nulls().sort("ts")
+    before = keys.join_asof(
+        runs.rename({"vm": "_vm", "vcpu": "_vcpu"}),
+        left_on="ts",
+        right_on="start",
+        by=["_vm", "_vcpu"],
+        strategy="backward",
+        check_sortedness=False,
+    )
+    after = keys.join_asof(
+        runs.rename({"vm": "_vm", "vcpu": "_vcpu", "start": "next_start", "end": "next_end"}),
+        left_on="ts",
+        right_on="next_start",
+        by=["_vm", "_vcpu"],
+        strategy="forward",
+        check_sortedness=False,
+    ).select("_g", "next_start")
+    near = before.join(after, on="_g").with_columns(
+        (pl.col("ts") - pl.col("end")).alias("late"), (pl.col("next_start") - pl.col("ts")).alias("early")
+    )
+    outside = pl.col("end").is_null() | (pl.col("ts") > pl.col("end"))
+    fix = (
+        near.filter(outside)
+        .with_columns(
+            pl.when(
+                (pl.col("late") <= tolerance) & (pl.col("late") <= pl.col("early").fill_null(tolerance + 1))
+            )
+            .then(pl.col("end") - 1)
+            .when(pl.col("early") <= tolerance)
+            .then(pl.col("next_start") + 1)
+            .alias("snapped")
+        )
+        .filter(pl.col("snapped").is_not_null())
+    )
+    if fix.height == 0:
+        return guest, 0
+    moved = g.join(fix.select("_g", "snapped"), on="_g", how="left").with_columns(
+        pl.coalesce("snapped", "ts").alias("ts")
+    )
+    return moved.drop("_g", "_vm", "_vcpu", "snapped"), fix.height

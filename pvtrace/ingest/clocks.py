@@ -22,7 +22,7 @@ from typing import Any
 
 import polars as pl
 
-from pvtrace.ingest.clock_estimate import TOO_FEW, Estimate, estimate_offsets
+from pvtrace.ingest.clock_estimate import TOO_FEW, Estimate, estimate_offsets, resolution, snap_to_runs
 
 # An estimate is used only when the events pin the offset down this closely (a shift of a few us
 # moves wait pieces across vCPU state changes; ftrace prints microseconds).
@@ -196,3 +196,16 @@ def from_offsets_file(clock: dict[str, Any], path: Path | None) -> dict[str, Any
     if "mode" in clock:
         clock["mode"] = clock["mode"].replace("given by the user", mode)
     return clock
+
+
+def snap_guest_events(
+    host_events: pl.DataFrame, guest_events: pl.DataFrame, per_vm: dict[str, dict[str, Any]]
+) -> tuple[pl.DataFrame, int]:
+    """Guest events (already on the host clock) printed just outside their vCPU's runs moved inside
+    (clock_estimate.snap_to_runs), within the two sides' timestamp resolutions plus the widest
+    estimate's uncertainty."""
+    if guest_events.height == 0 or host_events.height == 0:
+        return guest_events, 0
+    spread = max((r.get("estimate", {}).get("uncertainty_ns", 0) for r in per_vm.values()), default=0)
+    tolerance = resolution(host_events["ts"]) + resolution(guest_events["ts"]) + spread
+    return snap_to_runs(host_events.select("vm", "vcpu", "kind", "ts", "row", "sub"), guest_events, tolerance)

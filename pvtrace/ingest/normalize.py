@@ -696,6 +696,10 @@ def normalize(
     if any(offsets.values()):
         shift = pl.col("vm").cast(pl.String).replace_strict(offsets, default=0, return_dtype=pl.Int64)
         guest_events = guest_events.with_columns(pl.col("ts") + shift)
+    if clock.get("synchronized"):
+        guest_events, n_snapped = clocks.snap_guest_events(host_events, guest_events, per_vm)
+        if n_snapped:
+            clock["guest_events_moved_into_runs"] = n_snapped
     if n_untimed:
         clock["untimed_records"] = n_untimed
         notes.append(
