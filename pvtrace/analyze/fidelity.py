@@ -100,13 +100,22 @@ HOLDER_KEYS = (
 HOST_ESTIMATES = ("spin_ns",)
 
 
+CROSS_KEYS = (*STATE_KEYS, *HOLDER_KEYS)  # need guest lock events and host vCPU states together
+
+
 def plan(
-    caps: Capabilities, *, unknown_kind_locks: bool, pause_exits: bool = False
+    caps: Capabilities,
+    *,
+    unknown_kind_locks: bool,
+    pause_exits: bool = False,
+    clocks_unaligned: str | None = None,
 ) -> tuple[dict[str, str], list[Unavailable]]:
     """The level of every total key this trace can give, and the unavailable ones with why.
 
     At the host-only level, spin and LHP waste are estimated from PAUSE exits (pause_exits:
-    the trace has some) and labelled host-only.
+    the trace has some) and labelled host-only. clocks_unaligned (the fix, when host and guest
+    clocks are not known to be aligned): every metric that joins host and guest events is
+    unavailable, never given at any level.
     """
     level = caps.level
     fidelity: dict[str, str] = {}
@@ -171,4 +180,9 @@ def plan(
                 [],
                 "LWP needs each lock's kind: pass --lock-kind fifo (ticket, queued spinlocks) or unfair (test-and-set)",
             )
+    if clocks_unaligned and caps.states and caps.waits:
+        for key in CROSS_KEYS:
+            if key in fidelity:
+                del fidelity[key]
+                missing[key] = Unavailable(key, [], clocks_unaligned)
     return fidelity, list(missing.values())

@@ -116,6 +116,15 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column("target", I32, "Yielded-to vCPU."),
         Column("target_held_lock", BOOL, "The target held a lock at the yield; null when unknown."),
     ),
+    "lock_kinds": (
+        Column("vm", STR, "VM."),
+        Column("lock", U64, "Lock address."),
+        Column("kind", STR, "fifo, unfair or undecided (too little or mixed evidence)."),
+        Column("source", STR, "--lock-kind, trace metadata, or inferred (from the order evidence)."),
+        Column("n_handoffs", I64, "Contended acquisitions taken while another waiter was queued."),
+        Column("n_in_order", I64, "Of those, the ones that overtook no earlier waiter."),
+        Column("in_order_pct", F64, "n_in_order / n_handoffs, percent; null without hand-offs."),
+    ),
     "lost_windows": (
         Column("origin", STR, "host or guest."),
         Column("cpu", I32, "pCPU (host) or guest CPU whose events were lost."),

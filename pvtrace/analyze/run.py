@@ -15,7 +15,9 @@ from pvtrace.analyze import locks as locks_mod
 from pvtrace.analyze import waste as waste_mod
 from pvtrace.analyze.fidelity import capabilities
 from pvtrace.analyze.holders import infer_holds
+from pvtrace.analyze.lock_kind import infer_lock_kinds, kind_summary, lock_kinds_table
 from pvtrace.analyze.lost import lost_windows, vcpu_unknown_windows
+from pvtrace.analyze.partial import kind_gaps
 from pvtrace.analyze.prepare import LOCK_KIND, Prepared, prepare, prepare_source, source_of_parquet
 from pvtrace.analyze.result import TABLE_SCHEMAS, Analysis
 from pvtrace.analyze.summary import build_summary
@@ -42,7 +44,15 @@ def analyze(
     `lock_kind` (fifo, unfair, unknown) overrides the lock kind of every VM.
     `progress`, if given, is called with each step's name (see STEPS) once it is done.
     """
-    return _with_warnings(_run(prepare(trace, lock_kind=lock_kind), progress), trace.meta)
+    return _with_warnings(
+        _run(
+            prepare(trace, lock_kind=lock_kind),
+            progress,
+            kind_given=_given(lock_kind),
+            unaligned=clocks_unaligned(trace.meta),
+        ),
+        trace.meta,
+    )
 
 
 def analyze_parquet(
@@ -51,20 +61,51 @@ def analyze_parquet(
     """analyze() a pvtrace Parquet file without loading it whole: each concept's events are read
     on their own (only the rows and columns it needs), so big traces fit in memory."""
     meta = read_meta(path)
-    return _with_warnings(
-        _run(prepare_source(source_of_parquet(path), meta, lock_kind=lock_kind), progress), meta
+    prep = prepare_source(source_of_parquet(path), meta, lock_kind=lock_kind)
+    result = _run(prep, progress, kind_given=_given(lock_kind), unaligned=clocks_unaligned(meta))
+    return _with_warnings(result, meta)
+
+
+def _given(lock_kind: str | None) -> bool:
+    """--lock-kind fifo/unfair fixes every lock's kind; unknown asks for inference from the trace."""
+    return lock_kind is not None and lock_kind != "unknown"
+
+
+def clocks_unaligned(meta: TraceMeta) -> str | None:
+    """Why host and guest events cannot be joined (their clocks are not known to be aligned), with
+    the fix; None when they can (or the trace has one side only)."""
+    clock = meta.clock or {}
+    if clock.get("synchronized") is not False:
+        return None
+    bad = sorted(vm for vm, g in (clock.get("guests") or {}).items() if g.get("synchronized") is False)
+    return (
+        f"host and guest clocks are not known to be aligned ({', '.join(bad) or 'guests'}): pass "
+        "--guest-offset VM=N (host = guest + N ns), or record with trace-cmd -A (tsync)"
     )
 
 
 def _with_warnings(result: Analysis, meta: TraceMeta) -> Analysis:
     """Carry what makes the numbers doubtful (host and guest clocks not aligned) into the summary."""
-    warning = (meta.clock or {}).get("warning")
+    clock = meta.clock or {}
+    if clock.get("guests") or "synchronized" in clock:
+        result.summary.extra["clock"] = {
+            k: clock[k]
+            for k in ("mode", "synchronized", "guest_offset_ns", "guests", "offsets_file")
+            if k in clock
+        }
+    warning = clock.get("warning")
     if warning:
         result.summary.extra.setdefault("warnings", []).append(warning)
     return result
 
 
-def _run(prep: Prepared, progress: Callable[[str], None] | None) -> Analysis:
+def _run(
+    prep: Prepared,
+    progress: Callable[[str], None] | None,
+    *,
+    kind_given: bool = False,
+    unaligned: str | None = None,
+) -> Analysis:
     done = progress or (lambda step: None)
     caps = capabilities(prep)
     done("prepare")
@@ -80,6 +121,8 @@ def _run(prep: Prepared, progress: Callable[[str], None] | None) -> Analysis:
 
     waits, notes = locks_mod.waits(prep, guest_windows, uncontended_visible=caps.holds)
     pieces = waste_mod.wait_pieces(waits, states, prep)
+    joined = caps.states and not unaligned  # waits and vCPU states on one timeline
+    kinds = infer_lock_kinds(prep, waits, pieces if joined else None, override=kind_given)
     if caps.holds:
         holds, hold_notes = locks_mod.holds(prep)
         notes.update(hold_notes)
@@ -134,6 +177,7 @@ def _run(prep: Prepared, progress: Callable[[str], None] | None) -> Analysis:
     _release(prep, "exits", "ple")
     tables["yields"] = exits_mod.yields(acq, prep)
     del acq
+    tables["lock_kinds"] = lock_kinds_table(kinds, prep)
     tables["lost_windows"] = windows.select("origin", "cpu", "start", "end", "n_lost")
     tables = {
         name: (tables.get(name) if tables.get(name) is not None else pl.DataFrame(schema=schema))
@@ -145,15 +189,26 @@ def _run(prep: Prepared, progress: Callable[[str], None] | None) -> Analysis:
     }
     done("exits")
 
+    if unaligned:  # nothing that joins waits with vCPU states is given from unaligned clocks
+        for name in ("holds", "lhp_incidents", "lwp_incidents", "convoys"):
+            tables[name] = tables[name].clear()
+        tables["yields"] = tables["yields"].with_columns(pl.lit(None, pl.Boolean()).alias("target_held_lock"))
+    tables, partial, lwp_unavailable = kind_gaps(tables, holders_inferred=not caps.holds)
+    if unaligned:
+        partial = {}
     extra = _extra(tables, states, prep, windows, notes)
-    unknown_kind = prep.locks.filter(pl.col("lock_kind") == "unknown").height > 0
+    extra["lock_kinds"] = kind_summary(tables["lock_kinds"])
+    if unaligned:
+        extra["spin_waste_pct_of_running"] = None
+    extra["partial"] = partial
     summary = build_summary(
         tables,
         counts,
         caps,
-        unknown_kind_locks=unknown_kind,
+        unknown_kind_locks=lwp_unavailable,
         host_estimates=host_estimates,
         extra=extra,
+        clocks_unaligned=unaligned,
     )
     tables = _blank_unavailable(tables, summary.fidelity)
     done("summary")

@@ -51,10 +51,16 @@ def build_summary(
     unknown_kind_locks: bool,
     host_estimates: dict[str, int],
     extra: dict[str, Any],
+    clocks_unaligned: str | None = None,
 ) -> Summary:
     """The Summary: totals this trace can give, their levels, and what is unavailable."""
     n_pause = tables["pause_exits"].height
-    fidelity, unavailable = plan(caps, unknown_kind_locks=unknown_kind_locks, pause_exits=n_pause > 0)
+    fidelity, unavailable = plan(
+        caps,
+        unknown_kind_locks=unknown_kind_locks,
+        pause_exits=n_pause > 0,
+        clocks_unaligned=clocks_unaligned,
+    )
     all_totals = totals_of(tables, counts)
     if caps.level == "host-only":
         all_totals["spin_ns"] = host_estimates["spin_ns"]

@@ -95,6 +95,16 @@ def _lock(addr: int | None) -> str:
     return "-" if addr is None else f"{addr:#x}"
 
 
+def waste_label(s) -> str:
+    """The spin waste headline, saying which part is missing when LWP is unavailable or partial."""
+    if "waste_lwp_ns" not in s.totals:
+        return "spin waste (LHP only: LWP needs the lock kind)"
+    part = (s.extra.get("partial") or {}).get("spin_waste")
+    if part:
+        return f"spin waste (LHP + LWP; partial: {part[0]['missing']})"
+    return "spin waste (LHP + LWP)"
+
+
 def render_summary(a: Analysis, sources: list[str]) -> None:
     """The terminal summary: headline numbers, top locks, worst incidents, convoys, fidelity."""
     s = a.summary
@@ -122,7 +132,7 @@ def render_summary(a: Analysis, sources: list[str]) -> None:
     waste = t.get("waste_lhp_ns", 0) + t.get("waste_lwp_ns", 0)
     if "waste_lhp_ns" in t:
         label = fmt_ns(waste) + (f" ({pct:.2f}% of running)" if pct is not None else "")
-        head.add_row("spin waste (LHP + LWP)", label, s.fidelity.get("waste_lhp_ns", ""))
+        head.add_row(waste_label(s), label, s.fidelity.get("waste_lhp_ns", ""))
     row("  waste LHP", "waste_lhp_ns", fmt_ns(t.get("waste_lhp_ns")))
     row(
         "  waste LWP, next owner preempted", "waste_lwp_preempted_ns", fmt_ns(t.get("waste_lwp_preempted_ns"))
@@ -142,7 +152,12 @@ def render_summary(a: Analysis, sources: list[str]) -> None:
         "n_lwp_preempted",
         f"{t.get('n_lwp_preempted', 0):,} / {t.get('n_lwp_halted', 0):,}",
     )
-    row("convoys (longest)", "n_convoys", f"{t.get('n_convoys', 0):,} ({t.get('convoy_len_max', 0)})")
+    conv_part = (x.get("partial") or {}).get("n_convoys")
+    row(
+        "convoys (longest)" + (f" (partial: {conv_part[0]['missing']})" if conv_part else ""),
+        "n_convoys",
+        f"{t.get('n_convoys', 0):,} ({t.get('convoy_len_max', 0)})",
+    )
     row("pause exits", "n_pause_exits")
     row("pv kicks", "n_kicks")
     row("truncated at trace end", "n_truncated")

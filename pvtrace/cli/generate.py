@@ -9,6 +9,7 @@ from rich.table import Table
 
 from pvtrace.cli.common import handle_errors, out, progress
 from pvtrace.errors import UsageError
+from pvtrace.ingest.offsets_file import OFFSETS_SUFFIX, read_offsets
 from pvtrace.outputs import OutputSet
 from pvtrace.simulate.scenario import Scenario, load_preset, load_scenario, preset_names
 from pvtrace.simulate.truth import GroundTruth
@@ -49,6 +50,14 @@ def print_truth(truth: GroundTruth, n_events: int, files: list[Path]) -> None:
         f"convoys {t['n_convoys']:,} (longest {t['convoy_len_max']}); "
         f"PAUSE exits {t['n_pause_exits']:,}; kicks {t['n_kicks']:,}"
     )
+
+
+def text_window(trace, view: str) -> tuple[int, int] | None:
+    """[first, last] host-clock timestamp of the events a text capture of `view` prints."""
+    from pvtrace.simulate.views import select_view
+
+    ts = select_view(trace, view).events["ts"]
+    return (int(ts.min()), int(ts.max())) if ts.len() else None
 
 
 def experiment_table(exp) -> Table:
@@ -124,6 +133,7 @@ def register(app: typer.Typer) -> None:
             def tick(done: float) -> None:
                 bar.update(completed=done)
 
+            window = None
             if fmt == "parquet" and view == "full":
                 run = simulate_to_parquet(s, output, seed=seed, force=force, progress=tick)
                 truth, n_events, files = run.truth, run.n_events, [output]
@@ -133,11 +143,27 @@ def register(app: typer.Typer) -> None:
                 trace, truth = simulate_trace(s, seed=seed, progress=tick)
                 n_events = trace.events.height
                 files = write_rendered(trace, fmt, view, output, force)
+                window = text_window(trace, view) if fmt != "parquet" else None
             if truth_path is not None:
                 truth.write_json(truth_path, force=force)
                 files.append(truth_path)
         if not quiet:
             print_truth(truth, n_events, files)
+            if window is not None:
+                out.print(
+                    f"the text covers host time [{window[0]}, {window[1]}] ns (its first and last event), "
+                    f"the truth [0, {truth.t_end}) ns; pvtrace.simulate.truth_window.cut_truth gives the truth "
+                    "of the text's window",
+                    highlight=False,
+                )
+            offsets_file = next((f for f in files if f.name.endswith(OFFSETS_SUFFIX)), None)
+            if offsets_file is not None:
+                offsets = read_offsets(offsets_file)
+                out.print(
+                    "guest clock offsets (host = guest + offset; analyze and ingest read them from "
+                    f"{offsets_file.name}): " + ", ".join(f"{vm} {ns} ns" for vm, ns in offsets.items()),
+                    highlight=False,
+                )
 
     @app.command("experiment")
     @handle_errors

@@ -7,16 +7,26 @@ nothing (0) when host and guest already share a timeline (a merged trace-cmd
 report after tsync, or a single side); or the `kvm_write_tsc_offset` host event
 (guest_tsc = host_tsc + tsc_offset, which only holds when both sides used the TSC
 as trace clock, so it is applied only when it turns disjoint time ranges into
-overlapping ones). Whatever the source, the result is checked: a guest whose
-time range does not meet the host's is reported as not synchronized, never
-silently analyzed together with it.
+overlapping ones). Without any of these, the offset is estimated
+from the events (clock_estimate: guest events must fall inside their vCPU's run
+intervals), which also checks a merged input's single timeline. A guest whose
+events fit no shift, or (too few events to tell) whose time range does not meet
+the host's, is reported as not synchronized, and the analysis then gives no
+metric that joins host and guest events.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import polars as pl
+
+from pvtrace.ingest.clock_estimate import TOO_FEW, Estimate, estimate_offsets, resolution, snap_to_runs
+
+# An estimate is used only when the events pin the offset down this closely (a shift of a few us
+# moves wait pieces across vCPU state changes; ftrace prints microseconds).
+MAX_UNCERTAINTY_NS = 10_000
 
 
 def _span(ts: pl.Series) -> tuple[int, int] | None:
@@ -35,15 +45,41 @@ def _aligned(host: tuple[int, int], guest: tuple[int, int]) -> bool:
 
 
 def _one_guest(
-    host: tuple[int, int] | None, guest: tuple[int, int], given: int | None, tsc_offsets: pl.Series | None
+    host: tuple[int, int] | None,
+    guest: tuple[int, int],
+    given: int | None,
+    tsc_offsets: pl.Series | None,
+    estimate: Estimate | str,
 ) -> tuple[int, dict[str, Any]]:
     report: dict[str, Any] = {}
     if given is not None:
         offset, report["mode"] = int(given), "given by the user"
     elif host is None:
         return 0, {"mode": "guest only: one clock"}
+    elif (
+        isinstance(estimate, Estimate)
+        and abs(estimate.offset_ns) > estimate.uncertainty_ns > MAX_UNCERTAINTY_NS
+    ):
+        offset, report["mode"] = 0, "not aligned: the events do not pin the offset down"
+        report["estimate"] = estimate.to_dict()
+        estimate = (
+            f"the events allow offsets {estimate.offset_ns - estimate.uncertainty_ns} to "
+            f"{estimate.offset_ns + estimate.uncertainty_ns} ns: too wide to join host and guest"
+        )
+        report["estimate_failed"] = estimate
+    elif isinstance(estimate, Estimate):
+        report["estimate"] = estimate.to_dict()
+        if abs(estimate.offset_ns) <= estimate.uncertainty_ns:
+            offset, report["mode"] = 0, "one timeline with the host (checked: guest events inside vCPU runs)"
+        else:
+            offset = estimate.offset_ns
+            report["mode"] = (
+                f"estimated from the events (guest events inside vCPU runs), +-{estimate.uncertainty_ns} ns"
+            )
     else:
         offset, report["mode"] = 0, "one timeline with the host (merged input)"
+        if estimate != TOO_FEW:
+            report["estimate_failed"] = estimate
         distinct = tsc_offsets.drop_nulls().unique().sort() if tsc_offsets is not None else None
         if distinct is not None and distinct.len():
             candidate = -int(distinct[distinct.len() // 2])
@@ -58,7 +94,13 @@ def _one_guest(
     if host is not None:
         shifted = (guest[0] + offset, guest[1] + offset)
         report["host_span"], report["guest_span"] = list(host), list(shifted)
-        report["synchronized"] = _aligned(host, shifted)
+        # Known aligned: given, estimated or checked from the events, or (too few events to check)
+        # time ranges that meet. Events that fit no shift are never taken as aligned.
+        report["synchronized"] = (
+            given is not None
+            or isinstance(estimate, Estimate)
+            or (estimate == TOO_FEW and _aligned(host, shifted))
+        )
     return offset, report
 
 
@@ -69,17 +111,28 @@ def guest_offsets(
     given: int | dict[str, int] | None,
     tsc_offsets: pl.Series | None,
     decided: dict[str, int] | None = None,
+    host_events: pl.DataFrame | None = None,
 ) -> tuple[dict[str, int], dict[str, dict[str, Any]]]:
     """Per guest VM, the offset to add to its timestamps, and how it was decided.
 
-    host_ts: the host events' timestamps; guest: (vm, ts) of guest events still
+    host_ts: the host events' timestamps; guest: (vm, ts[, vcpu]) of guest events still
     on their own clocks; given: the user's offset (int: every guest; dict: per
     VM); tsc_offsets: the signed offsets of kvm_write_tsc_offset events;
     decided: offsets an earlier chunk of the same input settled (kept as is,
-    without a new report entry).
+    without a new report entry); host_events: vm, vcpu, kind, ts of the host events
+    (with guest vcpu: the offset is estimated from the events, clock_estimate).
     """
     host = _span(host_ts)
     decided = decided or {}
+    estimates: dict[str, Estimate | str] = {}
+    if host_events is not None and "vcpu" in guest.columns and host is not None:
+        todo = [
+            vm
+            for vm in guest["vm"].drop_nulls().unique().to_list()
+            if vm not in decided and (given.get(vm) if isinstance(given, dict) else given) is None
+        ]
+        if todo:
+            estimates = estimate_offsets(host_events, guest.filter(pl.col("vm").is_in(todo)))
     offsets: dict[str, int] = {}
     per_vm: dict[str, dict[str, Any]] = {}
     for vm in sorted(guest["vm"].drop_nulls().unique().to_list()):
@@ -90,7 +143,7 @@ def guest_offsets(
         if user is None and vm in decided:
             offsets[vm] = decided[vm]
             continue
-        offsets[vm], per_vm[vm] = _one_guest(host, span, user, tsc_offsets)
+        offsets[vm], per_vm[vm] = _one_guest(host, span, user, tsc_offsets, estimates.get(vm, TOO_FEW))
     return offsets, per_vm
 
 
@@ -120,9 +173,39 @@ def clock_report(
         spans = ", ".join(
             f"{vm} [{checked[vm]['guest_span'][0]}, {checked[vm]['guest_span'][1]}]" for vm in unsynced
         )
+        why = "; ".join(
+            f"{vm}: {checked[vm]['estimate_failed']}" for vm in unsynced if "estimate_failed" in checked[vm]
+        )
         report["warning"] = (
             f"host and guest are not synchronized: host events span [{host[0]}, {host[1]}] ns but guest "
-            f"events {spans} ns; record with trace-cmd -A (tsync) or pass --guest-offset "
-            "(host = guest + offset)"
+            f"events {spans} ns{f' ({why})' if why else ''}; metrics that join host and guest events are "
+            "unavailable. Record with trace-cmd -A (tsync) or pass --guest-offset VM=N (host = guest + N ns)"
         )
     return report
+
+
+def from_offsets_file(clock: dict[str, Any], path: Path | None) -> dict[str, Any]:
+    """The clock report with offsets read from a side file (offsets_file) said to come from it."""
+    if path is None:
+        return clock
+    mode = f"from {path.name}"
+    clock = {**clock, "offsets_file": str(path)}
+    for entry in (clock.get("guests") or {}).values():
+        if entry.get("mode") == "given by the user":
+            entry["mode"] = mode
+    if "mode" in clock:
+        clock["mode"] = clock["mode"].replace("given by the user", mode)
+    return clock
+
+
+def snap_guest_events(
+    host_events: pl.DataFrame, guest_events: pl.DataFrame, per_vm: dict[str, dict[str, Any]]
+) -> tuple[pl.DataFrame, int]:
+    """Guest events (already on the host clock) printed just outside their vCPU's runs moved inside
+    (clock_estimate.snap_to_runs), within the two sides' timestamp resolutions plus the widest
+    estimate's uncertainty."""
+    if guest_events.height == 0 or host_events.height == 0:
+        return guest_events, 0
+    spread = max((r.get("estimate", {}).get("uncertainty_ns", 0) for r in per_vm.values()), default=0)
+    tolerance = resolution(host_events["ts"]) + resolution(guest_events["ts"]) + spread
+    return snap_to_runs(host_events.select("vm", "vcpu", "kind", "ts", "row", "sub"), guest_events, tolerance)

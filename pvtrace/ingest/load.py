@@ -21,9 +21,11 @@ import polars as pl
 from pvtrace.errors import FormatError, PvtraceError, UsageError
 from pvtrace.ingest import ftrace as ftrace_fmt
 from pvtrace.ingest import perf_script, summary_tables, tracecmd
+from pvtrace.ingest.clocks import from_offsets_file
 from pvtrace.ingest.compressed import open_input
 from pvtrace.ingest.dat import dat_report
 from pvtrace.ingest.normalize import normalize
+from pvtrace.ingest.offsets_file import find_offsets_file, read_offsets
 from pvtrace.ingest.pipeline import BackgroundSink, prefetch
 from pvtrace.ingest.problems import Problems
 from pvtrace.ingest.raw import empty_raw
@@ -257,6 +259,9 @@ def ingest(
     paths = [Path(p) for p in paths]
     if not paths:
         raise UsageError("no input files given")
+    offsets_file = find_offsets_file(paths) if guest_offset_ns is None else None
+    if offsets_file is not None:  # saved by generate or record --host next to the host trace
+        guest_offset_ns = read_offsets(offsets_file)
     user_map = read_vcpu_map(vcpu_map_path) if vcpu_map_path else None
     map_file = vcpu_map_path
     if user_map is None and (found := find_vcpu_map(paths)) is not None:
@@ -330,7 +335,7 @@ def ingest(
             infos.add(nfo)
             events.add(ev)
         events.finish()
-    meta = _meta(paths, parse_infos, infos, events, tables, map_file)
+    meta = _meta(paths, parse_infos, infos, events, tables, map_file, offsets_file)
     meta.extra["cpus_seen"] = len(cpus) if cpus else None
     return meta
 
@@ -393,6 +398,7 @@ def _meta(
     events: _Events,
     tables: dict[str, list[dict[str, Any]]],
     map_file: Path | None,
+    offsets_file: Path | None = None,
 ) -> TraceMeta:
     last = infos.last
     formats = sorted({i.format for i in parse_infos})
@@ -401,7 +407,7 @@ def _meta(
     headers = [i.header for i in parse_infos]
     if n_pcpus is None and last.get("side") == "host":
         n_pcpus = next((h["n_cpus_possible"] for h in headers if "n_cpus_possible" in h), None)
-    clock = dict(last.get("clock", {}))
+    clock = from_offsets_file(dict(last.get("clock", {})), offsets_file)
     clock["timestamps"] = {i.path: i.clock for i in parse_infos if i.format not in summary_formats()}
     problems = {i.path: i.problems.to_dict() for i in parse_infos if i.problems.total}
     notes = list(infos.notes)

@@ -701,10 +701,11 @@ def normalize(
     earlier = carry.get("clock_guests", {})
     offsets, per_vm = clocks.guest_offsets(
         host_events["ts"],
-        guest_events.select("vm", "ts"),
+        guest_events.select("vm", "vcpu", "ts"),
         given=guest_offset_ns,
         tsc_offsets=h_parsed["tsc"]["offset"],
         decided={vm: int(carry["guest_offsets"][vm]) for vm in carry.get("guest_offsets", {})},
+        host_events=host_events.select("vm", "vcpu", "kind", "ts", "row", "sub"),
     )
     per_vm = {**earlier, **per_vm}
     has_host = host.height > 0 or "host" in carry.get("sides", {}).values()
@@ -712,6 +713,10 @@ def normalize(
     if any(offsets.values()):
         shift = pl.col("vm").cast(pl.String).replace_strict(offsets, default=0, return_dtype=pl.Int64)
         guest_events = guest_events.with_columns(pl.col("ts") + shift)
+    if clock.get("synchronized"):
+        guest_events, n_snapped = clocks.snap_guest_events(host_events, guest_events, per_vm)
+        if n_snapped:
+            clock["guest_events_moved_into_runs"] = n_snapped
     if n_untimed:
         clock["untimed_records"] = n_untimed
         notes.append(

@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pvtrace.errors import OutputExistsError, PvtraceError, UsageError
+from pvtrace.ingest.offsets_file import OFFSETS_SUFFIX, read_offsets
 from pvtrace.schema import conform_events
 from pvtrace.simulate.render import text, to_ftrace, to_perf_script, to_trace_cmd_report, write_rendered
 from pvtrace.simulate.render.identities import vcpu_map
@@ -299,12 +300,20 @@ def test_guest_clock_before_zero_is_an_error():
     [
         ("ftrace", "host", ["run.txt", "run.txt.vcpus.csv"]),
         ("ftrace", "guest", ["run-vm0.txt", "run-vm1.txt"]),
-        ("ftrace", "merged", ["run.txt", "run-vm0.txt", "run-vm1.txt", "run.txt.vcpus.csv"]),
+        (
+            "ftrace",
+            "merged",
+            ["run.txt", "run-vm0.txt", "run-vm1.txt", "run.txt.guest-offsets.csv", "run.txt.vcpus.csv"],
+        ),
         ("trace-cmd", "host", ["run.txt", "run.txt.vcpus.csv"]),
         ("trace-cmd", "guest", ["run-vm0.txt", "run-vm1.txt"]),
         ("trace-cmd", "merged", ["run.txt", "run.txt.vcpus.csv"]),
         ("perf", "host", ["run.txt", "run.txt.vcpus.csv"]),
-        ("perf", "merged", ["run.txt", "run-vm0.txt", "run-vm1.txt", "run.txt.vcpus.csv"]),
+        (
+            "perf",
+            "merged",
+            ["run.txt", "run-vm0.txt", "run-vm1.txt", "run.txt.guest-offsets.csv", "run.txt.vcpus.csv"],
+        ),
     ],
 )
 def test_write_rendered_files(tmp_path, fmt, view, names):
@@ -325,6 +334,13 @@ def test_write_rendered_files(tmp_path, fmt, view, names):
             (1003, 1000, "vm0", 2),
             (2001, 2000, "vm1", 0),
         ]
+
+
+def test_merged_text_saves_the_guest_offsets_it_used(tmp_path):
+    trace = handbuilt()
+    paths = write_rendered(trace, "ftrace", "merged", tmp_path / "run.txt")
+    (side,) = [p for p in paths if p.name.endswith(OFFSETS_SUFFIX)]
+    assert read_offsets(side) == {vm: int(v) for vm, v in trace.meta.clock["guest_offset_ns"].items()}
 
 
 def test_write_rendered_parquet_is_the_view(tmp_path):

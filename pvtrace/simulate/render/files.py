@@ -1,7 +1,9 @@
 """Writing a view of a run to disk in one format: the files a real capture would give.
 
 A host (or merged) text capture comes with `<output>.vcpus.csv`, the vCPU map
-(tid, QEMU pid, vm, vcpu) that `pvtrace ingest` picks up next to its input.
+(tid, QEMU pid, vm, vcpu) that `pvtrace ingest` picks up next to its input, and
+a merged one whose guest files are on their own clocks with
+`<output>.guest-offsets.csv`, the offsets the run used (host = guest + offset).
 Guest text files are one per VM, `<stem>-<vm><suffix>`, each on its guest's
 own clock, except inside a merged trace-cmd report (one file, host clock).
 Nothing is overwritten without force, and a failed write leaves no partial file (pvtrace.outputs).
@@ -15,8 +17,10 @@ from pathlib import Path
 from typing import TextIO
 
 from pvtrace.errors import UsageError
+from pvtrace.ingest.offsets_file import offsets_path, write_offsets
 from pvtrace.outputs import OutputSet, atomic_file, current
 from pvtrace.simulate.render.ftrace import to_ftrace
+from pvtrace.simulate.render.guest import guest_offset_ns
 from pvtrace.simulate.render.identities import vcpu_map, vm_names
 from pvtrace.simulate.render.perf import to_perf_script
 from pvtrace.simulate.render.tracecmd import to_trace_cmd_report
@@ -86,9 +90,17 @@ def _plan(trace: Trace, fmt: str, view: str, out_path: Path, ns: bool | None) ->
                 )
     else:
         raise UsageError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    offsets = guest_offsets(trace)
+    if host and guests and fmt != "trace-cmd" and offsets:  # guest files on their own clocks
+        plan.append((offsets_path(out_path), lambda out: write_offsets(offsets, out, "pvtrace generate")))
     if host:
         plan.append((vcpu_map_path(out_path), lambda out: vcpu_map(trace).write_csv(out)))
     return plan
+
+
+def guest_offsets(trace: Trace) -> dict[str, int]:
+    """{vm: offset_ns} of the run's guests that have a clock offset (host = guest + offset_ns)."""
+    return {vm: guest_offset_ns(trace, vm) for vm in vm_names(trace)}
 
 
 def _write_atomically(path: Path, writer: Writer, force: bool) -> None:

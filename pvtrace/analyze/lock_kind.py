@@ -1,0 +1,248 @@
+"""Lock kind from the trace: does a lock hand itself over in arrival order (fifo) or not (unfair)?
+
+LWP waste and convoy boundaries depend on the kind (docs/metrics.md), and text
+traces do not say it. The evidence is the order of contended acquisitions:
+whenever a waiter takes the lock while another waiter is still queued (a
+hand-off with a choice), a fifo lock gives it to the one that started waiting
+first; an unfair lock (test-and-set) to whichever spinner wins the race. A
+waiter that takes the lock while one that began waiting strictly earlier (by
+timestamp, so waits begun in the same printed microsecond never count as
+overtaken) is still queued has overtaken it.
+
+Kind per lock: with fewer than MIN_HANDOFFS hand-offs the lock is `undecided`
+(kept as kind `unknown`: too little evidence to be right); otherwise `fifo` when
+at least FIFO_MIN of them were in arrival order, `unfair` when at most
+UNFAIR_MAX were, else `undecided`. Thresholds and misclassification rates:
+docs/accuracy.md, Lock kind.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from pvtrace.analyze.prepare import LOCK_KIND, Prepared
+
+I64, F64, STR = pl.Int64(), pl.Float64(), pl.String()
+
+MIN_HANDOFFS = 20
+FIFO_MIN = 0.97
+UNFAIR_MAX = 0.9
+
+# Where each lock's kind came from.
+SOURCES = ("--lock-kind", "trace metadata", "inferred")
+
+
+def order_evidence(waits: pl.DataFrame, pieces: pl.DataFrame | None, ord_size: int) -> pl.DataFrame:
+    """Per lock (lid): n_handoffs and n_in_order (see hand_offs)."""
+    h = hand_offs(waits, pieces, ord_size)
+    return h.group_by("lid").agg(
+        pl.len().cast(I64).alias("n_handoffs"), pl.col("in_order").sum().cast(I64).alias("n_in_order")
+    )
+
+
+def hand_offs(waits: pl.DataFrame, pieces: pl.DataFrame | None, ord_size: int) -> pl.DataFrame:
+    """The hand-offs with a choice: lid, wid, in_order, one row per contended acquisition that
+    another waiter could have had instead.
+
+    The queue head at an acquisition is the open wait that began first. The acquirer is in
+    order when it is the head (or began waiting in the same printed instant). With vCPU
+    states (pieces: wid, lid, start, end, state), an acquisition counts only when it was a
+    choice: the head's when another queued waiter spun since the lock's previous
+    acquisition (an unfair lock goes to whoever spins while it is free), another's when the
+    head was spinning at that moment (a queued lock that lets a newcomer take it while its
+    head is not spinning, pv qspinlock's lock stealing, is still fifo for the head). Without states
+    every acquisition with another waiter queued counts, and an overtaken head can be such
+    a steal, so only fifo can be decided (classify(..., states=False)).
+    waits: wid, lid, start, start_ord, end_ord, truncated.
+    """
+    w = (
+        waits.select(
+            "wid",
+            "lid",
+            "start",
+            "start_ord",
+            pl.when(pl.col("truncated"))
+            .then(pl.lit(ord_size, I64))
+            .otherwise(pl.col("end_ord"))
+            .alias("acq"),
+            pl.when(~pl.col("truncated")).then(pl.col("end")).alias("acq_ts"),
+        )
+        .sort("lid", "start_ord")
+        .with_columns(pl.col("acq").cum_max().over("lid").alias("prefix_max"))
+    )
+    size = ord_size + 1
+    keys = (pl.col("lid") * size + pl.col("prefix_max")).alias("k")
+    k_sorted = w.select(keys)["k"]
+    acq = w.filter(pl.col("acq_ts").is_not_null())
+    # head = the first wait (in start order) not done before this acquisition: prefix max >= acq
+    head_row = k_sorted.search_sorted(acq.select(pl.col("lid") * size + pl.col("acq"))["lid"], side="left")
+    heads = w.select(pl.col("wid").alias("head"), pl.col("start").alias("head_start"))[head_row]
+    acq = pl.concat([acq, heads], how="horizontal").with_columns(
+        ((pl.col("head") == pl.col("wid")) | (pl.col("head_start") == pl.col("start"))).alias("in_order"),
+        (pl.col("acq_ts") - 1).alias("t"),
+    )
+    # waiters queued at the acquisition, its own wait included: +1 at a contend, -1 at an acquire
+    deltas = pl.concat(
+        [
+            w.select("lid", pl.col("start_ord").alias("ord"), pl.lit(1, I64).alias("d")),
+            w.filter(pl.col("acq") < ord_size).select(
+                "lid", pl.col("acq").alias("ord"), pl.lit(-1, I64).alias("d")
+            ),
+        ]
+    ).sort("lid", "ord")
+    queued = (
+        deltas.with_columns(pl.col("d").cum_sum().over("lid").alias("after"))
+        .filter(pl.col("d") == -1)
+        .select("lid", pl.col("ord").alias("acq"), (pl.col("after") + 1).alias("queued"))
+    )
+    acq = acq.join(queued, on=["lid", "acq"], how="left").filter(pl.col("queued") >= 2)
+    if pieces is None:
+        return acq.select("lid", "wid", "in_order")
+    spin = pieces.filter(pl.col("state") == "running").select("wid", "lid", "start", "end")
+    # the previous acquisition of the lock: since then, a running waiter could have taken it
+    acq = acq.sort("lid", "acq").with_columns(
+        pl.col("acq_ts").shift(1).over("lid").fill_null(pl.col("start")).alias("prev_ts")
+    )
+    # spin on the lock, integrated over time: I(x) = integral up to x of the number of spinners
+    sweep = (
+        pl.concat(
+            [
+                spin.select("lid", pl.col("start").alias("x"), pl.lit(1, I64).alias("d")),
+                spin.select("lid", pl.col("end").alias("x"), pl.lit(-1, I64).alias("d")),
+            ]
+        )
+        .group_by("lid", "x")
+        .agg(pl.col("d").sum())
+        .sort("lid", "x")
+        .with_columns(pl.col("d").cum_sum().over("lid").alias("n"))
+        .with_columns(
+            (pl.col("n") * (pl.col("x").shift(-1).over("lid") - pl.col("x")).fill_null(0))
+            .cum_sum()
+            .shift(1)
+            .over("lid")
+            .fill_null(0)
+            .alias("cum")
+        )
+        .select("lid", "x", "n", "cum")
+        .sort("x")
+    )
+
+    def integral(at: str) -> pl.Expr:
+        return (pl.col("cum") + pl.col("n") * (pl.col(at) - pl.col("x"))).fill_null(0)
+
+    for at in ("acq_ts", "prev_ts"):
+        acq = (
+            acq.sort(at)
+            .join_asof(sweep, left_on=at, right_on="x", by="lid", strategy="backward", check_sortedness=False)
+            .with_columns(integral(at).alias(f"spin_to_{at}"))
+            .drop("x", "n", "cum")
+        )
+    own = (
+        spin.join(acq.select("wid", "prev_ts", "acq_ts"), on="wid")
+        .select(
+            "wid",
+            (pl.min_horizontal("end", "acq_ts") - pl.max_horizontal("start", "prev_ts")).clip(0).alias("own"),
+        )
+        .group_by("wid")
+        .agg(pl.col("own").sum())
+    )
+    acq = acq.join(own, on="wid", how="left").with_columns(
+        (pl.col("spin_to_acq_ts") - pl.col("spin_to_prev_ts") - pl.col("own").fill_null(0)).alias("others")
+    )
+    # the head running at the acquisition (an overtaken head that was not is a steal)
+    head_spin = spin.sort("start").select(
+        pl.col("wid").alias("head"), pl.col("start").alias("t"), pl.col("end").alias("head_end")
+    )
+    acq = acq.sort("t").join_asof(head_spin, on="t", by="head", strategy="backward", check_sortedness=False)
+    head_running = (pl.col("head_end") > pl.col("t")).fill_null(False)
+    keep = pl.when(pl.col("in_order")).then(pl.col("others") > 0).otherwise(head_running)
+    return acq.filter(keep).select("lid", "wid", "in_order")
+
+
+def classify(evidence: pl.DataFrame, *, states: bool) -> pl.DataFrame:
+    """evidence (n_handoffs, n_in_order) with `in_order_frac` and `inferred` (fifo, unfair, undecided).
+    Without vCPU states (states=False) an overtaken head may have been a steal: never unfair."""
+    frac = pl.col("n_in_order") / pl.col("n_handoffs")
+    unfair_max = UNFAIR_MAX if states else -1.0
+    return evidence.with_columns(
+        pl.when(pl.col("n_handoffs") > 0).then(frac).alias("in_order_frac"),
+        pl.when(pl.col("n_handoffs") < MIN_HANDOFFS)
+        .then(pl.lit("undecided"))
+        .when(frac >= FIFO_MIN)
+        .then(pl.lit("fifo"))
+        .when(frac <= unfair_max)
+        .then(pl.lit("unfair"))
+        .otherwise(pl.lit("undecided"))
+        .alias("inferred"),
+    )
+
+
+def infer_lock_kinds(
+    prep: Prepared, waits: pl.DataFrame, pieces: pl.DataFrame | None, *, override: bool
+) -> pl.DataFrame:
+    """Set prep.locks.lock_kind where it is unknown from the trace's own order evidence; return the
+    per-lock table: lid, lock_kind, source, n_handoffs, n_in_order, in_order_frac, inferred.
+
+    override: the kind was given by --lock-kind (kept, and so is the evidence); pieces: the
+    waits split by waiter state (None without vCPU states).
+    """
+    evidence = order_evidence(waits.filter(~pl.col("excluded")), pieces, prep.ord_size)
+    ev = classify(
+        prep.locks.select("lid")
+        .join(evidence, on="lid", how="left")
+        .with_columns(pl.col("n_handoffs", "n_in_order").fill_null(0)),
+        states=pieces is not None,
+    )
+    known = prep.locks.select("lid", pl.col("lock_kind").alias("given"))
+    out = known.join(ev, on="lid", how="left", maintain_order="left").with_columns(
+        pl.when(pl.col("given") != "unknown")
+        .then(pl.col("given").cast(STR))
+        .when(pl.col("inferred") == "undecided")
+        .then(pl.lit("unknown"))
+        .otherwise(pl.col("inferred"))
+        .cast(LOCK_KIND)
+        .alias("lock_kind"),
+        pl.when(pl.lit(override))
+        .then(pl.lit("--lock-kind"))
+        .when(pl.col("given") != "unknown")
+        .then(pl.lit("trace metadata"))
+        .otherwise(pl.lit("inferred"))
+        .alias("source"),
+    )
+    prep.locks = prep.locks.with_columns(out["lock_kind"])
+    return out.drop("given")
+
+
+def lock_kinds_table(kinds: pl.DataFrame, prep: Prepared) -> pl.DataFrame:
+    """The lock_kinds result table: vm, lock, kind (fifo, unfair or undecided), source and evidence."""
+    return (
+        kinds.join(prep.locks.select("lid", "vm", "lock"), on="lid", how="left")
+        .select(
+            "vm",
+            "lock",
+            pl.when(pl.col("lock_kind") == "unknown")
+            .then(pl.lit("undecided"))
+            .otherwise(pl.col("lock_kind").cast(STR))
+            .alias("kind"),
+            "source",
+            "n_handoffs",
+            "n_in_order",
+            (100.0 * pl.col("in_order_frac")).round(2).alias("in_order_pct"),
+        )
+        .sort("n_handoffs", "vm", "lock", descending=[True, False, False])
+    )
+
+
+def kind_summary(table: pl.DataFrame) -> dict:
+    """For the summary: how many locks of each kind, where the kinds came from, and the rule."""
+    counts = {k: int(table.filter(pl.col("kind") == k).height) for k in ("fifo", "unfair", "undecided")}
+    sources = sorted(set(table["source"].to_list()))
+    return {
+        **counts,
+        "source": ", ".join(sources) if sources else "no locks",
+        "rule": (
+            f"inferred per lock from the order of contended acquisitions: fifo when >= {FIFO_MIN:.0%} of "
+            f"at least {MIN_HANDOFFS} hand-offs went to the earliest waiter, unfair when <= "
+            f"{UNFAIR_MAX:.0%}, else undecided (--lock-kind overrides)"
+        ),
+    }

@@ -1,0 +1,71 @@
+"""`<trace>.guest-offsets.csv`: each guest's clock offset, saved next to a host trace.
+
+`pvtrace generate` writes it beside a host capture whose guest files are on
+their own clocks, and `pvtrace record --host` beside what it records; `ingest`
+and `analyze` pick it up next to any input, like the vCPU map. Columns: `vm`,
+`offset_ns` (host = guest + offset_ns), and optionally `source` (how it was
+found). Lines starting with `#` are comments.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TextIO
+
+import polars as pl
+
+from pvtrace.errors import FormatError
+
+OFFSETS_SUFFIX = ".guest-offsets.csv"
+_COMPRESSED = {".xz", ".gz", ".zst", ".bz2"}
+
+
+def offsets_path(trace_path: Path) -> Path:
+    """Where a trace's offsets side file goes: `<trace>.guest-offsets.csv`."""
+    return trace_path.with_name(trace_path.name + OFFSETS_SUFFIX)
+
+
+def find_offsets_file(inputs: list[Path]) -> Path | None:
+    """The side file next to the first input that has one (`t.txt.xz`: also `t.txt.guest-offsets.csv`)."""
+    for path in map(Path, inputs):
+        candidates = [offsets_path(path)]
+        if path.suffix in _COMPRESSED:
+            candidates.append(path.with_name(path.stem + OFFSETS_SUFFIX))
+        for candidate in candidates:
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def read_offsets(path: Path) -> dict[str, int]:
+    """{vm: offset_ns} from a side file; FormatError naming the file and line when it is not one."""
+    try:
+        df = pl.read_csv(path, infer_schema=False, comment_prefix="#")
+    except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
+        raise FormatError(f"not a readable guest offsets CSV ({exc.__class__.__name__})", str(path)) from None
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    header = next((i for i, line in enumerate(lines, start=1) if not line.startswith("#")), 1)
+    df = df.rename({c: c.strip().lower() for c in df.columns})
+    if not {"vm", "offset_ns"} <= set(df.columns):
+        raise FormatError("guest offsets CSV needs the columns vm,offset_ns", str(path), header)
+    out: dict[str, int] = {}
+    for i, (vm, value) in enumerate(df.select("vm", "offset_ns").iter_rows(), start=header + 1):
+        try:
+            out[str(vm).strip()] = int(str(value).strip())
+        except ValueError:
+            raise FormatError(f"offset_ns {value!r} is not an integer (ns)", str(path), i) from None
+    return out
+
+
+def write_offsets(offsets: dict[str, int], out: TextIO, source: str) -> None:
+    """Write {vm: offset_ns} (host = guest + offset_ns) with where the offsets came from."""
+    rows = pl.DataFrame(
+        {
+            "vm": list(offsets),
+            "offset_ns": [int(v) for v in offsets.values()],
+            "source": [source] * len(offsets),
+        },
+        schema={"vm": pl.String, "offset_ns": pl.Int64, "source": pl.String},
+    )
+    out.write("# guest clock offsets: host timestamp = guest timestamp + offset_ns\n")
+    out.write(rows.write_csv())

@@ -1,0 +1,126 @@
+"""Lock kind inferred from the order of contended acquisitions (pvtrace/analyze/lock_kind.py)."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from pvtrace.analyze import analyze
+from pvtrace.analyze.lock_kind import MIN_HANDOFFS, classify, hand_offs
+from pvtrace.simulate.run import simulate_trace
+from pvtrace.simulate.scenario import Scenario
+from pvtrace.simulate.views import select_view
+
+I64 = pl.Int64()
+
+
+def _waits(rows: list[tuple[int, int, int, int]]) -> pl.DataFrame:
+    """(wid, vcpu, start, end) on lock 0; ord = ts (distinct times)."""
+    return pl.DataFrame(
+        {
+            "wid": [r[0] for r in rows],
+            "lid": [0] * len(rows),
+            "vid": [r[1] for r in rows],
+            "start": [r[2] for r in rows],
+            "end": [r[3] for r in rows],
+            "start_ord": [r[2] for r in rows],
+            "end_ord": [r[3] for r in rows],
+            "truncated": [False] * len(rows),
+        },
+        schema_overrides={k: I64 for k in ("wid", "lid", "vid", "start", "end", "start_ord", "end_ord")},
+    )
+
+
+def _running(waits: pl.DataFrame) -> pl.DataFrame:
+    """Every waiter spins (runs) for its whole wait."""
+    return waits.select("wid", "lid", "start", "end", pl.lit("running").alias("state"))
+
+
+def test_served_in_arrival_order_is_fifo_and_overtaking_a_spinning_head_is_not():
+    # three waiters queue at 10, 11, 12; the lock goes to them in that order (fifo) ...
+    fifo = _waits([(0, 0, 10, 20), (1, 1, 11, 30), (2, 2, 12, 40)])
+    h = hand_offs(fifo, _running(fifo), ord_size=100)
+    assert h.sort("wid")["in_order"].to_list() == [True, True]  # the last one had nobody left to beat
+    # ... or waiter 2 takes it first while the head (waiter 0) spins: an overtake
+    unfair = _waits([(0, 0, 10, 40), (1, 1, 11, 30), (2, 2, 12, 20)])
+    h = hand_offs(unfair, _running(unfair), ord_size=100)
+    assert h.sort("wid")["in_order"].to_list() == [False, False]
+
+
+def test_overtaking_a_head_that_is_not_running_is_no_evidence():
+    # pv qspinlock's steal: the head (waiter 0) is preempted when waiter 2 takes the lock
+    w = _waits([(0, 0, 10, 40), (1, 1, 11, 30), (2, 2, 12, 20)])
+    pieces = pl.concat(
+        [
+            _running(w.filter(pl.col("wid") != 0)),
+            pl.DataFrame(
+                {
+                    "wid": [0, 0],
+                    "lid": [0, 0],
+                    "start": [10, 15],
+                    "end": [15, 40],
+                    "state": ["running", "preempted"],
+                },
+                schema_overrides={"wid": I64, "lid": I64, "start": I64, "end": I64},
+            ),
+        ]
+    )
+    assert 2 not in hand_offs(w, pieces, ord_size=100)["wid"].to_list()
+
+
+def test_classify_needs_enough_hand_offs_and_without_states_never_says_unfair():
+    ev = pl.DataFrame(
+        {"n_handoffs": [MIN_HANDOFFS - 1, 40, 40, 40], "n_in_order": [MIN_HANDOFFS - 1, 40, 20, 37]}
+    )
+    assert classify(ev, states=True)["inferred"].to_list() == ["undecided", "fifo", "unfair", "undecided"]
+    assert classify(ev, states=False)["inferred"].to_list() == ["undecided", "fifo", "undecided", "undecided"]
+
+
+@pytest.mark.parametrize("algorithm", ["tas", "ticket", "pv-qspinlock"])
+def test_inferred_kinds_on_a_simulated_merged_view_are_never_wrong(algorithm):
+    s = Scenario().replace(
+        lock={"algorithm": algorithm},
+        host={"pcpus": 4},
+        vm={"count": 1, "vcpus": 4, "locks": 2, "lock_skew": 1.0, "compute_ns": 20_000, "hold_ns": 2_000},
+        run={"duration_ns": 60_000_000},
+    )
+    trace, _ = simulate_trace(s, seed=3)
+    a = analyze(select_view(trace, "merged"), lock_kind="unknown")  # ignore the kind the metadata knows
+    kinds = a.table("lock_kinds")
+    truth = trace.meta.vms["vm0"].lock_kind
+    decided = kinds.filter(pl.col("kind") != "undecided")
+    assert decided.height >= 1, kinds
+    assert set(decided["kind"]) == {truth}
+    assert set(kinds["source"]) == {"inferred"}
+    assert a.summary.extra["lock_kinds"][truth] == decided.height
+
+
+def test_lock_kind_option_overrides_the_evidence():
+    s = Scenario().replace(
+        lock={"algorithm": "tas"},
+        host={"pcpus": 4},
+        vm={"count": 1, "vcpus": 4, "locks": 1, "compute_ns": 20_000, "hold_ns": 2_000},
+        run={"duration_ns": 30_000_000},
+    )
+    trace, _ = simulate_trace(s, seed=1)
+    kinds = analyze(select_view(trace, "merged"), lock_kind="fifo").table("lock_kinds")
+    assert set(kinds["kind"]) == {"fifo"} and set(kinds["source"]) == {"--lock-kind"}
+
+
+def test_undecided_locks_make_lwp_and_convoys_partial_not_silently_short():
+    s = Scenario().replace(
+        lock={"algorithm": "ticket"},
+        host={"pcpus": 4},
+        vm={"count": 2, "vcpus": 4, "locks": 6, "compute_ns": 50_000, "hold_ns": 5_000},
+        run={"duration_ns": 40_000_000},
+    )
+    trace, _ = simulate_trace(s, seed=2)
+    a = analyze(select_view(trace, "merged"), lock_kind="unknown")
+    kinds = a.table("lock_kinds")
+    undecided = kinds.filter(pl.col("kind") == "undecided").select("vm", "lock")
+    assert undecided.height > 0
+    partial = a.summary.extra["partial"]
+    assert "n_convoys" in partial and "waste_lwp_ns" in partial
+    assert all(p["fix"].startswith("pass --lock-kind") for p in partial["waste_lwp_ns"])
+    # convoys on undecided locks are not counted
+    assert a.table("convoys").join(undecided, on=["vm", "lock"], how="semi").height == 0

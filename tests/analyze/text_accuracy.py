@@ -1,0 +1,228 @@
+"""Accuracy on what users have: rendered text analyzed with default options, against the truth of
+the same window. Shared by test_text_accuracy.py (small runs in CI) and the command that writes
+the tables of docs/accuracy.md ("On rendered text"):
+
+    python tests/analyze/text_accuracy.py > /tmp/text-accuracy.md
+
+Every figure is computed from runs: the simulator's truth (cut to the text's window,
+pvtrace.simulate.truth_window) and the analysis of the files `pvtrace generate` would write.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from pvtrace.analyze import analyze
+from pvtrace.analyze.accuracy import incident_counts, pooled, relative_error, scores_of
+from pvtrace.ingest.clock_estimate import estimate_offsets
+from pvtrace.ingest.load import load
+from pvtrace.simulate.render import write_rendered
+from pvtrace.simulate.run import simulate_trace
+from pvtrace.simulate.scenario import Scenario
+from pvtrace.simulate.truth_window import cut_truth
+
+ALGORITHMS = ("tas", "virt-tas", "ticket", "qspinlock", "pv-ticket", "pv-qspinlock")
+FORMATS = ("ftrace", "trace-cmd", "perf")
+# 4 pCPUs, 2 guests of 4 vCPUs (2x overcommit); PLE off and on; a busy workload (few locks, short
+# critical sections) and a calm one.
+WORKLOADS: dict[str, dict] = {
+    "busy": {
+        "vm": {"locks": 2, "lock_skew": 1.0, "compute_ns": 20_000, "hold_ns": 2_000, "hold_dist": "lognormal"}
+    },
+    "calm": {"vm": {"locks": 4, "compute_ns": 50_000, "hold_ns": 5_000, "hold_dist": "exp"}},
+}
+LHP_KEY = ["vm", "holder"]  # ftrace hashes lock addresses (%p): match incidents by VM and holder
+
+
+def scenario(workload: str, algorithm: str, ple: bool, duration_ns: int) -> Scenario:
+    s = {k: dict(v) for k, v in WORKLOADS[workload].items()}
+    s["vm"].update(vcpus=4, count=2)
+    return Scenario().replace(
+        lock={"algorithm": algorithm},
+        host={"pcpus": 4},
+        hypervisor={"ple": ple},
+        run={"duration_ns": duration_ns},
+        **s,
+    )
+
+
+def _text_files(trace, fmt: str, view: str, where: Path) -> list[Path]:
+    files = write_rendered(trace, fmt, view, where / f"run-{fmt}-{view}.txt")
+    return [f for f in files if f.suffix == ".txt" and f.stat().st_size]
+
+
+def text_run(trace, fmt: str, where: Path) -> dict:
+    """Merged text of one run in one format, analyzed with defaults, against the truth of its window."""
+    files = _text_files(trace, fmt, "merged", where)
+    a = analyze(load(files))
+    s = a.summary
+    t0, t1 = s.extra["t_start"], s.extra["t_end"]
+    truth = cut_truth(trace, t0, t1 + 1)  # the text's window includes its last event
+    tt, found = truth.totals, s.totals
+    kinds = a.table("lock_kinds").filter(pl.col("n_handoffs") >= 20)
+    true_kind = {vm: info.lock_kind for vm, info in trace.meta.vms.items()}
+    right = kinds.filter(pl.col("kind") == pl.col("vm").replace_strict(true_kind, default=None)).height
+    wrong = kinds.filter(
+        (pl.col("kind") != "undecided")
+        & (pl.col("kind") != pl.col("vm").replace_strict(true_kind, default=None))
+    ).height
+    waste_found = (
+        found["waste_lhp_ns"] + found["waste_lwp_ns"]
+        if "waste_lhp_ns" in found and "waste_lwp_ns" in found
+        else None
+    )
+    return {
+        "spin": (found.get("spin_ns"), tt["spin_ns"]),
+        "waste": (waste_found, tt["waste_lhp_ns"] + tt["waste_lwp_ns"]),
+        "convoys": (found.get("n_convoys"), tt["n_convoys"]),
+        "lhp": incident_counts(
+            a.table("lhp_incidents").filter(pl.col("harmful")),
+            truth.lhp_incidents.filter(pl.col("harmful")),
+            LHP_KEY,
+        )
+        if "n_lhp_harmful" in found
+        else None,
+        "kinds": (right, wrong, kinds.height),
+        "synchronized": (s.extra.get("clock") or {}).get("synchronized", True),
+    }
+
+
+def run_case(workload: str, algorithm: str, ple: bool, seeds: tuple[int, ...], duration_ns: int) -> dict:
+    """Every format's merged-text figures of one case, pooled over seeds."""
+    out: dict = {}
+    for seed in seeds:
+        trace, _ = simulate_trace(scenario(workload, algorithm, ple, duration_ns), seed=seed)
+        with tempfile.TemporaryDirectory(prefix="pvtrace-acc-") as tmp:
+            for fmt in FORMATS:
+                out.setdefault(fmt, []).append(text_run(trace, fmt, Path(tmp)))
+    return out
+
+
+def figures(runs: list[dict]) -> dict:
+    """Pooled figures of one (case, format): errors of sums over runs, LHP precision/recall, kinds."""
+
+    def err(key: str) -> float | None:
+        if any(r[key][0] is None for r in runs):
+            return None
+        return relative_error(sum(r[key][0] for r in runs), sum(r[key][1] for r in runs))
+
+    lhp = [r["lhp"] for r in runs if r["lhp"] is not None]
+    scores = scores_of(pooled(lhp)) if lhp else None
+    return {
+        "spin_err": err("spin"),
+        "waste_err": err("waste"),
+        "convoy_err": err("convoys"),
+        "lhp": scores,
+        "kinds_right": sum(r["kinds"][0] for r in runs),
+        "kinds_wrong": sum(r["kinds"][1] for r in runs),
+        "kinds_n": sum(r["kinds"][2] for r in runs),
+        "synchronized": all(r["synchronized"] for r in runs),
+    }
+
+
+def offset_errors(seeds: tuple[int, ...], fmt: str, duration_ns: int, drift_ppm: float = 0.0) -> list[dict]:
+    """The offset estimator on merged text (no offsets file), random offsets; with drift_ppm, the
+    guest clock also runs fast by that much (applied to the guest events of the ingested text)."""
+    rng = np.random.default_rng(7)
+    rows = []
+    for seed in seeds:
+        offsets = tuple(int(x) for x in -rng.integers(1_000_000_000, 100_000_000_000, size=2))
+        s = replace(scenario("busy", "ticket", True, duration_ns))
+        s = s.replace(vm={"clock_offsets_ns": offsets})
+        trace, _ = simulate_trace(s, seed=seed)
+        with tempfile.TemporaryDirectory(prefix="pvtrace-clk-") as tmp:
+            if fmt == "trace-cmd":  # a merged report is on the host clock: host and guest reports apart
+                files = _text_files(trace, fmt, "host", Path(tmp)) + _text_files(
+                    trace, fmt, "guest", Path(tmp)
+                )
+            else:
+                files = _text_files(trace, fmt, "merged", Path(tmp))
+            ev = load(files, guest_offset_ns={"vm0": 0, "vm1": 0}).events  # guests kept on their clocks
+        guest = ev.filter(pl.col("origin") == "guest").select(pl.col("vm").cast(pl.String), "vcpu", "ts")
+        if drift_ppm:
+            since = pl.col("ts") - pl.col("ts").min().over("vm")  # each guest's clock drifts from its start
+            guest = guest.with_columns(
+                (pl.col("ts") + (since * drift_ppm / 1e6).round().cast(pl.Int64)).alias("ts")
+            )
+        host = ev.filter(pl.col("origin") == "host").select(
+            pl.col("vm").cast(pl.String), "vcpu", "kind", "ts"
+        )
+        for vm, est in estimate_offsets(host, guest).items():
+            true = dict(zip(("vm0", "vm1"), offsets, strict=True))[vm]
+            ok = not isinstance(est, str)
+            rows.append(
+                {
+                    "seed": seed,
+                    "vm": vm,
+                    "error_ns": (est.offset_ns - true) if ok else None,
+                    "uncertainty_ns": est.uncertainty_ns if ok else None,
+                    "why": None if ok else est,
+                }
+            )
+    return rows
+
+
+def _pct(x: float | None) -> str:
+    return "unavailable" if x is None else f"{100 * x:+.1f}%"
+
+
+def markdown(seeds: tuple[int, ...], duration_ns: int) -> str:
+    lines = [
+        "| workload | PLE | lock | format | spin | waste (LHP+LWP) | LHP precision | LHP recall | harmful LHP (true) "
+        "| convoys | lock kind right / decided wrong / locks with >= 20 hand-offs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for workload in WORKLOADS:
+        for ple in (False, True):
+            for algo in ALGORITHMS:
+                runs = run_case(workload, algo, ple, seeds, duration_ns)
+                for fmt in FORMATS:
+                    f = figures(runs[fmt])
+                    lhp = f["lhp"]
+                    lines.append(
+                        f"| {workload} | {'on' if ple else 'off'} | {algo} | {fmt} | {_pct(f['spin_err'])} | "
+                        f"{_pct(f['waste_err'])} | "
+                        + (
+                            f"{100 * lhp['precision']:.1f}% | {100 * lhp['recall']:.1f}% | {lhp['n_true']} | "
+                            if lhp
+                            else "unavailable | unavailable | - | "
+                        )
+                        + f"{_pct(f['convoy_err'])} | {f['kinds_right']} / {f['kinds_wrong']} / {f['kinds_n']} |"
+                    )
+                print(f"done {workload} ple={ple} {algo}", file=sys.stderr)
+    return "\n".join(lines)
+
+
+def offsets_markdown(seeds: tuple[int, ...], duration_ns: int) -> str:
+    lines = [
+        "| format | drift | estimates | max abs error | median abs error | max uncertainty | not settled |"
+    ]
+    lines.append("|---|---|---|---|---|---|---|")
+    for fmt in FORMATS:
+        for drift in (0.0, 1.0, 10.0):
+            rows = offset_errors(seeds, fmt, duration_ns, drift)
+            errs = [abs(r["error_ns"]) for r in rows if r["error_ns"] is not None]
+            unc = [r["uncertainty_ns"] for r in rows if r["uncertainty_ns"] is not None]
+            lines.append(
+                f"| {fmt} | {drift:g} ppm | {len(errs)} of {len(rows)} | "
+                + (
+                    f"{max(errs):,} ns | {int(np.median(errs)):,} ns | {max(unc):,} ns | "
+                    if errs
+                    else "- | - | - | "
+                )
+                + f"{len(rows) - len(errs)} |"
+            )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    SEEDS = (1, 2, 3)
+    print(markdown(SEEDS, 150_000_000))
+    print()
+    print(offsets_markdown(tuple(range(1, 6)), 100_000_000))

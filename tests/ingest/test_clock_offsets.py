@@ -1,0 +1,95 @@
+"""Guest clock offsets found without the user: generate's side file, or estimated from the events;
+host and guest metrics never joined from clocks that are not known to be aligned."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from pvtrace.analyze import analyze
+from pvtrace.ingest.load import load
+from pvtrace.ingest.offsets_file import OFFSETS_SUFFIX
+from pvtrace.simulate.render import write_rendered
+from pvtrace.simulate.run import simulate_trace
+from pvtrace.simulate.scenario import Scenario
+
+
+def _run(seed: int, offsets: tuple[int, int] = ()):
+    s = Scenario().replace(
+        lock={"algorithm": "ticket"},
+        host={"pcpus": 4},
+        vm={
+            "count": 2,
+            "vcpus": 4,
+            "locks": 2,
+            "lock_skew": 1.0,
+            "compute_ns": 20_000,
+            "hold_ns": 2_000,
+            "clock_offsets_ns": offsets,
+        },
+        run={"duration_ns": 60_000_000},
+    )
+    return simulate_trace(s, seed=seed)
+
+
+def _texts(paths):
+    return [p for p in paths if p.suffix == ".txt"]
+
+
+@pytest.mark.parametrize(
+    ("fmt", "offsets"), [("ftrace", (-7_123_456_789, -90_000_001_234)), ("perf", (-3_000_000_017, -5_500))]
+)
+def test_offset_estimated_from_the_events_within_a_microsecond_and_a_half(tmp_path, fmt, offsets):
+    trace, _ = _run(5, offsets)
+    paths = write_rendered(trace, fmt, "merged", tmp_path / "m.txt")
+    for p in paths:
+        if p.name.endswith(OFFSETS_SUFFIX):
+            p.unlink()  # as a user without the side file
+    clock = load(_texts(paths)).meta.clock
+    assert clock["synchronized"] is True
+    for vm, true in zip(("vm0", "vm1"), offsets, strict=True):
+        est = clock["guests"][vm]["estimate"]
+        assert abs(clock["guest_offset_ns"][vm] - true) <= est["uncertainty_ns"] <= 1_500
+        assert clock["guests"][vm]["mode"].startswith("estimated from the events")
+
+
+def test_generate_side_file_gives_the_exact_offsets(tmp_path):
+    trace, _ = _run(6)
+    paths = write_rendered(trace, "ftrace", "merged", tmp_path / "m.txt")
+    clock = load(_texts(paths)).meta.clock
+    assert clock["guest_offset_ns"] == {vm: int(v) for vm, v in trace.meta.clock["guest_offset_ns"].items()}
+    assert "guest-offsets.csv" in clock["mode"]
+
+
+def test_guest_events_that_fit_no_shift_make_cross_metrics_unavailable(tmp_path):
+    # the host of one run with the guests of another: no offset aligns them
+    host_run, _ = _run(7)
+    guest_run, _ = _run(8)
+    host = _texts(write_rendered(host_run, "ftrace", "host", tmp_path / "h.txt"))
+    guests = _texts(write_rendered(guest_run, "ftrace", "guest", tmp_path / "g.txt"))
+    trace = load(host + guests)
+    assert trace.meta.clock["synchronized"] is False
+    s = analyze(trace).summary
+    for key in ("spin_ns", "waste_lhp_ns", "n_lhp_harmful", "n_convoys", "wait_preempted_ns"):
+        assert key not in s.totals
+        assert key not in s.fidelity
+    why = {u.metric: u.how_to_capture for u in s.unavailable}
+    assert "--guest-offset" in why["spin_ns"]
+    assert s.totals["n_contended"] > 0 and s.totals["n_pause_exits"] >= 0  # one side's metrics stay
+    assert analyze(trace).table("lhp_incidents").height == 0
+
+
+def test_guest_events_printed_just_before_their_vcpu_resumes_are_moved_inside(tmp_path):
+    trace, _ = _run(9)
+    paths = write_rendered(trace, "ftrace", "merged", tmp_path / "m.txt")
+    got = load(_texts(paths))
+    ev = got.events
+    assert got.meta.clock.get("guest_events_moved_into_runs", 0) > 0
+    # every guest lock event now falls while its vCPU runs (host state at the event)
+    a = analyze(got)
+    states = a.table("vcpu_states").filter(pl.col("state") == "running")
+    guest = ev.filter(pl.col("origin") == "guest").select(pl.col("vm").cast(pl.String), "vcpu", "ts")
+    inside = guest.join(states, on=["vm", "vcpu"]).filter(
+        (pl.col("ts") >= pl.col("start")) & (pl.col("ts") <= pl.col("end"))
+    )
+    assert inside.select("vm", "vcpu", "ts").unique().height == guest.unique().height
