@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from pvtrace.analyze.context import INCIDENTS_COLUMNS, LOCK_CALLERS_COLUMNS
 from pvtrace.schema import (
     CONVOY_COLUMNS,
     LHP_INCIDENT_COLUMNS,
@@ -116,6 +117,8 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column("target", I32, "Yielded-to vCPU."),
         Column("target_held_lock", BOOL, "The target held a lock at the yield; null when unknown."),
     ),
+    "incidents": INCIDENTS_COLUMNS,
+    "lock_callers": LOCK_CALLERS_COLUMNS,
     "lost_windows": (
         Column("origin", STR, "host or guest."),
         Column("cpu", I32, "pCPU (host) or guest CPU whose events were lost."),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import polars as pl
 
+from pvtrace.analyze import context, perf_tables
 from pvtrace.analyze import convoys as convoys_mod
 from pvtrace.analyze import exits as exits_mod
 from pvtrace.analyze import incidents as incidents_mod
@@ -42,7 +43,10 @@ def analyze(
     `lock_kind` (fifo, unfair, unknown) overrides the lock kind of every VM.
     `progress`, if given, is called with each step's name (see STEPS) once it is done.
     """
-    return _with_warnings(_run(prepare(trace, lock_kind=lock_kind), progress), trace.meta)
+    result = _run(prepare(trace, lock_kind=lock_kind), progress)
+    return _with_perf_tables(
+        _with_context(_with_warnings(result, trace.meta), trace.events.lazy()), trace.meta
+    )
 
 
 def analyze_parquet(
@@ -51,9 +55,28 @@ def analyze_parquet(
     """analyze() a pvtrace Parquet file without loading it whole: each concept's events are read
     on their own (only the rows and columns it needs), so big traces fit in memory."""
     meta = read_meta(path)
-    return _with_warnings(
-        _run(prepare_source(source_of_parquet(path), meta, lock_kind=lock_kind), progress), meta
+    result = _run(prepare_source(source_of_parquet(path), meta, lock_kind=lock_kind), progress)
+    return _with_perf_tables(_with_context(_with_warnings(result, meta), pl.scan_parquet(path)), meta)
+
+
+def _with_perf_tables(result: Analysis, meta: TraceMeta) -> Analysis:
+    """perf kvm stat / perf lock contention tables of the inputs, as tables and in the summary."""
+    tables = perf_tables.perf_tables(meta.extra)
+    result.tables.update(tables)
+    result.summary.extra.update(perf_tables.summary_json(tables))
+    return result
+
+
+def _with_context(result: Analysis, events: pl.LazyFrame) -> Analysis:
+    """Add the tables that read raw event columns the concepts drop (analyze/context.py): callers
+    per lock from the captured stacks, and all incidents with what ran in the preempted vCPU's place."""
+    names = set(events.collect_schema().names())
+    if {"event", "args"} <= names:
+        result.tables["lock_callers"] = context.lock_callers(events, result.table("waits"))
+    result.tables["incidents"] = context.incidents(
+        result.table("lhp_incidents"), result.table("lwp_incidents"), events if "pcpu" in names else None
     )
+    return result
 
 
 def _with_warnings(result: Analysis, meta: TraceMeta) -> Analysis:

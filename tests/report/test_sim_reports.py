@@ -40,7 +40,7 @@ def test_guest_view_says_what_it_cannot_know(sim_views):
         "no LHP incidents: n_lhp is unavailable" in note and "no LWP incidents: n_lwp is unavailable" in note
     )
     assert figs["unavailable"].table is not None
-    assert "trace-cmd record" in " ".join(figs["unavailable"].table["how to capture"].to_list())
+    assert "pvtrace record" in " ".join(figs["unavailable"].table["how to capture"].to_list())
 
 
 def test_host_view_has_states_but_no_locks(sim_views):
