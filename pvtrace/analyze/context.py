@@ -208,6 +208,80 @@ def _ran_instead(inc: pl.DataFrame, events: pl.LazyFrame) -> pl.DataFrame | None
     )  # the vCPU was runnable and no other vCPU took its pCPU: a host thread ran there
 
 
+def pcpu_timeline(events: pl.LazyFrame) -> pl.DataFrame:
+    """Who had each pCPU (PCPU_TIMELINE_SCHEMA): a vCPU from its run to its next placement event
+    there, `host task` after a vCPU was preempted (something runnable took the pCPU), `idle or host`
+    after it halted. Empty when the trace has no pCPUs (guest-only)."""
+    placed = (
+        events.filter(
+            pl.col("kind").is_in(["vcpu_run", "vcpu_preempt", "vcpu_halt"])
+            & pl.col("pcpu").is_not_null()
+            & pl.col("vcpu").is_not_null()
+        )
+        .select("pcpu", "ts", pl.col("kind").cast(pl.String), pl.col("vm").cast(pl.String), "vcpu")
+        .collect()
+    )
+    if placed.height == 0:
+        return pl.DataFrame(schema=PCPU_TIMELINE_SCHEMA)
+    run = pl.col("kind") == "vcpu_run"
+    return (
+        placed.sort("pcpu", "ts", maintain_order=True)
+        .with_columns(pl.col("ts").shift(-1).over("pcpu").alias("end"))
+        .filter(pl.col("end").is_not_null() & (pl.col("end") > pl.col("ts")))
+        .select(
+            "pcpu",
+            pl.col("ts").alias("start"),
+            "end",
+            (pl.col("end") - pl.col("ts")).alias("dur"),
+            pl.when(run)
+            .then(pl.lit("vCPU"))
+            .when(pl.col("kind") == "vcpu_preempt")
+            .then(pl.lit("host task"))
+            .otherwise(pl.lit("idle or host"))
+            .alias("what"),
+            pl.when(run).then(pl.col("vm")).alias("vm"),
+            pl.when(run).then(pl.col("vcpu")).alias("vcpu"),
+        )
+        .cast(dict(PCPU_TIMELINE_SCHEMA))
+    )
+
+
+def vm_exits(events: pl.LazyFrame) -> pl.DataFrame:
+    """Every VM exit (VM_EXITS_SCHEMA) with its time in the host, exit to the vCPU's next entry, so
+    a host trace with only kvm_exit/kvm_entry still shows when each vCPU ran guest code."""
+    ev = (
+        events.filter(pl.col("kind").is_in(["vm_exit", "vm_entry"]) & pl.col("vcpu").is_not_null())
+        .select(pl.col("vm").cast(pl.String), "vcpu", "pcpu", "ts", pl.col("kind").cast(pl.String), "reason")
+        .collect()
+    )
+    exits = ev.filter(pl.col("kind") == "vm_exit").sort("ts")
+    if exits.height == 0:
+        return pl.DataFrame(schema=VM_EXITS_SCHEMA)
+    entries = (
+        ev.filter(pl.col("kind") == "vm_entry").select("vm", "vcpu", pl.col("ts").alias("end")).sort("end")
+    )
+    return (
+        exits.join_asof(
+            entries,
+            left_on="ts",
+            right_on="end",
+            by=["vm", "vcpu"],
+            strategy="forward",
+            check_sortedness=False,
+        )
+        .select(
+            "vm",
+            "vcpu",
+            "pcpu",
+            pl.col("reason").cast(pl.String),
+            pl.col("ts").alias("start"),
+            "end",
+            (pl.col("end") - pl.col("ts")).alias("dur"),
+        )
+        .cast(dict(VM_EXITS_SCHEMA))
+    )
+
+
 LOCK_CALLERS_COLUMNS: tuple[Column, ...] = (
     Column("vm", pl.String(), "VM."),
     Column("lock", pl.UInt64(), "Lock address."),
@@ -268,3 +342,27 @@ def lock_table(waste_by_lock: pl.DataFrame, waits: pl.DataFrame, callers: pl.Dat
         )
         .sort(["total_wait_ns", "n_contended", "vm", "lock"], descending=[True, True, False, False])
     )
+
+
+PCPU_TIMELINE_COLUMNS: tuple[Column, ...] = (
+    Column("pcpu", pl.Int32(), "Host CPU."),
+    Column("start", pl.Int64(), "ns."),
+    Column("end", pl.Int64(), "ns (the pCPU's next placement event)."),
+    Column("dur", pl.Int64(), "end - start, ns."),
+    Column(
+        "what", pl.String(), "vCPU, host task (a vCPU was preempted off it) or idle or host (one halted)."
+    ),
+    Column("vm", pl.String(), "The vCPU's VM (what = vCPU)."),
+    Column("vcpu", pl.Int32(), "The vCPU (what = vCPU)."),
+)
+VM_EXITS_COLUMNS: tuple[Column, ...] = (
+    Column("vm", pl.String(), "VM."),
+    Column("vcpu", pl.Int32(), "vCPU that exited."),
+    Column("pcpu", pl.Int32(), "Host CPU; null when unknown."),
+    Column("reason", pl.String(), "Normalized exit reason."),
+    Column("start", pl.Int64(), "ns: the exit."),
+    Column("end", pl.Int64(), "ns: the vCPU's next entry; null when none in the trace."),
+    Column("dur", pl.Int64(), "Time in the host, ns; null without an entry."),
+)
+PCPU_TIMELINE_SCHEMA = schema_of(PCPU_TIMELINE_COLUMNS)
+VM_EXITS_SCHEMA = schema_of(VM_EXITS_COLUMNS)

@@ -73,6 +73,9 @@ def _with_context(result: Analysis, events: pl.LazyFrame) -> Analysis:
     names = set(events.collect_schema().names())
     if {"event", "args"} <= names:
         result.tables["lock_callers"] = context.lock_callers(events, result.table("waits"))
+    if "pcpu" in names:
+        result.tables["pcpu_timeline"] = context.pcpu_timeline(events)
+    result.tables["vm_exits"] = context.vm_exits(events)
     result.tables["incidents"] = context.incidents(
         result.table("lhp_incidents"), result.table("lwp_incidents"), events if "pcpu" in names else None
     )
