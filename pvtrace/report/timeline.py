@@ -89,13 +89,30 @@ def _pick_lanes(
 
 
 def drawn_span(analysis: Analysis, window: Window, t0: int, t1: int) -> tuple[int, int]:
-    """The stretch the timeline carries data for: the whole trace when every layer fits in
-    MAX_LAYER_ROWS rows (then zooming out and the incident table reach everywhere), else the window."""
-    sizes = [
-        analysis.table(name).height
+    """The stretch the timeline carries data for, so that zooming out, panning and the incident
+    list reach past the first view: the whole trace when every layer fits in MAX_LAYER_ROWS rows,
+    else the widest stretch around the window (halving) that fits, at least the window."""
+    tables = [
+        analysis.table(name)
         for name in ("vcpu_states", "holds", "waits", "incidents", "pcpu_timeline", "vm_exits")
     ]
-    return (t0, t1) if max(sizes) <= MAX_LAYER_ROWS else (window.start, window.end)
+    tables = [df for df in tables if df.height]
+
+    def fits(lo: int, hi: int) -> bool:
+        return all(
+            df.filter((pl.col("end").fill_null(hi) > lo) & (pl.col("start") < hi)).height <= MAX_LAYER_ROWS
+            for df in tables
+        )
+
+    if fits(t0, t1):
+        return t0, t1
+    mid, half = (window.start + window.end) // 2, (t1 - t0) // 4
+    while half > (window.end - window.start) // 2:
+        lo, hi = max(t0, mid - half), min(t1, mid + half)
+        if fits(lo, hi):
+            return lo, hi
+        half //= 2
+    return window.start, window.end
 
 
 def _exit_states(exits: pl.DataFrame) -> pl.DataFrame:
