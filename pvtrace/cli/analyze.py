@@ -133,7 +133,7 @@ def finish(
 ) -> None:
     """Write the outputs, then show the summary (not when stdout carries --json - or --csv -)."""
     if filters.any:
-        result.summary.extra["filters"] = filters.describe(result.summary.extra.get("t_start"))
+        result.summary.extra.setdefault("filters", filters.describe(result.summary.extra.get("t_start")))
     to_stdout = json_out == Path("-") or csv_out == "-"
     written = write_outputs(
         result, json_path=None if json_out == Path("-") else json_out, out_dir=out_dir, csv=csv, force=force
@@ -291,11 +291,14 @@ def register(app: typer.Typer) -> None:
             guest_offset_ns=parse_guest_offset(guest_offset),
             quiet=quiet,
         )
+        described = filters.describe(trace.t_start)  # units count from the start of the whole trace
         if filters.any:
             trace = filter_trace(trace, filters)
         with progress("analyzing", total=len(STEPS), quiet=quiet) as bar:
             result = analyze(trace, lock_kind=lock_kind, progress=lambda step: bar.advance(1))
         result = filter_result(result, filters)
+        if filters.any:
+            result.summary.extra["filters"] = described
         if report is not None:
             write_report(trace, result, report, files, force)
         finish(result, files, **done)

@@ -52,7 +52,7 @@ def test_window_option_moves_the_timeline(tmp_path, full_trace, full_analysis):
     text = write_report(full_trace, full_analysis, tmp_path / "w.html", window="10ms:12ms").read_text(
         encoding="utf-8"
     )
-    assert "Window: chosen window 10 ms to 12 ms" in text
+    assert "Window: chosen window 0.010000 to 0.012000 s (trace time)" in text
     spec = specs(text)["chart-timeline"]
     # the view opens on the window; the data around it stays, for zooming out and panning
     domains = [layer["encoding"]["x"]["scale"]["domain"] for layer in spec["layer"]]
