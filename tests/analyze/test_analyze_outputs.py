@@ -215,3 +215,21 @@ def test_incident_context_in_memory_matches_parquet(tmp_path):
     trace = trace_of(LHP_ROWS, t_end=LHP_ROWS[-1][0] + 1_000)
     inc = analyze(trace).table("incidents")
     assert inc.select("kind", "vcpu", "pcpu", "ran_instead").rows() == [("LHP", 0, 0, "vm0/2")]
+
+
+HOST_NO_VM = """# tracer: nop
+          <idle>-0       [000] d..2.   100.000100: sched_switch: prev_comm=swapper/0 prev_pid=0 prev_prio=120 \
+prev_state=R ==> next_comm=bash next_pid=42 next_prio=120
+            bash-42      [000] d..2.   100.000300: sched_switch: prev_comm=bash prev_pid=42 prev_prio=120 \
+prev_state=S ==> next_comm=swapper/0 next_pid=0 next_prio=120
+"""
+
+
+def test_a_host_capture_with_no_vm_is_read_as_host_by_its_record_json(tmp_path):
+    from pvtrace.ingest.load import load
+
+    (tmp_path / "h.txt").write_text(HOST_NO_VM)
+    (tmp_path / "h.record.json").write_text(json.dumps({"mode": "host", "events": []}))
+    trace = load([tmp_path / "h.txt"])
+    assert trace.meta.vms == {} and trace.meta.extra["side"] == "host"
+    assert trace.events["vm"].drop_nulls().len() == 0  # no guest VM named "h"
