@@ -59,8 +59,11 @@ def chart_log_histogram(
             ),
         ]
         series_tips = [alt.Tooltip(f"{series}:N", title=series_title or series)]
-        if dash:
-            enc.append(alt.StrokeDash(f"{dash}:N", title=dash))
+        if dash:  # a legend of dash strokes: point symbols would all look the same
+            legend = alt.Legend(
+                symbolType="stroke", symbolStrokeWidth=2, symbolSize=400, symbolStrokeColor="#444"
+            )
+            enc.append(alt.StrokeDash(f"{dash}:N", title=dash, legend=legend))
             series_tips.append(alt.Tooltip(f"{dash}:N"))
         chart = (
             alt.Chart(data)

@@ -190,3 +190,19 @@ def test_exit_reason_table_is_sorted_and_formatted(full_analysis):
     fig = exit_reasons_figure(full_analysis)
     assert fig.table["reason"][0] in ("PAUSE", "EXTERNAL_INTERRUPT")
     assert fig.table["avg"][0] == "1.5 µs"
+
+
+def test_counts_in_captions_are_plural_only_when_more_than_one():
+    one = pl.DataFrame(
+        {
+            "reason": ["HLT"],
+            "count": [1],
+            "share_pct": [100.0],
+            "total_ns": [5],
+            "min_ns": [5],
+            "avg_ns": [5],
+            "max_ns": [5],
+        }
+    )
+    fig = exit_reasons_figure(Analysis(tables={"exit_reasons": one}))
+    assert fig.caption.startswith("1 exit of 1 reason;")
