@@ -4,7 +4,7 @@ METRICS.md, Fidelity: exact (acquire/release + waits + vCPU states), inferred
 holder (guest contention events + host vCPU states), host only (vCPU states and
 exits, no lock events), guest only (lock events, no vCPU states). A metric the
 events cannot give is listed as unavailable with the events it misses and the
-`trace-cmd record` command that would capture them; it is never written as 0.
+`pvtrace record` command that would capture them; it is never written as 0.
 """
 
 from __future__ import annotations
@@ -23,15 +23,17 @@ HOST_KICKS = ("kvm:kvm_hypercall",)
 
 
 def capture_command(host: tuple[str, ...] = (), guest: tuple[str, ...] = ()) -> str:
-    """The trace-cmd command(s) that record the given tracepoints."""
+    """The `pvtrace record` command(s) that capture the given tracepoints (record --host also
+    writes the vCPU thread map); lockdep's acquire/release events are outside what record enables."""
     parts = []
     if host:
-        parts.append("on the host: trace-cmd record " + " ".join(f"-e {e}" for e in host))
-    if guest:
-        cmd = "in the guest: trace-cmd record " + " ".join(f"-e {e}" for e in guest)
-        if any(e in GUEST_HOLDS for e in guest):
-            cmd += " (needs a CONFIG_LOCKDEP kernel)"
-        parts.append(cmd)
+        parts.append("on the host: sudo pvtrace record --host -o host.txt")
+    if any(e not in GUEST_HOLDS for e in guest):
+        parts.append("in the guest: sudo pvtrace record --guest -o guest.txt")
+    if any(e in GUEST_HOLDS for e in guest):
+        parts.append(
+            "in the guest, on a CONFIG_LOCKDEP kernel: trace-cmd record -e lock:lock_acquire -e lock:lock_release"
+        )
     return "; ".join(parts)
 
 

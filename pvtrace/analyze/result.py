@@ -12,6 +12,12 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from pvtrace.analyze.context import (
+    INCIDENTS_COLUMNS,
+    LOCK_CALLERS_COLUMNS,
+    PCPU_TIMELINE_COLUMNS,
+    VM_EXITS_COLUMNS,
+)
 from pvtrace.schema import (
     CONVOY_COLUMNS,
     LHP_INCIDENT_COLUMNS,
@@ -125,6 +131,10 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column("n_in_order", I64, "Of those, the ones that overtook no earlier waiter."),
         Column("in_order_pct", F64, "n_in_order / n_handoffs, percent; null without hand-offs."),
     ),
+    "incidents": INCIDENTS_COLUMNS,
+    "lock_callers": LOCK_CALLERS_COLUMNS,
+    "pcpu_timeline": PCPU_TIMELINE_COLUMNS,
+    "vm_exits": VM_EXITS_COLUMNS,
     "lost_windows": (
         Column("origin", STR, "host or guest."),
         Column("cpu", I32, "pCPU (host) or guest CPU whose events were lost."),

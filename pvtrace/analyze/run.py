@@ -8,6 +8,7 @@ from pathlib import Path
 
 import polars as pl
 
+from pvtrace.analyze import context, perf_tables
 from pvtrace.analyze import convoys as convoys_mod
 from pvtrace.analyze import exits as exits_mod
 from pvtrace.analyze import incidents as incidents_mod
@@ -44,14 +45,14 @@ def analyze(
     `lock_kind` (fifo, unfair, unknown) overrides the lock kind of every VM.
     `progress`, if given, is called with each step's name (see STEPS) once it is done.
     """
-    return _with_warnings(
-        _run(
-            prepare(trace, lock_kind=lock_kind),
-            progress,
-            kind_given=_given(lock_kind),
-            unaligned=clocks_unaligned(trace.meta),
-        ),
-        trace.meta,
+    result = _run(
+        prepare(trace, lock_kind=lock_kind),
+        progress,
+        kind_given=_given(lock_kind),
+        unaligned=clocks_unaligned(trace.meta),
+    )
+    return _with_perf_tables(
+        _with_context(_with_warnings(result, trace.meta), trace.events.lazy()), trace.meta
     )
 
 
@@ -63,7 +64,7 @@ def analyze_parquet(
     meta = read_meta(path)
     prep = prepare_source(source_of_parquet(path), meta, lock_kind=lock_kind)
     result = _run(prep, progress, kind_given=_given(lock_kind), unaligned=clocks_unaligned(meta))
-    return _with_warnings(result, meta)
+    return _with_perf_tables(_with_context(_with_warnings(result, meta), pl.scan_parquet(path)), meta)
 
 
 def _given(lock_kind: str | None) -> bool:
@@ -82,6 +83,29 @@ def clocks_unaligned(meta: TraceMeta) -> str | None:
         f"host and guest clocks are not known to be aligned ({', '.join(bad) or 'guests'}): pass "
         "--guest-offset VM=N (host = guest + N ns), or record with trace-cmd -A (tsync)"
     )
+
+
+def _with_perf_tables(result: Analysis, meta: TraceMeta) -> Analysis:
+    """perf kvm stat / perf lock contention tables of the inputs, as tables and in the summary."""
+    tables = perf_tables.perf_tables(meta.extra)
+    result.tables.update(tables)
+    result.summary.extra.update(perf_tables.summary_json(tables))
+    return result
+
+
+def _with_context(result: Analysis, events: pl.LazyFrame) -> Analysis:
+    """Add the tables that read raw event columns the concepts drop (analyze/context.py): callers
+    per lock from the captured stacks, and all incidents with what ran in the preempted vCPU's place."""
+    names = set(events.collect_schema().names())
+    if {"event", "args"} <= names:
+        result.tables["lock_callers"] = context.lock_callers(events, result.table("waits"))
+    if "pcpu" in names:
+        result.tables["pcpu_timeline"] = context.pcpu_timeline(events)
+    result.tables["vm_exits"] = context.vm_exits(events)
+    result.tables["incidents"] = context.incidents(
+        result.table("lhp_incidents"), result.table("lwp_incidents"), events if "pcpu" in names else None
+    )
+    return result
 
 
 def _with_warnings(result: Analysis, meta: TraceMeta) -> Analysis:

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import polars as pl
 import typer
+from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from pvtrace.analyze import Analysis, analyze
+from pvtrace.analyze.context import lock_table
+from pvtrace.analyze.filters import Filters, filter_result, filter_trace, parse_filters
 from pvtrace.analyze.result import TABLES
 from pvtrace.analyze.run import STEPS, analyze_parquet
-from pvtrace.cli.common import err, handle_errors, out, progress
+from pvtrace.cli.common import err, handle_errors, progress
 from pvtrace.cli.ingest import parse_guest_offset, refuse_text_options
+from pvtrace.cli.summary_view import render_summary
 from pvtrace.errors import UsageError
+from pvtrace.fmt import lock_hex
 from pvtrace.ingest.load import is_one_parquet, load
 from pvtrace.outputs import OutputSet, atomic_file
 from pvtrace.schema import LOCK_KINDS
@@ -48,9 +53,26 @@ def load_inputs(
         )
 
 
+def stdout_table(a: Analysis, name: str) -> pl.DataFrame:
+    """The table `--csv -` prints: `locks` (the summary's lock table), or any result table."""
+    if name == "locks":
+        return lock_table(a.table("waste_by_lock"), a.table("waits"), a.table("lock_callers"))
+    if name not in a.tables:
+        names = ", ".join(["locks", *sorted(a.tables)])
+        raise UsageError(f"--table: no table {name!r} (one of {names})")
+    return a.tables[name]
+
+
+def for_csv(df: pl.DataFrame) -> pl.DataFrame:
+    """A table as CSV shows it: lock ids in 0x hex (as the terminal and the report write them),
+    other 64-bit unsigned ids as text (spreadsheets round them)."""
+    hexed = [c for c in ("lock", "address") if c in df.columns and df.schema[c] == pl.UInt64]
+    return df.with_columns(*[lock_hex(c) for c in hexed]).with_columns(pl.col(pl.UInt64).cast(pl.String))
+
+
 def output_targets(json_path: Path | None, out_dir: Path | None, csv: bool) -> list[Path]:
-    """Every file --json and --out-dir will write (the tables of TABLES, then summary.json)."""
-    targets: list[Path] = [json_path] if json_path is not None else []
+    """Every file --json and --out-dir will write (the tables of TABLES, then summary.json); `-` is stdout."""
+    targets: list[Path] = [json_path] if json_path is not None and json_path != Path("-") else []
     if out_dir is not None:
         ext = "csv" if csv else "parquet"
         targets += [out_dir / f"{name}.{ext}" for name in TABLES]
@@ -66,13 +88,13 @@ def write_outputs(a: Analysis, *, json_path: Path | None, out_dir: Path | None, 
             path = out_dir / f"{name}.{'csv' if csv else 'parquet'}"
             with atomic_file(path) as tmp:
                 if csv:
-                    df.with_columns(pl.col(pl.UInt64).cast(pl.String)).write_csv(tmp)
+                    for_csv(df).write_csv(tmp)
                 else:
                     df.write_parquet(tmp)
             targets.append(path)
     summary = a.summary.to_json() + "\n"
     for path in ([out_dir / "summary.json"] if out_dir is not None else []) + (
-        [json_path] if json_path is not None else []
+        [json_path] if json_path is not None and json_path != Path("-") else []
     ):
         with atomic_file(path) as tmp:
             tmp.write_text(summary, encoding="utf-8")
@@ -80,173 +102,12 @@ def write_outputs(a: Analysis, *, json_path: Path | None, out_dir: Path | None, 
     return targets
 
 
-def fmt_ns(ns: int | float | None) -> str:
-    """A duration for people: ns, us, ms or s."""
-    if ns is None:
-        return "-"
-    ns = float(ns)
-    for unit, scale in (("s", 1e9), ("ms", 1e6), ("us", 1e3)):
-        if abs(ns) >= scale:
-            return f"{ns / scale:.3g} {unit}"
-    return f"{ns:.0f} ns"
-
-
-def _lock(addr: int | None) -> str:
-    return "-" if addr is None else f"{addr:#x}"
-
-
-def waste_label(s) -> str:
-    """The spin waste headline, saying which part is missing when LWP is unavailable or partial."""
-    if "waste_lwp_ns" not in s.totals:
-        return "spin waste (LHP only: LWP needs the lock kind)"
-    part = (s.extra.get("partial") or {}).get("spin_waste")
-    if part:
-        return f"spin waste (LHP + LWP; partial: {part[0]['missing']})"
-    return "spin waste (LHP + LWP)"
-
-
-def render_summary(a: Analysis, sources: list[str]) -> None:
-    """The terminal summary: headline numbers, top locks, worst incidents, convoys, fidelity."""
-    s = a.summary
-    t = s.totals
-    x = s.extra
-    out.print(
-        f"[bold]pvtrace analyze[/] {', '.join(sources)}  level [bold]{x.get('level')}[/]  "
-        f"window {fmt_ns(x.get('t_end', 0) - x.get('t_start', 0))}  {x.get('n_events', 0):,} events  "
-        f"{x.get('n_vcpus', 0)} vCPUs  {x.get('n_locks', 0)} locks",
-        highlight=False,
-    )
-    head = Table(title="Headline", show_header=True, header_style="bold")
-    head.add_column("metric")
-    head.add_column("value", justify="right")
-    head.add_column("level")
-
-    def row(label: str, key: str, value: str | None = None) -> None:
-        if key in t:
-            head.add_row(label, value if value is not None else f"{t[key]:,}", s.fidelity.get(key, ""))
-        else:
-            head.add_row(label, "[dim]unavailable[/]", "")
-
-    row("spin", "spin_ns", fmt_ns(t.get("spin_ns")))
-    pct = x.get("spin_waste_pct_of_running")
-    waste = t.get("waste_lhp_ns", 0) + t.get("waste_lwp_ns", 0)
-    if "waste_lhp_ns" in t:
-        label = fmt_ns(waste) + (f" ({pct:.2f}% of running)" if pct is not None else "")
-        head.add_row(waste_label(s), label, s.fidelity.get("waste_lhp_ns", ""))
-    row("  waste LHP", "waste_lhp_ns", fmt_ns(t.get("waste_lhp_ns")))
-    row(
-        "  waste LWP, next owner preempted", "waste_lwp_preempted_ns", fmt_ns(t.get("waste_lwp_preempted_ns"))
-    )
-    row("  waste LWP, next owner halted", "waste_lwp_halted_ns", fmt_ns(t.get("waste_lwp_halted_ns")))
-    row("  useful spin", "spin_useful_ns", fmt_ns(t.get("spin_useful_ns")))
-    row("  unattributed spin", "spin_unattributed_ns", fmt_ns(t.get("spin_unattributed_ns")))
-    row("wait while halted", "wait_halted_ns", fmt_ns(t.get("wait_halted_ns")))
-    row("wait while preempted", "wait_preempted_ns", fmt_ns(t.get("wait_preempted_ns")))
-    row("acquisitions", "n_acquisitions")
-    row("contended", "n_contended")
-    row("LHP incidents", "n_lhp")
-    row("  harmful", "n_lhp_harmful")
-    row("LWP incidents", "n_lwp")
-    row(
-        "  next owner preempted / halted",
-        "n_lwp_preempted",
-        f"{t.get('n_lwp_preempted', 0):,} / {t.get('n_lwp_halted', 0):,}",
-    )
-    conv_part = (x.get("partial") or {}).get("n_convoys")
-    row(
-        "convoys (longest)" + (f" (partial: {conv_part[0]['missing']})" if conv_part else ""),
-        "n_convoys",
-        f"{t.get('n_convoys', 0):,} ({t.get('convoy_len_max', 0)})",
-    )
-    row("pause exits", "n_pause_exits")
-    row("pv kicks", "n_kicks")
-    row("truncated at trace end", "n_truncated")
-    out.print(head)
-    if x.get("excluded_ns"):
-        out.print(
-            f"lost events: {x['n_lost_windows']} windows, {x['excluded_pct']:.2f}% of vCPU time excluded"
-        )
-
-    locks = a.table("waste_by_lock").head(10)
-    if locks.height:
-        tl = Table(title="Top locks by waste", header_style="bold")
-        for c in ("vm", "lock", "contended", "spin", "LHP", "LWP", "wait p50", "p99", "max"):
-            tl.add_column(c, justify="left" if c in ("vm", "lock") else "right")
-        for r in locks.iter_rows(named=True):
-            tl.add_row(
-                r["vm"],
-                _lock(r["lock"]),
-                f"{r['n_contended']:,}",
-                fmt_ns(r["spin_ns"]),
-                fmt_ns(r["waste_lhp_ns"]),
-                fmt_ns(r["waste_lwp_ns"]),
-                fmt_ns(r["wait_p50_ns"]),
-                fmt_ns(r["wait_p99_ns"]),
-                fmt_ns(r["wait_max_ns"]),
-            )
-        out.print(tl)
-
-    for name, who, title in (
-        ("lhp_incidents", "holder", "Worst LHP incidents"),
-        ("lwp_incidents", "next_owner", "Worst LWP incidents"),
-    ):
-        inc = a.table(name).sort("waste_ns", "dur", descending=True).head(5)
-        if inc.height == 0 or (name.split("_")[0] == "lhp" and "n_lhp_harmful" not in t):
-            continue
-        ti = Table(title=title, header_style="bold")
-        for c in ("vm", "lock", who, "state", "start", "dur", "waiters", "waste"):
-            ti.add_column(c, justify="left" if c in ("vm", "lock", "state") else "right")
-        state_col = "holder_state" if who == "holder" else "next_owner_state"
-        for r in inc.iter_rows(named=True):
-            ti.add_row(
-                r["vm"],
-                _lock(r["lock"]),
-                str(r[who]),
-                r[state_col],
-                fmt_ns(r["start"] - x.get("t_start", 0)),
-                fmt_ns(r["dur"]),
-                str(r["n_waiters"]),
-                fmt_ns(r["waste_ns"]),
-            )
-        out.print(ti)
-
-    conv = a.table("convoys")
-    if conv.height:
-        tc = Table(title="Convoy lengths", header_style="bold")
-        tc.add_column("length", justify="right")
-        tc.add_column("convoys", justify="right")
-        for label, n in convoy_length_buckets(conv["length"]):
-            tc.add_row(label, f"{n:,}")
-        causes = ", ".join(f"{c}: {n}" for c, n in conv.group_by("cause").len().sort("cause").iter_rows())
-        out.print(tc)
-        out.print(f"convoy causes: {causes}")
-
-    if s.unavailable:
-        tu = Table(title="Unavailable at this level", header_style="bold")
-        tu.add_column("metrics")
-        tu.add_column("missing events")
-        tu.add_column("how to capture")
-        groups: dict[tuple, list[str]] = {}
-        for u in s.unavailable:
-            groups.setdefault((tuple(u.missing_events), u.how_to_capture), []).append(u.metric)
-        for (missing, how), metrics in groups.items():
-            tu.add_row(", ".join(metrics), ", ".join(missing) or "-", how)
-        out.print(tu)
-
-
-def convoy_length_buckets(lengths: pl.Series) -> list[tuple[str, int]]:
-    """(label, convoys) per power-of-two bucket of lengths, shortest first: 2, 3-4, 5-8, ... (a row
-    per distinct length runs to hundreds on a big trace)."""
-    buckets: dict[int, int] = {}
-    for length, n in lengths.value_counts().iter_rows():
-        b = (int(length) - 1).bit_length()  # lengths in (2**(b-1), 2**b]
-        buckets[b] = buckets.get(b, 0) + int(n)
-    rows = []
-    for b in sorted(buckets):
-        hi = 1 << b
-        lo = hi // 2 + 1
-        rows.append((f"{lo}-{hi}" if hi > lo else str(hi), buckets[b]))
-    return rows
+def summary_console(width: int | None) -> Console:
+    """stdout for the summary: a terminal's width, else (piped, redirected) wide enough that no
+    table is cut or wrapped; --width sets it."""
+    if width is None and not sys.stdout.isatty():
+        width = 1000
+    return Console(width=width, soft_wrap=False)
 
 
 def write_report(trace: Trace, result: Analysis, path: Path, files: list[Path]) -> None:
@@ -262,14 +123,33 @@ def write_report(trace: Trace, result: Analysis, path: Path, files: list[Path]) 
     write_page(page, path)
 
 
-def finish(result: Analysis, files: list[Path], *, written: list[Path], quiet: bool) -> None:
-    """Show the summary (the outputs are in place)."""
+def finish(
+    result: Analysis,
+    files: list[Path],
+    *,
+    json_out: Path | None,
+    written: list[Path],
+    csv_out: str | None,
+    table: str,
+    quiet: bool,
+    width: int | None,
+    filters: Filters,
+) -> None:
+    """Show the summary once the outputs are in place (not when stdout carries --json - or --csv -)."""
+    to_stdout = json_out == Path("-") or csv_out == "-"
     for warning in result.summary.extra.get("warnings", []):
         err.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
-    if not quiet:
-        render_summary(result, [str(f) for f in files])
-        if written:
-            err.print(f"wrote {len(written)} file(s)", highlight=False)
+    if json_out == Path("-"):
+        sys.stdout.write(result.summary.to_json() + "\n")
+    elif csv_out == "-":
+        sys.stdout.write(for_csv(stdout_table(result, table)).write_csv())
+    if not quiet and not to_stdout:
+        con = summary_console(width)
+        render_summary(con, result, [str(f) for f in files])
+        if filters.any:
+            con.print(f"filtered: {escape(result.summary.extra['filters'])}", highlight=False, soft_wrap=True)
+    if written and not quiet:
+        err.print(f"wrote {len(written)} file(s)", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
@@ -283,19 +163,54 @@ def register(app: typer.Typer) -> None:
         ],
         json_out: Annotated[
             Path | None,
-            typer.Option("--json", help="Write the summary (totals, fidelity, unavailable) as JSON."),
+            typer.Option(
+                "--json", help="Write the summary (totals, fidelity, unavailable) as JSON; `-`: to stdout."
+            ),
         ] = None,
         out_dir: Annotated[
             Path | None, typer.Option("--out-dir", help="Write every result table into this folder.")
         ] = None,
-        csv: Annotated[bool, typer.Option("--csv", help="Tables as CSV instead of Parquet.")] = False,
+        csv: Annotated[
+            bool,
+            typer.Option(
+                "--csv",
+                help="With --out-dir: tables as CSV instead of Parquet. `--csv -`: one table (--table) "
+                "as CSV on stdout.",
+            ),
+        ] = False,
+        table: Annotated[
+            str,
+            typer.Option(
+                "--table", help="Table `--csv -` prints: locks (the summary's lock table) or a result table."
+            ),
+        ] = "locks",
+        window: Annotated[
+            str | None,
+            typer.Option(
+                "--window",
+                help="Analyze only START:END, trace timestamps as the trace prints them (1938.45:1938.46), "
+                "or with a unit from the trace start (2ms:5ms); either side may be empty.",
+            ),
+        ] = None,
+        vm: Annotated[str | None, typer.Option("--vm", help="Analyze only this VM.")] = None,
+        vcpu: Annotated[
+            int | None,
+            typer.Option("--vcpu", help="Show only rows involving this vCPU (totals cover every vCPU)."),
+        ] = None,
+        lock: Annotated[str | None, typer.Option("--lock", help="Analyze only this lock (hex id).")] = None,
+        width: Annotated[
+            int | None,
+            typer.Option(
+                "--width", help="Summary width in columns (default: the terminal's; unlimited when piped)."
+            ),
+        ] = None,
         lock_kind: Annotated[
             str | None, typer.Option("--lock-kind", help="Lock kind of every VM: fifo, unfair or unknown.")
         ] = None,
         fmt: Annotated[str, typer.Option("--format", help="Input format (auto: detect).")] = "auto",
         side: Annotated[str, typer.Option("--side", help="host, guest or auto.")] = "auto",
         vm_name: Annotated[
-            str | None, typer.Option("--vm", help="Name of the guest VM (guest traces).")
+            str | None, typer.Option("--vm-name", help="Name of the guest VM (guest text traces).")
         ] = None,
         vcpu_map: Annotated[
             Path | None, typer.Option("--vcpu-map", help="CSV tid,pid,vm,vcpu tying host threads to vCPUs.")
@@ -321,15 +236,34 @@ def register(app: typer.Typer) -> None:
         """Measure spin waste, LHP/LWP incidents, convoys, exits and pv kicks of a trace."""
         if lock_kind is not None and lock_kind not in LOCK_KINDS:
             raise UsageError(f"--lock-kind must be one of {', '.join(LOCK_KINDS)}, not {lock_kind!r}")
-        if csv and out_dir is None:
-            raise UsageError("--csv needs --out-dir")
-        refuse_text_options(files, fmt, side=side, vm=vm_name, vcpu_map=vcpu_map, guest_offset=guest_offset)
+        # `--csv -`: the flag, then `-` (stdout), which the parser hands over as one more input
+        csv_out = "-" if csv and Path("-") in files else None
+        files = [f for f in files if f != Path("-")] if csv_out else files
+        if Path("-") in files:
+            raise UsageError("-: reading a trace from stdin is not supported; give its file")
+        if not files:
+            raise UsageError("no trace file given")
+        tables_csv = csv and out_dir is not None
+        if csv and not tables_csv and csv_out is None:
+            raise UsageError(
+                "--csv needs --out-dir (tables as CSV files), or `-` after it (one table on stdout)"
+            )
+        if json_out == Path("-") and csv_out == "-":
+            raise UsageError("--json - and --csv - both write to stdout: give one of them a file")
+        if width is not None and width < 40:
+            raise UsageError(f"--width must be at least 40, not {width}")
+        filters = parse_filters(window, vm, vcpu, lock)
+        refuse_text_options(files, fmt, side=side, vm=None, vcpu_map=vcpu_map, guest_offset=guest_offset)
+        if vm_name is not None and is_one_parquet(files, fmt):
+            raise UsageError(
+                f"--vm-name: for text traces; {files[0]} is a pvtrace Parquet trace, read as it is"
+            )
         # Every output checked before the (possibly long) analysis; all placed together at the end.
         outputs = OutputSet(force=force, inputs=[*files, *([vcpu_map] if vcpu_map else [])])
-        for path in [*output_targets(json_out, out_dir, csv), *([report] if report else [])]:
+        for path in [*output_targets(json_out, out_dir, tables_csv), *([report] if report else [])]:
             outputs.plan(path)
         with outputs:
-            if report is None and is_one_parquet(files, fmt):
+            if report is None and not filters.any and is_one_parquet(files, fmt):
                 # a pvtrace Parquet file is analyzed concept by concept, never loaded whole: less memory
                 # (50M events: 5.4 GiB instead of 9.9) and no slower (benchmarks/README.md)
                 with progress("analyzing", total=len(STEPS), quiet=quiet) as bar:
@@ -347,9 +281,25 @@ def register(app: typer.Typer) -> None:
                     guest_offset_ns=parse_guest_offset(guest_offset),
                     quiet=quiet,
                 )
+                described = filters.describe(trace.t_start)  # units count from the start of the whole trace
+                if filters.any:
+                    trace = filter_trace(trace, filters)
                 with progress("analyzing", total=len(STEPS), quiet=quiet) as bar:
                     result = analyze(trace, lock_kind=lock_kind, progress=lambda step: bar.advance(1))
+                result = filter_result(result, filters)
+                if filters.any:
+                    result.summary.extra["filters"] = described
                 if report is not None:
                     write_report(trace, result, report, files)
-            written = write_outputs(result, json_path=json_out, out_dir=out_dir, csv=csv)
-        finish(result, files, written=[*written, *([report] if report else [])], quiet=quiet)
+            written = write_outputs(result, json_path=json_out, out_dir=out_dir, csv=tables_csv)
+        finish(
+            result,
+            files,
+            json_out=json_out,
+            written=[*written, *([report] if report else [])],
+            csv_out=csv_out,
+            table=table,
+            quiet=quiet,
+            width=width,
+            filters=filters,
+        )

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from pvtrace.cli.common import handle_errors, out, progress
 from pvtrace.errors import UsageError
+from pvtrace.fmt import fmt_ns
 from pvtrace.ingest.offsets_file import OFFSETS_SUFFIX, read_offsets
 from pvtrace.outputs import OutputSet
 from pvtrace.simulate.scenario import Scenario, load_preset, load_scenario, preset_names
@@ -41,12 +42,12 @@ def print_truth(truth: GroundTruth, n_events: int, files: list[Path]) -> None:
     table.add_column("completion", justify="right")
     table.add_column("ops", justify="right")
     for vm, done in truth.completion_ns.items():
-        table.add_row(vm, "-" if done is None else f"{done / 1e6:.3f} ms", f"{truth.ops_done[vm]:,}")
+        table.add_row(vm, "-" if done is None else fmt_ns(done), f"{truth.ops_done[vm]:,}")
     out.print(table)
     out.print(
         f"acquisitions {t['n_acquisitions']:,} (contended {t['n_contended']:,}); "
-        f"spin {t['spin_ns'] / 1e6:.3f} ms: LHP waste {t['waste_lhp_ns'] / 1e6:.3f} ms, "
-        f"LWP waste {t['waste_lwp_ns'] / 1e6:.3f} ms; incidents LHP {t['n_lhp']:,}, LWP {t['n_lwp']:,}; "
+        f"spin {fmt_ns(t['spin_ns'])}: LHP waste {fmt_ns(t['waste_lhp_ns'])}, "
+        f"LWP waste {fmt_ns(t['waste_lwp_ns'])}; incidents LHP {t['n_lhp']:,}, LWP {t['n_lwp']:,}; "
         f"convoys {t['n_convoys']:,} (longest {t['convoy_len_max']}); "
         f"PAUSE exits {t['n_pause_exits']:,}; kicks {t['n_kicks']:,}"
     )

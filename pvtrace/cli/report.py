@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import polars as pl
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from pvtrace.analyze import Analysis, analyze
+from pvtrace.analyze.filters import filter_result, filter_trace, parse_filters
 from pvtrace.analyze.run import STEPS
 from pvtrace.cli.common import err, handle_errors, out, progress
 from pvtrace.errors import UsageError
 from pvtrace.ingest.load import load
 from pvtrace.outputs import OutputSet
-from pvtrace.report.compare import compare_metrics, format_comparison, write_compare
-from pvtrace.report.figures import FORMATS, export_figures
-from pvtrace.report.page import write_page
-from pvtrace.report.trace_page import all_figures, render_report, report_sections
-from pvtrace.report.window import parse_window
 from pvtrace.trace import Trace
+
+# Image formats of --figures (pvtrace.report.figures.FORMATS; not imported here: the report stage
+# pulls in altair, which only the commands that write pages need).
+FIGURE_FORMATS = ("png", "svg")
 
 
 def load_trace(paths: list[Path], what: str) -> Trace:
@@ -46,23 +48,33 @@ def report(
     window: str | None = typer.Option(
         None,
         "--window",
-        help="Timeline window START:END from the trace start (e.g. 2ms:5ms, 1.5s:; bare numbers are ns). "
-        "Default: around the worst incident.",
+        help="Report only START:END: trace timestamps as the trace prints them (1938.45:1938.46), or with "
+        "a unit from the trace start (2ms:5ms); either side may be empty. The timeline opens on it. "
+        "Default: everything, the timeline around the worst incident.",
     ),
+    vm: str | None = typer.Option(None, "--vm", help="Report only this VM."),
+    vcpu: int | None = typer.Option(
+        None, "--vcpu", help="Show only rows involving this vCPU (totals cover every vCPU)."
+    ),
+    lock: str | None = typer.Option(None, "--lock", help="Report only this lock (hex id)."),
     figures: Path | None = typer.Option(
         None, "--figures", help="Also write every chart as an image into DIR."
     ),
     figure_format: str = typer.Option(
-        "png", "--figure-format", help=f"Image format for --figures: {', '.join(FORMATS)}."
+        "png", "--figure-format", help=f"Image format for --figures: {', '.join(FIGURE_FORMATS)}."
     ),
     force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
 ) -> None:
     """Write a self-contained HTML report of a trace (works offline), and optionally its charts as images."""
     if out_path is None and figures is None:
         raise UsageError("nothing to write: give -o OUT.html and/or --figures DIR")
+    from pvtrace.report.figures import FORMATS, export_figures
+    from pvtrace.report.page import write_page
+    from pvtrace.report.trace_page import all_figures, render_report, report_sections
+
     if figure_format not in FORMATS:
         raise UsageError(f"--figure-format must be one of {', '.join(FORMATS)}, not {figure_format!r}")
-    win = parse_window(window) if window else None
+    filters = parse_filters(window, vm, vcpu, lock)
     outputs = OutputSet(force=force, inputs=files)
     if out_path is not None:
         outputs.plan(out_path)
@@ -71,7 +83,14 @@ def report(
     names = ", ".join(p.name for p in files)
     with outputs:
         trace = load_trace(files, names)
-        analysis = analyze_with_progress(trace, names)
+        lo, hi = filters.bounds(trace.t_start)  # units count from the start of the whole trace
+        if filters.any:
+            trace = filter_trace(trace, filters)
+        analysis = filter_result(analyze_with_progress(trace, names), filters)
+        win = None
+        if filters.window is not None:  # the timeline opens on the window asked for
+            t0 = trace.t_start or 0
+            win = (None if lo is None else lo - t0, None if hi is None else hi - t0)
         sections = report_sections(trace, analysis, win)
         if out_path is not None:
             page = render_report(trace, analysis, sections=sections, title=f"pvtrace report: {names}")
@@ -105,13 +124,16 @@ def compare(
     outputs = OutputSet(force=force, inputs=[a, b])
     if out_path is not None:
         outputs.plan(out_path)
+    from pvtrace.report.compare import compare_metrics, format_comparison, write_compare
+
     with outputs:
         ta, tb = load_trace([a], labels[0]), load_trace([b], labels[1])
         xa, xb = analyze_with_progress(ta, labels[0]), analyze_with_progress(tb, labels[1])
         table = format_comparison(compare_metrics(xa, xb, (ta, tb)), labels)
         if out_path is not None:
             write_compare(xa, xb, labels, out_path, force=force, traces=(ta, tb))
-    out.print(comparison_table(table, f"A = {labels[0]}, B = {labels[1]}"))
+    con = out if sys.stdout.isatty() else Console(width=1000)  # piped: never cut to 80 columns
+    con.print(comparison_table(table, f"A = {labels[0]}, B = {labels[1]}"))
     if out_path is not None:
         err.print(f"wrote {out_path}", highlight=False, soft_wrap=True)
 

@@ -9,6 +9,7 @@ carry no events; they travel in meta.extra["summary_tables"].
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, suppress
@@ -233,6 +234,23 @@ class _Rejoin:
         return self._rest.read(n)
 
 
+def recorded_sides(paths: list[Path], sources: list[str | None]) -> dict[str, str]:
+    """Side (host or guest) per input source from the `<name>.record.json` that `pvtrace record`
+    writes next to its trace: a --host capture with no VM running has no kvm events to tell it
+    apart from a guest trace, but its record.json says what it is."""
+    out: dict[str, str] = {}
+    for path, src in zip(paths, sources if len(sources) == len(paths) else [None] * len(paths), strict=True):
+        base = path.with_suffix("") if path.suffix in (".xz", ".gz", ".zst") else path
+        doc = base.with_suffix("").with_name(base.with_suffix("").name + ".record.json")
+        try:
+            mode = json.loads(doc.read_text(encoding="utf-8")).get("mode")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if mode in ("host", "guest"):
+            out[src or ""] = mode
+    return out
+
+
 def _source_names(paths: list[Path]) -> list[str]:
     """Per-file source labels when several files are ingested together (file names, unique)."""
     names = [p.name for p in paths]
@@ -268,9 +286,10 @@ def ingest(
         user_map, map_file = read_vcpu_map(found), found
 
     def normalized(raw: pl.DataFrame, carry: dict[str, Any] | None) -> tuple[pl.DataFrame, dict[str, Any]]:
+        recorded = recorded_sides(paths, sources) if side == "auto" else {}
         return normalize(
             raw,
-            side=side,
+            side=recorded or side,
             vm_name=vm_name,
             vcpu_map=user_map,
             guest_offset_ns=guest_offset_ns,

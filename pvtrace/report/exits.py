@@ -6,6 +6,7 @@ import altair as alt
 import polars as pl
 
 from pvtrace.analyze.result import Analysis
+from pvtrace.fmt import plural
 from pvtrace.report.aggregate import bin_overlaps, bin_width, log_histogram, time_bin
 from pvtrace.report.figure import Figure, no_data
 from pvtrace.report.histogram import chart_log_histogram
@@ -150,9 +151,12 @@ def chart_kick_latency(analysis: Analysis) -> Figure:
     )
     notes = []
     if n_never:
-        notes.append(f"{fmt_count(n_never)} kicked vCPUs did not run again before the trace ended")
+        notes.append(f"{plural(n_never, 'kicked vCPU')} did not run again before the trace ended")
     if left_out - n_never:
-        notes.append(f"{fmt_count(left_out - n_never)} zero latencies are not on the log axis")
+        n = left_out - n_never
+        notes.append(
+            f"{plural(n, 'zero latency', 'zero latencies')} {'is' if n == 1 else 'are'} not on the log axis"
+        )
     chart = chart_log_histogram(hist, "kick latency (µs, log scale)")
     return Figure(name, title, chart, caption, "; ".join(notes))
 
@@ -186,7 +190,8 @@ def exit_reasons_figure(analysis: Analysis) -> Figure:
         reason = unavailable_reason(analysis.summary, ["n_pause_exits"]) or "no VM exits in this trace"
         return no_data(name, title, reason)
     caption = (
-        f"{fmt_count(table['count'].sum())} exits of {table.height} reasons; time in exit runs from the exit to "
+        f"{plural(int(table['count'].sum()), 'exit')} of {plural(table.height, 'reason')}; time in exit runs "
+        "from the exit to "
         "the same vCPU's next entry."
     )
     note = f"Only the {MAX_REASONS} most frequent reasons are listed." if table.height > MAX_REASONS else ""

@@ -104,15 +104,12 @@ def vms_figure(trace: Trace) -> Figure:
 
 
 def headline_figure(analysis: Analysis) -> Figure:
-    """Every summary total with its fidelity level; unavailable ones say so."""
+    """Every summary total the trace gives, with its fidelity level (the others are in the limits box)."""
     s = analysis.summary
-    missing = {u.metric for u in s.unavailable}
     rows = []
     for key in TOTAL_KEYS:
         if key in s.totals:
             value = fmt_metric(key, s.totals[key])
-        elif key in missing:
-            value = "unavailable"
         else:
             continue
         rows.append((METRIC_LABELS.get(key, key), key, value, s.fidelity.get(key, "")))
@@ -127,7 +124,8 @@ def headline_figure(analysis: Analysis) -> Figure:
         "headline",
         "All metrics",
         table=table,
-        caption="Totals over the whole trace. Fidelity says how each was obtained: exact, inferred, host-only or guest-only.",
+        caption="Totals over the whole trace. Fidelity says how each was obtained: exact, inferred, host-only "
+        "(estimated from PAUSE exits) or guest-only.",
     )
 
 
@@ -140,19 +138,27 @@ def _total(analysis: Analysis, key: str) -> str:
 
 def _contended(analysis: Analysis) -> str:
     total = _total(analysis, "n_acquisitions")
-    of = f" of {total}" if total not in ("unavailable", "n/a") else " (all acquisitions: unavailable)"
+    of = (
+        f" of {total}" if total not in ("unavailable", "n/a") else " (uncontended ones are not in this trace)"
+    )
     return _total(analysis, "n_contended") + of
 
 
 def key_numbers_figure(analysis: Analysis, running_ns: int | None) -> Figure:
     """The few numbers that say where the time went, in words."""
     t = analysis.summary.totals
+    fidelity = analysis.summary.fidelity
     if "waste_lhp_ns" in t and "waste_lwp_ns" in t:
         wasted = t["waste_lhp_ns"] + t["waste_lwp_ns"]
         share = f", {100 * wasted / running_ns:.2f}% of vCPU running time" if running_ns else ""
         waste = f"{fmt_ns(wasted)}{share} (LHP {fmt_ns(t['waste_lhp_ns'])}, LWP {fmt_ns(t['waste_lwp_ns'])})"
+    elif "waste_lhp_ns" in t:
+        waste = f"{fmt_ns(t['waste_lhp_ns'])} on LHP (LWP needs each lock's kind: --lock-kind)"
     else:
-        waste = "unavailable (see Unavailable metrics)"
+        waste = None
+    spin = _total(analysis, "spin_ns")
+    if fidelity.get("spin_ns") == "host-only":
+        spin += " (estimated from PAUSE exits: no lock events, so it is not split per lock)"
 
     def detailed(key: str, detail: str) -> str:
         return f"{_total(analysis, key)} ({detail})" if key in t else _total(analysis, key)
@@ -165,7 +171,7 @@ def key_numbers_figure(analysis: Analysis, running_ns: int | None) -> Figure:
         lhp = _total(analysis, "n_lhp")
     rows = [
         ("spin waste (LHP + LWP)", waste),
-        ("spin, all", _total(analysis, "spin_ns")),
+        ("spin (waiting while running)", spin),
         ("LHP incidents", lhp),
         (
             "LWP incidents",
@@ -178,30 +184,15 @@ def key_numbers_figure(analysis: Analysis, running_ns: int | None) -> Figure:
         ("contended acquisitions", _contended(analysis)),
         ("pause exits, pv kicks", f"{_total(analysis, 'n_pause_exits')}, {_total(analysis, 'n_kicks')}"),
     ]
+    rows = [(k, v) for k, v in rows if v is not None and not v.startswith(("unavailable", "n/a"))]
+    if analysis.summary.extra.get("wait_ns") and "n_contended" in t:
+        rows.append(("total lock wait", fmt_ns(analysis.summary.extra["wait_ns"])))
     level = analysis.summary.extra.get("level")
     caption = f"Analysis fidelity: {level}." if level else ""
+    if analysis.summary.unavailable:
+        caption += " What the trace cannot give is listed at the end of the page."
     return Figure(
         "key-numbers", "Where the time went", table=_pairs(rows, "measure", "value"), caption=caption
-    )
-
-
-def unavailable_figure(analysis: Analysis) -> Figure:
-    """Metrics this trace cannot give, the events they need and how to capture them."""
-    name, title = "unavailable", "Unavailable metrics"
-    if not analysis.summary.unavailable:
-        return no_data(name, title, "every metric is available from this trace")
-    table = pl.DataFrame(
-        {
-            "metric": [u.metric for u in analysis.summary.unavailable],
-            "missing events": [", ".join(u.missing_events) for u in analysis.summary.unavailable],
-            "how to capture": [u.how_to_capture for u in analysis.summary.unavailable],
-        }
-    )
-    return Figure(
-        name,
-        title,
-        table=table,
-        caption="Nothing here is counted as zero: these metrics are simply not in the trace.",
     )
 
 

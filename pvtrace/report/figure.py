@@ -23,10 +23,12 @@ class Figure:
     caption: str = ""
     note: str = ""  # shown instead of the chart when chart is None, or under it
     table: pl.DataFrame | None = None  # a small, already formatted table shown with (or without) the chart
+    html: str | None = None  # ready HTML (an interactive table), shown after the chart
+    limit: bool = False  # empty because the trace cannot give it: listed in the page's one limits box
 
     @property
     def is_empty(self) -> bool:
-        return self.chart is None and self.table is None
+        return self.chart is None and self.table is None and self.html is None
 
     def spec(self) -> dict[str, Any]:
         """The chart's Vega-Lite spec (data inlined)."""

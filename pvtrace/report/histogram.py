@@ -28,7 +28,7 @@ def chart_log_histogram(
         (pl.col("hi_ns") / 1e3).alias("hi_us"),
         (pl.col("mid_ns") / 1e3).alias("mid_us"),
     ).drop("lo_ns", "hi_ns", "mid_ns")
-    y_title = "share of the series (%)" if y == "share_pct" else "count"
+    y_title = "share of the series (%)" if y == "share_pct" else "count (waits, incidents, kicks)"
     tips = [
         alt.Tooltip("lo_us:Q", title="from (µs)", format=",.3g"),
         alt.Tooltip("hi_us:Q", title="to (µs)", format=",.3g"),
@@ -59,8 +59,11 @@ def chart_log_histogram(
             ),
         ]
         series_tips = [alt.Tooltip(f"{series}:N", title=series_title or series)]
-        if dash:
-            enc.append(alt.StrokeDash(f"{dash}:N", title=dash))
+        if dash:  # a legend of dash strokes: point symbols would all look the same
+            legend = alt.Legend(
+                symbolType="stroke", symbolStrokeWidth=2, symbolSize=400, symbolStrokeColor="#444"
+            )
+            enc.append(alt.StrokeDash(f"{dash}:N", title=dash, legend=legend))
             series_tips.append(alt.Tooltip(f"{dash}:N"))
         chart = (
             alt.Chart(data)

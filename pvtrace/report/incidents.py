@@ -6,6 +6,7 @@ import altair as alt
 import polars as pl
 
 from pvtrace.analyze.result import Analysis
+from pvtrace.fmt import plural
 from pvtrace.report.aggregate import log_histogram
 from pvtrace.report.figure import Figure, no_data
 from pvtrace.report.histogram import chart_log_histogram
@@ -49,7 +50,9 @@ def chart_incident_durations(analysis: Analysis) -> Figure:
         "an LWP incident from a release until a next owner that was not running takes the lock."
     )
     if left_out:
-        notes.append(f"{fmt_count(left_out)} zero-length incidents are not on the log axis")
+        notes.append(
+            f"{plural(left_out, 'zero-length incident')} {'is' if left_out == 1 else 'are'} not on the log axis"
+        )
     chart = chart_log_histogram(
         hist, "incident duration (µs, log scale)", series="incident", series_title="incident"
     )

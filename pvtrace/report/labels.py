@@ -4,21 +4,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from pvtrace.fmt import fmt_ns
 from pvtrace.summary import Summary
-
-
-def fmt_ns(ns: float | int | None) -> str:
-    """A duration in the unit that keeps it readable (ns, µs, ms, s)."""
-    if ns is None:
-        return "n/a"
-    a = abs(ns)
-    if a < 1_000:
-        return f"{ns:.0f} ns"
-    if a < 1_000_000:
-        return f"{ns / 1e3:.3g} µs"
-    if a < 1_000_000_000:
-        return f"{ns / 1e6:.4g} ms"
-    return f"{ns / 1e9:.4g} s"
 
 
 def fmt_count(n: float | int | None) -> str:

@@ -58,7 +58,8 @@ border-left:3px solid #aaa;max-width:60em}table{border-collapse:collapse;margin:
 th,td{border:1px solid #ddd;padding:.25em .6em;text-align:left;vertical-align:top}th{background:#f3f3f3}
 td.num{text-align:right;font-variant-numeric:tabular-nums}.chart{margin:.4em 0 1em;overflow-x:auto}
 #pvtrace-status{display:none}#pvtrace-status.failed{display:block;color:#900;background:#fee;padding:1em;white-space:pre-wrap}
-footer{color:#777;font-size:.85em;margin-top:3em}
+footer{color:#777;font-size:.85em;margin-top:3em}tr.picked td{background:#fff3c4}
+.scroll{max-height:420px;overflow-y:auto;display:inline-block}.limits{background:#f5f5f5;border-left:3px solid #888;padding:.6em 1em;max-width:70em}.limits li{margin:.2em 0}
 """
 
 # Before anything else runs: collect every error, failed resource load, console error or warning.
@@ -74,13 +75,13 @@ window.addEventListener('unhandledrejection',function(e){window.__pvtraceErrors.
 # Embed every chart; when all settle, record how many rendered (an <svg> with marks) and any errors.
 _EMBED = """
 (function(){
- var status=document.getElementById('pvtrace-status'),errors=window.__pvtraceErrors;
+ var status=document.getElementById('pvtrace-status'),errors=window.__pvtraceErrors;window.pvtraceViews={};
  if(typeof vegaEmbed!=='function'){errors.push('vegaEmbed is not defined');}
  var specs=Array.prototype.slice.call(document.querySelectorAll('script.pvtrace-spec'));
  var jobs=specs.map(function(el){
   var id=el.getAttribute('data-target'),box=document.getElementById(id);
   return Promise.resolve().then(function(){return vegaEmbed('#'+id,JSON.parse(el.textContent),{renderer:'svg',actions:false});})
-   .then(function(r){var svg=box.querySelector('svg');
+   .then(function(r){var svg=box.querySelector('svg');window.pvtraceViews[id]=r.view;
      if(!svg||!svg.querySelector('.mark-group, .role-mark'))throw new Error('no marks drawn');
      box.setAttribute('data-rendered','yes');return r;})
    .catch(function(e){box.setAttribute('data-rendered','failed');errors.push(id+': '+e);throw e;});
@@ -138,10 +139,35 @@ def _figure_html(fig: Figure, specs: list[str]) -> str:
             )
         if fig.table is not None:
             parts.append(_table_html(fig.table))
+        if fig.html is not None:
+            parts.append(fig.html)
         if fig.note:
             parts.append(f'<p class="note">{html.escape(fig.note)}</p>')
     parts.append("</div>")
     return "\n".join(parts)
+
+
+# Sortable tables (click a header) and the incident table's link to the timeline: a row click
+# sets the timeline's zoom selection (its x signal) around the incident and scrolls to it.
+_TABLES = """
+(function(){
+ function key(td){var v=td.getAttribute('data-v');return v===null?td.textContent:v;}
+ document.querySelectorAll('table.sortable').forEach(function(t){
+  t.querySelectorAll('th').forEach(function(th,i){th.style.cursor='pointer';th.title='sort';
+   th.addEventListener('click',function(){var body=t.tBodies[0],rows=Array.prototype.slice.call(body.rows);
+    var num=th.getAttribute('data-num')==='1',dir=th.getAttribute('data-dir')==='asc'?-1:1;
+    rows.sort(function(a,b){var x=key(a.cells[i]),y=key(b.cells[i]);
+     return dir*(num?(parseFloat(x)-parseFloat(y)):String(x).localeCompare(String(y)));});
+    rows.forEach(function(r){body.appendChild(r);});th.setAttribute('data-dir',dir>0?'asc':'desc');});});});
+ window.pvtraceGoto=function(lo,hi){var v=(window.pvtraceViews||{})['chart-timeline'];if(!v)return false;
+  var pad=Math.max((hi-lo)*1.5,0.002);v.signal('zoom_start_ms',[lo-pad,hi+pad]);v.runAsync();
+  var box=document.getElementById('figure-timeline');if(box&&box.scrollIntoView)box.scrollIntoView();return true;};
+ document.querySelectorAll('table.pvtrace-incidents tbody tr[data-start-ms]').forEach(function(tr){
+  tr.style.cursor='pointer';tr.addEventListener('click',function(){
+   document.querySelectorAll('table.pvtrace-incidents tr.picked').forEach(function(o){o.className='';});
+   tr.className='picked';window.pvtraceGoto(parseFloat(tr.getAttribute('data-start-ms')),parseFloat(tr.getAttribute('data-end-ms')));});});
+})();
+"""
 
 
 def render_page(title: str, subtitle: str, sections: list[Section]) -> str:
@@ -175,6 +201,7 @@ def render_page(title: str, subtitle: str, sections: list[Section]) -> str:
             "</main>",
             *specs,
             f"<script>{_EMBED}</script>",
+            f"<script>{_TABLES}</script>",
             "</body></html>",
         ]
     )

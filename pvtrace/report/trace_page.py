@@ -11,14 +11,14 @@ from pvtrace.report.facts import (
     headline_figure,
     key_numbers_figure,
     problems_figure,
-    unavailable_figure,
     vms_figure,
 )
 from pvtrace.report.figure import Figure
 from pvtrace.report.incidents import chart_convoy_lengths, chart_incident_durations
 from pvtrace.report.labels import fmt_ns
 from pvtrace.report.page import Section, render_page, write_page
-from pvtrace.report.timeline import chart_timeline
+from pvtrace.report.tables import incident_table_figure, limits_figure, locks_figure, perf_figures
+from pvtrace.report.timeline import chart_timeline, drawn_span
 from pvtrace.report.waits import chart_wait_times
 from pvtrace.report.waste import chart_waste_by_lock, chart_waste_by_vm, running_time
 from pvtrace.report.window import Window, default_window, parse_window, user_window
@@ -52,16 +52,27 @@ def resolve_window(window: WindowSpec, analysis: Analysis, t0: int, t1: int) -> 
 
 
 def report_sections(trace: Trace, analysis: Analysis, window: WindowSpec = None) -> list[Section]:
-    """Every figure of a trace's report, grouped as the page shows them."""
+    """Every figure of a trace's report, grouped as the page shows them; figures the trace cannot
+    give are left out and named in the one limits box at the end."""
     t0, t1 = trace_span(trace, analysis)
     win = resolve_window(window, analysis, t0, t1)
-    return [
+    span = drawn_span(analysis, win, t0, t1)
+    sections = [
         Section(
             "Summary", [key_numbers_figure(analysis, running_time(analysis)), chart_waste_by_vm(analysis)]
         ),
-        Section("Timeline", [chart_timeline(analysis, win, t0)]),
-        Section("Spin waste", [chart_waste_by_lock(analysis)]),
-        Section("Lock waits and convoys", [chart_wait_times(analysis), chart_convoy_lengths(analysis)]),
+        Section(
+            "Timeline", [chart_timeline(analysis, win, t0, t1), incident_table_figure(analysis, t0, span)]
+        ),
+        Section(
+            "Locks",
+            [
+                locks_figure(analysis),
+                chart_waste_by_lock(analysis),
+                chart_wait_times(analysis),
+                chart_convoy_lengths(analysis),
+            ],
+        ),
         Section("Incidents", [chart_incident_durations(analysis)]),
         Section(
             "Hypervisor",
@@ -71,6 +82,7 @@ def report_sections(trace: Trace, analysis: Analysis, window: WindowSpec = None)
                 chart_kick_latency(analysis),
             ],
         ),
+        Section("perf summary tables", perf_figures(analysis)),
         Section(
             "Trace facts",
             [
@@ -78,10 +90,22 @@ def report_sections(trace: Trace, analysis: Analysis, window: WindowSpec = None)
                 vms_figure(trace),
                 headline_figure(analysis),
                 problems_figure(trace),
-                unavailable_figure(analysis),
             ],
         ),
     ]
+    left_out: list[Figure] = []
+    for sec in sections:
+        kept = []
+        for fig in sec.figures:
+            if fig.is_empty and (fig.limit or "unavailable" in fig.note):
+                left_out.append(fig)
+            else:
+                kept.append(fig)
+        sec.figures = kept
+    sections = [sec for sec in sections if sec.figures]
+    if analysis.summary.unavailable or left_out:
+        sections.append(Section("What this trace cannot tell", [limits_figure(analysis, left_out)]))
+    return sections
 
 
 def all_figures(sections: list[Section]) -> list[Figure]:

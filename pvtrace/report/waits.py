@@ -5,10 +5,11 @@ from __future__ import annotations
 import polars as pl
 
 from pvtrace.analyze.result import Analysis
+from pvtrace.fmt import plural
 from pvtrace.report.aggregate import log_histogram
 from pvtrace.report.figure import Figure, no_data
 from pvtrace.report.histogram import chart_log_histogram
-from pvtrace.report.labels import fmt_count, fmt_ns, unavailable_reason, with_lock_label
+from pvtrace.report.labels import fmt_ns, unavailable_reason, with_lock_label
 
 TOP_LOCKS = 8
 
@@ -43,12 +44,16 @@ def chart_wait_times(analysis: Analysis, top_n: int = TOP_LOCKS) -> Figure:
     hist, left_out = log_histogram(labelled, "dur", by=("lock_label",))
     q = waits.select(pl.col("dur").quantile(p).alias(f"p{int(p * 100)}") for p in (0.5, 0.9, 0.99)).row(0)
     caption = (
-        f"{fmt_count(waits.height)} waits; per lock, the share of its waits in each log-spaced duration bin "
-        f"(the {min(top_n, waits.select('vm', 'lock').n_unique())} locks with the most wait time). "
+        f"{plural(waits.height, 'wait')}; per lock, how many of its waits fall in each log-spaced duration bin "
+        f"(the {min(top_n, waits.select('vm', 'lock').n_unique())} locks with the most wait time): a lock "
+        "weighs by its number of waits, so the hot lock stands out and a lock with one wait stays small. "
         f"All waits: median {fmt_ns(q[0])}, p90 {fmt_ns(q[1])}, p99 {fmt_ns(q[2])}, max {fmt_ns(waits['dur'].max())}."
     )
-    note = f"{fmt_count(left_out)} zero-length waits are not on the log axis." if left_out else ""
+    note = ""
+    if left_out:
+        note = f"{plural(left_out, 'zero-length wait')} (below the trace's clock resolution) "
+        note += ("is" if left_out == 1 else "are") + " not on the log axis."
     chart = chart_log_histogram(
-        hist, "wait time (µs, log scale)", series="lock_label", series_title="lock", y="share_pct"
+        hist, "wait time (µs, log scale)", series="lock_label", series_title="lock", y="count"
     )
     return Figure(name, title, chart, caption, note)

@@ -155,6 +155,12 @@ def _no_spin(analysis: Analysis, table: pl.DataFrame) -> str | None:
     if why:
         return why
     if table.height == 0 or not table["spin_ns"].fill_null(0).sum():
+        if analysis.summary.fidelity.get("spin_ns") == "host-only":
+            spin = fmt_ns(analysis.summary.totals.get("spin_ns"))
+            return (
+                f"spin ({spin}) is estimated from PAUSE exits: without guest lock events it cannot be "
+                "split per lock or per VM"
+            )
         return "no lock spin in this trace"
     return None
 

@@ -9,6 +9,7 @@ import polars as pl
 
 from pvtrace.analyze.result import Analysis
 from pvtrace.errors import UsageError
+from pvtrace.fmt import fmt_ts
 from pvtrace.report.labels import fmt_ns
 
 _UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
@@ -55,7 +56,7 @@ def user_window(spec: tuple[int | None, int | None], t_start: int, t_end: int) -
         raise UsageError(
             f"--window starts at {fmt_ns(start - t_start)}, after the trace ends ({fmt_ns(t_end - t_start)})"
         )
-    return Window(start, end, f"chosen window {fmt_ns(start - t_start)} to {fmt_ns(end - t_start)}")
+    return Window(start, end, f"chosen window {fmt_ts(start)} to {fmt_ts(end)} s (trace time)")
 
 
 def incidents(analysis: Analysis) -> pl.DataFrame:

@@ -15,6 +15,7 @@ from pvtrace.analyze import analyze
 from pvtrace.analyze import prepare as prepare_mod
 from pvtrace.analyze.run import analyze_parquet
 from pvtrace.cli import analyze as cli_analyze
+from pvtrace.cli import summary_view
 from pvtrace.cli.app import app
 from pvtrace.errors import FormatError
 from pvtrace.simulate.run import simulate_trace
@@ -36,11 +37,11 @@ def test_cli_writes_json_and_tables(tmp_path):
     js = tmp_path / "out.json"
     res = runner.invoke(app, ["analyze", str(src), "--json", str(js), "--out-dir", str(tmp_path / "t")])
     assert res.exit_code == 0, res.output
-    assert "Headline" in res.stdout and "Top locks by waste" in res.stdout and "Convoy lengths" in res.stdout
+    assert "Headline" in res.stdout and "Locks by total wait" in res.stdout and "Convoy lengths" in res.stdout
     summary = Summary.from_dict(json.loads(js.read_text()))
     assert summary.totals["waste_lwp_preempted_ns"] == 10 and summary.fidelity["n_lwp"] == "exact"
     assert {u.metric for u in summary.unavailable} == {"n_pause_exits", "n_kicks"}
-    assert all("trace-cmd record -e kvm:kvm_exit" in u.how_to_capture for u in summary.unavailable)
+    assert all("sudo pvtrace record --host" in u.how_to_capture for u in summary.unavailable)
     lwp = pl.read_parquet(tmp_path / "t" / "lwp_incidents.parquet")
     assert lwp["waste_ns"].to_list() == [10]
     assert (tmp_path / "t" / "summary.json").exists()
@@ -87,8 +88,8 @@ def test_cli_bad_option_and_bad_file(tmp_path):
     res = runner.invoke(app, ["analyze", str(src), "--lock-kind", "fair"])
     assert res.exit_code == 2 and "--lock-kind" in res.output
     # a Parquet trace is read as it is: options for reading text are refused, not silently dropped
-    res = runner.invoke(app, ["analyze", str(src), "--side", "host", "--vm", "g"])
-    assert res.exit_code == 2 and "--side, --vm: for text traces" in res.output
+    res = runner.invoke(app, ["analyze", str(src), "--side", "host", "--vcpu-map", "g.csv"])
+    assert res.exit_code == 2 and "--side, --vcpu-map: for text traces" in res.output
     junk = tmp_path / "junk.parquet"
     junk.write_text("not parquet")
     res = runner.invoke(app, ["analyze", str(junk)])
@@ -187,19 +188,19 @@ def test_cli_finds_guest_clock_offsets_without_options(tmp_path):
 def test_headline_says_what_spin_waste_lacks():
     """The spin waste line names a missing or partial LWP part instead of a silent LHP-only sum."""
     whole = Summary(totals={"waste_lhp_ns": 5, "waste_lwp_ns": 7})
-    assert cli_analyze.waste_label(whole) == "spin waste (LHP + LWP)"
+    assert summary_view.waste_label(whole) == "spin waste (LHP + LWP)"
     lhp_only = Summary(totals={"waste_lhp_ns": 5})
-    assert cli_analyze.waste_label(lhp_only) == "spin waste (LHP only: LWP needs the lock kind)"
+    assert summary_view.waste_label(lhp_only) == "spin waste (LHP only: LWP needs the lock kind)"
     part = {"missing": "LWP on 3 lock(s) of undecided kind"}
     partial = Summary(
         totals={"waste_lhp_ns": 5, "waste_lwp_ns": 7}, extra={"partial": {"spin_waste": [part]}}
     )
-    assert "partial: LWP on 3 lock(s) of undecided kind" in cli_analyze.waste_label(partial)
+    assert "partial: LWP on 3 lock(s) of undecided kind" in summary_view.waste_label(partial)
 
 
 def test_convoy_lengths_are_shown_in_power_of_two_buckets():
     lengths = pl.Series([2, 2, 3, 4, 5, 8, 9, 16, 17, 6969])
-    assert cli_analyze.convoy_length_buckets(lengths) == [
+    assert summary_view.convoy_length_buckets(lengths) == [
         ("2", 2),
         ("3-4", 2),
         ("5-8", 2),

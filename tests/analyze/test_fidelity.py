@@ -32,7 +32,7 @@ def test_guest_only_counts_waits_but_invents_no_spin():
     assert s.extra["wait_ns"] == (21 - 2) + (26 - 4)
     missing = unavailable(a)
     assert "sched:sched_switch" in missing["spin_ns"].missing_events
-    assert "trace-cmd record -e sched:sched_switch" in missing["spin_ns"].how_to_capture
+    assert "sudo pvtrace record --host" in missing["spin_ns"].how_to_capture
     assert "lock:lock_acquire" in missing["n_acquisitions"].missing_events
     assert "CONFIG_LOCKDEP" in missing["n_acquisitions"].how_to_capture
     assert a.table("waits")["dur"].to_list() == [19, 22]

@@ -132,3 +132,45 @@ def screenshot(page: Path, out: Path, width: int = 1200, height: int = 2400, bud
 def count_specs(page: Path) -> int:
     """How many charts a page embeds (from its source, independently of the browser)."""
     return page.read_text(encoding="utf-8").count('class="pvtrace-spec"')
+
+
+# Scripted interaction, run inside a copy of a page once its charts have rendered: scroll-zoom the
+# timeline, then click the first linked incident row; x domains before/after land on #selftest.
+INTERACTION = """<script>
+(function(){
+ function ready(){var s=document.getElementById('pvtrace-status');return s&&s.getAttribute('data-state')==='done';}
+ function dom(v){var d=v.scale('x').domain();return d[0].toFixed(6)+','+d[1].toFixed(6);}
+ function go(){
+  if(!ready()){setTimeout(go,50);return;}
+  var out=document.createElement('div');out.id='selftest';document.body.appendChild(out);
+  var v=(window.pvtraceViews||{})['chart-timeline'];
+  if(!v){out.setAttribute('data-error','no timeline view among '+Object.keys(window.pvtraceViews||{}).join(' '));return;}
+  out.setAttribute('data-before',dom(v));
+  var svg=v.container().querySelector('.mark-group .background')||v.container().querySelector('svg');
+  var r=svg.getBoundingClientRect();
+  svg.dispatchEvent(new WheelEvent('wheel',{deltaY:-400,deltaMode:0,clientX:r.left+r.width/2,
+   clientY:r.top+r.height/2,bubbles:true,cancelable:true,view:window}));
+  setTimeout(function(){
+   out.setAttribute('data-zoomed',dom(v));
+   var row=document.querySelector('table.pvtrace-incidents tbody tr[data-start-ms]');
+   if(!row){out.setAttribute('data-error','no linked incident row');return;}
+   row.click();
+   setTimeout(function(){
+    out.setAttribute('data-row',row.getAttribute('data-start-ms')+','+row.getAttribute('data-end-ms'));
+    out.setAttribute('data-after',dom(v));out.setAttribute('data-picked',row.className);
+    out.setAttribute('data-state','done');},500);
+  },500);
+ }
+ go();
+})();
+</script>"""
+
+
+def interact(page: Path, budget_ms: int = 30_000) -> dict[str, str]:
+    """Run INTERACTION on a copy of the page; the attributes it wrote on #selftest."""
+    copy = page.with_name(page.stem + "-interaction.html")
+    head, tail = page.read_text(encoding="utf-8").rsplit("</body></html>", 1)  # the last one: the page's
+    copy.write_text(head + INTERACTION + "</body></html>" + tail)
+    proc, _ = _run([f"--virtual-time-budget={budget_ms}", "--dump-dom", copy.resolve().as_uri()], 120)
+    m = re.search(r'<div id="selftest"([^>]*)>', proc.stdout)
+    return dict(_ATTR.findall(m.group(1))) if m else {}

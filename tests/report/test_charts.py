@@ -9,8 +9,9 @@ from report_fakes import fake_analysis, fake_trace
 from pvtrace.analyze.result import Analysis
 from pvtrace.report.aggregate import MAX_LAYER_ROWS
 from pvtrace.report.exits import chart_kick_latency, chart_pause_exits, exit_reasons_figure
-from pvtrace.report.facts import facts_figure, headline_figure, problems_figure, unavailable_figure
+from pvtrace.report.facts import facts_figure, headline_figure, problems_figure
 from pvtrace.report.incidents import chart_convoy_lengths, chart_incident_durations
+from pvtrace.report.tables import limits_figure
 from pvtrace.report.timeline import chart_timeline
 from pvtrace.report.trace_page import all_figures, report_sections
 from pvtrace.report.waits import chart_wait_times
@@ -27,7 +28,8 @@ def test_every_report_figure_has_a_chart_or_a_table_on_a_full_analysis(full_trac
     names = [f.name for f in figs]
     assert len(names) == len(set(names))
     empty = [f.name for f in figs if f.is_empty]
-    assert empty == ["unavailable"]  # every metric is available from a full view
+    assert empty == []  # every metric is available from a full view: no limits box either
+    assert "limits" not in names
     for f in figs:
         if f.chart is not None:
             assert datasets(f), f.name
@@ -39,10 +41,13 @@ def test_guest_only_analysis_says_why_incidents_are_missing(guest_trace, guest_a
     assert "no LHP incidents: n_lhp is unavailable" in fig.note
     assert "no LWP incidents: n_lwp is unavailable" in fig.note
     assert "sched:sched_switch" in fig.note
-    unavailable = unavailable_figure(guest_analysis)
-    assert unavailable.table is not None and "n_lwp" in unavailable.table["metric"].to_list()
+    limits = limits_figure(guest_analysis, [fig])
+    assert (
+        "n_lwp" in limits.html and "LHP and LWP incident durations" in limits.html and "record" in limits.html
+    )
     headline = headline_figure(guest_analysis).table
-    assert headline.filter(pl.col("key") == "n_lhp")["value"].to_list() == ["unavailable"]
+    assert "n_lhp" not in headline["key"].to_list()  # only what the trace gives; the rest is in the box
+    assert "unavailable" not in headline["value"].to_list()
 
 
 def test_empty_analysis_gives_reasons_not_empty_plots():
@@ -185,3 +190,19 @@ def test_exit_reason_table_is_sorted_and_formatted(full_analysis):
     fig = exit_reasons_figure(full_analysis)
     assert fig.table["reason"][0] in ("PAUSE", "EXTERNAL_INTERRUPT")
     assert fig.table["avg"][0] == "1.5 µs"
+
+
+def test_counts_in_captions_are_plural_only_when_more_than_one():
+    one = pl.DataFrame(
+        {
+            "reason": ["HLT"],
+            "count": [1],
+            "share_pct": [100.0],
+            "total_ns": [5],
+            "min_ns": [5],
+            "avg_ns": [5],
+            "max_ns": [5],
+        }
+    )
+    fig = exit_reasons_figure(Analysis(tables={"exit_reasons": one}))
+    assert fig.caption.startswith("1 exit of 1 reason;")

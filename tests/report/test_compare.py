@@ -78,3 +78,17 @@ def test_same_labels_are_told_apart(tmp_path, runs):
     a, b, _, _ = runs
     text = write_compare(a, b, ("run", "run"), tmp_path / "c.html").read_text(encoding="utf-8")
     assert "A: run vs B: run" in text
+
+
+def test_the_kind_legend_draws_dash_strokes_not_identical_dots(runs, tmp_path):
+    import json
+    import re
+
+    a, b, ta, tb = runs
+    text = write_compare(a, b, ("A", "B"), tmp_path / "c.html", traces=(ta, tb)).read_text(encoding="utf-8")
+    specs = [
+        json.loads(m)
+        for m in re.findall(r'<script type="application/json" class="pvtrace-spec"[^>]*>(.*?)</script>', text)
+    ]
+    dashed = [s["encoding"]["strokeDash"] for s in specs if "strokeDash" in s.get("encoding", {})]
+    assert dashed and all(d["legend"]["symbolType"] == "stroke" for d in dashed)

@@ -40,12 +40,21 @@ def test_summary_is_mean_and_std_over_seeds():
 
 def test_table_has_mean_std_and_gain_over_ticket():
     table = experiment_table(runs())
-    assert table.columns == ["guests", "ticket", "pv-ticket", "gain pv-ticket", "runs"]
+    assert table.columns == ["guests", "ticket", "pv-ticket", "gain pv-ticket", "seeds"]
     one = table.row(0, named=True)
     assert one["ticket"] == "110.000 (10.000) ms"
     assert one["pv-ticket"] == "90.000 (0.000) ms"
     assert one["gain pv-ticket"] == f"{round(100 * 20 / 110, 1)}%"
-    assert one["runs"] == "3"
+    assert one["seeds"] == "3"
+
+
+def test_seeds_column_counts_seeds_not_rows_per_guest():
+    # the experiment writes one row per guest and seed: 4 guests x 5 seeds are 5 seeds, not 20 runs
+    rows = [("ticket", 4, seed, vm, 100_000_000 + seed) for seed in range(5) for vm in range(4)]
+    results = pl.DataFrame(
+        rows, schema=["algorithm", "n_guests", "seed", "vm", "completion_ns"], orient="row"
+    )
+    assert experiment_table(results)["seeds"].to_list() == ["5"]
 
 
 def test_single_runs_have_no_std():

@@ -51,7 +51,11 @@ def test_report_refuses_to_overwrite(tmp_path, trace_file):
 def test_report_window_and_bad_window(tmp_path, trace_file):
     out = tmp_path / "r.html"
     assert run("report", str(trace_file), "-o", str(out), "--window", "2us:8us").exit_code == 0
-    assert "chosen window 2 µs to 8 µs" in out.read_text(encoding="utf-8")
+    assert "chosen window 0.000002 to 0.000008 s (trace time)" in out.read_text(encoding="utf-8")
+    # the same window as trace timestamps, as the trace prints them
+    same = tmp_path / "same.html"
+    assert run("report", str(trace_file), "-o", str(same), "--window", "0.000002:0.000008").exit_code == 0
+    assert "chosen window 0.000002 to 0.000008 s (trace time)" in same.read_text(encoding="utf-8")
     res = run("report", str(trace_file), "-o", str(tmp_path / "x.html"), "--window", "soon")
     assert res.exit_code == 2
     assert res.output.count("\n") == 1 and "--window" in res.output
@@ -102,3 +106,13 @@ def test_compare_prints_deltas_and_writes_a_page(tmp_path, trace_file):
     assert "6 µs" in line and "4 µs" in line and "-2 µs" in line and "-33.3%" in line
     assert "slow" in res.output and "fast" in res.output
     assert "pvtrace compare: slow vs fast" in out.read_text(encoding="utf-8")
+
+
+def test_report_filters_by_vm_and_lock(tmp_path, trace_file):
+    out = tmp_path / "r.html"
+    assert run("report", str(trace_file), "-o", str(out), "--lock", "0xffff888000001000").exit_code == 0
+    assert "0xffff888000001000" in out.read_text(encoding="utf-8")
+    res = run("report", str(trace_file), "-o", str(tmp_path / "n.html"), "--lock", "0x1")
+    assert res.exit_code != 0 and "--lock" in res.output and res.output.count("\n") == 1
+    res = run("report", str(trace_file), "-o", str(tmp_path / "v.html"), "--vm", "nope")
+    assert res.exit_code != 0 and "--vm" in res.output

@@ -1,0 +1,161 @@
+"""--window, --vm, --vcpu and --lock: narrowing an analysis the way perf's --time / --cpu do.
+
+--window keeps the events in [START, END) (the analysis window becomes that stretch,
+so waits crossing its edges count as cut), --vm the events of one VM (and the host
+events of no VM), --lock the events of one lock (every other event stays: a lock's
+waits, holders and incidents depend only on its own events and the vCPU states).
+--vcpu cannot drop events (holders and waiters of other vCPUs make its incidents),
+so it narrows the result tables instead: rows where that vCPU waits, holds, is the
+holder or next owner of an incident, exits or kicks. The totals stay those of all
+vCPUs, and the summary says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import polars as pl
+
+from pvtrace.analyze.result import Analysis
+from pvtrace.errors import UsageError
+from pvtrace.fmt import fmt_lock, fmt_ts, parse_trace_time
+from pvtrace.trace import Trace
+
+# Result tables and the vCPU columns a --vcpu filter keeps rows by.
+_VCPU_COLUMNS: dict[str, tuple[str, ...]] = {
+    "vcpu_states": ("vcpu",),
+    "waits": ("vcpu",),
+    "holds": ("vcpu",),
+    "waste_by_vcpu": ("vcpu",),
+    "lhp_incidents": ("holder",),
+    "lwp_incidents": ("next_owner",),
+    "incidents": ("vcpu",),
+    "pause_exits": ("vcpu",),
+    "kicks": ("vcpu", "target"),
+    "yields": ("vcpu", "target"),
+}
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What to keep; None keeps everything."""
+
+    window: tuple[str | None, str | None] | None = None  # START, END as typed
+    vm: str | None = None
+    vcpu: int | None = None
+    lock: int | None = None
+
+    @property
+    def any(self) -> bool:
+        return any(v is not None for v in (self.window, self.vm, self.vcpu, self.lock))
+
+    def describe(self, t0: int | None = None) -> str:
+        """`window 1938.45 to 1938.46, VM guest, lock 0x1be0e624` for the summary header."""
+        parts = []
+        if self.window is not None:
+            lo, hi = self.bounds(t0)
+            parts.append(
+                f"window {fmt_ts(lo) if lo is not None else 'start'} to {fmt_ts(hi) if hi is not None else 'end'}"
+            )
+        if self.vm is not None:
+            parts.append(f"VM {self.vm}")
+        if self.vcpu is not None:
+            parts.append(f"vCPU {self.vcpu} (tables only; totals cover every vCPU)")
+        if self.lock is not None:
+            parts.append(f"lock {fmt_lock(self.lock)}")
+        return ", ".join(parts)
+
+    def bounds(self, t0: int | None) -> tuple[int | None, int | None]:
+        """[start, end) in trace ns: bare numbers are trace timestamps in seconds as printed,
+        numbers with a unit (2ms, 300us) count from the trace start t0."""
+        if self.window is None:
+            return None, None
+        lo, hi = (parse_trace_time(v, t0) if v else None for v in self.window)
+        return lo, hi
+
+
+def parse_filters(window: str | None, vm: str | None, vcpu: int | None, lock: str | None) -> Filters:
+    """Check the options' text; a bad one is a UsageError naming the option."""
+    win = None
+    if window is not None:
+        if window.count(":") != 1:
+            raise UsageError(
+                f"--window: expected START:END (trace timestamps, e.g. 1938.45:1938.46), got {window!r}"
+            )
+        a, b = (p.strip() or None for p in window.split(":"))
+        for v in (a, b):
+            if v is not None:
+                try:
+                    parse_trace_time(v, 0)
+                except ValueError:
+                    raise UsageError(
+                        f"--window: cannot read {v!r} (a trace timestamp in seconds like 1938.454793, "
+                        "or a time from the trace start with a unit: 2ms, 300us)"
+                    ) from None
+        win = (a, b)
+        lo, hi = Filters(window=win).bounds(0)
+        if lo is not None and hi is not None and hi <= lo:
+            raise UsageError(f"--window: END must be after START in {window!r}")
+    addr = None
+    if lock is not None:
+        try:
+            addr = int(lock, 16)  # 0x prefix optional: lock ids are hex everywhere
+        except ValueError:
+            raise UsageError(f"--lock: expected a lock id in hex (0x1be0e624), got {lock!r}") from None
+    if vcpu is not None and vcpu < 0:
+        raise UsageError(f"--vcpu: expected a vCPU index >= 0, got {vcpu}")
+    return Filters(window=win, vm=vm, vcpu=vcpu, lock=addr)
+
+
+def filter_trace(trace: Trace, f: Filters) -> Trace:
+    """The events --window, --vm and --lock keep, with the trace window narrowed to --window."""
+    ev = trace.events
+    keep = pl.lit(True)
+    lo, hi = f.bounds(trace.t_start)
+    if lo is not None:
+        keep &= pl.col("ts") >= lo
+    if hi is not None:
+        keep &= pl.col("ts") < hi
+    if f.vm is not None:
+        known = set(ev["vm"].cast(pl.String).drop_nulls().unique().to_list())
+        if f.vm not in known:
+            raise UsageError(
+                f"--vm: no VM {f.vm!r} in the trace (it has {', '.join(sorted(known)) or 'none'})"
+            )
+        keep &= pl.col("vm").is_null() | (pl.col("vm").cast(pl.String) == f.vm)
+    if f.lock is not None:
+        keep &= pl.col("lock").is_null() | (pl.col("lock") == f.lock)
+    events = ev.filter(keep)
+    if f.lock is not None and events.filter(pl.col("lock").is_not_null()).height == 0:
+        raise UsageError(f"--lock: no events of lock {fmt_lock(f.lock)} in the trace (or the window)")
+    meta = trace.meta
+    if lo is not None or hi is not None:
+        start = max(lo, trace.t_start) if lo is not None and trace.t_start is not None else lo
+        end = min(hi, trace.t_end) if hi is not None and trace.t_end is not None else hi
+        start = trace.t_start if start is None else start
+        end = trace.t_end if end is None else end
+        if start is not None and end is not None and end <= start:
+            raise UsageError(
+                f"--window: {fmt_ts(lo)} to {fmt_ts(hi)} is outside the trace "
+                f"({fmt_ts(trace.t_start)} to {fmt_ts(trace.t_end)})"
+            )
+        meta = replace(meta, t_start=start, t_end=end)
+    return Trace(events=events, meta=meta)
+
+
+def filter_result(a: Analysis, f: Filters) -> Analysis:
+    """--vcpu: keep the rows of the result tables that involve that vCPU."""
+    if f.vcpu is None:
+        return a
+    tables = dict(a.tables)
+    for name, cols in _VCPU_COLUMNS.items():
+        if name in tables:
+            keep = pl.lit(False)
+            for c in cols:
+                keep |= pl.col(c) == f.vcpu
+            tables[name] = tables[name].filter(keep.fill_null(False))
+    if "waits" in tables and "lock_callers" in tables:
+        locks = tables["waits"].select("vm", "lock").unique()
+        tables["lock_callers"] = tables["lock_callers"].join(locks, on=["vm", "lock"], how="semi")
+        tables["waste_by_lock"] = tables["waste_by_lock"].join(locks, on=["vm", "lock"], how="semi")
+    return Analysis(tables=tables, summary=a.summary)

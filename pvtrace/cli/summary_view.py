@@ -1,0 +1,407 @@
+"""The terminal summary of `pvtrace analyze`, laid out for a perf user to read in 30 seconds.
+
+Order: one line on the trace; the headline numbers the trace can give (a metric it
+cannot give gets no row); exit reasons (host traces); the locks by total wait with
+waste, max wait and callers; the worst incidents with absolute trace timestamps and
+what ran in the preempted vCPU's place; convoys; perf summary tables; and one
+closing line saying what the trace cannot tell and the `pvtrace record` command
+that would.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from pvtrace.analyze import Analysis
+from pvtrace.analyze.context import lock_table
+from pvtrace.analyze.perf_tables import IMPLICATION_GROUPS, kvm_stat_implications
+from pvtrace.fmt import fmt_lock, fmt_ns, fmt_ts, plural
+
+TOP_LOCKS = 10
+TOP_INCIDENTS = 8
+
+# What the closing line calls each unavailable metric, in headline order.
+_MISSING_LABELS: dict[str, str] = {
+    "spin_ns": "spin time",
+    "waste_lhp_ns": "LHP waste",
+    "waste_lwp_ns": "LWP waste",
+    "wait_halted_ns": "wait while halted/preempted",
+    "n_acquisitions": "uncontended acquisitions (lockdep kernels only)",
+    "n_contended": "lock waits",
+    "n_lhp": "LHP incidents",
+    "n_lwp": "LWP incidents",
+    "n_convoys": "convoys",
+    "n_pause_exits": "pause exits",
+    "n_kicks": "pv kicks",
+}
+
+
+def _table(title: str, columns: list[str], left: tuple[str, ...] = ()) -> Table:
+    t = Table(title=title or None, title_justify="left", header_style="bold")
+    for c in columns:
+        t.add_column(c, justify="left" if c in left else "right", no_wrap=True)
+    return t
+
+
+def render_summary(con: Console, a: Analysis, sources: list[str]) -> None:
+    """Print the whole summary of one analysis."""
+    x = a.summary.extra
+    perf = [n for n in ("perf_kvm_stat", "perf_lock_contention") if n in a.tables]
+    con.print(_header(a, sources), highlight=False, soft_wrap=True)
+    if x.get("n_events", 0) or not perf:
+        _headline(con, a)
+        _exits(con, a)
+        _locks(con, a)
+        _incidents(con, a)
+        _convoys(con, a)
+    if "perf_kvm_stat" in a.tables:
+        render_kvm_stat(con, a.tables["perf_kvm_stat"])
+    if "perf_lock_contention" in a.tables:
+        render_lock_contention(con, a.tables["perf_lock_contention"])
+    line = limits_line(a)
+    if line:
+        con.print(line, highlight=False, soft_wrap=True)
+
+
+def _header(a: Analysis, sources: list[str]) -> str:
+    x = a.summary.extra
+    names = escape(", ".join(sources))
+    n = x.get("n_events", 0)
+    if not n and any(k in a.tables for k in ("perf_kvm_stat", "perf_lock_contention")):
+        rows = sum(a.tables[k].height for k in ("perf_kvm_stat", "perf_lock_contention") if k in a.tables)
+        return f"[bold]pvtrace analyze[/] {names}: perf summary table, {plural(rows, 'row')}, no events"
+    t0, t1 = x.get("t_start"), x.get("t_end")
+    span = (
+        f"{fmt_ts(t0)} to {fmt_ts(t1)} ({fmt_ns((t1 or 0) - (t0 or 0))})" if t0 is not None else "no events"
+    )
+    return (
+        f"[bold]pvtrace analyze[/] {names}: level [bold]{x.get('level')}[/], {span}, "
+        f"{plural(n, 'event')}, {plural(x.get('n_vcpus', 0), 'vCPU')}, {plural(x.get('n_locks', 0), 'lock')}"
+    )
+
+
+def waste_label(s) -> str:
+    """The spin waste headline, saying which part is missing when LWP is unavailable or partial."""
+    if "waste_lwp_ns" not in s.totals:
+        return "spin waste (LHP only: LWP needs the lock kind)"
+    part = (s.extra.get("partial") or {}).get("spin_waste")
+    if part:
+        return f"spin waste (LHP + LWP; partial: {part[0]['missing']})"
+    return "spin waste (LHP + LWP)"
+
+
+def headline_rows(a: Analysis) -> list[tuple[str, str, str]]:
+    """(label, value, fidelity level) of every headline metric this trace gives, in reading order."""
+    s = a.summary
+    t, x = s.totals, s.extra
+    rows: list[tuple[str, str, str]] = []
+
+    def add(label: str, key: str, value: str | None = None) -> None:
+        if key in t:
+            rows.append((label, value if value is not None else f"{t[key]:,}", s.fidelity.get(key, "")))
+
+    add("spin (waiting while running)", "spin_ns", fmt_ns(t.get("spin_ns")))
+    if "waste_lhp_ns" in t:
+        waste = t["waste_lhp_ns"] + t.get("waste_lwp_ns", 0)
+        pct = x.get("spin_waste_pct_of_running")
+        label = waste_label(s)
+        value = fmt_ns(waste) + (f" ({pct:.2f}% of running)" if pct is not None else "")
+        rows.append((label, value, s.fidelity.get("waste_lhp_ns", "")))
+    add("  LHP: holder not running", "waste_lhp_ns", fmt_ns(t.get("waste_lhp_ns")))
+    add("  LWP: next owner preempted", "waste_lwp_preempted_ns", fmt_ns(t.get("waste_lwp_preempted_ns")))
+    add("  LWP: next owner halted", "waste_lwp_halted_ns", fmt_ns(t.get("waste_lwp_halted_ns")))
+    add("  useful spin", "spin_useful_ns", fmt_ns(t.get("spin_useful_ns")))
+    add("  unattributed spin", "spin_unattributed_ns", fmt_ns(t.get("spin_unattributed_ns")))
+    add("wait while halted (pv slow path)", "wait_halted_ns", fmt_ns(t.get("wait_halted_ns")))
+    add("wait while preempted", "wait_preempted_ns", fmt_ns(t.get("wait_preempted_ns")))
+    add("acquisitions", "n_acquisitions")
+    if "n_contended" in t:
+        wait = x.get("wait_ns")
+        value = f"{t['n_contended']:,}" + (f", {fmt_ns(wait)} total wait" if wait else "")
+        rows.append(("contended (lock waits)", value, s.fidelity.get("n_contended", "")))
+    add("LHP incidents (harmful)", "n_lhp", f"{t.get('n_lhp', 0):,} ({t.get('n_lhp_harmful', 0):,})")
+    if "n_lwp" in t:
+        value = f"{t['n_lwp']:,} ({t.get('n_lwp_preempted', 0):,} / {t.get('n_lwp_halted', 0):,})"
+        rows.append(("LWP incidents (preempted / halted)", value, s.fidelity.get("n_lwp", "")))
+    conv_part = (x.get("partial") or {}).get("n_convoys")
+    add(
+        "convoys (longest)" + (f" (partial: {conv_part[0]['missing']})" if conv_part else ""),
+        "n_convoys",
+        f"{t.get('n_convoys', 0):,} ({t.get('convoy_len_max', 0)})",
+    )
+    if "n_pause_exits" in t:
+        rate = x.get("pause_exits_per_vcpu_s")
+        value = f"{t['n_pause_exits']:,}" + (f" ({rate:,.1f} per vCPU-second)" if rate else "")
+        rows.append(("pause exits", value, s.fidelity.get("n_pause_exits", "")))
+    if "n_kicks" in t:
+        p50 = x.get("kick_latency_p50_ns")
+        value = f"{t['n_kicks']:,}" + (f" (latency p50 {fmt_ns(p50)})" if p50 is not None else "")
+        rows.append(("pv kicks", value, s.fidelity.get("n_kicks", "")))
+    add("cut by the trace end", "n_truncated")
+    return rows
+
+
+def _headline(con: Console, a: Analysis) -> None:
+    rows = headline_rows(a)
+    if not rows:
+        return
+    t = _table("Headline", ["metric", "value", "level"], left=("metric", "level"))
+    for row in rows:
+        t.add_row(*(escape(c) for c in row))
+    con.print(t)
+    x = a.summary.extra
+    if x.get("excluded_ns"):
+        con.print(
+            f"lost events: {plural(x['n_lost_windows'], 'window')}, "
+            f"{x['excluded_pct']:.2f}% of vCPU time excluded",
+            highlight=False,
+        )
+
+
+def _exits(con: Console, a: Analysis) -> None:
+    ex = a.table("exit_reasons")
+    if ex.height == 0:
+        return
+    tick = tick_ns(a)
+    t = _table("VM exits by reason", ["reason", "exits", "exits %", "total time", "mean", "max"], ("reason",))
+    for r in ex.sort("count", descending=True).iter_rows(named=True):
+        timed = r["avg_ns"] is not None  # an exit with no entry after it has no duration
+        t.add_row(
+            escape(str(r["reason"])),
+            f"{r['count']:,}",
+            f"{r['share_pct']:.2f}",
+            fmt_wait(r["total_ns"], tick) if timed else "-",
+            fmt_wait(r["avg_ns"], tick),
+            fmt_wait(r["max_ns"], tick),
+        )
+    con.print(t)
+
+
+def tick_ns(a: Analysis) -> int:
+    """The trace's time resolution as its intervals show it: 1000 when every timestamp is a whole
+    microsecond (ftrace's default clock print), else 1."""
+    for name in ("waits", "vcpu_states"):
+        df = a.table(name)
+        if df.height:
+            whole = df.select(((pl.col("start") % 1000 == 0) & (pl.col("end") % 1000 == 0)).all()).item()
+            return 1000 if whole else 1
+    return 1
+
+
+def fmt_wait(ns: int | None, tick: int) -> str:
+    """A wait: below the trace's resolution it is `< 1 µs`, never `0 ns`."""
+    if ns is not None and tick > 1 and ns < tick:
+        return "< 1 µs"
+    return fmt_ns(ns)
+
+
+def _locks(con: Console, a: Analysis) -> None:
+    locks = lock_table(a.table("waste_by_lock"), a.table("waits"), a.table("lock_callers"))
+    if locks.height == 0:
+        return
+    tick = tick_ns(a)
+    several_vms = locks["vm"].n_unique() > 1
+    waste_known = locks["waste_ns"].is_not_null().any()
+    lwp_known = "waste_lwp_ns" in a.summary.totals
+    waste_col = "waste" if lwp_known else "waste (LHP)"
+    callers = a.table("lock_callers").height > 0
+    cols = [
+        *(["vm"] if several_vms else []),
+        "lock",
+        "contended",
+        "total wait",
+        *([waste_col] if waste_known else []),
+        "max wait",
+        "p50 wait",
+        *(["top callers (waits)"] if callers else []),
+    ]
+    shown = locks.head(TOP_LOCKS)
+    title = f"Locks by total wait (top {shown.height} of {locks.height})"
+    t = _table(title, cols, left=("vm", "lock", "top callers (waits)"))
+    for r in shown.iter_rows(named=True):
+        t.add_row(
+            *([escape(r["vm"])] if several_vms else []),
+            fmt_lock(r["lock"]),
+            f"{r['n_contended']:,}",
+            fmt_ns(r["total_wait_ns"]),
+            *([fmt_ns(r["waste_ns"])] if waste_known else []),
+            fmt_wait(r["max_wait_ns"], tick),
+            fmt_wait(r["p50_wait_ns"], tick),
+            *([escape(r["top_callers"] or "-")] if callers else []),
+        )
+    con.print(t)
+
+
+def _incidents(con: Console, a: Analysis) -> None:
+    inc = a.table("incidents")
+    if inc.height == 0:
+        return
+    shown = inc.head(TOP_INCIDENTS)
+    several_vms = inc["vm"].n_unique() > 1
+    cols = [
+        "kind",
+        "start (trace time)",
+        "vCPU",
+        "lock",
+        "state",
+        "ran instead",
+        "duration",
+        "waiters",
+        "waste",
+    ]
+    title = f"Worst incidents by waste (top {shown.height} of {inc.height})"
+    t = _table(title, cols, left=("kind", "vCPU", "lock", "state", "ran instead"))
+    for r in shown.iter_rows(named=True):
+        who = "holder" if r["kind"] == "LHP" else "next owner"
+        vcpu = f"{r['vm']}/{r['vcpu']}" if several_vms else str(r["vcpu"])
+        instead = "-" if r["ran_instead"] is None else f"pCPU {r['pcpu']}: {r['ran_instead']}"
+        t.add_row(
+            r["kind"],
+            fmt_ts(r["start"]),
+            f"{vcpu} ({who})",
+            fmt_lock(r["lock"]),
+            r["state"] + (" (cut)" if r["truncated"] else ""),
+            escape(instead),
+            fmt_ns(r["dur"]),
+            f"{r['n_waiters']:,}",
+            fmt_ns(r["waste_ns"]),
+        )
+    con.print(t)
+
+
+def _convoys(con: Console, a: Analysis) -> None:
+    conv = a.table("convoys")
+    if conv.height == 0:
+        return
+    t = _table("Convoy lengths (hand-offs in a row)", ["length", "convoys"])
+    for label, n in convoy_length_buckets(conv["length"]):
+        t.add_row(label, f"{n:,}")
+    con.print(t)
+    causes = ", ".join(f"{c}: {n:,}" for c, n in conv.group_by("cause").len().sort("cause").iter_rows())
+    con.print(f"convoy causes: {causes}", highlight=False)
+
+
+def convoy_length_buckets(lengths: pl.Series) -> list[tuple[str, int]]:
+    """(label, convoys) per power-of-two bucket of lengths, shortest first: 2, 3-4, 5-8, ... (a row
+    per distinct length runs to hundreds on a big trace)."""
+    buckets: dict[int, int] = {}
+    for length, n in lengths.value_counts().iter_rows():
+        b = (int(length) - 1).bit_length()  # lengths in (2**(b-1), 2**b]
+        buckets[b] = buckets.get(b, 0) + int(n)
+    rows = []
+    for b in sorted(buckets):
+        hi = 1 << b
+        lo = hi // 2 + 1
+        rows.append((f"{lo}-{hi}" if hi > lo else str(hi), buckets[b]))
+    return rows
+
+
+def render_kvm_stat(con: Console, kvm: pl.DataFrame) -> None:
+    """Each perf kvm stat block as perf prints it (Samples%, Time%), then what its exits imply."""
+    for (inp, block), df in kvm.group_by(["input", "block"], maintain_order=True):
+        first = df.row(0, named=True)
+        scope = f", {first['scope']}" if first["scope"] else ""
+        when = f" at {first['time']}" if first["time"] else ""
+        con.print(
+            f"[bold]perf kvm stat[/] table {block} of {escape(Path(inp).name)}: "
+            f"{escape(first['key_kind'])}{escape(scope)}{when}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        t = _table(
+            "",
+            [first["key_kind"], "samples", "samples %", "time %", "total time", "min", "mean", "max"],
+            left=(first["key_kind"],),
+        )
+        for r in df.sort("n_samples", descending=True).iter_rows(named=True):
+            total = r["total_ns"] if r["total_ns"] is not None else r["avg_ns"] * r["n_samples"]
+            t.add_row(
+                escape(r["key"]),
+                f"{r['n_samples']:,}",
+                f"{r['samples_pct']:.2f}",
+                f"{r['time_pct']:.2f}",
+                ("~" if r["total_ns"] is None else "") + fmt_ns(total),
+                fmt_ns(r["min_ns"]),
+                fmt_ns(r["avg_ns"]),
+                fmt_ns(r["max_ns"]),
+            )
+        con.print(t)
+    imp = kvm_stat_implications(kvm)
+    if imp.height:
+        t = _table(
+            "What the exits imply for lock waiting", ["table", "exits", "exits %", "time %", "meaning"]
+        )
+        t.columns[0].justify = t.columns[1].justify = t.columns[4].justify = "left"
+        for r in imp.iter_rows(named=True):
+            name = {"pause": "PAUSE", "halt": "HLT/WFx", "hypercall": "hypercall"}[r["group"]]
+            t.add_row(
+                str(r["block"]),
+                name,
+                f"{r['samples_pct']:.2f}",
+                f"{r['time_pct']:.2f}",
+                IMPLICATION_GROUPS[r["group"]][1].split(": ", 1)[1],
+            )
+        con.print(t)
+
+
+def render_lock_contention(con: Console, locks: pl.DataFrame) -> None:
+    """Each perf lock contention block sorted by total wait, with its keys (type, caller, ...)."""
+    for (inp, block), df in locks.group_by(["input", "block"], maintain_order=True):
+        keys = [
+            k for k in ("type", "caller", "pid", "comm", "address", "symbol") if df[k].is_not_null().any()
+        ]
+        con.print(
+            f"[bold]perf lock contention[/] table {block} of {escape(Path(inp).name)}, by total wait",
+            highlight=False,
+            soft_wrap=True,
+        )
+        t = _table(
+            "",
+            ["contended", "total wait", "max wait", "avg wait", *keys],
+            left=tuple(keys),
+        )
+        for r in df.sort("total_wait_ns", descending=True).iter_rows(named=True):
+            cells = []
+            for k in keys:
+                v = r[k]
+                cells.append("-" if v is None else fmt_lock(v) if k == "address" else escape(str(v)))
+            t.add_row(
+                f"{r['n_contended']:,}",
+                fmt_ns(r["total_wait_ns"]),
+                fmt_ns(r["max_wait_ns"]),
+                fmt_ns(r["avg_wait_ns"]),
+                *cells,
+            )
+        con.print(t)
+
+
+def limits_line(a: Analysis) -> str | None:
+    """One closing line: what this trace cannot tell, and the pvtrace record command that would."""
+    s = a.summary
+    if not s.unavailable:
+        return None
+    if not s.extra.get("n_events") and any(k in a.tables for k in ("perf_kvm_stat", "perf_lock_contention")):
+        return (
+            "[bold]A summary table is not a trace:[/] spin waste, LHP/LWP incidents, convoys and kick "
+            "latency need events. Capture with: on the host: sudo pvtrace record --host -o host.txt; "
+            "in the guest: sudo pvtrace record --guest -o guest.txt."
+        )
+    gone = {u.metric for u in s.unavailable}
+    labels = [label for key, label in _MISSING_LABELS.items() if key in gone]
+    how: list[str] = []
+    for u in s.unavailable:
+        for part in u.how_to_capture.split("; "):
+            if part and part not in how and "--lock-kind" not in part and "LOCKDEP" not in part:
+                how.append(part)
+    lock_kind = any("--lock-kind" in u.how_to_capture for u in s.unavailable)
+    text = "[bold]Not in this trace:[/] " + ", ".join(labels) + "."
+    if how:
+        text += " Capture with: " + "; ".join(how) + "."
+    if lock_kind and "waste_lwp_ns" in gone:
+        text += " LWP needs each lock's kind: --lock-kind fifo (ticket, queued spinlocks) or unfair."
+    return text

@@ -1,0 +1,83 @@
+"""How every output writes values for people: durations, trace timestamps, lock ids, plurals.
+
+One module so that the terminal, the --out-dir CSV tables, the JSON and the report
+pages agree: durations in the unit that keeps them readable with one spelling of
+microseconds (µs), timestamps as the trace printed them (seconds.micro- or
+nanoseconds), lock ids as 0x hex.
+"""
+
+from __future__ import annotations
+
+import re
+
+import polars as pl
+
+
+def fmt_ns(ns: float | int | None, missing: str = "-") -> str:
+    """A duration in the unit that keeps it readable: 420 ns, 3.2 µs, 5.62 ms, 17.1 s."""
+    if ns is None:
+        return missing
+    a = abs(ns)
+    if a < 1_000:
+        return f"{ns:.0f} ns" if float(ns).is_integer() or a >= 10 else f"{ns:.2g} ns"
+    if a < 1_000_000:
+        return f"{ns / 1e3:.3g} µs"
+    if a < 1_000_000_000:
+        return f"{ns / 1e6:.3g} ms"
+    return f"{ns / 1e9:.3g} s" if a < 1000e9 else f"{ns / 1e9:,.0f} s"
+
+
+def fmt_ts(ns: int | None) -> str:
+    """An absolute trace timestamp as ftrace, trace-cmd and perf print it: seconds with six
+    decimals (nine when the trace has nanoseconds), so it can be searched in the raw trace."""
+    if ns is None:
+        return "-"
+    sign, ns = ("-", -ns) if ns < 0 else ("", ns)
+    sec, frac = divmod(int(ns), 1_000_000_000)
+    text = f"{frac:09d}"
+    return f"{sign}{sec}.{text[:6] if text.endswith('000') else text}"
+
+
+def fmt_lock(addr: int | None) -> str:
+    """A lock id: 0x hex, the one notation of every output."""
+    return "-" if addr is None else f"{int(addr):#x}"
+
+
+def lock_hex(col: str = "lock") -> pl.Expr:
+    """fmt_lock as a vectorized polars expression (for CSV and JSON tables): 16 nibbles, each
+    looked up as a digit, joined, leading zeros stripped."""
+    x = pl.col(col).cast(pl.UInt64)
+    digits = [
+        ((x // (16**i)) % 16).replace_strict(
+            list(range(16)), list("0123456789abcdef"), return_dtype=pl.String
+        )
+        for i in range(15, -1, -1)
+    ]
+    text = pl.concat_str(digits).str.strip_chars_start("0")
+    return (
+        pl.when(x.is_null())
+        .then(pl.lit(None, pl.String))
+        .otherwise(pl.lit("0x") + pl.when(text == "").then(pl.lit("0")).otherwise(text))
+        .alias(col)
+    )
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """`1 reason`, `2 reasons`."""
+    return f"{n:,} {word if n == 1 else (many or word + 's')}"
+
+
+def parse_trace_time(text: str, t0: int | None) -> int:
+    """A --window bound: a trace timestamp as printed (`1938.454793`, seconds) or, with a unit
+    (`2ms`, `1.5s`, `300us`, `10ns`), a time from the trace start t0."""
+    m = re.fullmatch(r"\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*(ns|us|µs|ms|s)?\s*", text)
+    if m is None:
+        raise ValueError(text)
+    number, unit = m.group(1), m.group(2)
+    if unit is None:
+        sec, _, frac = number.lstrip("+").partition(".")
+        neg = sec.startswith("-")
+        value = abs(int(sec or "0")) * 1_000_000_000 + int((frac + "000000000")[:9])
+        return -value if neg else value
+    scale = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000}[unit]
+    return (t0 or 0) + round(float(number) * scale)

@@ -1,0 +1,235 @@
+"""What `pvtrace analyze` shows and writes (issue 14): the terminal summary a perf user reads,
+perf summary tables as inputs, stdout JSON/CSV, one lock-id notation, filters, full width."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+from test_exact import LWP_ROWS
+from trace_rows import acquire, contend, preempt, release, run, trace_of
+from typer.testing import CliRunner
+
+from pvtrace.analyze import analyze
+from pvtrace.cli.app import app
+from pvtrace.fmt import fmt_ns, fmt_ts, plural
+from pvtrace.trace import write_trace
+
+runner = CliRunner()
+REPO = Path(__file__).resolve().parents[2]
+LOCK = 0xFFFF88810A400140
+
+# v0 holds the lock and is preempted on pCPU 0 at 1 s + 10 us; v2 runs there in its place; v1 spins.
+SECOND = 1_000_000_000
+LHP_ROWS = [
+    run(0, SECOND, pcpu=0),
+    run(1, SECOND, pcpu=1),
+    acquire(0, SECOND + 1_000, lock=LOCK),
+    contend(1, SECOND + 2_000, lock=LOCK),
+    preempt(0, SECOND + 10_000, pcpu=0),
+    run(2, SECOND + 10_000, pcpu=0),
+    preempt(2, SECOND + 50_000, pcpu=0),
+    run(0, SECOND + 50_000, pcpu=0),
+    release(0, SECOND + 51_000, lock=LOCK),
+    acquire(1, SECOND + 52_000, lock=LOCK),
+    release(1, SECOND + 53_000, lock=LOCK),
+]
+
+
+def _file(tmp_path, rows, name="t.parquet", t_end=None):
+    path = tmp_path / name
+    write_trace(trace_of(rows, t_end=t_end if t_end is not None else rows[-1][0] + 1_000), path)
+    return path
+
+
+def test_units_are_readable_and_spelled_once():
+    assert fmt_ns(17_137_027_000) == "17.1 s"
+    assert fmt_ns(420) == "420 ns" and fmt_ns(3_200) == "3.2 µs" and fmt_ns(5_620_000) == "5.62 ms"
+    assert fmt_ts(1938_454793000) == "1938.454793" and fmt_ts(1938_454793123) == "1938.454793123"
+    assert plural(1, "reason") == "1 reason" and plural(2, "reason") == "2 reasons"
+
+
+def test_worst_incident_has_trace_timestamp_holder_and_what_ran_instead(tmp_path):
+    src = _file(tmp_path, LHP_ROWS)
+    res = runner.invoke(app, ["analyze", str(src)])
+    assert res.exit_code == 0, res.output
+    out = res.stdout
+    assert "Worst incidents" in out
+    line = next(x for x in out.splitlines() if x.startswith("│ LHP  "))
+    # absolute timestamp as ftrace prints it, the holder, the lock in hex, what took its pCPU
+    assert "1.000010" in line and "0 (holder)" in line and f"{LOCK:#x}" in line
+    assert "pCPU 0: vm0/2" in line and "40 µs" in line
+    assert "us " not in out.replace("µs", "")  # one spelling of microseconds
+
+
+def test_guest_only_summary_has_no_unavailable_rows_and_one_capture_line(tmp_path):
+    rows = [r for r in LWP_ROWS if r[1] in ("lock_contend", "lock_acquire")]
+    src = _file(tmp_path, rows, t_end=40)
+    res = runner.invoke(app, ["analyze", str(src)])
+    assert res.exit_code == 0, res.output
+    assert "unavailable" not in res.stdout
+    assert (
+        res.stdout.count("sudo pvtrace record --host") == 1 and "trace-cmd record -e sched" not in res.stdout
+    )
+    assert "Locks by total wait" in res.stdout and "total wait" in res.stdout
+
+
+def test_guest_waits_below_the_clock_resolution_are_not_zero():
+    sample = REPO / "sample-traces" / "guest-futex.txt.xz"
+    res = runner.invoke(app, ["analyze", str(sample)])
+    assert res.exit_code == 0, res.output
+    assert "< 1 µs" in res.stdout and "│ 0 ns" not in res.stdout
+
+
+def test_callers_per_lock_from_recorded_stacks(real_traces):
+    trace = real_traces / "local" / "guest-pvqspinlock-mix-stacktrace-ftrace.txt.xz"
+    res = runner.invoke(app, ["analyze", str(trace), "--csv", "-", "--table", "lock_callers"])
+    assert res.exit_code == 0, res.output
+    callers = pl.read_csv(res.stdout.encode())
+    assert callers.height > 0 and callers["lock"].str.starts_with("0x").all()
+    assert "futex_wait_setup" in callers["caller"].to_list()
+    assert not callers["caller"].str.contains("spin_lock|slowpath|trace_event").any()
+    res = runner.invoke(app, ["analyze", str(trace)])
+    assert "top callers" in res.stdout and "futex_wait_setup" in res.stdout
+
+
+def test_host_trace_shows_the_exit_reason_table(real_traces):
+    trace = real_traces / "public" / "ftrace-5flag_kvm-host-L1-nested-vmx_lkml-2023-03-30.txt"
+    res = runner.invoke(app, ["analyze", str(trace)])
+    assert res.exit_code == 0, res.output
+    assert "VM exits by reason" in res.stdout
+    assert "CR_ACCESS" in res.stdout and "EXTERNAL_INTERRUPT" in res.stdout
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "perf-kvm-stat-live_x86-vmx-two-tables_kvm-list-2019-10-15.txt",
+        "perf-kvm-stat-report_arm64-vcpu-filter_kvmarm-2022-11-05.txt",
+        "perf-kvm-stat-report_arm64-vmexit-and-trap_kvmarm-2019-06-12.txt",
+        "perf-kvm-stat-report_hist-style-ns-columns_riscv_kvm-list-2024-04-22.txt",
+        "perf-lock-contention_bpf_per-thread-pid-comm_lkml-2022-12.txt",
+        "perf-lock-contention_bpf_type-caller_aarch64-6.1_lkml-2024-03-21.txt",
+        "perf-lock-contention_bpf_type-caller_x86_lkml-2022-07-29.txt",
+    ],
+)
+def test_perf_summary_tables_are_shown_and_written(real_traces, tmp_path, name):
+    path = real_traces / "public" / name
+    res = runner.invoke(app, ["analyze", str(path), "--out-dir", str(tmp_path / "t")])
+    assert res.exit_code == 0, res.output
+    assert "0 events" not in res.stdout and "unavailable" not in res.stdout
+    kind = "perf_kvm_stat" if "kvm-stat" in name else "perf_lock_contention"
+    table = pl.read_parquet(tmp_path / "t" / f"{kind}.parquet")
+    assert table.height > 0
+    shown = table.row(0, named=True)
+    if kind == "perf_kvm_stat":
+        assert "samples %" in res.stdout and "time %" in res.stdout and shown["key"] in res.stdout
+        assert "What the exits imply" in res.stdout
+    else:
+        top = table.sort("total_wait_ns", descending=True).row(0, named=True)
+        assert fmt_ns(top["total_wait_ns"]) in res.stdout
+        assert (top["caller"] or top["comm"]) in res.stdout
+    js = json.loads((tmp_path / "t" / "summary.json").read_text())
+    assert len(js[kind]["rows"]) == table.height
+
+
+def test_kvm_stat_implications_give_pause_hlt_and_hypercall_shares(real_traces):
+    path = real_traces / "public" / "perf-kvm-stat-live_x86-vmx-two-tables_kvm-list-2019-10-15.txt"
+    res = runner.invoke(app, ["analyze", str(path), "--json", "-"])
+    assert res.exit_code == 0, res.output
+    imp = pl.DataFrame(json.loads(res.stdout)["perf_kvm_stat"]["implications"])
+    first = {r["group"]: r for r in imp.filter(pl.col("block") == 0).iter_rows(named=True)}
+    assert first["pause"]["samples_pct"] == pytest.approx(0.04)
+    assert first["halt"]["samples_pct"] == pytest.approx(75.33) and first["halt"][
+        "time_pct"
+    ] == pytest.approx(99.66)
+    assert first["hypercall"]["samples_pct"] == pytest.approx(10.5)
+
+
+def test_json_and_csv_to_stdout(tmp_path, monkeypatch):
+    src = _file(tmp_path, LHP_ROWS)
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, ["analyze", str(src), "--json", "-"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["totals"]["n_lhp"] == 1
+    assert not (tmp_path / "-").exists()
+    res = runner.invoke(app, ["analyze", str(src), "--csv", "-"])
+    assert res.exit_code == 0, res.output
+    locks = pl.read_csv(res.stdout.encode())
+    assert locks["lock"].to_list() == [f"{LOCK:#x}"] and locks["n_contended"].to_list() == [1]
+    res = runner.invoke(app, ["analyze", str(src), "--csv", "-", "--table", "incidents"])
+    assert pl.read_csv(res.stdout.encode())["ran_instead"].to_list() == ["vm0/2"]
+
+
+def test_lock_ids_are_hex_in_csv_tables(tmp_path):
+    src = _file(tmp_path, LHP_ROWS)
+    res = runner.invoke(app, ["analyze", str(src), "--out-dir", str(tmp_path / "t"), "--csv", "-q"])
+    assert res.exit_code == 0, res.output
+    for name in ("waits", "waste_by_lock", "lhp_incidents", "incidents"):
+        assert pl.read_csv(tmp_path / "t" / f"{name}.csv")["lock"].to_list()[0] == f"{LOCK:#x}"
+
+
+def test_piped_output_is_not_cut_to_80_columns(tmp_path):
+    src = _file(tmp_path, LHP_ROWS)
+    res = runner.invoke(app, ["analyze", str(src)])
+    assert max(len(x) for x in res.stdout.splitlines()) > 100  # the incident table, unwrapped
+    assert f"{LOCK:#x}" in res.stdout and "0xfff…" not in res.stdout
+    narrow = runner.invoke(app, ["analyze", str(src), "--width", "60"])
+    rows = [x for x in narrow.stdout.splitlines() if x[:1] in "│┃┏┗┡└"]
+    assert narrow.exit_code == 0 and rows and max(len(x) for x in rows) <= 60
+
+
+def test_filters_window_vm_vcpu_lock(tmp_path):
+    rows = [
+        *LHP_ROWS,
+        contend(3, SECOND + 60000, lock=7),
+        acquire(3, SECOND + 61000, lock=7),
+        release(3, SECOND + 62000, lock=7),
+    ]
+    src = _file(tmp_path, rows)
+
+    def js(*args):
+        res = runner.invoke(app, ["analyze", str(src), "--json", "-", *args])
+        assert res.exit_code == 0, res.output
+        return json.loads(res.stdout)
+
+    assert js()["totals"]["n_contended"] == 2
+    assert js("--lock", f"{LOCK:#x}")["totals"]["n_contended"] == 1
+    assert js("--lock", "7")["totals"]["n_contended"] == 1
+    # trace timestamps as printed: seconds
+    only_late = js("--window", "1.000055:")
+    assert only_late["totals"]["n_contended"] == 1 and only_late["t_start"] == SECOND + 55_000
+    assert js("--window", ":1.000055")["totals"]["n_lhp"] == 1
+    assert js("--vm", "vm0")["totals"]["n_contended"] == 2
+    res = runner.invoke(app, ["analyze", str(src), "--vm", "nope"])
+    assert res.exit_code != 0 and "--vm" in res.output and res.output.count("\n") == 1
+    res = runner.invoke(app, ["analyze", str(src), "--csv", "-", "--table", "waits", "--vcpu", "3"])
+    assert pl.read_csv(res.stdout.encode())["vcpu"].to_list() == [3]
+    res = runner.invoke(app, ["analyze", str(src), "--window", "soon:later"])
+    assert res.exit_code == 2 and "--window" in res.output
+
+
+def test_incident_context_in_memory_matches_parquet(tmp_path):
+    trace = trace_of(LHP_ROWS, t_end=LHP_ROWS[-1][0] + 1_000)
+    inc = analyze(trace).table("incidents")
+    assert inc.select("kind", "vcpu", "pcpu", "ran_instead").rows() == [("LHP", 0, 0, "vm0/2")]
+
+
+HOST_NO_VM = """# tracer: nop
+          <idle>-0       [000] d..2.   100.000100: sched_switch: prev_comm=swapper/0 prev_pid=0 prev_prio=120 \
+prev_state=R ==> next_comm=bash next_pid=42 next_prio=120
+            bash-42      [000] d..2.   100.000300: sched_switch: prev_comm=bash prev_pid=42 prev_prio=120 \
+prev_state=S ==> next_comm=swapper/0 next_pid=0 next_prio=120
+"""
+
+
+def test_a_host_capture_with_no_vm_is_read_as_host_by_its_record_json(tmp_path):
+    from pvtrace.ingest.load import load
+
+    (tmp_path / "h.txt").write_text(HOST_NO_VM)
+    (tmp_path / "h.record.json").write_text(json.dumps({"mode": "host", "events": []}))
+    trace = load([tmp_path / "h.txt"])
+    assert trace.meta.vms == {} and trace.meta.extra["side"] == "host"
+    assert trace.events["vm"].drop_nulls().len() == 0  # no guest VM named "h"
