@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from pvtrace import __version__
-from pvtrace.cli import analyze, generate, ingest, record, report
+from pvtrace.cli import analyze, fleet, generate, ingest, record, report, sweep
 
 app = typer.Typer(
     name="pvtrace",
@@ -31,5 +31,5 @@ def main(
     """pvtrace: measure spinlock preemption in virtual machines from traces."""
 
 
-for module in (generate, ingest, analyze, report, record):
+for module in (generate, ingest, analyze, report, record, fleet, sweep):
     module.register(app)
