@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from pvtrace import __version__
 from pvtrace.errors import UsageError
+from pvtrace.ingest.vcpu_map import find_vcpu_map
 
 # Files in a trace folder that are not traces: sidecars, tables, reports, our own temporaries.
 _NOT_TRACES = (".json", ".csv", ".md", ".toml", ".html", ".partial", ".log")
@@ -39,12 +40,14 @@ class TraceInput:
 
 
 def trace_id(t: TraceInput, options: dict) -> str:
-    """sha256 of version, options, labels and each file's (path, size, mtime); 16 hex digits."""
+    """sha256 of version, options, labels and each file's (path, size, mtime), its vCPU map side
+    file included; 16 hex digits."""
     h = hashlib.sha256()
     h.update(
         json.dumps({"version": __version__, "options": options, "labels": t.labels}, sort_keys=True).encode()
     )
-    for f in t.files:
+    sidecar = find_vcpu_map([Path(f) for f in t.files])  # read by ingest with the trace
+    for f in (*t.files, *([str(sidecar)] if sidecar else [])):
         st = Path(f).stat()
         h.update(f"\0{f}\0{st.st_size}\0{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
