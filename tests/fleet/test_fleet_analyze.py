@@ -14,7 +14,6 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from conftest import REPO
 from typer.testing import CliRunner
 
 from pvtrace.cli.app import app
@@ -22,6 +21,7 @@ from pvtrace.cli.fleet import EXIT_SOME_FAILED
 from pvtrace.fleet import store
 
 runner = CliRunner()
+REPO = Path(__file__).resolve().parents[2]
 
 
 def analyze_alone(files: list[Path], tmp: Path) -> tuple[dict, pl.DataFrame]:
