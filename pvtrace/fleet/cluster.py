@@ -54,10 +54,19 @@ def open_client(scheduler: str | None, workers: int | None, timeout_s: float = 6
             processes=True,
             dashboard_address=":8787",
             silence_logs=logging.ERROR,
+            env=worker_env(n),
         ) as cluster,
         Client(cluster) as client,
     ):
         yield client
+
+
+def worker_env(n_workers: int) -> dict[str, str]:
+    """Each local worker's share of the cores for polars' thread pool (one task per worker), so
+    n workers do not run n x cores threads; a user's POLARS_MAX_THREADS wins."""
+    if "POLARS_MAX_THREADS" in os.environ:
+        return {}
+    return {"POLARS_MAX_THREADS": str(max(1, (os.cpu_count() or 1) // n_workers))}
 
 
 def dashboard_note(client: Any) -> str:
