@@ -75,39 +75,43 @@ def make_fleet(folder: Path, pool: list[list[Path]], n: int) -> Path:
         for f in src[0].parent.iterdir():
             os.link(f, d / f.name)
         fmt = src[0].parent.name.rsplit("-", 1)[0]
-        rows += [f"t{i:04d}/{f.name},t{i:04d},{fmt},h{i % 20}" for f in src if not f.name.endswith(".csv")]
+        rows += [
+            f"t{i:04d}/{f.name},t{i:04d},{fmt},h{i % 20}"
+            for f in src
+            if not f.name.endswith(".csv") and f.stat().st_size
+        ]
     manifest = folder / "manifest.csv"
     manifest.write_text("\n".join(rows) + "\n")
     return manifest
 
 
-def loop_traces(manifest: Path) -> float:
+def loop_traces(manifest: Path) -> tuple[float, float]:
     """The plain loop: every trace analyzed in this process, one after another."""
     from pvtrace.fleet.inputs import expand_inputs
     from pvtrace.fleet.tasks import run_analysis
 
     options = {"format": "auto", "lock_kind": None, "strict": False}
     traces = expand_inputs([str(manifest)], options)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for t in traces:
         run_analysis([Path(f) for f in t.files], options, ["ingest"])
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
-def loop_cells(grid_path: Path) -> float:
+def loop_cells(grid_path: Path) -> tuple[float, float]:
     from pvtrace.fleet.cells import run_cell
     from pvtrace.fleet.grid import load_grid
 
     grid = load_grid(grid_path)
     cells = grid.cells()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for c in cells:
         run_cell(c, grid.analyze, grid.view)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
-def client_run(args: list[str], address: str) -> tuple[float, float]:
-    """Run a pvtrace client subprocess against the cluster: (wall s, its peak RSS MiB)."""
+def client_run(args: list[str], address: str) -> tuple[float, float, float]:
+    """Run a pvtrace client subprocess against the cluster: (wall s, its peak RSS MiB, its CPU s)."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     t0 = time.perf_counter()
     proc = subprocess.Popen(
@@ -120,11 +124,19 @@ def client_run(args: list[str], address: str) -> tuple[float, float]:
     wall = time.perf_counter() - t0
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"client failed: {proc.stderr.read().decode()[-2000:]}")
-    return wall, usage.ru_maxrss / 1024
+    return wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
-def on_cluster(n_workers: int, runs: list[tuple[list[str], Path]]) -> list[tuple[float, float]]:
-    """Start a LocalCluster of n workers, run each client command (its output folder emptied first)."""
+def _cpu_s() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def on_cluster(n_workers: int, runs: list[tuple[list[str], Path]]) -> list[tuple[float, float, float]]:
+    """Start a LocalCluster of n workers, run each client command (its output folder emptied first):
+    (wall s, client peak RSS MiB, CPU s of client + workers + scheduler) per run."""
     from pvtrace.fleet.cluster import open_client
 
     out = []
@@ -132,7 +144,10 @@ def on_cluster(n_workers: int, runs: list[tuple[list[str], Path]]) -> list[tuple
         address = client.scheduler.address
         for args, out_dir in runs:
             shutil.rmtree(out_dir, ignore_errors=True)
-            out.append(client_run([*args, "-o", str(out_dir)], address))
+            before, here = sum(client.run(_cpu_s).values()), time.process_time()
+            wall, rss, client_cpu = client_run([*args, "-o", str(out_dir)], address)
+            cpu = sum(client.run(_cpu_s).values()) - before + time.process_time() - here + client_cpu
+            out.append((wall, rss, cpu))
     return out
 
 
@@ -155,31 +170,33 @@ def main() -> int:
         events = "~50k" if args.ops == 2500 else f"ops {args.ops}"
         print(f"{n} traces ({events} events, {', '.join(FORMATS)}), cores {os.cpu_count()}", flush=True)
         results = {}
-        loop_s = loop_traces(manifest)
+        loop_s, loop_cpu = loop_traces(manifest)
         fleet = ["fleet", "analyze", str(manifest)]
         one = on_cluster(1, [(fleet, work / "out1")])[0]
         two, two_small = on_cluster(
             2, [(fleet, work / "out2"), (["fleet", "analyze", str(small)], work / "out3")]
         )
-        results["traces"] = (n, loop_s, one[0], two[0])
+        results["traces"] = (n, loop_s, one[0], two[0], loop_cpu, one[2], two[2])
         mem = (two_small[1], two[1], max(1, n // 10))
         if not args.skip_sweep:
             grid = work / "grid.toml"
             grid.write_text(GRID.format(seeds=seeds))
             cells = 100 * seeds
-            loop_c = loop_cells(grid)
+            loop_c, loop_c_cpu = loop_cells(grid)
             sweep = ["sweep", "run", str(grid)]
             one_c = on_cluster(1, [(sweep, work / "sw1")])[0]
             two_c = on_cluster(2, [(sweep, work / "sw2")])[0]
-            results["cells"] = (cells, loop_c, one_c[0], two_c[0])
+            results["cells"] = (cells, loop_c, one_c[0], two_c[0], loop_c_cpu, one_c[2], two_c[2])
+        print(f"\nload average {os.getloadavg()[0]:.1f} (wall times mean little far above 1-2 on 2 cores)")
         print(
-            f"\n{'work':8} {'n':>5} {'loop s':>8} {'1w s':>8} {'2w s':>8} {'loop/s':>7} {'1w/s':>7} {'2w/s':>7} "
-            f"{'2w/1w':>6} {'1w vs loop':>10}"
+            f"{'work':6} {'n':>5} {'loop s':>7} {'1w s':>7} {'2w s':>7} {'loop/s':>7} {'1w/s':>6} {'2w/s':>6} "
+            f"{'2w/1w':>6} {'1w-loop':>8} | {'cpu loop':>8} {'1w':>7} {'2w':>7} {'cpu 1w-loop':>11}"
         )
-        for what, (k, lp, w1, w2) in results.items():
+        for what, (k, lp, w1, w2, clp, c1, c2) in results.items():
             print(
-                f"{what:8} {k:>5} {lp:>8.1f} {w1:>8.1f} {w2:>8.1f} {k / lp:>7.2f} {k / w1:>7.2f} {k / w2:>7.2f} "
-                f"{w1 / w2:>5.2f}x {100 * (w1 - lp) / lp:>+9.1f}%"
+                f"{what:6} {k:>5} {lp:>7.1f} {w1:>7.1f} {w2:>7.1f} {k / lp:>7.2f} {k / w1:>6.2f} {k / w2:>6.2f} "
+                f"{w1 / w2:>5.2f}x {100 * (w1 - lp) / lp:>+7.1f}% | {clp:>8.1f} {c1:>7.1f} {c2:>7.1f} "
+                f"{100 * (c1 - clp) / clp:>+10.1f}%"
             )
         print(
             f"\nclient peak RSS: {mem[2]} traces {mem[0]:.0f} MiB, {n} traces {mem[1]:.0f} MiB "
