@@ -100,12 +100,16 @@ def read_manifest(path: Path) -> list[TraceInput]:
 
 
 def _folder_traces(folder: Path) -> list[Path]:
+    """Trace files under folder, leaving out hidden files, side files and pvtrace's own result
+    folders (a fleet or sweep folder inside the input folder is not a trace)."""
+    results = [p.parent for name in ("fleet.json", "sweep.json") for p in folder.rglob(name)]
     return sorted(
         p
         for p in folder.rglob("*")
         if p.is_file()
         and not any(part.startswith(".") for part in p.relative_to(folder).parts)
         and not p.name.lower().endswith(_NOT_TRACES)
+        and not any(p.is_relative_to(r) for r in results)
     )
 
 
@@ -116,7 +120,9 @@ def expand_inputs(inputs: list[str], options: dict) -> list[TraceInput]:
     for raw in inputs:
         p = Path(raw)
         if p.is_dir():
-            traces += [TraceInput(name=f.name, files=(str(f.resolve()),)) for f in _folder_traces(p)]
+            traces += [
+                TraceInput(name=str(f.relative_to(p)), files=(str(f.resolve()),)) for f in _folder_traces(p)
+            ]
         elif p.is_file():
             if _is_manifest(p):
                 traces += read_manifest(p)
