@@ -54,8 +54,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Ingest and analyze every trace as one Dask task; parts land in FLEET_DIR as they finish."""
         from pvtrace.fleet.cluster import dashboard_note, open_client
-        from pvtrace.fleet.fleet import plan, run_fleet
         from pvtrace.fleet.inputs import expand_inputs
+        from pvtrace.fleet.run import plan, run_fleet
 
         if lock_kind is not None and lock_kind not in LOCK_KINDS:
             raise UsageError(f"--lock-kind must be one of {', '.join(LOCK_KINDS)}, not {lock_kind!r}")

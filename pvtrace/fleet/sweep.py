@@ -21,8 +21,8 @@ from pvtrace.errors import UsageError
 from pvtrace.fleet.atomic import sweep_partials, write_parquet_atomic, write_text_atomic
 from pvtrace.fleet.cells import cell_task, write_failure_row
 from pvtrace.fleet.cluster import Job, run_jobs
-from pvtrace.fleet.fleet import Tally
 from pvtrace.fleet.grid import Cell, Grid
+from pvtrace.fleet.run import Tally
 from pvtrace.fleet.tasks import one_line_error
 
 RESULTS = "results.parquet"

@@ -22,8 +22,6 @@ from pvtrace.fleet.atomic import publish_dir, temp_sibling, write_parquet_atomic
 from pvtrace.fleet.inputs import TraceInput
 from pvtrace.summary import TOTAL_KEYS
 
-STAGES = ("ingest", "analyze", "write", "worker")
-
 
 def one_line_error(exc: BaseException) -> str:
     """The error as one line: pvtrace's own message, or the exception type and its first line."""
