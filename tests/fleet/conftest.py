@@ -65,12 +65,14 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def scheduler_address():
+def scheduler_address(request):
     """`dask scheduler` and two `dask worker` processes (no nanny: killing one kills the worker);
-    yields (address, worker processes)."""
+    yields (address, worker processes). Parametrized indirectly: the scheduler's allowed-failures."""
     port = _free_port()
     address = f"tcp://127.0.0.1:{port}"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    if getattr(request, "param", None) is not None:
+        env["DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES"] = str(request.param)
     dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
     procs = [
         subprocess.Popen(

@@ -92,31 +92,38 @@ def test_local_cluster_equals_analyze_alone(trace_dir, capture, tmp_path):
     assert part_stamps(fleet) == stamps and store.read(fleet, "failures").height == 1
 
 
-def test_scheduler_by_address_survives_a_killed_worker(slow_traces, scheduler_address, tmp_path):
+def kill_a_busy_worker(address: str, workers, fleet: Path, run: subprocess.Popen) -> bool:
+    """SIGKILL one of our `dask worker` processes while it runs a fleet task (after a first part)."""
     from distributed import Client
 
-    address, workers = scheduler_address
-    fleet = tmp_path / "fleet"
-    cmd = [sys.executable, "-m", "pvtrace", "fleet", "analyze", str(slow_traces), "-o", str(fleet)]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    run = subprocess.Popen(
-        [*cmd, "--scheduler", address, "-q"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    killed_mid_task = False
     with Client(address, timeout="10s") as watcher:
         pids = watcher.run(os.getpid)  # worker address -> pid
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and run.poll() is None and not killed_mid_task:
-            busy = watcher.processing()
+        while time.monotonic() < deadline and run.poll() is None:
             done = len(list(store.parts_dir(fleet).glob("*"))) if store.parts_dir(fleet).is_dir() else 0
-            for addr, tasks in busy.items():
+            for addr, tasks in watcher.processing().items():
                 fleet_tasks = [k for k in tasks if str(k).startswith("pvtrace-fleet-")]
                 pid = pids.get(addr)
                 if done >= 1 and fleet_tasks and pid in {w.pid for w in workers}:
-                    os.kill(pid, signal.SIGKILL)  # one of our own `dask worker` processes
-                    killed_mid_task = True
-                    break
+                    os.kill(pid, signal.SIGKILL)
+                    return True
             time.sleep(0.05)
+    return False
+
+
+def start_fleet(slow_traces: Path, fleet: Path, address: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "pvtrace", "fleet", "analyze", str(slow_traces), "-o", str(fleet)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen(
+        [*cmd, "--scheduler", address, "-q"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+
+
+def test_scheduler_by_address_survives_a_killed_worker(slow_traces, scheduler_address, tmp_path):
+    address, workers = scheduler_address
+    fleet = tmp_path / "fleet"
+    run = start_fleet(slow_traces, fleet, address)
+    killed_mid_task = kill_a_busy_worker(address, workers, fleet, run)
     _, errs = run.communicate(timeout=120)
     assert killed_mid_task, "the fleet ended before a worker could be killed in mid-task"
     assert run.returncode == 0, errs.decode()
@@ -127,17 +134,60 @@ def test_scheduler_by_address_survives_a_killed_worker(slow_traces, scheduler_ad
     assert sorted(traces["trace"]) == [f"t{i}.parquet" for i in range(8)]
     assert not list(store.failures_dir(fleet).iterdir())
     assert store.read(fleet, "locks")["trace_id"].n_unique() == 8
-    # every copy of the trace gives the same numbers
-    assert traces["summary_json"].n_unique() == 1
+    # every copy gives the numbers of `pvtrace analyze --json` of the trace alone
+    alone, _ = analyze_alone([slow_traces / "t0.parquet"], tmp_path)
+    assert [json.loads(s) for s in traces["summary_json"].unique()] == [alone]
 
     # a rerun against the surviving worker does no work
     stamps = part_stamps(fleet)
     rerun = subprocess.run(
-        [*cmd, "--scheduler", address], env=env, capture_output=True, text=True, timeout=120
+        [
+            sys.executable,
+            "-m",
+            "pvtrace",
+            "fleet",
+            "analyze",
+            str(slow_traces),
+            "-o",
+            str(fleet),
+            "--scheduler",
+            address,
+        ],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert rerun.returncode == 0, rerun.stderr
     assert "8 done before" in rerun.stderr and "; 0 to analyze" in rerun.stderr
     assert part_stamps(fleet) == stamps
+
+
+@pytest.mark.parametrize("scheduler_address", [0], indirect=True)
+def test_a_task_whose_worker_dies_is_a_failure_row_not_a_stopped_fleet(
+    slow_traces, scheduler_address, tmp_path
+):
+    """With no failure allowed (as for a trace that kills every worker it lands on), a task whose
+    worker dies is a failure row of stage `worker`, the other traces finish, and --retry-failed
+    redoes it."""
+    address, workers = scheduler_address
+    fleet = tmp_path / "fleet"
+    run = start_fleet(slow_traces, fleet, address)
+    assert kill_a_busy_worker(address, workers, fleet, run)
+    _, errs = run.communicate(timeout=120)
+    assert run.returncode == EXIT_SOME_FAILED, errs.decode()
+    # the tasks the dead worker held (the running one, and one queued behind it) failed; none twice
+    failures = store.read(fleet, "failures")
+    assert 1 <= failures.height <= 2 and set(failures["stage"]) == {"worker"}
+    assert all("KilledWorker" in e for e in failures["error"])
+    done = store.done_ids(fleet)
+    assert len(done) + failures.height == 8 and not done & set(failures["trace_id"])
+    res = runner.invoke(
+        app,
+        ["fleet", "analyze", str(slow_traces), "-o", str(fleet), "--retry-failed", "--scheduler", address],
+    )
+    assert res.exit_code == 0, res.output
+    assert len(store.done_ids(fleet)) == 8 and store.read(fleet, "failures").height == 0
 
 
 def test_inputs_that_are_not_there_are_one_line_errors(tmp_path):
