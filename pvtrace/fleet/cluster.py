@@ -16,6 +16,8 @@ from typing import Any
 
 from pvtrace.errors import PvtraceError, UsageError
 
+WAIT_FOR_WORKERS_S = 600  # batch-queued workers (SLURM) may take minutes to join
+
 
 @dataclass
 class Job:
@@ -27,9 +29,10 @@ class Job:
 
 
 @contextmanager
-def open_client(scheduler: str | None, workers: int | None, timeout_s: float = 60) -> Iterator[Any]:
+def open_client(scheduler: str | None, workers: int | None, timeout_s: float = 10) -> Iterator[Any]:
     """A Client: of a new LocalCluster (`workers` processes, one thread each; default one per
-    core), or of the scheduler at `scheduler` (then waits for `workers` workers, if given)."""
+    core), or of the scheduler at `scheduler` (reached within timeout_s; then waits for
+    `workers` workers, if given)."""
     from distributed import Client, LocalCluster
 
     if workers is not None and workers < 1:
@@ -41,7 +44,13 @@ def open_client(scheduler: str | None, workers: int | None, timeout_s: float = 6
             raise PvtraceError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
         try:
             if workers:
-                client.wait_for_workers(workers, timeout=timeout_s)
+                try:
+                    client.wait_for_workers(workers, timeout=WAIT_FOR_WORKERS_S)
+                except TimeoutError:
+                    joined = len(client.scheduler_info()["workers"])
+                    raise PvtraceError(
+                        f"only {joined} of {workers} workers joined {scheduler} in {WAIT_FOR_WORKERS_S} s"
+                    ) from None
             yield client
         finally:
             client.close()
