@@ -96,3 +96,20 @@ def test_sweep_cells_equal_direct_runs_and_a_rerun_does_no_work(tmp_path):
     res = runner.invoke(app, ["sweep", str(grid_file), "-o", str(out), "--seeds", "3", "--workers", "1"])
     assert res.exit_code == 0 and "16 done before" in res.output and "ran 8: 8 done" in res.output
     assert pl.read_parquet(out / "results.parquet").height == 24
+
+
+def test_a_cell_that_fails_is_a_failure_row_and_is_retried_only_on_request(tmp_path):
+    from pvtrace.fleet.cells import cell_task
+    from pvtrace.fleet.grid import Cell
+    from pvtrace.fleet.sweep import plan
+
+    (tmp_path / "cells").mkdir()
+    (tmp_path / "failures").mkdir()
+    broken = Cell(0, {"vm.count": 1}, 1, scenario=None, cell_id="feedfacefeedface")  # no scenario: raises
+    status = cell_task(broken, str(tmp_path), analyze=True, view="full")
+    assert status["status"] == "failed" and status["stage"] == "run"
+    row = pl.read_parquet(tmp_path / "failures" / "feedfacefeedface.parquet").row(0, named=True)
+    assert row["stage"] == "run" and "AttributeError" in row["error"] and "\n" not in row["error"]
+    assert not list((tmp_path / "cells").iterdir())
+    assert plan([broken], tmp_path, retry_failed=False)[0] == []
+    assert plan([broken], tmp_path, retry_failed=True)[0] == [broken]
