@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ("startup", "simulate", "render", "ingest", "normalize", "analyze", "report", "record")
+ORDER = ("startup", "simulate", "render", "ingest", "normalize", "analyze", "report", "record", "fleet")
 
 
 def main() -> int:

@@ -26,7 +26,10 @@ COMMANDS: dict[str, str] = {
     "analyze": "pvtrace.cli.analyze",
     "report": "pvtrace.cli.report",
     "compare": "pvtrace.cli.report",
+    "experiment": "pvtrace.cli.generate",
     "record": "pvtrace.cli.record",
+    "fleet": "pvtrace.cli.fleet",
+    "sweep": "pvtrace.cli.sweep",
 }
 
 

@@ -18,7 +18,6 @@ from pathlib import Path
 import polars as pl
 
 from pvtrace.outputs import OutputSet, atomic_file, current
-from pvtrace.simulate.run import discard, simulate
 from pvtrace.simulate.scenario import Scenario
 from pvtrace.trace import check_writable
 
@@ -79,20 +78,22 @@ def experiment_runs(
     """Run every (level, lock, repeat); one row per guest: level, lock, repeat, seed, vm, completion_ns."""
     if scenario.run.duration_ns:
         scenario = scenario.replace(run={"duration_ns": 0})  # completion times need a fixed amount of work
+    # a sweep of the grid guests x locks x seeds, each cell run as `pvtrace sweep` runs it (here in process)
+    from pvtrace.fleet.cells import run_cell
+    from pvtrace.fleet.grid import Grid
+
+    base = scenario.replace(vm={"clock_offsets_ns": []})
+    seeds = [scenario.run.seed + r for r in range(repeats)]
+    grid = Grid(base, {"vm.count": list(levels), "lock.algorithm": list(locks)}, seeds, analyze=False)
     rows = []
-    total = len(levels) * len(locks) * repeats
-    done = 0
-    for level in levels:
-        for lock in locks:
-            s = scenario.replace(vm={"count": level, "clock_offsets_ns": []}, lock={"algorithm": lock})
-            for r in range(repeats):
-                seed = scenario.run.seed + r
-                truth = simulate(s, discard, seed=seed).truth
-                for vm, ns in truth.completion_ns.items():
-                    rows.append((level, lock, r, seed, vm, ns))
-                done += 1
-                if progress is not None:
-                    progress(done, total)
+    cells = grid.cells()
+    for done, cell in enumerate(cells, 1):
+        run = run_cell(cell, analyze=False, view="full")
+        level, lock = cell.params["vm.count"], cell.params["lock.algorithm"]
+        for vm, ns in zip(run["vms"], run["completion_ns"], strict=True):
+            rows.append((level, lock, cell.seed - scenario.run.seed, cell.seed, vm, ns))
+        if progress is not None:
+            progress(done, len(cells))
     return pl.DataFrame(
         rows,
         schema={

@@ -1,0 +1,128 @@
+"""`pvtrace fleet analyze` and `pvtrace fleet report`: many traces on a Dask cluster, and their report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from pvtrace.cli.common import err, handle_errors, out, progress
+from pvtrace.errors import UsageError
+from pvtrace.ingest.load import FORMATS
+from pvtrace.schema import LOCK_KINDS
+
+# Exit status of a fleet that ran to its end but has traces that failed (they are failure rows).
+EXIT_SOME_FAILED = 3
+
+SCHEDULER_HELP = "Address of a running Dask scheduler (tcp://HOST:PORT); default: a local cluster."
+WORKERS_HELP = "Local cluster: worker processes (default one per core). With --scheduler: wait for N workers."
+
+
+def register(app: typer.Typer) -> None:
+    """Add `pvtrace fleet ...`."""
+    fleet = typer.Typer(
+        help="Analyze many traces on a Dask cluster into one results folder, and report on them.",
+        no_args_is_help=True,
+    )
+    app.add_typer(fleet, name="fleet")
+
+    @fleet.command("analyze")
+    @handle_errors
+    def analyze_cmd(
+        inputs: Annotated[
+            list[str],
+            typer.Argument(
+                help="Trace files, folders, globs, or a manifest (CSV/Parquet: path, trace, labels)."
+            ),
+        ],
+        out_dir: Annotated[Path, typer.Option("-o", "--out", help="The fleet folder (FLEET_DIR).")],
+        scheduler: Annotated[str | None, typer.Option("--scheduler", help=SCHEDULER_HELP)] = None,
+        workers: Annotated[int | None, typer.Option("--workers", help=WORKERS_HELP)] = None,
+        worst: Annotated[
+            int, typer.Option("--worst", min=0, help="Worst LHP and LWP incidents kept per trace.")
+        ] = 10,
+        retry_failed: Annotated[
+            bool, typer.Option("--retry-failed", help="Analyze again the traces that failed before.")
+        ] = False,
+        lock_kind: Annotated[
+            str | None, typer.Option("--lock-kind", help="Lock kind of every VM: fifo, unfair or unknown.")
+        ] = None,
+        fmt: Annotated[str, typer.Option("--format", help="Input format (auto: detect per trace).")] = "auto",
+        strict: Annotated[bool, typer.Option("--strict", help="Malformed input lines are fatal.")] = False,
+        quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress bar, no summary.")] = False,
+    ) -> None:
+        """Ingest and analyze every trace as one Dask task; parts land in FLEET_DIR as they finish."""
+        from pvtrace.fleet.cluster import dashboard_note, open_client
+        from pvtrace.fleet.inputs import expand_inputs
+        from pvtrace.fleet.run import plan, run_fleet
+
+        if lock_kind is not None and lock_kind not in LOCK_KINDS:
+            raise UsageError(f"--lock-kind must be one of {', '.join(LOCK_KINDS)}, not {lock_kind!r}")
+        if fmt not in FORMATS:
+            raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+        options = {"format": fmt, "lock_kind": lock_kind, "strict": strict}
+        traces = expand_inputs(inputs, options)
+        _, before = plan(traces, out_dir, retry_failed)
+        if not quiet:
+            err.print(
+                f"fleet: {before.total} traces; {before.skipped_done} done before, "
+                f"{before.skipped_failed} failed before"
+                + (" (skipped: --retry-failed retries them)" if before.skipped_failed else "")
+                + f"; {before.total - before.skipped_done - before.skipped_failed} to analyze",
+                highlight=False,
+            )
+        if before.total == before.skipped_done + before.skipped_failed:
+            return  # nothing to do: no cluster started
+        with open_client(scheduler, workers) as client:
+            if not quiet:
+                err.print(dashboard_note(client), highlight=False)
+            with progress("traces", total=None, quiet=quiet) as bar:
+
+                def tick(n: int, total: int) -> None:
+                    bar.update(completed=n, total=total)
+
+                tally = run_fleet(
+                    client,
+                    traces,
+                    out_dir,
+                    options=options,
+                    worst=worst,
+                    retry_failed=retry_failed,
+                    on_progress=tick,
+                )
+        if not quiet:
+            err.print(
+                f"analyzed {tally.ran}: {tally.done} done, {len(tally.failed)} failed -> {out_dir}",
+                highlight=False,
+            )
+            for f in tally.failed[:20]:
+                err.print(
+                    f"  [red]failed[/] {escape(f['trace'])} ({f['stage']}): {escape(f['error'])}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+            if len(tally.failed) > 20:
+                err.print(f"  ... and {len(tally.failed) - 20} more (FLEET_DIR/failures)", highlight=False)
+        if tally.failed:
+            raise typer.Exit(EXIT_SOME_FAILED)
+
+    @fleet.command("report")
+    @handle_errors
+    def report_cmd(
+        fleet_dir: Annotated[Path, typer.Argument(help="A fleet folder written by `pvtrace fleet analyze`.")],
+        output: Annotated[
+            Path | None, typer.Option("-o", "--out", help="Write the HTML report here.")
+        ] = None,
+        top: Annotated[int, typer.Option("--top", min=1, help="Top offenders listed.")] = 10,
+        force: Annotated[bool, typer.Option("--force", help="Overwrite the report file.")] = False,
+    ) -> None:
+        """The fleet's waste per trace, host, VM and lock; top offenders; waste against each label; failures."""
+        from pvtrace.fleet.report import load_fleet, render_terminal, write_fleet_report
+
+        data = load_fleet(fleet_dir)
+        render_terminal(data, out, top=top)
+        if output is not None:
+            write_fleet_report(data, output, top=top, force=force)
+            out.print(f"Wrote {output}")

@@ -1,0 +1,136 @@
+"""The Dask engine: a LocalCluster of worker processes by default, or a running scheduler by
+address, and a bounded stream of tasks through it.
+
+Only a few tasks per worker are in flight at once and each finished future is released at
+once, so the client's memory stays flat however many traces or cells there are.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from pvtrace.errors import PvtraceError, UsageError
+
+WAIT_FOR_WORKERS_S = 600  # batch-queued workers (SLURM) may take minutes to join
+
+
+@dataclass
+class Job:
+    """One task: a unique key (the trace or cell id), a function importable on the workers, its args."""
+
+    key: str
+    fn: Callable[..., Any]
+    args: tuple
+
+
+@contextmanager
+def open_client(scheduler: str | None, workers: int | None, timeout_s: float = 10) -> Iterator[Any]:
+    """A Client: of a new LocalCluster (`workers` processes, one thread each; default one per
+    core), or of the scheduler at `scheduler` (reached within timeout_s; then waits for
+    `workers` workers, if given)."""
+    from distributed import Client, LocalCluster
+
+    if workers is not None and workers < 1:
+        raise UsageError(f"--workers must be at least 1, not {workers}")
+    if scheduler is not None:
+        try:
+            client = Client(scheduler, timeout=f"{timeout_s}s")
+        except (OSError, TimeoutError) as exc:
+            raise PvtraceError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
+        try:
+            if workers:
+                try:
+                    client.wait_for_workers(workers, timeout=WAIT_FOR_WORKERS_S)
+                except TimeoutError:
+                    joined = len(client.scheduler_info()["workers"])
+                    raise PvtraceError(
+                        f"only {joined} of {workers} workers joined {scheduler} in {WAIT_FOR_WORKERS_S} s"
+                    ) from None
+            yield client
+        finally:
+            client.close()
+        return
+    n = workers or os.cpu_count() or 1
+    with (
+        LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":8787",
+            silence_logs=logging.ERROR,
+            env=worker_env(n),
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def worker_env(n_workers: int) -> dict[str, str]:
+    """Each local worker's share of the cores for polars' thread pool (one task per worker), so
+    n workers do not run n x cores threads; a user's POLARS_MAX_THREADS wins."""
+    if "POLARS_MAX_THREADS" in os.environ:
+        return {}
+    return {"POLARS_MAX_THREADS": str(max(1, (os.cpu_count() or 1) // n_workers))}
+
+
+def dashboard_note(client: Any) -> str:
+    """Where the dashboard is (it needs bokeh on the scheduler's side)."""
+    link = getattr(client, "dashboard_link", None)
+    if not link:
+        return "dashboard: none"
+    try:
+        import bokeh  # noqa: F401
+    except ImportError:
+        return f"dashboard: {link} (needs `pip install bokeh` where the scheduler runs)"
+    return f"dashboard: {link}"
+
+
+def n_threads(client: Any) -> int:
+    try:
+        return max(1, sum(client.nthreads().values()))
+    except Exception:
+        return 1
+
+
+def run_jobs(
+    client: Any,
+    jobs: Iterable[Job],
+    on_done: Callable[[Job, Any, BaseException | None], None],
+    per_thread: int = 2,
+) -> None:
+    """Submit jobs, at most `per_thread` per worker thread ahead, calling on_done(job, result,
+    error) as each finishes (error: the task raised, or its workers kept dying: KilledWorker)."""
+    from distributed import as_completed
+
+    pending = iter(jobs)
+    running: dict[str, Job] = {}
+    done = as_completed()
+    exhausted = False
+
+    def fill() -> None:
+        # workers may join a running cluster later: the window follows their number
+        nonlocal exhausted
+        window = max(2, per_thread * n_threads(client))
+        while not exhausted and len(running) < window:
+            job = next(pending, None)
+            if job is None:
+                exhausted = True
+                return
+            running[job.key] = job
+            done.add(client.submit(job.fn, *job.args, key=job.key))
+
+    fill()
+    for future in done:
+        job = running.pop(future.key)
+        try:
+            result, error = future.result(), None
+        except Exception as exc:
+            result, error = None, exc
+        future.release()
+        on_done(job, result, error)
+        fill()

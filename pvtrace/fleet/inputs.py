@@ -1,0 +1,144 @@
+"""What a fleet analyzes: traces from files, folders, globs or a manifest, each with a stable id.
+
+A trace's id hashes what decides its result: pvtrace's version, the analysis options, its
+labels and, per input file, the absolute path, size and modification time (no file is read,
+so listing a fleet costs no I/O beyond a stat). A rerun with the same id is already done.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from pvtrace import __version__
+from pvtrace.errors import UsageError
+from pvtrace.ingest.vcpu_map import find_vcpu_map
+
+# Files in a trace folder that are not traces: sidecars, tables, reports, our own temporaries.
+_NOT_TRACES = (".json", ".csv", ".md", ".toml", ".html", ".partial", ".log")
+MANIFEST_PATH = "path"
+MANIFEST_GROUP = "trace"
+
+
+@dataclass(frozen=True)
+class TraceInput:
+    """One trace of the fleet: its files (several for one capture), a name and its labels."""
+
+    name: str
+    files: tuple[str, ...]
+    labels: dict[str, str] = field(default_factory=dict)
+    trace_id: str = ""
+
+    def with_id(self, options: dict) -> TraceInput:
+        return TraceInput(self.name, self.files, self.labels, trace_id(self, options))
+
+
+def trace_id(t: TraceInput, options: dict) -> str:
+    """sha256 of version, options, labels and each file's (path, size, mtime), its vCPU map side
+    file included; 16 hex digits."""
+    h = hashlib.sha256()
+    h.update(
+        json.dumps({"version": __version__, "options": options, "labels": t.labels}, sort_keys=True).encode()
+    )
+    sidecar = find_vcpu_map([Path(f) for f in t.files])  # read by ingest with the trace
+    for f in (*t.files, *([str(sidecar)] if sidecar else [])):
+        st = Path(f).stat()
+        h.update(f"\0{f}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def _is_manifest(path: Path) -> bool:
+    if path.suffix.lower() == ".csv":
+        return True
+    if path.suffix.lower() == ".parquet":
+        try:
+            names = pq.read_schema(path).names
+        except (OSError, ValueError):
+            return False
+        return MANIFEST_PATH in names and "ts" not in names
+    return False
+
+
+def read_manifest(path: Path) -> list[TraceInput]:
+    """A manifest: a `path` column (relative to the manifest), an optional `trace` column grouping
+    the files of one capture, and any other columns as labels (kept as text)."""
+    try:
+        if path.suffix.lower() == ".csv":
+            df = pl.read_csv(path, infer_schema=False)
+        else:
+            df = pl.read_parquet(path).with_columns(pl.all().cast(pl.String))
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise UsageError(f"{path}: cannot read the manifest: {str(exc).splitlines()[0]}") from None
+    if MANIFEST_PATH not in df.columns:
+        raise UsageError(f"{path}: a manifest needs a '{MANIFEST_PATH}' column (has {', '.join(df.columns)})")
+    if df[MANIFEST_PATH].null_count():
+        line = int(df[MANIFEST_PATH].is_null().arg_true()[0]) + 2
+        raise UsageError(f"{path}:{line}: empty path")
+    base = path.parent
+    df = df.with_columns(
+        pl.col(MANIFEST_PATH).map_elements(lambda p: str((base / p).resolve()), return_dtype=pl.String)
+    )
+    group = MANIFEST_GROUP if MANIFEST_GROUP in df.columns else MANIFEST_PATH
+    label_cols = [c for c in df.columns if c not in (MANIFEST_PATH, MANIFEST_GROUP)]
+    out = []
+    for key, rows in df.group_by(group, maintain_order=True):
+        files = tuple(rows[MANIFEST_PATH].to_list())
+        labels = {c: v for c in label_cols if (v := rows[c][0]) is not None}
+        name = str(key[0]) if group == MANIFEST_GROUP else Path(files[0]).name
+        out.append(TraceInput(name=name, files=files, labels=labels))
+    for t in out:
+        for f in t.files:
+            if not Path(f).is_file():
+                raise UsageError(f"{path}: trace {t.name}: no such file {f}")
+    return out
+
+
+def _folder_traces(folder: Path) -> list[Path]:
+    """Trace files under folder, leaving out hidden files, side files and pvtrace's own result
+    folders (a fleet or sweep folder inside the input folder is not a trace)."""
+    results = [p.parent for name in ("fleet.json", "sweep.json") for p in folder.rglob(name)]
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        and not p.name.lower().endswith(_NOT_TRACES)
+        and not any(p.is_relative_to(r) for r in results)
+    )
+
+
+def expand_inputs(inputs: list[str], options: dict) -> list[TraceInput]:
+    """Files, folders (every trace file inside), globs and manifests -> traces with ids, in order,
+    without duplicates (the same file named twice is one trace)."""
+    traces: list[TraceInput] = []
+    for raw in inputs:
+        p = Path(raw)
+        if p.is_dir():
+            traces += [
+                TraceInput(name=str(f.relative_to(p)), files=(str(f.resolve()),)) for f in _folder_traces(p)
+            ]
+        elif p.is_file():
+            if _is_manifest(p):
+                traces += read_manifest(p)
+            else:
+                traces.append(TraceInput(name=p.name, files=(str(p.resolve()),)))
+        elif glob.has_magic(raw):
+            hits = sorted(Path(h) for h in glob.glob(raw, recursive=True) if Path(h).is_file())
+            if not hits:
+                raise UsageError(f"{raw}: the pattern matches no file")
+            traces += [TraceInput(name=h.name, files=(str(h.resolve()),)) for h in hits]
+        else:
+            raise UsageError(f"{raw}: no such file or folder")
+    seen: dict[str, TraceInput] = {}
+    for t in traces:
+        t = t.with_id(options)
+        seen.setdefault(t.trace_id, t)
+    if not seen:
+        raise UsageError("no traces found in " + ", ".join(inputs))
+    return list(seen.values())

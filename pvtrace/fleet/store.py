@@ -1,0 +1,101 @@
+"""FLEET_DIR, the results dataset: one part folder per trace, one failure file per failed trace.
+
+    FLEET_DIR/fleet.json                  what was run last (inputs, options, version)
+    FLEET_DIR/traces/<id>/trace.parquet   one row: totals, fidelity, labels, span, --json summary
+    FLEET_DIR/traces/<id>/locks.parquet   waste_by_lock of that trace, tagged trace_id, trace
+    FLEET_DIR/traces/<id>/vms.parquet     waste_by_vm, tagged
+    FLEET_DIR/traces/<id>/incidents.parquet  the worst LHP and LWP incidents, tagged
+    FLEET_DIR/failures/<id>.parquet       one row: trace, files, stage, one-line error
+
+A part folder appears whole (it is renamed into place once complete), so a listing of
+traces/ is the set of finished traces, and any glob over it reads each trace once.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+
+from pvtrace import __version__
+from pvtrace.errors import UsageError
+from pvtrace.fleet.atomic import write_text_atomic
+
+TABLES = ("trace", "locks", "vms", "incidents")
+
+
+def parts_dir(root: Path) -> Path:
+    return root / "traces"
+
+
+def part_dir(root: Path, trace_id: str) -> Path:
+    return parts_dir(root) / trace_id
+
+
+def failures_dir(root: Path) -> Path:
+    return root / "failures"
+
+
+def _ids(folder: Path, suffix: str) -> set[str]:
+    if not folder.is_dir():
+        return set()
+    return {
+        p.name.removesuffix(suffix)
+        for p in folder.iterdir()
+        if not p.name.startswith(".") and p.name.endswith(suffix)
+    }
+
+
+def done_ids(root: Path) -> set[str]:
+    """Traces with a published part (a name listing: no file is read)."""
+    return _ids(parts_dir(root), "")
+
+
+def failed_ids(root: Path) -> set[str]:
+    return _ids(failures_dir(root), ".parquet")
+
+
+def prepare(root: Path, run_info: dict) -> None:
+    """Create FLEET_DIR (or reuse one of ours); refuse a folder that is something else."""
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"{root}: exists and is not a folder")
+    if root.is_dir() and any(root.iterdir()) and not (root / "fleet.json").is_file():
+        raise UsageError(f"{root}: not empty and not a fleet folder (no fleet.json); choose another -o")
+    parts_dir(root).mkdir(parents=True, exist_ok=True)
+    failures_dir(root).mkdir(parents=True, exist_ok=True)
+    write_text_atomic(
+        json.dumps({"pvtrace_version": __version__, **run_info}, indent=1) + "\n", root / "fleet.json"
+    )
+
+
+def scan(root: Path, table: str) -> pl.LazyFrame | None:
+    """One table over every finished trace (None when there is none); label columns a trace
+    lacks read as null."""
+    if table == "failures":
+        pattern = failures_dir(root) / "*.parquet"
+    else:
+        pattern = parts_dir(root) / "*" / f"{table}.parquet"
+    if not any(Path(root).glob(str(pattern.relative_to(root)))):
+        return None
+    return pl.scan_parquet(pattern, missing_columns="insert", extra_columns="ignore")
+
+
+def read(root: Path, table: str) -> pl.DataFrame:
+    """scan() collected; an empty frame when nothing is there."""
+    lf = scan(root, table)
+    if lf is None:
+        return pl.DataFrame()
+    if table in ("trace", "failures"):
+        # columns of every part (label sets may differ between traces)
+        files = sorted(
+            failures_dir(root).glob("*.parquet")
+            if table == "failures"
+            else parts_dir(root).glob(f"*/{table}.parquet")
+        )
+        return pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")
+    return lf.collect()
+
+
+def is_fleet(root: Path) -> bool:
+    return (root / "fleet.json").is_file()

@@ -1,0 +1,136 @@
+"""`pvtrace fleet report` and `pvtrace sweep report`: terminal summary, offline pages that render,
+and numbers that follow from the parts (tasks run in process here: the clusters are tested
+in test_fleet_analyze.py and test_sweep.py)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from pvtrace.cli.app import app
+from pvtrace.fleet import store
+from pvtrace.fleet.cells import cell_task
+from pvtrace.fleet.grid import grid_from_dict
+from pvtrace.fleet.inputs import TraceInput
+from pvtrace.fleet.report import load_fleet, render_terminal
+from pvtrace.fleet.sweep import prepare as prepare_sweep
+from pvtrace.fleet.sweep import write_results
+from pvtrace.fleet.sweep_report import gains
+from pvtrace.fleet.tasks import analyze_trace
+from pvtrace.simulate.scenario import load_preset
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "report"))
+from chromium import check_page, chromium_path, count_specs
+
+runner = CliRunner()
+OPTIONS = {"format": "auto", "lock_kind": None, "strict": False}
+
+
+@pytest.fixture(scope="module")
+def fleet_dir(trace_dir, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("fleet-report") / "fleet"
+    store.prepare(root, {})
+    labels = {
+        "seed.parquet": {"host": "h1", "overcommit": "1"},
+        "lhp.parquet": {"host": "h2", "overcommit": "2"},
+        "host.perf": {"host": "h2", "overcommit": "2"},
+        "corrupt.txt": {"host": "h3", "overcommit": "3"},
+    }
+    for name, lab in labels.items():
+        t = TraceInput(name, (str(trace_dir / name),), lab).with_id(OPTIONS)
+        analyze_trace(t, str(root), OPTIONS, 5)
+    return root
+
+
+def test_fleet_terminal_summary_names_offenders_and_failures(fleet_dir):
+    data = load_fleet(fleet_dir)
+    console = Console(record=True, width=250)
+    render_terminal(data, console, top=5)
+    text = console.export_text()
+    traces = data.traces
+    worst = traces.sort("waste_ns", descending=True, nulls_last=True).row(0, named=True)
+    assert "3 traces analyzed" in text and "1 failed" in text
+    assert "waste unavailable for 1 trace(s)" in text  # the host-only perf trace: not drawn as 0
+    first_row = next(line for line in text.splitlines() if ".parquet" in line and "pvtrace report" in line)
+    assert worst["trace"] in first_row and f"pvtrace report {worst['files'][0]}" in first_row
+    assert "failed corrupt.txt (ingest)" in text
+    assert "[cpu]" in text or "not a trace" in text  # the error's own text, not eaten as markup
+    total = int(traces["waste_ns"].drop_nulls().sum())
+    from pvtrace.report.labels import fmt_ns
+
+    assert f"over 2 traces: {fmt_ns(total)}" in text
+
+
+def test_fleet_report_page(fleet_dir, tmp_path):
+    page = tmp_path / "fleet.html"
+    res = runner.invoke(app, ["fleet", "report", str(fleet_dir), "-o", str(page)])
+    assert res.exit_code == 0, res.output
+    html = page.read_text()
+    assert "Waste against labels" in html and "overcommit" in html and "corrupt.txt" in html
+    assert (
+        "http://" not in html.split("<footer>")[0].split("</script>")[-1]
+    )  # no remote resources after scripts
+    res = runner.invoke(app, ["fleet", "report", str(fleet_dir), "-o", str(page)])
+    assert res.exit_code != 0 and "exists" in res.output  # never overwritten without --force
+    if chromium_path() is None:
+        pytest.skip("chromium is not installed")
+    n = count_specs(page)
+    assert n >= 4 and check_page(page).problems(n) == []
+
+
+def test_not_a_fleet_folder(tmp_path):
+    res = runner.invoke(app, ["fleet", "report", str(tmp_path)])
+    assert res.exit_code == 2 and "not a fleet folder" in res.output
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("sweep-report") / "sweep"
+    raw = {
+        "sweep": {"seeds": 2, "analyze": False},
+        "vm": {"count": [1, 2], "ops": 150},
+        "lock": {"algorithm": ["ticket", "pv-ticket"]},
+        "hypervisor": {"kick_latency_ns": [1_000, 5_000]},
+    }
+    grid = grid_from_dict(raw, "g", None, load_preset("seed-table"))
+    prepare_sweep(root, grid)
+    cells = grid.cells()
+    for c in cells:
+        assert cell_task(c, str(root), grid.analyze, grid.view)["status"] == "done"
+    write_results(root, cells)
+    return root
+
+
+def test_gain_pairs_each_run_with_its_baseline_seed(sweep_dir):
+    results = pl.read_parquet(sweep_dir / "results.parquet")
+    params = ["vm.count", "lock.algorithm", "hypervisor.kick_latency_ns"]
+    g = gains(results, params, ("lock.algorithm", "ticket"))
+    assert g.height == 8 and set(g["lock.algorithm"]) == {"pv-ticket"}
+    r = g.row(0, named=True)
+    base = results.filter(
+        (pl.col("lock.algorithm") == "ticket")
+        & (pl.col("vm.count") == r["vm.count"])
+        & (pl.col("hypervisor.kick_latency_ns") == r["hypervisor.kick_latency_ns"])
+        & (pl.col("seed") == r["seed"])
+    )["completion_mean_ns"].item()
+    assert r["gain_pct"] == pytest.approx((base - r["completion_mean_ns"]) / base * 100)
+
+
+def test_sweep_report_page(sweep_dir, tmp_path):
+    page = tmp_path / "sweep.html"
+    res = runner.invoke(
+        app, ["sweep", "report", str(sweep_dir), "-o", str(page), "--x", "hypervisor.kick_latency_ns"]
+    )
+    assert res.exit_code == 0, res.output
+    assert "x = hypervisor.kick_latency_ns, y = vm.count, baseline = lock.algorithm=ticket" in res.output
+    res = runner.invoke(app, ["sweep", "report", str(sweep_dir), "-o", str(page), "--force", "--x", "nope"])
+    assert res.exit_code == 2 and "--x nope" in res.output
+    if chromium_path() is None:
+        pytest.skip("chromium is not installed")
+    n = count_specs(page)
+    assert n == 4 and check_page(page).problems(n) == []
