@@ -95,7 +95,7 @@ def steal_samples(
         steal = mine.filter(pl.col("state") == "preempted")
         if runs.is_empty():
             continue
-        wanted = list(range(t_start, t_end, interval)) + [t_end - 1]
+        wanted = [*range(t_start, t_end, interval), t_end - 1]
         for t in wanted:
             on = runs.filter((pl.col("start") <= t) & (pl.col("end") > t))
             if on.height:
