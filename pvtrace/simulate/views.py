@@ -17,7 +17,7 @@ import polars as pl
 from pvtrace.errors import UsageError
 from pvtrace.guest_signals import TICK_EVENTS
 from pvtrace.schema import conform_events
-from pvtrace.simulate.ticks import guest_signal_events
+from pvtrace.simulate.ticks import GUEST_HZ, guest_signal_events
 from pvtrace.trace import Trace
 
 VIEWS: tuple[str, ...] = ("full", "host", "guest", "merged")
@@ -64,11 +64,12 @@ def contended_acquire(events: pl.DataFrame) -> pl.Series:
     return indexed["_row"].is_in(contended_rows.implode()).alias("contended")
 
 
-def select_view(trace: Trace, view: str) -> Trace:
+def select_view(trace: Trace, view: str, *, guest_hz: int = GUEST_HZ) -> Trace:
     """The events of `trace` that `view` (full, host, guest, merged) can see, in the same order.
 
     Guest-side events lose their pCPU (a guest tracer cannot know the host CPU);
-    every other column is kept as the simulator wrote it.
+    every other column is kept as the simulator wrote it. A guest view of a full run
+    also holds the guest's ticks (at `guest_hz`) and steal samples.
     """
     if view not in VIEWS:
         raise UsageError(f"unknown view {view!r}; choose one of {', '.join(VIEWS)}")
@@ -92,15 +93,15 @@ def select_view(trace: Trace, view: str) -> Trace:
             .alias("pcpu")
         )
     if view == "guest" and trace.meta.view == "full":
-        events = _with_guest_signals(events, trace)
+        events = _with_guest_signals(events, trace, guest_hz)
     meta = dataclasses.replace(trace.meta, view=view)
     return Trace(events=events, meta=meta)
 
 
-def _with_guest_signals(seen: pl.DataFrame, full: Trace) -> pl.DataFrame:
+def _with_guest_signals(seen: pl.DataFrame, full: Trace, hz: int) -> pl.DataFrame:
     """The guest view plus the ticks and steal samples a guest capture logs (as `other` events,
     numbered after the run's own events so every row keeps a distinct seq)."""
-    signals = guest_signal_events(full)
+    signals = guest_signal_events(full, hz)
     if signals.is_empty():
         return seen
     first_seq = int(full.events["seq"].max() or 0) + 1

@@ -1,0 +1,161 @@
+"""How close the guest-inferred level gets to the truth, from guest-view ftrace text.
+
+Each run is simulated, rendered as each VM's guest ftrace file (lock contention, ticks,
+steal samples: what `pvtrace record --guest` captures in one VM), ingested and analyzed
+with default options, one VM at a time (a tenant sees one VM; each file is on its guest
+clock, shifted back to the host clock here to match the truth's incidents).
+
+    python tests/analyze/guest_accuracy_cases.py > /tmp/guest-accuracy.md   (the table of docs/accuracy.md)
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from functools import cache
+from pathlib import Path
+
+import polars as pl
+
+from pvtrace.analyze import analyze
+from pvtrace.analyze.accuracy import harmful_lhp_counts, pooled, relative_error, scores_of
+from pvtrace.ingest.load import load
+from pvtrace.simulate.render import to_ftrace
+from pvtrace.simulate.render.identities import hashed_lock_addresses
+from pvtrace.simulate.run import simulate_trace
+from pvtrace.simulate.scenario import Scenario, load_preset
+from pvtrace.simulate.ticks import GUEST_HZ, state_intervals
+from pvtrace.simulate.views import select_view
+
+ALGORITHMS = ("tas", "ticket", "pv-ticket", "pv-qspinlock")
+PRESETS = ("lhp-demo", "overcommit-2x", "seed-table")
+TOTALS = ("waste_lhp_ns", "spin_ns", "wait_preempted_ns", "wait_halted_ns")
+
+
+def _shifted(table: pl.DataFrame, offset: int, locks: dict[int, int]) -> pl.DataFrame:
+    """Incidents of a guest file back on the host clock, with the simulator's lock ids."""
+    return table.with_columns(
+        pl.col("start") + offset,
+        pl.col("end") + offset,
+        pl.col("lock").replace_strict(locks, default=None, return_dtype=pl.UInt64),
+    )
+
+
+def guest_run(scenario: Scenario, seed: int, hz: int = GUEST_HZ, lock_kind: str | None = None) -> dict:
+    """One run: harmful-LHP match counts and found/true totals, summed over the VMs' guest files."""
+    trace, truth = simulate_trace(scenario, seed=seed)
+    view = select_view(trace, "guest", guest_hz=hz)
+    offsets = trace.meta.clock.get("guest_offset_ns") or {}
+    hashed = hashed_lock_addresses(trace.events.filter(pl.col("lock").is_not_null()).select("vm", "lock"))
+    found: dict[str, int | None] = dict.fromkeys((*TOTALS, "preempted_ns"), 0)
+    lhp_found = []
+    levels, limited = set(), []
+    with tempfile.TemporaryDirectory() as tmp:
+        for vm in trace.meta.vms:
+            path = Path(tmp) / f"g-{vm}.txt"
+            with path.open("w") as out:
+                to_ftrace(view, out, side="guest", vm=vm)
+            result = analyze(load([path], vm_name=vm), lock_kind=lock_kind)
+            s = result.summary
+            levels.add(s.extra["level"])
+            info = s.extra.get("guest_preemption") or {}
+            if info.get("limited"):
+                limited.append(info["limited"])
+            for k in TOTALS:
+                found[k] = None if found[k] is None or k not in s.totals else found[k] + s.totals[k]
+            found["preempted_ns"] += int(info.get("preempted_ns") or 0)
+            mine = hashed.filter(pl.col("vm") == vm)
+            locks = dict(zip([int(h, 16) for h in mine["hashed"]], mine["lock"].to_list(), strict=True))
+            lhp_found.append(_shifted(result.table("lhp_incidents"), int(offsets.get(vm, 0)), locks))
+    t = truth.summary.totals
+    iv = state_intervals(trace.events, truth.t_end)
+    true = {k: t[k] for k in TOTALS}
+    true["preempted_ns"] = int(iv.filter(pl.col("state") == "preempted").select(pl.col("end") - pl.col("start")).sum().item())
+    lhp = pl.concat(lhp_found).with_columns(pl.col("vm").cast(pl.String))
+    return {
+        "seed": seed,
+        "levels": sorted(levels),
+        "limited": limited,
+        "lhp": harmful_lhp_counts(lhp, truth.lhp_incidents.with_columns(pl.col("vm").cast(pl.String))),
+        "found": found,
+        "true": true,
+    }
+
+
+@cache
+def figures(
+    kind: str, name: str, algorithm: str | None, seeds: tuple[int, ...], hz: int = GUEST_HZ, lock_kind: str | None = None
+) -> dict:
+    """Pooled figures of one case: kind "preset" (name = preset) or "workload" (accuracy_cases)."""
+    if kind == "preset":
+        base = load_preset(name)
+    else:
+        from accuracy_cases import scenario
+
+        base = scenario(name, algorithm, 3)
+    if algorithm is not None and kind == "preset":
+        base = base.replace(lock={"algorithm": algorithm})
+    rs = [guest_run(base, seed, hz, lock_kind) for seed in seeds]
+    lhp = scores_of(pooled([r["lhp"] for r in rs]))
+
+    def err(key: str) -> float | None:
+        values = [r["found"][key] for r in rs]
+        if any(v is None for v in values):
+            return None
+        e = relative_error(sum(values), sum(r["true"][key] for r in rs))
+        return None if e is None else round(e, 4)
+
+    return {
+        "n_runs": len(rs),
+        "levels": sorted({lvl for r in rs for lvl in r["levels"]}),
+        "limited": any(r["limited"] for r in rs),
+        "n_true": lhp["n_true"],
+        "n_found": lhp["n_found"],
+        "precision": round(lhp["precision"], 4),
+        "recall": round(lhp["recall"], 4),
+        "waste_lhp_err": err("waste_lhp_ns"),
+        "spin_err": err("spin_ns"),
+        "wait_preempted_err": err("wait_preempted_ns"),
+        "preempted_err": err("preempted_ns"),
+        "true_waste_lhp_ms": round(sum(r["true"]["waste_lhp_ns"] for r in rs) / 1e6, 1),
+    }
+
+
+def _pct(v: float | None) -> str:
+    return "unavailable" if v is None else f"{100 * v:+.1f}%"
+
+
+def table(rows: list[tuple[str, str, str, tuple[int, ...], int]]) -> str:
+    out = [
+        "| case | lock | HZ | runs (seeds) | harmful LHP (true) | precision | recall | LHP waste | spin | "
+        "preempted wait | preempted time |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for kind, name, algo, seeds, hz in rows:
+        f = figures(kind, name, algo, seeds, hz)
+        span = f"{seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else str(seeds[0])
+        if f["limited"]:
+            cells = ["unavailable"] * 5 + [_pct(f["preempted_err"])]
+        else:
+            cells = [
+                f"{100 * f['precision']:.1f}%",
+                f"{100 * f['recall']:.1f}%",
+                _pct(f["waste_lhp_err"]),
+                _pct(f["spin_err"]),
+                _pct(f["wait_preempted_err"]),
+                _pct(f["preempted_err"]),
+            ]
+        lead = [name, algo or "(preset)", str(hz), f"{f['n_runs']} ({span})", str(f["n_true"])]
+        out.append("| " + " | ".join(lead + cells) + " |")
+    return "\n".join(out)
+
+
+DOC_ROWS: list[tuple[str, str, str | None, tuple[int, ...], int]] = [
+    *[("preset", p, None, (1, 2, 3), GUEST_HZ) for p in PRESETS],
+    *[("workload", w, a, (21, 22), GUEST_HZ) for w in ("no-ple", "ple") for a in ALGORITHMS],
+    ("preset", "lhp-demo", None, (1, 2, 3), 250),
+]
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).parent))
+    print(table(DOC_ROWS))
