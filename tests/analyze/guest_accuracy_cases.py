@@ -70,7 +70,9 @@ def guest_run(scenario: Scenario, seed: int, hz: int = GUEST_HZ, lock_kind: str 
     t = truth.summary.totals
     iv = state_intervals(trace.events, truth.t_end)
     true = {k: t[k] for k in TOTALS}
-    true["preempted_ns"] = int(iv.filter(pl.col("state") == "preempted").select(pl.col("end") - pl.col("start")).sum().item())
+    true["preempted_ns"] = int(
+        iv.filter(pl.col("state") == "preempted").select(pl.col("end") - pl.col("start")).sum().item()
+    )
     lhp = pl.concat(lhp_found).with_columns(pl.col("vm").cast(pl.String))
     return {
         "seed": seed,
@@ -84,7 +86,12 @@ def guest_run(scenario: Scenario, seed: int, hz: int = GUEST_HZ, lock_kind: str 
 
 @cache
 def figures(
-    kind: str, name: str, algorithm: str | None, seeds: tuple[int, ...], hz: int = GUEST_HZ, lock_kind: str | None = None
+    kind: str,
+    name: str,
+    algorithm: str | None,
+    seeds: tuple[int, ...],
+    hz: int = GUEST_HZ,
+    lock_kind: str | None = None,
 ) -> dict:
     """Pooled figures of one case: kind "preset" (name = preset) or "workload" (accuracy_cases)."""
     if kind == "preset":
