@@ -23,7 +23,7 @@ from pvtrace.analyze.result import TABLE_SCHEMAS, Analysis
 from pvtrace.analyze.summary import build_summary
 from pvtrace.analyze.vcpu_states import build_states, state_changes, vcpu_states_table
 from pvtrace.guest_signals import TICK_EVENTS
-from pvtrace.trace import Trace, TraceMeta, read_meta, read_trace, scan_events
+from pvtrace.trace import Trace, TraceMeta, read_meta, read_trace
 
 STEPS = (
     "prepare",
@@ -77,7 +77,9 @@ def analyze_parquet(
 
 
 def _guest_ticks_without_states(path: Path | str) -> bool:
-    scan = scan_events(path).select("kind", "event")
+    if "event" not in pl.read_parquet_schema(path):  # not from pvtrace: no tick events
+        return False
+    scan = pl.scan_parquet(path).select("kind", "event")
     states = scan.filter(pl.col("kind").cast(pl.String).is_in(list(GUEST_STATE_KINDS))).head(1).collect()
     if states.height:
         return False
@@ -185,6 +187,9 @@ def _run(prep: Prepared, progress: Callable[[str], None] | None) -> Analysis:
         extra=extra,
     )
     tables = _blank_unavailable(tables, summary.fidelity)
+    if caps.guest_limited:  # the guest's ticks cannot place the preemptions: no incident is evidence
+        for name in ("lhp_incidents", "lwp_incidents", "convoys", "holds"):
+            tables[name] = tables[name].clear()
     done("summary")
     return Analysis(tables=tables, summary=summary)
 

@@ -43,6 +43,7 @@ from pvtrace.errors import RecordError, UsageError
 from pvtrace.record.events import SPIN_STACK_TRIGGER, STACK_EVENT, Mode
 from pvtrace.record.inventory import Coverage, Inventory, coverage, inventory
 from pvtrace.record.preflight import Plan, Problem, preflight
+from pvtrace.record.steal import StealSampler
 from pvtrace.record.tracefs import MOUNTS, CpuStats, Instance, Tracefs, find_tracefs, unmount_tracefs
 from pvtrace.record.vcpu_map import (
     PROC,
@@ -430,6 +431,7 @@ def _record_planned(
     stacktrace = False
     failed = True
     outputs: dict[str, Path] = {}
+    sampler: StealSampler | None = None
     try:
         instance = plan.tracefs.create_instance(req.instance or f"pvtrace-{os.getpid()}")
         instance.set_tracing(False)
@@ -443,9 +445,14 @@ def _record_planned(
         t0 = time.monotonic_ns()
         signals.recording = True
         instance.set_tracing(True)
+        if req.mode == "guest":
+            sampler = StealSampler(instance.path / "trace_marker", proc_root)
+            sampler.start()
         if req.command:
             proc = subprocess.Popen(req.command)
         ended_by = _wait(req, proc, signals, notify, progress)
+        if sampler is not None:
+            sampler.stop()
         instance.set_tracing(False)
         signals.recording = False
         wall_ns = time.monotonic_ns() - t0
@@ -459,6 +466,12 @@ def _record_planned(
         inv = _save_text(instance.trace_path, paths, progress)
         outputs["text"] = paths.text
         notes = []
+        if sampler is not None:
+            notes.append(
+                f"steal samples written into the trace: {sampler.n_written}"
+                if sampler.error is None
+                else f"warning: steal samples stopped after {sampler.n_written}: {sampler.error}"
+            )
         vcpus = merge_maps(*maps) if maps else pl.DataFrame(schema=VCPU_MAP_SCHEMA)
         if req.trace_dat:
             note, written = _save_dat(instance, paths.dat)
@@ -497,6 +510,8 @@ def _record_planned(
         return result
     finally:
         signals.recording = False
+        if sampler is not None:
+            sampler.halt()
         if proc is not None and proc.poll() is None:
             _stop_command(proc)
         if failed:
