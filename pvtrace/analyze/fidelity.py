@@ -49,6 +49,7 @@ class Capabilities:
     kicks: bool  # pv_kick (or the host exits they come with)
     guest_states: bool = False  # the vCPU states were inferred from guest ticks (no host trace)
     guest_limited: str | None = None  # why those states cannot place the preemptions, if they cannot
+    guest_halting: str | None = None  # why spin cannot be told from pv halting at that level, if it cannot
 
     @property
     def level(self) -> str:
@@ -76,6 +77,7 @@ def capabilities(prep: Prepared) -> Capabilities:
     return Capabilities(
         guest_states=guest is not None,
         guest_limited=guest.limited if guest is not None else None,
+        guest_halting=guest.halting if guest is not None else None,
         states=has("vcpu_run", "vcpu_preempt", "vcpu_halt"),
         waits=has("lock_contend", "lock_acquire"),
         holds=has("lock_release") or full_sim,
@@ -108,6 +110,16 @@ HOLDER_KEYS = (
 
 
 HOST_ESTIMATES = ("spin_ns",)
+# What needs spin told apart from halting (guest-inferred level with pv waiters that halt).
+SPIN_DEPENDENT = (
+    *SPLIT_KEYS,
+    "spin_ns",
+    "wait_halted_ns",
+    "n_lhp_harmful",
+    *LWP_KEYS,
+    "n_convoys",
+    "convoy_len_max",
+)
 
 
 def plan(
@@ -152,6 +164,8 @@ def plan(
         elif key in STATE_KEYS or (level == "guest-inferred" and key in HOLDER_KEYS):
             if level == "guest-inferred" and caps.guest_limited:
                 lack(key, GUEST_TICKS, caps.guest_limited)
+            elif level == "guest-inferred" and caps.guest_halting and key in SPIN_DEPENDENT:
+                lack(key, GUEST_TICKS, caps.guest_halting)
             elif level == "guest-inferred" and key == "n_lhp":
                 lack(key, GUEST_HOLDS, holds_cmd)
             elif level == "guest-inferred":

@@ -27,6 +27,8 @@ from pvtrace.schema import KIND_PRIORITY, conform_events
 STATE_KINDS = ("vcpu_run", "vcpu_preempt", "vcpu_halt", "vcpu_wake")
 HZ_MATCH = 0.03  # a tick interval within 3% of 1/HZ counts for that HZ
 MIN_COVERAGE = 0.75  # ticks must see this share of the steal time, or the level is out of its depth
+MAX_SHORT_SHARE = 0.10  # more not-running intervals under two ticks than this: the ticks are too coarse
+HALTED_SHARE = 0.05  # more of the silence than this inside waits not being steal: waiters halt
 MIN_STEAL_UNITS = 3  # per vCPU on average: less steal than this is too coarse to judge coverage
 
 
@@ -44,7 +46,9 @@ class GuestPreemption:
     steal_ns: int | None = None  # from the steal samples, between the first and last
     steal_unit_ns: int | None = None
     steal_coverage: float | None = None  # not-running time seen by ticks / steal, over the sample window
+    short_share: float | None = None  # share of the intervals shorter than two ticks
     limited: str | None = None  # why the ticks cannot resolve the preemptions, when they cannot
+    halting: str | None = None  # why spin cannot be told from halting (pv waiters), when it cannot
     notes: list[str] = field(default_factory=list)
 
     def as_extra(self) -> dict:
@@ -306,9 +310,19 @@ def infer(events: pl.DataFrame, t_end: int) -> tuple[pl.DataFrame, GuestPreempti
         )
         per_vcpu = steal.join(per_vcpu, on=["vm", "vcpu"], how="left").fill_null(0)
         # the counters are floored to USER_HZ units: the steal in the window may be up to one unit more
-        share = ((pl.col("steal_ns") + pl.col("unit_ns") - pl.col("sure")) / pl.col("amb")).clip(0.0, 1.0)
-        per_vcpu = per_vcpu.with_columns(pl.when(pl.col("amb") > 0).then(share).otherwise(1.0).alias("f"))
-        gaps = gaps.join(per_vcpu.select("vm", "vcpu", "f"), on=["vm", "vcpu"], how="left")
+        budget = pl.col("steal_ns") + pl.col("unit_ns")
+        share = ((budget - pl.col("sure")) / pl.col("amb")).clip(0.0, 1.0)
+        # gaps outside lock waits beyond the steal were not preemption either (idle without a
+        # sched_switch, a long stretch with interrupts off): the preempted share of them
+        sure_share = (budget / pl.col("sure")).clip(0.0, 1.0)
+        per_vcpu = per_vcpu.with_columns(
+            pl.when(pl.col("amb") > 0).then(share).otherwise(1.0).alias("f"),
+            pl.when(pl.col("sure") > 0).then(sure_share).otherwise(1.0).alias("f_sure"),
+        )
+        gaps = gaps.join(per_vcpu.select("vm", "vcpu", "f", "f_sure"), on=["vm", "vcpu"], how="left")
+        gaps = gaps.with_columns(pl.when(pl.col("ambiguous")).then("f").otherwise("f_sure").alias("f")).drop(
+            "f_sure"
+        )
         total_steal = int(per_vcpu["steal_ns"].sum())
         seen = int((per_vcpu["sure"] + per_vcpu["amb"]).sum())
         info.steal_ns, info.steal_unit_ns = total_steal, int(steal["unit_ns"].max())
@@ -325,20 +339,32 @@ def infer(events: pl.DataFrame, t_end: int) -> tuple[pl.DataFrame, GuestPreempti
     else:
         gaps = gaps.with_columns(pl.lit(1.0).alias("f"))
         info.notes.append("no steal samples: not-running time inside lock waits is taken as preempted")
-        if gaps.height and gaps.select((pl.col("end") - pl.col("start")).median()).item() < 2 * period:
-            info.limited = (
-                f"the not-running intervals the guest ticks show (HZ={info.hz}) last under two ticks "
-                "(median): preemptions are too short for the tick period to place"
-            )
+    short = (
+        gaps.select(((pl.col("end") - pl.col("start")) < 2 * period).mean()).item() if gaps.height else None
+    )
+    info.short_share = None if short is None else round(short, 4)
+    if info.limited is None and short is not None and short > MAX_SHORT_SHARE:
+        info.limited = (
+            f"{100 * short:.0f}% of the not-running intervals the guest ticks show (HZ={info.hz}) last under "
+            "two ticks: the host preempts this guest in stretches too short for the tick period to place, "
+            "and the shorter ones leave no trace at all (their time would pass for spin); a guest kernel "
+            "with a higher CONFIG_HZ, or a host trace, can"
+        )
     gaps = gaps.with_columns(pl.col("f").fill_null(1.0))
     dur = pl.col("end") - pl.col("start")
-    halted = pl.when(pl.col("ambiguous")).then((dur * (1 - pl.col("f"))).round().cast(pl.Int64)).otherwise(0)
+    halted = (dur * (1 - pl.col("f"))).round().cast(pl.Int64)
     gaps = gaps.with_columns(halted.alias("halted_ns"))
     info.n_intervals = gaps.height
     info.not_running_ns = int(gaps.select(dur.sum()).item() or 0)
     info.not_running_lo_ns = int(gaps.select((pl.col("end") - pl.col("start_hi")).sum()).item() or 0)
     info.not_running_hi_ns = int(gaps.select((pl.col("end") - pl.col("start_lo")).sum()).item() or 0)
     info.preempted_ns = info.not_running_ns - int(gaps["halted_ns"].sum() or 0)
+    halted = info.not_running_ns - info.preempted_ns
+    if info.steal_unit_ns and halted > max(HALTED_SHARE * info.not_running_ns, 2 * info.steal_unit_ns):
+        info.halting = (
+            f"lock waiters halt (pv spinlocks: {halted / 1e6:.1f} ms of the vCPUs' silence inside lock waits "
+            "is not steal): a halt shorter than a tick leaves no trace, so spin cannot be told from halting"
+        )
     return _state_events(events, gaps), info
 
 

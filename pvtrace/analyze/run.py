@@ -187,7 +187,8 @@ def _run(prep: Prepared, progress: Callable[[str], None] | None) -> Analysis:
         extra=extra,
     )
     tables = _blank_unavailable(tables, summary.fidelity)
-    if caps.guest_limited:  # the guest's ticks cannot place the preemptions: no incident is evidence
+    if caps.guest_limited or caps.guest_halting:  # the guest's ticks cannot place the preemptions or
+        # tell spin from halting: no incident is evidence
         for name in ("lhp_incidents", "lwp_incidents", "convoys", "holds"):
             tables[name] = tables[name].clear()
     done("summary")

@@ -59,8 +59,8 @@ def guest_run(scenario: Scenario, seed: int, hz: int = GUEST_HZ, lock_kind: str 
             s = result.summary
             levels.add(s.extra["level"])
             info = s.extra.get("guest_preemption") or {}
-            if info.get("limited"):
-                limited.append(info["limited"])
+            if info.get("limited") or info.get("halting"):
+                limited.append(info.get("limited") or info["halting"])
             for k in TOTALS:
                 found[k] = None if found[k] is None or k not in s.totals else found[k] + s.totals[k]
             found["preempted_ns"] += int(info.get("preempted_ns") or 0)
@@ -132,14 +132,14 @@ def _pct(v: float | None) -> str:
     return "unavailable" if v is None else f"{100 * v:+.1f}%"
 
 
-def table(rows: list[tuple[str, str, str, tuple[int, ...], int]]) -> str:
+def table(rows: list[tuple[str, str, str | None, tuple[int, ...], int, str | None]]) -> str:
     out = [
-        "| case | lock | HZ | runs (seeds) | harmful LHP (true) | precision | recall | LHP waste | spin | "
-        "preempted wait | preempted time |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| case | lock | HZ | --lock-kind | runs (seeds) | harmful LHP (true) | precision | recall | LHP waste | "
+        "spin | preempted wait | preempted time |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for kind, name, algo, seeds, hz in rows:
-        f = figures(kind, name, algo, seeds, hz)
+    for kind, name, algo, seeds, hz, lock_kind in rows:
+        f = figures(kind, name, algo, seeds, hz, lock_kind)
         span = f"{seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else str(seeds[0])
         if f["limited"]:
             cells = ["unavailable"] * 5 + [_pct(f["preempted_err"])]
@@ -152,15 +152,31 @@ def table(rows: list[tuple[str, str, str, tuple[int, ...], int]]) -> str:
                 _pct(f["wait_preempted_err"]),
                 _pct(f["preempted_err"]),
             ]
-        lead = [name, algo or "(preset)", str(hz), f"{f['n_runs']} ({span})", str(f["n_true"])]
+        lead = [
+            name,
+            algo or "ticket",
+            str(hz),
+            lock_kind or "(default)",
+            f"{f['n_runs']} ({span})",
+            str(f["n_true"]),
+        ]
         out.append("| " + " | ".join(lead + cells) + " |")
     return "\n".join(out)
 
 
-DOC_ROWS: list[tuple[str, str, str | None, tuple[int, ...], int]] = [
-    *[("preset", p, None, (1, 2, 3), GUEST_HZ) for p in PRESETS],
-    *[("workload", w, a, (21, 22), GUEST_HZ) for w in ("no-ple", "ple") for a in ALGORITHMS],
-    ("preset", "lhp-demo", None, (1, 2, 3), 250),
+def _kind(algorithm: str | None) -> str:
+    return "unfair" if algorithm == "tas" else "fifo"
+
+
+DOC_ROWS: list[tuple[str, str, str | None, tuple[int, ...], int, str | None]] = [
+    *[("preset", p, None, (1, 2, 3), GUEST_HZ, k) for p in PRESETS for k in (None, "fifo")],
+    ("preset", "lhp-demo", None, (1, 2, 3), 250, None),
+    *[
+        ("workload", w, a, (21, 22), GUEST_HZ, k)
+        for w in ("no-ple", "ple")
+        for a in ALGORITHMS
+        for k in (None, _kind(a))
+    ],
 ]
 
 if __name__ == "__main__":
