@@ -27,6 +27,7 @@ from pvtrace.schema import KIND_PRIORITY, conform_events
 STATE_KINDS = ("vcpu_run", "vcpu_preempt", "vcpu_halt", "vcpu_wake")
 HZ_MATCH = 0.03  # a tick interval within 3% of 1/HZ counts for that HZ
 MIN_COVERAGE = 0.75  # ticks must see this share of the steal time, or the level is out of its depth
+MIN_INTERVALS = 5  # fewer intervals than this say little about how long the host's slices are
 MAX_SHORT_SHARE = 0.10  # more not-running intervals under two ticks than this: the ticks are too coarse
 HALTED_SHARE = 0.05  # more of the silence than this inside waits not being steal: waiters halt
 MIN_STEAL_UNITS = 3  # per vCPU on average: less steal than this is too coarse to judge coverage
@@ -343,7 +344,12 @@ def infer(events: pl.DataFrame, t_end: int) -> tuple[pl.DataFrame, GuestPreempti
         gaps.select(((pl.col("end") - pl.col("start")) < 2 * period).mean()).item() if gaps.height else None
     )
     info.short_share = None if short is None else round(short, 4)
-    if info.limited is None and short is not None and short > MAX_SHORT_SHARE:
+    if (
+        info.limited is None
+        and short is not None
+        and gaps.height >= MIN_INTERVALS
+        and short > MAX_SHORT_SHARE
+    ):
         info.limited = (
             f"{100 * short:.0f}% of the not-running intervals the guest ticks show (HZ={info.hz}) last under "
             "two ticks: the host preempts this guest in stretches too short for the tick period to place, "

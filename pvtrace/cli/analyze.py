@@ -100,6 +100,14 @@ def render_summary(a: Analysis, sources: list[str]) -> None:
         f"{x.get('n_vcpus', 0)} vCPUs  {x.get('n_locks', 0)} locks",
         highlight=False,
     )
+    if g := x.get("guest_preemption"):  # the guest-inferred level: what the guest's ticks and steal showed
+        steal = "no steal samples" if g["steal_ns"] is None else f"steal {fmt_ns(g['steal_ns'])}"
+        out.print(
+            f"vCPU preemption from guest ticks (HZ={g['hz']}): {g['n_intervals']:,} not-running intervals, "
+            f"{fmt_ns(g['not_running_ns'])} ({fmt_ns(g['not_running_lo_ns'])}-{fmt_ns(g['not_running_hi_ns'])}), "
+            f"preempted {fmt_ns(g['preempted_ns'])}; {steal}",
+            highlight=False,
+        )
     head = Table(title="Headline", show_header=True, header_style="bold")
     head.add_column("metric")
     head.add_column("value", justify="right")
