@@ -40,7 +40,7 @@ import zstandard
 
 from pvtrace import __version__
 from pvtrace.errors import RecordError, UsageError
-from pvtrace.record.events import SPIN_STACK_TRIGGER, STACK_EVENT, Mode
+from pvtrace.record.events import SPIN_STACK_TRIGGER, STACK_EVENT, TICK_EVENT, Mode
 from pvtrace.record.inventory import Coverage, Inventory, coverage, inventory
 from pvtrace.record.preflight import Plan, Problem, preflight
 from pvtrace.record.steal import StealSampler
@@ -99,6 +99,7 @@ class CaptureRequest:
     instance: str | None = None  # default: pvtrace-<pid>
     stacktrace: bool | None = None  # None: guest yes where the kernel allows, host no
     irq: bool = False
+    ticks: bool = True  # guest: scheduler ticks and steal samples (the guest-inferred level)
     force: bool = False
     command: list[str] = field(default_factory=list)
     trace_dat: bool = True  # also a trace.dat when trace-cmd is installed
@@ -421,6 +422,8 @@ def _record_planned(
     if plan.errors:
         raise RecordError("cannot record: " + "; ".join(str(p) for p in plan.errors))
     assert plan.tracefs is not None
+    if not req.ticks and not req.irq:
+        plan.events = [e for e in plan.events if e != TICK_EVENT]
     warnings = list(plan.warnings)
     for problem in warnings:
         notify(f"warning: {problem}")
@@ -445,7 +448,7 @@ def _record_planned(
         t0 = time.monotonic_ns()
         signals.recording = True
         instance.set_tracing(True)
-        if req.mode == "guest":
+        if req.mode == "guest" and req.ticks:
             sampler = StealSampler(instance.path / "trace_marker", proc_root)
             sampler.start()
         if req.command:

@@ -14,6 +14,7 @@ Mode = Literal["guest", "host"]
 
 SPIN_STACK_TRIGGER = "stacktrace if flags & 1"  # flags bit 0 = LCB_F_SPIN
 STACK_EVENT = "lock:contention_begin"
+TICK_EVENT = "irq_vectors:local_timer_entry"
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ GUEST_EVENTS: tuple[Wanted, ...] = (
     # One event per timer interrupt: HZ per busy CPU (plus other hrtimers), none while idle or
     # preempted; cheap, and no filter needed (bench_record.py measures it).
     Wanted(
-        ("irq_vectors:local_timer_entry",),
+        (TICK_EVENT,),
         False,
         "scheduler ticks: when each vCPU ran (guest-inferred level: preemption from inside the guest)",
         "irq_vectors tracepoints exist on x86 kernels with CONFIG_X86_LOCAL_APIC; elsewhere this level is unavailable",
