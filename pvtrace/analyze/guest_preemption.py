@@ -27,6 +27,7 @@ from pvtrace.schema import KIND_PRIORITY, conform_events
 STATE_KINDS = ("vcpu_run", "vcpu_preempt", "vcpu_halt", "vcpu_wake")
 HZ_MATCH = 0.03  # a tick interval within 3% of 1/HZ counts for that HZ
 MIN_COVERAGE = 0.75  # ticks must see this share of the steal time, or the level is out of its depth
+RELEASE_NS = 50_000  # a waiter that gets the lock this soon after a silent vCPU resumes got it from it
 MIN_INTERVALS = 5  # fewer intervals than this say little about how long the host's slices are
 MAX_SHORT_SHARE = 0.10  # more not-running intervals under two ticks than this: the ticks are too coarse
 HALTED_SHARE = 0.05  # more of the silence than this inside waits not being steal: waiters halt
@@ -158,12 +159,21 @@ def _waited_through(gaps: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
         .filter(begin)
         .select("vm", pl.col("vcpu").alias("waiter"), pl.col("ts").alias("wait_ts"), "wait_end")
     )
-    pairs = gaps.select("vm", "vcpu", "ts", "g1").join(waits, on="vm")
+    pairs = gaps.select("vm", "vcpu", "ts", "g1", "next").join(waits, on="vm")
     through = (
         (pl.col("waiter") != pl.col("vcpu"))
         & (pl.col("wait_ts") >= pl.col("ts"))
-        & (pl.col("wait_ts") < pl.col("g1"))
-        & (pl.col("wait_end").is_null() | (pl.col("wait_end") > pl.col("g1")))
+        & (
+            (
+                (pl.col("wait_ts") < pl.col("g1"))
+                & (pl.col("wait_end").is_null() | (pl.col("wait_end") > pl.col("g1")))
+            )
+            | (
+                (pl.col("wait_ts") < pl.col("next"))
+                & (pl.col("wait_end").is_null() | (pl.col("wait_end") >= pl.col("next")))
+                & (pl.col("wait_end").is_null() | (pl.col("wait_end") <= pl.col("next") + RELEASE_NS))
+            )
+        )
     )
     waiting = (
         (pl.col("waiter") == pl.col("vcpu"))
