@@ -102,29 +102,36 @@ def figures(
         base = scenario(name, algorithm, 3)
     if algorithm is not None and kind == "preset":
         base = base.replace(lock={"algorithm": algorithm})
-    rs = [guest_run(base, seed, hz, lock_kind) for seed in seeds]
-    lhp = scores_of(pooled([r["lhp"] for r in rs]))
+    every = [guest_run(base, seed, hz, lock_kind) for seed in seeds]
+    rs = [r for r in every if not r["limited"]]  # runs where the level gave numbers
 
     def err(key: str) -> float | None:
         values = [r["found"][key] for r in rs]
-        if any(v is None for v in values):
+        if not rs or any(v is None for v in values):
             return None
         e = relative_error(sum(values), sum(r["true"][key] for r in rs))
         return None if e is None else round(e, 4)
 
+    def preempted_err() -> float | None:  # given even where the level declines the rest
+        e = relative_error(
+            sum(r["found"]["preempted_ns"] for r in every), sum(r["true"]["preempted_ns"] for r in every)
+        )
+        return None if e is None else round(e, 4)
+
+    lhp = scores_of(pooled([r["lhp"] for r in rs])) if rs else None
     return {
-        "n_runs": len(rs),
-        "levels": sorted({lvl for r in rs for lvl in r["levels"]}),
-        "limited": any(r["limited"] for r in rs),
-        "n_true": lhp["n_true"],
-        "n_found": lhp["n_found"],
-        "precision": round(lhp["precision"], 4),
-        "recall": round(lhp["recall"], 4),
+        "n_runs": len(every),
+        "n_declined": len(every) - len(rs),
+        "levels": sorted({lvl for r in every for lvl in r["levels"]}),
+        "limited": not rs,
+        "n_true": sum(r["lhp"]["n_true"] for r in every),
+        "n_true_measured": lhp["n_true"] if lhp else 0,
+        "precision": round(lhp["precision"], 4) if lhp else None,
+        "recall": round(lhp["recall"], 4) if lhp else None,
         "waste_lhp_err": err("waste_lhp_ns"),
         "spin_err": err("spin_ns"),
         "wait_preempted_err": err("wait_preempted_ns"),
-        "preempted_err": err("preempted_ns"),
-        "true_waste_lhp_ms": round(sum(r["true"]["waste_lhp_ns"] for r in rs) / 1e6, 1),
+        "preempted_err": preempted_err(),
     }
 
 
