@@ -203,9 +203,48 @@ were not looked at before this table.
 | case | lock | HZ | --lock-kind | runs (seeds) | harmful LHP (true) | precision | recall | LHP waste | spin | preempted wait | preempted time |"""
 
 
+LIMITS = """Targets (issue 18): on the presets' guest text, harmful-LHP precision and recall >= 90%, LHP
+waste within 15%, preempted time within 10%, and where the tick period cannot resolve the
+slices the metrics say so. Where the level gives numbers it is exact for `n_contended` and
+the waits, within about 1% for spin, preempted wait and preempted time, and always precise
+about LHP on lhp-demo (precision 100%); but it misses about one harmful incident in seven
+there (recall 86%, below the target) and its LHP waste is low by about a fifth (outside the
+15% target): the missed incidents' waste, mostly. On seed-table (one 4-vCPU guest among host
+noise tasks) it finds most incidents (recall 85%) but also blames many the wrong way
+(precision 33% with the default unknown lock kind, 77% with `--lock-kind fifo`; LHP waste
++124% and +16%). None of the presets meets all the targets; overcommit-2x is declined (its
+host preempts in sub-tick stretches). What limits it:
+
+- **Tick period against slice length.** A preemption leaves a trace only when it spans a
+  grid tick, and can be placed only to within a tick at its start (its end is exact: the late
+  tick). With HZ=1000 and the simulator's 3 ms host slices most stretches span 2-4 ticks. With
+  HZ=250 (4 ms ticks, the kernel of the machine that captured sample-traces/guest-ticks) the
+  same runs are out of reach and the level declines (lhp-demo at HZ=250). It also declines
+  where the host preempts the guest often and briefly: PLE's directed yields in the ple
+  workload and overcommit-2x (more than 10% of the intervals shorter than two ticks; the
+  shorter ones leave no trace and would pass for spin). The preempted time it still reports
+  (`extra.guest_preemption`, last column) is then low by those invisible stretches.
+- **Halting waiters.** pv-ticket and pv-qspinlock waiters halt; a halt shorter than a tick is
+  invisible and would pass for spin (measured before this rule: spin +200%, LHP waste +450%
+  to +900%). The steal samples show the halts (silence inside waits that is not steal), and
+  the level declines the spin metrics.
+- **Which vCPU held the lock.** Guest contention events show contended acquisitions only; a
+  holder that took its lock uncontended is inferred as at the inferred level, but from stop
+  times known only to within a tick. Most missed incidents are such holders that stopped in
+  the tick before their waiter started spinning.
+- **Lock kind.** ftrace text does not say whether a lock is fifo. With the kind unknown, spin
+  behind a preempted queue head (LWP) looks like spin on a lock with an unseen holder, and a
+  preempted sibling is taken for it: `--lock-kind fifo` lifts no-ple/ticket from 68% to 89%
+  precision.
+- **Several VMs at once.** Analyze each VM's guest file on its own (as here): files of
+  several guests are on different clocks, and a wait still open at the end of one file would
+  run to the end of the latest one.
+"""  # the prose under the table (its figures are those of the table above)
+
+
 def section() -> str:
     """The docs/accuracy.md section of this level (the table is computed here)."""
-    return INTRO.rsplit("\n", 1)[0] + "\n" + table(DOC_ROWS) + "\n"
+    return INTRO.rsplit("\n", 1)[0] + "\n" + table(DOC_ROWS) + "\n\n" + LIMITS
 
 
 if __name__ == "__main__":
