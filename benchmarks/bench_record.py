@@ -1,7 +1,14 @@
-"""Throughput and memory of the end-of-capture inventory (`pvtrace record` counts every line it wrote).
+"""Throughput and memory of the end-of-capture inventory (`pvtrace record` counts every line it wrote),
+and the cost of a live guest capture to the traced workload.
 
     python benchmarks/bench_record.py            # 2M-line guest ftrace text (~190 MB)
     python benchmarks/bench_record.py --quick    # 300k lines
+    python benchmarks/bench_record.py --overhead # live, as root in a VM with tracefs: workload slowdown
+
+--overhead runs `contend` (../shared/tools/contend.c, built into benchmarks/.data) untraced, under
+`record --guest --no-ticks` and under `record --guest` (scheduler ticks + steal samples every
+100 ms), interleaved, and reports the workload's median iterations/s in each, the slowdown against
+untraced, and the events/s each capture wrote (all, ticks, steal markers).
 
 The text mimics a guest capture (contention_begin/end pairs, sched_switch, stack
 traces) and is generated once into benchmarks/.data/. inventory() runs 3 times,
@@ -13,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import subprocess
 import sys
@@ -69,10 +77,91 @@ def run_once(path: Path) -> dict:
     return json.loads(res.stdout)
 
 
+CONTEND_SRC = Path(__file__).resolve().parents[2] / "shared" / "tools" / "contend.c"
+WORKLOAD = ("futexwait", "4", "0.5")
+
+
+def _contend() -> Path | None:
+    exe = DATA / "contend"
+    if not exe.exists():
+        if not CONTEND_SRC.exists():
+            return None
+        subprocess.run(["cc", "-O2", "-pthread", "-o", str(exe), str(CONTEND_SRC)], check=True)
+    return exe
+
+
+def _iterations(out: Path) -> float:
+    fields = dict(f.split("=", 1) for f in out.read_text().split() if "=" in f)
+    return int(fields["iterations"]) / float(fields["seconds"])
+
+
+def _one(exe: Path, variant: str, tmp: Path) -> dict:
+    from pvtrace.record.capture import CaptureRequest, record
+
+    stem = variant.replace(" ", "-").replace("+", "-")
+    out = tmp / f"{stem}.out"
+    cmd = f"{shlex.quote(str(exe))} {' '.join(WORKLOAD)} > {shlex.quote(str(out))}"
+    if variant == "untraced":
+        subprocess.run(["sh", "-c", cmd], check=True)
+        return {"it_s": _iterations(out)}
+    req = CaptureRequest(
+        mode="guest",
+        output=tmp / f"{stem}.txt",
+        command=["sh", "-c", cmd],
+        stacktrace=False,
+        trace_dat=False,
+        ticks=variant == "ticks+steal",
+        force=True,
+    )
+    res = record(req)
+    wall = res.wall_ns / 1e9
+    counts = res.inventory.counts
+    return {
+        "it_s": _iterations(out),
+        "events_s": res.inventory.n_events / wall,
+        "ticks_s": counts.get("local_timer_entry", 0) / wall,
+        "markers_s": counts.get("tracing_mark_write", 0) / wall,
+    }
+
+
+def overhead(reps: int) -> None:
+    import os
+    import tempfile
+
+    exe = _contend()
+    if exe is None or os.geteuid() != 0:
+        print("overhead: not measured (needs root in a guest with tracefs, and ../shared/tools/contend.c)")
+        return
+    variants = ("untraced", "no ticks", "ticks+steal")
+    runs: dict[str, list[dict]] = {v: [] for v in variants}
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(reps):
+            for v in variants:  # interleaved: load drifts hit every variant alike
+                runs[v].append(_one(exe, v, Path(tmp)))
+    base = statistics.median(r["it_s"] for r in runs["untraced"])
+    print(f"workload: contend {' '.join(WORKLOAD)}, {reps} runs per variant, interleaved")
+    for v in variants:
+        it_s = statistics.median(r["it_s"] for r in runs[v])
+        line = f"{v:>12}: {it_s / 1e3:8.1f} k iterations/s (slowdown {100 * (1 - it_s / base):+.1f}%)"
+        if v != "untraced":
+            med = {k: statistics.median(r[k] for r in runs[v]) for k in ("events_s", "ticks_s", "markers_s")}
+            line += (
+                f"; {med['events_s'] / 1e3:.1f} k events/s, of which ticks {med['ticks_s']:.0f}/s, "
+                f"steal markers {med['markers_s']:.1f}/s"
+            )
+        print(line)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="300k lines instead of 2M")
+    parser.add_argument("--overhead", action="store_true", help="live capture cost to the workload instead")
+    parser.add_argument("--reps", type=int, default=7, help="--overhead: runs per variant")
     args = parser.parse_args()
+    if args.overhead:
+        DATA.mkdir(exist_ok=True)
+        overhead(args.reps)
+        return
     n_lines = 300_000 if args.quick else 2_000_000
     DATA.mkdir(exist_ok=True)
     path = DATA / f"record-guest-{n_lines}.txt"

@@ -43,7 +43,7 @@ TOTAL_KEYS: tuple[str, ...] = (
     "n_kicks",
 )
 
-FIDELITY_LEVELS: tuple[str, ...] = ("exact", "inferred", "host-only", "guest-only")
+FIDELITY_LEVELS: tuple[str, ...] = ("exact", "inferred", "guest-inferred", "host-only", "guest-only")
 
 
 @dataclass

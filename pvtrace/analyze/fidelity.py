@@ -1,8 +1,10 @@
 """Fidelity: what a trace's events allow, and what each metric therefore is.
 
 METRICS.md, Fidelity: exact (acquire/release + waits + vCPU states), inferred
-holder (guest contention events + host vCPU states), host only (vCPU states and
-exits, no lock events), guest only (lock events, no vCPU states). A metric the
+holder (guest contention events + host vCPU states), guest-inferred (guest
+contention events + vCPU states inferred from the guest's ticks and steal
+samples, pvtrace/analyze/guest_preemption.py), host only (vCPU states and exits,
+no lock events), guest only (lock events, no vCPU states). A metric the
 events cannot give is listed as unavailable with the events it misses and the
 `pvtrace record` command that would capture them; it is never written as 0.
 """
@@ -18,6 +20,7 @@ from pvtrace.summary import SPIN_SPLIT_KEYS, TOTAL_KEYS, Unavailable
 HOST_STATES = ("sched:sched_switch", "sched:sched_wakeup", "kvm:kvm_entry", "kvm:kvm_exit")
 GUEST_WAITS = ("lock:contention_begin", "lock:contention_end")
 GUEST_HOLDS = ("lock:lock_acquire", "lock:lock_release")
+GUEST_TICKS = ("irq_vectors:local_timer_entry",)
 HOST_EXITS = ("kvm:kvm_exit", "kvm:kvm_entry")
 HOST_KICKS = ("kvm:kvm_hypercall",)
 
@@ -46,9 +49,14 @@ class Capabilities:
     holds: bool  # lock_release: every acquisition and release is visible
     exits: bool  # vm_exit / vm_entry
     kicks: bool  # pv_kick (or the host exits they come with)
+    guest_states: bool = False  # the vCPU states were inferred from guest ticks (no host trace)
+    guest_limited: str | None = None  # why those states cannot place the preemptions, if they cannot
+    guest_halting: str | None = None  # why spin cannot be told from pv halting at that level, if it cannot
 
     @property
     def level(self) -> str:
+        if self.guest_states and self.waits:
+            return "guest-inferred"
         if self.states and self.holds:
             return "exact"
         if self.states and self.waits:
@@ -67,7 +75,11 @@ def capabilities(prep: Prepared) -> Capabilities:
     # Every acquisition and release is visible with lockdep-like events (lock_release seen), or in
     # the simulator's full view; guest contention events show contended acquisitions only.
     full_sim = prep.view == "full" and prep.lock_origins <= {"sim"} and has("lock_acquire")
+    guest = prep.guest_preemption
     return Capabilities(
+        guest_states=guest is not None,
+        guest_limited=guest.limited if guest is not None else None,
+        guest_halting=guest.halting if guest is not None else None,
         states=has("vcpu_run", "vcpu_preempt", "vcpu_halt"),
         waits=has("lock_contend", "lock_acquire"),
         holds=has("lock_release") or full_sim,
@@ -100,6 +112,16 @@ HOLDER_KEYS = (
 
 
 HOST_ESTIMATES = ("spin_ns",)
+# What needs spin told apart from halting (guest-inferred level with pv waiters that halt).
+SPIN_DEPENDENT = (
+    *SPLIT_KEYS,
+    "spin_ns",
+    "wait_halted_ns",
+    "n_lhp_harmful",
+    *LWP_KEYS,
+    "n_convoys",
+    "convoy_len_max",
+)
 
 
 CROSS_KEYS = (*STATE_KEYS, *HOLDER_KEYS)  # need guest lock events and host vCPU states together
@@ -150,8 +172,16 @@ def plan(
                 fidelity[key] = "exact"
             else:
                 lack(key, GUEST_WAITS, guest_cmd)
-        elif key in STATE_KEYS:
-            if caps.waits and caps.states:
+        elif key in STATE_KEYS or (level == "guest-inferred" and key in HOLDER_KEYS):
+            if level == "guest-inferred" and caps.guest_limited:
+                lack(key, GUEST_TICKS, caps.guest_limited)
+            elif level == "guest-inferred" and caps.guest_halting and key in SPIN_DEPENDENT:
+                lack(key, GUEST_TICKS, caps.guest_halting)
+            elif level == "guest-inferred" and key == "n_lhp":
+                lack(key, GUEST_HOLDS, holds_cmd)
+            elif level == "guest-inferred":
+                fidelity[key] = "guest-inferred"
+            elif caps.waits and caps.states:
                 fidelity[key] = "exact"
             elif not caps.waits:
                 lack(key, GUEST_WAITS, guest_cmd)

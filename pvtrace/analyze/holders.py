@@ -178,7 +178,10 @@ def _typical_hold(acq: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.D
         (pl.col("stop_ord").is_null() | (pl.col("stop_ord") > pl.col("next_ord")))
         & (pl.col("state") == "running")
         & (pl.col("change_ord").is_null() | (pl.col("change_ord") > pl.col("next_ord")))
-    ).with_columns((pl.col("next_ts") - pl.col("ts")).alias("gap"))
+    ).with_columns(
+        # at least 1 ns: text timestamps (1 us) put quick hand-offs at the same instant
+        (pl.col("next_ts") - pl.col("ts")).clip(lower_bound=1).alias("gap")
+    )
     stats = [
         pl.col("gap").median().round(0).cast(I64).alias("hold_median_ns"),
         pl.col("gap").mean().round(0).cast(I64).alias("hold_mean_ns"),

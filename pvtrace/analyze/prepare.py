@@ -17,6 +17,7 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
+from pvtrace.analyze.guest_preemption import GuestPreemption
 from pvtrace.analyze.intervals import Window
 from pvtrace.errors import FormatError, UsageError
 from pvtrace.schema import EVENT_SCHEMA, KIND, LOCK_KINDS
@@ -53,6 +54,7 @@ class Prepared:
     view: str  # what the producer could see (TraceMeta.view)
     lock_origins: frozenset[str]  # origins of the lock events (sim, host, guest)
     notes: dict[str, int] = field(default_factory=dict)
+    guest_preemption: GuestPreemption | None = None  # states inferred from guest ticks (guest_preemption.py)
 
     @property
     def n_vcpus(self) -> int:

@@ -15,6 +15,8 @@ from pvtrace.analyze import incidents as incidents_mod
 from pvtrace.analyze import locks as locks_mod
 from pvtrace.analyze import waste as waste_mod
 from pvtrace.analyze.fidelity import capabilities
+from pvtrace.analyze.guest_preemption import STATE_KINDS as GUEST_STATE_KINDS
+from pvtrace.analyze.guest_preemption import GuestPreemption, has_guest_ticks, with_guest_states
 from pvtrace.analyze.holders import infer_holds
 from pvtrace.analyze.lock_kind import infer_lock_kinds, kind_summary, lock_kinds_table
 from pvtrace.analyze.lost import lost_windows, vcpu_unknown_windows
@@ -23,7 +25,8 @@ from pvtrace.analyze.prepare import LOCK_KIND, Prepared, prepare, prepare_source
 from pvtrace.analyze.result import TABLE_SCHEMAS, Analysis
 from pvtrace.analyze.summary import build_summary
 from pvtrace.analyze.vcpu_states import build_states, state_changes, vcpu_states_table
-from pvtrace.trace import Trace, TraceMeta, read_meta
+from pvtrace.guest_signals import TICK_EVENTS
+from pvtrace.trace import Trace, TraceMeta, read_meta, read_trace
 
 STEPS = (
     "prepare",
@@ -45,15 +48,25 @@ def analyze(
     `lock_kind` (fifo, unfair, unknown) overrides the lock kind of every VM.
     `progress`, if given, is called with each step's name (see STEPS) once it is done.
     """
-    result = _run(
-        prepare(trace, lock_kind=lock_kind),
-        progress,
-        kind_given=_given(lock_kind),
-        unaligned=clocks_unaligned(trace.meta),
-    )
+    trace, guest = _with_guest_states(trace)
+    prep = prepare(trace, lock_kind=lock_kind)
+    prep.guest_preemption = guest
+    result = _run(prep, progress, kind_given=_given(lock_kind), unaligned=clocks_unaligned(trace.meta))
     return _with_perf_tables(
         _with_context(_with_warnings(result, trace.meta), trace.events.lazy()), trace.meta
     )
+
+
+def _with_guest_states(trace: Trace) -> tuple[Trace, GuestPreemption | None]:
+    """A guest-only trace with scheduler ticks gets vCPU states inferred from them (guest-inferred)."""
+    if trace.events.is_empty() or not has_guest_ticks(trace.events):
+        return trace, None
+    t_end = trace.meta.t_end if trace.meta.t_end is not None else int(trace.events["ts"].max())
+    found = with_guest_states(trace.events, t_end)
+    if found is None:
+        return trace, None
+    events, info = found
+    return Trace(events=events, meta=trace.meta), info
 
 
 def analyze_parquet(
@@ -62,6 +75,8 @@ def analyze_parquet(
     """analyze() a pvtrace Parquet file without loading it whole: each concept's events are read
     on their own (only the rows and columns it needs), so big traces fit in memory."""
     meta = read_meta(path)
+    if _guest_ticks_without_states(path):  # a guest-only capture: small, and its states are inferred
+        return analyze(read_trace(path), lock_kind=lock_kind, progress=progress)
     prep = prepare_source(source_of_parquet(path), meta, lock_kind=lock_kind)
     result = _run(prep, progress, kind_given=_given(lock_kind), unaligned=clocks_unaligned(meta))
     return _with_perf_tables(_with_context(_with_warnings(result, meta), pl.scan_parquet(path)), meta)
@@ -106,6 +121,17 @@ def _with_context(result: Analysis, events: pl.LazyFrame) -> Analysis:
         result.table("lhp_incidents"), result.table("lwp_incidents"), events if "pcpu" in names else None
     )
     return result
+
+
+def _guest_ticks_without_states(path: Path | str) -> bool:
+    if "event" not in pl.read_parquet_schema(path):  # not from pvtrace: no tick events
+        return False
+    scan = pl.scan_parquet(path).select("kind", "event")
+    states = scan.filter(pl.col("kind").cast(pl.String).is_in(list(GUEST_STATE_KINDS))).head(1).collect()
+    if states.height:
+        return False
+    ticks = scan.filter(pl.col("event").cast(pl.String).is_in(list(TICK_EVENTS))).head(1).collect()
+    return ticks.height > 0
 
 
 def _with_warnings(result: Analysis, meta: TraceMeta) -> Analysis:
@@ -235,6 +261,10 @@ def _run(
         clocks_unaligned=unaligned,
     )
     tables = _blank_unavailable(tables, summary.fidelity)
+    if caps.guest_limited or caps.guest_halting:  # the guest's ticks cannot place the preemptions or
+        # tell spin from halting: no incident is evidence
+        for name in ("lhp_incidents", "lwp_incidents", "convoys", "holds"):
+            tables[name] = tables[name].clear()
     done("summary")
     return Analysis(tables=tables, summary=summary)
 
@@ -255,7 +285,7 @@ def _blank_unavailable(tables: dict[str, pl.DataFrame], fidelity: dict[str, str]
         gone = [
             c
             for c, key in _COLUMN_TOTAL.items()
-            if c in df.columns and fidelity.get(key) not in ("exact", "inferred")
+            if c in df.columns and fidelity.get(key) not in ("exact", "inferred", "guest-inferred")
         ]
         if gone:
             out[name] = df.with_columns(*[pl.lit(None, df.schema[c]).alias(c) for c in gone])
@@ -358,4 +388,6 @@ def _extra(
         out["spin_waste_pct_of_running"] = round(100.0 * waste / running_ns, 4)
     out.update(prep.notes)
     out.update(notes)
+    if prep.guest_preemption is not None:
+        out["guest_preemption"] = prep.guest_preemption.as_extra()
     return out

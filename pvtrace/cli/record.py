@@ -116,6 +116,11 @@ def register(app: typer.Typer) -> None:
             help="Guest: stack trace of each SPIN lock wait (default: on where the kernel allows).",
         ),
         irq: bool = typer.Option(False, "--irq", help="Also record irq and irq_vectors entry/exit events."),
+        ticks: bool = typer.Option(
+            True,
+            "--ticks/--no-ticks",
+            help="Guest: scheduler ticks and per-CPU steal samples (vCPU preemption from inside the guest).",
+        ),
         force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
         quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar and no summary."),
         tracefs_root: Path | None = typer.Option(None, "--tracefs-root", hidden=True),
@@ -133,6 +138,7 @@ def register(app: typer.Typer) -> None:
             instance=instance,
             stacktrace=stacktrace,
             irq=irq,
+            ticks=ticks,
             force=force,
             command=list(command or []),
         )

@@ -53,6 +53,15 @@ def render_summary(con: Console, a: Analysis, sources: list[str]) -> None:
     x = a.summary.extra
     perf = [n for n in ("perf_kvm_stat", "perf_lock_contention") if n in a.tables]
     con.print(_header(a, sources), highlight=False, soft_wrap=True)
+    if g := x.get("guest_preemption"):  # the guest-inferred level: what the guest's ticks and steal showed
+        steal = "no steal samples" if g["steal_ns"] is None else f"steal {fmt_ns(g['steal_ns'])}"
+        con.print(
+            f"vCPU preemption from guest ticks (HZ={g['hz']}): {g['n_intervals']:,} not-running intervals, "
+            f"{fmt_ns(g['not_running_ns'])} ({fmt_ns(g['not_running_lo_ns'])}-{fmt_ns(g['not_running_hi_ns'])}), "
+            f"preempted {fmt_ns(g['preempted_ns'])}; {steal}",
+            highlight=False,
+            soft_wrap=True,
+        )
     if x.get("n_events", 0) or not perf:
         _headline(con, a)
         _exits(con, a)

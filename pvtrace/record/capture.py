@@ -41,9 +41,10 @@ import zstandard
 from pvtrace import __version__
 from pvtrace.errors import RecordError, UsageError
 from pvtrace.outputs import OutputSet, atomic_file, current, staged_output, write_errors
-from pvtrace.record.events import SPIN_STACK_TRIGGER, STACK_EVENT, Mode
+from pvtrace.record.events import SPIN_STACK_TRIGGER, STACK_EVENT, TICK_EVENT, Mode
 from pvtrace.record.inventory import Coverage, Inventory, coverage, inventory
 from pvtrace.record.preflight import Plan, Problem, preflight
+from pvtrace.record.steal import StealSampler
 from pvtrace.record.tracefs import MOUNTS, CpuStats, Instance, Tracefs, find_tracefs, unmount_tracefs
 from pvtrace.record.vcpu_map import (
     PROC,
@@ -99,6 +100,7 @@ class CaptureRequest:
     instance: str | None = None  # default: pvtrace-<pid>
     stacktrace: bool | None = None  # None: guest yes where the kernel allows, host no
     irq: bool = False
+    ticks: bool = True  # guest: scheduler ticks and steal samples (the guest-inferred level)
     force: bool = False
     command: list[str] = field(default_factory=list)
     trace_dat: bool = True  # also a trace.dat when trace-cmd is installed
@@ -433,6 +435,8 @@ def _record_planned(
     if plan.errors:
         raise RecordError("cannot record: " + "; ".join(str(p) for p in plan.errors))
     assert plan.tracefs is not None
+    if not req.ticks and not req.irq:
+        plan.events = [e for e in plan.events if e != TICK_EVENT]
     warnings = list(plan.warnings)
     for problem in warnings:
         notify(f"warning: {problem}")
@@ -443,6 +447,7 @@ def _record_planned(
     stacktrace = False
     failed = True
     outputs: dict[str, Path] = {}
+    sampler: StealSampler | None = None
     try:
         instance = plan.tracefs.create_instance(req.instance or f"pvtrace-{os.getpid()}")
         instance.set_tracing(False)
@@ -456,9 +461,14 @@ def _record_planned(
         t0 = time.monotonic_ns()
         signals.recording = True
         instance.set_tracing(True)
+        if req.mode == "guest" and req.ticks:
+            sampler = StealSampler(instance.path / "trace_marker", proc_root)
+            sampler.start()
         if req.command:
             proc = subprocess.Popen(req.command)
         ended_by = _wait(req, proc, signals, notify, progress)
+        if sampler is not None:
+            sampler.stop()
         instance.set_tracing(False)
         signals.recording = False
         wall_ns = time.monotonic_ns() - t0
@@ -472,6 +482,12 @@ def _record_planned(
         inv = _save_text(instance.trace_path, paths, progress)
         outputs["text"] = paths.text
         notes = []
+        if sampler is not None:
+            notes.append(
+                f"steal samples written into the trace: {sampler.n_written}"
+                if sampler.error is None
+                else f"warning: steal samples stopped after {sampler.n_written}: {sampler.error}"
+            )
         vcpus = merge_maps(*maps) if maps else pl.DataFrame(schema=VCPU_MAP_SCHEMA)
         if req.trace_dat:
             note, written = _save_dat(instance, paths.dat)
@@ -510,6 +526,8 @@ def _record_planned(
         return result
     finally:
         signals.recording = False
+        if sampler is not None:
+            sampler.halt()
         if proc is not None and proc.poll() is None:
             _stop_command(proc)
         if instance is not None:

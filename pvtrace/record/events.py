@@ -14,6 +14,7 @@ Mode = Literal["guest", "host"]
 
 SPIN_STACK_TRIGGER = "stacktrace if flags & 1"  # flags bit 0 = LCB_F_SPIN
 STACK_EVENT = "lock:contention_begin"
+TICK_EVENT = "irq_vectors:local_timer_entry"
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,14 @@ GUEST_EVENTS: tuple[Wanted, ...] = (
     Wanted(("sched:sched_switch",), False, "which task ran on each guest CPU", _SCHED_FIX),
     Wanted(("sched:sched_wakeup",), False, "guest task wake-ups", _SCHED_FIX),
     Wanted(("sched:sched_waking",), False, "guest task wake-up requests", _SCHED_FIX),
+    # One event per timer interrupt: HZ per busy CPU (plus other hrtimers), none while idle or
+    # preempted; cheap, and no filter needed (bench_record.py measures it).
+    Wanted(
+        (TICK_EVENT,),
+        False,
+        "scheduler ticks: when each vCPU ran (guest-inferred level: preemption from inside the guest)",
+        "irq_vectors tracepoints exist on x86 kernels with CONFIG_X86_LOCAL_APIC; elsewhere this level is unavailable",
+    ),
 )
 
 HOST_EVENTS: tuple[Wanted, ...] = (
@@ -95,6 +104,10 @@ class Need:
 GUEST_NEEDS: tuple[Need, ...] = (
     Need("lock waits per lock and per CPU (guest-only level)", ("contention_begin", "contention_end")),
     Need("guest task on each CPU during waits", ("sched_switch",)),
+    Need(
+        "vCPU preemption, LHP incidents, spin waste from inside the guest (guest-inferred level)",
+        ("contention_begin", "contention_end", "local_timer_entry"),
+    ),
     Need(
         "vCPU states, LHP/LWP incidents, spin waste",
         ("contention_begin", "contention_end"),

@@ -139,7 +139,7 @@ def _check_events(plan: Plan, tracefs: Tracefs, irq: bool) -> None:
             plan.missing.append(MissingEvent(wanted.name, wanted.feeds, wanted.fix))
             plan.add("warning", f"this kernel has no {names} tracepoint: no {wanted.feeds}", wanted.fix)
     if irq:
-        present = [e for e in IRQ_EVENTS if e in available]
+        present = [e for e in IRQ_EVENTS if e in available and e not in plan.events]
         plan.events.extend(present)
         if not present:
             plan.add("warning", "this kernel has none of the irq/irq_vectors tracepoints: --irq ignored")

@@ -2,8 +2,9 @@
 
 A run holds every event the model knows. A host tracer sees only the host's
 side (vCPU thread scheduling, exits, kicks), a guest tracer only the guest
-kernel's lock tracepoints, and `contention_end` fires only for acquisitions
-that waited. Rendering a view and ingesting it back must give the view again,
+kernel's lock tracepoints (with its scheduler ticks and the recorder's steal
+samples, pvtrace/simulate/ticks.py), and `contention_end` fires only for
+acquisitions that waited. Rendering a view and ingesting it back must give the view again,
 so the views are defined once here and the renderers use them too.
 """
 
@@ -14,6 +15,9 @@ import dataclasses
 import polars as pl
 
 from pvtrace.errors import UsageError
+from pvtrace.guest_signals import TICK_EVENTS
+from pvtrace.schema import conform_events
+from pvtrace.simulate.ticks import GUEST_HZ, guest_signal_events
 from pvtrace.trace import Trace
 
 VIEWS: tuple[str, ...] = ("full", "host", "guest", "merged")
@@ -32,6 +36,8 @@ HOST_KINDS: tuple[str, ...] = (
 )
 # Kinds a guest tracer (lock:contention_begin/end) sees; lock_acquire only when contended.
 GUEST_KINDS: tuple[str, ...] = ("lock_contend", "lock_acquire")
+# `other` events of a guest-only view: the guest's ticks and the recorder's steal samples.
+SIGNAL_EVENTS: tuple[str, ...] = (*TICK_EVENTS, "tracing_mark_write")
 
 
 def last_exit_reason(
@@ -58,11 +64,12 @@ def contended_acquire(events: pl.DataFrame) -> pl.Series:
     return indexed["_row"].is_in(contended_rows.implode()).alias("contended")
 
 
-def select_view(trace: Trace, view: str) -> Trace:
+def select_view(trace: Trace, view: str, *, guest_hz: int = GUEST_HZ) -> Trace:
     """The events of `trace` that `view` (full, host, guest, merged) can see, in the same order.
 
     Guest-side events lose their pCPU (a guest tracer cannot know the host CPU);
-    every other column is kept as the simulator wrote it.
+    every other column is kept as the simulator wrote it. A guest view of a full run
+    also holds the guest's ticks (at `guest_hz`) and steal samples.
     """
     if view not in VIEWS:
         raise UsageError(f"unknown view {view!r}; choose one of {', '.join(VIEWS)}")
@@ -72,8 +79,11 @@ def select_view(trace: Trace, view: str) -> Trace:
         # makes on a PAUSE exit (kvm_vcpu_on_spin) has no tracepoint.
         invisible_yield = (pl.col("kind") == "yield_to") & (last_exit_reason() != "HYPERCALL").fill_null(True)
         host = pl.col("kind").is_in(HOST_KINDS) & ~invisible_yield
-        guest = (pl.col("kind") == "lock_contend") | (
-            (pl.col("kind") == "lock_acquire") & pl.lit(contended_acquire(events))
+        signal = (pl.col("kind") == "other") & pl.col("event").cast(pl.String).is_in(SIGNAL_EVENTS)
+        guest = (
+            (pl.col("kind") == "lock_contend")
+            | ((pl.col("kind") == "lock_acquire") & pl.lit(contended_acquire(events)))
+            | (signal if view == "guest" else pl.lit(False))
         )
         keep = {"host": host, "guest": guest, "merged": host | guest}[view]
         events = events.filter(keep).with_columns(
@@ -82,5 +92,22 @@ def select_view(trace: Trace, view: str) -> Trace:
             .otherwise(pl.col("pcpu"))
             .alias("pcpu")
         )
+    if view == "guest" and trace.meta.view == "full":
+        events = _with_guest_signals(events, trace, guest_hz)
     meta = dataclasses.replace(trace.meta, view=view)
     return Trace(events=events, meta=meta)
+
+
+def _with_guest_signals(seen: pl.DataFrame, full: Trace, hz: int) -> pl.DataFrame:
+    """The guest view plus the ticks and steal samples a guest capture logs (as `other` events,
+    numbered after the run's own events so every row keeps a distinct seq)."""
+    signals = guest_signal_events(full, hz)
+    if signals.is_empty():
+        return seen
+    first_seq = int(full.events["seq"].max() or 0) + 1
+    extra = conform_events(
+        signals.sort("ts", "vm", "vcpu").with_columns(
+            (pl.int_range(pl.len(), dtype=pl.Int64) + first_seq).alias("seq")
+        )
+    ).cast(dict(seen.schema))
+    return pl.concat([seen, extra]).sort("ts", "seq", maintain_order=True)

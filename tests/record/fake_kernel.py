@@ -46,6 +46,7 @@ GUEST_EVENTS = [
     "sched:sched_switch",
     "sched:sched_wakeup",
     "sched:sched_waking",
+    "irq_vectors:local_timer_entry",
 ]
 
 # Host-side lines in the kernel's print formats (kvm_exit as VMX prints it).

@@ -40,3 +40,33 @@ def test_sample_ingests_and_analyzes_at_guest_only_level(provenance: dict) -> No
     spin_begins = lzma.decompress(SAMPLE.read_bytes()).decode().count("(flags=SPIN)")
     assert summary.totals["n_contended"] == spin_begins
     assert "spin_ns" in {u.metric for u in summary.unavailable}
+
+
+TICKS = SAMPLES / "guest-ticks.txt.xz"
+
+
+def test_ticks_sample_matches_its_record_file(tmp_path: Path) -> None:
+    record = json.loads((SAMPLES / "guest-ticks.record.json").read_text())
+    plain = tmp_path / "guest-ticks.txt"
+    plain.write_bytes(lzma.decompress(TICKS.read_bytes()))
+    inv = inventory(plain)
+    assert inv.counts == record["counts"]
+    assert record["counts"]["local_timer_entry"] > 0 and record["counts"]["tracing_mark_write"] >= 2
+    assert "irq_vectors:local_timer_entry" in record["events"]
+    assert record["n_lost"] == 0 and TICKS.stat().st_size < 1_000_000
+
+
+def test_ticks_sample_analyzes_at_guest_inferred_level() -> None:
+    load = pytest.importorskip("pvtrace.ingest.load").load
+    analyze = pytest.importorskip("pvtrace.analyze").analyze
+    summary = analyze(load([TICKS])).summary
+    assert summary.extra["level"] == "guest-inferred"
+    found = summary.extra["guest_preemption"]
+    assert found["hz"] == 250  # the capturing kernel's CONFIG_HZ
+    assert found["steal_ns"] == 10_000_000 and found["steal_unit_ns"] == 10_000_000  # one USER_HZ unit
+    assert (
+        found["n_intervals"] == 1
+        and found["not_running_lo_ns"] <= found["not_running_ns"] <= found["not_running_hi_ns"]
+    )
+    assert summary.fidelity["waste_lhp_ns"] == "guest-inferred" and summary.totals["waste_lhp_ns"] == 0
+    assert summary.totals["n_contended"] == 103

@@ -25,6 +25,12 @@ from pvtrace.simulate.render.identities import vcpu_map
 from pvtrace.simulate.views import select_view
 from pvtrace.trace import Trace, TraceMeta, read_trace
 
+
+def guest_locks(trace: Trace) -> pl.DataFrame:
+    """The lock events of the guest view (without its ticks and steal samples)."""
+    return select_view(trace, "guest").events.filter(pl.col("kind") != "other")
+
+
 DATA = Path(__file__).resolve().parents[1] / "data" / "render"
 BLESS = os.environ.get("PVTRACE_BLESS") == "1"
 
@@ -197,7 +203,7 @@ def test_ftrace_guest_uses_guest_clock_and_hashed_pointers():
         out = render(to_ftrace, trace, side="guest", vm=vm)
         assert f"#P:{trace.meta.vms[vm].n_vcpus}" in out.splitlines()[2]
         rows = parse(out, FTRACE_LINE, GUEST_HASHED)
-        guest = select_view(trace, "guest").events.filter(pl.col("vm") == vm)
+        guest = guest_locks(trace).filter(pl.col("vm") == vm)
         assert [(r["ts"], int(r["cpu"]), r["event"]) for r in rows] == [
             (
                 (ts - offset) // 1000 * 1000,
@@ -230,7 +236,7 @@ def test_trace_cmd_merged_layout():
         (host_rows if row["source"].strip() == "host.dat" else guest_rows).append(row)
     # The plugin loses the + of R+; the host clock is shared and exact to the ns.
     assert {r["state"] for r in host_rows if r["event"] == "sched_switch"} == {"R", "S"}
-    guest = select_view(trace, "guest").events
+    guest = guest_locks(trace)
     assert [(r["source"].strip(), r["ts"], int(r["cpu"])) for r in guest_rows] == [
         (f"trace-{vm}.dat", ts, vcpu)
         for vm, ts, vcpu in guest.select(pl.col("vm").cast(pl.String), "ts", "vcpu").rows()
@@ -324,7 +330,7 @@ def test_write_rendered_files(tmp_path, fmt, view, names):
     if fmt == "trace-cmd" and view == "merged":
         assert paths[0].read_text() == render(to_trace_cmd_report, trace, side="merged")
     if fmt == "ftrace" and view == "guest":
-        assert paths[1].read_text() == render(to_ftrace, trace, side="guest", vm="vm1")
+        assert paths[1].read_text() == render(to_ftrace, select_view(trace, "guest"), side="guest", vm="vm1")
     if view != "guest":
         side = pl.read_csv(paths[-1])
         assert side.columns == ["tid", "pid", "vm", "vcpu"]
@@ -495,7 +501,7 @@ def test_simulator_runs_render_in_every_format(case, seed, tmp_path):
     assert [r["ts"] for r in rows] == sorted(r["ts"] for r in rows), "one timeline, in order"
     host_rows = [r for r in rows if r["source"].strip() == "host.dat"]
     check_host_rows(trace, host_rows, exact_ns=True)
-    guest = select_view(trace, "guest").events
+    guest = guest_locks(trace)
     for vm, offset in trace.meta.clock["guest_offset_ns"].items():
         mine = guest.filter(pl.col("vm") == vm).select("ts", "vcpu", "lock").rows()
         ftrace_rows = parse(render(to_ftrace, trace, side="guest", vm=vm), FTRACE_LINE, GUEST_HASHED)

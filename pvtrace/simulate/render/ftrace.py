@@ -12,7 +12,7 @@ from typing import TextIO
 import polars as pl
 
 from pvtrace.errors import UsageError
-from pvtrace.simulate.render.guest import GUEST_FLAGS, guest_comm, guest_payload, guest_records
+from pvtrace.simulate.render.guest import guest_comm, guest_flags, guest_payload, guest_records
 from pvtrace.simulate.render.host import host_records
 from pvtrace.simulate.render.identities import n_pcpus, n_vcpus, pick_vm
 from pvtrace.simulate.render.order import numbered
@@ -72,7 +72,7 @@ def _host_lines(records: pl.DataFrame):
 def _guest_lines(records: pl.DataFrame):
     for batch in batched(records):
         yield batch.select(
-            _line(guest_comm(), pl.col("pid"), pl.lit(GUEST_FLAGS), guest_payload("hashed"))
+            _line(guest_comm(), pl.col("pid"), guest_flags(), guest_payload("hashed"))
         ).to_series()
 
 

@@ -1,8 +1,11 @@
-"""The guest tracepoint records of one VM: lock:contention_begin / contention_end.
+"""The guest tracepoint records of one VM: lock:contention_begin / contention_end, ticks, steal.
 
 A guest kernel prints contention_begin when a spinlock acquisition starts to
 wait and contention_end when it gets the lock, on the guest CPU (= vCPU index)
 of the workload task that waits. Acquisitions that never waited print nothing.
+A guest view also carries the scheduler ticks (`local_timer_entry`, in hard
+irq context on the workload task) and the recorder's steal samples
+(`tracing_mark_write`, written by the recorder task), pvtrace/simulate/ticks.py.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import polars as pl
 
 from pvtrace.errors import PvtraceError
+from pvtrace.guest_signals import TICK_EVENTS
 from pvtrace.simulate.render.identities import GUEST_COMM, GUEST_PID_BASE, hashed_lock_addresses
 from pvtrace.simulate.render.text import hex_lx
 from pvtrace.simulate.views import contended_acquire
@@ -18,7 +22,16 @@ from pvtrace.trace import Trace
 # Flag column of spinlock contention events (taken with interrupts off, one lock held).
 GUEST_FLAGS = "d..1."
 
-GUEST_EVENTS: tuple[tuple[str, str], ...] = (("lock", "contention_begin"), ("lock", "contention_end"))
+TICK_FLAGS = "d.h1."  # hard irq, interrupts off
+MARKER_FLAGS = "....."
+GUEST_EVENTS: tuple[tuple[str, str], ...] = (
+    ("lock", "contention_begin"),
+    ("lock", "contention_end"),
+    ("irq_vectors", "local_timer_entry"),
+)
+MARKER = "tracing_mark_write"
+RECORDER_COMM = "python3"  # pvtrace record, writing the steal samples
+RECORDER_PID = GUEST_PID_BASE - 1
 
 
 def guest_offset_ns(trace: Trace, vm: str) -> int:
@@ -30,6 +43,9 @@ def guest_offset_ns(trace: Trace, vm: str) -> int:
 def guest_records(trace: Trace, events: pl.DataFrame, vm: str, *, guest_clock: bool) -> pl.DataFrame:
     """The VM's guest lines in print order: ts (guest clock when `guest_clock`, else host), ord, cpu,
     pid, event, lock flags, the lock and its hashed `%p` text (see guest_payload)."""
+    signals = events.filter(
+        (pl.col("vm") == vm) & (pl.col("kind") == "other") & pl.col("event").is_in([*TICK_EVENTS, MARKER])
+    )
     mine = events.filter((pl.col("vm") == vm) & pl.col("kind").is_in(["lock_contend", "lock_acquire"]))
     mine = mine.filter((pl.col("kind") == "lock_contend") | contended_acquire(mine))
     offset = guest_offset_ns(trace, vm) if guest_clock else 0
@@ -41,7 +57,7 @@ def guest_records(trace: Trace, events: pl.DataFrame, vm: str, *, guest_clock: b
     hashed = hashed_lock_addresses(mine.select("vm", "lock"))
     mine = mine.join(hashed.drop("vm"), on="lock", how="left", maintain_order="left")
     begin = pl.col("kind") == "lock_contend"
-    return mine.select(
+    locks = mine.select(
         (pl.col("ts") - offset).alias("ts"),
         "ord",
         pl.lit(0, dtype=pl.Int8).alias("sub"),
@@ -51,7 +67,28 @@ def guest_records(trace: Trace, events: pl.DataFrame, vm: str, *, guest_clock: b
         pl.coalesce(pl.col("reason"), pl.lit("SPIN")).alias("flags"),
         pl.col("lock").cast(pl.UInt64),
         pl.col("hashed").cast(pl.Categorical),
+        pl.lit(None, pl.String).alias("args"),
     )
+    if signals.is_empty():
+        return locks
+    marker = pl.col("event") == MARKER
+    other = signals.select(
+        (pl.col("ts") - offset).alias("ts"),
+        "ord",
+        pl.lit(0, dtype=pl.Int8).alias("sub"),
+        pl.col("vcpu").alias("cpu"),
+        pl.when(marker)
+        .then(RECORDER_PID)
+        .otherwise(GUEST_PID_BASE + pl.col("vcpu"))
+        .cast(pl.Int32)
+        .alias("pid"),
+        pl.col("event").cast(pl.String),
+        pl.lit(None, pl.String).alias("flags"),
+        pl.lit(None, pl.UInt64).alias("lock"),
+        pl.lit(None, pl.String).cast(pl.Categorical).alias("hashed"),
+        pl.col("args"),
+    )
+    return pl.concat([locks, other], how="vertical_relaxed").sort("ord")
 
 
 def guest_payload(pointer: str) -> pl.Expr:
@@ -66,9 +103,23 @@ def guest_payload(pointer: str) -> pl.Expr:
         .then(pl.concat_str([pl.lit(" (flags="), pl.col("flags"), pl.lit(")")]))
         .otherwise(pl.lit(" (ret=0)"))
     )
-    return pl.concat_str([address, detail])
+    is_lock = pl.col("event").is_in(["contention_begin", "contention_end"])
+    return pl.when(is_lock).then(pl.concat_str([address, detail])).otherwise(pl.col("args"))
 
 
 def guest_comm() -> pl.Expr:
-    """The comm of the guest workload task."""
-    return pl.lit(GUEST_COMM)
+    """The comm of the task a guest line is about: the workload task, or the recorder for a marker."""
+    marker = pl.col("event").is_in([MARKER, "print"])
+    return pl.when(marker).then(pl.lit(RECORDER_COMM)).otherwise(pl.lit(GUEST_COMM))
+
+
+def guest_flags() -> pl.Expr:
+    """The irq-info column of a guest ftrace line."""
+    event = pl.col("event")
+    return (
+        pl.when(event.is_in(TICK_EVENTS))
+        .then(pl.lit(TICK_FLAGS))
+        .when(event == MARKER)
+        .then(pl.lit(MARKER_FLAGS))
+        .otherwise(pl.lit(GUEST_FLAGS))
+    )

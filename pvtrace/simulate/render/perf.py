@@ -13,7 +13,8 @@ from typing import TextIO
 import polars as pl
 
 from pvtrace.errors import UsageError
-from pvtrace.simulate.render.guest import GUEST_EVENTS, guest_comm, guest_payload, guest_records
+from pvtrace.guest_signals import TICK_EVENTS
+from pvtrace.simulate.render.guest import GUEST_EVENTS, MARKER, guest_comm, guest_payload, guest_records
 from pvtrace.simulate.render.host import HOST_EVENTS, host_records
 from pvtrace.simulate.render.identities import pick_vm
 from pvtrace.simulate.render.order import numbered
@@ -49,7 +50,10 @@ def _host_system() -> pl.Expr:
 
 
 def _guest_name() -> pl.Expr:
-    return pl.concat_str([pl.lit("lock:"), pl.col("event")])
+    system = (
+        pl.when(pl.col("event").is_in(TICK_EVENTS)).then(pl.lit("irq_vectors:")).otherwise(pl.lit("lock:"))
+    )
+    return pl.concat_str([system, pl.col("event")])
 
 
 def _host_lines(records: pl.DataFrame, decimals: int) -> Iterator[pl.Series]:
@@ -76,8 +80,12 @@ def to_perf_script(
             raise UsageError("a host trace holds every VM; vm is only for side='guest'")
         return write_lines(_host_lines(host_records(trace, events), decimals), out)
     if side == "guest":
+        # perf records tracepoints, not trace_marker writes: the steal samples are not in its output.
         records = guest_records(trace, events, pick_vm(trace, vm), guest_clock=True)
-        width = max(len(f"{system}:{event}") for system, event in GUEST_EVENTS)
+        records = records.filter(pl.col("event") != MARKER)
+        # perf pads to the longest name among the recorded events; ticks only when the view has them.
+        present = set(records["event"].unique().to_list()) | {"contention_begin", "contention_end"}
+        width = max(len(f"{system}:{event}") for system, event in GUEST_EVENTS if event in present)
         lines = (
             batch.select(
                 _line(guest_comm(), pl.col("pid"), _guest_name(), width, guest_payload("address"), decimals)

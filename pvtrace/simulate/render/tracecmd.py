@@ -16,7 +16,7 @@ from typing import TextIO
 import polars as pl
 
 from pvtrace.errors import UsageError
-from pvtrace.simulate.render.guest import guest_comm, guest_payload, guest_records
+from pvtrace.simulate.render.guest import MARKER, guest_comm, guest_payload, guest_records
 from pvtrace.simulate.render.host import host_records
 from pvtrace.simulate.render.identities import n_pcpus, n_vcpus, pick_vm, vm_names
 from pvtrace.simulate.render.order import numbered
@@ -66,6 +66,15 @@ def _lines(records: pl.DataFrame, width: int, decimals: int) -> Iterator[pl.Seri
                 )
             )
         if guest.height:
+            # trace-cmd prints a trace_marker write as the ftrace `print` event: `print: tracing_mark_write: text`.
+            marker = pl.col("event") == MARKER
+            guest = guest.with_columns(
+                pl.when(marker)
+                .then(pl.concat_str([pl.lit(MARKER + ": "), pl.col("args")]))
+                .otherwise(pl.col("args"))
+                .alias("args"),
+                pl.when(marker).then(pl.lit("print")).otherwise(pl.col("event")).alias("event"),
+            )
             parts.append(
                 guest.select(
                     "_row",

@@ -1,0 +1,452 @@
+"""vCPU states inferred from inside the guest: tick gaps reconciled with steal samples.
+
+The "guest-inferred" fidelity level (docs/metrics.md). A running, non-idle guest CPU
+takes its scheduler tick every 1/HZ; a grid tick it misses means it was not running
+then. Each such gap between two consecutive events of a vCPU is a *not-running
+interval*: it ends at the first event after it (a resumed vCPU takes its missed tick at
+once) and starts somewhere between the last event before it and the first missed grid
+tick, estimated at the middle (`start_lo`/`start_hi` bound it). Steal samples (the
+recorder's `/proc/stat` markers, pvtrace/guest_signals.py) count a vCPU's preempted time
+exactly but coarsely; they split the gaps inside lock waits (a pv waiter may be halted
+instead) into halted then preempted, and tell when the ticks miss most of the steal:
+preemptions shorter than about two ticks, which this level cannot see.
+
+The intervals become canonical vcpu_run / vcpu_preempt / vcpu_halt / vcpu_wake events
+(origin guest), so every rule of the inferred level applies to them unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from pvtrace.guest_signals import HZ_CHOICES, MARKER_EVENTS, TICK_EVENTS, parse_steal_markers
+from pvtrace.schema import KIND_PRIORITY, conform_events
+
+STATE_KINDS = ("vcpu_run", "vcpu_preempt", "vcpu_halt", "vcpu_wake")
+HZ_MATCH = 0.03  # a tick interval within 3% of 1/HZ counts for that HZ
+MIN_COVERAGE = 0.75  # ticks must see this share of the steal time, or the level is out of its depth
+RELEASE_NS = 50_000  # a waiter that gets the lock this soon after a silent vCPU resumes got it from it
+MIN_INTERVALS = 5  # fewer intervals than this say little about how long the host's slices are
+MAX_SHORT_SHARE = 0.10  # more not-running intervals under two ticks than this: the ticks are too coarse
+HALTED_SHARE = 0.05  # more of the silence than this inside waits not being steal: waiters halt
+MIN_STEAL_UNITS = 3  # per vCPU on average: less steal than this is too coarse to judge coverage
+
+
+@dataclass
+class GuestPreemption:
+    """What the inference found, for the summary (all times in ns)."""
+
+    hz: int
+    tick_ns: int
+    n_intervals: int = 0
+    not_running_ns: int = 0  # estimate (start at the middle of its bounds)
+    not_running_lo_ns: int = 0  # if every interval started as late as it can
+    not_running_hi_ns: int = 0  # ... as early as it can
+    preempted_ns: int = 0  # the part labelled preempted (the rest halted)
+    steal_ns: int | None = None  # from the steal samples, between the first and last
+    steal_unit_ns: int | None = None
+    steal_coverage: float | None = None  # not-running time seen by ticks / steal, over the sample window
+    short_share: float | None = None  # share of the intervals shorter than two ticks
+    limited: str | None = None  # why the ticks cannot resolve the preemptions, when they cannot
+    halting: str | None = None  # why spin cannot be told from halting (pv waiters), when it cannot
+    notes: list[str] = field(default_factory=list)
+
+    def as_extra(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "notes"} | {"notes": list(self.notes)}
+
+
+def has_guest_ticks(events: pl.DataFrame) -> bool:
+    """A trace this level applies to: tick events and no vCPU state events (no host trace)."""
+    kinds = events["kind"]
+    if kinds.is_in(list(STATE_KINDS)).any():
+        return False
+    return bool(events.select(_ticks_expr().any()).item())
+
+
+def _ticks_expr() -> pl.Expr:
+    return (pl.col("kind") == "other") & pl.col("event").cast(pl.String).is_in(list(TICK_EVENTS))
+
+
+def tick_period(ticks: pl.DataFrame) -> int | None:
+    """1/HZ of the guest kernel: the HZ choice that most intervals between consecutive ticks of
+    one vCPU match (missed ticks make longer intervals, late ticks shorter ones)."""
+    diffs = ticks.select(pl.col("ts").diff().over("vm", "vcpu", order_by="ts").alias("d"))["d"].drop_nulls()
+    if diffs.is_empty():
+        return None
+    best = max(
+        HZ_CHOICES,
+        key=lambda hz: int(((diffs - 1e9 / hz).abs() <= HZ_MATCH * 1e9 / hz).sum()),
+    )
+    period = 1_000_000_000 // best
+    return period if ((diffs - period).abs() <= HZ_MATCH * period).any() else None
+
+
+def _phases(ticks: pl.DataFrame, period: int) -> pl.DataFrame:
+    """Per VM, the tick grid's phase (ts mod period): the most common residue, in microseconds
+    (text timestamps have that resolution; late ticks scatter, grid ticks pile up)."""
+    us = ((pl.col("ts") % period) // 1000).alias("us")
+    counts = ticks.select("vm", us).group_by("vm", "us").len()
+    return (
+        counts.sort("len", "us", descending=[True, False])
+        .group_by("vm", maintain_order=True)
+        .first()
+        .select("vm", (pl.col("us") * 1000).alias("phase"))
+    )
+
+
+def _waits(events: pl.DataFrame) -> pl.DataFrame:
+    """Per vCPU event: whether a lock wait is open after it (its last lock event is a contend)."""
+    return (
+        events.filter(pl.col("kind").is_in(["lock_contend", "lock_acquire"]))
+        .select("vm", "vcpu", "ts", (pl.col("kind") == "lock_contend").alias("waiting"))
+        .sort("ts")
+    )
+
+
+def _held_through(gaps: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
+    """`held`: the gap's last event is a contended acquisition of a lock whose next acquisition (by
+    a vCPU already waiting before the first missed tick) comes after that tick."""
+    locks = events.filter(
+        pl.col("kind").is_in(["lock_contend", "lock_acquire"]) & pl.col("lock").is_not_null()
+    )
+    contends = locks.filter(pl.col("kind") == "lock_contend").select(
+        "vm", "vcpu", "lock", pl.col("ts").alias("wait_ts")
+    )
+    acq = (
+        locks.filter(pl.col("kind") == "lock_acquire")
+        .select("vm", "vcpu", "lock", "ts")
+        .sort("ts")
+        .join_asof(
+            contends.sort("wait_ts"),
+            left_on="ts",
+            right_on="wait_ts",
+            by=["vm", "vcpu", "lock"],
+            strategy="backward",
+            check_sortedness=False,
+        )
+        .select("vm", "lock", pl.col("ts").alias("next_acq"), "wait_ts", pl.col("vcpu").alias("next_vcpu"))
+    )
+    took = gaps.filter(pl.col("kind") == "lock_acquire").sort("ts")
+    took = took.with_columns((pl.col("ts") + 1).alias("_after")).join_asof(
+        acq.sort("next_acq"),
+        left_on="_after",
+        right_on="next_acq",
+        by=["vm", "lock"],
+        strategy="forward",
+        check_sortedness=False,
+    )
+    held = (
+        (pl.col("next_acq") > pl.col("g1"))
+        & (pl.col("wait_ts") < pl.col("g1"))
+        & (pl.col("next_vcpu") != pl.col("vcpu"))
+    ).fill_null(False)
+    took = took.select("vm", "vcpu", "ts", held.alias("held"))
+    return gaps.join(took, on=["vm", "vcpu", "ts"], how="left").with_columns(pl.col("held").fill_null(False))
+
+
+def _waited_through(gaps: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
+    """`sibling_waits`: another vCPU of the VM began a lock wait between the gap's last event and its
+    first missed tick, and was still waiting at that tick (the gap's vCPU itself not waiting)."""
+    locks = events.filter(
+        pl.col("kind").is_in(["lock_contend", "lock_acquire"]) & pl.col("lock").is_not_null()
+    )
+    begin = pl.col("kind") == "lock_contend"
+    waits = (
+        locks.sort("ts")
+        .with_columns(pl.col("ts").shift(-1).over("vm", "vcpu", "lock").alias("wait_end"))
+        .filter(begin)
+        .select("vm", pl.col("vcpu").alias("waiter"), pl.col("ts").alias("wait_ts"), "wait_end")
+    )
+    pairs = gaps.select("vm", "vcpu", "ts", "g1", "next").join(waits, on="vm")
+    through = (
+        (pl.col("waiter") != pl.col("vcpu"))
+        & (pl.col("wait_ts") >= pl.col("ts"))
+        & (
+            (
+                (pl.col("wait_ts") < pl.col("g1"))
+                & (pl.col("wait_end").is_null() | (pl.col("wait_end") > pl.col("g1")))
+            )
+            | (
+                (pl.col("wait_ts") < pl.col("next"))
+                & (pl.col("wait_end").is_null() | (pl.col("wait_end") >= pl.col("next")))
+                & (pl.col("wait_end").is_null() | (pl.col("wait_end") <= pl.col("next") + RELEASE_NS))
+            )
+        )
+    )
+    waiting = (
+        (pl.col("waiter") == pl.col("vcpu"))
+        & (pl.col("wait_ts") <= pl.col("ts"))
+        & (pl.col("wait_end").is_null() | (pl.col("wait_end") > pl.col("ts")))
+    )
+    waiters = pairs.filter(waiting).select("vm", "vcpu", "ts").unique()  # a waiter holds no lock
+    found = pairs.filter(through).select("vm", "vcpu", "ts").unique()
+    return found.join(waiters, on=["vm", "vcpu", "ts"], how="anti").with_columns(
+        pl.lit(True).alias("sibling_waits")
+    )
+
+
+def _idle(events: pl.DataFrame) -> pl.DataFrame:
+    """Guest scheduler switches: idle (switched to pid 0) after each, per vCPU."""
+    return (
+        events.filter(pl.col("kind") == "task_switch")
+        .select("vm", "vcpu", "ts", (pl.col("value") == 0).alias("idle"))
+        .sort("ts")
+    )
+
+
+def not_running_intervals(events: pl.DataFrame, t_end: int) -> tuple[pl.DataFrame, int] | None:
+    """The gaps: vm, vcpu, start, start_lo, start_hi, end, tail (still open at t_end), ambiguous
+    (inside a lock wait, or at the trace's end: maybe halted), and the tick period; None without
+    usable ticks."""
+    guest = events.filter(pl.col("vm").is_not_null() & pl.col("vcpu").is_not_null())
+    ticks = guest.filter(_ticks_expr()).select("vm", "vcpu", "ts")
+    period = tick_period(ticks)
+    if period is None:
+        return None
+    tol = max(20_000, period // 50)  # timestamp truncation and interrupt latency
+    phases = _phases(ticks, period)
+    # The capture starts for every vCPU at the VM's first event: one silent from there was not running.
+    starts = (
+        guest.group_by("vm", "vcpu")
+        .agg(pl.col("ts").min().alias("own"))
+        .with_columns(pl.col("own").min().over("vm").alias("ts"))
+    )
+    lead = starts.filter(pl.col("ts") < pl.col("own")).select(
+        "vm",
+        "vcpu",
+        "ts",
+        pl.lit(None, guest.schema["kind"]).alias("kind"),
+        pl.lit(None, pl.UInt64).alias("lock"),
+    )
+    ev = (
+        pl.concat([lead, guest.select("vm", "vcpu", "ts", "kind", "lock")], how="vertical_relaxed")
+        .unique(["vm", "vcpu", "ts"], keep="last", maintain_order=True)
+        .sort("vm", "vcpu", "ts")
+        .with_columns(pl.col("ts").shift(-1).over("vm", "vcpu").alias("next"))
+        .join(phases, on="vm", how="left")
+    )
+    # each VM's capture ends with its last event (guest files of several VMs have their own clocks)
+    vm_end = pl.min_horizontal(pl.col("ts").max().over("vm"), pl.lit(t_end))
+    ev = ev.with_columns(vm_end.alias("vm_end"))
+    last = ev.filter(pl.col("next").is_null()).with_columns(
+        pl.col("vm_end").alias("next"), pl.lit(True).alias("tail")
+    )
+    ev = pl.concat(
+        [ev.filter(pl.col("next").is_not_null()).with_columns(pl.lit(False).alias("tail")), last],
+        how="vertical_relaxed",
+    )
+    # first grid tick after the event (beyond the tolerance), and whether it is missed
+    first_grid = ((pl.col("ts") + tol - pl.col("phase")) // period + 1) * period + pl.col("phase")
+    gaps = ev.with_columns(first_grid.alias("g1")).filter(pl.col("g1") < pl.col("next") - tol)
+    gaps = _held_through(gaps, events).join(
+        _waited_through(gaps, events), on=["vm", "vcpu", "ts"], how="left"
+    )
+    gaps = gaps.with_columns((pl.col("held") | pl.col("sibling_waits").fill_null(False)).alias("held"))
+    # The stop is anywhere between the last event and the missed tick: the middle, unless a sibling
+    # waits for a lock throughout (it began waiting there and still waits at the missed tick), or the
+    # vCPU had just taken a lock that its queued waiter could take only after the missed tick: then
+    # it most likely stopped while holding a lock, within a critical section of its last event.
+    start = pl.when(pl.col("held")).then(pl.col("ts")).otherwise((pl.col("ts") + pl.col("g1")) // 2)
+    gaps = gaps.select(
+        "vm",
+        "vcpu",
+        pl.col("ts").alias("start_lo"),
+        pl.col("g1").alias("start_hi"),
+        start.alias("start"),
+        pl.col("next").alias("end"),
+        "tail",
+    ).sort("start_lo")
+    # a gap inside a guest-idle stretch is NO_HZ, not preemption
+    idle = _idle(events)
+    if idle.height:
+        gaps = gaps.join_asof(
+            idle.drop("ts").with_columns(idle["ts"].alias("sw")),
+            left_on="start_lo",
+            right_on="sw",
+            by=["vm", "vcpu"],
+            strategy="backward",
+            check_sortedness=False,
+        ).filter(~pl.col("idle").fill_null(False))
+    gaps = gaps.join_asof(
+        _waits(events).rename({"ts": "wts"}),
+        left_on="start_lo",
+        right_on="wts",
+        by=["vm", "vcpu"],
+        strategy="backward",
+        check_sortedness=False,
+    )
+    ambiguous = pl.col("waiting").fill_null(False) | pl.col("tail")
+    cols = ("vm", "vcpu", "start", "start_lo", "start_hi", "end", "tail")
+    return gaps.select(*cols, ambiguous.alias("ambiguous")), period
+
+
+def _steal(events: pl.DataFrame) -> pl.DataFrame:
+    """Per vCPU: steal between its first and last sample (ns), the window and the unit."""
+    markers = events.filter(
+        (pl.col("kind") == "other") & pl.col("event").cast(pl.String).is_in(list(MARKER_EVENTS))
+    ).select(pl.col("vm").cast(pl.String), "ts", "args")
+    samples = parse_steal_markers(markers)
+    return samples.group_by("vm", "vcpu").agg(
+        pl.col("ts").min().alias("w_start"),
+        pl.col("ts").max().alias("w_end"),
+        (pl.col("steal_ns").sort_by("ts").last() - pl.col("steal_ns").sort_by("ts").first()).alias(
+            "steal_ns"
+        ),
+        pl.col("unit_ns").first(),
+        pl.len().alias("n_samples"),
+    )
+
+
+def _clipped(lo: pl.Expr, hi: pl.Expr) -> pl.Expr:
+    return (pl.min_horizontal(pl.col("end"), hi) - pl.max_horizontal(pl.col("start"), lo)).clip(lower_bound=0)
+
+
+def infer(events: pl.DataFrame, t_end: int) -> tuple[pl.DataFrame, GuestPreemption] | None:
+    """Synthetic vCPU state events (canonical rows, origin guest) and what was found; None when
+    the trace has no usable ticks."""
+    found = not_running_intervals(events, t_end)
+    if found is None:
+        return None
+    gaps, period = found
+    info = GuestPreemption(hz=1_000_000_000 // period, tick_ns=period)
+    steal = _steal(events)
+    gaps = gaps.with_columns(pl.col("vm").cast(pl.String))
+    if steal.height:
+        window = gaps.join(steal, on=["vm", "vcpu"], how="left")
+        per_vcpu = window.group_by("vm", "vcpu").agg(
+            _clipped(pl.col("w_start"), pl.col("w_end")).filter(~pl.col("ambiguous")).sum().alias("sure"),
+            _clipped(pl.col("w_start"), pl.col("w_end")).filter(pl.col("ambiguous")).sum().alias("amb"),
+        )
+        per_vcpu = steal.join(per_vcpu, on=["vm", "vcpu"], how="left").fill_null(0)
+        # the counters are floored to USER_HZ units: the steal in the window may be up to one unit more
+        budget = pl.col("steal_ns") + pl.col("unit_ns")
+        share = ((budget - pl.col("sure")) / pl.col("amb")).clip(0.0, 1.0)
+        # gaps outside lock waits beyond the steal were not preemption either (idle without a
+        # sched_switch, a long stretch with interrupts off): the preempted share of them
+        sure_share = (budget / pl.col("sure")).clip(0.0, 1.0)
+        per_vcpu = per_vcpu.with_columns(
+            pl.when(pl.col("amb") > 0).then(share).otherwise(1.0).alias("f"),
+            pl.when(pl.col("sure") > 0).then(sure_share).otherwise(1.0).alias("f_sure"),
+        )
+        gaps = gaps.join(per_vcpu.select("vm", "vcpu", "f", "f_sure"), on=["vm", "vcpu"], how="left")
+        gaps = gaps.with_columns(pl.when(pl.col("ambiguous")).then("f").otherwise("f_sure").alias("f")).drop(
+            "f_sure"
+        )
+        total_steal = int(per_vcpu["steal_ns"].sum())
+        seen = int((per_vcpu["sure"] + per_vcpu["amb"]).sum())
+        info.steal_ns, info.steal_unit_ns = total_steal, int(steal["unit_ns"].max())
+        enough = total_steal >= MIN_STEAL_UNITS * info.steal_unit_ns * per_vcpu.height
+        if total_steal > 0:
+            info.steal_coverage = round(min(seen / total_steal, 1.0), 4)
+        if enough and info.steal_coverage is not None and info.steal_coverage < MIN_COVERAGE:
+            info.limited = (
+                f"the guest ticks (HZ={info.hz}, every {period / 1e6:g} ms) saw only "
+                f"{100 * info.steal_coverage:.0f}% of the steal time ({seen / 1e6:.1f} of {total_steal / 1e6:.1f} ms): "
+                "the host preempts this guest for less than about two ticks at a time, too short to place; "
+                "a guest kernel with a higher CONFIG_HZ, or a host trace, can"
+            )
+    else:
+        gaps = gaps.with_columns(pl.lit(1.0).alias("f"))
+        info.notes.append("no steal samples: not-running time inside lock waits is taken as preempted")
+    short = (
+        gaps.select(((pl.col("end") - pl.col("start")) < 2 * period).mean()).item() if gaps.height else None
+    )
+    info.short_share = None if short is None else round(short, 4)
+    if (
+        info.limited is None
+        and short is not None
+        and gaps.height >= MIN_INTERVALS
+        and short > MAX_SHORT_SHARE
+    ):
+        info.limited = (
+            f"{100 * short:.0f}% of the not-running intervals the guest ticks show (HZ={info.hz}) last under "
+            "two ticks: the host preempts this guest in stretches too short for the tick period to place, "
+            "and the shorter ones leave no trace at all (their time would pass for spin); a guest kernel "
+            "with a higher CONFIG_HZ, or a host trace, can"
+        )
+    gaps = gaps.with_columns(pl.col("f").fill_null(1.0))
+    dur = pl.col("end") - pl.col("start")
+    halted = (dur * (1 - pl.col("f"))).round().cast(pl.Int64)
+    gaps = gaps.with_columns(halted.alias("halted_ns"))
+    info.n_intervals = gaps.height
+    info.not_running_ns = int(gaps.select(dur.sum()).item() or 0)
+    info.not_running_lo_ns = int(gaps.select((pl.col("end") - pl.col("start_hi")).sum()).item() or 0)
+    info.not_running_hi_ns = int(gaps.select((pl.col("end") - pl.col("start_lo")).sum()).item() or 0)
+    info.preempted_ns = info.not_running_ns - int(gaps["halted_ns"].sum() or 0)
+    halted = info.not_running_ns - info.preempted_ns
+    if info.steal_unit_ns and halted > max(HALTED_SHARE * info.not_running_ns, 2 * info.steal_unit_ns):
+        info.halting = (
+            f"lock waiters halt (pv spinlocks: {halted / 1e6:.1f} ms of the vCPUs' silence inside lock waits "
+            "is not steal): a halt shorter than a tick leaves no trace, so spin cannot be told from halting"
+        )
+    return _state_events(events, gaps), info
+
+
+def _state_events(events: pl.DataFrame, gaps: pl.DataFrame) -> pl.DataFrame:
+    """vcpu_run at the VM's first event (the capture's start) and at each gap's end; at a gap's start vcpu_preempt, or
+    vcpu_halt then vcpu_wake where its halted part ends."""
+    first = (
+        events.filter(pl.col("vm").is_not_null() & pl.col("vcpu").is_not_null())
+        .group_by("vm", "vcpu")
+        .agg(pl.col("ts").min())
+        .select(
+            pl.col("vm").cast(pl.String),
+            "vcpu",
+            pl.col("ts").min().over("vm"),
+            pl.lit("vcpu_run").alias("kind"),
+        )
+    )
+    halt_end = pl.col("start") + pl.col("halted_ns")
+    rows = [
+        first,
+        gaps.filter(~pl.col("tail")).select(
+            "vm", "vcpu", pl.col("end").alias("ts"), pl.lit("vcpu_run").alias("kind")
+        ),
+        gaps.select(
+            "vm",
+            "vcpu",
+            pl.col("start").alias("ts"),
+            pl.when(pl.col("halted_ns") > 0)
+            .then(pl.lit("vcpu_halt"))
+            .otherwise(pl.lit("vcpu_preempt"))
+            .alias("kind"),
+        ),
+        gaps.filter((pl.col("halted_ns") > 0) & (halt_end < pl.col("end"))).select(
+            "vm", "vcpu", halt_end.alias("ts"), pl.lit("vcpu_wake").alias("kind")
+        ),
+    ]
+    return pl.concat(rows, how="vertical_relaxed").with_columns(pl.lit("guest").alias("origin"))
+
+
+def with_guest_states(events: pl.DataFrame, t_end: int) -> tuple[pl.DataFrame, GuestPreemption] | None:
+    """The events plus the inferred vCPU state events, in canonical order (a run goes before the
+    events at its instant: they happened once the vCPU ran again; a stop goes after)."""
+    found = infer(events, t_end)
+    if found is None:
+        return None
+    states, info = found
+    states = conform_events(
+        states.with_columns(pl.col("kind").alias("event"), pl.lit(0, pl.Int64).alias("seq"))
+    ).cast(dict(events.schema))
+    rank = (
+        pl.when(pl.col("_new") & (pl.col("kind") == "vcpu_run"))
+        .then(0)
+        .when(pl.col("_new"))
+        .then(2)
+        .otherwise(1)
+    )
+    prio = pl.col("kind").cast(pl.String).replace_strict(KIND_PRIORITY, default=0, return_dtype=pl.Int64)
+    merged = (
+        pl.concat(
+            [
+                events.with_columns(pl.lit(False).alias("_new")),
+                states.with_columns(pl.lit(True).alias("_new")),
+            ]
+        )
+        .sort(["ts", rank, "seq", prio], maintain_order=True)
+        .drop("_new")
+        .with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("seq"))
+    )
+    return merged, info

@@ -1,0 +1,252 @@
+"""How close the guest-inferred level gets to the truth, from guest-view ftrace text.
+
+Each run is simulated, rendered as each VM's guest ftrace file (lock contention, ticks,
+steal samples: what `pvtrace record --guest` captures in one VM), ingested and analyzed
+with default options, one VM at a time (a tenant sees one VM; each file is on its guest
+clock, shifted back to the host clock here to match the truth's incidents).
+
+    python tests/analyze/guest_accuracy_cases.py > /tmp/guest-accuracy.md   (the table of docs/accuracy.md)
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from functools import cache
+from pathlib import Path
+
+import polars as pl
+
+from pvtrace.analyze import analyze
+from pvtrace.analyze.accuracy import harmful_lhp_counts, pooled, relative_error, scores_of
+from pvtrace.ingest.load import load
+from pvtrace.simulate.render import to_ftrace
+from pvtrace.simulate.render.identities import hashed_lock_addresses
+from pvtrace.simulate.run import simulate_trace
+from pvtrace.simulate.scenario import Scenario, load_preset
+from pvtrace.simulate.ticks import GUEST_HZ, state_intervals
+from pvtrace.simulate.views import select_view
+
+ALGORITHMS = ("tas", "ticket", "pv-ticket", "pv-qspinlock")
+PRESETS = ("lhp-demo", "overcommit-2x", "seed-table")
+TOTALS = ("waste_lhp_ns", "spin_ns", "wait_preempted_ns", "wait_halted_ns")
+
+
+def _shifted(table: pl.DataFrame, offset: int, locks: dict[int, int]) -> pl.DataFrame:
+    """Incidents of a guest file back on the host clock, with the simulator's lock ids."""
+    return table.with_columns(
+        pl.col("start") + offset,
+        pl.col("end") + offset,
+        pl.col("lock").replace_strict(locks, default=None, return_dtype=pl.UInt64),
+    )
+
+
+def guest_run(scenario: Scenario, seed: int, hz: int = GUEST_HZ, lock_kind: str | None = None) -> dict:
+    """One run: harmful-LHP match counts and found/true totals, summed over the VMs' guest files."""
+    trace, truth = simulate_trace(scenario, seed=seed)
+    view = select_view(trace, "guest", guest_hz=hz)
+    offsets = trace.meta.clock.get("guest_offset_ns") or {}
+    hashed = hashed_lock_addresses(trace.events.filter(pl.col("lock").is_not_null()).select("vm", "lock"))
+    found: dict[str, int | None] = dict.fromkeys((*TOTALS, "preempted_ns"), 0)
+    lhp_found = []
+    levels, limited = set(), []
+    with tempfile.TemporaryDirectory() as tmp:
+        for vm in trace.meta.vms:
+            path = Path(tmp) / f"g-{vm}.txt"
+            with path.open("w") as out:
+                to_ftrace(view, out, side="guest", vm=vm)
+            result = analyze(load([path], vm_name=vm), lock_kind=lock_kind)
+            s = result.summary
+            levels.add(s.extra["level"])
+            info = s.extra.get("guest_preemption") or {}
+            if info.get("limited") or info.get("halting"):
+                limited.append(info.get("limited") or info["halting"])
+            for k in TOTALS:
+                found[k] = None if found[k] is None or k not in s.totals else found[k] + s.totals[k]
+            found["preempted_ns"] += int(info.get("preempted_ns") or 0)
+            mine = hashed.filter(pl.col("vm") == vm)
+            locks = dict(zip([int(h, 16) for h in mine["hashed"]], mine["lock"].to_list(), strict=True))
+            lhp_found.append(_shifted(result.table("lhp_incidents"), int(offsets.get(vm, 0)), locks))
+    t = truth.summary.totals
+    iv = state_intervals(trace.events, truth.t_end)
+    true = {k: t[k] for k in TOTALS}
+    true["preempted_ns"] = int(
+        iv.filter(pl.col("state") == "preempted").select(pl.col("end") - pl.col("start")).sum().item()
+    )
+    lhp = pl.concat(lhp_found).with_columns(pl.col("vm").cast(pl.String))
+    return {
+        "seed": seed,
+        "levels": sorted(levels),
+        "limited": limited,
+        "lhp": harmful_lhp_counts(lhp, truth.lhp_incidents.with_columns(pl.col("vm").cast(pl.String))),
+        "found": found,
+        "true": true,
+    }
+
+
+@cache
+def figures(
+    kind: str,
+    name: str,
+    algorithm: str | None,
+    seeds: tuple[int, ...],
+    hz: int = GUEST_HZ,
+    lock_kind: str | None = None,
+) -> dict:
+    """Pooled figures of one case: kind "preset" (name = preset) or "workload" (accuracy_cases)."""
+    if kind == "preset":
+        base = load_preset(name)
+    else:
+        from accuracy_cases import scenario
+
+        base = scenario(name, algorithm, 3)
+    if algorithm is not None and kind == "preset":
+        base = base.replace(lock={"algorithm": algorithm})
+    every = [guest_run(base, seed, hz, lock_kind) for seed in seeds]
+    rs = [r for r in every if not r["limited"]]  # runs where the level gave numbers
+
+    def err(key: str) -> float | None:
+        values = [r["found"][key] for r in rs]
+        if not rs or any(v is None for v in values):
+            return None
+        e = relative_error(sum(values), sum(r["true"][key] for r in rs))
+        return None if e is None else round(e, 4)
+
+    def preempted_err() -> float | None:  # given even where the level declines the rest
+        e = relative_error(
+            sum(r["found"]["preempted_ns"] for r in every), sum(r["true"]["preempted_ns"] for r in every)
+        )
+        return None if e is None else round(e, 4)
+
+    lhp = scores_of(pooled([r["lhp"] for r in rs])) if rs else None
+    return {
+        "n_runs": len(every),
+        "n_declined": len(every) - len(rs),
+        "levels": sorted({lvl for r in every for lvl in r["levels"]}),
+        "limited": not rs,
+        "n_true": sum(r["lhp"]["n_true"] for r in every),
+        "n_true_measured": lhp["n_true"] if lhp else 0,
+        "precision": round(lhp["precision"], 4) if lhp else None,
+        "recall": round(lhp["recall"], 4) if lhp else None,
+        "waste_lhp_err": err("waste_lhp_ns"),
+        "spin_err": err("spin_ns"),
+        "wait_preempted_err": err("wait_preempted_ns"),
+        "preempted_err": preempted_err(),
+    }
+
+
+def _pct(v: float | None) -> str:
+    return "unavailable" if v is None else f"{100 * v:+.1f}%"
+
+
+def table(rows: list[tuple[str, str, str | None, tuple[int, ...], int, str | None]]) -> str:
+    out = [
+        "| case | lock | HZ | --lock-kind | runs (seeds) | harmful LHP (true) | precision | recall | LHP waste | "
+        "spin | preempted wait | preempted time |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for kind, name, algo, seeds, hz, lock_kind in rows:
+        f = figures(kind, name, algo, seeds, hz, lock_kind)
+        span = f"{seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else str(seeds[0])
+        if f["limited"]:
+            cells = ["unavailable"] * 5 + [_pct(f["preempted_err"])]
+        else:
+            cells = [
+                f"{100 * f['precision']:.1f}%",
+                f"{100 * f['recall']:.1f}%",
+                _pct(f["waste_lhp_err"]),
+                _pct(f["spin_err"]),
+                _pct(f["wait_preempted_err"]),
+                _pct(f["preempted_err"]),
+            ]
+        lead = [
+            name,
+            algo or "ticket",
+            str(hz),
+            lock_kind or "(default)",
+            f"{f['n_runs']} ({span})",
+            str(f["n_true"]),
+        ]
+        out.append("| " + " | ".join(lead + cells) + " |")
+    return "\n".join(out)
+
+
+def _kind(algorithm: str | None) -> str:
+    return "unfair" if algorithm == "tas" else "fifo"
+
+
+PRESET_SEEDS = (1, 2, 3, 4, 5, 6, 7, 8)
+DOC_ROWS: list[tuple[str, str, str | None, tuple[int, ...], int, str | None]] = [
+    *[("preset", p, None, PRESET_SEEDS, GUEST_HZ, k) for p in PRESETS for k in (None, "fifo")],
+    ("preset", "lhp-demo", None, (1, 2, 3), 250, None),
+    *[
+        ("workload", w, a, (21, 22), GUEST_HZ, k)
+        for w in ("no-ple", "ple")
+        for a in ALGORITHMS
+        for k in (None, _kind(a))
+    ],
+]
+
+INTRO = """## Guest-inferred view (ticks and steal samples)
+
+What a tenant can capture alone: each VM's guest ftrace text with lock contention, the
+scheduler ticks and the steal samples (`pvtrace record --guest`), rendered by the simulator
+(ticks every 1 ms, HZ=1000, while a vCPU runs guest code and is not idle; the missed one at
+once when it resumes; steal in USER_HZ units every 100 ms), ingested and analyzed with default
+options one VM at a time (`tests/analyze/guest_accuracy_cases.py`; the truth covers the same
+window). `--lock-kind` shows what knowing the lock kind adds (ftrace text does not carry it).
+Preempted time is the vCPUs' total time runnable but not running; preempted wait is
+`wait_preempted_ns`. The presets are ticket locks; the workload rows are those of the merged
+view at 3x overcommit. The start-of-interval rules were developed on preset seeds 1-3; seeds 4-8
+were not looked at before this table.
+
+| case | lock | HZ | --lock-kind | runs (seeds) | harmful LHP (true) | precision | recall | LHP waste | spin | preempted wait | preempted time |"""
+
+
+LIMITS = """Targets (issue 18): on the presets' guest text, harmful-LHP precision and recall >= 90%, LHP
+waste within 15%, preempted time within 10%, and where the tick period cannot resolve the
+slices the metrics say so. Where the level gives numbers it is exact for `n_contended` and
+the waits, within about 1% for spin, preempted wait and preempted time, and always precise
+about LHP on lhp-demo (precision 100%); but it misses about one harmful incident in seven
+there (recall 86%, below the target) and its LHP waste is low by about a fifth (outside the
+15% target): the missed incidents' waste, mostly. On seed-table (one 4-vCPU guest among host
+noise tasks) it finds most incidents (recall 85%) but also blames many the wrong way
+(precision 33% with the default unknown lock kind, 77% with `--lock-kind fifo`; LHP waste
++124% and +16%). None of the presets meets all the targets; overcommit-2x is declined (its
+host preempts in sub-tick stretches). What limits it:
+
+- **Tick period against slice length.** A preemption leaves a trace only when it spans a
+  grid tick, and can be placed only to within a tick at its start (its end is exact: the late
+  tick). With HZ=1000 and the simulator's 3 ms host slices most stretches span 2-4 ticks. With
+  HZ=250 (4 ms ticks, the kernel of the machine that captured sample-traces/guest-ticks) the
+  same runs are out of reach and the level declines (lhp-demo at HZ=250). It also declines
+  where the host preempts the guest often and briefly: PLE's directed yields in the ple
+  workload and overcommit-2x (more than 10% of the intervals shorter than two ticks; the
+  shorter ones leave no trace and would pass for spin). The preempted time it still reports
+  (`extra.guest_preemption`, last column) is then low by those invisible stretches.
+- **Halting waiters.** pv-ticket and pv-qspinlock waiters halt; a halt shorter than a tick is
+  invisible and would pass for spin (measured before this rule: spin +200%, LHP waste +450%
+  to +900%). The steal samples show the halts (silence inside waits that is not steal), and
+  the level declines the spin metrics.
+- **Which vCPU held the lock.** Guest contention events show contended acquisitions only; a
+  holder that took its lock uncontended is inferred as at the inferred level, but from stop
+  times known only to within a tick. Most missed incidents are such holders that stopped in
+  the tick before their waiter started spinning.
+- **Lock kind.** ftrace text does not say whether a lock is fifo. With the kind unknown, spin
+  behind a preempted queue head (LWP) looks like spin on a lock with an unseen holder, and a
+  preempted sibling is taken for it: `--lock-kind fifo` lifts no-ple/ticket from 68% to 89%
+  precision.
+- **Several VMs at once.** Analyze each VM's guest file on its own (as here): files of
+  several guests are on different clocks, and a wait still open at the end of one file would
+  run to the end of the latest one.
+"""  # the prose under the table (its figures are those of the table above)
+
+
+def section() -> str:
+    """The docs/accuracy.md section of this level (the table is computed here)."""
+    return INTRO.rsplit("\n", 1)[0] + "\n" + table(DOC_ROWS) + "\n\n" + LIMITS
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).parent))
+    print(section())
