@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "analyze": "pvtrace.cli.analyze",
     "report": "pvtrace.cli.report",
     "compare": "pvtrace.cli.report",
+    "experiment": "pvtrace.cli.generate",
     "record": "pvtrace.cli.record",
 }
 
