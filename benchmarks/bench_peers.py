@@ -3,15 +3,18 @@
     python benchmarks/bench_peers.py                 # 100 MB, 3 alternating rounds
     python benchmarks/bench_peers.py --size-mb 20 --rounds 1
 
-The input is bench_ingest's generated host trace (a busy KVM host's event mix) with 4 trace
-flags per line (`d..2`), the layout both peers read: trappy's line pattern takes at most four
-flag characters and skips every line of the 5-flag layout of kernels >= 5.x (it reads nothing).
+The input is bench_ingest's generated host trace (a busy KVM host's event mix) without the
+trace-flags column (`comm-pid [cpu] ts: event: fields`, trace-cmd report's default layout), the
+one layout both peers read: trappy's line pattern takes at most four flag characters (it reads
+no line of the 5-flag layout of kernels >= 5.x), and LISA's text parser wants no digit between
+`[cpu]` and the timestamp (it reads no line with a preempt count such as `d..2`).
 Each peer is installed from PyPI into its own venv under benchmarks/.data/peers/ (created on the
 first run; `--no-install` uses what is there) and runs in a fresh process:
 - pvtrace: ingest_to_parquet (parse, normalize to canonical typed events, write Parquet);
 - trappy: FTrace over sched_switch and sched_wakeup (its cache off), one pandas DataFrame per
   event: trappy reads only `key=value` payloads and fails on the KVM and lock events' text;
-- LISA: Trace with its text parser over the same eight events, each event's DataFrame built.
+- LISA: Trace with its human-readable text parser (HRTxtTraceParser) over the eight events, each
+  event's DataFrame built; the KVM events come out as one untyped `__positional` text column.
 Printed: wall time, peak memory, rows, and the ratios in wall time and in time per typed row
 (a row whose fields came out as typed columns). A peer that cannot be installed or run here is
 reported with the reason, not skipped silently.
@@ -47,10 +50,20 @@ EVENTS = (
 # kvm_hypercall, kvm_vcpu_wakeup and contention_* lines its parser raises TrappyParseError and the
 # whole FTrace fails, so it is given the two events it can read (it still reads every line).
 TRAPPY_EVENTS = ("sched_switch", "sched_wakeup")
-PACKAGES = {"trappy": "trappy", "lisa": "lisa-linux"}
+# lisa-linux 3.1.0 declares no upper bounds, and on today's releases it fails to import: it uses
+# np.NaN (gone in NumPy 2), and it imports nest_asyncio without requiring it; pyarrow >= 18 needs
+# NumPy 2. These pins are what makes it import on Python 3.11.
+PACKAGES = {
+    "trappy": ["trappy"],
+    "lisa": ["lisa-linux", "numpy<2", "pyarrow<18", "pandas<2.3", "nest_asyncio"],
+}
 
 # Each runner prints one JSON line: seconds, rows (records read), typed_rows, peak_bytes.
-_PEAK = "import resource; peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024\n"
+# peak: the largest of the process and its children (LISA parses in a pool of worker processes)
+_PEAK = (
+    "import resource\n"
+    "peak = 1024 * max(resource.getrusage(w).ru_maxrss for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))\n"
+)
 RUNNERS = {
     "pvtrace": (
         "import sys, time, json, tempfile\n"
@@ -85,11 +98,11 @@ RUNNERS = {
     "lisa": (
         "import sys, time, json, warnings\n"
         "warnings.simplefilter('ignore')\n"
-        "from lisa.trace import Trace, TxtTraceParser\n"
+        "from lisa.trace import Trace, HRTxtTraceParser\n"
         f"events = {EVENTS!r}\n"
         "t = time.perf_counter()\n"
-        "tr = Trace(sys.argv[1], events=list(events), parser=TxtTraceParser.from_txt_file,\n"
-        "           strict_events=False, normalize_time=False)\n"
+        "tr = Trace(sys.argv[1], events=list(events), parser=HRTxtTraceParser.from_txt_file,\n"
+        "           strict_events=False, normalize_time=False, enable_swap=False)\n"
         "frames = []\n"
         "for ev in events:\n"
         "    try:\n"
@@ -98,34 +111,34 @@ RUNNERS = {
         "        pass\n"
         "s = time.perf_counter() - t\n"
         "rows = sum(len(df) for df in frames)\n"
-        "typed = sum(len(df) for df in frames if len(df.columns) > 3)\n"
+        "base = {'__comm', '__pid', '__cpu', '__positional', '__timestamp'}\n"
+        "typed = sum(len(df) for df in frames if set(df.columns) - base)\n"
         + _PEAK
         + "print(json.dumps({'seconds': s, 'rows': rows, 'typed_rows': typed, 'peak_bytes': peak}))\n"
     ),
 }
 
 
-def four_flag_copy(size_bytes: int) -> Path:
-    """bench_ingest's host trace of about size_bytes, rewritten with 4 trace flags per line."""
+def flagless_copy(size_bytes: int) -> Path:
+    """bench_ingest's host trace of about size_bytes, rewritten without the trace-flags column."""
     src = DATA / f"host-{size_bytes / 1e9:g}GB.txt"
-    dst = DATA / f"host-{size_bytes / 1e9:g}GB-4flag.txt"
+    dst = DATA / f"host-{size_bytes / 1e9:g}GB-noflags.txt"
     if dst.exists():
         return dst
     generate(src, size_bytes)
     tmp = dst.with_suffix(".partial")
     with open(src, "rb") as fin, open(tmp, "wb") as fout:
-        fout.write(fin.readline().replace(b"|||||", b"||||"))
         for block in iter(lambda: fin.read(1 << 24), b""):
-            fout.write(block.replace(b"] d..2. ", b"] d..2 "))
+            fout.write(block.replace(b"] d..2. ", b"] "))
     tmp.replace(dst)
     return dst
 
 
-def python_of(peer: str, install: bool) -> tuple[str | None, str]:
+def python_of(peer: str, install: bool, venvs: Path) -> tuple[str | None, str]:
     """The interpreter to run a peer with, or None and why it cannot run here."""
     if peer == "pvtrace":
         return sys.executable, ""
-    env_dir = PEERS_DIR / peer
+    env_dir = venvs / peer
     python = env_dir / "bin" / "python"
     if not python.exists():
         if not install:
@@ -133,13 +146,13 @@ def python_of(peer: str, install: bool) -> tuple[str | None, str]:
         venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
     check = subprocess.run([str(python), "-c", f"import {peer}"], capture_output=True, text=True)
     if check.returncode != 0 and install:
-        print(f"installing {PACKAGES[peer]} into {env_dir} ...", flush=True)
+        print(f"installing {' '.join(PACKAGES[peer])} into {env_dir} ...", flush=True)
         pip = subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", PACKAGES[peer]], capture_output=True, text=True
+            [str(python), "-m", "pip", "install", "-q", *PACKAGES[peer]], capture_output=True, text=True
         )
         if pip.returncode != 0:
             lines = [line for line in pip.stderr.splitlines() if line.strip() and "WARNING" not in line]
-            return None, f"pip install {PACKAGES[peer]} failed: {' | '.join(lines[-3:])}"
+            return None, f"pip install {' '.join(PACKAGES[peer])} failed: {' | '.join(lines[-3:])}"
         check = subprocess.run([str(python), "-c", f"import {peer}"], capture_output=True, text=True)
     if check.returncode != 0:
         last = (check.stderr.strip().splitlines() or ["?"])[-1]
@@ -172,16 +185,19 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds (medians)")
     ap.add_argument("--quick", action="store_true", help="20 MB, one round")
     ap.add_argument("--no-install", action="store_true", help="do not create venvs or pip install")
+    ap.add_argument(
+        "--venv-dir", type=Path, default=PEERS_DIR, help="where the peers' venvs live (one per peer)"
+    )
     ap.add_argument("--timeout", type=float, default=3600, help="seconds one peer run may take")
     args = ap.parse_args()
     if args.quick:
         args.size_mb, args.rounds = 20, 1
-    path = four_flag_copy(int(args.size_mb * 1e6))
+    path = flagless_copy(int(args.size_mb * 1e6))
     mb = path.stat().st_size / 1e6
-    print(f"input: {path} ({mb:.0f} MB, 4 trace flags per line)", flush=True)
+    print(f"input: {path} ({mb:.0f} MB, no trace-flags column)", flush=True)
     pythons: dict[str, str] = {}
     for peer in ("pvtrace", "trappy", "lisa"):
-        python, why = python_of(peer, install=not args.no_install)
+        python, why = python_of(peer, install=not args.no_install, venvs=args.venv_dir)
         if python is None:
             print(f"{peer}: cannot run here: {why}", flush=True)
         else:

@@ -45,6 +45,12 @@ def test_every_listed_module_registers_its_command():
         assert name in _module_commands(module), (name, module)
 
 
+def test_every_registered_command_is_listed():
+    for module in set(COMMANDS.values()):
+        missing = set(_module_commands(module)) - set(COMMANDS)
+        assert not missing, f"{module} registers {sorted(missing)}, not in cli.app.COMMANDS"
+
+
 def test_help_lists_every_command():
     result = CliRunner().invoke(app, ["--help"])
     assert result.exit_code == 0
