@@ -21,6 +21,7 @@ from pvtrace.analyze.prepare import LOCK_KIND, Prepared, prepare, prepare_source
 from pvtrace.analyze.result import TABLE_SCHEMAS, Analysis
 from pvtrace.analyze.summary import build_summary
 from pvtrace.analyze.vcpu_states import build_states, state_changes, vcpu_states_table
+from pvtrace.schema import EVENT_SCHEMA
 from pvtrace.trace import Trace, TraceMeta, read_meta
 
 STEPS = (
@@ -56,7 +57,15 @@ def analyze_parquet(
     on their own (only the rows and columns it needs), so big traces fit in memory."""
     meta = read_meta(path)
     result = _run(prepare_source(source_of_parquet(path), meta, lock_kind=lock_kind), progress)
-    return _with_perf_tables(_with_context(_with_warnings(result, meta), pl.scan_parquet(path)), meta)
+    return _with_perf_tables(_with_context(_with_warnings(result, meta), _scan_events(path)), meta)
+
+
+def _scan_events(path: Path | str) -> pl.LazyFrame:
+    """The file's events, lazily, in the canonical types (a file not written by pvtrace may hold
+    them as other types: text timestamps, 64-bit ids)."""
+    lf = pl.scan_parquet(path)
+    names = lf.collect_schema().names()
+    return lf.with_columns(pl.col(c).cast(EVENT_SCHEMA[c]) for c in names if c in EVENT_SCHEMA)
 
 
 def _with_perf_tables(result: Analysis, meta: TraceMeta) -> Analysis:
