@@ -103,7 +103,10 @@ def incidents(lhp: pl.DataFrame, lwp: pl.DataFrame, events: pl.LazyFrame | None)
         ],
         how="vertical_relaxed",
     ).with_row_index("iid")
-    ctx = _ran_instead(both, events) if events is not None and both.height else None
+    # what ran instead is looked up for the worst MAX_CONTEXT_INCIDENTS (every output shows the
+    # worst first); the rest keep null there, which the column's doc says
+    worst = both.sort(["waste_ns", "dur"], descending=True, nulls_last=True).head(MAX_CONTEXT_INCIDENTS)
+    ctx = _ran_instead(worst, events) if events is not None and both.height else None
     if ctx is None:
         both = both.with_columns(
             pl.lit(None, pl.Int32).alias("pcpu"), pl.lit(None, pl.String).alias("ran_instead")
@@ -119,6 +122,7 @@ def incidents(lhp: pl.DataFrame, lwp: pl.DataFrame, events: pl.LazyFrame | None)
 
 
 MAX_RUNS_PER_INCIDENT = 4
+MAX_CONTEXT_INCIDENTS = 20_000
 
 
 def _runs_inside(spans: pl.DataFrame, runs: pl.DataFrame) -> pl.DataFrame:
@@ -341,7 +345,8 @@ INCIDENTS_COLUMNS: tuple[Column, ...] = (
     Column(
         "ran_instead",
         pl.String(),
-        "vCPUs (vm/vcpu) that ran on that pCPU during the incident, or `host task`; null when unknown.",
+        "vCPUs (vm/vcpu) that ran on that pCPU during the incident, or `host task`; null when unknown "
+        "or beyond the 20,000 worst incidents (looked up for those only: bounded cost).",
     ),
 )
 LOCK_CALLERS_SCHEMA = schema_of(LOCK_CALLERS_COLUMNS)

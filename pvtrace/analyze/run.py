@@ -80,6 +80,12 @@ def _with_context(result: Analysis, events: pl.LazyFrame) -> Analysis:
     """Add the tables that read raw event columns the concepts drop (analyze/context.py): callers
     per lock from the captured stacks, and all incidents with what ran in the preempted vCPU's place."""
     names = set(events.collect_schema().names())
+    # one read of the few events these tables use (placements, exits, stacks), shared by all of them
+    wanted = pl.col("kind").is_in(["vcpu_run", "vcpu_preempt", "vcpu_halt", "vm_exit", "vm_entry"])
+    if {"event", "args"} <= names:
+        wanted |= (pl.col("kind") == "other") & (pl.col("event").cast(pl.String) == "kernel_stack")
+    cols = [c for c in ("ts", "kind", "vm", "vcpu", "pcpu", "reason", "event", "args") if c in names]
+    events = events.filter(wanted).select(cols).collect().lazy()
     if {"event", "args"} <= names:
         result.tables["lock_callers"] = context.lock_callers(events, result.table("waits"))
     if "pcpu" in names:
