@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from pvtrace.analyze.result import TABLES
+from pvtrace.ingest.summary_tables import KVM_STAT_COLUMNS, LOCK_CONTENTION_COLUMNS
 from pvtrace.schema import EVENT_COLUMNS, KINDS, markdown_table
 
 HEADER = """# pvtrace tables
@@ -30,6 +31,16 @@ def render() -> str:
     ]
     parts.append("## Analysis result tables\n")
     for name, cols in TABLES.items():
+        parts += [f"### `{name}`\n", markdown_table(cols), ""]
+    parts.append("## perf summary tables\n")
+    parts.append(
+        "Present when an input is a `perf kvm stat` or `perf lock contention` table, with an `input` "
+        "column naming the file.\n"
+    )
+    for name, cols in (
+        ("perf_kvm_stat", KVM_STAT_COLUMNS),
+        ("perf_lock_contention", LOCK_CONTENTION_COLUMNS),
+    ):
         parts += [f"### `{name}`\n", markdown_table(cols), ""]
     return "\n".join(parts)
 

@@ -43,3 +43,23 @@ def test_schema_reference_is_current():
     gen = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gen)
     assert (REPO / "docs" / "schema.md").read_text() == gen.render(), "run python docs/gen_schema_md.py"
+
+
+def test_readme_shows_the_summary_analyze_prints_today():
+    """The README's guest-trace example is the real output of the Quick start command, piped."""
+    from typer.testing import CliRunner
+
+    res = CliRunner().invoke(app, ["analyze", str(REPO / "sample-traces" / "guest-futex.txt.xz")])
+    assert res.exit_code == 0, res.output
+    shown = res.stdout.rstrip("\n").replace(str(REPO / "sample-traces"), "sample-traces")
+    assert shown in README, "update the README's analyze example"
+    assert "Locks by total wait" in shown and "unavailable" not in shown
+
+
+def test_every_output_table_is_explained():
+    from pvtrace.analyze.result import TABLES
+
+    text = (REPO / "docs" / "output.md").read_text()
+    for name in ("waste_by_lock", "lock_callers", "incidents", "perf_kvm_stat", "perf_lock_contention"):
+        assert f"`{name}`" in text, name
+    assert set(TABLES) <= set(re.findall(r"^### `(\w+)`", (REPO / "docs" / "schema.md").read_text(), re.M))

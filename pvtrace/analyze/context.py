@@ -103,7 +103,10 @@ def incidents(lhp: pl.DataFrame, lwp: pl.DataFrame, events: pl.LazyFrame | None)
         ],
         how="vertical_relaxed",
     ).with_row_index("iid")
-    ctx = _ran_instead(both, events) if events is not None and both.height else None
+    # what ran instead is looked up for the worst MAX_CONTEXT_INCIDENTS (every output shows the
+    # worst first); the rest keep null there, which the column's doc says
+    worst = both.sort(["waste_ns", "dur"], descending=True, nulls_last=True).head(MAX_CONTEXT_INCIDENTS)
+    ctx = _ran_instead(worst, events) if events is not None and both.height else None
     if ctx is None:
         both = both.with_columns(
             pl.lit(None, pl.Int32).alias("pcpu"), pl.lit(None, pl.String).alias("ran_instead")
@@ -116,6 +119,47 @@ def incidents(lhp: pl.DataFrame, lwp: pl.DataFrame, events: pl.LazyFrame | None)
         .cast(dict(INCIDENTS_SCHEMA))
         .select(list(INCIDENTS_SCHEMA))
     )
+
+
+MAX_RUNS_PER_INCIDENT = 4
+MAX_CONTEXT_INCIDENTS = 20_000
+
+
+def _runs_inside(spans: pl.DataFrame, runs: pl.DataFrame) -> pl.DataFrame:
+    """spans joined with the first MAX_RUNS_PER_INCIDENT runs on their pCPU in [start, end).
+
+    Each pCPU's runs are numbered in time order; two as-of lookups give the numbers of the first
+    run at or after start and after end, and only those runs are joined: memory follows the
+    runs inside incidents, never incidents x runs of a pCPU (an inequality join would)."""
+    numbered = runs.sort("run_pcpu", "run_ts").with_columns(
+        pl.int_range(pl.len(), dtype=pl.Int64).over("run_pcpu").alias("pos")
+    )
+    index = numbered.select("run_pcpu", "run_ts", "pos").sort("run_ts")
+
+    def count_before(col: str) -> pl.DataFrame:  # runs on the pCPU strictly before `col`
+        probe = spans.select("iid", "pcpu", (pl.col(col) - 1).alias("_t")).sort("_t")
+        return probe.join_asof(
+            index,
+            left_on="_t",
+            right_on="run_ts",
+            by_left="pcpu",
+            by_right="run_pcpu",
+            strategy="backward",
+            check_sortedness=False,
+        ).select("iid", (pl.col("pos").fill_null(-1) + 1).alias(col + "_n"))
+
+    bounds = count_before("start").join(count_before("end"), on="iid")
+    picks = (
+        spans.join(bounds, on="iid")
+        .filter(pl.col("end_n") > pl.col("start_n"))
+        .with_columns(
+            pl.int_ranges(
+                "start_n", pl.min_horizontal("end_n", pl.col("start_n") + MAX_RUNS_PER_INCIDENT)
+            ).alias("pos")
+        )
+        .explode("pos")
+    )
+    return picks.join(numbered, left_on=["pcpu", "pos"], right_on=["run_pcpu", "pos"], how="inner")
 
 
 def _ran_instead(inc: pl.DataFrame, events: pl.LazyFrame) -> pl.DataFrame | None:
@@ -159,12 +203,7 @@ def _ran_instead(inc: pl.DataFrame, events: pl.LazyFrame) -> pl.DataFrame | None
     spans = where.filter(pl.col("pcpu").is_not_null()).join(inc.select("iid", "end"), on="iid")
     if spans.height == 0:
         return where.select("iid", "pcpu", pl.lit(None, pl.String).alias("ran_instead"))
-    later = spans.join_where(
-        runs,
-        pl.col("pcpu") == pl.col("run_pcpu"),
-        pl.col("run_ts") >= pl.col("start"),
-        pl.col("run_ts") < pl.col("end"),
-    )
+    later = _runs_inside(spans, runs)
     # and the vCPU already on that pCPU at the start (it took over at the preemption, before an
     # LWP incident's release): the pCPU's last placement event then is its run
     occupant = placed.sort("ts").select(
@@ -306,7 +345,8 @@ INCIDENTS_COLUMNS: tuple[Column, ...] = (
     Column(
         "ran_instead",
         pl.String(),
-        "vCPUs (vm/vcpu) that ran on that pCPU during the incident, or `host task`; null when unknown.",
+        "vCPUs (vm/vcpu) that ran on that pCPU during the incident, or `host task`; null when unknown "
+        "or beyond the 20,000 worst incidents (looked up for those only: bounded cost).",
     ),
 )
 LOCK_CALLERS_SCHEMA = schema_of(LOCK_CALLERS_COLUMNS)

@@ -33,6 +33,7 @@ _VCPU_COLUMNS: dict[str, tuple[str, ...]] = {
     "pause_exits": ("vcpu",),
     "kicks": ("vcpu", "target"),
     "yields": ("vcpu", "target"),
+    "vm_exits": ("vcpu",),
 }
 
 

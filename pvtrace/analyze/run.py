@@ -26,6 +26,7 @@ from pvtrace.analyze.result import TABLE_SCHEMAS, Analysis
 from pvtrace.analyze.summary import build_summary
 from pvtrace.analyze.vcpu_states import build_states, state_changes, vcpu_states_table
 from pvtrace.guest_signals import TICK_EVENTS
+from pvtrace.schema import EVENT_SCHEMA
 from pvtrace.trace import Trace, TraceMeta, read_meta, read_trace
 
 STEPS = (
@@ -79,7 +80,15 @@ def analyze_parquet(
         return analyze(read_trace(path), lock_kind=lock_kind, progress=progress)
     prep = prepare_source(source_of_parquet(path), meta, lock_kind=lock_kind)
     result = _run(prep, progress, kind_given=_given(lock_kind), unaligned=clocks_unaligned(meta))
-    return _with_perf_tables(_with_context(_with_warnings(result, meta), pl.scan_parquet(path)), meta)
+    return _with_perf_tables(_with_context(_with_warnings(result, meta), _scan_events(path)), meta)
+
+
+def _scan_events(path: Path | str) -> pl.LazyFrame:
+    """The file's events, lazily, in the canonical types (a file not written by pvtrace may hold
+    them as other types: text timestamps, 64-bit ids)."""
+    lf = pl.scan_parquet(path)
+    names = lf.collect_schema().names()
+    return lf.with_columns(pl.col(c).cast(EVENT_SCHEMA[c]) for c in names if c in EVENT_SCHEMA)
 
 
 def _given(lock_kind: str | None) -> bool:
@@ -112,6 +121,12 @@ def _with_context(result: Analysis, events: pl.LazyFrame) -> Analysis:
     """Add the tables that read raw event columns the concepts drop (analyze/context.py): callers
     per lock from the captured stacks, and all incidents with what ran in the preempted vCPU's place."""
     names = set(events.collect_schema().names())
+    # one read of the few events these tables use (placements, exits, stacks), shared by all of them
+    wanted = pl.col("kind").is_in(["vcpu_run", "vcpu_preempt", "vcpu_halt", "vm_exit", "vm_entry"])
+    if {"event", "args"} <= names:
+        wanted |= (pl.col("kind") == "other") & (pl.col("event").cast(pl.String) == "kernel_stack")
+    cols = [c for c in ("ts", "kind", "vm", "vcpu", "pcpu", "reason", "event", "args") if c in names]
+    events = events.filter(wanted).select(cols).collect().lazy()
     if {"event", "args"} <= names:
         result.tables["lock_callers"] = context.lock_callers(events, result.table("waits"))
     if "pcpu" in names:

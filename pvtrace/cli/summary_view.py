@@ -42,7 +42,10 @@ _MISSING_LABELS: dict[str, str] = {
 
 
 def _table(title: str, columns: list[str], left: tuple[str, ...] = ()) -> Table:
-    t = Table(title=title or None, title_justify="left", header_style="bold")
+    """A table whose title _print writes as its own line (a rich title is padded with blanks to the
+    table's width, which piped output keeps)."""
+    t = Table(header_style="bold")
+    t.pv_title = title  # type: ignore[attr-defined]
     for c in columns:
         t.add_column(c, justify="left" if c in left else "right", no_wrap=True)
     return t
@@ -104,6 +107,12 @@ def waste_label(s) -> str:
     return "spin waste (LHP + LWP)"
 
 
+def _print(con: Console, t: Table) -> None:
+    if getattr(t, "pv_title", ""):
+        con.print(f"[bold]{t.pv_title}[/]", highlight=False, soft_wrap=True)
+    con.print(t)
+
+
 def headline_rows(a: Analysis) -> list[tuple[str, str, str]]:
     """(label, value, fidelity level) of every headline metric this trace gives, in reading order."""
     s = a.summary
@@ -162,7 +171,7 @@ def _headline(con: Console, a: Analysis) -> None:
     t = _table("Headline", ["metric", "value", "level"], left=("metric", "level"))
     for row in rows:
         t.add_row(*(escape(c) for c in row))
-    con.print(t)
+    _print(con, t)
     x = a.summary.extra
     if x.get("excluded_ns"):
         con.print(
@@ -188,7 +197,7 @@ def _exits(con: Console, a: Analysis) -> None:
             fmt_wait(r["avg_ns"], tick),
             fmt_wait(r["max_ns"], tick),
         )
-    con.print(t)
+    _print(con, t)
 
 
 def tick_ns(a: Analysis) -> int:
@@ -243,7 +252,7 @@ def _locks(con: Console, a: Analysis) -> None:
             fmt_wait(r["p50_wait_ns"], tick),
             *([escape(r["top_callers"] or "-")] if callers else []),
         )
-    con.print(t)
+    _print(con, t)
 
 
 def _incidents(con: Console, a: Analysis) -> None:
@@ -280,7 +289,7 @@ def _incidents(con: Console, a: Analysis) -> None:
             f"{r['n_waiters']:,}",
             fmt_ns(r["waste_ns"]),
         )
-    con.print(t)
+    _print(con, t)
 
 
 def _convoys(con: Console, a: Analysis) -> None:
@@ -290,7 +299,7 @@ def _convoys(con: Console, a: Analysis) -> None:
     t = _table("Convoy lengths (hand-offs in a row)", ["length", "convoys"])
     for label, n in convoy_length_buckets(conv["length"]):
         t.add_row(label, f"{n:,}")
-    con.print(t)
+    _print(con, t)
     causes = ", ".join(f"{c}: {n:,}" for c, n in conv.group_by("cause").len().sort("cause").iter_rows())
     con.print(f"convoy causes: {causes}", highlight=False)
 
@@ -339,7 +348,7 @@ def render_kvm_stat(con: Console, kvm: pl.DataFrame) -> None:
                 fmt_ns(r["avg_ns"]),
                 fmt_ns(r["max_ns"]),
             )
-        con.print(t)
+        _print(con, t)
     imp = kvm_stat_implications(kvm)
     if imp.height:
         t = _table(
@@ -355,7 +364,7 @@ def render_kvm_stat(con: Console, kvm: pl.DataFrame) -> None:
                 f"{r['time_pct']:.2f}",
                 IMPLICATION_GROUPS[r["group"]][1].split(": ", 1)[1],
             )
-        con.print(t)
+        _print(con, t)
 
 
 def render_lock_contention(con: Console, locks: pl.DataFrame) -> None:
@@ -386,7 +395,7 @@ def render_lock_contention(con: Console, locks: pl.DataFrame) -> None:
                 fmt_ns(r["avg_wait_ns"]),
                 *cells,
             )
-        con.print(t)
+        _print(con, t)
 
 
 def limits_line(a: Analysis) -> str | None:

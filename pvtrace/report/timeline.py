@@ -232,6 +232,15 @@ def chart_timeline(analysis: Analysis, window: Window, t0: int, t1: int | None =
             .mark_bar(height={"band": 0.85}, cornerRadius=0)
             .encode(x, alt.X2("end_ms:Q"), y, COLOR, tooltip=_tips("lane", "who"))
         )
+        # which vCPU had the pCPU, written on its bar (cut to the bar's likely width)
+        named = data.filter(pl.col("what") == "vCPU on pCPU").with_columns(
+            ((pl.col("start_ms") + pl.col("end_ms")) / 2).alias("mid_ms")
+        )
+        layers.append(
+            alt.Chart(named)
+            .mark_text(fontSize=9, color="#123", limit=70)
+            .encode(alt.X("mid_ms:Q"), y, text="who:N", tooltip=_tips("lane", "who"))
+        )
 
     for frame, what, offset in ((holds, "lock hold", -9), (waits, "lock wait", 9)):
         if frame.height == 0:

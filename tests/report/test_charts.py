@@ -206,3 +206,16 @@ def test_counts_in_captions_are_plural_only_when_more_than_one():
     )
     fig = exit_reasons_figure(Analysis(tables={"exit_reasons": one}))
     assert fig.caption.startswith("1 exit of 1 reason;")
+
+
+def test_wait_distribution_weights_locks_by_their_waits(full_analysis):
+    fig = chart_wait_times(full_analysis)
+    assert fig.spec()["encoding"]["y"]["field"] == "count"  # not a per-lock share: one wait stays small
+
+
+def test_host_only_spin_estimate_is_not_contradicted():
+    from pvtrace.summary import Summary
+
+    a = Analysis(summary=Summary(totals={"spin_ns": 593_000_000}, fidelity={"spin_ns": "host-only"}))
+    for fig in (chart_waste_by_lock(a), chart_waste_by_vm(a)):
+        assert "no lock spin" not in fig.note and "estimated from PAUSE exits" in fig.note
