@@ -158,6 +158,11 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, help="sweep seeds: 100 cells per seed (default 5; quick 1)")
     ap.add_argument("--ops", type=int, default=2500, help="guest ops per VM (2 VMs: about 50k events)")
     ap.add_argument("--skip-sweep", action="store_true")
+    ap.add_argument(
+        "--memory-only",
+        action="store_true",
+        help="only the client peak RSS for n/10 and n traces (2 workers)",
+    )
     args = ap.parse_args()
     n = args.traces or (100 if args.quick else 1000)
     seeds = args.seeds or (1 if args.quick else 5)
@@ -169,6 +174,11 @@ def main() -> int:
         small = make_fleet(work / "fleet-small", pool, max(1, n // 10))
         events = "~50k" if args.ops == 2500 else f"ops {args.ops}"
         print(f"{n} traces ({events} events, {', '.join(FORMATS)}), cores {os.cpu_count()}", flush=True)
+        if args.memory_only:
+            runs = [(["fleet", "analyze", str(m)], work / f"mem{i}") for i, m in enumerate((small, manifest))]
+            (_, rss_small, _), (_, rss, _) = on_cluster(2, runs)
+            print(f"client peak RSS: {max(1, n // 10)} traces {rss_small:.0f} MiB, {n} traces {rss:.0f} MiB")
+            return 0
         results = {}
         loop_s, loop_cpu = loop_traces(manifest)
         fleet = ["fleet", "analyze", str(manifest)]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -56,17 +58,18 @@ def open_client(scheduler: str | None, workers: int | None, timeout_s: float = 1
             client.close()
         return
     n = workers or os.cpu_count() or 1
-    with (
-        LocalCluster(
+    with warnings.catch_warnings():
+        # 8787 taken (another cluster, another user): distributed picks a free port, printed below
+        warnings.filterwarnings("ignore", message="Port .* is already in use", category=UserWarning)
+        cluster = LocalCluster(
             n_workers=n,
             threads_per_worker=1,
             processes=True,
             dashboard_address=":8787",
             silence_logs=logging.ERROR,
             env=worker_env(n),
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+        )
+    with cluster, Client(cluster) as client:
         yield client
 
 
@@ -111,11 +114,14 @@ def run_jobs(
     running: dict[str, Job] = {}
     done = as_completed()
     exhausted = False
+    window, asked = 2, -1.0
 
     def fill() -> None:
-        # workers may join a running cluster later: the window follows their number
-        nonlocal exhausted
-        window = max(2, per_thread * n_threads(client))
+        # workers may join a running cluster later: the window follows their number (asked of
+        # the scheduler at most once a second, not once per task)
+        nonlocal exhausted, window, asked
+        if time.monotonic() - asked > 1.0:
+            window, asked = max(2, per_thread * n_threads(client)), time.monotonic()
         while not exhausted and len(running) < window:
             job = next(pending, None)
             if job is None:
