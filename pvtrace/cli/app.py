@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from pvtrace import __version__
-from pvtrace.cli import analyze, generate, ingest, record, report
+from pvtrace.cli import analyze, calibrate, generate, ingest, record, report
 
 app = typer.Typer(
     name="pvtrace",
@@ -31,5 +31,5 @@ def main(
     """pvtrace: measure spinlock preemption in virtual machines from traces."""
 
 
-for module in (generate, ingest, analyze, report, record):
+for module in (generate, ingest, analyze, report, record, calibrate):
     module.register(app)
