@@ -9,7 +9,9 @@ from pvtrace.simulate.scenario import Host
 from pvtrace.simulate.tasks import Noise
 
 
-def host_with(running: list[tuple[int, int]], waiting: list[tuple[int, int]], **cfg) -> tuple[HostState, list]:
+def host_with(
+    running: list[tuple[int, int]], waiting: list[tuple[int, int]], **cfg
+) -> tuple[HostState, list]:
     """pCPUs running tasks of (vrt, deadline), and waiting tasks; charged at t = 0."""
     h = HostState(Host(pcpus=len(running), slice_jitter=0.0, **cfg), random.Random(0), 1)
     tasks = []
