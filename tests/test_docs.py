@@ -7,7 +7,7 @@ import importlib.util
 import re
 from pathlib import Path
 
-from pvtrace.cli.app import COMMANDS
+from pvtrace.cli.app import COMMANDS, app
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "record": "pvtrace.cli.record",
     "fleet": "pvtrace.cli.fleet",
     "sweep": "pvtrace.cli.sweep",
+    "calibrate": "pvtrace.cli.calibrate",
 }
 
 

@@ -30,6 +30,26 @@ def pick_scenario(scenario: Path | None, preset: str | None) -> Scenario:
     return Scenario()
 
 
+def apply_overrides(s: Scenario, lock: str | None, sets: list[str] | None) -> Scenario:
+    """--lock NAME and --set section.key=value (value in TOML syntax; bare words are strings)."""
+    import tomllib
+
+    changes: dict[str, dict] = {}
+    if lock is not None:
+        changes.setdefault("lock", {})["algorithm"] = lock
+    for item in sets or []:
+        name, eq, text = item.partition("=")
+        section, dot, key = name.strip().partition(".")
+        if not eq or not dot or not section or not key:
+            raise UsageError(f"--set {item!r}: expected section.key=value, e.g. hypervisor.ple=false")
+        try:
+            value = tomllib.loads(f"v = {text.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text.strip()
+        changes.setdefault(section, {})[key] = value
+    return s.replace(**changes) if changes else s
+
+
 def print_truth(truth: GroundTruth, n_events: int, files: list[Path]) -> None:
     """A short account of the run: where it went, how long each VM took, what went wrong."""
     t = truth.summary.totals
@@ -111,6 +131,14 @@ def register(app: typer.Typer) -> None:
             help="full, host, guest or merged: what a tracer would see (default: full for parquet, merged for text).",
         ),
         truth_path: Path | None = typer.Option(None, "--truth", help="Also write the ground truth as JSON."),
+        lock: str | None = typer.Option(
+            None, "--lock", help="Lock algorithm (tas, ticket, pv-ticket, qspinlock, pv-qspinlock, ...)."
+        ),
+        sets: list[str] | None = typer.Option(
+            None,
+            "--set",
+            help="Change one parameter: section.key=value, e.g. lock.stealing=none (repeatable).",
+        ),
         force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
         quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar and no summary."),
     ) -> None:
@@ -123,7 +151,7 @@ def register(app: typer.Typer) -> None:
             view = "full" if fmt == "parquet" else "merged"
         if view not in VIEWS:
             raise UsageError(f"unknown --view {view!r}; choose one of {', '.join(VIEWS)}")
-        s = pick_scenario(scenario, preset)
+        s = apply_overrides(pick_scenario(scenario, preset), lock, sets)
         outputs = OutputSet(force=force, inputs=[scenario] if scenario is not None else [])
         outputs.plan(output)
         if truth_path is not None:

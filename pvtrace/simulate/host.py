@@ -1,14 +1,25 @@
-"""The host scheduler's data: which task runs on which pCPU, and who waits for one.
+"""The host scheduler's data and decisions: an EEVDF-like fair class over one global run queue.
 
-A fair scheduler with one global run queue (an ideal load balancer): a slice
-that ends with tasks waiting sends the running task to the back; a woken task
-(a kicked vCPU, a noise task) goes ahead of the preempted ones, as CFS's
-sleeper credit places it, and may preempt a task that has run at least the
-wake-up granularity. Slices are jittered per pCPU so pCPUs do not expire in
-lock step (lock-step expiry would gang-schedule the VMs by accident and hide
-LHP). With gang scheduling, one gang (a VM's vCPUs, or the noise tasks) owns
-the pCPUs at a time and gangs take turns a slice each. The engine makes every
-transition and emits the events; this class only decides.
+Fair share is accounted, never granted: every ns a task holds a pCPU (guest
+code, exits, halt-polling) is charged to its virtual runtime `vrt` by `charge`,
+whoever put it there. The scheduler picks, among the eligible tasks (vrt at or
+below the average V of all runnable tasks: lag >= 0), the one with the earliest
+virtual deadline; a task's request is `slice_ns` (jittered per request, so
+pCPUs do not expire in lock step) and a new one starts when it is served.
+A sleeping task keeps its lag (clamped) and is placed by it when it wakes
+(EEVDF place_entity). A woken task preempts a running one only when the
+scheduler would pick it now; with RUN_TO_PARITY the running task keeps its pCPU
+while it is eligible and its request is not served. yield_to marks a buddy
+(picked next if eligible) and pushes the yielder's deadline out by a request
+(yield_task_fair); a running task is looked at again at least once a slice,
+so a deadline pushed far out by many yields buys no long run.
+
+All tasks have equal weight. One global queue stands for per-CPU queues with
+an ideal load balancer (declared model simplification: no cross-queue
+failures of yield_to). With gang scheduling, one gang (a VM's vCPUs, or the
+noise tasks) owns the pCPUs at a time and gangs take turns a slice each,
+FIFO within a gang. The engine makes every transition and emits the events;
+this class only keeps books and decides.
 """
 
 from __future__ import annotations
@@ -20,7 +31,7 @@ from pvtrace.simulate.scenario import Host
 
 
 class HostState:
-    """pCPUs, run queues and the choices a scheduler makes."""
+    """pCPUs, the run queue and the choices a fair scheduler makes."""
 
     def __init__(self, host: Host, rng: random.Random, n_gangs: int):
         self.cfg = host
@@ -28,57 +39,153 @@ class HostState:
         self.n_pcpus = host.pcpus
         self.cur: list = [None] * host.pcpus
         self.slice_tok = [0] * host.pcpus
-        self.run_start = [0] * host.pcpus
+        self.run_start = [0] * host.pcpus  # when cur[p] was last charged
         self.gang = host.gang_scheduling
-        self.rq: deque = deque()
-        self.woken: deque = deque()
+        self.rq: list = []  # runnable tasks waiting for a pCPU
+        self.v_floor = 0  # the latest average vruntime (placement when nothing is runnable)
         self.gang_queues: list[deque] = [deque() for _ in range(n_gangs)]
         self.cur_gang = 0
         self.gang_tok = 0
 
     def slice_length(self) -> int:
-        """One slice: slice_ns with +-slice_jitter uniform jitter."""
+        """One request: slice_ns with +-slice_jitter uniform jitter."""
         j = self.cfg.slice_jitter
         return max(1, int(self.cfg.slice_ns * (1.0 + j * (2.0 * self.rng.random() - 1.0))))
 
+    # -- accounting -----------------------------------------------------------------------
+    def charge(self, p: int, t: int) -> None:
+        """Charge pCPU p's task for its time on the pCPU up to t."""
+        task = self.cur[p]
+        if task is not None:
+            dt = t - self.run_start[p]
+            task.vrt += dt
+            task.cpu_ns += dt
+        self.run_start[p] = t
+
+    def charge_all(self, t: int) -> None:
+        for p in range(self.n_pcpus):
+            self.charge(p, t)
+
+    def avg_vruntime(self, t: int, without=None) -> tuple[int, int]:
+        """(sum of vrt, count) over runnable tasks (queued and on a pCPU), all charged to t."""
+        self.charge_all(t)
+        total, n = 0, 0
+        for task in self.rq:
+            if task is not without:
+                total += task.vrt
+                n += 1
+        for task in self.cur:
+            if task is not None and task is not without:
+                total += task.vrt
+                n += 1
+        if n:
+            self.v_floor = total // n
+        return total, n
+
+    def new_request(self, task) -> None:
+        """The task's request is served: a new one, slice_ns of virtual time from now."""
+        task.deadline = task.vrt + self.slice_length()
+
+    def request_left(self, task) -> int:
+        """ns of running until the next look at the task: its request served (a new one if it is)
+        or one slice, whichever is sooner (a task whose deadline a yield pushed out is re-picked
+        after a slice, and keeps the pCPU only if it is still the eligible earliest deadline)."""
+        if task.vrt >= task.deadline:
+            self.new_request(task)
+        return min(task.deadline - task.vrt, self.slice_length())
+
+    def yield_task(self, task) -> None:
+        """yield_task_fair: the yielder's deadline moves out by a request (nothing when it is alone)."""
+        if self.rq:
+            task.deadline += self.cfg.slice_ns
+
+    # -- sleeping and waking (lag) -------------------------------------------------------
+    def sleep(self, task, t: int) -> None:
+        """A task stops being runnable (halts, sleeps): keep its lag, clamped to two requests."""
+        total, n = self.avg_vruntime(t)
+        limit = 2 * self.cfg.slice_ns
+        lag = total // n - task.vrt if n else 0
+        task.vlag = max(-limit, min(limit, lag))
+
+    def place(self, task, t: int) -> None:
+        """A woken task: vruntime from its kept lag (scaled so adding it keeps that lag), new request."""
+        total, n = self.avg_vruntime(t, without=task)
+        if n:
+            v = total // n
+            lag = task.vlag * (n + 1) // n
+        else:
+            v, lag = self.v_floor, task.vlag
+        task.vrt = v - lag
+        self.new_request(task)
+
+    # -- picking ------------------------------------------------------------------------
+    def pick(self, t: int, extra=None, buddy=None):
+        """The task EEVDF runs next among the queue (and `extra`, a task on the pCPU being rescheduled).
+
+        The buddy (a yield_to target) is picked when it is eligible.
+        """
+        total, n = self.avg_vruntime(t)
+        if extra is not None and extra.pcpu < 0:
+            total += extra.vrt
+            n += 1
+        if buddy is not None and buddy.vrt * n <= total:
+            return buddy
+        best = None
+        cands = self.rq if extra is None else [*self.rq, extra]
+        for task in cands:
+            if task.vrt * n <= total and (best is None or task.deadline < best.deadline):
+                best = task
+        if best is None:  # rounding: fall back to the least vruntime (always eligible in exact arithmetic)
+            best = min(cands, key=lambda x: x.vrt)
+        return best
+
+    def wakeup_preempts(self, woken, p: int, t: int, spare) -> bool:
+        """Does the woken task preempt pCPU p's task (check_preempt_wakeup_fair)?"""
+        cur = self.cur[p]
+        if not self.cfg.wakeup_preemption or cur is None or spare(cur):
+            return False
+        total, n = self.avg_vruntime(t)
+        total += woken.vrt
+        n += 1
+        if woken.vrt * n > total:
+            return False  # not eligible
+        cur_eligible = cur.vrt * n <= total
+        if self.cfg.run_to_parity and cur_eligible and cur.vrt < cur.deadline:
+            return False  # the current task runs to parity
+        if cur_eligible and cur.deadline <= woken.deadline:
+            return False
+        # not when the scheduler would pick a waiting task before the woken one
+        return not any(task.vrt * n <= total and task.deadline < woken.deadline for task in self.rq)
+
     # -- queues ---------------------------------------------------------------------------
-    def has_waiting(self, p: int) -> bool:
-        """Is a task waiting that pCPU p would run next?"""
+    def has_waiting(self) -> bool:
+        """Is a task waiting for a pCPU (in the current gang, under gang scheduling)?"""
         if self.gang:
             return bool(self.gang_queues[self.cur_gang])
-        return bool(self.woken) or bool(self.rq)
+        return bool(self.rq)
 
-    def pop_next(self, p: int):
-        """The task pCPU p runs next, removed from its queue; None: stay idle."""
+    def pop_next(self, t: int):
+        """The task an idle pCPU runs next, removed from its queue; None: stay idle."""
         if self.gang:
             q = self.gang_queues[self.cur_gang]
             return q.popleft() if q else None
-        if self.woken:
-            return self.woken.popleft()
-        if self.rq:
-            return self.rq.popleft()
-        return None
+        if not self.rq:
+            return None
+        task = self.pick(t)
+        self.rq.remove(task)
+        return task
 
     def enqueue(self, task, gang: int) -> None:
-        """A task left its pCPU while runnable: back of the queue."""
+        """A runnable task without a pCPU joins the queue."""
         if self.gang:
             self.gang_queues[gang].append(task)
         else:
             self.rq.append(task)
 
-    def enqueue_woken(self, task, gang: int) -> None:
-        """A woken task that found no pCPU: ahead of preempted tasks."""
-        if self.gang:
-            self.gang_queues[gang].append(task)
-        else:
-            self.woken.append(task)
-
     def remove(self, task, gang: int) -> None:
-        """Take a waiting task out of its queue (it is about to run by directed yield)."""
+        """Take a waiting task out of its queue (it is about to run)."""
         if self.gang:
             self.gang_queues[gang].remove(task)
-        elif task in self.woken:
-            self.woken.remove(task)
         else:
             self.rq.remove(task)
 
@@ -96,21 +203,15 @@ class HostState:
                 return p
         return None
 
-    def victim_for(self, t: int, protect_holders: bool) -> int | None:
-        """The pCPU whose task a woken task preempts: the longest-running one past the granularity."""
-        if self.gang or not self.cfg.wakeup_preemption:
+    def polling_pcpu(self) -> int | None:
+        """A pCPU whose vCPU thread halt-polls: it stops polling when another task is runnable."""
+        if self.gang:
             return None
-        gran = self.cfg.wakeup_granularity_ns
-        best = None
-        best_start = t - gran + 1
         for p in range(self.n_pcpus):
-            task = self.cur[p]
-            if task is None or self.run_start[p] >= best_start:
-                continue
-            if protect_holders and task.is_vcpu and task.hold_lock is not None:
-                continue
-            best, best_start = p, self.run_start[p]
-        return best
+            c = self.cur[p]
+            if c is not None and c.polling:
+                return p
+        return None
 
     def next_gang(self, running_gangs: set[int]) -> int:
         """The gang after the current one that has a task running or waiting (round robin)."""

@@ -10,7 +10,7 @@ import polars as pl
 
 from pvtrace.schema import empty_events
 from pvtrace.simulate.engine import Engine
-from pvtrace.simulate.locks import ALGORITHM_TRAITS
+from pvtrace.simulate.locks import algorithm_of
 from pvtrace.simulate.scenario import Scenario
 from pvtrace.simulate.truth import GroundTruth
 from pvtrace.trace import EventWriter, Trace, TraceMeta, VmInfo
@@ -32,7 +32,7 @@ class SimRun:
 
 def trace_meta(scenario: Scenario, seed: int, t_end: int) -> TraceMeta:
     """The metadata of a simulated trace (INTERFACES.md)."""
-    algo = ALGORITHM_TRAITS[scenario.lock.algorithm]
+    algo = algorithm_of(scenario.lock)
     vms = {
         f"vm{i}": VmInfo(n_vcpus=scenario.vm.vcpus, lock_kind=algo.kind, lock_algorithm=algo.name)
         for i in range(scenario.vm.count)

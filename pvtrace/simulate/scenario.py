@@ -16,8 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from pvtrace.errors import ScenarioError
+from pvtrace.simulate.locks import TRAIT_KEYS
 
-ALGORITHMS: tuple[str, ...] = ("tas", "ticket", "pv-ticket", "qspinlock", "pv-qspinlock", "virt-tas")
+ALGORITHMS: tuple[str, ...] = (
+    "tas",
+    "ticket",
+    "pv-ticket",
+    "qspinlock",
+    "pv-qspinlock",
+    "virt-tas",
+    "unfair-queued",
+)
 DISTRIBUTIONS: tuple[str, ...] = ("fixed", "exp", "uniform", "lognormal")
 YIELD_POLICIES: tuple[str, ...] = ("none", "random", "kvm")
 
@@ -30,7 +39,8 @@ class Host:
     slice_ns: int = 3_000_000
     slice_jitter: float = 0.25
     wakeup_preemption: bool = True
-    wakeup_granularity_ns: int = 1_000_000
+    run_to_parity: bool = True
+    next_buddy: bool = True
     cpu_ghz: float = 3.0
     noise_tasks: int = 0
     noise_run_ns: int = 1_000_000
@@ -54,6 +64,9 @@ class Vm:
     hold_sigma: float = 1.0
     hold_max_ns: int = 200_000
     ops: int = 2000
+    kernel_fraction: float = 0.2
+    sleep_prob: float = 0.0
+    sleep_ns: int = 2_000_000
     clock_offsets_ns: tuple[int, ...] = ()
 
     def clock_offset_ns(self, vm_index: int) -> int:
@@ -65,15 +78,20 @@ class Vm:
 
 @dataclass(frozen=True)
 class Lock:
-    """The guest spinlock algorithm and its pv spin budget."""
+    """The guest spinlock algorithm, its pv spin budget, and trait overrides ("": the algorithm's)."""
 
     algorithm: str = "ticket"
     spin_threshold_ns: int = 40_000
+    order: str = ""
+    pv: str = ""
+    stealing: str = ""
+    early_halt: str = ""
+    kick: str = ""
 
 
 @dataclass(frozen=True)
 class Hypervisor:
-    """KVM-like features: pause-loop exiting, directed yield, exit and kick costs."""
+    """KVM's features: pause-loop exiting, directed yield, halt-polling, exit and kick costs."""
 
     ple: bool = True
     ple_window: int = 4096
@@ -81,7 +99,12 @@ class Hypervisor:
     ple_window_max: int = 4_294_967_295
     directed_yield: str = "kvm"
     exit_cost_ns: int = 700
+    spin_scan_ns: int = 500
     kick_latency_ns: int = 3_000
+    halt_poll_ns: int = 200_000
+    halt_poll_grow: int = 2
+    halt_poll_grow_start: int = 10_000
+    halt_poll_shrink: int = 2
 
 
 @dataclass(frozen=True)
@@ -188,7 +211,6 @@ def validate(s: Scenario) -> Scenario:
     _check(1 <= h.pcpus <= 4096, "host.pcpus", "between 1 and 4096", h.pcpus)
     _check(h.slice_ns >= 1_000, "host.slice_ns", ">= 1000 (1 us)", h.slice_ns)
     _check(0.0 <= h.slice_jitter < 1.0, "host.slice_jitter", "in [0, 1)", h.slice_jitter)
-    _check(h.wakeup_granularity_ns >= 0, "host.wakeup_granularity_ns", ">= 0", h.wakeup_granularity_ns)
     _check(h.cpu_ghz > 0, "host.cpu_ghz", "> 0", h.cpu_ghz)
     _check(h.noise_tasks >= 0, "host.noise_tasks", ">= 0", h.noise_tasks)
     _check(h.noise_run_ns >= 1, "host.noise_run_ns", ">= 1", h.noise_run_ns)
@@ -210,6 +232,9 @@ def validate(s: Scenario) -> Scenario:
     _check(v.hold_sigma > 0, "vm.hold_sigma", "> 0", v.hold_sigma)
     _check(v.hold_max_ns >= v.hold_ns, "vm.hold_max_ns", f">= vm.hold_ns ({v.hold_ns})", v.hold_max_ns)
     _check(v.ops >= 1, "vm.ops", ">= 1", v.ops)
+    _check(0.0 <= v.kernel_fraction <= 1.0, "vm.kernel_fraction", "in [0, 1]", v.kernel_fraction)
+    _check(0.0 <= v.sleep_prob <= 1.0, "vm.sleep_prob", "in [0, 1]", v.sleep_prob)
+    _check(v.sleep_ns >= 1, "vm.sleep_ns", ">= 1", v.sleep_ns)
     _check(
         len(v.clock_offsets_ns) in (0, v.count),
         "vm.clock_offsets_ns",
@@ -218,6 +243,9 @@ def validate(s: Scenario) -> Scenario:
     )
     _check(lk.algorithm in ALGORITHMS, "lock.algorithm", "one of " + ", ".join(ALGORITHMS), lk.algorithm)
     _check(lk.spin_threshold_ns >= 1, "lock.spin_threshold_ns", ">= 1", lk.spin_threshold_ns)
+    for key, values in TRAIT_KEYS.items():
+        value = getattr(lk, key)
+        _check(value in ("", *values), f"lock.{key}", "empty or one of " + ", ".join(values), value)
     _check(hv.ple_window >= 1, "hypervisor.ple_window", ">= 1 (cycles)", hv.ple_window)
     _check(hv.ple_window_grow >= 1, "hypervisor.ple_window_grow", ">= 1", hv.ple_window_grow)
     _check(
@@ -234,6 +262,11 @@ def validate(s: Scenario) -> Scenario:
     )
     _check(hv.exit_cost_ns >= 1, "hypervisor.exit_cost_ns", ">= 1", hv.exit_cost_ns)
     _check(hv.kick_latency_ns >= 1, "hypervisor.kick_latency_ns", ">= 1", hv.kick_latency_ns)
+    _check(hv.spin_scan_ns >= 1, "hypervisor.spin_scan_ns", ">= 1", hv.spin_scan_ns)
+    _check(hv.halt_poll_ns >= 0, "hypervisor.halt_poll_ns", ">= 0 (0: no halt-polling)", hv.halt_poll_ns)
+    _check(hv.halt_poll_grow >= 1, "hypervisor.halt_poll_grow", ">= 1", hv.halt_poll_grow)
+    _check(hv.halt_poll_grow_start >= 1, "hypervisor.halt_poll_grow_start", ">= 1", hv.halt_poll_grow_start)
+    _check(hv.halt_poll_shrink >= 0, "hypervisor.halt_poll_shrink", ">= 0", hv.halt_poll_shrink)
     _check(c.yield_threshold_ns >= 1, "cures.yield_threshold_ns", ">= 1", c.yield_threshold_ns)
     _check(c.hint_max_extension_ns >= 1, "cures.hint_max_extension_ns", ">= 1", c.hint_max_extension_ns)
     _check(r.seed >= 0, "run.seed", ">= 0", r.seed)

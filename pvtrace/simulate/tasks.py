@@ -2,7 +2,10 @@
 
 Plain slotted records; the engine owns every transition. A vCPU's `state` is
 the METRICS.md state (running, preempted, halted) and `phase` what its guest
-is doing (computing, holding a lock, waiting for one, done).
+is doing (computing, holding a lock, waiting for one, done). Every task carries
+its fair-scheduler accounting: `vrt` (virtual runtime, ns of CPU charged),
+`deadline` (virtual deadline of its current request) and `vlag` (lag kept
+across a sleep).
 """
 
 from __future__ import annotations
@@ -19,19 +22,24 @@ class VCpu:
     __slots__ = (
         "comp",
         "contend_rel",
+        "cpu_ns",
+        "deadline",
         "due",
         "dy_eligible",
         "extended",
         "gid",
         "halt_left",
+        "halt_t",
         "halted_phase",
         "hold",
         "hold_lock",
         "i",
         "idx",
         "in_guest",
+        "in_kernel",
         "is_vcpu",
         "key",
+        "kick_pending",
         "last_pcpu",
         "left",
         "lk",
@@ -41,18 +49,25 @@ class VCpu:
         "pcpu",
         "phase",
         "ple_left",
+        "poll_ns",
+        "polling",
         "seg_start",
+        "sleep_due",
+        "sleeps",
         "spin_loop",
         "state",
         "state_ns",
         "state_t",
         "stream",
         "token",
+        "vlag",
         "vm",
         "vmrec",
+        "vrt",
         "wait_lock",
         "window",
         "yield_left",
+        "yield_target",
     )
 
     def __init__(self, gid: int, vm: int, idx: int, key: int):
@@ -92,15 +107,45 @@ class VCpu:
         self.spin_loop = False
         self.window = 0
         self.extended = False
+        self.vrt = 0
+        self.cpu_ns = 0  # host CPU time charged (guest code, exits, halt-polling)
+        self.deadline = 0
+        self.vlag = 0
+        self.polling = False  # halted, its thread halt-polling on its pCPU
+        self.poll_ns = 0  # this vCPU's halt_poll_ns (KVM: per vCPU, grown and shrunk)
+        self.kick_pending = False  # kicked, the wake-up on its way
+        self.halt_t = 0
+        self.yield_target = None
+        self.sleeps: list[int] | None = None  # blocking sleep after each operation (0: none)
+        self.sleep_due = 0  # a blocking sleep to take before the next compute
+        self.in_kernel = False  # preempted in guest kernel mode (KVM's preempted_in_kernel)
 
 
 class Noise:
     """A host background task: runs a burst, sleeps, repeats (no events of its own)."""
 
-    __slots__ = ("due", "idx", "is_vcpu", "last_pcpu", "left", "pcpu", "token")
+    __slots__ = (
+        "cpu_ns",
+        "deadline",
+        "due",
+        "idx",
+        "is_vcpu",
+        "last_pcpu",
+        "left",
+        "pcpu",
+        "polling",
+        "token",
+        "vlag",
+        "vrt",
+    )
 
     def __init__(self, idx: int):
         self.is_vcpu = False
+        self.polling = False
+        self.vrt = 0
+        self.cpu_ns = 0
+        self.deadline = 0
+        self.vlag = 0
         self.idx = idx
         self.left = 0
         self.due = 0

@@ -97,12 +97,12 @@ def test_load_scenario_names_the_file(tmp_path):
 
 
 def test_presets_load_and_unknown_preset_lists_them():
-    assert {"lhp-demo", "overcommit-2x", "seed-table"} <= set(preset_names())
+    assert {"kernel-build", "lhp-demo", "overcommit-2x", "seed-table"} <= set(preset_names())
     for name in preset_names():
         s = load_preset(name)
         assert s.description
         assert s.lock.algorithm in ALGORITHMS
-    with pytest.raises(ScenarioError, match="unknown preset 'nope' \\(presets: lhp-demo"):
+    with pytest.raises(ScenarioError, match="unknown preset 'nope' \\(presets: kernel-build, lhp-demo"):
         load_preset("nope")
 
 

@@ -17,10 +17,12 @@ runner = CliRunner()
 
 
 @pytest.mark.slow
-def test_seed_table_reproduces_the_founding_table_shape():
-    # science.md: time grows with the guests; the pv lock cuts it by 5-30% at every level
-    # (level 1 too, on this loaded host); without the cure the spread is larger (10 of 12 cells).
-    exp = run_experiment(load_preset("seed-table"), repeats=5)
+@pytest.mark.parametrize("ple", [True, False], ids=["ple-on", "ple-off"])
+def test_seed_table_reproduces_the_founding_table_shape(ple):
+    # science.md: time grows with the guests; the pv lock cuts it at every level (level 1 too,
+    # on this loaded host) and its gain grows with the guests, with PLE on (KVM's default) and
+    # off; without the cure the spread is larger.
+    exp = run_experiment(load_preset("seed-table").replace(hypervisor={"ple": ple}), repeats=5)
     t = exp.table
     assert t["level"].to_list() == [1, 2, 3, 4]
     assert t["n"].to_list() == [5, 10, 15, 20]
@@ -28,7 +30,8 @@ def test_seed_table_reproduces_the_founding_table_shape():
         means = t[col].to_list()
         assert all(b > a for a, b in itertools.pairwise(means)), (col, means)
     gains = t["gain_pct"].to_list()
-    assert all(5.0 <= g <= 30.0 for g in gains), gains
+    assert all(g > 0 for g in gains), gains
+    assert all(b > a for a, b in itertools.pairwise(gains)), gains
     wider = (t["without_std_s"] > t["with_std_s"]).sum()
     assert wider >= 3, t
 

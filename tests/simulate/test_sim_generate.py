@@ -151,3 +151,51 @@ def test_views_and_text_formats_go_through_the_renderer(tmp_path):
     assert text.stat().st_size > 0 and (tmp_path / "t.json").exists()
     again = generate(*base, "--format", "trace-cmd", "--view", "merged", "-o", str(text))
     assert again.exit_code == 1 and "already exists" in again.output
+
+
+def test_lock_and_set_choose_traits_without_toml(tmp_path):
+    out = tmp_path / "x.parquet"
+    r = generate(
+        "--preset",
+        "lhp-demo",
+        "--lock",
+        "unfair-queued",
+        "--set",
+        "run.duration_ns=20_000_000",
+        "--set",
+        "hypervisor.ple=true",
+        "--set",
+        "lock.early_halt=pred-preempted",
+        "-o",
+        str(out),
+        "-q",
+    )
+    assert r.exit_code == 0, r.output
+    m = read_trace(out).meta
+    sc = m.extra["scenario"]
+    assert (sc["lock"]["algorithm"], sc["lock"]["early_halt"], sc["hypervisor"]["ple"]) == (
+        "unfair-queued",
+        "pred-preempted",
+        True,
+    )
+    assert m.t_end == 20_000_000 and m.vms["vm0"].lock_kind == "unfair"
+
+
+@pytest.mark.parametrize(
+    ("arg", "message"),
+    [
+        ("lock.stealing=sometimes", "lock.stealing must be empty or one of none, once, unfair"),
+        ("ple=true", "expected section.key=value"),
+        ("vm.nope=1", "unknown parameter vm.nope"),
+    ],
+)
+def test_bad_set_is_a_one_line_error(tmp_path, arg, message):
+    r = generate("--preset", "lhp-demo", "--set", arg, "-o", str(tmp_path / "x.parquet"), "-q")
+    assert r.exit_code != 0
+    assert message in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "x.parquet").exists()
+
+
+def test_calibrate_is_a_command():
+    r = runner.invoke(app, ["calibrate", "--help"])
+    assert r.exit_code == 0 and "science.md" in r.output

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sim_replay import replay
 
-from pvtrace.simulate.locks import ALGORITHM_TRAITS
+from pvtrace.simulate.locks import ALGORITHM_TRAITS, algorithm_of
 from pvtrace.simulate.run import simulate_trace
 from pvtrace.simulate.scenario import ALGORITHMS, Scenario
 
@@ -61,14 +61,20 @@ def scenarios(draw) -> Scenario:
             "hold_ns": draw(st.sampled_from([1_000, 3_000])),
             "hold_dist": draw(st.sampled_from(["exp", "lognormal"])),
             "ops": draw(st.integers(1, 150)),
+            "sleep_prob": draw(st.sampled_from([0.0, 0.1])),
+            "sleep_ns": 30_000,
         },
         lock={
             "algorithm": draw(st.sampled_from(ALGORITHMS)),
             "spin_threshold_ns": draw(st.sampled_from([1_000, 40_000])),
+            "stealing": draw(st.sampled_from(["", "none", "once", "unfair"])),
+            "early_halt": draw(st.sampled_from(["", "never", "pred-halted", "pred-preempted"])),
+            "kick": draw(st.sampled_from(["", "hash"])),
         },
         hypervisor={
             "ple": draw(st.booleans()),
             "directed_yield": draw(st.sampled_from(["none", "random", "kvm"])),
+            "halt_poll_ns": draw(st.sampled_from([0, 200_000])),
         },
         cures={
             "yield_to_holder": draw(st.booleans()),
@@ -84,7 +90,7 @@ def scenarios(draw) -> Scenario:
 @given(scenario=scenarios(), seed=st.integers(0, 2**32 - 1))
 def test_events_obey_the_invariants_and_replay_to_the_ground_truth(scenario: Scenario, seed: int):
     trace, truth = simulate_trace(scenario, seed=seed)
-    algo = ALGORITHM_TRAITS[scenario.lock.algorithm]
+    algo = algorithm_of(scenario.lock)
     t_end = trace.meta.t_end
     assert t_end == truth.t_end
     assert trace.events.height == 0 or trace.events["ts"].max() <= t_end

@@ -1,0 +1,54 @@
+"""CLI: `pvtrace calibrate`, science.md's published targets against the default model."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from pvtrace.cli.common import handle_errors, out
+
+
+def checks_table(checks) -> Table:
+    t = Table(title="Calibration targets (KVM defaults, PLE on)", title_justify="left", show_edge=False)
+    for name, justify in (("target", "left"), ("figure", "left"), ("published", "left")):
+        t.add_column(name, justify=justify)
+    for name in ("simulated", "ratio", "result"):
+        t.add_column(name, justify="right")
+    for c in checks:
+        ratio = "-" if c.ratio is None else f"{c.ratio:.2f}"
+        t.add_row(
+            c.target, c.figure, c.published, f"{c.simulated:.2f}", ratio, "pass" if c.passed else "MISS"
+        )
+    return t
+
+
+def scaling_table(curve) -> Table:
+    t = Table(
+        title="One VM grown past an 8-pCPU host, same total work: slowdown vs 8 vCPUs",
+        title_justify="left",
+        show_edge=False,
+    )
+    t.add_column("lock")
+    for oc in (1.0, 1.5, 2.0):
+        t.add_column(f"{oc:g}x", justify="right")
+    for lock in curve["lock"].unique(maintain_order=True):
+        rows = curve.filter(curve["lock"] == lock).sort("vcpus")
+        t.add_row(lock, *(f"{x:.2f}" for x in rows["slowdown"]))
+    return t
+
+
+def register(app: typer.Typer) -> None:
+    """Add the command to the app."""
+
+    @app.command("calibrate")
+    @handle_errors
+    def calibrate_cmd(
+        repeats: int = typer.Option(3, "--repeats", "-r", min=1, help="Seeds per experiment cell."),
+        scaling: bool = typer.Option(True, "--scaling/--no-scaling", help="Also the one-VM scaling curve."),
+    ) -> None:
+        """Run every calibration target of science.md with the default model; published vs simulated."""
+        from pvtrace.simulate.calibrate import checks, scaling_curve
+
+        out.print(checks_table(checks(repeats=repeats)))
+        if scaling:
+            out.print(scaling_table(scaling_curve()))
