@@ -174,13 +174,13 @@ def _pct(x: float | None) -> str:
     return "unavailable" if x is None else f"{100 * x:+.1f}%"
 
 
-def markdown(seeds: tuple[int, ...], duration_ns: int) -> str:
+def markdown(seeds: tuple[int, ...], duration_ns: int, workloads: tuple[str, ...] = tuple(WORKLOADS)) -> str:
     lines = [
         "| workload | PLE | lock | format | spin | waste (LHP+LWP) | LHP precision | LHP recall | harmful LHP (true) "
         "| convoys | lock kind right / decided wrong / locks with >= 20 hand-offs |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for workload in WORKLOADS:
+    for workload in workloads:
         for ple in (False, True):
             for algo in ALGORITHMS:
                 runs = run_case(workload, algo, ple, seeds, duration_ns)
@@ -290,9 +290,14 @@ def lock_kind_markdown(seeds: tuple[int, ...], duration_ns: int) -> str:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--kinds"]:
+    args = sys.argv[1:]
+    if args == ["--kinds"]:
         print(lock_kind_markdown((1, 2, 3), 100_000_000))
-        sys.exit()
-    print(markdown((1, 2), 100_000_000))
-    print()
-    print(offsets_markdown(tuple(range(1, 6)), 100_000_000))
+    elif args == ["--offsets"]:
+        print(offsets_markdown(tuple(range(1, 6)), 100_000_000))
+    elif args[:1] == ["--workload"]:  # one workload's rows (to run workloads side by side)
+        print(markdown((1, 2), 100_000_000, tuple(args[1:])))
+    else:
+        print(markdown((1, 2), 100_000_000))
+        print()
+        print(offsets_markdown(tuple(range(1, 6)), 100_000_000))
