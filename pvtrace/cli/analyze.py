@@ -205,7 +205,12 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         lock_kind: Annotated[
-            str | None, typer.Option("--lock-kind", help="Lock kind of every VM: fifo, unfair or unknown.")
+            str | None,
+            typer.Option(
+                "--lock-kind",
+                help="Lock kind of every lock: fifo or unfair; unknown infers it per lock from the trace "
+                "(default: the trace's metadata, else inferred).",
+            ),
         ] = None,
         fmt: Annotated[str, typer.Option("--format", help="Input format (auto: detect).")] = "auto",
         side: Annotated[str, typer.Option("--side", help="host, guest or auto.")] = "auto",

@@ -198,13 +198,13 @@ def estimate_offset(runs_of_vm: pl.DataFrame, guest_of_vm: pl.DataFrame) -> Esti
         return "no shift puts the guest events inside their vCPUs' run intervals"
     top = max(f for f, _ in scored)
     best = [r for f, rs in scored if f == top for r in rs]
-    # a distant shift that fits nearly as many events makes the best one a matter of chance
-    rivals = [f for f, rs in scored if f < top and all(abs(r[0] - best[0][0]) > 100 * res for r in rs)]
-    if rivals and max(rivals) >= top - max(2, top // 100):
-        return f"ambiguous: shifts far apart fit {top} and {max(rivals)} guest events"
     # no shift at all (host and guest already on one timeline) wins when it fits as well as any
     zero = [r for r in best if r[0] <= 0 <= r[1]]
     best = zero or best
+    # else a distant shift that fits nearly as many events makes the best one a matter of chance
+    rivals = [f for f, rs in scored if f < top and all(abs(r[0] - best[0][0]) > 100 * res for r in rs)]
+    if not zero and rivals and max(rivals) >= top - max(2, top // 100):
+        return f"ambiguous: shifts far apart fit {top} and {max(rivals)} guest events"
     lo, hi = min(r[0] for r in best), max(r[1] for r in best)
     if len(best) > 1 and hi - lo > 100 * res:  # several far-apart shifts fit as well: ambiguous
         return f"ambiguous: shifts {lo} and {hi} ns fit the guest events equally well"

@@ -206,6 +206,13 @@ def snap_guest_events(
     estimate's uncertainty."""
     if guest_events.height == 0 or host_events.height == 0:
         return guest_events, 0
-    spread = max((r.get("estimate", {}).get("uncertainty_ns", 0) for r in per_vm.values()), default=0)
+    spread = max(
+        (
+            r["estimate"]["uncertainty_ns"]
+            for r in per_vm.values()
+            if "estimate" in r and str(r.get("mode", "")).startswith("estimated")  # an applied estimate
+        ),
+        default=0,
+    )
     tolerance = resolution(host_events["ts"]) + resolution(guest_events["ts"]) + spread
     return snap_to_runs(host_events.select("vm", "vcpu", "kind", "ts", "row", "sub"), guest_events, tolerance)

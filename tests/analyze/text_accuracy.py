@@ -2,7 +2,8 @@
 the same window. Shared by test_text_accuracy.py (small runs in CI) and the command that writes
 the tables of docs/accuracy.md ("On rendered text"):
 
-    python tests/analyze/text_accuracy.py > /tmp/text-accuracy.md
+    python tests/analyze/text_accuracy.py > /tmp/text-accuracy.md          # text table, offsets table
+    python tests/analyze/text_accuracy.py --kinds > /tmp/lock-kinds.md     # lock kind table
 
 Every figure is computed from runs: the simulator's truth (cut to the text's window,
 pvtrace.simulate.truth_window) and the analysis of the files `pvtrace generate` would write.
@@ -26,6 +27,7 @@ from pvtrace.simulate.render import write_rendered
 from pvtrace.simulate.run import simulate_trace
 from pvtrace.simulate.scenario import Scenario
 from pvtrace.simulate.truth_window import cut_truth
+from pvtrace.simulate.views import select_view
 
 ALGORITHMS = ("tas", "virt-tas", "ticket", "qspinlock", "pv-ticket", "pv-qspinlock")
 FORMATS = ("ftrace", "trace-cmd", "perf")
@@ -172,13 +174,13 @@ def _pct(x: float | None) -> str:
     return "unavailable" if x is None else f"{100 * x:+.1f}%"
 
 
-def markdown(seeds: tuple[int, ...], duration_ns: int) -> str:
+def markdown(seeds: tuple[int, ...], duration_ns: int, workloads: tuple[str, ...] = tuple(WORKLOADS)) -> str:
     lines = [
         "| workload | PLE | lock | format | spin | waste (LHP+LWP) | LHP precision | LHP recall | harmful LHP (true) "
         "| convoys | lock kind right / decided wrong / locks with >= 20 hand-offs |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for workload in WORKLOADS:
+    for workload in workloads:
         for ple in (False, True):
             for algo in ALGORITHMS:
                 runs = run_case(workload, algo, ple, seeds, duration_ns)
@@ -221,8 +223,81 @@ def offsets_markdown(seeds: tuple[int, ...], duration_ns: int) -> str:
     return "\n".join(lines)
 
 
+# Contention levels of the lock kind measurement (4 pCPUs, 4-vCPU guests, 1 or 2 guests).
+KIND_LEVELS: dict[str, dict] = {
+    "low": {"vm": {"vcpus": 4, "locks": 8, "compute_ns": 200_000, "hold_ns": 2_000}},
+    "medium": {"vm": {"vcpus": 4, "locks": 4, "compute_ns": 50_000, "hold_ns": 5_000, "hold_dist": "exp"}},
+    "high": {
+        "vm": {
+            "vcpus": 4,
+            "locks": 2,
+            "lock_skew": 1.0,
+            "compute_ns": 20_000,
+            "hold_ns": 2_000,
+            "hold_dist": "lognormal",
+        }
+    },
+}
+
+
+def lock_kind_rows(seeds: tuple[int, ...], duration_ns: int) -> pl.DataFrame:
+    """Inferred kind of every lock (merged view, kind metadata ignored) against the algorithm's."""
+    rows = []
+    for level, base in KIND_LEVELS.items():
+        for count in (1, 2):
+            for ple in (False, True):
+                for algo in ALGORITHMS:
+                    for seed in seeds:
+                        s = {k: dict(v) for k, v in base.items()}
+                        s["vm"]["count"] = count
+                        sc = Scenario().replace(
+                            lock={"algorithm": algo},
+                            host={"pcpus": 4},
+                            hypervisor={"ple": ple},
+                            run={"duration_ns": duration_ns},
+                            **s,
+                        )
+                        trace, _ = simulate_trace(sc, seed=seed)
+                        kinds = analyze(select_view(trace, "merged"), lock_kind="unknown").table("lock_kinds")
+                        truth = trace.meta.vms["vm0"].lock_kind
+                        rows += [
+                            {"level": level, "guests": count, "ple": ple, "algo": algo, "truth": truth, **r}
+                            for r in kinds.select("kind", "n_handoffs", "in_order_pct").iter_rows(named=True)
+                        ]
+    return pl.DataFrame(rows, infer_schema_length=None)
+
+
+def lock_kind_markdown(seeds: tuple[int, ...], duration_ns: int) -> str:
+    df = lock_kind_rows(seeds, duration_ns)
+    lines = [
+        "| algorithm | true kind | locks with >= 20 hand-offs | right | undecided | wrong | locks with < 20 "
+        "(all undecided) | in-order % (min-max, >= 20) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for algo in ALGORITHMS:
+        d = df.filter(pl.col("algo") == algo)
+        big = d.filter(pl.col("n_handoffs") >= 20)
+        small = d.filter(pl.col("n_handoffs") < 20)
+        right = big.filter(pl.col("kind") == pl.col("truth")).height
+        und = big.filter(pl.col("kind") == "undecided").height
+        wrong = big.height - right - und
+        rng = f"{big['in_order_pct'].min():.1f}-{big['in_order_pct'].max():.1f}" if big.height else "-"
+        assert small.filter(pl.col("kind") != "undecided").height == 0
+        lines.append(
+            f"| {algo} | {d['truth'][0]} | {big.height} | {right} | {und} | {wrong} | {small.height} | {rng} |"
+        )
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    SEEDS = (1, 2, 3)
-    print(markdown(SEEDS, 150_000_000))
-    print()
-    print(offsets_markdown(tuple(range(1, 6)), 100_000_000))
+    args = sys.argv[1:]
+    if args == ["--kinds"]:
+        print(lock_kind_markdown((1, 2, 3), 100_000_000))
+    elif args == ["--offsets"]:
+        print(offsets_markdown(tuple(range(1, 6)), 100_000_000))
+    elif args[:1] == ["--workload"]:  # one workload's rows (to run workloads side by side)
+        print(markdown((1, 2), 100_000_000, tuple(args[1:])))
+    else:
+        print(markdown((1, 2), 100_000_000))
+        print()
+        print(offsets_markdown(tuple(range(1, 6)), 100_000_000))

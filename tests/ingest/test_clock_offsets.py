@@ -93,3 +93,30 @@ def test_guest_events_printed_just_before_their_vcpu_resumes_are_moved_inside(tm
         (pl.col("ts") >= pl.col("start")) & (pl.col("ts") <= pl.col("end"))
     )
     assert inside.select("vm", "vcpu", "ts").unique().height == guest.unique().height
+
+
+def _runs(starts, length):
+    return pl.DataFrame({"vcpu": [0] * len(starts), "start": starts, "end": [s + length for s in starts]})
+
+
+def test_estimate_from_synthetic_runs_and_refusal_when_periodic():
+    from pvtrace.ingest.clock_estimate import Estimate, estimate_offset
+
+    rng = __import__("numpy").random.default_rng(1)
+    starts = sorted(int(x) for x in rng.choice(10_000_000, size=300, replace=False) * 100)
+    runs = _runs(starts, 40_000)
+    offset = -123_456_789  # host = guest + offset
+    picks = rng.choice(len(starts), size=200)
+    guest = pl.DataFrame(
+        {"vcpu": [0] * 200, "ts": [starts[i] + int(rng.integers(0, 40_000)) - offset for i in picks]}
+    )
+    est = estimate_offset(runs, guest)
+    assert isinstance(est, Estimate) and abs(est.offset_ns - offset) <= est.uncertainty_ns <= 40_000
+    # strictly periodic runs and events: every period fits as well, so no estimate
+    periodic = _runs([i * 100_000 for i in range(300)], 40_000)
+    guest_periodic = pl.DataFrame(
+        {"vcpu": [0] * 200, "ts": [i * 100_000 + 10_000 + 7 for i in range(50, 250)]}
+    )
+    assert isinstance(
+        estimate_offset(periodic, guest_periodic.with_columns(pl.col("ts") + 5_000_000_000)), str
+    )

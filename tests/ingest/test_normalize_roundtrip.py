@@ -120,9 +120,23 @@ def test_rendered_views_ingest_to_the_simulators_events(
             vm_name = texts[0].stem.rsplit("-", 1)[1] if lone else None
             got = load(texts, vm_name=vm_name, guest_offset_ns=None if on_host_clock else offsets)
             assert got.meta.clock.get("synchronized", True), (fmt, view, got.meta.clock)
-            want = _multiset(_canon(_expected(view_events, trace, fmt), fmt))
-            have = _multiset(_canon(got.events, fmt))
-            assert _same(have, want), (fmt, view, _diff(want, have))
+            want = _canon(_expected(view_events, trace, fmt), fmt)
+            have = _canon(got.events, fmt)
+            if got.meta.clock.get("guest_events_moved_into_runs"):
+                # microsecond text: guest events printed just outside their vCPU's run are moved
+                # inside it (docs/metrics.md, Clocks): guest event times are compared within 2 us
+                guest = pl.col("kind").is_in(GUEST_KINDS)
+                keys = [c for c in COLS if c != "ts"]
+                g_want = want.filter(guest).sort(*keys, "ts", nulls_last=True)
+                g_have = have.filter(guest).sort(*keys, "ts", nulls_last=True)
+                assert g_want.drop("ts").equals(g_have.drop("ts")), (fmt, view)
+                assert (g_want["ts"] - g_have["ts"]).abs().max() <= 2_000, (fmt, view)
+                want, have = want.filter(~guest), have.filter(~guest)
+            assert _same(_multiset(have), _multiset(want)), (
+                fmt,
+                view,
+                _diff(_multiset(want), _multiset(have)),
+            )
 
 
 def _diff(want: pl.DataFrame, have: pl.DataFrame) -> str:

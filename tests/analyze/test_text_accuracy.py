@@ -1,0 +1,29 @@
+"""Small runs of the accuracy suite on rendered text (tests/analyze/text_accuracy.py); the full
+table is in docs/accuracy.md, "On rendered text"."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import pytest
+from text_accuracy import FORMATS, figures, run_case
+
+
+@cache
+def _case(algorithm: str) -> dict:
+    return {fmt: figures(runs) for fmt, runs in run_case("busy", algorithm, True, (1,), 50_000_000).items()}
+
+
+@pytest.mark.parametrize("algorithm", ["tas", "ticket", "pv-qspinlock"])
+def test_merged_text_with_defaults_against_the_truth_of_its_window(algorithm):
+    case = _case(algorithm)
+    for fmt in FORMATS:
+        f = case[fmt]
+        assert f["synchronized"], fmt  # offsets found without options
+        assert f["kinds_wrong"] == 0, (fmt, f)  # a decided lock kind is never wrong
+        assert f["spin_err"] is not None and abs(f["spin_err"]) <= (0.01 if fmt == "trace-cmd" else 0.05), (
+            fmt,
+            f,
+        )
+    ns = case["trace-cmd"]  # nanosecond timestamps
+    assert ns["waste_err"] is not None and abs(ns["waste_err"]) <= 0.05, ns
