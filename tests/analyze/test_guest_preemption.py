@@ -130,17 +130,19 @@ def harness():
     return guest_accuracy_cases
 
 
-def test_lhp_demo_guest_text_meets_the_targets(harness):
-    """lhp-demo seed 3 through guest ftrace text, default options (docs/accuracy.md has the full table)."""
-    from pvtrace.analyze.accuracy import relative_error, scores_of
+def test_lhp_demo_guest_text_declines_where_preemptions_hide_between_ticks(harness):
+    """lhp-demo seed 3 through guest ftrace text, default options. Under the fair scheduler's
+    wake-up preemption (issue 12) a fifth or more of the not-running intervals last under two
+    1 ms ticks, so the level declines with that reason instead of guessing; the preempted time the
+    ticks show still adds up to the truth's within 10% (docs/accuracy.md)."""
+    from pvtrace.analyze.accuracy import relative_error
     from pvtrace.simulate.scenario import load_preset
 
     r = harness.guest_run(load_preset("lhp-demo"), 3)
-    assert r["levels"] == ["guest-inferred"] and not r["limited"]
-    lhp = scores_of(r["lhp"])
-    assert lhp["n_true"] == 18
-    assert lhp["precision"] >= 0.9 and lhp["recall"] >= 0.9
-    assert abs(relative_error(r["found"]["waste_lhp_ns"], r["true"]["waste_lhp_ns"])) <= 0.15
+    assert r["levels"] == ["guest-inferred"]
+    assert r["limited"] and all("two ticks" in why for why in r["limited"])
+    assert r["found"]["waste_lhp_ns"] is None and r["found"]["spin_ns"] is None
+    assert r["true"]["waste_lhp_ns"] > 0
     assert abs(relative_error(r["found"]["preempted_ns"], r["true"]["preempted_ns"])) <= 0.10
 
 
