@@ -312,7 +312,7 @@ def register(app: typer.Typer) -> None:
         # Every output checked before the (possibly long) analysis; all placed together at the end.
         outputs = OutputSet(force=force, inputs=[*files, *([vcpu_map] if vcpu_map else [])])
         for path in [*output_targets(json_out, out_dir, csv), *([report] if report else [])]:
-            outputs.plan(path)
+            outputs.plan(path, new=True)
         with outputs:
             if report is None and is_one_parquet(files, fmt):
                 # a pvtrace Parquet file is analyzed concept by concept, never loaded whole: less memory

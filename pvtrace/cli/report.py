@@ -65,7 +65,7 @@ def report(
     win = parse_window(window) if window else None
     outputs = OutputSet(force=force, inputs=files)
     if out_path is not None:
-        outputs.plan(out_path)
+        outputs.plan(out_path, new=True)
     if figures is not None:
         outputs.plan(figures / f"figure.{figure_format}")  # the folder: creatable and writable
     names = ", ".join(p.name for p in files)
@@ -104,7 +104,7 @@ def compare(
         labels = (f"A: {labels[0]}", f"B: {labels[1]}")
     outputs = OutputSet(force=force, inputs=[a, b])
     if out_path is not None:
-        outputs.plan(out_path)
+        outputs.plan(out_path, new=True)
     with outputs:
         ta, tb = load_trace([a], labels[0]), load_trace([b], labels[1])
         xa, xb = analyze_with_progress(ta, labels[0]), analyze_with_progress(tb, labels[1])
