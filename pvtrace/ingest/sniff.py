@@ -91,7 +91,9 @@ def _share(lines: list[str], grammars, frame: str | None) -> tuple[int, int, lis
     """(matched, candidates, rest texts of matched lines, first unmatched line)."""
     compiled = [re.compile(g.pattern) for g in grammars]
     frame_rx = re.compile(frame) if frame else None
-    special = re.compile(r"^\s*#|^\s*$|" + r"CPU ?:? ?\d+:? \[?(?:LOST|EVENTS|\d+ EVENTS)|" + _TC_PROLOGUE.pattern)
+    special = re.compile(
+        r"^\s*#|^\s*$|" + r"CPU ?:? ?\d+:? \[?(?:LOST|EVENTS|\d+ EVENTS)|" + _TC_PROLOGUE.pattern
+    )
     matched, cands, rests, first_bad = 0, 0, [], None
     for s in lines:
         if special.search(s) or (frame_rx is not None and frame_rx.match(s)):

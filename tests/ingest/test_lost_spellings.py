@@ -9,7 +9,7 @@ import pytest
 from pvtrace.ingest.load import read_raw
 from pvtrace.ingest.raw import LOST_EVENTS
 
-RECORD = "          <idle>-0       [001] d..2. 100.{us:06d}: sched_switch: prev_comm=swapper/1 prev_pid=0 prev_prio=120 prev_state=R ==> next_comm=CPU 0/KVM next_pid=42 next_prio=120\n"  # noqa: E501
+RECORD = "          <idle>-0       [001] d..2. 100.{us:06d}: sched_switch: prev_comm=swapper/1 prev_pid=0 prev_prio=120 prev_state=R ==> next_comm=CPU 0/KVM next_pid=42 next_prio=120\n"
 
 
 @pytest.mark.parametrize(
