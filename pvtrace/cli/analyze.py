@@ -19,7 +19,7 @@ from pvtrace.errors import UsageError
 from pvtrace.ingest.load import is_one_parquet, load
 from pvtrace.outputs import OutputSet, atomic_file
 from pvtrace.schema import LOCK_KINDS
-from pvtrace.trace import Trace
+from pvtrace.trace import Trace, read_meta
 
 
 def load_inputs(
@@ -247,8 +247,40 @@ def write_report(trace: Trace, result: Analysis, path: Path, files: list[Path]) 
     write_page(page, path)
 
 
+def skipped_lines(problems: dict) -> dict:
+    """What the ingester could not read, for the summary: total lines and counts by reason."""
+    by_reason: dict[str, int] = {}
+    first = None
+    for path, kinds in sorted(problems.items()):
+        if not isinstance(kinds, dict):
+            continue
+        for kind, info in kinds.items():
+            if isinstance(info, dict) and isinstance(info.get("count"), int):
+                by_reason[kind] = by_reason.get(kind, 0) + info["count"]
+                sample = (info.get("samples") or [{}])[0]
+                if first is None and sample:
+                    first = f"{path}:{sample.get('line')}: {info.get('what', kind)}"
+    return {"total": sum(by_reason.values()), "by_reason": by_reason, "first": first}
+
+
+def print_skipped(skipped: dict, quiet: bool) -> None:
+    """One line: how many input lines the analysis skipped, and why (never silent, even with -q)."""
+    if not skipped["total"]:
+        if not quiet:
+            err.print("skipped lines: none", highlight=False)
+        return
+    reasons = ", ".join(f"{n:,} {kind}" for kind, n in sorted(skipped["by_reason"].items()))
+    err.print(
+        f"[bold yellow]skipped {skipped['total']:,} input lines[/] ({escape(reasons)}; first: "
+        f"{escape(str(skipped['first']))}); `pvtrace ingest` lists them, --strict makes them fatal",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
 def finish(result: Analysis, files: list[Path], *, written: list[Path], quiet: bool) -> None:
     """Show the summary (the outputs are in place)."""
+    print_skipped(result.summary.extra["skipped_lines"], quiet)
     for warning in result.summary.extra.get("warnings", []):
         err.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     if not quiet:
@@ -321,6 +353,7 @@ def register(app: typer.Typer) -> None:
                     result = analyze_parquet(
                         files[0], lock_kind=lock_kind, progress=lambda step: bar.advance(1)
                     )
+                result.summary.extra["skipped_lines"] = skipped_lines(read_meta(files[0]).problems)
             else:
                 trace = load_inputs(
                     files,
@@ -334,6 +367,7 @@ def register(app: typer.Typer) -> None:
                 )
                 with progress("analyzing", total=len(STEPS), quiet=quiet) as bar:
                     result = analyze(trace, lock_kind=lock_kind, progress=lambda step: bar.advance(1))
+                result.summary.extra["skipped_lines"] = skipped_lines(trace.meta.problems)
                 if report is not None:
                     write_report(trace, result, report, files)
             written = write_outputs(result, json_path=json_out, out_dir=out_dir, csv=csv)
