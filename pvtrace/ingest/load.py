@@ -198,6 +198,11 @@ def _raw_chunks(inp: _Input, stack: ExitStack, info: ParseInfo) -> Iterator[pl.D
         report = stack.enter_context(dat_report(inp.path, rest, inp.compression))
         text = report.stream
         head = text.read(SNIFF_BYTES)
+        if not head.strip():  # trace-cmd exits 0 and prints nothing for a cut or damaged file
+            report.check()
+            raise FormatError(
+                "trace-cmd report printed no records: the .dat file is truncated or damaged", str(inp.path)
+            )
         try:
             verdict = detect_format(head, len(head) < SNIFF_BYTES, str(inp.path), "trace-cmd")
         except FormatError:
