@@ -21,7 +21,7 @@ import polars as pl
 from pvtrace.errors import FormatError, PvtraceError, UsageError
 from pvtrace.ingest import ftrace as ftrace_fmt
 from pvtrace.ingest import perf_script, summary_tables, tracecmd
-from pvtrace.ingest.compressed import open_input
+from pvtrace.ingest.compressed import is_stream, open_input
 from pvtrace.ingest.dat import dat_report
 from pvtrace.ingest.normalize import normalize
 from pvtrace.ingest.problems import Problems
@@ -53,7 +53,7 @@ class _Input:
 
 def _open(path: Path, forced: str) -> _Input:
     """Open, decompress and sniff one input (reading more while the sniffer needs more)."""
-    if not path.exists():
+    if str(path) != "-" and not path.exists():
         raise FormatError("no such file", str(path))
     if path.is_dir():
         raise FormatError("is a directory, not a trace file", str(path))
@@ -189,13 +189,17 @@ def _summary_table(inp: _Input, problems: Problems) -> tuple[str, list[dict[str,
 
 def _raw_chunks(inp: _Input, stack: ExitStack, info: ParseInfo) -> Iterator[pl.DataFrame]:
     """Raw frames of a text or .dat input."""
+    streamed = is_stream(inp.path)  # stdin or a FIFO: read once, never seeked
     if inp.verdict.format == "dat":
-        if inp.compression is None:
+        if inp.compression is None and not streamed:
             inp.stream.seek(0)
             rest: Any = inp.stream
         else:
             rest = _Rejoin(inp.head, inp.stream)
-        report = stack.enter_context(dat_report(inp.path, rest, inp.compression))
+        # a compressed or streamed .dat is first copied to a temporary file (trace-cmd seeks)
+        report = stack.enter_context(
+            dat_report(inp.path, rest, inp.compression or ("stream" if streamed else None))
+        )
         text = report.stream
         head = text.read(SNIFF_BYTES)
         if not head.strip():  # trace-cmd exits 0 and prints nothing for a cut or damaged file
@@ -214,7 +218,7 @@ def _raw_chunks(inp: _Input, stack: ExitStack, info: ParseInfo) -> Iterator[pl.D
         )
         return
     spec = _spec(inp.verdict.format, inp.verdict.options)
-    source: Path | BinaryIO = inp.path if inp.compression is None else inp.stream
+    source: Path | BinaryIO = inp.path if inp.compression is None and not streamed else inp.stream
     yield from iter_raw_chunks(source, spec, inp.verdict.options, info, head=inp.head)
 
 
@@ -486,6 +490,8 @@ def is_one_parquet(paths: list[Path], format: str = "auto") -> bool:
 
 
 def _is_parquet(path: Path) -> bool:
+    if is_stream(path):  # a peek would consume a stream's first bytes; Parquet needs a seekable file
+        return False
     try:
         with open(path, "rb") as f:
             return f.read(4) == b"PAR1"

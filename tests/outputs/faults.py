@@ -36,8 +36,8 @@ duration_ns = 40_000_000
 """
 
 
-def env() -> dict[str, str]:
-    e = dict(os.environ)
+def env(**extra: str) -> dict[str, str]:
+    e = {**os.environ, **extra}
     e["PYTHONPATH"] = str(REPO) + (os.pathsep + e["PYTHONPATH"] if e.get("PYTHONPATH") else "")
     e["COLUMNS"] = "200"
     return e
@@ -53,12 +53,14 @@ def _child_setup(fsize: int | None) -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
 
 
-def start(args: list[str], cwd: Path, fsize: int | None = None, stdin=None) -> subprocess.Popen:
+def start(
+    args: list[str], cwd: Path, fsize: int | None = None, stdin=None, extra_env: dict | None = None
+) -> subprocess.Popen:
     """`python -m pvtrace ARGS` in cwd (stdout/stderr captured)."""
     return subprocess.Popen(
         [sys.executable, "-m", "pvtrace", *args],
         cwd=cwd,
-        env=env(),
+        env=env(**(extra_env or {})),
         stdin=stdin if stdin is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
