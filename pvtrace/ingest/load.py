@@ -27,6 +27,7 @@ from pvtrace.ingest.normalize import normalize
 from pvtrace.ingest.problems import Problems
 from pvtrace.ingest.raw import empty_raw
 from pvtrace.ingest.records import FormatSpec, ParseInfo, ParseOptions
+from pvtrace.ingest.sanity import Sanity
 from pvtrace.ingest.sniff import NEED_MORE, SNIFF_BYTES, Verdict, detect_format
 from pvtrace.ingest.stream import iter_raw_chunks
 from pvtrace.ingest.vcpu_map import find_vcpu_map, read_vcpu_map
@@ -311,7 +312,10 @@ def ingest(
                     info.problems.check_strict(strict)
                     continue
                 carry: dict[str, Any] | None = None
+                sane = Sanity(info.problems)
                 for raw in _normalize_batches(_raw_chunks(inp, stack, info), strict, info, inp, progress):
+                    raw = sane.check(raw)  # values: ranges, time order per CPU, duplicates (ingest.sanity)
+                    info.problems.check_strict(strict)
                     cpus.update(raw["cpu"].drop_nulls().unique().to_list())
                     if source is not None:
                         raw = raw.with_columns(

@@ -133,10 +133,11 @@ def references(inputs, tmp_path_factory) -> dict[str, tuple[dict[str, bytes], fl
 
 
 def comparable(files: dict[str, bytes]) -> dict[str, bytes]:
-    """Files as compared with the undisturbed run: a page by whether it is whole (the compare page's
-    chart data comes in varying row order), everything else byte for byte."""
+    """Files as compared with the undisturbed run: pages and SVG charts by whether they are whole (the
+    convoy-cause chart data comes in varying row order), everything else byte for byte."""
+    ends = {".html": b"</html>", ".svg": b"</svg>"}
     return {
-        k: (b"whole page" if v.rstrip().endswith(b"</html>") else v) if k.endswith(".html") else v
+        k: (b"whole" if v.rstrip().endswith(ends[Path(k).suffix]) else v) if Path(k).suffix in ends else v
         for k, v in files.items()
     }
 
