@@ -74,10 +74,20 @@ class Sanity:
         same = pl.all_horizontal(
             [(pl.col(c) == p) | (pl.col(c).is_null() & p.is_null()) for c, p in zip(_SAME, prev, strict=True)]
         )
+        # One outlier must not condemn its successor: after a record that jumped ahead (or fell
+        # back), the next one is judged against the record before the outlier.
+        prev2_ts = pl.col("ts").shift(2).over(_KEY)
+        prev_jumped = ((prev_ts - prev2_ts) > MAX_GAP_NS).fill_null(False)
+        prev_fell = (prev_ts < prev2_ts).fill_null(False)
+        back_of_prev = (pl.col("ts") < prev_ts).fill_null(False)
+        ahead_of_prev = ((pl.col("ts") - prev_ts) > MAX_GAP_NS).fill_null(False)
+        in_line_with_prev2 = (
+            (pl.col("ts") >= prev2_ts) & ((pl.col("ts") - prev2_ts) <= MAX_GAP_NS)
+        ).fill_null(False)
         judged = seq.with_columns(
             dup=same & prev_ts.is_not_null(),
-            back=(pl.col("ts") < prev_ts).fill_null(False),
-            jump=((pl.col("ts") - prev_ts) > MAX_GAP_NS).fill_null(False),
+            back=back_of_prev & ~(prev_jumped & in_line_with_prev2),
+            jump=ahead_of_prev & ~(prev_fell & in_line_with_prev2),
         ).filter(pl.col("_i").is_not_null())
         # the last good record of each CPU carries over to the next batch
         good = judged.filter(~pl.col("dup") & ~pl.col("back") & ~pl.col("jump"))

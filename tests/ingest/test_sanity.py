@@ -74,8 +74,16 @@ def _mutate(line: str, lines: list[str], i: int, how: str, amount: int) -> list[
     elif how == "cpu":
         out[i] = line[: m.start(1)] + str(10_000_000 + amount) + line[m.end(1) :]
     elif how in ("back", "jump"):
+        # time going backwards: earlier than the record before it on its CPU (a first record moved
+        # a little earlier is a valid trace, nothing to report); a jump: over an hour later
+        before = [DATA.search(s) for s in lines[:i]]
+        same_cpu = [b for b in before if b is not None and b.group(1) == m.group(1)]
+        if not same_cpu:
+            return out
+        p = same_cpu[-1]
+        prev_us = int(p.group(2)) * 1_000_000 + int(p.group(3))
         us = int(m.group(2)) * 1_000_000 + int(m.group(3))
-        us = us - 1 - amount if how == "back" else us + 7_200_000_000 + amount
+        us = prev_us - 1 - amount if how == "back" else us + 7_200_000_000 + amount
         s, u = divmod(max(us, 0), 1_000_000)
         out[i] = line[: m.start(2)] + f"{s}.{u:06d}" + line[m.end(3) :]
     elif how == "swap" and i + 1 < len(lines):
@@ -110,3 +118,25 @@ def test_a_mutated_record_changes_no_metric_or_is_reported(
     if reported and problems > base_problems:
         with pytest.raises(FormatError):
             _outcome(new, strict=True)
+
+
+@pytest.mark.parametrize(
+    ("how", "kind"),
+    [
+        ("back", "time_backwards"),
+        ("jump", "time_jump"),
+        ("cpu", "cpu_out_of_range"),
+        ("duplicate", "duplicate_record"),
+    ],
+)
+def test_each_broken_value_is_one_counted_problem(trace_dir, tmp_path, how, kind):
+    lines = list(_lines(str(trace_dir / "t.txt")))
+    data = [i for i, s in enumerate(lines) if DATA.search(s)]
+    i = data[len(data) // 2]
+    (tmp_path / "t.txt").write_text("".join(_mutate(lines[i], lines, i, how, 1000)))
+    (tmp_path / "t.txt.vcpus.csv").write_text((trace_dir / "t.txt.vcpus.csv").read_text())
+    trace = load([tmp_path / "t.txt"])
+    problems = next(iter(trace.meta.problems.values()))
+    assert {k: v["count"] for k, v in problems.items()} == {kind: 1}
+    windows = analyze(trace).table("lost_windows").height
+    assert windows == (1 if how in ("back", "jump") else 0)  # a broken time is excluded like lost events
