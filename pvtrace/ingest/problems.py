@@ -24,7 +24,7 @@ DESCRIPTIONS: dict[str, str] = {
     "out_of_order": "timestamp earlier than the previous record on the same CPU (clock skew or corruption)",
     # values checked by ingest.sanity
     "cpu_out_of_range": "CPU id outside 0..8191 (the kernel's largest NR_CPUS)",
-    "pid_out_of_range": "pid outside -1..4194304 (PID_MAX_LIMIT)",
+    "pid_out_of_range": "pid past 4194304 (PID_MAX_LIMIT)",
     "timestamp_out_of_range": "timestamp negative or past 2^62 ns (an overflow)",
     "time_backwards": "timestamp earlier than the record before it on the same CPU (span excluded as lost)",
     "time_jump": "timestamp over an hour after the record before it on the same CPU (span excluded as lost)",
