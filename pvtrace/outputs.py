@@ -55,10 +55,13 @@ def _raise_terminated(signum: int, frame: object) -> None:
 
 
 def install_signal_handlers() -> None:
-    """SIGTERM and SIGHUP raise Terminated (Ctrl-C already raises KeyboardInterrupt)."""
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    """SIGTERM and SIGHUP raise Terminated, SIGINT KeyboardInterrupt: every temporary file is removed."""
+    handlers = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: _raise_terminated}
+    handlers[signal.SIGHUP] = _raise_terminated
+    for sig, handler in handlers.items():
         with contextlib.suppress(ValueError, OSError):  # not the main thread: leave them
-            signal.signal(sig, _raise_terminated)
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                signal.signal(sig, handler)
 
 
 def remove_live_temps() -> None:
@@ -149,12 +152,15 @@ class OutputSet:
         """More files the command reads (e.g. a vCPU map): never written over."""
         self._inputs += [(Path(p), _identity(Path(p))) for p in paths if str(p) != "-"]
 
-    def plan(self, path: Path | str, *, force: bool = False) -> Path:
-        """Check an output path now (before the work): one-line errors for whatever would fail later."""
+    def plan(self, path: Path | str, *, force: bool = False, new: bool = False) -> Path:
+        """Check an output path now (before the work): one-line errors for whatever would fail later.
+
+        new: the command names this output itself, so another of its outputs may not be the same file.
+        """
         path = Path(path)
         real, ident = _identity(path)
         if real in self._planned:
-            if self._planned[real] == path:
+            if self._planned[real] == path and not new:
                 return path
             raise UsageError(f"{path} is given as two outputs ({self._planned[real]} and {path})")
         for inp, (in_real, in_ident) in self._inputs:
@@ -181,6 +187,8 @@ class OutputSet:
     def stage(self, path: Path | str, *, force: bool = False) -> Staged:
         """A unique temporary file next to `path` (missing folders are created) that becomes it at commit."""
         path = self.plan(path, force=force)
+        if any(os.path.realpath(s.path) == os.path.realpath(path) for s in self._staged):
+            raise UsageError(f"{path} is written twice by one command")
         folder = Path(os.path.realpath(path)).parent
         try:
             folder.mkdir(parents=True, exist_ok=True)

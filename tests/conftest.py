@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -24,3 +25,11 @@ def shared_dir() -> Path:
 def real_traces(shared_dir: Path) -> Path:
     """../shared/real-traces."""
     return shared_dir / "real-traces"
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test of a trace-cmd .dat input skips, with the reason, where trace-cmd is not installed."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    dats = [p for p in params.values() if isinstance(p, (str, Path)) and ".dat" in Path(p).name]
+    if dats and shutil.which("trace-cmd") is None:
+        pytest.skip(f"trace-cmd is not installed: {Path(dats[0]).name} is read through `trace-cmd report`")

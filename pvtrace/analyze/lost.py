@@ -101,9 +101,10 @@ def lost_windows(prep: Prepared) -> pl.DataFrame:
 def vcpu_unknown_windows(windows: pl.DataFrame, changes: pl.DataFrame, prep: Prepared) -> pl.DataFrame:
     """(vid, start, end): stretches where a lost window makes a vCPU's state unknown.
 
-    Host window on pCPU p: the vCPU running on p at the window start and any vCPU
-    whose first state change after the marker leaves p are unknown from the window
-    start until their first state change after the marker. Guest window on CPU c:
+    Host window on pCPU p: the vCPU running on p at the window start, any vCPU whose
+    first state change after the marker leaves p, and any vCPU not running at the
+    window start that ever ran on p (it may have run there, unseen) are unknown from
+    the window start until their first state change after the marker. Guest window on CPU c:
     vCPU c of that VM is unknown inside the window.
     """
     out_schema = {"vid": I64, "start": I64, "end": I64}
@@ -145,11 +146,31 @@ def vcpu_unknown_windows(windows: pl.DataFrame, changes: pl.DataFrame, prep: Pre
             direction="forward",
             strict=True,
         )
+        # The state of each vCPU at the window start, and the pCPUs each vCPU ever ran on.
+        nxt = lookup(
+            nxt,
+            changes.select(pl.col("vid").alias("key"), pl.col("ord").alias("c_ord"), "state"),
+            by="vid",
+            on="start_ord",
+            table_on="c_ord",
+            values=["state"],
+        ).drop("_row")
+        ran_on = (
+            changes.filter((pl.col("state") == "running") & pl.col("pcpu").is_not_null())
+            .select("vid", pl.col("pcpu").cast(I32).alias("cpu"), pl.lit(True).alias("ran_there"))
+            .unique()
+        )
+        nxt = nxt.join(ran_on, on=["vid", "cpu"], how="left")
         affected = nxt.filter(
             (pl.col("vid") == pl.col("occupant"))
             | (
                 pl.col("next_kind").is_in(["vcpu_preempt", "vcpu_halt"])
                 & (pl.col("next_pcpu") == pl.col("cpu"))
+            )
+            # not running elsewhere at the start and able to run on p: it may have run in the window
+            | (
+                (pl.col("state").is_null() | (pl.col("state") != "running"))
+                & pl.col("ran_there").fill_null(False)
             )
         )
         parts.append(

@@ -24,7 +24,7 @@ from pvtrace.fmt import lock_hex
 from pvtrace.ingest.load import is_one_parquet, load
 from pvtrace.outputs import OutputSet, atomic_file
 from pvtrace.schema import LOCK_KINDS
-from pvtrace.trace import Trace
+from pvtrace.trace import Trace, read_meta
 
 
 def load_inputs(
@@ -123,6 +123,37 @@ def write_report(trace: Trace, result: Analysis, path: Path, files: list[Path]) 
     write_page(page, path)
 
 
+def skipped_lines(problems: dict) -> dict:
+    """What the ingester could not read, for the summary: total lines and counts by reason."""
+    by_reason: dict[str, int] = {}
+    first = None
+    for path, kinds in sorted(problems.items()):
+        if not isinstance(kinds, dict):
+            continue
+        for kind, info in kinds.items():
+            if isinstance(info, dict) and isinstance(info.get("count"), int):
+                by_reason[kind] = by_reason.get(kind, 0) + info["count"]
+                sample = (info.get("samples") or [{}])[0]
+                if first is None and sample:
+                    first = f"{path}:{sample.get('line')}: {info.get('what', kind)}"
+    return {"total": sum(by_reason.values()), "by_reason": by_reason, "first": first}
+
+
+def print_skipped(skipped: dict, quiet: bool) -> None:
+    """One line: how many input lines the analysis skipped, and why (never silent, even with -q)."""
+    if not skipped["total"]:
+        if not quiet:
+            err.print("skipped lines: none", highlight=False)
+        return
+    reasons = ", ".join(f"{n:,} {kind}" for kind, n in sorted(skipped["by_reason"].items()))
+    err.print(
+        f"[bold yellow]skipped {skipped['total']:,} input lines[/] ({escape(reasons)}; first: "
+        f"{escape(str(skipped['first']))}); `pvtrace ingest` lists them, --strict makes them fatal",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
 def finish(
     result: Analysis,
     files: list[Path],
@@ -137,6 +168,7 @@ def finish(
 ) -> None:
     """Show the summary once the outputs are in place (not when stdout carries --json - or --csv -)."""
     to_stdout = json_out == Path("-") or csv_out == "-"
+    print_skipped(result.summary.extra.get("skipped_lines", skipped_lines({})), quiet)
     for warning in result.summary.extra.get("warnings", []):
         err.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     if json_out == Path("-"):
@@ -242,10 +274,11 @@ def register(app: typer.Typer) -> None:
         if lock_kind is not None and lock_kind not in LOCK_KINDS:
             raise UsageError(f"--lock-kind must be one of {', '.join(LOCK_KINDS)}, not {lock_kind!r}")
         # `--csv -`: the flag, then `-` (stdout), which the parser hands over as one more input
+        # (a `-` before it is the trace on stdin: `trace-cmd report | pvtrace analyze - --csv -`)
         csv_out = "-" if csv and Path("-") in files else None
-        files = [f for f in files if f != Path("-")] if csv_out else files
-        if Path("-") in files:
-            raise UsageError("-: reading a trace from stdin is not supported; give its file")
+        if csv_out:
+            last = len(files) - 1 - files[::-1].index(Path("-"))
+            files = files[:last] + files[last + 1 :]
         if not files:
             raise UsageError("no trace file given")
         tables_csv = csv and out_dir is not None
@@ -266,7 +299,7 @@ def register(app: typer.Typer) -> None:
         # Every output checked before the (possibly long) analysis; all placed together at the end.
         outputs = OutputSet(force=force, inputs=[*files, *([vcpu_map] if vcpu_map else [])])
         for path in [*output_targets(json_out, out_dir, tables_csv), *([report] if report else [])]:
-            outputs.plan(path)
+            outputs.plan(path, new=True)
         with outputs:
             if report is None and not filters.any and is_one_parquet(files, fmt):
                 # a pvtrace Parquet file is analyzed concept by concept, never loaded whole: less memory
@@ -275,6 +308,7 @@ def register(app: typer.Typer) -> None:
                     result = analyze_parquet(
                         files[0], lock_kind=lock_kind, progress=lambda step: bar.advance(1)
                     )
+                result.summary.extra["skipped_lines"] = skipped_lines(read_meta(files[0]).problems)
             else:
                 trace = load_inputs(
                     files,
@@ -292,6 +326,7 @@ def register(app: typer.Typer) -> None:
                 with progress("analyzing", total=len(STEPS), quiet=quiet) as bar:
                     result = analyze(trace, lock_kind=lock_kind, progress=lambda step: bar.advance(1))
                 result = filter_result(result, filters)
+                result.summary.extra["skipped_lines"] = skipped_lines(trace.meta.problems)
                 if filters.any:
                     result.summary.extra["filters"] = described
                 if report is not None:

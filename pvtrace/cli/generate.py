@@ -153,9 +153,9 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"unknown --view {view!r}; choose one of {', '.join(VIEWS)}")
         s = apply_overrides(pick_scenario(scenario, preset), lock, sets)
         outputs = OutputSet(force=force, inputs=[scenario] if scenario is not None else [])
-        outputs.plan(output)
+        outputs.plan(output, new=True)
         if truth_path is not None:
-            outputs.plan(truth_path)
+            outputs.plan(truth_path, new=True)
         # the traces and the truth appear together or not at all
         with outputs, progress("simulating", total=1.0, quiet=quiet) as bar:
 
@@ -218,9 +218,9 @@ def register(app: typer.Typer) -> None:
         outputs = OutputSet(force=force, inputs=[scenario] if scenario is not None else [])
         if output is not None:
             for name in ("experiment.csv", "experiment-runs.csv", "experiment.json"):
-                outputs.plan(output / name)
+                outputs.plan(output / name, new=True)
         if report is not None:
-            outputs.plan(report)
+            outputs.plan(report, new=True)
         total = len(LEVELS) * len(LOCKS) * repeats
         files: list[Path] = []
         with outputs:  # tables, JSON and page together or not at all

@@ -77,7 +77,7 @@ def report(
     filters = parse_filters(window, vm, vcpu, lock)
     outputs = OutputSet(force=force, inputs=files)
     if out_path is not None:
-        outputs.plan(out_path)
+        outputs.plan(out_path, new=True)
     if figures is not None:
         outputs.plan(figures / f"figure.{figure_format}")  # the folder: creatable and writable
     names = ", ".join(p.name for p in files)
@@ -123,7 +123,7 @@ def compare(
         labels = (f"A: {labels[0]}", f"B: {labels[1]}")
     outputs = OutputSet(force=force, inputs=[a, b])
     if out_path is not None:
-        outputs.plan(out_path)
+        outputs.plan(out_path, new=True)
     from pvtrace.report.compare import compare_metrics, format_comparison, write_compare
 
     with outputs:

@@ -1,7 +1,7 @@
 """Transparent decompression of .gz / .xz / .zst / .bz2 inputs, chosen by magic bytes, not by name.
 
 A truncated or corrupt archive becomes one FormatError line naming the file, at whatever
-point of the stream the damage is found.
+point of the stream the damage is found. stdin (`-`) and FIFOs are streamed, never seeked.
 """
 
 from __future__ import annotations
@@ -10,6 +10,11 @@ import bz2
 import gzip
 import io
 import lzma
+import os
+import select
+import stat
+import sys
+import time
 import zlib
 from pathlib import Path
 from typing import BinaryIO
@@ -108,18 +113,84 @@ class _ZstdWholeCheck(io.RawIOBase):
         super().close()
 
 
+FIFO_WAIT_S = float(os.environ.get("PVTRACE_FIFO_WAIT", "30"))
+
+
+def is_stream(path: Path) -> bool:
+    """Whether an input is read once, front to back: `-` (stdin), a FIFO, `<(...)`, a character device."""
+    if str(path) == "-":
+        return True
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _open_fifo(path: Path) -> BinaryIO:
+    """Open a FIFO without blocking forever: wait (FIFO_WAIT_S) for a writer, then read it blocking."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP)
+    deadline = time.monotonic() + FIFO_WAIT_S
+    while not poller.poll(100):  # data, or a writer that came and went
+        if time.monotonic() > deadline:
+            os.close(fd)
+            raise FormatError(
+                f"no program wrote to this FIFO within {FIFO_WAIT_S:g} s (start the writer first, or pipe "
+                "into `pvtrace ... -`; PVTRACE_FIFO_WAIT sets the wait)",
+                str(path),
+            )
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb", buffering=1 << 20)
+
+
+class _Prefixed(io.RawIOBase):
+    """A stream that first returns bytes already read, then the rest of the original stream (no seek)."""
+
+    def __init__(self, head: bytes, rest: BinaryIO):
+        self._head = head
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # type: ignore[override]
+        if self._head:
+            n = min(len(b), len(self._head))
+            b[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        data = self._rest.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._rest.close()
+        super().close()
+
+
 def open_input(path: Path) -> tuple[BinaryIO, str | None, BinaryIO]:
     """Open a file for binary reading, decompressing when its magic says so.
 
     Returns the stream, the compression name (None for plain files) and the file on
     disk (whose position tells how much of it was consumed, for progress bars).
+    `-` is stdin; stdin, FIFOs and other streams are never seeked (the magic is read
+    once and handed back in front of the rest).
     """
     try:
-        raw = open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
+        if str(path) == "-":
+            raw = os.fdopen(os.dup(sys.stdin.fileno()), "rb", buffering=1 << 20)
+        elif is_stream(path) and stat.S_ISFIFO(os.stat(path).st_mode):
+            raw = _open_fifo(path)
+        else:
+            raw = open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
     except OSError as exc:
         raise FormatError(f"cannot open: {exc.strerror}", str(path)) from None
     head = raw.read(8)
-    raw.seek(0)
+    if raw.seekable():
+        raw.seek(0)
+    else:
+        raw = io.BufferedReader(_Prefixed(head, raw), buffer_size=1 << 20)  # type: ignore[assignment]
     kind = compression_of(head)
     if kind is None:
         return raw, None, raw

@@ -54,7 +54,10 @@ class DatReport:
 @contextmanager
 def dat_report(path: Path, stream: BinaryIO, compression: str | None) -> Iterator[DatReport]:
     """`trace-cmd report` of a .dat file (text on report.stream); checks the exit status at the end."""
-    exe = trace_cmd()
+    try:
+        exe = trace_cmd()
+    except ToolMissingError as exc:
+        raise ToolMissingError(f"{path}: {exc}") from None
     with tempfile.TemporaryDirectory(prefix="pvtrace-dat-") as tmp:
         dat = path
         if compression is not None:

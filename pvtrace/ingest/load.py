@@ -23,7 +23,7 @@ from pvtrace.errors import FormatError, PvtraceError, UsageError
 from pvtrace.ingest import ftrace as ftrace_fmt
 from pvtrace.ingest import perf_script, summary_tables, tracecmd
 from pvtrace.ingest.clocks import from_offsets_file
-from pvtrace.ingest.compressed import open_input
+from pvtrace.ingest.compressed import is_stream, open_input
 from pvtrace.ingest.dat import dat_report
 from pvtrace.ingest.normalize import normalize
 from pvtrace.ingest.offsets_file import find_offsets_file, read_offsets
@@ -31,6 +31,7 @@ from pvtrace.ingest.pipeline import BackgroundSink, prefetch
 from pvtrace.ingest.problems import Problems
 from pvtrace.ingest.raw import empty_raw
 from pvtrace.ingest.records import FormatSpec, ParseInfo, ParseOptions
+from pvtrace.ingest.sanity import Sanity
 from pvtrace.ingest.sniff import NEED_MORE, SNIFF_BYTES, Verdict, detect_format
 from pvtrace.ingest.stream import iter_raw_chunks
 from pvtrace.ingest.vcpu_map import find_vcpu_map, read_vcpu_map
@@ -57,7 +58,7 @@ class _Input:
 
 def _open(path: Path, forced: str) -> _Input:
     """Open, decompress and sniff one input (reading more while the sniffer needs more)."""
-    if not path.exists():
+    if str(path) != "-" and not path.exists():
         raise FormatError("no such file", str(path))
     if path.is_dir():
         raise FormatError("is a directory, not a trace file", str(path))
@@ -193,15 +194,24 @@ def _summary_table(inp: _Input, problems: Problems) -> tuple[str, list[dict[str,
 
 def _raw_chunks(inp: _Input, stack: ExitStack, info: ParseInfo) -> Iterator[pl.DataFrame]:
     """Raw frames of a text or .dat input."""
+    streamed = is_stream(inp.path)  # stdin or a FIFO: read once, never seeked
     if inp.verdict.format == "dat":
-        if inp.compression is None:
+        if inp.compression is None and not streamed:
             inp.stream.seek(0)
             rest: Any = inp.stream
         else:
             rest = _Rejoin(inp.head, inp.stream)
-        report = stack.enter_context(dat_report(inp.path, rest, inp.compression))
+        # a compressed or streamed .dat is first copied to a temporary file (trace-cmd seeks)
+        report = stack.enter_context(
+            dat_report(inp.path, rest, inp.compression or ("stream" if streamed else None))
+        )
         text = report.stream
         head = text.read(SNIFF_BYTES)
+        if not head.strip():  # trace-cmd exits 0 and prints nothing for a cut or damaged file
+            report.check()
+            raise FormatError(
+                "trace-cmd report printed no records: the .dat file is truncated or damaged", str(inp.path)
+            )
         try:
             verdict = detect_format(head, len(head) < SNIFF_BYTES, str(inp.path), "trace-cmd")
         except FormatError:
@@ -213,7 +223,7 @@ def _raw_chunks(inp: _Input, stack: ExitStack, info: ParseInfo) -> Iterator[pl.D
         )
         return
     spec = _spec(inp.verdict.format, inp.verdict.options)
-    source: Path | BinaryIO = inp.path if inp.compression is None else inp.stream
+    source: Path | BinaryIO = inp.path if inp.compression is None and not streamed else inp.stream
     yield from iter_raw_chunks(source, spec, inp.verdict.options, info, head=inp.head)
 
 
@@ -327,9 +337,12 @@ def ingest(
                     info.problems.check_strict(strict)
                     continue
                 carry: dict[str, Any] | None = None
+                sane = Sanity(info.problems)
                 # the next batch is parsed on another thread while this one is normalized
                 batches = _normalize_batches(_raw_chunks(inp, stack, info), strict, info, inp, progress)
                 for raw in prefetch(batches):
+                    raw = sane.check(raw)  # values: ranges, time order per CPU, duplicates (ingest.sanity)
+                    info.problems.check_strict(strict)
                     cpus.update(raw["cpu"].drop_nulls().unique().to_list())
                     if source is not None:
                         raw = raw.with_columns(
@@ -509,6 +522,8 @@ def is_one_parquet(paths: list[Path], format: str = "auto") -> bool:
 
 
 def _is_parquet(path: Path) -> bool:
+    if is_stream(path):  # a peek would consume a stream's first bytes; Parquet needs a seekable file
+        return False
     try:
         with open(path, "rb") as f:
             return f.read(4) == b"PAR1"

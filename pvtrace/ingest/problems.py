@@ -22,6 +22,13 @@ DESCRIPTIONS: dict[str, str] = {
     "orphan_continuation": "continuation or stack-frame line with no record before it",
     "unsupported_layout": "a trace layout pvtrace does not read (verbose latency, raw/hex/bin output)",
     "out_of_order": "timestamp earlier than the previous record on the same CPU (clock skew or corruption)",
+    # values checked by ingest.sanity
+    "cpu_out_of_range": "CPU id outside 0..8191 (the kernel's largest NR_CPUS)",
+    "pid_out_of_range": "pid past 4194304 (PID_MAX_LIMIT)",
+    "timestamp_out_of_range": "timestamp negative or past 2^62 ns (an overflow)",
+    "time_backwards": "timestamp earlier than the record before it on the same CPU (span excluded as lost)",
+    "time_jump": "timestamp over an hour after the record before it on the same CPU (span excluded as lost)",
+    "duplicate_record": "exact copy of the record before it on the same CPU (dropped)",
 }
 
 

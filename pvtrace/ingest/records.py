@@ -124,8 +124,12 @@ class ParseInfo:
 
 # --- special lines (format independent; an optional `name: ` source prefix is allowed) -------------
 _SRC = r"^\s*(?:(?P<source>\S+): +)?"
+# Every spelling of lost events the tracers print (docs/lost-events.md): ftrace `CPU:1 [LOST 9 EVENTS]`
+# and `CPU:1 [LOST EVENTS]`, trace-cmd report `CPU:1 [9 EVENTS DROPPED]` and `CPU:1 [EVENTS DROPPED]`,
+# and the same without colon or brackets (`CPU 1 LOST 9 EVENTS`, as older tools and hand edits show).
 SPECIAL_LOST = (
-    _SRC + r"CPU:(?P<cpu>\d+) \[(?:LOST (?:(?P<n>\d+) )?EVENTS|(?:(?P<n2>\d+) )?EVENTS DROPPED)\]\s*$"
+    _SRC
+    + r"CPU ?:? ?(?P<cpu>\d+):? \[?(?:LOST (?:(?P<n>\d+) )?EVENTS|(?:(?P<n2>\d+) )?EVENTS DROPPED)\]?\s*$"
 )
 SPECIAL_BUFFER = _SRC + r"#{3,} CPU (?P<cpu>\d+) buffer started #{3,}\s*$"
 PROLOGUE = (

@@ -41,7 +41,9 @@ _PADDED_EVENT = re.compile(r"^[^\s:]{1,18}: {2,}\S")
 # ftrace.LATENCY_ABS without its free `^\s*comm` head and `rest$` tail: searching this is
 # matching that, without the backtracking of `.*` over every position of the line
 _LATENCY_ABS_CORE = re.compile(r"-\d+\s+\d+[^\s\d]\S*\s+\d+(?:\.\d+)?: ")
-_LOST_MARK = re.compile(r"CPU:\d+ \[(?:LOST|EVENTS|\d+ EVENTS)")
+_LOST_MARK = re.compile(
+    r"CPU ?:? ?\d+:? \[?(?:LOST|EVENTS|\d+ EVENTS)"
+)  # every spelling: docs/lost-events.md
 _PERF_NEEDS = re.compile(r"\[\d+\]\s+\d")
 
 
@@ -99,7 +101,7 @@ def _is_special(line: str) -> bool:
     return (
         not stripped
         or stripped.startswith("#")
-        or ("CPU:" in line and _LOST_MARK.search(line) is not None)
+        or ("CPU" in line and _LOST_MARK.search(line) is not None)
         or _TC_PROLOGUE.match(line) is not None
     )
 

@@ -1,0 +1,142 @@
+"""Value sanity (pvtrace.ingest.sanity): record mutations of a trace either leave every metric as it
+was or are reported (a counted problem, an excluded span, or a --strict error); never silent."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pvtrace.analyze import analyze
+from pvtrace.errors import FormatError
+from pvtrace.ingest.load import load
+
+REPO = Path(__file__).resolve().parents[2]
+SCENARIO = """\
+[host]
+pcpus = 2
+[vm]
+count = 1
+vcpus = 3
+locks = 1
+compute_ns = 20_000
+hold_ns = 2_000
+[lock]
+algorithm = "ticket"
+[run]
+seed = 5
+duration_ns = 15_000_000
+"""
+DATA = re.compile(r"\[(\d{3})\] \S+ +(\d+)\.(\d{6}): ")
+
+
+@pytest.fixture(scope="module")
+def trace_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("sanity")
+    (d / "s.toml").write_text(SCENARIO)
+    subprocess.run(
+        [sys.executable, "-m", "pvtrace", "generate", "s.toml", "-o", "t.txt", "--format", "ftrace", "-q"],
+        cwd=d,
+        check=True,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
+    return d
+
+
+@cache
+def _lines(path: str) -> tuple[str, ...]:
+    return tuple(Path(path).read_text().splitlines(keepends=True))
+
+
+def _outcome(files: list[Path], strict: bool = False):
+    trace = load(files, strict=strict)
+    a = analyze(trace)
+    problems = sum(
+        info.get("count", 0)
+        for kinds in trace.meta.problems.values()
+        for info in kinds.values()
+        if isinstance(info, dict)
+    )
+    return a.summary.totals, problems, a.table("lost_windows").height
+
+
+def _mutate(line: str, lines: list[str], i: int, how: str, amount: int) -> list[str]:
+    m = DATA.search(line)
+    out = list(lines)
+    if how == "duplicate":
+        out.insert(i + 1, line)
+    elif how == "cpu":
+        out[i] = line[: m.start(1)] + str(10_000_000 + amount) + line[m.end(1) :]
+    elif how in ("back", "jump"):
+        # time going backwards: earlier than the record before it on its CPU (a first record moved
+        # a little earlier is a valid trace, nothing to report); a jump: over an hour later
+        before = [DATA.search(s) for s in lines[:i]]
+        same_cpu = [b for b in before if b is not None and b.group(1) == m.group(1)]
+        if not same_cpu:
+            return out
+        p = same_cpu[-1]
+        prev_us = int(p.group(2)) * 1_000_000 + int(p.group(3))
+        us = int(m.group(2)) * 1_000_000 + int(m.group(3))
+        us = prev_us - 1 - amount if how == "back" else us + 7_200_000_000 + amount
+        s, u = divmod(max(us, 0), 1_000_000)
+        out[i] = line[: m.start(2)] + f"{s}.{u:06d}" + line[m.end(3) :]
+    elif how == "swap" and i + 1 < len(lines):
+        out[i], out[i + 1] = lines[i + 1], lines[i]
+    return out
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    which=st.sampled_from(["t.txt", "t-vm0.txt"]),
+    pick=st.integers(0, 10**6),
+    how=st.sampled_from(["duplicate", "cpu", "back", "jump", "swap"]),
+    amount=st.integers(0, 500_000),
+)
+def test_a_mutated_record_changes_no_metric_or_is_reported(
+    trace_dir, tmp_path_factory, which, pick, how, amount
+):
+    files = [trace_dir / "t.txt", trace_dir / "t-vm0.txt"]
+    base_totals, base_problems, base_lost = _outcome(files)
+    lines = list(_lines(str(trace_dir / which)))
+    data = [i for i, s in enumerate(lines) if DATA.search(s)]
+    i = data[pick % len(data)]
+    mutated = _mutate(lines[i], lines, i, how, amount)
+    d = tmp_path_factory.mktemp("m")
+    for f in files:
+        (d / f.name).write_text("".join(mutated) if f.name == which else f.read_text())
+    (d / "t.txt.vcpus.csv").write_text((trace_dir / "t.txt.vcpus.csv").read_text())
+    new = [d / f.name for f in files]
+    totals, problems, lost = _outcome(new)
+    reported = problems > base_problems or lost > base_lost
+    assert totals == base_totals or reported, (how, which, i)
+    if reported and problems > base_problems:
+        with pytest.raises(FormatError):
+            _outcome(new, strict=True)
+
+
+@pytest.mark.parametrize(
+    ("how", "kind"),
+    [
+        ("back", "time_backwards"),
+        ("jump", "time_jump"),
+        ("cpu", "cpu_out_of_range"),
+        ("duplicate", "duplicate_record"),
+    ],
+)
+def test_each_broken_value_is_one_counted_problem(trace_dir, tmp_path, how, kind):
+    lines = list(_lines(str(trace_dir / "t.txt")))
+    data = [i for i, s in enumerate(lines) if DATA.search(s)]
+    i = data[len(data) // 2]
+    (tmp_path / "t.txt").write_text("".join(_mutate(lines[i], lines, i, how, 1000)))
+    (tmp_path / "t.txt.vcpus.csv").write_text((trace_dir / "t.txt.vcpus.csv").read_text())
+    trace = load([tmp_path / "t.txt"])
+    problems = next(iter(trace.meta.problems.values()))
+    assert {k: v["count"] for k, v in problems.items()} == {kind: 1}
+    windows = analyze(trace).table("lost_windows").height
+    assert windows == (1 if how in ("back", "jump") else 0)  # a broken time is excluded like lost events

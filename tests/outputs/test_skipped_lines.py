@@ -1,0 +1,29 @@
+"""`pvtrace analyze` says how many input lines it skipped and why: on the terminal and in the JSON."""
+
+from __future__ import annotations
+
+import json
+
+from faults import SMALL_SCENARIO, run
+
+
+def test_analyze_states_skipped_lines(tmp_path):
+    (tmp_path / "s.toml").write_text(SMALL_SCENARIO.format(seed=3))
+    assert (
+        run(["generate", "s.toml", "-o", "t.txt", "--format", "ftrace", "--view", "host", "-q"], tmp_path).rc
+        == 0
+    )
+    lines = (tmp_path / "t.txt").read_text().splitlines(keepends=True)
+    lines[40] = "garbage that is no record\n"
+    lines[60] = "more garbage\n"
+    (tmp_path / "bad.txt").write_text("".join(lines))
+    (tmp_path / "bad.txt.vcpus.csv").write_text((tmp_path / "t.txt.vcpus.csv").read_text())
+    bad = run(["analyze", "bad.txt", "--json", "bad.json", "-q"], tmp_path)
+    good = run(["analyze", "t.txt", "--json", "good.json"], tmp_path)
+    assert bad.rc == 0 and good.rc == 0, (str(bad), str(good))
+    assert "skipped 2 input lines (2 malformed_line; first: bad.txt:41:" in bad.stderr
+    doc = json.loads((tmp_path / "bad.json").read_text())
+    assert doc["skipped_lines"]["total"] == 2
+    assert doc["skipped_lines"]["by_reason"] == {"malformed_line": 2}
+    assert "skipped lines: none" in good.stderr
+    assert json.loads((tmp_path / "good.json").read_text())["skipped_lines"]["total"] == 0
