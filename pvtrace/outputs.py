@@ -35,6 +35,7 @@ from pvtrace.errors import OutputExistsError, PvtraceError, UsageError
 WRITE_ERRORS = (OSError, pl.exceptions.PolarsError, pa.ArrowException)  # what a full or read-only disk raises
 HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _active: ContextVar[OutputSet | None] = ContextVar("pvtrace_outputs", default=None)
+SIDE_SUFFIXES = (".vcpus.csv", ".guest-offsets.csv")  # read next to an input (ingest.vcpu_map, offsets_file)
 _live_temps: set[Path] = set()  # every temporary file not yet placed or removed (signal / exit cleanup)
 
 
@@ -111,6 +112,15 @@ def _signals_held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
+def _with_side_files(path: Path) -> list[Path]:
+    """An input and the side files read with it (`t.txt.vcpus.csv`, `t.txt.guest-offsets.csv`,
+    `t.record.json`; for `t.txt.xz` also `t.txt.vcpus.csv` ...): none of them is ever written over."""
+    bases = [path.name] + ([path.stem] if path.suffix in (".gz", ".xz", ".zst") else [])
+    sides = [path.with_name(b + s) for b in bases for s in SIDE_SUFFIXES]
+    sides.append(path.with_name(path.name.split(".")[0] + ".record.json"))
+    return [path, *(s for s in sides if s.is_file())]
+
+
 class Staged:
     """One output being written: its final path and the temporary file that becomes it."""
 
@@ -142,7 +152,7 @@ class OutputSet:
 
     def __init__(self, *, force: bool = False, inputs: Iterable[Path | str] = ()):
         self.force = force
-        self._inputs = [(Path(p), _identity(Path(p))) for p in inputs if str(p) != "-"]
+        self._inputs = [(q, _identity(q)) for p in inputs if str(p) != "-" for q in _with_side_files(Path(p))]
         self._planned: dict[str, Path] = {}
         self._staged: list[Staged] = []
         self._token = None
@@ -150,7 +160,7 @@ class OutputSet:
     # -- planning ------------------------------------------------------------------------------------
     def add_inputs(self, paths: Iterable[Path | str]) -> None:
         """More files the command reads (e.g. a vCPU map): never written over."""
-        self._inputs += [(Path(p), _identity(Path(p))) for p in paths if str(p) != "-"]
+        self._inputs += [(q, _identity(q)) for p in paths if str(p) != "-" for q in _with_side_files(Path(p))]
 
     def plan(self, path: Path | str, *, force: bool = False, new: bool = False) -> Path:
         """Check an output path now (before the work): one-line errors for whatever would fail later.

@@ -26,6 +26,7 @@ from pvtrace.analyze.result import TABLE_SCHEMAS, Analysis
 from pvtrace.analyze.summary import build_summary
 from pvtrace.analyze.vcpu_states import build_states, state_changes, vcpu_states_table
 from pvtrace.guest_signals import TICK_EVENTS
+from pvtrace.ingest.problems import skipped_lines
 from pvtrace.schema import EVENT_SCHEMA
 from pvtrace.trace import Trace, TraceMeta, read_meta, read_trace
 
@@ -161,6 +162,15 @@ def _with_warnings(result: Analysis, meta: TraceMeta) -> Analysis:
     warning = clock.get("warning")
     if warning:
         result.summary.extra.setdefault("warnings", []).append(warning)
+    x = result.summary.extra
+    x["skipped_lines"] = skipped_lines(meta.problems or {})  # what the ingester could not read
+    n_open, n_unmatched = x.get("n_open_waits") or 0, x.get("n_unmatched_contend") or 0
+    if (n_open or n_unmatched) and not result.summary.totals.get("n_contended"):
+        x.setdefault("warnings", []).append(
+            f"no lock wait ends ({n_unmatched:,} contention begins without an end, {n_open:,} waits "
+            "open at the trace end; no contention_end or acquisition events?): wait lengths cannot be "
+            "measured and none is counted"
+        )
     return result
 
 
@@ -387,7 +397,9 @@ def _extra(
         "excluded_ns": lost_ns,
         "excluded_pct": round(100.0 * lost_ns / vcpu_time, 4) if vcpu_time else 0.0,
         "n_lost_windows": windows.height,
-        "wait_ns": int(waits["dur"].sum() or 0),
+        # waits that ended (as n_contended counts them); one still open at the trace end has no length
+        "wait_ns": int(waits.filter(~pl.col("truncated"))["dur"].sum() or 0),
+        "n_open_waits": int(waits["truncated"].sum() or 0),
         "n_pause_exits_sibling_preempted": int((pauses["n_siblings_preempted"] > 0).sum() or 0),
         "pause_exits_per_vcpu_s": round(pauses.height / (running_ns / 1e9), 3) if running_ns else None,
         "kick_latency_p50_ns": int(kicks["latency_ns"].quantile(0.5, "nearest"))

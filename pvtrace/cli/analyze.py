@@ -24,7 +24,7 @@ from pvtrace.fmt import lock_hex
 from pvtrace.ingest.load import is_one_parquet, load
 from pvtrace.outputs import OutputSet, atomic_file
 from pvtrace.schema import LOCK_KINDS
-from pvtrace.trace import Trace, read_meta
+from pvtrace.trace import Trace
 
 
 def load_inputs(
@@ -123,22 +123,6 @@ def write_report(trace: Trace, result: Analysis, path: Path, files: list[Path]) 
     write_page(page, path)
 
 
-def skipped_lines(problems: dict) -> dict:
-    """What the ingester could not read, for the summary: total lines and counts by reason."""
-    by_reason: dict[str, int] = {}
-    first = None
-    for path, kinds in sorted(problems.items()):
-        if not isinstance(kinds, dict):
-            continue
-        for kind, info in kinds.items():
-            if isinstance(info, dict) and isinstance(info.get("count"), int):
-                by_reason[kind] = by_reason.get(kind, 0) + info["count"]
-                sample = (info.get("samples") or [{}])[0]
-                if first is None and sample:
-                    first = f"{path}:{sample.get('line')}: {info.get('what', kind)}"
-    return {"total": sum(by_reason.values()), "by_reason": by_reason, "first": first}
-
-
 def print_skipped(skipped: dict, quiet: bool) -> None:
     """One line: how many input lines the analysis skipped, and why (never silent, even with -q)."""
     if not skipped["total"]:
@@ -168,7 +152,7 @@ def finish(
 ) -> None:
     """Show the summary once the outputs are in place (not when stdout carries --json - or --csv -)."""
     to_stdout = json_out == Path("-") or csv_out == "-"
-    print_skipped(result.summary.extra.get("skipped_lines", skipped_lines({})), quiet)
+    print_skipped(result.summary.extra["skipped_lines"], quiet)
     for warning in result.summary.extra.get("warnings", []):
         err.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     if json_out == Path("-"):
@@ -308,7 +292,6 @@ def register(app: typer.Typer) -> None:
                     result = analyze_parquet(
                         files[0], lock_kind=lock_kind, progress=lambda step: bar.advance(1)
                     )
-                result.summary.extra["skipped_lines"] = skipped_lines(read_meta(files[0]).problems)
             else:
                 trace = load_inputs(
                     files,
@@ -326,7 +309,6 @@ def register(app: typer.Typer) -> None:
                 with progress("analyzing", total=len(STEPS), quiet=quiet) as bar:
                     result = analyze(trace, lock_kind=lock_kind, progress=lambda step: bar.advance(1))
                 result = filter_result(result, filters)
-                result.summary.extra["skipped_lines"] = skipped_lines(trace.meta.problems)
                 if filters.any:
                     result.summary.extra["filters"] = described
                 if report is not None:

@@ -33,7 +33,7 @@ _MISSING_LABELS: dict[str, str] = {
     "wait_halted_ns": "wait while halted/preempted",
     "n_acquisitions": "uncontended acquisitions (lockdep kernels only)",
     "n_contended": "lock waits",
-    "n_lhp": "LHP incidents",
+    "n_lhp": "harmless LHP incidents (no waiter)",
     "n_lwp": "LWP incidents",
     "n_convoys": "convoys",
     "n_pause_exits": "pause exits",
@@ -143,6 +143,8 @@ def headline_rows(a: Analysis) -> list[tuple[str, str, str]]:
         value = f"{t['n_contended']:,}" + (f", {fmt_ns(wait)} total wait" if wait else "")
         rows.append(("contended (lock waits)", value, s.fidelity.get("n_contended", "")))
     add("LHP incidents (harmful)", "n_lhp", f"{t.get('n_lhp', 0):,} ({t.get('n_lhp_harmful', 0):,})")
+    if "n_lhp" not in t:  # without every acquisition only the harmful ones (a waiter spun) are seen
+        add("harmful LHP incidents", "n_lhp_harmful")
     if "n_lwp" in t:
         value = f"{t['n_lwp']:,} ({t.get('n_lwp_preempted', 0):,} / {t.get('n_lwp_halted', 0):,})"
         rows.append(("LWP incidents (preempted / halted)", value, s.fidelity.get("n_lwp", "")))

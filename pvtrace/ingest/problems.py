@@ -90,3 +90,19 @@ class Problems:
             }
             for kind, n in sorted(self.counts.items())
         }
+
+
+def skipped_lines(problems: dict) -> dict:
+    """What the ingester could not read, for the summary: total lines and counts by reason."""
+    by_reason: dict[str, int] = {}
+    first = None
+    for path, kinds in sorted(problems.items()):
+        if not isinstance(kinds, dict):
+            continue
+        for kind, info in kinds.items():
+            if isinstance(info, dict) and isinstance(info.get("count"), int):
+                by_reason[kind] = by_reason.get(kind, 0) + info["count"]
+                sample = (info.get("samples") or [{}])[0]
+                if first is None and sample:
+                    first = f"{path}:{sample.get('line')}: {info.get('what', kind)}"
+    return {"total": sum(by_reason.values()), "by_reason": by_reason, "first": first}

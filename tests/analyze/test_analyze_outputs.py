@@ -233,3 +233,28 @@ def test_a_host_capture_with_no_vm_is_read_as_host_by_its_record_json(tmp_path):
     trace = load([tmp_path / "h.txt"])
     assert trace.meta.vms == {} and trace.meta.extra["side"] == "host"
     assert trace.events["vm"].drop_nulls().len() == 0  # no guest VM named "h"
+
+
+def test_waits_that_never_end_are_not_summed_as_wait(tmp_path):
+    """A trace whose waits begin and never end (perf lock contention events without their ends):
+    no wait length is invented (the old code summed each open wait to the trace end) and a warning
+    says why the lengths are missing."""
+    rows = [contend(0, 10), contend(1, 20), acquire(2, 30), contend(0, 40)]
+    src = _file(tmp_path, rows, t_end=1_000_000)
+    res = runner.invoke(app, ["analyze", str(src), "--json", "-"])
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.stdout)
+    assert got["totals"]["n_contended"] == 0 and got["wait_ns"] == 0
+    assert any("no lock wait ends" in w for w in got["warnings"])
+
+
+def test_harmful_lhp_incidents_are_shown_when_all_incidents_cannot_be(tmp_path):
+    """Without every acquisition only harmful LHP incidents are known: the headline shows them
+    instead of dropping the row while the incident table lists them."""
+    from pvtrace.analyze.result import Analysis
+    from pvtrace.cli.summary_view import headline_rows
+    from pvtrace.summary import Summary
+
+    s = Summary(totals={"n_lhp_harmful": 15, "waste_lhp_ns": 5}, fidelity={"n_lhp_harmful": "inferred"})
+    rows = headline_rows(Analysis(summary=s, tables={}))
+    assert ("harmful LHP incidents", "15", "inferred") in rows

@@ -267,6 +267,9 @@ def test_no_command_writes_over_its_inputs(inputs, tmp_path):
             "--force",
             "-q",
         ],
+        # side files read next to an input without being named (vCPU map, clock offsets)
+        ["analyze", "in.txt", "--json", "in.txt.vcpus.csv", "--force", "-q"],
+        ["ingest", "in.txt", "-o", "in.txt.vcpus.csv", "--force", "-q"],
         ["report", "in.txt", "-o", "in.txt", "--force"],
         ["report", "in.txt", "-o", "hard.txt", "--force"],
         ["compare", "a.parquet", "b.parquet", "-o", "b.parquet", "--force"],
