@@ -97,10 +97,14 @@ def _one_guest(
         # Known aligned: given, estimated or checked from the events, or (too few events to check)
         # time ranges that meet. Events that fit no shift are never taken as aligned.
         report["synchronized"] = (
-            given is not None
+            (given is not None and _aligned(host, shifted))
             or isinstance(estimate, Estimate)
             or (estimate == TOO_FEW and _aligned(host, shifted))
         )
+        if given is not None and not report["synchronized"]:  # a wrong --guest-offset is not trusted
+            report["estimate_failed"] = (
+                f"the given offset {int(given)} ns puts the guest events outside the host trace's time range"
+            )
     return offset, report
 
 

@@ -79,6 +79,20 @@ def test_guest_events_that_fit_no_shift_make_cross_metrics_unavailable(tmp_path)
     assert analyze(trace).table("lhp_incidents").height == 0
 
 
+def test_a_given_offset_that_puts_the_guests_outside_the_host_trace_is_not_trusted(tmp_path):
+    """--guest-offset 0 on guests that are seconds away on their own clocks: the guests are not
+    synchronized (with the reason), and nothing joining host and guest is measured."""
+    trace, _ = _run(9, (-7_000_000_000, -9_000_000_000))
+    paths = write_rendered(trace, "ftrace", "merged", tmp_path / "m.txt")
+    loaded = load(_texts(paths), guest_offset_ns=0)
+    clock = loaded.meta.clock
+    assert clock["synchronized"] is False
+    assert "the given offset 0 ns" in clock["warning"]
+    assert "spin_ns" not in analyze(loaded).summary.totals
+    right = load(_texts(paths), guest_offset_ns={"vm0": -7_000_000_000, "vm1": -9_000_000_000})
+    assert right.meta.clock["synchronized"] is True
+
+
 def test_guest_events_printed_just_before_their_vcpu_resumes_are_moved_inside(tmp_path):
     trace, _ = _run(9)
     paths = write_rendered(trace, "ftrace", "merged", tmp_path / "m.txt")
