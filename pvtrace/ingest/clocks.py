@@ -168,6 +168,12 @@ def clock_report(
         "; ".join(sorted({r["mode"] for r in per_vm.values()})) or "decided earlier in this input"
     )
     report["guests"] = per_vm
+    if not has_host and len(offsets) > 1:  # each guest on its own clock: one window spans them all
+        report["warning"] = (
+            f"the guest traces of {len(offsets)} VMs ({', '.join(sorted(offsets))}) are each on their own "
+            "clock and no host trace relates them: shares of the trace window (% of running, vCPU time) "
+            "span all of them; analyze each VM's file on its own for those"
+        )
     checked = {vm: r for vm, r in per_vm.items() if "synchronized" in r}
     if checked:
         report["synchronized"] = all(r["synchronized"] for r in checked.values())

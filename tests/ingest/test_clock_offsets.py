@@ -134,3 +134,15 @@ def test_estimate_from_synthetic_runs_and_refusal_when_periodic():
     assert isinstance(
         estimate_offset(periodic, guest_periodic.with_columns(pl.col("ts") + 5_000_000_000)), str
     )
+
+
+def test_guest_files_of_several_vms_without_a_host_are_flagged(tmp_path):
+    """Each guest is on its own clock: analyzed together, their window spans all of them, which the
+    clock report says (one VM's file alone: no such warning)."""
+    trace, _ = _run(10, (-7_000_000_000, -9_000_000_000))
+    guests = _texts(write_rendered(trace, "ftrace", "guest", tmp_path / "g.txt"))
+    assert len(guests) == 2
+    both = load(guests).meta.clock
+    assert "each on their own clock" in both["warning"]
+    one = load(guests[:1], vm_name="vm0").meta.clock
+    assert "warning" not in one
