@@ -357,11 +357,8 @@ def lock_table(waste_by_lock: pl.DataFrame, waits: pl.DataFrame, callers: pl.Dat
     """One row per lock as perf lock contention sorts it (total wait first): contended waits,
     total, max and median wait, the spin wasted on LHP + LWP (null when the trace cannot tell)
     and the top three callers with their share of the lock's waits."""
-    wait = (
-        waits.filter(~pl.col("truncated"))  # a wait still open at the trace end has no length
-        .group_by("vm", "lock")
-        .agg(pl.col("dur").sum().cast(pl.Int64).alias("total_wait_ns"))
-    )
+    ended = waits if (~waits["truncated"]).any() else waits.clear()  # no wait ends: none has a length
+    wait = ended.group_by("vm", "lock").agg(pl.col("dur").sum().cast(pl.Int64).alias("total_wait_ns"))
     top = (
         callers.sort("total_wait_ns", descending=True)
         .group_by("vm", "lock", maintain_order=True)

@@ -397,8 +397,9 @@ def _extra(
         "excluded_ns": lost_ns,
         "excluded_pct": round(100.0 * lost_ns / vcpu_time, 4) if vcpu_time else 0.0,
         "n_lost_windows": windows.height,
-        # waits that ended (as n_contended counts them); one still open at the trace end has no length
-        "wait_ns": int(waits.filter(~pl.col("truncated"))["dur"].sum() or 0),
+        # a wait still open at the trace end counts to the end (as the truth does), unless no wait
+        # ever ends: then the trace has no ends at all and no wait has a length
+        "wait_ns": int(waits["dur"].sum() or 0) if (~waits["truncated"]).any() else 0,
         "n_open_waits": int(waits["truncated"].sum() or 0),
         "n_pause_exits_sibling_preempted": int((pauses["n_siblings_preempted"] > 0).sum() or 0),
         "pause_exits_per_vcpu_s": round(pauses.height / (running_ns / 1e9), 3) if running_ns else None,
