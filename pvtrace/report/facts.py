@@ -185,6 +185,10 @@ def key_numbers_figure(analysis: Analysis, running_ns: int | None) -> Figure:
         ("pause exits, pv kicks", f"{_total(analysis, 'n_pause_exits')}, {_total(analysis, 'n_kicks')}"),
     ]
     rows = [(k, v) for k, v in rows if v is not None and not v.startswith(("unavailable", "n/a"))]
+    partial = analysis.summary.extra.get("partial") or {}
+    for key, label in (("spin_waste", "spin waste (LHP + LWP)"), ("n_convoys", "convoys")):
+        if partial.get(key):  # what the number leaves out (analyze.partial), as the terminal says it
+            rows = [(k, f"{v} (partial: {partial[key][0]['missing']})" if k == label else v) for k, v in rows]
     if analysis.summary.extra.get("wait_ns") and "n_contended" in t:
         rows.append(("total lock wait", fmt_ns(analysis.summary.extra["wait_ns"])))
     level = analysis.summary.extra.get("level")

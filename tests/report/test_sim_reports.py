@@ -76,3 +76,16 @@ def test_key_numbers_of_a_guest_view_show_only_what_it_has(sim_views):
     assert "spin waste (LHP + LWP)" not in rows and "LHP incidents" not in rows
     assert not any("unavailable" in v for v in rows.values())
     assert rows["contended acquisitions"].startswith(str(analysis.summary.totals["n_contended"]))
+
+
+def test_key_numbers_say_what_a_partial_figure_leaves_out(sim_run):
+    """The page says what the terminal says when LWP or convoys miss locks of undecided kind."""
+    import copy
+
+    trace, analysis = sim_run
+    partial = copy.deepcopy(analysis)
+    missing = {"missing": "LWP on 2 lock(s) of undecided kind"}
+    partial.summary.extra["partial"] = {"spin_waste": [missing], "n_convoys": [missing]}
+    rows = dict(figures(trace, partial)["key-numbers"].table.iter_rows())
+    assert rows["spin waste (LHP + LWP)"].endswith("(partial: LWP on 2 lock(s) of undecided kind)")
+    assert "partial: LWP on 2 lock(s)" in rows["convoys"]
