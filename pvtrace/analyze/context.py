@@ -72,35 +72,24 @@ def lock_callers(events: pl.LazyFrame, waits: pl.DataFrame) -> pl.DataFrame:
 def incidents(lhp: pl.DataFrame, lwp: pl.DataFrame, events: pl.LazyFrame | None) -> pl.DataFrame:
     """LHP and LWP incidents in one table (INCIDENTS_SCHEMA), worst waste first, with the pCPU the
     preempted vCPU left and what ran there during the incident (null when the trace has no pCPUs)."""
+
+    def tagged(df: pl.DataFrame, kind: str, who: str) -> pl.DataFrame:
+        return df.select(
+            pl.lit(kind).alias("kind"),
+            "vm",
+            "lock",
+            pl.col(who).alias("vcpu"),
+            pl.col(f"{who}_state").alias("state"),
+            "start",
+            "end",
+            "dur",
+            "n_waiters",
+            "waste_ns",
+            "truncated",
+        )
+
     both = pl.concat(
-        [
-            lhp.select(
-                pl.lit("LHP").alias("kind"),
-                "vm",
-                "lock",
-                pl.col("holder").alias("vcpu"),
-                pl.col("holder_state").alias("state"),
-                "start",
-                "end",
-                "dur",
-                "n_waiters",
-                "waste_ns",
-                "truncated",
-            ),
-            lwp.select(
-                pl.lit("LWP").alias("kind"),
-                "vm",
-                "lock",
-                pl.col("next_owner").alias("vcpu"),
-                pl.col("next_owner_state").alias("state"),
-                "start",
-                "end",
-                "dur",
-                "n_waiters",
-                "waste_ns",
-                "truncated",
-            ),
-        ],
+        [tagged(lhp, "LHP", "holder"), tagged(lwp, "LWP", "next_owner")],
         how="vertical_relaxed",
     ).with_row_index("iid")
     # what ran instead is looked up for the worst MAX_CONTEXT_INCIDENTS (every output shows the
