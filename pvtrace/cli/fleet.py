@@ -20,6 +20,23 @@ SCHEDULER_HELP = "Address of a running Dask scheduler (tcp://HOST:PORT); default
 WORKERS_HELP = "Local cluster: worker processes (default one per core). With --scheduler: wait for N workers."
 
 
+def finish_tally(tally, ran: str, dest: Path, failures: str, quiet: bool) -> None:
+    """What a fleet or sweep run did, its first failures, and exit 3 when any task failed."""
+    if not quiet:
+        n_failed = len(tally.failed)
+        err.print(f"{ran}: {tally.done} done, {n_failed} failed -> {dest}", highlight=False)
+        for f in tally.failed[:20]:
+            err.print(
+                f"  [red]failed[/] {escape(f['trace'])} ({f['stage']}): {escape(f['error'])}",
+                highlight=False,
+                soft_wrap=True,
+            )
+        if n_failed > 20:
+            err.print(f"  ... and {n_failed - 20} more ({failures})", highlight=False)
+    if tally.failed:
+        raise typer.Exit(EXIT_SOME_FAILED)
+
+
 def register(app: typer.Typer) -> None:
     """Add `pvtrace fleet ...`."""
     fleet = typer.Typer(
@@ -92,21 +109,7 @@ def register(app: typer.Typer) -> None:
                     retry_failed=retry_failed,
                     on_progress=tick,
                 )
-        if not quiet:
-            err.print(
-                f"analyzed {tally.ran}: {tally.done} done, {len(tally.failed)} failed -> {out_dir}",
-                highlight=False,
-            )
-            for f in tally.failed[:20]:
-                err.print(
-                    f"  [red]failed[/] {escape(f['trace'])} ({f['stage']}): {escape(f['error'])}",
-                    highlight=False,
-                    soft_wrap=True,
-                )
-            if len(tally.failed) > 20:
-                err.print(f"  ... and {len(tally.failed) - 20} more (FLEET_DIR/failures)", highlight=False)
-        if tally.failed:
-            raise typer.Exit(EXIT_SOME_FAILED)
+        finish_tally(tally, f"analyzed {tally.ran}", out_dir, "FLEET_DIR/failures", quiet)
 
     @fleet.command("report")
     @handle_errors

@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from typer.core import TyperGroup
 
 from pvtrace.cli.common import err, handle_errors, out, progress
-from pvtrace.cli.fleet import EXIT_SOME_FAILED, SCHEDULER_HELP, WORKERS_HELP
+from pvtrace.cli.fleet import SCHEDULER_HELP, WORKERS_HELP, finish_tally
 
 
 class _RunByDefault(TyperGroup):
@@ -82,19 +81,7 @@ def register(app: typer.Typer) -> None:
                     retry_failed=retry_failed,
                     on_progress=lambda n, total: bar.update(completed=n, total=total),
                 )
-        if not quiet:
-            err.print(
-                f"ran {tally.ran}: {tally.done} done, {len(tally.failed)} failed -> {out_dir / 'results.parquet'}",
-                highlight=False,
-            )
-            for f in tally.failed[:20]:
-                err.print(
-                    f"  [red]failed[/] {escape(f['trace'])} ({f['stage']}): {escape(f['error'])}",
-                    highlight=False,
-                    soft_wrap=True,
-                )
-        if tally.failed:
-            raise typer.Exit(EXIT_SOME_FAILED)
+        finish_tally(tally, f"ran {tally.ran}", out_dir / "results.parquet", "SWEEP_DIR/failures", quiet)
 
     @sweep.command("report")
     @handle_errors
