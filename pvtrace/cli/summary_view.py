@@ -413,6 +413,8 @@ def limits_line(a: Analysis) -> str | None:
         )
     gone = {u.metric for u in s.unavailable}
     labels = [label for key, label in _MISSING_LABELS.items() if key in gone]
+    if {"n_lhp", "n_lhp_harmful"} <= gone:  # none of them, not just the harmless ones
+        labels = [("LHP incidents" if x == _MISSING_LABELS["n_lhp"] else x) for x in labels]
     how: list[str] = []
     for u in s.unavailable:
         for part in u.how_to_capture.split("; "):
