@@ -1,5 +1,6 @@
-"""Write-then-rename, so a reader or a rerun never sees half a part (a local helper until
-pvtrace has a shared one)."""
+"""Fleet folders written whole: a part's folder is built under a temporary name and renamed into
+place once, and temporaries of killed attempts are swept. Single files go through
+pvtrace.outputs.atomic_file (force: a rerun replaces a file whole)."""
 
 from __future__ import annotations
 
@@ -8,31 +9,10 @@ import shutil
 import uuid
 from pathlib import Path
 
-import polars as pl
-
 
 def temp_sibling(path: Path) -> Path:
     """A hidden, unique name next to path: two attempts at the same part never share a temp file."""
     return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.partial")
-
-
-def write_parquet_atomic(df: pl.DataFrame, path: Path) -> None:
-    """Write df to path through a temporary file; the rename replaces any earlier copy whole."""
-    tmp = temp_sibling(path)
-    try:
-        df.write_parquet(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_text_atomic(text: str, path: Path) -> None:
-    tmp = temp_sibling(path)
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def publish_dir(tmp: Path, final: Path) -> bool:

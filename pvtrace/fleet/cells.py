@@ -12,9 +12,9 @@ from typing import Any
 
 import polars as pl
 
-from pvtrace.fleet.atomic import write_parquet_atomic
 from pvtrace.fleet.grid import Cell
 from pvtrace.fleet.tasks import one_line_error
+from pvtrace.outputs import atomic_file
 from pvtrace.summary import TOTAL_KEYS
 
 
@@ -85,7 +85,8 @@ def cell_task(cell: Cell, sweep_dir: str, analyze: bool, view: str) -> dict[str,
     try:
         row = run_cell(cell, analyze, view)
         stage = "write"
-        write_parquet_atomic(row_frame(row), root / "cells" / f"{cell.cell_id}.parquet")
+        with atomic_file(root / "cells" / f"{cell.cell_id}.parquet", force=True) as tmp:
+            row_frame(row).write_parquet(tmp)
         (root / "failures" / f"{cell.cell_id}.parquet").unlink(missing_ok=True)
         return {"status": "done"}
     except Exception as exc:
@@ -107,4 +108,5 @@ def write_failure_row(root: Path, cell: Cell, stage: str, error: str) -> None:
             }
         ]
     )
-    write_parquet_atomic(df, root / "failures" / f"{cell.cell_id}.parquet")
+    with atomic_file(root / "failures" / f"{cell.cell_id}.parquet", force=True) as tmp:
+        df.write_parquet(tmp)

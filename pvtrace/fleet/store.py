@@ -20,7 +20,7 @@ import polars as pl
 
 from pvtrace import __version__
 from pvtrace.errors import UsageError
-from pvtrace.fleet.atomic import write_text_atomic
+from pvtrace.outputs import atomic_file
 
 TABLES = ("trace", "locks", "vms", "incidents")
 
@@ -64,9 +64,10 @@ def prepare(root: Path, run_info: dict) -> None:
         raise UsageError(f"{root}: not empty and not a fleet folder (no fleet.json); choose another -o")
     parts_dir(root).mkdir(parents=True, exist_ok=True)
     failures_dir(root).mkdir(parents=True, exist_ok=True)
-    write_text_atomic(
-        json.dumps({"pvtrace_version": __version__, **run_info}, indent=1) + "\n", root / "fleet.json"
-    )
+    with atomic_file(root / "fleet.json", force=True) as tmp:
+        tmp.write_text(
+            json.dumps({"pvtrace_version": __version__, **run_info}, indent=1) + "\n", encoding="utf-8"
+        )
 
 
 def scan(root: Path, table: str) -> pl.LazyFrame | None:

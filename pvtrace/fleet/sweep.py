@@ -18,12 +18,13 @@ import polars as pl
 
 from pvtrace import __version__
 from pvtrace.errors import UsageError
-from pvtrace.fleet.atomic import sweep_partials, write_parquet_atomic, write_text_atomic
+from pvtrace.fleet.atomic import sweep_partials
 from pvtrace.fleet.cells import cell_task, write_failure_row
 from pvtrace.fleet.cluster import Job, run_jobs
 from pvtrace.fleet.grid import Cell, Grid
 from pvtrace.fleet.run import Tally
 from pvtrace.fleet.tasks import one_line_error
+from pvtrace.outputs import atomic_file
 
 RESULTS = "results.parquet"
 
@@ -50,7 +51,8 @@ def prepare(root: Path, grid: Grid) -> None:
         "analyze": grid.analyze,
         "view": grid.view,
     }
-    write_text_atomic(json.dumps(doc, indent=1, default=str) + "\n", root / "sweep.json")
+    with atomic_file(root / "sweep.json", force=True) as tmp:
+        tmp.write_text(json.dumps(doc, indent=1, default=str) + "\n", encoding="utf-8")
 
 
 def plan(cells: list[Cell], root: Path, retry_failed: bool) -> tuple[list[Cell], Tally]:
@@ -121,7 +123,8 @@ def write_results(root: Path, cells: list[Cell]) -> pl.DataFrame:
     df = pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed") if files else pl.DataFrame()
     if df.height:
         df = df.sort("cell", "seed")
-    write_parquet_atomic(df, root / RESULTS)
+    with atomic_file(root / RESULTS, force=True) as tmp:
+        df.write_parquet(tmp)
     return df
 
 

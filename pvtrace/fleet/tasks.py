@@ -18,8 +18,9 @@ import polars as pl
 from pvtrace import __version__
 from pvtrace.errors import PvtraceError
 from pvtrace.fleet import store
-from pvtrace.fleet.atomic import publish_dir, temp_sibling, write_parquet_atomic
+from pvtrace.fleet.atomic import publish_dir, temp_sibling
 from pvtrace.fleet.inputs import TraceInput
+from pvtrace.outputs import atomic_file
 from pvtrace.summary import TOTAL_KEYS
 
 
@@ -167,7 +168,8 @@ def failure_row(t: TraceInput, stage: str, error: str) -> pl.DataFrame:
 def write_failure(fleet_dir: Path, t: TraceInput, stage: str, error: str) -> None:
     folder = store.failures_dir(fleet_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    write_parquet_atomic(failure_row(t, stage, error), folder / f"{t.trace_id}.parquet")
+    with atomic_file(folder / f"{t.trace_id}.parquet", force=True) as tmp:
+        failure_row(t, stage, error).write_parquet(tmp)
 
 
 def analyze_trace(t: TraceInput, fleet_dir: str, options: dict[str, Any], worst: int) -> dict[str, Any]:
