@@ -112,15 +112,14 @@ def test_rendered_views_ingest_to_the_simulators_events(
             if not texts:
                 assert view_events.height == 0
                 continue
-            # a merged trace-cmd report is on the host clock (tsync), which the user says (--guest-offset 0):
-            # on runs this small the estimate from the events may rightly refuse (tests/ingest/test_clocks*);
-            # every other guest file is on its own
+            # a merged trace-cmd report is on the host clock (tsync): nothing is passed, the loader
+            # checks it from the events; every other guest file is on its own
             on_host_clock = fmt == "trace-cmd" and view == "merged"
             # one guest file left alone (perf writes nothing for a VM without samples): its name says
             # nothing sure, so the user names the VM (--vm), as they would
             lone = view == "guest" and len(texts) == 1
             vm_name = texts[0].stem.rsplit("-", 1)[1] if lone else None
-            got = load(texts, vm_name=vm_name, guest_offset_ns=0 if on_host_clock else offsets)
+            got = load(texts, vm_name=vm_name, guest_offset_ns=None if on_host_clock else offsets)
             assert got.meta.clock.get("synchronized", True), (fmt, view, got.meta.clock)
             want = _canon(_expected(view_events, trace, fmt), fmt)
             have = _canon(got.events, fmt)
