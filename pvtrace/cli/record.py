@@ -11,6 +11,7 @@ from pvtrace.cli.common import err, handle_errors, out, progress
 from pvtrace.errors import UsageError
 from pvtrace.record.capture import DEFAULT_BUFFER_KB, CaptureRequest, CaptureResult, record
 from pvtrace.record.inventory import STACK_PSEUDO_EVENT
+from pvtrace.record.kvm_clock import DEBUGFS_KVM
 from pvtrace.record.tracefs import Tracefs
 from pvtrace.record.vcpu_map import PROC
 
@@ -121,10 +122,17 @@ def register(app: typer.Typer) -> None:
             "--ticks/--no-ticks",
             help="Guest: scheduler ticks and per-CPU steal samples (vCPU preemption from inside the guest).",
         ),
+        clock: str | None = typer.Option(
+            None,
+            "--clock",
+            help="Trace clock (default: the kernel's, local). x86-tsc on both host and guests lets "
+            "--host save each guest's offset from KVM's TSC offset.",
+        ),
         force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
         quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar and no summary."),
         tracefs_root: Path | None = typer.Option(None, "--tracefs-root", hidden=True),
         proc_root: Path = typer.Option(PROC, "--proc-root", hidden=True),
+        kvm_debugfs: Path = typer.Option(DEBUGFS_KVM, "--kvm-debugfs", hidden=True),
     ) -> None:
         """Capture a trace pvtrace can analyze, through a private tracefs instance (needs root)."""
         if guest == host:
@@ -141,11 +149,13 @@ def register(app: typer.Typer) -> None:
             ticks=ticks,
             force=force,
             command=list(command or []),
+            clock=clock,
         )
         result = record(
             req,
             tracefs=Tracefs(tracefs_root) if tracefs_root is not None else None,
             proc_root=proc_root,
+            kvm_debugfs=kvm_debugfs,
             notify=lambda message: err.print(message, highlight=False, soft_wrap=True),
             progress=lambda description, total: progress(description, total, quiet=quiet),
         )

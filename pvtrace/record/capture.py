@@ -40,9 +40,17 @@ import zstandard
 
 from pvtrace import __version__
 from pvtrace.errors import RecordError, UsageError
+from pvtrace.ingest.offsets_file import offsets_path
 from pvtrace.outputs import OutputSet, atomic_file, current, staged_output, write_errors
 from pvtrace.record.events import SPIN_STACK_TRIGGER, STACK_EVENT, TICK_EVENT, Mode
 from pvtrace.record.inventory import Coverage, Inventory, coverage, inventory
+from pvtrace.record.kvm_clock import (
+    DEBUGFS_KVM,
+    GuestOffsets,
+    guest_offsets,
+    read_tsc_offsets,
+    write_offsets_file,
+)
 from pvtrace.record.preflight import Plan, Problem, preflight
 from pvtrace.record.steal import StealSampler
 from pvtrace.record.tracefs import MOUNTS, CpuStats, Instance, Tracefs, find_tracefs, unmount_tracefs
@@ -104,6 +112,7 @@ class CaptureRequest:
     force: bool = False
     command: list[str] = field(default_factory=list)
     trace_dat: bool = True  # also a trace.dat when trace-cmd is installed
+    clock: str | None = None  # trace clock to select; None keeps the instance's (local)
 
 
 @dataclass
@@ -161,6 +170,7 @@ class CaptureResult:
     platform: dict[str, Any]
     steal_ns: int | None = None
     clock: str | None = None
+    guest_clock: GuestOffsets | None = None  # host mode: offsets from KVM debugfs, or why not
     mounted_here: str | None = None
 
     @property
@@ -376,6 +386,7 @@ def record(
     euid: int | None = None,
     notify: Callable[[str], None] = lambda message: None,
     progress: ProgressFactory = no_progress,
+    kvm_debugfs: Path = DEBUGFS_KVM,
 ) -> CaptureResult:
     """Capture one trace; see the module docstring for the sequence and guarantees."""
     paths = output_paths(req.output)
@@ -384,11 +395,12 @@ def record(
         targets.append(paths.dat)
     if req.mode == "host":
         targets += [paths.vcpus, paths.dat_vcpus] if paths.dat in targets else [paths.vcpus]
+        targets.append(offsets_path(paths.text))
     # every file of the capture appears together at the end, or none (pvtrace.outputs)
     with OutputSet(force=req.force) if current() is None else contextlib.nullcontext():
         for path in targets:
             check_writable(path, req.force)
-        return _record_checked(req, paths, tracefs, proc_root, mounts, euid, notify, progress)
+        return _record_checked(req, paths, tracefs, proc_root, mounts, euid, notify, progress, kvm_debugfs)
 
 
 def _record_checked(
@@ -400,6 +412,7 @@ def _record_checked(
     euid: int | None,
     notify: Callable[[str], None],
     progress: ProgressFactory,
+    kvm_debugfs: Path,
 ) -> CaptureResult:
     with _signal_handling() as signals:
         plan = preflight(
@@ -415,7 +428,7 @@ def _record_checked(
             euid=euid,
         )
         try:
-            return _record_planned(req, plan, paths, proc_root, signals, notify, progress)
+            return _record_planned(req, plan, paths, proc_root, signals, notify, progress, kvm_debugfs)
         finally:
             if plan.mounted_here is not None:
                 why = unmount_tracefs(plan.mounted_here)
@@ -431,6 +444,7 @@ def _record_planned(
     signals: _Signals,
     notify: Callable[[str], None],
     progress: ProgressFactory,
+    kvm_debugfs: Path,
 ) -> CaptureResult:
     if plan.errors:
         raise RecordError("cannot record: " + "; ".join(str(p) for p in plan.errors))
@@ -452,11 +466,14 @@ def _record_planned(
         instance = plan.tracefs.create_instance(req.instance or f"pvtrace-{os.getpid()}")
         instance.set_tracing(False)
         instance.set_buffer_kb(req.buffer_kb)
+        if req.clock:
+            instance.set_trace_clock(req.clock)
         for event in plan.events:
             instance.enable_event(event)
         if plan.stacktrace:
             stacktrace = _set_stack_trigger(instance, warnings)
         maps = [scan_vcpu_threads(proc_root)[0]] if req.mode == "host" else []
+        tsc0 = read_tsc_offsets(_vm_of_pid(maps[0]), kvm_debugfs) if maps else None
         steal0 = _read_steal_ticks(proc_root) if req.mode == "guest" else None
         t0 = time.monotonic_ns()
         signals.recording = True
@@ -478,6 +495,7 @@ def _record_planned(
         steal1 = _read_steal_ticks(proc_root) if req.mode == "guest" else None
         if req.mode == "host":
             maps.append(scan_vcpu_threads(proc_root)[0])
+        tsc1 = read_tsc_offsets(_vm_of_pid(maps[-1]), kvm_debugfs) if maps else None
         stats = instance.cpu_stats()
         inv = _save_text(instance.trace_path, paths, progress)
         outputs["text"] = paths.text
@@ -499,6 +517,14 @@ def _record_planned(
                 if trace_key in outputs:
                     outputs[key] = vcpu_map_path(outputs[trace_key])
                     write_vcpu_map(vcpus, outputs[key], force=True)
+        guest_clock = None
+        if tsc0 is not None and tsc1 is not None:
+            guest_clock = guest_offsets(tsc0, tsc1, instance.trace_clock())
+            if guest_clock.offsets:
+                outputs["offsets"] = write_offsets_file(paths.text, guest_clock.offsets)
+                notes.append(f"guest clock offsets from KVM's TSC offsets: {outputs['offsets'].name}")
+            for vm, why in guest_clock.reasons.items():
+                notes.append(f"no clock offset saved for {vm}: {why}")
         result = CaptureResult(
             mode=req.mode,
             outputs=outputs,
@@ -518,6 +544,7 @@ def _record_planned(
             platform=plan.platform,
             steal_ns=_ticks_to_ns(steal0, steal1),
             clock=instance.trace_clock(),
+            guest_clock=guest_clock,
             mounted_here=str(plan.mounted_here) if plan.mounted_here else None,
         )
         _write_record_json(result, req, paths.record)
@@ -539,6 +566,10 @@ def _record_planned(
                 notify(f"warning: {exc}")
 
 
+def _vm_of_pid(vcpus: pl.DataFrame) -> dict[int, str]:
+    return dict(vcpus.select("pid", "vm").unique().iter_rows())
+
+
 def _ticks_to_ns(before: int | None, after: int | None) -> int | None:
     if before is None or after is None:
         return None
@@ -558,6 +589,11 @@ def _write_record_json(result: CaptureResult, req: CaptureRequest, path: Path) -
         "wall_ns": result.wall_ns,
         "platform": result.platform,
         "trace_clock": result.clock,
+        "guest_clock_offsets": (
+            {"offsets": result.guest_clock.offsets, "not_saved": result.guest_clock.reasons}
+            if result.guest_clock is not None
+            else None
+        ),
         "instance": result.instance,
         "buffer_kb": result.buffer_kb,
         "events": result.events,

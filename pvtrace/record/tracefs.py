@@ -185,6 +185,16 @@ class Instance:
         text = (self.path / "buffer_size_kb").read_text().split()
         return int(text[0]) if text and text[0].isdigit() else 0
 
+    def set_trace_clock(self, name: str) -> None:
+        """Select a trace clock this kernel offers (x86-tsc aligns host and guest through KVM's TSC offset)."""
+        try:
+            offered = (self.path / "trace_clock").read_text().replace("[", " ").replace("]", " ").split()
+        except OSError as exc:
+            raise RecordError(f"cannot read {self.path / 'trace_clock'}: {exc.strerror}") from None
+        if name not in offered:
+            raise RecordError(f"--clock {name}: this kernel's trace clocks are {', '.join(offered)}")
+        _write(self.path / "trace_clock", name)
+
     def trace_clock(self) -> str | None:
         """The selected trace clock (the bracketed entry of trace_clock)."""
         try:
@@ -192,7 +202,8 @@ class Instance:
         except OSError:
             return None
         m = re.search(r"\[(\S+)\]", text)
-        return m.group(1) if m else None
+        words = text.split()
+        return m.group(1) if m else (words[0] if len(words) == 1 else None)
 
     def _event_dir(self, event: str) -> Path:
         system, _, name = event.partition(":")

@@ -15,6 +15,7 @@ import zstandard
 from fake_kernel import HOST_EVENTS, HOST_LINES, FakeKernel, ftrace_text, make_proc, stats_text
 
 from pvtrace.errors import OutputExistsError, RecordError, UsageError
+from pvtrace.ingest.offsets_file import read_offsets
 from pvtrace.record.capture import CaptureRequest, CaptureSignalled, output_paths, record
 
 INSTANCE = "pvt-test"
@@ -285,3 +286,62 @@ def test_output_paths() -> None:
         output_paths(Path("x.dat"))
     with pytest.raises(UsageError):
         output_paths(Path("x.parquet"))
+
+
+def _kvm_debugfs(root: Path, vms: dict[str, dict[int, dict[str, int]]]) -> Path:
+    """A fake /sys/kernel/debug/kvm: `<pid>-<fd>/vcpuN/` with tsc-offset and scaling files."""
+    for vm_dir, vcpus in vms.items():
+        for vcpu, files in vcpus.items():
+            d = root / vm_dir / f"vcpu{vcpu}"
+            d.mkdir(parents=True)
+            for name, value in files.items():
+                (d / name).write_text(f"{value}\n")
+    return root
+
+
+UNSCALED = {"tsc-scaling-ratio": 1 << 48, "tsc-scaling-ratio-frac-bits": 48}
+
+
+def test_host_capture_on_the_tsc_clock_saves_each_guests_offset_from_kvm(
+    tmp_path: Path, host_kernel: FakeKernel, host_proc: Path
+) -> None:
+    """KVM's per-vCPU TSC offset aligns a guest's x86-tsc trace with the host's: host = guest - offset."""
+    debugfs = _kvm_debugfs(
+        tmp_path / "kvm",
+        {
+            "4242-11": {0: {"tsc-offset": -123456789, **UNSCALED}, 1: {"tsc-offset": -123456789, **UNSCALED}},
+            "5000-9": {
+                0: {"tsc-offset": 42, "tsc-scaling-ratio": 3 << 47, "tsc-scaling-ratio-frac-bits": 48}
+            },
+            "777-3": {0: {"tsc-offset": 5}},  # a VM whose VMM is not in the vCPU map: ignored
+        },
+    )
+    req = _request(tmp_path, clock="x86-tsc", duration=0.01)
+    result = record(req, tracefs=host_kernel.tracefs(), proc_root=host_proc, kvm_debugfs=debugfs)
+    assert result.clock == "x86-tsc"
+    side = req.output.parent / "host.txt.guest-offsets.csv"
+    assert result.outputs["offsets"] == side
+    assert read_offsets(side) == {"vmA": 123456789}
+    doc = json.loads((req.output.parent / "host.record.json").read_text())
+    assert doc["guest_clock_offsets"]["offsets"] == {"vmA": 123456789}
+    assert "scaled" in doc["guest_clock_offsets"]["not_saved"]["vmB"]
+
+
+def test_host_capture_on_the_default_clock_saves_no_offsets_and_says_why(
+    tmp_path: Path, host_kernel: FakeKernel, host_proc: Path
+) -> None:
+    debugfs = _kvm_debugfs(tmp_path / "kvm", {"4242-11": {0: {"tsc-offset": -7, **UNSCALED}}})
+    req = _request(tmp_path, duration=0.01)
+    result = record(req, tracefs=host_kernel.tracefs(), proc_root=host_proc, kvm_debugfs=debugfs)
+    assert "offsets" not in result.outputs
+    assert not (req.output.parent / "host.txt.guest-offsets.csv").exists()
+    why = result.guest_clock.reasons["vmA"]
+    assert "local clock" in why and "--clock x86-tsc" in why
+
+
+def test_a_trace_clock_the_kernel_does_not_offer_is_refused(
+    tmp_path: Path, host_kernel: FakeKernel, host_proc: Path
+) -> None:
+    with pytest.raises(RecordError, match="--clock tsc2: this kernel's trace clocks are local, global"):
+        record(_request(tmp_path, clock="tsc2", duration=0.01), tracefs=host_kernel.tracefs(), proc_root=host_proc)
+    assert host_kernel.instances() == []
