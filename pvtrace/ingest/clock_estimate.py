@@ -11,6 +11,11 @@ offset (seconds to days); every event then narrows them. The estimate is the
 middle of the best range and its uncertainty half its width. It is accepted only
 when one range stands out (no other candidate fits as many events) and nearly
 every event fits it; otherwise the clocks stay unaligned.
+
+A guest clock that drifts against the host's (a guest TSC not synchronized, NTP slewing one
+side) fits no single shift exactly: the shifts that fit the first and the last third of the
+events move apart. The estimate then reports that drift and widens its uncertainty to cover
+both thirds, so it never claims a precision the one-offset model does not have.
 """
 
 from __future__ import annotations
@@ -27,8 +32,9 @@ MAX_ANCHOR_ENDPOINTS = 20_000_000  # bounds the first sweep's memory on huge tra
 MIN_FIT = 0.99  # share of guest events that must fit the estimate
 MIN_EVENTS = 20
 EDGE_NS = 1_000_000
-REFINE_INTERVALS = 4
-TOO_FEW = "too few guest events, or no host runs of the VM's vCPUs, to estimate the offset"  # run intervals per event looked at inside a candidate range
+NEAR_NS = 2_000
+REFINE_INTERVALS = 4  # run intervals per event looked at inside a candidate range
+TOO_FEW = "too few guest events, or no host runs of the VM's vCPUs, to estimate the offset"
 
 
 @dataclass(frozen=True)
@@ -40,15 +46,19 @@ class Estimate:
     n_events: int
     n_fit: int
     resolution_ns: int
+    drift_ppm: float | None = None  # the first and last thirds of the events fit different shifts
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "offset_ns": self.offset_ns,
             "uncertainty_ns": self.uncertainty_ns,
             "n_guest_events": self.n_events,
             "n_inside_runs": self.n_fit,
             "resolution_ns": self.resolution_ns,
         }
+        if self.drift_ppm is not None:
+            out["drift_ppm"] = round(self.drift_ppm, 3)
+        return out
 
 
 def run_intervals(host: pl.DataFrame) -> pl.DataFrame:
@@ -206,7 +216,9 @@ def estimate_offset(runs_of_vm: pl.DataFrame, guest_of_vm: pl.DataFrame) -> Esti
     if not zero and rivals and max(rivals) >= top - max(2, top // 100):
         return f"ambiguous: shifts far apart fit {top} and {max(rivals)} guest events"
     lo, hi = min(r[0] for r in best), max(r[1] for r in best)
-    if len(best) > 1 and hi - lo > 100 * res:  # several far-apart shifts fit as well: ambiguous
+    # several shifts fit as well: ambiguous when they are far apart; when they all lie within
+    # NEAR_NS the offset is known to that width, and the uncertainty says so
+    if len(best) > 1 and hi - lo > max(100 * res, NEAR_NS):
         return f"ambiguous: shifts {lo} and {hi} ns fit the guest events equally well"
     offset = (lo + hi) // 2
     # events the host did not record around (before its first or after its last event) cannot be
@@ -217,13 +229,54 @@ def estimate_offset(runs_of_vm: pl.DataFrame, guest_of_vm: pl.DataFrame) -> Esti
             f"no shift puts {MIN_FIT:.0%} of the guest events inside their vCPUs' run intervals "
             f"(best: {top} of {n_span})"
         )
+    uncertainty = (hi - lo + 1) // 2
+    drift = _drift(g, vcpu, runs, (lo, hi), res)
+    if drift is not None:
+        (lo, hi), drift_ppm = drift
+        offset, uncertainty = (lo + hi) // 2, max(uncertainty, (hi - lo + 1) // 2)
     return Estimate(
         offset_ns=offset,
-        uncertainty_ns=(hi - lo + 1) // 2,
+        uncertainty_ns=uncertainty,
         n_events=n_span,
         n_fit=int(top),
         resolution_ns=res,
+        drift_ppm=drift_ppm if drift is not None else None,
     )
+
+
+def _drift(
+    g: np.ndarray,
+    vcpu: np.ndarray,
+    runs: dict[int, tuple[np.ndarray, np.ndarray]],
+    best: tuple[int, int],
+    res: int,
+) -> tuple[tuple[int, int], float] | None:
+    """When the first and the last third of the events fit shift ranges that do not overlap: the
+    range of offsets over the whole trace (the two ranges, the line through them carried to the
+    first and last event) and how fast the guest clock runs against the host's, in ppm."""
+    third = g.size // 3
+    if third < MIN_EVENTS:
+        return None
+    reach = 100 * max(res, 1) + (best[1] - best[0])
+    window = (best[0] - reach, best[1] + reach)
+    found = []
+    for part in (slice(0, third), slice(g.size - third, g.size)):
+        fit, ranges = _best_ranges(*_shift_ranges(g[part], vcpu[part], runs, window))
+        if not ranges or fit < MIN_FIT * third:
+            return None
+        found.append((min(r[0] for r in ranges), max(r[1] for r in ranges), float(np.median(g[part]))))
+    (lo_a, hi_a, t_a), (lo_b, hi_b, t_b) = found
+    if (lo_b <= hi_a and lo_a <= hi_b) or t_b <= t_a:  # the thirds agree: no drift the events can show
+        return None
+    slope = ((lo_b + hi_b) / 2 - (lo_a + hi_a) / 2) / (t_b - t_a)  # offset change per guest ns
+    half = max(hi_a - lo_a, hi_b - lo_b) / 2
+    ends = [(lo_a + hi_a) / 2 + slope * (t - t_a) for t in (float(g.min()), float(g.max()))]
+    lo, hi = min(lo_a, lo_b, *(e - half for e in ends)), max(hi_a, hi_b, *(e + half for e in ends))
+    pad = res + (hi - lo) / 10  # the slope is itself an estimate: its extrapolation gets a margin
+    return (
+        int(np.floor(lo - pad)),
+        int(np.ceil(hi + pad)),
+    ), -slope * 1e6  # the offset shrinks when the guest clock runs fast
 
 
 def estimate_offsets(host: pl.DataFrame, guest: pl.DataFrame) -> dict[str, Estimate | str]:

@@ -75,6 +75,11 @@ def _one_guest(
             offset = estimate.offset_ns
             report["mode"] = (
                 f"estimated from the events (guest events inside vCPU runs), +-{estimate.uncertainty_ns} ns"
+                + (
+                    f"; the guest clock drifts {estimate.drift_ppm:+.2f} ppm against the host's"
+                    if estimate.drift_ppm is not None
+                    else ""
+                )
             )
     else:
         offset, report["mode"] = 0, "one timeline with the host (merged input)"
