@@ -9,7 +9,7 @@ from rich.table import Table
 
 from pvtrace.cli.common import handle_errors, out, progress
 from pvtrace.errors import UsageError
-from pvtrace.fmt import fmt_ns
+from pvtrace.fmt import fmt_ns, plural
 from pvtrace.ingest.offsets_file import OFFSETS_SUFFIX, read_offsets
 from pvtrace.outputs import OutputSet
 from pvtrace.simulate.scenario import Scenario, load_preset, load_scenario, preset_names
@@ -86,7 +86,7 @@ def experiment_table(exp) -> Table:
     from pvtrace.simulate.experiment import LOCKS
 
     t = Table(
-        title=f"Completion time (s), mean (std-dev), {exp.repeats} seeds",
+        title=f"Completion time (s), mean (std-dev), {plural(exp.repeats, 'seed')}",
         title_justify="left",
         show_edge=False,
     )
@@ -181,8 +181,8 @@ def register(app: typer.Typer) -> None:
             if window is not None:
                 out.print(
                     f"the text covers host time [{window[0]}, {window[1]}] ns (its first and last event), "
-                    f"the truth [0, {truth.t_end}) ns; pvtrace.simulate.truth_window.cut_truth gives the truth "
-                    "of the text's window",
+                    f"the truth [0, {truth.t_end}) ns (in Python, pvtrace.simulate.truth_window.cut_truth cuts the truth "
+                    "to the text's window)",
                     highlight=False,
                 )
             offsets_file = next((f for f in files if f.name.endswith(OFFSETS_SUFFIX)), None)

@@ -156,7 +156,7 @@ def headline_rows(a: Analysis) -> list[tuple[str, str, str]]:
     )
     if "n_pause_exits" in t:
         rate = x.get("pause_exits_per_vcpu_s")
-        value = f"{t['n_pause_exits']:,}" + (f" ({rate:,.1f} per vCPU-second)" if rate else "")
+        value = f"{t['n_pause_exits']:,}" + (f" ({rate:,.1f} per second of vCPU running)" if rate else "")
         rows.append(("pause exits", value, s.fidelity.get("n_pause_exits", "")))
     if "n_kicks" in t:
         p50 = x.get("kick_latency_p50_ns")

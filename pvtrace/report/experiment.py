@@ -13,6 +13,7 @@ import altair as alt
 import polars as pl
 
 from pvtrace.errors import UsageError
+from pvtrace.fmt import plural
 from pvtrace.report.figure import Figure, no_data
 from pvtrace.report.labels import METRIC_LABELS, fmt_ns
 from pvtrace.report.page import Section, render_page, write_page
@@ -175,7 +176,7 @@ def experiment_sections(results: pl.DataFrame) -> list[Section]:
         "Completion time against the number of guests",
         chart_completion(results),
         caption=(
-            f"{n_runs} seeds per point. Error bars: ± one standard deviation over seeds. Fastest: {fastest['algorithm']} "
+            f"{plural(n_runs, 'seed')} per point. Error bars: ± one standard deviation over seeds. Fastest: {fastest['algorithm']} "
             f"with {fastest['n_guests']} guest(s), {fmt_ns(fastest['mean'])}."
         ),
     )
