@@ -17,7 +17,7 @@ from pvtrace.analyze import waste as waste_mod
 from pvtrace.analyze.fidelity import capabilities
 from pvtrace.analyze.guest_preemption import STATE_KINDS as GUEST_STATE_KINDS
 from pvtrace.analyze.guest_preemption import GuestPreemption, has_guest_ticks, with_guest_states
-from pvtrace.analyze.holders import infer_holds
+from pvtrace.analyze.hold_inference import infer_holds
 from pvtrace.analyze.lock_kind import infer_lock_kinds, kind_summary, lock_kinds_table
 from pvtrace.analyze.lost import lost_windows, vcpu_unknown_windows
 from pvtrace.analyze.partial import kind_gaps

@@ -230,34 +230,39 @@ def estimate_offset(runs_of_vm: pl.DataFrame, guest_of_vm: pl.DataFrame) -> Esti
             f"(best: {top} of {n_span})"
         )
     uncertainty = (hi - lo + 1) // 2
-    drift = _drift(g, vcpu, runs, (lo, hi), res)
-    if drift is not None:
-        (lo, hi), drift_ppm = drift
-        offset, uncertainty = (lo + hi) // 2, max(uncertainty, (hi - lo + 1) // 2)
+    drift_ppm = None
+    spread = _thirds(g, vcpu, runs, (lo, hi), res)
+    if spread is not None:
+        (lo_t, hi_t), drift_ppm = spread
+        if drift_ppm is not None:  # a drift the events show: centred on the whole trace's offsets
+            offset = (lo_t + hi_t) // 2
+        uncertainty = max(uncertainty, offset - lo_t, hi_t - offset)
     return Estimate(
         offset_ns=offset,
         uncertainty_ns=uncertainty,
         n_events=n_span,
         n_fit=int(top),
         resolution_ns=res,
-        drift_ppm=drift_ppm if drift is not None else None,
+        drift_ppm=drift_ppm,
     )
 
 
-def _drift(
+def _thirds(
     g: np.ndarray,
     vcpu: np.ndarray,
     runs: dict[int, tuple[np.ndarray, np.ndarray]],
     best: tuple[int, int],
     res: int,
-) -> tuple[tuple[int, int], float] | None:
-    """When the first and the last third of the events fit shift ranges that do not overlap: the
-    range of offsets over the whole trace (the two ranges, the line through them carried to the
-    first and last event) and how fast the guest clock runs against the host's, in ppm."""
+) -> tuple[tuple[int, int], float | None] | None:
+    """The offsets the first and the last third of the events allow, taken together: a clock that
+    drifts less than the events can show still moves the offset within them, so the uncertainty
+    covers both. When the two ranges do not overlap the drift shows: the range then spans the line
+    through them carried to the first and last event, with the drift in ppm (how fast the guest
+    clock runs against the host's)."""
     third = g.size // 3
     if third < MIN_EVENTS:
         return None
-    reach = 100 * max(res, 1) + (best[1] - best[0])
+    reach = max(NEAR_NS, 100 * res) + (best[1] - best[0])
     window = (best[0] - reach, best[1] + reach)
     found = []
     for part in (slice(0, third), slice(g.size - third, g.size)):
@@ -266,17 +271,15 @@ def _drift(
             return None
         found.append((min(r[0] for r in ranges), max(r[1] for r in ranges), float(np.median(g[part]))))
     (lo_a, hi_a, t_a), (lo_b, hi_b, t_b) = found
-    if (lo_b <= hi_a and lo_a <= hi_b) or t_b <= t_a:  # the thirds agree: no drift the events can show
-        return None
+    if (lo_b <= hi_a and lo_a <= hi_b) or t_b <= t_a:  # the thirds agree
+        return (min(lo_a, lo_b), max(hi_a, hi_b)), None
     slope = ((lo_b + hi_b) / 2 - (lo_a + hi_a) / 2) / (t_b - t_a)  # offset change per guest ns
     half = max(hi_a - lo_a, hi_b - lo_b) / 2
     ends = [(lo_a + hi_a) / 2 + slope * (t - t_a) for t in (float(g.min()), float(g.max()))]
     lo, hi = min(lo_a, lo_b, *(e - half for e in ends)), max(hi_a, hi_b, *(e + half for e in ends))
     pad = res + (hi - lo) / 10  # the slope is itself an estimate: its extrapolation gets a margin
-    return (
-        int(np.floor(lo - pad)),
-        int(np.ceil(hi + pad)),
-    ), -slope * 1e6  # the offset shrinks when the guest clock runs fast
+    # the offset shrinks when the guest clock runs fast
+    return (int(np.floor(lo - pad)), int(np.ceil(hi + pad))), -slope * 1e6
 
 
 def estimate_offsets(host: pl.DataFrame, guest: pl.DataFrame) -> dict[str, Estimate | str]:

@@ -6,7 +6,7 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pvtrace.analyze.holders import _same_instant_and_pcpu
+from pvtrace.analyze.hold_inference import _same_instant_and_pcpu
 
 rows = st.lists(
     st.tuples(st.one_of(st.none(), st.integers(0, 6)), st.one_of(st.none(), st.integers(-2, 5))), max_size=10
