@@ -26,11 +26,14 @@ def lhp_stretches(acq: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.D
     h = acq.filter(pl.col("vid").is_not_null()).select(
         "hid", "lid", "vid", "start", "end", pl.col("truncated").alias("hold_truncated")
     )
-    # a hold's pieces tile it: a stretch is a run of its holder-down pieces that touch
+    # a hold's pieces tile it: a stretch is a run of its holder-down pieces that touch, across
+    # consecutive holds of one holder on one lock too (a vCPU that is not running cannot release
+    # and take the lock again, so only inferred holds can meet there: one preemption, one incident)
     p = split(h, states.partition, by="vid", window=prep.window, values=["state"])
     p = p.filter(pl.col("state").is_in(_NOT_RUNNING))
-    p = sort_by_key_time(p, "hid", "start")
-    new = (pl.col("hid") != pl.col("hid").shift(1)) | (pl.col("start") != pl.col("end").shift(1))
+    p = p.with_columns((pl.col("lid").cast(I64) * prep.n_vcpus + pl.col("vid")).alias("_lv"))
+    p = sort_by_key_time(p, "_lv", "start")
+    new = (pl.col("_lv") != pl.col("_lv").shift(1)) | (pl.col("start") != pl.col("end").shift(1))
     p = p.with_columns(new.fill_null(True).cum_sum().alias("_grp"))
     return (
         p.group_by("_grp", maintain_order=True)
@@ -41,7 +44,7 @@ def lhp_stretches(acq: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.D
             pl.col("state").first().cast(STR).alias("holder_state"),
             pl.col("start").min(),
             pl.col("end").max(),
-            pl.col("hold_truncated").first(),
+            pl.col("hold_truncated").last(),
         )
         .with_columns((pl.col("hold_truncated") & (pl.col("end") == prep.window.t_end)).alias("truncated"))
         .drop("_grp", "hold_truncated")

@@ -198,7 +198,7 @@ def _pct(x: float | None) -> str:
 
 def markdown(seeds: tuple[int, ...], duration_ns: int, workloads: tuple[str, ...] = tuple(WORKLOADS)) -> str:
     lines = [
-        "| workload | PLE | lock | format | spin | waste (LHP+LWP) | LHP precision | LHP recall | harmful LHP (true) "
+        "| workload | PLE | lock | format | spin | waste (LHP+LWP) | LHP precision | LHP recall | harmful LHP found / true "
         "| convoys | waste, kind given | convoys, kind given "
         "| lock kind right / decided wrong / locks with >= 20 hand-offs |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -214,7 +214,7 @@ def markdown(seeds: tuple[int, ...], duration_ns: int, workloads: tuple[str, ...
                         f"| {workload} | {'on' if ple else 'off'} | {algo} | {fmt} | {_pct(f['spin_err'])} | "
                         f"{_pct(f['waste_err'])}{' (partial)' if f['partial'] and f['waste_err'] is not None else ''} | "
                         + (
-                            f"{100 * lhp['precision']:.1f}% | {100 * lhp['recall']:.1f}% | {lhp['n_true']} | "
+                            f"{100 * lhp['precision']:.1f}% | {100 * lhp['recall']:.1f}% | {lhp['n_found']} / {lhp['n_true']} | "
                             if lhp
                             else "unavailable | unavailable | - | "
                         )
