@@ -389,5 +389,35 @@ def report(with_extended: bool = False) -> str:
     return "\n".join(lines) + "\n\n" + section()
 
 
+RECORDED_KEYS = (
+    "n_runs",
+    "merged_n_lhp_harmful_true",
+    "merged_lhp_precision",
+    "merged_lhp_recall",
+    "merged_n_lhp_harmful_err",
+    "merged_waste_err",
+    "merged_n_convoys_err",
+    "host_spin_err",
+    "host_spin_waste_err",
+    "guest_n_contended_err",
+    "guest_wait_err",
+)
+
+
+def recorded() -> str:
+    """The RECORDED table of test_accuracy.py, as Python source, from the figures of every case."""
+    lines = ["RECORDED = {"]
+    for case in sorted(cases()):
+        f = figures(*case)
+        lines.append(f"    {case!r}: {{")
+        lines += [f"        {k!r}: {f[k]!r}," for k in RECORDED_KEYS]
+        lines.append("    },")
+    lines.append("}")
+    return "\n".join(lines).replace("'", '"') + "\n"
+
+
 if __name__ == "__main__":
-    sys.stdout.write(report(with_extended="--extended" in sys.argv[1:]))
+    if sys.argv[1:] == ["--recorded"]:
+        sys.stdout.write(recorded())
+    else:
+        sys.stdout.write(report(with_extended="--extended" in sys.argv[1:]))

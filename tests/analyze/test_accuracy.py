@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 from accuracy_cases import TARGET_INCIDENTS, figures, lhp_target
 
-# The figures docs/accuracy.md shows (python tests/analyze/accuracy_cases.py): (workload, lock, overcommit).
+# The figures docs/accuracy.md shows (python tests/analyze/accuracy_cases.py), written by
+# `python tests/analyze/accuracy_cases.py --recorded`: (workload, lock, overcommit).
 # n_runs and merged_n_lhp_harmful_true pin the sample: how many runs the case pools and the true
 # harmful LHP incidents they hold.
 RECORDED = {
@@ -210,6 +211,7 @@ RECORDED = {
 SAMPLE = ("n_runs", "merged_n_lhp_harmful_true")  # exact
 SCORES = ("merged_lhp_precision", "merged_lhp_recall")  # higher is better
 ERRORS = (
+    "merged_n_lhp_harmful_err",
     "merged_waste_err",
     "merged_n_convoys_err",
     "host_spin_err",
