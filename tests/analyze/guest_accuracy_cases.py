@@ -57,6 +57,7 @@ def visible(truth_lhp: pl.DataFrame, iv: pl.DataFrame, period: int) -> pl.DataFr
             by=["vm", "holder"],
             strategy="backward",
             suffix="_p",
+            check_sortedness=False,
         )
     )
     return enc.with_columns(
