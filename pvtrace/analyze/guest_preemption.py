@@ -17,57 +17,28 @@ The intervals become canonical vcpu_run / vcpu_preempt / vcpu_halt / vcpu_wake e
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import polars as pl
 
-from pvtrace.guest_signals import HZ_CHOICES, MARKER_EVENTS, TICK_EVENTS, parse_steal_markers, pv_spinlocks_of
+from pvtrace.analyze.guest_steal import (
+    HALT_UNSEEN,
+    HALTED_SHARE,
+    PV_HALTS,
+    GuestPreemption,
+    lock_waits,
+    markers,
+    split_by_steal,
+    steal_per_vcpu,
+    unseen_in_waits,
+    unseen_partial,
+)
+from pvtrace.guest_signals import HZ_CHOICES, TICK_EVENTS, pv_spinlocks_of
 from pvtrace.schema import KIND_PRIORITY, conform_events
 
 STATE_KINDS = ("vcpu_run", "vcpu_preempt", "vcpu_halt", "vcpu_wake")
 HZ_MATCH = 0.03  # a tick interval within 3% of 1/HZ counts for that HZ
-MIN_PLACED = 0.5  # intervals of two ticks or more must hold this share of the steal, or the level declines
 RELEASE_NS = 50_000  # a waiter that gets the lock this soon after a silent vCPU resumes got it from it
 MIN_INTERVALS = 5  # fewer intervals than this say little about how long the host's slices are
 MAX_SHORT_SHARE = 0.10  # without steal samples: more intervals under two ticks than this, too coarse
-HALTED_SHARE = 0.05  # more of the silence than this inside waits not being steal: waiters halt
-UNSEEN_NOTE_SHARE = 0.02  # less unseen steal than this (and than a unit per vCPU) is the counters' rounding
-MIN_STEAL_UNITS = 3  # per vCPU on average: less steal than this is too coarse to judge coverage
-
-
-@dataclass
-class GuestPreemption:
-    """What the inference found, for the summary (all times in ns)."""
-
-    hz: int
-    tick_ns: int
-    n_intervals: int = 0
-    not_running_ns: int = 0  # estimate (start at the middle of its bounds)
-    not_running_lo_ns: int = 0  # if every interval started as late as it can
-    not_running_hi_ns: int = 0  # ... as early as it can
-    preempted_ns: int = 0  # the part labelled preempted (the rest halted)
-    steal_ns: int | None = None  # from the steal samples, between the first and last
-    steal_unit_ns: int | None = None
-    steal_coverage: float | None = None  # not-running time seen by ticks / steal, over the sample window
-    placed_share: float | None = None  # ... of which in intervals of two ticks or more
-    unseen_ns: int | None = None  # steal not in those intervals: preemption too short to place or see
-    n_steal_vcpus: int | None = None
-    pv_spinlocks: bool | None = None  # from the steal samples; None when they do not say
-    short_share: float | None = None  # share of the intervals shorter than two ticks
-    limited: str | None = None  # why the ticks cannot resolve the preemptions, when they cannot
-    halting: str | None = None  # why spin cannot be told from halting (pv waiters), when it cannot
-    notes: list[str] = field(default_factory=list)
-    unavailable: dict[str, str] = field(default_factory=dict)  # metric -> why this level cannot give it
-    partial: dict[str, list[dict]] = field(
-        default_factory=dict
-    )  # metric -> what it lacks (analyze/partial.py)
-
-    def as_extra(self) -> dict:
-        skip = ("notes", "unavailable", "partial")
-        return {k: v for k, v in self.__dict__.items() if k not in skip} | {
-            "notes": list(self.notes),
-            "unavailable": dict(self.unavailable),
-        }
 
 
 def has_guest_ticks(events: pl.DataFrame) -> bool:
@@ -106,15 +77,6 @@ def _phases(ticks: pl.DataFrame, period: int) -> pl.DataFrame:
         .group_by("vm", maintain_order=True)
         .first()
         .select("vm", (pl.col("us") * 1000).alias("phase"))
-    )
-
-
-def _waits(events: pl.DataFrame) -> pl.DataFrame:
-    """Per vCPU event: whether a lock wait is open after it (its last lock event is a contend)."""
-    return (
-        events.filter(pl.col("kind").is_in(["lock_contend", "lock_acquire"]))
-        .select("vm", "vcpu", "ts", (pl.col("kind") == "lock_contend").alias("waiting"))
-        .sort("ts")
     )
 
 
@@ -283,7 +245,7 @@ def not_running_intervals(events: pl.DataFrame, t_end: int) -> tuple[pl.DataFram
             check_sortedness=False,
         ).filter(~pl.col("idle").fill_null(False))
     gaps = gaps.join_asof(
-        _waits(events).rename({"ts": "wts"}),
+        lock_waits(events).rename({"ts": "wts"}),
         left_on="start_lo",
         right_on="wts",
         by=["vm", "vcpu"],
@@ -293,30 +255,6 @@ def not_running_intervals(events: pl.DataFrame, t_end: int) -> tuple[pl.DataFram
     ambiguous = pl.col("waiting").fill_null(False) | pl.col("tail")
     cols = ("vm", "vcpu", "start", "start_lo", "start_hi", "end", "tail")
     return gaps.select(*cols, ambiguous.alias("ambiguous")), period
-
-
-def _markers(events: pl.DataFrame) -> pl.DataFrame:
-    return events.filter(
-        (pl.col("kind") == "other") & pl.col("event").cast(pl.String).is_in(list(MARKER_EVENTS))
-    ).select(pl.col("vm").cast(pl.String), "ts", "args")
-
-
-def _steal(events: pl.DataFrame) -> pl.DataFrame:
-    """Per vCPU: steal between its first and last sample (ns), the window and the unit."""
-    samples = parse_steal_markers(_markers(events))
-    return samples.group_by("vm", "vcpu").agg(
-        pl.col("ts").min().alias("w_start"),
-        pl.col("ts").max().alias("w_end"),
-        (pl.col("steal_ns").sort_by("ts").last() - pl.col("steal_ns").sort_by("ts").first()).alias(
-            "steal_ns"
-        ),
-        pl.col("unit_ns").first(),
-        pl.len().alias("n_samples"),
-    )
-
-
-def _clipped(lo: pl.Expr, hi: pl.Expr) -> pl.Expr:
-    return (pl.min_horizontal(pl.col("end"), hi) - pl.max_horizontal(pl.col("start"), lo)).clip(lower_bound=0)
 
 
 def infer(events: pl.DataFrame, t_end: int) -> tuple[pl.DataFrame, GuestPreemption] | None:
@@ -330,10 +268,10 @@ def infer(events: pl.DataFrame, t_end: int) -> tuple[pl.DataFrame, GuestPreempti
     gaps = gaps.with_columns(
         pl.col("vm").cast(pl.String), ((pl.col("end") - pl.col("start")) >= 2 * period).alias("placed")
     )
-    steal = _steal(events)
-    info.pv_spinlocks = pv_spinlocks_of(_markers(events))
+    steal = steal_per_vcpu(events)
+    info.pv_spinlocks = pv_spinlocks_of(markers(events))
     if steal.height:
-        gaps = _split_by_steal(gaps, steal, info)
+        gaps = split_by_steal(gaps, steal, info)
     else:
         gaps = gaps.with_columns(pl.lit(1.0).alias("f"))
         info.notes.append("no steal samples: not-running time inside lock waits is taken as preempted")
@@ -367,100 +305,11 @@ def infer(events: pl.DataFrame, t_end: int) -> tuple[pl.DataFrame, GuestPreempti
         )
     if info.pv_spinlocks:
         info.halting = info.halting or PV_HALTS
+    if info.halting is None and info.limited is None:
+        info.halting = unseen_in_waits(gaps, events, info)
     info.unavailable["wait_halted_ns"] = HALT_UNSEEN
-    info.partial = _unseen_partial(info)
+    info.partial = unseen_partial(info)
     return _state_events(events, gaps), info
-
-
-PV_HALTS = (
-    "the guest kernel uses paravirt spinlocks (its steal samples say so): their waiters halt, mostly for "
-    "less than a tick, which leaves no trace, so spin cannot be told from halting"
-)
-PV_UNKNOWN = (
-    "whether the guest's spinlocks are paravirt is not in the trace: if they are, waiters' halts shorter "
-    "than a tick leave no trace and count as spin here"
-)
-HALT_UNSEEN = (
-    "a halted vCPU looks like a preempted one from inside the guest (both miss their ticks), and a "
-    "halt shorter than a tick leaves no trace at all; a host trace (pvtrace record --host) shows halts"
-)
-
-
-def _split_by_steal(gaps: pl.DataFrame, steal: pl.DataFrame, info: GuestPreemption) -> pl.DataFrame:
-    """Column `f`, each gap's preempted share, from the steal budget; the steal totals, what the
-    placed intervals (two ticks or more) cover of it, and the decline when that is too little."""
-    window = gaps.join(steal, on=["vm", "vcpu"], how="left")
-    inside = _clipped(pl.col("w_start"), pl.col("w_end"))
-    per_vcpu = window.group_by("vm", "vcpu").agg(
-        inside.filter(~pl.col("ambiguous")).sum().alias("sure"),
-        inside.filter(pl.col("ambiguous")).sum().alias("amb"),
-        inside.filter(pl.col("placed")).sum().alias("placed_ns"),
-    )
-    per_vcpu = steal.join(per_vcpu, on=["vm", "vcpu"], how="left").fill_null(0)
-    # the counters are floored to USER_HZ units: the steal in the window may be up to one unit more
-    budget = pl.col("steal_ns") + pl.col("unit_ns")
-    share = ((budget - pl.col("sure")) / pl.col("amb")).clip(0.0, 1.0)
-    # gaps outside lock waits beyond the steal were not preemption either (idle without a
-    # sched_switch, a long stretch with interrupts off): the preempted share of them
-    sure_share = (budget / pl.col("sure")).clip(0.0, 1.0)
-    per_vcpu = per_vcpu.with_columns(
-        pl.when(pl.col("amb") > 0).then(share).otherwise(1.0).alias("f"),
-        pl.when(pl.col("sure") > 0).then(sure_share).otherwise(1.0).alias("f_sure"),
-    )
-    gaps = gaps.join(per_vcpu.select("vm", "vcpu", "f", "f_sure"), on=["vm", "vcpu"], how="left")
-    gaps = gaps.with_columns(pl.when(pl.col("ambiguous")).then("f").otherwise("f_sure").alias("f")).drop(
-        "f_sure"
-    )
-    total = int(per_vcpu["steal_ns"].sum())
-    seen = int((per_vcpu["sure"] + per_vcpu["amb"]).sum())
-    placed = int(per_vcpu["placed_ns"].clip(upper_bound=per_vcpu["steal_ns"] + per_vcpu["unit_ns"]).sum())
-    unit = int(steal["unit_ns"].max())
-    info.steal_ns, info.steal_unit_ns, info.n_steal_vcpus = total, unit, per_vcpu.height
-    if total > 0:
-        info.steal_coverage = round(min(seen / total, 1.0), 4)
-        info.placed_share = round(min(placed / total, 1.0), 4)
-    info.unseen_ns = max(total - placed, 0)
-    enough = total >= MIN_STEAL_UNITS * unit * per_vcpu.height
-    if enough and info.placed_share is not None and info.placed_share < MIN_PLACED:
-        info.limited = (
-            f"only {100 * info.placed_share:.0f}% of the steal time ({placed / 1e6:.1f} of {total / 1e6:.1f} ms) "
-            f"lies in not-running intervals of two ticks or more (HZ={info.hz}, every {info.tick_ns / 1e6:g} ms): "
-            "the host preempts this guest for less than about two ticks at a time, too short to place; "
-            "a guest kernel with a higher CONFIG_HZ, or a host trace, can"
-        )
-    return gaps
-
-
-def _unseen_partial(info: GuestPreemption) -> dict[str, list[dict]]:
-    """The `partial` entries of the metrics that need the vCPU states, when some of the steal lies in
-    stretches the ticks cannot place: those incidents are not countable, and that preemption, where it
-    falls inside a wait, counts as spin."""
-    if info.limited or info.halting:  # those metrics are unavailable outright
-        return {}
-    out: dict[str, list[dict]] = {}
-    if info.pv_spinlocks is None:
-        fix = "pvtrace record --guest notes it in its steal samples; or a host trace (pvtrace record --host)"
-        out = {k: [{"missing": PV_UNKNOWN, "fix": fix}] for k in SPIN_KEYS}
-    if not info.steal_ns or info.unseen_ns is None:
-        return out
-    noise = max(UNSEEN_NOTE_SHARE * info.steal_ns, (info.steal_unit_ns or 0) * (info.n_steal_vcpus or 0))
-    if info.unseen_ns <= noise:
-        return out
-    pct = round(100.0 * info.unseen_ns / info.steal_ns, 2)
-    where = f"preempted time in stretches shorter than two ticks at HZ={info.hz}: {info.unseen_ns / 1e6:.1f} ms ({pct:g}% of the steal)"
-    fix = "a guest kernel with a higher CONFIG_HZ, or a host trace (pvtrace record --host)"
-    part = {"unseen_preempted_ns": info.unseen_ns, "unseen_pct_of_steal": pct, "fix": fix}
-    incidents = {**part, "missing": f"{where}, incidents there not countable"}
-    spin = {**part, "missing": f"{where}; where it falls inside a lock wait it counts as spin here"}
-    for k in INCIDENT_KEYS:
-        out[k] = [*out.get(k, []), incidents]
-    for k in SPIN_KEYS:
-        out[k] = [*out.get(k, []), spin]
-    return out
-
-
-INCIDENT_KEYS = ("n_lhp_harmful", "waste_lhp_ns", "n_lwp", "n_lwp_preempted", "n_lwp_halted", "n_convoys")
-SPIN_KEYS = ("spin_ns", "spin_useful_ns", "spin_unattributed_ns", "wait_preempted_ns", "spin_waste")
 
 
 def _state_events(events: pl.DataFrame, gaps: pl.DataFrame) -> pl.DataFrame:
