@@ -307,7 +307,7 @@ def infer(events: pl.DataFrame, t_end: int) -> tuple[pl.DataFrame, GuestPreempti
         info.halting = info.halting or PV_HALTS
     if info.halting is None and info.limited is None:
         info.halting = unseen_in_waits(gaps, events, info)
-    info.unavailable["wait_halted_ns"] = HALT_UNSEEN
+    info.unavailable |= dict.fromkeys(("wait_halted_ns", "waste_lwp_halted_ns", "n_lwp_halted"), HALT_UNSEEN)
     info.partial = unseen_partial(info)
     return _state_events(events, gaps), info
 

@@ -52,6 +52,7 @@ class GuestPreemption:
         return {k: v for k, v in self.__dict__.items() if k not in skip} | {
             "notes": list(self.notes),
             "unavailable": dict(self.unavailable),
+            "partial_reasons": sorted({part["missing"] for parts in self.partial.values() for part in parts}),
         }
 
 
@@ -189,6 +190,14 @@ def unseen_partial(info: GuestPreemption) -> dict[str, list[dict]]:
     if info.pv_spinlocks is None:
         fix = "pvtrace record --guest notes it in its steal samples; or a host trace (pvtrace record --host)"
         out = {k: [{"missing": PV_UNKNOWN, "fix": fix}] for k in SPIN_KEYS}
+    if info.steal_ns is None:  # nothing sizes what the ticks miss
+        part = {
+            "missing": f"no steal samples: preemption shorter than two ticks at HZ={info.hz} is neither seen nor sized",
+            "fix": "pvtrace record --guest writes them",
+        }
+        for k in (*INCIDENT_KEYS, *SPIN_KEYS):
+            out[k] = [*out.get(k, []), part]
+        return out
     if not info.steal_ns or info.unseen_ns is None:
         return out
     noise = max(UNSEEN_NOTE_SHARE * info.steal_ns, (info.steal_unit_ns or 0) * (info.n_steal_vcpus or 0))

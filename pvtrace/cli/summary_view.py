@@ -68,6 +68,8 @@ def render_summary(con: Console, a: Analysis, sources: list[str]) -> None:
             highlight=False,
             soft_wrap=True,
         )
+        for why in g.get("partial_reasons") or []:
+            con.print(f"partial (spin, incidents): {escape(why)}", highlight=False, soft_wrap=True)
     if x.get("n_events", 0) or not perf:
         _headline(con, a)
         _exits(con, a)
