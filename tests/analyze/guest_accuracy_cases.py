@@ -68,8 +68,8 @@ def visible(truth_lhp: pl.DataFrame, iv: pl.DataFrame, period: int) -> pl.DataFr
 def guest_run(scenario: Scenario, seed: int, hz: int = GUEST_HZ, lock_kind: str | None = None) -> dict:
     """One run: harmful-LHP match counts (against every true incident and against those the guest
     can see) and found/true totals, summed over the VMs' guest files."""
-    trace, truth = simulate_trace(scenario, seed=seed)
-    view = select_view(trace, "guest", guest_hz=hz)
+    trace, truth = simulate_trace(scenario.replace(vm={"guest_hz": hz}), seed=seed)
+    view = select_view(trace, "guest")
     offsets = trace.meta.clock.get("guest_offset_ns") or {}
     hashed = hashed_lock_addresses(trace.events.filter(pl.col("lock").is_not_null()).select("vm", "lock"))
     found: dict[str, int | None] = dict.fromkeys((*TOTALS, "preempted_ns", "unseen_ns"), 0)
