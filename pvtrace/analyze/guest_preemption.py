@@ -8,8 +8,9 @@ once) and starts somewhere between the last event before it and the first missed
 tick, estimated at the middle (`start_lo`/`start_hi` bound it). Steal samples (the
 recorder's `/proc/stat` markers, pvtrace/guest_signals.py) count a vCPU's preempted time
 exactly but coarsely; they split the gaps inside lock waits (a pv waiter may be halted
-instead) into halted then preempted, and tell when the ticks miss most of the steal:
-preemptions shorter than about two ticks, which this level cannot see.
+instead) into halted then preempted, and size the preemption too short for the ticks to
+place (under about two ticks): pvtrace/analyze/guest_steal.py judges from it which
+metrics are partial or unavailable.
 
 The intervals become canonical vcpu_run / vcpu_preempt / vcpu_halt / vcpu_wake events
 (origin guest), so every rule of the inferred level applies to them unchanged.

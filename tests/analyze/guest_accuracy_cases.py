@@ -234,7 +234,7 @@ INTRO = """## Guest-inferred view (ticks and steal samples)
 
 What a tenant can capture alone: each VM's guest ftrace text with lock contention, the
 scheduler ticks and the steal samples (`pvtrace record --guest`), rendered by the simulator
-(ticks every 1/HZ while a vCPU runs guest code and is not idle; the missed one at once when it
+(ticks every 1/HZ, the scenario key vm.guest_hz, while a vCPU runs guest code and is not idle; the missed one at once when it
 resumes; steal in USER_HZ units every 100 ms, with `pv_spinlocks` from the lock algorithm),
 ingested and analyzed with default options one VM at a time
 (`python tests/analyze/guest_accuracy_cases.py`; the truth covers the same window).
