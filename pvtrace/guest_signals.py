@@ -8,8 +8,9 @@ and the analyzer (reads them):
   vCPU takes none, and one that resumes after missing a tick takes it at once;
 - steal samples: every guest CPU's steal counter from `/proc/stat` (8th value,
   in USER_HZ units), written into the trace through `trace_marker` as one line
-  `pvtrace-steal user_hz=100 cpu0=12 cpu1=7` at the start, every
-  STEAL_INTERVAL_NS and at the end.
+  `pvtrace-steal user_hz=100 pv_spinlocks=1 cpu0=12 cpu1=7` at the start, every
+  STEAL_INTERVAL_NS and at the end. `pv_spinlocks` (1 or 0, optional) says whether the
+  guest kernel's spinlocks are paravirt: their waiters halt, which no tick shows.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ USER_HZ = 100
 HZ_CHOICES: tuple[int, ...] = (100, 250, 300, 1000)  # CONFIG_HZ values a guest kernel can have
 
 
-def steal_marker(user_hz: int, ticks: dict[int, int]) -> str:
+def steal_marker(user_hz: int, ticks: dict[int, int], pv_spinlocks: bool | None = None) -> str:
     """The marker text of one steal sample: per-CPU steal in USER_HZ units."""
     cpus = " ".join(f"cpu{c}={t}" for c, t in sorted(ticks.items()))
-    return f"{STEAL_TAG} user_hz={user_hz} {cpus}"
+    pv = "" if pv_spinlocks is None else f" pv_spinlocks={int(pv_spinlocks)}"
+    return f"{STEAL_TAG} user_hz={user_hz}{pv} {cpus}"
 
 
 def steal_marker_expr(user_hz: int, n_cpus: int, prefix: str = "s") -> pl.Expr:
@@ -42,7 +44,7 @@ def steal_marker_expr(user_hz: int, n_cpus: int, prefix: str = "s") -> pl.Expr:
 def parse_steal_markers(events: pl.DataFrame) -> pl.DataFrame:
     """Steal samples of marker events (columns vm, ts, args): one row per (vm, ts, cpu) with
     `steal_ns` (the counter in ns, USER_HZ resolution) and `unit_ns` (one USER_HZ tick)."""
-    body = pl.col("args").str.extract(rf"{STEAL_TAG} user_hz=(\d+)((?: cpu\d+=\d+)+)", 2)
+    body = pl.col("args").str.extract(rf"{STEAL_TAG} user_hz=(\d+)(?: pv_spinlocks=\d)?((?: cpu\d+=\d+)+)", 2)
     hz = pl.col("args").str.extract(rf"{STEAL_TAG} user_hz=(\d+)", 1).cast(pl.Int64)
     rows = (
         events.select("vm", "ts", hz.alias("user_hz"), body.alias("body"))
@@ -60,3 +62,11 @@ def parse_steal_markers(events: pl.DataFrame) -> pl.DataFrame:
         )
     )
     return rows.sort("vm", "vcpu", "ts")
+
+
+def pv_spinlocks_of(markers: pl.DataFrame) -> bool | None:
+    """Whether the steal samples (marker events, column args) say the guest's spinlocks are paravirt;
+    None when none says."""
+    said = markers.select(pl.col("args").str.extract(rf"{STEAL_TAG} user_hz=\d+ pv_spinlocks=(\d)", 1))
+    said = said.to_series().drop_nulls()
+    return None if said.is_empty() else bool((said == "1").any())

@@ -52,6 +52,7 @@ class Capabilities:
     guest_states: bool = False  # the vCPU states were inferred from guest ticks (no host trace)
     guest_limited: str | None = None  # why those states cannot place the preemptions, if they cannot
     guest_halting: str | None = None  # why spin cannot be told from pv halting at that level, if it cannot
+    guest_unavailable: tuple[tuple[str, str], ...] = ()  # (metric, why) the guest's signals cannot give
 
     @property
     def level(self) -> str:
@@ -80,6 +81,7 @@ def capabilities(prep: Prepared) -> Capabilities:
         guest_states=guest is not None,
         guest_limited=guest.limited if guest is not None else None,
         guest_halting=guest.halting if guest is not None else None,
+        guest_unavailable=tuple(guest.unavailable.items()) if guest is not None else (),
         states=has("vcpu_run", "vcpu_preempt", "vcpu_halt"),
         waits=has("lock_contend", "lock_acquire"),
         holds=has("lock_release") or full_sim,
@@ -177,6 +179,8 @@ def plan(
                 lack(key, GUEST_TICKS, caps.guest_limited)
             elif level == "guest-inferred" and caps.guest_halting and key in SPIN_DEPENDENT:
                 lack(key, GUEST_TICKS, caps.guest_halting)
+            elif level == "guest-inferred" and key in dict(caps.guest_unavailable):
+                lack(key, GUEST_TICKS, dict(caps.guest_unavailable)[key])
             elif level == "guest-inferred" and key == "n_lhp":
                 lack(key, GUEST_HOLDS, holds_cmd)
             elif level == "guest-inferred":

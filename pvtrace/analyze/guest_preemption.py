@@ -8,8 +8,9 @@ once) and starts somewhere between the last event before it and the first missed
 tick, estimated at the middle (`start_lo`/`start_hi` bound it). Steal samples (the
 recorder's `/proc/stat` markers, pvtrace/guest_signals.py) count a vCPU's preempted time
 exactly but coarsely; they split the gaps inside lock waits (a pv waiter may be halted
-instead) into halted then preempted, and tell when the ticks miss most of the steal:
-preemptions shorter than about two ticks, which this level cannot see.
+instead) into halted then preempted, and size the preemption too short for the ticks to
+place (under about two ticks): pvtrace/analyze/guest_steal.py judges from it which
+metrics are partial or unavailable.
 
 The intervals become canonical vcpu_run / vcpu_preempt / vcpu_halt / vcpu_wake events
 (origin guest), so every rule of the inferred level applies to them unchanged.
@@ -17,44 +18,28 @@ The intervals become canonical vcpu_run / vcpu_preempt / vcpu_halt / vcpu_wake e
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import polars as pl
 
-from pvtrace.guest_signals import HZ_CHOICES, MARKER_EVENTS, TICK_EVENTS, parse_steal_markers
+from pvtrace.analyze.guest_steal import (
+    HALT_UNSEEN,
+    HALTED_SHARE,
+    PV_HALTS,
+    GuestPreemption,
+    lock_waits,
+    markers,
+    split_by_steal,
+    steal_per_vcpu,
+    unseen_in_waits,
+    unseen_partial,
+)
+from pvtrace.guest_signals import HZ_CHOICES, TICK_EVENTS, pv_spinlocks_of
 from pvtrace.schema import KIND_PRIORITY, conform_events
 
 STATE_KINDS = ("vcpu_run", "vcpu_preempt", "vcpu_halt", "vcpu_wake")
 HZ_MATCH = 0.03  # a tick interval within 3% of 1/HZ counts for that HZ
-MIN_COVERAGE = 0.75  # ticks must see this share of the steal time, or the level is out of its depth
 RELEASE_NS = 50_000  # a waiter that gets the lock this soon after a silent vCPU resumes got it from it
 MIN_INTERVALS = 5  # fewer intervals than this say little about how long the host's slices are
-MAX_SHORT_SHARE = 0.10  # more not-running intervals under two ticks than this: the ticks are too coarse
-HALTED_SHARE = 0.05  # more of the silence than this inside waits not being steal: waiters halt
-MIN_STEAL_UNITS = 3  # per vCPU on average: less steal than this is too coarse to judge coverage
-
-
-@dataclass
-class GuestPreemption:
-    """What the inference found, for the summary (all times in ns)."""
-
-    hz: int
-    tick_ns: int
-    n_intervals: int = 0
-    not_running_ns: int = 0  # estimate (start at the middle of its bounds)
-    not_running_lo_ns: int = 0  # if every interval started as late as it can
-    not_running_hi_ns: int = 0  # ... as early as it can
-    preempted_ns: int = 0  # the part labelled preempted (the rest halted)
-    steal_ns: int | None = None  # from the steal samples, between the first and last
-    steal_unit_ns: int | None = None
-    steal_coverage: float | None = None  # not-running time seen by ticks / steal, over the sample window
-    short_share: float | None = None  # share of the intervals shorter than two ticks
-    limited: str | None = None  # why the ticks cannot resolve the preemptions, when they cannot
-    halting: str | None = None  # why spin cannot be told from halting (pv waiters), when it cannot
-    notes: list[str] = field(default_factory=list)
-
-    def as_extra(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "notes"} | {"notes": list(self.notes)}
+MAX_SHORT_SHARE = 0.10  # without steal samples: more intervals under two ticks than this, too coarse
 
 
 def has_guest_ticks(events: pl.DataFrame) -> bool:
@@ -93,15 +78,6 @@ def _phases(ticks: pl.DataFrame, period: int) -> pl.DataFrame:
         .group_by("vm", maintain_order=True)
         .first()
         .select("vm", (pl.col("us") * 1000).alias("phase"))
-    )
-
-
-def _waits(events: pl.DataFrame) -> pl.DataFrame:
-    """Per vCPU event: whether a lock wait is open after it (its last lock event is a contend)."""
-    return (
-        events.filter(pl.col("kind").is_in(["lock_contend", "lock_acquire"]))
-        .select("vm", "vcpu", "ts", (pl.col("kind") == "lock_contend").alias("waiting"))
-        .sort("ts")
     )
 
 
@@ -270,7 +246,7 @@ def not_running_intervals(events: pl.DataFrame, t_end: int) -> tuple[pl.DataFram
             check_sortedness=False,
         ).filter(~pl.col("idle").fill_null(False))
     gaps = gaps.join_asof(
-        _waits(events).rename({"ts": "wts"}),
+        lock_waits(events).rename({"ts": "wts"}),
         left_on="start_lo",
         right_on="wts",
         by=["vm", "vcpu"],
@@ -282,27 +258,6 @@ def not_running_intervals(events: pl.DataFrame, t_end: int) -> tuple[pl.DataFram
     return gaps.select(*cols, ambiguous.alias("ambiguous")), period
 
 
-def _steal(events: pl.DataFrame) -> pl.DataFrame:
-    """Per vCPU: steal between its first and last sample (ns), the window and the unit."""
-    markers = events.filter(
-        (pl.col("kind") == "other") & pl.col("event").cast(pl.String).is_in(list(MARKER_EVENTS))
-    ).select(pl.col("vm").cast(pl.String), "ts", "args")
-    samples = parse_steal_markers(markers)
-    return samples.group_by("vm", "vcpu").agg(
-        pl.col("ts").min().alias("w_start"),
-        pl.col("ts").max().alias("w_end"),
-        (pl.col("steal_ns").sort_by("ts").last() - pl.col("steal_ns").sort_by("ts").first()).alias(
-            "steal_ns"
-        ),
-        pl.col("unit_ns").first(),
-        pl.len().alias("n_samples"),
-    )
-
-
-def _clipped(lo: pl.Expr, hi: pl.Expr) -> pl.Expr:
-    return (pl.min_horizontal(pl.col("end"), hi) - pl.max_horizontal(pl.col("start"), lo)).clip(lower_bound=0)
-
-
 def infer(events: pl.DataFrame, t_end: int) -> tuple[pl.DataFrame, GuestPreemption] | None:
     """Synthetic vCPU state events (canonical rows, origin guest) and what was found; None when
     the trace has no usable ticks."""
@@ -311,65 +266,33 @@ def infer(events: pl.DataFrame, t_end: int) -> tuple[pl.DataFrame, GuestPreempti
         return None
     gaps, period = found
     info = GuestPreemption(hz=1_000_000_000 // period, tick_ns=period)
-    steal = _steal(events)
-    gaps = gaps.with_columns(pl.col("vm").cast(pl.String))
+    gaps = gaps.with_columns(
+        pl.col("vm").cast(pl.String), ((pl.col("end") - pl.col("start")) >= 2 * period).alias("placed")
+    )
+    steal = steal_per_vcpu(events)
+    info.pv_spinlocks = pv_spinlocks_of(markers(events))
     if steal.height:
-        window = gaps.join(steal, on=["vm", "vcpu"], how="left")
-        per_vcpu = window.group_by("vm", "vcpu").agg(
-            _clipped(pl.col("w_start"), pl.col("w_end")).filter(~pl.col("ambiguous")).sum().alias("sure"),
-            _clipped(pl.col("w_start"), pl.col("w_end")).filter(pl.col("ambiguous")).sum().alias("amb"),
-        )
-        per_vcpu = steal.join(per_vcpu, on=["vm", "vcpu"], how="left").fill_null(0)
-        # the counters are floored to USER_HZ units: the steal in the window may be up to one unit more
-        budget = pl.col("steal_ns") + pl.col("unit_ns")
-        share = ((budget - pl.col("sure")) / pl.col("amb")).clip(0.0, 1.0)
-        # gaps outside lock waits beyond the steal were not preemption either (idle without a
-        # sched_switch, a long stretch with interrupts off): the preempted share of them
-        sure_share = (budget / pl.col("sure")).clip(0.0, 1.0)
-        per_vcpu = per_vcpu.with_columns(
-            pl.when(pl.col("amb") > 0).then(share).otherwise(1.0).alias("f"),
-            pl.when(pl.col("sure") > 0).then(sure_share).otherwise(1.0).alias("f_sure"),
-        )
-        gaps = gaps.join(per_vcpu.select("vm", "vcpu", "f", "f_sure"), on=["vm", "vcpu"], how="left")
-        gaps = gaps.with_columns(pl.when(pl.col("ambiguous")).then("f").otherwise("f_sure").alias("f")).drop(
-            "f_sure"
-        )
-        total_steal = int(per_vcpu["steal_ns"].sum())
-        seen = int((per_vcpu["sure"] + per_vcpu["amb"]).sum())
-        info.steal_ns, info.steal_unit_ns = total_steal, int(steal["unit_ns"].max())
-        enough = total_steal >= MIN_STEAL_UNITS * info.steal_unit_ns * per_vcpu.height
-        if total_steal > 0:
-            info.steal_coverage = round(min(seen / total_steal, 1.0), 4)
-        if enough and info.steal_coverage is not None and info.steal_coverage < MIN_COVERAGE:
-            info.limited = (
-                f"the guest ticks (HZ={info.hz}, every {period / 1e6:g} ms) saw only "
-                f"{100 * info.steal_coverage:.0f}% of the steal time ({seen / 1e6:.1f} of {total_steal / 1e6:.1f} ms): "
-                "the host preempts this guest for less than about two ticks at a time, too short to place; "
-                "a guest kernel with a higher CONFIG_HZ, or a host trace, can"
-            )
+        gaps = split_by_steal(gaps, steal, info)
     else:
         gaps = gaps.with_columns(pl.lit(1.0).alias("f"))
         info.notes.append("no steal samples: not-running time inside lock waits is taken as preempted")
-    short = (
-        gaps.select(((pl.col("end") - pl.col("start")) < 2 * period).mean()).item() if gaps.height else None
-    )
+    short = gaps.select((~pl.col("placed")).mean()).item() if gaps.height else None
     info.short_share = None if short is None else round(short, 4)
     if (
-        info.limited is None
+        info.steal_ns is None
         and short is not None
         and gaps.height >= MIN_INTERVALS
         and short > MAX_SHORT_SHARE
     ):
         info.limited = (
             f"{100 * short:.0f}% of the not-running intervals the guest ticks show (HZ={info.hz}) last under "
-            "two ticks: the host preempts this guest in stretches too short for the tick period to place, "
-            "and the shorter ones leave no trace at all (their time would pass for spin); a guest kernel "
-            "with a higher CONFIG_HZ, or a host trace, can"
+            "two ticks and there are no steal samples to say how much shorter preemption they miss; "
+            "pvtrace record --guest writes them, a guest kernel with a higher CONFIG_HZ or a host trace resolves it"
         )
-    gaps = gaps.with_columns(pl.col("f").fill_null(1.0))
     dur = pl.col("end") - pl.col("start")
-    halted = (dur * (1 - pl.col("f"))).round().cast(pl.Int64)
-    gaps = gaps.with_columns(halted.alias("halted_ns"))
+    gaps = gaps.with_columns(
+        (dur * (1 - pl.col("f").fill_null(1.0))).round().cast(pl.Int64).alias("halted_ns")
+    )
     info.n_intervals = gaps.height
     info.not_running_ns = int(gaps.select(dur.sum()).item() or 0)
     info.not_running_lo_ns = int(gaps.select((pl.col("end") - pl.col("start_hi")).sum()).item() or 0)
@@ -381,6 +304,12 @@ def infer(events: pl.DataFrame, t_end: int) -> tuple[pl.DataFrame, GuestPreempti
             f"lock waiters halt (pv spinlocks: {halted / 1e6:.1f} ms of the vCPUs' silence inside lock waits "
             "is not steal): a halt shorter than a tick leaves no trace, so spin cannot be told from halting"
         )
+    if info.pv_spinlocks:
+        info.halting = info.halting or PV_HALTS
+    if info.halting is None and info.limited is None:
+        info.halting = unseen_in_waits(gaps, events, info)
+    info.unavailable |= dict.fromkeys(("wait_halted_ns", "waste_lwp_halted_ns", "n_lwp_halted"), HALT_UNSEEN)
+    info.partial = unseen_partial(info)
     return _state_events(events, gaps), info
 
 

@@ -269,6 +269,9 @@ def _run(
             tables[name] = tables[name].clear()
         tables["yields"] = tables["yields"].with_columns(pl.lit(None, pl.Boolean()).alias("target_held_lock"))
     tables, partial, lwp_unavailable = kind_gaps(tables, holders_inferred=not caps.holds)
+    if prep.guest_preemption is not None:  # preemption too short for the guest's ticks to place
+        for metric, parts in prep.guest_preemption.partial.items():
+            partial[metric] = [*partial.get(metric, []), *parts]
     if unaligned:
         partial = {}
     extra = _extra(tables, states, prep, windows, notes)

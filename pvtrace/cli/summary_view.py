@@ -58,6 +58,9 @@ def render_summary(con: Console, a: Analysis, sources: list[str]) -> None:
     con.print(_header(a, sources), highlight=False, soft_wrap=True)
     if g := x.get("guest_preemption"):  # the guest-inferred level: what the guest's ticks and steal showed
         steal = "no steal samples" if g["steal_ns"] is None else f"steal {fmt_ns(g['steal_ns'])}"
+        if g.get("unseen_ns") and g["steal_ns"]:
+            pct = 100 * g["unseen_ns"] / g["steal_ns"]
+            steal += f", of which {fmt_ns(g['unseen_ns'])} ({pct:.0f}%) in stretches under two ticks (not placeable)"
         con.print(
             f"vCPU preemption from guest ticks (HZ={g['hz']}): {g['n_intervals']:,} not-running intervals, "
             f"{fmt_ns(g['not_running_ns'])} ({fmt_ns(g['not_running_lo_ns'])}-{fmt_ns(g['not_running_hi_ns'])}), "
@@ -65,6 +68,8 @@ def render_summary(con: Console, a: Analysis, sources: list[str]) -> None:
             highlight=False,
             soft_wrap=True,
         )
+        for why in g.get("partial_reasons") or []:
+            con.print(f"partial (spin, incidents): {escape(why)}", highlight=False, soft_wrap=True)
     if x.get("n_events", 0) or not perf:
         _headline(con, a)
         _exits(con, a)

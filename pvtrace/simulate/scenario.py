@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pvtrace.errors import ScenarioError
+from pvtrace.guest_signals import HZ_CHOICES
 from pvtrace.simulate.locks import TRAIT_KEYS
 
 ALGORITHMS: tuple[str, ...] = (
@@ -68,6 +69,7 @@ class Vm:
     sleep_prob: float = 0.0
     sleep_ns: int = 2_000_000
     clock_offsets_ns: tuple[int, ...] = ()
+    guest_hz: int = 1000  # the guests' CONFIG_HZ: their scheduler tick in the guest view
 
     def clock_offset_ns(self, vm_index: int) -> int:
         """Guest clock = host clock - offset; a default that differs per VM and is not round."""
@@ -235,6 +237,7 @@ def validate(s: Scenario) -> Scenario:
     _check(0.0 <= v.kernel_fraction <= 1.0, "vm.kernel_fraction", "in [0, 1]", v.kernel_fraction)
     _check(0.0 <= v.sleep_prob <= 1.0, "vm.sleep_prob", "in [0, 1]", v.sleep_prob)
     _check(v.sleep_ns >= 1, "vm.sleep_ns", ">= 1", v.sleep_ns)
+    _check(v.guest_hz in HZ_CHOICES, "vm.guest_hz", "one of " + ", ".join(map(str, HZ_CHOICES)), v.guest_hz)
     _check(
         len(v.clock_offsets_ns) in (0, v.count),
         "vm.clock_offsets_ns",

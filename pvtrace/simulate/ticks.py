@@ -84,10 +84,16 @@ def tick_events(iv: pl.DataFrame, offsets: dict[str, int], hz: int = GUEST_HZ) -
 
 
 def steal_samples(
-    iv: pl.DataFrame, vms: dict[str, int], t_start: int, t_end: int, interval: int = STEAL_INTERVAL_NS
+    iv: pl.DataFrame,
+    vms: dict[str, int],
+    t_start: int,
+    t_end: int,
+    interval: int = STEAL_INTERVAL_NS,
+    pv: dict[str, bool] | None = None,
 ) -> pl.DataFrame:
     """Marker rows (vm, vcpu = the writer's CPU, ts, args): every vCPU's steal at the start, every
-    `interval` and at the end, written when and where a vCPU of the VM runs."""
+    `interval` and at the end, written when and where a vCPU of the VM runs; `pv`: whether each VM's
+    spinlocks are paravirt, as the recorder notes it."""
     rows = []
     for vm, n_vcpus in vms.items():
         mine = iv.filter(pl.col("vm") == vm)
@@ -114,7 +120,7 @@ def steal_samples(
             )
             ns = dict(zip(per_cpu["vcpu"].to_list(), per_cpu["ns"].to_list(), strict=True))
             ticks = {c: int(ns.get(c, 0)) * USER_HZ // 1_000_000_000 for c in range(n_vcpus)}
-            rows.append((vm, cpu, at, steal_marker(USER_HZ, ticks)))
+            rows.append((vm, cpu, at, steal_marker(USER_HZ, ticks, (pv or {}).get(vm))))
     schema = {"vm": pl.String, "vcpu": pl.Int32, "ts": pl.Int64, "args": pl.String}
     return pl.DataFrame(rows, schema=schema, orient="row").unique(["vm", "ts"], keep="first").sort("vm", "ts")
 
@@ -128,7 +134,8 @@ def guest_signal_events(trace: Trace, hz: int = GUEST_HZ) -> pl.DataFrame:
     offsets = {k: int(v) for k, v in (trace.meta.clock.get("guest_offset_ns") or {}).items()}
     ticks = tick_events(iv, offsets, hz).filter(pl.col("ts").is_between(t_start, t_end, closed="left"))
     vms = {vm: info.n_vcpus for vm, info in trace.meta.vms.items()}
-    markers = steal_samples(iv, vms, t_start, t_end)
+    pv = {vm: (info.lock_algorithm or "").startswith("pv-") for vm, info in trace.meta.vms.items()}
+    markers = steal_samples(iv, vms, t_start, t_end, pv=pv)
     tick_rows = ticks.with_columns(
         pl.lit(TICK_EVENTS[0]).alias("event"), pl.lit(TICK_VECTOR_ARGS).alias("args")
     )

@@ -64,12 +64,12 @@ def contended_acquire(events: pl.DataFrame) -> pl.Series:
     return indexed["_row"].is_in(contended_rows.implode()).alias("contended")
 
 
-def select_view(trace: Trace, view: str, *, guest_hz: int = GUEST_HZ) -> Trace:
+def select_view(trace: Trace, view: str, *, guest_hz: int | None = None) -> Trace:
     """The events of `trace` that `view` (full, host, guest, merged) can see, in the same order.
 
     Guest-side events lose their pCPU (a guest tracer cannot know the host CPU);
     every other column is kept as the simulator wrote it. A guest view of a full run
-    also holds the guest's ticks (at `guest_hz`) and steal samples.
+    also holds the guest's ticks (at `guest_hz`, else the scenario's vm.guest_hz) and steal samples.
     """
     if view not in VIEWS:
         raise UsageError(f"unknown view {view!r}; choose one of {', '.join(VIEWS)}")
@@ -93,7 +93,8 @@ def select_view(trace: Trace, view: str, *, guest_hz: int = GUEST_HZ) -> Trace:
             .alias("pcpu")
         )
     if view == "guest" and trace.meta.view == "full":
-        events = _with_guest_signals(events, trace, guest_hz)
+        scenario_hz = ((trace.meta.extra.get("scenario") or {}).get("vm") or {}).get("guest_hz")
+        events = _with_guest_signals(events, trace, guest_hz or scenario_hz or GUEST_HZ)
     meta = dataclasses.replace(trace.meta, view=view)
     return Trace(events=events, meta=meta)
 

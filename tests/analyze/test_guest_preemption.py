@@ -130,26 +130,75 @@ def harness():
     return guest_accuracy_cases
 
 
-def test_lhp_demo_guest_text_declines_where_preemptions_hide_between_ticks(harness):
-    """lhp-demo seed 3 through guest ftrace text, default options. Under the fair scheduler's
-    wake-up preemption (issue 12) a fifth or more of the not-running intervals last under two
-    1 ms ticks, so the level declines with that reason instead of guessing; the preempted time the
-    ticks show still adds up to the truth's within 10% (docs/accuracy.md)."""
-    from pvtrace.analyze.accuracy import relative_error
+def test_lhp_demo_guest_text_says_what_it_cannot_see(harness):
+    """lhp-demo seed 3 through guest ftrace text at HZ=1000, default options. A fifth to a third of
+    the host's preemptions last under two ticks; the level says how much preempted time lies there
+    (close to the truth's share), marks the metrics it touches partial, and reports the rest: no
+    false incident, preempted time (the steal samples) within 10%."""
+    from pvtrace.analyze.accuracy import relative_error, scores_of
     from pvtrace.simulate.scenario import load_preset
 
     r = harness.guest_run(load_preset("lhp-demo"), 3)
-    assert r["levels"] == ["guest-inferred"]
-    assert r["limited"] and all("two ticks" in why for why in r["limited"])
-    assert r["found"]["waste_lhp_ns"] is None and r["found"]["spin_ns"] is None
-    assert r["true"]["waste_lhp_ns"] > 0
+    assert r["levels"] == ["guest-inferred"] and not r["limited"]
+    assert scores_of(r["lhp"])["precision"] >= 0.9
     assert abs(relative_error(r["found"]["preempted_ns"], r["true"]["preempted_ns"])) <= 0.10
+    found = r["found"]["unseen_ns"] / r["found"]["preempted_ns"]
+    true = r["true"]["unseen_ns"] / r["true"]["preempted_ns"]
+    assert true > 0.05 and abs(found - true) <= 0.05
+    assert {"waste_lhp_ns", "spin_ns"} <= set(r["partial"])
+
+
+def test_seeable_lhp_meets_the_targets_where_the_holder_shows(harness):
+    """lhp-demo with test-and-set locks (every waiter's take is a contended acquisition, so the holder
+    is known): harmful-LHP recall and precision >= 90% on the incidents whose holder stopped for two
+    ticks or more, LHP waste within 15% of theirs (docs/accuracy.md: the ticket preset misses some
+    holders that took their lock uncontended)."""
+    from pvtrace.analyze.accuracy import relative_error, scores_of
+    from pvtrace.simulate.scenario import load_preset
+
+    r = harness.guest_run(load_preset("lhp-demo").replace(lock={"algorithm": "tas"}), 3)
+    seen = scores_of(r["lhp_visible"])
+    assert seen["n_true"] >= 5 and seen["recall"] >= 0.9 and seen["precision"] >= 0.9
+    assert abs(relative_error(r["found"]["waste_lhp_ns"], r["true"]["waste_lhp_visible_ns"])) <= 0.15
 
 
 def test_ticks_too_coarse_for_the_slices_say_so(harness):
-    """HZ=250 (4 ms ticks) against 3 ms host slices: the level declines instead of guessing."""
+    """HZ=250 (4 ms ticks) against host slices of 0.75-3 ms: no preemption lasts two ticks, the level
+    declines every metric that needs the vCPU states, and still counts the preempted time (steal)."""
+    from pvtrace.analyze.accuracy import relative_error
     from pvtrace.simulate.scenario import load_preset
 
     r = harness.guest_run(load_preset("lhp-demo"), 3, hz=250)
     assert r["limited"] and all("two ticks" in why for why in r["limited"])
     assert r["found"]["waste_lhp_ns"] is None and r["found"]["spin_ns"] is None
+    assert abs(relative_error(r["found"]["preempted_ns"], r["true"]["preempted_ns"])) <= 0.10
+
+
+def test_pv_spinlocks_decline_spin_and_halting_is_never_zero(harness):
+    """A guest whose steal samples say its spinlocks are paravirt: waiters halt unseen, so spin and what
+    rests on it are unavailable (with why); wait while halted is never given at this level."""
+    from pvtrace.simulate.scenario import load_preset
+
+    r = harness.guest_run(load_preset("lhp-demo").replace(lock={"algorithm": "pv-qspinlock"}), 3)
+    assert r["limited"] and all("paravirt" in why for why in r["limited"])
+    assert r["found"]["spin_ns"] is None and r["found"]["waste_lhp_ns"] is None
+
+
+def test_halted_wait_is_unavailable_and_unknown_pv_is_a_caveat():
+    s = analyze(lhp_case()).summary
+    assert "wait_halted_ns" not in s.totals
+    why = {u.metric: u.how_to_capture for u in s.unavailable}
+    assert "halted vCPU looks like a preempted one" in why["wait_halted_ns"]
+    # the hand-built steal samples do not say whether the spinlocks are paravirt
+    assert "paravirt" in s.extra["partial"]["spin_ns"][0]["missing"]
+
+
+def test_sub_tick_yields_inside_waits_decline_spin(harness):
+    """seed-table (PLE on: the host yields spinning waiters for well under a tick): the short
+    intervals the ticks show fall inside lock waits, so the unseen steal would pass for spin; the
+    level declines spin with that estimate instead of reporting several times the true spin."""
+    from pvtrace.simulate.scenario import load_preset
+
+    r = harness.guest_run(load_preset("seed-table"), 1)
+    assert r["limited"] and all("PLE" in why and "two ticks" in why for why in r["limited"])
+    assert r["found"]["spin_ns"] is None and r["found"]["waste_lhp_ns"] is None

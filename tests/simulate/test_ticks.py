@@ -92,3 +92,23 @@ def test_markers_are_written_from_a_running_vcpu(run):
     )
     at = _at(markers, iv.with_columns(pl.col("vm").cast(pl.String)))
     assert at["state"].to_list() == ["running"] * at.height
+
+
+def test_guest_hz_is_a_scenario_key_and_pv_spinlocks_are_noted():
+    """vm.guest_hz sets the tick of the guest view (250: every 4 ms); the steal samples say whether the
+    guest's spinlocks are paravirt, as `pvtrace record --guest` would."""
+    from pvtrace.errors import ScenarioError
+    from pvtrace.guest_signals import pv_spinlocks_of
+
+    base = load_preset("lhp-demo").replace(run={"duration_ns": 30_000_000})
+    trace, _ = simulate_trace(base.replace(vm={"guest_hz": 250}, lock={"algorithm": "pv-qspinlock"}), seed=3)
+    guest = select_view(trace, "guest").events
+    ticks = guest.filter(pl.col("event") == "local_timer_entry")
+    gaps = ticks.select(pl.col("ts").diff().over("vm", "vcpu", order_by="ts").alias("d"))["d"].drop_nulls()
+    assert gaps.is_not_null().all() and int(gaps.mode().min()) == 4 * PERIOD
+    markers = guest.filter(pl.col("event") == "tracing_mark_write").select(
+        pl.col("vm").cast(pl.String), "ts", "args"
+    )
+    assert pv_spinlocks_of(markers) is True
+    with pytest.raises(ScenarioError, match=r"vm\.guest_hz"):
+        base.replace(vm={"guest_hz": 500})
