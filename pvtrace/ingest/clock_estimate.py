@@ -208,8 +208,19 @@ def estimate_offset(runs_of_vm: pl.DataFrame, guest_of_vm: pl.DataFrame) -> Esti
         return "no shift puts the guest events inside their vCPUs' run intervals"
     top = max(f for f, _ in scored)
     best = [r for f, rs in scored if f == top for r in rs]
-    # no shift at all (host and guest already on one timeline) wins when it fits as well as any
+    # no shift at all (host and guest already on one timeline) wins when it fits as well as any,
+    # or when it fits nearly every guest event the host recorded around: events after the host
+    # stopped recording (or before it started) cannot speak against it, while a distant shift can
+    # fit those too by chance
     zero = [r for r in best if r[0] <= 0 <= r[1]]
+    if not zero:
+        fit0, ranges0 = _best_ranges(*_shift_ranges(g, vcpu, runs, (-NEAR_NS, NEAR_NS)))
+        n_span0 = int(np.count_nonzero((g >= span[0]) & (g <= span[1])))
+        zero = [r for r in ranges0 if r[0] <= 0 <= r[1]]
+        if zero and fit0 >= MIN_EVENTS and fit0 >= MIN_FIT * n_span0:
+            top = fit0
+        else:
+            zero = []
     best = zero or best
     # else a distant shift that fits nearly as many events makes the best one a matter of chance
     rivals = [f for f, rs in scored if f < top and all(abs(r[0] - best[0][0]) > 100 * res for r in rs)]

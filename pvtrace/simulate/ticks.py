@@ -141,4 +141,35 @@ def guest_signal_events(trace: Trace, hz: int = GUEST_HZ) -> pl.DataFrame:
     )
     marker_rows = markers.with_columns(pl.lit("tracing_mark_write").alias("event"))
     out = pl.concat([tick_rows.select(marker_rows.columns), marker_rows], how="vertical_relaxed")
+    out = after_exits(out, events).filter(pl.col("ts") < t_end)
     return out.with_columns(pl.lit("other").alias("kind"), pl.lit("sim").alias("origin"))
+
+
+def after_exits(rows: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
+    """Rows (vm, vcpu, ts) due while their vCPU is in a VM exit moved to its re-entry: a running
+    vCPU handling a PAUSE exit or a hypercall is in the host, and the guest takes a timer interrupt
+    (or writes a marker) only once it is back in guest mode (vmx/svm deliver the pending interrupt
+    at VM entry)."""
+    exits = (
+        events.filter(pl.col("kind").is_in(["vm_exit", "vm_entry"]))
+        .sort("vm", "vcpu", "ts", "seq")
+        .with_columns(pl.col("ts").shift(-1).over(["vm", "vcpu"]).alias("entry"))
+        .filter((pl.col("kind") == "vm_exit") & pl.col("entry").is_not_null())
+        .select(
+            pl.col("vm").cast(pl.String), pl.col("vcpu").cast(pl.Int32), pl.col("ts").alias("exit"), "entry"
+        )
+        .sort("exit")
+    )
+    if exits.height == 0 or rows.height == 0:
+        return rows
+    cols = rows.columns
+    keyed = rows.with_columns(pl.col("vm").cast(pl.String), pl.col("vcpu").cast(pl.Int32)).sort("ts")
+    moved = keyed.join_asof(
+        exits, left_on="ts", right_on="exit", by=["vm", "vcpu"], strategy="backward", check_sortedness=False
+    ).with_columns(
+        pl.when(pl.col("entry").is_not_null() & (pl.col("ts") < pl.col("entry")))
+        .then(pl.col("entry"))
+        .otherwise(pl.col("ts"))
+        .alias("ts")
+    )
+    return moved.select(cols).unique(["vm", "vcpu", "ts", "event"], keep="first").sort("vm", "vcpu", "ts")
