@@ -33,14 +33,6 @@ def steal_marker(user_hz: int, ticks: dict[int, int], pv_spinlocks: bool | None 
     return f"{STEAL_TAG} user_hz={user_hz}{pv} {cpus}"
 
 
-def steal_marker_expr(user_hz: int, n_cpus: int, prefix: str = "s") -> pl.Expr:
-    """steal_marker as an expression over columns `{prefix}0`..`{prefix}{n_cpus-1}` (USER_HZ units)."""
-    parts: list[pl.Expr] = [pl.lit(f"{STEAL_TAG} user_hz={user_hz}")]
-    for c in range(n_cpus):
-        parts += [pl.lit(f" cpu{c}="), pl.col(f"{prefix}{c}").cast(pl.String)]
-    return pl.concat_str(parts)
-
-
 def parse_steal_markers(events: pl.DataFrame) -> pl.DataFrame:
     """Steal samples of marker events (columns vm, ts, args): one row per (vm, ts, cpu) with
     `steal_ns` (the counter in ns, USER_HZ resolution) and `unit_ns` (one USER_HZ tick)."""

@@ -52,7 +52,7 @@ from pvtrace.record.kvm_clock import (
     write_offsets_file,
 )
 from pvtrace.record.preflight import Plan, Problem, preflight
-from pvtrace.record.steal import StealSampler
+from pvtrace.record.steal import KMSG, StealSampler, pv_spinlocks
 from pvtrace.record.tracefs import MOUNTS, CpuStats, Instance, Tracefs, find_tracefs, unmount_tracefs
 from pvtrace.record.vcpu_map import (
     PROC,
@@ -387,6 +387,7 @@ def record(
     notify: Callable[[str], None] = lambda message: None,
     progress: ProgressFactory = no_progress,
     kvm_debugfs: Path = DEBUGFS_KVM,
+    kmsg: Path = KMSG,
 ) -> CaptureResult:
     """Capture one trace; see the module docstring for the sequence and guarantees."""
     paths = output_paths(req.output)
@@ -400,7 +401,9 @@ def record(
     with OutputSet(force=req.force) if current() is None else contextlib.nullcontext():
         for path in targets:
             check_writable(path, req.force)
-        return _record_checked(req, paths, tracefs, proc_root, mounts, euid, notify, progress, kvm_debugfs)
+        return _record_checked(
+            req, paths, tracefs, proc_root, mounts, euid, notify, progress, kvm_debugfs, kmsg
+        )
 
 
 def _record_checked(
@@ -413,6 +416,7 @@ def _record_checked(
     notify: Callable[[str], None],
     progress: ProgressFactory,
     kvm_debugfs: Path,
+    kmsg: Path,
 ) -> CaptureResult:
     with _signal_handling() as signals:
         plan = preflight(
@@ -428,7 +432,7 @@ def _record_checked(
             euid=euid,
         )
         try:
-            return _record_planned(req, plan, paths, proc_root, signals, notify, progress, kvm_debugfs)
+            return _record_planned(req, plan, paths, proc_root, signals, notify, progress, kvm_debugfs, kmsg)
         finally:
             if plan.mounted_here is not None:
                 why = unmount_tracefs(plan.mounted_here)
@@ -445,6 +449,7 @@ def _record_planned(
     notify: Callable[[str], None],
     progress: ProgressFactory,
     kvm_debugfs: Path,
+    kmsg: Path,
 ) -> CaptureResult:
     if plan.errors:
         raise RecordError("cannot record: " + "; ".join(str(p) for p in plan.errors))
@@ -479,7 +484,7 @@ def _record_planned(
         signals.recording = True
         instance.set_tracing(True)
         if req.mode == "guest" and req.ticks:
-            sampler = StealSampler(instance.path / "trace_marker", proc_root)
+            sampler = StealSampler(instance.path / "trace_marker", proc_root, pv=pv_spinlocks(kmsg))
             sampler.start()
         if req.command:
             proc = subprocess.Popen(req.command)

@@ -9,7 +9,9 @@ and just before it stops, so the trace carries them and no side file is needed.
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import threading
 from pathlib import Path
 
@@ -40,12 +42,52 @@ def read_cpu_steal(proc_root: Path) -> dict[int, int] | None:
     return out or None
 
 
+KMSG = Path("/dev/kmsg")
+# arch/x86/kernel/kvm.c, kvm_spinlock_init(): "PV spinlocks enabled", or "PV spinlocks disabled, ..."
+_PV_SPINLOCKS = re.compile(rb"PV spinlocks (enabled|disabled)")
+
+
+def pv_spinlocks(kmsg: Path = KMSG) -> bool | None:
+    """Whether this KVM guest's kernel turned paravirt spinlocks on, from its boot log; None when
+    the log does not say (not a KVM guest, the message rotated out, or no permission)."""
+    try:
+        fd = os.open(kmsg, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    found: bool | None = None
+    try:
+        while True:
+            try:
+                chunk = os.read(fd, 8192)  # /dev/kmsg: one record per read
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+                    break
+                if exc.errno == errno.EPIPE:  # a record overwritten while reading: go on
+                    continue
+                return found
+            if not chunk:
+                break
+            m = _PV_SPINLOCKS.search(chunk)
+            if m:
+                found = m.group(1) == b"enabled"
+    finally:
+        os.close(fd)
+    return found
+
+
 class StealSampler:
     """Writes a steal sample at start(), every interval, and at stop(); counts what it wrote."""
 
-    def __init__(self, marker: Path, proc_root: Path, interval_ns: int = STEAL_INTERVAL_NS):
+    def __init__(
+        self,
+        marker: Path,
+        proc_root: Path,
+        interval_ns: int = STEAL_INTERVAL_NS,
+        pv: bool | None = None,
+    ):
         self.marker = marker
         self.proc_root = proc_root
+        self.pv = pv  # paravirt spinlocks on (the guest-inferred level then declines spin)
         self.interval_s = interval_ns / 1e9
         self.hz = user_hz()
         self.n_written = 0
@@ -62,7 +104,7 @@ class StealSampler:
             return
         try:
             with self.marker.open("w") as f:
-                f.write(steal_marker(self.hz, ticks) + "\n")
+                f.write(steal_marker(self.hz, ticks, self.pv) + "\n")
             self.n_written += 1
         except OSError as exc:
             self.error = f"cannot write {self.marker}: {exc.strerror or exc}"

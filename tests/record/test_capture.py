@@ -343,5 +343,38 @@ def test_a_trace_clock_the_kernel_does_not_offer_is_refused(
     tmp_path: Path, host_kernel: FakeKernel, host_proc: Path
 ) -> None:
     with pytest.raises(RecordError, match="--clock tsc2: this kernel's trace clocks are local, global"):
-        record(_request(tmp_path, clock="tsc2", duration=0.01), tracefs=host_kernel.tracefs(), proc_root=host_proc)
+        record(
+            _request(tmp_path, clock="tsc2", duration=0.01),
+            tracefs=host_kernel.tracefs(),
+            proc_root=host_proc,
+        )
     assert host_kernel.instances() == []
+
+
+def test_guest_steal_samples_say_whether_pv_spinlocks_are_on(tmp_path: Path) -> None:
+    """The boot log's "PV spinlocks enabled|disabled" (arch/x86/kernel/kvm.c) goes into every
+    steal marker, so the guest-inferred level knows halting hides spin; no such line: no field."""
+    from pvtrace.record.steal import pv_spinlocks
+
+    log = tmp_path / "kmsg"
+    log.write_bytes(b"6,301,61857,-;kvm-guest: PV spinlocks enabled\n6,302,61860,-;PV qspinlock hash table\n")
+    assert pv_spinlocks(log) is True
+    log.write_bytes(b"6,301,61857,-;kvm-guest: PV spinlocks disabled, no host support\n")
+    assert pv_spinlocks(log) is False
+    log.write_bytes(b"6,1,0,-;Linux version 6.1\n")
+    assert pv_spinlocks(log) is None
+    assert pv_spinlocks(tmp_path / "missing") is None
+
+    log.write_bytes(b"6,301,61857,-;kvm-guest: PV spinlocks enabled\n")
+    kernel = FakeKernel(
+        tmp_path / "tracefs", ["lock:contention_begin", "lock:contention_end", "sched:sched_switch"]
+    )
+    proc = make_proc(tmp_path / "proc", hypervisor=True)
+    marker = kernel.root / "instances" / INSTANCE / "trace_marker"
+    seen = tmp_path / "marker.txt"
+    copy = f"import shutil; shutil.copy({str(marker)!r}, {str(seen)!r})"
+    req = _request(
+        tmp_path, mode="guest", output=tmp_path / "out" / "g.txt", command=[sys.executable, "-c", copy]
+    )
+    record(req, tracefs=kernel.tracefs(), proc_root=proc, kmsg=log)
+    assert " pv_spinlocks=1 " in seen.read_text()
