@@ -22,7 +22,7 @@ DESCRIPTIONS: dict[str, str] = {
     "orphan_continuation": "continuation or stack-frame line with no record before it",
     "unsupported_layout": "a trace layout pvtrace does not read (verbose latency, raw/hex/bin output)",
     "truncated_stream": "compressed stream truncated or corrupt: the input ends early (the rest is missing; a cut last line is dropped)",
-    "last_line_cut": "last line cut mid-record (no newline at the end of the input): dropped",
+    "last_line_cut": "the input ends without a newline: its last line may be cut mid-record (kept as read)",
     "out_of_order": "timestamp earlier than the previous record on the same CPU (clock skew or corruption)",
     # values checked by ingest.sanity
     "cpu_out_of_range": "CPU id outside 0..8191 (the kernel's largest NR_CPUS)",

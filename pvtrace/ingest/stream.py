@@ -163,21 +163,23 @@ class RawStream:
             yield pending.select(RAW_SCHEMA.names())
             pending = raw
         if pending is not None:
-            yield self._without_cut_line(pending, damage is not None).select(RAW_SCHEMA.names())
+            yield self._check_last_line(pending, damage is not None).select(RAW_SCHEMA.names())
 
-    def _without_cut_line(self, last: pl.DataFrame, damaged: bool) -> pl.DataFrame:
-        """The last frame without a record on a last line that has no newline: a copy or a stream cut
-        mid-record parses into a record with a cut payload (a pid or a reason shortened), so it is
-        dropped and counted (last_line_cut; in a damaged archive the truncated_stream problem
-        counted by the caller says it)."""
+    def _check_last_line(self, last: pl.DataFrame, damaged: bool) -> pl.DataFrame:
+        """The last frame, checked for a last line without its newline. In a damaged archive that
+        line is cut (the truncated_stream problem says so): its record is dropped. In a plain input
+        it may be cut mid-record (a copy of a file still being written, `head -c`), or merely lack
+        the newline (an excerpt): nothing tells the two apart, so the record is kept and the line
+        counted (last_line_cut), which --strict makes fatal."""
         if not self.ends_mid_line or self._last_line is None:
             return last
         cut = pl.col("line") == self._last_line["line"][0]
         if last.filter(cut & ~pl.col("event").is_in([LOST_EVENTS, BUFFER_STARTED])).height == 0:
             return last  # a header, or a line already counted as not read
-        if not damaged:
-            self.info.problems.add_rows("last_line_cut", self._last_line)
-        return last.filter(~cut)
+        if damaged:
+            return last.filter(~cut)
+        self.info.problems.add_rows("last_line_cut", self._last_line)
+        return last
 
     def _merge(self, res: BatchResult) -> None:
         info = self.info
