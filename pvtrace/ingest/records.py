@@ -34,9 +34,8 @@ from pvtrace.ingest.raw import (
     USER_STACK,
     empty_raw,
 )
-from pvtrace.ingest.sanity import overflow_kind
+from pvtrace.ingest.sanity import MAX_NS_SECS, overflow_kind
 
-_MAX_NS_SECS = ((1 << 63) - 1) // 1_000_000_000  # secs.frac past this overflows int64 ns
 FIELDS = ("source", "comm", "tid", "tgid", "cpu", "flags", "secs", "frac", "us", "rest")
 
 # Events whose records may continue on following lines without any prefix.
@@ -219,7 +218,7 @@ def layout_query(lf: pl.LazyFrame, layout: Layout, spec: FormatSpec) -> pl.LazyF
         width = (end or start) - start
         frac = _slot(start, end).cast(pl.Int64, strict=False)
         ns = secs * 1_000_000_000 + (frac * 10 ** (9 - width) if width <= 9 else frac // 10 ** (width - 9))
-        ts = pl.when(secs < _MAX_NS_SECS).then(ns)  # past int64 ns: the regex pass counts the line
+        ts = pl.when(secs < MAX_NS_SECS).then(ns)  # past int64 ns: the regex pass counts the line
     else:
         ts = secs
     cols += [ts.alias("ts"), _slot(*slots["rest"]).alias("rest")]

@@ -29,6 +29,7 @@ MAX_GAP_NS = 3600 * 1_000_000_000  # an hour without a record on a CPU, mid-trac
 
 _INT32_MAX = (1 << 31) - 1
 _INT64_MAX = (1 << 63) - 1
+MAX_NS_SECS = _INT64_MAX // 1_000_000_000  # `secs.frac` from here on overflows int64 ns
 
 _KEY = ["source", "cpu"]
 _SAME = ["tid", "tgid", "ts", "event", "payload"]
@@ -47,7 +48,7 @@ def overflow_kind() -> pl.Expr:
     Evaluated on the regex groups of record lines, as text (cpu, tid, tgid, secs, frac, us).
     """
     ts = (
-        (_past("secs", _INT64_MAX // 1_000_000_000 - 1) & pl.col("frac").is_not_null())  # secs.frac in ns
+        (_past("secs", MAX_NS_SECS - 1) & pl.col("frac").is_not_null())  # secs.frac in ns
         | _past("secs", _INT64_MAX)  # a raw counter
         | _past("us", _INT64_MAX // 1000)  # latency format
     )
