@@ -96,6 +96,8 @@ def waits(
         notes["n_waits_unknown_start"] = acquires.filter(
             (pl.col("prev_kind") != "lock_contend").fill_null(True)
         ).height
+        # an acquire right after an acquire, past the pair's first event: its contend is missing
+        notes["n_unmatched_acquire"] = acquires.filter(pl.col("prev_kind") == "lock_acquire").height
     w = w.sort("start_ord").with_row_index("wid").with_columns(pl.col("wid").cast(I64))  # few rows: cheap
     w = w.with_columns(_overlaps(w, guest_windows, prep).alias("excluded"))
     notes["n_waits_excluded"] = int(w["excluded"].sum())

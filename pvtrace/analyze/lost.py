@@ -103,8 +103,9 @@ def vcpu_unknown_windows(windows: pl.DataFrame, changes: pl.DataFrame, prep: Pre
 
     Host window on pCPU p: the vCPU running on p at the window start, any vCPU whose
     first state change after the marker leaves p, and any vCPU not running at the
-    window start that ever ran on p (it may have run there, unseen) are unknown from
-    the window start until their first state change after the marker. Guest window on CPU c:
+    window start that can run on p (it ran there, or on several pCPUs: it may have run
+    there, unseen) are unknown from the window start until their first state change
+    after the marker. Guest window on CPU c:
     vCPU c of that VM is unknown inside the window.
     """
     out_schema = {"vid": I64, "start": I64, "end": I64}
@@ -155,12 +156,16 @@ def vcpu_unknown_windows(windows: pl.DataFrame, changes: pl.DataFrame, prep: Pre
             table_on="c_ord",
             values=["state"],
         ).drop("_row")
-        ran_on = (
+        ran = (
             changes.filter((pl.col("state") == "running") & pl.col("pcpu").is_not_null())
-            .select("vid", pl.col("pcpu").cast(I32).alias("cpu"), pl.lit(True).alias("ran_there"))
+            .select("vid", pl.col("pcpu").cast(I32).alias("cpu"))
             .unique()
         )
-        nxt = nxt.join(ran_on, on=["vid", "cpu"], how="left")
+        # able to run on p: seen there, or seen on several pCPUs (not pinned: its runs on p may
+        # all be in the lost windows); a vCPU seen on one other pCPU only is taken as pinned there
+        ran_on = ran.with_columns(pl.lit(True).alias("ran_there"))
+        roams = ran.group_by("vid").agg((pl.len() > 1).alias("roams"))
+        nxt = nxt.join(ran_on, on=["vid", "cpu"], how="left").join(roams, on="vid", how="left")
         affected = nxt.filter(
             (pl.col("vid") == pl.col("occupant"))
             | (
@@ -170,12 +175,13 @@ def vcpu_unknown_windows(windows: pl.DataFrame, changes: pl.DataFrame, prep: Pre
             # not running elsewhere at the start and able to run on p: it may have run in the window
             | (
                 (pl.col("state").is_null() | (pl.col("state") != "running"))
-                & pl.col("ran_there").fill_null(False)
+                & (pl.col("ran_there").fill_null(False) | pl.col("roams").fill_null(False))
             )
         )
         parts.append(
             affected.select("vid", "start", pl.col("next_ts").fill_null(prep.window.t_end).alias("end"))
         )
+        parts.append(_stopped_inside(host, changes, ran, roams, prep.window.t_end))
     guest = windows.filter(pl.col("origin") == "guest")
     if guest.height:
         parts.append(
@@ -186,3 +192,26 @@ def vcpu_unknown_windows(windows: pl.DataFrame, changes: pl.DataFrame, prep: Pre
             ).select("vid", "start", "end")
         )
     return pl.concat(parts).filter(pl.col("end") > pl.col("start")).sort("vid", "start")
+
+
+def _stopped_inside(
+    host: pl.DataFrame, changes: pl.DataFrame, ran: pl.DataFrame, roams: pl.DataFrame, t_end: int
+) -> pl.DataFrame:
+    """(vid, start, end): a vCPU that stops running inside a host window (a preemption or halt seen
+    on another pCPU) and can run on the blinded pCPU may have run there unseen until its next state
+    change: unknown from the stop to that change."""
+    cpus = host.select(pl.col("cpu").cast(I32)).unique()
+    able = pl.concat(
+        [ran, roams.filter(pl.col("roams")).select("vid").join(cpus, how="cross")], how="vertical_relaxed"
+    ).unique()
+    stops = changes.select(
+        "vid", "ord", "ts", "state", pl.col("ts").shift(-1).over("vid").alias("next_ts")
+    ).filter(pl.col("state") != "running")
+    inside = stops.join_where(
+        host.select(
+            pl.col("cpu").cast(I32).alias("w_cpu"), pl.col("start_ord").alias("w0"), pl.col("ord").alias("w1")
+        ),
+        pl.col("ord") > pl.col("w0"),
+        pl.col("ord") < pl.col("w1"),
+    ).join(able, left_on=["vid", "w_cpu"], right_on=["vid", "cpu"], how="semi")
+    return inside.select("vid", pl.col("ts").alias("start"), pl.col("next_ts").fill_null(t_end).alias("end"))

@@ -231,13 +231,18 @@ def prepare_source(src: EventSource, meta: TraceMeta, *, lock_kind: str | None =
         take(("pv_halt",), "vm", "vcpu", "ts", "ord"),
         take(("ple_window",), "vm", "vcpu", "ts", "ord", "value"),
         take(("lost_events",), "origin", "pcpu", "vm", "vcpu", "ts", "ord", "value", cond=pl.lit(True)),
+        # hypercalls of threads the ingester could not tie to a vCPU: reported, not silently dropped
+        take(("pv_kick", "yield_to"), "kind", cond=~about_vcpu),
     ]
     split = _split_concepts(src, concepts)
     if split is None:  # a file out of canonical order: read it whole and sort it
         events = read_events(src.path, list(USED_COLUMNS))
         return prepare_source(source_of_events(events), meta, lock_kind=lock_kind)
-    (states, lock_ev, exits, kicks, yields, pv_halts, ple, lost), kinds = split
+    (states, lock_ev, exits, kicks, yields, pv_halts, ple, lost, unmapped), kinds = split
     lock_ev, notes = _spin_locks_only(lock_ev)
+    for kind, name in (("pv_kick", "n_kicks_unmapped"), ("yield_to", "n_yields_unmapped")):
+        if n := int((unmapped["kind"] == kind).sum()):
+            notes[name] = n
     lock_origins = frozenset(o for o in lock_ev["origin"].unique().cast(STR).to_list() if o is not None)
 
     # Dense vCPU ids over every (vm, vcpu) any analysis can meet, targets included; the join key

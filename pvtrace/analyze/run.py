@@ -164,7 +164,22 @@ def _with_warnings(result: Analysis, meta: TraceMeta) -> Analysis:
         result.summary.extra.setdefault("warnings", []).append(warning)
     x = result.summary.extra
     x["skipped_lines"] = skipped_lines(meta.problems or {})  # what the ingester could not read
+    n_kicks, n_yields = x.get("n_kicks_unmapped") or 0, x.get("n_yields_unmapped") or 0
+    if n_kicks or n_yields:
+        x.setdefault("warnings", []).append(
+            f"{n_kicks:,} pv kick(s) and {n_yields:,} directed yield(s) came from threads not known as vCPUs "
+            "(no `CPU n/KVM` name, no kvm_entry/kvm_exit vcpu id, not in a --vcpu-map): they are not "
+            "counted in pv kicks (give the thread's vCPU in a --vcpu-map file)"
+        )
     n_open, n_unmatched = x.get("n_open_waits") or 0, x.get("n_unmatched_contend") or 0
+    n_ends = x.get("n_unmatched_acquire") or 0
+    if (n_unmatched or n_ends) and result.summary.totals.get("n_contended"):
+        x.setdefault("warnings", []).append(
+            f"{n_unmatched + n_ends:,} lock events out of sequence ({n_unmatched:,} contention begins "
+            f"followed by another begin, {n_ends:,} ends followed by another end, on one vCPU and lock): "
+            "events lost or reordered (records of one CPU with the same timestamp keep their file order); "
+            "the waits they break are not counted"
+        )
     if (n_open or n_unmatched) and not result.summary.totals.get("n_contended"):
         x.setdefault("warnings", []).append(
             f"no lock wait ends ({n_unmatched:,} contention begins without an end, {n_open:,} waits "

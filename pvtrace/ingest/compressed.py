@@ -1,13 +1,13 @@
 """Transparent decompression of .gz / .xz / .zst / .bz2 inputs, chosen by magic bytes, not by name.
 
-A truncated or corrupt archive becomes one FormatError line naming the file, at whatever
-point of the stream the damage is found. stdin (`-`) and FIFOs are streamed, never seeked.
+A truncated or corrupt archive ends the stream where the damage is found: what came before is
+read, and the damage is kept on the reader (`stream_damage`) for the caller to count as a problem
+(fatal with --strict) naming the file. stdin (`-`) and FIFOs are streamed, never seeked.
 """
 
 from __future__ import annotations
 
 import bz2
-import gzip
 import io
 import lzma
 import os
@@ -16,6 +16,7 @@ import stat
 import sys
 import time
 import zlib
+from collections import deque
 from pathlib import Path
 from typing import BinaryIO
 
@@ -41,76 +42,83 @@ def compression_of(head: bytes) -> str | None:
     return None
 
 
-class _CheckedReader(io.RawIOBase):
-    """Wraps a decompressing stream so decoder failures become one-line FormatErrors."""
+_DECODERS = {
+    "gzip": lambda: zlib.decompressobj(wbits=31),  # checks each member's CRC and size
+    "xz": lzma.LZMADecompressor,
+    "bzip2": bz2.BZ2Decompressor,
+    "zstd": lambda: zstandard.ZstdDecompressor().decompressobj(),
+}
+_CHUNK = 1 << 15  # compressed bytes fed at a time: what a damaged chunk can lose of the decoded data
 
-    def __init__(self, inner: BinaryIO, path: str, kind: str):
-        self._inner = inner
-        self._path = path
+
+class _Decoded(io.RawIOBase):
+    """A decompressed stream that reads every whole stream in the file (gzip members, xz streams, zstd
+    frames back to back) and stops at the first damage, which it keeps in `damage`.
+
+    The stdlib file readers raise at a cut and drop what their last call had decoded, and zstd's
+    stream reader stops silently at a cut frame; here the decoder is fed chunk by chunk, so the data
+    before the damage is all read and a cut is never taken for the end.
+    """
+
+    def __init__(self, raw: BinaryIO, kind: str):
+        self._raw = raw
         self._kind = kind
+        self._obj = None  # decoder of the stream being read; None between streams
+        self._out: deque[bytes] = deque()  # decoded pieces not yet read
+        self._view = memoryview(b"")  # the rest of the piece being read
+        self._eof = False
+        self.damage: str | None = None
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, b) -> int:  # type: ignore[override]
-        try:
-            data = self._inner.read(len(b))
-        except _DECODE_ERRORS as exc:
-            raise FormatError(
-                f"{self._kind} archive is truncated or corrupt ({exc.__class__.__name__}: {exc})", self._path
-            ) from None
-        n = len(data)
-        b[:n] = data
+        while not self._view:
+            if self._out:
+                self._view = memoryview(self._out.popleft())
+            elif self._eof:
+                return 0
+            else:
+                self._fill()
+        n = min(len(b), len(self._view))
+        b[:n] = self._view[:n]
+        self._view = self._view[n:]
         return n
 
-    def close(self) -> None:
-        self._inner.close()
-        super().close()
-
-
-class _ZstdWholeCheck(io.RawIOBase):
-    """zstd stream readers stop silently at a cut frame; this notices the missing frame end."""
-
-    def __init__(self, raw: BinaryIO):
-        self._dctx = zstandard.ZstdDecompressor()
-        self._obj = None  # decoder of the frame being read; None between frames
-        self._raw = raw
-        self._buf = bytearray()
-        self._eof = False
-
-    def readable(self) -> bool:
-        return True
+    def _fill(self) -> None:
+        chunk = self._raw.read(_CHUNK)
+        if not chunk:
+            self._eof = True
+            if self._obj is not None:
+                self.damage = f"{self._kind} archive is truncated (the data ends inside a compressed stream)"
+            return
+        try:
+            self._feed(chunk)
+        except _DECODE_ERRORS as exc:
+            self._eof = True
+            self.damage = f"{self._kind} archive is corrupt ({exc.__class__.__name__}: {exc})"
 
     def _feed(self, data: bytes) -> None:
         while data:
             if self._obj is None:
-                self._obj = self._dctx.decompressobj()
-            self._buf += self._obj.decompress(data)
+                data = data.lstrip(b"\0")  # padding between streams (xz stream padding)
+                if not data:
+                    return
+                self._obj = _DECODERS[self._kind]()
+            self._out.append(self._obj.decompress(data))
             if not self._obj.eof:
                 return
-            data = self._obj.unused_data  # several frames back to back (zstd -c a b > c)
+            data = self._obj.unused_data
             self._obj = None
-
-    def read(self, n: int = -1) -> bytes:  # type: ignore[override]
-        while not self._eof and (n < 0 or len(self._buf) < n):
-            chunk = self._raw.read(1 << 20)
-            if not chunk:
-                self._eof = True
-                if self._obj is not None:
-                    raise EOFError("compressed data ends before the end of the zstd frame")
-                break
-            self._feed(chunk)
-        if n < 0:
-            data = bytes(self._buf)
-            self._buf.clear()
-        else:
-            data = bytes(self._buf[:n])
-            del self._buf[:n]
-        return data
 
     def close(self) -> None:
         self._raw.close()
         super().close()
+
+
+def stream_damage(stream: BinaryIO) -> str | None:
+    """Why a stream from open_input ended early (a truncated or corrupt archive), or None."""
+    return getattr(getattr(stream, "raw", None), "damage", None)
 
 
 FIFO_WAIT_S = float(os.environ.get("PVTRACE_FIFO_WAIT", "30"))
@@ -194,15 +202,5 @@ def open_input(path: Path) -> tuple[BinaryIO, str | None, BinaryIO]:
     kind = compression_of(head)
     if kind is None:
         return raw, None, raw
-    # the decoders are returned open (inside the reader); the caller closes them
-    inner: BinaryIO
-    if kind == "gzip":
-        inner = gzip.GzipFile(fileobj=raw)  # type: ignore[assignment]
-    elif kind == "xz":
-        inner = lzma.LZMAFile(raw)  # type: ignore[assignment]  # noqa: SIM115
-    elif kind == "bzip2":
-        inner = bz2.BZ2File(raw)  # type: ignore[assignment]
-    else:
-        inner = _ZstdWholeCheck(raw)  # type: ignore[assignment]
-    reader = io.BufferedReader(_CheckedReader(inner, str(path), kind), buffer_size=1 << 20)
+    reader = io.BufferedReader(_Decoded(raw, kind), buffer_size=1 << 20)
     return reader, kind, raw  # type: ignore[return-value]

@@ -23,7 +23,7 @@ from pvtrace.errors import FormatError, PvtraceError, UsageError
 from pvtrace.ingest import ftrace as ftrace_fmt
 from pvtrace.ingest import perf_script, summary_tables, tracecmd
 from pvtrace.ingest.clocks import from_offsets_file
-from pvtrace.ingest.compressed import is_stream, open_input
+from pvtrace.ingest.compressed import is_stream, open_input, stream_damage
 from pvtrace.ingest.dat import dat_report
 from pvtrace.ingest.normalize import normalize
 from pvtrace.ingest.offsets_file import find_offsets_file, read_offsets
@@ -65,6 +65,13 @@ def _open(path: Path, forced: str) -> _Input:
     stream, compression, raw_file = open_input(path)
     try:
         head, verdict = _sniff(stream, path, forced)
+    except FormatError as exc:
+        _close_quietly(stream, raw_file)
+        damage = stream_damage(stream)
+        if damage is not None:  # the sniffer saw only what came before the damage: say so first
+            detail = str(exc).removeprefix(f"{path}: ")
+            raise FormatError(f"{damage}; what could be read before it: {detail}", str(path)) from None
+        raise
     except BaseException:
         _close_quietly(stream, raw_file)  # a half-read archive must not be left to the garbage collector
         raise
@@ -218,6 +225,7 @@ def _raw_chunks(inp: _Input, stack: ExitStack, info: ParseInfo) -> Iterator[pl.D
             report.check()  # trace-cmd's own complaint says more than an empty report
             raise
         info.format = "dat"
+        _count_damage(inp, info.problems)  # the archive was read whole into the file trace-cmd reads
         yield from iter_raw_chunks(
             text, _spec("trace-cmd", verdict.options), verdict.options, info, head=head
         )
@@ -225,6 +233,14 @@ def _raw_chunks(inp: _Input, stack: ExitStack, info: ParseInfo) -> Iterator[pl.D
     spec = _spec(inp.verdict.format, inp.verdict.options)
     source: Path | BinaryIO = inp.path if inp.compression is None and not streamed else inp.stream
     yield from iter_raw_chunks(source, spec, inp.verdict.options, info, head=inp.head)
+
+
+def _count_damage(inp: _Input, problems: Problems) -> None:
+    """A compressed .dat or summary input that ended early (truncated or corrupt archive): one
+    counted problem (text inputs count it as they are read, ingest.stream)."""
+    damage = stream_damage(inp.stream)
+    if damage is not None:
+        problems.add("truncated_stream", None, damage)
 
 
 class _Rejoin:
@@ -333,6 +349,7 @@ def ingest(
             try:
                 if inp.verdict.format in summary_formats():
                     name, rows = _summary_table(inp, info.problems)
+                    _count_damage(inp, info.problems)
                     tables.setdefault(name, []).extend({"input": str(inp.path), **r} for r in rows)
                     info.problems.check_strict(strict)
                     continue

@@ -21,6 +21,8 @@ DESCRIPTIONS: dict[str, str] = {
     "invalid_utf8": "bytes that are not UTF-8 (replaced with U+FFFD)",
     "orphan_continuation": "continuation or stack-frame line with no record before it",
     "unsupported_layout": "a trace layout pvtrace does not read (verbose latency, raw/hex/bin output)",
+    "truncated_stream": "compressed stream truncated or corrupt: the input ends early (the rest is missing; a cut last line is dropped)",
+    "last_line_cut": "the input ends without a newline: its last line may be cut mid-record (kept as read)",
     "out_of_order": "timestamp earlier than the previous record on the same CPU (clock skew or corruption)",
     # values checked by ingest.sanity
     "cpu_out_of_range": "CPU id outside 0..8191 (the kernel's largest NR_CPUS)",
@@ -63,13 +65,17 @@ class Problems:
         return sum(self.counts.values())
 
     def first(self) -> tuple[str, int, str] | None:
-        """The earliest sampled problem: (kind, line, text)."""
-        best = None
-        for kind, kept in self.samples.items():
-            for line, text in kept:
-                if best is None or line < best[1]:
-                    best = (kind, line, text)
-        return best
+        """The earliest sampled problem: (kind, line, text); at the line where an archive ends early,
+        the damage, which explains the cut line there."""
+        found = [
+            (line, kind != "truncated_stream", kind, text)
+            for kind, kept in self.samples.items()
+            for line, text in kept
+        ]
+        if not found:
+            return None
+        line, _, kind, text = min(found)
+        return kind, line, text
 
     def check_strict(self, strict: bool) -> None:
         """Raise FormatError for the earliest problem when strict."""

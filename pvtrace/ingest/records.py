@@ -34,6 +34,7 @@ from pvtrace.ingest.raw import (
     USER_STACK,
     empty_raw,
 )
+from pvtrace.ingest.sanity import MAX_NS_SECS, overflow_kind
 
 FIELDS = ("source", "comm", "tid", "tgid", "cpu", "flags", "secs", "frac", "us", "rest")
 
@@ -216,7 +217,8 @@ def layout_query(lf: pl.LazyFrame, layout: Layout, spec: FormatSpec) -> pl.LazyF
         start, end = slots["frac"]
         width = (end or start) - start
         frac = _slot(start, end).cast(pl.Int64, strict=False)
-        ts = secs * 1_000_000_000 + (frac * 10 ** (9 - width) if width <= 9 else frac // 10 ** (width - 9))
+        ns = secs * 1_000_000_000 + (frac * 10 ** (9 - width) if width <= 9 else frac // 10 ** (width - 9))
+        ts = pl.when(secs < MAX_NS_SECS).then(ns)  # past int64 ns: the regex pass counts the line
     else:
         ts = secs
     cols += [ts.alias("ts"), _slot(*slots["rest"]).alias("rest")]
@@ -469,10 +471,14 @@ def _specials(left: pl.DataFrame, res: BatchResult) -> tuple[pl.DataFrame, list[
         rows = m.select(
             pl.col("line"),
             pl.col("source").str.strip_chars(),
-            pl.col("cpu").cast(pl.Int32),
+            pl.col("cpu").cast(pl.Int32, strict=False),
             pl.lit(event).alias("event"),
             (n.fill_null("") if event == LOST_EVENTS else pl.lit("")).alias("payload"),
         )
+        past = rows["cpu"].is_null()  # a CPU id past int32
+        if past.any():
+            res.problems.append(("cpu_out_of_range", left.filter(hit).filter(past).select("line", "text")))
+            rows = rows.filter(~past)
         out.append(to_raw(rows))
         if event == LOST_EVENTS:
             res.stats["lost_lines"] += rows.height
@@ -501,10 +507,17 @@ def _grammars(
     for g in spec.grammars:
         if left.height == 0:
             break
-        m = left.select(pl.col("line"), pl.col("text").str.extract_groups(g.pattern).alias("m")).unnest("m")
+        m = left.select(
+            pl.col("line"),
+            pl.col("text").alias("_text"),
+            pl.col("text").str.extract_groups(g.pattern).alias("m"),
+        ).unnest("m")
         hit = m["rest"].is_not_null()
         if hit.any():
-            got = _fill_missing(m.filter(hit))
+            got = _fill_missing(m.filter(hit)).with_columns(overflow_kind().alias("_overflow"))
+            for kind, rows in got.filter(pl.col("_overflow").is_not_null()).group_by("_overflow"):
+                res.problems.append((str(kind[0]), rows.select("line", pl.col("_text").alias("text"))))
+            got = got.filter(pl.col("_overflow").is_null())
             parts.append(_grammar_rows(got, spec))
             res.variants[g.name] += got.height
             res.ts_units.update(_ts_units(got))

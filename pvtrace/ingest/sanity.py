@@ -9,6 +9,10 @@ lost-events marker, so the analyzer treats the span around it as unknown, like e
 ring buffer lost, instead of sorting the record somewhere it never was. An exact copy of the
 record before it on its CPU (a duplicated line) is dropped. Every kind is counted with its
 first lines (ingest's problems, analyze's skipped lines).
+
+A number too large for its column (a CPU id or pid past int32, a timestamp past int64 ns) is
+caught earlier, on the printed text (`overflow_kind`), under the same kinds: a cast would make it
+null, and a null CPU or timestamp would pass for a line that printed none.
 """
 
 from __future__ import annotations
@@ -23,8 +27,39 @@ PID_MAX = 4_194_304  # PID_MAX_LIMIT on 64-bit
 MAX_TS_NS = 1 << 62  # 146 years: past it a timestamp is an overflow, not a clock
 MAX_GAP_NS = 3600 * 1_000_000_000  # an hour without a record on a CPU, mid-trace: a corrupt timestamp
 
+_INT32_MAX = (1 << 31) - 1
+_INT64_MAX = (1 << 63) - 1
+MAX_NS_SECS = _INT64_MAX // 1_000_000_000  # `secs.frac` from here on overflows int64 ns
+
 _KEY = ["source", "cpu"]
 _SAME = ["tid", "tgid", "ts", "event", "payload"]
+
+
+def _past(col: str, limit: int) -> pl.Expr:
+    """A printed integer of `col` (regex group text) that does not fit below limit."""
+    s = pl.col(col).str.strip_chars()
+    value = s.cast(pl.Int64, strict=False)
+    return s.str.contains(r"^-?\d+$") & (value.is_null() | (value.abs() > limit))
+
+
+def overflow_kind() -> pl.Expr:
+    """The problem kind of a parsed line whose number overflows its column (null: none).
+
+    Evaluated on the regex groups of record lines, as text (cpu, tid, tgid, secs, frac, us).
+    """
+    ts = (
+        (_past("secs", MAX_NS_SECS - 1) & pl.col("frac").is_not_null())  # secs.frac in ns
+        | _past("secs", _INT64_MAX)  # a raw counter
+        | _past("us", _INT64_MAX // 1000)  # latency format
+    )
+    return (
+        pl.when(_past("cpu", _INT32_MAX).fill_null(False))
+        .then(pl.lit("cpu_out_of_range"))
+        .when((_past("tid", _INT32_MAX) | _past("tgid", _INT32_MAX)).fill_null(False))
+        .then(pl.lit("pid_out_of_range"))
+        .when(ts.fill_null(False))
+        .then(pl.lit("timestamp_out_of_range"))
+    )
 
 
 class Sanity:

@@ -19,6 +19,7 @@ from typing import BinaryIO
 
 import polars as pl
 
+from pvtrace.ingest.compressed import stream_damage
 from pvtrace.ingest.problems import Problems
 from pvtrace.ingest.raw import BUFFER_STARTED, LOST_EVENTS, RAW_SCHEMA, empty_raw
 from pvtrace.ingest.records import (
@@ -65,6 +66,9 @@ class RawStream:
         self.options = options
         self.info = info
         self.layout = self._layout_from(head)
+        self.ends_mid_line = False  # the input's last byte is not a newline: its last line may be cut
+        self._last_line: pl.DataFrame | None = None  # (line, text) of the last line seen
+        self.lines_read = 0  # lines of a stream read so far (final once the stream has ended)
 
     def _layout_from(self, head: bytes) -> Layout | None:
         lines = head.decode("utf-8", errors="replace").splitlines()[:2000]
@@ -85,6 +89,7 @@ class RawStream:
                 n += batch.height
                 self.info.n_bytes += int(batch["text"].str.len_bytes().sum() or 0) + batch.height
                 yield batch
+            self.ends_mid_line = _ends_mid_line(path)
         except pl.exceptions.ComputeError as exc:
             if "utf" not in str(exc).lower():
                 raise
@@ -101,10 +106,12 @@ class RawStream:
             blocks = iter_byte_blocks(stream, head=head)
             while True:
                 while len(pending) < IN_FLIGHT and (data := next(blocks, None)) is not None:
+                    self.ends_mid_line = not data.endswith(b"\n")
                     self.info.n_bytes += len(data)
                     n_lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
                     pending.append(pool.submit(self._prepare, data, first_line))
                     first_line += n_lines
+                    self.lines_read = first_line - 1
                 if not pending:
                     return
                 block, bad = pending.popleft().result()
@@ -130,8 +137,15 @@ class RawStream:
         """Raw frames of the input (a plain file, or a stream of which `head` was read), in file order."""
         batches = self._prepared_file(source) if isinstance(source, Path) else self._prepared(source, head)
         pending: pl.DataFrame | None = None  # the last batch with rows, not yet handed out
+        damage = None
         for batch in batches:
+            if batch.height:
+                self._last_line = batch.tail(1).select("line", "text")
             res = parse_batch(batch, self.spec, self.layout)
+            if damage is None and not isinstance(source, Path) and (damage := stream_damage(source)):
+                # counted as soon as the reader has met it (the blocks read ahead), so that --strict
+                # names it before the garbled lines it leaves at the end
+                self.info.problems.add("truncated_stream", self.lines_read, damage)
             self._merge(res)
             raw = res.raw
             if pending is None:
@@ -149,7 +163,23 @@ class RawStream:
             yield pending.select(RAW_SCHEMA.names())
             pending = raw
         if pending is not None:
-            yield pending.select(RAW_SCHEMA.names())
+            yield self._check_last_line(pending, damage is not None).select(RAW_SCHEMA.names())
+
+    def _check_last_line(self, last: pl.DataFrame, damaged: bool) -> pl.DataFrame:
+        """The last frame, checked for a last line without its newline. In a damaged archive that
+        line is cut (the truncated_stream problem says so): its record is dropped. In a plain input
+        it may be cut mid-record (a copy of a file still being written, `head -c`), or merely lack
+        the newline (an excerpt): nothing tells the two apart, so the record is kept and the line
+        counted (last_line_cut), which --strict makes fatal."""
+        if not self.ends_mid_line or self._last_line is None:
+            return last
+        cut = pl.col("line") == self._last_line["line"][0]
+        if last.filter(cut & ~pl.col("event").is_in([LOST_EVENTS, BUFFER_STARTED])).height == 0:
+            return last  # a header, or a line already counted as not read
+        if damaged:
+            return last.filter(~cut)
+        self.info.problems.add_rows("last_line_cut", self._last_line)
+        return last
 
     def _merge(self, res: BatchResult) -> None:
         info = self.info
@@ -199,6 +229,15 @@ class RawStream:
         if still_open.height == 0:
             return pending, None
         return pending.filter(~is_open), still_open
+
+
+def _ends_mid_line(path: Path) -> bool:
+    """Whether a non-empty plain file's last byte is not a newline."""
+    with open(path, "rb") as f:
+        if f.seek(0, 2) == 0:
+            return False
+        f.seek(-1, 2)
+        return f.read(1) != b"\n"
 
 
 def iter_raw_chunks(

@@ -76,6 +76,16 @@ def facts_figure(trace: Trace, analysis: Analysis) -> Figure:
                 f"{fmt_ns(extra['unknown_state_ns'])} (before first events or lost windows)",
             )
         )
+    skipped = extra.get("skipped_lines") or {}
+    if skipped.get("total"):
+        reasons = ", ".join(f"{n:,} {kind}" for kind, n in sorted(skipped.get("by_reason", {}).items()))
+        rows.append(
+            (
+                "input lines skipped",
+                f"{fmt_count(skipped['total'])} ({reasons}; first: {skipped.get('first')})",
+            )
+        )
+    rows.extend(("warning", str(w)) for w in extra.get("warnings") or [])
     if m.clock:
         rows.append(("clock", _text(m.clock)))
     scenario = m.extra.get("scenario")

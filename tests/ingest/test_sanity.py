@@ -3,7 +3,6 @@ was or are reported (a counted problem, an excluded span, or a --strict error); 
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 from functools import cache
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from mutations import HOWS, data_lines, mutate
 
 from pvtrace.analyze import analyze
 from pvtrace.errors import FormatError
@@ -33,7 +33,6 @@ algorithm = "ticket"
 seed = 5
 duration_ns = 15_000_000
 """
-DATA = re.compile(r"\[(\d{3})\] \S+ +(\d+)\.(\d{6}): ")
 
 
 @pytest.fixture(scope="module")
@@ -66,38 +65,11 @@ def _outcome(files: list[Path], strict: bool = False):
     return a.summary.totals, problems, a.table("lost_windows").height
 
 
-def _mutate(line: str, lines: list[str], i: int, how: str, amount: int) -> list[str]:
-    m = DATA.search(line)
-    out = list(lines)
-    if how == "duplicate":
-        out.insert(i + 1, line)
-    elif how == "cpu":
-        out[i] = line[: m.start(1)] + str(10_000_000 + amount) + line[m.end(1) :]
-    elif how in ("back", "jump"):
-        # time going backwards: earlier than the record before it on its CPU (a first record moved
-        # a little earlier is a valid trace, nothing to report); a jump: over an hour later
-        before = [DATA.search(s) for s in lines[:i]]
-        same_cpu = [b for b in before if b is not None and b.group(1) == m.group(1)]
-        if not same_cpu:
-            return out
-        p = same_cpu[-1]
-        prev_us = int(p.group(2)) * 1_000_000 + int(p.group(3))
-        us = int(m.group(2)) * 1_000_000 + int(m.group(3))
-        us = prev_us - 1 - amount if how == "back" else us + 7_200_000_000 + amount
-        if us < 0:  # no time before 0 to go back to (clamping to 0 could tie with the record before)
-            return out
-        s, u = divmod(us, 1_000_000)
-        out[i] = line[: m.start(2)] + f"{s}.{u:06d}" + line[m.end(3) :]
-    elif how == "swap" and i + 1 < len(lines):
-        out[i], out[i + 1] = lines[i + 1], lines[i]
-    return out
-
-
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     which=st.sampled_from(["t.txt", "t-vm0.txt"]),
     pick=st.integers(0, 10**6),
-    how=st.sampled_from(["duplicate", "cpu", "back", "jump", "swap"]),
+    how=st.sampled_from(HOWS),
     amount=st.integers(0, 500_000),
 )
 def test_a_mutated_record_changes_no_metric_or_is_reported(
@@ -106,9 +78,9 @@ def test_a_mutated_record_changes_no_metric_or_is_reported(
     files = [trace_dir / "t.txt", trace_dir / "t-vm0.txt"]
     base_totals, base_problems, base_lost = _outcome(files)
     lines = list(_lines(str(trace_dir / which)))
-    data = [i for i, s in enumerate(lines) if DATA.search(s)]
+    data = data_lines(lines)
     i = data[pick % len(data)]
-    mutated = _mutate(lines[i], lines, i, how, amount)
+    mutated = mutate(lines, i, how, amount)
     d = tmp_path_factory.mktemp("m")
     for f in files:
         (d / f.name).write_text("".join(mutated) if f.name == which else f.read_text())
@@ -131,13 +103,16 @@ def test_a_mutated_record_changes_no_metric_or_is_reported(
         ("jump", "time_jump"),
         ("cpu", "cpu_out_of_range"),
         ("duplicate", "duplicate_record"),
+        ("cpu_int32", "cpu_out_of_range"),
+        ("pid_int32", "pid_out_of_range"),
+        ("ts_int64", "timestamp_out_of_range"),
     ],
 )
 def test_each_broken_value_is_one_counted_problem(trace_dir, tmp_path, how, kind):
     lines = list(_lines(str(trace_dir / "t.txt")))
-    data = [i for i, s in enumerate(lines) if DATA.search(s)]
+    data = data_lines(lines)
     i = data[len(data) // 2]
-    (tmp_path / "t.txt").write_text("".join(_mutate(lines[i], lines, i, how, 1000)))
+    (tmp_path / "t.txt").write_text("".join(mutate(lines, i, how, 1000)))
     (tmp_path / "t.txt.vcpus.csv").write_text((trace_dir / "t.txt.vcpus.csv").read_text())
     trace = load([tmp_path / "t.txt"])
     problems = next(iter(trace.meta.problems.values()))
