@@ -22,6 +22,7 @@ import polars as pl
 
 from pvtrace.simulate.events import (
     EV_ATTEMPT,
+    EV_BALANCE,
     EV_ENTRY,
     EV_GANG,
     EV_NOISE_DONE,
@@ -186,8 +187,10 @@ class Engine(Scheduling, Exits, GuestLocks):
             for p, v in enumerate(order[: host.n_pcpus]):
                 host.cur[p] = v
                 v.pcpu = v.last_pcpu = p
-            for v in order[host.n_pcpus :]:
-                host.rq.append(v)
+            for k, v in enumerate(order[host.n_pcpus :]):
+                if host.percpu:  # the waiting vCPUs spread over the pCPUs' queues
+                    v.last_pcpu = k % host.n_pcpus
+                host.enqueue(v, v.vm)
             for v in order:  # everyone starts with a request; staggered so they do not expire together
                 host.new_request(v)
         for v in self.vcpus:
@@ -210,6 +213,8 @@ class Engine(Scheduling, Exits, GuestLocks):
                     self.arm_slice(p, 0)
         for n in self.noise:
             self.push(self.noise_time(self.s.host.noise_sleep_ns), EV_NOISE_WAKE, n, n.token)
+        if host.percpu:
+            self.push(self.s.host.balance_interval_ns, EV_BALANCE, None, 0)
 
     def run(self) -> GroundTruth:
         """Run to the end; returns the ground truth (events went to the sink)."""
@@ -267,6 +272,8 @@ class Engine(Scheduling, Exits, GuestLocks):
                 elif typ == EV_NOISE_DONE:
                     if tok == obj.token:
                         self.noise_done(obj, t)
+                elif typ == EV_BALANCE:
+                    self.balance_tick(t)
                 elif typ == EV_GANG:
                     if tok == self.host.gang_tok:
                         self.gang_switch(t)

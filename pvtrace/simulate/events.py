@@ -18,7 +18,8 @@ from pvtrace.simulate import output as o
     EV_GANG,
     EV_SCAN,
     EV_POLL_END,
-) = range(12)
+    EV_BALANCE,
+) = range(13)
 
 NEVER = 1 << 62  # a time no run reaches
 

@@ -350,7 +350,7 @@ class GuestLocks:
                 kicked = True
         if v.extended:
             v.extended = False
-            if self.host.has_waiting():
+            if self.host.has_waiting(v.pcpu):
                 self.hint_yield(v, t)
                 return
             self.arm_slice(v.pcpu, t)

@@ -29,6 +29,7 @@ ALGORITHMS: tuple[str, ...] = (
 )
 DISTRIBUTIONS: tuple[str, ...] = ("fixed", "exp", "uniform", "lognormal")
 YIELD_POLICIES: tuple[str, ...] = ("none", "random", "kvm")
+RUNQUEUES: tuple[str, ...] = ("global", "per-cpu")
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,8 @@ class Host:
     noise_run_ns: int = 1_000_000
     noise_sleep_ns: int = 3_000_000
     gang_scheduling: bool = False
+    runqueues: str = "global"
+    balance_interval_ns: int = 4_000_000
 
 
 @dataclass(frozen=True)
@@ -215,6 +218,16 @@ def validate(s: Scenario) -> Scenario:
     _check(h.noise_tasks >= 0, "host.noise_tasks", ">= 0", h.noise_tasks)
     _check(h.noise_run_ns >= 1, "host.noise_run_ns", ">= 1", h.noise_run_ns)
     _check(h.noise_sleep_ns >= 1, "host.noise_sleep_ns", ">= 1", h.noise_sleep_ns)
+    _check(h.runqueues in RUNQUEUES, "host.runqueues", "one of " + ", ".join(RUNQUEUES), h.runqueues)
+    _check(
+        not (h.gang_scheduling and h.runqueues == "per-cpu"),
+        "host.runqueues",
+        '"global" under host.gang_scheduling (one gang owns every pCPU)',
+        h.runqueues,
+    )
+    _check(
+        h.balance_interval_ns >= 1_000, "host.balance_interval_ns", ">= 1000 (1 us)", h.balance_interval_ns
+    )
     _check(1 <= v.count <= 1024, "vm.count", "between 1 and 1024", v.count)
     _check(1 <= v.vcpus <= 1024, "vm.vcpus", "between 1 and 1024", v.vcpus)
     _check(1 <= v.locks <= 1_000_000, "vm.locks", "between 1 and 1000000", v.locks)

@@ -45,6 +45,7 @@ class VCpu:
         "lk",
         "locks",
         "n_done",
+        "off_t",
         "ops_total",
         "pcpu",
         "phase",
@@ -82,6 +83,7 @@ class VCpu:
         self.state_ns = [0, 0, 0]
         self.pcpu = -1
         self.last_pcpu = -1
+        self.off_t = 0  # when it last left a pCPU (cache-hot for a while after: balance.py)
         self.in_guest = False
         self.phase = COMPUTE
         self.left = 0
@@ -132,6 +134,7 @@ class Noise:
         "is_vcpu",
         "last_pcpu",
         "left",
+        "off_t",
         "pcpu",
         "polling",
         "token",
@@ -151,6 +154,7 @@ class Noise:
         self.due = 0
         self.pcpu = -1
         self.last_pcpu = -1
+        self.off_t = 0
         self.token = 0
 
 
