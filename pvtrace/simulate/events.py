@@ -19,7 +19,8 @@ from pvtrace.simulate import output as o
     EV_SCAN,
     EV_POLL_END,
     EV_BALANCE,
-) = range(13)
+    EV_IPI,
+) = range(14)
 
 NEVER = 1 << 62  # a time no run reaches
 
@@ -46,3 +47,7 @@ class K:
     PV_KICK = o.PV_KICK
     YIELD_TO = o.YIELD_TO
     PLE = o.PLE_WINDOW
+    CSD_QUEUE = o.CSD_QUEUE
+    IPI_SEND = o.IPI_SEND
+    CSD_ENTRY = o.CSD_ENTRY
+    CSD_EXIT = o.CSD_EXIT

@@ -143,6 +143,8 @@ class Exits:
     # -- HLT, halt-polling, kicks ---------------------------------------------------------
     def pv_halt(self, v: VCpu, t: int) -> None:
         """A pv waiter gives up spinning and halts until kicked; KVM halt-polls first."""
+        if v.ipi_in:  # an interrupt pending at HLT is taken first
+            self.handle_ipis(v, t)
         lock = v.wait_lock
         p = v.pcpu
         v.token += 1
@@ -167,6 +169,8 @@ class Exits:
 
     def idle_sleep(self, v: VCpu, t: int) -> None:
         """The guest blocks (I/O, a sleeping lock): its vCPU idles in HLT until a timer wakes it."""
+        if v.ipi_in:  # an interrupt pending at HLT is taken first
+            self.handle_ipis(v, t)
         p = v.pcpu
         ns, v.sleep_due = v.sleep_due, 0
         v.token += 1
@@ -223,6 +227,8 @@ class Exits:
 
     def finish(self, v: VCpu, t: int) -> None:
         """All of v's work is done: it halts for good (guest idle; no poll, nothing will wake it)."""
+        if v.ipi_in:  # an interrupt pending at HLT is taken first
+            self.handle_ipis(v, t)
         p = v.pcpu
         v.phase = DONE
         v.token += 1

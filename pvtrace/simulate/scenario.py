@@ -70,6 +70,7 @@ class Vm:
     kernel_fraction: float = 0.2
     sleep_prob: float = 0.0
     sleep_ns: int = 2_000_000
+    ipi_prob: float = 0.0
     clock_offsets_ns: tuple[int, ...] = ()
 
     def clock_offset_ns(self, vm_index: int) -> int:
@@ -104,6 +105,8 @@ class Hypervisor:
     exit_cost_ns: int = 700
     spin_scan_ns: int = 500
     kick_latency_ns: int = 3_000
+    ipi_latency_ns: int = 2_000
+    pv_tlb_flush: bool = True
     halt_poll_ns: int = 200_000
     halt_poll_grow: int = 2
     halt_poll_grow_start: int = 10_000
@@ -248,6 +251,7 @@ def validate(s: Scenario) -> Scenario:
     _check(0.0 <= v.kernel_fraction <= 1.0, "vm.kernel_fraction", "in [0, 1]", v.kernel_fraction)
     _check(0.0 <= v.sleep_prob <= 1.0, "vm.sleep_prob", "in [0, 1]", v.sleep_prob)
     _check(v.sleep_ns >= 1, "vm.sleep_ns", ">= 1", v.sleep_ns)
+    _check(0.0 <= v.ipi_prob <= 1.0, "vm.ipi_prob", "in [0, 1]", v.ipi_prob)
     _check(
         len(v.clock_offsets_ns) in (0, v.count),
         "vm.clock_offsets_ns",
@@ -275,6 +279,7 @@ def validate(s: Scenario) -> Scenario:
     )
     _check(hv.exit_cost_ns >= 1, "hypervisor.exit_cost_ns", ">= 1", hv.exit_cost_ns)
     _check(hv.kick_latency_ns >= 1, "hypervisor.kick_latency_ns", ">= 1", hv.kick_latency_ns)
+    _check(hv.ipi_latency_ns >= 1, "hypervisor.ipi_latency_ns", ">= 1", hv.ipi_latency_ns)
     _check(hv.spin_scan_ns >= 1, "hypervisor.spin_scan_ns", ">= 1", hv.spin_scan_ns)
     _check(hv.halt_poll_ns >= 0, "hypervisor.halt_poll_ns", ">= 0 (0: no halt-polling)", hv.halt_poll_ns)
     _check(hv.halt_poll_grow >= 1, "hypervisor.halt_poll_grow", ">= 1", hv.halt_poll_grow)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from pvtrace.simulate import balance
 from pvtrace.simulate.events import EV_BALANCE, EV_GANG, EV_NOISE_DONE, EV_NOISE_WAKE, EV_SLICE, K
-from pvtrace.simulate.tasks import COMPUTE, HOLD, PREEMPTED, RUNNING, WAIT, Noise, VCpu
+from pvtrace.simulate.tasks import COMPUTE, HOLD, IPI, PREEMPTED, RUNNING, WAIT, Noise, VCpu
 
 
 class Scheduling:
@@ -44,6 +44,8 @@ class Scheduling:
         v = task
         self.emit(t, K.RUN | v.key, p)
         self.set_state(v, RUNNING, t)
+        if v.ipi_in:  # IPIs sent while it was preempted are delivered now
+            self.arm_ipi(v, t)
         if v.spin_loop:  # back from a yield inside kvm_vcpu_on_spin
             v.spin_loop = False
             v.dy_eligible = False
@@ -144,7 +146,7 @@ class Scheduling:
         self.emit(t, key | v.key, p)
         self.set_state(v, PREEMPTED, t)
         v.extended = False
-        v.in_kernel = v.phase in (HOLD, WAIT) or (
+        v.in_kernel = v.phase in (HOLD, WAIT, IPI) or (
             v.phase == COMPUTE and self.rng.random() < self.kernel_fraction
         )
 
