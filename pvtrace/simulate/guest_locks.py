@@ -93,6 +93,7 @@ class GuestLocks:
         rkey = K.RELEASE | v.key
         locks = v.locks
         comp, lks, holds = v.comp, v.lk, v.hold
+        sleeps, ipis = v.sleeps, v.ipis
         i = v.i
         while True:
             k = lks[i]
@@ -130,13 +131,13 @@ class GuestLocks:
                 heappop(heap)
                 self.finish(v, r)
                 return
-            sleep = v.sleeps[i] if v.sleeps is not None else 0
-            shoot = v.ipis is not None and v.ipis[i]
+            sleep = sleeps[i] if sleeps is not None else 0
+            shoot = ipis is not None and ipis[i]
             i += 1
             if i == BLOCK:
                 v.comp, v.lk, v.hold = comp, lks, holds = v.stream.block()
-                v.sleeps = v.stream.sleeps()
-                v.ipis = v.stream.ipis()
+                v.sleeps = sleeps = v.stream.sleeps()
+                v.ipis = ipis = v.stream.ipis()
                 i = 0
             if sleep or shoot:
                 v.i = i

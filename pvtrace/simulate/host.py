@@ -113,7 +113,7 @@ class HostState:
 
     def yield_task(self, task) -> None:
         """yield_task_fair: the yielder's deadline moves out by a request (nothing when it is alone)."""
-        if self.queues[self.qof(task.pcpu)]:
+        if self.queues[task.pcpu if self.percpu else 0]:
             task.deadline += self.cfg.slice_ns
 
     # -- sleeping and waking (lag) -------------------------------------------------------
@@ -186,7 +186,7 @@ class HostState:
         """Is a task waiting for pCPU p (on its queue; in the current gang, under gang scheduling)?"""
         if self.gang:
             return bool(self.gang_queues[self.cur_gang])
-        return bool(self.queues[self.qof(p)])
+        return bool(self.queues[p if self.percpu else 0])
 
     def pop_next(self, t: int, p: int):
         """The task pCPU p runs next, removed from its queue; None: its queue is empty."""
@@ -206,14 +206,14 @@ class HostState:
         if self.gang:
             self.gang_queues[gang].append(task)
         else:
-            self.queues[self.qof(task.last_pcpu)].append(task)
+            self.queues[task.last_pcpu if self.percpu else 0].append(task)
 
     def remove(self, task, gang: int) -> None:
         """Take a waiting task out of its queue (it is about to run)."""
         if self.gang:
             self.gang_queues[gang].remove(task)
         else:
-            self.queues[self.qof(task.last_pcpu)].remove(task)
+            self.queues[task.last_pcpu if self.percpu else 0].remove(task)
 
     # -- placement ------------------------------------------------------------------------
     def idle_pcpu_for(self, task, gang: int) -> int | None:

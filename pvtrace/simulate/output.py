@@ -192,7 +192,9 @@ class EventBuffer:
             pl.lit("sim", ORIGIN).alias("origin"),
             pl.lit(None, pl.Int32).alias("tid"),
             "event",
-            self.other_args(kind, vcpu, x),
+            self.other_args(kind, vcpu, x)
+            if kind.max() >= CSD_QUEUE
+            else pl.lit(None, pl.String).alias("args"),
         ).cast(dict(EVENT_SCHEMA))
 
     def other_args(self, kind: np.ndarray, vcpu: np.ndarray, x: np.ndarray) -> pl.Series:

@@ -116,7 +116,7 @@ class Scheduling:
         else:
             if cur.vrt >= cur.deadline:
                 host.new_request(cur)  # its request is served: a new one
-            q = host.qof(p)
+            q = p if host.percpu else 0
             nxt = host.pick(t, extra=cur, q=q)
             if nxt is cur:
                 self.arm_slice(p, t)
