@@ -6,11 +6,13 @@ from __future__ import annotations
 import random
 
 import polars as pl
+import pytest
 
+from pvtrace.errors import ScenarioError
 from pvtrace.simulate import balance
 from pvtrace.simulate.host import HostState
 from pvtrace.simulate.run import simulate_trace
-from pvtrace.simulate.scenario import Host, load_preset
+from pvtrace.simulate.scenario import Host, Scenario, load_preset
 from pvtrace.simulate.tasks import Noise
 
 HOT = balance.MIGRATION_COST_NS
@@ -108,3 +110,8 @@ def test_a_yield_to_a_target_on_another_queue_runs_it_on_its_own_pcpu():
     assert (per_cpu["target_pcpu"] != per_cpu["yielder_pcpu"]).sum() > 0
     glob = honoured_yields("global")
     assert glob.height > 0 and (glob["target_pcpu"] == glob["yielder_pcpu"]).all()
+
+
+def test_per_cpu_queues_and_gang_scheduling_do_not_combine():
+    with pytest.raises(ScenarioError, match=r"host\.runqueues must be \"global\" under"):
+        Scenario().replace(host={"runqueues": "per-cpu", "gang_scheduling": True})
