@@ -22,8 +22,10 @@ import polars as pl
 
 from pvtrace.simulate.events import (
     EV_ATTEMPT,
+    EV_BALANCE,
     EV_ENTRY,
     EV_GANG,
+    EV_IPI,
     EV_NOISE_DONE,
     EV_NOISE_WAKE,
     EV_POLL_END,
@@ -39,6 +41,7 @@ from pvtrace.simulate.exits import Exits
 from pvtrace.simulate.guest_locks import GuestLocks
 from pvtrace.simulate.host import HostState
 from pvtrace.simulate.hypervisor import window_ns
+from pvtrace.simulate.ipis import Ipis
 from pvtrace.simulate.locks import PREV_CHECK_LOOPS, SPIN_THRESHOLD_LOOPS, LockState, algorithm_of
 from pvtrace.simulate.output import EventBuffer, vcpu_key
 from pvtrace.simulate.scenario import Scenario
@@ -48,7 +51,7 @@ from pvtrace.simulate.truth import GroundTruth, LockBook, Truth
 from pvtrace.simulate.workload import OpStream
 
 
-class Engine(Scheduling, Exits, GuestLocks):
+class Engine(Scheduling, Exits, GuestLocks, Ipis):
     """One simulation run. Build, then `run()` once."""
 
     def __init__(
@@ -69,7 +72,7 @@ class Engine(Scheduling, Exits, GuestLocks):
         self.algo = algo = algorithm_of(s.lock)
         self.progress = progress
         self.vm_names = [f"vm{i}" for i in range(s.vm.count)]
-        self.out = EventBuffer(self.vm_names, sink, batch_size)
+        self.out = EventBuffer(self.vm_names, sink, batch_size, n_vcpus=s.vm.vcpus)
         # bound once: the buffer's arrays are cleared in place, never replaced
         self._ts_append, self._key_append, self._x_append = (
             self.out.ts.append,
@@ -87,6 +90,8 @@ class Engine(Scheduling, Exits, GuestLocks):
         self.base_window = s.hypervisor.ple_window
         self.exit_cost = s.hypervisor.exit_cost_ns
         self.kick_latency = s.hypervisor.kick_latency_ns
+        self.ipi_latency = s.hypervisor.ipi_latency_ns
+        self.pv_tlb_flush = s.hypervisor.pv_tlb_flush
         self.threshold = s.lock.spin_threshold_ns
         self.early_halt = algo.pv and algo.early_halt != "never"
         self.early_preempted = self.early_halt and algo.early_halt == "pred-preempted"
@@ -115,6 +120,7 @@ class Engine(Scheduling, Exits, GuestLocks):
                 v.stream = OpStream(s.vm, self.seed, i, j)
                 v.comp, v.lk, v.hold = v.stream.block()
                 v.sleeps = v.stream.sleeps()
+                v.ipis = v.stream.ipis()
                 v.ops_total = s.vm.ops if self.duration == 0 else -1
                 v.window = self.base_window
                 vm.vcpus.append(v)
@@ -156,6 +162,9 @@ class Engine(Scheduling, Exits, GuestLocks):
             return
         v.state_ns[old] += t - v.state_t
         v.state_t = t
+        if v.ipi_in:
+            for rec in v.ipi_in:
+                rec.target_state(old, new, t)
         lock = v.wait_lock
         if lock is not None:
             b = lock.book
@@ -186,8 +195,10 @@ class Engine(Scheduling, Exits, GuestLocks):
             for p, v in enumerate(order[: host.n_pcpus]):
                 host.cur[p] = v
                 v.pcpu = v.last_pcpu = p
-            for v in order[host.n_pcpus :]:
-                host.rq.append(v)
+            for k, v in enumerate(order[host.n_pcpus :]):
+                if host.percpu:  # the waiting vCPUs spread over the pCPUs' queues
+                    v.last_pcpu = k % host.n_pcpus
+                host.enqueue(v, v.vm)
             for v in order:  # everyone starts with a request; staggered so they do not expire together
                 host.new_request(v)
         for v in self.vcpus:
@@ -210,6 +221,8 @@ class Engine(Scheduling, Exits, GuestLocks):
                     self.arm_slice(p, 0)
         for n in self.noise:
             self.push(self.noise_time(self.s.host.noise_sleep_ns), EV_NOISE_WAKE, n, n.token)
+        if host.percpu:
+            self.push(self.s.host.balance_interval_ns, EV_BALANCE, None, 0)
 
     def run(self) -> GroundTruth:
         """Run to the end; returns the ground truth (events went to the sink)."""
@@ -267,6 +280,11 @@ class Engine(Scheduling, Exits, GuestLocks):
                 elif typ == EV_NOISE_DONE:
                     if tok == obj.token:
                         self.noise_done(obj, t)
+                elif typ == EV_IPI:
+                    if tok == obj.ipi_tok:
+                        self.ipi_arrives(obj, t)
+                elif typ == EV_BALANCE:
+                    self.balance_tick(t)
                 elif typ == EV_GANG:
                     if tok == self.host.gang_tok:
                         self.gang_switch(t)

@@ -18,7 +18,9 @@ from pvtrace.simulate import output as o
     EV_GANG,
     EV_SCAN,
     EV_POLL_END,
-) = range(12)
+    EV_BALANCE,
+    EV_IPI,
+) = range(14)
 
 NEVER = 1 << 62  # a time no run reaches
 
@@ -45,3 +47,7 @@ class K:
     PV_KICK = o.PV_KICK
     YIELD_TO = o.YIELD_TO
     PLE = o.PLE_WINDOW
+    CSD_QUEUE = o.CSD_QUEUE
+    IPI_SEND = o.IPI_SEND
+    CSD_ENTRY = o.CSD_ENTRY
+    CSD_EXIT = o.CSD_EXIT

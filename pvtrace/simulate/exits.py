@@ -79,7 +79,10 @@ class Exits:
 
         -1: the target is running or not runnable; 1: the fair class took the
         hint (target marked buddy, the yielder's deadline pushed out by a request)
-        and v's pCPU was rescheduled, which may give it back to v.
+        and v's pCPU was rescheduled, which may give it back to v. With per-cpu
+        queues a target queued on another pCPU is that queue's buddy: its pCPU
+        is rescheduled (resched_curr) and runs it if the buddy is honoured, and
+        v's pCPU picks from its own queue.
         """
         if target.state != PREEMPTED or target.pcpu >= 0:
             return -1
@@ -95,11 +98,16 @@ class Exits:
         else:
             host.charge(p, t)
             host.yield_task(v)
-            nxt = host.pick(t, extra=v, buddy=target if self.s.host.next_buddy else None)
+            q = host.qof(p)
+            buddy = target if self.s.host.next_buddy else None
+            if host.percpu and target.last_pcpu != p:
+                self.resched_for(target.last_pcpu, buddy, t)
+                buddy = None
+            nxt = host.pick(t, extra=v, buddy=buddy, q=q)
             if nxt is v:
                 self.back_to_guest(v, t)  # not honoured: the yielder keeps its pCPU
                 return 1
-            host.rq.remove(nxt)
+            host.queues[q].remove(nxt)
         self.emit(t, K.PREEMPT_R | v.key, p)
         self.set_state(v, PREEMPTED, t)
         v.extended = False
@@ -110,6 +118,22 @@ class Exits:
         self.stopped_running(v, t)
         return 1
 
+    def resched_for(self, q: int, buddy, t: int) -> None:
+        """yield_to across queues: pCPU q reschedules; it runs the buddy when eligible (NEXT_BUDDY),
+        else EEVDF's pick, which under RUN_TO_PARITY keeps a current task inside its request."""
+        host = self.host
+        cur = host.cur[q]
+        nxt = host.pick(t, extra=cur, buddy=buddy, q=q)
+        if nxt is cur or cur is None or cur.polling:
+            return  # (an idle or polling pCPU never has a waiting task)
+        if nxt is not buddy and self.s.host.run_to_parity and cur.vrt < cur.deadline:
+            return
+        host.queues[q].remove(nxt)
+        self.switch_out(cur, q, t)
+        self.run_on(nxt, q, t)
+        if cur.is_vcpu:
+            self.stopped_running(cur, t)
+
     def hint_yield(self, v: VCpu, t: int) -> None:
         """Preemption hint: the deferred preemption happens right after the release."""
         p = v.pcpu
@@ -119,6 +143,8 @@ class Exits:
     # -- HLT, halt-polling, kicks ---------------------------------------------------------
     def pv_halt(self, v: VCpu, t: int) -> None:
         """A pv waiter gives up spinning and halts until kicked; KVM halt-polls first."""
+        if v.ipi_in:  # an interrupt pending at HLT is taken first
+            self.handle_ipis(v, t)
         lock = v.wait_lock
         p = v.pcpu
         v.token += 1
@@ -135,7 +161,7 @@ class Exits:
         """After HLT: halt-poll on the pCPU while nothing else is runnable, else sleep."""
         v.halt_t = t
         host = self.host
-        if v.poll_ns and not host.gang and not host.rq:
+        if v.poll_ns and not host.gang and not host.has_waiting(p):
             v.polling = True  # single_task_running(): the thread polls on its pCPU
             self.push(t + v.poll_ns, EV_POLL_END, v, v.token)
         else:
@@ -143,6 +169,8 @@ class Exits:
 
     def idle_sleep(self, v: VCpu, t: int) -> None:
         """The guest blocks (I/O, a sleeping lock): its vCPU idles in HLT until a timer wakes it."""
+        if v.ipi_in:  # an interrupt pending at HLT is taken first
+            self.handle_ipis(v, t)
         p = v.pcpu
         ns, v.sleep_due = v.sleep_due, 0
         v.token += 1
@@ -199,6 +227,8 @@ class Exits:
 
     def finish(self, v: VCpu, t: int) -> None:
         """All of v's work is done: it halts for good (guest idle; no poll, nothing will wake it)."""
+        if v.ipi_in:  # an interrupt pending at HLT is taken first
+            self.handle_ipis(v, t)
         p = v.pcpu
         v.phase = DONE
         v.token += 1

@@ -13,7 +13,7 @@ from heapq import heappop, heapreplace
 
 from pvtrace.simulate.events import EV_ATTEMPT, EV_RELEASE, EV_SPIN, NEVER, K
 from pvtrace.simulate.locks import LockState
-from pvtrace.simulate.tasks import COMPUTE, DONE, HALTED, HOLD, PREEMPTED, RUNNING, WAIT, VCpu
+from pvtrace.simulate.tasks import COMPUTE, DONE, HALTED, HOLD, IPI, PREEMPTED, RUNNING, WAIT, VCpu
 from pvtrace.simulate.workload import BLOCK
 
 
@@ -26,7 +26,7 @@ class GuestLocks:
         ph = v.phase
         if ph in (COMPUTE, HOLD):
             v.left = v.due - t
-        elif ph == WAIT:
+        elif ph in (WAIT, IPI):
             self.end_segment(v, t)
         v.in_guest = False
 
@@ -34,6 +34,10 @@ class GuestLocks:
         """v executes guest code again: continue what it was doing."""
         ph = v.phase
         if ph == COMPUTE:
+            if v.ipi_due:
+                v.ipi_due = False
+                self.tlb_shootdown(v, t)
+                return
             if v.sleep_due:
                 self.idle_sleep(v, t)
                 return
@@ -44,6 +48,8 @@ class GuestLocks:
             self.push_v(v, v.due, EV_RELEASE)
         elif ph == WAIT:
             self.spin(v, t)
+        elif ph == IPI:
+            self.ipi_spin(v, t)
         else:
             self.finish(v, t)
 
@@ -59,10 +65,13 @@ class GuestLocks:
         v.n_done += 1
         if v.sleeps is not None:
             v.sleep_due = v.sleeps[v.i]
+        if v.ipis is not None:
+            v.ipi_due = v.ipis[v.i]
         v.i += 1
         if v.i == BLOCK:
             v.comp, v.lk, v.hold = v.stream.block()
             v.sleeps = v.stream.sleeps()
+            v.ipis = v.stream.ipis()
             v.i = 0
 
     def attempt(self, v: VCpu, t: int) -> None:
@@ -84,6 +93,7 @@ class GuestLocks:
         rkey = K.RELEASE | v.key
         locks = v.locks
         comp, lks, holds = v.comp, v.lk, v.hold
+        sleeps, ipis = v.sleeps, v.ipis
         i = v.i
         while True:
             k = lks[i]
@@ -121,19 +131,24 @@ class GuestLocks:
                 heappop(heap)
                 self.finish(v, r)
                 return
-            sleep = v.sleeps[i] if v.sleeps is not None else 0
+            sleep = sleeps[i] if sleeps is not None else 0
+            shoot = ipis is not None and ipis[i]
             i += 1
             if i == BLOCK:
                 v.comp, v.lk, v.hold = comp, lks, holds = v.stream.block()
-                v.sleeps = v.stream.sleeps()
+                v.sleeps = sleeps = v.stream.sleeps()
+                v.ipis = ipis = v.stream.ipis()
                 i = 0
-            if sleep:
+            if sleep or shoot:
                 v.i = i
                 v.phase = COMPUTE
                 v.left = comp[i]
                 v.sleep_due = sleep
                 heappop(heap)
-                self.idle_sleep(v, r)
+                if shoot:
+                    self.tlb_shootdown(v, r)
+                else:
+                    self.idle_sleep(v, r)
                 return
             t = r + comp[i]
             if t >= horizon:
@@ -230,6 +245,9 @@ class GuestLocks:
 
     def spin_timer(self, v: VCpu, t: int) -> None:
         """A spin budget ran out: pv halt, PLE exit, or yield to the holder."""
+        if v.phase == IPI:
+            self.ipi_spin_timer(v, t)
+            return
         self.end_segment(v, t)
         if self.algo.pv and v.halt_left <= 0:
             self.pv_halt(v, t)
@@ -350,7 +368,7 @@ class GuestLocks:
                 kicked = True
         if v.extended:
             v.extended = False
-            if self.host.has_waiting():
+            if self.host.has_waiting(v.pcpu):
                 self.hint_yield(v, t)
                 return
             self.arm_slice(v.pcpu, t)

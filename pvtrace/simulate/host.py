@@ -1,4 +1,4 @@
-"""The host scheduler's data and decisions: an EEVDF-like fair class over one global run queue.
+"""The host scheduler's data and decisions: an EEVDF-like fair class over its run queues.
 
 Fair share is accounted, never granted: every ns a task holds a pCPU (guest
 code, exits, halt-polling) is charged to its virtual runtime `vrt` by `charge`,
@@ -14,9 +14,11 @@ while it is eligible and its request is not served. yield_to marks a buddy
 (yield_task_fair); a running task is looked at again at least once a slice,
 so a deadline pushed far out by many yields buys no long run.
 
-All tasks have equal weight. One global queue stands for per-CPU queues with
-an ideal load balancer (declared model simplification: no cross-queue
-failures of yield_to). With gang scheduling, one gang (a VM's vCPUs, or the
+All tasks have equal weight. `host.runqueues` chooses the queues: `global`,
+one queue for all pCPUs (an ideal load balancer: a declared simplification),
+or `per-cpu`, a queue per pCPU as in the kernel (each queue its own average
+vruntime; a task that moves keeps its lag; the load balancer is balance.py).
+With gang scheduling, one gang (a VM's vCPUs, or the
 noise tasks) owns the pCPUs at a time and gangs take turns a slice each,
 FIFO within a gang. The engine makes every transition and emits the events;
 this class only keeps books and decides.
@@ -41,8 +43,14 @@ class HostState:
         self.slice_tok = [0] * host.pcpus
         self.run_start = [0] * host.pcpus  # when cur[p] was last charged
         self.gang = host.gang_scheduling
-        self.rq: list = []  # runnable tasks waiting for a pCPU
-        self.v_floor = 0  # the latest average vruntime (placement when nothing is runnable)
+        self.percpu = host.runqueues == "per-cpu"
+        # runnable tasks waiting for a pCPU: one queue, or one per pCPU (rq is the first)
+        self.queues: list[list] = [[] for _ in range(host.pcpus if self.percpu else 1)]
+        self.rq: list = self.queues[0]
+        self.v_floor = [0] * len(self.queues)  # each queue's latest average vruntime
+        self.balance_ticks = 0
+        # per pCPU: periodic balances in a row that found an imbalance and moved nothing
+        self.balance_failed = [0] * host.pcpus
         self.gang_queues: list[deque] = [deque() for _ in range(n_gangs)]
         self.cur_gang = 0
         self.gang_tok = 0
@@ -66,20 +74,29 @@ class HostState:
         for p in range(self.n_pcpus):
             self.charge(p, t)
 
-    def avg_vruntime(self, t: int, without=None) -> tuple[int, int]:
-        """(sum of vrt, count) over runnable tasks (queued and on a pCPU), all charged to t."""
-        self.charge_all(t)
+    def qof(self, p: int) -> int:
+        """The run queue of pCPU p (a task's queue is that of its last pCPU, task_cpu())."""
+        return p if self.percpu else 0
+
+    def avg_vruntime(self, t: int, without=None, q: int = 0) -> tuple[int, int]:
+        """(sum of vrt, count) over queue q's runnable tasks (queued and on its pCPUs), charged to t."""
+        if self.percpu:
+            self.charge(q, t)
+            on = (self.cur[q],)
+        else:
+            self.charge_all(t)
+            on = self.cur
         total, n = 0, 0
-        for task in self.rq:
+        for task in self.queues[q]:
             if task is not without:
                 total += task.vrt
                 n += 1
-        for task in self.cur:
+        for task in on:
             if task is not None and task is not without:
                 total += task.vrt
                 n += 1
         if n:
-            self.v_floor = total // n
+            self.v_floor[q] = total // n
         return total, n
 
     def new_request(self, task) -> None:
@@ -96,42 +113,48 @@ class HostState:
 
     def yield_task(self, task) -> None:
         """yield_task_fair: the yielder's deadline moves out by a request (nothing when it is alone)."""
-        if self.rq:
+        if self.queues[task.pcpu if self.percpu else 0]:
             task.deadline += self.cfg.slice_ns
 
     # -- sleeping and waking (lag) -------------------------------------------------------
     def sleep(self, task, t: int) -> None:
         """A task stops being runnable (halts, sleeps): keep its lag, clamped to two requests."""
-        total, n = self.avg_vruntime(t)
+        self.keep_lag(task, t, self.qof(task.pcpu))
+
+    def keep_lag(self, task, t: int, q: int) -> None:
+        """Remember the task's lag against queue q's average (update_entity_lag), clamped to two requests."""
+        total, n = self.avg_vruntime(t, q=q)
         limit = 2 * self.cfg.slice_ns
         lag = total // n - task.vrt if n else 0
         task.vlag = max(-limit, min(limit, lag))
 
-    def place(self, task, t: int) -> None:
-        """A woken task: vruntime from its kept lag (scaled so adding it keeps that lag), new request."""
-        total, n = self.avg_vruntime(t, without=task)
+    def place(self, task, t: int, q: int = 0) -> None:
+        """A task joins queue q (woken, or moved there): vruntime from its kept lag (scaled so adding
+        it keeps that lag), new request."""
+        total, n = self.avg_vruntime(t, without=task, q=q)
         if n:
             v = total // n
             lag = task.vlag * (n + 1) // n
         else:
-            v, lag = self.v_floor, task.vlag
+            v, lag = self.v_floor[q], task.vlag
         task.vrt = v - lag
         self.new_request(task)
 
     # -- picking ------------------------------------------------------------------------
-    def pick(self, t: int, extra=None, buddy=None):
-        """The task EEVDF runs next among the queue (and `extra`, a task on the pCPU being rescheduled).
+    def pick(self, t: int, extra=None, buddy=None, q: int = 0):
+        """The task EEVDF runs next among queue q (and `extra`, a task on the pCPU being rescheduled).
 
         The buddy (a yield_to target) is picked when it is eligible.
         """
-        total, n = self.avg_vruntime(t)
+        total, n = self.avg_vruntime(t, q=q)
         if extra is not None and extra.pcpu < 0:
             total += extra.vrt
             n += 1
         if buddy is not None and buddy.vrt * n <= total:
             return buddy
         best = None
-        cands = self.rq if extra is None else [*self.rq, extra]
+        rq = self.queues[q]
+        cands = rq if extra is None else [*rq, extra]
         for task in cands:
             if task.vrt * n <= total and (best is None or task.deadline < best.deadline):
                 best = task
@@ -144,7 +167,8 @@ class HostState:
         cur = self.cur[p]
         if not self.cfg.wakeup_preemption or cur is None or spare(cur):
             return False
-        total, n = self.avg_vruntime(t)
+        q = self.qof(p)
+        total, n = self.avg_vruntime(t, q=q)
         total += woken.vrt
         n += 1
         if woken.vrt * n > total:
@@ -155,39 +179,41 @@ class HostState:
         if cur_eligible and cur.deadline <= woken.deadline:
             return False
         # not when the scheduler would pick a waiting task before the woken one
-        return not any(task.vrt * n <= total and task.deadline < woken.deadline for task in self.rq)
+        return not any(task.vrt * n <= total and task.deadline < woken.deadline for task in self.queues[q])
 
     # -- queues ---------------------------------------------------------------------------
-    def has_waiting(self) -> bool:
-        """Is a task waiting for a pCPU (in the current gang, under gang scheduling)?"""
+    def has_waiting(self, p: int) -> bool:
+        """Is a task waiting for pCPU p (on its queue; in the current gang, under gang scheduling)?"""
         if self.gang:
             return bool(self.gang_queues[self.cur_gang])
-        return bool(self.rq)
+        return bool(self.queues[p if self.percpu else 0])
 
-    def pop_next(self, t: int):
-        """The task an idle pCPU runs next, removed from its queue; None: stay idle."""
+    def pop_next(self, t: int, p: int):
+        """The task pCPU p runs next, removed from its queue; None: its queue is empty."""
         if self.gang:
             q = self.gang_queues[self.cur_gang]
             return q.popleft() if q else None
-        if not self.rq:
+        q = self.qof(p)
+        rq = self.queues[q]
+        if not rq:
             return None
-        task = self.pick(t)
-        self.rq.remove(task)
+        task = self.pick(t, q=q)
+        rq.remove(task)
         return task
 
     def enqueue(self, task, gang: int) -> None:
-        """A runnable task without a pCPU joins the queue."""
+        """A runnable task without a pCPU joins the queue (per-cpu: its last pCPU's)."""
         if self.gang:
             self.gang_queues[gang].append(task)
         else:
-            self.rq.append(task)
+            self.queues[task.last_pcpu if self.percpu else 0].append(task)
 
     def remove(self, task, gang: int) -> None:
         """Take a waiting task out of its queue (it is about to run)."""
         if self.gang:
             self.gang_queues[gang].remove(task)
         else:
-            self.rq.remove(task)
+            self.queues[task.last_pcpu if self.percpu else 0].remove(task)
 
     # -- placement ------------------------------------------------------------------------
     def idle_pcpu_for(self, task, gang: int) -> int | None:

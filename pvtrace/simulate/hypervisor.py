@@ -60,8 +60,8 @@ def spin_candidates(hv: Hypervisor, me: VCpu, siblings: list[VCpu], last_boosted
         u = siblings[(start + k) % n]
         if u is me or not ready(u):
             continue
-        if not u.in_kernel:
-            continue  # preempted in user mode
+        if not u.in_kernel and not u.ipi_in:
+            continue  # preempted in user mode with no interrupt pending (kvm_arch_dy_has_pending_interrupt)
         if u.spin_loop:
             eligible = u.dy_eligible
             u.dy_eligible = not u.dy_eligible

@@ -28,6 +28,24 @@ EXIT, ENTRY, CONTEND, ACQUIRE, RELEASE = (
 )
 PV_HALT, PV_KICK, YIELD_TO, PLE_WINDOW = K["pv_halt"], K["pv_kick"], K["yield_to"], K["ple_window"]
 
+# Guest tracepoints the model emits as `other` events (kind codes past KINDS), with their payloads
+# (include/trace/events/ipi.h and csd.h): x is the target CPU (csd_queue_cpu), the CPU mask
+# (ipi_send_cpumask) or the sending CPU (csd_function_entry/exit, whose row is the target).
+OTHER_EVENTS: tuple[str, ...] = (
+    "csd_queue_cpu",
+    "ipi_send_cpumask",
+    "csd_function_entry",
+    "csd_function_exit",
+)
+CSD_QUEUE, IPI_SEND, CSD_ENTRY, CSD_EXIT = range(len(KINDS), len(KINDS) + len(OTHER_EVENTS))
+FLUSH_FUNC = "flush_tlb_func"
+QUEUE_CALLSITE = "smp_call_function_many_cond+0x1a5/0x4c0"
+SEND_CALLSITE = "smp_call_function_many_cond+0x2b4/0x4c0"
+# a csd lives in the target CPU's per-cpu area, at the sender's slot of the call-function data
+PERCPU_BASE = 0xFFFF_888F_7FA0_0000
+PERCPU_STRIDE = 0x4_0000
+CSD_SIZE = 0x20
+
 # Reason codes: (reason text, value implied by the reason).
 REASONS: tuple[tuple[str | None, int | None], ...] = (
     (None, None),
@@ -76,7 +94,13 @@ class EventBuffer:
     at most two batches are alive.
     """
 
-    def __init__(self, vm_names: list[str], sink: Callable[[pl.DataFrame], None], batch_size: int = 1 << 20):
+    def __init__(
+        self,
+        vm_names: list[str],
+        sink: Callable[[pl.DataFrame], None],
+        batch_size: int = 1 << 20,
+        n_vcpus: int = 1,
+    ):
         self.ts = array("q")
         self.key = array("q")
         self.x = array("q")
@@ -86,8 +110,9 @@ class EventBuffer:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pvtrace-events")
         self._pending: Future | None = None
         self._vm_names = pl.Series("vm", vm_names, dtype=pl.Categorical())
-        self._kinds = pl.Series("kind", list(KINDS), dtype=KIND)
-        self._events = pl.Series("event", list(KINDS), dtype=pl.Categorical())
+        self._mask_digits = (n_vcpus + 3) // 4  # the cpumask's hex width (bitmap_string)
+        self._kinds = pl.Series("kind", [*KINDS, *(["other"] * len(OTHER_EVENTS))], dtype=KIND)
+        self._events = pl.Series("event", [*KINDS, *OTHER_EVENTS], dtype=pl.Categorical())
         self._reasons = pl.Series("reason", [r for r, _ in REASONS], dtype=pl.Categorical())
         self._reason_values = pl.Series("value", [v for _, v in REASONS], dtype=pl.Int64())
 
@@ -167,5 +192,28 @@ class EventBuffer:
             pl.lit("sim", ORIGIN).alias("origin"),
             pl.lit(None, pl.Int32).alias("tid"),
             "event",
-            pl.lit(None, pl.String).alias("args"),
+            self.other_args(kind, vcpu, x)
+            if kind.max() >= CSD_QUEUE
+            else pl.lit(None, pl.String).alias("args"),
         ).cast(dict(EVENT_SCHEMA))
+
+    def other_args(self, kind: np.ndarray, vcpu: np.ndarray, x: np.ndarray) -> pl.Series:
+        """The payloads of the IPI tracepoints (null on every other row); these rows are few."""
+        args = pl.repeat(None, len(kind), dtype=pl.String, eager=True).alias("args")
+        idx = np.nonzero(kind >= CSD_QUEUE)[0]
+        if not len(idx):
+            return args
+        texts = []
+        for k, me, other in zip(kind[idx].tolist(), vcpu[idx].tolist(), x[idx].tolist(), strict=True):
+            if k == IPI_SEND:
+                texts.append(
+                    f"cpumask={other:0{self._mask_digits}x} callsite={SEND_CALLSITE} callback={FLUSH_FUNC}+0x0/0x250"
+                )
+                continue
+            sender, target = (me, other) if k == CSD_QUEUE else (other, me)
+            csd = f"0x{PERCPU_BASE + PERCPU_STRIDE * target + CSD_SIZE * sender:x}"
+            if k == CSD_QUEUE:
+                texts.append(f"cpu={target} callsite={QUEUE_CALLSITE} func={FLUSH_FUNC} csd={csd}")
+            else:
+                texts.append(f"func={FLUSH_FUNC}, csd={csd}")
+        return args.scatter(idx, texts)

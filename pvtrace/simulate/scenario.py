@@ -30,6 +30,7 @@ ALGORITHMS: tuple[str, ...] = (
 )
 DISTRIBUTIONS: tuple[str, ...] = ("fixed", "exp", "uniform", "lognormal")
 YIELD_POLICIES: tuple[str, ...] = ("none", "random", "kvm")
+RUNQUEUES: tuple[str, ...] = ("global", "per-cpu")
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,8 @@ class Host:
     noise_run_ns: int = 1_000_000
     noise_sleep_ns: int = 3_000_000
     gang_scheduling: bool = False
+    runqueues: str = "global"
+    balance_interval_ns: int = 4_000_000
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ class Vm:
     kernel_fraction: float = 0.2
     sleep_prob: float = 0.0
     sleep_ns: int = 2_000_000
+    ipi_prob: float = 0.0
     clock_offsets_ns: tuple[int, ...] = ()
     guest_hz: int = 1000  # the guests' CONFIG_HZ: their scheduler tick in the guest view
 
@@ -103,6 +107,8 @@ class Hypervisor:
     exit_cost_ns: int = 700
     spin_scan_ns: int = 500
     kick_latency_ns: int = 3_000
+    ipi_latency_ns: int = 2_000
+    pv_tlb_flush: bool = True
     halt_poll_ns: int = 200_000
     halt_poll_grow: int = 2
     halt_poll_grow_start: int = 10_000
@@ -217,6 +223,16 @@ def validate(s: Scenario) -> Scenario:
     _check(h.noise_tasks >= 0, "host.noise_tasks", ">= 0", h.noise_tasks)
     _check(h.noise_run_ns >= 1, "host.noise_run_ns", ">= 1", h.noise_run_ns)
     _check(h.noise_sleep_ns >= 1, "host.noise_sleep_ns", ">= 1", h.noise_sleep_ns)
+    _check(h.runqueues in RUNQUEUES, "host.runqueues", "one of " + ", ".join(RUNQUEUES), h.runqueues)
+    _check(
+        not (h.gang_scheduling and h.runqueues == "per-cpu"),
+        "host.runqueues",
+        '"global" under host.gang_scheduling (one gang owns every pCPU)',
+        h.runqueues,
+    )
+    _check(
+        h.balance_interval_ns >= 1_000, "host.balance_interval_ns", ">= 1000 (1 us)", h.balance_interval_ns
+    )
     _check(1 <= v.count <= 1024, "vm.count", "between 1 and 1024", v.count)
     _check(1 <= v.vcpus <= 1024, "vm.vcpus", "between 1 and 1024", v.vcpus)
     _check(1 <= v.locks <= 1_000_000, "vm.locks", "between 1 and 1000000", v.locks)
@@ -238,6 +254,7 @@ def validate(s: Scenario) -> Scenario:
     _check(0.0 <= v.sleep_prob <= 1.0, "vm.sleep_prob", "in [0, 1]", v.sleep_prob)
     _check(v.sleep_ns >= 1, "vm.sleep_ns", ">= 1", v.sleep_ns)
     _check(v.guest_hz in HZ_CHOICES, "vm.guest_hz", "one of " + ", ".join(map(str, HZ_CHOICES)), v.guest_hz)
+    _check(0.0 <= v.ipi_prob <= 1.0, "vm.ipi_prob", "in [0, 1]", v.ipi_prob)
     _check(
         len(v.clock_offsets_ns) in (0, v.count),
         "vm.clock_offsets_ns",
@@ -265,6 +282,7 @@ def validate(s: Scenario) -> Scenario:
     )
     _check(hv.exit_cost_ns >= 1, "hypervisor.exit_cost_ns", ">= 1", hv.exit_cost_ns)
     _check(hv.kick_latency_ns >= 1, "hypervisor.kick_latency_ns", ">= 1", hv.kick_latency_ns)
+    _check(hv.ipi_latency_ns >= 1, "hypervisor.ipi_latency_ns", ">= 1", hv.ipi_latency_ns)
     _check(hv.spin_scan_ns >= 1, "hypervisor.spin_scan_ns", ">= 1", hv.spin_scan_ns)
     _check(hv.halt_poll_ns >= 0, "hypervisor.halt_poll_ns", ">= 0 (0: no halt-polling)", hv.halt_poll_ns)
     _check(hv.halt_poll_grow >= 1, "hypervisor.halt_poll_grow", ">= 1", hv.halt_poll_grow)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pvtrace.simulate.events import EV_GANG, EV_NOISE_DONE, EV_NOISE_WAKE, EV_SLICE, K
-from pvtrace.simulate.tasks import COMPUTE, HOLD, PREEMPTED, RUNNING, WAIT, Noise, VCpu
+from pvtrace.simulate import balance
+from pvtrace.simulate.events import EV_BALANCE, EV_GANG, EV_NOISE_DONE, EV_NOISE_WAKE, EV_SLICE, K
+from pvtrace.simulate.tasks import COMPUTE, HOLD, IPI, PREEMPTED, RUNNING, WAIT, Noise, VCpu
 
 
 class Scheduling:
@@ -43,6 +44,8 @@ class Scheduling:
         v = task
         self.emit(t, K.RUN | v.key, p)
         self.set_state(v, RUNNING, t)
+        if v.ipi_in:  # IPIs sent while it was preempted are delivered now
+            self.arm_ipi(v, t)
         if v.spin_loop:  # back from a yield inside kvm_vcpu_on_spin
             v.spin_loop = False
             v.dy_eligible = False
@@ -68,11 +71,16 @@ class Scheduling:
         host.charge(p, t)
         host.cur[p] = None
         task.pcpu = -1
+        task.off_t = t
 
     def vacate(self, p: int, t: int) -> None:
-        """pCPU p is free: run the next waiting task, or idle."""
+        """pCPU p is free: run the next waiting task (per-cpu: pulling one if its queue is empty), or idle."""
         host = self.host
-        nxt = host.pop_next(t)
+        nxt = host.pop_next(t, p)
+        if nxt is None and host.percpu:
+            nxt = balance.newidle_pull(host, p, t)
+            if nxt is not None:
+                balance.migrate(host, nxt, p, t)
         if nxt is not None:
             self.run_on(nxt, p, t)
             return
@@ -94,7 +102,7 @@ class Scheduling:
         if cur is None:
             return
         host.charge(p, t)
-        if not host.has_waiting():
+        if not host.has_waiting(p):
             self.arm_slice(p, t)
             return
         if cur.is_vcpu and self.hint and cur.hold_lock is not None and not cur.extended:
@@ -104,15 +112,16 @@ class Scheduling:
             self.push(t + self.s.cures.hint_max_extension_ns, EV_SLICE, p, tok)
             return
         if host.gang:
-            nxt = host.pop_next(t)
+            nxt = host.pop_next(t, p)
         else:
             if cur.vrt >= cur.deadline:
                 host.new_request(cur)  # its request is served: a new one
-            nxt = host.pick(t, extra=cur)
+            q = p if host.percpu else 0
+            nxt = host.pick(t, extra=cur, q=q)
             if nxt is cur:
                 self.arm_slice(p, t)
                 return
-            host.rq.remove(nxt)
+            host.queues[q].remove(nxt)
         self.switch_out(cur, p, t)
         self.run_on(nxt, p, t)
         if cur.is_vcpu:
@@ -137,7 +146,7 @@ class Scheduling:
         self.emit(t, key | v.key, p)
         self.set_state(v, PREEMPTED, t)
         v.extended = False
-        v.in_kernel = v.phase in (HOLD, WAIT) or (
+        v.in_kernel = v.phase in (HOLD, WAIT, IPI) or (
             v.phase == COMPUTE and self.rng.random() < self.kernel_fraction
         )
 
@@ -161,6 +170,9 @@ class Scheduling:
     def wake_task(self, task, t: int, on_wake: Callable[[int], None] | None = None) -> None:
         """A task becomes runnable: an idle pCPU, a polling one, a wake-up preemption, or the queue."""
         host = self.host
+        if host.percpu:
+            self.wake_percpu(task, t, on_wake)
+            return
         gang = self.gang_of(task)
         if not host.gang:
             host.place(task, t)
@@ -190,6 +202,49 @@ class Scheduling:
             on_wake(p)
         self.run_on(task, p, t)
 
+    def wake_percpu(self, task, t: int, on_wake: Callable[[int], None] | None) -> None:
+        """Per-cpu queues: the pCPU select_idle_sibling chooses; there an idle pCPU runs the task, a
+        halt-polling vCPU stops polling for it, or it preempts by the scheduler's rule or queues."""
+        host = self.host
+        p = balance.wake_cpu(host, task)
+        host.place(task, t, p)
+        task.last_pcpu = p
+        cur = host.cur[p]
+        preempts = cur is not None and not cur.polling and host.wakeup_preempts(task, p, t, self.spared)
+        if on_wake is not None:
+            on_wake(p if cur is None or cur.polling or preempts else -1)
+        if cur is None:
+            self.run_on(task, p, t)
+        elif cur.polling:
+            host.queues[p].append(task)
+            self.poll_stops(cur, p, t)  # not single_task_running() any more: it blocks, task runs
+        elif preempts:
+            self.switch_out(cur, p, t)
+            self.run_on(task, p, t)
+            if cur.is_vcpu:
+                self.stopped_running(cur, t)
+        else:
+            host.queues[p].append(task)
+
+    def balance_tick(self, t: int) -> None:
+        """Per-cpu queues: every pCPU runs the periodic load balancer (balance.py) for itself."""
+        host = self.host
+        host.balance_ticks += 1
+        busy = host.balance_ticks % balance.BUSY_FACTOR == 0
+        self.push(t + self.s.host.balance_interval_ns, EV_BALANCE, None, 0)
+        for dst in range(host.n_pcpus):
+            task = balance.balance_pull(host, dst, t, busy)
+            if task is None:
+                continue
+            balance.migrate(host, task, dst, t)
+            cur = host.cur[dst]
+            if cur is None:
+                self.run_on(task, dst, t)
+                continue
+            host.queues[dst].append(task)
+            if cur.polling:
+                self.poll_stops(cur, dst, t)  # its queue is not empty any more: it blocks, task runs
+
     def spared(self, task) -> bool:
         """Preemption hint: wake-up preemption spares a vCPU holding a spinlock."""
         return self.hint and task.is_vcpu and task.hold_lock is not None
@@ -202,7 +257,7 @@ class Scheduling:
             host.gang_queues[v.vm].append(v)
         host.cur_gang = order[0].vm
         for p in range(host.n_pcpus):
-            nxt = host.pop_next(0)
+            nxt = host.pop_next(0, p)
             if nxt is None:
                 break
             host.cur[p] = nxt
@@ -214,7 +269,7 @@ class Scheduling:
         host = self.host
         for p in range(host.n_pcpus):
             if host.cur[p] is None:
-                nxt = host.pop_next(t)
+                nxt = host.pop_next(t, p)
                 if nxt is None:
                     break
                 self.run_on(nxt, p, t)

@@ -13,7 +13,7 @@ from __future__ import annotations
 RUNNING, PREEMPTED, HALTED = 0, 1, 2
 STATE_NAMES = ("running", "preempted", "halted")
 
-COMPUTE, HOLD, WAIT, DONE = 0, 1, 2, 3
+COMPUTE, HOLD, WAIT, DONE, IPI = 0, 1, 2, 3, 4  # IPI: waiting for a TLB shootdown's targets (ipis.py)
 
 
 class VCpu:
@@ -37,6 +37,11 @@ class VCpu:
         "idx",
         "in_guest",
         "in_kernel",
+        "ipi_due",
+        "ipi_in",
+        "ipi_tok",
+        "ipi_wait",
+        "ipis",
         "is_vcpu",
         "key",
         "kick_pending",
@@ -45,6 +50,7 @@ class VCpu:
         "lk",
         "locks",
         "n_done",
+        "off_t",
         "ops_total",
         "pcpu",
         "phase",
@@ -82,6 +88,7 @@ class VCpu:
         self.state_ns = [0, 0, 0]
         self.pcpu = -1
         self.last_pcpu = -1
+        self.off_t = 0  # when it last left a pCPU (cache-hot for a while after: balance.py)
         self.in_guest = False
         self.phase = COMPUTE
         self.left = 0
@@ -119,6 +126,11 @@ class VCpu:
         self.sleeps: list[int] | None = None  # blocking sleep after each operation (0: none)
         self.sleep_due = 0  # a blocking sleep to take before the next compute
         self.in_kernel = False  # preempted in guest kernel mode (KVM's preempted_in_kernel)
+        self.ipis: list[bool] | None = None  # a TLB shootdown after each operation (None: never)
+        self.ipi_due = False  # a shootdown to send before the next compute
+        self.ipi_in: list = []  # shootdowns this vCPU has still to handle
+        self.ipi_tok = 0
+        self.ipi_wait = None  # the shootdown this vCPU waits for
 
 
 class Noise:
@@ -132,6 +144,7 @@ class Noise:
         "is_vcpu",
         "last_pcpu",
         "left",
+        "off_t",
         "pcpu",
         "polling",
         "token",
@@ -151,6 +164,7 @@ class Noise:
         self.due = 0
         self.pcpu = -1
         self.last_pcpu = -1
+        self.off_t = 0
         self.token = 0
 
 

@@ -277,6 +277,19 @@ class Truth:
         self.n_pause_exits = 0
         self.n_kicks = 0
         self.n_yields = 0
+        # TLB shootdowns (simulator-only: the analyzer does not compute them)
+        self.n_shootdowns = 0
+        self.n_ipi_skipped = 0
+        self.ipi_wait_ns = 0
+        self.ipi_wait_preempted_ns = 0
+        self.ipi_wait_max_ns = 0
+
+    def add_shootdown(self, rec, t: int) -> None:
+        """A shootdown's sender stops waiting at t: its wait, and the part a preempted target caused."""
+        wait = t - rec.t_send
+        self.ipi_wait_ns += wait
+        self.ipi_wait_preempted_ns += rec.pre_ns
+        self.ipi_wait_max_ns = max(self.ipi_wait_max_ns, wait)
 
     def add_lhp(self, lock, inc: LhpOpen, end: int, truncated: bool) -> None:
         n = len(inc.waiters)
@@ -424,5 +437,15 @@ class Truth:
             lwp_incidents=lwp,
             convoys=conv,
             t_end=t_end,
-            extra={**extra, "n_yields": self.n_yields},
+            extra={
+                **extra,
+                "n_yields": self.n_yields,
+                "ipi": {
+                    "n_shootdowns": self.n_shootdowns,
+                    "n_skipped_preempted": self.n_ipi_skipped,
+                    "wait_ns": self.ipi_wait_ns,
+                    "wait_preempted_ns": self.ipi_wait_preempted_ns,
+                    "wait_max_ns": self.ipi_wait_max_ns,
+                },
+            },
         )

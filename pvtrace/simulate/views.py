@@ -17,6 +17,7 @@ import polars as pl
 from pvtrace.errors import UsageError
 from pvtrace.guest_signals import TICK_EVENTS
 from pvtrace.schema import conform_events
+from pvtrace.simulate.output import OTHER_EVENTS
 from pvtrace.simulate.ticks import GUEST_HZ, guest_signal_events
 from pvtrace.trace import Trace
 
@@ -36,8 +37,9 @@ HOST_KINDS: tuple[str, ...] = (
 )
 # Kinds a guest tracer (lock:contention_begin/end) sees; lock_acquire only when contended.
 GUEST_KINDS: tuple[str, ...] = ("lock_contend", "lock_acquire")
-# `other` events of a guest-only view: the guest's ticks and the recorder's steal samples.
-SIGNAL_EVENTS: tuple[str, ...] = (*TICK_EVENTS, "tracing_mark_write")
+# `other` events of a guest-only view: the guest's ticks, the recorder's steal samples and the
+# guest's IPI tracepoints (TLB shootdowns: csd and ipi events).
+SIGNAL_EVENTS: tuple[str, ...] = (*TICK_EVENTS, "tracing_mark_write", *OTHER_EVENTS)
 
 
 def last_exit_reason(

@@ -1,4 +1,4 @@
-"""Guest workload: each vCPU's stream of (compute, lock, hold, sleep) operations.
+"""Guest workload: each vCPU's stream of (compute, lock, hold, sleep, TLB shootdown) operations.
 
 Every vCPU draws from its own generator, seeded by (seed, vm, vcpu), in blocks
 of a fixed size. The values a vCPU uses therefore do not depend on how the
@@ -41,13 +41,14 @@ def lock_weights(n_locks: int, skew: float) -> np.ndarray:
 class OpStream:
     """One vCPU's operations, refilled a block at a time."""
 
-    __slots__ = ("_cdf", "_rng", "_sleep_rng", "_vm")
+    __slots__ = ("_cdf", "_ipi_rng", "_rng", "_sleep_rng", "_vm")
 
     def __init__(self, vm: Vm, seed: int, vm_index: int, vcpu: int):
         self._vm = vm
         self._rng = np.random.default_rng([seed, vm_index, vcpu, 0x5EED])
         # sleeps from their own generator: a workload without them draws exactly what it did before
         self._sleep_rng = np.random.default_rng([seed, vm_index, vcpu, 0x51EE9]) if vm.sleep_prob else None
+        self._ipi_rng = np.random.default_rng([seed, vm_index, vcpu, 0x1F1]) if vm.ipi_prob else None
         self._cdf = np.cumsum(lock_weights(vm.locks, vm.lock_skew))
 
     def sleeps(self) -> list[int] | None:
@@ -57,6 +58,13 @@ class OpStream:
             return None
         ns = draw_ns(rng, "exp", vm.sleep_ns, 1.0, BLOCK)
         return np.where(rng.random(BLOCK) < vm.sleep_prob, ns, 0).tolist()
+
+    def ipis(self) -> list[bool] | None:
+        """Whether each of the next BLOCK operations ends in a TLB shootdown, or None without them."""
+        rng = self._ipi_rng
+        if rng is None:
+            return None
+        return (rng.random(BLOCK) < self._vm.ipi_prob).tolist()
 
     def block(self) -> tuple[list[int], list[int], list[int]]:
         """The next BLOCK operations as (compute_ns, lock index, hold_ns) lists."""

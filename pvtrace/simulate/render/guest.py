@@ -14,6 +14,7 @@ import polars as pl
 
 from pvtrace.errors import PvtraceError
 from pvtrace.guest_signals import TICK_EVENTS
+from pvtrace.simulate.output import OTHER_EVENTS
 from pvtrace.simulate.render.identities import GUEST_COMM, GUEST_PID_BASE, hashed_lock_addresses
 from pvtrace.simulate.render.text import hex_lx
 from pvtrace.simulate.views import contended_acquire
@@ -24,10 +25,16 @@ GUEST_FLAGS = "d..1."
 
 TICK_FLAGS = "d.h1."  # hard irq, interrupts off
 MARKER_FLAGS = "....."
+SEND_FLAGS = "...1."  # smp_call_function_many_cond: preemption off, interrupts on
+IRQ_EVENTS = ("csd_function_entry", "csd_function_exit")  # the call-function IPI's handler: hard irq
 GUEST_EVENTS: tuple[tuple[str, str], ...] = (
     ("lock", "contention_begin"),
     ("lock", "contention_end"),
     ("irq_vectors", "local_timer_entry"),
+    ("csd", "csd_queue_cpu"),
+    ("ipi", "ipi_send_cpumask"),
+    ("csd", "csd_function_entry"),
+    ("csd", "csd_function_exit"),
 )
 MARKER = "tracing_mark_write"
 RECORDER_COMM = "python3"  # pvtrace record, writing the steal samples
@@ -44,7 +51,9 @@ def guest_records(trace: Trace, events: pl.DataFrame, vm: str, *, guest_clock: b
     """The VM's guest lines in print order: ts (guest clock when `guest_clock`, else host), ord, cpu,
     pid, event, lock flags, the lock and its hashed `%p` text (see guest_payload)."""
     signals = events.filter(
-        (pl.col("vm") == vm) & (pl.col("kind") == "other") & pl.col("event").is_in([*TICK_EVENTS, MARKER])
+        (pl.col("vm") == vm)
+        & (pl.col("kind") == "other")
+        & pl.col("event").is_in([*TICK_EVENTS, MARKER, *OTHER_EVENTS])
     )
     mine = events.filter((pl.col("vm") == vm) & pl.col("kind").is_in(["lock_contend", "lock_acquire"]))
     mine = mine.filter((pl.col("kind") == "lock_contend") | contended_acquire(mine))
@@ -117,9 +126,11 @@ def guest_flags() -> pl.Expr:
     """The irq-info column of a guest ftrace line."""
     event = pl.col("event")
     return (
-        pl.when(event.is_in(TICK_EVENTS))
+        pl.when(event.is_in([*TICK_EVENTS, *IRQ_EVENTS]))
         .then(pl.lit(TICK_FLAGS))
         .when(event == MARKER)
         .then(pl.lit(MARKER_FLAGS))
+        .when(event.is_in(["csd_queue_cpu", "ipi_send_cpumask"]))
+        .then(pl.lit(SEND_FLAGS))
         .otherwise(pl.lit(GUEST_FLAGS))
     )

@@ -13,7 +13,6 @@ from typing import TextIO
 import polars as pl
 
 from pvtrace.errors import UsageError
-from pvtrace.guest_signals import TICK_EVENTS
 from pvtrace.simulate.render.guest import GUEST_EVENTS, MARKER, guest_comm, guest_payload, guest_records
 from pvtrace.simulate.render.host import HOST_EVENTS, host_records
 from pvtrace.simulate.render.identities import pick_vm
@@ -50,9 +49,8 @@ def _host_system() -> pl.Expr:
 
 
 def _guest_name() -> pl.Expr:
-    system = (
-        pl.when(pl.col("event").is_in(TICK_EVENTS)).then(pl.lit("irq_vectors:")).otherwise(pl.lit("lock:"))
-    )
+    systems = {event: f"{system}:" for system, event in GUEST_EVENTS}
+    system = pl.col("event").cast(pl.String).replace_strict(systems, default="lock:", return_dtype=pl.String)
     return pl.concat_str([system, pl.col("event")])
 
 
