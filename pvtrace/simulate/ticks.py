@@ -172,4 +172,8 @@ def after_exits(rows: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
         .otherwise(pl.col("ts"))
         .alias("ts")
     )
-    return moved.select(cols).unique(["vm", "vcpu", "ts", "event"], keep="first").sort("vm", "vcpu", "ts")
+    return (
+        moved.select(cols)
+        .unique(["vm", "vcpu", "ts", "event"], keep="first", maintain_order=True)
+        .sort("vm", "vcpu", "ts", "event", maintain_order=True)
+    )
