@@ -104,13 +104,20 @@ def text_run(trace, fmt: str, where: Path) -> dict:
     }
 
 
-def run_case(workload: str, algorithm: str, ple: bool, seeds: tuple[int, ...], duration_ns: int) -> dict:
+def run_case(
+    workload: str,
+    algorithm: str,
+    ple: bool,
+    seeds: tuple[int, ...],
+    duration_ns: int,
+    formats: tuple[str, ...] = FORMATS,
+) -> dict:
     """Every format's merged-text figures of one case, pooled over seeds."""
     out: dict = {}
     for seed in seeds:
         trace, _ = simulate_trace(scenario(workload, algorithm, ple, duration_ns), seed=seed)
         with tempfile.TemporaryDirectory(prefix="pvtrace-acc-") as tmp:
-            for fmt in FORMATS:
+            for fmt in formats:
                 out.setdefault(fmt, []).append(text_run(trace, fmt, Path(tmp)))
     return out
 
@@ -320,10 +327,41 @@ def lock_kind_markdown(seeds: tuple[int, ...], duration_ns: int) -> str:
     return "\n".join(lines)
 
 
+def long_markdown(seeds: tuple[int, ...], duration_ns: int) -> str:
+    """Nanosecond text (trace-cmd) of longer runs, where most locks see 20 hand-offs: the
+    targets with default options, as a trace of a second or more gives them."""
+    lines = [
+        "| workload | PLE | lock | spin | waste (LHP+LWP) | LHP precision | LHP recall "
+        "| harmful LHP found / true | convoys | lock kind right / decided wrong / locks with >= 20 hand-offs |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for workload in WORKLOADS:
+        for ple in (False, True):
+            for algo in ALGORITHMS:
+                f = figures(run_case(workload, algo, ple, seeds, duration_ns, ("trace-cmd",))["trace-cmd"])
+                lhp = f["lhp"]
+                waste = _pct(f["waste_err"]) + (
+                    " (partial)" if f["partial"] and f["waste_err"] is not None else ""
+                )
+                lines.append(
+                    f"| {workload} | {'on' if ple else 'off'} | {algo} | {_pct(f['spin_err'])} | {waste} | "
+                    + (
+                        f"{100 * lhp['precision']:.1f}% | {100 * lhp['recall']:.1f}% | {lhp['n_found']} / {lhp['n_true']} | "
+                        if lhp
+                        else "unavailable | unavailable | - | "
+                    )
+                    + f"{_pct(f['convoy_err'])} | {f['kinds_right']} / {f['kinds_wrong']} / {f['kinds_n']} |"
+                )
+                print(f"done {workload} ple={ple} {algo}", file=sys.stderr)
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     args = sys.argv[1:]
     if args == ["--kinds"]:
         print(lock_kind_markdown((1, 2, 3), 100_000_000))
+    elif args == ["--long"]:
+        print(long_markdown((1, 2), 1_000_000_000))
     elif args == ["--offsets"]:
         print(offsets_markdown(tuple(range(1, 6)), 100_000_000))
     elif args[:1] == ["--workload"]:  # one workload's rows (to run workloads side by side)
