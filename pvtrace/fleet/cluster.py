@@ -20,6 +20,20 @@ from pvtrace.errors import PvtraceError, UsageError
 
 WAIT_FOR_WORKERS_S = 600  # batch-queued workers (SLURM) may take minutes to join
 
+# Dask's housekeeping suits interactive clusters, not tasks of ~1 s: every server checks its event
+# loop each 20 ms, each worker samples its threads' stacks each 10 ms (the dashboard's profile),
+# polls its memory each 100 ms, and the scheduler tries work stealing each 100 ms. An idle
+# 1-worker LocalCluster burned 6.6% of a core that way, 1.2% with these; a fleet pays it for
+# every second it runs (benchmarks/README.md). Set for the client and the cluster pvtrace starts
+# (its workers inherit it); a cluster given by --scheduler keeps its own settings.
+QUIET_CLUSTER = {
+    "distributed.admin.tick.interval": "1s",
+    "distributed.worker.profile.enabled": False,
+    "distributed.worker.memory.monitor-interval": "1s",
+    "distributed.admin.system-monitor.interval": "2s",
+    "distributed.scheduler.work-stealing-interval": "1s",
+}
+
 
 @dataclass
 class Job:
@@ -35,10 +49,18 @@ def open_client(scheduler: str | None, workers: int | None, timeout_s: float = 1
     """A Client: of a new LocalCluster (`workers` processes, one thread each; default one per
     core), or of the scheduler at `scheduler` (reached within timeout_s; then waits for
     `workers` workers, if given)."""
-    from distributed import Client, LocalCluster
+    import dask
+    import distributed  # noqa: F401  (loads its config defaults, which QUIET_CLUSTER overrides)
 
     if workers is not None and workers < 1:
         raise UsageError(f"--workers must be at least 1, not {workers}")
+    with dask.config.set(QUIET_CLUSTER):
+        yield from _clients(scheduler, workers, timeout_s)
+
+
+def _clients(scheduler: str | None, workers: int | None, timeout_s: float) -> Iterator[Any]:
+    from distributed import Client, LocalCluster
+
     if scheduler is not None:
         try:
             client = Client(scheduler, timeout=f"{timeout_s}s")
