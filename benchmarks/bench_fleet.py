@@ -5,9 +5,9 @@ in-process loop, and the client's peak memory against the number of traces.
     python benchmarks/bench_fleet.py --quick    # 100 traces, 100 cells
     python benchmarks/bench_fleet.py --traces 200 --rounds 3 --skip-sweep   # overhead, alternated
 
-Traces: 8 distinct simulator captures of ~50k events (--ops 800: 55k-98k in Parquet,
-33k-65k text lines) (parquet, and ftrace, trace-cmd and perf
-text of the merged view: a host file plus a guest file per VM, grouped by a manifest), each
+Traces: 8 distinct simulator captures of about 50k events (--ops 800: 55k-98k events in
+Parquet, 33k-65k lines of text): parquet, and ftrace, trace-cmd and perf text of the merged
+view (a host file plus a guest file per VM, grouped by a manifest), each
 hard-linked into as many trace folders as asked (distinct paths: distinct traces); they are
 generated once and kept under --cache (default /tmp/pvtrace-bench-fleet).
 
