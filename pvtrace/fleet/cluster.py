@@ -22,7 +22,7 @@ from pvtrace.errors import PvtraceError, UsageError
 from pvtrace.outputs import Terminated
 
 WAIT_FOR_WORKERS_S = 600  # batch-queued workers (SLURM) may take minutes to join
-POLL_S = 0.1  # how often a run looks for finished tasks (and for Ctrl-C) when none is ready
+POLL_S = 0.2  # how often a run waiting for its tasks looks for Ctrl-C
 
 # Dask's housekeeping suits interactive clusters, not tasks of ~1 s: every server checks its event
 # loop each 20 ms, each worker samples its threads' stacks each 10 ms (the dashboard's profile),
@@ -165,7 +165,7 @@ def run_jobs(
 ) -> None:
     """Submit jobs, at most `per_thread` per worker thread ahead, calling on_done(job, result,
     error) as each finishes (error: the task raised, or its workers kept dying: KilledWorker)."""
-    from distributed import as_completed
+    from distributed import as_completed, wait
 
     pending = iter(jobs)
     running: dict[str, tuple[Job, Any]] = {}
@@ -196,7 +196,8 @@ def run_jobs(
                 raise Terminated(stop[0]) if stop[0] != signal.SIGINT else KeyboardInterrupt()
             ready = done.next_batch(block=False)
             if not ready:
-                time.sleep(POLL_S)
+                with suppress(TimeoutError):  # back at least every POLL_S to look at `stop`
+                    wait([f for _, f in running.values()], timeout=POLL_S, return_when="FIRST_COMPLETED")
             for future in ready:
                 job, _ = running.pop(future.key)
                 try:
