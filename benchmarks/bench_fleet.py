@@ -172,9 +172,10 @@ def _cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def on_cluster(n_workers: int, runs: list[tuple[list[str], Path]]) -> list[tuple[float, float, float]]:
+def on_cluster(n_workers: int, runs: list[tuple[list[str], Path]]) -> list[tuple[float, ...]]:
     """Start a LocalCluster of n workers, run each client command (its output folder emptied first):
-    (wall s, client peak RSS MiB, CPU s of client + workers + scheduler and nannies) per run."""
+    (wall s, client peak RSS MiB, CPU s of client + workers + scheduler and nannies, and those
+    three CPU figures apart) per run."""
     from pvtrace.fleet.cluster import open_client
 
     out = []
@@ -186,8 +187,9 @@ def on_cluster(n_workers: int, runs: list[tuple[list[str], Path]]) -> list[tuple
             wall, rss, client_cpu = child(
                 ["-m", "pvtrace", *args, "-o", str(out_dir), "--scheduler", address, "-q"]
             )
-            cpu = sum(client.run(_cpu_s).values()) - before + time.process_time() - here + client_cpu
-            out.append((wall, rss, cpu))
+            workers = sum(client.run(_cpu_s).values()) - before
+            cluster = time.process_time() - here
+            out.append((wall, rss, workers + cluster + client_cpu, client_cpu, workers, cluster))
     return out
 
 
@@ -218,6 +220,12 @@ def table(results: dict[str, tuple[int, dict[str, list[tuple]]]]) -> None:
             f"{w1 / w2:>5.2f}x {100 * (w1 - lp) / lp:>+7.1f}% | {clp:>8.1f} {c1:>7.1f} {c2:>7.1f} "
             f"{100 * (c1 - clp) / clp:>+10.1f}%"
         )
+        for c in ("1w", "2w"):
+            client, workers, cluster = (statistics.median(x[i] for x in got[c]) for i in (3, 4, 5))
+            print(
+                f"       {c} CPU: client {client:.1f} s, workers {workers:.1f} s, scheduler and nannies "
+                f"{cluster:.1f} s; loop {clp:.1f} s"
+            )
 
 
 def main() -> int:
