@@ -68,7 +68,7 @@ def test_a_memory_store_gives_the_results_of_the_local_files(memory_store, trace
     assert [t.name for t in remote] == ["cap1", "seed"]
     assert all(f.startswith("memory://") for t in remote for f in t.files)
     local = expand_inputs([str(manifest), str(trace_dir / "seed.parquet")], OPTIONS)
-    with Client(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=None) as client:
+    with Client(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=":0") as client:
         for traces, out in ((remote, tmp_path / "remote"), (local, tmp_path / "local")):
             tally = run_fleet(client, traces, out, options=OPTIONS, worst=5)
             assert tally.done == 2 and not tally.failed, tally.failed
