@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -35,6 +38,21 @@ def finish_tally(tally, ran: str, dest: Path, failures: str, quiet: bool) -> Non
             err.print(f"  ... and {n_failed - 20} more ({failures})", highlight=False)
     if tally.failed:
         raise typer.Exit(EXIT_SOME_FAILED)
+
+
+@contextmanager
+def resumable(what: str, replan: Callable[[], Any]) -> Iterator[None]:
+    """Ctrl-C (SIGTERM, SIGHUP) stops a fleet or sweep in one line, once its cluster is closed:
+    what finished is kept (replan() counts it as a rerun would), and a rerun resumes."""
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        t = replan()
+        err.print(
+            f"[bold red]interrupted[/]; {t.skipped_done} of {t.total} {what} done, rerun to resume",
+            highlight=False,
+        )
+        raise typer.Exit(128 + getattr(exc, "signum", signal.SIGINT)) from None
 
 
 def register(app: typer.Typer) -> None:
@@ -87,19 +105,22 @@ def register(app: typer.Typer) -> None:
                 f"fleet: {before.total} traces; {before.skipped_done} done before, "
                 f"{before.skipped_failed} failed before"
                 + (" (skipped: --retry-failed retries them)" if before.skipped_failed else "")
-                + f"; {before.total - before.skipped_done - before.skipped_failed} to analyze",
+                + f"; {before.todo} to analyze",
                 highlight=False,
             )
-        if before.total == before.skipped_done + before.skipped_failed:
+        if before.todo == 0:
             return  # nothing to do: no cluster started
-        with open_client(scheduler, workers) as client:
+
+        def tick(tally) -> None:
+            bar.update(completed=tally.ran, total=tally.todo)
+
+        with (
+            resumable("traces", lambda: plan(traces, out_dir, retry_failed)[1]),
+            open_client(scheduler, workers) as client,
+        ):
             if not quiet:
                 err.print(dashboard_note(client), highlight=False)
             with progress("traces", total=None, quiet=quiet) as bar:
-
-                def tick(n: int, total: int) -> None:
-                    bar.update(completed=n, total=total)
-
                 tally = run_fleet(
                     client,
                     traces,

@@ -10,7 +10,7 @@ import typer
 from typer.core import TyperGroup
 
 from pvtrace.cli.common import err, handle_errors, out, progress
-from pvtrace.cli.fleet import SCHEDULER_HELP, WORKERS_HELP, finish_tally
+from pvtrace.cli.fleet import SCHEDULER_HELP, WORKERS_HELP, finish_tally, resumable
 
 
 class _RunByDefault(TyperGroup):
@@ -59,7 +59,7 @@ def register(app: typer.Typer) -> None:
             grid.seeds = [grid.base.run.seed + r for r in range(seeds)]
         cells = grid.cells()
         _, before = plan(cells, out_dir, retry_failed)
-        todo = before.total - before.skipped_done - before.skipped_failed
+        todo = before.todo
         if not quiet:
             axes = " x ".join(f"{k} ({len(v)})" for k, v in grid.axes.items()) or "no axes"
             err.print(
@@ -70,17 +70,18 @@ def register(app: typer.Typer) -> None:
         if todo == 0 and (out_dir / "results.parquet").is_file():
             write_results(out_dir, cells)
             return
-        with open_client(scheduler, workers) as client:
+
+        def tick(tally) -> None:
+            bar.update(completed=tally.ran, total=tally.todo)
+
+        with (
+            resumable("cells", lambda: plan(cells, out_dir, retry_failed)[1]),
+            open_client(scheduler, workers) as client,
+        ):
             if not quiet:
                 err.print(dashboard_note(client), highlight=False)
             with progress("cells", total=None, quiet=quiet) as bar:
-                tally = run_sweep(
-                    client,
-                    grid,
-                    out_dir,
-                    retry_failed=retry_failed,
-                    on_progress=lambda n, total: bar.update(completed=n, total=total),
-                )
+                tally = run_sweep(client, grid, out_dir, retry_failed=retry_failed, on_progress=tick)
         finish_tally(tally, f"ran {tally.ran}", out_dir / "results.parquet", "SWEEP_DIR/failures", quiet)
 
     @sweep.command("report")

@@ -9,16 +9,36 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
 from pvtrace.errors import PvtraceError, UsageError
+from pvtrace.outputs import Terminated
 
 WAIT_FOR_WORKERS_S = 600  # batch-queued workers (SLURM) may take minutes to join
+POLL_S = 0.2  # how often a run waiting for its tasks looks for Ctrl-C
+
+# Dask's housekeeping suits interactive clusters, not tasks of ~1 s: every server checks its event
+# loop each 20 ms, each worker samples its threads' stacks each 10 ms (the dashboard's profile),
+# polls its memory each 100 ms, and the scheduler tries work stealing each 100 ms. An idle
+# 1-worker LocalCluster burned 6.6% of a core that way, 1.2% with these; a fleet pays it for
+# every second it runs (benchmarks/README.md). Set for the client and the cluster pvtrace starts
+# (its workers inherit it, with the preload that leaves Ctrl-C to the client); a cluster given by
+# --scheduler keeps its own settings.
+QUIET_CLUSTER = {
+    "distributed.admin.tick.interval": "1s",
+    "distributed.worker.profile.enabled": False,
+    "distributed.worker.memory.monitor-interval": "1s",
+    "distributed.admin.system-monitor.interval": "2s",
+    "distributed.scheduler.work-stealing-interval": "1s",
+    "distributed.worker.preload": ["pvtrace.fleet.worker_setup"],
+}
 
 
 @dataclass
@@ -35,10 +55,18 @@ def open_client(scheduler: str | None, workers: int | None, timeout_s: float = 1
     """A Client: of a new LocalCluster (`workers` processes, one thread each; default one per
     core), or of the scheduler at `scheduler` (reached within timeout_s; then waits for
     `workers` workers, if given)."""
-    from distributed import Client, LocalCluster
+    import dask
+    import distributed  # noqa: F401  (loads its config defaults, which QUIET_CLUSTER overrides)
 
     if workers is not None and workers < 1:
         raise UsageError(f"--workers must be at least 1, not {workers}")
+    with dask.config.set(QUIET_CLUSTER):
+        yield from _clients(scheduler, workers, timeout_s)
+
+
+def _clients(scheduler: str | None, workers: int | None, timeout_s: float) -> Iterator[Any]:
+    from distributed import Client, LocalCluster
+
     if scheduler is not None:
         try:
             client = Client(scheduler, timeout=f"{timeout_s}s")
@@ -58,7 +86,7 @@ def open_client(scheduler: str | None, workers: int | None, timeout_s: float = 1
             client.close()
         return
     n = workers or os.cpu_count() or 1
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _sigint_ignored():
         # 8787 taken (another cluster, another user): distributed picks a free port, printed below
         warnings.filterwarnings("ignore", message="Port .* is already in use", category=UserWarning)
         cluster = LocalCluster(
@@ -70,7 +98,36 @@ def open_client(scheduler: str | None, workers: int | None, timeout_s: float = 1
             env=worker_env(n),
         )
     with cluster, Client(cluster) as client:
-        yield client
+        try:
+            yield client
+        except KeyboardInterrupt:
+            # closing a cluster mid-task races its heartbeats: the errors it logs are no news
+            with suppress(Exception):
+                client.run(silence_dask_logs)
+            silence_dask_logs()
+            raise
+
+
+def silence_dask_logs() -> None:
+    """No more Dask log lines from this process (a cluster being torn down on purpose)."""
+    for name in ("distributed", "tornado", "asyncio"):
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+
+
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Ctrl-C belongs to the client. A terminal sends it to the whole process group, and a local
+    worker that got it would die mid-task printing tracebacks. Worker processes started while it
+    is ignored here keep ignoring it for life (a restarted worker ignores it through
+    pvtrace.fleet.worker_setup); a Ctrl-C during these seconds of start-up is lost."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def worker_env(n_workers: int) -> dict[str, str]:
@@ -108,10 +165,10 @@ def run_jobs(
 ) -> None:
     """Submit jobs, at most `per_thread` per worker thread ahead, calling on_done(job, result,
     error) as each finishes (error: the task raised, or its workers kept dying: KilledWorker)."""
-    from distributed import as_completed
+    from distributed import as_completed, wait
 
     pending = iter(jobs)
-    running: dict[str, Job] = {}
+    running: dict[str, tuple[Job, Any]] = {}
     done = as_completed()
     exhausted = False
     window, asked = 2, -1.0
@@ -127,16 +184,44 @@ def run_jobs(
             if job is None:
                 exhausted = True
                 return
-            running[job.key] = job
-            done.add(client.submit(job.fn, *job.args, key=job.key))
+            future = client.submit(job.fn, *job.args, key=job.key)
+            running[job.key] = (job, future)
+            done.add(future)
 
-    fill()
-    for future in done:
-        job = running.pop(future.key)
-        try:
-            result, error = future.result(), None
-        except Exception as exc:
-            result, error = None, exc
-        future.release()
-        on_done(job, result, error)
+    with _signals_as_flag() as stop:
         fill()
+        while running:
+            if stop:
+                client.cancel([f for _, f in running.values()])
+                raise Terminated(stop[0]) if stop[0] != signal.SIGINT else KeyboardInterrupt()
+            ready = done.next_batch(block=False)
+            if not ready:
+                with suppress(TimeoutError):  # back at least every POLL_S to look at `stop`
+                    wait([f for _, f in running.values()], timeout=POLL_S, return_when="FIRST_COMPLETED")
+            for future in ready:
+                job, _ = running.pop(future.key)
+                try:
+                    result, error = future.result(), None
+                except Exception as exc:
+                    result, error = None, exc
+                future.release()
+                on_done(job, result, error)
+                fill()
+
+
+@contextmanager
+def _signals_as_flag() -> Iterator[list[int]]:
+    """Ctrl-C, SIGTERM and SIGHUP noted in a list while a run waits on its tasks, for the run to
+    stop between two of Dask's calls: an exception raised inside one (as Python raises
+    KeyboardInterrupt) leaves Dask's event loop logging tracebacks."""
+    got: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield got
+        return
+    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    old = {s: signal.signal(s, lambda signum, frame: got.append(signum)) for s in sigs}
+    try:
+        yield got
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)

@@ -3,21 +3,25 @@
 A trace's id hashes what decides its result: pvtrace's version, the analysis options, its
 labels and, per input file, the absolute path, size and modification time (no file is read,
 so listing a fleet costs no I/O beyond a stat). A rerun with the same id is already done.
+Inputs and manifest paths may be fsspec URLs (pvtrace.fleet.remote).
 """
 
 from __future__ import annotations
 
 import glob
 import hashlib
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pvtrace import __version__
 from pvtrace.errors import UsageError
+from pvtrace.fleet import remote
 from pvtrace.ingest.vcpu_map import find_vcpu_map
 
 # Files in a trace folder that are not traces: sidecars, tables, reports, our own temporaries.
@@ -46,33 +50,51 @@ def trace_id(t: TraceInput, options: dict) -> str:
     h.update(
         json.dumps({"version": __version__, "options": options, "labels": t.labels}, sort_keys=True).encode()
     )
-    sidecar = find_vcpu_map([Path(f) for f in t.files])  # read by ingest with the trace
+    local = [f for f in t.files if not remote.is_url(f)]
+    sidecar = find_vcpu_map([Path(f) for f in local]) if local else None  # read by ingest with the trace
     for f in (*t.files, *([str(sidecar)] if sidecar else [])):
-        st = Path(f).stat()
-        h.update(f"\0{f}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+        if remote.is_url(f):
+            h.update(f"\0{f}\0{remote.stamp(f)}".encode())
+        else:
+            st = Path(f).stat()
+            h.update(f"\0{f}\0{st.st_size}\0{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
 
 
-def _is_manifest(path: Path) -> bool:
-    if path.suffix.lower() == ".csv":
+def _is_manifest(path: Path | str) -> bool:
+    suffix = Path(str(path)).suffix.lower()
+    if suffix == ".csv":
         return True
-    if path.suffix.lower() == ".parquet":
+    if suffix == ".parquet":
         try:
-            names = pq.read_schema(path).names
+            source = pa.BufferReader(remote.open_bytes(path)) if isinstance(path, str) else path
+            names = pq.read_schema(source).names
         except (OSError, ValueError):
             return False
         return MANIFEST_PATH in names and "ts" not in names
     return False
 
 
-def read_manifest(path: Path) -> list[TraceInput]:
-    """A manifest: a `path` column (relative to the manifest), an optional `trace` column grouping
-    the files of one capture, and any other columns as labels (kept as text)."""
+def _file_name(name: str, base: Path | str) -> str:
+    """A manifest's path: a URL as it is (file:// as its local path), else relative to the manifest."""
+    if remote.is_url(name):
+        local = remote.local_path(name)
+        return name if local is None else str(local.resolve())
+    if isinstance(base, str):
+        return remote.join(base, name)
+    return str((base.parent / name).resolve())
+
+
+def read_manifest(path: Path | str) -> list[TraceInput]:
+    """A manifest (a local path, or the URL of one): a `path` column (relative to the manifest, or
+    URLs), an optional `trace` column grouping the files of one capture, and any other columns as
+    labels (kept as text)."""
     try:
-        if path.suffix.lower() == ".csv":
-            df = pl.read_csv(path, infer_schema=False)
+        source = io.BytesIO(remote.open_bytes(path)) if isinstance(path, str) else path
+        if Path(str(path)).suffix.lower() == ".csv":
+            df = pl.read_csv(source, infer_schema=False)
         else:
-            df = pl.read_parquet(path).with_columns(pl.all().cast(pl.String))
+            df = pl.read_parquet(source).with_columns(pl.all().cast(pl.String))
     except (OSError, pl.exceptions.PolarsError) as exc:
         raise UsageError(f"{path}: cannot read the manifest: {str(exc).splitlines()[0]}") from None
     if MANIFEST_PATH not in df.columns:
@@ -80,9 +102,8 @@ def read_manifest(path: Path) -> list[TraceInput]:
     if df[MANIFEST_PATH].null_count():
         line = int(df[MANIFEST_PATH].is_null().arg_true()[0]) + 2
         raise UsageError(f"{path}:{line}: empty path")
-    base = path.parent
     df = df.with_columns(
-        pl.col(MANIFEST_PATH).map_elements(lambda p: str((base / p).resolve()), return_dtype=pl.String)
+        pl.col(MANIFEST_PATH).map_elements(lambda p: _file_name(p, path), return_dtype=pl.String)
     )
     group = MANIFEST_GROUP if MANIFEST_GROUP in df.columns else MANIFEST_PATH
     label_cols = [c for c in df.columns if c not in (MANIFEST_PATH, MANIFEST_GROUP)]
@@ -94,7 +115,7 @@ def read_manifest(path: Path) -> list[TraceInput]:
         out.append(TraceInput(name=name, files=files, labels=labels))
     for t in out:
         for f in t.files:
-            if not Path(f).is_file():
+            if not remote.is_url(f) and not Path(f).is_file():
                 raise UsageError(f"{path}: trace {t.name}: no such file {f}")
     return out
 
@@ -113,12 +134,26 @@ def _folder_traces(folder: Path) -> list[Path]:
     )
 
 
+def _url_traces(url: str) -> list[TraceInput]:
+    """A URL's traces: a manifest named directly, else each file one trace."""
+    fs, path = remote.filesystem(url)
+    if fs.isfile(path) and _is_manifest(url):
+        return read_manifest(url)
+    files = remote.expand(url, _NOT_TRACES)
+    return [TraceInput(name=f.rsplit("/", 1)[-1], files=(f,)) for f in files]
+
+
 def expand_inputs(inputs: list[str], options: dict) -> list[TraceInput]:
     """Files, folders (every trace file inside), globs and manifests -> traces with ids, in order,
     without duplicates (the same file named twice is one trace)."""
     traces: list[TraceInput] = []
     for raw in inputs:
-        p = Path(raw)
+        local = remote.local_path(raw)
+        if local is None:
+            traces += _url_traces(raw)
+            continue
+        p = local
+        raw = str(local)
         if p.is_dir():
             traces += [
                 TraceInput(name=str(f.relative_to(p)), files=(str(f.resolve()),)) for f in _folder_traces(p)

@@ -37,7 +37,8 @@ def failures_dir(root: Path) -> Path:
     return root / "failures"
 
 
-def _ids(folder: Path, suffix: str) -> set[str]:
+def ids_in(folder: Path, suffix: str) -> set[str]:
+    """The ids named by the entries of folder (`<id><suffix>`), leaving out hidden temporaries."""
     if not folder.is_dir():
         return set()
     return {
@@ -49,11 +50,11 @@ def _ids(folder: Path, suffix: str) -> set[str]:
 
 def done_ids(root: Path) -> set[str]:
     """Traces with a published part (a name listing: no file is read)."""
-    return _ids(parts_dir(root), "")
+    return ids_in(parts_dir(root), "")
 
 
 def failed_ids(root: Path) -> set[str]:
-    return _ids(failures_dir(root), ".parquet")
+    return ids_in(failures_dir(root), ".parquet")
 
 
 def prepare(root: Path, run_info: dict) -> None:

@@ -18,21 +18,16 @@ import polars as pl
 
 from pvtrace import __version__
 from pvtrace.errors import UsageError
+from pvtrace.fleet import store
 from pvtrace.fleet.atomic import sweep_partials
 from pvtrace.fleet.cells import cell_task, write_failure_row
-from pvtrace.fleet.cluster import Job, run_jobs
+from pvtrace.fleet.cluster import Job
 from pvtrace.fleet.grid import Cell, Grid
-from pvtrace.fleet.run import Tally
-from pvtrace.fleet.tasks import one_line_error
+from pvtrace.fleet.resume import Tally, run_tallied
+from pvtrace.fleet.resume import plan as plan_items
 from pvtrace.outputs import atomic_file
 
 RESULTS = "results.parquet"
-
-
-def _ids(folder: Path) -> set[str]:
-    if not folder.is_dir():
-        return set()
-    return {p.stem for p in folder.glob("*.parquet") if not p.name.startswith(".")}
 
 
 def prepare(root: Path, grid: Grid) -> None:
@@ -56,17 +51,14 @@ def prepare(root: Path, grid: Grid) -> None:
 
 
 def plan(cells: list[Cell], root: Path, retry_failed: bool) -> tuple[list[Cell], Tally]:
-    done, failed = _ids(root / "cells"), _ids(root / "failures")
-    tally = Tally(total=len(cells))
-    todo = []
-    for c in cells:
-        if c.cell_id in done:
-            tally.skipped_done += 1
-        elif c.cell_id in failed and not retry_failed:
-            tally.skipped_failed += 1
-        else:
-            todo.append(c)
-    return todo, tally
+    """The cells to run: not done (same id), and not failed before unless retrying."""
+    return plan_items(
+        cells,
+        lambda c: c.cell_id,
+        store.ids_in(root / "cells", ".parquet"),
+        store.ids_in(root / "failures", ".parquet"),
+        retry_failed,
+    )
 
 
 def run_sweep(
@@ -75,43 +67,23 @@ def run_sweep(
     root: Path,
     *,
     retry_failed: bool = False,
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: Callable[[Tally], None] | None = None,
 ) -> Tally:
     """Run every cell of the grid not yet done into root; then write results.parquet."""
     cells = grid.cells()
     prepare(root, grid)
     todo, tally = plan(cells, root, retry_failed)
-    if on_progress is not None:
-        on_progress(0, len(todo))
-
-    def finished(job: Job, result: Any, error: BaseException | None) -> None:
-        cell = job.args[0]
-        if error is not None:
-            stage = "worker" if type(error).__name__ == "KilledWorker" else "run"
-            line = one_line_error(error)
-            write_failure_row(root, cell, stage, line)
-            tally.failed.append(
-                {"trace": f"cell {cell.index} seed {cell.seed}", "stage": stage, "error": line}
-            )
-        elif result["status"] == "done":
-            tally.done += 1
-        else:
-            tally.failed.append(
-                {
-                    "trace": f"cell {cell.index} {cell.params} seed {cell.seed}",
-                    "stage": result["stage"],
-                    "error": result["error"],
-                }
-            )
-        if on_progress is not None:
-            on_progress(tally.ran, len(todo))
-
-    if todo:
-        jobs = (
-            Job(f"pvtrace-sweep-{c.cell_id}", cell_task, (c, str(root.resolve()), grid.analyze, grid.view))
-            for c in todo
-        )
-        run_jobs(client, jobs, finished)
+    where = str(root.resolve())
+    jobs = (Job(f"pvtrace-sweep-{c.cell_id}", cell_task, (c, where, grid.analyze, grid.view)) for c in todo)
+    run_tallied(
+        client,
+        jobs,
+        tally,
+        name=lambda c: f"cell {c.index} {c.params} seed {c.seed}",
+        write_failure=lambda c, stage, line: write_failure_row(root, c, stage, line),
+        crash_stage="run",
+        on_progress=on_progress,
+    )
     write_results(root, cells)
     return tally
 

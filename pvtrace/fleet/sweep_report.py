@@ -2,7 +2,10 @@
 lines with error bars (mean and standard deviation over seeds and the parameters not drawn).
 
 Gain is the cure's: (baseline completion - completion) / baseline completion, in percent, each
-run paired with the baseline run of the same other parameters and seed (as in the experiment).
+run paired with the baseline run of the same other parameters and seed (as in the experiment);
+above 0 the run finished sooner than its baseline. A parameter's values are drawn as categories,
+one tick per value swept (a numeric axis would show 1.5 VMs between 1 and 2), unless there are
+more than MAX_CATEGORIES of them.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pvtrace.report.figure import Figure, no_data
 from pvtrace.report.page import Section, render_page, write_page
 
 W, H = 420, 260
+MAX_CATEGORIES = 12
 
 
 def parse_baseline(text: str | None, params: list[str], results: pl.DataFrame) -> tuple[str, object] | None:
@@ -52,7 +56,10 @@ def gains(results: pl.DataFrame, params: list[str], baseline: tuple[str, object]
     )
 
 
-def _summary(df: pl.DataFrame, metric: str, by: list[str]) -> pl.DataFrame:
+def _summary(df: pl.DataFrame, metric: str, by: list[str], floor: float | None = None) -> pl.DataFrame:
+    """Mean, standard deviation and count per group; the error bar's ends (clipped at floor: a
+    waste is never below 0, whatever mean - std says)."""
+    lo = pl.col("mean") - pl.col("std").fill_null(0)
     return (
         df.group_by(by)
         .agg(
@@ -61,7 +68,7 @@ def _summary(df: pl.DataFrame, metric: str, by: list[str]) -> pl.DataFrame:
             pl.len().alias("n"),
         )
         .with_columns(
-            (pl.col("mean") - pl.col("std").fill_null(0)).alias("lo"),
+            (lo if floor is None else pl.max_horizontal(lo, pl.lit(floor))).alias("lo"),
             (pl.col("mean") + pl.col("std").fill_null(0)).alias("hi"),
         )
         .sort(by)
@@ -69,20 +76,42 @@ def _summary(df: pl.DataFrame, metric: str, by: list[str]) -> pl.DataFrame:
 
 
 def _field(df: pl.DataFrame, name: str) -> str:
-    """Altair field for a parameter: quantitative when numeric, else ordinal; escaped dots."""
+    """Altair field for a parameter: ordinal (one tick per value swept), quantitative only for a
+    numeric one with more than MAX_CATEGORIES values; escaped dots."""
     esc = name.replace(".", "\\.")
-    return f"{esc}:{'Q' if df.schema[name].is_numeric() else 'O'}"
+    many = df.schema[name].is_numeric() and df[name].n_unique() > MAX_CATEGORIES
+    return f"{esc}:{'Q' if many else 'O'}"
 
 
-def heatmap(df: pl.DataFrame, metric: str, title: str, x: str, y: str, fmt: str) -> Figure:
+def _axis_x(df: pl.DataFrame, name: str) -> alt.X:
+    integer = df.schema[name].is_integer()
+    return alt.X(
+        _field(df, name), title=name, axis=alt.Axis(labelAngle=0, format="d" if integer else alt.Undefined)
+    )
+
+
+def heatmap(
+    df: pl.DataFrame, metric: str, title: str, legend: str, x: str, y: str, fmt: str, diverging: bool = False
+) -> Figure:
+    """Mean per (x, y) cell. diverging: a red-blue scale centred on 0 (gains: blue is sooner), dark
+    at both ends; else viridis, dark at the low end. Numbers are white on dark cells."""
     s = _summary(df.drop_nulls(metric), metric, [x, y])
     name = f"heat-{metric}"
     if s.height == 0:
         return no_data(name, title, f"no run gives {metric}")
+    lo, hi = s["mean"].min(), s["mean"].max()
+    if diverging:
+        scale = alt.Scale(scheme="redblue", domainMid=0)
+        dark = alt.expr.abs(alt.datum.mean) > 0.6 * max(abs(lo), abs(hi))
+    else:
+        scale = alt.Scale(scheme="viridis")
+        dark = alt.datum.mean < lo + 0.5 * (hi - lo)
     xe, ye = x.replace(".", "\\."), y.replace(".", "\\.")
-    base = alt.Chart(s).encode(alt.X(f"{xe}:O", title=x), alt.Y(f"{ye}:O", title=y))
+    base = alt.Chart(s).encode(
+        alt.X(f"{xe}:O", title=x, axis=alt.Axis(labelAngle=0)), alt.Y(f"{ye}:O", title=y)
+    )
     chart = base.mark_rect().encode(
-        alt.Color("mean:Q", title=title, scale=alt.Scale(scheme="viridis")),
+        alt.Color("mean:Q", title=legend, scale=scale),
         tooltip=[
             alt.Tooltip(f"{xe}:O", title=x),
             alt.Tooltip(f"{ye}:O", title=y),
@@ -90,23 +119,26 @@ def heatmap(df: pl.DataFrame, metric: str, title: str, x: str, y: str, fmt: str)
             alt.Tooltip("std:Q", format=fmt),
             "n:Q",
         ],
-    ) + base.mark_text(color="white").encode(alt.Text("mean:Q", format=fmt))
+    ) + base.mark_text().encode(
+        alt.Text("mean:Q", format=fmt), color=alt.condition(dark, alt.value("white"), alt.value("black"))
+    )
     return Figure(
         name,
-        f"{title}: {y} against {x}",
+        f"{title}, by {x} (across) and {y} (down)",
         chart.properties(width=W, height=H),
-        caption="Mean over seeds and over the parameters not drawn.",
+        caption="Each cell: the mean over seeds and over the parameters not drawn.",
     )
 
 
-def lines(df: pl.DataFrame, metric: str, title: str, x: str, y: str | None, fmt: str) -> Figure:
+def lines(
+    df: pl.DataFrame, metric: str, title: str, x: str, y: str | None, fmt: str, floor: float | None = None
+) -> Figure:
     by = [x] + ([y] if y else [])
-    s = _summary(df.drop_nulls(metric), metric, by)
+    s = _summary(df.drop_nulls(metric), metric, by, floor)
     name = f"lines-{metric}"
     if s.height == 0:
         return no_data(name, title, f"no run gives {metric}")
-    xf = _field(s, x)
-    enc = [alt.X(xf, title=x)]
+    enc = [_axis_x(s, x)]
     if y:
         enc.append(alt.Color(f"{y.replace('.', chr(92) + '.')}:N", title=y))
     base = alt.Chart(s).encode(*enc)
@@ -121,9 +153,10 @@ def lines(df: pl.DataFrame, metric: str, title: str, x: str, y: str | None, fmt:
     ) + base.mark_errorbar().encode(alt.Y("lo:Q", title=title), alt.Y2("hi:Q"))
     return Figure(
         name,
-        f"{title} against {x}" + (f", one line per {y}" if y else ""),
+        f"{title}, by {x}" + (f", one line per {y}" if y else ""),
         chart.properties(width=W, height=H),
-        caption="Mean, error bars one standard deviation over seeds and the parameters not drawn.",
+        caption="Mean over seeds and over the parameters not drawn; error bars: one standard deviation"
+        + (" (cut at 0)." if floor is not None else "."),
     )
 
 
@@ -151,22 +184,26 @@ def write_sweep_report(
         figs = []
         for v in cured:
             gv = g.filter(pl.col(base[0]) == v)
-            title = f"gain of {v} over {base[1]} (%)"
+            title = f"time saved by {v} over {base[1]} (%)"
             figs.append(lines(gv, "gain_pct", title, x, y, ".1f"))
             if y:
-                figs.append(heatmap(gv, "gain_pct", title, x, y, ".1f"))
+                figs.append(heatmap(gv, "gain_pct", title, "time saved (%)", x, y, ".1f", diverging=True))
         sections.append(
             Section(
-                "Gain", figs, intro=f"Completion time gain against {base[0]} = {base[1]}, paired by seed."
+                "Gain",
+                figs,
+                intro=f"Completion time saved against {base[0]} = {base[1]}: (baseline - run) / baseline, "
+                "each run paired with the baseline run of the same other parameters and seed. Above 0 "
+                "the run finished sooner; below 0, later.",
             )
         )
     else:
         sections.append(
             Section("Gain", [no_data("gain", "Gain", "no baseline: give --baseline PARAM=VALUE")])
         )
-    wf = [lines(waste, "waste_ms", "spin waste, LHP + LWP (ms, truth)", x, y, ".3g")]
+    wf = [lines(waste, "waste_ms", "spin waste, LHP + LWP (ms, truth)", x, y, ".3g", floor=0.0)]
     if y:
-        wf.append(heatmap(waste, "waste_ms", "spin waste (ms, truth)", x, y, ".3g"))
+        wf.append(heatmap(waste, "waste_ms", "spin waste, LHP + LWP (ms, truth)", "waste (ms)", x, y, ".3g"))
     sections.append(Section("Waste", wf, intro="The simulator's ground truth of spin waste per run."))
     page = render_page(
         f"pvtrace sweep report: {root.name}", f"{results.height} runs; axes: {', '.join(params)}", sections

@@ -17,7 +17,7 @@ import polars as pl
 
 from pvtrace import __version__
 from pvtrace.errors import PvtraceError
-from pvtrace.fleet import store
+from pvtrace.fleet import remote, store
 from pvtrace.fleet.atomic import publish_dir, temp_sibling
 from pvtrace.fleet.inputs import TraceInput
 from pvtrace.outputs import atomic_file
@@ -179,7 +179,8 @@ def analyze_trace(t: TraceInput, fleet_dir: str, options: dict[str, Any], worst:
     stage = ["ingest"]
     t0 = time.perf_counter()
     try:
-        result = run_analysis([Path(f) for f in t.files], options, stage)
+        with remote.localized(list(t.files)) as files:
+            result = run_analysis(files, options, stage)
         stage[0] = "write"
         tables = part_tables(t, result, time.perf_counter() - t0, worst)
         del result

@@ -134,3 +134,21 @@ def test_sweep_report_page(sweep_dir, tmp_path):
         pytest.skip("chromium is not installed")
     n = count_specs(page)
     assert n == 4 and check_page(page).problems(n) == []
+
+
+def test_sweep_axes_show_the_values_swept_and_waste_bars_stop_at_zero(sweep_dir, tmp_path):
+    from pvtrace.fleet.sweep_report import MAX_CATEGORIES, _field, _summary
+
+    results = pl.read_parquet(sweep_dir / "results.parquet")
+    # 2 VM counts: ticks at 1 and 2 only, never 1.5 VMs; a long numeric range is an axis
+    assert _field(results, "vm.count").endswith(":O")
+    many = pl.DataFrame({"p": list(range(MAX_CATEGORIES + 1))})
+    assert _field(many, "p").endswith(":Q")
+    spread = pl.DataFrame({"k": [1, 1, 1], "w": [0.0, 0.0, 9.0]})  # mean 3, std 5.2
+    assert _summary(spread, "w", ["k"], floor=0.0)["lo"].to_list() == [0.0]
+    assert _summary(spread, "w", ["k"])["lo"].item() < 0  # a gain may go below 0
+    page = tmp_path / "s.html"
+    res = runner.invoke(app, ["sweep", "report", str(sweep_dir), "-o", str(page)])
+    assert res.exit_code == 0, res.output
+    text = page.read_text()
+    assert "time saved by pv-ticket over ticket (%)" in text and "Above 0 the run finished sooner" in text
