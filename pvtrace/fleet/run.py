@@ -39,7 +39,7 @@ def run_fleet(
     todo, tally = plan(traces, root, retry_failed)
     where = str(root.resolve())
     jobs = (Job(f"pvtrace-fleet-{t.trace_id}", analyze_trace, (t, where, options, worst)) for t in todo)
-    return run_tallied(
+    done = run_tallied(
         client,
         jobs,
         tally,
@@ -48,3 +48,7 @@ def run_fleet(
         crash_stage="analyze",
         on_progress=on_progress,
     )
+    # every task has finished: what a killed worker's attempt left is stale now, not only at the next run
+    for folder in (store.parts_dir(root), store.failures_dir(root)):
+        sweep_partials(folder)
+    return done

@@ -84,6 +84,8 @@ def run_sweep(
         crash_stage="run",
         on_progress=on_progress,
     )
+    for sub in ("cells", "failures"):  # a killed worker's attempt is stale once every task has finished
+        sweep_partials(root / sub)
     write_results(root, cells)
     return tally
 
