@@ -389,11 +389,11 @@ def report(with_extended: bool = False) -> str:
     return "\n".join(lines) + "\n\n" + section()
 
 
-RECORDED_KEYS = (
-    "n_runs",
-    "merged_n_lhp_harmful_true",
-    "merged_lhp_precision",
-    "merged_lhp_recall",
+# The figures test_accuracy.py records per case: the sample (exact), scores (higher is better)
+# and errors (closer to 0 is better).
+SAMPLE_KEYS = ("n_runs", "merged_n_lhp_harmful_true")
+SCORE_KEYS = ("merged_lhp_precision", "merged_lhp_recall")
+ERROR_KEYS = (
     "merged_n_lhp_harmful_err",
     "merged_waste_err",
     "merged_n_convoys_err",
@@ -402,6 +402,7 @@ RECORDED_KEYS = (
     "guest_n_contended_err",
     "guest_wait_err",
 )
+RECORDED_KEYS = SAMPLE_KEYS + SCORE_KEYS + ERROR_KEYS
 
 
 def recorded() -> str:

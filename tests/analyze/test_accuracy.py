@@ -6,7 +6,7 @@ for the pv locks) where a case's sample holds at least TARGET_INCIDENTS true inc
 from __future__ import annotations
 
 import pytest
-from accuracy_cases import TARGET_INCIDENTS, figures, lhp_target
+from accuracy_cases import ERROR_KEYS, SAMPLE_KEYS, SCORE_KEYS, TARGET_INCIDENTS, figures, lhp_target
 
 # The figures docs/accuracy.md shows (python tests/analyze/accuracy_cases.py), written by
 # `python tests/analyze/accuracy_cases.py --recorded`: (workload, lock, overcommit).
@@ -224,17 +224,7 @@ RECORDED = {
 }
 
 
-SAMPLE = ("n_runs", "merged_n_lhp_harmful_true")  # exact
-SCORES = ("merged_lhp_precision", "merged_lhp_recall")  # higher is better
-ERRORS = (
-    "merged_n_lhp_harmful_err",
-    "merged_waste_err",
-    "merged_n_convoys_err",
-    "host_spin_err",
-    "host_spin_waste_err",
-    "guest_n_contended_err",
-    "guest_wait_err",
-)
+SAMPLE, SCORES, ERRORS = SAMPLE_KEYS, SCORE_KEYS, ERROR_KEYS
 SLACK = 0.005  # room for float rounding in the recorded figures
 CASES = sorted(RECORDED)
 

@@ -203,6 +203,19 @@ def _pct(x: float | None) -> str:
     return "unavailable" if x is None else f"{100 * x:+.1f}%"
 
 
+def _lhp_cells(lhp: dict | None) -> str:
+    """precision | recall | found / true | of a case's harmful LHP incidents."""
+    if not lhp:
+        return "unavailable | unavailable | - | "
+    return (
+        f"{100 * lhp['precision']:.1f}% | {100 * lhp['recall']:.1f}% | {lhp['n_found']} / {lhp['n_true']} | "
+    )
+
+
+def _waste_cell(f: dict) -> str:
+    return _pct(f["waste_err"]) + (" (partial)" if f["partial"] and f["waste_err"] is not None else "")
+
+
 def markdown(seeds: tuple[int, ...], duration_ns: int, workloads: tuple[str, ...] = tuple(WORKLOADS)) -> str:
     lines = [
         "| workload | PLE | lock | format | spin | waste (LHP+LWP) | LHP precision | LHP recall | harmful LHP found / true "
@@ -216,15 +229,10 @@ def markdown(seeds: tuple[int, ...], duration_ns: int, workloads: tuple[str, ...
                 runs = run_case(workload, algo, ple, seeds, duration_ns)
                 for fmt in FORMATS:
                     f = figures(runs[fmt])
-                    lhp = f["lhp"]
                     lines.append(
                         f"| {workload} | {'on' if ple else 'off'} | {algo} | {fmt} | {_pct(f['spin_err'])} | "
-                        f"{_pct(f['waste_err'])}{' (partial)' if f['partial'] and f['waste_err'] is not None else ''} | "
-                        + (
-                            f"{100 * lhp['precision']:.1f}% | {100 * lhp['recall']:.1f}% | {lhp['n_found']} / {lhp['n_true']} | "
-                            if lhp
-                            else "unavailable | unavailable | - | "
-                        )
+                        f"{_waste_cell(f)} | "
+                        + _lhp_cells(f["lhp"])
                         + f"{_pct(f['convoy_err'])} | {_pct(f['waste_given_err'])} | {_pct(f['convoy_given_err'])} | "
                         + f"{f['kinds_right']} / {f['kinds_wrong']} / {f['kinds_n']} |"
                     )
@@ -339,17 +347,9 @@ def long_markdown(seeds: tuple[int, ...], duration_ns: int) -> str:
         for ple in (False, True):
             for algo in ALGORITHMS:
                 f = figures(run_case(workload, algo, ple, seeds, duration_ns, ("trace-cmd",))["trace-cmd"])
-                lhp = f["lhp"]
-                waste = _pct(f["waste_err"]) + (
-                    " (partial)" if f["partial"] and f["waste_err"] is not None else ""
-                )
                 lines.append(
-                    f"| {workload} | {'on' if ple else 'off'} | {algo} | {_pct(f['spin_err'])} | {waste} | "
-                    + (
-                        f"{100 * lhp['precision']:.1f}% | {100 * lhp['recall']:.1f}% | {lhp['n_found']} / {lhp['n_true']} | "
-                        if lhp
-                        else "unavailable | unavailable | - | "
-                    )
+                    f"| {workload} | {'on' if ple else 'off'} | {algo} | {_pct(f['spin_err'])} | {_waste_cell(f)} | "
+                    + _lhp_cells(f["lhp"])
                     + f"{_pct(f['convoy_err'])} | {f['kinds_right']} / {f['kinds_wrong']} / {f['kinds_n']} |"
                 )
                 print(f"done {workload} ple={ple} {algo}", file=sys.stderr)

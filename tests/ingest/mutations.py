@@ -60,3 +60,13 @@ def mutate(lines: list[str], i: int, how: str, amount: int) -> list[str]:
 def data_lines(lines: list[str]) -> list[int]:
     """Indexes of the record lines."""
     return [i for i, s in enumerate(lines) if DATA.search(s)]
+
+
+def problem_count(meta_problems: dict) -> int:
+    """All counted problems of a loaded trace (`trace.meta.problems`: file -> kind -> info)."""
+    return sum(
+        info.get("count", 0)
+        for kinds in meta_problems.values()
+        for info in kinds.values()
+        if isinstance(info, dict)
+    )

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from mutations import HOWS, data_lines, mutate
+from mutations import HOWS, data_lines, mutate, problem_count
 
 from pvtrace.analyze import analyze
 from pvtrace.errors import FormatError
@@ -56,12 +56,7 @@ def _lines(path: str) -> tuple[str, ...]:
 def _outcome(files: list[Path], strict: bool = False):
     trace = load(files, strict=strict)
     a = analyze(trace)
-    problems = sum(
-        info.get("count", 0)
-        for kinds in trace.meta.problems.values()
-        for info in kinds.values()
-        if isinstance(info, dict)
-    )
+    problems = problem_count(trace.meta.problems)
     return a.summary.totals, problems, a.table("lost_windows").height
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from mutations import HOWS, data_lines, mutate
+from mutations import HOWS, data_lines, mutate, problem_count
 
 from pvtrace.analyze import analyze
 from pvtrace.errors import FormatError
@@ -51,12 +51,7 @@ def _lines(path: str) -> tuple[str, ...]:
 def _outcome(path: Path, strict: bool = False):
     trace = load([path], strict=strict)
     a = analyze(trace)
-    problems = sum(
-        info.get("count", 0)
-        for kinds in trace.meta.problems.values()
-        for info in kinds.values()
-        if isinstance(info, dict)
-    )
+    problems = problem_count(trace.meta.problems)
     metrics = {**a.summary.totals, **{k: a.summary.extra.get(k) for k in CONTEXT}}
     return metrics, problems, a.table("lost_windows").height, len(a.summary.extra.get("warnings", []))
 
