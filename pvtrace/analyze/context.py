@@ -69,9 +69,9 @@ def lock_callers(events: pl.LazyFrame, waits: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def incidents(lhp: pl.DataFrame, lwp: pl.DataFrame, events: pl.LazyFrame | None) -> pl.DataFrame:
-    """LHP and LWP incidents in one table (INCIDENTS_SCHEMA), worst waste first, with the pCPU the
-    preempted vCPU left and what ran there during the incident (null when the trace has no pCPUs)."""
+def incident_union(lhp: pl.DataFrame, lwp: pl.DataFrame) -> pl.DataFrame:
+    """LHP then LWP incidents in one frame, in their tables' order: kind, vm, lock, vcpu (holder /
+    next owner), state, start, end, dur, n_waiters, waste_ns, truncated."""
 
     def tagged(df: pl.DataFrame, kind: str, who: str) -> pl.DataFrame:
         return df.select(
@@ -88,10 +88,13 @@ def incidents(lhp: pl.DataFrame, lwp: pl.DataFrame, events: pl.LazyFrame | None)
             "truncated",
         )
 
-    both = pl.concat(
-        [tagged(lhp, "LHP", "holder"), tagged(lwp, "LWP", "next_owner")],
-        how="vertical_relaxed",
-    ).with_row_index("iid")
+    return pl.concat([tagged(lhp, "LHP", "holder"), tagged(lwp, "LWP", "next_owner")], how="vertical_relaxed")
+
+
+def incidents(lhp: pl.DataFrame, lwp: pl.DataFrame, events: pl.LazyFrame | None) -> pl.DataFrame:
+    """LHP and LWP incidents in one table (INCIDENTS_SCHEMA), worst waste first, with the pCPU the
+    preempted vCPU left and what ran there during the incident (null when the trace has no pCPUs)."""
+    both = incident_union(lhp, lwp).with_row_index("iid")
     # what ran instead is looked up for the worst MAX_CONTEXT_INCIDENTS (every output shows the
     # worst first); the rest keep null there, which the column's doc says
     worst = both.sort(["waste_ns", "dur"], descending=True, nulls_last=True).head(MAX_CONTEXT_INCIDENTS)

@@ -10,19 +10,13 @@ from __future__ import annotations
 
 import polars as pl
 
+from pvtrace.analyze.fidelity import LWP_KEYS
+
 KIND_FIX = (
     "pass --lock-kind fifo (ticket, queued spinlocks) or unfair (test-and-set) if you know the "
     "guest's spinlock algorithm"
 )
-LWP_METRICS = (
-    "waste_lwp_ns",
-    "waste_lwp_preempted_ns",
-    "waste_lwp_halted_ns",
-    "n_lwp",
-    "n_lwp_preempted",
-    "n_lwp_halted",
-    "spin_useful_ns",
-)
+LWP_METRICS = (*LWP_KEYS, "spin_useful_ns")
 CONVOY_METRICS = ("n_convoys", "convoy_len_max")
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from pvtrace.analyze.context import incident_union
 from pvtrace.analyze.result import Analysis
 from pvtrace.errors import UsageError
 from pvtrace.fmt import fmt_ts
@@ -61,36 +62,7 @@ def user_window(spec: tuple[int | None, int | None], t_start: int, t_end: int) -
 
 def incidents(analysis: Analysis) -> pl.DataFrame:
     """LHP and LWP incidents in one frame: kind, vm, lock, vcpu (holder / next owner), state, start, end, dur, waste_ns."""
-    cols = [
-        "kind",
-        "vm",
-        "lock",
-        "vcpu",
-        "state",
-        "start",
-        "end",
-        "dur",
-        "waste_ns",
-        "n_waiters",
-        "truncated",
-    ]
-    lhp = analysis.table("lhp_incidents").select(
-        pl.lit("LHP").alias("kind"),
-        "vm",
-        "lock",
-        pl.col("holder").alias("vcpu"),
-        pl.col("holder_state").alias("state"),
-        *cols[5:],
-    )
-    lwp = analysis.table("lwp_incidents").select(
-        pl.lit("LWP").alias("kind"),
-        "vm",
-        "lock",
-        pl.col("next_owner").alias("vcpu"),
-        pl.col("next_owner_state").alias("state"),
-        *cols[5:],
-    )
-    return pl.concat([lhp, lwp], how="vertical_relaxed")
+    return incident_union(analysis.table("lhp_incidents"), analysis.table("lwp_incidents"))
 
 
 def default_window(analysis: Analysis, t_start: int, t_end: int) -> Window:
