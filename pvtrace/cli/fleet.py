@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.markup import escape
@@ -18,6 +17,8 @@ from pvtrace.schema import LOCK_KINDS
 
 # Exit status of a fleet that ran to its end but has traces that failed (they are failure rows).
 EXIT_SOME_FAILED = 3
+
+T = TypeVar("T")
 
 SCHEDULER_HELP = "Address of a running Dask scheduler (tcp://HOST:PORT); default: a local cluster."
 WORKERS_HELP = "Local cluster: worker processes (default one per core). With --scheduler: wait for N workers."
@@ -40,12 +41,26 @@ def finish_tally(tally, ran: str, dest: Path, failures: str, quiet: bool) -> Non
         raise typer.Exit(EXIT_SOME_FAILED)
 
 
-@contextmanager
-def resumable(what: str, replan: Callable[[], Any]) -> Iterator[None]:
-    """Ctrl-C (SIGTERM, SIGHUP) stops a fleet or sweep in one line, once its cluster is closed:
-    what finished is kept (replan() counts it as a rerun would), and a rerun resumes."""
+def run_on_cluster(
+    what: str,
+    replan: Callable[[], Any],
+    scheduler: str | None,
+    workers: int | None,
+    quiet: bool,
+    run: Callable[[Any, Callable[[Any], None]], T],
+) -> T:
+    """A fleet or sweep run on its Dask cluster: run(client, on_progress) with the dashboard's
+    address and a progress bar over `what`. Ctrl-C (SIGTERM, SIGHUP) stops it in one line once the
+    cluster is closed: what finished is kept (replan() counts it as a rerun would), and a rerun
+    resumes."""
+    from pvtrace.fleet.cluster import dashboard_note, open_client
+
     try:
-        yield
+        with open_client(scheduler, workers) as client:
+            if not quiet:
+                err.print(dashboard_note(client), highlight=False)
+            with progress(what, total=None, quiet=quiet) as bar:
+                return run(client, lambda tally: bar.update(completed=tally.ran, total=tally.todo))
     except KeyboardInterrupt as exc:
         t = replan()
         err.print(
@@ -89,7 +104,6 @@ def register(app: typer.Typer) -> None:
         quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress bar, no summary.")] = False,
     ) -> None:
         """Ingest and analyze every trace as one Dask task; parts land in FLEET_DIR as they finish."""
-        from pvtrace.fleet.cluster import dashboard_note, open_client
         from pvtrace.fleet.inputs import expand_inputs
         from pvtrace.fleet.run import plan, run_fleet
 
@@ -111,25 +125,22 @@ def register(app: typer.Typer) -> None:
         if before.todo == 0:
             return  # nothing to do: no cluster started
 
-        def tick(tally) -> None:
-            bar.update(completed=tally.ran, total=tally.todo)
-
-        with (
-            resumable("traces", lambda: plan(traces, out_dir, retry_failed)[1]),
-            open_client(scheduler, workers) as client,
-        ):
-            if not quiet:
-                err.print(dashboard_note(client), highlight=False)
-            with progress("traces", total=None, quiet=quiet) as bar:
-                tally = run_fleet(
-                    client,
-                    traces,
-                    out_dir,
-                    options=options,
-                    worst=worst,
-                    retry_failed=retry_failed,
-                    on_progress=tick,
-                )
+        tally = run_on_cluster(
+            "traces",
+            lambda: plan(traces, out_dir, retry_failed)[1],
+            scheduler,
+            workers,
+            quiet,
+            lambda client, tick: run_fleet(
+                client,
+                traces,
+                out_dir,
+                options=options,
+                worst=worst,
+                retry_failed=retry_failed,
+                on_progress=tick,
+            ),
+        )
         finish_tally(tally, f"analyzed {tally.ran}", out_dir, "FLEET_DIR/failures", quiet)
 
     @fleet.command("report")

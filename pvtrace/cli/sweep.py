@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
-from pvtrace.cli.common import err, handle_errors, out, progress
-from pvtrace.cli.fleet import SCHEDULER_HELP, WORKERS_HELP, finish_tally, resumable
+from pvtrace.cli.common import err, handle_errors, out
+from pvtrace.cli.fleet import SCHEDULER_HELP, WORKERS_HELP, finish_tally, run_on_cluster
 
 
 class _RunByDefault(TyperGroup):
@@ -50,7 +50,6 @@ def register(app: typer.Typer) -> None:
         quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress bar, no summary.")] = False,
     ) -> None:
         """Simulate (and analyze) every cell of the grid; results.parquet holds one row per run."""
-        from pvtrace.fleet.cluster import dashboard_note, open_client
         from pvtrace.fleet.grid import load_grid
         from pvtrace.fleet.sweep import plan, run_sweep, write_results
 
@@ -71,17 +70,16 @@ def register(app: typer.Typer) -> None:
             write_results(out_dir, cells)
             return
 
-        def tick(tally) -> None:
-            bar.update(completed=tally.ran, total=tally.todo)
-
-        with (
-            resumable("cells", lambda: plan(cells, out_dir, retry_failed)[1]),
-            open_client(scheduler, workers) as client,
-        ):
-            if not quiet:
-                err.print(dashboard_note(client), highlight=False)
-            with progress("cells", total=None, quiet=quiet) as bar:
-                tally = run_sweep(client, grid, out_dir, retry_failed=retry_failed, on_progress=tick)
+        tally = run_on_cluster(
+            "cells",
+            lambda: plan(cells, out_dir, retry_failed)[1],
+            scheduler,
+            workers,
+            quiet,
+            lambda client, tick: run_sweep(
+                client, grid, out_dir, retry_failed=retry_failed, on_progress=tick
+            ),
+        )
         finish_tally(tally, f"ran {tally.ran}", out_dir / "results.parquet", "SWEEP_DIR/failures", quiet)
 
     @sweep.command("report")
