@@ -101,42 +101,16 @@ def _tagged(t: TraceInput, df: pl.DataFrame) -> pl.DataFrame:
     return df.select(pl.lit(t.trace_id).alias("trace_id"), pl.lit(t.name).alias("trace"), pl.all())
 
 
-_INCIDENT_COLUMNS = (
-    "vm",
-    "lock",
-    "vcpu",
-    "state",
-    "start",
-    "end",
-    "dur",
-    "n_waiters",
-    "waste_ns",
-    "truncated",
-)
-
-
 def worst_incidents(result, n: int) -> pl.DataFrame:
     """The n LHP and n LWP incidents with the most waste, one table (kind: lhp or lwp; vcpu: the
     holder, or the next owner)."""
-    parts = []
-    for kind, who in (("lhp", "holder"), ("lwp", "next_owner")):
-        df = result.table(f"{kind}_incidents")
-        parts.append(
-            df.sort("waste_ns", "dur", descending=True, nulls_last=True)
-            .head(n)
-            .select(
-                pl.lit(kind).alias("kind"),
-                *[
-                    pl.col(who).alias("vcpu")
-                    if c == "vcpu"
-                    else pl.col(f"{who}_state").alias("state")
-                    if c == "state"
-                    else pl.col(c)
-                    for c in _INCIDENT_COLUMNS
-                ],
-            )
-        )
-    return pl.concat(parts)
+    from pvtrace.analyze.context import incident_union
+
+    worst = [
+        result.table(f"{kind}_incidents").sort("waste_ns", "dur", descending=True, nulls_last=True).head(n)
+        for kind in ("lhp", "lwp")
+    ]
+    return incident_union(*worst).with_columns(pl.col("kind").str.to_lowercase())
 
 
 def part_tables(t: TraceInput, result, elapsed_s: float, worst: int) -> dict[str, pl.DataFrame]:
