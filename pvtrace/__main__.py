@@ -1,6 +1,6 @@
-"""`python -m pvtrace` runs the same CLI as the `pvtrace` command."""
+"""`python -m pvtrace` runs the same program as the `pvtrace` command."""
 
-from pvtrace.cli.app import app
+from pvtrace.cli import main
 
 if __name__ == "__main__":
-    app(prog_name="pvtrace")
+    main()

@@ -8,8 +8,8 @@ writes each file through `atomic_file` / `stage`: a unique temporary name in the
 command succeeded. `commit` places every file of the set at once, with SIGINT/SIGTERM/SIGHUP held
 back; a failure half-way restores what was there. Without --force a file that appeared meanwhile
 (another writer) is never replaced: the commit links without clobbering and fails cleanly.
-Temporary files are removed on any error or signal; `install_signal_handlers` turns SIGTERM and
-SIGHUP into the same unwinding as Ctrl-C.
+Temporary files are removed on any error or signal; `signals_unwind` turns SIGTERM and SIGHUP
+into the same unwinding as Ctrl-C while a command runs.
 
 Library writers (pages, traces, truth, tables) call `atomic_file`/`stage` with a path: inside a
 command's OutputSet the file joins that set; alone, it is committed as soon as it is written.
@@ -55,13 +55,23 @@ def _raise_terminated(signum: int, frame: object) -> None:
     raise Terminated(signum)
 
 
-def install_signal_handlers() -> None:
-    """SIGTERM and SIGHUP raise Terminated, SIGINT KeyboardInterrupt: every temporary file is removed."""
+@contextlib.contextmanager
+def signals_unwind() -> Iterator[None]:
+    """While a command runs, SIGTERM and SIGHUP raise Terminated and SIGINT KeyboardInterrupt, so
+    every temporary file is removed; after it, the handlers from before are back (in the program,
+    `cli.quiet_signals`: a signal while Python exits must not raise inside an exit handler)."""
     handlers = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: _raise_terminated}
     handlers[signal.SIGHUP] = _raise_terminated
+    before = {}
     for sig, handler in handlers.items():
         with contextlib.suppress(ValueError, OSError):  # not the main thread: leave them
             if signal.getsignal(sig) is not signal.SIG_IGN:
+                before[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        with _signals_held():  # a signal from here on reaches the handler from before
+            for sig, handler in before.items():
                 signal.signal(sig, handler)
 
 

@@ -1,17 +1,35 @@
 """The command line: a thin typer layer over the library (the only place that prints)."""
 
 import contextlib
+import os
 import signal
+import sys
+
+QUIET_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def _exit_quietly(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(128 + signum)
 
 
-# Until a command starts (pvtrace.outputs.install_signal_handlers), SIGINT/SIGTERM/SIGHUP end the
-# program quietly: loading the libraries takes a second or more, and a signal then must not print
-# a traceback from inside some import. Signals the shell told us to ignore stay ignored.
-for _sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-    with contextlib.suppress(ValueError, OSError):  # not the main thread
-        if signal.getsignal(_sig) is not signal.SIG_IGN:
-            signal.signal(_sig, _exit_quietly)
+def quiet_signals() -> None:
+    """SIGINT/SIGTERM/SIGHUP end the program at once with 128+signal and no traceback.
+
+    Set while the libraries load (a second or more: a signal then must not print a traceback from
+    inside some import) and again once a command is over (a late signal must not print one from
+    inside an exit handler). Signals the shell told us to ignore stay ignored."""
+    for sig in QUIET_SIGNALS:
+        with contextlib.suppress(ValueError, OSError):  # not the main thread
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                signal.signal(sig, _exit_quietly)
+
+
+def main() -> None:
+    """The `pvtrace` program. While a command runs, `cli.common.handle_errors` owns the signals."""
+    quiet_signals()
+    from pvtrace.cli.app import app
+
+    app(prog_name="pvtrace")

@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from pvtrace.errors import PvtraceError
-from pvtrace.outputs import Terminated, install_signal_handlers, os_message, remove_live_temps
+from pvtrace.outputs import Terminated, os_message, remove_live_temps, signals_unwind
 
 out = Console()  # results: stdout
 err = Console(stderr=True)  # errors, warnings, progress
@@ -27,9 +27,9 @@ def handle_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        install_signal_handlers()
         try:
-            return fn(*args, **kwargs)
+            with signals_unwind():
+                return fn(*args, **kwargs)
         except PvtraceError as exc:
             err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None

@@ -14,6 +14,8 @@ import os
 import random
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -21,8 +23,10 @@ import polars as pl
 import pytest
 from faults import (
     SMALL_SCENARIO,
+    Done,
     assert_clean_exit,
     assert_one_line_error,
+    env,
     files_under,
     finish,
     run,
@@ -178,6 +182,34 @@ def test_signal_at_a_random_point_leaves_all_outputs_or_none(name, inputs, refer
             )
         else:
             assert now in (ref, before), f"{where}: {sorted(now)} is neither all outputs nor the files before"
+
+
+LATE_SIGNAL = """\
+import atexit, os, signal, sys, time
+atexit.register(lambda: (os.kill(os.getpid(), signal.{sig}), time.sleep(5)))
+sys.argv = ["pvtrace", *sys.argv[1:]]
+from pvtrace.cli import main
+main()
+"""
+
+
+@pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
+def test_a_signal_while_python_exits_ends_quietly(sig, inputs, references, tmp_path):
+    """A signal after the command finished (here from an exit handler, where CI once caught a
+    SIGHUP): exit 128+signal at once, no traceback, the outputs whole."""
+    ref = comparable(references["analyze"][0])
+    script = LATE_SIGNAL.format(sig=sig.name)
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *_args("analyze", inputs)],
+        cwd=tmp_path,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    done = Done(_args("analyze", inputs), proc.returncode, proc.stdout, proc.stderr)
+    assert_clean_exit(done, (128 + sig,))
+    assert comparable(files_under(tmp_path / "out")) == ref
 
 
 # -- a full disk, a read-only folder ------------------------------------------------------------------
