@@ -1,5 +1,6 @@
-"""Unseen holders and unseen takes (rules 2-4 of holders.py), and infer_holds: the inferred
-level's holds, visible ones (holders.py) first, then the holders spin reveals.
+"""Unseen holders and unseen takes (rules 2-4 of holders.py; which sibling holds is
+likely_holder.py), and infer_holds: the inferred level's holds, visible ones (holders.py) first,
+then the holders spin reveals.
 """
 
 from __future__ import annotations
@@ -14,26 +15,20 @@ from pvtrace.analyze.holders import (
     HOLD_BOUND_FACTOR,
     I64,
     MIN_HANDOFFS,
-    YIELD_EVIDENCE,
-    _clock_at,
     _kicks,
     _ran_between,
-    _run_bound_end,
     _running_clock,
     finish_holds,
     visible_holds,
 )
 from pvtrace.analyze.intervals import (
-    changes_to_partition,
-    cum_sum_within,
     lookup,
     packing,
-    same_as_next,
     sort_by_key,
     sort_by_key_time,
-    split,
     union,
 )
+from pvtrace.analyze.likely_holder import areas_at, free_running_clock, likely_holders, span_area
 from pvtrace.analyze.locks import acquisitions, lock_status
 from pvtrace.analyze.prepare import Prepared
 from pvtrace.analyze.vcpu_states import VcpuStates
@@ -144,7 +139,7 @@ def unseen_holds(
     by_kick = by_kick.group_by("lid", "g0").agg(pl.col("holder").first(), pl.col("end").min())
     by_kick = by_kick.select("lid", "holder", pl.col("g0").alias("start"), "end")
     rest = episodes.join(by_kick.select("lid", pl.col("start").alias("g0")), on=["lid", "g0"], how="anti")
-    by_run = _likely_holders(rest, waits, states, prep, clock, yields, free_clock, rate)
+    by_run = likely_holders(rest, waits, states, prep, clock, yields, free_clock, rate)
     return pl.concat([by_kick, by_run]).select(
         "lid",
         pl.col("holder").alias("vid"),
@@ -153,66 +148,6 @@ def unseen_holds(
         pl.lit(None, I64).alias("start_ord"),
         (pl.col("end") >= w.t_end).alias("truncated"),
     )
-
-
-def _free_running_clock(waits: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.DataFrame:
-    """Per VM, the step function n(t) = how many of its vCPUs run without waiting for a lock, and
-    its integral: vm_id, t, n, area (integral of n from t_start to t). Sorted by vm_id, t."""
-    w = prep.window
-    running = states.partition.filter(pl.col("state") == "running").select(
-        pl.col("key").alias("vid"), "start", "end"
-    )
-    changes = (
-        pl.concat(
-            [
-                waits.select(
-                    "vid", pl.col("start").alias("ts"), pl.lit(True).alias("waiting"), pl.lit(1).alias("_o")
-                ),
-                waits.select(
-                    "vid", pl.col("end").alias("ts"), pl.lit(False).alias("waiting"), pl.lit(0).alias("_o")
-                ),
-            ]
-        )
-        .pipe(sort_by_key_time, "vid", "ts", tie="_o")
-        .select(pl.col("vid").alias("key"), "ts", "waiting")
-    )
-    part = changes_to_partition(
-        changes, key="key", values=["waiting"], n_keys=prep.n_vcpus, window=w, initial={"waiting": False}
-    )
-    free = split(running, part, by="vid", window=w, values=["waiting"]).filter(~pl.col("waiting"))
-    free = free.with_columns(prep.vcpu_attr("vm_id"))
-    steps = pl.concat(
-        [
-            free.select("vm_id", pl.col("start").alias("t"), pl.lit(1, I64).alias("d")),
-            free.select("vm_id", pl.col("end").alias("t"), pl.lit(-1, I64).alias("d")),
-        ]
-    ).pipe(sort_by_key_time, "vm_id", "t")
-    # n after the last change at each (vm_id, t): one row per step
-    last = (pl.col("vm_id") != pl.col("vm_id").shift(-1)) | (pl.col("t") != pl.col("t").shift(-1))
-    steps = steps.with_columns(cum_sum_within("d", "vm_id").alias("n")).filter(last.fill_null(True))
-    piece = pl.when(same_as_next("vm_id")).then(pl.col("t").shift(-1) - pl.col("t")).otherwise(0) * pl.col(
-        "n"
-    )
-    return steps.with_columns(piece.alias("_piece")).select(
-        "vm_id", "t", "n", (cum_sum_within("_piece", "vm_id") - pl.col("_piece")).alias("area")
-    )
-
-
-def _span_area(points: pl.DataFrame, clock: pl.DataFrame, prep: Prepared, t0: str, t1: str) -> pl.Series:
-    """The free-running area of each point's VM between times t0 and t1."""
-    a0, a1 = _areas_at(points, clock, prep, t0, t1)
-    return a1 - a0
-
-
-def _areas_at(points: pl.DataFrame, clock: pl.DataFrame, prep: Prepared, *ts: str) -> list[pl.Series]:
-    """The free-running area of each point's VM (vm_id) up to each of the times `ts`."""
-    free = clock.select(
-        pl.col("vm_id").alias("key"),
-        pl.col("t").alias("bp"),
-        pl.col("n").alias("rate"),
-        pl.col("area").alias("cum"),
-    )
-    return [a.fill_null(0) for a in _clock_at(points, free, by="vm_id", times=ts)]
 
 
 def _attempt_rate(
@@ -234,7 +169,7 @@ def _attempt_rate(
     busy = union(pl.concat([visible.select("lid", "start", "end"), queued]), key="lid")
     busy = busy.with_columns(prep.lock_attr("vm_id"))
     # (union() gives them sorted by lid, start)
-    busy = busy.with_columns(pl.lit(_span_area(busy, clock, prep, "start", "end")).alias("area"))
+    busy = busy.with_columns(pl.lit(span_area(busy, clock, prep, "start", "end")).alias("area"))
     inside = lookup(
         waits.select("lid", "start"),
         busy.select(pl.col("lid").alias("key"), pl.col("start").alias("b0"), pl.col("end").alias("b1")),
@@ -294,155 +229,6 @@ def _same_instant_and_pcpu(left: pl.DataFrame, right: pl.DataFrame) -> pl.DataFr
     return left.with_columns(key).join(right.with_columns(key).drop("ts", "pcpu"), on="_tp").drop("_tp")
 
 
-def _likely_holders(
-    episodes: pl.DataFrame,
-    waits: pl.DataFrame,
-    states: VcpuStates,
-    prep: Prepared,
-    run_clock: pl.DataFrame,
-    yields: pl.DataFrame,
-    free: pl.DataFrame,
-    rate: pl.DataFrame,
-) -> pl.DataFrame:
-    """The most likely unseen holder of each episode: lid, holder, start, end.
-
-    Every sibling that waits for no lock during the episode is a candidate. The holder took the
-    lock while running, before the episode, and nobody tried the lock since (a try would have
-    been seen): a candidate that stopped running at `rho` before the episode began is unlikely in
-    proportion to the free-running sibling time in (rho, e0) times the attempt rate (on an unfair
-    lock, also in the time it is away after the episode until it runs again: the lock was free
-    to take then). And a holder that runs releases within about a hold: a candidate that ran `r`
-    inside the episode is unlikely as exp(-r / mean residual hold). A directed yield to it by a
-    waiter of the lock during the episode adds YIELD_EVIDENCE. Where a waiter takes the lock at
-    the episode's end, the holder released it then and was running; otherwise it must run again
-    before the lock's next acquisition. The candidate of highest likelihood holds from e0 to the
-    end of the episode (handed) or until it has run a mean hold past it.
-    """
-    w = prep.window
-    empty = pl.DataFrame(schema={"lid": I64, "holder": I64, "start": I64, "end": I64})
-    if episodes.height == 0:
-        return empty
-    ep = (
-        episodes.with_columns(prep.lock_attr("vm_id"))
-        .join(rate.select("lid", "rate"), on="lid", how="left")
-        .with_columns(pl.col("rate").fill_null(1.0 / FALLBACK_TRY_INTERVAL_NS))
-    )
-    cand = ep.join(prep.vcpus.select("vm", pl.col("vid").alias("cand")), on="vm")
-    # (a) it waits for no lock during the episode.
-    wt = sort_by_key(
-        waits.select(pl.col("vid").alias("key"), pl.col("start").alias("w_start"), "end"),
-        "key",
-        then="w_start",
-    )
-    cand = (
-        lookup(
-            cand,
-            wt,
-            by="cand",
-            on="e1",
-            table_on="w_start",
-            values=["end"],
-            strict=True,
-        )
-        .drop("_row")
-        .rename({"end": "_w_end"})
-    )
-    cand = cand.filter(pl.col("_w_end").is_null() | (pl.col("_w_end") <= pl.col("e0")))
-    running = states.partition.filter(pl.col("state") == "running").select(
-        pl.col("key"), pl.col("start").alias("r_start"), pl.col("end").alias("r_end")
-    )
-    # (b) when it last ran at or before e0.
-    cand = lookup(cand, running, by="cand", on="e0", table_on="r_start", values=["r_end"]).drop("_row")
-    cand = (
-        cand.filter(pl.col("r_end").is_not_null())
-        .with_columns(pl.min_horizontal("r_end", "e0").alias("rho"))
-        .drop("r_end")
-    )
-    # (c) running at the hand-over, or running again before the next acquisition.
-    cand = lookup(
-        cand,
-        running,
-        by="cand",
-        on="e1",
-        table_on="r_start",
-        values=["r_end"],
-        strict=True,
-    ).drop("_row")
-    cand = (
-        lookup(
-            cand,
-            running.select("key", "r_start"),
-            by="cand",
-            on="e1",
-            table_on="r_start",
-            values=["r_start"],
-            direction="forward",
-        )
-        .drop("_row")
-        .rename({"r_start": "next_run"})
-    )
-    at_e1 = (pl.col("r_end") >= pl.col("e1")).fill_null(False)
-    later = at_e1 | (pl.col("next_run") < pl.col("g1")).fill_null(False) | (pl.col("g1") >= w.t_end)
-    cand = cand.filter(pl.when(pl.col("handed")).then(at_e1).otherwise(later))
-    if cand.height == 0:
-        return empty
-    # On an unfair lock, tries while the holder is away after the episode would be seen too.
-    back = pl.when(at_e1).then(pl.col("e1")).otherwise(pl.min_horizontal("next_run", "g1"))
-    cand = cand.join(prep.locks.select("lid", "lock_kind"), on="lid", how="left").with_columns(
-        pl.when(pl.col("lock_kind") == "fifo").then(pl.col("e1")).otherwise(back).alias("back")
-    )
-    at_rho, at_e0, at_e1_, at_back = _areas_at(cand, free, prep, "rho", "e0", "e1", "back")
-    cand = cand.with_columns(
-        _ran_between(cand, run_clock, prep, vid="cand", t0="e0", t1="e1").alias("ran"),
-        (at_e0 - at_rho + at_back - at_e1_).alias("absent"),
-    )
-    boosted = (
-        cand.select("lid", "e0", "e1", "cand")
-        .join(yields.rename({"target": "cand"}), on=["lid", "cand"])
-        .filter(pl.col("y_ts").is_between(pl.col("e0"), pl.col("e1")))
-        .select("lid", "e0", "cand", pl.lit(True).alias("boosted"))
-        .unique()
-    )
-    cand = cand.join(boosted, on=["lid", "e0", "cand"], how="left").with_columns(
-        (
-            pl.col("rate") * pl.col("absent")
-            + pl.col("ran") / pl.col("residual")
-            - pl.when(pl.col("boosted")).then(YIELD_EVIDENCE).otherwise(0.0)
-        ).alias("cost")
-    )
-    best = cand.sort("cost", "cand").group_by("lid", "e0", maintain_order=True).first()
-    resumed_end = _run_bound_end(
-        best.select(pl.col("cand").alias("vid"), pl.col("e1").alias("start"), pl.col("hold").alias("bound")),
-        run_clock,
-        prep,
-    )
-    # ... and at most until it next waits for the lock itself.
-    lv = pl.col("lid") * (prep.n_vcpus + 1) + pl.col("cand")
-    best = lookup(
-        best.with_columns(lv.alias("_lv")),
-        waits.select(
-            (pl.col("lid") * (prep.n_vcpus + 1) + pl.col("vid")).alias("key"), pl.col("start").alias("own_ts")
-        ).pipe(sort_by_key, "key", then="own_ts"),
-        by="_lv",
-        on="e1",
-        table_on="own_ts",
-        values=["own_ts"],
-        direction="forward",
-    ).drop("_row", "_lv")
-    cap = pl.min_horizontal(
-        "g1", pl.col("next_e0").fill_null(pl.col("g1")), pl.col("own_ts").fill_null(pl.col("g1"))
-    )
-    return best.with_columns(pl.lit(resumed_end).alias("_re")).select(
-        "lid",
-        pl.col("cand").alias("holder"),
-        pl.col("e0").alias("start"),
-        pl.when(pl.col("handed"))
-        .then(pl.min_horizontal("e1", cap))
-        .otherwise(pl.min_horizontal(pl.col("_re").fill_null(pl.col("g1")), cap))
-        .alias("end"),
-    )
-
-
 def infer_holds(
     prep: Prepared, waits: pl.DataFrame, pieces: pl.DataFrame, states: VcpuStates
 ) -> pl.DataFrame:
@@ -451,7 +237,7 @@ def infer_holds(
     clock = _running_clock(states)
     yields = _yields_by_waiters(waits, states, prep)
     visible, _ = visible_holds(prep, waits, states, clock, yields)
-    free = _free_running_clock(waits, states, prep)
+    free = free_running_clock(waits, states, prep)
     rate = _attempt_rate(waits, visible, free, clock, prep)
     seen = finish_holds(visible, prep)
     unseen = unseen_holds(prep, waits, pieces, states, visible, seen, clock, yields, free, rate)
@@ -495,7 +281,7 @@ def _unseen_takes(
         .join(residual, on="lid", how="left", maintain_order="left")
         .with_columns(pl.col("g0").fill_null(pl.col("start")))
     )
-    a0, a1 = _areas_at(h, free, prep, "g0", "start")
+    a0, a1 = areas_at(h, free, prep, "g0", "start")
     ran = _ran_between(h, clock, prep, vid="prev_vid", t0="g0", t1="start").fill_null(0)
     tries = pl.col("take_rate").fill_null(1.0 / FALLBACK_TRY_INTERVAL_NS) * pl.lit(a1 - a0)
     p_take = 1 - (-tries).exp()

@@ -501,7 +501,7 @@ def summary_formats() -> tuple[str, ...]:
 
 
 def load(
-    paths: list[Path] | list[str],
+    paths: Path | str | list[Path] | list[str],
     *,
     format: str = "auto",
     strict: bool = False,
@@ -512,7 +512,7 @@ def load(
     progress: Progress | None = None,
 ) -> Trace:
     """Any supported input(s) -> a Trace (events in EVENT_SCHEMA sorted by (ts, seq), plus metadata)."""
-    paths = [Path(p) for p in paths]
+    paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
     if is_one_parquet(paths, format):
         return read_trace(paths[0])
     chunks: list[pl.DataFrame] = []
