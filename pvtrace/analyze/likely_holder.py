@@ -159,7 +159,7 @@ def likely_holders(
         .drop("r_end")
     )
     # (c) running at the hand-over (resumed at that instant counts: the release lies within
-    # the timestamps' resolution), or running again before the next acquisition.
+    # the timestamps' resolution), or running again by the next acquisition.
     cand = lookup(
         cand,
         running,
@@ -182,7 +182,7 @@ def likely_holders(
         .rename({"r_start": "next_run"})
     )
     at_e1 = (pl.col("r_end") >= pl.col("e1")).fill_null(False)
-    later = at_e1 | (pl.col("next_run") < pl.col("g1")).fill_null(False) | (pl.col("g1") >= w.t_end)
+    later = at_e1 | (pl.col("next_run") <= pl.col("g1")).fill_null(False) | (pl.col("g1") >= w.t_end)
     cand = cand.filter(pl.when(pl.col("handed")).then(at_e1).otherwise(later))
     if cand.height == 0:
         return empty
