@@ -263,23 +263,9 @@ def test_merged_view_meets_the_waste_target(case):
     assert abs(figures(*case)["merged_waste_err"]) <= 0.05
 
 
-# Cases whose precision misses its target since one preemption is one incident (inferred holds used
-# to cut it into pieces, each counted as a hit: the count was far off, precision flattered):
-# no-ple/ticket/3x 94.2% (117 true incidents). Strict, so a fix shows.
-LHP_TARGET_MISSES = {("no-ple", "ticket", 3)}
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "case",
-    [
-        pytest.param(c, marks=pytest.mark.xfail(strict=True, reason="precision misses the target"))
-        if c in LHP_TARGET_MISSES
-        else c
-        for c in CASES
-        if RECORDED[c]["merged_n_lhp_harmful_true"] >= TARGET_INCIDENTS
-    ],
-    ids=case_id,
+    "case", [c for c in CASES if RECORDED[c]["merged_n_lhp_harmful_true"] >= TARGET_INCIDENTS], ids=case_id
 )
 def test_merged_view_meets_the_lhp_target(case):
     # Where the sample is large enough to tell (docs/accuracy.md): >= 95% for tas and ticket,
