@@ -265,14 +265,12 @@ impossible the metric says so. What this table shows:
   sample-traces/guest-ticks) no preset preemption lasts two ticks and the level declines every
   state metric with that reason; paravirt spinlocks are declined (their halts are invisible);
   `wait_halted_ns` is never given at this level.
-- **Met on lhp-demo with PLE off:** precision 100% on every lock; with test-and-set locks recall
-  100% on the seeable incidents and LHP waste +2.4% of theirs.
-- **Not met, lhp-demo ticket (the preset):** recall 75% of the seeable incidents, LHP waste -20%
-  of theirs. The missed ones are holders that took their lock *uncontended*, so no guest event
-  names them. In the case inspected (seed 1, vm0, 167.4-169.9 ms) the waiter's whole spin is
-  counted useful: the unseen-holder rule (analyze/holders.py, rule 2) does not pick the only
-  other vCPU of the 2-vCPU guest, although it was silent throughout the spin and resumed the
-  instant the waiter got the lock. Making that rule see it is the next step.
+- **Met on lhp-demo (ticket, the preset, and test-and-set with PLE off):** precision 100% and
+  recall 100% of the seeable incidents; LHP waste +12.3% of theirs on the preset (6 seeds; one
+  seed alone ranges from +1% to +39%), +7.4% with test-and-set. Holders that took their lock
+  uncontended, which no guest event names, are inferred (analyze/likely_holder.py): a holder that
+  resumes at the tick the waiter gets the lock, or that queues for the lock again inside the
+  waiter's spin, is a candidate; the episodes of one free stretch are judged together.
 - **PLE on (overcommit-2x, seed-table, lhp-demo with PLE, the ple workload):** PLE's directed
   yields preempt a spinning waiter for well under a tick, so the ticks never show them and their
   time would count as spin and LHP waste. The level estimates how much of the unseen steal falls
@@ -280,7 +278,7 @@ impossible the metric says so. What this table shows:
   same short preemptions) and declines spin and what rests on it when that exceeds a quarter of
   the spin: every seed-table and ple-workload run, 4 of 6 overcommit-2x runs. Not met where the
   estimate stays under that bar but the yields are there: the other 2 overcommit-2x runs (spin
-  +170%, LHP waste +96%) and lhp-demo with PLE (spin +22% to +151%); those numbers are still
+  +170%, LHP waste +146%) and lhp-demo with PLE (spin +22% to +151%); those numbers are still
   marked `partial` with the unseen preemption's size.
 - **Lock kind.** ftrace text does not say whether a lock is fifo; on these presets the kind is
   decided from the trace and `--lock-kind fifo` changes nothing.
