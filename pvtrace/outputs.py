@@ -22,21 +22,27 @@ import errno
 import functools
 import os
 import signal
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
 from pathlib import Path
 
 import polars as pl
-import pyarrow as pa
 
 from pvtrace.errors import OutputExistsError, PvtraceError, UsageError
 
-WRITE_ERRORS = (OSError, pl.exceptions.PolarsError, pa.ArrowException)  # what a full or read-only disk raises
 HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _active: ContextVar[OutputSet | None] = ContextVar("pvtrace_outputs", default=None)
 SIDE_SUFFIXES = (".vcpus.csv", ".guest-offsets.csv")  # read next to an input (ingest.vcpu_map, offsets_file)
 _live_temps: set[Path] = set()  # every temporary file not yet placed or removed (signal / exit cleanup)
+
+
+def _write_error_types() -> tuple[type[Exception], ...]:
+    """What a full or read-only disk raises: OSError, polars' and pyarrow's errors (pyarrow's only
+    once something loaded it, as nothing else can raise them)."""
+    pa = sys.modules.get("pyarrow")
+    return (OSError, pl.exceptions.PolarsError, *((pa.ArrowException,) if pa else ()))
 
 
 class OutputError(PvtraceError):
@@ -351,7 +357,7 @@ def write_errors(path: Path | str) -> Iterator[None]:
         yield
     except PvtraceError:
         raise
-    except WRITE_ERRORS as exc:
+    except _write_error_types() as exc:
         raise OutputError(f"cannot write {path}: {os_message(exc)}") from None
 
 

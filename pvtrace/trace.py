@@ -10,14 +10,15 @@ import contextlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pvtrace.errors import FormatError, SchemaError
 from pvtrace.schema import EVENT_SCHEMA, SCHEMA_VERSION, conform_events, validate_events
+
+if TYPE_CHECKING:  # pyarrow (and numpy with it) loads only where Arrow or Parquet is used
+    import pyarrow as pa
 
 META_KEY = "pvtrace"
 
@@ -112,7 +113,7 @@ class EventWriter:
             self._outputs = OutputSet(force=force)
         self._staged = self._outputs.stage(self.path, force=force)
         self._tmp = self._staged.tmp
-        self._writer: pq.ParquetWriter | None = None
+        self._writer = None  # a pyarrow.parquet.ParquetWriter once the first batch comes
         self.n_rows = 0
 
     def write(self, batch: pl.DataFrame) -> None:
@@ -121,6 +122,8 @@ class EventWriter:
         table = batch.to_arrow()
         with self._errors():
             if self._writer is None:
+                import pyarrow.parquet as pq
+
                 self._writer = pq.ParquetWriter(self._tmp, table.schema, compression="zstd")
             self._writer.write_table(table)
         self.n_rows += batch.height
@@ -128,9 +131,9 @@ class EventWriter:
     def close(self, meta: TraceMeta) -> None:
         with self._errors():
             if self._writer is None:
-                self._writer = pq.ParquetWriter(
-                    self._tmp, pl.DataFrame(schema=EVENT_SCHEMA).to_arrow().schema, compression="zstd"
-                )
+                import pyarrow.parquet as pq
+
+                self._writer = pq.ParquetWriter(self._tmp, arrow_schema(), compression="zstd")
             self._writer.add_key_value_metadata({META_KEY: meta.to_json()})
             self._writer.close()
         self._staged.finish()

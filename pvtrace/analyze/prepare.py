@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import pyarrow.parquet as pq
 
 from pvtrace.analyze.guest_preemption import GuestPreemption
 from pvtrace.analyze.intervals import Window
@@ -176,6 +175,8 @@ def _canonical_types(path: Path | str) -> bool:
 def _footer_extent(path: Path | str) -> tuple[int, int | None, int | None]:
     """(rows, ts of the first row group's min, ts of the last row group's max) from the footer;
     these are the first and last ts when the file is in canonical order."""
+    import pyarrow.parquet as pq
+
     meta = pq.ParquetFile(path).metadata
     groups = [meta.row_group(i) for i in range(meta.num_row_groups)]
     groups = [g for g in groups if g.num_rows]
