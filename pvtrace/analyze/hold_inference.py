@@ -153,16 +153,16 @@ def unseen_holds(
 def _attempt_rate(
     waits: pl.DataFrame, visible: pl.DataFrame, clock: pl.DataFrame, run_clock: pl.DataFrame, prep: Prepared
 ) -> pl.DataFrame:
-    """Per lid: how often a vCPU that runs without waiting tries the lock, per ns (rate, take_rate).
+    """Per lid: how often a vCPU that runs without waiting tries the lock, per ns (rate).
 
     Counted where every try is seen because the lock is surely unavailable: inside the visible
     holds, and on fifo locks while anyone is queued. Rate = contentions that begin inside such
-    stretches over the free-running vCPU time inside them, per lock, shrunk towards its VM's
-    rate (the trace's where a VM has fewer than MIN_HANDOFFS such contentions, else
+    stretches over the free-running vCPU time inside them, leaving out the holders' own running
+    (a holder does not try the lock it holds; with few vCPUs running, its time is much of the
+    total, and counting it made the rate 2-3x low on calm runs, so a sibling away for a long time
+    looked as likely a holder as one that ran), per lock, shrunk towards its VM's rate (the
+    trace's where a VM has fewer than MIN_HANDOFFS such contentions, else
     1/FALLBACK_TRY_INTERVAL_NS) by one pseudo-contention: locks differ (one can be hot).
-    `take_rate` leaves the holders' own running out of that time (a holder does not try the lock
-    it holds; with few vCPUs running, its time is much of the total). It judges unseen takes
-    (_unseen_takes); holder attribution keeps `rate`, on which its accuracy was measured.
     """
     fifo = prep.locks.filter(pl.col("lock_kind") == "fifo")["lid"]
     queued = waits.filter(pl.col("lid").is_in(fifo.implode())).select("lid", "start", "end")
@@ -190,14 +190,11 @@ def _attempt_rate(
         .with_columns((pl.col("area") - pl.col("own").fill_null(0)).clip(0, None).alias("others"))
     )
 
-    def shrunk(area: str) -> pl.Expr:
-        total_n, total_area = per_lock["n"].sum(), per_lock[area].sum()
-        pooled = total_n / total_area if total_n and total_area else 1.0 / FALLBACK_TRY_INTERVAL_NS
-        vm_n, vm_area = pl.col("n").sum().over("vm_id"), pl.col(area).sum().over("vm_id")
-        vm_rate = pl.when((vm_n >= MIN_HANDOFFS) & (vm_area > 0)).then(vm_n / vm_area).otherwise(pooled)
-        return (pl.col("n") + 1) / (pl.col(area) + 1 / vm_rate)
-
-    return per_lock.select("lid", shrunk("area").alias("rate"), shrunk("others").alias("take_rate"))
+    total_n, total_area = per_lock["n"].sum(), per_lock["others"].sum()
+    pooled = total_n / total_area if total_n and total_area else 1.0 / FALLBACK_TRY_INTERVAL_NS
+    vm_n, vm_area = pl.col("n").sum().over("vm_id"), pl.col("others").sum().over("vm_id")
+    vm_rate = pl.when((vm_n >= MIN_HANDOFFS) & (vm_area > 0)).then(vm_n / vm_area).otherwise(pooled)
+    return per_lock.select("lid", ((pl.col("n") + 1) / (pl.col("others") + 1 / vm_rate)).alias("rate"))
 
 
 def _yields_by_waiters(waits: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.DataFrame:
@@ -257,8 +254,8 @@ def _unseen_takes(
     """Per hold (lock order), on unfair locks: whether the lock most likely changed hands unseen,
     uncontended, between the lock's previous hold and this one (null on other locks).
 
-    In the free stretch between them the free-running siblings try the lock at take_rate, so an
-    unseen take happened with probability p = 1 - exp(-take_rate * their running time). Before a
+    In the free stretch between them the free-running siblings try the lock at its rate, so an
+    unseen take happened with probability p = 1 - exp(-rate * their running time). Before a
     contended acquisition the alternative is that nobody tried: a take if p > 1/2. An unseen
     holder was found from spin, so the lock was held: either still by the previous holder, likely
     as exp(-r / mean residual hold) if it ran r in the stretch, or taken anew (p); the likelier
@@ -277,13 +274,13 @@ def _unseen_takes(
             prep.lock_attr("vm_id"),
             (prep.lock_attr("lock_kind") == "unfair").alias("unfair"),
         )
-        .join(rate.select("lid", "take_rate"), on="lid", how="left", maintain_order="left")
+        .join(rate.select("lid", "rate"), on="lid", how="left", maintain_order="left")
         .join(residual, on="lid", how="left", maintain_order="left")
         .with_columns(pl.col("g0").fill_null(pl.col("start")))
     )
     a0, a1 = areas_at(h, free, prep, "g0", "start")
     ran = _ran_between(h, clock, prep, vid="prev_vid", t0="g0", t1="start").fill_null(0)
-    tries = pl.col("take_rate").fill_null(1.0 / FALLBACK_TRY_INTERVAL_NS) * pl.lit(a1 - a0)
+    tries = pl.col("rate").fill_null(1.0 / FALLBACK_TRY_INTERVAL_NS) * pl.lit(a1 - a0)
     p_take = 1 - (-tries).exp()
     p_held = (-pl.lit(ran) / pl.col("residual").fill_null(FALLBACK_MEAN_NS)).exp()
     took = pl.when(pl.col("start_ord").is_not_null()).then(p_take > 0.5).otherwise(p_take > p_held)
