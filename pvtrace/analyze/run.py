@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
@@ -14,7 +15,7 @@ from pvtrace.analyze import exits as exits_mod
 from pvtrace.analyze import incidents as incidents_mod
 from pvtrace.analyze import locks as locks_mod
 from pvtrace.analyze import waste as waste_mod
-from pvtrace.analyze.fidelity import capabilities
+from pvtrace.analyze.fidelity import Capabilities, capabilities
 from pvtrace.analyze.guest_preemption import STATE_KINDS as GUEST_STATE_KINDS
 from pvtrace.analyze.guest_preemption import GuestPreemption, has_guest_ticks, with_guest_states
 from pvtrace.analyze.hold_inference import infer_holds
@@ -189,6 +190,18 @@ def _with_warnings(result: Analysis, meta: TraceMeta) -> Analysis:
     return result
 
 
+@dataclass
+class Measured:
+    """An analysis's result tables and the counts behind its summary, before the summary is built:
+    what each VM partition of a big trace gives, merged before one finish() (analyze/partitioned.py)."""
+
+    tables: dict[str, pl.DataFrame]
+    counts: dict[str, int]  # n_acquisitions, n_contended, n_truncated_waits, n_truncated_holds
+    sums: dict[str, int]  # per-vCPU totals of the summary's context (_state_sums), and the notes
+    host_estimates: dict[str, int]  # spin estimated from the pause exits (exits.pause_spin)
+    exit_parts: pl.DataFrame  # exit_reasons before its shares and averages (exits.exit_reason_parts)
+
+
 def _run(
     prep: Prepared,
     progress: Callable[[str], None] | None,
@@ -199,6 +212,19 @@ def _run(
     done = progress or (lambda step: None)
     caps = capabilities(prep)
     done("prepare")
+    measured = measure(prep, caps, done, kind_given=kind_given, unaligned=unaligned)
+    return finish(measured, caps, prep, done, unaligned=unaligned)
+
+
+def measure(
+    prep: Prepared,
+    caps: Capabilities,
+    done: Callable[[str], None],
+    *,
+    kind_given: bool = False,
+    unaligned: str | None = None,
+) -> Measured:
+    """Every result table (cast to its schema) and the counts of one prepared trace."""
 
     windows = lost_windows(prep)
     guest_windows = windows.filter(pl.col("origin") == "guest")
@@ -263,6 +289,7 @@ def _run(
     done("convoys")
 
     exit_tables, host_estimates = hypervisor.result()
+    exit_parts = exit_tables.pop("exit_parts")
     tables.update(exit_tables)
     _release(prep, "exits", "ple")
     tables["yields"] = exits_mod.yields(acq, prep)
@@ -278,7 +305,20 @@ def _run(
         for name, df in tables.items()
     }
     done("exits")
+    sums = {**_state_sums(states, prep, windows), **prep.notes, **notes}
+    return Measured(tables, counts, sums, host_estimates, exit_parts)
 
+
+def finish(
+    m: Measured,
+    caps: Capabilities,
+    prep: Prepared,
+    done: Callable[[str], None],
+    *,
+    unaligned: str | None = None,
+) -> Analysis:
+    """The summary of measured tables, and the tables as the trace's fidelity allows them."""
+    tables, counts = m.tables, m.counts
     if unaligned:  # nothing that joins waits with vCPU states is given from unaligned clocks
         for name in ("holds", "lhp_incidents", "lwp_incidents", "convoys"):
             tables[name] = tables[name].clear()
@@ -289,7 +329,7 @@ def _run(
             partial[metric] = [*partial.get(metric, []), *parts]
     if unaligned:
         partial = {}
-    extra = _extra(tables, states, prep, windows, notes)
+    extra = _extra(tables, m.sums, prep)
     extra["lock_kinds"] = kind_summary(tables["lock_kinds"])
     if unaligned:
         extra["spin_waste_pct_of_running"] = None
@@ -299,7 +339,7 @@ def _run(
         counts,
         caps,
         unknown_kind_locks=lwp_unavailable,
-        host_estimates=host_estimates,
+        host_estimates=m.host_estimates,
         extra=extra,
         clocks_unaligned=unaligned,
     )
@@ -342,11 +382,14 @@ _POOL = ThreadPoolExecutor(1, thread_name_prefix="pvtrace-exits")
 
 
 def _hypervisor_tables(states, prep: Prepared) -> tuple[dict[str, pl.DataFrame], dict[str, int]]:
-    """exit_reasons, pause_exits and kicks, with the host-only spin estimates from the pause exits."""
+    """exit_reasons (and its parts), pause_exits and kicks, with the host-only spin estimates from
+    the pause exits."""
     exit_rows = exits_mod.exit_durations(prep)
     pauses = exits_mod.pause_exits(exit_rows, states, prep)
+    parts = exits_mod.exit_reason_parts(exit_rows)
     tables = {
-        "exit_reasons": exits_mod.exit_reasons(exit_rows),
+        "exit_parts": parts,
+        "exit_reasons": exits_mod.merge_exit_reasons(parts),
         "pause_exits": pauses,
         "kicks": exits_mod.kicks(states, prep),
     }
@@ -386,20 +429,40 @@ def _unclassified(pieces: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _extra(
-    tables: dict[str, pl.DataFrame], states, prep, windows: pl.DataFrame, notes: dict[str, int]
-) -> dict:
-    """Context for the totals: excluded time, pause-exit and kick figures, ingest-like notes."""
+def _state_sums(states, prep: Prepared, windows: pl.DataFrame) -> dict[str, int]:
+    """The summary's per-vCPU context totals of one prepared trace (they add up over VM partitions)."""
     part = states.partition
-    vcpu_time = prep.n_vcpus * prep.window.dur
     dur = pl.col("end") - pl.col("start")
-    unknown_ns = int(part.filter(pl.col("state") == "unknown").select(dur.sum()).item() or 0)
     lost_ns = 0
     if states.unknown.height:
         from pvtrace.analyze.intervals import union
 
         lost_ns = int(union(states.unknown, key="vid").select(dur.sum()).item() or 0)
-    running_ns = int(part.filter(pl.col("state") == "running").select(dur.sum()).item() or 0)
+    return {
+        "n_vcpus": prep.n_vcpus,
+        "n_locks": prep.n_locks,
+        "vcpu_ns": prep.n_vcpus * prep.window.dur,
+        "running_ns": int(part.filter(pl.col("state") == "running").select(dur.sum()).item() or 0),
+        "unknown_state_ns": int(part.filter(pl.col("state") == "unknown").select(dur.sum()).item() or 0),
+        "excluded_ns": lost_ns,
+        "n_lost_windows": windows.height,
+    }
+
+
+_STATE_SUMS = (
+    "n_vcpus",
+    "n_locks",
+    "vcpu_ns",
+    "running_ns",
+    "unknown_state_ns",
+    "excluded_ns",
+    "n_lost_windows",
+)
+
+
+def _extra(tables: dict[str, pl.DataFrame], sums: dict[str, int], prep: Prepared) -> dict:
+    """Context for the totals: excluded time, pause-exit and kick figures, ingest-like notes."""
+    vcpu_time, running_ns, lost_ns = sums["vcpu_ns"], sums["running_ns"], sums["excluded_ns"]
     pauses = tables["pause_exits"]
     kicks = tables["kicks"]
     waits = tables["waits"]
@@ -407,14 +470,9 @@ def _extra(
         "t_start": prep.window.t_start,
         "t_end": prep.window.t_end,
         "n_events": prep.n_events,
-        "n_vcpus": prep.n_vcpus,
-        "n_locks": prep.n_locks,
-        "vcpu_ns": vcpu_time,
-        "running_ns": running_ns,
-        "unknown_state_ns": unknown_ns,
-        "excluded_ns": lost_ns,
+        **{k: sums[k] for k in _STATE_SUMS[:6]},
         "excluded_pct": round(100.0 * lost_ns / vcpu_time, 4) if vcpu_time else 0.0,
-        "n_lost_windows": windows.height,
+        "n_lost_windows": sums["n_lost_windows"],
         # a wait still open at the trace end counts to the end (as the truth does), unless no wait
         # ever ends: then the trace has no ends at all and no wait has a length
         "wait_ns": int(waits["dur"].sum() or 0) if (~waits["truncated"]).any() else 0,
@@ -432,8 +490,7 @@ def _extra(
     waste = int(waits["waste_lhp_ns"].sum() or 0) + int(waits["waste_lwp_ns"].sum() or 0)
     if running_ns:
         out["spin_waste_pct_of_running"] = round(100.0 * waste / running_ns, 4)
-    out.update(prep.notes)
-    out.update(notes)
+    out.update({k: v for k, v in sums.items() if k not in _STATE_SUMS})  # the notes
     if prep.guest_preemption is not None:
         out["guest_preemption"] = prep.guest_preemption.as_extra()
     return out
