@@ -57,7 +57,10 @@ def merge_exit_reasons(parts: pl.DataFrame) -> pl.DataFrame:
     return (
         merged.with_columns(
             (pl.col("count") * 100.0 / total).alias("share_pct"),
-            (pl.col("total_ns") / pl.col("n_timed")).round(0).cast(I64).alias("avg_ns"),
+            pl.when(pl.col("n_timed") > 0)
+            .then((pl.col("total_ns") / pl.col("n_timed")).round(0))
+            .cast(I64)
+            .alias("avg_ns"),
         )
         .select(pl.col("reason").cast(STR), "count", "share_pct", "total_ns", "min_ns", "avg_ns", "max_ns")
         .sort("count", "reason", descending=[True, False])

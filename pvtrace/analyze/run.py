@@ -73,13 +73,35 @@ def _with_guest_states(trace: Trace) -> tuple[Trace, GuestPreemption | None]:
 
 
 def analyze_parquet(
-    path: Path | str, *, lock_kind: str | None = None, progress: Callable[[str], None] | None = None
+    path: Path | str,
+    *,
+    lock_kind: str | None = None,
+    progress: Callable[[str], None] | None = None,
+    memory_budget: int | None = None,
 ) -> Analysis:
     """analyze() a pvtrace Parquet file without loading it whole: each concept's events are read
-    on their own (only the rows and columns it needs), so big traces fit in memory."""
+    on their own (only the rows and columns it needs), so big traces fit in memory. A trace
+    whose analysis would need more than `memory_budget` bytes (default: half the available
+    memory) is analyzed a group of VMs at a time, with the same result (analyze/partitioned.py)."""
+    from pvtrace.analyze import partitioned
+
     meta = read_meta(path)
     if _guest_ticks_without_states(path):  # a guest-only capture: small, and its states are inferred
         return analyze(read_trace(path), lock_kind=lock_kind, progress=progress)
+    budget = memory_budget if memory_budget is not None else partitioned.default_budget()
+    groups = partitioned.plan(path, meta, budget)
+    if groups:
+        result = partitioned.analyze_partitioned(
+            path,
+            meta,
+            groups,
+            lock_kind=lock_kind,
+            kind_given=_given(lock_kind),
+            unaligned=clocks_unaligned(meta),
+            progress=progress,
+        )
+        if result is not None:
+            return _with_perf_tables(_with_warnings(result, meta), meta)
     prep = prepare_source(source_of_parquet(path), meta, lock_kind=lock_kind)
     result = _run(prep, progress, kind_given=_given(lock_kind), unaligned=clocks_unaligned(meta))
     return _with_perf_tables(_with_context(_with_warnings(result, meta), _scan_events(path)), meta)
