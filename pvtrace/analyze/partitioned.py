@@ -102,8 +102,7 @@ def parse_budget(text: str) -> int:
 def plan(path: Path | str, meta: TraceMeta, budget: int) -> list[list[str]] | None:
     """Groups of VM names (in name order) to analyze one at a time, or None when the trace is
     analyzed whole (it fits the budget, or cannot be split exactly: see the module doc)."""
-    n = _footer_extent(path)[0]
-    if n * BYTES_PER_EVENT <= budget or not _canonical_types(path):
+    if not _canonical_types(path) or _footer_extent(path)[0] * BYTES_PER_EVENT <= budget:
         return None
     scan = pl.scan_parquet(path)
     host_lost = (pl.col("kind") == "lost_events") & (pl.col("origin") != "guest")
