@@ -106,9 +106,9 @@ def plan(path: Path | str, meta: TraceMeta, budget: int) -> list[list[str]] | No
         return None
     scan = pl.scan_parquet(path)
     host_lost = (pl.col("kind") == "lost_events") & (pl.col("origin") != "guest")
-    if scan.filter(host_lost).select(pl.len()).collect().item():
+    if scan.filter(host_lost).select(pl.len()).collect(engine="streaming").item():
         return None
-    per_vm = scan.group_by(pl.col("vm").cast(STR)).agg(pl.len()).collect()
+    per_vm = scan.group_by(pl.col("vm").cast(STR)).agg(pl.len()).collect(engine="streaming")
     rows = {vm: 0 for vm in meta.vms} | {vm: int(c) for vm, c in per_vm.iter_rows() if vm is not None}
     limit = max(budget // (BYTES_PER_EVENT * WORKERS), 1)
     groups: list[list[str]] = []
@@ -165,7 +165,7 @@ def analyze_partitioned(
     caps = capabilities(prep)
     result = finish(_merge([m for m, _, _ in parts]), caps, prep, done, unaligned=unaligned)
     names = set(pl.read_parquet_schema(path))
-    ctx = {name: _concat([c[name] for _, c, _ in parts if name in c], name) for name in parts[0][1]}
+    ctx = {name: _concat([c.pop(name) for _, c, _ in parts if name in c], name) for name in list(parts[0][1])}
     if "lock_callers" in ctx:
         result.tables["lock_callers"] = ctx["lock_callers"].sort(
             ["total_wait_ns", "n_waits", "vm", "lock", "caller"],
@@ -180,7 +180,7 @@ def analyze_partitioned(
             & pl.col("vcpu").is_not_null()
         )
         .select("ts", "kind", "vm", "vcpu", "pcpu")
-        .collect()
+        .collect(engine="streaming")  # never the whole columns at once
         .lazy()
     )
     if "pcpu" in names:
@@ -214,9 +214,18 @@ def _split(path: Path, groups: list[list[str]], meta: TraceMeta, tmp: Path) -> _
         t_start = meta.t_start if meta.t_start is not None else first
         t_end = max(meta.t_end if meta.t_end is not None else last_ts, t_start)
         lock_cond &= pl.col("ts").is_between(t_start, t_end)
+    names = scan.collect_schema().names()
+    cols = [pl.col(c) for c in USED_COLUMNS]
+    if {"event", "args"} <= set(names):  # lock_callers reads the stacks: only those rows keep them
+        stack = (pl.col("kind") == "other") & (pl.col("event").cast(STR) == "kernel_stack")
+        cols += [pl.when(stack).then(pl.col(c)).alias(c) for c in ("event", "args")]
+    group = pl.col("vm").replace_strict(group_of, default=0, return_dtype=pl.Int32()).fill_null(0)
     for offset in range(0, n, SLICE_ROWS):
-        chunk = scan.slice(offset, SLICE_ROWS).with_row_index("ord", offset=offset).collect()
-        chunk = chunk.with_columns(pl.col("ord").cast(I64))
+        chunk = (
+            scan.slice(offset, SLICE_ROWS)
+            .select(*cols, pl.int_range(offset, offset + pl.len(), dtype=I64).alias("ord"))
+            .collect()
+        )
         edge = chunk.select(pl.col("ts", "seq").first()).row(0)
         ordered = chunk["ts"].is_sorted() and chunk["seq"].is_sorted()
         if not ordered or (last and (edge[0] < last[0] or edge[1] < last[1])):
@@ -224,11 +233,11 @@ def _split(path: Path, groups: list[list[str]], meta: TraceMeta, tmp: Path) -> _
         last = chunk.select(pl.col("ts", "seq").last()).row(0)
         kinds.update(_kind_counts(chunk["kind"]))
         lock_keys.append(chunk.filter(lock_cond).select("vm", "lock", "kind", "reason", "origin").unique())
-        group = pl.col("vm").cast(STR).replace_strict(group_of, default=0, return_dtype=pl.Int32())
-        chunk = chunk.with_columns(group.alias("_g"))
-        for (g,), part in chunk.partition_by("_g", as_dict=True, include_key=False).items():
+        of = chunk.select(group).to_series()
+        for g in of.unique().to_list():  # a filter per group: much cheaper than partition_by here
+            part = chunk.filter(of == g)
             file = tmp / f"g{g}-{offset}.parquet"
-            part.write_parquet(file, compression="lz4", statistics=False)
+            part.write_parquet(file, compression="uncompressed", statistics=False)
             files[g].append(file)
             rows[g] += part.height
     # the origins of lock events, as prepare() sees them in the whole trace: sleeping locks dropped
@@ -309,7 +318,9 @@ def _concat(frames: list[pl.DataFrame], name: str) -> pl.DataFrame:
 
 def _merge(parts: list[Measured]) -> Measured:
     """The groups' tables, counts and sums as the whole trace's."""
-    tables = {name: _concat([m.tables[name] for m in parts], name) for name in parts[0].tables}
+    tables = {}
+    for name in list(parts[0].tables):  # each group's copy is dropped once merged: one copy at a time
+        tables[name] = _concat([m.tables.pop(name) for m in parts], name)
     tables["exit_reasons"] = merge_exit_reasons(pl.concat([m.exit_parts for m in parts]))
     tables["waste_by_lock"] = tables["waste_by_lock"].sort(
         pl.col("waste_lhp_ns") + pl.col("waste_lwp_ns"),
