@@ -88,8 +88,9 @@ FOUR_VMS = Scenario().replace(
 def test_any_grouping_of_vms_gives_the_whole_analysis(tmp_path, seed, share, view):
     trace, _ = simulate_trace(FOUR_VMS, seed=seed)
     path = tmp_path / f"{seed}-{view}.parquet"
-    write(select_view(trace, view), path, guest_loss=view == "merged")
-    budget = int(EVENT_BUDGET * trace.events.height * share)  # groups of `share` of the events
+    seen = select_view(trace, view)
+    write(seen, path, guest_loss=view == "merged")
+    budget = int(EVENT_BUDGET * seen.events.height * share)  # groups of `share` of the events
     groups = groups_of(path, budget)
     assert groups is not None and [vm for g in groups for vm in g] == sorted(trace.meta.vms)
     assert_same(analyze_parquet(path, memory_budget=budget), analyze_parquet(path, memory_budget=WHOLE))
