@@ -25,10 +25,12 @@ benchmarks/README.md for what it needs).
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import threading
+import weakref
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -50,7 +52,7 @@ from pvtrace.analyze.prepare import (
     prepare_source,
     source_of_parquet,
 )
-from pvtrace.analyze.result import Analysis
+from pvtrace.analyze.result import Analysis, empty_table
 from pvtrace.analyze.run import STEPS, Measured, finish, measure
 from pvtrace.errors import UsageError
 from pvtrace.trace import TraceMeta
@@ -62,6 +64,9 @@ I64, STR = pl.Int64(), pl.String()
 BYTES_PER_EVENT = 115
 WORKERS = 2
 PLACEMENT_KINDS = ("vcpu_run", "vcpu_preempt", "vcpu_halt")
+# The biggest tables that the summary does not read: written to disk as each group finishes (and
+# vm_exits, pcpu_timeline and incidents, the context tables built after the summary).
+SPILLED = ("vcpu_states", "holds")
 # Tables whose rows come in time order in the whole analysis: the merge sorts them again (stably:
 # rows of one group keep their order, so only ties of the key across VMs can differ in order).
 TIME_ORDER = {
@@ -148,6 +153,7 @@ def analyze_partitioned(
     """The analysis of the trace at `path` (pvtrace Parquet, canonical types), one group of VMs at a
     time; None when the file is out of canonical order (it cannot be split as it is)."""
     done = progress or (lambda step: None)
+    out = SpilledTables(Path(tempfile.mkdtemp(prefix="pvtrace-tables-")))
     with tempfile.TemporaryDirectory(prefix="pvtrace-partitions-") as tmp:
         split = _split(Path(path), groups, meta, Path(tmp))
         if split is None:
@@ -155,7 +161,7 @@ def analyze_partitioned(
         all_ts = _WholeTs(path)
 
         def one(i: int) -> tuple[Measured, dict[str, pl.DataFrame], object]:
-            return _analyze_group(split, i, groups[i], meta, lock_kind, kind_given, unaligned, all_ts)
+            return _analyze_group(split, i, groups[i], meta, lock_kind, kind_given, unaligned, all_ts, out)
 
         with ThreadPoolExecutor(WORKERS, thread_name_prefix="pvtrace-partition") as pool:
             parts = list(pool.map(one, range(len(groups))))
@@ -163,15 +169,17 @@ def analyze_partitioned(
         done(step)
     prep = parts[0][2]
     caps = capabilities(prep)
-    result = finish(_merge([m for m, _, _ in parts]), caps, prep, done, unaligned=unaligned)
+    result = finish(_merge([m for m, _, _ in parts], out), caps, prep, done, unaligned=unaligned)
     names = set(pl.read_parquet_schema(path))
-    ctx = {name: _concat([c.pop(name) for _, c, _ in parts if name in c], name) for name in list(parts[0][1])}
-    if "lock_callers" in ctx:
-        result.tables["lock_callers"] = ctx["lock_callers"].sort(
+    callers = [c.pop("lock_callers") for _, c, _ in parts if "lock_callers" in c]
+    if callers:
+        result.tables["lock_callers"] = pl.concat(callers).sort(
             ["total_wait_ns", "n_waits", "vm", "lock", "caller"],
             descending=[True, True, False, False, False],
             maintain_order=True,
         )
+    result.tables["vm_exits"] = _OnDisk("vm_exits", [f for _, c, _ in parts for f in c["vm_exits"].files])
+    del parts
     placed = (
         pl.scan_parquet(path)
         .filter(
@@ -184,11 +192,11 @@ def analyze_partitioned(
         .lazy()
     )
     if "pcpu" in names:
-        result.tables["pcpu_timeline"] = context.pcpu_timeline(placed)
-    result.tables["vm_exits"] = ctx["vm_exits"]
-    result.tables["incidents"] = context.incidents(
+        result.tables["pcpu_timeline"] = out.spill("pcpu_timeline", context.pcpu_timeline(placed))
+    incidents = context.incidents(
         result.table("lhp_incidents"), result.table("lwp_incidents"), placed if "pcpu" in names else None
     )
+    result.tables["incidents"] = out.spill("incidents", incidents)
     return result
 
 
@@ -254,6 +262,53 @@ def _split(path: Path, groups: list[list[str]], meta: TraceMeta, tmp: Path) -> _
     )
 
 
+@dataclass
+class _OnDisk:
+    """A result table kept in Parquet files (one per group, in group order) until read."""
+
+    name: str
+    files: list[Path]
+
+    def read(self) -> pl.DataFrame:
+        if not self.files:
+            return empty_table(self.name)
+        out = pl.read_parquet(self.files)
+        key = TIME_ORDER.get(self.name)
+        return out.sort(key, maintain_order=True) if key else out
+
+
+class SpilledTables(MutableMapping):
+    """The result tables of a partitioned analysis: the big ones that the summary does not read
+    (SPILLED, and the context tables) stay in Parquet files, read on each access, so they never
+    all sit in memory at once. The folder goes when the mapping does."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._tables: dict[str, pl.DataFrame | _OnDisk] = {}
+        weakref.finalize(self, shutil.rmtree, folder, True)
+
+    def spill(self, name: str, table: pl.DataFrame, part: str = "") -> _OnDisk:
+        file = self.folder / f"{name}{part}.parquet"
+        table.write_parquet(file, compression="lz4")
+        return _OnDisk(name, [file])
+
+    def __getitem__(self, name: str) -> pl.DataFrame:
+        table = self._tables[name]
+        return table.read() if isinstance(table, _OnDisk) else table
+
+    def __setitem__(self, name: str, table: pl.DataFrame | _OnDisk) -> None:
+        self._tables[name] = table
+
+    def __delitem__(self, name: str) -> None:
+        del self._tables[name]
+
+    def __iter__(self):
+        return iter(self._tables)
+
+    def __len__(self) -> int:
+        return len(self._tables)
+
+
 class _WholeTs:
     """The ts of every event of the trace, read once when a group first needs them (holders
     inferred at a time take the position of the first event at or after it) and shared."""
@@ -277,9 +332,10 @@ def _analyze_group(
     kind_given: bool,
     unaligned: str | None,
     all_ts: _WholeTs,
+    out: SpilledTables,
 ):
-    """One group's measured tables and per-VM context tables, and its Prepared (whose window,
-    event count, kinds and lock origins are the whole trace's)."""
+    """One group's measured tables (the SPILLED ones on disk) and per-VM context tables, and its
+    Prepared (whose window, event count, kinds and lock origins are the whole trace's)."""
     any_file = next(f for files in split.files for f in files)
     frame = pl.scan_parquet(split.files[i] or any_file)
     if not split.files[i]:  # declared VMs without events
@@ -303,9 +359,11 @@ def _analyze_group(
     measured = measure(
         prep, capabilities(prep), lambda step: None, kind_given=kind_given, unaligned=unaligned
     )
-    ctx = {"vm_exits": context.vm_exits(frame)}
+    ctx = {"vm_exits": out.spill("vm_exits", context.vm_exits(frame), f"-{i}")}
     if {"event", "args"} <= set(frame.collect_schema().names()):
         ctx["lock_callers"] = context.lock_callers(frame, measured.tables["waits"])
+    for name in SPILLED:
+        measured.tables[name] = out.spill(name, measured.tables[name], f"-{i}")
     return measured, ctx, prep if i == 0 else None  # finish() needs one of them
 
 
@@ -316,11 +374,14 @@ def _concat(frames: list[pl.DataFrame], name: str) -> pl.DataFrame:
     return out.sort(key, maintain_order=True) if key else out
 
 
-def _merge(parts: list[Measured]) -> Measured:
-    """The groups' tables, counts and sums as the whole trace's."""
-    tables = {}
+def _merge(parts: list[Measured], tables: SpilledTables) -> Measured:
+    """The groups' tables (into `tables`), counts and sums as the whole trace's."""
     for name in list(parts[0].tables):  # each group's copy is dropped once merged: one copy at a time
-        tables[name] = _concat([m.tables.pop(name) for m in parts], name)
+        pieces = [m.tables.pop(name) for m in parts]
+        if isinstance(pieces[0], _OnDisk):
+            tables[name] = _OnDisk(name, [f for p in pieces for f in p.files])
+        else:
+            tables[name] = _concat(pieces, name)
     tables["exit_reasons"] = merge_exit_reasons(pl.concat([m.exit_parts for m in parts]))
     tables["waste_by_lock"] = tables["waste_by_lock"].sort(
         pl.col("waste_lhp_ns") + pl.col("waste_lwp_ns"),

@@ -23,7 +23,7 @@ from pvtrace.analyze.lock_kind import infer_lock_kinds, kind_summary, lock_kinds
 from pvtrace.analyze.lost import lost_windows, vcpu_unknown_windows
 from pvtrace.analyze.partial import kind_gaps
 from pvtrace.analyze.prepare import LOCK_KIND, Prepared, prepare, prepare_source, source_of_parquet
-from pvtrace.analyze.result import TABLE_SCHEMAS, Analysis
+from pvtrace.analyze.result import TABLE_SCHEMAS, Analysis, empty_table
 from pvtrace.analyze.summary import build_summary
 from pvtrace.analyze.vcpu_states import build_states, state_changes, vcpu_states_table
 from pvtrace.guest_signals import TICK_EVENTS
@@ -343,7 +343,7 @@ def finish(
     tables, counts = m.tables, m.counts
     if unaligned:  # nothing that joins waits with vCPU states is given from unaligned clocks
         for name in ("holds", "lhp_incidents", "lwp_incidents", "convoys"):
-            tables[name] = tables[name].clear()
+            tables[name] = empty_table(name)
         tables["yields"] = tables["yields"].with_columns(pl.lit(None, pl.Boolean()).alias("target_held_lock"))
     tables, partial, lwp_unavailable = kind_gaps(tables, holders_inferred=not caps.holds)
     if prep.guest_preemption is not None:  # preemption too short for the guest's ticks to place
@@ -369,7 +369,7 @@ def finish(
     if caps.guest_limited or caps.guest_halting:  # the guest's ticks cannot place the preemptions or
         # tell spin from halting: no incident is evidence
         for name in ("lhp_incidents", "lwp_incidents", "convoys", "holds"):
-            tables[name] = tables[name].clear()
+            tables[name] = empty_table(name)
     done("summary")
     return Analysis(tables=tables, summary=summary)
 
@@ -383,8 +383,9 @@ _COLUMN_TOTAL = {
 
 
 def _blank_unavailable(tables: dict[str, pl.DataFrame], fidelity: dict[str, str]) -> dict[str, pl.DataFrame]:
-    """Null (not 0) every per-row column whose total this trace cannot give from events."""
-    out = dict(tables)
+    """Null (not 0) every per-row column whose total this trace cannot give from events (in place:
+    the other tables may live on disk, analyze/partitioned.py)."""
+    out = tables
     for name in ("waits", "waste_by_lock", "waste_by_vcpu", "waste_by_vm"):
         df = out[name]
         gone = [
