@@ -66,7 +66,7 @@ WORKERS = 2
 PLACEMENT_KINDS = ("vcpu_run", "vcpu_preempt", "vcpu_halt")
 # The biggest tables that the summary does not read: written to disk as each group finishes (and
 # vm_exits, pcpu_timeline and incidents, the context tables built after the summary).
-SPILLED = ("vcpu_states", "holds")
+SPILLED = ("vcpu_states", "holds", "yields")
 # Tables whose rows come in time order in the whole analysis: the merge sorts them again (stably:
 # rows of one group keep their order, so only ties of the key across VMs can differ in order).
 TIME_ORDER = {
