@@ -121,10 +121,31 @@ def test_cli_memory_budget(tmp_path):
     write_trace(trace, path)
     runner = CliRunner()
     out = {
-        budget: runner.invoke(app, ["analyze", str(path), "--json", "-", "-q", "--memory-budget", budget])
+        budget: runner.invoke(
+            app,
+            [
+                "analyze",
+                str(path),
+                "--json",
+                "-",
+                "-q",
+                "--memory-budget",
+                budget,
+                "--out-dir",
+                str(tmp_path / budget),
+            ],
+        )
         for budget in ("1K", "1T")
     }
     assert all(r.exit_code == 0 for r in out.values()), out
     assert json.loads(out["1K"].stdout) == json.loads(out["1T"].stdout)
+    written = sorted(p.name for p in (tmp_path / "1T").iterdir())
+    assert written == sorted(p.name for p in (tmp_path / "1K").iterdir()) and len(written) > 10
+    for name in written:
+        if name.endswith(".parquet"):
+            split, whole = (pl.read_parquet(tmp_path / b / name) for b in ("1K", "1T"))
+            assert_frame_equal(
+                split, whole, check_row_order=name.removesuffix(".parquet") not in partitioned.TIME_ORDER
+            )
     bad = runner.invoke(app, ["analyze", str(path), "--memory-budget", "lots"])
     assert bad.exit_code != 0 and "--memory-budget" in bad.output and "Traceback" not in bad.output
