@@ -8,6 +8,9 @@ told the whole trace's event count, window, kinds and lock origins. Ties and "ju
 N" positions then compare exactly as in the whole. Groups run two at a time (polars releases the
 GIL); their tables and counts are merged, and one summary is built from the merge.
 
+The big tables that the summary does not read stay in Parquet files until read (SpilledTables),
+so what a partitioned analysis holds grows far slower than the trace (benchmarks/README.md).
+
 Host-wide results are computed once for the whole trace:
 - exit_reasons, from each group's per-reason sums;
 - the pCPU timeline and what ran in a preempted vCPU's place (context.py), from the placement

@@ -24,7 +24,7 @@ from pvtrace.analyze.lost import lost_windows, vcpu_unknown_windows
 from pvtrace.analyze.partial import kind_gaps
 from pvtrace.analyze.prepare import LOCK_KIND, Prepared, prepare, prepare_source, source_of_parquet
 from pvtrace.analyze.result import TABLE_SCHEMAS, Analysis, empty_table
-from pvtrace.analyze.summary import build_summary
+from pvtrace.analyze.summary import build_summary, extra_context, state_sums
 from pvtrace.analyze.vcpu_states import build_states, state_changes, vcpu_states_table
 from pvtrace.guest_signals import TICK_EVENTS
 from pvtrace.ingest.problems import skipped_lines
@@ -219,7 +219,7 @@ class Measured:
 
     tables: dict[str, pl.DataFrame]
     counts: dict[str, int]  # n_acquisitions, n_contended, n_truncated_waits, n_truncated_holds
-    sums: dict[str, int]  # per-vCPU totals of the summary's context (_state_sums), and the notes
+    sums: dict[str, int]  # per-vCPU totals of the summary's context (summary.state_sums), and the notes
     host_estimates: dict[str, int]  # spin estimated from the pause exits (exits.pause_spin)
     exit_parts: pl.DataFrame  # exit_reasons before its shares and averages (exits.exit_reason_parts)
 
@@ -327,7 +327,7 @@ def measure(
         for name, df in tables.items()
     }
     done("exits")
-    sums = {**_state_sums(states, prep, windows), **prep.notes, **notes}
+    sums = {**state_sums(states, prep, windows), **prep.notes, **notes}
     return Measured(tables, counts, sums, host_estimates, exit_parts)
 
 
@@ -351,7 +351,7 @@ def finish(
             partial[metric] = [*partial.get(metric, []), *parts]
     if unaligned:
         partial = {}
-    extra = _extra(tables, m.sums, prep)
+    extra = extra_context(tables, m.sums, prep)
     extra["lock_kinds"] = kind_summary(tables["lock_kinds"])
     if unaligned:
         extra["spin_waste_pct_of_running"] = None
@@ -450,70 +450,3 @@ def _unclassified(pieces: pl.DataFrame) -> pl.DataFrame:
         pl.lit(None, pl.String()).alias("ref_state"),
         pl.lit(None, LOCK_KIND).alias("lock_kind"),
     )
-
-
-def _state_sums(states, prep: Prepared, windows: pl.DataFrame) -> dict[str, int]:
-    """The summary's per-vCPU context totals of one prepared trace (they add up over VM partitions)."""
-    part = states.partition
-    dur = pl.col("end") - pl.col("start")
-    lost_ns = 0
-    if states.unknown.height:
-        from pvtrace.analyze.intervals import union
-
-        lost_ns = int(union(states.unknown, key="vid").select(dur.sum()).item() or 0)
-    return {
-        "n_vcpus": prep.n_vcpus,
-        "n_locks": prep.n_locks,
-        "vcpu_ns": prep.n_vcpus * prep.window.dur,
-        "running_ns": int(part.filter(pl.col("state") == "running").select(dur.sum()).item() or 0),
-        "unknown_state_ns": int(part.filter(pl.col("state") == "unknown").select(dur.sum()).item() or 0),
-        "excluded_ns": lost_ns,
-        "n_lost_windows": windows.height,
-    }
-
-
-_STATE_SUMS = (
-    "n_vcpus",
-    "n_locks",
-    "vcpu_ns",
-    "running_ns",
-    "unknown_state_ns",
-    "excluded_ns",
-    "n_lost_windows",
-)
-
-
-def _extra(tables: dict[str, pl.DataFrame], sums: dict[str, int], prep: Prepared) -> dict:
-    """Context for the totals: excluded time, pause-exit and kick figures, ingest-like notes."""
-    vcpu_time, running_ns, lost_ns = sums["vcpu_ns"], sums["running_ns"], sums["excluded_ns"]
-    pauses = tables["pause_exits"]
-    kicks = tables["kicks"]
-    waits = tables["waits"]
-    out = {
-        "t_start": prep.window.t_start,
-        "t_end": prep.window.t_end,
-        "n_events": prep.n_events,
-        **{k: sums[k] for k in _STATE_SUMS[:6]},
-        "excluded_pct": round(100.0 * lost_ns / vcpu_time, 4) if vcpu_time else 0.0,
-        "n_lost_windows": sums["n_lost_windows"],
-        # a wait still open at the trace end counts to the end (as the truth does), unless no wait
-        # ever ends: then the trace has no ends at all and no wait has a length
-        "wait_ns": int(waits["dur"].sum() or 0) if (~waits["truncated"]).any() else 0,
-        "n_open_waits": int(waits["truncated"].sum() or 0),
-        "n_pause_exits_sibling_preempted": int((pauses["n_siblings_preempted"] > 0).sum() or 0),
-        "pause_exits_per_vcpu_s": round(pauses.height / (running_ns / 1e9), 3) if running_ns else None,
-        "kick_latency_p50_ns": int(kicks["latency_ns"].quantile(0.5, "nearest"))
-        if kicks["latency_ns"].drop_nulls().len()
-        else None,
-        "kick_latency_max_ns": int(kicks["latency_ns"].max())
-        if kicks["latency_ns"].drop_nulls().len()
-        else None,
-        "spin_waste_pct_of_running": None,
-    }
-    waste = int(waits["waste_lhp_ns"].sum() or 0) + int(waits["waste_lwp_ns"].sum() or 0)
-    if running_ns:
-        out["spin_waste_pct_of_running"] = round(100.0 * waste / running_ns, 4)
-    out.update({k: v for k, v in sums.items() if k not in _STATE_SUMS})  # the notes
-    if prep.guest_preemption is not None:
-        out["guest_preemption"] = prep.guest_preemption.as_extra()
-    return out
