@@ -3,6 +3,7 @@
     python benchmarks/bench_analyze.py              # 10M-event throughput (median of 3) + 50M-event memory run
     python benchmarks/bench_analyze.py --quick      # 2M events, no 50M run
     python benchmarks/bench_analyze.py --events 20000000 --repeat 5 --big 0
+    python benchmarks/bench_analyze.py --partitioned 20000000,50000000,100000000 --budget 2G --repeat 1
 
 The input is a busy simulator run (3 VMs of 4 vCPUs on 4 pCPUs, ticket locks, PLE on:
 the event mix of heavy lock contention) tiled in time: copy i runs after copy i-1 with its
@@ -17,7 +18,9 @@ Firecracker guest, first touch of fresh memory costs several times what it costs
 host).
 Then the same run as a real host + guest trace shows it (no lock_acquire/release: holders
 inferred), through analyze_parquet(). Throughput = events / wall time; peak memory = the
-child's ru_maxrss. The 50M memory run uses analyze_parquet(). Data goes to
+child's ru_maxrss. The 50M memory run uses analyze_parquet(). --partitioned measures
+analyze_parquet() under a memory budget (a group of VMs at a time, analyze/partitioned.py)
+at several sizes, and checks its tables against the whole analysis. Data goes to
 benchmarks/.data/ (gitignored) and is reused.
 """
 
@@ -140,6 +143,23 @@ elif mode == "eager":  # read the columns the analysis uses, then analyze in mem
     events = conform_events(pl.read_parquet(path, columns=list(USED_COLUMNS)))
     t1 = last[0] = time.perf_counter()
     n = analyze(Trace(events=events, meta=read_meta(path)), progress=progress).summary.extra["n_events"]
+elif mode == "parts":  # analyze_parquet() under a memory budget: a group of VMs at a time
+    from pvtrace.analyze.partitioned import parse_budget
+    n = analyze_parquet(path, memory_budget=parse_budget(sys.argv[3])).summary.extra["n_events"]
+    t1 = t0
+elif mode == "equal":  # the partitioned analysis against the whole one, table by table
+    from polars.testing import assert_frame_equal
+    from pvtrace.analyze.partitioned import TIME_ORDER, parse_budget
+    whole = analyze_parquet(path, memory_budget=1 << 50)
+    parts = analyze_parquet(path, memory_budget=parse_budget(sys.argv[3]))
+    n, t1, differ = whole.summary.extra["n_events"], t0, []
+    for name, table in whole.tables.items():
+        try:
+            assert_frame_equal(parts.tables[name], table, check_row_order=name not in TIME_ORDER)
+        except AssertionError:
+            differ.append(name)
+    steps = {"summary_equal": parts.summary == whole.summary, "tables_differ": differ,
+             "n_tables": len(whole.tables), "rows": sum(t.height for t in whole.tables.values())}
 else:  # analyze_parquet: each concept read from the file on its own (bounded memory)
     if mode == "warm":  # a second run in the same process: the allocator reuses the first's pages
         analyze_parquet(path)
@@ -153,9 +173,9 @@ print(json.dumps({"events": n, "read_s": t1 - t0, "analyze_s": t2 - t1, "cpu_s":
 """
 
 
-def run_child(path: Path, mode: str) -> dict:
+def run_child(path: Path, mode: str, *extra: str) -> dict:
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, str(path), mode], capture_output=True, text=True, check=True
+        [sys.executable, "-c", CHILD, str(path), mode, *extra], capture_output=True, text=True, check=True
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -166,7 +186,18 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="throughput runs (median reported)")
     ap.add_argument("--big", type=int, default=50_000_000, help="events in the memory run (0: skip)")
     ap.add_argument("--quick", action="store_true", help="2M events, 3 runs, no memory run")
+    ap.add_argument(
+        "--partitioned",
+        default="",
+        help="events of the memory-vs-size runs under --budget, comma-separated (20000000,50000000,...); "
+        "only those runs, with the whole analysis alternating where it fits, and the table check at the first",
+    )
+    ap.add_argument("--budget", default="2G", help="memory budget of the partitioned runs")
+    ap.add_argument("--whole-max", type=int, default=50_000_000, help="largest input also analyzed whole")
     args = ap.parse_args()
+    if args.partitioned:
+        partitioned_runs([int(x) for x in args.partitioned.split(",")], args)
+        return
     if args.quick:
         args.events, args.big = 2_000_000, 0
     t0 = time.perf_counter()
@@ -223,6 +254,51 @@ def main() -> None:
             f"(limit 8 GiB)"
         )
     print(f"(benchmark process peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB)")
+
+
+def partitioned_runs(sizes: list[int], args: argparse.Namespace) -> None:
+    """Peak memory and speed of analyze_parquet() under a memory budget at each size (a group of VMs
+    at a time), alternating with the whole analysis where it fits; then the tables of both compared
+    on the first size."""
+
+    def line(label: str, rs: list[dict]) -> dict:
+        n = rs[0]["events"]
+        wall = statistics.median(r["read_s"] + r["analyze_s"] for r in rs)
+        cpu = statistics.median(r["cpu_s"] for r in rs)
+        peak = max(r["maxrss_kb"] for r in rs) / 2**20
+        print(
+            f"  {label:28s} {n:>12,} events, median of {len(rs)}: {wall:7.2f} s  "
+            f"{n / wall / 1e6:5.2f} M events/s (cpu {n / cpu / 1e6:5.2f})  peak {peak:5.2f} GiB",
+            flush=True,
+        )
+        return {"wall": wall, "cpu": cpu, "peak": peak}
+
+    print(
+        f"partitioned analysis, budget {args.budget} (alternating with the whole analysis up to "
+        f"{args.whole_max:,} events)"
+    )
+    for size in sizes:
+        path = tiled(size)
+        runs: dict[str, list[dict]] = {"parts": [], "file": []}
+        whole = size <= args.whole_max
+        for _ in range(args.repeat):
+            runs["parts"].append(run_child(path, "parts", args.budget))
+            if whole:
+                runs["file"].append(run_child(path, "file"))
+        p = line(f"budget {args.budget}", runs["parts"])
+        if whole:
+            w = line("whole (analyze_parquet)", runs["file"])
+            print(
+                f"  {'':28s} ratio partitioned/whole: wall {p['wall'] / w['wall']:.2f}, "
+                f"cpu {p['cpu'] / w['cpu']:.2f}, peak {p['peak'] / w['peak']:.2f}"
+            )
+    r = run_child(tiled(sizes[0]), "equal", args.budget)
+    s = r["steps"]
+    print(
+        f"tables on {r['events']:,} events: summary equal {s['summary_equal']}, "
+        f"{s['n_tables'] - len(s['tables_differ'])}/{s['n_tables']} tables equal ({s['rows']:,} rows)"
+        + (f", differ: {', '.join(s['tables_differ'])}" if s["tables_differ"] else "")
+    )
 
 
 if __name__ == "__main__":

@@ -31,18 +31,37 @@ def exit_durations(prep: Prepared) -> pl.DataFrame:
 
 def exit_reasons(exits: pl.DataFrame) -> pl.DataFrame:
     """The exit_reasons result table, like `perf kvm stat report`."""
-    total = max(exits.height, 1)
+    return merge_exit_reasons(exit_reason_parts(exits))
+
+
+def exit_reason_parts(exits: pl.DataFrame) -> pl.DataFrame:
+    """Per reason: count, n_timed (exits with a duration), total_ns, min_ns, max_ns."""
     d = pl.col("dur")
+    return exits.group_by("reason").agg(
+        pl.len().cast(I64).alias("count"),
+        d.count().cast(I64).alias("n_timed"),
+        d.sum().cast(I64).alias("total_ns"),
+        d.min().cast(I64).alias("min_ns"),
+        d.max().cast(I64).alias("max_ns"),
+    )
+
+
+def merge_exit_reasons(parts: pl.DataFrame) -> pl.DataFrame:
+    """exit_reasons of rows (reason, count, n_timed, total_ns, min_ns, max_ns) that may repeat a
+    reason (one row per reason from each VM partition of a trace): the average is total_ns over the
+    exits with a duration (n_timed) either way."""
+    merged = parts.group_by("reason").agg(
+        pl.col("count", "n_timed", "total_ns").sum(), pl.col("min_ns").min(), pl.col("max_ns").max()
+    )
+    total = max(int(merged["count"].sum() or 0), 1)
     return (
-        exits.group_by("reason")
-        .agg(
-            pl.len().cast(I64).alias("count"),
-            d.sum().cast(I64).alias("total_ns"),
-            d.min().cast(I64).alias("min_ns"),
-            d.mean().round(0).cast(I64).alias("avg_ns"),
-            d.max().cast(I64).alias("max_ns"),
+        merged.with_columns(
+            (pl.col("count") * 100.0 / total).alias("share_pct"),
+            pl.when(pl.col("n_timed") > 0)
+            .then((pl.col("total_ns") / pl.col("n_timed")).round(0))
+            .cast(I64)
+            .alias("avg_ns"),
         )
-        .with_columns((pl.col("count") * 100.0 / total).alias("share_pct"))
         .select(pl.col("reason").cast(STR), "count", "share_pct", "total_ns", "min_ns", "avg_ns", "max_ns")
         .sort("count", "reason", descending=[True, False])
     )

@@ -68,7 +68,7 @@ def kind_gaps(
         conv = tables["convoys"]
         kept = conv.join(und.select("vm", "lock"), on=["vm", "lock"], how="anti")
         dropped = conv.height - kept.height
-        tables = {**tables, "convoys": kept}
+        tables["convoys"] = kept  # in place: the other tables may live on disk (analyze/partitioned.py)
         if und_spin > 0 or dropped:
             part = {
                 "missing": f"convoys on {und.height} lock(s) of undecided kind ({dropped} not counted)",

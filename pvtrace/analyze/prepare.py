@@ -9,6 +9,7 @@ events, exits, kicks, ...) keyed by dense ids: `vid` for a vCPU (vm, vcpu) and
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -54,6 +55,7 @@ class Prepared:
     lock_origins: frozenset[str]  # origins of the lock events (sim, host, guest)
     notes: dict[str, int] = field(default_factory=dict)
     guest_preemption: GuestPreemption | None = None  # states inferred from guest ticks (guest_preemption.py)
+    all_ts: Callable[[], pl.Series] | None = None  # event_ts of the whole trace, for one VM partition of it
 
     @property
     def n_vcpus(self) -> int:
@@ -79,6 +81,8 @@ class Prepared:
     @cached_property
     def event_ts(self) -> pl.Series:
         """ts of every event in canonical order (sorted); read when first needed."""
+        if self.all_ts is not None:
+            return self.all_ts()
         return self.source.frame.select("ts").collect().to_series()
 
 

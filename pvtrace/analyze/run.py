@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
@@ -14,7 +15,7 @@ from pvtrace.analyze import exits as exits_mod
 from pvtrace.analyze import incidents as incidents_mod
 from pvtrace.analyze import locks as locks_mod
 from pvtrace.analyze import waste as waste_mod
-from pvtrace.analyze.fidelity import capabilities
+from pvtrace.analyze.fidelity import Capabilities, capabilities
 from pvtrace.analyze.guest_preemption import STATE_KINDS as GUEST_STATE_KINDS
 from pvtrace.analyze.guest_preemption import GuestPreemption, has_guest_ticks, with_guest_states
 from pvtrace.analyze.hold_inference import infer_holds
@@ -22,8 +23,8 @@ from pvtrace.analyze.lock_kind import infer_lock_kinds, kind_summary, lock_kinds
 from pvtrace.analyze.lost import lost_windows, vcpu_unknown_windows
 from pvtrace.analyze.partial import kind_gaps
 from pvtrace.analyze.prepare import LOCK_KIND, Prepared, prepare, prepare_source, source_of_parquet
-from pvtrace.analyze.result import TABLE_SCHEMAS, Analysis
-from pvtrace.analyze.summary import build_summary
+from pvtrace.analyze.result import TABLE_SCHEMAS, Analysis, empty_table
+from pvtrace.analyze.summary import build_summary, extra_context, state_sums
 from pvtrace.analyze.vcpu_states import build_states, state_changes, vcpu_states_table
 from pvtrace.guest_signals import TICK_EVENTS
 from pvtrace.ingest.problems import skipped_lines
@@ -72,13 +73,35 @@ def _with_guest_states(trace: Trace) -> tuple[Trace, GuestPreemption | None]:
 
 
 def analyze_parquet(
-    path: Path | str, *, lock_kind: str | None = None, progress: Callable[[str], None] | None = None
+    path: Path | str,
+    *,
+    lock_kind: str | None = None,
+    progress: Callable[[str], None] | None = None,
+    memory_budget: int | None = None,
 ) -> Analysis:
     """analyze() a pvtrace Parquet file without loading it whole: each concept's events are read
-    on their own (only the rows and columns it needs), so big traces fit in memory."""
+    on their own (only the rows and columns it needs), so big traces fit in memory. A trace
+    whose analysis would need more than `memory_budget` bytes (default: half the available
+    memory) is analyzed a group of VMs at a time, with the same result (analyze/partitioned.py)."""
+    from pvtrace.analyze import partitioned
+
     meta = read_meta(path)
     if _guest_ticks_without_states(path):  # a guest-only capture: small, and its states are inferred
         return analyze(read_trace(path), lock_kind=lock_kind, progress=progress)
+    budget = memory_budget if memory_budget is not None else partitioned.default_budget()
+    groups = partitioned.plan(path, meta, budget)
+    if groups:
+        result = partitioned.analyze_partitioned(
+            path,
+            meta,
+            groups,
+            lock_kind=lock_kind,
+            kind_given=_given(lock_kind),
+            unaligned=clocks_unaligned(meta),
+            progress=progress,
+        )
+        if result is not None:
+            return _with_perf_tables(_with_warnings(result, meta), meta)
     prep = prepare_source(source_of_parquet(path), meta, lock_kind=lock_kind)
     result = _run(prep, progress, kind_given=_given(lock_kind), unaligned=clocks_unaligned(meta))
     return _with_perf_tables(_with_context(_with_warnings(result, meta), _scan_events(path)), meta)
@@ -189,6 +212,18 @@ def _with_warnings(result: Analysis, meta: TraceMeta) -> Analysis:
     return result
 
 
+@dataclass
+class Measured:
+    """An analysis's result tables and the counts behind its summary, before the summary is built:
+    what each VM partition of a big trace gives, merged before one finish() (analyze/partitioned.py)."""
+
+    tables: dict[str, pl.DataFrame]
+    counts: dict[str, int]  # n_acquisitions, n_contended, n_truncated_waits, n_truncated_holds
+    sums: dict[str, int]  # per-vCPU totals of the summary's context (summary.state_sums), and the notes
+    host_estimates: dict[str, int]  # spin estimated from the pause exits (exits.pause_spin)
+    exit_parts: pl.DataFrame  # exit_reasons before its shares and averages (exits.exit_reason_parts)
+
+
 def _run(
     prep: Prepared,
     progress: Callable[[str], None] | None,
@@ -199,6 +234,19 @@ def _run(
     done = progress or (lambda step: None)
     caps = capabilities(prep)
     done("prepare")
+    measured = measure(prep, caps, done, kind_given=kind_given, unaligned=unaligned)
+    return finish(measured, caps, prep, done, unaligned=unaligned)
+
+
+def measure(
+    prep: Prepared,
+    caps: Capabilities,
+    done: Callable[[str], None],
+    *,
+    kind_given: bool = False,
+    unaligned: str | None = None,
+) -> Measured:
+    """Every result table (cast to its schema) and the counts of one prepared trace."""
 
     windows = lost_windows(prep)
     guest_windows = windows.filter(pl.col("origin") == "guest")
@@ -263,6 +311,7 @@ def _run(
     done("convoys")
 
     exit_tables, host_estimates = hypervisor.result()
+    exit_parts = exit_tables.pop("exit_parts")
     tables.update(exit_tables)
     _release(prep, "exits", "ple")
     tables["yields"] = exits_mod.yields(acq, prep)
@@ -278,10 +327,23 @@ def _run(
         for name, df in tables.items()
     }
     done("exits")
+    sums = {**state_sums(states, prep, windows), **prep.notes, **notes}
+    return Measured(tables, counts, sums, host_estimates, exit_parts)
 
+
+def finish(
+    m: Measured,
+    caps: Capabilities,
+    prep: Prepared,
+    done: Callable[[str], None],
+    *,
+    unaligned: str | None = None,
+) -> Analysis:
+    """The summary of measured tables, and the tables as the trace's fidelity allows them."""
+    tables, counts = m.tables, m.counts
     if unaligned:  # nothing that joins waits with vCPU states is given from unaligned clocks
         for name in ("holds", "lhp_incidents", "lwp_incidents", "convoys"):
-            tables[name] = tables[name].clear()
+            tables[name] = empty_table(name)
         tables["yields"] = tables["yields"].with_columns(pl.lit(None, pl.Boolean()).alias("target_held_lock"))
     tables, partial, lwp_unavailable = kind_gaps(tables, holders_inferred=not caps.holds)
     if prep.guest_preemption is not None:  # preemption too short for the guest's ticks to place
@@ -289,7 +351,7 @@ def _run(
             partial[metric] = [*partial.get(metric, []), *parts]
     if unaligned:
         partial = {}
-    extra = _extra(tables, states, prep, windows, notes)
+    extra = extra_context(tables, m.sums, prep)
     extra["lock_kinds"] = kind_summary(tables["lock_kinds"])
     if unaligned:
         extra["spin_waste_pct_of_running"] = None
@@ -299,7 +361,7 @@ def _run(
         counts,
         caps,
         unknown_kind_locks=lwp_unavailable,
-        host_estimates=host_estimates,
+        host_estimates=m.host_estimates,
         extra=extra,
         clocks_unaligned=unaligned,
     )
@@ -307,7 +369,7 @@ def _run(
     if caps.guest_limited or caps.guest_halting:  # the guest's ticks cannot place the preemptions or
         # tell spin from halting: no incident is evidence
         for name in ("lhp_incidents", "lwp_incidents", "convoys", "holds"):
-            tables[name] = tables[name].clear()
+            tables[name] = empty_table(name)
     done("summary")
     return Analysis(tables=tables, summary=summary)
 
@@ -321,8 +383,9 @@ _COLUMN_TOTAL = {
 
 
 def _blank_unavailable(tables: dict[str, pl.DataFrame], fidelity: dict[str, str]) -> dict[str, pl.DataFrame]:
-    """Null (not 0) every per-row column whose total this trace cannot give from events."""
-    out = dict(tables)
+    """Null (not 0) every per-row column whose total this trace cannot give from events (in place:
+    the other tables may live on disk, analyze/partitioned.py)."""
+    out = tables
     for name in ("waits", "waste_by_lock", "waste_by_vcpu", "waste_by_vm"):
         df = out[name]
         gone = [
@@ -342,11 +405,14 @@ _POOL = ThreadPoolExecutor(1, thread_name_prefix="pvtrace-exits")
 
 
 def _hypervisor_tables(states, prep: Prepared) -> tuple[dict[str, pl.DataFrame], dict[str, int]]:
-    """exit_reasons, pause_exits and kicks, with the host-only spin estimates from the pause exits."""
+    """exit_reasons (and its parts), pause_exits and kicks, with the host-only spin estimates from
+    the pause exits."""
     exit_rows = exits_mod.exit_durations(prep)
     pauses = exits_mod.pause_exits(exit_rows, states, prep)
+    parts = exits_mod.exit_reason_parts(exit_rows)
     tables = {
-        "exit_reasons": exits_mod.exit_reasons(exit_rows),
+        "exit_parts": parts,
+        "exit_reasons": exits_mod.merge_exit_reasons(parts),
         "pause_exits": pauses,
         "kicks": exits_mod.kicks(states, prep),
     }
@@ -384,56 +450,3 @@ def _unclassified(pieces: pl.DataFrame) -> pl.DataFrame:
         pl.lit(None, pl.String()).alias("ref_state"),
         pl.lit(None, LOCK_KIND).alias("lock_kind"),
     )
-
-
-def _extra(
-    tables: dict[str, pl.DataFrame], states, prep, windows: pl.DataFrame, notes: dict[str, int]
-) -> dict:
-    """Context for the totals: excluded time, pause-exit and kick figures, ingest-like notes."""
-    part = states.partition
-    vcpu_time = prep.n_vcpus * prep.window.dur
-    dur = pl.col("end") - pl.col("start")
-    unknown_ns = int(part.filter(pl.col("state") == "unknown").select(dur.sum()).item() or 0)
-    lost_ns = 0
-    if states.unknown.height:
-        from pvtrace.analyze.intervals import union
-
-        lost_ns = int(union(states.unknown, key="vid").select(dur.sum()).item() or 0)
-    running_ns = int(part.filter(pl.col("state") == "running").select(dur.sum()).item() or 0)
-    pauses = tables["pause_exits"]
-    kicks = tables["kicks"]
-    waits = tables["waits"]
-    out = {
-        "t_start": prep.window.t_start,
-        "t_end": prep.window.t_end,
-        "n_events": prep.n_events,
-        "n_vcpus": prep.n_vcpus,
-        "n_locks": prep.n_locks,
-        "vcpu_ns": vcpu_time,
-        "running_ns": running_ns,
-        "unknown_state_ns": unknown_ns,
-        "excluded_ns": lost_ns,
-        "excluded_pct": round(100.0 * lost_ns / vcpu_time, 4) if vcpu_time else 0.0,
-        "n_lost_windows": windows.height,
-        # a wait still open at the trace end counts to the end (as the truth does), unless no wait
-        # ever ends: then the trace has no ends at all and no wait has a length
-        "wait_ns": int(waits["dur"].sum() or 0) if (~waits["truncated"]).any() else 0,
-        "n_open_waits": int(waits["truncated"].sum() or 0),
-        "n_pause_exits_sibling_preempted": int((pauses["n_siblings_preempted"] > 0).sum() or 0),
-        "pause_exits_per_vcpu_s": round(pauses.height / (running_ns / 1e9), 3) if running_ns else None,
-        "kick_latency_p50_ns": int(kicks["latency_ns"].quantile(0.5, "nearest"))
-        if kicks["latency_ns"].drop_nulls().len()
-        else None,
-        "kick_latency_max_ns": int(kicks["latency_ns"].max())
-        if kicks["latency_ns"].drop_nulls().len()
-        else None,
-        "spin_waste_pct_of_running": None,
-    }
-    waste = int(waits["waste_lhp_ns"].sum() or 0) + int(waits["waste_lwp_ns"].sum() or 0)
-    if running_ns:
-        out["spin_waste_pct_of_running"] = round(100.0 * waste / running_ns, 4)
-    out.update(prep.notes)
-    out.update(notes)
-    if prep.guest_preemption is not None:
-        out["guest_preemption"] = prep.guest_preemption.as_extra()
-    return out

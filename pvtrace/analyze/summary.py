@@ -7,6 +7,8 @@ from typing import Any
 import polars as pl
 
 from pvtrace.analyze.fidelity import Capabilities, plan
+from pvtrace.analyze.intervals import union
+from pvtrace.analyze.prepare import Prepared
 from pvtrace.summary import SPIN_SPLIT_KEYS, Summary
 
 
@@ -70,3 +72,68 @@ def build_summary(
     return Summary(
         totals=totals, fidelity=fidelity, unavailable=unavailable, extra={"level": caps.level, **extra}
     )
+
+
+def state_sums(states, prep: Prepared, windows: pl.DataFrame) -> dict[str, int]:
+    """The summary's per-vCPU context totals of one prepared trace (they add up over VM partitions)."""
+    part = states.partition
+    dur = pl.col("end") - pl.col("start")
+    lost_ns = 0
+    if states.unknown.height:
+        lost_ns = int(union(states.unknown, key="vid").select(dur.sum()).item() or 0)
+    return {
+        "n_vcpus": prep.n_vcpus,
+        "n_locks": prep.n_locks,
+        "vcpu_ns": prep.n_vcpus * prep.window.dur,
+        "running_ns": int(part.filter(pl.col("state") == "running").select(dur.sum()).item() or 0),
+        "unknown_state_ns": int(part.filter(pl.col("state") == "unknown").select(dur.sum()).item() or 0),
+        "excluded_ns": lost_ns,
+        "n_lost_windows": windows.height,
+    }
+
+
+STATE_SUMS = (
+    "n_vcpus",
+    "n_locks",
+    "vcpu_ns",
+    "running_ns",
+    "unknown_state_ns",
+    "excluded_ns",
+    "n_lost_windows",
+)
+
+
+def extra_context(tables: dict[str, pl.DataFrame], sums: dict[str, int], prep: Prepared) -> dict:
+    """Context for the totals: excluded time, pause-exit and kick figures, ingest-like notes."""
+    vcpu_time, running_ns, lost_ns = sums["vcpu_ns"], sums["running_ns"], sums["excluded_ns"]
+    pauses = tables["pause_exits"]
+    kicks = tables["kicks"]
+    waits = tables["waits"]
+    out = {
+        "t_start": prep.window.t_start,
+        "t_end": prep.window.t_end,
+        "n_events": prep.n_events,
+        **{k: sums[k] for k in STATE_SUMS[:6]},
+        "excluded_pct": round(100.0 * lost_ns / vcpu_time, 4) if vcpu_time else 0.0,
+        "n_lost_windows": sums["n_lost_windows"],
+        # a wait still open at the trace end counts to the end (as the truth does), unless no wait
+        # ever ends: then the trace has no ends at all and no wait has a length
+        "wait_ns": int(waits["dur"].sum() or 0) if (~waits["truncated"]).any() else 0,
+        "n_open_waits": int(waits["truncated"].sum() or 0),
+        "n_pause_exits_sibling_preempted": int((pauses["n_siblings_preempted"] > 0).sum() or 0),
+        "pause_exits_per_vcpu_s": round(pauses.height / (running_ns / 1e9), 3) if running_ns else None,
+        "kick_latency_p50_ns": int(kicks["latency_ns"].quantile(0.5, "nearest"))
+        if kicks["latency_ns"].drop_nulls().len()
+        else None,
+        "kick_latency_max_ns": int(kicks["latency_ns"].max())
+        if kicks["latency_ns"].drop_nulls().len()
+        else None,
+        "spin_waste_pct_of_running": None,
+    }
+    waste = int(waits["waste_lhp_ns"].sum() or 0) + int(waits["waste_lwp_ns"].sum() or 0)
+    if running_ns:
+        out["spin_waste_pct_of_running"] = round(100.0 * waste / running_ns, 4)
+    out.update({k: v for k, v in sums.items() if k not in STATE_SUMS})  # the notes
+    if prep.guest_preemption is not None:
+        out["guest_preemption"] = prep.guest_preemption.as_extra()
+    return out

@@ -14,6 +14,7 @@ from rich.markup import escape
 from pvtrace.analyze import Analysis, analyze
 from pvtrace.analyze.context import lock_table
 from pvtrace.analyze.filters import Filters, filter_result, filter_trace, parse_filters
+from pvtrace.analyze.partitioned import parse_budget
 from pvtrace.analyze.result import TABLES
 from pvtrace.analyze.run import STEPS, analyze_parquet
 from pvtrace.cli.common import err, handle_errors, progress
@@ -253,6 +254,15 @@ def register(app: typer.Typer) -> None:
         quiet: Annotated[
             bool, typer.Option("-q", "--quiet", help="No progress bar and no terminal summary.")
         ] = False,
+        memory_budget: Annotated[
+            str | None,
+            typer.Option(
+                "--memory-budget",
+                help="Memory the analysis of a pvtrace Parquet trace may use (8G, 512M); a bigger trace "
+                "is analyzed a group of VMs at a time, with the same result (default: half the "
+                "available memory).",
+            ),
+        ] = None,
     ) -> None:
         """Measure spin waste, LHP/LWP incidents, convoys, exits and pv kicks of a trace."""
         if lock_kind is not None and lock_kind not in LOCK_KINDS:
@@ -275,6 +285,7 @@ def register(app: typer.Typer) -> None:
         if width is not None and width < 40:
             raise UsageError(f"--width must be at least 40, not {width}")
         filters = parse_filters(window, vm, vcpu, lock)
+        budget = parse_budget(memory_budget) if memory_budget is not None else None
         refuse_text_options(files, fmt, side=side, vm=None, vcpu_map=vcpu_map, guest_offset=guest_offset)
         if vm_name is not None and is_one_parquet(files, fmt):
             raise UsageError(
@@ -290,7 +301,10 @@ def register(app: typer.Typer) -> None:
                 # (50M events: 5.4 GiB instead of 9.9) and no slower (benchmarks/README.md)
                 with progress("analyzing", total=len(STEPS), quiet=quiet) as bar:
                     result = analyze_parquet(
-                        files[0], lock_kind=lock_kind, progress=lambda step: bar.advance(1)
+                        files[0],
+                        lock_kind=lock_kind,
+                        progress=lambda step: bar.advance(1),
+                        memory_budget=budget,
                     )
             else:
                 trace = load_inputs(

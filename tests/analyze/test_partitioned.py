@@ -1,0 +1,151 @@
+"""A trace analyzed a group of VMs at a time gives the tables and summary of the whole analysis.
+
+Simulator runs are written to Parquet and analyzed twice: whole (a budget far above the trace),
+and split into groups of VMs by a tiny memory budget. The cut between VMs falls inside holds,
+waits, convoys and guest lost-event windows of every VM (they run concurrently).
+"""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
+from typer.testing import CliRunner
+
+from pvtrace.analyze import partitioned
+from pvtrace.analyze.run import analyze_parquet
+from pvtrace.cli.app import app
+from pvtrace.simulate.run import simulate_trace
+from pvtrace.simulate.scenario import Scenario, load_preset, preset_names
+from pvtrace.simulate.views import select_view
+from pvtrace.trace import Trace, read_meta, write_trace
+
+WHOLE = 1 << 50  # a budget no test trace reaches
+EVENT_BUDGET = partitioned.BYTES_PER_EVENT * partitioned.WORKERS  # the budget of one event per group
+
+
+def write(trace: Trace, path, *, guest_loss: bool = False) -> None:
+    """The trace as a Parquet file; guest_loss: lock events come from the guest (as in a real merged
+    trace) and one guest CPU loses events half-way (a guest lost-event window)."""
+    events = trace.events
+    if guest_loss:
+        events = events.with_columns(
+            pl.when(pl.col("kind").cast(pl.String).str.starts_with("lock_"))
+            .then(pl.lit("guest"))
+            .otherwise(pl.col("origin"))
+            .cast(events.schema["origin"])
+            .alias("origin")
+        )
+        contends = events.filter(pl.col("kind") == "lock_contend")
+        mid = contends.row(contends.height // 2, named=True)  # inside a wait of that vCPU
+        marker = {**{c: None for c in events.columns}, "ts": mid["ts"], "seq": mid["seq"], "vm": mid["vm"]}
+        marker |= {"vcpu": mid["vcpu"], "kind": "lost_events", "origin": "guest", "value": 7}
+        events = pl.concat([events, pl.DataFrame([marker], schema=events.schema)]).sort("ts", "seq")
+        events = events.with_columns(pl.int_range(pl.len(), dtype=events.schema["seq"]).alias("seq"))
+    write_trace(Trace(events=events, meta=trace.meta), path, force=True)
+
+
+def assert_same(split, whole) -> None:
+    assert split.summary == whole.summary
+    assert list(split.tables) == list(whole.tables)
+    for name, table in whole.tables.items():
+        # rows of different VMs at the same time may come in another order (TIME_ORDER)
+        ordered = name not in partitioned.TIME_ORDER
+        try:
+            assert_frame_equal(split.tables[name], table, check_row_order=ordered)
+        except AssertionError as exc:
+            raise AssertionError(f"table {name}: {exc}") from None
+
+
+def groups_of(path, budget: int) -> list[list[str]] | None:
+    return partitioned.plan(path, read_meta(path), budget)
+
+
+@pytest.mark.parametrize("preset", [p for p in preset_names() if load_preset(p).vm.count > 1])
+@pytest.mark.parametrize("view", ["full", "merged"])
+def test_each_vm_alone_gives_the_whole_analysis(tmp_path, preset, view):
+    trace, _ = simulate_trace(load_preset(preset).replace(run={"duration_ns": 20_000_000}), seed=11)
+    path = tmp_path / "t.parquet"
+    write(select_view(trace, view), path, guest_loss=view == "merged")
+    assert groups_of(path, EVENT_BUDGET) == [[vm] for vm in sorted(trace.meta.vms)]
+    assert_same(analyze_parquet(path, memory_budget=EVENT_BUDGET), analyze_parquet(path, memory_budget=WHOLE))
+
+
+FOUR_VMS = Scenario().replace(
+    host={"pcpus": 3},
+    vm={"count": 4, "vcpus": 2, "locks": 2, "compute_ns": 20_000, "hold_ns": 3_000, "hold_dist": "lognormal"},
+    lock={"algorithm": "ticket"},
+    run={"duration_ns": 10_000_000},
+)
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**16), share=st.floats(0.05, 0.45), view=st.sampled_from(["full", "merged"]))
+def test_any_grouping_of_vms_gives_the_whole_analysis(tmp_path, seed, share, view):
+    trace, _ = simulate_trace(FOUR_VMS, seed=seed)
+    path = tmp_path / f"{seed}-{view}.parquet"
+    seen = select_view(trace, view)
+    write(seen, path, guest_loss=view == "merged")
+    budget = int(EVENT_BUDGET * seen.events.height * share)  # groups of `share` of the events
+    groups = groups_of(path, budget)
+    assert groups is not None and [vm for g in groups for vm in g] == sorted(trace.meta.vms)
+    assert_same(analyze_parquet(path, memory_budget=budget), analyze_parquet(path, memory_budget=WHOLE))
+
+
+def test_host_lost_events_keep_the_trace_whole(tmp_path):
+    trace, _ = simulate_trace(FOUR_VMS, seed=1)
+    ev = trace.events
+    marker = {**{c: None for c in ev.columns}, "ts": ev["ts"][ev.height // 2], "seq": ev.height}
+    marker |= {"pcpu": 1, "kind": "lost_events", "origin": "host", "value": 3}
+    events = pl.concat([ev, pl.DataFrame([marker], schema=ev.schema)]).sort("ts", "seq")
+    path = tmp_path / "t.parquet"
+    write_trace(Trace(events=events, meta=trace.meta), path)
+    assert groups_of(path, EVENT_BUDGET) is None  # a host window blinds vCPUs of every VM
+
+
+def test_a_trace_within_the_budget_is_not_split(tmp_path):
+    trace, _ = simulate_trace(FOUR_VMS, seed=2)
+    path = tmp_path / "t.parquet"
+    write_trace(trace, path)
+    assert groups_of(path, partitioned.BYTES_PER_EVENT * trace.events.height) is None
+    assert groups_of(path, EVENT_BUDGET) is not None
+
+
+def test_cli_memory_budget(tmp_path):
+    trace, _ = simulate_trace(FOUR_VMS, seed=3)
+    path = tmp_path / "t.parquet"
+    write_trace(trace, path)
+    runner = CliRunner()
+    out = {
+        budget: runner.invoke(
+            app,
+            [
+                "analyze",
+                str(path),
+                "--json",
+                "-",
+                "-q",
+                "--memory-budget",
+                budget,
+                "--out-dir",
+                str(tmp_path / budget),
+            ],
+        )
+        for budget in ("1K", "1T")
+    }
+    assert all(r.exit_code == 0 for r in out.values()), out
+    assert json.loads(out["1K"].stdout) == json.loads(out["1T"].stdout)
+    written = sorted(p.name for p in (tmp_path / "1T").iterdir())
+    assert written == sorted(p.name for p in (tmp_path / "1K").iterdir()) and len(written) > 10
+    for name in written:
+        if name.endswith(".parquet"):
+            split, whole = (pl.read_parquet(tmp_path / b / name) for b in ("1K", "1T"))
+            assert_frame_equal(
+                split, whole, check_row_order=name.removesuffix(".parquet") not in partitioned.TIME_ORDER
+            )
+    bad = runner.invoke(app, ["analyze", str(path), "--memory-budget", "lots"])
+    assert bad.exit_code != 0 and "--memory-budget" in bad.output and "Traceback" not in bad.output
