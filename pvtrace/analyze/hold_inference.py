@@ -160,9 +160,10 @@ def _attempt_rate(
     stretches over the free-running vCPU time inside them, leaving out the holders' own running
     (a holder does not try the lock it holds; with few vCPUs running, its time is much of the
     total, and counting it made the rate 2-3x low on calm runs, so a sibling away for a long time
-    looked as likely a holder as one that ran), per lock, shrunk towards its VM's rate (the
-    trace's where a VM has fewer than MIN_HANDOFFS such contentions, else
-    1/FALLBACK_TRY_INTERVAL_NS) by one pseudo-contention: locks differ (one can be hot).
+    looked as likely a holder as one that ran), per lock, shrunk towards its VM's rate
+    (1/FALLBACK_TRY_INTERVAL_NS where the VM has fewer than MIN_HANDOFFS such contentions: one
+    VM's locks say nothing of another's, and so a trace can be analyzed a VM at a time) by one
+    pseudo-contention: locks differ (one can be hot).
     """
     fifo = prep.locks.filter(pl.col("lock_kind") == "fifo")["lid"]
     queued = waits.filter(pl.col("lid").is_in(fifo.implode())).select("lid", "start", "end")
@@ -190,10 +191,12 @@ def _attempt_rate(
         .with_columns((pl.col("area") - pl.col("own").fill_null(0)).clip(0, None).alias("others"))
     )
 
-    total_n, total_area = per_lock["n"].sum(), per_lock["others"].sum()
-    pooled = total_n / total_area if total_n and total_area else 1.0 / FALLBACK_TRY_INTERVAL_NS
     vm_n, vm_area = pl.col("n").sum().over("vm_id"), pl.col("others").sum().over("vm_id")
-    vm_rate = pl.when((vm_n >= MIN_HANDOFFS) & (vm_area > 0)).then(vm_n / vm_area).otherwise(pooled)
+    vm_rate = (
+        pl.when((vm_n >= MIN_HANDOFFS) & (vm_area > 0))
+        .then(vm_n / vm_area)
+        .otherwise(1.0 / FALLBACK_TRY_INTERVAL_NS)
+    )
     return per_lock.select("lid", ((pl.col("n") + 1) / (pl.col("others") + 1 / vm_rate)).alias("rate"))
 
 
