@@ -128,7 +128,9 @@ def parse_groups(frame: pl.DataFrame, groups: dict[str, tuple[str, ...]]) -> dic
                     aliases.exit_reason(pl.col("reason")),
                     aliases.exit_reason_arm64(pl.col("arm_kind"), pl.col("arm_class")),
                     aliases.exit_reason_code(pl.col("reason_code"), pl.col("isa")),
-                ).alias("norm_reason")
+                )
+                .cast(pl.Categorical)
+                .alias("norm_reason")
             )
         )
         parsed["exit"] = parsed["exit"].join(reasons, on=keys, how="left", nulls_equal=True)

@@ -66,7 +66,8 @@ def host_events(
 ) -> list[pl.DataFrame]:
     """Canonical events of host rows (vmap: the vCPU map)."""
     origin = "host"
-    thread = vmap.select("tid", "vm", "vcpu")
+    # vm as Categorical (the events' type) on the small map: the joins then carry it, no per-row cast
+    thread = vmap.select("tid", pl.col("vm").cast(pl.Categorical), "vcpu")
     out: list[pl.DataFrame] = []
 
     # sched_switch: vCPU out (preempt/halt), vCPU in (run), or a plain task switch
@@ -155,7 +156,9 @@ def host_events(
 
     # hypercalls: kick / yield targets are APIC ids, mapped to vCPU indexes of the caller's VM
     apic = vmap.select(
-        "vm", pl.col("apic_id").alias("target_apic"), pl.col("vcpu").alias("target_vcpu")
+        pl.col("vm").cast(pl.Categorical),
+        pl.col("apic_id").alias("target_apic"),
+        pl.col("vcpu").alias("target_vcpu"),
     ).unique(subset=["vm", "target_apic"], keep="first")
     nr = pl.col("nr")
     hc = (

@@ -230,7 +230,10 @@ def normalize(
 def _counts(df: pl.DataFrame, col: str) -> dict[str, int]:
     if df.height == 0:
         return {}
-    c = df.group_by(col).len().sort(["len", col], descending=[True, False])
+    c = df.group_by(col).len()
+    if isinstance(c.schema[col], pl.Enum):  # counted by code, named after: ties sort by name
+        c = c.with_columns(pl.col(col).cast(pl.String))
+    c = c.sort(["len", col], descending=[True, False])
     return {str(k): int(v) for k, v in zip(c[col], c["len"], strict=True)}
 
 
@@ -278,7 +281,7 @@ def _info(
         "vms": vms,
         "clock": clock,
         "events_by_tracepoint": _counts(frame.select("event"), "event"),
-        "events_by_kind": _counts(events.select(pl.col("kind").cast(pl.String)), "kind"),
+        "events_by_kind": _counts(events.select("kind"), "kind"),
         "unknown_events": _counts(other.filter(~pl.col("event").is_in(list(ALIASES))), "event"),
         "notes": notes,
     }
