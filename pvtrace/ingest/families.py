@@ -108,7 +108,9 @@ def parse_groups(frame: pl.DataFrame, groups: dict[str, tuple[str, ...]]) -> dic
         # each group copies only its own rows (event is Categorical: the filter is cheap)
         rows = frame.select(cols).filter(pl.col("event").is_in(list(events)))
         if rows.height:
-            parsed[group] = parser(rows)
+            # a copy of the group's payload text, contiguous: every parser op on text scattered
+            # through the whole batch's buffer is 2-3x slower (half the parsers' time went there)
+            parsed[group] = parser(rows.with_columns(pl.concat_str([pl.col("payload"), pl.lit("")])))
             continue
         # no row of this group: the parser's empty answer only gives the columns, and it costs a
         # few ms of per-expression overhead (the same for every chunk of a trace): kept once
@@ -133,7 +135,11 @@ def parse_groups(frame: pl.DataFrame, groups: dict[str, tuple[str, ...]]) -> dic
                 .alias("norm_reason")
             )
         )
-        parsed["exit"] = parsed["exit"].join(reasons, on=keys, how="left", nulls_equal=True)
+        if reasons["reason"].null_count() == 0:  # x86 text only (the usual): one key, a lookup
+            norm = pl.col("reason").replace_strict(reasons["reason"], reasons["norm_reason"], default=None)
+            parsed["exit"] = parsed["exit"].with_columns(norm.alias("norm_reason"))
+        else:
+            parsed["exit"] = parsed["exit"].join(reasons, on=keys, how="left", nulls_equal=True)
     return parsed
 
 

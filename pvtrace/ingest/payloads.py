@@ -78,7 +78,12 @@ def _upto(text: pl.Expr, end: pl.Expr) -> pl.Expr:
 def _via_unique(df: pl.DataFrame, column: str, expr: pl.Expr, name: str) -> pl.DataFrame:
     """Add name = expr(column), evaluated once per distinct value (low-cardinality columns)."""
     keys = df.select(pl.col(column).unique()).with_columns(expr.alias(name))
-    return df.join(keys, on=column, how="left", nulls_equal=True, maintain_order="left")
+    if keys.filter(pl.col(column).is_null() & pl.col(name).is_not_null()).height:
+        return df.join(keys, on=column, how="left", nulls_equal=True, maintain_order="left")
+    known = keys.filter(pl.col(column).is_not_null())  # null stays null: a lookup, no join
+    return df.with_columns(
+        pl.col(column).replace_strict(known[column], known[name], default=None).alias(name)
+    )
 
 
 def task_state(state: pl.Expr) -> pl.Expr:
