@@ -145,7 +145,11 @@ def parse_groups(frame: pl.DataFrame, groups: dict[str, tuple[str, ...]]) -> dic
 
 def unparsed(parsed: dict[str, pl.DataFrame]) -> pl.DataFrame:
     """(event, n) of rows whose payload matched no known shape."""
-    frames = [df.filter(pl.col(_KEY_FIELD[g]).is_null()).select("event") for g, df in parsed.items()]
+    frames = [
+        df.filter(pl.col(_KEY_FIELD[g]).is_null()).select("event")
+        for g, df in parsed.items()
+        if df[_KEY_FIELD[g]].null_count()  # most groups parse every row: no filter then
+    ]
     return pl.concat(frames) if frames else pl.DataFrame(schema={"event": pl.Categorical})
 
 

@@ -61,28 +61,29 @@ def _hypercall_after_exit(parsed: dict[str, pl.DataFrame]) -> pl.DataFrame:
     )
 
 
+def _on_thread(thread: pl.DataFrame, key: str, vm: str = "vm", vcpu: str = "vcpu") -> list[pl.Expr]:
+    """vm and vcpu of the thread whose id is in column key (null when not a vCPU thread): lookups in
+    the small map (one row per thread) instead of joins, which would copy every row's columns."""
+    tid = pl.col(key)
+    return [
+        tid.replace_strict(thread["tid"], thread["vm"], default=None).alias(vm),
+        tid.replace_strict(thread["tid"], thread["vcpu"], default=None).alias(vcpu),
+    ]
+
+
 def host_events(
     host: pl.DataFrame, parsed: dict[str, pl.DataFrame], vmap: pl.DataFrame, with_wakeup: list[str]
 ) -> list[pl.DataFrame]:
     """Canonical events of host rows (vmap: the vCPU map)."""
     origin = "host"
-    # vm as Categorical (the events' type) on the small map: the joins then carry it, no per-row cast
+    # vm as Categorical (the events' type) on the small map: the lookups then carry it, no per-row cast
     thread = vmap.select("tid", pl.col("vm").cast(pl.Categorical), "vcpu")
     out: list[pl.DataFrame] = []
 
     # sched_switch: vCPU out (preempt/halt), vCPU in (run), or a plain task switch
-    sw = (
-        parsed["switch"]
-        .join(
-            thread.rename({"tid": "prev_pid", "vm": "prev_vm", "vcpu": "prev_vcpu"}),
-            on="prev_pid",
-            how="left",
-        )
-        .join(
-            thread.rename({"tid": "next_pid", "vm": "next_vm", "vcpu": "next_vcpu"}),
-            on="next_pid",
-            how="left",
-        )
+    sw = parsed["switch"].with_columns(
+        *_on_thread(thread, "prev_pid", "prev_vm", "prev_vcpu"),
+        *_on_thread(thread, "next_pid", "next_vm", "next_vcpu"),
     )
     ok = pl.col("prev_pid").is_not_null() & pl.col("next_pid").is_not_null()
     out += [
@@ -121,7 +122,7 @@ def host_events(
     ]
 
     wake = parsed["wake"]
-    wk = wake.join(thread.rename({"tid": "pid"}), on="pid", how="left").with_columns(
+    wk = wake.with_columns(*_on_thread(thread, "pid")).with_columns(
         counted_wakes(with_wakeup).alias("counts")
     )
     out += [
@@ -141,7 +142,7 @@ def host_events(
 
     def on_thread(group: str, drop: tuple[str, ...] = ("vcpu",)) -> pl.DataFrame:
         df = parsed[group]
-        return df.drop([c for c in drop if c in df.columns]).join(thread, on="tid", how="left")
+        return df.drop([c for c in drop if c in df.columns]).with_columns(*_on_thread(thread, "tid"))
 
     at = {
         "vm": pl.col("vm"),
@@ -150,7 +151,10 @@ def host_events(
         "tid": pl.col("tid"),
         "origin": origin,
     }
-    exits = on_thread("exit").join(_hypercall_after_exit(parsed), on="row", how="left")
+    calls = _hypercall_after_exit(parsed)
+    exits = on_thread("exit").with_columns(
+        pl.col("row").replace_strict(calls["row"], calls["hypercall_nr"], default=None).alias("hypercall_nr")
+    )
     out.append(emit(exits, kind="vm_exit", reason=pl.col("norm_reason"), value=pl.col("hypercall_nr"), **at))
     out.append(emit(on_thread("entry"), kind="vm_entry", **at))
 
@@ -191,7 +195,7 @@ def host_events(
         )
     )
     out.append(other(on_thread("vcpu_wakeup", ()), reason=pl.col("how"), value=pl.col("time_ns"), **at))
-    ple = parsed["ple"].rename({"vcpu": "kvm_vcpu"}).join(thread, on="tid", how="left")
+    ple = parsed["ple"].rename({"vcpu": "kvm_vcpu"}).with_columns(*_on_thread(thread, "tid"))
     out.append(
         emit(
             ple,
@@ -203,6 +207,6 @@ def host_events(
     out.append(other(on_thread("tsc"), value=pl.col("offset"), **at))
     out.append(lost(host, origin, pcpu=pl.col("cpu")))
     handled = [e for g in HOST_GROUPS for e in GROUPS[g]] + list(LOST)
-    rest = host.filter(~pl.col("event").is_in(handled)).join(thread, on="tid", how="left")
+    rest = host.filter(~pl.col("event").is_in(handled)).with_columns(*_on_thread(thread, "tid"))
     out.append(other(rest, **at))
     return out
