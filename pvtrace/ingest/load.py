@@ -163,15 +163,15 @@ class _Events:
         if self._held is not None:
             # Events still held may belong after some of the new ones (cross-CPU skew at a block edge).
             # Both chunks are in (ts, seq) order, so the held ones split by position, and the merge
-            # needs a sort only when a late one is later than a new one.
+            # needs a sort only when a late one is later than a new one. (One chunk either way: the
+            # Parquet writer re-encodes the dictionary of each Categorical chunk, 15% bigger files.)
             held = self._held
             n_early = held["ts"].search_sorted(events["ts"].min(), side="left")
             self._emit(held.slice(0, n_early))
             late = held.slice(n_early)
             if late.height:
                 events = pl.concat([late, events])
-                if not events["ts"].is_sorted():
-                    events = events.sort("ts", "seq")
+                events = events.rechunk() if events["ts"].is_sorted() else events.sort("ts", "seq")
         self._held = events
 
     def finish(self) -> None:
