@@ -3,6 +3,7 @@
     python benchmarks/bench_ingest.py            # 1 GB input, the acceptance figures
     python benchmarks/bench_ingest.py --quick    # 100 MB input
     python benchmarks/bench_ingest.py --size-gb 10 --only stream   # the 10 GB streaming run
+    python benchmarks/bench_ingest.py --only lines,stream --baseline /tmp/main-tree   # old vs new
 
 Measured in one run, each step in its own subprocess (peak memory = its ru_maxrss); the steps
 alternate round by round (`--repeat` rounds, medians), so a loaded machine slows them alike:
@@ -13,6 +14,9 @@ alternate round by round (`--repeat` rounds, medians), so a loaded machine slows
 - pvtrace's text parser to typed raw records (pvtrace.ingest.records), median of 3;
 - pvtrace load() to canonical events (parse + normalize), median of 3;
 - streaming conversion to Parquet (ingest_to_parquet), once.
+With `--baseline DIR` (a checkout of other pvtrace code, e.g. `git archive main`), the pvtrace steps
+also run with that code first on the import path, alternating with this tree's in every round, and
+the ratios are printed in wall and CPU time: compare code versions only that way on a shared machine.
 Data goes to benchmarks/.data/ (gitignored) and is reused when already there.
 """
 
@@ -294,7 +298,7 @@ def child(step: str, path: Path, sample_bytes: int) -> None:
     print(json.dumps(result))
 
 
-def run_child(step: str, path: Path, sample_bytes: int = 0) -> dict:
+def run_child(step: str, path: Path, sample_bytes: int = 0, code: str | None = None) -> dict:
     cmd = [
         sys.executable,
         __file__,
@@ -305,7 +309,10 @@ def run_child(step: str, path: Path, sample_bytes: int = 0) -> dict:
         "--sample-bytes",
         str(sample_bytes),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if code is not None:  # another pvtrace tree first on the import path (--baseline)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (code, env.get("PYTHONPATH")) if p)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"step {step} failed:\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -318,6 +325,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="runs of the timed pvtrace steps (median)")
     ap.add_argument(
         "--only", default="wc,lines,python_re,parse,load,stream", help="comma-separated steps to run"
+    )
+    ap.add_argument(
+        "--baseline", help="another pvtrace tree: its parse/load/stream steps alternate with ours"
     )
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--file", help=argparse.SUPPRESS)
@@ -339,13 +349,17 @@ def main() -> None:
     print(f"  {mb:.0f} MB ready in {time.perf_counter() - t:.1f}s", flush=True)
 
     steps = args.only.split(",")
+    if args.baseline:  # the baseline's run of each pvtrace step goes just before ours
+        base = [f"{s}@baseline" for s in steps if s in ("parse", "load", "stream")]
+        steps = [x for s in steps for x in ((f"{s}@baseline", s) if f"{s}@baseline" in base else (s,))]
     got: dict[str, list[dict]] = {step: [] for step in steps}
     for _ in range(args.repeat):  # rounds: every step once per round, so the machine's drift hits all
         for step in steps:
-            if step == "python_re" and got[step]:
+            name, _, which = step.partition("@")
+            if name == "python_re" and got[step]:
                 continue  # the slow reference loop: once
-            sample = min(size, 50_000_000) if step == "python_re" else 0
-            got[step].append(run_child(step, path, sample))
+            sample = min(size, 50_000_000) if name == "python_re" else 0
+            got[step].append(run_child(name, path, sample, args.baseline if which else None))
     results: dict[str, dict] = {}
     for step in steps:
         runs = got[step]
@@ -363,13 +377,23 @@ def main() -> None:
         res["all_seconds"] = [round(r["seconds"], 3) for r in runs]
         results[step] = res
         print(
-            f"{step:10s} {res['mb_per_s']:8.1f} MB/s  median {secs:7.2f}s of {res['all_seconds']}  "
+            f"{step:15s} {res['mb_per_s']:8.1f} MB/s  median {secs:7.2f}s of {res['all_seconds']}  "
             f"cpu {cpu:6.2f}s  peak {res['peak_gib']:.2f} GiB  rows {res['rows']}",
             flush=True,
         )
     if "stream" in results and "lines" in results:
         ratio = results["stream"]["mb_per_s"] / results["lines"]["mb_per_s"]
-        print(f"stream / polars line split: {ratio:.2f} of its speed (target >= 0.5)")
+        cpu_ratio = results["lines"]["cpu_seconds"] / results["stream"]["cpu_seconds"]
+        print(
+            f"stream / polars line split: {ratio:.2f} of its speed (target >= 0.5); in CPU time {cpu_ratio:.2f}"
+        )
+    for step in ("parse", "load", "stream"):
+        if step in results and f"{step}@baseline" in results:
+            new, old = results[step], results[f"{step}@baseline"]
+            print(
+                f"{step} vs baseline: {old['seconds'] / new['seconds']:.2f}x in wall time, "
+                f"{old['cpu_seconds'] / new['cpu_seconds']:.2f}x in CPU time (medians, alternating)"
+            )
     if "parse" in results:
         p = results["parse"]["mb_per_s"]
         if "wc" in results:

@@ -162,11 +162,16 @@ class _Events:
         self.n_seq += events.height
         if self._held is not None:
             # Events still held may belong after some of the new ones (cross-CPU skew at a block edge).
-            first = events["ts"].min()
-            early = self._held.filter(pl.col("ts") < first)
-            late = self._held.filter(pl.col("ts") >= first)
-            self._emit(early)
-            events = pl.concat([late, events]).sort("ts", "seq")
+            # Both chunks are in (ts, seq) order, so the held ones split by position, and the merge
+            # needs a sort only when a late one is later than a new one. (One chunk either way: the
+            # Parquet writer re-encodes the dictionary of each Categorical chunk, 15% bigger files.)
+            held = self._held
+            n_early = held["ts"].search_sorted(events["ts"].min(), side="left")
+            self._emit(held.slice(0, n_early))
+            late = held.slice(n_early)
+            if late.height:
+                events = pl.concat([late, events])
+                events = events.rechunk() if events["ts"].is_sorted() else events.sort("ts", "seq")
         self._held = events
 
     def finish(self) -> None:
@@ -354,11 +359,9 @@ def ingest(
                     info.problems.check_strict(strict)
                     continue
                 carry: dict[str, Any] | None = None
-                sane = Sanity(info.problems)
-                # the next batch is parsed on another thread while this one is normalized
+                # the next batch is parsed and checked on another thread while this one is normalized
                 batches = _normalize_batches(_raw_chunks(inp, stack, info), strict, info, inp, progress)
                 for raw in prefetch(batches):
-                    raw = sane.check(raw)  # values: ranges, time order per CPU, duplicates (ingest.sanity)
                     info.problems.check_strict(strict)
                     cpus.update(raw["cpu"].drop_nulls().unique().to_list())
                     if source is not None:
@@ -395,7 +398,9 @@ NORMALIZE_ROWS = 250_000
 def _normalize_batches(
     chunks: Iterator[pl.DataFrame], strict: bool, info: ParseInfo, inp: _Input, progress: Progress | None
 ) -> Iterator[pl.DataFrame]:
-    """Raw chunks regrouped to about NORMALIZE_ROWS rows (normalize has a per-call cost); strict checks, progress."""
+    """Raw chunks regrouped to about NORMALIZE_ROWS rows (normalize has a per-call cost) and checked
+    (values: ranges, time order per CPU, duplicates; ingest.sanity); strict checks, progress."""
+    sane = Sanity(info.problems)
     held: list[pl.DataFrame] = []
     n = 0
     done = 0
@@ -408,11 +413,11 @@ def _normalize_batches(
         held.append(raw)
         n += raw.height
         if n >= NORMALIZE_ROWS:
-            yield pl.concat(held)
+            yield sane.check(pl.concat(held))
             held, n = [], 0
     info.problems.check_strict(strict)
     if held:
-        yield pl.concat(held)
+        yield sane.check(pl.concat(held))
 
 
 def read_raw(path: Path | str, format: str = "auto") -> tuple[pl.DataFrame, ParseInfo, Verdict]:

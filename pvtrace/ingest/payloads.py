@@ -78,7 +78,12 @@ def _upto(text: pl.Expr, end: pl.Expr) -> pl.Expr:
 def _via_unique(df: pl.DataFrame, column: str, expr: pl.Expr, name: str) -> pl.DataFrame:
     """Add name = expr(column), evaluated once per distinct value (low-cardinality columns)."""
     keys = df.select(pl.col(column).unique()).with_columns(expr.alias(name))
-    return df.join(keys, on=column, how="left", nulls_equal=True, maintain_order="left")
+    if keys.filter(pl.col(column).is_null() & pl.col(name).is_not_null()).height:
+        return df.join(keys, on=column, how="left", nulls_equal=True, maintain_order="left")
+    known = keys.filter(pl.col(column).is_not_null())  # null stays null: a lookup, no join
+    return df.with_columns(
+        pl.col(column).replace_strict(known[column], known[name], default=None).alias(name)
+    )
 
 
 def task_state(state: pl.Expr) -> pl.Expr:
@@ -173,17 +178,14 @@ def sched_wakeup(df: pl.DataFrame) -> pl.DataFrame:
     kernel = P.str.starts_with("comm=")
     df = df.with_columns(P.str.find(" pid=", literal=True).alias("_i_pid"))
     plugin_pid = r":-?\d+ \[-?\d+\](?:\s|$)"
+    comm = _between(pl.lit(0), pl.col("_i_pid"), 5)
+    pid = P.str.extract(r" pid=(-?\d+) ", 1)
+    if not df.select(kernel.all()).item():  # the plugin form's regexes only where it occurs
+        comm = pl.when(kernel).then(comm).otherwise(_upto(P, P.str.find(plugin_pid)))
+        pid = pl.when(kernel).then(pid).otherwise(P.str.extract(r":(-?\d+) \[-?\d+\](?:\s|$)", 1))
     return df.with_columns(
-        pl.when(kernel)
-        .then(_between(pl.lit(0), pl.col("_i_pid"), 5))
-        .otherwise(_upto(P, P.str.find(plugin_pid)))
-        .alias("woken_comm"),
-        _int(
-            pl.when(kernel)
-            .then(P.str.extract(r" pid=(-?\d+) ", 1))
-            .otherwise(P.str.extract(r":(-?\d+) \[-?\d+\](?:\s|$)", 1)),
-            pl.Int32(),
-        ).alias("pid"),
+        comm.alias("woken_comm"),
+        _int(pid, pl.Int32()).alias("pid"),
         _int(P.str.extract(r"(?:target_cpu=|CPU:)(\d+)", 1), pl.Int32()).alias("target_cpu"),
         _int(P.str.extract(r" success=(\d+)", 1), pl.Int8()).alias("success"),
     ).drop("_i_pid")
@@ -200,23 +202,33 @@ def kvm_exit(df: pl.DataFrame) -> pl.DataFrame:
     """
     x86 = P.str.contains(" rip 0x", literal=True) & P.str.contains("reason ", literal=True)
     df = df.with_columns(x86.alias("_x86"))
-    text = df.filter(pl.col("_x86")).with_columns(
-        P.str.find("reason ", literal=True).alias("_i_reason"),
-        P.str.find(" rip 0x", literal=True).alias("_i_rip"),
-    )
-    text = text.with_columns(
-        _int(P.str.extract(r"^\s*vcpu (\d+) ", 1), pl.Int32()).alias("vcpu"),
-        _between(pl.col("_i_reason"), pl.col("_i_rip"), 7).alias("reason"),
-        *(pl.lit(None, dtype=t).alias(c) for c, t in _EXIT_OTHER.items()),
-    ).drop("_i_reason", "_i_rip")
-    other = df.filter(~pl.col("_x86")).with_columns(
-        _int(P.str.extract(r"\bvcpu_id=(\d+)", 1), pl.Int32()).alias("vcpu"),
-        pl.lit(None, dtype=pl.String).alias("reason"),
-        P.str.extract(r"^\s*([A-Z_]+): [EH]SR_EC: ", 1).alias("arm_kind"),
-        P.str.extract(r"[EH]SR_EC: 0x[0-9a-fA-F]+ \(([^)]*)\)", 1).alias("arm_class"),
-        _int(P.str.extract(r"exit_reason=(\d+)", 1), pl.Int64()).alias("reason_code"),
-        _int(P.str.extract(r"\bisa=(\d+)", 1), pl.Int8()).alias("isa"),
-    )
+    n_x86 = int(df["_x86"].sum())
+    # a trace has one shape: the other's regexes are not even compiled (that costs more than a batch)
+    text = df if n_x86 == df.height else df.filter(pl.col("_x86"))
+    other = df.clear() if n_x86 == df.height else df.filter(~pl.col("_x86"))
+    if text.height or not other.height:
+        text = text.with_columns(
+            P.str.find("reason ", literal=True).alias("_i_reason"),
+            P.str.find(" rip 0x", literal=True).alias("_i_rip"),
+        )
+        text = text.with_columns(
+            _int(P.str.extract(r"^\s*vcpu (\d+) ", 1), pl.Int32()).alias("vcpu"),
+            _between(pl.col("_i_reason"), pl.col("_i_rip"), 7).alias("reason"),
+            *(pl.lit(None, dtype=t).alias(c) for c, t in _EXIT_OTHER.items()),
+        ).drop("_i_reason", "_i_rip")
+    if other.height or not text.height:
+        other = other.with_columns(
+            _int(P.str.extract(r"\bvcpu_id=(\d+)", 1), pl.Int32()).alias("vcpu"),
+            pl.lit(None, dtype=pl.String).alias("reason"),
+            P.str.extract(r"^\s*([A-Z_]+): [EH]SR_EC: ", 1).alias("arm_kind"),
+            P.str.extract(r"[EH]SR_EC: 0x[0-9a-fA-F]+ \(([^)]*)\)", 1).alias("arm_class"),
+            _int(P.str.extract(r"exit_reason=(\d+)", 1), pl.Int64()).alias("reason_code"),
+            _int(P.str.extract(r"\bisa=(\d+)", 1), pl.Int8()).alias("isa"),
+        )
+    if not other.height:
+        return text.drop("_x86")
+    if not text.height:
+        return other.drop("_x86")
     return pl.concat([text, other]).drop("_x86")
 
 

@@ -67,7 +67,7 @@ class Sanity:
 
     def __init__(self, problems: Problems):
         self.problems = problems
-        self._last: pl.DataFrame | None = None  # the last timed record per (source, cpu)
+        self._last: pl.DataFrame | None = None  # the last good timed record per (source, cpu)
 
     def check(self, raw: pl.DataFrame) -> pl.DataFrame:
         """The batch without insane records; lost-events markers where time broke on a CPU."""
@@ -85,56 +85,28 @@ class Sanity:
             "pid_out_of_range": (pl.col("tid") > PID_MAX) | (pl.col("tgid") > PID_MAX),
             "timestamp_out_of_range": (pl.col("ts") < 0) | (pl.col("ts") > MAX_TS_NS),
         }
-        flags = raw.with_columns(
-            [(record & cond).fill_null(False).alias(kind) for kind, cond in bad_value.items()]
-        )
-        any_bad = pl.any_horizontal(list(bad_value))
-        for kind in bad_value:
-            self._count(flags.filter(pl.col(kind)), kind, text)
-        raw = flags.filter(~any_bad).drop(list(bad_value))
+        flags = raw.select([(record & cond).fill_null(False).alias(kind) for kind, cond in bad_value.items()])
+        if flags.select(pl.any_horizontal(pl.all().any())).item():  # rare: copy the batch only then
+            flagged = pl.concat([raw, flags], how="horizontal")
+            for kind in bad_value:
+                self._count(flagged.filter(pl.col(kind)), kind, text)
+            raw = flagged.filter(~pl.any_horizontal(list(bad_value))).drop(list(bad_value))
         return self._time_order(raw, record, text)
 
     def _time_order(self, raw: pl.DataFrame, record: pl.Expr, text: pl.Expr) -> pl.DataFrame:
         timed = record & pl.col("ts").is_not_null() & pl.col("cpu").is_not_null()
-        cols = raw.columns
-        rows = raw.with_row_index("_i")
-        seq = rows.filter(timed).select("_i", *_KEY, *_SAME)
-        if self._last is not None:
-            seq = pl.concat(
-                [self._last.with_columns(pl.lit(None, pl.UInt32).alias("_i")), seq], how="diagonal_relaxed"
-            )
-        prev = [pl.col(c).shift(1).over(_KEY) for c in _SAME]
-        prev_ts = pl.col("ts").shift(1).over(_KEY)
-        same = pl.all_horizontal(
-            [(pl.col(c) == p) | (pl.col(c).is_null() & p.is_null()) for c, p in zip(_SAME, prev, strict=True)]
-        )
-        # One outlier must not condemn its successor: after a record that jumped ahead (or fell
-        # back), the next one is judged against the record before the outlier.
-        prev2_ts = pl.col("ts").shift(2).over(_KEY)
-        prev_jumped = ((prev_ts - prev2_ts) > MAX_GAP_NS).fill_null(False)
-        prev_fell = (prev_ts < prev2_ts).fill_null(False)
-        back_of_prev = (pl.col("ts") < prev_ts).fill_null(False)
-        ahead_of_prev = ((pl.col("ts") - prev_ts) > MAX_GAP_NS).fill_null(False)
-        in_line_with_prev2 = (
-            (pl.col("ts") >= prev2_ts) & ((pl.col("ts") - prev2_ts) <= MAX_GAP_NS)
-        ).fill_null(False)
-        judged = seq.with_columns(
-            dup=same & prev_ts.is_not_null(),
-            back=back_of_prev & ~(prev_jumped & in_line_with_prev2),
-            jump=ahead_of_prev & ~(prev_fell & in_line_with_prev2),
-        ).filter(pl.col("_i").is_not_null())
-        # the last good record of each CPU carries over to the next batch
-        good = judged.filter(~pl.col("dup") & ~pl.col("back") & ~pl.col("jump"))
-        last = good.group_by(_KEY, maintain_order=True).last().select(*_KEY, *_SAME)
-        self._last = (
-            last
-            if self._last is None
-            else pl.concat([self._last, last]).group_by(_KEY, maintain_order=True).last()
-        )
-        bad = judged.filter(pl.col("dup") | pl.col("back") | pl.col("jump"))
+        judged, combined = self._judge(raw, timed)
+        n_last = 0 if self._last is None else self._last.height
+        # the last good record of each CPU (or the one carried in) carries over to the next batch
+        keep = judged.filter((pl.col("_p") < n_last) | (~pl.col("dup") & ~pl.col("back") & ~pl.col("jump")))
+        ends = keep.filter(pl.col("_key") != pl.col("_key").shift(-1).fill_null(-1))["_p"]
+        self._last = combined[ends]
+        bad = judged.filter((pl.col("_p") >= n_last) & (pl.col("dup") | pl.col("back") | pl.col("jump")))
         if bad.height == 0:
             return raw
-        out = rows.join(bad.select("_i", "dup", "back", "jump"), on="_i", how="left")
+        bad = bad.select((pl.col("_p") - n_last).cast(pl.UInt32).alias("_i"), "dup", "back", "jump")
+        cols = raw.columns
+        out = raw.with_row_index("_i").join(bad, on="_i", how="left")
         for kind, col in (("duplicate_record", "dup"), ("time_backwards", "back"), ("time_jump", "jump")):
             self._count(out.filter(pl.col(col).fill_null(False)), kind, text)
         broken = (pl.col("back") | pl.col("jump")).fill_null(False)
@@ -153,6 +125,76 @@ class Sanity:
         )
         return marker.filter(~pl.col("dup").fill_null(False)).select(cols)
 
+    def _judge(self, raw: pl.DataFrame, timed: pl.Expr) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """Every timed record (after the carried ones) against the one before it on its CPU.
+
+        One stable sort on a packed (source, cpu) key puts each CPU's records together in file
+        order; shifts then see the previous record of the same CPU. Returns the judged rows in
+        that order (_p: position in `combined`, the carried records followed by the batch; dup,
+        back, jump) and `combined`. dup is null where a field is null on one side only (such a
+        record is neither dropped nor carried over, as a null comparison decides nothing).
+        """
+        combined = raw.select(*_KEY, *_SAME)
+        if self._last is not None:
+            combined = pl.concat([self._last, combined], how="vertical_relaxed")
+        n_last = 0 if self._last is None else self._last.height
+        src = pl.col("source").to_physical().cast(pl.Int64).fill_null(-1) + 1
+        key = src * (1 << 32) + (pl.col("cpu").cast(pl.Int64) & 0xFFFFFFFF)
+        carried = pl.int_range(pl.len(), dtype=pl.Int64) < n_last
+        seq = (
+            combined.select(
+                pl.int_range(pl.len(), dtype=pl.Int64).alias("_p"),
+                key.alias("_key"),
+                (carried | timed).alias("_timed"),
+                "tid",
+                "tgid",
+                "ts",
+                "event",
+            )
+            .filter(pl.col("_timed"))
+            .drop("_timed")
+            .sort("_key", maintain_order=True)
+        )
+        start = (pl.col("_key") != pl.col("_key").shift(1)).fill_null(True)
+        start2 = (pl.col("_key") != pl.col("_key").shift(2)).fill_null(True)
+        ts = pl.col("ts")
+        prev_ts = pl.when(~start).then(ts.shift(1))
+        prev2_ts = pl.when(~start2).then(ts.shift(2))
+        prev_jumped = ((prev_ts - prev2_ts) > MAX_GAP_NS).fill_null(False)
+        prev_fell = (prev_ts < prev2_ts).fill_null(False)
+        back_of_prev = (ts < prev_ts).fill_null(False)
+        ahead_of_prev = ((ts - prev_ts) > MAX_GAP_NS).fill_null(False)
+        in_line_with_prev2 = ((ts >= prev2_ts) & ((ts - prev2_ts) <= MAX_GAP_NS)).fill_null(False)
+        # a duplicate has every field equal to the previous record's: only records at the same
+        # time as the one before them are candidates, and only those compare payloads
+        cheap = pl.all_horizontal([_same(c) for c in ("tid", "tgid", "ts", "event")])
+        judged = seq.with_columns(
+            cheap.alias("_cheap"),
+            pl.col("_p").shift(1).alias("_prev_p"),
+            back=back_of_prev & ~(prev_jumped & in_line_with_prev2),
+            jump=ahead_of_prev & ~(prev_fell & in_line_with_prev2),
+        ).with_columns((~start & pl.col("_cheap").fill_null(True)).alias("_cand"))
+        cand = judged.filter(pl.col("_cand")).select("_p", "_prev_p", "_cheap")
+        judged = judged.drop("_cand", "_cheap", "_prev_p", "tid", "tgid", "ts", "event")
+        if cand.height == 0:
+            return judged.with_columns(pl.lit(False).alias("dup")), combined
+        payload = combined["payload"]
+        this, prev = payload.gather(cand["_p"]), payload.gather(cand["_prev_p"])
+        same_payload = (this == prev) | (this.is_null() & prev.is_null())
+        dup = cand.select(
+            "_p", pl.all_horizontal(pl.col("_cheap"), same_payload).alias("dup"), pl.lit(True).alias("_c")
+        )
+        judged = judged.join(dup, on="_p", how="left", maintain_order="left")
+        return judged.with_columns(
+            pl.when(pl.col("_c").is_null()).then(False).otherwise(pl.col("dup")).alias("dup")
+        ).drop("_c"), combined
+
     def _count(self, rows: pl.DataFrame, kind: str, text: pl.Expr) -> None:
         if rows.height:
             self.problems.add_rows(kind, rows.select("line", text.alias("text")))
+
+
+def _same(col: str) -> pl.Expr:
+    """col equals the previous row's (both null counts as equal; one null side is null)."""
+    c, p = pl.col(col), pl.col(col).shift(1)
+    return (c == p) | (c.is_null() & p.is_null())
