@@ -18,7 +18,8 @@ against a LocalCluster of 1, then 2 worker processes started here (so the client
 its own). CPU is the client's plus the workers' plus this process's (scheduler and nannies);
 the loop's is its own. With --rounds R the contenders alternate R times and medians are shown.
 Goals: 2 workers >= 1.7x 1 worker; 1 worker <= 10% over the loop; client peak flat from 100 to
-1,000 traces. The sweep does the same with cells (`cell_task`, each cell's row written).
+1,000 traces. The sweep does the same with cells (`cell_task`, each cell's row written; the
+sweep runs several cells per task, pvtrace.fleet.batches).
 """
 
 from __future__ import annotations
@@ -201,7 +202,9 @@ def measure(kind: str, source: Path, cmd: list[str], work: Path, rounds: int) ->
         got["1w"] += on_cluster(1, [(cmd, work / "one")])
         got["2w"] += on_cluster(2, [(cmd, work / "two")])
         print(
-            f"  {kind} round {r + 1}: " + ", ".join(f"{k} {v[-1][0]:.1f} s" for k, v in got.items()),
+            f"  {kind} round {r + 1}: "
+            + ", ".join(f"{k} {v[-1][0]:.1f} s (cpu {v[-1][2]:.1f} s)" for k, v in got.items())
+            + f"; load {os.getloadavg()[0]:.1f}",
             flush=True,
         )
     return got

@@ -118,6 +118,50 @@ def test_batched_on_a_cluster_progress_counts_cells_and_a_bad_cell_is_reported_a
     assert len(list((tmp_path / "cells").glob("*.parquet"))) == len(cells) - 1
 
 
+CALLS: list[list[int]] = []  # shared with the in-process worker (its arguments are copies)
+DONE: set[int] = set()
+
+
+def poisoned(batch: list[int]) -> list[dict]:
+    """A task that dies whenever item 13 is in it (as a cell that kills its worker would), after
+    doing the items before it."""
+    CALLS.append(batch)
+    for i in batch:
+        if i == 13:
+            raise RuntimeError("item 13 brings its task down")
+        DONE.add(i)
+    return [{"status": "done", "seconds": 0.01} for _ in batch]
+
+
+def test_a_batch_whose_task_dies_gives_back_its_missing_items_to_run_alone():
+    from distributed import Client
+
+    failures: list[tuple[int, str]] = []
+    tally = Tally(total=40)
+    with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0") as client:
+        run_batched(
+            client,
+            list(range(40)),
+            poisoned,
+            (),
+            tally,
+            key=lambda i: f"poison-{i}",
+            is_done=lambda i: i in DONE,
+            name=str,
+            write_failure=lambda i, stage, line: failures.append((i, stage)),
+            crash_stage="run",
+        )
+    assert any(13 in b and len(b) > 1 for b in CALLS), CALLS  # it was batched with others
+    assert [b for b in CALLS if b == [13]]  # then alone
+    assert failures == [(13, "run")] and [f["trace"] for f in tally.failed] == ["13"]
+    assert tally.done == 39 and set(range(40)) - {13} == DONE
+    # of the batch that died, the items done before 13 were not run again, the others ran alone
+    died = next(b for b in CALLS if 13 in b and len(b) > 1)
+    before, after = died[: died.index(13)], died[died.index(13) + 1 :]
+    assert not [b for b in CALLS if len(b) == 1 and b[0] in before]
+    assert all([i] in CALLS for i in after)
+
+
 def sweep_tasks_mid_batch(address: str, out: Path) -> dict[str, list[str]]:
     """Worker address -> the sweep batches it is running whose first cell's row is written."""
     from distributed import Client
