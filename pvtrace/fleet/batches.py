@@ -1,11 +1,11 @@
 """Short items cut into batches, several per Dask task, sized from what items cost so far.
 
-A task costs its worker a wait: the finished task goes to the scheduler, the next one comes
-back (about 45 ms of idle worker per task on this 2-core machine, benchmarks/README.md). That is
-nothing for a 1 s trace and a third of a 0.13 s sweep cell. Batches of about TASK_S seconds of
-work make it a few percent; they shrink towards the end (guided self-scheduling: at most the
-items left / (TAIL_TASKS x worker threads)), so no worker is left alone with a long last batch
-while the others idle.
+A task costs about 10 ms of CPU over client, scheduler and worker, and hops between them that
+each wait for a core on a loaded machine (benchmarks/README.md): 1 % of a 1 s trace, 8 % of a
+0.13 s sweep cell before any wait. Batches of about TASK_S seconds of work make it about 1 %;
+they shrink towards the end (guided self-scheduling: at most the items left /
+(TAIL_TASKS x worker threads)), so no worker is left alone with a long last batch while the
+others idle.
 
 The first items go alone, to be measured; then a batch's size is TASK_S over the median cost of
 the last items measured (a median: the first item on a fresh worker also pays its imports).
