@@ -229,6 +229,13 @@ def table(results: dict[str, tuple[int, dict[str, list[tuple]]]]) -> None:
                 f"       {c} CPU: client {client:.1f} s, workers {workers:.1f} s, scheduler and nannies "
                 f"{cluster:.1f} s; loop {clp:.1f} s"
             )
+        if len(got["loop"]) > 1:
+            # a round's three runs share its load: their ratios drift less than ratios of medians
+            over = statistics.median(a[0] / b[0] for a, b in zip(got["1w"], got["loop"], strict=True))
+            speedup = statistics.median(a[0] / b[0] for a, b in zip(got["1w"], got["2w"], strict=True))
+            print(
+                f"       per round, median: 1w {100 * (over - 1):+.1f}% over the loop, 2w/1w {speedup:.2f}x"
+            )
 
 
 def main() -> int:
