@@ -18,7 +18,8 @@ against a LocalCluster of 1, then 2 worker processes started here (so the client
 its own). CPU is the client's plus the workers' plus this process's (scheduler and nannies);
 the loop's is its own. With --rounds R the contenders alternate R times and medians are shown.
 Goals: 2 workers >= 1.7x 1 worker; 1 worker <= 10% over the loop; client peak flat from 100 to
-1,000 traces. The sweep does the same with cells (`cell_task`, each cell's row written).
+1,000 traces. The sweep does the same with cells (`cell_task`, each cell's row written; the
+sweep runs several cells per task, pvtrace.fleet.batches).
 """
 
 from __future__ import annotations
@@ -201,7 +202,9 @@ def measure(kind: str, source: Path, cmd: list[str], work: Path, rounds: int) ->
         got["1w"] += on_cluster(1, [(cmd, work / "one")])
         got["2w"] += on_cluster(2, [(cmd, work / "two")])
         print(
-            f"  {kind} round {r + 1}: " + ", ".join(f"{k} {v[-1][0]:.1f} s" for k, v in got.items()),
+            f"  {kind} round {r + 1}: "
+            + ", ".join(f"{k} {v[-1][0]:.1f} s (cpu {v[-1][2]:.1f} s)" for k, v in got.items())
+            + f"; load {os.getloadavg()[0]:.1f}",
             flush=True,
         )
     return got
@@ -225,6 +228,13 @@ def table(results: dict[str, tuple[int, dict[str, list[tuple]]]]) -> None:
             print(
                 f"       {c} CPU: client {client:.1f} s, workers {workers:.1f} s, scheduler and nannies "
                 f"{cluster:.1f} s; loop {clp:.1f} s"
+            )
+        if len(got["loop"]) > 1:
+            # a round's three runs share its load: their ratios drift less than ratios of medians
+            over = statistics.median(a[0] / b[0] for a, b in zip(got["1w"], got["loop"], strict=True))
+            speedup = statistics.median(a[0] / b[0] for a, b in zip(got["1w"], got["2w"], strict=True))
+            print(
+                f"       per round, median: 1w {100 * (over - 1):+.1f}% over the loop, 2w/1w {speedup:.2f}x"
             )
 
 

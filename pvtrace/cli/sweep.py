@@ -1,5 +1,6 @@
 """`pvtrace sweep GRID.toml -o SWEEP_DIR` and `pvtrace sweep report SWEEP_DIR`: a grid of scenarios
-x seeds, each cell simulated and analyzed as one Dask task, and its gain/waste charts."""
+x seeds, each cell simulated and analyzed on Dask (several cells per task), and its gain/waste
+charts."""
 
 from __future__ import annotations
 

@@ -85,7 +85,7 @@ def cell_task(cell: Cell, sweep_dir: str, analyze: bool, view: str) -> dict[str,
     try:
         row = run_cell(cell, analyze, view)
         stage = "write"
-        with atomic_file(root / "cells" / f"{cell.cell_id}.parquet", force=True) as tmp:
+        with atomic_file(row_path(root, cell), force=True) as tmp:
             row_frame(row).write_parquet(tmp)
         (root / "failures" / f"{cell.cell_id}.parquet").unlink(missing_ok=True)
         return {"status": "done"}
@@ -93,6 +93,25 @@ def cell_task(cell: Cell, sweep_dir: str, analyze: bool, view: str) -> dict[str,
         error = one_line_error(exc)
         write_failure_row(root, cell, stage, error)
         return {"status": "failed", "stage": stage, "error": error}
+
+
+def cells_task(cells: list[Cell], sweep_dir: str, analyze: bool, view: str) -> list[dict[str, Any]]:
+    """The sweep task: a batch of cells (pvtrace.fleet.batches), each written or failed alone as by
+    cell_task, with the seconds it took. A cell whose row is there already is not run again: an
+    earlier attempt at this batch wrote it before its worker died."""
+    statuses = []
+    for cell in cells:
+        t0 = time.perf_counter()
+        if row_path(Path(sweep_dir), cell).is_file():
+            status: dict[str, Any] = {"status": "done"}
+        else:
+            status = cell_task(cell, sweep_dir, analyze, view)
+        statuses.append({**status, "seconds": time.perf_counter() - t0})
+    return statuses
+
+
+def row_path(root: Path, cell: Cell) -> Path:
+    return root / "cells" / f"{cell.cell_id}.parquet"
 
 
 def write_failure_row(root: Path, cell: Cell, stage: str, error: str) -> None:

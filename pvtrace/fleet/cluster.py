@@ -13,7 +13,7 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
@@ -157,32 +157,40 @@ def n_threads(client: Any) -> int:
         return 1
 
 
+def thread_counter(client: Any) -> Callable[[], int]:
+    """The client's worker threads, asked of the scheduler at most once a second, not once per
+    task (workers may join a running cluster later)."""
+    last = [0.0, 1]
+
+    def count() -> int:
+        if time.monotonic() - last[0] > 1.0:
+            last[:] = [time.monotonic(), n_threads(client)]
+        return last[1]
+
+    return count
+
+
 def run_jobs(
     client: Any,
-    jobs: Iterable[Job],
+    next_job: Callable[[], Job | None],
     on_done: Callable[[Job, Any, BaseException | None], None],
     per_thread: int = 2,
+    threads: Callable[[], int] | None = None,
 ) -> None:
-    """Submit jobs, at most `per_thread` per worker thread ahead, calling on_done(job, result,
-    error) as each finishes (error: the task raised, or its workers kept dying: KilledWorker)."""
+    """Submit next_job() while fewer than `per_thread` tasks per worker thread are in flight,
+    calling on_done(job, result, error) as each finishes (error: the task raised, or its workers
+    kept dying: KilledWorker). next_job() is asked again whenever a task finishes, so on_done may
+    give it more work; the run ends when nothing is in flight and it has none."""
     from distributed import as_completed, wait
 
-    pending = iter(jobs)
+    threads = threads or thread_counter(client)
     running: dict[str, tuple[Job, Any]] = {}
     done = as_completed()
-    exhausted = False
-    window, asked = 2, -1.0
 
     def fill() -> None:
-        # workers may join a running cluster later: the window follows their number (asked of
-        # the scheduler at most once a second, not once per task)
-        nonlocal exhausted, window, asked
-        if time.monotonic() - asked > 1.0:
-            window, asked = max(2, per_thread * n_threads(client)), time.monotonic()
-        while not exhausted and len(running) < window:
-            job = next(pending, None)
+        while len(running) < max(2, per_thread * threads()):
+            job = next_job()
             if job is None:
-                exhausted = True
                 return
             future = client.submit(job.fn, *job.args, key=job.key)
             running[job.key] = (job, future)

@@ -1,5 +1,5 @@
-"""`pvtrace sweep`, as a library call: the grid's cells not yet done, one Dask task each, and
-the results table of the whole grid.
+"""`pvtrace sweep`, as a library call: the grid's cells not yet done, several per Dask task (each
+cell written alone), and the results table of the whole grid.
 
     SWEEP_DIR/sweep.json            the grid (base scenario, axes, seeds) and version
     SWEEP_DIR/cells/<id>.parquet    one row per finished cell (id: hash of scenario, seed, version)
@@ -20,10 +20,10 @@ from pvtrace import __version__
 from pvtrace.errors import UsageError
 from pvtrace.fleet import store
 from pvtrace.fleet.atomic import sweep_partials
-from pvtrace.fleet.cells import cell_task, write_failure_row
-from pvtrace.fleet.cluster import Job
+from pvtrace.fleet.batches import TASK_S
+from pvtrace.fleet.cells import cells_task, row_path, write_failure_row
 from pvtrace.fleet.grid import Cell, Grid
-from pvtrace.fleet.resume import Tally, run_tallied
+from pvtrace.fleet.resume import Tally, run_batched
 from pvtrace.fleet.resume import plan as plan_items
 from pvtrace.outputs import atomic_file
 
@@ -68,21 +68,26 @@ def run_sweep(
     *,
     retry_failed: bool = False,
     on_progress: Callable[[Tally], None] | None = None,
+    task_s: float = TASK_S,
 ) -> Tally:
-    """Run every cell of the grid not yet done into root; then write results.parquet."""
+    """Run every cell of the grid not yet done into root, about task_s seconds of cells per Dask
+    task; then write results.parquet."""
     cells = grid.cells()
     prepare(root, grid)
     todo, tally = plan(cells, root, retry_failed)
-    where = str(root.resolve())
-    jobs = (Job(f"pvtrace-sweep-{c.cell_id}", cell_task, (c, where, grid.analyze, grid.view)) for c in todo)
-    run_tallied(
+    run_batched(
         client,
-        jobs,
+        todo,
+        cells_task,
+        (str(root.resolve()), grid.analyze, grid.view),
         tally,
+        key=lambda c: f"pvtrace-sweep-{c.cell_id}",
+        is_done=lambda c: row_path(root, c).is_file(),
         name=lambda c: f"cell {c.index} {c.params} seed {c.seed}",
         write_failure=lambda c, stage, line: write_failure_row(root, c, stage, line),
         crash_stage="run",
         on_progress=on_progress,
+        task_s=task_s,
     )
     for sub in ("cells", "failures"):  # a killed worker's attempt is stale once every task has finished
         sweep_partials(root / sub)

@@ -1,6 +1,6 @@
 """Ctrl-C during `pvtrace fleet analyze` and `pvtrace sweep` on their own LocalCluster: one line,
 exit 130, no worker or nanny traceback, nothing half-written under a final name, and a rerun
-finishes the rest."""
+finishes the rest (and only the rest)."""
 
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def test_ctrl_c_stops_a_fleet_in_one_line_and_a_rerun_resumes(slow_traces, tmp_p
     assert len(store.done_ids(fleet)) == 8 and not any(parts.glob(".*"))
 
 
-def test_ctrl_c_stops_a_sweep_in_one_line(tmp_path):
+def test_ctrl_c_stops_a_sweep_in_one_line_and_a_rerun_runs_only_the_missing_cells(tmp_path):
     grid = tmp_path / "grid.toml"
     grid.write_text(
         '[sweep]\npreset = "seed-table"\nseeds = 6\n[vm]\ncount = [1, 2]\nops = 300\n'
@@ -90,3 +90,16 @@ def test_ctrl_c_stops_a_sweep_in_one_line(tmp_path):
     done = assert_one_line(errs, "cells", 24)
     cells = list((out / "cells").glob("*.parquet"))
     assert len(cells) == done and all(pl.read_parquet(c).height == 1 for c in cells)
+    # cells go several to a task: the rerun runs the cells of the stopped tasks left unwritten
+    stamps = {c.name: c.stat().st_mtime_ns for c in cells}
+    rerun = subprocess.run(
+        [sys.executable, "-m", "pvtrace", "sweep", str(grid), "-o", str(out), "--workers", "2"],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert rerun.returncode == 0 and f"{done} done before" in rerun.stderr, rerun.stderr
+    assert f"ran {24 - done}: {24 - done} done" in rerun.stderr, rerun.stderr
+    assert {c.name: c.stat().st_mtime_ns for c in cells} == stamps
+    assert pl.read_parquet(out / "results.parquet").height == 24
