@@ -52,6 +52,7 @@ from pvtrace.analyze.prepare import (
     _footer_extent,
     _kind_counts,
     _spin_locks_only,
+    ordered_after,
     prepare_source,
     source_of_parquet,
 )
@@ -237,11 +238,9 @@ def _split(path: Path, groups: list[list[str]], meta: TraceMeta, tmp: Path) -> _
             .select(*cols, pl.int_range(offset, offset + pl.len(), dtype=I64).alias("ord"))
             .collect()
         )
-        edge = chunk.select(pl.col("ts", "seq").first()).row(0)
-        ordered = chunk["ts"].is_sorted() and chunk["seq"].is_sorted()
-        if not ordered or (last and (edge[0] < last[0] or edge[1] < last[1])):
+        last = ordered_after(chunk, last)
+        if last is None:
             return None
-        last = chunk.select(pl.col("ts", "seq").last()).row(0)
         kinds.update(_kind_counts(chunk["kind"]))
         lock_keys.append(chunk.filter(lock_cond).select("vm", "lock", "kind", "reason", "origin").unique())
         of = chunk.select(group).to_series()

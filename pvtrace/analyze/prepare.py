@@ -345,6 +345,16 @@ def prepare_source(src: EventSource, meta: TraceMeta, *, lock_kind: str | None =
 SLICE_ROWS = 2_000_000
 
 
+def ordered_after(chunk: pl.DataFrame, last: tuple | None) -> tuple | None:
+    """The (ts, seq) of a slice's last row when its rows are in canonical order and come after
+    `last` (the previous slice's); None when they do not. A file is checked slice by slice."""
+    edge = chunk.select(pl.col("ts", "seq").first()).row(0)
+    ordered = chunk["ts"].is_sorted() and chunk["seq"].is_sorted()
+    if not ordered or (last and (edge[0] < last[0] or edge[1] < last[1])):
+        return None
+    return chunk.select(pl.col("ts", "seq").last()).row(0)
+
+
 def _split_concepts(src: EventSource, concepts: list) -> tuple[list[pl.DataFrame], dict[str, int]] | None:
     """Each concept's rows of the source, and the events per kind: one filter per concept, run in
     parallel on a table in memory; a file is read slice by slice (each slice split, the pieces
@@ -355,11 +365,9 @@ def _split_concepts(src: EventSource, concepts: list) -> tuple[list[pl.DataFrame
     for offset in range(0, max(src.n_events, 1), SLICE_ROWS):
         chunk = src.rows(offset, SLICE_ROWS)
         if chunk.height:
-            edge = chunk.select(pl.col("ts", "seq").first()).row(0)
-            ordered = chunk["ts"].is_sorted() and chunk["seq"].is_sorted()
-            if not ordered or (last and (edge[0] < last[0] or edge[1] < last[1])):
+            last = ordered_after(chunk, last)
+            if last is None:
                 return None
-            last = chunk.select(pl.col("ts", "seq").last()).row(0)
         kinds.update(_kind_counts(chunk["kind"]))
         lazy = chunk.lazy()
         parts.append(pl.collect_all([concept(lazy) for concept in concepts]))
