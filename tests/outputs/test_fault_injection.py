@@ -193,6 +193,13 @@ main()
 """
 
 
+def _signals_by_default() -> None:
+    # A CI job in the background (or under nohup) starts us with SIGINT or SIGHUP ignored, and
+    # pvtrace keeps a signal its caller ignores ignored: the test needs them delivered.
+    for sig in SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
 def test_a_signal_while_python_exits_ends_quietly(sig, inputs, references, tmp_path):
     """A signal after the command finished (here from an exit handler, where CI once caught a
@@ -206,6 +213,7 @@ def test_a_signal_while_python_exits_ends_quietly(sig, inputs, references, tmp_p
         capture_output=True,
         text=True,
         timeout=120,
+        preexec_fn=_signals_by_default,
     )
     done = Done(_args("analyze", inputs), proc.returncode, proc.stdout, proc.stderr)
     assert_clean_exit(done, (128 + sig,))
