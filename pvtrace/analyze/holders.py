@@ -57,13 +57,6 @@ from pvtrace.analyze.vcpu_states import VcpuStates
 I64 = pl.Int64()
 HOLD_BOUND_FACTOR = 3
 LATE_QUANTILE = 0.95
-# Log-likelihood a directed yield to a candidate adds. kvm_vcpu_on_spin boosts a preempted sibling
-# in kernel mode, which a preempted holder always is; a sibling that holds nothing is in kernel
-# mode about one time in five (the system share of a compute-bound guest), so the yield makes the
-# target about 5 times likelier to be the holder than before: ln 5. (It was 3.0, "the target
-# holds some lock", which made every boosted sibling the holder: calm runs with PLE showed
-# 2 us incidents of siblings preempted while computing.)
-YIELD_EVIDENCE = 1.6
 MIN_HANDOFFS = 20  # clean hand-offs needed to trust a VM's (else the trace's) hold estimate
 # Without enough clean hand-offs: typical guest critical sections (0.5-2 us, science.md).
 FALLBACK_MEDIAN_NS = 1_000

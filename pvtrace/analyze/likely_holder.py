@@ -10,7 +10,6 @@ import polars as pl
 from pvtrace.analyze.holders import (
     FALLBACK_TRY_INTERVAL_NS,
     I64,
-    YIELD_EVIDENCE,
     _clock_at,
     _ran_between,
     _run_bound_end,
@@ -30,6 +29,13 @@ from pvtrace.analyze.vcpu_states import VcpuStates
 # Log-likelihood against an unseen holder of an unfair lock changing between two episodes of
 # one free gap (freed and retaken uncontended while its waiter was not spinning).
 SWITCH_EVIDENCE = 3.0
+# Log-likelihood a directed yield to a candidate adds. kvm_vcpu_on_spin boosts a preempted sibling
+# in kernel mode, which a preempted holder always is; a sibling that holds nothing is in kernel
+# mode about one time in five (the system share of a compute-bound guest), so the yield makes the
+# target about 5 times likelier to be the holder than before: ln 5. (It was 3.0, "the target
+# holds some lock", which made every boosted sibling the holder: calm runs with PLE showed
+# 2 us incidents of siblings preempted while computing.)
+YIELD_EVIDENCE = 1.6
 
 
 def free_running_clock(waits: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.DataFrame:
