@@ -62,10 +62,17 @@ def lock_callers(events: pl.LazyFrame, waits: pl.DataFrame) -> pl.DataFrame:
             pl.col("dur").sum().cast(pl.Int64).alias("total_wait_ns"),
             pl.col("dur").max().cast(pl.Int64).alias("max_wait_ns"),
         )
-        .sort(
-            ["total_wait_ns", "n_waits", "vm", "lock", "caller"], descending=[True, True, False, False, False]
-        )
+        .pipe(in_wait_order)
         .cast(dict(LOCK_CALLERS_SCHEMA))
+    )
+
+
+def in_wait_order(table: pl.DataFrame) -> pl.DataFrame:
+    """lock_callers' rows as reported: the callers that waited longest first."""
+    return table.sort(
+        ["total_wait_ns", "n_waits", "vm", "lock", "caller"],
+        descending=[True, True, False, False, False],
+        maintain_order=True,
     )
 
 

@@ -43,6 +43,7 @@ import polars as pl
 from pvtrace.analyze import context
 from pvtrace.analyze.exits import merge_exit_reasons
 from pvtrace.analyze.fidelity import capabilities
+from pvtrace.analyze.lock_kind import in_handoff_order
 from pvtrace.analyze.prepare import (
     LOCK_EVENT_KINDS,
     SLICE_ROWS,
@@ -58,6 +59,7 @@ from pvtrace.analyze.prepare import (
 )
 from pvtrace.analyze.result import Analysis, empty_table
 from pvtrace.analyze.run import STEPS, Measured, finish, measure
+from pvtrace.analyze.waste import in_waste_order
 from pvtrace.errors import UsageError
 from pvtrace.trace import TraceMeta
 
@@ -177,11 +179,7 @@ def analyze_partitioned(
     names = set(pl.read_parquet_schema(path))
     callers = [c.pop("lock_callers") for _, c, _ in parts if "lock_callers" in c]
     if callers:
-        result.tables["lock_callers"] = pl.concat(callers).sort(
-            ["total_wait_ns", "n_waits", "vm", "lock", "caller"],
-            descending=[True, True, False, False, False],
-            maintain_order=True,
-        )
+        result.tables["lock_callers"] = context.in_wait_order(pl.concat(callers))
     result.tables["vm_exits"] = _OnDisk("vm_exits", [f for _, c, _ in parts for f in c["vm_exits"].files])
     del parts
     placed = (
@@ -274,9 +272,7 @@ class _OnDisk:
     def read(self) -> pl.DataFrame:
         if not self.files:
             return empty_table(self.name)
-        out = pl.read_parquet(self.files)
-        key = TIME_ORDER.get(self.name)
-        return out.sort(key, maintain_order=True) if key else out
+        return _in_time_order(pl.read_parquet(self.files), self.name)
 
 
 class SpilledTables(MutableMapping):
@@ -369,11 +365,10 @@ def _analyze_group(
     return measured, ctx, prep if i == 0 else None  # finish() needs one of them
 
 
-def _concat(frames: list[pl.DataFrame], name: str) -> pl.DataFrame:
-    """One table from the groups' (in group order), time-ordered tables sorted again by time."""
-    out = pl.concat(frames, how="vertical", rechunk=True)
+def _in_time_order(table: pl.DataFrame, name: str) -> pl.DataFrame:
+    """Groups' rows (in group order) of a time-ordered table sorted again by time (TIME_ORDER)."""
     key = TIME_ORDER.get(name)
-    return out.sort(key, maintain_order=True) if key else out
+    return table.sort(key, maintain_order=True) if key else table
 
 
 def _merge(parts: list[Measured], tables: SpilledTables) -> Measured:
@@ -383,19 +378,10 @@ def _merge(parts: list[Measured], tables: SpilledTables) -> Measured:
         if isinstance(pieces[0], _OnDisk):
             tables[name] = _OnDisk(name, [f for p in pieces for f in p.files])
         else:
-            tables[name] = _concat(pieces, name)
+            tables[name] = _in_time_order(pl.concat(pieces, how="vertical", rechunk=True), name)
     tables["exit_reasons"] = merge_exit_reasons(pl.concat([m.exit_parts for m in parts]))
-    tables["waste_by_lock"] = tables["waste_by_lock"].sort(
-        pl.col("waste_lhp_ns") + pl.col("waste_lwp_ns"),
-        "spin_ns",
-        "n_contended",
-        descending=True,
-        nulls_last=True,
-        maintain_order=True,
-    )
-    tables["lock_kinds"] = tables["lock_kinds"].sort(
-        "n_handoffs", "vm", "lock", descending=[True, False, False], maintain_order=True
-    )
+    tables["waste_by_lock"] = in_waste_order(tables["waste_by_lock"])
+    tables["lock_kinds"] = in_handoff_order(tables["lock_kinds"])
 
     def add(dicts: list[dict[str, int]]) -> dict[str, int]:
         total: Counter = Counter()

@@ -250,12 +250,19 @@ def waste_by_lock(
         "wait_p90_ns",
         "wait_p99_ns",
         "wait_max_ns",
-    ).sort(
+    ).pipe(in_waste_order)
+
+
+def in_waste_order(table: pl.DataFrame) -> pl.DataFrame:
+    """waste_by_lock's rows as reported: most spin waste first, then spin, then contentions
+    (a stable sort: a partitioned analysis merges groups' rows into the same order)."""
+    return table.sort(
         pl.col("waste_lhp_ns") + pl.col("waste_lwp_ns"),
         "spin_ns",
         "n_contended",
         descending=True,
         nulls_last=True,
+        maintain_order=True,
     )
 
 
