@@ -36,8 +36,7 @@ Inferred holders):
    take ends a convoy (_unseen_takes).
 Hold statistics come from clean hand-offs: consecutive acquisitions of one lock
 where the second acquirer was already waiting and both kept running in between
-(per VM with >= MIN_HANDOFFS of them, else the trace's, else published typical
-critical sections).
+(per VM with >= MIN_HOLD_SAMPLES of them, else published typical critical sections).
 """
 
 from __future__ import annotations
@@ -57,7 +56,8 @@ from pvtrace.analyze.vcpu_states import VcpuStates
 I64 = pl.Int64()
 HOLD_BOUND_FACTOR = 3
 LATE_QUANTILE = 0.95
-MIN_HANDOFFS = 20  # clean hand-offs needed to trust a VM's (else the trace's) hold estimate
+MIN_HANDOFFS = 20  # contentions a VM needs for its own attempt rate (hold_inference)
+MIN_HOLD_SAMPLES = 5  # clean hand-offs a VM needs for its own hold estimate
 # Without enough clean hand-offs: typical guest critical sections (0.5-2 us, science.md).
 FALLBACK_MEDIAN_NS = 1_000
 FALLBACK_MEAN_NS = 2_000
@@ -185,27 +185,24 @@ def _typical_hold(acq: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.D
         pl.len().alias("n_handoffs"),
     ]
     clean = clean.join(prep.locks.select("lid", "vm"), on="lid")
-    per_vm = clean.group_by("vm").agg(stats).filter(pl.col("n_handoffs") >= MIN_HANDOFFS)
-    pooled = clean.select(stats).filter(pl.col("n_handoffs") >= MIN_HANDOFFS)
-    if pooled.height == 0:  # too few clean hand-offs anywhere: published typical critical sections
-        pooled = pl.DataFrame(
-            {
-                "hold_median_ns": [FALLBACK_MEDIAN_NS],
-                "hold_mean_ns": [FALLBACK_MEAN_NS],
-                "hold_residual_ns": [FALLBACK_MEAN_NS],
-                "hold_tail_ns": [FALLBACK_TAIL_NS],
-                "n_handoffs": [0],
-            },
-            schema={
-                "hold_median_ns": I64,
-                "hold_mean_ns": I64,
-                "hold_residual_ns": I64,
-                "hold_tail_ns": I64,
-                "n_handoffs": pl.UInt32(),
-            },
-        )
+    per_vm = clean.group_by("vm").agg(stats).filter(pl.col("n_handoffs") >= MIN_HOLD_SAMPLES)
+    # A VM with too few clean hand-offs takes published typical critical sections, not other
+    # VMs' figures: VMs run unrelated workloads, and a VM's analysis must not depend on which
+    # other VMs share its trace (the partitioned analysis runs each VM's events alone). Its
+    # own few hand-offs beat the published figures (tried on the accuracy cases: 5 to 10 of
+    # them per VM in calm 3x runs), hence the low bar.
+    published = pl.DataFrame(
+        {
+            "hold_median_ns": [FALLBACK_MEDIAN_NS],
+            "hold_mean_ns": [FALLBACK_MEAN_NS],
+            "hold_residual_ns": [FALLBACK_MEAN_NS],
+            "hold_tail_ns": [FALLBACK_TAIL_NS],
+            "n_handoffs": [0],
+        },
+        schema=per_vm.select(pl.exclude("vm")).schema,
+    )
     vms = prep.locks.select("vm").unique()
-    missing = vms.join(per_vm, on="vm", how="anti").join(pooled, how="cross")
+    missing = vms.join(per_vm, on="vm", how="anti").join(published, how="cross")
     return pl.concat([per_vm, missing.select(per_vm.columns)])
 
 

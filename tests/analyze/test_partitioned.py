@@ -96,6 +96,26 @@ def test_any_grouping_of_vms_gives_the_whole_analysis(tmp_path, seed, share, vie
     assert_same(analyze_parquet(path, memory_budget=budget), analyze_parquet(path, memory_budget=WHOLE))
 
 
+# Calm tas locks: each VM has a few clean hand-offs (0 to 20), all VMs together more than 20.
+CALM_TAS = Scenario().replace(
+    host={"pcpus": 4},
+    vm={"count": 3, "vcpus": 4, "locks": 1, "compute_ns": 50_000, "hold_ns": 5_000, "hold_dist": "exp"},
+    hypervisor={"ple": False},
+    lock={"algorithm": "tas"},
+    run={"duration_ns": 200_000_000},
+)
+
+
+def test_a_vm_with_few_hand_offs_keeps_its_own_hold_statistics(tmp_path):
+    """Inferred holds of a VM with few clean hand-offs do not borrow other VMs' (pooled) figures,
+    which a group of VMs would not see."""
+    trace, _ = simulate_trace(CALM_TAS, seed=1)
+    path = tmp_path / "t.parquet"
+    write(select_view(trace, "merged"), path)
+    assert groups_of(path, EVENT_BUDGET) == [[vm] for vm in sorted(trace.meta.vms)]
+    assert_same(analyze_parquet(path, memory_budget=EVENT_BUDGET), analyze_parquet(path, memory_budget=WHOLE))
+
+
 def test_host_lost_events_keep_the_trace_whole(tmp_path):
     trace, _ = simulate_trace(FOUR_VMS, seed=1)
     ev = trace.events
