@@ -104,6 +104,17 @@ def unseen_holds(
         pl.col("key"), pl.col("start").alias("g0"), pl.col("end").alias("g1"), pl.col("start").alias("_g0")
     )
     episodes = lookup(episodes, free, by="lid", on="e0", table_on="_g0", values=["g0", "g1"]).drop("_row")
+    # The lock's last seen acquisition before the episode: an unseen holder took it after that.
+    episodes = lookup(
+        episodes,
+        sort_by_key_time(
+            visible.select(pl.col("lid").alias("key"), pl.col("start").alias("prev_acq")), "key", "prev_acq"
+        ),
+        by="lid",
+        on="e0",
+        table_on="prev_acq",
+        values=["prev_acq"],
+    ).drop("_row")
     episodes = episodes.filter(pl.col("g0").is_not_null()).join(
         prep.locks.select("lid", "vm"), on="lid", how="left"
     )
@@ -236,9 +247,16 @@ def infer_holds(
     then unseen holders. `pieces`: the waits split at their waiters' state changes (wait_pieces)."""
     clock = _running_clock(states)
     yields = _yields_by_waiters(waits, states, prep)
-    visible, _ = visible_holds(prep, waits, states, clock, yields)
     free = free_running_clock(waits, states, prep)
-    rate = _attempt_rate(waits, visible, free, clock, prep)
+    first, _ = visible_holds(prep, waits, states, clock, yields)
+    rate = _attempt_rate(waits, first, free, clock, prep)
+
+    def tries(rows: pl.DataFrame) -> pl.Series:
+        r = rows.join(rate, on="lid", how="left", maintain_order="left")["rate"]
+        return r * span_area(rows, free, prep, "t0", "t1")
+
+    # Again, with the silence after each stop weighed (it needs the attempt rate of the first).
+    visible, _ = visible_holds(prep, waits, states, clock, yields, silence=tries)
     seen = finish_holds(visible, prep)
     unseen = unseen_holds(prep, waits, pieces, states, visible, seen, clock, yields, free, rate)
     cols = ["lid", "vid", "start", "end", "start_ord", "truncated"]

@@ -41,6 +41,8 @@ where the second acquirer was already waiting and both kept running in between
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import polars as pl
 
@@ -58,6 +60,9 @@ HOLD_BOUND_FACTOR = 3
 LATE_QUANTILE = 0.95
 MIN_HANDOFFS = 20  # contentions a VM needs for its own attempt rate (hold_inference)
 MIN_HOLD_SAMPLES = 5  # clean hand-offs a VM needs for its own hold estimate
+# Expected tries of a lock, by siblings running freely after its holder stopped, beyond which
+# nobody trying it says the holder had released before the stop.
+SILENT_STOP = 3.0
 # Without enough clean hand-offs: typical guest critical sections (0.5-2 us, science.md).
 FALLBACK_MEDIAN_NS = 1_000
 FALLBACK_MEAN_NS = 2_000
@@ -236,7 +241,12 @@ def _clock_at(
 
 
 def visible_holds(
-    prep: Prepared, waits: pl.DataFrame, states: VcpuStates, clock: pl.DataFrame, yields: pl.DataFrame
+    prep: Prepared,
+    waits: pl.DataFrame,
+    states: VcpuStates,
+    clock: pl.DataFrame,
+    yields: pl.DataFrame,
+    silence: Callable[[pl.DataFrame], pl.Series] | None = None,
 ) -> tuple[pl.DataFrame, dict]:
     """Holds of the contended acquirers, ended by the rules of step 1.
 
@@ -245,6 +255,12 @@ def visible_holds(
     a long hold, if a waiter of the lock yields to it while it is stopped) is taken to hold the
     lock through the stop, unless the lock changes hands before it runs again. On fifo locks
     `_queued_successor` then extends holds that the next acquirer's running proves.
+
+    `silence(rows)` (lid, vm_id, t0, t1: how many tries of the lock the siblings running freely
+    between t0 and t1 would have made) weighs the time after the stop in which nobody tried the
+    lock (a try on a held lock is seen): a holder still holding through its stop would have
+    been tried about that many times, so a stop followed by more silence than SILENT_STOP tries
+    (before the lock's next contention or the holder's return) was not held through.
     """
     t1 = prep.window.t_end
     acq = (
@@ -321,7 +337,7 @@ def visible_holds(
         pl.col("vid").alias("key"), pl.col("ord").alias("stop_ord"), pl.col("ts").alias("stop_ts")
     )
     runs = ch.filter(pl.col("state") == "running").select(
-        pl.col("vid").alias("key"), pl.col("ord").alias("run_ord")
+        pl.col("vid").alias("key"), pl.col("ord").alias("run_ord"), pl.col("ts").alias("run_ts")
     )
     acq = lookup(
         acq,
@@ -364,8 +380,15 @@ def visible_holds(
         .unique()
     )
     acq = acq.join(boosts, on=["lid", "ord"], how="left", maintain_order="left")
+    if silence is not None:
+        acq = acq.with_columns(_silent_after_stop(acq, waits, runs, prep, silence).alias("_silent"))
+    else:
+        acq = acq.with_columns(pl.lit(False).alias("_silent"))
     boosted = pl.col("boosted").fill_null(False) & (pl.col("ran_to_stop") < pl.col("tail")).fill_null(False)
-    through = ((pl.col("ran_to_stop") < pl.col("bound")).fill_null(False) | boosted) & ~handed
+    through = (
+        ((pl.col("ran_to_stop") < pl.col("bound")).fill_null(False) | boosted) & ~handed & ~pl.col("_silent")
+    )
+    boosted = boosted & ~pl.col("_silent")
     run_for = (
         pl.when(boosted & ~handed)
         .then(pl.max_horizontal("hold", pl.col("ran_to_stop") + 1))
@@ -404,6 +427,45 @@ def visible_holds(
         ),
         notes,
     )
+
+
+def _silent_after_stop(
+    acq: pl.DataFrame,
+    waits: pl.DataFrame,
+    runs: pl.DataFrame,
+    prep: Prepared,
+    silence: Callable[[pl.DataFrame], pl.Series],
+) -> pl.Series:
+    """Per acquisition: whether the siblings ran freely for more than SILENT_STOP tries of the lock
+    between the holder's first stop and the first of the lock's next contention, the holder's
+    return and the next acquisition, without anyone trying it (null stop: False)."""
+    nxt = lookup(
+        acq.select("lid", "stop_ts"),
+        sort_by_key(
+            waits.select(pl.col("lid").alias("key"), pl.col("start").alias("w_ts")), "key", then="w_ts"
+        ),
+        by="lid",
+        on="stop_ts",
+        table_on="w_ts",
+        values=["w_ts"],
+        direction="forward",
+    )["w_ts"]
+    back = lookup(
+        acq.select("vid", "stop_ts"),
+        runs.select("key", pl.col("run_ts")),
+        by="vid",
+        on="stop_ts",
+        table_on="run_ts",
+        values=["run_ts"],
+        direction="forward",
+    )["run_ts"]
+    rows = acq.select(
+        "lid",
+        pl.col("stop_ts").alias("t0"),
+        pl.min_horizontal(pl.lit(nxt), pl.lit(back), "next_ts", pl.lit(prep.window.t_end)).alias("t1"),
+    ).with_columns(prep.lock_attr("vm_id"))
+    tries = silence(rows.with_columns(pl.col("t0").fill_null(pl.col("t1"))))
+    return (pl.select(tries > SILENT_STOP).to_series() & acq["stop_ts"].is_not_null()).fill_null(False)
 
 
 def _in_order(waits: pl.DataFrame) -> pl.DataFrame:

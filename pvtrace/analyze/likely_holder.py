@@ -110,8 +110,9 @@ def likely_holders(
 ) -> pl.DataFrame:
     """The most likely unseen holder of each episode: lid, holder, start, end.
 
-    Every sibling that waits for no lock during the episode is a candidate. The holder took the
-    lock while running, before the episode, and nobody tried the lock since (a try would have
+    Every sibling that waits for no lock during the episode and ran after the lock's last seen
+    acquisition (`prev_acq`) is a candidate. The holder took the lock while running, before the
+    episode, and nobody tried the lock since (a try would have
     been seen): a candidate that stopped running at `rho` before the episode began is unlikely in
     proportion to the free-running sibling time in (rho, e0) times the attempt rate (on an unfair
     lock, also in the time it is away after the episode until it runs again: the lock was free
@@ -159,9 +160,11 @@ def likely_holders(
     )
     # (b) when it last ran at or before e0.
     cand = lookup(cand, running, by="cand", on="e0", table_on="r_start", values=["r_end"]).drop("_row")
+    # It took the lock after the lock's last seen acquisition, so it ran after it.
     cand = (
         cand.filter(pl.col("r_end").is_not_null())
         .with_columns(pl.min_horizontal("r_end", "e0").alias("rho"))
+        .filter(pl.col("prev_acq").is_null() | (pl.col("rho") > pl.col("prev_acq")))
         .drop("r_end")
     )
     # (c) running at the hand-over (resumed at that instant counts: the release lies within
