@@ -439,26 +439,23 @@ def _silent_after_stop(
     """Per acquisition: whether the siblings ran freely for more than SILENT_STOP tries of the lock
     between the holder's first stop and the first of the lock's next contention, the holder's
     return and the next acquisition, without anyone trying it (null stop: False)."""
-    nxt = lookup(
-        acq.select("lid", "stop_ts"),
-        sort_by_key(
-            waits.select(pl.col("lid").alias("key"), pl.col("start").alias("w_ts")), "key", then="w_ts"
-        ),
-        by="lid",
-        on="stop_ts",
-        table_on="w_ts",
-        values=["w_ts"],
-        direction="forward",
-    )["w_ts"]
-    back = lookup(
-        acq.select("vid", "stop_ts"),
-        runs.select("key", pl.col("run_ts")),
-        by="vid",
-        on="stop_ts",
-        table_on="run_ts",
-        values=["run_ts"],
-        direction="forward",
-    )["run_ts"]
+
+    def first_from_stop(by: str, table: pl.DataFrame) -> pl.Series:
+        """The first time `t` of `table` (key, t; sorted) at or after each stop, per `by`."""
+        found = lookup(
+            acq.select(by, "stop_ts"),
+            table,
+            by=by,
+            on="stop_ts",
+            table_on="t",
+            values=["t"],
+            direction="forward",
+        )
+        return found["t"]
+
+    w_ts = waits.select(pl.col("lid").alias("key"), pl.col("start").alias("t"))
+    nxt = first_from_stop("lid", sort_by_key(w_ts, "key", then="t"))
+    back = first_from_stop("vid", runs.select("key", pl.col("run_ts").alias("t")))
     rows = acq.select(
         "lid",
         pl.col("stop_ts").alias("t0"),
