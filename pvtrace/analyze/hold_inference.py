@@ -19,6 +19,7 @@ from pvtrace.analyze.holders import (
     _ran_between,
     _running_clock,
     finish_holds,
+    release_silent_stops,
     visible_holds,
 )
 from pvtrace.analyze.intervals import (
@@ -248,15 +249,14 @@ def infer_holds(
     clock = _running_clock(states)
     yields = _yields_by_waiters(waits, states, prep)
     free = free_running_clock(waits, states, prep)
-    first, _ = visible_holds(prep, waits, states, clock, yields)
-    rate = _attempt_rate(waits, first, free, clock, prep)
+    visible, _, kept = visible_holds(prep, waits, states, clock, yields)
+    rate = _attempt_rate(waits, visible, free, clock, prep)
 
     def tries(rows: pl.DataFrame) -> pl.Series:
         r = rows.join(rate, on="lid", how="left", maintain_order="left")["rate"]
         return r * span_area(rows, free, prep, "t0", "t1")
 
-    # Again, with the silence after each stop weighed (it needs the attempt rate of the first).
-    visible, _ = visible_holds(prep, waits, states, clock, yields, silence=tries)
+    visible = release_silent_stops(visible, kept, prep, waits, states, clock, tries)
     seen = finish_holds(visible, prep)
     unseen = unseen_holds(prep, waits, pieces, states, visible, seen, clock, yields, free, rate)
     cols = ["lid", "vid", "start", "end", "start_ord", "truncated"]

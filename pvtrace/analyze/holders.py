@@ -246,8 +246,7 @@ def visible_holds(
     states: VcpuStates,
     clock: pl.DataFrame,
     yields: pl.DataFrame,
-    silence: Callable[[pl.DataFrame], pl.Series] | None = None,
-) -> tuple[pl.DataFrame, dict]:
+) -> tuple[pl.DataFrame, dict, pl.DataFrame]:
     """Holds of the contended acquirers, ended by the rules of step 1.
 
     A holder that keeps running releases once it has run the mean hold (the estimate that
@@ -256,13 +255,9 @@ def visible_holds(
     lock through the stop, unless the lock changes hands before it runs again. On fifo locks
     `_queued_successor` then extends holds that the next acquirer's running proves.
 
-    `silence(rows)` (lid, vm_id, t0, t1: how many tries of the lock the siblings running freely
-    between t0 and t1 would have made) weighs the time after the stop in which nobody tried the
-    lock (a try on a held lock is seen): a holder still holding through its stop would have
-    been tried about that many times, so a stop followed by more silence than SILENT_STOP tries
-    (before the lock's next contention or the holder's return) was not held through.
+    Also returns the acquisitions held through a stop, with what `release_silent_stops` needs to
+    weigh the silence after the stop once the attempt rate is known.
     """
-    t1 = prep.window.t_end
     acq = (
         waits.filter(pl.col("end_ord").is_not_null())
         .select(
@@ -337,7 +332,7 @@ def visible_holds(
         pl.col("vid").alias("key"), pl.col("ord").alias("stop_ord"), pl.col("ts").alias("stop_ts")
     )
     runs = ch.filter(pl.col("state") == "running").select(
-        pl.col("vid").alias("key"), pl.col("ord").alias("run_ord"), pl.col("ts").alias("run_ts")
+        pl.col("vid").alias("key"), pl.col("ord").alias("run_ord")
     )
     acq = lookup(
         acq,
@@ -380,15 +375,8 @@ def visible_holds(
         .unique()
     )
     acq = acq.join(boosts, on=["lid", "ord"], how="left", maintain_order="left")
-    if silence is not None:
-        acq = acq.with_columns(_silent_after_stop(acq, waits, runs, prep, silence).alias("_silent"))
-    else:
-        acq = acq.with_columns(pl.lit(False).alias("_silent"))
     boosted = pl.col("boosted").fill_null(False) & (pl.col("ran_to_stop") < pl.col("tail")).fill_null(False)
-    through = (
-        ((pl.col("ran_to_stop") < pl.col("bound")).fill_null(False) | boosted) & ~handed & ~pl.col("_silent")
-    )
-    boosted = boosted & ~pl.col("_silent")
+    through = ((pl.col("ran_to_stop") < pl.col("bound")).fill_null(False) | boosted) & ~handed
     run_for = (
         pl.when(boosted & ~handed)
         .then(pl.max_horizontal("hold", pl.col("ran_to_stop") + 1))
@@ -396,36 +384,85 @@ def visible_holds(
         .then(pl.max_horizontal("hold", "ran_to_stop"))
         .otherwise(pl.col("hold"))
     )
-    acq = acq.with_columns(run_for.alias("_run_for"))
+    acq = _ended(acq.with_columns(run_for.alias("_run_for"), through.alias("_through")), waits, clock, prep)
+    notes = {
+        "typical_hold_ns": {r["vm"]: r["hold_median_ns"] for r in typical.iter_rows(named=True)},
+        "n_clean_handoffs": {r["vm"]: int(r["n_handoffs"]) for r in typical.iter_rows(named=True)},
+    }
+    return _hold_rows(acq), notes, acq.filter(pl.col("_through"))
+
+
+def _ended(acq: pl.DataFrame, waits: pl.DataFrame, clock: pl.DataFrame, prep: Prepared) -> pl.DataFrame:
+    """The acquisitions with their hold's end (and truncated), from the running time each holder
+    is given (`_run_for`) and the other bounds of step 1."""
+    t1 = prep.window.t_end
     acq = acq.with_columns(
         _run_bound_end(
             acq.select("vid", pl.col("ts").alias("start"), pl.col("_run_for").alias("bound")), clock, prep
         ).alias("ran_ts")
     )
     end = pl.min_horizontal("next_ts", "kick_ts", "ran_ts", "ahead_ts", "own_ts")
-    acq = acq.with_columns(end.alias("end"))
-    acq = _queued_successor(acq, waits, clock, prep)
-    acq = acq.with_columns(
+    acq = _queued_successor(acq.with_columns(end.alias("end")), waits, clock, prep)
+    return acq.with_columns(
         pl.col("end").fill_null(t1).clip(None, t1).alias("end"), pl.col("end").is_null().alias("truncated")
     )
-    notes = {
-        "typical_hold_ns": {r["vm"]: r["hold_median_ns"] for r in typical.iter_rows(named=True)},
-        "n_clean_handoffs": {r["vm"]: int(r["n_handoffs"]) for r in typical.iter_rows(named=True)},
-    }
+
+
+def _hold_rows(acq: pl.DataFrame) -> pl.DataFrame:
+    return acq.select(
+        "lid",
+        "vid",
+        pl.col("ts").alias("start"),
+        "end",
+        pl.col("ord").alias("start_ord"),
+        "truncated",
+        "hold",
+        "bound",
+        "tail",
+        "residual",
+    )
+
+
+def release_silent_stops(
+    visible: pl.DataFrame,
+    kept: pl.DataFrame,
+    prep: Prepared,
+    waits: pl.DataFrame,
+    states: VcpuStates,
+    clock: pl.DataFrame,
+    silence: Callable[[pl.DataFrame], pl.Series],
+) -> pl.DataFrame:
+    """The visible holds, where a hold kept through its holder's stop is ended as if the holder
+    had not stopped holding it when the silence after the stop says it had released.
+
+    `silence(rows)` (lid, vm_id, t0, t1) says how many tries of the lock the siblings running
+    freely between t0 and t1 would have made. A try of a held lock is seen, so a stop followed
+    by more than SILENT_STOP tries' worth of silence (before the lock's next contention, the
+    holder's return or the next acquisition) was not held through: the holder had released
+    before it stopped. (A directed yield to a vCPU preempted in the kernel says little: it draws
+    yields whether it holds this lock or not.)
+    """
+    if kept.height == 0:
+        return visible
+    runs = states.changes.filter(pl.col("state") == "running").select(
+        pl.col("vid").alias("key"), pl.col("ts").alias("t")
+    )
+    silent = kept.filter(_silent_after_stop(kept, waits, runs, prep, silence))
+    if silent.height == 0:
+        return visible
+    redone = _hold_rows(_ended(silent.with_columns(pl.col("hold").alias("_run_for")), waits, clock, prep))
     return (
-        acq.select(
-            "lid",
-            "vid",
-            pl.col("ts").alias("start"),
-            "end",
-            pl.col("ord").alias("start_ord"),
-            "truncated",
-            "hold",
-            "bound",
-            "tail",
-            "residual",
-        ),
-        notes,
+        visible.join(
+            redone.select("start_ord", pl.col("end").alias("_e"), pl.col("truncated").alias("_t")),
+            on="start_ord",
+            how="left",
+            maintain_order="left",
+        )
+        .with_columns(
+            pl.col("_e").fill_null(pl.col("end")).alias("end"),
+            pl.col("_t").fill_null(pl.col("truncated")).alias("truncated"),
+        )
+        .drop("_e", "_t")
     )
 
 
@@ -455,7 +492,7 @@ def _silent_after_stop(
 
     w_ts = waits.select(pl.col("lid").alias("key"), pl.col("start").alias("t"))
     nxt = first_from_stop("lid", sort_by_key(w_ts, "key", then="t"))
-    back = first_from_stop("vid", runs.select("key", pl.col("run_ts").alias("t")))
+    back = first_from_stop("vid", runs)
     rows = acq.select(
         "lid",
         pl.col("stop_ts").alias("t0"),
