@@ -20,6 +20,7 @@ from pvtrace.analyze.holders import (
     _running_clock,
     finish_holds,
     release_silent_stops,
+    until_stop,
     visible_holds,
 )
 from pvtrace.analyze.intervals import (
@@ -250,7 +251,7 @@ def infer_holds(
     yields = _yields_by_waiters(waits, states, prep)
     free = free_running_clock(waits, states, prep)
     visible, _, kept = visible_holds(prep, waits, states, clock, yields)
-    rate = _attempt_rate(waits, visible, free, clock, prep)
+    rate = _attempt_rate(waits, until_stop(visible, kept), free, clock, prep)
 
     def tries(rows: pl.DataFrame) -> pl.Series:
         r = rows.join(rate, on="lid", how="left", maintain_order="left")["rate"]

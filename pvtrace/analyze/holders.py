@@ -423,6 +423,17 @@ def _hold_rows(acq: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def until_stop(visible: pl.DataFrame, kept: pl.DataFrame) -> pl.DataFrame:
+    """The visible holds with those kept through a stop cut at the stop: the part known to be held
+    (what the attempt rate is measured on; the rest is what the rate then judges)."""
+    cut = kept.select(pl.col("ord").alias("start_ord"), pl.col("stop_ts").alias("_stop"))
+    return (
+        visible.join(cut, on="start_ord", how="left", maintain_order="left")
+        .with_columns(pl.min_horizontal("end", "_stop").alias("end"))
+        .drop("_stop")
+    )
+
+
 def release_silent_stops(
     visible: pl.DataFrame,
     kept: pl.DataFrame,
@@ -432,8 +443,8 @@ def release_silent_stops(
     clock: pl.DataFrame,
     silence: Callable[[pl.DataFrame], pl.Series],
 ) -> pl.DataFrame:
-    """The visible holds, where a hold kept through its holder's stop is ended as if the holder
-    had not stopped holding it when the silence after the stop says it had released.
+    """The visible holds, where a hold kept through its holder's stop ends by the stop when the
+    silence after the stop says the holder had released before it.
 
     `silence(rows)` (lid, vm_id, t0, t1) says how many tries of the lock the siblings running
     freely between t0 and t1 would have made. A try of a held lock is seen, so a stop followed
@@ -450,7 +461,9 @@ def release_silent_stops(
     silent = kept.filter(_silent_after_stop(kept, waits, runs, prep, silence))
     if silent.height == 0:
         return visible
-    redone = _hold_rows(_ended(silent.with_columns(pl.col("hold").alias("_run_for")), waits, clock, prep))
+    # It released before the stop: after the mean hold, or at the stop if that came first.
+    released = pl.min_horizontal("hold", "ran_to_stop").alias("_run_for")
+    redone = _hold_rows(_ended(silent.with_columns(released), waits, clock, prep))
     return (
         visible.join(
             redone.select("start_ord", pl.col("end").alias("_e"), pl.col("truncated").alias("_t")),

@@ -164,3 +164,30 @@ def test_one_holder_explains_every_episode_of_a_gap():
     a = analyze_merged(rows, t_end=300 * US, n_vcpus=3)
     assert lhp(a) == [(1, 100 * US, 200 * US, True)]
     assert a.summary.totals["waste_lhp_ns"] == 90 * US
+
+
+def test_a_holder_is_not_kept_through_a_stop_followed_by_silence():
+    # v0 takes the lock contended at 12 us and is preempted at 13, having run 1 us: less than
+    # the (fallback) mean hold, so it would keep the lock through the stop. But v1, v2 and
+    # v3 then run freely for almost 1 ms without anyone contending for the lock, about 70 tries
+    # at the (fallback) attempt rate: a held lock's tries are seen, so v0 had released. v1
+    # queues at 1000 us and spins until it takes the lock at 1501; v3, preempted at 995 and back
+    # at 1499, is the holder that explains the spin (v0 returns at 1500 too late to explain the
+    # 1 ms of silence).
+    rows = [
+        run(0, 0),
+        run(1, 0),
+        run(2, 0),
+        run(3, 0),
+        contend(0, 10 * US),
+        acquire(0, 12 * US),
+        preempt(0, 13 * US),
+        preempt(3, 995 * US),
+        contend(1, 1000 * US),
+        run(3, 1499 * US),
+        run(0, 1500 * US),
+        acquire(1, 1501 * US),
+    ]
+    a = analyze_merged(rows, t_end=1600 * US)
+    assert next(h for h in a.table("holds").select("vcpu", "end").rows() if h[0] == 0) == (0, 13 * US)
+    assert [(h, harmful) for h, _, _, harmful in lhp(a)] == [(3, True)]
