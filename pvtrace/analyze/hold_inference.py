@@ -106,12 +106,14 @@ def unseen_holds(
         pl.col("key"), pl.col("start").alias("g0"), pl.col("end").alias("g1"), pl.col("start").alias("_g0")
     )
     episodes = lookup(episodes, free, by="lid", on="e0", table_on="_g0", values=["g0", "g1"]).drop("_row")
-    # The lock's last seen acquisition before the episode: an unseen holder took it after that.
+    # The lock's last seen acquisition before the episode: an unseen holder took it after that, so
+    # it ran after it (unless its stops are only known to a guest tick).
+    acquired = visible.select(pl.col("lid").alias("key"), pl.col("start").alias("prev_acq"))
+    if prep.guest_preemption is not None:
+        acquired = acquired.clear()
     episodes = lookup(
         episodes,
-        sort_by_key_time(
-            visible.select(pl.col("lid").alias("key"), pl.col("start").alias("prev_acq")), "key", "prev_acq"
-        ),
+        sort_by_key_time(acquired, "key", "prev_acq"),
         by="lid",
         on="e0",
         table_on="prev_acq",
@@ -257,7 +259,10 @@ def infer_holds(
         r = rows.join(rate, on="lid", how="left", maintain_order="left")["rate"]
         return r * span_area(rows, free, prep, "t0", "t1")
 
-    visible = release_silent_stops(visible, kept, prep, waits, states, clock, tries)
+    # Stops placed from guest ticks are known to a tick (milliseconds), not to a hold (microseconds):
+    # too coarse to weigh the silence after one.
+    if prep.guest_preemption is None:
+        visible = release_silent_stops(visible, kept, prep, waits, states, clock, tries)
     seen = finish_holds(visible, prep)
     unseen = unseen_holds(prep, waits, pieces, states, visible, seen, clock, yields, free, rate)
     cols = ["lid", "vid", "start", "end", "start_ord", "truncated"]
