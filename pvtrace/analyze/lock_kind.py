@@ -14,19 +14,34 @@ Kind per lock: with fewer than MIN_HANDOFFS hand-offs the lock is `undecided`
 at least FIFO_MIN of them were in arrival order, `unfair` when at most
 UNFAIR_MAX were, else `undecided`. Thresholds and misclassification rates:
 docs/accuracy.md, Lock kind.
+
+A VM of two vCPUs never queues two waiters, so it has no hand-off with a choice.
+There the other evidence is what the other vCPU does while a waiter is queued
+and not running (preempted or halted): no third vCPU can hold the lock then, so
+on a fifo lock each of its tries queues behind the waiter (a contention is
+seen), and on an unfair lock each finds the lock free and takes it unseen
+(queue_jumps). `fifo` when it was seen contending JUMP_MIN times or more;
+`unfair` when it never was although its contention rate predicts JUMP_MIN tries
+or more (it tries at least that often: a try contends only when the lock is held).
 """
 
 from __future__ import annotations
 
 import polars as pl
 
+from pvtrace.analyze.intervals import lookup, sort_by_key_time
+from pvtrace.analyze.likely_holder import free_running_clock, span_area
 from pvtrace.analyze.prepare import LOCK_KIND, Prepared
+from pvtrace.analyze.vcpu_states import VcpuStates
 
 I64, F64, STR = pl.Int64(), pl.Float64(), pl.String()
 
 MIN_HANDOFFS = 20
 FIFO_MIN = 0.97
 UNFAIR_MAX = 0.9
+# Two-vCPU VMs (no hand-off ever has a choice): tries by the other vCPU while a waiter is queued
+# and stopped, expected or seen, needed to decide from them.
+JUMP_MIN = 5
 
 # Where each lock's kind came from.
 SOURCES = ("--lock-kind", "trace metadata", "inferred")
@@ -159,9 +174,75 @@ def hand_offs(waits: pl.DataFrame, pieces: pl.DataFrame | None, ord_size: int) -
     return acq.filter(keep).select("lid", "wid", "in_order")
 
 
+def queue_jumps(
+    prep: Prepared, waits: pl.DataFrame, pieces: pl.DataFrame, states: VcpuStates
+) -> pl.DataFrame:
+    """Per lock of a two-vCPU VM: jump_tries (how many tries of the lock the other vCPU, running
+    and waiting for no lock, would make while a waiter of it was queued and not running, at the
+    lock's contention rate) and jump_seen (its contentions for the lock begun then)."""
+    empty = pl.DataFrame(schema={"lid": I64, "jump_tries": F64, "jump_seen": I64})
+    if prep.guest_preemption is not None:  # stops placed to a guest tick: a try may be the waiter's own turn
+        return empty
+    pair = prep.vcpus.group_by("vm").len().filter(pl.col("len") == 2).select("vm")
+    lids = prep.locks.join(pair, on="vm").select("lid", "vm_id")
+    if lids.height == 0:
+        return empty
+    w = waits.filter(~pl.col("excluded")).join(lids.select("lid"), on="lid")
+    stopped = (
+        pieces.join(lids, on="lid")
+        .filter(pl.col("state").is_in(["preempted", "halted"]))
+        .select("lid", "vid", "vm_id", "start", "end")
+    )
+    if w.height == 0 or stopped.height == 0:
+        return empty
+    free = free_running_clock(waits, states, prep)
+    stopped = stopped.with_columns(pl.lit(span_area(stopped, free, prep, "start", "end")).alias("area"))
+    # the contention rate: contentions per free-running vCPU time of the VM over the whole trace
+    whole = pl.DataFrame(
+        {"vm_id": free["vm_id"].unique(), "t0": prep.window.t_start, "t1": prep.window.t_end}
+    ).with_columns(pl.col("vm_id").cast(free.schema["vm_id"]))
+    whole = whole.with_columns(pl.lit(span_area(whole, free, prep, "t0", "t1")).alias("vm_area"))
+    rate = (
+        w.group_by("lid")
+        .len("n")
+        .join(lids, on="lid")
+        .join(whole.select("vm_id", "vm_area"), on="vm_id")
+        .select("lid", (pl.col("n") / pl.col("vm_area")).alias("rate"))
+    )
+    # contentions by the other vCPU begun inside a stopped piece of a waiter
+    inside = lookup(
+        w.select("lid", "vid", "start"),
+        sort_by_key_time(
+            stopped.select(
+                pl.col("lid").alias("key"), pl.col("start").alias("p0"), "end", pl.col("vid").alias("pv")
+            ),
+            "key",
+            "p0",
+        ),
+        by="lid",
+        on="start",
+        table_on="p0",
+        values=["end", "pv"],
+    ).filter((pl.col("start") < pl.col("end")) & (pl.col("vid") != pl.col("pv")))
+    tries = (
+        stopped.join(rate, on="lid")
+        .group_by("lid")
+        .agg((pl.col("area") * pl.col("rate")).sum().alias("jump_tries"))
+    )
+    seen = inside.group_by("lid").len("jump_seen")
+    return (
+        lids.select("lid")
+        .join(tries, on="lid", how="left")
+        .join(seen, on="lid", how="left")
+        .select("lid", pl.col("jump_tries").fill_null(0.0), pl.col("jump_seen").fill_null(0).cast(I64))
+    )
+
+
 def classify(evidence: pl.DataFrame, *, states: bool) -> pl.DataFrame:
-    """evidence (n_handoffs, n_in_order) with `in_order_frac` and `inferred` (fifo, unfair, undecided).
-    Without vCPU states (states=False) an overtaken head may have been a steal: never unfair."""
+    """evidence (n_handoffs, n_in_order, jump_tries, jump_seen) with `in_order_frac` and `inferred`
+    (fifo, unfair, undecided); the queue jumps decide only where the order does not. Without vCPU
+    states (states=False) an overtaken head may have been a steal: never unfair (and there are no
+    queue jumps)."""
     frac = pl.col("n_in_order") / pl.col("n_handoffs")
     unfair_max = UNFAIR_MAX if states else -1.0
     return evidence.with_columns(
@@ -174,11 +255,25 @@ def classify(evidence: pl.DataFrame, *, states: bool) -> pl.DataFrame:
         .then(pl.lit("unfair"))
         .otherwise(pl.lit("undecided"))
         .alias("inferred"),
+    ).with_columns(
+        pl.when(pl.col("inferred") != "undecided")
+        .then(pl.col("inferred"))
+        .when(pl.col("jump_seen") >= JUMP_MIN)
+        .then(pl.lit("fifo"))
+        .when((pl.col("jump_seen") == 0) & (pl.col("jump_tries") >= JUMP_MIN))
+        .then(pl.lit("unfair"))
+        .otherwise(pl.col("inferred"))
+        .alias("inferred")
     )
 
 
 def infer_lock_kinds(
-    prep: Prepared, waits: pl.DataFrame, pieces: pl.DataFrame | None, *, override: bool
+    prep: Prepared,
+    waits: pl.DataFrame,
+    pieces: pl.DataFrame | None,
+    states: VcpuStates | None = None,
+    *,
+    override: bool,
 ) -> pl.DataFrame:
     """Set prep.locks.lock_kind where it is unknown from the trace's own order evidence; return the
     per-lock table: lid, lock_kind, source, n_handoffs, n_in_order, in_order_frac, inferred.
@@ -187,10 +282,18 @@ def infer_lock_kinds(
     waits split by waiter state (None without vCPU states).
     """
     evidence = order_evidence(waits.filter(~pl.col("excluded")), pieces, prep.ord_size)
+    jumps = (
+        queue_jumps(prep, waits, pieces, states)
+        if pieces is not None and states is not None
+        else pl.DataFrame(schema={"lid": I64, "jump_tries": F64, "jump_seen": I64})
+    )
     ev = classify(
         prep.locks.select("lid")
         .join(evidence, on="lid", how="left")
-        .with_columns(pl.col("n_handoffs", "n_in_order").fill_null(0)),
+        .join(jumps, on="lid", how="left")
+        .with_columns(
+            pl.col("n_handoffs", "n_in_order", "jump_seen").fill_null(0), pl.col("jump_tries").fill_null(0.0)
+        ),
         states=pieces is not None,
     )
     known = prep.locks.select("lid", pl.col("lock_kind").alias("given"))
@@ -228,6 +331,8 @@ def lock_kinds_table(kinds: pl.DataFrame, prep: Prepared) -> pl.DataFrame:
             "n_handoffs",
             "n_in_order",
             (100.0 * pl.col("in_order_frac")).round(2).alias("in_order_pct"),
+            pl.col("jump_tries").round(1),
+            "jump_seen",
         )
         .pipe(in_handoff_order)
     )
@@ -248,6 +353,8 @@ def kind_summary(table: pl.DataFrame) -> dict:
         "rule": (
             f"inferred per lock from the order of contended acquisitions: fifo when >= {FIFO_MIN:.0%} of "
             f"at least {MIN_HANDOFFS} hand-offs went to the earliest waiter, unfair when <= "
-            f"{UNFAIR_MAX:.0%}, else undecided (--lock-kind overrides)"
+            f"{UNFAIR_MAX:.0%}, else undecided; in a two-vCPU VM, fifo when the other vCPU was seen "
+            f"contending >= {JUMP_MIN} times while a waiter was queued and stopped, unfair when it never "
+            f"was though it would have tried >= {JUMP_MIN} times (--lock-kind overrides)"
         ),
     }

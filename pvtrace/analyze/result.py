@@ -130,6 +130,12 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column("n_handoffs", I64, "Contended acquisitions taken while another waiter was queued."),
         Column("n_in_order", I64, "Of those, the ones that overtook no earlier waiter."),
         Column("in_order_pct", F64, "n_in_order / n_handoffs, percent; null without hand-offs."),
+        Column(
+            "jump_tries",
+            F64,
+            "Two-vCPU VMs: tries the other vCPU would make while a waiter is queued and stopped (0 elsewhere).",
+        ),
+        Column("jump_seen", I64, "Of those, the contentions seen (fifo: every try; unfair: none)."),
     ),
     "incidents": INCIDENTS_COLUMNS,
     "lock_callers": LOCK_CALLERS_COLUMNS,

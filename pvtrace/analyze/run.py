@@ -260,7 +260,7 @@ def measure(
     waits, notes = locks_mod.waits(prep, guest_windows, uncontended_visible=caps.holds)
     pieces = waste_mod.wait_pieces(waits, states, prep)
     joined = caps.states and not unaligned  # waits and vCPU states on one timeline
-    kinds = infer_lock_kinds(prep, waits, pieces if joined else None, override=kind_given)
+    kinds = infer_lock_kinds(prep, waits, pieces if joined else None, states, override=kind_given)
     if caps.holds:
         holds, hold_notes = locks_mod.holds(prep)
         notes.update(hold_notes)

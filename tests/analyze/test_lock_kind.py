@@ -6,9 +6,9 @@ import polars as pl
 import pytest
 
 from pvtrace.analyze import analyze
-from pvtrace.analyze.lock_kind import MIN_HANDOFFS, classify, hand_offs
+from pvtrace.analyze.lock_kind import JUMP_MIN, MIN_HANDOFFS, classify, hand_offs
 from pvtrace.simulate.run import simulate_trace
-from pvtrace.simulate.scenario import Scenario
+from pvtrace.simulate.scenario import Scenario, load_preset
 from pvtrace.simulate.views import select_view
 
 I64 = pl.Int64()
@@ -70,10 +70,50 @@ def test_overtaking_a_head_that_is_not_running_is_no_evidence():
 
 def test_classify_needs_enough_hand_offs_and_without_states_never_says_unfair():
     ev = pl.DataFrame(
-        {"n_handoffs": [MIN_HANDOFFS - 1, 40, 40, 40], "n_in_order": [MIN_HANDOFFS - 1, 40, 20, 37]}
+        {
+            "n_handoffs": [MIN_HANDOFFS - 1, 40, 40, 40],
+            "n_in_order": [MIN_HANDOFFS - 1, 40, 20, 37],
+            "jump_tries": [0.0] * 4,
+            "jump_seen": [0] * 4,
+        }
     )
     assert classify(ev, states=True)["inferred"].to_list() == ["undecided", "fifo", "unfair", "undecided"]
     assert classify(ev, states=False)["inferred"].to_list() == ["undecided", "fifo", "undecided", "undecided"]
+
+
+def test_queue_jumps_decide_only_what_the_order_leaves_undecided():
+    # two-vCPU evidence: seen contending while a waiter is queued and stopped (fifo), never though
+    # it would have tried (unfair), too little either way (undecided); a decided order wins.
+    ev = pl.DataFrame(
+        {
+            "n_handoffs": [3, 3, 3, 3, 40],
+            "n_in_order": [3, 3, 3, 3, 20],
+            "jump_tries": [0.2, 6.0, 4.0, 6.0, 9.0],
+            "jump_seen": [JUMP_MIN, 0, 0, 1, JUMP_MIN],
+        }
+    )
+    assert classify(ev, states=True)["inferred"].to_list() == [
+        "fifo",
+        "unfair",
+        "undecided",
+        "undecided",
+        "unfair",
+    ]
+
+
+@pytest.mark.parametrize("algorithm", ["tas", "ticket", "pv-ticket", "pv-qspinlock"])
+def test_two_vcpu_guests_get_a_kind_from_queue_jumps_and_never_a_wrong_one(algorithm):
+    """lhp-demo's two 2-vCPU guests (no hand-off with a choice): the kinds the queue jumps decide
+    are right, and some are decided."""
+    trace, _ = simulate_trace(load_preset("lhp-demo").replace(lock={"algorithm": algorithm}), seed=1)
+    a = analyze(select_view(trace, "merged"), lock_kind="unknown")
+    kinds = a.table("lock_kinds").join(
+        pl.DataFrame({"vm": list(trace.meta.vms), "truth": [v.lock_kind for v in trace.meta.vms.values()]}),
+        on="vm",
+    )
+    decided = kinds.filter(pl.col("kind") != "undecided")
+    assert decided.height >= 1, kinds
+    assert (decided["kind"] == decided["truth"]).all(), kinds
 
 
 @pytest.mark.parametrize("algorithm", ["tas", "ticket", "pv-qspinlock"])
