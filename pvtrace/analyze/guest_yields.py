@@ -1,0 +1,90 @@
+"""Whether the host yields this guest's spinning waiters (PLE), from the guest's own ticks.
+
+A host stops a vCPU when its slice ends or a wakeup outranks it, whatever the guest runs: per
+unit of running time, stops come as often inside lock waits as outside them. Pause-loop exiting
+adds stops that only a spinning waiter takes: the CPU exits after a few thousand cycles of PAUSE
+and KVM's directed yield gives the waiter's pCPU away, for microseconds up to a host slice
+(kvm_vcpu_on_spin, yield_to). Most of these yields are shorter than a tick and leave no trace,
+so their time would count as spin; the few that span a grid tick show as gaps inside waits, more
+of them than the running time inside waits explains. A one-sided Poisson test on that count
+against the rate outside waits tells such a guest; the level then gives no spin, nor what rests
+on it (docs/metrics.md).
+"""
+
+from __future__ import annotations
+
+import math
+
+import polars as pl
+
+SIGNIFICANCE = (
+    0.05  # split over the two tests; a false alarm withholds spin, a miss reports it several times too high
+)
+
+
+def tail_at_least(n: int, mu: float) -> float:
+    """P(N >= n) for N ~ Poisson(mu), summed from n up in log space (exact for large n)."""
+    if n <= 0:
+        return 1.0
+    if mu <= 0:
+        return 0.0
+    total, i = 0.0, n
+    while True:
+        term = math.exp(i * math.log(mu) - mu - math.lgamma(i + 1))
+        total += term
+        if i > mu and term < 1e-16 * total:
+            return min(total, 1.0)
+        i += 1
+
+
+def _tested(busy: pl.DataFrame, gaps: str) -> dict | None:
+    rows = {r["waiting"]: r for r in busy.iter_rows(named=True)}
+    inside, outside = rows.get(True), rows.get(False)
+    if inside is None or outside is None or not outside[gaps] or not outside["running_ns"]:
+        return None
+    expected = outside[gaps] / outside["running_ns"] * inside["running_ns"]
+    return {
+        "in_waits": int(inside[gaps]),
+        "expected": round(expected, 2),
+        "p": tail_at_least(int(inside[gaps]), expected),
+    }
+
+
+def stop_rates(stretches: pl.DataFrame, period: int) -> dict[str, dict]:
+    """Gaps inside lock waits against the count the rate outside them predicts for the running time
+    inside: every gap ("all"), and those that miss one tick only ("short": the vCPU was back within
+    two ticks, as a yielded waiter mostly is, while a slice's end mostly keeps it out longer).
+    `stretches` has ts, next, g1 (the first grid tick after ts), missed, waiting and idle; a stop in
+    [ts, g1) leaves a gap starting at ts, so that span (or up to the next event) is each stretch's
+    running time at risk. A test is left out when nothing outside waits gives its rate."""
+    exposure = (pl.min_horizontal("next", "g1") - pl.col("ts")).clip(lower_bound=0)
+    short = pl.col("missed") & (pl.col("next") - pl.col("g1") < period)
+    busy = (
+        stretches.filter(~pl.col("idle"))
+        .group_by("waiting")
+        .agg(
+            exposure.sum().alias("running_ns"),
+            pl.col("missed").sum().alias("all"),
+            short.sum().alias("short"),
+        )
+    )
+    tests = {name: _tested(busy, name) for name in ("all", "short")}
+    return {name: t for name, t in tests.items() if t is not None}
+
+
+def yields_in_waits(stretches: pl.DataFrame, period: int) -> tuple[dict, str | None]:
+    """The two tests and, when waiters stop inside their waits more often than the host's other
+    stops explain (either test below SIGNIFICANCE / 2), why spin cannot be told from the unseen yields."""
+    tests = stop_rates(stretches, period)
+    found = {name: t for name, t in tests.items() if t["p"] < SIGNIFICANCE / len(("all", "short"))}
+    shown = {name: {**t, "p": round(t["p"], 6)} for name, t in tests.items()}
+    if not found:
+        return shown, None
+    name, t = min(found.items(), key=lambda kv: kv[1]["p"])
+    what = "times" if name == "all" else "times for less than two ticks"
+    hz = 1_000_000_000 // period
+    return shown, (
+        f"the vCPUs stop {t['in_waits']} {what} inside lock waits where their running time there explains "
+        f"{t['expected']:.1f} (p = {t['p']:.2g}): the host yields spinning waiters (PLE), mostly for less than "
+        f"two ticks (HZ={hz}), which leaves no trace, so spin cannot be told from it"
+    )
