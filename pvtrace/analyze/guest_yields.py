@@ -23,18 +23,23 @@ SIGNIFICANCE = (
 
 
 def tail_at_least(n: int, mu: float) -> float:
-    """P(N >= n) for N ~ Poisson(mu), summed from n up in log space (exact for large n)."""
+    """P(N >= n) for N ~ Poisson(mu), in log space: below the mean as one minus the terms under n,
+    above it as the sum of the (falling) terms from n up, so neither side cancels to below zero."""
     if n <= 0:
         return 1.0
     if mu <= 0:
         return 0.0
+
+    def term(i: int) -> float:
+        return math.exp(i * math.log(mu) - mu - math.lgamma(i + 1))
+
+    if n <= mu:
+        return max(0.0, 1.0 - math.fsum(term(i) for i in range(n)))
     total, i = 0.0, n
-    while True:
-        term = math.exp(i * math.log(mu) - mu - math.lgamma(i + 1))
-        total += term
-        if i > mu and term < 1e-16 * total:
-            return min(total, 1.0)
+    while (t := term(i)) > 1e-17 * total and t > 0.0:
+        total += t
         i += 1
+    return min(total, 1.0)
 
 
 def _tested(busy: pl.DataFrame, gaps: str) -> dict | None:
