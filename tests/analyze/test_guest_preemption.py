@@ -244,11 +244,11 @@ def test_poisson_tail():
     assert tail_at_least(1, 1e4) == 1.0  # far below the mean: every term from n up underflows
 
 
-def _stretches(in_wait_gaps: int, out_gaps: int, short: bool = True) -> pl.DataFrame:
-    """1 ms stretches: 100 outside waits, 20 inside, the given number of each with a missed tick
+def _stretches(in_wait_gaps: int, out_gaps: int, short: bool = True, n_in: int = 20) -> pl.DataFrame:
+    """1 ms stretches: 100 outside waits, n_in inside, the given number of each with a missed tick
     (a gap ending within a tick of it when short, three ticks after it otherwise)."""
     rows = []
-    for waiting, n, gaps in ((False, 100, out_gaps), (True, 20, in_wait_gaps)):
+    for waiting, n, gaps in ((False, 100, out_gaps), (True, n_in, in_wait_gaps)):
         for i in range(n):
             ts = len(rows) * 10 * MS
             missed = i < gaps
@@ -271,3 +271,6 @@ def test_yield_test_fires_only_on_excess_stops_inside_waits():
     tests, why = yields_in_waits(_stretches(8, 10, short=False), MS)
     assert set(tests) == {"all"} and why is not None
     assert yields_in_waits(_stretches(8, 0), MS) == ({}, None)  # no rate outside waits: no judgment
+    # 260 gaps where 200 are expected is no chance, but what they could hide is 3% of 2 s of spin
+    tests, why = yields_in_waits(_stretches(260, 10, n_in=2000), MS)
+    assert tests["all"]["p"] < 1e-4 and tests["all"]["hidden_ns"] == 30 * MS and why is None
