@@ -104,6 +104,6 @@ def yields_in_waits(stretches: pl.DataFrame, period: int) -> tuple[dict, str | N
     return shown, (
         f"the vCPUs stop {t['in_waits']} {what} inside lock waits where their running time there explains "
         f"{t['expected']:.1f} (p = {t['p']:.2g}): the host yields spinning waiters (PLE), mostly for less than "
-        f"two ticks (HZ={hz}), which leaves no trace; the yields hide about {t['hidden_ns'] / 1e6:.1f} ms of the "
+        f"a tick (HZ={hz}), which leaves no trace; the yields hide about {t['hidden_ns'] / 1e6:.1f} ms of the "
         f"{t['spin_ns'] / 1e6:.1f} ms the waiters seem to spin, so spin cannot be told from them"
     )

@@ -202,7 +202,7 @@ def test_sub_tick_yields_inside_waits_decline_spin(harness):
     from pvtrace.simulate.scenario import load_preset
 
     r = harness.guest_run(load_preset("seed-table"), 1)
-    assert r["limited"] and all("PLE" in why and "two ticks" in why for why in r["limited"])
+    assert r["limited"] and all("PLE" in why and "inside lock waits" in why for why in r["limited"])
     assert r["found"]["spin_ns"] is None and r["found"]["waste_lhp_ns"] is None
 
 
