@@ -29,9 +29,9 @@ from pvtrace.analyze.guest_steal import (
     markers,
     split_by_steal,
     steal_per_vcpu,
-    unseen_in_waits,
     unseen_partial,
 )
+from pvtrace.analyze.guest_yields import yields_in_waits
 from pvtrace.guest_signals import HZ_CHOICES, TICK_EVENTS, pv_spinlocks_of
 from pvtrace.schema import KIND_PRIORITY, conform_events
 
@@ -130,7 +130,7 @@ def _waited_through(gaps: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
     )
     begin = pl.col("kind") == "lock_contend"
     waits = (
-        locks.sort("ts")
+        locks.sort("ts", maintain_order=True)  # canonical order: a contend before its acquire at one instant
         .with_columns(pl.col("ts").shift(-1).over("vm", "vcpu", "lock").alias("wait_end"))
         .filter(begin)
         .select("vm", pl.col("vcpu").alias("waiter"), pl.col("ts").alias("wait_ts"), "wait_end")
@@ -172,10 +172,11 @@ def _idle(events: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def not_running_intervals(events: pl.DataFrame, t_end: int) -> tuple[pl.DataFrame, int] | None:
-    """The gaps: vm, vcpu, start, start_lo, start_hi, end, tail (still open at t_end), ambiguous
-    (inside a lock wait, or at the trace's end: maybe halted), and the tick period; None without
-    usable ticks."""
+def stretches(events: pl.DataFrame, t_end: int) -> tuple[pl.DataFrame, int] | None:
+    """Per vCPU, each stretch from one event to the next (vm, vcpu, ts, kind, lock, next, tail: the
+    last, open to the VM's end; lead rows of kind null: a vCPU silent from the VM's first event),
+    its first grid tick g1 beyond the tolerance and `missed` (g1 passed without a tick: a gap);
+    and the tick period. None without usable ticks."""
     guest = events.filter(pl.col("vm").is_not_null() & pl.col("vcpu").is_not_null())
     ticks = guest.filter(_ticks_expr()).select("vm", "vcpu", "ts")
     period = tick_period(ticks)
@@ -215,7 +216,53 @@ def not_running_intervals(events: pl.DataFrame, t_end: int) -> tuple[pl.DataFram
     )
     # first grid tick after the event (beyond the tolerance), and whether it is missed
     first_grid = ((pl.col("ts") + tol - pl.col("phase")) // period + 1) * period + pl.col("phase")
-    gaps = ev.with_columns(first_grid.alias("g1")).filter(pl.col("g1") < pl.col("next") - tol)
+    ev = ev.with_columns(first_grid.alias("g1")).with_columns(
+        (pl.col("g1") < pl.col("next") - tol).alias("missed")
+    )
+    return ev, period
+
+
+def _busy_stretches(ev: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
+    """The closed stretches between two events of a vCPU, with `waiting` (inside a lock wait) and
+    `idle` (after a switch to the idle task)."""
+    closed = ev.filter(~pl.col("tail") & pl.col("kind").is_not_null()).sort("ts")
+    closed = closed.join_asof(
+        lock_waits(events).rename({"ts": "wts"}),
+        left_on="ts",
+        right_on="wts",
+        by=["vm", "vcpu"],
+        strategy="backward",
+        check_sortedness=False,
+    )
+    idle = _idle(events)
+    if idle.height:
+        closed = closed.join_asof(
+            idle.rename({"ts": "sw"}),
+            left_on="ts",
+            right_on="sw",
+            by=["vm", "vcpu"],
+            strategy="backward",
+            check_sortedness=False,
+        )
+    else:
+        closed = closed.with_columns(pl.lit(None, pl.Boolean).alias("idle"))
+    return closed.with_columns(pl.col("waiting").fill_null(False), pl.col("idle").fill_null(False))
+
+
+def not_running_intervals(events: pl.DataFrame, t_end: int) -> tuple[pl.DataFrame, int] | None:
+    """The gaps: vm, vcpu, start, start_lo, start_hi, end, tail (still open at t_end), ambiguous
+    (inside a lock wait, or at the trace's end: maybe halted), and the tick period; None without
+    usable ticks."""
+    found = stretches(events, t_end)
+    if found is None:
+        return None
+    ev, period = found
+    return _gaps(ev, events), period
+
+
+def _gaps(ev: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
+    """The stretches with a missed tick, as not-running intervals (not_running_intervals)."""
+    gaps = ev.filter("missed")
     gaps = _held_through(gaps, events).join(
         _waited_through(gaps, events), on=["vm", "vcpu", "ts"], how="left"
     )
@@ -255,16 +302,17 @@ def not_running_intervals(events: pl.DataFrame, t_end: int) -> tuple[pl.DataFram
     )
     ambiguous = pl.col("waiting").fill_null(False) | pl.col("tail")
     cols = ("vm", "vcpu", "start", "start_lo", "start_hi", "end", "tail")
-    return gaps.select(*cols, ambiguous.alias("ambiguous")), period
+    return gaps.select(*cols, ambiguous.alias("ambiguous"))
 
 
 def infer(events: pl.DataFrame, t_end: int) -> tuple[pl.DataFrame, GuestPreemption] | None:
     """Synthetic vCPU state events (canonical rows, origin guest) and what was found; None when
     the trace has no usable ticks."""
-    found = not_running_intervals(events, t_end)
+    found = stretches(events, t_end)
     if found is None:
         return None
-    gaps, period = found
+    ev, period = found
+    gaps = _gaps(ev, events)
     info = GuestPreemption(hz=1_000_000_000 // period, tick_ns=period)
     gaps = gaps.with_columns(
         pl.col("vm").cast(pl.String), ((pl.col("end") - pl.col("start")) >= 2 * period).alias("placed")
@@ -306,8 +354,9 @@ def infer(events: pl.DataFrame, t_end: int) -> tuple[pl.DataFrame, GuestPreempti
         )
     if info.pv_spinlocks:
         info.halting = info.halting or PV_HALTS
+    info.wait_stops, yielded = yields_in_waits(_busy_stretches(ev, events), period)
     if info.halting is None and info.limited is None:
-        info.halting = unseen_in_waits(gaps, events, info)
+        info.halting = yielded
     info.unavailable |= dict.fromkeys(("wait_halted_ns", "waste_lwp_halted_ns", "n_lwp_halted"), HALT_UNSEEN)
     info.partial = unseen_partial(info)
     return _state_events(events, gaps), info

@@ -17,7 +17,6 @@ from pvtrace.guest_signals import MARKER_EVENTS, parse_steal_markers
 
 MIN_PLACED = 0.5  # intervals of two ticks or more must hold this share of the steal, or the level declines
 HALTED_SHARE = 0.05  # more of the silence than this inside waits not being steal: waiters halt
-MAX_UNSEEN_SPIN = 0.25  # estimated unseen preemption inside waits above this share of the spin: declined
 UNSEEN_NOTE_SHARE = 0.02  # less unseen steal than this (and than a unit per vCPU) is the counters' rounding
 MIN_STEAL_UNITS = 3  # per vCPU on average: less steal than this is too coarse to judge coverage
 
@@ -43,6 +42,7 @@ class GuestPreemption:
     short_share: float | None = None  # share of the intervals shorter than two ticks
     limited: str | None = None  # why the ticks cannot resolve the preemptions, when they cannot
     halting: str | None = None  # why spin cannot be told from pv halts or sub-tick yields, if it cannot
+    wait_stops: dict | None = None  # gaps inside lock waits against the count expected (guest_yields)
     notes: list[str] = field(default_factory=list)
     unavailable: dict[str, str] = field(default_factory=dict)  # metric -> why this level cannot give it
     partial: dict[str, list[dict]] = field(default_factory=dict)  # metric -> what it lacks (partial.py)
@@ -61,7 +61,7 @@ def lock_waits(events: pl.DataFrame) -> pl.DataFrame:
     return (
         events.filter(pl.col("kind").is_in(["lock_contend", "lock_acquire"]))
         .select("vm", "vcpu", "ts", (pl.col("kind") == "lock_contend").alias("waiting"))
-        .sort("ts")
+        .sort("ts", maintain_order=True)  # a wait shorter than the clock's tick: contend, then acquire
     )
 
 
@@ -146,38 +146,6 @@ def split_by_steal(gaps: pl.DataFrame, steal: pl.DataFrame, info: GuestPreemptio
             "a guest kernel with a higher CONFIG_HZ, or a host trace, can"
         )
     return gaps
-
-
-def unseen_in_waits(gaps: pl.DataFrame, events: pl.DataFrame, info: GuestPreemption) -> str | None:
-    """Why spin cannot be told from preemption, when the preemption the ticks cannot place most likely
-    falls inside lock waits (PLE's directed yields preempt spinning waiters for well under a tick).
-    The intervals under two ticks that the ticks do show sample those short preemptions: the unseen
-    steal inside waits is estimated at their in-wait share of it, and compared with the spin."""
-    if not info.unseen_ns:
-        return None
-    d = pl.col("end") - pl.col("start")
-    closed = gaps.filter(~pl.col("tail"))
-    short = closed.filter(~pl.col("placed"))
-    short_ns = int(short.select(d.sum()).item() or 0)
-    if short_ns == 0:
-        return None
-    in_wait = int(short.filter(pl.col("ambiguous")).select(d.sum()).item() or 0) / short_ns
-    lw = (
-        lock_waits(events.filter(pl.col("vm").is_not_null() & pl.col("vcpu").is_not_null()))
-        .sort("vm", "vcpu", "ts")
-        .with_columns(pl.col("ts").shift(-1).over("vm", "vcpu").alias("until"))
-    )
-    wait = int(lw.filter(pl.col("waiting")).select((pl.col("until") - pl.col("ts")).sum()).item() or 0)
-    spin = wait - int(closed.filter(pl.col("ambiguous")).select(d.sum()).item() or 0)
-    unseen = info.unseen_ns * in_wait
-    if spin <= 0 or unseen <= MAX_UNSEEN_SPIN * spin:
-        return None
-    return (
-        f"an estimated {unseen / 1e6:.1f} ms of the {spin / 1e6:.1f} ms the waiters seem to spin is preemption "
-        f"shorter than two ticks (HZ={info.hz}; {100 * in_wait:.0f}% of the short intervals the ticks show fall "
-        "inside lock waits: the host yields spinning waiters, PLE), which leaves no trace, so spin cannot be "
-        "told from it"
-    )
 
 
 def unseen_partial(info: GuestPreemption) -> dict[str, list[dict]]:

@@ -247,9 +247,9 @@ brackets). Preempted time is the level's steal total against the vCPUs' true tim
 but not running. The unseen share is the level's `unseen_ns` (steal outside intervals of two
 ticks or more) over its steal, against the truth's time in preemptions shorter than two ticks
 over its preempted time. "declined": the level gives no spin or incident metric (the runs'
-reason: under half the steal placeable, or paravirt spinlocks). overcommit-2x and seed-table
-have PLE on (the presets' setting); the workload rows are those of the merged view at 3x
-overcommit.
+reason: under half the steal placeable, paravirt spinlocks, or PLE's yields inside waits).
+overcommit-2x and seed-table have PLE on (the presets' setting); the workload rows are those
+of the merged view at 3x overcommit.
 
 | case | lock | PLE | HZ | --lock-kind | runs (declined) | harmful LHP: true (seeable) | precision | recall seeable (all) | LHP waste vs seeable (all) | spin | preempted time | unseen share: level / truth |"""
 
@@ -271,15 +271,20 @@ impossible the metric says so. What this table shows:
   uncontended, which no guest event names, are inferred (analyze/likely_holder.py): a holder that
   resumes at the tick the waiter gets the lock, or that queues for the lock again inside the
   waiter's spin, is a candidate; the episodes of one free stretch are judged together.
-- **PLE on (overcommit-2x, seed-table, lhp-demo with PLE, the ple workload):** PLE's directed
-  yields preempt a spinning waiter for well under a tick, so the ticks never show them and their
-  time would count as spin and LHP waste. The level estimates how much of the unseen steal falls
-  inside lock waits (the in-wait share of the one-tick intervals it does see, which sample the
-  same short preemptions) and declines spin and what rests on it when that exceeds a quarter of
-  the spin: every seed-table and ple-workload run, 4 of 6 overcommit-2x runs. Not met where the
-  estimate stays under that bar but the yields are there: the other 2 overcommit-2x runs (spin
-  +170%, LHP waste +146%) and lhp-demo with PLE (spin +22% to +151%); those numbers are still
-  marked `partial` with the unseen preemption's size.
+- **PLE on (overcommit-2x, seed-table, lhp-demo with PLE, the ple workload): declined, as
+  the targets ask where the ticks cannot see.** PLE's directed yields preempt a spinning waiter,
+  mostly for well under a tick, so the ticks never show most of them and their time would count
+  as spin and LHP waste (before: spin +22% to +170%, LHP waste +48% to +146% of the seeable
+  incidents'). The host ends a slice whatever the guest runs, so without PLE the gaps come as
+  often per running time inside lock waits as outside; the level tests the gaps inside waits
+  (all, and those missing one tick only) against that rate, and declines spin and what rests on
+  it when the excess is significant and stands for more than 10% of the apparent spin
+  (analyze/guest_yields.py): every run above with PLE on is declined on at least one of its VMs
+  (a run counts as declined when one is). Per VM, 6 of the 36 lhp-demo and overcommit-2x VMs with
+  PLE on (6 seeds each) show too few waits to tell and still give numbers, marked `partial`
+  with the unseen preemption's size (LHP waste up to +119% of their seeable incidents', +42%
+  pooled). No VM with PLE off is declined by it (lhp-demo ticket and test-and-set, 6 seeds; the
+  no-ple workload).
 - **Lock kind.** ftrace text does not say whether a lock is fifo; on these presets the kind is
   decided from the trace and `--lock-kind fifo` changes nothing.
 - **Several VMs at once.** Analyze each VM's guest file on its own (as here): files of
