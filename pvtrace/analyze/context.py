@@ -170,11 +170,14 @@ def _ran_instead(inc: pl.DataFrame, events: pl.LazyFrame) -> pl.DataFrame | None
             & pl.col("pcpu").is_not_null()
             & pl.col("vcpu").is_not_null()
         )
-        .select(pl.col("vm").cast(pl.String), "vcpu", "pcpu", "ts", pl.col("kind").cast(pl.String))
+        .select("vm", "vcpu", "pcpu", "ts", "kind")
         .collect()
     )
     if placed.height == 0:
         return None
+    # VM names stay encoded as in the events (the incidents' few are encoded alike): decoding one
+    # per placement event cost GiBs on a big trace
+    inc = inc.with_columns(pl.col("vm").cast(placed.schema["vm"]))
     where = (
         inc.select("iid", "vm", "vcpu", "start")
         .sort("start")
@@ -226,7 +229,7 @@ def _ran_instead(inc: pl.DataFrame, events: pl.LazyFrame) -> pl.DataFrame | None
     )
     cols = ["iid", "vm", "vcpu", "run_vm", "run_vcpu", "run_ts"]
     # labels for the matched runs only (one per placement event would cost GiBs on a big trace)
-    other = (pl.col("run_vm") + "/" + pl.col("run_vcpu").cast(pl.String)).alias("other")
+    other = (pl.col("run_vm").cast(pl.String) + "/" + pl.col("run_vcpu").cast(pl.String)).alias("other")
     hits = (
         pl.concat([before.select(cols), later.select(cols)], how="vertical_relaxed")
         .filter((pl.col("run_vm") != pl.col("vm")) | (pl.col("run_vcpu") != pl.col("vcpu")))
