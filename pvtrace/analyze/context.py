@@ -170,11 +170,14 @@ def _ran_instead(inc: pl.DataFrame, events: pl.LazyFrame) -> pl.DataFrame | None
             & pl.col("pcpu").is_not_null()
             & pl.col("vcpu").is_not_null()
         )
-        .select(pl.col("vm").cast(pl.String), "vcpu", "pcpu", "ts", pl.col("kind").cast(pl.String))
+        .select("vm", "vcpu", "pcpu", "ts", "kind")
         .collect()
     )
     if placed.height == 0:
         return None
+    # VM names stay encoded as in the events (the incidents' few are encoded alike): decoding one
+    # per placement event cost GiBs on a big trace
+    inc = inc.with_columns(pl.col("vm").cast(placed.schema["vm"]))
     where = (
         inc.select("iid", "vm", "vcpu", "start")
         .sort("start")
@@ -191,7 +194,6 @@ def _ran_instead(inc: pl.DataFrame, events: pl.LazyFrame) -> pl.DataFrame | None
     runs = placed.filter(pl.col("kind") == "vcpu_run").select(
         pl.col("pcpu").alias("run_pcpu"),
         pl.col("ts").alias("run_ts"),
-        (pl.col("vm") + "/" + pl.col("vcpu").cast(pl.String)).alias("other"),
         pl.col("vm").alias("run_vm"),
         pl.col("vcpu").alias("run_vcpu"),
     )
@@ -208,9 +210,7 @@ def _ran_instead(inc: pl.DataFrame, events: pl.LazyFrame) -> pl.DataFrame | None
     occupant = placed.sort("ts").select(
         pl.col("pcpu").alias("run_pcpu"),
         pl.col("ts").alias("run_ts"),
-        pl.when(pl.col("kind") == "vcpu_run")
-        .then(pl.col("vm") + "/" + pl.col("vcpu").cast(pl.String))
-        .alias("other"),
+        (pl.col("kind") == "vcpu_run").alias("is_run"),
         pl.col("vm").alias("run_vm"),
         pl.col("vcpu").alias("run_vcpu"),
     )
@@ -225,12 +225,15 @@ def _ran_instead(inc: pl.DataFrame, events: pl.LazyFrame) -> pl.DataFrame | None
             strategy="backward",
             check_sortedness=False,
         )
-        .filter(pl.col("other").is_not_null())
+        .filter(pl.col("is_run"))
     )
-    cols = ["iid", "vm", "vcpu", "run_vm", "run_vcpu", "run_ts", "other"]
+    cols = ["iid", "vm", "vcpu", "run_vm", "run_vcpu", "run_ts"]
+    # labels for the matched runs only (one per placement event would cost GiBs on a big trace)
+    other = (pl.col("run_vm").cast(pl.String) + "/" + pl.col("run_vcpu").cast(pl.String)).alias("other")
     hits = (
         pl.concat([before.select(cols), later.select(cols)], how="vertical_relaxed")
         .filter((pl.col("run_vm") != pl.col("vm")) | (pl.col("run_vcpu") != pl.col("vcpu")))
+        .with_columns(other)
         .sort("iid", "run_ts")
         .group_by("iid", maintain_order=True)
         .agg(pl.col("other").unique(maintain_order=True).head(3).str.join(", ").alias("ran_instead"))
@@ -256,7 +259,7 @@ def pcpu_timeline(events: pl.LazyFrame) -> pl.DataFrame:
             & pl.col("pcpu").is_not_null()
             & pl.col("vcpu").is_not_null()
         )
-        .select("pcpu", "ts", pl.col("kind").cast(pl.String), pl.col("vm").cast(pl.String), "vcpu")
+        .select("pcpu", "ts", "kind", "vm", "vcpu")  # VM names decoded in the output only: memory
         .collect()
     )
     if placed.height == 0:

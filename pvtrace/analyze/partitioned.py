@@ -8,8 +8,10 @@ told the whole trace's event count, window, kinds and lock origins. Ties and "ju
 N" positions then compare exactly as in the whole. Groups run two at a time (polars releases the
 GIL); their tables and counts are merged, and one summary is built from the merge.
 
-The big tables that the summary does not read stay in Parquet files until read (SpilledTables),
-so what a partitioned analysis holds grows far slower than the trace (benchmarks/README.md).
+The big tables stay in Parquet files until read (SpilledTables): those the summary does not
+read, and waits and pause_exits, whose share of the summary is a few sums that each group adds
+(summary.table_sums). What a partitioned analysis holds grows far slower than the trace
+(benchmarks/README.md).
 
 Host-wide results are computed once for the whole trace:
 - exit_reasons, from each group's per-reason sums;
@@ -70,9 +72,10 @@ I64, STR = pl.Int64(), pl.String()
 BYTES_PER_EVENT = 115
 WORKERS = 2
 PLACEMENT_KINDS = ("vcpu_run", "vcpu_preempt", "vcpu_halt")
-# The biggest tables that the summary does not read: written to disk as each group finishes (and
-# vm_exits, pcpu_timeline and incidents, the context tables built after the summary).
-SPILLED = ("vcpu_states", "holds", "yields")
+# The biggest tables, written to disk as each group finishes: the summary reads none of them but
+# through the sums each group adds (summary.table_sums). So are vm_exits, pcpu_timeline and
+# incidents, the context tables built after the summary.
+SPILLED = ("vcpu_states", "holds", "yields", "waits", "pause_exits")
 # Tables whose rows come in time order in the whole analysis: the merge sorts them again (stably:
 # rows of one group keep their order, so only ties of the key across VMs can differ in order).
 TIME_ORDER = {
@@ -264,15 +267,20 @@ def _split(path: Path, groups: list[list[str]], meta: TraceMeta, tmp: Path) -> _
 
 @dataclass
 class _OnDisk:
-    """A result table kept in Parquet files (one per group, in group order) until read."""
+    """A result table kept in Parquet files (one per group, in group order) until read, and what is
+    done to it as it is read (SpilledTables.transform)."""
 
     name: str
     files: list[Path]
+    then: tuple[Callable[[pl.DataFrame], pl.DataFrame], ...] = ()
 
     def read(self) -> pl.DataFrame:
-        if not self.files:
-            return empty_table(self.name)
-        return _in_time_order(pl.read_parquet(self.files), self.name)
+        table = (
+            _in_time_order(pl.read_parquet(self.files), self.name) if self.files else empty_table(self.name)
+        )
+        for step in self.then:
+            table = step(table)
+        return table
 
 
 class SpilledTables(MutableMapping):
@@ -289,6 +297,14 @@ class SpilledTables(MutableMapping):
         file = self.folder / f"{name}{part}.parquet"
         table.write_parquet(file, compression="lz4")
         return _OnDisk(name, [file])
+
+    def transform(self, name: str, step: Callable[[pl.DataFrame], pl.DataFrame]) -> None:
+        """tables[name] = step(tables[name]), done as it is read when the table is on disk."""
+        table = self._tables[name]
+        if isinstance(table, _OnDisk):
+            self._tables[name] = replace(table, then=(*table.then, step))
+        else:
+            self._tables[name] = step(table)
 
     def __getitem__(self, name: str) -> pl.DataFrame:
         table = self._tables[name]

@@ -24,7 +24,7 @@ from pvtrace.analyze.lost import lost_windows, vcpu_unknown_windows
 from pvtrace.analyze.partial import kind_gaps
 from pvtrace.analyze.prepare import LOCK_KIND, Prepared, prepare, prepare_source, source_of_parquet
 from pvtrace.analyze.result import TABLE_SCHEMAS, Analysis, empty_table
-from pvtrace.analyze.summary import build_summary, extra_context, state_sums
+from pvtrace.analyze.summary import build_summary, extra_context, state_sums, table_sums
 from pvtrace.analyze.vcpu_states import build_states, state_changes, vcpu_states_table
 from pvtrace.guest_signals import TICK_EVENTS
 from pvtrace.ingest.problems import skipped_lines
@@ -218,7 +218,7 @@ class Measured:
     what each VM partition of a big trace gives, merged before one finish() (analyze/partitioned.py)."""
 
     tables: dict[str, pl.DataFrame]
-    counts: dict[str, int]  # n_acquisitions, n_contended, n_truncated_waits, n_truncated_holds
+    counts: dict[str, int]  # n_acquisitions, n_contended, n_truncated_*, and summary.table_sums
     sums: dict[str, int]  # per-vCPU totals of the summary's context (summary.state_sums), and the notes
     host_estimates: dict[str, int]  # spin estimated from the pause exits (exits.pause_spin)
     exit_parts: pl.DataFrame  # exit_reasons before its shares and averages (exits.exit_reason_parts)
@@ -326,6 +326,7 @@ def measure(
         name: df.cast(dict(TABLE_SCHEMAS[name])).select(list(TABLE_SCHEMAS[name]))
         for name, df in tables.items()
     }
+    counts.update(table_sums(tables))
     done("exits")
     sums = {**state_sums(states, prep, windows), **prep.notes, **notes}
     return Measured(tables, counts, sums, host_estimates, exit_parts)
@@ -351,7 +352,7 @@ def finish(
             partial[metric] = [*partial.get(metric, []), *parts]
     if unaligned:
         partial = {}
-    extra = extra_context(tables, m.sums, prep)
+    extra = extra_context(tables, counts, m.sums, prep)
     extra["lock_kinds"] = kind_summary(tables["lock_kinds"])
     if unaligned:
         extra["spin_waste_pct_of_running"] = None
@@ -384,18 +385,23 @@ _COLUMN_TOTAL = {
 
 def _blank_unavailable(tables: dict[str, pl.DataFrame], fidelity: dict[str, str]) -> dict[str, pl.DataFrame]:
     """Null (not 0) every per-row column whose total this trace cannot give from events (in place:
-    the other tables may live on disk, analyze/partitioned.py)."""
-    out = tables
+    a table kept on disk is blanked as it is read, analyze/partitioned.py)."""
     for name in ("waits", "waste_by_lock", "waste_by_vcpu", "waste_by_vm"):
-        df = out[name]
+        schema = TABLE_SCHEMAS[name]
         gone = [
             c
             for c, key in _COLUMN_TOTAL.items()
-            if c in df.columns and fidelity.get(key) not in ("exact", "inferred", "guest-inferred")
+            if c in schema and fidelity.get(key) not in ("exact", "inferred", "guest-inferred")
         ]
-        if gone:
-            out[name] = df.with_columns(*[pl.lit(None, df.schema[c]).alias(c) for c in gone])
-    return out
+        if not gone:
+            continue
+        blank = [pl.lit(None, schema[c]).alias(c) for c in gone]
+        transform = getattr(tables, "transform", None)
+        if transform is not None:
+            transform(name, lambda df, blank=blank: df.with_columns(*blank))
+        else:
+            tables[name] = tables[name].with_columns(*blank)
+    return tables
 
 
 # The hypervisor-side tables need only the events and the vCPU states, so they are built on this

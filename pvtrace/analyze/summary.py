@@ -12,19 +12,38 @@ from pvtrace.analyze.prepare import Prepared
 from pvtrace.summary import SPIN_SPLIT_KEYS, Summary
 
 
-def _sum(df: pl.DataFrame, col: str) -> int:
-    return int(df[col].sum() or 0) if df.height else 0
+def table_sums(tables: dict[str, pl.DataFrame]) -> dict[str, int]:
+    """What the summary reads of the waits and pause_exits tables, as sums. They add up over VM
+    partitions, so a partitioned analysis keeps those two big tables on disk (analyze/partitioned.py)."""
+    row = (
+        tables["waits"]
+        .select(
+            *[pl.col(c).sum() for c in SPIN_SPLIT_KEYS],
+            pl.col("halted_ns").sum().alias("wait_halted_ns"),
+            pl.col("preempted_ns").sum().alias("wait_preempted_ns"),
+            pl.col("dur").sum().alias("wait_dur_ns"),
+            pl.col("truncated").sum().alias("n_open_waits"),
+            (~pl.col("truncated")).sum().alias("n_closed_waits"),
+        )
+        .row(0, named=True)
+    )
+    pauses = tables["pause_exits"]["n_siblings_preempted"]
+    return {
+        **{k: int(v or 0) for k, v in row.items()},
+        "n_pause_exits": pauses.len(),
+        "n_pause_exits_sibling_preempted": int((pauses > 0).sum() or 0),
+    }
 
 
 def totals_of(tables: dict[str, pl.DataFrame], counts: dict[str, int]) -> dict[str, int]:
-    """Every total key computed from the result tables (before fidelity drops what is unavailable)."""
-    w = tables["waits"]
+    """Every total key computed from the result tables and counts (before fidelity drops what is
+    unavailable)."""
     lhp = tables["lhp_incidents"]
     lwp = tables["lwp_incidents"]
     conv = tables["convoys"]
-    t = {c: _sum(w, c) for c in SPIN_SPLIT_KEYS}
-    t["wait_halted_ns"] = _sum(w, "halted_ns")
-    t["wait_preempted_ns"] = _sum(w, "preempted_ns")
+    t = {c: counts[c] for c in SPIN_SPLIT_KEYS}
+    t["wait_halted_ns"] = counts["wait_halted_ns"]
+    t["wait_preempted_ns"] = counts["wait_preempted_ns"]
     t["n_acquisitions"] = counts["n_acquisitions"]
     t["n_contended"] = counts["n_contended"]
     t["n_lhp"] = lhp.height
@@ -40,7 +59,7 @@ def totals_of(tables: dict[str, pl.DataFrame], counts: dict[str, int]) -> dict[s
         + int(lhp["truncated"].sum() or 0)
         + int(lwp["truncated"].sum() or 0)
     )
-    t["n_pause_exits"] = tables["pause_exits"].height
+    t["n_pause_exits"] = counts["n_pause_exits"]
     t["n_kicks"] = tables["kicks"].height
     return t
 
@@ -56,7 +75,7 @@ def build_summary(
     clocks_unaligned: str | None = None,
 ) -> Summary:
     """The Summary: totals this trace can give, their levels, and what is unavailable."""
-    n_pause = tables["pause_exits"].height
+    n_pause = counts["n_pause_exits"]
     fidelity, unavailable = plan(
         caps,
         unknown_kind_locks=unknown_kind_locks,
@@ -103,12 +122,13 @@ STATE_SUMS = (
 )
 
 
-def extra_context(tables: dict[str, pl.DataFrame], sums: dict[str, int], prep: Prepared) -> dict:
+def extra_context(
+    tables: dict[str, pl.DataFrame], counts: dict[str, int], sums: dict[str, int], prep: Prepared
+) -> dict:
     """Context for the totals: excluded time, pause-exit and kick figures, ingest-like notes."""
     vcpu_time, running_ns, lost_ns = sums["vcpu_ns"], sums["running_ns"], sums["excluded_ns"]
-    pauses = tables["pause_exits"]
+    n_pauses = counts["n_pause_exits"]
     kicks = tables["kicks"]
-    waits = tables["waits"]
     out = {
         "t_start": prep.window.t_start,
         "t_end": prep.window.t_end,
@@ -118,10 +138,10 @@ def extra_context(tables: dict[str, pl.DataFrame], sums: dict[str, int], prep: P
         "n_lost_windows": sums["n_lost_windows"],
         # a wait still open at the trace end counts to the end (as the truth does), unless no wait
         # ever ends: then the trace has no ends at all and no wait has a length
-        "wait_ns": int(waits["dur"].sum() or 0) if (~waits["truncated"]).any() else 0,
-        "n_open_waits": int(waits["truncated"].sum() or 0),
-        "n_pause_exits_sibling_preempted": int((pauses["n_siblings_preempted"] > 0).sum() or 0),
-        "pause_exits_per_vcpu_s": round(pauses.height / (running_ns / 1e9), 3) if running_ns else None,
+        "wait_ns": counts["wait_dur_ns"] if counts["n_closed_waits"] else 0,
+        "n_open_waits": counts["n_open_waits"],
+        "n_pause_exits_sibling_preempted": counts["n_pause_exits_sibling_preempted"],
+        "pause_exits_per_vcpu_s": round(n_pauses / (running_ns / 1e9), 3) if running_ns else None,
         "kick_latency_p50_ns": int(kicks["latency_ns"].quantile(0.5, "nearest"))
         if kicks["latency_ns"].drop_nulls().len()
         else None,
@@ -130,7 +150,7 @@ def extra_context(tables: dict[str, pl.DataFrame], sums: dict[str, int], prep: P
         else None,
         "spin_waste_pct_of_running": None,
     }
-    waste = int(waits["waste_lhp_ns"].sum() or 0) + int(waits["waste_lwp_ns"].sum() or 0)
+    waste = counts["waste_lhp_ns"] + counts["waste_lwp_ns"]
     if running_ns:
         out["spin_waste_pct_of_running"] = round(100.0 * waste / running_ns, 4)
     out.update({k: v for k, v in sums.items() if k not in STATE_SUMS})  # the notes

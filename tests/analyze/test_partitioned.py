@@ -8,6 +8,7 @@ waits, convoys and guest lost-event windows of every VM (they run concurrently).
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import polars as pl
 import pytest
@@ -114,6 +115,20 @@ def test_a_vm_with_few_hand_offs_keeps_its_own_hold_statistics(tmp_path):
     write(select_view(trace, "merged"), path)
     assert groups_of(path, EVENT_BUDGET) == [[vm] for vm in sorted(trace.meta.vms)]
     assert_same(analyze_parquet(path, memory_budget=EVENT_BUDGET), analyze_parquet(path, memory_budget=WHOLE))
+
+
+def test_columns_blanked_by_fidelity_are_blanked_on_disk_too(tmp_path):
+    # unaligned clocks: the spin split of every wait is unavailable, and waits stay on disk when split
+    trace, _ = simulate_trace(FOUR_VMS, seed=5)
+    seen = select_view(trace, "merged")
+    path = tmp_path / "t.parquet"
+    write(Trace(events=seen.events, meta=replace(seen.meta, clock={"synchronized": False})), path)
+    split = analyze_parquet(path, memory_budget=EVENT_BUDGET)
+    assert isinstance(split.tables, partitioned.SpilledTables)
+    whole = analyze_parquet(path, memory_budget=WHOLE)
+    waits = whole.tables["waits"]
+    assert waits.height and waits["spin_ns"].null_count() == waits.height
+    assert_same(split, whole)
 
 
 def test_host_lost_events_keep_the_trace_whole(tmp_path):
