@@ -15,6 +15,7 @@ from pvtrace.analyze import exits as exits_mod
 from pvtrace.analyze import incidents as incidents_mod
 from pvtrace.analyze import locks as locks_mod
 from pvtrace.analyze import waste as waste_mod
+from pvtrace.analyze.count_gaps import add_count_gaps
 from pvtrace.analyze.fidelity import Capabilities, capabilities
 from pvtrace.analyze.guest_preemption import STATE_KINDS as GUEST_STATE_KINDS
 from pvtrace.analyze.guest_preemption import GuestPreemption, has_guest_ticks, with_guest_states
@@ -28,6 +29,7 @@ from pvtrace.analyze.summary import build_summary, extra_context, state_sums
 from pvtrace.analyze.vcpu_states import build_states, state_changes, vcpu_states_table
 from pvtrace.guest_signals import TICK_EVENTS
 from pvtrace.ingest.problems import skipped_lines
+from pvtrace.ingest.vm_ties import unmapped_reason
 from pvtrace.schema import EVENT_SCHEMA
 from pvtrace.trace import Trace, TraceMeta, read_meta, read_trace
 
@@ -124,6 +126,8 @@ def clocks_unaligned(meta: TraceMeta) -> str | None:
     """Why host and guest events cannot be joined (their clocks are not known to be aligned), with
     the fix; None when they can (or the trace has one side only)."""
     clock = meta.clock or {}
+    if unmapped := unmapped_reason(clock):  # guests whose vCPU threads are unknown: no states to join
+        return unmapped
     if clock.get("synchronized") is not False:
         return None
     bad = sorted(vm for vm, g in (clock.get("guests") or {}).items() if g.get("synchronized") is False)
@@ -365,6 +369,7 @@ def finish(
         extra=extra,
         clocks_unaligned=unaligned,
     )
+    add_count_gaps(summary)  # lost events, kicks of unknown threads: lower bounds, said so
     tables = _blank_unavailable(tables, summary.fidelity)
     if caps.guest_limited or caps.guest_halting:  # the guest's ticks cannot place the preemptions or
         # tell spin from halting: no incident is evidence
