@@ -189,6 +189,8 @@ def _with_warnings(result: Analysis, meta: TraceMeta) -> Analysis:
     warning = clock.get("warning")
     if warning:
         result.summary.extra.setdefault("warnings", []).append(warning)
+    for warning in (meta.extra or {}).get("warnings", []):  # ingest's (guest files left out)
+        result.summary.extra.setdefault("warnings", []).append(warning)
     x = result.summary.extra
     x["skipped_lines"] = skipped_lines(meta.problems or {})  # what the ingester could not read
     n_kicks, n_yields = x.get("n_kicks_unmapped") or 0, x.get("n_yields_unmapped") or 0

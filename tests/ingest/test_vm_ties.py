@@ -68,3 +68,13 @@ def test_a_guest_without_host_threads_makes_joined_metrics_unavailable(tmp_path)
     why = {u.metric: u.how_to_capture for u in s.unavailable}
     assert "--vcpu-map" in why["spin_ns"]
     assert s.totals["n_contended"] > 0
+
+
+def test_a_host_file_alone_names_the_guest_files_next_to_it(tmp_path):
+    paths = write_rendered(_run(5), "ftrace", "merged", tmp_path / "m.txt")
+    host = tmp_path / "m.txt"
+    texts = [host, *sorted(p for p in paths if p.suffix == ".txt" and p != host)]
+    s = analyze(load([host])).summary
+    (warning,) = [w for w in s.extra["warnings"] if "guest traces" in w]
+    assert "m-vm0.txt, m-vm1.txt" in warning and warning.endswith(" ".join(str(p) for p in texts))
+    assert not any("guest traces" in w for w in analyze(load(texts)).summary.extra.get("warnings", []))
