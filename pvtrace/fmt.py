@@ -39,13 +39,15 @@ def fmt_ts(ns: int | None) -> str:
 
 
 def fmt_lock(addr: int | None) -> str:
-    """A lock id: 0x hex, the one notation of every output."""
-    return "-" if addr is None else f"{int(addr):#x}"
+    """A lock id: 0x hex, the one notation of every output, at least 8 digits: a hashed `%p`
+    (32 bits, printed zero-padded: `000000000e187448`) keeps its leading zero (`0x0e187448`),
+    so the id is found in the raw trace."""
+    return "-" if addr is None else f"{int(addr):#010x}"
 
 
 def lock_hex(col: str = "lock") -> pl.Expr:
     """fmt_lock as a vectorized polars expression (for CSV and JSON tables): 16 nibbles, each
-    looked up as a digit, joined, leading zeros stripped."""
+    looked up as a digit, joined, leading zeros stripped down to 8 digits."""
     x = pl.col(col).cast(pl.UInt64)
     digits = [
         ((x // (16**i)) % 16).replace_strict(
@@ -53,13 +55,8 @@ def lock_hex(col: str = "lock") -> pl.Expr:
         )
         for i in range(15, -1, -1)
     ]
-    text = pl.concat_str(digits).str.strip_chars_start("0")
-    return (
-        pl.when(x.is_null())
-        .then(pl.lit(None, pl.String))
-        .otherwise(pl.lit("0x") + pl.when(text == "").then(pl.lit("0")).otherwise(text))
-        .alias(col)
-    )
+    text = pl.concat_str(digits).str.strip_chars_start("0").str.pad_start(8, "0")
+    return pl.when(x.is_null()).then(pl.lit(None, pl.String)).otherwise(pl.lit("0x") + text).alias(col)
 
 
 def plural(n: int, word: str, many: str | None = None) -> str:
