@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from pvtrace.fmt import fmt_lock, lock_hex
+from pvtrace.fmt import fmt_lock, fmt_trace_time, guest_clocks, lock_hex
 
 
 def test_lock_ids_keep_the_leading_zeros_of_a_hashed_pointer():
@@ -15,3 +15,11 @@ def test_lock_ids_keep_the_leading_zeros_of_a_hashed_pointer():
     frame = pl.DataFrame({"lock": [*values, None]}, schema={"lock": pl.UInt64})
     assert frame.select(lock_hex())["lock"].to_list() == [*want, None]
     assert "000000000e187448".endswith(fmt_lock(0xE187448)[2:])
+
+
+def test_trace_time_of_a_guest_on_its_own_clock_is_also_given_as_its_file_prints_it():
+    offsets = {"vm1": -15_000_544_000}
+    assert fmt_trace_time(221_391_000, "vm1", offsets) == "0.221391 (vm1 15.221935)"
+    assert fmt_trace_time(221_391_000, "vm0", offsets) == "0.221391"  # one clock with the host
+    assert fmt_trace_time(None, "vm1", offsets) == "-"
+    assert guest_clocks({"clock": {"guest_offset_ns": offsets}}) == offsets and guest_clocks({}) == {}

@@ -20,7 +20,7 @@ from rich.table import Table
 from pvtrace.analyze import Analysis
 from pvtrace.analyze.context import lock_table
 from pvtrace.analyze.perf_tables import IMPLICATION_GROUPS, kvm_stat_implications
-from pvtrace.fmt import fmt_lock, fmt_ns, fmt_ts, plural
+from pvtrace.fmt import fmt_lock, fmt_ns, fmt_trace_time, fmt_ts, guest_clocks, plural
 
 TOP_LOCKS = 10
 TOP_INCIDENTS = 8
@@ -287,7 +287,7 @@ def _incidents(con: Console, a: Analysis) -> None:
         instead = "-" if r["ran_instead"] is None else f"pCPU {r['pcpu']}: {r['ran_instead']}"
         t.add_row(
             r["kind"],
-            fmt_ts(r["start"]),
+            fmt_trace_time(r["start"], r["vm"], guest_clocks(a.summary.extra)),
             f"{vcpu} ({who})",
             fmt_lock(r["lock"]),
             r["state"] + (" (cut)" if r["truncated"] else ""),
