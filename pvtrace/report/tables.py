@@ -196,9 +196,9 @@ def perf_figures(analysis: Analysis) -> list[Figure]:
                     "perf-kvm-stat-implications",
                     "What the exits imply for lock waiting",
                     table=table,
-                    caption="Many PAUSE exits: vCPUs spin long enough for pause-loop exiting (lock waiters "
-                    "whose holder is not running). HLT/WFx: idle or pv-halted vCPUs. Hypercalls: pv kicks "
-                    "and yields among them.",
+                    caption="What each group means: PAUSE exits come from pause-loop exiting (a vCPU spun "
+                    "long, e.g. a lock waiter whose holder is not running); HLT/WFx from idle or pv-halted "
+                    "vCPUs; hypercalls (RISC-V: SBI calls, SUPERVISOR_SYSCALL) include pv kicks and yields.",
                 )
             )
     locks = analysis.tables.get("perf_lock_contention")
