@@ -93,12 +93,20 @@ def _header(a: Analysis, sources: list[str]) -> str:
         rows = sum(a.tables[k].height for k in ("perf_kvm_stat", "perf_lock_contention") if k in a.tables)
         return f"[bold]pvtrace analyze[/] {names}: perf summary table, {plural(rows, 'row')}, no events"
     t0, t1 = x.get("t_start"), x.get("t_end")
+    clock = x.get("clock") or {}
+    host = next((g["host_span"] for g in (clock.get("guests") or {}).values() if "host_span" in g), None)
+    if clock.get("synchronized") is False and host:  # one span over two clocks would mean nothing
+        t0, t1 = host
     span = (
         f"{fmt_ts(t0)} to {fmt_ts(t1)} ({fmt_ns((t1 or 0) - (t0 or 0))})" if t0 is not None else "no events"
     )
+    if clock.get("synchronized") is False and host:
+        span = f"host {span}, guests on their own clocks"
+    # without vCPU states or lock waits nothing says the CPUs are virtual (a bare-metal trace)
+    cpus = "vCPU" if x.get("level") != "none" else "CPU"
     return (
         f"[bold]pvtrace analyze[/] {names}: level [bold]{x.get('level')}[/], {span}, "
-        f"{plural(n, 'event')}, {plural(x.get('n_vcpus', 0), 'vCPU')}, {plural(x.get('n_locks', 0), 'lock')}"
+        f"{plural(n, 'event')}, {plural(x.get('n_vcpus', 0), cpus)}, {plural(x.get('n_locks', 0), 'lock')}"
     )
 
 
