@@ -183,9 +183,11 @@ def _with_warnings(result: Analysis, meta: TraceMeta) -> Analysis:
     if clock.get("guests") or "synchronized" in clock:
         result.summary.extra["clock"] = {
             k: clock[k]
-            for k in ("mode", "synchronized", "guest_offset_ns", "guests", "offsets_file")
+            for k in ("mode", "synchronized", "guest_offset_ns", "guests", "offsets_file", "unmapped_guests")
             if k in clock
         }
+    if clock.get("untimed_records"):  # records without a timestamp: the span says nothing
+        result.summary.extra["untimed_records"] = clock["untimed_records"]
     warning = clock.get("warning")
     if warning:
         result.summary.extra.setdefault("warnings", []).append(warning)

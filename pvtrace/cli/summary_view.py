@@ -102,6 +102,8 @@ def _header(a: Analysis, sources: list[str]) -> str:
     )
     if clock.get("synchronized") is False and host:
         span = f"host {span}, guests on their own clocks"
+    if x.get("untimed_records") and t0 == t1:
+        span = "no timestamps"
     # without vCPU states or lock waits nothing says the CPUs are virtual (a bare-metal trace)
     cpus = "vCPU" if x.get("level") != "none" else "CPU"
     return (

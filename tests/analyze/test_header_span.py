@@ -37,3 +37,10 @@ def test_a_bare_metal_trace_has_cpus_not_vcpus(real_traces):
     assert (
         "level none" in res.stdout and " 6 CPUs, " in res.stdout and "vCPU" not in res.stdout.split("\n")[0]
     )
+
+
+def test_an_untimed_excerpt_has_no_span(tmp_path):
+    (tmp_path / "k.txt").write_text(" t-1: kvm_hypercall: nr 0x5 a0 0x0 a1 0x1 a2 0x0 a3 0x0\n" * 3)
+    res = runner.invoke(app, ["analyze", str(tmp_path / "k.txt")])
+    assert res.exit_code == 0, res.output
+    assert "no timestamps, 3 events" in res.stdout and "0.000000 to" not in res.stdout
