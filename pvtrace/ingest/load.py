@@ -403,8 +403,9 @@ def _point_at_guest_files(meta: TraceMeta, host_paths: list[Path]) -> None:
     meta.extra["guest_files_nearby"] = [str(p) for p in nearby]
     command = " ".join(["pvtrace analyze", *(str(p) for p in [*host_paths, *nearby])])
     meta.extra.setdefault("warnings", []).append(
-        f"guest traces of this host sit next to it ({', '.join(p.name for p in nearby)}) but were not "
-        f"given: the guest lock events are in them; analyze them together: {command}"
+        f"files named like guest traces of this host sit next to it ({', '.join(p.name for p in nearby)}) "
+        f"but were not given: if they are its guests, the lock events are in them; analyze them together: "
+        f"{command}"
     )
 
 

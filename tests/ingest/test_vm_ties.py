@@ -75,6 +75,6 @@ def test_a_host_file_alone_names_the_guest_files_next_to_it(tmp_path):
     host = tmp_path / "m.txt"
     texts = [host, *sorted(p for p in paths if p.suffix == ".txt" and p != host)]
     s = analyze(load([host])).summary
-    (warning,) = [w for w in s.extra["warnings"] if "guest traces" in w]
+    (warning,) = [w for w in s.extra["warnings"] if "named like guest traces" in w]
     assert "m-vm0.txt, m-vm1.txt" in warning and warning.endswith(" ".join(str(p) for p in texts))
     assert not any("guest traces" in w for w in analyze(load(texts)).summary.extra.get("warnings", []))
