@@ -18,8 +18,8 @@ def test_lock_ids_keep_the_leading_zeros_of_a_hashed_pointer():
 
 
 def test_trace_time_of_a_guest_on_its_own_clock_is_also_given_as_its_file_prints_it():
-    offsets = {"vm1": -15_000_544_000}
-    assert fmt_trace_time(221_391_000, "vm1", offsets) == "0.221391 (vm1 15.221935)"
+    offsets = {"vm1": -15_000_543_656}  # a guest printed 15.221935; on the host clock 0.221391344
+    assert fmt_trace_time(221_391_344, "vm1", offsets) == "0.221391344 (vm1 15.221935)"
     assert fmt_trace_time(221_391_000, "vm0", offsets) == "0.221391"  # one clock with the host
     assert fmt_trace_time(None, "vm1", offsets) == "-"
     assert guest_clocks({"clock": {"guest_offset_ns": offsets}}) == offsets and guest_clocks({}) == {}

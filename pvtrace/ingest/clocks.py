@@ -153,10 +153,6 @@ def guest_offsets(
             offsets[vm] = decided[vm]
             continue
         offsets[vm], per_vm[vm] = _one_guest(host, span, user, tsc_offsets, estimates.get(vm, TOO_FEW))
-        if offsets[vm] and resolution(host_ts) == resolution(guest.filter(pl.col("vm") == vm)["ts"]) == 1000:
-            # both sides print whole us: so does the shifted guest (its events read as printed,
-            # none 9-digit), and no precision is lost that the timestamps had
-            offsets[vm] = round(offsets[vm] / 1000) * 1000
     return offsets, per_vm
 
 
