@@ -38,14 +38,31 @@ def fmt_ts(ns: int | None) -> str:
     return f"{sign}{sec}.{text[:6] if text.endswith('000') else text}"
 
 
+def fmt_trace_time(ns: int | None, vm: str | None, offsets: dict[str, int] | None) -> str:
+    """fmt_ts, and for a guest VM on its own clock (offsets: TraceMeta.clock guest_offset_ns,
+    host = guest + offset) also the time that guest's file prints: `0.221391 (vm1 15.221935)`,
+    so an incident is found in either file."""
+    offset = (offsets or {}).get(vm or "", 0)
+    if ns is None or not offset:
+        return fmt_ts(ns)
+    return f"{fmt_ts(ns)} ({vm} {fmt_ts(int(ns) - int(offset))})"
+
+
+def guest_clocks(extra: dict) -> dict[str, int]:
+    """The guest clock offsets of an analysis summary's extra (empty when all share one clock)."""
+    return dict((extra.get("clock") or {}).get("guest_offset_ns") or {})
+
+
 def fmt_lock(addr: int | None) -> str:
-    """A lock id: 0x hex, the one notation of every output."""
-    return "-" if addr is None else f"{int(addr):#x}"
+    """A lock id: 0x hex, the one notation of every output, at least 8 digits: a hashed `%p`
+    (32 bits, printed zero-padded: `000000000e187448`) keeps its leading zero (`0x0e187448`),
+    so the id is found in the raw trace."""
+    return "-" if addr is None else f"{int(addr):#010x}"
 
 
 def lock_hex(col: str = "lock") -> pl.Expr:
     """fmt_lock as a vectorized polars expression (for CSV and JSON tables): 16 nibbles, each
-    looked up as a digit, joined, leading zeros stripped."""
+    looked up as a digit, joined, leading zeros stripped down to 8 digits."""
     x = pl.col(col).cast(pl.UInt64)
     digits = [
         ((x // (16**i)) % 16).replace_strict(
@@ -53,13 +70,8 @@ def lock_hex(col: str = "lock") -> pl.Expr:
         )
         for i in range(15, -1, -1)
     ]
-    text = pl.concat_str(digits).str.strip_chars_start("0")
-    return (
-        pl.when(x.is_null())
-        .then(pl.lit(None, pl.String))
-        .otherwise(pl.lit("0x") + pl.when(text == "").then(pl.lit("0")).otherwise(text))
-        .alias(col)
-    )
+    text = pl.concat_str(digits).str.strip_chars_start("0").str.pad_start(8, "0")
+    return pl.when(x.is_null()).then(pl.lit(None, pl.String)).otherwise(pl.lit("0x") + text).alias(col)
 
 
 def plural(n: int, word: str, many: str | None = None) -> str:

@@ -24,8 +24,11 @@ IMPLICATION_GROUPS: dict[str, tuple[tuple[str, ...], str]] = {
         ("HLT", "WFX", "WFx", "WFI", "WFE"),
         "HLT/WFx exits: vCPUs idle or halted in a pv lock slow path",
     ),
+    # RISC-V: a guest's SBI call is an ecall from VS-mode, which KVM sees as SUPERVISOR_SYSCALL
+    # (cause 10; arch/riscv/kvm/vcpu_exit.c hands it to kvm_riscv_vcpu_sbi_ecall). HYPERVISOR_SYSCALL
+    # (cause 9) is an ecall from HS-mode, the host's own: not a guest's hypercall.
     "hypercall": (
-        ("HYPERCALL", "VMCALL", "VMMCALL", "HVC64", "HVC", "HYPERVISOR_SYSCALL"),
+        ("HYPERCALL", "VMCALL", "VMMCALL", "HVC64", "HVC", "SUPERVISOR_SYSCALL"),
         "hypercalls: pv kicks and yields",
     ),
 }

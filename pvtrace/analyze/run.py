@@ -15,6 +15,7 @@ from pvtrace.analyze import exits as exits_mod
 from pvtrace.analyze import incidents as incidents_mod
 from pvtrace.analyze import locks as locks_mod
 from pvtrace.analyze import waste as waste_mod
+from pvtrace.analyze.count_gaps import add_count_gaps
 from pvtrace.analyze.fidelity import Capabilities, capabilities
 from pvtrace.analyze.guest_preemption import STATE_KINDS as GUEST_STATE_KINDS
 from pvtrace.analyze.guest_preemption import GuestPreemption, has_guest_ticks, with_guest_states
@@ -28,6 +29,7 @@ from pvtrace.analyze.summary import build_summary, extra_context, state_sums, ta
 from pvtrace.analyze.vcpu_states import build_states, state_changes, vcpu_states_table
 from pvtrace.guest_signals import TICK_EVENTS
 from pvtrace.ingest.problems import skipped_lines
+from pvtrace.ingest.vm_ties import unmapped_reason
 from pvtrace.schema import EVENT_SCHEMA
 from pvtrace.trace import Trace, TraceMeta, read_meta, read_trace
 
@@ -124,6 +126,8 @@ def clocks_unaligned(meta: TraceMeta) -> str | None:
     """Why host and guest events cannot be joined (their clocks are not known to be aligned), with
     the fix; None when they can (or the trace has one side only)."""
     clock = meta.clock or {}
+    if unmapped := unmapped_reason(clock):  # guests whose vCPU threads are unknown: no states to join
+        return unmapped
     if clock.get("synchronized") is not False:
         return None
     bad = sorted(vm for vm, g in (clock.get("guests") or {}).items() if g.get("synchronized") is False)
@@ -179,11 +183,15 @@ def _with_warnings(result: Analysis, meta: TraceMeta) -> Analysis:
     if clock.get("guests") or "synchronized" in clock:
         result.summary.extra["clock"] = {
             k: clock[k]
-            for k in ("mode", "synchronized", "guest_offset_ns", "guests", "offsets_file")
+            for k in ("mode", "synchronized", "guest_offset_ns", "guests", "offsets_file", "unmapped_guests")
             if k in clock
         }
+    if clock.get("untimed_records"):  # records without a timestamp: the span says nothing
+        result.summary.extra["untimed_records"] = clock["untimed_records"]
     warning = clock.get("warning")
     if warning:
+        result.summary.extra.setdefault("warnings", []).append(warning)
+    for warning in (meta.extra or {}).get("warnings", []):  # ingest's (guest files left out)
         result.summary.extra.setdefault("warnings", []).append(warning)
     x = result.summary.extra
     x["skipped_lines"] = skipped_lines(meta.problems or {})  # what the ingester could not read
@@ -366,6 +374,7 @@ def finish(
         extra=extra,
         clocks_unaligned=unaligned,
     )
+    add_count_gaps(summary)  # lost events, kicks of unknown threads: lower bounds, said so
     tables = _blank_unavailable(tables, summary.fidelity)
     if caps.guest_limited or caps.guest_halting:  # the guest's ticks cannot place the preemptions or
         # tell spin from halting: no incident is evidence

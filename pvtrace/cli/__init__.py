@@ -6,12 +6,21 @@ import signal
 import sys
 
 QUIET_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_done = {"command": False}  # the command returned: its outputs are all written
+
+
+def command_finished() -> None:
+    """Mark the command done, so a signal from now on says the outputs are complete."""
+    _done["command"] = True
 
 
 def _exit_quietly(signum: int, frame: object) -> None:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
+    if _done["command"]:  # the exit code says interrupted; the line says nothing was lost
+        with contextlib.suppress(OSError):
+            os.write(2, b"interrupted after the command finished: its outputs are complete\n")
     os._exit(128 + signum)
 
 

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from pvtrace.cli import command_finished
 from pvtrace.errors import PvtraceError
 from pvtrace.outputs import Terminated, os_message, remove_live_temps, signals_unwind
 
@@ -29,7 +30,9 @@ def handle_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             with signals_unwind():
-                return fn(*args, **kwargs)
+                result = fn(*args, **kwargs)
+                command_finished()
+                return result
         except PvtraceError as exc:
             err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None

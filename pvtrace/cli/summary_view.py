@@ -20,7 +20,7 @@ from rich.table import Table
 from pvtrace.analyze import Analysis
 from pvtrace.analyze.context import lock_table
 from pvtrace.analyze.perf_tables import IMPLICATION_GROUPS, kvm_stat_implications
-from pvtrace.fmt import fmt_lock, fmt_ns, fmt_ts, plural
+from pvtrace.fmt import fmt_lock, fmt_ns, fmt_trace_time, fmt_ts, guest_clocks, plural
 
 TOP_LOCKS = 10
 TOP_INCIDENTS = 8
@@ -93,12 +93,22 @@ def _header(a: Analysis, sources: list[str]) -> str:
         rows = sum(a.tables[k].height for k in ("perf_kvm_stat", "perf_lock_contention") if k in a.tables)
         return f"[bold]pvtrace analyze[/] {names}: perf summary table, {plural(rows, 'row')}, no events"
     t0, t1 = x.get("t_start"), x.get("t_end")
+    clock = x.get("clock") or {}
+    host = next((g["host_span"] for g in (clock.get("guests") or {}).values() if "host_span" in g), None)
+    if clock.get("synchronized") is False and host:  # one span over two clocks would mean nothing
+        t0, t1 = host
     span = (
         f"{fmt_ts(t0)} to {fmt_ts(t1)} ({fmt_ns((t1 or 0) - (t0 or 0))})" if t0 is not None else "no events"
     )
+    if clock.get("synchronized") is False and host:
+        span = f"host {span}, guests on their own clocks"
+    if x.get("untimed_records") and t0 == t1:
+        span = "no timestamps"
+    # without vCPU states or lock waits nothing says the CPUs are virtual (a bare-metal trace)
+    cpus = "vCPU" if x.get("level") != "none" else "CPU"
     return (
         f"[bold]pvtrace analyze[/] {names}: level [bold]{x.get('level')}[/], {span}, "
-        f"{plural(n, 'event')}, {plural(x.get('n_vcpus', 0), 'vCPU')}, {plural(x.get('n_locks', 0), 'lock')}"
+        f"{plural(n, 'event')}, {plural(x.get('n_vcpus', 0), cpus)}, {plural(x.get('n_locks', 0), 'lock')}"
     )
 
 
@@ -287,7 +297,7 @@ def _incidents(con: Console, a: Analysis) -> None:
         instead = "-" if r["ran_instead"] is None else f"pCPU {r['pcpu']}: {r['ran_instead']}"
         t.add_row(
             r["kind"],
-            fmt_ts(r["start"]),
+            fmt_trace_time(r["start"], r["vm"], guest_clocks(a.summary.extra)),
             f"{vcpu} ({who})",
             fmt_lock(r["lock"]),
             r["state"] + (" (cut)" if r["truncated"] else ""),

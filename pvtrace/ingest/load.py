@@ -32,6 +32,7 @@ from pvtrace.ingest.problems import Problems
 from pvtrace.ingest.raw import empty_raw
 from pvtrace.ingest.records import FormatSpec, ParseInfo, ParseOptions
 from pvtrace.ingest.sanity import Sanity
+from pvtrace.ingest.sides import guest_files_nearby
 from pvtrace.ingest.sniff import NEED_MORE, SNIFF_BYTES, Verdict, detect_format
 from pvtrace.ingest.stream import iter_raw_chunks
 from pvtrace.ingest.vcpu_map import find_vcpu_map, read_vcpu_map
@@ -389,7 +390,23 @@ def ingest(
         events.finish()
     meta = _meta(paths, parse_infos, infos, events, tables, map_file, offsets_file)
     meta.extra["cpus_seen"] = len(cpus) if cpus else None
+    if meta.extra.get("side") == "host":
+        _point_at_guest_files(meta, [p for p in paths if str(p) != "-"])
     return meta
+
+
+def _point_at_guest_files(meta: TraceMeta, host_paths: list[Path]) -> None:
+    """A host-only analysis whose guest traces sit next to its input says which files to add."""
+    nearby = guest_files_nearby(host_paths)
+    if not nearby:
+        return
+    meta.extra["guest_files_nearby"] = [str(p) for p in nearby]
+    command = " ".join(["pvtrace analyze", *(str(p) for p in [*host_paths, *nearby])])
+    meta.extra.setdefault("warnings", []).append(
+        f"files named like guest traces of this host sit next to it ({', '.join(p.name for p in nearby)}) "
+        f"but were not given: if they are its guests, the lock events are in them; analyze them together: "
+        f"{command}"
+    )
 
 
 NORMALIZE_ROWS = 250_000

@@ -62,6 +62,7 @@ from pvtrace.ingest.host_events import host_events as make_host_events
 from pvtrace.ingest.host_events import host_map
 from pvtrace.ingest.sides import SIDES, detect_sides, guest_vm_names
 from pvtrace.ingest.vcpu_map import VCPU_MAP_SCHEMA
+from pvtrace.ingest.vm_ties import tie_vms, unmapped_guests, unmapped_warning
 from pvtrace.schema import conform_events
 
 __all__ = ["guest_vm_names", "normalize"]
@@ -172,6 +173,11 @@ def normalize(
     guest_events = (
         pl.concat(make_guest_events(guest, g_parsed, with_wakeup, with_contention)) if guest.height else empty
     )
+    unmapped: list[str] = []
+    if host.height and guest.height:
+        vmap, host_events, tie_notes = _tie_vms(vmap, host_events, guest_events, settled)
+        notes += tie_notes
+        unmapped = unmapped_guests(vmap, guest_events)
     earlier = carry.get("clock_guests", {})
     offsets, per_vm = clocks.guest_offsets(
         host_events["ts"],
@@ -196,6 +202,10 @@ def normalize(
         notes.append(
             f"{n_untimed} record(s) had no timestamp; they keep their file order at the previous record's time"
         )
+    if unmapped:
+        clock["unmapped_guests"] = unmapped
+        tied = unmapped_warning(unmapped, sorted(set(vmap["vm"].to_list()) - set(names.values())))
+        clock["warning"] = f"{clock['warning']}; {tied}" if "warning" in clock else tied
     if "warning" in clock:
         notes.append(clock["warning"])
 
@@ -225,6 +235,37 @@ def normalize(
         "clock_guests": per_vm,
     }
     return events, info
+
+
+def _tie_vms(
+    vmap: pl.DataFrame,
+    host_events: pl.DataFrame,
+    guest_events: pl.DataFrame,
+    settled: bool,
+) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
+    """The vCPU map and host events with host VMs renamed after the guest VMs their events fit
+    (vm_ties), unless a map file or an earlier chunk settled the names."""
+    host_vms = sorted(set(vmap["vm"].to_list()))
+    guest_vms = sorted(set(guest_events["vm"].cast(pl.String).drop_nulls().to_list()))
+    if settled:
+        return vmap, host_events, []
+    ties = tie_vms(
+        [h for h in host_vms if h not in guest_vms],
+        [g for g in guest_vms if g not in host_vms],
+        host_events.select("vm", "vcpu", "kind", "ts", "row", "sub"),
+        guest_events.select("vm", "vcpu", "ts"),
+    )
+    if not ties:
+        return vmap, host_events, []
+    how = pl.col("how") + pl.lit("; vm tied to the guest whose events fit its vCPU runs")
+    vmap = vmap.with_columns(
+        pl.when(pl.col("vm").is_in(list(ties))).then(how).otherwise(pl.col("how")).alias("how"),
+        pl.col("vm").replace(ties),
+    )
+    vm_type = host_events.schema["vm"]
+    host_events = host_events.with_columns(pl.col("vm").cast(pl.String).replace(ties).cast(vm_type))
+    note = ", ".join(f"{h} = {g}" for h, g in sorted(ties.items()))
+    return vmap, host_events, [f"host VM(s) tied to guest VM(s) by their events' timing: {note}"]
 
 
 def _counts(df: pl.DataFrame, col: str) -> dict[str, int]:

@@ -105,10 +105,15 @@ def skipped_lines(problems: dict) -> dict:
     for path, kinds in sorted(problems.items()):
         if not isinstance(kinds, dict):
             continue
+        earliest: tuple[int, str] | None = None  # the first bad line of this file, whatever its kind
         for kind, info in kinds.items():
             if isinstance(info, dict) and isinstance(info.get("count"), int):
                 by_reason[kind] = by_reason.get(kind, 0) + info["count"]
-                sample = (info.get("samples") or [{}])[0]
-                if first is None and sample:
-                    first = f"{path}:{sample.get('line')}: {info.get('what', kind)}"
+                for sample in info.get("samples") or []:
+                    line = sample.get("line")
+                    key = line if isinstance(line, int) else 1 << 62
+                    if earliest is None or key < earliest[0]:
+                        earliest = (key, f"{path}:{line}: {info.get('what', kind)}")
+        if first is None and earliest is not None:
+            first = earliest[1]
     return {"total": sum(by_reason.values()), "by_reason": by_reason, "first": first}

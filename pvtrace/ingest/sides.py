@@ -8,6 +8,7 @@ own `<host>-<vm>.txt` renders) or the vm_name option.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import polars as pl
 
@@ -143,3 +144,20 @@ def guest_vm_names(
         else:
             names[src] = vm_name or DEFAULT_GUEST_VM
     return names
+
+
+def guest_files_nearby(host_paths: Sequence[Path]) -> list[Path]:
+    """Trace files next to host-only inputs named like their guests (`trace.dat` + `trace-<vm>.dat`,
+    trace-cmd -A; `h.txt` + `h-<vm>.txt`, pvtrace's renders): the guest halves the user left out."""
+    given = {p.resolve() for p in host_paths}
+    found: set[Path] = set()
+    for path in host_paths:
+        stem = _base(path.name) + "-"
+        if not path.parent.is_dir():
+            continue
+        for sib in path.parent.iterdir():
+            name = sib.name
+            named = name.startswith(stem) and name.endswith(_NAME_SUFFIXES) and len(_base(name)) > len(stem)
+            if named and sib.is_file() and sib.resolve() not in given:
+                found.add(sib)
+    return sorted(found)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from pvtrace.fmt import fmt_ns
+from pvtrace.fmt import fmt_lock, fmt_ns
 from pvtrace.summary import Summary
 
 
@@ -21,7 +21,7 @@ def with_lock_label(
     """Add `vm:0xaddr` labels for the locks of a small (already aggregated) frame."""
     if df.height == 0:
         return df.with_columns(pl.lit(None, dtype=pl.String).alias(out))
-    hexes = {a: ("?" if a is None else f"{a:#x}") for a in df[lock].unique().to_list()}
+    hexes = {a: ("?" if a is None else fmt_lock(a)) for a in df[lock].unique().to_list()}
     return df.with_columns(
         (pl.col(vm).cast(pl.String) + ":" + pl.col(lock).replace_strict(hexes, return_dtype=pl.String)).alias(
             out

@@ -10,7 +10,7 @@ import polars as pl
 from pvtrace.analyze.context import incidents, lock_table
 from pvtrace.analyze.perf_tables import IMPLICATION_GROUPS, kvm_stat_implications
 from pvtrace.analyze.result import Analysis
-from pvtrace.fmt import fmt_lock, fmt_ns, fmt_ts, plural
+from pvtrace.fmt import fmt_lock, fmt_ns, fmt_trace_time, guest_clocks, plural
 from pvtrace.report.figure import Figure, no_data
 
 MAX_INCIDENT_ROWS = 200
@@ -64,6 +64,7 @@ def incident_table_figure(analysis: Analysis, t0: int, span: tuple[int, int]) ->
     ]
     rows = []
     lo, hi = span
+    clocks = guest_clocks(analysis.summary.extra)
     for r in shown.iter_rows(named=True):
         vcpu = f"{r['vm']}/{r['vcpu']}" if several else str(r["vcpu"])
         who = "holder" if r["kind"] == "LHP" else "next owner"
@@ -79,7 +80,7 @@ def incident_table_figure(analysis: Analysis, t0: int, span: tuple[int, int]) ->
                 attrs,
                 [
                     (r["kind"], r["kind"]),
-                    (fmt_ts(r["start"]), str(r["start"])),
+                    (fmt_trace_time(r["start"], r["vm"], clocks), str(r["start"])),
                     (f"{vcpu} ({who})", vcpu),
                     (fmt_lock(r["lock"]), fmt_lock(r["lock"])),
                     (r["state"] + (" (cut by trace end)" if r["truncated"] else ""), r["state"]),
@@ -195,9 +196,9 @@ def perf_figures(analysis: Analysis) -> list[Figure]:
                     "perf-kvm-stat-implications",
                     "What the exits imply for lock waiting",
                     table=table,
-                    caption="Many PAUSE exits: vCPUs spin long enough for pause-loop exiting (lock waiters "
-                    "whose holder is not running). HLT/WFx: idle or pv-halted vCPUs. Hypercalls: pv kicks "
-                    "and yields among them.",
+                    caption="What each group means: PAUSE exits come from pause-loop exiting (a vCPU spun "
+                    "long, e.g. a lock waiter whose holder is not running); HLT/WFx from idle or pv-halted "
+                    "vCPUs; hypercalls (RISC-V: SBI calls, SUPERVISOR_SYSCALL) include pv kicks and yields.",
                 )
             )
     locks = analysis.tables.get("perf_lock_contention")

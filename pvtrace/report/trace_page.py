@@ -150,6 +150,8 @@ def _subtitle(trace: Trace, analysis: Analysis) -> str:
     vcpus = sum(v.n_vcpus or 0 for v in vms.values())
     who = f"{_n(len(vms), 'VM')}, {_n(vcpus, 'vCPU')}" if vms else "VMs unknown"
     cpus = f", {trace.meta.n_pcpus} host CPUs" if trace.meta.n_pcpus else ""
+    if trace.events.height == 0 and trace.meta.extra.get("summary_tables"):  # a table, not a trace
+        return f"{trace.meta.format} summary table: no events, no time span, {who}."
     return f"{trace.meta.format} trace ({trace.meta.view} view), {fmt_ns(t1 - t0)}, {who}{cpus}."
 
 

@@ -10,7 +10,7 @@ import polars as pl
 from pvtrace.analyze.context import incident_union
 from pvtrace.analyze.result import Analysis
 from pvtrace.errors import UsageError
-from pvtrace.fmt import fmt_ts
+from pvtrace.fmt import fmt_lock, fmt_ts
 from pvtrace.report.labels import fmt_ns
 
 _UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
@@ -76,7 +76,7 @@ def default_window(analysis: Analysis, t_start: int, t_end: int) -> Window:
             0, named=True
         )
         what = (
-            f"the worst incident: {worst['kind']} on {worst['vm']} lock {worst['lock']:#x}, "
+            f"the worst incident: {worst['kind']} on {worst['vm']} lock {fmt_lock(worst['lock'])}, "
             f"vCPU {worst['vcpu']} {worst['state']} for {fmt_ns(worst['dur'])}"
         )
         if worst["waste_ns"] is not None:
@@ -85,7 +85,7 @@ def default_window(analysis: Analysis, t_start: int, t_end: int) -> Window:
     waits = analysis.table("waits")
     if waits.height:
         w = waits.sort("dur", descending=True, maintain_order=True).row(0, named=True)
-        what = f"the longest wait: {w['vm']} vCPU {w['vcpu']} on lock {w['lock']:#x} for {fmt_ns(w['dur'])}"
+        what = f"the longest wait: {w['vm']} vCPU {w['vcpu']} on lock {fmt_lock(w['lock'])} for {fmt_ns(w['dur'])}"
         return _around(w["start"], w["end"], t_start, t_end, what)
     return Window(t_start, t_end, "the whole trace (no incidents or waits to center on)")
 

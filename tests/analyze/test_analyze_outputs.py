@@ -148,6 +148,15 @@ def test_kvm_stat_implications_give_pause_hlt_and_hypercall_shares(real_traces):
     assert first["hypercall"]["samples_pct"] == pytest.approx(10.5)
 
 
+def test_riscv_guest_sbi_calls_are_hypercalls(real_traces):
+    # a RISC-V guest's ecall (VS-mode) exits as SUPERVISOR_SYSCALL: an SBI call, its hypercall
+    path = real_traces / "public" / "perf-kvm-stat-report_hist-style-ns-columns_riscv_kvm-list-2024-04-22.txt"
+    res = runner.invoke(app, ["analyze", str(path), "--json", "-"])
+    assert res.exit_code == 0, res.output
+    imp = {r["group"]: r for r in json.loads(res.stdout)["perf_kvm_stat"]["implications"]}
+    assert imp["hypercall"]["n_samples"] == 1019 and imp["hypercall"]["samples_pct"] == pytest.approx(2.0)
+
+
 def test_json_and_csv_to_stdout(tmp_path, monkeypatch):
     src = _file(tmp_path, LHP_ROWS)
     monkeypatch.chdir(tmp_path)

@@ -203,7 +203,7 @@ def _signals_by_default() -> None:
 @pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
 def test_a_signal_while_python_exits_ends_quietly(sig, inputs, references, tmp_path):
     """A signal after the command finished (here from an exit handler, where CI once caught a
-    SIGHUP): exit 128+signal at once, no traceback, the outputs whole."""
+    SIGHUP): exit 128+signal at once, no traceback, the outputs whole, and one line saying so."""
     ref = comparable(references["analyze"][0])
     script = LATE_SIGNAL.format(sig=sig.name)
     proc = subprocess.run(
@@ -217,6 +217,7 @@ def test_a_signal_while_python_exits_ends_quietly(sig, inputs, references, tmp_p
     )
     done = Done(_args("analyze", inputs), proc.returncode, proc.stdout, proc.stderr)
     assert_clean_exit(done, (128 + sig,))
+    assert "interrupted after the command finished: its outputs are complete" in done.stderr, str(done)
     assert comparable(files_under(tmp_path / "out")) == ref
 
 

@@ -6,6 +6,8 @@ import json
 
 from faults import SMALL_SCENARIO, run
 
+from pvtrace.ingest.problems import skipped_lines
+
 
 def test_analyze_states_skipped_lines(tmp_path):
     (tmp_path / "s.toml").write_text(SMALL_SCENARIO.format(seed=3))
@@ -27,3 +29,13 @@ def test_analyze_states_skipped_lines(tmp_path):
     assert doc["skipped_lines"]["by_reason"] == {"malformed_line": 2}
     assert "skipped lines: none" in good.stderr
     assert json.loads((tmp_path / "good.json").read_text())["skipped_lines"]["total"] == 0
+
+
+def test_first_skipped_line_is_the_earliest_whatever_its_kind():
+    problems = {
+        "mid.txt": {
+            "malformed_line": {"count": 1, "what": "not a record", "samples": [{"line": 539}]},
+            "truncated_record": {"count": 2, "what": "cut short", "samples": [{"line": 100}, {"line": 700}]},
+        }
+    }
+    assert skipped_lines(problems)["first"] == "mid.txt:100: cut short"

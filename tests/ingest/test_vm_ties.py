@@ -1,0 +1,80 @@
+"""Host vCPU threads tied to the guest files without a map file (a real `trace-cmd record -A`
+capture has none), and guests that stay untied make the joined metrics unavailable, never 0."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from pvtrace.analyze import analyze
+from pvtrace.ingest.load import load
+from pvtrace.ingest.vcpu_map import MAP_SUFFIX, read_vcpu_map
+from pvtrace.simulate.render import write_rendered
+from pvtrace.simulate.run import simulate_trace
+from pvtrace.simulate.scenario import Scenario
+
+
+def _run(seed: int):
+    s = Scenario().replace(
+        lock={"algorithm": "ticket"},
+        host={"pcpus": 2},
+        vm={"count": 2, "vcpus": 2, "locks": 1, "compute_ns": 20_000, "hold_ns": 3_000},
+        run={"duration_ns": 40_000_000},
+    )
+    return simulate_trace(s, seed=seed)[0]
+
+
+def _without_map(paths):
+    side = next(p for p in paths if p.name.endswith(MAP_SUFFIX))
+    truth = read_vcpu_map(side)
+    side.unlink()
+    return [p for p in paths if p.suffix == ".txt"], truth
+
+
+def _ties(meta):
+    return sorted((r["tid"], r["vm"], r["vcpu"]) for r in meta.vcpu_map)
+
+
+@pytest.mark.parametrize("fmt", ["trace-cmd", "ftrace", "perf"])
+def test_host_threads_are_tied_to_the_guest_files_by_timing(tmp_path, fmt):
+    trace = _run(3)
+    texts, truth = _without_map(write_rendered(trace, fmt, "merged", tmp_path / "m.txt"))
+    with_map = load(texts)
+    assert _ties(with_map.meta) == sorted(truth.select("tid", "vm", "vcpu").iter_rows())
+    assert "unmapped_guests" not in with_map.meta.clock
+    if fmt == "trace-cmd":  # one timeline: the spin is the one measured with the map file
+        (tmp_path / "map.csv").write_text(
+            "tid,pid,vm,vcpu\n" + "".join(f"{t},{p},{v},{c}\n" for t, p, v, c, *_ in truth.iter_rows())
+        )
+        given = analyze(load(texts, vcpu_map_path=tmp_path / "map.csv")).summary.totals["spin_ns"]
+        assert analyze(with_map).summary.totals["spin_ns"] == given > 0
+
+
+def test_a_guest_without_host_threads_makes_joined_metrics_unavailable(tmp_path):
+    trace = _run(4)
+    texts, truth = _without_map(write_rendered(trace, "trace-cmd", "merged", tmp_path / "m.txt"))
+    vm0 = [str(t) for t in truth.filter(truth["vm"] == "vm0")["tid"]]
+    mentions = re.compile(r"\b(" + "|".join(vm0) + r")\b")
+    lines = texts[0].read_text().splitlines(keepends=True)
+    kept = [ln for ln in lines if not (ln.lstrip().startswith("host") and mentions.search(ln))]
+    texts[0].write_text("".join(kept))
+    loaded = load(texts)
+    assert loaded.meta.clock["unmapped_guests"] == ["vm0"]
+    assert "--vcpu-map" in loaded.meta.clock["warning"]
+    s = analyze(loaded).summary
+    for key in ("spin_ns", "waste_lhp_ns", "n_lhp_harmful", "wait_preempted_ns"):
+        assert key not in s.totals
+    why = {u.metric: u.how_to_capture for u in s.unavailable}
+    assert "--vcpu-map" in why["spin_ns"]
+    assert s.totals["n_contended"] > 0
+
+
+def test_a_host_file_alone_names_the_guest_files_next_to_it(tmp_path):
+    paths = write_rendered(_run(5), "ftrace", "merged", tmp_path / "m.txt")
+    host = tmp_path / "m.txt"
+    texts = [host, *sorted(p for p in paths if p.suffix == ".txt" and p != host)]
+    s = analyze(load([host])).summary
+    (warning,) = [w for w in s.extra["warnings"] if "named like guest traces" in w]
+    assert "m-vm0.txt, m-vm1.txt" in warning and warning.endswith(" ".join(str(p) for p in texts))
+    assert not any("guest traces" in w for w in analyze(load(texts)).summary.extra.get("warnings", []))

@@ -1,0 +1,25 @@
+"""Lock ids print one way everywhere and can be found in the raw trace."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from pvtrace.fmt import fmt_lock, fmt_trace_time, guest_clocks, lock_hex
+
+
+def test_lock_ids_keep_the_leading_zeros_of_a_hashed_pointer():
+    # a guest ftrace prints a hashed %p zero-padded: `contention_begin: 000000000e187448`
+    values = [0xE187448, 0x1, 0xFFFF88810A400000, 0x1_0000_0000]
+    want = ["0x0e187448", "0x00000001", "0xffff88810a400000", "0x100000000"]
+    assert [fmt_lock(v) for v in values] == want
+    frame = pl.DataFrame({"lock": [*values, None]}, schema={"lock": pl.UInt64})
+    assert frame.select(lock_hex())["lock"].to_list() == [*want, None]
+    assert "000000000e187448".endswith(fmt_lock(0xE187448)[2:])
+
+
+def test_trace_time_of_a_guest_on_its_own_clock_is_also_given_as_its_file_prints_it():
+    offsets = {"vm1": -15_000_543_656}  # a guest printed 15.221935; on the host clock 0.221391344
+    assert fmt_trace_time(221_391_344, "vm1", offsets) == "0.221391344 (vm1 15.221935)"
+    assert fmt_trace_time(221_391_000, "vm0", offsets) == "0.221391"  # one clock with the host
+    assert fmt_trace_time(None, "vm1", offsets) == "-"
+    assert guest_clocks({"clock": {"guest_offset_ns": offsets}}) == offsets and guest_clocks({}) == {}
