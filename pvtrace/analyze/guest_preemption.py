@@ -222,18 +222,23 @@ def stretches(events: pl.DataFrame, t_end: int) -> tuple[pl.DataFrame, int] | No
     return ev, period
 
 
-def _busy_stretches(ev: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
-    """The closed stretches between two events of a vCPU, with `waiting` (inside a lock wait) and
-    `idle` (after a switch to the idle task)."""
-    closed = ev.filter(~pl.col("tail") & pl.col("kind").is_not_null()).sort("ts")
-    closed = closed.join_asof(
+def _with_waiting(df: pl.DataFrame, events: pl.DataFrame, on: str) -> pl.DataFrame:
+    """df with `waiting`: whether its vCPU was inside a lock wait at time `on`."""
+    return df.join_asof(
         lock_waits(events).rename({"ts": "wts"}),
-        left_on="ts",
+        left_on=on,
         right_on="wts",
         by=["vm", "vcpu"],
         strategy="backward",
         check_sortedness=False,
     )
+
+
+def _busy_stretches(ev: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
+    """The closed stretches between two events of a vCPU, with `waiting` (inside a lock wait) and
+    `idle` (after a switch to the idle task)."""
+    closed = ev.filter(~pl.col("tail") & pl.col("kind").is_not_null()).sort("ts")
+    closed = _with_waiting(closed, events, "ts")
     idle = _idle(events)
     if idle.height:
         closed = closed.join_asof(
@@ -292,14 +297,7 @@ def _gaps(ev: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
             strategy="backward",
             check_sortedness=False,
         ).filter(~pl.col("idle").fill_null(False))
-    gaps = gaps.join_asof(
-        lock_waits(events).rename({"ts": "wts"}),
-        left_on="start_lo",
-        right_on="wts",
-        by=["vm", "vcpu"],
-        strategy="backward",
-        check_sortedness=False,
-    )
+    gaps = _with_waiting(gaps, events, "start_lo")
     ambiguous = pl.col("waiting").fill_null(False) | pl.col("tail")
     cols = ("vm", "vcpu", "start", "start_lo", "start_hi", "end", "tail")
     return gaps.select(*cols, ambiguous.alias("ambiguous"))
