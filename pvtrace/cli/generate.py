@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from pvtrace.cli.common import handle_errors, out, progress
@@ -55,7 +56,7 @@ def print_truth(truth: GroundTruth, n_events: int, files: list[Path]) -> None:
     t = truth.summary.totals
     out.print(
         f"[bold]Simulated {truth.t_end / 1e9:.3f} s[/]: {n_events:,} events -> "
-        + ", ".join(str(f) for f in files)
+        + escape(", ".join(str(f) for f in files))
     )
     table = Table(show_edge=False, title_justify="left")
     table.add_column("vm")
@@ -236,4 +237,4 @@ def register(app: typer.Typer) -> None:
                 files.append(write_experiment_report(exp.report_rows(), report, force=force))
         out.print(experiment_table(exp))
         if files:
-            out.print("Wrote " + ", ".join(str(f) for f in files))
+            out.print("Wrote " + ", ".join(str(f) for f in files), markup=False)
