@@ -19,6 +19,7 @@ from rich.table import Table
 
 from pvtrace.analyze import Analysis
 from pvtrace.analyze.context import lock_table
+from pvtrace.analyze.partial import partial_note
 from pvtrace.analyze.perf_tables import IMPLICATION_GROUPS, kvm_stat_implications
 from pvtrace.fmt import fmt_lock, fmt_ns, fmt_ts, plural
 
@@ -126,7 +127,8 @@ def headline_rows(a: Analysis) -> list[tuple[str, str, str]]:
 
     def add(label: str, key: str, value: str | None = None) -> None:
         if key in t:
-            rows.append((label, value if value is not None else f"{t[key]:,}", s.fidelity.get(key, "")))
+            value = value if value is not None else f"{t[key]:,}"
+            rows.append((label + partial_note(x, key), value, s.fidelity.get(key, "")))
 
     add("spin (waiting while running)", "spin_ns", fmt_ns(t.get("spin_ns")))
     if "waste_lhp_ns" in t:
@@ -152,13 +154,14 @@ def headline_rows(a: Analysis) -> list[tuple[str, str, str]]:
         add("harmful LHP incidents", "n_lhp_harmful")
     if "n_lwp" in t:
         value = f"{t['n_lwp']:,} ({t.get('n_lwp_preempted', 0):,} / {t.get('n_lwp_halted', 0):,})"
-        rows.append(("LWP incidents (preempted / halted)", value, s.fidelity.get("n_lwp", "")))
-    conv_part = (x.get("partial") or {}).get("n_convoys")
-    add(
-        "convoys (longest)" + (f" (partial: {conv_part[0]['missing']})" if conv_part else ""),
-        "n_convoys",
-        f"{t.get('n_convoys', 0):,} ({t.get('convoy_len_max', 0)})",
-    )
+        rows.append(
+            (
+                "LWP incidents (preempted / halted)" + partial_note(x, "n_lwp"),
+                value,
+                s.fidelity.get("n_lwp", ""),
+            )
+        )
+    add("convoys (longest)", "n_convoys", f"{t.get('n_convoys', 0):,} ({t.get('convoy_len_max', 0)})")
     if "n_pause_exits" in t:
         rate = x.get("pause_exits_per_vcpu_s")
         value = f"{t['n_pause_exits']:,}" + (f" ({rate:,.1f} per second of vCPU running)" if rate else "")
@@ -430,5 +433,11 @@ def limits_line(a: Analysis) -> str | None:
     if how:
         text += " Capture with: " + "; ".join(how) + "."
     if lock_kind and "waste_lwp_ns" in gone:
-        text += " LWP needs each lock's kind: --lock-kind fifo (ticket, queued spinlocks) or unfair."
+        what = "LWP and convoys need" if "--lock-kind" in _how(s, "n_convoys") else "LWP needs"
+        text += f" {what} each lock's kind: --lock-kind fifo (ticket, queued spinlocks) or unfair."
     return text
+
+
+def _how(s, metric: str) -> str:
+    """How to capture an unavailable metric ('' when it is given)."""
+    return next((u.how_to_capture for u in s.unavailable if u.metric == metric), "")

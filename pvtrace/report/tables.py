@@ -12,6 +12,7 @@ from pvtrace.analyze.perf_tables import IMPLICATION_GROUPS, kvm_stat_implication
 from pvtrace.analyze.result import Analysis
 from pvtrace.fmt import fmt_lock, fmt_ns, fmt_ts, plural
 from pvtrace.report.figure import Figure, no_data
+from pvtrace.report.labels import METRIC_LABELS
 
 MAX_INCIDENT_ROWS = 200
 MAX_LOCK_ROWS = 30
@@ -243,7 +244,7 @@ def limits_figure(analysis: Analysis, left_out: list[Figure]) -> Figure:
         return no_data("limits", "What this trace cannot tell", "nothing: every metric is available")
     how: dict[str, list[str]] = {}
     for u in s.unavailable:
-        how.setdefault(u.how_to_capture or "-", []).append(u.metric)
+        how.setdefault(u.how_to_capture or "-", []).append(METRIC_LABELS.get(u.metric, u.metric))
     items = [
         f"<li><b>{html.escape(', '.join(metrics))}</b>: {html.escape(cmd)}</li>"
         for cmd, metrics in how.items()
@@ -251,9 +252,9 @@ def limits_figure(analysis: Analysis, left_out: list[Figure]) -> Figure:
     charts = ", ".join(f.title for f in left_out)
     body = (
         '<div class="limits">'
-        + (f"<p>Not drawn, as the trace lacks their events: {html.escape(charts)}.</p>" if charts else "")
+        + (f"<p>Not drawn, as this trace cannot give them: {html.escape(charts)}.</p>" if charts else "")
         + (
-            "<p>Metrics not in this trace, and how to capture them:</p><ul>" + "".join(items) + "</ul>"
+            "<p>Metrics not in this trace, and what would give them:</p><ul>" + "".join(items) + "</ul>"
             if items
             else ""
         )
