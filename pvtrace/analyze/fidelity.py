@@ -211,8 +211,8 @@ def plan(
     if unknown_kind_locks:
         # inferred holders: a convoy's hand-offs are the takes the kind decides (analyze.partial)
         kind_keys = LWP_KEYS if caps.holds else (*LWP_KEYS, "n_convoys", "convoy_len_max")
-        for key in kind_keys:
-            fidelity.pop(key, None)
+        for key in (k for k in kind_keys if k in fidelity):  # else the trace lacks more than the kind
+            del fidelity[key]
             what = "LWP needs" if key in LWP_KEYS else "Convoys with inferred holders need"
             missing[key] = Unavailable(
                 key,
