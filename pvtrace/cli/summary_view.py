@@ -20,7 +20,7 @@ from rich.table import Table
 from pvtrace.analyze import Analysis
 from pvtrace.analyze.context import lock_table
 from pvtrace.analyze.perf_tables import IMPLICATION_GROUPS, kvm_stat_implications
-from pvtrace.fmt import fmt_lock, fmt_ns, fmt_ts, plural
+from pvtrace.fmt import clock_tick, fmt_lock, fmt_ns, fmt_ts, fmt_wait, plural
 
 TOP_LOCKS = 10
 TOP_INCIDENTS = 8
@@ -221,21 +221,8 @@ def _exits(con: Console, a: Analysis) -> None:
 
 
 def tick_ns(a: Analysis) -> int:
-    """The trace's time resolution as its intervals show it: 1000 when every timestamp is a whole
-    microsecond (ftrace's default clock print), else 1."""
-    for name in ("waits", "vcpu_states"):
-        df = a.table(name)
-        if df.height:
-            whole = df.select(((pl.col("start") % 1000 == 0) & (pl.col("end") % 1000 == 0)).all()).item()
-            return 1000 if whole else 1
-    return 1
-
-
-def fmt_wait(ns: int | None, tick: int) -> str:
-    """A wait: below the trace's resolution it is `< 1 µs`, never `0 ns`."""
-    if ns is not None and tick > 1 and ns < tick:
-        return "< 1 µs"
-    return fmt_ns(ns)
+    """The trace's time resolution as its waits (else its vCPU states) show it (fmt.clock_tick)."""
+    return clock_tick(a.table("waits"), a.table("vcpu_states"))
 
 
 def waits_unmeasured(a: Analysis) -> bool:
@@ -279,7 +266,7 @@ def _locks(con: Console, a: Analysis) -> None:
             *([escape(r["vm"])] if several_vms else []),
             fmt_lock(r["lock"]),
             f"{r['n_contended']:,}",
-            fmt_ns(r["total_wait_ns"]),
+            fmt_wait(r["total_wait_ns"], tick),
             *([fmt_ns(r["waste_ns"])] if waste_known else []),
             fmt_wait(r["max_wait_ns"], tick),
             fmt_wait(r["p50_wait_ns"], tick),

@@ -10,7 +10,7 @@ import polars as pl
 from pvtrace.analyze.context import incidents, lock_table
 from pvtrace.analyze.perf_tables import IMPLICATION_GROUPS, kvm_stat_implications
 from pvtrace.analyze.result import Analysis
-from pvtrace.fmt import fmt_lock, fmt_ns, fmt_ts, plural
+from pvtrace.fmt import clock_tick, fmt_lock, fmt_ns, fmt_ts, fmt_wait, plural
 from pvtrace.report.figure import Figure, no_data
 from pvtrace.report.labels import METRIC_LABELS
 
@@ -126,19 +126,20 @@ def locks_figure(analysis: Analysis) -> Figure:
         ("top callers (waits)", False),
     ]
     rows = []
+    tick = clock_tick(analysis.table("waits"), analysis.table("vcpu_states"))
     for r in shown.iter_rows(named=True):
         cells = [
             (r["vm"], r["vm"]),
             (fmt_lock(r["lock"]), fmt_lock(r["lock"])),
             (f"{r['n_contended']:,}", str(r["n_contended"])),
-            (fmt_ns(r["total_wait_ns"]), str(r["total_wait_ns"])),
+            (fmt_wait(r["total_wait_ns"], tick), str(r["total_wait_ns"])),
             *(
                 [(fmt_ns(r["waste_ns"]), str(r["waste_ns"] if r["waste_ns"] is not None else -1))]
                 if has_waste
                 else []
             ),
-            (fmt_ns(r["max_wait_ns"]), str(r["max_wait_ns"])),
-            (fmt_ns(r["p50_wait_ns"]), str(r["p50_wait_ns"])),
+            (fmt_wait(r["max_wait_ns"], tick), str(r["max_wait_ns"])),
+            (fmt_wait(r["p50_wait_ns"], tick), str(r["p50_wait_ns"])),
             (r["top_callers"] or "-", r["top_callers"] or ""),
         ]
         rows.append(({}, cells))
