@@ -63,7 +63,7 @@ def print_truth(truth: GroundTruth, n_events: int, files: list[Path]) -> None:
     table.add_column("completion", justify="right")
     table.add_column("ops", justify="right")
     for vm, done in truth.completion_ns.items():
-        table.add_row(vm, "-" if done is None else fmt_ns(done), f"{truth.ops_done[vm]:,}")
+        table.add_row(escape(vm), "-" if done is None else fmt_ns(done), f"{truth.ops_done[vm]:,}")
     out.print(table)
     out.print(
         f"acquisitions {t['n_acquisitions']:,} (contended {t['n_contended']:,}); "
