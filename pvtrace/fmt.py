@@ -27,6 +27,25 @@ def fmt_ns(ns: float | int | None, missing: str = "-") -> str:
     return f"{ns / 1e9:.3g} s" if a < 1000e9 else f"{ns / 1e9:,.0f} s"
 
 
+def clock_tick(*frames: pl.DataFrame) -> int:
+    """The trace's time resolution as the intervals of the first non-empty frame (start, end)
+    show it: 1000 when every length is a whole microsecond (ftrace's and perf's default clock
+    print), else 1. Lengths, not timestamps: a guest clock offset moves both ends alike."""
+    for df in frames:
+        if df.height:
+            whole = df.select(((pl.col("end") - pl.col("start")) % 1000 == 0).all()).item()
+            return 1000 if whole else 1
+    return 1
+
+
+def fmt_wait(ns: float | int | None, tick: int = 1) -> str:
+    """A wait (or a sum of them): below the trace's resolution (clock_tick) it is `< 1 µs`, and
+    a measured 0 is always below it; never `0 ns`."""
+    if ns is not None and (ns == 0 or (tick > 1 and ns < tick)):
+        return "< 1 µs"
+    return fmt_ns(ns)
+
+
 def fmt_ts(ns: int | None) -> str:
     """An absolute trace timestamp as ftrace, trace-cmd and perf print it: seconds with six
     decimals (nine when the trace has nanoseconds), so it can be searched in the raw trace."""

@@ -63,3 +63,17 @@ def test_every_output_table_is_explained():
     for name in ("waste_by_lock", "lock_callers", "incidents", "perf_kvm_stat", "perf_lock_contention"):
         assert f"`{name}`" in text, name
     assert set(TABLES) <= set(re.findall(r"^### `(\w+)`", (REPO / "docs" / "schema.md").read_text(), re.M))
+
+
+def test_readme_lhp_demo_excerpt_is_what_analyze_prints(tmp_path):
+    """The README's worst-incidents excerpt of the lhp-demo simulation is today's output (it said
+    `top 8 of 60` long after the analysis found 40)."""
+    from typer.testing import CliRunner
+
+    block = re.search(r"```\n(Worst incidents by waste \(top 8 of \d+\)\n.*?)\n```", README, re.S)
+    assert block, "README has no lhp-demo incidents excerpt"
+    run = tmp_path / "run.parquet"
+    assert CliRunner().invoke(app, ["generate", "--preset", "lhp-demo", "-o", str(run)]).exit_code == 0
+    res = CliRunner().invoke(app, ["analyze", str(run)])
+    assert res.exit_code == 0, res.output
+    assert block.group(1) in res.stdout, "update the README's lhp-demo excerpt"

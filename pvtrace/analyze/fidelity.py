@@ -209,12 +209,16 @@ def plan(
             fidelity[key] = "host-only"
         fidelity["spin_waste_ns"] = "host-only"  # in Summary.extra: LHP + LWP, not separable here
     if unknown_kind_locks:
-        for key in LWP_KEYS:
-            fidelity.pop(key, None)
+        # inferred holders: a convoy's hand-offs are the takes the kind decides (analyze.partial)
+        kind_keys = LWP_KEYS if caps.holds else (*LWP_KEYS, "n_convoys", "convoy_len_max")
+        for key in (k for k in kind_keys if k in fidelity):  # else the trace lacks more than the kind
+            del fidelity[key]
+            what = "LWP needs" if key in LWP_KEYS else "Convoys with inferred holders need"
             missing[key] = Unavailable(
                 key,
                 [],
-                "LWP needs each lock's kind: pass --lock-kind fifo (ticket, queued spinlocks) or unfair (test-and-set)",
+                f"{what} each lock's kind: pass --lock-kind fifo (ticket, queued spinlocks) or unfair "
+                "(test-and-set)",
             )
     if clocks_unaligned and caps.states and caps.waits:
         for key in CROSS_KEYS:

@@ -34,7 +34,8 @@ def kind_gaps(
     kind decides), and say which totals lack those locks.
 
     Returns the tables, the partial entries per metric, and whether LWP is unavailable outright
-    (no contended lock has a known kind: there is nothing to give even in part).
+    (no contended lock has a known kind: there is nothing to give even in part; so are convoys
+    when holders are inferred, analyze.fidelity.plan).
     """
     und = undecided_locks(tables)
     contended = tables["waste_by_lock"].filter(pl.col("n_contended") > 0)
@@ -69,7 +70,7 @@ def kind_gaps(
         kept = conv.join(und.select("vm", "lock"), on=["vm", "lock"], how="anti")
         dropped = conv.height - kept.height
         tables["convoys"] = kept  # in place: the other tables may live on disk (analyze/partitioned.py)
-        if und_spin > 0 or dropped:
+        if (und_spin > 0 or dropped) and not lwp_unavailable:
             part = {
                 "missing": f"convoys on {und.height} lock(s) of undecided kind ({dropped} not counted)",
                 "spin_ns_on_them": und_spin,
@@ -79,3 +80,16 @@ def kind_gaps(
             for metric in CONVOY_METRICS:
                 partial[metric] = [part]
     return tables, partial, lwp_unavailable
+
+
+def partial_why(extra: dict, key: str) -> str:
+    """What a total the summary (extra) lists as partial leaves out; '' when it is whole."""
+    parts = (extra.get("partial") or {}).get(key)
+    return "; ".join(p["missing"] for p in parts) if parts else ""
+
+
+def partial_note(extra: dict, key: str) -> str:
+    """' (partial: what it lacks)' for a total the summary lists as partial, else '': every view
+    that shows the total shows this with it, so a part is never read as the whole."""
+    why = partial_why(extra, key)
+    return f" (partial: {why})" if why else ""

@@ -212,10 +212,12 @@ def _with_warnings(result: Analysis, meta: TraceMeta) -> Analysis:
             "the waits they break are not counted"
         )
     if (n_open or n_unmatched) and not result.summary.totals.get("n_contended"):
+        if "n_contended" in result.summary.totals:  # no wait ends: each begin is one contention
+            result.summary.totals["n_contended"] = n_open + n_unmatched
         x.setdefault("warnings", []).append(
             f"no lock wait ends ({n_unmatched:,} contention begins without an end, {n_open:,} waits "
             "open at the trace end; no contention_end or acquisition events?): wait lengths cannot be "
-            "measured and none is counted"
+            "measured; each begin is counted as one contention"
         )
     return result
 

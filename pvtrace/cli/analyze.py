@@ -17,7 +17,7 @@ from pvtrace.analyze.filters import Filters, filter_result, filter_trace, parse_
 from pvtrace.analyze.partitioned import parse_budget
 from pvtrace.analyze.result import TABLES
 from pvtrace.analyze.run import STEPS, analyze_parquet
-from pvtrace.cli.common import err, handle_errors, progress
+from pvtrace.cli.common import console, err, handle_errors, progress
 from pvtrace.cli.ingest import parse_guest_offset, refuse_text_options
 from pvtrace.cli.summary_view import render_summary
 from pvtrace.errors import UsageError
@@ -108,7 +108,7 @@ def summary_console(width: int | None) -> Console:
     table is cut or wrapped; --width sets it."""
     if width is None and not sys.stdout.isatty():
         width = 1000
-    return Console(width=width, soft_wrap=False)
+    return console(width=width, soft_wrap=False)
 
 
 def write_report(trace: Trace, result: Analysis, path: Path, files: list[Path]) -> None:

@@ -17,8 +17,16 @@ from pvtrace.cli import command_finished
 from pvtrace.errors import PvtraceError
 from pvtrace.outputs import Terminated, os_message, remove_live_temps, signals_unwind
 
-out = Console()  # results: stdout
-err = Console(stderr=True)  # errors, warnings, progress
+
+def console(**kwargs: Any) -> Console:
+    """A rich console that never turns `:name:` into an emoji: the text it prints holds file names,
+    `file:100:` line references, lock symbols and `START:END` windows, which rich would read as
+    emoji codes. Markup stays on for our own styling; text from outside goes through `escape`."""
+    return Console(emoji=False, **kwargs)
+
+
+out = console()  # results: stdout
+err = console(stderr=True)  # errors, warnings, progress
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -160,4 +160,4 @@ def register(app: typer.Typer) -> None:
         render_terminal(data, out, top=top)
         if output is not None:
             write_fleet_report(data, output, top=top, force=force)
-            out.print(f"Wrote {output}")
+            out.print(f"Wrote {escape(str(output))}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from pvtrace.cli.common import handle_errors, out, progress
@@ -55,14 +56,14 @@ def print_truth(truth: GroundTruth, n_events: int, files: list[Path]) -> None:
     t = truth.summary.totals
     out.print(
         f"[bold]Simulated {truth.t_end / 1e9:.3f} s[/]: {n_events:,} events -> "
-        + ", ".join(str(f) for f in files)
+        + escape(", ".join(str(f) for f in files))
     )
     table = Table(show_edge=False, title_justify="left")
     table.add_column("vm")
     table.add_column("completion", justify="right")
     table.add_column("ops", justify="right")
     for vm, done in truth.completion_ns.items():
-        table.add_row(vm, "-" if done is None else fmt_ns(done), f"{truth.ops_done[vm]:,}")
+        table.add_row(escape(vm), "-" if done is None else fmt_ns(done), f"{truth.ops_done[vm]:,}")
     out.print(table)
     out.print(
         f"acquisitions {t['n_acquisitions']:,} (contended {t['n_contended']:,}); "
@@ -236,4 +237,4 @@ def register(app: typer.Typer) -> None:
                 files.append(write_experiment_report(exp.report_rows(), report, force=force))
         out.print(experiment_table(exp))
         if files:
-            out.print("Wrote " + ", ".join(str(f) for f in files))
+            out.print("Wrote " + ", ".join(str(f) for f in files), markup=False)

@@ -71,7 +71,10 @@ def print_summary(result: CaptureResult) -> None:
     if result.steal_ns is not None:
         out.print(f"Steal time during the capture (all vCPUs, /proc/stat): {result.steal_ns / 1e6:.0f} ms")
     if result.mode == "host":
-        out.print(f"vCPU threads mapped: {result.n_vcpu_threads} (side file {result.outputs.get('vcpus')})")
+        out.print(
+            f"vCPU threads mapped: {result.n_vcpu_threads} (side file {result.outputs.get('vcpus')})",
+            markup=False,
+        )
 
     needs = Table(title="What this trace can feed", title_justify="left", show_edge=False)
     needs.add_column("analysis")
@@ -81,8 +84,8 @@ def print_summary(result: CaptureResult) -> None:
         needs.add_row(c.analysis, _STATUS_MARK.get(c.status, f"[red]{c.status}[/]"), c.detail)
     out.print(needs)
     for note in result.notes:
-        out.print(note)
-    out.print("Files: " + ", ".join(str(p) for p in result.outputs.values()))
+        out.print(note, markup=False)
+    out.print("Files: " + ", ".join(str(p) for p in result.outputs.values()), markup=False)
 
 
 def register(app: typer.Typer) -> None:

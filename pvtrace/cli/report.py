@@ -7,14 +7,14 @@ from pathlib import Path
 
 import polars as pl
 import typer
-from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pvtrace.analyze import Analysis, analyze
 from pvtrace.analyze.filters import filter_result, filter_trace, parse_filters
 from pvtrace.analyze.run import STEPS
-from pvtrace.cli.common import err, handle_errors, out, progress
-from pvtrace.errors import UsageError
+from pvtrace.cli.common import console, err, handle_errors, out, progress
+from pvtrace.errors import FormatError, UsageError
 from pvtrace.ingest.load import load
 from pvtrace.outputs import OutputSet
 from pvtrace.trace import Trace
@@ -27,8 +27,8 @@ FIGURE_FORMATS = ("png", "svg")
 def load_trace(paths: list[Path], what: str) -> Trace:
     """Read the input(s) of a report or compare (any format `pvtrace ingest` reads), with a progress bar."""
     missing = [p for p in paths if not p.exists()]
-    if missing:
-        raise UsageError(f"{missing[0]}: no such file")
+    if missing:  # as `pvtrace analyze` says it (exit 1: the input, not the command line, is wrong)
+        raise FormatError("no such file", str(missing[0]))
     total = sum(p.stat().st_size for p in paths)
     with progress(f"reading {what}", total=total) as bar:
         return load(paths, progress=bar.advance)
@@ -48,7 +48,7 @@ def report(
     window: str | None = typer.Option(
         None,
         "--window",
-        help="Report only START:END: trace timestamps as the trace prints them (1938.45:1938.46), or with "
+        help="Report only START:END, trace timestamps as the trace prints them (1938.45:1938.46), or with "
         "a unit from the trace start (2ms:5ms); either side may be empty. The timeline opens on it. "
         "Default: everything, the timeline around the worst incident.",
     ),
@@ -99,11 +99,13 @@ def report(
             written = export_figures(all_figures(sections), figures, figure_format, force)
     if out_path is not None:
         err.print(
-            f"wrote {out_path} ({out_path.stat().st_size / 1e6:.1f} MB)", highlight=False, soft_wrap=True
+            f"wrote {escape(str(out_path))} ({out_path.stat().st_size / 1e6:.1f} MB)",
+            highlight=False,
+            soft_wrap=True,
         )
     if figures is not None:
         err.print(
-            f"wrote {len(written)} {figure_format.upper()} figures to {figures}",
+            f"wrote {len(written)} {figure_format.upper()} figures to {escape(str(figures))}",
             highlight=False,
             soft_wrap=True,
         )
@@ -132,10 +134,10 @@ def compare(
         table = format_comparison(compare_metrics(xa, xb, (ta, tb)), labels)
         if out_path is not None:
             write_compare(xa, xb, labels, out_path, force=force, traces=(ta, tb))
-    con = out if sys.stdout.isatty() else Console(width=1000)  # piped: never cut to 80 columns
-    con.print(comparison_table(table, f"A = {labels[0]}, B = {labels[1]}"))
+    con = out if sys.stdout.isatty() else console(width=1000)  # piped: never cut to 80 columns
+    con.print(comparison_table(table, escape(f"A = {labels[0]}, B = {labels[1]}")))
     if out_path is not None:
-        err.print(f"wrote {out_path}", highlight=False, soft_wrap=True)
+        err.print(f"wrote {escape(str(out_path))}", highlight=False, soft_wrap=True)
 
 
 def comparison_table(table: pl.DataFrame, title: str) -> Table:
@@ -144,7 +146,7 @@ def comparison_table(table: pl.DataFrame, title: str) -> Table:
     for i, col in enumerate(table.columns):
         t.add_column(col, justify="left" if i == 0 else "right", no_wrap=i > 0)
     for row in table.iter_rows():
-        t.add_row(*row)
+        t.add_row(*(escape(c) for c in row))
     return t
 
 

@@ -20,7 +20,7 @@ from rich.table import Table
 from pvtrace.analyze import Analysis
 from pvtrace.analyze.context import lock_table
 from pvtrace.analyze.perf_tables import IMPLICATION_GROUPS, kvm_stat_implications
-from pvtrace.fmt import fmt_lock, fmt_ns, fmt_trace_time, fmt_ts, guest_clocks, plural
+from pvtrace.fmt import clock_tick, fmt_lock, fmt_ns, fmt_trace_time, fmt_ts, fmt_wait, guest_clocks, plural
 
 TOP_LOCKS = 10
 TOP_INCIDENTS = 8
@@ -136,7 +136,8 @@ def headline_rows(a: Analysis) -> list[tuple[str, str, str]]:
 
     def add(label: str, key: str, value: str | None = None) -> None:
         if key in t:
-            rows.append((label, value if value is not None else f"{t[key]:,}", s.fidelity.get(key, "")))
+            value = value if value is not None else f"{t[key]:,}"
+            rows.append((label + _partial_flag(x, key), value, s.fidelity.get(key, "")))
 
     add("spin (waiting while running)", "spin_ns", fmt_ns(t.get("spin_ns")))
     if "waste_lhp_ns" in t:
@@ -162,13 +163,14 @@ def headline_rows(a: Analysis) -> list[tuple[str, str, str]]:
         add("harmful LHP incidents", "n_lhp_harmful")
     if "n_lwp" in t:
         value = f"{t['n_lwp']:,} ({t.get('n_lwp_preempted', 0):,} / {t.get('n_lwp_halted', 0):,})"
-        rows.append(("LWP incidents (preempted / halted)", value, s.fidelity.get("n_lwp", "")))
-    conv_part = (x.get("partial") or {}).get("n_convoys")
-    add(
-        "convoys (longest)" + (f" (partial: {conv_part[0]['missing']})" if conv_part else ""),
-        "n_convoys",
-        f"{t.get('n_convoys', 0):,} ({t.get('convoy_len_max', 0)})",
-    )
+        rows.append(
+            (
+                "LWP incidents (preempted / halted)" + _partial_flag(x, "n_lwp"),
+                value,
+                s.fidelity.get("n_lwp", ""),
+            )
+        )
+    add("convoys (longest)", "n_convoys", f"{t.get('n_convoys', 0):,} ({t.get('convoy_len_max', 0)})")
     if "n_pause_exits" in t:
         rate = x.get("pause_exits_per_vcpu_s")
         value = f"{t['n_pause_exits']:,}" + (f" ({rate:,.1f} per second of vCPU running)" if rate else "")
@@ -179,6 +181,17 @@ def headline_rows(a: Analysis) -> list[tuple[str, str, str]]:
         rows.append(("pv kicks", value, s.fidelity.get("n_kicks", "")))
     add("cut by the trace end", "n_truncated")
     return rows
+
+
+def _partial_flag(x: dict, key: str) -> str:
+    """' (partial: why)' for a total that leaves part out (analyze.partial); a reason already
+    printed above the table (the guest's ticks) is referred to, not repeated on every row."""
+    parts = (x.get("partial") or {}).get(key) or []
+    above = set((x.get("guest_preemption") or {}).get("partial_reasons") or [])
+    whys = [p["missing"] for p in parts if p["missing"] not in above]
+    if len(whys) < len(parts):
+        whys.append("see above")
+    return f" (partial: {'; '.join(whys)})" if parts else ""
 
 
 def _headline(con: Console, a: Analysis) -> None:
@@ -218,26 +231,26 @@ def _exits(con: Console, a: Analysis) -> None:
 
 
 def tick_ns(a: Analysis) -> int:
-    """The trace's time resolution as its intervals show it: 1000 when every timestamp is a whole
-    microsecond (ftrace's default clock print), else 1."""
-    for name in ("waits", "vcpu_states"):
-        df = a.table(name)
-        if df.height:
-            whole = df.select(((pl.col("start") % 1000 == 0) & (pl.col("end") % 1000 == 0)).all()).item()
-            return 1000 if whole else 1
-    return 1
+    """The trace's time resolution as its waits (else its vCPU states) show it (fmt.clock_tick)."""
+    return clock_tick(a.table("waits"), a.table("vcpu_states"))
 
 
-def fmt_wait(ns: int | None, tick: int) -> str:
-    """A wait: below the trace's resolution it is `< 1 µs`, never `0 ns`."""
-    if ns is not None and tick > 1 and ns < tick:
-        return "< 1 µs"
-    return fmt_ns(ns)
+def waits_unmeasured(a: Analysis) -> bool:
+    """Contentions were seen but no wait ever ended (contention_begin only): no wait has a length."""
+    return bool(a.summary.totals.get("n_contended")) and not a.summary.extra.get("wait_ns")
 
 
 def _locks(con: Console, a: Analysis) -> None:
     locks = lock_table(a.table("waste_by_lock"), a.table("waits"), a.table("lock_callers"))
     if locks.height == 0:
+        return
+    if waits_unmeasured(a):  # a table of 0 waits and 0 ns would read as no contention
+        con.print(
+            f"Locks: {plural(locks.height, 'lock')} contended; waits per lock and their lengths are "
+            "unavailable (no wait ends in this trace)",
+            highlight=False,
+            soft_wrap=True,
+        )
         return
     tick = tick_ns(a)
     several_vms = locks["vm"].n_unique() > 1
@@ -263,7 +276,7 @@ def _locks(con: Console, a: Analysis) -> None:
             *([escape(r["vm"])] if several_vms else []),
             fmt_lock(r["lock"]),
             f"{r['n_contended']:,}",
-            fmt_ns(r["total_wait_ns"]),
+            fmt_wait(r["total_wait_ns"], tick),
             *([fmt_ns(r["waste_ns"])] if waste_known else []),
             fmt_wait(r["max_wait_ns"], tick),
             fmt_wait(r["p50_wait_ns"], tick),
@@ -427,18 +440,46 @@ def limits_line(a: Analysis) -> str | None:
             "in the guest: sudo pvtrace record --guest -o guest.txt."
         )
     gone = {u.metric for u in s.unavailable}
-    labels = [label for key, label in _MISSING_LABELS.items() if key in gone]
+    labels = [_missing_label(key, gone) for key in _MISSING_LABELS if key in gone]
+    if waits_unmeasured(a):
+        labels.insert(0, "lock wait lengths (no contention_end events)")
     if {"n_lhp", "n_lhp_harmful"} <= gone:  # none of them, not just the harmless ones
         labels = [("LHP incidents" if x == _MISSING_LABELS["n_lhp"] else x) for x in labels]
     how: list[str] = []
+    why: dict[str, list[str]] = {}  # an explanation, not a command -> the metrics it is about
     for u in s.unavailable:
-        for part in u.how_to_capture.split("; "):
-            if part and part not in how and "--lock-kind" not in part and "LOCKDEP" not in part:
-                how.append(part)
+        text = u.how_to_capture
+        if "--lock-kind" in text or "LOCKDEP" in text or not text:
+            continue
+        if not text.startswith(CAPTURE_PLACES):
+            if u.metric in _MISSING_LABELS:
+                why.setdefault(text, []).append(_missing_label(u.metric, gone))
+            continue
+        how += [part for part in text.split("; ") if part not in how]
     lock_kind = any("--lock-kind" in u.how_to_capture for u in s.unavailable)
     text = "[bold]Not in this trace:[/] " + ", ".join(labels) + "."
     if how:
         text += " Capture with: " + "; ".join(how) + "."
+    for explanation, about in why.items():
+        what = ", ".join(about)
+        text += f" {what[0].upper()}{what[1:]}: {explanation}."
     if lock_kind and "waste_lwp_ns" in gone:
-        text += " LWP needs each lock's kind: --lock-kind fifo (ticket, queued spinlocks) or unfair."
+        what = "LWP and convoys need" if "--lock-kind" in _how(s, "n_convoys") else "LWP needs"
+        text += f" {what} each lock's kind: --lock-kind fifo (ticket, queued spinlocks) or unfair."
     return text
+
+
+# How analyze.fidelity.capture_command starts a command; any other how_to_capture explains.
+CAPTURE_PLACES = ("on the host:", "in the guest:", "in the guest,")
+
+
+def _missing_label(key: str, gone: set[str]) -> str:
+    """The words for a missing metric; wait while halted stands for preempted too when both are."""
+    if key == "wait_halted_ns" and "wait_preempted_ns" not in gone:
+        return "wait while halted (pv slow path)"
+    return _MISSING_LABELS[key]
+
+
+def _how(s, metric: str) -> str:
+    """How to capture an unavailable metric ('' when it is given)."""
+    return next((u.how_to_capture for u in s.unavailable if u.metric == metric), "")

@@ -110,5 +110,5 @@ def register(app: typer.Typer) -> None:
         from pvtrace.fleet.sweep_report import write_sweep_report
 
         summary = write_sweep_report(sweep_dir, output, x=x, y=y, baseline=baseline, force=force)
-        out.print(summary, highlight=False, soft_wrap=True)
-        out.print(f"Wrote {output}")
+        out.print(summary, markup=False, highlight=False, soft_wrap=True)
+        out.print(f"Wrote {output}", markup=False)

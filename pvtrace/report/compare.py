@@ -7,15 +7,25 @@ from pathlib import Path
 import altair as alt
 import polars as pl
 
+from pvtrace.analyze.partial import partial_why
 from pvtrace.analyze.result import Analysis
 from pvtrace.report.aggregate import bin_width, log_histogram, time_bin
 from pvtrace.report.facts import facts_figure
 from pvtrace.report.figure import Figure, no_data
 from pvtrace.report.histogram import chart_log_histogram
 from pvtrace.report.incidents import chart_convoy_lengths, incident_series
-from pvtrace.report.labels import METRIC_LABELS, fmt_metric, fmt_ns
+from pvtrace.report.labels import METRIC_LABELS, fmt_metric, fmt_ns, unavailable_reason
 from pvtrace.report.page import Section, render_page, write_page
-from pvtrace.report.waste import chart_stacked_waste, running_time, unavailable_metrics, waste_parts
+from pvtrace.report.tables import limits_figure
+from pvtrace.report.waste import (
+    PARTS,
+    chart_stacked_waste,
+    partial_parts,
+    running_time,
+    unavailable_metrics,
+    waste_parts,
+    waste_share,
+)
 from pvtrace.summary import TOTAL_KEYS
 from pvtrace.trace import Trace
 
@@ -37,9 +47,9 @@ def _derived(analysis: Analysis, trace: Trace | None) -> dict[str, float | int |
     if trace is not None and trace.t_start is not None and trace.t_end is not None:
         out["span_ns"] = trace.t_end - trace.t_start
     out["running_ns"] = running_time(analysis)
-    t = analysis.summary.totals
-    if out["running_ns"] and "waste_lhp_ns" in t and "waste_lwp_ns" in t:
-        out["spin_waste_pct"] = 100.0 * (t["waste_lhp_ns"] + t["waste_lwp_ns"]) / out["running_ns"]
+    share = waste_share(analysis)  # as `pvtrace analyze` prints it
+    if share is not None:
+        out["spin_waste_pct"] = share[1]
     lat = analysis.table("kicks")["latency_ns"].drop_nulls()
     if lat.len():
         out["kick_latency_p50_ns"] = int(lat.median())
@@ -52,24 +62,44 @@ def _derived(analysis: Analysis, trace: Trace | None) -> dict[str, float | int |
 def compare_metrics(
     a: Analysis, b: Analysis, traces: tuple[Trace | None, Trace | None] = (None, None)
 ) -> pl.DataFrame:
-    """One row per headline metric: key, metric, a, b, delta (b - a), delta_pct; null where unavailable."""
+    """One row per headline metric: key, metric, a, b, delta (b - a), delta_pct; null where unavailable.
+    partial_a/partial_b say what a run's value leaves out ('' when whole, analyze.partial); a delta
+    between a part and a whole means nothing, so it is null then."""
     rows = []
     da, db = _derived(a, traces[0]), _derived(b, traces[1])
     for key in TOTAL_KEYS:
         va, vb = a.summary.totals.get(key), b.summary.totals.get(key)
         if va is None and vb is None:
             continue
-        rows.append((key, METRIC_LABELS.get(key, key), va, vb))
+        rows.append((key, METRIC_LABELS.get(key, key), va, vb, _partial(a, key), _partial(b, key)))
     for key, label in DERIVED.items():
         if da[key] is None and db[key] is None:
             continue
-        rows.append((key, label, da[key], db[key]))
+        rows.append((key, label, da[key], db[key], _partial(a, key), _partial(b, key)))
     df = pl.DataFrame(
-        rows, schema={"key": pl.String, "metric": pl.String, "a": pl.Float64, "b": pl.Float64}, orient="row"
+        rows,
+        schema={
+            "key": pl.String,
+            "metric": pl.String,
+            "a": pl.Float64,
+            "b": pl.Float64,
+            "partial_a": pl.String,
+            "partial_b": pl.String,
+        },
+        orient="row",
     )
-    return df.with_columns((pl.col("b") - pl.col("a")).alias("delta")).with_columns(
+    whole = (pl.col("partial_a") == "") & (pl.col("partial_b") == "")
+    return df.with_columns(pl.when(whole).then(pl.col("b") - pl.col("a")).alias("delta")).with_columns(
         pl.when(pl.col("a") != 0).then(100.0 * pl.col("delta") / pl.col("a").abs()).alias("delta_pct")
     )
+
+
+def _partial(analysis: Analysis, key: str) -> str:
+    """What this run's value of `key` leaves out, '' when it is whole."""
+    if key == "spin_waste_pct":
+        share = waste_share(analysis)
+        return "" if share is None or share[2] == "LHP + LWP" else share[2]
+    return partial_why(analysis.summary.extra, key)
 
 
 def _fmt(key: str, v: float | None, signed: bool = False) -> str:
@@ -85,11 +115,24 @@ def format_comparison(df: pl.DataFrame, labels: tuple[str, str]) -> pl.DataFrame
     """The comparison with every value written in its unit (for a terminal table or a page)."""
     rows = []
     for r in df.iter_rows(named=True):
+        part = r["partial_a"] or r["partial_b"]
         delta = _fmt(r["key"], r["delta"], signed=True) if r["delta"] is not None else "n/a"
         if r["delta"] == 0:
             delta = "0"
         pct = f"{r['delta_pct']:+.1f}%" if r["delta_pct"] is not None else "n/a"
-        rows.append((r["metric"], _fmt(r["key"], r["a"]), _fmt(r["key"], r["b"]), delta, pct))
+        if part:
+            delta = pct = "n/a (partial)"
+        why = "; ".join(
+            f"{run}: {w}" for run, w in zip(labels, (r["partial_a"], r["partial_b"]), strict=True) if w
+        )
+        if r["partial_a"] and r["partial_a"] == r["partial_b"]:
+            why = f"both: {r['partial_a']}"
+        metric = r["metric"] + (f" (partial in {why})" if why else "")
+        va, vb = (
+            _fmt(r["key"], r[c]) + (" (partial)" if r[p] else "")
+            for c, p in (("a", "partial_a"), ("b", "partial_b"))
+        )
+        rows.append((metric, va, vb, delta, pct))
     return pl.DataFrame(rows, schema=["metric", labels[0], labels[1], "Δ (B − A)", "Δ %"], orient="row")
 
 
@@ -111,8 +154,12 @@ def chart_compare_waste(a: Analysis, b: Analysis, labels: tuple[str, str]) -> Fi
     both = _both(a.table("waste_by_vm"), b.table("waste_by_vm"), labels)
     if both.height == 0 or not both["spin_ns"].fill_null(0).sum():
         return no_data(name, title, "neither run has lock spin")
-    long, missing = waste_parts(both, "vm", by=("run",), unavailable=gone)
-    note = f"Not available in at least one run: {', '.join(missing)}." if missing else ""
+    long, missing = waste_parts(both, "vm", by=("run",), unavailable=gone, partial=partial_parts(a, b))
+    note = (
+        f"Not available in at least one run: {', '.join(PARTS[c][0] for c in missing)} spin."
+        if missing
+        else ""
+    )
     return Figure(
         name,
         title,
@@ -256,7 +303,7 @@ def compare_sections(
                     "incident duration (µs, log scale)",
                     dash="kind",
                 ),
-                _convoys_figure(convoys, a, labels),
+                _convoys_figure(convoys, a, b, labels),
                 _hist_figure(
                     "compare-kick-latency",
                     "pv kick latency",
@@ -280,6 +327,12 @@ def compare_sections(
             facts.append(fig)
     if facts:
         sections.append(Section("Trace facts", facts))
+    limits = []
+    for i, (analysis, label) in enumerate(zip((a, b), labels, strict=True)):
+        fig = limits_figure(analysis, [])
+        fig.name, fig.title = f"limits-{'ab'[i]}", f"What {label} cannot tell"
+        limits.append(fig)
+    sections.append(Section("What these runs cannot tell", limits))
     return sections
 
 
@@ -290,9 +343,18 @@ def _span(analysis: Analysis, trace: Trace | None) -> int:
     return max(1, int(ts.max() - ts.min())) if ts.len() else 1
 
 
-def _convoys_figure(convoys: pl.DataFrame, a: Analysis, labels: tuple[str, str]) -> Figure:
+def _convoys_figure(convoys: pl.DataFrame, a: Analysis, b: Analysis, labels: tuple[str, str]) -> Figure:
     fig = chart_convoy_lengths(a, run="run", convoys=convoys, runs=list(labels))
     fig.name = "compare-convoys"
+    # what each run cannot count: a missing bar is never a zero
+    gaps = []
+    for label, x in zip(labels, (a, b), strict=True):
+        part = partial_why(x.summary.extra, "n_convoys")
+        why = unavailable_reason(x.summary, ["n_convoys"]) or (f"partial: {part}" if part else "")
+        if why:
+            gaps.append(f"{label}: {why}.")
+    if gaps:
+        fig.note = " ".join(gaps)
     if convoys.height:
         per_run = dict(convoys.group_by("run").len().iter_rows())
         fig.caption = (

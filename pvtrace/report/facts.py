@@ -6,9 +6,11 @@ from typing import Any
 
 import polars as pl
 
+from pvtrace.analyze.partial import partial_note
 from pvtrace.analyze.result import Analysis
 from pvtrace.report.figure import Figure, no_data
 from pvtrace.report.labels import METRIC_LABELS, fmt_count, fmt_metric, fmt_ns
+from pvtrace.report.waste import waste_share
 from pvtrace.summary import TOTAL_KEYS
 from pvtrace.trace import Trace
 
@@ -87,13 +89,31 @@ def facts_figure(trace: Trace, analysis: Analysis) -> Figure:
         )
     rows.extend(("warning", str(w)) for w in extra.get("warnings") or [])
     if m.clock:
-        rows.append(("clock", _text(m.clock)))
+        rows.append(("clock", clock_text(m.clock)))
     scenario = m.extra.get("scenario")
     if isinstance(scenario, dict) and scenario.get("description"):
         rows.append(("simulated scenario", str(scenario["description"])))
     if "seed" in m.extra:
         rows.append(("simulator seed", str(m.extra["seed"])))
     return Figure("facts", "Trace", table=_pairs(rows))
+
+
+def clock_text(clock: dict[str, Any]) -> str:
+    """The trace's clock in words: how host and guest times were put on one timeline, and each
+    guest's offset (with the estimate behind it, when one was made)."""
+    if not clock.get("mode"):
+        return _text(clock)
+    parts = [str(clock["mode"])]
+    for vm, offset in (clock.get("guest_offset_ns") or {}).items():
+        est = ((clock.get("guests") or {}).get(vm) or {}).get("estimate") or {}
+        text = f"{vm}: guest offset {fmt_ns(offset)}"
+        if est.get("offset_ns") is not None:
+            text += (
+                f" (estimated {fmt_ns(est['offset_ns'])} ± {fmt_ns(est.get('uncertainty_ns'))} "
+                f"from {fmt_count(est.get('n_guest_events'))} guest events)"
+            )
+        parts.append(text)
+    return "; ".join(parts)
 
 
 def vms_figure(trace: Trace) -> Figure:
@@ -119,7 +139,7 @@ def headline_figure(analysis: Analysis) -> Figure:
     rows = []
     for key in TOTAL_KEYS:
         if key in s.totals:
-            value = fmt_metric(key, s.totals[key])
+            value = fmt_metric(key, s.totals[key]) + partial_note(s.extra, key)
         else:
             continue
         rows.append((METRIC_LABELS.get(key, key), key, value, s.fidelity.get(key, "")))
@@ -154,18 +174,23 @@ def _contended(analysis: Analysis) -> str:
     return _total(analysis, "n_contended") + of
 
 
-def key_numbers_figure(analysis: Analysis, running_ns: int | None) -> Figure:
+def key_numbers_figure(analysis: Analysis) -> Figure:
     """The few numbers that say where the time went, in words."""
     t = analysis.summary.totals
     fidelity = analysis.summary.fidelity
-    if "waste_lhp_ns" in t and "waste_lwp_ns" in t:
-        wasted = t["waste_lhp_ns"] + t["waste_lwp_ns"]
-        share = f", {100 * wasted / running_ns:.2f}% of vCPU running time" if running_ns else ""
-        waste = f"{fmt_ns(wasted)}{share} (LHP {fmt_ns(t['waste_lhp_ns'])}, LWP {fmt_ns(t['waste_lwp_ns'])})"
-    elif "waste_lhp_ns" in t:
-        waste = f"{fmt_ns(t['waste_lhp_ns'])} on LHP (LWP needs each lock's kind: --lock-kind)"
-    else:
-        waste = None
+    waste_label, waste = "spin waste (LHP + LWP)", None
+    if "waste_lhp_ns" in t:
+        got = waste_share(analysis)  # the share `pvtrace analyze` prints
+        share = f", {got[1]:.2f}% of vCPU running time" if got else ""
+        waste = (
+            f"{fmt_ns(t['waste_lhp_ns'] + t.get('waste_lwp_ns', 0))}{share} (LHP {fmt_ns(t['waste_lhp_ns'])}"
+        )
+        if "waste_lwp_ns" in t:
+            waste += f", LWP {fmt_ns(t['waste_lwp_ns'])})" + partial_note(
+                analysis.summary.extra, "spin_waste"
+            )
+        else:
+            waste_label, waste = "spin waste (LHP only)", waste + "; LWP needs each lock's kind: --lock-kind)"
     spin = _total(analysis, "spin_ns")
     if fidelity.get("spin_ns") == "host-only":
         spin += " (estimated from PAUSE exits: no lock events, so it is not split per lock)"
@@ -180,7 +205,7 @@ def key_numbers_figure(analysis: Analysis, running_ns: int | None) -> Figure:
     else:
         lhp = _total(analysis, "n_lhp")
     rows = [
-        ("spin waste (LHP + LWP)", waste),
+        (waste_label, waste),
         ("spin (waiting while running)", spin),
         ("LHP incidents", lhp),
         (
@@ -195,10 +220,10 @@ def key_numbers_figure(analysis: Analysis, running_ns: int | None) -> Figure:
         ("pause exits, pv kicks", f"{_total(analysis, 'n_pause_exits')}, {_total(analysis, 'n_kicks')}"),
     ]
     rows = [(k, v) for k, v in rows if v is not None and not v.startswith(("unavailable", "n/a"))]
-    partial = analysis.summary.extra.get("partial") or {}
-    for key, label in (("spin_waste", "spin waste (LHP + LWP)"), ("n_convoys", "convoys")):
-        if partial.get(key):  # what the number leaves out (analyze.partial), as the terminal says it
-            rows = [(k, f"{v} (partial: {partial[key][0]['missing']})" if k == label else v) for k, v in rows]
+    extra = analysis.summary.extra
+    for key, label in (("spin_ns", "spin (waiting while running)"), ("n_convoys", "convoys")):
+        # what the number leaves out (analyze.partial), as the terminal says it
+        rows = [(k, v + partial_note(extra, key) if k == label else v) for k, v in rows]
     if analysis.summary.extra.get("wait_ns") and "n_contended" in t:
         rows.append(("total lock wait", fmt_ns(analysis.summary.extra["wait_ns"])))
     level = analysis.summary.extra.get("level")

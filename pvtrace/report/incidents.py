@@ -5,6 +5,7 @@ from __future__ import annotations
 import altair as alt
 import polars as pl
 
+from pvtrace.analyze.partial import partial_note, partial_why
 from pvtrace.analyze.result import Analysis
 from pvtrace.fmt import plural
 from pvtrace.report.aggregate import log_histogram
@@ -87,9 +88,9 @@ def chart_convoy_lengths(
     name, title = "convoy-lengths", "Convoy lengths"
     convoys = analysis.table("convoys") if convoys is None else convoys
     if convoys.height == 0:
-        reason = (
-            unavailable_reason(analysis.summary, ["n_convoys"])
-            or "no convoys (runs of 2+ consecutive hand-offs)"
+        reason = unavailable_reason(analysis.summary, ["n_convoys"]) or (
+            "no convoys (runs of 2+ consecutive hand-offs)"
+            + partial_note(analysis.summary.extra, "n_convoys")
         )
         return no_data(name, title, reason)
     counts, binned = convoy_lengths(convoys, by=(run,) if run else ())
@@ -126,4 +127,5 @@ def chart_convoy_lengths(
         "A convoy is a run of consecutive hand-offs on one lock; its cause is the LHP or LWP incident open "
         "when it began."
     )
-    return Figure(name, title, chart, caption)
+    why = partial_why(analysis.summary.extra, "n_convoys")
+    return Figure(name, title, chart, caption, f"Partial: {why}." if why else "")

@@ -33,8 +33,10 @@ def unavailable_reason(summary: Summary, metrics: tuple[str, ...] | list[str]) -
     """Why the first of `metrics` the summary lists as unavailable cannot be computed, or None."""
     for u in summary.unavailable:
         if u.metric in metrics:
-            missing = ", ".join(u.missing_events) if u.missing_events else "events"
-            text = f"{u.metric} is unavailable: the trace lacks {missing}"
+            label = METRIC_LABELS.get(u.metric, u.metric)
+            if not u.missing_events:  # no event is missing: what it needs is the whole reason
+                return f"{label} unavailable: {u.how_to_capture or 'the analysis cannot give it'}"
+            text = f"{label} unavailable: the trace lacks {', '.join(u.missing_events)}"
             if u.how_to_capture:
                 text += f" (capture with: {u.how_to_capture})"
             return text

@@ -10,8 +10,9 @@ import polars as pl
 from pvtrace.analyze.context import incidents, lock_table
 from pvtrace.analyze.perf_tables import IMPLICATION_GROUPS, kvm_stat_implications
 from pvtrace.analyze.result import Analysis
-from pvtrace.fmt import fmt_lock, fmt_ns, fmt_trace_time, guest_clocks, plural
+from pvtrace.fmt import clock_tick, fmt_lock, fmt_ns, fmt_trace_time, fmt_wait, guest_clocks, plural
 from pvtrace.report.figure import Figure, no_data
+from pvtrace.report.labels import METRIC_LABELS
 
 MAX_INCIDENT_ROWS = 200
 MAX_LOCK_ROWS = 30
@@ -126,19 +127,20 @@ def locks_figure(analysis: Analysis) -> Figure:
         ("top callers (waits)", False),
     ]
     rows = []
+    tick = clock_tick(analysis.table("waits"), analysis.table("vcpu_states"))
     for r in shown.iter_rows(named=True):
         cells = [
             (r["vm"], r["vm"]),
             (fmt_lock(r["lock"]), fmt_lock(r["lock"])),
             (f"{r['n_contended']:,}", str(r["n_contended"])),
-            (fmt_ns(r["total_wait_ns"]), str(r["total_wait_ns"])),
+            (fmt_wait(r["total_wait_ns"], tick), str(r["total_wait_ns"])),
             *(
                 [(fmt_ns(r["waste_ns"]), str(r["waste_ns"] if r["waste_ns"] is not None else -1))]
                 if has_waste
                 else []
             ),
-            (fmt_ns(r["max_wait_ns"]), str(r["max_wait_ns"])),
-            (fmt_ns(r["p50_wait_ns"]), str(r["p50_wait_ns"])),
+            (fmt_wait(r["max_wait_ns"], tick), str(r["max_wait_ns"])),
+            (fmt_wait(r["p50_wait_ns"], tick), str(r["p50_wait_ns"])),
             (r["top_callers"] or "-", r["top_callers"] or ""),
         ]
         rows.append(({}, cells))
@@ -244,7 +246,7 @@ def limits_figure(analysis: Analysis, left_out: list[Figure]) -> Figure:
         return no_data("limits", "What this trace cannot tell", "nothing: every metric is available")
     how: dict[str, list[str]] = {}
     for u in s.unavailable:
-        how.setdefault(u.how_to_capture or "-", []).append(u.metric)
+        how.setdefault(u.how_to_capture or "-", []).append(METRIC_LABELS.get(u.metric, u.metric))
     items = [
         f"<li><b>{html.escape(', '.join(metrics))}</b>: {html.escape(cmd)}</li>"
         for cmd, metrics in how.items()
@@ -252,9 +254,9 @@ def limits_figure(analysis: Analysis, left_out: list[Figure]) -> Figure:
     charts = ", ".join(f.title for f in left_out)
     body = (
         '<div class="limits">'
-        + (f"<p>Not drawn, as the trace lacks their events: {html.escape(charts)}.</p>" if charts else "")
+        + (f"<p>Not drawn, as this trace cannot give them: {html.escape(charts)}.</p>" if charts else "")
         + (
-            "<p>Metrics not in this trace, and how to capture them:</p><ul>" + "".join(items) + "</ul>"
+            "<p>Metrics not in this trace, and what would give them:</p><ul>" + "".join(items) + "</ul>"
             if items
             else ""
         )

@@ -20,7 +20,7 @@ from pvtrace.report.page import Section, render_page, write_page
 from pvtrace.report.tables import incident_table_figure, limits_figure, locks_figure, perf_figures
 from pvtrace.report.timeline import chart_timeline, drawn_span
 from pvtrace.report.waits import chart_wait_times
-from pvtrace.report.waste import chart_waste_by_lock, chart_waste_by_vm, running_time
+from pvtrace.report.waste import chart_waste_by_lock, chart_waste_by_vm
 from pvtrace.report.window import Window, default_window, parse_window, user_window
 from pvtrace.trace import Trace
 
@@ -58,9 +58,7 @@ def report_sections(trace: Trace, analysis: Analysis, window: WindowSpec = None)
     win = resolve_window(window, analysis, t0, t1)
     span = drawn_span(analysis, win, t0, t1)
     sections = [
-        Section(
-            "Summary", [key_numbers_figure(analysis, running_time(analysis)), chart_waste_by_vm(analysis)]
-        ),
+        Section("Summary", [key_numbers_figure(analysis), chart_waste_by_vm(analysis)]),
         Section(
             "Timeline", [chart_timeline(analysis, win, t0, t1), incident_table_figure(analysis, t0, span)]
         ),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import altair as alt
 import polars as pl
 
+from pvtrace.analyze.partial import partial_note
 from pvtrace.analyze.result import Analysis
 from pvtrace.report.figure import Figure, no_data
 from pvtrace.report.labels import fmt_ns, unavailable_reason, with_lock_label
@@ -24,9 +25,32 @@ PARTS: dict[str, tuple[str, str]] = {
 
 
 def _color_scale(long: pl.DataFrame) -> alt.Scale:
-    present = set(long["part"].unique().to_list())
-    shown = [(p, c) for p, c in PARTS.values() if p in present]
-    return alt.Scale(domain=[p for p, _ in shown], range=[c for _, c in shown])
+    shown = long.select("order", "part", "color").unique().sort("order")
+    return alt.Scale(domain=shown["part"].to_list(), range=shown["color"].to_list())
+
+
+def part_labels(partial: dict[str, str]) -> dict[str, tuple[str, str]]:
+    """PARTS with the parts a summary lists as partial relabelled (and paler): a useful spin that
+    still holds the LWP waste it cannot separate is never drawn as plain useful spin."""
+    return {
+        c: (f"{label}{partial[c]}", _PALE.get(c, color)) if partial.get(c) else (label, color)
+        for c, (label, color) in PARTS.items()
+    }
+
+
+# Colours of partial parts: the same hue, paler.
+_PALE = {"spin_useful_ns": "#b5d8ac", "waste_lhp_ns": "#e08c99", "waste_lwp_ns": "#a4bde8"}
+
+
+def partial_parts(*analyses: Analysis) -> dict[str, str]:
+    """Column -> ' (partial: ...)' of the spin parts any of the analyses lists as partial."""
+    out: dict[str, str] = {}
+    for a in analyses:
+        for c in PARTS:
+            note = partial_note(a.summary.extra, c)
+            if note and c not in out:
+                out[c] = note
+    return out
 
 
 def _part_columns(df: pl.DataFrame, unavailable: set[str]) -> tuple[list[str], list[str]]:
@@ -63,17 +87,21 @@ def waste_parts(
     label: str,
     by: tuple[str, ...] = (),
     unavailable: set[str] | frozenset[str] = frozenset(),
+    partial: dict[str, str] | None = None,
 ) -> tuple[pl.DataFrame, list[str]]:
-    """Long frame (by..., label, part, ms) of the spin parts, and the parts that are unavailable."""
+    """Long frame (by..., label, part, color, ms) of the spin parts, and the parts that are
+    unavailable; `partial` (partial_parts) relabels the parts that are not whole."""
     cols, missing = _part_columns(df, set(unavailable))
     if not cols:
         return pl.DataFrame(), missing
+    parts = part_labels(partial or {})
     long = (
         df.select(*by, label, *cols)
         .unpivot(index=[*by, label], on=cols, variable_name="column", value_name="ns")
         .filter(pl.col("ns").is_not_null())
         .with_columns(
-            pl.col("column").replace_strict({c: p for c, (p, _) in PARTS.items()}).alias("part"),
+            pl.col("column").replace_strict({c: p for c, (p, _) in parts.items()}).alias("part"),
+            pl.col("column").replace_strict({c: k for c, (_, k) in parts.items()}).alias("color"),
             pl.col("column")
             .replace_strict({c: i for i, c in enumerate(PARTS)}, return_dtype=pl.Int32)
             .alias("order"),
@@ -146,7 +174,27 @@ def _missing_note(analysis: Analysis, missing: list[str]) -> str:
     if not missing:
         return ""
     why = unavailable_reason(analysis.summary, missing) or "the analysis gives no values for them"
-    return f"Not shown: {', '.join(missing)} ({why})."
+    return f"Not shown: {', '.join(PARTS[c][0] for c in missing)} spin ({why})."
+
+
+def waste_share(analysis: Analysis) -> tuple[int, float, str] | None:
+    """(spin waste ns, % of vCPU running time, which parts it covers), as `pvtrace analyze` prints
+    it; None when the trace gives no waste or no running time."""
+    t = analysis.summary.totals
+    if "waste_lhp_ns" not in t:
+        return None
+    wasted = t["waste_lhp_ns"] + t.get("waste_lwp_ns", 0)
+    pct = analysis.summary.extra.get("spin_waste_pct_of_running")
+    if pct is None:
+        running = running_time(analysis)
+        pct = 100.0 * wasted / running if running else None
+    if pct is None:
+        return None
+    covers = "LHP + LWP" if "waste_lwp_ns" in t else "LHP only: LWP needs each lock's kind"
+    parts = (analysis.summary.extra.get("partial") or {}).get("spin_waste")
+    if parts and "waste_lwp_ns" in t:  # as summary_view.waste_label says it
+        covers += "; partial: " + "; ".join(p["missing"] for p in parts)
+    return wasted, pct, covers
 
 
 def _no_spin(analysis: Analysis, table: pl.DataFrame) -> str | None:
@@ -173,7 +221,10 @@ def chart_waste_by_lock(analysis: Analysis, top_n: int = TOP_LOCKS) -> Figure:
     if reason:
         return no_data(name, title, reason)
     long, missing = waste_parts(
-        top_locks(table, top_n), "lock_label", unavailable=unavailable_metrics(analysis)
+        top_locks(table, top_n),
+        "lock_label",
+        unavailable=unavailable_metrics(analysis),
+        partial=partial_parts(analysis),
     )
     caption = (
         f"The {min(top_n, table.height)} locks with the most spin, of {table.height}. Spin is wait time while the "
@@ -193,12 +244,11 @@ def chart_waste_by_vm(analysis: Analysis) -> Figure:
     if reason:
         return no_data(name, title, reason)
     unavailable = unavailable_metrics(analysis)
-    long, missing = waste_parts(table, "vm", unavailable=unavailable)
-    running = running_time(analysis)
-    totals = analysis.summary.totals
-    if running and "waste_lhp_ns" in totals and "waste_lwp_ns" in totals:
-        wasted = totals["waste_lhp_ns"] + totals["waste_lwp_ns"]
-        share = f"Spin waste (LHP + LWP) is {fmt_ns(wasted)}, {100 * wasted / running:.2f}% of all vCPU running time."
+    long, missing = waste_parts(table, "vm", unavailable=unavailable, partial=partial_parts(analysis))
+    got = waste_share(analysis)
+    if got is not None:
+        wasted, pct, covers = got
+        share = f"Spin waste ({covers}) is {fmt_ns(wasted)}, {pct:.2f}% of all vCPU running time."
     else:
         share = "The share of running time is unavailable (no vCPU states or no waste split)."
     if long.height == 0:

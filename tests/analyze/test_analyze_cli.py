@@ -251,3 +251,42 @@ def test_cli_parquet_with_other_column_types_is_cast(tmp_path):
     expected = analyze_parquet(same).summary
     assert expected.totals["n_contended"] > 0
     assert analyze_parquet(other).summary.totals == expected.totals
+
+
+def test_contention_begins_without_ends_are_counted_not_0():
+    """A trace of contention_begin only (finding s8-3): each begin is one contention; the wait
+    lengths are what is missing, and the summary says so instead of a lock table of zeros."""
+    from trace_rows import contend
+
+    rows = [contend(v, ts, lock) for ts, (v, lock) in enumerate([(0, 1), (1, 1), (0, 2), (0, 1), (1, 2)])]
+    a = analyze(trace_of(rows, t_end=10, view="guest"))
+    assert a.summary.totals["n_contended"] == 5 and not a.summary.extra["wait_ns"]
+    assert any("each begin is counted as one contention" in w for w in a.summary.extra["warnings"])
+    con = summary_view.Console(record=True, width=300)
+    summary_view.render_summary(con, a, ["begins.txt"])
+    text = con.export_text()
+    assert "waits per lock and their lengths are unavailable" in text and "Locks by total wait" not in text
+    assert "Not in this trace: lock wait lengths" in text
+
+
+def test_guest_inferred_limits_name_only_what_is_missing_and_explain_it():
+    """Finding s8-11: wait while preempted is given, so only halted is missing; an explanation is
+    not printed as if it were a capture command; the ticks' partial reason is not repeated per row."""
+    from pvtrace.analyze.result import Analysis
+    from pvtrace.summary import Unavailable
+
+    why = "a halted vCPU looks like a preempted one from inside the guest"
+    s = Summary(
+        totals={"spin_ns": 5, "wait_preempted_ns": 0},
+        fidelity={"spin_ns": "guest-inferred", "wait_preempted_ns": "guest-inferred"},
+        unavailable=[Unavailable("wait_halted_ns", ["sched:sched_switch"], why)],
+        extra={
+            "partial": {"spin_ns": [{"missing": "ticks"}]},
+            "guest_preemption": {"partial_reasons": ["ticks"]},
+        },
+    )
+    a = Analysis(summary=s)
+    line = summary_view.limits_line(a)
+    assert "Not in this trace:[/] wait while halted (pv slow path)." in line
+    assert "Capture with" not in line and f"Wait while halted (pv slow path): {why}." in line
+    assert summary_view.headline_rows(a)[0][0] == "spin (waiting while running) (partial: see above)"

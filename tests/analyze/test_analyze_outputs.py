@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from pvtrace.analyze import analyze
 from pvtrace.cli.app import app
-from pvtrace.fmt import fmt_ns, fmt_ts, plural
+from pvtrace.fmt import clock_tick, fmt_ns, fmt_ts, fmt_wait, plural
 from pvtrace.trace import write_trace
 
 runner = CliRunner()
@@ -253,7 +253,7 @@ def test_waits_that_never_end_are_not_summed_as_wait(tmp_path):
     res = runner.invoke(app, ["analyze", str(src), "--json", "-"])
     assert res.exit_code == 0, res.output
     got = json.loads(res.stdout)
-    assert got["totals"]["n_contended"] == 0 and got["wait_ns"] == 0
+    assert got["totals"]["n_contended"] == 3 and got["wait_ns"] == 0  # each begin is one contention
     assert any("no lock wait ends" in w for w in got["warnings"])
 
 
@@ -267,3 +267,13 @@ def test_harmful_lhp_incidents_are_shown_when_all_incidents_cannot_be(tmp_path):
     s = Summary(totals={"n_lhp_harmful": 15, "waste_lhp_ns": 5}, fidelity={"n_lhp_harmful": "inferred"})
     rows = headline_rows(Analysis(summary=s, tables={}))
     assert ("harmful LHP incidents", "15", "inferred") in rows
+
+
+def test_a_wait_below_the_resolution_is_never_0_ns():
+    """Finding s8-15: a real trace-cmd lock showed `0 ns │ < 1 µs`; a perf run (guest clock moved
+    by an offset, so timestamps are no longer whole µs) `0 ns │ 0 ns │ 0 ns`."""
+    shifted = pl.DataFrame({"start": [1_000_337, 5_000_337], "end": [1_000_337, 7_000_337]})
+    assert clock_tick(shifted) == 1000  # lengths are whole µs though the ends are not
+    assert clock_tick(pl.DataFrame({"start": [0], "end": [420]})) == 1
+    assert [fmt_wait(ns, 1000) for ns in (0, 400, 2_000)] == ["< 1 µs", "< 1 µs", "2 µs"]
+    assert (fmt_wait(0), fmt_wait(420), fmt_wait(None)) == ("< 1 µs", "420 ns", "-")

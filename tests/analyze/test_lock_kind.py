@@ -164,3 +164,28 @@ def test_undecided_locks_make_lwp_and_convoys_partial_not_silently_short():
     assert all(p["fix"].startswith("pass --lock-kind") for p in partial["waste_lwp_ns"])
     # convoys on undecided locks are not counted
     assert a.table("convoys").join(undecided, on=["vm", "lock"], how="semi").height == 0
+
+
+def test_no_decided_kind_makes_convoys_unavailable_not_0_and_flags_useful_spin():
+    """Inferred holders and no lock of known kind: no convoy can be counted, so none is given as 0;
+    useful spin still holds the LWP waste, and every view says so (finding s8-4/5)."""
+    from pvtrace.cli.summary_view import headline_rows, limits_line
+
+    s = Scenario().replace(
+        lock={"algorithm": "ticket"},
+        host={"pcpus": 1},
+        vm={"count": 2, "vcpus": 2, "locks": 1, "compute_ns": 20_000, "hold_ns": 20_000},
+        run={"duration_ns": 10_000_000},
+    )
+    trace, truth = simulate_trace(s, seed=3)
+    assert truth.summary.totals["n_convoys"] > 0  # there are convoys to miss
+    a = analyze(select_view(trace, "merged"), lock_kind="unknown")
+    assert set(a.table("lock_kinds")["kind"]) == {"undecided"}
+    gone = {u.metric: u.how_to_capture for u in a.summary.unavailable}
+    assert {"n_convoys", "convoy_len_max", "waste_lwp_ns"} <= gone.keys()
+    assert "n_convoys" not in a.summary.totals and "--lock-kind" in gone["n_convoys"]
+    assert "n_convoys" not in a.summary.extra["partial"]  # unavailable, not partial
+    rows = {label: value for label, value, _ in headline_rows(a)}
+    assert not any(label.startswith("convoys") for label in rows)
+    assert rows["  useful spin (partial: includes the LWP waste it cannot separate)"]
+    assert "LWP and convoys need each lock's kind" in limits_line(a)

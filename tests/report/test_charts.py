@@ -9,7 +9,7 @@ from report_fakes import fake_analysis, fake_trace
 from pvtrace.analyze.result import Analysis
 from pvtrace.report.aggregate import MAX_LAYER_ROWS
 from pvtrace.report.exits import chart_kick_latency, chart_pause_exits, exit_reasons_figure
-from pvtrace.report.facts import facts_figure, headline_figure, problems_figure
+from pvtrace.report.facts import clock_text, facts_figure, headline_figure, problems_figure
 from pvtrace.report.incidents import chart_convoy_lengths, chart_incident_durations
 from pvtrace.report.tables import limits_figure
 from pvtrace.report.timeline import chart_timeline
@@ -38,12 +38,14 @@ def test_every_report_figure_has_a_chart_or_a_table_on_a_full_analysis(full_trac
 def test_guest_only_analysis_says_why_incidents_are_missing(guest_trace, guest_analysis):
     fig = chart_incident_durations(guest_analysis)
     assert fig.chart is None
-    assert "no LHP incidents: n_lhp is unavailable" in fig.note
-    assert "no LWP incidents: n_lwp is unavailable" in fig.note
+    assert "no LHP incidents: LHP incidents unavailable" in fig.note
+    assert "no LWP incidents: LWP incidents unavailable" in fig.note
     assert "sched:sched_switch" in fig.note
     limits = limits_figure(guest_analysis, [fig])
     assert (
-        "n_lwp" in limits.html and "LHP and LWP incident durations" in limits.html and "record" in limits.html
+        "LWP incidents" in limits.html
+        and "LHP and LWP incident durations" in limits.html
+        and "record" in limits.html
     )
     headline = headline_figure(guest_analysis).table
     assert "n_lhp" not in headline["key"].to_list()  # only what the trace gives; the rest is in the box
@@ -136,7 +138,7 @@ def test_waste_parts_skip_unavailable_columns():
     fig = chart_waste_by_vm(Analysis(tables={"waste_by_vm": by_vm}, summary=a.summary))
     parts = {r["part"] for rows in datasets(fig).values() for r in rows}
     assert not any(p.startswith("LWP") for p in parts)
-    assert "waste_lwp_ns" in fig.note
+    assert "Not shown: LWP spin" in fig.note
 
 
 def test_histograms_count_every_item(full_analysis):
@@ -219,3 +221,34 @@ def test_host_only_spin_estimate_is_not_contradicted():
     a = Analysis(summary=Summary(totals={"spin_ns": 593_000_000}, fidelity={"spin_ns": "host-only"}))
     for fig in (chart_waste_by_lock(a), chart_waste_by_vm(a)):
         assert "no lock spin" not in fig.note and "estimated from PAUSE exits" in fig.note
+
+
+def test_a_partial_total_is_flagged_in_the_tables_and_charts():
+    """A total that leaves part out says so wherever the page shows it (finding s8-4: useful spin
+    drawn green and listed plain while it still holds the LWP waste)."""
+    a = fake_analysis()
+    why = "includes the LWP waste it cannot separate"
+    a.summary.extra["partial"] = {
+        "spin_useful_ns": [{"missing": why}],
+        "n_convoys": [{"missing": "convoys on 2 lock(s) of undecided kind (5 not counted)"}],
+    }
+    rows = dict(headline_figure(a).table.select("key", "value").iter_rows())
+    assert rows["spin_useful_ns"].endswith(f"(partial: {why})")
+    assert rows["n_convoys"].endswith("(5 not counted))")
+    for fig in (chart_waste_by_vm(a), chart_waste_by_lock(a)):
+        parts = {r["part"] for rows in datasets(fig).values() for r in rows if "part" in r}
+        assert f"useful (partial: {why})" in parts and "useful" not in parts
+    assert "Partial: convoys on 2 lock(s)" in chart_convoy_lengths(a).note
+
+
+def test_the_clock_fact_is_words_not_a_dict():
+    clock = {
+        "mode": "one timeline with the host",
+        "guest_offset_ns": {"vm0": 0},
+        "guests": {
+            "vm0": {"estimate": {"offset_ns": 10_635, "uncertainty_ns": 28_311, "n_guest_events": 526}}
+        },
+    }
+    assert clock_text(clock) == (
+        "one timeline with the host; vm0: guest offset 0 ns (estimated 10.6 µs ± 28.3 µs from 526 guest events)"
+    )

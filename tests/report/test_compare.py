@@ -92,3 +92,22 @@ def test_the_kind_legend_draws_dash_strokes_not_identical_dots(runs, tmp_path):
     ]
     dashed = [s["encoding"]["strokeDash"] for s in specs if "strokeDash" in s.get("encoding", {})]
     assert dashed and all(d["legend"]["symbolType"] == "stroke" for d in dashed)
+
+
+def test_a_partial_value_is_flagged_and_has_no_delta(runs, tmp_path):
+    """A part compared with a whole gives no delta (finding s8-5: `useful spin … -95.5%`); the
+    table, the page and its spin chart say which run's value is partial and why."""
+    import copy
+
+    a, b, ta, tb = runs
+    part = copy.deepcopy(a)
+    why = "includes the LWP waste it cannot separate"
+    part.summary.extra["partial"] = {"spin_useful_ns": [{"missing": why}]}
+    table = format_comparison(compare_metrics(part, b, (ta, tb)), ("A", "B"))
+    row = table.filter(pl.col("metric").str.starts_with("useful spin")).row(0)
+    assert row[0] == f"useful spin (partial in A: {why})"
+    assert row[1].endswith(" (partial)") and not row[2].endswith("(partial)")
+    assert row[3:] == ("n/a (partial)", "n/a (partial)")
+    page = write_compare(part, b, ("A", "B"), tmp_path / "c.html", traces=(ta, tb)).read_text()
+    assert f"useful (partial: {why})" in page  # the spin chart's legend
+    assert "What A cannot tell" in page and "What B cannot tell" in page

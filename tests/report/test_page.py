@@ -118,5 +118,9 @@ def test_an_empty_trace_gives_a_page_of_reasons(tmp_path):
     trace = Trace(empty_events(), TraceMeta())
     text = write_report(trace, analyze(trace), tmp_path / "empty.html").read_text(encoding="utf-8")
     assert specs(text) == {}
-    assert text.count('class="limits"') == 1 and "spin_ns" in text and "sudo pvtrace record --guest" in text
+    assert (
+        text.count('class="limits"') == 1
+        and "spin (waiting while running)" in text
+        and "sudo pvtrace record --guest" in text
+    )
     assert "the analysis has no vCPU states and no lock waits to draw" in text

@@ -37,7 +37,7 @@ def test_guest_view_says_what_it_cannot_know(sim_views):
     # what the trace cannot give is one box at the end, not a grey box per figure
     assert "waste-by-vm" not in figs and "incident-durations" not in figs and "incident-table" not in figs
     box = figs["limits"].html
-    assert "Spin waste per VM" in box and "LHP and LWP incident durations" in box and "n_lhp" in box
+    assert "Spin waste per VM" in box and "LHP and LWP incident durations" in box and "LHP incidents" in box
     assert box.count("sudo pvtrace record --host") == 1
     assert list(figs)[-1] == "limits"
     assert not [f.name for f in figs.values() if f.is_empty and "unavailable" in f.note]

@@ -1,0 +1,57 @@
+"""User text (file names, `file:100:` line references, `START:END`) is printed as written: rich
+reads `:100:` as the emoji code for 💯 and `[x]` as markup unless a console is told otherwise."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from rich._emoji_codes import EMOJI
+from typer.testing import CliRunner
+
+from pvtrace.cli.app import COMMANDS, _module_commands, app
+
+GOLDEN = Path(__file__).resolve().parent / "data" / "ingest" / "golden"
+runner = CliRunner()
+
+
+def _text_with_bad_line_100(path: Path) -> Path:
+    """A small ftrace text whose line 100 is cut short."""
+    lines = (GOLDEN / "ftrace_5flag_header.txt").read_text().splitlines()[:12]
+    t = 5021.0
+    while len(lines) < 120:
+        t += 0.0001
+        lines.append(
+            f"       CPU 1/KVM-24501   [003] d..1.  {t:.6f}: kvm_entry: vcpu 1, rip 0xffffffff81b3c9a2"
+        )
+    lines[99] = lines[99][:30]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_line_100_is_printed_verbatim(tmp_path: Path) -> None:
+    src = _text_with_bad_line_100(tmp_path / "mid.txt")
+    res = runner.invoke(app, ["analyze", str(src), "-q"])
+    assert res.exit_code == 0, res.output
+    assert "mid.txt:100:" in res.stderr and "💯" not in res.stderr
+    res = runner.invoke(app, ["analyze", str(src), "--strict"])
+    assert res.exit_code == 1 and "error: " in res.stderr and "mid.txt:100:" in res.stderr
+
+
+def test_missing_file_is_named_verbatim(tmp_path: Path) -> None:
+    gone = str(tmp_path / "gone[1]:100:.txt")
+    for argv in (["analyze", gone], ["compare", gone, gone]):
+        res = runner.invoke(app, argv)
+        assert res.exit_code == 1 and f"{gone}: no such file" in res.stderr, (argv, res.output)
+
+
+def test_no_help_text_holds_an_emoji_code() -> None:
+    # typer renders help through rich markup, emoji codes included: `START:END: trace` showed 🔚
+    found = []
+    for name in dict.fromkeys(COMMANDS.values()):
+        for cmd in _module_commands(name).values():
+            texts = [cmd.help or ""] + [getattr(p, "help", None) or "" for p in cmd.params]
+            found += [m for t in texts for m in re.findall(r":(\S*?):", t) if m.lower() in EMOJI]
+    assert found == []
+    res = runner.invoke(app, ["report", "--help"], env={"COLUMNS": "200"})
+    assert "START:END" in res.output
