@@ -167,14 +167,15 @@ def test_undecided_locks_make_lwp_and_convoys_partial_not_silently_short():
 
 
 def test_no_decided_kind_makes_convoys_unavailable_not_0_and_flags_useful_spin():
-    """Inferred holders and no lock of known kind: no convoy can be counted, so none is given as 0;
+    """Inferred holders and no lock of known kind (3-vCPU guests: no queue-jump evidence; too few
+    hand-offs): no convoy can be counted, so none is given as 0;
     useful spin still holds the LWP waste, and every view says so (finding s8-4/5)."""
     from pvtrace.cli.summary_view import headline_rows, limits_line
 
     s = Scenario().replace(
         lock={"algorithm": "ticket"},
-        host={"pcpus": 1},
-        vm={"count": 2, "vcpus": 2, "locks": 1, "compute_ns": 20_000, "hold_ns": 20_000},
+        host={"pcpus": 2},
+        vm={"count": 2, "vcpus": 3, "locks": 1, "compute_ns": 20_000, "hold_ns": 20_000},
         run={"duration_ns": 10_000_000},
     )
     trace, truth = simulate_trace(s, seed=3)
