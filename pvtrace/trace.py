@@ -181,7 +181,7 @@ def read_meta(path: Path | str) -> TraceMeta:
 
 def scan_events(path: Path | str) -> pl.LazyFrame:
     """Lazily scan a pvtrace Parquet file's events (for big traces)."""
-    return pl.scan_parquet(path)
+    return pl.scan_parquet(path, glob=False)
 
 
 def read_trace(path: Path | str) -> Trace:
@@ -194,7 +194,7 @@ def read_events(path: Path | str, columns: list[str] | None = None) -> pl.DataFr
     """A Parquet file's events (all columns, or `columns`), cast to the canonical schema; a file
     that is no Parquet, or whose values do not cast, is a FormatError naming it."""
     try:
-        events = pl.read_parquet(path, columns=columns)
+        events = pl.read_parquet(path, columns=columns, glob=False)
     except Exception as exc:
         raise FormatError(f"not a readable Parquet file ({exc.__class__.__name__})", str(path)) from None
     try:

@@ -3,6 +3,7 @@ reads `:100:` as the emoji code for 💯 and `[x]` as markup unless a console is
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -55,3 +56,20 @@ def test_no_help_text_holds_an_emoji_code() -> None:
     assert found == []
     res = runner.invoke(app, ["report", "--help"], env={"COLUMNS": "200"})
     assert "START:END" in res.output
+
+
+def test_a_path_with_brackets_is_that_file_not_a_glob(tmp_path: Path) -> None:
+    """polars reads `[1]` in a path as a glob class unless told not to: `t[1].txt` then matches
+    nothing (or another file) and the trace silently has 0 events."""
+    plain = GOLDEN / "ftrace_5flag_header.txt"
+    odd = tmp_path / "t[1].txt"
+    odd.write_bytes(plain.read_bytes())
+    (tmp_path / "t1.txt").write_text("")  # what the glob would match instead
+    counts = []
+    for path in (plain, odd):
+        res = runner.invoke(
+            app, ["analyze", str(path), "-q", "--json", "-", "--out-dir", str(tmp_path / path.stem)]
+        )
+        assert res.exit_code == 0, res.output
+        counts.append(json.loads(res.stdout)["n_events"])
+    assert counts[0] > 0 and counts[1] == counts[0]

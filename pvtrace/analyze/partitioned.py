@@ -118,7 +118,7 @@ def plan(path: Path | str, meta: TraceMeta, budget: int) -> list[list[str]] | No
     analyzed whole (it fits the budget, or cannot be split exactly: see the module doc)."""
     if not _canonical_types(path) or _footer_extent(path)[0] * BYTES_PER_EVENT <= budget:
         return None
-    scan = pl.scan_parquet(path)
+    scan = pl.scan_parquet(path, glob=False)
     host_lost = (pl.col("kind") == "lost_events") & (pl.col("origin") != "guest")
     if scan.filter(host_lost).select(pl.len()).collect(engine="streaming").item():
         return None
@@ -186,7 +186,7 @@ def analyze_partitioned(
     result.tables["vm_exits"] = _OnDisk("vm_exits", [f for _, c, _ in parts for f in c["vm_exits"].files])
     del parts
     placed = (
-        pl.scan_parquet(path)
+        pl.scan_parquet(path, glob=False)
         .filter(
             pl.col("kind").is_in(PLACEMENT_KINDS)
             & pl.col("pcpu").is_not_null()
@@ -212,7 +212,7 @@ def _split(path: Path, groups: list[list[str]], meta: TraceMeta, tmp: Path) -> _
     group_of = {vm: i for i, g in enumerate(groups) for vm in g}
     whole = source_of_parquet(path)
     n, first, last_ts = whole.n_events, whole.first_ts, whole.last_ts
-    scan = pl.scan_parquet(path)
+    scan = pl.scan_parquet(path, glob=False)
     files: list[list[Path]] = [[] for _ in groups]
     rows = [0] * len(groups)
     kinds: Counter = Counter()
@@ -333,7 +333,7 @@ class _WholeTs:
     def __call__(self) -> pl.Series:
         with self._lock:
             if self._ts is None:
-                self._ts = pl.scan_parquet(self._path).select("ts").collect().to_series()
+                self._ts = pl.scan_parquet(self._path, glob=False).select("ts").collect().to_series()
         return self._ts
 
 

@@ -148,7 +148,7 @@ def source_of_parquet(path: Path | str) -> EventSource:
     whose event columns have other types (not written by pvtrace) is read whole and cast here."""
     if not _canonical_types(path):
         return source_of_events(read_events(path, list(USED_COLUMNS)))
-    lf = pl.scan_parquet(path).select(USED_COLUMNS)
+    lf = pl.scan_parquet(path, glob=False).select(USED_COLUMNS)
     n, first, last = _footer_extent(path)
     if n and (first is None or last is None):  # no statistics: read the ends
         first = int(lf.select("ts").head(1).collect().item())

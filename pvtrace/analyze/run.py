@@ -112,7 +112,7 @@ def analyze_parquet(
 def _scan_events(path: Path | str) -> pl.LazyFrame:
     """The file's events, lazily, in the canonical types (a file not written by pvtrace may hold
     them as other types: text timestamps, 64-bit ids)."""
-    lf = pl.scan_parquet(path)
+    lf = pl.scan_parquet(path, glob=False)
     names = lf.collect_schema().names()
     return lf.with_columns(pl.col(c).cast(EVENT_SCHEMA[c]) for c in names if c in EVENT_SCHEMA)
 
@@ -169,7 +169,7 @@ def _with_context(result: Analysis, events: pl.LazyFrame) -> Analysis:
 def _guest_ticks_without_states(path: Path | str) -> bool:
     if "event" not in pl.read_parquet_schema(path):  # not from pvtrace: no tick events
         return False
-    scan = pl.scan_parquet(path).select("kind", "event")
+    scan = pl.scan_parquet(path, glob=False).select("kind", "event")
     states = scan.filter(pl.col("kind").cast(pl.String).is_in(list(GUEST_STATE_KINDS))).head(1).collect()
     if states.height:
         return False

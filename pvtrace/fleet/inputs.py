@@ -92,9 +92,9 @@ def read_manifest(path: Path | str) -> list[TraceInput]:
     try:
         source = io.BytesIO(remote.open_bytes(path)) if isinstance(path, str) else path
         if Path(str(path)).suffix.lower() == ".csv":
-            df = pl.read_csv(source, infer_schema=False)
+            df = pl.read_csv(source, infer_schema=False, glob=False)
         else:
-            df = pl.read_parquet(source).with_columns(pl.all().cast(pl.String))
+            df = pl.read_parquet(source, glob=False).with_columns(pl.all().cast(pl.String))
     except (OSError, pl.exceptions.PolarsError) as exc:
         raise UsageError(f"{path}: cannot read the manifest: {str(exc).splitlines()[0]}") from None
     if MANIFEST_PATH not in df.columns:

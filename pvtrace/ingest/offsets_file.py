@@ -40,7 +40,7 @@ def find_offsets_file(inputs: list[Path]) -> Path | None:
 def read_offsets(path: Path) -> dict[str, int]:
     """{vm: offset_ns} from a side file; FormatError naming the file and line when it is not one."""
     try:
-        df = pl.read_csv(path, infer_schema=False, comment_prefix="#")
+        df = pl.read_csv(path, infer_schema=False, comment_prefix="#", glob=False)
     except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
         raise FormatError(f"not a readable guest offsets CSV ({exc.__class__.__name__})", str(path)) from None
     lines = path.read_text(encoding="utf-8", errors="replace").splitlines()

@@ -37,7 +37,7 @@ def iter_byte_blocks(stream: BinaryIO, head: bytes = b"", block_bytes: int = BLO
 def scan_block(data: bytes | Path, first_line: int) -> pl.LazyFrame:
     """A block (or a whole plain file) as a lazy (line Int64, text) frame; lines end at \\n or \\r\\n."""
     return (
-        pl.scan_lines(data, name="text")
+        pl.scan_lines(data, name="text", glob=False)
         .with_row_index("line", offset=first_line)
         .with_columns(pl.col("line").cast(pl.Int64))
     )

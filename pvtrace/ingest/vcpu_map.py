@@ -68,7 +68,7 @@ def read_vcpu_map(path: Path | str) -> pl.DataFrame:
     """Read a user map CSV `tid,pid,vm,vcpu` (pid and apic_id optional) into VCPU_MAP_SCHEMA."""
     path = Path(path)
     try:
-        text = pl.read_csv(path, infer_schema=False, comment_prefix="#")
+        text = pl.read_csv(path, infer_schema=False, comment_prefix="#", glob=False)
     except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
         raise FormatError(f"not a readable vCPU map CSV ({exc.__class__.__name__})", str(path)) from None
     text = text.rename({c: c.strip().lower() for c in text.columns})

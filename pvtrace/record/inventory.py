@@ -43,7 +43,7 @@ class Inventory:
 def inventory(path: Path) -> Inventory:
     """Count the events of an ftrace text file (uncompressed), streaming: memory stays small."""
     try:
-        return _inventory(pl.scan_lines(path))
+        return _inventory(pl.scan_lines(path, glob=False))
     except pl.exceptions.ComputeError:  # not valid UTF-8 (a comm with odd bytes): replace them
         text = path.read_bytes().decode("utf-8", errors="replace")
         return _inventory(pl.LazyFrame({"line": text.splitlines()}, schema={"line": pl.String()}))
