@@ -59,10 +59,13 @@ PACKAGES = {
 }
 
 # Each runner prints one JSON line: seconds, rows (records read), typed_rows, peak_bytes.
-# peak: the largest of the process and its children (LISA parses in a pool of worker processes)
+# peak: the largest of the process and its children (LISA parses in a pool of worker processes).
+# The process's own peak is VmHWM, not RUSAGE_SELF: Linux keeps the pre-exec high-water mark in
+# ru_maxrss across exec, so every runner reported the benchmark parent's RSS (the same 0.64 GiB).
 _PEAK = (
-    "import resource\n"
-    "peak = 1024 * max(resource.getrusage(w).ru_maxrss for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))\n"
+    "import re, resource\n"
+    "hwm = int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))\n"
+    "peak = 1024 * max(hwm, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
 )
 RUNNERS = {
     "pvtrace": (
