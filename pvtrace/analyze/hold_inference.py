@@ -19,8 +19,6 @@ from pvtrace.analyze.holders import (
     _ran_between,
     _running_clock,
     finish_holds,
-    release_silent_stops,
-    until_stop,
     visible_holds,
 )
 from pvtrace.analyze.intervals import (
@@ -33,6 +31,7 @@ from pvtrace.analyze.intervals import (
 from pvtrace.analyze.likely_holder import areas_at, free_running_clock, likely_holders, span_area
 from pvtrace.analyze.locks import acquisitions, lock_status
 from pvtrace.analyze.prepare import Prepared
+from pvtrace.analyze.silent_stops import release_silent_stops, until_stop
 from pvtrace.analyze.vcpu_states import VcpuStates
 from pvtrace.analyze.waste import spin_pieces
 
