@@ -106,18 +106,19 @@ def unseen_holds(
     )
     episodes = lookup(episodes, free, by="lid", on="e0", table_on="_g0", values=["g0", "g1"]).drop("_row")
     # The lock's last seen acquisition before the episode: an unseen holder took it after that, so
-    # it ran after it (unless its stops are only known to a guest tick).
-    acquired = visible.select(pl.col("lid").alias("key"), pl.col("start").alias("prev_acq"))
-    if prep.guest_preemption is not None:
-        acquired = acquired.clear()
-    episodes = lookup(
-        episodes,
-        sort_by_key_time(acquired, "key", "prev_acq"),
-        by="lid",
-        on="e0",
-        table_on="prev_acq",
-        values=["prev_acq"],
-    ).drop("_row")
+    # it ran after it (not judged where stops are known to a guest tick only).
+    if prep.stops_to_a_tick:
+        episodes = episodes.with_columns(pl.lit(None, I64).alias("prev_acq"))
+    else:
+        acquired = visible.select(pl.col("lid").alias("key"), pl.col("start").alias("prev_acq"))
+        episodes = lookup(
+            episodes,
+            sort_by_key_time(acquired, "key", "prev_acq"),
+            by="lid",
+            on="e0",
+            table_on="prev_acq",
+            values=["prev_acq"],
+        ).drop("_row")
     episodes = episodes.filter(pl.col("g0").is_not_null()).join(
         prep.locks.select("lid", "vm"), on="lid", how="left"
     )
@@ -258,9 +259,7 @@ def infer_holds(
         r = rows.join(rate, on="lid", how="left", maintain_order="left")["rate"]
         return r * span_area(rows, free, prep, "t0", "t1")
 
-    # Stops placed from guest ticks are known to a tick (milliseconds), not to a hold (microseconds):
-    # too coarse to weigh the silence after one.
-    if prep.guest_preemption is None:
+    if not prep.stops_to_a_tick:  # the silence after a stop needs the stop to a hold
         visible = release_silent_stops(visible, kept, prep, waits, states, clock, tries)
     seen = finish_holds(visible, prep)
     unseen = unseen_holds(prep, waits, pieces, states, visible, seen, clock, yields, free, rate)

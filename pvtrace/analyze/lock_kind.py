@@ -181,7 +181,7 @@ def queue_jumps(
     and waiting for no lock, would make while a waiter of it was queued and not running, at the
     lock's contention rate) and jump_seen (its contentions for the lock begun then)."""
     empty = pl.DataFrame(schema={"lid": I64, "jump_tries": F64, "jump_seen": I64})
-    if prep.guest_preemption is not None:  # stops placed to a guest tick: a try may be the waiter's own turn
+    if prep.stops_to_a_tick:  # a try inside a stop placed to a tick may be the waiter's own turn
         return empty
     pair = prep.vcpus.group_by("vm").len().filter(pl.col("len") == 2).select("vm")
     lids = prep.locks.join(pair, on="vm").select("lid", "vm_id")

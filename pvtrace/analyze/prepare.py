@@ -62,6 +62,12 @@ class Prepared:
         return self.vcpus.height
 
     @property
+    def stops_to_a_tick(self) -> bool:
+        """vCPU stops are placed from guest ticks: known to a tick (milliseconds), not to a hold
+        (microseconds), too coarse for the rules that time a stop against lock events."""
+        return self.guest_preemption is not None
+
+    @property
     def n_locks(self) -> int:
         return self.locks.height
 
