@@ -18,6 +18,7 @@ from pvtrace.analyze.context import (
     PCPU_TIMELINE_COLUMNS,
     VM_EXITS_COLUMNS,
 )
+from pvtrace.fmt import clock_tick
 from pvtrace.schema import (
     CONVOY_COLUMNS,
     LHP_INCIDENT_COLUMNS,
@@ -168,3 +169,7 @@ class Analysis:
     def table(self, name: str) -> pl.DataFrame:
         """A result table (an empty one of the right schema when absent)."""
         return self.tables.get(name, empty_table(name))
+
+    def clock_tick(self) -> int:
+        """The trace's time resolution as its waits (else its vCPU states) show it (fmt.clock_tick)."""
+        return clock_tick(self.table("waits"), self.table("vcpu_states"))

@@ -20,7 +20,7 @@ from rich.table import Table
 from pvtrace.analyze import Analysis
 from pvtrace.analyze.context import lock_table
 from pvtrace.analyze.perf_tables import IMPLICATION_GROUPS, kvm_stat_implications
-from pvtrace.fmt import clock_tick, fmt_lock, fmt_ns, fmt_trace_time, fmt_ts, fmt_wait, guest_clocks, plural
+from pvtrace.fmt import fmt_lock, fmt_ns, fmt_trace_time, fmt_ts, fmt_wait, guest_clocks, plural
 
 TOP_LOCKS = 10
 TOP_INCIDENTS = 8
@@ -215,7 +215,7 @@ def _exits(con: Console, a: Analysis) -> None:
     ex = a.table("exit_reasons")
     if ex.height == 0:
         return
-    tick = tick_ns(a)
+    tick = a.clock_tick()
     t = _table("VM exits by reason", ["reason", "exits", "exits %", "total time", "mean", "max"], ("reason",))
     for r in ex.sort("count", descending=True).iter_rows(named=True):
         timed = r["avg_ns"] is not None  # an exit with no entry after it has no duration
@@ -228,11 +228,6 @@ def _exits(con: Console, a: Analysis) -> None:
             fmt_wait(r["max_ns"], tick),
         )
     _print(con, t)
-
-
-def tick_ns(a: Analysis) -> int:
-    """The trace's time resolution as its waits (else its vCPU states) show it (fmt.clock_tick)."""
-    return clock_tick(a.table("waits"), a.table("vcpu_states"))
 
 
 def waits_unmeasured(a: Analysis) -> bool:
@@ -252,7 +247,7 @@ def _locks(con: Console, a: Analysis) -> None:
             soft_wrap=True,
         )
         return
-    tick = tick_ns(a)
+    tick = a.clock_tick()
     several_vms = locks["vm"].n_unique() > 1
     waste_known = locks["waste_ns"].is_not_null().any()
     lwp_known = "waste_lwp_ns" in a.summary.totals

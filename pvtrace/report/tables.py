@@ -10,7 +10,7 @@ import polars as pl
 from pvtrace.analyze.context import incidents, lock_table
 from pvtrace.analyze.perf_tables import IMPLICATION_GROUPS, kvm_stat_implications
 from pvtrace.analyze.result import Analysis
-from pvtrace.fmt import clock_tick, fmt_lock, fmt_ns, fmt_trace_time, fmt_wait, guest_clocks, plural
+from pvtrace.fmt import fmt_lock, fmt_ns, fmt_trace_time, fmt_wait, guest_clocks, plural
 from pvtrace.report.figure import Figure, no_data
 from pvtrace.report.labels import METRIC_LABELS
 
@@ -127,7 +127,7 @@ def locks_figure(analysis: Analysis) -> Figure:
         ("top callers (waits)", False),
     ]
     rows = []
-    tick = clock_tick(analysis.table("waits"), analysis.table("vcpu_states"))
+    tick = analysis.clock_tick()
     for r in shown.iter_rows(named=True):
         cells = [
             (r["vm"], r["vm"]),
