@@ -9,6 +9,7 @@ view presents them as the whole.
 
 from __future__ import annotations
 
+from pvtrace.analyze.partial import add_parts
 from pvtrace.summary import Summary
 
 VCPU_MAP_FIX = "give the thread's vCPU in a --vcpu-map file (CSV tid,pid,vm,vcpu)"
@@ -29,8 +30,8 @@ def add_count_gaps(summary: Summary) -> None:
             "fix": LOST_FIX,
         }
         for key in summary.totals:
-            partial[key] = [*partial.get(key, []), part]
+            add_parts(partial, key, part)
     n_kicks = int(x.get("n_kicks_unmapped") or 0)
     if n_kicks and "n_kicks" in summary.totals:
         part = {"missing": f"a lower bound: {n_kicks:,} kick(s) from threads not known as vCPUs"}
-        partial["n_kicks"] = [*partial.get("n_kicks", []), {**part, "fix": VCPU_MAP_FIX}]
+        add_parts(partial, "n_kicks", {**part, "fix": VCPU_MAP_FIX})

@@ -82,6 +82,11 @@ def kind_gaps(
     return tables, partial, lwp_unavailable
 
 
+def add_parts(partial: dict, metric: str, *parts: dict) -> None:
+    """Append parts (missing, fix, ...) to what `partial` says a metric leaves out."""
+    partial[metric] = [*partial.get(metric, []), *parts]
+
+
 def partial_why(extra: dict, key: str) -> str:
     """What a total the summary (extra) lists as partial leaves out; '' when it is whole."""
     parts = (extra.get("partial") or {}).get(key)

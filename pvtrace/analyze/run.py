@@ -22,7 +22,7 @@ from pvtrace.analyze.guest_preemption import GuestPreemption, has_guest_ticks, w
 from pvtrace.analyze.hold_inference import infer_holds
 from pvtrace.analyze.lock_kind import infer_lock_kinds, kind_summary, lock_kinds_table
 from pvtrace.analyze.lost import lost_windows, vcpu_unknown_windows
-from pvtrace.analyze.partial import kind_gaps
+from pvtrace.analyze.partial import add_parts, kind_gaps
 from pvtrace.analyze.prepare import LOCK_KIND, Prepared, prepare, prepare_source, source_of_parquet
 from pvtrace.analyze.result import TABLE_SCHEMAS, Analysis, empty_table
 from pvtrace.analyze.summary import build_summary, extra_context, state_sums, table_sums
@@ -359,7 +359,7 @@ def finish(
     tables, partial, lwp_unavailable = kind_gaps(tables, holders_inferred=not caps.holds)
     if prep.guest_preemption is not None:  # preemption too short for the guest's ticks to place
         for metric, parts in prep.guest_preemption.partial.items():
-            partial[metric] = [*partial.get(metric, []), *parts]
+            add_parts(partial, metric, *parts)
     if unaligned:
         partial = {}
     extra = extra_context(tables, counts, m.sums, prep)
