@@ -320,21 +320,35 @@ def snap_to_runs(host: pl.DataFrame, guest: pl.DataFrame, tolerance: int) -> tup
     many moved. A guest event happens while its vCPU runs: one printed a few hundred ns before
     the host saw the vCPU resume would make its acquirer a holder that is not running.
 
-    host: vm, vcpu, kind, ts[, row, sub]; guest: events with vm, vcpu, ts (host clock)."""
+    A run printed with no length (entry and exit in one microsecond: a vCPU that resumes, takes
+    a lock and makes a kick hypercall within it) has no instant inside it, so an event snapped
+    to it takes the entry's timestamp and its place in the order (`row`, `sub`): right after the
+    entry, before the exit.
+
+    host: vm, vcpu, kind, ts[, row, sub]; guest: events with vm, vcpu, ts (host clock)[, row, sub]."""
     if tolerance <= 1 or guest.height == 0 or host.height == 0:
         return guest, 0
-    runs = (
-        run_intervals(host)
-        .filter(pl.col("end") - pl.col("start") >= 2)
-        .select(pl.col("vm"), pl.col("vcpu").cast(pl.Int64), "start", "end")
-        .sort("start")
-    )
+    runs = run_intervals(host).select(pl.col("vm"), pl.col("vcpu").cast(pl.Int64), "start", "end")
+    ordered = {"row", "sub"} <= set(host.columns) and {"row", "sub"} <= set(guest.columns)
+    if ordered:  # where each run's entry stands in the order of equal timestamps
+        entries = (
+            host.filter(pl.col("kind").cast(pl.String).is_in(IN_KINDS) & pl.col("vcpu").is_not_null())
+            .group_by(
+                pl.col("vm").cast(pl.String), pl.col("vcpu").cast(pl.Int64), pl.col("ts").alias("start")
+            )
+            .agg(pl.col("row", "sub").sort_by("row", "sub").last())
+        )
+        runs = runs.join(entries, on=["vm", "vcpu", "start"], how="left")
+    else:
+        runs = runs.filter(pl.col("end") - pl.col("start") >= 2)
+    runs = runs.sort("start")
     g = guest.with_row_index("_g").with_columns(
         pl.col("vm").cast(pl.String).alias("_vm"), pl.col("vcpu").cast(pl.Int64).alias("_vcpu")
     )
     keys = g.select("_g", "_vm", "_vcpu", "ts").drop_nulls().sort("ts")
+    placed = ["row", "sub"] if ordered else []
     before = keys.join_asof(
-        runs.rename({"vm": "_vm", "vcpu": "_vcpu"}),
+        runs.rename({"vm": "_vm", "vcpu": "_vcpu"}).rename({c: f"_{c}" for c in placed}),
         left_on="ts",
         right_on="start",
         by=["_vm", "_vcpu"],
@@ -342,33 +356,51 @@ def snap_to_runs(host: pl.DataFrame, guest: pl.DataFrame, tolerance: int) -> tup
         check_sortedness=False,
     )
     after = keys.join_asof(
-        runs.rename({"vm": "_vm", "vcpu": "_vcpu", "start": "next_start", "end": "next_end"}),
+        runs.rename({"vm": "_vm", "vcpu": "_vcpu", "start": "next_start", "end": "next_end"}).rename(
+            {c: f"_next_{c}" for c in placed}
+        ),
         left_on="ts",
         right_on="next_start",
         by=["_vm", "_vcpu"],
         strategy="forward",
         check_sortedness=False,
-    ).select("_g", "next_start")
+    ).select("_g", "next_start", "next_end", *[f"_next_{c}" for c in placed])
     near = before.join(after, on="_g").with_columns(
         (pl.col("ts") - pl.col("end")).alias("late"), (pl.col("next_start") - pl.col("ts")).alias("early")
     )
     outside = pl.col("end").is_null() | (pl.col("ts") > pl.col("end"))
+    to_prev = (pl.col("late") <= tolerance) & (pl.col("late") <= pl.col("early").fill_null(tolerance + 1))
+    to_next = pl.col("early") <= tolerance
+    prev_flat = pl.col("end") - pl.col("start") < 2
+    next_flat = pl.col("next_end") - pl.col("next_start") < 2
     fix = (
         near.filter(outside)
         .with_columns(
-            pl.when(
-                (pl.col("late") <= tolerance) & (pl.col("late") <= pl.col("early").fill_null(tolerance + 1))
-            )
+            pl.when(to_prev & prev_flat)
+            .then(pl.col("start"))
+            .when(to_prev)
             .then(pl.col("end") - 1)
-            .when(pl.col("early") <= tolerance)
+            .when(to_next & next_flat)
+            .then(pl.col("next_start"))
+            .when(to_next)
             .then(pl.col("next_start") + 1)
-            .alias("snapped")
+            .alias("snapped"),
+            *[
+                pl.when(to_prev & prev_flat)
+                .then(pl.col(f"_{c}"))
+                .when(~to_prev & to_next & next_flat)
+                .then(pl.col(f"_next_{c}"))
+                .alias(f"_snapped_{c}")
+                for c in placed
+            ],
         )
         .filter(pl.col("snapped").is_not_null())
     )
     if fix.height == 0:
         return guest, 0
-    moved = g.join(fix.select("_g", "snapped"), on="_g", how="left").with_columns(
-        pl.coalesce("snapped", "ts").alias("ts")
+    moved = g.join(fix.select("_g", "snapped", *[f"_snapped_{c}" for c in placed]), on="_g", how="left")
+    moved = moved.with_columns(
+        pl.coalesce("snapped", "ts").alias("ts"),
+        *[pl.coalesce(f"_snapped_{c}", c).cast(g.schema[c]).alias(c) for c in placed],
     )
-    return moved.drop("_g", "_vm", "_vcpu", "snapped"), fix.height
+    return moved.drop("_g", "_vm", "_vcpu", "snapped", *[f"_snapped_{c}" for c in placed]), fix.height

@@ -109,6 +109,34 @@ def test_guest_events_printed_just_before_their_vcpu_resumes_are_moved_inside(tm
     assert inside.select("vm", "vcpu", "ts").unique().height == guest.unique().height
 
 
+def test_a_guest_event_snapped_to_a_run_printed_without_length_lands_between_its_entry_and_exit():
+    """vCPU 0 resumes, takes a lock and exits to kick a waiter within one microsecond: the host
+    prints run, entry and exit at 10 000; the guest's acquisition, cut to its own microsecond and
+    shifted by a fractional offset, at 9344. It moves to 10 000, ordered after the entry and before
+    the exit (as normalize orders equal timestamps: row * 2 + sub, host rows first)."""
+    from pvtrace.ingest.clock_estimate import snap_to_runs
+
+    host = pl.DataFrame(
+        {
+            "vm": ["vm0"] * 6,
+            "vcpu": [0] * 6,
+            "kind": ["vm_entry", "vcpu_preempt", "vcpu_run", "vm_entry", "vm_exit", "vm_entry"],
+            "ts": [0, 3000, 10_000, 10_000, 10_000, 11_000],
+            "row": [0, 1, 2, 2, 3, 4],
+            "sub": [0, 0, 0, 1, 0, 0],
+        }
+    )
+    guest = pl.DataFrame(
+        {"vm": ["vm0"], "vcpu": [0], "kind": ["lock_acquire"], "ts": [9344], "row": [10], "sub": [0]}
+    )
+    moved, n = snap_to_runs(host, guest, tolerance=1001)
+    assert n == 1
+    assert moved.select("ts", "row", "sub").row(0) == (10_000, 2, 1)  # the entry's place
+    merged = pl.concat([host, moved]).sort(pl.col("row") * 2 + pl.col("sub"), maintain_order=True)
+    kinds = ["vm_entry", "vcpu_preempt", "vcpu_run", "vm_entry", "lock_acquire", "vm_exit", "vm_entry"]
+    assert merged["kind"].to_list() == kinds
+
+
 def _runs(starts, length):
     return pl.DataFrame({"vcpu": [0] * len(starts), "start": starts, "end": [s + length for s in starts]})
 
