@@ -512,13 +512,24 @@ def finish_holds(holds: pl.DataFrame, prep: Prepared, done: pl.DataFrame | None 
     holds already finished, merged in (their keys are not searched for again)."""
     key = _release_key(prep, holds["end"])
     h = holds.with_columns(
-        pl.when(pl.col("truncated")).then(None).otherwise(key).alias("end_ord"),
-        pl.when(pl.col("truncated")).then(None).otherwise(key * 2 - 1).alias("end_key"),
         pl.when(pl.col("start_ord").is_not_null())
         .then(pl.col("start_ord") * 2)
         .otherwise(_release_key(prep, holds["start"]) * 2 - 1)
         .alias("sort_key"),
         pl.lit(True).alias("inferred"),
+    )
+    # A release at the hold's own timestamp (a hold shorter than the text's microsecond) still
+    # follows its acquisition: "just before the first event at that time" would put it first
+    # and leave the lock held from then on.
+    h = h.with_columns(
+        pl.when(pl.col("truncated"))
+        .then(None)
+        .otherwise(pl.max_horizontal(pl.lit(key), pl.col("start_ord") + 1))
+        .alias("end_ord"),
+        pl.when(pl.col("truncated"))
+        .then(None)
+        .otherwise(pl.max_horizontal(pl.lit(key) * 2 - 1, pl.col("sort_key") + 1))
+        .alias("end_key"),
     )
     if done is not None:
         h = pl.concat([done.drop("hid"), h.select(done.drop("hid").columns)])
