@@ -52,13 +52,28 @@ def convoys(
         a = a.with_columns(pl.when(~took.fill_null(False)).then(pl.col("prev_hid")).alias("prev_hid"))
         brk = brk | took.fill_null(False)
     a = open_waits_at(a, waits)
+    # A contended acquisition after the previous seen release, with no other waiter queued: the
+    # lock was held when it was contended (no queue made it contend, and none let it steal), so
+    # someone took it unseen after that release and handed it over. A hand-off that opens a run
+    # (the unseen take broke it), from the unseen holder's release, at the acquisition.
+    # (Not the lock's first acquisition: what held it before the trace is unknown.)
+    seen_acq = pl.col("start_ord").is_not_null()
+    first = seen_acq & (seen_acq.cast(I64).cum_sum().over("lid") == 1)
+    unseen_before = (
+        pl.col("contended") & ~pl.col("handoff") & ~first & (pl.col("open_waits") == 1).fill_null(False)
+    )
+    a = a.with_columns(
+        unseen_before.alias("_unseen"),
+        pl.when(unseen_before).then(pl.col("start")).otherwise(pl.col("prev_release_ts")).alias("_from"),
+        pl.when(unseen_before).then(None).otherwise(pl.col("prev_hid")).alias("prev_hid"),
+    )
     brk = brk | (pl.col("lid") != pl.col("lid").shift(1)).fill_null(True)
-    a = a.with_columns(brk.cum_sum().alias("_run")).filter(pl.col("handoff"))
+    a = a.with_columns(brk.cum_sum().alias("_run")).filter(pl.col("handoff") | pl.col("_unseen"))
     c = (
         a.group_by("_run", maintain_order=True)
         .agg(
             pl.col("lid").first(),
-            pl.col("prev_release_ts").first().alias("start"),
+            pl.col("_from").first().alias("start"),
             pl.col("prev_hid").first(),
             pl.col("start").last().alias("end"),
             pl.len().cast(I64).alias("length"),

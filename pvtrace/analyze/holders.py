@@ -50,7 +50,7 @@ from pvtrace.analyze.intervals import (
     sort_by_key_time,
 )
 from pvtrace.analyze.locks import HOLD_COLUMNS, lock_order
-from pvtrace.analyze.prepare import Prepared
+from pvtrace.analyze.prepare import COARSE_TICK_NS, Prepared
 from pvtrace.analyze.vcpu_states import VcpuStates
 
 I64 = pl.Int64()
@@ -476,12 +476,18 @@ def _queued_successor(
         by="next_vid",
         on="next_ts",
         table_on="y_start",
-        values=["y_end"],
+        values=["y_start", "y_end"],
         strict=True,
     ).drop("_row")
+    # Printed to the microsecond, Y resuming less than a microsecond before its acquisition may
+    # have taken the lock as it resumed (host and guest clocks each cut their own microsecond):
+    # that stretch proves nothing.
+    coarse = pl.lit(prep.coarse_lock_clock).gather(prep.lock_attr("vm_id"))
+    at_resume = coarse & (pl.col("next_ts") - pl.col("y_start") < COARSE_TICK_NS)
     a = a.with_columns(pl.min_horizontal("y_end", "next_ts").alias("y_last")).filter(
         (pl.col("y_last") > pl.col("_lo"))
         & (pl.col("kick_ts").is_null() | (pl.col("kick_ts") >= pl.col("y_last")))
+        & ~at_resume.fill_null(False)
     )
     # X's first running stretch that ends after it: X releases no earlier than the stretch's start.
     a = lookup(
@@ -534,6 +540,20 @@ def finish_holds(holds: pl.DataFrame, prep: Prepared, done: pl.DataFrame | None 
     if done is not None:
         h = pl.concat([done.drop("hid"), h.select(done.drop("hid").columns)])
     h = h.sort(lock_order(prep))
+    # On a lock printed to the microsecond, a release inferred at the instant the next holder's
+    # acquisition is seen falls just before that acquisition, not before every event of its
+    # timestamp: a contention printed in the same microsecond (the lock was held then: it was
+    # contended) came before the release, a hand-off. (To the nanosecond, a contention at the very
+    # instant of its acquisition took a lock already free: a steal past a queue, no hand-off.)
+    then = (pl.col("lid") == pl.col("lid").shift(-1)) & (pl.col("end") == pl.col("start").shift(-1))
+    coarse = pl.lit(prep.coarse_lock_clock).gather(prep.lock_attr("vm_id"))
+    at_next = (
+        then & coarse & (pl.col("end_key") % 2 == 1) & pl.col("start_ord").shift(-1).is_not_null()
+    ).fill_null(False)
+    h = h.with_columns(
+        pl.when(at_next).then(pl.col("start_ord").shift(-1)).otherwise(pl.col("end_ord")).alias("end_ord"),
+        pl.when(at_next).then(pl.col("sort_key").shift(-1) - 1).otherwise(pl.col("end_key")).alias("end_key"),
+    )
     return h.with_row_index("hid").with_columns(pl.col("hid").cast(I64)).select(HOLD_COLUMNS)
 
 

@@ -29,6 +29,7 @@ LOCK_KIND = pl.Enum(LOCK_KINDS)
 STATE_KINDS = ("vcpu_run", "vcpu_preempt", "vcpu_halt", "vcpu_wake")
 LOCK_EVENT_KINDS = ("lock_contend", "lock_acquire", "lock_release")
 EXIT_KINDS = ("vm_exit", "vm_entry")
+COARSE_TICK_NS = 1_000  # ftrace's and perf's default timestamps: microseconds
 USED_COLUMNS = ("ts", "seq", "vm", "vcpu", "pcpu", "kind", "lock", "reason", "target", "value", "origin")
 
 
@@ -66,6 +67,28 @@ class Prepared:
         """vCPU stops are placed from guest ticks: known to a tick (milliseconds), not to a hold
         (microseconds), too coarse for the rules that time a stop against lock events."""
         return self.guest_preemption is not None
+
+    @cached_property
+    def coarse_lock_clock(self) -> pl.Series:
+        """Per vm_id: whether its lock events are printed to the microsecond (nearly every
+        timestamp whole microseconds plus the guest's one clock offset, as ftrace and perf print
+        them; the few moved into their vCPU's runs by ingest differ), so that events less than a
+        microsecond apart are not in time order."""
+        n_vms = int(self.vcpus["vm_id"].max()) + 1 if self.vcpus.height else 0
+        per_vm = (
+            self.lock_events.select(self.lock_attr("vm_id"), (pl.col("ts") % COARSE_TICK_NS).alias("_sub"))
+            .group_by("vm_id")
+            .agg(
+                (
+                    (pl.col("_sub").value_counts(sort=True).first().struct.field("count") >= 0.9 * pl.len())
+                    & (pl.len() >= 3)
+                ).alias("coarse")
+            )
+        )
+        flags = [False] * n_vms
+        for vm_id, coarse in per_vm.iter_rows():
+            flags[vm_id] = coarse
+        return pl.Series("coarse", flags, dtype=pl.Boolean())
 
     @property
     def n_locks(self) -> int:
