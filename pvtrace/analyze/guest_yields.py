@@ -78,10 +78,10 @@ def binomial_tail(k: int, n: int, p: float) -> float:
     return min(1.0, math.fsum(term(i) for i in range(k, n + 1)))
 
 
-def _lock_waits(events: pl.DataFrame) -> pl.DataFrame:
-    """Contended acquisitions (vm, vcpu, lock, wait_ts, ts) with `alone`: no other waiter on the lock
-    just after the contend nor just after the acquisition (a later waiter of a fair lock is still
-    queued then)."""
+def _lock_events(events: pl.DataFrame) -> pl.DataFrame:
+    """Lock contends and acquisitions (vm, vcpu, lock, ts, kind, wait_ts: the contend before an
+    acquisition, contended) with `open`: the lock's waiters after each event (an acquisition whose
+    wait began before the capture counts for none)."""
     lock = events.filter(
         pl.col("kind").is_in(["lock_contend", "lock_acquire"]) & pl.col("lock").is_not_null()
     )
@@ -89,53 +89,66 @@ def _lock_waits(events: pl.DataFrame) -> pl.DataFrame:
         "ts", maintain_order=True
     )
     mine = ("vm", "vcpu", "lock")
+    contended = (pl.col("kind") == "lock_acquire") & (pl.col("kind").shift(1).over(mine) == "lock_contend")
     lock = lock.with_columns(
-        pl.col("ts").shift(1).over(mine).alias("wait_ts"), pl.col("kind").shift(1).over(mine).alias("before")
+        pl.when(contended).then(pl.col("ts").shift(1).over(mine)).alias("wait_ts"),
     )
-    # waiters after each event (an acquisition whose wait began before the capture counts for none)
     step = (
         pl.when(pl.col("kind") == "lock_contend")
         .then(1)
-        .when(pl.col("before") == "lock_contend")
+        .when(pl.col("wait_ts").is_not_null())
         .then(-1)
         .otherwise(0)
     )
-    lock = lock.with_columns(step.cum_sum().over("vm", "lock").alias("open"))
-    lock = lock.with_columns(pl.col("open").shift(1).over(mine).alias("open_at_wait"))
-    alone = (pl.col("open_at_wait") == 1) & (pl.col("open") == 0)
-    return lock.filter((pl.col("kind") == "lock_acquire") & (pl.col("before") == "lock_contend")).select(
-        "vm", "vcpu", "lock", "wait_ts", "ts", alone.alias("alone")
-    )
+    return lock.with_columns(step.cum_sum().over("vm", "lock").alias("open"))
 
 
 def late_handoffs(gaps: pl.DataFrame, events: pl.DataFrame, period: int) -> dict | None:
-    """Handoffs after a resume: a waiter alone on its lock and running throughout takes it within a
-    tick of another vCPU's resume inside its wait (that gap's end: its late tick). How many, how
-    many later than the PLAIN_QUANTILE of the plain waits (alone, running, no resume inside, under
-    a tick), and the binomial tail of that count against LATE_SHARE. None without MIN_PLAIN plain
-    waits or without handoffs. `gaps`: vm, vcpu, start_lo, end, tail."""
-    waits = _lock_waits(events).filter("alone")
+    """Handoffs after a resume: a waiter alone on its lock at another vCPU's resume inside its wait
+    (that gap's end: its late tick), with no gap of its own since, takes the lock within a tick of
+    it. How many, how many later than the PLAIN_QUANTILE of the plain waits (alone when they began,
+    running, no resume inside, under a tick), and the binomial tail of that count against
+    LATE_SHARE. None without MIN_PLAIN plain waits or without handoffs. `gaps`: vm, vcpu,
+    start_lo, end, tail."""
+    lock = _lock_events(events)
+    mine = ("vm", "vcpu", "lock")
+    waits = lock.with_columns(pl.col("open").shift(1).over(mine).alias("open_at_wait")).filter(
+        pl.col("wait_ts").is_not_null()
+    )
     gaps = gaps.with_columns(pl.col("vm").cast(pl.String))
     resumes = gaps.filter(~pl.col("tail")).select(
         "vm", pl.col("vcpu").alias("resumed"), pl.col("end").alias("at")
     )
     own = gaps.select("vm", "vcpu", pl.col("start_lo").alias("own_lo"), pl.col("end").alias("own_end"))
-    asof = {"left_on": "ts", "strategy": "backward", "check_sortedness": False}
+    asof = {"strategy": "backward", "check_sortedness": False}
     waits = (
         waits.sort("ts")
-        .join_asof(resumes.sort("at"), right_on="at", by="vm", **asof)  # the last resume before it
-        .join_asof(own.sort("own_lo"), right_on="own_lo", by=["vm", "vcpu"], **asof)  # its own last gap
+        .join_asof(resumes.sort("at"), left_on="ts", right_on="at", by="vm", **asof)  # the last resume
+        .join_asof(own.sort("own_lo"), left_on="ts", right_on="own_lo", by=["vm", "vcpu"], **asof)
     )
     resumed_inside = pl.col("at").is_not_null() & (pl.col("at") > pl.col("wait_ts"))
     own_gap = pl.col("own_end").is_not_null() & (pl.col("own_lo") < pl.col("ts"))
-    short = pl.col("ts") - pl.col("wait_ts") < period
-    plain = waits.filter(short & ~resumed_inside & ~(own_gap & (pl.col("own_end") > pl.col("wait_ts"))))
+    plain = waits.filter(
+        (pl.col("open_at_wait") == 1)
+        & (pl.col("ts") - pl.col("wait_ts") < period)
+        & ~resumed_inside
+        & ~(own_gap & (pl.col("own_end") > pl.col("wait_ts")))
+    )
     if plain.height < MIN_PLAIN:
         return None
     late_ns = int((plain["ts"] - plain["wait_ts"]).quantile(PLAIN_QUANTILE, interpolation="higher"))
-    stopped = own_gap & (pl.col("own_end") > pl.col("at"))
-    soon = pl.col("ts") - pl.col("at") < period
-    handoffs = waits.filter(resumed_inside & soon & (pl.col("resumed") != pl.col("vcpu")) & ~stopped)
+    handoffs = waits.filter(
+        resumed_inside
+        & (pl.col("resumed") != pl.col("vcpu"))
+        & (pl.col("ts") - pl.col("at") < period)
+        & ~(own_gap & (pl.col("own_end") > pl.col("at")))
+    )
+    # alone on the lock at the resume: its waiters then, as the lock's events up to that instant count them
+    at_resume = lock.select("vm", "lock", pl.col("ts").alias("ev_ts"), pl.col("open").alias("open_at_resume"))
+    handoffs = handoffs.sort("at").join_asof(
+        at_resume.sort("ev_ts"), left_on="at", right_on="ev_ts", by=["vm", "lock"], **asof
+    )
+    handoffs = handoffs.filter(pl.col("open_at_resume") == 1)
     if not handoffs.height:
         return None
     late = int((handoffs["ts"] - handoffs["at"] > late_ns).sum())
