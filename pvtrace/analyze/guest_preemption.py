@@ -31,7 +31,7 @@ from pvtrace.analyze.guest_steal import (
     steal_per_vcpu,
     unseen_partial,
 )
-from pvtrace.analyze.guest_yields import yields_in_waits
+from pvtrace.analyze.guest_yields import late_handoffs, yields_in_waits
 from pvtrace.guest_signals import HZ_CHOICES, TICK_EVENTS, pv_spinlocks_of
 from pvtrace.schema import KIND_PRIORITY, conform_events
 
@@ -352,7 +352,8 @@ def infer(events: pl.DataFrame, t_end: int) -> tuple[pl.DataFrame, GuestPreempti
         )
     if info.pv_spinlocks:
         info.halting = info.halting or PV_HALTS
-    info.wait_stops, yielded = yields_in_waits(_busy_stretches(ev, events), period)
+    handoffs = late_handoffs(gaps, events, period)
+    info.wait_stops, yielded = yields_in_waits(_busy_stretches(ev, events), period, handoffs)
     if info.halting is None and info.limited is None:
         info.halting = yielded
     info.unavailable |= dict.fromkeys(("wait_halted_ns", "waste_lwp_halted_ns", "n_lwp_halted"), HALT_UNSEEN)

@@ -72,11 +72,22 @@ def markers(events: pl.DataFrame) -> pl.DataFrame:
 
 
 def steal_per_vcpu(events: pl.DataFrame) -> pl.DataFrame:
-    """Per vCPU: steal between its first and last sample (ns), the window and the unit."""
-    samples = parse_steal_markers(markers(events))
+    """Per vCPU: steal between its first and last sample (ns), the window it covers and the unit. A
+    CPU's counter moves at its own tick (the guest accounts steal there), so each sample holds the
+    steal up to that vCPU's last event before it: the window runs between those events."""
+    samples = parse_steal_markers(markers(events)).sort("ts")
+    own = (
+        events.filter(pl.col("vm").is_not_null() & pl.col("vcpu").is_not_null())
+        .select(pl.col("vm").cast(pl.String), pl.col("vcpu").cast(pl.Int32), pl.col("ts").alias("upto"))
+        .sort("upto")
+    )
+    samples = samples.with_columns(pl.col("vcpu").cast(pl.Int32)).join_asof(
+        own, left_on="ts", right_on="upto", by=["vm", "vcpu"], strategy="backward", check_sortedness=False
+    )
+    upto = pl.col("upto").fill_null(pl.col("ts"))
     return samples.group_by("vm", "vcpu").agg(
-        pl.col("ts").min().alias("w_start"),
-        pl.col("ts").max().alias("w_end"),
+        upto.sort_by("ts").first().alias("w_start"),
+        upto.sort_by("ts").last().alias("w_end"),
         (pl.col("steal_ns").sort_by("ts").last() - pl.col("steal_ns").sort_by("ts").first()).alias(
             "steal_ns"
         ),

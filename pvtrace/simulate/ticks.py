@@ -5,11 +5,18 @@ guest code and is not idle takes a tick at every multiple of 1/HZ of its guest
 clock; none while preempted or halted; a vCPU that resumes after missing a tick
 takes the pending one the instant it runs again (that late tick is how a
 resumed vCPU's clock shows the jump). Steal is the time a vCPU was runnable but
-not running (the simulator's `preempted` state), sampled by a recorder task on
-whichever vCPU of the VM runs at each sample time, in USER_HZ units.
+not running (the simulator's `preempted` state: KVM's steal is the vCPU thread's
+run_delay, so a directed yield's stop counts and a halt does not), sampled by a
+recorder task on whichever vCPU of the VM runs at each sample time, in USER_HZ
+units, as /proc/stat shows it: a CPU's counter moves only at its own tick (the
+guest accounts steal there), so a vCPU preempted at the sample shows its steal up
+to its last tick; and it counts since boot, so the capture's first sample sits at
+any fraction of a unit (drawn from the run's seed).
 """
 
 from __future__ import annotations
+
+import random
 
 import polars as pl
 
@@ -88,12 +95,17 @@ def steal_samples(
     vms: dict[str, int],
     t_start: int,
     t_end: int,
+    ticks: pl.DataFrame,
     interval: int = STEAL_INTERVAL_NS,
     pv: dict[str, bool] | None = None,
+    seed: int = 0,
 ) -> pl.DataFrame:
     """Marker rows (vm, vcpu = the writer's CPU, ts, args): every vCPU's steal at the start, every
-    `interval` and at the end, written when and where a vCPU of the VM runs; `pv`: whether each VM's
-    spinlocks are paravirt, as the recorder notes it."""
+    `interval` and at the end, written when and where a vCPU of the VM runs; each CPU's counter holds
+    its steal up to its last tick (`ticks`: vm, vcpu, ts) plus what it counted before the capture;
+    `pv`: whether each VM's spinlocks are paravirt, as the recorder notes it."""
+    unit = 1_000_000_000 // USER_HZ
+    rng = random.Random(seed)
     rows = []
     for vm, n_vcpus in vms.items():
         mine = iv.filter(pl.col("vm") == vm)
@@ -101,6 +113,8 @@ def steal_samples(
         steal = mine.filter(pl.col("state") == "preempted")
         if runs.is_empty():
             continue
+        before = {c: rng.randrange(unit) for c in range(n_vcpus)}  # steal since boot, within a unit
+        own_ticks = ticks.filter(pl.col("vm") == vm).select("vcpu", "ts").sort("ts")
         wanted = [*range(t_start, t_end, interval), t_end - 1]
         for t in wanted:
             on = runs.filter((pl.col("start") <= t) & (pl.col("end") > t))
@@ -113,14 +127,18 @@ def steal_samples(
                     at, cpu = int(later["start"][0]), int(later["vcpu"][0])
                 else:
                     at, cpu = int(earlier["end"][-1]) - 1, int(earlier["vcpu"][-1])
+            counted = (
+                own_ticks.filter(pl.col("ts") <= at).group_by("vcpu").agg(pl.col("ts").max().alias("upto"))
+            )
             per_cpu = (
-                steal.filter(pl.col("start") < at)
+                steal.join(counted, on="vcpu")
+                .filter(pl.col("start") < pl.col("upto"))
                 .group_by("vcpu")
-                .agg((pl.min_horizontal(pl.col("end"), pl.lit(at)) - pl.col("start")).sum().alias("ns"))
+                .agg((pl.min_horizontal("end", "upto") - pl.col("start")).sum().alias("ns"))
             )
             ns = dict(zip(per_cpu["vcpu"].to_list(), per_cpu["ns"].to_list(), strict=True))
-            ticks = {c: int(ns.get(c, 0)) * USER_HZ // 1_000_000_000 for c in range(n_vcpus)}
-            rows.append((vm, cpu, at, steal_marker(USER_HZ, ticks, (pv or {}).get(vm))))
+            counters = {c: (before[c] + int(ns.get(c, 0))) // unit for c in range(n_vcpus)}
+            rows.append((vm, cpu, at, steal_marker(USER_HZ, counters, (pv or {}).get(vm))))
     schema = {"vm": pl.String, "vcpu": pl.Int32, "ts": pl.Int64, "args": pl.String}
     return pl.DataFrame(rows, schema=schema, orient="row").unique(["vm", "ts"], keep="first").sort("vm", "ts")
 
@@ -135,7 +153,8 @@ def guest_signal_events(trace: Trace, hz: int = GUEST_HZ) -> pl.DataFrame:
     ticks = tick_events(iv, offsets, hz).filter(pl.col("ts").is_between(t_start, t_end, closed="left"))
     vms = {vm: info.n_vcpus for vm, info in trace.meta.vms.items()}
     pv = {vm: (info.lock_algorithm or "").startswith("pv-") for vm, info in trace.meta.vms.items()}
-    markers = steal_samples(iv, vms, t_start, t_end, pv=pv)
+    seed = int(trace.meta.extra.get("seed") or 0)
+    markers = steal_samples(iv, vms, t_start, t_end, ticks, pv=pv, seed=seed)
     tick_rows = ticks.with_columns(
         pl.lit(TICK_EVENTS[0]).alias("event"), pl.lit(TICK_VECTOR_ARGS).alias("args")
     )

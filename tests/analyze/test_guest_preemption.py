@@ -274,3 +274,57 @@ def test_yield_test_fires_only_on_excess_stops_inside_waits():
     # 260 gaps where 200 are expected is no chance, but what they could hide is 3% of 2 s of spin
     tests, why = yields_in_waits(_stretches(260, 10, n_in=2000), MS)
     assert tests["all"]["p"] < 1e-4 and tests["all"]["hidden_ns"] == 30 * MS and why is None
+
+
+def handoff_case(delay_us: float, n: int = 4) -> Trace:
+    """n times: vCPU 1 takes lock A (contended) and is preempted holding it, missing two ticks;
+    vCPU 0 spins on A meanwhile and takes it delay_us after vCPU 1's late tick; then vCPU 0 waits
+    7 times 3 us for lock B, alone and with both vCPUs running (plain waits). HZ=1000."""
+    rows = _ticks(0, list(range(1, 10 * n + 1)))
+    for k in range(n):
+        t0 = 10 * k
+        rows += _ticks(1, [t0 + 1, t0 + 3.5, *range(t0 + 4, t0 + 11)])
+        rows += [_lock(1, "lock_contend", t0 + 1.197), _lock(1, "lock_acquire", t0 + 1.2)]
+        rows += [_lock(0, "lock_contend", t0 + 1.4), _lock(0, "lock_acquire", t0 + 3.5 + delay_us / 1000)]
+        for j in range(7):
+            t = t0 + 5 + j / 10
+            rows += [_lock(0, "lock_contend", t, 0xB0), _lock(0, "lock_acquire", t + 0.003, 0xB0)]
+    rows = [{**r, "seq": i} for i, r in enumerate(sorted(rows, key=lambda r: r["ts"]))]
+    return _trace(rows, t_end=(10 * n + 1) * MS)
+
+
+def test_late_handoffs_after_a_resume_decline_spin():
+    """A spinning waiter takes the lock a resumed holder releases within what is left of its critical
+    section, as quickly as its plain waits (3 us here); taking it 30 us after the resume, every time,
+    says it was stopped when the holder resumed (PLE's directed yield), for less than a tick: spin
+    is declined with the counts. 1 us after the resume is a spinning waiter's handoff."""
+    info = analyze(handoff_case(30)).summary.extra["guest_preemption"]
+    assert info["wait_stops"]["handoffs"] == {"handoffs": 4, "late": 4, "late_ns": 3000, "p": 0.0016}
+    assert "4 of 4 lock handoffs" in info["halting"] and "PLE" in info["halting"]
+    quick = analyze(handoff_case(1)).summary
+    assert quick.extra["guest_preemption"]["wait_stops"]["handoffs"]["late"] == 0
+    assert quick.extra["guest_preemption"]["halting"] is None and quick.totals["spin_ns"] > 0
+
+
+@pytest.mark.parametrize("seed", [1, 6])
+def test_ple_on_lhp_demo_vms_with_few_gaps_decline_on_late_handoffs(harness, seed):
+    """lhp-demo with ticket locks and PLE on, seeds 1 and 6: one VM each has too few gaps inside
+    waits for the gap tests (it gave LHP waste +61% and +22% of the seeable truth), but its waiters
+    take the lock tens of microseconds after the holder resumes: every VM is declined."""
+    from pvtrace.simulate.scenario import load_preset
+
+    s = load_preset("lhp-demo").replace(hypervisor={"ple": True})
+    r = harness.guest_run(s, seed)
+    assert len(r["limited"]) == 2 and any(
+        "lock handoffs after a holder resumed" in why for why in r["limited"]
+    )
+    assert r["found"]["spin_ns"] is None and r["found"]["waste_lhp_ns"] is None
+
+
+def test_binomial_tail():
+    from pvtrace.analyze.guest_yields import binomial_tail
+
+    assert binomial_tail(0, 5, 0.2) == 1.0
+    assert binomial_tail(4, 4, 0.2) == pytest.approx(0.2**4)
+    assert binomial_tail(1, 3, 0.5) == pytest.approx(1 - 0.5**3)
+    assert 0.0 < binomial_tail(1500, 3000, 0.2) < 1e-100  # large n: no overflow
