@@ -59,16 +59,20 @@ def run_tallied(
     name: Callable[[Any], str],
     write_failure: Callable[[Any, str, str], None],
     crash_stage: str,
+    is_done: Callable[[Any], bool] | None = None,
     on_progress: Callable[[Tally], None] | None = None,
 ) -> Tally:
     """Run the jobs (each job's first argument is its item; its task returns a status dict and
     writes its own result or failure row) and count them into tally. A task that could not run to
     its end (its workers kept dying: stage `worker`; or a bug: `crash_stage`) gets its failure row
-    written here."""
+    written here, unless its result was published before its worker died (`is_done`): then it is
+    done, not failed as well."""
     count = _Counter(tally, name, write_failure, crash_stage, on_progress)
 
     def finished(job: Job, result: Any, error: BaseException | None) -> None:
-        if error is not None:
+        if error is not None and is_done is not None and is_done(job.args[0]):
+            tally.done += 1
+        elif error is not None:
             count.crashed(job.args[0], error)
         else:
             count.status(job.args[0], result)

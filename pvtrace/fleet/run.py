@@ -46,6 +46,7 @@ def run_fleet(
         name=lambda t: t.name,
         write_failure=lambda t, stage, line: write_failure(root, t, stage, line),
         crash_stage="analyze",
+        is_done=lambda t: store.part_dir(root, t.trace_id).is_dir(),
         on_progress=on_progress,
     )
     # every task has finished: what a killed worker's attempt left is stale now, not only at the next run
