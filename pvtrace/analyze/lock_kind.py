@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from pvtrace.analyze.intervals import lookup, sort_by_key_time
+from pvtrace.analyze.intervals import coverage_integral, lookup, sort_by_key_time
 from pvtrace.analyze.likely_holder import free_running_clock, span_area
 from pvtrace.analyze.prepare import LOCK_KIND, Prepared
 from pvtrace.analyze.vcpu_states import VcpuStates
@@ -119,39 +119,8 @@ def hand_offs(waits: pl.DataFrame, pieces: pl.DataFrame | None, ord_size: int) -
         pl.col("acq_ts").shift(1).over("lid").fill_null(pl.col("start")).alias("prev_ts")
     )
     # spin on the lock, integrated over time: I(x) = integral up to x of the number of spinners
-    sweep = (
-        pl.concat(
-            [
-                spin.select("lid", pl.col("start").alias("x"), pl.lit(1, I64).alias("d")),
-                spin.select("lid", pl.col("end").alias("x"), pl.lit(-1, I64).alias("d")),
-            ]
-        )
-        .group_by("lid", "x")
-        .agg(pl.col("d").sum())
-        .sort("lid", "x")
-        .with_columns(pl.col("d").cum_sum().over("lid").alias("n"))
-        .with_columns(
-            (pl.col("n") * (pl.col("x").shift(-1).over("lid") - pl.col("x")).fill_null(0))
-            .cum_sum()
-            .shift(1)
-            .over("lid")
-            .fill_null(0)
-            .alias("cum")
-        )
-        .select("lid", "x", "n", "cum")
-        .sort("x")
-    )
-
-    def integral(at: str) -> pl.Expr:
-        return (pl.col("cum") + pl.col("n") * (pl.col(at) - pl.col("x"))).fill_null(0)
-
-    for at in ("acq_ts", "prev_ts"):
-        acq = (
-            acq.sort(at)
-            .join_asof(sweep, left_on=at, right_on="x", by="lid", strategy="backward", check_sortedness=False)
-            .with_columns(integral(at).alias(f"spin_to_{at}"))
-            .drop("x", "n", "cum")
-        )
+    to_acq, to_prev = coverage_integral(spin, acq, key="lid", at=("acq_ts", "prev_ts"))
+    acq = acq.with_columns(to_acq.alias("spin_to_acq_ts"), to_prev.alias("spin_to_prev_ts"))
     own = (
         spin.join(acq.select("wid", "prev_ts", "acq_ts"), on="wid")
         .select(
