@@ -152,7 +152,7 @@ def _with_context(result: Analysis, events: pl.LazyFrame) -> Analysis:
     # one read of the few events these tables use (placements, exits, stacks), shared by all of them
     wanted = pl.col("kind").is_in(["vcpu_run", "vcpu_preempt", "vcpu_halt", "vm_exit", "vm_entry"])
     if {"event", "args"} <= names:
-        wanted |= (pl.col("kind") == "other") & (pl.col("event").cast(pl.String) == "kernel_stack")
+        wanted |= (pl.col("kind") == "other") & (pl.col("event") == "kernel_stack")  # no cast: 10x cheaper
     cols = [c for c in ("ts", "kind", "vm", "vcpu", "pcpu", "reason", "event", "args") if c in names]
     events = events.filter(wanted).select(cols).collect().lazy()
     if {"event", "args"} <= names:
