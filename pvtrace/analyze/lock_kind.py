@@ -82,7 +82,7 @@ def hand_offs(waits: pl.DataFrame, pieces: pl.DataFrame | None, ord_size: int) -
             .alias("acq"),
             pl.when(~pl.col("truncated")).then(pl.col("end")).alias("acq_ts"),
         )
-        .sort("lid", "start_ord")
+        .pipe(sort_by_key_time, "lid", "start_ord")  # ords are unique: one packed sort
         .with_columns(pl.col("acq").cum_max().over("lid").alias("prefix_max"))
     )
     size = ord_size + 1
@@ -104,7 +104,7 @@ def hand_offs(waits: pl.DataFrame, pieces: pl.DataFrame | None, ord_size: int) -
                 "lid", pl.col("acq").alias("ord"), pl.lit(-1, I64).alias("d")
             ),
         ]
-    ).sort("lid", "ord")
+    ).pipe(sort_by_key_time, "lid", "ord")
     queued = (
         deltas.with_columns(pl.col("d").cum_sum().over("lid").alias("after"))
         .filter(pl.col("d") == -1)
@@ -115,7 +115,7 @@ def hand_offs(waits: pl.DataFrame, pieces: pl.DataFrame | None, ord_size: int) -
         return acq.select("lid", "wid", "in_order")
     spin = pieces.filter(pl.col("state") == "running").select("wid", "lid", "start", "end")
     # the previous acquisition of the lock: since then, a running waiter could have taken it
-    acq = acq.sort("lid", "acq").with_columns(
+    acq = sort_by_key_time(acq, "lid", "acq").with_columns(
         pl.col("acq_ts").shift(1).over("lid").fill_null(pl.col("start")).alias("prev_ts")
     )
     # spin on the lock, integrated over time: I(x) = integral up to x of the number of spinners
