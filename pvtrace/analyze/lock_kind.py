@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from pvtrace.analyze.intervals import coverage_integral, lookup, sort_by_key_time
+from pvtrace.analyze.intervals import coverage_integral, dense_sums, lookup, sort_by_key_time
 from pvtrace.analyze.likely_holder import free_running_clock, span_area
 from pvtrace.analyze.prepare import LOCK_KIND, Prepared
 from pvtrace.analyze.vcpu_states import VcpuStates
@@ -121,17 +121,22 @@ def hand_offs(waits: pl.DataFrame, pieces: pl.DataFrame | None, ord_size: int) -
     # spin on the lock, integrated over time: I(x) = integral up to x of the number of spinners
     to_acq, to_prev = coverage_integral(spin, acq, key="lid", at=("acq_ts", "prev_ts"))
     acq = acq.with_columns(to_acq.alias("spin_to_acq_ts"), to_prev.alias("spin_to_prev_ts"))
-    own = (
-        spin.join(acq.select("wid", "prev_ts", "acq_ts"), on="wid")
-        .select(
-            "wid",
-            (pl.min_horizontal("end", "acq_ts") - pl.max_horizontal("start", "prev_ts")).clip(0).alias("own"),
-        )
-        .group_by("wid")
-        .agg(pl.col("own").sum())
+    # each waiter's own spin in that span: waits are rows of one table (wid: its row number), so
+    # each piece finds its acquisition by a gather and the sums are a bincount, not joins
+    n = int(max(spin["wid"].max() or 0, acq["wid"].max() or 0)) + 1
+    span = [
+        pl.repeat(None, n, dtype=I64, eager=True).scatter(acq["wid"], acq[c]) for c in ("prev_ts", "acq_ts")
+    ]
+    since, until = (pl.lit(s).gather("wid") for s in span)
+    own = spin.filter(until.is_not_null()).select(
+        "wid", (pl.min_horizontal("end", until) - pl.max_horizontal("start", since)).clip(0).alias("own")
     )
-    acq = acq.join(own, on="wid", how="left").with_columns(
-        (pl.col("spin_to_acq_ts") - pl.col("spin_to_prev_ts") - pl.col("own").fill_null(0)).alias("others")
+    acq = acq.with_columns(
+        (
+            pl.col("spin_to_acq_ts")
+            - pl.col("spin_to_prev_ts")
+            - pl.lit(dense_sums(own, "wid", n)["own"]).gather("wid")
+        ).alias("others")
     )
     # the head running at the acquisition (an overtaken head that was not is a steal)
     head_spin = spin.sort("start").select(
