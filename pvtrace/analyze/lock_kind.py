@@ -139,11 +139,9 @@ def hand_offs(waits: pl.DataFrame, pieces: pl.DataFrame | None, ord_size: int) -
         ).alias("others")
     )
     # the head running at the acquisition (an overtaken head that was not is a steal)
-    head_spin = spin.sort("start").select(
-        pl.col("wid").alias("head"), pl.col("start").alias("t"), pl.col("end").alias("head_end")
-    )
-    acq = acq.sort("t").join_asof(head_spin, on="t", by="head", strategy="backward", check_sortedness=False)
-    head_running = (pl.col("head_end") > pl.col("t")).fill_null(False)
+    # (its last spin piece begun by then: one as-of lookup on packed (wait, time) positions)
+    acq = lookup(acq, spin, by="head", on="t", values=["end"], table_key="wid", table_on="start")
+    head_running = (pl.col("end") > pl.col("t")).fill_null(False)
     keep = pl.when(pl.col("in_order")).then(pl.col("others") > 0).otherwise(head_running)
     return acq.filter(keep).select("lid", "wid", "in_order")
 
