@@ -168,6 +168,8 @@ else:  # analyze_parquet: each concept read from the file on its own (bounded me
     t1 = last[0] = t0
     n = analyze_parquet(path, progress=progress).summary.extra["n_events"]
 t2 = time.perf_counter()
+if steps and mode in ("eager", "file", "warm"):  # the tables built after the summary (context, perf)
+    steps["after the summary"] = t2 - last[0]
 print(json.dumps({"events": n, "read_s": t1 - t0, "analyze_s": t2 - t1, "cpu_s": time.process_time() - c0,
                   "steps": steps, "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
 """

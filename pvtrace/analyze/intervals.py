@@ -140,6 +140,36 @@ def sort_by_key_time(df: pl.DataFrame, key: str, time: str, tie: str | None = No
     return df.sort(position * 2 + pl.col(tie) if tie else position)
 
 
+def coverage_integral(
+    intervals: pl.DataFrame, points: pl.DataFrame, *, key: str, at: tuple[str, ...]
+) -> list[pl.Series]:
+    """Per point (key, and each time column of `at`): the time integral, up to that time, of how
+    many intervals (key, start, end; no nulls) of its key are open; 0 before the key's first.
+
+    One sort of the interval edges on a composite (key, time) Int64: a key's count is back to 0
+    after its last edge, so running sums over all keys (the integral less its value at the key's
+    first edge) need no grouping. Then a lookup of the last edge at or before each point."""
+    edges = pl.concat(
+        [
+            intervals.select(pl.col(key).cast(I64), pl.col("start").alias("x"), pl.lit(1, I64).alias("d")),
+            intervals.select(pl.col(key).cast(I64), pl.col("end").alias("x"), pl.lit(-1, I64).alias("d")),
+        ]
+    )
+    edges = sort_by_key_time(edges, key, "x").with_columns(pl.col("d").cum_sum().alias("n"))
+    width = (pl.col("x").shift(-1) - pl.col("x")).fill_null(0)
+    edges = edges.with_columns((pl.col("n") * width).cum_sum().shift(1).fill_null(0).alias("cum"))
+    key_base = pl.when(same_as_previous(key)).then(None).otherwise(pl.col("cum")).forward_fill()
+    edges = edges.with_columns(pl.col("cum") - key_base)
+    # one edge per (key, time): the last, whose count includes every edge at that instant
+    edges = edges.filter(~(same_as_next(key) & (pl.col("x") == pl.col("x").shift(-1)).fill_null(False)))
+    out = []
+    for t in at:
+        found = lookup(points, edges, by=key, on=t, values=["x", "n", "cum"], table_key=key, table_on="x")
+        integral = pl.col("cum") + pl.col("n") * (pl.col(t) - pl.col("x"))
+        out.append(found.select(integral.fill_null(0).alias(t)).to_series())
+    return out
+
+
 def changes_to_partition(
     changes: pl.DataFrame,
     *,

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from pvtrace.analyze.intervals import lookup, sort_by_key_time
+from pvtrace.analyze.intervals import coverage_integral, dense_sums, lookup, sort_by_key_time
 from pvtrace.analyze.likely_holder import free_running_clock, span_area
 from pvtrace.analyze.prepare import LOCK_KIND, Prepared
 from pvtrace.analyze.vcpu_states import VcpuStates
@@ -82,7 +82,7 @@ def hand_offs(waits: pl.DataFrame, pieces: pl.DataFrame | None, ord_size: int) -
             .alias("acq"),
             pl.when(~pl.col("truncated")).then(pl.col("end")).alias("acq_ts"),
         )
-        .sort("lid", "start_ord")
+        .pipe(sort_by_key_time, "lid", "start_ord")  # ords are unique: one packed sort
         .with_columns(pl.col("acq").cum_max().over("lid").alias("prefix_max"))
     )
     size = ord_size + 1
@@ -104,7 +104,7 @@ def hand_offs(waits: pl.DataFrame, pieces: pl.DataFrame | None, ord_size: int) -
                 "lid", pl.col("acq").alias("ord"), pl.lit(-1, I64).alias("d")
             ),
         ]
-    ).sort("lid", "ord")
+    ).pipe(sort_by_key_time, "lid", "ord")
     queued = (
         deltas.with_columns(pl.col("d").cum_sum().over("lid").alias("after"))
         .filter(pl.col("d") == -1)
@@ -115,61 +115,33 @@ def hand_offs(waits: pl.DataFrame, pieces: pl.DataFrame | None, ord_size: int) -
         return acq.select("lid", "wid", "in_order")
     spin = pieces.filter(pl.col("state") == "running").select("wid", "lid", "start", "end")
     # the previous acquisition of the lock: since then, a running waiter could have taken it
-    acq = acq.sort("lid", "acq").with_columns(
+    acq = sort_by_key_time(acq, "lid", "acq").with_columns(
         pl.col("acq_ts").shift(1).over("lid").fill_null(pl.col("start")).alias("prev_ts")
     )
     # spin on the lock, integrated over time: I(x) = integral up to x of the number of spinners
-    sweep = (
-        pl.concat(
-            [
-                spin.select("lid", pl.col("start").alias("x"), pl.lit(1, I64).alias("d")),
-                spin.select("lid", pl.col("end").alias("x"), pl.lit(-1, I64).alias("d")),
-            ]
-        )
-        .group_by("lid", "x")
-        .agg(pl.col("d").sum())
-        .sort("lid", "x")
-        .with_columns(pl.col("d").cum_sum().over("lid").alias("n"))
-        .with_columns(
-            (pl.col("n") * (pl.col("x").shift(-1).over("lid") - pl.col("x")).fill_null(0))
-            .cum_sum()
-            .shift(1)
-            .over("lid")
-            .fill_null(0)
-            .alias("cum")
-        )
-        .select("lid", "x", "n", "cum")
-        .sort("x")
+    to_acq, to_prev = coverage_integral(spin, acq, key="lid", at=("acq_ts", "prev_ts"))
+    acq = acq.with_columns(to_acq.alias("spin_to_acq_ts"), to_prev.alias("spin_to_prev_ts"))
+    # each waiter's own spin in that span: waits are rows of one table (wid: its row number), so
+    # each piece finds its acquisition by a gather and the sums are a bincount, not joins
+    n = int(max(spin["wid"].max() or 0, acq["wid"].max() or 0)) + 1
+    span = [
+        pl.repeat(None, n, dtype=I64, eager=True).scatter(acq["wid"], acq[c]) for c in ("prev_ts", "acq_ts")
+    ]
+    since, until = (pl.lit(s).gather("wid") for s in span)
+    own = spin.filter(until.is_not_null()).select(
+        "wid", (pl.min_horizontal("end", until) - pl.max_horizontal("start", since)).clip(0).alias("own")
     )
-
-    def integral(at: str) -> pl.Expr:
-        return (pl.col("cum") + pl.col("n") * (pl.col(at) - pl.col("x"))).fill_null(0)
-
-    for at in ("acq_ts", "prev_ts"):
-        acq = (
-            acq.sort(at)
-            .join_asof(sweep, left_on=at, right_on="x", by="lid", strategy="backward", check_sortedness=False)
-            .with_columns(integral(at).alias(f"spin_to_{at}"))
-            .drop("x", "n", "cum")
-        )
-    own = (
-        spin.join(acq.select("wid", "prev_ts", "acq_ts"), on="wid")
-        .select(
-            "wid",
-            (pl.min_horizontal("end", "acq_ts") - pl.max_horizontal("start", "prev_ts")).clip(0).alias("own"),
-        )
-        .group_by("wid")
-        .agg(pl.col("own").sum())
-    )
-    acq = acq.join(own, on="wid", how="left").with_columns(
-        (pl.col("spin_to_acq_ts") - pl.col("spin_to_prev_ts") - pl.col("own").fill_null(0)).alias("others")
+    acq = acq.with_columns(
+        (
+            pl.col("spin_to_acq_ts")
+            - pl.col("spin_to_prev_ts")
+            - pl.lit(dense_sums(own, "wid", n)["own"]).gather("wid")
+        ).alias("others")
     )
     # the head running at the acquisition (an overtaken head that was not is a steal)
-    head_spin = spin.sort("start").select(
-        pl.col("wid").alias("head"), pl.col("start").alias("t"), pl.col("end").alias("head_end")
-    )
-    acq = acq.sort("t").join_asof(head_spin, on="t", by="head", strategy="backward", check_sortedness=False)
-    head_running = (pl.col("head_end") > pl.col("t")).fill_null(False)
+    # (its last spin piece begun by then: one as-of lookup on packed (wait, time) positions)
+    acq = lookup(acq, spin, by="head", on="t", values=["end"], table_key="wid", table_on="start")
+    head_running = (pl.col("end") > pl.col("t")).fill_null(False)
     keep = pl.when(pl.col("in_order")).then(pl.col("others") > 0).otherwise(head_running)
     return acq.filter(keep).select("lid", "wid", "in_order")
 

@@ -1,6 +1,6 @@
 """The interval primitives against plain-Python definitions, on random small tables.
 
-lookup(), union(), sort_by_key() and dense_sums() take fast paths (as-of joins on composite
+lookup(), union(), sort_by_key(), dense_sums() and coverage_integral() take fast paths (as-of joins on composite
 positions, radix sorts, running maxima) that depend on how their inputs happen
 to be ordered; each property draws inputs in and out of those orders.
 """
@@ -11,7 +11,7 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pvtrace.analyze.intervals import dense_sums, lookup, sort_by_key, union
+from pvtrace.analyze.intervals import coverage_integral, dense_sums, lookup, sort_by_key, union
 
 I64 = pl.Int64()
 keys = st.integers(0, 3)
@@ -92,3 +92,24 @@ def test_dense_sums_are_exact_per_key(rows, huge):
     df = pl.DataFrame(rows, schema={"k": I64, "v": I64}, orient="row")
     got = dense_sums(df, "k", 7)
     assert got.rows() == [(k, sum(v for kk, v in rows if kk == k)) for k in range(7)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(keys, times, st.integers(0, 12)), max_size=20),
+    st.lists(st.tuples(keys, times, times), max_size=12),
+)
+def test_coverage_integral_counts_open_intervals_over_time(rows, points):
+    iv = pl.DataFrame(
+        [(k, s, s + d) for k, s, d in rows], schema={"k": I64, "start": I64, "end": I64}, orient="row"
+    )
+    pts = pl.DataFrame(points, schema={"k": I64, "a": I64, "b": I64}, orient="row")
+    got = coverage_integral(iv, pts, key="k", at=("a", "b"))
+
+    def expected(k, t):  # each interval adds its length up to t
+        return sum(max(0, min(t, s + d) - s) for kk, s, d in rows if kk == k)
+
+    assert [s.to_list() for s in got] == [
+        [expected(k, a) for k, a, _ in points],
+        [expected(k, b) for k, _, b in points],
+    ]
