@@ -96,11 +96,12 @@ def lost_spans(events: pl.LazyFrame) -> pl.DataFrame:
 def quiet_cuts(events: pl.LazyFrame) -> pl.DataFrame:
     """The quiet points of one VM's events (columns ord, ts, kind, vcpu, pcpu, lock, origin; ord
     the whole trace's): `ord` of each event a window may start at, and `row`, its position among
-    the VM's events. Reads ord and ts of every event (16 bytes an event) and the lock events."""
+    the VM's events, and its `ts`. Reads ord and ts of every event (16 bytes an event) and the
+    lock events."""
     spans = pl.concat([busy_spans(events), lost_spans(events)]).cast(SPAN_SCHEMA)
     ev = events.select("ord", "ts").collect().sort("ord").with_row_index("row")
     if ev.height < 2:
-        return ev.clear().select("ord", pl.col("row").cast(I64))
+        return ev.clear().select("ord", pl.col("row").cast(I64), "ts")
     # spans covering ord o: those that start before it, less those that also end before it
     starts = spans["start"].sort().to_numpy()
     ends = spans["end"].sort().to_numpy()
@@ -108,7 +109,7 @@ def quiet_cuts(events: pl.LazyFrame) -> pl.DataFrame:
     covered = np.searchsorted(starts, ords, side="left") - np.searchsorted(ends, ords, side="left")
     return ev.filter(
         pl.Series(covered == 0) & (pl.col("ts") > pl.col("ts").shift(1)) & (pl.col("row") > 0)
-    ).select("ord", pl.col("row").cast(I64))
+    ).select("ord", pl.col("row").cast(I64), "ts")
 
 
 def place_cuts(quiet: pl.DataFrame, requests: list[int], reach: int) -> list[int] | None:

@@ -61,7 +61,7 @@ def test_quiet_points_of_a_small_trace():
         (111, never),
     ]
     quiet = quiet_cuts(ev)
-    assert quiet.rows() == [(101, 1), (102, 2), (109, 9), (111, 11)]  # (ord, row)
+    assert quiet.rows() == [(101, 1, 20), (102, 2, 30), (109, 9, 90), (111, 11, 99)]  # (ord, row, ts)
     assert place_cuts(quiet, [3, 10], reach=1) == [102, 109]  # a tie goes to the earlier point
     assert place_cuts(quiet, [5], reach=3) == [102]
     assert place_cuts(quiet, [5], reach=2) is None

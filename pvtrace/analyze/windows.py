@@ -1,0 +1,228 @@
+"""One VM bigger than a group of a partitioned analysis, analyzed a time window at a time.
+
+The VM is cut at quiet points (quiet_points.py): no lock of the VM is held or waited for there
+and no lost-event window is open, so every wait, hold, incident, convoy and lost window lies
+inside one window. What crosses a cut is carried as original events, with their whole-trace ords:
+- into a window, each vCPU's last state events before it (its last explicit state, and a wake
+  after it), its PLE window in force and its last pv halt;
+- out of it, a lookahead of each vCPU's next run (kick latency, incident ends), next state event
+  (the end of its last state piece) and next vm_entry when it is in an exit (exit duration).
+Each window is measured over the whole trace's window with its vCPU state pieces clipped to the
+window's time span, so pieces that cross a cut are joined again when the windows are merged, and
+the time sums add up. Per-lock and per-vCPU aggregates are rebuilt from the windows' rows and sums.
+
+A VM stays one group (analyze_partitioned's usual path) when a window cut cannot be exact yet:
+- its lock kinds are not given (trace metadata or --lock-kind): inferring them needs the order
+  evidence of the whole VM before any window is measured (not built);
+- it has vCPUs or targets outside the ones the metadata declares (each window must time the same
+  vCPUs);
+- a requested cut has no quiet point near it (a lock that is never free, releases not traced).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from itertools import pairwise
+from types import SimpleNamespace
+
+import polars as pl
+
+from pvtrace.analyze.exits import merge_exit_reasons
+from pvtrace.analyze.intervals import merge_equal
+from pvtrace.analyze.lock_kind import classify, lock_kinds_table
+from pvtrace.analyze.prepare import STATE_KINDS, Prepared
+from pvtrace.analyze.quiet_points import place_cuts, quiet_cuts
+from pvtrace.analyze.run import Measured
+from pvtrace.analyze.waste import SPLIT_COLUMNS, in_waste_order, nearest_rank, waste_by_vm
+from pvtrace.schema import LOCK_KINDS
+from pvtrace.trace import TraceMeta
+
+I64 = pl.Int64()
+# A cut moves at most this share of a window's events to reach a quiet point.
+REACH = 4
+# Per-VM sums of the summary that are not added over windows: each window has them whole.
+WHOLE_VM_SUMS = ("n_vcpus", "vcpu_ns")
+# Tables whose rows each come from one window, and the order of the whole analysis's rows.
+ROW_ORDER = {
+    "holds": ["lock", "start"],
+    "lhp_incidents": ["lock", "start"],
+    "lwp_incidents": ["lock", "start"],
+    "convoys": ["lock", "start"],
+}
+
+
+def window_cuts(
+    frame: pl.LazyFrame, vm: str, meta: TraceMeta, lock_kind: str | None, rows: int, limit: int
+) -> list[int] | None:
+    """Whole-trace ords at which the VM's windows of about `limit` events start; None when the VM
+    is analyzed whole (it fits, or a cut cannot be exact: see the module doc)."""
+    info = meta.vms.get(vm)
+    given = lock_kind if lock_kind is not None else (info.lock_kind if info else None)
+    if rows <= limit or info is None or given not in set(LOCK_KINDS) - {"unknown"}:
+        return None
+    if info.n_vcpus == 2:  # queue-jump tries (lock_kind.queue_jumps): a rate over the whole VM
+        return None
+    ev = frame.filter(pl.col("vm").cast(pl.String) == vm)
+    ids = ev.select(
+        pl.min_horizontal(pl.col("vcpu").min(), pl.col("target").min()).alias("low"),
+        pl.max_horizontal(pl.col("vcpu").max(), pl.col("target").max()).alias("high"),
+    )
+    low, high = ids.collect().row(0)
+    if low is not None and (low < 0 or high >= info.n_vcpus):
+        return None
+    quiet = quiet_cuts(ev.select("ord", "ts", "kind", "vcpu", "pcpu", "lock", "origin"))
+    if meta.t_start is not None:  # windows inside the trace's window: every event of one is analyzed
+        quiet = quiet.filter(pl.col("ts") > meta.t_start)
+    if meta.t_end is not None:
+        quiet = quiet.filter(pl.col("ts") < meta.t_end)
+    return place_cuts(quiet, list(range(limit, rows - limit // REACH, limit)), limit // REACH) or None
+
+
+def measure_windows(
+    frame: pl.LazyFrame,
+    vm: str,
+    cuts: list[int],
+    prepare: Callable[[pl.DataFrame], Prepared],
+    measure: Callable[[Prepared, tuple[int, int]], Measured],
+) -> tuple[Measured, Prepared]:
+    """The VM's measured tables and counts, a window at a time, as one measure() of it whole would
+    give them; and the first window's Prepared (whose window is the whole trace's)."""
+    carried = frame.clear().collect()
+    parts, first = [], None
+    bounds = [None, *cuts, None]
+    for lo, hi in pairwise(bounds):
+        core = frame.filter(_ords(lo, hi)).collect()
+        events = pl.concat([carried, core, _lookahead(frame, vm, hi)]).unique("ord").sort("ord")
+        prep = prepare(events)
+        t0 = prep.window.t_start if lo is None else int(core["ts"][0])
+        t1 = prep.window.t_end if hi is None else _ts_at(frame, hi)
+        parts.append(measure(prep, (t0, t1)))
+        first = first or prep
+        carried = _last_per_vcpu(pl.concat([carried, core]), vm)
+        del core, events
+    return _merge_windows(parts), first
+
+
+def _ords(lo: int | None, hi: int | None) -> pl.Expr:
+    ord_ = pl.col("ord")
+    if lo is None:
+        return ord_ < hi if hi is not None else pl.lit(True)
+    return ord_ >= lo if hi is None else ord_.is_between(lo, hi, closed="left")
+
+
+def _ts_at(frame: pl.LazyFrame, ord_: int) -> int:
+    return int(frame.filter(pl.col("ord") == ord_).select("ts").collect().item())
+
+
+def _of_vm(vm: str) -> pl.Expr:
+    return (pl.col("vm").cast(pl.String) == vm) & pl.col("vcpu").is_not_null()
+
+
+def _last_per_vcpu(events: pl.DataFrame, vm: str) -> pl.DataFrame:
+    """What a window carries in: per vCPU, its last state event and last explicit state (a wake's
+    state depends on it), its last PLE window and its last pv halt."""
+    kind = pl.col("kind").cast(pl.String)
+    state = kind.is_in(STATE_KINDS)
+    classes = (state, state & (kind != "vcpu_wake"), kind == "ple_window", kind == "pv_halt")
+    ev = events.filter(_of_vm(vm))
+    last = [ev.filter(c).filter(pl.col("ord") == pl.col("ord").max().over("vcpu")) for c in classes]
+    return pl.concat(last).unique("ord").sort("ord")
+
+
+def _lookahead(frame: pl.LazyFrame, vm: str, hi: int | None) -> pl.DataFrame:
+    """What a window looks ahead to past its end: per vCPU, its next run, next state event and
+    next exit event when that is a vm_entry (the end of an exit open at the cut)."""
+    if hi is None:
+        return frame.clear().collect()
+    kind = pl.col("kind").cast(pl.String)
+    after = frame.filter((pl.col("ord") >= hi) & _of_vm(vm))
+    first = pl.col("ord") == pl.col("ord").min().over("vcpu")
+    wanted = [
+        after.filter(kind == "vcpu_run").filter(first),
+        after.filter(kind.is_in(STATE_KINDS)).filter(first),
+        after.filter(kind.is_in(["vm_exit", "vm_entry"])).filter(first).filter(kind == "vm_entry"),
+    ]
+    return pl.concat(pl.collect_all(wanted)).unique("ord")
+
+
+def _merge_windows(parts: list[Measured]) -> Measured:
+    """The windows' tables and counts as the VM's."""
+    tables: dict[str, pl.DataFrame] = {}
+    for name in parts[0].tables:
+        tables[name] = pl.concat([m.tables[name] for m in parts], how="vertical", rechunk=True)
+    states = tables["vcpu_states"]
+    joined = merge_equal(
+        states.with_columns(pl.col("vcpu").cast(I64).alias("_key")).sort(
+            "_key", "start", maintain_order=True
+        ),
+        key="_key",
+        values=["state"],
+    )
+    tables["vcpu_states"] = joined.with_columns((pl.col("end") - pl.col("start")).alias("dur")).select(
+        states.columns
+    )
+    for name, key in ROW_ORDER.items():
+        tables[name] = tables[name].sort(key, maintain_order=True)
+    tables["waste_by_lock"] = _waste_by_lock(tables["waste_by_lock"], tables["waits"])
+    by_vcpu = tables["waste_by_vcpu"]
+    tables["waste_by_vcpu"] = (
+        by_vcpu.group_by("vm", "vcpu", maintain_order=True)
+        .agg(pl.col(c).sum() for c in by_vcpu.columns[2:])
+        .sort("vm", "vcpu")
+        .cast(by_vcpu.schema)
+    )
+    tables["waste_by_vm"] = waste_by_vm(tables["waste_by_vcpu"]).cast(tables["waste_by_vm"].schema)
+    evidence = pl.concat([m.lock_evidence for m in parts])
+    tables["lock_kinds"] = _lock_kinds(evidence).cast(tables["lock_kinds"].schema)
+    exit_parts = pl.concat([m.exit_parts for m in parts])
+    tables["exit_reasons"] = merge_exit_reasons(exit_parts).cast(tables["exit_reasons"].schema)
+
+    def add(dicts: list[dict[str, int]]) -> dict[str, int]:
+        total: Counter = Counter()
+        for d in dicts:
+            total.update(d)
+        return {k: total[k] for d in dicts for k in d}
+
+    sums = add([m.sums for m in parts]) | {k: parts[0].sums[k] for k in WHOLE_VM_SUMS}
+    sums["n_locks"] = evidence.select("lock").n_unique()
+    return Measured(
+        tables=tables,
+        counts=add([m.counts for m in parts]),
+        sums=sums,
+        host_estimates=add([m.host_estimates for m in parts]),
+        exit_parts=exit_parts,
+        lock_evidence=evidence,
+    )
+
+
+def _waste_by_lock(rows: pl.DataFrame, waits: pl.DataFrame) -> pl.DataFrame:
+    """waste_by_lock of the windows' rows: counts and spin added, wait percentiles over all waits."""
+    added = ["n_acquisitions", "n_contended", *SPLIT_COLUMNS]
+    sums = rows.group_by("vm", "lock", maintain_order=True).agg(pl.col(c).sum() for c in added)
+    pct = (
+        waits.filter(~pl.col("truncated"))
+        .group_by("vm", "lock")
+        .agg(
+            nearest_rank(pl.col("dur"), 0.5).alias("wait_p50_ns"),
+            nearest_rank(pl.col("dur"), 0.9).alias("wait_p90_ns"),
+            nearest_rank(pl.col("dur"), 0.99).alias("wait_p99_ns"),
+            pl.col("dur").max().cast(I64).alias("wait_max_ns"),
+        )
+    )
+    merged = sums.join(pct, on=["vm", "lock"], how="left").sort("vm", "lock")
+    return in_waste_order(merged.select(rows.columns).cast(rows.schema))
+
+
+def _lock_kinds(evidence: pl.DataFrame) -> pl.DataFrame:
+    """lock_kinds from the windows' evidence (vm, lock, lock_kind, source, n_handoffs, n_in_order,
+    jump_tries, jump_seen) added per lock; the kinds are given, so each window has the VM's."""
+    added = evidence.group_by("vm", "lock", maintain_order=True).agg(
+        pl.col("lock_kind", "source").first(),
+        pl.col("n_handoffs", "n_in_order", "jump_tries", "jump_seen").sum(),
+    )
+    decided = classify(
+        added.sort("vm", "lock").with_row_index("lid").with_columns(pl.col("lid").cast(I64)), states=True
+    )
+    locks = SimpleNamespace(locks=decided.select("lid", "vm", "lock"))  # all lock_kinds_table reads
+    return lock_kinds_table(decided.drop("vm", "lock"), locks)
