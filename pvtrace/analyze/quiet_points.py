@@ -38,40 +38,28 @@ SPAN_SCHEMA = {"start": I64, "end": I64}
 def busy_spans(events: pl.LazyFrame) -> pl.DataFrame:
     """(start, end) ords of the spans in which a lock of these events is held or waited for; a cut
     at ord o is inside one when start < o <= end (see the module doc for events out of sequence)."""
-    lock_ev = (
-        events.filter(
-            pl.col("kind").is_in(LOCK_EVENT_KINDS)
-            & pl.col("vcpu").is_not_null()
-            & pl.col("lock").is_not_null()
-        )
-        .select("lock", "vcpu", "ord", (pl.col("kind") == "lock_release").alias("release"))
-        .collect()
-        .sort("lock", "vcpu", "ord")
-    )
     pair = ["lock", "vcpu"]
-    # segment s of a pair: its events after its s-th release, up to and including the next one
-    segments = (
-        lock_ev.with_columns(
-            (pl.col("release").cast(I64).cum_sum().over(pair) - pl.col("release").cast(I64)).alias("seg")
-        )
-        .group_by([*pair, "seg"])
-        .agg(
-            pl.col("ord").min().alias("first"),
-            pl.col("ord").filter(pl.col("release")).first().alias("release_ord"),
-            pl.len().alias("n"),
-        )
-        .sort([*pair, "seg"])
+    release = pl.col("kind") == "lock_release"
+    lock_ev = events.filter(
+        pl.col("kind").is_in(LOCK_EVENT_KINDS) & pl.col("vcpu").is_not_null() & pl.col("lock").is_not_null()
+    ).select(*pair, "ord", release.alias("release"))
+    # in ord order, per pair: the event before, and the first event after the pair's last release
+    before = pl.col("ord").shift(1).over(pair)
+    after_release = pl.col("release").shift(1).over(pair).fill_null(True)
+    first = pl.when(after_release).then(pl.col("ord")).forward_fill().over(pair)
+    last = pl.col("ord") == pl.col("ord").max().over(pair)
+    rows = lock_ev.with_columns(before.alias("before"), first.alias("first"), last.alias("last")).filter(
+        pl.col("release") | pl.col("last")
     )
-    previous_release = pl.col("release_ord").shift(1).over(pair).fill_null(-1)
-    return segments.select(
-        # a release alone in its segment: busy since the previous release (or the trace start)
-        pl.when(pl.col("n") == 1)
-        .then(pl.when(pl.col("release_ord").is_not_null()).then(previous_release).otherwise(pl.col("first")))
+    return rows.select(
+        # a release alone after a release (or first of its pair): busy since that one (or the start)
+        pl.when(pl.col("release") & (pl.col("first") == pl.col("ord")))
+        .then(pl.col("before").fill_null(-1))
         .otherwise(pl.col("first"))
         .cast(I64)
         .alias("start"),
-        pl.col("release_ord").fill_null(NEVER).cast(I64).alias("end"),
-    )
+        pl.when(pl.col("release")).then(pl.col("ord")).otherwise(NEVER).cast(I64).alias("end"),
+    ).collect()
 
 
 def lost_spans(events: pl.LazyFrame) -> pl.DataFrame:
