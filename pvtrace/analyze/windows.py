@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from itertools import pairwise
 from types import SimpleNamespace
 
 import polars as pl
@@ -87,32 +86,32 @@ def measure_windows(
     measure: Callable[[Prepared, tuple[int, int]], Measured],
 ) -> tuple[Measured, Prepared]:
     """The VM's measured tables and counts, a window at a time, as one measure() of it whole would
-    give them; and the first window's Prepared (whose window is the whole trace's)."""
-    carried = frame.clear().collect()
+    give them; and the first window's Prepared (whose window is the whole trace's). Each window's
+    events are read once (a slice of `frame`, in ord order), and the next one's ahead of time."""
+    vcpus = frame.filter(_of_vm(vm)).select(pl.col("vcpu").unique()).collect()
+    ords = frame.select("ord").collect().to_series()
+    edges = [0, *ords.search_sorted(pl.Series(cuts, dtype=I64)).to_list(), ords.len()]
+    del ords
+
+    def core(k: int) -> pl.DataFrame | None:
+        return frame.slice(edges[k], edges[k + 1] - edges[k]).collect() if k + 1 < len(edges) else None
+
+    carried, this = frame.clear().collect(), core(0)
     parts, first = [], None
-    bounds = [None, *cuts, None]
-    for lo, hi in pairwise(bounds):
-        core = frame.filter(_ords(lo, hi)).collect()
-        events = pl.concat([carried, core, _lookahead(frame, vm, hi)]).unique("ord").sort("ord")
+    for k in range(len(edges) - 1):
+        following = core(k + 1)
+        rest = frame.slice(edges[k + 2]) if k + 2 < len(edges) - 1 else None
+        ahead = _lookahead(following, rest, vm, vcpus) if following is not None else carried.clear()
+        events = pl.concat([carried, this, ahead]).unique("ord", keep="first").sort("ord")
         prep = prepare(events)
-        t0 = prep.window.t_start if lo is None else int(core["ts"][0])
-        t1 = prep.window.t_end if hi is None else _ts_at(frame, hi)
+        t0 = prep.window.t_start if k == 0 else int(this["ts"][0])
+        t1 = prep.window.t_end if following is None else int(following["ts"][0])
         parts.append(measure(prep, (t0, t1)))
         first = first or prep
-        carried = _last_per_vcpu(pl.concat([carried, core]), vm)
-        del core, events
+        carried = _last_per_vcpu(pl.concat([carried, this]), vm)
+        this = following
+        del events, prep
     return _merge_windows(parts), first
-
-
-def _ords(lo: int | None, hi: int | None) -> pl.Expr:
-    ord_ = pl.col("ord")
-    if lo is None:
-        return ord_ < hi if hi is not None else pl.lit(True)
-    return ord_ >= lo if hi is None else ord_.is_between(lo, hi, closed="left")
-
-
-def _ts_at(frame: pl.LazyFrame, ord_: int) -> int:
-    return int(frame.filter(pl.col("ord") == ord_).select("ts").collect().item())
 
 
 def _of_vm(vm: str) -> pl.Expr:
@@ -130,20 +129,36 @@ def _last_per_vcpu(events: pl.DataFrame, vm: str) -> pl.DataFrame:
     return pl.concat(last).unique("ord").sort("ord")
 
 
-def _lookahead(frame: pl.LazyFrame, vm: str, hi: int | None) -> pl.DataFrame:
-    """What a window looks ahead to past its end: per vCPU, its next run, next state event and
-    next exit event when that is a vm_entry (the end of an exit open at the cut)."""
-    if hi is None:
-        return frame.clear().collect()
+# What a window looks ahead to past its end, per vCPU: its next run (kick latency, incident
+# ends), its next state event (the end of its last state piece) and its next exit event, kept
+# when it is a vm_entry (the end of an exit open at the cut).
+AHEAD = {"run": ("vcpu_run",), "state": STATE_KINDS, "exit": ("vm_exit", "vm_entry")}
+
+
+def _lookahead(
+    following: pl.DataFrame, rest: pl.LazyFrame | None, vm: str, vcpus: pl.DataFrame
+) -> pl.DataFrame:
+    """The lookahead events (AHEAD) of a window: found in the next window's events, else (for the
+    vCPUs, of `vcpus`, not found there) in the rest of the VM's."""
+    found = _firsts(following.lazy(), vm)
+    if rest is not None:
+        seen = found.group_by("vcpu").agg(pl.col("_class").n_unique())
+        short = vcpus.join(seen.filter(pl.col("_class") == len(AHEAD)), on="vcpu", how="anti")["vcpu"]
+        if short.len():
+            later = _firsts(rest.filter(pl.col("vcpu").is_in(short.implode())), vm)
+            found = pl.concat([found, later.join(found, on=["vcpu", "_class"], how="anti")])
     kind = pl.col("kind").cast(pl.String)
-    after = frame.filter((pl.col("ord") >= hi) & _of_vm(vm))
+    return found.filter((pl.col("_class") != "exit") | (kind == "vm_entry")).drop("_class").unique("ord")
+
+
+def _firsts(ev: pl.LazyFrame, vm: str) -> pl.DataFrame:
+    kind = pl.col("kind").cast(pl.String)
     first = pl.col("ord") == pl.col("ord").min().over("vcpu")
-    wanted = [
-        after.filter(kind == "vcpu_run").filter(first),
-        after.filter(kind.is_in(STATE_KINDS)).filter(first),
-        after.filter(kind.is_in(["vm_exit", "vm_entry"])).filter(first).filter(kind == "vm_entry"),
+    rows = [
+        ev.filter(_of_vm(vm) & kind.is_in(kinds)).filter(first).with_columns(pl.lit(name).alias("_class"))
+        for name, kinds in AHEAD.items()
     ]
-    return pl.concat(pl.collect_all(wanted)).unique("ord")
+    return pl.concat(pl.collect_all(rows))
 
 
 def _merge_windows(parts: list[Measured]) -> Measured:
