@@ -84,7 +84,8 @@ def analyze_parquet(
     """analyze() a pvtrace Parquet file without loading it whole: each concept's events are read
     on their own (only the rows and columns it needs), so big traces fit in memory. A trace
     whose analysis would need more than `memory_budget` bytes (default: half the available
-    memory) is analyzed a group of VMs at a time, with the same result (analyze/partitioned.py)."""
+    memory) is analyzed a group of VMs at a time, a bigger VM a time window at a time, with the
+    same result (analyze/partitioned.py, analyze/windows.py)."""
     from pvtrace.analyze import partitioned
 
     meta = read_meta(path)
