@@ -384,22 +384,29 @@ def _analyze_group(
         caps = capabilities(prep)
         return measure(prep, caps, lambda step: None, kind_given=kind_given, unaligned=unaligned, span=span)
 
+    def spill(name: str, table: pl.DataFrame, part: str) -> _OnDisk:
+        return out.spill(name, table, f"-{i}{part}")
+
     events = frame.select(*USED_COLUMNS, "ord")
     cuts = None
     if len(vms) == 1 and window_rows:
         cuts = windows.window_cuts(events, vms[0], meta, lock_kind, split.rows[i], window_rows)
     if cuts:
         measured, prep = windows.measure_windows(
-            events, vms[0], cuts, lambda ev: prepared(ev.lazy(), ev.height), measured_of
+            events, vms[0], cuts, lambda ev: prepared(ev.lazy(), ev.height), measured_of, spill
         )
     else:
         prep = prepared(events, split.rows[i])
         measured = measured_of(prep)
     ctx = {"vm_exits": out.spill("vm_exits", context.vm_exits(frame), f"-{i}")}
+    waits = measured.tables["waits"]
     if {"event", "args"} <= set(frame.collect_schema().names()):
-        ctx["lock_callers"] = context.lock_callers(frame, measured.tables["waits"])
+        ctx["lock_callers"] = context.lock_callers(
+            frame, waits if isinstance(waits, pl.DataFrame) else waits.read()
+        )
     for name in SPILLED:
-        measured.tables[name] = out.spill(name, measured.tables[name], f"-{i}")
+        if isinstance(measured.tables[name], pl.DataFrame):  # a VM in windows has them on disk already
+            measured.tables[name] = out.spill(name, measured.tables[name], f"-{i}")
     return measured, ctx, prep if i == 0 else None  # finish() needs one of them
 
 
@@ -413,8 +420,9 @@ def _merge(parts: list[Measured], tables: SpilledTables) -> Measured:
     """The groups' tables (into `tables`), counts and sums as the whole trace's."""
     for name in list(parts[0].tables):  # each group's copy is dropped once merged: one copy at a time
         pieces = [m.tables.pop(name) for m in parts]
-        if isinstance(pieces[0], _OnDisk):
-            tables[name] = _OnDisk(name, [f for p in pieces for f in p.files])
+        if isinstance(pieces[0], _OnDisk):  # the steps of a VM in windows apply to every group's rows
+            steps = tuple(dict.fromkeys(step for p in pieces for step in p.then))
+            tables[name] = _OnDisk(name, [f for p in pieces for f in p.files], steps)
         else:
             tables[name] = _in_time_order(pl.concat(pieces, how="vertical", rechunk=True), name)
     tables["exit_reasons"] = merge_exit_reasons(pl.concat([m.exit_parts for m in parts]))

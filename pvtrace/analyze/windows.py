@@ -23,7 +23,9 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from types import SimpleNamespace
+from typing import Any
 
 import polars as pl
 
@@ -42,13 +44,8 @@ I64 = pl.Int64()
 REACH = 4
 # Per-VM sums of the summary that are not added over windows: each window has them whole.
 WHOLE_VM_SUMS = ("n_vcpus", "vcpu_ns")
-# Tables whose rows each come from one window, and the order of the whole analysis's rows.
-ROW_ORDER = {
-    "holds": ["lock", "start"],
-    "lhp_incidents": ["lock", "start"],
-    "lwp_incidents": ["lock", "start"],
-    "convoys": ["lock", "start"],
-}
+# Tables whose rows each come from one window, in the whole analysis's order: by lock, then start.
+ROW_ORDER = ("lhp_incidents", "lwp_incidents", "convoys")
 
 
 def window_cuts(
@@ -84,10 +81,12 @@ def measure_windows(
     cuts: list[int],
     prepare: Callable[[pl.DataFrame], Prepared],
     measure: Callable[[Prepared, tuple[int, int]], Measured],
+    spill: Callable[[str, pl.DataFrame, str], Any],
 ) -> tuple[Measured, Prepared]:
     """The VM's measured tables and counts, a window at a time, as one measure() of it whole would
     give them; and the first window's Prepared (whose window is the whole trace's). Each window's
-    events are read once (a slice of `frame`, in ord order), and the next one's ahead of time."""
+    events are read once (a slice of `frame`, in ord order), and the next one's ahead of time.
+    `spill(name, table, part)` keeps a window's big table on disk (partitioned.SpilledTables)."""
     vcpus = frame.filter(_of_vm(vm)).select(pl.col("vcpu").unique()).collect()
     ords = frame.select("ord").collect().to_series()
     edges = [0, *ords.search_sorted(pl.Series(cuts, dtype=I64)).to_list(), ords.len()]
@@ -106,11 +105,13 @@ def measure_windows(
         prep = prepare(events)
         t0 = prep.window.t_start if k == 0 else int(this["ts"][0])
         t1 = prep.window.t_end if following is None else int(following["ts"][0])
-        parts.append(measure(prep, (t0, t1)))
+        m = measure(prep, (t0, t1))
+        m.tables.update({name: spill(name, m.tables[name], f"-w{k}") for name in ON_READ})
+        parts.append(m)
         first = first or prep
         carried = _last_per_vcpu(pl.concat([carried, this]), vm)
         this = following
-        del events, prep
+        del events, prep, m
     return _merge_windows(parts), first
 
 
@@ -162,24 +163,19 @@ def _firsts(ev: pl.LazyFrame, vm: str) -> pl.DataFrame:
 
 
 def _merge_windows(parts: list[Measured]) -> Measured:
-    """The windows' tables and counts as the VM's."""
-    tables: dict[str, pl.DataFrame] = {}
+    """The windows' tables and counts as the VM's (the big ones stay on disk, ON_READ)."""
+    tables: dict[str, Any] = {}
     for name in parts[0].tables:
-        tables[name] = pl.concat([m.tables[name] for m in parts], how="vertical", rechunk=True)
-    states = tables["vcpu_states"]
-    joined = merge_equal(
-        states.with_columns(pl.col("vcpu").cast(I64).alias("_key")).sort(
-            "_key", "start", maintain_order=True
-        ),
-        key="_key",
-        values=["state"],
-    )
-    tables["vcpu_states"] = joined.with_columns((pl.col("end") - pl.col("start")).alias("dur")).select(
-        states.columns
-    )
-    for name, key in ROW_ORDER.items():
-        tables[name] = tables[name].sort(key, maintain_order=True)
-    tables["waste_by_lock"] = _waste_by_lock(tables["waste_by_lock"], tables["waits"])
+        pieces = [m.tables[name] for m in parts]
+        if name in ON_READ:
+            tables[name] = replace(pieces[0], files=[f for p in pieces for f in p.files], then=ON_READ[name])
+        else:
+            tables[name] = pl.concat(pieces, how="vertical", rechunk=True)
+    for name in ROW_ORDER:
+        tables[name] = tables[name].sort("lock", "start", maintain_order=True)
+    waits = pl.read_parquet(tables["waits"].files, columns=["vm", "lock", "dur", "truncated"])
+    tables["waste_by_lock"] = _waste_by_lock(tables["waste_by_lock"], waits)
+    del waits
     by_vcpu = tables["waste_by_vcpu"]
     tables["waste_by_vcpu"] = (
         by_vcpu.group_by("vm", "vcpu", maintain_order=True)
@@ -209,6 +205,32 @@ def _merge_windows(parts: list[Measured]) -> Measured:
         exit_parts=exit_parts,
         lock_evidence=evidence,
     )
+
+
+def joined_states(table: pl.DataFrame) -> pl.DataFrame:
+    """vcpu_states of windows read back: each vCPU's pieces in time order, and the two pieces a cut
+    split (same state, one ending where the other starts) one piece again. Rows of VMs not cut are
+    left as they are (their pieces already differ in state from the one before)."""
+    key = (pl.col("vm").rank("dense").cast(I64) * (1 << 32) + pl.col("vcpu").cast(I64)).alias("_key")
+    ordered = table.with_columns(key).sort("_key", "start", maintain_order=True)
+    joined = merge_equal(ordered, key="_key", values=["state"])
+    return joined.with_columns((pl.col("end") - pl.col("start")).alias("dur")).select(table.columns)
+
+
+def holds_in_order(table: pl.DataFrame) -> pl.DataFrame:
+    """holds of windows read back in the whole analysis's order: by VM, lock, then start."""
+    return table.sort("vm", "lock", "start", maintain_order=True)
+
+
+# The big tables of each window, kept on disk, and what is done to their rows as they are read
+# (in the order of the whole analysis; waits, pause_exits and yields are put in time order then).
+ON_READ = {
+    "vcpu_states": (joined_states,),
+    "holds": (holds_in_order,),
+    "waits": (),
+    "pause_exits": (),
+    "yields": (),
+}
 
 
 def _waste_by_lock(rows: pl.DataFrame, waits: pl.DataFrame) -> pl.DataFrame:
