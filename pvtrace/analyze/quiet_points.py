@@ -30,36 +30,65 @@ import polars as pl
 
 from pvtrace.analyze.prepare import LOCK_EVENT_KINDS
 
+# Events read at once: the spans and quiet points of a VM bigger than memory are found a slice
+# at a time.
+SLICE_ROWS = 2_000_000
+
 I64, I32 = pl.Int64(), pl.Int32()
 NEVER = np.iinfo(np.int64).max  # a span that lasts to the trace end
 SPAN_SCHEMA = {"start": I64, "end": I64}
 
 
-def busy_spans(events: pl.LazyFrame) -> pl.DataFrame:
-    """(start, end) ords of the spans in which a lock of these events is held or waited for; a cut
-    at ord o is inside one when start < o <= end (see the module doc for events out of sequence)."""
+def busy_spans(events: pl.LazyFrame, slice_rows: int = SLICE_ROWS) -> pl.DataFrame:
+    """(start, end) ords of the spans in which a lock of these events (in ord order) is held or
+    waited for; a cut at ord o is inside one when start < o <= end (see the module doc for events
+    out of sequence). Read a slice of lock events at a time, each (lock, vCPU)'s state carried."""
     pair = ["lock", "vcpu"]
-    release = pl.col("kind") == "lock_release"
     lock_ev = events.filter(
         pl.col("kind").is_in(LOCK_EVENT_KINDS) & pl.col("vcpu").is_not_null() & pl.col("lock").is_not_null()
-    ).select(*pair, "ord", release.alias("release"))
-    # in ord order, per pair: the event before, and the first event after the pair's last release
-    before = pl.col("ord").shift(1).over(pair)
-    after_release = pl.col("release").shift(1).over(pair).fill_null(True)
-    first = pl.when(after_release).then(pl.col("ord")).forward_fill().over(pair)
-    last = pl.col("ord") == pl.col("ord").max().over(pair)
-    rows = lock_ev.with_columns(before.alias("before"), first.alias("first"), last.alias("last")).filter(
-        pl.col("release") | pl.col("last")
+    ).select(*pair, "ord", (pl.col("kind") == "lock_release").alias("release"))
+    n = lock_ev.select(pl.len()).collect().item()
+    # per pair, after the slices so far: its last event's ord, whether it was a release, and the
+    # first event after the release before it (where its open span starts)
+    carried = pl.DataFrame(
+        schema={"lock": pl.UInt64(), "vcpu": I32, "p_ord": I64, "p_release": pl.Boolean(), "p_first": I64}
     )
-    return rows.select(
-        # a release alone after a release (or first of its pair): busy since that one (or the start)
-        pl.when(pl.col("release") & (pl.col("first") == pl.col("ord")))
-        .then(pl.col("before").fill_null(-1))
-        .otherwise(pl.col("first"))
-        .cast(I64)
-        .alias("start"),
-        pl.when(pl.col("release")).then(pl.col("ord")).otherwise(NEVER).cast(I64).alias("end"),
-    ).collect()
+    spans = []
+    for offset in range(0, n, slice_rows):
+        chunk = lock_ev.slice(offset, slice_rows).collect().cast({"lock": pl.UInt64(), "vcpu": I32})
+        chunk = chunk.join(carried, on=pair, how="left", maintain_order="left")
+        head = pl.struct(pair).is_first_distinct()
+        before = pl.when(head).then(pl.col("p_ord")).otherwise(pl.col("ord").shift(1).over(pair))
+        after_release = (
+            pl.when(head)
+            .then(pl.col("p_release").fill_null(True))
+            .otherwise(pl.col("release").shift(1).over(pair))
+        )
+        opened = pl.when(after_release).then(pl.col("ord")).otherwise(pl.when(head).then(pl.col("p_first")))
+        chunk = chunk.with_columns(before.alias("before"), opened.forward_fill().over(pair).alias("first"))
+        spans.append(
+            chunk.filter(pl.col("release")).select(
+                # a release alone after a release (or first of its pair): busy since that one (or the start)
+                pl.when(pl.col("first") == pl.col("ord"))
+                .then(pl.col("before").fill_null(-1))
+                .otherwise(pl.col("first"))
+                .cast(I64)
+                .alias("start"),
+                pl.col("ord").cast(I64).alias("end"),
+            )
+        )
+        last = chunk.filter(pl.struct(pair).is_last_distinct()).select(
+            *pair,
+            pl.col("ord").alias("p_ord"),
+            pl.col("release").alias("p_release"),
+            pl.col("first").alias("p_first"),
+        )
+        carried = pl.concat([carried.join(last, on=pair, how="anti"), last])
+    # pairs whose last event is no release: busy to the trace end
+    open_ = carried.filter(~pl.col("p_release")).select(
+        pl.col("p_first").alias("start"), pl.lit(NEVER, I64).alias("end")
+    )
+    return pl.concat([*spans, open_]).cast(SPAN_SCHEMA)
 
 
 def lost_spans(events: pl.LazyFrame) -> pl.DataFrame:
@@ -81,23 +110,33 @@ def lost_spans(events: pl.LazyFrame) -> pl.DataFrame:
     )
 
 
-def quiet_cuts(events: pl.LazyFrame) -> pl.DataFrame:
-    """The quiet points of one VM's events (columns ord, ts, kind, vcpu, pcpu, lock, origin; ord
-    the whole trace's): `ord` of each event a window may start at, and `row`, its position among
-    the VM's events, and its `ts`. Reads ord and ts of every event (16 bytes an event) and the
-    lock events."""
-    spans = pl.concat([busy_spans(events), lost_spans(events)]).cast(SPAN_SCHEMA)
-    ev = events.select("ord", "ts").collect().sort("ord").with_row_index("row")
-    if ev.height < 2:
-        return ev.clear().select("ord", pl.col("row").cast(I64), "ts")
-    # spans covering ord o: those that start before it, less those that also end before it
-    starts = spans["start"].sort().to_numpy()
-    ends = spans["end"].sort().to_numpy()
-    ords = ev["ord"].to_numpy()
-    covered = np.searchsorted(starts, ords, side="left") - np.searchsorted(ends, ords, side="left")
-    return ev.filter(
-        pl.Series(covered == 0) & (pl.col("ts") > pl.col("ts").shift(1)) & (pl.col("row") > 0)
-    ).select("ord", pl.col("row").cast(I64), "ts")
+def quiet_cuts(events: pl.LazyFrame, slice_rows: int = SLICE_ROWS) -> pl.DataFrame:
+    """The quiet points of one VM's events (columns ord, ts, kind, vcpu, pcpu, lock, origin; in
+    ord order, the whole trace's): `ord` of each event a window may start at, `row`, its position
+    among the VM's events, and its `ts`. Holds the busy spans (16 bytes a release) and a slice of
+    events at a time."""
+    spans = pl.concat([busy_spans(events, slice_rows), lost_spans(events)]).cast(SPAN_SCHEMA)
+    starts = np.sort(spans["start"].to_numpy())
+    ends = np.sort(spans["end"].to_numpy())
+    del spans
+    times = events.select("ord", "ts")
+    n = times.select(pl.len()).collect().item()
+    found, last_ts = [], None
+    for offset in range(0, n, slice_rows):
+        ev = times.slice(offset, slice_rows).collect().with_row_index("row", offset=offset)
+        ords = ev["ord"].to_numpy()
+        # spans covering ord o: those that start before it, less those that also end before it
+        covered = np.searchsorted(starts, ords, side="left") - np.searchsorted(ends, ords, side="left")
+        before = pl.col("ts").shift(1, fill_value=last_ts) if last_ts is not None else pl.col("ts").shift(1)
+        found.append(
+            ev.filter(pl.Series(covered == 0) & (pl.col("ts") > before).fill_null(False)).select(
+                "ord", pl.col("row").cast(I64), "ts"
+            )
+        )
+        last_ts = int(ev["ts"][-1])
+    if not found:
+        return pl.DataFrame(schema={"ord": I64, "row": I64, "ts": I64})
+    return pl.concat(found)
 
 
 def place_cuts(quiet: pl.DataFrame, requests: list[int], reach: int) -> list[int] | None:

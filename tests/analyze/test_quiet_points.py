@@ -62,6 +62,9 @@ def test_quiet_points_of_a_small_trace():
     ]
     quiet = quiet_cuts(ev)
     assert quiet.rows() == [(101, 1, 20), (102, 2, 30), (109, 9, 90), (111, 11, 99)]  # (ord, row, ts)
+    for rows in (1, 2, 5):  # a slice of events at a time gives the same
+        assert busy_spans(ev, rows).sort("start").equals(busy_spans(ev).sort("start"))
+        assert quiet_cuts(ev, rows).equals(quiet)
     assert place_cuts(quiet, [3, 10], reach=1) == [102, 109]  # a tie goes to the earlier point
     assert place_cuts(quiet, [5], reach=3) == [102]
     assert place_cuts(quiet, [5], reach=2) is None
@@ -85,7 +88,8 @@ def test_no_interval_of_the_whole_analysis_crosses_a_quiet_point(tmp_path, prese
         ev = events_of(path, vm).select("ord", "ts").collect()
         ev = ev.with_columns(pl.col("ts").shift(1).alias("ts_prev"))
         quiet = quiet_cuts(events_of(path, vm))
-        cuts = ev.join(quiet, on="ord").select("ts_prev", "ts")
+        assert quiet_cuts(events_of(path, vm), 97).equals(quiet)  # slice by slice
+        cuts = ev.join(quiet.drop("ts"), on="ord").select("ts_prev", "ts")
         assert cuts.height > 10, f"{preset} {vm}: too few quiet points to cut at"
         for name in ("waits", "holds", "convoys"):
             table = whole.tables[name].filter(pl.col("vm") == vm)
