@@ -61,7 +61,7 @@ from pvtrace.analyze.prepare import (
     source_of_parquet,
 )
 from pvtrace.analyze.result import Analysis, empty_table
-from pvtrace.analyze.run import STEPS, Measured, finish, measure
+from pvtrace.analyze.run import STEPS, Measured, added, finish, measure
 from pvtrace.analyze.waste import in_waste_order
 from pvtrace.errors import UsageError
 from pvtrace.trace import TraceMeta
@@ -429,17 +429,11 @@ def _merge(parts: list[Measured], tables: SpilledTables) -> Measured:
     tables["waste_by_lock"] = in_waste_order(tables["waste_by_lock"])
     tables["lock_kinds"] = in_handoff_order(tables["lock_kinds"])
 
-    def add(dicts: list[dict[str, int]]) -> dict[str, int]:
-        total: Counter = Counter()
-        for d in dicts:
-            total.update(d)
-        return {k: total[k] for d in dicts for k in d}
-
     return Measured(
         tables=tables,
-        counts=add([m.counts for m in parts]),
-        sums=add([m.sums for m in parts]),
-        host_estimates=add([m.host_estimates for m in parts]),
+        counts=added([m.counts for m in parts]),
+        sums=added([m.sums for m in parts]),
+        host_estimates=added([m.host_estimates for m in parts]),
         exit_parts=pl.concat([m.exit_parts for m in parts]),
         lock_evidence=pl.concat([m.lock_evidence for m in parts]),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -235,6 +236,14 @@ class Measured:
     host_estimates: dict[str, int]  # spin estimated from the pause exits (exits.pause_spin)
     exit_parts: pl.DataFrame  # exit_reasons before its shares and averages (exits.exit_reason_parts)
     lock_evidence: pl.DataFrame  # per lock (vm, lock): its kind, the kind's source and order evidence
+
+
+def added(dicts: list[dict[str, int]]) -> dict[str, int]:
+    """Counts of several Measured (groups of VMs, windows of one VM) added, keys in first-seen order."""
+    total: Counter = Counter()
+    for d in dicts:
+        total.update(d)
+    return {k: total[k] for d in dicts for k in d}
 
 
 def _run(

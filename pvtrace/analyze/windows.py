@@ -14,6 +14,8 @@ the time sums add up. Per-lock and per-vCPU aggregates are rebuilt from the wind
 A VM stays one group (analyze_partitioned's usual path) when a window cut cannot be exact yet:
 - its lock kinds are not given (trace metadata or --lock-kind): inferring them needs the order
   evidence of the whole VM before any window is measured (not built);
+- it has 2 vCPUs: queue-jump tries (lock_kind.queue_jumps) use a contention rate over the whole
+  VM, which does not add over windows;
 - it has vCPUs or targets outside the ones the metadata declares (each window must time the same
   vCPUs);
 - a requested cut has no quiet point near it (a lock that is never free, releases not traced).
@@ -21,7 +23,6 @@ A VM stays one group (analyze_partitioned's usual path) when a window cut cannot
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 from types import SimpleNamespace
@@ -34,7 +35,7 @@ from pvtrace.analyze.intervals import merge_equal
 from pvtrace.analyze.lock_kind import classify, lock_kinds_table
 from pvtrace.analyze.prepare import STATE_KINDS, Prepared
 from pvtrace.analyze.quiet_points import place_cuts, quiet_cuts
-from pvtrace.analyze.run import Measured
+from pvtrace.analyze.run import Measured, added
 from pvtrace.analyze.waste import SPLIT_COLUMNS, in_waste_order, nearest_rank, waste_by_vm
 from pvtrace.schema import LOCK_KINDS
 from pvtrace.trace import TraceMeta
@@ -189,19 +190,13 @@ def _merge_windows(parts: list[Measured]) -> Measured:
     exit_parts = pl.concat([m.exit_parts for m in parts])
     tables["exit_reasons"] = merge_exit_reasons(exit_parts).cast(tables["exit_reasons"].schema)
 
-    def add(dicts: list[dict[str, int]]) -> dict[str, int]:
-        total: Counter = Counter()
-        for d in dicts:
-            total.update(d)
-        return {k: total[k] for d in dicts for k in d}
-
-    sums = add([m.sums for m in parts]) | {k: parts[0].sums[k] for k in WHOLE_VM_SUMS}
+    sums = added([m.sums for m in parts]) | {k: parts[0].sums[k] for k in WHOLE_VM_SUMS}
     sums["n_locks"] = evidence.select("lock").n_unique()
     return Measured(
         tables=tables,
-        counts=add([m.counts for m in parts]),
+        counts=added([m.counts for m in parts]),
         sums=sums,
-        host_estimates=add([m.host_estimates for m in parts]),
+        host_estimates=added([m.host_estimates for m in parts]),
         exit_parts=exit_parts,
         lock_evidence=evidence,
     )
