@@ -4,6 +4,7 @@
     python benchmarks/bench_analyze.py --quick      # 2M events, no 50M run
     python benchmarks/bench_analyze.py --events 20000000 --repeat 5 --big 0
     python benchmarks/bench_analyze.py --partitioned 20000000,50000000,100000000 --budget 2G --repeat 1
+    python benchmarks/bench_analyze.py --one-vm 10000000 --budget 512M --repeat 3
 
 The input is a busy simulator run (3 VMs of 4 vCPUs on 4 pCPUs, ticket locks, PLE on:
 the event mix of heavy lock contention) tiled in time: copy i runs after copy i-1 with its
@@ -20,8 +21,9 @@ Then the same run as a real host + guest trace shows it (no lock_acquire/release
 inferred), through analyze_parquet(). Throughput = events / wall time; peak memory = the
 child's ru_maxrss. The 50M memory run uses analyze_parquet(). --partitioned measures
 analyze_parquet() under a memory budget (a group of VMs at a time, analyze/partitioned.py)
-at several sizes, and checks its tables against the whole analysis. Data goes to
-benchmarks/.data/ (gitignored) and is reused.
+at several sizes, and checks its tables against the whole analysis. --one-vm does the same on
+one VM of 16 vCPUs (a `pvtrace generate` run tiled in time, the VM kept), which the budget cuts
+into time windows (analyze/windows.py). Data goes to benchmarks/.data/ (gitignored) and is reused.
 """
 
 from __future__ import annotations
@@ -83,13 +85,41 @@ def merged_base() -> Path:
 def tiled(n_events: int, view: str = "full") -> Path:
     """A trace of at least n_events (of the full view): copies of the base run one after another,
     VMs renamed; `view` merged keeps only what a host + guest trace of it would show."""
-    from pvtrace.trace import EventWriter, read_meta
-
     path = DATA / (f"analyze-{n_events}.parquet" if view == "full" else f"analyze-{view}-{n_events}.parquet")
     if path.exists():
         return path
-    src = base_trace() if view == "full" else merged_base()
-    full_height = pl.scan_parquet(base_trace()).select(pl.len()).collect().item()
+    return _tile(base_trace() if view == "full" else merged_base(), base_trace(), path, n_events, rename=True)
+
+
+# One VM of 16 vCPUs on as many pCPUs, no host noise, 2 ticket locks taken for 2 us every 50 us:
+# its locks are often all free (quiet points to cut it at, analyze/quiet_points.py).
+ONE_VM = (
+    *("--preset", "seed-table", "--seed", "7", "--set", "vm.vcpus=16", "--set", "host.pcpus=16"),
+    *("--set", "host.noise_tasks=0", "--set", "vm.locks=2", "--set", "vm.compute_ns=50000"),
+    *("--set", "run.duration_ns=500000000"),
+)
+
+
+def one_vm(n_events: int) -> Path:
+    """A trace of one VM with at least n_events: a `pvtrace generate` run tiled in time (the VM
+    keeps its name, so it is one VM of n_events)."""
+    path = DATA / f"analyze-one-vm-{n_events}.parquet"
+    if path.exists():
+        return path
+    base = DATA / "analyze-one-vm-base.parquet"
+    if not base.exists():
+        DATA.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "pvtrace", "generate", *ONE_VM, "-o", str(base), "--force", "-q"]
+        subprocess.run(cmd, check=True)
+    return _tile(base, base, path, n_events, rename=False)
+
+
+def _tile(src: Path, full: Path, path: Path, n_events: int, *, rename: bool) -> Path:
+    """Copies of `src` one after another until the copies of `full` (its full view) would hold
+    n_events; rename: each copy's VMs get the copy's number."""
+    from pvtrace.trace import EventWriter, read_meta
+
+    full_height = pl.scan_parquet(full).select(pl.len()).collect().item()
     meta = read_meta(src)
     base = pl.read_parquet(src)
     span = int(meta.t_end) + 1
@@ -97,14 +127,9 @@ def tiled(n_events: int, view: str = "full") -> Path:
     vms = {}
     with EventWriter(path, force=True) as w:
         for i in range(copies):
-            w.write(
-                base.with_columns(
-                    pl.col("ts") + i * span,
-                    pl.col("seq") + i * base.height,
-                    (pl.col("vm").cast(pl.String) + f"-{i}").cast(pl.Categorical()),
-                )
-            )
-            vms.update({f"{name}-{i}": info for name, info in meta.vms.items()})
+            vm = (pl.col("vm").cast(pl.String) + f"-{i}").cast(pl.Categorical()) if rename else pl.col("vm")
+            w.write(base.with_columns(pl.col("ts") + i * span, pl.col("seq") + i * base.height, vm))
+            vms.update({f"{name}-{i}" if rename else name: info for name, info in meta.vms.items()})
         meta.vms = vms
         meta.t_end = copies * span
         w.close(meta)
@@ -144,7 +169,13 @@ elif mode == "eager":  # read the columns the analysis uses, then analyze in mem
     t1 = last[0] = time.perf_counter()
     n = analyze(Trace(events=events, meta=read_meta(path)), progress=progress).summary.extra["n_events"]
 elif mode == "parts":  # analyze_parquet() under a memory budget: a group of VMs at a time
+    from pvtrace.analyze import windows
     from pvtrace.analyze.partitioned import parse_budget
+    measure_windows = windows.measure_windows
+    def counted(frame, vm, cuts, *rest):  # the windows of each VM cut into them
+        steps[vm] = len(cuts) + 1
+        return measure_windows(frame, vm, cuts, *rest)
+    windows.measure_windows = counted
     n = analyze_parquet(path, memory_budget=parse_budget(sys.argv[3])).summary.extra["n_events"]
     t1 = t0
 elif mode == "equal":  # the partitioned analysis against the whole one, table by table
@@ -194,11 +225,20 @@ def main() -> None:
         help="events of the memory-vs-size runs under --budget, comma-separated (20000000,50000000,...); "
         "only those runs, with the whole analysis alternating where it fits, and the table check at the first",
     )
+    ap.add_argument(
+        "--one-vm",
+        type=int,
+        default=0,
+        help="events of one VM cut into time windows by --budget: the partitioned runs on it alone",
+    )
     ap.add_argument("--budget", default="2G", help="memory budget of the partitioned runs")
     ap.add_argument("--whole-max", type=int, default=50_000_000, help="largest input also analyzed whole")
     args = ap.parse_args()
     if args.partitioned:
         partitioned_runs([int(x) for x in args.partitioned.split(",")], args)
+        return
+    if args.one_vm:
+        partitioned_runs([args.one_vm], args, make=one_vm)
         return
     if args.quick:
         args.events, args.big = 2_000_000, 0
@@ -258,10 +298,11 @@ def main() -> None:
     print(f"(benchmark process peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB)")
 
 
-def partitioned_runs(sizes: list[int], args: argparse.Namespace) -> None:
+def partitioned_runs(sizes: list[int], args: argparse.Namespace, make=tiled) -> None:
     """Peak memory and speed of analyze_parquet() under a memory budget at each size (a group of VMs
-    at a time), alternating with the whole analysis where it fits; then the tables of both compared
-    on the first size."""
+    at a time, a VM bigger than a group a time window at a time), alternating with the whole
+    analysis where it fits; then the tables of both compared on the first size. `make`: the input
+    of a size."""
 
     def line(label: str, rs: list[dict]) -> dict:
         n = rs[0]["events"]
@@ -280,7 +321,7 @@ def partitioned_runs(sizes: list[int], args: argparse.Namespace) -> None:
         f"{args.whole_max:,} events)"
     )
     for size in sizes:
-        path = tiled(size)
+        path = make(size)
         runs: dict[str, list[dict]] = {"parts": [], "file": []}
         whole = size <= args.whole_max
         for _ in range(args.repeat):
@@ -288,13 +329,15 @@ def partitioned_runs(sizes: list[int], args: argparse.Namespace) -> None:
             if whole:
                 runs["file"].append(run_child(path, "file"))
         p = line(f"budget {args.budget}", runs["parts"])
+        if cut := {k: v for k, v in runs["parts"][0]["steps"].items() if isinstance(v, int)}:
+            print(f"  {'':28s} in time windows: {', '.join(f'{vm} {n}' for vm, n in cut.items())}")
         if whole:
             w = line("whole (analyze_parquet)", runs["file"])
             print(
                 f"  {'':28s} ratio partitioned/whole: wall {p['wall'] / w['wall']:.2f}, "
                 f"cpu {p['cpu'] / w['cpu']:.2f}, peak {p['peak'] / w['peak']:.2f}"
             )
-    r = run_child(tiled(sizes[0]), "equal", args.budget)
+    r = run_child(make(sizes[0]), "equal", args.budget)
     s = r["steps"]
     print(
         f"tables on {r['events']:,} events: summary equal {s['summary_equal']}, "

@@ -23,9 +23,9 @@ A trace is left whole, and analyze_parquet() reads it the usual way, when:
   pCPU;
 - it is out of canonical order;
 - its columns are not in the canonical types;
-- it fits the budget, or holds one VM only.
-One VM bigger than a group stays one group: cutting one VM by time windows is not built (see
-benchmarks/README.md for what it needs).
+- it fits the budget.
+One VM bigger than a group is analyzed a time window at a time, cut at its quiet points
+(windows.py); where such a cut cannot be exact yet, it stays one group.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pvtrace.analyze import context
+from pvtrace.analyze import context, windows
 from pvtrace.analyze.exits import merge_exit_reasons
 from pvtrace.analyze.fidelity import capabilities
 from pvtrace.analyze.lock_kind import in_handoff_order
@@ -51,6 +51,7 @@ from pvtrace.analyze.prepare import (
     SLICE_ROWS,
     USED_COLUMNS,
     EventSource,
+    Prepared,
     _canonical_types,
     _footer_extent,
     _kind_counts,
@@ -60,7 +61,7 @@ from pvtrace.analyze.prepare import (
     source_of_parquet,
 )
 from pvtrace.analyze.result import Analysis, empty_table
-from pvtrace.analyze.run import STEPS, Measured, finish, measure
+from pvtrace.analyze.run import STEPS, Measured, added, finish, measure
 from pvtrace.analyze.waste import in_waste_order
 from pvtrace.errors import UsageError
 from pvtrace.trace import TraceMeta
@@ -124,7 +125,7 @@ def plan(path: Path | str, meta: TraceMeta, budget: int) -> list[list[str]] | No
         return None
     per_vm = scan.group_by(pl.col("vm").cast(STR)).agg(pl.len()).collect(engine="streaming")
     rows = {vm: 0 for vm in meta.vms} | {vm: int(c) for vm, c in per_vm.iter_rows() if vm is not None}
-    limit = max(budget // (BYTES_PER_EVENT * WORKERS), 1)
+    limit = group_rows(budget)
     groups: list[list[str]] = []
     size = limit
     for vm in sorted(rows):
@@ -133,7 +134,12 @@ def plan(path: Path | str, meta: TraceMeta, budget: int) -> list[list[str]] | No
             size = 0
         groups[-1].append(vm)
         size += rows[vm]
-    return groups if len(groups) > 1 else None
+    return groups if len(groups) > 1 or rows[groups[0][0]] > limit else None
+
+
+def group_rows(budget: int) -> int:
+    """The most events a group (or a time window of one VM) gets under a memory budget."""
+    return max(budget // (BYTES_PER_EVENT * WORKERS), 1)
 
 
 @dataclass
@@ -158,9 +164,11 @@ def analyze_partitioned(
     kind_given: bool = False,
     unaligned: str | None = None,
     progress: Callable[[str], None] | None = None,
+    window_rows: int | None = None,
 ) -> Analysis | None:
     """The analysis of the trace at `path` (pvtrace Parquet, canonical types), one group of VMs at a
-    time; None when the file is out of canonical order (it cannot be split as it is)."""
+    time, a VM bigger than `window_rows` events a time window at a time; None when the file is
+    out of canonical order (it cannot be split as it is)."""
     done = progress or (lambda step: None)
     out = SpilledTables(Path(tempfile.mkdtemp(prefix="pvtrace-tables-")))
     with tempfile.TemporaryDirectory(prefix="pvtrace-partitions-") as tmp:
@@ -170,7 +178,9 @@ def analyze_partitioned(
         all_ts = _WholeTs(path)
 
         def one(i: int) -> tuple[Measured, dict[str, pl.DataFrame], object]:
-            return _analyze_group(split, i, groups[i], meta, lock_kind, kind_given, unaligned, all_ts, out)
+            return _analyze_group(
+                split, i, groups[i], meta, (lock_kind, kind_given, unaligned), window_rows, all_ts, out
+            )
 
         with ThreadPoolExecutor(WORKERS, thread_name_prefix="pvtrace-partition") as pool:
             parts = list(pool.map(one, range(len(groups))))
@@ -342,42 +352,61 @@ def _analyze_group(
     i: int,
     vms: list[str],
     meta: TraceMeta,
-    lock_kind: str | None,
-    kind_given: bool,
-    unaligned: str | None,
+    options: tuple[str | None, bool, str | None],
+    window_rows: int | None,
     all_ts: _WholeTs,
     out: SpilledTables,
 ):
     """One group's measured tables (the SPILLED ones on disk) and per-VM context tables, and its
-    Prepared (whose window, event count, kinds and lock origins are the whole trace's)."""
+    Prepared (whose window, event count, kinds and lock origins are the whole trace's). `options`:
+    lock_kind, kind_given, unaligned (as analyze_partitioned takes them)."""
+    lock_kind, kind_given, unaligned = options
     any_file = next(f for files in split.files for f in files)
     frame = pl.scan_parquet(split.files[i] or any_file)
     if not split.files[i]:  # declared VMs without events
         frame = frame.clear()
-    src = EventSource(
-        frame=frame.select(*USED_COLUMNS, "ord"),
-        n_events=split.rows[i],
-        kinds={},
-        first_ts=split.first_ts,
-        last_ts=split.last_ts,
-        eager=False,
-    )
     group_meta = replace(meta, vms={vm: info for vm, info in meta.vms.items() if vm in vms})
-    prep = prepare_source(src, group_meta, lock_kind=lock_kind)
-    prep.n_events, prep.kinds, prep.lock_origins, prep.all_ts = (
-        split.n_events,
-        split.kinds,
-        split.lock_origins,
-        all_ts,
-    )
-    measured = measure(
-        prep, capabilities(prep), lambda step: None, kind_given=kind_given, unaligned=unaligned
-    )
+
+    def prepared(events: pl.LazyFrame, n: int) -> Prepared:
+        src = EventSource(
+            frame=events, n_events=n, kinds={}, first_ts=split.first_ts, last_ts=split.last_ts, eager=False
+        )
+        prep = prepare_source(src, group_meta, lock_kind=lock_kind)
+        prep.n_events, prep.kinds, prep.lock_origins, prep.all_ts = (
+            split.n_events,
+            split.kinds,
+            split.lock_origins,
+            all_ts,
+        )
+        return prep
+
+    def measured_of(prep: Prepared, span: tuple[int, int] | None = None) -> Measured:
+        caps = capabilities(prep)
+        return measure(prep, caps, lambda step: None, kind_given=kind_given, unaligned=unaligned, span=span)
+
+    def spill(name: str, table: pl.DataFrame, part: str) -> _OnDisk:
+        return out.spill(name, table, f"-{i}{part}")
+
+    events = frame.select(*USED_COLUMNS, "ord")
+    cuts = None
+    if len(vms) == 1 and window_rows:
+        cuts = windows.window_cuts(events, vms[0], meta, lock_kind, split.rows[i], window_rows)
+    if cuts:
+        measured, prep = windows.measure_windows(
+            events, vms[0], cuts, lambda ev: prepared(ev.lazy(), ev.height), measured_of, spill
+        )
+    else:
+        prep = prepared(events, split.rows[i])
+        measured = measured_of(prep)
     ctx = {"vm_exits": out.spill("vm_exits", context.vm_exits(frame), f"-{i}")}
+    waits = measured.tables["waits"]
     if {"event", "args"} <= set(frame.collect_schema().names()):
-        ctx["lock_callers"] = context.lock_callers(frame, measured.tables["waits"])
+        ctx["lock_callers"] = context.lock_callers(
+            frame, waits if isinstance(waits, pl.DataFrame) else waits.read()
+        )
     for name in SPILLED:
-        measured.tables[name] = out.spill(name, measured.tables[name], f"-{i}")
+        if isinstance(measured.tables[name], pl.DataFrame):  # a VM in windows has them on disk already
+            measured.tables[name] = out.spill(name, measured.tables[name], f"-{i}")
     return measured, ctx, prep if i == 0 else None  # finish() needs one of them
 
 
@@ -391,24 +420,20 @@ def _merge(parts: list[Measured], tables: SpilledTables) -> Measured:
     """The groups' tables (into `tables`), counts and sums as the whole trace's."""
     for name in list(parts[0].tables):  # each group's copy is dropped once merged: one copy at a time
         pieces = [m.tables.pop(name) for m in parts]
-        if isinstance(pieces[0], _OnDisk):
-            tables[name] = _OnDisk(name, [f for p in pieces for f in p.files])
+        if isinstance(pieces[0], _OnDisk):  # the steps of a VM in windows apply to every group's rows
+            steps = tuple(dict.fromkeys(step for p in pieces for step in p.then))
+            tables[name] = _OnDisk(name, [f for p in pieces for f in p.files], steps)
         else:
             tables[name] = _in_time_order(pl.concat(pieces, how="vertical", rechunk=True), name)
     tables["exit_reasons"] = merge_exit_reasons(pl.concat([m.exit_parts for m in parts]))
     tables["waste_by_lock"] = in_waste_order(tables["waste_by_lock"])
     tables["lock_kinds"] = in_handoff_order(tables["lock_kinds"])
 
-    def add(dicts: list[dict[str, int]]) -> dict[str, int]:
-        total: Counter = Counter()
-        for d in dicts:
-            total.update(d)
-        return {k: total[k] for d in dicts for k in d}
-
     return Measured(
         tables=tables,
-        counts=add([m.counts for m in parts]),
-        sums=add([m.sums for m in parts]),
-        host_estimates=add([m.host_estimates for m in parts]),
+        counts=added([m.counts for m in parts]),
+        sums=added([m.sums for m in parts]),
+        host_estimates=added([m.host_estimates for m in parts]),
         exit_parts=pl.concat([m.exit_parts for m in parts]),
+        lock_evidence=pl.concat([m.lock_evidence for m in parts]),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from pvtrace.analyze.partial import add_parts, kind_gaps
 from pvtrace.analyze.prepare import LOCK_KIND, Prepared, prepare, prepare_source, source_of_parquet
 from pvtrace.analyze.result import TABLE_SCHEMAS, Analysis, empty_table
 from pvtrace.analyze.summary import build_summary, extra_context, state_sums, table_sums
-from pvtrace.analyze.vcpu_states import build_states, state_changes, vcpu_states_table
+from pvtrace.analyze.vcpu_states import build_states, clipped, state_changes, vcpu_states_table
 from pvtrace.guest_signals import TICK_EVENTS
 from pvtrace.ingest.problems import skipped_lines
 from pvtrace.ingest.vm_ties import unmapped_reason
@@ -84,7 +85,8 @@ def analyze_parquet(
     """analyze() a pvtrace Parquet file without loading it whole: each concept's events are read
     on their own (only the rows and columns it needs), so big traces fit in memory. A trace
     whose analysis would need more than `memory_budget` bytes (default: half the available
-    memory) is analyzed a group of VMs at a time, with the same result (analyze/partitioned.py)."""
+    memory) is analyzed a group of VMs at a time, a bigger VM a time window at a time, with the
+    same result (analyze/partitioned.py, analyze/windows.py)."""
     from pvtrace.analyze import partitioned
 
     meta = read_meta(path)
@@ -101,6 +103,7 @@ def analyze_parquet(
             kind_given=_given(lock_kind),
             unaligned=clocks_unaligned(meta),
             progress=progress,
+            window_rows=partitioned.group_rows(budget),
         )
         if result is not None:
             return _with_perf_tables(_with_warnings(result, meta), meta)
@@ -252,6 +255,15 @@ class Measured:
     sums: dict[str, int]  # per-vCPU totals of the summary's context (summary.state_sums), and the notes
     host_estimates: dict[str, int]  # spin estimated from the pause exits (exits.pause_spin)
     exit_parts: pl.DataFrame  # exit_reasons before its shares and averages (exits.exit_reason_parts)
+    lock_evidence: pl.DataFrame  # per lock (vm, lock): its kind, the kind's source and order evidence
+
+
+def added(dicts: list[dict[str, int]]) -> dict[str, int]:
+    """Counts of several Measured (groups of VMs, windows of one VM) added, keys in first-seen order."""
+    total: Counter = Counter()
+    for d in dicts:
+        total.update(d)
+    return {k: total[k] for d in dicts for k in d}
 
 
 def _run(
@@ -275,14 +287,18 @@ def measure(
     *,
     kind_given: bool = False,
     unaligned: str | None = None,
+    span: tuple[int, int] | None = None,
 ) -> Measured:
-    """Every result table (cast to its schema) and the counts of one prepared trace."""
+    """Every result table (cast to its schema) and the counts of one prepared trace. `span`: the
+    time span of a window of one VM (analyze/windows.py), to which its vCPU states are clipped."""
 
     windows = lost_windows(prep)
     guest_windows = windows.filter(pl.col("origin") == "guest")
     changes = state_changes(prep)
     _release(prep, "states")
     states = build_states(prep, changes, vcpu_unknown_windows(windows, changes, prep))
+    if span is not None:
+        states = clipped(states, *span)
     tables: dict[str, pl.DataFrame | None] = {"vcpu_states": vcpu_states_table(states, prep)}
     done("vcpu states")
     hypervisor = _POOL.submit(_hypervisor_tables, states, prep)
@@ -347,6 +363,7 @@ def measure(
     tables["yields"] = exits_mod.yields(acq, prep)
     del acq
     tables["lock_kinds"] = lock_kinds_table(kinds, prep)
+    evidence = kinds.join(prep.locks.select("lid", "vm", "lock"), on="lid", how="left")
     tables["lost_windows"] = windows.select("origin", "cpu", "start", "end", "n_lost")
     tables = {
         name: (tables.get(name) if tables.get(name) is not None else pl.DataFrame(schema=schema))
@@ -359,7 +376,10 @@ def measure(
     counts.update(table_sums(tables))
     done("exits")
     sums = {**state_sums(states, prep, windows), **prep.notes, **notes}
-    return Measured(tables, counts, sums, host_estimates, exit_parts)
+    evidence = evidence.select(
+        "vm", "lock", "lock_kind", "source", "n_handoffs", "n_in_order", "jump_tries", "jump_seen"
+    )
+    return Measured(tables, counts, sums, host_estimates, exit_parts, evidence)
 
 
 def finish(

@@ -80,6 +80,14 @@ def build_states(prep: Prepared, changes: pl.DataFrame, unknown: pl.DataFrame) -
     return VcpuStates(changes=changes, partition=part, unknown=unknown)
 
 
+def clipped(states: VcpuStates, t0: int, t1: int) -> VcpuStates:
+    """The state pieces within [t0, t1) only (a time window of one VM, analyze/windows.py): the
+    pieces that cross its ends are cut there, and joined again when the windows are merged."""
+    inside = states.partition.filter((pl.col("end") > t0) & (pl.col("start") < t1))
+    part = inside.with_columns(pl.col("start").clip(t0, None), pl.col("end").clip(None, t1))
+    return VcpuStates(changes=states.changes, partition=part, unknown=states.unknown)
+
+
 def state_at(
     points: pl.DataFrame, states: VcpuStates, prep: Prepared, *, vid: str, ord_col: str, ts_col: str
 ) -> pl.Series:

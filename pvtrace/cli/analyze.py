@@ -259,8 +259,8 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--memory-budget",
                 help="Memory the analysis of a pvtrace Parquet trace may use (8G, 512M); a bigger trace "
-                "is analyzed a group of VMs at a time, with the same result (default: half the "
-                "available memory).",
+                "is analyzed a group of VMs at a time, and a bigger VM a time window at a time where "
+                "its locks are all free, with the same result (default: half the available memory).",
             ),
         ] = None,
     ) -> None:
