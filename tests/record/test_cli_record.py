@@ -8,6 +8,7 @@ import pytest
 from fake_kernel import HOST_EVENTS, HOST_LINES, FakeKernel, ftrace_text, stats_text
 from typer.testing import CliRunner
 
+from pvtrace.cli import common
 from pvtrace.cli import record as record_cli
 from pvtrace.cli.app import app
 
@@ -31,7 +32,12 @@ def _run(args: list[str]):
     return runner.invoke(app, ["record", *args])
 
 
-def test_host_record_prints_the_summary(tmp_path: Path, use_fake: FakeKernel, host_proc: Path) -> None:
+def test_host_record_prints_the_summary(
+    tmp_path: Path, use_fake: FakeKernel, host_proc: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a console wide enough that no table cell wraps, whatever the length of the temporary paths
+    # it prints (a pytest-xdist worker's are longer): the checks below read cells whole
+    monkeypatch.setattr(common.out, "_width", 250)
     out = tmp_path / "h.txt"
     res = _run(
         [
