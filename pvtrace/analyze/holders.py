@@ -482,8 +482,7 @@ def _queued_successor(
     # Printed to the microsecond, Y resuming less than a microsecond before its acquisition may
     # have taken the lock as it resumed (host and guest clocks each cut their own microsecond):
     # that stretch proves nothing.
-    coarse = pl.lit(prep.coarse_lock_clock).gather(prep.lock_attr("vm_id"))
-    at_resume = coarse & (pl.col("next_ts") - pl.col("y_start") < COARSE_TICK_NS)
+    at_resume = prep.coarse_lock() & (pl.col("next_ts") - pl.col("y_start") < COARSE_TICK_NS)
     a = a.with_columns(pl.min_horizontal("y_end", "next_ts").alias("y_last")).filter(
         (pl.col("y_last") > pl.col("_lo"))
         & (pl.col("kick_ts").is_null() | (pl.col("kick_ts") >= pl.col("y_last")))
@@ -546,9 +545,8 @@ def finish_holds(holds: pl.DataFrame, prep: Prepared, done: pl.DataFrame | None 
     # contended) came before the release, a hand-off. (To the nanosecond, a contention at the very
     # instant of its acquisition took a lock already free: a steal past a queue, no hand-off.)
     then = (pl.col("lid") == pl.col("lid").shift(-1)) & (pl.col("end") == pl.col("start").shift(-1))
-    coarse = pl.lit(prep.coarse_lock_clock).gather(prep.lock_attr("vm_id"))
     at_next = (
-        then & coarse & (pl.col("end_key") % 2 == 1) & pl.col("start_ord").shift(-1).is_not_null()
+        then & prep.coarse_lock() & (pl.col("end_key") % 2 == 1) & pl.col("start_ord").shift(-1).is_not_null()
     ).fill_null(False)
     h = h.with_columns(
         pl.when(at_next).then(pl.col("start_ord").shift(-1)).otherwise(pl.col("end_ord")).alias("end_ord"),

@@ -90,6 +90,10 @@ class Prepared:
             flags[vm_id] = coarse
         return pl.Series("coarse", flags, dtype=pl.Boolean())
 
+    def coarse_lock(self, lid: str = "lid") -> pl.Expr:
+        """Whether each row's lock (`lid`) is printed to the microsecond (its VM's coarse_lock_clock)."""
+        return pl.lit(self.coarse_lock_clock).gather(self.lock_attr("vm_id", lid))
+
     @property
     def n_locks(self) -> int:
         return self.locks.height
