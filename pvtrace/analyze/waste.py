@@ -219,13 +219,7 @@ def waste_by_lock(
         )
     )
     closed = waits.filter(~pl.col("truncated"))
-    pct = closed.group_by("lid").agg(
-        nearest_rank(pl.col("dur"), 0.5).alias("wait_p50_ns"),
-        nearest_rank(pl.col("dur"), 0.9).alias("wait_p90_ns"),
-        nearest_rank(pl.col("dur"), 0.99).alias("wait_p99_ns"),
-        pl.col("dur").max().cast(I64).alias("wait_max_ns"),
-        pl.len().cast(I64).alias("_n_closed"),
-    )
+    pct = closed.group_by("lid").agg(*wait_percentiles(), pl.len().cast(I64).alias("_n_closed"))
     sums = waits.group_by("lid").agg(*[pl.col(c).sum() for c in SPLIT_COLUMNS])
     out = (
         prep.locks.select("lid", "vm", "lock")
@@ -251,6 +245,16 @@ def waste_by_lock(
         "wait_p99_ns",
         "wait_max_ns",
     ).pipe(in_waste_order)
+
+
+def wait_percentiles() -> list[pl.Expr]:
+    """A lock's wait percentiles (nearest rank) and longest wait, over its closed waits' `dur`."""
+    return [
+        nearest_rank(pl.col("dur"), 0.5).alias("wait_p50_ns"),
+        nearest_rank(pl.col("dur"), 0.9).alias("wait_p90_ns"),
+        nearest_rank(pl.col("dur"), 0.99).alias("wait_p99_ns"),
+        pl.col("dur").max().cast(I64).alias("wait_max_ns"),
+    ]
 
 
 def in_waste_order(table: pl.DataFrame) -> pl.DataFrame:

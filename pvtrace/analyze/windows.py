@@ -36,7 +36,7 @@ from pvtrace.analyze.lock_kind import classify, lock_kinds_table
 from pvtrace.analyze.prepare import STATE_KINDS, Prepared
 from pvtrace.analyze.quiet_points import place_cuts, quiet_cuts
 from pvtrace.analyze.run import Measured, added
-from pvtrace.analyze.waste import SPLIT_COLUMNS, in_waste_order, nearest_rank, waste_by_vm
+from pvtrace.analyze.waste import SPLIT_COLUMNS, in_waste_order, wait_percentiles, waste_by_vm
 from pvtrace.schema import LOCK_KINDS
 from pvtrace.trace import TraceMeta
 
@@ -232,16 +232,7 @@ def _waste_by_lock(rows: pl.DataFrame, waits: pl.DataFrame) -> pl.DataFrame:
     """waste_by_lock of the windows' rows: counts and spin added, wait percentiles over all waits."""
     added = ["n_acquisitions", "n_contended", *SPLIT_COLUMNS]
     sums = rows.group_by("vm", "lock", maintain_order=True).agg(pl.col(c).sum() for c in added)
-    pct = (
-        waits.filter(~pl.col("truncated"))
-        .group_by("vm", "lock")
-        .agg(
-            nearest_rank(pl.col("dur"), 0.5).alias("wait_p50_ns"),
-            nearest_rank(pl.col("dur"), 0.9).alias("wait_p90_ns"),
-            nearest_rank(pl.col("dur"), 0.99).alias("wait_p99_ns"),
-            pl.col("dur").max().cast(I64).alias("wait_max_ns"),
-        )
-    )
+    pct = waits.filter(~pl.col("truncated")).group_by("vm", "lock").agg(*wait_percentiles())
     merged = sums.join(pct, on=["vm", "lock"], how="left").sort("vm", "lock")
     return in_waste_order(merged.select(rows.columns).cast(rows.schema))
 
