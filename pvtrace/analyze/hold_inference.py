@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from pvtrace.analyze.holders import (
+from pvtrace.analyze.hold_statistics import (
     FALLBACK_MEAN_NS,
     FALLBACK_MEDIAN_NS,
     FALLBACK_TAIL_NS,
@@ -15,12 +15,8 @@ from pvtrace.analyze.holders import (
     HOLD_BOUND_FACTOR,
     I64,
     MIN_HANDOFFS,
-    _kicks,
-    _ran_between,
-    _running_clock,
-    finish_holds,
-    visible_holds,
 )
+from pvtrace.analyze.holders import _kicks, finish_holds, visible_holds
 from pvtrace.analyze.intervals import (
     lookup,
     packing,
@@ -31,6 +27,7 @@ from pvtrace.analyze.intervals import (
 from pvtrace.analyze.likely_holder import areas_at, free_running_clock, likely_holders, span_area
 from pvtrace.analyze.locks import acquisitions, lock_status
 from pvtrace.analyze.prepare import Prepared
+from pvtrace.analyze.running_clock import ran_between, running_clock
 from pvtrace.analyze.silent_stops import release_silent_stops, until_stop
 from pvtrace.analyze.vcpu_states import VcpuStates
 from pvtrace.analyze.waste import spin_pieces
@@ -195,7 +192,7 @@ def _attempt_rate(
         values=["b1"],
         strict=True,
     ).filter(pl.col("start") < pl.col("b1"))
-    ran = _ran_between(visible, run_clock, prep, vid="vid", t0="start", t1="end")
+    ran = ran_between(visible, run_clock, prep, vid="vid", t0="start", t1="end")
     own = visible.select("lid", pl.lit(ran).alias("own")).group_by("lid").agg(pl.col("own").sum())
     per_lock = (
         prep.locks.select("lid", "vm_id")
@@ -249,7 +246,7 @@ def infer_holds(
 ) -> pl.DataFrame:
     """Inferred holds (HOLD_COLUMNS layout, inferred = True, plus unseen_take): contended acquirers,
     then unseen holders. `pieces`: the waits split at their waiters' state changes (wait_pieces)."""
-    clock = _running_clock(states)
+    clock = running_clock(states)
     yields = _yields_by_waiters(waits, states, prep)
     free = free_running_clock(waits, states, prep)
     visible, _, kept = visible_holds(prep, waits, states, clock, yields)
@@ -304,7 +301,7 @@ def _unseen_takes(
         .with_columns(pl.col("g0").fill_null(pl.col("start")))
     )
     a0, a1 = areas_at(h, free, prep, "g0", "start")
-    ran = _ran_between(h, clock, prep, vid="prev_vid", t0="g0", t1="start").fill_null(0)
+    ran = ran_between(h, clock, prep, vid="prev_vid", t0="g0", t1="start").fill_null(0)
     tries = pl.col("rate").fill_null(1.0 / FALLBACK_TRY_INTERVAL_NS) * pl.lit(a1 - a0)
     p_take = 1 - (-tries).exp()
     p_held = (-pl.lit(ran) / pl.col("residual").fill_null(FALLBACK_MEAN_NS)).exp()

@@ -36,7 +36,7 @@ Inferred holders):
    take ends a convoy (_unseen_takes).
 Hold statistics come from clean hand-offs: consecutive acquisitions of one lock
 where the second acquirer was already waiting and both kept running in between
-(per VM with >= MIN_HOLD_SAMPLES of them, else published typical critical sections).
+(hold_statistics.py: per VM with enough of them, else published typical critical sections).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from pvtrace.analyze.hold_statistics import HOLD_BOUND_FACTOR, typical_hold
 from pvtrace.analyze.intervals import (
     lookup,
     sort_by_key,
@@ -51,19 +52,10 @@ from pvtrace.analyze.intervals import (
 )
 from pvtrace.analyze.locks import HOLD_COLUMNS, lock_order
 from pvtrace.analyze.prepare import COARSE_TICK_NS, Prepared
+from pvtrace.analyze.running_clock import ran_between, run_bound_end
 from pvtrace.analyze.vcpu_states import VcpuStates
 
 I64 = pl.Int64()
-HOLD_BOUND_FACTOR = 3
-LATE_QUANTILE = 0.95
-MIN_HANDOFFS = 20  # contentions a VM needs for its own attempt rate (hold_inference)
-MIN_HOLD_SAMPLES = 5  # clean hand-offs a VM needs for its own hold estimate
-# Without enough clean hand-offs: typical guest critical sections (0.5-2 us, science.md).
-FALLBACK_MEDIAN_NS = 1_000
-FALLBACK_MEAN_NS = 2_000
-FALLBACK_TAIL_NS = 6_000
-# Without contentions to measure it from: a free-running vCPU tries a given lock every 40 us.
-FALLBACK_TRY_INTERVAL_NS = 40_000
 
 
 def _release_key(prep: Prepared, ts: pl.Series) -> pl.Series:
@@ -78,161 +70,6 @@ def _release_key(prep: Prepared, ts: pl.Series) -> pl.Series:
     at = np.empty(ts.len(), dtype=np.int64)
     at[order.to_numpy()] = prep.event_ts.search_sorted(ts.gather(order), side="left").to_numpy()
     return pl.Series(ts.name, at, dtype=I64)
-
-
-def _running_clock(states: VcpuStates) -> pl.DataFrame:
-    """Per vid piece: start, end, running, cum (running time of the vid before the piece)."""
-    p = states.partition.select(
-        pl.col("key").alias("vid"),
-        "start",
-        "end",
-        (pl.col("state") == "running").alias("running"),
-    )
-    dur = pl.when(pl.col("running")).then(pl.col("end") - pl.col("start")).otherwise(0)
-    return p.with_columns((dur.cum_sum().over("vid") - dur).alias("cum"))
-
-
-def _run_bound_end(holds: pl.DataFrame, clock: pl.DataFrame, prep: Prepared) -> pl.Series:
-    """When each holder (vid, start, bound) has run `bound` ns since the hold started (null: never in the trace)."""
-    w = prep.window
-    at = lookup(
-        holds.select("vid", "start", "bound"),
-        clock.select(pl.col("vid").alias("key"), pl.col("start").alias("p_start"), "running", "cum"),
-        by="vid",
-        on="start",
-        table_on="p_start",
-        values=["p_start", "running", "cum"],
-    )
-    ran = at.select(
-        "vid",
-        (
-            pl.col("cum")
-            + pl.when(pl.col("running")).then(pl.col("start") - pl.col("p_start")).otherwise(0)
-            + pl.col("bound")
-        )
-        .clip(None, w.dur + 1)
-        .alias("target"),
-    )
-    run_pieces = clock.filter(pl.col("running")).select(
-        pl.col("vid").alias("key"), (pl.col("cum") + pl.col("end") - pl.col("start")).alias("cum_end"), "end"
-    )
-    found = lookup(
-        ran,
-        run_pieces,
-        by="vid",
-        on="target",
-        table_on="cum_end",
-        values=["cum_end", "end"],
-        direction="forward",
-    )
-    return found.select(pl.col("end") - (pl.col("cum_end") - pl.col("target"))).to_series()
-
-
-def _typical_hold(acq: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.DataFrame:
-    """Per vm: median, mean and tail of the interval between consecutive acquisitions of a lock
-    that were clean hand-offs: the first acquirer kept running, and the next one spun without
-    a break from the first acquisition (or its own contention, if later) to its acquisition."""
-    changes = states.changes.select(pl.col("vid").alias("key"), pl.col("ord").alias("change_ord"), "state")
-    stops = changes.filter(pl.col("state") != "running").rename({"change_ord": "stop_ord"}).drop("state")
-    a = acq.filter(
-        pl.col("next_vid").is_not_null() & (pl.col("next_contend_ord") < pl.col("ord"))
-    ).with_columns(pl.col("ord").alias("_from"))
-    a = lookup(
-        a,
-        stops,
-        by="vid",
-        on="ord",
-        table_on="stop_ord",
-        values=["stop_ord"],
-        direction="forward",
-        strict=True,
-    ).drop("_row")
-    a = lookup(
-        a,
-        changes,
-        by="next_vid",
-        on="_from",
-        table_on="change_ord",
-        values=["state"],
-        strict=True,
-    ).drop("_row")
-    a = lookup(
-        a,
-        changes,
-        by="next_vid",
-        on="_from",
-        table_on="change_ord",
-        values=["change_ord"],
-        direction="forward",
-        strict=True,
-    ).drop("_row")
-    clean = a.filter(
-        (pl.col("stop_ord").is_null() | (pl.col("stop_ord") > pl.col("next_ord")))
-        & (pl.col("state") == "running")
-        & (pl.col("change_ord").is_null() | (pl.col("change_ord") > pl.col("next_ord")))
-    ).with_columns(
-        # at least 1 ns: text timestamps (1 us) put quick hand-offs at the same instant
-        (pl.col("next_ts") - pl.col("ts")).clip(lower_bound=1).alias("gap")
-    )
-    stats = [
-        pl.col("gap").median().round(0).cast(I64).alias("hold_median_ns"),
-        pl.col("gap").mean().round(0).cast(I64).alias("hold_mean_ns"),
-        (pl.col("gap").cast(pl.Float64()).pow(2).mean() / (2 * pl.col("gap").mean()))
-        .round(0)
-        .cast(I64)
-        .alias("hold_residual_ns"),
-        pl.col("gap").quantile(LATE_QUANTILE, "higher").cast(I64).alias("hold_tail_ns"),
-        pl.len().alias("n_handoffs"),
-    ]
-    clean = clean.join(prep.locks.select("lid", "vm"), on="lid")
-    per_vm = clean.group_by("vm").agg(stats).filter(pl.col("n_handoffs") >= MIN_HOLD_SAMPLES)
-    # A VM with too few clean hand-offs takes published typical critical sections, not other
-    # VMs' figures: VMs run unrelated workloads, and a VM's analysis must not depend on which
-    # other VMs share its trace (the partitioned analysis runs each VM's events alone). Its
-    # own few hand-offs beat the published figures (tried on the accuracy cases: 5 to 10 of
-    # them per VM in calm 3x runs), hence the low bar.
-    published = pl.DataFrame(
-        {
-            "hold_median_ns": [FALLBACK_MEDIAN_NS],
-            "hold_mean_ns": [FALLBACK_MEAN_NS],
-            "hold_residual_ns": [FALLBACK_MEAN_NS],
-            "hold_tail_ns": [FALLBACK_TAIL_NS],
-            "n_handoffs": [0],
-        },
-        schema=per_vm.select(pl.exclude("vm")).schema,
-    )
-    vms = prep.locks.select("vm").unique()
-    missing = vms.join(per_vm, on="vm", how="anti").join(published, how="cross")
-    return pl.concat([per_vm, missing.select(per_vm.columns)])
-
-
-def _ran_between(
-    rows: pl.DataFrame, clock: pl.DataFrame, prep: Prepared, *, vid: str, t0: str, t1: str
-) -> pl.Series:
-    """How long vCPU `vid` ran between times t0 and t1 (null where t1 is null)."""
-    t_start = prep.window.t_start
-    ends = rows.select(vid, pl.col(t0).fill_null(t_start), pl.col(t1).fill_null(t_start))
-    running = clock.select(
-        pl.col("vid").alias("key"),
-        pl.col("start").alias("bp"),
-        pl.col("running").cast(I64).alias("rate"),
-        "cum",
-    )
-    c0, c1 = _clock_at(ends, running, by=vid, times=(t0, t1))
-    return pl.select(pl.when(rows[t1].is_not_null()).then(c1 - c0)).to_series()
-
-
-def _clock_at(
-    points: pl.DataFrame, clock: pl.DataFrame, *, by: str, times: tuple[str, ...]
-) -> list[pl.Series]:
-    """A piecewise-linear clock read at each point's times (one lookup for all of them): `clock`
-    has key, bp, rate, cum (the value at breakpoint bp, rising at `rate` after it), sorted by
-    key, bp; a time before a key's first breakpoint reads null."""
-    n = points.height
-    stacked = pl.concat([points.select(pl.col(by).alias("_k"), pl.col(t).alias("_t")) for t in times])
-    found = lookup(stacked, clock, by="_k", on="_t", table_on="bp", values=["bp", "rate", "cum"])
-    value = found.select(pl.col("cum") + pl.col("rate") * (pl.col("_t") - pl.col("bp"))).to_series()
-    return [value.slice(k * n, n) for k in range(len(times))]
 
 
 def visible_holds(
@@ -273,7 +110,7 @@ def visible_holds(
         pl.when(same).then(pl.col("contend_ts").shift(-1)).alias("next_contend_ts"),
         pl.when(same).then(pl.col("vid").shift(-1)).alias("next_vid"),
     )
-    typical = _typical_hold(acq, states, prep)
+    typical = typical_hold(acq, states, prep)
     acq = (
         acq.join(prep.locks.select("lid", "vm"), on="lid", how="left", maintain_order="left")
         .join(typical, on="vm", how="left", maintain_order="left")
@@ -355,7 +192,7 @@ def visible_holds(
         & (pl.col("run_ord").is_null() | (pl.col("run_ord") > pl.col("next_ord")))
     ).fill_null(False)
     acq = acq.with_columns(
-        _ran_between(acq, clock, prep, vid="vid", t0="ts", t1="stop_ts").alias("ran_to_stop"),
+        ran_between(acq, clock, prep, vid="vid", t0="ts", t1="stop_ts").alias("ran_to_stop"),
         pl.when(handed).then(pl.col("stop_ts")).alias("ahead_ts"),
     )
     # A waiter of the lock that yields to it while it is stopped says it is in the kernel holding it.
@@ -392,7 +229,7 @@ def _ended(acq: pl.DataFrame, waits: pl.DataFrame, clock: pl.DataFrame, prep: Pr
     is given (`_run_for`) and the other bounds of step 1."""
     t1 = prep.window.t_end
     acq = acq.with_columns(
-        _run_bound_end(
+        run_bound_end(
             acq.select("vid", pl.col("ts").alias("start"), pl.col("_run_for").alias("bound")), clock, prep
         ).alias("ran_ts")
     )
@@ -457,7 +294,7 @@ def _queued_successor(
     if a.height == 0:
         return acq
     a = a.with_columns(
-        _ran_between(a, clock, prep, vid="vid", t0="ts", t1="next_contend_ts").alias("ran_to_queue")
+        ran_between(a, clock, prep, vid="vid", t0="ts", t1="next_contend_ts").alias("ran_to_queue")
     )
     certain = pl.col("next_contend_ord") < pl.col("ord")
     plausible = (

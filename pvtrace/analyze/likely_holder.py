@@ -7,13 +7,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from pvtrace.analyze.holders import (
-    FALLBACK_TRY_INTERVAL_NS,
-    I64,
-    _clock_at,
-    _ran_between,
-    _run_bound_end,
-)
+from pvtrace.analyze.hold_statistics import FALLBACK_TRY_INTERVAL_NS, I64
 from pvtrace.analyze.intervals import (
     changes_to_partition,
     cum_sum_within,
@@ -24,6 +18,7 @@ from pvtrace.analyze.intervals import (
     split,
 )
 from pvtrace.analyze.prepare import Prepared
+from pvtrace.analyze.running_clock import clock_at, ran_between, run_bound_end
 from pvtrace.analyze.vcpu_states import VcpuStates
 
 # Log-likelihood against an unseen holder of an unfair lock changing between two episodes of
@@ -95,7 +90,7 @@ def areas_at(points: pl.DataFrame, clock: pl.DataFrame, prep: Prepared, *ts: str
         pl.col("n").alias("rate"),
         pl.col("area").alias("cum"),
     )
-    return [a.fill_null(0) for a in _clock_at(points, free, by="vm_id", times=ts)]
+    return [a.fill_null(0) for a in clock_at(points, free, by="vm_id", times=ts)]
 
 
 def likely_holders(
@@ -202,7 +197,7 @@ def likely_holders(
     )
     at_rho, at_e0, at_e1_, at_back = areas_at(cand, free, prep, "rho", "e0", "e1", "back")
     cand = cand.with_columns(
-        _ran_between(cand, run_clock, prep, vid="cand", t0="e0", t1="e1").alias("ran"),
+        ran_between(cand, run_clock, prep, vid="cand", t0="e0", t1="e1").alias("ran"),
         (at_e0 - at_rho + at_back - at_e1_).alias("absent"),
     )
     boosted = (
@@ -226,7 +221,7 @@ def likely_holders(
         .group_by("lid", "e0", maintain_order=True)
         .first()
     )
-    resumed_end = _run_bound_end(
+    resumed_end = run_bound_end(
         best.select(pl.col("cand").alias("vid"), pl.col("e1").alias("start"), pl.col("hold").alias("bound")),
         run_clock,
         prep,
