@@ -100,12 +100,12 @@ def _clients(scheduler: str | None, workers: int | None, timeout_s: float) -> It
     with cluster, Client(cluster) as client:
         try:
             yield client
-        except KeyboardInterrupt:
-            # closing a cluster mid-task races its heartbeats: the errors it logs are no news
+        finally:
+            # closing a cluster races its workers' heartbeats (mid-task, and now and then after the
+            # last task too: "CommClosedError ... heartbeat_worker"): the errors it logs are no news
             with suppress(Exception):
                 client.run(silence_dask_logs)
             silence_dask_logs()
-            raise
 
 
 def silence_dask_logs() -> None:
@@ -201,7 +201,7 @@ def run_jobs(
         while running:
             if stop:
                 client.cancel([f for _, f in running.values()])
-                raise Terminated(stop[0]) if stop[0] != signal.SIGINT else KeyboardInterrupt()
+                _raise_for(stop[0])
             ready = done.next_batch(block=False)
             if not ready:
                 with suppress(TimeoutError):  # back at least every POLL_S to look at `stop`
@@ -215,6 +215,12 @@ def run_jobs(
                 future.release()
                 on_done(job, result, error)
                 fill()
+        if stop:  # it came with the last results: still an interrupted run, not a finished one
+            _raise_for(stop[0])
+
+
+def _raise_for(signum: int) -> None:
+    raise Terminated(signum) if signum != signal.SIGINT else KeyboardInterrupt()
 
 
 @contextmanager
