@@ -72,7 +72,10 @@ def kind_gaps(
         tables["convoys"] = kept  # in place: the other tables may live on disk (analyze/partitioned.py)
         if (und_spin > 0 or dropped) and not lwp_unavailable:
             part = {
-                "missing": f"convoys on {und.height} lock(s) of undecided kind ({dropped} not counted)",
+                # not "how many are missing": which hand-offs a convoy spans depends on the kind
+                "missing": f"convoys on {und.height} lock(s) of undecided kind not counted "
+                f"(their number depends on the kind; {dropped} found there without it)",
+                "convoys_found_without_kind": dropped,
                 "spin_ns_on_them": und_spin,
                 "spin_pct_on_them": share,
                 "fix": KIND_FIX,
