@@ -17,14 +17,13 @@ from pvtrace.analyze.filters import Filters, filter_result, filter_trace, parse_
 from pvtrace.analyze.partitioned import parse_budget
 from pvtrace.analyze.result import TABLES
 from pvtrace.analyze.run import STEPS, analyze_parquet
-from pvtrace.cli.common import console, err, handle_errors, progress
+from pvtrace.cli.common import LOCK_KIND_HELP, checked_lock_kind, console, err, handle_errors, progress
 from pvtrace.cli.ingest import parse_guest_offset, refuse_text_options
 from pvtrace.cli.summary_view import render_summary
 from pvtrace.errors import UsageError
 from pvtrace.fmt import lock_hex
 from pvtrace.ingest.load import is_one_parquet, load
 from pvtrace.outputs import OutputSet, atomic_file
-from pvtrace.schema import LOCK_KINDS
 from pvtrace.trace import Trace
 
 
@@ -225,8 +224,7 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option(
                 "--lock-kind",
-                help="Lock kind of every lock: fifo or unfair; unknown infers it per lock from the trace "
-                "(default: the trace's metadata, else inferred).",
+                help=LOCK_KIND_HELP,
             ),
         ] = None,
         fmt: Annotated[str, typer.Option("--format", help="Input format (auto: detect).")] = "auto",
@@ -265,8 +263,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Measure spin waste, LHP/LWP incidents, convoys, exits and pv kicks of a trace."""
-        if lock_kind is not None and lock_kind not in LOCK_KINDS:
-            raise UsageError(f"--lock-kind must be one of {', '.join(LOCK_KINDS)}, not {lock_kind!r}")
+        checked_lock_kind(lock_kind)
         # `--csv -`: the flag, then `-` (stdout), which the parser hands over as one more input
         # (a `-` before it is the trace on stdin: `trace-cmd report | pvtrace analyze - --csv -`)
         csv_out = "-" if csv and Path("-") in files else None

@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from pvtrace.cli import command_finished
-from pvtrace.errors import PvtraceError
+from pvtrace.errors import PvtraceError, UsageError
 from pvtrace.outputs import Terminated, os_message, remove_live_temps, signals_unwind
 
 
@@ -98,3 +98,18 @@ def progress(description: str, total: float | None, quiet: bool = False) -> Iter
     )
     with bar:
         yield ProgressTask(bar, bar.add_task(description, total=total))
+
+
+LOCK_KIND_HELP = (
+    "Lock kind of every lock: fifo or unfair; unknown infers it per lock from the trace "
+    "(default: the trace's metadata, else inferred)."
+)
+
+
+def checked_lock_kind(lock_kind: str | None) -> str | None:
+    """--lock-kind as given (None: not given), or a one-line usage error."""
+    from pvtrace.schema import LOCK_KINDS  # polars: only for the commands that analyze
+
+    if lock_kind is not None and lock_kind not in LOCK_KINDS:
+        raise UsageError(f"--lock-kind must be one of {', '.join(LOCK_KINDS)}, not {lock_kind!r}")
+    return lock_kind

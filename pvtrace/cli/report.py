@@ -13,7 +13,7 @@ from rich.table import Table
 from pvtrace.analyze import Analysis, analyze
 from pvtrace.analyze.filters import filter_result, filter_trace, parse_filters
 from pvtrace.analyze.run import STEPS
-from pvtrace.cli.common import console, err, handle_errors, out, progress
+from pvtrace.cli.common import LOCK_KIND_HELP, checked_lock_kind, console, err, handle_errors, out, progress
 from pvtrace.errors import FormatError, UsageError
 from pvtrace.ingest.load import load
 from pvtrace.outputs import OutputSet
@@ -34,10 +34,10 @@ def load_trace(paths: list[Path], what: str) -> Trace:
         return load(paths, progress=bar.advance)
 
 
-def analyze_with_progress(trace: Trace, what: str) -> Analysis:
+def analyze_with_progress(trace: Trace, what: str, lock_kind: str | None = None) -> Analysis:
     """Run the analyzer, with a progress bar on a terminal."""
     with progress(f"analyzing {what}", total=len(STEPS)) as bar:
-        return analyze(trace, progress=lambda step: bar.advance())
+        return analyze(trace, lock_kind=lock_kind, progress=lambda step: bar.advance())
 
 
 def report(
@@ -57,6 +57,7 @@ def report(
         None, "--vcpu", help="Show only rows involving this vCPU (totals cover every vCPU)."
     ),
     lock: str | None = typer.Option(None, "--lock", help="Report only this lock (hex id)."),
+    lock_kind: str | None = typer.Option(None, "--lock-kind", help=LOCK_KIND_HELP),
     figures: Path | None = typer.Option(
         None, "--figures", help="Also write every chart as an image into DIR."
     ),
@@ -75,6 +76,7 @@ def report(
     if figure_format not in FORMATS:
         raise UsageError(f"--figure-format must be one of {', '.join(FORMATS)}, not {figure_format!r}")
     filters = parse_filters(window, vm, vcpu, lock)
+    checked_lock_kind(lock_kind)
     outputs = OutputSet(force=force, inputs=files)
     if out_path is not None:
         outputs.plan(out_path, new=True)
@@ -86,7 +88,7 @@ def report(
         lo, hi = filters.bounds(trace.t_start)  # units count from the start of the whole trace
         if filters.any:
             trace = filter_trace(trace, filters)
-        analysis = filter_result(analyze_with_progress(trace, names), filters)
+        analysis = filter_result(analyze_with_progress(trace, names, lock_kind), filters)
         win = None
         if filters.window is not None:  # the timeline opens on the window asked for
             t0 = trace.t_start or 0
@@ -117,9 +119,11 @@ def compare(
     label_a: str | None = typer.Option(None, "--label-a", help="Name of run A (default: its file name)."),
     label_b: str | None = typer.Option(None, "--label-b", help="Name of run B (default: its file name)."),
     out_path: Path | None = typer.Option(None, "-o", "--out", help="Also write the comparison page here."),
+    lock_kind: str | None = typer.Option(None, "--lock-kind", help=LOCK_KIND_HELP + " Applies to both runs."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing page."),
 ) -> None:
     """Compare two runs: headline metrics side by side with deltas, and a page with both overlaid."""
+    checked_lock_kind(lock_kind)
     labels = (label_a or a.stem, label_b or b.stem)
     if labels[0] == labels[1]:
         labels = (f"A: {labels[0]}", f"B: {labels[1]}")
@@ -130,7 +134,10 @@ def compare(
 
     with outputs:
         ta, tb = load_trace([a], labels[0]), load_trace([b], labels[1])
-        xa, xb = analyze_with_progress(ta, labels[0]), analyze_with_progress(tb, labels[1])
+        xa, xb = (
+            analyze_with_progress(ta, labels[0], lock_kind),
+            analyze_with_progress(tb, labels[1], lock_kind),
+        )
         table = format_comparison(compare_metrics(xa, xb, (ta, tb)), labels)
         if out_path is not None:
             write_compare(xa, xb, labels, out_path, force=force, traces=(ta, tb))

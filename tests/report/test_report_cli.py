@@ -116,3 +116,20 @@ def test_report_filters_by_vm_and_lock(tmp_path, trace_file):
     assert res.exit_code != 0 and "--lock" in res.output and res.output.count("\n") == 1
     res = run("report", str(trace_file), "-o", str(tmp_path / "v.html"), "--vm", "nope")
     assert res.exit_code != 0 and "--vm" in res.output
+
+
+def test_compare_and_report_take_the_lock_kind(tmp_path, trace_file):
+    # the partial notes of a text trace tell the user to pass --lock-kind, which compare and
+    # report did not take (a new user's PLE off/on comparison)
+    b = tmp_path / "b.parquet"
+    b.write_bytes(trace_file.read_bytes())
+    args = ["compare", str(trace_file), str(b)]
+    given = runner.invoke(app, args, catch_exceptions=False, env={"COLUMNS": "250"})
+    inferred = runner.invoke(
+        app, [*args, "--lock-kind", "unknown"], catch_exceptions=False, env={"COLUMNS": "250"}
+    )
+    assert given.exit_code == inferred.exit_code == 0, inferred.output
+    assert "cannot separate" in inferred.output and "cannot separate" not in given.output
+    for cmd in (args, ["report", str(trace_file), "-o", str(tmp_path / "r.html")]):
+        bad = runner.invoke(app, [*cmd, "--lock-kind", "fair"])
+        assert bad.exit_code == 2 and "--lock-kind must be one of" in bad.output, bad.output
