@@ -25,17 +25,40 @@ _LOCK_FRAME = (
 )
 
 
-def lock_callers(events: pl.LazyFrame, waits: pl.DataFrame) -> pl.DataFrame:
-    """vm, lock, caller, n_waits, total_wait_ns, max_wait_ns per caller of each lock, most wait first.
-
-    A stack is tied to the latest contention_begin of the same vCPU at or before it; the
-    wait is the one that begins there. Empty when the trace has no stacks."""
-    stacks = (
+def _wait_stacks(events: pl.LazyFrame) -> pl.DataFrame:
+    """The stacks a contention_begin triggered: vm, vcpu, ts, stack."""
+    return (
         events.filter((pl.col("kind") == "other") & (pl.col("event").cast(pl.String) == "kernel_stack"))
         .select(pl.col("vm").cast(pl.String), "vcpu", "ts", pl.col("args").alias("stack"))
         .filter(pl.col("stack").str.contains("contention_begin"))
         .collect()
     )
+
+
+def stack_cost(events: pl.LazyFrame, waits: pl.DataFrame) -> dict | None:
+    """What taking a stack at each contention_begin added to the waits: the median time from a
+    wait's start to its stack (the capture's time, inside the wait), over the waits that have one."""
+    stacks = _wait_stacks(events)
+    if stacks.height == 0 or waits.height == 0:
+        return None
+    w = waits.select("vm", "vcpu", "start", "dur").sort("start")
+    tied = (
+        stacks.sort("ts")
+        .join_asof(w, left_on="ts", right_on="start", by=["vm", "vcpu"], check_sortedness=False)
+        .filter(pl.col("start").is_not_null() & (pl.col("ts") - pl.col("start") <= pl.col("dur")))
+        .unique(["vm", "vcpu", "start"], keep="first")
+    )
+    if tied.height == 0:
+        return None
+    return {"median_ns": int((tied["ts"] - tied["start"]).median()), "n_waits": tied.height}
+
+
+def lock_callers(events: pl.LazyFrame, waits: pl.DataFrame) -> pl.DataFrame:
+    """vm, lock, caller, n_waits, total_wait_ns, max_wait_ns per caller of each lock, most wait first.
+
+    A stack is tied to the latest contention_begin of the same vCPU at or before it; the
+    wait is the one that begins there. Empty when the trace has no stacks."""
+    stacks = _wait_stacks(events)
     if stacks.height == 0 or waits.height == 0:
         return pl.DataFrame(schema=LOCK_CALLERS_SCHEMA)
     frames = (

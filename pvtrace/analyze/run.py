@@ -174,12 +174,31 @@ def _context_events(events: pl.LazyFrame) -> _Context:
     return _Context(events, names, tables)
 
 
+# A stack taken at each contention_begin that costs this much (median) makes wait times read long.
+STACK_COST_WARN_NS = 1_000
+
+
+def _warn_stack_cost(result: Analysis, cost: dict | None) -> None:
+    if cost is None:
+        return
+    x = result.summary.extra
+    x["stack_cost"] = cost
+    if cost["median_ns"] >= STACK_COST_WARN_NS:
+        x.setdefault("warnings", []).append(
+            f"each lock wait includes the stack trace its contention_begin triggered: "
+            f"{cost['median_ns'] / 1000:.1f} us (median over {cost['n_waits']:,} waits) of capture time, "
+            "not of the lock, so wait times and percentiles read that much long "
+            "(capture with `pvtrace record --guest --no-stacktrace` for exact waits)"
+        )
+
+
 def _with_context(result: Analysis, ctx: _Context) -> Analysis:
     """Add the tables that read raw event columns the concepts drop (analyze/context.py): callers
     per lock from the captured stacks, the pCPU timeline, VM exits, and all incidents with what
     ran in the preempted vCPU's place."""
     if {"event", "args"} <= ctx.names:
         result.tables["lock_callers"] = context.lock_callers(ctx.events, result.table("waits"))
+        _warn_stack_cost(result, context.stack_cost(ctx.events, result.table("waits")))
     result.tables.update(ctx.tables)
     result.tables["incidents"] = context.incidents(
         result.table("lhp_incidents"),

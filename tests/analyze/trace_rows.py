@@ -40,6 +40,7 @@ def trace_of(
         "reason": pl.String(),
         "target": pl.Int32(),
         "value": pl.Int64(),
+        "args": pl.String(),
     }
     df = pl.DataFrame(records, schema=schema)
     meta = TraceMeta(
