@@ -22,7 +22,7 @@ def _replace(line: str, m: re.Match[str], group: str, value: str) -> str:
 
 def mutate(lines: list[str], i: int, how: str, amount: int) -> list[str]:
     """lines with record line i mutated (`how` in HOWS); unchanged when the mutation does not apply
-    (a first record on its CPU cannot go back: that is a valid trace)."""
+    (a first record on its CPU cannot go back, two records of one instant swapped: valid traces)."""
     line = lines[i]
     m = DATA.search(line)
     out = list(lines)
@@ -53,6 +53,11 @@ def mutate(lines: list[str], i: int, how: str, amount: int) -> list[str]:
         secs, frac = divmod(now, scale)
         out[i] = line[: m.start("secs")] + f"{secs}.{frac:0{width}d}" + line[m.end("frac") :]
     elif how == "swap" and i + 1 < len(lines):
+        nxt = DATA.search(lines[i + 1])
+        if nxt is not None and (nxt["secs"], nxt["frac"]) == (m["secs"], m["frac"]):
+            # records printed at the same instant come in either order in a real trace (the print cut
+            # their order away): the swap is another valid trace, which may read differently
+            return out
         out[i], out[i + 1] = lines[i + 1], lines[i]
     return out
 
