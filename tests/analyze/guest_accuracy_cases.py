@@ -30,6 +30,7 @@ from pvtrace.simulate.views import select_view
 ALGORITHMS = ("tas", "ticket", "pv-ticket", "pv-qspinlock")
 PRESETS = ("lhp-demo", "overcommit-2x", "seed-table")
 TOTALS = ("waste_lhp_ns", "spin_ns", "wait_preempted_ns", "wait_halted_ns")
+OUTCOMES = ("meet", "range", "declined", "miss")
 
 
 def _shifted(table: pl.DataFrame, offset: int, locks: dict[int, int]) -> pl.DataFrame:
@@ -73,7 +74,12 @@ def guest_run(scenario: Scenario, seed: int, hz: int = GUEST_HZ, lock_kind: str 
     offsets = trace.meta.clock.get("guest_offset_ns") or {}
     hashed = hashed_lock_addresses(trace.events.filter(pl.col("lock").is_not_null()).select("vm", "lock"))
     found: dict[str, int | None] = dict.fromkeys((*TOTALS, "preempted_ns", "unseen_ns"), 0)
-    lhp_found = []
+    lhp_found, per_vm = [], []
+    iv = state_intervals(trace.events, truth.t_end)
+    harmful = visible(truth.lhp_incidents.filter(pl.col("harmful")), iv, 1_000_000_000 // hz)
+    pre = iv.filter(pl.col("state") == "preempted").select(
+        pl.col("vm").cast(pl.String), (pl.col("end") - pl.col("start")).alias("d")
+    )
     levels, limited, partial = set(), [], set()
     with tempfile.TemporaryDirectory() as tmp:
         for vm in trace.meta.vms:
@@ -95,14 +101,17 @@ def guest_run(scenario: Scenario, seed: int, hz: int = GUEST_HZ, lock_kind: str 
             found["unseen_ns"] += int(info.get("unseen_ns") or 0)
             mine = hashed.filter(pl.col("vm") == vm)
             locks = dict(zip([int(h, 16) for h in mine["hashed"]], mine["lock"].to_list(), strict=True))
-            lhp_found.append(_shifted(result.table("lhp_incidents"), int(offsets.get(vm, 0)), locks))
+            mine_lhp = _shifted(result.table("lhp_incidents"), int(offsets.get(vm, 0)), locks)
+            lhp_found.append(mine_lhp)
+            per_vm.append(
+                _vm_figures(
+                    vm, s, info, mine_lhp, harmful.filter(pl.col("vm") == vm), pre.filter(pl.col("vm") == vm)
+                )
+            )
     t = truth.summary.totals
-    iv = state_intervals(trace.events, truth.t_end)
     true = {k: t[k] for k in TOTALS}
-    pre = iv.filter(pl.col("state") == "preempted").select((pl.col("end") - pl.col("start")).alias("d"))
     true["preempted_ns"] = int(pre["d"].sum())
     true["unseen_ns"] = int(pre.filter(pl.col("d") < 2 * (1_000_000_000 // hz))["d"].sum())
-    harmful = visible(truth.lhp_incidents.filter(pl.col("harmful")), iv, 1_000_000_000 // hz)
     true["waste_lhp_visible_ns"] = int(harmful.filter("visible")["waste_ns"].sum())
     lhp = pl.concat(lhp_found).with_columns(pl.col("vm").cast(pl.String))
     seen = harmful_lhp_counts(lhp, harmful.filter("visible"))
@@ -116,7 +125,50 @@ def guest_run(scenario: Scenario, seed: int, hz: int = GUEST_HZ, lock_kind: str 
         "lhp_visible": {**seen, "found_matched": harmful_lhp_counts(lhp, harmful)["found_matched"]},
         "found": found,
         "true": true,
+        "vms": per_vm,
     }
+
+
+def _vm_figures(
+    vm: str, summary, info: dict, lhp: pl.DataFrame, harmful: pl.DataFrame, pre: pl.DataFrame
+) -> dict:
+    """One VM's guest file alone against that VM's truth: what a tenant gets."""
+    lhp = lhp.with_columns(pl.col("vm").cast(pl.String))
+    seen = harmful_lhp_counts(lhp, harmful.filter("visible"))
+    every = harmful_lhp_counts(lhp, harmful)
+    steal = info.get("steal_ns")
+    return {
+        "vm": vm,
+        "declined": bool(info.get("limited") or info.get("halting")),
+        "precision": scores_of(every)["precision"],
+        "recall_visible": scores_of(seen)["recall"],
+        "waste_lhp_ns": summary.totals.get("waste_lhp_ns"),
+        "range": info.get("lhp_waste_range_ns"),
+        "true_waste_lhp_ns": int(harmful["waste_ns"].sum()),
+        "preempted_ns": steal if steal is not None else info.get("preempted_ns"),
+        "true_preempted_ns": int(pre["d"].sum()),
+    }
+
+
+def vm_outcome(v: dict) -> str:
+    """meet (the targets, LHP waste against every true harmful incident of the VM), range (LHP waste
+    given as a range that holds the truth within the 15%), declined, or miss."""
+    if v["declined"]:
+        return "declined"
+    pre = relative_error(v["preempted_ns"], v["true_preempted_ns"])
+    waste = relative_error(v["waste_lhp_ns"], v["true_waste_lhp_ns"])
+    if (
+        v["precision"] >= 0.9
+        and v["recall_visible"] >= 0.9
+        and waste is not None
+        and abs(waste) <= 0.15
+        and pre is not None
+        and abs(pre) <= 0.10
+    ):
+        return "meet"
+    if v["range"] and 0.85 * v["range"][0] <= v["true_waste_lhp_ns"] <= 1.15 * v["range"][1]:
+        return "range"
+    return "miss"
 
 
 @cache
@@ -176,6 +228,7 @@ def figures(
         ),
         "unseen_found": share("found"),
         "unseen_true": share("true"),
+        "vm_outcomes": {k: sum(vm_outcome(v) == k for r in every for v in r["vms"]) for k in OUTCOMES},
     }
 
 
@@ -189,8 +242,9 @@ Row = tuple[str, str, str | None, tuple[int, ...], int, str | None, bool | None]
 def table(rows: list[Row]) -> str:
     out = [
         "| case | lock | PLE | HZ | --lock-kind | runs (declined) | harmful LHP: true (seeable) | precision | "
-        "recall seeable (all) | LHP waste vs seeable (all) | spin | preempted time | unseen share: level / truth |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "recall seeable (all) | LHP waste vs all (seeable) | spin | preempted time | unseen share: level / truth | "
+        "VMs alone: meet / range / declined / miss |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for kind, name, algo, seeds, hz, lock_kind, ple in rows:
         f = figures(kind, name, algo, seeds, hz, lock_kind, ple)
@@ -200,7 +254,7 @@ def table(rows: list[Row]) -> str:
             cells = [
                 f"{100 * f['precision']:.1f}%",
                 f"{100 * f['recall_visible']:.1f}% ({100 * f['recall']:.1f}%)",
-                f"{_pct(f['waste_lhp_visible_err'])} ({_pct(f['waste_lhp_err'])})",
+                f"{_pct(f['waste_lhp_err'])} ({_pct(f['waste_lhp_visible_err'])})",
                 _pct(f["spin_err"]),
             ]
         lead = [
@@ -212,7 +266,11 @@ def table(rows: list[Row]) -> str:
             f"{f['n_runs']} ({f['n_declined']})",
             f"{f['n_true']} ({f['n_visible']})" if not f["limited"] else str(f["n_true"]),
         ]
-        tail = [_pct(f["preempted_err"]), f"{100 * f['unseen_found']:.0f}% / {100 * f['unseen_true']:.0f}%"]
+        tail = [
+            _pct(f["preempted_err"]),
+            f"{100 * f['unseen_found']:.0f}% / {100 * f['unseen_true']:.0f}%",
+            " / ".join(str(f["vm_outcomes"][k]) for k in OUTCOMES),
+        ]
         out.append("| " + " | ".join(lead + cells + tail) + " |")
     return "\n".join(out)
 
