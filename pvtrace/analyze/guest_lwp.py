@@ -1,4 +1,4 @@
-"""Guest-inferred LHP that may be lock-waiter preemption: a fifo lock handed to a stopped waiter.
+"""Guest-inferred LHP with a second waiter stopped inside its wait: LHP or lock-waiter preemption.
 
 From inside the guest a lock's release is not seen. When a fifo (ticket, queued) lock has a
 waiter that stopped inside its wait, a release hands the lock to that waiter while it is not
@@ -6,12 +6,15 @@ running (LWP, docs/metrics.md): the other waiters spin behind a stopped *next ow
 guest's events cannot tell that from a stopped *holder*: the holder guess (the lock's last
 contended acquirer) picks a vCPU that stopped while holding other locks, and the waiters' spin
 becomes LHP waste with a wrong holder (simulated overcommit-2x without PLE: 2 to 4 such
-incidents per true one in a hand-off chain). With two vCPUs this cannot happen (the only
-waiter is the one spinning), so it needs a second waiter of the lock.
+incidents per true one in a hand-off chain). Where the stopped waiter queued behind a spinning
+one, the lock did not go to it, but its stop began somewhere in the tick before its missed
+tick, so how much of the incident it spun is known only to a tick (one such incident came out
++32%). With two vCPUs neither happens (the only waiter is the one spinning): it needs a second
+waiter of the lock.
 
-Such an incident is *ambiguous*: its waste is LHP waste or LWP waste. The level keeps it (a
-hold of a stopped holder fits the trace as well) and gives LHP waste as a range, from without
-the ambiguous incidents to with them, marked partial with the reason.
+Such an incident is *ambiguous*. The level keeps it (a stopped holder fits the trace as well)
+and gives LHP waste as a range, from without the ambiguous incidents to with them, marked
+partial with the reason.
 """
 
 from __future__ import annotations
