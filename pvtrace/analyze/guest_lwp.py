@@ -91,7 +91,7 @@ def mark_ambiguous_lhp(tables: dict[str, pl.DataFrame], info: GuestPreemption) -
         "missing": (
             f"{found.height} of {lhp.height} LHP incidents ({doubt / 1e6:.1f} ms of waste) came while another "
             "waiter of the fifo lock was stopped inside its wait: the lock may have been handed to it (LWP, "
-            "not LHP); LHP waste "
+            "not LHP), or its stop is placed only to a tick; LHP waste "
             f"{(total - doubt) / 1e6:.1f}-{total / 1e6:.1f} ms"
         ),
         "lhp_waste_range_ns": [total - doubt, total],
