@@ -43,6 +43,8 @@ class GuestPreemption:
     limited: str | None = None  # why the ticks cannot resolve the preemptions, when they cannot
     halting: str | None = None  # why spin cannot be told from pv halts or sub-tick yields, if it cannot
     wait_stops: dict | None = None  # gaps inside lock waits against the count expected (guest_yields)
+    lhp_waste_range_ns: list[int] | None = None  # some LHP may be fifo hand-offs (guest_lwp)
+    lhp_maybe_lwp: dict | None = None  # those incidents: n, of, waste_ns
     notes: list[str] = field(default_factory=list)
     unavailable: dict[str, str] = field(default_factory=dict)  # metric -> why this level cannot give it
     partial: dict[str, list[dict]] = field(default_factory=dict)  # metric -> what it lacks (partial.py)

@@ -18,6 +18,7 @@ from pvtrace.analyze import locks as locks_mod
 from pvtrace.analyze import waste as waste_mod
 from pvtrace.analyze.count_gaps import add_count_gaps
 from pvtrace.analyze.fidelity import Capabilities, capabilities
+from pvtrace.analyze.guest_lwp import mark_ambiguous_lhp
 from pvtrace.analyze.guest_preemption import STATE_KINDS as GUEST_STATE_KINDS
 from pvtrace.analyze.guest_preemption import GuestPreemption, has_guest_ticks, with_guest_states
 from pvtrace.analyze.hold_inference import infer_holds
@@ -417,6 +418,8 @@ def finish(
         tables["yields"] = tables["yields"].with_columns(pl.lit(None, pl.Boolean()).alias("target_held_lock"))
     tables, partial, lwp_unavailable = kind_gaps(tables, holders_inferred=not caps.holds)
     if prep.guest_preemption is not None:  # preemption too short for the guest's ticks to place
+        if not unaligned and not (caps.guest_limited or caps.guest_halting):
+            mark_ambiguous_lhp(tables, prep.guest_preemption)  # fifo hand-offs to stopped waiters
         for metric, parts in prep.guest_preemption.partial.items():
             add_parts(partial, metric, *parts)
     if unaligned:

@@ -146,7 +146,10 @@ def headline_rows(a: Analysis) -> list[tuple[str, str, str]]:
         label = waste_label(s)
         value = fmt_ns(waste) + (f" ({pct:.2f}% of running)" if pct is not None else "")
         rows.append((label, value, s.fidelity.get("waste_lhp_ns", "")))
-    add("  LHP: holder not running", "waste_lhp_ns", fmt_ns(t.get("waste_lhp_ns")))
+    lhp = fmt_ns(t.get("waste_lhp_ns"))
+    if between := (x.get("guest_preemption") or {}).get("lhp_waste_range_ns"):  # analyze/guest_lwp.py
+        lhp = f"{fmt_ns(between[0])}-{lhp}"
+    add("  LHP: holder not running", "waste_lhp_ns", lhp)
     add("  LWP: next owner preempted", "waste_lwp_preempted_ns", fmt_ns(t.get("waste_lwp_preempted_ns")))
     add("  LWP: next owner halted", "waste_lwp_halted_ns", fmt_ns(t.get("waste_lwp_halted_ns")))
     add("  useful spin", "spin_useful_ns", fmt_ns(t.get("spin_useful_ns")))

@@ -30,6 +30,7 @@ from pvtrace.simulate.views import select_view
 ALGORITHMS = ("tas", "ticket", "pv-ticket", "pv-qspinlock")
 PRESETS = ("lhp-demo", "overcommit-2x", "seed-table")
 TOTALS = ("waste_lhp_ns", "spin_ns", "wait_preempted_ns", "wait_halted_ns")
+OUTCOMES = ("meet", "range", "declined", "miss")
 
 
 def _shifted(table: pl.DataFrame, offset: int, locks: dict[int, int]) -> pl.DataFrame:
@@ -73,7 +74,12 @@ def guest_run(scenario: Scenario, seed: int, hz: int = GUEST_HZ, lock_kind: str 
     offsets = trace.meta.clock.get("guest_offset_ns") or {}
     hashed = hashed_lock_addresses(trace.events.filter(pl.col("lock").is_not_null()).select("vm", "lock"))
     found: dict[str, int | None] = dict.fromkeys((*TOTALS, "preempted_ns", "unseen_ns"), 0)
-    lhp_found = []
+    lhp_found, per_vm = [], []
+    iv = state_intervals(trace.events, truth.t_end)
+    harmful = visible(truth.lhp_incidents.filter(pl.col("harmful")), iv, 1_000_000_000 // hz)
+    pre = iv.filter(pl.col("state") == "preempted").select(
+        pl.col("vm").cast(pl.String), (pl.col("end") - pl.col("start")).alias("d")
+    )
     levels, limited, partial = set(), [], set()
     with tempfile.TemporaryDirectory() as tmp:
         for vm in trace.meta.vms:
@@ -95,14 +101,17 @@ def guest_run(scenario: Scenario, seed: int, hz: int = GUEST_HZ, lock_kind: str 
             found["unseen_ns"] += int(info.get("unseen_ns") or 0)
             mine = hashed.filter(pl.col("vm") == vm)
             locks = dict(zip([int(h, 16) for h in mine["hashed"]], mine["lock"].to_list(), strict=True))
-            lhp_found.append(_shifted(result.table("lhp_incidents"), int(offsets.get(vm, 0)), locks))
+            mine_lhp = _shifted(result.table("lhp_incidents"), int(offsets.get(vm, 0)), locks)
+            lhp_found.append(mine_lhp)
+            per_vm.append(
+                _vm_figures(
+                    vm, s, info, mine_lhp, harmful.filter(pl.col("vm") == vm), pre.filter(pl.col("vm") == vm)
+                )
+            )
     t = truth.summary.totals
-    iv = state_intervals(trace.events, truth.t_end)
     true = {k: t[k] for k in TOTALS}
-    pre = iv.filter(pl.col("state") == "preempted").select((pl.col("end") - pl.col("start")).alias("d"))
     true["preempted_ns"] = int(pre["d"].sum())
     true["unseen_ns"] = int(pre.filter(pl.col("d") < 2 * (1_000_000_000 // hz))["d"].sum())
-    harmful = visible(truth.lhp_incidents.filter(pl.col("harmful")), iv, 1_000_000_000 // hz)
     true["waste_lhp_visible_ns"] = int(harmful.filter("visible")["waste_ns"].sum())
     lhp = pl.concat(lhp_found).with_columns(pl.col("vm").cast(pl.String))
     seen = harmful_lhp_counts(lhp, harmful.filter("visible"))
@@ -116,7 +125,50 @@ def guest_run(scenario: Scenario, seed: int, hz: int = GUEST_HZ, lock_kind: str 
         "lhp_visible": {**seen, "found_matched": harmful_lhp_counts(lhp, harmful)["found_matched"]},
         "found": found,
         "true": true,
+        "vms": per_vm,
     }
+
+
+def _vm_figures(
+    vm: str, summary, info: dict, lhp: pl.DataFrame, harmful: pl.DataFrame, pre: pl.DataFrame
+) -> dict:
+    """One VM's guest file alone against that VM's truth: what a tenant gets."""
+    lhp = lhp.with_columns(pl.col("vm").cast(pl.String))
+    seen = harmful_lhp_counts(lhp, harmful.filter("visible"))
+    every = harmful_lhp_counts(lhp, harmful)
+    steal = info.get("steal_ns")
+    return {
+        "vm": vm,
+        "declined": bool(info.get("limited") or info.get("halting")),
+        "precision": scores_of(every)["precision"],
+        "recall_visible": scores_of(seen)["recall"],
+        "waste_lhp_ns": summary.totals.get("waste_lhp_ns"),
+        "range": info.get("lhp_waste_range_ns"),
+        "true_waste_lhp_ns": int(harmful["waste_ns"].sum()),
+        "preempted_ns": steal if steal is not None else info.get("preempted_ns"),
+        "true_preempted_ns": int(pre["d"].sum()),
+    }
+
+
+def vm_outcome(v: dict) -> str:
+    """meet (the targets, LHP waste against every true harmful incident of the VM), range (LHP waste
+    given as a range that holds the truth within the 15%), declined, or miss."""
+    if v["declined"]:
+        return "declined"
+    pre = relative_error(v["preempted_ns"], v["true_preempted_ns"])
+    waste = relative_error(v["waste_lhp_ns"], v["true_waste_lhp_ns"])
+    if (
+        v["precision"] >= 0.9
+        and v["recall_visible"] >= 0.9
+        and waste is not None
+        and abs(waste) <= 0.15
+        and pre is not None
+        and abs(pre) <= 0.10
+    ):
+        return "meet"
+    if v["range"] and 0.85 * v["range"][0] <= v["true_waste_lhp_ns"] <= 1.15 * v["range"][1]:
+        return "range"
+    return "miss"
 
 
 @cache
@@ -176,6 +228,7 @@ def figures(
         ),
         "unseen_found": share("found"),
         "unseen_true": share("true"),
+        "vm_outcomes": {k: sum(vm_outcome(v) == k for r in every for v in r["vms"]) for k in OUTCOMES},
     }
 
 
@@ -189,8 +242,9 @@ Row = tuple[str, str, str | None, tuple[int, ...], int, str | None, bool | None]
 def table(rows: list[Row]) -> str:
     out = [
         "| case | lock | PLE | HZ | --lock-kind | runs (declined) | harmful LHP: true (seeable) | precision | "
-        "recall seeable (all) | LHP waste vs seeable (all) | spin | preempted time | unseen share: level / truth |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "recall seeable (all) | LHP waste vs all (seeable) | spin | preempted time | unseen share: level / truth | "
+        "VMs alone: meet / range / declined / miss |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for kind, name, algo, seeds, hz, lock_kind, ple in rows:
         f = figures(kind, name, algo, seeds, hz, lock_kind, ple)
@@ -200,7 +254,7 @@ def table(rows: list[Row]) -> str:
             cells = [
                 f"{100 * f['precision']:.1f}%",
                 f"{100 * f['recall_visible']:.1f}% ({100 * f['recall']:.1f}%)",
-                f"{_pct(f['waste_lhp_visible_err'])} ({_pct(f['waste_lhp_err'])})",
+                f"{_pct(f['waste_lhp_err'])} ({_pct(f['waste_lhp_visible_err'])})",
                 _pct(f["spin_err"]),
             ]
         lead = [
@@ -212,7 +266,11 @@ def table(rows: list[Row]) -> str:
             f"{f['n_runs']} ({f['n_declined']})",
             f"{f['n_true']} ({f['n_visible']})" if not f["limited"] else str(f["n_true"]),
         ]
-        tail = [_pct(f["preempted_err"]), f"{100 * f['unseen_found']:.0f}% / {100 * f['unseen_true']:.0f}%"]
+        tail = [
+            _pct(f["preempted_err"]),
+            f"{100 * f['unseen_found']:.0f}% / {100 * f['unseen_true']:.0f}%",
+            " / ".join(str(f["vm_outcomes"][k]) for k in OUTCOMES),
+        ]
         out.append("| " + " | ".join(lead + cells + tail) + " |")
     return "\n".join(out)
 
@@ -222,12 +280,20 @@ def _kind(algorithm: str | None) -> str:
 
 
 PRESET_SEEDS = (1, 2, 3, 4, 5, 6)
+VM_SEEDS = tuple(range(1, 13))
 DOC_ROWS: list[Row] = [
     *[("preset", p, None, PRESET_SEEDS, hz, None, None) for p in PRESETS for hz in (1000, 250)],
     ("preset", "lhp-demo", None, PRESET_SEEDS, 1000, "fifo", None),
     ("preset", "seed-table", None, PRESET_SEEDS, 1000, "fifo", None),
     *[("preset", "lhp-demo", a, (1, 2, 3), 1000, None, ple) for ple in (False, True) for a in ALGORITHMS],
     *[("workload", w, a, (21, 22), GUEST_HZ, None, None) for w in ("no-ple", "ple") for a in ALGORITHMS],
+    # one tenant, one VM: the per-VM outcomes over twelve seeds
+    *[
+        ("preset", "lhp-demo", a, VM_SEEDS, 1000, None, ple)
+        for ple in (False, True)
+        for a in ("ticket", "tas")
+    ],
+    *[("preset", "overcommit-2x", None, VM_SEEDS, 1000, None, ple) for ple in (False, True)],
 ]
 
 INTRO = """## Guest-inferred view (ticks and steal samples)
@@ -243,16 +309,22 @@ ingested and analyzed with default options one VM at a time
 How it is scored. A true harmful LHP incident is *seeable* when its holder's whole stretch of
 not running lasts two ticks or more (it spans a missed tick and can be placed); shorter ones
 the level says it cannot count. Precision is against every true incident; recall against the
-seeable ones (against all in brackets); LHP waste against the seeable incidents' waste (all in
-brackets). Preempted time is the level's steal total against the vCPUs' true time runnable
-but not running. The unseen share is the level's `unseen_ns` (steal outside intervals of two
+seeable ones (against all in brackets); LHP waste against every true harmful incident's waste
+(the seeable ones' in brackets): the level counts every incident whose holder missed a tick,
+stops of one to two ticks included (placed to within a tick), so the seeable waste alone leaves
+out incidents it finds (one VM: 10 incidents found, each within a few percent of its true waste,
+8 of them in such stops: +278% against the seeable waste, -10% against all). Preempted time
+is the level's steal total against the vCPUs' true time runnable but not running. The unseen share is the level's `unseen_ns` (steal outside intervals of two
 ticks or more) over its steal, against the truth's time in preemptions shorter than two ticks
 over its preempted time. "declined": the level gives no spin or incident metric (the runs'
 reason: under half the steal placeable, paravirt spinlocks, or PLE's yields inside waits).
 overcommit-2x and seed-table have PLE on (the presets' setting); the workload rows are those
-of the merged view at 3x overcommit.
+of the merged view at 3x overcommit. "VMs alone": what one tenant gets, each VM's file against
+that VM's truth: meet (harmful-LHP precision and recall of the seeable >= 90%, LHP waste within
+15% of the VM's true waste, preempted time within 10%), range (LHP waste given as a range,
+analyze/guest_lwp.py, that holds the truth within 15%), declined, miss (any other number).
 
-| case | lock | PLE | HZ | --lock-kind | runs (declined) | harmful LHP: true (seeable) | precision | recall seeable (all) | LHP waste vs seeable (all) | spin | preempted time | unseen share: level / truth |"""
+| case | lock | PLE | HZ | --lock-kind | runs (declined) | harmful LHP: true (seeable) | precision | recall seeable (all) | LHP waste vs all (seeable) | spin | preempted time | unseen share: level / truth | VMs alone: meet / range / declined / miss |"""
 
 
 LIMITS = """Targets (issue 18): on the presets' guest text, harmful-LHP precision and recall >= 90%, LHP
@@ -266,11 +338,29 @@ impossible the metric says so. What this table shows:
   and the level declines every state metric with that reason; paravirt spinlocks are declined (their halts are invisible);
   `wait_halted_ns` is never given at this level.
 - **Met on lhp-demo (ticket, the preset, and test-and-set with PLE off):** precision 100% and
-  recall 100% of the seeable incidents; LHP waste +12.3% of theirs on the preset (6 seeds; one
-  seed alone ranges from +1% to +39%), +7.4% with test-and-set. Holders that took their lock
+  recall 100% of the seeable incidents; LHP waste -3.9% of every true incident's on the preset (6
+  seeds; +12.3% of the seeable ones'), -6.1% with test-and-set. Holders that took their lock
   uncontended, which no guest event names, are inferred (analyze/likely_holder.py): a holder that
   resumes at the tick the waiter gets the lock, or that queues for the lock again inside the
   waiter's spin, is a candidate; the episodes of one free stretch are judged together.
+- **One VM alone (the 12-seed rows, what a tenant gets).** lhp-demo with PLE off: 22 of 24 VMs
+  meet the targets with ticket locks and 23 of 24 with test-and-set. Against the seeable waste
+  alone 10 and 12 of them missed (up to +301%), though incident by incident the found waste
+  matched the true one: most of those VMs' incidents lay in stops of one to two ticks, which the
+  level finds and the seeable set leaves out. The 3 that miss: test-and-set seed 8 vm1 (-31%: one
+  seeable incident missed, its holder took the lock uncontended at the instant the stopped waiter
+  resumed), ticket seed 8 vm0 (one seeable incident of 8 missed, waste -7%) and ticket seed 7 vm1
+  (-15.5%, 3 incidents). overcommit-2x without PLE (4 vCPUs a VM): the holder guess named vCPUs that stopped
+  holding other locks while the fifo lock had been handed to a stopped waiter (lock-waiter
+  preemption): precision 55%, LHP waste +23% pooled and up to +387% on one VM. An incident during
+  which a second waiter of the lock was stopped inside its wait is now ambiguous
+  (analyze/guest_lwp.py) and LHP waste a range, from without those incidents to with them, marked
+  partial: 23 of the 24 VMs get a range. On the 19 that miss the targets by the number given (the
+  high end) the truth lies inside the range or up to 7% above it (the incidents in stops that
+  missed no tick, which the level says it cannot count); the other 4 meet them by their number.
+  The low end is a median 20% of the high one: wide, but not wrong. On the no-ple workload 10 of
+  the 12 VMs miss by their number and get a range that holds the truth (ticket +16.8% pooled).
+  With two vCPUs a VM (lhp-demo) no incident is ambiguous.
 - **PLE on (overcommit-2x, seed-table, lhp-demo with PLE, the ple workload): declined, as
   the targets ask where the ticks cannot see.** PLE's directed yields preempt a spinning waiter,
   mostly for well under a tick, so the ticks never show most of them and their time would count
@@ -285,14 +375,14 @@ impossible the metric says so. What this table shows:
   the instant its waiter stops, so the waiter takes the lock tens of microseconds after the
   holder resumes, where a spinning waiter takes it as quickly as its plain waits last; the
   level declines when more handoffs after a resume come late (after 90% of the plain waits)
-  than 20% explains. Per VM, seeds 1 to 6, each VM's file analyzed alone: with PLE on, 22 of
-  the 24 lhp-demo VMs (ticket, test-and-set) are declined and the other 2 meet the targets,
-  and 11 of the 12 overcommit-2x VMs are declined; the last (seed 2 vm0, 4 vCPUs) has one
-  handoff after a resume and still gives numbers, marked `partial` (LHP waste +119% of its
-  seeable incidents'). On seeds 7 to 12, 2 of 24 lhp-demo test-and-set and ticket VMs with
-  PLE on give numbers that miss (test-and-set, one handoff each: LHP waste +17% and +42%).
+  than 20% explains. Per VM, seeds 1 to 12, each VM's file analyzed alone: with PLE on, 44 of
+  the 48 lhp-demo VMs (ticket, test-and-set) are declined, 3 meet the targets and one
+  (test-and-set seed 6 vm0) gives no LHP waste against a true 0.7 ms, all of it in a stop under
+  two ticks (marked partial); 23 of the 24 overcommit-2x VMs are declined; the last (seed 2 vm0,
+  one handoff after a resume, too few for the test) misses: LHP waste 3.6-5.9 ms against a true
+  2.7 ms.
   No VM with PLE off is declined by either test (lhp-demo ticket and test-and-set, seeds 1 to
-  12; the no-ple workload).
+  12; overcommit-2x; the no-ple workload).
 - **Lock kind.** ftrace text does not say whether a lock is fifo; on these presets the kind is
   decided from the trace and `--lock-kind fifo` changes nothing.
 - **Several VMs at once.** Analyze each VM's guest file on its own (as here): files of
