@@ -28,7 +28,7 @@ from pvtrace.simulate.ticks import GUEST_HZ, state_intervals
 from pvtrace.simulate.views import select_view
 
 ALGORITHMS = ("tas", "ticket", "pv-ticket", "pv-qspinlock")
-PRESETS = ("lhp-demo", "overcommit-2x", "seed-table")
+PRESETS = ("lhp-demo", "overcommit-2x", "seed-table", "kernel-build", "tlb-shootdown")
 TOTALS = ("waste_lhp_ns", "spin_ns", "wait_preempted_ns", "wait_halted_ns")
 OUTCOMES = ("meet", "range", "declined", "miss")
 
@@ -318,7 +318,8 @@ is the level's steal total against the vCPUs' true time runnable but not running
 ticks or more) over its steal, against the truth's time in preemptions shorter than two ticks
 over its preempted time. "declined": the level gives no spin or incident metric (the runs'
 reason: under half the steal placeable, paravirt spinlocks, or PLE's yields inside waits).
-overcommit-2x and seed-table have PLE on (the presets' setting); the workload rows are those
+overcommit-2x, seed-table, kernel-build and tlb-shootdown have PLE on (the presets' setting; the last
+two also paravirt spinlocks); the workload rows are those
 of the merged view at 3x overcommit. "VMs alone": what one tenant gets, each VM's file against
 that VM's truth: meet (harmful-LHP precision and recall of the seeable >= 90%, LHP waste within
 15% of the VM's true waste, preempted time within 10%), range (LHP waste given as a range,
