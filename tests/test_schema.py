@@ -79,6 +79,22 @@ def test_parquet_round_trip_keeps_events_and_meta(tmp_path):
     assert back.t_end == 100
 
 
+def test_parquet_keeps_ts_statistics_and_dictionaries_only_where_values_repeat(tmp_path):
+    """Readers find a file's time span in the footer (ts min/max); the encoding that makes writing
+    cheaper (trace._DICTIONARY, _STATISTICS) must keep those and lose no value."""
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "t.parquet"
+    write_trace(Trace(tiny_events()), path)
+    group = pq.ParquetFile(path).metadata.row_group(0)
+    chunks = {group.column(i).path_in_schema: group.column(i) for i in range(group.num_columns)}
+    ts = chunks["ts"].statistics
+    assert ts is not None and (ts.min, ts.max) == (0, 10)
+    assert chunks["kind"].statistics is None  # a string column: statistics cost much, prune nothing
+    assert chunks["kind"].has_dictionary_page and not chunks["ts"].has_dictionary_page
+    assert read_trace(path).events.equals(tiny_events())
+
+
 def test_write_refuses_to_overwrite(tmp_path):
     path = tmp_path / "t.parquet"
     path.write_text("precious")

@@ -105,6 +105,11 @@ class Sanity:
         if bad.height == 0:
             return raw
         bad = bad.select((pl.col("_p") - n_last).cast(pl.UInt32).alias("_i"), "dup", "back", "jump")
+        if not bad.select((pl.col("back") | pl.col("jump")).any()).item():
+            # duplicates only (the usual case): drop them, without the whole-batch passes below
+            dup = pl.repeat(False, raw.height, eager=True).scatter(bad["_i"], bad["dup"])
+            self._count(raw.filter(dup), "duplicate_record", text)
+            return raw.filter(~dup)
         cols = raw.columns
         out = raw.with_row_index("_i").join(bad, on="_i", how="left")
         for kind, col in (("duplicate_record", "dup"), ("time_backwards", "back"), ("time_jump", "jump")):
@@ -174,20 +179,18 @@ class Sanity:
             back=back_of_prev & ~(prev_jumped & in_line_with_prev2),
             jump=ahead_of_prev & ~(prev_fell & in_line_with_prev2),
         ).with_columns((~start & pl.col("_cheap").fill_null(True)).alias("_cand"))
-        cand = judged.filter(pl.col("_cand")).select("_p", "_prev_p", "_cheap")
+        cand = judged.with_row_index("_j").filter(pl.col("_cand")).select("_j", "_p", "_prev_p", "_cheap")
         judged = judged.drop("_cand", "_cheap", "_prev_p", "tid", "tgid", "ts", "event")
         if cand.height == 0:
             return judged.with_columns(pl.lit(False).alias("dup")), combined
         payload = combined["payload"]
         this, prev = payload.gather(cand["_p"]), payload.gather(cand["_prev_p"])
         same_payload = (this == prev) | (this.is_null() & prev.is_null())
-        dup = cand.select(
-            "_p", pl.all_horizontal(pl.col("_cheap"), same_payload).alias("dup"), pl.lit(True).alias("_c")
-        )
-        judged = judged.join(dup, on="_p", how="left", maintain_order="left")
+        dup = cand.select(pl.all_horizontal(pl.col("_cheap"), same_payload)).to_series()
+        # False where not a candidate: the few candidates' answers scattered in (no join of the batch)
         return judged.with_columns(
-            pl.when(pl.col("_c").is_null()).then(False).otherwise(pl.col("dup")).alias("dup")
-        ).drop("_c"), combined
+            pl.repeat(False, judged.height, eager=True).scatter(cand["_j"], dup).alias("dup")
+        ), combined
 
     def _count(self, rows: pl.DataFrame, kind: str, text: pl.Expr) -> None:
         if rows.height:
