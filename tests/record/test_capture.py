@@ -372,7 +372,18 @@ def test_guest_steal_samples_say_whether_pv_spinlocks_are_on(tmp_path: Path) -> 
     proc = make_proc(tmp_path / "proc", hypervisor=True)
     marker = kernel.root / "instances" / INSTANCE / "trace_marker"
     seen = tmp_path / "marker.txt"
-    copy = f"import shutil; shutil.copy({str(marker)!r}, {str(seen)!r})"
+    # the fake trace_marker is a plain file each sample rewrites (truncate, then write): a copy
+    # taken between the two reads it empty (it failed so under load), so read until it holds a sample
+    copy = (
+        "import pathlib, time\n"
+        f"m, out = pathlib.Path({str(marker)!r}), pathlib.Path({str(seen)!r})\n"
+        "for _ in range(500):\n"
+        "    text = m.read_text()\n"
+        "    if text:\n"
+        "        break\n"
+        "    time.sleep(0.01)\n"
+        "out.write_text(text)\n"
+    )
     req = _request(
         tmp_path, mode="guest", output=tmp_path / "out" / "g.txt", command=[sys.executable, "-c", copy]
     )
