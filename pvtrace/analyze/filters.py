@@ -124,6 +124,8 @@ def filter_trace(trace: Trace, f: Filters) -> Trace:
                 f"--vm: no VM {f.vm!r} in the trace (it has {', '.join(sorted(known)) or 'none'})"
             )
         keep &= pl.col("vm").is_null() | (pl.col("vm").cast(pl.String) == f.vm)
+    if f.vcpu is not None:
+        _check_vcpu(ev, f)
     if f.lock is not None:
         keep &= pl.col("lock").is_null() | (pl.col("lock") == f.lock)
     events = ev.filter(keep)
@@ -142,6 +144,16 @@ def filter_trace(trace: Trace, f: Filters) -> Trace:
             )
         meta = replace(meta, t_start=start, t_end=end)
     return Trace(events=events, meta=meta)
+
+
+def _check_vcpu(ev: pl.DataFrame, f: Filters) -> None:
+    """--vcpu N names a vCPU the trace has (of --vm, when given): else a UsageError listing them."""
+    of_vm = ev if f.vm is None else ev.filter(pl.col("vm").cast(pl.String) == f.vm)
+    seen = sorted(of_vm["vcpu"].drop_nulls().unique().to_list())
+    if f.vcpu not in seen:
+        where = f"VM {f.vm!r}" if f.vm is not None else "the trace"
+        have = ", ".join(map(str, seen)) or "none"
+        raise UsageError(f"--vcpu: no vCPU {f.vcpu} in {where} (it has {have})")
 
 
 def filter_result(a: Analysis, f: Filters) -> Analysis:

@@ -196,11 +196,12 @@ def register(app: typer.Typer) -> None:
             ),
         ] = False,
         table: Annotated[
-            str,
+            str | None,
             typer.Option(
-                "--table", help="Table `--csv -` prints: locks (the summary's lock table) or a result table."
+                "--table",
+                help="Table `--csv -` prints: locks (the summary's lock table, the default) or a result table.",
             ),
-        ] = "locks",
+        ] = None,
         window: Annotated[
             str | None,
             typer.Option(
@@ -280,6 +281,9 @@ def register(app: typer.Typer) -> None:
             raise UsageError(
                 "--csv needs --out-dir (tables as CSV files), or `-` after it (one table on stdout)"
             )
+        if table is not None and csv_out is None:
+            raise UsageError("--table names the table `--csv -` prints; without `--csv -` it does nothing")
+        table = table or "locks"
         if json_out == Path("-") and csv_out == "-":
             raise UsageError("--json - and --csv - both write to stdout: give one of them a file")
         if width is not None and width < 40:
