@@ -465,8 +465,16 @@ def _lock_keys(lock_ev: pl.DataFrame) -> pl.Series:
 
 
 def _declared_vcpus(meta: TraceMeta) -> pl.DataFrame:
-    """(vm, vcpu) pairs the metadata declares, so idle vCPUs still get a timeline."""
-    rows = [(name, i) for name, info in meta.vms.items() if info.n_vcpus for i in range(info.n_vcpus)]
+    """(vm, vcpu) pairs the metadata declares, so idle vCPUs still get a timeline. An ingested
+    trace declares none: its vCPU counts are the highest index seen + 1, and a vCPU no event
+    names (vCPU 0 of a host trace whose kvm_exit lines show vCPUs 1-3) would be invented."""
+    ingested = bool((meta.extra or {}).get("inputs"))
+    rows = [
+        (name, i)
+        for name, info in meta.vms.items()
+        if info.n_vcpus and not ingested
+        for i in range(info.n_vcpus)
+    ]
     return pl.DataFrame(rows, schema={"vm": STR, "vcpu": I32}, orient="row").with_columns(
         pl.col("vm").cast(pl.Categorical())
     )

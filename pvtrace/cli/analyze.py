@@ -322,11 +322,12 @@ def register(app: typer.Typer) -> None:
                     quiet=quiet,
                 )
                 described = filters.describe(trace.t_start)  # units count from the start of the whole trace
+                whole = trace
                 if filters.any:
                     trace = filter_trace(trace, filters)
                 with progress("analyzing", total=len(STEPS), quiet=quiet) as bar:
                     result = analyze(trace, lock_kind=lock_kind, progress=lambda step: bar.advance(1))
-                result = filter_result(result, filters)
+                result = filter_result(result, filters, whole)
                 if filters.any:
                     result.summary.extra["filters"] = described
                 if report is not None:

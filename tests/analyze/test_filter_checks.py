@@ -22,7 +22,10 @@ TRACE = (
     ("args", "needle"),
     [
         (["--vcpu", "9"], "--vcpu: no vCPU 9 in the trace (it has 0, 1)"),
-        (["--vm-name", "g", "--guest-offset", "vm9=5"], "--guest-offset: no VM 'vm9' in the trace (it has g)"),
+        (
+            ["--vm-name", "g", "--guest-offset", "vm9=5"],
+            "--guest-offset: no VM 'vm9' in the trace (it has g)",
+        ),
         (["--table", "waits"], "without `--csv -` it does nothing"),
     ],
 )
@@ -35,6 +38,10 @@ def test_a_filter_naming_nothing_is_an_error(tmp_path, args, needle):
 
 def test_filters_naming_what_the_trace_has_run(tmp_path):
     (tmp_path / "g.txt").write_text(TRACE)
-    for args in (["--vcpu", "1"], ["--vm-name", "g", "--guest-offset", "g=5"], ["--table", "waits", "--csv", "-"]):
+    for args in (
+        ["--vcpu", "1"],
+        ["--vm-name", "g", "--guest-offset", "g=5"],
+        ["--table", "waits", "--csv", "-"],
+    ):
         res = runner.invoke(app, ["analyze", str(tmp_path / "g.txt"), "-q", *args])
         assert res.exit_code == 0, (args, res.output)

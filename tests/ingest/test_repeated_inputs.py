@@ -15,7 +15,10 @@ def test_the_same_file_twice_is_refused(tmp_path):
     f = tmp_path / "g.txt"
     f.write_text(TRACE)
     (tmp_path / "link.txt").symlink_to(f)
-    for cmd in (["analyze", str(f), str(f)], ["ingest", str(f), str(tmp_path / "link.txt"), "-o", "x.parquet"]):
+    for cmd in (
+        ["analyze", str(f), str(f)],
+        ["ingest", str(f), str(tmp_path / "link.txt"), "-o", "x.parquet"],
+    ):
         res = runner.invoke(app, cmd)
         assert res.exit_code == 2, res.output
         assert "the same file is given twice" in res.output and str(f) in res.output
