@@ -184,6 +184,7 @@ class OutputSet:
         new: the command names this output itself, so another of its outputs may not be the same file.
         """
         path = Path(path)
+        refuse_stdout(path)
         real, ident = _identity(path)
         if real in self._planned:
             if self._planned[real] == path and not new:
@@ -319,6 +320,15 @@ class OutputSet:
 def current() -> OutputSet | None:
     """The OutputSet of the running command, if any."""
     return _active.get()
+
+
+def refuse_stdout(path: Path | str) -> None:
+    """`--report -`, `--out-dir -`, `-o -`: `-` is stdout, never a file or folder named `-`."""
+    if "-" in Path(path).parts:
+        raise UsageError(
+            f"cannot write {path}: `-` means stdout, which only `--json -` and `--csv -` write; "
+            "name a file or folder"
+        )
 
 
 def plan_output(path: Path | str, *, inputs: Iterable[Path | str] = (), force: bool = False) -> Path:

@@ -2,7 +2,8 @@
 
 A count over a trace with lost-event windows misses what the tracer dropped (the waits in
 those windows are excluded, the exits and kicks are gone), and pv kicks from threads not
-known as vCPUs are left out of pv kicks. Such totals stay at their level
+known as vCPUs are left out of pv kicks (when every kick is, the count is unavailable, never 0).
+Such totals stay at their level
 (how they are measured) but are listed in the summary's `partial` (analyze.partial), so no
 view presents them as the whole.
 """
@@ -10,7 +11,7 @@ view presents them as the whole.
 from __future__ import annotations
 
 from pvtrace.analyze.partial import add_parts
-from pvtrace.summary import Summary
+from pvtrace.summary import Summary, Unavailable
 
 VCPU_MAP_FIX = "give the thread's vCPU in a --vcpu-map file (CSV tid,pid,vm,vcpu)"
 LOST_FIX = "record with a bigger buffer (trace-cmd -b, buffer_size_kb) or fewer events"
@@ -23,15 +24,34 @@ def add_count_gaps(summary: Summary) -> None:
     n_lost = int(x.get("n_lost_windows") or 0)
     if n_lost:
         part = {
-            "missing": (
-                f"a lower bound: {n_lost:,} lost-event window(s), {x.get('excluded_pct') or 0:.2f}% of "
-                "vCPU time excluded"
-            ),
+            "missing": f"a lower bound: {lost_events_text(x, short=True)}",
             "fix": LOST_FIX,
         }
         for key in summary.totals:
             add_parts(partial, key, part)
     n_kicks = int(x.get("n_kicks_unmapped") or 0)
-    if n_kicks and "n_kicks" in summary.totals:
+    if n_kicks and summary.totals.get("n_kicks") == 0:  # every kick is unattributed: 0 would be false
+        del summary.totals["n_kicks"]
+        summary.fidelity.pop("n_kicks", None)
+        why = f"all {n_kicks:,} pv kick(s) came from threads not known as vCPUs: {VCPU_MAP_FIX}"
+        summary.unavailable.append(Unavailable("n_kicks", [], why))
+        partial.pop("n_kicks", None)
+    elif n_kicks and "n_kicks" in summary.totals:
         part = {"missing": f"a lower bound: {n_kicks:,} kick(s) from threads not known as vCPUs"}
         add_parts(partial, "n_kicks", {**part, "fix": VCPU_MAP_FIX})
+
+
+def lost_events_text(x: dict, *, short: bool = False) -> str:
+    """What the tracer lost, in words: the events it counted (short: only those), the windows and
+    the vCPU time excluded."""
+    n_windows = int(x.get("n_lost_windows") or 0)
+    n_events, uncounted = int(x.get("n_events_lost") or 0), int(x.get("n_lost_windows_uncounted") or 0)
+    if uncounted == n_windows:
+        events = "events lost (the trace gives no count)"
+    elif uncounted:
+        events = f"at least {n_events:,} events lost ({uncounted:,} marker(s) give no count)"
+    else:
+        events = f"{n_events:,} events lost"
+    if short:
+        return events
+    return f"{events} in {n_windows:,} window(s), {x.get('excluded_pct') or 0:.2f}% of vCPU time excluded"

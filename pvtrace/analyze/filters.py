@@ -124,12 +124,16 @@ def filter_trace(trace: Trace, f: Filters) -> Trace:
                 f"--vm: no VM {f.vm!r} in the trace (it has {', '.join(sorted(known)) or 'none'})"
             )
         keep &= pl.col("vm").is_null() | (pl.col("vm").cast(pl.String) == f.vm)
+    if f.vcpu is not None:
+        _check_vcpu(ev, f)
     if f.lock is not None:
         keep &= pl.col("lock").is_null() | (pl.col("lock") == f.lock)
     events = ev.filter(keep)
     if f.lock is not None and events.filter(pl.col("lock").is_not_null()).height == 0:
         raise UsageError(f"--lock: no events of lock {fmt_lock(f.lock)} in the trace (or the window)")
     meta = trace.meta
+    if f.vm is not None:  # the other VMs' declared vCPUs are not part of this analysis
+        meta = replace(meta, vms={name: info for name, info in meta.vms.items() if name == f.vm})
     if lo is not None or hi is not None:
         start = max(lo, trace.t_start) if lo is not None and trace.t_start is not None else lo
         end = min(hi, trace.t_end) if hi is not None and trace.t_end is not None else hi
@@ -144,8 +148,22 @@ def filter_trace(trace: Trace, f: Filters) -> Trace:
     return Trace(events=events, meta=meta)
 
 
-def filter_result(a: Analysis, f: Filters) -> Analysis:
-    """--vcpu: keep the rows of the result tables that involve that vCPU."""
+def _check_vcpu(ev: pl.DataFrame, f: Filters) -> None:
+    """--vcpu N names a vCPU the trace has (of --vm, when given): else a UsageError listing them."""
+    of_vm = ev if f.vm is None else ev.filter(pl.col("vm").cast(pl.String) == f.vm)
+    seen = sorted(of_vm["vcpu"].drop_nulls().unique().to_list())
+    if f.vcpu not in seen:
+        where = f"VM {f.vm!r}" if f.vm is not None else "the trace"
+        have = ", ".join(map(str, seen)) or "none"
+        raise UsageError(f"--vcpu: no vCPU {f.vcpu} in {where} (it has {have})")
+
+
+def filter_result(a: Analysis, f: Filters, whole: Trace | None = None) -> Analysis:
+    """--vcpu: keep the rows of the result tables that involve that vCPU. --vm (given the whole,
+    unfiltered trace): what ran on each pCPU is told from every VM's vCPUs, so another VM's vCPU
+    that took a preempted vCPU's pCPU is shown as itself, never as a host task."""
+    if f.vm is not None and whole is not None:
+        a = _other_vms_shown(a, f, whole)
     if f.vcpu is None:
         return a
     tables = dict(a.tables)
@@ -159,4 +177,22 @@ def filter_result(a: Analysis, f: Filters) -> Analysis:
         locks = tables["waits"].select("vm", "lock").unique()
         tables["lock_callers"] = tables["lock_callers"].join(locks, on=["vm", "lock"], how="semi")
         tables["waste_by_lock"] = tables["waste_by_lock"].join(locks, on=["vm", "lock"], how="semi")
+    return Analysis(tables=tables, summary=a.summary)
+
+
+def _other_vms_shown(a: Analysis, f: Filters, whole: Trace) -> Analysis:
+    """The incidents' `ran_instead` and the pCPU timeline from the placements of every VM in the
+    window (the --vm analysis dropped the other VMs' events, so their runs read as host tasks)."""
+    from pvtrace.analyze import context  # the context stage: only for a --vm filter
+
+    lo, hi = f.bounds(whole.t_start)
+    keep = pl.lit(True)
+    if lo is not None:
+        keep &= pl.col("ts") >= lo
+    if hi is not None:
+        keep &= pl.col("ts") < hi
+    events = whole.events.lazy().filter(keep)
+    tables = dict(a.tables)
+    tables["pcpu_timeline"] = context.pcpu_timeline(events)
+    tables["incidents"] = context.incidents(a.table("lhp_incidents"), a.table("lwp_incidents"), events)
     return Analysis(tables=tables, summary=a.summary)

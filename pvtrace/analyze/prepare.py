@@ -285,7 +285,7 @@ def prepare_source(src: EventSource, meta: TraceMeta, *, lock_kind: str | None =
 
     # Dense vCPU ids over every (vm, vcpu) any analysis can meet, targets included; the join key
     # stays Categorical (cheap on big tables), names are decoded on the small unique table only.
-    pairs = pl.concat(
+    seen = pl.concat(
         [
             df.filter(_vcpu_key(pl.col("vm"), pl.col("vcpu")).is_first_distinct()).select("vm", "vcpu")
             for df in (states, lock_ev, exits, kicks, yields, pv_halts)
@@ -296,8 +296,8 @@ def prepare_source(src: EventSource, meta: TraceMeta, *, lock_kind: str | None =
             .select("vm", pl.col("target").alias("vcpu"))
             for df in (kicks, yields)
         ]
-        + [_declared_vcpus(meta)]
     ).unique()
+    pairs = pl.concat([seen, _declared_vcpus(meta, seen)]).unique()
     vcpus = (
         pairs.with_columns(pl.col("vm").cast(STR).alias("name"))
         .sort("name", "vcpu")
@@ -464,9 +464,20 @@ def _lock_keys(lock_ev: pl.DataFrame) -> pl.Series:
     return (lock_ev["vm"].to_physical().cast(I64) * max(addrs.len(), 1) + rank).alias("_lk")
 
 
-def _declared_vcpus(meta: TraceMeta) -> pl.DataFrame:
-    """(vm, vcpu) pairs the metadata declares, so idle vCPUs still get a timeline."""
-    rows = [(name, i) for name, info in meta.vms.items() if info.n_vcpus for i in range(info.n_vcpus)]
+def _declared_vcpus(meta: TraceMeta, seen: pl.DataFrame) -> pl.DataFrame:
+    """(vm, vcpu) pairs the metadata declares, so idle vCPUs still get a timeline. An ingested
+    trace's count is its highest vCPU index + 1: it declares only for a VM whose analysed events
+    name no vCPU (a bare CPU trace), never a vCPU beside the seen ones (vCPU 0 of a host trace
+    whose kvm_exit lines show vCPUs 1-3 would be invented)."""
+    skip = set()
+    if (meta.extra or {}).get("inputs"):
+        skip = set(seen["vm"].cast(STR).drop_nulls().unique().to_list())
+    rows = [
+        (name, i)
+        for name, info in meta.vms.items()
+        if info.n_vcpus and name not in skip
+        for i in range(info.n_vcpus)
+    ]
     return pl.DataFrame(rows, schema={"vm": STR, "vcpu": I32}, orient="row").with_columns(
         pl.col("vm").cast(pl.Categorical())
     )

@@ -238,6 +238,10 @@ def _with_warnings(result: Analysis, meta: TraceMeta) -> Analysis:
         result.summary.extra.setdefault("warnings", []).append(warning)
     x = result.summary.extra
     x["skipped_lines"] = skipped_lines(meta.problems or {})  # what the ingester could not read
+    headers = [i.get("header") or {} for i in (meta.extra or {}).get("inputs", [])]
+    overwritten = sum(max(0, h.get("entries_written", 0) - h.get("entries_in_buffer", 0)) for h in headers)
+    if overwritten:  # older events the ring buffer overwrote: the trace starts after them
+        x["n_events_overwritten"] = overwritten
     n_kicks, n_yields = x.get("n_kicks_unmapped") or 0, x.get("n_yields_unmapped") or 0
     if n_kicks or n_yields:
         x.setdefault("warnings", []).append(
@@ -439,6 +443,8 @@ def finish(
         clocks_unaligned=unaligned,
     )
     add_count_gaps(summary)  # lost events, kicks of unknown threads: lower bounds, said so
+    if summary.totals.get("n_contended") == 0 and not summary.extra.get("n_open_waits"):
+        summary.extra["wait_ns"] = 0  # waits are measured and none was contended: a true 0
     tables = _blank_unavailable(tables, summary.fidelity)
     if caps.guest_limited or caps.guest_halting:  # the guest's ticks cannot place the preemptions or
         # tell spin from halting: no incident is evidence

@@ -108,6 +108,9 @@ def state_sums(states, prep: Prepared, windows: pl.DataFrame) -> dict[str, int]:
         "unknown_state_ns": int(part.filter(pl.col("state") == "unknown").select(dur.sum()).item() or 0),
         "excluded_ns": lost_ns,
         "n_lost_windows": windows.height,
+        # the events the tracer says it dropped, where its marker gives a count, and the markers without
+        "n_events_lost": int(windows["n_lost"].sum() or 0),
+        "n_lost_windows_uncounted": int(windows["n_lost"].is_null().sum()),
     }
 
 
@@ -137,8 +140,9 @@ def extra_context(
         "excluded_pct": round(100.0 * lost_ns / vcpu_time, 4) if vcpu_time else 0.0,
         "n_lost_windows": sums["n_lost_windows"],
         # a wait still open at the trace end counts to the end (as the truth does), unless no wait
-        # ever ends: then the trace has no ends at all and no wait has a length
-        "wait_ns": counts["wait_dur_ns"] if counts["n_closed_waits"] else 0,
+        # ever ends: then the trace has no ends at all and no wait has a length (null, never 0;
+        # analyze.run.finish makes it 0 when the trace measures waits and none was contended)
+        "wait_ns": counts["wait_dur_ns"] if counts["n_closed_waits"] else None,
         "n_open_waits": counts["n_open_waits"],
         "n_pause_exits_sibling_preempted": counts["n_pause_exits_sibling_preempted"],
         "pause_exits_per_vcpu_s": round(n_pauses / (running_ns / 1e9), 3) if running_ns else None,

@@ -195,11 +195,12 @@ def register(app: typer.Typer) -> None:
             ),
         ] = False,
         table: Annotated[
-            str,
+            str | None,
             typer.Option(
-                "--table", help="Table `--csv -` prints: locks (the summary's lock table) or a result table."
+                "--table",
+                help="Table `--csv -` prints: locks (the summary's lock table, the default) or a result table.",
             ),
-        ] = "locks",
+        ] = None,
         window: Annotated[
             str | None,
             typer.Option(
@@ -277,6 +278,9 @@ def register(app: typer.Typer) -> None:
             raise UsageError(
                 "--csv needs --out-dir (tables as CSV files), or `-` after it (one table on stdout)"
             )
+        if table is not None and csv_out is None:
+            raise UsageError("--table names the table `--csv -` prints; without `--csv -` it does nothing")
+        table = table or "locks"
         if json_out == Path("-") and csv_out == "-":
             raise UsageError("--json - and --csv - both write to stdout: give one of them a file")
         if width is not None and width < 40:
@@ -315,11 +319,12 @@ def register(app: typer.Typer) -> None:
                     quiet=quiet,
                 )
                 described = filters.describe(trace.t_start)  # units count from the start of the whole trace
+                whole = trace
                 if filters.any:
                     trace = filter_trace(trace, filters)
                 with progress("analyzing", total=len(STEPS), quiet=quiet) as bar:
                     result = analyze(trace, lock_kind=lock_kind, progress=lambda step: bar.advance(1))
-                result = filter_result(result, filters)
+                result = filter_result(result, filters, whole)
                 if filters.any:
                     result.summary.extra["filters"] = described
                 if report is not None:

@@ -13,6 +13,7 @@ from rich.markup import escape
 from pvtrace.cli.common import err, handle_errors, out, progress
 from pvtrace.errors import UsageError
 from pvtrace.ingest.load import FORMATS
+from pvtrace.outputs import refuse_stdout
 from pvtrace.schema import LOCK_KINDS
 
 # Exit status of a fleet that ran to its end but has traces that failed (they are failure rows).
@@ -111,6 +112,7 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"--lock-kind must be one of {', '.join(LOCK_KINDS)}, not {lock_kind!r}")
         if fmt not in FORMATS:
             raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+        refuse_stdout(out_dir)
         options = {"format": fmt, "lock_kind": lock_kind, "strict": strict}
         traces = expand_inputs(inputs, options)
         _, before = plan(traces, out_dir, retry_failed)

@@ -148,6 +148,8 @@ def register(app: typer.Typer) -> None:
 
         if fmt not in FORMATS:
             raise UsageError(f"unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        if seed is not None and seed < 0:  # as run.seed is checked: numpy takes no negative seed
+            raise UsageError(f"--seed must be >= 0, got {seed}")
         if view is None:
             view = "full" if fmt == "parquet" else "merged"
         if view not in VIEWS:

@@ -86,9 +86,10 @@ def report(
     with outputs:
         trace = load_trace(files, names)
         lo, hi = filters.bounds(trace.t_start)  # units count from the start of the whole trace
+        whole = trace
         if filters.any:
             trace = filter_trace(trace, filters)
-        analysis = filter_result(analyze_with_progress(trace, names, lock_kind), filters)
+        analysis = filter_result(analyze_with_progress(trace, names, lock_kind), filters, whole)
         win = None
         if filters.window is not None:  # the timeline opens on the window asked for
             t0 = trace.t_start or 0

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from pvtrace.analyze import Analysis
 from pvtrace.analyze.context import lock_table
+from pvtrace.analyze.count_gaps import lost_events_text
 from pvtrace.analyze.perf_tables import IMPLICATION_GROUPS, kvm_stat_implications
 from pvtrace.fmt import fmt_lock, fmt_ns, fmt_trace_time, fmt_ts, fmt_wait, guest_clocks, plural
 
@@ -160,7 +161,8 @@ def headline_rows(a: Analysis) -> list[tuple[str, str, str]]:
     if "n_contended" in t:
         wait = x.get("wait_ns")
         value = f"{t['n_contended']:,}" + (f", {fmt_ns(wait)} total wait" if wait else "")
-        rows.append(("contended (lock waits)", value, s.fidelity.get("n_contended", "")))
+        label = "contended (lock waits)" + _partial_flag(x, "n_contended")
+        rows.append((label, value, s.fidelity.get("n_contended", "")))
     add("LHP incidents (harmful)", "n_lhp", f"{t.get('n_lhp', 0):,} ({t.get('n_lhp_harmful', 0):,})")
     if "n_lhp" not in t:  # without every acquisition only the harmful ones (a waiter spun) are seen
         add("harmful LHP incidents", "n_lhp_harmful")
@@ -177,11 +179,13 @@ def headline_rows(a: Analysis) -> list[tuple[str, str, str]]:
     if "n_pause_exits" in t:
         rate = x.get("pause_exits_per_vcpu_s")
         value = f"{t['n_pause_exits']:,}" + (f" ({rate:,.1f} per second of vCPU running)" if rate else "")
-        rows.append(("pause exits", value, s.fidelity.get("n_pause_exits", "")))
+        rows.append(
+            ("pause exits" + _partial_flag(x, "n_pause_exits"), value, s.fidelity.get("n_pause_exits", ""))
+        )
     if "n_kicks" in t:
         p50 = x.get("kick_latency_p50_ns")
         value = f"{t['n_kicks']:,}" + (f" (latency p50 {fmt_ns(p50)})" if p50 is not None else "")
-        rows.append(("pv kicks", value, s.fidelity.get("n_kicks", "")))
+        rows.append(("pv kicks" + _partial_flag(x, "n_kicks"), value, s.fidelity.get("n_kicks", "")))
     add("cut by the trace end", "n_truncated")
     return rows
 
@@ -206,11 +210,13 @@ def _headline(con: Console, a: Analysis) -> None:
         t.add_row(*(escape(c) for c in row))
     _print(con, t)
     x = a.summary.extra
-    if x.get("excluded_ns"):
+    if x.get("n_lost_windows"):
+        con.print(f"lost events: {lost_events_text(x)}", highlight=False, soft_wrap=True)
+    if x.get("n_events_overwritten"):
         con.print(
-            f"lost events: {plural(x['n_lost_windows'], 'window')}, "
-            f"{x['excluded_pct']:.2f}% of vCPU time excluded",
+            f"ring buffer overwritten: {x['n_events_overwritten']:,} older events lost before the first record",
             highlight=False,
+            soft_wrap=True,
         )
 
 

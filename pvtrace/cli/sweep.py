@@ -12,6 +12,7 @@ from typer.core import TyperGroup
 
 from pvtrace.cli.common import err, handle_errors, out
 from pvtrace.cli.fleet import SCHEDULER_HELP, WORKERS_HELP, finish_tally, run_on_cluster
+from pvtrace.outputs import refuse_stdout
 
 
 class _RunByDefault(TyperGroup):
@@ -54,6 +55,7 @@ def register(app: typer.Typer) -> None:
         from pvtrace.fleet.grid import load_grid
         from pvtrace.fleet.sweep import plan, run_sweep, write_results
 
+        refuse_stdout(out_dir)
         grid = load_grid(grid_path)
         if seeds is not None:
             grid.seeds = [grid.base.run.seed + r for r in range(seeds)]

@@ -22,6 +22,7 @@ from typing import Any
 
 import polars as pl
 
+from pvtrace.errors import UsageError
 from pvtrace.ingest.clock_estimate import TOO_FEW, Estimate, estimate_offsets, resolution, snap_to_runs
 
 # An estimate is used only when the events pin the offset down this closely (a shift of a few us
@@ -231,3 +232,12 @@ def snap_guest_events(
     )
     tolerance = resolution(host_events["ts"]) + resolution(guest_events["ts"]) + spread
     return snap_to_runs(host_events.select("vm", "vcpu", "kind", "ts", "row", "sub"), guest_events, tolerance)
+
+
+def check_given_offsets(given: int | dict[str, int] | None, vms: set[str]) -> None:
+    """A --guest-offset VM=N for a VM the trace does not have is a mistake (a typo would leave the
+    real VM's clock unset in silence): a UsageError naming it."""
+    unknown = sorted(set(given) - vms) if isinstance(given, dict) else []
+    if unknown:
+        have = ", ".join(sorted(vms)) or "none"
+        raise UsageError(f"--guest-offset: no VM {unknown[0]!r} in the trace (it has {have})")

@@ -22,7 +22,7 @@ import polars as pl
 from pvtrace.errors import FormatError, PvtraceError, UsageError
 from pvtrace.ingest import ftrace as ftrace_fmt
 from pvtrace.ingest import perf_script, summary_tables, tracecmd
-from pvtrace.ingest.clocks import from_offsets_file
+from pvtrace.ingest.clocks import check_given_offsets, from_offsets_file
 from pvtrace.ingest.compressed import is_stream, open_input, stream_damage
 from pvtrace.ingest.dat import dat_report
 from pvtrace.ingest.normalize import normalize
@@ -31,6 +31,7 @@ from pvtrace.ingest.pipeline import BackgroundSink, prefetch
 from pvtrace.ingest.problems import Problems
 from pvtrace.ingest.raw import empty_raw
 from pvtrace.ingest.records import FormatSpec, ParseInfo, ParseOptions
+from pvtrace.ingest.repeats import refuse_repeats
 from pvtrace.ingest.sanity import Sanity
 from pvtrace.ingest.sides import guest_files_nearby
 from pvtrace.ingest.sniff import NEED_MORE, SNIFF_BYTES, Verdict, detect_format
@@ -309,6 +310,7 @@ def ingest(
     paths = [Path(p) for p in paths]
     if not paths:
         raise UsageError("no input files given")
+    refuse_repeats(paths)
     offsets_file = find_offsets_file(paths) if guest_offset_ns is None else None
     if offsets_file is not None:  # saved by generate or record --host next to the host trace
         guest_offset_ns = read_offsets(offsets_file)
@@ -389,6 +391,8 @@ def ingest(
             events.add(ev)
         events.finish()
     meta = _meta(paths, parse_infos, infos, events, tables, map_file, offsets_file)
+    if offsets_file is None:  # offsets the user gave: each names a VM of the trace
+        check_given_offsets(guest_offset_ns, {*meta.vms, *(meta.clock or {}).get("guest_offset_ns", {})})
     meta.extra["cpus_seen"] = len(cpus) if cpus else None
     if meta.extra.get("side") == "host":
         _point_at_guest_files(meta, [p for p in paths if str(p) != "-"])

@@ -5,8 +5,14 @@ leaves out, or that a lossy trace misses, make the total a lower bound, listed a
 
 from __future__ import annotations
 
+from typer.testing import CliRunner
+
 from pvtrace.analyze import analyze
+from pvtrace.cli.app import app
+from pvtrace.cli.summary_view import headline_rows
 from pvtrace.ingest.load import load
+
+runner = CliRunner()
 
 # `comm-pid: event: payload`: an excerpt without CPU or timestamps, of one thread named `t`
 EXCERPT = (
@@ -21,12 +27,26 @@ def test_a_kick_from_an_unmapped_thread_is_counted_apart_and_warned(tmp_path):
     trace = load([tmp_path / "k.txt"])
     assert trace.events.filter(trace.events["kind"] == "pv_kick").height == 1  # ingest keeps it
     a = analyze(trace)
-    assert a.summary.totals["n_kicks"] == 0
     assert a.summary.extra["n_kicks_unmapped"] == 1 and a.summary.extra["n_yields_unmapped"] == 1
     assert any("1 pv kick(s) and 1 directed yield(s)" in w for w in a.summary.extra["warnings"])
-    # the 0 is not the whole: the summary lists pv kicks as a lower bound, with the fix
+    # every kick is unattributed: the count is unavailable, with why and the fix, never `0 exact`
+    assert "n_kicks" not in a.summary.totals and "n_kicks" not in a.summary.fidelity
+    (gone,) = [u for u in a.summary.unavailable if u.metric == "n_kicks"]
+    assert "not known as vCPUs" in gone.how_to_capture and "--vcpu-map" in gone.how_to_capture
+    res = runner.invoke(app, ["analyze", str(tmp_path / "k.txt")])
+    assert res.exit_code == 0 and "pv kicks │" not in res.stdout, res.output
+
+
+def test_kicks_partly_unattributed_are_a_lower_bound_in_every_view(tmp_path):
+    """One kick from a mapped thread, one from an unknown one: 1, listed and shown as partial."""
+    (tmp_path / "k.txt").write_text(EXCERPT + " u-7: kvm_hypercall: nr 0x5 a0 0x0 a1 0x1 a2 0x0 a3 0x0\n")
+    (tmp_path / "map.csv").write_text("tid,pid,vm,vcpu\n1,1,vm0,0\n2,1,vm0,1\n")
+    a = analyze(load([tmp_path / "k.txt"], vcpu_map_path=tmp_path / "map.csv"))
+    assert a.summary.totals["n_kicks"] == 1
     (part,) = a.summary.extra["partial"]["n_kicks"]
     assert "1 kick(s) from threads not known as vCPUs" in part["missing"] and "--vcpu-map" in part["fix"]
+    (row,) = [r for r in headline_rows(a) if r[0].startswith("pv kicks")]
+    assert "partial: a lower bound" in row[0]
 
 
 def test_a_map_that_names_the_thread_counts_the_kick(tmp_path):
@@ -52,6 +72,26 @@ def test_counts_of_a_trace_that_lost_events_are_lower_bounds(tmp_path):
     s = analyze(load([tmp_path / "g.txt"])).summary
     assert s.totals["n_contended"] >= 1 and s.fidelity["n_contended"] == "exact"
     (part,) = s.extra["partial"]["n_contended"]
-    assert part["missing"].startswith("a lower bound: 1 lost-event window(s)")
+    assert part["missing"] == "a lower bound: 120 events lost" and s.extra["n_events_lost"] == 120
+    res = runner.invoke(app, ["analyze", str(tmp_path / "g.txt")])
+    assert res.exit_code == 0, res.output
+    assert "(partial: a lower bound: 120 events lost)" in res.stdout  # on the count's own row
+    assert "lost events: 120 events lost in 1 window(s)" in res.stdout
     (tmp_path / "whole.txt").write_text("".join(ln for ln in lines if "LOST" not in ln))
     assert analyze(load([tmp_path / "whole.txt"])).summary.extra["partial"] == {}
+    (tmp_path / "nocount.txt").write_text("".join(lines).replace("LOST 120 EVENTS", "LOST EVENTS"))
+    s = analyze(load([tmp_path / "nocount.txt"])).summary
+    assert (
+        s.extra["partial"]["n_contended"][0]["missing"]
+        == "a lower bound: events lost (the trace gives no count)"
+    )
+
+
+def test_a_trace_whose_waits_have_no_length_gives_no_wait_total(tmp_path):
+    """Contention begins without ends: wait_ns is null (unavailable), never 0."""
+    lines = [
+        " t-5 [000] 1.000000: contention_begin: 0xffff888100000000 (flags=SPIN)\n",
+        " t-6 [001] 1.000004: contention_begin: 0xffff888100000000 (flags=SPIN)\n",
+    ]
+    (tmp_path / "g.txt").write_text("".join(lines))
+    assert analyze(load([tmp_path / "g.txt"])).summary.extra["wait_ns"] is None

@@ -96,6 +96,7 @@ def test_refuses_to_overwrite_without_force(tmp_path):
         (["--preset", "nope"], "unknown preset 'nope'", 2),
         (["--format", "xml"], "unknown --format 'xml'", 2),
         (["--view", "side"], "unknown --view 'side'", 2),
+        (["--preset", "lhp-demo", "--seed", "-1"], "--seed must be >= 0, got -1", 2),
     ],
 )
 def test_usage_errors_are_one_line(tmp_path, args, needle, code):
