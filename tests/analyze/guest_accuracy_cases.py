@@ -259,7 +259,7 @@ def table(rows: list[Row]) -> str:
             ]
         lead = [
             name,
-            algo or "ticket",
+            algo or load_preset(name).lock.algorithm,  # a preset row: the preset's own lock
             "default" if ple is None else ("on" if ple else "off"),
             str(hz),
             lock_kind or "(default)",
