@@ -244,6 +244,11 @@ def layout_query(lf: pl.LazyFrame, layout: Layout, spec: FormatSpec) -> pl.LazyF
     fits = (text.str.find(": ", literal=True) == layout.first_colon) & (
         text.str.len_bytes() == text.str.len_chars()
     )
+    # the timestamp ends where the layout's does: with a `source: ` prefix (trace-cmd) the first `: `
+    # stays put when a longer timestamp shifts the line, and its slots would cut a wrong number
+    ts_end = slots["frac"][1] if "frac" in slots else slots["secs"][1]
+    if ts_end is not None:
+        fits = fits & (text.str.slice(ts_end, 1) == ":")
     numbers = pl.col("tid").is_not_null() & pl.col("cpu").is_not_null() & pl.col("ts").is_not_null()
     payload = pl.col("payload")
     split, event_payload = _split_ascii(spec)  # the rows kept (`ok`) are ASCII

@@ -1,7 +1,7 @@
 """The sanity property on real traces (issue 17's acceptance): any record mutation of a real trace
-either changes no metric or is reported (a counted problem, an excluded span, or a --strict error;
-or, for two records of one CPU with the same printed timestamp swapped, which no timestamp can tell
-from the true order, the analysis's warning of lock events out of sequence).
+either changes no metric or is reported (a counted problem, an excluded span, a --strict error, or
+the analysis's warning of lock events out of sequence). Two records printed at the same instant are
+never swapped (mutations.py): either order is a valid trace, which no timestamp can tell apart.
 
 Real captures from ../shared/real-traces, read in place: the first lines of the local pv-qspinlock
 guest captures in the three text formats (ftrace, trace-cmd report, perf script) and two public KVM

@@ -90,3 +90,17 @@ def test_the_largest_valid_values_are_no_problem(tmp_path):
     bad = {BAD_LINE: {"cpu": "8191", "tid": "4194304"}}
     path = _write(tmp_path, "ftrace", _trace("ftrace", bad))
     assert _problems(path, "ftrace") == {}
+
+
+@pytest.mark.parametrize("bad_line", [1, BAD_LINE])
+def test_a_longer_timestamp_behind_a_source_prefix_is_not_cut_to_a_wrong_one(tmp_path, bad_line):
+    # trace-cmd's `name: ` prefix holds the line's first `: `, which stays put when a wider timestamp
+    # shifts the rest: the fixed columns read 10^14 s as 1,000 s, a silent wrong start of the trace
+    # (the first record of its CPU: nothing before it to go backwards from)
+    text = _trace("trace-cmd", {bad_line: {"ts": "100000000000000.000001"}})
+    lines = text.splitlines(keepends=True)
+    text = lines[0] + "".join("pvlab:" + line for line in lines[1:])
+    path = _write(tmp_path, "trace-cmd", text)
+    problems = _problems(path, "trace-cmd")
+    assert {k: v["count"] for k, v in problems.items()} == {"timestamp_out_of_range": 1}
+    assert load([path], format="trace-cmd").events["ts"].min() >= 101 * 10**9
