@@ -217,18 +217,21 @@ class OutputSet:
         if any(os.path.realpath(s.path) == os.path.realpath(path) for s in self._staged):
             raise UsageError(f"{path} is written twice by one command")
         folder = Path(os.path.realpath(path)).parent
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".partial")
+        # a signal between creating the temporary file and noting it would leave it behind (a
+        # SIGHUP 1.4 s into `generate` did, in CI): it waits until the file is noted
+        with _signals_held():
             try:
-                os.fchmod(fd, 0o666 & ~_umask())  # the mode a plain open() would give, not mkstemp's 0600
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            raise OutputError(f"cannot write {path}: {os_message(exc)}") from None
-        staged = Staged(path, Path(name))
-        _live_temps.add(staged.tmp)
-        self._staged.append(staged)
+                folder.mkdir(parents=True, exist_ok=True)
+                fd, name = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".partial")
+                try:
+                    os.fchmod(fd, 0o666 & ~_umask())  # the mode a plain open() would give, not mkstemp's 0600
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                raise OutputError(f"cannot write {path}: {os_message(exc)}") from None
+            staged = Staged(path, Path(name))
+            _live_temps.add(staged.tmp)
+            self._staged.append(staged)
         return staged
 
     def unstage(self, staged: Staged) -> None:
