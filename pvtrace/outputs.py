@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import functools
 import os
+import secrets
 import signal
 import sys
-import tempfile
 from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
 from pathlib import Path
@@ -81,19 +80,29 @@ def signals_unwind() -> Iterator[None]:
                 signal.signal(sig, handler)
 
 
+def _new_temp(folder: Path, name: str) -> Path:
+    """A new empty temporary file `.<name>.<random>.partial` in folder, noted for removal *before* it
+    exists: a signal at any instant leaves nothing behind (a SIGHUP 1.4 s into `generate` once came
+    between mkstemp and the noting; holding signals does not help where another thread takes them)."""
+    while True:
+        tmp = folder / f".{name}.{secrets.token_hex(4)}.partial"
+        _live_temps.add(tmp)
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the umask applies
+            return tmp
+        except FileExistsError:
+            _live_temps.discard(tmp)
+        except OSError:
+            _live_temps.discard(tmp)  # not made; a signal instead leaves it noted, made or not
+            raise
+
+
 def remove_live_temps() -> None:
     """Remove every temporary output file still on disk (the last resort on exit)."""
     for tmp in list(_live_temps):
         with contextlib.suppress(OSError):
             tmp.unlink()
         _live_temps.discard(tmp)
-
-
-@functools.cache
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def os_message(exc: BaseException) -> str:
@@ -217,21 +226,13 @@ class OutputSet:
         if any(os.path.realpath(s.path) == os.path.realpath(path) for s in self._staged):
             raise UsageError(f"{path} is written twice by one command")
         folder = Path(os.path.realpath(path)).parent
-        # a signal between creating the temporary file and noting it would leave it behind (a
-        # SIGHUP 1.4 s into `generate` did, in CI): it waits until the file is noted
-        with _signals_held():
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-                fd, name = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".partial")
-                try:
-                    os.fchmod(fd, 0o666 & ~_umask())  # the mode a plain open() would give, not mkstemp's 0600
-                finally:
-                    os.close(fd)
-            except OSError as exc:
-                raise OutputError(f"cannot write {path}: {os_message(exc)}") from None
-            staged = Staged(path, Path(name))
-            _live_temps.add(staged.tmp)
-            self._staged.append(staged)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = _new_temp(folder, path.name)
+        except OSError as exc:
+            raise OutputError(f"cannot write {path}: {os_message(exc)}") from None
+        staged = Staged(path, tmp)
+        self._staged.append(staged)
         return staged
 
     def unstage(self, staged: Staged) -> None:

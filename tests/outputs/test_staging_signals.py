@@ -1,28 +1,30 @@
-"""A signal that comes while an output's temporary file is being created leaves nothing behind: the
-file is noted for removal before the signal is taken (pvtrace.outputs, OutputSet.stage)."""
+"""A signal at any instant while an output's temporary file is created leaves nothing behind: the
+file is noted for removal before it exists (pvtrace.outputs, OutputSet.stage)."""
 
 from __future__ import annotations
 
 import os
 import signal
-import tempfile
 
 import pytest
 
+from pvtrace import outputs
 from pvtrace.outputs import OutputSet, Terminated, remove_live_temps, signals_unwind
 
 
 def test_a_signal_as_a_temporary_file_is_created_leaves_no_file(tmp_path, monkeypatch):
     # CI: SIGHUP 1.4 s into `generate` left `.g.parquet.*.partial` (created, not yet noted)
-    real_mkstemp = tempfile.mkstemp
+    real_open = os.open
 
-    def mkstemp_then_signal(*args, **kwargs):
-        made = real_mkstemp(*args, **kwargs)
-        os.kill(os.getpid(), signal.SIGHUP)  # as the file exists, before pvtrace has noted it
-        return made
+    def open_then_signal(file, flags, *args, **kwargs):
+        fd = real_open(file, flags, *args, **kwargs)
+        if str(file).endswith(".partial"):
+            os.kill(os.getpid(), signal.SIGHUP)  # the file exists; pvtrace has not returned yet
+        return fd
 
-    monkeypatch.setattr(tempfile, "mkstemp", mkstemp_then_signal)
+    monkeypatch.setattr(outputs.os, "open", open_then_signal)
     with signals_unwind(), pytest.raises(Terminated):
         OutputSet().stage(tmp_path / "out.parquet")
+    monkeypatch.undo()
     remove_live_temps()  # what the command does as it unwinds
     assert list(tmp_path.iterdir()) == []
