@@ -25,44 +25,41 @@ _LOCK_FRAME = (
 )
 
 
-def _wait_stacks(events: pl.LazyFrame) -> pl.DataFrame:
-    """The stacks a contention_begin triggered: vm, vcpu, ts, stack."""
-    return (
+def tie_stacks(events: pl.LazyFrame, waits: pl.DataFrame) -> pl.DataFrame:
+    """The stack each wait's contention_begin triggered: vm, vcpu, ts, stack and the wait's lock,
+    start, dur. A stack is tied to the latest contention_begin of the same vCPU at or before it;
+    the wait is the one that begins there (its first stack). Empty when the trace has no stacks."""
+    stacks = (
         events.filter((pl.col("kind") == "other") & (pl.col("event").cast(pl.String) == "kernel_stack"))
         .select(pl.col("vm").cast(pl.String), "vcpu", "ts", pl.col("args").alias("stack"))
         .filter(pl.col("stack").str.contains("contention_begin"))
         .collect()
     )
-
-
-def stack_cost(events: pl.LazyFrame, waits: pl.DataFrame) -> dict | None:
-    """What taking a stack at each contention_begin added to the waits: the median time from a
-    wait's start to its stack (the capture's time, inside the wait), over the waits that have one."""
-    stacks = _wait_stacks(events)
-    if stacks.height == 0 or waits.height == 0:
-        return None
-    w = waits.select("vm", "vcpu", "start", "dur").sort("start")
-    tied = (
+    w = waits.select("vm", "vcpu", "lock", "start", "dur").sort("start")
+    return (
         stacks.sort("ts")
         .join_asof(w, left_on="ts", right_on="start", by=["vm", "vcpu"], check_sortedness=False)
-        .filter(pl.col("start").is_not_null() & (pl.col("ts") - pl.col("start") <= pl.col("dur")))
-        .unique(["vm", "vcpu", "start"], keep="first")
+        .filter(pl.col("lock").is_not_null())
+        .unique(["vm", "vcpu", "start"], keep="first", maintain_order=True)
     )
-    if tied.height == 0:
+
+
+def stack_cost(tied: pl.DataFrame) -> dict | None:
+    """What taking a stack at each contention_begin added to the waits (`tied`: tie_stacks): the
+    median time from a wait's start to its stack (the capture's time, inside the wait)."""
+    inside = tied.filter(pl.col("ts") - pl.col("start") <= pl.col("dur"))
+    if inside.height == 0:
         return None
-    return {"median_ns": int((tied["ts"] - tied["start"]).median()), "n_waits": tied.height}
+    return {"median_ns": int((inside["ts"] - inside["start"]).median()), "n_waits": inside.height}
 
 
-def lock_callers(events: pl.LazyFrame, waits: pl.DataFrame) -> pl.DataFrame:
-    """vm, lock, caller, n_waits, total_wait_ns, max_wait_ns per caller of each lock, most wait first.
-
-    A stack is tied to the latest contention_begin of the same vCPU at or before it; the
-    wait is the one that begins there. Empty when the trace has no stacks."""
-    stacks = _wait_stacks(events)
-    if stacks.height == 0 or waits.height == 0:
+def lock_callers(tied: pl.DataFrame) -> pl.DataFrame:
+    """vm, lock, caller, n_waits, total_wait_ns, max_wait_ns per caller of each lock, most wait
+    first, from the waits' stacks (`tied`: tie_stacks); empty when there are none."""
+    if tied.height == 0:
         return pl.DataFrame(schema=LOCK_CALLERS_SCHEMA)
     frames = (
-        stacks.with_row_index("sid")
+        tied.with_row_index("sid")
         .select("sid", pl.col("stack").str.split("\n").alias("frame"))
         .explode("frame")
         .with_columns(
@@ -72,14 +69,10 @@ def lock_callers(events: pl.LazyFrame, waits: pl.DataFrame) -> pl.DataFrame:
         .group_by("sid", maintain_order=True)
         .agg(pl.col("frame").first().alias("caller"))
     )
-    stacks = stacks.with_row_index("sid").join(frames, on="sid", how="left").drop("sid", "stack")
-    w = waits.select("vm", "vcpu", "lock", "start", "dur").sort("start")
-    tied = stacks.sort("ts").join_asof(
-        w, left_on="ts", right_on="start", by=["vm", "vcpu"], strategy="backward", check_sortedness=False
-    )
-    tied = tied.filter(pl.col("lock").is_not_null()).unique(["vm", "vcpu", "start"], keep="first")
     return (
-        tied.with_columns(pl.col("caller").fill_null("?"))
+        tied.with_row_index("sid")
+        .join(frames, on="sid", how="left")
+        .with_columns(pl.col("caller").fill_null("?"))
         .group_by("vm", "lock", "caller")
         .agg(
             pl.len().cast(pl.Int64).alias("n_waits"),

@@ -108,15 +108,21 @@ def parse_filters(window: str | None, vm: str | None, vcpu: int | None, lock: st
     return Filters(window=win, vm=vm, vcpu=vcpu, lock=addr)
 
 
-def filter_trace(trace: Trace, f: Filters) -> Trace:
-    """The events --window, --vm and --lock keep, with the trace window narrowed to --window."""
-    ev = trace.events
+def _in_window(lo: int | None, hi: int | None) -> pl.Expr:
+    """Events at lo or after and before hi (either side open when None)."""
     keep = pl.lit(True)
-    lo, hi = f.bounds(trace.t_start)
     if lo is not None:
         keep &= pl.col("ts") >= lo
     if hi is not None:
         keep &= pl.col("ts") < hi
+    return keep
+
+
+def filter_trace(trace: Trace, f: Filters) -> Trace:
+    """The events --window, --vm and --lock keep, with the trace window narrowed to --window."""
+    ev = trace.events
+    lo, hi = f.bounds(trace.t_start)
+    keep = _in_window(lo, hi)
     if f.vm is not None:
         known = set(ev["vm"].cast(pl.String).drop_nulls().unique().to_list())
         if f.vm not in known:
@@ -185,13 +191,7 @@ def _other_vms_shown(a: Analysis, f: Filters, whole: Trace) -> Analysis:
     window (the --vm analysis dropped the other VMs' events, so their runs read as host tasks)."""
     from pvtrace.analyze import context  # the context stage: only for a --vm filter
 
-    lo, hi = f.bounds(whole.t_start)
-    keep = pl.lit(True)
-    if lo is not None:
-        keep &= pl.col("ts") >= lo
-    if hi is not None:
-        keep &= pl.col("ts") < hi
-    events = whole.events.lazy().filter(keep)
+    events = whole.events.lazy().filter(_in_window(*f.bounds(whole.t_start)))
     tables = dict(a.tables)
     tables["pcpu_timeline"] = context.pcpu_timeline(events)
     tables["incidents"] = context.incidents(a.table("lhp_incidents"), a.table("lwp_incidents"), events)

@@ -34,14 +34,16 @@ def ambiguous_lhp(tables: dict[str, pl.DataFrame]) -> pl.DataFrame:
     unfair = tables["lock_kinds"].filter(pl.col("kind") == "unfair").select("vm", "lock")
     lhp = lhp.join(unfair, on=["vm", "lock"], how="anti")
     waits = tables["waits"].select(
-        "vm", "lock", pl.col("vcpu").alias("w"), pl.col("start").alias("ws"), "end"
+        "vm",
+        "lock",
+        pl.col("vcpu").alias("w"),
+        pl.col("start").alias("ws"),
+        pl.col("end").alias("we"),
+        # a stop inside a wait: only waits with halted or preempted time can hold one
+        ((pl.col("halted_ns") + pl.col("preempted_ns")) > 0).alias("stopped"),
     )
-    waits = waits.rename({"end": "we"})
-    # a stop inside a wait: only waits with halted or preempted time can hold one
-    stopped_waits = tables["waits"].filter((pl.col("halted_ns") + pl.col("preempted_ns")) > 0)
-    stopped_waits = stopped_waits.select(
-        "vm", "lock", pl.col("vcpu").alias("w"), pl.col("start").alias("ws"), pl.col("end").alias("we")
-    )
+    stopped_waits = waits.filter("stopped").drop("stopped")
+    waits = waits.drop("stopped")
     down = tables["vcpu_states"].filter(pl.col("state").is_in(STOPPED))
     down = down.select(
         "vm", pl.col("vcpu").alias("w"), pl.col("start").alias("ds"), pl.col("end").alias("de")

@@ -402,7 +402,7 @@ def _analyze_group(
     waits = measured.tables["waits"]
     if {"event", "args"} <= set(frame.collect_schema().names()):
         ctx["lock_callers"] = context.lock_callers(
-            frame, waits if isinstance(waits, pl.DataFrame) else waits.read()
+            context.tie_stacks(frame, waits if isinstance(waits, pl.DataFrame) else waits.read())
         )
     for name in SPILLED:
         if isinstance(measured.tables[name], pl.DataFrame):  # a VM in windows has them on disk already

@@ -198,8 +198,9 @@ def _with_context(result: Analysis, ctx: _Context) -> Analysis:
     per lock from the captured stacks, the pCPU timeline, VM exits, and all incidents with what
     ran in the preempted vCPU's place."""
     if {"event", "args"} <= ctx.names:
-        result.tables["lock_callers"] = context.lock_callers(ctx.events, result.table("waits"))
-        _warn_stack_cost(result, context.stack_cost(ctx.events, result.table("waits")))
+        tied = context.tie_stacks(ctx.events, result.table("waits"))
+        result.tables["lock_callers"] = context.lock_callers(tied)
+        _warn_stack_cost(result, context.stack_cost(tied))
     result.tables.update(ctx.tables)
     result.tables["incidents"] = context.incidents(
         result.table("lhp_incidents"),

@@ -10,11 +10,10 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.markup import escape
 
-from pvtrace.cli.common import err, handle_errors, out, progress
+from pvtrace.cli.common import LOCK_KIND_HELP, checked_lock_kind, err, handle_errors, out, progress
 from pvtrace.errors import UsageError
 from pvtrace.ingest.load import FORMATS
 from pvtrace.outputs import refuse_stdout
-from pvtrace.schema import LOCK_KINDS
 
 # Exit status of a fleet that ran to its end but has traces that failed (they are failure rows).
 EXIT_SOME_FAILED = 3
@@ -97,9 +96,7 @@ def register(app: typer.Typer) -> None:
         retry_failed: Annotated[
             bool, typer.Option("--retry-failed", help="Analyze again the traces that failed before.")
         ] = False,
-        lock_kind: Annotated[
-            str | None, typer.Option("--lock-kind", help="Lock kind of every VM: fifo, unfair or unknown.")
-        ] = None,
+        lock_kind: Annotated[str | None, typer.Option("--lock-kind", help=LOCK_KIND_HELP)] = None,
         fmt: Annotated[str, typer.Option("--format", help="Input format (auto: detect per trace).")] = "auto",
         strict: Annotated[bool, typer.Option("--strict", help="Malformed input lines are fatal.")] = False,
         quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress bar, no summary.")] = False,
@@ -108,8 +105,7 @@ def register(app: typer.Typer) -> None:
         from pvtrace.fleet.inputs import expand_inputs
         from pvtrace.fleet.run import plan, run_fleet
 
-        if lock_kind is not None and lock_kind not in LOCK_KINDS:
-            raise UsageError(f"--lock-kind must be one of {', '.join(LOCK_KINDS)}, not {lock_kind!r}")
+        checked_lock_kind(lock_kind)
         if fmt not in FORMATS:
             raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
         refuse_stdout(out_dir)
