@@ -25,6 +25,7 @@ from pvtrace.simulate.events import (
     EV_BALANCE,
     EV_ENTRY,
     EV_GANG,
+    EV_GUEST,
     EV_IPI,
     EV_NOISE_DONE,
     EV_NOISE_WAKE,
@@ -89,6 +90,7 @@ class Engine(Scheduling, Exits, GuestLocks, Ipis):
         self.ple = s.hypervisor.ple
         self.base_window = s.hypervisor.ple_window
         self.exit_cost = s.hypervisor.exit_cost_ns
+        self.entry_hw = min(s.hypervisor.entry_ns, self.exit_cost)  # the entry's part of an exit's cost
         self.kick_latency = s.hypervisor.kick_latency_ns
         self.ipi_latency = s.hypervisor.ipi_latency_ns
         self.pv_tlb_flush = s.hypervisor.pv_tlb_flush
@@ -265,6 +267,9 @@ class Engine(Scheduling, Exits, GuestLocks, Ipis):
                 elif typ == EV_ENTRY:
                     if tok == obj.token:
                         self.entry(obj, t)
+                elif typ == EV_GUEST:
+                    if tok == obj.token:
+                        self.guest_entered(obj, t)
                 elif typ == EV_SCAN:
                     if tok == obj.token:
                         self.spin_scan(obj, t)

@@ -20,7 +20,8 @@ from pvtrace.simulate import output as o
     EV_POLL_END,
     EV_BALANCE,
     EV_IPI,
-) = range(14)
+    EV_GUEST,
+) = range(15)
 
 NEVER = 1 << 62  # a time no run reaches
 

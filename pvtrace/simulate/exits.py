@@ -11,7 +11,7 @@ scheduler decides.
 
 from __future__ import annotations
 
-from pvtrace.simulate.events import EV_ENTRY, EV_POLL_END, EV_SCAN, EV_WAKE, K
+from pvtrace.simulate.events import EV_POLL_END, EV_SCAN, EV_WAKE, K
 from pvtrace.simulate.hypervisor import MAX_YIELD_TRIES, grown_window, next_poll_ns, spin_candidates
 from pvtrace.simulate.tasks import DONE, HALTED, PREEMPTED, RUNNING, VCpu
 
@@ -61,7 +61,7 @@ class Exits:
         """Nothing to yield to (or the yield had no effect): re-enter after the exit's cost."""
         v.spin_loop = False
         v.dy_eligible = False
-        self.push_v(v, t + self.exit_cost, EV_ENTRY)
+        self.reenter(v, t)
 
     def hypercall_yield(self, v: VCpu, target: VCpu, t: int) -> None:
         """Yield-to-holder / shared run state: KVM_HC_SCHED_YIELD to a vCPU by hypercall.
@@ -195,7 +195,7 @@ class Exits:
         self.emit(t, K.EXIT_KICK | v.key, v.pcpu)
         v.in_guest = False
         self.emit(t, K.PV_KICK | v.key, w.idx)
-        self.push_v(v, t + self.exit_cost, EV_ENTRY)
+        self.reenter(v, t)
         w.kick_pending = True
         if not w.polling:
             w.token += 1

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from heapq import heappop, heapreplace
 
-from pvtrace.simulate.events import EV_ATTEMPT, EV_RELEASE, EV_SPIN, NEVER, K
+from pvtrace.simulate.events import EV_ATTEMPT, EV_GUEST, EV_RELEASE, EV_SPIN, NEVER, K
 from pvtrace.simulate.locks import LockState
 from pvtrace.simulate.tasks import COMPUTE, DONE, HALTED, HOLD, IPI, PREEMPTED, RUNNING, WAIT, VCpu
 from pvtrace.simulate.workload import BLOCK
@@ -54,8 +54,17 @@ class GuestLocks:
             self.finish(v, t)
 
     def entry(self, v: VCpu, t: int) -> None:
-        """The exit's cost is paid: back into the guest."""
+        """kvm_entry: the guest runs again once the VM entry is done."""
         self.emit(t, K.ENTRY | v.key, v.pcpu)
+        v.entering = True
+        self.push_v(v, t + self.entry_hw, EV_GUEST)
+
+    def guest_entered(self, v: VCpu, t: int) -> None:
+        """The exit's (or the sched-in's) cost is paid: guest code runs again."""
+        v.entering = False
+        if v.halted_phase:  # pv_wait returns: a fresh spin budget
+            v.halted_phase = False
+            v.halt_left = self.threshold
         v.in_guest = True
         v.ple_left = self.wns(v.window)
         self.resume(v, t)

@@ -105,6 +105,7 @@ class Hypervisor:
     ple_window_max: int = 4_294_967_295
     directed_yield: str = "kvm"
     exit_cost_ns: int = 700
+    entry_ns: int = 300
     spin_scan_ns: int = 500
     kick_latency_ns: int = 3_000
     ipi_latency_ns: int = 2_000
@@ -281,6 +282,7 @@ def validate(s: Scenario) -> Scenario:
         hv.directed_yield,
     )
     _check(hv.exit_cost_ns >= 1, "hypervisor.exit_cost_ns", ">= 1", hv.exit_cost_ns)
+    _check(hv.entry_ns >= 0, "hypervisor.entry_ns", ">= 0", hv.entry_ns)
     _check(hv.kick_latency_ns >= 1, "hypervisor.kick_latency_ns", ">= 1", hv.kick_latency_ns)
     _check(hv.ipi_latency_ns >= 1, "hypervisor.ipi_latency_ns", ">= 1", hv.ipi_latency_ns)
     _check(hv.spin_scan_ns >= 1, "hypervisor.spin_scan_ns", ">= 1", hv.spin_scan_ns)

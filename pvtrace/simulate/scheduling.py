@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from pvtrace.simulate import balance
-from pvtrace.simulate.events import EV_BALANCE, EV_GANG, EV_NOISE_DONE, EV_NOISE_WAKE, EV_SLICE, K
+from pvtrace.simulate.events import EV_BALANCE, EV_ENTRY, EV_GANG, EV_NOISE_DONE, EV_NOISE_WAKE, EV_SLICE, K
 from pvtrace.simulate.tasks import COMPUTE, HOLD, IPI, PREEMPTED, RUNNING, WAIT, Noise, VCpu
 
 
@@ -57,13 +57,18 @@ class Scheduling:
         self.enter_guest(v, p, t)
 
     def enter_guest(self, v: VCpu, p: int, t: int) -> None:
-        if v.halted_phase:
-            v.halted_phase = False
-            v.halt_left = self.threshold
-        self.emit(t, K.ENTRY | v.key, p)
-        v.in_guest = True
-        v.ple_left = self.wns(v.window)
-        self.resume(v, t)
+        """Scheduled in (or woken on its pCPU from a halt-poll): back into the guest after an exit's cost.
+
+        The exit that took it off was free, so its cost is paid here: the vCPU thread returns
+        into KVM's run loop, traces kvm_entry and enters; guest code never runs at the instant
+        of a host context switch.
+        """
+        self.reenter(v, t)
+
+    def reenter(self, v: VCpu, t: int) -> None:
+        """An exit's cost from t: kvm_entry is traced `entry_hw` before the guest runs again (the
+        hardware VM entry), so no guest event shares an instant with a host one."""
+        self.push_v(v, t + self.exit_cost - self.entry_hw, EV_ENTRY)
 
     def off_pcpu(self, task, p: int, t: int) -> None:
         """Task leaves pCPU p: charge it; the caller queues it or lets it sleep."""
@@ -143,6 +148,9 @@ class Scheduling:
             self.emit(t, K.EXIT_INTR | v.key, p)
         else:
             v.token += 1
+            if v.entering:  # the interrupt arrives during the VM entry: it exits at once
+                v.entering = False
+                self.emit(t, K.EXIT_INTR | v.key, p)
         self.emit(t, key | v.key, p)
         self.set_state(v, PREEMPTED, t)
         v.extended = False

@@ -26,6 +26,7 @@ class VCpu:
         "deadline",
         "due",
         "dy_eligible",
+        "entering",
         "extended",
         "gid",
         "halt_left",
@@ -90,6 +91,7 @@ class VCpu:
         self.last_pcpu = -1
         self.off_t = 0  # when it last left a pCPU (cache-hot for a while after: balance.py)
         self.in_guest = False
+        self.entering = False  # kvm_entry traced, the guest not yet running (VM entry)
         self.phase = COMPUTE
         self.left = 0
         self.due = 0

@@ -165,15 +165,19 @@ def guest_signal_events(trace: Trace, hz: int = GUEST_HZ) -> pl.DataFrame:
 
 
 def after_exits(rows: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
-    """Rows (vm, vcpu, ts) due while their vCPU is in a VM exit moved to its re-entry: a running
-    vCPU handling a PAUSE exit or a hypercall is in the host, and the guest takes a timer interrupt
-    (or writes a marker) only once it is back in guest mode (vmx/svm deliver the pending interrupt
-    at VM entry)."""
+    """Rows (vm, vcpu, ts) due while their vCPU is in a VM exit, or scheduled in but not yet
+    entered, moved to its (re-)entry: a running vCPU handling a PAUSE exit or a hypercall, or
+    returning into KVM's run loop after a sched-in, is in the host, and the guest takes a timer
+    interrupt (or writes a marker) only once it is back in guest mode (vmx/svm deliver the pending
+    interrupt at VM entry)."""
     exits = (
-        events.filter(pl.col("kind").is_in(["vm_exit", "vm_entry"]))
+        events.filter(pl.col("kind").is_in(["vm_exit", "vm_entry", "vcpu_run"]))
         .sort("vm", "vcpu", "ts", "seq")
-        .with_columns(pl.col("ts").shift(-1).over(["vm", "vcpu"]).alias("entry"))
-        .filter((pl.col("kind") == "vm_exit") & pl.col("entry").is_not_null())
+        .with_columns(
+            pl.col("ts").shift(-1).over(["vm", "vcpu"]).alias("entry"),
+            (pl.col("kind").shift(-1).over(["vm", "vcpu"]) == "vm_entry").alias("entered"),
+        )
+        .filter((pl.col("kind") != "vm_entry") & pl.col("entered").fill_null(False))
         .select(
             pl.col("vm").cast(pl.String), pl.col("vcpu").cast(pl.Int32), pl.col("ts").alias("exit"), "entry"
         )

@@ -21,7 +21,8 @@ runner = CliRunner()
 def test_seed_table_reproduces_the_founding_table_shape(ple):
     # science.md: time grows with the guests; the pv lock cuts it at every level (level 1 too,
     # on this loaded host) and its gain grows with the guests, with PLE on (KVM's default) and
-    # off; without the cure the spread is larger.
+    # off. The spread shrinks under the pv lock where ticket collapses into convoys (PLE off);
+    # with PLE on there are no convoys to collapse into and runs are regular either way.
     exp = run_experiment(load_preset("seed-table").replace(hypervisor={"ple": ple}), repeats=5)
     t = exp.table
     assert t["level"].to_list() == [1, 2, 3, 4]
@@ -32,8 +33,12 @@ def test_seed_table_reproduces_the_founding_table_shape(ple):
     gains = t["gain_pct"].to_list()
     assert all(g > 0 for g in gains), gains
     assert all(b > a for a, b in itertools.pairwise(gains)), gains
-    wider = (t["without_std_s"] > t["with_std_s"]).sum()
-    assert wider >= 3, t
+    if ple:
+        for col in ("without", "with"):
+            assert (t[f"{col}_std_s"] / t[f"{col}_mean_s"]).max() < 0.05, t
+    else:
+        wider = (t["without_std_s"] > t["with_std_s"]).sum()
+        assert wider >= 3, t
 
 
 def test_table_math_on_known_runs():

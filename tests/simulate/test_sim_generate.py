@@ -66,7 +66,7 @@ def test_streamed_batches_equal_one_batch(tmp_path):
     s = load_preset("lhp-demo").replace(run={"duration_ns": 50_000_000})
     whole, truth = simulate_trace(s)
     batches: list[pl.DataFrame] = []
-    run = simulate(s, batches.append, batch_size=1000)
+    run = simulate(s, batches.append, batch_size=500)
     assert len(batches) > 5
     assert pl.concat(batches).equals(whole.events)
     assert run.truth.summary.totals == truth.summary.totals
