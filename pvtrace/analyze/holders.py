@@ -51,7 +51,7 @@ from pvtrace.analyze.intervals import (
     sort_by_key_time,
 )
 from pvtrace.analyze.locks import HOLD_COLUMNS, lock_order
-from pvtrace.analyze.prepare import COARSE_TICK_NS, Prepared
+from pvtrace.analyze.prepare import ENTRY_NS, Prepared
 from pvtrace.analyze.running_clock import ran_between, run_bound_end
 from pvtrace.analyze.vcpu_states import VcpuStates
 
@@ -209,12 +209,10 @@ def visible_holds(
     acq = acq.join(boosts, on=["lid", "ord"], how="left", maintain_order="left")
     boosted = pl.col("boosted").fill_null(False) & (pl.col("ran_to_stop") < pl.col("tail")).fill_null(False)
     through = ((pl.col("ran_to_stop") < pl.col("bound")).fill_null(False) | boosted) & ~handed
+    # Held through the stop, it releases after it runs again, and a resumed vCPU runs guest code
+    # ENTRY_NS after its thread does.
     run_for = (
-        pl.when(boosted & ~handed)
-        .then(pl.max_horizontal("hold", pl.col("ran_to_stop") + 1))
-        .when(through)
-        .then(pl.max_horizontal("hold", "ran_to_stop"))
-        .otherwise(pl.col("hold"))
+        pl.when(through).then(pl.max_horizontal("hold", pl.col("ran_to_stop") + ENTRY_NS)).otherwise("hold")
     )
     acq = _ended(acq.with_columns(run_for.alias("_run_for"), through.alias("_through")), waits, clock, prep)
     notes = {
@@ -316,10 +314,11 @@ def _queued_successor(
         values=["y_start", "y_end"],
         strict=True,
     ).drop("_row")
-    # Printed to the microsecond, Y resuming less than a microsecond before its acquisition may
-    # have taken the lock as it resumed (host and guest clocks each cut their own microsecond):
-    # that stretch proves nothing.
-    at_resume = prep.coarse_lock() & (pl.col("next_ts") - pl.col("y_start") < COARSE_TICK_NS)
+    # A vCPU runs guest code about a microsecond after its thread resumes (vcpu_load, kvm_entry,
+    # VMRESUME), and printed to the microsecond the resume and the acquisition may swap: Y taking
+    # the lock less than ENTRY_NS after it resumed took it as soon as it could, which proves nothing
+    # about when X released.
+    at_resume = pl.col("next_ts") - pl.col("y_start") < ENTRY_NS
     a = a.with_columns(pl.min_horizontal("y_end", "next_ts").alias("y_last")).filter(
         (pl.col("y_last") > pl.col("_lo"))
         & (pl.col("kick_ts").is_null() | (pl.col("kick_ts") >= pl.col("y_last")))

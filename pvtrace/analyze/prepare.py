@@ -30,6 +30,9 @@ STATE_KINDS = ("vcpu_run", "vcpu_preempt", "vcpu_halt", "vcpu_wake")
 LOCK_EVENT_KINDS = ("lock_contend", "lock_acquire", "lock_release")
 EXIT_KINDS = ("vm_exit", "vm_entry")
 COARSE_TICK_NS = 1_000  # ftrace's and perf's default timestamps: microseconds
+# From a vCPU thread's sched_switch in to its first guest instruction (vcpu_load, kvm_entry,
+# VMRESUME): 0.5-1 us on current hardware, so nothing the guest does is earlier.
+ENTRY_NS = 1_000
 USED_COLUMNS = ("ts", "seq", "vm", "vcpu", "pcpu", "kind", "lock", "reason", "target", "value", "origin")
 
 

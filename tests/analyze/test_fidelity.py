@@ -68,7 +68,8 @@ def test_inferred_holder_keeps_the_lock_through_its_preemption():
     # Merged view, us times: v0 acquires (contended) at 10 and is preempted at 11.5 after running
     # less than 3x the typical hold (no clean hand-off here: the 1 us median fallback), so it
     # still holds the lock when preempted; v1 spins [12, 45). v0 runs at 40 and releases once it
-    # has run the mean hold (2 us fallback) in all: at 40.5. Spin [12, 40) is LHP; spin in all is
+    # has run the mean hold (2 us fallback) in all, but not before it has entered the guest
+    # (ENTRY_NS, 1 us after its run): at 41. Spin [12, 40) is LHP; spin in all is
     # v0's 5 us before its acquisition plus v1's 33 us.
     rows = [
         run(0, 0),
@@ -89,7 +90,7 @@ def test_inferred_holder_keeps_the_lock_through_its_preemption():
     assert "n_lhp" not in s.totals and "n_lhp" in unavailable(a)
     assert (s.totals["waste_lhp_ns"], s.totals["n_lhp_harmful"], s.totals["spin_ns"]) == (28 * US, 1, 38 * US)
     holds = a.table("holds").select("vcpu", "start", "end", "inferred").rows()
-    assert next(h for h in holds if h[0] == 0) == (0, 10 * US, 40_500, True)
+    assert next(h for h in holds if h[0] == 0) == (0, 10 * US, 41 * US, True)
     assert a.table("lhp_incidents").select("holder", "start", "end", "harmful").rows() == [
         (0, 11_500, 40 * US, True)
     ]
