@@ -26,7 +26,7 @@ from pvtrace.analyze.intervals import (
 )
 from pvtrace.analyze.likely_holder import areas_at, free_running_clock, likely_holders, span_area
 from pvtrace.analyze.locks import acquisitions, lock_status
-from pvtrace.analyze.prepare import ENTRY_NS, Prepared
+from pvtrace.analyze.prepare import Prepared
 from pvtrace.analyze.running_clock import ran_between, running_clock
 from pvtrace.analyze.silent_stops import release_silent_stops, until_stop
 from pvtrace.analyze.vcpu_states import VcpuStates
@@ -86,8 +86,8 @@ def unseen_holds(
     )["_fixed"]
     head = pl.col("ref").is_null() | ((pl.col("ref") == pl.col("vid")) & pl.lit(fixed).is_null())
     lonely = spin.filter((~pl.col("held")).fill_null(False) & ((pl.col("lock_kind") != "fifo") | head))
-    # A waiter that resumes and takes the lock less than ENTRY_NS later was entering the guest, not
-    # spinning on a held lock: it took the lock as soon as it could.
+    # A waiter that resumes and takes the lock within prep.entry_slack() was entering the guest,
+    # not spinning on a held lock: it took the lock as soon as it could.
     ends = waits.select("wid", pl.col("start").alias("w_start"), pl.col("end").alias("w_end"), "truncated")
     lonely = lonely.join(ends, on="wid", how="left").with_columns(
         ((pl.col("end") == pl.col("w_end")) & ~pl.col("truncated")).fill_null(False).alias("_acquired")
@@ -95,7 +95,7 @@ def unseen_holds(
     entering = (
         pl.col("_acquired")
         & (pl.col("start") > pl.col("w_start"))
-        & (pl.col("end") - pl.col("start") < ENTRY_NS)
+        & (pl.col("end") - pl.col("start") < prep.entry_slack())
     )
     lonely = lonely.filter(~entering)
     # Episodes: stretches of such spin on one lock, and the free stretch (gap) holding each; an

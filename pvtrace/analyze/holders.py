@@ -316,9 +316,9 @@ def _queued_successor(
     ).drop("_row")
     # A vCPU runs guest code about a microsecond after its thread resumes (vcpu_load, kvm_entry,
     # VMRESUME), and printed to the microsecond the resume and the acquisition may swap: Y taking
-    # the lock less than ENTRY_NS after it resumed took it as soon as it could, which proves nothing
-    # about when X released.
-    at_resume = pl.col("next_ts") - pl.col("y_start") < ENTRY_NS
+    # the lock within that (prep.entry_slack) after it resumed took it as soon as it could, which
+    # proves nothing about when X released.
+    at_resume = pl.col("next_ts") - pl.col("y_start") < prep.entry_slack()
     a = a.with_columns(pl.min_horizontal("y_end", "next_ts").alias("y_last")).filter(
         (pl.col("y_last") > pl.col("_lo"))
         & (pl.col("kick_ts").is_null() | (pl.col("kick_ts") >= pl.col("y_last")))

@@ -47,15 +47,17 @@ JUMP_MIN = 5
 SOURCES = ("--lock-kind", "trace metadata", "inferred")
 
 
-def order_evidence(waits: pl.DataFrame, pieces: pl.DataFrame | None, ord_size: int) -> pl.DataFrame:
+def order_evidence(
+    waits: pl.DataFrame, pieces: pl.DataFrame | None, ord_size: int, t_start: int
+) -> pl.DataFrame:
     """Per lock (lid): n_handoffs and n_in_order (see hand_offs)."""
-    h = hand_offs(waits, pieces, ord_size)
+    h = hand_offs(waits, pieces, ord_size, t_start)
     return h.group_by("lid").agg(
         pl.len().cast(I64).alias("n_handoffs"), pl.col("in_order").sum().cast(I64).alias("n_in_order")
     )
 
 
-def hand_offs(waits: pl.DataFrame, pieces: pl.DataFrame | None, ord_size: int) -> pl.DataFrame:
+def hand_offs(waits: pl.DataFrame, pieces: pl.DataFrame | None, ord_size: int, t_start: int) -> pl.DataFrame:
     """The hand-offs with a choice: lid, wid, in_order, one row per contended acquisition that
     another waiter could have had instead.
 
@@ -68,7 +70,9 @@ def hand_offs(waits: pl.DataFrame, pieces: pl.DataFrame | None, ord_size: int) -
     head is not spinning, pv qspinlock's lock stealing, is still fifo for the head). Without states
     every acquisition with another waiter queued counts, and an overtaken head can be such
     a steal, so only fifo can be decided (classify(..., states=False)).
-    waits: wid, lid, start, start_ord, end_ord, truncated.
+    waits: wid, lid, start, start_ord, end_ord, truncated. t_start: where the trace (or the time
+    window analyzed) begins, the previous acquisition of a lock's first one as far as it can tell
+    (so that a trace cut at a quiet point gives the same hand-offs as the whole).
     """
     w = (
         waits.select(
@@ -110,14 +114,15 @@ def hand_offs(waits: pl.DataFrame, pieces: pl.DataFrame | None, ord_size: int) -
         .filter(pl.col("d") == -1)
         .select("lid", pl.col("ord").alias("acq"), (pl.col("after") + 1).alias("queued"))
     )
+    # the previous (contended) acquisition of the lock, whoever else was queued: since then, a
+    # running waiter could have taken it
+    acq = sort_by_key_time(acq, "lid", "acq").with_columns(
+        pl.col("acq_ts").shift(1).over("lid").fill_null(t_start).alias("prev_ts")
+    )
     acq = acq.join(queued, on=["lid", "acq"], how="left").filter(pl.col("queued") >= 2)
     if pieces is None:
         return acq.select("lid", "wid", "in_order")
     spin = pieces.filter(pl.col("state") == "running").select("wid", "lid", "start", "end")
-    # the previous acquisition of the lock: since then, a running waiter could have taken it
-    acq = sort_by_key_time(acq, "lid", "acq").with_columns(
-        pl.col("acq_ts").shift(1).over("lid").fill_null(pl.col("start")).alias("prev_ts")
-    )
     # spin on the lock, integrated over time: I(x) = integral up to x of the number of spinners
     to_acq, to_prev = coverage_integral(spin, acq, key="lid", at=("acq_ts", "prev_ts"))
     acq = acq.with_columns(to_acq.alias("spin_to_acq_ts"), to_prev.alias("spin_to_prev_ts"))
@@ -253,7 +258,7 @@ def infer_lock_kinds(
     override: the kind was given by --lock-kind (kept, and so is the evidence); pieces: the
     waits split by waiter state (None without vCPU states).
     """
-    evidence = order_evidence(waits.filter(~pl.col("excluded")), pieces, prep.ord_size)
+    evidence = order_evidence(waits.filter(~pl.col("excluded")), pieces, prep.ord_size, prep.window.t_start)
     jumps = (
         queue_jumps(prep, waits, pieces, states)
         if pieces is not None and states is not None

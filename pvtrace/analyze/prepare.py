@@ -97,6 +97,12 @@ class Prepared:
         """Whether each row's lock (`lid`) is printed to the microsecond (its VM's coarse_lock_clock)."""
         return pl.lit(self.coarse_lock_clock).gather(self.lock_attr("vm_id", lid))
 
+    def entry_slack(self, lid: str = "lid") -> pl.Expr:
+        """How long after a vCPU's resume, as printed, its guest may still be entering: ENTRY_NS,
+        plus a microsecond where the lock's clock is printed to the microsecond (the resume and
+        the guest's event are each cut to their own clock's microsecond)."""
+        return pl.lit(ENTRY_NS) + self.coarse_lock(lid).cast(pl.Int64()) * COARSE_TICK_NS
+
     @property
     def n_locks(self) -> int:
         return self.locks.height

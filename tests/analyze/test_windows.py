@@ -44,8 +44,19 @@ def analyzed_in_windows(path, n_windows: int) -> tuple:
     )
 
 
-@pytest.mark.parametrize("preset", ["kernel-build", "tlb-shootdown", "overcommit-2x"])
-@pytest.mark.parametrize("seed", [1, 4])
+# Seeds where a VM is cut, some cuts are asked inside a hold or a wait, and the lost window, if its
+# VM is cut, lies after the first cut (the property itself held on seeds 1-8 of each preset).
+@pytest.mark.parametrize(
+    ("preset", "seed"),
+    [
+        ("kernel-build", 1),
+        ("kernel-build", 3),
+        ("tlb-shootdown", 1),
+        ("tlb-shootdown", 4),
+        ("overcommit-2x", 2),
+        ("overcommit-2x", 4),
+    ],
+)
 def test_windows_of_a_vm_give_the_whole_analysis(tmp_path, cuts, preset, seed):
     trace, _ = simulate_trace(load_preset(preset).replace(run={"duration_ns": 20_000_000}), seed=seed)
     path = tmp_path / "t.parquet"
@@ -88,7 +99,7 @@ def test_cuts_asked_anywhere_move_to_quiet_points_and_give_the_whole_analysis(
 
 
 @pytest.mark.parametrize(
-    ("preset", "seed"), [("kernel-build", 3), ("tlb-shootdown", 3), ("overcommit-2x", 4)]
+    ("preset", "seed"), [("kernel-build", 6), ("tlb-shootdown", 1), ("overcommit-2x", 5)]
 )
 def test_cuts_asked_inside_a_hold_a_wait_a_convoy_and_a_lost_window(
     tmp_path, monkeypatch, cuts, preset, seed

@@ -66,7 +66,8 @@ def text_run(trace, fmt: str, where: Path) -> dict:
     a = analyze(loaded)
     true_kind = {vm: info.lock_kind for vm, info in trace.meta.vms.items()}
     # the same text with the lock kind given (--lock-kind): what the inference gets once the kind is known
-    given = analyze(loaded, lock_kind=next(iter(true_kind.values()))).summary.totals
+    given_a = analyze(loaded, lock_kind=next(iter(true_kind.values())))
+    given = given_a.summary.totals
     s = a.summary
     t0, t1 = s.extra["t_start"], s.extra["t_end"]
     truth = cut_truth(trace, t0, t1 + 1)  # the text's window includes its last event
@@ -99,6 +100,11 @@ def text_run(trace, fmt: str, where: Path) -> dict:
         )
         if "n_lhp_harmful" in found
         else None,
+        "lhp_given": incident_counts(
+            given_a.table("lhp_incidents").filter(pl.col("harmful")),
+            truth.lhp_incidents.filter(pl.col("harmful")),
+            LHP_KEY,
+        ),
         "kinds": (right, wrong, kinds.height),
         "synchronized": (s.extra.get("clock") or {}).get("synchronized", True),
     }
@@ -140,6 +146,7 @@ def figures(runs: list[dict]) -> dict:
         "convoy_given_err": err("convoys_given"),
         "partial": any(r["partial"] for r in runs),
         "lhp": scores,
+        "lhp_given": scores_of(pooled([r["lhp_given"] for r in runs])),
         "kinds_right": sum(r["kinds"][0] for r in runs),
         "kinds_wrong": sum(r["kinds"][1] for r in runs),
         "kinds_n": sum(r["kinds"][2] for r in runs),

@@ -39,7 +39,10 @@ def _texts(paths):
 @pytest.mark.parametrize(
     ("fmt", "offsets"), [("ftrace", (-7_123_456_789, -90_000_001_234)), ("perf", (-3_000_000_017, -5_500))]
 )
-def test_offset_estimated_from_the_events_within_a_microsecond_and_a_half(tmp_path, fmt, offsets):
+def test_offset_estimated_from_the_events_within_a_microsecond(tmp_path, fmt, offsets):
+    # Found within 1 us (issue 13); the estimate's own uncertainty (half the width of the shifts
+    # that fit) stays within two printed microseconds: a guest event lies 300 ns or more after
+    # its vCPU's kvm_entry, so the entries bound the shift to that much less than a microsecond.
     trace, _ = _run(5, offsets)
     paths = write_rendered(trace, fmt, "merged", tmp_path / "m.txt")
     for p in paths:
@@ -49,7 +52,8 @@ def test_offset_estimated_from_the_events_within_a_microsecond_and_a_half(tmp_pa
     assert clock["synchronized"] is True
     for vm, true in zip(("vm0", "vm1"), offsets, strict=True):
         est = clock["guests"][vm]["estimate"]
-        assert abs(clock["guest_offset_ns"][vm] - true) <= est["uncertainty_ns"] <= 1_500
+        error = abs(clock["guest_offset_ns"][vm] - true)
+        assert error <= 1_000 and error <= est["uncertainty_ns"] <= 2_000, (error, est)
         assert clock["guests"][vm]["mode"].startswith("estimated from the events")
 
 
