@@ -85,6 +85,25 @@ def test_a_missed_tick_bounds_the_not_running_interval():
     assert gaps.filter(pl.col("vcpu") == 1).height == 0  # vCPU 1 ticked throughout
 
 
+def test_a_waiter_that_takes_the_lock_as_it_resumes_says_nothing_of_the_holder():
+    """vCPU 1 takes lock A at 2.2 ms (contended) and misses its ticks at 3 and 4 ms; vCPU 0, waiting
+    for A since 1.5 ms, is itself silent from 2 ms to 6.5 ms and takes A as it resumes: A may have
+    been handed to it at any time while it was stopped (a fifo lock), so vCPU 1's stop is placed at
+    the middle of its window, not at its acquisition; had vCPU 0 been running, it would be."""
+    rows = _ticks(0, [1, 2, 6.5, 7, 8, 9]) + _ticks(1, [1, 2, 4.5, 5, 6, 7, 8, 9])
+    rows += [_lock(1, "lock_contend", 1.0), _lock(0, "lock_contend", 1.5), _lock(1, "lock_acquire", 2.2)]
+    rows += [_lock(0, "lock_acquire", 6.501)]
+    rows = [{**r, "seq": i} for i, r in enumerate(sorted(rows, key=lambda r: r["ts"]))]
+    gaps, _ = not_running_intervals(_trace(rows).events, 10 * MS)
+    gap = gaps.filter(pl.col("vcpu") == 1).row(0, named=True)
+    assert (gap["start_lo"], gap["start"], gap["end"]) == (int(2.2 * MS), int(2.6 * MS), int(4.5 * MS))
+    running = [r for r in rows if not (r["vcpu"] == 0 and 2 * MS < r["ts"] < 6.5 * MS)]
+    running += [{**r, "seq": 100 + i} for i, r in enumerate(_ticks(0, [3, 4, 5, 6]))]
+    running = [{**r, "seq": i} for i, r in enumerate(sorted(running, key=lambda r: r["ts"]))]
+    gaps, _ = not_running_intervals(_trace(running).events, 10 * MS)
+    assert gaps.filter(pl.col("vcpu") == 1)["start"].to_list() == [int(2.2 * MS)]
+
+
 def test_lhp_from_guest_events_only():
     a = analyze(lhp_case())
     s = a.summary
