@@ -83,7 +83,10 @@ def _phases(ticks: pl.DataFrame, period: int) -> pl.DataFrame:
 
 def _held_through(gaps: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
     """`held`: the gap's last event is a contended acquisition of a lock whose next acquisition (by
-    a vCPU already waiting before the first missed tick) comes after that tick."""
+    a vCPU already waiting before the first missed tick) comes after that tick, and not as that
+    waiter resumed from a stop inside its wait: a stopped waiter takes the lock only once it runs
+    again, however early it was released (on a fifo lock, handed to it while stopped), so that
+    acquisition says nothing about when the lock was released."""
     locks = events.filter(
         pl.col("kind").is_in(["lock_contend", "lock_acquire"]) & pl.col("lock").is_not_null()
     )
@@ -102,7 +105,26 @@ def _held_through(gaps: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
             strategy="backward",
             check_sortedness=False,
         )
-        .select("vm", "lock", pl.col("ts").alias("next_acq"), "wait_ts", pl.col("vcpu").alias("next_vcpu"))
+    )
+    resumed = gaps.select("vm", "vcpu", pl.col("next").alias("own_end"))
+    acq = acq.sort("ts").join_asof(
+        resumed.sort("own_end"),
+        left_on="ts",
+        right_on="own_end",
+        by=["vm", "vcpu"],
+        strategy="backward",
+        check_sortedness=False,
+    )
+    at_resume = (
+        (pl.col("own_end") > pl.col("wait_ts")) & (pl.col("ts") - pl.col("own_end") <= RELEASE_NS)
+    ).fill_null(False)
+    acq = acq.select(
+        "vm",
+        "lock",
+        pl.col("ts").alias("next_acq"),
+        "wait_ts",
+        pl.col("vcpu").alias("next_vcpu"),
+        at_resume.alias("at_resume"),
     )
     took = gaps.filter(pl.col("kind") == "lock_acquire").sort("ts")
     took = took.with_columns((pl.col("ts") + 1).alias("_after")).join_asof(
@@ -117,6 +139,7 @@ def _held_through(gaps: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
         (pl.col("next_acq") > pl.col("g1"))
         & (pl.col("wait_ts") < pl.col("g1"))
         & (pl.col("next_vcpu") != pl.col("vcpu"))
+        & ~pl.col("at_resume")
     ).fill_null(False)
     took = took.select("vm", "vcpu", "ts", held.alias("held"))
     return gaps.join(took, on=["vm", "vcpu", "ts"], how="left").with_columns(pl.col("held").fill_null(False))

