@@ -312,8 +312,8 @@ the level says it cannot count. Precision is against every true incident; recall
 seeable ones (against all in brackets); LHP waste against every true harmful incident's waste
 (the seeable ones' in brackets): the level counts every incident whose holder missed a tick,
 stops of one to two ticks included (placed to within a tick), so the seeable waste alone leaves
-out incidents it finds (one VM: 10 incidents found, each within a few percent of its true waste,
-8 of them in such stops: +278% against the seeable waste, -10% against all). Preempted time
+out incidents it finds (on a VM whose incidents are mostly in such stops the level's waste is
+several times the seeable one's and close to all of it). Preempted time
 is the level's steal total against the vCPUs' true time runnable but not running. The unseen share is the level's `unseen_ns` (steal outside intervals of two
 ticks or more) over its steal, against the truth's time in preemptions shorter than two ticks
 over its preempted time. "declined": the level gives no spin or incident metric (the runs'
