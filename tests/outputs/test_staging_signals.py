@@ -23,8 +23,14 @@ def test_a_signal_as_a_temporary_file_is_created_leaves_no_file(tmp_path, monkey
         return fd
 
     monkeypatch.setattr(outputs.os, "open", open_then_signal)
-    with signals_unwind(), pytest.raises(Terminated):
-        OutputSet().stage(tmp_path / "out.parquet")
+    # under nohup (or a CI job that ignores SIGHUP) pvtrace keeps the signal ignored, as it should:
+    # the test needs it delivered
+    before = signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    try:
+        with signals_unwind(), pytest.raises(Terminated):
+            OutputSet().stage(tmp_path / "out.parquet")
+    finally:
+        signal.signal(signal.SIGHUP, before)
     monkeypatch.undo()
     remove_live_temps()  # what the command does as it unwinds
     assert list(tmp_path.iterdir()) == []
