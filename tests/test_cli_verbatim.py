@@ -73,3 +73,26 @@ def test_a_path_with_brackets_is_that_file_not_a_glob(tmp_path: Path) -> None:
         assert res.exit_code == 0, res.output
         counts.append(json.loads(res.stdout)["n_events"])
     assert counts[0] > 0 and counts[1] == counts[0]
+
+
+def test_piped_results_are_not_cut_to_80_columns(tmp_path: Path) -> None:
+    # rich wraps at 80 columns when stdout is no terminal: `generate | grep acquisitions` lost
+    # the end of its truth line to the next one (every command's results, not only analyze's)
+    import subprocess
+    import sys
+
+    run = [
+        sys.executable,
+        "-m",
+        "pvtrace",
+        "generate",
+        "--preset",
+        "lhp-demo",
+        "-o",
+        str(tmp_path / "g.parquet"),
+    ]
+    done = subprocess.run(
+        [*run, "--set", "run.duration_ns=20000000"], capture_output=True, text=True, timeout=120, check=True
+    )
+    truth = [line for line in done.stdout.splitlines() if line.startswith("acquisitions")]
+    assert len(truth) == 1 and len(truth[0]) > 80 and re.search(r"kicks \d+$", truth[0]), done.stdout

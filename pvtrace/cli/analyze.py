@@ -8,7 +8,6 @@ from typing import Annotated
 
 import polars as pl
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from pvtrace.analyze import Analysis, analyze
@@ -17,7 +16,7 @@ from pvtrace.analyze.filters import Filters, filter_result, filter_trace, parse_
 from pvtrace.analyze.partitioned import parse_budget
 from pvtrace.analyze.result import TABLES
 from pvtrace.analyze.run import STEPS, analyze_parquet
-from pvtrace.cli.common import LOCK_KIND_HELP, checked_lock_kind, console, err, handle_errors, progress
+from pvtrace.cli.common import LOCK_KIND_HELP, checked_lock_kind, err, handle_errors, progress, stdout_console
 from pvtrace.cli.ingest import parse_guest_offset, refuse_text_options
 from pvtrace.cli.summary_view import render_summary
 from pvtrace.errors import UsageError
@@ -102,14 +101,6 @@ def write_outputs(a: Analysis, *, json_path: Path | None, out_dir: Path | None, 
     return targets
 
 
-def summary_console(width: int | None) -> Console:
-    """stdout for the summary: a terminal's width, else (piped, redirected) wide enough that no
-    table is cut or wrapped; --width sets it."""
-    if width is None and not sys.stdout.isatty():
-        width = 1000
-    return console(width=width, soft_wrap=False)
-
-
 def write_report(trace: Trace, result: Analysis, path: Path, files: list[Path]) -> None:
     """The report page of this analysis (pvtrace.report), as `pvtrace report -o` writes it."""
     # imported here: the report stage pulls in altair, which a plain analysis does not need
@@ -160,7 +151,7 @@ def finish(
     elif csv_out == "-":
         sys.stdout.write(for_csv(stdout_table(result, table)).write_csv())
     if not quiet and not to_stdout:
-        con = summary_console(width)
+        con = stdout_console(width, soft_wrap=False)
         render_summary(con, result, [str(f) for f in files])
         if filters.any:
             con.print(f"filtered: {escape(result.summary.extra['filters'])}", highlight=False, soft_wrap=True)

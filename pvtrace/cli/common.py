@@ -25,7 +25,18 @@ def console(**kwargs: Any) -> Console:
     return Console(emoji=False, **kwargs)
 
 
-out = console()  # results: stdout
+# Piped or redirected, results are never cut or wrapped to rich's default 80 columns.
+PIPED_WIDTH = 1000
+
+
+def stdout_console(width: int | None = None, **kwargs: Any) -> Console:
+    """stdout for results: a terminal's width (or `width`), else PIPED_WIDTH."""
+    if width is None and not sys.stdout.isatty():
+        width = PIPED_WIDTH
+    return console(width=width, **kwargs)
+
+
+out = stdout_console()  # results: stdout
 err = console(stderr=True)  # errors, warnings, progress
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import polars as pl
@@ -13,7 +12,7 @@ from rich.table import Table
 from pvtrace.analyze import Analysis, analyze
 from pvtrace.analyze.filters import filter_result, filter_trace, parse_filters
 from pvtrace.analyze.run import STEPS
-from pvtrace.cli.common import LOCK_KIND_HELP, checked_lock_kind, console, err, handle_errors, out, progress
+from pvtrace.cli.common import LOCK_KIND_HELP, checked_lock_kind, err, handle_errors, progress, stdout_console
 from pvtrace.errors import FormatError, UsageError
 from pvtrace.ingest.load import load
 from pvtrace.outputs import OutputSet
@@ -142,8 +141,7 @@ def compare(
         table = format_comparison(compare_metrics(xa, xb, (ta, tb)), labels)
         if out_path is not None:
             write_compare(xa, xb, labels, out_path, force=force, traces=(ta, tb))
-    con = out if sys.stdout.isatty() else console(width=1000)  # piped: never cut to 80 columns
-    con.print(comparison_table(table, escape(f"A = {labels[0]}, B = {labels[1]}")))
+    stdout_console().print(comparison_table(table, escape(f"A = {labels[0]}, B = {labels[1]}")))
     if out_path is not None:
         err.print(f"wrote {escape(str(out_path))}", highlight=False, soft_wrap=True)
 
