@@ -62,3 +62,23 @@ def test_unknown_command_is_a_usage_error():
     result = CliRunner().invoke(app, ["no-such-command"])
     assert result.exit_code == 2
     assert "no-such-command" in result.output
+
+
+def test_usage_errors_are_one_line_with_exit_code_2():
+    # click's boxed usage block for a bad option or value, as the program prints them
+    for argv, says in [
+        (["calibrate", "--repeats", "0"], "0 is not in the range x>=1"),
+        (["analyze", "--no-such-option", "x"], "No such option: --no-such-option"),
+        (["no-such-command"], "No such command 'no-such-command'"),
+    ]:
+        done = subprocess.run(
+            [sys.executable, "-m", "pvtrace", *argv], capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: ") and says in done.stderr
+        assert "--help" in done.stderr and not done.stdout
+
+
+def test_bare_program_prints_its_help():
+    done = subprocess.run([sys.executable, "-m", "pvtrace"], capture_output=True, text=True, timeout=120)
+    assert "Usage: pvtrace" in done.stdout + done.stderr and "analyze" in done.stdout + done.stderr

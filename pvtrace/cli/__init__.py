@@ -37,8 +37,26 @@ def quiet_signals() -> None:
 
 
 def main() -> None:
-    """The `pvtrace` program. While a command runs, `cli.common.handle_errors` owns the signals."""
+    """The `pvtrace` program. While a command runs, `cli.common.handle_errors` owns the signals.
+
+    A usage error (an unknown command or option, a value out of range) is one line on stderr with
+    click's exit code 2, not click's boxed usage block: the house rule for bad input."""
     quiet_signals()
+    import typer
+
     from pvtrace.cli.app import app
 
-    app(prog_name="pvtrace")
+    if len(sys.argv) < 2:  # bare `pvtrace`: the help, as typer prints it
+        app(prog_name="pvtrace")
+    try:
+        code = app(prog_name="pvtrace", standalone_mode=False)
+    except typer.Abort:  # Ctrl-C while the command line was still being read
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)
+    except typer.TyperException as exc:  # click's usage errors (typer vendors click)
+        ctx = getattr(exc, "ctx", None)
+        where = ctx.command_path if ctx is not None else "pvtrace"
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        sys.stderr.write(f"error: {message} (see {where} --help)\n")
+        sys.exit(getattr(exc, "exit_code", 2))
+    sys.exit(code if type(code) is int else 0)
