@@ -12,7 +12,7 @@ from rich.table import Table
 from pvtrace.analyze import Analysis, analyze
 from pvtrace.analyze.filters import filter_result, filter_trace, parse_filters
 from pvtrace.analyze.run import STEPS
-from pvtrace.cli.common import LOCK_KIND_HELP, checked_lock_kind, err, handle_errors, progress, stdout_console
+from pvtrace.cli.common import LOCK_KIND_HELP, checked_lock_kind, err, handle_errors, out, progress
 from pvtrace.errors import FormatError, UsageError
 from pvtrace.ingest.load import load
 from pvtrace.outputs import OutputSet
@@ -141,7 +141,7 @@ def compare(
         table = format_comparison(compare_metrics(xa, xb, (ta, tb)), labels)
         if out_path is not None:
             write_compare(xa, xb, labels, out_path, force=force, traces=(ta, tb))
-    stdout_console().print(comparison_table(table, escape(f"A = {labels[0]}, B = {labels[1]}")))
+    out.print(comparison_table(table, escape(f"A = {labels[0]}, B = {labels[1]}")))
     if out_path is not None:
         err.print(f"wrote {escape(str(out_path))}", highlight=False, soft_wrap=True)
 
