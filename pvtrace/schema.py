@@ -72,7 +72,12 @@ EVENT_COLUMNS: tuple[Column, ...] = (
         "Qualifier: normalized exit reason (PAUSE, HLT, ...) for vm_exit, lock flags (SPIN, SPIN|WRITE) for lock_contend, prev_state for switches.",
     ),
     Column("target", pl.Int32(), "Kicked or yielded-to vCPU index (same vm); null otherwise."),
-    Column("value", pl.Int64(), "Extra number: lost-event count, hypercall nr, PLE window, ..."),
+    Column(
+        "value",
+        pl.Int64(),
+        "Extra number: lost-event count, hypercall nr, PLE window, ...; vm_exit: the hypercall nr,"
+        " else 1 where the exit found the guest in user mode (kvm_exit's rip in a 64-bit user space).",
+    ),
     Column("origin", ORIGIN, "Who saw the event: sim (simulator), host or guest kernel."),
     Column(
         "tid",

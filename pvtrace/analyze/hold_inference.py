@@ -224,8 +224,9 @@ def _attempt_rate(
 
 
 def _yields_by_waiters(waits: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.DataFrame:
-    """Directed yields (host: preempt "R" and a run on the same pCPU at once) by a vCPU waiting for
-    a lock to a vCPU that waits for none: lid (the yielder's), target, y_ts."""
+    """Directed yields (host: preempt "R" and a sibling's run on the same pCPU at once; another VM's
+    vCPU that runs there is no target) by a vCPU waiting for a lock to a vCPU that waits for none:
+    lid (the yielder's), target, y_ts."""
     ch = states.changes
     yielded = ch.filter((pl.col("kind") == "vcpu_preempt") & (pl.col("reason") == "R")).select(
         pl.col("vid").alias("yielder"), "ts", "pcpu", pl.col("ord").alias("y_ord")
@@ -233,7 +234,10 @@ def _yields_by_waiters(waits: pl.DataFrame, states: VcpuStates, prep: Prepared) 
     boosted = ch.filter(pl.col("kind") == "vcpu_run").select(
         pl.col("vid").alias("target"), "ts", "pcpu", "ord"
     )
-    yields = _same_instant_and_pcpu(yielded, boosted).filter(pl.col("ord") > pl.col("y_ord"))
+    yields = _same_instant_and_pcpu(yielded, boosted).filter(
+        (pl.col("ord") > pl.col("y_ord"))
+        & (prep.vcpu_attr("vm_id", "yielder") == prep.vcpu_attr("vm_id", "target"))
+    )
     yields = yields.with_columns(
         _waiting_at(yields, waits, prep, vid="yielder", ord_col="y_ord").alias("lid"),
         _waiting_at(yields, waits, prep, vid="target", ord_col="ord").alias("_tw"),

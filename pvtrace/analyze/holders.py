@@ -11,7 +11,9 @@ Inferred holders):
    waiter; the release is at the HYPERCALL exit carrying it); the moment it has
    *run* the mean hold; its own next contention for the lock (a waiter does not
    hold it); and, looking ahead, the moment it stops running if the lock changes
-   hands before it runs again (a vCPU that is not running cannot release). A holder that stops before it has run `3 x` the median hold keeps
+   hands before it runs again (a vCPU that is not running cannot release), or
+   if the stop began in guest user mode (kvm_exit's rip: no spinlock is held
+   there). A holder that stops before it has run `3 x` the median hold keeps
    the lock through the stop (it is preempted while holding), and so does one
    that a waiter of the lock yields to while it is stopped, if it had run less
    than a long (p95) hold. On a fifo lock the hold also lasts while its queued
@@ -161,7 +163,10 @@ def visible_holds(
     # Its first stop after the acquisition, and whether the lock changed hands before it ran again.
     ch = states.changes
     stops = ch.filter(pl.col("state") != "running").select(
-        pl.col("vid").alias("key"), pl.col("ord").alias("stop_ord"), pl.col("ts").alias("stop_ts")
+        pl.col("vid").alias("key"),
+        pl.col("ord").alias("stop_ord"),
+        pl.col("ts").alias("stop_ts"),
+        pl.col("user").alias("stop_user"),
     )
     runs = ch.filter(pl.col("state") == "running").select(
         pl.col("vid").alias("key"), pl.col("ord").alias("run_ord")
@@ -172,7 +177,7 @@ def visible_holds(
         by="vid",
         on="ord",
         table_on="stop_ord",
-        values=["stop_ord", "stop_ts"],
+        values=["stop_ord", "stop_ts", "stop_user"],
         direction="forward",
         strict=True,
     ).drop("_row")
@@ -191,9 +196,11 @@ def visible_holds(
         & (pl.col("stop_ord") < pl.col("next_ord"))
         & (pl.col("run_ord").is_null() | (pl.col("run_ord") > pl.col("next_ord")))
     ).fill_null(False)
+    # A stop that began in guest user mode ends every spinlock hold before it.
+    user = pl.col("stop_user").fill_null(False)
     acq = acq.with_columns(
         ran_between(acq, clock, prep, vid="vid", t0="ts", t1="stop_ts").alias("ran_to_stop"),
-        pl.when(handed).then(pl.col("stop_ts")).alias("ahead_ts"),
+        pl.when(handed | user).then(pl.col("stop_ts")).alias("ahead_ts"),
     )
     # A waiter of the lock that yields to it while it is stopped says it is in the kernel holding it.
     boosts = (
@@ -208,7 +215,7 @@ def visible_holds(
     )
     acq = acq.join(boosts, on=["lid", "ord"], how="left", maintain_order="left")
     boosted = pl.col("boosted").fill_null(False) & (pl.col("ran_to_stop") < pl.col("tail")).fill_null(False)
-    through = ((pl.col("ran_to_stop") < pl.col("bound")).fill_null(False) | boosted) & ~handed
+    through = ((pl.col("ran_to_stop") < pl.col("bound")).fill_null(False) | boosted) & ~handed & ~user
     # Held through the stop, it releases after it runs again, and a resumed vCPU runs guest code
     # ENTRY_NS after its thread does.
     run_for = (

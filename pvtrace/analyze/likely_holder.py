@@ -105,10 +105,10 @@ def likely_holders(
 ) -> pl.DataFrame:
     """The most likely unseen holder of each episode: lid, holder, start, end.
 
-    Every sibling that waits for no lock during the episode and ran after the lock's last seen
-    acquisition (`prev_acq`) is a candidate. The holder took the lock while running, before the
-    episode, and nobody tried the lock since (a try would have
-    been seen): a candidate that stopped running at `rho` before the episode began is unlikely in
+    Every sibling that waits for no lock during the episode, ran after the lock's last seen
+    acquisition (`prev_acq`) and did not stop in guest user mode since is a candidate. The holder
+    took the lock while running, before the episode, and nobody tried the lock since (a try would
+    have been seen): a candidate that stopped running at `rho` before the episode began is unlikely in
     proportion to the free-running sibling time in (rho, e0) times the attempt rate (on an unfair
     lock, also in the time it is away after the episode until it runs again: the lock was free
     to take then). And a holder that runs releases within about a hold: a candidate that ran `r`
@@ -161,6 +161,16 @@ def likely_holders(
         .with_columns(pl.min_horizontal("r_end", "e0").alias("rho"))
         .filter(pl.col("prev_acq").is_null() | (pl.col("rho") > pl.col("prev_acq")))
         .drop("r_end")
+    )
+    # Its first stop from then: one that began in guest user mode before e1 ends any spinlock hold.
+    stops = states.changes.filter(pl.col("state") != "running").select(
+        pl.col("vid").alias("key"), pl.col("ts").alias("s_ts"), "user"
+    )
+    cand = lookup(
+        cand, stops, by="cand", on="rho", table_on="s_ts", values=["s_ts", "user"], direction="forward"
+    )
+    cand = cand.filter(~(pl.col("user") & (pl.col("s_ts") < pl.col("e1"))).fill_null(False)).drop(
+        "_row", "s_ts", "user"
     )
     # (c) running at the hand-over (resumed at that instant counts: the release lies within
     # the timestamps' resolution), or running again by the next acquisition.

@@ -47,7 +47,7 @@ class Prepared:
     locks: pl.DataFrame  # lid, vm (String), lock, lock_kind (Enum of LOCK_KINDS), vm_id
     states: pl.DataFrame  # vid, ts, ord, kind, pcpu, reason (Categorical)
     lock_events: pl.DataFrame  # lid, vid, ts, ord, kind
-    exits: pl.DataFrame  # vid, ts, ord, kind, reason (Categorical)
+    exits: pl.DataFrame  # vid, ts, ord, kind, reason (Categorical), value (vm_exit: 1 = guest in user mode)
     kicks: pl.DataFrame  # vid, target_vid, ts, ord
     yields: pl.DataFrame  # vid, target_vid, ts, ord
     pv_halts: pl.DataFrame  # vid, ts, ord
@@ -272,7 +272,7 @@ def prepare_source(src: EventSource, meta: TraceMeta, *, lock_kind: str | None =
             "origin",
             cond=about_vcpu & pl.col("lock").is_not_null(),
         ),
-        take(EXIT_KINDS, "vm", "vcpu", "ts", "ord", "kind", "reason"),
+        take(EXIT_KINDS, "vm", "vcpu", "ts", "ord", "kind", "reason", "value"),
         take(("pv_kick",), "vm", "vcpu", "target", "ts", "ord"),
         take(("yield_to",), "vm", "vcpu", "target", "ts", "ord"),
         take(("pv_halt",), "vm", "vcpu", "ts", "ord"),
@@ -351,7 +351,7 @@ def prepare_source(src: EventSource, meta: TraceMeta, *, lock_kind: str | None =
     window.check_keys(max(vcpus.height, locks.height, 1))
     states = with_vid(states).select("vid", "ts", "ord", "kind", "pcpu", "reason")
     lock_ev = lock_ev.select("lid", "vid", "ts", "ord", "kind")
-    exits = with_vid(exits).select("vid", "ts", "ord", "kind", "reason")
+    exits = with_vid(exits).select("vid", "ts", "ord", "kind", "reason", "value")
     kicks = with_vid(with_vid(kicks), "target", "target_vid").select("vid", "target_vid", "ts", "ord")
     yields = with_vid(with_vid(yields), "target", "target_vid").select("vid", "target_vid", "ts", "ord")
     pv_halts = with_vid(pv_halts).select("vid", "ts", "ord")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from pvtrace.analyze.guest_mode import stopped_in_user_mode
 from pvtrace.analyze.intervals import (
     changes_to_partition,
     lookup,
@@ -31,7 +32,7 @@ _EXPLICIT = {"vcpu_run": "running", "vcpu_preempt": "preempted", "vcpu_halt": "h
 class VcpuStates:
     """State change points, the state partition (key = vid) and the lost-event unknown windows."""
 
-    changes: pl.DataFrame  # vid, ts, ord, kind, pcpu, state (sorted by vid, ord)
+    changes: pl.DataFrame  # vid, ts, ord, kind, pcpu, state, user (sorted by vid, ord)
     partition: pl.DataFrame  # vid, start, end, state (sorted by vid, start; covers the window)
     unknown: pl.DataFrame  # vid, start, end: lost-event windows that blind each vCPU
 
@@ -48,13 +49,14 @@ def state_changes(prep: Prepared) -> pl.DataFrame:
     woken = (
         pl.when(prev_running).then(pl.lit("running", VCPU_STATE)).otherwise(pl.lit("preempted", VCPU_STATE))
     )
-    return (
+    changes = (
         st.with_columns(_explicit=explicit)
         .with_columns(
             pl.when(pl.col("kind") == "vcpu_wake").then(woken).otherwise(pl.col("_explicit")).alias("state")
         )
         .drop("_explicit")
     )
+    return changes.with_columns(stopped_in_user_mode(changes, prep))
 
 
 def build_states(prep: Prepared, changes: pl.DataFrame, unknown: pl.DataFrame) -> VcpuStates:

@@ -155,7 +155,15 @@ def host_events(
     exits = on_thread("exit").with_columns(
         pl.col("row").replace_strict(calls["row"], calls["hypercall_nr"], default=None).alias("hypercall_nr")
     )
-    out.append(emit(exits, kind="vm_exit", reason=pl.col("norm_reason"), value=pl.col("hypercall_nr"), **at))
+    out.append(
+        emit(
+            exits,
+            kind="vm_exit",
+            reason=pl.col("norm_reason"),
+            value=pl.coalesce("hypercall_nr", "guest_user"),
+            **at,
+        )
+    )
     out.append(emit(on_thread("entry"), kind="vm_entry", **at))
 
     # hypercalls: kick / yield targets are APIC ids, mapped to vCPU indexes of the caller's VM

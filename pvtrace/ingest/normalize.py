@@ -14,7 +14,9 @@ Host (KVM and the host scheduler; `CPU n/KVM` threads or kvm_* events):
   target CPU); of another thread -> task_wakeup; a sched_waking doubled by a
   sched_wakeup, or a wake-up with success=0, -> other.
 - kvm_exit -> vm_exit (reason normalized; value = the nr of the kvm_hypercall
-  that follows it on its thread, if any), kvm_entry -> vm_entry,
+  that follows it on its thread, if any, else 1 where its guest rip is in a
+  64-bit guest's user space: the exit found the guest in user mode, so it held
+  no spinlock), kvm_entry -> vm_entry,
   kvm_hypercall nr 5 -> pv_kick (target = vCPU of APIC id a1), nr 11 ->
   yield_to (target = vCPU of APIC id a0), other nrs -> other (value = nr);
   kvm_ple_window(_update) -> ple_window (value = new window);

@@ -214,12 +214,14 @@ def kvm_exit(df: pl.DataFrame) -> pl.DataFrame:
         text = text.with_columns(
             _int(P.str.extract(r"^\s*vcpu (\d+) ", 1), pl.Int32()).alias("vcpu"),
             _between(pl.col("_i_reason"), pl.col("_i_rip"), 7).alias("reason"),
+            _guest_user(P.str.slice(pl.col("_i_rip") + 7).str.extract(r"^([0-9a-fA-F]+)", 1)),
             *(pl.lit(None, dtype=t).alias(c) for c, t in _EXIT_OTHER.items()),
         ).drop("_i_reason", "_i_rip")
     if other.height or not text.height:
         other = other.with_columns(
             _int(P.str.extract(r"\bvcpu_id=(\d+)", 1), pl.Int32()).alias("vcpu"),
             pl.lit(None, dtype=pl.String).alias("reason"),
+            _guest_user(P.str.extract(r"\bguest_rip=0x([0-9a-fA-F]+)", 1)),
             P.str.extract(r"^\s*([A-Z_]+): [EH]SR_EC: ", 1).alias("arm_kind"),
             P.str.extract(r"[EH]SR_EC: 0x[0-9a-fA-F]+ \(([^)]*)\)", 1).alias("arm_class"),
             _int(P.str.extract(r"exit_reason=(\d+)", 1), pl.Int64()).alias("reason_code"),
@@ -230,6 +232,22 @@ def kvm_exit(df: pl.DataFrame) -> pl.DataFrame:
     if not text.height:
         return other.drop("_x86")
     return pl.concat([text, other]).drop("_x86")
+
+
+# A 64-bit guest's user space: rips above 4 GiB in the lower half. Kernel text is in the upper half;
+# below 4 GiB a rip may be a 32-bit kernel, firmware or a non-PIE binary, so it says nothing.
+_USER_LOW, _USER_HIGH = 1 << 32, 1 << 47
+
+
+def _guest_user(rip_hex: pl.Expr) -> pl.Expr:
+    """1 where kvm_exit's guest rip lies in a 64-bit guest's user space, else null (the exit found
+    the guest in kernel mode, or nothing can be said)."""
+    rip = rip_hex.str.to_integer(base=16, dtype=pl.UInt64(), strict=False)
+    return (
+        pl.when(rip.is_between(_USER_LOW, _USER_HIGH, closed="left"))
+        .then(pl.lit(1, pl.Int64()))
+        .alias("guest_user")
+    )
 
 
 _EXIT_OTHER = {"arm_kind": pl.String(), "arm_class": pl.String(), "reason_code": pl.Int64(), "isa": pl.Int8()}

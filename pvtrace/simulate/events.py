@@ -41,6 +41,7 @@ class K:
     EXIT_KICK = o.EXIT | o.R_KICK << RS
     EXIT_YIELD = o.EXIT | o.R_YIELD << RS
     EXIT_INTR = o.EXIT | o.R_EXTINT << RS
+    EXIT_INTR_USER = o.EXIT | o.R_EXTINT_USER << RS
     CONTEND = o.CONTEND | o.R_SPIN << RS
     ACQUIRE = o.ACQUIRE
     RELEASE = o.RELEASE

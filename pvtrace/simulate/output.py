@@ -57,8 +57,11 @@ REASONS: tuple[tuple[str | None, int | None], ...] = (
     ("HYPERCALL", 5),  # KVM_HC_KICK_CPU
     ("HYPERCALL", 11),  # KVM_HC_SCHED_YIELD
     ("EXTERNAL_INTERRUPT", None),
+    ("EXTERNAL_INTERRUPT", 1),  # the interrupt found the guest in user mode (vm_exit value 1)
 )
-R_NONE, R_RUNNABLE_PLUS, R_RUNNABLE, R_HLT, R_SPIN, R_PAUSE, R_KICK, R_YIELD, R_EXTINT = range(len(REASONS))
+R_NONE, R_RUNNABLE_PLUS, R_RUNNABLE, R_HLT, R_SPIN, R_PAUSE, R_KICK, R_YIELD, R_EXTINT, R_EXTINT_USER = range(
+    len(REASONS)
+)
 
 KIND_BITS, REASON_BITS, VM_BITS = 5, 4, 16
 REASON_SHIFT = KIND_BITS

@@ -142,21 +142,23 @@ class Scheduling:
         self.host.enqueue(cur, self.gang_of(cur))
 
     def preempt(self, v: VCpu, p: int, t: int, key: int) -> None:
-        """A running vCPU is scheduled out while runnable (its events and state)."""
+        """A running vCPU is scheduled out while runnable (its events and state). The exit says
+        whether the interrupt found the guest in user mode (kvm_exit's guest rip)."""
+        v.in_kernel = v.phase in (HOLD, WAIT, IPI) or (
+            v.phase == COMPUTE and self.rng.random() < self.kernel_fraction
+        )
+        exit_key = K.EXIT_INTR if v.in_kernel else K.EXIT_INTR_USER
         if v.in_guest:
             self.leave_guest(v, t)
-            self.emit(t, K.EXIT_INTR | v.key, p)
+            self.emit(t, exit_key | v.key, p)
         else:
             v.token += 1
             if v.entering:  # the interrupt arrives during the VM entry: it exits at once
                 v.entering = False
-                self.emit(t, K.EXIT_INTR | v.key, p)
+                self.emit(t, exit_key | v.key, p)
         self.emit(t, key | v.key, p)
         self.set_state(v, PREEMPTED, t)
         v.extended = False
-        v.in_kernel = v.phase in (HOLD, WAIT, IPI) or (
-            v.phase == COMPUTE and self.rng.random() < self.kernel_fraction
-        )
 
     def noise_off(self, n: Noise, t: int) -> None:
         n.left = n.due - t

@@ -86,3 +86,13 @@ def acquire(vcpu: int, ts: int, lock: int = 1) -> tuple:
 
 def release(vcpu: int, ts: int, lock: int = 1) -> tuple:
     return (ts, "lock_release", vcpu, {"lock": lock})
+
+
+def user_exit(vcpu: int, ts: int, pcpu: int | None = None) -> tuple:
+    """An interrupt exit that found the guest in user mode (kvm_exit's rip in user space)."""
+    return (
+        ts,
+        "vm_exit",
+        vcpu,
+        {"pcpu": vcpu if pcpu is None else pcpu, "reason": "EXTERNAL_INTERRUPT", "value": 1},
+    )

@@ -146,6 +146,25 @@ def test_kvm_exit_shapes_and_reasons(text: str, vcpu: int | None, reason: str) -
 
 
 @pytest.mark.parametrize(
+    ("text", "user"),
+    [
+        # a 64-bit guest's user space (a PIE binary, a library): the exit found it in user mode
+        ("reason EXTERNAL_INTERRUPT rip 0x55d4c3a1b2e0 info 0 800000ec", 1),
+        ("vcpu 1 reason EXTERNAL_INTERRUPT rip 0x7f3a2c41d0a2 info1 0x0 info2 0x0", 1),
+        ("exit_reason=1 guest_rip=0x7f3a2c41d0a2 isa=1 info1=0 info2=0 vcpu_id=0", 1),
+        # kernel text, firmware, a 32-bit kernel or a non-PIE binary below 4 GiB: nothing said
+        ("reason EXTERNAL_INTERRUPT rip 0xffffffff8106a2b1 info 0 800000fd", None),
+        ("vcpu 3 reason npf rip 0xfd11d info 100000014 fd000", None),
+        ("reason EXTERNAL_INTERRUPT rip 0xc10a2b31 info 0 800000ec", None),
+        ("reason EXTERNAL_INTERRUPT rip 0x401a2c info 0 800000ec", None),
+        ("TRAP: HSR_EC: 0x0001 (WFx), PC: 0x0000aaaad0c01234", None),
+    ],
+)
+def test_kvm_exit_says_when_the_guest_was_in_user_mode(text: str, user: int | None) -> None:
+    assert payloads.kvm_exit(pl.DataFrame({"payload": [text]}))["guest_user"][0] == user
+
+
+@pytest.mark.parametrize(
     ("text", "vcpu"),
     [
         ("vcpu 0", 0),

@@ -53,6 +53,9 @@ ASYNC_RIPS = (
     0xFFFFFFFF8110B5E0,
     0xFFFFFFFF81A3C4E3,
 )
+# Guest user-mode rips (a PIE binary's text): where an interrupt finds a vCPU computing in user
+# mode (vm_exit value 1); picked by the event's seq.
+USER_RIPS = (0x55D4C3A1B2E0, 0x55D4C3A1B31C, 0x55D4C3A1B2F4, 0x7F3A2C41D0A2)
 # VM-exit interruption info of an external interrupt: valid, vector 0xec (LOCAL_TIMER_VECTOR).
 TIMER_INTR_INFO = 0x800000EC
 
@@ -279,10 +282,13 @@ def _vcpu_wakeups(st: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _exit_rip(reason: pl.Expr, seq: pl.Expr) -> pl.Expr:
-    """Guest rip of an exit: fixed per synchronous reason, else one of the async rips by seq."""
-    rip = pl.lit(None, dtype=pl.UInt64)
-    expr = pl.when(pl.lit(False)).then(rip)
+def _exit_rip(reason: pl.Expr, seq: pl.Expr, value: pl.Expr) -> pl.Expr:
+    """Guest rip of an exit: fixed per synchronous reason, a user-mode rip where the exit found
+    the guest in user mode (value 1), else one of the async kernel rips; picked by seq."""
+    user = (seq % len(USER_RIPS)).replace_strict(
+        list(range(len(USER_RIPS))), list(USER_RIPS), return_dtype=pl.UInt64
+    )
+    expr = pl.when(value == 1).then(user)
     for name, (address, _) in EXIT_RIP.items():
         expr = expr.when(reason == name).then(pl.lit(address, dtype=pl.UInt64))
     asynchronous = (seq % len(ASYNC_RIPS)).replace_strict(
@@ -304,7 +310,7 @@ def _kvm(ev: pl.DataFrame, ple_default: int) -> pl.DataFrame:
     is_exit = pl.col("kind") == "vm_exit"
     kvm = ev.filter(pl.col("kind").is_in(["vm_exit", "vm_entry", "pv_kick", "yield_to", "ple_window"]))
     kvm = kvm.with_columns(
-        pl.when(is_exit).then(_exit_rip(reason, pl.col("seq"))).alias("exit_rip")
+        pl.when(is_exit).then(_exit_rip(reason, pl.col("seq"), pl.col("value"))).alias("exit_rip")
     ).with_columns(
         pl.col("exit_rip").forward_fill().over(["vmi", "vcpu"]).alias("last_rip"),
         last_exit_reason(partition=("vmi", "vcpu"), order_by=None).alias("last_reason"),
