@@ -77,7 +77,7 @@ def prepare(raw: pl.DataFrame) -> tuple[pl.DataFrame, int]:
     if qualified:  # `sched:sched_switch` -> sched_switch
         renamed = pl.col("event").cast(pl.String).replace({e: e.split(":", 1)[1] for e in qualified})
         frame = frame.with_columns(renamed.cast(pl.Categorical))
-    n_untimed = frame.filter(pl.col("ts").is_null() & ~pl.col("event").is_in(LOST)).height
+    n_untimed = frame.select((pl.col("ts").is_null() & ~pl.col("event").is_in(LOST)).sum()).item()
     if frame["ts"].null_count():
         frame = frame.with_columns(pl.col("ts").forward_fill().backward_fill().over("src").fill_null(0))
     return frame, n_untimed

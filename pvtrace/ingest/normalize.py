@@ -165,7 +165,10 @@ def normalize(
         vmap = vmap.with_columns(pl.col("vm").replace(host_vms[0], guest_vms[0]))
 
     def sources_with(events: tuple[str, ...], key: str) -> list[str]:
-        seen = frame.filter(pl.col("event").is_in(list(events)))["src"].unique().to_list()
+        # the one column filtered, not the whole frame (which would copy every row's payload)
+        seen = frame.select(pl.col("src").filter(pl.col("event").is_in(list(events))).unique())[
+            "src"
+        ].to_list()
         return sorted(set(seen) | set(carry.get(key, [])))
 
     with_wakeup = sources_with(WAKEUPS, "wakeup_sources")
@@ -298,7 +301,8 @@ def _info(
     ):
         vms[row["vm"]] = {"n_vcpus": int(row["n"]), "side": "host"}
     guest_cpus = (
-        events.filter(pl.col("origin") == "guest")
+        events.select("vm", "vcpu", "origin")
+        .filter(pl.col("origin") == "guest")
         .group_by(pl.col("vm").cast(pl.String))
         .agg((pl.col("vcpu").max() + 1).fill_null(0).alias("n"))
         .sort("vm")
@@ -310,7 +314,7 @@ def _info(
         else:
             seen["n_vcpus"] = max(seen["n_vcpus"], int(row["n"]))
             seen["side"] = "both"
-    other = events.filter(pl.col("kind") == "other").select(pl.col("event").cast(pl.String))
+    other = events.select(pl.col("event").filter(pl.col("kind") == "other").cast(pl.String))
     return {
         "side": next(iter(present)) if len(present) == 1 else ("mixed" if present else "none"),
         "sides": {

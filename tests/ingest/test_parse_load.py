@@ -10,6 +10,7 @@ import pytest
 import pvtrace.ingest.load as load_mod
 import pvtrace.ingest.stream as stream_mod
 from pvtrace.errors import FormatError, UsageError
+from pvtrace.ingest.emission import Events
 from pvtrace.ingest.load import ingest_to_parquet, load
 from pvtrace.schema import EVENT_SCHEMA
 from pvtrace.trace import read_trace
@@ -87,7 +88,7 @@ def test_held_events_merge_in_order_and_in_one_chunk() -> None:
 
     for first, second in (([1, 2, 3], [3, 4, 6]), ([1, 2, 5], [3, 4, 6])):  # merge with and without a sort
         written: list[pl.DataFrame] = []
-        events = load_mod._Events(written.append)
+        events = Events(written.append)
         events.add(chunk(first))
         events.add(chunk(second))
         events.finish()
