@@ -367,6 +367,7 @@ def infer(events: pl.DataFrame, t_end: int) -> tuple[pl.DataFrame, GuestPreempti
     info.not_running_lo_ns = int(gaps.select((pl.col("end") - pl.col("start_hi")).sum()).item() or 0)
     info.not_running_hi_ns = int(gaps.select((pl.col("end") - pl.col("start_lo")).sum()).item() or 0)
     info.preempted_ns = info.not_running_ns - int(gaps["halted_ns"].sum() or 0)
+    info.placed_ns = int(gaps.filter("placed").select(dur.sum()).item() or 0)
     halted = info.not_running_ns - info.preempted_ns
     if info.steal_unit_ns and halted > max(HALTED_SHARE * info.not_running_ns, 2 * info.steal_unit_ns):
         info.halting = (

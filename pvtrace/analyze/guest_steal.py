@@ -32,11 +32,16 @@ class GuestPreemption:
     not_running_lo_ns: int = 0  # if every interval started as late as it can
     not_running_hi_ns: int = 0  # ... as early as it can
     preempted_ns: int = 0  # the part labelled preempted (the rest halted)
+    placed_ns: int = 0  # not-running time in intervals of two ticks or more (the rest known to a tick)
     steal_ns: int | None = None  # from the steal samples, between the first and last
     steal_unit_ns: int | None = None
+    steal_resolution_ns: int | None = (
+        None  # the total is known to a unit per vCPU either way (floored counters)
+    )
     steal_coverage: float | None = None  # not-running time seen by ticks / steal, over the sample window
     placed_share: float | None = None  # ... of which in intervals of two ticks or more
     unseen_ns: int | None = None  # steal not in those intervals: preemption too short to place or see
+    steal_outside_ns: int | None = None  # steal not in any interval: stops that missed no tick
     n_steal_vcpus: int | None = None
     pv_spinlocks: bool | None = None  # from the steal samples; None when they do not say
     short_share: float | None = None  # share of the intervals shorter than two ticks
@@ -144,8 +149,10 @@ def split_by_steal(gaps: pl.DataFrame, steal: pl.DataFrame, info: GuestPreemptio
     total = int(per_vcpu["steal_ns"].sum())
     seen = int((per_vcpu["sure"] + per_vcpu["amb"]).sum())
     placed = int(per_vcpu["placed_ns"].clip(upper_bound=per_vcpu["steal_ns"] + per_vcpu["unit_ns"]).sum())
+    outside = int((per_vcpu["steal_ns"] - per_vcpu["sure"] - per_vcpu["amb"]).clip(lower_bound=0).sum())
     unit = int(steal["unit_ns"].max())
     info.steal_ns, info.steal_unit_ns, info.n_steal_vcpus = total, unit, per_vcpu.height
+    info.steal_outside_ns, info.steal_resolution_ns = outside, unit * per_vcpu.height
     if total > 0:
         info.steal_coverage = round(min(seen / total, 1.0), 4)
         info.placed_share = round(min(placed / total, 1.0), 4)
@@ -181,19 +188,21 @@ def unseen_partial(info: GuestPreemption) -> dict[str, list[dict]]:
         return out
     if not info.steal_ns or info.unseen_ns is None:
         return out
-    noise = max(UNSEEN_NOTE_SHARE * info.steal_ns, (info.steal_unit_ns or 0) * (info.n_steal_vcpus or 0))
+    noise = max(UNSEEN_NOTE_SHARE * info.steal_ns, info.steal_resolution_ns or 0)
     if info.unseen_ns <= noise:
         return out
     pct = round(100.0 * info.unseen_ns / info.steal_ns, 2)
-    where = f"preempted time in stretches shorter than two ticks at HZ={info.hz}: {info.unseen_ns / 1e6:.1f} ms ({pct:g}% of the steal)"
+    # one reason for both: the stops behind it hide incidents and, inside a wait, count as spin
+    why = (
+        f"{info.unseen_ns / 1e6:.1f} ms of the steal ({pct:g}%) is not in not-running intervals of two ticks "
+        f"or more (HZ={info.hz}, {2 * info.tick_ns / 1e6:g} ms): shorter stops are placed only to a tick, or "
+        "missed no tick and left no trace, so incidents there may be missed, and such a stop inside a lock "
+        "wait counts as spin"
+    )
     fix = "a guest kernel with a higher CONFIG_HZ, or a host trace (pvtrace record --host)"
-    part = {"unseen_preempted_ns": info.unseen_ns, "unseen_pct_of_steal": pct, "fix": fix}
-    incidents = {**part, "missing": f"{where}, incidents there not countable"}
-    spin = {**part, "missing": f"{where}; where it falls inside a lock wait it counts as spin here"}
-    for k in INCIDENT_KEYS:
-        out[k] = [*out.get(k, []), incidents]
-    for k in SPIN_KEYS:
-        out[k] = [*out.get(k, []), spin]
+    part = {"missing": why, "unseen_preempted_ns": info.unseen_ns, "unseen_pct_of_steal": pct, "fix": fix}
+    for k in (*INCIDENT_KEYS, *SPIN_KEYS):
+        out[k] = [*out.get(k, []), part]
     return out
 
 
