@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from pvtrace.guest_signals import MARKER_EVENTS, parse_steal_markers
+from pvtrace.guest_signals import MARKER_EVENTS, parse_steal_markers, pv_spinlocks_of
 
 MIN_PLACED = 0.5  # intervals of two ticks or more must hold this share of the steal, or the level declines
 HALTED_SHARE = 0.05  # more of the silence than this inside waits not being steal: waiters halt
@@ -43,7 +43,8 @@ class GuestPreemption:
     unseen_ns: int | None = None  # steal not in those intervals: preemption too short to place or see
     steal_outside_ns: int | None = None  # steal not in any interval: stops that missed no tick
     n_steal_vcpus: int | None = None
-    pv_spinlocks: bool | None = None  # from the steal samples; None when they do not say
+    pv_spinlocks: bool | None = None  # declared, or from the steal samples or stacks; None when none says
+    pv_spinlocks_from: str | None = None  # which of those said it
     short_share: float | None = None  # share of the intervals shorter than two ticks
     limited: str | None = None  # why the ticks cannot resolve the preemptions, when they cannot
     halting: str | None = None  # why spin cannot be told from pv halts or sub-tick yields, if it cannot
@@ -107,10 +108,45 @@ def _clipped(lo: pl.Expr, hi: pl.Expr) -> pl.Expr:
     return (pl.min_horizontal(pl.col("end"), hi) - pl.max_horizontal(pl.col("start"), lo)).clip(lower_bound=0)
 
 
-PV_HALTS = (
-    "the guest kernel uses paravirt spinlocks (its steal samples say so): their waiters halt, mostly for "
-    "less than a tick, which leaves no trace, so spin cannot be told from halting"
-)
+# Who says the spinlocks are paravirt, or not (pv_spinlocks_evidence), as the summary words it.
+PV_DECLARED = "declared with --pv-spinlocks"
+PV_FROM_STEAL = "the steal samples say so"
+PV_FROM_STACKS = "its stack traces show the spinlock slow path"
+# A wait's stack names the slow path the kernel patched in at boot: the paravirt one only when pv
+# spinlocks are on (kernel/locking/qspinlock_paravirt.h), the native one otherwise.
+_PV_FRAME = r"(?m)^__pv_queued_spin_lock_slowpath\b"
+_NATIVE_FRAME = r"(?m)^(?:native_)?queued_spin_lock_slowpath\b"
+
+
+def pv_spinlocks_evidence(events: pl.DataFrame, declared: bool | None) -> tuple[bool | None, str | None]:
+    """Whether the guest's spinlocks are paravirt, and who says so: the user's declaration, else the
+    recorder's steal samples, else the stack traces of the waits (ftrace `<stack trace>` lines);
+    (None, None) when nothing says."""
+    if declared is not None:
+        return declared, PV_DECLARED
+    said = pv_spinlocks_of(markers(events))
+    if said is not None:
+        return said, PV_FROM_STEAL
+    stacks = events.filter((pl.col("kind") == "other") & (pl.col("event").cast(pl.String) == "kernel_stack"))
+    if stacks.is_empty():
+        return None, None
+    frames = stacks.select(
+        pl.col("args").str.contains(_PV_FRAME).any().alias("pv"),
+        pl.col("args").str.contains(_NATIVE_FRAME).any().alias("native"),
+    ).row(0)
+    if frames[0] == frames[1]:  # neither (no spinlock wait stacked), or both (cannot be)
+        return None, None
+    return bool(frames[0]), PV_FROM_STACKS
+
+
+def pv_halts(source: str | None) -> str:
+    """Why spin is unavailable when the spinlocks are paravirt."""
+    return (
+        f"the guest kernel uses paravirt spinlocks ({source}): their waiters halt, mostly for less than a "
+        "tick, which leaves no trace, so spin cannot be told from halting"
+    )
+
+
 PV_UNKNOWN = (
     "whether the guest's spinlocks are paravirt is not in the trace: if they are, waiters' halts shorter "
     "than a tick leave no trace and count as spin here"
@@ -176,7 +212,10 @@ def unseen_partial(info: GuestPreemption) -> dict[str, list[dict]]:
         return {}
     out: dict[str, list[dict]] = {}
     if info.pv_spinlocks is None:
-        fix = "pvtrace record --guest notes it in its steal samples; or a host trace (pvtrace record --host)"
+        fix = (
+            "pvtrace analyze --pv-spinlocks yes|no (dmesg: 'kvm-guest: PV spinlocks enabled'); pvtrace record "
+            "--guest notes it in its steal samples; or a host trace (pvtrace record --host)"
+        )
         out = {k: [{"missing": PV_UNKNOWN, "fix": fix}] for k in SPIN_KEYS}
     if info.steal_ns is None:  # nothing sizes what the ticks miss
         part = {
