@@ -51,12 +51,16 @@ class GuestPreemption:
     wait_stops: dict | None = None  # gaps inside lock waits against the count expected (guest_yields)
     lhp_waste_range_ns: list[int] | None = None  # some LHP may be fifo hand-offs (guest_lwp)
     lhp_maybe_lwp: dict | None = None  # those incidents: n, of, waste_ns
+    lhp_waiter_stops: dict | None = (
+        None  # waiter stops inside LHP incidents: n, minus, plus (guest_stop_slack)
+    )
+    stops: pl.DataFrame | None = None  # vm, vcpu, start, start_lo, start_hi of every interval (not in extra)
     notes: list[str] = field(default_factory=list)
     unavailable: dict[str, str] = field(default_factory=dict)  # metric -> why this level cannot give it
     partial: dict[str, list[dict]] = field(default_factory=dict)  # metric -> what it lacks (partial.py)
 
     def as_extra(self) -> dict:
-        skip = ("notes", "unavailable", "partial")
+        skip = ("notes", "unavailable", "partial", "stops")
         return {k: v for k, v in self.__dict__.items() if k not in skip} | {
             "notes": list(self.notes),
             "unavailable": dict(self.unavailable),

@@ -188,7 +188,9 @@ def headline_rows(a: Analysis) -> list[tuple[str, str, str]]:
         rows.append((label, value, s.fidelity.get("waste_lhp_ns", "")))
     lhp = fmt_ns(t.get("waste_lhp_ns"))
     if between := (x.get("guest_preemption") or {}).get("lhp_waste_range_ns"):  # analyze/guest_lwp.py
-        lhp = f"{fmt_ns(between[0])}-{lhp}"
+        lhp = f"{fmt_ns(between[0])}-{fmt_ns(between[1])}" + (
+            f" ({lhp})" if between[1] != t["waste_lhp_ns"] else ""
+        )
     add("  LHP: holder not running", "waste_lhp_ns", lhp)
     add("  LWP: next owner preempted", "waste_lwp_preempted_ns", fmt_ns(t.get("waste_lwp_preempted_ns")))
     add("  LWP: next owner halted", "waste_lwp_halted_ns", fmt_ns(t.get("waste_lwp_halted_ns")))
