@@ -371,7 +371,7 @@ def infer(
     info.not_running_hi_ns = int(gaps.select((pl.col("end") - pl.col("start_lo")).sum()).item() or 0)
     info.preempted_ns = info.not_running_ns - int(gaps["halted_ns"].sum() or 0)
     info.placed_ns = int(gaps.filter("placed").select(dur.sum()).item() or 0)
-    info.stops = gaps.select("vm", "vcpu", "start", "start_lo", "start_hi")
+    info.stops = gaps.select("vm", "vcpu", "start", "start_lo", "start_hi", "end")
     halted = info.not_running_ns - info.preempted_ns
     if info.steal_unit_ns and halted > max(HALTED_SHARE * info.not_running_ns, 2 * info.steal_unit_ns):
         info.halting = (

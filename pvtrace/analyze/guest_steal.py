@@ -54,7 +54,10 @@ class GuestPreemption:
     lhp_waiter_stops: dict | None = (
         None  # waiter stops inside LHP incidents: n, minus, plus (guest_stop_slack)
     )
-    stops: pl.DataFrame | None = None  # vm, vcpu, start, start_lo, start_hi of every interval (not in extra)
+    lhp_late_releases: dict | None = None  # incidents whose lock was taken as another vCPU resumed: n, plus
+    stops: pl.DataFrame | None = (
+        None  # vm, vcpu, start, start_lo, start_hi, end of every interval (not in extra)
+    )
     notes: list[str] = field(default_factory=list)
     unavailable: dict[str, str] = field(default_factory=dict)  # metric -> why this level cannot give it
     partial: dict[str, list[dict]] = field(default_factory=dict)  # metric -> what it lacks (partial.py)
