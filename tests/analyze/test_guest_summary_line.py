@@ -1,10 +1,10 @@
-"""The guest-inferred level's summary line and partial lines (pvtrace/cli/summary_view.py)."""
+"""The guest-inferred level's summary line and partial lines (pvtrace/cli/guest_view.py)."""
 
 from __future__ import annotations
 
 from pvtrace.analyze import analyze
 from pvtrace.analyze.guest_steal import INCIDENT_KEYS, SPIN_KEYS
-from pvtrace.cli.summary_view import partial_groups, preemption_line
+from pvtrace.cli.guest_view import partial_groups, preemption_line
 
 MS = 1_000_000
 
