@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import polars as pl
 
+from pvtrace.analyze.guest_late_release import late_releases
 from pvtrace.analyze.guest_steal import GuestPreemption
+from pvtrace.analyze.guest_stop_slack import MATERIAL_SHARE, waiter_stop_slack
 
 STOPPED = ("preempted", "halted")
 
@@ -80,24 +82,64 @@ def ambiguous_lhp(tables: dict[str, pl.DataFrame]) -> pl.DataFrame:
 
 def mark_ambiguous_lhp(tables: dict[str, pl.DataFrame], info: GuestPreemption) -> None:
     """Give LHP waste as a range and mark it (and the harmful count) partial when some incidents may
-    be a fifo hand-off to a stopped waiter (ambiguous_lhp)."""
-    found = ambiguous_lhp(tables)
-    if found.is_empty():
-        return
+    be a fifo hand-off to a stopped waiter (ambiguous_lhp), when the waiters' own stops inside
+    the incidents, placed only to a tick (guest_stop_slack), or a holder guess that ran again well
+    before the lock was taken (guest_late_release) leave it uncertain by more than MATERIAL_SHARE."""
     lhp = tables["lhp_incidents"].filter(pl.col("harmful"))
     total = int(lhp["waste_ns"].sum() or 0)
+    found = ambiguous_lhp(tables)
     doubt = int(found["waste_ns"].sum() or 0)
-    info.lhp_waste_range_ns = [total - doubt, total]
-    info.lhp_maybe_lwp = {"n": found.height, "of": lhp.height, "waste_ns": doubt}
-    part = {
-        "missing": (
-            f"{found.height} of {lhp.height} LHP incidents ({doubt / 1e6:.1f} ms of waste) came while another "
-            "waiter of the fifo lock was stopped inside its wait: the lock may have been handed to it (LWP, "
-            "not LHP), or its stop is placed only to a tick; LHP waste "
-            f"{(total - doubt) / 1e6:.1f}-{total / 1e6:.1f} ms"
-        ),
-        "lhp_waste_range_ns": [total - doubt, total],
-        "fix": "a host trace (pvtrace record --host) shows who held the lock",
-    }
+    none = {"n": 0, "minus": 0, "plus": 0}
+    slack = waiter_stop_slack(tables, info.stops) if info.stops is not None else none
+    if slack["minus"] + slack["plus"] <= MATERIAL_SHARE * total:
+        slack = none
+    late = late_releases(tables, info.stops) if info.stops is not None else none
+    if late["plus"] <= MATERIAL_SHARE * total:
+        late = none
+    if found.is_empty() and not slack["n"] and not late["n"]:
+        return
+    low, high = max(total - doubt - slack["minus"], 0), total + slack["plus"] + late["plus"]
+    info.lhp_waste_range_ns = [low, high]
+    span = f"LHP waste {low / 1e6:.1f}-{high / 1e6:.1f} ms"
+    parts = []
+    if not found.is_empty():
+        info.lhp_maybe_lwp = {"n": found.height, "of": lhp.height, "waste_ns": doubt}
+        parts.append(
+            {
+                "missing": (
+                    f"{found.height} of {lhp.height} LHP incidents ({doubt / 1e6:.1f} ms of waste) came while "
+                    "another waiter of the fifo lock was stopped inside its wait: the lock may have been handed "
+                    f"to it (LWP, not LHP), or its stop is placed only to a tick; {span}"
+                ),
+                "lhp_waste_range_ns": [low, high],
+                "fix": "a host trace (pvtrace record --host) shows who held the lock",
+            }
+        )
+    if slack["n"]:
+        info.lhp_waiter_stops = slack
+        parts.append(
+            {
+                "missing": (
+                    f"{slack['n']} waiter stops inside LHP incidents are placed only to a tick, and the spin "
+                    f"before each with them (-{slack['minus'] / 1e6:.1f}/+{slack['plus'] / 1e6:.1f} ms; with "
+                    f"PLE the host stops a spinning waiter within microseconds): {span}"
+                ),
+                "lhp_waste_range_ns": [low, high],
+                "fix": "a guest kernel with a higher CONFIG_HZ, or a host trace (pvtrace record --host)",
+            }
+        )
+    if late["n"]:
+        info.lhp_late_releases = late
+        parts.append(
+            {
+                "missing": (
+                    f"{late['n']} LHP incidents ended (their holder guess ran again) well before a waiter took "
+                    "the lock, which came as another stopped vCPU resumed: that vCPU may have held it, taken "
+                    f"without contention, which the trace does not show (+{late['plus'] / 1e6:.1f} ms): {span}"
+                ),
+                "lhp_waste_range_ns": [low, high],
+                "fix": "a host trace (pvtrace record --host) shows who held the lock",
+            }
+        )
     for metric in ("waste_lhp_ns", "n_lhp_harmful"):
-        info.partial[metric] = [*info.partial.get(metric, []), part]
+        info.partial[metric] = [*info.partial.get(metric, []), *parts]

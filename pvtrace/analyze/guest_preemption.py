@@ -23,16 +23,16 @@ import polars as pl
 from pvtrace.analyze.guest_steal import (
     HALT_UNSEEN,
     HALTED_SHARE,
-    PV_HALTS,
     GuestPreemption,
     lock_waits,
-    markers,
+    pv_halts,
+    pv_spinlocks_evidence,
     split_by_steal,
     steal_per_vcpu,
     unseen_partial,
 )
 from pvtrace.analyze.guest_yields import late_handoffs, yields_in_waits
-from pvtrace.guest_signals import HZ_CHOICES, TICK_EVENTS, pv_spinlocks_of
+from pvtrace.guest_signals import HZ_CHOICES, TICK_EVENTS
 from pvtrace.schema import KIND_PRIORITY, conform_events
 
 STATE_KINDS = ("vcpu_run", "vcpu_preempt", "vcpu_halt", "vcpu_wake")
@@ -326,9 +326,12 @@ def _gaps(ev: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
     return gaps.select(*cols, ambiguous.alias("ambiguous"))
 
 
-def infer(events: pl.DataFrame, t_end: int) -> tuple[pl.DataFrame, GuestPreemption] | None:
+def infer(
+    events: pl.DataFrame, t_end: int, pv_spinlocks: bool | None = None
+) -> tuple[pl.DataFrame, GuestPreemption] | None:
     """Synthetic vCPU state events (canonical rows, origin guest) and what was found; None when
-    the trace has no usable ticks."""
+    the trace has no usable ticks. `pv_spinlocks` declares whether the guest's spinlocks are
+    paravirt (None: as the trace says, if it does)."""
     found = stretches(events, t_end)
     if found is None:
         return None
@@ -339,7 +342,7 @@ def infer(events: pl.DataFrame, t_end: int) -> tuple[pl.DataFrame, GuestPreempti
         pl.col("vm").cast(pl.String), ((pl.col("end") - pl.col("start")) >= 2 * period).alias("placed")
     )
     steal = steal_per_vcpu(events)
-    info.pv_spinlocks = pv_spinlocks_of(markers(events))
+    info.pv_spinlocks, info.pv_spinlocks_from = pv_spinlocks_evidence(events, pv_spinlocks)
     if steal.height:
         gaps = split_by_steal(gaps, steal, info)
     else:
@@ -367,6 +370,8 @@ def infer(events: pl.DataFrame, t_end: int) -> tuple[pl.DataFrame, GuestPreempti
     info.not_running_lo_ns = int(gaps.select((pl.col("end") - pl.col("start_hi")).sum()).item() or 0)
     info.not_running_hi_ns = int(gaps.select((pl.col("end") - pl.col("start_lo")).sum()).item() or 0)
     info.preempted_ns = info.not_running_ns - int(gaps["halted_ns"].sum() or 0)
+    info.placed_ns = int(gaps.filter("placed").select(dur.sum()).item() or 0)
+    info.stops = gaps.select("vm", "vcpu", "start", "start_lo", "start_hi", "end")
     halted = info.not_running_ns - info.preempted_ns
     if info.steal_unit_ns and halted > max(HALTED_SHARE * info.not_running_ns, 2 * info.steal_unit_ns):
         info.halting = (
@@ -374,7 +379,7 @@ def infer(events: pl.DataFrame, t_end: int) -> tuple[pl.DataFrame, GuestPreempti
             "is not steal): a halt shorter than a tick leaves no trace, so spin cannot be told from halting"
         )
     if info.pv_spinlocks:
-        info.halting = info.halting or PV_HALTS
+        info.halting = info.halting or pv_halts(info.pv_spinlocks_from)
     handoffs = late_handoffs(gaps, events, period)
     info.wait_stops, yielded = yields_in_waits(_busy_stretches(ev, events), period, handoffs)
     if info.halting is None and info.limited is None:
@@ -420,10 +425,12 @@ def _state_events(events: pl.DataFrame, gaps: pl.DataFrame) -> pl.DataFrame:
     return pl.concat(rows, how="vertical_relaxed").with_columns(pl.lit("guest").alias("origin"))
 
 
-def with_guest_states(events: pl.DataFrame, t_end: int) -> tuple[pl.DataFrame, GuestPreemption] | None:
+def with_guest_states(
+    events: pl.DataFrame, t_end: int, pv_spinlocks: bool | None = None
+) -> tuple[pl.DataFrame, GuestPreemption] | None:
     """The events plus the inferred vCPU state events, in canonical order (a run goes before the
     events at its instant: they happened once the vCPU ran again; a stop goes after)."""
-    found = infer(events, t_end)
+    found = infer(events, t_end, pv_spinlocks)
     if found is None:
         return None
     states, info = found

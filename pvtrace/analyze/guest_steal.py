@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from pvtrace.guest_signals import MARKER_EVENTS, parse_steal_markers
+from pvtrace.guest_signals import MARKER_EVENTS, parse_steal_markers, pv_spinlocks_of
 
 MIN_PLACED = 0.5  # intervals of two ticks or more must hold this share of the steal, or the level declines
 HALTED_SHARE = 0.05  # more of the silence than this inside waits not being steal: waiters halt
@@ -32,25 +32,38 @@ class GuestPreemption:
     not_running_lo_ns: int = 0  # if every interval started as late as it can
     not_running_hi_ns: int = 0  # ... as early as it can
     preempted_ns: int = 0  # the part labelled preempted (the rest halted)
+    placed_ns: int = 0  # not-running time in intervals of two ticks or more (the rest known to a tick)
     steal_ns: int | None = None  # from the steal samples, between the first and last
     steal_unit_ns: int | None = None
+    steal_resolution_ns: int | None = (
+        None  # the total is known to a unit per vCPU either way (floored counters)
+    )
     steal_coverage: float | None = None  # not-running time seen by ticks / steal, over the sample window
     placed_share: float | None = None  # ... of which in intervals of two ticks or more
     unseen_ns: int | None = None  # steal not in those intervals: preemption too short to place or see
+    steal_outside_ns: int | None = None  # steal not in any interval: stops that missed no tick
     n_steal_vcpus: int | None = None
-    pv_spinlocks: bool | None = None  # from the steal samples; None when they do not say
+    pv_spinlocks: bool | None = None  # declared, or from the steal samples or stacks; None when none says
+    pv_spinlocks_from: str | None = None  # which of those said it
     short_share: float | None = None  # share of the intervals shorter than two ticks
     limited: str | None = None  # why the ticks cannot resolve the preemptions, when they cannot
     halting: str | None = None  # why spin cannot be told from pv halts or sub-tick yields, if it cannot
     wait_stops: dict | None = None  # gaps inside lock waits against the count expected (guest_yields)
     lhp_waste_range_ns: list[int] | None = None  # some LHP may be fifo hand-offs (guest_lwp)
     lhp_maybe_lwp: dict | None = None  # those incidents: n, of, waste_ns
+    lhp_waiter_stops: dict | None = (
+        None  # waiter stops inside LHP incidents: n, minus, plus (guest_stop_slack)
+    )
+    lhp_late_releases: dict | None = None  # incidents whose lock was taken as another vCPU resumed: n, plus
+    stops: pl.DataFrame | None = (
+        None  # vm, vcpu, start, start_lo, start_hi, end of every interval (not in extra)
+    )
     notes: list[str] = field(default_factory=list)
     unavailable: dict[str, str] = field(default_factory=dict)  # metric -> why this level cannot give it
     partial: dict[str, list[dict]] = field(default_factory=dict)  # metric -> what it lacks (partial.py)
 
     def as_extra(self) -> dict:
-        skip = ("notes", "unavailable", "partial")
+        skip = ("notes", "unavailable", "partial", "stops")
         return {k: v for k, v in self.__dict__.items() if k not in skip} | {
             "notes": list(self.notes),
             "unavailable": dict(self.unavailable),
@@ -102,10 +115,45 @@ def _clipped(lo: pl.Expr, hi: pl.Expr) -> pl.Expr:
     return (pl.min_horizontal(pl.col("end"), hi) - pl.max_horizontal(pl.col("start"), lo)).clip(lower_bound=0)
 
 
-PV_HALTS = (
-    "the guest kernel uses paravirt spinlocks (its steal samples say so): their waiters halt, mostly for "
-    "less than a tick, which leaves no trace, so spin cannot be told from halting"
-)
+# Who says the spinlocks are paravirt, or not (pv_spinlocks_evidence), as the summary words it.
+PV_DECLARED = "declared with --pv-spinlocks"
+PV_FROM_STEAL = "the steal samples say so"
+PV_FROM_STACKS = "its stack traces show the spinlock slow path"
+# A wait's stack names the slow path the kernel patched in at boot: the paravirt one only when pv
+# spinlocks are on (kernel/locking/qspinlock_paravirt.h), the native one otherwise.
+_PV_FRAME = r"(?m)^__pv_queued_spin_lock_slowpath\b"
+_NATIVE_FRAME = r"(?m)^(?:native_)?queued_spin_lock_slowpath\b"
+
+
+def pv_spinlocks_evidence(events: pl.DataFrame, declared: bool | None) -> tuple[bool | None, str | None]:
+    """Whether the guest's spinlocks are paravirt, and who says so: the user's declaration, else the
+    recorder's steal samples, else the stack traces of the waits (ftrace `<stack trace>` lines);
+    (None, None) when nothing says."""
+    if declared is not None:
+        return declared, PV_DECLARED
+    said = pv_spinlocks_of(markers(events))
+    if said is not None:
+        return said, PV_FROM_STEAL
+    stacks = events.filter((pl.col("kind") == "other") & (pl.col("event").cast(pl.String) == "kernel_stack"))
+    if stacks.is_empty():
+        return None, None
+    frames = stacks.select(
+        pl.col("args").str.contains(_PV_FRAME).any().alias("pv"),
+        pl.col("args").str.contains(_NATIVE_FRAME).any().alias("native"),
+    ).row(0)
+    if frames[0] == frames[1]:  # neither (no spinlock wait stacked), or both (cannot be)
+        return None, None
+    return bool(frames[0]), PV_FROM_STACKS
+
+
+def pv_halts(source: str | None) -> str:
+    """Why spin is unavailable when the spinlocks are paravirt."""
+    return (
+        f"the guest kernel uses paravirt spinlocks ({source}): their waiters halt, mostly for less than a "
+        "tick, which leaves no trace, so spin cannot be told from halting"
+    )
+
+
 PV_UNKNOWN = (
     "whether the guest's spinlocks are paravirt is not in the trace: if they are, waiters' halts shorter "
     "than a tick leave no trace and count as spin here"
@@ -144,8 +192,10 @@ def split_by_steal(gaps: pl.DataFrame, steal: pl.DataFrame, info: GuestPreemptio
     total = int(per_vcpu["steal_ns"].sum())
     seen = int((per_vcpu["sure"] + per_vcpu["amb"]).sum())
     placed = int(per_vcpu["placed_ns"].clip(upper_bound=per_vcpu["steal_ns"] + per_vcpu["unit_ns"]).sum())
+    outside = int((per_vcpu["steal_ns"] - per_vcpu["sure"] - per_vcpu["amb"]).clip(lower_bound=0).sum())
     unit = int(steal["unit_ns"].max())
     info.steal_ns, info.steal_unit_ns, info.n_steal_vcpus = total, unit, per_vcpu.height
+    info.steal_outside_ns, info.steal_resolution_ns = outside, unit * per_vcpu.height
     if total > 0:
         info.steal_coverage = round(min(seen / total, 1.0), 4)
         info.placed_share = round(min(placed / total, 1.0), 4)
@@ -169,7 +219,10 @@ def unseen_partial(info: GuestPreemption) -> dict[str, list[dict]]:
         return {}
     out: dict[str, list[dict]] = {}
     if info.pv_spinlocks is None:
-        fix = "pvtrace record --guest notes it in its steal samples; or a host trace (pvtrace record --host)"
+        fix = (
+            "pvtrace analyze --pv-spinlocks yes|no (dmesg: 'kvm-guest: PV spinlocks enabled'); pvtrace record "
+            "--guest notes it in its steal samples; or a host trace (pvtrace record --host)"
+        )
         out = {k: [{"missing": PV_UNKNOWN, "fix": fix}] for k in SPIN_KEYS}
     if info.steal_ns is None:  # nothing sizes what the ticks miss
         part = {
@@ -181,19 +234,21 @@ def unseen_partial(info: GuestPreemption) -> dict[str, list[dict]]:
         return out
     if not info.steal_ns or info.unseen_ns is None:
         return out
-    noise = max(UNSEEN_NOTE_SHARE * info.steal_ns, (info.steal_unit_ns or 0) * (info.n_steal_vcpus or 0))
+    noise = max(UNSEEN_NOTE_SHARE * info.steal_ns, info.steal_resolution_ns or 0)
     if info.unseen_ns <= noise:
         return out
     pct = round(100.0 * info.unseen_ns / info.steal_ns, 2)
-    where = f"preempted time in stretches shorter than two ticks at HZ={info.hz}: {info.unseen_ns / 1e6:.1f} ms ({pct:g}% of the steal)"
+    # one reason for both: the stops behind it hide incidents and, inside a wait, count as spin
+    why = (
+        f"{info.unseen_ns / 1e6:.1f} ms of the steal ({pct:g}%) is not in not-running intervals of two ticks "
+        f"or more (HZ={info.hz}, {2 * info.tick_ns / 1e6:g} ms): shorter stops are placed only to a tick, or "
+        "missed no tick and left no trace, so incidents there may be missed, and such a stop inside a lock "
+        "wait counts as spin"
+    )
     fix = "a guest kernel with a higher CONFIG_HZ, or a host trace (pvtrace record --host)"
-    part = {"unseen_preempted_ns": info.unseen_ns, "unseen_pct_of_steal": pct, "fix": fix}
-    incidents = {**part, "missing": f"{where}, incidents there not countable"}
-    spin = {**part, "missing": f"{where}; where it falls inside a lock wait it counts as spin here"}
-    for k in INCIDENT_KEYS:
-        out[k] = [*out.get(k, []), incidents]
-    for k in SPIN_KEYS:
-        out[k] = [*out.get(k, []), spin]
+    part = {"missing": why, "unseen_preempted_ns": info.unseen_ns, "unseen_pct_of_steal": pct, "fix": fix}
+    for k in (*INCIDENT_KEYS, *SPIN_KEYS):
+        out[k] = [*out.get(k, []), part]
     return out
 
 

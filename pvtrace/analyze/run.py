@@ -48,14 +48,19 @@ STEPS = (
 
 
 def analyze(
-    trace: Trace, *, lock_kind: str | None = None, progress: Callable[[str], None] | None = None
+    trace: Trace,
+    *,
+    lock_kind: str | None = None,
+    pv_spinlocks: bool | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> Analysis:
     """Analyze one trace: interval tables, incidents, convoys, exits and the summary.
 
     `lock_kind` (fifo, unfair, unknown) overrides the lock kind of every VM.
+    `pv_spinlocks` declares whether a guest-only trace's spinlocks are paravirt (guest-inferred level).
     `progress`, if given, is called with each step's name (see STEPS) once it is done.
     """
-    trace, guest = _with_guest_states(trace)
+    trace, guest = _with_guest_states(trace, pv_spinlocks)
     prep = prepare(trace, lock_kind=lock_kind)
     prep.guest_preemption = guest
     result = _run(prep, progress, kind_given=_given(lock_kind), unaligned=clocks_unaligned(trace.meta))
@@ -64,12 +69,12 @@ def analyze(
     )
 
 
-def _with_guest_states(trace: Trace) -> tuple[Trace, GuestPreemption | None]:
+def _with_guest_states(trace: Trace, pv_spinlocks: bool | None) -> tuple[Trace, GuestPreemption | None]:
     """A guest-only trace with scheduler ticks gets vCPU states inferred from them (guest-inferred)."""
     if trace.events.is_empty() or not has_guest_ticks(trace.events):
         return trace, None
     t_end = trace.meta.t_end if trace.meta.t_end is not None else int(trace.events["ts"].max())
-    found = with_guest_states(trace.events, t_end)
+    found = with_guest_states(trace.events, t_end, pv_spinlocks)
     if found is None:
         return trace, None
     events, info = found
@@ -80,6 +85,7 @@ def analyze_parquet(
     path: Path | str,
     *,
     lock_kind: str | None = None,
+    pv_spinlocks: bool | None = None,
     progress: Callable[[str], None] | None = None,
     memory_budget: int | None = None,
 ) -> Analysis:
@@ -92,7 +98,7 @@ def analyze_parquet(
 
     meta = read_meta(path)
     if _guest_ticks_without_states(path):  # a guest-only capture: small, and its states are inferred
-        return analyze(read_trace(path), lock_kind=lock_kind, progress=progress)
+        return analyze(read_trace(path), lock_kind=lock_kind, pv_spinlocks=pv_spinlocks, progress=progress)
     budget = memory_budget if memory_budget is not None else partitioned.default_budget()
     groups = partitioned.plan(path, meta, budget)
     if groups:

@@ -159,6 +159,14 @@ def finish(
         err.print(f"wrote {len(written)} file(s)", highlight=False)
 
 
+def _yes_no(option: str, value: str | None) -> bool | None:
+    if value is None:
+        return None
+    if value.lower() not in ("yes", "no"):
+        raise UsageError(f"{option} must be yes or no, not {value!r}")
+    return value.lower() == "yes"
+
+
 def register(app: typer.Typer) -> None:
     """Add `pvtrace analyze`."""
 
@@ -219,6 +227,14 @@ def register(app: typer.Typer) -> None:
                 help=LOCK_KIND_HELP,
             ),
         ] = None,
+        pv_spinlocks: Annotated[
+            str | None,
+            typer.Option(
+                "--pv-spinlocks",
+                help="yes or no: whether the guest kernel's spinlocks are paravirt (dmesg: 'kvm-guest: PV "
+                "spinlocks enabled'), for a guest trace with ticks whose steal samples do not say.",
+            ),
+        ] = None,
         fmt: Annotated[str, typer.Option("--format", help="Input format (auto: detect).")] = "auto",
         side: Annotated[str, typer.Option("--side", help="host, guest or auto.")] = "auto",
         vm_name: Annotated[
@@ -256,6 +272,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Measure spin waste, LHP/LWP incidents, convoys, exits and pv kicks of a trace."""
         checked_lock_kind(lock_kind)
+        pv = _yes_no("--pv-spinlocks", pv_spinlocks)
         # `--csv -`: the flag, then `-` (stdout), which the parser hands over as one more input
         # (a `-` before it is the trace on stdin: `trace-cmd report | pvtrace analyze - --csv -`)
         csv_out = "-" if csv and Path("-") in files else None
@@ -295,6 +312,7 @@ def register(app: typer.Typer) -> None:
                     result = analyze_parquet(
                         files[0],
                         lock_kind=lock_kind,
+                        pv_spinlocks=pv,
                         progress=lambda step: bar.advance(1),
                         memory_budget=budget,
                     )
@@ -314,7 +332,9 @@ def register(app: typer.Typer) -> None:
                 if filters.any:
                     trace = filter_trace(trace, filters)
                 with progress("analyzing", total=len(STEPS), quiet=quiet) as bar:
-                    result = analyze(trace, lock_kind=lock_kind, progress=lambda step: bar.advance(1))
+                    result = analyze(
+                        trace, lock_kind=lock_kind, pv_spinlocks=pv, progress=lambda step: bar.advance(1)
+                    )
                 result = filter_result(result, filters, whole)
                 if filters.any:
                     result.summary.extra["filters"] = described

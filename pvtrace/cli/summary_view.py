@@ -21,6 +21,7 @@ from pvtrace.analyze import Analysis
 from pvtrace.analyze.context import lock_table
 from pvtrace.analyze.count_gaps import lost_events_text
 from pvtrace.analyze.perf_tables import IMPLICATION_GROUPS, kvm_stat_implications
+from pvtrace.cli.guest_view import partial_groups, preemption_line
 from pvtrace.fmt import fmt_lock, fmt_ns, fmt_trace_time, fmt_ts, fmt_wait, guest_clocks, plural
 
 TOP_LOCKS = 10
@@ -58,19 +59,9 @@ def render_summary(con: Console, a: Analysis, sources: list[str]) -> None:
     perf = [n for n in ("perf_kvm_stat", "perf_lock_contention") if n in a.tables]
     con.print(_header(a, sources), highlight=False, soft_wrap=True)
     if g := x.get("guest_preemption"):  # the guest-inferred level: what the guest's ticks and steal showed
-        steal = "no steal samples" if g["steal_ns"] is None else f"steal {fmt_ns(g['steal_ns'])}"
-        if g.get("unseen_ns") and g["steal_ns"]:
-            pct = 100 * g["unseen_ns"] / g["steal_ns"]
-            steal += f", of which {fmt_ns(g['unseen_ns'])} ({pct:.0f}%) in stretches under two ticks (not placeable)"
-        con.print(
-            f"vCPU preemption from guest ticks (HZ={g['hz']}): {g['n_intervals']:,} not-running intervals, "
-            f"{fmt_ns(g['not_running_ns'])} ({fmt_ns(g['not_running_lo_ns'])}-{fmt_ns(g['not_running_hi_ns'])}), "
-            f"preempted {fmt_ns(g['preempted_ns'])}; {steal}",
-            highlight=False,
-            soft_wrap=True,
-        )
-        for why in g.get("partial_reasons") or []:
-            con.print(f"partial (spin, incidents): {escape(why)}", highlight=False, soft_wrap=True)
+        con.print(preemption_line(g), highlight=False, soft_wrap=True)
+        for why, what in partial_groups(x).items():
+            con.print(f"partial ({what}): {escape(why)}", highlight=False, soft_wrap=True)
     if x.get("n_events", 0) or not perf:
         _headline(con, a)
         _exits(con, a)
@@ -149,7 +140,9 @@ def headline_rows(a: Analysis) -> list[tuple[str, str, str]]:
         rows.append((label, value, s.fidelity.get("waste_lhp_ns", "")))
     lhp = fmt_ns(t.get("waste_lhp_ns"))
     if between := (x.get("guest_preemption") or {}).get("lhp_waste_range_ns"):  # analyze/guest_lwp.py
-        lhp = f"{fmt_ns(between[0])}-{lhp}"
+        lhp = f"{fmt_ns(between[0])}-{fmt_ns(between[1])}" + (
+            f" ({lhp})" if between[1] != t["waste_lhp_ns"] else ""
+        )
     add("  LHP: holder not running", "waste_lhp_ns", lhp)
     add("  LWP: next owner preempted", "waste_lwp_preempted_ns", fmt_ns(t.get("waste_lwp_preempted_ns")))
     add("  LWP: next owner halted", "waste_lwp_halted_ns", fmt_ns(t.get("waste_lwp_halted_ns")))

@@ -484,7 +484,10 @@ def _record_planned(
         signals.recording = True
         instance.set_tracing(True)
         if req.mode == "guest" and req.ticks:
-            sampler = StealSampler(instance.path / "trace_marker", proc_root, pv=pv_spinlocks(kmsg))
+            plan.platform["pv_spinlocks"] = pv_spinlocks(kmsg)  # the boot log's word (record.json, samples)
+            sampler = StealSampler(
+                instance.path / "trace_marker", proc_root, pv=plan.platform["pv_spinlocks"]
+            )
             sampler.start()
         if req.command:
             proc = subprocess.Popen(req.command)

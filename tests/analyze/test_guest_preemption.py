@@ -414,5 +414,39 @@ def test_overcommit_without_ple_gives_lhp_waste_as_a_range_that_holds_the_truth(
     r = harness.guest_run(load_preset("overcommit-2x").replace(hypervisor={"ple": False}), 2)
     for v in r["vms"]:
         lo, hi = v["range"]
-        assert lo <= v["true_waste_lhp_ns"] <= hi and hi == v["waste_lhp_ns"]
+        # the estimate is inside; the high end may lie above it (waiter stops placed to a tick)
+        assert lo <= v["true_waste_lhp_ns"] <= hi and lo <= v["waste_lhp_ns"] <= hi
     assert [harness.vm_outcome(v) for v in r["vms"]] == ["range", "range"]
+
+
+def test_ple_on_waiter_stops_inside_lhp_make_its_waste_a_range(harness):
+    """lhp-demo, ticket, PLE on, seed 8, vm0 (a miss in session 11: every incident right, LHP waste
+    +50%): with PLE the host stops a spinning waiter microseconds into its spin, while the level
+    places the stop at the middle of its tick window. The waiters' stops inside the incidents make
+    LHP waste a range, which holds the truth, and the reason says why."""
+    from pvtrace.simulate.scenario import load_preset
+
+    scenario = load_preset("lhp-demo").replace(lock={"algorithm": "ticket"}, hypervisor={"ple": True})
+    v = harness.guest_run(scenario, 8)["vms"][0]
+    lo, hi = v["range"]
+    assert v["precision"] == v["recall_visible"] == 1.0
+    assert v["waste_lhp_ns"] > 1.15 * v["true_waste_lhp_ns"]  # the point estimate alone misses
+    assert lo <= v["true_waste_lhp_ns"] <= v["waste_lhp_ns"] <= hi
+    assert harness.vm_outcome(v) == "range"
+
+
+def test_a_holder_guess_that_runs_again_while_the_lock_stays_taken_widens_the_range(harness):
+    """overcommit-2x, PLE off, seed 5, vm1 (a miss in session 11: truth 18% above the range): the
+    true holder took the lock uncontended and stopped; the guess named another stopped vCPU, which
+    resumed 0.7 ms before it while the queue's running head kept waiting. The waiters' wait until
+    the other stopped vCPU resumed widens the range's high end, which now holds the truth."""
+    from pvtrace.simulate.scenario import load_preset
+
+    r = harness.guest_run(load_preset("overcommit-2x").replace(hypervisor={"ple": False}), 5)
+    v = r["vms"][1]
+    lo, hi = v["range"]
+    assert (
+        v["precision"] < 0.9 and v["true_waste_lhp_ns"] > 1.15 * v["waste_lhp_ns"]
+    )  # the guess alone misses
+    assert lo <= v["waste_lhp_ns"] < v["true_waste_lhp_ns"] <= hi
+    assert harness.vm_outcome(v) == "range"

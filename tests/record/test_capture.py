@@ -387,5 +387,6 @@ def test_guest_steal_samples_say_whether_pv_spinlocks_are_on(tmp_path: Path) -> 
     req = _request(
         tmp_path, mode="guest", output=tmp_path / "out" / "g.txt", command=[sys.executable, "-c", copy]
     )
-    record(req, tracefs=kernel.tracefs(), proc_root=proc, kmsg=log)
+    result = record(req, tracefs=kernel.tracefs(), proc_root=proc, kmsg=log)
     assert " pv_spinlocks=1 " in seen.read_text()
+    assert result.platform["pv_spinlocks"] is True  # also in record.json, for the reader

@@ -59,14 +59,20 @@ def test_ticks_sample_matches_its_record_file(tmp_path: Path) -> None:
 def test_ticks_sample_analyzes_at_guest_inferred_level() -> None:
     load = pytest.importorskip("pvtrace.ingest.load").load
     analyze = pytest.importorskip("pvtrace.analyze").analyze
-    summary = analyze(load([TICKS])).summary
+    trace = load([TICKS])
+    summary = analyze(trace).summary
     assert summary.extra["level"] == "guest-inferred"
     found = summary.extra["guest_preemption"]
     assert found["hz"] == 250  # the capturing kernel's CONFIG_HZ
-    assert found["steal_ns"] == 10_000_000 and found["steal_unit_ns"] == 10_000_000  # one USER_HZ unit
-    assert (
-        found["n_intervals"] == 1
-        and found["not_running_lo_ns"] <= found["not_running_ns"] <= found["not_running_hi_ns"]
-    )
-    assert summary.fidelity["waste_lhp_ns"] == "guest-inferred" and summary.totals["waste_lhp_ns"] == 0
-    assert summary.totals["n_contended"] == 103
+    assert found["steal_unit_ns"] == 10_000_000 and found["steal_ns"] == 30_000_000  # USER_HZ units
+    # two whole-VM stops of 8-13 ms, each vCPU missing two or three ticks: all placed
+    assert found["n_intervals"] == 4 and found["placed_ns"] == found["not_running_ns"]
+    assert found["not_running_lo_ns"] <= found["not_running_ns"] <= found["not_running_hi_ns"]
+    # the capture's own steal samples say the spinlocks are paravirt (its boot log did): spin declined
+    assert found["pv_spinlocks"] is True and found["pv_spinlocks_from"] == "the steal samples say so"
+    assert "spin_ns" not in summary.totals and "waste_lhp_ns" not in summary.totals
+    assert summary.totals["n_contended"] == 746
+    assert json.loads((SAMPLES / "guest-ticks.record.json").read_text())["platform"]["pv_spinlocks"] is True
+    # declared native, the same trace gives spin and LHP waste (none: no waiter spun on a stopped holder)
+    native = analyze(trace, pv_spinlocks=False).summary
+    assert native.fidelity["waste_lhp_ns"] == "guest-inferred" and native.totals["waste_lhp_ns"] == 0
