@@ -6,7 +6,7 @@ from typing import Any
 
 import polars as pl
 
-from pvtrace.analyze.fidelity import Capabilities, plan
+from pvtrace.analyze.fidelity import Capabilities, plan, summary_level
 from pvtrace.analyze.intervals import union
 from pvtrace.analyze.prepare import Prepared
 from pvtrace.summary import SPIN_SPLIT_KEYS, Summary
@@ -89,7 +89,10 @@ def build_summary(
             extra = {**extra, "spin_waste_ns": host_estimates["spin_waste_ns"]}
     totals = {k: v for k, v in all_totals.items() if k in fidelity}
     return Summary(
-        totals=totals, fidelity=fidelity, unavailable=unavailable, extra={"level": caps.level, **extra}
+        totals=totals,
+        fidelity=fidelity,
+        unavailable=unavailable,
+        extra={"level": summary_level(caps, clocks_unaligned), **extra},
     )
 
 
