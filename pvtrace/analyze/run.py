@@ -434,7 +434,7 @@ def finish(
             add_parts(partial, metric, *parts)
     if unaligned:
         partial = {}
-    extra = extra_context(tables, counts, m.sums, prep)
+    extra = extra_context(tables, counts, m.sums, prep, waits_measured=caps.waits)
     extra["lock_kinds"] = kind_summary(tables["lock_kinds"])
     if unaligned:
         extra["spin_waste_pct_of_running"] = None
@@ -449,8 +449,6 @@ def finish(
         clocks_unaligned=unaligned,
     )
     add_count_gaps(summary)  # lost events, kicks of unknown threads: lower bounds, said so
-    if summary.totals.get("n_contended") == 0 and not summary.extra.get("n_open_waits"):
-        summary.extra["wait_ns"] = 0  # waits are measured and none was contended: a true 0
     tables = _blank_unavailable(tables, summary.fidelity)
     if caps.guest_limited or caps.guest_halting:  # the guest's ticks cannot place the preemptions or
         # tell spin from halting: no incident is evidence
