@@ -49,6 +49,9 @@ KINDS: tuple[str, ...] = (
     "other",  # any other tracepoint, kept by name (event) with its raw payload (args)
 )
 KIND = pl.Enum(list(KINDS))
+STATE_KINDS = ("vcpu_run", "vcpu_preempt", "vcpu_halt", "vcpu_wake")
+LOCK_EVENT_KINDS = ("lock_contend", "lock_acquire", "lock_release")
+EXIT_KINDS = ("vm_exit", "vm_entry")
 KIND_PRIORITY: dict[str, int] = {k: i for i, k in enumerate(KINDS)}
 
 ORIGINS: tuple[str, ...] = ("sim", "host", "guest")

@@ -15,7 +15,15 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from pvtrace.errors import FormatError, SchemaError
-from pvtrace.schema import EVENT_SCHEMA, SCHEMA_VERSION, conform_events, validate_events
+from pvtrace.schema import (
+    EVENT_SCHEMA,
+    EXIT_KINDS,
+    LOCK_EVENT_KINDS,
+    SCHEMA_VERSION,
+    STATE_KINDS,
+    conform_events,
+    validate_events,
+)
 
 if TYPE_CHECKING:  # pyarrow (and numpy with it) loads only where Arrow or Parquet is used
     import pyarrow as pa
@@ -225,3 +233,38 @@ def read_events(path: Path | str, columns: list[str] | None = None) -> pl.DataFr
 def arrow_schema() -> pa.Schema:
     """The Arrow schema of canonical events."""
     return pl.DataFrame(schema=EVENT_SCHEMA).to_arrow().schema
+
+
+# The kinds whose (vm, vcpu) name a vCPU the analysis follows (analyze.prepare splits the same
+# kinds), and those whose target names one.
+VCPU_KINDS = (*STATE_KINDS, *LOCK_EVENT_KINDS, *EXIT_KINDS, "pv_kick", "yield_to", "pv_halt")
+TARGET_KINDS = ("pv_kick", "yield_to")
+
+
+def vcpu_counts(events: pl.DataFrame | pl.LazyFrame, meta: TraceMeta) -> dict[str, int]:
+    """vCPUs per VM as `analyze` counts them: those the events name (acting, or kicked or yielded
+    to), plus the metadata's declared ones only for a trace not ingested from files (a simulation
+    declares its idle vCPUs) or a VM whose events name none. Never the metadata's highest index + 1
+    beside the seen ones: a host trace whose exits show vCPUs 1-3 has 3."""
+    ev, vm = events.lazy(), pl.col("vm").cast(pl.String)
+    named = pl.col("vm").is_not_null()
+    own = ev.filter(named & pl.col("vcpu").is_not_null() & pl.col("kind").is_in(VCPU_KINDS))
+    hit = ev.filter(named & pl.col("target").is_not_null() & pl.col("kind").is_in(TARGET_KINDS))
+    pairs = pl.concat(
+        [
+            own.select(vm, pl.col("vcpu").cast(pl.Int64)),
+            hit.select(vm, pl.col("target").cast(pl.Int64).alias("vcpu")),
+        ]
+    ).unique()
+    seen: dict[str, set[int]] = {}
+    for name, cpu in pairs.collect().iter_rows():
+        seen.setdefault(name, set()).add(cpu)
+    ingested = bool((meta.extra or {}).get("inputs"))
+    counts = {}
+    for name in sorted(set(meta.vms) | set(seen)):
+        ids = seen.get(name, set())
+        declared = meta.vms[name].n_vcpus if name in meta.vms else None
+        if declared and not (ingested and ids):
+            ids = ids | set(range(declared))
+        counts[name] = len(ids)
+    return counts

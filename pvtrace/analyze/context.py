@@ -44,13 +44,20 @@ def tie_stacks(events: pl.LazyFrame, waits: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def stack_cost(tied: pl.DataFrame) -> dict | None:
-    """What taking a stack at each contention_begin added to the waits (`tied`: tie_stacks): the
-    median time from a wait's start to its stack (the capture's time, inside the wait)."""
+def stack_delays(tied: pl.DataFrame) -> pl.Series:
+    """Per wait with a stack inside it (`tied`: tie_stacks), the time from its start to its stack:
+    what taking the stack added to the wait. A median does not add up over groups of VMs, so the
+    partitioned analysis carries these and takes stack_cost of them all."""
     inside = tied.filter(pl.col("ts") - pl.col("start") <= pl.col("dur"))
-    if inside.height == 0:
+    return (inside["ts"] - inside["start"]).alias("delay_ns")
+
+
+def stack_cost(delays: pl.Series) -> dict | None:
+    """What taking a stack at each contention_begin added to the waits: the median of
+    stack_delays (the capture's time, inside the wait), None without stacks."""
+    if delays.len() == 0:
         return None
-    return {"median_ns": int((inside["ts"] - inside["start"]).median()), "n_waits": inside.height}
+    return {"median_ns": int(delays.median()), "n_waits": delays.len()}
 
 
 def lock_callers(tied: pl.DataFrame) -> pl.DataFrame:

@@ -69,6 +69,19 @@ class Capabilities:
         return "none"
 
 
+def unjoined(caps: Capabilities, clocks_unaligned: str | None) -> bool:
+    """Host vCPU states and guest lock events are both there but cannot be joined (clocks not
+    known to be aligned, or vCPU threads not tied to guests): no metric that joins them is given."""
+    return bool(clocks_unaligned) and caps.states and caps.waits
+
+
+def summary_level(caps: Capabilities, clocks_unaligned: str | None) -> str:
+    """The level of what the summary shows: 'unjoined' when the events would allow exact or
+    inferred holders but the sides cannot be joined (each side's own metrics only), else
+    caps.level."""
+    return "unjoined" if unjoined(caps, clocks_unaligned) else caps.level
+
+
 def capabilities(prep: Prepared) -> Capabilities:
     k = prep.kinds
     has = lambda *names: any(k.get(n, 0) > 0 for n in names)  # noqa: E731
@@ -220,7 +233,7 @@ def plan(
                 f"{what} each lock's kind: pass --lock-kind fifo (ticket, queued spinlocks) or unfair "
                 "(test-and-set)",
             )
-    if clocks_unaligned and caps.states and caps.waits:
+    if unjoined(caps, clocks_unaligned):
         for key in CROSS_KEYS:
             if key in fidelity:
                 del fidelity[key]

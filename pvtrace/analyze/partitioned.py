@@ -193,6 +193,10 @@ def analyze_partitioned(
     callers = [c.pop("lock_callers") for _, c, _ in parts if "lock_callers" in c]
     if callers:
         result.tables["lock_callers"] = context.in_wait_order(pl.concat(callers))
+        # a median does not add up over groups: it is taken over every group's waits (the
+        # warning is added with the trace's own, run.analyze_parquet)
+        delays = pl.concat([c.pop("stack_delays") for _, c, _ in parts])
+        result.summary.extra["stack_cost"] = context.stack_cost(delays)
     result.tables["vm_exits"] = _OnDisk("vm_exits", [f for _, c, _ in parts for f in c["vm_exits"].files])
     del parts
     placed = (
@@ -401,9 +405,9 @@ def _analyze_group(
     ctx = {"vm_exits": out.spill("vm_exits", context.vm_exits(frame), f"-{i}")}
     waits = measured.tables["waits"]
     if {"event", "args"} <= set(frame.collect_schema().names()):
-        ctx["lock_callers"] = context.lock_callers(
-            context.tie_stacks(frame, waits if isinstance(waits, pl.DataFrame) else waits.read())
-        )
+        tied = context.tie_stacks(frame, waits if isinstance(waits, pl.DataFrame) else waits.read())
+        ctx["lock_callers"] = context.lock_callers(tied)
+        ctx["stack_delays"] = context.stack_delays(tied)
     for name in SPILLED:
         if isinstance(measured.tables[name], pl.DataFrame):  # a VM in windows has them on disk already
             measured.tables[name] = out.spill(name, measured.tables[name], f"-{i}")

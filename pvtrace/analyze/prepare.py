@@ -20,15 +20,12 @@ import polars as pl
 from pvtrace.analyze.guest_preemption import GuestPreemption
 from pvtrace.analyze.intervals import Window
 from pvtrace.errors import FormatError, UsageError
-from pvtrace.schema import EVENT_SCHEMA, KIND, LOCK_KINDS
+from pvtrace.schema import EVENT_SCHEMA, EXIT_KINDS, KIND, LOCK_EVENT_KINDS, LOCK_KINDS, STATE_KINDS
 from pvtrace.trace import Trace, TraceMeta, read_events
 
 I64, I32, STR = pl.Int64(), pl.Int32(), pl.String()
 LOCK_KIND = pl.Enum(LOCK_KINDS)
 
-STATE_KINDS = ("vcpu_run", "vcpu_preempt", "vcpu_halt", "vcpu_wake")
-LOCK_EVENT_KINDS = ("lock_contend", "lock_acquire", "lock_release")
-EXIT_KINDS = ("vm_exit", "vm_entry")
 COARSE_TICK_NS = 1_000  # ftrace's and perf's default timestamps: microseconds
 # From a vCPU thread's sched_switch in to its first guest instruction (vcpu_load, kvm_entry,
 # VMRESUME): 0.5-1 us on current hardware, so nothing the guest does is earlier.

@@ -112,8 +112,9 @@ def analyze_parquet(
             progress=progress,
             window_rows=partitioned.group_rows(budget),
         )
-        if result is not None:
-            return _with_perf_tables(_with_warnings(result, meta), meta)
+        if result is not None:  # its stack cost, taken over every group's waits, is warned of here
+            cost = result.summary.extra.pop("stack_cost", None)
+            return _with_perf_tables(_warn_stack_cost(_with_warnings(result, meta), cost), meta)
     prep = prepare_source(source_of_parquet(path), meta, lock_kind=lock_kind)
     # the context tables that need no result are read and built on the pool's thread meanwhile
     # (the lock chain keeps polars on about one core)
@@ -185,8 +186,11 @@ def _context_events(events: pl.LazyFrame) -> _Context:
 STACK_COST_WARN_NS = 1_000
 
 
-def _warn_stack_cost(result: Analysis, cost: dict | None) -> None:
+def _warn_stack_cost(result: Analysis, cost: dict | None) -> Analysis:
+    """stack_cost in the summary, and a warning when it makes waits read long (the whole and the
+    partitioned analysis alike, after the trace's own warnings)."""
     if cost is None:
+        return result
         return
     x = result.summary.extra
     x["stack_cost"] = cost
@@ -197,6 +201,7 @@ def _warn_stack_cost(result: Analysis, cost: dict | None) -> None:
             "not of the lock, so wait times and percentiles read that much long "
             "(capture with `pvtrace record --guest --no-stacktrace` for exact waits)"
         )
+    return result
 
 
 def _with_context(result: Analysis, ctx: _Context) -> Analysis:
@@ -206,7 +211,7 @@ def _with_context(result: Analysis, ctx: _Context) -> Analysis:
     if {"event", "args"} <= ctx.names:
         tied = context.tie_stacks(ctx.events, result.table("waits"))
         result.tables["lock_callers"] = context.lock_callers(tied)
-        _warn_stack_cost(result, context.stack_cost(tied))
+        _warn_stack_cost(result, context.stack_cost(context.stack_delays(tied)))
     result.tables.update(ctx.tables)
     result.tables["incidents"] = context.incidents(
         result.table("lhp_incidents"),
@@ -435,7 +440,7 @@ def finish(
             add_parts(partial, metric, *parts)
     if unaligned:
         partial = {}
-    extra = extra_context(tables, counts, m.sums, prep)
+    extra = extra_context(tables, counts, m.sums, prep, waits_measured=caps.waits)
     extra["lock_kinds"] = kind_summary(tables["lock_kinds"])
     if unaligned:
         extra["spin_waste_pct_of_running"] = None
@@ -450,8 +455,6 @@ def finish(
         clocks_unaligned=unaligned,
     )
     add_count_gaps(summary)  # lost events, kicks of unknown threads: lower bounds, said so
-    if summary.totals.get("n_contended") == 0 and not summary.extra.get("n_open_waits"):
-        summary.extra["wait_ns"] = 0  # waits are measured and none was contended: a true 0
     tables = _blank_unavailable(tables, summary.fidelity)
     if caps.guest_limited or caps.guest_halting:  # the guest's ticks cannot place the preemptions or
         # tell spin from halting: no incident is evidence

@@ -6,7 +6,7 @@ from typing import Any
 
 import polars as pl
 
-from pvtrace.analyze.fidelity import Capabilities, plan
+from pvtrace.analyze.fidelity import Capabilities, plan, summary_level
 from pvtrace.analyze.intervals import union
 from pvtrace.analyze.prepare import Prepared
 from pvtrace.summary import SPIN_SPLIT_KEYS, Summary
@@ -89,7 +89,10 @@ def build_summary(
             extra = {**extra, "spin_waste_ns": host_estimates["spin_waste_ns"]}
     totals = {k: v for k, v in all_totals.items() if k in fidelity}
     return Summary(
-        totals=totals, fidelity=fidelity, unavailable=unavailable, extra={"level": caps.level, **extra}
+        totals=totals,
+        fidelity=fidelity,
+        unavailable=unavailable,
+        extra={"level": summary_level(caps, clocks_unaligned), **extra},
     )
 
 
@@ -125,10 +128,25 @@ STATE_SUMS = (
 )
 
 
+def total_wait(counts: dict[str, int], waits_measured: bool) -> int | None:
+    """The summary's wait_ns, set here only. The waits' lengths when any wait ended (one still
+    open at the trace end counts to the end, as the truth does); a true 0 when the trace measures
+    waits (its contention events are there: caps.waits) and none began; else null, never 0:
+    waits began but none ever ends, so none has a length."""
+    if counts["n_closed_waits"]:
+        return counts["wait_dur_ns"]
+    return 0 if waits_measured and not counts["n_open_waits"] else None
+
+
 def extra_context(
-    tables: dict[str, pl.DataFrame], counts: dict[str, int], sums: dict[str, int], prep: Prepared
+    tables: dict[str, pl.DataFrame],
+    counts: dict[str, int],
+    sums: dict[str, int],
+    prep: Prepared,
+    waits_measured: bool,
 ) -> dict:
-    """Context for the totals: excluded time, pause-exit and kick figures, ingest-like notes."""
+    """Context for the totals: excluded time, pause-exit and kick figures, ingest-like notes.
+    waits_measured: the trace has the contention events (caps.waits), so no wait is a true 0."""
     vcpu_time, running_ns, lost_ns = sums["vcpu_ns"], sums["running_ns"], sums["excluded_ns"]
     n_pauses = counts["n_pause_exits"]
     kicks = tables["kicks"]
@@ -139,10 +157,7 @@ def extra_context(
         **{k: sums[k] for k in STATE_SUMS[:6]},
         "excluded_pct": round(100.0 * lost_ns / vcpu_time, 4) if vcpu_time else 0.0,
         "n_lost_windows": sums["n_lost_windows"],
-        # a wait still open at the trace end counts to the end (as the truth does), unless no wait
-        # ever ends: then the trace has no ends at all and no wait has a length (null, never 0;
-        # analyze.run.finish makes it 0 when the trace measures waits and none was contended)
-        "wait_ns": counts["wait_dur_ns"] if counts["n_closed_waits"] else None,
+        "wait_ns": total_wait(counts, waits_measured),
         "n_open_waits": counts["n_open_waits"],
         "n_pause_exits_sibling_preempted": counts["n_pause_exits_sibling_preempted"],
         "pause_exits_per_vcpu_s": round(n_pauses / (running_ns / 1e9), 3) if running_ns else None,

@@ -13,7 +13,7 @@ from pvtrace.cli.common import handle_errors, out, progress
 from pvtrace.errors import UsageError
 from pvtrace.ingest.load import FORMATS, ingest_to_parquet, is_one_parquet
 from pvtrace.outputs import OutputSet
-from pvtrace.trace import TraceMeta
+from pvtrace.trace import TraceMeta, scan_events, vcpu_counts
 
 SIDES = ("auto", "host", "guest")
 N_SHOWN = 15
@@ -115,7 +115,8 @@ def print_summary(meta: TraceMeta, out_path: Path) -> None:
         if n:
             out.print(f"Multi-line records: {n:,} {what}")
     if meta.vms:
-        vms = escape(", ".join(f"{vm} ({v.n_vcpus} vCPUs)" for vm, v in meta.vms.items()))
+        n = vcpu_counts(scan_events(out_path), meta)  # as analyze counts them, not max index + 1
+        vms = escape(", ".join(f"{vm} ({n.get(vm, 0)} vCPUs)" for vm in meta.vms))
         out.print(f"VMs: {vms}")
         hows = sorted({str(r.get("how")) for r in meta.vcpu_map if r.get("how")})
         if meta.vcpu_map:

@@ -131,6 +131,12 @@ def register(app: typer.Typer) -> None:
             help="Trace clock (default: the kernel's, local). x86-tsc on both host and guests lets "
             "--host save each guest's offset from KVM's TSC offset.",
         ),
+        dat: bool = typer.Option(
+            False,
+            "--dat",
+            help="Also write a trace.dat next to -o (trace-cmd restore of the instance's binary "
+            "buffers: needs trace-cmd, and is about as large as the buffers filled).",
+        ),
         force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
         quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar and no summary."),
         tracefs_root: Path | None = typer.Option(None, "--tracefs-root", hidden=True),
@@ -153,6 +159,7 @@ def register(app: typer.Typer) -> None:
             force=force,
             command=list(command or []),
             clock=clock,
+            trace_dat=dat,
         )
         result = record(
             req,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import polars as pl
@@ -15,7 +16,7 @@ from pvtrace.analyze.run import STEPS
 from pvtrace.cli.common import LOCK_KIND_HELP, checked_lock_kind, err, handle_errors, out, progress
 from pvtrace.errors import FormatError, UsageError
 from pvtrace.ingest.load import load
-from pvtrace.outputs import OutputSet
+from pvtrace.outputs import OutputSet, atomic_file
 from pvtrace.trace import Trace
 
 # Image formats of --figures (pvtrace.report.figures.FORMATS; not imported here: the report stage
@@ -119,8 +120,11 @@ def compare(
     label_a: str | None = typer.Option(None, "--label-a", help="Name of run A (default: its file name)."),
     label_b: str | None = typer.Option(None, "--label-b", help="Name of run B (default: its file name)."),
     out_path: Path | None = typer.Option(None, "-o", "--out", help="Also write the comparison page here."),
+    json_out: Path | None = typer.Option(
+        None, "--json", help="Also write the comparison (totals, rates, deltas) as JSON; `-`: to stdout."
+    ),
     lock_kind: str | None = typer.Option(None, "--lock-kind", help=LOCK_KIND_HELP + " Applies to both runs."),
-    force: bool = typer.Option(False, "--force", help="Overwrite an existing page."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
 ) -> None:
     """Compare two runs: headline metrics side by side with deltas, and a page with both overlaid."""
     checked_lock_kind(lock_kind)
@@ -128,9 +132,11 @@ def compare(
     if labels[0] == labels[1]:
         labels = (f"A: {labels[0]}", f"B: {labels[1]}")
     outputs = OutputSet(force=force, inputs=[a, b])
-    if out_path is not None:
-        outputs.plan(out_path, new=True)
-    from pvtrace.report.compare import compare_metrics, format_comparison, write_compare
+    for path in (out_path, json_out):
+        if path is not None and path != Path("-"):
+            outputs.plan(path, new=True)
+    from pvtrace.report.compare import compare_metrics, comparison_json, format_comparison, write_compare
+    from pvtrace.report.compare_rates import RATE_CAPTION, extent_text, run_extent
 
     with outputs:
         ta, tb = load_trace([a], labels[0]), load_trace([b], labels[1])
@@ -138,17 +144,26 @@ def compare(
             analyze_with_progress(ta, labels[0], lock_kind),
             analyze_with_progress(tb, labels[1], lock_kind),
         )
-        table = format_comparison(compare_metrics(xa, xb, (ta, tb)), labels)
+        metrics = compare_metrics(xa, xb, (ta, tb))
+        extents = run_extent(xa, ta), run_extent(xb, tb)
+        text = comparison_json(metrics, labels, extents)
+        if json_out is not None and json_out != Path("-"):
+            with atomic_file(json_out) as tmp:
+                tmp.write_text(text, encoding="utf-8")
         if out_path is not None:
             write_compare(xa, xb, labels, out_path, force=force, traces=(ta, tb))
-    out.print(comparison_table(table, escape(f"A = {labels[0]}, B = {labels[1]}")))
+    if json_out == Path("-"):  # stdout carries the JSON alone
+        sys.stdout.write(text)
+    else:
+        title = f"A = {extent_text(labels[0], extents[0])}; B = {extent_text(labels[1], extents[1])}"
+        out.print(comparison_table(format_comparison(metrics, labels), escape(title), RATE_CAPTION))
     if out_path is not None:
         err.print(f"wrote {escape(str(out_path))}", highlight=False, soft_wrap=True)
 
 
-def comparison_table(table: pl.DataFrame, title: str) -> Table:
+def comparison_table(table: pl.DataFrame, title: str, caption: str | None = None) -> Table:
     """The formatted comparison as a rich table."""
-    t = Table(title=title, title_justify="left")
+    t = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
     for i, col in enumerate(table.columns):
         t.add_column(col, justify="left" if i == 0 else "right", no_wrap=i > 0)
     for row in table.iter_rows():

@@ -98,8 +98,11 @@ def _header(a: Analysis, sources: list[str]) -> str:
         span = "no timestamps"
     # without vCPU states or lock waits nothing says the CPUs are virtual (a bare-metal trace)
     cpus = "vCPU" if x.get("level") != "none" else "CPU"
+    level = f"level [bold]{x.get('level')}[/]"
+    if x.get("level") == "unjoined":  # analyze.fidelity.summary_level
+        level += " (host and guest events not joined: each side's own metrics only)"
     return (
-        f"[bold]pvtrace analyze[/] {names}: level [bold]{x.get('level')}[/], {span}, "
+        f"[bold]pvtrace analyze[/] {names}: {level}, {span}, "
         f"{plural(n, 'event')}, {plural(x.get('n_vcpus', 0), cpus)}, {plural(x.get('n_locks', 0), 'lock')}"
     )
 

@@ -176,13 +176,17 @@ def write_sweep_report(
     y = y or next((p for p in free if p != x), None)
     waste = results.with_columns((pl.col("truth_waste_ns") / 1e6).alias("waste_ms"))
     sections = []
-    if x is None:
-        raise UsageError("the sweep has no parameter besides the baseline to draw against")
+    if x is None and base is None:
+        raise UsageError("the sweep has no swept parameter to draw against")
+    one_axis = x is None  # the baseline's parameter is the only one swept (cure vs no cure):
+    x = x or base[0]  # each cure's gain, and the waste, against it
     if base is not None:
         g = gains(results, params, base)
         cured = g[base[0]].unique(maintain_order=True).to_list()
         figs = []
-        for v in cured:
+        if one_axis:
+            figs.append(lines(g, "gain_pct", f"time saved over {base[1]} (%)", x, None, ".1f"))
+        for v in [] if one_axis else cured:
             gv = g.filter(pl.col(base[0]) == v)
             title = f"time saved by {v} over {base[1]} (%)"
             figs.append(lines(gv, "gain_pct", title, x, y, ".1f"))

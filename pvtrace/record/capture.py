@@ -3,8 +3,8 @@
 The sequence: preflight; create the instance with tracing off; set its buffer
 size, events and (guest) the stack-trace trigger on SPIN contentions; switch
 tracing on; run the command or wait; switch tracing off; copy the instance's
-`trace` text (non-consuming) to the output, then (when trace-cmd is
-installed) turn the instance's binary per-CPU pages into a trace.dat with
+`trace` text (non-consuming) to the output, then (with --dat, when trace-cmd
+is installed) turn the instance's binary per-CPU pages into a trace.dat with
 `trace-cmd restore`. `trace-cmd extract` is not used: it resets the
 top-level instance, which pvtrace never touches. Whatever happens (success,
 error, Ctrl-C, SIGTERM) the instance is removed and a tracefs this run
@@ -111,7 +111,7 @@ class CaptureRequest:
     ticks: bool = True  # guest: scheduler ticks and steal samples (the guest-inferred level)
     force: bool = False
     command: list[str] = field(default_factory=list)
-    trace_dat: bool = True  # also a trace.dat when trace-cmd is installed
+    trace_dat: bool = False  # --dat: also a trace.dat (needs trace-cmd); never unasked
     clock: str | None = None  # trace clock to select; None keeps the instance's (local)
 
 
@@ -136,7 +136,7 @@ def output_paths(output: Path) -> OutputPaths:
     compression = output.suffix if output.suffix in _COMPRESSORS else None
     base = output.with_suffix("") if compression else output
     if base.suffix == ".dat":
-        raise UsageError(f"-o {output}: -o names the text trace; the trace.dat is written next to it")
+        raise UsageError(f"-o {output}: -o names the text trace; --dat writes a trace.dat next to it")
     if base.suffix == ".parquet":
         raise UsageError(f"-o {output}: record writes ftrace text; convert it with `pvtrace ingest`")
     stem = base.with_suffix("") if base.suffix else base

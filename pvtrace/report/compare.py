@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import altair as alt
@@ -10,6 +11,7 @@ import polars as pl
 from pvtrace.analyze.partial import partial_why
 from pvtrace.analyze.result import Analysis
 from pvtrace.report.aggregate import bin_width, log_histogram, time_bin
+from pvtrace.report.compare_rates import RATE_CAPTION, extent_text, fmt_rate, rates, run_extent
 from pvtrace.report.facts import facts_figure
 from pvtrace.report.figure import Figure, no_data
 from pvtrace.report.histogram import chart_log_histogram
@@ -62,11 +64,18 @@ def _derived(analysis: Analysis, trace: Trace | None) -> dict[str, float | int |
 def compare_metrics(
     a: Analysis, b: Analysis, traces: tuple[Trace | None, Trace | None] = (None, None)
 ) -> pl.DataFrame:
-    """One row per headline metric: key, metric, a, b, delta (b - a), delta_pct; null where unavailable.
-    partial_a/partial_b say what a run's value leaves out ('' when whole, analyze.partial); a delta
-    between a part and a whole means nothing, so it is null then."""
+    """One row per headline metric: key, metric, a, b (the runs' totals), basis, a_rate, b_rate,
+    delta_of, delta (B - A), delta_pct; null where unavailable.
+
+    Runs of different length compare as rates (rate_basis): a_rate/b_rate are counts per second of
+    trace, or times per vCPU-second of trace as a percentage; delta is then on the rates
+    (delta_of 'rate'), and on the totals only for a metric that is no rate or a run whose span or
+    vCPUs are unknown (delta_of 'total'). partial_a/partial_b say what a run's value leaves out
+    ('' when whole, analyze.partial); a delta between a part and a whole means nothing, so it is
+    null then."""
     rows = []
     da, db = _derived(a, traces[0]), _derived(b, traces[1])
+    ext = run_extent(a, traces[0]), run_extent(b, traces[1])
     for key in TOTAL_KEYS:
         va, vb = a.summary.totals.get(key), b.summary.totals.get(key)
         if va is None and vb is None:
@@ -76,6 +85,7 @@ def compare_metrics(
         if da[key] is None and db[key] is None:
             continue
         rows.append((key, label, da[key], db[key], _partial(a, key), _partial(b, key)))
+    rows = [(*r, *rates(r[0], r[2], r[3], ext)) for r in rows]
     df = pl.DataFrame(
         rows,
         schema={
@@ -85,13 +95,21 @@ def compare_metrics(
             "b": pl.Float64,
             "partial_a": pl.String,
             "partial_b": pl.String,
+            "basis": pl.String,
+            "a_rate": pl.Float64,
+            "b_rate": pl.Float64,
         },
         orient="row",
     )
+    by_rate = pl.col("basis").is_not_null() & pl.col("a_rate").is_not_null() & pl.col("b_rate").is_not_null()
+    base = pl.when(by_rate).then(pl.col("a_rate")).otherwise(pl.col("a"))
     whole = (pl.col("partial_a") == "") & (pl.col("partial_b") == "")
-    return df.with_columns(pl.when(whole).then(pl.col("b") - pl.col("a")).alias("delta")).with_columns(
-        pl.when(pl.col("a") != 0).then(100.0 * pl.col("delta") / pl.col("a").abs()).alias("delta_pct")
-    )
+    return df.with_columns(
+        pl.when(by_rate).then(pl.lit("rate")).otherwise(pl.lit("total")).alias("delta_of"),
+        pl.when(whole)
+        .then(pl.when(by_rate).then(pl.col("b_rate") - pl.col("a_rate")).otherwise(pl.col("b") - pl.col("a")))
+        .alias("delta"),
+    ).with_columns(pl.when(base != 0).then(100.0 * pl.col("delta") / base.abs()).alias("delta_pct"))
 
 
 def _partial(analysis: Analysis, key: str) -> str:
@@ -112,13 +130,18 @@ def _fmt(key: str, v: float | None, signed: bool = False) -> str:
 
 
 def format_comparison(df: pl.DataFrame, labels: tuple[str, str]) -> pl.DataFrame:
-    """The comparison with every value written in its unit (for a terminal table or a page)."""
+    """The comparison with every value written in its unit (for a terminal table or a page): both
+    runs' totals, their rates (rate_basis; blank for a metric compared as it is) and the delta."""
     rows = []
     for r in df.iter_rows(named=True):
         part = r["partial_a"] or r["partial_b"]
-        delta = _fmt(r["key"], r["delta"], signed=True) if r["delta"] is not None else "n/a"
-        if r["delta"] == 0:
+        by_rate = r["delta_of"] == "rate"
+        if r["delta"] is None:
+            delta = "n/a"
+        elif r["delta"] == 0:
             delta = "0"
+        else:
+            delta = fmt_rate(r["basis"], r["delta"], True) if by_rate else _fmt(r["key"], r["delta"], True)
         pct = f"{r['delta_pct']:+.1f}%" if r["delta_pct"] is not None else "n/a"
         if part:
             delta = pct = "n/a (partial)"
@@ -132,8 +155,19 @@ def format_comparison(df: pl.DataFrame, labels: tuple[str, str]) -> pl.DataFrame
             _fmt(r["key"], r[c]) + (" (partial)" if r[p] else "")
             for c, p in (("a", "partial_a"), ("b", "partial_b"))
         )
-        rows.append((metric, va, vb, delta, pct))
-    return pl.DataFrame(rows, schema=["metric", labels[0], labels[1], "Δ (B − A)", "Δ %"], orient="row")
+        ra, rb = ("" if r["basis"] is None else fmt_rate(r["basis"], r[c]) for c in ("a_rate", "b_rate"))
+        rows.append((metric, va, vb, ra, rb, delta, pct))
+    names = [labels[0], labels[1], f"{labels[0]}, rate", f"{labels[1]}, rate"]
+    return pl.DataFrame(rows, schema=["metric", *names, "Δ (B − A)", "Δ %"], orient="row")
+
+
+def comparison_json(
+    df: pl.DataFrame, labels: tuple[str, str], extents: tuple[dict[str, int | None], dict[str, int | None]]
+) -> str:
+    """`compare --json`: each run's label, span and vCPUs, and compare_metrics' rows (the values
+    in their raw unit: ns, counts, rates as compare_metrics defines them)."""
+    runs = {ab: {"label": label, **e} for ab, label, e in zip("ab", labels, extents, strict=True)}
+    return json.dumps({"runs": runs, "metrics": df.to_dicts()}, indent=2) + "\n"
 
 
 def _both(a: pl.DataFrame, b: pl.DataFrame, labels: tuple[str, str]) -> pl.DataFrame:
@@ -275,7 +309,8 @@ def compare_sections(
         "compare-headline",
         "Headline metrics",
         table=table,
-        caption=f"A = {labels[0]}, B = {labels[1]}. Δ is B − A; Δ % is relative to A.",
+        caption=f"A = {extent_text(labels[0], run_extent(a, traces[0]))}; "
+        f"B = {extent_text(labels[1], run_extent(b, traces[1]))}. {RATE_CAPTION}",
     )
     inc = (incident_series(a), incident_series(b))
     convoys = _both(a.table("convoys"), b.table("convoys"), labels)

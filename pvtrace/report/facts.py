@@ -12,7 +12,7 @@ from pvtrace.report.figure import Figure, no_data
 from pvtrace.report.labels import METRIC_LABELS, fmt_count, fmt_metric, fmt_ns
 from pvtrace.report.waste import waste_share
 from pvtrace.summary import TOTAL_KEYS
-from pvtrace.trace import Trace
+from pvtrace.trace import Trace, vcpu_counts
 
 MAX_LIST_ITEMS = 5
 
@@ -120,12 +120,11 @@ def vms_figure(trace: Trace) -> Figure:
     """One row per VM: vCPUs and lock kind/algorithm."""
     if not trace.meta.vms:
         return no_data("vms", "VMs", "the trace does not say which VMs it saw")
+    n = vcpu_counts(trace.events, trace.meta)  # as analyze counts them, not max index + 1
     table = pl.DataFrame(
         {
             "VM": list(trace.meta.vms),
-            "vCPUs": [
-                str(v.n_vcpus) if v.n_vcpus is not None else "unknown" for v in trace.meta.vms.values()
-            ],
+            "vCPUs": [str(n[vm]) if n.get(vm) else "unknown" for vm in trace.meta.vms],
             "lock kind": [v.lock_kind for v in trace.meta.vms.values()],
             "lock algorithm": [v.lock_algorithm or "unknown" for v in trace.meta.vms.values()],
         }

@@ -22,7 +22,7 @@ from pvtrace.report.timeline import chart_timeline, drawn_span
 from pvtrace.report.waits import chart_wait_times
 from pvtrace.report.waste import chart_waste_by_lock, chart_waste_by_vm
 from pvtrace.report.window import Window, default_window, parse_window, user_window
-from pvtrace.trace import Trace
+from pvtrace.trace import Trace, vcpu_counts
 
 WindowSpec = str | tuple[int | None, int | None] | Window | None
 
@@ -145,7 +145,7 @@ def _title(trace: Trace) -> str:
 def _subtitle(trace: Trace, analysis: Analysis) -> str:
     t0, t1 = trace_span(trace, analysis)
     vms = trace.meta.vms
-    vcpus = sum(v.n_vcpus or 0 for v in vms.values())
+    vcpus = sum(vcpu_counts(trace.events, trace.meta).values())
     who = f"{_n(len(vms), 'VM')}, {_n(vcpus, 'vCPU')}" if vms else "VMs unknown"
     cpus = f", {trace.meta.n_pcpus} host CPUs" if trace.meta.n_pcpus else ""
     if trace.events.height == 0 and trace.meta.extra.get("summary_tables"):  # a table, not a trace

@@ -312,3 +312,19 @@ def test_a_real_capture_with_stacks_says_what_they_add_to_its_waits(real_traces)
     cost = json.loads(res.stdout)["stack_cost"]
     assert cost["n_waits"] > 9_000 and cost["median_ns"] >= 1_000
     assert "includes the stack trace its contention_begin triggered" in res.stderr
+
+
+@pytest.mark.parametrize(
+    ("rows", "view", "wait_ns"),
+    [
+        ([contend(0, 10), acquire(0, 30), contend(1, 40), acquire(1, 45)], "guest", 25),  # ended waits
+        ([acquire(0, 10), release(0, 20), acquire(1, 30), release(1, 40)], "guest", 0),  # none began
+        ([contend(0, 10), contend(1, 20)], "guest", None),  # waits that never end have no length
+        ([run(0, 0), preempt(0, 10), run(0, 20)], "host", None),  # no lock events: nothing measured
+    ],
+    ids=["ended", "uncontended", "never-ending", "host-only"],
+)
+def test_total_wait_is_the_ended_waits_a_true_0_or_null(rows, view, wait_ns):
+    """wait_ns has one definition (analyze.summary.total_wait): it was null in the summary's context
+    and then made 0 in analyze.run.finish."""
+    assert analyze(trace_of(rows, t_end=100, view=view)).summary.extra["wait_ns"] == wait_ns

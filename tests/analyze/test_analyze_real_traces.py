@@ -20,7 +20,7 @@ SKIP_NAMES = {"README.md", "PROVENANCE.md", "captures.json", "capture-env.txt"}
 FILES = (
     sorted(p for p in REAL.rglob("*") if p.is_file() and p.name not in SKIP_NAMES) if REAL.is_dir() else []
 )
-LEVELS = {"exact", "inferred", "guest-inferred", "host-only", "guest-only", "none"}
+LEVELS = {"exact", "inferred", "guest-inferred", "host-only", "guest-only", "unjoined", "none"}
 
 
 @cache
@@ -77,7 +77,7 @@ def test_every_real_trace_analyzes_at_its_level(path):
     for u in a.summary.unavailable:
         assert u.metric not in a.summary.totals and u.how_to_capture
     if trace.events.filter(pl.col("kind") == "lock_contend").height:
-        assert level in ("guest-only", "guest-inferred", "inferred", "exact")
+        assert level in ("guest-only", "guest-inferred", "inferred", "exact", "unjoined")
     if level == "guest-only":  # no vCPU states: waits are counted, spin is not invented
         assert "n_contended" in a.summary.totals and "spin_ns" not in a.summary.totals
 

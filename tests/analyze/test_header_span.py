@@ -28,6 +28,9 @@ def test_unaligned_guest_clocks_leave_the_host_span_alone(tmp_path):
     assert res.exit_code == 0, res.output
     header = next(ln for ln in res.stdout.splitlines() if ln.startswith("pvtrace analyze"))
     assert ", host 0.0" in header and "guests on their own clocks" in header and " s)" not in header
+    # nothing joined is shown, so the level is not the inferred one the events would allow
+    # (session 10's new user: "level inferred" above a headline of one side's metrics)
+    assert "level unjoined (host and guest events not joined: each side's own metrics only)" in header
 
 
 def test_a_bare_metal_trace_has_cpus_not_vcpus(real_traces):

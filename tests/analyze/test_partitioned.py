@@ -184,3 +184,32 @@ def test_cli_memory_budget(tmp_path):
             )
     bad = runner.invoke(app, ["analyze", str(path), "--memory-budget", "lots"])
     assert bad.exit_code != 0 and "--memory-budget" in bad.output and "Traceback" not in bad.output
+
+
+def test_waits_with_stacks_warn_alike_whole_and_partitioned(tmp_path):
+    """The partitioned path built lock_callers per group but never said that the waits include the
+    stack trace their contention_begin triggered; its median is over every group's waits."""
+    from test_analyze_outputs import _stacked_waits
+    from trace_rows import trace_of
+
+    from pvtrace.trace import VmInfo
+
+    rows = [
+        (*r[:3], {**(r[3] if len(r) > 3 else {}), "vm": vm})
+        for vm, cost in (("vm0", 4_000), ("vm1", 2_000))
+        for r in _stacked_waits(cost)
+    ]
+    trace = trace_of(sorted(rows, key=lambda r: r[0]), t_end=100_000, view="guest")
+    vms = {vm: VmInfo(n_vcpus=3, lock_kind="fifo", lock_algorithm=None) for vm in ("vm0", "vm1")}
+    trace = Trace(events=trace.events, meta=replace(trace.meta, vms=vms))
+    path = tmp_path / "stacks.parquet"
+    write(trace, path)
+    assert len(groups_of(path, EVENT_BUDGET)) == 2
+    split, whole = (
+        analyze_parquet(path, memory_budget=EVENT_BUDGET),
+        analyze_parquet(path, memory_budget=WHOLE),
+    )
+    assert_same(split, whole)
+    # five waits at 4 us and five at 2 us: the median of all ten, not of either VM
+    assert split.summary.extra["stack_cost"] == {"median_ns": 3_000, "n_waits": 10}
+    assert any("includes the stack trace" in w for w in split.summary.extra["warnings"])

@@ -152,3 +152,27 @@ def test_sweep_axes_show_the_values_swept_and_waste_bars_stop_at_zero(sweep_dir,
     assert res.exit_code == 0, res.output
     text = page.read_text()
     assert "time saved by pv-ticket over ticket (%)" in text and "Above 0 the run finished sooner" in text
+
+
+def test_a_one_axis_sweep_cure_against_no_cure_is_reported(tmp_path):
+    """`lock.algorithm = [ticket, pv-ticket]` alone, the basic cure vs no-cure sweep, was refused
+    ("no parameter besides the baseline"): its gain and waste are drawn against the algorithm."""
+    root = tmp_path / "sweep"
+    raw = {
+        "sweep": {"seeds": 2, "analyze": False},
+        "vm": {"ops": 100},
+        "lock": {"algorithm": ["ticket", "pv-ticket"]},
+    }
+    grid = grid_from_dict(raw, "g", None, load_preset("seed-table"))
+    prepare_sweep(root, grid)
+    cells = grid.cells()
+    for c in cells:
+        assert cell_task(c, str(root), grid.analyze, grid.view)["status"] == "done"
+    write_results(root, cells)
+    page = tmp_path / "s.html"
+    res = runner.invoke(app, ["sweep", "report", str(root), "-o", str(page)])
+    assert res.exit_code == 0, res.output
+    assert "x = lock.algorithm, y = -, baseline = lock.algorithm=ticket" in res.output
+    text = page.read_text()
+    assert "time saved over ticket (%), by lock.algorithm" in text and '"lock.algorithm":"pv-ticket"' in text
+    assert "no run gives" not in text

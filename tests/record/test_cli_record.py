@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -143,3 +144,26 @@ def test_existing_output_needs_force(tmp_path: Path, use_fake: FakeKernel, host_
     assert out.read_text() == "mine"
     assert _run([*args, "--force", "-q"]).exit_code == 0
     assert out.read_text() == ftrace_text(HOST_LINES)
+
+
+def test_a_trace_dat_is_written_only_with_dat(
+    tmp_path: Path, use_fake: FakeKernel, host_proc: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """record wrote an unasked trace.dat of about 10 MB next to -o whenever trace-cmd was
+    installed (session 10's new user); now only --dat asks for one."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "trace-cmd").write_text("#!/bin/sh\nexit 1\n")
+    (bin_dir / "trace-cmd").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    common_args = ["--host", "--duration", "0.01", "--tracefs-root", str(use_fake.root)]
+    common_args += ["--proc-root", str(host_proc)]
+    plain, asked = tmp_path / "plain", tmp_path / "asked"
+    res = _run([*common_args, "-o", str(plain / "h.txt")])
+    assert res.exit_code == 0, res.output
+    assert "trace.dat" not in res.output
+    assert sorted(p.name for p in plain.iterdir()) == ["h.record.json", "h.txt", "h.txt.vcpus.csv"]
+    res = _run([*common_args, "-o", str(asked / "h.txt"), "--dat"])
+    assert res.exit_code == 0, res.output
+    # the fake tracefs is no system tracefs: trace-cmd cannot read it, and the note says so
+    assert "no trace.dat: trace-cmd reads only the system tracefs" in res.output

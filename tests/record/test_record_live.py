@@ -69,6 +69,7 @@ def test_guest_capture_of_a_contention_workload(contend: Path, tmp_path: Path) -
         command=[str(contend), "futexwait", "4", "0.1"],
         stacktrace=False,
         instance=name,
+        trace_dat=True,  # --dat: the trace.dat is written only when asked for
     )
     result = _capture(req)
 

@@ -37,8 +37,8 @@ def test_unavailable_metrics_are_not_zero(runs):
     row = df.filter(pl.col("key") == "n_lhp").row(0, named=True)
     assert row["a"] == a.summary.totals["n_lhp"] and row["b"] is None and row["delta"] is None
     table = format_comparison(df, ("full", "guest"))
-    shown = table.filter(pl.col("metric") == "LHP incidents").row(0)
-    assert shown[2] == "unavailable" and shown[3] == "n/a"
+    shown = table.filter(pl.col("metric") == "LHP incidents").row(0, named=True)
+    assert shown["guest"] == "unavailable" and shown["Δ (B − A)"] == "n/a"
 
 
 def test_zero_base_has_no_percentage():
@@ -48,10 +48,13 @@ def test_zero_base_has_no_percentage():
     b = Analysis(summary=Summary(totals={"n_lhp": 3}))
     row = compare_metrics(a, b).row(0, named=True)
     assert row["delta"] == 3 and row["delta_pct"] is None
+    # without the traces the runs' lengths are unknown: no rate, the delta is of the totals
     assert format_comparison(compare_metrics(a, b), ("x", "y")).row(0) == (
         "LHP incidents",
         "0",
         "3",
+        "unavailable",
+        "unavailable",
         "+3",
         "n/a",
     )
@@ -107,7 +110,37 @@ def test_a_partial_value_is_flagged_and_has_no_delta(runs, tmp_path):
     row = table.filter(pl.col("metric").str.starts_with("useful spin")).row(0)
     assert row[0] == f"useful spin (partial in A: {why})"
     assert row[1].endswith(" (partial)") and not row[2].endswith("(partial)")
-    assert row[3:] == ("n/a (partial)", "n/a (partial)")
+    assert row[-2:] == ("n/a (partial)", "n/a (partial)")
     page = write_compare(part, b, ("A", "B"), tmp_path / "c.html", traces=(ta, tb)).read_text()
     assert f"useful (partial: {why})" in page  # the spin chart's legend
     assert "What A cannot tell" in page and "What B cannot tell" in page
+
+
+def test_runs_of_different_length_compare_as_rates():
+    """A 0.1 s and a 1 s run of the same workload differ by nothing but their length (finding of
+    session 10's new user: -99.9 % contended between such runs). Counts compare per second,
+    times per vCPU-second; the totals stay as they are."""
+    from types import SimpleNamespace
+
+    from pvtrace.analyze.result import Analysis
+
+    def run(seconds: float) -> tuple[Analysis, SimpleNamespace]:
+        k = round(seconds * 10)
+        totals = {"n_contended": 100 * k, "waste_lhp_ns": 10_000_000 * k, "convoy_len_max": 4}
+        summary = Summary(totals=totals, extra={"n_vcpus": 2})
+        return Analysis(summary=summary), SimpleNamespace(t_start=5, t_end=5 + int(seconds * 1e9))
+
+    (a, ta), (b, tb) = run(0.1), run(1.0)
+    df = compare_metrics(a, b, (ta, tb))
+    rows = {r["key"]: r for r in df.iter_rows(named=True)}
+    contended, waste = rows["n_contended"], rows["waste_lhp_ns"]
+    assert (contended["a"], contended["b"]) == (100, 1000)  # the totals stay visible
+    assert contended["a_rate"] == pytest.approx(1000.0) == contended["b_rate"]  # per second
+    assert waste["a_rate"] == pytest.approx(5.0) == waste["b_rate"]  # % of 0.1 s x 2 vCPUs
+    for row in (contended, waste):
+        assert row["delta_of"] == "rate" and row["delta"] == pytest.approx(0.0, abs=1e-9)
+        assert row["delta_pct"] == pytest.approx(0.0, abs=1e-9)
+    longest = rows["convoy_len_max"]  # a maximum is no rate: compared as it is
+    assert longest["basis"] is None and longest["delta_of"] == "total" and longest["delta"] == 0
+    shown = format_comparison(df, ("short", "long")).filter(pl.col("metric") == "contended acquisitions")
+    assert shown.row(0) == ("contended acquisitions", "100", "1,000", "1,000/s", "1,000/s", "0", "+0.0%")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import polars as pl
 import pytest
 from report_fakes import lhp_trace
@@ -103,7 +105,7 @@ def test_compare_prints_deltas_and_writes_a_page(tmp_path, trace_file):
     )
     assert res.exit_code == 0, res.output
     line = next(ln for ln in res.output.splitlines() if "spin wasted on LHP" in ln)
-    assert "6 µs" in line and "4 µs" in line and "-2 µs" in line and "-33.3%" in line
+    assert "6 µs" in line and "4 µs" in line and "-8.33 pts" in line and "-33.3%" in line
     assert "slow" in res.output and "fast" in res.output
     assert "pvtrace compare: slow vs fast" in out.read_text(encoding="utf-8")
 
@@ -133,3 +135,21 @@ def test_compare_and_report_take_the_lock_kind(tmp_path, trace_file):
     for cmd in (args, ["report", str(trace_file), "-o", str(tmp_path / "r.html")]):
         bad = runner.invoke(app, [*cmd, "--lock-kind", "fair"])
         assert bad.exit_code == 2 and "--lock-kind must be one of" in bad.output, bad.output
+
+
+def test_compare_says_each_runs_length_and_writes_json(tmp_path, trace_file):
+    b = tmp_path / "b.parquet"
+    b.write_bytes(trace_file.read_bytes())
+    args = ["compare", str(trace_file), str(b), "--label-a", "A", "--label-b", "B"]
+    res = runner.invoke(app, args, catch_exceptions=False, env={"COLUMNS": "250"})
+    assert res.exit_code == 0, res.output
+    assert "A = A: 12 µs of trace, 2 vCPUs; B = B: 12 µs of trace, 2 vCPUs" in res.output
+    assert "Rates: counts per second of trace" in res.output
+    res = runner.invoke(app, [*args, "--json", "-"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.output)
+    assert doc["runs"]["a"] == {"label": "A", "span_ns": 12_000, "n_vcpus": 2}
+    rows = {r["key"]: r for r in doc["metrics"]}
+    waste = rows["waste_lhp_ns"]
+    assert waste["basis"] == "vcpu_s" and waste["delta_of"] == "rate" and waste["delta"] == 0
+    assert waste["a_rate"] == pytest.approx(100 * waste["a"] / (12_000 * 2))
