@@ -97,6 +97,11 @@ def sweep_dir(tmp_path_factory) -> Path:
         "lock": {"algorithm": ["ticket", "pv-ticket"]},
         "hypervisor": {"kick_latency_ns": [1_000, 5_000]},
     }
+    return _run_sweep(root, raw)
+
+
+def _run_sweep(root: Path, raw: dict) -> Path:
+    """A seed-table sweep of grid `raw` run in-process into `root`, with its results table."""
     grid = grid_from_dict(raw, "g", None, load_preset("seed-table"))
     prepare_sweep(root, grid)
     cells = grid.cells()
@@ -163,12 +168,7 @@ def test_a_one_axis_sweep_cure_against_no_cure_is_reported(tmp_path):
         "vm": {"ops": 100},
         "lock": {"algorithm": ["ticket", "pv-ticket"]},
     }
-    grid = grid_from_dict(raw, "g", None, load_preset("seed-table"))
-    prepare_sweep(root, grid)
-    cells = grid.cells()
-    for c in cells:
-        assert cell_task(c, str(root), grid.analyze, grid.view)["status"] == "done"
-    write_results(root, cells)
+    _run_sweep(root, raw)
     page = tmp_path / "s.html"
     res = runner.invoke(app, ["sweep", "report", str(root), "-o", str(page)])
     assert res.exit_code == 0, res.output
