@@ -93,3 +93,8 @@ def clipped(s: pl.Series, lo: int, hi: int) -> pl.Series:
     if s.null_count():
         return s.clip(lo, hi)
     return smaller(larger(s, full(s.len(), lo, s.dtype)), full(s.len(), hi, s.dtype))
+
+
+def filled(s: pl.Series, value: object) -> pl.Series:
+    """`s.fill_null(value)`."""
+    return s.fill_null(value) if s.null_count() else s

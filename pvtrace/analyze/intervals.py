@@ -113,7 +113,7 @@ def sort_by_key(df: pl.DataFrame, key: pl.Expr | str, *, then: str | None = None
     """
     if df.height < 2:
         return df
-    k = df.select(pl.col(key) if isinstance(key, str) else key).to_series()
+    k = df[key] if isinstance(key, str) else df.select(key).to_series()
     if then is not None and not df[then].is_sorted():
         return sort_by_key_time(df.with_columns(k.alias("_sort_key")), "_sort_key", then).drop("_sort_key")
     lo, hi = k.min(), k.max()
@@ -368,8 +368,7 @@ def lookup(
         return with_series(points, [found[c] for c in cols])
     size, origin = _composite_span((lkey, lon), (rkey, ron))
     right = pl.DataFrame([rkey, *rvals, (rkey * size + ron - origin).alias("_pos")])
-    if not right["_pos"].is_sorted():
-        right = right.sort("_pos")
+    right = sorted_flag(right if right["_pos"].is_sorted() else right.sort("_pos"), "_pos")
     # positions of the points (null: null key or `on`), sorted with their row numbers if need be;
     # a position's key is `_pos // size`
     lpos = (lkey * size + lon - origin).alias("_pos")
@@ -381,7 +380,7 @@ def lookup(
             at, lpos = at.filter(known), lpos.filter(known)
         order = pl.Series(np.argsort(lpos.to_numpy()))
         at, lpos = at[order], lpos[order]
-    found = pl.DataFrame([lpos]).join_asof(right.set_sorted("_pos"), on="_pos", **asof)
+    found = pl.DataFrame([lpos]).join_asof(right, on="_pos", **asof)
     # a row of another key is no match: `_pos // size == _key`, as a range
     base = found["_key"] * size
     outside = ~((found["_pos"] >= base) & (found["_pos"] < base + size))
@@ -472,7 +471,7 @@ def overlay(
 
 def union(intervals: pl.DataFrame, *, key: str) -> pl.DataFrame:
     """Merge overlapping or touching intervals (key, start, end) per key, sorted by (key, start)."""
-    iv = intervals.select(pl.col(key), "start", "end").filter(pl.col("end") > pl.col("start"))
+    iv = filtered(intervals[[key, "start", "end"]], intervals["end"] > intervals["start"])
     if iv.height == 0:
         return iv
     packed = packing([iv], key, ("start", "end"))

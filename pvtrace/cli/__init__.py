@@ -1,9 +1,11 @@
 """The command line: a thin typer layer over the library (the only place that prints)."""
 
+import atexit
 import contextlib
 import os
 import signal
 import sys
+from typing import NoReturn
 
 QUIET_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _done = {"command": False}  # the command returned: its outputs are all written
@@ -52,11 +54,25 @@ def main() -> None:
         code = app(prog_name="pvtrace", standalone_mode=False)
     except typer.Abort:  # Ctrl-C while the command line was still being read
         sys.stderr.write("interrupted\n")
-        sys.exit(130)
+        _exit(130)
     except typer.TyperException as exc:  # click's usage errors (typer vendors click)
         ctx = getattr(exc, "ctx", None)
         where = ctx.command_path if ctx is not None else "pvtrace"
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
         sys.stderr.write(f"error: {message} (see {where} --help)\n")
-        sys.exit(getattr(exc, "exit_code", 2))
-    sys.exit(code if type(code) is int else 0)
+        _exit(getattr(exc, "exit_code", 2))
+    _exit(code if type(code) is int else 0)
+
+
+def _exit(code: int) -> NoReturn:
+    """End the program without the interpreter's teardown, which frees every object of polars,
+    numpy and rich one by one (0.1-0.15 s of CPU, a tenth of analyzing a small trace). The exit
+    handlers run and both streams are flushed first; if a flush fails (a closed pipe), the
+    ordinary exit reports it as Python does."""
+    atexit._run_exitfuncs()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:
+        sys.exit(code)
+    os._exit(code)
