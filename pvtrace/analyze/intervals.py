@@ -17,6 +17,7 @@ import numpy as np
 import polars as pl
 
 from pvtrace.analyze.frames import (
+    SMALL,
     clipped,
     filtered,
     full,
@@ -378,8 +379,12 @@ def lookup(
         if not complete:
             known = lpos.is_not_null()
             at, lpos = at.filter(known), lpos.filter(known)
-        order = pl.Series(np.argsort(lpos.to_numpy()))
-        at, lpos = at[order], lpos[order]
+        if lpos.len() > SMALL:  # polars' parallel sort
+            ordered_points = pl.DataFrame([at, lpos]).sort("_pos")
+            at, lpos = ordered_points["_i"], ordered_points["_pos"]
+        else:
+            order = pl.Series(np.argsort(lpos.to_numpy()))
+            at, lpos = at[order], lpos[order]
     found = pl.DataFrame([lpos]).join_asof(right, on="_pos", **asof)
     # a row of another key is no match: `_pos // size == _key`, as a range
     base = found["_key"] * size
@@ -391,7 +396,9 @@ def lookup(
         return with_series(points, vals)
     n = points.height
     if found.height == n:  # every point found a place: back to their order by one gather
-        back = pl.Series(np.argsort(at.to_numpy()))
+        inverse = np.empty(n, dtype=np.int64)
+        inverse[at.to_numpy()] = np.arange(n)
+        back = pl.Series(inverse)
         return with_series(points, [c[back] for c in vals])
     # points with a null key or `on` found nothing
     return with_series(points, [c.clear(n).scatter(at, c) for c in vals])

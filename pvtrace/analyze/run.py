@@ -18,6 +18,7 @@ from pvtrace.analyze import locks as locks_mod
 from pvtrace.analyze import waste as waste_mod
 from pvtrace.analyze.count_gaps import add_count_gaps
 from pvtrace.analyze.fidelity import Capabilities, capabilities
+from pvtrace.analyze.frames import full, with_series
 from pvtrace.analyze.guest_lwp import mark_ambiguous_lhp
 from pvtrace.analyze.guest_preemption import STATE_KINDS as GUEST_STATE_KINDS
 from pvtrace.analyze.guest_preemption import GuestPreemption, has_guest_ticks, with_guest_states
@@ -479,8 +480,9 @@ def _blank_unavailable(tables: dict[str, pl.DataFrame], fidelity: dict[str, str]
         transform = getattr(tables, "transform", None)
         if transform is not None:
             transform(name, lambda df, blank=blank: df.with_columns(*blank))
-        else:
-            tables[name] = tables[name].with_columns(*blank)
+        else:  # by Series: no query
+            df = tables[name]
+            tables[name] = with_series(df, [full(df.height, None, schema[c]).alias(c) for c in gone])
     return tables
 
 
