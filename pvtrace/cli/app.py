@@ -12,12 +12,15 @@ it to a typer app.
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
-import click
 import typer
 from typer.core import TyperGroup
 
 from pvtrace import __version__
+
+if TYPE_CHECKING:  # typer runs on its own copy of click: importing the package costs 10-15 ms
+    import click
 
 # Command name -> module whose register(app) adds that command, in the order the help lists them.
 COMMANDS: dict[str, str] = {
