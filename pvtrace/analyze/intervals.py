@@ -325,7 +325,7 @@ def split(
     start, end = larger(one["start"], one["_ps"]), smaller(one["end"], one["_pe"])
     keep = end > start
     out = [start if c == "start" else end if c == "end" else one[c] for c in out_schema]
-    return pl.DataFrame([c.filter(keep) for c in out])
+    return filtered(pl.DataFrame(out), keep)
 
 
 def lookup(
