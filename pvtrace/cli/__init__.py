@@ -9,12 +9,22 @@ import sys
 from typing import NoReturn
 
 QUIET_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-_done = {"command": False, "gc_held": False}  # command: it returned, its outputs are all written
+_done = {
+    "command": False,
+    "gc_held": False,
+    "no_teardown": False,
+}  # command: it returned, its outputs are all written
 
 
 def command_finished() -> None:
     """Mark the command done, so a signal from now on says the outputs are complete."""
     _done["command"] = True
+
+
+def no_teardown() -> None:
+    """Let the program end without the interpreter's teardown (see _exit): for a command that
+    leaves no thread working (analyze), not one whose threads the exit still waits for."""
+    _done["no_teardown"] = True
 
 
 def _exit_quietly(signum: int, frame: object) -> None:
@@ -80,9 +90,11 @@ def main() -> None:
 
 def _exit(code: int) -> NoReturn:
     """End the program without the interpreter's teardown, which frees every object of polars,
-    numpy and rich one by one (0.1-0.15 s of CPU, a tenth of analyzing a small trace). The exit
-    handlers run and both streams are flushed first; if a flush fails (a closed pipe), the
-    ordinary exit reports it as Python does."""
+    numpy and rich one by one (0.1-0.15 s of CPU, a tenth of analyzing a small trace), where the
+    command allows it (no_teardown). The exit handlers run and both streams are flushed first;
+    if a flush fails (a closed pipe), the ordinary exit reports it as Python does."""
+    if not _done["no_teardown"]:
+        sys.exit(code)
     atexit._run_exitfuncs()
     try:
         sys.stdout.flush()

@@ -15,6 +15,7 @@ from pvtrace.analyze.context import lock_table
 from pvtrace.analyze.filters import Filters, filter_result, filter_trace, parse_filters
 from pvtrace.analyze.result import TABLES
 from pvtrace.analyze.run import STEPS, analyze_parquet
+from pvtrace.cli import no_teardown
 from pvtrace.cli.common import LOCK_KIND_HELP, checked_lock_kind, err, handle_errors, progress, stdout_console
 from pvtrace.cli.ingest import parse_guest_offset, refuse_text_options
 from pvtrace.cli.summary_view import render_summary
@@ -254,6 +255,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Measure spin waste, LHP/LWP incidents, convoys, exits and pv kicks of a trace."""
+        no_teardown()  # its only threads (the analysis pool's) are idle once it returns
         checked_lock_kind(lock_kind)
         # `--csv -`: the flag, then `-` (stdout), which the parser hands over as one more input
         # (a `-` before it is the trace on stdin: `trace-cmd report | pvtrace analyze - --csv -`)
