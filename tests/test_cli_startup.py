@@ -40,6 +40,16 @@ def test_a_command_imports_only_its_own_stage():
     ]
 
 
+def test_analyze_imports_no_page_cluster_or_bar():
+    """A piped `pvtrace analyze` loads neither the page nor the cluster, nor the big-trace
+    partitioning, the progress bar or the click package (typer runs on its own copy)."""
+    loaded = _modules_after(["analyze", "--help"])
+    assert "pvtrace.cli.analyze" in loaded
+    unneeded = ("altair", "vl_convert", "dask", "distributed", "click", "pvtrace.simulate", "pvtrace.report")
+    unneeded += ("pvtrace.analyze.partitioned", "rich.progress")
+    assert not [m for m in loaded if any(m == u or m.startswith(u + ".") for u in unneeded)]
+
+
 def test_every_listed_module_registers_its_command():
     for name, module in COMMANDS.items():
         assert name in _module_commands(module), (name, module)

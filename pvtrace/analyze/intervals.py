@@ -16,6 +16,20 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from pvtrace.analyze.frames import (
+    SMALL,
+    clipped,
+    filtered,
+    full,
+    larger,
+    next_value,
+    same_next,
+    same_prev,
+    same_prev_or_null,
+    smaller,
+    sorted_flag,
+    with_series,
+)
 from pvtrace.errors import PvtraceError
 
 I64 = pl.Int64()
@@ -100,7 +114,7 @@ def sort_by_key(df: pl.DataFrame, key: pl.Expr | str, *, then: str | None = None
     """
     if df.height < 2:
         return df
-    k = df.select(pl.col(key) if isinstance(key, str) else key).to_series()
+    k = df[key] if isinstance(key, str) else df.select(key).to_series()
     if then is not None and not df[then].is_sorted():
         return sort_by_key_time(df.with_columns(k.alias("_sort_key")), "_sort_key", then).drop("_sort_key")
     lo, hi = k.min(), k.max()
@@ -115,9 +129,7 @@ def packing(frames: list[pl.DataFrame], major: str, minors: tuple[str, ...], spa
     for `spare` times as many positions. None where a value is null or the positions could
     overflow: the caller then takes the slower way on several columns."""
     frames = [f for f in frames if f.height]
-    if not frames or any(
-        f.select(pl.col(major, *minors).null_count()).sum_horizontal().item() for f in frames
-    ):
+    if not frames or any(f[c].null_count() for f in frames for c in (major, *minors)):
         return None
     m0, m1 = min(f[major].min() for f in frames), max(f[major].max() for f in frames)
     n0 = min(f[c].min() for f in frames for c in minors)
@@ -187,46 +199,69 @@ def changes_to_partition(
     """
     t0, t1 = window.t_start, window.t_end
     dtypes = {v: changes.schema[v] for v in values}
-    pieces = changes.select(
-        pl.col(key).cast(I64),
-        pl.col("ts").clip(t0, t1).alias("start"),
-        pl.when(same_as_next(key)).then(pl.col("ts").shift(-1)).otherwise(t1).clip(t0, t1).alias("end"),
-        *[pl.col(v) for v in values],
+    n = changes.height
+    k, ts = changes[key].cast(I64), changes["ts"]
+    end = next_value(ts).zip_with(same_next(k), full(n, t1, ts.dtype))
+    pieces = pl.DataFrame(
+        [
+            k,
+            clipped(ts, t0, t1).alias("start"),
+            clipped(end, t0, t1).alias("end"),
+            *[changes[v] for v in values],
+        ]
     )
-    firsts = pieces.filter(~same_as_previous(key)).select(key, pl.col("start").alias("end"))
-    all_keys = pl.DataFrame({key: pl.int_range(0, n_keys, dtype=I64, eager=True)})
-    heads = all_keys.join(firsts, on=key, how="left", maintain_order="left").select(
-        pl.col(key),
-        pl.lit(t0, I64).alias("start"),
-        pl.col("end").fill_null(t1),
-        *[pl.lit(initial[v], dtype=dtypes[v]).alias(v) for v in values],
+    firsts = filtered(pieces[[key, "start"]], ~same_prev(k))
+    heads = pl.DataFrame(
+        [
+            pl.int_range(0, n_keys, dtype=I64, eager=True).alias(key),
+            full(n_keys, t0, I64).alias("start"),
+            _first_starts(firsts, key, n_keys, t1).alias("end"),
+            *[full(n_keys, initial[v], dtypes[v]).alias(v) for v in values],
+        ]
     )
     # heads first, then each key's pieces in order: both are sorted by key, and a merge keeps
     # the left row first among equal keys.
-    nonempty = pl.col("end") > pl.col("start")
-    part = (
-        heads.filter(nonempty).set_sorted(key).merge_sorted(pieces.filter(nonempty).set_sorted(key), key=key)
-    )
+    heads = filtered(heads, heads["end"] > heads["start"])
+    pieces = filtered(pieces, pieces["end"] > pieces["start"])
+    part = sorted_flag(heads, key).merge_sorted(sorted_flag(pieces, key), key=key)
     return merge_equal(part, key=key, values=values)
+
+
+def _first_starts(firsts: pl.DataFrame, key: str, n_keys: int, t1: int) -> pl.Series:
+    """Per key 0..n_keys-1, the start of its first piece (`firsts`: key, start; one row per key),
+    t1 for keys without pieces."""
+    keys = firsts[key]
+    if (
+        keys.null_count()
+        or keys.n_unique() < keys.len()
+        or (keys.len() and (keys.min() < 0 or keys.max() >= n_keys))
+    ):
+        all_keys = pl.DataFrame({key: pl.int_range(0, n_keys, dtype=I64, eager=True)})
+        found = all_keys.join(firsts, on=key, how="left", maintain_order="left")
+        return found["start"].fill_null(t1)
+    return full(n_keys, t1, firsts["start"].dtype).scatter(keys, firsts["start"])
 
 
 def merge_equal(part: pl.DataFrame, *, key: str, values: list[str]) -> pl.DataFrame:
     """Merge consecutive contiguous pieces of a key that carry equal values (nulls compare equal)."""
     if part.height == 0:
         return part
-    same = same_as_previous(key)
+    k = part[key]
+    same = same_prev(k)
     for v in values:
-        same = same & pl.col(v).eq_missing(pl.col(v).shift(1))
-    firsts = part.filter(~same.fill_null(False))
+        same = same & same_prev_or_null(part[v])
+    firsts = filtered(part, ~same)
     # Pieces are contiguous, so a run ends where the next run of its key starts.
-    last_end = part.filter(~same_as_next(key)).select(key, pl.col("end").alias("_last"))
-    return (
-        firsts.join(last_end, on=key, how="left", maintain_order="left")
-        .with_columns(
-            pl.when(same_as_next(key)).then(pl.col("start").shift(-1)).otherwise(pl.col("_last")).alias("end")
-        )
-        .drop("_last")
-    )
+    last = filtered(part[[key, "end"]], ~same_next(k))
+    lk = last[key]
+    if k.null_count() or lk.n_unique() < lk.len() or not lk.is_sorted():  # keys not grouped
+        last_end = firsts.join(last.rename({"end": "_last"}), on=key, how="left", maintain_order="left")[
+            "_last"
+        ]
+    else:  # each key's last end, by a binary search of the run's key
+        last_end = last["end"][pl.Series(np.searchsorted(lk.to_numpy(), firsts[key].to_numpy()))]
+    end = next_value(firsts["start"]).zip_with(same_next(firsts[key]), last_end)
+    return with_series(firsts, [end.alias("end")])
 
 
 def split(
@@ -249,45 +284,48 @@ def split(
     out_schema = {**intervals.schema, **{v: partition.schema[v] for v in values}}
     if intervals.height == 0 or partition.height == 0:
         return pl.DataFrame(schema=out_schema)
-    pos = window.pos(pl.col(by), pl.col("start"))
-    iv = intervals.filter(pl.col("end") > pl.col("start")).with_columns(pos.alias("_pos"))
+    iv = filtered(intervals, intervals["end"] > intervals["start"])
+    iv = with_series(iv, [window.pos(iv[by], iv["start"]).alias("_pos")])
     if not iv["_pos"].is_sorted():  # (intervals taken from a partition already are)
         iv = sort_by_key(iv, by, then="start") if iv["start"].is_sorted() else iv.sort("_pos")
-    pieces = partition.select(
-        window.pos(pl.col(part_key), pl.col("start")).alias("_pos"),
-        pl.col(part_key).cast(I64).alias("_pkey"),
-        pl.col("start").alias("_ps"),
-        pl.col("end").alias("_pe"),
-        *[pl.col(v).alias(f"_v{i}") for i, v in enumerate(values)],
-        pl.int_range(pl.len(), dtype=I64).alias("_first"),
-    ).set_sorted("_pos")
-    # the piece each interval starts in; most intervals also end in it
-    at = iv.join_asof(pieces, on="_pos", check_sortedness=False).filter(
-        pl.col("_pkey") == pl.col(by).cast(I64)
-    )
-    inside = pl.col("end") <= pl.col("_pe")
     rename = {f"_v{i}": v for i, v in enumerate(values)}
-    one = at.filter(inside).drop(*[v for v in values if v in iv.columns]).rename(rename)
-    many = at.filter(~inside)
-    if many.height:  # the rest cover the pieces up to the last one that starts before their end
-        ends = many.select(window.pos(pl.col(by), pl.col("end")).alias("b"))["b"]
-        last = pieces["_pos"].search_sorted(ends, side="left").cast(I64) - 1
-        many = (
-            many.with_columns(_gi=pl.int_ranges("_first", last + 1, dtype=I64))
-            .select(*iv.columns, "_gi")
-            .explode("_gi")
-        )
-        piece = pieces.select("_ps", "_pe", *rename).rename(rename).gather(many["_gi"])
-        many = pl.concat([many.drop("_gi", *[v for v in values if v in iv.columns]), piece], how="horizontal")
-        one = pl.concat([one.select(many.columns), many])
-    return (
-        one.with_columns(
-            pl.max_horizontal("start", "_ps").alias("start"),
-            pl.min_horizontal("end", "_pe").alias("end"),
-        )
-        .filter(pl.col("end") > pl.col("start"))
-        .select(list(out_schema))
+    pieces = pl.DataFrame(
+        [
+            window.pos(partition[part_key], partition["start"]).alias("_pos").set_sorted(),
+            partition[part_key].cast(I64).alias("_pkey"),
+            partition["start"].alias("_ps"),
+            partition["end"].alias("_pe"),
+            *[partition[v].alias(name) for name, v in rename.items()],
+            pl.int_range(partition.height, dtype=I64, eager=True).alias("_first"),
+        ]
     )
+    # the piece each interval starts in; most intervals also end in it
+    at = iv.join_asof(pieces, on="_pos", check_sortedness=False)
+    at = filtered(at, at["_pkey"] == at[by].cast(I64))
+    inside = at["end"] <= at["_pe"]
+    replaced = {v for v in values if v in iv.columns}  # the piece's value wins
+    one = filtered(at, inside)
+    one = pl.DataFrame(
+        [c.rename(rename.get(c.name, c.name)) for c in one.get_columns() if c.name not in replaced]
+    )
+    if not inside.all():  # the rest cover the pieces up to the last one that starts before their end
+        many = filtered(at, ~inside)
+        ends = window.pos(many[by], many["end"])
+        last = (
+            pl.Series(np.searchsorted(pieces["_pos"].to_numpy(), ends.to_numpy(), side="left")).cast(I64) - 1
+        )
+        many = many.select(*iv.columns, pl.int_ranges("_first", last + 1, dtype=I64).alias("_gi")).explode(
+            "_gi"
+        )
+        piece = pieces[["_ps", "_pe", *rename]][many["_gi"]]
+        many = many[[c for c in iv.columns if c not in replaced]].hstack(
+            [c.rename(rename.get(c.name, c.name)) for c in piece.get_columns()]
+        )
+        one = pl.concat([one[many.columns], many])
+    start, end = larger(one["start"], one["_ps"]), smaller(one["end"], one["_pe"])
+    keep = end > start
+    out = [start if c == "start" else end if c == "end" else one[c] for c in out_schema]
+    return filtered(pl.DataFrame(out), keep)
 
 
 def lookup(
@@ -317,53 +355,63 @@ def lookup(
     """
     table_on = table_on or on
     cols = [*values, "_row"]
-    right = table.select(
-        pl.col(table_key).cast(I64).alias("_key"),
-        pl.col(table_on).cast(I64).alias("_on"),
-        *[pl.col(v) for v in values],
-        pl.int_range(pl.len(), dtype=I64).alias("_row"),
-    )
-    left = points.select(pl.col(by).cast(I64).alias("_key"), pl.col(on).cast(I64).alias("_on"))
+    # Series arithmetic and frames built from Series: a DataFrame operation costs about 0.1 ms
+    # however small the frame, and the guest samples make some 40 lookups of a few hundred rows
+    rkey, ron = table[table_key].cast(I64).alias("_key"), table[table_on].cast(I64).alias("_on")
+    rvals = [*(table[v] for v in values), pl.int_range(table.height, dtype=I64, eager=True).alias("_row")]
+    lkey, lon = points[by].cast(I64).alias("_key"), points[on].cast(I64).alias("_on")
     asof = {"strategy": direction, "allow_exact_matches": not strict, "check_sortedness": False}
-    complete = left.null_count().sum_horizontal().item() == 0
-    if complete and left["_on"].is_sorted() and right["_on"].is_sorted():
-        found = left.join_asof(right, on="_on", by="_key", **asof)
-        return points.with_columns(*found.select(cols).get_columns())
-    size, origin = _composite_span(left, right)
-    right = right.with_columns((pl.col("_key") * size + pl.col("_on") - origin).alias("_pos"))
-    if not right["_pos"].is_sorted():
-        right = right.sort("_pos")
+    complete = lkey.null_count() == 0 and lon.null_count() == 0
+    if complete and lon.is_sorted() and ron.is_sorted():
+        found = pl.DataFrame([lkey, lon]).join_asof(
+            pl.DataFrame([rkey, ron, *rvals]), on="_on", by="_key", **asof
+        )
+        return with_series(points, [found[c] for c in cols])
+    size, origin = _composite_span((lkey, lon), (rkey, ron))
+    right = pl.DataFrame([rkey, *rvals, (rkey * size + ron - origin).alias("_pos")])
+    right = sorted_flag(right if right["_pos"].is_sorted() else right.sort("_pos"), "_pos")
     # positions of the points (null: null key or `on`), sorted with their row numbers if need be;
     # a position's key is `_pos // size`
-    left = left.select((pl.col("_key") * size + pl.col("_on") - origin).alias("_pos"))
-    ordered = complete and left["_pos"].is_sorted()
+    lpos = (lkey * size + lon - origin).alias("_pos")
+    ordered = complete and lpos.is_sorted()
     if not ordered:
-        left = left.with_row_index("_i").drop_nulls().sort("_pos")
-    found = left.join_asof(right.drop("_on").set_sorted("_pos"), on="_pos", **asof)
-    ok = found["_key"] == found["_pos"] // size
-    vals = found.select([pl.when(ok).then(pl.col(c)).alias(c) for c in cols])
+        at = pl.int_range(points.height, dtype=I64, eager=True).alias("_i")
+        if not complete:
+            known = lpos.is_not_null()
+            at, lpos = at.filter(known), lpos.filter(known)
+        if lpos.len() > SMALL:  # polars' parallel sort
+            ordered_points = pl.DataFrame([at, lpos]).sort("_pos")
+            at, lpos = ordered_points["_i"], ordered_points["_pos"]
+        else:
+            order = pl.Series(np.argsort(lpos.to_numpy()))
+            at, lpos = at[order], lpos[order]
+    found = pl.DataFrame([lpos]).join_asof(right, on="_pos", **asof)
+    # a row of another key is no match: `_pos // size == _key`, as a range
+    base = found["_key"] * size
+    outside = ~((found["_pos"] >= base) & (found["_pos"] < base + size))
+    vals = [found[c] for c in cols]
+    if outside.any():
+        vals = [c.set(outside, None) for c in vals]
     if ordered:
-        return points.with_columns(*vals.get_columns())
-    n, at = points.height, found["_i"]
+        return with_series(points, vals)
+    n = points.height
     if found.height == n:  # every point found a place: back to their order by one gather
         inverse = np.empty(n, dtype=np.int64)
         inverse[at.to_numpy()] = np.arange(n)
-        return points.with_columns(*vals.gather(inverse).get_columns())
+        back = pl.Series(inverse)
+        return with_series(points, [c[back] for c in vals])
     # points with a null key or `on` found nothing
-    out = [
-        pl.repeat(None, n, dtype=c.dtype, eager=True).alias(c.name).scatter(at, c) for c in vals.get_columns()
-    ]
-    return points.with_columns(*out)
+    return with_series(points, [c.clear(n).scatter(at, c) for c in vals])
 
 
-def _composite_span(*frames: pl.DataFrame) -> tuple[int, int]:
-    """(size, origin) for composite positions `_key * size + _on - origin` that order the rows
-    of `frames` by (_key, _on); refuses spans whose positions would overflow Int64."""
-    ons = [f["_on"] for f in frames if f.height and f["_on"].null_count() < f.height]
+def _composite_span(*frames: tuple[pl.Series, pl.Series]) -> tuple[int, int]:
+    """(size, origin) for composite positions `key * size + on - origin` that order the rows
+    of `frames` (key, on) by (key, on); refuses spans whose positions would overflow Int64."""
+    ons = [on for _, on in frames if on.len() and on.null_count() < on.len()]
     lo = min((s.min() for s in ons), default=0)
     hi = max((s.max() for s in ons), default=0)
-    k = max((abs(f["_key"].min() or 0) for f in frames), default=0)
-    k = max([k, *(abs(f["_key"].max() or 0) for f in frames)])
+    k = max((abs(key.min() or 0) for key, _ in frames if key.len()), default=0)
+    k = max([k, *(abs(key.max() or 0) for key, _ in frames if key.len())])
     size = hi - lo + 1
     if (k + 1) * size >= _MAX_POS:
         raise PvtraceError(
@@ -430,7 +478,7 @@ def overlay(
 
 def union(intervals: pl.DataFrame, *, key: str) -> pl.DataFrame:
     """Merge overlapping or touching intervals (key, start, end) per key, sorted by (key, start)."""
-    iv = intervals.select(pl.col(key), "start", "end").filter(pl.col("end") > pl.col("start"))
+    iv = filtered(intervals[[key, "start", "end"]], intervals["end"] > intervals["start"])
     if iv.height == 0:
         return iv
     packed = packing([iv], key, ("start", "end"))

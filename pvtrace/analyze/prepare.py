@@ -295,12 +295,14 @@ def prepare_source(src: EventSource, meta: TraceMeta, *, lock_kind: str | None =
         [
             df.filter(_vcpu_key(pl.col("vm"), pl.col("vcpu")).is_first_distinct()).select("vm", "vcpu")
             for df in (states, lock_ev, exits, kicks, yields, pv_halts)
+            if df.height or df is states  # (an empty table adds no pair: no query for it)
         ]
         + [
             df.filter(pl.col("target").is_not_null())
             .filter(_vcpu_key(pl.col("vm"), pl.col("target")).is_first_distinct())
             .select("vm", pl.col("target").alias("vcpu"))
             for df in (kicks, yields)
+            if df.height
         ]
     ).unique()
     pairs = pl.concat([seen, _declared_vcpus(meta, seen)]).unique()

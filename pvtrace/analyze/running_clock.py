@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from pvtrace.analyze.frames import filled
 from pvtrace.analyze.intervals import lookup
 from pvtrace.analyze.prepare import Prepared
 from pvtrace.analyze.vcpu_states import VcpuStates
@@ -67,14 +68,18 @@ def ran_between(
 ) -> pl.Series:
     """How long vCPU `vid` ran between times t0 and t1 (null where t1 is null)."""
     t_start = prep.window.t_start
-    ends = rows.select(vid, pl.col(t0).fill_null(t_start), pl.col(t1).fill_null(t_start))
-    running = clock.select(
-        pl.col("vid").alias("key"),
-        pl.col("start").alias("bp"),
-        pl.col("running").cast(I64).alias("rate"),
-        "cum",
+    ends = pl.DataFrame([rows[vid], filled(rows[t0], t_start), filled(rows[t1], t_start)])
+    running = pl.DataFrame(
+        [
+            clock["vid"].alias("key"),
+            clock["start"].alias("bp"),
+            clock["running"].cast(I64).alias("rate"),
+            clock["cum"],
+        ]
     )
     c0, c1 = clock_at(ends, running, by=vid, times=(t0, t1))
+    if rows[t1].null_count() == 0:
+        return c1 - c0
     return pl.select(pl.when(rows[t1].is_not_null()).then(c1 - c0)).to_series()
 
 
@@ -85,7 +90,7 @@ def clock_at(
     has key, bp, rate, cum (the value at breakpoint bp, rising at `rate` after it), sorted by
     key, bp; a time before a key's first breakpoint reads null."""
     n = points.height
-    stacked = pl.concat([points.select(pl.col(by).alias("_k"), pl.col(t).alias("_t")) for t in times])
+    stacked = pl.concat([pl.DataFrame([points[by].alias("_k"), points[t].alias("_t")]) for t in times])
     found = lookup(stacked, clock, by="_k", on="_t", table_on="bp", values=["bp", "rate", "cum"])
-    value = found.select(pl.col("cum") + pl.col("rate") * (pl.col("_t") - pl.col("bp"))).to_series()
+    value = found["cum"] + found["rate"] * (found["_t"] - found["bp"])
     return [value.slice(k * n, n) for k in range(len(times))]

@@ -13,9 +13,9 @@ from rich.markup import escape
 from pvtrace.analyze import Analysis, analyze
 from pvtrace.analyze.context import lock_table
 from pvtrace.analyze.filters import Filters, filter_result, filter_trace, parse_filters
-from pvtrace.analyze.partitioned import parse_budget
 from pvtrace.analyze.result import TABLES
 from pvtrace.analyze.run import STEPS, analyze_parquet
+from pvtrace.cli import no_teardown
 from pvtrace.cli.common import LOCK_KIND_HELP, checked_lock_kind, err, handle_errors, progress, stdout_console
 from pvtrace.cli.ingest import parse_guest_offset, refuse_text_options
 from pvtrace.cli.summary_view import render_summary
@@ -271,6 +271,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Measure spin waste, LHP/LWP incidents, convoys, exits and pv kicks of a trace."""
+        no_teardown()  # its only threads (the analysis pool's) are idle once it returns
         checked_lock_kind(lock_kind)
         pv = _yes_no("--pv-spinlocks", pv_spinlocks)
         # `--csv -`: the flag, then `-` (stdout), which the parser hands over as one more input
@@ -294,7 +295,11 @@ def register(app: typer.Typer) -> None:
         if width is not None and width < 40:
             raise UsageError(f"--width must be at least 40, not {width}")
         filters = parse_filters(window, vm, vcpu, lock)
-        budget = parse_budget(memory_budget) if memory_budget is not None else None
+        budget = None
+        if memory_budget is not None:  # the partitioned analysis, imported only for a big Parquet trace
+            from pvtrace.analyze.partitioned import parse_budget
+
+            budget = parse_budget(memory_budget)
         refuse_text_options(files, fmt, side=side, vm=None, vcpu_map=vcpu_map, guest_offset=guest_offset)
         if vm_name is not None and is_one_parquet(files, fmt):
             raise UsageError(

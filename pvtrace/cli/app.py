@@ -12,12 +12,16 @@ it to a typer app.
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
-import click
 import typer
 from typer.core import TyperGroup
 
 from pvtrace import __version__
+from pvtrace.cli import imports_done
+
+if TYPE_CHECKING:  # typer runs on its own copy of click: importing the package costs 10-15 ms
+    import click
 
 # Command name -> module whose register(app) adds that command, in the order the help lists them.
 COMMANDS: dict[str, str] = {
@@ -51,6 +55,7 @@ class LazyCommands(TyperGroup):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in self.commands and cmd_name in COMMANDS:
             self.commands.update(_module_commands(COMMANDS[cmd_name]))
+            imports_done()
         return self.commands.get(cmd_name)
 
 

@@ -6,16 +6,18 @@ import functools
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from pvtrace.cli import command_finished
 from pvtrace.errors import PvtraceError, UsageError
 from pvtrace.outputs import Terminated, os_message, remove_live_temps, signals_unwind
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 
 def console(**kwargs: Any) -> Console:
@@ -98,7 +100,9 @@ def progress(description: str, total: float | None, quiet: bool = False) -> Iter
     if quiet or not err.is_terminal:
         yield ProgressTask(None, None)
         return
-    bar = Progress(
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    bar = Progress(  # imported here: piped runs (most) never draw a bar
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         TextColumn("{task.percentage:>3.0f}%"),
