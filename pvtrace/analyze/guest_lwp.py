@@ -101,45 +101,33 @@ def mark_ambiguous_lhp(tables: dict[str, pl.DataFrame], info: GuestPreemption) -
     low, high = max(total - doubt - slack["minus"], 0), total + slack["plus"] + late["plus"]
     info.lhp_waste_range_ns = [low, high]
     span = f"LHP waste {low / 1e6:.1f}-{high / 1e6:.1f} ms"
+    host_fix = "a host trace (pvtrace record --host) shows who held the lock"
     parts = []
+
+    def uncertain(missing: str, fix: str = host_fix) -> None:
+        parts.append({"missing": missing, "lhp_waste_range_ns": [low, high], "fix": fix})
+
     if not found.is_empty():
         info.lhp_maybe_lwp = {"n": found.height, "of": lhp.height, "waste_ns": doubt}
-        parts.append(
-            {
-                "missing": (
-                    f"{found.height} of {lhp.height} LHP incidents ({doubt / 1e6:.1f} ms of waste) came while "
-                    "another waiter of the fifo lock was stopped inside its wait: the lock may have been handed "
-                    f"to it (LWP, not LHP), or its stop is placed only to a tick; {span}"
-                ),
-                "lhp_waste_range_ns": [low, high],
-                "fix": "a host trace (pvtrace record --host) shows who held the lock",
-            }
+        uncertain(
+            f"{found.height} of {lhp.height} LHP incidents ({doubt / 1e6:.1f} ms of waste) came while "
+            "another waiter of the fifo lock was stopped inside its wait: the lock may have been handed "
+            f"to it (LWP, not LHP), or its stop is placed only to a tick; {span}"
         )
     if slack["n"]:
         info.lhp_waiter_stops = slack
-        parts.append(
-            {
-                "missing": (
-                    f"{slack['n']} waiter stops inside LHP incidents are placed only to a tick, and the spin "
-                    f"before each with them (-{slack['minus'] / 1e6:.1f}/+{slack['plus'] / 1e6:.1f} ms; with "
-                    f"PLE the host stops a spinning waiter within microseconds): {span}"
-                ),
-                "lhp_waste_range_ns": [low, high],
-                "fix": "a guest kernel with a higher CONFIG_HZ, or a host trace (pvtrace record --host)",
-            }
+        uncertain(
+            f"{slack['n']} waiter stops inside LHP incidents are placed only to a tick, and the spin "
+            f"before each with them (-{slack['minus'] / 1e6:.1f}/+{slack['plus'] / 1e6:.1f} ms; with "
+            f"PLE the host stops a spinning waiter within microseconds): {span}",
+            "a guest kernel with a higher CONFIG_HZ, or a host trace (pvtrace record --host)",
         )
     if late["n"]:
         info.lhp_late_releases = late
-        parts.append(
-            {
-                "missing": (
-                    f"{late['n']} LHP incidents ended (their holder guess ran again) well before a waiter took "
-                    "the lock, which came as another stopped vCPU resumed: that vCPU may have held it, taken "
-                    f"without contention, which the trace does not show (+{late['plus'] / 1e6:.1f} ms): {span}"
-                ),
-                "lhp_waste_range_ns": [low, high],
-                "fix": "a host trace (pvtrace record --host) shows who held the lock",
-            }
+        uncertain(
+            f"{late['n']} LHP incidents ended (their holder guess ran again) well before a waiter took "
+            "the lock, which came as another stopped vCPU resumed: that vCPU may have held it, taken "
+            f"without contention, which the trace does not show (+{late['plus'] / 1e6:.1f} ms): {span}"
         )
     for metric in ("waste_lhp_ns", "n_lhp_harmful"):
         info.partial[metric] = [*info.partial.get(metric, []), *parts]
