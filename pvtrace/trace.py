@@ -259,12 +259,21 @@ def vcpu_counts(events: pl.DataFrame | pl.LazyFrame, meta: TraceMeta) -> dict[st
     seen: dict[str, set[int]] = {}
     for name, cpu in pairs.collect().iter_rows():
         seen.setdefault(name, set()).add(cpu)
+    declared = declared_vcpus(meta, set(seen))
+    return {
+        name: len(seen.get(name, set()) | set(range(declared.get(name, 0))))
+        for name in sorted(set(meta.vms) | set(seen))
+    }
+
+
+def declared_vcpus(meta: TraceMeta, seen_vms: set[str]) -> dict[str, int]:
+    """Per VM, how many vCPUs (0..n-1) the metadata declares beside those the events name: all of a
+    trace not ingested from files (a simulation declares its idle vCPUs); of an ingested one only
+    for a VM whose events name none (its count is the highest index + 1, which would invent
+    vCPU 0 of a host trace whose exits show vCPUs 1-3)."""
     ingested = bool((meta.extra or {}).get("inputs"))
-    counts = {}
-    for name in sorted(set(meta.vms) | set(seen)):
-        ids = seen.get(name, set())
-        declared = meta.vms[name].n_vcpus if name in meta.vms else None
-        if declared and not (ingested and ids):
-            ids = ids | set(range(declared))
-        counts[name] = len(ids)
-    return counts
+    return {
+        name: info.n_vcpus
+        for name, info in meta.vms.items()
+        if info.n_vcpus and not (ingested and name in seen_vms)
+    }

@@ -21,7 +21,7 @@ from pvtrace.analyze.guest_preemption import GuestPreemption
 from pvtrace.analyze.intervals import Window
 from pvtrace.errors import FormatError, UsageError
 from pvtrace.schema import EVENT_SCHEMA, EXIT_KINDS, KIND, LOCK_EVENT_KINDS, LOCK_KINDS, STATE_KINDS
-from pvtrace.trace import Trace, TraceMeta, read_events
+from pvtrace.trace import Trace, TraceMeta, declared_vcpus, read_events
 
 I64, I32, STR = pl.Int64(), pl.Int32(), pl.String()
 LOCK_KIND = pl.Enum(LOCK_KINDS)
@@ -473,19 +473,10 @@ def _lock_keys(lock_ev: pl.DataFrame) -> pl.Series:
 
 
 def _declared_vcpus(meta: TraceMeta, seen: pl.DataFrame) -> pl.DataFrame:
-    """(vm, vcpu) pairs the metadata declares, so idle vCPUs still get a timeline. An ingested
-    trace's count is its highest vCPU index + 1: it declares only for a VM whose analysed events
-    name no vCPU (a bare CPU trace), never a vCPU beside the seen ones (vCPU 0 of a host trace
-    whose kvm_exit lines show vCPUs 1-3 would be invented)."""
-    skip = set()
-    if (meta.extra or {}).get("inputs"):
-        skip = set(seen["vm"].cast(STR).drop_nulls().unique().to_list())
-    rows = [
-        (name, i)
-        for name, info in meta.vms.items()
-        if info.n_vcpus and name not in skip
-        for i in range(info.n_vcpus)
-    ]
+    """(vm, vcpu) pairs the metadata declares (trace.declared_vcpus), so idle vCPUs still get a
+    timeline."""
+    declared = declared_vcpus(meta, set(seen["vm"].cast(STR).drop_nulls().unique().to_list()))
+    rows = [(name, i) for name, n in declared.items() for i in range(n)]
     return pl.DataFrame(rows, schema={"vm": STR, "vcpu": I32}, orient="row").with_columns(
         pl.col("vm").cast(pl.Categorical())
     )
