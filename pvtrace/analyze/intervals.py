@@ -182,6 +182,31 @@ def coverage_integral(
     return out
 
 
+def count_before(
+    rows: pl.DataFrame, points: pl.DataFrame, *, key: str, at: str, by: str, on: str
+) -> pl.Series:
+    """Per point (`by`, `on`): the rows (`key`, `at`) of its key with `at` strictly before its `on`
+    (0 for a key without rows; null for a null point). Rows with a null key or `at` are not
+    counted.
+
+    One sort of the rows' composite (key, at) positions and two binary searches per point: at
+    its position and at its key's first, so no grouping and no join."""
+    rkey, rat = rows[key].cast(I64), rows[at].cast(I64)
+    if rkey.null_count() or rat.null_count():
+        known = rkey.is_not_null() & rat.is_not_null()
+        rkey, rat = rkey.filter(known), rat.filter(known)
+    pkey, pon = points[by].cast(I64), points[on].cast(I64)
+    size, origin = _composite_span((rkey, rat), (pkey, pon))
+    sorted_pos = (rkey * size + rat - origin).sort()
+    base = pkey * size
+    valid = base.is_not_null() & pon.is_not_null()
+    base, pos = base.fill_null(0), (base + pon - origin).fill_null(0)
+    count = sorted_pos.search_sorted(pos, side="left").cast(I64) - sorted_pos.search_sorted(
+        base, side="left"
+    ).cast(I64)
+    return count if valid.all() else count.zip_with(valid, full(count.len(), None, I64))
+
+
 def changes_to_partition(
     changes: pl.DataFrame,
     *,

@@ -1,8 +1,8 @@
 """The interval primitives against plain-Python definitions, on random small tables.
 
-lookup(), union(), sort_by_key(), dense_sums() and coverage_integral() take fast paths (as-of joins on composite
-positions, radix sorts, running maxima) that depend on how their inputs happen
-to be ordered; each property draws inputs in and out of those orders.
+lookup(), union(), sort_by_key(), dense_sums(), coverage_integral() and count_before() take
+fast paths (as-of joins on composite positions, radix sorts, running maxima) that depend on how
+their inputs happen to be ordered; each property draws inputs in and out of those orders.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pvtrace.analyze.intervals import coverage_integral, dense_sums, lookup, sort_by_key, union
+from pvtrace.analyze.intervals import count_before, coverage_integral, dense_sums, lookup, sort_by_key, union
 
 I64 = pl.Int64()
 keys = st.integers(0, 3)
@@ -113,3 +113,21 @@ def test_coverage_integral_counts_open_intervals_over_time(rows, points):
         [expected(k, a) for k, a, _ in points],
         [expected(k, b) for k, _, b in points],
     ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.one_of(st.none(), keys), st.one_of(st.none(), times)), max_size=20),
+    st.lists(st.tuples(st.one_of(st.none(), keys), st.one_of(st.none(), times)), max_size=12),
+)
+def test_count_before_counts_rows_of_the_key_strictly_earlier(rows, points):
+    tab = pl.DataFrame(rows, schema={"k": I64, "t": I64}, orient="row")
+    pts = pl.DataFrame(points, schema={"pk": I64, "pt": I64}, orient="row")
+    got = count_before(tab, pts, key="k", at="t", by="pk", on="pt")
+
+    def expected(k, t):
+        if k is None or t is None:
+            return None
+        return sum(1 for kk, tt in rows if kk == k and tt is not None and tt < t)
+
+    assert got.to_list() == [expected(k, t) for k, t in points]
