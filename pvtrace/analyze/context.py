@@ -17,6 +17,11 @@ import polars as pl
 from pvtrace.analyze.intervals import sort_by_key
 from pvtrace.schema import Column, schema_of
 
+# The events the context tables read besides the stacks: placements (pcpu_timeline, what ran
+# instead) and exits (vm_exits); analyze_parquet() takes them from its one read of the file.
+CONTEXT_KINDS = ("vcpu_run", "vcpu_preempt", "vcpu_halt", "vm_exit", "vm_entry")
+CONTEXT_COLUMNS = ("ts", "kind", "vm", "vcpu", "pcpu", "reason")
+
 # Frames of the tracing and locking code itself; the caller is the first frame after them.
 _LOCK_FRAME = (
     r"^(trace_event_raw_event_|perf_trace_|__traceiter_|__bpf_trace_|trace_contention)"

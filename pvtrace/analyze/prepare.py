@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from pvtrace.analyze.context import CONTEXT_COLUMNS, CONTEXT_KINDS
 from pvtrace.analyze.guest_preemption import GuestPreemption
 from pvtrace.analyze.intervals import Window
 from pvtrace.errors import FormatError, UsageError
@@ -57,6 +58,9 @@ class Prepared:
     notes: dict[str, int] = field(default_factory=dict)
     guest_preemption: GuestPreemption | None = None  # states inferred from guest ticks (guest_preemption.py)
     all_ts: Callable[[], pl.Series] | None = None  # event_ts of the whole trace, for one VM partition of it
+    # the context tables' events (context.CONTEXT_KINDS, every VM and time, in file order), split
+    # off a file as it is read so that they need no second read (prepare_source's `context`)
+    context: pl.DataFrame | None = None
 
     @property
     def n_vcpus(self) -> int:
@@ -237,8 +241,11 @@ def prepare(trace: Trace, *, lock_kind: str | None = None) -> Prepared:
     return prepare_source(source_of_events(trace.events), trace.meta, lock_kind=lock_kind)
 
 
-def prepare_source(src: EventSource, meta: TraceMeta, *, lock_kind: str | None = None) -> Prepared:
-    """Split a source's events into the per-concept tables the analyses use."""
+def prepare_source(
+    src: EventSource, meta: TraceMeta, *, lock_kind: str | None = None, context: bool = False
+) -> Prepared:
+    """Split a source's events into the per-concept tables the analyses use; `context`: also keep
+    the context tables' events (Prepared.context) when the source is a file read slice by slice."""
     if lock_kind is not None and lock_kind not in LOCK_KINDS:
         raise UsageError(f"unknown lock kind {lock_kind!r}; expected one of {', '.join(LOCK_KINDS)}")
     t_start = meta.t_start if meta.t_start is not None else (src.first_ts or 0)
@@ -278,11 +285,15 @@ def prepare_source(src: EventSource, meta: TraceMeta, *, lock_kind: str | None =
         # hypercalls of threads the ingester could not tie to a vCPU: reported, not silently dropped
         take(("pv_kick", "yield_to"), "kind", cond=~about_vcpu),
     ]
+    if context and not src.eager:  # the context tables' events, while the file is read anyway
+        concepts.append(
+            lambda frame: frame.filter(pl.col("kind").is_in(CONTEXT_KINDS)).select(CONTEXT_COLUMNS)
+        )
     split = _split_concepts(src, concepts)
     if split is None:  # a file out of canonical order: read it whole and sort it
         events = read_events(src.path, list(USED_COLUMNS))
         return prepare_source(source_of_events(events), meta, lock_kind=lock_kind)
-    (states, lock_ev, exits, kicks, yields, pv_halts, ple, lost, unmapped), kinds = split
+    (states, lock_ev, exits, kicks, yields, pv_halts, ple, lost, unmapped, *context), kinds = split
     lock_ev, notes = _spin_locks_only(lock_ev)
     for kind, name in (("pv_kick", "n_kicks_unmapped"), ("yield_to", "n_yields_unmapped")):
         if n := int((unmapped["kind"] == kind).sum()):
@@ -378,6 +389,7 @@ def prepare_source(src: EventSource, meta: TraceMeta, *, lock_kind: str | None =
         view=meta.view,
         lock_origins=lock_origins,
         notes=notes,
+        context=context[0] if context else None,
     )
 
 

@@ -116,10 +116,16 @@ def analyze_parquet(
         if result is not None:  # its stack cost, taken over every group's waits, is warned of here
             cost = result.summary.extra.pop("stack_cost", None)
             return _with_perf_tables(_warn_stack_cost(_with_warnings(result, meta), cost), meta)
-    prep = prepare_source(source_of_parquet(path), meta, lock_kind=lock_kind)
-    # the context tables that need no result are read and built on the pool's thread meanwhile
-    # (the lock chain keeps polars on about one core)
-    ctx = _POOL.submit(_context_events, _scan_events(path))
+    prep = prepare_source(source_of_parquet(path), meta, lock_kind=lock_kind, context=True)
+    # the context tables that need no result are built on the pool's thread meanwhile (the lock
+    # chain keeps polars on about one core), from the events the file's one read kept for them
+    # unless the trace has stacks (those are read again: the concepts drop `event` and `args`)
+    names = set(pl.read_parquet_schema(path))
+    if prep.context is None or ("other" in prep.kinds and {"event", "args"} <= names):
+        ctx = _POOL.submit(_context_events, _scan_events(path))
+    else:
+        ctx = _POOL.submit(_context_tables, prep.context.lazy(), names - {"event", "args"})
+        prep.context = None
     result = _run(prep, progress, kind_given=_given(lock_kind), unaligned=clocks_unaligned(meta))
     return _with_perf_tables(_with_context(_with_warnings(result, meta), ctx.result()), meta)
 
@@ -173,11 +179,15 @@ class _Context:
 def _context_events(events: pl.LazyFrame) -> _Context:
     """Read the context events once and build the tables that need nothing else."""
     names = set(events.collect_schema().names())
-    wanted = pl.col("kind").is_in(["vcpu_run", "vcpu_preempt", "vcpu_halt", "vm_exit", "vm_entry"])
+    wanted = pl.col("kind").is_in(context.CONTEXT_KINDS)
     if {"event", "args"} <= names:
         wanted |= (pl.col("kind") == "other") & (pl.col("event") == "kernel_stack")  # no cast: 10x cheaper
-    cols = [c for c in ("ts", "kind", "vm", "vcpu", "pcpu", "reason", "event", "args") if c in names]
-    events = events.filter(wanted).select(cols).collect().lazy()
+    cols = [c for c in (*context.CONTEXT_COLUMNS, "event", "args") if c in names]
+    return _context_tables(events.filter(wanted).select(cols).collect().lazy(), names)
+
+
+def _context_tables(events: pl.LazyFrame, names: set[str]) -> _Context:
+    """The context tables that need nothing but the context events (`names`: the trace's columns)."""
     tables = {"pcpu_timeline": context.pcpu_timeline(events)} if "pcpu" in names else {}
     tables["vm_exits"] = context.vm_exits(events)
     return _Context(events, names, tables)
