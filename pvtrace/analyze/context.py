@@ -207,7 +207,8 @@ def _ran_instead(inc: pl.DataFrame, events: pl.LazyFrame) -> pl.DataFrame | None
     # VM names stay encoded as in the events (the incidents' few are encoded alike): decoding one
     # per placement event cost GiBs on a big trace; (VM, vCPU) is matched as one Int64
     inc = inc.with_columns(pl.col("vm").cast(placed.schema["vm"]))
-    placed = placed.sort("ts")
+    if not placed["ts"].is_sorted():  # (a file's events are in time order already)
+        placed = placed.sort("ts")
     vcpu = (pl.col("vm").to_physical().cast(pl.Int64) * (1 << 32) + pl.col("vcpu").cast(pl.Int64)).alias("_v")
     where = (
         inc.select("iid", "vm", "vcpu", "start", vcpu)

@@ -14,9 +14,9 @@ import polars as pl
 from pvtrace.analyze.intervals import (
     changes_to_partition,
     lookup,
+    merge_by_key_time,
     overlay,
     sort_by_key,
-    sort_by_key_time,
     union,
 )
 from pvtrace.analyze.prepare import Prepared
@@ -178,12 +178,10 @@ def holds(prep: Prepared) -> tuple[pl.DataFrame, dict]:
         (pl.col("ord") * 2).alias("end_key"),
     )
     notes = {"n_acquire_while_held": acq.filter(pl.col("end_ord").is_null() & ~pl.col("truncated")).height}
-    h = (
-        pl.concat([acq, orphan])
-        .sort(lock_order(prep))
-        .with_row_index("hid")
-        .with_columns(pl.col("hid").cast(I64), pl.lit(False).alias("inferred"))
-    )
+    h = acq  # in lock order already (the lock events are sorted by lock, in canonical order)
+    if orphan.height:
+        h = pl.concat([acq, orphan]).sort(lock_order(prep))
+    h = h.with_row_index("hid").with_columns(pl.col("hid").cast(I64), pl.lit(False).alias("inferred"))
     return h.select(HOLD_COLUMNS), notes
 
 
@@ -251,12 +249,7 @@ def lock_status(acq: pl.DataFrame, prep: Prepared, guest_windows: pl.DataFrame) 
         pl.col("next_owner").alias("ref"),
     )
     # At equal keys (an unseen hold starting where an inferred one ended) the end comes first.
-    changes = sort_by_key_time(
-        pl.concat([starts.with_columns(pl.lit(1).alias("_tb")), ends.with_columns(pl.lit(0).alias("_tb"))]),
-        "key",
-        "sort_key",
-        tie="_tb",
-    ).rename({"start": "ts"})
+    changes = merge_by_key_time(ends, starts, "key", "sort_key").rename({"start": "ts"})
     part = changes_to_partition(
         changes,
         key="key",

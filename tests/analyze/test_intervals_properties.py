@@ -11,7 +11,15 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pvtrace.analyze.intervals import count_before, coverage_integral, dense_sums, lookup, sort_by_key, union
+from pvtrace.analyze.intervals import (
+    count_before,
+    coverage_integral,
+    dense_sums,
+    lookup,
+    merge_by_key_time,
+    sort_by_key,
+    union,
+)
 
 I64 = pl.Int64()
 keys = st.integers(0, 3)
@@ -73,10 +81,14 @@ def test_union_merges_overlapping_and_touching_intervals(rows):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.one_of(st.none(), st.integers(-70_000, 70_000)), max_size=30), st.booleans())
-def test_sort_by_key_is_a_stable_sort(values, small):
-    if small:  # the radix path: keys spanning fewer than 2**16 values
+@given(
+    st.lists(st.one_of(st.none(), st.integers(-70_000, 70_000)), max_size=30), st.sampled_from([16, 32, 64])
+)
+def test_sort_by_key_is_a_stable_sort(values, bits):
+    if bits == 16:  # the radix path: keys spanning fewer than 2**16 values
         values = [None if v is None else v % 300 for v in values]
+    if bits == 64:  # polars' sort: keys spanning 2**32 values or more
+        values = [None if v is None else v * 2**17 for v in values]
     df = pl.DataFrame({"k": values, "i": list(range(len(values)))}, schema={"k": I64, "i": I64})
     got = sort_by_key(df, "k")
     want = sorted(zip(values, range(len(values)), strict=True), key=lambda r: (r[0] is not None, r[0] or 0))
@@ -131,3 +143,19 @@ def test_count_before_counts_rows_of_the_key_strictly_earlier(rows, points):
         return sum(1 for kk, tt in rows if kk == k and tt is not None and tt < t)
 
     assert got.to_list() == [expected(k, t) for k, t in points]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(keys, times), max_size=12),
+    st.lists(st.tuples(keys, times), max_size=12),
+    st.booleans(),
+)
+def test_merge_by_key_time_orders_rows_first_frame_first(a, b, presorted):
+    if presorted:  # the merge path: each frame sorted by (key, time) already
+        a, b = sorted(a), sorted(b)
+    first = pl.DataFrame(a, schema={"k": I64, "t": I64}, orient="row").with_columns(pl.lit("a").alias("src"))
+    second = pl.DataFrame(b, schema={"k": I64, "t": I64}, orient="row").with_columns(pl.lit("b").alias("src"))
+    got = merge_by_key_time(first, second, "k", "t")
+    assert sorted(got.rows()) == sorted([(*r, "a") for r in a] + [(*r, "b") for r in b])
+    assert [(k, t, src) for k, t, src in got.rows()] == sorted(got.rows(), key=lambda r: (r[0], r[1], r[2]))
