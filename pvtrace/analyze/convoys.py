@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import polars as pl
 
-from pvtrace.analyze.intervals import cum_sum_within, sort_by_key_time
 from pvtrace.analyze.prepare import Prepared
 from pvtrace.schema import CONVOY_SCHEMA
 
@@ -19,18 +18,10 @@ I64 = pl.Int64()
 
 
 def open_waits_at(acq: pl.DataFrame, waits: pl.DataFrame) -> pl.DataFrame:
-    """Per acquisition (start_ord): waits open on its lock just before it, its own included."""
-    deltas = pl.concat(
-        [
-            waits.select("lid", pl.col("start_ord").alias("ord"), pl.lit(1, I64).alias("d")),
-            waits.filter(pl.col("end_ord").is_not_null()).select(
-                "lid", pl.col("end_ord").alias("ord"), pl.lit(-1, I64).alias("d")
-            ),
-        ]
-    ).pipe(sort_by_key_time, "lid", "ord")
-    counted = deltas.with_columns(cum_sum_within("d", "lid").alias("open_after"))
-    ends = counted.filter(pl.col("d") == -1).select(
-        pl.col("ord").alias("start_ord"), (pl.col("open_after") + 1).alias("open_waits")
+    """Per acquisition (start_ord): waits open on its lock just before it, its own included (the
+    queued count of the wait it ends, locks.waits)."""
+    ends = waits.filter(pl.col("end_ord").is_not_null()).select(
+        pl.col("end_ord").alias("start_ord"), pl.col("queued").alias("open_waits")
     )
     return acq.join(ends, on="start_ord", how="left", maintain_order="left")
 

@@ -31,6 +31,7 @@ import polars as pl
 
 from pvtrace.analyze.intervals import coverage_integral, dense_sums, lookup, sort_by_key_time
 from pvtrace.analyze.likely_holder import free_running_clock, span_area
+from pvtrace.analyze.locks import queued_at_end
 from pvtrace.analyze.prepare import LOCK_KIND, Prepared
 from pvtrace.analyze.vcpu_states import VcpuStates
 
@@ -70,16 +71,20 @@ def hand_offs(waits: pl.DataFrame, pieces: pl.DataFrame | None, ord_size: int, t
     head is not spinning, pv qspinlock's lock stealing, is still fifo for the head). Without states
     every acquisition with another waiter queued counts, and an overtaken head can be such
     a steal, so only fifo can be decided (classify(..., states=False)).
-    waits: wid, lid, start, start_ord, end_ord, truncated. t_start: where the trace (or the time
+    waits: wid, lid, start, start_ord, end_ord, truncated, queued (locks.waits; computed here when
+    absent, as for another set of waits: queued_at_end counts the waits given). t_start: where the trace (or the time
     window analyzed) begins, the previous acquisition of a lock's first one as far as it can tell
     (so that a trace cut at a quiet point gives the same hand-offs as the whole).
     """
+    if "queued" not in waits.columns:  # (waits of another set than locks.waits gave)
+        waits = waits.with_columns(queued_at_end(waits))
     w = (
         waits.select(
             "wid",
             "lid",
             "start",
             "start_ord",
+            "queued",
             pl.when(pl.col("truncated"))
             .then(pl.lit(ord_size, I64))
             .otherwise(pl.col("end_ord"))
@@ -100,26 +105,12 @@ def hand_offs(waits: pl.DataFrame, pieces: pl.DataFrame | None, ord_size: int, t
         ((pl.col("head") == pl.col("wid")) | (pl.col("head_start") == pl.col("start"))).alias("in_order"),
         (pl.col("acq_ts") - 1).alias("t"),
     )
-    # waiters queued at the acquisition, its own wait included: +1 at a contend, -1 at an acquire
-    deltas = pl.concat(
-        [
-            w.select("lid", pl.col("start_ord").alias("ord"), pl.lit(1, I64).alias("d")),
-            w.filter(pl.col("acq") < ord_size).select(
-                "lid", pl.col("acq").alias("ord"), pl.lit(-1, I64).alias("d")
-            ),
-        ]
-    ).pipe(sort_by_key_time, "lid", "ord")
-    queued = (
-        deltas.with_columns(pl.col("d").cum_sum().over("lid").alias("after"))
-        .filter(pl.col("d") == -1)
-        .select("lid", pl.col("ord").alias("acq"), (pl.col("after") + 1).alias("queued"))
-    )
     # the previous (contended) acquisition of the lock, whoever else was queued: since then, a
     # running waiter could have taken it
     acq = sort_by_key_time(acq, "lid", "acq").with_columns(
         pl.col("acq_ts").shift(1).over("lid").fill_null(t_start).alias("prev_ts")
     )
-    acq = acq.join(queued, on=["lid", "acq"], how="left").filter(pl.col("queued") >= 2)
+    acq = acq.filter(pl.col("queued") >= 2)  # another waiter was queued at the acquisition
     if pieces is None:
         return acq.select("lid", "wid", "in_order")
     spin = pieces.filter(pl.col("state") == "running").select("wid", "lid", "start", "end")
@@ -258,7 +249,10 @@ def infer_lock_kinds(
     override: the kind was given by --lock-kind (kept, and so is the evidence); pieces: the
     waits split by waiter state (None without vCPU states).
     """
-    evidence = order_evidence(waits.filter(~pl.col("excluded")), pieces, prep.ord_size, prep.window.t_start)
+    analyzed = waits.filter(~pl.col("excluded"))
+    if analyzed.height < waits.height:  # waits.queued counts the excluded waits too
+        analyzed = analyzed.drop("queued")
+    evidence = order_evidence(analyzed, pieces, prep.ord_size, prep.window.t_start)
     jumps = (
         queue_jumps(prep, waits, pieces, states)
         if pieces is not None and states is not None
