@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from pvtrace.analyze.intervals import sort_by_key
+from pvtrace.analyze.intervals import cum_sum_within, same_as_next, sort_by_key
 from pvtrace.schema import Column, schema_of
 
 # The events the context tables read besides the stacks: placements (pcpu_timeline, what ran
@@ -159,9 +159,8 @@ def _runs_inside(spans: pl.DataFrame, runs: pl.DataFrame) -> pl.DataFrame:
     Each pCPU's runs are numbered in time order; two as-of lookups give the numbers of the first
     run at or after start and after end, and only those runs are joined: memory follows the
     runs inside incidents, never incidents x runs of a pCPU (an inequality join would)."""
-    numbered = sort_by_key(runs, "run_pcpu", then="run_ts").with_columns(
-        pl.int_range(pl.len(), dtype=pl.Int64).over("run_pcpu").alias("pos")
-    )
+    numbered = sort_by_key(runs, "run_pcpu", then="run_ts").with_columns(pl.lit(1, pl.Int64).alias("pos"))
+    numbered = numbered.with_columns(cum_sum_within("pos", "run_pcpu") - 1)  # (a pCPU's rows together)
     index = numbered.select("run_pcpu", "run_ts", "pos").sort("run_ts")
 
     def count_before(col: str) -> pl.DataFrame:  # runs on the pCPU strictly before `col`
@@ -299,7 +298,7 @@ def pcpu_timeline(events: pl.LazyFrame) -> pl.DataFrame:
     run = pl.col("kind") == "vcpu_run"
     return (
         placed.sort("pcpu", "ts", maintain_order=True)
-        .with_columns(pl.col("ts").shift(-1).over("pcpu").alias("end"))
+        .with_columns(pl.when(same_as_next("pcpu")).then(pl.col("ts").shift(-1)).alias("end"))
         .filter(pl.col("end").is_not_null() & (pl.col("end") > pl.col("ts")))
         .select(
             "pcpu",

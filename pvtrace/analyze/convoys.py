@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from pvtrace.analyze.intervals import cum_sum_within
 from pvtrace.analyze.prepare import Prepared
 from pvtrace.schema import CONVOY_SCHEMA
 
@@ -48,8 +49,9 @@ def convoys(
     # someone took it unseen after that release and handed it over. A hand-off that opens a run
     # (the unseen take broke it), from the unseen holder's release, at the acquisition.
     # (Not the lock's first acquisition: what held it before the trace is unknown.)
-    seen_acq = pl.col("start_ord").is_not_null()
-    first = seen_acq & (seen_acq.cast(I64).cum_sum().over("lid") == 1)
+    # (rows in lock order: running sums restart at each lock without a window over it)
+    a = a.with_columns(pl.col("start_ord").is_not_null().cast(I64).alias("_seen"))
+    first = (pl.col("_seen") == 1) & (cum_sum_within("_seen", "lid") == 1)
     unseen_before = (
         pl.col("contended") & ~pl.col("handoff") & ~first & (pl.col("open_waits") == 1).fill_null(False)
     )

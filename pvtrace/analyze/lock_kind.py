@@ -29,7 +29,13 @@ from __future__ import annotations
 
 import polars as pl
 
-from pvtrace.analyze.intervals import coverage_integral, dense_sums, lookup, sort_by_key_time
+from pvtrace.analyze.intervals import (
+    coverage_integral,
+    dense_sums,
+    lookup,
+    same_as_previous,
+    sort_by_key_time,
+)
 from pvtrace.analyze.likely_holder import free_running_clock, span_area
 from pvtrace.analyze.locks import queued_at_end
 from pvtrace.analyze.prepare import LOCK_KIND, Prepared
@@ -90,13 +96,12 @@ def hand_offs(waits: pl.DataFrame, pieces: pl.DataFrame | None, ord_size: int, t
             .otherwise(pl.col("end_ord"))
             .alias("acq"),
             pl.when(~pl.col("truncated")).then(pl.col("end")).alias("acq_ts"),
-        )
-        .pipe(sort_by_key_time, "lid", "start_ord")  # ords are unique: one packed sort
-        .with_columns(pl.col("acq").cum_max().over("lid").alias("prefix_max"))
+        ).pipe(sort_by_key_time, "lid", "start_ord")  # ords are unique: one packed sort
     )
+    # (lock, prefix max of acq within the lock) packed: a running max of the packed (lock, acq)
+    # is the same, as every position of a lock lies above the previous locks'
     size = ord_size + 1
-    keys = (pl.col("lid") * size + pl.col("prefix_max")).alias("k")
-    k_sorted = w.select(keys)["k"]
+    k_sorted = w.select((pl.col("lid") * size + pl.col("acq")).cum_max().alias("k"))["k"]
     acq = w.filter(pl.col("acq_ts").is_not_null())
     # head = the first wait (in start order) not done before this acquisition: prefix max >= acq
     head_row = k_sorted.search_sorted(acq.select(pl.col("lid") * size + pl.col("acq"))["lid"], side="left")
@@ -108,7 +113,7 @@ def hand_offs(waits: pl.DataFrame, pieces: pl.DataFrame | None, ord_size: int, t
     # the previous (contended) acquisition of the lock, whoever else was queued: since then, a
     # running waiter could have taken it
     acq = sort_by_key_time(acq, "lid", "acq").with_columns(
-        pl.col("acq_ts").shift(1).over("lid").fill_null(t_start).alias("prev_ts")
+        pl.when(same_as_previous("lid")).then(pl.col("acq_ts").shift(1)).fill_null(t_start).alias("prev_ts")
     )
     acq = acq.filter(pl.col("queued") >= 2)  # another waiter was queued at the acquisition
     if pieces is None:
