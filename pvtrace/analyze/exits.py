@@ -7,9 +7,10 @@ at it; kick latency runs from the kick to the target's next vcpu_run.
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
-from pvtrace.analyze.intervals import count_before, lookup, same_as_previous
+from pvtrace.analyze.intervals import count_before, lookup, same_as_next, same_as_previous
 from pvtrace.analyze.prepare import Prepared
 from pvtrace.analyze.vcpu_states import VcpuStates
 
@@ -19,11 +20,19 @@ I64, I32, STR, F64, BOOL = pl.Int64(), pl.Int32(), pl.String(), pl.Float64(), pl
 def exit_durations(prep: Prepared) -> pl.DataFrame:
     """Every vm_exit in canonical order: vid, ts, ord, reason, dur (to the same vCPU's next
     vm_entry; null if its next event is not one)."""
-    following = pl.col("kind").shift(-1).over("vid") == "vm_entry"
+    order = prep.exits_by_vcpu
+    if order is None:
+        following = pl.col("kind").shift(-1).over("vid") == "vm_entry"
+        dur = pl.when(following).then(pl.col("ts").shift(-1).over("vid") - pl.col("ts"))
+    else:  # each vCPU's next event in the vCPU order, then back to canonical order by one gather
+        following = same_as_next("vid") & (pl.col("kind").shift(-1) == "vm_entry")
+        by_vcpu = prep.exits.select("vid", "kind", "ts")[order]
+        after = by_vcpu.select(pl.when(following).then(pl.col("ts").shift(-1) - pl.col("ts"))).to_series()
+        back = np.empty_like(order)
+        back[order] = np.arange(order.size)
+        dur = pl.lit(after[back])
     return (
-        prep.exits.with_columns(
-            pl.when(following).then(pl.col("ts").shift(-1).over("vid") - pl.col("ts")).alias("dur")
-        )
+        prep.exits.with_columns(dur.alias("dur"))
         .filter(pl.col("kind") == "vm_exit")
         .select("vid", "ts", "ord", pl.col("reason").fill_null("UNKNOWN"), "dur")
     )

@@ -119,14 +119,23 @@ def sort_by_key(df: pl.DataFrame, key: pl.Expr | str, *, then: str | None = None
     k = df[key] if isinstance(key, str) else df.select(key).to_series()
     if then is not None and not df[then].is_sorted():
         return sort_by_key_time(df.with_columns(k.alias("_sort_key")), "_sort_key", then).drop("_sort_key")
+    order = key_order(k)
+    if order is None:
+        return df.with_columns(k.alias("_sort_key")).sort("_sort_key", maintain_order=True).drop("_sort_key")
+    return df[order]
+
+
+def key_order(k: pl.Series) -> np.ndarray | None:
+    """The row order of sort_by_key for an integer key (a stable radix sort), None for keys with
+    nulls or spanning 2**32 values or more (polars' sort then)."""
     lo, hi = k.min(), k.max()
     if k.null_count() or hi - lo >= 1 << 32:
-        return df.with_columns(k.alias("_sort_key")).sort("_sort_key", maintain_order=True).drop("_sort_key")
+        return None
     at = k.to_numpy() - lo
     if hi - lo < 1 << 16:
-        return df[np.argsort(at.astype(np.uint16), kind="stable")]
+        return np.argsort(at.astype(np.uint16), kind="stable")
     low = np.argsort((at & 0xFFFF).astype(np.uint16), kind="stable")
-    return df[low[np.argsort((at[low] >> 16).astype(np.uint16), kind="stable")]]
+    return low[np.argsort((at[low] >> 16).astype(np.uint16), kind="stable")]
 
 
 def packing(frames: list[pl.DataFrame], major: str, minors: tuple[str, ...], spare: int = 1):

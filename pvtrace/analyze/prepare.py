@@ -19,7 +19,7 @@ import polars as pl
 
 from pvtrace.analyze.context import CONTEXT_COLUMNS, CONTEXT_KINDS
 from pvtrace.analyze.guest_preemption import GuestPreemption
-from pvtrace.analyze.intervals import Window
+from pvtrace.analyze.intervals import Window, key_order
 from pvtrace.errors import FormatError, UsageError
 from pvtrace.schema import EVENT_SCHEMA, EXIT_KINDS, KIND, LOCK_EVENT_KINDS, LOCK_KINDS, STATE_KINDS
 from pvtrace.trace import Trace, TraceMeta, declared_vcpus, read_events
@@ -103,6 +103,12 @@ class Prepared:
         plus a microsecond where the lock's clock is printed to the microsecond (the resume and
         the guest's event are each cut to their own clock's microsecond)."""
         return pl.lit(ENTRY_NS) + self.coarse_lock(lid).cast(pl.Int64()) * COARSE_TICK_NS
+
+    @cached_property
+    def exits_by_vcpu(self) -> np.ndarray | None:
+        """The row order of `exits` by vid, canonical within each (intervals.key_order), taken once
+        for the guest mode at stops and the exit durations."""
+        return key_order(self.exits["vid"]) if self.exits.height > 1 else None
 
     @property
     def n_locks(self) -> int:
