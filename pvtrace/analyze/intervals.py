@@ -329,6 +329,7 @@ def split(
     window: Window,
     values: list[str],
     part_key: str = "key",
+    any_order: bool = False,
 ) -> pl.DataFrame:
     """Split each interval at the pieces of the partition of its key.
 
@@ -336,14 +337,17 @@ def split(
     `partition` is sorted by (part_key, start) and covers the window for every key
     the intervals use. Returns one row per (interval, piece) overlap with the
     interval's columns, start/end clipped to the overlap, and the piece's values.
-    Empty intervals give no rows.
+    Empty intervals give no rows. Rows come in (by, start) order, the intervals that cross
+    pieces last; `any_order` (for callers that sort them anyway) leaves intervals not in that
+    order as they are: each finds its piece by a binary search instead of after a sort.
     """
     out_schema = {**intervals.schema, **{v: partition.schema[v] for v in values}}
     if intervals.height == 0 or partition.height == 0:
         return pl.DataFrame(schema=out_schema)
     iv = filtered(intervals, intervals["end"] > intervals["start"])
     iv = with_series(iv, [window.pos(iv[by], iv["start"]).alias("_pos")])
-    if not iv["_pos"].is_sorted():  # (intervals taken from a partition already are)
+    searched = not iv["_pos"].is_sorted() and any_order and not iv["start"].is_sorted()
+    if not searched and not iv["_pos"].is_sorted():  # (intervals taken from a partition already are)
         iv = sort_by_key(iv, by, then="start") if iv["start"].is_sorted() else iv.sort("_pos")
     rename = {f"_v{i}": v for i, v in enumerate(values)}
     pieces = pl.DataFrame(
@@ -357,7 +361,13 @@ def split(
         ]
     )
     # the piece each interval starts in; most intervals also end in it
-    at = iv.join_asof(pieces, on="_pos", check_sortedness=False)
+    if searched:
+        first = pieces["_pos"].search_sorted(iv["_pos"], side="right").cast(I64) - 1
+        found = first >= 0  # (none before a key's first piece)
+        iv = filtered(iv, found)
+        at = iv.hstack(pieces.drop("_pos")[first.filter(found)].get_columns())
+    else:
+        at = iv.join_asof(pieces, on="_pos", check_sortedness=False)
     at = filtered(at, at["_pkey"] == at[by].cast(I64))
     inside = at["end"] <= at["_pe"]
     replaced = {v for v in values if v in iv.columns}  # the piece's value wins

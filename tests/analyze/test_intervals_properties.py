@@ -1,8 +1,9 @@
 """The interval primitives against plain-Python definitions, on random small tables.
 
-lookup(), union(), sort_by_key(), dense_sums(), coverage_integral() and count_before() take
-fast paths (as-of joins on composite positions, radix sorts, running maxima) that depend on how
-their inputs happen to be ordered; each property draws inputs in and out of those orders.
+lookup(), union(), sort_by_key(), dense_sums(), coverage_integral(), count_before(),
+merge_by_key_time() and split(any_order=True) take fast paths (as-of joins on composite
+positions, radix sorts, running maxima, merges, binary searches) that depend on how their inputs
+happen to be ordered; each property draws inputs in and out of those orders.
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pvtrace.analyze.intervals import (
+    Window,
+    changes_to_partition,
     count_before,
     coverage_integral,
     dense_sums,
     lookup,
     merge_by_key_time,
     sort_by_key,
+    split,
     union,
 )
 
@@ -159,3 +163,24 @@ def test_merge_by_key_time_orders_rows_first_frame_first(a, b, presorted):
     got = merge_by_key_time(first, second, "k", "t")
     assert sorted(got.rows()) == sorted([(*r, "a") for r in a] + [(*r, "b") for r in b])
     assert [(k, t, src) for k, t, src in got.rows()] == sorted(got.rows(), key=lambda r: (r[0], r[1], r[2]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(keys, times, st.integers(0, 30)), max_size=20),
+    st.lists(st.tuples(keys, times), max_size=10),
+)
+def test_split_in_any_order_gives_the_same_rows(rows, changes):
+    window = Window(0, 40)
+    iv = pl.DataFrame(
+        [(i, k, s, s + d) for i, (k, s, d) in enumerate(rows)],
+        schema={"id": I64, "k": I64, "start": I64, "end": I64},
+        orient="row",
+    ).with_columns(pl.col("start", "end").clip(0, 40))
+    ch = pl.DataFrame(sorted(changes), schema={"key": I64, "ts": I64}, orient="row").with_columns(
+        pl.col("ts").clip(0, 40), (pl.col("ts") % 3).alias("v")
+    )
+    part = changes_to_partition(ch, key="key", values=["v"], n_keys=4, window=window, initial={"v": -1})
+    ordered = split(iv, part, by="k", window=window, values=["v"])
+    anyhow = split(iv, part, by="k", window=window, values=["v"], any_order=True)
+    assert sorted(anyhow.rows()) == sorted(ordered.rows())
