@@ -373,7 +373,10 @@ def measure(
 
     if acq is not None:
         status = locks_mod.lock_status(acq, prep, guest_windows)
-        spin = waste_mod.spin_pieces(pieces, status, states, prep, queue_heads=None if caps.holds else waits)
+        # (read below by sums per wait and per incident only: row order does not matter)
+        spin = waste_mod.spin_pieces(
+            pieces, status, states, prep, queue_heads=None if caps.holds else waits, any_order=True
+        )
         del status
     else:
         spin = _unclassified(pieces)
