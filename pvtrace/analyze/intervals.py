@@ -167,23 +167,6 @@ def sort_by_key_time(df: pl.DataFrame, key: str, time: str, tie: str | None = No
     return df.sort(position * 2 + pl.col(tie) if tie else position)
 
 
-def merge_by_key_time(first: pl.DataFrame, second: pl.DataFrame, key: str, time: str) -> pl.DataFrame:
-    """The rows of two frames of the same columns sorted by (key, time), `first`'s before `second`'s
-    at an equal (key, time): a linear merge when each is so sorted already, else one packed sort."""
-    packed = packing([first, second], key, (time,), spare=2)
-    if packed is None:
-        both = pl.concat(
-            [first.with_columns(pl.lit(0).alias("_tb")), second.with_columns(pl.lit(1).alias("_tb"))]
-        )
-        return both.sort(key, time, "_tb").drop("_tb")
-    k0, t0, size = packed
-    position = ((pl.col(key) - k0) * size + pl.col(time) - t0) * 2
-    a, b = first.with_columns(position.alias("_pos")), second.with_columns((position + 1).alias("_pos"))
-    if a["_pos"].is_sorted() and b["_pos"].is_sorted():
-        return a.merge_sorted(b, key="_pos").drop("_pos")
-    return pl.concat([a, b]).sort("_pos").drop("_pos")
-
-
 def coverage_integral(
     intervals: pl.DataFrame, points: pl.DataFrame, *, key: str, at: tuple[str, ...]
 ) -> list[pl.Series]:

@@ -15,7 +15,6 @@ from pvtrace.analyze.intervals import (
     changes_to_partition,
     cum_sum_within,
     lookup,
-    merge_by_key_time,
     overlay,
     sort_by_key,
     sort_by_key_time,
@@ -275,7 +274,12 @@ def lock_status(acq: pl.DataFrame, prep: Prepared, guest_windows: pl.DataFrame) 
         pl.col("next_owner").alias("ref"),
     )
     # At equal keys (an unseen hold starting where an inferred one ended) the end comes first.
-    changes = merge_by_key_time(ends, starts, "key", "sort_key").rename({"start": "ts"})
+    changes = sort_by_key_time(
+        pl.concat([starts.with_columns(pl.lit(1).alias("_tb")), ends.with_columns(pl.lit(0).alias("_tb"))]),
+        "key",
+        "sort_key",
+        tie="_tb",
+    ).rename({"start": "ts"})
     part = changes_to_partition(
         changes,
         key="key",

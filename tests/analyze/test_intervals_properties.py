@@ -1,8 +1,8 @@
 """The interval primitives against plain-Python definitions, on random small tables.
 
-lookup(), union(), sort_by_key(), dense_sums(), coverage_integral(), count_before(),
-merge_by_key_time() and split(any_order=True) take fast paths (as-of joins on composite
-positions, radix sorts, running maxima, merges, binary searches) that depend on how their inputs
+lookup(), union(), sort_by_key(), dense_sums(), coverage_integral(), count_before() and
+split(any_order=True) take fast paths (as-of joins on composite positions, radix sorts, running
+maxima, binary searches) that depend on how their inputs
 happen to be ordered; each property draws inputs in and out of those orders.
 """
 
@@ -19,7 +19,6 @@ from pvtrace.analyze.intervals import (
     coverage_integral,
     dense_sums,
     lookup,
-    merge_by_key_time,
     sort_by_key,
     split,
     union,
@@ -147,22 +146,6 @@ def test_count_before_counts_rows_of_the_key_strictly_earlier(rows, points):
         return sum(1 for kk, tt in rows if kk == k and tt is not None and tt < t)
 
     assert got.to_list() == [expected(k, t) for k, t in points]
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    st.lists(st.tuples(keys, times), max_size=12),
-    st.lists(st.tuples(keys, times), max_size=12),
-    st.booleans(),
-)
-def test_merge_by_key_time_orders_rows_first_frame_first(a, b, presorted):
-    if presorted:  # the merge path: each frame sorted by (key, time) already
-        a, b = sorted(a), sorted(b)
-    first = pl.DataFrame(a, schema={"k": I64, "t": I64}, orient="row").with_columns(pl.lit("a").alias("src"))
-    second = pl.DataFrame(b, schema={"k": I64, "t": I64}, orient="row").with_columns(pl.lit("b").alias("src"))
-    got = merge_by_key_time(first, second, "k", "t")
-    assert sorted(got.rows()) == sorted([(*r, "a") for r in a] + [(*r, "b") for r in b])
-    assert [(k, t, src) for k, t, src in got.rows()] == sorted(got.rows(), key=lambda r: (r[0], r[1], r[2]))
 
 
 @settings(max_examples=300, deadline=None)
