@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pvtrace.analyze.context import CONTEXT_COLUMNS, CONTEXT_KINDS
 from pvtrace.analyze.guest_preemption import GuestPreemption
 from pvtrace.analyze.intervals import Window, key_order
 from pvtrace.errors import FormatError, UsageError
@@ -45,7 +44,9 @@ class Prepared:
     locks: pl.DataFrame  # lid, vm (String), lock, lock_kind (Enum of LOCK_KINDS), vm_id
     states: pl.DataFrame  # vid, ts, ord, kind, pcpu, reason (Categorical)
     lock_events: pl.DataFrame  # lid, vid, ts, ord, kind
-    exits: pl.DataFrame  # vid, ts, ord, kind, reason (Categorical), value (vm_exit: 1 = guest in user mode)
+    exits: (
+        pl.DataFrame
+    )  # vid, ts, ord, kind, reason (Categorical), value (vm_exit: 1 = guest in user mode), pcpu
     kicks: pl.DataFrame  # vid, target_vid, ts, ord
     yields: pl.DataFrame  # vid, target_vid, ts, ord
     pv_halts: pl.DataFrame  # vid, ts, ord
@@ -58,9 +59,6 @@ class Prepared:
     notes: dict[str, int] = field(default_factory=dict)
     guest_preemption: GuestPreemption | None = None  # states inferred from guest ticks (guest_preemption.py)
     all_ts: Callable[[], pl.Series] | None = None  # event_ts of the whole trace, for one VM partition of it
-    # the context tables' events (context.CONTEXT_KINDS, every VM and time, in file order), split
-    # off a file as it is read so that they need no second read (prepare_source's `context`)
-    context: pl.DataFrame | None = None
 
     @property
     def n_vcpus(self) -> int:
@@ -247,11 +245,8 @@ def prepare(trace: Trace, *, lock_kind: str | None = None) -> Prepared:
     return prepare_source(source_of_events(trace.events), trace.meta, lock_kind=lock_kind)
 
 
-def prepare_source(
-    src: EventSource, meta: TraceMeta, *, lock_kind: str | None = None, context: bool = False
-) -> Prepared:
-    """Split a source's events into the per-concept tables the analyses use; `context`: also keep
-    the context tables' events (Prepared.context) when the source is a file read slice by slice."""
+def prepare_source(src: EventSource, meta: TraceMeta, *, lock_kind: str | None = None) -> Prepared:
+    """Split a source's events into the per-concept tables the analyses use."""
     if lock_kind is not None and lock_kind not in LOCK_KINDS:
         raise UsageError(f"unknown lock kind {lock_kind!r}; expected one of {', '.join(LOCK_KINDS)}")
     t_start = meta.t_start if meta.t_start is not None else (src.first_ts or 0)
@@ -282,7 +277,7 @@ def prepare_source(
             "origin",
             cond=about_vcpu & pl.col("lock").is_not_null(),
         ),
-        take(EXIT_KINDS, "vm", "vcpu", "ts", "ord", "kind", "reason", "value"),
+        take(EXIT_KINDS, "vm", "vcpu", "ts", "ord", "kind", "reason", "value", "pcpu"),
         take(("pv_kick",), "vm", "vcpu", "target", "ts", "ord"),
         take(("yield_to",), "vm", "vcpu", "target", "ts", "ord"),
         take(("pv_halt",), "vm", "vcpu", "ts", "ord"),
@@ -291,15 +286,11 @@ def prepare_source(
         # hypercalls of threads the ingester could not tie to a vCPU: reported, not silently dropped
         take(("pv_kick", "yield_to"), "kind", cond=~about_vcpu),
     ]
-    if context and not src.eager:  # the context tables' events, while the file is read anyway
-        concepts.append(
-            lambda frame: frame.filter(pl.col("kind").is_in(CONTEXT_KINDS)).select(CONTEXT_COLUMNS)
-        )
     split = _split_concepts(src, concepts)
     if split is None:  # a file out of canonical order: read it whole and sort it
         events = read_events(src.path, list(USED_COLUMNS))
         return prepare_source(source_of_events(events), meta, lock_kind=lock_kind)
-    (states, lock_ev, exits, kicks, yields, pv_halts, ple, lost, unmapped, *context), kinds = split
+    (states, lock_ev, exits, kicks, yields, pv_halts, ple, lost, unmapped), kinds = split
     lock_ev, notes = _spin_locks_only(lock_ev)
     for kind, name in (("pv_kick", "n_kicks_unmapped"), ("yield_to", "n_yields_unmapped")):
         if n := int((unmapped["kind"] == kind).sum()):
@@ -367,7 +358,7 @@ def prepare_source(
     window.check_keys(max(vcpus.height, locks.height, 1))
     states = with_vid(states).select("vid", "ts", "ord", "kind", "pcpu", "reason")
     lock_ev = lock_ev.select("lid", "vid", "ts", "ord", "kind")
-    exits = with_vid(exits).select("vid", "ts", "ord", "kind", "reason", "value")
+    exits = with_vid(exits).select("vid", "ts", "ord", "kind", "reason", "value", "pcpu")
     kicks = with_vid(with_vid(kicks), "target", "target_vid").select("vid", "target_vid", "ts", "ord")
     yields = with_vid(with_vid(yields), "target", "target_vid").select("vid", "target_vid", "ts", "ord")
     pv_halts = with_vid(pv_halts).select("vid", "ts", "ord")
@@ -395,7 +386,6 @@ def prepare_source(
         view=meta.view,
         lock_origins=lock_origins,
         notes=notes,
-        context=context[0] if context else None,
     )
 
 

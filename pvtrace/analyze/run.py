@@ -116,16 +116,16 @@ def analyze_parquet(
         if result is not None:  # its stack cost, taken over every group's waits, is warned of here
             cost = result.summary.extra.pop("stack_cost", None)
             return _with_perf_tables(_warn_stack_cost(_with_warnings(result, meta), cost), meta)
-    prep = prepare_source(source_of_parquet(path), meta, lock_kind=lock_kind, context=True)
+    prep = prepare_source(source_of_parquet(path), meta, lock_kind=lock_kind)
     # the context tables that need no result are built on the pool's thread meanwhile (the lock
-    # chain keeps polars on about one core), from the events the file's one read kept for them
-    # unless the trace has stacks (those are read again: the concepts drop `event` and `args`)
+    # chain keeps polars on about one core): from the concept tables when they hold every event
+    # those tables read, else (stacks, events of no vCPU or outside the window) read again
     names = set(pl.read_parquet_schema(path))
-    if prep.context is None or ("other" in prep.kinds and {"event", "args"} <= names):
+    events = None if "other" in prep.kinds and {"event", "args"} <= names else _context_of_concepts(prep)
+    if events is None:
         ctx = _POOL.submit(_context_events, _scan_events(path))
     else:
-        ctx = _POOL.submit(_context_tables, prep.context.lazy(), names - {"event", "args"})
-        prep.context = None
+        ctx = _POOL.submit(_context_tables, events, names - {"event", "args"})
     result = _run(prep, progress, kind_given=_given(lock_kind), unaligned=clocks_unaligned(meta))
     return _with_perf_tables(_with_context(_with_warnings(result, meta), ctx.result()), meta)
 
@@ -184,6 +184,25 @@ def _context_events(events: pl.LazyFrame) -> _Context:
         wanted |= (pl.col("kind") == "other") & (pl.col("event") == "kernel_stack")  # no cast: 10x cheaper
     cols = [c for c in (*context.CONTEXT_COLUMNS, "event", "args") if c in names]
     return _context_tables(events.filter(wanted).select(cols).collect().lazy(), names)
+
+
+def _context_of_concepts(prep: Prepared) -> pl.LazyFrame | None:
+    """The context events as the file holds them (context.CONTEXT_COLUMNS, file order within the
+    placements and within the exits, which is all the context tables read), from the states and
+    exits tables, lazily; None when those lack some (a file read out of order and sorted, events
+    of no vCPU or outside the window: the kinds' counts differ)."""
+    placements = context.CONTEXT_KINDS[:3]
+    states = prep.states.filter(pl.col("kind").is_in(placements))
+    held = {k: n for k, n in prep.kinds.items() if k in context.CONTEXT_KINDS}
+    if prep.source.eager or sum(held.values()) != states.height + prep.exits.height:
+        return None
+    vm = pl.lit(prep.vcpus["vm"].cast(pl.Categorical())).gather(pl.col("vid")).alias("vm")
+    return pl.concat(
+        [
+            df.lazy().select("ts", "kind", vm, prep.vcpu_attr("vcpu"), "pcpu", "reason")
+            for df in (states, prep.exits)
+        ]
+    )
 
 
 def _context_tables(events: pl.LazyFrame, names: set[str]) -> _Context:
