@@ -183,7 +183,7 @@ def _context_events(events: pl.LazyFrame) -> _Context:
     if {"event", "args"} <= names:
         wanted |= (pl.col("kind") == "other") & (pl.col("event") == "kernel_stack")  # no cast: 10x cheaper
     cols = [c for c in (*context.CONTEXT_COLUMNS, "event", "args") if c in names]
-    return _context_tables(events.filter(wanted).select(cols).collect().lazy(), names)
+    return _context_tables(events.filter(wanted).select(cols), names)
 
 
 def _context_of_concepts(prep: Prepared) -> pl.LazyFrame | None:
@@ -206,7 +206,9 @@ def _context_of_concepts(prep: Prepared) -> pl.LazyFrame | None:
 
 
 def _context_tables(events: pl.LazyFrame, names: set[str]) -> _Context:
-    """The context tables that need nothing but the context events (`names`: the trace's columns)."""
+    """The context tables that need nothing but the context events (`names`: the trace's columns),
+    which are collected once here (three tables read them)."""
+    events = events.collect().lazy()
     tables = {"pcpu_timeline": context.pcpu_timeline(events)} if "pcpu" in names else {}
     tables["vm_exits"] = context.vm_exits(events)
     return _Context(events, names, tables)
