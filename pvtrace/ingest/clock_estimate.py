@@ -38,7 +38,7 @@ NEAR_NS = 2_000
 # clock from the host's TSC through kvmclock does not drift; NTP slews a clock by 500 ppm at most
 # and crystals are off by tens of ppm). A drift beyond it is not found.
 MAX_DRIFT_PPM = 100.0
-SLOPES = 17  # slopes per step of the drift grid
+SLOPES = 9  # slopes per step of the drift grid
 MAX_ZOOMS = 12  # steps of the drift grid at most
 FINE_NS = 50  # the drift grid stops when a step moves the events at the ends by less than this
 MAX_FIT_EVENTS = 5_000  # guest events the drift grid looks at (evenly thinned)
