@@ -169,9 +169,12 @@ def _shift_ranges(
     vcpu: np.ndarray,
     runs: dict[int, tuple[np.ndarray, np.ndarray]],
     window: tuple[float, float] | None,
+    slack: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each guest event (ts g on vCPU vcpu), the shift ranges putting it inside a run; with a
-    window, only the runs that shifts inside the window reach, clipped to it."""
+    window, only the runs that shifts inside the window reach, clipped to it; with a slack (per
+    event), each range widened by it on both sides (and an event's ranges that then meet joined,
+    so it counts once)."""
     los, his = [], []
     for c in np.unique(vcpu):
         if c not in runs:
@@ -182,12 +185,20 @@ def _shift_ranges(
             los.append((s[None, :] - gc[:, None]).ravel())
             his.append((e[None, :] - gc[:, None]).ravel())
             continue
-        first = np.searchsorted(e, gc + window[0], side="left")
-        n = np.maximum(np.searchsorted(s, gc + window[1], side="right") - first, 0)
+        wide = 0.0 if slack is None else slack[vcpu == c]
+        first = np.searchsorted(e, gc + window[0] - wide, side="left")
+        n = np.maximum(np.searchsorted(s, gc + window[1] + wide, side="right") - first, 0)
         event = np.repeat(np.arange(gc.size), n)
         j = first[event] + np.arange(event.size) - np.repeat(np.cumsum(n) - n, n)
-        los.append(np.maximum(s[j] - gc[event], window[0]))
-        his.append(np.minimum(e[j] - gc[event], window[1]))
+        lo, hi = s[j] - gc[event], e[j] - gc[event]
+        if slack is not None:
+            lo, hi = lo - wide[event], hi + wide[event]
+            new = np.ones(event.size, dtype=bool)
+            new[1:] = (event[1:] != event[:-1]) | (lo[1:] > hi[:-1])
+            last = np.append(new[1:], True)
+            lo, hi = lo[new], hi[last]
+        los.append(np.maximum(lo, window[0]))
+        his.append(np.minimum(hi, window[1]))
     if not los:
         return np.empty(0, np.int64), np.empty(0, np.int64)
     return np.concatenate(los), np.concatenate(his)
@@ -204,35 +215,37 @@ def _fit_slope(
     """The clock slope (host ns per guest ns, less 1) that fits the most guest events near a
     candidate offset, how many it fits and the offset ranges (at u = 0) that do.
 
-    Slopes from -MAX_DRIFT_PPM to +MAX_DRIFT_PPM are tried on a grid that zooms in on the slopes
-    that fit nearly as many events as the best (one event less, or 0.2%: an event near the gap
-    between two runs can fit a wrong slope by chance, so the best of a coarse grid may sit next to
-    the right slope, not around it), until a step moves the events at the ends by less than the
-    print resolution (or 50 ns); the grid runs on at most MAX_FIT_EVENTS events, evenly thinned,
-    and the last step on all."""
+    The slopes from -MAX_DRIFT_PPM to +MAX_DRIFT_PPM are cut into SLOPES cells; a cell's count is
+    the events that fit some slope in it (each event's shift ranges at the cell's middle widened
+    by half the cell times its distance from `at`), so the cell holding the right slope fits every
+    event and no narrow fit falls between grid points. The cells that fit nearly as many as the
+    best (one event less, or 0.2%) are cut finer, until a cell moves the events at the ends by less
+    than the print resolution (or 50 ns), or the events do not narrow the cells down. The grid
+    runs on at most MAX_FIT_EVENTS events, evenly thinned; the last count, at the best cell's
+    middle, on all of them."""
     thin = -(-g.size // MAX_FIT_EVENTS)
     gs, us, vs = g[::thin], u[::thin], vcpu[::thin]
     span = max(float(np.abs(u).max()), 1.0)
     reach = max(NEAR_NS, 100 * res) + (window[1] - window[0])
     k_max = MAX_DRIFT_PPM * 1e-6
     win = (window[0] - reach - k_max * span, window[1] + reach + k_max * span)
-    ks = np.linspace(-k_max, k_max, SLOPES)
+    lo, hi = -k_max, k_max
     for _ in range(MAX_ZOOMS):
-        fits = [_best_ranges(*_shift_ranges(gs + k * us, vs, runs, win)) for k in ks]
+        cell = (hi - lo) / SLOPES
+        ks = lo + cell * (np.arange(SLOPES) + 0.5)
+        slack = np.abs(us) * cell / 2
+        fits = [_best_ranges(*_shift_ranges(gs + k * us, vs, runs, win, slack)) for k in ks]
         top = max(f for f, _ in fits)
         i = min((i for i, (f, _) in enumerate(fits) if f == top), key=lambda i: abs(ks[i]))
-        step = ks[1] - ks[0]
-        best, ranges = ks[i], fits[i][1]
-        if not ranges or step * span <= max(res, FINE_NS):
+        best = ks[i]
+        if not fits[i][1] or cell * span <= max(res, FINE_NS):
             break
         near = [j for j, (f, rs) in enumerate(fits) if rs and f >= top - max(1, top // 500)]
-        offsets = [r for j in near for r in (fits[j][1][0][0], fits[j][1][-1][1])]
-        # the slopes that fit within a step of the near-best ones; their offsets within step * span
-        win = (min(offsets) - step * span - reach, max(offsets) + step * span + reach)
-        wider = ks[near[-1]] - ks[near[0]] + 2 * step
-        if wider >= 0.9 * (ks[-1] - ks[0]):  # the events do not narrow the slopes down (the polygon will say)
+        if (near[-1] - near[0] + 1) >= 0.9 * SLOPES:  # the events do not narrow the slopes down
             break
-        ks = np.linspace(ks[near[0]] - step, ks[near[-1]] + step, SLOPES)
+        offsets = [r for j in near for r in (fits[j][1][0][0], fits[j][1][-1][1])]
+        win = (min(offsets) - cell * span - reach, max(offsets) + cell * span + reach)
+        lo, hi = ks[near[0]] - cell / 2, ks[near[-1]] + cell / 2
     fit, ranges = _best_ranges(*_shift_ranges(g + best * u, vcpu, runs, win))
     return fit, float(best), ranges
 
@@ -349,7 +362,15 @@ def estimate_offset(runs_of_vm: pl.DataFrame, guest_of_vm: pl.DataFrame) -> Esti
             zero = []
     best = zero or best
     # else a distant shift that fits nearly as many events makes the best one a matter of chance
-    rivals = [f for f, _, rs in scored if f < top and all(abs(r[0] - best[0][1][0]) > 100 * res for r in rs)]
+    # (a candidate that found the same line at a slightly other slope stays within NEAR_NS of it
+    # over the whole trace: not a rival)
+    ends = float(np.abs(u).max())
+
+    def far(k: float, r: tuple[float, float]) -> bool:
+        gap = abs(r[0] - best[0][1][0]) + abs(k - best[0][0]) * ends
+        return gap > max(100 * res, NEAR_NS * (k != best[0][0]))
+
+    rivals = [f for f, k, rs in scored if f < top and all(far(k, r) for r in rs)]
     if not zero and rivals and max(rivals) >= top - max(2, top // 100):
         return f"ambiguous: shifts far apart fit {top} and {max(rivals)} guest events"
     lo, hi = min(r[0] for _, r in best), max(r[1] for _, r in best)
