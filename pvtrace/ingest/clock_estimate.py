@@ -274,7 +274,7 @@ def _fitted_line(
     a polygon. The line used from it: no shift at all when it fits (one timeline), else no drift
     when some offset fits with none (a drift the events do not show is not assumed), else the
     middle of its slopes; at that slope, the middle of the offsets."""
-    lo, hi, at = [], [], []
+    lo, hi, us = [], [], []
     for c in np.unique(vcpu):
         if c not in runs:
             continue
@@ -286,14 +286,14 @@ def _fitted_line(
         pick, j = pick[inside], j[inside]
         lo.append(s[j] - g[pick])
         hi.append(e[j] - g[pick])
-        at.append(u[pick])
-    if not lo or sum(a.size for a in at) == 0:
+        us.append(u[pick])
+    if not lo or sum(x.size for x in us) == 0:
         return None
     k_max = MAX_DRIFT_PPM * 1e-6
     poly = Polygon.of(
         np.concatenate(lo).astype(np.float64),
         np.concatenate(hi).astype(np.float64),
-        np.concatenate(at),
+        np.concatenate(us),
         -k_max,
         k_max,
     )
@@ -307,7 +307,7 @@ def _fitted_line(
         best_slope = 0.0 if slopes[0] <= 0 <= slopes[1] else (slopes[0] + slopes[1]) / 2
         k = np.array([best_slope])
         best_offset = float(poly.lower(k)[0] + poly.upper(k)[0]) / 2
-    n_fit = sum(a.size for a in at)
+    n_fit = sum(x.size for x in us)
     return _Line(best_offset, best_slope, n_fit, poly, slopes)
 
 
