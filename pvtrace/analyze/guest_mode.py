@@ -46,10 +46,14 @@ def kernel_share(changes: pl.DataFrame, waits: pl.DataFrame, prep: Prepared) -> 
     stops = changes.filter(pl.col("state") == "preempted").select("vid", "ts", "ord", "user")
     stops = lookup(stops, last, by="vid", on="ord", values=["reason", "value"], strict=True)
     stops = stops.filter(pl.col("reason") == "EXTERNAL_INTERRUPT")
-    w = sort_by_key(waits.select(pl.col("vid").alias("key"), pl.col("start").alias("w0"), "end"), "key", then="w0")
+    w = sort_by_key(
+        waits.select(pl.col("vid").alias("key"), pl.col("start").alias("w0"), "end"), "key", then="w0"
+    )
     stops = lookup(stops, w, by="vid", on="ts", table_on="w0", values=["end"])
     idle = stops.filter(pl.col("end").is_null() | (pl.col("end") <= pl.col("ts")))
-    per_vm = idle.with_columns(prep.vcpu_attr("vm_id")).group_by("vm_id").agg(
-        pl.col("user").any().alias("_printed"), (~pl.col("user")).mean().alias("kernel_share")
+    per_vm = (
+        idle.with_columns(prep.vcpu_attr("vm_id"))
+        .group_by("vm_id")
+        .agg(pl.col("user").any().alias("_printed"), (~pl.col("user")).mean().alias("kernel_share"))
     )
     return per_vm.filter("_printed").select("vm_id", "kernel_share")

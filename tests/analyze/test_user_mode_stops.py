@@ -99,7 +99,8 @@ def test_a_sibling_stopped_in_the_kernel_where_most_stops_find_user_mode_is_the_
         r = [run(0, 0), run(1, 0), run(2, 0), run(3, 0)]
         for t in (10 * US, 30 * US, 50 * US):
             r += [user_exit(3, t) if printed else kernel_exit(3, t), preempt(3, t), run(3, t + 5 * US)]
-        return r + [
+        return [
+            *r,
             kernel_exit(1, 80 * US),
             preempt(1, 80 * US),
             contend(0, 100 * US),
