@@ -48,16 +48,26 @@ SOURCES = ("--lock-kind", "trace metadata", "inferred")
 
 
 def order_evidence(
-    waits: pl.DataFrame, pieces: pl.DataFrame | None, ord_size: int, t_start: int
+    waits: pl.DataFrame,
+    pieces: pl.DataFrame | None,
+    ord_size: int,
+    t_start: int,
+    entry_slack: pl.Expr | int = 0,
 ) -> pl.DataFrame:
     """Per lock (lid): n_handoffs and n_in_order (see hand_offs)."""
-    h = hand_offs(waits, pieces, ord_size, t_start)
+    h = hand_offs(waits, pieces, ord_size, t_start, entry_slack)
     return h.group_by("lid").agg(
         pl.len().cast(I64).alias("n_handoffs"), pl.col("in_order").sum().cast(I64).alias("n_in_order")
     )
 
 
-def hand_offs(waits: pl.DataFrame, pieces: pl.DataFrame | None, ord_size: int, t_start: int) -> pl.DataFrame:
+def hand_offs(
+    waits: pl.DataFrame,
+    pieces: pl.DataFrame | None,
+    ord_size: int,
+    t_start: int,
+    entry_slack: pl.Expr | int = 0,
+) -> pl.DataFrame:
     """The hand-offs with a choice: lid, wid, in_order, one row per contended acquisition that
     another waiter could have had instead.
 
@@ -72,7 +82,9 @@ def hand_offs(waits: pl.DataFrame, pieces: pl.DataFrame | None, ord_size: int, t
     a steal, so only fifo can be decided (classify(..., states=False)).
     waits: wid, lid, start, start_ord, end_ord, truncated. t_start: where the trace (or the time
     window analyzed) begins, the previous acquisition of a lock's first one as far as it can tell
-    (so that a trace cut at a quiet point gives the same hand-offs as the whole).
+    (so that a trace cut at a quiet point gives the same hand-offs as the whole). entry_slack (per
+    lid: Prepared.entry_slack): a head counts as spinning when the lock went to another only if its
+    run began longer ago than that.
     """
     w = (
         waits.select(
@@ -145,8 +157,14 @@ def hand_offs(waits: pl.DataFrame, pieces: pl.DataFrame | None, ord_size: int, t
     )
     # the head running at the acquisition (an overtaken head that was not is a steal)
     # (its last spin piece begun by then: one as-of lookup on packed (wait, time) positions)
-    acq = lookup(acq, spin, by="head", on="t", values=["end"], table_key="wid", table_on="start")
-    head_running = (pl.col("end") > pl.col("t")).fill_null(False)
+    # spinning already for longer than the entry slack: a head that resumed within it (printed in
+    # the same microsecond as the acquisition, or still entering the guest) may have come back
+    # after the lock was taken, as a steal allows
+    spin = spin.with_columns(pl.col("start").alias("s0"))
+    acq = lookup(acq, spin, by="head", on="t", values=["end", "s0"], table_key="wid", table_on="start")
+    head_running = ((pl.col("end") > pl.col("t")) & (pl.col("s0") <= pl.col("t") - entry_slack)).fill_null(
+        False
+    )
     keep = pl.when(pl.col("in_order")).then(pl.col("others") > 0).otherwise(head_running)
     return acq.filter(keep).select("lid", "wid", "in_order")
 
@@ -258,7 +276,9 @@ def infer_lock_kinds(
     override: the kind was given by --lock-kind (kept, and so is the evidence); pieces: the
     waits split by waiter state (None without vCPU states).
     """
-    evidence = order_evidence(waits.filter(~pl.col("excluded")), pieces, prep.ord_size, prep.window.t_start)
+    evidence = order_evidence(
+        waits.filter(~pl.col("excluded")), pieces, prep.ord_size, prep.window.t_start, prep.entry_slack()
+    )
     jumps = (
         queue_jumps(prep, waits, pieces, states)
         if pieces is not None and states is not None

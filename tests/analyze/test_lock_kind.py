@@ -68,6 +68,30 @@ def test_overtaking_a_head_that_is_not_running_is_no_evidence():
     assert 2 not in hand_offs(w, pieces, ord_size=100, t_start=0)["wid"].to_list()
 
 
+def test_overtaking_a_head_that_resumed_within_the_entry_slack_is_no_evidence():
+    # The same steal, but the head is back at 16, 4 ns before waiter 2 takes the lock: on microsecond text
+    # (entry slack 1.3 us) the head's resume and the steal share a printed microsecond, and it may
+    # have come back after the lock was taken. Only a head running longer than the slack counts.
+    w = _waits([(0, 0, 10, 40), (1, 1, 11, 30), (2, 2, 12, 20)])
+
+    def pieces(back: int) -> pl.DataFrame:
+        head = pl.DataFrame(
+            {
+                "wid": [0, 0],
+                "lid": [0, 0],
+                "start": [10, back],
+                "end": [back, 40],
+                "state": ["preempted", "running"],
+            },
+            schema_overrides={"wid": I64, "lid": I64, "start": I64, "end": I64},
+        )
+        return pl.concat([_running(w.filter(pl.col("wid") != 0)), head])
+
+    assert 2 in hand_offs(w, pieces(16), ord_size=100, t_start=0)["wid"].to_list()  # no slack: an overtake
+    assert 2 in hand_offs(w, pieces(16), ord_size=100, t_start=0, entry_slack=2)["wid"].to_list()
+    assert 2 not in hand_offs(w, pieces(16), ord_size=100, t_start=0, entry_slack=5)["wid"].to_list()
+
+
 def test_classify_needs_enough_hand_offs_and_without_states_never_says_unfair():
     ev = pl.DataFrame(
         {

@@ -4,6 +4,7 @@ the tables of docs/accuracy.md ("On rendered text"):
 
     python tests/analyze/text_accuracy.py > /tmp/text-accuracy.md          # text table, offsets table
     python tests/analyze/text_accuracy.py --kinds > /tmp/lock-kinds.md     # lock kind table
+    python tests/analyze/text_accuracy.py --long > /tmp/long.md            # 1 s runs, ns and us text
 
 Every figure is computed from runs: the simulator's truth (cut to the text's window,
 pvtrace.simulate.truth_window) and the analysis of the files `pvtrace generate` would write.
@@ -333,23 +334,28 @@ def lock_kind_markdown(seeds: tuple[int, ...], duration_ns: int) -> str:
     return "\n".join(lines)
 
 
-def long_markdown(seeds: tuple[int, ...], duration_ns: int) -> str:
-    """Nanosecond text (trace-cmd) of longer runs, where most locks see 20 hand-offs: the
-    targets with default options, as a trace of a second or more gives them."""
+def long_markdown(
+    seeds: tuple[int, ...], duration_ns: int, formats: tuple[str, ...] = ("trace-cmd", "ftrace")
+) -> str:
+    """Longer runs, where most locks see 20 hand-offs: the targets with default options, as a trace
+    of a second or more gives them, on nanosecond (trace-cmd) and microsecond (ftrace) text."""
     lines = [
-        "| workload | PLE | lock | spin | waste (LHP+LWP) | LHP precision | LHP recall "
+        "| workload | PLE | lock | format | spin | waste (LHP+LWP) | LHP precision | LHP recall "
         "| harmful LHP found / true | convoys | lock kind right / decided wrong / locks with >= 20 hand-offs |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for workload in WORKLOADS:
         for ple in (False, True):
             for algo in ALGORITHMS:
-                f = figures(run_case(workload, algo, ple, seeds, duration_ns, ("trace-cmd",))["trace-cmd"])
-                lines.append(
-                    f"| {workload} | {'on' if ple else 'off'} | {algo} | {_pct(f['spin_err'])} | {_waste_cell(f)} | "
-                    + _lhp_cells(f["lhp"])
-                    + f"{_pct(f['convoy_err'])} | {f['kinds_right']} / {f['kinds_wrong']} / {f['kinds_n']} |"
-                )
+                runs = run_case(workload, algo, ple, seeds, duration_ns, formats)
+                for fmt in formats:
+                    f = figures(runs[fmt])
+                    lines.append(
+                        f"| {workload} | {'on' if ple else 'off'} | {algo} | {fmt} | {_pct(f['spin_err'])} | "
+                        + f"{_waste_cell(f)} | "
+                        + _lhp_cells(f["lhp"])
+                        + f"{_pct(f['convoy_err'])} | {f['kinds_right']} / {f['kinds_wrong']} / {f['kinds_n']} |"
+                    )
                 print(f"done {workload} ple={ple} {algo}", file=sys.stderr)
     return "\n".join(lines)
 
