@@ -13,9 +13,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import polars as pl
+from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from pvtrace.analyze import Analysis
 from pvtrace.analyze.context import lock_table
@@ -43,6 +45,10 @@ _MISSING_LABELS: dict[str, str] = {
 }
 
 
+# A wrapping column (a label, a time with its guest clock) counts this wide when a table is fitted.
+WRAP_MIN = 24
+
+
 def _table(title: str, columns: list[str], left: tuple[str, ...] = ()) -> Table:
     """A table whose title _print writes as its own line (a rich title is padded with blanks to the
     table's width, which piped output keeps)."""
@@ -53,6 +59,41 @@ def _table(title: str, columns: list[str], left: tuple[str, ...] = ()) -> Table:
     return t
 
 
+def _fit(t: Table, width: int, drop: tuple[str, ...], wrap: tuple[str, ...]) -> tuple[Table, list[str], int]:
+    """The table narrowed to `width` columns: the `wrap` columns may wrap, and while it is still too
+    wide the `drop` columns are left out, least needed first, so that rich never has to cut the
+    numbers to '…' (at 80 columns it blanked the incidents' kind and waste). Returns the table, the
+    columns left out and the width that shows them all."""
+
+    def natural(c) -> int:
+        return max(cell_len(str(c.header)), *(Text.from_markup(str(x)).cell_len for x in c.cells))
+
+    def needed(cols: list, squeeze: bool) -> int:
+        sizes = [min(natural(c), WRAP_MIN) if squeeze and c.header in wrap else natural(c) for c in cols]
+        return sum(sizes) + 3 * len(cols) + 1  # padding of 1 each side, a border between and around
+
+    cols = list(t.columns)
+    full = needed(cols, squeeze=False)
+    left_out = []
+    for name in drop:
+        if needed(cols, squeeze=True) <= width:
+            break
+        cols = [c for c in cols if c.header != name]
+        left_out.append(name)
+    for c in cols:
+        if c.header in wrap:
+            c.no_wrap, c.overflow = False, "fold"
+    if not left_out:
+        return t, [], full
+    fitted = Table(header_style=t.header_style)
+    fitted.pv_title = getattr(t, "pv_title", "")  # type: ignore[attr-defined]
+    for c in cols:
+        fitted.add_column(c.header, justify=c.justify, no_wrap=c.no_wrap, overflow=c.overflow)
+    for row in zip(*(c.cells for c in cols), strict=True):
+        fitted.add_row(*row)
+    return fitted, left_out, full
+
+
 def render_summary(con: Console, a: Analysis, sources: list[str]) -> None:
     """Print the whole summary of one analysis."""
     x = a.summary.extra
@@ -60,8 +101,10 @@ def render_summary(con: Console, a: Analysis, sources: list[str]) -> None:
     con.print(_header(a, sources), highlight=False, soft_wrap=True)
     if g := x.get("guest_preemption"):  # the guest-inferred level: what the guest's ticks and steal showed
         con.print(preemption_line(g), highlight=False, soft_wrap=True)
+        parts = [p for ps in (x.get("partial") or {}).values() for p in ps]
         for why, what in partial_groups(x).items():
-            con.print(f"partial ({what}): {escape(why)}", highlight=False, soft_wrap=True)
+            part = next((p for p in parts if p["missing"] == why), {"missing": why})
+            con.print(f"partial ({what}): {escape(partial_text(part))}", highlight=False, soft_wrap=True)
     if x.get("n_events", 0) or not perf:
         _headline(con, a)
         _exits(con, a)
@@ -108,37 +151,52 @@ def _header(a: Analysis, sources: list[str]) -> str:
 
 
 def waste_label(s) -> str:
-    """The spin waste headline, saying which part is missing when LWP is unavailable or partial."""
+    """The spin waste headline, saying which part is missing when LWP is unavailable (a partial LWP
+    part is flagged like every partial row: headline)."""
     if "waste_lwp_ns" not in s.totals:
         return "spin waste (LHP only: LWP needs the lock kind)"
-    part = (s.extra.get("partial") or {}).get("spin_waste")
-    if part:
-        return f"spin waste (LHP + LWP; partial: {part[0]['missing']})"
     return "spin waste (LHP + LWP)"
 
 
-def _print(con: Console, t: Table) -> None:
+def _print(con: Console, t: Table, *, drop: tuple[str, ...] = (), wrap: tuple[str, ...] = ()) -> None:
+    """Print a table fitted to the console (_fit), saying which columns it left out and how to see them."""
+    t, left_out, full = _fit(t, con.width, drop, wrap)
     if getattr(t, "pv_title", ""):
         con.print(f"[bold]{t.pv_title}[/]", highlight=False, soft_wrap=True)
     con.print(t)
+    if left_out:
+        con.print(
+            f"(not shown at {con.width} columns: {', '.join(left_out)}; a wider terminal or --width {full} shows them)",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def headline_rows(a: Analysis) -> list[tuple[str, str, str]]:
     """(label, value, fidelity level) of every headline metric this trace gives, in reading order."""
+    return headline(a)[0]
+
+
+def headline(a: Analysis) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """The headline rows, and the notes under them: each reason a row is partial, numbered, with
+    its fix (in the label it pushed the value and level columns off a terminal, and the fix,
+    `--lock-kind` say, was in the JSON alone)."""
     s = a.summary
     t, x = s.totals, s.extra
     rows: list[tuple[str, str, str]] = []
+    notes = _PartialNotes(x)
+    flag = notes.flag
 
     def add(label: str, key: str, value: str | None = None) -> None:
         if key in t:
             value = value if value is not None else f"{t[key]:,}"
-            rows.append((label + _partial_flag(x, key), value, s.fidelity.get(key, "")))
+            rows.append((label + flag(key), value, s.fidelity.get(key, "")))
 
     add("spin (waiting while running)", "spin_ns", fmt_ns(t.get("spin_ns")))
     if "waste_lhp_ns" in t:
         waste = t["waste_lhp_ns"] + t.get("waste_lwp_ns", 0)
         pct = x.get("spin_waste_pct_of_running")
-        label = waste_label(s)
+        label = waste_label(s) + (flag("spin_waste") if "waste_lwp_ns" in t else "")
         value = fmt_ns(waste) + (f" ({pct:.2f}% of running)" if pct is not None else "")
         rows.append((label, value, s.fidelity.get("waste_lhp_ns", "")))
     lhp = fmt_ns(t.get("waste_lhp_ns"))
@@ -157,7 +215,7 @@ def headline_rows(a: Analysis) -> list[tuple[str, str, str]]:
     if "n_contended" in t:
         wait = x.get("wait_ns")
         value = f"{t['n_contended']:,}" + (f", {fmt_ns(wait)} total wait" if wait else "")
-        label = "contended (lock waits)" + _partial_flag(x, "n_contended")
+        label = "contended (lock waits)" + flag("n_contended")
         rows.append((label, value, s.fidelity.get("n_contended", "")))
     add("LHP incidents (harmful)", "n_lhp", f"{t.get('n_lhp', 0):,} ({t.get('n_lhp_harmful', 0):,})")
     if "n_lhp" not in t:  # without every acquisition only the harmful ones (a waiter spun) are seen
@@ -166,7 +224,7 @@ def headline_rows(a: Analysis) -> list[tuple[str, str, str]]:
         value = f"{t['n_lwp']:,} ({t.get('n_lwp_preempted', 0):,} / {t.get('n_lwp_halted', 0):,})"
         rows.append(
             (
-                "LWP incidents (preempted / halted)" + _partial_flag(x, "n_lwp"),
+                "LWP incidents (preempted / halted)" + flag("n_lwp"),
                 value,
                 s.fidelity.get("n_lwp", ""),
             )
@@ -175,36 +233,60 @@ def headline_rows(a: Analysis) -> list[tuple[str, str, str]]:
     if "n_pause_exits" in t:
         rate = x.get("pause_exits_per_vcpu_s")
         value = f"{t['n_pause_exits']:,}" + (f" ({rate:,.1f} per second of vCPU running)" if rate else "")
-        rows.append(
-            ("pause exits" + _partial_flag(x, "n_pause_exits"), value, s.fidelity.get("n_pause_exits", ""))
-        )
+        rows.append(("pause exits" + flag("n_pause_exits"), value, s.fidelity.get("n_pause_exits", "")))
     if "n_kicks" in t:
         p50 = x.get("kick_latency_p50_ns")
         value = f"{t['n_kicks']:,}" + (f" (latency p50 {fmt_ns(p50)})" if p50 is not None else "")
-        rows.append(("pv kicks" + _partial_flag(x, "n_kicks"), value, s.fidelity.get("n_kicks", "")))
+        rows.append(("pv kicks" + flag("n_kicks"), value, s.fidelity.get("n_kicks", "")))
     add("cut by the trace end", "n_truncated")
-    return rows
+    return rows, notes.lines()
 
 
-def _partial_flag(x: dict, key: str) -> str:
-    """' (partial: why)' for a total that leaves part out (analyze.partial); a reason already
-    printed above the table (the guest's ticks) is referred to, not repeated on every row."""
-    parts = (x.get("partial") or {}).get(key) or []
-    above = set((x.get("guest_preemption") or {}).get("partial_reasons") or [])
-    whys = [p["missing"] for p in parts if p["missing"] not in above]
-    if len(whys) < len(parts):
-        whys.append("see above")
-    return f" (partial: {'; '.join(whys)})" if parts else ""
+class _PartialNotes:
+    """The reasons headline totals leave part out (analyze.partial), numbered in reading order."""
+
+    def __init__(self, x: dict) -> None:
+        self.partial = x.get("partial") or {}
+        # the guest's ticks: printed above the table with their fix, referred to, not repeated
+        self.above = set((x.get("guest_preemption") or {}).get("partial_reasons") or [])
+        self.parts: dict[str, dict] = {}  # missing -> the first part that says it
+
+    def flag(self, key: str) -> str:
+        """' (partial [1])' for a total that leaves part out ('see above' for a reason printed there)."""
+        parts = self.partial.get(key) or []
+        refs = []
+        for p in parts:
+            if p["missing"] not in self.above:
+                self.parts.setdefault(p["missing"], p)
+                refs.append(f"[{list(self.parts).index(p['missing']) + 1}]")
+        above = "see above" if len(refs) < len(parts) else ""
+        if not refs:
+            return f" (partial: {above})" if above else ""
+        return f" (partial {' '.join(refs)}{'; ' + above if above else ''})"
+
+    def lines(self) -> list[str]:
+        """'[n] partial: what it lacks; how much spin is on it; fix: ...' per reason (unescaped)."""
+        return [f"[{i}] partial: {partial_text(p)}" for i, p in enumerate(self.parts.values(), 1)]
+
+
+def partial_text(p: dict) -> str:
+    """A partial reason with the spin it holds and its fix, as one sentence."""
+    text = p["missing"]
+    if p.get("spin_pct_on_them") is not None:
+        text += f" (on them: {fmt_ns(p['spin_ns_on_them'])} of spin, {p['spin_pct_on_them']:g}%)"
+    return text + (f"; fix: {p['fix']}" if p.get("fix") else "")
 
 
 def _headline(con: Console, a: Analysis) -> None:
-    rows = headline_rows(a)
+    rows, notes = headline(a)
     if not rows:
         return
     t = _table("Headline", ["metric", "value", "level"], left=("metric", "level"))
     for row in rows:
         t.add_row(*(escape(c) for c in row))
-    _print(con, t)
+    _print(con, t, wrap=("metric",))
+    for note in notes:
+        con.print(escape(note), highlight=False, soft_wrap=True)
     x = a.summary.extra
     if x.get("n_lost_windows"):
         con.print(f"lost events: {lost_events_text(x)}", highlight=False, soft_wrap=True)
@@ -232,7 +314,7 @@ def _exits(con: Console, a: Analysis) -> None:
             fmt_wait(r["avg_ns"], tick),
             fmt_wait(r["max_ns"], tick),
         )
-    _print(con, t)
+    _print(con, t, drop=("max", "mean"))
 
 
 def waits_unmeasured(a: Analysis) -> bool:
@@ -282,7 +364,7 @@ def _locks(con: Console, a: Analysis) -> None:
             fmt_wait(r["p50_wait_ns"], tick),
             *([escape(r["top_callers"] or "-")] if callers else []),
         )
-    _print(con, t)
+    _print(con, t, drop=("p50 wait", "max wait"), wrap=("top callers (waits)",))
 
 
 def _incidents(con: Console, a: Analysis) -> None:
@@ -319,7 +401,7 @@ def _incidents(con: Console, a: Analysis) -> None:
             f"{r['n_waiters']:,}",
             fmt_ns(r["waste_ns"]),
         )
-    _print(con, t)
+    _print(con, t, drop=("ran instead", "waiters", "state", "duration"), wrap=("start (trace time)", "vCPU"))
 
 
 def _convoys(con: Console, a: Analysis) -> None:
