@@ -16,7 +16,15 @@ from pvtrace.analyze.filters import Filters, filter_result, filter_trace, parse_
 from pvtrace.analyze.result import TABLES
 from pvtrace.analyze.run import STEPS, analyze_parquet
 from pvtrace.cli import no_teardown
-from pvtrace.cli.common import LOCK_KIND_HELP, checked_lock_kind, err, handle_errors, progress, stdout_console
+from pvtrace.cli.common import (
+    LOCK_KIND_HELP,
+    checked_lock_kind,
+    err,
+    handle_errors,
+    print_input_notes,
+    progress,
+    stdout_console,
+)
 from pvtrace.cli.ingest import parse_guest_offset, refuse_text_options
 from pvtrace.cli.summary_view import render_summary
 from pvtrace.errors import UsageError
@@ -114,21 +122,6 @@ def write_report(trace: Trace, result: Analysis, path: Path, files: list[Path]) 
     write_page(page, path)
 
 
-def print_skipped(skipped: dict, quiet: bool) -> None:
-    """One line: how many input lines the analysis skipped, and why (never silent, even with -q)."""
-    if not skipped["total"]:
-        if not quiet:
-            err.print("skipped lines: none", highlight=False)
-        return
-    reasons = ", ".join(f"{n:,} {kind}" for kind, n in sorted(skipped["by_reason"].items()))
-    err.print(
-        f"[bold yellow]skipped {skipped['total']:,} input lines[/] ({escape(reasons)}; first: "
-        f"{escape(str(skipped['first']))}); `pvtrace ingest` lists them, --strict makes them fatal",
-        highlight=False,
-        soft_wrap=True,
-    )
-
-
 def finish(
     result: Analysis,
     files: list[Path],
@@ -143,9 +136,7 @@ def finish(
 ) -> None:
     """Show the summary once the outputs are in place (not when stdout carries --json - or --csv -)."""
     to_stdout = json_out == Path("-") or csv_out == "-"
-    print_skipped(result.summary.extra["skipped_lines"], quiet)
-    for warning in result.summary.extra.get("warnings", []):
-        err.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+    print_input_notes(result.summary.extra, quiet=quiet)
     if json_out == Path("-"):
         sys.stdout.write(result.summary.to_json() + "\n")
     elif csv_out == "-":

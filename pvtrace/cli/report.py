@@ -13,7 +13,15 @@ from rich.table import Table
 from pvtrace.analyze import Analysis, analyze
 from pvtrace.analyze.filters import filter_result, filter_trace, parse_filters
 from pvtrace.analyze.run import STEPS
-from pvtrace.cli.common import LOCK_KIND_HELP, checked_lock_kind, err, handle_errors, out, progress
+from pvtrace.cli.common import (
+    LOCK_KIND_HELP,
+    checked_lock_kind,
+    err,
+    handle_errors,
+    out,
+    print_input_notes,
+    progress,
+)
 from pvtrace.errors import FormatError, UsageError
 from pvtrace.ingest.load import load
 from pvtrace.outputs import OutputSet, atomic_file
@@ -100,6 +108,7 @@ def report(
             write_page(page, out_path, force)
         if figures is not None:
             written = export_figures(all_figures(sections), figures, figure_format, force)
+    print_input_notes(analysis.summary.extra, quiet=True, strict=False)
     if out_path is not None:
         err.print(
             f"wrote {escape(str(out_path))} ({out_path.stat().st_size / 1e6:.1f} MB)",
@@ -115,7 +124,11 @@ def report(
 
 
 def compare(
-    a: Path = typer.Argument(..., help="First run (A): any input `pvtrace analyze` accepts."),
+    a: Path = typer.Argument(
+        ...,
+        help="First run (A): one trace file `pvtrace analyze` reads (a host trace and its guests: "
+        "`pvtrace ingest` them into one Parquet file first).",
+    ),
     b: Path = typer.Argument(..., help="Second run (B)."),
     label_a: str | None = typer.Option(None, "--label-a", help="Name of run A (default: its file name)."),
     label_b: str | None = typer.Option(None, "--label-b", help="Name of run B (default: its file name)."),
@@ -152,6 +165,15 @@ def compare(
                 tmp.write_text(text, encoding="utf-8")
         if out_path is not None:
             write_compare(xa, xb, labels, out_path, force=force, traces=(ta, tb))
+    for label, path, x, t in zip(labels, (a, b), (xa, xb), (ta, tb), strict=True):  # as analyze says it
+        print_input_notes(x.summary.extra, quiet=True, run=label, strict=False)
+        if nearby := t.meta.extra.get("guest_files_nearby"):  # compare reads one file per run
+            err.print(
+                f"{escape(label)}: compare reads one file per run; join a host trace and its guests first: "
+                f"pvtrace ingest {escape(' '.join([str(path), *nearby]))} -o {escape(path.stem)}.parquet",
+                highlight=False,
+                soft_wrap=True,
+            )
     if json_out == Path("-"):  # stdout carries the JSON alone
         sys.stdout.write(text)
     else:

@@ -153,3 +153,34 @@ def test_compare_says_each_runs_length_and_writes_json(tmp_path, trace_file):
     waste = rows["waste_lhp_ns"]
     assert waste["basis"] == "vcpu_s" and waste["delta_of"] == "rate" and waste["delta"] == 0
     assert waste["a_rate"] == pytest.approx(100 * waste["a"] / (12_000 * 2))
+
+
+def _host_text_with_a_cut_line(path):
+    """A small host ftrace text (vCPU runs) whose line 30 is cut short."""
+    lines = ["# tracer: nop"]
+    for i in range(60):
+        t = 5021.0 + i * 1e-4
+        lines.append(
+            f"       CPU 0/KVM-24501   [003] d..1.  {t:.6f}: kvm_entry: vcpu 0, rip 0xffffffff81b3c9a2"
+        )
+    lines[30] = lines[30][:30]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_compare_and_report_say_what_analyze_says_about_their_input(tmp_path, trace_file):
+    """A new user compared a host text whose guest files sat next to it (every metric unavailable)
+    and one with garbled lines, and neither command said a word: analyze says both."""
+    host = _host_text_with_a_cut_line(tmp_path / "host.txt")
+    (tmp_path / "host-vm0.txt").write_text("guest half, left out\n")
+    res = runner.invoke(app, ["compare", str(host), str(trace_file)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    notes = [line for line in res.stderr.splitlines() if line.startswith("host: ")]
+    assert any("skipped 1 input lines" in n and "host.txt:31" in n for n in notes), res.stderr
+    assert any("warning: files named like guest traces of this host sit next to it" in n for n in notes)
+    assert any(f"pvtrace ingest {host} {tmp_path / 'host-vm0.txt'} -o host.parquet" in n for n in notes)
+    assert "--strict" not in res.stderr  # compare has no --strict to suggest
+    assert not any(line.startswith("lhp: ") for line in res.stderr.splitlines())  # a clean run is quiet
+    res = runner.invoke(app, ["report", str(host), "-o", str(tmp_path / "r.html")], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "skipped 1 input lines" in res.stderr and "sit next to it" in res.stderr
