@@ -539,7 +539,15 @@ def limits_line(a: Analysis) -> str | None:
             continue
         how += [part for part in text.split("; ") if part not in how]
     lock_kind = any("--lock-kind" in u.how_to_capture for u in s.unavailable)
+    quiet = "n_contended" in gone and recorded_guest(s.extra)
+    if quiet:  # the lock events were recorded: asking to record them again would mislead
+        how = [h for h in how if not h.startswith("in the guest: ")]
     text = "[bold]Not in this trace:[/] " + ", ".join(labels) + "."
+    if quiet:
+        text += (
+            " No lock was contended while it was recorded: its steal samples say `pvtrace record --guest` "
+            "took it, which records lock contention (lock:contention_begin/end)."
+        )
     if how:
         text += " Capture with: " + "; ".join(how) + "."
     for explanation, about in why.items():
@@ -549,6 +557,12 @@ def limits_line(a: Analysis) -> str | None:
         what = "LWP and convoys need" if "--lock-kind" in _how(s, "n_convoys") else "LWP needs"
         text += f" {what} each lock's kind: --lock-kind fifo (ticket, queued spinlocks) or unfair."
     return text
+
+
+def recorded_guest(x: dict) -> bool:
+    """The trace holds `pvtrace record --guest`'s steal samples (written beside the lock events it
+    always enables)."""
+    return bool((x.get("guest_preemption") or {}).get("n_steal_vcpus"))
 
 
 # How analyze.fidelity.capture_command starts a command; any other how_to_capture explains.
