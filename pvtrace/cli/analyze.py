@@ -109,16 +109,18 @@ def write_outputs(a: Analysis, *, json_path: Path | None, out_dir: Path | None, 
     return targets
 
 
-def write_report(trace: Trace, result: Analysis, path: Path, files: list[Path]) -> None:
+def write_report(trace: Trace, result: Analysis, path: Path, files: list[Path], quiet: bool = False) -> None:
     """The report page of this analysis (pvtrace.report), as `pvtrace report -o` writes it."""
     # imported here: the report stage pulls in altair, which a plain analysis does not need
     from pvtrace.report.page import write_page
     from pvtrace.report.trace_page import render_report, report_sections
 
     names = ", ".join(f.name for f in files)
-    page = render_report(
-        trace, result, sections=report_sections(trace, result, None), title=f"pvtrace report: {names}"
-    )
+    sections = report_sections(trace, result, None)
+    with progress("writing the page", total=sum(len(s.figures) for s in sections), quiet=quiet) as bar:
+        page = render_report(
+            trace, result, sections=sections, title=f"pvtrace report: {names}", progress=bar.advance
+        )
     write_page(page, path)
 
 
@@ -335,7 +337,7 @@ def register(app: typer.Typer) -> None:
                 if filters.any:
                     result.summary.extra["filters"] = described
                 if report is not None:
-                    write_report(trace, result, report, files)
+                    write_report(trace, result, report, files, quiet)
             written = write_outputs(result, json_path=json_out, out_dir=out_dir, csv=tables_csv)
         finish(
             result,

@@ -104,7 +104,10 @@ def report(
             win = (None if lo is None else lo - t0, None if hi is None else hi - t0)
         sections = report_sections(trace, analysis, win)
         if out_path is not None:
-            page = render_report(trace, analysis, sections=sections, title=f"pvtrace report: {names}")
+            with progress("writing the page", total=sum(len(s.figures) for s in sections)) as bar:
+                page = render_report(
+                    trace, analysis, sections=sections, title=f"pvtrace report: {names}", progress=bar.advance
+                )
             write_page(page, out_path, force)
         if figures is not None:
             written = export_figures(all_figures(sections), figures, figure_format, force)
@@ -164,7 +167,8 @@ def compare(
             with atomic_file(json_out) as tmp:
                 tmp.write_text(text, encoding="utf-8")
         if out_path is not None:
-            write_compare(xa, xb, labels, out_path, force=force, traces=(ta, tb))
+            with progress("writing the page", total=None) as bar:
+                write_compare(xa, xb, labels, out_path, force=force, traces=(ta, tb), progress=bar.advance)
     for label, path, x, t in zip(labels, (a, b), (xa, xb), (ta, tb), strict=True):  # as analyze says it
         print_input_notes(x.summary.extra, quiet=True, run=label, strict=False)
         if nearby := t.meta.extra.get("guest_files_nearby"):  # compare reads one file per run

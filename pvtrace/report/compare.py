@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import altair as alt
@@ -405,13 +406,15 @@ def render_compare(
     b: Analysis,
     labels: tuple[str, str],
     traces: tuple[Trace | None, Trace | None] = (None, None),
+    progress: Callable[[], None] | None = None,
 ) -> str:
-    """The comparison page as HTML text."""
+    """The comparison page as HTML text; `progress` is called after each figure."""
     sections = compare_sections(a, b, labels, traces)
     return render_page(
         f"pvtrace compare: {labels[0]} vs {labels[1]}",
         "Two runs, headline metrics and distributions overlaid.",
         sections,
+        progress,
     )
 
 
@@ -422,8 +425,9 @@ def write_compare(
     path: Path | str,
     force: bool = False,
     traces: tuple[Trace | None, Trace | None] = (None, None),
+    progress: Callable[[], None] | None = None,
 ) -> Path:
     """Write the self-contained comparison page of two analyses (traces, when given, add their facts)."""
     if labels[0] == labels[1]:
         labels = (f"A: {labels[0]}", f"B: {labels[1]}")
-    return write_page(render_compare(a, b, labels, traces), path, force)
+    return write_page(render_compare(a, b, labels, traces, progress), path, force)

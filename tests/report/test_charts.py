@@ -252,3 +252,22 @@ def test_the_clock_fact_is_words_not_a_dict():
     assert clock_text(clock) == (
         "one timeline with the host; vm0: guest offset 0 ns (estimated 10.6 µs ± 28.3 µs from 526 guest events)"
     )
+
+
+def test_convoy_lengths_come_in_one_order():
+    """Two report pages of one trace differed: the convoy chart's rows of one length came in hash
+    order (a cause's row first on one run, another's on the next)."""
+    from pvtrace.report.incidents import convoy_lengths
+
+    convoys = pl.DataFrame(
+        {"length": [2, 2, 2, 3, 3, 2] * 50, "cause": ["lhp", None, "lwp", "lwp", "lhp", None] * 50}
+    )
+    for seed in range(20):
+        counts, _ = convoy_lengths(convoys.sample(fraction=1.0, shuffle=True, seed=seed))
+        assert counts.select("length_bin", "cause").rows() == [
+            ("2", "lhp"),
+            ("2", "lwp"),
+            ("2", "none"),
+            ("3", "lhp"),
+            ("3", "lwp"),
+        ]

@@ -184,3 +184,26 @@ def test_compare_and_report_say_what_analyze_says_about_their_input(tmp_path, tr
     res = runner.invoke(app, ["report", str(host), "-o", str(tmp_path / "r.html")], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     assert "skipped 1 input lines" in res.stderr and "sit next to it" in res.stderr
+
+
+def test_page_writing_shows_progress_on_a_terminal(tmp_path, trace_file, monkeypatch):
+    """Building a page (its charts' specs) took seconds after the analysis bar had gone, with
+    nothing on the terminal: report, analyze --report and compare draw a bar for it."""
+    import io
+
+    from rich.console import Console
+
+    from pvtrace.cli import common
+
+    screen = io.StringIO()
+    monkeypatch.setattr(common, "err", Console(file=screen, force_terminal=True, width=100))
+    for args in (
+        ["report", str(trace_file), "-o", str(tmp_path / "r.html")],
+        ["analyze", str(trace_file), "--report", str(tmp_path / "a.html")],
+        ["compare", str(trace_file), str(trace_file), "-o", str(tmp_path / "c.html")],
+    ):
+        screen.seek(0)
+        screen.truncate()
+        res = run(*args)
+        assert res.exit_code == 0, res.output
+        assert "writing the page" in screen.getvalue(), args
