@@ -65,6 +65,10 @@ def print_truth(truth: GroundTruth, n_events: int, files: list[Path]) -> None:
     for vm, done in truth.completion_ns.items():
         table.add_row(escape(vm), "-" if done is None else fmt_ns(done), f"{truth.ops_done[vm]:,}")
     out.print(table)
+    if None in truth.completion_ns.values():  # a bare "-" read as a missing number
+        out.print(
+            "completion -: the VM had not finished its work when the run stopped (run.duration_ns); ops: the lock operations it did by then"
+        )
     out.print(
         f"acquisitions {t['n_acquisitions']:,} (contended {t['n_contended']:,}); "
         f"spin {fmt_ns(t['spin_ns'])}: LHP waste {fmt_ns(t['waste_lhp_ns'])}, "

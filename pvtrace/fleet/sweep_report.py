@@ -171,7 +171,13 @@ def write_sweep_report(
     free = [p for p in params if base is None or p != base[0]]
     for given, flag in ((x, "--x"), (y, "--y")):
         if given is not None and given not in free:
-            raise UsageError(f"{flag} {given}: choose one of {', '.join(free) or '(no swept parameter)'}")
+            why = (
+                f" ({given} is the baseline the gain is measured against; --baseline PARAM=VALUE picks another)"
+                if base is not None and given == base[0]
+                else ""
+            )
+            choose = ", ".join(free) or "(no swept parameter)"
+            raise UsageError(f"{flag} {given}: choose one of {choose}{why}")
     x = x or (free[0] if free else None)
     y = y or next((p for p in free if p != x), None)
     waste = results.with_columns((pl.col("truth_waste_ns") / 1e6).alias("waste_ms"))

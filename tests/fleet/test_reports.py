@@ -135,6 +135,12 @@ def test_sweep_report_page(sweep_dir, tmp_path):
     assert "x = hypervisor.kick_latency_ns, y = vm.count, baseline = lock.algorithm=ticket" in res.output
     res = runner.invoke(app, ["sweep", "report", str(sweep_dir), "-o", str(page), "--force", "--x", "nope"])
     assert res.exit_code == 2 and "--x nope" in res.output
+    # a swept parameter refused because it is the baseline: the error says so (it said only
+    # "choose one of" the others)
+    res = runner.invoke(
+        app, ["sweep", "report", str(sweep_dir), "-o", str(page), "--force", "--y", "lock.algorithm"]
+    )
+    assert res.exit_code == 2 and "lock.algorithm is the baseline the gain is measured against" in res.output
     if chromium_path() is None:
         pytest.skip("chromium is not installed")
     n = count_specs(page)

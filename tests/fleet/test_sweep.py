@@ -63,6 +63,7 @@ def test_a_list_valued_parameter_is_an_axis_only_as_a_list_of_lists():
         ({"vm": {"nope": [1, 2]}}, ScenarioError, "vm.nope"),
         ({"sweep": {"seeds": 0}}, UsageError, "seeds"),
         ({"sweep": {"bogus": 1}}, UsageError, "bogus"),
+        ({"kvm": {"ple": [True, False]}}, UsageError, r"unknown scenario section \[kvm\] \(known: \[host\]"),
     ],
 )
 def test_bad_grids_are_one_line_errors(raw, error, message):

@@ -27,6 +27,8 @@ def test_generate_writes_events_and_truth(tmp_path):
     r = generate("--preset", "lhp-demo", "-o", str(out), "--truth", str(truth))
     assert r.exit_code == 0, r.output
     assert "Simulated 0.300 s" in r.output
+    # the run stops at 0.3 s with the work unfinished: its "-" completion is explained
+    assert "completion -: the VM had not finished its work when the run stopped" in r.output
     trace = read_trace(out)
     assert trace.events.schema == EVENT_SCHEMA
     m = trace.meta
@@ -188,6 +190,7 @@ def test_lock_and_set_choose_traits_without_toml(tmp_path):
         ("lock.stealing=sometimes", "lock.stealing must be empty or one of none, once, unfair"),
         ("ple=true", "expected section.key=value"),
         ("vm.nope=1", "unknown parameter vm.nope"),
+        ("kvm.ple=false", "unknown scenario section [kvm] (known: [host], [vm], [lock], [hypervisor]"),
     ],
 )
 def test_bad_set_is_a_one_line_error(tmp_path, arg, message):
