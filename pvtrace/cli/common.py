@@ -47,7 +47,7 @@ def print_input_notes(extra: dict, *, quiet: bool = False, run: str = "", strict
     skipped (never silent, even with -q: "none" is left out with -q) and its warnings. `run` names
     the run (compare reads two); `strict`: the command has --strict."""
     who = f"{escape(run)}: " if run else ""
-    skipped = extra["skipped_lines"]
+    skipped = extra.get("skipped_lines") or {"total": 0}  # none in a summary read back from JSON
     if not skipped["total"]:
         if not quiet:
             err.print(f"{who}skipped lines: none", highlight=False)

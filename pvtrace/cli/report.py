@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -46,6 +47,23 @@ def analyze_with_progress(trace: Trace, what: str, lock_kind: str | None = None)
     """Run the analyzer, with a progress bar on a terminal."""
     with progress(f"analyzing {what}", total=len(STEPS)) as bar:
         return analyze(trace, lock_kind=lock_kind, progress=lambda step: bar.advance())
+
+
+def load_run(path: Path, label: str, lock_kind: str | None) -> tuple[Trace | None, Analysis]:
+    """One run of a compare: a trace, analyzed; or a summary JSON (`analyze --json`, `generate
+    --truth`), its totals as they are (so an analysis is checked against the simulator's truth)."""
+    if path.suffix.lower() != ".json":
+        trace = load_trace([path], label)
+        return trace, analyze_with_progress(trace, label, lock_kind)
+    from pvtrace.report.compare import summary_run
+
+    if not path.exists():
+        raise FormatError("no such file", str(path))
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise FormatError(f"not JSON a compare reads ({exc})", str(path)) from None
+    return None, summary_run(raw, str(path))
 
 
 def report(
@@ -132,7 +150,9 @@ def compare(
         help="First run (A): one trace file `pvtrace analyze` reads (a host trace and its guests: "
         "`pvtrace ingest` them into one Parquet file first).",
     ),
-    b: Path = typer.Argument(..., help="Second run (B)."),
+    b: Path = typer.Argument(
+        ..., help="Second run (B). Either run may be a summary JSON (analyze --json, generate --truth)."
+    ),
     label_a: str | None = typer.Option(None, "--label-a", help="Name of run A (default: its file name)."),
     label_b: str | None = typer.Option(None, "--label-b", help="Name of run B (default: its file name)."),
     out_path: Path | None = typer.Option(None, "-o", "--out", help="Also write the comparison page here."),
@@ -155,10 +175,8 @@ def compare(
     from pvtrace.report.compare_rates import RATE_CAPTION, extent_text, run_extent
 
     with outputs:
-        ta, tb = load_trace([a], labels[0]), load_trace([b], labels[1])
-        xa, xb = (
-            analyze_with_progress(ta, labels[0], lock_kind),
-            analyze_with_progress(tb, labels[1], lock_kind),
+        (ta, xa), (tb, xb) = (
+            load_run(path, label, lock_kind) for path, label in zip((a, b), labels, strict=True)
         )
         metrics = compare_metrics(xa, xb, (ta, tb))
         extents = run_extent(xa, ta), run_extent(xb, tb)
@@ -171,7 +189,7 @@ def compare(
                 write_compare(xa, xb, labels, out_path, force=force, traces=(ta, tb), progress=bar.advance)
     for label, path, x, t in zip(labels, (a, b), (xa, xb), (ta, tb), strict=True):  # as analyze says it
         print_input_notes(x.summary.extra, quiet=True, run=label, strict=False)
-        if nearby := t.meta.extra.get("guest_files_nearby"):  # compare reads one file per run
+        if t is not None and (nearby := t.meta.extra.get("guest_files_nearby")):  # one file per run
             err.print(
                 f"{escape(label)}: compare reads one file per run; join a host trace and its guests first: "
                 f"pvtrace ingest {escape(' '.join([str(path), *nearby]))} -o {escape(path.stem)}.parquet",

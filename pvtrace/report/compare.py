@@ -11,6 +11,7 @@ import polars as pl
 
 from pvtrace.analyze.partial import partial_why
 from pvtrace.analyze.result import Analysis
+from pvtrace.errors import FormatError
 from pvtrace.report.aggregate import bin_width, log_histogram, time_bin
 from pvtrace.report.compare_rates import RATE_CAPTION, extent_text, fmt_rate, rates, run_extent
 from pvtrace.report.facts import facts_figure
@@ -29,7 +30,7 @@ from pvtrace.report.waste import (
     waste_parts,
     waste_share,
 )
-from pvtrace.summary import TOTAL_KEYS
+from pvtrace.summary import TOTAL_KEYS, Summary
 from pvtrace.trace import Trace
 
 N_TIME_BINS = 150
@@ -45,11 +46,37 @@ DERIVED: dict[str, str] = {
 }
 
 
+def summary_run(raw: dict, source: str) -> Analysis:
+    """A run given by its summary JSON (`pvtrace analyze --json`, or `pvtrace generate --truth`:
+    the simulator's ground truth), compared by its totals: it has no tables to chart."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("totals"), dict):
+        raise FormatError(
+            "not a summary compare reads (no totals): give a trace, a `pvtrace analyze --json` summary "
+            "or a `pvtrace generate --truth` file",
+            source,
+        )
+    s = Summary.from_dict(raw)
+    if isinstance(raw.get("vcpus"), list) and "n_vcpus" not in raw:  # the truth: a row per vCPU
+        s.extra["n_vcpus"] = len(raw["vcpus"])
+        s.extra["running_ns"] = sum(int(v.get("running_ns") or 0) for v in raw["vcpus"])
+        s.extra.setdefault("t_start", 0)
+        wasted = s.totals.get("waste_lhp_ns", 0) + s.totals.get("waste_lwp_ns", 0)
+        if s.extra["running_ns"] and "waste_lhp_ns" in s.totals:
+            s.extra["spin_waste_pct_of_running"] = round(
+                100.0 * wasted / s.extra["running_ns"], 4
+            )  # as analyze
+    return Analysis(summary=s)
+
+
 def _derived(analysis: Analysis, trace: Trace | None) -> dict[str, float | int | None]:
     out: dict[str, float | int | None] = dict.fromkeys(DERIVED)
     if trace is not None and trace.t_start is not None and trace.t_end is not None:
         out["span_ns"] = trace.t_end - trace.t_start
+    elif trace is None:  # a summary run: the span its summary gives
+        out["span_ns"] = run_extent(analysis, None)["span_ns"]
     out["running_ns"] = running_time(analysis)
+    if out["running_ns"] is None and trace is None:  # a summary run: as its summary says
+        out["running_ns"] = analysis.summary.extra.get("running_ns")
     share = waste_share(analysis)  # as `pvtrace analyze` prints it
     if share is not None:
         out["spin_waste_pct"] = share[1]

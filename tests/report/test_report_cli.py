@@ -207,3 +207,25 @@ def test_page_writing_shows_progress_on_a_terminal(tmp_path, trace_file, monkeyp
         res = run(*args)
         assert res.exit_code == 0, res.output
         assert "writing the page" in screen.getvalue(), args
+
+
+def test_compare_checks_an_analysis_against_the_simulators_truth(tmp_path):
+    """`generate --truth` wrote the ground truth and nothing read it back: compare takes it (and any
+    `analyze --json` summary) as a run, so the analysis of the simulated trace is checked against it."""
+    run_file, truth = tmp_path / "run.parquet", tmp_path / "truth.json"
+    res = run("generate", "--preset", "lhp-demo", "-o", str(run_file), "--truth", str(truth), "-q")
+    assert res.exit_code == 0, res.output
+    res = run("compare", str(truth), str(run_file), "--json", "-")
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.stdout)
+    assert got["runs"]["a"] == {"label": "truth", "span_ns": 300_000_000, "n_vcpus": 4}
+    rows = {m["key"]: m for m in got["metrics"]}
+    # the full simulated view is exact: every total the analysis gives is the truth's
+    for key in ("spin_ns", "waste_lhp_ns", "waste_lwp_ns", "n_lhp_harmful", "n_lwp", "n_convoys"):
+        assert rows[key]["a"] == rows[key]["b"] > 0 and rows[key]["delta"] == 0, key
+    assert rows["spin_waste_pct"]["delta"] == 0 and rows["running_ns"]["a"] == rows["running_ns"]["b"]
+    table = run("compare", str(truth), str(run_file), "--label-b", "analyzed")
+    assert table.exit_code == 0 and "A = truth: 300 ms of trace, 4 vCPUs" in table.stdout
+    (tmp_path / "other.json").write_text('{"runs": []}')
+    bad = runner.invoke(app, ["compare", str(tmp_path / "other.json"), str(run_file)])
+    assert bad.exit_code == 1 and "not a summary compare reads (no totals)" in bad.stderr
