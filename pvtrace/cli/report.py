@@ -8,6 +8,7 @@ from pathlib import Path
 
 import polars as pl
 import typer
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -23,6 +24,7 @@ from pvtrace.cli.common import (
     print_input_notes,
     progress,
 )
+from pvtrace.cli.fit import print_fitted
 from pvtrace.errors import FormatError, UsageError
 from pvtrace.ingest.load import load
 from pvtrace.outputs import OutputSet, atomic_file
@@ -171,8 +173,8 @@ def compare(
     for path in (out_path, json_out):
         if path is not None and path != Path("-"):
             outputs.plan(path, new=True)
-    from pvtrace.report.compare import compare_metrics, comparison_json, format_comparison, write_compare
-    from pvtrace.report.compare_rates import RATE_CAPTION, extent_text, run_extent
+    from pvtrace.report.compare import compare_metrics, comparison_json, write_compare
+    from pvtrace.report.compare_rates import run_extent
 
     with outputs:
         (ta, xa), (tb, xb) = (
@@ -199,10 +201,24 @@ def compare(
     if json_out == Path("-"):  # stdout carries the JSON alone
         sys.stdout.write(text)
     else:
-        title = f"A = {extent_text(labels[0], extents[0])}; B = {extent_text(labels[1], extents[1])}"
-        out.print(comparison_table(format_comparison(metrics, labels), escape(title), RATE_CAPTION))
+        print_comparison(out, metrics, labels, extents)
     if out_path is not None:
         err.print(f"wrote {escape(str(out_path))}", highlight=False, soft_wrap=True)
+
+
+def print_comparison(con: Console, metrics: pl.DataFrame, labels: tuple[str, str], extents) -> None:
+    """The comparison on a terminal: fitted to its width (the rates and their delta go first; metric,
+    A, B and Δ % stay), each partial metric numbered, and why under the table."""
+    from pvtrace.report.compare import format_comparison
+    from pvtrace.report.compare_rates import RATE_CAPTION, extent_text
+
+    title = f"A = {extent_text(labels[0], extents[0])}; B = {extent_text(labels[1], extents[1])}"
+    notes: list[str] = []
+    table = comparison_table(format_comparison(metrics, labels, notes), escape(title), RATE_CAPTION)
+    rates = tuple(str(c.header) for c in table.columns[3:6])  # A, rate; B, rate; Δ (B − A)
+    print_fitted(con, table, drop=(rates,), wrap=("metric",))
+    for i, why in enumerate(notes, 1):
+        con.print(f"[{i}] partial in {escape(why)}", highlight=False, soft_wrap=True)
 
 
 def comparison_table(table: pl.DataFrame, title: str, caption: str | None = None) -> Table:

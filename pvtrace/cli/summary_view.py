@@ -13,16 +13,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import polars as pl
-from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from rich.text import Text
 
 from pvtrace.analyze import Analysis
 from pvtrace.analyze.context import lock_table
 from pvtrace.analyze.count_gaps import lost_events_text
 from pvtrace.analyze.perf_tables import IMPLICATION_GROUPS, kvm_stat_implications
+from pvtrace.cli.fit import print_fitted
 from pvtrace.cli.guest_view import partial_groups, preemption_line
 from pvtrace.fmt import fmt_lock, fmt_ns, fmt_trace_time, fmt_ts, fmt_wait, guest_clocks, plural
 
@@ -45,10 +44,6 @@ _MISSING_LABELS: dict[str, str] = {
 }
 
 
-# A wrapping column (a label, a time with its guest clock) counts this wide when a table is fitted.
-WRAP_MIN = 24
-
-
 def _table(title: str, columns: list[str], left: tuple[str, ...] = ()) -> Table:
     """A table whose title _print writes as its own line (a rich title is padded with blanks to the
     table's width, which piped output keeps)."""
@@ -57,41 +52,6 @@ def _table(title: str, columns: list[str], left: tuple[str, ...] = ()) -> Table:
     for c in columns:
         t.add_column(c, justify="left" if c in left else "right", no_wrap=True)
     return t
-
-
-def _fit(t: Table, width: int, drop: tuple[str, ...], wrap: tuple[str, ...]) -> tuple[Table, list[str], int]:
-    """The table narrowed to `width` columns: the `wrap` columns may wrap, and while it is still too
-    wide the `drop` columns are left out, least needed first, so that rich never has to cut the
-    numbers to '…' (at 80 columns it blanked the incidents' kind and waste). Returns the table, the
-    columns left out and the width that shows them all."""
-
-    def natural(c) -> int:
-        return max(cell_len(str(c.header)), *(Text.from_markup(str(x)).cell_len for x in c.cells))
-
-    def needed(cols: list, squeeze: bool) -> int:
-        sizes = [min(natural(c), WRAP_MIN) if squeeze and c.header in wrap else natural(c) for c in cols]
-        return sum(sizes) + 3 * len(cols) + 1  # padding of 1 each side, a border between and around
-
-    cols = list(t.columns)
-    full = needed(cols, squeeze=False)
-    left_out = []
-    for name in drop:
-        if needed(cols, squeeze=True) <= width:
-            break
-        cols = [c for c in cols if c.header != name]
-        left_out.append(name)
-    for c in cols:
-        if c.header in wrap:
-            c.no_wrap, c.overflow = False, "fold"
-    if not left_out:
-        return t, [], full
-    fitted = Table(header_style=t.header_style)
-    fitted.pv_title = getattr(t, "pv_title", "")  # type: ignore[attr-defined]
-    for c in cols:
-        fitted.add_column(c.header, justify=c.justify, no_wrap=c.no_wrap, overflow=c.overflow)
-    for row in zip(*(c.cells for c in cols), strict=True):
-        fitted.add_row(*row)
-    return fitted, left_out, full
 
 
 def render_summary(con: Console, a: Analysis, sources: list[str]) -> None:
@@ -159,17 +119,10 @@ def waste_label(s) -> str:
 
 
 def _print(con: Console, t: Table, *, drop: tuple[str, ...] = (), wrap: tuple[str, ...] = ()) -> None:
-    """Print a table fitted to the console (_fit), saying which columns it left out and how to see them."""
-    t, left_out, full = _fit(t, con.width, drop, wrap)
+    """Print a table fitted to the console (cli.fit), saying which columns it left out."""
     if getattr(t, "pv_title", ""):
         con.print(f"[bold]{t.pv_title}[/]", highlight=False, soft_wrap=True)
-    con.print(t)
-    if left_out:
-        con.print(
-            f"(not shown at {con.width} columns: {', '.join(left_out)}; a wider terminal or --width {full} shows them)",
-            highlight=False,
-            soft_wrap=True,
-        )
+    print_fitted(con, t, drop=tuple((d,) for d in drop), wrap=wrap, how="--width {full}")
 
 
 def headline_rows(a: Analysis) -> list[tuple[str, str, str]]:

@@ -157,9 +157,13 @@ def _fmt(key: str, v: float | None, signed: bool = False) -> str:
     return ("+" + text if v > 0 else text) if signed else text
 
 
-def format_comparison(df: pl.DataFrame, labels: tuple[str, str]) -> pl.DataFrame:
+def format_comparison(
+    df: pl.DataFrame, labels: tuple[str, str], notes: list[str] | None = None
+) -> pl.DataFrame:
     """The comparison with every value written in its unit (for a terminal table or a page): both
-    runs' totals, their rates (rate_basis; blank for a metric compared as it is) and the delta."""
+    runs' totals, their rates (rate_basis; blank for a metric compared as it is) and the delta.
+    With `notes` (a terminal), a partial metric is marked `(partial [n])` and why is appended to
+    notes once, numbered: in the label it made the column too wide for a terminal."""
     rows = []
     for r in df.iter_rows(named=True):
         part = r["partial_a"] or r["partial_b"]
@@ -178,7 +182,12 @@ def format_comparison(df: pl.DataFrame, labels: tuple[str, str]) -> pl.DataFrame
         )
         if r["partial_a"] and r["partial_a"] == r["partial_b"]:
             why = f"both: {r['partial_a']}"
-        metric = r["metric"] + (f" (partial in {why})" if why else "")
+        if why and notes is not None:
+            if why not in notes:
+                notes.append(why)
+            metric = f"{r['metric']} (partial [{notes.index(why) + 1}])"
+        else:
+            metric = r["metric"] + (f" (partial in {why})" if why else "")
         va, vb = (
             _fmt(r["key"], r[c]) + (" (partial)" if r[p] else "")
             for c, p in (("a", "partial_a"), ("b", "partial_b"))
