@@ -45,6 +45,11 @@ def test_every_headline_number_and_level_is_shown_whole(merged_analysis, width):
     assert any(label.endswith("(partial [1])") for label, _, _ in rows)
     (note,) = [line for line in text.splitlines() if line.startswith("[1] partial: LWP on ")]
     assert "of undecided kind (on them: " in note and "fix: pass --lock-kind fifo" in note
+    # useful spin holds the LWP waste it could not separate: its note says so (it read as 14.8 ms
+    # of useful spin against the truth's 1.2 ms, "partial: LWP on 2 lock(s)")
+    useful = next(label for label, _, _ in rows if label.startswith("  useful spin"))
+    ref = useful.split("partial ")[1].rstrip(")")
+    assert any(line.startswith(f"{ref} partial: includes the LWP waste of ") for line in text.splitlines())
 
 
 def test_incidents_keep_kind_and_waste_and_say_what_they_leave_out(merged_analysis):
