@@ -1,4 +1,4 @@
-"""CLI: `pvtrace calibrate`, science.md's published targets against the default model."""
+"""CLI: `pvtrace calibrate`, the published calibration targets (docs/simulator.md) against the default model."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def register(app: typer.Typer) -> None:
         repeats: int = typer.Option(3, "--repeats", "-r", min=1, help="Seeds per experiment cell."),
         scaling: bool = typer.Option(True, "--scaling/--no-scaling", help="Also the one-VM scaling curve."),
     ) -> None:
-        """Run every calibration target of science.md with the default model; published vs simulated."""
+        """Run every calibration target (published figures: docs/simulator.md) with the default model; published vs simulated."""
         from pvtrace.simulate.calibrate import ALGORITHMS, SCALING_VCPUS, check_groups, checks, scaling_curve
 
         # a minute of simulation on two cores: a bar says it is working (it was silent throughout)
