@@ -242,6 +242,9 @@ def test_a_host_capture_with_no_vm_is_read_as_host_by_its_record_json(tmp_path):
     trace = load([tmp_path / "h.txt"])
     assert trace.meta.vms == {} and trace.meta.extra["side"] == "host"
     assert trace.events["vm"].drop_nulls().len() == 0  # no guest VM named "h"
+    # analyze said 'level none, 0 CPUs' and to record the host: what it was recorded with
+    res = runner.invoke(app, ["analyze", str(tmp_path / "h.txt"), "-q"])
+    assert res.exit_code == 0 and "warning: a host trace with no VM in it" in res.stderr, res.output
 
 
 def test_waits_that_never_end_are_not_summed_as_wait(tmp_path):
