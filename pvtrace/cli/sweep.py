@@ -68,6 +68,7 @@ def register(app: typer.Typer) -> None:
                 f"sweep: {axes} x {len(grid.seeds)} seeds = {before.total} cells; {before.skipped_done} done "
                 f"before, {before.skipped_failed} failed before; {todo} to run",
                 highlight=False,
+                soft_wrap=True,  # one line in a log, not cut at 80 columns
             )
         if todo == 0 and (out_dir / "results.parquet").is_file():
             write_results(out_dir, cells)
