@@ -159,5 +159,6 @@ def register(app: typer.Typer) -> None:
         data = load_fleet(fleet_dir)
         render_terminal(data, out, top=top)
         if output is not None:
-            write_fleet_report(data, output, top=top, force=force)
+            with progress("writing the page", total=None) as bar:
+                write_fleet_report(data, output, top=top, force=force, progress=bar.advance)
             out.print(f"Wrote {escape(str(output))}")

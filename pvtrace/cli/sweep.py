@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
-from pvtrace.cli.common import err, handle_errors, out
+from pvtrace.cli.common import err, handle_errors, out, progress
 from pvtrace.cli.fleet import SCHEDULER_HELP, WORKERS_HELP, finish_tally, run_on_cluster
 from pvtrace.outputs import refuse_stdout
 
@@ -112,6 +112,9 @@ def register(app: typer.Typer) -> None:
         """Gain and waste against any two parameters: heatmaps, and lines with error bars over seeds."""
         from pvtrace.fleet.sweep_report import write_sweep_report
 
-        summary = write_sweep_report(sweep_dir, output, x=x, y=y, baseline=baseline, force=force)
+        with progress("writing the page", total=None) as bar:
+            summary = write_sweep_report(
+                sweep_dir, output, x=x, y=y, baseline=baseline, force=force, progress=bar.advance
+            )
         out.print(summary, markup=False, highlight=False, soft_wrap=True)
         out.print(f"Wrote {output}", markup=False)

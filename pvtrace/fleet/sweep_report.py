@@ -10,6 +10,7 @@ more than MAX_CATEGORIES of them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import altair as alt
@@ -161,7 +162,14 @@ def lines(
 
 
 def write_sweep_report(
-    root: Path, path: Path, *, x: str | None, y: str | None, baseline: str | None, force: bool
+    root: Path,
+    path: Path,
+    *,
+    x: str | None,
+    y: str | None,
+    baseline: str | None,
+    force: bool,
+    progress: Callable[[], None] | None = None,
 ) -> str:
     results = read_results(root)
     params = params_of(root)
@@ -216,7 +224,10 @@ def write_sweep_report(
         wf.append(heatmap(waste, "waste_ms", "spin waste, LHP + LWP (ms, truth)", "waste (ms)", x, y, ".3g"))
     sections.append(Section("Waste", wf, intro="The simulator's ground truth of spin waste per run."))
     page = render_page(
-        f"pvtrace sweep report: {root.name}", f"{results.height} runs; axes: {', '.join(params)}", sections
+        f"pvtrace sweep report: {root.name}",
+        f"{results.height} runs; axes: {', '.join(params)}",
+        sections,
+        progress,
     )
     write_page(page, path, force)
     return f"sweep {root}: {results.height} runs, x = {x}, y = {y or '-'}, baseline = {base[0] + '=' + str(base[1]) if base else '-'}"
