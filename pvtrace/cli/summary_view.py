@@ -100,13 +100,15 @@ def _header(a: Analysis, sources: list[str]) -> str:
     if x.get("untimed_records") and t0 == t1:
         span = "no timestamps"
     # without vCPU states or lock waits nothing says the CPUs are virtual (a bare-metal trace)
-    cpus = "vCPU" if x.get("level") != "none" else "CPU"
+    cpus = plural(x.get("n_vcpus", 0), "vCPU" if x.get("level") != "none" else "CPU")
+    if x.get("level") == "none" and not x.get("n_vcpus"):  # '0 CPUs' read as a trace of no CPU
+        cpus = "no vCPU"
     level = f"level [bold]{x.get('level')}[/]"
     if x.get("level") == "unjoined":  # analyze.fidelity.summary_level
         level += " (host and guest events not joined: each side's own metrics only)"
     return (
         f"[bold]pvtrace analyze[/] {names}: {level}, {span}, "
-        f"{plural(n, 'event')}, {plural(x.get('n_vcpus', 0), cpus)}, {plural(x.get('n_locks', 0), 'lock')}"
+        f"{plural(n, 'event')}, {cpus}, {plural(x.get('n_locks', 0), 'lock')}"
     )
 
 

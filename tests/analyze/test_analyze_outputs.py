@@ -243,8 +243,9 @@ def test_a_host_capture_with_no_vm_is_read_as_host_by_its_record_json(tmp_path):
     assert trace.meta.vms == {} and trace.meta.extra["side"] == "host"
     assert trace.events["vm"].drop_nulls().len() == 0  # no guest VM named "h"
     # analyze said 'level none, 0 CPUs' and to record the host: what it was recorded with
-    res = runner.invoke(app, ["analyze", str(tmp_path / "h.txt"), "-q"])
+    res = runner.invoke(app, ["analyze", str(tmp_path / "h.txt")])
     assert res.exit_code == 0 and "warning: a host trace with no VM in it" in res.stderr, res.output
+    assert "level none," in res.stdout and ", no vCPU, 0 locks" in res.stdout  # not '0 CPUs'
 
 
 def test_waits_that_never_end_are_not_summed_as_wait(tmp_path):
