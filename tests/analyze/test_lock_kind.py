@@ -195,7 +195,7 @@ def test_no_decided_kind_makes_convoys_unavailable_not_0_and_flags_useful_spin()
     """Inferred holders and no lock of known kind (3-vCPU guests: no queue-jump evidence; too few
     hand-offs): no convoy can be counted, so none is given as 0;
     useful spin still holds the LWP waste, and every view says so (finding s8-4/5)."""
-    from pvtrace.cli.summary_view import headline_rows, limits_line
+    from pvtrace.cli.summary_view import headline, limits_line
 
     s = Scenario().replace(
         lock={"algorithm": "ticket"},
@@ -211,7 +211,12 @@ def test_no_decided_kind_makes_convoys_unavailable_not_0_and_flags_useful_spin()
     assert {"n_convoys", "convoy_len_max", "waste_lwp_ns"} <= gone.keys()
     assert "n_convoys" not in a.summary.totals and "--lock-kind" in gone["n_convoys"]
     assert "n_convoys" not in a.summary.extra["partial"]  # unavailable, not partial
-    rows = {label: value for label, value, _ in headline_rows(a)}
+    rows, notes = headline(a)
+    rows = {label: value for label, value, _ in rows}
     assert not any(label.startswith("convoys") for label in rows)
-    assert rows["  useful spin (partial: includes the LWP waste it cannot separate)"]
+    assert rows["  useful spin (partial [1])"]
+    assert (
+        notes[0].startswith("[1] partial: includes the LWP waste it cannot separate")
+        and "--lock-kind" in notes[0]
+    )
     assert "LWP and convoys need each lock's kind" in limits_line(a)
