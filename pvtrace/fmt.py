@@ -57,19 +57,29 @@ def fmt_ts(ns: int | None) -> str:
     return f"{sign}{sec}.{text[:6] if text.endswith('000') else text}"
 
 
-def fmt_trace_time(ns: int | None, vm: str | None, offsets: dict[str, int] | None) -> str:
-    """fmt_ts, and for a guest VM on its own clock (offsets: TraceMeta.clock guest_offset_ns,
-    host = guest + offset) also the time that guest's file prints: `0.221391 (vm1 15.221935)`,
-    so an incident is found in either file."""
-    offset = (offsets or {}).get(vm or "", 0)
-    if ns is None or not offset:
+def fmt_trace_time(ns: int | None, vm: str | None, clocks: dict[str, tuple[int, float, int]] | None) -> str:
+    """fmt_ts, and for a guest VM on its own clock (clocks: guest_clocks) also the time that
+    guest's file prints: `0.221391 (vm1 15.221935)`, so an incident is found in either file."""
+    offset, ppm, at = (clocks or {}).get(vm or "", (0, 0.0, 0))
+    if ns is None or not (offset or ppm):
         return fmt_ts(ns)
-    return f"{fmt_ts(ns)} ({vm} {fmt_ts(int(ns) - int(offset))})"
+    slope = -ppm / 1e6  # host = guest + offset + slope * (guest - at), solved for guest
+    return f"{fmt_ts(ns)} ({vm} {fmt_ts(round((int(ns) - offset + slope * at) / (1 + slope)))})"
 
 
-def guest_clocks(extra: dict) -> dict[str, int]:
-    """The guest clock offsets of an analysis summary's extra (empty when all share one clock)."""
-    return dict((extra.get("clock") or {}).get("guest_offset_ns") or {})
+def guest_clocks(extra: dict) -> dict[str, tuple[int, float, int]]:
+    """Each guest clock of an analysis summary's extra as (offset_ns, drift_ppm, at_guest_ns): host
+    = guest + offset - drift_ppm * 1e-6 * (guest - at); empty when all share one clock."""
+    clock = extra.get("clock") or {}
+    drifts = clock.get("guest_drift") or {}
+    return {
+        vm: (
+            int(offset),
+            float(drifts.get(vm, {}).get("drift_ppm", 0.0)),
+            int(drifts.get(vm, {}).get("at_guest_ns", 0)),
+        )
+        for vm, offset in (clock.get("guest_offset_ns") or {}).items()
+    }
 
 
 def fmt_lock(addr: int | None) -> str:

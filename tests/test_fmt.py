@@ -19,7 +19,21 @@ def test_lock_ids_keep_the_leading_zeros_of_a_hashed_pointer():
 
 def test_trace_time_of_a_guest_on_its_own_clock_is_also_given_as_its_file_prints_it():
     offsets = {"vm1": -15_000_543_656}  # a guest printed 15.221935; on the host clock 0.221391344
-    assert fmt_trace_time(221_391_344, "vm1", offsets) == "0.221391344 (vm1 15.221935)"
-    assert fmt_trace_time(221_391_000, "vm0", offsets) == "0.221391"  # one clock with the host
-    assert fmt_trace_time(None, "vm1", offsets) == "-"
-    assert guest_clocks({"clock": {"guest_offset_ns": offsets}}) == offsets and guest_clocks({}) == {}
+    clocks = guest_clocks({"clock": {"guest_offset_ns": offsets}})
+    assert clocks == {"vm1": (-15_000_543_656, 0.0, 0)} and guest_clocks({}) == {}
+    assert fmt_trace_time(221_391_344, "vm1", clocks) == "0.221391344 (vm1 15.221935)"
+    assert fmt_trace_time(221_391_000, "vm0", clocks) == "0.221391"  # one clock with the host
+    assert fmt_trace_time(None, "vm1", clocks) == "-"
+
+
+def test_trace_time_of_a_drifting_guest_clock_is_the_time_its_file_prints():
+    """host = guest + offset - drift * (guest - at): a guest clock 10 ppm fast, 1 s after `at`, reads
+    10 us more than the offset alone gives."""
+    clock = {
+        "guest_offset_ns": {"vm1": -15_000_000_000},
+        "guest_drift": {"vm1": {"drift_ppm": 10.0, "at_guest_ns": 15_000_000_000}},
+    }
+    clocks = guest_clocks({"clock": clock})
+    assert clocks == {"vm1": (-15_000_000_000, 10.0, 15_000_000_000)}
+    # 1 s after `at` the guest clock has gained 10 us: host 1.000000 s is guest 16.000010 s
+    assert fmt_trace_time(1_000_000_000, "vm1", clocks) == "1.000000 (vm1 16.000010)"

@@ -56,8 +56,8 @@ class Capabilities:
 
     @property
     def level(self) -> str:
-        if self.guest_states and self.waits:
-            return "guest-inferred"
+        if self.guest_states:  # states from the guest's own ticks: a guest trace, never host-only
+            return "guest-inferred" if self.waits else "guest-only"
         if self.states and self.holds:
             return "exact"
         if self.states and self.waits:

@@ -148,10 +148,24 @@ def filter_trace(trace: Trace, f: Filters) -> Trace:
         if start is not None and end is not None and end <= start:
             raise UsageError(
                 f"--window: {fmt_ts(lo)} to {fmt_ts(hi)} is outside the trace "
-                f"({fmt_ts(trace.t_start)} to {fmt_ts(trace.t_end)})"
+                f"({fmt_ts(trace.t_start)} to {fmt_ts(trace.t_end)}){_as_guest_time(trace, lo, hi)}"
             )
         meta = replace(meta, t_start=start, t_end=end)
     return Trace(events=events, meta=meta)
+
+
+def _as_guest_time(trace: Trace, lo: int | None, hi: int | None) -> str:
+    """'; ...' when the window is a guest's own clock reading (the incidents table prints both
+    clocks, `0.0444 (vm1 15.0444)`): the host-clock window it stands for."""
+    offsets = (trace.meta.clock or {}).get("guest_offset_ns") or {}
+    t0, t1 = trace.t_start, trace.t_end
+    for vm, off in sorted(offsets.items()):
+        moved = [None if t is None else t + int(off) for t in (lo, hi)]
+        inside = [t for t in moved if t is not None and t0 is not None and t1 is not None and t0 <= t <= t1]
+        if inside:
+            host = ":".join("" if t is None else fmt_ts(t) for t in moved)
+            return f"; --window takes host-clock times: read on {vm}'s own clock, it is {host} on the host"
+    return ""
 
 
 def _check_vcpu(ev: pl.DataFrame, f: Filters) -> None:

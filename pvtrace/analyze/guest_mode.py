@@ -25,3 +25,35 @@ def stopped_in_user_mode(changes: pl.DataFrame, prep: Prepared) -> pl.Series:
     exits = exits[order] if order is not None else sort_by_key(exits, "key")
     last = lookup(changes.select("vid", "ord"), exits, by="vid", on="ord", values=["_u"], strict=True)["_u"]
     return (stopped & last.fill_null(False)).alias("user")
+
+
+def kernel_share(changes: pl.DataFrame, waits: pl.DataFrame, prep: Prepared) -> pl.DataFrame:
+    """Per VM whose exits print the guest's mode: how often a host preemption finds one of its
+    vCPUs in the kernel while it waits for no lock (vm_id, kernel_share).
+
+    Such a stop is where an unseen holder's would be; the share is the base rate of a kernel-mode
+    stop, so a sibling stopped in the kernel is 1 / share times likelier to hold a given lock
+    than one seen running (whose mode nobody printed). Only interrupt exits count: a PAUSE exit
+    is a spinning waiter's, always in the kernel.
+    """
+    exits = prep.exits
+    empty = pl.DataFrame(schema={"vm_id": pl.Int64(), "kernel_share": pl.Float64()})
+    if exits.height == 0 or waits.height == 0:
+        return empty
+    last = sort_by_key(exits.filter(pl.col("kind") == "vm_exit"), "vid").select(
+        pl.col("vid").alias("key"), "ord", "reason", "value"
+    )
+    stops = changes.filter(pl.col("state") == "preempted").select("vid", "ts", "ord", "user")
+    stops = lookup(stops, last, by="vid", on="ord", values=["reason", "value"], strict=True)
+    stops = stops.filter(pl.col("reason") == "EXTERNAL_INTERRUPT")
+    w = sort_by_key(
+        waits.select(pl.col("vid").alias("key"), pl.col("start").alias("w0"), "end"), "key", then="w0"
+    )
+    stops = lookup(stops, w, by="vid", on="ts", table_on="w0", values=["end"])
+    idle = stops.filter(pl.col("end").is_null() | (pl.col("end") <= pl.col("ts")))
+    per_vm = (
+        idle.with_columns(prep.vcpu_attr("vm_id"))
+        .group_by("vm_id")
+        .agg(pl.col("user").any().alias("_printed"), (~pl.col("user")).mean().alias("kernel_share"))
+    )
+    return per_vm.filter("_printed").select("vm_id", "kernel_share")

@@ -159,6 +159,7 @@ def unseen_holds(
         table_on="_g0",
         values=["g0", "g1"],
     ).filter((pl.col("g0") < pl.col("end")) & (pl.col("g1") > pl.col("end")))
+    by_kick = by_kick.filter(~_acquired_in_gap(by_kick, waits, prep))
     by_kick = by_kick.group_by("lid", "g0").agg(pl.col("holder").first(), pl.col("end").min())
     by_kick = by_kick.select("lid", "holder", pl.col("g0").alias("start"), "end")
     rest = episodes.join(by_kick.select("lid", pl.col("start").alias("g0")), on=["lid", "g0"], how="anti")
@@ -171,6 +172,28 @@ def unseen_holds(
         pl.lit(None, I64).alias("start_ord"),
         (pl.col("end") >= w.t_end).alias("truncated"),
     )
+
+
+def _acquired_in_gap(by_kick: pl.DataFrame, waits: pl.DataFrame, prep: Prepared) -> pl.Series:
+    """Whether each kicker acquired the lock itself, contended, inside the gap before its kick.
+
+    The kick then comes from that hold (take, release, kick the next waiter), not from a hold of
+    the whole gap: a hold whose release shares the acquisition's microsecond is no held stretch,
+    so the free stretches on either side of it read as one gap.
+    """
+    lv = pl.col("lid") * (prep.n_vcpus + 1) + pl.col("holder")
+    own = waits.filter(pl.col("end").is_not_null()).select(
+        (pl.col("lid") * (prep.n_vcpus + 1) + pl.col("vid")).alias("key"), pl.col("end").alias("own_end")
+    )
+    found = lookup(
+        by_kick.select(lv.alias("_lv"), "end"),
+        sort_by_key(own, "key", then="own_end"),
+        by="_lv",
+        on="end",
+        table_on="own_end",
+        values=["own_end"],
+    )
+    return (found["own_end"] > by_kick["g0"]).fill_null(False)
 
 
 def _attempt_rate(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from pvtrace.analyze.guest_mode import kernel_share
 from pvtrace.analyze.hold_statistics import FALLBACK_TRY_INTERVAL_NS, I64
 from pvtrace.analyze.intervals import (
     changes_to_partition,
@@ -31,6 +32,11 @@ SWITCH_EVIDENCE = 3.0
 # holds some lock", which made every boosted sibling the holder: calm runs with PLE showed
 # 2 us incidents of siblings preempted while computing.)
 YIELD_EVIDENCE = 1.6
+# Where kvm_exit prints the guest's mode, a preempted sibling's kernel-mode stop replaces the yield
+# (which says no more than that: KVM boosts preempted siblings in kernel mode, holders or not).
+# The share of kernel-mode stops is floored so a VM that seems always in the kernel adds nothing
+# unbounded either way.
+KERNEL_SHARE_MIN = 0.05
 
 
 def free_running_clock(waits: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.DataFrame:
@@ -164,13 +170,37 @@ def likely_holders(
     )
     # Its first stop from then: one that began in guest user mode before e1 ends any spinlock hold.
     stops = states.changes.filter(pl.col("state") != "running").select(
-        pl.col("vid").alias("key"), pl.col("ts").alias("s_ts"), "user"
+        pl.col("vid").alias("key"), pl.col("ts").alias("s_ts"), "user", pl.col("state").alias("s_state")
     )
     cand = lookup(
-        cand, stops, by="cand", on="rho", table_on="s_ts", values=["s_ts", "user"], direction="forward"
+        cand,
+        stops,
+        by="cand",
+        on="rho",
+        table_on="s_ts",
+        values=["s_ts", "user", "s_state"],
+        direction="forward",
     )
-    cand = cand.filter(~(pl.col("user") & (pl.col("s_ts") < pl.col("e1"))).fill_null(False)).drop(
-        "_row", "s_ts", "user"
+    cand = cand.filter(~(pl.col("user") & (pl.col("s_ts") < pl.col("e1"))).fill_null(False))
+    # A sibling preempted in the kernel before the episode, where the guest's mode is printed: as
+    # likely to hold the lock as one seen running, divided by how often a preemption finds the
+    # kernel (a halted one is idle or a pv waiter: no bonus).
+    shares = kernel_share(states.changes, waits, prep)
+    cand = (
+        cand.join(shares, on="vm_id", how="left")
+        .with_columns(
+            pl.when(
+                (pl.col("s_ts") == pl.col("rho"))
+                & (pl.col("rho") < pl.col("e0"))
+                & (pl.col("s_state") == "preempted")
+            )
+            .then(-pl.col("kernel_share").clip(KERNEL_SHARE_MIN, 1.0).log())
+            .otherwise(0.0)
+            .fill_null(0.0)
+            .alias("kernel")
+        )
+        .with_columns(pl.col("kernel_share").is_not_null().alias("printed"))
+        .drop("_row", "s_ts", "user", "s_state", "kernel_share")
     )
     # (c) running at the hand-over (resumed at that instant counts: the release lies within
     # the timestamps' resolution), or running again by the next acquisition.
@@ -221,7 +251,8 @@ def likely_holders(
         (
             pl.col("rate") * pl.col("absent")
             + pl.col("ran") / pl.col("residual")
-            - pl.when(pl.col("boosted")).then(YIELD_EVIDENCE).otherwise(0.0)
+            - pl.when(pl.col("boosted") & ~pl.col("printed")).then(YIELD_EVIDENCE).otherwise(0.0)
+            - pl.col("kernel")
         ).alias("cost")
     )
     best = (

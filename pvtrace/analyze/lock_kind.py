@@ -55,16 +55,26 @@ SOURCES = ("--lock-kind", "trace metadata", "inferred")
 
 
 def order_evidence(
-    waits: pl.DataFrame, pieces: pl.DataFrame | None, ord_size: int, t_start: int
+    waits: pl.DataFrame,
+    pieces: pl.DataFrame | None,
+    ord_size: int,
+    t_start: int,
+    entry_slack: pl.Expr | int = 0,
 ) -> pl.DataFrame:
     """Per lock (lid): n_handoffs and n_in_order (see hand_offs)."""
-    h = hand_offs(waits, pieces, ord_size, t_start)
+    h = hand_offs(waits, pieces, ord_size, t_start, entry_slack)
     return h.group_by("lid").agg(
         pl.len().cast(I64).alias("n_handoffs"), pl.col("in_order").sum().cast(I64).alias("n_in_order")
     )
 
 
-def hand_offs(waits: pl.DataFrame, pieces: pl.DataFrame | None, ord_size: int, t_start: int) -> pl.DataFrame:
+def hand_offs(
+    waits: pl.DataFrame,
+    pieces: pl.DataFrame | None,
+    ord_size: int,
+    t_start: int,
+    entry_slack: pl.Expr | int = 0,
+) -> pl.DataFrame:
     """The hand-offs with a choice: lid, wid, in_order, one row per contended acquisition that
     another waiter could have had instead.
 
@@ -78,9 +88,11 @@ def hand_offs(waits: pl.DataFrame, pieces: pl.DataFrame | None, ord_size: int, t
     every acquisition with another waiter queued counts, and an overtaken head can be such
     a steal, so only fifo can be decided (classify(..., states=False)).
     waits: wid, lid, start, start_ord, end_ord, truncated, queued (locks.waits; computed here when
-    absent, as for another set of waits: queued_at_end counts the waits given). t_start: where the trace (or the time
-    window analyzed) begins, the previous acquisition of a lock's first one as far as it can tell
-    (so that a trace cut at a quiet point gives the same hand-offs as the whole).
+    absent, as for another set of waits: queued_at_end counts the waits given). t_start: where the
+    trace (or the time window analyzed) begins, the previous acquisition of a lock's first one as far as it can tell
+    (so that a trace cut at a quiet point gives the same hand-offs as the whole). entry_slack (per
+    lid: Prepared.entry_slack): a head counts as spinning when the lock went to another only if its
+    run began longer ago than that.
     """
     if "queued" not in waits.columns:  # (waits of another set than locks.waits gave)
         waits = waits.with_columns(queued_at_end(waits))
@@ -141,8 +153,14 @@ def hand_offs(waits: pl.DataFrame, pieces: pl.DataFrame | None, ord_size: int, t
     )
     # the head running at the acquisition (an overtaken head that was not is a steal)
     # (its last spin piece begun by then: one as-of lookup on packed (wait, time) positions)
-    acq = lookup(acq, spin, by="head", on="t", values=["end"], table_key="wid", table_on="start")
-    head_running = (pl.col("end") > pl.col("t")).fill_null(False)
+    # spinning already for longer than the entry slack: a head that resumed within it (printed in
+    # the same microsecond as the acquisition, or still entering the guest) may have come back
+    # after the lock was taken, as a steal allows
+    spin = spin.with_columns(pl.col("start").alias("s0"))
+    acq = lookup(acq, spin, by="head", on="t", values=["end", "s0"], table_key="wid", table_on="start")
+    head_running = ((pl.col("end") > pl.col("t")) & (pl.col("s0") <= pl.col("t") - entry_slack)).fill_null(
+        False
+    )
     keep = pl.when(pl.col("in_order")).then(pl.col("others") > 0).otherwise(head_running)
     return acq.filter(keep).select("lid", "wid", "in_order")
 
@@ -257,7 +275,7 @@ def infer_lock_kinds(
     analyzed = waits.filter(~pl.col("excluded"))
     if analyzed.height < waits.height:  # waits.queued counts the excluded waits too
         analyzed = analyzed.drop("queued")
-    evidence = order_evidence(analyzed, pieces, prep.ord_size, prep.window.t_start)
+    evidence = order_evidence(analyzed, pieces, prep.ord_size, prep.window.t_start, prep.entry_slack())
     jumps = (
         queue_jumps(prep, waits, pieces, states)
         if pieces is not None and states is not None

@@ -16,7 +16,6 @@ KIND_FIX = (
     "pass --lock-kind fifo (ticket, queued spinlocks) or unfair (test-and-set) if you know the "
     "guest's spinlock algorithm"
 )
-LWP_METRICS = (*LWP_KEYS, "spin_useful_ns")
 CONVOY_METRICS = ("n_convoys", "convoy_len_max")
 
 
@@ -63,8 +62,12 @@ def kind_gaps(
             "spin_pct_on_them": share,
             "fix": KIND_FIX,
         }
-        for metric in (*LWP_METRICS, "spin_waste"):
+        for metric in (*LWP_KEYS, "spin_waste"):
             partial[metric] = [part]
+        # useful spin is not short of that LWP waste but holds it: said so, it is not read as useful
+        partial["spin_useful_ns"] = [
+            {**part, "missing": f"includes the LWP waste of {und.height} lock(s) of undecided kind"}
+        ]
     if holders_inferred:
         conv = tables["convoys"]
         kept = conv.join(und.select("vm", "lock"), on=["vm", "lock"], how="anti")

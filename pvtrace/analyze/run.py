@@ -270,7 +270,15 @@ def _with_warnings(result: Analysis, meta: TraceMeta) -> Analysis:
     if clock.get("guests") or "synchronized" in clock:
         result.summary.extra["clock"] = {
             k: clock[k]
-            for k in ("mode", "synchronized", "guest_offset_ns", "guests", "offsets_file", "unmapped_guests")
+            for k in (
+                "mode",
+                "synchronized",
+                "guest_offset_ns",
+                "guest_drift",
+                "guests",
+                "offsets_file",
+                "unmapped_guests",
+            )
             if k in clock
         }
     if clock.get("untimed_records"):  # records without a timestamp: the span says nothing

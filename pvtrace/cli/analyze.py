@@ -16,7 +16,15 @@ from pvtrace.analyze.filters import Filters, filter_result, filter_trace, parse_
 from pvtrace.analyze.result import TABLES
 from pvtrace.analyze.run import STEPS, analyze_parquet
 from pvtrace.cli import no_teardown
-from pvtrace.cli.common import LOCK_KIND_HELP, checked_lock_kind, err, handle_errors, progress, stdout_console
+from pvtrace.cli.common import (
+    LOCK_KIND_HELP,
+    checked_lock_kind,
+    err,
+    handle_errors,
+    print_input_notes,
+    progress,
+    stdout_console,
+)
 from pvtrace.cli.ingest import parse_guest_offset, refuse_text_options
 from pvtrace.cli.summary_view import render_summary
 from pvtrace.errors import UsageError
@@ -101,32 +109,19 @@ def write_outputs(a: Analysis, *, json_path: Path | None, out_dir: Path | None, 
     return targets
 
 
-def write_report(trace: Trace, result: Analysis, path: Path, files: list[Path]) -> None:
+def write_report(trace: Trace, result: Analysis, path: Path, files: list[Path], quiet: bool = False) -> None:
     """The report page of this analysis (pvtrace.report), as `pvtrace report -o` writes it."""
     # imported here: the report stage pulls in altair, which a plain analysis does not need
     from pvtrace.report.page import write_page
     from pvtrace.report.trace_page import render_report, report_sections
 
     names = ", ".join(f.name for f in files)
-    page = render_report(
-        trace, result, sections=report_sections(trace, result, None), title=f"pvtrace report: {names}"
-    )
+    sections = report_sections(trace, result, None)
+    with progress("writing the page", total=sum(len(s.figures) for s in sections), quiet=quiet) as bar:
+        page = render_report(
+            trace, result, sections=sections, title=f"pvtrace report: {names}", progress=bar.advance
+        )
     write_page(page, path)
-
-
-def print_skipped(skipped: dict, quiet: bool) -> None:
-    """One line: how many input lines the analysis skipped, and why (never silent, even with -q)."""
-    if not skipped["total"]:
-        if not quiet:
-            err.print("skipped lines: none", highlight=False)
-        return
-    reasons = ", ".join(f"{n:,} {kind}" for kind, n in sorted(skipped["by_reason"].items()))
-    err.print(
-        f"[bold yellow]skipped {skipped['total']:,} input lines[/] ({escape(reasons)}; first: "
-        f"{escape(str(skipped['first']))}); `pvtrace ingest` lists them, --strict makes them fatal",
-        highlight=False,
-        soft_wrap=True,
-    )
 
 
 def finish(
@@ -143,9 +138,7 @@ def finish(
 ) -> None:
     """Show the summary once the outputs are in place (not when stdout carries --json - or --csv -)."""
     to_stdout = json_out == Path("-") or csv_out == "-"
-    print_skipped(result.summary.extra["skipped_lines"], quiet)
-    for warning in result.summary.extra.get("warnings", []):
-        err.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+    print_input_notes(result.summary.extra, quiet=quiet)
     if json_out == Path("-"):
         sys.stdout.write(result.summary.to_json() + "\n")
     elif csv_out == "-":
@@ -344,7 +337,7 @@ def register(app: typer.Typer) -> None:
                 if filters.any:
                     result.summary.extra["filters"] = described
                 if report is not None:
-                    write_report(trace, result, report, files)
+                    write_report(trace, result, report, files, quiet)
             written = write_outputs(result, json_path=json_out, out_dir=out_dir, csv=tables_csv)
         finish(
             result,

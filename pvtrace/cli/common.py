@@ -41,6 +41,29 @@ def stdout_console(width: int | None = None, **kwargs: Any) -> Console:
 out = stdout_console()  # results: stdout
 err = console(stderr=True)  # errors, warnings, progress
 
+
+def print_input_notes(extra: dict, *, quiet: bool = False, run: str = "", strict: bool = True) -> None:
+    """What an analysis says about its input beside the results, on stderr: the input lines it
+    skipped (never silent, even with -q: "none" is left out with -q) and its warnings. `run` names
+    the run (compare reads two); `strict`: the command has --strict."""
+    who = f"{escape(run)}: " if run else ""
+    skipped = extra.get("skipped_lines") or {"total": 0}  # none in a summary read back from JSON
+    if not skipped["total"]:
+        if not quiet:
+            err.print(f"{who}skipped lines: none", highlight=False)
+    else:
+        reasons = ", ".join(f"{n:,} {kind}" for kind, n in sorted(skipped["by_reason"].items()))
+        err.print(
+            f"{who}[bold yellow]skipped {skipped['total']:,} input lines[/] ({escape(reasons)}; first: "
+            f"{escape(str(skipped['first']))}); `pvtrace ingest` lists them"
+            + (", --strict makes them fatal" if strict else ""),
+            highlight=False,
+            soft_wrap=True,
+        )
+    for warning in extra.get("warnings", []):
+        err.print(f"{who}[bold yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 

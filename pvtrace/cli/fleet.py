@@ -28,7 +28,7 @@ def finish_tally(tally, ran: str, dest: Path, failures: str, quiet: bool) -> Non
     """What a fleet or sweep run did, its first failures, and exit 3 when any task failed."""
     if not quiet:
         n_failed = len(tally.failed)
-        err.print(f"{ran}: {tally.done} done, {n_failed} failed -> {dest}", highlight=False)
+        err.print(f"{ran}: {tally.done} done, {n_failed} failed -> {dest}", highlight=False, soft_wrap=True)
         for f in tally.failed[:20]:
             err.print(
                 f"  [red]failed[/] {escape(f['trace'])} ({f['stage']}): {escape(f['error'])}",
@@ -36,7 +36,7 @@ def finish_tally(tally, ran: str, dest: Path, failures: str, quiet: bool) -> Non
                 soft_wrap=True,
             )
         if n_failed > 20:
-            err.print(f"  ... and {n_failed - 20} more ({failures})", highlight=False)
+            err.print(f"  ... and {n_failed - 20} more ({failures})", highlight=False, soft_wrap=True)
     if tally.failed:
         raise typer.Exit(EXIT_SOME_FAILED)
 
@@ -58,7 +58,7 @@ def run_on_cluster(
     try:
         with open_client(scheduler, workers) as client:
             if not quiet:
-                err.print(dashboard_note(client), highlight=False)
+                err.print(dashboard_note(client), highlight=False, soft_wrap=True)
             with progress(what, total=None, quiet=quiet) as bar:
                 return run(client, lambda tally: bar.update(completed=tally.ran, total=tally.todo))
     except KeyboardInterrupt as exc:
@@ -66,6 +66,7 @@ def run_on_cluster(
         err.print(
             f"[bold red]interrupted[/]; {t.skipped_done} of {t.total} {what} done, rerun to resume",
             highlight=False,
+            soft_wrap=True,
         )
         raise typer.Exit(128 + getattr(exc, "signum", signal.SIGINT)) from None
 
@@ -119,6 +120,7 @@ def register(app: typer.Typer) -> None:
                 + (" (skipped: --retry-failed retries them)" if before.skipped_failed else "")
                 + f"; {before.todo} to analyze",
                 highlight=False,
+                soft_wrap=True,
             )
         if before.todo == 0:
             return  # nothing to do: no cluster started
@@ -157,5 +159,6 @@ def register(app: typer.Typer) -> None:
         data = load_fleet(fleet_dir)
         render_terminal(data, out, top=top)
         if output is not None:
-            write_fleet_report(data, output, top=top, force=force)
+            with progress("writing the page", total=None) as bar:
+                write_fleet_report(data, output, top=top, force=force, progress=bar.advance)
             out.print(f"Wrote {escape(str(output))}")

@@ -65,6 +65,10 @@ def print_truth(truth: GroundTruth, n_events: int, files: list[Path]) -> None:
     for vm, done in truth.completion_ns.items():
         table.add_row(escape(vm), "-" if done is None else fmt_ns(done), f"{truth.ops_done[vm]:,}")
     out.print(table)
+    if None in truth.completion_ns.values():  # a bare "-" read as a missing number
+        out.print(
+            "completion -: the VM had not finished its work when the run stopped (run.duration_ns); ops: the lock operations it did by then"
+        )
     out.print(
         f"acquisitions {t['n_acquisitions']:,} (contended {t['n_contended']:,}); "
         f"spin {fmt_ns(t['spin_ns'])}: LHP waste {fmt_ns(t['waste_lhp_ns'])}, "
@@ -82,15 +86,17 @@ def text_window(trace, view: str) -> tuple[int, int] | None:
     return (int(ts.min()), int(ts.max())) if ts.len() else None
 
 
+def experiment_title(exp) -> str:
+    """The founding table's title, a line of its own (a rich title wraps at the table's width): every
+    guest of every seed is one sample, so with 1 seed 2-4 guests still have a std-dev."""
+    return f"Completion time (s), mean (std-dev) of guests x {plural(exp.repeats, 'seed')}"
+
+
 def experiment_table(exp) -> Table:
     """The founding table: mean (std-dev) completion in seconds without and with the cure, and the gain."""
     from pvtrace.simulate.experiment import LOCKS
 
-    t = Table(
-        title=f"Completion time (s), mean (std-dev), {plural(exp.repeats, 'seed')}",
-        title_justify="left",
-        show_edge=False,
-    )
+    t = Table(show_edge=False)
     t.add_column("guests", justify="right")
     t.add_column(f"without ({LOCKS[0]})", justify="right")
     t.add_column(f"with ({LOCKS[1]})", justify="right")
@@ -237,6 +243,7 @@ def register(app: typer.Typer) -> None:
                 from pvtrace.report import write_experiment_report
 
                 files.append(write_experiment_report(exp.report_rows(), report, force=force))
+        out.print(experiment_title(exp), highlight=False, soft_wrap=True)
         out.print(experiment_table(exp))
         if files:
             out.print("Wrote " + ", ".join(str(f) for f in files), markup=False)

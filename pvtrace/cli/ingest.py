@@ -22,7 +22,10 @@ N_SHOWN = 15
 def _table(title: str, columns: tuple[str, ...]) -> Table:
     table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
     for name in columns:
-        table.add_column(name, justify="right" if name in ("count", "lines", "records") else "left")
+        # a long file name or tracepoint folds onto the next line, never cut to '…'
+        table.add_column(
+            name, justify="right" if name in ("count", "lines", "records") else "left", overflow="fold"
+        )
     return table
 
 

@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import polars as pl
 import typer
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from pvtrace.analyze import Analysis, analyze
 from pvtrace.analyze.filters import filter_result, filter_trace, parse_filters
 from pvtrace.analyze.run import STEPS
-from pvtrace.cli.common import LOCK_KIND_HELP, checked_lock_kind, err, handle_errors, out, progress
+from pvtrace.cli.common import (
+    LOCK_KIND_HELP,
+    checked_lock_kind,
+    err,
+    handle_errors,
+    out,
+    print_input_notes,
+    progress,
+)
+from pvtrace.cli.fit import print_fitted
 from pvtrace.errors import FormatError, UsageError
 from pvtrace.ingest.load import load
 from pvtrace.outputs import OutputSet, atomic_file
@@ -38,6 +49,23 @@ def analyze_with_progress(trace: Trace, what: str, lock_kind: str | None = None)
     """Run the analyzer, with a progress bar on a terminal."""
     with progress(f"analyzing {what}", total=len(STEPS)) as bar:
         return analyze(trace, lock_kind=lock_kind, progress=lambda step: bar.advance())
+
+
+def load_run(path: Path, label: str, lock_kind: str | None) -> tuple[Trace | None, Analysis]:
+    """One run of a compare: a trace, analyzed; or a summary JSON (`analyze --json`, `generate
+    --truth`), its totals as they are (so an analysis is checked against the simulator's truth)."""
+    if path.suffix.lower() != ".json":
+        trace = load_trace([path], label)
+        return trace, analyze_with_progress(trace, label, lock_kind)
+    from pvtrace.report.compare import summary_run
+
+    if not path.exists():
+        raise FormatError("no such file", str(path))
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise FormatError(f"not JSON a compare reads ({exc})", str(path)) from None
+    return None, summary_run(raw, str(path))
 
 
 def report(
@@ -96,10 +124,14 @@ def report(
             win = (None if lo is None else lo - t0, None if hi is None else hi - t0)
         sections = report_sections(trace, analysis, win)
         if out_path is not None:
-            page = render_report(trace, analysis, sections=sections, title=f"pvtrace report: {names}")
+            with progress("writing the page", total=sum(len(s.figures) for s in sections)) as bar:
+                page = render_report(
+                    trace, analysis, sections=sections, title=f"pvtrace report: {names}", progress=bar.advance
+                )
             write_page(page, out_path, force)
         if figures is not None:
             written = export_figures(all_figures(sections), figures, figure_format, force)
+    print_input_notes(analysis.summary.extra, quiet=True, strict=False)
     if out_path is not None:
         err.print(
             f"wrote {escape(str(out_path))} ({out_path.stat().st_size / 1e6:.1f} MB)",
@@ -115,8 +147,14 @@ def report(
 
 
 def compare(
-    a: Path = typer.Argument(..., help="First run (A): any input `pvtrace analyze` accepts."),
-    b: Path = typer.Argument(..., help="Second run (B)."),
+    a: Path = typer.Argument(
+        ...,
+        help="First run (A): one trace file `pvtrace analyze` reads (a host trace and its guests: "
+        "`pvtrace ingest` them into one Parquet file first).",
+    ),
+    b: Path = typer.Argument(
+        ..., help="Second run (B). Either run may be a summary JSON (analyze --json, generate --truth)."
+    ),
     label_a: str | None = typer.Option(None, "--label-a", help="Name of run A (default: its file name)."),
     label_b: str | None = typer.Option(None, "--label-b", help="Name of run B (default: its file name)."),
     out_path: Path | None = typer.Option(None, "-o", "--out", help="Also write the comparison page here."),
@@ -135,14 +173,12 @@ def compare(
     for path in (out_path, json_out):
         if path is not None and path != Path("-"):
             outputs.plan(path, new=True)
-    from pvtrace.report.compare import compare_metrics, comparison_json, format_comparison, write_compare
-    from pvtrace.report.compare_rates import RATE_CAPTION, extent_text, run_extent
+    from pvtrace.report.compare import compare_metrics, comparison_json, write_compare
+    from pvtrace.report.compare_rates import run_extent
 
     with outputs:
-        ta, tb = load_trace([a], labels[0]), load_trace([b], labels[1])
-        xa, xb = (
-            analyze_with_progress(ta, labels[0], lock_kind),
-            analyze_with_progress(tb, labels[1], lock_kind),
+        (ta, xa), (tb, xb) = (
+            load_run(path, label, lock_kind) for path, label in zip((a, b), labels, strict=True)
         )
         metrics = compare_metrics(xa, xb, (ta, tb))
         extents = run_extent(xa, ta), run_extent(xb, tb)
@@ -151,14 +187,38 @@ def compare(
             with atomic_file(json_out) as tmp:
                 tmp.write_text(text, encoding="utf-8")
         if out_path is not None:
-            write_compare(xa, xb, labels, out_path, force=force, traces=(ta, tb))
+            with progress("writing the page", total=None) as bar:
+                write_compare(xa, xb, labels, out_path, force=force, traces=(ta, tb), progress=bar.advance)
+    for label, path, x, t in zip(labels, (a, b), (xa, xb), (ta, tb), strict=True):  # as analyze says it
+        print_input_notes(x.summary.extra, quiet=True, run=label, strict=False)
+        if t is not None and (nearby := t.meta.extra.get("guest_files_nearby")):  # one file per run
+            err.print(
+                f"{escape(label)}: compare reads one file per run; join a host trace and its guests first: "
+                f"pvtrace ingest {escape(' '.join([str(path), *nearby]))} -o {escape(path.stem)}.parquet",
+                highlight=False,
+                soft_wrap=True,
+            )
     if json_out == Path("-"):  # stdout carries the JSON alone
         sys.stdout.write(text)
     else:
-        title = f"A = {extent_text(labels[0], extents[0])}; B = {extent_text(labels[1], extents[1])}"
-        out.print(comparison_table(format_comparison(metrics, labels), escape(title), RATE_CAPTION))
+        print_comparison(out, metrics, labels, extents)
     if out_path is not None:
         err.print(f"wrote {escape(str(out_path))}", highlight=False, soft_wrap=True)
+
+
+def print_comparison(con: Console, metrics: pl.DataFrame, labels: tuple[str, str], extents) -> None:
+    """The comparison on a terminal: fitted to its width (the rates and their delta go first; metric,
+    A, B and Δ % stay), each partial metric numbered, and why under the table."""
+    from pvtrace.report.compare import format_comparison
+    from pvtrace.report.compare_rates import RATE_CAPTION, extent_text
+
+    title = f"A = {extent_text(labels[0], extents[0])}; B = {extent_text(labels[1], extents[1])}"
+    notes: list[str] = []
+    table = comparison_table(format_comparison(metrics, labels, notes), escape(title), RATE_CAPTION)
+    rates = tuple(str(c.header) for c in table.columns[3:6])  # A, rate; B, rate; Δ (B − A)
+    print_fitted(con, table, drop=(rates,), wrap=("metric",))
+    for i, why in enumerate(notes, 1):
+        con.print(f"[{i}] partial in {escape(why)}", highlight=False, soft_wrap=True)
 
 
 def comparison_table(table: pl.DataFrame, title: str, caption: str | None = None) -> Table:

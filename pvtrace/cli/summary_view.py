@@ -21,6 +21,7 @@ from pvtrace.analyze import Analysis
 from pvtrace.analyze.context import lock_table
 from pvtrace.analyze.count_gaps import lost_events_text
 from pvtrace.analyze.perf_tables import IMPLICATION_GROUPS, kvm_stat_implications
+from pvtrace.cli.fit import print_fitted
 from pvtrace.cli.guest_view import partial_groups, preemption_line
 from pvtrace.fmt import fmt_lock, fmt_ns, fmt_trace_time, fmt_ts, fmt_wait, guest_clocks, plural
 
@@ -60,8 +61,10 @@ def render_summary(con: Console, a: Analysis, sources: list[str]) -> None:
     con.print(_header(a, sources), highlight=False, soft_wrap=True)
     if g := x.get("guest_preemption"):  # the guest-inferred level: what the guest's ticks and steal showed
         con.print(preemption_line(g), highlight=False, soft_wrap=True)
+        parts = [p for ps in (x.get("partial") or {}).values() for p in ps]
         for why, what in partial_groups(x).items():
-            con.print(f"partial ({what}): {escape(why)}", highlight=False, soft_wrap=True)
+            part = next((p for p in parts if p["missing"] == why), {"missing": why})
+            con.print(f"partial ({what}): {escape(partial_text(part))}", highlight=False, soft_wrap=True)
     if x.get("n_events", 0) or not perf:
         _headline(con, a)
         _exits(con, a)
@@ -97,48 +100,58 @@ def _header(a: Analysis, sources: list[str]) -> str:
     if x.get("untimed_records") and t0 == t1:
         span = "no timestamps"
     # without vCPU states or lock waits nothing says the CPUs are virtual (a bare-metal trace)
-    cpus = "vCPU" if x.get("level") != "none" else "CPU"
+    cpus = plural(x.get("n_vcpus", 0), "vCPU" if x.get("level") != "none" else "CPU")
+    if x.get("level") == "none" and not x.get("n_vcpus"):  # '0 CPUs' read as a trace of no CPU
+        cpus = "no vCPU"
     level = f"level [bold]{x.get('level')}[/]"
     if x.get("level") == "unjoined":  # analyze.fidelity.summary_level
         level += " (host and guest events not joined: each side's own metrics only)"
     return (
         f"[bold]pvtrace analyze[/] {names}: {level}, {span}, "
-        f"{plural(n, 'event')}, {plural(x.get('n_vcpus', 0), cpus)}, {plural(x.get('n_locks', 0), 'lock')}"
+        f"{plural(n, 'event')}, {cpus}, {plural(x.get('n_locks', 0), 'lock')}"
     )
 
 
 def waste_label(s) -> str:
-    """The spin waste headline, saying which part is missing when LWP is unavailable or partial."""
+    """The spin waste headline, saying which part is missing when LWP is unavailable (a partial LWP
+    part is flagged like every partial row: headline)."""
     if "waste_lwp_ns" not in s.totals:
         return "spin waste (LHP only: LWP needs the lock kind)"
-    part = (s.extra.get("partial") or {}).get("spin_waste")
-    if part:
-        return f"spin waste (LHP + LWP; partial: {part[0]['missing']})"
     return "spin waste (LHP + LWP)"
 
 
-def _print(con: Console, t: Table) -> None:
+def _print(con: Console, t: Table, *, drop: tuple[str, ...] = (), wrap: tuple[str, ...] = ()) -> None:
+    """Print a table fitted to the console (cli.fit), saying which columns it left out."""
     if getattr(t, "pv_title", ""):
         con.print(f"[bold]{t.pv_title}[/]", highlight=False, soft_wrap=True)
-    con.print(t)
+    print_fitted(con, t, drop=tuple((d,) for d in drop), wrap=wrap, how="--width {full}")
 
 
 def headline_rows(a: Analysis) -> list[tuple[str, str, str]]:
     """(label, value, fidelity level) of every headline metric this trace gives, in reading order."""
+    return headline(a)[0]
+
+
+def headline(a: Analysis) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """The headline rows, and the notes under them: each reason a row is partial, numbered, with
+    its fix (in the label it pushed the value and level columns off a terminal, and the fix,
+    `--lock-kind` say, was in the JSON alone)."""
     s = a.summary
     t, x = s.totals, s.extra
     rows: list[tuple[str, str, str]] = []
+    notes = _PartialNotes(x)
+    flag = notes.flag
 
     def add(label: str, key: str, value: str | None = None) -> None:
         if key in t:
             value = value if value is not None else f"{t[key]:,}"
-            rows.append((label + _partial_flag(x, key), value, s.fidelity.get(key, "")))
+            rows.append((label + flag(key), value, s.fidelity.get(key, "")))
 
     add("spin (waiting while running)", "spin_ns", fmt_ns(t.get("spin_ns")))
     if "waste_lhp_ns" in t:
         waste = t["waste_lhp_ns"] + t.get("waste_lwp_ns", 0)
         pct = x.get("spin_waste_pct_of_running")
-        label = waste_label(s)
+        label = waste_label(s) + (flag("spin_waste") if "waste_lwp_ns" in t else "")
         value = fmt_ns(waste) + (f" ({pct:.2f}% of running)" if pct is not None else "")
         rows.append((label, value, s.fidelity.get("waste_lhp_ns", "")))
     lhp = fmt_ns(t.get("waste_lhp_ns"))
@@ -157,7 +170,7 @@ def headline_rows(a: Analysis) -> list[tuple[str, str, str]]:
     if "n_contended" in t:
         wait = x.get("wait_ns")
         value = f"{t['n_contended']:,}" + (f", {fmt_ns(wait)} total wait" if wait else "")
-        label = "contended (lock waits)" + _partial_flag(x, "n_contended")
+        label = "contended (lock waits)" + flag("n_contended")
         rows.append((label, value, s.fidelity.get("n_contended", "")))
     add("LHP incidents (harmful)", "n_lhp", f"{t.get('n_lhp', 0):,} ({t.get('n_lhp_harmful', 0):,})")
     if "n_lhp" not in t:  # without every acquisition only the harmful ones (a waiter spun) are seen
@@ -166,7 +179,7 @@ def headline_rows(a: Analysis) -> list[tuple[str, str, str]]:
         value = f"{t['n_lwp']:,} ({t.get('n_lwp_preempted', 0):,} / {t.get('n_lwp_halted', 0):,})"
         rows.append(
             (
-                "LWP incidents (preempted / halted)" + _partial_flag(x, "n_lwp"),
+                "LWP incidents (preempted / halted)" + flag("n_lwp"),
                 value,
                 s.fidelity.get("n_lwp", ""),
             )
@@ -175,36 +188,60 @@ def headline_rows(a: Analysis) -> list[tuple[str, str, str]]:
     if "n_pause_exits" in t:
         rate = x.get("pause_exits_per_vcpu_s")
         value = f"{t['n_pause_exits']:,}" + (f" ({rate:,.1f} per second of vCPU running)" if rate else "")
-        rows.append(
-            ("pause exits" + _partial_flag(x, "n_pause_exits"), value, s.fidelity.get("n_pause_exits", ""))
-        )
+        rows.append(("pause exits" + flag("n_pause_exits"), value, s.fidelity.get("n_pause_exits", "")))
     if "n_kicks" in t:
         p50 = x.get("kick_latency_p50_ns")
         value = f"{t['n_kicks']:,}" + (f" (latency p50 {fmt_ns(p50)})" if p50 is not None else "")
-        rows.append(("pv kicks" + _partial_flag(x, "n_kicks"), value, s.fidelity.get("n_kicks", "")))
+        rows.append(("pv kicks" + flag("n_kicks"), value, s.fidelity.get("n_kicks", "")))
     add("cut by the trace end", "n_truncated")
-    return rows
+    return rows, notes.lines()
 
 
-def _partial_flag(x: dict, key: str) -> str:
-    """' (partial: why)' for a total that leaves part out (analyze.partial); a reason already
-    printed above the table (the guest's ticks) is referred to, not repeated on every row."""
-    parts = (x.get("partial") or {}).get(key) or []
-    above = set((x.get("guest_preemption") or {}).get("partial_reasons") or [])
-    whys = [p["missing"] for p in parts if p["missing"] not in above]
-    if len(whys) < len(parts):
-        whys.append("see above")
-    return f" (partial: {'; '.join(whys)})" if parts else ""
+class _PartialNotes:
+    """The reasons headline totals leave part out (analyze.partial), numbered in reading order."""
+
+    def __init__(self, x: dict) -> None:
+        self.partial = x.get("partial") or {}
+        # the guest's ticks: printed above the table with their fix, referred to, not repeated
+        self.above = set((x.get("guest_preemption") or {}).get("partial_reasons") or [])
+        self.parts: dict[str, dict] = {}  # missing -> the first part that says it
+
+    def flag(self, key: str) -> str:
+        """' (partial [1])' for a total that leaves part out ('see above' for a reason printed there)."""
+        parts = self.partial.get(key) or []
+        refs = []
+        for p in parts:
+            if p["missing"] not in self.above:
+                self.parts.setdefault(p["missing"], p)
+                refs.append(f"[{list(self.parts).index(p['missing']) + 1}]")
+        above = "see above" if len(refs) < len(parts) else ""
+        if not refs:
+            return f" (partial: {above})" if above else ""
+        return f" (partial {' '.join(refs)}{'; ' + above if above else ''})"
+
+    def lines(self) -> list[str]:
+        """'[n] partial: what it lacks; how much spin is on it; fix: ...' per reason (unescaped)."""
+        return [f"[{i}] partial: {partial_text(p)}" for i, p in enumerate(self.parts.values(), 1)]
+
+
+def partial_text(p: dict) -> str:
+    """A partial reason with the spin it holds and its fix, as one sentence."""
+    text = p["missing"]
+    if p.get("spin_pct_on_them") is not None:
+        text += f" (on them: {fmt_ns(p['spin_ns_on_them'])} of spin, {p['spin_pct_on_them']:g}%)"
+    return text + (f"; fix: {p['fix']}" if p.get("fix") else "")
 
 
 def _headline(con: Console, a: Analysis) -> None:
-    rows = headline_rows(a)
+    rows, notes = headline(a)
     if not rows:
         return
     t = _table("Headline", ["metric", "value", "level"], left=("metric", "level"))
     for row in rows:
         t.add_row(*(escape(c) for c in row))
-    _print(con, t)
+    _print(con, t, wrap=("metric",))
+    for note in notes:
+        con.print(escape(note), highlight=False, soft_wrap=True)
     x = a.summary.extra
     if x.get("n_lost_windows"):
         con.print(f"lost events: {lost_events_text(x)}", highlight=False, soft_wrap=True)
@@ -232,7 +269,7 @@ def _exits(con: Console, a: Analysis) -> None:
             fmt_wait(r["avg_ns"], tick),
             fmt_wait(r["max_ns"], tick),
         )
-    _print(con, t)
+    _print(con, t, drop=("max", "mean"))
 
 
 def waits_unmeasured(a: Analysis) -> bool:
@@ -282,7 +319,7 @@ def _locks(con: Console, a: Analysis) -> None:
             fmt_wait(r["p50_wait_ns"], tick),
             *([escape(r["top_callers"] or "-")] if callers else []),
         )
-    _print(con, t)
+    _print(con, t, drop=("p50 wait", "max wait"), wrap=("top callers (waits)",))
 
 
 def _incidents(con: Console, a: Analysis) -> None:
@@ -319,7 +356,7 @@ def _incidents(con: Console, a: Analysis) -> None:
             f"{r['n_waiters']:,}",
             fmt_ns(r["waste_ns"]),
         )
-    _print(con, t)
+    _print(con, t, drop=("ran instead", "waiters", "state", "duration"), wrap=("start (trace time)", "vCPU"))
 
 
 def _convoys(con: Console, a: Analysis) -> None:
@@ -457,7 +494,15 @@ def limits_line(a: Analysis) -> str | None:
             continue
         how += [part for part in text.split("; ") if part not in how]
     lock_kind = any("--lock-kind" in u.how_to_capture for u in s.unavailable)
+    quiet = "n_contended" in gone and recorded_guest(s.extra)
+    if quiet:  # the lock events were recorded: asking to record them again would mislead
+        how = [h for h in how if not h.startswith("in the guest: ")]
     text = "[bold]Not in this trace:[/] " + ", ".join(labels) + "."
+    if quiet:
+        text += (
+            " No lock was contended while it was recorded: its steal samples say `pvtrace record --guest` "
+            "took it, which records lock contention (lock:contention_begin/end)."
+        )
     if how:
         text += " Capture with: " + "; ".join(how) + "."
     for explanation, about in why.items():
@@ -467,6 +512,12 @@ def limits_line(a: Analysis) -> str | None:
         what = "LWP and convoys need" if "--lock-kind" in _how(s, "n_convoys") else "LWP needs"
         text += f" {what} each lock's kind: --lock-kind fifo (ticket, queued spinlocks) or unfair."
     return text
+
+
+def recorded_guest(x: dict) -> bool:
+    """The trace holds `pvtrace record --guest`'s steal samples (written beside the lock events it
+    always enables)."""
+    return bool((x.get("guest_preemption") or {}).get("n_steal_vcpus"))
 
 
 # How analyze.fidelity.capture_command starts a command; any other how_to_capture explains.

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
-from pvtrace.cli.common import err, handle_errors, out
+from pvtrace.cli.common import err, handle_errors, out, progress
 from pvtrace.cli.fleet import SCHEDULER_HELP, WORKERS_HELP, finish_tally, run_on_cluster
 from pvtrace.outputs import refuse_stdout
 
@@ -68,6 +68,7 @@ def register(app: typer.Typer) -> None:
                 f"sweep: {axes} x {len(grid.seeds)} seeds = {before.total} cells; {before.skipped_done} done "
                 f"before, {before.skipped_failed} failed before; {todo} to run",
                 highlight=False,
+                soft_wrap=True,  # one line in a log, not cut at 80 columns
             )
         if todo == 0 and (out_dir / "results.parquet").is_file():
             write_results(out_dir, cells)
@@ -111,6 +112,9 @@ def register(app: typer.Typer) -> None:
         """Gain and waste against any two parameters: heatmaps, and lines with error bars over seeds."""
         from pvtrace.fleet.sweep_report import write_sweep_report
 
-        summary = write_sweep_report(sweep_dir, output, x=x, y=y, baseline=baseline, force=force)
+        with progress("writing the page", total=None) as bar:
+            summary = write_sweep_report(
+                sweep_dir, output, x=x, y=y, baseline=baseline, force=force, progress=bar.advance
+            )
         out.print(summary, markup=False, highlight=False, soft_wrap=True)
         out.print(f"Wrote {output}", markup=False)

@@ -132,7 +132,8 @@ def grid_from_dict(raw: dict[str, Any], source: str, base_dir: Path, base: Any =
         if section == "description":
             continue
         if not isinstance(values, dict) or section not in defaults or not isinstance(defaults[section], dict):
-            raise UsageError(f"{source}: unknown scenario section [{section}]")
+            known = ", ".join(f"[{s}]" for s, v in defaults.items() if isinstance(v, dict))
+            raise UsageError(f"{source}: unknown scenario section [{section}] (known: {known})")
         for key, value in values.items():
             name = f"{section}.{key}"
             listy = isinstance(defaults[section].get(key), list)

@@ -8,6 +8,7 @@ level cannot give it (host-only, guest-only) are counted and named, never drawn 
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -274,10 +275,17 @@ def build_sections(data: FleetData, top: int) -> list[Section]:
     return sections
 
 
-def write_fleet_report(data: FleetData, path: Path, top: int = 10, force: bool = False) -> Path:
+def write_fleet_report(
+    data: FleetData,
+    path: Path,
+    top: int = 10,
+    force: bool = False,
+    progress: Callable[[], None] | None = None,
+) -> Path:
     page = render_page(
         f"pvtrace fleet report: {data.root.name}",
         f"{data.traces.height} traces, {data.failures.height} failed",
         build_sections(data, top),
+        progress,
     )
     return write_page(page, path, force)

@@ -10,6 +10,7 @@ more than MAX_CATEGORIES of them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import altair as alt
@@ -161,7 +162,14 @@ def lines(
 
 
 def write_sweep_report(
-    root: Path, path: Path, *, x: str | None, y: str | None, baseline: str | None, force: bool
+    root: Path,
+    path: Path,
+    *,
+    x: str | None,
+    y: str | None,
+    baseline: str | None,
+    force: bool,
+    progress: Callable[[], None] | None = None,
 ) -> str:
     results = read_results(root)
     params = params_of(root)
@@ -171,7 +179,13 @@ def write_sweep_report(
     free = [p for p in params if base is None or p != base[0]]
     for given, flag in ((x, "--x"), (y, "--y")):
         if given is not None and given not in free:
-            raise UsageError(f"{flag} {given}: choose one of {', '.join(free) or '(no swept parameter)'}")
+            why = (
+                f" ({given} is the baseline the gain is measured against; --baseline PARAM=VALUE picks another)"
+                if base is not None and given == base[0]
+                else ""
+            )
+            choose = ", ".join(free) or "(no swept parameter)"
+            raise UsageError(f"{flag} {given}: choose one of {choose}{why}")
     x = x or (free[0] if free else None)
     y = y or next((p for p in free if p != x), None)
     waste = results.with_columns((pl.col("truth_waste_ns") / 1e6).alias("waste_ms"))
@@ -210,7 +224,10 @@ def write_sweep_report(
         wf.append(heatmap(waste, "waste_ms", "spin waste, LHP + LWP (ms, truth)", "waste (ms)", x, y, ".3g"))
     sections.append(Section("Waste", wf, intro="The simulator's ground truth of spin waste per run."))
     page = render_page(
-        f"pvtrace sweep report: {root.name}", f"{results.height} runs; axes: {', '.join(params)}", sections
+        f"pvtrace sweep report: {root.name}",
+        f"{results.height} runs; axes: {', '.join(params)}",
+        sections,
+        progress,
     )
     write_page(page, path, force)
     return f"sweep {root}: {results.height} runs, x = {x}, y = {y or '-'}, baseline = {base[0] + '=' + str(base[1]) if base else '-'}"

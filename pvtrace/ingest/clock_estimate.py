@@ -1,21 +1,20 @@
-"""The guest clock offset estimated from the events themselves, with its uncertainty.
+"""The guest clock offset and drift estimated from the events themselves, with their uncertainty.
 
 A guest prints lock events only while its vCPU is in guest mode, that is inside
 one of that vCPU's host run intervals (from kvm_entry or the switch to its
-thread, to the next kvm_exit, preemption or halt). The offset (host = guest +
-offset) is the shift that puts the guest events inside those intervals: each
-event allows a set of shifts (one range per run interval of its vCPU, widened by
-the printed timestamp resolution), and the estimate is the shift range that
-the most events allow. A few anchor events find the candidate ranges over any
-offset (seconds to days); every event then narrows them. The estimate is the
-middle of the best range and its uncertainty half its width. It is accepted only
-when one range stands out (no other candidate fits as many events) and nearly
-every event fits it; otherwise the clocks stay unaligned.
-
-A guest clock that drifts against the host's (a guest TSC not synchronized, NTP slewing one
-side) fits no single shift exactly: the shifts that fit the first and the last third of the
-events move apart. The estimate then reports that drift and widens its uncertainty to cover
-both thirds, so it never claims a precision the one-offset model does not have.
+thread, to the next kvm_exit, preemption or halt). The guest clock is the line
+host = guest + offset + slope * (guest - at) that puts the guest events inside
+those intervals (widened by the printed timestamp resolution); `at` is the
+middle of the guest's events, slope = -drift (a guest clock running fast by 1
+ppm has slope -1e-6). A few anchor events find the candidate offsets over any
+offset (seconds to days); a grid of slopes, zooming in, finds the line that fits
+the most events near each; the events that line fits then pin every line that
+keeps them inside their runs (a convex polygon, clock_fit.Polygon). The estimate
+is a line of that polygon, and its uncertainties the distance to the polygon's
+farthest lines: of the offset at `at`, of the drift, and of the host time of any
+guest event (span_uncertainty_ns). It is accepted only when one offset stands
+out (no other candidate fits as many events) and nearly every event fits it;
+otherwise the clocks stay unaligned.
 """
 
 from __future__ import annotations
@@ -25,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from pvtrace.ingest.clock_fit import Polygon
+
 IN_KINDS = ("vcpu_run", "vm_entry")
 OUT_KINDS = ("vm_exit", "vcpu_preempt", "vcpu_halt")
 N_ANCHORS = 48
@@ -33,32 +34,48 @@ MIN_FIT = 0.99  # share of guest events that must fit the estimate
 MIN_EVENTS = 20
 EDGE_NS = 1_000_000
 NEAR_NS = 2_000
-REFINE_INTERVALS = 4  # run intervals per event looked at inside a candidate range
+# The fastest a guest clock may run against the host's, either way: the slopes searched (a guest
+# clock from the host's TSC through kvmclock does not drift; NTP slews a clock by 500 ppm at most
+# and crystals are off by tens of ppm). A drift beyond it is not found.
+MAX_DRIFT_PPM = 100.0
+SLOPES = 9  # slopes per step of the drift grid
+MAX_ZOOMS = 12  # steps of the drift grid at most
+FINE_NS = 50  # the drift grid stops when a step moves the events at the ends by less than this
+MAX_FIT_EVENTS = 5_000  # guest events the drift grid looks at (evenly thinned)
 TOO_FEW = "too few guest events, or no host runs of the VM's vCPUs, to estimate the offset"
 
 
 @dataclass(frozen=True)
 class Estimate:
-    """An estimated offset: host = guest + offset_ns, within +- uncertainty_ns."""
+    """An estimated guest clock: host = guest + offset_ns - drift_ppm * 1e-6 * (guest - at_ns).
+
+    offset_ns is within +- uncertainty_ns at guest time at_ns (the middle of the guest's events),
+    drift_ppm within +- drift_uncertainty_ppm (0 when one offset fits: a drift the events do not
+    show is not assumed), and the host time the line gives any guest event within
+    +- span_uncertainty_ns (largest at the first and last events)."""
 
     offset_ns: int
     uncertainty_ns: int
     n_events: int
     n_fit: int
     resolution_ns: int
-    drift_ppm: float | None = None  # the first and last thirds of the events fit different shifts
+    at_ns: int = 0
+    drift_ppm: float = 0.0
+    drift_uncertainty_ppm: float = 0.0
+    span_uncertainty_ns: int = 0
 
     def to_dict(self) -> dict:
-        out = {
+        return {
             "offset_ns": self.offset_ns,
             "uncertainty_ns": self.uncertainty_ns,
+            "at_guest_ns": self.at_ns,
+            "drift_ppm": round(self.drift_ppm, 3),
+            "drift_uncertainty_ppm": round(self.drift_uncertainty_ppm, 3),
+            "span_uncertainty_ns": self.span_uncertainty_ns,
             "n_guest_events": self.n_events,
             "n_inside_runs": self.n_fit,
             "resolution_ns": self.resolution_ns,
         }
-        if self.drift_ppm is not None:
-            out["drift_ppm"] = round(self.drift_ppm, 3)
-        return out
 
 
 def run_intervals(host: pl.DataFrame) -> pl.DataFrame:
@@ -132,25 +149,32 @@ def _merged(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 def _best_ranges(lo: np.ndarray, hi: np.ndarray) -> tuple[int, list[tuple[int, int]]]:
-    """The highest coverage of closed ranges [lo, hi] and every maximal range reaching it."""
-    pos = np.concatenate([lo, hi])
-    step = np.concatenate([np.ones(lo.size, np.int64), -np.ones(hi.size, np.int64)])
-    order = np.lexsort((-step, pos))  # at one point, openings before closings (closed ranges)
-    pos, step = pos[order], step[order]
-    cover = np.cumsum(step)
-    best = int(cover.max()) if cover.size else 0
-    at = np.flatnonzero(cover == best)
-    return best, [(int(pos[i]), int(pos[i + 1])) for i in at if i + 1 < pos.size]
+    """The highest coverage of closed ranges [lo, hi] and every maximal range reaching it.
+
+    The coverage peaks at a range's start: there it is the starts at or before it less the ends
+    before it (two sorts and two binary searches); a peak lasts until the next end."""
+    if lo.size == 0:
+        return 0, []
+    starts, ends = np.sort(lo), np.sort(hi)
+    cover = np.searchsorted(starts, starts, side="right") - np.searchsorted(ends, starts, side="left")
+    best = int(cover.max())
+    at = np.unique(starts[cover == best])
+    return best, [
+        (a.item(), b.item()) for a, b in zip(at, ends[np.searchsorted(ends, at, side="left")], strict=True)
+    ]
 
 
 def _shift_ranges(
     g: np.ndarray,
     vcpu: np.ndarray,
     runs: dict[int, tuple[np.ndarray, np.ndarray]],
-    window: tuple[int, int] | None,
+    window: tuple[float, float] | None,
+    slack: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each guest event (ts g on vCPU vcpu), the shift ranges putting it inside a run; with a
-    window, only the runs that shifts inside the window can reach (at most REFINE_INTERVALS each)."""
+    window, only the runs that shifts inside the window reach, clipped to it; with a slack (per
+    event), each range widened by it on both sides (and an event's ranges that then meet joined,
+    so it counts once)."""
     los, his = [], []
     for c in np.unique(vcpu):
         if c not in runs:
@@ -161,21 +185,134 @@ def _shift_ranges(
             los.append((s[None, :] - gc[:, None]).ravel())
             his.append((e[None, :] - gc[:, None]).ravel())
             continue
-        first = np.searchsorted(e, gc + window[0], side="left")
-        for k in range(REFINE_INTERVALS):
-            j = first + k
-            ok = j < s.size
-            j, gk = j[ok], gc[ok]
-            reach = s[j] - gk <= window[1]
-            los.append(np.maximum(s[j][reach] - gk[reach], window[0]))
-            his.append(np.minimum(e[j][reach] - gk[reach], window[1]))
+        wide = 0.0 if slack is None else slack[vcpu == c]
+        first = np.searchsorted(e, gc + window[0] - wide, side="left")
+        n = np.maximum(np.searchsorted(s, gc + window[1] + wide, side="right") - first, 0)
+        event = np.repeat(np.arange(gc.size), n)
+        j = first[event] + np.arange(event.size) - np.repeat(np.cumsum(n) - n, n)
+        lo, hi = s[j] - gc[event], e[j] - gc[event]
+        if slack is not None:
+            lo, hi = lo - wide[event], hi + wide[event]
+            new = np.ones(event.size, dtype=bool)
+            new[1:] = (event[1:] != event[:-1]) | (lo[1:] > hi[:-1])
+            last = np.append(new[1:], True)
+            lo, hi = lo[new], hi[last]
+        los.append(np.maximum(lo, window[0]))
+        his.append(np.minimum(hi, window[1]))
     if not los:
         return np.empty(0, np.int64), np.empty(0, np.int64)
     return np.concatenate(los), np.concatenate(his)
 
 
+def _fit_slope(
+    g: np.ndarray,
+    u: np.ndarray,
+    vcpu: np.ndarray,
+    runs: dict[int, tuple[np.ndarray, np.ndarray]],
+    window: tuple[float, float],
+    res: int,
+) -> tuple[int, float, list[tuple[float, float]]]:
+    """The clock slope (host ns per guest ns, less 1) that fits the most guest events near a
+    candidate offset, how many it fits and the offset ranges (at u = 0) that do.
+
+    The slopes from -MAX_DRIFT_PPM to +MAX_DRIFT_PPM are cut into SLOPES cells; a cell's count is
+    the events that fit some slope in it (each event's shift ranges at the cell's middle widened
+    by half the cell times its distance from `at`), so the cell holding the right slope fits every
+    event and no narrow fit falls between grid points. The cells that fit nearly as many as the
+    best (one event less, or 0.2%) are cut finer, until a cell moves the events at the ends by less
+    than the print resolution (or 50 ns), or the events do not narrow the cells down. The grid
+    runs on at most MAX_FIT_EVENTS events, evenly thinned; the last count, at the best cell's
+    middle, on all of them."""
+    thin = -(-g.size // MAX_FIT_EVENTS)
+    gs, us, vs = g[::thin], u[::thin], vcpu[::thin]
+    span = max(float(np.abs(u).max()), 1.0)
+    reach = max(NEAR_NS, 100 * res) + (window[1] - window[0])
+    k_max = MAX_DRIFT_PPM * 1e-6
+    win = (window[0] - reach - k_max * span, window[1] + reach + k_max * span)
+    lo, hi = -k_max, k_max
+    for _ in range(MAX_ZOOMS):
+        cell = (hi - lo) / SLOPES
+        ks = lo + cell * (np.arange(SLOPES) + 0.5)
+        slack = np.abs(us) * cell / 2
+        fits = [_best_ranges(*_shift_ranges(gs + k * us, vs, runs, win, slack)) for k in ks]
+        top = max(f for f, _ in fits)
+        i = min((i for i, (f, _) in enumerate(fits) if f == top), key=lambda i: abs(ks[i]))
+        best = ks[i]
+        if not fits[i][1] or cell * span <= max(res, FINE_NS):
+            break
+        near = [j for j, (f, rs) in enumerate(fits) if rs and f >= top - max(1, top // 500)]
+        if (near[-1] - near[0] + 1) >= 0.9 * SLOPES:  # the events do not narrow the slopes down
+            break
+        offsets = [r for j in near for r in (fits[j][1][0][0], fits[j][1][-1][1])]
+        win = (min(offsets) - cell * span - reach, max(offsets) + cell * span + reach)
+        lo, hi = ks[near[0]] - cell / 2, ks[near[-1]] + cell / 2
+    fit, ranges = _best_ranges(*_shift_ranges(g + best * u, vcpu, runs, win))
+    return fit, float(best), ranges
+
+
+@dataclass(frozen=True)
+class _Line:
+    """A guest clock line (host = guest + offset + slope * u) and the polygon of lines that fit
+    the same events (clock_fit.Polygon), with its slope range."""
+
+    offset: float
+    slope: float
+    n_fit: int
+    polygon: Polygon
+    slopes: tuple[float, float]
+
+
+def _fitted_line(
+    g: np.ndarray,
+    u: np.ndarray,
+    vcpu: np.ndarray,
+    runs: dict[int, tuple[np.ndarray, np.ndarray]],
+    offset: float,
+    slope: float,
+) -> _Line | None:
+    """The events inside a run on the line (offset, slope) pin every line that keeps them there:
+    a polygon. The line used from it: no shift at all when it fits (one timeline), else no drift
+    when some offset fits with none (a drift the events do not show is not assumed), else the
+    middle of its slopes; at that slope, the middle of the offsets."""
+    lo, hi, us = [], [], []
+    for c in np.unique(vcpu):
+        if c not in runs:
+            continue
+        s, e = runs[c]
+        pick = np.flatnonzero(vcpu == c)
+        x = g[pick] + offset + slope * u[pick]
+        j = np.searchsorted(s, x, side="right") - 1
+        inside = (j >= 0) & (x <= e[np.maximum(j, 0)])
+        pick, j = pick[inside], j[inside]
+        lo.append(s[j] - g[pick])
+        hi.append(e[j] - g[pick])
+        us.append(u[pick])
+    if not lo or sum(x.size for x in us) == 0:
+        return None
+    k_max = MAX_DRIFT_PPM * 1e-6
+    poly = Polygon.of(
+        np.concatenate(lo).astype(np.float64),
+        np.concatenate(hi).astype(np.float64),
+        np.concatenate(us),
+        -k_max,
+        k_max,
+    )
+    slopes = poly.slopes()
+    if slopes is None:  # only when rounding loses a polygon a few ps wide
+        return None
+    zero = np.zeros(1)
+    if poly.lower(zero)[0] <= 0 <= poly.upper(zero)[0]:
+        best_offset, best_slope = 0.0, 0.0
+    else:
+        best_slope = 0.0 if slopes[0] <= 0 <= slopes[1] else (slopes[0] + slopes[1]) / 2
+        k = np.array([best_slope])
+        best_offset = float(poly.lower(k)[0] + poly.upper(k)[0]) / 2
+    n_fit = sum(x.size for x in us)
+    return _Line(best_offset, best_slope, n_fit, poly, slopes)
+
+
 def estimate_offset(runs_of_vm: pl.DataFrame, guest_of_vm: pl.DataFrame) -> Estimate | str:
-    """The offset of one VM's guest clock, or why the events do not settle it.
+    """The offset (and drift) of one VM's guest clock, or why the events do not settle it.
 
     runs_of_vm: vcpu, start, end (run_intervals of the VM); guest_of_vm: vcpu, ts of its guest
     lock events on the guest's own clock."""
@@ -195,102 +332,96 @@ def estimate_offset(runs_of_vm: pl.DataFrame, guest_of_vm: pl.DataFrame) -> Esti
     g, vcpu = g[known], vcpu[known]
     if g.size < MIN_EVENTS:
         return TOO_FEW
+    at = (int(g[0]) + int(g[-1])) // 2  # offsets are those at the middle of the guest's events
+    u = (g - at).astype(np.float64)
     longest = max(r[0].size for r in runs.values())
     n_anchors = int(max(4, min(N_ANCHORS, MAX_ANCHOR_ENDPOINTS // max(longest, 1))))
     pick = np.unique(np.linspace(0, g.size - 1, n_anchors).astype(np.int64))
     _, candidates = _best_ranges(*_shift_ranges(g[pick], vcpu[pick], runs, None))
     scored = []
     for window in candidates[:16]:
-        fit, ranges = _best_ranges(*_shift_ranges(g, vcpu, runs, window))
+        fit, slope, ranges = _fit_slope(g, u, vcpu, runs, window, res)
         if ranges:
-            scored.append((fit, ranges))
+            scored.append((fit, slope, ranges))
     if not scored:
         return "no shift puts the guest events inside their vCPUs' run intervals"
-    top = max(f for f, _ in scored)
-    best = [r for f, rs in scored if f == top for r in rs]
+    top = max(f for f, _, _ in scored)
+    best = [(k, r) for f, k, rs in scored if f == top for r in rs]
     # no shift at all (host and guest already on one timeline) wins when it fits as well as any,
     # or when it fits nearly every guest event the host recorded around: events after the host
     # stopped recording (or before it started) cannot speak against it, while a distant shift can
     # fit those too by chance
-    zero = [r for r in best if r[0] <= 0 <= r[1]]
+    zero = [(k, r) for k, r in best if k == 0 and r[0] <= 0 <= r[1]]
     if not zero:
         fit0, ranges0 = _best_ranges(*_shift_ranges(g, vcpu, runs, (-NEAR_NS, NEAR_NS)))
         n_span0 = int(np.count_nonzero((g >= span[0]) & (g <= span[1])))
-        zero = [r for r in ranges0 if r[0] <= 0 <= r[1]]
+        zero = [(0.0, r) for r in ranges0 if r[0] <= 0 <= r[1]]
         if zero and fit0 >= MIN_EVENTS and fit0 >= MIN_FIT * n_span0:
             top = fit0
         else:
             zero = []
     best = zero or best
     # else a distant shift that fits nearly as many events makes the best one a matter of chance
-    rivals = [f for f, rs in scored if f < top and all(abs(r[0] - best[0][0]) > 100 * res for r in rs)]
+    # (a candidate that found the same line at a slightly other slope stays within NEAR_NS of it
+    # over the whole trace: not a rival)
+    ends = float(np.abs(u).max())
+
+    def far(k: float, r: tuple[float, float]) -> bool:
+        gap = abs(r[0] - best[0][1][0]) + abs(k - best[0][0]) * ends
+        return gap > max(100 * res, NEAR_NS * (k != best[0][0]))
+
+    rivals = [f for f, k, rs in scored if f < top and all(far(k, r) for r in rs)]
     if not zero and rivals and max(rivals) >= top - max(2, top // 100):
         return f"ambiguous: shifts far apart fit {top} and {max(rivals)} guest events"
-    lo, hi = min(r[0] for r in best), max(r[1] for r in best)
+    lo, hi = min(r[0] for _, r in best), max(r[1] for _, r in best)
     # several shifts fit as well: ambiguous when they are far apart; when they all lie within
     # NEAR_NS the offset is known to that width, and the uncertainty says so
     if len(best) > 1 and hi - lo > max(100 * res, NEAR_NS):
-        return f"ambiguous: shifts {lo} and {hi} ns fit the guest events equally well"
-    offset = (lo + hi) // 2
+        return f"ambiguous: shifts {int(lo)} and {int(hi)} ns fit the guest events equally well"
+    line = _fitted_line(g, u, vcpu, runs, (lo + hi) / 2, best[0][0])
+    if line is not None:  # its middle may fit events the grid's line missed: once more from there
+        line = _fitted_line(g, u, vcpu, runs, line.offset, line.slope) or line
+    if line is None:
+        return "no shift puts the guest events inside their vCPUs' run intervals"
     # events the host did not record around (before its first or after its last event) cannot be
     # checked: the fit is judged on the others
-    n_span = int(np.count_nonzero((g + offset >= span[0]) & (g + offset <= span[1])))
-    if top < MIN_EVENTS or top < MIN_FIT * n_span:
+    host = g + line.offset + line.slope * u
+    n_span = int(np.count_nonzero((host >= span[0]) & (host <= span[1])))
+    if line.n_fit < MIN_EVENTS or line.n_fit < MIN_FIT * n_span:
         return (
             f"no shift puts {MIN_FIT:.0%} of the guest events inside their vCPUs' run intervals "
-            f"(best: {top} of {n_span})"
+            f"(best: {line.n_fit} of {n_span})"
         )
-    uncertainty = (hi - lo + 1) // 2
-    drift_ppm = None
-    spread = _thirds(g, vcpu, runs, (lo, hi), res)
-    if spread is not None:
-        (lo_t, hi_t), drift_ppm = spread
-        if drift_ppm is not None:  # a drift the events show: centred on the whole trace's offsets
-            offset = (lo_t + hi_t) // 2
-        uncertainty = max(uncertainty, offset - lo_t, hi_t - offset)
+    return _estimate(line, at, (float(u.min()), float(u.max())), n_span, res)
+
+
+def _estimate(line: _Line, at: int, ends: tuple[float, float], n_span: int, res: int) -> Estimate:
+    """The Estimate of a fitted line: its offset at `at` (rounded) and slope as a drift, each
+    with the distance to the farthest line of its polygon; span_uncertainty_ns at the guest
+    events' first and last instants (the farthest a line strays is at an end: the spread of
+    offset + slope * u over the polygon is convex in u)."""
+    offset = round(line.offset)
+
+    def off_by(u: float, offset: float) -> float:
+        least, most = line.polygon.extent(u, line.slopes)
+        here = offset + line.slope * u
+        return max(here - least, most - here, 0.0)
+
+    # + 1 ns: the applied line is rounded to whole nanoseconds
+    uncertainty = int(np.ceil(off_by(0.0, offset))) + 1
+    widest = max(uncertainty, *(int(np.ceil(off_by(u, line.offset))) + 1 for u in ends))
+    k_lo, k_hi = line.slopes
     return Estimate(
         offset_ns=offset,
         uncertainty_ns=uncertainty,
         n_events=n_span,
-        n_fit=int(top),
+        n_fit=line.n_fit,
         resolution_ns=res,
-        drift_ppm=drift_ppm,
+        at_ns=at,
+        drift_ppm=float(0.0 - line.slope * 1e6),  # a guest clock running fast gains on the host's
+        drift_uncertainty_ppm=float(max(line.slope - k_lo, k_hi - line.slope)) * 1e6,
+        span_uncertainty_ns=widest,
     )
-
-
-def _thirds(
-    g: np.ndarray,
-    vcpu: np.ndarray,
-    runs: dict[int, tuple[np.ndarray, np.ndarray]],
-    best: tuple[int, int],
-    res: int,
-) -> tuple[tuple[int, int], float | None] | None:
-    """The offsets the first and the last third of the events allow, taken together: a clock that
-    drifts less than the events can show still moves the offset within them, so the uncertainty
-    covers both. When the two ranges do not overlap the drift shows: the range then spans the line
-    through them carried to the first and last event, with the drift in ppm (how fast the guest
-    clock runs against the host's)."""
-    third = g.size // 3
-    if third < MIN_EVENTS:
-        return None
-    reach = max(NEAR_NS, 100 * res) + (best[1] - best[0])
-    window = (best[0] - reach, best[1] + reach)
-    found = []
-    for part in (slice(0, third), slice(g.size - third, g.size)):
-        fit, ranges = _best_ranges(*_shift_ranges(g[part], vcpu[part], runs, window))
-        if not ranges or fit < MIN_FIT * third:
-            return None
-        found.append((min(r[0] for r in ranges), max(r[1] for r in ranges), float(np.median(g[part]))))
-    (lo_a, hi_a, t_a), (lo_b, hi_b, t_b) = found
-    if (lo_b <= hi_a and lo_a <= hi_b) or t_b <= t_a:  # the thirds agree
-        return (min(lo_a, lo_b), max(hi_a, hi_b)), None
-    slope = ((lo_b + hi_b) / 2 - (lo_a + hi_a) / 2) / (t_b - t_a)  # offset change per guest ns
-    half = max(hi_a - lo_a, hi_b - lo_b) / 2
-    ends = [(lo_a + hi_a) / 2 + slope * (t - t_a) for t in (float(g.min()), float(g.max()))]
-    lo, hi = min(lo_a, lo_b, *(e - half for e in ends)), max(hi_a, hi_b, *(e + half for e in ends))
-    pad = res + (hi - lo) / 10  # the slope is itself an estimate: its extrapolation gets a margin
-    # the offset shrinks when the guest clock runs fast
-    return (int(np.floor(lo - pad)), int(np.ceil(hi + pad))), -slope * 1e6
 
 
 def estimate_offsets(host: pl.DataFrame, guest: pl.DataFrame) -> dict[str, Estimate | str]:

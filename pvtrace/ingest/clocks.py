@@ -1,7 +1,9 @@
 """Guest clock -> host clock: decide each guest VM's offset and say whether the sides line up.
 
 host_ts = guest_ts + offset, one offset per guest VM (the layout of
-TraceMeta.clock["guest_offset_ns"], as the simulator writes it). Where an offset
+TraceMeta.clock["guest_offset_ns"], as the simulator writes it); an estimated clock
+may also drift, host_ts = guest_ts + offset - drift_ppm * 1e-6 * (guest_ts - at)
+(TraceMeta.clock["guest_drift"], only for the VMs whose events show one). Where an offset
 comes from, in order: the user (one number for every guest, or one per VM);
 nothing (0) when host and guest already share a timeline (a merged trace-cmd
 report after tsync, or a single side); or the `kvm_write_tsc_offset` host event
@@ -45,6 +47,12 @@ def _aligned(host: tuple[int, int], guest: tuple[int, int]) -> bool:
     return gap <= max(host[1] - host[0], guest[1] - guest[0])
 
 
+def _one_timeline(estimate: Estimate) -> bool:
+    """No shift and no drift fit the events (the estimate's first choice when they do): a merged
+    report already on the host clock."""
+    return estimate.offset_ns == 0 and estimate.drift_ppm == 0
+
+
 def _one_guest(
     host: tuple[int, int] | None,
     guest: tuple[int, int],
@@ -59,26 +67,29 @@ def _one_guest(
         return 0, {"mode": "guest only: one clock"}
     elif (
         isinstance(estimate, Estimate)
-        and abs(estimate.offset_ns) > estimate.uncertainty_ns > MAX_UNCERTAINTY_NS
+        and not _one_timeline(estimate)
+        and estimate.span_uncertainty_ns > MAX_UNCERTAINTY_NS
     ):
         offset, report["mode"] = 0, "not aligned: the events do not pin the offset down"
         report["estimate"] = estimate.to_dict()
         estimate = (
-            f"the events allow offsets {estimate.offset_ns - estimate.uncertainty_ns} to "
-            f"{estimate.offset_ns + estimate.uncertainty_ns} ns: too wide to join host and guest"
+            f"the events allow host times +-{estimate.span_uncertainty_ns} ns apart for one guest event "
+            f"(offset {estimate.offset_ns} +- {estimate.uncertainty_ns} ns, drift {estimate.drift_ppm:+.2f} "
+            f"+- {estimate.drift_uncertainty_ppm:.2f} ppm): too wide to join host and guest"
         )
         report["estimate_failed"] = estimate
     elif isinstance(estimate, Estimate):
         report["estimate"] = estimate.to_dict()
-        if abs(estimate.offset_ns) <= estimate.uncertainty_ns:
+        if _one_timeline(estimate):
             offset, report["mode"] = 0, "one timeline with the host (checked: guest events inside vCPU runs)"
         else:
             offset = estimate.offset_ns
             report["mode"] = (
-                f"estimated from the events (guest events inside vCPU runs), +-{estimate.uncertainty_ns} ns"
+                f"estimated from the events (guest events inside vCPU runs), +-{estimate.span_uncertainty_ns} ns"
                 + (
-                    f"; the guest clock drifts {estimate.drift_ppm:+.2f} ppm against the host's"
-                    if estimate.drift_ppm is not None
+                    f"; the guest clock drifts {estimate.drift_ppm:+.2f} +- {estimate.drift_uncertainty_ppm:.2f} "
+                    "ppm against the host's"
+                    if estimate.drift_ppm
                     else ""
                 )
             )
@@ -157,6 +168,35 @@ def guest_offsets(
     return offsets, per_vm
 
 
+def applied_drifts(per_vm: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """{vm: {"drift_ppm", "at_guest_ns"}} of the applied estimates whose events show a drift."""
+    return {
+        vm: {"drift_ppm": r["estimate"]["drift_ppm"], "at_guest_ns": r["estimate"]["at_guest_ns"]}
+        for vm, r in per_vm.items()
+        if str(r.get("mode", "")).startswith("estimated") and r["estimate"].get("drift_ppm")
+    }
+
+
+def to_host_clock(
+    guest_events: pl.DataFrame, offsets: dict[str, int], drifts: dict[str, dict[str, float]]
+) -> pl.DataFrame:
+    """Guest events (vm, ts on the guest's clock) put on the host clock: + offset, and for a
+    drifting guest clock - drift_ppm * 1e-6 * (ts - at_guest_ns), rounded to the nanosecond."""
+    if not any(offsets.values()) and not drifts:
+        return guest_events
+    vm = pl.col("vm").cast(pl.String)
+    shift = vm.replace_strict(offsets, default=0, return_dtype=pl.Int64)
+    if drifts:
+        ppm = vm.replace_strict(
+            {k: d["drift_ppm"] for k, d in drifts.items()}, default=0.0, return_dtype=pl.Float64
+        )
+        at = vm.replace_strict(
+            {k: d["at_guest_ns"] for k, d in drifts.items()}, default=0, return_dtype=pl.Int64
+        )
+        shift = shift - ((pl.col("ts") - at).cast(pl.Float64) * ppm / 1e6).round().cast(pl.Int64)
+    return guest_events.with_columns(pl.col("ts") + shift)
+
+
 def is_decided(entry: dict[str, Any]) -> bool:
     """An offset that later chunks keep: given by the user, or checked against host events."""
     return entry.get("mode") == "given by the user" or "synchronized" in entry
@@ -165,8 +205,12 @@ def is_decided(entry: dict[str, Any]) -> bool:
 def clock_report(
     offsets: dict[str, int], per_vm: dict[str, dict[str, Any]], has_host: bool
 ) -> dict[str, Any]:
-    """The clock summary for TraceMeta.clock: offsets per VM, how, and a warning when not synchronized."""
+    """The clock summary for TraceMeta.clock: offsets (and drifts) per VM, how, and a warning when
+    not synchronized."""
     report: dict[str, Any] = {"guest_offset_ns": dict(offsets)}
+    drifts = applied_drifts(per_vm)
+    if drifts:
+        report["guest_drift"] = drifts
     if not offsets:
         report["mode"] = "host only: one clock" if has_host else "no events"
         return report
@@ -224,7 +268,7 @@ def snap_guest_events(
         return guest_events, 0
     spread = max(
         (
-            r["estimate"]["uncertainty_ns"]
+            r["estimate"]["span_uncertainty_ns"]
             for r in per_vm.values()
             if "estimate" in r and str(r.get("mode", "")).startswith("estimated")  # an applied estimate
         ),

@@ -179,6 +179,11 @@ def ingest(
     meta.extra["cpus_seen"] = len(cpus) if cpus else None
     if meta.extra.get("side") == "host":
         _point_at_guest_files(meta, [p for p in paths if str(p) != "-"])
+        if not meta.vms:  # `record --host` with no VM running: it said so, analyze said only 'level none'
+            meta.extra.setdefault("warnings", []).append(
+                "a host trace with no VM in it (no kvm events, no vCPU thread): was a VM running while it "
+                "was recorded? Start the VMs first, then record"
+            )
     return meta
 
 

@@ -195,9 +195,8 @@ def normalize(
     per_vm = {**earlier, **per_vm}
     has_host = host.height > 0 or "host" in carry.get("sides", {}).values()
     clock = clocks.clock_report({**carry.get("guest_offsets", {}), **offsets}, per_vm, has_host)
-    if any(offsets.values()):
-        shift = pl.col("vm").cast(pl.String).replace_strict(offsets, default=0, return_dtype=pl.Int64)
-        guest_events = guest_events.with_columns(pl.col("ts") + shift)
+    # a VM decided by an earlier chunk keeps its line: its offset from carry, its drift from per_vm
+    guest_events = clocks.to_host_clock(guest_events, offsets, clocks.applied_drifts(per_vm))
     if clock.get("synchronized"):
         guest_events, n_snapped = clocks.snap_guest_events(host_events, guest_events, per_vm)
         if n_snapped:

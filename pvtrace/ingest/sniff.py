@@ -276,5 +276,8 @@ def detect_format(head: bytes, eof: bool, path: str, forced: str = "auto") -> Ve
     for v in verdicts:
         if v.answer == NEED_MORE:
             return v
+    text_reasons = {v.reason for v in verdicts if v.format in TEXT_FORMATS}
+    if text_reasons in ({"empty file"}, {"binary data, not text"}):  # one word for it, not seven
+        raise FormatError(f"not a trace pvtrace can read: {text_reasons.pop()}", path)
     tried = "; ".join(f"{v.format}: {v.reason}" for v in verdicts)
     raise FormatError(f"not a trace pvtrace can read. Tried {tried}", path)

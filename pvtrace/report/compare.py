@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import altair as alt
@@ -10,6 +11,7 @@ import polars as pl
 
 from pvtrace.analyze.partial import partial_why
 from pvtrace.analyze.result import Analysis
+from pvtrace.errors import FormatError
 from pvtrace.report.aggregate import bin_width, log_histogram, time_bin
 from pvtrace.report.compare_rates import RATE_CAPTION, extent_text, fmt_rate, rates, run_extent
 from pvtrace.report.facts import facts_figure
@@ -28,7 +30,7 @@ from pvtrace.report.waste import (
     waste_parts,
     waste_share,
 )
-from pvtrace.summary import TOTAL_KEYS
+from pvtrace.summary import TOTAL_KEYS, Summary
 from pvtrace.trace import Trace
 
 N_TIME_BINS = 150
@@ -44,11 +46,37 @@ DERIVED: dict[str, str] = {
 }
 
 
+def summary_run(raw: dict, source: str) -> Analysis:
+    """A run given by its summary JSON (`pvtrace analyze --json`, or `pvtrace generate --truth`:
+    the simulator's ground truth), compared by its totals: it has no tables to chart."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("totals"), dict):
+        raise FormatError(
+            "not a summary compare reads (no totals): give a trace, a `pvtrace analyze --json` summary "
+            "or a `pvtrace generate --truth` file",
+            source,
+        )
+    s = Summary.from_dict(raw)
+    if isinstance(raw.get("vcpus"), list) and "n_vcpus" not in raw:  # the truth: a row per vCPU
+        s.extra["n_vcpus"] = len(raw["vcpus"])
+        s.extra["running_ns"] = sum(int(v.get("running_ns") or 0) for v in raw["vcpus"])
+        s.extra.setdefault("t_start", 0)
+        wasted = s.totals.get("waste_lhp_ns", 0) + s.totals.get("waste_lwp_ns", 0)
+        if s.extra["running_ns"] and "waste_lhp_ns" in s.totals:
+            s.extra["spin_waste_pct_of_running"] = round(
+                100.0 * wasted / s.extra["running_ns"], 4
+            )  # as analyze
+    return Analysis(summary=s)
+
+
 def _derived(analysis: Analysis, trace: Trace | None) -> dict[str, float | int | None]:
     out: dict[str, float | int | None] = dict.fromkeys(DERIVED)
     if trace is not None and trace.t_start is not None and trace.t_end is not None:
         out["span_ns"] = trace.t_end - trace.t_start
+    elif trace is None:  # a summary run: the span its summary gives
+        out["span_ns"] = run_extent(analysis, None)["span_ns"]
     out["running_ns"] = running_time(analysis)
+    if out["running_ns"] is None and trace is None:  # a summary run: as its summary says
+        out["running_ns"] = analysis.summary.extra.get("running_ns")
     share = waste_share(analysis)  # as `pvtrace analyze` prints it
     if share is not None:
         out["spin_waste_pct"] = share[1]
@@ -129,9 +157,13 @@ def _fmt(key: str, v: float | None, signed: bool = False) -> str:
     return ("+" + text if v > 0 else text) if signed else text
 
 
-def format_comparison(df: pl.DataFrame, labels: tuple[str, str]) -> pl.DataFrame:
+def format_comparison(
+    df: pl.DataFrame, labels: tuple[str, str], notes: list[str] | None = None
+) -> pl.DataFrame:
     """The comparison with every value written in its unit (for a terminal table or a page): both
-    runs' totals, their rates (rate_basis; blank for a metric compared as it is) and the delta."""
+    runs' totals, their rates (rate_basis; blank for a metric compared as it is) and the delta.
+    With `notes` (a terminal), a partial metric is marked `(partial [n])` and why is appended to
+    notes once, numbered: in the label it made the column too wide for a terminal."""
     rows = []
     for r in df.iter_rows(named=True):
         part = r["partial_a"] or r["partial_b"]
@@ -150,7 +182,12 @@ def format_comparison(df: pl.DataFrame, labels: tuple[str, str]) -> pl.DataFrame
         )
         if r["partial_a"] and r["partial_a"] == r["partial_b"]:
             why = f"both: {r['partial_a']}"
-        metric = r["metric"] + (f" (partial in {why})" if why else "")
+        if why and notes is not None:
+            if why not in notes:
+                notes.append(why)
+            metric = f"{r['metric']} (partial [{notes.index(why) + 1}])"
+        else:
+            metric = r["metric"] + (f" (partial in {why})" if why else "")
         va, vb = (
             _fmt(r["key"], r[c]) + (" (partial)" if r[p] else "")
             for c, p in (("a", "partial_a"), ("b", "partial_b"))
@@ -405,13 +442,15 @@ def render_compare(
     b: Analysis,
     labels: tuple[str, str],
     traces: tuple[Trace | None, Trace | None] = (None, None),
+    progress: Callable[[], None] | None = None,
 ) -> str:
-    """The comparison page as HTML text."""
+    """The comparison page as HTML text; `progress` is called after each figure."""
     sections = compare_sections(a, b, labels, traces)
     return render_page(
         f"pvtrace compare: {labels[0]} vs {labels[1]}",
         "Two runs, headline metrics and distributions overlaid.",
         sections,
+        progress,
     )
 
 
@@ -422,8 +461,9 @@ def write_compare(
     path: Path | str,
     force: bool = False,
     traces: tuple[Trace | None, Trace | None] = (None, None),
+    progress: Callable[[], None] | None = None,
 ) -> Path:
     """Write the self-contained comparison page of two analyses (traces, when given, add their facts)."""
     if labels[0] == labels[1]:
         labels = (f"A: {labels[0]}", f"B: {labels[1]}")
-    return write_page(render_compare(a, b, labels, traces), path, force)
+    return write_page(render_compare(a, b, labels, traces, progress), path, force)

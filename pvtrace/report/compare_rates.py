@@ -21,10 +21,13 @@ def rate_basis(key: str) -> str | None:
 
 
 def run_extent(analysis: Analysis, trace: Trace | None) -> dict[str, int | None]:
-    """What a run's rates divide by: its trace span (ns) and the vCPUs its analysis saw."""
+    """What a run's rates divide by: its trace span (ns) and the vCPUs its analysis saw (a run
+    given as its summary JSON, no trace: the span the summary gives)."""
     span = None
     if trace is not None and trace.t_start is not None and trace.t_end is not None:
         span = trace.t_end - trace.t_start
+    elif trace is None and analysis.summary.extra.get("t_end") is not None:
+        span = analysis.summary.extra["t_end"] - (analysis.summary.extra.get("t_start") or 0)
     n = analysis.summary.extra.get("n_vcpus")
     return {"span_ns": span if span else None, "n_vcpus": int(n) if n else None}
 

@@ -110,7 +110,8 @@ def clock_text(clock: dict[str, Any]) -> str:
         if est.get("offset_ns") is not None:
             text += (
                 f" (estimated {fmt_ns(est['offset_ns'])} ± {fmt_ns(est.get('uncertainty_ns'))} "
-                f"from {fmt_count(est.get('n_guest_events'))} guest events)"
+                + (f"drifting {est['drift_ppm']:+.2f} ppm " if est.get("drift_ppm") else "")
+                + f"from {fmt_count(est.get('n_guest_events'))} guest events)"
             )
         parts.append(text)
     return "; ".join(parts)

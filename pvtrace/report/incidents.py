@@ -73,7 +73,7 @@ def convoy_lengths(convoys: pl.DataFrame, by: tuple[str, ...] = ()) -> tuple[pl.
     counts = (
         convoys.group_by(*by, key, pl.col("cause").fill_null("none"))
         .agg(pl.len().cast(pl.Int64).alias("count"), order.first())
-        .sort("_order")
+        .sort("_order", *by, "cause")  # ties in a fixed order: the same trace, the same page
     )
     return counts, binned
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import html
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -170,15 +171,21 @@ _TABLES = """
 """
 
 
-def render_page(title: str, subtitle: str, sections: list[Section]) -> str:
-    """The whole HTML document."""
+def render_page(
+    title: str, subtitle: str, sections: list[Section], progress: Callable[[], None] | None = None
+) -> str:
+    """The whole HTML document; `progress` is called after each figure (their specs are most of
+    the time a page takes)."""
     specs: list[str] = []
     body = []
     for sec in sections:
         body.append(f'<section id="{sec.anchor}"><h2>{html.escape(sec.title)}</h2>')
         if sec.intro:
             body.append(f'<p class="caption">{html.escape(sec.intro)}</p>')
-        body.extend(_figure_html(f, specs) for f in sec.figures)
+        for f in sec.figures:
+            body.append(_figure_html(f, specs))
+            if progress is not None:
+                progress()
         body.append("</section>")
     nav = " ".join(f'<a href="#{s.anchor}">{html.escape(s.title)}</a>' for s in sections)
     return "\n".join(

@@ -242,7 +242,8 @@ def perf_figures(analysis: Analysis) -> list[Figure]:
 def limits_figure(analysis: Analysis, left_out: list[Figure]) -> Figure:
     """One box: the metrics and figures this trace cannot give, and the command(s) that would."""
     s = analysis.summary
-    if not s.unavailable and not left_out:
+    partial = s.extra.get("partial") or {}
+    if not s.unavailable and not left_out and not partial:
         return no_data("limits", "What this trace cannot tell", "nothing: every metric is available")
     how: dict[str, list[str]] = {}
     for u in s.unavailable:
@@ -251,6 +252,18 @@ def limits_figure(analysis: Analysis, left_out: list[Figure]) -> Figure:
         f"<li><b>{html.escape(', '.join(metrics))}</b>: {html.escape(cmd)}</li>"
         for cmd, metrics in how.items()
     ]
+    # a total given in part: what it lacks and the fix (the page gave the reason, the fix was in the JSON)
+    parts: dict[tuple[str, str], list[str]] = {}
+    for key, reasons in partial.items():
+        for r in reasons:
+            label = "spin waste (LHP + LWP)" if key == "spin_waste" else METRIC_LABELS.get(key, key)
+            parts.setdefault((r["missing"], r.get("fix") or ""), []).append(label)
+    given = [
+        f"<li><b>{html.escape(', '.join(metrics))}</b>: {html.escape(missing)}"
+        + (f"; fix: {html.escape(fix)}" if fix else "")
+        + "</li>"
+        for (missing, fix), metrics in parts.items()
+    ]
     charts = ", ".join(f.title for f in left_out)
     body = (
         '<div class="limits">'
@@ -258,6 +271,13 @@ def limits_figure(analysis: Analysis, left_out: list[Figure]) -> Figure:
         + (
             "<p>Metrics not in this trace, and what would give them:</p><ul>" + "".join(items) + "</ul>"
             if items
+            else ""
+        )
+        + (
+            "<p>Metrics given in part, what they lack and how to complete them:</p><ul>"
+            + "".join(given)
+            + "</ul>"
+            if given
             else ""
         )
         + "<p>Nothing here is counted as zero.</p></div>"

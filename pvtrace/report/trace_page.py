@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from pvtrace.analyze.result import Analysis
@@ -117,11 +118,13 @@ def render_report(
     window: WindowSpec = None,
     sections: list[Section] | None = None,
     title: str | None = None,
+    progress: Callable[[], None] | None = None,
 ) -> str:
-    """The report page of one trace as HTML text (from `sections` when already built)."""
+    """The report page of one trace as HTML text (from `sections` when already built); `progress`
+    is called after each figure."""
     if sections is None:
         sections = report_sections(trace, analysis, window)
-    return render_page(title or _title(trace), _subtitle(trace, analysis), sections)
+    return render_page(title or _title(trace), _subtitle(trace, analysis), sections, progress)
 
 
 def write_report(

@@ -156,29 +156,36 @@ def ple_gain(repeats: int) -> list[Check]:
     return [Check("PLE alone is a small win (kernel build, 2x)", "gain, %", "+2% (a few %)", 0.3, 5.0, gain)]
 
 
+def check_groups(repeats: int = 3) -> list[Callable[[], list[Check]]]:
+    """The groups of calibration targets, each one run of the simulator or several."""
+    return [lambda: pv_ticket_gains(repeats), spin_distribution, lhp_duration, lambda: ple_gain(repeats)]
+
+
 def checks(repeats: int = 3, progress: Callable[[str], None] | None = None) -> list[Check]:
-    """Every calibration target of science.md."""
+    """Every calibration target of science.md; `progress` gets the last target of each group."""
     out: list[Check] = []
-    for step in (
-        lambda: pv_ticket_gains(repeats),
-        spin_distribution,
-        lhp_duration,
-        lambda: ple_gain(repeats),
-    ):
+    for step in check_groups(repeats):
         out += step()
         if progress is not None:
             progress(out[-1].target)
     return out
 
 
+SCALING_VCPUS = (8, 12, 16)
+
+
 def scaling_curve(
-    algorithms: tuple[str, ...] = ALGORITHMS, total_ops: int = 24_000, seed: int = 1
+    algorithms: tuple[str, ...] = ALGORITHMS,
+    total_ops: int = 24_000,
+    seed: int = 1,
+    progress: Callable[[], None] | None = None,
 ) -> pl.DataFrame:
-    """One VM grown past an 8-pCPU host (8, 12, 16 vCPUs), the same total work: slowdown vs 8 vCPUs."""
+    """One VM grown past an 8-pCPU host (8, 12, 16 vCPUs), the same total work: slowdown vs 8 vCPUs.
+    `progress` is called after each run (len(algorithms) x 3)."""
     rows = []
     for algo in algorithms:
         base = None
-        for vcpus in (8, 12, 16):
+        for vcpus in SCALING_VCPUS:
             s = Scenario().replace(
                 host={"pcpus": 8},
                 vm={"count": 1, "vcpus": vcpus, "locks": 4, "compute_ns": 100_000, "ops": total_ops // vcpus},
@@ -187,6 +194,8 @@ def scaling_curve(
             done = max(simulate(s, discard, seed=seed).truth.completion_ns.values())
             base = base or done
             rows.append((algo, vcpus, vcpus / 8, done / 1e9, done / base))
+            if progress is not None:
+                progress()
     return pl.DataFrame(
         rows,
         schema={

@@ -165,7 +165,8 @@ class Scenario:
         raw = self.to_dict()
         for section, values in changes.items():
             if section not in raw or not isinstance(raw[section], dict):
-                raise ScenarioError(f"unknown scenario section [{section}]")
+                known = ", ".join(f"[{s}]" for s in SECTIONS)
+                raise ScenarioError(f"unknown scenario section [{section}] (known: {known})")
             raw[section] = {**raw[section], **values}
         return scenario_from_dict(raw)
 

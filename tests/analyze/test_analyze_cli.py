@@ -203,16 +203,21 @@ def test_cli_finds_guest_clock_offsets_without_options(tmp_path):
 
 
 def test_headline_says_what_spin_waste_lacks():
-    """The spin waste line names a missing or partial LWP part instead of a silent LHP-only sum."""
+    """The spin waste line names a missing or partial LWP part instead of a silent LHP-only sum; a
+    partial one is numbered, its reason and fix under the table."""
+    from pvtrace.analyze.result import Analysis
+
     whole = Summary(totals={"waste_lhp_ns": 5, "waste_lwp_ns": 7})
     assert summary_view.waste_label(whole) == "spin waste (LHP + LWP)"
     lhp_only = Summary(totals={"waste_lhp_ns": 5})
     assert summary_view.waste_label(lhp_only) == "spin waste (LHP only: LWP needs the lock kind)"
-    part = {"missing": "LWP on 3 lock(s) of undecided kind"}
+    part = {"missing": "LWP on 3 lock(s) of undecided kind", "fix": "pass --lock-kind"}
     partial = Summary(
         totals={"waste_lhp_ns": 5, "waste_lwp_ns": 7}, extra={"partial": {"spin_waste": [part]}}
     )
-    assert "partial: LWP on 3 lock(s) of undecided kind" in summary_view.waste_label(partial)
+    rows, notes = summary_view.headline(Analysis(summary=partial))
+    assert ("spin waste (LHP + LWP) (partial [1])", "12 ns", "") in rows
+    assert notes == ["[1] partial: LWP on 3 lock(s) of undecided kind; fix: pass --lock-kind"]
 
 
 def test_convoy_lengths_are_shown_in_power_of_two_buckets():

@@ -242,6 +242,10 @@ def test_a_host_capture_with_no_vm_is_read_as_host_by_its_record_json(tmp_path):
     trace = load([tmp_path / "h.txt"])
     assert trace.meta.vms == {} and trace.meta.extra["side"] == "host"
     assert trace.events["vm"].drop_nulls().len() == 0  # no guest VM named "h"
+    # analyze said 'level none, 0 CPUs' and to record the host: what it was recorded with
+    res = runner.invoke(app, ["analyze", str(tmp_path / "h.txt")])
+    assert res.exit_code == 0 and "warning: a host trace with no VM in it" in res.stderr, res.output
+    assert "level none," in res.stdout and ", no vCPU, 0 locks" in res.stdout  # not '0 CPUs'
 
 
 def test_waits_that_never_end_are_not_summed_as_wait(tmp_path):
@@ -328,3 +332,24 @@ def test_total_wait_is_the_ended_waits_a_true_0_or_null(rows, view, wait_ns):
     """wait_ns has one definition (analyze.summary.total_wait): it was null in the summary's context
     and then made 0 in analyze.run.finish."""
     assert analyze(trace_of(rows, t_end=100, view=view)).summary.extra["wait_ns"] == wait_ns
+
+
+def test_a_window_in_a_guests_own_clock_names_the_host_window():
+    """A merged trace's incidents print both clocks (`0.0444 (vm1 15.0444)`); a user who gave
+    --window in the guest's time got only 'outside the trace'."""
+    from pvtrace.analyze.filters import filter_trace, parse_filters
+    from pvtrace.errors import UsageError
+    from pvtrace.simulate.run import simulate_trace
+    from pvtrace.simulate.scenario import load_preset
+    from pvtrace.simulate.views import select_view
+
+    s = load_preset("lhp-demo").replace(run={"duration_ns": 20_000_000})
+    trace = select_view(simulate_trace(s, seed=1)[0], "merged")
+    off = trace.meta.clock["guest_offset_ns"]["vm1"]  # host = guest + offset
+    guest = -off + 5_000_000  # 5 ms into the trace, read on vm1's clock
+    f = parse_filters(f"{guest / 1e9:.6f}:{(guest + 1_000_000) / 1e9:.6f}", None, None, None)
+    with pytest.raises(
+        UsageError, match=r"takes host-clock times: read on vm1's own clock, it is 0\.00500"
+    ) as e:
+        filter_trace(trace, f)
+    assert "outside the trace" in str(e.value)

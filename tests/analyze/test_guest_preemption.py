@@ -450,3 +450,19 @@ def test_a_holder_guess_that_runs_again_while_the_lock_stays_taken_widens_the_ra
     )  # the guess alone misses
     assert lo <= v["waste_lhp_ns"] < v["true_waste_lhp_ns"] <= hi
     assert harness.vm_outcome(v) == "range"
+
+
+def test_a_quiet_guest_recording_is_a_guest_trace_with_no_contention():
+    """A new user's `pvtrace record --guest -- sleep 1` (ticks and steal samples, no lock contended)
+    was analyzed as level host-only and told to capture with `pvtrace record --guest`: the command
+    that took it."""
+    from pvtrace.cli.summary_view import limits_line
+
+    rows = _ticks(0, [1, 2, 3, 6.5, 7, 8, 9]) + _ticks(1, [1, 2, 3, 4, 5, 6, 7, 8, 9])
+    rows += [_steal(0.5, {0: 0, 1: 0}), _steal(9.5, {0: 3, 1: 0})]
+    rows = [{**r, "seq": i} for i, r in enumerate(sorted(rows, key=lambda r: r["ts"]))]
+    a = analyze(_trace(rows))
+    assert a.summary.extra["level"] == "guest-only" and "n_contended" not in a.summary.totals
+    line = limits_line(a)
+    assert "No lock was contended while it was recorded" in line
+    assert "record --guest -o" not in line and "on the host: sudo pvtrace record --host" in line

@@ -3,7 +3,7 @@ of docs/metrics.md, Inferred holders (pvtrace/analyze/holders.py)."""
 
 from __future__ import annotations
 
-from trace_rows import acquire, analyze_merged, contend, preempt, run
+from trace_rows import acquire, analyze_merged, contend, halt, preempt, run, wake
 
 US = 1_000
 
@@ -191,3 +191,42 @@ def test_a_holder_is_not_kept_through_a_stop_followed_by_silence():
     a = analyze_merged(rows, t_end=1600 * US)
     assert next(h for h in a.table("holds").select("vcpu", "end").rows() if h[0] == 0) == (0, 13 * US)
     assert [(h, harmful) for h, _, _, harmful in lhp(a)] == [(3, True)]
+
+
+def test_a_waiters_own_kick_after_taking_the_lock_does_not_make_it_the_holder_before():
+    # v2 holds the lock unseen and is preempted at 5 us. v1 queues at 10 (head) and is preempted
+    # at 12; v3 queues at 15 and halts (pv). v2 is back at 100; v1 at 101 takes the lock at 102
+    # and, in the same printed microsecond, releases it and kicks v3 (the pv unlock path), then
+    # takes it again at 105 (contended and acquired at once). The hold at 102 prints no length,
+    # and the free stretches on either side (both before an acquisition of v1's) read as one.
+    # v1's kick belongs to its own hold after 102, not to the stretch before: the holder there
+    # is v2, and v1 was its waiter.
+    def kick(v: int, ts: int, target: int) -> list[tuple]:
+        return [
+            (ts, "vm_exit", v, {"pcpu": v, "reason": "HYPERCALL", "value": 5}),
+            (ts, "pv_kick", v, {"target": target}),
+        ]
+
+    rows = [
+        run(0, 0),
+        run(1, 0),
+        run(2, 0),
+        run(3, 0),
+        preempt(2, 5 * US),
+        contend(1, 10 * US),
+        preempt(1, 12 * US),
+        contend(3, 15 * US),
+        halt(3, 20 * US),
+        run(2, 100 * US),
+        run(1, 101 * US),
+        acquire(1, 102 * US),
+        *kick(1, 102 * US, 3),
+        wake(3, 103 * US),
+        contend(1, 105 * US),
+        acquire(1, 105 * US),
+        run(3, 107 * US),
+        acquire(3, 108 * US),
+    ]
+    a = analyze_merged(rows, t_end=200 * US)
+    assert [h[0] for h in lhp(a)] == [2]
+    assert all(h[0] != 1 or h[1] >= 102 * US for h in a.table("holds").select("vcpu", "start").rows())

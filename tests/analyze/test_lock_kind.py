@@ -68,6 +68,30 @@ def test_overtaking_a_head_that_is_not_running_is_no_evidence():
     assert 2 not in hand_offs(w, pieces, ord_size=100, t_start=0)["wid"].to_list()
 
 
+def test_overtaking_a_head_that_resumed_within_the_entry_slack_is_no_evidence():
+    # The same steal, but the head is back at 16, 4 ns before waiter 2 takes the lock: on microsecond text
+    # (entry slack 1.3 us) the head's resume and the steal share a printed microsecond, and it may
+    # have come back after the lock was taken. Only a head running longer than the slack counts.
+    w = _waits([(0, 0, 10, 40), (1, 1, 11, 30), (2, 2, 12, 20)])
+
+    def pieces(back: int) -> pl.DataFrame:
+        head = pl.DataFrame(
+            {
+                "wid": [0, 0],
+                "lid": [0, 0],
+                "start": [10, back],
+                "end": [back, 40],
+                "state": ["preempted", "running"],
+            },
+            schema_overrides={"wid": I64, "lid": I64, "start": I64, "end": I64},
+        )
+        return pl.concat([_running(w.filter(pl.col("wid") != 0)), head])
+
+    assert 2 in hand_offs(w, pieces(16), ord_size=100, t_start=0)["wid"].to_list()  # no slack: an overtake
+    assert 2 in hand_offs(w, pieces(16), ord_size=100, t_start=0, entry_slack=2)["wid"].to_list()
+    assert 2 not in hand_offs(w, pieces(16), ord_size=100, t_start=0, entry_slack=5)["wid"].to_list()
+
+
 def test_classify_needs_enough_hand_offs_and_without_states_never_says_unfair():
     ev = pl.DataFrame(
         {
@@ -171,7 +195,7 @@ def test_no_decided_kind_makes_convoys_unavailable_not_0_and_flags_useful_spin()
     """Inferred holders and no lock of known kind (3-vCPU guests: no queue-jump evidence; too few
     hand-offs): no convoy can be counted, so none is given as 0;
     useful spin still holds the LWP waste, and every view says so (finding s8-4/5)."""
-    from pvtrace.cli.summary_view import headline_rows, limits_line
+    from pvtrace.cli.summary_view import headline, limits_line
 
     s = Scenario().replace(
         lock={"algorithm": "ticket"},
@@ -187,7 +211,12 @@ def test_no_decided_kind_makes_convoys_unavailable_not_0_and_flags_useful_spin()
     assert {"n_convoys", "convoy_len_max", "waste_lwp_ns"} <= gone.keys()
     assert "n_convoys" not in a.summary.totals and "--lock-kind" in gone["n_convoys"]
     assert "n_convoys" not in a.summary.extra["partial"]  # unavailable, not partial
-    rows = {label: value for label, value, _ in headline_rows(a)}
+    rows, notes = headline(a)
+    rows = {label: value for label, value, _ in rows}
     assert not any(label.startswith("convoys") for label in rows)
-    assert rows["  useful spin (partial: includes the LWP waste it cannot separate)"]
+    assert rows["  useful spin (partial [1])"]
+    assert (
+        notes[0].startswith("[1] partial: includes the LWP waste it cannot separate")
+        and "--lock-kind" in notes[0]
+    )
     assert "LWP and convoys need each lock's kind" in limits_line(a)

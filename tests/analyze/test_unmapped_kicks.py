@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from pvtrace.analyze import analyze
 from pvtrace.cli.app import app
-from pvtrace.cli.summary_view import headline_rows
+from pvtrace.cli.summary_view import headline
 from pvtrace.ingest.load import load
 
 runner = CliRunner()
@@ -45,8 +45,10 @@ def test_kicks_partly_unattributed_are_a_lower_bound_in_every_view(tmp_path):
     assert a.summary.totals["n_kicks"] == 1
     (part,) = a.summary.extra["partial"]["n_kicks"]
     assert "1 kick(s) from threads not known as vCPUs" in part["missing"] and "--vcpu-map" in part["fix"]
-    (row,) = [r for r in headline_rows(a) if r[0].startswith("pv kicks")]
-    assert "partial: a lower bound" in row[0]
+    rows, notes = headline(a)
+    (row,) = [r for r in rows if r[0].startswith("pv kicks")]
+    assert row[0] == "pv kicks (partial [1])"
+    assert notes[0].startswith("[1] partial: a lower bound: 1 kick(s)") and "--vcpu-map" in notes[0]
 
 
 def test_a_map_that_names_the_thread_counts_the_kick(tmp_path):
@@ -75,7 +77,8 @@ def test_counts_of_a_trace_that_lost_events_are_lower_bounds(tmp_path):
     assert part["missing"] == "a lower bound: 120 events lost" and s.extra["n_events_lost"] == 120
     res = runner.invoke(app, ["analyze", str(tmp_path / "g.txt")])
     assert res.exit_code == 0, res.output
-    assert "(partial: a lower bound: 120 events lost)" in res.stdout  # on the count's own row
+    assert "contended (lock waits) (partial [1])" in res.stdout  # on the count's own row
+    assert "[1] partial: a lower bound: 120 events lost; fix: record with a bigger buffer" in res.stdout
     assert "lost events: 120 events lost in 1 window(s)" in res.stdout
     (tmp_path / "whole.txt").write_text("".join(ln for ln in lines if "LOST" not in ln))
     assert analyze(load([tmp_path / "whole.txt"])).summary.extra["partial"] == {}

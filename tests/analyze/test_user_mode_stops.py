@@ -84,3 +84,32 @@ def test_a_kernel_mode_exit_changes_nothing():
         acquire(1, 41 * US),
     ]
     assert lhp(analyze_merged(rows, t_end=60 * US)) == [(0, 12 * US, 40 * US, True)]
+
+
+def test_a_sibling_stopped_in_the_kernel_where_most_stops_find_user_mode_is_the_likelier_holder():
+    # v0 spins 0.5 us from 100 us and is preempted; v1 was preempted at 80 and is back at 150;
+    # v2 and v3 run. Without modes printed the running siblings explain the short spin best (no
+    # LHP). Where kvm_exit prints the mode, three of the VM's four interrupt stops of vCPUs waiting
+    # for no lock found user mode: a stop in the kernel, as v1's, is 4 times likelier to be a
+    # holder's than a running sibling is to hold this lock (docs/metrics.md, Unseen holder).
+    def kernel_exit(vcpu: int, ts: int) -> tuple:
+        return (ts, "vm_exit", vcpu, {"pcpu": vcpu, "reason": "EXTERNAL_INTERRUPT"})
+
+    def rows(printed: bool) -> list[tuple]:
+        r = [run(0, 0), run(1, 0), run(2, 0), run(3, 0)]
+        for t in (10 * US, 30 * US, 50 * US):
+            r += [user_exit(3, t) if printed else kernel_exit(3, t), preempt(3, t), run(3, t + 5 * US)]
+        return [
+            *r,
+            kernel_exit(1, 80 * US),
+            preempt(1, 80 * US),
+            contend(0, 100 * US),
+            kernel_exit(0, 100 * US + 500),
+            preempt(0, 100 * US + 500),
+            run(1, 150 * US),
+            run(0, 160 * US),
+            acquire(0, 161 * US),
+        ]
+
+    assert lhp(analyze_merged(rows(False), t_end=300 * US)) == []
+    assert [h[0] for h in lhp(analyze_merged(rows(True), t_end=300 * US))] == [1]

@@ -4,6 +4,7 @@ the tables of docs/accuracy.md ("On rendered text"):
 
     python tests/analyze/text_accuracy.py > /tmp/text-accuracy.md          # text table, offsets table
     python tests/analyze/text_accuracy.py --kinds > /tmp/lock-kinds.md     # lock kind table
+    python tests/analyze/text_accuracy.py --long > /tmp/long.md            # 1 s runs, ns and us text
 
 Every figure is computed from runs: the simulator's truth (cut to the text's window,
 pvtrace.simulate.truth_window) and the analysis of the files `pvtrace generate` would write.
@@ -155,8 +156,9 @@ def figures(runs: list[dict]) -> dict:
 
 
 def offset_errors(seeds: tuple[int, ...], fmt: str, duration_ns: int, drift_ppm: float = 0.0) -> list[dict]:
-    """The offset estimator on merged text (no offsets file), random offsets; with drift_ppm, the
-    guest clock also runs fast by that much (applied to the guest events of the ingested text)."""
+    """The offset estimator on merged text (no offsets file), random offsets; with drift_ppm, vm0's
+    guest clock runs fast by that much and vm1's slow (rendered so: the printer cuts the drifting
+    clock's digits, as a kernel would)."""
     rng = np.random.default_rng(7)
     rows = []
     for seed in seeds:
@@ -164,6 +166,8 @@ def offset_errors(seeds: tuple[int, ...], fmt: str, duration_ns: int, drift_ppm:
         s = replace(scenario("busy", "ticket", True, duration_ns))
         s = s.replace(vm={"clock_offsets_ns": offsets})
         trace, _ = simulate_trace(s, seed=seed)
+        drifts = {"vm0": drift_ppm, "vm1": -drift_ppm}
+        trace.meta.clock["guest_drift_ppm"] = drifts  # guest = host - offset + ppm * 1e-6 * host
         with tempfile.TemporaryDirectory(prefix="pvtrace-clk-") as tmp:
             if fmt == "trace-cmd":  # a merged report is on the host clock: host and guest reports apart
                 files = _text_files(trace, fmt, "host", Path(tmp)) + _text_files(
@@ -173,33 +177,24 @@ def offset_errors(seeds: tuple[int, ...], fmt: str, duration_ns: int, drift_ppm:
                 files = _text_files(trace, fmt, "merged", Path(tmp))
             ev = load(files, guest_offset_ns={"vm0": 0, "vm1": 0}).events  # guests kept on their clocks
         guest = ev.filter(pl.col("origin") == "guest").select(pl.col("vm").cast(pl.String), "vcpu", "ts")
-        if drift_ppm:
-            # each guest's clock drifts from its start; cut to the text's resolution as a kernel
-            # printing a drifting clock would
-            since = pl.col("ts") - pl.col("ts").min().over("vm")
-            res = 1000 if fmt != "trace-cmd" else 1
-            guest = guest.with_columns(
-                (pl.col("ts") + ((since * drift_ppm / 1e6) / res).floor().cast(pl.Int64) * res).alias("ts")
-            )
-        mid_drift = {
-            vm: float(since) * drift_ppm / 1e6
-            for vm, since in guest.group_by("vm")
-            .agg((pl.col("ts") - pl.col("ts").min()).median().alias("mid"))
-            .iter_rows()
-        }
         host = ev.filter(pl.col("origin") == "host").select(
             pl.col("vm").cast(pl.String), "vcpu", "kind", "ts"
         )
         for vm, est in estimate_offsets(host, guest).items():
             true = dict(zip(("vm0", "vm1"), offsets, strict=True))[vm]
+            p = drifts[vm] / 1e6
             ok = not isinstance(est, str)
+            # the true line: host = (guest + offset) / (1 + p); its offset at the estimate's instant
+            true_at = (est.at_ns + true) / (1 + p) - est.at_ns if ok else None
             rows.append(
                 {
                     "seed": seed,
                     "vm": vm,
-                    # the true offset in the middle of the guest's events (a drifting clock has one per instant)
-                    "error_ns": round(est.offset_ns - true + mid_drift[vm]) if ok else None,
+                    "error_ns": round(est.offset_ns - true_at) if ok else None,
                     "uncertainty_ns": est.uncertainty_ns if ok else None,
+                    "drift_error_ppm": est.drift_ppm - p / (1 + p) * 1e6 if ok else None,
+                    "drift_uncertainty_ppm": est.drift_uncertainty_ppm if ok else None,
+                    "span_uncertainty_ns": est.span_uncertainty_ns if ok else None,
                     "why": None if ok else est,
                 }
             )
@@ -250,29 +245,26 @@ def markdown(seeds: tuple[int, ...], duration_ns: int, workloads: tuple[str, ...
 def offsets_markdown(seeds: tuple[int, ...], duration_ns: int) -> str:
     lines = [
         "| format | drift | estimates | max abs error | median abs error | max uncertainty "
-        "| error within its uncertainty | not settled |"
+        "| error within its uncertainty | drift within its uncertainty | max drift uncertainty "
+        "| max span uncertainty | not settled |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    lines.append("|---|---|---|---|---|---|---|---|")
     for fmt in FORMATS:
         for drift in (0.0, 1.0, 10.0):
-            rows = offset_errors(seeds, fmt, duration_ns, drift)
-            errs = [abs(r["error_ns"]) for r in rows if r["error_ns"] is not None]
-            unc = [r["uncertainty_ns"] for r in rows if r["uncertainty_ns"] is not None]
-            covered = sum(
-                abs(r["error_ns"])
-                <= r["uncertainty_ns"] + 1000 * (fmt != "trace-cmd")  # + the print resolution
-                for r in rows
-                if r["error_ns"] is not None
+            rows = [r for r in offset_errors(seeds, fmt, duration_ns, drift) if r["error_ns"] is not None]
+            errs = [abs(r["error_ns"]) for r in rows]
+            covered = sum(abs(r["error_ns"]) <= r["uncertainty_ns"] for r in rows)
+            drift_covered = sum(abs(r["drift_error_ppm"]) <= r["drift_uncertainty_ppm"] + 1e-9 for r in rows)
+            cells = (
+                f"{max(errs):,} ns | {int(np.median(errs)):,} ns | {max(r['uncertainty_ns'] for r in rows):,} ns | "
+                f"{covered} of {len(rows)} | {drift_covered} of {len(rows)} | "
+                f"{max(r['drift_uncertainty_ppm'] for r in rows):.1f} ppm | "
+                f"{max(r['span_uncertainty_ns'] for r in rows):,} ns | "
+                if rows
+                else "- | - | - | - | - | - | - | "
             )
-            lines.append(
-                f"| {fmt} | {drift:g} ppm | {len(errs)} of {len(rows)} | "
-                + (
-                    f"{max(errs):,} ns | {int(np.median(errs)):,} ns | {max(unc):,} ns | {covered} of {len(errs)} | "
-                    if errs
-                    else "- | - | - | - | "
-                )
-                + f"{len(rows) - len(errs)} |"
-            )
+            total = 2 * len(seeds)
+            lines.append(f"| {fmt} | {drift:g} ppm | {len(rows)} of {total} | {cells}{total - len(rows)} |")
     return "\n".join(lines)
 
 
@@ -342,23 +334,28 @@ def lock_kind_markdown(seeds: tuple[int, ...], duration_ns: int) -> str:
     return "\n".join(lines)
 
 
-def long_markdown(seeds: tuple[int, ...], duration_ns: int) -> str:
-    """Nanosecond text (trace-cmd) of longer runs, where most locks see 20 hand-offs: the
-    targets with default options, as a trace of a second or more gives them."""
+def long_markdown(
+    seeds: tuple[int, ...], duration_ns: int, formats: tuple[str, ...] = ("trace-cmd", "ftrace")
+) -> str:
+    """Longer runs, where most locks see 20 hand-offs: the targets with default options, as a trace
+    of a second or more gives them, on nanosecond (trace-cmd) and microsecond (ftrace) text."""
     lines = [
-        "| workload | PLE | lock | spin | waste (LHP+LWP) | LHP precision | LHP recall "
+        "| workload | PLE | lock | format | spin | waste (LHP+LWP) | LHP precision | LHP recall "
         "| harmful LHP found / true | convoys | lock kind right / decided wrong / locks with >= 20 hand-offs |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for workload in WORKLOADS:
         for ple in (False, True):
             for algo in ALGORITHMS:
-                f = figures(run_case(workload, algo, ple, seeds, duration_ns, ("trace-cmd",))["trace-cmd"])
-                lines.append(
-                    f"| {workload} | {'on' if ple else 'off'} | {algo} | {_pct(f['spin_err'])} | {_waste_cell(f)} | "
-                    + _lhp_cells(f["lhp"])
-                    + f"{_pct(f['convoy_err'])} | {f['kinds_right']} / {f['kinds_wrong']} / {f['kinds_n']} |"
-                )
+                runs = run_case(workload, algo, ple, seeds, duration_ns, formats)
+                for fmt in formats:
+                    f = figures(runs[fmt])
+                    lines.append(
+                        f"| {workload} | {'on' if ple else 'off'} | {algo} | {fmt} | {_pct(f['spin_err'])} | "
+                        + f"{_waste_cell(f)} | "
+                        + _lhp_cells(f["lhp"])
+                        + f"{_pct(f['convoy_err'])} | {f['kinds_right']} / {f['kinds_wrong']} / {f['kinds_n']} |"
+                    )
                 print(f"done {workload} ple={ple} {algo}", file=sys.stderr)
     return "\n".join(lines)
 
@@ -370,10 +367,10 @@ if __name__ == "__main__":
     elif args == ["--long"]:
         print(long_markdown((1, 2), 1_000_000_000))
     elif args == ["--offsets"]:
-        print(offsets_markdown(tuple(range(1, 6)), 100_000_000))
+        print(offsets_markdown(tuple(range(1, 11)), 100_000_000))
     elif args[:1] == ["--workload"]:  # one workload's rows (to run workloads side by side)
         print(markdown((1, 2), 100_000_000, tuple(args[1:])))
     else:
         print(markdown((1, 2), 100_000_000))
         print()
-        print(offsets_markdown(tuple(range(1, 6)), 100_000_000))
+        print(offsets_markdown(tuple(range(1, 11)), 100_000_000))

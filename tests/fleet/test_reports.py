@@ -135,6 +135,12 @@ def test_sweep_report_page(sweep_dir, tmp_path):
     assert "x = hypervisor.kick_latency_ns, y = vm.count, baseline = lock.algorithm=ticket" in res.output
     res = runner.invoke(app, ["sweep", "report", str(sweep_dir), "-o", str(page), "--force", "--x", "nope"])
     assert res.exit_code == 2 and "--x nope" in res.output
+    # a swept parameter refused because it is the baseline: the error says so (it said only
+    # "choose one of" the others)
+    res = runner.invoke(
+        app, ["sweep", "report", str(sweep_dir), "-o", str(page), "--force", "--y", "lock.algorithm"]
+    )
+    assert res.exit_code == 2 and "lock.algorithm is the baseline the gain is measured against" in res.output
     if chromium_path() is None:
         pytest.skip("chromium is not installed")
     n = count_specs(page)
@@ -176,3 +182,22 @@ def test_a_one_axis_sweep_cure_against_no_cure_is_reported(tmp_path):
     text = page.read_text()
     assert "time saved over ticket (%), by lock.algorithm" in text and '"lock.algorithm":"pv-ticket"' in text
     assert "no run gives" not in text
+
+
+def test_report_pages_show_progress_on_a_terminal(fleet_dir, sweep_dir, tmp_path, monkeypatch):
+    """`fleet report -o` and `sweep report` built their pages in silence (seconds under load)."""
+    import io
+
+    from pvtrace.cli import common
+
+    screen = io.StringIO()
+    monkeypatch.setattr(common, "err", Console(file=screen, force_terminal=True, width=100))
+    for args in (
+        ["fleet", "report", str(fleet_dir), "-o", str(tmp_path / "f.html")],
+        ["sweep", "report", str(sweep_dir), "-o", str(tmp_path / "s.html")],
+    ):
+        screen.seek(0)
+        screen.truncate()
+        res = runner.invoke(app, args, catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        assert "writing the page" in screen.getvalue(), args

@@ -63,6 +63,7 @@ def test_a_list_valued_parameter_is_an_axis_only_as_a_list_of_lists():
         ({"vm": {"nope": [1, 2]}}, ScenarioError, "vm.nope"),
         ({"sweep": {"seeds": 0}}, UsageError, "seeds"),
         ({"sweep": {"bogus": 1}}, UsageError, "bogus"),
+        ({"kvm": {"ple": [True, False]}}, UsageError, r"unknown scenario section \[kvm\] \(known: \[host\]"),
     ],
 )
 def test_bad_grids_are_one_line_errors(raw, error, message):
@@ -113,3 +114,22 @@ def test_a_cell_that_fails_is_a_failure_row_and_is_retried_only_on_request(tmp_p
     assert not list((tmp_path / "cells").iterdir())
     assert plan([broken], tmp_path, retry_failed=False)[0] == []
     assert plan([broken], tmp_path, retry_failed=True)[0] == [broken]
+
+
+def test_the_plan_line_is_one_line_in_a_log(tmp_path):
+    """Piped to a log, `pvtrace sweep` cut its plan line at 80 columns ('0 \\nfailed before'), unlike
+    every other command's messages."""
+    from pvtrace.fleet.cells import cell_task
+    from pvtrace.fleet.sweep import prepare, write_results
+
+    path = tmp_path / "grid.toml"
+    path.write_text(GRID.replace("seeds = 2", "seeds = 1\nanalyze = false"))
+    grid, root = load_grid(path), tmp_path / "sweep"
+    prepare(root, grid)
+    for c in grid.cells():
+        assert cell_task(c, str(root), grid.analyze, grid.view)["status"] == "done"
+    write_results(root, grid.cells())
+    res = runner.invoke(app, ["sweep", str(path), "-o", str(root)])  # all done: no cluster starts
+    assert res.exit_code == 0, res.output
+    (line,) = [ln for ln in res.stderr.splitlines() if ln.startswith("sweep: ")]
+    assert len(line) > 80 and line.endswith("; 0 to run")

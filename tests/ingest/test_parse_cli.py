@@ -175,3 +175,21 @@ def test_guest_offset_option_forms() -> None:
     for bad in (["x"], ["vm0=1.5"], ["5", "vm1=3"]):
         with pytest.raises(UsageError):
             parse_guest_offset(bad)
+
+
+def test_a_long_file_name_is_folded_not_cut(tmp_path: Path, monkeypatch) -> None:
+    """At 80 columns the Inputs table showed `guest-pvqspinlo…` for a real trace's name."""
+    from rich.console import Console
+
+    from pvtrace.cli import ingest as cli_ingest
+
+    name = "guest-pvqspinlock-futex-lossy-tracepipe-captured-on-a-loaded-host.txt"
+    (tmp_path / name).write_bytes(_good_text())
+    con = Console(record=True, width=80)
+    monkeypatch.setattr(cli_ingest, "out", con)
+    res = runner.invoke(app, ["ingest", str(tmp_path / name), "-o", str(tmp_path / "e.parquet")])
+    assert res.exit_code == 0, res.output
+    text = con.export_text()
+    assert "…" not in text
+    rows = [line.split("│")[0].strip() for line in text.split("Inputs")[1].splitlines()[3:] if "│" in line]
+    assert "".join(rows).startswith(name)

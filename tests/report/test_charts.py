@@ -241,6 +241,22 @@ def test_a_partial_total_is_flagged_in_the_tables_and_charts():
     assert "Partial: convoys on 2 lock(s)" in chart_convoy_lengths(a).note
 
 
+def test_the_limits_box_gives_each_partial_reason_with_its_fix():
+    """The page named a partial total's reason but its fix (`--lock-kind fifo`) was in the JSON
+    alone: the box of what the trace cannot tell lists both, with the metrics it touches."""
+    from pvtrace.report.tables import limits_figure
+    from pvtrace.summary import Summary
+
+    part = {"missing": "LWP on 2 lock(s) of undecided kind", "fix": "pass --lock-kind fifo"}
+    s = Summary(totals={"waste_lwp_ns": 5}, extra={"partial": {"waste_lwp_ns": [part], "spin_waste": [part]}})
+    box = limits_figure(Analysis(summary=s), []).html
+    assert "Metrics given in part" in box
+    assert (
+        "spin wasted on LWP, spin waste (LHP + LWP)</b>: LWP on 2 lock(s) of undecided kind; fix: pass --lock-kind fifo"
+        in box
+    )
+
+
 def test_the_clock_fact_is_words_not_a_dict():
     clock = {
         "mode": "one timeline with the host",
@@ -252,3 +268,22 @@ def test_the_clock_fact_is_words_not_a_dict():
     assert clock_text(clock) == (
         "one timeline with the host; vm0: guest offset 0 ns (estimated 10.6 µs ± 28.3 µs from 526 guest events)"
     )
+
+
+def test_convoy_lengths_come_in_one_order():
+    """Two report pages of one trace differed: the convoy chart's rows of one length came in hash
+    order (a cause's row first on one run, another's on the next)."""
+    from pvtrace.report.incidents import convoy_lengths
+
+    convoys = pl.DataFrame(
+        {"length": [2, 2, 2, 3, 3, 2] * 50, "cause": ["lhp", None, "lwp", "lwp", "lhp", None] * 50}
+    )
+    for seed in range(20):
+        counts, _ = convoy_lengths(convoys.sample(fraction=1.0, shuffle=True, seed=seed))
+        assert counts.select("length_bin", "cause").rows() == [
+            ("2", "lhp"),
+            ("2", "lwp"),
+            ("2", "none"),
+            ("3", "lhp"),
+            ("3", "lwp"),
+        ]

@@ -144,3 +144,34 @@ def test_runs_of_different_length_compare_as_rates():
     assert longest["basis"] is None and longest["delta_of"] == "total" and longest["delta"] == 0
     shown = format_comparison(df, ("short", "long")).filter(pl.col("metric") == "contended acquisitions")
     assert shown.row(0) == ("contended acquisitions", "100", "1,000", "1,000/s", "1,000/s", "0", "+0.0%")
+
+
+@pytest.mark.parametrize("width", [80, 100])
+def test_the_terminal_comparison_keeps_metric_names_and_values_whole(runs, width):
+    """At 100 columns `pvtrace compare` printed no metric names at all (the column was squeezed to
+    nothing behind `(partial in …)` labels) and cut the values to '…'."""
+    import copy
+
+    from rich.console import Console
+
+    from pvtrace.cli.report import print_comparison
+    from pvtrace.report.compare_rates import run_extent
+
+    a, b, ta, tb = runs
+    part = copy.deepcopy(a)
+    why = "includes the LWP waste it cannot separate"
+    part.summary.extra["partial"] = {"spin_useful_ns": [{"missing": why}]}
+    metrics = compare_metrics(part, b, (ta, tb))
+    con = Console(record=True, width=width)
+    print_comparison(con, metrics, ("A", "B"), (run_extent(part, ta), run_extent(b, tb)))
+    text = con.export_text()
+    assert "…" not in text
+    assert all(len(line) <= width for line in text.splitlines() if line[:1] in "┏┃┡│└")
+    table = format_comparison(metrics, ("A", "B"))
+    lines = text.splitlines()
+    for metric, va, vb, *_, pct in table.iter_rows():
+        first = metric.split(" (partial")[0].split()[0]  # a wrapped name keeps its first word
+        row = [ln for ln in lines if ln.startswith(f"│ {first}") and f" {va} │ " in ln and f" {vb} │ " in ln]
+        assert any(ln.endswith(f" {pct} │") for ln in row), metric
+    assert "useful spin (partial [1])" in text and f"[1] partial in A: {why}" in text
+    assert "(not shown at " in text and "A, rate; B, rate; Δ (B − A)" in text

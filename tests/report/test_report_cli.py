@@ -153,3 +153,79 @@ def test_compare_says_each_runs_length_and_writes_json(tmp_path, trace_file):
     waste = rows["waste_lhp_ns"]
     assert waste["basis"] == "vcpu_s" and waste["delta_of"] == "rate" and waste["delta"] == 0
     assert waste["a_rate"] == pytest.approx(100 * waste["a"] / (12_000 * 2))
+
+
+def _host_text_with_a_cut_line(path):
+    """A small host ftrace text (vCPU runs) whose line 30 is cut short."""
+    lines = ["# tracer: nop"]
+    for i in range(60):
+        t = 5021.0 + i * 1e-4
+        lines.append(
+            f"       CPU 0/KVM-24501   [003] d..1.  {t:.6f}: kvm_entry: vcpu 0, rip 0xffffffff81b3c9a2"
+        )
+    lines[30] = lines[30][:30]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_compare_and_report_say_what_analyze_says_about_their_input(tmp_path, trace_file):
+    """A new user compared a host text whose guest files sat next to it (every metric unavailable)
+    and one with garbled lines, and neither command said a word: analyze says both."""
+    host = _host_text_with_a_cut_line(tmp_path / "host.txt")
+    (tmp_path / "host-vm0.txt").write_text("guest half, left out\n")
+    res = runner.invoke(app, ["compare", str(host), str(trace_file)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    notes = [line for line in res.stderr.splitlines() if line.startswith("host: ")]
+    assert any("skipped 1 input lines" in n and "host.txt:31" in n for n in notes), res.stderr
+    assert any("warning: files named like guest traces of this host sit next to it" in n for n in notes)
+    assert any(f"pvtrace ingest {host} {tmp_path / 'host-vm0.txt'} -o host.parquet" in n for n in notes)
+    assert "--strict" not in res.stderr  # compare has no --strict to suggest
+    assert not any(line.startswith("lhp: ") for line in res.stderr.splitlines())  # a clean run is quiet
+    res = runner.invoke(app, ["report", str(host), "-o", str(tmp_path / "r.html")], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "skipped 1 input lines" in res.stderr and "sit next to it" in res.stderr
+
+
+def test_page_writing_shows_progress_on_a_terminal(tmp_path, trace_file, monkeypatch):
+    """Building a page (its charts' specs) took seconds after the analysis bar had gone, with
+    nothing on the terminal: report, analyze --report and compare draw a bar for it."""
+    import io
+
+    from rich.console import Console
+
+    from pvtrace.cli import common
+
+    screen = io.StringIO()
+    monkeypatch.setattr(common, "err", Console(file=screen, force_terminal=True, width=100))
+    for args in (
+        ["report", str(trace_file), "-o", str(tmp_path / "r.html")],
+        ["analyze", str(trace_file), "--report", str(tmp_path / "a.html")],
+        ["compare", str(trace_file), str(trace_file), "-o", str(tmp_path / "c.html")],
+    ):
+        screen.seek(0)
+        screen.truncate()
+        res = run(*args)
+        assert res.exit_code == 0, res.output
+        assert "writing the page" in screen.getvalue(), args
+
+
+def test_compare_checks_an_analysis_against_the_simulators_truth(tmp_path):
+    """`generate --truth` wrote the ground truth and nothing read it back: compare takes it (and any
+    `analyze --json` summary) as a run, so the analysis of the simulated trace is checked against it."""
+    run_file, truth = tmp_path / "run.parquet", tmp_path / "truth.json"
+    res = run("generate", "--preset", "lhp-demo", "-o", str(run_file), "--truth", str(truth), "-q")
+    assert res.exit_code == 0, res.output
+    res = run("compare", str(truth), str(run_file), "--json", "-")
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.stdout)
+    assert got["runs"]["a"] == {"label": "truth", "span_ns": 300_000_000, "n_vcpus": 4}
+    rows = {m["key"]: m for m in got["metrics"]}
+    # the full simulated view is exact: every total the analysis gives is the truth's
+    for key in ("spin_ns", "waste_lhp_ns", "waste_lwp_ns", "n_lhp_harmful", "n_lwp", "n_convoys"):
+        assert rows[key]["a"] == rows[key]["b"] > 0 and rows[key]["delta"] == 0, key
+    assert rows["spin_waste_pct"]["delta"] == 0 and rows["running_ns"]["a"] == rows["running_ns"]["b"]
+    table = run("compare", str(truth), str(run_file), "--label-b", "analyzed")
+    assert table.exit_code == 0 and "A = truth: 300 ms of trace, 4 vCPUs" in table.stdout
+    (tmp_path / "other.json").write_text('{"runs": []}')
+    bad = runner.invoke(app, ["compare", str(tmp_path / "other.json"), str(run_file)])
+    assert bad.exit_code == 1 and "not a summary compare reads (no totals)" in bad.stderr

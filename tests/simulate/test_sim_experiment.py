@@ -65,6 +65,8 @@ def test_experiment_command_prints_and_writes(tmp_path):
     r = runner.invoke(app, ["experiment", str(sc), "--repeats", "2", "-o", str(out)])
     assert r.exit_code == 0, r.output
     assert "without (ticket)" in r.output and "with (pv-ticket)" in r.output and "gain" in r.output
+    # the std-dev is over every guest of every seed (it read as over seeds: '1 seed' with a std-dev)
+    assert "mean (std-dev) of guests x 2 seeds" in r.output
     table = pl.read_csv(out / "experiment.csv")
     assert table["level"].to_list() == [1, 2, 3, 4]
     runs = pl.read_csv(out / "experiment-runs.csv")

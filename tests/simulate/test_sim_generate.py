@@ -27,6 +27,8 @@ def test_generate_writes_events_and_truth(tmp_path):
     r = generate("--preset", "lhp-demo", "-o", str(out), "--truth", str(truth))
     assert r.exit_code == 0, r.output
     assert "Simulated 0.300 s" in r.output
+    # the run stops at 0.3 s with the work unfinished: its "-" completion is explained
+    assert "completion -: the VM had not finished its work when the run stopped" in r.output
     trace = read_trace(out)
     assert trace.events.schema == EVENT_SCHEMA
     m = trace.meta
@@ -188,6 +190,7 @@ def test_lock_and_set_choose_traits_without_toml(tmp_path):
         ("lock.stealing=sometimes", "lock.stealing must be empty or one of none, once, unfair"),
         ("ple=true", "expected section.key=value"),
         ("vm.nope=1", "unknown parameter vm.nope"),
+        ("kvm.ple=false", "unknown scenario section [kvm] (known: [host], [vm], [lock], [hypervisor]"),
     ],
 )
 def test_bad_set_is_a_one_line_error(tmp_path, arg, message):
@@ -199,4 +202,40 @@ def test_bad_set_is_a_one_line_error(tmp_path, arg, message):
 
 def test_calibrate_is_a_command():
     r = runner.invoke(app, ["calibrate", "--help"])
-    assert r.exit_code == 0 and "science.md" in r.output
+    assert r.exit_code == 0 and "docs/simulator.md" in r.output  # not science.md, which is not shipped
+
+
+def test_calibrate_shows_progress_on_a_terminal(monkeypatch):
+    """`pvtrace calibrate` ran a minute and more with nothing on the terminal: both of its phases
+    draw a bar (the simulations are stood in for; the scaling curve's own count is checked below)."""
+    import io
+
+    from rich.console import Console
+
+    from pvtrace.cli import common
+    from pvtrace.simulate import calibrate
+
+    fake = calibrate.Check("t", "f", "p", 0.0, 2.0, 1.0)
+    monkeypatch.setattr(calibrate, "check_groups", lambda repeats: [lambda: [fake]] * 4)
+    runs = len(calibrate.ALGORITHMS) * len(calibrate.SCALING_VCPUS)
+
+    def curve(progress=None):
+        for _ in range(runs):
+            progress()
+        return pl.DataFrame({"lock": ["tas"] * 3, "vcpus": [8, 12, 16], "slowdown": [1.0, 1.0, 1.0]})
+
+    monkeypatch.setattr(calibrate, "scaling_curve", curve)
+    screen = io.StringIO()
+    monkeypatch.setattr(common, "err", Console(file=screen, force_terminal=True, width=100))
+    r = runner.invoke(app, ["calibrate"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert "calibration targets" in screen.getvalue() and "scaling curve" in screen.getvalue()
+    assert "100%" in screen.getvalue()
+
+
+def test_scaling_curve_reports_each_run():
+    from pvtrace.simulate.calibrate import SCALING_VCPUS, scaling_curve
+
+    calls = []
+    curve = scaling_curve(algorithms=("tas",), total_ops=480, progress=lambda: calls.append(1))
+    assert len(calls) == len(SCALING_VCPUS) == curve.height

@@ -47,6 +47,15 @@ def guest_offset_ns(trace: Trace, vm: str) -> int:
     return int(offsets.get(vm, 0))
 
 
+def guest_clock_ts(trace: Trace, vm: str) -> pl.Expr:
+    """Host `ts` as the VM's guest clock reads it: host - offset, plus meta.clock["guest_drift_ppm"]
+    (a guest clock running fast by that many ppm of host time since 0; the simulator sets none, the
+    clock estimator's accuracy runs do, so the drift lands before the printer cuts the digits)."""
+    ppm = float((trace.meta.clock.get("guest_drift_ppm") or {}).get(vm, 0.0))
+    ts = pl.col("ts") - guest_offset_ns(trace, vm)
+    return ts + (pl.col("ts") * (ppm / 1e6)).floor().cast(pl.Int64) if ppm else ts
+
+
 def guest_records(trace: Trace, events: pl.DataFrame, vm: str, *, guest_clock: bool) -> pl.DataFrame:
     """The VM's guest lines in print order: ts (guest clock when `guest_clock`, else host), ord, cpu,
     pid, event, lock flags, the lock and its hashed `%p` text (see guest_payload)."""
@@ -58,6 +67,7 @@ def guest_records(trace: Trace, events: pl.DataFrame, vm: str, *, guest_clock: b
     mine = events.filter((pl.col("vm") == vm) & pl.col("kind").is_in(["lock_contend", "lock_acquire"]))
     mine = mine.filter((pl.col("kind") == "lock_contend") | contended_acquire(mine))
     offset = guest_offset_ns(trace, vm) if guest_clock else 0
+    clock = guest_clock_ts(trace, vm).alias("ts") if guest_clock else pl.col("ts")
     if mine.height and mine["ts"].min() - offset < 0:
         raise PvtraceError(
             f"guest clock offset of {vm} ({offset} ns) puts its first lock event before guest time 0; "
@@ -67,7 +77,7 @@ def guest_records(trace: Trace, events: pl.DataFrame, vm: str, *, guest_clock: b
     mine = mine.join(hashed.drop("vm"), on="lock", how="left", maintain_order="left")
     begin = pl.col("kind") == "lock_contend"
     locks = mine.select(
-        (pl.col("ts") - offset).alias("ts"),
+        clock,
         "ord",
         pl.lit(0, dtype=pl.Int8).alias("sub"),
         pl.col("vcpu").alias("cpu"),
@@ -82,7 +92,7 @@ def guest_records(trace: Trace, events: pl.DataFrame, vm: str, *, guest_clock: b
         return locks
     marker = pl.col("event") == MARKER
     other = signals.select(
-        (pl.col("ts") - offset).alias("ts"),
+        clock,
         "ord",
         pl.lit(0, dtype=pl.Int8).alias("sub"),
         pl.col("vcpu").alias("cpu"),
