@@ -14,8 +14,13 @@ from __future__ import annotations
 
 import polars as pl
 
-from pvtrace.analyze.intervals import sort_by_key
+from pvtrace.analyze.intervals import cum_sum_within, same_as_next, sort_by_key
 from pvtrace.schema import Column, schema_of
+
+# The events the context tables read besides the stacks: placements (pcpu_timeline, what ran
+# instead) and exits (vm_exits); analyze_parquet() takes them from its one read of the file.
+CONTEXT_KINDS = ("vcpu_run", "vcpu_preempt", "vcpu_halt", "vm_exit", "vm_entry")
+CONTEXT_COLUMNS = ("ts", "kind", "vm", "vcpu", "pcpu", "reason")
 
 # Frames of the tracing and locking code itself; the caller is the first frame after them.
 _LOCK_FRAME = (
@@ -154,9 +159,8 @@ def _runs_inside(spans: pl.DataFrame, runs: pl.DataFrame) -> pl.DataFrame:
     Each pCPU's runs are numbered in time order; two as-of lookups give the numbers of the first
     run at or after start and after end, and only those runs are joined: memory follows the
     runs inside incidents, never incidents x runs of a pCPU (an inequality join would)."""
-    numbered = sort_by_key(runs, "run_pcpu", then="run_ts").with_columns(
-        pl.int_range(pl.len(), dtype=pl.Int64).over("run_pcpu").alias("pos")
-    )
+    numbered = sort_by_key(runs, "run_pcpu", then="run_ts").with_columns(pl.lit(1, pl.Int64).alias("pos"))
+    numbered = numbered.with_columns(cum_sum_within("pos", "run_pcpu") - 1)  # (a pCPU's rows together)
     index = numbered.select("run_pcpu", "run_ts", "pos").sort("run_ts")
 
     def count_before(col: str) -> pl.DataFrame:  # runs on the pCPU strictly before `col`
@@ -202,7 +206,8 @@ def _ran_instead(inc: pl.DataFrame, events: pl.LazyFrame) -> pl.DataFrame | None
     # VM names stay encoded as in the events (the incidents' few are encoded alike): decoding one
     # per placement event cost GiBs on a big trace; (VM, vCPU) is matched as one Int64
     inc = inc.with_columns(pl.col("vm").cast(placed.schema["vm"]))
-    placed = placed.sort("ts")
+    if not placed["ts"].is_sorted():  # (a file's events are in time order already)
+        placed = placed.sort("ts")
     vcpu = (pl.col("vm").to_physical().cast(pl.Int64) * (1 << 32) + pl.col("vcpu").cast(pl.Int64)).alias("_v")
     where = (
         inc.select("iid", "vm", "vcpu", "start", vcpu)
@@ -293,7 +298,7 @@ def pcpu_timeline(events: pl.LazyFrame) -> pl.DataFrame:
     run = pl.col("kind") == "vcpu_run"
     return (
         placed.sort("pcpu", "ts", maintain_order=True)
-        .with_columns(pl.col("ts").shift(-1).over("pcpu").alias("end"))
+        .with_columns(pl.when(same_as_next("pcpu")).then(pl.col("ts").shift(-1)).alias("end"))
         .filter(pl.col("end").is_not_null() & (pl.col("end") > pl.col("ts")))
         .select(
             "pcpu",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from pvtrace.analyze.intervals import cum_sum_within, sort_by_key_time
+from pvtrace.analyze.intervals import cum_sum_within
 from pvtrace.analyze.prepare import Prepared
 from pvtrace.schema import CONVOY_SCHEMA
 
@@ -19,18 +19,10 @@ I64 = pl.Int64()
 
 
 def open_waits_at(acq: pl.DataFrame, waits: pl.DataFrame) -> pl.DataFrame:
-    """Per acquisition (start_ord): waits open on its lock just before it, its own included."""
-    deltas = pl.concat(
-        [
-            waits.select("lid", pl.col("start_ord").alias("ord"), pl.lit(1, I64).alias("d")),
-            waits.filter(pl.col("end_ord").is_not_null()).select(
-                "lid", pl.col("end_ord").alias("ord"), pl.lit(-1, I64).alias("d")
-            ),
-        ]
-    ).pipe(sort_by_key_time, "lid", "ord")
-    counted = deltas.with_columns(cum_sum_within("d", "lid").alias("open_after"))
-    ends = counted.filter(pl.col("d") == -1).select(
-        pl.col("ord").alias("start_ord"), (pl.col("open_after") + 1).alias("open_waits")
+    """Per acquisition (start_ord): waits open on its lock just before it, its own included (the
+    queued count of the wait it ends, locks.waits)."""
+    ends = waits.filter(pl.col("end_ord").is_not_null()).select(
+        pl.col("end_ord").alias("start_ord"), pl.col("queued").alias("open_waits")
     )
     return acq.join(ends, on="start_ord", how="left", maintain_order="left")
 
@@ -57,8 +49,9 @@ def convoys(
     # someone took it unseen after that release and handed it over. A hand-off that opens a run
     # (the unseen take broke it), from the unseen holder's release, at the acquisition.
     # (Not the lock's first acquisition: what held it before the trace is unknown.)
-    seen_acq = pl.col("start_ord").is_not_null()
-    first = seen_acq & (seen_acq.cast(I64).cum_sum().over("lid") == 1)
+    # (rows in lock order: running sums restart at each lock without a window over it)
+    a = a.with_columns(pl.col("start_ord").is_not_null().cast(I64).alias("_seen"))
+    first = (pl.col("_seen") == 1) & (cum_sum_within("_seen", "lid") == 1)
     unseen_before = (
         pl.col("contended") & ~pl.col("handoff") & ~first & (pl.col("open_waits") == 1).fill_null(False)
     )

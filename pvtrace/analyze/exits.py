@@ -7,9 +7,10 @@ at it; kick latency runs from the kick to the target's next vcpu_run.
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
-from pvtrace.analyze.intervals import cum_sum_within, lookup, same_as_previous, sort_by_key_time
+from pvtrace.analyze.intervals import count_before, lookup, same_as_next, same_as_previous
 from pvtrace.analyze.prepare import Prepared
 from pvtrace.analyze.vcpu_states import VcpuStates
 
@@ -19,11 +20,19 @@ I64, I32, STR, F64, BOOL = pl.Int64(), pl.Int32(), pl.String(), pl.Float64(), pl
 def exit_durations(prep: Prepared) -> pl.DataFrame:
     """Every vm_exit in canonical order: vid, ts, ord, reason, dur (to the same vCPU's next
     vm_entry; null if its next event is not one)."""
-    following = pl.col("kind").shift(-1).over("vid") == "vm_entry"
+    order = prep.exits_by_vcpu
+    if order is None:
+        following = pl.col("kind").shift(-1).over("vid") == "vm_entry"
+        dur = pl.when(following).then(pl.col("ts").shift(-1).over("vid") - pl.col("ts"))
+    else:  # each vCPU's next event in the vCPU order, then back to canonical order by one gather
+        following = same_as_next("vid") & (pl.col("kind").shift(-1) == "vm_entry")
+        by_vcpu = prep.exits.select("vid", "kind", "ts")[order]
+        after = by_vcpu.select(pl.when(following).then(pl.col("ts").shift(-1) - pl.col("ts"))).to_series()
+        back = np.empty_like(order)
+        back[order] = np.arange(order.size)
+        dur = pl.lit(after[back])
     return (
-        prep.exits.with_columns(
-            pl.when(following).then(pl.col("ts").shift(-1).over("vid") - pl.col("ts")).alias("dur")
-        )
+        prep.exits.with_columns(dur.alias("dur"))
         .filter(pl.col("kind") == "vm_exit")
         .select("vid", "ts", "ord", pl.col("reason").fill_null("UNKNOWN"), "dur")
     )
@@ -165,36 +174,22 @@ def _target_vcpu(prep: Prepared) -> pl.Expr:
     return prep.vcpu_attr("vcpu", vid="target_vid").cast(I32).alias("target")
 
 
-def held_counts(acq: pl.DataFrame) -> pl.DataFrame:
-    """Per vid, the number of locks it holds after each hold start/end (key, o2, n_held), o2 = 2*ord."""
-    h = acq.filter(pl.col("vid").is_not_null())
-    starts = h.select(pl.col("vid").alias("key"), pl.col("sort_key").alias("o2"), pl.lit(1, I64).alias("d"))
-    ends = h.filter(pl.col("end_key").is_not_null()).select(
-        pl.col("vid").alias("key"), pl.col("end_key").alias("o2"), pl.lit(-1, I64).alias("d")
-    )
-    both = pl.concat([starts, ends]).with_columns((pl.col("d") > 0).cast(I64).alias("_tb"))  # ends first
-    return (
-        sort_by_key_time(both, "key", "o2", tie="_tb")
-        .with_columns(cum_sum_within("d", "key").alias("n_held"))
-        .select("key", "o2", "n_held")
-    )
+def _held_at(acq: pl.DataFrame, points: pl.DataFrame) -> pl.Series:
+    """Per point (target_vid, o2 = 2 * ord): whether that vCPU held a lock there, as holds that
+    began before it less holds that ended before it (sort_key and end_key are 2 * ord; holds of
+    no known vCPU, and open ones' ends, are not counted)."""
+    began = count_before(acq, points, key="vid", at="sort_key", by="target_vid", on="o2")
+    ended = count_before(acq, points, key="vid", at="end_key", by="target_vid", on="o2")
+    return ((began - ended).fill_null(0) > 0).alias("target_held_lock")
 
 
 def yields(acq: pl.DataFrame | None, prep: Prepared) -> pl.DataFrame:
     """The yields result table: ts, vm, vcpu, target, target_held_lock (null when holds are unknown)."""
-    y = prep.yields.with_columns((pl.col("ord") * 2).alias("o2"))
+    y = prep.yields
     if acq is None:
         y = y.with_columns(pl.lit(None, BOOL).alias("target_held_lock"))
     else:
-        found = lookup(
-            y,
-            held_counts(acq),
-            by="target_vid",
-            on="o2",
-            values=["n_held"],
-            strict=True,
-        )
-        y = found.with_columns((pl.col("n_held").fill_null(0) > 0).alias("target_held_lock"))
+        y = y.with_columns(_held_at(acq, y.select("target_vid", (pl.col("ord") * 2).alias("o2"))))
     return y.select(
         "ts", prep.vcpu_attr("vm"), prep.vcpu_attr("vcpu").cast(I32), _target_vcpu(prep), "target_held_lock"
     )

@@ -90,7 +90,7 @@ def same_prev_or_null(s: pl.Series) -> pl.Series:
 
 def clipped(s: pl.Series, lo: int, hi: int) -> pl.Series:
     """`s.clip(lo, hi)` of an integer Series."""
-    if s.null_count():
+    if s.null_count() or s.len() > SMALL:
         return s.clip(lo, hi)
     return smaller(larger(s, full(s.len(), lo, s.dtype)), full(s.len(), hi, s.dtype))
 

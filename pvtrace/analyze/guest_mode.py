@@ -20,9 +20,9 @@ def stopped_in_user_mode(changes: pl.DataFrame, prep: Prepared) -> pl.Series:
     if exits.height == 0:
         return (stopped & False).alias("user")
     user_exit = (pl.col("kind") == "vm_exit") & (pl.col("value") == 1) & (pl.col("reason") != "HYPERCALL")
-    exits = sort_by_key(exits, "vid").select(
-        pl.col("vid").alias("key"), "ord", user_exit.fill_null(False).alias("_u")
-    )
+    exits = exits.select(pl.col("vid").alias("key"), "ord", user_exit.fill_null(False).alias("_u"))
+    order = prep.exits_by_vcpu  # (taken once, for the exit durations too)
+    exits = exits[order] if order is not None else sort_by_key(exits, "key")
     last = lookup(changes.select("vid", "ord"), exits, by="vid", on="ord", values=["_u"], strict=True)["_u"]
     return (stopped & last.fill_null(False)).alias("user")
 

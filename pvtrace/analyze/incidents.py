@@ -29,7 +29,7 @@ def lhp_stretches(acq: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.D
     # a hold's pieces tile it: a stretch is a run of its holder-down pieces that touch, across
     # consecutive holds of one holder on one lock too (a vCPU that is not running cannot release
     # and take the lock again, so only inferred holds can meet there: one preemption, one incident)
-    p = split(h, states.partition, by="vid", window=prep.window, values=["state"])
+    p = split(h, states.partition, by="vid", window=prep.window, values=["state"], any_order=True)
     p = p.filter(pl.col("state").is_in(_NOT_RUNNING))
     p = p.with_columns((pl.col("lid").cast(I64) * prep.n_vcpus + pl.col("vid")).alias("_lv"))
     p = sort_by_key_time(p, "_lv", "start")

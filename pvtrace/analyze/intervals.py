@@ -110,17 +110,32 @@ def sort_by_key(df: pl.DataFrame, key: pl.Expr | str, *, then: str | None = None
     `then` order come out sorted by (key, then)).
 
     Keys spanning fewer than 2**16 values (vCPUs, locks) take a radix sort in numpy, about
-    twice as fast as polars' stable sort; others, and keys with nulls, take polars' sort.
+    twice as fast as polars' stable sort, and keys spanning fewer than 2**32 (a lock and a vCPU)
+    two of them, low half then high half (several times faster); others, and keys with nulls,
+    take polars' sort.
     """
     if df.height < 2:
         return df
     k = df[key] if isinstance(key, str) else df.select(key).to_series()
     if then is not None and not df[then].is_sorted():
         return sort_by_key_time(df.with_columns(k.alias("_sort_key")), "_sort_key", then).drop("_sort_key")
-    lo, hi = k.min(), k.max()
-    if k.null_count() or hi - lo >= 1 << 16:
+    order = key_order(k)
+    if order is None:
         return df.with_columns(k.alias("_sort_key")).sort("_sort_key", maintain_order=True).drop("_sort_key")
-    return df[np.argsort((k.to_numpy() - lo).astype(np.uint16), kind="stable")]
+    return df[order]
+
+
+def key_order(k: pl.Series) -> np.ndarray | None:
+    """The row order of sort_by_key for an integer key (a stable radix sort), None for keys with
+    nulls or spanning 2**32 values or more (polars' sort then)."""
+    lo, hi = k.min(), k.max()
+    if k.null_count() or hi - lo >= 1 << 32:
+        return None
+    at = k.to_numpy() - lo
+    if hi - lo < 1 << 16:
+        return np.argsort(at.astype(np.uint16), kind="stable")
+    low = np.argsort((at & 0xFFFF).astype(np.uint16), kind="stable")
+    return low[np.argsort((at[low] >> 16).astype(np.uint16), kind="stable")]
 
 
 def packing(frames: list[pl.DataFrame], major: str, minors: tuple[str, ...], spare: int = 1):
@@ -180,6 +195,31 @@ def coverage_integral(
         integral = pl.col("cum") + pl.col("n") * (pl.col(t) - pl.col("x"))
         out.append(found.select(integral.fill_null(0).alias(t)).to_series())
     return out
+
+
+def count_before(
+    rows: pl.DataFrame, points: pl.DataFrame, *, key: str, at: str, by: str, on: str
+) -> pl.Series:
+    """Per point (`by`, `on`): the rows (`key`, `at`) of its key with `at` strictly before its `on`
+    (0 for a key without rows; null for a null point). Rows with a null key or `at` are not
+    counted.
+
+    One sort of the rows' composite (key, at) positions and two binary searches per point: at
+    its position and at its key's first, so no grouping and no join."""
+    rkey, rat = rows[key].cast(I64), rows[at].cast(I64)
+    if rkey.null_count() or rat.null_count():
+        known = rkey.is_not_null() & rat.is_not_null()
+        rkey, rat = rkey.filter(known), rat.filter(known)
+    pkey, pon = points[by].cast(I64), points[on].cast(I64)
+    size, origin = _composite_span((rkey, rat), (pkey, pon))
+    sorted_pos = (rkey * size + rat - origin).sort()
+    base = pkey * size
+    valid = base.is_not_null() & pon.is_not_null()
+    base, pos = base.fill_null(0), (base + pon - origin).fill_null(0)
+    count = sorted_pos.search_sorted(pos, side="left").cast(I64) - sorted_pos.search_sorted(
+        base, side="left"
+    ).cast(I64)
+    return count if valid.all() else count.zip_with(valid, full(count.len(), None, I64))
 
 
 def changes_to_partition(
@@ -272,6 +312,7 @@ def split(
     window: Window,
     values: list[str],
     part_key: str = "key",
+    any_order: bool = False,
 ) -> pl.DataFrame:
     """Split each interval at the pieces of the partition of its key.
 
@@ -279,14 +320,17 @@ def split(
     `partition` is sorted by (part_key, start) and covers the window for every key
     the intervals use. Returns one row per (interval, piece) overlap with the
     interval's columns, start/end clipped to the overlap, and the piece's values.
-    Empty intervals give no rows.
+    Empty intervals give no rows. Rows come in (by, start) order, the intervals that cross
+    pieces last; `any_order` (for callers that sort them anyway) leaves intervals not in that
+    order as they are: each finds its piece by a binary search instead of after a sort.
     """
     out_schema = {**intervals.schema, **{v: partition.schema[v] for v in values}}
     if intervals.height == 0 or partition.height == 0:
         return pl.DataFrame(schema=out_schema)
     iv = filtered(intervals, intervals["end"] > intervals["start"])
     iv = with_series(iv, [window.pos(iv[by], iv["start"]).alias("_pos")])
-    if not iv["_pos"].is_sorted():  # (intervals taken from a partition already are)
+    searched = not iv["_pos"].is_sorted() and any_order and not iv["start"].is_sorted()
+    if not searched and not iv["_pos"].is_sorted():  # (intervals taken from a partition already are)
         iv = sort_by_key(iv, by, then="start") if iv["start"].is_sorted() else iv.sort("_pos")
     rename = {f"_v{i}": v for i, v in enumerate(values)}
     pieces = pl.DataFrame(
@@ -300,7 +344,13 @@ def split(
         ]
     )
     # the piece each interval starts in; most intervals also end in it
-    at = iv.join_asof(pieces, on="_pos", check_sortedness=False)
+    if searched:
+        first = pieces["_pos"].search_sorted(iv["_pos"], side="right").cast(I64) - 1
+        found = first >= 0  # (none before a key's first piece)
+        iv = filtered(iv, found)
+        at = iv.hstack(pieces.drop("_pos")[first.filter(found)].get_columns())
+    else:
+        at = iv.join_asof(pieces, on="_pos", check_sortedness=False)
     at = filtered(at, at["_pkey"] == at[by].cast(I64))
     inside = at["end"] <= at["_pe"]
     replaced = {v for v in values if v in iv.columns}  # the piece's value wins

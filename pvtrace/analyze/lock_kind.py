@@ -29,8 +29,15 @@ from __future__ import annotations
 
 import polars as pl
 
-from pvtrace.analyze.intervals import coverage_integral, dense_sums, lookup, sort_by_key_time
+from pvtrace.analyze.intervals import (
+    coverage_integral,
+    dense_sums,
+    lookup,
+    same_as_previous,
+    sort_by_key_time,
+)
 from pvtrace.analyze.likely_holder import free_running_clock, span_area
+from pvtrace.analyze.locks import queued_at_end
 from pvtrace.analyze.prepare import LOCK_KIND, Prepared
 from pvtrace.analyze.vcpu_states import VcpuStates
 
@@ -80,30 +87,33 @@ def hand_offs(
     head is not spinning, pv qspinlock's lock stealing, is still fifo for the head). Without states
     every acquisition with another waiter queued counts, and an overtaken head can be such
     a steal, so only fifo can be decided (classify(..., states=False)).
-    waits: wid, lid, start, start_ord, end_ord, truncated. t_start: where the trace (or the time
-    window analyzed) begins, the previous acquisition of a lock's first one as far as it can tell
+    waits: wid, lid, start, start_ord, end_ord, truncated, queued (locks.waits; computed here when
+    absent, as for another set of waits: queued_at_end counts the waits given). t_start: where the
+    trace (or the time window analyzed) begins, the previous acquisition of a lock's first one as far as it can tell
     (so that a trace cut at a quiet point gives the same hand-offs as the whole). entry_slack (per
     lid: Prepared.entry_slack): a head counts as spinning when the lock went to another only if its
     run began longer ago than that.
     """
+    if "queued" not in waits.columns:  # (waits of another set than locks.waits gave)
+        waits = waits.with_columns(queued_at_end(waits))
     w = (
         waits.select(
             "wid",
             "lid",
             "start",
             "start_ord",
+            "queued",
             pl.when(pl.col("truncated"))
             .then(pl.lit(ord_size, I64))
             .otherwise(pl.col("end_ord"))
             .alias("acq"),
             pl.when(~pl.col("truncated")).then(pl.col("end")).alias("acq_ts"),
-        )
-        .pipe(sort_by_key_time, "lid", "start_ord")  # ords are unique: one packed sort
-        .with_columns(pl.col("acq").cum_max().over("lid").alias("prefix_max"))
+        ).pipe(sort_by_key_time, "lid", "start_ord")  # ords are unique: one packed sort
     )
+    # (lock, prefix max of acq within the lock) packed: a running max of the packed (lock, acq)
+    # is the same, as every position of a lock lies above the previous locks'
     size = ord_size + 1
-    keys = (pl.col("lid") * size + pl.col("prefix_max")).alias("k")
-    k_sorted = w.select(keys)["k"]
+    k_sorted = w.select((pl.col("lid") * size + pl.col("acq")).cum_max().alias("k"))["k"]
     acq = w.filter(pl.col("acq_ts").is_not_null())
     # head = the first wait (in start order) not done before this acquisition: prefix max >= acq
     head_row = k_sorted.search_sorted(acq.select(pl.col("lid") * size + pl.col("acq"))["lid"], side="left")
@@ -112,26 +122,12 @@ def hand_offs(
         ((pl.col("head") == pl.col("wid")) | (pl.col("head_start") == pl.col("start"))).alias("in_order"),
         (pl.col("acq_ts") - 1).alias("t"),
     )
-    # waiters queued at the acquisition, its own wait included: +1 at a contend, -1 at an acquire
-    deltas = pl.concat(
-        [
-            w.select("lid", pl.col("start_ord").alias("ord"), pl.lit(1, I64).alias("d")),
-            w.filter(pl.col("acq") < ord_size).select(
-                "lid", pl.col("acq").alias("ord"), pl.lit(-1, I64).alias("d")
-            ),
-        ]
-    ).pipe(sort_by_key_time, "lid", "ord")
-    queued = (
-        deltas.with_columns(pl.col("d").cum_sum().over("lid").alias("after"))
-        .filter(pl.col("d") == -1)
-        .select("lid", pl.col("ord").alias("acq"), (pl.col("after") + 1).alias("queued"))
-    )
     # the previous (contended) acquisition of the lock, whoever else was queued: since then, a
     # running waiter could have taken it
     acq = sort_by_key_time(acq, "lid", "acq").with_columns(
-        pl.col("acq_ts").shift(1).over("lid").fill_null(t_start).alias("prev_ts")
+        pl.when(same_as_previous("lid")).then(pl.col("acq_ts").shift(1)).fill_null(t_start).alias("prev_ts")
     )
-    acq = acq.join(queued, on=["lid", "acq"], how="left").filter(pl.col("queued") >= 2)
+    acq = acq.filter(pl.col("queued") >= 2)  # another waiter was queued at the acquisition
     if pieces is None:
         return acq.select("lid", "wid", "in_order")
     spin = pieces.filter(pl.col("state") == "running").select("wid", "lid", "start", "end")
@@ -276,9 +272,10 @@ def infer_lock_kinds(
     override: the kind was given by --lock-kind (kept, and so is the evidence); pieces: the
     waits split by waiter state (None without vCPU states).
     """
-    evidence = order_evidence(
-        waits.filter(~pl.col("excluded")), pieces, prep.ord_size, prep.window.t_start, prep.entry_slack()
-    )
+    analyzed = waits.filter(~pl.col("excluded"))
+    if analyzed.height < waits.height:  # waits.queued counts the excluded waits too
+        analyzed = analyzed.drop("queued")
+    evidence = order_evidence(analyzed, pieces, prep.ord_size, prep.window.t_start, prep.entry_slack())
     jumps = (
         queue_jumps(prep, waits, pieces, states)
         if pieces is not None and states is not None

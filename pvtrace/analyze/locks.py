@@ -13,6 +13,7 @@ import polars as pl
 
 from pvtrace.analyze.intervals import (
     changes_to_partition,
+    cum_sum_within,
     lookup,
     overlay,
     sort_by_key,
@@ -55,7 +56,9 @@ def _same_group(cols: list[str], offset: int) -> pl.Expr:
 def waits(
     prep: Prepared, guest_windows: pl.DataFrame, *, uncontended_visible: bool
 ) -> tuple[pl.DataFrame, dict]:
-    """Waits: wid, lid, vid, start, end, start_ord, end_ord (null if truncated), truncated, excluded.
+    """Waits: wid, lid, vid, start, end, start_ord, end_ord (null if truncated), truncated, excluded,
+    queued (waits of the lock open just before this one's acquisition, its own included; null
+    if truncated).
 
     A contend followed by another contend of the same (vCPU, lock) with no
     acquire between is broken pairing (lost events): it is dropped and counted.
@@ -99,9 +102,31 @@ def waits(
         # an acquire right after an acquire, past the pair's first event: its contend is missing
         notes["n_unmatched_acquire"] = acquires.filter(pl.col("prev_kind") == "lock_acquire").height
     w = w.sort("start_ord").with_row_index("wid").with_columns(pl.col("wid").cast(I64))  # few rows: cheap
-    w = w.with_columns(_overlaps(w, guest_windows, prep).alias("excluded"))
+    w = w.with_columns(_overlaps(w, guest_windows, prep).alias("excluded"), queued_at_end(w))
     notes["n_waits_excluded"] = int(w["excluded"].sum())
     return w, notes
+
+
+def queued_at_end(waits: pl.DataFrame) -> pl.Series:
+    """Per wait: the waits of its lock open just before its acquisition, its own included (null if
+    truncated), from running counts of +1 at each wait's start and -1 at its end in (lock,
+    canonical) order. Hand-off evidence (lock_kind) and convoys' waiters read it."""
+    row = pl.int_range(pl.len(), dtype=I64).alias("_row")
+    deltas = pl.concat(
+        [
+            waits.select(row, "lid", pl.col("start_ord").alias("ord"), pl.lit(1, I64).alias("d")),
+            waits.select(row, "lid", pl.col("end_ord").alias("ord"), pl.lit(-1, I64).alias("d")).filter(
+                pl.col("ord").is_not_null()
+            ),
+        ]
+    )
+    ends = (
+        sort_by_key_time(deltas, "lid", "ord")
+        .with_columns(cum_sum_within("d", "lid").alias("open_after"))
+        .filter(pl.col("d") == -1)
+    )
+    queued = pl.repeat(None, waits.height, dtype=I64, eager=True)
+    return queued.scatter(ends["_row"], ends["open_after"] + 1).alias("queued")
 
 
 def _overlaps(iv: pl.DataFrame, guest_windows: pl.DataFrame, prep: Prepared) -> pl.Series:
@@ -178,12 +203,10 @@ def holds(prep: Prepared) -> tuple[pl.DataFrame, dict]:
         (pl.col("ord") * 2).alias("end_key"),
     )
     notes = {"n_acquire_while_held": acq.filter(pl.col("end_ord").is_null() & ~pl.col("truncated")).height}
-    h = (
-        pl.concat([acq, orphan])
-        .sort(lock_order(prep))
-        .with_row_index("hid")
-        .with_columns(pl.col("hid").cast(I64), pl.lit(False).alias("inferred"))
-    )
+    h = acq  # in lock order already (the lock events are sorted by lock, in canonical order)
+    if orphan.height:
+        h = pl.concat([acq, orphan]).sort(lock_order(prep))
+    h = h.with_row_index("hid").with_columns(pl.col("hid").cast(I64), pl.lit(False).alias("inferred"))
     return h.select(HOLD_COLUMNS), notes
 
 

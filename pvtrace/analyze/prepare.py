@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 
 from pvtrace.analyze.guest_preemption import GuestPreemption
-from pvtrace.analyze.intervals import Window
+from pvtrace.analyze.intervals import Window, key_order
 from pvtrace.errors import FormatError, UsageError
 from pvtrace.schema import EVENT_SCHEMA, EXIT_KINDS, KIND, LOCK_EVENT_KINDS, LOCK_KINDS, STATE_KINDS
 from pvtrace.trace import Trace, TraceMeta, declared_vcpus, read_events
@@ -44,7 +44,9 @@ class Prepared:
     locks: pl.DataFrame  # lid, vm (String), lock, lock_kind (Enum of LOCK_KINDS), vm_id
     states: pl.DataFrame  # vid, ts, ord, kind, pcpu, reason (Categorical)
     lock_events: pl.DataFrame  # lid, vid, ts, ord, kind
-    exits: pl.DataFrame  # vid, ts, ord, kind, reason (Categorical), value (vm_exit: 1 = guest in user mode)
+    exits: (
+        pl.DataFrame
+    )  # vid, ts, ord, kind, reason (Categorical), value (vm_exit: 1 = guest in user mode), pcpu
     kicks: pl.DataFrame  # vid, target_vid, ts, ord
     yields: pl.DataFrame  # vid, target_vid, ts, ord
     pv_halts: pl.DataFrame  # vid, ts, ord
@@ -99,6 +101,12 @@ class Prepared:
         plus a microsecond where the lock's clock is printed to the microsecond (the resume and
         the guest's event are each cut to their own clock's microsecond)."""
         return pl.lit(ENTRY_NS) + self.coarse_lock(lid).cast(pl.Int64()) * COARSE_TICK_NS
+
+    @cached_property
+    def exits_by_vcpu(self) -> np.ndarray | None:
+        """The row order of `exits` by vid, canonical within each (intervals.key_order), taken once
+        for the guest mode at stops and the exit durations."""
+        return key_order(self.exits["vid"]) if self.exits.height > 1 else None
 
     @property
     def n_locks(self) -> int:
@@ -269,7 +277,7 @@ def prepare_source(src: EventSource, meta: TraceMeta, *, lock_kind: str | None =
             "origin",
             cond=about_vcpu & pl.col("lock").is_not_null(),
         ),
-        take(EXIT_KINDS, "vm", "vcpu", "ts", "ord", "kind", "reason", "value"),
+        take(EXIT_KINDS, "vm", "vcpu", "ts", "ord", "kind", "reason", "value", "pcpu"),
         take(("pv_kick",), "vm", "vcpu", "target", "ts", "ord"),
         take(("yield_to",), "vm", "vcpu", "target", "ts", "ord"),
         take(("pv_halt",), "vm", "vcpu", "ts", "ord"),
@@ -350,7 +358,7 @@ def prepare_source(src: EventSource, meta: TraceMeta, *, lock_kind: str | None =
     window.check_keys(max(vcpus.height, locks.height, 1))
     states = with_vid(states).select("vid", "ts", "ord", "kind", "pcpu", "reason")
     lock_ev = lock_ev.select("lid", "vid", "ts", "ord", "kind")
-    exits = with_vid(exits).select("vid", "ts", "ord", "kind", "reason", "value")
+    exits = with_vid(exits).select("vid", "ts", "ord", "kind", "reason", "value", "pcpu")
     kicks = with_vid(with_vid(kicks), "target", "target_vid").select("vid", "target_vid", "ts", "ord")
     yields = with_vid(with_vid(yields), "target", "target_vid").select("vid", "target_vid", "ts", "ord")
     pv_halts = with_vid(pv_halts).select("vid", "ts", "ord")

@@ -117,9 +117,15 @@ def analyze_parquet(
             cost = result.summary.extra.pop("stack_cost", None)
             return _with_perf_tables(_warn_stack_cost(_with_warnings(result, meta), cost), meta)
     prep = prepare_source(source_of_parquet(path), meta, lock_kind=lock_kind)
-    # the context tables that need no result are read and built on the pool's thread meanwhile
-    # (the lock chain keeps polars on about one core)
-    ctx = _POOL.submit(_context_events, _scan_events(path))
+    # the context tables that need no result are built on the pool's thread meanwhile (the lock
+    # chain keeps polars on about one core): from the concept tables when they hold every event
+    # those tables read, else (stacks, events of no vCPU or outside the window) read again
+    names = set(pl.read_parquet_schema(path))
+    events = None if "other" in prep.kinds and {"event", "args"} <= names else _context_of_concepts(prep)
+    if events is None:
+        ctx = _POOL.submit(_context_events, _scan_events(path))
+    else:
+        ctx = _POOL.submit(_context_tables, events, names - {"event", "args"})
     result = _run(prep, progress, kind_given=_given(lock_kind), unaligned=clocks_unaligned(meta))
     return _with_perf_tables(_with_context(_with_warnings(result, meta), ctx.result()), meta)
 
@@ -173,11 +179,36 @@ class _Context:
 def _context_events(events: pl.LazyFrame) -> _Context:
     """Read the context events once and build the tables that need nothing else."""
     names = set(events.collect_schema().names())
-    wanted = pl.col("kind").is_in(["vcpu_run", "vcpu_preempt", "vcpu_halt", "vm_exit", "vm_entry"])
+    wanted = pl.col("kind").is_in(context.CONTEXT_KINDS)
     if {"event", "args"} <= names:
         wanted |= (pl.col("kind") == "other") & (pl.col("event") == "kernel_stack")  # no cast: 10x cheaper
-    cols = [c for c in ("ts", "kind", "vm", "vcpu", "pcpu", "reason", "event", "args") if c in names]
-    events = events.filter(wanted).select(cols).collect().lazy()
+    cols = [c for c in (*context.CONTEXT_COLUMNS, "event", "args") if c in names]
+    return _context_tables(events.filter(wanted).select(cols), names)
+
+
+def _context_of_concepts(prep: Prepared) -> pl.LazyFrame | None:
+    """The context events as the file holds them (context.CONTEXT_COLUMNS, file order within the
+    placements and within the exits, which is all the context tables read), from the states and
+    exits tables, lazily; None when those lack some (a file read out of order and sorted, events
+    of no vCPU or outside the window: the kinds' counts differ)."""
+    placements = context.CONTEXT_KINDS[:3]
+    states = prep.states.filter(pl.col("kind").is_in(placements))
+    held = {k: n for k, n in prep.kinds.items() if k in context.CONTEXT_KINDS}
+    if prep.source.eager or sum(held.values()) != states.height + prep.exits.height:
+        return None
+    vm = pl.lit(prep.vcpus["vm"].cast(pl.Categorical())).gather(pl.col("vid")).alias("vm")
+    return pl.concat(
+        [
+            df.lazy().select("ts", "kind", vm, prep.vcpu_attr("vcpu"), "pcpu", "reason")
+            for df in (states, prep.exits)
+        ]
+    )
+
+
+def _context_tables(events: pl.LazyFrame, names: set[str]) -> _Context:
+    """The context tables that need nothing but the context events (`names`: the trace's columns),
+    which are collected once here (three tables read them)."""
+    events = events.collect().lazy()
     tables = {"pcpu_timeline": context.pcpu_timeline(events)} if "pcpu" in names else {}
     tables["vm_exits"] = context.vm_exits(events)
     return _Context(events, names, tables)
@@ -371,7 +402,10 @@ def measure(
 
     if acq is not None:
         status = locks_mod.lock_status(acq, prep, guest_windows)
-        spin = waste_mod.spin_pieces(pieces, status, states, prep, queue_heads=None if caps.holds else waits)
+        # (read below by sums per wait and per incident only: row order does not matter)
+        spin = waste_mod.spin_pieces(
+            pieces, status, states, prep, queue_heads=None if caps.holds else waits, any_order=True
+        )
         del status
     else:
         spin = _unclassified(pieces)

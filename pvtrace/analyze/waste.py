@@ -42,12 +42,14 @@ def spin_pieces(
     prep: Prepared,
     *,
     queue_heads: pl.DataFrame | None = None,
+    any_order: bool = False,
 ) -> pl.DataFrame:
     """Classified spin: wid, lid, vid, start, end, cls, held, ref (holder or next owner), ref_state, lock_kind.
 
     With `queue_heads` (the waits, at the inferred level), spin on a free fifo lock that the
     inferred releases leave without a next owner takes the earliest waiter still queued as
-    the next owner, as a fifo lock hands over to it.
+    the next owner, as a fifo lock hands over to it. `any_order`: the rows may come in any
+    order (the pieces that depend on another vCPU are not sorted by it to be split).
     """
     running = pieces.filter(pl.col("state") == "running").drop("state")
     p = split(running, status, by="lid", window=prep.window, values=["held", "ref"])
@@ -68,6 +70,7 @@ def spin_pieces(
         by="ref",
         window=prep.window,
         values=["state"],
+        any_order=any_order,
     ).rename({"state": "ref_state"})
     rest = p.filter(~pl.col("_needs")).with_columns(pl.lit(None, dep.schema["ref_state"]).alias("ref_state"))
     allp = pl.concat([dep, rest.select(dep.columns)])

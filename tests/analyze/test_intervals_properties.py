@@ -1,8 +1,9 @@
 """The interval primitives against plain-Python definitions, on random small tables.
 
-lookup(), union(), sort_by_key(), dense_sums() and coverage_integral() take fast paths (as-of joins on composite
-positions, radix sorts, running maxima) that depend on how their inputs happen
-to be ordered; each property draws inputs in and out of those orders.
+lookup(), union(), sort_by_key(), dense_sums(), coverage_integral(), count_before() and
+split(any_order=True) take fast paths (as-of joins on composite positions, radix sorts, running
+maxima, binary searches) that depend on how their inputs
+happen to be ordered; each property draws inputs in and out of those orders.
 """
 
 from __future__ import annotations
@@ -11,7 +12,17 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pvtrace.analyze.intervals import coverage_integral, dense_sums, lookup, sort_by_key, union
+from pvtrace.analyze.intervals import (
+    Window,
+    changes_to_partition,
+    count_before,
+    coverage_integral,
+    dense_sums,
+    lookup,
+    sort_by_key,
+    split,
+    union,
+)
 
 I64 = pl.Int64()
 keys = st.integers(0, 3)
@@ -73,10 +84,14 @@ def test_union_merges_overlapping_and_touching_intervals(rows):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.one_of(st.none(), st.integers(-70_000, 70_000)), max_size=30), st.booleans())
-def test_sort_by_key_is_a_stable_sort(values, small):
-    if small:  # the radix path: keys spanning fewer than 2**16 values
+@given(
+    st.lists(st.one_of(st.none(), st.integers(-70_000, 70_000)), max_size=30), st.sampled_from([16, 32, 64])
+)
+def test_sort_by_key_is_a_stable_sort(values, bits):
+    if bits == 16:  # the radix path: keys spanning fewer than 2**16 values
         values = [None if v is None else v % 300 for v in values]
+    if bits == 64:  # polars' sort: keys spanning 2**32 values or more
+        values = [None if v is None else v * 2**17 for v in values]
     df = pl.DataFrame({"k": values, "i": list(range(len(values)))}, schema={"k": I64, "i": I64})
     got = sort_by_key(df, "k")
     want = sorted(zip(values, range(len(values)), strict=True), key=lambda r: (r[0] is not None, r[0] or 0))
@@ -113,3 +128,42 @@ def test_coverage_integral_counts_open_intervals_over_time(rows, points):
         [expected(k, a) for k, a, _ in points],
         [expected(k, b) for k, _, b in points],
     ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.one_of(st.none(), keys), st.one_of(st.none(), times)), max_size=20),
+    st.lists(st.tuples(st.one_of(st.none(), keys), st.one_of(st.none(), times)), max_size=12),
+)
+def test_count_before_counts_rows_of_the_key_strictly_earlier(rows, points):
+    tab = pl.DataFrame(rows, schema={"k": I64, "t": I64}, orient="row")
+    pts = pl.DataFrame(points, schema={"pk": I64, "pt": I64}, orient="row")
+    got = count_before(tab, pts, key="k", at="t", by="pk", on="pt")
+
+    def expected(k, t):
+        if k is None or t is None:
+            return None
+        return sum(1 for kk, tt in rows if kk == k and tt is not None and tt < t)
+
+    assert got.to_list() == [expected(k, t) for k, t in points]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(keys, times, st.integers(0, 30)), max_size=20),
+    st.lists(st.tuples(keys, times), max_size=10),
+)
+def test_split_in_any_order_gives_the_same_rows(rows, changes):
+    window = Window(0, 40)
+    iv = pl.DataFrame(
+        [(i, k, s, s + d) for i, (k, s, d) in enumerate(rows)],
+        schema={"id": I64, "k": I64, "start": I64, "end": I64},
+        orient="row",
+    ).with_columns(pl.col("start", "end").clip(0, 40))
+    ch = pl.DataFrame(sorted(changes), schema={"key": I64, "ts": I64}, orient="row").with_columns(
+        pl.col("ts").clip(0, 40), (pl.col("ts") % 3).alias("v")
+    )
+    part = changes_to_partition(ch, key="key", values=["v"], n_keys=4, window=window, initial={"v": -1})
+    ordered = split(iv, part, by="k", window=window, values=["v"])
+    anyhow = split(iv, part, by="k", window=window, values=["v"], any_order=True)
+    assert sorted(anyhow.rows()) == sorted(ordered.rows())
