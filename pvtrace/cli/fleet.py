@@ -102,7 +102,10 @@ def register(app: typer.Typer) -> None:
         strict: Annotated[bool, typer.Option("--strict", help="Malformed input lines are fatal.")] = False,
         quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress bar, no summary.")] = False,
     ) -> None:
-        """Ingest and analyze every trace as one Dask task; parts land in FLEET_DIR as they finish."""
+        """Ingest and analyze every trace as one Dask task; parts land in FLEET_DIR as they finish.
+
+        Exit status 3 when some traces failed (stage and error on stderr and in FLEET_DIR/failures).
+        """
         from pvtrace.fleet.inputs import expand_inputs
         from pvtrace.fleet.run import plan, run_fleet
 

@@ -248,3 +248,9 @@ def test_a_task_whose_worker_dies_after_publishing_its_result_is_done_not_also_f
                 assert (tally.done, len(tally.failed)) == (0, 1) and failures == [item]
             else:
                 assert (tally.done, len(tally.failed)) == (1, 0) and failures == []
+
+
+def test_help_states_the_exit_status_of_a_run_with_failed_traces():
+    res = runner.invoke(app, ["fleet", "analyze", "--help"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0
+    assert f"Exit status {EXIT_SOME_FAILED} when some traces failed" in res.output
