@@ -360,7 +360,8 @@ def estimate_offset(runs_of_vm: pl.DataFrame, guest_of_vm: pl.DataFrame) -> Esti
             top = fit0
         else:
             zero = []
-    best = zero or best
+    # candidates that found the same line list its ranges once each
+    best = list(dict.fromkeys(zero or best))
     # else a distant shift that fits nearly as many events makes the best one a matter of chance
     # (a candidate that found the same line at a slightly other slope stays within NEAR_NS of it
     # over the whole trace: not a rival)

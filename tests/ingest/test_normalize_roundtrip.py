@@ -18,7 +18,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pvtrace.ingest.load import load
@@ -98,6 +98,9 @@ def _same(a: pl.DataFrame, b: pl.DataFrame) -> bool:
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(preset=st.sampled_from(preset_names()), seed=st.integers(1, 10_000))
+# a merged report whose guest events fit one wide range of shifts around 0, found by two
+# candidates: it was "ambiguous" with itself (clock_estimate lists each range once now)
+@example(preset="lhp-demo", seed=286)
 def test_rendered_views_ingest_to_the_simulators_events(
     tmp_path_factory: pytest.TempPathFactory, preset: str, seed: int
 ) -> None:
