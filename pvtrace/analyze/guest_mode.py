@@ -20,11 +20,17 @@ def stopped_in_user_mode(changes: pl.DataFrame, prep: Prepared) -> pl.Series:
     if exits.height == 0:
         return (stopped & False).alias("user")
     user_exit = (pl.col("kind") == "vm_exit") & (pl.col("value") == 1) & (pl.col("reason") != "HYPERCALL")
-    exits = exits.select(pl.col("vid").alias("key"), "ord", user_exit.fill_null(False).alias("_u"))
-    order = prep.exits_by_vcpu  # (taken once, for the exit durations too)
-    exits = exits[order] if order is not None else sort_by_key(exits, "key")
+    exits = _by_vcpu(prep).select("key", "ord", user_exit.fill_null(False).alias("_u"))
     last = lookup(changes.select("vid", "ord"), exits, by="vid", on="ord", values=["_u"], strict=True)["_u"]
     return (stopped & last.fill_null(False)).alias("user")
+
+
+def _by_vcpu(prep: Prepared) -> pl.DataFrame:
+    """prep.exits sorted by vCPU (key = vid), canonical within each, in the order taken once for
+    the exit durations too."""
+    exits = prep.exits.with_columns(pl.col("vid").alias("key"))
+    order = prep.exits_by_vcpu
+    return exits[order] if order is not None else sort_by_key(exits, "key")
 
 
 def kernel_share(changes: pl.DataFrame, waits: pl.DataFrame, prep: Prepared) -> pl.DataFrame:
@@ -40,9 +46,7 @@ def kernel_share(changes: pl.DataFrame, waits: pl.DataFrame, prep: Prepared) -> 
     empty = pl.DataFrame(schema={"vm_id": pl.Int64(), "kernel_share": pl.Float64()})
     if exits.height == 0 or waits.height == 0:
         return empty
-    last = sort_by_key(exits.filter(pl.col("kind") == "vm_exit"), "vid").select(
-        pl.col("vid").alias("key"), "ord", "reason", "value"
-    )
+    last = _by_vcpu(prep).filter(pl.col("kind") == "vm_exit").select("key", "ord", "reason", "value")
     stops = changes.filter(pl.col("state") == "preempted").select("vid", "ts", "ord", "user")
     stops = lookup(stops, last, by="vid", on="ord", values=["reason", "value"], strict=True)
     stops = stops.filter(pl.col("reason") == "EXTERNAL_INTERRUPT")

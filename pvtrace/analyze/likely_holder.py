@@ -197,9 +197,9 @@ def likely_holders(
             .then(-pl.col("kernel_share").clip(KERNEL_SHARE_MIN, 1.0).log())
             .otherwise(0.0)
             .fill_null(0.0)
-            .alias("kernel")
+            .alias("kernel"),
+            pl.col("kernel_share").is_not_null().alias("printed"),
         )
-        .with_columns(pl.col("kernel_share").is_not_null().alias("printed"))
         .drop("_row", "s_ts", "user", "s_state", "kernel_share")
     )
     # (c) running at the hand-over (resumed at that instant counts: the release lies within
