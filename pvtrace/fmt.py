@@ -67,6 +67,12 @@ def fmt_trace_time(ns: int | None, vm: str | None, clocks: dict[str, tuple[int, 
     return f"{fmt_ts(ns)} ({vm} {fmt_ts(round((int(ns) - offset + slope * at) / (1 + slope)))})"
 
 
+def host_time(guest_ns: int, clock: tuple[int, float, int]) -> int:
+    """The host time of a guest clock reading (clock: one entry of guest_clocks)."""
+    offset, ppm, at = clock
+    return round(guest_ns + offset - ppm / 1e6 * (guest_ns - at))
+
+
 def guest_clocks(extra: dict) -> dict[str, tuple[int, float, int]]:
     """Each guest clock of an analysis summary's extra as (offset_ns, drift_ppm, at_guest_ns): host
     = guest + offset - drift_ppm * 1e-6 * (guest - at); empty when all share one clock."""

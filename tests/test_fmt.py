@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from pvtrace.fmt import fmt_lock, fmt_trace_time, guest_clocks, lock_hex
+from pvtrace.fmt import fmt_lock, fmt_trace_time, guest_clocks, host_time, lock_hex
 
 
 def test_lock_ids_keep_the_leading_zeros_of_a_hashed_pointer():
@@ -37,3 +37,5 @@ def test_trace_time_of_a_drifting_guest_clock_is_the_time_its_file_prints():
     assert clocks == {"vm1": (-15_000_000_000, 10.0, 15_000_000_000)}
     # 1 s after `at` the guest clock has gained 10 us: host 1.000000 s is guest 16.000010 s
     assert fmt_trace_time(1_000_000_000, "vm1", clocks) == "1.000000 (vm1 16.000010)"
+    # and back: the guest's reading 16.000010 s is host 1 s (what --window's hint uses)
+    assert host_time(16_000_010_000, clocks["vm1"]) == 1_000_000_000

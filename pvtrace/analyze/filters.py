@@ -18,7 +18,7 @@ import polars as pl
 
 from pvtrace.analyze.result import Analysis
 from pvtrace.errors import UsageError
-from pvtrace.fmt import fmt_lock, fmt_ts, parse_trace_time
+from pvtrace.fmt import fmt_lock, fmt_ts, guest_clocks, host_time, parse_trace_time
 from pvtrace.trace import Trace
 
 # Result tables and the vCPU columns a --vcpu filter keeps rows by.
@@ -157,10 +157,9 @@ def filter_trace(trace: Trace, f: Filters) -> Trace:
 def _as_guest_time(trace: Trace, lo: int | None, hi: int | None) -> str:
     """'; ...' when the window is a guest's own clock reading (the incidents table prints both
     clocks, `0.0444 (vm1 15.0444)`): the host-clock window it stands for."""
-    offsets = (trace.meta.clock or {}).get("guest_offset_ns") or {}
     t0, t1 = trace.t_start, trace.t_end
-    for vm, off in sorted(offsets.items()):
-        moved = [None if t is None else t + int(off) for t in (lo, hi)]
+    for vm, clock in sorted(guest_clocks({"clock": trace.meta.clock}).items()):
+        moved = [None if t is None else host_time(t, clock) for t in (lo, hi)]
         inside = [t for t in moved if t is not None and t0 is not None and t1 is not None and t0 <= t <= t1]
         if inside:
             host = ":".join("" if t is None else fmt_ts(t) for t in moved)
