@@ -46,6 +46,10 @@ def free_running_clock(waits: pl.DataFrame, states: VcpuStates, prep: Prepared) 
     running = states.partition.filter(pl.col("state") == "running").select(
         pl.col("key").alias("vid"), "start", "end"
     )
+    # A wait that ended where it began (a steal: contended and taken at once) keeps nobody from
+    # trying the lock; at equal times ends sort first (back-to-back waits), which would leave such
+    # a wait open until its vCPU's next change.
+    waits = waits.filter(pl.col("end") > pl.col("start"))
     changes = (
         pl.concat(
             [
@@ -238,7 +242,8 @@ def likely_holders(
     at_rho, at_e0, at_e1_, at_back = areas_at(cand, free, prep, "rho", "e0", "e1", "back")
     cand = cand.with_columns(
         ran_between(cand, run_clock, prep, vid="cand", t0="e0", t1="e1").alias("ran"),
-        (at_e0 - at_rho + at_back - at_e1_).alias("absent"),
+        (at_e0 - at_rho).alias("absent_before"),
+        (at_back - at_e1_).alias("absent_after"),
     )
     boosted = (
         cand.select("lid", "e0", "e1", "cand")
@@ -248,15 +253,12 @@ def likely_holders(
         .unique()
     )
     cand = cand.join(boosted, on=["lid", "e0", "cand"], how="left").with_columns(
-        (
-            pl.col("rate") * pl.col("absent")
-            + pl.col("ran") / pl.col("residual")
-            - pl.when(pl.col("boosted") & ~pl.col("printed")).then(YIELD_EVIDENCE).otherwise(0.0)
-            - pl.col("kernel")
-        ).alias("cost")
+        _cost(pl.col("absent_before") + pl.col("absent_after"), pl.col("ran"), pl.col("boosted")).alias(
+            "cost"
+        )
     )
     best = (
-        cand.join(_one_holder_per_gap(cand), on=["lid", "g0", "cand"], how="left")
+        cand.join(_one_holder_per_gap(cand, run_clock, prep), on=["lid", "g0", "cand"], how="left")
         .with_columns(pl.col("_joint").fill_null(False))
         .sort("_joint", "cost", "cand", descending=[True, False, False])
         .group_by("lid", "e0", maintain_order=True)
@@ -295,7 +297,19 @@ def likely_holders(
     )
 
 
-def _one_holder_per_gap(cand: pl.DataFrame) -> pl.DataFrame:
+def _cost(absent: pl.Expr, ran: pl.Expr, boosted: pl.Expr) -> pl.Expr:
+    """A candidate's negative log-likelihood: nobody tried the lock while it was away holding it
+    (rate x free-running sibling time), it ran without releasing (its running over the mean
+    residual hold), less the evidence of a directed yield to it or of its stop in the kernel."""
+    return (
+        pl.col("rate") * absent
+        + ran / pl.col("residual")
+        - pl.when(boosted & ~pl.col("printed")).then(YIELD_EVIDENCE).otherwise(0.0)
+        - pl.col("kernel")
+    )
+
+
+def _one_holder_per_gap(cand: pl.DataFrame, run_clock: pl.DataFrame, prep: Prepared) -> pl.DataFrame:
     """The candidate that best explains every episode of one free gap together (lid, g0, cand).
 
     A waiter that stops spinning (preempted, or yielding after a PAUSE exit) and spins again
@@ -303,20 +317,35 @@ def _one_holder_per_gap(cand: pl.DataFrame) -> pl.DataFrame:
     release would hand the lock to the queued waiter, and the gap would end), so one candidate
     must explain them all; on an unfair lock it changes only if the lock was freed and taken
     uncontended meanwhile, which costs SWITCH_EVIDENCE per episode the candidate cannot explain.
-    Judged together, the evidence of each episode (a directed yield to the holder, repeated;
-    its absence) adds up instead of being judged again from scratch.
+    On a fifo lock each piece of evidence counts once: the silence before the first episode, the
+    mode of its stop, a directed yield to it in any episode, and its running from the first
+    episode's start to the last one's end, between episodes too (the lock stayed held then, or the
+    queued waiter would have taken it at its next spin). Summing each episode's cost instead
+    counted the silence again for every episode and left out the running between them. On an
+    unfair lock the holder may release and retake it between episodes: the episodes' costs add.
     """
+    first, last = pl.col("e0") == pl.col("e0").min(), pl.col("e0") == pl.col("e0").max()
     per = cand.group_by("lid", "g0", "cand").agg(
-        pl.col("cost").sum(), pl.len().alias("n"), pl.col("lock_kind").first()
+        pl.len().alias("n"),
+        pl.col("e0").min(),
+        pl.col("e1").filter(last).first(),
+        pl.col("absent_before").filter(first).first(),
+        pl.col("absent_after").filter(last).first(),
+        pl.col("cost").sum().alias("summed"),
+        pl.col("boosted").any(),
+        pl.col("lock_kind", "rate", "residual", "printed").first(),
+        pl.col("kernel").filter(first).first(),
     )
     n_ep = cand.select("lid", "g0", "e0").unique().group_by("lid", "g0").len("n_ep")
     missing = pl.col("n_ep") - pl.col("n")
     joint = per.join(n_ep, on=["lid", "g0"]).filter(
         (pl.col("n_ep") > 1) & ((pl.col("lock_kind") != "fifo") | (missing == 0))
     )
-    total = pl.col("cost") + missing * SWITCH_EVIDENCE
+    ran = ran_between(joint, run_clock, prep, vid="cand", t0="e0", t1="e1")
+    once = _cost(pl.col("absent_before") + pl.col("absent_after"), pl.lit(ran), pl.col("boosted"))
+    total = pl.when(pl.col("lock_kind") == "fifo").then(once).otherwise(pl.col("summed"))
     return (
-        joint.with_columns(total.alias("_total"))
+        joint.with_columns((total + missing * SWITCH_EVIDENCE).alias("_total"))
         .sort("_total", "cand")
         .group_by("lid", "g0", maintain_order=True)
         .first()

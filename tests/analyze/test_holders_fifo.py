@@ -230,3 +230,55 @@ def test_a_waiters_own_kick_after_taking_the_lock_does_not_make_it_the_holder_be
     a = analyze_merged(rows, t_end=200 * US)
     assert [h[0] for h in lhp(a)] == [2]
     assert all(h[0] != 1 or h[1] >= 102 * US for h in a.table("holds").select("vcpu", "start").rows())
+
+
+def test_a_steal_on_another_lock_leaves_its_taker_free_running():
+    # v1 stops at 20 us; v0 queues at 100 and takes the lock at 102, the instant after v1 runs
+    # again at 101. v2 and v3 ran throughout (a 2 us hold each would fit). But v0, v2 and v3 ran
+    # freely for 80 us while v1 was away, and nobody tried the lock: v1 is the unlikely holder.
+    # At 21 us each of them contended for another lock and took it in the same instant (a
+    # steal): a wait that ends where it begins keeps nobody from trying this lock, so the verdict
+    # is the one without the steals (it once left all three "waiting" until their next wait).
+    steals = [e for v in (0, 2, 3) for e in (contend(v, 21 * US, lock=2), acquire(v, 21 * US, lock=2))]
+    plain = [
+        run(0, 0),
+        run(1, 0),
+        run(2, 0),
+        run(3, 0),
+        preempt(1, 20 * US),
+        contend(0, 100 * US),
+        run(1, 101 * US),
+        acquire(0, 102 * US),
+    ]
+    for rows in (plain, plain + steals):
+        a = analyze_merged(rows, t_end=300 * US)
+        assert lhp(a) == []
+        assert a.summary.totals["waste_lhp_ns"] == 0
+
+
+def test_a_holder_is_judged_once_over_all_the_spins_of_one_gap():
+    # v1 stops at 20 us. v0 queues at 100 and spins in four bursts (preempted between them) until
+    # it takes the lock at 202, just after v1 runs again at 200. v2 ran throughout. One holder
+    # explains the whole gap: v2 would have run 102 us (50 mean holds) without releasing, between
+    # the bursts too (a release then hands the lock to v0 at its next burst); v1 was away while
+    # nobody tried the lock for 160 us of free-running time (v0 and v2 for 80 us), which counts
+    # once, not once per burst (summed per burst, v2 looked likelier). v1 held it: LHP while v0
+    # spins.
+    rows = [
+        run(0, 0),
+        run(1, 0),
+        run(2, 0),
+        preempt(1, 20 * US),
+        contend(0, 100 * US),
+        preempt(0, 102 * US),
+        run(0, 110 * US),
+        preempt(0, 112 * US),
+        run(0, 120 * US),
+        preempt(0, 122 * US),
+        run(0, 199 * US),
+        run(1, 200 * US),
+        acquire(0, 202 * US),
+    ]
+    a = analyze_merged(rows, t_end=300 * US, n_vcpus=3)
+    assert lhp(a) == [(1, 100 * US, 200 * US, True)]
+    assert a.summary.totals["waste_lhp_ns"] == 7 * US
