@@ -181,9 +181,9 @@ def _acquired_in_gap(by_kick: pl.DataFrame, waits: pl.DataFrame, prep: Prepared)
     the whole gap: a hold whose release shares the acquisition's microsecond is no held stretch,
     so the free stretches on either side of it read as one gap.
     """
-    lv = pl.col("lid") * (prep.n_vcpus + 1) + pl.col("holder")
+    lv = prep.lock_vcpu_key("holder")
     own = waits.filter(pl.col("end").is_not_null()).select(
-        (pl.col("lid") * (prep.n_vcpus + 1) + pl.col("vid")).alias("key"), pl.col("end").alias("own_end")
+        prep.lock_vcpu_key().alias("key"), pl.col("end").alias("own_end")
     )
     found = lookup(
         by_kick.select(lv.alias("_lv"), "end"),

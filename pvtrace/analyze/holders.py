@@ -143,7 +143,7 @@ def visible_holds(
         strict=True,
     ).drop("_row")
     # Its own next wait for the lock: a vCPU that waits for a lock does not hold it.
-    lv = pl.col("lid") * (prep.n_vcpus + 1) + pl.col("vid")
+    lv = prep.lock_vcpu_key()
     acq = lookup(
         acq.with_columns(lv.alias("_lv")),
         sort_by_key(  # waits come in start order

@@ -270,12 +270,12 @@ def likely_holders(
         prep,
     )
     # ... and at most until it next waits for the lock itself.
-    lv = pl.col("lid") * (prep.n_vcpus + 1) + pl.col("cand")
+    lv = prep.lock_vcpu_key("cand")
     best = lookup(
         best.with_columns(lv.alias("_lv")),
-        waits.select(
-            (pl.col("lid") * (prep.n_vcpus + 1) + pl.col("vid")).alias("key"), pl.col("start").alias("own_ts")
-        ).pipe(sort_by_key, "key", then="own_ts"),
+        waits.select(prep.lock_vcpu_key().alias("key"), pl.col("start").alias("own_ts")).pipe(
+            sort_by_key, "key", then="own_ts"
+        ),
         by="_lv",
         on="e0",
         table_on="own_ts",

@@ -71,7 +71,7 @@ def waits(
     # lock events come in canonical order: a stable sort by (lock, vCPU) keeps it inside each pair
     le = sort_by_key(
         prep.lock_events.filter(pl.col("kind").is_in(["lock_contend", "lock_acquire"])),
-        pl.col("lid") * (prep.n_vcpus + 1) + pl.col("vid"),
+        prep.lock_vcpu_key(),
     )
     nxt = _same_group(["lid", "vid"], -1)
     prv = _same_group(["lid", "vid"], 1)

@@ -125,6 +125,11 @@ class Prepared:
         """Column `column` of the lock table for each row's `lid` (a gather, like vcpu_attr)."""
         return pl.lit(self.locks[column]).gather(pl.col(lid))
 
+    def lock_vcpu_key(self, vid: str = "vid", lid: str = "lid") -> pl.Expr:
+        """One Int64 per (lock, vCPU) pair, ordered by lock then vCPU: sorts and lookups by the pair
+        on one column instead of two."""
+        return pl.col(lid) * (self.n_vcpus + 1) + pl.col(vid)
+
     @cached_property
     def event_ts(self) -> pl.Series:
         """ts of every event in canonical order (sorted); read when first needed."""
