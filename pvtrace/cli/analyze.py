@@ -138,7 +138,6 @@ def finish(
 ) -> None:
     """Show the summary once the outputs are in place (not when stdout carries --json - or --csv -)."""
     to_stdout = json_out == Path("-") or csv_out == "-"
-    print_input_notes(result.summary.extra, quiet=quiet)
     if json_out == Path("-"):
         sys.stdout.write(result.summary.to_json() + "\n")
     elif csv_out == "-":
@@ -148,6 +147,7 @@ def finish(
         render_summary(con, result, [str(f) for f in files])
         if filters.any:
             con.print(f"filtered: {escape(result.summary.extra['filters'])}", highlight=False, soft_wrap=True)
+    print_input_notes(result.summary.extra)  # after the results: read with them, not above their first line
     if written and not quiet:
         err.print(f"wrote {len(written)} file(s)", highlight=False)
 

@@ -131,7 +131,7 @@ def report(
             write_page(page, out_path, force)
         if figures is not None:
             written = export_figures(all_figures(sections), figures, figure_format, force)
-    print_input_notes(analysis.summary.extra, quiet=True, strict=False)
+    print_input_notes(analysis.summary.extra, strict=False)
     if out_path is not None:
         err.print(
             f"wrote {escape(str(out_path))} ({out_path.stat().st_size / 1e6:.1f} MB)",
@@ -190,7 +190,7 @@ def compare(
             with progress("writing the page", total=None) as bar:
                 write_compare(xa, xb, labels, out_path, force=force, traces=(ta, tb), progress=bar.advance)
     for label, path, x, t in zip(labels, (a, b), (xa, xb), (ta, tb), strict=True):  # as analyze says it
-        print_input_notes(x.summary.extra, quiet=True, run=label, strict=False)
+        print_input_notes(x.summary.extra, run=label, strict=False)
         if t is not None and (nearby := t.meta.extra.get("guest_files_nearby")):  # one file per run
             err.print(
                 f"{escape(label)}: compare reads one file per run; join a host trace and its guests first: "
