@@ -67,3 +67,19 @@ def test_piped_output_keeps_every_column(merged_analysis):
     text = _render(merged_analysis, 1000)  # common.PIPED_WIDTH
     assert "not shown at" not in text
     assert "ran instead" in text and "p50 wait" in text
+
+
+def test_too_narrow_for_a_table_gives_a_row_per_line(merged_analysis):
+    # at 40 columns rich squeezed the headline's labels and the incidents' times to empty columns
+    # ('││ 72 ms') and cut the locks' numbers to '2…'
+    text = _render(merged_analysis, 40)
+    lines = text.splitlines()
+    assert "…" not in text and all(len(line) <= 40 for line in lines if line[:1] in "┏┃┡│└• ")
+    assert not any(empty in text for empty in ("┏┳", "┳┳", "││", "┃┃"))  # a table that fits stays one
+    flat = " ".join(text.split())  # a row wraps under its bullet
+    for label, value, level in headline_rows(merged_analysis):
+        assert " ".join(f"• {label} · value: {value} · level: {level}".split()) in flat, label
+    worst = merged_analysis.table("incidents").row(0, named=True)
+    assert f"• {worst['kind']} · start (trace time): " in flat
+    assert f"· waste: {fmt_ns(worst['waste_ns'])}" in flat
+    assert "not shown at" not in text  # nothing left out: every column is in its row's line
