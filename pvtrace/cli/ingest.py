@@ -11,7 +11,9 @@ from rich.table import Table
 
 from pvtrace.cli.common import handle_errors, out, progress
 from pvtrace.errors import UsageError
+from pvtrace.ingest.ftrace import RECORD
 from pvtrace.ingest.load import FORMATS, ingest_to_parquet, is_one_parquet
+from pvtrace.ingest.perf_script import SAMPLE
 from pvtrace.outputs import OutputSet
 from pvtrace.trace import TraceMeta, scan_events, vcpu_counts
 
@@ -20,13 +22,21 @@ N_SHOWN = 15
 
 
 def _table(title: str, columns: tuple[str, ...]) -> Table:
-    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+    table = Table(title=title, show_edge=False, pad_edge=False)
     for name in columns:
         # a long file name or tracepoint folds onto the next line, never cut to '…'
         table.add_column(
             name, justify="right" if name in ("count", "lines", "records") else "left", overflow="fold"
         )
     return table
+
+
+def _show(table: Table) -> None:
+    """A table under its title on a line of its own (rich wraps a title to the table's width:
+    'Records by' over 'tracepoint')."""
+    out.print(f"[bold]{table.title}[/]", highlight=False, soft_wrap=True)
+    table.title = None
+    out.print(table)
 
 
 def _counts_table(title: str, counts: dict[str, int], label: str) -> Table:
@@ -38,6 +48,14 @@ def _counts_table(title: str, counts: dict[str, int], label: str) -> Table:
         rest = sum(n for _, n in items[N_SHOWN:])
         table.add_row(f"... {len(items) - N_SHOWN} more", f"{rest:,}")
     return table
+
+
+def layouts(fmt: str, variants: dict[str, int]) -> str:
+    """The record layouts of an input worth naming beside its format: not the format's ordinary
+    record line (ftrace's, which trace-cmd report prints too; perf script's), and without the
+    format's name again ('ftrace: ftrace', 'trace-cmd: trace-cmd-prefixed')."""
+    plain = {RECORD.name, SAMPLE.name}
+    return ", ".join(sorted(v.removeprefix(f"{fmt}-") for v in variants if v not in plain))
 
 
 def _span(meta: TraceMeta) -> str:
@@ -58,7 +76,7 @@ def print_summary(meta: TraceMeta, out_path: Path) -> None:
     for i in extra.get("inputs", []):
         st = i.get("stats", {})
         fmt = i["format"] + (f" ({i['compression']})" if i.get("compression") else "")
-        variants = ", ".join(sorted(i.get("variants", {})))
+        variants = layouts(i["format"], i.get("variants", {}))
         lost = st.get("lost_events_reported", 0)
         lost_txt = f"{st.get('lost_lines', 0):,} lines / {lost:,} events" if st.get("lost_lines") else "-"
         inputs.add_row(
@@ -69,15 +87,15 @@ def print_summary(meta: TraceMeta, out_path: Path) -> None:
             lost_txt,
             i.get("clock", "?"),
         )
-    out.print(inputs)
+    _show(inputs)
     if extra.get("events_by_kind"):
-        out.print(_counts_table("Events by kind", extra["events_by_kind"], "kind"))
+        _show(_counts_table("Events by kind", extra["events_by_kind"], "kind"))
     if extra.get("events_by_tracepoint"):
-        out.print(_counts_table("Records by tracepoint", extra["events_by_tracepoint"], "tracepoint"))
+        _show(_counts_table("Records by tracepoint", extra["events_by_tracepoint"], "tracepoint"))
     if extra.get("unknown_events"):
-        out.print(_counts_table("Unknown events (kept as kind other)", extra["unknown_events"], "tracepoint"))
+        _show(_counts_table("Unknown events (kept as kind other)", extra["unknown_events"], "tracepoint"))
     if extra.get("unparsed_payloads"):
-        out.print(
+        _show(
             _counts_table(
                 "Known events with unreadable payloads (kept)", extra["unparsed_payloads"], "tracepoint"
             )
@@ -96,7 +114,7 @@ def print_summary(meta: TraceMeta, out_path: Path) -> None:
                 table.add_row(first, escape(what), f"{p['count']:,}")
                 for sample in samples[1:]:
                     table.add_row(f"{name}:{sample['line']}", escape(repr(sample["text"][:60])), "")
-        out.print(table)
+        _show(table)
     else:
         out.print("Problems: none (every line was read)")
     out.print(f"Time span: {_span(meta)}")
