@@ -23,7 +23,16 @@ from pvtrace.analyze.count_gaps import lost_events_text
 from pvtrace.analyze.perf_tables import IMPLICATION_GROUPS, kvm_stat_implications
 from pvtrace.cli.fit import print_fitted
 from pvtrace.cli.guest_view import partial_groups, preemption_line
-from pvtrace.fmt import fmt_lock, fmt_ns, fmt_trace_time, fmt_ts, fmt_wait, guest_clocks, plural
+from pvtrace.fmt import (
+    fmt_lock,
+    fmt_ns,
+    fmt_trace_time,
+    fmt_ts,
+    fmt_wait,
+    guest_clocks,
+    plural,
+    several_vms,
+)
 
 TOP_LOCKS = 10
 TOP_INCIDENTS = 8
@@ -290,13 +299,13 @@ def _locks(con: Console, a: Analysis) -> None:
         )
         return
     tick = a.clock_tick()
-    several_vms = locks["vm"].n_unique() > 1
+    several = several_vms(a.table("vcpu_states"), a.table("waits"))
     waste_known = locks["waste_ns"].is_not_null().any()
     lwp_known = "waste_lwp_ns" in a.summary.totals
     waste_col = "waste" if lwp_known else "waste (LHP)"
     callers = a.table("lock_callers").height > 0
     cols = [
-        *(["vm"] if several_vms else []),
+        *(["vm"] if several else []),
         "lock",
         "contended",
         "total wait",
@@ -310,7 +319,7 @@ def _locks(con: Console, a: Analysis) -> None:
     t = _table(title, cols, left=("vm", "lock", "top callers (waits)"))
     for r in shown.iter_rows(named=True):
         t.add_row(
-            *([escape(r["vm"])] if several_vms else []),
+            *([escape(r["vm"])] if several else []),
             fmt_lock(r["lock"]),
             f"{r['n_contended']:,}",
             fmt_wait(r["total_wait_ns"], tick),
@@ -327,7 +336,7 @@ def _incidents(con: Console, a: Analysis) -> None:
     if inc.height == 0:
         return
     shown = inc.head(TOP_INCIDENTS)
-    several_vms = inc["vm"].n_unique() > 1
+    several = several_vms(a.table("vcpu_states"), a.table("waits"), inc)
     cols = [
         "kind",
         "start (trace time)",
@@ -343,7 +352,7 @@ def _incidents(con: Console, a: Analysis) -> None:
     t = _table(title, cols, left=("kind", "vCPU", "lock", "state", "ran instead"))
     for r in shown.iter_rows(named=True):
         who = "holder" if r["kind"] == "LHP" else "next owner"
-        vcpu = f"{r['vm']}/{r['vcpu']}" if several_vms else str(r["vcpu"])
+        vcpu = f"{r['vm']}/{r['vcpu']}" if several else str(r["vcpu"])
         instead = "-" if r["ran_instead"] is None else f"pCPU {r['pcpu']}: {r['ran_instead']}"
         t.add_row(
             r["kind"],

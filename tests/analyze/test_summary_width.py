@@ -8,12 +8,14 @@ JSON alone.
 
 from __future__ import annotations
 
+import polars as pl
 import pytest
 from rich.console import Console
 
-from pvtrace.analyze import analyze
+from pvtrace.analyze import Analysis, analyze
 from pvtrace.cli.summary_view import headline_rows, render_summary
 from pvtrace.fmt import fmt_ns
+from pvtrace.report.tables import MAX_INCIDENT_ROWS, incident_table_figure
 from pvtrace.simulate.run import simulate_trace
 from pvtrace.simulate.scenario import load_preset
 from pvtrace.simulate.views import select_view
@@ -83,3 +85,18 @@ def test_too_narrow_for_a_table_gives_a_row_per_line(merged_analysis):
     assert f"• {worst['kind']} · start (trace time): " in flat
     assert f"· waste: {fmt_ns(worst['waste_ns'])}" in flat
     assert "not shown at" not in text  # nothing left out: every column is in its row's line
+
+
+def test_incident_vcpus_name_their_vm_when_the_trace_has_several(merged_analysis):
+    # all incidents in one VM of two: the vCPU column read '0 (next owner)' beside 'ran instead: vm1/3'
+    one_vm = merged_analysis.table("incidents").filter(pl.col("vm") == "vm1")
+    a = Analysis(tables={**merged_analysis.tables, "incidents": one_vm}, summary=merged_analysis.summary)
+    rows = [line for line in _render(a, 1000).splitlines() if line.startswith(("│ LHP  │", "│ LWP  │"))]
+    assert rows and all("│ vm1/" in line for line in rows)
+
+
+def test_report_incident_list_names_the_vm_too(merged_analysis):
+    one_vm = merged_analysis.table("incidents").filter(pl.col("vm") == "vm1")
+    a = Analysis(tables={**merged_analysis.tables, "incidents": one_vm}, summary=merged_analysis.summary)
+    html = incident_table_figure(a, 0, (0, 1)).html
+    assert html.count(">vm1/") >= one_vm.head(MAX_INCIDENT_ROWS).height
