@@ -66,13 +66,14 @@ def print_fitted(
     drop: tuple[tuple[str, ...], ...] = (),
     wrap: tuple[str, ...] = (),
     how: str = "",
-) -> None:
+) -> list[str]:
     """Print a table fitted to the console, then which columns it left out and what shows them
-    (`how`, formatted with {full}: the width that would); a table that cannot fit, a row per line."""
+    (`how`, formatted with {full}: the width that would); a table that cannot fit, a row per line.
+    Returns the columns left out."""
     fitted, left_out, full = fit(t, con.width, drop, wrap)
     if fitted is None:
         print_rows(con, t)
-        return
+        return []
     con.print(fitted)
     if left_out:
         more = f" or {how.format(full=full)}" if how else ""
@@ -81,6 +82,7 @@ def print_fitted(
             highlight=False,
             soft_wrap=True,
         )
+    return left_out
 
 
 def print_rows(con: Console, t: Table) -> None:

@@ -175,3 +175,8 @@ def test_the_terminal_comparison_keeps_metric_names_and_values_whole(runs, width
         assert any(ln.endswith(f" {pct} │") for ln in row), metric
     assert "useful spin (partial [1])" in text and f"[1] partial in A: {why}" in text
     assert "(not shown at " in text and "A, rate; B, rate; Δ (B − A)" in text
+    # Δ % is still of the rates: said, or equal totals at +1.4% read as a wrong number
+    assert "Δ % compares the rates left out" in text
+    wide = Console(record=True, width=1000)
+    print_comparison(wide, metrics, ("A", "B"), (run_extent(part, ta), run_extent(b, tb)))
+    assert "rates left out" not in wide.export_text()
