@@ -180,3 +180,17 @@ def test_the_terminal_comparison_keeps_metric_names_and_values_whole(runs, width
     wide = Console(record=True, width=1000)
     print_comparison(wide, metrics, ("A", "B"), (run_extent(part, ta), run_extent(b, tb)))
     assert "rates left out" not in wide.export_text()
+
+
+def test_a_run_without_kicks_has_no_kick_latency_rather_than_an_unavailable_one():
+    from pvtrace.analyze import Analysis
+    from pvtrace.report.compare import summary_run
+
+    ticket = summary_run({"totals": {"n_kicks": 0}}, "ticket.json")  # it read 'unavailable'
+    pv = Analysis(
+        tables={"kicks": pl.DataFrame({"latency_ns": [3000]})}, summary=Summary(totals={"n_kicks": 1})
+    )
+    unknown = summary_run({"totals": {}}, "other.json")  # kicks not counted: unavailable it is
+    for a, shown in ((ticket, "no kicks"), (unknown, "unavailable")):
+        table = format_comparison(compare_metrics(a, pv), ("A", "B"))
+        assert table.filter(pl.col("metric") == "kick latency, median").row(0)[1:3] == (shown, "3 µs")
