@@ -202,7 +202,7 @@ def headline(a: Analysis) -> tuple[list[tuple[str, str, str]], list[str]]:
         p50 = x.get("kick_latency_p50_ns")
         value = f"{t['n_kicks']:,}" + (f" (latency p50 {fmt_ns(p50)})" if p50 is not None else "")
         rows.append(("pv kicks" + flag("n_kicks"), value, s.fidelity.get("n_kicks", "")))
-    add("cut by the trace end", "n_truncated")
+    add("waits, holds and incidents cut by the trace end", "n_truncated")  # a bare "cut by ..." named nothing
     return rows, notes.lines()
 
 

@@ -100,3 +100,8 @@ def test_report_incident_list_names_the_vm_too(merged_analysis):
     a = Analysis(tables={**merged_analysis.tables, "incidents": one_vm}, summary=merged_analysis.summary)
     html = incident_table_figure(a, 0, (0, 1)).html
     assert html.count(">vm1/") >= one_vm.head(MAX_INCIDENT_ROWS).height
+
+
+def test_the_count_of_cut_items_says_what_was_cut(merged_analysis):
+    (label,) = [label for label, _, _ in headline_rows(merged_analysis) if "trace end" in label]
+    assert label == "waits, holds and incidents cut by the trace end"  # was "cut by the trace end"
