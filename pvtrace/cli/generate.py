@@ -181,7 +181,8 @@ def register(app: typer.Typer) -> None:
                 trace, truth = simulate_trace(s, seed=seed, progress=tick)
                 n_events = trace.events.height
                 files = write_rendered(trace, fmt, view, output, force)
-                window = text_window(trace, view) if fmt != "parquet" else None
+                # the truth's window against the text's: only a written truth is compared with it
+                window = text_window(trace, view) if fmt != "parquet" and truth_path is not None else None
             if truth_path is not None:
                 truth.write_json(truth_path, force=force)
                 files.append(truth_path)

@@ -239,3 +239,14 @@ def test_scaling_curve_reports_each_run():
     calls = []
     curve = scaling_curve(algorithms=("tas",), total_ops=480, progress=lambda: calls.append(1))
     assert len(calls) == len(SCALING_VCPUS) == curve.height
+
+
+def test_the_truth_window_note_comes_only_with_a_truth(tmp_path):
+    # it named the truth's window and a Python helper on every text run, --truth or not
+    base = ["--preset", "lhp-demo", "--seed", "3", "--format", "ftrace", "--view", "host"]
+    alone = generate(*base, "-o", str(tmp_path / "a.txt"))
+    assert alone.exit_code == 0, alone.output
+    assert "the truth [" not in alone.output and "cut_truth" not in alone.output
+    both = generate(*base, "-o", str(tmp_path / "b.txt"), "--truth", str(tmp_path / "t.json"))
+    assert both.exit_code == 0, both.output
+    assert "the text covers host time [" in both.output and "the truth [0, " in both.output
