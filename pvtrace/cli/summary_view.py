@@ -376,8 +376,13 @@ def _convoys(con: Console, a: Analysis) -> None:
     for label, n in convoy_length_buckets(conv["length"]):
         t.add_row(label, f"{n:,}")
     _print(con, t)
-    causes = ", ".join(f"{c}: {n:,}" for c, n in conv.group_by("cause").len().sort("cause").iter_rows())
-    con.print(f"convoy causes: {causes}", highlight=False)
+    by = conv.group_by(pl.col("cause").fill_null("none")).len().sort("cause").iter_rows()
+    causes = ", ".join(f"{_CONVOY_CAUSES.get(c, c)} {n:,}" for c, n in by)
+    con.print(f"convoys by what started them: {causes}", highlight=False)
+
+
+# A convoy's cause in words ('convoy causes: none: 28' read as no convoys; metrics.md: convoys)
+_CONVOY_CAUSES = {"lhp": "LHP incident", "lwp": "LWP incident", "none": "contention alone"}
 
 
 def convoy_length_buckets(lengths: pl.Series) -> list[tuple[str, int]]:

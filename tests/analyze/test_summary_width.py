@@ -105,3 +105,11 @@ def test_report_incident_list_names_the_vm_too(merged_analysis):
 def test_the_count_of_cut_items_says_what_was_cut(merged_analysis):
     (label,) = [label for label, _, _ in headline_rows(merged_analysis) if "trace end" in label]
     assert label == "waits, holds and incidents cut by the trace end"  # was "cut by the trace end"
+
+
+def test_convoy_causes_are_words(merged_analysis):
+    # 'convoy causes: lhp: 11, none: 23' read 'none' as no convoys
+    by = merged_analysis.table("convoys").group_by("cause").len()
+    counts = dict(by.iter_rows())
+    (line,) = [x for x in _render(merged_analysis, 1000).splitlines() if x.startswith("convoys by what")]
+    assert f"LHP incident {counts['lhp']:,}" in line and f"contention alone {counts['none']:,}" in line
