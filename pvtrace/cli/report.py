@@ -166,7 +166,7 @@ def compare(
 ) -> None:
     """Compare two runs: headline metrics side by side with deltas, and a page with both overlaid."""
     checked_lock_kind(lock_kind)
-    labels = (label_a or a.stem, label_b or b.stem)
+    labels = (label_a or run_label(a), label_b or run_label(b))
     if labels[0] == labels[1]:
         labels = (f"A: {labels[0]}", f"B: {labels[1]}")
     outputs = OutputSet(force=force, inputs=[a, b])
@@ -194,7 +194,7 @@ def compare(
         if t is not None and (nearby := t.meta.extra.get("guest_files_nearby")):  # one file per run
             err.print(
                 f"{escape(label)}: compare reads one file per run; join a host trace and its guests first: "
-                f"pvtrace ingest {escape(' '.join([str(path), *nearby]))} -o {escape(path.stem)}.parquet",
+                f"pvtrace ingest {escape(' '.join([str(path), *nearby]))} -o {escape(run_label(path))}.parquet",
                 highlight=False,
                 soft_wrap=True,
             )
@@ -204,6 +204,19 @@ def compare(
         print_comparison(out, metrics, labels, extents)
     if out_path is not None:
         err.print(f"wrote {escape(str(out_path))}", highlight=False, soft_wrap=True)
+
+
+# What a run's default label leaves out of its file name: compression, then the format's suffix.
+LABEL_SUFFIXES = (".gz", ".xz", ".zst", ".bz2", ".txt", ".dat", ".parquet", ".json")
+
+
+def run_label(path: Path) -> str:
+    """A run's default name: its file name without the suffixes every run has ('futex-ftrace', not
+    'futex-ftrace.txt' from futex-ftrace.txt.xz: each label heads two columns of the table)."""
+    name = path.name
+    while Path(name).suffix in LABEL_SUFFIXES and Path(name).stem:
+        name = Path(name).stem
+    return name
 
 
 def print_comparison(con: Console, metrics: pl.DataFrame, labels: tuple[str, str], extents) -> None:
