@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -149,7 +150,19 @@ def finish(
             con.print(f"filtered: {escape(result.summary.extra['filters'])}", highlight=False, soft_wrap=True)
     print_input_notes(result.summary.extra)  # after the results: read with them, not above their first line
     if written and not quiet:
-        err.print(f"wrote {len(written)} file(s)", highlight=False)
+        err.print(f"wrote {escape(written_text(written))}", highlight=False, soft_wrap=True)
+
+
+def written_text(paths: list[Path]) -> str:
+    """The files written, by name ('wrote 1 file(s)' named none), a folder's tables as one count."""
+    by_dir: dict[Path, list[Path]] = {}
+    for p in paths:
+        by_dir.setdefault(p.parent, []).append(p)
+    parts = []
+    for folder, files in by_dir.items():
+        many = len(files) > 3  # --out-dir's tables
+        parts += [f"{len(files)} files in {folder}{os.sep}"] if many else [str(f) for f in files]
+    return ", ".join(parts)
 
 
 def _yes_no(option: str, value: str | None) -> bool | None:

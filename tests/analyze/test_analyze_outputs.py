@@ -353,3 +353,13 @@ def test_a_window_in_a_guests_own_clock_names_the_host_window():
     ) as e:
         filter_trace(trace, f)
     assert "outside the trace" in str(e.value)
+
+
+def test_says_which_files_it_wrote(tmp_path):
+    # it said 'wrote 16 file(s)'
+    src = _file(tmp_path, LHP_ROWS)
+    js, tables = tmp_path / "s.json", tmp_path / "tables"
+    res = runner.invoke(app, ["analyze", str(src), "--json", str(js), "--out-dir", str(tables)])
+    assert res.exit_code == 0, res.output
+    n = len(list(tables.iterdir()))
+    assert f"wrote {n} files in {tables}/, {js}\n" in res.stderr
