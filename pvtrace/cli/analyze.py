@@ -13,7 +13,7 @@ from rich.markup import escape
 
 from pvtrace.analyze import Analysis, analyze
 from pvtrace.analyze.context import lock_table
-from pvtrace.analyze.filters import Filters, filter_result, filter_trace, parse_filters
+from pvtrace.analyze.filters import filter_result, filter_trace, parse_filters
 from pvtrace.analyze.result import TABLES
 from pvtrace.analyze.run import STEPS, analyze_parquet
 from pvtrace.cli import no_teardown
@@ -135,7 +135,6 @@ def finish(
     table: str,
     quiet: bool,
     width: int | None,
-    filters: Filters,
 ) -> None:
     """Show the summary once the outputs are in place (not when stdout carries --json - or --csv -)."""
     to_stdout = json_out == Path("-") or csv_out == "-"
@@ -146,8 +145,6 @@ def finish(
     if not quiet and not to_stdout:
         con = stdout_console(width, soft_wrap=False)
         render_summary(con, result, [str(f) for f in files])
-        if filters.any:
-            con.print(f"filtered: {escape(result.summary.extra['filters'])}", highlight=False, soft_wrap=True)
     print_input_notes(result.summary.extra)  # after the results: read with them, not above their first line
     if written and not quiet:
         err.print(f"wrote {escape(written_text(written))}", highlight=False, soft_wrap=True)
@@ -361,5 +358,4 @@ def register(app: typer.Typer) -> None:
             table=table,
             quiet=quiet,
             width=width,
-            filters=filters,
         )

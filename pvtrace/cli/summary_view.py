@@ -68,6 +68,8 @@ def render_summary(con: Console, a: Analysis, sources: list[str]) -> None:
     x = a.summary.extra
     perf = [n for n in ("perf_kvm_stat", "perf_lock_contention") if n in a.tables]
     con.print(_header(a, sources), highlight=False, soft_wrap=True)
+    if x.get("filters"):  # under the header, before any number it narrows (it came last, after them)
+        con.print(f"filtered: {escape(x['filters'])}", highlight=False, soft_wrap=True)
     if g := x.get("guest_preemption"):  # the guest-inferred level: what the guest's ticks and steal showed
         con.print(preemption_line(g), highlight=False, soft_wrap=True)
         parts = [p for ps in (x.get("partial") or {}).values() for p in ps]

@@ -218,6 +218,9 @@ def test_filters_window_vm_vcpu_lock(tmp_path):
     assert pl.read_csv(res.stdout.encode())["vcpu"].to_list() == [3]
     res = runner.invoke(app, ["analyze", str(src), "--window", "soon:later"])
     assert res.exit_code == 2 and "--window" in res.output
+    # the summary says it is filtered right under its first line, before any number (it said so last)
+    res = runner.invoke(app, ["analyze", str(src), "--lock", "7"])
+    assert res.stdout.splitlines()[1] == "filtered: lock 0x00000007", res.stdout
 
 
 def test_incident_context_in_memory_matches_parquet(tmp_path):
