@@ -11,6 +11,7 @@ from rich.table import Table
 
 from pvtrace.cli.common import handle_errors, out, progress
 from pvtrace.errors import UsageError
+from pvtrace.fmt import fmt_ns, fmt_ts
 from pvtrace.ingest.ftrace import RECORD
 from pvtrace.ingest.load import FORMATS, ingest_to_parquet, is_one_parquet
 from pvtrace.ingest.perf_script import SAMPLE
@@ -53,7 +54,9 @@ def _counts_table(title: str, counts: dict[str, int], label: str) -> Table:
 def layouts(fmt: str, variants: dict[str, int]) -> str:
     """The record layouts of an input worth naming beside its format: not the format's ordinary
     record line (ftrace's, which trace-cmd report prints too; perf script's), and without the
-    format's name again ('ftrace: ftrace', 'trace-cmd: trace-cmd-prefixed')."""
+    format's name again ('ftrace: ftrace', 'trace-cmd: trace-cmd-prefixed', 'dat: trace-cmd-prefixed')."""
+    if fmt == "dat":  # the lines of the `trace-cmd report` pvtrace ran itself: no news to the user
+        return ""
     plain = {RECORD.name, SAMPLE.name}
     return ", ".join(sorted(v.removeprefix(f"{fmt}-") for v in variants if v not in plain))
 
@@ -62,7 +65,9 @@ def _span(meta: TraceMeta) -> str:
     lo, hi = meta.extra.get("ts_min"), meta.extra.get("ts_max")
     if lo is None or hi is None:
         return "no timestamps"
-    return f"{lo / 1e9:.6f} .. {hi / 1e9:.6f} s ({(hi - lo) / 1e9:.6f} s)"
+    # as analyze's first line writes it: timestamps as the trace prints them (searchable), the
+    # length in a readable unit ('0.000000 .. 0.299279 s (0.299279 s)' cut nanosecond stamps)
+    return f"{fmt_ts(lo)} to {fmt_ts(hi)} ({fmt_ns(hi - lo)})"
 
 
 def print_summary(meta: TraceMeta, out_path: Path) -> None:

@@ -218,3 +218,22 @@ def test_table_titles_stay_on_one_line(tmp_path):
     lines = res.output.splitlines()
     for title in ("Inputs", "Events by kind", "Records by tracepoint"):
         assert title in lines
+
+
+def test_a_dat_input_names_no_layout():
+    from pvtrace.cli.ingest import layouts
+
+    # the prefixed lines are those of the `trace-cmd report` pvtrace runs on the .dat itself
+    assert layouts("dat", {"trace-cmd-prefixed": 9}) == ""
+    assert layouts("trace-cmd", {"trace-cmd-prefixed": 9}) == "prefixed"
+
+
+def test_time_span_reads_as_analyze_writes_it(tmp_path):
+    # it read '0.000000 .. 0.299279 s (0.299279 s)': nanosecond stamps cut, the length in seconds
+    src = GOLDEN / "tracecmd_latency_ns.txt"
+    res = runner.invoke(app, ["ingest", str(src), "-o", str(tmp_path / "e.parquet")])
+    assert res.exit_code == 0, res.output
+    (span,) = [line for line in res.output.splitlines() if line.startswith("Time span: ")]
+    header = runner.invoke(app, ["analyze", str(tmp_path / "e.parquet")]).stdout.splitlines()[0]
+    stamps = span.removeprefix("Time span: ")
+    assert f" {stamps}, " in header and ".000" not in stamps.split(" (")[1]
