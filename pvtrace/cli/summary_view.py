@@ -432,6 +432,8 @@ def render_kvm_stat(con: Console, kvm: pl.DataFrame) -> None:
                 fmt_ns(r["max_ns"]),
             )
         _print(con, t)
+        if df["total_ns"].is_null().any():  # a bare '~31.4 s' did not say what it approximates
+            con.print("~ total time: samples × mean (this table prints no total)", highlight=False)
     imp = kvm_stat_implications(kvm)
     if imp.height:
         t = _table(
