@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from pvtrace.cli.common import handle_errors, out, progress
+from pvtrace.cli.common import handle_errors, out, print_titled, progress
 
 
 def checks_table(checks) -> Table:
@@ -52,8 +52,8 @@ def register(app: typer.Typer) -> None:
         # a minute of simulation on two cores: a bar says it is working (it was silent throughout)
         with progress("calibration targets", total=len(check_groups(repeats))) as bar:
             found = checks(repeats=repeats, progress=lambda _target: bar.advance())
-        out.print(checks_table(found))
+        print_titled(out, checks_table(found))
         if scaling:
             with progress("scaling curve", total=len(ALGORITHMS) * len(SCALING_VCPUS)) as bar:
                 curve = scaling_curve(progress=bar.advance)
-            out.print(scaling_table(curve))
+            print_titled(out, scaling_table(curve))

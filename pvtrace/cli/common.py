@@ -18,6 +18,7 @@ from pvtrace.outputs import Terminated, os_message, remove_live_temps, signals_u
 
 if TYPE_CHECKING:
     from rich.progress import Progress
+    from rich.table import Table
 
 
 def console(**kwargs: Any) -> Console:
@@ -40,6 +41,14 @@ def stdout_console(width: int | None = None, **kwargs: Any) -> Console:
 
 out = stdout_console()  # results: stdout
 err = console(stderr=True)  # errors, warnings, progress
+
+
+def print_titled(con: Console, table: Table) -> None:
+    """A table under its title on a line of its own: rich wraps a title to the table's width
+    ('Records by' over 'tracepoint') and pads it with blanks, which piped output keeps."""
+    con.print(f"[bold]{table.title}[/]", highlight=False, soft_wrap=True)
+    table.title = None
+    con.print(table)
 
 
 def print_input_notes(extra: dict, *, run: str = "", strict: bool = True) -> None:

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from pvtrace.cli.common import handle_errors, out, progress
+from pvtrace.cli.common import handle_errors, out, print_titled, progress
 from pvtrace.errors import UsageError
 from pvtrace.fmt import fmt_ns, fmt_ts
 from pvtrace.ingest.ftrace import RECORD
@@ -30,14 +30,6 @@ def _table(title: str, columns: tuple[str, ...]) -> Table:
             name, justify="right" if name in ("count", "lines", "records") else "left", overflow="fold"
         )
     return table
-
-
-def _show(table: Table) -> None:
-    """A table under its title on a line of its own (rich wraps a title to the table's width:
-    'Records by' over 'tracepoint')."""
-    out.print(f"[bold]{table.title}[/]", highlight=False, soft_wrap=True)
-    table.title = None
-    out.print(table)
 
 
 def _counts_table(title: str, counts: dict[str, int], label: str) -> Table:
@@ -92,18 +84,21 @@ def print_summary(meta: TraceMeta, out_path: Path) -> None:
             lost_txt,
             i.get("clock", "?"),
         )
-    _show(inputs)
+    print_titled(out, inputs)
     if extra.get("events_by_kind"):
-        _show(_counts_table("Events by kind", extra["events_by_kind"], "kind"))
+        print_titled(out, _counts_table("Events by kind", extra["events_by_kind"], "kind"))
     if extra.get("events_by_tracepoint"):
-        _show(_counts_table("Records by tracepoint", extra["events_by_tracepoint"], "tracepoint"))
+        print_titled(out, _counts_table("Records by tracepoint", extra["events_by_tracepoint"], "tracepoint"))
     if extra.get("unknown_events"):
-        _show(_counts_table("Unknown events (kept as kind other)", extra["unknown_events"], "tracepoint"))
+        print_titled(
+            out, _counts_table("Unknown events (kept as kind other)", extra["unknown_events"], "tracepoint")
+        )
     if extra.get("unparsed_payloads"):
-        _show(
+        print_titled(
+            out,
             _counts_table(
                 "Known events with unreadable payloads (kept)", extra["unparsed_payloads"], "tracepoint"
-            )
+            ),
         )
     for name, rows in extra.get("summary_tables", {}).items():
         out.print(f"Summary table [bold]{escape(name)}[/]: {len(rows)} rows (kept in the output's metadata)")
@@ -119,7 +114,7 @@ def print_summary(meta: TraceMeta, out_path: Path) -> None:
                 table.add_row(first, escape(what), f"{p['count']:,}")
                 for sample in samples[1:]:
                     table.add_row(f"{name}:{sample['line']}", escape(repr(sample["text"][:60])), "")
-        _show(table)
+        print_titled(out, table)
     else:
         out.print("Problems: none (every line was read)")
     out.print(f"Time span: {_span(meta)}")

@@ -231,6 +231,10 @@ def test_calibrate_shows_progress_on_a_terminal(monkeypatch):
     assert r.exit_code == 0, r.output
     assert "calibration targets" in screen.getvalue() and "scaling curve" in screen.getvalue()
     assert "100%" in screen.getvalue()
+    # each table's title on a line of its own, whole (the scaling title wrapped over two lines)
+    lines = [line.rstrip() for line in r.output.splitlines()]
+    assert "One VM grown past an 8-pCPU host, same total work: slowdown vs 8 vCPUs" in lines
+    assert "Calibration targets (KVM defaults, PLE on)" in lines
 
 
 def test_scaling_curve_reports_each_run():
