@@ -227,9 +227,14 @@ def print_comparison(con: Console, metrics: pl.DataFrame, labels: tuple[str, str
 
     title = f"A = {extent_text(labels[0], extents[0])}; B = {extent_text(labels[1], extents[1])}"
     notes: list[str] = []
-    table = comparison_table(format_comparison(metrics, labels, notes), escape(title), RATE_CAPTION)
+    table = comparison_table(format_comparison(metrics, labels, notes))
     rates = tuple(str(c.header) for c in table.columns[3:6])  # A, rate; B, rate; Δ (B − A)
-    if print_fitted(con, table, drop=(rates,), wrap=("metric",)):
+    # title and caption as lines of their own: a table too narrow printed a row per line without
+    # them, and rich padded them to the table's width
+    con.print(escape(title), highlight=False, soft_wrap=True)
+    left_out = print_fitted(con, table, drop=(rates,), wrap=("metric",))
+    con.print(RATE_CAPTION, highlight=False, soft_wrap=True)
+    if left_out:
         # without the rates, 16,000 acquisitions against 16,000 at +1.4% read as a wrong number
         con.print(
             "Δ % compares the rates left out where a metric has one, so equal totals of runs of "
@@ -241,9 +246,9 @@ def print_comparison(con: Console, metrics: pl.DataFrame, labels: tuple[str, str
         con.print(f"[{i}] partial in {escape(why)}", highlight=False, soft_wrap=True)
 
 
-def comparison_table(table: pl.DataFrame, title: str, caption: str | None = None) -> Table:
+def comparison_table(table: pl.DataFrame) -> Table:
     """The formatted comparison as a rich table."""
-    t = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
+    t = Table()
     for i, col in enumerate(table.columns):
         t.add_column(col, justify="left" if i == 0 else "right", no_wrap=i > 0)
     for row in table.iter_rows():

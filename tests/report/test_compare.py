@@ -182,6 +182,21 @@ def test_the_terminal_comparison_keeps_metric_names_and_values_whole(runs, width
     assert "rates left out" not in wide.export_text()
 
 
+def test_a_comparison_too_narrow_for_a_table_keeps_its_title_and_caption(runs):
+    # a row per line (cli.fit) printed neither: which run is A, how long each is, what a rate is
+    from rich.console import Console
+
+    from pvtrace.cli.report import print_comparison
+    from pvtrace.report.compare_rates import RATE_CAPTION, run_extent
+
+    a, b, ta, tb = runs
+    con = Console(record=True, width=40)
+    print_comparison(con, compare_metrics(a, b, (ta, tb)), ("A", "B"), (run_extent(a, ta), run_extent(b, tb)))
+    flat = " ".join(con.export_text().split())
+    assert flat.startswith("A = A: 50 ms of trace, ") and " ".join(RATE_CAPTION.split()) in flat
+    assert "• spin (waiting while running) · A: " in flat
+
+
 def test_a_run_without_kicks_has_no_kick_latency_rather_than_an_unavailable_one():
     from pvtrace.analyze import Analysis
     from pvtrace.report.compare import summary_run
