@@ -61,13 +61,26 @@ def load_inputs(
         )
 
 
+# Every table `--csv -` may print: the summary's lock table, the result tables, and the perf
+# summary tables an input may carry.
+CSV_TABLES = ("locks", *sorted(TABLES), "perf_kvm_stat", "perf_lock_contention")
+
+
+def checked_table(name: str) -> str:
+    """--table as given, or a usage error before the analysis (it came after it, on a big trace
+    minutes later)."""
+    if name not in CSV_TABLES:
+        raise UsageError(f"--table: no table {name!r} (one of {', '.join(CSV_TABLES)})")
+    return name
+
+
 def stdout_table(a: Analysis, name: str) -> pl.DataFrame:
     """The table `--csv -` prints: `locks` (the summary's lock table), or any result table."""
     if name == "locks":
         return lock_table(a.table("waste_by_lock"), a.table("waits"), a.table("lock_callers"))
-    if name not in a.tables:
+    if name not in a.tables:  # a perf summary table this trace does not carry
         names = ", ".join(["locks", *sorted(a.tables)])
-        raise UsageError(f"--table: no table {name!r} (one of {names})")
+        raise UsageError(f"--table: this trace has no table {name!r} (it has {names})")
     return a.tables[name]
 
 
@@ -292,7 +305,7 @@ def register(app: typer.Typer) -> None:
             )
         if table is not None and csv_out is None:
             raise UsageError("--table names the table `--csv -` prints; without `--csv -` it does nothing")
-        table = table or "locks"
+        table = checked_table(table or "locks")
         if json_out == Path("-") and csv_out == "-":
             raise UsageError("--json - and --csv - both write to stdout: give one of them a file")
         if width is not None and width < 40:

@@ -370,3 +370,13 @@ def test_says_which_files_it_wrote(tmp_path):
     assert res.exit_code == 0, res.output
     n = len(list(tables.iterdir()))
     assert f"wrote {n} files in {tables}/, {js}\n" in res.stderr
+
+
+def test_an_unknown_csv_table_is_refused_before_the_analysis(tmp_path):
+    # it was refused after reading and analyzing the whole trace; a file that is no trace shows
+    # which check comes first
+    res = runner.invoke(app, ["analyze", str(REPO / "README.md"), "--csv", "-", "--table", "nope"])
+    assert res.exit_code == 2 and "--table: no table 'nope' (one of locks, " in res.output, res.output
+    src = _file(tmp_path, LHP_ROWS)  # a table no input of this trace carries: said after it
+    res = runner.invoke(app, ["analyze", str(src), "--csv", "-", "--table", "perf_kvm_stat"])
+    assert res.exit_code == 2 and "this trace has no table 'perf_kvm_stat'" in res.output
