@@ -254,3 +254,21 @@ def test_the_truth_window_note_comes_only_with_a_truth(tmp_path):
     both = generate(*base, "-o", str(tmp_path / "b.txt"), "--truth", str(tmp_path / "t.json"))
     assert both.exit_code == 0, both.output
     assert "the text covers host time [" in both.output and "the truth [0, " in both.output
+
+
+def test_a_view_says_how_many_of_the_events_it_keeps(tmp_path):
+    # analyze of the text counted a third of the events generate announced, and nothing said why
+    from pvtrace.simulate.views import select_view
+
+    trace, _ = simulate_trace(load_preset("lhp-demo"), seed=3)
+    kept = select_view(trace, "merged").events.height
+    res = generate(
+        "--preset", "lhp-demo", "--seed", "3", "--format", "trace-cmd", "-o", str(tmp_path / "m.txt")
+    )
+    assert res.exit_code == 0, res.output
+    assert (
+        f": {trace.events.height:,} events, {kept:,} of them in the merged view a tracer sees -> "
+        in res.output
+    )
+    full = generate("--preset", "lhp-demo", "--seed", "3", "-o", str(tmp_path / "f.parquet"))
+    assert "a tracer sees" not in full.output
