@@ -180,10 +180,9 @@ def register(app: typer.Typer) -> None:
                 truth, n_events, files = run.truth, run.n_events, [output]
             else:
                 from pvtrace.simulate.render import write_rendered
-
-                trace, truth = simulate_trace(s, seed=seed, progress=tick)
                 from pvtrace.simulate.views import select_view
 
+                trace, truth = simulate_trace(s, seed=seed, progress=tick)
                 n_events = trace.events.height
                 seen = (view, select_view(trace, view).events.height) if view != "full" else None
                 files = write_rendered(trace, fmt, view, output, force)
