@@ -281,6 +281,11 @@ def _exits(con: Console, a: Analysis) -> None:
             fmt_wait(r["max_ns"], tick),
         )
     _print(con, t, drop=("max", "mean"))
+    if ex["avg_ns"].is_null().any():  # a row of bare '-' read as a number lost
+        con.print(
+            "-: no VM entry directly follows these exits in the trace, so they have no length",
+            highlight=False,
+        )
 
 
 def waits_unmeasured(a: Analysis) -> bool:

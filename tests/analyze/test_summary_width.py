@@ -113,3 +113,17 @@ def test_convoy_causes_are_words(merged_analysis):
     counts = dict(by.iter_rows())
     (line,) = [x for x in _render(merged_analysis, 1000).splitlines() if x.startswith("convoys by what")]
     assert f"LHP incident {counts['lhp']:,}" in line and f"contention alone {counts['none']:,}" in line
+
+
+def test_exits_without_a_length_say_why(merged_analysis):
+    # 'HLT │ 8 │ 0.25 │ - │ - │ -' said nothing of the dashes
+    ex = merged_analysis.table("exit_reasons")
+    untimed = Analysis(
+        tables={
+            **merged_analysis.tables,
+            "exit_reasons": ex.with_columns(pl.lit(None, pl.Int64).alias("avg_ns")),
+        },
+        summary=merged_analysis.summary,
+    )
+    note = "-: no VM entry directly follows these exits in the trace, so they have no length"
+    assert note in _render(untimed, 1000) and note not in _render(merged_analysis, 1000)
