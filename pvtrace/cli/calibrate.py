@@ -53,6 +53,13 @@ def register(app: typer.Typer) -> None:
         with progress("calibration targets", total=len(check_groups(repeats))) as bar:
             found = checks(repeats=repeats, progress=lambda _target: bar.advance())
         print_titled(out, checks_table(found))
+        if misses := sum(not c.passed for c in found):  # a bare MISS read as a broken model
+            out.print(
+                f"{misses} MISS: simulated outside the published band; docs/simulator.md (Calibration, "
+                '"The misses") says which mechanisms the model lacks for them.',
+                highlight=False,
+                soft_wrap=True,
+            )
         if scaling:
             with progress("scaling curve", total=len(ALGORITHMS) * len(SCALING_VCPUS)) as bar:
                 curve = scaling_curve(progress=bar.advance)

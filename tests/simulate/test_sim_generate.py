@@ -235,6 +235,20 @@ def test_calibrate_shows_progress_on_a_terminal(monkeypatch):
     lines = [line.rstrip() for line in r.output.splitlines()]
     assert "One VM grown past an 8-pCPU host, same total work: slowdown vs 8 vCPUs" in lines
     assert "Calibration targets (KVM defaults, PLE on)" in lines
+    assert "MISS:" not in r.output  # every fake check is inside its band
+
+
+def test_calibrate_points_its_misses_at_the_docs(monkeypatch):
+    # three bare MISS rows read as a broken model; docs/simulator.md says what each lacks
+    from pvtrace.simulate import calibrate
+
+    hit, miss = calibrate.Check("t", "f", "p", 0.0, 2.0, 1.0), calibrate.Check("t", "g", "p", 5.0, 17.0, 0.8)
+    monkeypatch.setattr(calibrate, "check_groups", lambda repeats: [lambda: [hit, miss, miss]])
+    r = runner.invoke(app, ["calibrate", "--no-scaling"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert '2 MISS: simulated outside the published band; docs/simulator.md (Calibration, "The misses")' in (
+        " ".join(r.output.split())
+    )
 
 
 def test_scaling_curve_reports_each_run():
