@@ -109,6 +109,13 @@ def lock_hex(col: str = "lock") -> pl.Expr:
     return pl.when(x.is_null()).then(pl.lit(None, pl.String)).otherwise(pl.lit("0x") + text).alias(col)
 
 
+def several_vms(*frames: pl.DataFrame) -> bool:
+    """Whether these tables' `vm` columns name more than one VM, so a vCPU is written vm0/1, not 1.
+    Given the trace's vCPU states and waits beside the table shown: with all incidents in vm1 of
+    two VMs, a bare '0 (next owner)' sat beside 'ran instead: vm1/3'."""
+    return pl.concat([f["vm"].unique().cast(pl.String) for f in frames]).drop_nulls().n_unique() > 1
+
+
 def plural(n: int, word: str, many: str | None = None) -> str:
     """`1 reason`, `2 reasons`."""
     return f"{n:,} {word if n == 1 else (many or word + 's')}"

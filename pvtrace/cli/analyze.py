@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -12,7 +13,7 @@ from rich.markup import escape
 
 from pvtrace.analyze import Analysis, analyze
 from pvtrace.analyze.context import lock_table
-from pvtrace.analyze.filters import Filters, filter_result, filter_trace, parse_filters
+from pvtrace.analyze.filters import filter_result, filter_trace, parse_filters
 from pvtrace.analyze.result import TABLES
 from pvtrace.analyze.run import STEPS, analyze_parquet
 from pvtrace.cli import no_teardown
@@ -60,13 +61,26 @@ def load_inputs(
         )
 
 
+# Every table `--csv -` may print: the summary's lock table, the result tables, and the perf
+# summary tables an input may carry.
+CSV_TABLES = ("locks", *sorted(TABLES), "perf_kvm_stat", "perf_lock_contention")
+
+
+def checked_table(name: str) -> str:
+    """--table as given, or a usage error before the analysis (it came after it, on a big trace
+    minutes later)."""
+    if name not in CSV_TABLES:
+        raise UsageError(f"--table: no table {name!r} (one of {', '.join(CSV_TABLES)})")
+    return name
+
+
 def stdout_table(a: Analysis, name: str) -> pl.DataFrame:
     """The table `--csv -` prints: `locks` (the summary's lock table), or any result table."""
     if name == "locks":
         return lock_table(a.table("waste_by_lock"), a.table("waits"), a.table("lock_callers"))
-    if name not in a.tables:
+    if name not in a.tables:  # a perf summary table this trace does not carry
         names = ", ".join(["locks", *sorted(a.tables)])
-        raise UsageError(f"--table: no table {name!r} (one of {names})")
+        raise UsageError(f"--table: this trace has no table {name!r} (it has {names})")
     return a.tables[name]
 
 
@@ -134,11 +148,9 @@ def finish(
     table: str,
     quiet: bool,
     width: int | None,
-    filters: Filters,
 ) -> None:
     """Show the summary once the outputs are in place (not when stdout carries --json - or --csv -)."""
     to_stdout = json_out == Path("-") or csv_out == "-"
-    print_input_notes(result.summary.extra, quiet=quiet)
     if json_out == Path("-"):
         sys.stdout.write(result.summary.to_json() + "\n")
     elif csv_out == "-":
@@ -146,10 +158,21 @@ def finish(
     if not quiet and not to_stdout:
         con = stdout_console(width, soft_wrap=False)
         render_summary(con, result, [str(f) for f in files])
-        if filters.any:
-            con.print(f"filtered: {escape(result.summary.extra['filters'])}", highlight=False, soft_wrap=True)
+    print_input_notes(result.summary.extra)  # after the results: read with them, not above their first line
     if written and not quiet:
-        err.print(f"wrote {len(written)} file(s)", highlight=False)
+        err.print(f"wrote {escape(written_text(written))}", highlight=False, soft_wrap=True)
+
+
+def written_text(paths: list[Path]) -> str:
+    """The files written, by name ('wrote 1 file(s)' named none), a folder's tables as one count."""
+    by_dir: dict[Path, list[Path]] = {}
+    for p in paths:
+        by_dir.setdefault(p.parent, []).append(p)
+    parts = []
+    for folder, files in by_dir.items():
+        many = len(files) > 3  # --out-dir's tables
+        parts += [f"{len(files)} files in {folder}{os.sep}"] if many else [str(f) for f in files]
+    return ", ".join(parts)
 
 
 def _yes_no(option: str, value: str | None) -> bool | None:
@@ -282,7 +305,7 @@ def register(app: typer.Typer) -> None:
             )
         if table is not None and csv_out is None:
             raise UsageError("--table names the table `--csv -` prints; without `--csv -` it does nothing")
-        table = table or "locks"
+        table = checked_table(table or "locks")
         if json_out == Path("-") and csv_out == "-":
             raise UsageError("--json - and --csv - both write to stdout: give one of them a file")
         if width is not None and width < 40:
@@ -348,5 +371,4 @@ def register(app: typer.Typer) -> None:
             table=table,
             quiet=quiet,
             width=width,
-            filters=filters,
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from pvtrace.cli.common import handle_errors, out, progress
+from pvtrace.cli.common import handle_errors, out, print_titled, progress
 
 
 def checks_table(checks) -> Table:
@@ -52,8 +52,15 @@ def register(app: typer.Typer) -> None:
         # a minute of simulation on two cores: a bar says it is working (it was silent throughout)
         with progress("calibration targets", total=len(check_groups(repeats))) as bar:
             found = checks(repeats=repeats, progress=lambda _target: bar.advance())
-        out.print(checks_table(found))
+        print_titled(out, checks_table(found))
+        if misses := sum(not c.passed for c in found):  # a bare MISS read as a broken model
+            out.print(
+                f"{misses} MISS: simulated outside the published band; docs/simulator.md (Calibration, "
+                '"The misses") says which mechanisms the model lacks for them.',
+                highlight=False,
+                soft_wrap=True,
+            )
         if scaling:
             with progress("scaling curve", total=len(ALGORITHMS) * len(SCALING_VCPUS)) as bar:
                 curve = scaling_curve(progress=bar.advance)
-            out.print(scaling_table(curve))
+            print_titled(out, scaling_table(curve))

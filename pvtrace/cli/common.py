@@ -18,6 +18,7 @@ from pvtrace.outputs import Terminated, os_message, remove_live_temps, signals_u
 
 if TYPE_CHECKING:
     from rich.progress import Progress
+    from rich.table import Table
 
 
 def console(**kwargs: Any) -> Console:
@@ -42,16 +43,22 @@ out = stdout_console()  # results: stdout
 err = console(stderr=True)  # errors, warnings, progress
 
 
-def print_input_notes(extra: dict, *, quiet: bool = False, run: str = "", strict: bool = True) -> None:
-    """What an analysis says about its input beside the results, on stderr: the input lines it
-    skipped (never silent, even with -q: "none" is left out with -q) and its warnings. `run` names
-    the run (compare reads two); `strict`: the command has --strict."""
+def print_titled(con: Console, table: Table) -> None:
+    """A table under its title on a line of its own: rich wraps a title to the table's width
+    ('Records by' over 'tracepoint') and pads it with blanks, which piped output keeps."""
+    con.print(f"[bold]{table.title}[/]", highlight=False, soft_wrap=True)
+    table.title = None
+    con.print(table)
+
+
+def print_input_notes(extra: dict, *, run: str = "", strict: bool = True) -> None:
+    """What an analysis says about its input beside the results, on stderr, after them: the input
+    lines it skipped (never silent, even with -q) and its warnings; nothing when it has nothing to
+    say ("skipped lines: none" came before the summary's first line). `run` names the run (compare
+    reads two); `strict`: the command has --strict."""
     who = f"{escape(run)}: " if run else ""
     skipped = extra.get("skipped_lines") or {"total": 0}  # none in a summary read back from JSON
-    if not skipped["total"]:
-        if not quiet:
-            err.print(f"{who}skipped lines: none", highlight=False)
-    else:
+    if skipped["total"]:
         reasons = ", ".join(f"{n:,} {kind}" for kind, n in sorted(skipped["by_reason"].items()))
         err.print(
             f"{who}[bold yellow]skipped {skipped['total']:,} input lines[/] ({escape(reasons)}; first: "

@@ -22,6 +22,7 @@ T = TypeVar("T")
 
 SCHEDULER_HELP = "Address of a running Dask scheduler (tcp://HOST:PORT); default: a local cluster."
 WORKERS_HELP = "Local cluster: worker processes (default one per core). With --scheduler: wait for N workers."
+DASHBOARD_HELP = "Print the address of the Dask dashboard (live tasks, workers' memory; it needs bokeh)."
 
 
 def finish_tally(tally, ran: str, dest: Path, failures: str, quiet: bool) -> None:
@@ -47,17 +48,19 @@ def run_on_cluster(
     scheduler: str | None,
     workers: int | None,
     quiet: bool,
+    dashboard: bool,
     run: Callable[[Any, Callable[[Any], None]], T],
 ) -> T:
-    """A fleet or sweep run on its Dask cluster: run(client, on_progress) with the dashboard's
-    address and a progress bar over `what`. Ctrl-C (SIGTERM, SIGHUP) stops it in one line once the
+    """A fleet or sweep run on its Dask cluster: run(client, on_progress) with a progress bar over
+    `what`, and the dashboard's address when asked (`dashboard`: it was printed on every run, with
+    how to install bokeh, which the dashboard's own page says). Ctrl-C (SIGTERM, SIGHUP) stops it in one line once the
     cluster is closed: what finished is kept (replan() counts it as a rerun would), and a rerun
     resumes."""
     from pvtrace.fleet.cluster import dashboard_note, open_client
 
     try:
         with open_client(scheduler, workers) as client:
-            if not quiet:
+            if dashboard:
                 err.print(dashboard_note(client), highlight=False, soft_wrap=True)
             with progress(what, total=None, quiet=quiet) as bar:
                 return run(client, lambda tally: bar.update(completed=tally.ran, total=tally.todo))
@@ -101,6 +104,7 @@ def register(app: typer.Typer) -> None:
         fmt: Annotated[str, typer.Option("--format", help="Input format (auto: detect per trace).")] = "auto",
         strict: Annotated[bool, typer.Option("--strict", help="Malformed input lines are fatal.")] = False,
         quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress bar, no summary.")] = False,
+        dashboard: Annotated[bool, typer.Option("--dashboard", help=DASHBOARD_HELP)] = False,
     ) -> None:
         """Ingest and analyze every trace as one Dask task; parts land in FLEET_DIR as they finish.
 
@@ -134,6 +138,7 @@ def register(app: typer.Typer) -> None:
             scheduler,
             workers,
             quiet,
+            dashboard,
             lambda client, tick: run_fleet(
                 client,
                 traces,

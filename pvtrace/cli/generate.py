@@ -51,11 +51,14 @@ def apply_overrides(s: Scenario, lock: str | None, sets: list[str] | None) -> Sc
     return s.replace(**changes) if changes else s
 
 
-def print_truth(truth: GroundTruth, n_events: int, files: list[Path]) -> None:
-    """A short account of the run: where it went, how long each VM took, what went wrong."""
+def print_truth(truth: GroundTruth, n_events: int, files: list[Path], seen: tuple[str, int] | None) -> None:
+    """A short account of the run: where it went, how long each VM took, what went wrong. `seen`:
+    (view, events in it) when the output is not the full run (analyze counts a third of the
+    events `generate` did, and nothing said why)."""
     t = truth.summary.totals
+    view = f", {seen[1]:,} of them in the {seen[0]} view a tracer sees" if seen else ""
     out.print(
-        f"[bold]Simulated {truth.t_end / 1e9:.3f} s[/]: {n_events:,} events -> "
+        f"[bold]Simulated {truth.t_end / 1e9:.3f} s[/]: {n_events:,} events{view} -> "
         + escape(", ".join(str(f) for f in files))
     )
     table = Table(show_edge=False, title_justify="left")
@@ -171,22 +174,25 @@ def register(app: typer.Typer) -> None:
             def tick(done: float) -> None:
                 bar.update(completed=done)
 
-            window = None
+            window, seen = None, None
             if fmt == "parquet" and view == "full":
                 run = simulate_to_parquet(s, output, seed=seed, force=force, progress=tick)
                 truth, n_events, files = run.truth, run.n_events, [output]
             else:
                 from pvtrace.simulate.render import write_rendered
+                from pvtrace.simulate.views import select_view
 
                 trace, truth = simulate_trace(s, seed=seed, progress=tick)
                 n_events = trace.events.height
+                seen = (view, select_view(trace, view).events.height) if view != "full" else None
                 files = write_rendered(trace, fmt, view, output, force)
-                window = text_window(trace, view) if fmt != "parquet" else None
+                # the truth's window against the text's: only a written truth is compared with it
+                window = text_window(trace, view) if fmt != "parquet" and truth_path is not None else None
             if truth_path is not None:
                 truth.write_json(truth_path, force=force)
                 files.append(truth_path)
         if not quiet:
-            print_truth(truth, n_events, files)
+            print_truth(truth, n_events, files, seen)
             if window is not None:
                 out.print(
                     f"the text covers host time [{window[0]}, {window[1]}] ns (its first and last event), "

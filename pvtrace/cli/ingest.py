@@ -9,9 +9,12 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from pvtrace.cli.common import handle_errors, out, progress
+from pvtrace.cli.common import handle_errors, out, print_titled, progress
 from pvtrace.errors import UsageError
+from pvtrace.fmt import fmt_ns, fmt_ts
+from pvtrace.ingest.ftrace import RECORD
 from pvtrace.ingest.load import FORMATS, ingest_to_parquet, is_one_parquet
+from pvtrace.ingest.perf_script import SAMPLE
 from pvtrace.outputs import OutputSet
 from pvtrace.trace import TraceMeta, scan_events, vcpu_counts
 
@@ -20,7 +23,7 @@ N_SHOWN = 15
 
 
 def _table(title: str, columns: tuple[str, ...]) -> Table:
-    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+    table = Table(title=title, show_edge=False, pad_edge=False)
     for name in columns:
         # a long file name or tracepoint folds onto the next line, never cut to '…'
         table.add_column(
@@ -40,11 +43,23 @@ def _counts_table(title: str, counts: dict[str, int], label: str) -> Table:
     return table
 
 
+def layouts(fmt: str, variants: dict[str, int]) -> str:
+    """The record layouts of an input worth naming beside its format: not the format's ordinary
+    record line (ftrace's, which trace-cmd report prints too; perf script's), and without the
+    format's name again ('ftrace: ftrace', 'trace-cmd: trace-cmd-prefixed', 'dat: trace-cmd-prefixed')."""
+    if fmt == "dat":  # the lines of the `trace-cmd report` pvtrace ran itself: no news to the user
+        return ""
+    plain = {RECORD.name, SAMPLE.name}
+    return ", ".join(sorted(v.removeprefix(f"{fmt}-") for v in variants if v not in plain))
+
+
 def _span(meta: TraceMeta) -> str:
     lo, hi = meta.extra.get("ts_min"), meta.extra.get("ts_max")
     if lo is None or hi is None:
         return "no timestamps"
-    return f"{lo / 1e9:.6f} .. {hi / 1e9:.6f} s ({(hi - lo) / 1e9:.6f} s)"
+    # as analyze's first line writes it: timestamps as the trace prints them (searchable), the
+    # length in a readable unit ('0.000000 .. 0.299279 s (0.299279 s)' cut nanosecond stamps)
+    return f"{fmt_ts(lo)} to {fmt_ts(hi)} ({fmt_ns(hi - lo)})"
 
 
 def print_summary(meta: TraceMeta, out_path: Path) -> None:
@@ -58,7 +73,7 @@ def print_summary(meta: TraceMeta, out_path: Path) -> None:
     for i in extra.get("inputs", []):
         st = i.get("stats", {})
         fmt = i["format"] + (f" ({i['compression']})" if i.get("compression") else "")
-        variants = ", ".join(sorted(i.get("variants", {})))
+        variants = layouts(i["format"], i.get("variants", {}))
         lost = st.get("lost_events_reported", 0)
         lost_txt = f"{st.get('lost_lines', 0):,} lines / {lost:,} events" if st.get("lost_lines") else "-"
         inputs.add_row(
@@ -69,18 +84,21 @@ def print_summary(meta: TraceMeta, out_path: Path) -> None:
             lost_txt,
             i.get("clock", "?"),
         )
-    out.print(inputs)
+    print_titled(out, inputs)
     if extra.get("events_by_kind"):
-        out.print(_counts_table("Events by kind", extra["events_by_kind"], "kind"))
+        print_titled(out, _counts_table("Events by kind", extra["events_by_kind"], "kind"))
     if extra.get("events_by_tracepoint"):
-        out.print(_counts_table("Records by tracepoint", extra["events_by_tracepoint"], "tracepoint"))
+        print_titled(out, _counts_table("Records by tracepoint", extra["events_by_tracepoint"], "tracepoint"))
     if extra.get("unknown_events"):
-        out.print(_counts_table("Unknown events (kept as kind other)", extra["unknown_events"], "tracepoint"))
+        print_titled(
+            out, _counts_table("Unknown events (kept as kind other)", extra["unknown_events"], "tracepoint")
+        )
     if extra.get("unparsed_payloads"):
-        out.print(
+        print_titled(
+            out,
             _counts_table(
                 "Known events with unreadable payloads (kept)", extra["unparsed_payloads"], "tracepoint"
-            )
+            ),
         )
     for name, rows in extra.get("summary_tables", {}).items():
         out.print(f"Summary table [bold]{escape(name)}[/]: {len(rows)} rows (kept in the output's metadata)")
@@ -96,7 +114,7 @@ def print_summary(meta: TraceMeta, out_path: Path) -> None:
                 table.add_row(first, escape(what), f"{p['count']:,}")
                 for sample in samples[1:]:
                     table.add_row(f"{name}:{sample['line']}", escape(repr(sample["text"][:60])), "")
-        out.print(table)
+        print_titled(out, table)
     else:
         out.print("Problems: none (every line was read)")
     out.print(f"Time span: {_span(meta)}")

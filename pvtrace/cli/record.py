@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from pvtrace.cli.common import err, handle_errors, out, progress
+from pvtrace.cli.common import err, handle_errors, out, print_titled, progress
 from pvtrace.errors import UsageError
 from pvtrace.record.capture import DEFAULT_BUFFER_KB, CaptureRequest, CaptureResult, record
 from pvtrace.record.inventory import STACK_PSEUDO_EVENT
@@ -49,7 +49,7 @@ def print_summary(result: CaptureResult) -> None:
     for name in sorted(set(counts) | set(by_name), key=lambda n: (-counts.get(n, 0), n)):
         label = "stack traces (trigger)" if name == STACK_PSEUDO_EVENT else by_name.get(name, name)
         table.add_row(label, f"{counts.get(name, 0):,}")
-    out.print(table)
+    print_titled(out, table)
 
     if result.n_lost:
         per_cpu = ", ".join(f"cpu{s.cpu} {s.n_lost:,}" for s in result.stats if s.n_lost)
@@ -82,7 +82,7 @@ def print_summary(result: CaptureResult) -> None:
     needs.add_column("why")
     for c in result.coverage:
         needs.add_row(c.analysis, _STATUS_MARK.get(c.status, f"[red]{c.status}[/]"), c.detail)
-    out.print(needs)
+    print_titled(out, needs)
     for note in result.notes:
         out.print(note, markup=False)
     out.print("Files: " + ", ".join(str(p) for p in result.outputs.values()), markup=False)

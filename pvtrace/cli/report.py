@@ -131,7 +131,7 @@ def report(
             write_page(page, out_path, force)
         if figures is not None:
             written = export_figures(all_figures(sections), figures, figure_format, force)
-    print_input_notes(analysis.summary.extra, quiet=True, strict=False)
+    print_input_notes(analysis.summary.extra, strict=False)
     if out_path is not None:
         err.print(
             f"wrote {escape(str(out_path))} ({out_path.stat().st_size / 1e6:.1f} MB)",
@@ -166,7 +166,7 @@ def compare(
 ) -> None:
     """Compare two runs: headline metrics side by side with deltas, and a page with both overlaid."""
     checked_lock_kind(lock_kind)
-    labels = (label_a or a.stem, label_b or b.stem)
+    labels = (label_a or run_label(a), label_b or run_label(b))
     if labels[0] == labels[1]:
         labels = (f"A: {labels[0]}", f"B: {labels[1]}")
     outputs = OutputSet(force=force, inputs=[a, b])
@@ -190,11 +190,11 @@ def compare(
             with progress("writing the page", total=None) as bar:
                 write_compare(xa, xb, labels, out_path, force=force, traces=(ta, tb), progress=bar.advance)
     for label, path, x, t in zip(labels, (a, b), (xa, xb), (ta, tb), strict=True):  # as analyze says it
-        print_input_notes(x.summary.extra, quiet=True, run=label, strict=False)
+        print_input_notes(x.summary.extra, run=label, strict=False)
         if t is not None and (nearby := t.meta.extra.get("guest_files_nearby")):  # one file per run
             err.print(
                 f"{escape(label)}: compare reads one file per run; join a host trace and its guests first: "
-                f"pvtrace ingest {escape(' '.join([str(path), *nearby]))} -o {escape(path.stem)}.parquet",
+                f"pvtrace ingest {escape(' '.join([str(path), *nearby]))} -o {escape(run_label(path))}.parquet",
                 highlight=False,
                 soft_wrap=True,
             )
@@ -206,6 +206,19 @@ def compare(
         err.print(f"wrote {escape(str(out_path))}", highlight=False, soft_wrap=True)
 
 
+# What a run's default label leaves out of its file name: compression, then the format's suffix.
+LABEL_SUFFIXES = (".gz", ".xz", ".zst", ".bz2", ".txt", ".dat", ".parquet", ".json")
+
+
+def run_label(path: Path) -> str:
+    """A run's default name: its file name without the suffixes every run has ('futex-ftrace', not
+    'futex-ftrace.txt' from futex-ftrace.txt.xz: each label heads two columns of the table)."""
+    name = path.name
+    while Path(name).suffix in LABEL_SUFFIXES and Path(name).stem:
+        name = Path(name).stem
+    return name
+
+
 def print_comparison(con: Console, metrics: pl.DataFrame, labels: tuple[str, str], extents) -> None:
     """The comparison on a terminal: fitted to its width (the rates and their delta go first; metric,
     A, B and Δ % stay), each partial metric numbered, and why under the table."""
@@ -214,16 +227,28 @@ def print_comparison(con: Console, metrics: pl.DataFrame, labels: tuple[str, str
 
     title = f"A = {extent_text(labels[0], extents[0])}; B = {extent_text(labels[1], extents[1])}"
     notes: list[str] = []
-    table = comparison_table(format_comparison(metrics, labels, notes), escape(title), RATE_CAPTION)
+    table = comparison_table(format_comparison(metrics, labels, notes))
     rates = tuple(str(c.header) for c in table.columns[3:6])  # A, rate; B, rate; Δ (B − A)
-    print_fitted(con, table, drop=(rates,), wrap=("metric",))
+    # title and caption as lines of their own: a table too narrow printed a row per line without
+    # them, and rich padded them to the table's width
+    con.print(escape(title), highlight=False, soft_wrap=True)
+    left_out = print_fitted(con, table, drop=(rates,), wrap=("metric",))
+    con.print(RATE_CAPTION, highlight=False, soft_wrap=True)
+    if left_out:
+        # without the rates, 16,000 acquisitions against 16,000 at +1.4% read as a wrong number
+        con.print(
+            "Δ % compares the rates left out where a metric has one, so equal totals of runs of "
+            "different length differ.",
+            highlight=False,
+            soft_wrap=True,
+        )
     for i, why in enumerate(notes, 1):
         con.print(f"[{i}] partial in {escape(why)}", highlight=False, soft_wrap=True)
 
 
-def comparison_table(table: pl.DataFrame, title: str, caption: str | None = None) -> Table:
+def comparison_table(table: pl.DataFrame) -> Table:
     """The formatted comparison as a rich table."""
-    t = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
+    t = Table()
     for i, col in enumerate(table.columns):
         t.add_column(col, justify="left" if i == 0 else "right", no_wrap=i > 0)
     for row in table.iter_rows():

@@ -23,7 +23,16 @@ from pvtrace.analyze.count_gaps import lost_events_text
 from pvtrace.analyze.perf_tables import IMPLICATION_GROUPS, kvm_stat_implications
 from pvtrace.cli.fit import print_fitted
 from pvtrace.cli.guest_view import partial_groups, preemption_line
-from pvtrace.fmt import fmt_lock, fmt_ns, fmt_trace_time, fmt_ts, fmt_wait, guest_clocks, plural
+from pvtrace.fmt import (
+    fmt_lock,
+    fmt_ns,
+    fmt_trace_time,
+    fmt_ts,
+    fmt_wait,
+    guest_clocks,
+    plural,
+    several_vms,
+)
 
 TOP_LOCKS = 10
 TOP_INCIDENTS = 8
@@ -59,6 +68,8 @@ def render_summary(con: Console, a: Analysis, sources: list[str]) -> None:
     x = a.summary.extra
     perf = [n for n in ("perf_kvm_stat", "perf_lock_contention") if n in a.tables]
     con.print(_header(a, sources), highlight=False, soft_wrap=True)
+    if x.get("filters"):  # under the header, before any number it narrows (it came last, after them)
+        con.print(f"filtered: {escape(x['filters'])}", highlight=False, soft_wrap=True)
     if g := x.get("guest_preemption"):  # the guest-inferred level: what the guest's ticks and steal showed
         con.print(preemption_line(g), highlight=False, soft_wrap=True)
         parts = [p for ps in (x.get("partial") or {}).values() for p in ps]
@@ -193,7 +204,7 @@ def headline(a: Analysis) -> tuple[list[tuple[str, str, str]], list[str]]:
         p50 = x.get("kick_latency_p50_ns")
         value = f"{t['n_kicks']:,}" + (f" (latency p50 {fmt_ns(p50)})" if p50 is not None else "")
         rows.append(("pv kicks" + flag("n_kicks"), value, s.fidelity.get("n_kicks", "")))
-    add("cut by the trace end", "n_truncated")
+    add("waits, holds and incidents cut by the trace end", "n_truncated")  # a bare "cut by ..." named nothing
     return rows, notes.lines()
 
 
@@ -270,6 +281,11 @@ def _exits(con: Console, a: Analysis) -> None:
             fmt_wait(r["max_ns"], tick),
         )
     _print(con, t, drop=("max", "mean"))
+    if ex["avg_ns"].is_null().any():  # a row of bare '-' read as a number lost
+        con.print(
+            "-: no VM entry directly follows these exits in the trace, so they have no length",
+            highlight=False,
+        )
 
 
 def waits_unmeasured(a: Analysis) -> bool:
@@ -290,13 +306,13 @@ def _locks(con: Console, a: Analysis) -> None:
         )
         return
     tick = a.clock_tick()
-    several_vms = locks["vm"].n_unique() > 1
+    several = several_vms(a.table("vcpu_states"), a.table("waits"))
     waste_known = locks["waste_ns"].is_not_null().any()
     lwp_known = "waste_lwp_ns" in a.summary.totals
     waste_col = "waste" if lwp_known else "waste (LHP)"
     callers = a.table("lock_callers").height > 0
     cols = [
-        *(["vm"] if several_vms else []),
+        *(["vm"] if several else []),
         "lock",
         "contended",
         "total wait",
@@ -310,7 +326,7 @@ def _locks(con: Console, a: Analysis) -> None:
     t = _table(title, cols, left=("vm", "lock", "top callers (waits)"))
     for r in shown.iter_rows(named=True):
         t.add_row(
-            *([escape(r["vm"])] if several_vms else []),
+            *([escape(r["vm"])] if several else []),
             fmt_lock(r["lock"]),
             f"{r['n_contended']:,}",
             fmt_wait(r["total_wait_ns"], tick),
@@ -327,7 +343,7 @@ def _incidents(con: Console, a: Analysis) -> None:
     if inc.height == 0:
         return
     shown = inc.head(TOP_INCIDENTS)
-    several_vms = inc["vm"].n_unique() > 1
+    several = several_vms(a.table("vcpu_states"), a.table("waits"), inc)
     cols = [
         "kind",
         "start (trace time)",
@@ -343,7 +359,7 @@ def _incidents(con: Console, a: Analysis) -> None:
     t = _table(title, cols, left=("kind", "vCPU", "lock", "state", "ran instead"))
     for r in shown.iter_rows(named=True):
         who = "holder" if r["kind"] == "LHP" else "next owner"
-        vcpu = f"{r['vm']}/{r['vcpu']}" if several_vms else str(r["vcpu"])
+        vcpu = f"{r['vm']}/{r['vcpu']}" if several else str(r["vcpu"])
         instead = "-" if r["ran_instead"] is None else f"pCPU {r['pcpu']}: {r['ran_instead']}"
         t.add_row(
             r["kind"],
@@ -367,8 +383,13 @@ def _convoys(con: Console, a: Analysis) -> None:
     for label, n in convoy_length_buckets(conv["length"]):
         t.add_row(label, f"{n:,}")
     _print(con, t)
-    causes = ", ".join(f"{c}: {n:,}" for c, n in conv.group_by("cause").len().sort("cause").iter_rows())
-    con.print(f"convoy causes: {causes}", highlight=False)
+    by = conv.group_by(pl.col("cause").fill_null("none")).len().sort("cause").iter_rows()
+    causes = ", ".join(f"{_CONVOY_CAUSES.get(c, c)} {n:,}" for c, n in by)
+    con.print(f"convoys by what started them: {causes}", highlight=False)
+
+
+# A convoy's cause in words ('convoy causes: none: 28' read as no convoys; metrics.md: convoys)
+_CONVOY_CAUSES = {"lhp": "LHP incident", "lwp": "LWP incident", "none": "contention alone"}
 
 
 def convoy_length_buckets(lengths: pl.Series) -> list[tuple[str, int]]:
@@ -416,6 +437,8 @@ def render_kvm_stat(con: Console, kvm: pl.DataFrame) -> None:
                 fmt_ns(r["max_ns"]),
             )
         _print(con, t)
+        if df["total_ns"].is_null().any():  # a bare '~31.4 s' did not say what it approximates
+            con.print("~ total time: samples × mean (this table prints no total)", highlight=False)
     imp = kvm_stat_implications(kvm)
     if imp.height:
         t = _table(

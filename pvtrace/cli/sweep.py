@@ -11,7 +11,7 @@ import typer
 from typer.core import TyperGroup
 
 from pvtrace.cli.common import err, handle_errors, out, progress
-from pvtrace.cli.fleet import SCHEDULER_HELP, WORKERS_HELP, finish_tally, run_on_cluster
+from pvtrace.cli.fleet import DASHBOARD_HELP, SCHEDULER_HELP, WORKERS_HELP, finish_tally, run_on_cluster
 from pvtrace.outputs import refuse_stdout
 
 
@@ -50,6 +50,7 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--retry-failed", help="Run again the cells that failed.")
         ] = False,
         quiet: Annotated[bool, typer.Option("-q", "--quiet", help="No progress bar, no summary.")] = False,
+        dashboard: Annotated[bool, typer.Option("--dashboard", help=DASHBOARD_HELP)] = False,
     ) -> None:
         """Simulate (and analyze) every cell of the grid; results.parquet holds one row per run."""
         from pvtrace.fleet.grid import load_grid
@@ -80,6 +81,7 @@ def register(app: typer.Typer) -> None:
             scheduler,
             workers,
             quiet,
+            dashboard,
             lambda client, tick: run_sweep(
                 client, grid, out_dir, retry_failed=retry_failed, on_progress=tick
             ),

@@ -140,6 +140,13 @@ def compare_metrics(
     ).with_columns(pl.when(base != 0).then(100.0 * pl.col("delta") / base.abs()).alias("delta_pct"))
 
 
+# A derived value that does not exist when its run counted none of these: written so, not 'unavailable'.
+NONE_OF: dict[str, tuple[str, str]] = {
+    "kick_latency_p50_ns": ("n_kicks", "no kicks"),
+    "wait_p99_ns": ("n_contended", "no waits"),
+}
+
+
 def _partial(analysis: Analysis, key: str) -> str:
     """What this run's value of `key` leaves out, '' when it is whole."""
     if key == "spin_waste_pct":
@@ -165,6 +172,7 @@ def format_comparison(
     With `notes` (a terminal), a partial metric is marked `(partial [n])` and why is appended to
     notes once, numbered: in the label it made the column too wide for a terminal."""
     rows = []
+    counts = {r["key"]: (r["a"], r["b"]) for r in df.iter_rows(named=True)}
     for r in df.iter_rows(named=True):
         part = r["partial_a"] or r["partial_b"]
         by_rate = r["delta_of"] == "rate"
@@ -192,6 +200,12 @@ def format_comparison(
             _fmt(r["key"], r[c]) + (" (partial)" if r[p] else "")
             for c, p in (("a", "partial_a"), ("b", "partial_b"))
         )
+        if r["key"] in NONE_OF:  # a ticket run has no kick latency because it has no kicks
+            count, none = NONE_OF[r["key"]]
+            na, nb = counts.get(count, (None, None))
+            va, vb = (
+                none if v is None and n == 0 else text for v, n, text in ((r["a"], na, va), (r["b"], nb, vb))
+            )
         ra, rb = ("" if r["basis"] is None else fmt_rate(r["basis"], r[c]) for c in ("a_rate", "b_rate"))
         rows.append((metric, va, vb, ra, rb, delta, pct))
     names = [labels[0], labels[1], f"{labels[0]}, rate", f"{labels[1]}, rate"]

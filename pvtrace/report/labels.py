@@ -63,7 +63,7 @@ METRIC_LABELS: dict[str, str] = {
     "n_lwp_halted": "LWP incidents, next owner halted",
     "n_convoys": "convoys",
     "convoy_len_max": "longest convoy (hand-offs)",
-    "n_truncated": "items cut by the trace end",
+    "n_truncated": "waits, holds and incidents cut by the trace end",
     "n_pause_exits": "pause exits",
     "n_kicks": "pv kicks",
 }

@@ -10,7 +10,7 @@ import polars as pl
 from pvtrace.analyze.context import incidents, lock_table
 from pvtrace.analyze.perf_tables import IMPLICATION_GROUPS, kvm_stat_implications
 from pvtrace.analyze.result import Analysis
-from pvtrace.fmt import fmt_lock, fmt_ns, fmt_trace_time, fmt_wait, guest_clocks, plural
+from pvtrace.fmt import fmt_lock, fmt_ns, fmt_trace_time, fmt_wait, guest_clocks, plural, several_vms
 from pvtrace.report.figure import Figure, no_data
 from pvtrace.report.labels import METRIC_LABELS
 
@@ -51,7 +51,7 @@ def incident_table_figure(analysis: Analysis, t0: int, span: tuple[int, int]) ->
             return fig
         return no_data(name, title, "no LHP or LWP incidents in this trace")
     shown = inc.head(MAX_INCIDENT_ROWS)
-    several = inc["vm"].n_unique() > 1
+    several = several_vms(analysis.table("vcpu_states"), analysis.table("waits"), inc)
     columns = [
         ("kind", False),
         ("start (trace time, s)", True),

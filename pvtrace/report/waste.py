@@ -150,7 +150,14 @@ def chart_stacked_waste(
     enc = [
         alt.X("ms:Q", title="spin (ms)", stack="zero"),
         alt.Y(f"{label}:N", title=label_title, sort=order),
-        alt.Color("part:N", title="spin", scale=_color_scale(long), legend=alt.Legend(orient="top")),
+        # a partial part's label says why (a sentence): whole, a part per line; in a row they were
+        # cut to 'useful (partial: includes the LWP ...'
+        alt.Color(
+            "part:N",
+            title="spin",
+            scale=_color_scale(long),
+            legend=alt.Legend(orient="top", direction="vertical", labelLimit=0),
+        ),
         alt.Order("order:Q"),
     ]
     tips = [

@@ -127,6 +127,10 @@ def test_perf_summary_tables_are_shown_and_written(real_traces, tmp_path, name):
     if kind == "perf_kvm_stat":
         assert "samples %" in res.stdout and "time %" in res.stdout and shown["key"] in res.stdout
         assert "What the exits imply" in res.stdout
+        # a total perf does not print is marked '~' and the mark is explained, else neither
+        approximated = table["total_ns"].is_null().any()
+        assert any(line.startswith("│") and " ~" in line for line in res.stdout.splitlines()) is approximated
+        assert ("~ total time: samples × mean" in res.stdout) is approximated
     else:
         top = table.sort("total_wait_ns", descending=True).row(0, named=True)
         assert fmt_ns(top["total_wait_ns"]) in res.stdout
@@ -218,6 +222,9 @@ def test_filters_window_vm_vcpu_lock(tmp_path):
     assert pl.read_csv(res.stdout.encode())["vcpu"].to_list() == [3]
     res = runner.invoke(app, ["analyze", str(src), "--window", "soon:later"])
     assert res.exit_code == 2 and "--window" in res.output
+    # the summary says it is filtered right under its first line, before any number (it said so last)
+    res = runner.invoke(app, ["analyze", str(src), "--lock", "7"])
+    assert res.stdout.splitlines()[1] == "filtered: lock 0x00000007", res.stdout
 
 
 def test_incident_context_in_memory_matches_parquet(tmp_path):
@@ -353,3 +360,23 @@ def test_a_window_in_a_guests_own_clock_names_the_host_window():
     ) as e:
         filter_trace(trace, f)
     assert "outside the trace" in str(e.value)
+
+
+def test_says_which_files_it_wrote(tmp_path):
+    # it said 'wrote 16 file(s)'
+    src = _file(tmp_path, LHP_ROWS)
+    js, tables = tmp_path / "s.json", tmp_path / "tables"
+    res = runner.invoke(app, ["analyze", str(src), "--json", str(js), "--out-dir", str(tables)])
+    assert res.exit_code == 0, res.output
+    n = len(list(tables.iterdir()))
+    assert f"wrote {n} files in {tables}/, {js}\n" in res.stderr
+
+
+def test_an_unknown_csv_table_is_refused_before_the_analysis(tmp_path):
+    # it was refused after reading and analyzing the whole trace; a file that is no trace shows
+    # which check comes first
+    res = runner.invoke(app, ["analyze", str(REPO / "README.md"), "--csv", "-", "--table", "nope"])
+    assert res.exit_code == 2 and "--table: no table 'nope' (one of locks, " in res.output, res.output
+    src = _file(tmp_path, LHP_ROWS)  # a table no input of this trace carries: said after it
+    res = runner.invoke(app, ["analyze", str(src), "--csv", "-", "--table", "perf_kvm_stat"])
+    assert res.exit_code == 2 and "this trace has no table 'perf_kvm_stat'" in res.output

@@ -8,12 +8,14 @@ JSON alone.
 
 from __future__ import annotations
 
+import polars as pl
 import pytest
 from rich.console import Console
 
-from pvtrace.analyze import analyze
+from pvtrace.analyze import Analysis, analyze
 from pvtrace.cli.summary_view import headline_rows, render_summary
 from pvtrace.fmt import fmt_ns
+from pvtrace.report.tables import MAX_INCIDENT_ROWS, incident_table_figure
 from pvtrace.simulate.run import simulate_trace
 from pvtrace.simulate.scenario import load_preset
 from pvtrace.simulate.views import select_view
@@ -67,3 +69,61 @@ def test_piped_output_keeps_every_column(merged_analysis):
     text = _render(merged_analysis, 1000)  # common.PIPED_WIDTH
     assert "not shown at" not in text
     assert "ran instead" in text and "p50 wait" in text
+
+
+def test_too_narrow_for_a_table_gives_a_row_per_line(merged_analysis):
+    # at 40 columns rich squeezed the headline's labels and the incidents' times to empty columns
+    # ('││ 72 ms') and cut the locks' numbers to '2…'
+    text = _render(merged_analysis, 40)
+    lines = text.splitlines()
+    assert "…" not in text and all(len(line) <= 40 for line in lines if line[:1] in "┏┃┡│└• ")
+    assert not any(empty in text for empty in ("┏┳", "┳┳", "││", "┃┃"))  # a table that fits stays one
+    flat = " ".join(text.split())  # a row wraps under its bullet
+    for label, value, level in headline_rows(merged_analysis):
+        assert " ".join(f"• {label} · value: {value} · level: {level}".split()) in flat, label
+    worst = merged_analysis.table("incidents").row(0, named=True)
+    assert f"• {worst['kind']} · start (trace time): " in flat
+    assert f"· waste: {fmt_ns(worst['waste_ns'])}" in flat
+    assert "not shown at" not in text  # nothing left out: every column is in its row's line
+
+
+def test_incident_vcpus_name_their_vm_when_the_trace_has_several(merged_analysis):
+    # all incidents in one VM of two: the vCPU column read '0 (next owner)' beside 'ran instead: vm1/3'
+    one_vm = merged_analysis.table("incidents").filter(pl.col("vm") == "vm1")
+    a = Analysis(tables={**merged_analysis.tables, "incidents": one_vm}, summary=merged_analysis.summary)
+    rows = [line for line in _render(a, 1000).splitlines() if line.startswith(("│ LHP  │", "│ LWP  │"))]
+    assert rows and all("│ vm1/" in line for line in rows)
+
+
+def test_report_incident_list_names_the_vm_too(merged_analysis):
+    one_vm = merged_analysis.table("incidents").filter(pl.col("vm") == "vm1")
+    a = Analysis(tables={**merged_analysis.tables, "incidents": one_vm}, summary=merged_analysis.summary)
+    html = incident_table_figure(a, 0, (0, 1)).html
+    assert html.count(">vm1/") >= one_vm.head(MAX_INCIDENT_ROWS).height
+
+
+def test_the_count_of_cut_items_says_what_was_cut(merged_analysis):
+    (label,) = [label for label, _, _ in headline_rows(merged_analysis) if "trace end" in label]
+    assert label == "waits, holds and incidents cut by the trace end"  # was "cut by the trace end"
+
+
+def test_convoy_causes_are_words(merged_analysis):
+    # 'convoy causes: lhp: 11, none: 23' read 'none' as no convoys
+    by = merged_analysis.table("convoys").group_by("cause").len()
+    counts = dict(by.iter_rows())
+    (line,) = [x for x in _render(merged_analysis, 1000).splitlines() if x.startswith("convoys by what")]
+    assert f"LHP incident {counts['lhp']:,}" in line and f"contention alone {counts['none']:,}" in line
+
+
+def test_exits_without_a_length_say_why(merged_analysis):
+    # 'HLT │ 8 │ 0.25 │ - │ - │ -' said nothing of the dashes
+    ex = merged_analysis.table("exit_reasons")
+    untimed = Analysis(
+        tables={
+            **merged_analysis.tables,
+            "exit_reasons": ex.with_columns(pl.lit(None, pl.Int64).alias("avg_ns")),
+        },
+        summary=merged_analysis.summary,
+    )
+    note = "-: no VM entry directly follows these exits in the trace, so they have no length"
+    assert note in _render(untimed, 1000) and note not in _render(merged_analysis, 1000)

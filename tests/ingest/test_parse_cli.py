@@ -193,3 +193,47 @@ def test_a_long_file_name_is_folded_not_cut(tmp_path: Path, monkeypatch) -> None
     assert "…" not in text
     rows = [line.split("│")[0].strip() for line in text.split("Inputs")[1].splitlines()[3:] if "│" in line]
     assert "".join(rows).startswith(name)
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("ftrace_5flag_header.txt", "│ ftrace │"),  # was 'ftrace: ftrace': the ordinary record line
+        ("perf_script_padded.txt", "│ perf-script │"),
+        ("tracecmd_multi_input.txt", "│ trace-cmd: prefixed │"),  # was 'trace-cmd: trace-cmd-prefixed'
+        ("ftrace_console_dump_latency.txt", "│ ftrace: latency │"),
+    ],
+)
+def test_inputs_table_names_a_layout_only_when_it_is_not_the_ordinary_one(tmp_path, name, shown):
+    res = runner.invoke(app, ["ingest", str(GOLDEN / name), "-o", str(tmp_path / "e.parquet")])
+    assert res.exit_code == 0, res.output
+    assert shown in res.output
+
+
+def test_table_titles_stay_on_one_line(tmp_path):
+    # rich wrapped a title to its table's width: 'Records by' over 'tracepoint'
+    res = runner.invoke(
+        app, ["ingest", str(GOLDEN / "ftrace_5flag_header.txt"), "-o", str(tmp_path / "e.parquet")]
+    )
+    lines = res.output.splitlines()
+    for title in ("Inputs", "Events by kind", "Records by tracepoint"):
+        assert title in lines
+
+
+def test_a_dat_input_names_no_layout():
+    from pvtrace.cli.ingest import layouts
+
+    # the prefixed lines are those of the `trace-cmd report` pvtrace runs on the .dat itself
+    assert layouts("dat", {"trace-cmd-prefixed": 9}) == ""
+    assert layouts("trace-cmd", {"trace-cmd-prefixed": 9}) == "prefixed"
+
+
+def test_time_span_reads_as_analyze_writes_it(tmp_path):
+    # it read '0.000000 .. 0.299279 s (0.299279 s)': nanosecond stamps cut, the length in seconds
+    src = GOLDEN / "tracecmd_latency_ns.txt"
+    res = runner.invoke(app, ["ingest", str(src), "-o", str(tmp_path / "e.parquet")])
+    assert res.exit_code == 0, res.output
+    (span,) = [line for line in res.output.splitlines() if line.startswith("Time span: ")]
+    header = runner.invoke(app, ["analyze", str(tmp_path / "e.parquet")]).stdout.splitlines()[0]
+    stamps = span.removeprefix("Time span: ")
+    assert f" {stamps}, " in header and ".000" not in stamps.split(" (")[1]

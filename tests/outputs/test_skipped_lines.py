@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
-from faults import SMALL_SCENARIO, run
+from faults import SMALL_SCENARIO, env, run
 
 from pvtrace.ingest.problems import skipped_lines
 
@@ -27,8 +29,21 @@ def test_analyze_states_skipped_lines(tmp_path):
     doc = json.loads((tmp_path / "bad.json").read_text())
     assert doc["skipped_lines"]["total"] == 2
     assert doc["skipped_lines"]["by_reason"] == {"malformed_line": 2}
-    assert "skipped lines: none" in good.stderr
+    assert "skipped" not in good.stderr  # nothing to say: "skipped lines: none" came before the summary
     assert json.loads((tmp_path / "good.json").read_text())["skipped_lines"]["total"] == 0
+    # shown with the results, after them (stderr merged into stdout, in the order a terminal shows)
+    both = subprocess.run(
+        [sys.executable, "-m", "pvtrace", "analyze", "bad.txt"],
+        cwd=tmp_path,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=120,
+    )
+    assert both.returncode == 0, both.stdout
+    assert both.stdout.startswith("pvtrace analyze bad.txt: level ")
+    assert both.stdout.index("Headline") < both.stdout.index("skipped 2 input lines")
 
 
 def test_first_skipped_line_is_the_earliest_whatever_its_kind():

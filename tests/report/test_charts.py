@@ -287,3 +287,9 @@ def test_convoy_lengths_come_in_one_order():
             ("3", "lhp"),
             ("3", "lwp"),
         ]
+
+
+def test_spin_part_legend_shows_whole_partial_labels(full_analysis):
+    # a partial part's label is a sentence; in a row of the legend it was cut to 'useful (partial: ...'
+    legend = chart_waste_by_vm(full_analysis).chart.to_dict()["encoding"]["color"]["legend"]
+    assert legend["labelLimit"] == 0 and legend["direction"] == "vertical"

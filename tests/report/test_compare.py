@@ -175,3 +175,37 @@ def test_the_terminal_comparison_keeps_metric_names_and_values_whole(runs, width
         assert any(ln.endswith(f" {pct} │") for ln in row), metric
     assert "useful spin (partial [1])" in text and f"[1] partial in A: {why}" in text
     assert "(not shown at " in text and "A, rate; B, rate; Δ (B − A)" in text
+    # Δ % is still of the rates: said, or equal totals at +1.4% read as a wrong number
+    assert "Δ % compares the rates left out" in text
+    wide = Console(record=True, width=1000)
+    print_comparison(wide, metrics, ("A", "B"), (run_extent(part, ta), run_extent(b, tb)))
+    assert "rates left out" not in wide.export_text()
+
+
+def test_a_comparison_too_narrow_for_a_table_keeps_its_title_and_caption(runs):
+    # a row per line (cli.fit) printed neither: which run is A, how long each is, what a rate is
+    from rich.console import Console
+
+    from pvtrace.cli.report import print_comparison
+    from pvtrace.report.compare_rates import RATE_CAPTION, run_extent
+
+    a, b, ta, tb = runs
+    con = Console(record=True, width=40)
+    print_comparison(con, compare_metrics(a, b, (ta, tb)), ("A", "B"), (run_extent(a, ta), run_extent(b, tb)))
+    flat = " ".join(con.export_text().split())
+    assert flat.startswith("A = A: 50 ms of trace, ") and " ".join(RATE_CAPTION.split()) in flat
+    assert "• spin (waiting while running) · A: " in flat
+
+
+def test_a_run_without_kicks_has_no_kick_latency_rather_than_an_unavailable_one():
+    from pvtrace.analyze import Analysis
+    from pvtrace.report.compare import summary_run
+
+    ticket = summary_run({"totals": {"n_kicks": 0}}, "ticket.json")  # it read 'unavailable'
+    pv = Analysis(
+        tables={"kicks": pl.DataFrame({"latency_ns": [3000]})}, summary=Summary(totals={"n_kicks": 1})
+    )
+    unknown = summary_run({"totals": {}}, "other.json")  # kicks not counted: unavailable it is
+    for a, shown in ((ticket, "no kicks"), (unknown, "unavailable")):
+        table = format_comparison(compare_metrics(a, pv), ("A", "B"))
+        assert table.filter(pl.col("metric") == "kick latency, median").row(0)[1:3] == (shown, "3 µs")

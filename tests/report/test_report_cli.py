@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -229,3 +230,20 @@ def test_compare_checks_an_analysis_against_the_simulators_truth(tmp_path):
     (tmp_path / "other.json").write_text('{"runs": []}')
     bad = runner.invoke(app, ["compare", str(tmp_path / "other.json"), str(run_file)])
     assert bad.exit_code == 1 and "not a summary compare reads (no totals)" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "label"),
+    [
+        ("guest-futex-ftrace.txt.xz", "guest-futex-ftrace"),  # was 'guest-futex-ftrace.txt'
+        ("run.parquet", "run"),
+        ("truth.json", "truth"),
+        ("trace.dat.zst", "trace"),
+        ("v1.2-host", "v1.2-host"),  # a dot that is no suffix stays
+        (".txt", ".txt"),
+    ],
+)
+def test_a_runs_default_label_is_its_file_name_without_trace_suffixes(name, label):
+    from pvtrace.cli.report import run_label
+
+    assert run_label(Path(name)) == label
