@@ -384,7 +384,8 @@ INCIDENTS_SCHEMA = schema_of(INCIDENTS_COLUMNS)
 
 def lock_table(waste_by_lock: pl.DataFrame, waits: pl.DataFrame, callers: pl.DataFrame) -> pl.DataFrame:
     """One row per lock as perf lock contention sorts it (total wait first): contended waits,
-    total, max and median wait, the spin wasted on LHP + LWP (null when the trace cannot tell)
+    total, max and median wait, the spin wasted on LHP + LWP (null when the trace cannot tell;
+    LHP alone where the lock's LWP is unknown, flagged `waste_lhp_only`: its kind is undecided)
     and the top three callers with their share of the lock's waits."""
     ended = waits if (~waits["truncated"]).any() else waits.clear()  # no wait ends: none has a length
     wait = ended.group_by("vm", "lock").agg(pl.col("dur").sum().cast(pl.Int64).alias("total_wait_ns"))
@@ -405,6 +406,7 @@ def lock_table(waste_by_lock: pl.DataFrame, waits: pl.DataFrame, callers: pl.Dat
             "n_contended",
             pl.col("total_wait_ns").fill_null(0),
             pl.when(pl.col("waste_lhp_ns").is_not_null()).then(waste).alias("waste_ns"),
+            (pl.col("waste_lhp_ns").is_not_null() & pl.col("waste_lwp_ns").is_null()).alias("waste_lhp_only"),
             pl.col("wait_max_ns").alias("max_wait_ns"),
             pl.col("wait_p50_ns").alias("p50_wait_ns"),
             pl.col("wait_p99_ns").alias("p99_wait_ns"),

@@ -40,6 +40,19 @@ def kind_gaps(
     contended = tables["waste_by_lock"].filter(pl.col("n_contended") > 0)
     if und.height == 0:
         return tables, {}, False
+    # per lock, LWP on an undecided lock is unavailable, not 0
+    lwp = [c for c in LWP_KEYS if c.startswith("waste_")]
+    tables["waste_by_lock"] = (
+        tables["waste_by_lock"]
+        .join(
+            und.select("vm", "lock", pl.lit(True).alias("_und")),
+            on=["vm", "lock"],
+            how="left",
+            maintain_order="left",
+        )
+        .with_columns(pl.when(pl.col("_und").is_null()).then(pl.col(c)).alias(c) for c in lwp)
+        .drop("_und")
+    )
     decided = contended.join(und.select("vm", "lock"), on=["vm", "lock"], how="anti")
     partial: dict[str, list[dict]] = {}
     total_spin = int(contended["spin_ns"].fill_null(0).sum() or 0)
@@ -77,7 +90,7 @@ def kind_gaps(
             part = {
                 # not "how many are missing": which hand-offs a convoy spans depends on the kind
                 "missing": f"convoys on {und.height} lock(s) of undecided kind not counted "
-                f"(their number depends on the kind; {dropped} found there without it)",
+                f"(their number depends on the kind; {dropped:,} found there without it)",
                 "convoys_found_without_kind": dropped,
                 "spin_ns_on_them": und_spin,
                 "spin_pct_on_them": share,

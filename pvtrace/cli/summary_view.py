@@ -330,7 +330,11 @@ def _locks(con: Console, a: Analysis) -> None:
             fmt_lock(r["lock"]),
             f"{r['n_contended']:,}",
             fmt_wait(r["total_wait_ns"], tick),
-            *([fmt_ns(r["waste_ns"])] if waste_known else []),
+            *(
+                [fmt_ns(r["waste_ns"]) + (" (LHP only)" if lwp_known and r["waste_lhp_only"] else "")]
+                if waste_known
+                else []
+            ),
             fmt_wait(r["max_wait_ns"], tick),
             fmt_wait(r["p50_wait_ns"], tick),
             *([escape(r["top_callers"] or "-")] if callers else []),

@@ -23,7 +23,6 @@ from pvtrace.report.histogram import chart_log_histogram
 from pvtrace.report.labels import fmt_ns
 from pvtrace.report.page import Section, render_page, write_page
 
-WASTE = pl.col("waste_lhp_ns") + pl.col("waste_lwp_ns")
 SMALL = 260
 
 
@@ -43,6 +42,25 @@ class FleetData:
     def measured(self) -> pl.DataFrame:
         """Traces whose level gives waste."""
         return self.traces.filter(pl.col("waste_ns").is_not_null()) if self.traces.height else self.traces
+
+    @property
+    def n_partial(self) -> int:
+        """Measured traces whose waste leaves a part out (LWP on locks of undecided kind)."""
+        m = self.measured
+        return int(m.select(PARTIAL_WASTE.sum()).item()) if m.height else 0
+
+
+# A trace's waste is partial where its summary lists parts missing from it (docs/metrics.md).
+PARTIAL_WASTE = pl.col("summary_json").str.json_path_match("$.partial.spin_waste").is_not_null()
+PARTIAL_NOTE = (
+    "LWP is left out on locks of undecided kind; `pvtrace fleet analyze --lock-kind fifo|unfair` "
+    "completes it where the guests' spinlock algorithm is known"
+)
+
+
+def partial_mark(n_partial: int) -> str:
+    """What a fleet total of waste says when some of its traces' waste is partial."""
+    return f"; partial in {n_partial} of them: {PARTIAL_NOTE}" if n_partial else ""
 
 
 def load_fleet(root: Path) -> FleetData:
@@ -67,7 +85,13 @@ def waste_by(data: FleetData, level: str) -> pl.DataFrame:
     """Waste (ns) per trace, host label, VM or lock, largest first."""
     if level == "trace":
         return data.measured.select(
-            "trace", "files", *data.labels, "level", "waste_ns", "spin_waste_pct_of_running"
+            "trace",
+            "files",
+            *data.labels,
+            "level",
+            "waste_ns",
+            "spin_waste_pct_of_running",
+            PARTIAL_WASTE.alias("partial"),
         ).sort("waste_ns", descending=True)
     if level == "host":
         if "label_host" not in data.traces.columns:
@@ -83,9 +107,16 @@ def waste_by(data: FleetData, level: str) -> pl.DataFrame:
     if table.height == 0:
         return pl.DataFrame()
     keys = ["trace_id", "trace", "vm"] + (["lock"] if level == "lock" else [])
+    # a lock of undecided kind has LHP and no LWP: its waste is LHP alone, flagged
     return (
-        table.filter(pl.col("waste_lhp_ns").is_not_null() & pl.col("waste_lwp_ns").is_not_null())
-        .select(*keys, WASTE.alias("waste_ns"), "waste_lhp_ns", "waste_lwp_ns")
+        table.filter(pl.col("waste_lhp_ns").is_not_null())
+        .select(
+            *keys,
+            (pl.col("waste_lhp_ns") + pl.col("waste_lwp_ns").fill_null(0)).alias("waste_ns"),
+            "waste_lhp_ns",
+            "waste_lwp_ns",
+            pl.col("waste_lwp_ns").is_null().alias("partial"),
+        )
         .sort("waste_ns", descending=True)
     )
 
@@ -115,7 +146,10 @@ def render_terminal(data: FleetData, console, top: int = 10) -> None:
         total = int(m["waste_ns"].sum())
         running = int(m["running_ns"].sum() or 0)
         pct = f" ({100 * total / running:.2f}% of vCPU running time)" if running else ""
-        console.print(f"spin waste (LHP + LWP) over {m.height} traces: {fmt_ns(total)}{pct}", highlight=False)
+        console.print(
+            f"spin waste (LHP + LWP) over {m.height} traces: {fmt_ns(total)}{pct}{partial_mark(data.n_partial)}",
+            highlight=False,
+        )
         tt = Table(title="Top traces by waste", header_style="bold")
         for c in ("trace", "level", "waste", "% running", "drill in"):
             tt.add_column(c, justify="right" if c in ("waste", "% running") else "left")
@@ -124,7 +158,7 @@ def render_terminal(data: FleetData, console, top: int = 10) -> None:
             tt.add_row(
                 r["trace"],
                 r["level"],
-                fmt_ns(r["waste_ns"]),
+                fmt_ns(r["waste_ns"]) + (" (partial)" if r["partial"] else ""),
                 "-" if pct_r is None else f"{pct_r:.2f}",
                 drill_command(r["files"], r["trace"]),
             )
@@ -139,9 +173,9 @@ def render_terminal(data: FleetData, console, top: int = 10) -> None:
                     r["trace"],
                     r["vm"],
                     f"{r['lock']:#x}",
-                    fmt_ns(r["waste_ns"]),
+                    fmt_ns(r["waste_ns"]) + (" (LHP only)" if r["partial"] else ""),
                     fmt_ns(r["waste_lhp_ns"]),
-                    fmt_ns(r["waste_lwp_ns"]),
+                    "unknown (kind undecided)" if r["partial"] else fmt_ns(r["waste_lwp_ns"]),
                 )
             console.print(tl)
     for r in data.failures.head(top).iter_rows(named=True):
@@ -185,7 +219,10 @@ def _offenders(data: FleetData, top: int) -> list[Figure]:
                     "trace",
                     *data.labels,
                     "level",
-                    pl.col("waste_ns").map_elements(fmt_ns, return_dtype=pl.String).alias("waste"),
+                    (
+                        pl.col("waste_ns").map_elements(fmt_ns, return_dtype=pl.String)
+                        + pl.when(pl.col("partial")).then(pl.lit(" (partial)")).otherwise(pl.lit(""))
+                    ).alias("waste"),
                     pl.col("spin_waste_pct_of_running").round(3).alias("% of running"),
                     pl.struct("files", "trace")
                     .map_elements(lambda r: drill_command(r["files"], r["trace"]), return_dtype=pl.String)
@@ -202,6 +239,17 @@ def _offenders(data: FleetData, top: int) -> list[Figure]:
         shown = df.drop("trace_id", strict=False).with_columns(
             pl.col(c).map_elements(fmt_ns, return_dtype=pl.String) for c in df.columns if c.endswith("_ns")
         )
+        if "partial" in shown.columns:  # a lock of undecided kind: LHP alone, its LWP unknown
+            shown = shown.with_columns(
+                pl.when(pl.col("partial"))
+                .then(pl.col("waste_ns") + " (LHP only)")
+                .otherwise("waste_ns")
+                .alias("waste_ns"),
+                pl.when(pl.col("partial"))
+                .then(pl.lit("unknown (kind undecided)"))
+                .otherwise("waste_lwp_ns")
+                .alias("waste_lwp_ns"),
+            ).drop("partial")
         figs.append(Figure(f"top-{level}", title, table=shown))
     return figs or [no_data("top", "Top offenders", "no trace gives waste")]
 
@@ -234,7 +282,9 @@ def build_sections(data: FleetData, top: int) -> list[Section]:
                 str(t.height),
                 str(m.height),
                 str(data.failures.height),
-                fmt_ns(int(m["waste_ns"].sum())) if m.height else "unavailable",
+                (fmt_ns(int(m["waste_ns"].sum())) + partial_mark(data.n_partial))
+                if m.height
+                else "unavailable",
             ],
         }
     )

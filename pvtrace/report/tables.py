@@ -116,6 +116,7 @@ def locks_figure(analysis: Analysis) -> Figure:
         return no_data(name, title, "no contended lock waits in this trace")
     shown = locks.head(MAX_LOCK_ROWS)
     has_waste = shown["waste_ns"].is_not_null().any()
+    lwp_known = "waste_lwp_ns" in analysis.summary.totals
     columns = [
         ("VM", False),
         ("lock", False),
@@ -135,7 +136,12 @@ def locks_figure(analysis: Analysis) -> Figure:
             (f"{r['n_contended']:,}", str(r["n_contended"])),
             (fmt_wait(r["total_wait_ns"], tick), str(r["total_wait_ns"])),
             *(
-                [(fmt_ns(r["waste_ns"]), str(r["waste_ns"] if r["waste_ns"] is not None else -1))]
+                [
+                    (
+                        fmt_ns(r["waste_ns"]) + (" (LHP only)" if lwp_known and r["waste_lhp_only"] else ""),
+                        str(r["waste_ns"] if r["waste_ns"] is not None else -1),
+                    )
+                ]
                 if has_waste
                 else []
             ),

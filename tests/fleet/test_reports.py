@@ -22,6 +22,8 @@ from pvtrace.fleet.sweep import prepare as prepare_sweep
 from pvtrace.fleet.sweep import write_results
 from pvtrace.fleet.sweep_report import gains
 from pvtrace.fleet.tasks import analyze_trace
+from pvtrace.simulate.render import write_rendered
+from pvtrace.simulate.run import simulate_trace
 from pvtrace.simulate.scenario import load_preset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "report"))
@@ -201,3 +203,29 @@ def test_report_pages_show_progress_on_a_terminal(fleet_dir, sweep_dir, tmp_path
         res = runner.invoke(app, args, catch_exceptions=False)
         assert res.exit_code == 0, res.output
         assert "writing the page" in screen.getvalue(), args
+
+
+def test_fleet_waste_says_where_it_is_partial(tmp_path):
+    # lhp-demo's merged text: two of its locks see too few hand-offs for their kind, so the trace's
+    # waste lacks their LWP. The fleet total says so, and so do the trace's and those locks' rows.
+    trace, _ = simulate_trace(load_preset("lhp-demo").replace(run={"duration_ns": 200_000_000}))
+    files = [f for f in write_rendered(trace, "ftrace", "merged", tmp_path / "lhp.txt") if f.suffix == ".txt"]
+    root = tmp_path / "fleet"
+    store.prepare(root, {})
+    t = TraceInput("lhp-text", tuple(str(f) for f in files), {"host": "h1"}).with_id(OPTIONS)
+    analyze_trace(t, str(root), OPTIONS, 5)
+    data = load_fleet(root)
+    console = Console(record=True, width=250)
+    render_terminal(data, console, top=5)
+    text = console.export_text()
+    assert "partial in 1 of them: LWP is left out on locks of undecided kind" in text
+    assert "--lock-kind" in text
+    assert (
+        next(line for line in text.splitlines() if line.startswith("│ lhp-text │ inferred")).count(
+            "(partial)"
+        )
+        == 1
+    )
+    lock_rows = [line for line in text.splitlines() if line.startswith("│ lhp-text │ vm")]
+    assert sum("(LHP only)" in r and "unknown (kind undecided)" in r for r in lock_rows) == 2
+    assert all("0 ns" not in r.split("│")[-2] for r in lock_rows)  # no LWP of 0 for an unknown one

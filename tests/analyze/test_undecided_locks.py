@@ -1,0 +1,54 @@
+"""Locks whose kind the trace leaves undecided: their LWP is unavailable, per lock as in the totals,
+never 0 (docs/metrics.md, Fidelity: a metric that cannot be computed says so)."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+from rich.console import Console
+
+from pvtrace.analyze import analyze
+from pvtrace.cli.summary_view import render_summary
+from pvtrace.ingest.load import load
+from pvtrace.simulate.render import write_rendered
+from pvtrace.simulate.run import simulate_trace
+from pvtrace.simulate.scenario import load_preset
+
+
+@pytest.fixture(scope="module")
+def analysis(tmp_path_factory):
+    """lhp-demo's merged ftrace text of 0.2 s, analyzed with defaults: of its four contended
+    locks two see enough hand-offs for their kind, two do not."""
+    where = tmp_path_factory.mktemp("undecided")
+    trace, _ = simulate_trace(load_preset("lhp-demo").replace(run={"duration_ns": 200_000_000}))
+    files = [f for f in write_rendered(trace, "ftrace", "merged", where / "lhp.txt") if f.suffix == ".txt"]
+    return analyze(load(files))
+
+
+def test_an_undecided_locks_lwp_is_unknown_not_zero(analysis):
+    kinds = analysis.table("lock_kinds").select("vm", "lock", "kind")
+    locks = analysis.table("waste_by_lock").join(kinds, on=["vm", "lock"])
+    undecided = locks.filter(pl.col("kind") == "undecided")
+    decided = locks.filter(pl.col("kind") == "fifo")
+    assert undecided.height and decided.height, locks
+    for c in ("waste_lwp_ns", "waste_lwp_preempted_ns", "waste_lwp_halted_ns"):
+        assert undecided[c].null_count() == undecided.height
+        assert decided[c].null_count() == 0
+    assert (undecided["waste_lhp_ns"] > 0).all()  # LHP is known on them
+    t = analysis.summary.totals
+    assert t["waste_lwp_ns"] == decided["waste_lwp_ns"].sum()  # the total: the decided locks, flagged
+    assert "waste_lwp_ns" in analysis.summary.extra["partial"]
+
+
+def test_the_lock_table_says_which_waste_is_lhp_only(analysis):
+    con = Console(record=True, width=200)
+    render_summary(con, analysis, ["lhp.txt"])
+    rows = [line for line in con.export_text().splitlines() if line.startswith("│ vm")]
+    kinds = dict(
+        ((f"{lock:#x}"), kind)
+        for lock, kind in analysis.table("lock_kinds").select("lock", "kind").iter_rows()
+    )
+    assert rows
+    for row in rows:
+        lock = next(w for w in row.split() if w.startswith("0x"))
+        assert ("(LHP only)" in row) == (kinds[lock] == "undecided"), row
