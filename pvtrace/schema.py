@@ -117,6 +117,12 @@ LHP_INCIDENT_COLUMNS: tuple[Column, ...] = (
     ),
     Column("harmful", pl.Boolean(), "At least one waiter spun."),
     Column("truncated", pl.Boolean(), "Still open at the end of the trace."),
+    Column(
+        "holder_guessed",
+        pl.Boolean(),
+        "The trace shows no take by the holder: it is the likeliest of the siblings that could have "
+        "taken the lock unseen (docs/metrics.md, Unseen holder). False where a take or a kick shows it.",
+    ),
 )
 LWP_INCIDENT_COLUMNS: tuple[Column, ...] = (
     Column("vm", pl.String(), "VM of the lock."),

@@ -107,9 +107,10 @@ def in_wait_order(table: pl.DataFrame) -> pl.DataFrame:
 
 def incident_union(lhp: pl.DataFrame, lwp: pl.DataFrame) -> pl.DataFrame:
     """LHP then LWP incidents in one frame, in their tables' order: kind, vm, lock, vcpu (holder /
-    next owner), state, start, end, dur, n_waiters, waste_ns, truncated."""
+    next owner), state, start, end, dur, n_waiters, waste_ns, truncated, guessed."""
 
     def tagged(df: pl.DataFrame, kind: str, who: str) -> pl.DataFrame:
+        guessed = pl.col("holder_guessed") if "holder_guessed" in df.columns else pl.lit(False)
         return df.select(
             pl.lit(kind).alias("kind"),
             "vm",
@@ -122,6 +123,7 @@ def incident_union(lhp: pl.DataFrame, lwp: pl.DataFrame) -> pl.DataFrame:
             "n_waiters",
             "waste_ns",
             "truncated",
+            guessed.alias("guessed"),
         )
 
     return pl.concat([tagged(lhp, "LHP", "holder"), tagged(lwp, "LWP", "next_owner")], how="vertical_relaxed")
@@ -370,6 +372,12 @@ INCIDENTS_COLUMNS: tuple[Column, ...] = (
     Column("n_waiters", pl.Int64(), "Distinct vCPUs that spun on the lock meanwhile."),
     Column("waste_ns", pl.Int64(), "Their spin meanwhile, ns."),
     Column("truncated", pl.Boolean(), "Still open at the end of the trace."),
+    Column(
+        "guessed",
+        pl.Boolean(),
+        "LHP: no take by the holder is in the trace; it is the likeliest unseen holder "
+        "(lhp_incidents.holder_guessed). False for LWP.",
+    ),
     Column("pcpu", pl.Int32(), "pCPU the preempted vCPU left; null when halted or unknown."),
     Column(
         "ran_instead",

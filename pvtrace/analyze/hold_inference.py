@@ -131,7 +131,7 @@ def unseen_holds(
         prep.locks.select("lid", "vm"), on="lid", how="left"
     )
     if episodes.height == 0:
-        return visible.clear()
+        return visible.clear().with_columns(pl.lit(False).alias("guessed"))
     per_lock = visible.group_by("lid").agg(pl.col("hold", "bound", "tail", "residual").first())
     episodes = (
         episodes.join(per_lock, on="lid", how="left")
@@ -164,13 +164,19 @@ def unseen_holds(
     by_kick = by_kick.select("lid", "holder", pl.col("g0").alias("start"), "end")
     rest = episodes.join(by_kick.select("lid", pl.col("start").alias("g0")), on=["lid", "g0"], how="anti")
     by_run = likely_holders(rest, waits, states, prep, clock, yields, free_clock, rate)
-    return pl.concat([by_kick, by_run]).select(
+    return pl.concat(
+        [
+            by_kick.with_columns(pl.lit(False).alias("guessed")),
+            by_run.with_columns(pl.lit(True).alias("guessed")),
+        ]
+    ).select(
         "lid",
         pl.col("holder").alias("vid"),
         "start",
         "end",
         pl.lit(None, I64).alias("start_ord"),
         (pl.col("end") >= w.t_end).alias("truncated"),
+        "guessed",
     )
 
 
@@ -282,7 +288,7 @@ def _same_instant_and_pcpu(left: pl.DataFrame, right: pl.DataFrame) -> pl.DataFr
 def infer_holds(
     prep: Prepared, waits: pl.DataFrame, pieces: pl.DataFrame, states: VcpuStates
 ) -> pl.DataFrame:
-    """Inferred holds (HOLD_COLUMNS layout, inferred = True, plus unseen_take): contended acquirers,
+    """Inferred holds (HOLD_COLUMNS layout, inferred = True, plus unseen_take and guessed): contended acquirers,
     then unseen holders. `pieces`: the waits split at their waiters' state changes (wait_pieces)."""
     clock = running_clock(states)
     yields = _yields_by_waiters(waits, states, prep)
@@ -300,6 +306,14 @@ def infer_holds(
     unseen = unseen_holds(prep, waits, pieces, states, visible, seen, clock, yields, free, rate)
     cols = ["lid", "vid", "start", "end", "start_ord", "truncated"]
     holds = finish_holds(unseen.select(cols), prep, done=seen)
+    # which holds are the likeliest of several unseen holders (likely_holder), not shown by a take
+    # or named by a kick: their LHP incidents say so
+    guessed = (
+        unseen.filter("guessed").select("lid", "vid", "start", "guessed").unique(["lid", "vid", "start"])
+    )
+    holds = holds.join(guessed, on=["lid", "vid", "start"], how="left", maintain_order="left").with_columns(
+        (pl.col("guessed").fill_null(False) & pl.col("start_ord").is_null()).alias("guessed")
+    )
     return holds.with_columns(_unseen_takes(holds, visible, free, rate, clock, prep).alias("unseen_take"))
 
 

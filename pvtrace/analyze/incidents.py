@@ -22,9 +22,17 @@ _NOT_RUNNING = ["preempted", "halted"]
 
 
 def lhp_stretches(acq: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.DataFrame:
-    """LHP incidents before waste: lid, hid, holder (vid), holder_state, start, end, truncated."""
+    """LHP incidents before waste: lid, hid, holder (vid), holder_state, start, end, truncated,
+    holder_guessed (a hold of the likeliest unseen holder: the trace shows no take of it)."""
+    guessed = pl.col("guessed") if "guessed" in acq.columns else pl.lit(False)
     h = acq.filter(pl.col("vid").is_not_null()).select(
-        "hid", "lid", "vid", "start", "end", pl.col("truncated").alias("hold_truncated")
+        "hid",
+        "lid",
+        "vid",
+        "start",
+        "end",
+        pl.col("truncated").alias("hold_truncated"),
+        guessed.alias("guessed"),
     )
     # a hold's pieces tile it: a stretch is a run of its holder-down pieces that touch, across
     # consecutive holds of one holder on one lock too (a vCPU that is not running cannot release
@@ -45,6 +53,7 @@ def lhp_stretches(acq: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.D
             pl.col("start").min(),
             pl.col("end").max(),
             pl.col("hold_truncated").last(),
+            pl.col("guessed").any().alias("holder_guessed"),
         )
         .with_columns((pl.col("hold_truncated") & (pl.col("end") == prep.window.t_end)).alias("truncated"))
         .drop("_grp", "hold_truncated")

@@ -485,6 +485,9 @@ def finish(
         partial = {}
     extra = extra_context(tables, counts, m.sums, prep, waits_measured=caps.waits)
     extra["lock_kinds"] = kind_summary(tables["lock_kinds"])
+    if not caps.holds:  # harmful LHP incidents whose holder no take in the trace shows
+        lhp = tables["lhp_incidents"]
+        extra["n_lhp_harmful_guessed"] = int(lhp.filter(pl.col("harmful") & pl.col("holder_guessed")).height)
     if unaligned:
         extra["spin_waste_pct_of_running"] = None
     extra["partial"] = partial

@@ -185,7 +185,12 @@ def headline(a: Analysis) -> tuple[list[tuple[str, str, str]], list[str]]:
         rows.append((label, value, s.fidelity.get("n_contended", "")))
     add("LHP incidents (harmful)", "n_lhp", f"{t.get('n_lhp', 0):,} ({t.get('n_lhp_harmful', 0):,})")
     if "n_lhp" not in t:  # without every acquisition only the harmful ones (a waiter spun) are seen
-        add("harmful LHP incidents", "n_lhp_harmful")
+        guessed = x.get("n_lhp_harmful_guessed")
+        add(
+            "harmful LHP incidents",
+            "n_lhp_harmful",
+            f"{t.get('n_lhp_harmful', 0):,}" + (f" ({guessed:,} with a likely holder)" if guessed else ""),
+        )
     if "n_lwp" in t:
         value = f"{t['n_lwp']:,} ({t.get('n_lwp_preempted', 0):,} / {t.get('n_lwp_halted', 0):,})"
         rows.append(
@@ -362,7 +367,7 @@ def _incidents(con: Console, a: Analysis) -> None:
     title = f"Worst incidents by waste (top {shown.height} of {inc.height})"
     t = _table(title, cols, left=("kind", "vCPU", "lock", "state", "ran instead"))
     for r in shown.iter_rows(named=True):
-        who = "holder" if r["kind"] == "LHP" else "next owner"
+        who = ("likely holder" if r["guessed"] else "holder") if r["kind"] == "LHP" else "next owner"
         vcpu = f"{r['vm']}/{r['vcpu']}" if several else str(r["vcpu"])
         instead = "-" if r["ran_instead"] is None else f"pCPU {r['pcpu']}: {r['ran_instead']}"
         t.add_row(
@@ -377,6 +382,14 @@ def _incidents(con: Console, a: Analysis) -> None:
             fmt_ns(r["waste_ns"]),
         )
     _print(con, t, drop=("ran instead", "waiters", "state", "duration"), wrap=("start (trace time)", "vCPU"))
+    if shown["guessed"].any():
+        con.print(
+            "likely holder: no take of the lock by that vCPU is in the trace (uncontended takes print "
+            "nothing); of the siblings that could have taken it unseen, it is the likeliest "
+            "(docs/metrics.md, Unseen holder)",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _convoys(con: Console, a: Analysis) -> None:

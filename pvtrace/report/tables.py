@@ -68,7 +68,7 @@ def incident_table_figure(analysis: Analysis, t0: int, span: tuple[int, int]) ->
     clocks = guest_clocks(analysis.summary.extra)
     for r in shown.iter_rows(named=True):
         vcpu = f"{r['vm']}/{r['vcpu']}" if several else str(r["vcpu"])
-        who = "holder" if r["kind"] == "LHP" else "next owner"
+        who = ("likely holder" if r["guessed"] else "holder") if r["kind"] == "LHP" else "next owner"
         attrs = {}
         if r["end"] > lo and r["start"] < hi:
             attrs = {
@@ -98,6 +98,12 @@ def incident_table_figure(analysis: Analysis, t0: int, span: tuple[int, int]) ->
         + ". Times are trace timestamps as the trace prints them (search the raw trace for them). "
         "Click a header to sort; click a row to move the timeline there. `ran instead`: what used the "
         "pCPU the vCPU was preempted from."
+        + (
+            " `likely holder`: no take of the lock by that vCPU is in the trace; of the siblings that could "
+            "have taken it unseen, it is the likeliest."
+            if shown["guessed"].any()
+            else ""
+        )
     )
     note = ""
     if any(not a for a, _ in rows):

@@ -306,6 +306,7 @@ class Truth:
                 inc.waste,
                 n > 0,
                 truncated,
+                False,  # the simulator knows every holder
             )
         )
 

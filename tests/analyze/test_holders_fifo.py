@@ -3,6 +3,7 @@ of docs/metrics.md, Inferred holders (pvtrace/analyze/holders.py)."""
 
 from __future__ import annotations
 
+import polars as pl
 from trace_rows import acquire, analyze_merged, contend, halt, preempt, run, wake
 
 US = 1_000
@@ -34,6 +35,9 @@ def test_a_queued_successor_that_keeps_running_keeps_the_holder_holding():
     assert next(h for h in holds if h[0] == 0) == (0, 10 * US, 41 * US)
     assert lhp(a) == [(0, 15 * US, 40 * US, True)]
     assert a.summary.totals["waste_lhp_ns"] == 25 * US
+    # v0's take is in the trace (its contended acquisition): the holder is seen, not guessed
+    assert a.table("lhp_incidents")["holder_guessed"].to_list() == [False]
+    assert a.summary.extra["n_lhp_harmful_guessed"] == 0
 
 
 def test_a_waiter_behind_a_preempted_head_sees_lwp_not_an_absent_holder():
@@ -87,6 +91,10 @@ def test_the_unseen_holder_is_the_sibling_that_best_explains_the_spin():
     assert (1, 100 * US, 200 * US) in holds
     assert lhp(a) == [(1, 100 * US, 198 * US, True)]
     assert a.summary.totals["waste_lhp_ns"] == 98 * US
+    # no take by v1 is in the trace: the incident says its holder is the likeliest, not seen
+    assert a.table("lhp_incidents")["holder_guessed"].to_list() == [True]
+    assert a.table("incidents").filter(pl.col("kind") == "LHP")["guessed"].to_list() == [True]
+    assert a.summary.extra["n_lhp_harmful_guessed"] == 1
 
 
 def test_a_holder_back_at_the_instant_of_the_hand_over_is_the_holder():

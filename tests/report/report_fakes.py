@@ -184,7 +184,11 @@ def fake_analysis(
         }
         states = rng.choice(["preempted", "halted"], size=n_incidents, p=[0.8, 0.2])
         if kind == "lhp":
-            common |= {"holder": i_vcpu, "holder_state": states}
+            common |= {
+                "holder": i_vcpu,
+                "holder_state": states,
+                "holder_guessed": rng.random(n_incidents) < 0.3,
+            }
         else:
             common |= {"next_owner": i_vcpu, "next_owner_state": states, "pcpu_wait_ns": i_dur // 2}
         tables[f"{kind}_incidents"] = _frame(f"{kind}_incidents", common)
