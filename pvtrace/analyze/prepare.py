@@ -77,19 +77,13 @@ class Prepared:
         them; the few moved into their vCPU's runs by ingest differ), so that events less than a
         microsecond apart are not in time order."""
         n_vms = int(self.vcpus["vm_id"].max()) + 1 if self.vcpus.height else 0
-        per_vm = (
-            self.lock_events.select(self.lock_attr("vm_id"), (pl.col("ts") % COARSE_TICK_NS).alias("_sub"))
-            .group_by("vm_id")
-            .agg(
-                (
-                    (pl.col("_sub").value_counts(sort=True).first().struct.field("count") >= 0.9 * pl.len())
-                    & (pl.len() >= 3)
-                ).alias("coarse")
-            )
-        )
-        flags = [False] * n_vms
-        for vm_id, coarse in per_vm.iter_rows():
-            flags[vm_id] = coarse
+        # per VM, the count of each sub-microsecond part: one bincount (a grouped value_counts of
+        # every lock event cost 0.15 s at 10M events)
+        ev = self.lock_events.select(self.lock_attr("vm_id"), (pl.col("ts") % COARSE_TICK_NS).alias("_sub"))
+        at = ev["vm_id"].to_numpy() * COARSE_TICK_NS + ev["_sub"].to_numpy()
+        counts = np.bincount(at, minlength=n_vms * COARSE_TICK_NS).reshape(n_vms, COARSE_TICK_NS)
+        n = counts.sum(axis=1)
+        flags = (counts.max(axis=1, initial=0) >= 0.9 * n) & (n >= 3)
         return pl.Series("coarse", flags, dtype=pl.Boolean())
 
     def coarse_lock(self, lid: str = "lid") -> pl.Expr:
