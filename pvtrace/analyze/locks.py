@@ -68,21 +68,22 @@ def waits(
     `excluded` from the metrics.
     """
     t1 = prep.window.t_end
-    # lock events come in canonical order: a stable sort by (lock, vCPU) keeps it inside each pair
-    le = sort_by_key(
-        prep.lock_events.filter(pl.col("kind").is_in(["lock_contend", "lock_acquire"])),
-        prep.lock_vcpu_key(),
-    )
-    nxt = _same_group(["lid", "vid"], -1)
-    prv = _same_group(["lid", "vid"], 1)
-    le = le.with_columns(
-        pl.when(nxt).then(pl.col("kind").shift(-1)).alias("next_kind"),
-        pl.when(nxt).then(pl.col("ts").shift(-1)).alias("next_ts"),
-        pl.when(nxt).then(pl.col("ord").shift(-1)).alias("next_ord"),
-        pl.when(prv).then(pl.col("kind").shift(1)).alias("prev_kind"),
-    )
-    contends = le.filter(pl.col("kind") == "lock_contend")
-    w = contends.filter(pl.col("next_kind").is_null() | (pl.col("next_kind") == "lock_acquire")).select(
+    ev = prep.lock_events
+    contend, acquire = pl.col("kind") == "lock_contend", pl.col("kind") == "lock_acquire"
+    # each (lock, vCPU)'s contends and acquires in row (canonical) order, as one sorted Int64 of
+    # packed (pair, row): each contend's next event of its pair is a binary search away, and
+    # only the contends' columns are gathered (a sort of every event's columns cost 3x more)
+    n = ev.height
+    pair = prep.lock_vcpu_key()
+    packed = (pair * n + pl.int_range(n, dtype=I64)).alias("_pos")
+    positions = ev.select(packed.filter(contend | acquire)).to_series().sort()
+    c = ev.select(pl.all().filter(contend), packed.filter(contend), pair.filter(contend).alias("_pair"))
+    at = positions.search_sorted(c["_pos"], side="left").cast(I64) + 1
+    following = positions.gather(at.clip(0, max(positions.len() - 1, 0)))
+    same = (at < positions.len()) & (following < (c["_pair"] + 1) * n)
+    nxt = ev.select("kind", "ts", "ord")[following.zip_with(same, c["_pair"] * n) - c["_pair"] * n]
+    c = c.with_columns(pl.when(same).then(nxt[col]).alias(f"next_{col}") for col in ("kind", "ts", "ord"))
+    w = c.filter(pl.col("next_kind").is_null() | (pl.col("next_kind") == "lock_acquire")).select(
         "lid",
         "vid",
         pl.col("ts").alias("start"),
@@ -91,17 +92,20 @@ def waits(
         pl.col("next_ord").alias("end_ord"),
         pl.col("next_kind").is_null().alias("truncated"),
     )
-    acquires = le.filter(pl.col("kind") == "lock_acquire")
-    notes = {
-        "n_unmatched_contend": contends.filter(pl.col("next_kind") == "lock_contend").height,
-    }
+    notes = {"n_unmatched_contend": c.filter(pl.col("next_kind") == "lock_contend").height}
     if not uncontended_visible:
+        # each acquire's previous event of its pair, from the same positions
+        by_pair = pl.DataFrame({"_pair": positions // n, "kind": ev["kind"].gather(positions % n)})
+        prev_kind = pl.when(pl.col("_pair") == pl.col("_pair").shift(1)).then(pl.col("kind").shift(1))
+        acquires = by_pair.select("kind", prev_kind.alias("prev_kind")).filter(acquire)
         notes["n_waits_unknown_start"] = acquires.filter(
             (pl.col("prev_kind") != "lock_contend").fill_null(True)
         ).height
         # an acquire right after an acquire, past the pair's first event: its contend is missing
         notes["n_unmatched_acquire"] = acquires.filter(pl.col("prev_kind") == "lock_acquire").height
-    w = w.sort("start_ord").with_row_index("wid").with_columns(pl.col("wid").cast(I64))  # few rows: cheap
+    if not w["start_ord"].is_sorted():
+        w = w.sort("start_ord")
+    w = w.with_row_index("wid").with_columns(pl.col("wid").cast(I64))  # few rows: cheap
     w = w.with_columns(_overlaps(w, guest_windows, prep).alias("excluded"), queued_at_end(w))
     notes["n_waits_excluded"] = int(w["excluded"].sum())
     return w, notes
