@@ -167,18 +167,35 @@ def holds(prep: Prepared) -> tuple[pl.DataFrame, dict]:
     lock's previous release (or the trace start).
     """
     t0, t1 = prep.window.t_start, prep.window.t_end
-    le = sort_by_key(prep.lock_events.filter(pl.col("kind").is_in(["lock_acquire", "lock_release"])), "lid")
+    ev = prep.lock_events
+    # the acquires and releases in lock order (canonical within each lock) as rows of the lock
+    # events: each hold gathers the columns it reads for its own rows only
+    keep = pl.col("kind").is_in(["lock_acquire", "lock_release"])
+    rows = pl.int_range(ev.height, dtype=I64).filter(keep).alias("_row")
+    le = sort_by_key(ev.select(pl.col("lid", "kind").filter(keep), rows), "lid")
     nxt = _same_group(["lid"], -1)
     prv = _same_group(["lid"], 1)
     le = le.with_columns(
         pl.when(nxt).then(pl.col("kind").shift(-1)).alias("next_kind"),
-        pl.when(nxt).then(pl.col("ts").shift(-1)).alias("next_ts"),
-        pl.when(nxt).then(pl.col("ord").shift(-1)).alias("next_ord"),
+        pl.when(nxt).then(pl.col("_row").shift(-1)).alias("_next"),
         pl.when(prv).then(pl.col("kind").shift(1)).alias("prev_kind"),
-        pl.when(prv).then(pl.col("ts").shift(1)).alias("prev_ts"),
-        pl.when(prv).then(pl.col("ord").shift(1)).alias("prev_ord"),
+        pl.when(prv).then(pl.col("_row").shift(1)).alias("_prev"),
     )
-    acq = le.filter(pl.col("kind") == "lock_acquire").select(
+
+    def at(rows: pl.DataFrame, row: str, *cols: str, prefix: str = "") -> list[pl.Series]:
+        found = ev.select(pl.col(*cols).gather(rows[row])).get_columns()
+        return [c.alias(prefix + c.name) for c in found]
+
+    a = le.filter(pl.col("kind") == "lock_acquire")
+    a = pl.DataFrame(
+        [
+            a["lid"],
+            *at(a, "_row", "vid", "ts", "ord"),
+            a["next_kind"],
+            *at(a, "_next", "ts", "ord", prefix="next_"),
+        ]
+    )
+    acq = a.select(
         "lid",
         "vid",
         pl.col("ts").alias("start"),
@@ -189,8 +206,11 @@ def holds(prep: Prepared) -> tuple[pl.DataFrame, dict]:
         (pl.col("ord") * 2).alias("sort_key"),
         pl.when(pl.col("next_kind") == "lock_release").then(pl.col("next_ord") * 2).alias("end_key"),
     )
-    orphan = le.filter(
+    r = le.filter(
         (pl.col("kind") == "lock_release") & (pl.col("prev_kind") != "lock_acquire").fill_null(True)
+    )
+    orphan = pl.DataFrame(
+        [r["lid"], *at(r, "_row", "ts", "ord"), *at(r, "_prev", "ts", "ord", prefix="prev_")]
     )
     orphan = orphan.select(
         "lid",
