@@ -290,6 +290,8 @@ def merge_equal(part: pl.DataFrame, *, key: str, values: list[str]) -> pl.DataFr
     same = same_prev(k)
     for v in values:
         same = same & same_prev_or_null(part[v])
+    if not same.any() and _tiled(part, k):  # nothing to merge (a fine partition: the common case)
+        return part
     firsts = filtered(part, ~same)
     # Pieces are contiguous, so a run ends where the next run of its key starts.
     last = filtered(part[[key, "end"]], ~same_next(k))
@@ -302,6 +304,16 @@ def merge_equal(part: pl.DataFrame, *, key: str, values: list[str]) -> pl.DataFr
         last_end = last["end"][pl.Series(np.searchsorted(lk.to_numpy(), firsts[key].to_numpy()))]
     end = next_value(firsts["start"]).zip_with(same_next(firsts[key]), last_end)
     return with_series(firsts, [end.alias("end")])
+
+
+def _tiled(part: pl.DataFrame, k: pl.Series) -> bool:
+    """Whether the pieces are grouped by key (sorted, no nulls) and each ends where the next piece
+    of its key starts: merge_equal then gives every unmerged piece its own end back."""
+    n = part.height
+    if k.null_count() or not k.is_sorted() or n < 2:
+        return n < 2 and k.null_count() == 0
+    meets = part["end"].slice(0, n - 1) == part["start"].slice(1)
+    return bool((meets | ~same_next(k).slice(0, n - 1)).fill_null(False).all())
 
 
 def split(
