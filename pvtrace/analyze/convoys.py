@@ -32,7 +32,9 @@ def convoys(
 ) -> pl.DataFrame:
     """Convoys: lid, start, end, length, peak_waiters, cause, first_ord (internal)."""
     # Acquisitions in lock order; an inferred unseen holder's acquisition breaks a run too.
-    a = acq.filter(pl.col("start_ord").is_not_null() | pl.col("inferred"))
+    used = ["lid", "start", "start_ord", "inferred", "contended", "handoff", "prev_release_ts", "prev_hid"]
+    a = acq.select(*used, *(["unseen_take"] if "unseen_take" in acq.columns else []))
+    a = a.filter(pl.col("start_ord").is_not_null() | pl.col("inferred"))
     brk = ~pl.col("handoff")
     if "unseen_take" in a.columns:
         # Inferred holds on unfair locks (docs/metrics.md, Unseen takes): an unseen holder that

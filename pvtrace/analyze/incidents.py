@@ -25,7 +25,7 @@ def lhp_stretches(acq: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.D
     """LHP incidents before waste: lid, hid, holder (vid), holder_state, start, end, truncated,
     holder_guessed (a hold of the likeliest unseen holder: the trace shows no take of it)."""
     guessed = pl.col("guessed") if "guessed" in acq.columns else pl.lit(False)
-    h = acq.filter(pl.col("vid").is_not_null()).select(
+    h = acq.select(
         "hid",
         "lid",
         "vid",
@@ -33,7 +33,7 @@ def lhp_stretches(acq: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.D
         "end",
         pl.col("truncated").alias("hold_truncated"),
         guessed.alias("guessed"),
-    )
+    ).filter(pl.col("vid").is_not_null())
     # a hold's pieces tile it: a stretch is a run of its holder-down pieces that touch, across
     # consecutive holds of one holder on one lock too (a vCPU that is not running cannot release
     # and take the lock again, so only inferred holds can meet there: one preemption, one incident)
@@ -97,14 +97,18 @@ def lhp_incidents(acq: pl.DataFrame, spin: pl.DataFrame, states: VcpuStates, pre
 def lwp_incidents(acq: pl.DataFrame, spin: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.DataFrame:
     """LWP incidents on fifo locks: lid, next_owner (vid), next_owner_state, start, end, pcpu_wait_ns, ..."""
     fifo = prep.locks.filter(pl.col("lock_kind") == "fifo").select("lid")
-    rel = acq.filter(pl.col("next_owner").is_not_null()).join(fifo, on="lid", how="semi")
-    rel = rel.select(
-        "lid",
-        pl.col("next_owner"),
-        pl.col("end").alias("start"),
-        pl.col("end_ord").alias("rel_ord"),
-        pl.col("next_ts").alias("end"),
-        "next_ord",
+    rel = acq.select("lid", "next_owner", "end", "end_ord", "next_ts", "next_ord")
+    rel = (
+        rel.filter(pl.col("next_owner").is_not_null())
+        .join(fifo, on="lid", how="semi")
+        .select(
+            "lid",
+            pl.col("next_owner"),
+            pl.col("end").alias("start"),
+            pl.col("end_ord").alias("rel_ord"),
+            pl.col("next_ts").alias("end"),
+            "next_ord",
+        )
     )
     rel = rel.with_columns(
         state_at(rel, states, prep, vid="next_owner", ord_col="rel_ord", ts_col="start").alias(

@@ -226,7 +226,7 @@ def holds(prep: Prepared) -> tuple[pl.DataFrame, dict]:
         .alias("sort_key"),
         (pl.col("ord") * 2).alias("end_key"),
     )
-    notes = {"n_acquire_while_held": acq.filter(pl.col("end_ord").is_null() & ~pl.col("truncated")).height}
+    notes = {"n_acquire_while_held": int((acq["end_ord"].is_null() & ~acq["truncated"]).sum())}
     h = acq  # in lock order already (the lock events are sorted by lock, in canonical order)
     if orphan.height:
         h = pl.concat([acq, orphan]).sort(lock_order(prep))

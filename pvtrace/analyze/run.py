@@ -393,7 +393,7 @@ def measure(
     del holds
     tables["holds"] = locks_mod.holds_table(acq, prep) if acq is not None else None
     counts = {
-        "n_acquisitions": int(acq.filter(pl.col("start_ord").is_not_null()).height) if acq is not None else 0,
+        "n_acquisitions": int(acq["start_ord"].is_not_null().sum()) if acq is not None else 0,
         "n_contended": int(waits.filter(pl.col("end_ord").is_not_null()).height),
         "n_truncated_waits": int(waits["truncated"].sum() or 0),
         "n_truncated_holds": int(acq["truncated"].sum() or 0) if acq is not None else 0,

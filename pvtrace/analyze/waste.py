@@ -170,7 +170,7 @@ def per_wait(
         ],
         how="horizontal",
     ).gather(w["wid"])
-    handoff = acq.filter(pl.col("contended")).select(pl.col("start_ord").alias("end_ord"), "handoff")
+    handoff = acq.select(pl.col("start_ord").alias("end_ord"), "handoff").filter(acq["contended"])
     out = pl.concat([w, sums.drop("wid")], how="horizontal").join(
         handoff, on="end_ord", how="left", maintain_order="left"
     )  # waits stay in the order they began
@@ -214,7 +214,8 @@ def waste_by_lock(
     """Per lock, from per_wait(): acquisitions, contended, spin split, wait percentiles (nearest
     rank over closed waits)."""
     n_acq = (
-        acq.filter(pl.col("start_ord").is_not_null())
+        acq.select("lid", "start_ord", "contended")
+        .filter(pl.col("start_ord").is_not_null())
         .group_by("lid")
         .agg(
             pl.len().cast(I64).alias("n_acquisitions"),
