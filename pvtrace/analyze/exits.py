@@ -147,8 +147,11 @@ def pause_spin(pauses: pl.DataFrame) -> dict[str, int]:
 
 def kicks(states: VcpuStates, prep: Prepared) -> pl.DataFrame:
     """The kicks result table: ts, vm, vcpu (kicker), target, latency_ns (to the target's next run)."""
-    runs = states.changes.filter(pl.col("kind") == "vcpu_run").select(
-        pl.col("vid").alias("key"), pl.col("ord").alias("run_ord"), pl.col("ts").alias("run_ts")
+    runs = (
+        states.changes.lazy()
+        .filter(pl.col("kind") == "vcpu_run")
+        .select(pl.col("vid").alias("key"), pl.col("ord").alias("run_ord"), pl.col("ts").alias("run_ts"))
+        .collect()
     )
     found = lookup(
         prep.kicks,

@@ -66,7 +66,7 @@ def attribute(
 ) -> pl.DataFrame:
     """Add waste_ns and n_waiters: spin pieces of the classes inside each incident of their lock."""
     inc = incidents.with_row_index("_iid").with_columns(pl.col("_iid").cast(I64))
-    pieces = spin.filter(pl.col("cls").is_in(classes)).select("lid", "vid", "start", "end")
+    pieces = spin.lazy().filter(pl.col("cls").is_in(classes)).select("lid", "vid", "start", "end").collect()
     found = lookup(
         pieces,
         inc.select(
@@ -115,12 +115,14 @@ def lwp_incidents(acq: pl.DataFrame, spin: pl.DataFrame, states: VcpuStates, pre
             "next_owner_state"
         )
     ).filter(pl.col("next_owner_state").is_in(_NOT_RUNNING))
-    runs = states.changes.filter(pl.col("kind") == "vcpu_run").select(
+    changes = states.changes.lazy()
+    runs = changes.filter(pl.col("kind") == "vcpu_run").select(
         pl.col("vid").alias("key"), pl.col("ord").alias("run_ord"), pl.col("ts").alias("run_ts")
     )
-    wakes = states.changes.filter(pl.col("kind") == "vcpu_wake").select(
+    wakes = changes.filter(pl.col("kind") == "vcpu_wake").select(
         pl.col("vid").alias("key"), pl.col("ord").alias("wake_ord"), pl.col("ts").alias("wake_ts")
     )
+    runs, wakes = pl.collect_all([runs, wakes])
     rel = lookup(
         rel,
         runs,

@@ -130,7 +130,7 @@ def hand_offs(
     acq = acq.filter(pl.col("queued") >= 2)  # another waiter was queued at the acquisition
     if pieces is None:
         return acq.select("lid", "wid", "in_order")
-    spin = pieces.filter(pl.col("state") == "running").select("wid", "lid", "start", "end")
+    spin = pieces.lazy().filter(pl.col("state") == "running").select("wid", "lid", "start", "end").collect()
     # spin on the lock, integrated over time: I(x) = integral up to x of the number of spinners
     to_acq, to_prev = coverage_integral(spin, acq, key="lid", at=("acq_ts", "prev_ts"))
     acq = acq.with_columns(to_acq.alias("spin_to_acq_ts"), to_prev.alias("spin_to_prev_ts"))

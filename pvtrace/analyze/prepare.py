@@ -495,13 +495,13 @@ def _spin_locks_only(lock_ev: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int
     Spin waste concerns spinning waiters only; a lock address that ever shows a
     sleeping contention (rwsem READ/WRITE, MUTEX) is left out whole.
     """
-    contends = lock_ev.filter(pl.col("kind") == "lock_contend")
-    flags = contends.select(pl.col("reason").unique().drop_nulls()).to_series()
+    contends = lock_ev.lazy().filter(pl.col("kind") == "lock_contend")
+    flags = contends.select(pl.col("reason").unique().drop_nulls()).collect().to_series()
     text = flags.cast(STR)
     bad = flags.filter(~text.str.contains("SPIN") | text.str.contains("MUTEX"))
     if bad.len() == 0:
         return lock_ev, {}
-    sleeping = contends.filter(pl.col("reason").is_in(bad.implode())).select("vm", "lock").unique()
+    sleeping = contends.filter(pl.col("reason").is_in(bad.implode())).select("vm", "lock").unique().collect()
     if sleeping.height == 0:
         return lock_ev, {}
     kept = lock_ev.join(sleeping, on=["vm", "lock"], how="anti", maintain_order="left")
