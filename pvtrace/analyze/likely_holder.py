@@ -324,6 +324,9 @@ def _one_holder_per_gap(cand: pl.DataFrame, run_clock: pl.DataFrame, prep: Prepa
     counted the silence again for every episode and left out the running between them. On an
     unfair lock the holder may release and retake it between episodes: the episodes' costs add.
     """
+    # most gaps hold one episode: only the others are judged together
+    n_ep = cand.group_by("lid", "g0").agg(pl.col("e0").n_unique().alias("n_ep")).filter(pl.col("n_ep") > 1)
+    cand = cand.join(n_ep.select("lid", "g0"), on=["lid", "g0"], how="semi")
     first, last = pl.col("e0") == pl.col("e0").min(), pl.col("e0") == pl.col("e0").max()
     per = cand.group_by("lid", "g0", "cand").agg(
         pl.len().alias("n"),
@@ -336,11 +339,8 @@ def _one_holder_per_gap(cand: pl.DataFrame, run_clock: pl.DataFrame, prep: Prepa
         pl.col("lock_kind", "rate", "residual", "printed").first(),
         pl.col("kernel").filter(first).first(),
     )
-    n_ep = cand.select("lid", "g0", "e0").unique().group_by("lid", "g0").len("n_ep")
     missing = pl.col("n_ep") - pl.col("n")
-    joint = per.join(n_ep, on=["lid", "g0"]).filter(
-        (pl.col("n_ep") > 1) & ((pl.col("lock_kind") != "fifo") | (missing == 0))
-    )
+    joint = per.join(n_ep, on=["lid", "g0"]).filter((pl.col("lock_kind") != "fifo") | (missing == 0))
     ran = ran_between(joint, run_clock, prep, vid="cand", t0="e0", t1="e1")
     once = _cost(pl.col("absent_before") + pl.col("absent_after"), pl.lit(ran), pl.col("boosted"))
     total = pl.when(pl.col("lock_kind") == "fifo").then(once).otherwise(pl.col("summed"))
