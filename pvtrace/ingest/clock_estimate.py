@@ -376,10 +376,11 @@ def estimate_offset(runs_of_vm: pl.DataFrame, guest_of_vm: pl.DataFrame) -> Esti
         return f"ambiguous: shifts far apart fit {top} and {max(rivals)} guest events"
     lo, hi = min(r[0] for _, r in best), max(r[1] for _, r in best)
     # several shifts fit as well: ambiguous when they are far apart; when they all lie within
-    # NEAR_NS the offset is known to that width, and the uncertainty says so
-    if len(best) > 1 and hi - lo > max(100 * res, NEAR_NS):
+    # NEAR_NS the offset is known to that width, and the uncertainty says so. Ranges that all hold
+    # 0 (no shift) overlap there, however wide they reach: one timeline, fitted from 0.
+    if not zero and len(best) > 1 and hi - lo > max(100 * res, NEAR_NS):
         return f"ambiguous: shifts {int(lo)} and {int(hi)} ns fit the guest events equally well"
-    line = _fitted_line(g, u, vcpu, runs, (lo + hi) / 2, best[0][0])
+    line = _fitted_line(g, u, vcpu, runs, 0.0 if zero else (lo + hi) / 2, best[0][0])
     if line is not None:  # its middle may fit events the grid's line missed: once more from there
         line = _fitted_line(g, u, vcpu, runs, line.offset, line.slope) or line
     if line is None:

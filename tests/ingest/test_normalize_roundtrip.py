@@ -101,6 +101,9 @@ def _same(a: pl.DataFrame, b: pl.DataFrame) -> bool:
 # a merged report whose guest events fit one wide range of shifts around 0, found by two
 # candidates: it was "ambiguous" with itself (clock_estimate lists each range once now)
 @example(preset="lhp-demo", seed=286)
+# ... and one whose guest events fit two overlapping ranges that both hold 0 ([-301, ...] and
+# [..., 5462] ns): they were read as two shifts far apart
+@example(preset="tlb-shootdown", seed=41)
 def test_rendered_views_ingest_to_the_simulators_events(
     tmp_path_factory: pytest.TempPathFactory, preset: str, seed: int
 ) -> None:
