@@ -109,6 +109,32 @@ def lock_hex(col: str = "lock") -> pl.Expr:
     return pl.when(x.is_null()).then(pl.lit(None, pl.String)).otherwise(pl.lit("0x") + text).alias(col)
 
 
+# A lock's waste that is LHP alone: its LWP is unknown (its kind is undecided), and what that LWP reads.
+LHP_ONLY = " (LHP only)"
+LWP_UNKNOWN = "unknown (kind undecided)"
+
+
+def fmt_waste(ns: int | None, lhp_only: bool) -> str:
+    """A lock's spin waste, marked where it is LHP alone."""
+    return fmt_ns(ns) + (LHP_ONLY if lhp_only else "")
+
+
+# An LHP incident whose holder no take in the trace shows (lhp_incidents.holder_guessed), as both
+# the terminal and the report page explain it under their incident lists.
+LIKELY_HOLDER_NOTE = (
+    "likely holder: no take of the lock by that vCPU is in the trace (uncontended takes print "
+    "nothing); of the siblings that could have taken it unseen, it is the likeliest "
+    "(docs/metrics.md, Unseen holder)"
+)
+
+
+def incident_role(kind: str, guessed: bool) -> str:
+    """What an incident's vCPU is to its lock: holder (likely holder when guessed) or next owner."""
+    if kind != "LHP":
+        return "next owner"
+    return "likely holder" if guessed else "holder"
+
+
 def several_vms(*frames: pl.DataFrame) -> bool:
     """Whether these tables' `vm` columns name more than one VM, so a vCPU is written vm0/1, not 1.
     Given the trace's vCPU states and waits beside the table shown: with all incidents in vm1 of

@@ -24,12 +24,15 @@ from pvtrace.analyze.perf_tables import IMPLICATION_GROUPS, kvm_stat_implication
 from pvtrace.cli.fit import print_fitted
 from pvtrace.cli.guest_view import partial_groups, preemption_line
 from pvtrace.fmt import (
+    LIKELY_HOLDER_NOTE,
     fmt_lock,
     fmt_ns,
     fmt_trace_time,
     fmt_ts,
     fmt_wait,
+    fmt_waste,
     guest_clocks,
+    incident_role,
     plural,
     several_vms,
 )
@@ -335,11 +338,7 @@ def _locks(con: Console, a: Analysis) -> None:
             fmt_lock(r["lock"]),
             f"{r['n_contended']:,}",
             fmt_wait(r["total_wait_ns"], tick),
-            *(
-                [fmt_ns(r["waste_ns"]) + (" (LHP only)" if lwp_known and r["waste_lhp_only"] else "")]
-                if waste_known
-                else []
-            ),
+            *([fmt_waste(r["waste_ns"], lwp_known and r["waste_lhp_only"])] if waste_known else []),
             fmt_wait(r["max_wait_ns"], tick),
             fmt_wait(r["p50_wait_ns"], tick),
             *([escape(r["top_callers"] or "-")] if callers else []),
@@ -367,7 +366,7 @@ def _incidents(con: Console, a: Analysis) -> None:
     title = f"Worst incidents by waste (top {shown.height} of {inc.height})"
     t = _table(title, cols, left=("kind", "vCPU", "lock", "state", "ran instead"))
     for r in shown.iter_rows(named=True):
-        who = ("likely holder" if r["guessed"] else "holder") if r["kind"] == "LHP" else "next owner"
+        who = incident_role(r["kind"], r["guessed"])
         vcpu = f"{r['vm']}/{r['vcpu']}" if several else str(r["vcpu"])
         instead = "-" if r["ran_instead"] is None else f"pCPU {r['pcpu']}: {r['ran_instead']}"
         t.add_row(
@@ -383,13 +382,7 @@ def _incidents(con: Console, a: Analysis) -> None:
         )
     _print(con, t, drop=("ran instead", "waiters", "state", "duration"), wrap=("start (trace time)", "vCPU"))
     if shown["guessed"].any():
-        con.print(
-            "likely holder: no take of the lock by that vCPU is in the trace (uncontended takes print "
-            "nothing); of the siblings that could have taken it unseen, it is the likeliest "
-            "(docs/metrics.md, Unseen holder)",
-            highlight=False,
-            soft_wrap=True,
-        )
+        con.print(LIKELY_HOLDER_NOTE, highlight=False, soft_wrap=True)
 
 
 def _convoys(con: Console, a: Analysis) -> None:

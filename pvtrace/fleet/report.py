@@ -17,6 +17,7 @@ import polars as pl
 
 from pvtrace.errors import UsageError
 from pvtrace.fleet import store
+from pvtrace.fmt import LHP_ONLY, LWP_UNKNOWN, fmt_waste
 from pvtrace.report.aggregate import log_histogram
 from pvtrace.report.figure import Figure, no_data
 from pvtrace.report.histogram import chart_log_histogram
@@ -173,9 +174,9 @@ def render_terminal(data: FleetData, console, top: int = 10) -> None:
                     r["trace"],
                     r["vm"],
                     f"{r['lock']:#x}",
-                    fmt_ns(r["waste_ns"]) + (" (LHP only)" if r["partial"] else ""),
+                    fmt_waste(r["waste_ns"], r["partial"]),
                     fmt_ns(r["waste_lhp_ns"]),
-                    "unknown (kind undecided)" if r["partial"] else fmt_ns(r["waste_lwp_ns"]),
+                    LWP_UNKNOWN if r["partial"] else fmt_ns(r["waste_lwp_ns"]),
                 )
             console.print(tl)
     for r in data.failures.head(top).iter_rows(named=True):
@@ -242,11 +243,11 @@ def _offenders(data: FleetData, top: int) -> list[Figure]:
         if "partial" in shown.columns:  # a lock of undecided kind: LHP alone, its LWP unknown
             shown = shown.with_columns(
                 pl.when(pl.col("partial"))
-                .then(pl.col("waste_ns") + " (LHP only)")
+                .then(pl.col("waste_ns") + LHP_ONLY)
                 .otherwise("waste_ns")
                 .alias("waste_ns"),
                 pl.when(pl.col("partial"))
-                .then(pl.lit("unknown (kind undecided)"))
+                .then(pl.lit(LWP_UNKNOWN))
                 .otherwise("waste_lwp_ns")
                 .alias("waste_lwp_ns"),
             ).drop("partial")

@@ -10,7 +10,18 @@ import polars as pl
 from pvtrace.analyze.context import incidents, lock_table
 from pvtrace.analyze.perf_tables import IMPLICATION_GROUPS, kvm_stat_implications
 from pvtrace.analyze.result import Analysis
-from pvtrace.fmt import fmt_lock, fmt_ns, fmt_trace_time, fmt_wait, guest_clocks, plural, several_vms
+from pvtrace.fmt import (
+    LIKELY_HOLDER_NOTE,
+    fmt_lock,
+    fmt_ns,
+    fmt_trace_time,
+    fmt_wait,
+    fmt_waste,
+    guest_clocks,
+    incident_role,
+    plural,
+    several_vms,
+)
 from pvtrace.report.figure import Figure, no_data
 from pvtrace.report.labels import METRIC_LABELS
 
@@ -68,7 +79,7 @@ def incident_table_figure(analysis: Analysis, t0: int, span: tuple[int, int]) ->
     clocks = guest_clocks(analysis.summary.extra)
     for r in shown.iter_rows(named=True):
         vcpu = f"{r['vm']}/{r['vcpu']}" if several else str(r["vcpu"])
-        who = ("likely holder" if r["guessed"] else "holder") if r["kind"] == "LHP" else "next owner"
+        who = incident_role(r["kind"], r["guessed"])
         attrs = {}
         if r["end"] > lo and r["start"] < hi:
             attrs = {
@@ -97,13 +108,7 @@ def incident_table_figure(analysis: Analysis, t0: int, span: tuple[int, int]) ->
         + (f", the {shown.height} that wasted most shown" if inc.height > shown.height else "")
         + ". Times are trace timestamps as the trace prints them (search the raw trace for them). "
         "Click a header to sort; click a row to move the timeline there. `ran instead`: what used the "
-        "pCPU the vCPU was preempted from."
-        + (
-            " `likely holder`: no take of the lock by that vCPU is in the trace; of the siblings that could "
-            "have taken it unseen, it is the likeliest."
-            if shown["guessed"].any()
-            else ""
-        )
+        "pCPU the vCPU was preempted from." + (f" {LIKELY_HOLDER_NOTE}." if shown["guessed"].any() else "")
     )
     note = ""
     if any(not a for a, _ in rows):
@@ -144,7 +149,7 @@ def locks_figure(analysis: Analysis) -> Figure:
             *(
                 [
                     (
-                        fmt_ns(r["waste_ns"]) + (" (LHP only)" if lwp_known and r["waste_lhp_only"] else ""),
+                        fmt_waste(r["waste_ns"], lwp_known and r["waste_lhp_only"]),
                         str(r["waste_ns"] if r["waste_ns"] is not None else -1),
                     )
                 ]

@@ -4,7 +4,11 @@ of docs/metrics.md, Inferred holders (pvtrace/analyze/holders.py)."""
 from __future__ import annotations
 
 import polars as pl
+from rich.console import Console
 from trace_rows import acquire, analyze_merged, contend, halt, preempt, run, wake
+
+from pvtrace.cli.summary_view import render_summary
+from pvtrace.fmt import LIKELY_HOLDER_NOTE
 
 US = 1_000
 
@@ -95,6 +99,11 @@ def test_the_unseen_holder_is_the_sibling_that_best_explains_the_spin():
     assert a.table("lhp_incidents")["holder_guessed"].to_list() == [True]
     assert a.table("incidents").filter(pl.col("kind") == "LHP")["guessed"].to_list() == [True]
     assert a.summary.extra["n_lhp_harmful_guessed"] == 1
+    con = Console(record=True, width=200)
+    render_summary(con, a, ["run.txt"])
+    text = con.export_text()
+    assert "1 (likely holder)" in text and LIKELY_HOLDER_NOTE in text
+    assert "1 (1 with a likely holder)" in text  # the headline's harmful LHP count
 
 
 def test_a_holder_back_at_the_instant_of_the_hand_over_is_the_holder():
