@@ -9,9 +9,10 @@ middle of the guest's events, slope = -drift (a guest clock running fast by 1
 ppm has slope -1e-6). A few anchor events find the candidate offsets over any
 offset (seconds to days); a grid of slopes, zooming in, finds the line that fits
 the most events near each; the events that line fits then pin every line that
-keeps them inside their runs (a convex polygon, clock_fit.Polygon). The estimate
-is a line of that polygon, and its uncertainties the distance to the polygon's
-farthest lines: of the offset at `at`, of the drift, and of the host time of any
+keeps them inside their runs (a convex polygon, clock_fit.Polygon), widened
+over the gaps to the neighbouring runs the other events let an event reach. The
+estimate is a line of that polygon, and its uncertainties the distance to the
+polygon's farthest lines: of the offset at `at`, of the drift, and of the host time of any
 guest event (span_uncertainty_ns). It is accepted only when one offset stands
 out (no other candidate fits as many events) and nearly every event fits it;
 otherwise the clocks stay unaligned.
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from pvtrace.ingest.clock_fit import Polygon
+from pvtrace.ingest.clock_fit import Polygon, freed_extents
 
 IN_KINDS = ("vcpu_run", "vm_entry")
 OUT_KINDS = ("vm_exit", "vcpu_preempt", "vcpu_halt")
@@ -252,14 +253,71 @@ def _fit_slope(
 
 @dataclass(frozen=True)
 class _Line:
-    """A guest clock line (host = guest + offset + slope * u) and the polygon of lines that fit
-    the same events (clock_fit.Polygon), with its slope range."""
+    """A guest clock line (host = guest + offset + slope * u), the polygon of lines that fit the
+    same events (clock_fit.Polygon) and its slope range: the uncertainty's bounds. The polygon
+    counts an event inside any of the runs that lines fitting the other events reach, not only
+    the run this line puts it in (see _across_gaps)."""
 
     offset: float
     slope: float
     n_fit: int
     polygon: Polygon
     slopes: tuple[float, float]
+
+
+MAX_GAP_ROUNDS = 20  # rounds of _across_gaps at most (each widens at least one event's range)
+
+
+def _across_gaps(
+    lo: np.ndarray,
+    hi: np.ndarray,
+    u: np.ndarray,
+    g: np.ndarray,
+    run: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    owner: np.ndarray,
+    k_max: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each event's range of shifts widened over the gaps to the neighbouring runs of its vCPU
+    that the lines fitting every other event reach.
+
+    The lines that keep every event in some run form several polygons, one per way of placing the
+    events in runs: an event near the end of a run may fit just as well at the start of the next
+    one, a few ns later, on a line of another slope. The polygon of the runs one line chose would
+    then leave out lines that fit every event as well (the true one among them). Widening an
+    event's range over the gap to a run that the others let it reach covers both placements (and
+    the gap between, a little more than needed); repeated until no event reaches another run.
+    starts, ends, owner: every vCPU's runs in one array (owner: the vCPU); run: each event's run."""
+    lo, hi = lo.copy(), hi.copy()
+    first, last = run.copy(), run.copy()
+    for _ in range(MAX_GAP_ROUNDS):
+        has_next = (last + 1 < starts.size) & (owner[np.minimum(last + 1, starts.size - 1)] == owner[run])
+        has_prev = (first > 0) & (owner[np.maximum(first - 1, 0)] == owner[run])
+        above = np.where(has_next, starts[np.minimum(last + 1, starts.size - 1)] - g, np.inf)
+        below = np.where(has_prev, ends[np.maximum(first - 1, 0)] - g, -np.inf)
+        events, least, most = freed_extents(lo, hi, u, -k_max, k_max, below, above)
+        widened = False
+        for i, reach_lo, reach_hi in zip(events.tolist(), least.tolist(), most.tolist(), strict=True):
+            while (
+                last[i] + 1 < starts.size
+                and owner[last[i] + 1] == owner[run[i]]
+                and starts[last[i] + 1] - g[i] <= reach_hi
+            ):
+                last[i] += 1
+                hi[i] = ends[last[i]] - g[i]
+                widened = True
+            while (
+                first[i] > 0
+                and owner[first[i] - 1] == owner[run[i]]
+                and ends[first[i] - 1] - g[i] >= reach_lo
+            ):
+                first[i] -= 1
+                lo[i] = starts[first[i]] - g[i]
+                widened = True
+        if not widened:
+            break
+    return lo, hi
 
 
 def _fitted_line(
@@ -269,34 +327,36 @@ def _fitted_line(
     runs: dict[int, tuple[np.ndarray, np.ndarray]],
     offset: float,
     slope: float,
+    across_gaps: bool = True,
 ) -> _Line | None:
-    """The events inside a run on the line (offset, slope) pin every line that keeps them there:
-    a polygon. The line used from it: no shift at all when it fits (one timeline), else no drift
-    when some offset fits with none (a drift the events do not show is not assumed), else the
-    middle of its slopes; at that slope, the middle of the offsets."""
-    lo, hi, us = [], [], []
-    for c in np.unique(vcpu):
-        if c not in runs:
-            continue
+    """The events inside a run on the line (offset, slope) pin every line that keeps them inside
+    runs: a polygon. The line used from it: no shift at all when it fits (one timeline), else no
+    drift when some offset fits with none (a drift the events do not show is not assumed), else the
+    middle of its slopes; at that slope, the middle of the offsets. across_gaps=False skips widening
+    the polygon over the gaps between runs (_across_gaps), for a line that is only a step."""
+    vcpus = [c for c in np.unique(vcpu).tolist() if c in runs]
+    if not vcpus:
+        return None
+    starts = np.concatenate([runs[c][0] for c in vcpus])
+    ends = np.concatenate([runs[c][1] for c in vcpus])
+    base = np.cumsum([0] + [runs[c][0].size for c in vcpus])
+    picks, js = [], []
+    for n, c in enumerate(vcpus):
         s, e = runs[c]
         pick = np.flatnonzero(vcpu == c)
         x = g[pick] + offset + slope * u[pick]
         j = np.searchsorted(s, x, side="right") - 1
         inside = (j >= 0) & (x <= e[np.maximum(j, 0)])
-        pick, j = pick[inside], j[inside]
-        lo.append(s[j] - g[pick])
-        hi.append(e[j] - g[pick])
-        us.append(u[pick])
-    if not lo or sum(x.size for x in us) == 0:
+        picks.append(pick[inside])
+        js.append(j[inside] + base[n])
+    pick, run = np.concatenate(picks), np.concatenate(js)
+    if pick.size == 0:
         return None
+    owner = np.repeat(np.arange(len(vcpus)), np.diff(base))
+    gs, us = g[pick].astype(np.float64), u[pick]
+    lo, hi = starts[run] - gs, ends[run] - gs
     k_max = MAX_DRIFT_PPM * 1e-6
-    poly = Polygon.of(
-        np.concatenate(lo).astype(np.float64),
-        np.concatenate(hi).astype(np.float64),
-        np.concatenate(us),
-        -k_max,
-        k_max,
-    )
+    poly = Polygon.of(lo, hi, us, -k_max, k_max)
     slopes = poly.slopes()
     if slopes is None:  # only when rounding loses a polygon a few ps wide
         return None
@@ -307,8 +367,10 @@ def _fitted_line(
         best_slope = 0.0 if slopes[0] <= 0 <= slopes[1] else (slopes[0] + slopes[1]) / 2
         k = np.array([best_slope])
         best_offset = float(poly.lower(k)[0] + poly.upper(k)[0]) / 2
-    n_fit = sum(x.size for x in us)
-    return _Line(best_offset, best_slope, n_fit, poly, slopes)
+    if across_gaps:
+        poly = Polygon.of(*_across_gaps(lo, hi, us, gs, run, starts, ends, owner, k_max), us, -k_max, k_max)
+        slopes = poly.slopes() or slopes
+    return _Line(best_offset, best_slope, pick.size, poly, slopes)
 
 
 def estimate_offset(runs_of_vm: pl.DataFrame, guest_of_vm: pl.DataFrame) -> Estimate | str:
@@ -380,9 +442,12 @@ def estimate_offset(runs_of_vm: pl.DataFrame, guest_of_vm: pl.DataFrame) -> Esti
     # 0 (no shift) overlap there, however wide they reach: one timeline, fitted from 0.
     if not zero and len(best) > 1 and hi - lo > max(100 * res, NEAR_NS):
         return f"ambiguous: shifts {int(lo)} and {int(hi)} ns fit the guest events equally well"
-    line = _fitted_line(g, u, vcpu, runs, 0.0 if zero else (lo + hi) / 2, best[0][0])
+    first = (0.0 if zero else (lo + hi) / 2, best[0][0])
+    line = _fitted_line(g, u, vcpu, runs, *first, across_gaps=False)
     if line is not None:  # its middle may fit events the grid's line missed: once more from there
-        line = _fitted_line(g, u, vcpu, runs, line.offset, line.slope) or line
+        line = _fitted_line(g, u, vcpu, runs, line.offset, line.slope) or _fitted_line(
+            g, u, vcpu, runs, *first
+        )
     if line is None:
         return "no shift puts the guest events inside their vCPUs' run intervals"
     # events the host did not record around (before its first or after its last event) cannot be

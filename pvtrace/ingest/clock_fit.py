@@ -22,14 +22,13 @@ GRID = 65  # slopes evaluated per zoom step
 ZOOMS = 8  # zoom steps: the bracket shrinks 32-fold per step, to 1e-16 of +-100 ppm
 
 
-def _edge_lines(a: np.ndarray, u: np.ndarray, k0: float, k1: float) -> tuple[np.ndarray, np.ndarray]:
-    """The lines a - k u that can reach max_i(a_i - k u_i) for some k in [k0, k1]: those no other
+def _edge_index(a: np.ndarray, u: np.ndarray, k0: float, k1: float) -> np.ndarray:
+    """Which lines a - k u can reach max_i(a_i - k u_i) for some k in [k0, k1]: those no other
     line beats at both k0 and k1 (a sort and a running maximum)."""
     v0, v1 = a - k0 * u, a - k1 * u
     order = np.lexsort((-v1, -v0))  # by value at k0, highest first (ties: highest at k1 first)
     best_before = np.maximum.accumulate(np.concatenate([[-np.inf], v1[order][:-1]]))
-    keep = order[v1[order] > best_before]
-    return a[keep], u[keep]
+    return order[v1[order] > best_before]
 
 
 def _peak(f: Callable[[np.ndarray], np.ndarray], k0: float, k1: float) -> tuple[float, float]:
@@ -66,9 +65,9 @@ class Polygon:
 
     @classmethod
     def of(cls, lo: np.ndarray, hi: np.ndarray, u: np.ndarray, k_min: float, k_max: float) -> Polygon:
-        lo_a, lo_u = _edge_lines(lo, u, k_min, k_max)
-        neg_a, neg_u = _edge_lines(-hi, -u, k_min, k_max)  # min(hi - k u) = -max(-hi + k u)
-        return cls(lo_a, lo_u, -neg_a, -neg_u, k_min, k_max)
+        low = _edge_index(lo, u, k_min, k_max)
+        high = _edge_index(-hi, -u, k_min, k_max)  # min(hi - k u) = -max(-hi + k u)
+        return cls(lo[low], u[low], hi[high], u[high], k_min, k_max)
 
     def lower(self, ks: np.ndarray) -> np.ndarray:
         """L(k): the least offset the events allow at each slope."""
@@ -97,3 +96,54 @@ class Polygon:
         _, top = _peak(lambda ks: self.upper(ks) + ks * u, *slopes)
         _, neg_bottom = _peak(lambda ks: -(self.lower(ks) + ks * u), *slopes)
         return -neg_bottom, top
+
+
+def _near(
+    lo: np.ndarray, hi: np.ndarray, u: np.ndarray, around: tuple[float, float], k_min: float, k_max: float
+) -> tuple[Polygon, tuple[float, float]]:
+    """The polygon of these strips and its slopes, for a polygon that holds the slopes `around`:
+    computed over a window of slopes about them, widened 4-fold until the polygon ends inside it
+    (a convex polygon that does not reach the ends of a window has no part beyond it). Over a
+    narrow window few lines can be edges, so this is cheaper than the whole range at once."""
+    reach = max(around[1] - around[0], 1e-12)
+    while True:
+        ks = (max(around[0] - reach, k_min), min(around[1] + reach, k_max))
+        poly = Polygon.of(lo, hi, u, *ks)
+        slopes = poly.slopes() or around  # None only when rounding loses it: it holds `around`
+        if (slopes[0] > ks[0] or ks[0] == k_min) and (slopes[1] < ks[1] or ks[1] == k_max):
+            return poly, slopes
+        reach *= 4
+
+
+def freed_extents(
+    lo: np.ndarray,
+    hi: np.ndarray,
+    u: np.ndarray,
+    k_min: float,
+    k_max: float,
+    below: np.ndarray,
+    above: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each event whose strip bounds the polygon (dropping any other leaves it as it is) and
+    that the others might let reach `below` or `above` (per event; -inf / inf: nothing there): the
+    least and greatest offset + slope * u_i over the polygon of all the other events, i.e. how far
+    those others would let event i move. Returns (events, least, most).
+
+    Without all of those events at once the polygon reaches at least as far as without any one:
+    the events it does not let reach below or above are left out first."""
+    none = np.empty(0, np.int64), np.empty(0), np.empty(0)
+    full = Polygon.of(lo, hi, u, k_min, k_max).slopes()
+    if full is None:
+        return none
+    events = np.union1d(_edge_index(lo, u, *full), _edge_index(-hi, -u, *full))
+    rest = np.setdiff1d(np.arange(lo.size), events, assume_unique=True)
+    if rest.size:
+        loose, slopes = _near(lo[rest], hi[rest], u[rest], full, k_min, k_max)
+        reach = np.array([loose.extent(float(u[i]), slopes) for i in events.tolist()]).reshape(-1, 2)
+        events = events[(reach[:, 0] <= below[events]) | (reach[:, 1] >= above[events])]
+    least, most = np.empty(events.size), np.empty(events.size)
+    for n, i in enumerate(events.tolist()):
+        keep = np.arange(lo.size) != i
+        others, slopes = _near(lo[keep], hi[keep], u[keep], full, k_min, k_max)
+        least[n], most[n] = others.extent(float(u[i]), slopes)
+    return events, least, most
