@@ -41,6 +41,13 @@ _SPLIT = (
     Column("spin_unattributed_ns", I64, "Spin while the holder was unknown."),
 )
 
+_UNDECIDED = Column(
+    "spin_undecided_ns",
+    I64,
+    "Spin on locks of undecided kind, whose LWP waste is unknown: waste_lwp_ns leaves it out where "
+    "this is not 0 (it stays in spin_useful_ns).",
+)
+
 TABLES: dict[str, tuple[Column, ...]] = {
     "vcpu_states": (
         Column("vm", STR, "VM."),
@@ -88,9 +95,15 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column("vm", STR, "VM."),
         Column("vcpu", I32, "vCPU."),
         *_SPLIT,
+        _UNDECIDED,
         Column("running_ns", I64, "Time the vCPU ran."),
     ),
-    "waste_by_vm": (Column("vm", STR, "VM."), *_SPLIT, Column("running_ns", I64, "Time the VM's vCPUs ran.")),
+    "waste_by_vm": (
+        Column("vm", STR, "VM."),
+        *_SPLIT,
+        _UNDECIDED,
+        Column("running_ns", I64, "Time the VM's vCPUs ran."),
+    ),
     "lhp_incidents": LHP_INCIDENT_COLUMNS,
     "lwp_incidents": LWP_INCIDENT_COLUMNS,
     "convoys": CONVOY_COLUMNS,

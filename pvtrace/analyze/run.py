@@ -513,6 +513,7 @@ def finish(
 # Per-row columns of the waits/waste tables and the total each one adds up to.
 _COLUMN_TOTAL = {
     **{c: c for c in waste_mod.SPLIT_COLUMNS},
+    waste_mod.UNDECIDED: "spin_ns",
     "halted_ns": "wait_halted_ns",
     "preempted_ns": "wait_preempted_ns",
 }

@@ -19,6 +19,8 @@ from pvtrace.summary import SPIN_SPLIT_KEYS
 I64, I32, STR = pl.Int64(), pl.Int32(), pl.String()
 
 SPLIT_COLUMNS = SPIN_SPLIT_KEYS
+# Spin on locks of undecided kind, per vCPU and VM: the part of a row whose LWP is unknown.
+UNDECIDED = "spin_undecided_ns"
 SPIN_CLASS = pl.Enum(["useful", "lhp", "lwp_preempted", "lwp_halted", "unattributed"])
 CLASS_COLUMN = {
     "useful": "spin_useful_ns",
@@ -285,18 +287,29 @@ def running_time(states: VcpuStates) -> pl.DataFrame:
 
 
 def waste_by_vcpu(waits: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.DataFrame:
-    """Per vCPU (waiter), from per_wait(): spin split and running time."""
-    sums = waits.group_by("vid").agg(*[pl.col(c).sum() for c in SPLIT_COLUMNS])
+    """Per vCPU (waiter), from per_wait(): spin split, the spin on locks of undecided kind (whose
+    LWP the split cannot hold: a row's LWP is partial where it is not 0) and running time."""
+    undecided = (pl.col("lock_kind") == "unknown").fill_null(False)
+    sums = (
+        waits.join(prep.locks.select("lid", "lock_kind"), on="lid", how="left")
+        .group_by("vid")
+        .agg(
+            *[pl.col(c).sum() for c in SPLIT_COLUMNS],
+            pl.col("spin_ns").filter(undecided).sum().alias(UNDECIDED),
+        )
+    )
     out = prep.vcpus.join(sums, on="vid", how="left").join(running_time(states), on="vid", how="left")
-    out = _zero_fill(out, [*SPLIT_COLUMNS, "running_ns"])
-    return out.select("vm", pl.col("vcpu").cast(I32), *SPLIT_COLUMNS, "running_ns").sort("vm", "vcpu")
+    out = _zero_fill(out, [*SPLIT_COLUMNS, UNDECIDED, "running_ns"])
+    return out.select("vm", pl.col("vcpu").cast(I32), *SPLIT_COLUMNS, UNDECIDED, "running_ns").sort(
+        "vm", "vcpu"
+    )
 
 
 def waste_by_vm(by_vcpu: pl.DataFrame) -> pl.DataFrame:
-    """Per VM: spin split and running time."""
+    """Per VM: spin split, spin on locks of undecided kind and running time."""
     return (
         by_vcpu.group_by("vm")
-        .agg(*[pl.col(c).sum() for c in SPLIT_COLUMNS], pl.col("running_ns").sum())
-        .select("vm", *SPLIT_COLUMNS, "running_ns")
+        .agg(*[pl.col(c).sum() for c in (*SPLIT_COLUMNS, UNDECIDED, "running_ns")])
+        .select("vm", *SPLIT_COLUMNS, UNDECIDED, "running_ns")
         .sort("vm")
     )

@@ -52,3 +52,22 @@ def test_the_lock_table_says_which_waste_is_lhp_only(analysis):
     for row in rows:
         lock = next(w for w in row.split() if w.startswith("0x"))
         assert ("(LHP only)" in row) == (kinds[lock] == "undecided"), row
+
+
+def test_per_vm_and_vcpu_rows_say_how_much_of_their_spin_has_no_lwp(analysis):
+    """waste_by_vm / waste_by_vcpu sum the decided locks' LWP: spin_undecided_ns gives the spin of
+    each row on undecided locks (whose LWP those sums leave out), from the same waits."""
+    kinds = analysis.table("lock_kinds").select("vm", "lock", "kind")
+    waits = analysis.table("waits").join(kinds, on=["vm", "lock"])
+    expect = (
+        waits.group_by("vm", "vcpu")
+        .agg(pl.col("spin_ns").filter(pl.col("kind") == "undecided").sum().alias("want"))
+        .with_columns(pl.col("vcpu").cast(pl.Int32))
+    )
+    by_vcpu = analysis.table("waste_by_vcpu").join(expect, on=["vm", "vcpu"], how="left")
+    assert (by_vcpu["spin_undecided_ns"] == by_vcpu["want"].fill_null(0)).all(), by_vcpu
+    assert by_vcpu["spin_undecided_ns"].sum() > 0
+    by_vm = analysis.table("waste_by_vm")
+    assert by_vm["spin_undecided_ns"].sum() == by_vcpu["spin_undecided_ns"].sum()
+    undecided = analysis.summary.extra["partial"]["waste_lwp_ns"][0]["spin_ns_on_them"]
+    assert by_vm["spin_undecided_ns"].sum() == undecided  # what the summary's partial list says

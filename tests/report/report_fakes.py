@@ -158,12 +158,16 @@ def fake_analysis(
             {"vm": [v for v, _ in lanes], "vcpu": [c for _, c in lanes], "dur": [None] * len(lanes)}
         )
     )
-    by_vcpu = waits.group_by("vm", "vcpu").agg(*[pl.col(c).sum() for c in SPLIT])
+    by_vcpu = waits.group_by("vm", "vcpu").agg(
+        *[pl.col(c).sum() for c in SPLIT], pl.lit(0).alias("spin_undecided_ns")
+    )
     by_vcpu = by_vcpu.join(running.rename({"dur": "running_ns"}), on=["vm", "vcpu"], how="left")
     tables["waste_by_vcpu"] = _frame("waste_by_vcpu", by_vcpu.to_dict())
     tables["waste_by_vm"] = _frame(
         "waste_by_vm",
-        by_vcpu.group_by("vm").agg(*[pl.col(c).sum() for c in [*SPLIT, "running_ns"]]).to_dict(),
+        by_vcpu.group_by("vm")
+        .agg(*[pl.col(c).sum() for c in [*SPLIT, "spin_undecided_ns", "running_ns"]])
+        .to_dict(),
     )
 
     for kind in ("lhp", "lwp") if with_states else ():
