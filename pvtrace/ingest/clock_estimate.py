@@ -221,19 +221,25 @@ def _fit_slope(
     by half the cell times its distance from `at`), so the cell holding the right slope fits every
     event and no narrow fit falls between grid points. The cells that fit nearly as many as the
     best (one event less, or 0.2%) are cut finer, until a cell moves the events at the ends by less
-    than the print resolution (or 50 ns), or the events do not narrow the cells down. The grid
-    runs on at most MAX_FIT_EVENTS events, evenly thinned; the last count, at the best cell's
-    middle, on all of them."""
-    thin = -(-g.size // MAX_FIT_EVENTS)
-    gs, us, vs = g[::thin], u[::thin], vcpu[::thin]
+    than the print resolution (or 50 ns). A cell counts only the events whose widening stays within
+    NEAR_NS (those near `at`): on a long trace a coarse cell would widen the far events over every
+    gap between runs, and every cell would fit them all; where the events used do not narrow the
+    cells down, events 4 times farther are used, up to all of them. The grid runs on at most
+    MAX_FIT_EVENTS events, evenly thinned; the last count, at the best cell's middle, on all."""
     span = max(float(np.abs(u).max()), 1.0)
     reach = max(NEAR_NS, 100 * res) + (window[1] - window[0])
     k_max = MAX_DRIFT_PPM * 1e-6
     win = (window[0] - reach - k_max * span, window[1] + reach + k_max * span)
     lo, hi = -k_max, k_max
-    for _ in range(MAX_ZOOMS):
+    used = 0.0  # the farthest |u| of the events the cells count
+    zooms = 0
+    while zooms < MAX_ZOOMS:
         cell = (hi - lo) / SLOPES
         ks = lo + cell * (np.arange(SLOPES) + 0.5)
+        used = max(used, 2 * max(NEAR_NS, 2 * res) / cell)
+        pick = np.flatnonzero(np.abs(u) <= used)
+        pick = pick[:: -(-pick.size // MAX_FIT_EVENTS)]
+        gs, us, vs = g[pick], u[pick], vcpu[pick]
         slack = np.abs(us) * cell / 2
         fits = [_best_ranges(*_shift_ranges(gs + k * us, vs, runs, win, slack)) for k in ks]
         top = max(f for f, _ in fits)
@@ -242,8 +248,12 @@ def _fit_slope(
         if not fits[i][1] or cell * span <= max(res, FINE_NS):
             break
         near = [j for j, (f, rs) in enumerate(fits) if rs and f >= top - max(1, top // 500)]
-        if (near[-1] - near[0] + 1) >= 0.9 * SLOPES:  # the events do not narrow the slopes down
-            break
+        if (near[-1] - near[0] + 1) >= 0.9 * SLOPES:  # the events used do not narrow the slopes down
+            if used >= span:
+                break
+            used *= 4
+            continue
+        zooms += 1
         offsets = [r for j in near for r in (fits[j][1][0][0], fits[j][1][-1][1])]
         win = (min(offsets) - cell * span - reach, max(offsets) + cell * span + reach)
         lo, hi = ks[near[0]] - cell / 2, ks[near[-1]] + cell / 2
@@ -400,11 +410,17 @@ def estimate_offset(runs_of_vm: pl.DataFrame, guest_of_vm: pl.DataFrame) -> Esti
     n_anchors = int(max(4, min(N_ANCHORS, MAX_ANCHOR_ENDPOINTS // max(longest, 1))))
     pick = np.unique(np.linspace(0, g.size - 1, n_anchors).astype(np.int64))
     _, candidates = _best_ranges(*_shift_ranges(g[pick], vcpu[pick], runs, None))
-    scored = []
-    for window in candidates[:16]:
-        fit, slope, ranges = _fit_slope(g, u, vcpu, runs, window, res)
-        if ranges:
-            scored.append((fit, slope, ranges))
+    candidates = candidates[:16]
+    scored = [(fit, k, rs) for fit, k, rs in (_fit_slope(g, u, vcpu, runs, c, res) for c in candidates) if rs]
+    # A drifting clock spreads anchors far apart in time over different shifts (3 ppm over a 20 s
+    # trace: 60 us, more than most runs): where their candidates fit too few events, anchors within
+    # the time the largest drift takes to move by NEAR_NS find the offset at `at` whatever the drift.
+    middle = np.flatnonzero(np.abs(u) <= NEAR_NS / (MAX_DRIFT_PPM * 1e-6))
+    if max((f for f, _, _ in scored), default=0) < MIN_FIT * g.size and MIN_EVENTS <= middle.size < g.size:
+        pick = middle[np.unique(np.linspace(0, middle.size - 1, n_anchors).astype(np.int64))]
+        _, more = _best_ranges(*_shift_ranges(g[pick], vcpu[pick], runs, None))
+        fits = (_fit_slope(g, u, vcpu, runs, c, res) for c in more[:16] if c not in candidates)
+        scored += [(fit, k, rs) for fit, k, rs in fits if rs]
     if not scored:
         return "no shift puts the guest events inside their vCPUs' run intervals"
     top = max(f for f, _, _ in scored)

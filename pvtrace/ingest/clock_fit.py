@@ -24,11 +24,23 @@ ZOOMS = 8  # zoom steps: the bracket shrinks 32-fold per step, to 1e-16 of +-100
 
 def _edge_index(a: np.ndarray, u: np.ndarray, k0: float, k1: float) -> np.ndarray:
     """Which lines a - k u can reach max_i(a_i - k u_i) for some k in [k0, k1]: those no other
-    line beats at both k0 and k1 (a sort and a running maximum)."""
+    line beats at both k0 and k1 (a sort and a running maximum), among the lines that reach the
+    upper envelope of the two highest at k0 and at k1 (a line below it everywhere is below the
+    whole envelope; it is below it everywhere when below it at k0, k1 and where the two cross)."""
     v0, v1 = a - k0 * u, a - k1 * u
-    order = np.lexsort((-v1, -v0))  # by value at k0, highest first (ties: highest at k1 first)
-    best_before = np.maximum.accumulate(np.concatenate([[-np.inf], v1[order][:-1]]))
-    return order[v1[order] > best_before]
+    i, j = int(np.argmax(v0)), int(np.argmax(v1))
+    ks = [k0, k1]
+    if u[i] != u[j]:  # where line i (highest at k0) and line j (at k1) cross
+        ks.append(min(max((a[i] - a[j]) / (u[i] - u[j]), k0), k1))
+    reach = np.zeros(a.size, dtype=bool)
+    for k in ks:  # a little slack: keeping a line too many is harmless, one too few is not
+        top = max(a[i] - k * u[i], a[j] - k * u[j])
+        reach |= a - k * u >= top - 1e-3 - 1e-12 * abs(top)
+    keep = np.flatnonzero(reach)
+    w0, w1 = v0[keep], v1[keep]
+    order = np.lexsort((-w1, -w0))  # by value at k0, highest first (ties: highest at k1 first)
+    best_before = np.maximum.accumulate(np.concatenate([[-np.inf], w1[order][:-1]]))
+    return keep[order[w1[order] > best_before]]
 
 
 def _peak(f: Callable[[np.ndarray], np.ndarray], k0: float, k1: float) -> tuple[float, float]:

@@ -5,6 +5,7 @@ the tables of docs/accuracy.md ("On rendered text"):
     python tests/analyze/text_accuracy.py > /tmp/text-accuracy.md          # text table, offsets table
     python tests/analyze/text_accuracy.py --kinds > /tmp/lock-kinds.md     # lock kind table
     python tests/analyze/text_accuracy.py --long > /tmp/long.md            # 1 s runs, ns and us text
+    python tests/analyze/text_accuracy.py --offsets-long > /tmp/offsets.md # clock offsets on 1 s runs
 
 Every figure is computed from runs: the simulator's truth (cut to the text's window,
 pvtrace.simulate.truth_window) and the analysis of the files `pvtrace generate` would write.
@@ -242,15 +243,20 @@ def markdown(seeds: tuple[int, ...], duration_ns: int, workloads: tuple[str, ...
     return "\n".join(lines)
 
 
-def offsets_markdown(seeds: tuple[int, ...], duration_ns: int) -> str:
+def offsets_markdown(
+    seeds: tuple[int, ...],
+    duration_ns: int,
+    formats: tuple[str, ...] = FORMATS,
+    drifts: tuple[float, ...] = (0.0, 1.0, 10.0),
+) -> str:
     lines = [
         "| format | drift | estimates | max abs error | median abs error | max uncertainty "
         "| error within its uncertainty | drift within its uncertainty | max drift uncertainty "
         "| max span uncertainty | not settled |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for fmt in FORMATS:
-        for drift in (0.0, 1.0, 10.0):
+    for fmt in formats:
+        for drift in drifts:
             rows = [r for r in offset_errors(seeds, fmt, duration_ns, drift) if r["error_ns"] is not None]
             errs = [abs(r["error_ns"]) for r in rows]
             covered = sum(abs(r["error_ns"]) <= r["uncertainty_ns"] for r in rows)
@@ -368,6 +374,8 @@ if __name__ == "__main__":
         print(long_markdown((1, 2), 1_000_000_000))
     elif args == ["--offsets"]:
         print(offsets_markdown(tuple(range(1, 11)), 100_000_000))
+    elif args == ["--offsets-long"]:  # 1 s runs: drift shows (perf prints as ftrace does)
+        print(offsets_markdown(tuple(range(1, 6)), 1_000_000_000, ("ftrace", "trace-cmd"), (0.0, 10.0)))
     elif args[:1] == ["--workload"]:  # one workload's rows (to run workloads side by side)
         print(markdown((1, 2), 100_000_000, tuple(args[1:])))
     else:
