@@ -214,8 +214,12 @@ def clock_report(
     if not offsets:
         report["mode"] = "host only: one clock" if has_host else "no events"
         return report
+    modes = {r["mode"] for r in per_vm.values()}
     report["mode"] = (
-        "; ".join(sorted({r["mode"] for r in per_vm.values()})) or "decided earlier in this input"
+        modes.pop()
+        if len(modes) == 1
+        else "; ".join(f"{vm}: {r['mode']}" for vm, r in sorted(per_vm.items()))
+        or "decided earlier in this input"
     )
     report["guests"] = per_vm
     if not has_host and len(offsets) > 1:  # each guest on its own clock: one window spans them all

@@ -57,6 +57,12 @@ def test_offset_estimated_from_the_events_within_a_microsecond(tmp_path, fmt, of
         error = abs(clock["guest_offset_ns"][vm] - true)
         assert error <= 1_000 and error <= est["uncertainty_ns"] <= 2_000, (error, est)
         assert clock["guests"][vm]["mode"].startswith("estimated from the events")
+    # the line `ingest` prints: each VM's estimate under its name (their uncertainties differ)
+    modes = {vm: g["mode"] for vm, g in clock["guests"].items()}
+    if len(set(modes.values())) > 1:
+        assert clock["mode"] == "; ".join(f"{vm}: {m}" for vm, m in sorted(modes.items()))
+    else:
+        assert clock["mode"] == modes["vm0"]
 
 
 def test_generate_side_file_gives_the_exact_offsets(tmp_path):
