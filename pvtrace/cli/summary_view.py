@@ -73,6 +73,8 @@ def render_summary(con: Console, a: Analysis, sources: list[str]) -> None:
     con.print(_header(a, sources), highlight=False, soft_wrap=True)
     if x.get("filters"):  # under the header, before any number it narrows (it came last, after them)
         con.print(f"filtered: {escape(x['filters'])}", highlight=False, soft_wrap=True)
+    if line := estimated_clocks_line(x.get("clock") or {}):  # every joined number rests on it
+        con.print(line, highlight=False, soft_wrap=True)
     if g := x.get("guest_preemption"):  # the guest-inferred level: what the guest's ticks and steal showed
         con.print(preemption_line(g), highlight=False, soft_wrap=True)
         parts = [p for ps in (x.get("partial") or {}).values() for p in ps]
@@ -124,6 +126,26 @@ def _header(a: Analysis, sources: list[str]) -> str:
         f"[bold]pvtrace analyze[/] {names}: {level}, {span}, "
         f"{plural(n, 'event')}, {cpus}, {plural(x.get('n_locks', 0), 'lock')}"
     )
+
+
+def estimated_clocks_line(clock: dict) -> str:
+    """The guest clocks put on the host's by an estimate from the events, each with the farthest
+    its line may place a guest event (span uncertainty) and any drift; '' when none was."""
+    parts = []
+    for vm, g in sorted((clock.get("guests") or {}).items()):
+        est = g.get("estimate")
+        if not est or not str(g.get("mode", "")).startswith("estimated"):
+            continue
+        offset = est["offset_ns"]
+        drift = est.get("drift_ppm") or 0.0
+        parts.append(
+            f"{escape(vm)} host = guest {'-' if offset < 0 else '+'} {abs(offset) / 1e9:.9f} s "
+            f"(+-{fmt_ns(est['span_uncertainty_ns'])})"
+            + (f", drifting {drift:+.2f} +- {est['drift_uncertainty_ppm']:.2f} ppm" if drift else "")
+        )
+    if not parts:
+        return ""
+    return "guest clocks estimated from the events (no offsets given): " + "; ".join(parts)
 
 
 def waste_label(s) -> str:

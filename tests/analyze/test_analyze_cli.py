@@ -200,6 +200,12 @@ def test_cli_finds_guest_clock_offsets_without_options(tmp_path):
     if len(estimated) < len(guests):  # a guest left unaligned: nothing that joins it is printed
         assert got["clock"]["synchronized"] is False
         assert "spin_ns" not in got["totals"]
+    # the terminal says the clocks it joined on are an estimate, with how far off they may be
+    res = runner.invoke(app, ["analyze", *texts, "--width", "400"])
+    line = next(x for x in res.stdout.splitlines() if x.startswith("guest clocks estimated from the events"))
+    for vm in estimated:
+        est = guests[vm]["estimate"]
+        assert f"{vm} host = guest - {-est['offset_ns'] / 1e9:.9f} s" in line, line
 
 
 def test_headline_says_what_spin_waste_lacks():
