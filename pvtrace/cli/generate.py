@@ -11,7 +11,7 @@ from rich.table import Table
 from pvtrace.cli.common import handle_errors, out, progress
 from pvtrace.errors import UsageError
 from pvtrace.fmt import fmt_ns, plural
-from pvtrace.ingest.offsets_file import OFFSETS_SUFFIX, read_offsets
+from pvtrace.ingest.offsets_file import OFFSETS_SUFFIX, GivenClock, read_offsets
 from pvtrace.outputs import OutputSet
 from pvtrace.simulate.scenario import Scenario, load_preset, load_scenario, preset_names
 from pvtrace.simulate.truth import GroundTruth
@@ -205,7 +205,12 @@ def register(app: typer.Typer) -> None:
                 offsets = read_offsets(offsets_file)
                 out.print(
                     "guest clock offsets (host = guest + offset; analyze and ingest read them from "
-                    f"{offsets_file.name}): " + ", ".join(f"{vm} {ns} ns" for vm, ns in offsets.items()),
+                    f"{offsets_file.name}): "
+                    + ", ".join(
+                        f"{vm} {int(v)} ns"
+                        + (f" drifting {v.drift_ppm:+.3f} ppm" if isinstance(v, GivenClock) else "")
+                        for vm, v in offsets.items()
+                    ),
                     highlight=False,
                 )
 

@@ -26,6 +26,7 @@ import polars as pl
 
 from pvtrace.errors import UsageError
 from pvtrace.ingest.clock_estimate import TOO_FEW, Estimate, estimate_offsets, resolution, snap_to_runs
+from pvtrace.ingest.offsets_file import GivenClock
 
 # An estimate is used only when the events pin the offset down this closely (a shift of a few us
 # moves wait pieces across vCPU state changes; ftrace prints microseconds).
@@ -165,12 +166,17 @@ def guest_offsets(
             offsets[vm] = decided[vm]
             continue
         offsets[vm], per_vm[vm] = _one_guest(host, span, user, tsc_offsets, estimates.get(vm, TOO_FEW))
+        if isinstance(user, GivenClock) and user.drift_ppm:  # a side file's drifting line
+            per_vm[vm]["given_drift"] = {"drift_ppm": user.drift_ppm, "at_guest_ns": 0}
+            per_vm[vm]["mode"] += f"; the guest clock drifts {user.drift_ppm:+.3f} ppm against the host's"
     return offsets, per_vm
 
 
 def applied_drifts(per_vm: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """{vm: {"drift_ppm", "at_guest_ns"}} of the applied estimates whose events show a drift."""
-    return {
+    """{vm: {"drift_ppm", "at_guest_ns"}} of the applied estimates whose events show a drift, and of
+    the drifts a side file gave."""
+    given = {vm: r["given_drift"] for vm, r in per_vm.items() if "given_drift" in r}
+    return given | {
         vm: {"drift_ppm": r["estimate"]["drift_ppm"], "at_guest_ns": r["estimate"]["at_guest_ns"]}
         for vm, r in per_vm.items()
         if str(r.get("mode", "")).startswith("estimated") and r["estimate"].get("drift_ppm")
@@ -199,7 +205,7 @@ def to_host_clock(
 
 def is_decided(entry: dict[str, Any]) -> bool:
     """An offset that later chunks keep: given by the user, or checked against host events."""
-    return entry.get("mode") == "given by the user" or "synchronized" in entry
+    return str(entry.get("mode", "")).startswith("given by the user") or "synchronized" in entry
 
 
 def clock_report(
@@ -255,8 +261,8 @@ def from_offsets_file(clock: dict[str, Any], path: Path | None) -> dict[str, Any
     mode = f"from {path.name}"
     clock = {**clock, "offsets_file": str(path)}
     for entry in (clock.get("guests") or {}).values():
-        if entry.get("mode") == "given by the user":
-            entry["mode"] = mode
+        if str(entry.get("mode", "")).startswith("given by the user"):
+            entry["mode"] = entry["mode"].replace("given by the user", mode)
     if "mode" in clock:
         clock["mode"] = clock["mode"].replace("given by the user", mode)
     return clock

@@ -3,12 +3,14 @@
 `pvtrace generate` writes it beside a host capture whose guest files are on
 their own clocks, and `pvtrace record --host` beside what it records; `ingest`
 and `analyze` pick it up next to any input, like the vCPU map. Columns: `vm`,
-`offset_ns` (host = guest + offset_ns), and optionally `source` (how it was
-found). Lines starting with `#` are comments.
+`offset_ns` (host = guest + offset_ns), optionally `drift_ppm` (a guest clock
+that runs fast by that much: host = guest + offset_ns - drift_ppm * 1e-6 *
+guest) and `source` (how it was found). Lines starting with `#` are comments.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
@@ -18,6 +20,18 @@ from pvtrace.errors import FormatError
 
 OFFSETS_SUFFIX = ".guest-offsets.csv"
 _COMPRESSED = {".xz", ".gz", ".zst", ".bz2"}
+
+
+@dataclass(frozen=True)
+class GivenClock:
+    """A guest clock given with a drift: host = guest + offset_ns - drift_ppm * 1e-6 * guest.
+    int() of it is the offset, so it stands wherever a given offset does."""
+
+    offset_ns: int
+    drift_ppm: float
+
+    def __int__(self) -> int:
+        return self.offset_ns
 
 
 def offsets_path(trace_path: Path) -> Path:
@@ -37,8 +51,9 @@ def find_offsets_file(inputs: list[Path]) -> Path | None:
     return None
 
 
-def read_offsets(path: Path) -> dict[str, int]:
-    """{vm: offset_ns} from a side file; FormatError naming the file and line when it is not one."""
+def read_offsets(path: Path) -> dict[str, int | GivenClock]:
+    """{vm: offset_ns} from a side file (a GivenClock where it gives a drift); FormatError naming the
+    file and line when it is not one."""
     try:
         df = pl.read_csv(path, infer_schema=False, comment_prefix="#", glob=False)
     except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
@@ -48,24 +63,43 @@ def read_offsets(path: Path) -> dict[str, int]:
     df = df.rename({c: c.strip().lower() for c in df.columns})
     if not {"vm", "offset_ns"} <= set(df.columns):
         raise FormatError("guest offsets CSV needs the columns vm,offset_ns", str(path), header)
-    out: dict[str, int] = {}
-    for i, (vm, value) in enumerate(df.select("vm", "offset_ns").iter_rows(), start=header + 1):
+    drifts = df["drift_ppm"] if "drift_ppm" in df.columns else pl.Series([None] * df.height)
+    out: dict[str, int | GivenClock] = {}
+    for i, (vm, value, drift) in enumerate(
+        zip(df["vm"], df["offset_ns"], drifts, strict=True), start=header + 1
+    ):
         try:
-            out[str(vm).strip()] = int(str(value).strip())
+            offset = int(str(value).strip())
         except ValueError:
             raise FormatError(f"offset_ns {value!r} is not an integer (ns)", str(path), i) from None
+        try:
+            ppm = float(str(drift).strip()) if drift is not None and str(drift).strip() else 0.0
+        except ValueError:
+            raise FormatError(f"drift_ppm {drift!r} is not a number (ppm)", str(path), i) from None
+        out[str(vm).strip()] = GivenClock(offset, ppm) if ppm else offset
     return out
 
 
-def write_offsets(offsets: dict[str, int], out: TextIO, source: str) -> None:
-    """Write {vm: offset_ns} (host = guest + offset_ns) with where the offsets came from."""
+def write_offsets(offsets: dict[str, int | GivenClock], out: TextIO, source: str) -> None:
+    """Write {vm: offset_ns} (host = guest + offset_ns; with a drift where a GivenClock gives one)
+    with where the offsets came from."""
+    drifting = any(isinstance(v, GivenClock) and v.drift_ppm for v in offsets.values())
     rows = pl.DataFrame(
         {
             "vm": list(offsets),
             "offset_ns": [int(v) for v in offsets.values()],
+            **({"drift_ppm": [getattr(v, "drift_ppm", 0.0) for v in offsets.values()]} if drifting else {}),
             "source": [source] * len(offsets),
         },
-        schema={"vm": pl.String, "offset_ns": pl.Int64, "source": pl.String},
+        schema={
+            "vm": pl.String,
+            "offset_ns": pl.Int64,
+            **({"drift_ppm": pl.Float64} if drifting else {}),
+            "source": pl.String,
+        },
     )
-    out.write("# guest clock offsets: host timestamp = guest timestamp + offset_ns\n")
-    out.write(rows.write_csv())
+    out.write(
+        "# guest clock offsets: host timestamp = guest timestamp + offset_ns"
+        + (" - drift_ppm * 1e-6 * guest timestamp\n" if drifting else "\n")
+    )
+    out.write(rows.write_csv(float_precision=9) if drifting else rows.write_csv())

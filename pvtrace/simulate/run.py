@@ -46,7 +46,12 @@ def trace_meta(scenario: Scenario, seed: int, t_end: int) -> TraceMeta:
         n_pcpus=scenario.host.pcpus,
         vms=vms,
         clock={
-            "guest_offset_ns": {f"vm{i}": scenario.vm.clock_offset_ns(i) for i in range(scenario.vm.count)}
+            "guest_offset_ns": {f"vm{i}": scenario.vm.clock_offset_ns(i) for i in range(scenario.vm.count)},
+            **(
+                {"guest_drift_ppm": {f"vm{i}": float(x) for i, x in enumerate(scenario.vm.clock_drift_ppm)}}
+                if any(scenario.vm.clock_drift_ppm)
+                else {}
+            ),
         },
         extra={"scenario": scenario.to_dict(), "seed": seed},
     )

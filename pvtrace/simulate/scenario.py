@@ -73,6 +73,9 @@ class Vm:
     sleep_ns: int = 2_000_000
     ipi_prob: float = 0.0
     clock_offsets_ns: tuple[int, ...] = ()
+    # how fast each guest's clock runs against the host's, in ppm (empty: none drifts); the
+    # rendered guest files drift so, and the offsets side file says so
+    clock_drift_ppm: tuple[float, ...] = ()
     guest_hz: int = 1000  # the guests' CONFIG_HZ: their scheduler tick in the guest view
 
     def clock_offset_ns(self, vm_index: int) -> int:
@@ -201,6 +204,12 @@ def _typed(section: str, f: dataclasses.Field, value: Any) -> Any:
         if not isinstance(value, str):
             raise ScenarioError(f"{name} must be a string, got {value!r}")
         return value
+    if isinstance(default, tuple) and name.endswith("_ppm"):  # a list of numbers
+        if not isinstance(value, list | tuple) or any(
+            isinstance(v, bool) or not isinstance(v, int | float) for v in value
+        ):
+            raise ScenarioError(f"{name} must be a list of numbers, got {value!r}")
+        return tuple(float(v) for v in value)
     if isinstance(default, tuple):
         if not isinstance(value, list | tuple) or any(
             isinstance(v, bool) or not isinstance(v, int) for v in value
@@ -262,6 +271,12 @@ def validate(s: Scenario) -> Scenario:
         "vm.clock_offsets_ns",
         f"empty or one offset per VM ({v.count})",
         list(v.clock_offsets_ns),
+    )
+    _check(
+        len(v.clock_drift_ppm) in (0, v.count) and all(abs(x) <= 1000 for x in v.clock_drift_ppm),
+        "vm.clock_drift_ppm",
+        f"empty or one drift per VM ({v.count}), each within +-1000 ppm",
+        list(v.clock_drift_ppm),
     )
     _check(lk.algorithm in ALGORITHMS, "lock.algorithm", "one of " + ", ".join(ALGORITHMS), lk.algorithm)
     _check(lk.spin_threshold_ns >= 1, "lock.spin_threshold_ns", ">= 1", lk.spin_threshold_ns)

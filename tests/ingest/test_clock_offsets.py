@@ -317,6 +317,71 @@ def test_guest_files_of_several_vms_without_a_host_are_flagged(tmp_path):
     assert "warning" not in one
 
 
+def test_a_drift_set_in_the_scenario_goes_through_the_side_file(tmp_path):
+    """vm.clock_drift_ppm makes `generate` render drifting guest clocks and write the drift into
+    the offsets side file (host = guest + offset_ns - drift_ppm * 1e-6 * guest), which ingest
+    applies as given: perf text with nanoseconds, every guest lock event back on its true host time
+    (the renderer floors the drift to the nanosecond; the line is rounded once more)."""
+    import numpy as np
+
+    from pvtrace.ingest.offsets_file import GivenClock, read_offsets
+    from pvtrace.simulate.views import contended_acquire
+
+    trace, _ = simulate_trace(
+        Scenario().replace(
+            host={"pcpus": 4},
+            lock={"algorithm": "ticket"},
+            vm={
+                "count": 2,
+                "vcpus": 4,
+                "locks": 2,
+                "lock_skew": 1.0,
+                "compute_ns": 20_000,
+                "hold_ns": 2_000,
+                "clock_drift_ppm": [40.0, -25.5],
+            },
+            run={"duration_ns": 60_000_000},
+        ),
+        seed=3,
+    )
+    paths = write_rendered(trace, "perf", "merged", tmp_path / "m.txt", ns=True)
+    side = read_offsets(next(p for p in paths if p.name.endswith(OFFSETS_SUFFIX)))
+    assert isinstance(side["vm0"], GivenClock) and abs(side["vm0"].drift_ppm - 40.0) < 0.01
+    got = load(_texts(paths))
+    clock = got.meta.clock
+    assert clock["synchronized"] is True and "from m.txt.guest-offsets.csv" in clock["mode"]
+    truth = trace.events.filter(pl.col("kind").is_in(["lock_contend", "lock_acquire"]))
+    truth = truth.filter((pl.col("kind") == "lock_contend") | contended_acquire(truth))
+    placed = got.events.filter((pl.col("origin") == "guest") & (pl.col("kind") != "other"))
+    for vm, ppm in (("vm0", 40.0), ("vm1", -25.5)):
+        assert clock["guest_drift"][vm] == {"drift_ppm": side[vm].drift_ppm, "at_guest_ns": 0}
+        assert abs(side[vm].drift_ppm - ppm) < 0.01  # ppm of guest time: p / (1 + p)
+        assert f"drifts {side[vm].drift_ppm:+.3f} ppm" in clock["guests"][vm]["mode"]
+        true_ts = np.sort(truth.filter(pl.col("vm") == vm)["ts"].to_numpy())
+        got_ts = np.sort(placed.filter(pl.col("vm").cast(pl.String) == vm)["ts"].to_numpy())
+        assert true_ts.size == got_ts.size > 100
+        assert np.abs(got_ts - true_ts).max() <= 2
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "why"),
+    [
+        ("vm,offset_ns\nvm0,12ab\n", 2, "offset_ns '12ab' is not an integer"),
+        ("# note\nvm,offset_ns,drift_ppm\nvm0,5,1.5\nvm1,7,fast\n", 4, "drift_ppm 'fast' is not a number"),
+        ("vm,drift_ppm\nvm0,1\n", 1, "needs the columns vm,offset_ns"),
+    ],
+)
+def test_a_bad_offsets_side_file_names_its_line(tmp_path, text, line, why):
+    from pvtrace.errors import FormatError
+    from pvtrace.ingest.offsets_file import read_offsets
+
+    side = tmp_path / "t.txt.guest-offsets.csv"
+    side.write_text(text)
+    with pytest.raises(FormatError) as err:
+        read_offsets(side)
+    assert why in str(err.value) and err.value.line == line, err.value
+
+
 def test_a_drifting_guest_clock_is_estimated_and_applied_at_ingest(tmp_path):
     """Host and guest trace-cmd reports of a 60 ms run whose guest clocks run 60 ppm fast (vm0) and
     slow (vm1): 1.8 us off at the ends with one offset alone. The clock report gives each drift

@@ -33,6 +33,7 @@ def test_toml_sections_set_parameters():
         [vm]
         count = 2
         clock_offsets_ns = [5, -7]
+        clock_drift_ppm = [2, -0.5]
         [lock]
         algorithm = "pv-qspinlock"
         [hypervisor]
@@ -46,6 +47,7 @@ def test_toml_sections_set_parameters():
     assert s.description == "two guests"
     assert s.host.pcpus == 8 and s.host.slice_jitter == 0.0
     assert s.vm.count == 2 and s.vm.clock_offset_ns(1) == -7
+    assert s.vm.clock_drift_ppm == (2.0, -0.5)
     assert s.lock.algorithm == "pv-qspinlock"
     assert s.hypervisor.directed_yield == "random"
     assert s.cures.preemption_hint is True
@@ -68,6 +70,11 @@ def test_toml_sections_set_parameters():
             "[vm]\ncount = 2\nclock_offsets_ns = [1]",
             "vm.clock_offsets_ns must be empty or one offset per VM (2)",
         ),
+        (
+            "[vm]\ncount = 2\nclock_drift_ppm = [1, 5000]",
+            "vm.clock_drift_ppm must be empty or one drift per VM (2), each within +-1000 ppm",
+        ),
+        ("[vm]\nclock_drift_ppm = ['fast']", "vm.clock_drift_ppm must be a list of numbers"),
         ("[vm]\nhold_ns = 500\nhold_max_ns = 100", "vm.hold_max_ns must be >= vm.hold_ns (500), got 100"),
         (
             "[hypervisor]\ndirected_yield = 'greedy'",

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TextIO
 
 from pvtrace.errors import UsageError
-from pvtrace.ingest.offsets_file import offsets_path, write_offsets
+from pvtrace.ingest.offsets_file import GivenClock, offsets_path, write_offsets
 from pvtrace.outputs import OutputSet, atomic_file, current
 from pvtrace.simulate.render.ftrace import to_ftrace
 from pvtrace.simulate.render.guest import guest_offset_ns
@@ -98,9 +98,16 @@ def _plan(trace: Trace, fmt: str, view: str, out_path: Path, ns: bool | None) ->
     return plan
 
 
-def guest_offsets(trace: Trace) -> dict[str, int]:
-    """{vm: offset_ns} of the run's guests that have a clock offset (host = guest + offset_ns)."""
-    return {vm: guest_offset_ns(trace, vm) for vm in vm_names(trace)}
+def guest_offsets(trace: Trace) -> dict[str, int | GivenClock]:
+    """{vm: offset_ns} of the run's guests that have a clock offset (host = guest + offset_ns), as
+    the side file gives them: a guest clock that drifts (guest = host - offset + ppm * 1e-6 * host,
+    render.guest) as the line host = guest + offset / (1 + p) - p / (1 + p) * guest, p = ppm * 1e-6."""
+    drifts = trace.meta.clock.get("guest_drift_ppm") or {}
+    out: dict[str, int | GivenClock] = {}
+    for vm in vm_names(trace):
+        offset, p = guest_offset_ns(trace, vm), float(drifts.get(vm, 0.0)) / 1e6
+        out[vm] = GivenClock(round(offset / (1 + p)), p / (1 + p) * 1e6) if p else offset
+    return out
 
 
 def _write_atomically(path: Path, writer: Writer, force: bool) -> None:
