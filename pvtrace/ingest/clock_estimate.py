@@ -149,14 +149,17 @@ def _merged(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return s, e
 
 
-def _best_ranges(lo: np.ndarray, hi: np.ndarray) -> tuple[int, list[tuple[int, int]]]:
+def _best_ranges(
+    lo: np.ndarray, hi: np.ndarray, kind: str = "quicksort"
+) -> tuple[int, list[tuple[int, int]]]:
     """The highest coverage of closed ranges [lo, hi] and every maximal range reaching it.
 
     The coverage peaks at a range's start: there it is the starts at or before it less the ends
-    before it (two sorts and two binary searches); a peak lasts until the next end."""
+    before it (two sorts and two binary searches); a peak lasts until the next end. kind="stable"
+    for ranges that come as a few sorted runs (merged rather than sorted anew)."""
     if lo.size == 0:
         return 0, []
-    starts, ends = np.sort(lo), np.sort(hi)
+    starts, ends = np.sort(lo, kind=kind), np.sort(hi, kind=kind)
     cover = np.searchsorted(starts, starts, side="right") - np.searchsorted(ends, starts, side="left")
     best = int(cover.max())
     at = np.unique(starts[cover == best])
@@ -409,7 +412,7 @@ def estimate_offset(runs_of_vm: pl.DataFrame, guest_of_vm: pl.DataFrame) -> Esti
     longest = max(r[0].size for r in runs.values())
     n_anchors = int(max(4, min(N_ANCHORS, MAX_ANCHOR_ENDPOINTS // max(longest, 1))))
     pick = np.unique(np.linspace(0, g.size - 1, n_anchors).astype(np.int64))
-    _, candidates = _best_ranges(*_shift_ranges(g[pick], vcpu[pick], runs, None))
+    _, candidates = _best_ranges(*_shift_ranges(g[pick], vcpu[pick], runs, None), kind="stable")
     candidates = candidates[:16]
     scored = [(fit, k, rs) for fit, k, rs in (_fit_slope(g, u, vcpu, runs, c, res) for c in candidates) if rs]
     # A drifting clock spreads anchors far apart in time over different shifts (3 ppm over a 20 s
@@ -418,7 +421,7 @@ def estimate_offset(runs_of_vm: pl.DataFrame, guest_of_vm: pl.DataFrame) -> Esti
     middle = np.flatnonzero(np.abs(u) <= NEAR_NS / (MAX_DRIFT_PPM * 1e-6))
     if max((f for f, _, _ in scored), default=0) < MIN_FIT * g.size and MIN_EVENTS <= middle.size < g.size:
         pick = middle[np.unique(np.linspace(0, middle.size - 1, n_anchors).astype(np.int64))]
-        _, more = _best_ranges(*_shift_ranges(g[pick], vcpu[pick], runs, None))
+        _, more = _best_ranges(*_shift_ranges(g[pick], vcpu[pick], runs, None), kind="stable")
         fits = (_fit_slope(g, u, vcpu, runs, c, res) for c in more[:16] if c not in candidates)
         scored += [(fit, k, rs) for fit, k, rs in fits if rs]
     if not scored:
