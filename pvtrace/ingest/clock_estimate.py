@@ -241,6 +241,9 @@ def _fit_slope(
         ks = lo + cell * (np.arange(SLOPES) + 0.5)
         used = max(used, 2 * max(NEAR_NS, 2 * res) / cell)
         pick = np.flatnonzero(np.abs(u) <= used)
+        if pick.size < MIN_EVENTS and used < span:  # few events near the middle (a hole there)
+            used *= 4
+            continue
         pick = pick[:: -(-pick.size // MAX_FIT_EVENTS)]
         gs, us, vs = g[pick], u[pick], vcpu[pick]
         slack = np.abs(us) * cell / 2
