@@ -144,6 +144,8 @@ def freed_extents(
     Without all of those events at once the polygon reaches at least as far as without any one:
     the events it does not let reach below or above are left out first."""
     none = np.empty(0, np.int64), np.empty(0), np.empty(0)
+    if lo.size < 2:  # one event alone: nothing else bounds it
+        return none
     full = Polygon.of(lo, hi, u, k_min, k_max).slopes()
     if full is None:
         return none
