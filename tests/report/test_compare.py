@@ -209,3 +209,25 @@ def test_a_run_without_kicks_has_no_kick_latency_rather_than_an_unavailable_one(
     for a, shown in ((ticket, "no kicks"), (unknown, "unavailable")):
         table = format_comparison(compare_metrics(a, pv), ("A", "B"))
         assert table.filter(pl.col("metric") == "kick latency, median").row(0)[1:3] == (shown, "3 µs")
+
+
+def test_guest_only_runs_compare_their_total_lock_wait():
+    """Two guest-only real traces (futex, pgfault) compared by their count and p99 alone: the total
+    wait `pvtrace analyze` headlines ('3,081, 1.98 ms total wait') was missing. It compares as a
+    share of vCPU time; a run that cannot time its waits has it unavailable, not 0."""
+    from types import SimpleNamespace
+
+    from pvtrace.analyze.result import Analysis
+
+    def run(wait_ns: int | None, seconds: float) -> tuple[Analysis, SimpleNamespace]:
+        extra = {"n_vcpus": 2, "wait_ns": wait_ns}
+        summary = Summary(totals={"n_contended": 10}, extra=extra)
+        return Analysis(summary=summary), SimpleNamespace(t_start=0, t_end=int(seconds * 1e9))
+
+    (a, ta), (b, tb), (c, tc) = run(20_000_000, 1.0), run(10_000_000, 0.25), run(None, 1.0)
+    row = compare_metrics(a, b, (ta, tb)).filter(pl.col("key") == "wait_ns").row(0, named=True)
+    assert (row["a"], row["b"], row["basis"]) == (20_000_000, 10_000_000, "vcpu_s")
+    assert (row["a_rate"], row["b_rate"]) == (pytest.approx(1.0), pytest.approx(2.0))  # % of span x 2
+    assert row["delta_of"] == "rate" and row["delta"] == pytest.approx(1.0)
+    shown = format_comparison(compare_metrics(a, c, (ta, tc)), ("A", "C"))
+    assert shown.filter(pl.col("metric") == "lock wait, total").row(0)[1:3] == ("20 ms", "unavailable")
