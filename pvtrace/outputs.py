@@ -136,11 +136,10 @@ _ERRNO_IN_TEXT = re.compile(r"\[errno (\d+)\]|\(os error (\d+)\)", re.IGNORECASE
 def os_message(exc: BaseException) -> str:
     """The OS's words for an error, without Python's `[Errno n]` prefix; for a polars or Arrow error
     wrapping an OS error, the OS's words alone (not 'parquet: File out of specification: ...')."""
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    if m := _ERRNO_IN_TEXT.search(str(exc)):
+    words = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    if m := _ERRNO_IN_TEXT.search(words):  # Arrow's OSError(28, 'Error writing bytes ... [errno 28] ...')
         return os.strerror(int(m.group(1) or m.group(2)))
-    text = str(exc).strip().splitlines()
+    text = words.strip().splitlines()
     return text[0] if text else exc.__class__.__name__
 
 

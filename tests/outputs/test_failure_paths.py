@@ -35,7 +35,7 @@ def signals_delivered():
             "parquet: File out of specification: underlying IO error: No space left on device (os error 28)"
         ),
         # `generate -o` on a full tmpfs (its Arrow writer)
-        OSError("Error writing bytes to file. Detail: [errno 28] No space left on device"),
+        OSError(28, "Error writing bytes to file. Detail: [errno 28] No space left on device"),
     ],
 )
 def test_a_library_error_wrapping_an_os_error_says_the_os_words(exc):
