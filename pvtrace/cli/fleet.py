@@ -13,7 +13,7 @@ from rich.markup import escape
 from pvtrace.cli.common import LOCK_KIND_HELP, checked_lock_kind, err, handle_errors, out, progress
 from pvtrace.errors import UsageError
 from pvtrace.ingest.load import FORMATS
-from pvtrace.outputs import refuse_stdout
+from pvtrace.outputs import OutputSet, refuse_stdout
 
 # Exit status of a fleet that ran to its end but has traces that failed (they are failure rows).
 EXIT_SOME_FAILED = 3
@@ -164,9 +164,13 @@ def register(app: typer.Typer) -> None:
         """The fleet's waste per trace, host, VM and lock; top offenders; waste against each label; failures."""
         from pvtrace.fleet.report import load_fleet, render_terminal, write_fleet_report
 
-        data = load_fleet(fleet_dir)
-        render_terminal(data, out, top=top)
+        with OutputSet(force=force, inputs=[fleet_dir]) as outputs:
+            if output is not None:  # before the work: a page already there, an unwritable folder
+                outputs.plan(output, new=True)
+            data = load_fleet(fleet_dir)
+            render_terminal(data, out, top=top)
+            if output is not None:
+                with progress("writing the page", total=None) as bar:
+                    write_fleet_report(data, output, top=top, force=force, progress=bar.advance)
         if output is not None:
-            with progress("writing the page", total=None) as bar:
-                write_fleet_report(data, output, top=top, force=force, progress=bar.advance)
             out.print(f"Wrote {escape(str(output))}")

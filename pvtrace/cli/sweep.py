@@ -12,7 +12,7 @@ from typer.core import TyperGroup
 
 from pvtrace.cli.common import err, handle_errors, out, progress
 from pvtrace.cli.fleet import DASHBOARD_HELP, SCHEDULER_HELP, WORKERS_HELP, finish_tally, run_on_cluster
-from pvtrace.outputs import refuse_stdout
+from pvtrace.outputs import OutputSet, refuse_stdout
 
 
 class _RunByDefault(TyperGroup):
@@ -114,9 +114,11 @@ def register(app: typer.Typer) -> None:
         """Gain and waste against any two parameters: heatmaps, and lines with error bars over seeds."""
         from pvtrace.fleet.sweep_report import write_sweep_report
 
-        with progress("writing the page", total=None) as bar:
-            summary = write_sweep_report(
-                sweep_dir, output, x=x, y=y, baseline=baseline, force=force, progress=bar.advance
-            )
+        with OutputSet(force=force, inputs=[sweep_dir]) as outputs:
+            outputs.plan(output, new=True)  # before the work: a page already there, an unwritable folder
+            with progress("writing the page", total=None) as bar:
+                summary = write_sweep_report(
+                    sweep_dir, output, x=x, y=y, baseline=baseline, force=force, progress=bar.advance
+                )
         out.print(summary, markup=False, highlight=False, soft_wrap=True)
         out.print(f"Wrote {output}", markup=False)
