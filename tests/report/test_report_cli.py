@@ -156,6 +156,21 @@ def test_compare_says_each_runs_length_and_writes_json(tmp_path, trace_file):
     assert waste["a_rate"] == pytest.approx(100 * waste["a"] / (12_000 * 2))
 
 
+def test_compare_checks_both_runs_before_reading_either(tmp_path, trace_file, monkeypatch):
+    """`compare A.txt.xz B` read and analyzed A (3 s on a 1.2 MB real trace) before it said that B
+    was missing, a folder or no trace at all."""
+    from pvtrace.cli import report as cli_report
+
+    read = []
+    monkeypatch.setattr(cli_report, "load_trace", lambda paths, what: read.append(paths))
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "junk.txt").write_text("hello\nworld\n")
+    for b, said in (("gone.txt", "no such file"), ("folder", "is a directory"), ("junk.txt", "not a trace")):
+        res = runner.invoke(app, ["compare", str(trace_file), str(tmp_path / b)])
+        assert res.exit_code == 1 and f"{b}: {said}" in res.stderr, res.output
+    assert read == []
+
+
 def _host_text_with_a_cut_line(path):
     """A small host ftrace text (vCPU runs) whose line 30 is cut short."""
     lines = ["# tracer: nop"]
