@@ -13,7 +13,7 @@ from rich.markup import escape
 from pvtrace.cli.common import LOCK_KIND_HELP, checked_lock_kind, err, handle_errors, out, progress
 from pvtrace.errors import UsageError
 from pvtrace.ingest.load import FORMATS
-from pvtrace.outputs import OutputSet, refuse_stdout
+from pvtrace.outputs import OutputSet, plan_output, refuse_stdout
 
 # Exit status of a fleet that ran to its end but has traces that failed (they are failure rows).
 EXIT_SOME_FAILED = 3
@@ -40,6 +40,14 @@ def finish_tally(tally, ran: str, dest: Path, failures: str, quiet: bool) -> Non
             err.print(f"  ... and {n_failed - 20} more ({failures})", highlight=False, soft_wrap=True)
     if tally.failed:
         raise typer.Exit(EXIT_SOME_FAILED)
+
+
+def check_results_folder(root: Path, marker: str) -> None:
+    """FLEET_DIR or SWEEP_DIR writable, before the plan line and the cluster's start (a file in its
+    place or a read-only folder was found seconds later, after 'N to analyze'). marker: the file
+    that makes the folder ours (fleet.json, sweep.json)."""
+    refuse_stdout(root)
+    plan_output(root / marker, force=True)
 
 
 def run_on_cluster(
@@ -93,7 +101,7 @@ def register(app: typer.Typer) -> None:
         ],
         out_dir: Annotated[Path, typer.Option("-o", "--out", help="The fleet folder (FLEET_DIR).")],
         scheduler: Annotated[str | None, typer.Option("--scheduler", help=SCHEDULER_HELP)] = None,
-        workers: Annotated[int | None, typer.Option("--workers", help=WORKERS_HELP)] = None,
+        workers: Annotated[int | None, typer.Option("--workers", min=1, help=WORKERS_HELP)] = None,
         worst: Annotated[
             int, typer.Option("--worst", min=0, help="Worst LHP and LWP incidents kept per trace.")
         ] = 10,
@@ -116,7 +124,7 @@ def register(app: typer.Typer) -> None:
         checked_lock_kind(lock_kind)
         if fmt not in FORMATS:
             raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
-        refuse_stdout(out_dir)
+        check_results_folder(out_dir, "fleet.json")
         options = {"format": fmt, "lock_kind": lock_kind, "strict": strict}
         traces = expand_inputs(inputs, options)
         _, before = plan(traces, out_dir, retry_failed)
