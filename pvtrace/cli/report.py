@@ -35,19 +35,21 @@ from pvtrace.trace import Trace
 FIGURE_FORMATS = ("png", "svg")
 
 
-def load_trace(paths: list[Path], what: str) -> Trace:
+def load_trace(paths: list[Path], what: str, quiet: bool = False) -> Trace:
     """Read the input(s) of a report or compare (any format `pvtrace ingest` reads), with a progress bar."""
     missing = [p for p in paths if not p.exists()]
     if missing:  # as `pvtrace analyze` says it (exit 1: the input, not the command line, is wrong)
         raise FormatError("no such file", str(missing[0]))
     total = sum(p.stat().st_size for p in paths)
-    with progress(f"reading {what}", total=total) as bar:
+    with progress(f"reading {what}", total=total, quiet=quiet) as bar:
         return load(paths, progress=bar.advance)
 
 
-def analyze_with_progress(trace: Trace, what: str, lock_kind: str | None = None) -> Analysis:
+def analyze_with_progress(
+    trace: Trace, what: str, lock_kind: str | None = None, quiet: bool = False
+) -> Analysis:
     """Run the analyzer, with a progress bar on a terminal."""
-    with progress(f"analyzing {what}", total=len(STEPS)) as bar:
+    with progress(f"analyzing {what}", total=len(STEPS), quiet=quiet) as bar:
         return analyze(trace, lock_kind=lock_kind, progress=lambda step: bar.advance())
 
 
@@ -65,13 +67,13 @@ def sniff_runs(paths: tuple[Path, Path]) -> None:
         close_quietly(run.stream, run.raw_file)
 
 
-def read_run(path: Path, label: str) -> Trace | Analysis:
+def read_run(path: Path, label: str, quiet: bool = False) -> Trace | Analysis:
     """One run of a compare, read: a trace (to analyze); or a summary JSON (`analyze --json`,
     `generate --truth`), its totals as they are (so an analysis is checked against the simulator's
     truth). Both runs are read before either is analyzed: a run B that is missing or no trace was
     found only after run A's analysis (seconds to minutes)."""
     if path.suffix.lower() != ".json":
-        return load_trace([path], label)
+        return load_trace([path], label, quiet)
     from pvtrace.report.compare import summary_run
 
     if not path.exists():
@@ -108,6 +110,7 @@ def report(
         "png", "--figure-format", help=f"Image format for --figures: {', '.join(FIGURE_FORMATS)}."
     ),
     force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar and no 'wrote' lines."),
 ) -> None:
     """Write a self-contained HTML report of a trace (works offline), and optionally its charts as images."""
     if out_path is None and figures is None:
@@ -127,26 +130,30 @@ def report(
         outputs.plan(figures / f"figure.{figure_format}")  # the folder: creatable and writable
     names = ", ".join(p.name for p in files)
     with outputs:
-        trace = load_trace(files, names)
+        trace = load_trace(files, names, quiet)
         lo, hi = filters.bounds(trace.t_start)  # units count from the start of the whole trace
         whole = trace
         if filters.any:
             trace = filter_trace(trace, filters)
-        analysis = filter_result(analyze_with_progress(trace, names, lock_kind), filters, whole)
+        analysis = filter_result(analyze_with_progress(trace, names, lock_kind, quiet), filters, whole)
         win = None
         if filters.window is not None:  # the timeline opens on the window asked for
             t0 = trace.t_start or 0
             win = (None if lo is None else lo - t0, None if hi is None else hi - t0)
         sections = report_sections(trace, analysis, win)
         if out_path is not None:
-            with progress("writing the page", total=sum(len(s.figures) for s in sections)) as bar:
+            with progress(
+                "writing the page", total=sum(len(s.figures) for s in sections), quiet=quiet
+            ) as bar:
                 page = render_report(
                     trace, analysis, sections=sections, title=f"pvtrace report: {names}", progress=bar.advance
                 )
             write_page(page, out_path, force)
         if figures is not None:
             written = export_figures(all_figures(sections), figures, figure_format, force)
-    print_input_notes(analysis.summary.extra, strict=False)
+    print_input_notes(analysis.summary.extra, strict=False)  # never silent, even with -q
+    if quiet:
+        return
     if out_path is not None:
         err.print(
             f"wrote {escape(str(out_path))} ({out_path.stat().st_size / 1e6:.1f} MB)",
@@ -178,6 +185,7 @@ def compare(
     ),
     lock_kind: str | None = typer.Option(None, "--lock-kind", help=LOCK_KIND_HELP + " Applies to both runs."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar and no terminal table."),
 ) -> None:
     """Compare two runs: headline metrics side by side with deltas, and a page with both overlaid."""
     checked_lock_kind(lock_kind)
@@ -193,9 +201,11 @@ def compare(
 
     with outputs:
         sniff_runs((a, b))
-        runs = [read_run(path, label) for path, label in zip((a, b), labels, strict=True)]
+        runs = [read_run(path, label, quiet) for path, label in zip((a, b), labels, strict=True)]
         (ta, xa), (tb, xb) = (
-            (run, analyze_with_progress(run, label, lock_kind)) if isinstance(run, Trace) else (None, run)
+            (run, analyze_with_progress(run, label, lock_kind, quiet))
+            if isinstance(run, Trace)
+            else (None, run)
             for run, label in zip(runs, labels, strict=True)
         )
         metrics = compare_metrics(xa, xb, (ta, tb))
@@ -205,7 +215,7 @@ def compare(
             with atomic_file(json_out) as tmp:
                 tmp.write_text(text, encoding="utf-8")
         if out_path is not None:
-            with progress("writing the page", total=None) as bar:
+            with progress("writing the page", total=None, quiet=quiet) as bar:
                 write_compare(xa, xb, labels, out_path, force=force, traces=(ta, tb), progress=bar.advance)
     for label, path, x, t in zip(labels, (a, b), (xa, xb), (ta, tb), strict=True):  # as analyze says it
         print_input_notes(x.summary.extra, run=label, strict=False)
@@ -218,9 +228,9 @@ def compare(
             )
     if json_out == Path("-"):  # stdout carries the JSON alone
         sys.stdout.write(text)
-    else:
+    elif not quiet:
         print_comparison(out, metrics, labels, extents)
-    if out_path is not None:
+    if out_path is not None and not quiet:
         err.print(f"wrote {escape(str(out_path))}", highlight=False, soft_wrap=True)
 
 

@@ -262,3 +262,24 @@ def test_a_runs_default_label_is_its_file_name_without_trace_suffixes(name, labe
     from pvtrace.cli.report import run_label
 
     assert run_label(Path(name)) == label
+
+
+def test_report_and_compare_are_quiet_with_q(tmp_path, trace_file, monkeypatch):
+    """Every other command that writes files takes -q; report and compare drew their bars on a
+    terminal (a script's `pvtrace report`, as `fleet report` suggests for each trace) with no way out."""
+    import io
+
+    from rich.console import Console
+
+    from pvtrace.cli import common
+
+    screen = io.StringIO()
+    monkeypatch.setattr(common, "err", Console(file=screen, force_terminal=True, width=100))
+    for args in (
+        ["report", str(trace_file), "-o", str(tmp_path / "r.html"), "-q"],
+        ["compare", str(trace_file), str(trace_file), "-o", str(tmp_path / "c.html"), "-q"],
+    ):
+        res = run(*args)
+        assert res.exit_code == 0, res.output
+        assert (screen.getvalue(), res.stdout, res.stderr) == ("", "", ""), args
+    assert (tmp_path / "r.html").is_file() and (tmp_path / "c.html").is_file()
