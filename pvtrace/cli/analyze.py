@@ -26,7 +26,7 @@ from pvtrace.cli.common import (
     progress,
     stdout_console,
 )
-from pvtrace.cli.ingest import parse_guest_offset, refuse_text_options
+from pvtrace.cli.ingest import check_read_options, parse_guest_offset, refuse_text_options
 from pvtrace.cli.summary_view import render_summary
 from pvtrace.errors import UsageError
 from pvtrace.fmt import lock_hex
@@ -316,6 +316,7 @@ def register(app: typer.Typer) -> None:
             from pvtrace.analyze.partitioned import parse_budget
 
             budget = parse_budget(memory_budget)
+        check_read_options(fmt, side)
         refuse_text_options(files, fmt, side=side, vm=None, vcpu_map=vcpu_map, guest_offset=guest_offset)
         if vm_name is not None and is_one_parquet(files, fmt):
             raise UsageError(

@@ -11,8 +11,7 @@ import typer
 from rich.markup import escape
 
 from pvtrace.cli.common import LOCK_KIND_HELP, checked_lock_kind, err, handle_errors, out, progress
-from pvtrace.errors import UsageError
-from pvtrace.ingest.load import FORMATS
+from pvtrace.cli.ingest import check_read_options
 from pvtrace.outputs import OutputSet, plan_output, refuse_stdout
 
 # Exit status of a fleet that ran to its end but has traces that failed (they are failure rows).
@@ -122,8 +121,7 @@ def register(app: typer.Typer) -> None:
         from pvtrace.fleet.run import plan, run_fleet
 
         checked_lock_kind(lock_kind)
-        if fmt not in FORMATS:
-            raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+        check_read_options(fmt)
         check_results_folder(out_dir, "fleet.json")
         options = {"format": fmt, "lock_kind": lock_kind, "strict": strict}
         traces = expand_inputs(inputs, options)

@@ -96,6 +96,18 @@ def test_cli_bad_option_and_bad_file(tmp_path):
     assert res.exit_code != 0 and "Traceback" not in res.output and "junk.parquet" in res.output
 
 
+def test_a_bad_side_is_refused_before_the_trace_is_read(tmp_path, monkeypatch):
+    """`analyze TRACE --side sideways` read the whole trace, then said 'side must be one of ...'
+    (the reader's words, without the option's dashes); ingest checked it first."""
+    read = []
+    monkeypatch.setattr(cli_analyze, "load", lambda *a, **k: read.append(a))
+    text = tmp_path / "t.txt"
+    text.write_text("# tracer: nop\n")
+    res = runner.invoke(app, ["analyze", str(text), "--side", "sideways"])
+    assert res.exit_code == 2 and "--side must be one of auto, host, guest, not 'sideways'" in res.stderr
+    assert read == []
+
+
 def test_analyze_parquet_reads_a_file_like_analyze_in_memory(tmp_path, monkeypatch):
     # The file path of big inputs (concept by concept, never the whole file) gives the same analysis.
     trace, _ = simulate_trace(
