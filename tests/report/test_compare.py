@@ -231,3 +231,31 @@ def test_guest_only_runs_compare_their_total_lock_wait():
     assert row["delta_of"] == "rate" and row["delta"] == pytest.approx(1.0)
     shown = format_comparison(compare_metrics(a, c, (ta, tc)), ("A", "C"))
     assert shown.filter(pl.col("metric") == "lock wait, total").row(0)[1:3] == ("20 ms", "unavailable")
+
+
+def test_a_summary_run_is_not_charted_as_having_no_data(runs):
+    """`compare truth.json analysis.json -o page` of lhp-demo (72 ms of spin, 42 convoys in both)
+    read 'neither run has lock spin' and 'no convoys'; beside a trace, a caption counted the summary
+    run's convoys as 0."""
+    from pvtrace.report.compare import compare_sections, summary_run
+
+    totals = {"spin_ns": 72_002_762, "waste_lhp_ns": 24_307_782, "n_convoys": 42, "n_contended": 514}
+    truth = summary_run({"totals": totals, "t_end": 300_000_000, "vcpus": [{"running_ns": 1}] * 4}, "t.json")
+    analyzed = summary_run({"totals": totals, "n_vcpus": 4, "t_end": 300_000_000}, "a.json")
+
+    def charts(sections):
+        return [
+            f for s in sections[:-1] for f in s.figures if f.table is None and not f.name.startswith("facts")
+        ]
+
+    both = charts(compare_sections(truth, analyzed, ("truth", "analyzed")))
+    assert both and all(
+        f.chart is None and f.note.startswith("Not charted: truth and analyzed") for f in both
+    )
+    a, _, ta, _ = runs
+    mixed = charts(compare_sections(truth, a, ("truth", "A"), (None, ta)))
+    drawn = [f for f in mixed if f.chart is not None]
+    assert drawn and all(
+        f.note == "Only A is drawn: truth is a summary JSON (totals only, no tables to chart)." for f in drawn
+    )
+    assert all("truth: 0" not in f.caption and "in truth" not in f.caption for f in mixed)
