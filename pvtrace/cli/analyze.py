@@ -280,7 +280,8 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option(
                 "--memory-budget",
-                help="Memory the analysis of a pvtrace Parquet trace may use (8G, 512M); a bigger trace "
+                help="Memory the analysis of one pvtrace Parquet trace (no --report, no filter) may use "
+                "(8G, 512M); a bigger trace "
                 "is analyzed a group of VMs at a time, and a bigger VM a time window at a time where "
                 "its locks are all free, with the same result (default: half the available memory).",
             ),
@@ -311,11 +312,19 @@ def register(app: typer.Typer) -> None:
         if width is not None and width < 40:
             raise UsageError(f"--width must be at least 40, not {width}")
         filters = parse_filters(window, vm, vcpu, lock)
+        # a pvtrace Parquet file is analyzed concept by concept, never loaded whole: less memory
+        # (50M events: 5.4 GiB instead of 9.9) and no slower (benchmarks/README.md)
+        streamed = report is None and not filters.any and is_one_parquet(files, fmt)
         budget = None
         if memory_budget is not None:  # the partitioned analysis, imported only for a big Parquet trace
             from pvtrace.analyze.partitioned import parse_budget
 
             budget = parse_budget(memory_budget)
+            if not streamed:  # it was dropped without a word, the trace loaded whole
+                raise UsageError(
+                    "--memory-budget: for one pvtrace Parquet trace analyzed without --report, --window, "
+                    "--vm, --vcpu or --lock; this analysis reads its trace whole"
+                )
         check_read_options(fmt, side)
         refuse_text_options(files, fmt, side=side, vm=None, vcpu_map=vcpu_map, guest_offset=guest_offset)
         if vm_name is not None and is_one_parquet(files, fmt):
@@ -327,9 +336,7 @@ def register(app: typer.Typer) -> None:
         for path in [*output_targets(json_out, out_dir, tables_csv), *([report] if report else [])]:
             outputs.plan(path, new=True)
         with outputs:
-            if report is None and not filters.any and is_one_parquet(files, fmt):
-                # a pvtrace Parquet file is analyzed concept by concept, never loaded whole: less memory
-                # (50M events: 5.4 GiB instead of 9.9) and no slower (benchmarks/README.md)
+            if streamed:
                 with progress("analyzing", total=len(STEPS), quiet=quiet) as bar:
                     result = analyze_parquet(
                         files[0],

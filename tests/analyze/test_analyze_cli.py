@@ -108,6 +108,25 @@ def test_a_bad_side_is_refused_before_the_trace_is_read(tmp_path, monkeypatch):
     assert read == []
 
 
+def test_a_memory_budget_the_analysis_cannot_keep_is_refused(tmp_path):
+    """`--memory-budget` holds for one Parquet trace analyzed as it streams; with a text trace,
+    --report or a filter the trace was loaded whole and the budget dropped without a word."""
+    src = _trace_file(tmp_path)
+    text = tmp_path / "t.txt"
+    text.write_text("# tracer: nop\n")
+    for args in (
+        [str(text)],
+        [str(src), "--window", "0:10"],
+        [str(src), "--report", str(tmp_path / "r.html")],
+    ):
+        res = runner.invoke(app, ["analyze", *args, "--memory-budget", "1G", "-q"])
+        assert res.exit_code == 2 and "--memory-budget: for one pvtrace Parquet trace" in res.stderr, (
+            res.output
+        )
+    assert not (tmp_path / "r.html").exists()
+    assert runner.invoke(app, ["analyze", str(src), "--memory-budget", "1G", "-q"]).exit_code == 0
+
+
 def test_analyze_parquet_reads_a_file_like_analyze_in_memory(tmp_path, monkeypatch):
     # The file path of big inputs (concept by concept, never the whole file) gives the same analysis.
     trace, _ = simulate_trace(
