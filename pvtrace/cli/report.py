@@ -106,8 +106,10 @@ def report(
     figures: Path | None = typer.Option(
         None, "--figures", help="Also write every chart as an image into DIR."
     ),
-    figure_format: str = typer.Option(
-        "png", "--figure-format", help=f"Image format for --figures: {', '.join(FIGURE_FORMATS)}."
+    figure_format: str | None = typer.Option(
+        None,
+        "--figure-format",
+        help=f"Image format for --figures: {', '.join(FIGURE_FORMATS)} (default: png).",
     ),
     force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar and no 'wrote' lines."),
@@ -119,6 +121,9 @@ def report(
     from pvtrace.report.page import write_page
     from pvtrace.report.trace_page import all_figures, render_report, report_sections
 
+    if figure_format is not None and figures is None:  # it was dropped without a word
+        raise UsageError("--figure-format is the format of --figures DIR; without --figures it does nothing")
+    figure_format = figure_format or "png"
     if figure_format not in FORMATS:
         raise UsageError(f"--figure-format must be one of {', '.join(FORMATS)}, not {figure_format!r}")
     filters = parse_filters(window, vm, vcpu, lock)

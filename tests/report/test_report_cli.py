@@ -283,3 +283,12 @@ def test_report_and_compare_are_quiet_with_q(tmp_path, trace_file, monkeypatch):
         assert res.exit_code == 0, res.output
         assert (screen.getvalue(), res.stdout, res.stderr) == ("", "", ""), args
     assert (tmp_path / "r.html").is_file() and (tmp_path / "c.html").is_file()
+
+
+def test_a_figure_format_without_figures_is_refused(tmp_path, trace_file):
+    """`report T -o r.html --figure-format svg` wrote the page and no image, without a word."""
+    res = runner.invoke(
+        app, ["report", str(trace_file), "-o", str(tmp_path / "r.html"), "--figure-format", "svg"]
+    )
+    assert res.exit_code == 2 and "without --figures it does nothing" in res.stderr, res.output
+    assert not (tmp_path / "r.html").exists()
