@@ -417,7 +417,10 @@ def staged_output(path: Path | str, force: bool = False) -> Iterator[Staged]:
     try:
         yield staged
     except BaseException:
-        outputs.unstage(staged)
+        if own:
+            outputs.abort()  # and the folders made for it
+        else:
+            outputs.unstage(staged)
         raise
     staged.finish()
     if own:

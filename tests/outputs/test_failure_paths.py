@@ -52,6 +52,13 @@ def test_an_aborted_command_leaves_no_folder_it_created(tmp_path):
     assert list((tmp_path / "mine").iterdir()) == []
 
 
+def test_a_lone_writer_that_fails_leaves_no_folder_it_created(tmp_path):
+    with pytest.raises(RuntimeError), atomic_file(tmp_path / "pages" / "p.html") as tmp:
+        tmp.write_text("<html>")
+        raise RuntimeError("the page failed half-way")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_committed_command_keeps_the_folders_it_created(tmp_path):
     with OutputSet() as out, atomic_file(tmp_path / "tables" / "a.json") as tmp:
         assert out is outputs.current()
