@@ -37,11 +37,11 @@ FIGURE_FORMATS = ("png", "svg")
 
 def load_trace(paths: list[Path], what: str, quiet: bool = False) -> Trace:
     """Read the input(s) of a report or compare (any format `pvtrace ingest` reads), with a progress bar."""
-    missing = [p for p in paths if not p.exists()]
+    missing = [p for p in paths if str(p) != "-" and not p.exists()]  # `-`: stdin, as analyze reads it
     if missing:  # as `pvtrace analyze` says it (exit 1: the input, not the command line, is wrong)
         raise FormatError("no such file", str(missing[0]))
-    total = sum(p.stat().st_size for p in paths)
-    with progress(f"reading {what}", total=total, quiet=quiet) as bar:
+    total = sum(p.stat().st_size for p in paths if p.is_file())
+    with progress(f"reading {what}", total=total or None, quiet=quiet) as bar:
         return load(paths, progress=bar.advance)
 
 
@@ -194,6 +194,8 @@ def compare(
 ) -> None:
     """Compare two runs: headline metrics side by side with deltas, and a page with both overlaid."""
     checked_lock_kind(lock_kind)
+    if str(a) == str(b) == "-":
+        raise UsageError("both runs are `-`: stdin can be read once; give one of them as a file")
     labels = (label_a or run_label(a), label_b or run_label(b))
     if labels[0] == labels[1]:
         labels = (f"A: {labels[0]}", f"B: {labels[1]}")
@@ -246,6 +248,8 @@ LABEL_SUFFIXES = (".gz", ".xz", ".zst", ".bz2", ".txt", ".dat", ".parquet", ".js
 def run_label(path: Path) -> str:
     """A run's default name: its file name without the suffixes every run has ('futex-ftrace', not
     'futex-ftrace.txt' from futex-ftrace.txt.xz: each label heads two columns of the table)."""
+    if str(path) == "-":
+        return "stdin"
     name = path.name
     while Path(name).suffix in LABEL_SUFFIXES and Path(name).stem:
         name = Path(name).stem
