@@ -84,6 +84,36 @@ def stdout_table(a: Analysis, name: str) -> pl.DataFrame:
     return a.tables[name]
 
 
+# The totals a `--csv -` table's rows come from: when the trace cannot give them, its table is empty
+# for want of events, not of rows (a host trace's `--table waits` was a bare header, read as none).
+TABLE_METRICS: dict[str, tuple[str, ...]] = {
+    "locks": ("n_contended",),
+    "waits": ("n_contended",),
+    "lock_callers": ("n_contended",),
+    "holds": ("n_acquisitions",),
+    "incidents": ("n_lhp", "n_lhp_harmful", "n_lwp"),
+    "lhp_incidents": ("n_lhp", "n_lhp_harmful"),
+    "lwp_incidents": ("n_lwp",),
+    "convoys": ("n_convoys",),
+    "waste_by_lock": ("spin_ns",),
+    "waste_by_vcpu": ("spin_ns",),
+    "waste_by_vm": ("spin_ns",),
+    "pause_exits": ("n_pause_exits",),
+    "kicks": ("n_kicks",),
+}
+
+
+def unavailable_table(a: Analysis, name: str) -> str | None:
+    """Why table `name` cannot have rows in this trace (TABLE_METRICS), or None."""
+    keys = TABLE_METRICS.get(name, ())
+    gone = {u.metric for u in a.summary.unavailable}
+    if not keys or not set(keys) <= gone:
+        return None
+    from pvtrace.report.labels import unavailable_reason  # the report package: only for this note
+
+    return unavailable_reason(a.summary, keys)
+
+
 def for_csv(df: pl.DataFrame) -> pl.DataFrame:
     """A table as CSV shows it: lock ids in 0x hex (as the terminal and the report write them),
     other 64-bit unsigned ids as text (spreadsheets round them)."""
@@ -154,7 +184,10 @@ def finish(
     if json_out == Path("-"):
         sys.stdout.write(result.summary.to_json() + "\n")
     elif csv_out == "-":
-        sys.stdout.write(for_csv(stdout_table(result, table)).write_csv())
+        rows = stdout_table(result, table)
+        sys.stdout.write(for_csv(rows).write_csv())
+        if rows.height == 0 and (why := unavailable_table(result, table)):
+            err.print(f"{table}: no rows, as {escape(why)}", highlight=False, soft_wrap=True)
     if not quiet and not to_stdout:
         con = stdout_console(width, soft_wrap=False)
         render_summary(con, result, [str(f) for f in files])

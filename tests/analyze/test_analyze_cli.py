@@ -127,6 +127,19 @@ def test_a_memory_budget_the_analysis_cannot_keep_is_refused(tmp_path):
     assert runner.invoke(app, ["analyze", str(src), "--memory-budget", "1G", "-q"]).exit_code == 0
 
 
+def test_a_csv_table_the_trace_cannot_fill_says_so(tmp_path):
+    """`--csv - --table waits` of a host trace printed a bare header, which a pipe reads as 'no
+    waits'; the trace has no lock events at all."""
+    from pathlib import Path
+
+    guest = Path(__file__).parents[2] / "sample-traces" / "guest-futex.txt.xz"  # guest-only: no kicks
+    res = runner.invoke(app, ["analyze", str(guest), "--csv", "-", "--table", "kicks"])
+    assert res.exit_code == 0 and res.stdout.strip() == "ts,vm,vcpu,target,latency_ns", res.output
+    assert "kicks: no rows, as pv kicks unavailable: the trace lacks kvm:kvm_hypercall" in res.stderr
+    waits = runner.invoke(app, ["analyze", str(guest), "--csv", "-", "--table", "waits"])
+    assert waits.exit_code == 0 and "no rows" not in waits.stderr and len(waits.stdout.splitlines()) > 1
+
+
 def test_analyze_parquet_reads_a_file_like_analyze_in_memory(tmp_path, monkeypatch):
     # The file path of big inputs (concept by concept, never the whole file) gives the same analysis.
     trace, _ = simulate_trace(
