@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import secrets
 import signal
 import sys
@@ -35,6 +36,8 @@ HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _active: ContextVar[OutputSet | None] = ContextVar("pvtrace_outputs", default=None)
 SIDE_SUFFIXES = (".vcpus.csv", ".guest-offsets.csv")  # read next to an input (ingest.vcpu_map, offsets_file)
 _live_temps: set[Path] = set()  # every temporary file not yet placed or removed (signal / exit cleanup)
+_received: list[int] = []  # signals taken while the command ran (signals_unwind), first first
+_placed: list[Path] = []  # outputs placed under their final names while the command ran
 
 
 def _write_error_types() -> tuple[type[Exception], ...]:
@@ -57,7 +60,25 @@ class Terminated(KeyboardInterrupt):
 
 
 def _raise_terminated(signum: int, frame: object) -> None:
+    _received.append(signum)
     raise Terminated(signum)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    _received.append(signum)
+    raise KeyboardInterrupt
+
+
+def signal_received() -> int | None:
+    """The first signal the running command took, if any. Its exception may not be what reaches the
+    command's end: raised inside a library's callback (polars calling back into Python), it came
+    out once as `TypeError: '<unprintable str object>' is not a Polars data type`."""
+    return _received[0] if _received else None
+
+
+def placed_outputs() -> list[Path]:
+    """The outputs the running command has placed under their final names, complete."""
+    return list(_placed)
 
 
 @contextlib.contextmanager
@@ -65,8 +86,10 @@ def signals_unwind() -> Iterator[None]:
     """While a command runs, SIGTERM and SIGHUP raise Terminated and SIGINT KeyboardInterrupt, so
     every temporary file is removed; after it, the handlers from before are back (in the program,
     `cli.quiet_signals`: a signal while Python exits must not raise inside an exit handler)."""
-    handlers = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: _raise_terminated}
+    handlers = {signal.SIGINT: _raise_interrupt, signal.SIGTERM: _raise_terminated}
     handlers[signal.SIGHUP] = _raise_terminated
+    _received.clear()
+    _placed.clear()
     before = {}
     for sig, handler in handlers.items():
         with contextlib.suppress(ValueError, OSError):  # not the main thread: leave them
@@ -105,11 +128,18 @@ def remove_live_temps() -> None:
         _live_temps.discard(tmp)
 
 
+# An errno inside a library's message: polars' `[errno 28] No space left on device`, its Rust
+# writer's `... underlying IO error: No space left on device (os error 28)`.
+_ERRNO_IN_TEXT = re.compile(r"\[errno (\d+)\]|\(os error (\d+)\)", re.IGNORECASE)
+
+
 def os_message(exc: BaseException) -> str:
-    """The OS's words for an error, without Python's `[Errno n]` prefix."""
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    text = str(exc).strip().splitlines()
+    """The OS's words for an error, without Python's `[Errno n]` prefix; for a polars or Arrow error
+    wrapping an OS error, the OS's words alone (not 'parquet: File out of specification: ...')."""
+    words = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    if m := _ERRNO_IN_TEXT.search(words):  # Arrow's OSError(28, 'Error writing bytes ... [errno 28] ...')
+        return os.strerror(int(m.group(1) or m.group(2)))
+    text = words.strip().splitlines()
     return text[0] if text else exc.__class__.__name__
 
 
@@ -135,6 +165,18 @@ def _signals_held() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _no_space(folder: Path) -> bool:
+    """The file system of folder has not one block left for us (root may use the reserved ones): a
+    full disk fails before the work (an `experiment` ran 8 s to find it), not at the first write.
+    Any space left is tried; a file system that counts no blocks at all is not judged."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    free = st.f_bfree if hasattr(os, "geteuid") and os.geteuid() == 0 else st.f_bavail
+    return st.f_blocks > 0 and free == 0
 
 
 def _with_side_files(path: Path) -> list[Path]:
@@ -180,6 +222,7 @@ class OutputSet:
         self._inputs = [(q, _identity(q)) for p in inputs if str(p) != "-" for q in _with_side_files(Path(p))]
         self._planned: dict[str, Path] = {}
         self._staged: list[Staged] = []
+        self._made_dirs: list[Path] = []  # folders stage() created, parents first: removed on abort
         self._token = None
 
     # -- planning ------------------------------------------------------------------------------------
@@ -216,6 +259,8 @@ class OutputSet:
             raise OutputError(f"cannot write {path}: {existing} is not a folder")
         if not os.access(existing, os.W_OK | os.X_OK):
             raise OutputError(f"cannot write {path}: folder {existing} is not writable")
+        if _no_space(existing):
+            raise OutputError(f"cannot write {path}: {os.strerror(errno.ENOSPC)}")
         self._planned[real] = path
         return path
 
@@ -226,8 +271,12 @@ class OutputSet:
         if any(os.path.realpath(s.path) == os.path.realpath(path) for s in self._staged):
             raise UsageError(f"{path} is written twice by one command")
         folder = Path(os.path.realpath(path)).parent
+        missing = [d for d in (folder, *folder.parents) if not d.exists()][::-1]
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            for d in missing:
+                with contextlib.suppress(FileExistsError):  # made meanwhile by another writer: theirs
+                    d.mkdir()
+                    self._made_dirs.append(d)
             tmp = _new_temp(folder, path.name)
         except OSError as exc:
             raise OutputError(f"cannot write {path}: {os_message(exc)}") from None
@@ -242,11 +291,19 @@ class OutputSet:
             self._staged.remove(staged)
 
     def abort(self) -> None:
-        """Remove every temporary file of the set; final names are untouched."""
+        """Remove every temporary file of the set, and the folders it created for them (an empty
+        `tables/` left by a full disk or Ctrl-C is an output half there); final names are untouched."""
         with _signals_held():
             for s in self._staged:
                 s.discard()
             self._staged.clear()
+            self._remove_made_dirs()
+
+    def _remove_made_dirs(self) -> None:
+        for d in reversed(self._made_dirs):
+            with contextlib.suppress(OSError):  # not empty: something else was put there meanwhile
+                d.rmdir()
+        self._made_dirs.clear()
 
     def commit(self) -> list[Path]:
         """Place every staged file under its final name, all of them or (on failure) none."""
@@ -267,6 +324,7 @@ class OutputSet:
                             s.path.unlink()
                 for s in staged:
                     s.discard()
+                self._remove_made_dirs()
                 raise
             for s, backup in placed:
                 if backup is not None:
@@ -274,6 +332,8 @@ class OutputSet:
                         backup.unlink()
                     _live_temps.discard(backup)
                 _live_temps.discard(s.tmp)
+            _placed.extend(s.path for s in staged)
+            self._made_dirs.clear()
         return [s.path for s in staged]
 
     def _place(self, s: Staged) -> Path | None:
@@ -357,7 +417,10 @@ def staged_output(path: Path | str, force: bool = False) -> Iterator[Staged]:
     try:
         yield staged
     except BaseException:
-        outputs.unstage(staged)
+        if own:
+            outputs.abort()  # and the folders made for it
+        else:
+            outputs.unstage(staged)
         raise
     staged.finish()
     if own:

@@ -26,7 +26,7 @@ from pvtrace.cli.common import (
     progress,
     stdout_console,
 )
-from pvtrace.cli.ingest import parse_guest_offset, refuse_text_options
+from pvtrace.cli.ingest import check_read_options, parse_guest_offset, refuse_text_options
 from pvtrace.cli.summary_view import render_summary
 from pvtrace.errors import UsageError
 from pvtrace.fmt import lock_hex
@@ -82,6 +82,36 @@ def stdout_table(a: Analysis, name: str) -> pl.DataFrame:
         names = ", ".join(["locks", *sorted(a.tables)])
         raise UsageError(f"--table: this trace has no table {name!r} (it has {names})")
     return a.tables[name]
+
+
+# The totals a `--csv -` table's rows come from: when the trace cannot give them, its table is empty
+# for want of events, not of rows (a host trace's `--table waits` was a bare header, read as none).
+TABLE_METRICS: dict[str, tuple[str, ...]] = {
+    "locks": ("n_contended",),
+    "waits": ("n_contended",),
+    "lock_callers": ("n_contended",),
+    "holds": ("n_acquisitions",),
+    "incidents": ("n_lhp", "n_lhp_harmful", "n_lwp"),
+    "lhp_incidents": ("n_lhp", "n_lhp_harmful"),
+    "lwp_incidents": ("n_lwp",),
+    "convoys": ("n_convoys",),
+    "waste_by_lock": ("spin_ns",),
+    "waste_by_vcpu": ("spin_ns",),
+    "waste_by_vm": ("spin_ns",),
+    "pause_exits": ("n_pause_exits",),
+    "kicks": ("n_kicks",),
+}
+
+
+def unavailable_table(a: Analysis, name: str) -> str | None:
+    """Why table `name` cannot have rows in this trace (TABLE_METRICS), or None."""
+    keys = TABLE_METRICS.get(name, ())
+    gone = {u.metric for u in a.summary.unavailable}
+    if not keys or not set(keys) <= gone:
+        return None
+    from pvtrace.report.labels import unavailable_reason  # the report package: only for this note
+
+    return unavailable_reason(a.summary, keys)
 
 
 def for_csv(df: pl.DataFrame) -> pl.DataFrame:
@@ -154,7 +184,10 @@ def finish(
     if json_out == Path("-"):
         sys.stdout.write(result.summary.to_json() + "\n")
     elif csv_out == "-":
-        sys.stdout.write(for_csv(stdout_table(result, table)).write_csv())
+        rows = stdout_table(result, table)
+        sys.stdout.write(for_csv(rows).write_csv())
+        if rows.height == 0 and (why := unavailable_table(result, table)):
+            err.print(f"{table}: no rows, as {escape(why)}", highlight=False, soft_wrap=True)
     if not quiet and not to_stdout:
         con = stdout_console(width, soft_wrap=False)
         render_summary(con, result, [str(f) for f in files])
@@ -280,7 +313,8 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option(
                 "--memory-budget",
-                help="Memory the analysis of a pvtrace Parquet trace may use (8G, 512M); a bigger trace "
+                help="Memory the analysis of one pvtrace Parquet trace (no --report, no filter) may use "
+                "(8G, 512M); a bigger trace "
                 "is analyzed a group of VMs at a time, and a bigger VM a time window at a time where "
                 "its locks are all free, with the same result (default: half the available memory).",
             ),
@@ -311,11 +345,20 @@ def register(app: typer.Typer) -> None:
         if width is not None and width < 40:
             raise UsageError(f"--width must be at least 40, not {width}")
         filters = parse_filters(window, vm, vcpu, lock)
+        # a pvtrace Parquet file is analyzed concept by concept, never loaded whole: less memory
+        # (50M events: 5.4 GiB instead of 9.9) and no slower (benchmarks/README.md)
+        streamed = report is None and not filters.any and is_one_parquet(files, fmt)
         budget = None
         if memory_budget is not None:  # the partitioned analysis, imported only for a big Parquet trace
             from pvtrace.analyze.partitioned import parse_budget
 
             budget = parse_budget(memory_budget)
+            if not streamed:  # it was dropped without a word, the trace loaded whole
+                raise UsageError(
+                    "--memory-budget: for one pvtrace Parquet trace analyzed without --report, --window, "
+                    "--vm, --vcpu or --lock; this analysis reads its trace whole"
+                )
+        check_read_options(fmt, side)
         refuse_text_options(files, fmt, side=side, vm=None, vcpu_map=vcpu_map, guest_offset=guest_offset)
         if vm_name is not None and is_one_parquet(files, fmt):
             raise UsageError(
@@ -326,9 +369,7 @@ def register(app: typer.Typer) -> None:
         for path in [*output_targets(json_out, out_dir, tables_csv), *([report] if report else [])]:
             outputs.plan(path, new=True)
         with outputs:
-            if report is None and not filters.any and is_one_parquet(files, fmt):
-                # a pvtrace Parquet file is analyzed concept by concept, never loaded whole: less memory
-                # (50M events: 5.4 GiB instead of 9.9) and no slower (benchmarks/README.md)
+            if streamed:
                 with progress("analyzing", total=len(STEPS), quiet=quiet) as bar:
                     result = analyze_parquet(
                         files[0],

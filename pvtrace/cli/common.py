@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,7 +15,13 @@ from rich.markup import escape
 
 from pvtrace.cli import command_finished
 from pvtrace.errors import PvtraceError, UsageError
-from pvtrace.outputs import Terminated, os_message, remove_live_temps, signals_unwind
+from pvtrace.outputs import (
+    os_message,
+    placed_outputs,
+    remove_live_temps,
+    signal_received,
+    signals_unwind,
+)
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -74,8 +81,22 @@ def print_input_notes(extra: dict, *, run: str = "", strict: bool = True) -> Non
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _interrupted(signum: int) -> typer.Exit:
+    """Say a signal stopped the command, and which of its outputs were already written whole (a
+    signal while it printed its summary came after them: 'interrupted' alone read as none)."""
+    name = "" if signum == signal.SIGINT else f" ({signal.Signals(signum).name})"
+    placed = [str(p) for p in placed_outputs()]
+    done = ""
+    if placed:
+        shown = ", ".join(placed[:3]) + (f" and {len(placed) - 3} more" if len(placed) > 3 else "")
+        done = f"; written before it and complete: {escape(shown)}"
+    err.print(f"[bold red]interrupted[/]{name}{done}", highlight=False, soft_wrap=True)
+    return typer.Exit(128 + signum)
+
+
 def handle_errors(fn: F) -> F:
-    """Turn a PvtraceError into one line on stderr and its exit code; no traceback."""
+    """Turn a PvtraceError into one line on stderr and its exit code; no traceback. A signal is
+    'interrupted' whatever exception it became on its way out of a library."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -84,28 +105,35 @@ def handle_errors(fn: F) -> F:
                 result = fn(*args, **kwargs)
                 command_finished()
                 return result
-        except PvtraceError as exc:
-            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(exc.exit_code) from None
-        except Terminated as exc:
-            err.print(f"[bold red]interrupted[/] ({exc.args[0]})")
-            raise typer.Exit(128 + exc.signum) from None
-        except KeyboardInterrupt:
-            err.print("[bold red]interrupted[/]")
-            raise typer.Exit(130) from None
-        except BrokenPipeError:
-            sys.stderr.close()
-            raise typer.Exit(0) from None
-        except OSError as exc:  # the last resort: an OS error no stage turned into a sentence
-            where = f"{exc.filename}: " if exc.filename else ""
-            err.print(
-                f"[bold red]error:[/] {escape(where + os_message(exc))}", highlight=False, soft_wrap=True
-            )
-            raise typer.Exit(1) from None
+        except typer.Exit:  # the command's own exit code (fleet: 3, or its interrupted tally)
+            raise
+        except BaseException as exc:
+            signum = signal_received()
+            if signum is None and isinstance(exc, KeyboardInterrupt):
+                signum = getattr(exc, "signum", signal.SIGINT)
+            if signum is not None:
+                raise _interrupted(signum) from None
+            _fail(exc)
+            raise
         finally:
             remove_live_temps()
 
     return wrapper  # type: ignore[return-value]
+
+
+def _fail(exc: BaseException) -> None:
+    """A failure as one line and its exit code: our errors, a closed pipe, an OS error. Anything
+    else returns, to be raised as it is (a bug keeps its traceback)."""
+    if isinstance(exc, PvtraceError):
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+    if isinstance(exc, BrokenPipeError):
+        sys.stderr.close()
+        raise typer.Exit(0) from None
+    if isinstance(exc, OSError):  # the last resort: an OS error no stage turned into a sentence
+        where = f"{exc.filename}: " if exc.filename else ""
+        err.print(f"[bold red]error:[/] {escape(where + os_message(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
 
 
 class ProgressTask:

@@ -11,9 +11,8 @@ import typer
 from rich.markup import escape
 
 from pvtrace.cli.common import LOCK_KIND_HELP, checked_lock_kind, err, handle_errors, out, progress
-from pvtrace.errors import UsageError
-from pvtrace.ingest.load import FORMATS
-from pvtrace.outputs import refuse_stdout
+from pvtrace.cli.ingest import check_read_options
+from pvtrace.outputs import OutputSet, plan_output, refuse_stdout
 
 # Exit status of a fleet that ran to its end but has traces that failed (they are failure rows).
 EXIT_SOME_FAILED = 3
@@ -40,6 +39,14 @@ def finish_tally(tally, ran: str, dest: Path, failures: str, quiet: bool) -> Non
             err.print(f"  ... and {n_failed - 20} more ({failures})", highlight=False, soft_wrap=True)
     if tally.failed:
         raise typer.Exit(EXIT_SOME_FAILED)
+
+
+def check_results_folder(root: Path, marker: str) -> None:
+    """FLEET_DIR or SWEEP_DIR writable, before the plan line and the cluster's start (a file in its
+    place or a read-only folder was found seconds later, after 'N to analyze'). marker: the file
+    that makes the folder ours (fleet.json, sweep.json)."""
+    refuse_stdout(root)
+    plan_output(root / marker, force=True)
 
 
 def run_on_cluster(
@@ -93,7 +100,7 @@ def register(app: typer.Typer) -> None:
         ],
         out_dir: Annotated[Path, typer.Option("-o", "--out", help="The fleet folder (FLEET_DIR).")],
         scheduler: Annotated[str | None, typer.Option("--scheduler", help=SCHEDULER_HELP)] = None,
-        workers: Annotated[int | None, typer.Option("--workers", help=WORKERS_HELP)] = None,
+        workers: Annotated[int | None, typer.Option("--workers", min=1, help=WORKERS_HELP)] = None,
         worst: Annotated[
             int, typer.Option("--worst", min=0, help="Worst LHP and LWP incidents kept per trace.")
         ] = 10,
@@ -114,9 +121,8 @@ def register(app: typer.Typer) -> None:
         from pvtrace.fleet.run import plan, run_fleet
 
         checked_lock_kind(lock_kind)
-        if fmt not in FORMATS:
-            raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
-        refuse_stdout(out_dir)
+        check_read_options(fmt)
+        check_results_folder(out_dir, "fleet.json")
         options = {"format": fmt, "lock_kind": lock_kind, "strict": strict}
         traces = expand_inputs(inputs, options)
         _, before = plan(traces, out_dir, retry_failed)
@@ -164,9 +170,13 @@ def register(app: typer.Typer) -> None:
         """The fleet's waste per trace, host, VM and lock; top offenders; waste against each label; failures."""
         from pvtrace.fleet.report import load_fleet, render_terminal, write_fleet_report
 
-        data = load_fleet(fleet_dir)
-        render_terminal(data, out, top=top)
+        with OutputSet(force=force, inputs=[fleet_dir]) as outputs:
+            if output is not None:  # before the work: a page already there, an unwritable folder
+                outputs.plan(output, new=True)
+            data = load_fleet(fleet_dir)
+            render_terminal(data, out, top=top)
+            if output is not None:
+                with progress("writing the page", total=None) as bar:
+                    write_fleet_report(data, output, top=top, force=force, progress=bar.advance)
         if output is not None:
-            with progress("writing the page", total=None) as bar:
-                write_fleet_report(data, output, top=top, force=force, progress=bar.advance)
             out.print(f"Wrote {escape(str(output))}")

@@ -118,6 +118,26 @@ def experiment_table(exp) -> Table:
     return t
 
 
+TEXT_SUFFIXES = (".txt", ".text", ".log")
+
+
+def checked_format(fmt: str | None, output: Path) -> str:
+    """--format as given (default parquet), refused where -o's name says the other kind of file:
+    `generate -o run.txt` wrote Parquet into run.txt without a word."""
+    if fmt is not None and fmt not in FORMATS:
+        raise UsageError(f"unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    name = output.name.lower().removesuffix(".gz").removesuffix(".xz").removesuffix(".zst")
+    text_name = name.endswith(TEXT_SUFFIXES)
+    if fmt is None and text_name:
+        raise UsageError(
+            f"-o {output} names a text file, but --format is parquet (the default): pass --format "
+            "ftrace, trace-cmd or perf for text, or name the file .parquet"
+        )
+    if fmt not in (None, "parquet") and name.endswith(".parquet"):
+        raise UsageError(f"-o {output} names a Parquet file, but --format {fmt} writes text: name it .txt")
+    return fmt or "parquet"
+
+
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the app."""
 
@@ -134,7 +154,9 @@ def register(app: typer.Typer) -> None:
         output: Path = typer.Option(
             ..., "-o", "--out", help="Output file (text formats: the host-side file)."
         ),
-        fmt: str = typer.Option("parquet", "--format", help="parquet, ftrace, trace-cmd or perf."),
+        fmt: str | None = typer.Option(
+            None, "--format", help="parquet, ftrace, trace-cmd or perf (default: parquet)."
+        ),
         view: str | None = typer.Option(
             None,
             "--view",
@@ -155,8 +177,7 @@ def register(app: typer.Typer) -> None:
         """Simulate a host running VMs whose guests take spinlocks; write events and ground truth."""
         from pvtrace.simulate.run import simulate_to_parquet, simulate_trace
 
-        if fmt not in FORMATS:
-            raise UsageError(f"unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        fmt = checked_format(fmt, output)
         if seed is not None and seed < 0:  # as run.seed is checked: numpy takes no negative seed
             raise UsageError(f"--seed must be >= 0, got {seed}")
         if view is None:

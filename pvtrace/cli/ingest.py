@@ -163,6 +163,15 @@ def print_summary(meta: TraceMeta, out_path: Path) -> None:
         out.print(f"[yellow]note:[/] {escape(note)}")
 
 
+def check_read_options(fmt: str, side: str = "auto") -> None:
+    """--format and --side as the readers take them, before any input is read (`analyze --side
+    sideways` read the whole trace first, then said 'side must be one of ...')."""
+    if fmt not in FORMATS:
+        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    if side not in SIDES:
+        raise UsageError(f"--side must be one of {', '.join(SIDES)}, not {side!r}")
+
+
 def refuse_text_options(
     files: list[Path],
     fmt: str,
@@ -242,10 +251,7 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar and no summary."),
     ) -> None:
         """Read traces (any supported format) into one Parquet file of canonical events, with a summary."""
-        if format not in FORMATS:
-            raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {format!r}")
-        if side not in SIDES:
-            raise UsageError(f"--side must be one of {', '.join(SIDES)}, not {side!r}")
+        check_read_options(format, side)
         refuse_text_options(files, format, side=side, vm=vm, vcpu_map=vcpu_map, guest_offset=guest_offset)
         total = sum(f.stat().st_size for f in files if f.is_file())
         outputs = OutputSet(force=force, inputs=[*files, *([vcpu_map] if vcpu_map else [])])

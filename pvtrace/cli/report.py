@@ -35,28 +35,45 @@ from pvtrace.trace import Trace
 FIGURE_FORMATS = ("png", "svg")
 
 
-def load_trace(paths: list[Path], what: str) -> Trace:
+def load_trace(paths: list[Path], what: str, quiet: bool = False) -> Trace:
     """Read the input(s) of a report or compare (any format `pvtrace ingest` reads), with a progress bar."""
-    missing = [p for p in paths if not p.exists()]
+    missing = [p for p in paths if str(p) != "-" and not p.exists()]  # `-`: stdin, as analyze reads it
     if missing:  # as `pvtrace analyze` says it (exit 1: the input, not the command line, is wrong)
         raise FormatError("no such file", str(missing[0]))
-    total = sum(p.stat().st_size for p in paths)
-    with progress(f"reading {what}", total=total) as bar:
+    total = sum(p.stat().st_size for p in paths if p.is_file())
+    with progress(f"reading {what}", total=total or None, quiet=quiet) as bar:
         return load(paths, progress=bar.advance)
 
 
-def analyze_with_progress(trace: Trace, what: str, lock_kind: str | None = None) -> Analysis:
+def analyze_with_progress(
+    trace: Trace, what: str, lock_kind: str | None = None, quiet: bool = False
+) -> Analysis:
     """Run the analyzer, with a progress bar on a terminal."""
-    with progress(f"analyzing {what}", total=len(STEPS)) as bar:
+    with progress(f"analyzing {what}", total=len(STEPS), quiet=quiet) as bar:
         return analyze(trace, lock_kind=lock_kind, progress=lambda step: bar.advance())
 
 
-def load_run(path: Path, label: str, lock_kind: str | None) -> tuple[Trace | None, Analysis]:
-    """One run of a compare: a trace, analyzed; or a summary JSON (`analyze --json`, `generate
-    --truth`), its totals as they are (so an analysis is checked against the simulator's truth)."""
+def sniff_runs(paths: tuple[Path, Path]) -> None:
+    """Both runs' files there and recognized before either is read: `compare A.txt.xz B` read and
+    analyzed A (3 s for a 1.2 MB real trace) before it said B was missing, a folder or no trace.
+    A summary JSON is checked as it is read; a FIFO or stdin can be read only once: not here."""
+    from pvtrace.ingest.inputs import close_quietly, open_sniffed
+
+    for path in paths:
+        stream = str(path) == "-" or (path.exists() and not (path.is_file() or path.is_dir()))
+        if stream or path.suffix.lower() == ".json":
+            continue
+        run = open_sniffed(path, "auto")  # no such file, a folder, not a trace: one line now
+        close_quietly(run.stream, run.raw_file)
+
+
+def read_run(path: Path, label: str, quiet: bool = False) -> Trace | Analysis:
+    """One run of a compare, read: a trace (to analyze); or a summary JSON (`analyze --json`,
+    `generate --truth`), its totals as they are (so an analysis is checked against the simulator's
+    truth). Both runs are read before either is analyzed: a run B that is missing or no trace was
+    found only after run A's analysis (seconds to minutes)."""
     if path.suffix.lower() != ".json":
-        trace = load_trace([path], label)
-        return trace, analyze_with_progress(trace, label, lock_kind)
+        return load_trace([path], label, quiet)
     from pvtrace.report.compare import summary_run
 
     if not path.exists():
@@ -65,7 +82,7 @@ def load_run(path: Path, label: str, lock_kind: str | None) -> tuple[Trace | Non
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise FormatError(f"not JSON a compare reads ({exc})", str(path)) from None
-    return None, summary_run(raw, str(path))
+    return summary_run(raw, str(path))
 
 
 def report(
@@ -89,10 +106,13 @@ def report(
     figures: Path | None = typer.Option(
         None, "--figures", help="Also write every chart as an image into DIR."
     ),
-    figure_format: str = typer.Option(
-        "png", "--figure-format", help=f"Image format for --figures: {', '.join(FIGURE_FORMATS)}."
+    figure_format: str | None = typer.Option(
+        None,
+        "--figure-format",
+        help=f"Image format for --figures: {', '.join(FIGURE_FORMATS)} (default: png).",
     ),
     force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar and no 'wrote' lines."),
 ) -> None:
     """Write a self-contained HTML report of a trace (works offline), and optionally its charts as images."""
     if out_path is None and figures is None:
@@ -101,6 +121,9 @@ def report(
     from pvtrace.report.page import write_page
     from pvtrace.report.trace_page import all_figures, render_report, report_sections
 
+    if figure_format is not None and figures is None:  # it was dropped without a word
+        raise UsageError("--figure-format is the format of --figures DIR; without --figures it does nothing")
+    figure_format = figure_format or "png"
     if figure_format not in FORMATS:
         raise UsageError(f"--figure-format must be one of {', '.join(FORMATS)}, not {figure_format!r}")
     filters = parse_filters(window, vm, vcpu, lock)
@@ -112,26 +135,30 @@ def report(
         outputs.plan(figures / f"figure.{figure_format}")  # the folder: creatable and writable
     names = ", ".join(p.name for p in files)
     with outputs:
-        trace = load_trace(files, names)
+        trace = load_trace(files, names, quiet)
         lo, hi = filters.bounds(trace.t_start)  # units count from the start of the whole trace
         whole = trace
         if filters.any:
             trace = filter_trace(trace, filters)
-        analysis = filter_result(analyze_with_progress(trace, names, lock_kind), filters, whole)
+        analysis = filter_result(analyze_with_progress(trace, names, lock_kind, quiet), filters, whole)
         win = None
         if filters.window is not None:  # the timeline opens on the window asked for
             t0 = trace.t_start or 0
             win = (None if lo is None else lo - t0, None if hi is None else hi - t0)
         sections = report_sections(trace, analysis, win)
         if out_path is not None:
-            with progress("writing the page", total=sum(len(s.figures) for s in sections)) as bar:
+            with progress(
+                "writing the page", total=sum(len(s.figures) for s in sections), quiet=quiet
+            ) as bar:
                 page = render_report(
                     trace, analysis, sections=sections, title=f"pvtrace report: {names}", progress=bar.advance
                 )
             write_page(page, out_path, force)
         if figures is not None:
             written = export_figures(all_figures(sections), figures, figure_format, force)
-    print_input_notes(analysis.summary.extra, strict=False)
+    print_input_notes(analysis.summary.extra, strict=False)  # never silent, even with -q
+    if quiet:
+        return
     if out_path is not None:
         err.print(
             f"wrote {escape(str(out_path))} ({out_path.stat().st_size / 1e6:.1f} MB)",
@@ -163,9 +190,12 @@ def compare(
     ),
     lock_kind: str | None = typer.Option(None, "--lock-kind", help=LOCK_KIND_HELP + " Applies to both runs."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar and no terminal table."),
 ) -> None:
     """Compare two runs: headline metrics side by side with deltas, and a page with both overlaid."""
     checked_lock_kind(lock_kind)
+    if str(a) == str(b) == "-":
+        raise UsageError("both runs are `-`: stdin can be read once; give one of them as a file")
     labels = (label_a or run_label(a), label_b or run_label(b))
     if labels[0] == labels[1]:
         labels = (f"A: {labels[0]}", f"B: {labels[1]}")
@@ -177,8 +207,13 @@ def compare(
     from pvtrace.report.compare_rates import run_extent
 
     with outputs:
+        sniff_runs((a, b))
+        runs = [read_run(path, label, quiet) for path, label in zip((a, b), labels, strict=True)]
         (ta, xa), (tb, xb) = (
-            load_run(path, label, lock_kind) for path, label in zip((a, b), labels, strict=True)
+            (run, analyze_with_progress(run, label, lock_kind, quiet))
+            if isinstance(run, Trace)
+            else (None, run)
+            for run, label in zip(runs, labels, strict=True)
         )
         metrics = compare_metrics(xa, xb, (ta, tb))
         extents = run_extent(xa, ta), run_extent(xb, tb)
@@ -187,7 +222,7 @@ def compare(
             with atomic_file(json_out) as tmp:
                 tmp.write_text(text, encoding="utf-8")
         if out_path is not None:
-            with progress("writing the page", total=None) as bar:
+            with progress("writing the page", total=None, quiet=quiet) as bar:
                 write_compare(xa, xb, labels, out_path, force=force, traces=(ta, tb), progress=bar.advance)
     for label, path, x, t in zip(labels, (a, b), (xa, xb), (ta, tb), strict=True):  # as analyze says it
         print_input_notes(x.summary.extra, run=label, strict=False)
@@ -200,9 +235,9 @@ def compare(
             )
     if json_out == Path("-"):  # stdout carries the JSON alone
         sys.stdout.write(text)
-    else:
+    elif not quiet:
         print_comparison(out, metrics, labels, extents)
-    if out_path is not None:
+    if out_path is not None and not quiet:
         err.print(f"wrote {escape(str(out_path))}", highlight=False, soft_wrap=True)
 
 
@@ -213,6 +248,8 @@ LABEL_SUFFIXES = (".gz", ".xz", ".zst", ".bz2", ".txt", ".dat", ".parquet", ".js
 def run_label(path: Path) -> str:
     """A run's default name: its file name without the suffixes every run has ('futex-ftrace', not
     'futex-ftrace.txt' from futex-ftrace.txt.xz: each label heads two columns of the table)."""
+    if str(path) == "-":
+        return "stdin"
     name = path.name
     while Path(name).suffix in LABEL_SUFFIXES and Path(name).stem:
         name = Path(name).stem

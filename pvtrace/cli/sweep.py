@@ -11,8 +11,15 @@ import typer
 from typer.core import TyperGroup
 
 from pvtrace.cli.common import err, handle_errors, out, progress
-from pvtrace.cli.fleet import DASHBOARD_HELP, SCHEDULER_HELP, WORKERS_HELP, finish_tally, run_on_cluster
-from pvtrace.outputs import refuse_stdout
+from pvtrace.cli.fleet import (
+    DASHBOARD_HELP,
+    SCHEDULER_HELP,
+    WORKERS_HELP,
+    check_results_folder,
+    finish_tally,
+    run_on_cluster,
+)
+from pvtrace.outputs import OutputSet
 
 
 class _RunByDefault(TyperGroup):
@@ -45,7 +52,7 @@ def register(app: typer.Typer) -> None:
             int | None, typer.Option("--seeds", min=1, help="Seeds per cell (overrides [sweep] seeds).")
         ] = None,
         scheduler: Annotated[str | None, typer.Option("--scheduler", help=SCHEDULER_HELP)] = None,
-        workers: Annotated[int | None, typer.Option("--workers", help=WORKERS_HELP)] = None,
+        workers: Annotated[int | None, typer.Option("--workers", min=1, help=WORKERS_HELP)] = None,
         retry_failed: Annotated[
             bool, typer.Option("--retry-failed", help="Run again the cells that failed.")
         ] = False,
@@ -56,7 +63,7 @@ def register(app: typer.Typer) -> None:
         from pvtrace.fleet.grid import load_grid
         from pvtrace.fleet.sweep import plan, run_sweep, write_results
 
-        refuse_stdout(out_dir)
+        check_results_folder(out_dir, "sweep.json")
         grid = load_grid(grid_path)
         if seeds is not None:
             grid.seeds = [grid.base.run.seed + r for r in range(seeds)]
@@ -114,9 +121,11 @@ def register(app: typer.Typer) -> None:
         """Gain and waste against any two parameters: heatmaps, and lines with error bars over seeds."""
         from pvtrace.fleet.sweep_report import write_sweep_report
 
-        with progress("writing the page", total=None) as bar:
-            summary = write_sweep_report(
-                sweep_dir, output, x=x, y=y, baseline=baseline, force=force, progress=bar.advance
-            )
+        with OutputSet(force=force, inputs=[sweep_dir]) as outputs:
+            outputs.plan(output, new=True)  # before the work: a page already there, an unwritable folder
+            with progress("writing the page", total=None) as bar:
+                summary = write_sweep_report(
+                    sweep_dir, output, x=x, y=y, baseline=baseline, force=force, progress=bar.advance
+                )
         out.print(summary, markup=False, highlight=False, soft_wrap=True)
         out.print(f"Wrote {output}", markup=False)

@@ -42,6 +42,7 @@ DERIVED: dict[str, str] = {
     "running_ns": "vCPU running time",
     "spin_waste_pct": "spin waste, % of running time",
     "kick_latency_p50_ns": "kick latency, median",
+    "wait_ns": "lock wait, total",
     "wait_p99_ns": "lock wait, p99",
 }
 
@@ -83,6 +84,8 @@ def _derived(analysis: Analysis, trace: Trace | None) -> dict[str, float | int |
     lat = analysis.table("kicks")["latency_ns"].drop_nulls()
     if lat.len():
         out["kick_latency_p50_ns"] = int(lat.median())
+    # the headline's total wait (`pvtrace analyze`), the one time a guest-only trace gives
+    out["wait_ns"] = analysis.summary.extra.get("wait_ns")
     waits = analysis.table("waits")
     if waits.height:
         out["wait_p99_ns"] = int(waits["dur"].quantile(0.99))
@@ -419,6 +422,30 @@ def compare_sections(
         fig.name, fig.title = f"limits-{'ab'[i]}", f"What {label} cannot tell"
         limits.append(fig)
     sections.append(Section("What these runs cannot tell", limits))
+    return _mark_summary_runs(sections, (a, b), labels)
+
+
+def _mark_summary_runs(
+    sections: list[Section], runs: tuple[Analysis, Analysis], labels: tuple[str, str]
+) -> list[Section]:
+    """A run given as its summary JSON has totals and no tables: its charts are not 'no data'. The
+    lhp-demo truth against its analysis (72 ms of spin and 42 convoys in both) read 'neither run has
+    lock spin' and 'no convoys'; beside a trace, its counts in the captions read 0."""
+    summary = [label for label, x in zip(labels, runs, strict=True) if not x.tables]
+    if not summary:
+        return sections
+    traced = [label for label in labels if label not in summary]
+    what = " and ".join(summary) + (" are summary JSON files" if len(summary) == 2 else " is a summary JSON")
+    for fig in (f for section in sections[:-1] for f in section.figures):
+        if fig.table is not None or fig.name.startswith("facts-"):
+            continue  # the headline compares the totals; the facts are of a trace
+        fig.caption = ""  # its counts give the summary run 0
+        if not traced:
+            fig.chart, fig.note = None, f"Not charted: {what} (totals only, no tables to chart)."
+        elif fig.chart is None:
+            fig.note = f"{what} (totals only, no tables to chart), and {traced[0]} has nothing to draw here."
+        else:
+            fig.note = f"Only {traced[0]} is drawn: {what} (totals only, no tables to chart)."
     return sections
 
 

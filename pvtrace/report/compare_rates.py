@@ -11,7 +11,7 @@ from pvtrace.trace import Trace
 # How a metric is made comparable between runs of different length: counts per second of trace,
 # times summed over vCPUs per vCPU-second (span x vCPUs seen: the share of vCPU time). The rest
 # (maxima, medians, percentiles, shares, the span itself) compare as they are.
-PER_VCPU_S = (*SPIN_SPLIT_KEYS, "wait_halted_ns", "wait_preempted_ns", "running_ns")
+PER_VCPU_S = (*SPIN_SPLIT_KEYS, "wait_ns", "wait_halted_ns", "wait_preempted_ns", "running_ns")
 PER_S = tuple(k for k in TOTAL_KEYS if k.startswith("n_"))
 
 

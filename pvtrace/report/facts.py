@@ -154,8 +154,9 @@ def headline_figure(analysis: Analysis) -> Figure:
         "headline",
         "All metrics",
         table=table,
-        caption="Totals over the whole trace. Fidelity says how each was obtained: exact, inferred, host-only "
-        "(estimated from PAUSE exits) or guest-only.",
+        caption="Totals over the whole trace. Fidelity says how each was obtained: exact, inferred, "
+        "guest-inferred (vCPU preemption from the guest's ticks and steal samples), host-only (estimated "
+        "from PAUSE exits) or guest-only.",
     )
 
 

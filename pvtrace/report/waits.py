@@ -5,11 +5,11 @@ from __future__ import annotations
 import polars as pl
 
 from pvtrace.analyze.result import Analysis
-from pvtrace.fmt import plural
+from pvtrace.fmt import fmt_wait, plural
 from pvtrace.report.aggregate import log_histogram
 from pvtrace.report.figure import Figure, no_data
 from pvtrace.report.histogram import chart_log_histogram
-from pvtrace.report.labels import fmt_ns, unavailable_reason, with_lock_label
+from pvtrace.report.labels import unavailable_reason, with_lock_label
 
 TOP_LOCKS = 8
 
@@ -43,11 +43,13 @@ def chart_wait_times(analysis: Analysis, top_n: int = TOP_LOCKS) -> Figure:
     labelled = waits_by_lock(waits, top_n)
     hist, left_out = log_histogram(labelled, "dur", by=("lock_label",))
     q = waits.select(pl.col("dur").quantile(p).alias(f"p{int(p * 100)}") for p in (0.5, 0.9, 0.99)).row(0)
+    tick = analysis.clock_tick()  # a median below the clock's microsecond is `< 1 µs`, not `0 ns`
     caption = (
         f"{plural(waits.height, 'wait')}; per lock, how many of its waits fall in each log-spaced duration bin "
         f"(the {min(top_n, waits.select('vm', 'lock').n_unique())} locks with the most wait time): a lock "
         "weighs by its number of waits, so the hot lock stands out and a lock with one wait stays small. "
-        f"All waits: median {fmt_ns(q[0])}, p90 {fmt_ns(q[1])}, p99 {fmt_ns(q[2])}, max {fmt_ns(waits['dur'].max())}."
+        f"All waits: median {fmt_wait(q[0], tick)}, p90 {fmt_wait(q[1], tick)}, p99 {fmt_wait(q[2], tick)}, "
+        f"max {fmt_wait(waits['dur'].max(), tick)}."
     )
     note = ""
     if left_out:

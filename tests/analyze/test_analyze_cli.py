@@ -96,6 +96,50 @@ def test_cli_bad_option_and_bad_file(tmp_path):
     assert res.exit_code != 0 and "Traceback" not in res.output and "junk.parquet" in res.output
 
 
+def test_a_bad_side_is_refused_before_the_trace_is_read(tmp_path, monkeypatch):
+    """`analyze TRACE --side sideways` read the whole trace, then said 'side must be one of ...'
+    (the reader's words, without the option's dashes); ingest checked it first."""
+    read = []
+    monkeypatch.setattr(cli_analyze, "load", lambda *a, **k: read.append(a))
+    text = tmp_path / "t.txt"
+    text.write_text("# tracer: nop\n")
+    res = runner.invoke(app, ["analyze", str(text), "--side", "sideways"])
+    assert res.exit_code == 2 and "--side must be one of auto, host, guest, not 'sideways'" in res.stderr
+    assert read == []
+
+
+def test_a_memory_budget_the_analysis_cannot_keep_is_refused(tmp_path):
+    """`--memory-budget` holds for one Parquet trace analyzed as it streams; with a text trace,
+    --report or a filter the trace was loaded whole and the budget dropped without a word."""
+    src = _trace_file(tmp_path)
+    text = tmp_path / "t.txt"
+    text.write_text("# tracer: nop\n")
+    for args in (
+        [str(text)],
+        [str(src), "--window", "0:10"],
+        [str(src), "--report", str(tmp_path / "r.html")],
+    ):
+        res = runner.invoke(app, ["analyze", *args, "--memory-budget", "1G", "-q"])
+        assert res.exit_code == 2 and "--memory-budget: for one pvtrace Parquet trace" in res.stderr, (
+            res.output
+        )
+    assert not (tmp_path / "r.html").exists()
+    assert runner.invoke(app, ["analyze", str(src), "--memory-budget", "1G", "-q"]).exit_code == 0
+
+
+def test_a_csv_table_the_trace_cannot_fill_says_so(tmp_path):
+    """`--csv - --table waits` of a host trace printed a bare header, which a pipe reads as 'no
+    waits'; the trace has no lock events at all."""
+    from pathlib import Path
+
+    guest = Path(__file__).parents[2] / "sample-traces" / "guest-futex.txt.xz"  # guest-only: no kicks
+    res = runner.invoke(app, ["analyze", str(guest), "--csv", "-", "--table", "kicks"])
+    assert res.exit_code == 0 and res.stdout.strip() == "ts,vm,vcpu,target,latency_ns", res.output
+    assert "kicks: no rows, as pv kicks unavailable: the trace lacks kvm:kvm_hypercall" in res.stderr
+    waits = runner.invoke(app, ["analyze", str(guest), "--csv", "-", "--table", "waits"])
+    assert waits.exit_code == 0 and "no rows" not in waits.stderr and len(waits.stdout.splitlines()) > 1
+
+
 def test_analyze_parquet_reads_a_file_like_analyze_in_memory(tmp_path, monkeypatch):
     # The file path of big inputs (concept by concept, never the whole file) gives the same analysis.
     trace, _ = simulate_trace(

@@ -199,6 +199,24 @@ def test_inputs_that_are_not_there_are_one_line_errors(tmp_path):
     assert res.exit_code == 2 and "needs a 'path' column" in res.output
 
 
+@pytest.mark.parametrize("command", [["fleet", "analyze", "{trace}"], ["sweep", "run", "{grid}"]])
+def test_an_unusable_results_folder_or_worker_count_fails_before_the_plan(tmp_path, trace_dir, command):
+    """`-o a-file` and `--workers 0` were refused only after the plan line ('2 traces; ... 2 to
+    analyze'), and a read-only -o folder said 'Permission denied' seconds later."""
+    grid = tmp_path / "grid.toml"
+    grid.write_text('[sweep]\nseeds = 1\nanalyze = false\n[lock]\nalgorithm = ["ticket", "pv-ticket"]\n')
+    args = [a.format(trace=trace_dir / "seed.parquet", grid=grid) for a in command]
+    (tmp_path / "a-file").write_text("mine")
+    for extra, code, said in (
+        (["-o", str(tmp_path / "a-file")], 1, "a-file is not a folder"),
+        (["-o", str(tmp_path / "out"), "--workers", "0"], 2, "0 is not in the range x>=1"),
+    ):
+        res = runner.invoke(app, [*args, *extra])
+        assert res.exit_code == code and said in res.stderr, res.output
+        assert "to analyze" not in res.stderr and "to run" not in res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "grid.toml"]
+
+
 @pytest.mark.parametrize("name", ["notes.json"])
 def test_a_foreign_folder_is_never_written_into(tmp_path, trace_dir, name):
     out = tmp_path / "mine"

@@ -90,6 +90,26 @@ def test_not_a_fleet_folder(tmp_path):
     assert res.exit_code == 2 and "not a fleet folder" in res.output
 
 
+def test_fleet_and_sweep_reports_refuse_a_page_already_there_before_the_work(
+    fleet_dir, sweep_dir, tmp_path, monkeypatch
+):
+    """`fleet report -o old.html` printed the whole terminal report, then refused the page;
+    `sweep report` built its page (7 s on a two-cell sweep) before it refused to write it."""
+    from pvtrace.fleet import sweep_report
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the report was built before its output was checked")
+
+    monkeypatch.setattr(sweep_report, "write_sweep_report", no_work)
+    page = tmp_path / "old.html"
+    page.write_text("mine")
+    for args in (["fleet", "report", str(fleet_dir)], ["sweep", "report", str(sweep_dir)]):
+        res = runner.invoke(app, [*args, "-o", str(page)])
+        assert res.exit_code == 1 and "already exists; pass --force" in res.stderr, res.output
+        assert res.stdout == ""  # no terminal report before the error
+    assert page.read_text() == "mine"
+
+
 @pytest.fixture(scope="module")
 def sweep_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("sweep-report") / "sweep"

@@ -73,6 +73,22 @@ def test_analyze_reads_stdin(host_trace, tmp_path):
     assert got["totals"] == want["totals"] and got["totals"]
 
 
+def test_report_and_compare_read_stdin(host_trace, tmp_path):
+    """`-` reads stdin for every command (README); report and compare said '-: no such file'."""
+    shutil.copy(host_trace, tmp_path / "t.txt")
+    procs = []
+    for args in (["report", "-", "-o", "r.html", "-q"], ["compare", "-", "t.txt", "--json", "c.json", "-q"]):
+        with open(host_trace, "rb") as stdin:
+            procs.append(start(args, tmp_path, stdin=stdin))
+    for p in procs:
+        done = finish(p)
+        assert done.rc == 0, str(done)
+    assert (tmp_path / "r.html").read_text().rstrip().endswith("</html>")
+    assert json.loads((tmp_path / "c.json").read_text())["runs"]["a"]["label"] == "stdin"
+    both = run(["compare", "-", "-"], tmp_path)
+    assert_one_line_error(both, 2, "stdin can be read once")
+
+
 def test_fifo_without_a_writer_is_an_error_not_a_hang(tmp_path):
     fifo = tmp_path / "nobody.fifo"
     os.mkfifo(fifo)

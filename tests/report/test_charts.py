@@ -293,3 +293,35 @@ def test_spin_part_legend_shows_whole_partial_labels(full_analysis):
     # a partial part's label is a sentence; in a row of the legend it was cut to 'useful (partial: ...'
     legend = chart_waste_by_vm(full_analysis).chart.to_dict()["encoding"]["color"]["legend"]
     assert legend["labelLimit"] == 0 and legend["direction"] == "vertical"
+
+
+def test_wait_quantiles_below_the_clock_resolution_are_not_zero():
+    """A real guest trace (1 µs clock, most waits within one microsecond) was captioned 'All waits:
+    median 0 ns', a precision the trace does not have; its lock table says `< 1 µs`."""
+    from pvtrace.analyze.result import Analysis
+
+    durs = [0] * 7 + [1000, 2000, 171_000]
+    waits = pl.DataFrame(
+        {
+            "vm": ["guest"] * 10,
+            "lock": [0xDC1B123A] * 10,
+            "start": [i * 10_000 for i in range(10)],
+            "end": [i * 10_000 + d for i, d in enumerate(durs)],
+            "dur": durs,
+        },
+        schema_overrides={"lock": pl.UInt64},
+    )
+    fig = chart_wait_times(Analysis(tables={"waits": waits}))
+    assert "All waits: median < 1 µs, p90 2 µs, p99 171 µs, max 171 µs." in fig.caption
+
+
+def test_the_metrics_table_explains_every_fidelity_level(guest_analysis):
+    """Its caption named exact, inferred, host-only and guest-only, while a guest trace with ticks
+    fills the table with `guest-inferred`."""
+    from pvtrace.summary import FIDELITY_LEVELS
+
+    caption = headline_figure(guest_analysis).caption
+    assert all(
+        f"{level} (" in caption or f"{level}," in caption or f"{level}." in caption
+        for level in FIDELITY_LEVELS
+    )

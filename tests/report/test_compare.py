@@ -209,3 +209,53 @@ def test_a_run_without_kicks_has_no_kick_latency_rather_than_an_unavailable_one(
     for a, shown in ((ticket, "no kicks"), (unknown, "unavailable")):
         table = format_comparison(compare_metrics(a, pv), ("A", "B"))
         assert table.filter(pl.col("metric") == "kick latency, median").row(0)[1:3] == (shown, "3 µs")
+
+
+def test_guest_only_runs_compare_their_total_lock_wait():
+    """Two guest-only real traces (futex, pgfault) compared by their count and p99 alone: the total
+    wait `pvtrace analyze` headlines ('3,081, 1.98 ms total wait') was missing. It compares as a
+    share of vCPU time; a run that cannot time its waits has it unavailable, not 0."""
+    from types import SimpleNamespace
+
+    from pvtrace.analyze.result import Analysis
+
+    def run(wait_ns: int | None, seconds: float) -> tuple[Analysis, SimpleNamespace]:
+        extra = {"n_vcpus": 2, "wait_ns": wait_ns}
+        summary = Summary(totals={"n_contended": 10}, extra=extra)
+        return Analysis(summary=summary), SimpleNamespace(t_start=0, t_end=int(seconds * 1e9))
+
+    (a, ta), (b, tb), (c, tc) = run(20_000_000, 1.0), run(10_000_000, 0.25), run(None, 1.0)
+    row = compare_metrics(a, b, (ta, tb)).filter(pl.col("key") == "wait_ns").row(0, named=True)
+    assert (row["a"], row["b"], row["basis"]) == (20_000_000, 10_000_000, "vcpu_s")
+    assert (row["a_rate"], row["b_rate"]) == (pytest.approx(1.0), pytest.approx(2.0))  # % of span x 2
+    assert row["delta_of"] == "rate" and row["delta"] == pytest.approx(1.0)
+    shown = format_comparison(compare_metrics(a, c, (ta, tc)), ("A", "C"))
+    assert shown.filter(pl.col("metric") == "lock wait, total").row(0)[1:3] == ("20 ms", "unavailable")
+
+
+def test_a_summary_run_is_not_charted_as_having_no_data(runs):
+    """`compare truth.json analysis.json -o page` of lhp-demo (72 ms of spin, 42 convoys in both)
+    read 'neither run has lock spin' and 'no convoys'; beside a trace, a caption counted the summary
+    run's convoys as 0."""
+    from pvtrace.report.compare import compare_sections, summary_run
+
+    totals = {"spin_ns": 72_002_762, "waste_lhp_ns": 24_307_782, "n_convoys": 42, "n_contended": 514}
+    truth = summary_run({"totals": totals, "t_end": 300_000_000, "vcpus": [{"running_ns": 1}] * 4}, "t.json")
+    analyzed = summary_run({"totals": totals, "n_vcpus": 4, "t_end": 300_000_000}, "a.json")
+
+    def charts(sections):
+        return [
+            f for s in sections[:-1] for f in s.figures if f.table is None and not f.name.startswith("facts")
+        ]
+
+    both = charts(compare_sections(truth, analyzed, ("truth", "analyzed")))
+    assert both and all(
+        f.chart is None and f.note.startswith("Not charted: truth and analyzed") for f in both
+    )
+    a, _, ta, _ = runs
+    mixed = charts(compare_sections(truth, a, ("truth", "A"), (None, ta)))
+    drawn = [f for f in mixed if f.chart is not None]
+    assert drawn and all(
+        f.note == "Only A is drawn: truth is a summary JSON (totals only, no tables to chart)." for f in drawn
+    )
+    assert all("truth: 0" not in f.caption and "in truth" not in f.caption for f in mixed)

@@ -156,6 +156,21 @@ def test_compare_says_each_runs_length_and_writes_json(tmp_path, trace_file):
     assert waste["a_rate"] == pytest.approx(100 * waste["a"] / (12_000 * 2))
 
 
+def test_compare_checks_both_runs_before_reading_either(tmp_path, trace_file, monkeypatch):
+    """`compare A.txt.xz B` read and analyzed A (3 s on a 1.2 MB real trace) before it said that B
+    was missing, a folder or no trace at all."""
+    from pvtrace.cli import report as cli_report
+
+    read = []
+    monkeypatch.setattr(cli_report, "load_trace", lambda paths, what: read.append(paths))
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "junk.txt").write_text("hello\nworld\n")
+    for b, said in (("gone.txt", "no such file"), ("folder", "is a directory"), ("junk.txt", "not a trace")):
+        res = runner.invoke(app, ["compare", str(trace_file), str(tmp_path / b)])
+        assert res.exit_code == 1 and f"{b}: {said}" in res.stderr, res.output
+    assert read == []
+
+
 def _host_text_with_a_cut_line(path):
     """A small host ftrace text (vCPU runs) whose line 30 is cut short."""
     lines = ["# tracer: nop"]
@@ -247,3 +262,33 @@ def test_a_runs_default_label_is_its_file_name_without_trace_suffixes(name, labe
     from pvtrace.cli.report import run_label
 
     assert run_label(Path(name)) == label
+
+
+def test_report_and_compare_are_quiet_with_q(tmp_path, trace_file, monkeypatch):
+    """Every other command that writes files takes -q; report and compare drew their bars on a
+    terminal (a script's `pvtrace report`, as `fleet report` suggests for each trace) with no way out."""
+    import io
+
+    from rich.console import Console
+
+    from pvtrace.cli import common
+
+    screen = io.StringIO()
+    monkeypatch.setattr(common, "err", Console(file=screen, force_terminal=True, width=100))
+    for args in (
+        ["report", str(trace_file), "-o", str(tmp_path / "r.html"), "-q"],
+        ["compare", str(trace_file), str(trace_file), "-o", str(tmp_path / "c.html"), "-q"],
+    ):
+        res = run(*args)
+        assert res.exit_code == 0, res.output
+        assert (screen.getvalue(), res.stdout, res.stderr) == ("", "", ""), args
+    assert (tmp_path / "r.html").is_file() and (tmp_path / "c.html").is_file()
+
+
+def test_a_figure_format_without_figures_is_refused(tmp_path, trace_file):
+    """`report T -o r.html --figure-format svg` wrote the page and no image, without a word."""
+    res = runner.invoke(
+        app, ["report", str(trace_file), "-o", str(tmp_path / "r.html"), "--figure-format", "svg"]
+    )
+    assert res.exit_code == 2 and "without --figures it does nothing" in res.stderr, res.output
+    assert not (tmp_path / "r.html").exists()

@@ -286,3 +286,17 @@ def test_a_view_says_how_many_of_the_events_it_keeps(tmp_path):
     )
     full = generate("--preset", "lhp-demo", "--seed", "3", "-o", str(tmp_path / "f.parquet"))
     assert "a tracer sees" not in full.output
+
+
+def test_an_output_named_as_the_other_kind_of_file_is_refused(tmp_path):
+    """`generate -o run.txt` wrote Parquet into run.txt without a word (--format defaults to parquet)."""
+    for name, fmt, said in (
+        ("run.txt", [], "names a text file, but --format is parquet (the default)"),
+        ("run.txt.xz", [], "names a text file"),
+        ("run.parquet", ["--format", "ftrace"], "names a Parquet file, but --format ftrace writes text"),
+    ):
+        res = generate("--preset", "lhp-demo", "-q", "-o", str(tmp_path / name), *fmt)
+        assert res.exit_code == 2 and said in res.stderr, res.output
+    assert list(tmp_path.iterdir()) == []
+    ok = generate("--preset", "lhp-demo", "-q", "-o", str(tmp_path / "run.txt"), "--format", "parquet")
+    assert ok.exit_code == 0 and (tmp_path / "run.txt").read_bytes()[:4] == b"PAR1"  # asked for: so be it
