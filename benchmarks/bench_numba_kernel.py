@@ -619,7 +619,8 @@ def install_kernel() -> None:
     def prepare(raw):
         frame, n_untimed = orig_prepare(raw)
         extras = [c for c in EXTRAS if c in raw.columns]
-        return frame.hstack(raw.select(extras)), n_untimed
+        # rows the polars parser cut (pok null) take the payload parsers
+        return frame.hstack(raw.select(extras).with_columns(pl.col("pok").fill_null(False))), n_untimed
 
     normalize.prepare = prepare
     c = pl.col
