@@ -45,8 +45,11 @@ def check_results_folder(root: Path, marker: str) -> None:
     """FLEET_DIR or SWEEP_DIR writable, before the plan line and the cluster's start (a file in its
     place or a read-only folder was found seconds later, after 'N to analyze'). marker: the file
     that makes the folder ours (fleet.json, sweep.json)."""
+    from pvtrace.fleet.store import check_root
+
     refuse_stdout(root)
     plan_output(root / marker, force=True)
+    check_root(root, marker, marker.removesuffix(".json"))
 
 
 def run_on_cluster(

@@ -120,10 +120,11 @@ def register(app: typer.Typer) -> None:
             help="Guest: stack trace of each SPIN lock wait (default: on where the kernel allows).",
         ),
         irq: bool = typer.Option(False, "--irq", help="Also record irq and irq_vectors entry/exit events."),
-        ticks: bool = typer.Option(
-            True,
+        ticks: bool | None = typer.Option(
+            None,
             "--ticks/--no-ticks",
-            help="Guest: scheduler ticks and per-CPU steal samples (vCPU preemption from inside the guest).",
+            help="Guest: scheduler ticks and per-CPU steal samples (vCPU preemption from inside the "
+            "guest; default: on).",
         ),
         clock: str | None = typer.Option(
             None,
@@ -147,6 +148,8 @@ def register(app: typer.Typer) -> None:
         if guest == host:
             raise UsageError("say where you record: --guest (inside a VM) or --host (on the KVM host)")
         mode = "guest" if guest else "host"
+        if host and ticks is not None:  # as --stacktrace: a guest option, not silently dropped
+            raise UsageError("--ticks/--no-ticks is a guest option (the guest's scheduler ticks and steal)")
         req = CaptureRequest(
             mode=mode,
             output=output or Path(f"pvtrace-{mode}.txt"),
@@ -155,7 +158,7 @@ def register(app: typer.Typer) -> None:
             instance=instance,
             stacktrace=stacktrace,
             irq=irq,
-            ticks=ticks,
+            ticks=ticks is not False,
             force=force,
             command=list(command or []),
             clock=clock,

@@ -482,11 +482,21 @@ def render_kvm_stat(con: Console, kvm: pl.DataFrame) -> None:
             t.add_row(
                 str(r["block"]),
                 name,
-                f"{r['samples_pct']:.2f}",
-                f"{r['time_pct']:.2f}",
-                IMPLICATION_GROUPS[r["group"]][1].split(": ", 1)[1],
+                fmt_pct_or_dash(r["samples_pct"]),
+                fmt_pct_or_dash(r["time_pct"]),
+                IMPLICATION_GROUPS[r["group"]][1].split(": ", 1)[1]
+                + (
+                    " (unknown: this architecture's exits do not show them)"
+                    if r["samples_pct"] is None
+                    else ""
+                ),
             )
         _print(con, t)
+
+
+def fmt_pct_or_dash(value: float | None) -> str:
+    """A share with two decimals; '-' where it is unknown."""
+    return "-" if value is None else f"{value:.2f}"
 
 
 def render_lock_contention(con: Console, locks: pl.DataFrame) -> None:

@@ -94,7 +94,9 @@ def _clients(scheduler: str | None, workers: int | None, timeout_s: float) -> It
             threads_per_worker=1,
             processes=True,
             dashboard_address=":8787",
-            silence_logs=logging.ERROR,
+            # a task that raises is reported by the client (its failure row, or the error); the
+            # worker's own "Compute Failed ... Traceback" log line on stderr is no news
+            silence_logs=logging.CRITICAL,
             env=worker_env(n),
         )
     with cluster, Client(cluster) as client:

@@ -15,6 +15,7 @@ from pathlib import Path
 import altair as alt
 import polars as pl
 
+from pvtrace.analyze.partial import KIND_FIX
 from pvtrace.errors import UsageError
 from pvtrace.fleet import store
 from pvtrace.fmt import LHP_ONLY, LWP_UNKNOWN, fmt_waste
@@ -46,22 +47,52 @@ class FleetData:
 
     @property
     def n_partial(self) -> int:
-        """Measured traces whose waste leaves a part out (LWP on locks of undecided kind)."""
+        """Measured traces whose waste leaves a part out (LWP on locks of undecided kind, say)."""
         m = self.measured
         return int(m.select(PARTIAL_WASTE.sum()).item()) if m.height else 0
+
+    @property
+    def partial_fixes(self) -> list[str]:
+        """What completes the partial waste of the measured traces: each part's fix, once."""
+        m = self.measured.filter(PARTIAL_WASTE) if self.measured.height else self.measured
+        if not m.height:
+            return []
+        parts = m.select(
+            pl.col("summary_json")
+            .str.json_path_match("$.partial.spin_waste")
+            .str.json_decode(PARTS)
+            .alias("p")
+        ).explode("p")
+        return (
+            parts.select(pl.col("p").struct.field("fix"))
+            .to_series()
+            .drop_nulls()
+            .unique(maintain_order=True)
+            .to_list()
+        )
 
 
 # A trace's waste is partial where its summary lists parts missing from it (docs/metrics.md).
 PARTIAL_WASTE = pl.col("summary_json").str.json_path_match("$.partial.spin_waste").is_not_null()
+PARTS = pl.List(pl.Struct({"missing": pl.String, "fix": pl.String}))
 PARTIAL_NOTE = (
     "LWP is left out on locks of undecided kind; `pvtrace fleet analyze --lock-kind fifo|unfair` "
     "completes it where the guests' spinlock algorithm is known"
 )
 
 
-def partial_mark(n_partial: int) -> str:
-    """What a fleet total of waste says when some of its traces' waste is partial."""
-    return f"; partial in {n_partial} of them: {PARTIAL_NOTE}" if n_partial else ""
+def partial_mark(data: FleetData) -> str:
+    """What a fleet total of waste says when some of its traces' waste is partial: the undecided
+    locks' note when that is all they lack, else each fix their summaries name."""
+    if not data.n_partial:
+        return ""
+    fixes = data.partial_fixes
+    if fixes == [KIND_FIX]:
+        return f"; partial in {data.n_partial} of them: {PARTIAL_NOTE}"
+    return (
+        f"; partial in {data.n_partial} of them: each leaves out parts its summary's `partial` list names "
+        f"(`pvtrace analyze TRACE`); what completes them: {'; '.join(fixes)}"
+    )
 
 
 def load_fleet(root: Path) -> FleetData:
@@ -148,10 +179,10 @@ def render_terminal(data: FleetData, console, top: int = 10) -> None:
         running = int(m["running_ns"].sum() or 0)
         pct = f" ({100 * total / running:.2f}% of vCPU running time)" if running else ""
         console.print(
-            f"spin waste (LHP + LWP) over {m.height} traces: {fmt_ns(total)}{pct}{partial_mark(data.n_partial)}",
+            f"spin waste (LHP + LWP) over {m.height} traces: {fmt_ns(total)}{pct}{partial_mark(data)}",
             highlight=False,
         )
-        tt = Table(title="Top traces by waste", header_style="bold")
+        tt = Table(title="Top traces by waste", header_style="bold", title_justify="left")
         for c in ("trace", "level", "waste", "% running", "drill in"):
             tt.add_column(c, justify="right" if c in ("waste", "% running") else "left")
         for r in waste_by(data, "trace").head(top).iter_rows(named=True):
@@ -166,7 +197,7 @@ def render_terminal(data: FleetData, console, top: int = 10) -> None:
         console.print(tt)
         locks = waste_by(data, "lock").head(top)
         if locks.height:
-            tl = Table(title="Top locks by waste", header_style="bold")
+            tl = Table(title="Top locks by waste", header_style="bold", title_justify="left")
             for c in ("trace", "vm", "lock", "waste", "LHP", "LWP"):
                 tl.add_column(c, justify="left" if c in ("trace", "vm", "lock") else "right")
             for r in locks.iter_rows(named=True):
@@ -283,9 +314,7 @@ def build_sections(data: FleetData, top: int) -> list[Section]:
                 str(t.height),
                 str(m.height),
                 str(data.failures.height),
-                (fmt_ns(int(m["waste_ns"].sum())) + partial_mark(data.n_partial))
-                if m.height
-                else "unavailable",
+                (fmt_ns(int(m["waste_ns"].sum())) + partial_mark(data)) if m.height else "unavailable",
             ],
         }
     )

@@ -57,12 +57,18 @@ def failed_ids(root: Path) -> set[str]:
     return ids_in(failures_dir(root), ".parquet")
 
 
-def prepare(root: Path, run_info: dict) -> None:
-    """Create FLEET_DIR (or reuse one of ours); refuse a folder that is something else."""
+def check_root(root: Path, marker: str = "fleet.json", what: str = "fleet") -> None:
+    """Refuse a results folder that is a file, or a folder with other things in it (no `marker`,
+    the file that makes it one of ours): before any work, and again when it is prepared."""
     if root.exists() and not root.is_dir():
         raise UsageError(f"{root}: exists and is not a folder")
-    if root.is_dir() and any(root.iterdir()) and not (root / "fleet.json").is_file():
-        raise UsageError(f"{root}: not empty and not a fleet folder (no fleet.json); choose another -o")
+    if root.is_dir() and any(root.iterdir()) and not (root / marker).is_file():
+        raise UsageError(f"{root}: not empty and not a {what} folder (no {marker}); choose another -o")
+
+
+def prepare(root: Path, run_info: dict) -> None:
+    """Create FLEET_DIR (or reuse one of ours); refuse a folder that is something else."""
+    check_root(root)
     parts_dir(root).mkdir(parents=True, exist_ok=True)
     failures_dir(root).mkdir(parents=True, exist_ok=True)
     with atomic_file(root / "fleet.json", force=True) as tmp:

@@ -31,10 +31,7 @@ RESULTS = "results.parquet"
 
 
 def prepare(root: Path, grid: Grid) -> None:
-    if root.exists() and not root.is_dir():
-        raise UsageError(f"{root}: exists and is not a folder")
-    if root.is_dir() and any(root.iterdir()) and not (root / "sweep.json").is_file():
-        raise UsageError(f"{root}: not empty and not a sweep folder (no sweep.json); choose another -o")
+    store.check_root(root, "sweep.json", "sweep")
     for sub in ("cells", "failures"):
         (root / sub).mkdir(parents=True, exist_ok=True)
         sweep_partials(root / sub)

@@ -177,14 +177,16 @@ def write_sweep_report(
         raise UsageError(f"{root}: the sweep has no finished runs")
     base = parse_baseline(baseline, params, results)
     free = [p for p in params if base is None or p != base[0]]
+    # with the baseline's parameter the only one swept, it is the x axis (each cure's gain)
+    allowed = {"--x": free or ([base[0]] if base is not None else []), "--y": free}
     for given, flag in ((x, "--x"), (y, "--y")):
-        if given is not None and given not in free:
+        if given is not None and given not in allowed[flag]:
             why = (
                 f" ({given} is the baseline the gain is measured against; --baseline PARAM=VALUE picks another)"
                 if base is not None and given == base[0]
                 else ""
             )
-            choose = ", ".join(free) or "(no swept parameter)"
+            choose = ", ".join(allowed[flag]) or "(no other swept parameter)"
             raise UsageError(f"{flag} {given}: choose one of {choose}{why}")
     x = x or (free[0] if free else None)
     y = y or next((p for p in free if p != x), None)
@@ -192,7 +194,7 @@ def write_sweep_report(
     sections = []
     if x is None and base is None:
         raise UsageError("the sweep has no swept parameter to draw against")
-    one_axis = x is None  # the baseline's parameter is the only one swept (cure vs no cure):
+    one_axis = not free  # the baseline's parameter is the only one swept (cure vs no cure):
     x = x or base[0]  # each cure's gain, and the waste, against it
     if base is not None:
         g = gains(results, params, base)

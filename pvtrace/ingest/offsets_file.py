@@ -17,6 +17,7 @@ from typing import TextIO
 import polars as pl
 
 from pvtrace.errors import FormatError
+from pvtrace.outputs import os_message
 
 OFFSETS_SUFFIX = ".guest-offsets.csv"
 _COMPRESSED = {".xz", ".gz", ".zst", ".bz2"}
@@ -57,7 +58,14 @@ def read_offsets(path: Path) -> dict[str, int | GivenClock]:
     try:
         df = pl.read_csv(path, infer_schema=False, comment_prefix="#", glob=False)
     except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
-        raise FormatError(f"not a readable guest offsets CSV ({exc.__class__.__name__})", str(path)) from None
+        why = (
+            os_message(exc)
+            if isinstance(exc, OSError)
+            else "is a directory"
+            if Path(path).is_dir()
+            else exc.__class__.__name__
+        )
+        raise FormatError(f"not a readable guest offsets CSV ({why})", str(path)) from None
     lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     header = next((i for i, line in enumerate(lines, start=1) if not line.startswith("#")), 1)
     df = df.rename({c: c.strip().lower() for c in df.columns})

@@ -217,7 +217,9 @@ def perf_figures(analysis: Analysis) -> list[Figure]:
                     table=table,
                     caption="What each group means: PAUSE exits come from pause-loop exiting (a vCPU spun "
                     "long, e.g. a lock waiter whose holder is not running); HLT/WFx from idle or pv-halted "
-                    "vCPUs; hypercalls (RISC-V: SBI calls, SUPERVISOR_SYSCALL) include pv kicks and yields.",
+                    "vCPUs; hypercalls (RISC-V: SBI calls, SUPERVISOR_SYSCALL) include pv kicks and yields. "
+                    "A RISC-V table cannot show the first two (no pause-loop exiting; WFI exits are among "
+                    "VIRTUAL_INST_FAULT): those cells are empty, not 0.",
                 )
             )
     locks = analysis.tables.get("perf_lock_contention")

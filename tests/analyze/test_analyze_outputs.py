@@ -159,6 +159,12 @@ def test_riscv_guest_sbi_calls_are_hypercalls(real_traces):
     assert res.exit_code == 0, res.output
     imp = {r["group"]: r for r in json.loads(res.stdout)["perf_kvm_stat"]["implications"]}
     assert imp["hypercall"]["n_samples"] == 1019 and imp["hypercall"]["samples_pct"] == pytest.approx(2.0)
+    # no pause-loop exiting on RISC-V, and its WFI exits hide among VIRTUAL_INST_FAULT: unknown, not 0
+    for group in ("pause", "halt"):
+        assert imp[group]["samples_pct"] is None and imp[group]["n_samples"] is None, imp[group]
+    res = runner.invoke(app, ["analyze", str(path), "--width", "250"])
+    rows = [line for line in res.stdout.splitlines() if "│ PAUSE " in line or "│ HLT/WFx " in line]
+    assert len(rows) == 2 and all("unknown: this architecture" in r and "0.00" not in r for r in rows), rows
 
 
 def test_json_and_csv_to_stdout(tmp_path, monkeypatch):

@@ -207,14 +207,19 @@ def test_an_unusable_results_folder_or_worker_count_fails_before_the_plan(tmp_pa
     grid.write_text('[sweep]\nseeds = 1\nanalyze = false\n[lock]\nalgorithm = ["ticket", "pv-ticket"]\n')
     args = [a.format(trace=trace_dir / "seed.parquet", grid=grid) for a in command]
     (tmp_path / "a-file").write_text("mine")
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "notes.txt").write_text("not ours")
     for extra, code, said in (
         (["-o", str(tmp_path / "a-file")], 1, "a-file is not a folder"),
         (["-o", str(tmp_path / "out"), "--workers", "0"], 2, "0 is not in the range x>=1"),
+        # a folder of other things: refused before the plan (it was, after the cluster's start)
+        (["-o", str(tmp_path / "theirs")], 2, "not empty and not a"),
     ):
         res = runner.invoke(app, [*args, *extra])
         assert res.exit_code == code and said in res.stderr, res.output
         assert "to analyze" not in res.stderr and "to run" not in res.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "grid.toml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "grid.toml", "theirs"]
+    assert [p.name for p in (tmp_path / "theirs").iterdir()] == ["notes.txt"]
 
 
 @pytest.mark.parametrize("name", ["notes.json"])

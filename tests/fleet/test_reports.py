@@ -204,6 +204,15 @@ def test_a_one_axis_sweep_cure_against_no_cure_is_reported(tmp_path):
     text = page.read_text()
     assert "time saved over ticket (%), by lock.algorithm" in text and '"lock.algorithm":"pv-ticket"' in text
     assert "no run gives" not in text
+    # the only swept parameter is the x axis: asked for by name it is the same page; a wrong name
+    # lists it (it said "choose one of (no swept parameter)")
+    res = runner.invoke(
+        app, ["sweep", "report", str(root), "-o", str(page), "--force", "--x", "lock.algorithm"]
+    )
+    assert res.exit_code == 0, res.output
+    assert "time saved over ticket (%), by lock.algorithm" in page.read_text()
+    res = runner.invoke(app, ["sweep", "report", str(root), "-o", str(page), "--force", "--x", "nope"])
+    assert res.exit_code == 2 and "choose one of lock.algorithm" in res.output, res.output
 
 
 def test_report_pages_show_progress_on_a_terminal(fleet_dir, sweep_dir, tmp_path, monkeypatch):
@@ -249,3 +258,31 @@ def test_fleet_waste_says_where_it_is_partial(tmp_path):
     lock_rows = [line for line in text.splitlines() if line.startswith("│ lhp-text │ vm")]
     assert sum("(LHP only)" in r and "unknown (kind undecided)" in r for r in lock_rows) == 2
     assert all("0 ns" not in r.split("│")[-2] for r in lock_rows)  # no LWP of 0 for an unknown one
+
+
+def test_fleet_partial_note_names_what_completes_each_part(tmp_path):
+    """The note under the fleet's waste total: the undecided locks' note when that is all the traces
+    lack; else every distinct fix their summaries name (a guest trace also lacks what its pv
+    spinlocks were), never the lock kind alone."""
+    import json
+
+    from pvtrace.analyze.partial import KIND_FIX
+    from pvtrace.fleet.report import FleetData, partial_mark
+
+    def data(*fixes_per_trace):
+        summaries = [
+            json.dumps(
+                {"partial": {"spin_waste": [{"missing": f"part {i}", "fix": f} for i, f in enumerate(fixes)]}}
+            )
+            for fixes in fixes_per_trace
+        ] + [json.dumps({"partial": {}})]
+        traces = pl.DataFrame({"waste_ns": [1] * len(summaries), "summary_json": summaries})
+        empty = pl.DataFrame()
+        return FleetData(tmp_path, traces, empty, empty, empty)
+
+    only_kind = partial_mark(data([KIND_FIX], [KIND_FIX]))
+    assert only_kind.startswith("; partial in 2 of them: LWP is left out on locks of undecided kind")
+    mixed = partial_mark(data([KIND_FIX], ["pass --pv-spinlocks yes or no", KIND_FIX]))
+    assert "partial in 2 of them" in mixed and "undecided kind;" not in mixed
+    assert mixed.endswith(f"what completes them: {KIND_FIX}; pass --pv-spinlocks yes or no")
+    assert partial_mark(data()) == ""

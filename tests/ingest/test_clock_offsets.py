@@ -393,6 +393,7 @@ def test_a_drift_set_in_the_scenario_goes_through_the_side_file(tmp_path):
         ("vm,offset_ns\nvm0,12ab\n", 2, "offset_ns '12ab' is not an integer"),
         ("# note\nvm,offset_ns,drift_ppm\nvm0,5,1.5\nvm1,7,fast\n", 4, "drift_ppm 'fast' is not a number"),
         ("vm,drift_ppm\nvm0,1\n", 1, "needs the columns vm,offset_ns"),
+        (None, None, "not a readable guest offsets CSV (is a directory)"),
     ],
 )
 def test_a_bad_offsets_side_file_names_its_line(tmp_path, text, line, why):
@@ -400,7 +401,7 @@ def test_a_bad_offsets_side_file_names_its_line(tmp_path, text, line, why):
     from pvtrace.ingest.offsets_file import read_offsets
 
     side = tmp_path / "t.txt.guest-offsets.csv"
-    side.write_text(text)
+    side.mkdir() if text is None else side.write_text(text)
     with pytest.raises(FormatError) as err:
         read_offsets(side)
     assert why in str(err.value) and err.value.line == line, err.value

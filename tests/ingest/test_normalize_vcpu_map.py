@@ -149,3 +149,12 @@ def test_conflicting_ids_are_noted() -> None:
     vmap, notes = build_vcpu_map(names([]), ids([(11, 0), (11, 0), (11, 1)]), NO_TGID)
     assert as_rows(vmap)[0][3] == 0
     assert any("several vCPU KVM vcpu ids" in n for n in notes)
+
+
+@pytest.mark.parametrize("where", ["missing.csv", "."])
+def test_an_unreadable_vcpu_map_says_why_in_the_os_words(tmp_path: Path, where: str) -> None:
+    """A map that is not there or is a folder: the OS's words, not a Python exception's name."""
+    path = tmp_path / where
+    with pytest.raises(FormatError) as exc:
+        read_vcpu_map(path)
+    assert str(exc.value).endswith("(No such file or directory)" if where != "." else "(is a directory)")

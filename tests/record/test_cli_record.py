@@ -167,3 +167,13 @@ def test_a_trace_dat_is_written_only_with_dat(
     assert res.exit_code == 0, res.output
     # the fake tracefs is no system tracefs: trace-cmd cannot read it, and the note says so
     assert "no trace.dat: trace-cmd reads only the system tracefs" in res.output
+
+
+@pytest.mark.parametrize("flag", ["--ticks", "--no-ticks"])
+def test_ticks_are_a_guest_option(tmp_path: Path, flag: str) -> None:
+    """--no-ticks with --host was dropped in silence (a host records no guest ticks); it is refused
+    like --stacktrace, before anything is recorded."""
+    out = tmp_path / "h.txt"
+    res = _run(["--host", flag, "-o", str(out), "--duration", "0.01"])
+    assert res.exit_code == 2 and "--ticks/--no-ticks is a guest option" in res.output, res.output
+    assert not out.exists()
