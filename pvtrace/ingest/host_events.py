@@ -34,14 +34,9 @@ def host_map(
     return build_vcpu_map(names, ids, host.select("tid", "tgid"), user_map)
 
 
-def _hypercall_after_exit(parsed: dict[str, pl.DataFrame]) -> pl.DataFrame:
-    """(row, hypercall_nr) of each kvm_exit whose thread's next KVM event is kvm_hypercall.
-
-    A VMCALL/VMMCALL exit is followed, on the same thread and before the next
-    kvm_entry, by the kvm_hypercall that says which call it was; the exit
-    carries that number as its value (5 kick, 11 yield), as the simulator's do.
-    """
-    steps = pl.concat(
+def _kvm_steps(parsed: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """Each thread's KVM events in file order: row, tid, step (0 exit, 1 entry, 2 hypercall), nr."""
+    return pl.concat(
         [
             parsed["exit"].select(
                 "row", "tid", pl.lit(0, pl.Int8).alias("step"), pl.lit(None, pl.Int64).alias("nr")
@@ -52,6 +47,17 @@ def _hypercall_after_exit(parsed: dict[str, pl.DataFrame]) -> pl.DataFrame:
             parsed["hypercall"].select("row", "tid", pl.lit(2, pl.Int8).alias("step"), "nr"),
         ]
     ).sort("row")
+
+
+def _hypercall_after_exit(parsed: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """(row, hypercall_nr) of each kvm_exit whose thread's next KVM event is kvm_hypercall.
+
+    A VMCALL/VMMCALL exit is followed, on the same thread and before the next
+    kvm_entry, by the kvm_hypercall that says which call it was; the exit
+    carries that number as its value (5 kick, 11 yield), as the simulator's do.
+    Across a chunk cut, exits_across_cut pairs them.
+    """
+    steps = _kvm_steps(parsed)
     nxt = steps.with_columns(
         pl.col("step").shift(-1).over("tid").alias("next_step"),
         pl.col("nr").shift(-1).over("tid").alias("next_nr"),
@@ -59,6 +65,44 @@ def _hypercall_after_exit(parsed: dict[str, pl.DataFrame]) -> pl.DataFrame:
     return nxt.filter((pl.col("step") == 0) & (pl.col("next_step") == 2)).select(
         "row", pl.col("next_nr").alias("hypercall_nr")
     )
+
+
+def exits_across_cut(
+    parsed: dict[str, pl.DataFrame], open_before: list[int]
+) -> tuple[dict[int, int], list[int]]:
+    """The kvm_exit / kvm_hypercall pairs a chunk cut separates, for a trace normalized in chunks.
+
+    Returns ({tid: hypercall nr} for the threads of `open_before` (those whose last KVM event in
+    the previous chunk was a kvm_exit) whose first KVM event in this chunk is a kvm_hypercall: that
+    exit's value, patch_exit_values), and the threads whose last KVM event here is a kvm_exit."""
+    steps = _kvm_steps(parsed)
+    if steps.height == 0:
+        return {}, []
+    ends = steps.group_by("tid", maintain_order=True).agg(
+        pl.col("step").first().alias("first_step"),
+        pl.col("nr").first().alias("first_nr"),
+        pl.col("step").last().alias("last_step"),
+    )
+    closed = ends.filter(pl.col("tid").is_in(open_before) & (pl.col("first_step") == 2))
+    still_open = ends.filter(pl.col("last_step") == 0)["tid"].to_list()
+    return dict(zip(closed["tid"].to_list(), closed["first_nr"].to_list(), strict=True)), still_open
+
+
+def patch_exit_values(events: pl.DataFrame, closed: dict[int, int]) -> pl.DataFrame:
+    """Canonical events of a chunk with the value of each thread's last vm_exit set to the
+    hypercall number the next chunk opened with (exits_across_cut)."""
+    if not closed:
+        return events
+    tids = list(closed)
+    last = (
+        events.with_row_index("_i")
+        .filter((pl.col("kind") == "vm_exit") & pl.col("tid").is_in(tids))
+        .group_by("tid")
+        .agg(pl.col("_i").last())
+    )
+    nr = last["tid"].replace_strict(tids, list(closed.values()), return_dtype=pl.Int64)
+    value = events["value"].clone().scatter(last["_i"], nr)
+    return events.with_columns(value.alias("value"))
 
 
 def _on_thread(thread: pl.DataFrame, key: str, vm: str = "vm", vcpu: str = "vcpu") -> list[pl.Expr]:

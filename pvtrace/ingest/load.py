@@ -20,6 +20,7 @@ import polars as pl
 from pvtrace.errors import FormatError, UsageError
 from pvtrace.ingest.clocks import check_given_offsets
 from pvtrace.ingest.emission import Events, Infos, trace_meta
+from pvtrace.ingest.host_events import patch_exit_values
 from pvtrace.ingest.inputs import (
     Input,
     close_quietly,
@@ -145,6 +146,7 @@ def ingest(
                     info.problems.check_strict(strict)
                     continue
                 carry: dict[str, Any] | None = None
+                held: pl.DataFrame | None = None  # a chunk's events wait for the next one's first lines
                 # the next batch is parsed and checked on another thread while this one is normalized
                 batches = _normalize_batches(raw_chunks(inp, stack, info), strict, info, inp, progress)
                 for raw in prefetch(batches):
@@ -159,8 +161,13 @@ def ingest(
                         continue
                     ev, nfo = normalized(raw, carry)
                     carry = nfo["carry"]
+                    closed = nfo.pop("exits_closed")
                     infos.add(nfo)
-                    events.add(ev)
+                    if held is not None:  # its exits whose kvm_hypercall this chunk opened with
+                        events.add(patch_exit_values(held, closed))
+                    held = ev
+                if held is not None:
+                    events.add(held)
             except pl.exceptions.PolarsError as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                 raise FormatError(
@@ -170,6 +177,7 @@ def ingest(
                 infos.notes.append(f"{inp.path}: no records (an empty {info.format} trace)")
         if several:
             ev, nfo = normalized(pl.concat(several, how="vertical_relaxed"), None)
+            nfo.pop("exits_closed")  # one chunk: nothing before it
             infos.add(nfo)
             events.add(ev)
         events.finish()

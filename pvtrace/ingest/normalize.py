@@ -60,8 +60,8 @@ from pvtrace.ingest.families import (
     unparsed,
 )
 from pvtrace.ingest.guest_events import guest_events as make_guest_events
+from pvtrace.ingest.host_events import exits_across_cut, host_map
 from pvtrace.ingest.host_events import host_events as make_host_events
-from pvtrace.ingest.host_events import host_map
 from pvtrace.ingest.sides import SIDES, detect_sides, guest_vm_names
 from pvtrace.ingest.vcpu_map import VCPU_MAP_SCHEMA
 from pvtrace.ingest.vm_ties import tie_vms, unmapped_guests, unmapped_warning
@@ -226,7 +226,10 @@ def normalize(
     not_parsed = pl.concat([unparsed(h_parsed), unparsed(g_parsed)])
     info = _info(frame, sides, vmap, names, events, clock, notes)
     info["unparsed_payloads"] = _counts(not_parsed, "event")
+    # kvm_exits of the previous chunk whose kvm_hypercall opens this one (load patches them)
+    info["exits_closed"], open_exits = exits_across_cut(h_parsed, carry.get("open_exits", []))
     info["carry"] = {
+        "open_exits": open_exits,
         "sides": {**carry.get("sides", {}), **{k: v["side"] for k, v in info["sides"].items()}},
         "vcpu_map": info["vcpu_map"],
         "guest_vm_names": {**known_names, **names},
