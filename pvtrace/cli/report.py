@@ -203,7 +203,7 @@ def compare(
     for path in (out_path, json_out):
         if path is not None and path != Path("-"):
             outputs.plan(path, new=True)
-    from pvtrace.report.compare import compare_metrics, comparison_json, write_compare
+    from pvtrace.report.compare import compare_metrics, comparison_json, resolution_note, write_compare
     from pvtrace.report.compare_rates import run_extent
 
     with outputs:
@@ -236,7 +236,7 @@ def compare(
     if json_out == Path("-"):  # stdout carries the JSON alone
         sys.stdout.write(text)
     elif not quiet:
-        print_comparison(out, metrics, labels, extents)
+        print_comparison(out, metrics, labels, extents, resolution_note(xa, xb, labels))
     if out_path is not None and not quiet:
         err.print(f"wrote {escape(str(out_path))}", highlight=False, soft_wrap=True)
 
@@ -256,9 +256,12 @@ def run_label(path: Path) -> str:
     return name
 
 
-def print_comparison(con: Console, metrics: pl.DataFrame, labels: tuple[str, str], extents) -> None:
+def print_comparison(
+    con: Console, metrics: pl.DataFrame, labels: tuple[str, str], extents, resolution: str = ""
+) -> None:
     """The comparison on a terminal: fitted to its width (the rates and their delta go first; metric,
-    A, B and Δ % stay), each partial metric numbered, and why under the table."""
+    A, B and Δ % stay), each partial metric numbered, and why under the table; `resolution`: the
+    runs print time differently (compare.resolution_note)."""
     from pvtrace.report.compare import format_comparison
     from pvtrace.report.compare_rates import RATE_CAPTION, extent_text
 
@@ -281,6 +284,8 @@ def print_comparison(con: Console, metrics: pl.DataFrame, labels: tuple[str, str
         )
     for i, why in enumerate(notes, 1):
         con.print(f"[{i}] partial in {escape(why)}", highlight=False, soft_wrap=True)
+    if resolution:
+        con.print(escape(resolution) + ".", highlight=False, soft_wrap=True)
 
 
 def comparison_table(table: pl.DataFrame) -> Table:

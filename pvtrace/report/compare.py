@@ -351,6 +351,25 @@ def chart_compare_exit_reasons(a: Analysis, b: Analysis, labels: tuple[str, str]
     return Figure(name, title, chart, f"The {top.height} most frequent exit reasons of both runs.")
 
 
+def resolution_note(a: Analysis, b: Analysis, labels: tuple[str, str]) -> str:
+    """A sentence when one run prints whole microseconds and the other nanoseconds (trace-cmd
+    report text against its .dat, ftrace against perf --ns): short durations then differ by up to
+    a microsecond from the print alone. '' when both print alike or a run has no intervals (a
+    summary run)."""
+    ticks = []
+    for x in (a, b):
+        if not (x.table("waits").height or x.table("vcpu_states").height):
+            return ""
+        ticks.append(x.clock_tick())
+    if ticks[0] == ticks[1]:
+        return ""
+    words = {1000: "whole microseconds", 1: "nanoseconds"}
+    return (
+        f"{labels[0]} prints {words[ticks[0]]}, {labels[1]} {words[ticks[1]]}: short durations (lock wait "
+        "p99, kick latency) differ by up to 1 µs from the print alone, not from the runs"
+    )
+
+
 def compare_sections(
     a: Analysis,
     b: Analysis,
@@ -364,7 +383,8 @@ def compare_sections(
         "Headline metrics",
         table=table,
         caption=f"A = {extent_text(labels[0], run_extent(a, traces[0]))}; "
-        f"B = {extent_text(labels[1], run_extent(b, traces[1]))}. {RATE_CAPTION}",
+        f"B = {extent_text(labels[1], run_extent(b, traces[1]))}. {RATE_CAPTION}"
+        + (f" {note}." if (note := resolution_note(a, b, labels)) else ""),
     )
     inc = (incident_series(a), incident_series(b))
     convoys = _both(a.table("convoys"), b.table("convoys"), labels)

@@ -259,3 +259,26 @@ def test_a_summary_run_is_not_charted_as_having_no_data(runs):
         f.note == "Only A is drawn: truth is a summary JSON (totals only, no tables to chart)." for f in drawn
     )
     assert all("truth: 0" not in f.caption and "in truth" not in f.caption for f in mixed)
+
+
+def test_runs_that_print_time_differently_are_said_so():
+    """The same run as trace-cmd report text (whole µs) and as its .dat (ns) gave p99 waits of 1 µs
+    and 571 ns: -42.9% from the print alone. The comparison says when the runs' resolutions
+    differ (terminal line and page caption), and nothing when they print alike."""
+    from dataclasses import replace
+
+    from pvtrace.report.compare import compare_sections, resolution_note
+
+    ns = fake_analysis(seed=3)
+    cut = {
+        name: t.with_columns(pl.col(c) // 1000 * 1000 for c in ("start", "end"))
+        for name, t in ns.tables.items()
+        if name in ("waits", "vcpu_states")
+    }
+    us = replace(ns, tables={**ns.tables, **cut})
+    assert us.clock_tick() == 1000 and ns.clock_tick() == 1
+    note = resolution_note(us, ns, ("text", "dat"))
+    assert note.startswith("text prints whole microseconds, dat nanoseconds")
+    assert resolution_note(ns, ns, ("a", "b")) == "" and resolution_note(us, us, ("a", "b")) == ""
+    caption = compare_sections(us, ns, ("text", "dat"))[0].figures[0].caption
+    assert note in caption
