@@ -143,6 +143,14 @@ def os_message(exc: BaseException) -> str:
     return text[0] if text else exc.__class__.__name__
 
 
+def unreadable_why(exc: BaseException, path: Path | str) -> str:
+    """Why an input file could not be read, in the OS's words where it gave some ('is a directory'
+    where polars read a folder), else the error's name."""
+    if isinstance(exc, OSError):
+        return os_message(exc)
+    return "is a directory" if Path(path).is_dir() else exc.__class__.__name__
+
+
 def _identity(path: Path) -> tuple[str, tuple[int, int] | None]:
     """The resolved path and (device, inode) of a path, to tell when two names are one file."""
     real = os.path.realpath(path)

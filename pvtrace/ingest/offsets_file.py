@@ -17,7 +17,7 @@ from typing import TextIO
 import polars as pl
 
 from pvtrace.errors import FormatError
-from pvtrace.outputs import os_message
+from pvtrace.outputs import unreadable_why
 
 OFFSETS_SUFFIX = ".guest-offsets.csv"
 _COMPRESSED = {".xz", ".gz", ".zst", ".bz2"}
@@ -58,13 +58,7 @@ def read_offsets(path: Path) -> dict[str, int | GivenClock]:
     try:
         df = pl.read_csv(path, infer_schema=False, comment_prefix="#", glob=False)
     except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
-        why = (
-            os_message(exc)
-            if isinstance(exc, OSError)
-            else "is a directory"
-            if Path(path).is_dir()
-            else exc.__class__.__name__
-        )
+        why = unreadable_why(exc, path)
         raise FormatError(f"not a readable guest offsets CSV ({why})", str(path)) from None
     lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     header = next((i for i, line in enumerate(lines, start=1) if not line.startswith("#")), 1)

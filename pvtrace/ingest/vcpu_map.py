@@ -22,7 +22,7 @@ from pathlib import Path
 import polars as pl
 
 from pvtrace.errors import FormatError
-from pvtrace.outputs import os_message
+from pvtrace.outputs import unreadable_why
 
 VCPU_MAP_SCHEMA = pl.Schema(
     {
@@ -71,13 +71,7 @@ def read_vcpu_map(path: Path | str) -> pl.DataFrame:
     try:
         text = pl.read_csv(path, infer_schema=False, comment_prefix="#", glob=False)
     except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
-        why = (
-            os_message(exc)
-            if isinstance(exc, OSError)
-            else "is a directory"
-            if Path(path).is_dir()
-            else exc.__class__.__name__
-        )
+        why = unreadable_why(exc, path)
         raise FormatError(f"not a readable vCPU map CSV ({why})", str(path)) from None
     text = text.rename({c: c.strip().lower() for c in text.columns})
     missing = [c for c in ("tid", "vm", "vcpu") if c not in text.columns]

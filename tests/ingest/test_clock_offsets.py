@@ -16,7 +16,7 @@ from pvtrace.simulate.run import simulate_trace
 from pvtrace.simulate.scenario import Scenario
 
 
-def _run(seed: int, offsets: tuple[int, int] = ()):
+def _run(seed: int, offsets: tuple[int, int] = (), drifts: tuple[float, float] = ()):
     s = Scenario().replace(
         lock={"algorithm": "ticket"},
         host={"pcpus": 4},
@@ -28,6 +28,7 @@ def _run(seed: int, offsets: tuple[int, int] = ()):
             "compute_ns": 20_000,
             "hold_ns": 2_000,
             "clock_offsets_ns": offsets,
+            "clock_drift_ppm": drifts,
         },
         run={"duration_ns": 60_000_000},
     )
@@ -351,23 +352,7 @@ def test_a_drift_set_in_the_scenario_goes_through_the_side_file(tmp_path):
     from pvtrace.ingest.offsets_file import GivenClock, read_offsets
     from pvtrace.simulate.views import contended_acquire
 
-    trace, _ = simulate_trace(
-        Scenario().replace(
-            host={"pcpus": 4},
-            lock={"algorithm": "ticket"},
-            vm={
-                "count": 2,
-                "vcpus": 4,
-                "locks": 2,
-                "lock_skew": 1.0,
-                "compute_ns": 20_000,
-                "hold_ns": 2_000,
-                "clock_drift_ppm": [40.0, -25.5],
-            },
-            run={"duration_ns": 60_000_000},
-        ),
-        seed=3,
-    )
+    trace, _ = _run(3, drifts=(40.0, -25.5))
     paths = write_rendered(trace, "perf", "merged", tmp_path / "m.txt", ns=True)
     side = read_offsets(next(p for p in paths if p.name.endswith(OFFSETS_SUFFIX)))
     assert isinstance(side["vm0"], GivenClock) and abs(side["vm0"].drift_ppm - 40.0) < 0.01
