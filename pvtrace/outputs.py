@@ -95,12 +95,29 @@ def signals_unwind() -> Iterator[None]:
         with contextlib.suppress(ValueError, OSError):  # not the main thread: leave them
             if signal.getsignal(sig) is not signal.SIG_IGN:
                 before[sig] = signal.signal(sig, handler)
+    hook = sys.unraisablehook
+    sys.unraisablehook = _quiet_after_signal(hook)
     try:
         yield
     finally:
         with _signals_held():  # a signal from here on reaches the handler from before
             for sig, handler in before.items():
                 signal.signal(sig, handler)
+        sys.unraisablehook = hook
+
+
+def _quiet_after_signal(hook):
+    """An unraisable-exception hook that drops the interrupt a signal raised where it could not
+    propagate (inside a library's callback: Python printed 'Exception ignored in: DataTypeClass'
+    and a traceback); the command still ends as interrupted (signal_received). Anything else goes
+    to `hook`."""
+
+    def quiet(unraisable) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt) and _received:
+            return
+        hook(unraisable)
+
+    return quiet
 
 
 def _new_temp(folder: Path, name: str) -> Path:

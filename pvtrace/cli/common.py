@@ -103,6 +103,8 @@ def handle_errors(fn: F) -> F:
         try:
             with signals_unwind():
                 result = fn(*args, **kwargs)
+                if signal_received() is not None:  # its interrupt was lost in a library's callback
+                    raise KeyboardInterrupt
                 command_finished()
                 return result
         except typer.Exit:  # the command's own exit code (fleet: 3, or its interrupted tally)

@@ -94,6 +94,35 @@ def test_a_signal_a_library_turned_into_another_error_is_an_interruption(signals
     assert capsys.readouterr().err.strip() == "interrupted (SIGHUP)"
 
 
+def test_a_signal_a_library_swallowed_is_an_interruption_without_a_traceback(signals_delivered, capsys):
+    """A signal raised inside a library's callback where it cannot propagate: Python printed
+    'Exception ignored in: DataTypeClass' and a traceback on stderr (the fault-injection test saw
+    it), and the command went on. Now nothing is printed for it, and the command ends interrupted."""
+    import sys
+
+    def command():
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+        except KeyboardInterrupt as exc:  # as a C callback does: reported unraisable, not raised
+            sys.unraisablehook(
+                type(
+                    "Unraisable",
+                    (),
+                    {
+                        "exc_type": type(exc),
+                        "exc_value": exc,
+                        "exc_traceback": None,
+                        "err_msg": "Exception ignored in",
+                        "object": "DataTypeClass",
+                    },
+                )()
+            )
+        return None
+
+    assert _run(command) == 130
+    assert capsys.readouterr().err.strip() == "interrupted"
+
+
 def test_a_signal_after_the_outputs_were_placed_says_they_are_complete(signals_delivered, tmp_path, capsys):
     """SIGTERM while `ingest` printed its summary: its output was whole, yet the line said only
     'interrupted (SIGTERM)'."""
