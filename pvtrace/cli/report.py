@@ -209,6 +209,10 @@ def compare(
     with outputs:
         sniff_runs((a, b))
         runs = [read_run(path, label, quiet) for path, label in zip((a, b), labels, strict=True)]
+        if lock_kind is not None and not any(isinstance(run, Trace) for run in runs):
+            raise UsageError(
+                "--lock-kind: both runs are summaries, analyzed already; it would apply to neither"
+            )
         (ta, xa), (tb, xb) = (
             (run, analyze_with_progress(run, label, lock_kind, quiet))
             if isinstance(run, Trace)

@@ -185,6 +185,10 @@ def ingest(
     if offsets_file is None:  # offsets the user gave: each names a VM of the trace
         check_given_offsets(guest_offset_ns, {*meta.vms, *(meta.clock or {}).get("guest_offset_ns", {})})
     meta.extra["cpus_seen"] = len(cpus) if cpus else None
+    if vm_name is not None and meta.extra.get("side") == "host":  # it names a guest file's VM
+        meta.extra.setdefault("warnings", []).append(
+            f"--vm-name {vm_name}: this trace has no guest side (the host names its VMs); not used"
+        )
     if meta.extra.get("side") == "host":
         _point_at_guest_files(meta, [p for p in paths if str(p) != "-"])
         if not meta.vms:  # `record --host` with no VM running: it said so, analyze said only 'level none'

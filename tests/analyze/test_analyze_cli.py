@@ -345,3 +345,17 @@ def test_guest_inferred_limits_name_only_what_is_missing_and_explain_it():
     assert "Not in this trace:[/] wait while halted (pv slow path)." in line
     assert "Capture with" not in line and f"Wait while halted (pv slow path): {why}." in line
     assert summary_view.headline_rows(a)[0][0] == "spin (waiting while running) (partial: see above)"
+
+
+def test_vm_name_on_a_host_trace_says_it_is_not_used(tmp_path):
+    """--vm-name names a guest text trace's VM; on a host trace (whose VMs the host names) it was
+    taken and dropped in silence."""
+    from pvtrace.simulate.render import write_rendered
+    from pvtrace.simulate.run import simulate_trace
+    from pvtrace.simulate.scenario import load_preset
+
+    trace, _ = simulate_trace(load_preset("lhp-demo").replace(run={"duration_ns": 20_000_000}))
+    host = next(f for f in write_rendered(trace, "ftrace", "host", tmp_path / "h.txt") if f.suffix == ".txt")
+    res = runner.invoke(app, ["analyze", str(host), "--vm-name", "web", "-q"])
+    assert res.exit_code == 0, res.output
+    assert "--vm-name web: this trace has no guest side" in res.stderr

@@ -292,3 +292,16 @@ def test_a_figure_format_without_figures_is_refused(tmp_path, trace_file):
     )
     assert res.exit_code == 2 and "without --figures it does nothing" in res.stderr, res.output
     assert not (tmp_path / "r.html").exists()
+
+
+def test_compare_refuses_a_lock_kind_that_applies_to_neither_summary(tmp_path):
+    """`compare a.json b.json --lock-kind fifo` took the option and used it for nothing (both runs
+    are summaries, analyzed already)."""
+    trace = tmp_path / "t.parquet"
+    write_trace(lhp_trace(), trace)
+    summary = tmp_path / "s.json"
+    assert runner.invoke(app, ["analyze", str(trace), "--json", str(summary), "-q"]).exit_code == 0
+    res = runner.invoke(app, ["compare", str(summary), str(summary), "--lock-kind", "fifo"])
+    assert res.exit_code == 2 and "both runs are summaries" in res.output, res.output
+    res = runner.invoke(app, ["compare", str(trace), str(summary), "--lock-kind", "fifo", "-q"])
+    assert res.exit_code == 0, res.output  # a trace run takes it
