@@ -34,8 +34,9 @@ def host_map(
     return build_vcpu_map(names, ids, host.select("tid", "tgid"), user_map)
 
 
-def _kvm_steps(parsed: dict[str, pl.DataFrame]) -> pl.DataFrame:
-    """Each thread's KVM events in file order: row, tid, step (0 exit, 1 entry, 2 hypercall), nr."""
+def kvm_steps(parsed: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """Each thread's KVM events in file order: row, tid, step (0 exit, 1 entry, 2 hypercall), nr
+    (one frame per chunk, for host_events and exits_across_cut)."""
     return pl.concat(
         [
             parsed["exit"].select(
@@ -49,15 +50,14 @@ def _kvm_steps(parsed: dict[str, pl.DataFrame]) -> pl.DataFrame:
     ).sort("row")
 
 
-def _hypercall_after_exit(parsed: dict[str, pl.DataFrame]) -> pl.DataFrame:
+def _hypercall_after_exit(steps: pl.DataFrame) -> pl.DataFrame:
     """(row, hypercall_nr) of each kvm_exit whose thread's next KVM event is kvm_hypercall.
 
     A VMCALL/VMMCALL exit is followed, on the same thread and before the next
     kvm_entry, by the kvm_hypercall that says which call it was; the exit
     carries that number as its value (5 kick, 11 yield), as the simulator's do.
-    Across a chunk cut, exits_across_cut pairs them.
+    Across a chunk cut, exits_across_cut pairs them. steps: kvm_steps.
     """
-    steps = _kvm_steps(parsed)
     nxt = steps.with_columns(
         pl.col("step").shift(-1).over("tid").alias("next_step"),
         pl.col("nr").shift(-1).over("tid").alias("next_nr"),
@@ -67,15 +67,13 @@ def _hypercall_after_exit(parsed: dict[str, pl.DataFrame]) -> pl.DataFrame:
     )
 
 
-def exits_across_cut(
-    parsed: dict[str, pl.DataFrame], open_before: list[int]
-) -> tuple[dict[int, int], list[int]]:
+def exits_across_cut(steps: pl.DataFrame, open_before: list[int]) -> tuple[dict[int, int], list[int]]:
     """The kvm_exit / kvm_hypercall pairs a chunk cut separates, for a trace normalized in chunks.
 
     Returns ({tid: hypercall nr} for the threads of `open_before` (those whose last KVM event in
     the previous chunk was a kvm_exit) whose first KVM event in this chunk is a kvm_hypercall: that
-    exit's value, patch_exit_values), and the threads whose last KVM event here is a kvm_exit."""
-    steps = _kvm_steps(parsed)
+    exit's value, patch_exit_values), and the threads whose last KVM event here is a kvm_exit.
+    steps: kvm_steps of the chunk."""
     if steps.height == 0:
         return {}, []
     ends = steps.group_by("tid", maintain_order=True).agg(
@@ -116,9 +114,13 @@ def _on_thread(thread: pl.DataFrame, key: str, vm: str = "vm", vcpu: str = "vcpu
 
 
 def host_events(
-    host: pl.DataFrame, parsed: dict[str, pl.DataFrame], vmap: pl.DataFrame, with_wakeup: list[str]
+    host: pl.DataFrame,
+    parsed: dict[str, pl.DataFrame],
+    vmap: pl.DataFrame,
+    with_wakeup: list[str],
+    steps: pl.DataFrame,
 ) -> list[pl.DataFrame]:
-    """Canonical events of host rows (vmap: the vCPU map)."""
+    """Canonical events of host rows (vmap: the vCPU map; steps: kvm_steps of parsed)."""
     origin = "host"
     # vm as Categorical (the events' type) on the small map: the lookups then carry it, no per-row cast
     thread = vmap.select("tid", pl.col("vm").cast(pl.Categorical), "vcpu")
@@ -195,7 +197,7 @@ def host_events(
         "tid": pl.col("tid"),
         "origin": origin,
     }
-    calls = _hypercall_after_exit(parsed)
+    calls = _hypercall_after_exit(steps)
     exits = on_thread("exit").with_columns(
         pl.col("row").replace_strict(calls["row"], calls["hypercall_nr"], default=None).alias("hypercall_nr")
     )

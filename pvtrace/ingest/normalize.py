@@ -60,7 +60,7 @@ from pvtrace.ingest.families import (
     unparsed,
 )
 from pvtrace.ingest.guest_events import guest_events as make_guest_events
-from pvtrace.ingest.host_events import exits_across_cut, host_map
+from pvtrace.ingest.host_events import exits_across_cut, host_map, kvm_steps
 from pvtrace.ingest.host_events import host_events as make_host_events
 from pvtrace.ingest.sides import SIDES, detect_sides, guest_vm_names
 from pvtrace.ingest.vcpu_map import VCPU_MAP_SCHEMA
@@ -174,7 +174,10 @@ def normalize(
     with_wakeup = sources_with(WAKEUPS, "wakeup_sources")
     with_contention = sources_with(GROUPS["contention"], "contention_sources")
     empty = emit(frame.clear())
-    host_events = pl.concat(make_host_events(host, h_parsed, vmap, with_wakeup)) if host.height else empty
+    steps = kvm_steps(h_parsed)  # exits paired with their hypercalls, in this chunk and across its cut
+    host_events = (
+        pl.concat(make_host_events(host, h_parsed, vmap, with_wakeup, steps)) if host.height else empty
+    )
     guest_events = (
         pl.concat(make_guest_events(guest, g_parsed, with_wakeup, with_contention)) if guest.height else empty
     )
@@ -227,7 +230,7 @@ def normalize(
     info = _info(frame, sides, vmap, names, events, clock, notes)
     info["unparsed_payloads"] = _counts(not_parsed, "event")
     # kvm_exits of the previous chunk whose kvm_hypercall opens this one (load patches them)
-    info["exits_closed"], open_exits = exits_across_cut(h_parsed, carry.get("open_exits", []))
+    info["exits_closed"], open_exits = exits_across_cut(steps, carry.get("open_exits", []))
     info["carry"] = {
         "open_exits": open_exits,
         "sides": {**carry.get("sides", {}), **{k: v["side"] for k, v in info["sides"].items()}},
