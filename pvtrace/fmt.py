@@ -27,6 +27,11 @@ def fmt_ns(ns: float | int | None, missing: str = "-") -> str:
     return f"{ns / 1e9:.3g} s" if a < 1000e9 else f"{ns / 1e9:,.0f} s"
 
 
+def fmt_2dp(value: float | None, missing: str = "-") -> str:
+    """A share or ratio with two decimals; `missing` where it is unknown (never 0.00)."""
+    return missing if value is None else f"{value:.2f}"
+
+
 def clock_tick(*frames: pl.DataFrame) -> int:
     """The trace's time resolution as the intervals of the first non-empty frame (start, end)
     show it: 1000 when every length is a whole microsecond (ftrace's and perf's default clock

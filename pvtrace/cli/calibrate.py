@@ -6,6 +6,7 @@ import typer
 from rich.table import Table
 
 from pvtrace.cli.common import handle_errors, out, print_titled, progress
+from pvtrace.fmt import fmt_2dp
 
 
 def checks_table(checks) -> Table:
@@ -15,9 +16,13 @@ def checks_table(checks) -> Table:
     for name in ("simulated", "ratio", "result"):
         t.add_column(name, justify="right")
     for c in checks:
-        ratio = "-" if c.ratio is None else f"{c.ratio:.2f}"
         t.add_row(
-            c.target, c.figure, c.published, f"{c.simulated:.2f}", ratio, "pass" if c.passed else "MISS"
+            c.target,
+            c.figure,
+            c.published,
+            fmt_2dp(c.simulated),
+            fmt_2dp(c.ratio),
+            "pass" if c.passed else "MISS",
         )
     return t
 

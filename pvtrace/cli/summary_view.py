@@ -25,6 +25,7 @@ from pvtrace.cli.fit import print_fitted
 from pvtrace.cli.guest_view import partial_groups, preemption_line
 from pvtrace.fmt import (
     LIKELY_HOLDER_NOTE,
+    fmt_2dp,
     fmt_lock,
     fmt_ns,
     fmt_trace_time,
@@ -482,8 +483,8 @@ def render_kvm_stat(con: Console, kvm: pl.DataFrame) -> None:
             t.add_row(
                 str(r["block"]),
                 name,
-                fmt_pct_or_dash(r["samples_pct"]),
-                fmt_pct_or_dash(r["time_pct"]),
+                fmt_2dp(r["samples_pct"]),
+                fmt_2dp(r["time_pct"]),
                 IMPLICATION_GROUPS[r["group"]][1].split(": ", 1)[1]
                 + (
                     " (unknown: this architecture's exits do not show them)"
@@ -492,11 +493,6 @@ def render_kvm_stat(con: Console, kvm: pl.DataFrame) -> None:
                 ),
             )
         _print(con, t)
-
-
-def fmt_pct_or_dash(value: float | None) -> str:
-    """A share with two decimals; '-' where it is unknown."""
-    return "-" if value is None else f"{value:.2f}"
 
 
 def render_lock_contention(con: Console, locks: pl.DataFrame) -> None:

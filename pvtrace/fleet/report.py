@@ -18,7 +18,7 @@ import polars as pl
 from pvtrace.analyze.partial import KIND_FIX
 from pvtrace.errors import UsageError
 from pvtrace.fleet import store
-from pvtrace.fmt import LHP_ONLY, LWP_UNKNOWN, fmt_waste
+from pvtrace.fmt import LHP_ONLY, LWP_UNKNOWN, fmt_2dp, fmt_waste
 from pvtrace.report.aggregate import log_histogram
 from pvtrace.report.figure import Figure, no_data
 from pvtrace.report.histogram import chart_log_histogram
@@ -191,7 +191,7 @@ def render_terminal(data: FleetData, console, top: int = 10) -> None:
                 r["trace"],
                 r["level"],
                 fmt_ns(r["waste_ns"]) + (" (partial)" if r["partial"] else ""),
-                "-" if pct_r is None else f"{pct_r:.2f}",
+                fmt_2dp(pct_r),
                 drill_command(r["files"], r["trace"]),
             )
         console.print(tt)
