@@ -54,7 +54,8 @@ class FleetData:
     @property
     def partial_fixes(self) -> list[str]:
         """What completes the partial waste of the measured traces: each part's fix, once."""
-        m = self.measured.filter(PARTIAL_WASTE) if self.measured.height else self.measured
+        m = self.measured
+        m = m.filter(PARTIAL_WASTE) if m.height else m
         if not m.height:
             return []
         parts = m.select(
