@@ -151,10 +151,18 @@ def clocks_unaligned(meta: TraceMeta) -> str | None:
         return unmapped
     if clock.get("synchronized") is not False:
         return None
-    bad = sorted(vm for vm, g in (clock.get("guests") or {}).items() if g.get("synchronized") is False)
+    guests = clock.get("guests") or {}
+    bad = sorted(vm for vm, g in guests.items() if g.get("synchronized") is False)
+    # what the events say, where an estimate was made (too wide to join exactly, or against a given offset)
+    seen = [
+        f"{vm}'s N at {e['offset_ns']} +- {e.get('span_uncertainty_ns') or e['uncertainty_ns']} ns"
+        for vm in bad
+        if (e := guests[vm].get("estimate")) and e.get("offset_ns") is not None
+    ]
     return (
         f"host and guest clocks are not known to be aligned ({', '.join(bad) or 'guests'}): pass "
-        "--guest-offset VM=N (host = guest + N ns), or record with trace-cmd -A (tsync)"
+        f"--guest-offset VM=N (host = guest + N ns{'; the events put ' + ', '.join(seen) if seen else ''}), "
+        "or record with trace-cmd -A (tsync)"
     )
 
 

@@ -558,7 +558,7 @@ def limits_line(a: Analysis) -> str | None:
     quiet = "n_contended" in gone and recorded_guest(s.extra)
     if quiet:  # the lock events were recorded: asking to record them again would mislead
         how = [h for h in how if not h.startswith("in the guest: ")]
-    text = "[bold]Not in this trace:[/] " + ", ".join(labels) + "."
+    text = "[bold]Not measured:[/] " + ", ".join(labels) + "."
     if quiet:
         text += (
             " No lock was contended while it was recorded: its steal samples say `pvtrace record --guest` "

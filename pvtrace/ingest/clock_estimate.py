@@ -528,6 +528,35 @@ def estimate_offsets(host: pl.DataFrame, guest: pl.DataFrame) -> dict[str, Estim
     return out
 
 
+def outside_runs(host: pl.DataFrame, guest: pl.DataFrame, offset_ns: int, drift_ppm: float = 0.0) -> tuple[int, int]:
+    """How many guest events a given clock line (host = guest + offset_ns - drift_ppm * 1e-6 *
+    guest) puts outside every run of their vCPU, of how many it puts inside the host trace's time
+    range on vCPUs the host ran (the others say nothing). A guest event happens while its vCPU
+    runs: a stale or mistyped offset puts many outside, and would join them to the wrong states.
+
+    host: vm, vcpu, kind, ts of one VM's host events (host clock); guest: vcpu, ts (guest clock)."""
+    runs = run_intervals(host)
+    guest = guest.drop_nulls(["vcpu", "ts"])
+    if runs.height == 0 or guest.height == 0:
+        return 0, 0
+    t0, t1 = int(host["ts"].min()), int(host["ts"].max())
+    g = guest["ts"].to_numpy().astype(np.int64)
+    on_host = g + offset_ns - np.rint(drift_ppm * 1e-6 * g).astype(np.int64)
+    vcpu = guest["vcpu"].to_numpy().astype(np.int64)
+    # each side may print whole microseconds, cut on its own clock
+    res = 2 * max(resolution(guest["ts"]), resolution(host["ts"]))
+    n_out = n_checked = 0
+    for (c,), part in runs.group_by(["vcpu"]):
+        part = part.sort("start")
+        starts, ends = _merged(part["start"].to_numpy() - res, part["end"].to_numpy() + res)
+        mine = on_host[(vcpu == int(c)) & (on_host >= t0) & (on_host <= t1)]
+        i = np.searchsorted(starts, mine, side="right") - 1
+        inside = (i >= 0) & (mine <= ends[np.maximum(i, 0)])
+        n_checked += mine.size
+        n_out += int(np.count_nonzero(~inside))
+    return n_out, n_checked
+
+
 def resolution(ts: pl.Series) -> int:
     """1000 when every timestamp is a whole microsecond (ftrace, perf without --ns), else 1."""
     ts = ts.drop_nulls()

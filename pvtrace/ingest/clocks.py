@@ -25,7 +25,16 @@ from typing import Any
 import polars as pl
 
 from pvtrace.errors import UsageError
-from pvtrace.ingest.clock_estimate import TOO_FEW, Estimate, estimate_offsets, resolution, snap_to_runs
+from pvtrace.ingest.clock_estimate import (
+    MIN_EVENTS,
+    MIN_FIT,
+    TOO_FEW,
+    Estimate,
+    estimate_offsets,
+    outside_runs,
+    resolution,
+    snap_to_runs,
+)
 from pvtrace.ingest.offsets_file import GivenClock
 
 # An estimate is used only when the events pin the offset down this closely (a shift of a few us
@@ -60,10 +69,14 @@ def _one_guest(
     given: int | None,
     tsc_offsets: pl.Series | None,
     estimate: Estimate | str,
+    misfit: str | None = None,
 ) -> tuple[int, dict[str, Any]]:
+    """misfit: why a given offset is contradicted by the events (given_misfit), if it is."""
     report: dict[str, Any] = {}
     if given is not None:
         offset, report["mode"] = int(given), "given by the user"
+        if isinstance(estimate, Estimate):  # made only to name the fix of a contradicted offset
+            report["estimate"] = estimate.to_dict()
     elif host is None:
         return 0, {"mode": "guest only: one clock"}
     elif (
@@ -114,14 +127,17 @@ def _one_guest(
         report["host_span"], report["guest_span"] = list(host), list(shifted)
         # Known aligned: given, estimated or checked from the events, or (too few events to check)
         # time ranges that meet. Events that fit no shift are never taken as aligned.
-        report["synchronized"] = (
-            (given is not None and _aligned(host, shifted))
-            or isinstance(estimate, Estimate)
-            or (estimate == TOO_FEW and _aligned(host, shifted))
-        )
-        if given is not None and not report["synchronized"]:  # a wrong --guest-offset is not trusted
-            report["estimate_failed"] = (
-                f"the given offset {int(given)} ns puts the guest events outside the host trace's time range"
+        if given is not None:  # a wrong --guest-offset or side file is not trusted
+            report["synchronized"] = _aligned(host, shifted) and misfit is None
+            if not _aligned(host, shifted):
+                report["estimate_failed"] = (
+                    f"the given offset {int(given)} ns puts the guest events outside the host trace's time range"
+                )
+            elif misfit is not None:
+                report["estimate_failed"] = misfit
+        else:
+            report["synchronized"] = isinstance(estimate, Estimate) or (
+                estimate == TOO_FEW and _aligned(host, shifted)
             )
     return offset, report
 
@@ -153,8 +169,12 @@ def guest_offsets(
             for vm in guest["vm"].drop_nulls().unique().to_list()
             if vm not in decided and (given.get(vm) if isinstance(given, dict) else given) is None
         ]
+        misfits = given_misfits(host_events, guest, given, decided)
+        todo += sorted(misfits)  # their estimate names the fix
         if todo:
             estimates = estimate_offsets(host_events, guest.filter(pl.col("vm").is_in(todo)))
+    else:
+        misfits = {}
     offsets: dict[str, int] = {}
     per_vm: dict[str, dict[str, Any]] = {}
     for vm in sorted(guest["vm"].drop_nulls().unique().to_list()):
@@ -165,11 +185,44 @@ def guest_offsets(
         if user is None and vm in decided:
             offsets[vm] = decided[vm]
             continue
-        offsets[vm], per_vm[vm] = _one_guest(host, span, user, tsc_offsets, estimates.get(vm, TOO_FEW))
+        offsets[vm], per_vm[vm] = _one_guest(
+            host, span, user, tsc_offsets, estimates.get(vm, TOO_FEW), misfits.get(vm)
+        )
         if isinstance(user, GivenClock) and user.drift_ppm:  # a side file's drifting line
             per_vm[vm]["given_drift"] = {"drift_ppm": user.drift_ppm, "at_guest_ns": 0}
             per_vm[vm]["mode"] += f"; the guest clock drifts {user.drift_ppm:+.3f} ppm against the host's"
     return offsets, per_vm
+
+
+def given_misfits(
+    host_events: pl.DataFrame,
+    guest: pl.DataFrame,
+    given: int | dict[str, int] | None,
+    decided: dict[str, int],
+) -> dict[str, str]:
+    """Per guest VM whose given offset (--guest-offset, a side file) puts more than 1% of its
+    guest events inside the host trace outside their vCPU's runs: why it is not trusted. A guest
+    event happens while its vCPU runs; an offset from another run of the VMs, or mistyped, would
+    join the guest's waits to the wrong vCPU states and print them at the exact level."""
+    out: dict[str, str] = {}
+    for vm in sorted(guest["vm"].drop_nulls().unique().to_list()):
+        user = given.get(vm) if isinstance(given, dict) else given
+        if user is None or vm in decided:
+            continue
+        drift = user.drift_ppm if isinstance(user, GivenClock) else 0.0
+        n_out, n = outside_runs(
+            host_events.filter(pl.col("vm").cast(pl.String) == vm),
+            guest.filter(pl.col("vm") == vm).select("vcpu", "ts"),
+            int(user),
+            drift,
+        )
+        if n >= MIN_EVENTS and n_out > (1 - MIN_FIT) * n:
+            out[vm] = (
+                f"the given offset {int(user)} ns puts {n_out} of {vm}'s {n} guest events in the host trace's "
+                "time range outside every run of their vCPU (a guest event happens while its vCPU runs): "
+                "an offset of another run of the VMs, or a typo?"
+            )
+    return out
 
 
 def applied_drifts(per_vm: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:

@@ -321,7 +321,7 @@ def test_contention_begins_without_ends_are_counted_not_0():
     summary_view.render_summary(con, a, ["begins.txt"])
     text = con.export_text()
     assert "waits per lock and their lengths are unavailable" in text and "Locks by total wait" not in text
-    assert "Not in this trace: lock wait lengths" in text
+    assert "Not measured: lock wait lengths" in text
 
 
 def test_guest_inferred_limits_name_only_what_is_missing_and_explain_it():
@@ -342,7 +342,7 @@ def test_guest_inferred_limits_name_only_what_is_missing_and_explain_it():
     )
     a = Analysis(summary=s)
     line = summary_view.limits_line(a)
-    assert "Not in this trace:[/] wait while halted (pv slow path)." in line
+    assert "Not measured:[/] wait while halted (pv slow path)." in line
     assert "Capture with" not in line and f"Wait while halted (pv slow path): {why}." in line
     assert summary_view.headline_rows(a)[0][0] == "spin (waiting while running) (partial: see above)"
 

@@ -106,6 +106,34 @@ def test_a_given_offset_that_puts_the_guests_outside_the_host_trace_is_not_trust
     assert right.meta.clock["synchronized"] is True
 
 
+@pytest.mark.parametrize("fmt", ["ftrace", "perf"])
+def test_a_side_file_of_another_run_is_not_trusted_and_the_events_name_the_fix(tmp_path, fmt):
+    """A side file left from another run of the VMs (its offset 50 us off the guests' clock): the
+    time ranges still meet, but a third of the guest events fall outside their vCPU's runs. Not
+    trusted (cross metrics unavailable), the reason says so, and the fix carries the offset the
+    events give. The right offsets, given, are trusted (the check does not trip on good ones)."""
+    trace, _ = _run(10, (-7_000_000_000, -9_000_000_000))
+    paths = write_rendered(trace, fmt, "merged", tmp_path / "m.txt")
+    side = next(p for p in paths if p.name.endswith(OFFSETS_SUFFIX))
+    right = load(_texts(paths)).meta.clock
+    assert right["synchronized"] is True and right["offsets_file"] == str(side)
+    side.write_text(side.read_text().replace("-7000000000", "-7000050000"))
+    stale = load(_texts(paths))
+    clock = stale.meta.clock
+    assert clock["synchronized"] is False
+    vm0 = clock["guests"]["vm0"]
+    assert vm0["synchronized"] is False and clock["guests"]["vm1"]["synchronized"] is True
+    assert "the given offset -7000050000 ns puts" in vm0["estimate_failed"]
+    assert abs(vm0["estimate"]["offset_ns"] + 7_000_000_000) <= 1_000
+    s = analyze(stale).summary
+    assert "spin_ns" not in s.totals and "n_lhp_harmful" not in s.totals
+    fix = {u.metric: u.how_to_capture for u in s.unavailable}["spin_ns"]
+    assert f"the events put vm0's N at {vm0['estimate']['offset_ns']} +- " in fix
+    # the same wrong offset given on the command line
+    typed = load(_texts(paths), guest_offset_ns={"vm0": -7_000_050_000, "vm1": -9_000_000_000})
+    assert typed.meta.clock["guests"]["vm0"]["synchronized"] is False
+
+
 def test_guest_events_printed_just_before_their_vcpu_resumes_are_moved_inside(tmp_path):
     trace, _ = _run(9)
     paths = write_rendered(trace, "ftrace", "merged", tmp_path / "m.txt")
