@@ -528,7 +528,9 @@ def estimate_offsets(host: pl.DataFrame, guest: pl.DataFrame) -> dict[str, Estim
     return out
 
 
-def outside_runs(host: pl.DataFrame, guest: pl.DataFrame, offset_ns: int, drift_ppm: float = 0.0) -> tuple[int, int]:
+def outside_runs(
+    host: pl.DataFrame, guest: pl.DataFrame, offset_ns: int, drift_ppm: float = 0.0
+) -> tuple[int, int]:
     """How many guest events a given clock line (host = guest + offset_ns - drift_ppm * 1e-6 *
     guest) puts outside every run of their vCPU, of how many it puts inside the host trace's time
     range on vCPUs the host ran (the others say nothing). A guest event happens while its vCPU
