@@ -26,7 +26,7 @@ from pvtrace.analyze.intervals import (
 )
 from pvtrace.analyze.likely_holder import areas_at, free_running_clock, likely_holders, span_area
 from pvtrace.analyze.locks import acquisitions, lock_status
-from pvtrace.analyze.prepare import Prepared
+from pvtrace.analyze.prepare import COARSE_TICK_NS, Prepared
 from pvtrace.analyze.running_clock import ran_between, running_clock
 from pvtrace.analyze.silent_stops import release_silent_stops, until_stop
 from pvtrace.analyze.vcpu_states import VcpuStates
@@ -185,21 +185,25 @@ def _acquired_in_gap(by_kick: pl.DataFrame, waits: pl.DataFrame, prep: Prepared)
 
     The kick then comes from that hold (take, release, kick the next waiter), not from a hold of
     the whole gap: a hold whose release shares the acquisition's microsecond is no held stretch,
-    so the free stretches on either side of it read as one gap.
+    so the free stretches on either side of it read as one gap. Where the lock's events are
+    printed to the microsecond the take may even print after the kick (the guest's clock and
+    the host's are cut to their own microseconds): a take within one after the kick, of a wait
+    begun before it, is that hold's too.
     """
     lv = prep.lock_vcpu_key("holder")
     own = waits.filter(pl.col("end").is_not_null()).select(
-        prep.lock_vcpu_key().alias("key"), pl.col("end").alias("own_end")
+        prep.lock_vcpu_key().alias("key"), pl.col("end").alias("own_end"), pl.col("start").alias("own_start")
     )
+    late = prep.coarse_lock("lid").cast(pl.Int64()) * COARSE_TICK_NS
     found = lookup(
-        by_kick.select(lv.alias("_lv"), "end"),
+        by_kick.select(lv.alias("_lv"), (pl.col("end") + late).alias("_at")),
         sort_by_key(own, "key", then="own_end"),
         by="_lv",
-        on="end",
+        on="_at",
         table_on="own_end",
-        values=["own_end"],
+        values=["own_end", "own_start"],
     )
-    return (found["own_end"] > by_kick["g0"]).fill_null(False)
+    return ((found["own_end"] > by_kick["g0"]) & (found["own_start"] <= by_kick["end"])).fill_null(False)
 
 
 def _attempt_rate(

@@ -6,6 +6,7 @@ the tables of docs/accuracy.md ("On rendered text"):
     python tests/analyze/text_accuracy.py --kinds > /tmp/lock-kinds.md     # lock kind table
     python tests/analyze/text_accuracy.py --long > /tmp/long.md            # 1 s runs, ns and us text
     python tests/analyze/text_accuracy.py --offsets-long > /tmp/offsets.md # clock offsets on 1 s runs
+    python tests/analyze/text_accuracy.py --presets > /tmp/presets.md      # the bundled presets
 
 Every figure is computed from runs: the simulator's truth (cut to the text's window,
 pvtrace.simulate.truth_window) and the analysis of the files `pvtrace generate` would write.
@@ -27,7 +28,7 @@ from pvtrace.ingest.clock_estimate import estimate_offsets
 from pvtrace.ingest.load import load
 from pvtrace.simulate.render import write_rendered
 from pvtrace.simulate.run import simulate_trace
-from pvtrace.simulate.scenario import Scenario
+from pvtrace.simulate.scenario import Scenario, load_preset, preset_names
 from pvtrace.simulate.truth_window import cut_truth
 from pvtrace.simulate.views import select_view
 
@@ -368,6 +369,45 @@ def long_markdown(
     return "\n".join(lines) + "\n\n" + pooled_markdown(per_algorithm)
 
 
+def presets_markdown(seeds: tuple[int, ...], formats: tuple[str, ...] = ("trace-cmd", "ftrace")) -> str:
+    """The bundled presets (their own shapes, workloads and hypervisor settings), each with its own
+    lock algorithm and with every other, as `pvtrace generate --preset P [--lock L]` writes them."""
+    lines = [
+        "| preset | lock | format | spin | waste (LHP+LWP) | LHP precision | LHP recall "
+        "| harmful LHP found / true | LHP, kind given: precision / recall | convoys "
+        "| lock kind right / decided wrong / locks with >= 20 hand-offs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    per_algorithm: dict[tuple[str, str], list[dict]] = {}
+    for name in preset_names():
+        base = load_preset(name)
+        own = base.lock.algorithm
+        for algo in (own, *(a for a in ALGORITHMS if a != own)):
+            runs: dict[str, list[dict]] = {}
+            for seed in seeds:
+                trace, _ = simulate_trace(base.replace(lock={"algorithm": algo}), seed=seed)
+                with tempfile.TemporaryDirectory(prefix="pvtrace-acc-") as tmp:
+                    for fmt in formats:
+                        runs.setdefault(fmt, []).append(text_run(trace, fmt, Path(tmp)))
+            for fmt in formats:
+                f = figures(runs[fmt])
+                given = f["lhp_given"]
+                lines.append(
+                    f"| {name} | {algo}{' (preset)' if algo == own else ''} | {fmt} | {_pct(f['spin_err'])} | "
+                    + f"{_waste_cell(f)} | "
+                    + _lhp_cells(f["lhp"])
+                    + (
+                        f"{100 * given['precision']:.1f}% / {100 * given['recall']:.1f}% | "
+                        if given
+                        else "- | "
+                    )
+                    + f"{_pct(f['convoy_err'])} | {f['kinds_right']} / {f['kinds_wrong']} / {f['kinds_n']} |"
+                )
+                per_algorithm.setdefault((algo, fmt), []).extend(r["lhp"] for r in runs[fmt] if r["lhp"])
+            print(f"done {name} {algo}", file=sys.stderr)
+    return "\n".join(lines) + "\n\n" + pooled_markdown(per_algorithm)
+
+
 def pooled_markdown(per_algorithm: dict[tuple[str, str], list[dict]]) -> str:
     """Harmful LHP precision and recall per lock algorithm and format, every case's incidents
     together (workloads, PLE on and off, seeds): the acceptance's "for every lock algorithm" read
@@ -391,6 +431,8 @@ if __name__ == "__main__":
         print(offsets_markdown(tuple(range(1, 11)), 100_000_000))
     elif args == ["--offsets-long"]:  # 1 s runs: drift shows (perf prints as ftrace does)
         print(offsets_markdown(tuple(range(1, 6)), 1_000_000_000, ("ftrace", "trace-cmd"), (0.0, 10.0)))
+    elif args == ["--presets"]:
+        print(presets_markdown((101, 202)))
     elif args[:1] == ["--workload"]:  # one workload's rows (to run workloads side by side)
         print(markdown((1, 2), 100_000_000, tuple(args[1:])))
     else:
