@@ -1,7 +1,11 @@
-"""The guest's mode at each vCPU stop, from kvm_exit's guest rip (vm_exit value 1: user mode).
+"""What the guest was doing at each vCPU stop, from the vCPU's last exit before it: in user mode
+(kvm_exit's guest rip, vm_exit value 1) or spinning (a PAUSE exit: pause-loop exiting caught a
+PAUSE loop).
 
 Guest spinlocks are held in the kernel with preemption off, so a vCPU stopped in user mode holds
-none through its stop (docs/metrics.md, Inferred holders: Guest mode at a stop).
+none through its stop; nor, like a lock waiter, does one stopped spinning on something its
+trace does not show as a lock wait (an IPI's acknowledgement, a lock of an untraced kind)
+(docs/metrics.md, Inferred holders: Guest mode at a stop).
 """
 
 from __future__ import annotations
@@ -23,6 +27,19 @@ def stopped_in_user_mode(changes: pl.DataFrame, prep: Prepared) -> pl.Series:
     exits = _by_vcpu(prep).select("key", "ord", user_exit.fill_null(False).alias("_u"))
     last = lookup(changes.select("vid", "ord"), exits, by="vid", on="ord", values=["_u"], strict=True)["_u"]
     return (stopped & last.fill_null(False)).alias("user")
+
+
+def stopped_spinning(changes: pl.DataFrame, prep: Prepared) -> pl.Series:
+    """Per state change (sorted by vid, ord): a stop whose vCPU's last exit was a PAUSE exit (a
+    pause-loop exit that yielded, or was preempted, before the guest ran again). False where no
+    exits are traced."""
+    stopped = changes["state"] != "running"
+    if prep.exits.height == 0:
+        return (stopped & False).alias("spinning")
+    pause = (pl.col("kind") == "vm_exit") & (pl.col("reason") == "PAUSE")
+    exits = _by_vcpu(prep).select("key", "ord", pause.fill_null(False).alias("_p"))
+    last = lookup(changes.select("vid", "ord"), exits, by="vid", on="ord", values=["_p"], strict=True)["_p"]
+    return (stopped & last.fill_null(False)).alias("spinning")
 
 
 def _by_vcpu(prep: Prepared) -> pl.DataFrame:

@@ -167,6 +167,7 @@ def visible_holds(
         pl.col("ord").alias("stop_ord"),
         pl.col("ts").alias("stop_ts"),
         pl.col("user").alias("stop_user"),
+        pl.col("spinning").alias("stop_spinning"),
     )
     runs = ch.filter(pl.col("state") == "running").select(
         pl.col("vid").alias("key"), pl.col("ord").alias("run_ord")
@@ -177,7 +178,7 @@ def visible_holds(
         by="vid",
         on="ord",
         table_on="stop_ord",
-        values=["stop_ord", "stop_ts", "stop_user"],
+        values=["stop_ord", "stop_ts", "stop_user", "stop_spinning"],
         direction="forward",
         strict=True,
     ).drop("_row")
@@ -196,8 +197,29 @@ def visible_holds(
         & (pl.col("stop_ord") < pl.col("next_ord"))
         & (pl.col("run_ord").is_null() | (pl.col("run_ord") > pl.col("next_ord")))
     ).fill_null(False)
-    # A stop that began in guest user mode ends every spinlock hold before it.
-    user = pl.col("stop_user").fill_null(False)
+    # A stop that began in guest user mode ends every spinlock hold before it; so does one that
+    # began spinning (a PAUSE exit) on something other than a traced lock (an IPI's acknowledgement):
+    # like a waiter, it holds none. (Spinning on a traced lock M, it may hold this one: nested.)
+    any_wait = sort_by_key(
+        waits.select(
+            pl.col("vid").alias("key"),
+            pl.col("start_ord").alias("_w0"),
+            pl.col("end_ord").fill_null(prep.n_events).alias("_w1"),
+        ),
+        "key",
+        then="_w0",
+    )
+    acq = lookup(
+        acq.with_columns(pl.col("stop_ord").fill_null(prep.n_events).alias("_at")),
+        any_wait,
+        by="vid",
+        on="_at",
+        table_on="_w0",
+        values=["_w1"],
+        strict=True,
+    ).drop("_row")
+    in_wait = (pl.col("_w1") > pl.col("_at")).fill_null(False)
+    user = pl.col("stop_user").fill_null(False) | (pl.col("stop_spinning").fill_null(False) & ~in_wait)
     acq = acq.with_columns(
         ran_between(acq, clock, prep, vid="vid", t0="ts", t1="stop_ts").alias("ran_to_stop"),
         pl.when(handed | user).then(pl.col("stop_ts")).alias("ahead_ts"),

@@ -172,9 +172,13 @@ def likely_holders(
         .filter(pl.col("prev_acq").is_null() | (pl.col("rho") > pl.col("prev_acq")))
         .drop("r_end")
     )
-    # Its first stop from then: one that began in guest user mode before e1 ends any spinlock hold.
+    # Its first stop from then: one that began in guest user mode before e1 ends any spinlock hold,
+    # and one that began spinning (a PAUSE exit) found it waiting like a lock waiter, holding none.
     stops = states.changes.filter(pl.col("state") != "running").select(
-        pl.col("vid").alias("key"), pl.col("ts").alias("s_ts"), "user", pl.col("state").alias("s_state")
+        pl.col("vid").alias("key"),
+        pl.col("ts").alias("s_ts"),
+        (pl.col("user") | pl.col("spinning")).alias("user"),
+        pl.col("state").alias("s_state"),
     )
     cand = lookup(
         cand,
