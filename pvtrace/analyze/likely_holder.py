@@ -116,7 +116,8 @@ def likely_holders(
     """The most likely unseen holder of each episode: lid, holder, start, end.
 
     Every sibling that waits for no lock during the episode, ran after the lock's last seen
-    acquisition (`prev_acq`) and did not stop in guest user mode since is a candidate. The holder
+    acquisition (`prev_acq`) and did not stop in guest user mode, spinning (a PAUSE exit) or halted
+    since is a candidate: none of those holds a spinlock. The holder
     took the lock while running, before the episode, and nobody tried the lock since (a try would
     have been seen): a candidate that stopped running at `rho` before the episode began is unlikely in
     proportion to the free-running sibling time in (rho, e0) times the attempt rate (on an unfair
@@ -172,12 +173,13 @@ def likely_holders(
         .filter(pl.col("prev_acq").is_null() | (pl.col("rho") > pl.col("prev_acq")))
         .drop("r_end")
     )
-    # Its first stop from then: one that began in guest user mode before e1 ends any spinlock hold,
-    # and one that began spinning (a PAUSE exit) found it waiting like a lock waiter, holding none.
+    # Its first stop from then: one that began in guest user mode before e1 ends any spinlock hold;
+    # one that began spinning (a PAUSE exit) found it waiting like a lock waiter, and one that
+    # began halted found it idle (the kernel never halts holding a spinlock): neither holds one.
     stops = states.changes.filter(pl.col("state") != "running").select(
         pl.col("vid").alias("key"),
         pl.col("ts").alias("s_ts"),
-        (pl.col("user") | pl.col("spinning")).alias("user"),
+        (pl.col("user") | pl.col("spinning") | (pl.col("state") == "halted")).alias("user"),
         pl.col("state").alias("s_state"),
     )
     cand = lookup(
