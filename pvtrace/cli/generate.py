@@ -209,6 +209,15 @@ def register(app: typer.Typer) -> None:
                 files = write_rendered(trace, fmt, view, output, force)
                 # the truth's window against the text's: only a written truth is compared with it
                 window = text_window(trace, view) if fmt != "parquet" and truth_path is not None else None
+                if window is not None:  # what analyzing the text should give: the truth of its window
+                    from pvtrace.simulate.truth_window import cut_truth
+
+                    cut = cut_truth(trace, window[0], window[1] + 1)
+                    truth.extra["text_window"] = {
+                        "t_start": cut.t_start,
+                        "t_end": cut.t_end,
+                        "totals": cut.totals,
+                    }
             if truth_path is not None:
                 truth.write_json(truth_path, force=force)
                 files.append(truth_path)
@@ -217,8 +226,8 @@ def register(app: typer.Typer) -> None:
             if window is not None:
                 out.print(
                     f"the text covers host time [{window[0]}, {window[1]}] ns (its first and last event), "
-                    f"the truth [0, {truth.t_end}) ns (in Python, pvtrace.simulate.truth_window.cut_truth cuts the truth "
-                    "to the text's window)",
+                    f"the truth [0, {truth.t_end}) ns; {truth_path.name}'s text_window holds the truth of the "
+                    "text's window, which analyzing the text should give",
                     highlight=False,
                 )
             offsets_file = next((f for f in files if f.name.endswith(OFFSETS_SUFFIX)), None)

@@ -268,6 +268,19 @@ def test_the_truth_window_note_comes_only_with_a_truth(tmp_path):
     both = generate(*base, "-o", str(tmp_path / "b.txt"), "--truth", str(tmp_path / "t.json"))
     assert both.exit_code == 0, both.output
     assert "the text covers host time [" in both.output and "the truth [0, " in both.output
+    # the truth of the text's window is written: the window analyzing the text measures (printed to
+    # the microsecond here), its spin no more than the whole run's
+    import json
+
+    from pvtrace.analyze import analyze
+    from pvtrace.ingest.load import load
+
+    written = json.loads((tmp_path / "t.json").read_text())
+    window = written["text_window"]
+    a = analyze(load([tmp_path / "b.txt"])).summary
+    assert window["t_start"] - 1_000 < a.extra["t_start"] <= window["t_start"]
+    assert window["t_end"] - 1_000 <= a.extra["t_end"] + 1 <= window["t_end"]
+    assert 0 < window["totals"]["spin_ns"] <= written["totals"]["spin_ns"]
 
 
 def test_a_view_says_how_many_of_the_events_it_keeps(tmp_path):
