@@ -121,7 +121,9 @@ def test_spin_contentions_get_stack_traces(contend: Path, tmp_path: Path) -> Non
     assert inv.n_stacks > 0
     # `if flags & 1` stacks only the spinning ones; the kernel may drop the odd stack (the shared
     # real captures show 9666 stacks for 9667 SPIN contentions), so allow a 1% shortfall.
-    assert inv.n_stacks <= inv.counts["contention_begin"]
+    # ... and at the capture's start or stop a stack may be written without its event (seen once in
+    # CI: 5456 stacks for 5455 contention_begin, no lost events): one more at most
+    assert inv.n_stacks <= inv.counts["contention_begin"] + 1
     assert inv.n_stacks >= 0.99 * spin_begins, (inv.n_stacks, spin_begins)
     assert inv.stack_cost_median_ns is not None and inv.stack_cost_median_ns >= 0
     assert (
