@@ -61,7 +61,6 @@ def _capture(req: CaptureRequest) -> CaptureResult:
 def test_guest_capture_of_a_contention_workload(contend: Path, tmp_path: Path) -> None:
     mounted_before = find_tracefs()
     state_before = _top_level_state(mounted_before) if mounted_before else None
-    instances_before = sorted(os.listdir(mounted_before / "instances")) if mounted_before else []
     name = f"pvtrace-test-{os.getpid()}"
     req = CaptureRequest(
         mode="guest",
@@ -73,10 +72,11 @@ def test_guest_capture_of_a_contention_workload(contend: Path, tmp_path: Path) -
     )
     result = _capture(req)
 
-    # restored: same mount state, no instance left, global settings untouched
+    # restored: same mount state, its instance gone, global settings untouched (other tests' captures,
+    # running alongside on other workers, add and remove their own instances meanwhile)
     assert find_tracefs() == mounted_before
     if mounted_before:
-        assert sorted(os.listdir(mounted_before / "instances")) == instances_before
+        assert name not in os.listdir(mounted_before / "instances")
         assert _top_level_state(mounted_before) == state_before
     else:
         assert result.mounted_here == "/sys/kernel/tracing"  # mounted for the run, unmounted after
