@@ -149,6 +149,16 @@ def _merged(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return s, e
 
 
+def _runs_by_vcpu(runs: pl.DataFrame, widen: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Each vCPU's runs (vcpu, start, end), widened by `widen` ns on both sides (timestamps cut to
+    the printed resolution) and merged: sorted starts and ends."""
+    out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for (c,), part in runs.group_by(["vcpu"]):
+        part = part.sort("start")
+        out[int(c)] = _merged(part["start"].to_numpy() - widen, part["end"].to_numpy() + widen)
+    return out
+
+
 def _best_ranges(
     lo: np.ndarray, hi: np.ndarray, kind: str = "quicksort"
 ) -> tuple[int, list[tuple[int, int]]]:
@@ -402,10 +412,7 @@ def estimate_offset(runs_of_vm: pl.DataFrame, guest_of_vm: pl.DataFrame) -> Esti
     all_ts = np.concatenate([g, runs_of_vm["start"].to_numpy(), runs_of_vm["end"].to_numpy()])
     res = 1000 if np.all(all_ts % 1000 == 0) else 1
     span = (int(runs_of_vm["start"].min()), int(runs_of_vm["end"].max()))
-    runs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    for (c,), part in runs_of_vm.group_by(["vcpu"]):
-        part = part.sort("start")
-        runs[int(c)] = _merged(part["start"].to_numpy() - res, part["end"].to_numpy() + res)
+    runs = _runs_by_vcpu(runs_of_vm, res)
     known = np.isin(vcpu, np.array(list(runs), dtype=np.int64))
     g, vcpu = g[known], vcpu[known]
     if g.size < MIN_EVENTS:
@@ -548,10 +555,8 @@ def outside_runs(
     # each side may print whole microseconds, cut on its own clock
     res = 2 * max(resolution(guest["ts"]), resolution(host["ts"]))
     n_out = n_checked = 0
-    for (c,), part in runs.group_by(["vcpu"]):
-        part = part.sort("start")
-        starts, ends = _merged(part["start"].to_numpy() - res, part["end"].to_numpy() + res)
-        mine = on_host[(vcpu == int(c)) & (on_host >= t0) & (on_host <= t1)]
+    for c, (starts, ends) in _runs_by_vcpu(runs, res).items():
+        mine = on_host[(vcpu == c) & (on_host >= t0) & (on_host <= t1)]
         i = np.searchsorted(starts, mine, side="right") - 1
         inside = (i >= 0) & (mine <= ends[np.maximum(i, 0)])
         n_checked += mine.size

@@ -57,6 +57,11 @@ def _aligned(host: tuple[int, int], guest: tuple[int, int]) -> bool:
     return gap <= max(host[1] - host[0], guest[1] - guest[0])
 
 
+def _given_for(given: int | dict[str, int] | None, vm: str) -> int | None:
+    """The user's offset for one guest VM: the one number for every guest, or the VM's own."""
+    return given.get(vm) if isinstance(given, dict) else given
+
+
 def _one_timeline(estimate: Estimate) -> bool:
     """No shift and no drift fit the events (the estimate's first choice when they do): a merged
     report already on the host clock."""
@@ -167,7 +172,7 @@ def guest_offsets(
         todo = [
             vm
             for vm in guest["vm"].drop_nulls().unique().to_list()
-            if vm not in decided and (given.get(vm) if isinstance(given, dict) else given) is None
+            if vm not in decided and _given_for(given, vm) is None
         ]
         misfits = given_misfits(host_events, guest, given, decided)
         todo += sorted(misfits)  # their estimate names the fix
@@ -181,7 +186,7 @@ def guest_offsets(
         span = _span(guest.filter(pl.col("vm") == vm)["ts"])
         if span is None:
             continue
-        user = given.get(vm) if isinstance(given, dict) else given
+        user = _given_for(given, vm)
         if user is None and vm in decided:
             offsets[vm] = decided[vm]
             continue
@@ -206,7 +211,7 @@ def given_misfits(
     join the guest's waits to the wrong vCPU states and print them at the exact level."""
     out: dict[str, str] = {}
     for vm in sorted(guest["vm"].drop_nulls().unique().to_list()):
-        user = given.get(vm) if isinstance(given, dict) else given
+        user = _given_for(given, vm)
         if user is None or vm in decided:
             continue
         drift = user.drift_ppm if isinstance(user, GivenClock) else 0.0
