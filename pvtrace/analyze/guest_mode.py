@@ -16,30 +16,25 @@ from pvtrace.analyze.intervals import lookup, sort_by_key
 from pvtrace.analyze.prepare import Prepared
 
 
-def stopped_in_user_mode(changes: pl.DataFrame, prep: Prepared) -> pl.Series:
-    """Per state change (sorted by vid, ord): a stop whose vCPU's last exit found the guest in user
-    mode. False where nothing says so (a kernel rip, no rip printed, no exit before it)."""
-    stopped = changes["state"] != "running"
-    exits = prep.exits
-    if exits.height == 0:
-        return (stopped & False).alias("user")
-    user_exit = (pl.col("kind") == "vm_exit") & (pl.col("value") == 1) & (pl.col("reason") != "HYPERCALL")
-    exits = _by_vcpu(prep).select("key", "ord", user_exit.fill_null(False).alias("_u"))
-    last = lookup(changes.select("vid", "ord"), exits, by="vid", on="ord", values=["_u"], strict=True)["_u"]
-    return (stopped & last.fill_null(False)).alias("user")
-
-
-def stopped_spinning(changes: pl.DataFrame, prep: Prepared) -> pl.Series:
-    """Per state change (sorted by vid, ord): a stop whose vCPU's last exit was a PAUSE exit (a
-    pause-loop exit that yielded, or was preempted, before the guest ran again). False where no
-    exits are traced."""
+def guest_at_stops(changes: pl.DataFrame, prep: Prepared) -> tuple[pl.Series, pl.Series]:
+    """Per state change (sorted by vid, ord), from the vCPU's last exit before it (one lookup for
+    both): `user`, a stop whose exit found the guest in user mode, and `spinning`, a stop whose
+    exit was a PAUSE exit (a pause-loop exit that yielded, or was preempted, before the guest ran
+    again). False where nothing says so (a kernel rip, no rip printed, no exit before it)."""
     stopped = changes["state"] != "running"
     if prep.exits.height == 0:
-        return (stopped & False).alias("spinning")
-    pause = (pl.col("kind") == "vm_exit") & (pl.col("reason") == "PAUSE")
-    exits = _by_vcpu(prep).select("key", "ord", pause.fill_null(False).alias("_p"))
-    last = lookup(changes.select("vid", "ord"), exits, by="vid", on="ord", values=["_p"], strict=True)["_p"]
-    return (stopped & last.fill_null(False)).alias("spinning")
+        return (stopped & False).alias("user"), (stopped & False).alias("spinning")
+    exit_ = pl.col("kind") == "vm_exit"
+    user_exit = exit_ & (pl.col("value") == 1) & (pl.col("reason") != "HYPERCALL")
+    pause = exit_ & (pl.col("reason") == "PAUSE")
+    exits = _by_vcpu(prep).select(
+        "key", "ord", user_exit.fill_null(False).alias("_u"), pause.fill_null(False).alias("_p")
+    )
+    last = lookup(changes.select("vid", "ord"), exits, by="vid", on="ord", values=["_u", "_p"], strict=True)
+    return (
+        (stopped & last["_u"].fill_null(False)).alias("user"),
+        (stopped & last["_p"].fill_null(False)).alias("spinning"),
+    )
 
 
 def _by_vcpu(prep: Prepared) -> pl.DataFrame:

@@ -16,7 +16,7 @@ from pvtrace.analyze.hold_statistics import (
     I64,
     MIN_HANDOFFS,
 )
-from pvtrace.analyze.holders import _kicks, finish_holds, visible_holds
+from pvtrace.analyze.holders import _kicks, finish_holds, visible_holds, waiting_at
 from pvtrace.analyze.intervals import (
     lookup,
     packing,
@@ -31,28 +31,6 @@ from pvtrace.analyze.running_clock import ran_between, running_clock
 from pvtrace.analyze.silent_stops import release_silent_stops, until_stop
 from pvtrace.analyze.vcpu_states import VcpuStates
 from pvtrace.analyze.waste import spin_pieces
-
-
-def _waiting_at(
-    points: pl.DataFrame, waits: pl.DataFrame, prep: Prepared, *, vid: str, ord_col: str
-) -> pl.Series:
-    """The lock vCPU `vid` waits for at event `ord_col` (null: none); a vCPU's waits do not overlap."""
-    w = waits.select(
-        pl.col("vid").alias("key"),
-        pl.col("start_ord").alias("w_start"),
-        pl.col("end_ord").fill_null(prep.n_events).alias("w_end"),
-        "lid",
-    ).pipe(sort_by_key, "key", then="w_start")
-    found = lookup(
-        points.select(pl.col(vid).alias("_v"), pl.col(ord_col).alias("_o")),
-        w,
-        by="_v",
-        on="_o",
-        table_on="w_start",
-        values=["w_end", "lid"],
-        strict=True,
-    )
-    return found.select(pl.when(pl.col("w_end") > pl.col("_o")).then(pl.col("lid"))).to_series()
 
 
 def unseen_holds(
@@ -147,7 +125,7 @@ def unseen_holds(
     # (i) a kick to a waiter of the lock inside a gap names the holder and its release.
     kicks = _kicks(prep).filter(pl.col("target_vid").is_not_null())
     kicks = kicks.with_columns(
-        _waiting_at(kicks, waits, prep, vid="target_vid", ord_col="ord").alias("lid"),
+        waiting_at(kicks, waits, prep, vid="target_vid", ord_col="ord").alias("lid"),
         pl.col("released").alias("ts"),
     ).filter(pl.col("lid").is_not_null())
     gaps = sort_by_key_time(episodes.select("lid", "g0", "g1").unique(), "lid", "g0")
@@ -272,8 +250,8 @@ def _yields_by_waiters(waits: pl.DataFrame, states: VcpuStates, prep: Prepared) 
         & (prep.vcpu_attr("vm_id", "yielder") == prep.vcpu_attr("vm_id", "target"))
     )
     yields = yields.with_columns(
-        _waiting_at(yields, waits, prep, vid="yielder", ord_col="y_ord").alias("lid"),
-        _waiting_at(yields, waits, prep, vid="target", ord_col="ord").alias("_tw"),
+        waiting_at(yields, waits, prep, vid="yielder", ord_col="y_ord").alias("lid"),
+        waiting_at(yields, waits, prep, vid="target", ord_col="ord").alias("_tw"),
     ).filter(pl.col("lid").is_not_null() & pl.col("_tw").is_null())
     return yields.select("lid", "target", pl.col("ts").alias("y_ts"))
 

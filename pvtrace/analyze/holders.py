@@ -74,6 +74,28 @@ def _release_key(prep: Prepared, ts: pl.Series) -> pl.Series:
     return pl.Series(ts.name, at, dtype=I64)
 
 
+def waiting_at(
+    points: pl.DataFrame, waits: pl.DataFrame, prep: Prepared, *, vid: str, ord_col: str
+) -> pl.Series:
+    """The lock vCPU `vid` waits for at event `ord_col` (null: none); a vCPU's waits do not overlap."""
+    w = waits.select(
+        pl.col("vid").alias("key"),
+        pl.col("start_ord").alias("w_start"),
+        pl.col("end_ord").fill_null(prep.n_events).alias("w_end"),
+        "lid",
+    ).pipe(sort_by_key, "key", then="w_start")
+    found = lookup(
+        points.select(pl.col(vid).alias("_v"), pl.col(ord_col).alias("_o")),
+        w,
+        by="_v",
+        on="_o",
+        table_on="w_start",
+        values=["w_end", "lid"],
+        strict=True,
+    )
+    return found.select(pl.when(pl.col("w_end") > pl.col("_o")).then(pl.col("lid"))).to_series()
+
+
 def visible_holds(
     prep: Prepared,
     waits: pl.DataFrame,
@@ -200,26 +222,11 @@ def visible_holds(
     # A stop that began in guest user mode ends every spinlock hold before it; so does one that
     # began spinning (a PAUSE exit) on something other than a traced lock (an IPI's acknowledgement):
     # like a waiter, it holds none. (Spinning on a traced lock M, it may hold this one: nested.)
-    any_wait = sort_by_key(
-        waits.select(
-            pl.col("vid").alias("key"),
-            pl.col("start_ord").alias("_w0"),
-            pl.col("end_ord").fill_null(prep.n_events).alias("_w1"),
-        ),
-        "key",
-        then="_w0",
+    stop_at = acq.select("vid", pl.col("stop_ord").fill_null(prep.n_events))
+    in_wait = waiting_at(stop_at, waits, prep, vid="vid", ord_col="stop_ord").is_not_null()
+    user = pl.col("stop_user").fill_null(False) | (
+        pl.col("stop_spinning").fill_null(False) & ~pl.lit(in_wait)
     )
-    acq = lookup(
-        acq.with_columns(pl.col("stop_ord").fill_null(prep.n_events).alias("_at")),
-        any_wait,
-        by="vid",
-        on="_at",
-        table_on="_w0",
-        values=["_w1"],
-        strict=True,
-    ).drop("_row")
-    in_wait = (pl.col("_w1") > pl.col("_at")).fill_null(False)
-    user = pl.col("stop_user").fill_null(False) | (pl.col("stop_spinning").fill_null(False) & ~in_wait)
     acq = acq.with_columns(
         ran_between(acq, clock, prep, vid="vid", t0="ts", t1="stop_ts").alias("ran_to_stop"),
         pl.when(handed | user).then(pl.col("stop_ts")).alias("ahead_ts"),

@@ -179,7 +179,7 @@ def likely_holders(
     stops = states.changes.filter(pl.col("state") != "running").select(
         pl.col("vid").alias("key"),
         pl.col("ts").alias("s_ts"),
-        (pl.col("user") | pl.col("spinning") | (pl.col("state") == "halted")).alias("user"),
+        (pl.col("user") | pl.col("spinning") | (pl.col("state") == "halted")).alias("holds_none"),
         pl.col("state").alias("s_state"),
     )
     cand = lookup(
@@ -188,10 +188,10 @@ def likely_holders(
         by="cand",
         on="rho",
         table_on="s_ts",
-        values=["s_ts", "user", "s_state"],
+        values=["s_ts", "holds_none", "s_state"],
         direction="forward",
     )
-    cand = cand.filter(~(pl.col("user") & (pl.col("s_ts") < pl.col("e1"))).fill_null(False))
+    cand = cand.filter(~(pl.col("holds_none") & (pl.col("s_ts") < pl.col("e1"))).fill_null(False))
     # A sibling preempted in the kernel before the episode, where the guest's mode is printed: as
     # likely to hold the lock as one seen running, divided by how often a preemption finds the
     # kernel (a halted one is idle or a pv waiter: no bonus).
@@ -210,7 +210,7 @@ def likely_holders(
             .alias("kernel"),
             pl.col("kernel_share").is_not_null().alias("printed"),
         )
-        .drop("_row", "s_ts", "user", "s_state", "kernel_share")
+        .drop("_row", "s_ts", "holds_none", "s_state", "kernel_share")
     )
     # (c) running at the hand-over (resumed at that instant counts: the release lies within
     # the timestamps' resolution), or running again by the next acquisition.

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from pvtrace.analyze.guest_mode import stopped_in_user_mode, stopped_spinning
+from pvtrace.analyze.guest_mode import guest_at_stops
 from pvtrace.analyze.intervals import (
     changes_to_partition,
     lookup,
@@ -56,7 +56,7 @@ def state_changes(prep: Prepared) -> pl.DataFrame:
         )
         .drop("_explicit")
     )
-    return changes.with_columns(stopped_in_user_mode(changes, prep), stopped_spinning(changes, prep))
+    return changes.with_columns(*guest_at_stops(changes, prep))
 
 
 def build_states(prep: Prepared, changes: pl.DataFrame, unknown: pl.DataFrame) -> VcpuStates:
