@@ -122,9 +122,14 @@ def run_case(
     formats: tuple[str, ...] = FORMATS,
 ) -> dict:
     """Every format's merged-text figures of one case, pooled over seeds."""
+    return scenario_runs(scenario(workload, algorithm, ple, duration_ns), seeds, formats)
+
+
+def scenario_runs(s: Scenario, seeds: tuple[int, ...], formats: tuple[str, ...] = FORMATS) -> dict:
+    """Every format's merged-text figures of one scenario: {format: one text_run per seed}."""
     out: dict = {}
     for seed in seeds:
-        trace, _ = simulate_trace(scenario(workload, algorithm, ple, duration_ns), seed=seed)
+        trace, _ = simulate_trace(s, seed=seed)
         with tempfile.TemporaryDirectory(prefix="pvtrace-acc-") as tmp:
             for fmt in formats:
                 out.setdefault(fmt, []).append(text_run(trace, fmt, Path(tmp)))
@@ -383,12 +388,7 @@ def presets_markdown(seeds: tuple[int, ...], formats: tuple[str, ...] = ("trace-
         base = load_preset(name)
         own = base.lock.algorithm
         for algo in (own, *(a for a in ALGORITHMS if a != own)):
-            runs: dict[str, list[dict]] = {}
-            for seed in seeds:
-                trace, _ = simulate_trace(base.replace(lock={"algorithm": algo}), seed=seed)
-                with tempfile.TemporaryDirectory(prefix="pvtrace-acc-") as tmp:
-                    for fmt in formats:
-                        runs.setdefault(fmt, []).append(text_run(trace, fmt, Path(tmp)))
+            runs = scenario_runs(base.replace(lock={"algorithm": algo}), seeds, formats)
             for fmt in formats:
                 f = figures(runs[fmt])
                 given = f["lhp_given"]
