@@ -231,6 +231,16 @@ def visible_holds(
         ran_between(acq, clock, prep, vid="vid", t0="ts", t1="stop_ts").alias("ran_to_stop"),
         pl.when(handed | user).then(pl.col("stop_ts")).alias("ahead_ts"),
     )
+    acq = lookup(
+        acq,
+        quit_stops(ch, waits, prep),
+        by="vid",
+        on="ord",
+        table_on="q_ord",
+        values=["q_ts"],
+        direction="forward",
+        strict=True,
+    ).drop("_row")
     # A waiter of the lock that yields to it while it is stopped says it is in the kernel holding it.
     boosts = (
         acq.select("lid", "vid", "ord", "stop_ts", "next_ts")
@@ -258,6 +268,20 @@ def visible_holds(
     return _hold_rows(acq), notes, acq.filter(pl.col("_through"))
 
 
+def quit_stops(changes: pl.DataFrame, waits: pl.DataFrame, prep: Prepared) -> pl.DataFrame:
+    """The stops no spinlock holder makes (key = vid, q_ord, q_ts; sorted by key, q_ord): in guest
+    user mode, or halted or spinning (a PAUSE exit) outside a traced wait (the kernel halts holding
+    a spinlock only in a pv wait for another; a spinner outside a wait waits for an IPI's
+    acknowledgement). A hold ends at its holder's first such stop: one preempted in the kernel that
+    resumes and then halts released the lock before the halt, not at the lock's next acquisition."""
+    stops = changes.filter(pl.col("state") != "running")
+    idle = (pl.col("state") == "halted") | pl.col("spinning")
+    in_wait = waiting_at(stops, waits, prep, vid="vid", ord_col="ord").is_not_null()
+    return stops.filter(pl.col("user") | (idle & ~pl.lit(in_wait))).select(
+        pl.col("vid").alias("key"), pl.col("ord").alias("q_ord"), pl.col("ts").alias("q_ts")
+    )
+
+
 def _ended(acq: pl.DataFrame, waits: pl.DataFrame, clock: pl.DataFrame, prep: Prepared) -> pl.DataFrame:
     """The acquisitions with their hold's end (and truncated), from the running time each holder
     is given (`_run_for`) and the other bounds of step 1."""
@@ -267,7 +291,7 @@ def _ended(acq: pl.DataFrame, waits: pl.DataFrame, clock: pl.DataFrame, prep: Pr
             acq.select("vid", pl.col("ts").alias("start"), pl.col("_run_for").alias("bound")), clock, prep
         ).alias("ran_ts")
     )
-    end = pl.min_horizontal("next_ts", "kick_ts", "ran_ts", "ahead_ts", "own_ts")
+    end = pl.min_horizontal("next_ts", "kick_ts", "ran_ts", "ahead_ts", "own_ts", "q_ts")
     acq = _queued_successor(acq.with_columns(end.alias("end")), waits, clock, prep)
     return acq.with_columns(
         pl.col("end").fill_null(t1).clip(None, t1).alias("end"), pl.col("end").is_null().alias("truncated")

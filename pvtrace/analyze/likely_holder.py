@@ -9,6 +9,7 @@ import polars as pl
 
 from pvtrace.analyze.guest_mode import kernel_share
 from pvtrace.analyze.hold_statistics import FALLBACK_TRY_INTERVAL_NS, I64
+from pvtrace.analyze.holders import quit_stops
 from pvtrace.analyze.intervals import (
     changes_to_partition,
     cum_sum_within,
@@ -263,9 +264,15 @@ def likely_holders(
             "cost"
         )
     )
+    # On an unfair lock the gap's joint holder gives way in an episode that another candidate
+    # explains better by more than the two switches this takes (to it and back): a holder
+    # preempted for milliseconds in one episode says little of who held the lock in another.
+    gives_way = (pl.col("lock_kind") != "fifo") & (
+        pl.col("cost") > pl.col("cost").min().over("lid", "e0") + 2 * SWITCH_EVIDENCE
+    )
     best = (
         cand.join(_one_holder_per_gap(cand, run_clock, prep), on=["lid", "g0", "cand"], how="left")
-        .with_columns(pl.col("_joint").fill_null(False))
+        .with_columns((pl.col("_joint").fill_null(False) & ~gives_way).alias("_joint"))
         .sort("_joint", "cost", "cand", descending=[True, False, False])
         .group_by("lid", "e0", maintain_order=True)
         .first()
@@ -289,8 +296,21 @@ def likely_holders(
         direction="forward",
         strict=True,
     ).drop("_row", "_lv")
+    # ... and no later than its first stop that no holder makes (halted, say, after it resumed).
+    best = lookup(
+        best,
+        quit_stops(states.changes, waits, prep),
+        by="cand",
+        on="e0",
+        table_on="q_ts",
+        values=["q_ts"],
+        direction="forward",
+    ).drop("_row")
     cap = pl.min_horizontal(
-        "g1", pl.col("next_e0").fill_null(pl.col("g1")), pl.col("own_ts").fill_null(pl.col("g1"))
+        "g1",
+        pl.col("next_e0").fill_null(pl.col("g1")),
+        pl.col("own_ts").fill_null(pl.col("g1")),
+        pl.col("q_ts").fill_null(pl.col("g1")),
     )
     return best.with_columns(pl.lit(resumed_end).alias("_re")).select(
         "lid",

