@@ -51,7 +51,8 @@ UNFAIR_MAX = 0.9
 JUMP_MIN = 5
 
 # Where each lock's kind came from.
-SOURCES = ("--lock-kind", "trace metadata", "inferred")
+FROM_VM = "its VM's locks"
+SOURCES = ("--lock-kind", "trace metadata", "inferred", FROM_VM)
 
 
 def order_evidence(
@@ -290,10 +291,14 @@ def infer_lock_kinds(
         ),
         states=pieces is not None,
     )
-    known = prep.locks.select("lid", pl.col("lock_kind").alias("given"))
-    out = known.join(ev, on="lid", how="left", maintain_order="left").with_columns(
+    known = prep.locks.select("lid", "vm_id", pl.col("lock_kind").alias("given"))
+    out = known.join(ev, on="lid", how="left", maintain_order="left").pipe(_with_vm_kind)
+    from_vm = (pl.col("inferred") == "undecided") & pl.col("vm_fifo")
+    out = out.with_columns(
         pl.when(pl.col("given") != "unknown")
         .then(pl.col("given").cast(STR))
+        .when(from_vm)
+        .then(pl.lit("fifo"))
         .when(pl.col("inferred") == "undecided")
         .then(pl.lit("unknown"))
         .otherwise(pl.col("inferred"))
@@ -303,11 +308,26 @@ def infer_lock_kinds(
         .then(pl.lit("--lock-kind"))
         .when(pl.col("given") != "unknown")
         .then(pl.lit("trace metadata"))
+        .when(from_vm)
+        .then(pl.lit(FROM_VM))
         .otherwise(pl.lit("inferred"))
         .alias("source"),
-    )
+    ).drop("vm_id", "vm_fifo")
     prep.locks = prep.locks.with_columns(out["lock_kind"])
     return out.drop("given")
+
+
+def _with_vm_kind(locks: pl.DataFrame) -> pl.DataFrame:
+    """Per lock, vm_fifo: its VM's locks together were handed over in arrival order (MIN_HANDOFFS
+    hand-offs or more over all of them, FIFO_MIN in order) and none of them was found unfair.
+
+    One guest kernel's spinlocks share one algorithm, so where a lock has too few hand-offs of
+    its own the others' say its kind: without it, LWP and convoys on most locks of a short or
+    calm trace were left out, and spin behind a preempted queue head read as an unseen
+    holder's (docs/metrics.md, Lock kind)."""
+    n, k = pl.col("n_handoffs").sum().over("vm_id"), pl.col("n_in_order").sum().over("vm_id")
+    unfair = (pl.col("inferred") == "unfair").any().over("vm_id")
+    return locks.with_columns(((n >= MIN_HANDOFFS) & (k >= FIFO_MIN * n) & ~unfair).alias("vm_fifo"))
 
 
 def lock_kinds_table(kinds: pl.DataFrame, prep: Prepared) -> pl.DataFrame:
@@ -349,6 +369,8 @@ def kind_summary(table: pl.DataFrame) -> dict:
             f"at least {MIN_HANDOFFS} hand-offs went to the earliest waiter, unfair when <= "
             f"{UNFAIR_MAX:.0%}, else undecided; in a two-vCPU VM, fifo when the other vCPU was seen "
             f"contending >= {JUMP_MIN} times while a waiter was queued and stopped, unfair when it never "
-            f"was though it would have tried >= {JUMP_MIN} times (--lock-kind overrides)"
+            f"was though it would have tried >= {JUMP_MIN} times; a lock with fewer hand-offs takes fifo "
+            f"from its VM's locks when together they had >= {MIN_HANDOFFS}, >= {FIFO_MIN:.0%} in order, "
+            "and none was unfair (--lock-kind overrides)"
         ),
     }

@@ -11,7 +11,6 @@ from __future__ import annotations
 import polars as pl
 
 from pvtrace.analyze.fidelity import LWP_KEYS
-from pvtrace.analyze.lock_kind import FIFO_MIN, MIN_HANDOFFS
 
 KIND_FIX = (
     "pass --lock-kind fifo (ticket, queued spinlocks) or unfair (test-and-set) if you know the "
@@ -25,28 +24,6 @@ def undecided_locks(tables: dict[str, pl.DataFrame]) -> pl.DataFrame:
     kinds = tables["lock_kinds"].filter(pl.col("kind") == "undecided").select("vm", "lock")
     spin = tables["waste_by_lock"].select("vm", "lock", pl.col("spin_ns").fill_null(0))
     return kinds.join(spin, on=["vm", "lock"], how="left").with_columns(pl.col("spin_ns").fill_null(0))
-
-
-def pooled_order(tables: dict[str, pl.DataFrame], vms: list[str]) -> str:
-    """What each VM's locks say together where each alone says too little: the hand-offs of all its
-    locks, and the share in arrival order, when they are enough and read as a fifo lock's. One
-    guest kernel's spinlocks share one algorithm, so this points at the kind to give; it is not
-    used to decide a lock (fewer than MIN_HANDOFFS of its own stay undecided)."""
-    kinds = tables["lock_kinds"].filter(pl.col("vm").is_in(vms))
-    pooled = (
-        kinds.group_by("vm")
-        .agg(pl.col("n_handoffs").sum().alias("n"), pl.col("n_in_order").sum().alias("k"))
-        .filter(pl.col("n") >= MIN_HANDOFFS)
-        .filter(pl.col("k") >= FIFO_MIN * pl.col("n"))
-        .sort("vm")
-    )
-    if pooled.height == 0:
-        return ""
-    each = ", ".join(f"{vm} {n:,} hand-offs, {100 * k / n:.1f}%" for vm, n, k in pooled.iter_rows())
-    return (
-        f"their VMs' locks taken together were handed over in arrival order, as fifo locks are ({each}; "
-        "one guest kernel's spinlocks share one algorithm)"
-    )
 
 
 def kind_gaps(
@@ -82,14 +59,11 @@ def kind_gaps(
     und_spin = int(und["spin_ns"].sum() or 0)
     share = round(100.0 * und_spin / total_spin, 2) if total_spin else None
     lwp_unavailable = decided.height == 0
-    evidence = pooled_order(tables, und["vm"].unique().to_list())
-    hint = {"evidence": evidence} if evidence else {}
     if lwp_unavailable and und_spin > 0:
         part = {
             "missing": "LWP: needs the lock kind (no contended lock's kind could be decided)",
             "spin_ns_on_them": und_spin,
             "spin_pct_on_them": share,
-            **hint,
             "fix": KIND_FIX,
         }
         partial["spin_useful_ns"] = [{**part, "missing": "includes the LWP waste it cannot separate"}]
@@ -99,7 +73,6 @@ def kind_gaps(
             "missing": f"LWP on {und.height} lock(s) of undecided kind",
             "spin_ns_on_them": und_spin,
             "spin_pct_on_them": share,
-            **hint,
             "fix": KIND_FIX,
         }
         for metric in (*LWP_KEYS, "spin_waste"):
@@ -121,7 +94,6 @@ def kind_gaps(
                 "convoys_found_without_kind": dropped,
                 "spin_ns_on_them": und_spin,
                 "spin_pct_on_them": share,
-                **hint,
                 "fix": KIND_FIX,
             }
             for metric in CONVOY_METRICS:

@@ -140,7 +140,12 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column("vm", STR, "VM."),
         Column("lock", U64, "Lock address."),
         Column("kind", STR, "fifo, unfair or undecided (too little or mixed evidence)."),
-        Column("source", STR, "--lock-kind, trace metadata, or inferred (from the order evidence)."),
+        Column(
+            "source",
+            STR,
+            "--lock-kind, trace metadata, inferred (from the order evidence), or its VM's locks (too few "
+            "hand-offs of its own; its VM's locks together were in arrival order).",
+        ),
         Column("n_handoffs", I64, "Contended acquisitions taken while another waiter was queued."),
         Column("n_in_order", I64, "Of those, the ones that overtook no earlier waiter."),
         Column("in_order_pct", F64, "n_in_order / n_handoffs, percent; null without hand-offs."),

@@ -271,8 +271,6 @@ def partial_text(p: dict) -> str:
     text = p["missing"]
     if p.get("spin_pct_on_them") is not None:
         text += f" (on them: {fmt_ns(p['spin_ns_on_them'])} of spin, {p['spin_pct_on_them']:g}%)"
-    if p.get("evidence"):
-        text += f"; {p['evidence']}"
     return text + (f"; fix: {p['fix']}" if p.get("fix") else "")
 
 
