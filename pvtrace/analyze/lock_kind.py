@@ -292,13 +292,15 @@ def infer_lock_kinds(
         states=pieces is not None,
     )
     known = prep.locks.select("lid", "vm_id", pl.col("lock_kind").alias("given"))
-    out = known.join(ev, on="lid", how="left", maintain_order="left").pipe(_with_vm_kind)
-    from_vm = (pl.col("inferred") == "undecided") & pl.col("vm_fifo")
+    out = _with_vm_kind(
+        known.join(ev, on="lid", how="left", maintain_order="left"), states=pieces is not None
+    )
+    from_vm = (pl.col("inferred") == "undecided") & (pl.col("vm_kind") != "undecided")
     out = out.with_columns(
         pl.when(pl.col("given") != "unknown")
         .then(pl.col("given").cast(STR))
         .when(from_vm)
-        .then(pl.lit("fifo"))
+        .then(pl.col("vm_kind"))
         .when(pl.col("inferred") == "undecided")
         .then(pl.lit("unknown"))
         .otherwise(pl.col("inferred"))
@@ -312,22 +314,36 @@ def infer_lock_kinds(
         .then(pl.lit(FROM_VM))
         .otherwise(pl.lit("inferred"))
         .alias("source"),
-    ).drop("vm_id", "vm_fifo")
+    ).drop("vm_id", "vm_kind")
     prep.locks = prep.locks.with_columns(out["lock_kind"])
     return out.drop("given")
 
 
-def _with_vm_kind(locks: pl.DataFrame) -> pl.DataFrame:
-    """Per lock, vm_fifo: its VM's locks together were handed over in arrival order (MIN_HANDOFFS
-    hand-offs or more over all of them, FIFO_MIN in order) and none of them was found unfair.
+def _with_vm_kind(locks: pl.DataFrame, *, states: bool) -> pl.DataFrame:
+    """Per lock, vm_kind: what its VM's locks say together (their hand-offs and queue jumps summed,
+    classified by the single lock's rules), undecided where one of them was found the other kind.
 
-    One guest kernel's spinlocks share one algorithm, so where a lock has too few hand-offs of
+    One guest kernel's spinlocks share one algorithm, so where a lock has too little evidence of
     its own the others' say its kind: without it, LWP and convoys on most locks of a short or
     calm trace were left out, and spin behind a preempted queue head read as an unseen
     holder's (docs/metrics.md, Lock kind)."""
-    n, k = pl.col("n_handoffs").sum().over("vm_id"), pl.col("n_in_order").sum().over("vm_id")
-    unfair = (pl.col("inferred") == "unfair").any().over("vm_id")
-    return locks.with_columns(((n >= MIN_HANDOFFS) & (k >= FIFO_MIN * n) & ~unfair).alias("vm_fifo"))
+    pooled = locks.group_by("vm_id").agg(
+        pl.col("n_handoffs", "n_in_order", "jump_seen", "jump_tries").sum(),
+        (pl.col("inferred") == "fifo").any().alias("_fifo"),
+        (pl.col("inferred") == "unfair").any().alias("_unfair"),
+    )
+    pooled = classify(pooled, states=states).select(
+        "vm_id",
+        pl.when(pl.col("_fifo") & pl.col("_unfair"))
+        .then(pl.lit("undecided"))
+        .when(pl.col("_fifo"))
+        .then(pl.when(pl.col("inferred") == "unfair").then(pl.lit("undecided")).otherwise(pl.lit("fifo")))
+        .when(pl.col("_unfair"))
+        .then(pl.when(pl.col("inferred") == "fifo").then(pl.lit("undecided")).otherwise(pl.lit("unfair")))
+        .otherwise(pl.col("inferred"))
+        .alias("vm_kind"),
+    )
+    return locks.join(pooled, on="vm_id", how="left", maintain_order="left")
 
 
 def lock_kinds_table(kinds: pl.DataFrame, prep: Prepared) -> pl.DataFrame:
