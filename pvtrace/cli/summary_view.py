@@ -20,6 +20,7 @@ from rich.table import Table
 from pvtrace.analyze import Analysis
 from pvtrace.analyze.context import lock_table
 from pvtrace.analyze.count_gaps import lost_events_text
+from pvtrace.analyze.lock_kind import FROM_VM
 from pvtrace.analyze.perf_tables import IMPLICATION_GROUPS, kvm_stat_implications
 from pvtrace.cli.fit import print_fitted
 from pvtrace.cli.guest_view import partial_groups, preemption_line
@@ -367,6 +368,21 @@ def _locks(con: Console, a: Analysis) -> None:
             *([escape(r["top_callers"] or "-")] if callers else []),
         )
     _print(con, t, drop=("p50 wait", "max wait"), wrap=("top callers (waits)",))
+    if line := kinds_line(a.table("lock_kinds")):
+        con.print(line, highlight=False, soft_wrap=True)
+
+
+def kinds_line(kinds: pl.DataFrame) -> str:
+    """Where the contended locks' kinds came from, when the trace decided them: LWP, convoys and
+    which spin is an unseen holder's rest on them, and a kind taken from the VM's other locks is
+    an inference a user may want to override."""
+    inferred = kinds.filter(pl.col("source").is_in(["inferred", FROM_VM]))
+    if inferred.height == 0:
+        return ""
+    counts = [f"{n} {k}" for k in ("fifo", "unfair", "undecided") if (n := (inferred["kind"] == k).sum())]
+    from_vm = (inferred["source"] == FROM_VM).sum()
+    pooled = f"; {from_vm} of them from their VM's locks (too few hand-offs of their own)" if from_vm else ""
+    return f"lock kinds from the trace: {', '.join(counts)}{pooled}; --lock-kind overrides"
 
 
 def _incidents(con: Console, a: Analysis) -> None:

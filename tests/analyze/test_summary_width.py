@@ -23,7 +23,8 @@ from pvtrace.simulate.views import select_view
 
 @pytest.fixture(scope="module")
 def merged_analysis():
-    trace, _ = simulate_trace(load_preset("lhp-demo"), seed=1)
+    # 0.1 s: vm0's locks, even together, see too little to decide their kind, so LWP is partial
+    trace, _ = simulate_trace(load_preset("lhp-demo").replace(run={"duration_ns": 100_000_000}), seed=1)
     a = analyze(select_view(trace, "merged"), lock_kind="unknown")
     assert a.summary.extra["partial"]["waste_lwp_ns"]  # locks of undecided kind: LWP is partial
     return a

@@ -8,7 +8,7 @@ import pytest
 from rich.console import Console
 
 from pvtrace.analyze import analyze
-from pvtrace.cli.summary_view import render_summary
+from pvtrace.cli.summary_view import kinds_line, render_summary
 from pvtrace.ingest.load import load
 from pvtrace.simulate.render import write_rendered
 from pvtrace.simulate.run import simulate_trace
@@ -96,6 +96,13 @@ def test_a_vms_locks_together_decide_its_undecided_ones(tmp_path, algorithm, dec
         assert few["source"].unique().to_list() == ["its VM's locks"], few
         assert kinds.filter(pl.col("n_handoffs") >= 20)["source"].unique().to_list() == ["inferred"]
         assert not parts
+        con = Console(record=True, width=200)
+        render_summary(con, a, ["t.txt"])
+        n_fifo = kinds.filter(pl.col("kind") == "fifo").height
+        assert (
+            f"lock kinds from the trace: {n_fifo} fifo; {few.height} of them from their VM's locks"
+            in con.export_text()
+        )
         window = cut_truth(trace, a.summary.extra["t_start"], a.summary.extra["t_end"] + 1)
         t, f = window.totals, a.summary.totals
         assert (
@@ -104,3 +111,13 @@ def test_a_vms_locks_together_decide_its_undecided_ones(tmp_path, algorithm, dec
     else:
         assert few["kind"].unique().to_list() == ["undecided"]
         assert parts
+
+
+def test_the_kinds_line_says_only_what_the_trace_decided():
+    rows = {"kind": ["fifo", "fifo", "undecided"], "source": ["inferred", "its VM's locks", "inferred"]}
+    assert kinds_line(pl.DataFrame(rows)) == (
+        "lock kinds from the trace: 2 fifo, 1 undecided; 1 of them from their VM's locks (too few "
+        "hand-offs of their own); --lock-kind overrides"
+    )
+    given = pl.DataFrame({"kind": ["fifo"], "source": ["--lock-kind"]})
+    assert kinds_line(given) == ""
