@@ -368,7 +368,8 @@ def _locks(con: Console, a: Analysis) -> None:
             *([escape(r["top_callers"] or "-")] if callers else []),
         )
     _print(con, t, drop=("p50 wait", "max wait"), wrap=("top callers (waits)",))
-    if line := kinds_line(a.table("lock_kinds")):
+    # (only where waste is measured: LWP, convoys and unseen holders rest on the kinds)
+    if "waste_lhp_ns" in a.summary.totals and (line := kinds_line(a.table("lock_kinds"))):
         con.print(line, highlight=False, soft_wrap=True)
 
 
