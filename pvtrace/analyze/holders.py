@@ -185,11 +185,7 @@ def visible_holds(
     # Its first stop after the acquisition, and whether the lock changed hands before it ran again.
     ch = states.changes
     stops = ch.filter(pl.col("state") != "running").select(
-        pl.col("vid").alias("key"),
-        pl.col("ord").alias("stop_ord"),
-        pl.col("ts").alias("stop_ts"),
-        pl.col("user").alias("stop_user"),
-        pl.col("spinning").alias("stop_spinning"),
+        pl.col("vid").alias("key"), pl.col("ord").alias("stop_ord"), pl.col("ts").alias("stop_ts")
     )
     runs = ch.filter(pl.col("state") == "running").select(
         pl.col("vid").alias("key"), pl.col("ord").alias("run_ord")
@@ -200,7 +196,7 @@ def visible_holds(
         by="vid",
         on="ord",
         table_on="stop_ord",
-        values=["stop_ord", "stop_ts", "stop_user", "stop_spinning"],
+        values=["stop_ord", "stop_ts"],
         direction="forward",
         strict=True,
     ).drop("_row")
@@ -219,28 +215,25 @@ def visible_holds(
         & (pl.col("stop_ord") < pl.col("next_ord"))
         & (pl.col("run_ord").is_null() | (pl.col("run_ord") > pl.col("next_ord")))
     ).fill_null(False)
-    # A stop that began in guest user mode ends every spinlock hold before it; so does one that
-    # began spinning (a PAUSE exit) on something other than a traced lock (an IPI's acknowledgement):
-    # like a waiter, it holds none. (Spinning on a traced lock M, it may hold this one: nested.)
-    stop_at = acq.select("vid", pl.col("stop_ord").fill_null(prep.n_events))
-    in_wait = waiting_at(stop_at, waits, prep, vid="vid", ord_col="stop_ord").is_not_null()
-    user = pl.col("stop_user").fill_null(False) | (
-        pl.col("stop_spinning").fill_null(False) & ~pl.lit(in_wait)
-    )
-    acq = acq.with_columns(
-        ran_between(acq, clock, prep, vid="vid", t0="ts", t1="stop_ts").alias("ran_to_stop"),
-        pl.when(handed | user).then(pl.col("stop_ts")).alias("ahead_ts"),
-    )
+    # Its first stop that no holder makes (guest user mode; halted or spinning, a PAUSE exit, outside
+    # a traced wait: like a waiter, it holds none) ends the hold at the latest, after it resumed
+    # from a stop it held the lock through too. (Spinning on a traced lock M, it may hold this one:
+    # nested.) If it is the first stop, the lock was not held through it.
     acq = lookup(
         acq,
         quit_stops(ch, waits, prep),
         by="vid",
         on="ord",
         table_on="q_ord",
-        values=["q_ts"],
+        values=["q_ord", "q_ts"],
         direction="forward",
         strict=True,
     ).drop("_row")
+    quits = (pl.col("q_ord") == pl.col("stop_ord")).fill_null(False)
+    acq = acq.with_columns(
+        ran_between(acq, clock, prep, vid="vid", t0="ts", t1="stop_ts").alias("ran_to_stop"),
+        pl.when(handed | quits).then(pl.col("stop_ts")).alias("ahead_ts"),
+    )
     # A waiter of the lock that yields to it while it is stopped says it is in the kernel holding it.
     boosts = (
         acq.select("lid", "vid", "ord", "stop_ts", "next_ts")
@@ -254,7 +247,7 @@ def visible_holds(
     )
     acq = acq.join(boosts, on=["lid", "ord"], how="left", maintain_order="left")
     boosted = pl.col("boosted").fill_null(False) & (pl.col("ran_to_stop") < pl.col("tail")).fill_null(False)
-    through = ((pl.col("ran_to_stop") < pl.col("bound")).fill_null(False) | boosted) & ~handed & ~user
+    through = ((pl.col("ran_to_stop") < pl.col("bound")).fill_null(False) | boosted) & ~handed & ~quits
     # Held through the stop, it releases after it runs again, and a resumed vCPU runs guest code
     # ENTRY_NS after its thread does.
     run_for = (
