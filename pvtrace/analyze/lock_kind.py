@@ -334,13 +334,11 @@ def _with_vm_kind(locks: pl.DataFrame, *, states: bool) -> pl.DataFrame:
     )
     pooled = classify(pooled, states=states).select(
         "vm_id",
-        pl.when(pl.col("_fifo") & pl.col("_unfair"))
-        .then(pl.lit("undecided"))
-        .when(pl.col("_fifo"))
-        .then(pl.when(pl.col("inferred") == "unfair").then(pl.lit("undecided")).otherwise(pl.lit("fifo")))
-        .when(pl.col("_unfair"))
-        .then(pl.when(pl.col("inferred") == "fifo").then(pl.lit("undecided")).otherwise(pl.lit("unfair")))
-        .otherwise(pl.col("inferred"))
+        pl.when((pl.col("inferred") == "fifo") & ~pl.col("_unfair"))
+        .then(pl.lit("fifo"))
+        .when((pl.col("inferred") == "unfair") & ~pl.col("_fifo"))
+        .then(pl.lit("unfair"))
+        .otherwise(pl.lit("undecided"))
         .alias("vm_kind"),
     )
     return locks.join(pooled, on="vm_id", how="left", maintain_order="left")
@@ -385,8 +383,8 @@ def kind_summary(table: pl.DataFrame) -> dict:
             f"at least {MIN_HANDOFFS} hand-offs went to the earliest waiter, unfair when <= "
             f"{UNFAIR_MAX:.0%}, else undecided; in a two-vCPU VM, fifo when the other vCPU was seen "
             f"contending >= {JUMP_MIN} times while a waiter was queued and stopped, unfair when it never "
-            f"was though it would have tried >= {JUMP_MIN} times; a lock with fewer hand-offs takes fifo "
-            f"from its VM's locks when together they had >= {MIN_HANDOFFS}, >= {FIFO_MIN:.0%} in order, "
-            "and none was unfair (--lock-kind overrides)"
+            f"was though it would have tried >= {JUMP_MIN} times; a lock these leave undecided takes its VM's "
+            "kind, the same rules over all the VM's locks' hand-offs and queue jumps summed, unless one of "
+            "them was found the other kind (--lock-kind overrides)"
         ),
     }

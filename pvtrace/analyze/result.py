@@ -143,8 +143,8 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column(
             "source",
             STR,
-            "--lock-kind, trace metadata, inferred (from the order evidence), or its VM's locks (too few "
-            "hand-offs of its own; its VM's locks together were in arrival order).",
+            "--lock-kind, trace metadata, inferred (from the order evidence), or its VM's locks (too "
+            "little evidence of its own; its VM's locks together decided the kind).",
         ),
         Column("n_handoffs", I64, "Contended acquisitions taken while another waiter was queued."),
         Column("n_in_order", I64, "Of those, the ones that overtook no earlier waiter."),
