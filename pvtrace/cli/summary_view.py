@@ -374,16 +374,25 @@ def _locks(con: Console, a: Analysis) -> None:
 
 
 def kinds_line(kinds: pl.DataFrame) -> str:
-    """Where the contended locks' kinds came from, when the trace decided them: LWP, convoys and
-    which spin is an unseen holder's rest on them, and a kind taken from the VM's other locks is
-    an inference a user may want to override."""
-    inferred = kinds.filter(pl.col("source").is_in(["inferred", FROM_VM]))
-    if inferred.height == 0:
+    """Where the contended locks' kinds came from: LWP, convoys and which spin is an unseen holder's
+    rest on them, and a kind taken from the VM's other locks is an inference a user may want to
+    override."""
+    if kinds.height == 0:
         return ""
-    counts = [f"{n} {k}" for k in ("fifo", "unfair", "undecided") if (n := (inferred["kind"] == k).sum())]
-    from_vm = (inferred["source"] == FROM_VM).sum()
-    pooled = f"; {from_vm} of them from their VM's locks (too few hand-offs of their own)" if from_vm else ""
-    return f"lock kinds from the trace: {', '.join(counts)}{pooled}; --lock-kind overrides"
+    counts = ", ".join(
+        f"{n} {k}" for k in ("fifo", "unfair", "undecided") if (n := (kinds["kind"] == k).sum())
+    )
+    if (kinds["source"] == "--lock-kind").all():
+        return f"lock kinds: {counts}, given by --lock-kind"
+    if (kinds["source"] == "trace metadata").all():
+        return f"lock kinds: {counts}, from the trace's metadata"
+    from_vm = (kinds["source"] == FROM_VM).sum()
+    pooled = (
+        f" ({from_vm} decided by their VM's locks together: too little evidence of their own)"
+        if from_vm
+        else ""
+    )
+    return f"lock kinds from the trace: {counts}{pooled}; --lock-kind overrides"
 
 
 def _incidents(con: Console, a: Analysis) -> None:

@@ -100,7 +100,7 @@ def test_a_vms_locks_together_decide_its_undecided_ones(tmp_path, algorithm, dec
         render_summary(con, a, ["t.txt"])
         n_fifo = kinds.filter(pl.col("kind") == "fifo").height
         assert (
-            f"lock kinds from the trace: {n_fifo} fifo; {few.height} of them from their VM's locks"
+            f"lock kinds from the trace: {n_fifo} fifo ({few.height} decided by their VM's locks together"
             in con.export_text()
         )
         window = cut_truth(trace, a.summary.extra["t_start"], a.summary.extra["t_end"] + 1)
@@ -113,11 +113,11 @@ def test_a_vms_locks_together_decide_its_undecided_ones(tmp_path, algorithm, dec
         assert parts
 
 
-def test_the_kinds_line_says_only_what_the_trace_decided():
-    rows = {"kind": ["fifo", "fifo", "undecided"], "source": ["inferred", "its VM's locks", "inferred"]}
+def test_the_kinds_line_says_where_each_kind_came_from():
+    rows = {"kind": ["unfair", "unfair", "undecided"], "source": ["inferred", "its VM's locks", "inferred"]}
     assert kinds_line(pl.DataFrame(rows)) == (
-        "lock kinds from the trace: 2 fifo, 1 undecided; 1 of them from their VM's locks (too few "
-        "hand-offs of their own); --lock-kind overrides"
+        "lock kinds from the trace: 2 unfair, 1 undecided (1 decided by their VM's locks together: too "
+        "little evidence of their own); --lock-kind overrides"
     )
-    given = pl.DataFrame({"kind": ["fifo"], "source": ["--lock-kind"]})
-    assert kinds_line(given) == ""
+    given = pl.DataFrame({"kind": ["fifo", "fifo"], "source": ["--lock-kind", "--lock-kind"]})
+    assert kinds_line(given) == "lock kinds: 2 fifo, given by --lock-kind"
