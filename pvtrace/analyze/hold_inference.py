@@ -16,7 +16,7 @@ from pvtrace.analyze.hold_statistics import (
     I64,
     MIN_HANDOFFS,
 )
-from pvtrace.analyze.holders import _kicks, finish_holds, visible_holds, waiting_at
+from pvtrace.analyze.holders import _kicks, finish_holds, quit_stops, visible_holds, waiting_at
 from pvtrace.analyze.intervals import (
     lookup,
     packing,
@@ -44,10 +44,11 @@ def unseen_holds(
     yields: pl.DataFrame,
     free_clock: pl.DataFrame,
     rate: pl.DataFrame,
+    quits: pl.DataFrame,
 ) -> pl.DataFrame:
     """Holds of vCPUs that took a lock uncontended, found where waiters spin on a lock that the
     visible holds leave free with nobody else queued ahead of them (step 2). `seen`: the visible
-    holds through finish_holds()."""
+    holds through finish_holds(); `quits`: holders.quit_stops."""
     w = prep.window
     acq = acquisitions(seen, waits)
     status = lock_status(acq, prep, pl.DataFrame(schema={"vm": pl.String(), "start": I64, "end": I64}))
@@ -141,7 +142,7 @@ def unseen_holds(
     by_kick = by_kick.group_by("lid", "g0").agg(pl.col("holder").first(), pl.col("end").min())
     by_kick = by_kick.select("lid", "holder", pl.col("g0").alias("start"), "end")
     rest = episodes.join(by_kick.select("lid", pl.col("start").alias("g0")), on=["lid", "g0"], how="anti")
-    by_run = likely_holders(rest, waits, states, prep, clock, yields, free_clock, rate)
+    by_run = likely_holders(rest, waits, states, prep, clock, yields, free_clock, rate, quits)
     return pl.concat(
         [
             by_kick.with_columns(pl.lit(False).alias("guessed")),
@@ -275,7 +276,8 @@ def infer_holds(
     clock = running_clock(states)
     yields = _yields_by_waiters(waits, states, prep)
     free = free_running_clock(waits, states, prep)
-    visible, _, kept = visible_holds(prep, waits, states, clock, yields)
+    quits = quit_stops(states.changes, waits, prep)  # read by both steps
+    visible, _, kept = visible_holds(prep, waits, states, clock, yields, quits)
     rate = _attempt_rate(waits, until_stop(visible, kept), free, clock, prep)
 
     def tries(rows: pl.DataFrame) -> pl.Series:
@@ -285,7 +287,7 @@ def infer_holds(
     if not prep.stops_to_a_tick:  # the silence after a stop needs the stop to a hold
         visible = release_silent_stops(visible, kept, prep, waits, states, clock, tries)
     seen = finish_holds(visible, prep)
-    unseen = unseen_holds(prep, waits, pieces, states, visible, seen, clock, yields, free, rate)
+    unseen = unseen_holds(prep, waits, pieces, states, visible, seen, clock, yields, free, rate, quits)
     cols = ["lid", "vid", "start", "end", "start_ord", "truncated"]
     holds = finish_holds(unseen.select(cols), prep, done=seen)
     # which holds are the likeliest of several unseen holders (likely_holder), not shown by a take

@@ -102,6 +102,7 @@ def visible_holds(
     states: VcpuStates,
     clock: pl.DataFrame,
     yields: pl.DataFrame,
+    quits: pl.DataFrame,
 ) -> tuple[pl.DataFrame, dict, pl.DataFrame]:
     """Holds of the contended acquirers, ended by the rules of step 1.
 
@@ -111,8 +112,9 @@ def visible_holds(
     lock through the stop, unless the lock changes hands before it runs again. On fifo locks
     `_queued_successor` then extends holds that the next acquirer's running proves.
 
-    Also returns the acquisitions held through a stop, with what `silent_stops.release_silent_stops` needs to
-    weigh the silence after the stop once the attempt rate is known.
+    `quits`: quit_stops(), the stops no holder makes. Also returns the acquisitions held through a
+    stop, with what `silent_stops.release_silent_stops` needs to weigh the silence after the stop
+    once the attempt rate is known.
     """
     acq = (
         waits.filter(pl.col("end_ord").is_not_null())
@@ -221,7 +223,7 @@ def visible_holds(
     # nested.) If it is the first stop, the lock was not held through it.
     acq = lookup(
         acq,
-        quit_stops(ch, waits, prep),
+        quits,
         by="vid",
         on="ord",
         table_on="q_ord",
@@ -229,10 +231,10 @@ def visible_holds(
         direction="forward",
         strict=True,
     ).drop("_row")
-    quits = (pl.col("q_ord") == pl.col("stop_ord")).fill_null(False)
+    quit_first = (pl.col("q_ord") == pl.col("stop_ord")).fill_null(False)
     acq = acq.with_columns(
         ran_between(acq, clock, prep, vid="vid", t0="ts", t1="stop_ts").alias("ran_to_stop"),
-        pl.when(handed | quits).then(pl.col("stop_ts")).alias("ahead_ts"),
+        pl.when(handed | quit_first).then(pl.col("stop_ts")).alias("ahead_ts"),
     )
     # A waiter of the lock that yields to it while it is stopped says it is in the kernel holding it.
     boosts = (
@@ -247,7 +249,7 @@ def visible_holds(
     )
     acq = acq.join(boosts, on=["lid", "ord"], how="left", maintain_order="left")
     boosted = pl.col("boosted").fill_null(False) & (pl.col("ran_to_stop") < pl.col("tail")).fill_null(False)
-    through = ((pl.col("ran_to_stop") < pl.col("bound")).fill_null(False) | boosted) & ~handed & ~quits
+    through = ((pl.col("ran_to_stop") < pl.col("bound")).fill_null(False) | boosted) & ~handed & ~quit_first
     # Held through the stop, it releases after it runs again, and a resumed vCPU runs guest code
     # ENTRY_NS after its thread does.
     run_for = (

@@ -9,7 +9,6 @@ import polars as pl
 
 from pvtrace.analyze.guest_mode import kernel_share
 from pvtrace.analyze.hold_statistics import FALLBACK_TRY_INTERVAL_NS, I64
-from pvtrace.analyze.holders import quit_stops
 from pvtrace.analyze.intervals import (
     changes_to_partition,
     cum_sum_within,
@@ -113,6 +112,7 @@ def likely_holders(
     yields: pl.DataFrame,
     free: pl.DataFrame,
     rate: pl.DataFrame,
+    quits: pl.DataFrame,
 ) -> pl.DataFrame:
     """The most likely unseen holder of each episode: lid, holder, start, end.
 
@@ -128,7 +128,8 @@ def likely_holders(
     waiter of the lock during the episode adds YIELD_EVIDENCE. Where a waiter takes the lock at
     the episode's end, the holder released it then and was running; otherwise it must run again
     before the lock's next acquisition. The candidate of highest likelihood holds from e0 to the
-    end of the episode (handed) or until it has run a mean hold past it.
+    end of the episode (handed) or until it has run a mean hold past it, and no later than its first
+    stop no holder makes (`quits`: holders.quit_stops).
     """
     w = prep.window
     empty = pl.DataFrame(schema={"lid": I64, "holder": I64, "start": I64, "end": I64})
@@ -299,7 +300,7 @@ def likely_holders(
     # ... and no later than its first stop that no holder makes (halted, say, after it resumed).
     best = lookup(
         best,
-        quit_stops(states.changes, waits, prep),
+        quits,
         by="cand",
         on="e0",
         table_on="q_ts",
