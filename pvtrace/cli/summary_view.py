@@ -379,20 +379,23 @@ def kinds_line(kinds: pl.DataFrame) -> str:
     override."""
     if kinds.height == 0:
         return ""
+
+    def count(k: str, n: int) -> str:
+        # the VM-decided share next to the kind it gave, not after the list (where it read as
+        # part of the last kind: "2 undecided (1 decided ...)")
+        m = ((kinds["kind"] == k) & (kinds["source"] == FROM_VM)).sum()
+        return f"{n} {k}" + (
+            f" ({m} of them by their VM's locks together: too little evidence of their own)" if m else ""
+        )
+
     counts = ", ".join(
-        f"{n} {k}" for k in ("fifo", "unfair", "undecided") if (n := (kinds["kind"] == k).sum())
+        count(k, n) for k in ("fifo", "unfair", "undecided") if (n := (kinds["kind"] == k).sum())
     )
     if (kinds["source"] == "--lock-kind").all():
         return f"lock kinds: {counts}, given by --lock-kind"
     if (kinds["source"] == "trace metadata").all():
         return f"lock kinds: {counts}, from the trace's metadata"
-    from_vm = (kinds["source"] == FROM_VM).sum()
-    pooled = (
-        f" ({from_vm} decided by their VM's locks together: too little evidence of their own)"
-        if from_vm
-        else ""
-    )
-    return f"lock kinds from the trace: {counts}{pooled}; --lock-kind overrides"
+    return f"lock kinds from the trace: {counts}; --lock-kind overrides"
 
 
 def _incidents(con: Console, a: Analysis) -> None:

@@ -100,7 +100,7 @@ def test_a_vms_locks_together_decide_its_undecided_ones(tmp_path, algorithm, dec
         render_summary(con, a, ["t.txt"])
         n_fifo = kinds.filter(pl.col("kind") == "fifo").height
         assert (
-            f"lock kinds from the trace: {n_fifo} fifo ({few.height} decided by their VM's locks together"
+            f"lock kinds from the trace: {n_fifo} fifo ({few.height} of them by their VM's locks together"
             in con.export_text()
         )
         window = cut_truth(trace, a.summary.extra["t_start"], a.summary.extra["t_end"] + 1)
@@ -116,8 +116,8 @@ def test_a_vms_locks_together_decide_its_undecided_ones(tmp_path, algorithm, dec
 def test_the_kinds_line_says_where_each_kind_came_from():
     rows = {"kind": ["unfair", "unfair", "undecided"], "source": ["inferred", "its VM's locks", "inferred"]}
     assert kinds_line(pl.DataFrame(rows)) == (
-        "lock kinds from the trace: 2 unfair, 1 undecided (1 decided by their VM's locks together: too "
-        "little evidence of their own); --lock-kind overrides"
+        "lock kinds from the trace: 2 unfair (1 of them by their VM's locks together: too little "
+        "evidence of their own), 1 undecided; --lock-kind overrides"
     )
     given = pl.DataFrame({"kind": ["fifo", "fifo"], "source": ["--lock-kind", "--lock-kind"]})
     assert kinds_line(given) == "lock kinds: 2 fifo, given by --lock-kind"
