@@ -15,8 +15,10 @@ at least FIFO_MIN of them were in arrival order, `unfair` when at most
 UNFAIR_MAX were, else `undecided`. Thresholds and misclassification rates:
 docs/accuracy.md, Lock kind.
 
-A VM of two vCPUs never queues two waiters, so it has no hand-off with a choice.
-There the other evidence is what the other vCPU does while a waiter is queued
+A VM of two vCPUs rarely queues two waiters (in real qspinlock traces the releaser
+re-queues before the head prints its contention_end, which x86 prints only after the
+MCS hand-over: an in-order "choice" that is the fifo lock's own). There the other
+evidence is what the other vCPU does while a waiter is queued
 and not running (preempted or halted): no third vCPU can hold the lock then, so
 on a fifo lock each of its tries queues behind the waiter (a contention is
 seen), and on an unfair lock each finds the lock free and takes it unseen
