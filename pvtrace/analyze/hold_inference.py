@@ -195,10 +195,13 @@ def _attempt_rate(
     stretches over the free-running vCPU time inside them, leaving out the holders' own running
     (a holder does not try the lock it holds; with few vCPUs running, its time is much of the
     total, and counting it made the rate 2-3x low on calm runs, so a sibling away for a long time
-    looked as likely a holder as one that ran), per lock, shrunk towards its VM's rate
-    (1/FALLBACK_TRY_INTERVAL_NS where the VM has fewer than MIN_HANDOFFS such contentions: one
-    VM's locks say nothing of another's, and so a trace can be analyzed a VM at a time) by one
-    pseudo-contention: locks differ (one can be hot).
+    looked as likely a holder as one that ran), per lock, shrunk by one pseudo-contention towards
+    its VM's rate (locks differ: one can be hot). Where the VM has fewer than MIN_HANDOFFS such
+    contentions, towards the lock's own contention rate instead (_contention_prior): a fixed 40 us
+    between tries (FALLBACK_TRY_INTERVAL_NS, now only for a lock never contended) was 5-40x the
+    presets' cold locks' rates, and a holder preempted for a millisecond on one looked
+    impossible. One VM's locks say nothing of another's, and so a trace can be analyzed a VM at
+    a time.
     """
     fifo = prep.locks.filter(pl.col("lock_kind") == "fifo")["lid"]
     queued = waits.filter(pl.col("lid").is_in(fifo.implode())).select("lid", "start", "end")
@@ -230,9 +233,39 @@ def _attempt_rate(
     vm_rate = (
         pl.when((vm_n >= MIN_HANDOFFS) & (vm_area > 0))
         .then(vm_n / vm_area)
-        .otherwise(1.0 / FALLBACK_TRY_INTERVAL_NS)
+        .otherwise(pl.col("prior").fill_null(1.0 / FALLBACK_TRY_INTERVAL_NS))
     )
+    per_lock = per_lock.join(_contention_prior(waits, visible, clock, prep), on="lid", how="left")
     return per_lock.select("lid", ((pl.col("n") + 1) / (pl.col("others") + 1 / vm_rate)).alias("rate"))
+
+
+def _contention_prior(
+    waits: pl.DataFrame, visible: pl.DataFrame, clock: pl.DataFrame, prep: Prepared
+) -> pl.DataFrame:
+    """Per contended lid: its attempt rate as its number of contentions implies (prior).
+
+    Every contention is seen, and a try contends when it finds the lock held, which it is a share
+    rate x A x h / T of the time (A: the VM's free-running vCPU time in the window, T the window,
+    h its mean hold), so the contentions are c = rate x A x that share, and rate = sqrt(c T / h) / A.
+    A holder preempted with the lock makes more tries contend, so this leans high (within 2x of
+    the simulator's rates on the presets' cold locks, where one figure for every lock of a VM was
+    5-40x too high for them).
+    """
+    w = prep.window
+    c = waits.group_by("lid").len("c").with_columns(prep.lock_attr("vm_id"))
+    hold = visible.select(prep.lock_attr("vm_id"), "hold").group_by("vm_id").agg(pl.col("hold").first())
+    vms = pl.DataFrame({"vm_id": c["vm_id"].unique()}).with_columns(
+        pl.lit(w.t_start, I64).alias("t0"), pl.lit(w.t_end, I64).alias("t1")
+    )
+    vms = vms.with_columns(pl.lit(span_area(vms, clock, prep, "t0", "t1")).alias("area"))
+    c = (
+        c.join(vms.select("vm_id", "area"), on="vm_id", how="left")
+        .join(hold, on="vm_id", how="left")
+        .with_columns(pl.col("hold").fill_null(FALLBACK_MEAN_NS))
+    )
+    span = float(max(w.t_end - w.t_start, 1))
+    prior = (pl.col("c").cast(pl.Float64()) * span / pl.col("hold")).sqrt() / pl.col("area")
+    return c.filter(pl.col("area") > 0).select("lid", prior.alias("prior"))
 
 
 def _yields_by_waiters(waits: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.DataFrame:

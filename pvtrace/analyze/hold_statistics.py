@@ -25,7 +25,8 @@ FALLBACK_TAIL_NS = 6_000
 # The mean itself (an exponential's residual) made a running holder look twice as unlikely to
 # still hold as it is.
 FALLBACK_RESIDUAL_NS = FALLBACK_MEAN_NS * (FALLBACK_MEAN_NS // FALLBACK_MEDIAN_NS) ** 2 // 2
-# Without contentions to measure it from: a free-running vCPU tries a given lock every 40 us.
+# A lock never contended in the trace (nothing to measure its attempt rate from, hold_inference):
+# a free-running vCPU tries it every 40 us.
 FALLBACK_TRY_INTERVAL_NS = 40_000
 
 

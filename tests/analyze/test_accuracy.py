@@ -85,7 +85,7 @@ RECORDED = {
         "merged_lhp_recall": 1.0,
         "merged_n_lhp_harmful_err": 0.0137,
         "merged_waste_err": -0.0,
-        "merged_n_convoys_err": -0.0625,
+        "merged_n_convoys_err": -0.0521,
         "host_spin_err": None,
         "host_spin_waste_err": None,
         "guest_n_contended_err": 0.0,
