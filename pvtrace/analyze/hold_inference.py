@@ -247,9 +247,9 @@ def _contention_prior(
     Every contention is seen, and a try contends when it finds the lock held, which it is a share
     rate x A x h / T of the time (A: the VM's free-running vCPU time in the window, T the window,
     h its mean hold), so the contentions are c = rate x A x that share, and rate = sqrt(c T / h) / A.
-    A holder preempted with the lock makes more tries contend, so this leans high (within 2x of
-    the simulator's rates on the presets' cold locks, where one figure for every lock of a VM was
-    5-40x too high for them).
+    Rough (a holder preempted with the lock makes more tries contend; the mean hold is a VM's),
+    but 0.4-1.9x the simulator's per-lock rates on overcommit-2x test-and-set, where the fixed
+    figure it replaces was 5-40x.
     """
     w = prep.window
     c = waits.group_by("lid").len("c").with_columns(prep.lock_attr("vm_id"))
