@@ -97,6 +97,7 @@ def text_run(trace, fmt: str, where: Path) -> dict:
         ),
         "convoys_given": (given["n_convoys"], tt["n_convoys"]),
         "partial": bool(s.extra.get("partial")),
+        "convoys_partial": "n_convoys" in (s.extra.get("partial") or {}),
         "lhp": incident_counts(
             a.table("lhp_incidents").filter(pl.col("harmful")),
             truth.lhp_incidents.filter(pl.col("harmful")),
@@ -154,6 +155,7 @@ def figures(runs: list[dict]) -> dict:
         "waste_given_err": err("waste_given"),
         "convoy_given_err": err("convoys_given"),
         "partial": any(r["partial"] for r in runs),
+        "convoys_partial": any(r["convoys_partial"] for r in runs),
         "lhp": scores,
         "lhp_given": scores_of(pooled([r["lhp_given"] for r in runs])),
         "kinds_right": sum(r["kinds"][0] for r in runs),
@@ -226,6 +228,14 @@ def _waste_cell(f: dict) -> str:
     return _pct(f["waste_err"]) + (" (partial)" if f["partial"] and f["waste_err"] is not None else "")
 
 
+def _convoy_cell(f: dict) -> str:
+    """Convoys flagged where a run's summary lists n_convoys as partial (locks of undecided kind:
+    their convoys are not counted)."""
+    return _pct(f["convoy_err"]) + (
+        " (partial)" if f["convoys_partial"] and f["convoy_err"] is not None else ""
+    )
+
+
 def markdown(seeds: tuple[int, ...], duration_ns: int, workloads: tuple[str, ...] = tuple(WORKLOADS)) -> str:
     lines = [
         "| workload | PLE | lock | format | spin | waste (LHP+LWP) | LHP precision | LHP recall | harmful LHP found / true "
@@ -243,7 +253,7 @@ def markdown(seeds: tuple[int, ...], duration_ns: int, workloads: tuple[str, ...
                         f"| {workload} | {'on' if ple else 'off'} | {algo} | {fmt} | {_pct(f['spin_err'])} | "
                         f"{_waste_cell(f)} | "
                         + _lhp_cells(f["lhp"])
-                        + f"{_pct(f['convoy_err'])} | {_pct(f['waste_given_err'])} | {_pct(f['convoy_given_err'])} | "
+                        + f"{_convoy_cell(f)} | {_pct(f['waste_given_err'])} | {_pct(f['convoy_given_err'])} | "
                         + f"{f['kinds_right']} / {f['kinds_wrong']} / {f['kinds_n']} |"
                     )
                 print(f"done {workload} ple={ple} {algo}", file=sys.stderr)
@@ -370,7 +380,7 @@ def long_markdown(
                         f"| {workload} | {'on' if ple else 'off'} | {algo} | {fmt} | {_pct(f['spin_err'])} | "
                         + f"{_waste_cell(f)} | "
                         + _lhp_cells(f["lhp"])
-                        + f"{_pct(f['convoy_err'])} | {f['kinds_right']} / {f['kinds_wrong']} / {f['kinds_n']} |"
+                        + f"{_convoy_cell(f)} | {f['kinds_right']} / {f['kinds_wrong']} / {f['kinds_n']} |"
                     )
                     per_algorithm.setdefault((algo, fmt), []).extend(r["lhp"] for r in runs[fmt] if r["lhp"])
                 print(f"done {workload} ple={ple} {algo}", file=sys.stderr)
@@ -404,7 +414,7 @@ def presets_markdown(seeds: tuple[int, ...], formats: tuple[str, ...] = ("trace-
                         if given
                         else "- | "
                     )
-                    + f"{_pct(f['convoy_err'])} | {f['kinds_right']} / {f['kinds_wrong']} / {f['kinds_n']} |"
+                    + f"{_convoy_cell(f)} | {f['kinds_right']} / {f['kinds_wrong']} / {f['kinds_n']} |"
                 )
                 per_algorithm.setdefault((algo, fmt), []).extend(r["lhp"] for r in runs[fmt] if r["lhp"])
             print(f"done {name} {algo}", file=sys.stderr)
