@@ -224,16 +224,10 @@ def _lhp_cells(lhp: dict | None) -> str:
     )
 
 
-def _waste_cell(f: dict) -> str:
-    return _pct(f["waste_err"]) + (" (partial)" if f["partial"] and f["waste_err"] is not None else "")
-
-
-def _convoy_cell(f: dict) -> str:
-    """Convoys flagged where a run's summary lists n_convoys as partial (locks of undecided kind:
-    their convoys are not counted)."""
-    return _pct(f["convoy_err"]) + (
-        " (partial)" if f["convoys_partial"] and f["convoy_err"] is not None else ""
-    )
+def _flagged(err: float | None, partial: bool) -> str:
+    """An error cell, marked where a run's summary said the figure is partial (waste: any partial;
+    convoys: n_convoys listed, locks of undecided kind whose convoys are not counted)."""
+    return _pct(err) + (" (partial)" if partial and err is not None else "")
 
 
 def markdown(seeds: tuple[int, ...], duration_ns: int, workloads: tuple[str, ...] = tuple(WORKLOADS)) -> str:
@@ -251,9 +245,9 @@ def markdown(seeds: tuple[int, ...], duration_ns: int, workloads: tuple[str, ...
                     f = figures(runs[fmt])
                     lines.append(
                         f"| {workload} | {'on' if ple else 'off'} | {algo} | {fmt} | {_pct(f['spin_err'])} | "
-                        f"{_waste_cell(f)} | "
+                        f"{_flagged(f['waste_err'], f['partial'])} | "
                         + _lhp_cells(f["lhp"])
-                        + f"{_convoy_cell(f)} | {_pct(f['waste_given_err'])} | {_pct(f['convoy_given_err'])} | "
+                        + f"{_flagged(f['convoy_err'], f['convoys_partial'])} | {_pct(f['waste_given_err'])} | {_pct(f['convoy_given_err'])} | "
                         + f"{f['kinds_right']} / {f['kinds_wrong']} / {f['kinds_n']} |"
                     )
                 print(f"done {workload} ple={ple} {algo}", file=sys.stderr)
@@ -378,9 +372,9 @@ def long_markdown(
                     f = figures(runs[fmt])
                     lines.append(
                         f"| {workload} | {'on' if ple else 'off'} | {algo} | {fmt} | {_pct(f['spin_err'])} | "
-                        + f"{_waste_cell(f)} | "
+                        + f"{_flagged(f['waste_err'], f['partial'])} | "
                         + _lhp_cells(f["lhp"])
-                        + f"{_convoy_cell(f)} | {f['kinds_right']} / {f['kinds_wrong']} / {f['kinds_n']} |"
+                        + f"{_flagged(f['convoy_err'], f['convoys_partial'])} | {f['kinds_right']} / {f['kinds_wrong']} / {f['kinds_n']} |"
                     )
                     per_algorithm.setdefault((algo, fmt), []).extend(r["lhp"] for r in runs[fmt] if r["lhp"])
                 print(f"done {workload} ple={ple} {algo}", file=sys.stderr)
@@ -407,14 +401,14 @@ def presets_markdown(seeds: tuple[int, ...], formats: tuple[str, ...] = ("trace-
                 given = f["lhp_given"]
                 lines.append(
                     f"| {name} | {algo}{' (preset)' if algo == own else ''} | {fmt} | {_pct(f['spin_err'])} | "
-                    + f"{_waste_cell(f)} | "
+                    + f"{_flagged(f['waste_err'], f['partial'])} | "
                     + _lhp_cells(f["lhp"])
                     + (
                         f"{100 * given['precision']:.1f}% / {100 * given['recall']:.1f}% | "
                         if given
                         else "- | "
                     )
-                    + f"{_convoy_cell(f)} | {f['kinds_right']} / {f['kinds_wrong']} / {f['kinds_n']} |"
+                    + f"{_flagged(f['convoy_err'], f['convoys_partial'])} | {f['kinds_right']} / {f['kinds_wrong']} / {f['kinds_n']} |"
                 )
                 per_algorithm.setdefault((algo, fmt), []).extend(r["lhp"] for r in runs[fmt] if r["lhp"])
             print(f"done {name} {algo}", file=sys.stderr)
