@@ -15,6 +15,7 @@ from pvtrace.analyze.hold_statistics import (
     HOLD_BOUND_FACTOR,
     I64,
     MIN_HANDOFFS,
+    still_held,
 )
 from pvtrace.analyze.holders import _kicks, finish_holds, quit_stops, visible_holds, waiting_at
 from pvtrace.analyze.intervals import (
@@ -304,7 +305,7 @@ def _same_instant_and_pcpu(left: pl.DataFrame, right: pl.DataFrame) -> pl.DataFr
 def infer_holds(
     prep: Prepared, waits: pl.DataFrame, pieces: pl.DataFrame, states: VcpuStates
 ) -> pl.DataFrame:
-    """Inferred holds (HOLD_COLUMNS layout, inferred = True, plus unseen_take and guessed): contended acquirers,
+    """Inferred holds (HOLD_COLUMNS layout, inferred = True, plus unseen_take, held_on and guessed): contended acquirers,
     then unseen holders. `pieces`: the waits split at their waiters' state changes (wait_pieces)."""
     clock = running_clock(states)
     yields = _yields_by_waiters(waits, states, prep)
@@ -331,7 +332,10 @@ def infer_holds(
     holds = holds.join(guessed, on=["lid", "vid", "start"], how="left", maintain_order="left").with_columns(
         (pl.col("guessed").fill_null(False) & pl.col("start_ord").is_null()).alias("guessed")
     )
-    return holds.with_columns(_unseen_takes(holds, visible, free, rate, clock, prep).alias("unseen_take"))
+    return holds.with_columns(
+        _unseen_takes(holds, visible, free, rate, clock, prep).alias("unseen_take"),
+        _held_through_contention(holds, visible, waits, free, rate, clock, prep).alias("held_on"),
+    )
 
 
 def _unseen_takes(
@@ -376,3 +380,68 @@ def _unseen_takes(
     p_held = (-pl.lit(ran) / pl.col("residual").fill_null(FALLBACK_MEAN_NS)).exp()
     took = pl.when(pl.col("start_ord").is_not_null()).then(p_take > 0.5).otherwise(p_take > p_held)
     return h.select(pl.when(pl.col("unfair")).then(took)).to_series()
+
+
+def _held_through_contention(
+    holds: pl.DataFrame,
+    visible: pl.DataFrame,
+    waits: pl.DataFrame,
+    free: pl.DataFrame,
+    rate: pl.DataFrame,
+    clock: pl.DataFrame,
+    prep: Prepared,
+) -> pl.Series:
+    """Per hold (lock order), on fifo locks: whether a contended acquisition whose contention came
+    after the previous hold's inferred release (with nobody else queued) most likely found that
+    hold still going on, a hand-off (null elsewhere).
+
+    The previous hold's release is only an estimate (its holder has run the mean hold), and a
+    contention with nobody queued proves the lock held. On microsecond text a wait shorter than
+    the printed microsecond shows no spin in which to look for another holder, so this is where
+    the question is asked: either the previous holder still held it, as likely as a section that
+    has run r (its holder's running since the hold began) runs on (hold_statistics.still_held),
+    and nobody tried the lock meanwhile (a try would have contended); or it was released and
+    taken anew, uncontended, by a free-running sibling trying at the lock's rate. (An unseen
+    holder found from spin starts a new hold on a fifo lock, as before.)
+    """
+    same = (pl.col("lid") == pl.col("lid").shift(1)).fill_null(False)
+    stats = visible.group_by("lid").agg(
+        pl.col("hold").first().alias("mean"), (pl.col("bound").first() / HOLD_BOUND_FACTOR).alias("median")
+    )
+    # a wait with others queued may have stolen a free lock past them: no evidence the lock was held
+    alone = waits.filter(pl.col("end_ord").is_not_null() & (pl.col("queued") == 1)).select(
+        pl.col("end_ord").alias("start_ord"), pl.col("start").alias("c")
+    )
+    h = (
+        holds.select(
+            "lid",
+            "start",
+            "start_ord",
+            pl.when(same).then(pl.col("start").shift(1)).alias("h0"),
+            pl.when(same).then(pl.col("end").shift(1)).alias("g0"),
+            pl.when(same).then(pl.col("vid").shift(1)).alias("prev_vid"),
+            prep.lock_attr("vm_id"),
+            (prep.lock_attr("lock_kind") == "fifo").alias("fifo"),
+        )
+        .join(alone, on="start_ord", how="left", maintain_order="left")
+        .join(rate.select("lid", "rate"), on="lid", how="left", maintain_order="left")
+        .join(stats, on="lid", how="left", maintain_order="left")
+        .with_columns(
+            (pl.col("fifo") & (pl.col("g0") < pl.col("c")) & pl.col("start_ord").is_not_null())
+            .fill_null(False)
+            .alias("asked")
+        )
+        .with_columns(
+            pl.when("asked").then(pl.col(c)).otherwise(pl.col("start")).alias(c) for c in ("h0", "g0", "c")
+        )
+    )
+    a0, a1 = areas_at(h, free, prep, "g0", "c")
+    ran = ran_between(h, clock, prep, vid="prev_vid", t0="h0", t1="c").fill_null(0)
+    p_take = 1 - (-pl.col("rate").fill_null(1.0 / FALLBACK_TRY_INTERVAL_NS) * pl.lit(a1 - a0)).exp()
+    p_held = still_held(
+        pl.lit(ran),
+        pl.col("median").fill_null(FALLBACK_MEDIAN_NS),
+        pl.col("mean").fill_null(FALLBACK_MEAN_NS),
+    )
+    went_on = p_held * (1 - p_take) > (1 - p_held) * p_take
+    return h.select(pl.when(pl.col("fifo")).then(pl.col("asked") & went_on)).to_series()

@@ -30,6 +30,24 @@ FALLBACK_RESIDUAL_NS = FALLBACK_MEAN_NS * (FALLBACK_MEAN_NS // FALLBACK_MEDIAN_N
 FALLBACK_TRY_INTERVAL_NS = 40_000
 
 
+def still_held(ran: pl.Expr, median: pl.Expr, mean: pl.Expr) -> pl.Expr:
+    """How likely a critical section runs longer than `ran`: the survival of the lognormal with
+    that median and mean (guest sections are heavy-tailed, science.md: most end near the median,
+    a few last many times it)."""
+    sigma = (2 * (mean / median).log()).clip(0.01, None).sqrt()
+    z = (ran.clip(1, None).log() - median.log()) / sigma
+    return _normal_upper(z)
+
+
+def _normal_upper(z: pl.Expr) -> pl.Expr:
+    """P(Z > z) of a standard normal (erfc by Abramowitz and Stegun 7.1.26, error below 2e-7)."""
+    x = z.abs() / 2**0.5
+    t = 1 / (1 + 0.3275911 * x)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    tail = 0.5 * poly * (-(x * x)).exp()
+    return pl.when(z >= 0).then(tail).otherwise(1 - tail)
+
+
 def _grouped_median(clean: pl.DataFrame) -> pl.DataFrame:
     """Per vm, the median of hold gaps printed to the microsecond (vm, _median), read as grouped
     data: a gap of k printed microseconds stands for anything in ((k - 1/2) us, (k + 1/2) us), and

@@ -15,6 +15,7 @@ from pvtrace.analyze.hold_statistics import (
     FALLBACK_RESIDUAL_NS,
     FALLBACK_TAIL_NS,
     _grouped_median,
+    still_held,
 )
 from pvtrace.simulate.run import simulate_trace
 from pvtrace.simulate.scenario import load_preset
@@ -29,6 +30,19 @@ def test_the_fallback_figures_describe_one_heavy_tailed_section_length():
     assert abs(residual / FALLBACK_RESIDUAL_NS - 1) < 0.05, residual
     assert abs(np.quantile(x, 0.95) / FALLBACK_TAIL_NS - 1) < 0.2
     assert abs(x.mean() / FALLBACK_MEAN_NS - 1) < 0.02
+
+
+def test_still_held_is_the_survival_of_the_lognormal_with_that_median_and_mean():
+    """How likely a section runs longer than r: the share of lognormal draws (published median
+    and mean) above r, from well under the median to far in the tail."""
+    sigma = math.sqrt(2 * math.log(FALLBACK_MEAN_NS / FALLBACK_MEDIAN_NS))
+    x = np.random.default_rng(11).lognormal(math.log(FALLBACK_MEDIAN_NS), sigma, 2_000_000)
+    ran = [100, 500, 1_000, 2_000, 4_000, 10_000, 40_000]
+    got = pl.select(
+        still_held(pl.lit(pl.Series(ran)), pl.lit(FALLBACK_MEDIAN_NS), pl.lit(FALLBACK_MEAN_NS))
+    ).to_series()
+    for r, p in zip(ran, got, strict=True):
+        assert abs(p - (x > r).mean()) < 2e-3, (r, p)
 
 
 def test_a_running_holder_inside_a_long_section_is_not_given_up_for_a_stopped_sibling(tmp_path):
