@@ -8,11 +8,7 @@ from __future__ import annotations
 import polars as pl
 
 from pvtrace.analyze.hold_statistics import (
-    FALLBACK_MEAN_NS,
-    FALLBACK_MEDIAN_NS,
-    FALLBACK_TAIL_NS,
     FALLBACK_TRY_INTERVAL_NS,
-    HOLD_BOUND_FACTOR,
     I64,
     MIN_HANDOFFS,
     still_held,
@@ -40,6 +36,7 @@ def unseen_holds(
     pieces: pl.DataFrame,
     states: VcpuStates,
     visible: pl.DataFrame,
+    figures: pl.DataFrame,
     seen: pl.DataFrame,
     clock: pl.DataFrame,
     yields: pl.DataFrame,
@@ -49,7 +46,7 @@ def unseen_holds(
 ) -> pl.DataFrame:
     """Holds of vCPUs that took a lock uncontended, found where waiters spin on a lock that the
     visible holds leave free with nobody else queued ahead of them (step 2). `seen`: the visible
-    holds through finish_holds(); `quits`: holders.quit_stops."""
+    holds through finish_holds(); `figures`: each lock's hold figures; `quits`: holders.quit_stops."""
     w = prep.window
     acq = acquisitions(seen, waits)
     status = lock_status(acq, prep, pl.DataFrame(schema={"vm": pl.String(), "start": I64, "end": I64}))
@@ -112,15 +109,8 @@ def unseen_holds(
     )
     if episodes.height == 0:
         return visible.clear().with_columns(pl.lit(False).alias("guessed"))
-    per_lock = visible.group_by("lid").agg(pl.col("hold", "bound", "tail", "residual").first())
     episodes = (
-        episodes.join(per_lock, on="lid", how="left")
-        .with_columns(
-            pl.col("hold").fill_null(FALLBACK_MEAN_NS),
-            pl.col("bound").fill_null(FALLBACK_MEDIAN_NS * HOLD_BOUND_FACTOR),
-            pl.col("tail").fill_null(FALLBACK_TAIL_NS),
-            pl.col("residual").fill_null(FALLBACK_MEAN_NS),
-        )
+        episodes.join(figures.select("lid", "hold", "bound", "tail", "residual"), on="lid", how="left")
         .pipe(sort_by_key_time, "lid", "e0")
         .with_columns(pl.col("e0").shift(-1).over("lid").alias("next_e0"))
     )
@@ -187,7 +177,12 @@ def _acquired_in_gap(by_kick: pl.DataFrame, waits: pl.DataFrame, prep: Prepared)
 
 
 def _attempt_rate(
-    waits: pl.DataFrame, visible: pl.DataFrame, clock: pl.DataFrame, run_clock: pl.DataFrame, prep: Prepared
+    waits: pl.DataFrame,
+    visible: pl.DataFrame,
+    figures: pl.DataFrame,
+    clock: pl.DataFrame,
+    run_clock: pl.DataFrame,
+    prep: Prepared,
 ) -> pl.DataFrame:
     """Per lid: how often a vCPU that runs without waiting tries the lock, per ns (rate).
 
@@ -236,12 +231,12 @@ def _attempt_rate(
         .then(vm_n / vm_area)
         .otherwise(pl.col("prior").fill_null(1.0 / FALLBACK_TRY_INTERVAL_NS))
     )
-    per_lock = per_lock.join(_contention_prior(waits, visible, clock, prep), on="lid", how="left")
+    per_lock = per_lock.join(_contention_prior(waits, figures, clock, prep), on="lid", how="left")
     return per_lock.select("lid", ((pl.col("n") + 1) / (pl.col("others") + 1 / vm_rate)).alias("rate"))
 
 
 def _contention_prior(
-    waits: pl.DataFrame, visible: pl.DataFrame, clock: pl.DataFrame, prep: Prepared
+    waits: pl.DataFrame, figures: pl.DataFrame, clock: pl.DataFrame, prep: Prepared
 ) -> pl.DataFrame:
     """Per contended lid: its attempt rate as its number of contentions implies (prior).
 
@@ -254,15 +249,12 @@ def _contention_prior(
     """
     w = prep.window
     c = waits.group_by("lid").len("c").with_columns(prep.lock_attr("vm_id"))
-    hold = visible.select(prep.lock_attr("vm_id"), "hold").group_by("vm_id").agg(pl.col("hold").first())
     vms = pl.DataFrame({"vm_id": c["vm_id"].unique()}).with_columns(
         pl.lit(w.t_start, I64).alias("t0"), pl.lit(w.t_end, I64).alias("t1")
     )
     vms = vms.with_columns(pl.lit(span_area(vms, clock, prep, "t0", "t1")).alias("area"))
-    c = (
-        c.join(vms.select("vm_id", "area"), on="vm_id", how="left")
-        .join(hold, on="vm_id", how="left")
-        .with_columns(pl.col("hold").fill_null(FALLBACK_MEAN_NS))
+    c = c.join(vms.select("vm_id", "area"), on="vm_id", how="left").join(
+        figures.select("lid", "hold"), on="lid", how="left"
     )
     span = float(max(w.t_end - w.t_start, 1))
     prior = (pl.col("c").cast(pl.Float64()) * span / pl.col("hold")).sqrt() / pl.col("area")
@@ -311,8 +303,8 @@ def infer_holds(
     yields = _yields_by_waiters(waits, states, prep)
     free = free_running_clock(waits, states, prep)
     quits = quit_stops(states.changes, waits, prep)  # read by both steps
-    visible, _, kept = visible_holds(prep, waits, states, clock, yields, quits)
-    rate = _attempt_rate(waits, until_stop(visible, kept), free, clock, prep)
+    visible, figures, kept = visible_holds(prep, waits, states, clock, yields, quits)
+    rate = _attempt_rate(waits, until_stop(visible, kept), figures, free, clock, prep)
 
     def tries(rows: pl.DataFrame) -> pl.Series:
         r = rows.join(rate, on="lid", how="left", maintain_order="left")["rate"]
@@ -321,7 +313,9 @@ def infer_holds(
     if not prep.stops_to_a_tick:  # the silence after a stop needs the stop to a hold
         visible = release_silent_stops(visible, kept, prep, waits, states, clock, tries)
     seen = finish_holds(visible, prep)
-    unseen = unseen_holds(prep, waits, pieces, states, visible, seen, clock, yields, free, rate, quits)
+    unseen = unseen_holds(
+        prep, waits, pieces, states, visible, figures, seen, clock, yields, free, rate, quits
+    )
     cols = ["lid", "vid", "start", "end", "start_ord", "truncated"]
     holds = finish_holds(unseen.select(cols), prep, done=seen)
     # which holds are the likeliest of several unseen holders (likely_holder), not shown by a take
@@ -333,14 +327,14 @@ def infer_holds(
         (pl.col("guessed").fill_null(False) & pl.col("start_ord").is_null()).alias("guessed")
     )
     return holds.with_columns(
-        _unseen_takes(holds, visible, free, rate, clock, prep).alias("unseen_take"),
-        _held_through_contention(holds, visible, waits, free, rate, clock, prep).alias("held_on"),
+        _unseen_takes(holds, figures, free, rate, clock, prep).alias("unseen_take"),
+        _held_through_contention(holds, figures, waits, free, rate, clock, prep).alias("held_on"),
     )
 
 
 def _unseen_takes(
     holds: pl.DataFrame,
-    visible: pl.DataFrame,
+    figures: pl.DataFrame,
     free: pl.DataFrame,
     rate: pl.DataFrame,
     clock: pl.DataFrame,
@@ -358,7 +352,6 @@ def _unseen_takes(
     is always the previous hold going on.
     """
     same = (pl.col("lid") == pl.col("lid").shift(1)).fill_null(False)
-    residual = visible.group_by("lid").agg(pl.col("residual").first())
     h = (
         holds.select(
             "lid",
@@ -370,21 +363,21 @@ def _unseen_takes(
             (prep.lock_attr("lock_kind") == "unfair").alias("unfair"),
         )
         .join(rate.select("lid", "rate"), on="lid", how="left", maintain_order="left")
-        .join(residual, on="lid", how="left", maintain_order="left")
+        .join(figures.select("lid", "residual"), on="lid", how="left", maintain_order="left")
         .with_columns(pl.col("g0").fill_null(pl.col("start")))
     )
     a0, a1 = areas_at(h, free, prep, "g0", "start")
     ran = ran_between(h, clock, prep, vid="prev_vid", t0="g0", t1="start").fill_null(0)
     tries = pl.col("rate").fill_null(1.0 / FALLBACK_TRY_INTERVAL_NS) * pl.lit(a1 - a0)
     p_take = 1 - (-tries).exp()
-    p_held = (-pl.lit(ran) / pl.col("residual").fill_null(FALLBACK_MEAN_NS)).exp()
+    p_held = (-pl.lit(ran) / pl.col("residual")).exp()
     took = pl.when(pl.col("start_ord").is_not_null()).then(p_take > 0.5).otherwise(p_take > p_held)
     return h.select(pl.when(pl.col("unfair")).then(took)).to_series()
 
 
 def _held_through_contention(
     holds: pl.DataFrame,
-    visible: pl.DataFrame,
+    figures: pl.DataFrame,
     waits: pl.DataFrame,
     free: pl.DataFrame,
     rate: pl.DataFrame,
@@ -405,9 +398,6 @@ def _held_through_contention(
     holder found from spin starts a new hold on a fifo lock, as before.)
     """
     same = (pl.col("lid") == pl.col("lid").shift(1)).fill_null(False)
-    stats = visible.group_by("lid").agg(
-        pl.col("hold").first().alias("mean"), (pl.col("bound").first() / HOLD_BOUND_FACTOR).alias("median")
-    )
     # a wait with others queued may have stolen a free lock past them: no evidence the lock was held
     alone = waits.filter(pl.col("end_ord").is_not_null() & (pl.col("queued") == 1)).select(
         pl.col("end_ord").alias("start_ord"), pl.col("start").alias("c")
@@ -425,7 +415,7 @@ def _held_through_contention(
         )
         .join(alone, on="start_ord", how="left", maintain_order="left")
         .join(rate.select("lid", "rate"), on="lid", how="left", maintain_order="left")
-        .join(stats, on="lid", how="left", maintain_order="left")
+        .join(figures.select("lid", "hold", "median"), on="lid", how="left", maintain_order="left")
         .with_columns(
             (pl.col("fifo") & (pl.col("g0") < pl.col("c")) & pl.col("start_ord").is_not_null())
             .fill_null(False)
@@ -438,10 +428,6 @@ def _held_through_contention(
     a0, a1 = areas_at(h, free, prep, "g0", "c")
     ran = ran_between(h, clock, prep, vid="prev_vid", t0="h0", t1="c").fill_null(0)
     p_take = 1 - (-pl.col("rate").fill_null(1.0 / FALLBACK_TRY_INTERVAL_NS) * pl.lit(a1 - a0)).exp()
-    p_held = still_held(
-        pl.lit(ran),
-        pl.col("median").fill_null(FALLBACK_MEDIAN_NS),
-        pl.col("mean").fill_null(FALLBACK_MEAN_NS),
-    )
+    p_held = still_held(pl.lit(ran), pl.col("median"), pl.col("hold"))
     went_on = p_held * (1 - p_take) > (1 - p_held) * p_take
     return h.select(pl.when(pl.col("fifo")).then(pl.col("asked") & went_on)).to_series()

@@ -30,6 +30,24 @@ FALLBACK_RESIDUAL_NS = FALLBACK_MEAN_NS * (FALLBACK_MEAN_NS // FALLBACK_MEDIAN_N
 FALLBACK_TRY_INTERVAL_NS = 40_000
 
 
+def lock_figures(typical: pl.DataFrame, prep: Prepared) -> pl.DataFrame:
+    """Per lock (lid, every lock of prep.locks), its VM's hold figures from typical_hold, as the
+    holder rules use them: hold (mean), median, bound (HOLD_BOUND_FACTOR medians: a stop before it
+    is made holding the lock), tail (p95) and residual (mean residual hold)."""
+    return (
+        prep.locks.select("lid", "vm")
+        .join(typical, on="vm", how="left", maintain_order="left")
+        .select(
+            "lid",
+            pl.col("hold_mean_ns").clip(1, None).alias("hold"),
+            pl.col("hold_median_ns").clip(1, None).alias("median"),
+            (pl.col("hold_median_ns").clip(1, None) * HOLD_BOUND_FACTOR).alias("bound"),
+            pl.col("hold_tail_ns").clip(1, None).alias("tail"),
+            pl.col("hold_residual_ns").clip(1, None).alias("residual"),
+        )
+    )
+
+
 def still_held(ran: pl.Expr, median: pl.Expr, mean: pl.Expr) -> pl.Expr:
     """How likely a critical section runs longer than `ran`: the survival of the lognormal with
     that median and mean (guest sections are heavy-tailed, science.md: most end near the median,

@@ -46,7 +46,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from pvtrace.analyze.hold_statistics import HOLD_BOUND_FACTOR, typical_hold
+from pvtrace.analyze.hold_statistics import lock_figures, typical_hold
 from pvtrace.analyze.intervals import (
     lookup,
     sort_by_key,
@@ -103,7 +103,7 @@ def visible_holds(
     clock: pl.DataFrame,
     yields: pl.DataFrame,
     quits: pl.DataFrame,
-) -> tuple[pl.DataFrame, dict, pl.DataFrame]:
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """Holds of the contended acquirers, ended by the rules of step 1.
 
     A holder that keeps running releases once it has run the mean hold (the estimate that
@@ -112,9 +112,10 @@ def visible_holds(
     lock through the stop, unless the lock changes hands before it runs again. On fifo locks
     `_queued_successor` then extends holds that the next acquirer's running proves.
 
-    `quits`: quit_stops(), the stops no holder makes. Also returns the acquisitions held through a
-    stop, with what `silent_stops.release_silent_stops` needs to weigh the silence after the stop
-    once the attempt rate is known.
+    `quits`: quit_stops(), the stops no holder makes. Also returns every lock's hold figures
+    (hold_statistics.lock_figures) and the acquisitions held through a stop, with what
+    `silent_stops.release_silent_stops` needs to weigh the silence after the stop once the attempt
+    rate is known.
     """
     acq = (
         waits.filter(pl.col("end_ord").is_not_null())
@@ -136,18 +137,8 @@ def visible_holds(
         pl.when(same).then(pl.col("contend_ts").shift(-1)).alias("next_contend_ts"),
         pl.when(same).then(pl.col("vid").shift(-1)).alias("next_vid"),
     )
-    typical = typical_hold(acq, states, prep)
-    acq = (
-        acq.join(prep.locks.select("lid", "vm"), on="lid", how="left", maintain_order="left")
-        .join(typical, on="vm", how="left", maintain_order="left")
-        .with_columns(
-            pl.col("hold_mean_ns").clip(1, None).alias("hold"),
-            (pl.col("hold_median_ns").clip(1, None) * HOLD_BOUND_FACTOR).alias("bound"),
-            pl.col("hold_tail_ns").clip(1, None).alias("tail"),
-            pl.col("hold_residual_ns").clip(1, None).alias("residual"),
-        )
-        .drop("vm", "hold_median_ns", "hold_mean_ns", "hold_tail_ns", "hold_residual_ns", "n_handoffs")
-    )
+    figures = lock_figures(typical_hold(acq, states, prep), prep)
+    acq = acq.join(figures.drop("median"), on="lid", how="left", maintain_order="left")
     # A kick it sends ends the hold.
     kicks = (
         _kicks(prep)
@@ -256,11 +247,7 @@ def visible_holds(
         pl.when(through).then(pl.max_horizontal("hold", pl.col("ran_to_stop") + ENTRY_NS)).otherwise("hold")
     )
     acq = _ended(acq.with_columns(run_for.alias("_run_for"), through.alias("_through")), waits, clock, prep)
-    notes = {
-        "typical_hold_ns": {r["vm"]: r["hold_median_ns"] for r in typical.iter_rows(named=True)},
-        "n_clean_handoffs": {r["vm"]: int(r["n_handoffs"]) for r in typical.iter_rows(named=True)},
-    }
-    return _hold_rows(acq), notes, acq.filter(pl.col("_through"))
+    return _hold_rows(acq), figures, acq.filter(pl.col("_through"))
 
 
 def quit_stops(changes: pl.DataFrame, waits: pl.DataFrame, prep: Prepared) -> pl.DataFrame:

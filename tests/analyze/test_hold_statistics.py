@@ -7,6 +7,7 @@ import math
 import numpy as np
 import polars as pl
 from text_accuracy import text_run
+from trace_rows import acquire, contend, run, trace_of
 
 from pvtrace.analyze.accuracy import scores_of
 from pvtrace.analyze.hold_statistics import (
@@ -15,8 +16,10 @@ from pvtrace.analyze.hold_statistics import (
     FALLBACK_RESIDUAL_NS,
     FALLBACK_TAIL_NS,
     _grouped_median,
+    lock_figures,
     still_held,
 )
+from pvtrace.analyze.prepare import prepare
 from pvtrace.simulate.run import simulate_trace
 from pvtrace.simulate.scenario import load_preset
 
@@ -30,6 +33,32 @@ def test_the_fallback_figures_describe_one_heavy_tailed_section_length():
     assert abs(residual / FALLBACK_RESIDUAL_NS - 1) < 0.05, residual
     assert abs(np.quantile(x, 0.95) / FALLBACK_TAIL_NS - 1) < 0.2
     assert abs(x.mean() / FALLBACK_MEAN_NS - 1) < 0.02
+
+
+def test_every_lock_takes_its_vms_hold_figures_even_with_no_hold_of_its_own():
+    """Lock 2 is contended but never acquired in the trace (no visible hold of its own): its
+    figures are its VM's, as lock 1's, and not constants of their own (it took the published
+    mean, 2 us, as its mean residual, half the published residual; the VM's measured figures
+    were ignored)."""
+    rows = [run(0, 0), run(1, 0), contend(0, 1_000), acquire(0, 2_000), contend(1, 3_000, lock=2)]
+    prep = prepare(trace_of(rows, t_end=10_000, n_vcpus=2))
+    for median, mean, residual in [
+        (700, 1_500, 2_600),
+        (FALLBACK_MEDIAN_NS, FALLBACK_MEAN_NS, FALLBACK_RESIDUAL_NS),
+    ]:
+        typical = pl.DataFrame(
+            {
+                "vm": ["vm0"],
+                "hold_median_ns": [median],
+                "hold_mean_ns": [mean],
+                "hold_residual_ns": [residual],
+                "hold_tail_ns": [5_000],
+                "n_handoffs": [7],
+            }
+        )
+        figures = lock_figures(typical, prep).sort("lid")
+        assert figures.height == 2
+        assert figures.select("hold", "median", "residual").unique().rows() == [(mean, median, residual)]
 
 
 def test_still_held_is_the_survival_of_the_lognormal_with_that_median_and_mean():
