@@ -49,13 +49,26 @@ DERIVED: dict[str, str] = {
 
 def summary_run(raw: dict, source: str) -> Analysis:
     """A run given by its summary JSON (`pvtrace analyze --json`, or `pvtrace generate --truth`:
-    the simulator's ground truth), compared by its totals: it has no tables to chart."""
+    the simulator's ground truth, of the text's window where it was written beside text),
+    compared by its totals: it has no tables to chart."""
     if not isinstance(raw, dict) or not isinstance(raw.get("totals"), dict):
         raise FormatError(
             "not a summary compare reads (no totals): give a trace, a `pvtrace analyze --json` summary "
             "or a `pvtrace generate --truth` file",
             source,
         )
+    window = raw.get("text_window")
+    if isinstance(window, dict) and isinstance(window.get("totals"), dict):
+        # a truth written beside text: the truth of the text's window (its first to last event),
+        # which analyzing the text gives; the whole run's is longer (`generate` says so)
+        s = Summary.from_dict({**raw, "totals": window["totals"]})
+        end = window.get("t_end")  # exclusive: the text's last event is one ns before it
+        s.extra.update(
+            t_start=window.get("t_start"),
+            t_end=None if end is None else end - 1,
+            n_vcpus=len(raw.get("vcpus") or []),
+        )
+        return Analysis(summary=s)
     s = Summary.from_dict(raw)
     if isinstance(raw.get("vcpus"), list) and "n_vcpus" not in raw:  # the truth: a row per vCPU
         s.extra["n_vcpus"] = len(raw["vcpus"])

@@ -282,3 +282,34 @@ def test_runs_that_print_time_differently_are_said_so():
     assert resolution_note(ns, ns, ("a", "b")) == "" and resolution_note(us, us, ("a", "b")) == ""
     caption = compare_sections(us, ns, ("text", "dat"))[0].figures[0].caption
     assert note in caption
+
+
+def test_a_truth_written_beside_text_compares_as_the_truth_of_the_texts_window():
+    """`generate --truth` beside text keeps the truth of the text's window (text_window), which
+    analyzing the text gives: compare read the whole run's, so the lhp-demo trace-cmd text against
+    its own truth showed rate deltas on equal counts and -50% for a count the window leaves out."""
+    from types import SimpleNamespace
+
+    from pvtrace.analyze.result import Analysis
+    from pvtrace.report.compare import summary_run
+
+    whole = {"totals": {"n_contended": 520, "spin_ns": 80_000_000, "n_truncated": 2}, "t_end": 300_000_000}
+    whole["vcpus"] = [{"running_ns": 1}] * 4
+    window = {
+        "t_start": 1_000_000,
+        "t_end": 295_000_001,
+        "totals": {"n_contended": 514, "spin_ns": 79_000_000},
+    }
+    truth = summary_run({**whole, "text_window": window}, "lhp.truth.json")
+    assert truth.summary.totals == window["totals"]
+    assert (truth.summary.extra["t_start"], truth.summary.extra["t_end"]) == (1_000_000, 295_000_000)
+    analyzed = Analysis(
+        summary=Summary(
+            totals={"n_contended": 514, "spin_ns": 79_000_000, "n_truncated": 1}, extra={"n_vcpus": 4}
+        )
+    )
+    rows = compare_metrics(analyzed, truth, (SimpleNamespace(t_start=1_000_000, t_end=295_000_000), None))
+    row = rows.filter(pl.col("key") == "n_contended").row(0, named=True)
+    assert row["delta"] == 0
+    assert rows.filter(pl.col("key") == "n_truncated")["b"].null_count() == 1  # not in the window's truth
+    assert summary_run(whole, "run.truth.json").summary.totals == whole["totals"]  # no window: the run's
