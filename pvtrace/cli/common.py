@@ -74,6 +74,13 @@ def print_input_notes(extra: dict, *, run: str = "", strict: bool = True) -> Non
             highlight=False,
             soft_wrap=True,
         )
+    for damage in skipped.get("damaged", []):
+        err.print(
+            f"{who}[bold yellow]warning:[/] {escape(damage)}: only what came before the damage was read; "
+            "the rest of the capture is missing from every figure",
+            highlight=False,
+            soft_wrap=True,
+        )
     for warning in extra.get("warnings", []):
         err.print(f"{who}[bold yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
 

@@ -99,8 +99,10 @@ class Problems:
 
 
 def skipped_lines(problems: dict) -> dict:
-    """What the ingester could not read, for the summary: total lines and counts by reason."""
+    """What the ingester could not read, for the summary: total lines and counts by reason, and
+    the inputs whose archive ended early (`damaged`: "path: why"), whose end is missing."""
     by_reason: dict[str, int] = {}
+    damaged: list[str] = []
     first = None
     for path, kinds in sorted(problems.items()):
         if not isinstance(kinds, dict):
@@ -109,6 +111,8 @@ def skipped_lines(problems: dict) -> dict:
         for kind, info in kinds.items():
             if isinstance(info, dict) and isinstance(info.get("count"), int):
                 by_reason[kind] = by_reason.get(kind, 0) + info["count"]
+                if kind == "truncated_stream":
+                    damaged += [f"{path}: {x.get('text')}" for x in info.get("samples") or []]
                 for sample in info.get("samples") or []:
                     line = sample.get("line")
                     key = line if isinstance(line, int) else 1 << 62
@@ -116,4 +120,5 @@ def skipped_lines(problems: dict) -> dict:
                         earliest = (key, f"{path}:{line}: {info.get('what', kind)}")
         if first is None and earliest is not None:
             first = earliest[1]
-    return {"total": sum(by_reason.values()), "by_reason": by_reason, "first": first}
+    out = {"total": sum(by_reason.values()), "by_reason": by_reason, "first": first}
+    return out | ({"damaged": damaged} if damaged else {})

@@ -96,8 +96,13 @@ def test_analyze_names_a_truncated_archive_and_strict_makes_it_fatal(tmp_path):
     done = run(["analyze", "cut.txt.xz", "--json", "a.json"], tmp_path)
     assert done.rc == 0 and "Traceback" not in done.stderr, str(done)
     assert "truncated_stream" in done.stderr and "cut.txt.xz" in done.stderr, str(done)
+    # a line of its own, naming the archive: the counts' first sample may be another line's
+    flat = " ".join(done.stderr.split())
+    assert "warning: cut.txt.xz: xz archive is truncated" in flat and "rest of the capture is missing" in flat
     doc = json.loads((tmp_path / "a.json").read_text())
     assert doc["skipped_lines"]["by_reason"]["truncated_stream"] == 1
+    (damaged,) = doc["skipped_lines"]["damaged"]
+    assert damaged.endswith("cut.txt.xz: xz archive is truncated (the data ends inside a compressed stream)")
     trace = load([tmp_path / "cut.txt.xz"])
     page = render_report(trace, analyze(trace))  # the report says it too
     assert "input lines skipped" in page and "xz archive is truncated" in page
