@@ -28,9 +28,17 @@ def open_waits_at(acq: pl.DataFrame, waits: pl.DataFrame) -> pl.DataFrame:
 
 
 def convoys(
-    acq: pl.DataFrame, waits: pl.DataFrame, lhp: pl.DataFrame, lwp: pl.DataFrame, prep: Prepared
+    acq: pl.DataFrame,
+    waits: pl.DataFrame,
+    lhp: pl.DataFrame,
+    lwp: pl.DataFrame,
+    prep: Prepared,
+    waited_from_before: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
-    """Convoys: lid, start, end, length, peak_waiters, cause, first_ord (internal)."""
+    """Convoys: lid, start, end, length, peak_waiters, cause, first_ord (internal).
+
+    `waited_from_before` (locks.waited_from_before; only where uncontended takes are not printed):
+    per lock, the last acquisition whose wait began before the trace."""
     # Acquisitions in lock order; an inferred unseen holder's acquisition breaks a run too.
     used = ["lid", "start", "start_ord", "inferred", "contended", "handoff", "prev_release_ts", "prev_hid"]
     a = acq.select(*used, *(["unseen_take"] if "unseen_take" in acq.columns else []))
@@ -53,13 +61,24 @@ def convoys(
     # A contended acquisition after the previous seen release, with no other waiter queued: the
     # lock was held when it was contended (no queue made it contend, and none let it steal), so
     # someone took it unseen after that release and handed it over. A hand-off that opens a run
-    # (the unseen take broke it), from the unseen holder's release, at the acquisition.
-    # (Not the lock's first acquisition: what held it before the trace is unknown.)
+    # (the unseen take broke it), from the unseen holder's release, at the acquisition. The
+    # lock's first acquisition in the trace is one too (its holder took it before the trace, or
+    # unseen), unless an acquisition whose wait began before the trace comes after it: that
+    # waiter was queued meanwhile, and the queue may have let it steal. (Where uncontended takes
+    # are printed, such waits cannot be told from them: never there.)
     # (rows in lock order: running sums restart at each lock without a window over it)
     a = a.with_columns(pl.col("start_ord").is_not_null().cast(I64).alias("_seen"))
     first = (pl.col("_seen") == 1) & (cum_sum_within("_seen", "lid") == 1)
+    if waited_from_before is None:  # uncontended takes printed: the lock's first is never one
+        queued_before_trace = pl.lit(True)
+    else:
+        a = a.join(waited_from_before, on="lid", how="left", maintain_order="left")
+        queued_before_trace = (pl.col("last_ord") > pl.col("start_ord")).fill_null(False)
     unseen_before = (
-        pl.col("contended") & ~pl.col("handoff") & ~first & (pl.col("open_waits") == 1).fill_null(False)
+        pl.col("contended")
+        & ~pl.col("handoff")
+        & ~(first & queued_before_trace)
+        & (pl.col("open_waits") == 1).fill_null(False)
     )
     a = a.with_columns(
         unseen_before.alias("_unseen"),

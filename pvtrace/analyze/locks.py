@@ -111,6 +111,17 @@ def waits(
     return w, notes
 
 
+def waited_from_before(prep: Prepared, waits: pl.DataFrame) -> pl.DataFrame:
+    """Per lock (lid, last_ord), where uncontended takes are not printed: the canonical position
+    of its last acquisition that ends no wait of the trace, a wait that began before the trace."""
+    ended = waits["end_ord"].drop_nulls()
+    return (
+        prep.lock_events.filter((pl.col("kind") == "lock_acquire") & ~pl.col("ord").is_in(ended.implode()))
+        .group_by("lid")
+        .agg(pl.col("ord").max().alias("last_ord"))
+    )
+
+
 def queued_at_end(waits: pl.DataFrame) -> pl.Series:
     """Per wait: the waits of its lock open just before its acquisition, its own included (null if
     truncated), from running counts of +1 at each wait's start and -1 at its end in (lock,

@@ -396,6 +396,8 @@ def measure(
         notes.update(hold_notes)
     else:
         holds = infer_holds(prep, waits, pieces, states) if caps.states and caps.waits else None
+    # (for convoys of inferred holds: waits that began before the trace, from the lock events)
+    from_before = locks_mod.waited_from_before(prep, waits) if holds is not None and not caps.holds else None
     _release(prep, "lock_events")
     acq = locks_mod.acquisitions(holds, waits) if holds is not None else None
     del holds
@@ -438,7 +440,7 @@ def measure(
     del spin
     done("incidents")
     if acq is not None:
-        conv = convoys_mod.convoys(acq, waits, lhp, lwp, prep)
+        conv = convoys_mod.convoys(acq, waits, lhp, lwp, prep, from_before)
         tables["convoys"] = convoys_mod.convoys_table(conv, prep)
         del lhp, lwp
     done("convoys")
