@@ -189,6 +189,13 @@ def ingest(
         meta.extra.setdefault("warnings", []).append(
             f"--vm-name {vm_name}: this trace has no guest side (the host names its VMs); not used"
         )
+    guest_names = meta.extra.get("guest_vm_names") or {}
+    if vm_name is not None and len(guest_names) > 1:  # it names the one guest input's VM only
+        named = ", ".join(f"{src} -> {vm}" for src, vm in sorted(guest_names.items()))
+        meta.extra.setdefault("warnings", []).append(
+            f"--vm-name {vm_name}: not used with several guest inputs, whose VMs are named by their files "
+            f"({named}); name a guest file after its host file's, <host>-<vm>.txt, to choose its VM's name"
+        )
     if meta.extra.get("side") == "host":
         _point_at_guest_files(meta, [p for p in paths if str(p) != "-"])
         if not meta.vms:  # `record --host` with no VM running: it said so, analyze said only 'level none'

@@ -359,3 +359,22 @@ def test_vm_name_on_a_host_trace_says_it_is_not_used(tmp_path):
     res = runner.invoke(app, ["analyze", str(host), "--vm-name", "web", "-q"])
     assert res.exit_code == 0, res.output
     assert "--vm-name web: this trace has no guest side" in res.stderr
+
+
+def test_vm_name_with_several_guest_files_says_it_is_not_used(tmp_path):
+    """With several guest files each VM is named by its file; --vm-name (one guest file's VM) was
+    dropped in silence, and a user who had renamed a guest file took it for the fix (new-user
+    audit, session 19)."""
+    from pvtrace.simulate.render import write_rendered
+    from pvtrace.simulate.run import simulate_trace
+    from pvtrace.simulate.scenario import load_preset
+
+    trace, _ = simulate_trace(load_preset("lhp-demo").replace(run={"duration_ns": 20_000_000}))
+    files = [
+        str(f) for f in write_rendered(trace, "ftrace", "merged", tmp_path / "h.txt") if f.suffix == ".txt"
+    ]
+    res = runner.invoke(app, ["analyze", *files, "--vm-name", "web", "-q"])
+    assert res.exit_code == 0, res.output
+    flat = " ".join(res.stderr.split())
+    assert "--vm-name web: not used with several guest inputs" in flat
+    assert "h-vm0.txt -> vm0, h-vm1.txt -> vm1" in flat
