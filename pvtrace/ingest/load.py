@@ -125,6 +125,7 @@ def ingest(
             raise UsageError("a pvtrace Parquet file is read on its own (load it without other inputs)")
         events, infos = Events(sink), Infos()
         parse_infos: list[ParseInfo] = []
+        empty: list[str] = []  # inputs with no record
         tables: dict[str, list[dict[str, Any]]] = {}
         texts = [i for i in inputs if i.verdict.format not in summary_formats()]
         sources: list[str | None] = list(_source_names(paths)) if len(paths) > 1 else [None]
@@ -175,6 +176,7 @@ def ingest(
                 ) from None
             if info.stats.get("records", 0) == 0 and info.stats.get("lost_lines", 0) == 0:
                 infos.notes.append(f"{inp.path}: no records (an empty {info.format} trace)")
+                empty.append(str(inp.path))
         if several:
             ev, nfo = normalized(pl.concat(several, how="vertical_relaxed"), None)
             nfo.pop("exits_closed")  # one chunk: nothing before it
@@ -182,6 +184,11 @@ def ingest(
             events.add(ev)
         events.finish()
     meta = trace_meta(paths, parse_infos, infos, events, tables, map_file, offsets_file)
+    if len(paths) > 1:  # beside other inputs an empty one is easily missed (a header only)
+        meta.extra.setdefault("warnings", []).extend(
+            f"{path}: no trace records in it (a header only?): it adds nothing to the analysis"
+            for path in empty
+        )
     if offsets_file is None:  # offsets the user gave: each names a VM of the trace
         check_given_offsets(guest_offset_ns, {*meta.vms, *(meta.clock or {}).get("guest_offset_ns", {})})
     meta.extra["cpus_seen"] = len(cpus) if cpus else None

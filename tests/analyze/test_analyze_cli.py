@@ -378,3 +378,24 @@ def test_vm_name_with_several_guest_files_says_it_is_not_used(tmp_path):
     flat = " ".join(res.stderr.split())
     assert "--vm-name web: not used with several guest inputs" in flat
     assert "h-vm0.txt -> vm0, h-vm1.txt -> vm1" in flat
+
+
+def test_an_input_with_no_records_beside_others_gets_a_warning(tmp_path):
+    """A guest file holding only ftrace's header, given with the host's and another guest's, was
+    read as nothing in silence (new-user audit, session 19): the run then lacks that guest."""
+    from pvtrace.simulate.render import write_rendered
+    from pvtrace.simulate.run import simulate_trace
+    from pvtrace.simulate.scenario import load_preset
+
+    trace, _ = simulate_trace(load_preset("lhp-demo").replace(run={"duration_ns": 20_000_000}))
+    files = sorted(
+        f for f in write_rendered(trace, "ftrace", "merged", tmp_path / "h.txt") if f.suffix == ".txt"
+    )
+    header = [line for line in files[1].read_text().splitlines(keepends=True) if line.startswith("#")]
+    files[1].write_text("".join(header))
+    host, vm0, vm1 = (str(f) for f in files)
+    res = runner.invoke(app, ["analyze", host, vm0, vm1, "-q"])
+    assert res.exit_code == 0, res.output
+    flat = " ".join(res.stderr.split())
+    assert f"{vm0}: no trace records in it (a header only?)" in flat
+    assert "no trace records" not in " ".join(runner.invoke(app, ["analyze", host, vm1, "-q"]).stderr.split())
