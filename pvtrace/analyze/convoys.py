@@ -41,12 +41,12 @@ def convoys(
     per lock, the last acquisition whose wait began before the trace."""
     # Acquisitions in lock order; an inferred unseen holder's acquisition breaks a run too.
     used = ["lid", "start", "start_ord", "inferred", "contended", "handoff", "prev_release_ts", "prev_hid"]
-    a = acq.select(*used, *(["unseen_take"] if "unseen_take" in acq.columns else []))
+    a = acq.select(*used, *(c for c in ("unseen_take", "held_on") if c in acq.columns))
     a = a.filter(pl.col("start_ord").is_not_null() | pl.col("inferred"))
-    if "held_on" in acq.columns:
+    if "held_on" in a.columns:
         # Inferred holds on fifo locks: a contention after the previous hold's inferred release
         # that most likely found that hold going on is a hand-off (hold_inference, held_on).
-        a = a.with_columns(pl.col("handoff") | acq["held_on"].fill_null(False))
+        a = a.with_columns(pl.col("handoff") | pl.col("held_on").fill_null(False)).drop("held_on")
     brk = ~pl.col("handoff")
     if "unseen_take" in a.columns:
         # Inferred holds on unfair locks (docs/metrics.md, Unseen takes): an unseen holder that

@@ -366,10 +366,8 @@ def _unseen_takes(
         .join(figures.select("lid", "residual"), on="lid", how="left", maintain_order="left")
         .with_columns(pl.col("g0").fill_null(pl.col("start")))
     )
-    a0, a1 = areas_at(h, free, prep, "g0", "start")
     ran = ran_between(h, clock, prep, vid="prev_vid", t0="g0", t1="start").fill_null(0)
-    tries = pl.col("rate").fill_null(1.0 / FALLBACK_TRY_INTERVAL_NS) * pl.lit(a1 - a0)
-    p_take = 1 - (-tries).exp()
+    p_take = _take_chance(h, free, prep, "g0", "start")
     p_held = (-pl.lit(ran) / pl.col("residual")).exp()
     took = pl.when(pl.col("start_ord").is_not_null()).then(p_take > 0.5).otherwise(p_take > p_held)
     return h.select(pl.when(pl.col("unfair")).then(took)).to_series()
@@ -425,9 +423,15 @@ def _held_through_contention(
             pl.when("asked").then(pl.col(c)).otherwise(pl.col("start")).alias(c) for c in ("h0", "g0", "c")
         )
     )
-    a0, a1 = areas_at(h, free, prep, "g0", "c")
     ran = ran_between(h, clock, prep, vid="prev_vid", t0="h0", t1="c").fill_null(0)
-    p_take = 1 - (-pl.col("rate").fill_null(1.0 / FALLBACK_TRY_INTERVAL_NS) * pl.lit(a1 - a0)).exp()
+    p_take = _take_chance(h, free, prep, "g0", "c")
     p_held = still_held(pl.lit(ran), pl.col("median"), pl.col("hold"))
     went_on = p_held * (1 - p_take) > (1 - p_held) * p_take
     return h.select(pl.when(pl.col("fifo")).then(pl.col("asked") & went_on)).to_series()
+
+
+def _take_chance(rows: pl.DataFrame, free: pl.DataFrame, prep: Prepared, t0: str, t1: str) -> pl.Expr:
+    """Per row (with vm_id and the lock's `rate`): how likely a free-running sibling took the lock
+    uncontended between t0 and t1, trying it at its rate: 1 - exp(-rate x their running time)."""
+    a0, a1 = areas_at(rows, free, prep, t0, t1)
+    return 1 - (-pl.col("rate").fill_null(1.0 / FALLBACK_TRY_INTERVAL_NS) * pl.lit(a1 - a0)).exp()
