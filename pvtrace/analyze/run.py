@@ -16,8 +16,9 @@ from pvtrace.analyze import exits as exits_mod
 from pvtrace.analyze import incidents as incidents_mod
 from pvtrace.analyze import locks as locks_mod
 from pvtrace.analyze import waste as waste_mod
+from pvtrace.analyze.clock_join import clocks_unaligned, leave_out, left_out_parts, left_out_vids
 from pvtrace.analyze.count_gaps import add_count_gaps
-from pvtrace.analyze.fidelity import Capabilities, capabilities
+from pvtrace.analyze.fidelity import CROSS_KEYS, Capabilities, capabilities
 from pvtrace.analyze.frames import full, with_series
 from pvtrace.analyze.guest_lwp import mark_ambiguous_lhp
 from pvtrace.analyze.guest_preemption import STATE_KINDS as GUEST_STATE_KINDS
@@ -32,7 +33,6 @@ from pvtrace.analyze.summary import build_summary, extra_context, state_sums, ta
 from pvtrace.analyze.vcpu_states import build_states, clipped, state_changes, vcpu_states_table
 from pvtrace.guest_signals import TICK_EVENTS
 from pvtrace.ingest.problems import skipped_lines
-from pvtrace.ingest.vm_ties import unmapped_reason
 from pvtrace.schema import EVENT_SCHEMA
 from pvtrace.trace import Trace, TraceMeta, read_meta, read_trace
 
@@ -141,29 +141,6 @@ def _scan_events(path: Path | str) -> pl.LazyFrame:
 def _given(lock_kind: str | None) -> bool:
     """--lock-kind fifo/unfair fixes every lock's kind; unknown asks for inference from the trace."""
     return lock_kind is not None and lock_kind != "unknown"
-
-
-def clocks_unaligned(meta: TraceMeta) -> str | None:
-    """Why host and guest events cannot be joined (their clocks are not known to be aligned), with
-    the fix; None when they can (or the trace has one side only)."""
-    clock = meta.clock or {}
-    if unmapped := unmapped_reason(clock):  # guests whose vCPU threads are unknown: no states to join
-        return unmapped
-    if clock.get("synchronized") is not False:
-        return None
-    guests = clock.get("guests") or {}
-    bad = sorted(vm for vm, g in guests.items() if g.get("synchronized") is False)
-    # what the events say, where an estimate was made (too wide to join exactly, or against a given offset)
-    seen = [
-        f"{vm}'s N at {e['offset_ns']} +- {e.get('span_uncertainty_ns') or e['uncertainty_ns']} ns"
-        for vm in bad
-        if (e := guests[vm].get("estimate")) and e.get("offset_ns") is not None
-    ]
-    return (
-        f"host and guest clocks are not known to be aligned ({', '.join(bad) or 'guests'}): pass "
-        f"--guest-offset VM=N (host = guest + N ns{'; the events put ' + ', '.join(seen) if seen else ''}), "
-        "or record with trace-cmd -A (tsync)"
-    )
 
 
 def _with_perf_tables(result: Analysis, meta: TraceMeta) -> Analysis:
@@ -389,6 +366,8 @@ def measure(
 
     waits, notes = locks_mod.waits(prep, guest_windows, uncontended_visible=caps.holds)
     pieces = waste_mod.wait_pieces(waits, states, prep)
+    if prep.unjoined:  # guests whose waits cannot be placed on their vCPUs' states (clock_join)
+        pieces = pieces.filter(~pl.col("vid").is_in(left_out_vids(prep.vcpus, prep.unjoined).implode()))
     joined = caps.states and not unaligned  # waits and vCPU states on one timeline
     kinds = infer_lock_kinds(prep, waits, pieces if joined else None, states, override=kind_given)
     if caps.holds:
@@ -462,6 +441,7 @@ def measure(
         name: pl.DataFrame([df[c].cast(dtype) for c, dtype in TABLE_SCHEMAS[name].items()])
         for name, df in tables.items()
     }
+    tables = leave_out(tables, prep.unjoined)
     counts.update(table_sums(tables))
     done("exits")
     sums = {**state_sums(states, prep, windows), **prep.notes, **notes}
@@ -493,13 +473,23 @@ def finish(
             add_parts(partial, metric, *parts)
     if unaligned:
         partial = {}
+    if prep.unjoined:  # the joined totals leave those guests out (their rows are null: clock_join)
+        left_out = left_out_parts(tables, prep.unjoined)
+        for key in (*CROSS_KEYS, "spin_waste"):
+            add_parts(partial, key, *left_out)
     extra = extra_context(tables, counts, m.sums, prep, waits_measured=caps.waits)
+    if prep.unjoined:
+        extra["unjoined_vms"] = dict(prep.unjoined)
     extra["lock_kinds"] = kind_summary(tables["lock_kinds"])
     if not caps.holds:  # harmful LHP incidents whose holder no take in the trace shows
         lhp = tables["lhp_incidents"]
         extra["n_lhp_harmful_guessed"] = int(lhp.filter(pl.col("harmful") & pl.col("holder_guessed")).height)
     if unaligned:
         extra["spin_waste_pct_of_running"] = None
+    elif prep.unjoined:  # of the running of the guests it covers
+        running = tables["waste_by_vm"].filter(~pl.col("vm").is_in(list(prep.unjoined)))["running_ns"].sum()
+        waste = counts["waste_lhp_ns"] + counts["waste_lwp_ns"]
+        extra["spin_waste_pct_of_running"] = round(100.0 * waste / running, 4) if running else None
     extra["partial"] = partial
     summary = build_summary(
         tables,
@@ -510,6 +500,10 @@ def finish(
         extra=extra,
         clocks_unaligned=unaligned,
     )
+    if prep.unjoined:  # an unavailable total is not partial
+        summary.extra["partial"] = {
+            k: v for k, v in partial.items() if k in summary.fidelity or k not in CROSS_KEYS
+        }
     add_count_gaps(summary)  # lost events, kicks of unknown threads: lower bounds, said so
     tables = _blank_unavailable(tables, summary.fidelity)
     if caps.guest_limited or caps.guest_halting:  # the guest's ticks cannot place the preemptions or

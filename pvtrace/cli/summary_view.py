@@ -114,7 +114,13 @@ def _header(a: Analysis, sources: list[str]) -> str:
         f"{fmt_ts(t0)} to {fmt_ts(t1)} ({fmt_ns((t1 or 0) - (t0 or 0))})" if t0 is not None else "no events"
     )
     if clock.get("synchronized") is False and host:
-        span = f"host {span}, guests on their own clocks"
+        apart = sorted(vm for vm, g in (clock.get("guests") or {}).items() if g.get("synchronized") is False)
+        on_own = (
+            "guests on their own clocks"
+            if x.get("level") == "unjoined" or not apart
+            else f"{', '.join(apart)} on its own clock"
+        )
+        span = f"host {span}, {on_own}"
     if x.get("untimed_records") and t0 == t1:
         span = "no timestamps"
     # without vCPU states or lock waits nothing says the CPUs are virtual (a bare-metal trace)

@@ -78,6 +78,7 @@ def _one_guest(
 ) -> tuple[int, dict[str, Any]]:
     """misfit: why a given offset is contradicted by the events (given_misfit), if it is."""
     report: dict[str, Any] = {}
+    found = estimate  # (estimate becomes the reason when it is too wide to use)
     if given is not None:
         offset, report["mode"] = int(given), "given by the user"
         if isinstance(estimate, Estimate):  # made only to name the fix of a contradicted offset
@@ -144,7 +145,32 @@ def _one_guest(
             report["synchronized"] = isinstance(estimate, Estimate) or (
                 estimate == TOO_FEW and _aligned(host, shifted)
             )
+            if not report["synchronized"]:
+                offset = _placement(host, guest, found)
+                if offset:
+                    report["placed_ns"] = offset
+                    report["mode"] += (
+                        f"; its events are placed {offset} ns later"
+                        + (
+                            " (by the estimate)"
+                            if isinstance(found, Estimate)
+                            else " (at the host trace's start)"
+                        )
+                        + " to show them beside the host's, not to join them"
+                    )
     return offset, report
+
+
+def _placement(host: tuple[int, int], guest: tuple[int, int], found: Estimate | str) -> int:
+    """Where to show the events of a guest whose clock is not aligned (they join nothing): shifted
+    by the estimate, however wide, or else to start with the host trace when their time ranges do
+    not overlap, so the trace's window is the host's and not the gap between two clocks (the
+    host's vCPU states would fill it; days between boots overflow its positions)."""
+    if isinstance(found, Estimate):
+        return found.offset_ns
+    if guest[0] > host[1] or guest[1] < host[0]:
+        return host[0] - guest[0]
+    return 0
 
 
 def guest_offsets(
@@ -306,10 +332,21 @@ def clock_report(
         )
         report["warning"] = (
             f"host and guest are not synchronized: host events span [{host[0]}, {host[1]}] ns but guest "
-            f"events {spans} ns{f' ({why})' if why else ''}; metrics that join host and guest events are "
-            "unavailable. Record with trace-cmd -A (tsync) or pass --guest-offset VM=N (host = guest + N ns)"
+            f"events {spans} ns{f' ({why})' if why else ''}; {_what_is_lost(checked, unsynced)}. Record "
+            "with trace-cmd -A (tsync) or pass --guest-offset VM=N (host = guest + N ns)"
         )
     return report
+
+
+def _what_is_lost(checked: dict[str, dict[str, Any]], unsynced: list[str]) -> str:
+    """What the unaligned guests cost: every joined metric, or (others aligned) their part of it."""
+    joined = sorted(set(checked) - set(unsynced))
+    if not joined:
+        return "metrics that join host and guest events are unavailable"
+    return (
+        f"metrics that join host and guest events leave {', '.join(unsynced)} out "
+        f"(given for {', '.join(joined)} only)"
+    )
 
 
 def from_offsets_file(clock: dict[str, Any], path: Path | None) -> dict[str, Any]:
@@ -331,9 +368,16 @@ def snap_guest_events(
 ) -> tuple[pl.DataFrame, int]:
     """Guest events (already on the host clock) printed just outside their vCPU's runs moved inside
     (clock_estimate.snap_to_runs), within the two sides' timestamp resolutions plus the widest
-    estimate's uncertainty."""
-    if guest_events.height == 0 or host_events.height == 0:
+    estimate's uncertainty; only the events of guests whose clocks are known to be aligned."""
+    joined = [vm for vm, r in per_vm.items() if r.get("synchronized")]
+    if guest_events.height == 0 or host_events.height == 0 or not joined:
         return guest_events, 0
+    if len(joined) < len(per_vm):  # a guest whose clock is not aligned keeps its events where they are
+        mine = pl.col("vm").cast(pl.String).is_in(joined)
+        snapped, n = snap_guest_events(
+            host_events, guest_events.filter(mine), {vm: per_vm[vm] for vm in joined}
+        )
+        return pl.concat([snapped, guest_events.filter(~mine)]), n
     spread = max(
         (
             r["estimate"]["span_uncertainty_ns"]

@@ -200,10 +200,9 @@ def normalize(
     clock = clocks.clock_report({**carry.get("guest_offsets", {}), **offsets}, per_vm, has_host)
     # a VM decided by an earlier chunk keeps its line: its offset from carry, its drift from per_vm
     guest_events = clocks.to_host_clock(guest_events, offsets, clocks.applied_drifts(per_vm))
-    if clock.get("synchronized"):
-        guest_events, n_snapped = clocks.snap_guest_events(host_events, guest_events, per_vm)
-        if n_snapped:
-            clock["guest_events_moved_into_runs"] = n_snapped
+    guest_events, n_snapped = clocks.snap_guest_events(host_events, guest_events, per_vm)
+    if n_snapped:
+        clock["guest_events_moved_into_runs"] = n_snapped
     if n_untimed:
         clock["untimed_records"] = n_untimed
         notes.append(

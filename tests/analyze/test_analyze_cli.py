@@ -399,3 +399,9 @@ def test_an_input_with_no_records_beside_others_gets_a_warning(tmp_path):
     flat = " ".join(res.stderr.split())
     assert f"{vm0}: no trace records in it (a header only?)" in flat
     assert "no trace records" not in " ".join(runner.invoke(app, ["analyze", host, vm1, "-q"]).stderr.split())
+    # the host file with the empty guest file alone: the hint names the guest file not given, and
+    # not the one given (new-user audit, session 19, saw a given file listed twice)
+    # (sorted, the files are h-vm0.txt, h-vm1.txt (emptied), h.txt)
+    flat = " ".join(runner.invoke(app, ["analyze", vm1, vm0, "-q"]).stderr.split())
+    (hint,) = [w for w in flat.split("warning: ") if "named like guest traces" in w]
+    assert "(h-vm0.txt)" in hint and hint.count("h-vm1.txt") == 1 and hint.count("h-vm0.txt") == 2

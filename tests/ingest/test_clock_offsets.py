@@ -92,6 +92,64 @@ def test_guest_events_that_fit_no_shift_make_cross_metrics_unavailable(tmp_path)
     assert analyze(trace).table("lhp_incidents").height == 0
 
 
+def _no_side_file(paths):
+    for p in paths:
+        if p.name.endswith(OFFSETS_SUFFIX):
+            p.unlink()  # as a user without the side file
+    return _texts(paths)
+
+
+def test_guests_of_another_run_on_clocks_far_off_keep_the_window_the_hosts(tmp_path):
+    """No guest joins (their clocks seconds away, their events of another run): each side's own
+    metrics, with the guests' waits as long as their own files print them, and the analysis window
+    the host's: the unaligned guests' events are shown from the host trace's start, not seconds
+    away, where the host's last vCPU states would have run on to them."""
+    host = _no_side_file(write_rendered(_run(7)[0], "ftrace", "host", tmp_path / "h.txt"))
+    guests = _no_side_file(
+        write_rendered(_run(8, (-7_000_000_000, -9_000_000_000))[0], "ftrace", "guest", tmp_path / "g.txt")
+    )
+    trace = load(host + guests)
+    clock = trace.meta.clock
+    assert clock["synchronized"] is False
+    a = analyze(trace)  # (a 60 ms run; the guests' own clocks read 7 and 9 s)
+    assert a.summary.extra["level"] == "unjoined" and a.summary.extra["t_end"] < 61_000_000
+    assert a.table("vcpu_states")["end"].max() < 61_000_000
+    alone = analyze(load(guests))
+    assert a.summary.totals["n_contended"] == alone.summary.totals["n_contended"] > 0
+    assert sorted(a.table("waits")["dur"].to_list()) == sorted(alone.table("waits")["dur"].to_list())
+
+
+def test_one_guest_that_cannot_be_joined_leaves_the_others_joined(tmp_path):
+    """The host and vm0 of one run, vm1's file of another (no shift fits it): vm0's waits are joined
+    as in the whole run, vm1's are left out (null figures, no incidents), and every joined total
+    names vm1's part with the fix."""
+    run, _ = _run(7, (-7_000_000_000, -9_000_000_000))
+    paths = _no_side_file(write_rendered(run, "ftrace", "merged", tmp_path / "h.txt"))
+    other = _no_side_file(
+        write_rendered(_run(8, (-7_000_000_000, -9_000_000_000))[0], "ftrace", "guest", tmp_path / "g.txt")
+    )
+    whole = analyze(load(paths))
+    (vm1,) = [p for p in paths if p.name == "h-vm1.txt"]
+    vm1.write_text(next(p for p in other if p.name == "g-vm1.txt").read_text())
+    trace = load(paths)
+    guests = trace.meta.clock["guests"]
+    assert guests["vm0"]["synchronized"] is True and guests["vm1"]["synchronized"] is False
+    a = analyze(trace)
+    s = a.summary
+    assert s.extra["level"] == "inferred" and set(s.extra["unjoined_vms"]) == {"vm1"}
+    for key in ("spin_ns", "waste_lhp_ns", "waste_lwp_ns", "n_convoys"):
+        (part,) = s.extra["partial"][key]
+        assert part["missing"].startswith("vm1's ") and "--guest-offset" in part["fix"]
+    by_vm = {r["vm"]: r for r in a.table("waste_by_vm").iter_rows(named=True)}
+    whole_vm = {r["vm"]: r for r in whole.table("waste_by_vm").iter_rows(named=True)}
+    # (running differs: the window ends with vm1's events, placed from the host trace's start)
+    spin = [k for k in by_vm["vm0"] if k.startswith(("spin", "waste"))]
+    assert {k: by_vm["vm0"][k] for k in spin} == {k: whole_vm["vm0"][k] for k in spin}
+    assert by_vm["vm0"]["spin_ns"] == s.totals["spin_ns"] > 0 and by_vm["vm1"]["spin_ns"] is None
+    for name in ("lhp_incidents", "lwp_incidents", "convoys", "holds"):
+        assert set(a.table(name)["vm"].to_list()) <= {"vm0"}
+
+
 def test_a_given_offset_that_puts_the_guests_outside_the_host_trace_is_not_trusted(tmp_path):
     """--guest-offset 0 on guests that are seconds away on their own clocks: the guests are not
     synchronized (with the reason), and nothing joining host and guest is measured."""
@@ -115,7 +173,8 @@ def test_a_side_file_of_another_run_is_not_trusted_and_the_events_name_the_fix(t
     trace, _ = _run(10, (-7_000_000_000, -9_000_000_000))
     paths = write_rendered(trace, fmt, "merged", tmp_path / "m.txt")
     side = next(p for p in paths if p.name.endswith(OFFSETS_SUFFIX))
-    right = load(_texts(paths)).meta.clock
+    good = load(_texts(paths))
+    right = good.meta.clock
     assert right["synchronized"] is True and right["offsets_file"] == str(side)
     side.write_text(side.read_text().replace("-7000000000", "-7000050000"))
     stale = load(_texts(paths))
@@ -125,10 +184,19 @@ def test_a_side_file_of_another_run_is_not_trusted_and_the_events_name_the_fix(t
     assert vm0["synchronized"] is False and clock["guests"]["vm1"]["synchronized"] is True
     assert "the given offset -7000050000 ns puts" in vm0["estimate_failed"]
     assert abs(vm0["estimate"]["offset_ns"] + 7_000_000_000) <= 1_000
-    s = analyze(stale).summary
-    assert "spin_ns" not in s.totals and "n_lhp_harmful" not in s.totals
-    fix = {u.metric: u.how_to_capture for u in s.unavailable}["spin_ns"]
-    assert f"the events put vm0's N at {vm0['estimate']['offset_ns']} +- " in fix
+    # vm1's clock is right: its figures are joined as with the right offsets; vm0 is left out of
+    # them (null, not 0) and every joined total says so, with the fix the events give
+    a = analyze(stale)
+    s = a.summary
+    assert "spin_ns" in s.totals and "n_lhp_harmful" in s.totals
+    (part,) = s.extra["partial"]["spin_ns"]
+    assert part["missing"].startswith("vm0's ") and s.extra["partial"]["n_lhp_harmful"] == [part]
+    assert f"the events put vm0's N at {vm0['estimate']['offset_ns']} +- " in part["fix"]
+    by_vm = {r["vm"]: r for r in a.table("waste_by_vm").iter_rows(named=True)}
+    full = {r["vm"]: r for r in analyze(good).table("waste_by_vm").iter_rows(named=True)}
+    assert by_vm["vm0"]["spin_ns"] is None and by_vm["vm0"]["running_ns"] == full["vm0"]["running_ns"]
+    assert by_vm["vm1"] == full["vm1"] and s.totals["spin_ns"] == full["vm1"]["spin_ns"] > 0
+    assert a.table("lhp_incidents").filter(pl.col("vm") == "vm0").height == 0
     # the same wrong offset given on the command line
     typed = load(_texts(paths), guest_offset_ns={"vm0": -7_000_050_000, "vm1": -9_000_000_000})
     assert typed.meta.clock["guests"]["vm0"]["synchronized"] is False

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+import polars as pl
 import pytest
 
 from pvtrace.analyze import analyze
@@ -51,7 +52,9 @@ def test_host_threads_are_tied_to_the_guest_files_by_timing(tmp_path, fmt):
         assert analyze(with_map).summary.totals["spin_ns"] == given > 0
 
 
-def test_a_guest_without_host_threads_makes_joined_metrics_unavailable(tmp_path):
+def test_a_guest_without_host_threads_is_left_out_of_joined_metrics(tmp_path):
+    """vm0's vCPU threads removed from the host side: its waits cannot be joined (its figures are
+    null, every joined total says it leaves vm0 out, with the fix); vm1's are, in full."""
     trace = _run(4)
     texts, truth = _without_map(write_rendered(trace, "trace-cmd", "merged", tmp_path / "m.txt"))
     vm0 = [str(t) for t in truth.filter(truth["vm"] == "vm0")["tid"]]
@@ -62,12 +65,19 @@ def test_a_guest_without_host_threads_makes_joined_metrics_unavailable(tmp_path)
     loaded = load(texts)
     assert loaded.meta.clock["unmapped_guests"] == ["vm0"]
     assert "--vcpu-map" in loaded.meta.clock["warning"]
-    s = analyze(loaded).summary
+    a = analyze(loaded)
+    s = a.summary
     for key in ("spin_ns", "waste_lhp_ns", "n_lhp_harmful", "wait_preempted_ns"):
-        assert key not in s.totals
-    why = {u.metric: u.how_to_capture for u in s.unavailable}
-    assert "--vcpu-map" in why["spin_ns"]
-    assert s.totals["n_contended"] > 0
+        (part,) = s.extra["partial"][key]
+        assert part["missing"].startswith("vm0's ") and "--vcpu-map" in part["fix"]
+    by_vm = {r["vm"]: r["spin_ns"] for r in a.table("waste_by_vm").iter_rows(named=True)}
+    assert by_vm["vm0"] is None and by_vm["vm1"] == s.totals["spin_ns"] > 0
+    waits = a.table("waits")
+    assert (
+        waits.filter(pl.col("vm") == "vm0")["spin_ns"].null_count()
+        == waits.filter(pl.col("vm") == "vm0").height
+    )
+    assert "n_contended" not in s.extra["partial"] and s.totals["n_contended"] == (~waits["truncated"]).sum()
 
 
 def test_a_host_file_alone_names_the_guest_files_next_to_it(tmp_path):
