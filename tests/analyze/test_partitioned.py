@@ -131,6 +131,30 @@ def test_columns_blanked_by_fidelity_are_blanked_on_disk_too(tmp_path):
     assert_same(split, whole)
 
 
+def test_a_guest_left_out_of_the_join_is_left_out_in_every_group(tmp_path):
+    """vm1's clock not aligned, the other guests' aligned: split by VM, the same analysis as whole
+    (vm1's joined columns null, its part named in the partial totals)."""
+    trace, _ = simulate_trace(FOUR_VMS, seed=5)
+    seen = select_view(trace, "merged")
+    guests = {vm: {"synchronized": vm != "vm1"} for vm in trace.meta.vms}
+    path = tmp_path / "t.parquet"
+    write(
+        Trace(events=seen.events, meta=replace(seen.meta, clock={"synchronized": False, "guests": guests})),
+        path,
+    )
+    split = analyze_parquet(path, memory_budget=EVENT_BUDGET)
+    assert isinstance(split.tables, partitioned.SpilledTables)
+    whole = analyze_parquet(path, memory_budget=WHOLE)
+    assert set(whole.summary.extra["unjoined_vms"]) == {"vm1"}
+    assert whole.summary.extra["partial"]["spin_ns"][0]["missing"].startswith("vm1's ")
+    by_vm = {r["vm"]: r["spin_ns"] for r in whole.table("waste_by_vm").iter_rows(named=True)}
+    assert (
+        by_vm["vm1"] is None
+        and sum(v for vm, v in by_vm.items() if vm != "vm1") == whole.summary.totals["spin_ns"]
+    )
+    assert_same(split, whole)
+
+
 def test_host_lost_events_keep_the_trace_whole(tmp_path):
     trace, _ = simulate_trace(FOUR_VMS, seed=1)
     ev = trace.events
