@@ -190,7 +190,10 @@ def ingest(
             for path in empty
         )
     if offsets_file is None:  # offsets the user gave: each names a VM of the trace
-        check_given_offsets(guest_offset_ns, {*meta.vms, *(meta.clock or {}).get("guest_offset_ns", {})})
+        clock = meta.clock or {}
+        check_given_offsets(
+            guest_offset_ns, {*meta.vms, *clock.get("guest_offset_ns", {}), *clock.get("vms_tied", {})}
+        )
     meta.extra["cpus_seen"] = len(cpus) if cpus else None
     if vm_name is not None and meta.extra.get("side") == "host":  # it names a guest file's VM
         meta.extra.setdefault("warnings", []).append(

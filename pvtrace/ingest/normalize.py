@@ -182,10 +182,21 @@ def normalize(
         pl.concat(make_guest_events(guest, g_parsed, with_wakeup, with_contention)) if guest.height else empty
     )
     unmapped: list[str] = []
+    ties: dict[str, str] = dict(carry.get("vms_tied", {}))  # (tied by the first chunk)
     if host.height and guest.height:
-        vmap, host_events, tie_notes = _tie_vms(vmap, host_events, guest_events, settled)
-        notes += tie_notes
+        # a map file's names may miss a renamed guest file's: the events still tie what is left unpaired
+        vmap, host_events, tied = _tie_vms(vmap, host_events, guest_events, bool(carry.get("vcpu_map")))
+        ties |= tied
+        if tied:
+            notes.append(
+                "host VM(s) tied to guest VM(s) by their events' timing: "
+                + ", ".join(f"{h} = {g}" for h, g in sorted(tied.items()))
+            )
         unmapped = unmapped_guests(vmap, guest_events)
+    if ties and isinstance(guest_offset_ns, dict):  # an offset given under the host's name is the guest's
+        guest_offset_ns = {ties.get(vm, vm): n for vm, n in guest_offset_ns.items()} | {
+            g: guest_offset_ns[g] for g in ties.values() if g in guest_offset_ns
+        }
     earlier = carry.get("clock_guests", {})
     offsets, per_vm = clocks.guest_offsets(
         host_events["ts"],
@@ -208,6 +219,8 @@ def normalize(
         notes.append(
             f"{n_untimed} record(s) had no timestamp; they keep their file order at the previous record's time"
         )
+    if ties:
+        clock["vms_tied"] = ties  # {host name: guest name}: an offset given under either is the VM's
     if unmapped:
         clock["unmapped_guests"] = unmapped
         tied = unmapped_warning(unmapped, sorted(set(vmap["vm"].to_list()) - set(names.values())))
@@ -242,6 +255,7 @@ def normalize(
             **{vm: off for vm, off in offsets.items() if clocks.is_decided(per_vm.get(vm, {}))},
         },
         "clock_guests": per_vm,
+        "vms_tied": ties,
     }
     return events, info
 
@@ -251,13 +265,14 @@ def _tie_vms(
     host_events: pl.DataFrame,
     guest_events: pl.DataFrame,
     settled: bool,
-) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
-    """The vCPU map and host events with host VMs renamed after the guest VMs their events fit
-    (vm_ties), unless a map file or an earlier chunk settled the names."""
+) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, str]]:
+    """The vCPU map and host events, and the ties {host VM: guest VM}, with host VMs named on no guest side renamed after the guest
+    VMs named on no host side whose events fit them (vm_ties), unless an earlier chunk settled
+    the names."""
     host_vms = sorted(set(vmap["vm"].to_list()))
     guest_vms = sorted(set(guest_events["vm"].cast(pl.String).drop_nulls().to_list()))
     if settled:
-        return vmap, host_events, []
+        return vmap, host_events, {}
     ties = tie_vms(
         [h for h in host_vms if h not in guest_vms],
         [g for g in guest_vms if g not in host_vms],
@@ -265,7 +280,7 @@ def _tie_vms(
         guest_events.select("vm", "vcpu", "ts"),
     )
     if not ties:
-        return vmap, host_events, []
+        return vmap, host_events, {}
     how = pl.col("how") + pl.lit("; vm tied to the guest whose events fit its vCPU runs")
     vmap = vmap.with_columns(
         pl.when(pl.col("vm").is_in(list(ties))).then(how).otherwise(pl.col("how")).alias("how"),
@@ -273,8 +288,7 @@ def _tie_vms(
     )
     vm_type = host_events.schema["vm"]
     host_events = host_events.with_columns(pl.col("vm").cast(pl.String).replace(ties).cast(vm_type))
-    note = ", ".join(f"{h} = {g}" for h, g in sorted(ties.items()))
-    return vmap, host_events, [f"host VM(s) tied to guest VM(s) by their events' timing: {note}"]
+    return vmap, host_events, ties
 
 
 def _counts(df: pl.DataFrame, col: str) -> dict[str, int]:

@@ -52,6 +52,29 @@ def test_host_threads_are_tied_to_the_guest_files_by_timing(tmp_path, fmt):
         assert analyze(with_map).summary.totals["spin_ns"] == given > 0
 
 
+def test_a_renamed_guest_file_is_tied_to_the_host_vm_its_map_file_names(tmp_path):
+    """generate's side files name the VMs vm0 and vm1; with m-vm0.txt renamed guestA.txt the map
+    file's vm0 has no guest file and guestA no host threads. The events tie them, the offsets
+    file's vm0 line is guestA's, an offset given under either name is taken, and the analysis is
+    the whole run's (new-user audit, session 19: it stayed unjoined and the hints named
+    --vcpu-map and --lock-kind)."""
+    paths = write_rendered(_run(6), "ftrace", "merged", tmp_path / "m.txt")
+    texts = [p for p in paths if p.suffix == ".txt"]
+    whole = analyze(load(texts)).summary
+    renamed = tmp_path / "guestA.txt"
+    (tmp_path / "m-vm0.txt").rename(renamed)
+    texts = [tmp_path / "m.txt", renamed, tmp_path / "m-vm1.txt"]
+    loaded = load(texts)
+    clock = loaded.meta.clock
+    assert clock["vms_tied"] == {"vm0": "guestA"} and "unmapped_guests" not in clock
+    assert clock["guests"]["guestA"]["mode"].startswith("from m.txt.guest-offsets.csv")
+    assert analyze(loaded).summary.totals == whole.totals
+    offsets = {vm: int(n) for vm, n in clock["guest_offset_ns"].items()}
+    for name in ("vm0", "guestA"):
+        typed = load(texts, guest_offset_ns={name: offsets["guestA"], "vm1": offsets["vm1"]}).meta.clock
+        assert typed["synchronized"] is True and typed["guest_offset_ns"]["guestA"] == offsets["guestA"]
+
+
 def test_a_guest_without_host_threads_is_left_out_of_joined_metrics(tmp_path):
     """vm0's vCPU threads removed from the host side: its waits cannot be joined (its figures are
     null, every joined total says it leaves vm0 out, with the fix); vm1's are, in full."""
