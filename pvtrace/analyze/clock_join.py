@@ -10,6 +10,7 @@ own metrics only, fidelity.unjoined).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -77,6 +78,35 @@ def unjoined_vms(meta: TraceMeta) -> dict[str, str]:
     out = {vm: unmapped_reason({"unmapped_guests": [vm]}) or "" for vm in unmapped}
     out.update({vm: _offset_fix(clock, [vm]) for vm in unsynced if vm not in out})
     return out
+
+
+def untraced_vms(meta: TraceMeta) -> dict[str, str]:
+    """{vm: the fix} of the VMs whose vCPUs the host trace shows but no guest input covers, when
+    other guests' inputs are given: their waits are in no total (a guest file left out)."""
+    extra, clock = meta.extra or {}, meta.clock or {}
+    named = set((extra.get("guest_vm_names") or {}).values())
+    if not named:
+        return {}
+    covered = named | set(clock.get("guests") or {}) | set((clock.get("vms_tied") or {}).values())
+    host_vms = {str(r["vm"]) for r in meta.vcpu_map or [] if r.get("vm") is not None}
+    nearby = [str(f) for f in extra.get("guest_files_nearby") or []]
+    out = {}
+    for vm in sorted(host_vms - covered):
+        file = next((f for f in nearby if Path(f).name.split(".")[0].endswith(f"-{vm}")), None)
+        out[vm] = (
+            f"give its guest trace too ({file} sits next to the host's)"
+            if file
+            else f"record the lock events in {vm} too (sudo pvtrace record --guest) and give that file with the host's"
+        )
+    return out
+
+
+def untraced_parts(vms: dict[str, str]) -> list[dict[str, Any]]:
+    """The `partial` entries of the totals that lack the waits of VMs no guest input covers."""
+    return [
+        {"missing": f"{vm}'s waits: no guest trace of {vm} is given", "fix": fix}
+        for vm, fix in sorted(vms.items())
+    ]
 
 
 def left_out_vids(prep_vcpus: pl.DataFrame, vms: dict[str, str]) -> pl.Series:

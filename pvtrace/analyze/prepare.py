@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pvtrace.analyze.clock_join import unjoined_vms
+from pvtrace.analyze.clock_join import unjoined_vms, untraced_vms
 from pvtrace.analyze.guest_preemption import GuestPreemption
 from pvtrace.analyze.intervals import Window, key_order
 from pvtrace.errors import FormatError, UsageError
@@ -60,7 +60,10 @@ class Prepared:
     notes: dict[str, int] = field(default_factory=dict)
     guest_preemption: GuestPreemption | None = None  # states inferred from guest ticks (guest_preemption.py)
     all_ts: Callable[[], pl.Series] | None = None  # event_ts of the whole trace, for one VM partition of it
-    unjoined: dict[str, str] = field(default_factory=dict)  # guest VMs left out of the join: why (clock_join)
+    unjoined: dict[str, str] = field(
+        default_factory=dict
+    )  # guest VMs left out of the join: the fix (clock_join)
+    untraced: dict[str, str] = field(default_factory=dict)  # host VMs no guest input covers: the fix
 
     @property
     def n_vcpus(self) -> int:
@@ -388,6 +391,7 @@ def prepare_source(src: EventSource, meta: TraceMeta, *, lock_kind: str | None =
         lock_origins=lock_origins,
         notes=notes,
         unjoined=unjoined_vms(meta),
+        untraced=untraced_vms(meta),
     )
 
 

@@ -16,7 +16,13 @@ from pvtrace.analyze import exits as exits_mod
 from pvtrace.analyze import incidents as incidents_mod
 from pvtrace.analyze import locks as locks_mod
 from pvtrace.analyze import waste as waste_mod
-from pvtrace.analyze.clock_join import clocks_unaligned, leave_out, left_out_parts, left_out_vids
+from pvtrace.analyze.clock_join import (
+    clocks_unaligned,
+    leave_out,
+    left_out_parts,
+    left_out_vids,
+    untraced_parts,
+)
 from pvtrace.analyze.count_gaps import add_count_gaps
 from pvtrace.analyze.fidelity import CROSS_KEYS, Capabilities, capabilities
 from pvtrace.analyze.frames import full, with_series
@@ -441,7 +447,7 @@ def measure(
         name: pl.DataFrame([df[c].cast(dtype) for c, dtype in TABLE_SCHEMAS[name].items()])
         for name, df in tables.items()
     }
-    tables = leave_out(tables, prep.unjoined)
+    tables = leave_out(tables, {**prep.unjoined, **prep.untraced})
     counts.update(table_sums(tables))
     done("exits")
     sums = {**state_sums(states, prep, windows), **prep.notes, **notes}
@@ -477,6 +483,9 @@ def finish(
         left_out = left_out_parts(tables, prep.unjoined)
         for key in (*CROSS_KEYS, "spin_waste"):
             add_parts(partial, key, *left_out)
+    if prep.untraced and not unaligned:  # and those no guest input covers, their contentions too
+        for key in (*CROSS_KEYS, "spin_waste", "n_contended"):
+            add_parts(partial, key, *untraced_parts(prep.untraced))
     extra = extra_context(tables, counts, m.sums, prep, waits_measured=caps.waits)
     if prep.unjoined:
         extra["unjoined_vms"] = dict(prep.unjoined)
@@ -486,8 +495,9 @@ def finish(
         extra["n_lhp_harmful_guessed"] = int(lhp.filter(pl.col("harmful") & pl.col("holder_guessed")).height)
     if unaligned:
         extra["spin_waste_pct_of_running"] = None
-    elif prep.unjoined:  # of the running of the guests it covers
-        running = tables["waste_by_vm"].filter(~pl.col("vm").is_in(list(prep.unjoined)))["running_ns"].sum()
+    elif prep.unjoined or prep.untraced:  # of the running of the guests it covers
+        out = [*prep.unjoined, *prep.untraced]
+        running = tables["waste_by_vm"].filter(~pl.col("vm").is_in(out))["running_ns"].sum()
         waste = counts["waste_lhp_ns"] + counts["waste_lwp_ns"]
         extra["spin_waste_pct_of_running"] = round(100.0 * waste / running, 4) if running else None
     extra["partial"] = partial
@@ -500,7 +510,7 @@ def finish(
         extra=extra,
         clocks_unaligned=unaligned,
     )
-    if prep.unjoined:  # an unavailable total is not partial
+    if prep.unjoined or prep.untraced:  # an unavailable total is not partial
         summary.extra["partial"] = {
             k: v for k, v in partial.items() if k in summary.fidelity or k not in CROSS_KEYS
         }

@@ -206,23 +206,33 @@ def ingest(
             f"--vm-name {vm_name}: not used with several guest inputs, whose VMs are named by their files "
             f"({named}); name a guest file after its host file's, <host>-<vm>.txt, to choose its VM's name"
         )
-    if meta.extra.get("side") == "host":
-        _point_at_guest_files(meta, [p for p in paths if str(p) != "-"])
-        if not meta.vms:  # `record --host` with no VM running: it said so, analyze said only 'level none'
-            meta.extra.setdefault("warnings", []).append(
-                "a host trace with no VM in it (no kvm events, no vCPU thread): was a VM running while it "
-                "was recorded? Start the VMs first, then record"
-            )
+    if meta.extra.get("side") in ("host", "mixed"):  # (mixed: some guest files given, maybe not all)
+        sides = meta.extra.get("sides") or {}
+        side_of = {k: v.get("side") for k, v in sides.items()}
+        hosts = [
+            p
+            for p in paths
+            if str(p) != "-" and "guest" not in (side_of.get(str(p)), side_of.get(Path(p).name))
+        ]
+        _point_at_guest_files(meta, hosts, [p for p in paths if str(p) != "-"])
+    if meta.extra.get("side") == "host" and not meta.vms:
+        # `record --host` with no VM running: it said so, analyze said only 'level none'
+        meta.extra.setdefault("warnings", []).append(
+            "a host trace with no VM in it (no kvm events, no vCPU thread): was a VM running while it "
+            "was recorded? Start the VMs first, then record"
+        )
     return meta
 
 
-def _point_at_guest_files(meta: TraceMeta, host_paths: list[Path]) -> None:
-    """A host-only analysis whose guest traces sit next to its input says which files to add."""
-    nearby = guest_files_nearby(host_paths)
+def _point_at_guest_files(meta: TraceMeta, host_paths: list[Path], given: list[Path]) -> None:
+    """An analysis whose host input has guest traces next to it that were not given says which
+    files to add."""
+    taken = {Path(p).resolve() for p in given}
+    nearby = [p for p in guest_files_nearby(host_paths) if p.resolve() not in taken]
     if not nearby:
         return
     meta.extra["guest_files_nearby"] = [str(p) for p in nearby]
-    command = " ".join(["pvtrace analyze", *(str(p) for p in [*host_paths, *nearby])])
+    command = " ".join(["pvtrace analyze", *(str(p) for p in [*given, *nearby])])
     meta.extra.setdefault("warnings", []).append(
         f"files named like guest traces of this host sit next to it ({', '.join(p.name for p in nearby)}) "
         f"but were not given: if they are its guests, the lock events are in them; analyze them together: "

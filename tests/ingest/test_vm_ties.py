@@ -75,6 +75,26 @@ def test_a_renamed_guest_file_is_tied_to_the_host_vm_its_map_file_names(tmp_path
         assert typed["synchronized"] is True and typed["guest_offset_ns"]["guestA"] == offsets["guestA"]
 
 
+def test_a_guest_file_left_out_makes_every_total_partial_and_is_named(tmp_path):
+    """The host file with vm0's guest file but not vm1's: vm1's waits are in no total, so every
+    total of waits says so, with the file to add, and so does a warning (new-user audit: spin -44%,
+    contended -59% against the truth, printed whole)."""
+    paths = write_rendered(_run(6), "ftrace", "merged", tmp_path / "m.txt")
+    host, vm0 = tmp_path / "m.txt", tmp_path / "m-vm0.txt"
+    loaded = load([host, vm0])
+    (hint,) = [w for w in loaded.meta.extra["warnings"] if "named like guest traces" in w]
+    assert "(m-vm1.txt)" in hint and hint.endswith(f"{host} {vm0} {tmp_path / 'm-vm1.txt'}")
+    a = analyze(loaded)
+    s = a.summary
+    for key in ("spin_ns", "waste_lhp_ns", "n_lhp_harmful", "n_contended"):
+        (part,) = s.extra["partial"][key]
+        assert part["missing"] == "vm1's waits: no guest trace of vm1 is given" and "m-vm1.txt" in part["fix"]
+    by_vm = {r["vm"]: r["spin_ns"] for r in a.table("waste_by_vm").iter_rows(named=True)}
+    assert by_vm["vm1"] is None and by_vm["vm0"] == s.totals["spin_ns"] > 0
+    whole = analyze(load([p for p in paths if p.suffix == ".txt"])).summary
+    assert not [p for ps in whole.extra["partial"].values() for p in ps if "no guest trace" in p["missing"]]
+
+
 def test_a_guest_without_host_threads_is_left_out_of_joined_metrics(tmp_path):
     """vm0's vCPU threads removed from the host side: its waits cannot be joined (its figures are
     null, every joined total says it leaves vm0 out, with the fix); vm1's are, in full."""
