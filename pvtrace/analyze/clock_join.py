@@ -31,27 +31,39 @@ def _bad_guests(clock: dict[str, Any]) -> tuple[list[str], list[str], list[str]]
 
 
 def _offset_fix(clock: dict[str, Any], vms: list[str]) -> str:
-    """The fix of unaligned clocks, with what the events say of each offset where an estimate was
-    made (too wide to join exactly, or against a given offset)."""
+    """Why those guests' clocks are not known to be aligned and the fix: what the events say of each
+    offset where an estimate was made, offered as the offset to pass only when it is close enough
+    to join by; an offset given (or read from a side file) that the events contradict is named."""
     guests = clock.get("guests") or {}
-    seen, wide = [], False
+    doubts, seen, wide = [], [], False
     for vm in vms:
-        e = (guests.get(vm) or {}).get("estimate")
+        g = guests.get(vm) or {}
+        mode = str(g.get("mode", ""))
+        if mode.startswith("given by the user"):
+            doubts.append(f"the offset given for {vm} does not fit its events")
+        elif mode.startswith("from "):
+            doubts.append(
+                f"the offset {mode[5:].split(';')[0]} gives for {vm} does not fit its events (a file of another run?)"
+            )
+        e = g.get("estimate")
         if e and e.get("offset_ns") is not None:
             spread = e.get("span_uncertainty_ns") or e["uncertainty_ns"]
-            seen.append(f"{vm}'s N at {e['offset_ns']} +- {spread} ns")
+            seen.append(f"{vm}'s offset at {e['offset_ns']} +- {spread} ns")
             wide |= spread > MAX_UNCERTAINTY_NS
     what = f"host and guest clocks are not known to be aligned ({', '.join(vms) or 'guests'})"
-    if wide:  # the estimate is no offset to pass: given, it would be taken as exact
+    if doubts:
+        what += f": {'; '.join(doubts)}"
+    tsync = "record with trace-cmd -A (tsync)"
+    if seen and wide:  # no offset to pass: given, it would be used as exact
         return (
-            f"{what}; the events put {', '.join(seen)}, too uncertain to join by (an offset given with "
-            "--guest-offset is taken as exact): record with `pvtrace record --host` (it saves the offsets beside "
-            "its trace) or trace-cmd -A (tsync)"
+            f"{what}; the events put {', '.join(seen)}, too uncertain to join by: record with "
+            f"`pvtrace record --host` (it saves the offsets beside its trace) or trace-cmd -A (tsync)"
         )
-    return (
-        f"{what}: pass --guest-offset VM=N (host = guest + N ns{'; the events put ' + ', '.join(seen) if seen else ''}), "
-        "or record with trace-cmd -A (tsync)"
-    )
+    if seen:
+        return f"{what}; the events put {', '.join(seen)}: pass that as --guest-offset VM=N, or {tsync}"
+    if doubts:
+        return f"{what}: correct it (--guest-offset VM=N: host = guest + N ns), or {tsync}"
+    return f"{what}: pass --guest-offset VM=N (host = guest + N ns), or {tsync}"
 
 
 def clocks_unaligned(meta: TraceMeta) -> str | None:

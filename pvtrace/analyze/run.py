@@ -489,6 +489,8 @@ def finish(
     extra = extra_context(tables, counts, m.sums, prep, waits_measured=caps.waits)
     if prep.unjoined:
         extra["unjoined_vms"] = dict(prep.unjoined)
+    if prep.untraced:
+        extra["untraced_vms"] = dict(prep.untraced)
     extra["lock_kinds"] = kind_summary(tables["lock_kinds"])
     if not caps.holds:  # harmful LHP incidents whose holder no take in the trace shows
         lhp = tables["lhp_incidents"]

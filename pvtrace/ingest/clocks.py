@@ -201,7 +201,8 @@ def guest_offsets(
             if vm not in decided and _given_for(given, vm) is None
         ]
         misfits = given_misfits(host_events, guest, given, decided)
-        todo += sorted(misfits)  # their estimate names the fix
+        todo += sorted(misfits)  # their estimate names the fix, as it does for an offset far off:
+        todo += [vm for vm in _given_far_off(host, guest, given, decided) if vm not in misfits]
         if todo:
             estimates = estimate_offsets(host_events, guest.filter(pl.col("vm").is_in(todo)))
     else:
@@ -223,6 +224,24 @@ def guest_offsets(
             per_vm[vm]["given_drift"] = {"drift_ppm": user.drift_ppm, "at_guest_ns": 0}
             per_vm[vm]["mode"] += f"; the guest clock drifts {user.drift_ppm:+.3f} ppm against the host's"
     return offsets, per_vm
+
+
+def _given_far_off(
+    host: tuple[int, int], guest: pl.DataFrame, given: int | dict[str, int] | None, decided: dict[str, int]
+) -> list[str]:
+    """The guest VMs whose given offset puts their events outside the host trace's time range."""
+    out = []
+    for vm in sorted(guest["vm"].drop_nulls().unique().to_list()):
+        user = _given_for(given, vm)
+        span = _span(guest.filter(pl.col("vm") == vm)["ts"])
+        if (
+            user is not None
+            and vm not in decided
+            and span is not None
+            and not _aligned(host, (span[0] + int(user), span[1] + int(user)))
+        ):
+            out.append(vm)
+    return out
 
 
 def given_misfits(
@@ -325,15 +344,21 @@ def clock_report(
     if unsynced:
         host = checked[unsynced[0]]["host_span"]
         spans = ", ".join(
-            f"{vm} [{checked[vm]['guest_span'][0]}, {checked[vm]['guest_span'][1]}]" for vm in unsynced
+            f"{vm}'s [{checked[vm]['guest_span'][0]}, {checked[vm]['guest_span'][1]}]" for vm in unsynced
         )
         why = "; ".join(
             f"{vm}: {checked[vm]['estimate_failed']}" for vm in unsynced if "estimate_failed" in checked[vm]
         )
+        given = [vm for vm in unsynced if str(checked[vm].get("mode", "")).startswith("given by the user")]
+        fix = (
+            "Correct the offset given, or record with trace-cmd -A (tsync)"
+            if given
+            else "Record with trace-cmd -A (tsync) or pass --guest-offset VM=N (host = guest + N ns)"
+        )
         report["warning"] = (
-            f"host and guest are not synchronized: host events span [{host[0]}, {host[1]}] ns but guest "
-            f"events {spans} ns{f' ({why})' if why else ''}; {_what_is_lost(checked, unsynced)}. Record "
-            "with trace-cmd -A (tsync) or pass --guest-offset VM=N (host = guest + N ns)"
+            f"host and guest clocks are not known to be aligned for {', '.join(unsynced)}"
+            f"{f' ({why})' if why else ''}: host events span [{host[0]}, {host[1]}] ns, guest events {spans} ns; "
+            f"{_what_is_lost(checked, unsynced)}. {fix}"
         )
     return report
 
@@ -349,17 +374,33 @@ def _what_is_lost(checked: dict[str, dict[str, Any]], unsynced: list[str]) -> st
     )
 
 
-def from_offsets_file(clock: dict[str, Any], path: Path | None) -> dict[str, Any]:
-    """The clock report with offsets read from a side file (offsets_file) said to come from it."""
+def from_offsets_file(
+    clock: dict[str, Any], path: Path | None, vms: set[str] | None = None
+) -> dict[str, Any]:
+    """The clock report with the offsets read from a side file (offsets_file) said to come from it:
+    those of `vms` (default: every VM given one), the others the user gave."""
     if path is None:
         return clock
     mode = f"from {path.name}"
     clock = {**clock, "offsets_file": str(path)}
-    for entry in (clock.get("guests") or {}).values():
+    guests = clock.get("guests") or {}
+    if vms is not None:  # (a guest tied to a host VM of another name has the file's line of that name)
+        vms = set(vms) | {g for h, g in (clock.get("vms_tied") or {}).items() if h in vms}
+    mine = [vm for vm in guests if vms is None or vm in vms]
+    for vm in mine:
+        entry = guests[vm]
         if str(entry.get("mode", "")).startswith("given by the user"):
             entry["mode"] = entry["mode"].replace("given by the user", mode)
-    if "mode" in clock:
+        offset = (clock.get("guest_offset_ns") or {}).get(vm)
+        named = (f"the given offset {offset} ns", f"the offset {offset} ns from {path.name}")
+        if offset is not None and "estimate_failed" in entry:  # a side file of another run is named
+            entry["estimate_failed"] = entry["estimate_failed"].replace(*named)
+        if offset is not None and "warning" in clock:
+            clock["warning"] = clock["warning"].replace(*named)
+    if "mode" in clock and (vms is None or set(guests) <= set(mine)):
         clock["mode"] = clock["mode"].replace("given by the user", mode)
+    elif "mode" in clock:
+        clock["mode"] = "; ".join(f"{vm}: {guests[vm]['mode']}" for vm in sorted(guests))
     return clock
 
 

@@ -106,6 +106,7 @@ def trace_meta(
     tables: dict[str, list[dict[str, Any]]],
     map_file: Path | None,
     offsets_file: Path | None = None,
+    file_vms: set[str] | None = None,
 ) -> TraceMeta:
     last = infos.last
     formats = sorted({i.format for i in parse_infos})
@@ -114,7 +115,7 @@ def trace_meta(
     headers = [i.header for i in parse_infos]
     if n_pcpus is None and last.get("side") == "host":
         n_pcpus = next((h["n_cpus_possible"] for h in headers if "n_cpus_possible" in h), None)
-    clock = from_offsets_file(dict(last.get("clock", {})), offsets_file)
+    clock = from_offsets_file(dict(last.get("clock", {})), offsets_file, file_vms)
     clock["timestamps"] = {i.path: i.clock for i in parse_infos if i.format not in summary_formats()}
     problems = {i.path: i.problems.to_dict() for i in parse_infos if i.problems.total}
     notes = list(infos.notes)

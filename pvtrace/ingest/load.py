@@ -38,7 +38,7 @@ from pvtrace.ingest.pipeline import BackgroundSink, prefetch
 from pvtrace.ingest.problems import Problems
 from pvtrace.ingest.raw import empty_raw
 from pvtrace.ingest.records import ParseInfo
-from pvtrace.ingest.repeats import refuse_repeats
+from pvtrace.ingest.repeats import refuse_copies, refuse_repeats
 from pvtrace.ingest.sanity import Sanity
 from pvtrace.ingest.sides import guest_files_nearby
 from pvtrace.ingest.sniff import Verdict
@@ -95,9 +95,17 @@ def ingest(
     if not paths:
         raise UsageError("no input files given")
     refuse_repeats(paths)
-    offsets_file = find_offsets_file(paths) if guest_offset_ns is None else None
-    if offsets_file is not None:  # saved by generate or record --host next to the host trace
-        guest_offset_ns = read_offsets(offsets_file)
+    user_offsets = guest_offset_ns
+    # saved by generate or record --host next to the host trace: its offsets stand for every VM the
+    # user's --guest-offset VM=N leave out (one number for every guest leaves none)
+    offsets_file = find_offsets_file(paths) if not isinstance(guest_offset_ns, int) else None
+    file_vms: set[str] = set()
+    if offsets_file is not None:
+        from_file = read_offsets(offsets_file)
+        file_vms = set(from_file) - set(guest_offset_ns or {})
+        guest_offset_ns = {**from_file, **(guest_offset_ns or {})}
+        if not file_vms:  # every VM's offset given: the file is not used
+            offsets_file = None
     user_map = read_vcpu_map(vcpu_map_path) if vcpu_map_path else None
     map_file = vcpu_map_path
     if user_map is None and (found := find_vcpu_map(paths)) is not None:
@@ -121,6 +129,7 @@ def ingest(
             inp = open_sniffed(p, format)
             stack.callback(close_quietly, inp.stream, inp.raw_file)
             inputs.append(inp)
+        refuse_copies(inputs)
         if any(i.verdict.format == "parquet" for i in inputs):
             raise UsageError("a pvtrace Parquet file is read on its own (load it without other inputs)")
         events, infos = Events(sink), Infos()
@@ -183,17 +192,16 @@ def ingest(
             infos.add(nfo)
             events.add(ev)
         events.finish()
-    meta = trace_meta(paths, parse_infos, infos, events, tables, map_file, offsets_file)
+    meta = trace_meta(paths, parse_infos, infos, events, tables, map_file, offsets_file, file_vms)
     if len(paths) > 1:  # beside other inputs an empty one is easily missed (a header only)
         meta.extra.setdefault("warnings", []).extend(
             f"{path}: no trace records in it (a header only?): it adds nothing to the analysis"
             for path in empty
         )
-    if offsets_file is None:  # offsets the user gave: each names a VM of the trace
-        clock = meta.clock or {}
-        check_given_offsets(
-            guest_offset_ns, {*meta.vms, *clock.get("guest_offset_ns", {}), *clock.get("vms_tied", {})}
-        )
+    clock = meta.clock or {}  # offsets the user gave: each names a VM of the trace
+    check_given_offsets(
+        user_offsets, {*meta.vms, *clock.get("guest_offset_ns", {}), *clock.get("vms_tied", {})}
+    )
     meta.extra["cpus_seen"] = len(cpus) if cpus else None
     if vm_name is not None and meta.extra.get("side") == "host":  # it names a guest file's VM
         meta.extra.setdefault("warnings", []).append(

@@ -117,16 +117,33 @@ def clock_text(clock: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def vms_figure(trace: Trace) -> Figure:
+def _lock_kinds(vm: str, declared: str, kinds: pl.DataFrame) -> str:
+    """A VM's lock kind: the one the trace declares (a simulated run's), else its locks' kinds as
+    the analysis found them (`analyze` prints the same counts)."""
+    if declared != "unknown":
+        return declared
+    mine = kinds.filter(pl.col("vm") == vm)["kind"].value_counts(sort=True)
+    if mine.height == 0:
+        return "unknown (no contended lock)"
+    found = ", ".join(f"{n} {k}" for k, n in mine.iter_rows())
+    return f"{found} (from the trace)"
+
+
+def vms_figure(trace: Trace, analysis: Analysis | None = None) -> Figure:
     """One row per VM: vCPUs and lock kind/algorithm."""
     if not trace.meta.vms:
         return no_data("vms", "VMs", "the trace does not say which VMs it saw")
     n = vcpu_counts(trace.events, trace.meta)  # as analyze counts them, not max index + 1
+    kinds = (
+        analysis.table("lock_kinds")
+        if analysis is not None
+        else pl.DataFrame(schema={"vm": pl.String, "kind": pl.String})
+    )
     table = pl.DataFrame(
         {
             "VM": list(trace.meta.vms),
             "vCPUs": [str(n[vm]) if n.get(vm) else "unknown" for vm in trace.meta.vms],
-            "lock kind": [v.lock_kind for v in trace.meta.vms.values()],
+            "lock kind": [_lock_kinds(vm, v.lock_kind, kinds) for vm, v in trace.meta.vms.items()],
             "lock algorithm": [v.lock_algorithm or "unknown" for v in trace.meta.vms.values()],
         }
     )
@@ -191,7 +208,10 @@ def key_numbers_figure(analysis: Analysis) -> Figure:
                 analysis.summary.extra, "spin_waste"
             )
         else:
-            waste_label, waste = "spin waste (LHP only)", waste + "; LWP needs each lock's kind: --lock-kind)"
+            waste_label = "spin waste (LHP only)"
+            waste += "; LWP needs each lock's kind: --lock-kind)" + partial_note(
+                analysis.summary.extra, "waste_lhp_ns"
+            )
     spin = _total(analysis, "spin_ns")
     if fidelity.get("spin_ns") == "host-only":
         spin += " (estimated from PAUSE exits: no lock events, so it is not split per lock)"
@@ -222,7 +242,13 @@ def key_numbers_figure(analysis: Analysis) -> Figure:
     ]
     rows = [(k, v) for k, v in rows if v is not None and not v.startswith(("unavailable", "n/a"))]
     extra = analysis.summary.extra
-    for key, label in (("spin_ns", "spin (waiting while running)"), ("n_convoys", "convoys")):
+    for key, label in (
+        ("spin_ns", "spin (waiting while running)"),
+        ("n_lhp_harmful", "LHP incidents"),
+        ("n_lwp", "LWP incidents"),
+        ("n_convoys", "convoys"),
+        ("n_contended", "contended acquisitions"),
+    ):
         # what the number leaves out (analyze.partial), as the terminal says it
         rows = [(k, v + partial_note(extra, key) if k == label else v) for k, v in rows]
     if analysis.summary.extra.get("wait_ns") and "n_contended" in t:

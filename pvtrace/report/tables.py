@@ -266,7 +266,10 @@ def limits_figure(analysis: Analysis, left_out: list[Figure]) -> Figure:
         return no_data("limits", "What this trace cannot tell", "nothing: every metric is available")
     how: dict[str, list[str]] = {}
     for u in s.unavailable:
-        how.setdefault(u.how_to_capture or "-", []).append(METRIC_LABELS.get(u.metric, u.metric))
+        label = METRIC_LABELS.get(u.metric, u.metric)
+        if u.metric == "n_lhp" and "n_lhp_harmful" in s.totals:  # the harmful ones are given
+            label = "harmless LHP incidents (no waiter)"
+        how.setdefault(u.how_to_capture or "-", []).append(label)
     items = [
         f"<li><b>{html.escape(', '.join(metrics))}</b>: {html.escape(cmd)}</li>"
         for cmd, metrics in how.items()

@@ -86,7 +86,7 @@ def report_sections(trace: Trace, analysis: Analysis, window: WindowSpec = None)
             "Trace facts",
             [
                 facts_figure(trace, analysis),
-                vms_figure(trace),
+                vms_figure(trace, analysis),
                 headline_figure(analysis),
                 problems_figure(trace),
             ],

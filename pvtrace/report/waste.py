@@ -255,7 +255,10 @@ def chart_waste_by_vm(analysis: Analysis) -> Figure:
     got = waste_share(analysis)
     if got is not None:
         wasted, pct, covers = got
-        share = f"Spin waste ({covers}) is {fmt_ns(wasted)}, {pct:.2f}% of all vCPU running time."
+        x = analysis.summary.extra
+        # with some VMs' waits left out, the share is of the running of the VMs it covers
+        whose = "of the measured VMs'" if x.get("unjoined_vms") or x.get("untraced_vms") else "of all"
+        share = f"Spin waste ({covers}) is {fmt_ns(wasted)}, {pct:.2f}% {whose} vCPU running time."
     else:
         share = "The share of running time is unavailable (no vCPU states or no waste split)."
     if long.height == 0:

@@ -206,7 +206,8 @@ def test_cli_finds_guest_clock_offsets_without_options(tmp_path):
     """The issue's example: generated host + guest text analyzed with no options. With generate's
     side file the offsets are known and spin matches the truth with no warning; without it each
     guest's offset is either estimated from the events (within 1 us of the one the run used) or
-    that guest is declared not synchronized, with the fix, and nothing joining it is printed."""
+    that guest is declared not aligned, with the fix, and left out of every joined total (named as
+    what they lack)."""
     from pvtrace.ingest.offsets_file import OFFSETS_SUFFIX
     from pvtrace.simulate.render import write_rendered
     from pvtrace.simulate.render.files import guest_offsets
@@ -220,7 +221,7 @@ def test_cli_finds_guest_clock_offsets_without_options(tmp_path):
     texts = [str(f) for f in files if f.suffix == ".txt"]
     res = runner.invoke(app, ["analyze", *texts, "-q", "--json", str(tmp_path / "a.json")])
     assert res.exit_code == 0, res.output
-    assert "not synchronized" not in res.stderr
+    assert "not known to be aligned" not in res.stderr
     got = json.loads((tmp_path / "a.json").read_text())
     assert got["clock"]["synchronized"] is True and "warnings" not in got
     truth = cut_truth(trace, got["t_start"], got["t_end"] + 1).totals
@@ -240,10 +241,12 @@ def test_cli_finds_guest_clock_offsets_without_options(tmp_path):
             assert "estimated from the events" in g["mode"]
             assert abs(got["clock"]["guest_offset_ns"][vm] - used[vm]) <= 1_000
         else:
-            assert "--guest-offset" in res.stderr and "not synchronized" in res.stderr
-    if len(estimated) < len(guests):  # a guest left unaligned: nothing that joins it is printed
+            assert "--guest-offset" in res.stderr and "not known to be aligned" in res.stderr
+    if len(estimated) < len(guests):  # a guest left unaligned: left out of what joins
         assert got["clock"]["synchronized"] is False
-        assert "spin_ns" not in got["totals"]
+        left = sorted(vm for vm in guests if vm not in estimated)
+        assert sorted(got["unjoined_vms"]) == left
+        assert [p["missing"].split("'")[0] for p in got["partial"]["spin_ns"]] == left
     # the terminal says the clocks it joined on are an estimate, with how far off they may be
     res = runner.invoke(app, ["analyze", *texts, "--width", "400"])
     line = next(x for x in res.stdout.splitlines() if x.startswith("guest clocks estimated from the events"))

@@ -182,7 +182,8 @@ def test_a_side_file_of_another_run_is_not_trusted_and_the_events_name_the_fix(t
     assert clock["synchronized"] is False
     vm0 = clock["guests"]["vm0"]
     assert vm0["synchronized"] is False and clock["guests"]["vm1"]["synchronized"] is True
-    assert "the given offset -7000050000 ns puts" in vm0["estimate_failed"]
+    assert f"the offset -7000050000 ns from {side.name} puts" in vm0["estimate_failed"]
+    assert f"the offset -7000050000 ns from {side.name} puts" in clock["warning"]
     assert abs(vm0["estimate"]["offset_ns"] + 7_000_000_000) <= 1_000
     # vm1's clock is right: its figures are joined as with the right offsets; vm0 is left out of
     # them (null, not 0) and every joined total says so, with the fix the events give
@@ -191,7 +192,11 @@ def test_a_side_file_of_another_run_is_not_trusted_and_the_events_name_the_fix(t
     assert "spin_ns" in s.totals and "n_lhp_harmful" in s.totals
     (part,) = s.extra["partial"]["spin_ns"]
     assert part["missing"].startswith("vm0's ") and s.extra["partial"]["n_lhp_harmful"] == [part]
-    assert f"the events put vm0's N at {vm0['estimate']['offset_ns']} +- " in part["fix"]
+    assert (
+        f"the offset {side.name} gives for vm0 does not fit its events (a file of another run?)"
+        in part["fix"]
+    )
+    assert f"the events put vm0's offset at {vm0['estimate']['offset_ns']} +- " in part["fix"]
     by_vm = {r["vm"]: r for r in a.table("waste_by_vm").iter_rows(named=True)}
     full = {r["vm"]: r for r in analyze(good).table("waste_by_vm").iter_rows(named=True)}
     assert by_vm["vm0"]["spin_ns"] is None and by_vm["vm0"]["running_ns"] == full["vm0"]["running_ns"]
@@ -517,3 +522,19 @@ def test_a_drifting_guest_clock_is_estimated_and_applied_at_ingest(tmp_path):
         got_ts = np.sort(placed.filter(pl.col("vm").cast(pl.String) == vm)["ts"].to_numpy())
         assert true_ts.size == got_ts.size > 1000
         assert np.abs(got_ts - true_ts).max() <= est["span_uncertainty_ns"]
+
+
+def test_an_offset_given_for_one_vm_keeps_the_side_file_for_the_others(tmp_path):
+    """--guest-offset vm1=N beside generate's side file: vm1 takes N, vm0 the file's line (it was
+    estimated, and said to be, as if no offset were given: new-user audit)."""
+    trace, _ = _run(10, (-7_000_000_000, -9_000_000_000))
+    paths = write_rendered(trace, "ftrace", "merged", tmp_path / "m.txt")
+    side = next(p for p in paths if p.name.endswith(OFFSETS_SUFFIX))
+    clock = load(_texts(paths), guest_offset_ns={"vm1": -9_000_000_000}).meta.clock
+    assert clock["guest_offset_ns"] == {"vm0": -7_000_000_000, "vm1": -9_000_000_000}
+    assert clock["guests"]["vm0"]["mode"] == f"from {side.name}"
+    assert clock["guests"]["vm1"]["mode"] == "given by the user"
+    assert clock["synchronized"] is True and clock["offsets_file"] == str(side)
+    # one number for every guest leaves the file out
+    every = load(_texts(paths), guest_offset_ns=-7_000_000_000).meta.clock
+    assert "offsets_file" not in every and every["guests"]["vm1"]["synchronized"] is False

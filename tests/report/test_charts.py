@@ -325,3 +325,41 @@ def test_the_metrics_table_explains_every_fidelity_level(guest_analysis):
         f"{level} (" in caption or f"{level}," in caption or f"{level}." in caption
         for level in FIDELITY_LEVELS
     )
+
+
+def test_the_page_says_what_the_terminal_says_of_kinds_parts_and_limits(tmp_path):
+    """Host + guest text with vm1's guest file left out (new-user audit, session 20): the VMs table
+    gives the lock kinds the analysis found (it said 'unknown' beside the terminal's '11 fifo'),
+    every key number that leaves vm1 out is flagged, the waste share is of the measured VMs' running,
+    and the limits box calls the harmless LHP incidents what they are (it listed 'LHP incidents'
+    as missing beside a count of harmful ones)."""
+    from pvtrace.analyze import analyze
+    from pvtrace.ingest.load import load
+    from pvtrace.report.facts import key_numbers_figure, vms_figure
+    from pvtrace.simulate.render import write_rendered
+    from pvtrace.simulate.run import simulate_trace
+    from pvtrace.simulate.scenario import load_preset
+
+    trace, _ = simulate_trace(load_preset("lhp-demo").replace(run={"duration_ns": 30_000_000}), seed=3)
+    write_rendered(trace, "ftrace", "merged", tmp_path / "h.txt")
+    loaded = load([tmp_path / "h.txt", tmp_path / "h-vm0.txt"])
+    a = analyze(loaded)
+    kinds = dict(vms_figure(loaded, a).table.select("VM", "lock kind").iter_rows())
+    found = a.table("lock_kinds").filter(pl.col("vm") == "vm0")["kind"].value_counts(sort=True)
+    assert kinds["vm0"] == ", ".join(f"{n} {k}" for k, n in found.iter_rows()) + " (from the trace)"
+    rows = dict(key_numbers_figure(a).table.iter_rows())
+    waste = next(k for k in rows if k.startswith("spin waste"))  # (LHP only while the kinds are undecided)
+    for label in (
+        "LHP incidents",
+        "LWP incidents",
+        "contended acquisitions",
+        "spin (waiting while running)",
+        waste,
+    ):
+        if label in rows or label != "LWP incidents":
+            assert "vm1's waits: no guest trace of vm1 is given" in rows[label], (label, rows[label])
+    assert "of the measured VMs' vCPU running time" in (chart_waste_by_vm(a).note or "") + str(
+        chart_waste_by_vm(a).caption
+    )
+    box = limits_figure(a, []).html
+    assert "harmless LHP incidents (no waiter)" in box and "<b>LHP incidents</b>" not in box
