@@ -30,6 +30,8 @@ DESCRIPTIONS: dict[str, str] = {
     "timestamp_out_of_range": "timestamp negative or past 2^62 ns (an overflow)",
     "time_backwards": "timestamp earlier than the record before it on the same CPU (span excluded as lost)",
     "time_jump": "timestamp over an hour after the record before it on the same CPU (span excluded as lost)",
+    "time_spike": "timestamp ahead of the records on both sides of it on the same CPU, which are in order: "
+    "a garbled timestamp (span excluded as lost)",
     "duplicate_record": "exact copy of the record before it on the same CPU (dropped)",
 }
 

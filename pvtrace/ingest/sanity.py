@@ -98,23 +98,29 @@ class Sanity:
         judged, combined = self._judge(raw, timed)
         n_last = 0 if self._last is None else self._last.height
         # the last good record of each CPU (or the one carried in) carries over to the next batch
-        keep = judged.filter((pl.col("_p") < n_last) | (~pl.col("dup") & ~pl.col("back") & ~pl.col("jump")))
+        broke = pl.col("back") | pl.col("jump") | pl.col("spike")
+        keep = judged.filter((pl.col("_p") < n_last) | (~pl.col("dup") & ~broke))
         ends = keep.filter(pl.col("_key") != pl.col("_key").shift(-1).fill_null(-1))["_p"]
         self._last = combined[ends]
-        bad = judged.filter((pl.col("_p") >= n_last) & (pl.col("dup") | pl.col("back") | pl.col("jump")))
+        bad = judged.filter((pl.col("_p") >= n_last) & (pl.col("dup") | broke))
         if bad.height == 0:
             return raw
-        bad = bad.select((pl.col("_p") - n_last).cast(pl.UInt32).alias("_i"), "dup", "back", "jump")
-        if not bad.select((pl.col("back") | pl.col("jump")).any()).item():
+        bad = bad.select((pl.col("_p") - n_last).cast(pl.UInt32).alias("_i"), "dup", "back", "jump", "spike")
+        if not bad.select(broke.any()).item():
             # duplicates only (the usual case): drop them, without the whole-batch passes below
             dup = pl.repeat(False, raw.height, eager=True).scatter(bad["_i"], bad["dup"])
             self._count(raw.filter(dup), "duplicate_record", text)
             return raw.filter(~dup)
         cols = raw.columns
         out = raw.with_row_index("_i").join(bad, on="_i", how="left")
-        for kind, col in (("duplicate_record", "dup"), ("time_backwards", "back"), ("time_jump", "jump")):
+        for kind, col in (
+            ("duplicate_record", "dup"),
+            ("time_backwards", "back"),
+            ("time_jump", "jump"),
+            ("time_spike", "spike"),
+        ):
             self._count(out.filter(pl.col(col).fill_null(False)), kind, text)
-        broken = (pl.col("back") | pl.col("jump")).fill_null(False)
+        broken = broke.fill_null(False)
         # A broken record becomes a lost-events marker (no count) at the time of the next good record
         # on its CPU (else the last good one): the span around it is then unknown, as for lost events.
         good_ts = pl.when(broken | pl.col("dup").fill_null(False) | ~timed).then(None).otherwise(pl.col("ts"))
@@ -162,8 +168,15 @@ class Sanity:
         )
         start = (pl.col("_key") != pl.col("_key").shift(1)).fill_null(True)
         start2 = (pl.col("_key") != pl.col("_key").shift(2)).fill_null(True)
+        end = (pl.col("_key") != pl.col("_key").shift(-1)).fill_null(True)
         ts = pl.col("ts")
         prev_ts = pl.when(~start).then(ts.shift(1))
+        next_ts = pl.when(~end).then(ts.shift(-1))
+        # a record ahead of both neighbours, which are in order and much closer to each other than
+        # to it, is the one whose timestamp is garbled (0.233769 read 5.233769), not the next one
+        spike = (
+            (next_ts < ts) & (next_ts >= prev_ts) & ((next_ts - prev_ts) < (ts - next_ts) // 8)
+        ).fill_null(False)
         prev2_ts = pl.when(~start2).then(ts.shift(2))
         prev_jumped = ((prev_ts - prev2_ts) > MAX_GAP_NS).fill_null(False)
         prev_fell = (prev_ts < prev2_ts).fill_null(False)
@@ -173,12 +186,19 @@ class Sanity:
         # a duplicate has every field equal to the previous record's: only records at the same
         # time as the one before them are candidates, and only those compare payloads
         cheap = pl.all_horizontal([_same(c) for c in ("tid", "tgid", "ts", "event")])
-        judged = seq.with_columns(
-            cheap.alias("_cheap"),
-            pl.col("_p").shift(1).alias("_prev_p"),
-            back=back_of_prev & ~(prev_jumped & in_line_with_prev2),
-            jump=ahead_of_prev & ~(prev_fell & in_line_with_prev2),
-        ).with_columns((~start & pl.col("_cheap").fill_null(True)).alias("_cand"))
+        judged = (
+            seq.with_columns(spike.alias("spike"))
+            .with_columns(
+                cheap.alias("_cheap"),
+                pl.col("_p").shift(1).alias("_prev_p"),
+                back=back_of_prev
+                & ~(prev_jumped & in_line_with_prev2)
+                & ~(~start & pl.col("spike").shift(1).fill_null(False)),
+                jump=ahead_of_prev & ~(prev_fell & in_line_with_prev2),
+            )
+            .with_columns(pl.col("spike") & ~pl.col("jump"))  # (a jump of over an hour is a jump)
+            .with_columns((~start & pl.col("_cheap").fill_null(True)).alias("_cand"))
+        )
         cand = judged.with_row_index("_j").filter(pl.col("_cand")).select("_j", "_p", "_prev_p", "_cheap")
         judged = judged.drop("_cand", "_cheap", "_prev_p", "tid", "tgid", "ts", "event")
         if cand.height == 0:

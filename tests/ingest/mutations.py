@@ -38,8 +38,9 @@ def mutate(lines: list[str], i: int, how: str, amount: int) -> list[str]:
         out[i] = _replace(line, m, "tid", str((1 << 32) + amount))
     elif how == "ts_int64":
         out[i] = line[: m.start("secs")] + f"{10**14 + amount}.{m['frac']}" + line[m.end("frac") :]
-    elif how in ("back", "jump"):
-        # back: earlier than the record before it on its CPU; jump: over two hours later
+    elif how in ("back", "jump", "spike"):
+        # back: earlier than the record before it on its CPU; jump: over two hours later; spike:
+        # seconds later (one digit garbled), ahead of the records on both sides of it
         same_cpu = [b for b in map(DATA.search, lines[:i]) if b is not None and b["cpu"] == m["cpu"]]
         if not same_cpu:
             return out
@@ -47,7 +48,7 @@ def mutate(lines: list[str], i: int, how: str, amount: int) -> list[str]:
         scale = 10**width
         prev = int(same_cpu[-1]["secs"]) * scale + int(same_cpu[-1]["frac"].ljust(width, "0")[:width])
         now = int(m["secs"]) * scale + int(m["frac"])
-        now = prev - 1 - amount if how == "back" else now + 7200 * scale + amount
+        now = prev - 1 - amount if how == "back" else now + (7200 if how == "jump" else 5) * scale + amount
         if now < 0:  # no time before 0 to go back to (clamping to 0 could tie with the record before)
             return out
         secs, frac = divmod(now, scale)

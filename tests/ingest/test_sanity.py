@@ -96,6 +96,7 @@ def test_a_mutated_record_changes_no_metric_or_is_reported(
     [
         ("back", "time_backwards"),
         ("jump", "time_jump"),
+        ("spike", "time_spike"),
         ("cpu", "cpu_out_of_range"),
         ("duplicate", "duplicate_record"),
         ("cpu_int32", "cpu_out_of_range"),
@@ -113,4 +114,9 @@ def test_each_broken_value_is_one_counted_problem(trace_dir, tmp_path, how, kind
     problems = next(iter(trace.meta.problems.values()))
     assert {k: v["count"] for k, v in problems.items()} == {kind: 1}
     windows = analyze(trace).table("lost_windows").height
-    assert windows == (1 if how in ("back", "jump") else 0)  # a broken time is excluded like lost events
+    assert windows == (
+        1 if how in ("back", "jump", "spike") else 0
+    )  # a broken time is excluded like lost events
+    if how == "spike":  # the garbled line is the one named, and the trace keeps its span
+        assert problems[kind]["samples"][0]["line"] == i + 1
+        assert trace.meta.extra["ts_max"] < 10**9
