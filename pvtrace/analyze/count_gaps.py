@@ -15,20 +15,30 @@ from pvtrace.summary import Summary, Unavailable
 
 VCPU_MAP_FIX = "give the thread's vCPU in a --vcpu-map file (CSV tid,pid,vm,vcpu)"
 LOST_FIX = "record with a bigger buffer (trace-cmd -b, buffer_size_kb) or fewer events"
+# Records whose timestamp sanity.py found broken: each became a lost-events marker without a count.
+BROKEN_TIMES = ("time_backwards", "time_jump", "time_spike")
+BROKEN_FIX = (
+    "the skipped lines name the records; if the file was damaged in a copy, take it again from its source"
+)
+
+
+def add_lost_parts(summary: Summary) -> None:
+    """Add the lost-event part to summary.extra['partial'] in place (after extra['skipped_lines'] is
+    set: windows around broken timestamps are no tracer's loss, and a bigger buffer is no fix)."""
+    x = summary.extra
+    if not int(x.get("n_lost_windows") or 0):
+        return
+    partial = x.setdefault("partial", {})
+    fixes = ([LOST_FIX] if tracer_lost(x) else []) + ([BROKEN_FIX] if _n_broken(x) else [])
+    part = {"missing": f"a lower bound: {lost_events_text(x, short=True)}", "fix": "; or ".join(fixes)}
+    for key in summary.totals:
+        add_parts(partial, key, part)
 
 
 def add_count_gaps(summary: Summary) -> None:
-    """Add the lost-event and unattributed-kick parts to summary.extra['partial'] in place."""
+    """Add the unattributed-kick parts to summary.extra['partial'] in place (or make n_kicks unavailable)."""
     x = summary.extra
     partial = x.setdefault("partial", {})
-    n_lost = int(x.get("n_lost_windows") or 0)
-    if n_lost:
-        part = {
-            "missing": f"a lower bound: {lost_events_text(x, short=True)}",
-            "fix": LOST_FIX,
-        }
-        for key in summary.totals:
-            add_parts(partial, key, part)
     n_kicks = int(x.get("n_kicks_unmapped") or 0)
     if n_kicks and summary.totals.get("n_kicks") == 0:  # every kick is unattributed: 0 would be false
         del summary.totals["n_kicks"]
@@ -45,13 +55,30 @@ def lost_events_text(x: dict, *, short: bool = False) -> str:
     """What the tracer lost, in words: the events it counted (short: only those), the windows and
     the vCPU time excluded."""
     n_windows = int(x.get("n_lost_windows") or 0)
-    n_events, uncounted = int(x.get("n_events_lost") or 0), int(x.get("n_lost_windows_uncounted") or 0)
-    if uncounted == n_windows:
+    n_events, n_broken = int(x.get("n_events_lost") or 0), _n_broken(x)
+    uncounted = max(int(x.get("n_lost_windows_uncounted") or 0) - n_broken, 0)
+    broken = f"{n_broken:,} record(s) with a broken timestamp" if n_broken else ""
+    if not tracer_lost(x):
+        events = broken
+    elif not n_events:
         events = "events lost (the trace gives no count)"
     elif uncounted:
         events = f"at least {n_events:,} events lost ({uncounted:,} marker(s) give no count)"
     else:
         events = f"{n_events:,} events lost"
+    if broken and events != broken:
+        events = f"{events}, and {broken}"
     if short:
         return events
     return f"{events} in {n_windows:,} window(s), {x.get('excluded_pct') or 0:.2f}% of vCPU time excluded"
+
+
+def _n_broken(x: dict) -> int:
+    """Records whose broken timestamp made a lost-events window (their problem counts)."""
+    by_reason = (x.get("skipped_lines") or {}).get("by_reason") or {}
+    return sum(int(by_reason.get(k) or 0) for k in BROKEN_TIMES)
+
+
+def tracer_lost(x: dict) -> bool:
+    """Whether any lost-events window is the tracer's (a count, or more markers than broken records)."""
+    return bool(x.get("n_events_lost")) or int(x.get("n_lost_windows_uncounted") or 0) > _n_broken(x)

@@ -135,6 +135,14 @@ def pause_exits(exits: pl.DataFrame, states: VcpuStates, prep: Prepared) -> pl.D
     )
 
 
+# What the host-only spin estimate leaves out and adds (the summary lists it as partial).
+HOST_SPIN_PART = {
+    "missing": "an estimate from PAUSE exits, one PLE window of spin each: spin shorter than a window and "
+    "the spin after a wait's last exit are not seen, a PAUSE loop on no lock (an IPI's acknowledgement) is counted",
+    "fix": "capture the guest too: in the guest, sudo pvtrace record --guest -o guest.txt",
+}
+
+
 def pause_spin(pauses: pl.DataFrame) -> dict[str, int]:
     """Host-only estimates: spin ended by PAUSE exits (one PLE window each), and the part of it
     spent while a sibling of the same VM was preempted (a preempted holder or next owner: spin

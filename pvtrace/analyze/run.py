@@ -23,7 +23,7 @@ from pvtrace.analyze.clock_join import (
     left_out_vids,
     untraced_parts,
 )
-from pvtrace.analyze.count_gaps import add_count_gaps
+from pvtrace.analyze.count_gaps import add_count_gaps, add_lost_parts
 from pvtrace.analyze.fidelity import CROSS_KEYS, Capabilities, capabilities
 from pvtrace.analyze.frames import full, with_series
 from pvtrace.analyze.guest_lwp import mark_ambiguous_lhp
@@ -281,6 +281,7 @@ def _with_warnings(result: Analysis, meta: TraceMeta) -> Analysis:
         result.summary.extra.setdefault("warnings", []).append(warning)
     x = result.summary.extra
     x["skipped_lines"] = skipped_lines(meta.problems or {})  # what the ingester could not read
+    add_lost_parts(result.summary)  # lost events (or broken timestamps): lower bounds, said so
     headers = [i.get("header") or {} for i in (meta.extra or {}).get("inputs", [])]
     overwritten = sum(max(0, h.get("entries_written", 0) - h.get("entries_in_buffer", 0)) for h in headers)
     if overwritten:  # older events the ring buffer overwrote: the trace starts after them
@@ -516,7 +517,9 @@ def finish(
         summary.extra["partial"] = {
             k: v for k, v in partial.items() if k in summary.fidelity or k not in CROSS_KEYS
         }
-    add_count_gaps(summary)  # lost events, kicks of unknown threads: lower bounds, said so
+    add_count_gaps(summary)  # kicks of unknown threads: lower bounds, said so
+    if summary.fidelity.get("spin_ns") == "host-only":  # from the pause exits: an estimate, said so
+        add_parts(summary.extra.setdefault("partial", {}), "spin_ns", exits_mod.HOST_SPIN_PART)
     tables = _blank_unavailable(tables, summary.fidelity)
     if caps.guest_limited or caps.guest_halting:  # the guest's ticks cannot place the preemptions or
         # tell spin from halting: no incident is evidence

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from pvtrace.analyze import Analysis
 from pvtrace.analyze.context import lock_table
-from pvtrace.analyze.count_gaps import lost_events_text
+from pvtrace.analyze.count_gaps import lost_events_text, tracer_lost
 from pvtrace.analyze.lock_kind import FROM_VM
 from pvtrace.analyze.perf_tables import IMPLICATION_GROUPS, kvm_stat_implications
 from pvtrace.cli.fit import print_fitted
@@ -293,7 +293,8 @@ def _headline(con: Console, a: Analysis) -> None:
         con.print(escape(note), highlight=False, soft_wrap=True)
     x = a.summary.extra
     if x.get("n_lost_windows"):
-        con.print(f"lost events: {lost_events_text(x)}", highlight=False, soft_wrap=True)
+        label = "lost events" if tracer_lost(x) else "broken timestamps"
+        con.print(f"{label}: {lost_events_text(x)}", highlight=False, soft_wrap=True)
     if x.get("n_events_overwritten"):
         con.print(
             f"ring buffer overwritten: {x['n_events_overwritten']:,} older events lost before the first record",

@@ -53,6 +53,9 @@ def test_host_only_estimates_spin_from_pause_exits():
     assert s.extra["level"] == "host-only"
     assert s.totals["spin_ns"] == round(8192 / 3.0) and s.fidelity["spin_ns"] == "host-only"
     assert s.extra["spin_waste_ns"] == round(8192 / 3.0)
+    # an estimate, which every view says: spin shorter than a window is not seen
+    (part,) = s.extra["partial"]["spin_ns"]
+    assert part["missing"].startswith("an estimate from PAUSE exits") and "--guest" in part["fix"]
     assert s.totals["n_pause_exits"] == 1 and s.fidelity["n_pause_exits"] == "exact"
     assert "waste_lhp_ns" in unavailable(a) and "n_lhp_harmful" in unavailable(a)
     # without PAUSE exits the host saw no spinning: spin is unavailable, not 0

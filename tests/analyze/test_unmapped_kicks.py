@@ -90,6 +90,33 @@ def test_counts_of_a_trace_that_lost_events_are_lower_bounds(tmp_path):
     )
 
 
+def test_a_window_around_a_broken_timestamp_is_not_called_a_tracers_loss(tmp_path):
+    """A garbled timestamp makes a window excluded like lost events, but no bigger buffer fixes it:
+    the part names the broken record, and a tracer's loss beside it keeps its own fix."""
+    lines = [
+        " t-5 [000] 1.000000: contention_begin: 0xffff888100000000 (flags=SPIN)\n",
+        " t-5 [000] 1.000002: contention_end: 0xffff888100000000 (ret=0)\n",
+        " t-5 [000] 6.000004: contention_begin: 0xffff888100000000 (flags=SPIN)\n",  # 1.000004 garbled
+        " t-5 [000] 1.000006: contention_end: 0xffff888100000000 (ret=0)\n",
+        " t-5 [000] 1.000010: contention_begin: 0xffff888100000000 (flags=SPIN)\n",
+        " t-5 [000] 1.000012: contention_end: 0xffff888100000000 (ret=0)\n",
+    ]
+    (tmp_path / "g.txt").write_text("".join(lines))
+    s = analyze(load([tmp_path / "g.txt"])).summary
+    assert s.extra["skipped_lines"]["by_reason"] == {"time_spike": 1} and s.extra["n_lost_windows"] == 1
+    (part,) = s.extra["partial"]["n_contended"]
+    assert part["missing"] == "a lower bound: 1 record(s) with a broken timestamp"
+    assert "bigger buffer" not in part["fix"] and "skipped lines" in part["fix"]
+    res = runner.invoke(app, ["analyze", str(tmp_path / "g.txt")])
+    assert res.exit_code == 0, res.output
+    assert "broken timestamps: 1 record(s) with a broken timestamp in 1 window(s)" in res.stdout
+    assert "lost events:" not in res.stdout
+    (tmp_path / "both.txt").write_text("".join(lines[:4]) + "CPU:0 [LOST 120 EVENTS]\n" + "".join(lines[4:]))
+    (part,) = analyze(load([tmp_path / "both.txt"])).summary.extra["partial"]["n_contended"]
+    assert part["missing"] == "a lower bound: 120 events lost, and 1 record(s) with a broken timestamp"
+    assert part["fix"].startswith("record with a bigger buffer") and "skipped lines" in part["fix"]
+
+
 def test_a_trace_whose_waits_have_no_length_gives_no_wait_total(tmp_path):
     """Contention begins without ends: wait_ns is null (unavailable), never 0."""
     lines = [
