@@ -62,32 +62,39 @@ def fmt_ts(ns: int | None) -> str:
     return f"{sign}{sec}.{text[:6] if text.endswith('000') else text}"
 
 
-def fmt_trace_time(ns: int | None, vm: str | None, clocks: dict[str, tuple[int, float, int]] | None) -> str:
+def fmt_trace_time(
+    ns: int | None, vm: str | None, clocks: dict[str, tuple[int, float, int, int]] | None
+) -> str:
     """fmt_ts, and for a guest VM on its own clock (clocks: guest_clocks) also the time that
-    guest's file prints: `0.221391 (vm1 15.221935)`, so an incident is found in either file."""
-    offset, ppm, at = (clocks or {}).get(vm or "", (0, 0.0, 0))
+    guest's file prints, to its resolution: `0.221391 (vm1 15.221935)`, so an incident is found in
+    either file (an offset estimated to the nanosecond must not print digits a microsecond file lacks)."""
+    offset, ppm, at, res = (clocks or {}).get(vm or "", (0, 0.0, 0, 1))
     if ns is None or not (offset or ppm):
         return fmt_ts(ns)
     slope = -ppm / 1e6  # host = guest + offset + slope * (guest - at), solved for guest
-    return f"{fmt_ts(ns)} ({vm} {fmt_ts(round((int(ns) - offset + slope * at) / (1 + slope)))})"
+    guest = (int(ns) - offset + slope * at) / (1 + slope)
+    return f"{fmt_ts(ns)} ({vm} {fmt_ts(round(guest / res) * res)})"
 
 
-def host_time(guest_ns: int, clock: tuple[int, float, int]) -> int:
+def host_time(guest_ns: int, clock: tuple[int, float, int, int]) -> int:
     """The host time of a guest clock reading (clock: one entry of guest_clocks)."""
-    offset, ppm, at = clock
+    offset, ppm, at, _ = clock
     return round(guest_ns + offset - ppm / 1e6 * (guest_ns - at))
 
 
-def guest_clocks(extra: dict) -> dict[str, tuple[int, float, int]]:
-    """Each guest clock of an analysis summary's extra as (offset_ns, drift_ppm, at_guest_ns): host
-    = guest + offset - drift_ppm * 1e-6 * (guest - at); empty when all share one clock."""
+def guest_clocks(extra: dict) -> dict[str, tuple[int, float, int, int]]:
+    """Each guest clock of an analysis summary's extra as (offset_ns, drift_ppm, at_guest_ns,
+    resolution_ns): host = guest + offset - drift_ppm * 1e-6 * (guest - at), the guest file's
+    timestamps printed to resolution_ns (1000: microseconds); empty when all share one clock."""
     clock = extra.get("clock") or {}
     drifts = clock.get("guest_drift") or {}
+    guests = clock.get("guests") or {}
     return {
         vm: (
             int(offset),
             float(drifts.get(vm, {}).get("drift_ppm", 0.0)),
             int(drifts.get(vm, {}).get("at_guest_ns", 0)),
+            int((guests.get(vm) or {}).get("resolution_ns") or 1),
         )
         for vm, offset in (clock.get("guest_offset_ns") or {}).items()
     }

@@ -20,10 +20,22 @@ def test_lock_ids_keep_the_leading_zeros_of_a_hashed_pointer():
 def test_trace_time_of_a_guest_on_its_own_clock_is_also_given_as_its_file_prints_it():
     offsets = {"vm1": -15_000_543_656}  # a guest printed 15.221935; on the host clock 0.221391344
     clocks = guest_clocks({"clock": {"guest_offset_ns": offsets}})
-    assert clocks == {"vm1": (-15_000_543_656, 0.0, 0)} and guest_clocks({}) == {}
+    assert clocks == {"vm1": (-15_000_543_656, 0.0, 0, 1)} and guest_clocks({}) == {}
     assert fmt_trace_time(221_391_344, "vm1", clocks) == "0.221391344 (vm1 15.221935)"
     assert fmt_trace_time(221_391_000, "vm0", clocks) == "0.221391"  # one clock with the host
     assert fmt_trace_time(None, "vm1", clocks) == "-"
+
+
+def test_trace_time_of_a_guest_is_printed_to_its_files_resolution():
+    """An offset estimated to the nanosecond puts a host time between a microsecond guest file's
+    ticks: the guest time is given as that file prints it (the nearest microsecond), not with
+    digits the file lacks."""
+    clock = {"guest_offset_ns": {"vm0": -10_000_271_500}, "guests": {"vm0": {"resolution_ns": 1000}}}
+    clocks = guest_clocks({"clock": clock})
+    assert clocks == {"vm0": (-10_000_271_500, 0.0, 0, 1000)}
+    assert fmt_trace_time(123_165_200, "vm0", clocks) == "0.123165200 (vm0 10.123437)"  # not 10.123436700
+    nanos = guest_clocks({"clock": {**clock, "guests": {"vm0": {"resolution_ns": 1}}}})
+    assert fmt_trace_time(123_165_200, "vm0", nanos) == "0.123165200 (vm0 10.123436700)"
 
 
 def test_trace_time_of_a_drifting_guest_clock_is_the_time_its_file_prints():
@@ -34,7 +46,7 @@ def test_trace_time_of_a_drifting_guest_clock_is_the_time_its_file_prints():
         "guest_drift": {"vm1": {"drift_ppm": 10.0, "at_guest_ns": 15_000_000_000}},
     }
     clocks = guest_clocks({"clock": clock})
-    assert clocks == {"vm1": (-15_000_000_000, 10.0, 15_000_000_000)}
+    assert clocks == {"vm1": (-15_000_000_000, 10.0, 15_000_000_000, 1)}
     # 1 s after `at` the guest clock has gained 10 us: host 1.000000 s is guest 16.000010 s
     assert fmt_trace_time(1_000_000_000, "vm1", clocks) == "1.000000 (vm1 16.000010)"
     # and back: the guest's reading 16.000010 s is host 1 s (what --window's hint uses)

@@ -210,7 +210,8 @@ def guest_offsets(
     offsets: dict[str, int] = {}
     per_vm: dict[str, dict[str, Any]] = {}
     for vm in sorted(guest["vm"].drop_nulls().unique().to_list()):
-        span = _span(guest.filter(pl.col("vm") == vm)["ts"])
+        mine = guest.filter(pl.col("vm") == vm)["ts"]
+        span = _span(mine)
         if span is None:
             continue
         user = _given_for(given, vm)
@@ -220,6 +221,7 @@ def guest_offsets(
         offsets[vm], per_vm[vm] = _one_guest(
             host, span, user, tsc_offsets, estimates.get(vm, TOO_FEW), misfits.get(vm)
         )
+        per_vm[vm]["resolution_ns"] = resolution(mine)  # how its file prints times (the views print them so)
         if isinstance(user, GivenClock) and user.drift_ppm:  # a side file's drifting line
             per_vm[vm]["given_drift"] = {"drift_ppm": user.drift_ppm, "at_guest_ns": 0}
             per_vm[vm]["mode"] += f"; the guest clock drifts {user.drift_ppm:+.3f} ppm against the host's"
