@@ -266,7 +266,15 @@ class OutputSet:
         if real in self._planned:
             if self._planned[real] == path and not new:
                 return path
-            raise UsageError(f"{path} is given as two outputs ({self._planned[real]} and {path})")
+            same = (
+                ""
+                if str(self._planned[real]) == str(path)
+                else f" ({self._planned[real]} and {path} are one file)"
+            )
+            raise UsageError(
+                f"{path} would be written twice: two of the outputs asked for are that file{same}; "
+                "give each output its own name"
+            )
         for inp, (in_real, in_ident) in self._inputs:
             if real == in_real or (ident is not None and ident == in_ident):
                 raise UsageError(f"the output {path} is also an input ({inp}); it is never written over")
@@ -297,11 +305,16 @@ class OutputSet:
             raise UsageError(f"{path} is written twice by one command")
         folder = Path(os.path.realpath(path)).parent
         missing = [d for d in (folder, *folder.parents) if not d.exists()][::-1]
-        try:
-            for d in missing:
+        for d in missing:
+            try:
                 with contextlib.suppress(FileExistsError):  # made meanwhile by another writer: theirs
                     d.mkdir()
                     self._made_dirs.append(d)
+            except OSError as exc:
+                raise OutputError(
+                    f"cannot write {path}: cannot create the folder {d}: {os_message(exc)}"
+                ) from None
+        try:
             tmp = _new_temp(folder, path.name)
         except OSError as exc:
             raise OutputError(f"cannot write {path}: {os_message(exc)}") from None

@@ -366,6 +366,12 @@ def register(app: typer.Typer) -> None:
             )
         # Every output checked before the (possibly long) analysis; all placed together at the end.
         outputs = OutputSet(force=force, inputs=[*files, *([vcpu_map] if vcpu_map else [])])
+        table_files = output_targets(None, out_dir, tables_csv)
+        if json_out is not None and any(json_out.resolve() == t.resolve() for t in table_files):
+            raise UsageError(
+                f"--json {json_out}: --out-dir {out_dir} writes {json_out.name} there itself; "
+                "drop --json (the folder's summary.json is the same JSON) or name another file"
+            )
         for path in [*output_targets(json_out, out_dir, tables_csv), *([report] if report else [])]:
             outputs.plan(path, new=True)
         with outputs:

@@ -23,6 +23,7 @@ from pvtrace.cli.common import (
     out,
     print_input_notes,
     progress,
+    stdout_console,
 )
 from pvtrace.cli.fit import print_fitted
 from pvtrace.errors import FormatError, UsageError
@@ -191,9 +192,14 @@ def compare(
     lock_kind: str | None = typer.Option(None, "--lock-kind", help=LOCK_KIND_HELP + " Applies to both runs."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar and no terminal table."),
+    width: int | None = typer.Option(
+        None, "--width", help="Table width in columns (default: the terminal's; unlimited when piped)."
+    ),
 ) -> None:
     """Compare two runs: headline metrics side by side with deltas, and a page with both overlaid."""
     checked_lock_kind(lock_kind)
+    if width is not None and width < 40:
+        raise UsageError(f"--width must be at least 40, not {width}")
     if str(a) == str(b) == "-":
         raise UsageError("both runs are `-`: stdin can be read once; give one of them as a file")
     labels = (label_a or run_label(a), label_b or run_label(b))
@@ -240,7 +246,8 @@ def compare(
     if json_out == Path("-"):  # stdout carries the JSON alone
         sys.stdout.write(text)
     elif not quiet:
-        print_comparison(out, metrics, labels, extents, resolution_note(xa, xb, labels))
+        con = out if width is None else stdout_console(width, soft_wrap=False)
+        print_comparison(con, metrics, labels, extents, resolution_note(xa, xb, labels))
     if out_path is not None and not quiet:
         err.print(f"wrote {escape(str(out_path))}", highlight=False, soft_wrap=True)
 

@@ -74,6 +74,21 @@ def test_a_full_disk_fails_before_the_work(tmp_path, monkeypatch):
         OutputSet().plan(tmp_path / "out.json")
 
 
+def test_a_folder_that_cannot_be_made_is_named(tmp_path, monkeypatch):
+    """A parent that passes the checks but refuses the folder (/proc, a read-only bind mount as root)."""
+    made = []
+
+    def refuse(self, *args, **kwargs):
+        made.append(self)
+        raise FileNotFoundError(2, "No such file or directory")
+
+    monkeypatch.setattr(outputs.Path, "mkdir", refuse)
+    why = r"out\.json: cannot create the folder .*/new: No such file or directory"
+    with pytest.raises(OutputError, match=why), OutputSet() as out:
+        out.stage(tmp_path / "new" / "out.json")
+    assert made == [tmp_path / "new"] and not (tmp_path / "new").exists()
+
+
 def _run(command) -> tuple[int, str]:
     with pytest.raises(typer.Exit) as stop:
         handle_errors(command)()

@@ -322,7 +322,10 @@ def test_no_command_writes_over_its_inputs(inputs, tmp_path):
     for done in run_all(cases, tmp_path):
         assert_one_line_error(done, 2, "is also an input")
     dup = run(["generate", "small.toml", "-o", "g.parquet", "--truth", "g.parquet", "-q"], tmp_path)
-    assert_one_line_error(dup, 2, "two outputs")
+    assert_one_line_error(dup, 2, "g.parquet would be written twice")
+    # --json into --out-dir's own summary.json: the message names the folder's summary, not the same path twice
+    dup = run(["analyze", "in.txt", "--out-dir", "d", "--json", "d/summary.json", "-q"], tmp_path)
+    assert_one_line_error(dup, 2, "--out-dir d writes summary.json there itself")
     assert files_under(tmp_path) == before
 
 
