@@ -88,7 +88,12 @@ def cut_truth(full: Trace, t_start: int, t_end: int) -> WindowTruth:
     totals["n_lhp"] = lhp.height
     totals["n_lhp_harmful"] = int(lhp["harmful"].sum() or 0)
     totals["n_lwp"] = lwp.height
+    for state in ("preempted", "halted"):
+        totals[f"n_lwp_{state}"] = lwp.filter(pl.col("next_owner_state") == state).height
     totals["n_convoys"] = conv.height
+    totals["convoy_len_max"] = int(conv["length"].max() or 0) if conv.height else 0
+    takes = whole.table("holds").filter(pl.col("start").is_between(t_start, t_end, closed="left"))
+    totals["n_acquisitions"] = takes.height
     for name, df in (("pause_exits", whole.table("pause_exits")), ("kicks", whole.table("kicks"))):
         totals[f"n_{name}"] = df.filter(pl.col("ts").is_between(t_start, t_end, closed="left")).height
     return WindowTruth(t_start, t_end, totals, lhp, lwp, conv)

@@ -22,7 +22,11 @@ KEYS = (
     "n_lhp",
     "n_lhp_harmful",
     "n_lwp",
+    "n_lwp_preempted",
+    "n_lwp_halted",
     "n_convoys",
+    "convoy_len_max",
+    "n_acquisitions",
     "n_pause_exits",
     "n_kicks",
 )
@@ -49,6 +53,7 @@ def test_time_totals_of_adjacent_windows_add_up(run):
         "waste_lwp_ns",
         "wait_preempted_ns",
         "n_contended",
+        "n_acquisitions",
         "n_pause_exits",
     ):
         assert a.totals[key] + b.totals[key] == truth.summary.totals[key], key
