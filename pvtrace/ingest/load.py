@@ -40,7 +40,7 @@ from pvtrace.ingest.raw import empty_raw
 from pvtrace.ingest.records import ParseInfo
 from pvtrace.ingest.repeats import refuse_copies, refuse_repeats
 from pvtrace.ingest.sanity import Sanity
-from pvtrace.ingest.sides import guest_files_nearby
+from pvtrace.ingest.sides import guest_files_nearby, host_files_nearby
 from pvtrace.ingest.sniff import Verdict
 from pvtrace.ingest.vcpu_map import find_vcpu_map, read_vcpu_map
 from pvtrace.outputs import plan_output
@@ -223,6 +223,8 @@ def ingest(
             if str(p) != "-" and "guest" not in (side_of.get(str(p)), side_of.get(Path(p).name))
         ]
         _point_at_guest_files(meta, hosts, [p for p in paths if str(p) != "-"])
+    if meta.extra.get("side") == "guest":
+        _point_at_host_files(meta, [Path(p) for p in paths if str(p) != "-"])
     if meta.extra.get("side") == "host" and not meta.vms:
         # `record --host` with no VM running: it said so, analyze said only 'level none'
         meta.extra.setdefault("warnings", []).append(
@@ -245,6 +247,23 @@ def _point_at_guest_files(meta: TraceMeta, host_paths: list[Path], given: list[P
         f"files named like guest traces of this host sit next to it ({', '.join(p.name for p in nearby)}) "
         f"but were not given: if they are its guests, the lock events are in them; analyze them together: "
         f"{command}"
+    )
+
+
+def _point_at_host_files(meta: TraceMeta, given: list[Path]) -> None:
+    """A guest-only analysis whose inputs have their host trace next to them says which file to add
+    (and the host's other guests): without it no vCPU state is known (no LHP, LWP or waste)."""
+    nearby = host_files_nearby(given)
+    if not nearby:
+        return
+    taken = {p.resolve() for p in given}
+    others = [p for p in guest_files_nearby(nearby) if p.resolve() not in taken]
+    command = " ".join(["pvtrace analyze", *(str(p) for p in [*nearby, *given, *others])])
+    whose = "this guest" if len(given) == 1 else "these guests"
+    meta.extra.setdefault("warnings", []).append(
+        f"a file named like the host trace of {whose} sits next to it ({', '.join(p.name for p in nearby)}) "
+        f"but was not given: if it is the host's, it has the vCPU states that LHP, LWP and spin waste need; "
+        f"analyze them together: {command}"
     )
 
 

@@ -161,3 +161,21 @@ def guest_files_nearby(host_paths: Sequence[Path]) -> list[Path]:
             if named and sib.is_file() and sib.resolve() not in given:
                 found.add(sib)
     return sorted(found)
+
+
+def host_files_nearby(guest_paths: Sequence[Path]) -> list[Path]:
+    """Trace files next to guest-only inputs named like their host (`h-<vm>.txt` beside `h.txt`, as
+    pvtrace renders and trace-cmd -A names them): the host half the user left out. A base with
+    more than one dash is tried at each (`lhp-demo-vm0.txt` -> `lhp-demo.txt`)."""
+    given = {p.resolve() for p in guest_paths}
+    found: set[Path] = set()
+    for path in guest_paths:
+        if not path.parent.is_dir():
+            continue
+        base = _base(path.name)
+        stems = {base[:i] for i in range(1, len(base)) if base[i] == "-"}
+        for sib in path.parent.iterdir():
+            named = sib.name.endswith(_NAME_SUFFIXES) and _base(sib.name) in stems
+            if named and sib.is_file() and sib.resolve() not in given:
+                found.add(sib)
+    return sorted(found)

@@ -95,6 +95,18 @@ def test_a_guest_file_left_out_makes_every_total_partial_and_is_named(tmp_path):
     assert not [p for ps in whole.extra["partial"].values() for p in ps if "no guest trace" in p["missing"]]
 
 
+def test_a_guest_file_alone_names_the_host_file_beside_it(tmp_path):
+    """A guest trace analyzed alone, with its host's file (and the other guest's) next to it: the
+    warning names the host file and gives the command with every file (new-user audit: nothing said)."""
+    write_rendered(_run(6), "ftrace", "merged", tmp_path / "m.txt")
+    vm0 = tmp_path / "m-vm0.txt"
+    (hint,) = [w for w in load([vm0]).meta.extra["warnings"] if "named like the host trace" in w]
+    assert "this guest sits next to it (m.txt)" in hint
+    assert hint.endswith(f"pvtrace analyze {tmp_path / 'm.txt'} {vm0} {tmp_path / 'm-vm1.txt'}")
+    (tmp_path / "m.txt").rename(tmp_path / "other.txt")  # no host-like name: nothing to say
+    assert not [w for w in load([vm0]).meta.extra.get("warnings", []) if "named like the host" in w]
+
+
 def test_a_guest_without_host_threads_is_left_out_of_joined_metrics(tmp_path):
     """vm0's vCPU threads removed from the host side: its waits cannot be joined (its figures are
     null, every joined total says it leaves vm0 out, with the fix); vm1's are, in full."""
