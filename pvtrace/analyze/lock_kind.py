@@ -192,9 +192,13 @@ def queue_jumps(
     free = free_running_clock(waits, states, prep)
     stopped = stopped.with_columns(pl.lit(span_area(stopped, free, prep, "start", "end")).alias("area"))
     # the contention rate: contentions per free-running vCPU time of the VM over the whole trace
-    whole = pl.DataFrame(
-        {"vm_id": free["vm_id"].unique(), "t0": prep.window.t_start, "t1": prep.window.t_end}
-    ).with_columns(pl.col("vm_id").cast(free.schema["vm_id"]))
+    # (Int64 literals: a bare int broadcast is Int32 when it fits, and a window from 0 to past
+    # 2^31 ns then mixes Int32 and Int64 where the two times are stacked)
+    whole = pl.DataFrame({"vm_id": free["vm_id"].unique()}).with_columns(
+        pl.col("vm_id").cast(free.schema["vm_id"]),
+        pl.lit(prep.window.t_start, I64).alias("t0"),
+        pl.lit(prep.window.t_end, I64).alias("t1"),
+    )
     whole = whole.with_columns(pl.lit(span_area(whole, free, prep, "t0", "t1")).alias("vm_area"))
     rate = (
         w.group_by("lid")

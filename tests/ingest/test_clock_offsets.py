@@ -13,7 +13,7 @@ from pvtrace.ingest.load import load
 from pvtrace.ingest.offsets_file import OFFSETS_SUFFIX
 from pvtrace.simulate.render import write_rendered
 from pvtrace.simulate.run import simulate_trace
-from pvtrace.simulate.scenario import Scenario
+from pvtrace.simulate.scenario import Scenario, load_preset
 
 
 def _run(seed: int, offsets: tuple[int, int] = (), drifts: tuple[float, float] = ()):
@@ -162,6 +162,21 @@ def test_a_given_offset_that_puts_the_guests_outside_the_host_trace_is_not_trust
     assert "spin_ns" not in analyze(loaded).summary.totals
     right = load(_texts(paths), guest_offset_ns={"vm0": -7_000_000_000, "vm1": -9_000_000_000})
     assert right.meta.clock["synchronized"] is True
+
+
+def test_one_offset_for_two_guests_that_fits_one_analyzes_the_other_left_out(tmp_path):
+    """lhp-demo (2-vCPU VMs) with --guest-offset N, vm0's offset, for both guests: vm1's events,
+    5 s off, put the window past 2^31 ns, where the analysis once stacked Int32 and Int64 times (a
+    traceback, from the new-user audit). vm1 is left out, vm0 joined."""
+    trace, _ = simulate_trace(load_preset("lhp-demo"), seed=1)
+    paths = write_rendered(trace, "ftrace", "merged", tmp_path / "m.txt")
+    offset = int(load(_texts(paths)).meta.clock["guest_offset_ns"]["vm0"])  # from the side file
+    loaded = load(_texts(paths), guest_offset_ns=offset)
+    assert loaded.meta.clock["guests"]["vm0"]["synchronized"] is True
+    assert loaded.meta.clock["guests"]["vm1"]["synchronized"] is False
+    a = analyze(loaded)
+    assert a.summary.extra["unjoined_vms"].keys() == {"vm1"}
+    assert a.summary.totals["spin_ns"] > 0
 
 
 @pytest.mark.parametrize("fmt", ["ftrace", "perf"])
