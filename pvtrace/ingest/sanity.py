@@ -169,14 +169,17 @@ class Sanity:
         start = (pl.col("_key") != pl.col("_key").shift(1)).fill_null(True)
         start2 = (pl.col("_key") != pl.col("_key").shift(2)).fill_null(True)
         end = (pl.col("_key") != pl.col("_key").shift(-1)).fill_null(True)
+        end2 = (pl.col("_key") != pl.col("_key").shift(-2)).fill_null(True)
         ts = pl.col("ts")
         prev_ts = pl.when(~start).then(ts.shift(1))
         next_ts = pl.when(~end).then(ts.shift(-1))
-        # a record ahead of both neighbours, which are in order and much closer to each other than
-        # to it, is the one whose timestamp is garbled (0.233769 read 5.233769), not the next one
-        spike = (
-            (next_ts < ts) & (next_ts >= prev_ts) & ((next_ts - prev_ts) < (ts - next_ts) // 8)
-        ).fill_null(False)
+        next2_ts = pl.when(~end2).then(ts.shift(-2))
+        # A record ahead of both neighbours, which are in order, is the one whose timestamp is
+        # garbled (0.233769 read 5.233769), not the next one: when the record after the next is
+        # behind it too (after a garbled dip, the records go on from the record before it), or,
+        # with no record after the next, when the neighbours are much closer to each other than to it.
+        behind_after = (next2_ts < ts).fill_null((next_ts - prev_ts) < (ts - next_ts) // 8)
+        spike = ((next_ts < ts) & (next_ts >= prev_ts) & behind_after).fill_null(False)
         prev2_ts = pl.when(~start2).then(ts.shift(2))
         prev_jumped = ((prev_ts - prev2_ts) > MAX_GAP_NS).fill_null(False)
         prev_fell = (prev_ts < prev2_ts).fill_null(False)

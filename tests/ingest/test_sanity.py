@@ -120,3 +120,30 @@ def test_each_broken_value_is_one_counted_problem(trace_dir, tmp_path, how, kind
     if how == "spike":  # the garbled line is the one named, and the trace keeps its span
         assert problems[kind]["samples"][0]["line"] == i + 1
         assert trace.meta.extra["ts_max"] < 10**9
+
+
+def test_a_garbled_time_on_a_sparse_cpu_is_blamed_on_its_own_line(tmp_path):
+    """One digit of a record's time changed (1.002000 -> 1.008000) where its CPU's records are a
+    millisecond apart: the records after it go on from the one before it, so it is the broken one
+    (new-user audit: the next, correct line was named as going back)."""
+    times = ["1.000000", "1.001000", "1.008000", "1.003000", "1.004000", "1.005000"]
+    lines = [
+        f" t-5 [000] {t}: contention_{'begin' if i % 2 == 0 else 'end'}: 0xffff888100000000"
+        f"{' (flags=SPIN)' if i % 2 == 0 else ' (ret=0)'}\n"
+        for i, t in enumerate(times)
+    ]
+    (tmp_path / "g.txt").write_text("".join(lines))
+    trace = load([tmp_path / "g.txt"])
+    (problems,) = trace.meta.problems.values()
+    assert {k: v["count"] for k, v in problems.items()} == {"time_spike": 1}
+    assert problems["time_spike"]["samples"][0]["line"] == 3
+    assert trace.events["ts"].max() == 1_005_000_000  # the window ends at the last good record
+    # a garbled dip (the record after it going on from the one before) still blames the dip
+    dip = [*times[:3], "1.000500", *times[4:]]
+    dip[2] = "1.002000"
+    (tmp_path / "d.txt").write_text(
+        "".join(ln.replace(a, b) for ln, a, b in zip(lines, times, dip, strict=True))
+    )
+    (problems,) = load([tmp_path / "d.txt"]).meta.problems.values()
+    assert {k: v["count"] for k, v in problems.items()} == {"time_backwards": 1}
+    assert problems["time_backwards"]["samples"][0]["line"] == 4
