@@ -21,7 +21,7 @@ from pvtrace.summary import SPIN_SPLIT_KEYS
 from pvtrace.trace import TraceMeta
 
 
-def _bad_guests(clock: dict[str, Any]) -> tuple[list[str], list[str], list[str]]:
+def bad_guests(clock: dict[str, Any]) -> tuple[list[str], list[str], list[str]]:
     """(guests with lock-side events, those not tied to host vCPU threads, those whose clocks
     are not known to be aligned)."""
     guests = clock.get("guests") or {}
@@ -70,7 +70,7 @@ def clocks_unaligned(meta: TraceMeta) -> str | None:
     """Why no guest's events can be joined with the host's (no guest passes), with the fix; None
     when some can (or the trace has one side only)."""
     clock = meta.clock or {}
-    guests, unmapped, unsynced = _bad_guests(clock)
+    guests, unmapped, unsynced = bad_guests(clock)
     if not unmapped and not unsynced:  # (not synchronized, with no word of which guest: none joins)
         return _offset_fix(clock, []) if clock.get("synchronized") is False else None
     if set(guests) - {*unmapped, *unsynced}:  # some guest joins: the others are left out (unjoined_vms)
@@ -84,7 +84,7 @@ def unjoined_vms(meta: TraceMeta) -> dict[str, str]:
     """{vm: why, with the fix} of the guests left out of the join while others are joined; empty
     when every guest joins, or none does (clocks_unaligned)."""
     clock = meta.clock or {}
-    guests, unmapped, unsynced = _bad_guests(clock)
+    guests, unmapped, unsynced = bad_guests(clock)
     if not (set(guests) - {*unmapped, *unsynced}):
         return {}
     out = {vm: unmapped_reason({"unmapped_guests": [vm]}) or "" for vm in unmapped}

@@ -17,6 +17,16 @@ VCPU_MAP_FIX = "give the thread's vCPU in a --vcpu-map file (CSV tid,pid,vm,vcpu
 LOST_FIX = "record with a bigger buffer (trace-cmd -b, buffer_size_kb) or fewer events"
 # Records whose timestamp sanity.py found broken: each became a lost-events marker without a count.
 BROKEN_TIMES = ("time_backwards", "time_jump", "time_spike")
+# Totals that lost events can only make smaller (time and counts of what the trace shows).
+BOUNDED = (
+    "spin_ns",
+    "wait_halted_ns",
+    "wait_preempted_ns",
+    "n_contended",
+    "n_acquisitions",
+    "n_pause_exits",
+    "n_kicks",
+)
 BROKEN_FIX = (
     "the skipped lines name the records; if the file was damaged in a copy, take it again from its source"
 )
@@ -30,9 +40,16 @@ def add_lost_parts(summary: Summary) -> None:
         return
     partial = x.setdefault("partial", {})
     fixes = ([LOST_FIX] if tracer_lost(x) else []) + ([BROKEN_FIX] if _n_broken(x) else [])
-    part = {"missing": f"a lower bound: {lost_events_text(x, short=True)}", "fix": "; or ".join(fixes)}
+    lost, fix = lost_events_text(x, short=True), "; or ".join(fixes)
+    bound = {"missing": f"a lower bound: {lost}", "fix": fix}
+    # the split of spin, the incidents and convoys may be off either way around a lost window (a
+    # wait's spin classed otherwise, a run of hand-offs cut in two or joined): not bounds
+    either = {
+        "missing": f"may be off either way: {lost} (what happened around them is classed without them)",
+        "fix": fix,
+    }
     for key in summary.totals:
-        add_parts(partial, key, part)
+        add_parts(partial, key, bound if key in BOUNDED else either)
 
 
 def add_count_gaps(summary: Summary) -> None:

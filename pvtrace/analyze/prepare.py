@@ -19,6 +19,7 @@ import polars as pl
 
 from pvtrace.analyze.clock_join import unjoined_vms, untraced_vms
 from pvtrace.analyze.guest_preemption import GuestPreemption
+from pvtrace.analyze.host_end import host_window
 from pvtrace.analyze.intervals import Window, key_order
 from pvtrace.errors import FormatError, UsageError
 from pvtrace.schema import EVENT_SCHEMA, EXIT_KINDS, KIND, LOCK_EVENT_KINDS, LOCK_KINDS, STATE_KINDS
@@ -64,6 +65,7 @@ class Prepared:
         default_factory=dict
     )  # guest VMs left out of the join: the fix (clock_join)
     untraced: dict[str, str] = field(default_factory=dict)  # host VMs no guest input covers: the fix
+    host_cut: str | None = None  # the window cut to a host trace that covers less than its guests'
 
     @property
     def n_vcpus(self) -> int:
@@ -256,6 +258,7 @@ def prepare_source(src: EventSource, meta: TraceMeta, *, lock_kind: str | None =
     t_start = meta.t_start if meta.t_start is not None else (src.first_ts or 0)
     t_end = meta.t_end if meta.t_end is not None else (src.last_ts if src.last_ts is not None else t_start)
     t_end = max(t_end, t_start)
+    t_start, t_end, host_cut = host_window(meta, int(t_start), int(t_end))
     window = Window(int(t_start), int(t_end))
     n_events = src.n_events
     in_window = pl.lit(True)
@@ -392,6 +395,7 @@ def prepare_source(src: EventSource, meta: TraceMeta, *, lock_kind: str | None =
         notes=notes,
         unjoined=unjoined_vms(meta),
         untraced=untraced_vms(meta),
+        host_cut=host_cut,
     )
 
 

@@ -214,7 +214,6 @@ def _warn_stack_cost(result: Analysis, cost: dict | None) -> Analysis:
     partitioned analysis alike, after the trace's own warnings)."""
     if cost is None:
         return result
-        return
     x = result.summary.extra
     x["stack_cost"] = cost
     if cost["median_ns"] >= STACK_COST_WARN_NS:
@@ -224,6 +223,15 @@ def _warn_stack_cost(result: Analysis, cost: dict | None) -> Analysis:
             "not of the lock, so wait times and percentiles read that much long "
             "(capture with `pvtrace record --guest --no-stacktrace` for exact waits)"
         )
+        # the rows that show wait time say so too (the count of waits is right; their time is not)
+        part = {
+            "missing": f"wait time includes {cost['median_ns'] / 1000:.1f} us of stack capture per wait "
+            "(median): too long by that much",
+            "fix": "record with pvtrace record --guest --no-stacktrace",
+        }
+        for key in ("n_contended", "spin_ns", "wait_preempted_ns", "wait_halted_ns"):
+            if key in result.summary.totals:
+                add_parts(x.setdefault("partial", {}), key, part)
     return result
 
 
@@ -493,6 +501,8 @@ def finish(
     if prep.untraced:
         extra["untraced_vms"] = dict(prep.untraced)
     extra["lock_kinds"] = kind_summary(tables["lock_kinds"])
+    if prep.host_cut:  # the window is the host trace's span: the guests' events past it are left out
+        extra.setdefault("warnings", []).append(prep.host_cut)
     if not caps.holds:  # harmful LHP incidents whose holder no take in the trace shows
         lhp = tables["lhp_incidents"]
         extra["n_lhp_harmful_guessed"] = int(lhp.filter(pl.col("harmful") & pl.col("holder_guessed")).height)

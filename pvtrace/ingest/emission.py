@@ -55,6 +55,8 @@ class Events:
         self.t_min: int | None = None
         self.t_max: int | None = None
         self.pcpu_max: int | None = None
+        # first and last event of the host side, and of each guest VM (host_end.py compares them)
+        self.spans: dict[str, tuple[int, int]] = {}  # "host", or "guest:<vm>"
 
     def add(self, events: pl.DataFrame) -> None:
         if events.height == 0:
@@ -91,6 +93,16 @@ class Events:
         self._last_ts = hi if self._last_ts is None else max(hi, self._last_ts)
         self.t_min = lo if self.t_min is None else min(self.t_min, lo)
         self.t_max = hi if self.t_max is None else max(self.t_max, hi)
+        origin = pl.col("origin").cast(pl.String)
+        side = (
+            pl.when(origin == "guest").then(pl.lit("guest:") + pl.col("vm").cast(pl.String)).otherwise(origin)
+        )
+        by = events.group_by(side.alias("side")).agg(
+            pl.col("ts").min().alias("lo"), pl.col("ts").max().alias("hi")
+        )
+        for name, lo_s, hi_s in by.drop_nulls().iter_rows():
+            old = self.spans.get(name, (lo_s, hi_s))
+            self.spans[name] = (min(old[0], lo_s), max(old[1], hi_s))
         pc = events["pcpu"].max()
         if pc is not None:
             self.pcpu_max = pc if self.pcpu_max is None else max(self.pcpu_max, pc)
@@ -138,6 +150,9 @@ def trace_meta(
         "n_events": events.n_rows,
         "ts_min": events.t_min,
         "ts_max": events.t_max,
+        # each side's span: a host trace that covers less than its guests' cuts the window (host_end.py)
+        "host_span": list(events.spans["host"]) if "host" in events.spans else None,
+        "guest_spans": {k[6:]: list(v) for k, v in sorted(events.spans.items()) if k.startswith("guest:")},
         **{k: dict(c.most_common()) for k, c in infos.counts.items()},
     }
     if tables:
