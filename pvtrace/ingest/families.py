@@ -145,13 +145,13 @@ def parse_groups(frame: pl.DataFrame, groups: dict[str, tuple[str, ...]]) -> dic
 
 
 def unparsed(parsed: dict[str, pl.DataFrame]) -> pl.DataFrame:
-    """(event, n) of rows whose payload matched no known shape."""
+    """(row, event) of the rows whose payload matched no known shape."""
     frames = [
-        df.filter(pl.col(_KEY_FIELD[g]).is_null()).select("event")
+        df.filter(pl.col(_KEY_FIELD[g]).is_null()).select("row", "event")
         for g, df in parsed.items()
         if df[_KEY_FIELD[g]].null_count()  # most groups parse every row: no filter then
     ]
-    return pl.concat(frames) if frames else pl.DataFrame(schema={"event": pl.Categorical})
+    return pl.concat(frames) if frames else pl.DataFrame(schema={"row": pl.Int64, "event": pl.Categorical})
 
 
 def other(df: pl.DataFrame, **cols: Any) -> pl.DataFrame:

@@ -170,6 +170,7 @@ def ingest(
                         several.append(raw)
                         continue
                     ev, nfo = normalized(raw, carry)
+                    _name_unreadable(raw, nfo.pop("unparsed_rows", None), {None: info.problems}, strict)
                     carry = nfo["carry"]
                     closed = nfo.pop("exits_closed")
                     infos.add(nfo)
@@ -187,7 +188,10 @@ def ingest(
                 infos.notes.append(f"{inp.path}: no records (an empty {info.format} trace)")
                 empty.append(str(inp.path))
         if several:
-            ev, nfo = normalized(pl.concat(several, how="vertical_relaxed"), None)
+            raw = pl.concat(several, how="vertical_relaxed")
+            ev, nfo = normalized(raw, None)
+            by_source = {src: i.problems for src, i in zip(sources, parse_infos, strict=True)}
+            _name_unreadable(raw, nfo.pop("unparsed_rows", None), by_source, strict)
             nfo.pop("exits_closed")  # one chunk: nothing before it
             infos.add(nfo)
             events.add(ev)
@@ -265,6 +269,28 @@ def _point_at_host_files(meta: TraceMeta, given: list[Path]) -> None:
         f"but was not given: if it is the host's, it has the vCPU states that LHP, LWP and spin waste need; "
         f"analyze them together: {command}"
     )
+
+
+def _name_unreadable(
+    raw: pl.DataFrame, rows: pl.Series | None, problems: dict[str | None, Problems], strict: bool
+) -> None:
+    """Known events whose fields could not be read, counted and sampled (line, text) as problems of
+    their input (`problems` by source label; None: the one input); --strict makes them fatal."""
+    if rows is None or rows.len() == 0:
+        return
+    bad = raw[rows].select(
+        pl.col("source").cast(pl.String)
+        if "source" in raw.columns
+        else pl.lit(None, pl.String).alias("source"),
+        "line",
+        pl.concat_str([pl.col("event").cast(pl.String), pl.lit(": "), pl.col("payload").fill_null("")]).alias(
+            "text"
+        ),
+    )
+    for (source,), group in bad.group_by("source"):
+        target = problems.get(source) or problems.get(None) or next(iter(problems.values()))
+        target.add_rows("unreadable_payload", group.select("line", "text"))
+        target.check_strict(strict)
 
 
 NORMALIZE_ROWS = 250_000

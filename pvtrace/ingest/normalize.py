@@ -241,6 +241,7 @@ def normalize(
     not_parsed = pl.concat([unparsed(h_parsed), unparsed(g_parsed)])
     info = _info(frame, sides, vmap, names, events, clock, notes)
     info["unparsed_payloads"] = _counts(not_parsed, "event")
+    info["unparsed_rows"] = not_parsed["row"].sort()  # (rows of `raw`: the caller names their lines)
     # kvm_exits of the previous chunk whose kvm_hypercall opens this one (load patches them)
     info["exits_closed"], open_exits = exits_across_cut(steps, carry.get("open_exits", []))
     info["carry"] = {

@@ -33,6 +33,8 @@ DESCRIPTIONS: dict[str, str] = {
     "time_spike": "timestamp ahead of the records on both sides of it on the same CPU, which are in order: "
     "a garbled timestamp (span excluded as lost)",
     "duplicate_record": "exact copy of the record before it on the same CPU (dropped)",
+    "unreadable_payload": "a known event whose fields could not be read (a garbled lock address, "
+    "pid or reason): the analysis cannot use it",
 }
 
 

@@ -147,3 +147,27 @@ def test_a_garbled_time_on_a_sparse_cpu_is_blamed_on_its_own_line(tmp_path):
     (problems,) = load([tmp_path / "d.txt"]).meta.problems.values()
     assert {k: v["count"] for k, v in problems.items()} == {"time_backwards": 1}
     assert problems["time_backwards"]["samples"][0]["line"] == 4
+
+
+def test_a_known_event_with_a_garbled_field_is_a_counted_problem_naming_its_line(tmp_path):
+    """contention_begin whose lock address is garbled: the event cannot be used, and the line is
+    named (new-user audit: only "2 lock events out of sequence", and ingest said "Problems: none")."""
+    lines = [
+        " t-5 [000] 1.000000: contention_begin: 0xffff888100000000 (flags=SPIN)\n",
+        " t-5 [000] 1.000002: contention_end: 0xffff888100000000 (ret=0)\n",
+        " t-5 [000] 1.000004: contention_begin: 0xffff8881zz000000 (flags=SPIN)\n",
+        " t-5 [000] 1.000006: contention_end: 0xffff888100000000 (ret=0)\n",
+    ]
+    (tmp_path / "g.txt").write_text("".join(lines))
+    (problems,) = load([tmp_path / "g.txt"]).meta.problems.values()
+    assert {k: v["count"] for k, v in problems.items()} == {"unreadable_payload": 1}
+    (sample,) = problems["unreadable_payload"]["samples"]
+    assert sample["line"] == 3 and "0xffff8881zz000000" in sample["text"]
+    with pytest.raises(FormatError, match=r"g\.txt.*3.*fields could not be read"):
+        load([tmp_path / "g.txt"], strict=True)
+    # beside another input (read together): still that file's line
+    (tmp_path / "other-vm1.txt").write_text("".join(lines[:2]))
+    problems = load([tmp_path / "other-vm1.txt", tmp_path / "g.txt"]).meta.problems
+    assert {Path(k).name: {n: v["count"] for n, v in p.items()} for k, p in problems.items()} == {
+        "g.txt": {"unreadable_payload": 1}
+    }
