@@ -108,6 +108,20 @@ def parse_filters(window: str | None, vm: str | None, vcpu: int | None, lock: st
     return Filters(window=win, vm=vm, vcpu=vcpu, lock=addr)
 
 
+def _as_decimal(events: pl.DataFrame, lock: int) -> str:
+    """The hint when the id, read back as the decimal digits it was typed in, is a lock of the trace
+    (the tables' Parquet files hold lock ids as integers: 4159105996 there is 0xf7e6ebcc)."""
+    digits = f"{lock:x}"
+    if not digits.isdigit() or int(digits) == lock:
+        return ""
+    if events.filter(pl.col("lock") == int(digits)).height == 0:
+        return ""
+    return (
+        f"; {digits} read as a decimal number is lock {fmt_lock(int(digits))}, which has events "
+        f"(lock ids are hex; the Parquet tables hold them as integers): pass --lock {fmt_lock(int(digits))}"
+    )
+
+
 def _in_window(lo: int | None, hi: int | None) -> pl.Expr:
     """Events at lo or after and before hi (either side open when None)."""
     keep = pl.lit(True)
@@ -136,7 +150,9 @@ def filter_trace(trace: Trace, f: Filters) -> Trace:
         keep &= pl.col("lock").is_null() | (pl.col("lock") == f.lock)
     events = ev.filter(keep)
     if f.lock is not None and events.filter(pl.col("lock").is_not_null()).height == 0:
-        raise UsageError(f"--lock: no events of lock {fmt_lock(f.lock)} in the trace (or the window)")
+        raise UsageError(
+            f"--lock: no events of lock {fmt_lock(f.lock)} in the trace (or the window){_as_decimal(ev, f.lock)}"
+        )
     meta = trace.meta
     if f.vm is not None:  # the other VMs' declared vCPUs are not part of this analysis
         meta = replace(meta, vms={name: info for name, info in meta.vms.items() if name == f.vm})

@@ -231,6 +231,9 @@ def test_filters_window_vm_vcpu_lock(tmp_path):
     # the summary says it is filtered right under its first line, before any number (it said so last)
     res = runner.invoke(app, ["analyze", str(src), "--lock", "7"])
     assert res.stdout.splitlines()[1] == "filtered: lock 0x00000007", res.stdout
+    # an id typed in decimal, as the Parquet tables hold it, is pointed at its hex form
+    res = runner.invoke(app, ["analyze", str(src), "--lock", str(LOCK)])
+    assert res.exit_code == 2 and f"pass --lock {LOCK:#010x}" in res.output, res.output
 
 
 def test_incident_context_in_memory_matches_parquet(tmp_path):
