@@ -19,10 +19,13 @@ from pvtrace.ingest.summary_tables import KVM_STAT_SCHEMA, LOCK_CONTENTION_SCHEM
 
 # Normalized exit reasons (ingest/aliases.py) grouped by what they say about lock waiting.
 IMPLICATION_GROUPS: dict[str, tuple[tuple[str, ...], str]] = {
-    "pause": (("PAUSE",), "PAUSE exits: pause-loop exiting caught a vCPU spinning in the guest"),
+    # arm64 traps WFE when a pCPU has other tasks, and KVM answers it as x86 a PAUSE exit:
+    # kvm_vcpu_on_spin (arch/arm64/kvm/handle_exit.c, kvm_handle_wfx); a guest's spinlock waits in
+    # WFE. perf kvm stat prints one class for WFI and WFE (WFx, the exception class): idle or spinning.
+    "pause": (("PAUSE", "WFE"), "PAUSE exits: pause-loop exiting caught a vCPU spinning in the guest"),
     "halt": (
-        ("HLT", "WFX", "WFx", "WFI", "WFE"),
-        "HLT/WFx exits: vCPUs idle or halted in a pv lock slow path",
+        ("HLT", "WFX", "WFx", "WFI"),
+        "HLT/WFx exits: vCPUs idle or halted in a pv lock slow path (arm64's WFx: spinning too)",
     ),
     # RISC-V: a guest's SBI call is an ecall from VS-mode, which KVM sees as SUPERVISOR_SYSCALL
     # (cause 10; arch/riscv/kvm/vcpu_exit.c hands it to kvm_riscv_vcpu_sbi_ecall). HYPERVISOR_SYSCALL
@@ -86,8 +89,13 @@ def kvm_stat_implications(table: pl.DataFrame) -> pl.DataFrame:
             pl.col("n_samples").sum(),
         )
     )
-    riscv = exits.group_by(keys).agg(reason.is_in(list(RISCV_EXITS)).any().alias("_riscv"))
-    unknown = pl.col("_riscv").fill_null(False) & pl.col("group").is_in(list(NOT_ON_RISCV))
+    riscv = exits.group_by(keys).agg(
+        reason.is_in(list(RISCV_EXITS)).any().alias("_riscv"), (reason == "WFX").any().alias("_wfx")
+    )
+    # arm64's one WFx class holds the spinning vCPUs' WFE traps: their share is not shown apart
+    unknown = (pl.col("_riscv").fill_null(False) & pl.col("group").is_in(list(NOT_ON_RISCV))) | (
+        pl.col("_wfx").fill_null(False) & (pl.col("group") == "pause")
+    )
     return (
         blocks.join(groups, how="cross")
         .join(shares, on=[*keys, "group"], how="left", nulls_equal=True)
@@ -97,7 +105,7 @@ def kvm_stat_implications(table: pl.DataFrame) -> pl.DataFrame:
             pl.when(~unknown).then(pl.col("time_pct").fill_null(0.0)).alias("time_pct"),
             pl.when(~unknown).then(pl.col("n_samples").fill_null(0)).alias("n_samples"),
         )
-        .drop("_riscv")
+        .drop("_riscv", "_wfx")
     )
 
 

@@ -216,8 +216,8 @@ def perf_figures(analysis: Analysis) -> list[Figure]:
                     "What the exits imply for lock waiting",
                     table=table,
                     caption="What each group means: PAUSE exits come from pause-loop exiting (a vCPU spun "
-                    "long, e.g. a lock waiter whose holder is not running); HLT/WFx from idle or pv-halted "
-                    "vCPUs; hypercalls (RISC-V: SBI calls, SUPERVISOR_SYSCALL) include pv kicks and yields. "
+                    "long, e.g. a lock waiter whose holder is not running; arm64's WFE traps are the same); HLT/WFx "
+                    "from idle or pv-halted vCPUs (arm64's WFx class also holds WFE traps: spinning); hypercalls (RISC-V: SBI calls, SUPERVISOR_SYSCALL) include pv kicks and yields. "
                     "A RISC-V table cannot show the first two (no pause-loop exiting; WFI exits are among "
                     "VIRTUAL_INST_FAULT): those cells are empty, not 0.",
                 )

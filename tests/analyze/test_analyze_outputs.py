@@ -152,6 +152,18 @@ def test_kvm_stat_implications_give_pause_hlt_and_hypercall_shares(real_traces):
     assert first["hypercall"]["samples_pct"] == pytest.approx(10.5)
 
 
+def test_arm64_wfx_exits_hide_the_spinning_share(real_traces):
+    """arm64 traps WFE and KVM answers it with a directed yield, as a PAUSE exit on x86; perf kvm
+    stat prints WFI and WFE as one class, WFx: the spinning share is unknown, not 0 (new-user audit)."""
+    path = real_traces / "public" / "perf-kvm-stat-report_arm64-vmexit-and-trap_kvmarm-2019-06-12.txt"
+    res = runner.invoke(app, ["analyze", str(path), "--json", "-"])
+    assert res.exit_code == 0, res.output
+    imp = pl.DataFrame(json.loads(res.stdout)["perf_kvm_stat"]["implications"])
+    wfx = {r["group"]: r for r in imp.filter(pl.col("block") == 1).iter_rows(named=True)}
+    assert wfx["halt"]["samples_pct"] == pytest.approx(93.8)
+    assert wfx["pause"]["samples_pct"] is None and wfx["pause"]["n_samples"] is None
+
+
 def test_riscv_guest_sbi_calls_are_hypercalls(real_traces):
     # a RISC-V guest's ecall (VS-mode) exits as SUPERVISOR_SYSCALL: an SBI call, its hypercall
     path = real_traces / "public" / "perf-kvm-stat-report_hist-style-ns-columns_riscv_kvm-list-2024-04-22.txt"
