@@ -51,7 +51,10 @@ def test_the_slow_path_in_the_waits_stacks_says_which_spinlocks():
     assert "stack traces" in pv.extra["guest_preemption"]["pv_spinlocks_from"]
     native = analyze(_case(_stack("native_queued_spin_lock_slowpath"))).summary
     assert native.extra["guest_preemption"]["pv_spinlocks"] is False
-    assert native.totals["waste_lhp_ns"] == int(3.3 * MS) and "spin_ns" not in native.extra.get("partial", {})
+    assert native.totals["waste_lhp_ns"] == int(3.3 * MS)
+    # (its only part is the stacks' capture time in every wait: no question of pv-ness is left open)
+    parts = native.extra.get("partial", {}).get("spin_ns", [])
+    assert [q for q in parts if "stack capture" not in q["missing"]] == []
     # a declaration outranks the stacks
     declared = analyze(_case(_stack("__pv_queued_spin_lock_slowpath")), pv_spinlocks=False).summary
     assert declared.extra["guest_preemption"]["pv_spinlocks_from"] == "declared with --pv-spinlocks"
