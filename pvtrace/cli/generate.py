@@ -217,6 +217,8 @@ def register(app: typer.Typer) -> None:
                         "t_start": cut.t_start,
                         "t_end": cut.t_end,
                         "totals": cut.totals,
+                        "running_ns": cut.running_ns,
+                        "wait_ns": cut.wait_ns,
                     }
             if truth_path is not None:
                 truth.write_json(truth_path, force=force)

@@ -67,7 +67,12 @@ def summary_run(raw: dict, source: str) -> Analysis:
             t_start=window.get("t_start"),
             t_end=None if end is None else end - 1,
             n_vcpus=len(raw.get("vcpus") or []),
+            running_ns=window.get("running_ns"),
+            wait_ns=window.get("wait_ns"),
         )
+        wasted = s.totals.get("waste_lhp_ns", 0) + s.totals.get("waste_lwp_ns", 0)
+        if s.extra["running_ns"] and "waste_lhp_ns" in s.totals:  # as analyze gives it
+            s.extra["spin_waste_pct_of_running"] = round(100.0 * wasted / s.extra["running_ns"], 4)
         return Analysis(summary=s)
     s = Summary.from_dict(raw)
     if isinstance(raw.get("vcpus"), list) and "n_vcpus" not in raw:  # the truth: a row per vCPU

@@ -44,6 +44,8 @@ class WindowTruth:
     lhp_incidents: pl.DataFrame
     lwp_incidents: pl.DataFrame
     convoys: pl.DataFrame
+    running_ns: int = 0  # every vCPU's running inside the window (what shares of running divide by)
+    wait_ns: int = 0  # every lock wait's time inside the window
 
 
 def _clipped(t0: int, t1: int) -> pl.Expr:
@@ -96,4 +98,7 @@ def cut_truth(full: Trace, t_start: int, t_end: int) -> WindowTruth:
     totals["n_acquisitions"] = takes.height
     for name, df in (("pause_exits", whole.table("pause_exits")), ("kicks", whole.table("kicks"))):
         totals[f"n_{name}"] = df.filter(pl.col("ts").is_between(t_start, t_end, closed="left")).height
-    return WindowTruth(t_start, t_end, totals, lhp, lwp, conv)
+    running = states.partition.filter(pl.col("state") == "running")
+    running_ns = int(running.select(_clipped(t_start, t_end).sum()).item() or 0)
+    wait_ns = int(wait_inside["dt"].sum() or 0)
+    return WindowTruth(t_start, t_end, totals, lhp, lwp, conv, running_ns, wait_ns)

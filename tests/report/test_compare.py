@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import polars as pl
 import pytest
 from report_fakes import fake_analysis, fake_trace
+from typer.testing import CliRunner
 
+from pvtrace.cli.app import app
 from pvtrace.report.compare import compare_metrics, format_comparison, write_compare
 from pvtrace.summary import Summary
 
@@ -313,3 +317,24 @@ def test_a_truth_written_beside_text_compares_as_the_truth_of_the_texts_window()
     assert row["delta"] == 0
     assert rows.filter(pl.col("key") == "n_truncated")["b"].null_count() == 1  # not in the window's truth
     assert summary_run(whole, "run.truth.json").summary.totals == whole["totals"]  # no window: the run's
+
+
+def test_a_truth_beside_text_gives_the_windows_running_and_wait_time(tmp_path):
+    """compare of the analysis of generated text against its truth file: vCPU running time, lock
+    wait and the waste share are the window's on both sides (the truth showed them unavailable)."""
+    run = CliRunner().invoke
+    x, t, a = tmp_path / "x.txt", tmp_path / "t.json", tmp_path / "a.json"
+    assert (
+        run(
+            app,
+            ["generate", "--preset", "lhp-demo", "--format", "ftrace", "-o", str(x), "--truth", str(t), "-q"],
+        ).exit_code
+        == 0
+    )
+    texts = [str(p) for p in sorted(tmp_path.glob("x*.txt"))]
+    assert run(app, ["analyze", *texts, "--json", str(a), "-q"]).exit_code == 0
+    res = run(app, ["compare", str(a), str(t), "--json", "-", "-q"])
+    rows = {r["key"]: r for r in json.loads(res.stdout)["metrics"]}
+    for key in ("running_ns", "wait_ns", "spin_waste_pct"):
+        assert rows[key]["a"] is not None and rows[key]["b"] is not None, key
+        assert rows[key]["a"] == pytest.approx(rows[key]["b"], rel=1e-3), key

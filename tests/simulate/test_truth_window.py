@@ -41,6 +41,7 @@ def test_the_whole_run_is_the_simulators_truth(run):
     trace, truth = run
     whole = cut_truth(trace, 0, truth.t_end)
     assert {k: whole.totals[k] for k in KEYS} == {k: truth.summary.totals[k] for k in KEYS}
+    assert whole.running_ns == int(truth.vcpus["running_ns"].sum())
 
 
 def test_time_totals_of_adjacent_windows_add_up(run):
