@@ -40,6 +40,7 @@ from pvtrace.analyze.vcpu_states import build_states, clipped, state_changes, vc
 from pvtrace.guest_signals import TICK_EVENTS
 from pvtrace.ingest.problems import skipped_lines
 from pvtrace.schema import EVENT_SCHEMA
+from pvtrace.summary import TOTAL_KEYS
 from pvtrace.trace import Trace, TraceMeta, read_meta, read_trace
 
 STEPS = (
@@ -523,10 +524,16 @@ def finish(
         extra=extra,
         clocks_unaligned=unaligned,
     )
-    if prep.unjoined or prep.untraced:  # an unavailable total is not partial
-        summary.extra["partial"] = {
-            k: v for k, v in partial.items() if k in summary.fidelity or k not in CROSS_KEYS
-        }
+    # an unavailable total is not partial (nor is the waste share when no waste is measured), and
+    # its share of running time is unknown, not 0
+    measured_waste = any(k in summary.fidelity for k in ("waste_lhp_ns", "waste_lwp_ns"))
+    summary.extra["partial"] = {
+        k: v
+        for k, v in partial.items()
+        if k in summary.fidelity or (measured_waste if k == "spin_waste" else k not in TOTAL_KEYS)
+    }
+    if not measured_waste:
+        summary.extra["spin_waste_pct_of_running"] = None
     add_count_gaps(summary)  # kicks of unknown threads: lower bounds, said so
     if summary.fidelity.get("spin_ns") == "host-only":  # from the pause exits: an estimate, said so
         add_parts(summary.extra.setdefault("partial", {}), "spin_ns", exits_mod.HOST_SPIN_PART)
