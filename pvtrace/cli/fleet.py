@@ -122,11 +122,13 @@ def register(app: typer.Typer) -> None:
         """
         from pvtrace.fleet.inputs import expand_inputs
         from pvtrace.fleet.run import plan, run_fleet
+        from pvtrace.fleet.store import check_options
 
         checked_lock_kind(lock_kind)
         check_read_options(fmt)
         check_results_folder(out_dir, "fleet.json")
         options = {"format": fmt, "lock_kind": lock_kind, "strict": strict}
+        check_options(out_dir, options)  # (results of other options would count every trace twice)
         traces = expand_inputs(inputs, options)
         _, before = plan(traces, out_dir, retry_failed)
         if not quiet:

@@ -66,9 +66,28 @@ def check_root(root: Path, marker: str = "fleet.json", what: str = "fleet") -> N
         raise UsageError(f"{root}: not empty and not a {what} folder (no {marker}); choose another -o")
 
 
+def check_options(root: Path, options: dict) -> None:
+    """Refuse to add results of other analysis options to a fleet folder that holds some: a trace's
+    id includes its options, so they would sit beside the old ones and every trace count twice."""
+    marker = root / "fleet.json"
+    if not marker.is_file() or not (done_ids(root) or failed_ids(root)):
+        return
+    try:
+        before = json.loads(marker.read_text(encoding="utf-8")).get("options") or {}
+    except (OSError, ValueError):
+        return
+    changed = [f"{k} {before.get(k)!r} -> {v!r}" for k, v in sorted(options.items()) if before.get(k) != v]
+    if changed:
+        raise UsageError(
+            f"{root}: holds results analyzed with other options ({', '.join(changed)}); one fleet folder "
+            "holds one analysis of its traces: give another -o, or delete it to start again"
+        )
+
+
 def prepare(root: Path, run_info: dict) -> None:
     """Create FLEET_DIR (or reuse one of ours); refuse a folder that is something else."""
     check_root(root)
+    check_options(root, run_info.get("options") or {})
     parts_dir(root).mkdir(parents=True, exist_ok=True)
     failures_dir(root).mkdir(parents=True, exist_ok=True)
     with atomic_file(root / "fleet.json", force=True) as tmp:

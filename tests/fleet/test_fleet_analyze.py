@@ -277,3 +277,19 @@ def test_help_states_the_exit_status_of_a_run_with_failed_traces():
     res = runner.invoke(app, ["fleet", "analyze", "--help"], env={"COLUMNS": "200"})
     assert res.exit_code == 0
     assert f"Exit status {EXIT_SOME_FAILED} when some traces failed" in res.output
+
+
+def test_a_rerun_with_other_options_is_refused_before_the_plan(tmp_path, trace_dir):
+    """A fleet folder with results of `fleet analyze` run without --lock-kind, run again with it:
+    the new results would sit beside the old (a trace's id includes its options) and every trace
+    count twice in the report (new-user audit: "4 traces analyzed" of 2, h01 and h02 listed twice)."""
+    out = tmp_path / "fleet"
+    store.prepare(out, {"options": {"format": "auto", "lock_kind": None, "strict": False}})
+    (store.parts_dir(out) / "0123456789abcdef").mkdir()  # one trace done
+    res = runner.invoke(
+        app, ["fleet", "analyze", str(trace_dir / "seed.parquet"), "-o", str(out), "--lock-kind", "fifo"]
+    )
+    assert res.exit_code == 2 and "other options (lock_kind None -> 'fifo')" in res.stderr, res.output
+    assert "to analyze" not in res.stderr
+    assert [p.name for p in store.parts_dir(out).iterdir()] == ["0123456789abcdef"]
+    store.check_options(out, {"format": "auto", "lock_kind": None, "strict": False})  # the same: resumes
