@@ -120,7 +120,7 @@ def register(app: typer.Typer) -> None:
 
         Exit status 3 when some traces failed (stage and error on stderr and in FLEET_DIR/failures).
         """
-        from pvtrace.fleet.inputs import expand_inputs
+        from pvtrace.fleet.inputs import expand_inputs, split_captures
         from pvtrace.fleet.run import plan, run_fleet
         from pvtrace.fleet.store import check_options
 
@@ -130,6 +130,14 @@ def register(app: typer.Typer) -> None:
         options = {"format": fmt, "lock_kind": lock_kind, "strict": strict}
         check_options(out_dir, options)  # (results of other options would count every trace twice)
         traces = expand_inputs(inputs, options)
+        for group in split_captures(traces):  # analyze warns of guest files left out; so does a fleet
+            err.print(
+                f"warning: {', '.join(map(escape, group))} look like one capture (a host trace and its guests') "
+                "and are analyzed as separate traces, none of which can join lock waits with vCPU states; "
+                "a manifest with a `trace` column makes them one (docs/fleet.md)",
+                highlight=False,
+                soft_wrap=True,
+            )
         _, before = plan(traces, out_dir, retry_failed)
         if not quiet:
             err.print(

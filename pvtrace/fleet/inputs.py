@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from pvtrace import __version__
 from pvtrace.errors import UsageError
 from pvtrace.fleet import remote
+from pvtrace.ingest.sides import trace_base
 from pvtrace.ingest.vcpu_map import find_vcpu_map
 
 # Files in a trace folder that are not traces: sidecars, tables, reports, our own temporaries.
@@ -177,3 +178,21 @@ def expand_inputs(inputs: list[str], options: dict) -> list[TraceInput]:
     if not seen:
         raise UsageError("no traces found in " + ", ".join(inputs))
     return list(seen.values())
+
+
+def split_captures(traces: list[TraceInput]) -> list[list[str]]:
+    """One-file traces in one folder named like a host trace and its guests' (`h.txt` with
+    `h-vm0.txt`, as pvtrace and trace-cmd -A name them): each such group, host first. A fleet
+    analyzes every file given as its own trace; these are likely one capture split in three."""
+    by_dir: dict[Path, dict[str, str]] = {}
+    for t in traces:
+        if len(t.files) == 1 and not remote.is_url(t.files[0]):
+            f = Path(t.files[0])
+            by_dir.setdefault(f.parent, {})[trace_base(f.name)] = t.name
+    groups = []
+    for bases in by_dir.values():
+        for base in sorted(bases, key=len):
+            guests = [n for b, n in sorted(bases.items()) if b.startswith(base + "-")]
+            if guests:
+                groups.append([bases[base], *guests])
+    return groups

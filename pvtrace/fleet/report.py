@@ -46,6 +46,12 @@ class FleetData:
         return self.traces.filter(pl.col("waste_ns").is_not_null()) if self.traces.height else self.traces
 
     @property
+    def unmeasured(self) -> pl.DataFrame:
+        """Traces whose level gives no waste (trace, level, files), named wherever they are counted."""
+        t = self.traces
+        return t.filter(pl.col("waste_ns").is_null()).select("trace", "level", "files") if t.height else t
+
+    @property
     def n_partial(self) -> int:
         """Measured traces whose waste leaves a part out (LWP on locks of undecided kind, say)."""
         m = self.measured
@@ -171,9 +177,14 @@ def render_terminal(data: FleetData, console, top: int = 10) -> None:
         highlight=False,
     )
     if t.height and m.height < t.height:
+        u = data.unmeasured
+        named = ", ".join(f"{r['trace']} ({r['level']})" for r in u.head(top).iter_rows(named=True))
+        more = f" and {u.height - top} more" if u.height > top else ""
         console.print(
-            f"waste unavailable for {t.height - m.height} trace(s) (their level lacks lock or vCPU-state events)",
+            f"waste unavailable for {u.height} trace(s), whose level lacks lock or vCPU-state events: "
+            f"{escape(named)}{more}; `pvtrace analyze` of one says what it lacks",
             highlight=False,
+            soft_wrap=True,
         )
     if m.height:
         total = int(m["waste_ns"].sum())
@@ -320,13 +331,27 @@ def build_sections(data: FleetData, top: int) -> list[Section]:
         }
     )
     levels = t.group_by("level").len().sort("level") if t.height else pl.DataFrame()
+    overview = [Figure("facts", "The fleet", table=facts)]
+    if levels.height:
+        overview.append(Figure("levels", "Traces per level", table=levels))
+    if data.unmeasured.height:  # counted above: named here, with the command that says what each lacks
+        overview.append(
+            Figure(
+                "unmeasured",
+                "Traces without waste (their level lacks lock or vCPU-state events)",
+                table=data.unmeasured.head(top).select(
+                    "trace",
+                    "level",
+                    pl.col("files")
+                    .map_elements(
+                        lambda f: "pvtrace analyze " + " ".join(map(shlex.quote, f)), return_dtype=pl.String
+                    )
+                    .alias("what it lacks"),
+                ),
+            )
+        )
     sections = [
-        Section(
-            "Overview",
-            [Figure("facts", "The fleet", table=facts), Figure("levels", "Traces per level", table=levels)]
-            if levels.height
-            else [Figure("facts", "The fleet", table=facts)],
-        ),
+        Section("Overview", overview),
         Section(
             "Waste distributions",
             [_distribution(data, lvl, f"Waste per {lvl}") for lvl in ("trace", "host", "vm", "lock")],

@@ -94,7 +94,7 @@ def _sniff_sides(frame: pl.DataFrame, user_map: pl.DataFrame | None) -> pl.DataF
 _NAME_SUFFIXES = (".gz", ".xz", ".zst", ".bz2", ".dat", ".txt", ".trace", ".log")
 
 
-def _base(source: str) -> str:
+def trace_base(source: str) -> str:
     """A source label without directories and trace/compression suffixes."""
     name = source.replace("\\", "/").rsplit("/", 1)[-1]
     while name.endswith(_NAME_SUFFIXES):
@@ -125,9 +125,9 @@ def guest_vm_names(
     """
     if vm_name is not None and len(sources) == 1:
         return {sources[0]: vm_name}
-    hosts = sorted((_base(h) for h in host_sources if h), key=len, reverse=True)
-    bases = {src: _base(src) for src in sources}
-    peers = [*bases.values(), *(_base(o) for o in others if o)]
+    hosts = sorted((trace_base(h) for h in host_sources if h), key=len, reverse=True)
+    bases = {src: trace_base(src) for src in sources}
+    peers = [*bases.values(), *(trace_base(o) for o in others if o)]
     common = _common_prefix(peers) if len(peers) > 1 else ""
     common = common[: common.rfind("-") + 1]
     names: dict[str, str] = {}
@@ -152,12 +152,14 @@ def guest_files_nearby(host_paths: Sequence[Path]) -> list[Path]:
     given = {p.resolve() for p in host_paths}
     found: set[Path] = set()
     for path in host_paths:
-        stem = _base(path.name) + "-"
+        stem = trace_base(path.name) + "-"
         if not path.parent.is_dir():
             continue
         for sib in path.parent.iterdir():
             name = sib.name
-            named = name.startswith(stem) and name.endswith(_NAME_SUFFIXES) and len(_base(name)) > len(stem)
+            named = (
+                name.startswith(stem) and name.endswith(_NAME_SUFFIXES) and len(trace_base(name)) > len(stem)
+            )
             if named and sib.is_file() and sib.resolve() not in given:
                 found.add(sib)
     return sorted(found)
@@ -172,10 +174,10 @@ def host_files_nearby(guest_paths: Sequence[Path]) -> list[Path]:
     for path in guest_paths:
         if not path.parent.is_dir():
             continue
-        base = _base(path.name)
+        base = trace_base(path.name)
         stems = {base[:i] for i in range(1, len(base)) if base[i] == "-"}
         for sib in path.parent.iterdir():
-            named = sib.name.endswith(_NAME_SUFFIXES) and _base(sib.name) in stems
+            named = sib.name.endswith(_NAME_SUFFIXES) and trace_base(sib.name) in stems
             if named and sib.is_file() and sib.resolve() not in given:
                 found.add(sib)
     return sorted(found)

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from pvtrace.errors import UsageError
-from pvtrace.fleet.inputs import expand_inputs
+from pvtrace.fleet.inputs import expand_inputs, split_captures
 
 OPTIONS = {"format": "auto", "lock_kind": None, "strict": False}
 
@@ -52,3 +52,12 @@ def test_a_manifest_naming_a_missing_file(tmp_path):
     (tmp_path / "m.csv").write_text("path,host\nnope.txt,h\n")
     with pytest.raises(UsageError, match="no such file"):
         expand_inputs([str(tmp_path / "m.csv")], OPTIONS)
+
+
+def test_a_host_trace_and_its_guests_given_as_files_are_named_as_one_capture(tmp_path):
+    """A folder holding h.txt, h-vm0.txt and h-vm1.txt (as generate and trace-cmd -A write them) is
+    three traces to a fleet, none of which joins waits with vCPU states: the plan warns of them."""
+    for name in ("h.txt", "h-vm0.txt", "h-vm1.txt", "other.txt", "lhp-demo.txt"):
+        (tmp_path / name).write_text("x")
+    traces = expand_inputs([str(tmp_path)], {})
+    assert split_captures(traces) == [["h.txt", "h-vm0.txt", "h-vm1.txt"]]

@@ -58,6 +58,7 @@ def test_fleet_terminal_summary_names_offenders_and_failures(fleet_dir):
     worst = traces.sort("waste_ns", descending=True, nulls_last=True).row(0, named=True)
     assert "3 traces analyzed" in text and "1 failed" in text
     assert "waste unavailable for 1 trace(s)" in text  # the host-only perf trace: not drawn as 0
+    assert "host.perf (host-only)" in text  # and named, as docs/fleet.md says (new-user audit)
     first_row = next(line for line in text.splitlines() if ".parquet" in line and "pvtrace report" in line)
     assert worst["trace"] in first_row and f"pvtrace report {worst['files'][0]}" in first_row
     assert "failed corrupt.txt (ingest)" in text
@@ -74,6 +75,7 @@ def test_fleet_report_page(fleet_dir, tmp_path):
     assert res.exit_code == 0, res.output
     html = page.read_text()
     assert "Waste against labels" in html and "overcommit" in html and "corrupt.txt" in html
+    assert "Traces without waste" in html and "host.perf" in html
     assert (
         "http://" not in html.split("<footer>")[0].split("</script>")[-1]
     )  # no remote resources after scripts
