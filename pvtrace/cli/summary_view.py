@@ -23,7 +23,6 @@ from pvtrace.analyze.count_gaps import lost_events_text, tracer_lost
 from pvtrace.analyze.lock_kind import FROM_VM
 from pvtrace.analyze.perf_tables import IMPLICATION_GROUPS, kvm_stat_implications
 from pvtrace.cli.fit import print_fitted
-from pvtrace.cli.guest_view import partial_groups, preemption_line
 from pvtrace.fmt import (
     LIKELY_HOLDER_NOTE,
     fmt_2dp,
@@ -38,6 +37,7 @@ from pvtrace.fmt import (
     plural,
     several_vms,
 )
+from pvtrace.report.guest_view import partial_groups, preemption_line
 
 TOP_LOCKS = 10
 TOP_INCIDENTS = 8

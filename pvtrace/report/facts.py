@@ -9,6 +9,7 @@ import polars as pl
 from pvtrace.analyze.partial import partial_note
 from pvtrace.analyze.result import Analysis
 from pvtrace.report.figure import Figure, no_data
+from pvtrace.report.guest_view import preemption_line
 from pvtrace.report.labels import METRIC_LABELS, fmt_count, fmt_metric, fmt_ns
 from pvtrace.report.waste import waste_share
 from pvtrace.summary import TOTAL_KEYS
@@ -71,6 +72,8 @@ def facts_figure(trace: Trace, analysis: Analysis) -> Figure:
     extra = analysis.summary.extra
     if "level" in extra:
         rows.append(("analysis fidelity", str(extra["level"])))
+    if extra.get("guest_preemption"):  # the guest-inferred level's finding, as the terminal gives it
+        rows.append(("vCPU preemption", preemption_line(extra["guest_preemption"])))
     if extra.get("unknown_state_ns"):
         rows.append(
             (

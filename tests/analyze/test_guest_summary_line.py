@@ -1,10 +1,14 @@
-"""The guest-inferred level's summary line and partial lines (pvtrace/cli/guest_view.py)."""
+"""The guest-inferred level's summary line and partial lines (pvtrace/report/guest_view.py)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pvtrace.analyze import analyze
 from pvtrace.analyze.guest_steal import INCIDENT_KEYS, SPIN_KEYS
-from pvtrace.cli.guest_view import partial_groups, preemption_line
+from pvtrace.ingest.load import load
+from pvtrace.report.facts import facts_figure
+from pvtrace.report.guest_view import partial_groups, preemption_line
 
 MS = 1_000_000
 
@@ -70,3 +74,14 @@ def test_a_hand_built_trace_gives_the_fields_the_line_reads():
     assert g["placed_ns"] == g["not_running_ns"] > 0  # one stop of 3.5 ms, ticks every 1 ms
     assert g["steal_resolution_ns"] == 2 * MS and g["steal_outside_ns"] == 0
     assert "which the interval accounts for" in preemption_line(g)
+
+
+def test_the_report_page_gives_the_line_the_terminal_gives():
+    """The guest-inferred level's main finding was only on the terminal (new-user audit: the page
+    of the Quick start sample had no word of its not-running intervals or steal)."""
+    sample = Path(__file__).resolve().parents[2] / "sample-traces" / "guest-ticks.txt.xz"
+    trace = load([sample])
+    a = analyze(trace)
+    rows = dict(facts_figure(trace, a).table.iter_rows())
+    assert rows["vCPU preemption"] == preemption_line(a.summary.extra["guest_preemption"])
+    assert "not-running interval" in rows["vCPU preemption"]

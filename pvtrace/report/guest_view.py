@@ -1,4 +1,4 @@
-"""The guest-inferred level's lines of the analyze summary: what the guest's ticks and steal showed,
+"""The guest-inferred level's lines of the analyze summary and the report page: what the guest's ticks and steal showed,
 and each of its partial reasons once (pvtrace/cli/summary_view.py prints them above the headline)."""
 
 from __future__ import annotations
