@@ -20,7 +20,6 @@ from pvtrace.summary import SPIN_SPLIT_KEYS, TOTAL_KEYS, Unavailable
 HOST_STATES = ("sched:sched_switch", "sched:sched_wakeup", "kvm:kvm_entry", "kvm:kvm_exit")
 GUEST_WAITS = ("lock:contention_begin", "lock:contention_end")
 GUEST_HOLDS = ("lock:lock_acquire", "lock:lock_release")
-GUEST_TICKS = ("irq_vectors:local_timer_entry",)
 HOST_EXITS = ("kvm:kvm_exit", "kvm:kvm_entry")
 HOST_KICKS = ("kvm:kvm_hypercall",)
 
@@ -188,12 +187,13 @@ def plan(
             else:
                 lack(key, GUEST_WAITS, guest_cmd)
         elif key in STATE_KEYS or (level == "guest-inferred" and key in HOLDER_KEYS):
+            # (what the guest's ticks cannot tell, a host trace's vCPU states do: those are missing)
             if level == "guest-inferred" and caps.guest_limited:
-                lack(key, GUEST_TICKS, caps.guest_limited)
+                lack(key, HOST_STATES, caps.guest_limited)
             elif level == "guest-inferred" and caps.guest_halting and key in SPIN_DEPENDENT:
-                lack(key, GUEST_TICKS, caps.guest_halting)
+                lack(key, HOST_STATES, caps.guest_halting)
             elif level == "guest-inferred" and key in dict(caps.guest_unavailable):
-                lack(key, GUEST_TICKS, dict(caps.guest_unavailable)[key])
+                lack(key, HOST_STATES, dict(caps.guest_unavailable)[key])
             elif level == "guest-inferred" and key == "n_lhp":
                 lack(key, GUEST_HOLDS, holds_cmd)
             elif level == "guest-inferred":
