@@ -41,6 +41,17 @@ def parse_baseline(text: str | None, params: list[str], results: pl.DataFrame) -
     raise UsageError(f"--baseline {text}: {name} takes {', '.join(map(str, values))} in this sweep")
 
 
+# Why a chart has nothing to draw, in the words of the page (not the metric's column name).
+_UNFINISHED = (
+    "the guests of no run, or of no baseline run, finished their work before it ended (give the runs "
+    "more time, run.duration_ns, or less work, vm.ops)"
+)
+_NO_DATA = {
+    "gain_pct": f"no gain: a gain compares completion times, and {_UNFINISHED}",
+    "waste_ms": "no run gives a spin waste",
+}
+
+
 def gains(results: pl.DataFrame, params: list[str], baseline: tuple[str, object]) -> pl.DataFrame:
     """Per non-baseline run: gain_pct against the baseline run with the same other parameters and seed."""
     name, value = baseline
@@ -99,7 +110,7 @@ def heatmap(
     s = _summary(df.drop_nulls(metric), metric, [x, y])
     name = f"heat-{metric}"
     if s.height == 0:
-        return no_data(name, title, f"no run gives {metric}")
+        return no_data(name, title, _NO_DATA.get(metric, f"no run gives {metric}"))
     lo, hi = s["mean"].min(), s["mean"].max()
     if diverging:
         scale = alt.Scale(scheme="redblue", domainMid=0)
@@ -138,7 +149,7 @@ def lines(
     s = _summary(df.drop_nulls(metric), metric, by, floor)
     name = f"lines-{metric}"
     if s.height == 0:
-        return no_data(name, title, f"no run gives {metric}")
+        return no_data(name, title, _NO_DATA.get(metric, f"no run gives {metric}"))
     enc = [_axis_x(s, x)]
     if y:
         enc.append(alt.Color(f"{y.replace('.', chr(92) + '.')}:N", title=y))
@@ -232,4 +243,7 @@ def write_sweep_report(
         progress,
     )
     write_page(page, path, force)
-    return f"sweep {root}: {results.height} runs, x = {x}, y = {y or '-'}, baseline = {base[0] + '=' + str(base[1]) if base else '-'}"
+    line = f"sweep {root}: {results.height} runs, x = {x}, y = {y or '-'}, baseline = {base[0] + '=' + str(base[1]) if base else '-'}"
+    if base is not None and results["completion_mean_ns"].null_count() == results.height:
+        line += f"\nno gain on the page: {_UNFINISHED}"
+    return line

@@ -167,8 +167,9 @@ def experiment_sections(results: pl.DataFrame) -> list[Section]:
         "Completion time per algorithm",
         table=experiment_table(results),
         caption=(
-            f"Mean (standard deviation) over repeated runs; gain = how much sooner than {base} the "
-            "guests finished, as in the 2010 pv spinlock measurements."
+            "Mean (standard deviation) over every guest's completion time in every seed (with one "
+            f"seed, over its guests); gain = how much sooner than {base} the guests finished, as in "
+            "the 2010 pv spinlock measurements."
         ),
     )
     plot = Figure(
@@ -176,7 +177,8 @@ def experiment_sections(results: pl.DataFrame) -> list[Section]:
         "Completion time against the number of guests",
         chart_completion(results),
         caption=(
-            f"{plural(n_runs, 'seed')} per point. Error bars: ± one standard deviation over seeds. Fastest: {fastest['algorithm']} "
+            f"{plural(n_runs, 'seed')} per point. Error bars: ± one standard deviation over the guests of "
+            f"{'the seed' if n_runs == 1 else 'every seed'}. Fastest: {fastest['algorithm']} "
             f"with {fastest['n_guests']} guest(s), {fmt_ns(fastest['mean'])}."
         ),
     )

@@ -217,6 +217,25 @@ def test_a_one_axis_sweep_cure_against_no_cure_is_reported(tmp_path):
     assert res.exit_code == 2 and "choose one of lock.algorithm" in res.output, res.output
 
 
+def test_a_sweep_whose_guests_never_finish_says_why_it_has_no_gain(tmp_path):
+    """Runs too short for their work: no completion time, so no gain. The page said "no run gives
+    gain_pct" and the terminal nothing (new-user audit, an lhp-demo grid)."""
+    root = tmp_path / "sweep"
+    raw = {
+        "sweep": {"seeds": 1, "analyze": False},
+        "vm": {"ops": 100_000},
+        "run": {"duration_ns": 2_000_000},
+        "lock": {"algorithm": ["ticket", "pv-ticket"]},
+    }
+    _run_sweep(root, raw)
+    page = tmp_path / "s.html"
+    res = runner.invoke(app, ["sweep", "report", str(root), "-o", str(page)])
+    assert res.exit_code == 0, res.output
+    assert "no gain on the page: the guests of no run" in res.output and "run.duration_ns" in res.output
+    text = page.read_text()
+    assert "no gain: a gain compares completion times" in text and "gain_pct" not in text.split("<script")[0]
+
+
 def test_report_pages_show_progress_on_a_terminal(fleet_dir, sweep_dir, tmp_path, monkeypatch):
     """`fleet report -o` and `sweep report` built their pages in silence (seconds under load)."""
     import io

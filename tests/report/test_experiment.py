@@ -89,3 +89,13 @@ def test_page_has_the_table_plot_and_extra_metrics(tmp_path):
     assert 'data-target="chart-experiment-completion"' in text
     assert 'data-target="chart-experiment-n-lhp"' in text  # the extra per-run metric
     assert "110.000 (10.000) ms" in text
+
+
+def test_the_error_bars_say_over_what_they_are_taken(tmp_path):
+    """One seed: the standard deviation is over that seed's guests, and the page says so (it said
+    "over seeds" beside "1 seed"; new-user audit)."""
+    one = runs().filter(pl.col("seed") == 0)
+    text = write_experiment_report(one, tmp_path / "e.html").read_text(encoding="utf-8")
+    assert "over the guests of the seed" in text and "over seeds" not in text
+    text = write_experiment_report(runs(), tmp_path / "e3.html").read_text(encoding="utf-8")
+    assert "over the guests of every seed" in text
