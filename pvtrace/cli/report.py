@@ -209,7 +209,13 @@ def compare(
     for path in (out_path, json_out):
         if path is not None and path != Path("-"):
             outputs.plan(path, new=True)
-    from pvtrace.report.compare import compare_metrics, comparison_json, resolution_note, write_compare
+    from pvtrace.report.compare import (
+        compare_metrics,
+        comparison_json,
+        in_neither,
+        resolution_note,
+        write_compare,
+    )
     from pvtrace.report.compare_rates import run_extent
 
     with outputs:
@@ -248,8 +254,16 @@ def compare(
     elif not quiet:
         con = out if width is None else stdout_console(width, soft_wrap=False)
         print_comparison(con, metrics, labels, extents, resolution_note(xa, xb, labels))
-    if out_path is not None and not quiet:
-        err.print(f"wrote {escape(str(out_path))}", highlight=False, soft_wrap=True)
+        if missing := in_neither(xa, xb):  # rows left out: said, not dropped in silence
+            con.print(
+                f"In neither run: {escape('; '.join(missing))} (`pvtrace analyze` of a run says what each needs).",
+                highlight=False,
+                soft_wrap=True,
+            )
+    if not quiet:
+        for path in (out_path, json_out):
+            if path is not None and path != Path("-"):
+                err.print(f"wrote {escape(str(path))}", highlight=False, soft_wrap=True)
 
 
 # What a run's default label leaves out of its file name: compression, then the format's suffix.

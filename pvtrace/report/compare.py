@@ -110,6 +110,15 @@ def _derived(analysis: Analysis, trace: Trace | None) -> dict[str, float | int |
     return out
 
 
+def in_neither(a: Analysis, b: Analysis) -> list[str]:
+    """The headline metrics neither run gives (left out of the comparison's rows), by label."""
+    return [
+        METRIC_LABELS.get(k, k)
+        for k in TOTAL_KEYS
+        if a.summary.totals.get(k) is None and b.summary.totals.get(k) is None
+    ]
+
+
 def compare_metrics(
     a: Analysis, b: Analysis, traces: tuple[Trace | None, Trace | None] = (None, None)
 ) -> pl.DataFrame:

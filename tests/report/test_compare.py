@@ -338,3 +338,15 @@ def test_a_truth_beside_text_gives_the_windows_running_and_wait_time(tmp_path):
     for key in ("running_ns", "wait_ns", "spin_waste_pct"):
         assert rows[key]["a"] is not None and rows[key]["b"] is not None, key
         assert rows[key]["a"] == pytest.approx(rows[key]["b"], rel=1e-3), key
+
+
+def test_the_metrics_neither_run_gives_are_named_under_the_table(tmp_path):
+    """Rows unavailable in both runs are left out of the table; a line names them (they were
+    dropped in silence; new-user audit)."""
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps({"totals": {"n_contended": 10}, "t_start": 0, "t_end": 10**9}))
+    b.write_text(json.dumps({"totals": {"n_contended": 12}, "t_start": 0, "t_end": 10**9}))
+    res = CliRunner().invoke(app, ["compare", str(a), str(b)])
+    assert res.exit_code == 0, res.output
+    line = next(ln for ln in res.stdout.splitlines() if ln.startswith("In neither run:"))
+    assert "spin wasted on LHP" in line and "contended acquisitions" not in line
