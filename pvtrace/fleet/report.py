@@ -251,6 +251,17 @@ def _distribution(data: FleetData, level: str, title: str) -> Figure:
     )
 
 
+# Page headers of the offender tables' columns (the terminal's words, not the column names).
+_HEADERS = {
+    "label_host": "host",
+    "waste_ns": "waste",
+    "waste_lhp_ns": "LHP",
+    "waste_lwp_ns": "LWP",
+    "running_ns": "vCPU running",
+    "pct_of_running": "% of running",
+}
+
+
 def _offenders(data: FleetData, top: int) -> list[Figure]:
     figs = []
     traces = waste_by(data, "trace").head(top)
@@ -294,7 +305,9 @@ def _offenders(data: FleetData, top: int) -> list[Figure]:
                 .otherwise("waste_lwp_ns")
                 .alias("waste_lwp_ns"),
             ).drop("partial")
-        figs.append(Figure(f"top-{level}", title, table=shown))
+        if "pct_of_running" in shown.columns:
+            shown = shown.with_columns(pl.col("pct_of_running").map_elements(fmt_2dp, return_dtype=pl.String))
+        figs.append(Figure(f"top-{level}", title, table=shown.rename(_HEADERS, strict=False)))
     return figs or [no_data("top", "Top offenders", "no trace gives waste")]
 
 
@@ -330,7 +343,7 @@ def build_sections(data: FleetData, top: int) -> list[Section]:
             ],
         }
     )
-    levels = t.group_by("level").len().sort("level") if t.height else pl.DataFrame()
+    levels = t.group_by("level").len("traces").sort("level") if t.height else pl.DataFrame()
     overview = [Figure("facts", "The fleet", table=facts)]
     if levels.height:
         overview.append(Figure("levels", "Traces per level", table=levels))
