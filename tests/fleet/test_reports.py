@@ -76,6 +76,7 @@ def test_fleet_report_page(fleet_dir, tmp_path):
     html = page.read_text()
     assert "Waste against labels" in html and "overcommit" in html and "corrupt.txt" in html
     assert "Traces without waste" in html and "host.perf" in html
+    assert "waste_ns" not in html and "pct_of_running" not in html.split("<script")[0]  # the page's words
     assert (
         "http://" not in html.split("<footer>")[0].split("</script>")[-1]
     )  # no remote resources after scripts
