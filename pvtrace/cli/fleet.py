@@ -179,6 +179,9 @@ def register(app: typer.Typer) -> None:
         ] = None,
         top: Annotated[int, typer.Option("--top", min=1, help="Top offenders listed.")] = 10,
         force: Annotated[bool, typer.Option("--force", help="Overwrite the report file.")] = False,
+        quiet: Annotated[
+            bool, typer.Option("-q", "--quiet", help="No progress bar and no 'Wrote' line.")
+        ] = False,
     ) -> None:
         """The fleet's waste per trace, host, VM and lock; top offenders; waste against each label; failures."""
         from pvtrace.fleet.report import load_fleet, render_terminal, write_fleet_report
@@ -189,7 +192,7 @@ def register(app: typer.Typer) -> None:
             data = load_fleet(fleet_dir)
             render_terminal(data, out, top=top)
             if output is not None:
-                with progress("writing the page", total=None) as bar:
+                with progress("writing the page", total=None, quiet=quiet) as bar:
                     write_fleet_report(data, output, top=top, force=force, progress=bar.advance)
-        if output is not None:
+        if output is not None and not quiet:
             out.print(f"Wrote {escape(str(output))}")

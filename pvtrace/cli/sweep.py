@@ -117,15 +117,19 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         force: Annotated[bool, typer.Option("--force", help="Overwrite the page.")] = False,
+        quiet: Annotated[
+            bool, typer.Option("-q", "--quiet", help="No progress bar, summary line or 'Wrote' line.")
+        ] = False,
     ) -> None:
         """Gain and waste against any two parameters: heatmaps, and lines with error bars over seeds."""
         from pvtrace.fleet.sweep_report import write_sweep_report
 
         with OutputSet(force=force, inputs=[sweep_dir]) as outputs:
             outputs.plan(output, new=True)  # before the work: a page already there, an unwritable folder
-            with progress("writing the page", total=None) as bar:
+            with progress("writing the page", total=None, quiet=quiet) as bar:
                 summary = write_sweep_report(
                     sweep_dir, output, x=x, y=y, baseline=baseline, force=force, progress=bar.advance
                 )
-        out.print(summary, markup=False, highlight=False, soft_wrap=True)
-        out.print(f"Wrote {output}", markup=False)
+        if not quiet:
+            out.print(summary, markup=False, highlight=False, soft_wrap=True)
+            out.print(f"Wrote {output}", markup=False)
