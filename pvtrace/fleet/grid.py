@@ -53,6 +53,7 @@ class Grid:
     seeds: list[int]
     analyze: bool = True
     view: str = "full"
+    source: str = ""  # the grid file, named by errors in its cells
 
     @property
     def n_cells(self) -> int:
@@ -74,7 +75,8 @@ class Grid:
             try:
                 scenario = self.base.replace(**changes) if changes else self.base
             except ScenarioError as exc:
-                raise ScenarioError(f"grid cell {params}: {exc}") from None
+                where = f"{self.source}: " if self.source else ""
+                raise ScenarioError(f"{where}grid cell {params}: {exc}") from None
             for seed in self.seeds:
                 out.append(Cell(len(out), params, seed, scenario, self.cell_id(scenario, seed)))
         return out
@@ -159,7 +161,9 @@ def grid_from_dict(raw: dict[str, Any], source: str, base_dir: Path, base: Any =
     view = sweep.get("view", "full")
     if view not in VIEWS:
         raise UsageError(f"{source}: [sweep] view must be one of {', '.join(VIEWS)}, not {view!r}")
-    return Grid(base=base, axes=axes, seeds=seeds, analyze=bool(sweep.get("analyze", True)), view=view)
+    return Grid(
+        base=base, axes=axes, seeds=seeds, analyze=bool(sweep.get("analyze", True)), view=view, source=source
+    )
 
 
 def load_grid(path: Path) -> Grid:

@@ -59,7 +59,7 @@ def test_a_list_valued_parameter_is_an_axis_only_as_a_list_of_lists():
     [
         ({"vm": {"count": []}}, UsageError, "empty list"),
         ({"vm": {"count": {"from": 3, "to": 1}}}, UsageError, "is empty"),
-        ({"vm": {"count": [1, 0]}}, ScenarioError, "vm.count"),
+        ({"vm": {"count": [1, 0]}}, ScenarioError, r"^g\.toml: grid cell .*vm\.count"),  # the file named
         ({"vm": {"nope": [1, 2]}}, ScenarioError, "vm.nope"),
         ({"sweep": {"seeds": 0}}, UsageError, "seeds"),
         ({"sweep": {"bogus": 1}}, UsageError, "bogus"),
