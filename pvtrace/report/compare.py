@@ -78,6 +78,8 @@ def summary_run(raw: dict, source: str) -> Analysis:
     if isinstance(raw.get("vcpus"), list) and "n_vcpus" not in raw:  # the truth: a row per vCPU
         s.extra["n_vcpus"] = len(raw["vcpus"])
         s.extra["running_ns"] = sum(int(v.get("running_ns") or 0) for v in raw["vcpus"])
+        if isinstance(raw.get("locks"), list) and all("wait_ns" in r for r in raw["locks"]):
+            s.extra["wait_ns"] = sum(int(r.get("wait_ns") or 0) for r in raw["locks"])  # as analyze's total
         s.extra.setdefault("t_start", 0)
         wasted = s.totals.get("waste_lhp_ns", 0) + s.totals.get("waste_lwp_ns", 0)
         if s.extra["running_ns"] and "waste_lhp_ns" in s.totals:

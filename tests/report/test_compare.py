@@ -317,6 +317,9 @@ def test_a_truth_written_beside_text_compares_as_the_truth_of_the_texts_window()
     assert row["delta"] == 0
     assert rows.filter(pl.col("key") == "n_truncated")["b"].null_count() == 1  # not in the window's truth
     assert summary_run(whole, "run.truth.json").summary.totals == whole["totals"]  # no window: the run's
+    # the whole run's lock wait, from its locks, as analyze totals it
+    locks = [{"wait_ns": 5}, {"wait_ns": 7}]
+    assert summary_run({**whole, "locks": locks}, "run.truth.json").summary.extra["wait_ns"] == 12
 
 
 def test_a_truth_beside_text_gives_the_windows_running_and_wait_time(tmp_path):
