@@ -229,6 +229,14 @@ def ingest(
         _point_at_guest_files(meta, hosts, [p for p in paths if str(p) != "-"])
     if meta.extra.get("side") == "guest":
         _point_at_host_files(meta, [Path(p) for p in paths if str(p) != "-"])
+    kinds = meta.extra.get("events_by_kind") or {}
+    if meta.extra.get("side") == "host" and meta.vms and not any(k in kinds for k in STATE_EVENT_KINDS):
+        n = sum(v.n_vcpus or 0 for v in meta.vms.values())
+        meta.extra.setdefault("warnings", []).append(
+            f"the host trace names {n} vCPU thread(s) but has none of the events that give their states "
+            "(sched:sched_switch, kvm:kvm_entry, kvm:kvm_exit): no vCPU state is known; record them with "
+            "sudo pvtrace record --host"
+        )
     if meta.extra.get("side") == "host" and not meta.vms:
         # `record --host` with no VM running: it said so, analyze said only 'level none'
         meta.extra.setdefault("warnings", []).append(
@@ -293,6 +301,8 @@ def _name_unreadable(
         target.check_strict(strict)
 
 
+# Canonical kinds that say where a vCPU is (running, preempted, in the guest or out of it).
+STATE_EVENT_KINDS = ("vcpu_run", "vcpu_preempt", "vm_entry", "vm_exit")
 NORMALIZE_ROWS = 250_000
 
 

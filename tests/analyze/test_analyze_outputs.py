@@ -404,3 +404,12 @@ def test_an_unknown_csv_table_is_refused_before_the_analysis(tmp_path):
     src = _file(tmp_path, LHP_ROWS)  # a table no input of this trace carries: said after it
     res = runner.invoke(app, ["analyze", str(src), "--csv", "-", "--table", "perf_kvm_stat"])
     assert res.exit_code == 2 and "this trace has no table 'perf_kvm_stat'" in res.output
+
+
+def test_a_host_trace_of_vcpu_threads_without_state_events_says_so(real_traces):
+    """kvm_msr lines from five `CPU n/KVM` threads: the vCPUs are known, their states are not; the
+    summary said only 'level none ... 5 CPUs' (new-user audit)."""
+    path = real_traces / "public" / "ftrace-7flag_kvm-host-vcpu-threads-kvm_msr_qemu-devel-2025-06-09.txt"
+    res = runner.invoke(app, ["analyze", str(path)])
+    assert res.exit_code == 0, res.output
+    assert "names 5 vCPU thread(s) but has none of the events that give their states" in res.stderr
