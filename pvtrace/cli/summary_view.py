@@ -20,6 +20,7 @@ from rich.table import Table
 from pvtrace.analyze import Analysis
 from pvtrace.analyze.context import lock_table
 from pvtrace.analyze.count_gaps import lost_events_text, tracer_lost
+from pvtrace.analyze.guest_summary import partial_groups, preemption_line
 from pvtrace.analyze.lock_kind import FROM_VM
 from pvtrace.analyze.perf_tables import IMPLICATION_GROUPS, kvm_stat_implications
 from pvtrace.cli.fit import print_fitted
@@ -37,7 +38,6 @@ from pvtrace.fmt import (
     plural,
     several_vms,
 )
-from pvtrace.report.guest_view import partial_groups, preemption_line
 
 TOP_LOCKS = 10
 TOP_INCIDENTS = 8

@@ -6,10 +6,10 @@ from typing import Any
 
 import polars as pl
 
+from pvtrace.analyze.guest_summary import preemption_line
 from pvtrace.analyze.partial import partial_note
 from pvtrace.analyze.result import Analysis
 from pvtrace.report.figure import Figure, no_data
-from pvtrace.report.guest_view import preemption_line
 from pvtrace.report.labels import METRIC_LABELS, fmt_count, fmt_metric, fmt_ns
 from pvtrace.report.waste import waste_share
 from pvtrace.summary import TOTAL_KEYS

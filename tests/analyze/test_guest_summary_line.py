@@ -1,4 +1,4 @@
-"""The guest-inferred level's summary line and partial lines (pvtrace/report/guest_view.py)."""
+"""The guest-inferred level's summary line and partial lines (pvtrace/analyze/guest_summary.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from pathlib import Path
 
 from pvtrace.analyze import analyze
 from pvtrace.analyze.guest_steal import INCIDENT_KEYS, SPIN_KEYS
+from pvtrace.analyze.guest_summary import partial_groups, preemption_line
 from pvtrace.ingest.load import load
 from pvtrace.report.facts import facts_figure
-from pvtrace.report.guest_view import partial_groups, preemption_line
 
 MS = 1_000_000
 
