@@ -19,7 +19,7 @@ import polars as pl
 
 from pvtrace.analyze.clock_join import unjoined_vms, untraced_vms
 from pvtrace.analyze.guest_preemption import GuestPreemption
-from pvtrace.analyze.host_end import host_window
+from pvtrace.analyze.host_window import host_window
 from pvtrace.analyze.intervals import Window, key_order
 from pvtrace.errors import FormatError, UsageError
 from pvtrace.schema import EVENT_SCHEMA, EXIT_KINDS, KIND, LOCK_EVENT_KINDS, LOCK_KINDS, STATE_KINDS

@@ -55,7 +55,7 @@ class Events:
         self.t_min: int | None = None
         self.t_max: int | None = None
         self.pcpu_max: int | None = None
-        # first and last event of the host side, and of each guest VM (host_end.py compares them)
+        # first and last event of the host side, and of each guest VM (host_window.py compares them)
         self.spans: dict[str, tuple[int, int]] = {}  # "host", or "guest:<vm>"
 
     def add(self, events: pl.DataFrame) -> None:
@@ -150,7 +150,7 @@ def trace_meta(
         "n_events": events.n_rows,
         "ts_min": events.t_min,
         "ts_max": events.t_max,
-        # each side's span: a host trace that covers less than its guests' cuts the window (host_end.py)
+        # each side's span: a host trace that covers less than its guests' cuts the window (host_window.py)
         "host_span": list(events.spans["host"]) if "host" in events.spans else None,
         "guest_spans": {k[6:]: list(v) for k, v in sorted(events.spans.items()) if k.startswith("guest:")},
         **{k: dict(c.most_common()) for k, c in infos.counts.items()},

@@ -1,4 +1,4 @@
-"""A host trace that covers less time than its guests' (pvtrace/analyze/host_end.py): the window
+"""A host trace that covers less time than its guests' (pvtrace/analyze/host_window.py): the window
 is the host trace's span, and the analysis of it agrees with the truth of that window."""
 
 from __future__ import annotations
