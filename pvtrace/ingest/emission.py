@@ -93,14 +93,14 @@ class Events:
         self._last_ts = hi if self._last_ts is None else max(hi, self._last_ts)
         self.t_min = lo if self.t_min is None else min(self.t_min, lo)
         self.t_max = hi if self.t_max is None else max(self.t_max, hi)
-        origin = pl.col("origin").cast(pl.String)
-        side = (
-            pl.when(origin == "guest").then(pl.lit("guest:") + pl.col("vm").cast(pl.String)).otherwise(origin)
-        )
-        by = events.group_by(side.alias("side")).agg(
+        # (grouped on the categorical columns as they are: a few rows, named after)
+        by = events.group_by("origin", "vm").agg(
             pl.col("ts").min().alias("lo"), pl.col("ts").max().alias("hi")
         )
-        for name, lo_s, hi_s in by.drop_nulls().iter_rows():
+        for origin, vm, lo_s, hi_s in by.iter_rows():
+            name = f"guest:{vm}" if origin == "guest" else origin
+            if name is None or (origin == "guest" and vm is None) or lo_s is None:
+                continue
             old = self.spans.get(name, (lo_s, hi_s))
             self.spans[name] = (min(old[0], lo_s), max(old[1], hi_s))
         pc = events["pcpu"].max()
