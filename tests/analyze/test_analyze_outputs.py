@@ -139,12 +139,16 @@ def test_perf_summary_tables_are_shown_and_written(real_traces, tmp_path, name):
     assert len(js[kind]["rows"]) == table.height
 
 
-def test_kvm_stat_implications_give_pause_hlt_and_hypercall_shares(real_traces):
-    path = real_traces / "public" / "perf-kvm-stat-live_x86-vmx-two-tables_kvm-list-2019-10-15.txt"
-    res = runner.invoke(app, ["analyze", str(path), "--json", "-"])
+def _implications(real_traces, name: str, block: int) -> dict[str, dict]:
+    """One block of a real perf kvm stat table's implications, by group, from `analyze --json`."""
+    res = runner.invoke(app, ["analyze", str(real_traces / "public" / name), "--json", "-"])
     assert res.exit_code == 0, res.output
     imp = pl.DataFrame(json.loads(res.stdout)["perf_kvm_stat"]["implications"])
-    first = {r["group"]: r for r in imp.filter(pl.col("block") == 0).iter_rows(named=True)}
+    return {r["group"]: r for r in imp.filter(pl.col("block") == block).iter_rows(named=True)}
+
+
+def test_kvm_stat_implications_give_pause_hlt_and_hypercall_shares(real_traces):
+    first = _implications(real_traces, "perf-kvm-stat-live_x86-vmx-two-tables_kvm-list-2019-10-15.txt", 0)
     assert first["pause"]["samples_pct"] == pytest.approx(0.04)
     assert first["halt"]["samples_pct"] == pytest.approx(75.33) and first["halt"][
         "time_pct"
@@ -155,11 +159,7 @@ def test_kvm_stat_implications_give_pause_hlt_and_hypercall_shares(real_traces):
 def test_arm64_wfx_exits_hide_the_spinning_share(real_traces):
     """arm64 traps WFE and KVM answers it with a directed yield, as a PAUSE exit on x86; perf kvm
     stat prints WFI and WFE as one class, WFx: the spinning share is unknown, not 0 (new-user audit)."""
-    path = real_traces / "public" / "perf-kvm-stat-report_arm64-vmexit-and-trap_kvmarm-2019-06-12.txt"
-    res = runner.invoke(app, ["analyze", str(path), "--json", "-"])
-    assert res.exit_code == 0, res.output
-    imp = pl.DataFrame(json.loads(res.stdout)["perf_kvm_stat"]["implications"])
-    wfx = {r["group"]: r for r in imp.filter(pl.col("block") == 1).iter_rows(named=True)}
+    wfx = _implications(real_traces, "perf-kvm-stat-report_arm64-vmexit-and-trap_kvmarm-2019-06-12.txt", 1)
     assert wfx["halt"]["samples_pct"] == pytest.approx(93.8)
     assert wfx["pause"]["samples_pct"] is None and wfx["pause"]["n_samples"] is None
 

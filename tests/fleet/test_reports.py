@@ -221,16 +221,11 @@ def test_a_one_axis_sweep_cure_against_no_cure_is_reported(tmp_path):
 def test_a_sweep_whose_guests_never_finish_says_why_it_has_no_gain(tmp_path):
     """Runs too short for their work: no completion time, so no gain. The page said "no run gives
     gain_pct" and the terminal nothing (new-user audit, an lhp-demo grid)."""
-    root = tmp_path / "sweep"
-    raw = {
-        "sweep": {"seeds": 1, "analyze": False},
-        "vm": {"ops": 100_000},
-        "run": {"duration_ns": 2_000_000},
-        "lock": {"algorithm": ["ticket", "pv-ticket"]},
-    }
-    _run_sweep(root, raw)
+    cure = {"lock": {"algorithm": ["ticket", "pv-ticket"]}}
+    raw = {"sweep": {"seeds": 1, "analyze": False}, "vm": {"ops": 100_000}, "run": {"duration_ns": 2_000_000}}
+    _run_sweep(tmp_path / "sweep", raw | cure)
     page = tmp_path / "s.html"
-    res = runner.invoke(app, ["sweep", "report", str(root), "-o", str(page)])
+    res = runner.invoke(app, ["sweep", "report", str(tmp_path / "sweep"), "-o", str(page)])
     assert res.exit_code == 0, res.output
     assert "no gain on the page: the guests of no run" in res.output and "run.duration_ns" in res.output
     text = page.read_text()
