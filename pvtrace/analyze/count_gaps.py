@@ -14,7 +14,7 @@ from pvtrace.analyze.partial import add_parts
 from pvtrace.summary import Summary, Unavailable
 
 VCPU_MAP_FIX = "give the thread's vCPU in a --vcpu-map file (CSV tid,pid,vm,vcpu)"
-LOST_FIX = "record with a bigger buffer (trace-cmd -b, buffer_size_kb) or fewer events"
+LOST_FIX = "record with a bigger buffer (pvtrace record --buffer-kb, trace-cmd record -b, buffer_size_kb) or fewer events"
 # Records whose timestamp sanity.py found broken: each became a lost-events marker without a count.
 BROKEN_TIMES = ("time_backwards", "time_jump", "time_spike")
 # Totals that lost events can only make smaller (time and counts of what the trace shows).

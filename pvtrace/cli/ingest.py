@@ -91,7 +91,13 @@ def print_summary(meta: TraceMeta, out_path: Path) -> None:
         print_titled(out, _counts_table("Records by tracepoint", extra["events_by_tracepoint"], "tracepoint"))
     if extra.get("unknown_events"):
         print_titled(
-            out, _counts_table("Unknown events (kept as kind other)", extra["unknown_events"], "tracepoint")
+            out,
+            _counts_table(
+                "Other events, kept as kind other (analyze reads guest ticks, stack traces and steal samples "
+                "among them; the rest are carried along)",
+                extra["unknown_events"],
+                "tracepoint",
+            ),
         )
     if extra.get("unparsed_payloads"):
         print_titled(

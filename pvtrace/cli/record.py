@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import typer
@@ -18,6 +19,7 @@ from pvtrace.record.vcpu_map import PROC
 _ENDED_BY = {"command": "when the command ended", "duration": "at --duration", "ctrl-c": "by Ctrl-C"}
 _STATUS_MARK = {
     "yes": "[green]yes[/]",
+    "part": "[yellow]in part[/]",
     "needs other side": "[yellow]with the other side[/]",
     "unmapped": "[yellow]unmapped[/]",
     "none seen": "[yellow]none seen[/]",
@@ -32,10 +34,22 @@ def _fmt_bytes(n: int) -> str:
     return f"{n} B"
 
 
+def command_status(code: int | None) -> str:
+    """', command exit status N', or the signal that ended it (Popen's -N), for the summary line."""
+    if code is None:
+        return ""
+    if code >= 0:
+        return f", command exit status {code}"
+    try:
+        return f", command ended by {signal.Signals(-code).name}"
+    except ValueError:  # a signal with no name (real-time)
+        return f", command ended by signal {-code}"
+
+
 def print_summary(result: CaptureResult) -> None:
     """The end-of-capture report: events by tracepoint, lost events, what each analysis can get."""
     ended = _ENDED_BY[result.ended_by]
-    status = "" if result.command_status is None else f", command exit status {result.command_status}"
+    status = command_status(result.command_status)
     size = _fmt_bytes(result.outputs["text"].stat().st_size)
     out.print(
         f"[bold]Recorded a {result.mode} trace[/] for {result.wall_ns / 1e9:.2f} s "
@@ -139,7 +153,9 @@ def register(app: typer.Typer) -> None:
             "buffers: needs trace-cmd, and is about as large as the buffers filled).",
         ),
         force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
-        quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress bar and no summary."),
+        quiet: bool = typer.Option(
+            False, "-q", "--quiet", help="No progress bar, status lines or summary (warnings still)."
+        ),
         tracefs_root: Path | None = typer.Option(None, "--tracefs-root", hidden=True),
         proc_root: Path = typer.Option(PROC, "--proc-root", hidden=True),
         kvm_debugfs: Path = typer.Option(DEBUGFS_KVM, "--kvm-debugfs", hidden=True),
@@ -169,7 +185,12 @@ def register(app: typer.Typer) -> None:
             tracefs=Tracefs(tracefs_root) if tracefs_root is not None else None,
             proc_root=proc_root,
             kvm_debugfs=kvm_debugfs,
-            notify=lambda message: err.print(message, highlight=False, soft_wrap=True),
+            # -q keeps the warnings only (the status lines are for a person watching)
+            notify=lambda message: (
+                None
+                if quiet and not message.startswith("warning:")
+                else err.print(message, highlight=False, soft_wrap=True)
+            ),
             progress=lambda description, total: progress(description, total, quiet=quiet),
         )
         if not quiet:

@@ -214,7 +214,8 @@ def headline(a: Analysis) -> tuple[list[tuple[str, str, str]], list[str]]:
     if "n_contended" in t:
         wait = x.get("wait_ns")
         value = f"{t['n_contended']:,}" + (f", {fmt_ns(wait)} total wait" if wait else "")
-        label = "contended (lock waits)" + flag("n_contended")
+        # the count's own parts, and the total wait's (stack capture time in every wait)
+        label = "contended (lock waits)" + flag("n_contended") + (flag("wait_ns") if wait else "")
         rows.append((label, value, s.fidelity.get("n_contended", "")))
     add("LHP incidents (harmful)", "n_lhp", f"{t.get('n_lhp', 0):,} ({t.get('n_lhp_harmful', 0):,})")
     if "n_lhp" not in t:  # without every acquisition only the harmful ones (a waiter spun) are seen

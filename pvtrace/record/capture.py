@@ -505,6 +505,8 @@ def _record_planned(
             maps.append(scan_vcpu_threads(proc_root)[0])
         tsc1 = read_tsc_offsets(_vm_of_pid(maps[-1]), kvm_debugfs) if maps else None
         stats = instance.cpu_stats()
+        if ended_by == "ctrl-c":  # a second one abandons the capture: say so before the seconds of saving
+            notify(f"saving the trace to {paths.text} (Ctrl-C again abandons it: nothing is kept)")
         inv = _save_text(instance.trace_path, paths, progress)
         outputs["text"] = paths.text
         notes = []
@@ -545,7 +547,13 @@ def _record_planned(
             command_status=proc.returncode if proc is not None else None,
             stats=stats,
             inventory=inv,
-            coverage=coverage(req.mode, inv.counts, plan.events, vcpus.height),
+            coverage=coverage(
+                req.mode,
+                inv.counts,
+                plan.events,
+                vcpus.height,
+                pv_spinlocks=plan.platform.get("pv_spinlocks"),
+            ),
             n_vcpu_threads=vcpus.height,
             warnings=warnings,
             notes=notes,

@@ -99,6 +99,7 @@ class Need:
     events: tuple[str, ...]
     vcpu_map: bool = False
     other_side: str = ""
+    without_pv: str = ""  # what of it a guest with paravirt spinlocks cannot give, and the fix
 
 
 GUEST_NEEDS: tuple[Need, ...] = (
@@ -107,6 +108,8 @@ GUEST_NEEDS: tuple[Need, ...] = (
     Need(
         "vCPU preemption, LHP incidents, spin waste from inside the guest (guest-inferred level)",
         ("contention_begin", "contention_end", "local_timer_entry"),
+        without_pv="the preemption only: this guest uses paravirt spinlocks (its boot log says so), whose "
+        "waiters halt, so spin, LHP and LWP need a host trace of the same run (pvtrace record --host)",
     ),
     Need(
         "vCPU states, LHP/LWP incidents, spin waste",

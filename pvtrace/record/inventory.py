@@ -111,8 +111,15 @@ class Coverage:
     detail: str
 
 
-def coverage(mode: Mode, counts: dict[str, int], enabled: list[str], n_vcpu_threads: int) -> list[Coverage]:
-    """For each analysis: are its events in this trace (enabled, and seen)?"""
+def coverage(
+    mode: Mode,
+    counts: dict[str, int],
+    enabled: list[str],
+    n_vcpu_threads: int,
+    pv_spinlocks: bool | None = None,
+) -> list[Coverage]:
+    """For each analysis: are its events in this trace (enabled, and seen)? pv_spinlocks: the guest
+    uses paravirt spinlocks (what analyze then declines is said here too)."""
     enabled_names = {e.partition(":")[2] for e in enabled}
     out = []
     for need in analysis_needs(mode):
@@ -136,6 +143,8 @@ def coverage(mode: Mode, counts: dict[str, int], enabled: list[str], n_vcpu_thre
             )
         elif need.other_side:
             status, detail = "needs other side", f"also needs {need.other_side}"
+        elif need.without_pv and pv_spinlocks:
+            status, detail = "part", need.without_pv
         else:
             status, detail = "yes", ", ".join(seen)
         out.append(Coverage(need.analysis, status, detail))

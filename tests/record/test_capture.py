@@ -203,8 +203,16 @@ def test_existing_instance_is_never_reused_or_removed(
 def test_ctrl_c_stops_the_command_and_saves(tmp_path: Path, host_kernel: FakeKernel, host_proc: Path) -> None:
     # the command interrupts pvtrace (as Ctrl-C would) and then keeps running
     command = ["sh", "-c", f"kill -INT {os.getpid()}; exec sleep 30"]
-    result = record(_request(tmp_path, command=command), tracefs=host_kernel.tracefs(), proc_root=host_proc)
+    said: list[str] = []
+    result = record(
+        _request(tmp_path, command=command),
+        tracefs=host_kernel.tracefs(),
+        proc_root=host_proc,
+        notify=said.append,
+    )
     assert result.ended_by == "ctrl-c"
+    # a second Ctrl-C while it saves abandons the capture: it says so first (new-user audit)
+    assert any("Ctrl-C again abandons it" in m for m in said), said
     assert result.command_status is not None and result.command_status != 0  # stopped by SIGINT
     assert result.wall_ns < 20e9
     assert (tmp_path / "out" / "host.txt").exists()

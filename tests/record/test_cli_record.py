@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from pvtrace.cli import common
 from pvtrace.cli import record as record_cli
 from pvtrace.cli.app import app
+from pvtrace.cli.record import command_status
 
 runner = CliRunner()
 
@@ -177,3 +178,9 @@ def test_ticks_are_a_guest_option(tmp_path: Path, flag: str) -> None:
     res = _run(["--host", flag, "-o", str(out), "--duration", "0.01"])
     assert res.exit_code == 2 and "--ticks/--no-ticks is a guest option" in res.output, res.output
     assert not out.exists()
+
+
+def test_a_command_ended_by_a_signal_is_named_by_it():
+    """Ctrl-C on a capture with a command printed 'command exit status -2' (new-user audit)."""
+    assert command_status(-2) == ", command ended by SIGINT"
+    assert command_status(3) == ", command exit status 3" and command_status(None) == ""

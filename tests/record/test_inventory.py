@@ -86,6 +86,14 @@ def test_guest_coverage() -> None:
     assert cov["lock waits per lock and per CPU (guest-only level)"] == "yes"
     assert cov["guest task on each CPU during waits"] == "missing"
     assert cov["vCPU states, LHP/LWP incidents, spin waste"] == "needs other side"
+    # a guest with paravirt spinlocks: the guest-inferred level gives the preemption, not the spin
+    # (record said "yes" and analyze then "not measured"; new-user audit)
+    ticks = {**counts, "local_timer_entry": 40}
+    enabled = ["lock:contention_begin", "lock:contention_end", "irq_vectors:local_timer_entry"]
+    level = "vCPU preemption, LHP incidents, spin waste from inside the guest (guest-inferred level)"
+    assert {c.analysis: c.status for c in coverage("guest", ticks, enabled, 0)}[level] == "yes"
+    pv = {c.analysis: c for c in coverage("guest", ticks, enabled, 0, pv_spinlocks=True)}[level]
+    assert pv.status == "part" and "paravirt spinlocks" in pv.detail and "record --host" in pv.detail
 
 
 def test_text_that_is_not_utf8_still_counts(tmp_path: Path) -> None:
