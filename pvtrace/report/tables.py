@@ -271,7 +271,7 @@ def limits_figure(analysis: Analysis, left_out: list[Figure]) -> Figure:
             label = "harmless LHP incidents (no waiter)"
         how.setdefault(u.how_to_capture or "-", []).append(label)
     items = [
-        f"<li><b>{html.escape(', '.join(metrics))}</b>: {html.escape(cmd)}</li>"
+        f"<li><b>{html.escape('; '.join(metrics))}</b>: {html.escape(cmd)}</li>"
         for cmd, metrics in how.items()
     ]
     # a total given in part: what it lacks and the fix (the page gave the reason, the fix was in the JSON)
@@ -281,7 +281,7 @@ def limits_figure(analysis: Analysis, left_out: list[Figure]) -> Figure:
             label = "spin waste (LHP + LWP)" if key == "spin_waste" else METRIC_LABELS.get(key, key)
             parts.setdefault((r["missing"], r.get("fix") or ""), []).append(label)
     given = [
-        f"<li><b>{html.escape(', '.join(metrics))}</b>: {html.escape(missing)}"
+        f"<li><b>{html.escape('; '.join(metrics))}</b>: {html.escape(missing)}"
         + (f"; fix: {html.escape(fix)}" if fix else "")
         + "</li>"
         for (missing, fix), metrics in parts.items()

@@ -252,7 +252,7 @@ def test_the_limits_box_gives_each_partial_reason_with_its_fix():
     box = limits_figure(Analysis(summary=s), []).html
     assert "Metrics given in part" in box
     assert (
-        "spin wasted on LWP, spin waste (LHP + LWP)</b>: LWP on 2 lock(s) of undecided kind; fix: pass --lock-kind fifo"
+        "spin wasted on LWP; spin waste (LHP + LWP)</b>: LWP on 2 lock(s) of undecided kind; fix: pass --lock-kind fifo"
         in box
     )
 
