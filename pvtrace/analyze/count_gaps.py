@@ -78,7 +78,12 @@ def lost_events_text(x: dict, *, short: bool = False) -> str:
     if not tracer_lost(x):
         events = broken
     elif not n_events:
-        events = "events lost (the trace gives no count)"
+        over = int(x.get("n_events_overwritten") or 0)  # the header's count (buffer-started markers)
+        events = (
+            f"events lost ({over:,} overwritten before the buffers' start, by the header)"
+            if over
+            else "events lost (the trace gives no count)"
+        )
     elif uncounted:
         events = f"at least {n_events:,} events lost ({uncounted:,} marker(s) give no count)"
     else:

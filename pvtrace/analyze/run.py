@@ -290,11 +290,11 @@ def _with_warnings(result: Analysis, meta: TraceMeta) -> Analysis:
         result.summary.extra.setdefault("warnings", []).append(warning)
     x = result.summary.extra
     x["skipped_lines"] = skipped_lines(meta.problems or {})  # what the ingester could not read
-    add_lost_parts(result.summary)  # lost events (or broken timestamps): lower bounds, said so
     headers = [i.get("header") or {} for i in (meta.extra or {}).get("inputs", [])]
     overwritten = sum(max(0, h.get("entries_written", 0) - h.get("entries_in_buffer", 0)) for h in headers)
     if overwritten:  # older events the ring buffer overwrote: the trace starts after them
         x["n_events_overwritten"] = overwritten
+    add_lost_parts(result.summary)  # lost events (or broken timestamps): lower bounds, said so
     n_kicks, n_yields = x.get("n_kicks_unmapped") or 0, x.get("n_yields_unmapped") or 0
     if n_kicks or n_yields:
         x.setdefault("warnings", []).append(

@@ -215,7 +215,7 @@ def headline(a: Analysis) -> tuple[list[tuple[str, str, str]], list[str]]:
         wait = x.get("wait_ns")
         value = f"{t['n_contended']:,}" + (f", {fmt_ns(wait)} total wait" if wait else "")
         # the count's own parts, and the total wait's (stack capture time in every wait)
-        label = "contended (lock waits)" + flag("n_contended") + (flag("wait_ns") if wait else "")
+        label = "contended (lock waits)" + flag("n_contended", *(["wait_ns"] if wait else []))
         rows.append((label, value, s.fidelity.get("n_contended", "")))
     add("LHP incidents (harmful)", "n_lhp", f"{t.get('n_lhp', 0):,} ({t.get('n_lhp_harmful', 0):,})")
     if "n_lhp" not in t:  # without every acquisition only the harmful ones (a waiter spun) are seen
@@ -256,9 +256,10 @@ class _PartialNotes:
         self.above = set((x.get("guest_preemption") or {}).get("partial_reasons") or [])
         self.parts: dict[str, dict] = {}  # missing -> the first part that says it
 
-    def flag(self, key: str) -> str:
-        """' (partial [1])' for a total that leaves part out ('see above' for a reason printed there)."""
-        parts = self.partial.get(key) or []
+    def flag(self, *keys: str) -> str:
+        """' (partial [1])' for a total that leaves part out ('see above' for a reason printed there);
+        several keys (a row that shows two totals) get one flag with every reason of either."""
+        parts = [p for key in keys for p in self.partial.get(key) or []]
         refs = []
         for p in parts:
             if p["missing"] not in self.above:

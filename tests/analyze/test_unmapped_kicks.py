@@ -146,3 +146,28 @@ def test_lost_events_make_counts_lower_bounds_and_the_split_of_spin_uncertain(tm
         assert parts[key] == "a lower bound: 40 events lost", key
     for key in ("spin_useful_ns", "waste_lhp_ns", "n_lhp_harmful"):
         assert parts[key].startswith("may be off either way: 40 events lost"), key
+
+
+def test_events_overwritten_before_the_buffers_start_are_counted_by_the_header(tmp_path):
+    """A ring buffer that wrapped: ftrace prints '##### CPU 0 buffer started ####' with no count, and
+    the header's entries-in-buffer/entries-written gives it; the part said "the trace gives no
+    count" beside "ring buffer overwritten: 20 older events lost" (new-user audit of record)."""
+    lines = [
+        "# tracer: nop\n",
+        "#\n",
+        "# entries-in-buffer/entries-written: 4/24   #P:1\n",
+        "#\n",
+        "##### CPU 0 buffer started ####\n",
+        " t-5 [000] 1.000000: contention_begin: 0xffff888100000000 (flags=SPIN)\n",
+        " t-5 [000] 1.000002: contention_end: 0xffff888100000000 (ret=0)\n",
+        " t-5 [000] 1.000010: contention_begin: 0xffff888100000000 (flags=SPIN)\n",
+        " t-5 [000] 1.000012: contention_end: 0xffff888100000000 (ret=0)\n",
+    ]
+    (tmp_path / "g.txt").write_text("".join(lines))
+    s = analyze(load([tmp_path / "g.txt"])).summary
+    assert s.extra["n_events_overwritten"] == 20 and s.extra["n_lost_windows"] == 1
+    (part,) = s.extra["partial"]["n_contended"]
+    assert (
+        part["missing"]
+        == "a lower bound: events lost (20 overwritten before the buffers' start, by the header)"
+    )
