@@ -64,6 +64,13 @@ def test_a_map_that_names_the_thread_counts_the_kick(tmp_path):
     assert not any("not known as vCPUs" in w for w in a.summary.extra.get("warnings", []))
 
 
+# One wait on CPU 0: its contention_begin and contention_end at the times given.
+WAIT = (
+    " t-5 [000] {0}: contention_begin: 0xffff888100000000 (flags=SPIN)\n"
+    " t-5 [000] {1}: contention_end: 0xffff888100000000 (ret=0)\n"
+)
+
+
 def test_counts_of_a_trace_that_lost_events_are_lower_bounds(tmp_path):
     """A guest trace_pipe that lost events: its wait count misses the waits in the lost window."""
     lines = [
@@ -152,18 +159,9 @@ def test_events_overwritten_before_the_buffers_start_are_counted_by_the_header(t
     """A ring buffer that wrapped: ftrace prints '##### CPU 0 buffer started ####' with no count, and
     the header's entries-in-buffer/entries-written gives it; the part said "the trace gives no
     count" beside "ring buffer overwritten: 20 older events lost" (new-user audit of record)."""
-    lines = [
-        "# tracer: nop\n",
-        "#\n",
-        "# entries-in-buffer/entries-written: 4/24   #P:1\n",
-        "#\n",
-        "##### CPU 0 buffer started ####\n",
-        " t-5 [000] 1.000000: contention_begin: 0xffff888100000000 (flags=SPIN)\n",
-        " t-5 [000] 1.000002: contention_end: 0xffff888100000000 (ret=0)\n",
-        " t-5 [000] 1.000010: contention_begin: 0xffff888100000000 (flags=SPIN)\n",
-        " t-5 [000] 1.000012: contention_end: 0xffff888100000000 (ret=0)\n",
-    ]
-    (tmp_path / "g.txt").write_text("".join(lines))
+    header = "# tracer: nop\n#\n# entries-in-buffer/entries-written: 4/24   #P:1\n#\n"
+    waits = [WAIT.format(*t) for t in (("1.000000", "1.000002"), ("1.000010", "1.000012"))]
+    (tmp_path / "g.txt").write_text(header + "##### CPU 0 buffer started ####\n" + "".join(waits))
     s = analyze(load([tmp_path / "g.txt"])).summary
     assert s.extra["n_events_overwritten"] == 20 and s.extra["n_lost_windows"] == 1
     (part,) = s.extra["partial"]["n_contended"]
