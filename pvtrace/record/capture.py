@@ -511,8 +511,13 @@ def _record_planned(
         outputs["text"] = paths.text
         notes = []
         if sampler is not None:
+            kept = (
+                f" ({inv.n_steal_samples} in the saved trace: the ring buffer overwrote the rest)"
+                if inv.n_steal_samples < sampler.n_written
+                else ""
+            )
             notes.append(
-                f"steal samples written into the trace: {sampler.n_written}"
+                f"steal samples written into the trace: {sampler.n_written}{kept}"
                 if sampler.error is None
                 else f"warning: steal samples stopped after {sampler.n_written}: {sampler.error}"
             )

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import polars as pl
 
+from pvtrace.guest_signals import STEAL_TAG
 from pvtrace.record.events import Mode, analysis_needs
 
 # comm-pid [(tgid)] [cpu] [irq-info] secs[.frac]: event[: payload]
@@ -32,6 +33,7 @@ class Inventory:
     n_lost_reported: int = 0  # the sum of their M (lines without a count add nothing)
     n_stacks: int = 0
     stack_cost_median_ns: int | None = None  # contention_begin -> its <stack trace> (inflates waits)
+    n_steal_samples: int = 0  # pvtrace-steal markers kept (the ring buffer may have overwritten some)
     t_first_ns: int | None = None
     t_last_ns: int | None = None
 
@@ -61,7 +63,7 @@ def _inventory(lines: pl.LazyFrame) -> Inventory:
             + pl.col("frac").fill_null("").str.pad_end(9, "0").str.slice(0, 9).cast(pl.Int64),
         )
     )
-    counts, span, lost, stacks = pl.collect_all(
+    counts, span, lost, stacks, steal = pl.collect_all(
         [
             parsed.group_by("event").len().sort("event"),
             parsed.select(pl.col("ts").min().alias("first"), pl.col("ts").max().alias("last")),
@@ -71,6 +73,7 @@ def _inventory(lines: pl.LazyFrame) -> Inventory:
             parsed.filter(pl.col("event").is_in(["contention_begin", STACK_PSEUDO_EVENT])).select(
                 "i", "cpu", "ts", "event"
             ),
+            lines.filter(pl.col("line").str.contains(STEAL_TAG, literal=True)).select(pl.len()),
         ],
         engine="streaming",
     )
@@ -80,6 +83,7 @@ def _inventory(lines: pl.LazyFrame) -> Inventory:
         n_lost_reported=int(lost["n"].sum() or 0),
         t_first_ns=span["first"][0],
         t_last_ns=span["last"][0],
+        n_steal_samples=int(steal.item()),
     )
     inv.n_stacks = inv.counts.get(STACK_PSEUDO_EVENT, 0)
     if inv.n_stacks:

@@ -101,3 +101,12 @@ def test_text_that_is_not_utf8_still_counts(tmp_path: Path) -> None:
     odd = GUEST_LINES[0].replace("contend-9850", "cont\xffnd-9850").encode("latin-1")
     path.write_bytes(ftrace_text([]).encode() + odd + b"\n" + GUEST_LINES[7].encode() + b"\n")
     assert inventory(path).counts == {"contention_begin": 1, "contention_end": 1}
+
+
+def test_the_steal_samples_kept_in_the_trace_are_counted(tmp_path: Path) -> None:
+    """record said 'steal samples written into the trace: 31' where the overwritten buffer kept 16;
+    the inventory counts the markers the saved text holds (new-user audit)."""
+    mark = "            sh-1       [000] ...1.   491.352000: tracing_mark_write: pvtrace-steal user_hz=100 cpu0=3"
+    path = tmp_path / "g.txt"
+    path.write_text(ftrace_text([*GUEST_LINES, mark, mark.replace("491.352000", "491.362000")]))
+    assert inventory(path).n_steal_samples == 2
