@@ -68,10 +68,13 @@ def analyze(
     `pv_spinlocks` declares whether a guest-only trace's spinlocks are paravirt (guest-inferred level).
     `progress`, if given, is called with each step's name (see STEPS) once it is done.
     """
+    n_read = trace.events.height
     trace, guest = _with_guest_states(trace, pv_spinlocks)
     prep = prepare(trace, lock_kind=lock_kind)
     prep.guest_preemption = guest
     result = _run(prep, progress, kind_given=_given(lock_kind), unaligned=clocks_unaligned(trace.meta))
+    if guest is not None:  # the events the trace holds, as ingest counts them, not the states inferred
+        result.summary.extra["n_events"] = n_read
     return _with_perf_tables(
         _with_context(_with_warnings(result, trace.meta), _context_events(trace.events.lazy())), trace.meta
     )

@@ -83,5 +83,7 @@ def test_the_report_page_gives_the_line_the_terminal_gives():
     trace = load([sample])
     a = analyze(trace)
     rows = dict(facts_figure(trace, a).table.iter_rows())
+    # its event count is the trace's, as ingest and the page give it (the states it infers are not events read)
+    assert a.summary.extra["n_events"] == trace.events.height
     assert rows["vCPU preemption"] == preemption_line(a.summary.extra["guest_preemption"])
     assert "not-running interval" in rows["vCPU preemption"]
