@@ -193,6 +193,12 @@ def guest_offsets(
     """
     host = _span(host_ts)
     decided = decided or {}
+    # each guest VM's timestamps, and their span, taken once
+    times = {
+        vm: guest.filter(pl.col("vm") == vm)["ts"]
+        for vm in sorted(guest["vm"].drop_nulls().unique().to_list())
+    }
+    spans = {vm: _span(ts) for vm, ts in times.items()}
     estimates: dict[str, Estimate | str] = {}
     if host_events is not None and "vcpu" in guest.columns and host is not None:
         todo = [
@@ -202,16 +208,15 @@ def guest_offsets(
         ]
         misfits = given_misfits(host_events, guest, given, decided)
         todo += sorted(misfits)  # their estimate names the fix, as it does for an offset far off:
-        todo += [vm for vm in _given_far_off(host, guest, given, decided) if vm not in misfits]
+        todo += [vm for vm in _given_far_off(host, spans, given, decided) if vm not in misfits]
         if todo:
             estimates = estimate_offsets(host_events, guest.filter(pl.col("vm").is_in(todo)))
     else:
         misfits = {}
     offsets: dict[str, int] = {}
     per_vm: dict[str, dict[str, Any]] = {}
-    for vm in sorted(guest["vm"].drop_nulls().unique().to_list()):
-        mine = guest.filter(pl.col("vm") == vm)["ts"]
-        span = _span(mine)
+    for vm, mine in times.items():
+        span = spans[vm]
         if span is None:
             continue
         user = _given_for(given, vm)
@@ -229,13 +234,16 @@ def guest_offsets(
 
 
 def _given_far_off(
-    host: tuple[int, int], guest: pl.DataFrame, given: int | dict[str, int] | None, decided: dict[str, int]
+    host: tuple[int, int],
+    spans: dict[str, tuple[int, int] | None],
+    given: int | dict[str, int] | None,
+    decided: dict[str, int],
 ) -> list[str]:
-    """The guest VMs whose given offset puts their events outside the host trace's time range."""
+    """The guest VMs (their time spans) whose given offset puts their events outside the host
+    trace's time range."""
     out = []
-    for vm in sorted(guest["vm"].drop_nulls().unique().to_list()):
+    for vm, span in spans.items():
         user = _given_for(given, vm)
-        span = _span(guest.filter(pl.col("vm") == vm)["ts"])
         if (
             user is not None
             and vm not in decided
