@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from pvtrace import __version__
 from pvtrace.errors import UsageError
 from pvtrace.fleet import remote
-from pvtrace.ingest.sides import trace_base
+from pvtrace.ingest.sides import named_as_guest_of, trace_base
 from pvtrace.ingest.vcpu_map import find_vcpu_map
 
 # Files in a trace folder that are not traces: sidecars, tables, reports, our own temporaries.
@@ -192,7 +192,7 @@ def split_captures(traces: list[TraceInput]) -> list[list[str]]:
     groups = []
     for bases in by_dir.values():
         for base in sorted(bases, key=len):
-            guests = [n for b, n in sorted(bases.items()) if b.startswith(base + "-")]
+            guests = [n for b, n in sorted(bases.items()) if named_as_guest_of(b, base)]
             if guests:
                 groups.append([bases[base], *guests])
     return groups

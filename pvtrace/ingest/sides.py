@@ -146,20 +146,24 @@ def guest_vm_names(
     return names
 
 
+def named_as_guest_of(guest: str, host: str) -> bool:
+    """Whether a trace named `guest` is named like a guest half of the capture `host` is the host
+    half of (`h-<vm>.txt` of `h.txt`, as pvtrace renders and trace-cmd -A names them): its base is
+    the host's, a dash and a VM name."""
+    g, h = trace_base(guest), trace_base(host)
+    return bool(h) and g.startswith(h + "-") and len(g) > len(h) + 1
+
+
 def guest_files_nearby(host_paths: Sequence[Path]) -> list[Path]:
     """Trace files next to host-only inputs named like their guests (`trace.dat` + `trace-<vm>.dat`,
     trace-cmd -A; `h.txt` + `h-<vm>.txt`, pvtrace's renders): the guest halves the user left out."""
     given = {p.resolve() for p in host_paths}
     found: set[Path] = set()
     for path in host_paths:
-        stem = trace_base(path.name) + "-"
         if not path.parent.is_dir():
             continue
         for sib in path.parent.iterdir():
-            name = sib.name
-            named = (
-                name.startswith(stem) and name.endswith(_NAME_SUFFIXES) and len(trace_base(name)) > len(stem)
-            )
+            named = sib.name.endswith(_NAME_SUFFIXES) and named_as_guest_of(sib.name, path.name)
             if named and sib.is_file() and sib.resolve() not in given:
                 found.add(sib)
     return sorted(found)
@@ -168,16 +172,14 @@ def guest_files_nearby(host_paths: Sequence[Path]) -> list[Path]:
 def host_files_nearby(guest_paths: Sequence[Path]) -> list[Path]:
     """Trace files next to guest-only inputs named like their host (`h-<vm>.txt` beside `h.txt`, as
     pvtrace renders and trace-cmd -A names them): the host half the user left out. A base with
-    more than one dash is tried at each (`lhp-demo-vm0.txt` -> `lhp-demo.txt`)."""
+    more than one dash fits at each (`lhp-demo-vm0.txt` -> `lhp-demo.txt`)."""
     given = {p.resolve() for p in guest_paths}
     found: set[Path] = set()
     for path in guest_paths:
         if not path.parent.is_dir():
             continue
-        base = trace_base(path.name)
-        stems = {base[:i] for i in range(1, len(base)) if base[i] == "-"}
         for sib in path.parent.iterdir():
-            named = sib.name.endswith(_NAME_SUFFIXES) and trace_base(sib.name) in stems
+            named = sib.name.endswith(_NAME_SUFFIXES) and named_as_guest_of(path.name, sib.name)
             if named and sib.is_file() and sib.resolve() not in given:
                 found.add(sib)
     return sorted(found)
