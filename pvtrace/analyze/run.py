@@ -233,9 +233,9 @@ def _warn_stack_cost(result: Analysis, cost: dict | None) -> Analysis:
             "(median): too long by that much",
             "fix": "record with pvtrace record --guest --no-stacktrace",
         }
-        for key in ("wait_ns", "spin_ns", "wait_preempted_ns", "wait_halted_ns"):  # (not the count)
-            if key in result.summary.totals or (key == "wait_ns" and x.get("wait_ns") is not None):
-                add_parts(x.setdefault("partial", {}), key, part)
+        times = [k for k in ("spin_ns", "wait_preempted_ns", "wait_halted_ns") if k in result.summary.totals]
+        for key in (["wait_ns"] if x.get("wait_ns") is not None else []) + times:  # (not the count)
+            add_parts(x.setdefault("partial", {}), key, part)
     return result
 
 
