@@ -7,7 +7,7 @@ own `<host>-<vm>.txt` renders) or the vm_name option.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import polars as pl
@@ -157,29 +157,25 @@ def named_as_guest_of(guest: str, host: str) -> bool:
 def guest_files_nearby(host_paths: Sequence[Path]) -> list[Path]:
     """Trace files next to host-only inputs named like their guests (`trace.dat` + `trace-<vm>.dat`,
     trace-cmd -A; `h.txt` + `h-<vm>.txt`, pvtrace's renders): the guest halves the user left out."""
-    given = {p.resolve() for p in host_paths}
-    found: set[Path] = set()
-    for path in host_paths:
-        if not path.parent.is_dir():
-            continue
-        for sib in path.parent.iterdir():
-            named = sib.name.endswith(_NAME_SUFFIXES) and named_as_guest_of(sib.name, path.name)
-            if named and sib.is_file() and sib.resolve() not in given:
-                found.add(sib)
-    return sorted(found)
+    return _siblings(host_paths, lambda sib, given: named_as_guest_of(sib, given))
 
 
 def host_files_nearby(guest_paths: Sequence[Path]) -> list[Path]:
     """Trace files next to guest-only inputs named like their host (`h-<vm>.txt` beside `h.txt`, as
     pvtrace renders and trace-cmd -A names them): the host half the user left out. A base with
     more than one dash fits at each (`lhp-demo-vm0.txt` -> `lhp-demo.txt`)."""
-    given = {p.resolve() for p in guest_paths}
+    return _siblings(guest_paths, lambda sib, given: named_as_guest_of(given, sib))
+
+
+def _siblings(paths: Sequence[Path], fits: Callable[[str, str], bool]) -> list[Path]:
+    """The trace files next to `paths`, not among them, whose name fits (sibling's, given's)."""
+    given = {p.resolve() for p in paths}
     found: set[Path] = set()
-    for path in guest_paths:
+    for path in paths:
         if not path.parent.is_dir():
             continue
         for sib in path.parent.iterdir():
-            named = sib.name.endswith(_NAME_SUFFIXES) and named_as_guest_of(path.name, sib.name)
+            named = sib.name.endswith(_NAME_SUFFIXES) and fits(sib.name, path.name)
             if named and sib.is_file() and sib.resolve() not in given:
                 found.add(sib)
     return sorted(found)
